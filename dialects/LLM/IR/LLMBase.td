@@ -1,0 +1,184 @@
+//===- LLMBase.td - common LLM dialect, enums and attributes -*- tablegen -*-===//
+//
+// The `llm` dialect holds what every language model MoIR compiles shares:
+// weight references, quantized weight types, norms, RoPE, attention over a KV
+// cache and activations. The MoE and MLA dialects build on it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_LLM_BASE
+#define MOIR_LLM_BASE
+
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/OpBase.td"
+
+def LLM_Dialect : Dialect {
+  let name = "llm";
+  let cppNamespace = "::moir::llm";
+  let summary = "Common building blocks of transformer language models";
+  let description = [{
+    Ops shared by dense and Mixture-of-Experts language models (Llama,
+    Mistral, Mixtral, Apertus, Qwen, OLMoE, DeepSeek). Activations are ranked
+    tensors whose leading dimension is the token dimension. Weights are never
+    stored in the IR: `llm.weight` names a tensor in the model's weight store.
+    Quantized weights have the type `!llm.qtensor`, which carries the
+    quantization scheme so passes can reason about it.
+  }];
+  let useDefaultTypePrinterParser = 1;
+  let useDefaultAttributePrinterParser = 1;
+  let hasCanonicalizer = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def LLM_ActivationKind : I32EnumAttr<"ActivationKind",
+    "element-wise activation function", [
+      I32EnumAttrCase<"silu", 0>,
+      I32EnumAttrCase<"gelu", 1>,
+      I32EnumAttrCase<"gelu_tanh", 2>,
+      I32EnumAttrCase<"relu", 3>,
+      I32EnumAttrCase<"sigmoid", 4>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+def LLM_ActivationKindAttr : EnumAttr<LLM_Dialect, LLM_ActivationKind, "activation"> {
+  let assemblyFormat = "``$value";
+}
+
+def LLM_RopeScaling : I32EnumAttr<"RopeScaling",
+    "RoPE frequency scaling variant (config.json rope_scaling.rope_type)", [
+      I32EnumAttrCase<"none", 0>,
+      I32EnumAttrCase<"linear", 1>,
+      I32EnumAttrCase<"llama3", 2>,
+      I32EnumAttrCase<"yarn", 3>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+def LLM_RopeScalingAttr : EnumAttr<LLM_Dialect, LLM_RopeScaling, "rope_scaling">;
+
+def LLM_QuantKind : I32EnumAttr<"QuantKind", "how scales cover a quantized tensor", [
+      I32EnumAttrCase<"per_tensor", 0>,
+      I32EnumAttrCase<"per_channel", 1>,
+      I32EnumAttrCase<"block", 2>,
+      I32EnumAttrCase<"group", 3>,
+      I32EnumAttrCase<"gguf", 4>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+def LLM_QuantKindAttr : EnumAttr<LLM_Dialect, LLM_QuantKind, "quant_kind">;
+
+def LLM_GGUFBlockType : I32EnumAttr<"GGUFBlockType",
+    "llama.cpp (GGUF) block-quantized formats", [
+      I32EnumAttrCase<"none", 0>,
+      I32EnumAttrCase<"q8_0", 1>,
+      I32EnumAttrCase<"q4_0", 2>,
+      I32EnumAttrCase<"q4_k", 3>,
+      I32EnumAttrCase<"q6_k", 4>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+def LLM_GGUFBlockTypeAttr : EnumAttr<LLM_Dialect, LLM_GGUFBlockType, "gguf_block">;
+
+//===----------------------------------------------------------------------===//
+// Attributes
+//===----------------------------------------------------------------------===//
+
+class LLM_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<LLM_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def LLM_RopeAttr : LLM_Attr<"Rope", "rope"> {
+  let summary = "rotary position embedding parameters";
+  let description = [{
+    Everything that changes RoPE's math: the base `theta`, the number of
+    rotated dimensions `dim` (partial rotary when smaller than the head
+    dimension), the pairing (`interleaved`: pairs (2i, 2i+1) as in
+    DeepSeek's and GGUF's layout; otherwise (i, i + dim/2) as in Hugging
+    Face's `rotate_half`), and the frequency scaling from config.json's
+    `rope_scaling`: `linear` (positions divided by `factor`), `llama3`
+    (wavelength-dependent, with `low_freq_factor`, `high_freq_factor`,
+    `original_max_position`) and `yarn` (`beta_fast`, `beta_slow`, `mscale`,
+    `mscale_all_dim`).
+
+    ```mlir
+    #llm.rope<theta = 500000.0, dim = 128, scaling = llama3, factor = 8.0,
+              low_freq_factor = 1.0, high_freq_factor = 4.0,
+              original_max_position = 8192>
+    ```
+  }];
+  let parameters = (ins
+    "::mlir::FloatAttr":$theta,
+    "int64_t":$dim,
+    DefaultValuedParameter<"::moir::llm::RopeScaling",
+                           "::moir::llm::RopeScaling::none">:$scaling,
+    OptionalParameter<"::mlir::FloatAttr">:$factor,
+    OptionalParameter<"::mlir::FloatAttr">:$low_freq_factor,
+    OptionalParameter<"::mlir::FloatAttr">:$high_freq_factor,
+    DefaultValuedParameter<"int64_t", "0">:$original_max_position,
+    OptionalParameter<"::mlir::FloatAttr">:$beta_fast,
+    OptionalParameter<"::mlir::FloatAttr">:$beta_slow,
+    OptionalParameter<"::mlir::FloatAttr">:$mscale,
+    OptionalParameter<"::mlir::FloatAttr">:$mscale_all_dim,
+    DefaultValuedParameter<"bool", "false">:$interleaved
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
+def LLM_QuantSchemeAttr : LLM_Attr<"QuantScheme", "quant"> {
+  let summary = "quantization scheme of a weight tensor";
+  let description = [{
+    How the scales of a quantized tensor cover it:
+
+    - `per_tensor`: one scale for the whole tensor;
+    - `per_channel`: one scale per index of dimension `axis` (INT8
+      per-output-channel weights use `axis = 0`);
+    - `block`: one scale per tile of shape `block` (DeepSeek-V3's FP8
+      checkpoints: `block = [128, 128]`, scales stored as
+      `weight_scale_inv`; partial tiles at the edges have their own scale);
+    - `group`: one scale (and with `zero_point` one offset) per `group`
+      consecutive elements of the innermost dimension (INT4 with group
+      scales);
+    - `gguf`: llama.cpp's self-describing block formats (`format`), whose
+      scales live inside the blocks.
+
+    `scale` is the element type of the scales (f32 when omitted). Dequantized value =
+    stored value * scale (minus zero point for asymmetric groups).
+
+    ```mlir
+    #llm.quant<kind = block, block = [128, 128]>
+    #llm.quant<kind = group, group = 32, zero_point = true, scale = f16>
+    #llm.quant<kind = gguf, format = q4_k>
+    ```
+  }];
+  let parameters = (ins
+    "::moir::llm::QuantKind":$kind,
+    OptionalArrayRefParameter<"int64_t">:$block,
+    DefaultValuedParameter<"int64_t", "-1">:$axis,
+    DefaultValuedParameter<"int64_t", "0">:$group,
+    DefaultValuedParameter<"bool", "false">:$zero_point,
+    DefaultValuedParameter<"::moir::llm::GGUFBlockType",
+                           "::moir::llm::GGUFBlockType::none">:$format,
+    OptionalParameter<"::mlir::Type">:$scale
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Element type of the scales (f32 when not given).
+    ::mlir::Type getScaleElementType() const;
+    /// Elements per GGUF block (32 for q8_0/q4_0, 256 for the k-quants), or 0.
+    static int64_t getGGUFBlockElements(::moir::llm::GGUFBlockType format);
+    /// Bytes of one GGUF block including its scales, or 0.
+    static int64_t getGGUFBlockBytes(::moir::llm::GGUFBlockType format);
+  }];
+}
+
+#endif // MOIR_LLM_BASE

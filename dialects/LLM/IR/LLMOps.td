@@ -1,0 +1,267 @@
+//===- LLMOps.td - common LLM ops ----------------------------*- tablegen -*-===//
+
+#ifndef MOIR_LLM_OPS
+#define MOIR_LLM_OPS
+
+include "LLM/IR/LLMBase.td"
+include "LLM/IR/LLMTypes.td"
+include "LLM/IR/LLMInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/IR/BuiltinAttributes.td"
+
+class LLM_Op<string mnemonic, list<Trait> traits = []>
+    : Op<LLM_Dialect, mnemonic, traits>;
+
+def LLM_FloatTensor : RankedTensorOf<[AnyFloat]>;
+
+//===----------------------------------------------------------------------===//
+// Weights
+//===----------------------------------------------------------------------===//
+
+def LLM_WeightOp : LLM_Op<"weight", [Pure,
+    DeclareOpInterfaceMethods<LLM_WeightRefOpInterface>]> {
+  let summary = "reference to a tensor of the model's weight store";
+  let description = [{
+    Names one tensor of the weight store (the checkpoint's tensor name). The
+    data is never held in the IR; backends pack it into the artifact. A
+    quantized weight names its scale tensor too (unless its format embeds the
+    scales, as GGUF's do). Identical references are merged by CSE, so tied
+    embeddings read one tensor.
+
+    ```mlir
+    %w = llm.weight "model.layers.0.self_attn.q_proj.weight" : tensor<4096x4096xbf16>
+    %q = llm.weight "model.layers.0.mlp.gate_proj.weight"
+           scales "model.layers.0.mlp.gate_proj.weight_scale_inv"
+           : !llm.qtensor<18432x7168xf8E4M3FN, #llm.quant<kind = block, block = [128, 128]>>
+    ```
+  }];
+  let arguments = (ins StrAttr:$name, OptionalAttr<StrAttr>:$scale_name);
+  let results = (outs LLM_WeightType:$result);
+  let assemblyFormat = "$name (`scales` $scale_name^)? attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_StackedWeightOp : LLM_Op<"stacked_weight", [Pure,
+    DeclareOpInterfaceMethods<LLM_WeightRefOpInterface>]> {
+  let summary = "several weight-store tensors stacked along a new leading dimension";
+  let description = [{
+    Stacks same-shaped tensors of the weight store, one per entry of `names`,
+    along a new leading dimension: how per-expert checkpoint tensors
+    (Mixtral's `experts.<e>.w1.weight`) become one `[experts, ...]` operand of
+    the grouped expert ops. The backend packs the stack; nothing is copied in
+    the compiler.
+
+    ```mlir
+    %w1 = llm.stacked_weight ["layers.0.experts.0.w1.weight",
+                              "layers.0.experts.1.w1.weight"] : tensor<2x2816x1024xf32>
+    ```
+  }];
+  let arguments = (ins StrArrayAttr:$names, OptionalAttr<StrArrayAttr>:$scale_names);
+  let results = (outs LLM_WeightType:$result);
+  let assemblyFormat = "$names (`scales` $scale_names^)? attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_DequantizeOp : LLM_Op<"dequantize", [Pure]> {
+  let summary = "converts a quantized weight to a float tensor";
+  let description = [{
+    Applies the scales of the `!llm.qtensor` scheme. Canonicalization removes
+    it in front of ops that read the quantized form directly.
+
+    ```mlir
+    %f = llm.dequantize %q : !llm.qtensor<256x512xi8, #llm.quant<kind = per_channel, axis = 0>> -> tensor<256x512xf32>
+    ```
+  }];
+  let arguments = (ins LLM_AnyQTensor:$input);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Layers
+//===----------------------------------------------------------------------===//
+
+def LLM_EmbeddingOp : LLM_Op<"embedding", [Pure,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "token embedding lookup";
+  let description = [{
+    Gathers rows of the `[vocab, hidden]` table for each token id.
+
+    ```mlir
+    %h = llm.embedding %ids, %table : (tensor<?xi32>, tensor<32000x1024xf32>) -> tensor<?x1024xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnySignlessInteger]>:$ids, LLM_WeightType:$table);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$ids `,` $table attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def LLM_RMSNormOp : LLM_Op<"rms_norm", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "root-mean-square normalization over the innermost dimension";
+  let description = [{
+    `result = input / sqrt(mean(input^2) + epsilon) * weight`, computed in
+    float32, over the innermost dimension. Applied to `[tokens, heads,
+    head_dim]` it is the per-head QK-norm of Qwen3, OLMoE and Apertus.
+
+    ```mlir
+    %n = llm.rms_norm %x, %w epsilon = 1.0e-05 : tensor<?x1024xf32>, tensor<1024xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$input, LLM_FloatTensor:$weight,
+                       F64Attr:$epsilon);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `epsilon` `=` $epsilon attr-dict `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_LinearOp : LLM_Op<"linear", [Pure,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "x * W^T (+ bias), with W in the checkpoint's [out, in] layout";
+  let description = [{
+    `result[..., n] = sum_k input[..., k] * weight[n, k] (+ bias[n])`. The
+    weight keeps the `[out_features, in_features]` layout of Hugging Face
+    checkpoints and may be quantized.
+
+    ```mlir
+    %y = llm.linear %x, %w, %b : (tensor<?x1024xf32>, tensor<3072x1024xf32>, tensor<3072xf32>) -> tensor<?x3072xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$input, LLM_WeightType:$weight,
+                       Optional<LLM_FloatTensor>:$bias);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_RopeOp : LLM_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "rotary position embedding";
+  let description = [{
+    Rotates the first `rope.dim` dimensions of each head of a
+    `[tokens, heads, head_dim]` tensor by angles `position * freq_i`, with
+    the frequencies and pairing given by the `#llm.rope` attribute. The
+    remaining dimensions pass through (partial rotary).
+
+    ```mlir
+    %r = llm.rope %q, %pos with #llm.rope<theta = 1.0e+06, dim = 64> : tensor<?x16x64xf32>, tensor<?xi64>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$input,
+                       RankedTensorOf<[AnySignlessInteger]>:$positions,
+                       LLM_RopeAttr:$rope);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $positions `with` $rope attr-dict `:` type($input) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_KVCacheUpdateOp : LLM_Op<"kv_cache_update", [Pure,
+    AllTypesMatch<["cache", "result"]>]> {
+  let summary = "writes new rows into a KV cache at an offset";
+  let description = [{
+    Returns `cache` with rows `[offset, offset + tokens)` replaced by
+    `update`. The cache's leading dimension is its capacity; the trailing
+    dimensions (e.g. `[kv_heads, head_dim]`, or MLA's latent width) must
+    match. Bufferization makes the update in place. Writing past the
+    capacity is a runtime error raised by the runtime before the step runs.
+
+    ```mlir
+    %c1 = llm.kv_cache_update %k into %c0[%off] : tensor<?x4x64xf32> into tensor<4096x4x64xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$update, LLM_FloatTensor:$cache, Index:$offset);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $update `into` $cache `[` $offset `]` attr-dict `:` type($update) `into` type($cache)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
+  let summary = "causal grouped-query attention over a KV cache";
+  let description = [{
+    Queries `[tokens, heads, d_qk]` attend to cache rows `[capacity,
+    kv_heads, d_qk]` (keys) and `[capacity, kv_heads, d_v]` (values); query
+    head `h` uses KV head `h / (heads / kv_heads)`. Query `t` sees cache row
+    `j` iff `j <= positions[t]` and, with `sliding_window = W`,
+    `positions[t] - j < W`. Scores are scaled by `scale` before the softmax.
+    Rows past the last position are never read, so the cache may hold
+    garbage there.
+
+    ```mlir
+    %o = llm.attention %q, %kc, %vc, %pos scale = 0.125
+           : (tensor<?x16x64xf32>, tensor<4096x4x64xf32>, tensor<4096x4x64xf32>, tensor<?xi64>) -> tensor<?x16x64xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$query, LLM_FloatTensor:$key,
+                       LLM_FloatTensor:$value,
+                       RankedTensorOf<[AnySignlessInteger]>:$positions,
+                       F64Attr:$scale, OptionalAttr<I64Attr>:$sliding_window);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $positions `scale` `=` $scale
+    (`window` `=` $sliding_window^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_ActivationOp : LLM_Op<"activation", [Pure, Elementwise,
+    SameOperandsAndResultType]> {
+  let summary = "element-wise activation";
+  let description = [{
+    ```mlir
+    %s = llm.activation sigmoid %g : tensor<?x1xf32>
+    ```
+  }];
+  let arguments = (ins LLM_ActivationKindAttr:$kind, LLM_FloatTensor:$input);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$kind $input attr-dict `:` type($result)";
+}
+
+def LLM_GLUOp : LLM_Op<"glu", [Pure, Elementwise, SameOperandsAndResultType]> {
+  let summary = "gated linear unit: act(gate) * up";
+  let description = [{
+    The gating of SwiGLU FFNs: `activation(gate) * up`, element-wise.
+
+    ```mlir
+    %h = llm.glu silu %g, %u : tensor<?x2816xf32>
+    ```
+  }];
+  let arguments = (ins LLM_ActivationKindAttr:$activation, LLM_FloatTensor:$gate,
+                       LLM_FloatTensor:$up);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$activation $gate `,` $up attr-dict `:` type($result)";
+}
+
+def LLM_XIELUOp : LLM_Op<"xielu", [Pure, AllTypesMatch<["input", "result"]>,
+    AllTypesMatch<["alpha_p", "alpha_n"]>]> {
+  let summary = "Apertus' xIELU activation with learned alpha_p, alpha_n";
+  let description = [{
+    With `ap = softplus(alpha_p)` and `an = beta + softplus(alpha_n)`:
+    `x > 0: ap * x^2 + beta * x`;
+    `x <= 0: an * (expm1(min(x, eps)) - x) + beta * x`.
+    `alpha_p` and `alpha_n` are one-element weights of the layer.
+
+    ```mlir
+    %y = llm.xielu %x, %ap, %an beta = 5.0e-01 eps = -1.0e-06 : tensor<?x2048xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$input, LLM_FloatTensor:$alpha_p,
+                       LLM_FloatTensor:$alpha_n, F64Attr:$beta, F64Attr:$eps);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $alpha_p `,` $alpha_n `beta` `=` $beta `eps` `=` $eps attr-dict
+    `:` type($input) `,` type($alpha_p)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MOIR_LLM_OPS

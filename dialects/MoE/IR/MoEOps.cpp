@@ -1,0 +1,267 @@
+//===- MoEOps.cpp - Mixture-of-Experts ops --------------------------------===//
+
+#include "MoE/IR/MoEOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace moir;
+using namespace moir::moe;
+using llm::getWeightShape;
+using llm::verifyDim;
+using llm::verifyRank;
+
+#define GET_OP_CLASSES
+#include "MoE/IR/MoEOps.cpp.inc"
+
+static int64_t mulDims(int64_t a, int64_t b) {
+  if (ShapedType::isDynamic(a) || ShapedType::isDynamic(b))
+    return ShapedType::kDynamic;
+  return a * b;
+}
+
+/// Checks stacked expert weights: gate/up `[E, I, H]`, down `[E, H, I]`.
+/// Returns the number of experts.
+static FailureOr<int64_t> verifyExpertWeights(Operation *op, Type gate, Type up,
+                                              Type down, int64_t hidden) {
+  if (failed(verifyRank(op, "expert gate weight", gate, 3)) ||
+      failed(verifyRank(op, "expert up weight", up, 3)) ||
+      failed(verifyRank(op, "expert down weight", down, 3)))
+    return failure();
+  ArrayRef<int64_t> g = getWeightShape(gate), u = getWeightShape(up),
+                    d = getWeightShape(down);
+  if (g != u)
+    return op->emitOpError("expert gate and up weights must have the same "
+                           "shape");
+  if (failed(verifyDim(op, "expert gate hidden dimension", g[2], hidden)) ||
+      failed(verifyDim(op, "expert down experts", d[0], g[0])) ||
+      failed(verifyDim(op, "expert down output dimension", d[1], hidden)) ||
+      failed(verifyDim(op, "expert down ffn dimension", d[2], g[1])))
+    return failure();
+  return g[0];
+}
+
+//===----------------------------------------------------------------------===//
+// RouteOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouteOp::verify() {
+  auto logits = getLogits().getType();
+  auto weights = getWeights().getType();
+  auto ids = getIds().getType();
+  RoutingAttr routing = getRouting();
+  if (failed(verifyRank(*this, "logits", logits, 2)) ||
+      failed(verifyRank(*this, "weights", weights, 2)) ||
+      failed(verifyRank(*this, "ids", ids, 2)))
+    return failure();
+  int64_t experts = logits.getDimSize(1);
+  if (ShapedType::isDynamic(experts))
+    return emitOpError("the number of experts (logits dimension 1) must be static");
+  if (weights.getShape() != ids.getShape())
+    return emitOpError("weights and ids must have the same shape");
+  if (failed(verifyDim(*this, "weights token dimension", weights.getDimSize(0),
+                       logits.getDimSize(0))) ||
+      failed(verifyDim(*this, "weights top-k dimension", weights.getDimSize(1),
+                       routing.getTopK())))
+    return failure();
+  if (failed(routing.verifyForExperts([&] { return emitOpError(); }, experts)))
+    return failure();
+  Value bias = getCorrectionBias();
+  if (routing.needsCorrectionBias() != (bias != nullptr))
+    return emitOpError(bias ? "correction bias given but routing method is not "
+                              "noaux_tc"
+                            : "noaux_tc routing needs the correction bias");
+  if (bias && (failed(verifyRank(*this, "correction bias", bias.getType(), 1)) ||
+               failed(verifyDim(*this, "correction bias size",
+                                cast<RankedTensorType>(bias.getType()).getDimSize(0),
+                                experts))))
+    return failure();
+  return success();
+}
+
+namespace {
+/// Selecting all expert groups is no group limit at all: drop the groups
+/// (group_limited becomes greedy; noaux_tc keeps its biased selection).
+struct DropTrivialExpertGroups : OpRewritePattern<RouteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RouteOp op,
+                                PatternRewriter &rewriter) const override {
+    RoutingAttr r = op.getRouting();
+    if (r.getNGroup() == 1 || r.getTopkGroup() != r.getNGroup())
+      return failure();
+    TopkMethod method = r.getMethod() == TopkMethod::group_limited
+                            ? TopkMethod::greedy
+                            : r.getMethod();
+    auto simplified =
+        RoutingAttr::get(op.getContext(), r.getTopK(), r.getScoring(), method,
+                         /*n_group=*/1, /*topk_group=*/1, r.getNormTopkProb(),
+                         r.getScaling());
+    rewriter.modifyOpInPlace(op, [&] { op.setRoutingAttr(simplified); });
+    return success();
+  }
+};
+} // namespace
+
+void RouteOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                          MLIRContext *context) {
+  results.add<DropTrivialExpertGroups>(context);
+}
+
+//===----------------------------------------------------------------------===//
+// DispatchOp / ExpertFFNOp / CombineOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DispatchOp::verify() {
+  auto input = getInput().getType();
+  auto ids = getIds().getType();
+  auto rows = getRows().getType();
+  auto offsets = getOffsets().getType();
+  auto sources = getSources().getType();
+  int64_t experts = getNumExperts();
+  if (experts < 1)
+    return emitOpError("needs at least one expert");
+  if (failed(verifyRank(*this, "input", input, 2)) ||
+      failed(verifyRank(*this, "ids", ids, 2)) ||
+      failed(verifyRank(*this, "rows", rows, 2)) ||
+      failed(verifyRank(*this, "offsets", offsets, 1)) ||
+      failed(verifyRank(*this, "sources", sources, 1)))
+    return failure();
+  if (rows.getElementType() != input.getElementType())
+    return emitOpError("rows must have the input's element type");
+  int64_t copies = mulDims(input.getDimSize(0), ids.getDimSize(1));
+  if (failed(verifyDim(*this, "ids token dimension", ids.getDimSize(0),
+                       input.getDimSize(0))) ||
+      failed(verifyDim(*this, "rows count", rows.getDimSize(0), copies)) ||
+      failed(verifyDim(*this, "rows hidden dimension", rows.getDimSize(1),
+                       input.getDimSize(1))) ||
+      failed(verifyDim(*this, "offsets size", offsets.getDimSize(0), experts + 1)) ||
+      failed(verifyDim(*this, "sources size", sources.getDimSize(0),
+                       rows.getDimSize(0))))
+    return failure();
+  return success();
+}
+
+LogicalResult ExpertFFNOp::verify() {
+  auto rows = getRows().getType();
+  auto offsets = getOffsets().getType();
+  auto result = getType();
+  if (failed(verifyRank(*this, "rows", rows, 2)) ||
+      failed(verifyRank(*this, "offsets", offsets, 1)) ||
+      failed(verifyRank(*this, "result", result, 2)))
+    return failure();
+  FailureOr<int64_t> experts =
+      verifyExpertWeights(*this, getGate().getType(), getUp().getType(),
+                          getDown().getType(), rows.getDimSize(1));
+  if (failed(experts))
+    return failure();
+  if (failed(verifyDim(*this, "offsets size", offsets.getDimSize(0), *experts + 1)) ||
+      failed(verifyDim(*this, "result rows", result.getDimSize(0), rows.getDimSize(0))) ||
+      failed(verifyDim(*this, "result hidden dimension", result.getDimSize(1),
+                       rows.getDimSize(1))))
+    return failure();
+  return success();
+}
+
+bool ExpertFFNOp::acceptsQuantizedOperand(unsigned index) {
+  return index == getGateMutable().getOperandNumber() ||
+         index == getUpMutable().getOperandNumber() ||
+         index == getDownMutable().getOperandNumber();
+}
+
+LogicalResult CombineOp::verify() {
+  auto rows = getRows().getType();
+  auto sources = getSources().getType();
+  auto weights = getWeights().getType();
+  auto result = getType();
+  if (failed(verifyRank(*this, "rows", rows, 2)) ||
+      failed(verifyRank(*this, "sources", sources, 1)) ||
+      failed(verifyRank(*this, "weights", weights, 2)) ||
+      failed(verifyRank(*this, "result", result, 2)))
+    return failure();
+  if (failed(verifyDim(*this, "sources size", sources.getDimSize(0),
+                       rows.getDimSize(0))) ||
+      failed(verifyDim(*this, "rows count", rows.getDimSize(0),
+                       mulDims(weights.getDimSize(0), weights.getDimSize(1)))) ||
+      failed(verifyDim(*this, "result tokens", result.getDimSize(0),
+                       weights.getDimSize(0))) ||
+      failed(verifyDim(*this, "result hidden dimension", result.getDimSize(1),
+                       rows.getDimSize(1))))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LayerOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LayerOp::verify() {
+  auto input = getInput().getType();
+  auto result = getType();
+  if (failed(verifyRank(*this, "input", input, 2)) ||
+      failed(verifyRank(*this, "router weight", getRouter().getType(), 2)))
+    return failure();
+  if (result != input)
+    return emitOpError("result type must equal the input type");
+  int64_t hidden = input.getDimSize(1);
+  ArrayRef<int64_t> router = getWeightShape(getRouter().getType());
+  if (failed(verifyDim(*this, "router hidden dimension", router[1], hidden)))
+    return failure();
+  FailureOr<int64_t> experts = verifyExpertWeights(
+      *this, getGate().getType(), getUp().getType(), getDown().getType(), hidden);
+  if (failed(experts) ||
+      failed(verifyDim(*this, "router experts", router[0], *experts)))
+    return failure();
+  RoutingAttr routing = getRouting();
+  if (failed(routing.verifyForExperts([&] { return emitOpError(); }, *experts)))
+    return failure();
+  Value bias = getCorrectionBias();
+  if (routing.needsCorrectionBias() != (bias != nullptr))
+    return emitOpError(bias ? "correction bias given but routing method is not "
+                              "noaux_tc"
+                            : "noaux_tc routing needs the correction bias");
+  if (bias && (failed(verifyRank(*this, "correction bias", bias.getType(), 1)) ||
+               failed(verifyDim(*this, "correction bias size",
+                                cast<RankedTensorType>(bias.getType()).getDimSize(0),
+                                *experts))))
+    return failure();
+
+  if (!hasSharedExpert()) {
+    if (getSharedExpertGate())
+      return emitOpError("shared_gate needs a shared expert");
+    return success();
+  }
+  Type sg = getSharedGateProj().getType(), su = getSharedUpProj().getType(),
+       sd = getSharedDownProj().getType();
+  if (failed(verifyRank(*this, "shared gate weight", sg, 2)) ||
+      failed(verifyRank(*this, "shared up weight", su, 2)) ||
+      failed(verifyRank(*this, "shared down weight", sd, 2)))
+    return failure();
+  ArrayRef<int64_t> g = getWeightShape(sg), u = getWeightShape(su),
+                    d = getWeightShape(sd);
+  if (g != u)
+    return emitOpError("shared gate and up weights must have the same shape");
+  if (failed(verifyDim(*this, "shared gate hidden dimension", g[1], hidden)) ||
+      failed(verifyDim(*this, "shared down output dimension", d[0], hidden)) ||
+      failed(verifyDim(*this, "shared down ffn dimension", d[1], g[0])))
+    return failure();
+  if (Value gate = getSharedExpertGate()) {
+    if (failed(verifyRank(*this, "shared_gate", gate.getType(), 2)))
+      return failure();
+    ArrayRef<int64_t> s = getWeightShape(gate.getType());
+    if (failed(verifyDim(*this, "shared_gate outputs", s[0], 1)) ||
+        failed(verifyDim(*this, "shared_gate hidden dimension", s[1], hidden)))
+      return failure();
+  }
+  return success();
+}
+
+bool LayerOp::acceptsQuantizedOperand(unsigned index) {
+  // Every weight operand has a quantized kernel; the activations and the
+  // correction bias (ODS operand group 2) do not.
+  if (index == getInputMutable().getOperandNumber())
+    return false;
+  auto [biasStart, biasLength] = getODSOperandIndexAndLength(2);
+  return index < biasStart || index >= biasStart + biasLength;
+}

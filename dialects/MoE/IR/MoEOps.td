@@ -1,0 +1,238 @@
+//===- MoEOps.td - Mixture-of-Experts dialect ----------------*- tablegen -*-===//
+//
+// The MoE structure made explicit: routing (scores -> top-k ids and weights),
+// dispatch (tokens grouped per expert), grouped expert FFN, combine (weighted
+// un-permute), and one composite op per MoE layer that decomposes into them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_MOE_OPS
+#define MOIR_MOE_OPS
+
+include "LLM/IR/LLMBase.td"
+include "LLM/IR/LLMTypes.td"
+include "LLM/IR/LLMInterfaces.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "MoE/IR/MoEEnums.td"
+
+def MoE_Dialect : Dialect {
+  let name = "moe";
+  let cppNamespace = "::moir::moe";
+  let summary = "Mixture-of-Experts routing, dispatch, expert FFNs and combine";
+  let description = [{
+    Makes every step of an MoE layer a separate op so fusion passes can match
+    and rewrite them: `moe.route` turns router logits into top-k expert ids
+    and weights; `moe.dispatch` groups token copies per expert;
+    `moe.expert_ffn` runs the grouped SwiGLU FFN; `moe.combine` scatters the
+    weighted expert outputs back to their tokens. `moe.layer` is the whole
+    layer (including shared experts) as one op, as the importer emits it.
+  }];
+  let dependentDialects = ["::moir::llm::LLMDialect"];
+  let useDefaultAttributePrinterParser = 1;
+}
+
+class MoE_Op<string mnemonic, list<Trait> traits = []>
+    : Op<MoE_Dialect, mnemonic, traits>;
+
+def MoE_RoutingAttr : AttrDef<MoE_Dialect, "Routing"> {
+  let mnemonic = "routing";
+  let summary = "how router logits select experts and weigh them";
+  let description = [{
+    With `s = scoring(logits)` (softmax over all experts, or element-wise
+    sigmoid):
+
+    - `greedy`: the `top_k` largest `s` (Mixtral, Qwen-MoE, OLMoE,
+      DeepSeek-V2 `greedy`);
+    - `group_limited`: experts form `n_group` equal groups; a group's score
+      is its largest `s`; only the `topk_group` best groups compete
+      (DeepSeek-V2 `group_limited_greedy`);
+    - `noaux_tc`: like `group_limited` but selection uses `s + bias` (the
+      `e_score_correction_bias` operand) and a group's score is the sum of
+      its two largest biased scores (DeepSeek-V3). Weights are the unbiased
+      `s` of the selected experts.
+
+    The selected weights are divided by their sum when `norm_topk_prob`,
+    then multiplied by `scaling` (`routed_scaling_factor`).
+
+    ```mlir
+    #moe.routing<top_k = 8, scoring = sigmoid, method = noaux_tc, n_group = 8,
+                 topk_group = 4, norm_topk_prob = true, scaling = 2.5>
+    ```
+  }];
+  let parameters = (ins
+    "int64_t":$top_k,
+    "::moir::moe::Scoring":$scoring,
+    DefaultValuedParameter<"::moir::moe::TopkMethod",
+                           "::moir::moe::TopkMethod::greedy">:$method,
+    DefaultValuedParameter<"int64_t", "1">:$n_group,
+    DefaultValuedParameter<"int64_t", "1">:$topk_group,
+    DefaultValuedParameter<"bool", "false">:$norm_topk_prob,
+    OptionalParameter<"::mlir::FloatAttr">:$scaling
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// routed_scaling_factor (1.0 when absent).
+    double getScalingFactor() const;
+    /// Whether selection needs the correction-bias operand.
+    bool needsCorrectionBias() const {
+      return getMethod() == ::moir::moe::TopkMethod::noaux_tc;
+    }
+    /// Checks the routing against a layer with `numExperts` experts.
+    ::mlir::LogicalResult verifyForExperts(
+        ::llvm::function_ref<::mlir::InFlightDiagnostic()> emitError,
+        int64_t numExperts) const;
+  }];
+}
+
+def MoE_RouteOp : MoE_Op<"route", [Pure]> {
+  let summary = "router logits to top-k expert ids and weights";
+  let description = [{
+    For each token row of `logits` (`[tokens, experts]`), selects `top_k`
+    experts and their weights as described by the `#moe.routing`
+    attribute. Ids come out in descending order of the selection score.
+
+    ```mlir
+    %w, %ids = moe.route %logits routing #moe.routing<top_k = 2, scoring = softmax, norm_topk_prob = true>
+                 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    %w3, %ids3 = moe.route %l3 bias %b routing #moe.routing<top_k = 3, scoring = sigmoid, method = noaux_tc,
+                   n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.5>
+                 : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$logits,
+                       Optional<RankedTensorOf<[AnyFloat]>>:$correction_bias,
+                       MoE_RoutingAttr:$routing);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$weights,
+                      RankedTensorOf<[I32]>:$ids);
+  let assemblyFormat = [{
+    $logits (`bias` $correction_bias^)? `routing` $routing attr-dict `:` type($logits)
+    (`,` type($correction_bias)^)? `->` type($weights) `,` type($ids)
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+}
+
+def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
+  let summary = "groups token copies by expert";
+  let description = [{
+    Copies each token once per selected expert and orders the copies by
+    expert: `rows[r]` is token `sources[r] / top_k`, sent to expert `e` for
+    `offsets[e] <= r < offsets[e + 1]`; within an expert, copies keep token
+    order. `sources[r]` is the flat index `token * top_k + slot` of the copy.
+
+    ```mlir
+    %rows, %offsets, %sources = moe.dispatch %x, %ids experts = 8
+        : tensor<?x1024xf32>, tensor<?x2xi32> -> tensor<?x1024xf32>, tensor<9xi32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$input,
+                       RankedTensorOf<[I32]>:$ids, I64Attr:$num_experts);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$rows,
+                      RankedTensorOf<[I32]>:$offsets,
+                      RankedTensorOf<[I32]>:$sources);
+  let assemblyFormat = [{
+    $input `,` $ids `experts` `=` $num_experts attr-dict `:` type($input) `,`
+    type($ids) `->` type($rows) `,` type($offsets) `,` type($sources)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertFFNOp : MoE_Op<"expert_ffn", [Pure,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "grouped gated FFN over expert-sorted rows";
+  let description = [{
+    For rows `offsets[e] <= r < offsets[e + 1]`:
+    `down[e] * (act(gate[e] * row) .* (up[e] * row))`. The stacked weights
+    keep the checkpoint layout: `gate`, `up` are `[experts, ffn, hidden]`,
+    `down` is `[experts, hidden, ffn]`.
+
+    ```mlir
+    %y = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd
+        : (tensor<?x1024xf32>, tensor<9xi32>, tensor<8x2816x1024xf32>,
+           tensor<8x2816x1024xf32>, tensor<8x1024x2816xf32>) -> tensor<?x1024xf32>
+    ```
+  }];
+  let arguments = (ins LLM_ActivationKindAttr:$activation,
+                       RankedTensorOf<[AnyFloat]>:$rows,
+                       RankedTensorOf<[I32]>:$offsets,
+                       LLM_WeightType:$gate, LLM_WeightType:$up,
+                       LLM_WeightType:$down);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $activation $rows `,` $offsets `,` $gate `,` $up `,` $down attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
+  let summary = "weighted scatter-add of expert outputs back to tokens";
+  let description = [{
+    `result[t] = sum_r [sources[r] / top_k == t] * weights[t, sources[r] % top_k] * rows[r]`:
+    undoes `moe.dispatch`, weighting each copy by its routing weight.
+
+    ```mlir
+    %y = moe.combine %rows, %sources, %weights
+        : tensor<?x1024xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x1024xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$rows,
+                       RankedTensorOf<[I32]>:$sources,
+                       RankedTensorOf<[AnyFloat]>:$weights);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $rows `,` $sources `,` $weights attr-dict `:` type($rows) `,` type($sources)
+    `,` type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "a whole MoE FFN layer: routing, routed experts, shared experts";
+  let description = [{
+    `result = combine(expert_ffn(dispatch(x, route(x * router^T))))
+              (+ shared(x) (* sigmoid(x * shared_gate^T)))`.
+    The shared expert is a dense gated FFN (DeepSeek's `n_shared_experts`
+    experts concatenated along the FFN dimension, Qwen2-MoE's one shared
+    expert). `shared_gate` (`[1, hidden]`) is Qwen2-MoE's sigmoid gate on
+    it. `--moe-decompose` expands the op into the dialect's step ops.
+
+    ```mlir
+    %y = moe.layer %x router %wr experts(%wg, %wu, %wd)
+           shared(%sg, %su, %sd) shared_gate %sgate
+           routing #moe.routing<top_k = 4, scoring = softmax> activation silu
+           : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>,
+              tensor<8x64x32xf32>, tensor<48x64xf32>, tensor<48x64xf32>, tensor<64x48xf32>,
+              tensor<1x64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$input,
+                       LLM_WeightType:$router,
+                       Optional<RankedTensorOf<[AnyFloat]>>:$correction_bias,
+                       LLM_WeightType:$gate, LLM_WeightType:$up,
+                       LLM_WeightType:$down,
+                       Optional<LLM_WeightType>:$shared_gate_proj,
+                       Optional<LLM_WeightType>:$shared_up_proj,
+                       Optional<LLM_WeightType>:$shared_down_proj,
+                       Optional<LLM_WeightType>:$shared_expert_gate,
+                       MoE_RoutingAttr:$routing,
+                       LLM_ActivationKindAttr:$activation);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $input `router` $router (`bias` $correction_bias^)?
+    `experts` `(` $gate `,` $up `,` $down `)`
+    (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
+    (`shared_gate` $shared_expert_gate^)?
+    `routing` $routing `activation` $activation attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    bool hasSharedExpert() { return getSharedGateProj() != nullptr; }
+  }];
+}
+
+#endif // MOIR_MOE_OPS

@@ -1,0 +1,84 @@
+//===- Passes.td - MoIR graph-level passes -------------------*- tablegen -*-===//
+
+#ifndef MOIR_TRANSFORMS_PASSES
+#define MOIR_TRANSFORMS_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def VerifyInputContractPass : Pass<"moir-verify-input-contract", "mlir::ModuleOp"> {
+  let summary = "checks that imported IR satisfies the contract every backend lowers from";
+  let description = [{
+    The importer's output must use only the ops every backend can lower:
+    `builtin`, `func`, `arith`, `tensor`, `linalg` and MoIR's `llm`, `moe`,
+    `mla`. Weights must be named into the weight store, never embedded:
+    a constant with more than `max-constant-elements` elements is an error.
+    `!llm.qtensor` values may only come from `llm.weight` or
+    `llm.stacked_weight` and flow into operands that accept them
+    (`QuantizedWeightConsumerOpInterface`) or into `llm.dequantize`.
+
+    Fails with one error per violation, naming the op.
+  }];
+  let options = [
+    Option<"maxConstantElements", "max-constant-elements", "int64_t",
+           /*default=*/"4096",
+           "largest constant tensor (in elements) allowed in the IR">
+  ];
+}
+
+def MoEDecomposeLayerPass : Pass<"moe-decompose-layer"> {
+  let summary = "expands moe.layer into router, route, dispatch, expert FFN and combine";
+  let description = [{
+    Rewrites each `moe.layer` into its steps, so later passes can fuse them
+    per target:
+
+    ```mlir
+    // before
+    %y = moe.layer %x router %wr experts(%wg, %wu, %wd) routing #moe.routing<...> activation silu : ...
+    // after
+    %logits = llm.linear %x, %wr : ...
+    %w, %ids = moe.route %logits routing #moe.routing<...> : ...
+    %rows, %offsets, %src = moe.dispatch %x, %ids experts = 8 : ...
+    %out = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd : ...
+    %y = moe.combine %out, %src, %w : ...
+    ```
+
+    A shared expert becomes `llm.linear`/`llm.glu`/`llm.linear` added to the
+    routed result; Qwen2-MoE's shared gate scales it by
+    `sigmoid(llm.linear(x, shared_gate))` broadcast over the hidden dimension.
+  }];
+  let dependentDialects = [
+    "::moir::llm::LLMDialect", "::moir::moe::MoEDialect",
+    "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {
+  let summary = "expands mla.attention into projections, RoPE, cache updates and mla.attend";
+  let description = [{
+    Rewrites each `mla.attention` into `llm.linear` projections (through the
+    query LoRA and its `llm.rms_norm` when `q_lora_rank > 0`), slices that
+    split the query into its nope and RoPE parts and the `kv_a_proj` output
+    into the latent and the shared RoPE key, `llm.rms_norm` of the latent,
+    `llm.rope` of both RoPE parts, two `llm.kv_cache_update`s and an
+    `mla.attend` in the materialized form, then `o_proj`:
+
+    ```mlir
+    // before
+    %o, %c1, %r1 = mla.attention %x, %pos, %c0, %r0[%off] q(%wq) kv(...) out(%wo) ...
+    // after
+    %q = llm.linear %x, %wq ...
+    ...
+    %c1 = llm.kv_cache_update %c into %c0[%off] ...
+    %r1 = llm.kv_cache_update %kpe into %r0[%off] ...
+    %a = mla.attend %qn, %qp, %c1, %r1, %pos, %wkvb ... form = materialized ...
+    %o = llm.linear %a2, %wo ...
+    ```
+  }];
+  let dependentDialects = [
+    "::moir::llm::LLMDialect", "::moir::mla::MLADialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+#endif // MOIR_TRANSFORMS_PASSES

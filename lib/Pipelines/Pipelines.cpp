@@ -1,0 +1,67 @@
+//===- Pipelines.cpp - MoIR's compile phases and pipelines -----------------===//
+
+#include "moir/Pipelines/Pipelines.h"
+#include "moir/Transforms/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringSwitch.h"
+
+using namespace mlir;
+
+namespace moir {
+
+StringRef stringifyCompilePhase(CompilePhase phase) {
+  switch (phase) {
+  case CompilePhase::Input:
+    return "input";
+  case CompilePhase::Graph:
+    return "graph";
+  }
+  llvm_unreachable("unknown compile phase");
+}
+
+std::optional<CompilePhase> parseCompilePhase(StringRef name) {
+  return llvm::StringSwitch<std::optional<CompilePhase>>(name)
+      .Case("input", CompilePhase::Input)
+      .Case("graph", CompilePhase::Graph)
+      .Default(std::nullopt);
+}
+
+void buildInputPipeline(OpPassManager &pm, const GraphPipelineOptions &options) {
+  VerifyInputContractPassOptions contract;
+  contract.maxConstantElements = options.maxConstantElements;
+  pm.addPass(createVerifyInputContractPass(contract));
+}
+
+void buildGraphPipeline(OpPassManager &pm, const GraphPipelineOptions &options) {
+  buildInputPipeline(pm, options);
+  if (options.decomposeMLA)
+    pm.addPass(createMLADecomposeAttentionPass());
+  if (options.decomposeMoE)
+    pm.addPass(createMoEDecomposeLayerPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void buildPipelineToPhase(OpPassManager &pm, CompilePhase phase,
+                          const GraphPipelineOptions &options) {
+  switch (phase) {
+  case CompilePhase::Input:
+    buildInputPipeline(pm, options);
+    return;
+  case CompilePhase::Graph:
+    buildGraphPipeline(pm, options);
+    return;
+  }
+}
+
+void registerPipelines() {
+  PassPipelineRegistration<GraphPipelineOptions>(
+      "moir-graph-pipeline",
+      "Checks imported IR against the input contract, decomposes composite "
+      "MoE and MLA ops and canonicalizes (input -> graph phase)",
+      buildGraphPipeline);
+}
+
+} // namespace moir

@@ -1,0 +1,113 @@
+//===- MoEDecomposeLayer.cpp - moe.layer into its steps -------------------===//
+
+#include "MoE/IR/MoEOps.h"
+#include "moir/Transforms/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace moir {
+#define GEN_PASS_DEF_MOEDECOMPOSELAYERPASS
+#include "moir/Transforms/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+using namespace moir;
+
+namespace {
+
+int64_t mulDims(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) ? ShapedType::kDynamic
+                                                              : a * b;
+}
+
+/// `llm.linear %x, %w` with the result shape derived from the weight.
+Value createLinear(OpBuilder &b, Location loc, Value x, Value weight) {
+  auto xType = cast<RankedTensorType>(x.getType());
+  SmallVector<int64_t> shape(xType.getShape());
+  shape.back() = llm::getWeightShape(weight.getType())[0];
+  return llm::LinearOp::create(b, loc, xType.clone(shape), x, weight, Value());
+}
+
+/// The dense shared expert: down(act(gate x) * (up x)), optionally scaled per
+/// token by sigmoid(shared_gate x).
+Value createSharedExpert(OpBuilder &b, Location loc, moe::LayerOp op) {
+  Value x = op.getInput();
+  auto xType = cast<RankedTensorType>(x.getType());
+  Value gate = createLinear(b, loc, x, op.getSharedGateProj());
+  Value up = createLinear(b, loc, x, op.getSharedUpProj());
+  Value hidden = llm::GLUOp::create(b, loc, gate.getType(),
+                                    op.getActivationAttr(), gate, up);
+  Value out = createLinear(b, loc, hidden, op.getSharedDownProj());
+  if (!op.getSharedExpertGate())
+    return out;
+
+  Value logit = createLinear(b, loc, x, op.getSharedExpertGate()); // [T, 1]
+  Value scale = llm::ActivationOp::create(
+      b, loc, logit.getType(),
+      llm::ActivationKindAttr::get(b.getContext(), llm::ActivationKind::sigmoid),
+      logit);
+  auto scaleType = cast<RankedTensorType>(scale.getType());
+  Value perToken = tensor::CollapseShapeOp::create(
+      b, loc, RankedTensorType::get({scaleType.getDimSize(0)}, xType.getElementType()),
+      scale, ArrayRef<ReassociationIndices>{{0, 1}});
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  Value init = tensor::EmptyOp::create(b, loc, sizes, xType.getElementType());
+  Value broadcast =
+      linalg::BroadcastOp::create(b, loc, perToken, init, ArrayRef<int64_t>{1})
+          .getResult()[0];
+  return arith::MulFOp::create(b, loc, out, broadcast);
+}
+
+struct DecomposeLayer : OpRewritePattern<moe::LayerOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(moe::LayerOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = op.getInput();
+    auto xType = cast<RankedTensorType>(x.getType());
+    int64_t tokens = xType.getDimSize(0);
+    int64_t experts = llm::getWeightShape(op.getGate().getType())[0];
+    int64_t topK = op.getRouting().getTopK();
+    MLIRContext *ctx = rewriter.getContext();
+
+    Value logits = createLinear(rewriter, loc, x, op.getRouter());
+    auto weightsType = RankedTensorType::get({tokens, topK}, xType.getElementType());
+    auto idsType = RankedTensorType::get({tokens, topK}, IntegerType::get(ctx, 32));
+    auto route = moe::RouteOp::create(rewriter, loc, weightsType, idsType, logits,
+                                      op.getCorrectionBias(), op.getRoutingAttr());
+
+    int64_t copies = mulDims(tokens, topK);
+    auto rowsType = RankedTensorType::get({copies, xType.getDimSize(1)},
+                                          xType.getElementType());
+    auto offsetsType = RankedTensorType::get({experts + 1}, IntegerType::get(ctx, 32));
+    auto sourcesType = RankedTensorType::get({copies}, IntegerType::get(ctx, 32));
+    auto dispatch = moe::DispatchOp::create(
+        rewriter, loc, rowsType, offsetsType, sourcesType, x, route.getIds(),
+        rewriter.getI64IntegerAttr(experts));
+
+    Value expertOut = moe::ExpertFFNOp::create(
+        rewriter, loc, rowsType, op.getActivationAttr(), dispatch.getRows(),
+        dispatch.getOffsets(), op.getGate(), op.getUp(), op.getDown());
+    Value result = moe::CombineOp::create(rewriter, loc, xType, expertOut,
+                                          dispatch.getSources(), route.getWeights());
+    if (op.hasSharedExpert())
+      result = arith::AddFOp::create(rewriter, loc, result,
+                                     createSharedExpert(rewriter, loc, op));
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct MoEDecomposeLayerPass
+    : moir::impl::MoEDecomposeLayerPassBase<MoEDecomposeLayerPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<DecomposeLayer>(&getContext());
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
