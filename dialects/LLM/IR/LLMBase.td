@@ -34,7 +34,9 @@ def LLM_Dialect : Dialect {
 // Enums
 //===----------------------------------------------------------------------===//
 
-def LLM_ActivationKind : I32EnumAttr<"ActivationKind",
+// Used directly as an op attribute: printed as a bare keyword (`silu`), like
+// arith.cmpi's predicate.
+def LLM_ActivationKindAttr : I32EnumAttr<"ActivationKind",
     "element-wise activation function", [
       I32EnumAttrCase<"silu", 0>,
       I32EnumAttrCase<"gelu", 1>,
@@ -42,11 +44,7 @@ def LLM_ActivationKind : I32EnumAttr<"ActivationKind",
       I32EnumAttrCase<"relu", 3>,
       I32EnumAttrCase<"sigmoid", 4>
     ]> {
-  let genSpecializedAttr = 0;
   let cppNamespace = "::moir::llm";
-}
-def LLM_ActivationKindAttr : EnumAttr<LLM_Dialect, LLM_ActivationKind, "activation"> {
-  let assemblyFormat = "``$value";
 }
 
 def LLM_RopeScaling : I32EnumAttr<"RopeScaling",
@@ -89,6 +87,12 @@ def LLM_GGUFBlockTypeAttr : EnumAttr<LLM_Dialect, LLM_GGUFBlockType, "gguf_block
 //===----------------------------------------------------------------------===//
 // Attributes
 //===----------------------------------------------------------------------===//
+
+// `[a, b, ...]`: a list of sizes in brackets, as users write block shapes.
+def LLM_BracketedI64List : OptionalArrayRefParameter<"int64_t"> {
+  let parser = "::moir::llm::parseBracketedI64List($_parser)";
+  let printer = "::moir::llm::printBracketedI64List($_printer, $_self)";
+}
 
 class LLM_Attr<string name, string attrMnemonic, list<Trait> traits = []>
     : AttrDef<LLM_Dialect, name, traits> {
@@ -161,7 +165,7 @@ def LLM_QuantSchemeAttr : LLM_Attr<"QuantScheme", "quant"> {
   }];
   let parameters = (ins
     "::moir::llm::QuantKind":$kind,
-    OptionalArrayRefParameter<"int64_t">:$block,
+    LLM_BracketedI64List:$block,
     DefaultValuedParameter<"int64_t", "-1">:$axis,
     DefaultValuedParameter<"int64_t", "0">:$group,
     DefaultValuedParameter<"bool", "false">:$zero_point,

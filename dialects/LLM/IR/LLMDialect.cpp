@@ -34,6 +34,22 @@ void LLMDialect::initialize() {
       >();
 }
 
+FailureOr<SmallVector<int64_t>>
+moir::llm::parseBracketedI64List(AsmParser &parser) {
+  SmallVector<int64_t> values;
+  if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&] {
+        return parser.parseInteger(values.emplace_back());
+      }))
+    return failure();
+  return values;
+}
+
+void moir::llm::printBracketedI64List(AsmPrinter &printer, ArrayRef<int64_t> values) {
+  printer << "[";
+  llvm::interleaveComma(values, printer);
+  printer << "]";
+}
+
 //===----------------------------------------------------------------------===//
 // RopeAttr
 //===----------------------------------------------------------------------===//

@@ -7,6 +7,15 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Dialect.h"
 
+#include "mlir/IR/DialectImplementation.h"
+
+namespace moir::llm {
+/// `[1, 2, 3]` in attribute parameters.
+mlir::FailureOr<llvm::SmallVector<int64_t>>
+parseBracketedI64List(mlir::AsmParser &parser);
+void printBracketedI64List(mlir::AsmPrinter &printer, llvm::ArrayRef<int64_t> values);
+} // namespace moir::llm
+
 #include "LLM/IR/LLMDialect.h.inc"
 #include "LLM/IR/LLMEnums.h.inc"
 

@@ -149,7 +149,7 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
     remaining dimensions pass through (partial rotary).
 
     ```mlir
-    %r = llm.rope %q, %pos with #llm.rope<theta = 1.0e+06, dim = 64> : tensor<?x16x64xf32>, tensor<?xi64>
+    %r = llm.rope %q, %pos with <theta = 1.0e+06, dim = 64> : tensor<?x16x64xf32>, tensor<?xi64>
     ```
   }];
   let arguments = (ins LLM_FloatTensor:$input,

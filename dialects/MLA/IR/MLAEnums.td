@@ -5,11 +5,10 @@
 
 include "mlir/IR/EnumAttr.td"
 
-def MLA_Form : I32EnumAttr<"Form", "how latent attention applies kv_b_proj", [
+def MLA_FormAttr : I32EnumAttr<"Form", "how latent attention applies kv_b_proj", [
       I32EnumAttrCase<"materialized", 0>,
       I32EnumAttrCase<"absorbed", 1>
     ]> {
-  let genSpecializedAttr = 0;
   let cppNamespace = "::moir::mla";
 }
 

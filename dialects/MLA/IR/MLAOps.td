@@ -34,10 +34,6 @@ def MLA_Dialect : Dialect {
 class MLA_Op<string mnemonic, list<Trait> traits = []>
     : Op<MLA_Dialect, mnemonic, traits>;
 
-def MLA_FormAttr : EnumAttr<MLA_Dialect, MLA_Form, "form"> {
-  let assemblyFormat = "``$value";
-}
-
 def MLA_ConfigAttr : AttrDef<MLA_Dialect, "Config"> {
   let mnemonic = "config";
   let summary = "MLA dimensions from config.json";

@@ -95,9 +95,9 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
     attribute. Ids come out in descending order of the selection score.
 
     ```mlir
-    %w, %ids = moe.route %logits routing #moe.routing<top_k = 2, scoring = softmax, norm_topk_prob = true>
+    %w, %ids = moe.route %logits routing <top_k = 2, scoring = softmax, norm_topk_prob = true>
                  : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
-    %w3, %ids3 = moe.route %l3 bias %b routing #moe.routing<top_k = 3, scoring = sigmoid, method = noaux_tc,
+    %w3, %ids3 = moe.route %l3 bias %b routing <top_k = 3, scoring = sigmoid, method = noaux_tc,
                    n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.5>
                  : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
     ```
