@@ -42,12 +42,12 @@ struct VerifyInputContractPass
       }
       for (NamedAttribute attr : op->getAttrs()) {
         int64_t elements = embeddedElements(attr.getValue());
-        if (elements > maxConstantElements) {
+        if (elements > maxConstantElements.getValue()) {
           op->emitError() << "embeds a " << elements << "-element constant in '"
                           << attr.getName().getValue()
                           << "'; weights must be referenced by name with "
                              "llm.weight (limit "
-                          << maxConstantElements << " elements)";
+                          << maxConstantElements.getValue() << " elements)";
           failedContract = true;
         }
       }
