@@ -19,7 +19,8 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moir_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions([ToolSubst("moir-opt", unresolved="fatal")], tool_dirs)
+llvm_config.add_tool_substitutions(
+    [ToolSubst("moir-opt", unresolved="fatal"), ToolSubst("moirc", unresolved="fatal")], tool_dirs)
 # FileCheck, not and friends come from LLVM's tool directory.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moir_tools_dir, append_path=True)
