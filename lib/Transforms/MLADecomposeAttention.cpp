@@ -16,13 +16,6 @@ using namespace moir;
 
 namespace {
 
-Value createLinear(OpBuilder &b, Location loc, Value x, Value weight) {
-  auto xType = cast<RankedTensorType>(x.getType());
-  SmallVector<int64_t> shape(xType.getShape());
-  shape.back() = llm::getWeightShape(weight.getType())[0];
-  return llm::LinearOp::create(b, loc, xType.clone(shape), x, weight, Value());
-}
-
 Value createRMSNorm(OpBuilder &b, Location loc, Value x, Value weight,
                     FloatAttr epsilon) {
   return llm::RMSNormOp::create(b, loc, x.getType(), x, weight, epsilon);
@@ -79,11 +72,11 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
     // Queries, per head split into the position-free and the RoPE part.
     Value q;
     if (Value qProj = op.getQProj()) {
-      q = createLinear(rewriter, loc, x, qProj);
+      q = llm::LinearOp::create(rewriter, loc, x, qProj);
     } else {
-      Value qa = createLinear(rewriter, loc, x, op.getQAProj());
+      Value qa = llm::LinearOp::create(rewriter, loc, x, op.getQAProj());
       qa = createRMSNorm(rewriter, loc, qa, op.getQANorm(), eps);
-      q = createLinear(rewriter, loc, qa, op.getQBProj());
+      q = llm::LinearOp::create(rewriter, loc, qa, op.getQBProj());
     }
     Value q3 = splitLast(rewriter, loc, q, heads, config.getQHeadDim());
     Value qNope = sliceLast(rewriter, loc, q3, 0, nope);
@@ -92,7 +85,7 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
                               op.getRopeAttr());
 
     // The compressed latent and the one RoPE key shared by all heads.
-    Value kv = createLinear(rewriter, loc, x, op.getKvAProj());
+    Value kv = llm::LinearOp::create(rewriter, loc, x, op.getKvAProj());
     Value latent = sliceLast(rewriter, loc, kv, 0, kvLora);
     latent = createRMSNorm(rewriter, loc, latent, op.getKvANorm(), eps);
     Value kPe = splitLast(rewriter, loc, sliceLast(rewriter, loc, kv, kvLora, ropeDim),
@@ -115,7 +108,7 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
         rewriter, loc, attendType, qNope, qPe, latentCache, ropeCache, positions,
         op.getKvBProj(), config, op.getScaleAttr(),
         mla::FormAttr::get(rewriter.getContext(), mla::Form::materialized));
-    Value out = createLinear(rewriter, loc, mergeLast(rewriter, loc, attended),
+    Value out = llm::LinearOp::create(rewriter, loc, mergeLast(rewriter, loc, attended),
                              op.getOProj());
     rewriter.replaceOp(op, {out, latentCache, ropeCache});
     return success();

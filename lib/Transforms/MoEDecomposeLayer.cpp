@@ -16,33 +16,20 @@ using namespace moir;
 
 namespace {
 
-int64_t mulDims(int64_t a, int64_t b) {
-  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) ? ShapedType::kDynamic
-                                                              : a * b;
-}
-
-/// `llm.linear %x, %w` with the result shape derived from the weight.
-Value createLinear(OpBuilder &b, Location loc, Value x, Value weight) {
-  auto xType = cast<RankedTensorType>(x.getType());
-  SmallVector<int64_t> shape(xType.getShape());
-  shape.back() = llm::getWeightShape(weight.getType())[0];
-  return llm::LinearOp::create(b, loc, xType.clone(shape), x, weight, Value());
-}
-
 /// The dense shared expert: down(act(gate x) * (up x)), optionally scaled per
 /// token by sigmoid(shared_gate x).
 Value createSharedExpert(OpBuilder &b, Location loc, moe::LayerOp op) {
   Value x = op.getInput();
   auto xType = cast<RankedTensorType>(x.getType());
-  Value gate = createLinear(b, loc, x, op.getSharedGateProj());
-  Value up = createLinear(b, loc, x, op.getSharedUpProj());
+  Value gate = llm::LinearOp::create(b, loc, x, op.getSharedGateProj());
+  Value up = llm::LinearOp::create(b, loc, x, op.getSharedUpProj());
   Value hidden = llm::GLUOp::create(b, loc, gate.getType(),
                                     op.getActivationAttr(), gate, up);
-  Value out = createLinear(b, loc, hidden, op.getSharedDownProj());
+  Value out = llm::LinearOp::create(b, loc, hidden, op.getSharedDownProj());
   if (!op.getSharedExpertGate())
     return out;
 
-  Value logit = createLinear(b, loc, x, op.getSharedExpertGate()); // [T, 1]
+  Value logit = llm::LinearOp::create(b, loc, x, op.getSharedExpertGate()); // [T, 1]
   Value scale = llm::ActivationOp::create(
       b, loc, logit.getType(),
       llm::ActivationKindAttr::get(b.getContext(), llm::ActivationKind::sigmoid),
@@ -72,13 +59,13 @@ struct DecomposeLayer : OpRewritePattern<moe::LayerOp> {
     int64_t topK = op.getRouting().getTopK();
     MLIRContext *ctx = rewriter.getContext();
 
-    Value logits = createLinear(rewriter, loc, x, op.getRouter());
+    Value logits = llm::LinearOp::create(rewriter, loc, x, op.getRouter());
     auto weightsType = RankedTensorType::get({tokens, topK}, xType.getElementType());
     auto idsType = RankedTensorType::get({tokens, topK}, IntegerType::get(ctx, 32));
     auto route = moe::RouteOp::create(rewriter, loc, weightsType, idsType, logits,
                                       op.getCorrectionBias(), op.getRoutingAttr());
 
-    int64_t copies = mulDims(tokens, topK);
+    int64_t copies = llm::multiplyDims(tokens, topK);
     auto rowsType = RankedTensorType::get({copies, xType.getDimSize(1)},
                                           xType.getElementType());
     auto offsetsType = RankedTensorType::get({experts + 1}, IntegerType::get(ctx, 32));

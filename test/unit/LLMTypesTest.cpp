@@ -1,7 +1,7 @@
 //===- LLMTypesTest.cpp - quantized weight types and attributes ------------===//
 
 #include "LLM/IR/LLMOps.h"
-#include "moir/InitAll.h"
+#include "TestContext.h"
 
 #include "mlir/AsmParser/AsmParser.h"
 #include "mlir/IR/Diagnostics.h"
@@ -16,18 +16,13 @@ namespace {
 
 class LLMTypesTest : public ::testing::Test {
 protected:
-  LLMTypesTest() {
-    DialectRegistry registry;
-    moir::registerAllDialects(registry);
-    context.appendDialectRegistry(registry);
-    context.loadAllAvailableDialects();
-  }
 
   QTensorType parse(StringRef text) {
     return dyn_cast_or_null<QTensorType>(parseType(text, &context));
   }
 
-  MLIRContext context;
+  std::unique_ptr<MLIRContext> owner = moir::test::makeContext();
+  MLIRContext &context = *owner;
 };
 
 TEST_F(LLMTypesTest, BlockScalesRoundUpPartialTiles) {

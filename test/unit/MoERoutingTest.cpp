@@ -1,7 +1,7 @@
 //===- MoERoutingTest.cpp - routing attribute checks -----------------------===//
 
 #include "MoE/IR/MoEOps.h"
-#include "moir/InitAll.h"
+#include "TestContext.h"
 
 #include "mlir/AsmParser/AsmParser.h"
 #include "mlir/IR/Diagnostics.h"
@@ -16,16 +16,11 @@ namespace {
 
 class MoERoutingTest : public ::testing::Test {
 protected:
-  MoERoutingTest() {
-    DialectRegistry registry;
-    moir::registerAllDialects(registry);
-    context.appendDialectRegistry(registry);
-    context.loadAllAvailableDialects();
-  }
   RoutingAttr parse(StringRef text) {
     return dyn_cast_or_null<RoutingAttr>(parseAttribute(text, &context));
   }
-  MLIRContext context;
+  std::unique_ptr<MLIRContext> owner = moir::test::makeContext();
+  MLIRContext &context = *owner;
 };
 
 TEST_F(MoERoutingTest, DeepSeekV3RoutingFitsItsExperts) {

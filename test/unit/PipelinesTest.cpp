@@ -1,7 +1,7 @@
 //===- PipelinesTest.cpp - phases and the graph pipeline -------------------===//
 
 #include "MoE/IR/MoEOps.h"
-#include "moir/InitAll.h"
+#include "TestContext.h"
 #include "moir/Pipelines/Pipelines.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -22,9 +22,8 @@ TEST(PipelinesTest, PhaseNamesRoundTrip) {
 }
 
 TEST(PipelinesTest, GraphPipelineDecomposesMoELayers) {
-  DialectRegistry registry;
-  moir::registerAllDialects(registry);
-  MLIRContext context(registry);
+  std::unique_ptr<MLIRContext> owner = moir::test::makeContext();
+  MLIRContext &context = *owner;
   const char *source = R"mlir(
     func.func @f(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
       %r = llm.weight "router" : tensor<4x16xf32>
@@ -54,9 +53,8 @@ TEST(PipelinesTest, GraphPipelineDecomposesMoELayers) {
 }
 
 TEST(PipelinesTest, InputPhaseRejectsEmbeddedWeights) {
-  DialectRegistry registry;
-  moir::registerAllDialects(registry);
-  MLIRContext context(registry);
+  std::unique_ptr<MLIRContext> owner = moir::test::makeContext();
+  MLIRContext &context = *owner;
   const char *source = R"mlir(
     func.func @f() -> tensor<64x128xf32> {
       %w = arith.constant dense<1.0> : tensor<64x128xf32>

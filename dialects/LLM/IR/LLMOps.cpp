@@ -34,6 +34,12 @@ LogicalResult moir::llm::verifyRank(Operation *op, StringRef what, Type type,
   return success();
 }
 
+int64_t moir::llm::multiplyDims(int64_t a, int64_t b) {
+  if (ShapedType::isDynamic(a) || ShapedType::isDynamic(b))
+    return ShapedType::kDynamic;
+  return a * b;
+}
+
 LogicalResult moir::llm::verifyDim(Operation *op, StringRef what,
                                    int64_t actual, int64_t expected) {
   if (ShapedType::isDynamic(actual) || ShapedType::isDynamic(expected) ||
@@ -191,6 +197,14 @@ LogicalResult LinearOp::verify() {
       return failure();
   }
   return success();
+}
+
+void LinearOp::build(OpBuilder &builder, OperationState &state, Value input,
+                     Value weight, Value bias) {
+  auto inputType = cast<RankedTensorType>(input.getType());
+  SmallVector<int64_t> shape(inputType.getShape());
+  shape.back() = getWeightShape(weight.getType())[0];
+  build(builder, state, inputType.clone(shape), input, weight, bias);
 }
 
 bool LinearOp::acceptsQuantizedOperand(unsigned index) {

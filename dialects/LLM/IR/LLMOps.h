@@ -29,6 +29,8 @@ mlir::LogicalResult verifyRank(mlir::Operation *op, llvm::StringRef what,
 /// Dimensions are compatible when equal or either is dynamic.
 mlir::LogicalResult verifyDim(mlir::Operation *op, llvm::StringRef what,
                               int64_t actual, int64_t expected);
+/// a * b, dynamic if either is.
+int64_t multiplyDims(int64_t a, int64_t b);
 /// Static shape of a weight operand (tensor or qtensor).
 llvm::ArrayRef<int64_t> getWeightShape(mlir::Type type);
 

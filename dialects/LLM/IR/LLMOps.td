@@ -134,6 +134,11 @@ def LLM_LinearOp : LLM_Op<"linear", [Pure,
   let arguments = (ins LLM_FloatTensor:$input, LLM_WeightType:$weight,
                        Optional<LLM_FloatTensor>:$bias);
   let results = (outs LLM_FloatTensor:$result);
+  let builders = [
+    // The result shape follows from the input and the weight's out_features.
+    OpBuilder<(ins "::mlir::Value":$input, "::mlir::Value":$weight,
+                   CArg<"::mlir::Value", "{}">:$bias)>
+  ];
   let assemblyFormat = [{
     $input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)
   }];

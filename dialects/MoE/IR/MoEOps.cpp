@@ -16,12 +16,6 @@ using llm::verifyRank;
 #define GET_OP_CLASSES
 #include "MoE/IR/MoEOps.cpp.inc"
 
-static int64_t mulDims(int64_t a, int64_t b) {
-  if (ShapedType::isDynamic(a) || ShapedType::isDynamic(b))
-    return ShapedType::kDynamic;
-  return a * b;
-}
-
 /// Checks stacked expert weights: gate/up `[E, I, H]`, down `[E, H, I]`.
 /// Returns the number of experts.
 static FailureOr<int64_t> verifyExpertWeights(Operation *op, Type gate, Type up,
@@ -41,6 +35,24 @@ static FailureOr<int64_t> verifyExpertWeights(Operation *op, Type gate, Type up,
       failed(verifyDim(op, "expert down ffn dimension", d[2], g[1])))
     return failure();
   return g[0];
+}
+
+/// Checks the routing against `experts` experts and the correction bias
+/// operand (present exactly for noaux_tc, one value per expert).
+static LogicalResult verifyRoutingFor(Operation *op, RoutingAttr routing,
+                                      Value bias, int64_t experts) {
+  if (failed(routing.verifyForExperts([&] { return op->emitOpError(); }, experts)))
+    return failure();
+  if (routing.needsCorrectionBias() != (bias != nullptr))
+    return op->emitOpError(bias ? "correction bias given but routing method is "
+                                  "not noaux_tc"
+                                : "noaux_tc routing needs the correction bias");
+  if (bias && (failed(verifyRank(op, "correction bias", bias.getType(), 1)) ||
+               failed(verifyDim(op, "correction bias size",
+                                cast<RankedTensorType>(bias.getType()).getDimSize(0),
+                                experts))))
+    return failure();
+  return success();
 }
 
 //===----------------------------------------------------------------------===//
@@ -66,19 +78,7 @@ LogicalResult RouteOp::verify() {
       failed(verifyDim(*this, "weights top-k dimension", weights.getDimSize(1),
                        routing.getTopK())))
     return failure();
-  if (failed(routing.verifyForExperts([&] { return emitOpError(); }, experts)))
-    return failure();
-  Value bias = getCorrectionBias();
-  if (routing.needsCorrectionBias() != (bias != nullptr))
-    return emitOpError(bias ? "correction bias given but routing method is not "
-                              "noaux_tc"
-                            : "noaux_tc routing needs the correction bias");
-  if (bias && (failed(verifyRank(*this, "correction bias", bias.getType(), 1)) ||
-               failed(verifyDim(*this, "correction bias size",
-                                cast<RankedTensorType>(bias.getType()).getDimSize(0),
-                                experts))))
-    return failure();
-  return success();
+  return verifyRoutingFor(*this, routing, getCorrectionBias(), experts);
 }
 
 namespace {
@@ -130,7 +130,7 @@ LogicalResult DispatchOp::verify() {
     return failure();
   if (rows.getElementType() != input.getElementType())
     return emitOpError("rows must have the input's element type");
-  int64_t copies = mulDims(input.getDimSize(0), ids.getDimSize(1));
+  int64_t copies = llm::multiplyDims(input.getDimSize(0), ids.getDimSize(1));
   if (failed(verifyDim(*this, "ids token dimension", ids.getDimSize(0),
                        input.getDimSize(0))) ||
       failed(verifyDim(*this, "rows count", rows.getDimSize(0), copies)) ||
@@ -183,7 +183,7 @@ LogicalResult CombineOp::verify() {
   if (failed(verifyDim(*this, "sources size", sources.getDimSize(0),
                        rows.getDimSize(0))) ||
       failed(verifyDim(*this, "rows count", rows.getDimSize(0),
-                       mulDims(weights.getDimSize(0), weights.getDimSize(1)))) ||
+                       llm::multiplyDims(weights.getDimSize(0), weights.getDimSize(1)))) ||
       failed(verifyDim(*this, "result tokens", result.getDimSize(0),
                        weights.getDimSize(0))) ||
       failed(verifyDim(*this, "result hidden dimension", result.getDimSize(1),
@@ -213,18 +213,7 @@ LogicalResult LayerOp::verify() {
   if (failed(experts) ||
       failed(verifyDim(*this, "router experts", router[0], *experts)))
     return failure();
-  RoutingAttr routing = getRouting();
-  if (failed(routing.verifyForExperts([&] { return emitOpError(); }, *experts)))
-    return failure();
-  Value bias = getCorrectionBias();
-  if (routing.needsCorrectionBias() != (bias != nullptr))
-    return emitOpError(bias ? "correction bias given but routing method is not "
-                              "noaux_tc"
-                            : "noaux_tc routing needs the correction bias");
-  if (bias && (failed(verifyRank(*this, "correction bias", bias.getType(), 1)) ||
-               failed(verifyDim(*this, "correction bias size",
-                                cast<RankedTensorType>(bias.getType()).getDimSize(0),
-                                *experts))))
+  if (failed(verifyRoutingFor(*this, getRouting(), getCorrectionBias(), *experts)))
     return failure();
 
   if (!hasSharedExpert()) {
