@@ -1,0 +1,59 @@
+//===- LLMEnums.td - common LLM enums ------------------------*- tablegen -*-===//
+
+#ifndef MOIR_LLM_ENUMS
+#define MOIR_LLM_ENUMS
+
+include "mlir/IR/EnumAttr.td"
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+// Used directly as an op attribute: printed as a bare keyword (`silu`), like
+// arith.cmpi's predicate.
+def LLM_ActivationKindAttr : I32EnumAttr<"ActivationKind",
+    "element-wise activation function", [
+      I32EnumAttrCase<"silu", 0>,
+      I32EnumAttrCase<"gelu", 1>,
+      I32EnumAttrCase<"gelu_tanh", 2>,
+      I32EnumAttrCase<"relu", 3>,
+      I32EnumAttrCase<"sigmoid", 4>
+    ]> {
+  let cppNamespace = "::moir::llm";
+}
+
+def LLM_RopeScaling : I32EnumAttr<"RopeScaling",
+    "RoPE frequency scaling variant (config.json rope_scaling.rope_type)", [
+      I32EnumAttrCase<"none", 0>,
+      I32EnumAttrCase<"linear", 1>,
+      I32EnumAttrCase<"llama3", 2>,
+      I32EnumAttrCase<"yarn", 3>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+
+def LLM_QuantKind : I32EnumAttr<"QuantKind", "how scales cover a quantized tensor", [
+      I32EnumAttrCase<"per_tensor", 0>,
+      I32EnumAttrCase<"per_channel", 1>,
+      I32EnumAttrCase<"block", 2>,
+      I32EnumAttrCase<"group", 3>,
+      I32EnumAttrCase<"gguf", 4>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+
+def LLM_GGUFBlockType : I32EnumAttr<"GGUFBlockType",
+    "llama.cpp (GGUF) block-quantized formats", [
+      I32EnumAttrCase<"none", 0>,
+      I32EnumAttrCase<"q8_0", 1>,
+      I32EnumAttrCase<"q4_0", 2>,
+      I32EnumAttrCase<"q4_k", 3>,
+      I32EnumAttrCase<"q6_k", 4>
+    ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moir::llm";
+}
+
+#endif // MOIR_LLM_ENUMS
