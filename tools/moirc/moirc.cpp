@@ -1,13 +1,14 @@
 //===- moirc.cpp - MoIR's compile driver -----------------------------------===//
 //
-// moirc MODULE.mlir --compile-to=<phase> -o OUT
+// moirc MODEL --compile-to=<phase> -o OUT
 //
-// Runs the compile phases in order and stops after the one asked for, writing
-// its IR. Today the input is a module in the input contract; checkpoint import
-// (config.json + safetensors, GGUF) plugs in before the input phase.
+// MODEL is a Hugging Face checkpoint folder (config.json + safetensors), a
+// GGUF file, or a .mlir module already in the input contract. Runs the
+// compile phases in order and stops after the one asked for, writing its IR.
 //
 //===----------------------------------------------------------------------===//
 
+#include "moir/Frontend/Importer.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Pipelines.h"
 
@@ -25,8 +26,13 @@
 using namespace mlir;
 namespace cl = llvm::cl;
 
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<module.mlir>"),
-                                      cl::Required);
+static cl::opt<std::string>
+    inputFile(cl::Positional,
+              cl::desc("<checkpoint folder | model.gguf | module.mlir>"),
+              cl::Required);
+static cl::opt<int64_t> cacheCapacity("cache-capacity",
+                                      cl::desc("KV-cache rows of the compiled model"),
+                                      cl::init(4096));
 static cl::opt<std::string> outputFile("o", cl::desc("output file"),
                                        cl::value_desc("file"), cl::init("-"));
 static cl::opt<std::string>
@@ -52,17 +58,30 @@ int main(int argc, char **argv) {
   MLIRContext context(registry);
 
   std::string error;
-  std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
-  if (!input) {
-    llvm::errs() << "moirc: " << error << "\n";
-    return 1;
-  }
+  moir::frontend::WeightStore store;
+  OwningOpRef<ModuleOp> module;
   auto sourceMgr = std::make_shared<llvm::SourceMgr>();
-  sourceMgr->AddNewSourceBuffer(std::move(input), llvm::SMLoc());
   SourceMgrDiagnosticHandler diagnostics(*sourceMgr, &context);
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
-  if (!module)
-    return 1;
+  if (!llvm::StringRef(inputFile).ends_with(".mlir")) {
+    moir::frontend::ImportOptions options;
+    options.cacheCapacity = cacheCapacity;
+    auto imported = moir::frontend::importModel(context, inputFile, store, options);
+    if (!imported) {
+      llvm::errs() << "moirc: error: " << llvm::toString(imported.takeError()) << "\n";
+      return 1;
+    }
+    module = std::move(*imported);
+  } else {
+    std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
+    if (!input) {
+      llvm::errs() << "moirc: " << error << "\n";
+      return 1;
+    }
+    sourceMgr->AddNewSourceBuffer(std::move(input), llvm::SMLoc());
+    module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+    if (!module)
+      return 1;
+  }
 
   PassManager pm(&context);
   if (failed(applyPassManagerCLOptions(pm)))

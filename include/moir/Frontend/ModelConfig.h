@@ -1,0 +1,98 @@
+//===- ModelConfig.h - what the importer knows of a model -------*- C++ -*-===//
+//
+// Every hyperparameter that changes a model's math, normalized from
+// config.json or GGUF metadata. The importer builds IR from this and the
+// weight store only.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_FRONTEND_MODELCONFIG_H
+#define MOIR_FRONTEND_MODELCONFIG_H
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <optional>
+#include <string>
+
+namespace moir::frontend {
+
+enum class Family {
+  Llama,     // LlamaForCausalLM
+  Mistral,   // MistralForCausalLM
+  Mixtral,   // MixtralForCausalLM
+  Apertus,   // ApertusForCausalLM
+  Qwen2MoE,  // Qwen2MoeForCausalLM
+  Qwen3MoE,  // Qwen3MoeForCausalLM
+  OLMoE,     // OlmoeForCausalLM
+  DeepSeekV2, // DeepseekV2ForCausalLM
+  DeepSeekV3, // DeepseekV3ForCausalLM
+};
+
+llvm::StringRef stringifyFamily(Family family);
+
+struct RopeConfig {
+  double theta = 10000.0;
+  /// none, linear, llama3 or yarn.
+  std::string scaling = "none";
+  double factor = 1.0;
+  double lowFreqFactor = 1.0, highFreqFactor = 4.0;
+  int64_t originalMaxPosition = 0;
+  double betaFast = 32.0, betaSlow = 1.0, mscale = 1.0, mscaleAllDim = 0.0;
+  /// Pairs (2i, 2i+1) instead of Hugging Face's rotate_half (i, i + d/2).
+  bool interleaved = false;
+};
+
+struct MoEConfig {
+  int64_t experts = 0;
+  int64_t topK = 0;
+  int64_t ffn = 0;
+  /// softmax or sigmoid.
+  std::string scoring = "softmax";
+  /// greedy, group_limited or noaux_tc.
+  std::string method = "greedy";
+  int64_t nGroup = 1, topkGroup = 1;
+  bool normTopkProb = false;
+  double scaling = 1.0;
+  /// FFN width of the (concatenated) shared experts; 0 when none.
+  int64_t sharedFFN = 0;
+  /// Qwen2-MoE's sigmoid gate on the shared expert.
+  bool sharedGate = false;
+};
+
+struct MLAConfig {
+  int64_t qLoraRank = 0, kvLoraRank = 0;
+  int64_t nopeDim = 0, ropeDim = 0, vDim = 0;
+};
+
+struct ModelConfig {
+  Family family = Family::Llama;
+  int64_t hidden = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  int64_t vocab = 0, ffn = 0;
+  double rmsNormEps = 1e-6;
+  RopeConfig rope;
+  bool tieWordEmbeddings = false;
+  /// Biases on q/k/v (and o for Llama's attention_bias).
+  bool qkvBias = false, oBias = false, mlpBias = false;
+  std::optional<int64_t> slidingWindow;
+  /// QK-norm: none, per head (Qwen3, Apertus) or over the whole projection
+  /// (OLMoE).
+  enum class QKNorm { None, PerHead, Full } qkNorm = QKNorm::None;
+  /// The dense FFN: SwiGLU or Apertus' up-xIELU-down.
+  bool xielu = false;
+  std::optional<MoEConfig> moe;
+  /// Per layer: true where the FFN is the MoE layer.
+  llvm::SmallVector<bool> moeLayer;
+  std::optional<MLAConfig> mla;
+  /// Softmax scale of attention (DeepSeek's YaRN mscale folded in).
+  double attentionScale = 0;
+};
+
+/// Reads config.json at `path`. Unknown keys and values MoIR cannot honour
+/// are errors naming the file and the key.
+llvm::Expected<ModelConfig> parseHFConfig(llvm::StringRef path);
+
+} // namespace moir::frontend
+
+#endif // MOIR_FRONTEND_MODELCONFIG_H

@@ -1,0 +1,104 @@
+//===- WeightStore.h - memory-mapped checkpoint tensors ---------*- C++ -*-===//
+//
+// The tensors of a checkpoint, looked up by name. Files are memory-mapped and
+// never read beyond their headers here: import costs memory in proportion to
+// metadata, and a backend packs the bytes where they lie.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_FRONTEND_WEIGHTSTORE_H
+#define MOIR_FRONTEND_WEIGHTSTORE_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moir::frontend {
+
+/// Element formats of stored tensors: safetensors dtypes and GGUF types.
+enum class DType {
+  F32,
+  F16,
+  BF16,
+  F8E4M3,
+  I8,
+  I32,
+  I64,
+  Q8_0,
+  Q4_0,
+  Q4_K,
+  Q6_K,
+};
+
+llvm::StringRef stringifyDType(DType dtype);
+/// Whether the dtype is a block format (bytes are not elements * width).
+bool isBlockQuantized(DType dtype);
+/// Elements per block (1 for plain types).
+int64_t getBlockElements(DType dtype);
+/// Bytes per block (the element width for plain types).
+int64_t getBlockBytes(DType dtype);
+/// Bytes a tensor of `elements` elements occupies, or std::nullopt when the
+/// count is not a multiple of the block size or overflows.
+std::optional<uint64_t> getStorageBytes(DType dtype, int64_t elements);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  /// Logical shape, outermost first (GGUF's reversed order is undone).
+  llvm::SmallVector<int64_t> shape;
+  /// Which file of the store, and where in it.
+  unsigned file = 0;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+
+  int64_t getNumElements() const;
+};
+
+/// A set of mapped files and the tensors they hold.
+class WeightStore {
+public:
+  /// Maps `path` read-only; returns its index. Errors name the file.
+  llvm::Expected<unsigned> mapFile(llvm::StringRef path);
+
+  /// Adds a tensor; a name already present is an error naming both files.
+  llvm::Error addTensor(TensorInfo info);
+
+  const TensorInfo *lookup(llvm::StringRef name) const;
+  llvm::StringRef getFilePath(unsigned file) const { return paths[file]; }
+  llvm::StringRef getFileData(unsigned file) const {
+    return files[file]->getBuffer();
+  }
+  /// The tensor's bytes, where they lie in the mapped file.
+  llvm::ArrayRef<uint8_t> getData(const TensorInfo &info) const;
+
+  size_t size() const { return order.size(); }
+  /// Tensors in the order they were added.
+  llvm::ArrayRef<std::string> names() const { return order; }
+
+private:
+  std::vector<std::unique_ptr<llvm::MemoryBuffer>> files;
+  std::vector<std::string> paths;
+  llvm::StringMap<TensorInfo> tensors;
+  std::vector<std::string> order;
+};
+
+/// An error "<file>: <message>", the form every frontend error takes.
+llvm::Error fileError(llvm::StringRef file, const llvm::Twine &message);
+
+/// Reads a safetensors file's header into `store` (tensors point into the
+/// mapped file). Checks the header length, JSON, dtypes, shapes and that the
+/// data offsets lie inside the file, match the shape and do not overlap.
+llvm::Error readSafetensors(llvm::StringRef path, WeightStore &store);
+
+} // namespace moir::frontend
+
+#endif // MOIR_FRONTEND_WEIGHTSTORE_H

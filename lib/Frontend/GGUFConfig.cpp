@@ -1,0 +1,293 @@
+//===- GGUFConfig.cpp - GGUF metadata to ModelConfig -----------------------===//
+//
+// llama.cpp's conventions, which differ from the Hugging Face configs: the
+// llama architecture also carries Mistral and Mixtral (experts present) with
+// Q/K rows permuted so RoPE pairs (2i, 2i+1); qwen2moe, qwen3moe and olmoe use
+// rotate_half pairing; deepseek2 carries both DeepSeek-V2 and V3. Metadata
+// keys of the architecture that MoIR does not know are refused.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Frontend/GGUF.h"
+#include "moir/Frontend/Importer.h"
+
+#include "llvm/ADT/StringSet.h"
+
+#include <cmath>
+
+using namespace llvm;
+
+namespace moir::frontend {
+
+namespace {
+
+class MetadataReader {
+public:
+  MetadataReader(const GGUFFile &file, StringRef arch) : file(file), arch(arch) {}
+
+  Error error(StringRef key, const Twine &message) const {
+    return fileError(file.path, "metadata '" + arch + "." + key + "' " + message);
+  }
+  const GGUFValue *get(StringRef key) {
+    used.insert(key);
+    return file.get((arch + "." + key).str());
+  }
+  Expected<int64_t> integer(StringRef key, std::optional<int64_t> fallback,
+                            int64_t min = 1) {
+    const GGUFValue *v = get(key);
+    if (!v) {
+      if (fallback)
+        return *fallback;
+      return error(key, "is required");
+    }
+    std::optional<int64_t> i = v->getInteger();
+    if (!i)
+      return error(key, "must be an integer");
+    if (*i < min)
+      return error(key, "must be >= " + Twine(min));
+    return *i;
+  }
+  Expected<double> number(StringRef key, double fallback) {
+    const GGUFValue *v = get(key);
+    if (!v)
+      return fallback;
+    std::optional<double> d = v->getNumber();
+    if (!d || !std::isfinite(*d))
+      return error(key, "must be a finite number");
+    return *d;
+  }
+  Expected<std::optional<std::string>> string(StringRef key) {
+    const GGUFValue *v = get(key);
+    if (!v)
+      return std::optional<std::string>();
+    if (v->kind != GGUFValue::Kind::String)
+      return error(key, "must be a string");
+    return std::optional<std::string>(v->s);
+  }
+  /// Every metadata key of the architecture must have been read or be inert.
+  Error checkAllUsed(const StringSet<> &inert) const {
+    std::string prefix = (arch + ".").str();
+    for (const auto &entry : file.metadata) {
+      StringRef key = entry.getKey();
+      if (!key.starts_with(prefix))
+        continue;
+      StringRef rest = key.drop_front(prefix.size());
+      if (!used.contains(rest) && !inert.contains(rest))
+        return fileError(file.path, "metadata '" + key +
+                                        "' is not supported by MoIR (it may change "
+                                        "the model's math; refusing rather than "
+                                        "ignoring it)");
+    }
+    return Error::success();
+  }
+
+private:
+  const GGUFFile &file;
+  StringRef arch;
+  StringSet<> used;
+};
+
+#define TRY(var, expr)                                                         \
+  auto var##OrErr = (expr);                                                    \
+  if (!var##OrErr)                                                             \
+    return var##OrErr.takeError();                                             \
+  auto var = *var##OrErr
+
+} // namespace
+
+Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &store) {
+  const GGUFValue *archValue = file.get("general.architecture");
+  if (!archValue || archValue->kind != GGUFValue::Kind::String)
+    return fileError(file.path, "metadata 'general.architecture' must be a string");
+  std::string arch = archValue->s;
+  if (arch != "llama" && arch != "qwen2moe" && arch != "qwen3moe" &&
+      arch != "olmoe" && arch != "deepseek2")
+    return fileError(file.path, "unknown architecture '" + arch +
+                                    "' (supported: llama, qwen2moe, qwen3moe, olmoe, "
+                                    "deepseek2)");
+  MetadataReader r(file, arch);
+  ModelConfig c;
+  TRY(hidden, r.integer("embedding_length", std::nullopt));
+  TRY(layers, r.integer("block_count", std::nullopt));
+  TRY(heads, r.integer("attention.head_count", std::nullopt));
+  TRY(kvHeads, r.integer("attention.head_count_kv", heads));
+  TRY(eps, r.number("attention.layer_norm_rms_epsilon", 1e-6));
+  TRY(theta, r.number("rope.freq_base", 10000.0));
+  TRY(experts, r.integer("expert_count", 0, 0));
+  TRY(topK, r.integer("expert_used_count", 0, 0));
+  c.hidden = hidden;
+  c.layers = layers;
+  c.heads = heads;
+  c.kvHeads = kvHeads;
+  c.rmsNormEps = eps;
+  c.rope.theta = theta;
+  if (heads % kvHeads)
+    return r.error("attention.head_count_kv", "must divide attention.head_count");
+
+  const TensorInfo *embed = store.lookup("token_embd.weight");
+  if (!embed || embed->shape.size() != 2)
+    return fileError(file.path, "missing tensor 'token_embd.weight'");
+  TRY(vocab, r.integer("vocab_size", embed->shape[0]));
+  c.vocab = vocab;
+  c.tieWordEmbeddings = store.lookup("output.weight") == nullptr;
+  if (store.lookup("rope_freqs.weight"))
+    return fileError(file.path, "tensor 'rope_freqs.weight' (llama3 RoPE scaling baked "
+                                "into frequencies) is not supported");
+
+  TRY(scalingType, r.string("rope.scaling.type"));
+  if (scalingType && *scalingType != "none") {
+    if (*scalingType != "linear" && *scalingType != "yarn")
+      return r.error("rope.scaling.type", "is '" + *scalingType +
+                                              "'; supported: none, linear, yarn");
+    c.rope.scaling = *scalingType;
+    TRY(factor, r.number("rope.scaling.factor", 0.0));
+    if (factor <= 0)
+      return r.error("rope.scaling.factor", "must be positive");
+    c.rope.factor = factor;
+    if (*scalingType == "yarn") {
+      TRY(orig, r.integer("rope.scaling.original_context_length", std::nullopt));
+      c.rope.originalMaxPosition = orig;
+      // llama.cpp's yarn_log_multiplier is 0.1 * mscale_all_dim.
+      TRY(logMul, r.number("rope.scaling.yarn_log_multiplier", 0.0));
+      c.rope.mscaleAllDim = logMul / 0.1;
+      c.rope.mscale = c.rope.mscaleAllDim;
+    }
+  }
+
+  bool deepseek = arch == "deepseek2";
+  c.rope.interleaved = arch == "llama" || deepseek;
+  c.moeLayer.assign(layers, false);
+
+  if (arch == "llama") {
+    c.family = experts ? Family::Mixtral : Family::Llama;
+    TRY(ffn, r.integer("feed_forward_length", std::nullopt));
+    c.ffn = ffn;
+    TRY(headDim, r.integer("attention.key_length", hidden / heads));
+    c.headDim = headDim;
+    TRY(ropeDim, r.integer("rope.dimension_count", headDim));
+    if (ropeDim != headDim)
+      return r.error("rope.dimension_count", "must equal the head dimension");
+    TRY(valueLength, r.integer("attention.value_length", headDim));
+    if (valueLength != headDim)
+      return r.error("attention.value_length", "must equal attention.key_length");
+    TRY(window, r.integer("attention.sliding_window", 0, 0));
+    if (window)
+      c.slidingWindow = window;
+    c.qkvBias = store.lookup("blk.0.attn_q.bias") != nullptr;
+    c.oBias = store.lookup("blk.0.attn_output.bias") != nullptr;
+    if (experts) {
+      MoEConfig m;
+      m.experts = experts;
+      m.topK = topK;
+      m.ffn = ffn;
+      m.normTopkProb = true;
+      c.moe = m;
+      c.moeLayer.assign(layers, true);
+    }
+  } else if (!deepseek) {
+    c.family = arch == "qwen2moe"   ? Family::Qwen2MoE
+               : arch == "qwen3moe" ? Family::Qwen3MoE
+                                    : Family::OLMoE;
+    TRY(headDim, r.integer("attention.key_length", hidden / heads));
+    c.headDim = headDim;
+    TRY(ropeDim, r.integer("rope.dimension_count", headDim));
+    if (ropeDim != headDim)
+      return r.error("rope.dimension_count", "must equal the head dimension");
+    TRY(valueLength, r.integer("attention.value_length", headDim));
+    if (valueLength != headDim)
+      return r.error("attention.value_length", "must equal attention.key_length");
+    TRY(ffn, r.integer("feed_forward_length", 0, 0));
+    c.ffn = ffn;
+    TRY(expertFFN, r.integer("expert_feed_forward_length", ffn));
+    c.qkvBias = store.lookup("blk.0.attn_q.bias") != nullptr;
+    c.qkNorm = arch == "qwen3moe" ? ModelConfig::QKNorm::PerHead
+               : arch == "olmoe"  ? ModelConfig::QKNorm::Full
+                                  : ModelConfig::QKNorm::None;
+    MoEConfig m;
+    m.experts = experts;
+    m.topK = topK;
+    m.ffn = expertFFN;
+    // llama.cpp normalizes top-k weights for qwen3moe only.
+    TRY(norm, r.integer("expert_weights_norm", arch == "qwen3moe" ? 1 : 0, 0));
+    m.normTopkProb = norm != 0;
+    if (arch == "qwen2moe") {
+      TRY(shared, r.integer("expert_shared_feed_forward_length", 0, 0));
+      m.sharedFFN = shared;
+      m.sharedGate = shared > 0;
+    }
+    if (!experts || !topK)
+      return r.error("expert_count", "and expert_used_count must be positive");
+    c.moe = m;
+    // A layer without a router is dense (Qwen's mlp_only_layers).
+    for (int64_t l = 0; l < layers; ++l)
+      c.moeLayer[l] = store.lookup("blk." + std::to_string(l) + ".ffn_gate_inp.weight") != nullptr;
+  } else {
+    if (store.lookup("blk.0.attn_k_b.weight"))
+      return fileError(file.path, "uses the split attn_k_b/attn_v_b MLA layout "
+                                  "(newer llama.cpp conversions); MoIR imports "
+                                  "the attn_kv_b layout");
+    TRY(qLora, r.integer("attention.q_lora_rank", 0, 0));
+    TRY(kvLora, r.integer("attention.kv_lora_rank", std::nullopt));
+    TRY(keyLength, r.integer("attention.key_length", std::nullopt));
+    TRY(valueLength, r.integer("attention.value_length", std::nullopt));
+    TRY(ropeDim, r.integer("rope.dimension_count", std::nullopt));
+    if (keyLength <= ropeDim || ropeDim % 2)
+      return r.error("rope.dimension_count", "must be even and below attention.key_length");
+    MLAConfig mla;
+    mla.qLoraRank = qLora;
+    mla.kvLoraRank = kvLora;
+    mla.nopeDim = keyLength - ropeDim;
+    mla.ropeDim = ropeDim;
+    mla.vDim = valueLength;
+    c.mla = mla;
+    c.headDim = keyLength;
+    TRY(ffn, r.integer("feed_forward_length", std::nullopt));
+    c.ffn = ffn;
+    TRY(leadingDense, r.integer("leading_dense_block_count", 0, 0));
+    TRY(expertFFN, r.integer("expert_feed_forward_length", std::nullopt));
+    TRY(sharedCount, r.integer("expert_shared_count", 0, 0));
+    TRY(scale, r.number("expert_weights_scale", 1.0));
+    TRY(norm, r.integer("expert_weights_norm", 0, 0));
+    TRY(gating, r.integer("expert_gating_func", 1, 1));
+    TRY(groups, r.integer("expert_group_count", 1));
+    TRY(groupsUsed, r.integer("expert_group_used_count", 1));
+    bool bias = store.lookup("blk." + std::to_string(leadingDense) + ".exp_probs_b.bias") != nullptr;
+    c.family = gating == 2 || bias ? Family::DeepSeekV3 : Family::DeepSeekV2;
+    MoEConfig m;
+    m.experts = experts;
+    m.topK = topK;
+    m.ffn = expertFFN;
+    m.sharedFFN = sharedCount * expertFFN;
+    m.scaling = scale;
+    m.normTopkProb = norm != 0;
+    if (gating != 1 && gating != 2)
+      return r.error("expert_gating_func", "must be 1 (softmax) or 2 (sigmoid)");
+    m.scoring = gating == 2 ? "sigmoid" : "softmax";
+    m.method = bias ? "noaux_tc" : (groups > 1 ? "group_limited" : "greedy");
+    m.nGroup = m.method == "greedy" ? 1 : groups;
+    m.topkGroup = m.method == "greedy" ? 1 : groupsUsed;
+    if (c.family == Family::DeepSeekV2 && m.normTopkProb)
+      return r.error("expert_weights_norm", "must be false for DeepSeek-V2 (transformers "
+                                            "does not normalize its top-k weights)");
+    if (!experts || !topK || experts % m.nGroup)
+      return r.error("expert_count", "must be positive and divisible by the groups");
+    c.moe = m;
+    for (int64_t l = 0; l < layers; ++l)
+      c.moeLayer[l] = l >= leadingDense;
+    c.attentionScale = 1.0 / std::sqrt(static_cast<double>(keyLength));
+    if (c.rope.scaling == "yarn" && c.rope.mscaleAllDim != 0.0 && c.rope.factor > 1.0) {
+      double ms = 0.1 * c.rope.mscaleAllDim * std::log(c.rope.factor) + 1.0;
+      c.attentionScale *= ms * ms;
+    }
+  }
+  if (!deepseek)
+    c.attentionScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
+
+  static const StringSet<> inert = {"context_length", "rope.scaling.finetuned",
+                                    "expert_weights_scale_ignored"};
+  if (Error err = r.checkAllUsed(inert))
+    return std::move(err);
+  return c;
+}
+
+} // namespace moir::frontend

@@ -1,0 +1,521 @@
+//===- HFConfig.cpp - config.json to ModelConfig ---------------------------===//
+//
+// Strict: every key is either honoured, checked to have a value whose math
+// MoIR reproduces, or known not to affect inference. Anything else is refused
+// with the file and the key, so a checkpoint never compiles to silently wrong
+// math.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Frontend/ModelConfig.h"
+#include "moir/Frontend/WeightStore.h"
+
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <cmath>
+
+using namespace llvm;
+
+namespace moir::frontend {
+
+StringRef stringifyFamily(Family family) {
+  switch (family) {
+  case Family::Llama: return "LlamaForCausalLM";
+  case Family::Mistral: return "MistralForCausalLM";
+  case Family::Mixtral: return "MixtralForCausalLM";
+  case Family::Apertus: return "ApertusForCausalLM";
+  case Family::Qwen2MoE: return "Qwen2MoeForCausalLM";
+  case Family::Qwen3MoE: return "Qwen3MoeForCausalLM";
+  case Family::OLMoE: return "OlmoeForCausalLM";
+  case Family::DeepSeekV2: return "DeepseekV2ForCausalLM";
+  case Family::DeepSeekV3: return "DeepseekV3ForCausalLM";
+  }
+  return "?";
+}
+
+namespace {
+
+/// Keys that do not change inference math (training knobs, token ids,
+/// bookkeeping). Everything else must be read by the family's parser.
+const StringSet<> kInertKeys = {
+    "_name_or_path", "architectures", "model_type", "transformers_version",
+    "dtype", "torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id",
+    "initializer_range", "use_cache", "output_router_logits",
+    "router_aux_loss_coef", "router_jitter_noise", "aux_loss_alpha",
+    "seq_aux", "attention_dropout", "hidden_dropout", "max_position_embeddings",
+    "pretraining_tp", "num_nextn_predict_layers", "ep_size", "auto_map",
+    "tokenizer_class", "generation_config", "return_dict", "output_attentions",
+    "output_hidden_states", "tie_encoder_decoder", "is_encoder_decoder",
+    "router_z_loss_coef", "qk_head_dim"};
+
+/// Reads typed values from one JSON object and remembers which keys it read.
+class ConfigReader {
+public:
+  ConfigReader(StringRef path, const json::Object &object, StringRef scope = "")
+      : path(path), object(object), scope(scope) {}
+
+  Error error(StringRef key, const Twine &message) const {
+    return fileError(path, "config key '" + scope + key + "' " + message);
+  }
+
+  const json::Value *get(StringRef key) {
+    used.insert(key);
+    const json::Value *v = object.get(key);
+    return v && v->kind() != json::Value::Null ? v : nullptr;
+  }
+  bool has(StringRef key) { return get(key) != nullptr; }
+  /// Marks a key as read without reading it.
+  void consume(StringRef key) { used.insert(key); }
+
+  Expected<std::optional<int64_t>> optInt(StringRef key, int64_t min = 0) {
+    const json::Value *v = get(key);
+    if (!v)
+      return std::optional<int64_t>();
+    std::optional<int64_t> i = v->getAsInteger();
+    if (!i)
+      return error(key, "must be an integer");
+    if (*i < min)
+      return error(key, "must be >= " + Twine(min) + ", got " + Twine(*i));
+    return i;
+  }
+  Expected<int64_t> integer(StringRef key, std::optional<int64_t> fallback,
+                            int64_t min = 1) {
+    Expected<std::optional<int64_t>> v = optInt(key, min);
+    if (!v)
+      return v.takeError();
+    if (*v)
+      return **v;
+    if (fallback)
+      return *fallback;
+    return error(key, "is required");
+  }
+  Expected<double> number(StringRef key, std::optional<double> fallback) {
+    const json::Value *v = get(key);
+    if (!v) {
+      if (fallback)
+        return *fallback;
+      return error(key, "is required");
+    }
+    std::optional<double> d = v->getAsNumber();
+    if (!d || !std::isfinite(*d))
+      return error(key, "must be a finite number");
+    return *d;
+  }
+  Expected<bool> boolean(StringRef key, bool fallback) {
+    const json::Value *v = get(key);
+    if (!v)
+      return fallback;
+    std::optional<bool> b = v->getAsBoolean();
+    if (!b)
+      return error(key, "must be true or false");
+    return *b;
+  }
+  Expected<std::optional<std::string>> string(StringRef key) {
+    const json::Value *v = get(key);
+    if (!v)
+      return std::optional<std::string>();
+    std::optional<StringRef> s = v->getAsString();
+    if (!s)
+      return error(key, "must be a string");
+    return std::optional<std::string>(s->str());
+  }
+  /// The key must be absent/null or equal `expected`.
+  Error expectString(StringRef key, StringRef expected, StringRef why) {
+    Expected<std::optional<std::string>> s = string(key);
+    if (!s)
+      return s.takeError();
+    if (*s && **s != expected)
+      return error(key, "is '" + **s + "'; " + why);
+    return Error::success();
+  }
+
+  /// Every key not read and not inert is an error.
+  Error checkAllUsed(const StringSet<> &inert) const {
+    for (const auto &[key, value] : object)
+      if (!used.contains(key) && !inert.contains(key))
+        return error(key.str(), "is not supported by MoIR (it may change the "
+                                "model's math; refusing rather than ignoring it)");
+    return Error::success();
+  }
+
+private:
+  StringRef path;
+  const json::Object &object;
+  std::string scope;
+  StringSet<> used;
+};
+
+#define TRY(var, expr)                                                         \
+  auto var##OrErr = (expr);                                                    \
+  if (!var##OrErr)                                                             \
+    return var##OrErr.takeError();                                             \
+  auto var = *var##OrErr
+
+#define CHECK_ERR(expr)                                                        \
+  if (Error err = (expr))                                                      \
+    return std::move(err)
+
+/// rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier
+/// configs and hub checkpoints).
+Error parseRope(StringRef path, ConfigReader &top, RopeConfig &rope) {
+  const json::Value *params = top.get("rope_parameters");
+  const json::Value *scaling = top.get("rope_scaling");
+  TRY(theta, top.number("rope_theta", rope.theta));
+  rope.theta = theta;
+  const json::Value *block = params ? params : scaling;
+  if (params && scaling)
+    return top.error("rope_scaling", "and rope_parameters are both given");
+  if (!block)
+    return Error::success();
+  const json::Object *object = block->getAsObject();
+  StringRef blockKey = params ? "rope_parameters" : "rope_scaling";
+  if (!object)
+    return top.error(blockKey, "must be an object");
+  ConfigReader r(path, *object, (blockKey + ".").str());
+  if (r.has("rope_theta")) {
+    TRY(t, r.number("rope_theta", std::nullopt));
+    rope.theta = t;
+  }
+  TRY(type, r.string("rope_type"));
+  TRY(legacyType, r.string("type"));
+  std::string kind = type ? *type : legacyType ? *legacyType : "default";
+  if (kind == "default") {
+    rope.scaling = "none";
+  } else if (kind == "linear" || kind == "llama3" || kind == "yarn") {
+    rope.scaling = kind;
+    TRY(factor, r.number("factor", std::nullopt));
+    if (factor <= 0)
+      return r.error("factor", "must be positive");
+    rope.factor = factor;
+  } else {
+    return r.error(type ? "rope_type" : "type",
+                   "is '" + kind + "'; supported: default, linear, llama3, yarn");
+  }
+  if (kind == "llama3") {
+    TRY(low, r.number("low_freq_factor", std::nullopt));
+    TRY(high, r.number("high_freq_factor", std::nullopt));
+    TRY(orig, r.integer("original_max_position_embeddings", std::nullopt));
+    rope.lowFreqFactor = low;
+    rope.highFreqFactor = high;
+    rope.originalMaxPosition = orig;
+  } else if (kind == "yarn") {
+    TRY(orig, r.integer("original_max_position_embeddings", std::nullopt));
+    TRY(betaFast, r.number("beta_fast", 32.0));
+    TRY(betaSlow, r.number("beta_slow", 1.0));
+    TRY(mscale, r.number("mscale", 1.0));
+    TRY(mscaleAll, r.number("mscale_all_dim", 0.0));
+    rope.originalMaxPosition = orig;
+    rope.betaFast = betaFast;
+    rope.betaSlow = betaSlow;
+    rope.mscale = mscale;
+    rope.mscaleAllDim = mscaleAll;
+  }
+  return r.checkAllUsed({});
+}
+
+Expected<Family> parseFamily(StringRef path, ConfigReader &r) {
+  const json::Value *archs = r.get("architectures");
+  const json::Array *list = archs ? archs->getAsArray() : nullptr;
+  if (!list || list->size() != 1 || !(*list)[0].getAsString())
+    return r.error("architectures", "must be a list of one architecture name");
+  StringRef arch = *(*list)[0].getAsString();
+  std::optional<Family> family = StringSwitch<std::optional<Family>>(arch)
+      .Case("LlamaForCausalLM", Family::Llama)
+      .Case("MistralForCausalLM", Family::Mistral)
+      .Case("MixtralForCausalLM", Family::Mixtral)
+      .Case("ApertusForCausalLM", Family::Apertus)
+      .Case("Qwen2MoeForCausalLM", Family::Qwen2MoE)
+      .Case("Qwen3MoeForCausalLM", Family::Qwen3MoE)
+      .Case("OlmoeForCausalLM", Family::OLMoE)
+      .Case("DeepseekV2ForCausalLM", Family::DeepSeekV2)
+      .Case("DeepseekV3ForCausalLM", Family::DeepSeekV3)
+      .Default(std::nullopt);
+  if (!family)
+    return fileError(path, "unknown architecture '" + arch +
+                               "' (supported: LlamaForCausalLM, MistralForCausalLM, "
+                               "MixtralForCausalLM, ApertusForCausalLM, "
+                               "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
+                               "OlmoeForCausalLM, DeepseekV2ForCausalLM, "
+                               "DeepseekV3ForCausalLM)");
+  return *family;
+}
+
+/// A list of layer indices (Qwen's mlp_only_layers).
+Expected<SmallVector<int64_t>> intList(ConfigReader &r, StringRef key) {
+  SmallVector<int64_t> result;
+  const json::Value *v = r.get(key);
+  if (!v)
+    return result;
+  const json::Array *list = v->getAsArray();
+  if (!list)
+    return r.error(key, "must be a list of integers");
+  for (const json::Value &item : *list) {
+    std::optional<int64_t> i = item.getAsInteger();
+    if (!i || *i < 0)
+      return r.error(key, "must be a list of non-negative integers");
+    result.push_back(*i);
+  }
+  return result;
+}
+
+double yarnMscale(double factor, double mscale) {
+  return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+} // namespace
+
+Expected<ModelConfig> parseHFConfig(StringRef path) {
+  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(path);
+  if (std::error_code ec = buffer.getError())
+    return fileError(path, "cannot open: " + ec.message());
+  Expected<json::Value> parsed = json::parse((*buffer)->getBuffer());
+  if (!parsed)
+    return fileError(path, "not valid JSON: " + toString(parsed.takeError()));
+  const json::Object *object = parsed->getAsObject();
+  if (!object)
+    return fileError(path, "must hold a JSON object");
+  ConfigReader r(path, *object);
+
+  ModelConfig c;
+  TRY(family, parseFamily(path, r));
+  c.family = family;
+  bool deepseek = family == Family::DeepSeekV2 || family == Family::DeepSeekV3;
+  TRY(hidden, r.integer("hidden_size", std::nullopt));
+  TRY(layers, r.integer("num_hidden_layers", std::nullopt));
+  TRY(heads, r.integer("num_attention_heads", std::nullopt));
+  TRY(kvHeads, r.integer("num_key_value_heads", heads));
+  TRY(vocab, r.integer("vocab_size", std::nullopt));
+  TRY(ffn, r.integer("intermediate_size", std::nullopt));
+  TRY(eps, r.number("rms_norm_eps", 1e-6));
+  TRY(tie, r.boolean("tie_word_embeddings", false));
+  c.hidden = hidden;
+  c.layers = layers;
+  c.heads = heads;
+  c.kvHeads = kvHeads;
+  c.vocab = vocab;
+  c.ffn = ffn;
+  c.rmsNormEps = eps;
+  c.tieWordEmbeddings = tie;
+  if (eps <= 0)
+    return r.error("rms_norm_eps", "must be positive");
+  if (heads % kvHeads != 0)
+    return r.error("num_key_value_heads",
+                   "(" + Twine(kvHeads) + ") must divide num_attention_heads (" +
+                       Twine(heads) + ")");
+  CHECK_ERR(parseRope(path, r, c.rope));
+  CHECK_ERR(r.expectString("hidden_act", family == Family::Apertus ? "xielu" : "silu",
+                           "MoIR implements this family with its reference "
+                           "activation only"));
+  c.xielu = family == Family::Apertus;
+
+  // Head dimension: an explicit head_dim overrides hidden / heads (MLA's
+  // head_dim is the RoPE dimension and is checked below).
+  if (!deepseek) {
+    TRY(headDim, r.integer("head_dim", hidden / heads));
+    c.headDim = headDim;
+    if (!r.has("head_dim") && hidden % heads != 0)
+      return r.error("num_attention_heads", "must divide hidden_size when "
+                                            "head_dim is not given");
+  }
+
+  // Biases.
+  if (family == Family::Qwen2MoE) {
+    // Qwen2-MoE always has q/k/v biases; transformers 5 names the flag.
+    TRY(qkvBias, r.boolean("qkv_bias", true));
+    c.qkvBias = qkvBias;
+  } else {
+    TRY(attnBias, r.boolean("attention_bias", false));
+    c.qkvBias = attnBias;
+    // Llama-style attention_bias also puts a bias on o_proj.
+    c.oBias = attnBias && (family == Family::Llama || family == Family::Mistral ||
+                           family == Family::Mixtral || family == Family::Apertus);
+    if (attnBias && (deepseek || family == Family::OLMoE || family == Family::Qwen3MoE))
+      return r.error("attention_bias", "= true is not supported for " +
+                                           stringifyFamily(family));
+  }
+  TRY(mlpBias, r.boolean("mlp_bias", false));
+  if (mlpBias && family != Family::Llama)
+    return r.error("mlp_bias", "= true is only supported for LlamaForCausalLM");
+  c.mlpBias = mlpBias;
+
+  // Sliding windows.
+  TRY(useSliding, r.boolean("use_sliding_window", family != Family::Qwen2MoE &&
+                                                      family != Family::Qwen3MoE));
+  r.consume("max_window_layers");
+  TRY(window, r.optInt("sliding_window", 0));
+  if (window && *window > 0 && useSliding) {
+    if (family != Family::Mistral && family != Family::Mixtral)
+      return r.error("sliding_window", "is only supported for Mistral and Mixtral");
+    c.slidingWindow = *window;
+  }
+  if (const json::Value *types = r.get("layer_types")) {
+    const json::Array *list = types->getAsArray();
+    if (!list || static_cast<int64_t>(list->size()) != layers)
+      return r.error("layer_types", "must list one type per layer");
+    for (const json::Value &t : *list)
+      if (t.getAsString() != StringRef("full_attention") &&
+          !(c.slidingWindow && t.getAsString() == StringRef("sliding_attention")))
+        return r.error("layer_types", "may only hold full_attention layers here");
+  }
+
+  // QK-norm.
+  if (family == Family::Apertus || family == Family::Qwen3MoE)
+    c.qkNorm = ModelConfig::QKNorm::PerHead;
+  if (family == Family::OLMoE) {
+    c.qkNorm = ModelConfig::QKNorm::Full;
+    if (r.has("clip_qkv"))
+      return r.error("clip_qkv", "is not supported (must be null)");
+  }
+
+  // Mixture of experts.
+  c.moeLayer.assign(layers, false);
+  if (family == Family::Mixtral || family == Family::Qwen2MoE ||
+      family == Family::Qwen3MoE || family == Family::OLMoE || deepseek) {
+    MoEConfig moe;
+    StringRef expertsKey = family == Family::Mixtral ? "num_local_experts"
+                           : deepseek                ? "n_routed_experts"
+                           : r.has("num_experts")    ? "num_experts"
+                                                     : "num_local_experts";
+    TRY(experts, r.integer(expertsKey, std::nullopt));
+    TRY(topK, r.integer("num_experts_per_tok", std::nullopt));
+    moe.experts = experts;
+    moe.topK = topK;
+    if (topK > experts)
+      return r.error("num_experts_per_tok", "(" + Twine(topK) +
+                                                ") exceeds the number of experts (" +
+                                                Twine(experts) + ")");
+    if (family == Family::Mixtral || family == Family::OLMoE) {
+      moe.ffn = ffn;
+    } else {
+      TRY(moeFFN, r.integer("moe_intermediate_size", std::nullopt));
+      moe.ffn = moeFFN;
+    }
+    // Mixtral always renormalizes the top-k softmax weights.
+    TRY(norm, r.boolean("norm_topk_prob", family == Family::Mixtral ||
+                                              family == Family::DeepSeekV3));
+    moe.normTopkProb = family == Family::Mixtral ? true : norm;
+    if (family == Family::DeepSeekV2 && norm)
+      return r.error("norm_topk_prob", "= true: transformers' DeepseekV2 does not "
+                                       "normalize top-k weights; refusing to guess");
+
+    if (family == Family::Qwen2MoE) {
+      TRY(shared, r.integer("shared_expert_intermediate_size", 0, 0));
+      moe.sharedFFN = shared;
+      moe.sharedGate = shared > 0;
+    }
+    if (family == Family::Qwen2MoE || family == Family::Qwen3MoE) {
+      TRY(step, r.integer("decoder_sparse_step", 1));
+      TRY(mlpOnly, intList(r, "mlp_only_layers"));
+      for (int64_t l = 0; l < layers; ++l)
+        c.moeLayer[l] = !llvm::is_contained(mlpOnly, l) && (l + 1) % step == 0;
+    } else if (deepseek) {
+      TRY(shared, r.integer("n_shared_experts", 0, 0));
+      moe.sharedFFN = shared * moe.ffn;
+      TRY(firstDense, r.integer("first_k_dense_replace", 0, 0));
+      TRY(freq, r.integer("moe_layer_freq", 1));
+      for (int64_t l = 0; l < layers; ++l)
+        c.moeLayer[l] = l >= firstDense && l % freq == 0;
+      TRY(scale, r.number("routed_scaling_factor", 1.0));
+      if (scale <= 0)
+        return r.error("routed_scaling_factor", "must be positive");
+      moe.scaling = scale;
+      TRY(scoring, r.string("scoring_func"));
+      moe.scoring = scoring ? *scoring
+                            : (family == Family::DeepSeekV3 ? "sigmoid" : "softmax");
+      if (moe.scoring != "softmax" && moe.scoring != "sigmoid")
+        return r.error("scoring_func", "is '" + moe.scoring +
+                                           "'; supported: softmax, sigmoid");
+      if (family == Family::DeepSeekV2 && moe.scoring != "softmax")
+        return r.error("scoring_func", "must be softmax for DeepseekV2");
+      TRY(method, r.string("topk_method"));
+      std::string m = method ? *method
+                             : (family == Family::DeepSeekV3 ? "noaux_tc" : "greedy");
+      TRY(nGroup, r.optInt("n_group", 1));
+      TRY(topkGroup, r.optInt("topk_group", 1));
+      if (m == "greedy") {
+        moe.method = "greedy";
+      } else if (m == "group_limited_greedy" && family == Family::DeepSeekV2) {
+        moe.method = "group_limited";
+      } else if (m == "noaux_tc" && family == Family::DeepSeekV3) {
+        moe.method = "noaux_tc";
+      } else {
+        return r.error("topk_method", "is '" + m + "', which " +
+                                          stringifyFamily(family) +
+                                          " does not implement");
+      }
+      if (moe.method != "greedy") {
+        moe.nGroup = nGroup.value_or(1);
+        moe.topkGroup = topkGroup.value_or(1);
+        if (experts % moe.nGroup != 0)
+          return r.error("n_group", "(" + Twine(moe.nGroup) +
+                                        ") must divide the number of experts (" +
+                                        Twine(experts) + ")");
+        if (moe.topkGroup > moe.nGroup)
+          return r.error("topk_group", "exceeds n_group");
+      }
+    } else {
+      for (int64_t l = 0; l < layers; ++l)
+        c.moeLayer[l] = true;
+    }
+    c.moe = moe;
+  }
+
+  // Multi-head latent attention.
+  if (deepseek) {
+    MLAConfig mla;
+    TRY(qLora, r.optInt("q_lora_rank", 1));
+    mla.qLoraRank = qLora.value_or(0);
+    TRY(kvLora, r.integer("kv_lora_rank", std::nullopt));
+    TRY(nope, r.integer("qk_nope_head_dim", std::nullopt));
+    TRY(ropeDim, r.integer("qk_rope_head_dim", std::nullopt));
+    TRY(vDim, r.integer("v_head_dim", std::nullopt));
+    mla.kvLoraRank = kvLora;
+    mla.nopeDim = nope;
+    mla.ropeDim = ropeDim;
+    mla.vDim = vDim;
+    if (ropeDim % 2)
+      return r.error("qk_rope_head_dim", "must be even");
+    TRY(headDim, r.integer("head_dim", ropeDim));
+    if (headDim != ropeDim)
+      return r.error("head_dim", "must equal qk_rope_head_dim for MLA");
+    c.headDim = nope + ropeDim;
+    c.mla = mla;
+    // DeepSeek pairs RoPE dimensions (2i, 2i+1).
+    TRY(interleave, r.boolean("rope_interleave", true));
+    if (!interleave)
+      return r.error("rope_interleave", "= false is not supported");
+    c.rope.interleaved = true;
+    c.attentionScale = 1.0 / std::sqrt(static_cast<double>(nope + ropeDim));
+    if (c.rope.scaling == "yarn" && c.rope.mscaleAllDim != 0.0) {
+      double m = yarnMscale(c.rope.factor, c.rope.mscaleAllDim);
+      c.attentionScale *= m * m;
+    }
+  } else {
+    c.attentionScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
+  }
+
+  if (const json::Value *quant = r.get("quantization_config")) {
+    const json::Object *q = quant->getAsObject();
+    if (!q)
+      return r.error("quantization_config", "must be an object");
+    ConfigReader qr(path, *q, "quantization_config.");
+    CHECK_ERR(qr.expectString("quant_method", "fp8", "only fp8 is supported"));
+    CHECK_ERR(qr.expectString("fmt", "e4m3", "only e4m3 is supported"));
+    CHECK_ERR(qr.expectString("activation_scheme", "dynamic",
+                              "only dynamic activation scaling is supported"));
+    const json::Value *block = qr.get("weight_block_size");
+    const json::Array *sizes = block ? block->getAsArray() : nullptr;
+    if (!sizes || sizes->size() != 2 || (*sizes)[0].getAsInteger() != 128 ||
+        (*sizes)[1].getAsInteger() != 128)
+      return qr.error("weight_block_size", "must be [128, 128]");
+    CHECK_ERR(qr.checkAllUsed({}));
+  }
+
+  CHECK_ERR(r.checkAllUsed(kInertKeys));
+  return c;
+}
+
+} // namespace moir::frontend

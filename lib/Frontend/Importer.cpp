@@ -1,0 +1,696 @@
+//===- Importer.cpp - checkpoints to MoIR's input IR -----------------------===//
+//
+// Builds the input-contract module of a model from its ModelConfig and weight
+// store. Weights are looked up by the checkpoint's own tensor names (Hugging
+// Face or llama.cpp's GGUF names), checked against the shapes the config
+// implies, and referenced by name; their bytes are never read (two scalar
+// activation parameters of Apertus' xIELU aside).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Frontend/Importer.h"
+#include "moir/Frontend/GGUF.h"
+
+#include "LLM/IR/LLMOps.h"
+#include "MLA/IR/MLAOps.h"
+#include "MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+
+#include <cstring>
+
+using namespace mlir;
+using namespace llvm;
+
+namespace moir::frontend {
+
+namespace {
+
+enum class Format { HF, GGUF };
+
+/// Which weight of a layer.
+enum class Role {
+  AttnNorm, FFNNorm, Q, K, V, O, QNorm, KNorm,
+  Gate, Up, Down, XIELUAlphaP, XIELUAlphaN, XIELUBeta, XIELUEps,
+  Router, RouterBias, ExpertGate, ExpertUp, ExpertDown,
+  SharedGate, SharedUp, SharedDown, SharedExpertGate,
+  MLAQ, MLAQA, MLAQANorm, MLAQB, MLAKVA, MLAKVANorm, MLAKVB,
+};
+
+/// Tensor names of a layer weight in each format; `expert` >= 0 names one
+/// expert of a Hugging Face checkpoint (GGUF stacks experts).
+std::string weightName(Format format, Family family, Role role, int64_t layer,
+                       int64_t expert = -1, bool bias = false) {
+  std::string suffix = bias ? ".bias" : ".weight";
+  if (format == Format::GGUF) {
+    std::string p = "blk." + std::to_string(layer) + ".";
+    switch (role) {
+    case Role::AttnNorm: return p + "attn_norm.weight";
+    case Role::FFNNorm: return p + "ffn_norm.weight";
+    case Role::Q: return p + "attn_q" + suffix;
+    case Role::K: return p + "attn_k" + suffix;
+    case Role::V: return p + "attn_v" + suffix;
+    case Role::O: return p + "attn_output" + suffix;
+    case Role::QNorm: return p + "attn_q_norm.weight";
+    case Role::KNorm: return p + "attn_k_norm.weight";
+    case Role::Gate: return p + "ffn_gate.weight";
+    case Role::Up: return p + "ffn_up.weight";
+    case Role::Down: return p + "ffn_down.weight";
+    case Role::Router: return p + "ffn_gate_inp.weight";
+    case Role::RouterBias: return p + "exp_probs_b.bias";
+    case Role::ExpertGate: return p + "ffn_gate_exps.weight";
+    case Role::ExpertUp: return p + "ffn_up_exps.weight";
+    case Role::ExpertDown: return p + "ffn_down_exps.weight";
+    case Role::SharedGate: return p + "ffn_gate_shexp.weight";
+    case Role::SharedUp: return p + "ffn_up_shexp.weight";
+    case Role::SharedDown: return p + "ffn_down_shexp.weight";
+    case Role::SharedExpertGate: return p + "ffn_gate_inp_shexp.weight";
+    case Role::MLAQ: return p + "attn_q.weight";
+    case Role::MLAQA: return p + "attn_q_a.weight";
+    case Role::MLAQANorm: return p + "attn_q_a_norm.weight";
+    case Role::MLAQB: return p + "attn_q_b.weight";
+    case Role::MLAKVA: return p + "attn_kv_a_mqa.weight";
+    case Role::MLAKVANorm: return p + "attn_kv_a_norm.weight";
+    case Role::MLAKVB: return p + "attn_kv_b.weight";
+    default: return p + "?";
+    }
+  }
+  std::string p = "model.layers." + std::to_string(layer) + ".";
+  std::string attn = p + "self_attn.";
+  bool mixtral = family == Family::Mixtral;
+  std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
+  std::string e = moe + "experts." + std::to_string(expert) + ".";
+  bool deepseek = family == Family::DeepSeekV2 || family == Family::DeepSeekV3;
+  std::string shared = moe + (deepseek ? "shared_experts." : "shared_expert.");
+  switch (role) {
+  case Role::AttnNorm:
+    return p + (family == Family::Apertus ? "attention_layernorm" : "input_layernorm") + ".weight";
+  case Role::FFNNorm:
+    return p + (family == Family::Apertus ? "feedforward_layernorm" : "post_attention_layernorm") + ".weight";
+  case Role::Q: return attn + "q_proj" + suffix;
+  case Role::K: return attn + "k_proj" + suffix;
+  case Role::V: return attn + "v_proj" + suffix;
+  case Role::O: return attn + "o_proj" + suffix;
+  case Role::QNorm: return attn + "q_norm.weight";
+  case Role::KNorm: return attn + "k_norm.weight";
+  case Role::Gate: return p + "mlp.gate_proj" + suffix;
+  case Role::Up: return p + "mlp.up_proj" + suffix;
+  case Role::Down: return p + "mlp.down_proj" + suffix;
+  case Role::XIELUAlphaP: return p + "mlp.act_fn.alpha_p";
+  case Role::XIELUAlphaN: return p + "mlp.act_fn.alpha_n";
+  case Role::XIELUBeta: return p + "mlp.act_fn.beta";
+  case Role::XIELUEps: return p + "mlp.act_fn.eps";
+  case Role::Router: return moe + "gate.weight";
+  case Role::RouterBias: return moe + "gate.e_score_correction_bias";
+  case Role::ExpertGate: return e + (mixtral ? "w1.weight" : "gate_proj.weight");
+  case Role::ExpertUp: return e + (mixtral ? "w3.weight" : "up_proj.weight");
+  case Role::ExpertDown: return e + (mixtral ? "w2.weight" : "down_proj.weight");
+  case Role::SharedGate: return shared + "gate_proj.weight";
+  case Role::SharedUp: return shared + "up_proj.weight";
+  case Role::SharedDown: return shared + "down_proj.weight";
+  case Role::SharedExpertGate: return moe + "shared_expert_gate.weight";
+  case Role::MLAQ: return attn + "q_proj.weight";
+  case Role::MLAQA: return attn + "q_a_proj.weight";
+  case Role::MLAQANorm: return attn + "q_a_layernorm.weight";
+  case Role::MLAQB: return attn + "q_b_proj.weight";
+  case Role::MLAKVA: return attn + "kv_a_proj_with_mqa.weight";
+  case Role::MLAKVANorm: return attn + "kv_a_layernorm.weight";
+  case Role::MLAKVB: return attn + "kv_b_proj.weight";
+  }
+  return p + "?";
+}
+
+std::string shapeString(ArrayRef<int64_t> shape) {
+  return "[" + join(map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") + "]";
+}
+
+class ModelBuilder {
+public:
+  ModelBuilder(MLIRContext &context, const ModelConfig &config,
+               WeightStore &store, Format format, StringRef source,
+               StringRef configSource, int64_t capacity)
+      : ctx(context), b(&context), loc(UnknownLoc::get(&context)), c(config),
+        store(store), format(format), source(source),
+        configSource(configSource), capacity(capacity) {
+    loc = FileLineColLoc::get(&context, source, 0, 0);
+  }
+
+  Expected<OwningOpRef<ModuleOp>> build();
+
+private:
+  // Weights. A failed lookup records the error and returns a null Value;
+  // callers stop at the first one.
+  Value weight(StringRef name, ArrayRef<int64_t> shape);
+  Value layerWeight(Role role, int64_t layer, ArrayRef<int64_t> shape,
+                    bool bias = false) {
+    return weight(weightName(format, c.family, role, layer, -1, bias), shape);
+  }
+  Value experts(Role role, int64_t layer, ArrayRef<int64_t> shape);
+  FailureOr<double> scalar(StringRef name);
+  Type weightType(const TensorInfo &info, StringRef &scaleName, std::string &scaleStorage);
+  Value fail(Error err) {
+    if (!firstError)
+      firstError = std::move(err);
+    else
+      consumeError(std::move(err));
+    return nullptr;
+  }
+
+  // Activations.
+  RankedTensorType act(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, b.getF32Type());
+  }
+  Value linear(Value x, Value w, Value bias = nullptr) {
+    return llm::LinearOp::create(b, loc, x, w, bias);
+  }
+  Value rmsNorm(Value x, Value w) {
+    return llm::RMSNormOp::create(b, loc, x.getType(), x, w,
+                                  b.getF64FloatAttr(c.rmsNormEps));
+  }
+  Value splitHeads(Value x, int64_t heads, int64_t dim);
+  Value mergeHeads(Value x);
+  llm::RopeAttr ropeAttr(int64_t dim);
+
+  FailureOr<std::pair<Value, SmallVector<Value>>> attention(int64_t l, Value n,
+                                                            ArrayRef<Value> caches);
+  FailureOr<Value> ffn(int64_t l, Value n);
+
+  MLIRContext &ctx;
+  OpBuilder b;
+  Location loc;
+  const ModelConfig &c;
+  WeightStore &store;
+  Format format;
+  std::string source, configSource;
+  int64_t capacity;
+  Error firstError = Error::success();
+  Value tokens, positions, offset;
+};
+
+Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
+                              std::string &scaleStorage) {
+  MLIRContext *context = &ctx;
+  auto ggufType = [&](llm::GGUFBlockType format, unsigned bits) -> Type {
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::gguf, {}, -1, 0,
+                                            false, format, Type());
+    return llm::QTensorType::get(context, info.shape,
+                                 IntegerType::get(context, bits), scheme);
+  };
+  switch (info.dtype) {
+  case DType::F32: return RankedTensorType::get(info.shape, b.getF32Type());
+  case DType::F16: return RankedTensorType::get(info.shape, b.getF16Type());
+  case DType::BF16: return RankedTensorType::get(info.shape, b.getBF16Type());
+  case DType::Q8_0: return ggufType(llm::GGUFBlockType::q8_0, 8);
+  case DType::Q4_0: return ggufType(llm::GGUFBlockType::q4_0, 4);
+  case DType::Q4_K: return ggufType(llm::GGUFBlockType::q4_k, 4);
+  case DType::Q6_K: return ggufType(llm::GGUFBlockType::q6_k, 6);
+  case DType::F8E4M3: {
+    // DeepSeek-V3 FP8: one f32 scale per 128x128 tile in <name>_scale_inv.
+    scaleStorage = info.name + "_scale_inv";
+    const TensorInfo *scale = store.lookup(scaleStorage);
+    SmallVector<int64_t> block(info.shape.size(), 128);
+    if (info.shape.size() == 3)
+      block[0] = 1;
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::block, block,
+                                            -1, 0, false, llm::GGUFBlockType::none,
+                                            Type());
+    auto type = llm::QTensorType::get(context, info.shape,
+                                      Float8E4M3FNType::get(context), scheme);
+    SmallVector<int64_t> expected = *type.getScaleShape();
+    if (!scale)
+      return fail(fileError(store.getFilePath(info.file),
+                            "FP8 tensor '" + info.name + "' has no scale tensor '" +
+                                scaleStorage + "'")),
+             Type();
+    if (scale->dtype != DType::F32 || ArrayRef<int64_t>(scale->shape) != ArrayRef<int64_t>(expected))
+      return fail(fileError(store.getFilePath(scale->file),
+                            "scale tensor '" + scaleStorage + "' must be F32 " +
+                                shapeString(expected) + " (128x128 blocks of " +
+                                shapeString(info.shape) + "), got " +
+                                stringifyDType(scale->dtype) + " " +
+                                shapeString(scale->shape))),
+             Type();
+    scaleName = scaleStorage;
+    return type;
+  }
+  case DType::I8: {
+    // INT8 with one f32 scale per output row in <name>_scale.
+    scaleStorage = info.name + "_scale";
+    const TensorInfo *scale = store.lookup(scaleStorage);
+    if (!scale || scale->dtype != DType::F32 || scale->getNumElements() != info.shape[0])
+      return fail(fileError(store.getFilePath(info.file),
+                            "I8 tensor '" + info.name + "' needs an F32 scale tensor '" +
+                                scaleStorage + "' with one value per row")),
+             Type();
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::per_channel, {}, 0,
+                                            0, false, llm::GGUFBlockType::none, Type());
+    scaleName = scaleStorage;
+    return llm::QTensorType::get(context, info.shape, b.getI8Type(), scheme);
+  }
+  default:
+    return fail(fileError(store.getFilePath(info.file),
+                          "tensor '" + info.name + "' has dtype " +
+                              stringifyDType(info.dtype) +
+                              ", which is not a weight format")),
+           Type();
+  }
+}
+
+Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
+  const TensorInfo *info = store.lookup(name);
+  if (!info)
+    return fail(fileError(source, "missing tensor '" + name + "'"));
+  if (ArrayRef<int64_t>(info->shape) != shape)
+    return fail(fileError(store.getFilePath(info->file),
+                          "tensor '" + name + "' has shape " + shapeString(info->shape) +
+                              ", but " + configSource + " implies " + shapeString(shape)));
+  StringRef scaleName;
+  std::string scaleStorage;
+  Type type = weightType(*info, scaleName, scaleStorage);
+  if (!type)
+    return nullptr;
+  if (shape.size() == 1 && !isa<RankedTensorType>(type))
+    return fail(fileError(store.getFilePath(info->file),
+                          "tensor '" + name + "' is a vector and must be stored as a float"));
+  return llm::WeightOp::create(b, loc, type, b.getStringAttr(name),
+                               scaleName.empty() ? StringAttr() : b.getStringAttr(scaleName));
+}
+
+Value ModelBuilder::experts(Role role, int64_t layer, ArrayRef<int64_t> shape) {
+  if (format == Format::GGUF)
+    return layerWeight(role, layer, shape);
+  // Hugging Face keeps one tensor per expert: stack them by name.
+  SmallVector<Attribute> names, scaleNames;
+  Type elementType;
+  for (int64_t e = 0; e < shape[0]; ++e) {
+    std::string name = weightName(format, c.family, role, layer, e);
+    const TensorInfo *info = store.lookup(name);
+    if (!info)
+      return fail(fileError(source, "missing tensor '" + name + "'"));
+    if (ArrayRef<int64_t>(info->shape) != shape.drop_front())
+      return fail(fileError(store.getFilePath(info->file),
+                            "tensor '" + name + "' has shape " + shapeString(info->shape) +
+                                ", but " + configSource + " implies " +
+                                shapeString(shape.drop_front())));
+    StringRef scaleName;
+    std::string scaleStorage;
+    Type type = weightType(*info, scaleName, scaleStorage);
+    if (!type)
+      return nullptr;
+    Type element = isa<RankedTensorType>(type) ? cast<RankedTensorType>(type).getElementType()
+                                               : cast<llm::QTensorType>(type).getStorageType();
+    if (elementType && element != elementType)
+      return fail(fileError(store.getFilePath(info->file),
+                            "tensor '" + name + "' is " + stringifyDType(info->dtype) +
+                                ", unlike the other experts of layer " + Twine(layer)));
+    elementType = element;
+    names.push_back(b.getStringAttr(name));
+    if (!scaleName.empty())
+      scaleNames.push_back(b.getStringAttr(scaleName));
+  }
+  Type type;
+  if (isa<Float8E4M3FNType>(elementType)) {
+    auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::block, {1, 128, 128},
+                                            -1, 0, false, llm::GGUFBlockType::none, Type());
+    type = llm::QTensorType::get(&ctx, shape, elementType, scheme);
+  } else if (elementType.isInteger(8)) {
+    auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::per_channel, {}, 1, 0,
+                                            false, llm::GGUFBlockType::none, Type());
+    type = llm::QTensorType::get(&ctx, shape, elementType, scheme);
+  } else {
+    type = RankedTensorType::get(shape, elementType);
+  }
+  return llm::StackedWeightOp::create(
+      b, loc, type, b.getArrayAttr(names),
+      scaleNames.empty() ? ArrayAttr() : b.getArrayAttr(scaleNames));
+}
+
+FailureOr<double> ModelBuilder::scalar(StringRef name) {
+  const TensorInfo *info = store.lookup(name);
+  if (!info)
+    return fail(fileError(source, "missing tensor '" + name + "'")), failure();
+  if (info->getNumElements() != 1 || info->dtype != DType::F32)
+    return fail(fileError(store.getFilePath(info->file),
+                          "tensor '" + name + "' must be one F32 value")),
+           failure();
+  float value;
+  std::memcpy(&value, store.getData(*info).data(), 4);
+  return static_cast<double>(value);
+}
+
+Value ModelBuilder::splitHeads(Value x, int64_t heads, int64_t dim) {
+  return tensor::ExpandShapeOp::create(
+      b, loc, act({ShapedType::kDynamic, heads, dim}), x,
+      ArrayRef<ReassociationIndices>{{0}, {1, 2}},
+      ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(heads), b.getIndexAttr(dim)});
+}
+
+Value ModelBuilder::mergeHeads(Value x) {
+  return tensor::CollapseShapeOp::create(b, loc, x,
+                                         ArrayRef<ReassociationIndices>{{0}, {1, 2}});
+}
+
+llm::RopeAttr ModelBuilder::ropeAttr(int64_t dim) {
+  const RopeConfig &r = c.rope;
+  auto f = [&](double v) { return b.getF64FloatAttr(v); };
+  FloatAttr none;
+  llm::RopeScaling scaling = llvm::StringSwitch<llm::RopeScaling>(r.scaling)
+                                 .Case("linear", llm::RopeScaling::linear)
+                                 .Case("llama3", llm::RopeScaling::llama3)
+                                 .Case("yarn", llm::RopeScaling::yarn)
+                                 .Default(llm::RopeScaling::none);
+  bool llama3 = scaling == llm::RopeScaling::llama3, yarn = scaling == llm::RopeScaling::yarn;
+  return llm::RopeAttr::get(
+      &ctx, f(r.theta), dim, scaling,
+      scaling == llm::RopeScaling::none ? none : f(r.factor),
+      llama3 ? f(r.lowFreqFactor) : none, llama3 ? f(r.highFreqFactor) : none,
+      llama3 || yarn ? r.originalMaxPosition : 0, yarn ? f(r.betaFast) : none,
+      yarn ? f(r.betaSlow) : none, yarn ? f(r.mscale) : none,
+      yarn ? f(r.mscaleAllDim) : none, r.interleaved);
+}
+
+#define W(var, expr)                                                           \
+  Value var = (expr);                                                          \
+  if (!var)                                                                    \
+    return failure()
+
+FailureOr<std::pair<Value, SmallVector<Value>>>
+ModelBuilder::attention(int64_t l, Value n, ArrayRef<Value> caches) {
+  int64_t H = c.heads, KV = c.kvHeads, D = c.headDim, hidden = c.hidden;
+  Value pos = positions;
+  if (c.mla) {
+    const MLAConfig &m = *c.mla;
+    int64_t qRows = H * (m.nopeDim + m.ropeDim);
+    Value q, qa, qan, qb;
+    if (m.qLoraRank == 0) {
+      q = layerWeight(Role::MLAQ, l, {qRows, hidden});
+      if (!q)
+        return failure();
+    } else {
+      qa = layerWeight(Role::MLAQA, l, {m.qLoraRank, hidden});
+      qan = qa ? layerWeight(Role::MLAQANorm, l, {m.qLoraRank}) : nullptr;
+      qb = qan ? layerWeight(Role::MLAQB, l, {qRows, m.qLoraRank}) : nullptr;
+      if (!qb)
+        return failure();
+    }
+    W(kva, layerWeight(Role::MLAKVA, l, {m.kvLoraRank + m.ropeDim, hidden}));
+    W(kvan, layerWeight(Role::MLAKVANorm, l, {m.kvLoraRank}));
+    W(kvb, layerWeight(Role::MLAKVB, l, {H * (m.nopeDim + m.vDim), m.kvLoraRank}));
+    W(o, layerWeight(Role::O, l, {hidden, H * m.vDim}));
+    auto config = mla::ConfigAttr::get(&ctx, H, m.qLoraRank, m.kvLoraRank, m.nopeDim,
+                                       m.ropeDim, m.vDim);
+    auto op = mla::AttentionOp::create(
+        b, loc, TypeRange{n.getType(), caches[0].getType(), caches[1].getType()}, n,
+        pos, caches[0], caches[1], offset, q, qa, qan, qb, kva, kvan, kvb, o, config,
+        ropeAttr(m.ropeDim), b.getF64FloatAttr(c.attentionScale),
+        b.getF64FloatAttr(c.rmsNormEps));
+    return std::make_pair(Value(op.getResult()),
+                          SmallVector<Value>{op.getNewLatentCache(), op.getNewRopeCache()});
+  }
+
+  auto project = [&](Role role, int64_t heads) -> Value {
+    Value w = layerWeight(role, l, {heads * D, hidden});
+    if (!w)
+      return nullptr;
+    Value bias;
+    if (c.qkvBias && (bias = layerWeight(role, l, {heads * D}, /*bias=*/true)) == nullptr)
+      return nullptr;
+    return linear(n, w, bias);
+  };
+  W(q, project(Role::Q, H));
+  W(k, project(Role::K, KV));
+  W(v, project(Role::V, KV));
+  if (c.qkNorm == ModelConfig::QKNorm::Full) {
+    W(qn, layerWeight(Role::QNorm, l, {H * D}));
+    W(kn, layerWeight(Role::KNorm, l, {KV * D}));
+    q = rmsNorm(q, qn);
+    k = rmsNorm(k, kn);
+  }
+  q = splitHeads(q, H, D);
+  k = splitHeads(k, KV, D);
+  v = splitHeads(v, KV, D);
+  if (c.qkNorm == ModelConfig::QKNorm::PerHead) {
+    W(qn, layerWeight(Role::QNorm, l, {D}));
+    W(kn, layerWeight(Role::KNorm, l, {D}));
+    q = rmsNorm(q, qn);
+    k = rmsNorm(k, kn);
+  }
+  llm::RopeAttr rope = ropeAttr(D);
+  q = llm::RopeOp::create(b, loc, q.getType(), q, pos, rope);
+  k = llm::RopeOp::create(b, loc, k.getType(), k, pos, rope);
+  Value kc = llm::KVCacheUpdateOp::create(b, loc, caches[0].getType(), k, caches[0], offset);
+  Value vc = llm::KVCacheUpdateOp::create(b, loc, caches[1].getType(), v, caches[1], offset);
+  IntegerAttr window = c.slidingWindow ? b.getI64IntegerAttr(*c.slidingWindow) : IntegerAttr();
+  Value a = llm::AttentionOp::create(b, loc, q.getType(), q, kc, vc, pos,
+                                     b.getF64FloatAttr(c.attentionScale), window);
+  W(wo, layerWeight(Role::O, l, {hidden, H * D}));
+  Value ob;
+  if (c.oBias && !(ob = layerWeight(Role::O, l, {hidden}, /*bias=*/true)))
+    return failure();
+  return std::make_pair(linear(mergeHeads(a), wo, ob), SmallVector<Value>{kc, vc});
+}
+
+FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
+  int64_t hidden = c.hidden;
+  auto silu = llm::ActivationKindAttr::get(&ctx, llm::ActivationKind::silu);
+  if (c.moe && c.moeLayer[l]) {
+    const MoEConfig &m = *c.moe;
+    int64_t E = m.experts, I = m.ffn;
+    W(router, layerWeight(Role::Router, l, {E, hidden}));
+    Value bias;
+    if (m.method == "noaux_tc" && !(bias = layerWeight(Role::RouterBias, l, {E})))
+      return failure();
+    W(g, experts(Role::ExpertGate, l, {E, I, hidden}));
+    W(u, experts(Role::ExpertUp, l, {E, I, hidden}));
+    W(d, experts(Role::ExpertDown, l, {E, hidden, I}));
+    Value sg, su, sd, sgate;
+    if (m.sharedFFN) {
+      sg = layerWeight(Role::SharedGate, l, {m.sharedFFN, hidden});
+      su = sg ? layerWeight(Role::SharedUp, l, {m.sharedFFN, hidden}) : nullptr;
+      sd = su ? layerWeight(Role::SharedDown, l, {hidden, m.sharedFFN}) : nullptr;
+      if (!sd)
+        return failure();
+      if (m.sharedGate) {
+        if (format == Format::GGUF) {
+          // llama.cpp stores the shared-expert gate as a vector.
+          W(vec, layerWeight(Role::SharedExpertGate, l, {hidden}));
+          sgate = tensor::ExpandShapeOp::create(
+              b, loc, RankedTensorType::get({1, hidden}, cast<RankedTensorType>(vec.getType()).getElementType()),
+              vec, ArrayRef<ReassociationIndices>{{0, 1}});
+        } else {
+          sgate = layerWeight(Role::SharedExpertGate, l, {1, hidden});
+        }
+        if (!sgate)
+          return failure();
+      }
+    }
+    moe::Scoring scoring = m.scoring == "sigmoid" ? moe::Scoring::sigmoid : moe::Scoring::softmax;
+    moe::TopkMethod method = m.method == "noaux_tc"        ? moe::TopkMethod::noaux_tc
+                             : m.method == "group_limited" ? moe::TopkMethod::group_limited
+                                                           : moe::TopkMethod::greedy;
+    auto routing = moe::RoutingAttr::get(
+        &ctx, m.topK, scoring, method, m.nGroup, m.topkGroup, m.normTopkProb,
+        m.scaling == 1.0 ? FloatAttr() : b.getF64FloatAttr(m.scaling));
+    return moe::LayerOp::create(b, loc, n.getType(), n, router, bias, g, u, d, sg, su,
+                                sd, sgate, routing, silu)
+        .getResult();
+  }
+  int64_t F = c.ffn;
+  auto mlpBias = [&](Role role, int64_t size) -> Value {
+    return c.mlpBias ? layerWeight(role, l, {size}, /*bias=*/true) : Value();
+  };
+  if (c.xielu) {
+    W(up, layerWeight(Role::Up, l, {F, hidden}));
+    W(ap, layerWeight(Role::XIELUAlphaP, l, {1}));
+    W(an, layerWeight(Role::XIELUAlphaN, l, {1}));
+    FailureOr<double> beta = scalar(weightName(format, c.family, Role::XIELUBeta, l));
+    if (failed(beta))
+      return failure();
+    FailureOr<double> eps = scalar(weightName(format, c.family, Role::XIELUEps, l));
+    if (failed(eps))
+      return failure();
+    W(down, layerWeight(Role::Down, l, {hidden, F}));
+    Value h = llm::XIELUOp::create(b, loc, act({ShapedType::kDynamic, F}), linear(n, up),
+                                   ap, an, b.getF64FloatAttr(*beta), b.getF64FloatAttr(*eps));
+    return linear(h, down);
+  }
+  W(gate, layerWeight(Role::Gate, l, {F, hidden}));
+  W(up, layerWeight(Role::Up, l, {F, hidden}));
+  W(down, layerWeight(Role::Down, l, {hidden, F}));
+  Value gb = mlpBias(Role::Gate, F), ub = mlpBias(Role::Up, F), db = mlpBias(Role::Down, hidden);
+  if (c.mlpBias && (!gb || !ub || !db))
+    return failure();
+  Value gv = linear(n, gate, gb), uv = linear(n, up, ub);
+  Value h = llm::GLUOp::create(b, loc, gv.getType(), silu, gv, uv);
+  return linear(h, down, db);
+}
+
+Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  module->getOperation()->setAttr("moir.family",
+                                  b.getStringAttr(stringifyFamily(c.family)));
+  module->getOperation()->setAttr("moir.source", b.getStringAttr(source));
+  b.setInsertionPointToEnd(module->getBody());
+
+  int64_t hidden = c.hidden;
+  SmallVector<Type> cacheTypes;
+  if (c.mla)
+    cacheTypes = {act({capacity, c.mla->kvLoraRank}), act({capacity, c.mla->ropeDim})};
+  else
+    cacheTypes = {act({capacity, c.kvHeads, c.headDim}), act({capacity, c.kvHeads, c.headDim})};
+  SmallVector<Type> args = {RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type()),
+                            RankedTensorType::get({ShapedType::kDynamic}, b.getI64Type()),
+                            b.getIndexType()};
+  SmallVector<Type> results = {act({ShapedType::kDynamic, c.vocab})};
+  for (int64_t l = 0; l < c.layers; ++l) {
+    args.append(cacheTypes);
+    results.append(cacheTypes);
+  }
+  auto func = func::FuncOp::create(b, loc, "forward", b.getFunctionType(args, results));
+  Block *body = func.addEntryBlock();
+  b.setInsertionPointToEnd(body);
+  Value ids = body->getArgument(0);
+  positions = body->getArgument(1);
+  offset = body->getArgument(2);
+  tokens = tensor::DimOp::create(b, loc, ids, 0);
+
+  auto fin = [&]() -> Expected<OwningOpRef<ModuleOp>> {
+    if (firstError)
+      return std::move(firstError);
+    return createStringError(inconvertibleErrorCode(), source + ": import failed");
+  };
+  std::string embedName = format == Format::GGUF ? "token_embd.weight" : "model.embed_tokens.weight";
+  Value embed = weight(embedName, {c.vocab, hidden});
+  if (!embed)
+    return fin();
+  Value h = llm::EmbeddingOp::create(b, loc, act({ShapedType::kDynamic, hidden}), ids, embed);
+  SmallVector<Value> newCaches;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    Value norm1 = layerWeight(Role::AttnNorm, l, {hidden});
+    if (!norm1)
+      return fin();
+    auto attn = attention(l, rmsNorm(h, norm1),
+                          {body->getArgument(3 + 2 * l), body->getArgument(4 + 2 * l)});
+    if (failed(attn))
+      return fin();
+    newCaches.append(attn->second);
+    h = arith::AddFOp::create(b, loc, h, attn->first);
+    Value norm2 = layerWeight(Role::FFNNorm, l, {hidden});
+    if (!norm2)
+      return fin();
+    FailureOr<Value> y = ffn(l, rmsNorm(h, norm2));
+    if (failed(y))
+      return fin();
+    h = arith::AddFOp::create(b, loc, h, *y);
+  }
+  Value finalNorm = weight(format == Format::GGUF ? "output_norm.weight" : "model.norm.weight", {hidden});
+  if (!finalNorm)
+    return fin();
+  std::string headName = c.tieWordEmbeddings
+                             ? embedName
+                             : (format == Format::GGUF ? "output.weight" : "lm_head.weight");
+  Value head = weight(headName, {c.vocab, hidden});
+  if (!head)
+    return fin();
+  SmallVector<Value> outs = {linear(rmsNorm(h, finalNorm), head)};
+  outs.append(newCaches);
+  func::ReturnOp::create(b, loc, outs);
+  if (failed(verify(*module)))
+    return createStringError(inconvertibleErrorCode(),
+                             source + ": the imported IR does not verify (an importer bug)");
+  return std::move(module);
+}
+
+} // namespace
+
+Error readHFCheckpoint(StringRef dir, WeightStore &store) {
+  SmallString<256> single(dir), index(dir);
+  sys::path::append(single, "model.safetensors");
+  sys::path::append(index, "model.safetensors.index.json");
+  if (sys::fs::exists(index)) {
+    ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(index);
+    if (std::error_code ec = buffer.getError())
+      return fileError(index, "cannot open: " + ec.message());
+    Expected<json::Value> parsed = json::parse((*buffer)->getBuffer());
+    if (!parsed)
+      return fileError(index, "not valid JSON: " + toString(parsed.takeError()));
+    const json::Object *object = parsed->getAsObject();
+    const json::Object *map = object ? object->getObject("weight_map") : nullptr;
+    if (!map)
+      return fileError(index, "needs an object 'weight_map' from tensor names to files");
+    StringMap<std::string> expected;
+    std::vector<std::string> shards;
+    for (const auto &[name, file] : *map) {
+      std::optional<StringRef> shard = file.getAsString();
+      if (!shard || shard->contains('/') || shard->empty())
+        return fileError(index, "weight_map entry '" + name.str() +
+                                    "' must name a file in the checkpoint folder");
+      expected[name.str()] = shard->str();
+      if (!llvm::is_contained(shards, shard->str()))
+        shards.push_back(shard->str());
+    }
+    std::sort(shards.begin(), shards.end());
+    for (const std::string &shard : shards) {
+      SmallString<256> path(dir);
+      sys::path::append(path, shard);
+      if (Error err = readSafetensors(path, store))
+        return err;
+    }
+    for (const auto &entry : expected) {
+      const TensorInfo *info = store.lookup(entry.getKey());
+      if (!info)
+        return fileError(index, "lists tensor '" + entry.getKey() + "' in " +
+                                    entry.getValue() + ", which does not hold it");
+      if (sys::path::filename(store.getFilePath(info->file)) != entry.getValue())
+        return fileError(index, "lists tensor '" + entry.getKey() + "' in " +
+                                    entry.getValue() + ", but it is in " +
+                                    store.getFilePath(info->file));
+    }
+    return Error::success();
+  }
+  if (!sys::fs::exists(single))
+    return fileError(dir, "no model.safetensors or model.safetensors.index.json");
+  return readSafetensors(single, store);
+}
+
+Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path,
+                                            WeightStore &store,
+                                            const ImportOptions &options) {
+  context.loadDialect<llm::LLMDialect, moe::MoEDialect, mla::MLADialect,
+                      func::FuncDialect, arith::ArithDialect, tensor::TensorDialect>();
+  if (options.cacheCapacity < 1)
+    return createStringError(inconvertibleErrorCode(), "cache capacity must be positive");
+  if (sys::fs::is_directory(path)) {
+    SmallString<256> configPath(path);
+    sys::path::append(configPath, "config.json");
+    Expected<ModelConfig> config = parseHFConfig(configPath);
+    if (!config)
+      return config.takeError();
+    if (Error err = readHFCheckpoint(path, store))
+      return std::move(err);
+    ModelBuilder builder(context, *config, store, Format::HF, path, "config.json",
+                         options.cacheCapacity);
+    return builder.build();
+  }
+  if (!sys::fs::exists(path))
+    return fileError(path, "no such file or directory");
+  Expected<GGUFFile> gguf = readGGUF(path, store);
+  if (!gguf)
+    return gguf.takeError();
+  Expected<ModelConfig> config = parseGGUFConfig(*gguf, store);
+  if (!config)
+    return config.takeError();
+  ModelBuilder builder(context, *config, store, Format::GGUF, path, "its metadata",
+                       options.cacheCapacity);
+  return builder.build();
+}
+
+} // namespace moir::frontend

@@ -1,0 +1,114 @@
+//===- WeightStore.cpp - memory-mapped checkpoint tensors -----------------===//
+
+#include "moir/Frontend/WeightStore.h"
+
+#include "llvm/Support/FileSystem.h"
+
+using namespace llvm;
+
+namespace moir::frontend {
+
+StringRef stringifyDType(DType dtype) {
+  switch (dtype) {
+  case DType::F32: return "F32";
+  case DType::F16: return "F16";
+  case DType::BF16: return "BF16";
+  case DType::F8E4M3: return "F8_E4M3";
+  case DType::I8: return "I8";
+  case DType::I32: return "I32";
+  case DType::I64: return "I64";
+  case DType::Q8_0: return "Q8_0";
+  case DType::Q4_0: return "Q4_0";
+  case DType::Q4_K: return "Q4_K";
+  case DType::Q6_K: return "Q6_K";
+  }
+  return "?";
+}
+
+bool isBlockQuantized(DType dtype) { return getBlockElements(dtype) > 1; }
+
+int64_t getBlockElements(DType dtype) {
+  switch (dtype) {
+  case DType::Q8_0:
+  case DType::Q4_0:
+    return 32;
+  case DType::Q4_K:
+  case DType::Q6_K:
+    return 256;
+  default:
+    return 1;
+  }
+}
+
+int64_t getBlockBytes(DType dtype) {
+  switch (dtype) {
+  case DType::F32: case DType::I32: return 4;
+  case DType::F16: case DType::BF16: return 2;
+  case DType::F8E4M3: case DType::I8: return 1;
+  case DType::I64: return 8;
+  case DType::Q8_0: return 34;
+  case DType::Q4_0: return 18;
+  case DType::Q4_K: return 144;
+  case DType::Q6_K: return 210;
+  }
+  return 0;
+}
+
+std::optional<uint64_t> getStorageBytes(DType dtype, int64_t elements) {
+  int64_t block = getBlockElements(dtype);
+  if (elements < 0 || elements % block != 0)
+    return std::nullopt;
+  uint64_t blocks = static_cast<uint64_t>(elements / block);
+  uint64_t width = static_cast<uint64_t>(getBlockBytes(dtype));
+  if (blocks != 0 && width > UINT64_MAX / blocks)
+    return std::nullopt;
+  return blocks * width;
+}
+
+int64_t TensorInfo::getNumElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+Error fileError(StringRef file, const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), file + ": " + message);
+}
+
+Expected<unsigned> WeightStore::mapFile(StringRef path) {
+  // Map, never read: weights stay on disk until a backend packs them.
+  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(
+      path, /*IsText=*/false, /*RequiresNullTerminator=*/false,
+      /*IsVolatile=*/false);
+  if (std::error_code ec = buffer.getError())
+    return fileError(path, "cannot open: " + ec.message());
+  files.push_back(std::move(*buffer));
+  paths.push_back(path.str());
+  return static_cast<unsigned>(files.size() - 1);
+}
+
+Error WeightStore::addTensor(TensorInfo info) {
+  auto it = tensors.find(info.name);
+  if (it != tensors.end())
+    return fileError(paths[info.file],
+                     "tensor '" + info.name + "' is also defined in " +
+                         paths[it->second.file]);
+  order.push_back(info.name);
+  std::string name = info.name;
+  tensors.try_emplace(name, std::move(info));
+  return Error::success();
+}
+
+const TensorInfo *WeightStore::lookup(StringRef name) const {
+  auto it = tensors.find(name);
+  return it == tensors.end() ? nullptr : &it->second;
+}
+
+ArrayRef<uint8_t> WeightStore::getData(const TensorInfo &info) const {
+  StringRef data = files[info.file]->getBuffer();
+  return ArrayRef<uint8_t>(
+      reinterpret_cast<const uint8_t *>(data.data()) + info.offset, info.bytes);
+}
+
+} // namespace moir::frontend
