@@ -67,10 +67,9 @@ public:
   template <typename T> Expected<T> read(const Twine &what) {
     if (Error err = need(sizeof(T), what))
       return std::move(err);
-    T value;
-    std::memcpy(&value, data.data() + pos, sizeof(T));
+    T value = support::endian::read<T, endianness::little>(data.data() + pos);
     pos += sizeof(T);
-    return support::endian::byte_swap<T, endianness::little>(value);
+    return value;
   }
 
   Expected<StringRef> readString(const Twine &what) {
@@ -253,7 +252,13 @@ Expected<GGUFFile> readGGUF(StringRef path, WeightStore &store) {
   Expected<unsigned> file = store.mapFile(path);
   if (!file)
     return file.takeError();
-  StringRef data = store.getFileData(*file);
+  return parseGGUF(*file, store);
+}
+
+Expected<GGUFFile> parseGGUF(unsigned fileIndex, WeightStore &store) {
+  StringRef path = store.getFilePath(fileIndex);
+  StringRef data = store.getFileData(fileIndex);
+  std::optional<unsigned> file = fileIndex;
   Reader r(path, data);
   GGUFFile result;
   result.path = path.str();

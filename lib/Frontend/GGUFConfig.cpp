@@ -9,7 +9,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "moir/Frontend/GGUF.h"
-#include "moir/Frontend/Importer.h"
 
 #include "llvm/ADT/StringSet.h"
 
@@ -149,7 +148,8 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
       c.rope.originalMaxPosition = orig;
       // llama.cpp's yarn_log_multiplier is 0.1 * mscale_all_dim.
       TRY(logMul, r.number("rope.scaling.yarn_log_multiplier", 0.0));
-      c.rope.mscaleAllDim = logMul / 0.1;
+      // Stored as a float32: round away the representation error of 0.1.
+      c.rope.mscaleAllDim = std::round(logMul / 0.1 * 1e6) / 1e6;
       c.rope.mscale = c.rope.mscaleAllDim;
     }
   }

@@ -271,7 +271,11 @@ Expected<ModelConfig> parseHFConfig(StringRef path) {
   ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(path);
   if (std::error_code ec = buffer.getError())
     return fileError(path, "cannot open: " + ec.message());
-  Expected<json::Value> parsed = json::parse((*buffer)->getBuffer());
+  return parseHFConfigText(path, (*buffer)->getBuffer());
+}
+
+Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
+  Expected<json::Value> parsed = json::parse(text);
   if (!parsed)
     return fileError(path, "not valid JSON: " + toString(parsed.takeError()));
   const json::Object *object = parsed->getAsObject();

@@ -193,6 +193,7 @@ private:
   int64_t capacity;
   Error firstError = Error::success();
   Value tokens, positions, offset;
+  llvm::StringMap<Value> weights;
 };
 
 Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
@@ -265,6 +266,9 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
 }
 
 Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
+  // One reference per tensor: tied embeddings read the same value.
+  if (Value known = weights.lookup(name))
+    return known;
   const TensorInfo *info = store.lookup(name);
   if (!info)
     return fail(fileError(source, "missing tensor '" + name + "'"));
@@ -280,8 +284,11 @@ Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
   if (shape.size() == 1 && !isa<RankedTensorType>(type))
     return fail(fileError(store.getFilePath(info->file),
                           "tensor '" + name + "' is a vector and must be stored as a float"));
-  return llm::WeightOp::create(b, loc, type, b.getStringAttr(name),
-                               scaleName.empty() ? StringAttr() : b.getStringAttr(scaleName));
+  Value result = llm::WeightOp::create(
+      b, loc, type, b.getStringAttr(name),
+      scaleName.empty() ? StringAttr() : b.getStringAttr(scaleName));
+  weights[name] = result;
+  return result;
 }
 
 Value ModelBuilder::experts(Role role, int64_t layer, ArrayRef<int64_t> shape) {

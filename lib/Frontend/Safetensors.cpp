@@ -49,7 +49,13 @@ Error readSafetensors(StringRef path, WeightStore &store) {
   Expected<unsigned> file = store.mapFile(path);
   if (!file)
     return file.takeError();
-  StringRef data = store.getFileData(*file);
+  return parseSafetensors(*file, store);
+}
+
+Error parseSafetensors(unsigned fileIndex, WeightStore &store) {
+  StringRef path = store.getFilePath(fileIndex);
+  StringRef data = store.getFileData(fileIndex);
+  std::optional<unsigned> file = fileIndex;
   if (data.size() < 8)
     return fileError(path, "truncated: " + Twine(data.size()) +
                                " bytes, a safetensors file starts with an "

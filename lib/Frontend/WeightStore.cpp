@@ -83,7 +83,11 @@ Expected<unsigned> WeightStore::mapFile(StringRef path) {
       /*IsVolatile=*/false);
   if (std::error_code ec = buffer.getError())
     return fileError(path, "cannot open: " + ec.message());
-  files.push_back(std::move(*buffer));
+  return addFile(std::move(*buffer), path);
+}
+
+unsigned WeightStore::addFile(std::unique_ptr<MemoryBuffer> buffer, StringRef path) {
+  files.push_back(std::move(buffer));
   paths.push_back(path.str());
   return static_cast<unsigned>(files.size() - 1);
 }

@@ -3,6 +3,7 @@
 #ifndef MOIR_FRONTEND_GGUF_H
 #define MOIR_FRONTEND_GGUF_H
 
+#include "moir/Frontend/ModelConfig.h"
 #include "moir/Frontend/WeightStore.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -44,6 +45,13 @@ struct GGUFFile {
 /// `store`, data left mapped. Every count, length and offset is checked
 /// against the file size before it is used.
 llvm::Expected<GGUFFile> readGGUF(llvm::StringRef path, WeightStore &store);
+/// The same for a file already in the store.
+llvm::Expected<GGUFFile> parseGGUF(unsigned file, WeightStore &store);
+
+/// The model configuration from GGUF metadata (and tensor presence, as
+/// llama.cpp infers biases and dense layers).
+llvm::Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file,
+                                            const WeightStore &store);
 
 } // namespace moir::frontend
 

@@ -28,8 +28,6 @@ importModel(mlir::MLIRContext &context, llvm::StringRef path, WeightStore &store
 
 /// The pieces, for tools and tests.
 llvm::Error readHFCheckpoint(llvm::StringRef dir, WeightStore &store);
-llvm::Expected<ModelConfig> parseGGUFConfig(const struct GGUFFile &file,
-                                            const WeightStore &store);
 
 } // namespace moir::frontend
 

@@ -92,6 +92,9 @@ struct ModelConfig {
 /// Reads config.json at `path`. Unknown keys and values MoIR cannot honour
 /// are errors naming the file and the key.
 llvm::Expected<ModelConfig> parseHFConfig(llvm::StringRef path);
+/// The same for config text already read; `path` names it in errors.
+llvm::Expected<ModelConfig> parseHFConfigText(llvm::StringRef path,
+                                              llvm::StringRef text);
 
 } // namespace moir::frontend
 

@@ -68,6 +68,8 @@ class WeightStore {
 public:
   /// Maps `path` read-only; returns its index. Errors name the file.
   llvm::Expected<unsigned> mapFile(llvm::StringRef path);
+  /// Adds an in-memory file (fuzzers, tests) under the name `path`.
+  unsigned addFile(std::unique_ptr<llvm::MemoryBuffer> buffer, llvm::StringRef path);
 
   /// Adds a tensor; a name already present is an error naming both files.
   llvm::Error addTensor(TensorInfo info);
@@ -98,6 +100,8 @@ llvm::Error fileError(llvm::StringRef file, const llvm::Twine &message);
 /// mapped file). Checks the header length, JSON, dtypes, shapes and that the
 /// data offsets lie inside the file, match the shape and do not overlap.
 llvm::Error readSafetensors(llvm::StringRef path, WeightStore &store);
+/// The same for a file already in the store.
+llvm::Error parseSafetensors(unsigned file, WeightStore &store);
 
 } // namespace moir::frontend
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the frontend's libFuzzer targets (clang++-22, -fsanitize=fuzzer,address)
+# and runs each for SECONDS (default 60), seeded from the malformed-input
+# corpus and the fixtures. New crashes land in build-fuzz/<target>/crash-*.
+#
+#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config ...]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${FUZZ_DIR:-$root/build-fuzz}"
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config)
+
+bash "$root/scripts/setup.sh"
+mkdir -p "$out"
+# The readers need only LLVM's Support library (libLLVM) and the frontend's
+# own sources; the frontend headers pull in MLIR headers but no MLIR code.
+flags=(-g -O1 -std=c++17 -fno-rtti -fsanitize=fuzzer,address
+       -I"$root/include" -I"$root/dialects" -I"$root/build/dialects"
+       -isystem /usr/lib/llvm-22/include)
+libs=(-L/usr/lib/llvm-22/lib -lLLVM -Wl,-rpath,/usr/lib/llvm-22/lib)
+sources=("$root"/lib/Frontend/{WeightStore,Safetensors,GGUF,HFConfig,GGUFConfig}.cpp)
+
+for t in "${targets[@]}"; do
+  bin="$out/${t}_fuzzer"
+  clang++-22 "${flags[@]}" "$root/test/fuzz/${t}_fuzzer.cpp" "${sources[@]}" "${libs[@]}" -o "$bin"
+  corpus="$out/$t/corpus"
+  mkdir -p "$corpus"
+  case "$t" in
+    safetensors) find "$root/test/Frontend/corpus" -name model.safetensors -exec cp -f {} "$corpus/" \; 2>/dev/null
+                 i=0; for f in $(find "$root/test/Frontend/corpus" -name model.safetensors); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
+    gguf) cp -f "$root"/test/Frontend/corpus/*.gguf "$corpus/" ;;
+    config) i=0; for f in $(find "$root/test/Frontend/corpus" "$root/test/fixtures" -name config.json); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
+  esac
+  echo "== fuzzing $t for ${seconds}s"
+  (cd "$out/$t" && "$bin" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 corpus 2>&1 | tail -12)
+done

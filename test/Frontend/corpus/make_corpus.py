@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Writes the malformed-input corpus (and two small valid files that seed the
+fuzzers). Standard library only. The files are committed; rerun to refresh:
+
+    python3 test/Frontend/corpus/make_corpus.py
+
+Each case is a folder (checkpoint cases: config.json + model.safetensors) or
+a .gguf file; test/Frontend/malformed-input.test states the message each
+must produce.
+"""
+
+import json
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 16,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
+    "hidden_act": "silu",
+}
+
+SHAPES = {
+    "model.embed_tokens.weight": [16, 8],
+    "model.layers.0.input_layernorm.weight": [8],
+    "model.layers.0.self_attn.q_proj.weight": [8, 8],
+    "model.layers.0.self_attn.k_proj.weight": [4, 8],
+    "model.layers.0.self_attn.v_proj.weight": [4, 8],
+    "model.layers.0.self_attn.o_proj.weight": [8, 8],
+    "model.layers.0.post_attention_layernorm.weight": [8],
+    "model.layers.0.mlp.gate_proj.weight": [12, 8],
+    "model.layers.0.mlp.up_proj.weight": [12, 8],
+    "model.layers.0.mlp.down_proj.weight": [8, 12],
+    "model.norm.weight": [8],
+}
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0):
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = numel(shape) * width
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if header_edit:
+        header_edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    data = bytes((i * 37) % 251 for i in range(offset))
+    blob = struct.pack("<Q", len(text)) + text + data
+    return blob[:len(blob) - data_cut] if data_cut else blob
+
+
+def checkpoint(name, config=CONFIG, weights=None):
+    d = os.path.join(HERE, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        f.write(config if isinstance(config, str) else json.dumps(config, indent=1))
+    if weights is not None:
+        with open(os.path.join(d, "model.safetensors"), "wb") as f:
+            f.write(weights)
+
+
+def gguf_string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_kv(key, vtype, value):
+    out = gguf_string(key) + struct.pack("<I", vtype)
+    if vtype == 4:
+        out += struct.pack("<I", value)
+    elif vtype == 6:
+        out += struct.pack("<f", value)
+    elif vtype == 8:
+        out += gguf_string(value)
+    return out
+
+
+GGUF_META = [
+    ("general.architecture", 8, "llama"), ("llama.embedding_length", 4, 8),
+    ("llama.block_count", 4, 1), ("llama.feed_forward_length", 4, 12),
+    ("llama.attention.head_count", 4, 2), ("llama.attention.head_count_kv", 4, 1),
+    ("llama.attention.layer_norm_rms_epsilon", 6, 1e-5),
+    ("llama.rope.freq_base", 6, 10000.0),
+]
+
+GGUF_TENSORS = {
+    "token_embd.weight": [16, 8], "blk.0.attn_norm.weight": [8],
+    "blk.0.attn_q.weight": [8, 8], "blk.0.attn_k.weight": [4, 8],
+    "blk.0.attn_v.weight": [4, 8], "blk.0.attn_output.weight": [8, 8],
+    "blk.0.ffn_norm.weight": [8], "blk.0.ffn_gate.weight": [12, 8],
+    "blk.0.ffn_up.weight": [12, 8], "blk.0.ffn_down.weight": [8, 12],
+    "output_norm.weight": [8],
+}
+
+
+def gguf_bytes(meta=GGUF_META, tensors=GGUF_TENSORS, version=3, magic=b"GGUF",
+               tensor_count=None, edit_info=None, cut=0, ggml_type=0):
+    infos, offset = [], 0
+    for name, shape in tensors.items():
+        info = {"name": name, "ne": list(reversed(shape)), "type": ggml_type, "offset": offset}
+        if edit_info:
+            edit_info(info)
+        infos.append(info)
+        size = numel(shape) * 4
+        offset += size + (-size % 32)
+    out = magic + struct.pack("<I", version)
+    out += struct.pack("<QQ", len(infos) if tensor_count is None else tensor_count, len(meta))
+    for key, vtype, value in meta:
+        out += gguf_kv(key, vtype, value)
+    for info in infos:
+        out += gguf_string(info["name"]) + struct.pack("<I", len(info["ne"]))
+        out += b"".join(struct.pack("<Q", d) for d in info["ne"])
+        out += struct.pack("<IQ", info["type"], info["offset"])
+    out += b"\0" * (-len(out) % 32)
+    out += bytes((i * 11) % 251 for i in range(offset))
+    return out[:len(out) - cut] if cut else out
+
+
+def write(name, blob):
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(blob)
+
+
+def main():
+    # Valid seeds.
+    checkpoint("valid-llama", weights=safetensors_bytes(SHAPES))
+    write("valid-llama.gguf", gguf_bytes())
+
+    # safetensors container errors.
+    checkpoint("st-truncated-length", weights=b"\x10\0\0\0\0")
+    checkpoint("st-header-past-end", weights=struct.pack("<Q", 1000) + b"{}")
+    checkpoint("st-bad-json", weights=struct.pack("<Q", 9) + b"{\"a\": [1,")
+    checkpoint("st-not-object", weights=struct.pack("<Q", 2) + b"[]")
+    checkpoint("st-bad-dtype", weights=safetensors_bytes(
+        SHAPES, header_edit=lambda h: h["model.norm.weight"].update(dtype="F64")))
+    checkpoint("st-negative-dim", weights=safetensors_bytes(
+        SHAPES, header_edit=lambda h: h["model.norm.weight"].update(shape=[-8])))
+    checkpoint("st-offsets-past-end", weights=safetensors_bytes(
+        SHAPES, header_edit=lambda h: h["model.norm.weight"].update(data_offsets=[0, 1 << 20])))
+    checkpoint("st-size-mismatch", weights=safetensors_bytes(
+        SHAPES, header_edit=lambda h: h["model.norm.weight"].update(shape=[9])))
+    def overlap(h):
+        a = h["model.layers.0.self_attn.q_proj.weight"]["data_offsets"]
+        h["model.layers.0.self_attn.k_proj.weight"]["data_offsets"] = [a[0] + 4, a[0] + 4 + 128]
+    checkpoint("st-overlap", weights=safetensors_bytes(SHAPES, header_edit=overlap))
+    checkpoint("st-truncated-data", weights=safetensors_bytes(SHAPES, data_cut=100))
+
+    # Checkpoint-level errors.
+    checkpoint("ckpt-unknown-arch", dict(CONFIG, architectures=["GPT2LMHeadModel"]),
+               safetensors_bytes(SHAPES))
+    checkpoint("ckpt-wrong-json-type", dict(CONFIG, hidden_size="8"), safetensors_bytes(SHAPES))
+    checkpoint("ckpt-unsupported-key", dict(CONFIG, logit_softcapping=30.0), safetensors_bytes(SHAPES))
+    checkpoint("ckpt-rope-dynamic", dict(CONFIG, rope_scaling={"rope_type": "dynamic", "factor": 2.0}),
+               safetensors_bytes(SHAPES))
+    checkpoint("ckpt-bad-json", '{"architectures": ["LlamaForCausalLM"], ', safetensors_bytes(SHAPES))
+    missing = dict(SHAPES)
+    del missing["model.layers.0.mlp.up_proj.weight"]
+    checkpoint("ckpt-missing-tensor", weights=safetensors_bytes(missing))
+    checkpoint("ckpt-shape-mismatch", weights=safetensors_bytes(
+        dict(SHAPES, **{"model.layers.0.self_attn.k_proj.weight": [8, 8]})))
+    checkpoint("ckpt-int-weight", weights=safetensors_bytes(SHAPES, dtype="I32"))
+    checkpoint("ckpt-no-weights")
+    checkpoint("ckpt-kv-heads", dict(CONFIG, num_key_value_heads=3), safetensors_bytes(SHAPES))
+    # A shard index naming a shard that does not hold the tensor.
+    d = os.path.join(HERE, "ckpt-bad-index")
+    checkpoint("ckpt-bad-index")
+    with open(os.path.join(d, "model-00001-of-00001.safetensors"), "wb") as f:
+        f.write(safetensors_bytes(missing))
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": dict(
+            {n: "model-00001-of-00001.safetensors" for n in SHAPES})}, f)
+
+    # GGUF errors.
+    write("gguf-bad-magic.gguf", gguf_bytes(magic=b"GGML"))
+    write("gguf-version1.gguf", gguf_bytes(version=1))
+    write("gguf-truncated-metadata.gguf", gguf_bytes()[:60])
+    write("gguf-huge-tensor-count.gguf", gguf_bytes(tensor_count=1 << 60))
+    write("gguf-bad-ggml-type.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(type=99) if i["name"] == "output_norm.weight" else None))
+    write("gguf-misaligned.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(offset=i["offset"] + 4) if i["name"] == "output_norm.weight" else None))
+    write("gguf-offset-past-end.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(offset=1 << 30) if i["name"] == "output_norm.weight" else None))
+    write("gguf-overlap.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(offset=0) if i["name"] == "blk.0.attn_q.weight" else None))
+    write("gguf-truncated-data.gguf", gguf_bytes(cut=64))
+    write("gguf-bad-block.gguf", gguf_bytes(ggml_type=8))
+    write("gguf-unknown-arch.gguf", gguf_bytes(meta=[("general.architecture", 8, "gpt2")] + GGUF_META[1:]))
+    write("gguf-unknown-key.gguf", gguf_bytes(meta=GGUF_META + [("llama.attn_logit_softcapping", 6, 30.0)]))
+    write("gguf-zero-dim.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(ne=[0]) if i["name"] == "output_norm.weight" else None))
+
+
+if __name__ == "__main__":
+    main()
