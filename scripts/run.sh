@@ -1,42 +1,38 @@
 #!/usr/bin/env bash
-# MoIR's main job, as far as the compiler goes today: set up and build, write a
-# model-shaped module in the input contract for a model family, run the
-# input -> graph pipeline on it, and show the op census before and after.
+# MoIR's main job, as far as the compiler goes today: set up and build, import
+# a checkpoint (Hugging Face folder or GGUF file), run it through the compile
+# phases that exist (input -> graph), and show the op census of each phase.
 #
-#   scripts/run.sh [--family mixtral|qwen2-moe|deepseek-v3|apertus] [--layers N] [--hidden H] [--experts E]
+#   scripts/run.sh [MODEL]     (default: test/fixtures/mixtral, a tiny random Mixtral)
 #
-# Outputs land in build/samples/<family>.{input,graph}.mlir.
+# The phases' IR lands in build/run/<name>.{input,graph}.mlir.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 
-family=mixtral
-gen_args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --family) family="$2"; shift 2 ;;
-    --layers|--hidden|--experts) gen_args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
+case "${1:-}" in
+  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+esac
+model="${1:-$root/test/fixtures/mixtral}"
 
 mkdir -p "$build"
 echo "== building MoIR (first run installs LLVM/MLIR 22; log: $build/build.log)"
 bash "$root/scripts/build.sh" > "$build/build.log" 2>&1 || { cat "$build/build.log" >&2; exit 1; }
 
-out="$build/samples"
+out="$build/run"
 mkdir -p "$out"
-input="$out/$family.input.mlir"
-graph="$out/$family.graph.mlir"
-python3 "$root/python/moir_samples/gen_model_ir.py" --family "$family" --layers 4 --hidden 256 "${gen_args[@]}" -o "$input"
-
-echo "== $family: imported IR ($input)"
-"$build/bin/moir-opt" "$input" \
-  --pass-pipeline="builtin.module(moir-verify-input-contract,print-op-stats)" -o /dev/null 2>&1 \
-  | grep -E "llm\.|moe\.|mla\." | sed 's/^ */  /'
-echo "== $family: graph phase ($graph)"
-"$build/bin/moir-opt" "$input" \
-  --pass-pipeline="builtin.module(moir-graph-pipeline,print-op-stats)" -o "$graph" 2>&1 \
-  | grep -E "llm\.|moe\.|mla\." | sed 's/^ */  /'
-echo "== $family: input -> graph pipeline passed; $(grep -c 'llm.weight\|llm.stacked_weight' "$graph") weight references, none embedded"
+if [ -d "$model" ]; then
+  name="$(basename "${model%/}")"
+else
+  name="$(basename "$(dirname "$model")")-$(basename "${model%.*}")"
+fi
+census() {
+  "$build/bin/moir-opt" "$1" --print-op-stats -o /dev/null 2>&1 \
+    | grep -E "llm\.|moe\.|mla\." | sed 's/^ */  /'
+}
+for phase in input graph; do
+  "$build/bin/moirc" "$model" --compile-to=$phase -o "$out/$name.$phase.mlir"
+  echo "== $name: $phase phase ($out/$name.$phase.mlir)"
+  census "$out/$name.$phase.mlir"
+done
+echo "== $name: imported and compiled to the graph phase; $(grep -c 'llm.weight\|llm.stacked_weight' "$out/$name.graph.mlir") weight references into the checkpoint, none embedded"

@@ -46,11 +46,16 @@ def numel(shape):
     return n
 
 
-def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0):
+WIDTH = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "I8": 1, "I32": 4}
+
+
+def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0, dtypes=None):
+    """dtypes maps a tensor name to its dtype (default `dtype`)."""
     header, offset = {}, 0
     for name, shape in shapes.items():
-        size = numel(shape) * width
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        t = (dtypes or {}).get(name, dtype)
+        size = numel(shape) * WIDTH.get(t, width)
+        header[name] = {"dtype": t, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     if header_edit:
         header_edit(header)
@@ -106,15 +111,23 @@ GGUF_TENSORS = {
 }
 
 
+# ggml type: (id, elements per block, bytes per block)
+GGML = {"F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34),
+        "Q4_K": (12, 256, 144), "Q6_K": (14, 256, 210)}
+
+
 def gguf_bytes(meta=GGUF_META, tensors=GGUF_TENSORS, version=3, magic=b"GGUF",
-               tensor_count=None, edit_info=None, cut=0, ggml_type=0):
+               tensor_count=None, edit_info=None, cut=0, ggml_type=0, types=None):
+    """types maps a tensor name to a GGML key (default: ggml_type, F32 sizes)."""
     infos, offset = [], 0
     for name, shape in tensors.items():
-        info = {"name": name, "ne": list(reversed(shape)), "type": ggml_type, "offset": offset}
+        tid, block, width = GGML[(types or {}).get(name, "F32")]
+        info = {"name": name, "ne": list(reversed(shape)), "type": tid if types else ggml_type,
+                "offset": offset}
         if edit_info:
             edit_info(info)
         infos.append(info)
-        size = numel(shape) * 4
+        size = numel(shape) // block * width
         offset += size + (-size % 32)
     out = magic + struct.pack("<I", version)
     out += struct.pack("<QQ", len(infos) if tensor_count is None else tensor_count, len(meta))
@@ -138,6 +151,34 @@ def main():
     # Valid seeds.
     checkpoint("valid-llama", weights=safetensors_bytes(SHAPES))
     write("valid-llama.gguf", gguf_bytes())
+
+    # Valid checkpoints in the other stored precisions.
+    matrices = [n for n, sh in SHAPES.items() if len(sh) == 2 and "embed" not in n]
+    checkpoint("valid-llama-bf16", weights=safetensors_bytes(SHAPES, dtype="BF16"))
+    fp8 = dict(SHAPES, **{n + "_scale_inv": [1, 1] for n in matrices})
+    checkpoint("valid-llama-fp8", dict(CONFIG, quantization_config={
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+        "weight_block_size": [128, 128]}),
+        safetensors_bytes(fp8, dtypes={n: "F8_E4M3" for n in matrices}))
+    i8 = dict(SHAPES, **{n + "_scale": [SHAPES[n][0]] for n in matrices})
+    checkpoint("valid-llama-int8", weights=safetensors_bytes(i8, dtypes={n: "I8" for n in matrices}))
+    qmeta = [("general.architecture", 8, "llama"), ("llama.embedding_length", 4, 256),
+             ("llama.block_count", 4, 1), ("llama.feed_forward_length", 4, 256),
+             ("llama.attention.head_count", 4, 2), ("llama.attention.head_count_kv", 4, 1),
+             ("llama.attention.layer_norm_rms_epsilon", 6, 1e-5)]
+    qshapes = {"token_embd.weight": [16, 256], "blk.0.attn_norm.weight": [256],
+               "blk.0.attn_q.weight": [256, 256], "blk.0.attn_k.weight": [128, 256],
+               "blk.0.attn_v.weight": [128, 256], "blk.0.attn_output.weight": [256, 256],
+               "blk.0.ffn_norm.weight": [256], "blk.0.ffn_gate.weight": [256, 256],
+               "blk.0.ffn_up.weight": [256, 256], "blk.0.ffn_down.weight": [256, 256],
+               "output_norm.weight": [256]}
+    write("valid-llama-quant.gguf", gguf_bytes(meta=qmeta, tensors=qshapes, types={
+        "token_embd.weight": "F16", "blk.0.attn_q.weight": "Q8_0", "blk.0.attn_k.weight": "Q4_0",
+        "blk.0.attn_v.weight": "Q4_K", "blk.0.attn_output.weight": "Q6_K",
+        "blk.0.ffn_gate.weight": "Q4_K", "blk.0.ffn_up.weight": "Q8_0",
+        "blk.0.ffn_down.weight": "Q6_K"}))
+    checkpoint("ckpt-fp8-no-scale", weights=safetensors_bytes(
+        SHAPES, dtypes={"model.layers.0.self_attn.q_proj.weight": "F8_E4M3"}))
 
     # safetensors container errors.
     checkpoint("st-truncated-length", weights=b"\x10\0\0\0\0")
