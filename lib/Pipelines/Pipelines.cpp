@@ -1,6 +1,7 @@
 //===- Pipelines.cpp - MoIR's compile phases and pipelines -----------------===//
 
 #include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Pass/PassRegistry.h"
@@ -17,6 +18,10 @@ StringRef stringifyCompilePhase(CompilePhase phase) {
     return "input";
   case CompilePhase::Graph:
     return "graph";
+  case CompilePhase::Linalg:
+    return "linalg";
+  case CompilePhase::LLVM:
+    return "llvm";
   }
   llvm_unreachable("unknown compile phase");
 }
@@ -25,6 +30,8 @@ std::optional<CompilePhase> parseCompilePhase(StringRef name) {
   return llvm::StringSwitch<std::optional<CompilePhase>>(name)
       .Case("input", CompilePhase::Input)
       .Case("graph", CompilePhase::Graph)
+      .Case("linalg", CompilePhase::Linalg)
+      .Case("llvm", CompilePhase::LLVM)
       .Default(std::nullopt);
 }
 
@@ -53,6 +60,15 @@ void buildPipelineToPhase(OpPassManager &pm, CompilePhase phase,
   case CompilePhase::Graph:
     buildGraphPipeline(pm, options);
     return;
+  case CompilePhase::Linalg:
+    buildGraphPipeline(pm, options);
+    cpu::buildLoweringToLinalgPipeline(pm);
+    return;
+  case CompilePhase::LLVM:
+    buildGraphPipeline(pm, options);
+    cpu::buildLoweringToLinalgPipeline(pm);
+    cpu::buildLoweringToLLVMPipeline(pm);
+    return;
   }
 }
 
@@ -62,6 +78,14 @@ void registerPipelines() {
       "Checks imported IR against the input contract, decomposes composite "
       "MoE and MLA ops and canonicalizes (input -> graph phase)",
       buildGraphPipeline);
+  PassPipelineRegistration<>(
+      "moir-cpu-lowering",
+      "Graph phase -> LLVM dialect for CPUs: binds weights, lowers MoIR ops to "
+      "linalg, bufferizes, lowers to loops and LLVM, exports moir_forward",
+      [](OpPassManager &pm) {
+        cpu::buildLoweringToLinalgPipeline(pm);
+        cpu::buildLoweringToLLVMPipeline(pm);
+      });
 }
 
 } // namespace moir

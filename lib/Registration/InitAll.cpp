@@ -5,7 +5,9 @@
 #include "LLM/IR/LLMDialect.h"
 #include "MLA/IR/MLADialect.h"
 #include "MoE/IR/MoEDialect.h"
+#include "moir/Conversion/Passes.h"
 #include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -13,16 +15,24 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Transforms/Passes.h"
 
 void moir::registerAllDialects(mlir::DialectRegistry &registry) {
-  registry.insert<llm::LLMDialect, moe::MoEDialect, mla::MLADialect,
-                  mlir::func::FuncDialect, mlir::arith::ArithDialect,
-                  mlir::tensor::TensorDialect, mlir::linalg::LinalgDialect>();
+  registry.insert<llm::LLMDialect, moe::MoEDialect, mla::MLADialect>();
+  // The lowering pipelines go through most of upstream MLIR down to LLVM.
+  mlir::registerAllDialects(registry);
+  mlir::registerAllExtensions(registry);
+  mlir::registerAllToLLVMIRTranslations(registry);
 }
 
 void moir::registerAllPasses() {
-  mlir::registerTransformsPasses(); // canonicalize, cse, ...
+  mlir::registerAllPasses();
   registerMoIRTransformsPasses();
+  registerMoIRConversionPasses();
+  registerMoIRCPUPasses();
   registerPipelines();
 }

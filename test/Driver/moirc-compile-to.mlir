@@ -9,7 +9,7 @@
 // GRAPH-NOT: moe.layer
 // GRAPH: moe.route
 // GRAPH: moe.combine
-// BADPHASE: moirc: unknown phase 'cubin' for --compile-to (known: input, graph)
+// BADPHASE: moirc: unknown phase 'cubin' for --compile-to (known: input, graph, linalg, llvm)
 // CONTRACT: embedded-weight.mlir:{{[0-9]+}}:{{[0-9]+}}: error: embeds a 8192-element constant
 // CONTRACT: moirc: {{.*}}embedded-weight.mlir: compiling to the 'input' phase failed
 

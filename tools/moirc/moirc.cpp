@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moir/Driver/Compile.h"
 #include "moir/Frontend/Importer.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Pipelines.h"
@@ -36,8 +37,18 @@ static cl::opt<int64_t> cacheCapacity("cache-capacity",
 static cl::opt<std::string> outputFile("o", cl::desc("output file"),
                                        cl::value_desc("file"), cl::init("-"));
 static cl::opt<std::string>
+    target("target", cl::desc("compile to an artifact for this target (cpu)"),
+           cl::init(""));
+static cl::opt<std::string> cpuName("cpu",
+                                    cl::desc("CPU to generate code for (native, znver4, "
+                                             "x86-64-v3, neoverse-v1, ...)"),
+                                    cl::init("native"));
+static cl::opt<std::string> triple("triple",
+                                   cl::desc("target triple (default: the host's)"),
+                                   cl::init(""));
+static cl::opt<std::string>
     compileTo("compile-to",
-              cl::desc("stop after this phase and write its IR (input, graph)"),
+              cl::desc("stop after this phase and write its IR (input, graph, linalg, llvm)"),
               cl::init("graph"));
 
 int main(int argc, char **argv) {
@@ -49,7 +60,7 @@ int main(int argc, char **argv) {
   std::optional<moir::CompilePhase> phase = moir::parseCompilePhase(compileTo);
   if (!phase) {
     llvm::errs() << "moirc: unknown phase '" << compileTo
-                 << "' for --compile-to (known: input, graph)\n";
+                 << "' for --compile-to (known: input, graph, linalg, llvm)\n";
     return 1;
   }
 
@@ -81,6 +92,25 @@ int main(int argc, char **argv) {
     module = parseSourceFile<ModuleOp>(sourceMgr, &context);
     if (!module)
       return 1;
+  }
+
+  if (!target.empty()) {
+    if (target != "cpu") {
+      llvm::errs() << "moirc: unknown target '" << target << "' (known: cpu)\n";
+      return 1;
+    }
+    if (outputFile == "-") {
+      llvm::errs() << "moirc: --target needs -o <artifact.moir>\n";
+      return 1;
+    }
+    moir::cpu::TargetOptions options;
+    options.cpu = cpuName;
+    options.triple = triple;
+    if (llvm::Error err = moir::compileCPUArtifact(*module, store, options, outputFile)) {
+      llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
+      return 1;
+    }
+    return 0;
   }
 
   PassManager pm(&context);

@@ -18,6 +18,12 @@ enum class CompilePhase {
   Input,
   /// Graph-level IR: composite ops decomposed, canonicalized.
   Graph,
+  /// Weights bound to entry arguments, every MoIR op lowered to linalg,
+  /// tensor, scf, arith and math on tensors.
+  Linalg,
+  /// Bufferized, lowered to loops and to the LLVM dialect, with the exported
+  /// entry `moir_forward` (CPU).
+  LLVM,
 };
 
 /// Phase names as `--compile-to` spells them.

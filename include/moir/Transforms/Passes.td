@@ -81,4 +81,26 @@ def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {
   ];
 }
 
+def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
+  let summary = "turns weight references into arguments of the entry function";
+  let description = [{
+    Every `llm.weight` / `llm.stacked_weight` of `@forward` becomes a new
+    trailing function argument of the same type (one per distinct tensor, in
+    order of first use), marked read-only for bufferization. The function's
+    `moir.weights` attribute lists, per new argument, the weight-store names it
+    holds (several for a stack), which is what a backend packs into the
+    artifact in that order.
+
+    ```mlir
+    // before
+    func.func @forward(%ids: tensor<?xi32>) -> tensor<?x8xf32> {
+      %w = llm.weight "embed" : tensor<16x8xf32>
+      ...
+    // after
+    func.func @forward(%ids: tensor<?xi32>, %w: tensor<16x8xf32> {bufferization.writable = false})
+        -> tensor<?x8xf32> attributes {moir.weights = [["embed"]]} {
+    ```
+  }];
+}
+
 #endif // MOIR_TRANSFORMS_PASSES

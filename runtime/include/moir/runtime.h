@@ -45,6 +45,69 @@ typedef struct moir_mapped_file {
 moir_status moir_map_file(const char *path, moir_mapped_file *out);
 void moir_unmap_file(moir_mapped_file *file);
 
+/* ---- Compiled models ---------------------------------------------------- */
+
+/* An artifact written by `moirc MODEL --target=... -o model.moir`: mapped,
+ * checked (format, checksum of the code), its code loaded; the weights are
+ * used where they lie in the mapped file. */
+typedef struct moir_model moir_model;
+
+moir_status moir_model_open(const char *path, moir_model **out);
+void moir_model_close(moir_model *model);
+
+/* The manifest text (format version, target, model, entry arguments, tensor
+ * table, checksums). */
+const char *moir_model_manifest(const moir_model *model);
+int64_t moir_model_vocab_size(const moir_model *model);
+/* KV-cache rows the model was compiled for. */
+int64_t moir_model_capacity(const moir_model *model);
+/* Bytes of weights the model reads. */
+uint64_t moir_model_weight_bytes(const moir_model *model);
+/* Verifies the weights' checksum (reads every weight byte once). */
+moir_status moir_model_verify_weights(const moir_model *model);
+
+/* A generation session: its own KV cache (capacity rows), position and
+ * logits. Not thread-safe; use one session per thread. */
+typedef struct moir_session moir_session;
+
+/* capacity: 0 or at most moir_model_capacity(). */
+moir_status moir_session_create(moir_model *model, int64_t capacity,
+                                moir_session **out);
+void moir_session_destroy(moir_session *session);
+
+/* Runs n tokens at the current position (prefill, or a decode step when
+ * n == 1) and advances the position. Running past the capacity fails with
+ * MOIR_ERROR_OUT_OF_RANGE and changes nothing. */
+moir_status moir_session_run(moir_session *session, const int32_t *tokens,
+                             int64_t n);
+/* Logits of the last token of the last run ([vocab]). */
+const float *moir_session_logits(const moir_session *session);
+/* Logits of every token of the last run ([n, vocab]). */
+const float *moir_session_all_logits(const moir_session *session, int64_t *n);
+int64_t moir_session_position(const moir_session *session);
+/* Forgets the cache contents: the next run starts at position 0. */
+void moir_session_reset(moir_session *session);
+
+/* ---- Sampling ----------------------------------------------------------- */
+
+typedef struct moir_sampling {
+  /* 0: greedy (argmax). Otherwise logits are divided by it. */
+  float temperature;
+  /* Keep the k most likely tokens (0: all). */
+  int32_t top_k;
+  /* Keep the smallest set whose probability reaches top_p (1: all). */
+  float top_p;
+  /* Seed of the session-independent generator state below. */
+  uint64_t seed;
+} moir_sampling;
+
+/* Picks a token from logits[vocab]. `state` is the generator state; seed it
+ * with params->seed (moir_sampling_init) and pass it to every call. */
+void moir_sampling_init(const moir_sampling *params, uint64_t *state);
+moir_status moir_sample(const float *logits, int64_t vocab,
+                        const moir_sampling *params, uint64_t *state,
+                        int32_t *token);
+
 #ifdef __cplusplus
 }
 #endif

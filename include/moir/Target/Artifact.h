@@ -1,0 +1,53 @@
+//===- Artifact.h - writing MoIR's compiled-model file ----------*- C++ -*-===//
+//
+// Format (docs/artifact.md): a 64-byte header, a text manifest, the compiled
+// code and the packed weights, each section and each tensor 64-byte aligned
+// so the runtime maps the file and uses the weights where they lie.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_TARGET_ARTIFACT_H
+#define MOIR_TARGET_ARTIFACT_H
+
+#include "moir/Frontend/WeightStore.h"
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace moir {
+
+/// One argument of the compiled entry, in call order.
+struct ArtifactArg {
+  /// tokens, positions, offset, cache, weight or logits.
+  std::string kind;
+  /// i32, i64, index, f32, f16, bf16.
+  std::string dtype;
+  /// -1 for a dynamic (token) dimension.
+  llvm::SmallVector<int64_t> shape;
+  /// Weight-store tensors packed into this argument (weights only).
+  llvm::SmallVector<std::string> names;
+};
+
+struct ArtifactInfo {
+  /// "cpu <triple> <cpu-name>".
+  std::string target;
+  std::string family;
+  int64_t vocab = 0, layers = 0, capacity = 0;
+  std::vector<ArtifactArg> args;
+};
+
+/// Writes the artifact; weights are copied from `store` in argument order.
+/// Errors name the file or the tensor.
+llvm::Error writeArtifact(llvm::StringRef path, const ArtifactInfo &info,
+                          llvm::StringRef code, const frontend::WeightStore &store);
+
+/// FNV-1a 64 of `data` (the manifest's checksums).
+uint64_t fnv1a64(llvm::StringRef data, uint64_t seed = 0xcbf29ce484222325ull);
+
+} // namespace moir
+
+#endif // MOIR_TARGET_ARTIFACT_H

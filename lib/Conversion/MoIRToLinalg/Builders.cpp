@@ -1,0 +1,131 @@
+//===- Builders.cpp - small helpers for building linalg on tensors ---------===//
+
+#include "Builders.h"
+
+#include <limits>
+
+using namespace mlir;
+
+namespace moir::lowering {
+
+Value generic(OpBuilder &b, Location loc, ValueRange inputs, Value init,
+              ArrayRef<SmallVector<AffineExpr>> exprs,
+              ArrayRef<utils::IteratorType> iterators, BodyFn body) {
+  SmallVector<AffineMap> maps;
+  for (const SmallVector<AffineExpr> &e : exprs)
+    maps.push_back(AffineMap::get(iterators.size(), 0, e, b.getContext()));
+  auto op = linalg::GenericOp::create(b, loc, TypeRange{init.getType()}, inputs,
+                                      ValueRange{init}, maps, iterators, body);
+  return op.getResult(0);
+}
+
+Value filled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type type,
+             double value) {
+  Value empty = tensor::EmptyOp::create(b, loc, sizes, type);
+  Value cst = arith::ConstantOp::create(b, loc, type, b.getFloatAttr(type, value));
+  return linalg::FillOp::create(b, loc, ValueRange{cst}, ValueRange{empty}).getResult(0);
+}
+
+Value toF32(OpBuilder &b, Location loc, Value v) {
+  if (v.getType().isF32())
+    return v;
+  return arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+}
+
+Value f32Const(OpBuilder &b, Location loc, double value) {
+  return arith::ConstantOp::create(b, loc, b.getF32Type(), b.getF32FloatAttr(value));
+}
+
+Value indexConst(OpBuilder &b, Location loc, int64_t value) {
+  return arith::ConstantIndexOp::create(b, loc, value);
+}
+
+Value validLength(OpBuilder &b, Location loc, Value positions, int64_t capacity) {
+  auto type = cast<RankedTensorType>(positions.getType());
+  Type elem = type.getElementType();
+  Value zero = arith::ConstantOp::create(b, loc, elem, b.getIntegerAttr(elem, 0));
+  Value init = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{}, elem);
+  init = linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{init}).getResult(0);
+  AffineExpr t = b.getAffineDimExpr(0);
+  Value maxPos = generic(b, loc, positions, init, {{t}, {}},
+                         {utils::IteratorType::reduction},
+                         [](OpBuilder &b, Location loc, ValueRange args) {
+                           Value m = arith::MaxSIOp::create(b, loc, args[0], args[1]);
+                           linalg::YieldOp::create(b, loc, m);
+                         });
+  Value scalar = tensor::ExtractOp::create(b, loc, maxPos, ValueRange{});
+  Value len = arith::IndexCastOp::create(b, loc, b.getIndexType(), scalar);
+  len = arith::AddIOp::create(b, loc, len, indexConst(b, loc, 1));
+  return arith::MinSIOp::create(b, loc, len, indexConst(b, loc, capacity));
+}
+
+Value prefix(OpBuilder &b, Location loc, Value x, Value len) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0));
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  SmallVector<OpFoldResult> strides(rank, b.getIndexAttr(1));
+  sizes[0] = len;
+  SmallVector<int64_t> shape(type.getShape());
+  shape[0] = ShapedType::kDynamic;
+  return tensor::ExtractSliceOp::create(b, loc, type.clone(shape), x, offsets, sizes,
+                                        strides);
+}
+
+Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
+                    double scale, std::optional<int64_t> window) {
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, scores);
+  AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1),
+             s = b.getAffineDimExpr(2);
+  auto par = utils::IteratorType::parallel, red = utils::IteratorType::reduction;
+  float negInf = -std::numeric_limits<float>::infinity();
+
+  Value masked = generic(
+      b, loc, ValueRange{scores, positions}, tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+      {{t, h, s}, {t}, {t, h, s}}, {par, par, par},
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value key = arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                               linalg::IndexOp::create(b, loc, 2));
+        Value pos = args[1];
+        if (pos.getType() != b.getI64Type())
+          pos = arith::ExtSIOp::create(b, loc, b.getI64Type(), pos);
+        Value future = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, pos);
+        if (window) {
+          Value w = arith::ConstantOp::create(b, loc, b.getI64Type(), b.getI64IntegerAttr(*window));
+          Value age = arith::SubIOp::create(b, loc, pos, key);
+          Value old = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, age, w);
+          future = arith::OrIOp::create(b, loc, future, old);
+        }
+        Value scaled = arith::MulFOp::create(b, loc, args[0], f32Const(b, loc, scale));
+        Value result = arith::SelectOp::create(b, loc, future, f32Const(b, loc, negInf), scaled);
+        linalg::YieldOp::create(b, loc, result);
+      });
+
+  SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.begin() + 2);
+  Value maxInit = filled(b, loc, rowSizes, b.getF32Type(), negInf);
+  Value rowMax = generic(b, loc, masked, maxInit, {{t, h, s}, {t, h}}, {par, par, red},
+                         [](OpBuilder &b, Location loc, ValueRange args) {
+                           linalg::YieldOp::create(
+                               b, loc, arith::MaximumFOp::create(b, loc, args[0], args[1]).getResult());
+                         });
+  Value exps = generic(b, loc, ValueRange{masked, rowMax},
+                       tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+                       {{t, h, s}, {t, h}, {t, h, s}}, {par, par, par},
+                       [](OpBuilder &b, Location loc, ValueRange args) {
+                         Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
+                         linalg::YieldOp::create(b, loc, math::ExpOp::create(b, loc, d).getResult());
+                       });
+  Value sum = generic(b, loc, exps, filled(b, loc, rowSizes, b.getF32Type(), 0.0),
+                      {{t, h, s}, {t, h}}, {par, par, red},
+                      [](OpBuilder &b, Location loc, ValueRange args) {
+                        linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, args[0], args[1]).getResult());
+                      });
+  return generic(b, loc, ValueRange{exps, sum},
+                 tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+                 {{t, h, s}, {t, h}, {t, h, s}}, {par, par, par},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, args[0], args[1]).getResult());
+                 });
+}
+
+} // namespace moir::lowering

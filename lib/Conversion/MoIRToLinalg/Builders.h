@@ -1,0 +1,54 @@
+//===- Builders.h - small helpers for building linalg on tensors --*- C++ -*-===//
+
+#ifndef MOIR_LIB_CONVERSION_MOIRTOLINALG_BUILDERS_H
+#define MOIR_LIB_CONVERSION_MOIRTOLINALG_BUILDERS_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+
+namespace moir::lowering {
+
+using BodyFn = llvm::function_ref<void(mlir::OpBuilder &, mlir::Location,
+                                       mlir::ValueRange)>;
+
+/// A linalg.generic producing one result into `init`. `exprs` give each
+/// operand's indexing (inputs, then the output) over `iterators.size()` loops.
+mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
+                    mlir::ValueRange inputs, mlir::Value init,
+                    llvm::ArrayRef<llvm::SmallVector<mlir::AffineExpr>> exprs,
+                    llvm::ArrayRef<mlir::utils::IteratorType> iterators,
+                    BodyFn body);
+
+/// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.
+mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
+                   llvm::ArrayRef<mlir::OpFoldResult> sizes, mlir::Type type,
+                   double value);
+
+/// f32 of a value of any float type.
+mlir::Value toF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
+
+mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double value);
+mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t value);
+
+/// Number of cache rows attention must read: max(positions) + 1, clamped to
+/// the capacity.
+mlir::Value validLength(mlir::OpBuilder &b, mlir::Location loc,
+                        mlir::Value positions, int64_t capacity);
+
+/// [0, len) of the leading dimension of `x`.
+mlir::Value prefix(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                   mlir::Value len);
+
+/// Scales `scores` [T, H, L] by `scale`, masks keys past each query's
+/// position (and outside the sliding window), and softmaxes over L.
+mlir::Value maskedSoftmax(mlir::OpBuilder &b, mlir::Location loc,
+                          mlir::Value scores, mlir::Value positions,
+                          double scale, std::optional<int64_t> window);
+
+} // namespace moir::lowering
+
+#endif

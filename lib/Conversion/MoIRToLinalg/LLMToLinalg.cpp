@@ -1,0 +1,408 @@
+//===- LLMToLinalg.cpp - llm ops to linalg on tensors ----------------------===//
+
+#include "Builders.h"
+#include "Patterns.h"
+
+#include "LLM/IR/LLMOps.h"
+#include "moir/Conversion/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace moir;
+using namespace moir::lowering;
+
+namespace {
+
+constexpr auto par = utils::IteratorType::parallel;
+constexpr auto red = utils::IteratorType::reduction;
+
+SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from = 0) {
+  SmallVector<AffineExpr> e;
+  for (unsigned i = from; i < n; ++i)
+    e.push_back(b.getAffineDimExpr(i));
+  return e;
+}
+
+LogicalResult requireFloatWeight(PatternRewriter &rewriter, Operation *op, Value w) {
+  if (isa<llm::QTensorType>(w.getType()))
+    return rewriter.notifyMatchFailure(op, "quantized weights are not lowered yet");
+  return success();
+}
+
+struct LowerRMSNorm : OpRewritePattern<llm::RMSNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::RMSNormOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getInput();
+    auto type = cast<RankedTensorType>(x.getType());
+    unsigned rank = type.getRank();
+    int64_t d = type.getShape().back();
+    if (ShapedType::isDynamic(d) || !type.getElementType().isF32())
+      return b.notifyMatchFailure(op, "needs a static f32 innermost dimension");
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+    SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.end() - 1);
+    SmallVector<AffineExpr> all = dims(b, rank), rows = dims(b, rank - 1);
+    SmallVector<utils::IteratorType> iters(rank, par);
+    iters.back() = red;
+    Value sumsq = generic(b, loc, x, filled(b, loc, rowSizes, b.getF32Type(), 0.0),
+                          {all, rows}, iters, [](OpBuilder &b, Location loc, ValueRange a) {
+                            Value sq = arith::MulFOp::create(b, loc, a[0], a[0]);
+                            linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, sq, a[1]).getResult());
+                          });
+    double eps = op.getEpsilon().convertToDouble();
+    SmallVector<utils::IteratorType> parIters(rank, par);
+    Value out = generic(
+        b, loc, ValueRange{x, sumsq, op.getWeight()},
+        tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+        {all, rows, {b.getAffineDimExpr(rank - 1)}, all}, parIters,
+        [&](OpBuilder &b, Location loc, ValueRange a) {
+          Value mean = arith::DivFOp::create(b, loc, a[1], f32Const(b, loc, static_cast<double>(d)));
+          Value var = arith::AddFOp::create(b, loc, mean, f32Const(b, loc, eps));
+          Value inv = math::RsqrtOp::create(b, loc, var);
+          Value y = arith::MulFOp::create(b, loc, a[0], inv);
+          linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, y, toF32(b, loc, a[2])).getResult());
+        });
+    b.replaceOp(op, out);
+    return success();
+  }
+};
+
+struct LowerLinear : OpRewritePattern<llm::LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::LinearOp op, PatternRewriter &b) const override {
+    if (failed(requireFloatWeight(b, op, op.getWeight())))
+      return failure();
+    Location loc = op.getLoc();
+    Value x = op.getInput();
+    if (cast<RankedTensorType>(x.getType()).getRank() != 2)
+      return b.notifyMatchFailure(op, "needs a rank-2 input");
+    auto outType = cast<RankedTensorType>(op.getType());
+    SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, x, 0),
+                                       b.getIndexAttr(outType.getDimSize(1))};
+    AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+    Value init;
+    if (Value bias = op.getBias()) {
+      // Accumulate onto the bias.
+      AffineExpr m2 = b.getAffineDimExpr(0), n2 = b.getAffineDimExpr(1);
+      init = generic(b, loc, bias, tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+                     {{n2}, {m2, n2}}, {par, par}, [](OpBuilder &b, Location loc, ValueRange a) {
+                       linalg::YieldOp::create(b, loc, toF32(b, loc, a[0]));
+                     });
+    } else {
+      init = filled(b, loc, sizes, b.getF32Type(), 0.0);
+    }
+    Value out = generic(b, loc, ValueRange{x, op.getWeight()}, init, {{m, k}, {n, k}, {m, n}},
+                        {par, par, red}, [](OpBuilder &b, Location loc, ValueRange a) {
+                          Value p = arith::MulFOp::create(b, loc, a[0], toF32(b, loc, a[1]));
+                          linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
+                        });
+    b.replaceOp(op, out);
+    return success();
+  }
+};
+
+struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::EmbeddingOp op, PatternRewriter &b) const override {
+    if (failed(requireFloatWeight(b, op, op.getTable())))
+      return failure();
+    Location loc = op.getLoc();
+    Value table = op.getTable();
+    SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, op.getIds(), 0),
+                                       b.getIndexAttr(op.getType().getDimSize(1))};
+    AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
+    Value out = generic(b, loc, op.getIds(), tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
+                        {{t}, {t, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+                          Value row = arith::IndexCastOp::create(b, loc, b.getIndexType(), a[0]);
+                          Value col = linalg::IndexOp::create(b, loc, 1);
+                          Value v = tensor::ExtractOp::create(b, loc, table, ValueRange{row, col});
+                          linalg::YieldOp::create(b, loc, toF32(b, loc, v));
+                        });
+    b.replaceOp(op, out);
+    return success();
+  }
+};
+
+Value activation(OpBuilder &b, Location loc, llm::ActivationKind kind, Value x) {
+  Value one = f32Const(b, loc, 1.0), half = f32Const(b, loc, 0.5);
+  switch (kind) {
+  case llm::ActivationKind::silu:
+  case llm::ActivationKind::sigmoid: {
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+    Value sig = arith::DivFOp::create(b, loc, one, arith::AddFOp::create(b, loc, one, e));
+    return kind == llm::ActivationKind::silu ? arith::MulFOp::create(b, loc, x, sig).getResult() : sig;
+  }
+  case llm::ActivationKind::relu:
+    return arith::MaximumFOp::create(b, loc, x, f32Const(b, loc, 0.0));
+  case llm::ActivationKind::gelu: {
+    Value erf = math::ErfOp::create(b, loc, arith::MulFOp::create(b, loc, x, f32Const(b, loc, M_SQRT1_2)));
+    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
+                                 arith::AddFOp::create(b, loc, one, erf));
+  }
+  case llm::ActivationKind::gelu_tanh: {
+    Value x3 = arith::MulFOp::create(b, loc, x, arith::MulFOp::create(b, loc, x, x));
+    Value inner = arith::AddFOp::create(b, loc, x, arith::MulFOp::create(b, loc, f32Const(b, loc, 0.044715), x3));
+    Value th = math::TanhOp::create(b, loc, arith::MulFOp::create(b, loc, f32Const(b, loc, std::sqrt(2.0 / M_PI)), inner));
+    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
+                                 arith::AddFOp::create(b, loc, one, th));
+  }
+  }
+  return x;
+}
+
+/// An element-wise generic over `operands` (all of the result's shape).
+Value elementwise(OpBuilder &b, Location loc, ValueRange operands, BodyFn body) {
+  auto type = cast<RankedTensorType>(operands[0].getType());
+  unsigned rank = type.getRank();
+  SmallVector<SmallVector<AffineExpr>> maps(operands.size() + 1, dims(b, rank));
+  return generic(b, loc, operands,
+                 tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, operands[0]),
+                                         b.getF32Type()),
+                 maps, SmallVector<utils::IteratorType>(rank, par), body);
+}
+
+struct LowerActivation : OpRewritePattern<llm::ActivationOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::ActivationOp op, PatternRewriter &b) const override {
+    llm::ActivationKind kind = op.getKind();
+    b.replaceOp(op, elementwise(b, op.getLoc(), op.getInput(),
+                                [&](OpBuilder &b, Location loc, ValueRange a) {
+                                  linalg::YieldOp::create(b, loc, activation(b, loc, kind, a[0]));
+                                }));
+    return success();
+  }
+};
+
+struct LowerGLU : OpRewritePattern<llm::GLUOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::GLUOp op, PatternRewriter &b) const override {
+    llm::ActivationKind kind = op.getActivation();
+    b.replaceOp(op, elementwise(b, op.getLoc(), ValueRange{op.getGate(), op.getUp()},
+                                [&](OpBuilder &b, Location loc, ValueRange a) {
+                                  Value g = activation(b, loc, kind, a[0]);
+                                  linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, g, a[1]).getResult());
+                                }));
+    return success();
+  }
+};
+
+struct LowerXIELU : OpRewritePattern<llm::XIELUOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::XIELUOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto scalar = [&](Value v) -> Value {
+      auto type = cast<RankedTensorType>(v.getType());
+      SmallVector<Value> zeros(type.getRank(), indexConst(b, loc, 0));
+      return toF32(b, loc, tensor::ExtractOp::create(b, loc, v, zeros));
+    };
+    auto softplus = [&](Value v) -> Value {
+      // torch's softplus: log1p(exp(v)), and v itself above 20.
+      Value sp = math::Log1pOp::create(b, loc, math::ExpOp::create(b, loc, v));
+      Value big = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, v, f32Const(b, loc, 20.0));
+      return arith::SelectOp::create(b, loc, big, v, sp);
+    };
+    Value beta = f32Const(b, loc, op.getBeta().convertToDouble());
+    Value eps = f32Const(b, loc, op.getEps().convertToDouble());
+    Value ap = softplus(scalar(op.getAlphaP()));
+    Value an = arith::AddFOp::create(b, loc, beta, softplus(scalar(op.getAlphaN())));
+    b.replaceOp(op, elementwise(b, loc, op.getInput(), [&](OpBuilder &b, Location loc, ValueRange a) {
+      Value x = a[0];
+      Value bx = arith::MulFOp::create(b, loc, beta, x);
+      Value pos = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, ap, arith::MulFOp::create(b, loc, x, x)), bx);
+      Value m = arith::MinimumFOp::create(b, loc, x, eps);
+      Value neg = arith::AddFOp::create(
+          b, loc, arith::MulFOp::create(b, loc, arith::SubFOp::create(b, loc, math::ExpM1Op::create(b, loc, m), x), an), bx);
+      Value gt = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, f32Const(b, loc, 0.0));
+      linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, gt, pos, neg).getResult());
+    }));
+    return success();
+  }
+};
+
+struct LowerRope : OpRewritePattern<llm::RopeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::RopeOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    llm::RopeAttr rope = op.getRope();
+    RopeTables tables = computeRopeTables(rope);
+    int64_t dim = rope.getDim(), half = dim / 2;
+    bool interleaved = rope.getInterleaved();
+    Value x = op.getInput();
+    auto freqType = RankedTensorType::get({half}, b.getF32Type());
+    Value freqs = arith::ConstantOp::create(
+        b, loc, freqType, DenseElementsAttr::get(freqType, ArrayRef<float>(tables.invFreq)));
+    float factor = static_cast<float>(tables.attentionFactor);
+    AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), d = b.getAffineDimExpr(2);
+    Value out = generic(
+        b, loc, ValueRange{x, op.getPositions()},
+        tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, x), b.getF32Type()),
+        {{t, h, d}, {t}, {t, h, d}}, {par, par, par},
+        [&](OpBuilder &b, Location loc, ValueRange a) {
+          Value ti = linalg::IndexOp::create(b, loc, 0), hi = linalg::IndexOp::create(b, loc, 1),
+                di = linalg::IndexOp::create(b, loc, 2);
+          Value cHalf = indexConst(b, loc, half), cDim = indexConst(b, loc, dim);
+          Value inRot = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cDim);
+          // Frequency index, partner element and the sign of its term.
+          Value freqIdx, partner, firstOfPair;
+          if (interleaved) {
+            freqIdx = arith::DivUIOp::create(b, loc, di, indexConst(b, loc, 2));
+            partner = arith::XOrIOp::create(b, loc, di, indexConst(b, loc, 1));
+            Value odd = arith::AndIOp::create(b, loc, di, indexConst(b, loc, 1));
+            firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, odd, indexConst(b, loc, 0));
+          } else {
+            firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cHalf);
+            Value lower = arith::SubIOp::create(b, loc, di, cHalf);
+            freqIdx = arith::SelectOp::create(b, loc, firstOfPair, di, lower);
+            partner = arith::SelectOp::create(b, loc, firstOfPair,
+                                              arith::AddIOp::create(b, loc, di, cHalf), lower);
+          }
+          // Outside the rotated dimensions these indices are unused; keep
+          // them in range.
+          freqIdx = arith::SelectOp::create(b, loc, inRot, freqIdx, indexConst(b, loc, 0));
+          partner = arith::SelectOp::create(b, loc, inRot, partner, di);
+          Value pos = arith::SIToFPOp::create(b, loc, b.getF32Type(), a[1]);
+          Value f = tensor::ExtractOp::create(b, loc, freqs, ValueRange{freqIdx});
+          Value angle = arith::MulFOp::create(b, loc, pos, f);
+          Value cs = arith::MulFOp::create(b, loc, math::CosOp::create(b, loc, angle), f32Const(b, loc, factor));
+          Value sn = arith::MulFOp::create(b, loc, math::SinOp::create(b, loc, angle), f32Const(b, loc, factor));
+          Value other = tensor::ExtractOp::create(b, loc, x, ValueRange{ti, hi, partner});
+          Value signedOther = arith::SelectOp::create(b, loc, firstOfPair,
+                                                      arith::NegFOp::create(b, loc, other), other);
+          Value rotated = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, a[0], cs),
+                                                arith::MulFOp::create(b, loc, signedOther, sn));
+          linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, inRot, rotated, a[0]).getResult());
+        });
+    b.replaceOp(op, out);
+    return success();
+  }
+};
+
+struct LowerKVCacheUpdate : OpRewritePattern<llm::KVCacheUpdateOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::KVCacheUpdateOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getCache().getType());
+    int64_t rank = type.getRank();
+    SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0));
+    offsets[0] = op.getOffset();
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, op.getUpdate());
+    SmallVector<OpFoldResult> strides(rank, b.getIndexAttr(1));
+    b.replaceOpWithNewOp<tensor::InsertSliceOp>(op, op.getUpdate(), op.getCache(), offsets,
+                                                sizes, strides);
+    return success();
+  }
+};
+
+struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::AttentionOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto qType = cast<RankedTensorType>(op.getQuery().getType());
+    auto kType = cast<RankedTensorType>(op.getKey().getType());
+    auto vType = cast<RankedTensorType>(op.getValue().getType());
+    int64_t heads = qType.getDimSize(1), kvHeads = kType.getDimSize(1);
+    if (ShapedType::isDynamic(heads) || ShapedType::isDynamic(kvHeads) ||
+        ShapedType::isDynamic(kType.getDimSize(0)))
+      return b.notifyMatchFailure(op, "needs static heads and cache capacity");
+    int64_t group = heads / kvHeads;
+    Value len = validLength(b, loc, op.getPositions(), kType.getDimSize(0));
+    Value k = prefix(b, loc, op.getKey(), len), v = prefix(b, loc, op.getValue(), len);
+    AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), s = b.getAffineDimExpr(2),
+               d = b.getAffineDimExpr(3);
+    Value tokens = tensor::DimOp::create(b, loc, op.getQuery(), 0);
+    SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
+    Value scores = generic(b, loc, ValueRange{op.getQuery(), k},
+                           filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
+                           {{t, h, d}, {s, h.floorDiv(group), d}, {t, h, s}}, {par, par, par, red},
+                           [](OpBuilder &b, Location loc, ValueRange a) {
+                             Value p = arith::MulFOp::create(b, loc, a[0], a[1]);
+                             linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
+                           });
+    std::optional<int64_t> window;
+    if (std::optional<uint64_t> w = op.getSlidingWindow())
+      window = static_cast<int64_t>(*w);
+    Value probs = maskedSoftmax(b, loc, scores, op.getPositions(),
+                                op.getScale().convertToDouble(), window);
+    SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(heads),
+                                          b.getIndexAttr(vType.getDimSize(2))};
+    // (t, h, dv, s)
+    AffineExpr dv = b.getAffineDimExpr(2), s2 = b.getAffineDimExpr(3);
+    Value out = generic(b, loc, ValueRange{probs, v}, filled(b, loc, outSizes, b.getF32Type(), 0.0),
+                        {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}}, {par, par, par, red},
+                        [](OpBuilder &b, Location loc, ValueRange a) {
+                          Value p = arith::MulFOp::create(b, loc, a[0], a[1]);
+                          linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
+                        });
+    b.replaceOp(op, out);
+    return success();
+  }
+};
+
+} // namespace
+
+RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
+  RopeTables tables;
+  int64_t dim = rope.getDim();
+  double theta = rope.getTheta().getValueAsDouble();
+  auto value = [](FloatAttr a, double fallback) {
+    return a ? a.getValueAsDouble() : fallback;
+  };
+  double factor = value(rope.getFactor(), 1.0);
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    // torch computes base ** (2i / dim) in float32.
+    float posFreq = std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / dim);
+    double inv = 1.0 / posFreq;
+    switch (rope.getScaling()) {
+    case llm::RopeScaling::none:
+      break;
+    case llm::RopeScaling::linear:
+      inv /= factor;
+      break;
+    case llm::RopeScaling::llama3: {
+      double low = value(rope.getLowFreqFactor(), 1.0), high = value(rope.getHighFreqFactor(), 4.0);
+      double orig = static_cast<double>(rope.getOriginalMaxPosition());
+      double wavelen = 2 * M_PI / inv;
+      double lowWavelen = orig / low, highWavelen = orig / high;
+      double scaled = wavelen > lowWavelen ? inv / factor : inv;
+      if (!(wavelen < highWavelen) && !(wavelen > lowWavelen)) {
+        double smooth = (orig / wavelen - low) / (high - low);
+        scaled = (1 - smooth) * scaled / factor + smooth * scaled;
+      }
+      inv = scaled;
+      break;
+    }
+    case llm::RopeScaling::yarn: {
+      double betaFast = value(rope.getBetaFast(), 32.0), betaSlow = value(rope.getBetaSlow(), 1.0);
+      double orig = static_cast<double>(rope.getOriginalMaxPosition());
+      auto correctionDim = [&](double rotations) {
+        return dim * std::log(orig / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+      };
+      double lo = std::max(std::floor(correctionDim(betaFast)), 0.0);
+      double hi = std::min(std::ceil(correctionDim(betaSlow)), static_cast<double>(dim - 1));
+      if (lo == hi)
+        hi += 0.001;
+      double ramp = std::clamp((static_cast<double>(i) - lo) / (hi - lo), 0.0, 1.0);
+      double extrapolation = 1 - ramp;
+      double interpolation = 1.0 / (factor * posFreq);
+      inv = interpolation * (1 - extrapolation) + inv * extrapolation;
+      break;
+    }
+    }
+    tables.invFreq.push_back(static_cast<float>(inv));
+  }
+  if (rope.getScaling() == llm::RopeScaling::yarn) {
+    auto mscale = [&](double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; };
+    double m = value(rope.getMscale(), 0.0), mAll = value(rope.getMscaleAllDim(), 0.0);
+    tables.attentionFactor = (m != 0.0 && mAll != 0.0) ? mscale(m) / mscale(mAll) : mscale(1.0);
+  }
+  return tables;
+}
+
+void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerRMSNorm, LowerLinear, LowerEmbedding, LowerActivation, LowerGLU,
+               LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention>(
+      patterns.getContext());
+}

@@ -1,0 +1,83 @@
+//===- Compile.cpp - an imported model to a CPU artifact -------------------===//
+
+#include "moir/Driver/Compile.h"
+#include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/Artifact.h"
+#include "moir/Target/CPU/CPUTarget.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+using namespace mlir;
+using namespace llvm;
+
+namespace moir {
+using cpu::TargetOptions;
+
+static std::string dtypeName(mlir::Type type) {
+  if (type.isF32()) return "f32";
+  if (type.isF16()) return "f16";
+  if (type.isBF16()) return "bf16";
+  if (type.isInteger(32)) return "i32";
+  if (type.isInteger(64)) return "i64";
+  if (type.isIndex()) return "index";
+  return "?";
+}
+
+static Error fail(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message);
+}
+
+Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
+                      const TargetOptions &options, StringRef outputPath) {
+  MLIRContext *context = module.getContext();
+  PassManager toLinalg(context);
+  buildGraphPipeline(toLinalg, GraphPipelineOptions());
+  cpu::buildLoweringToLinalgPipeline(toLinalg);
+  if (failed(toLinalg.run(module)))
+    return fail("lowering to linalg failed");
+
+  // The entry's arguments, in call order: the model's inputs and caches, the
+  // bound weights, then the logits the caller receives.
+  auto func = module.lookupSymbol<func::FuncOp>("forward");
+  auto weights = func ? func->getAttrOfType<ArrayAttr>("moir.weights") : nullptr;
+  if (!weights || func.getNumResults() < 1)
+    return fail("the lowered module has no @forward with bound weights");
+  ArtifactInfo info;
+  unsigned firstWeight = func.getNumArguments() - weights.size();
+  unsigned caches = firstWeight - 3;
+  for (auto [i, type] : llvm::enumerate(func.getArgumentTypes())) {
+    ArtifactArg arg;
+    if (auto shaped = dyn_cast<RankedTensorType>(type)) {
+      arg.dtype = dtypeName(shaped.getElementType());
+      for (int64_t d : shaped.getShape())
+        arg.shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
+    } else {
+      arg.dtype = dtypeName(type);
+    }
+    arg.kind = i == 0 ? "tokens" : i == 1 ? "positions" : i == 2 ? "offset"
+               : i < firstWeight ? "cache" : "weight";
+    if (arg.kind == "weight")
+      for (Attribute name : cast<ArrayAttr>(weights[i - firstWeight]))
+        arg.names.push_back(cast<StringAttr>(name).getValue().str());
+    info.args.push_back(std::move(arg));
+  }
+  auto logits = cast<RankedTensorType>(func.getResultTypes()[0]);
+  info.args.push_back({"logits", "f32", {-1, logits.getDimSize(1)}, {}});
+  info.vocab = logits.getDimSize(1);
+  info.layers = caches / 2;
+  info.capacity = caches ? cast<RankedTensorType>(func.getArgumentTypes()[3]).getDimSize(0) : 0;
+  if (auto family = module->getAttrOfType<StringAttr>("moir.family"))
+    info.family = family.getValue().str();
+  info.target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
+
+  PassManager toLLVM(context);
+  cpu::buildLoweringToLLVMPipeline(toLLVM);
+  if (failed(toLLVM.run(module)))
+    return fail("lowering to LLVM failed");
+  Expected<std::string> code = cpu::emitSharedObject(module, options);
+  if (!code)
+    return code.takeError();
+  return writeArtifact(outputPath, info, *code, store);
+}
+
+} // namespace moir

@@ -1,0 +1,135 @@
+//===- Artifact.cpp - writing MoIR's compiled-model file -------------------===//
+
+#include "moir/Target/Artifact.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+namespace moir {
+
+uint64_t fnv1a64(StringRef data, uint64_t seed) {
+  uint64_t h = seed;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+static std::optional<frontend::DType> storedDType(StringRef dtype) {
+  if (dtype == "f32") return frontend::DType::F32;
+  if (dtype == "f16") return frontend::DType::F16;
+  if (dtype == "bf16") return frontend::DType::BF16;
+  return std::nullopt;
+}
+
+Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
+                    const frontend::WeightStore &store) {
+  auto fail = [&](const Twine &message) {
+    return createStringError(inconvertibleErrorCode(), path + ": " + message);
+  };
+  // Lay out the weights: each packed argument 64-byte aligned.
+  struct Region {
+    uint64_t offset = 0, bytes = 0;
+  };
+  std::vector<Region> regions(info.args.size());
+  uint64_t weightBytes = 0;
+  for (auto [i, arg] : llvm::enumerate(info.args)) {
+    if (arg.kind != "weight")
+      continue;
+    std::optional<frontend::DType> dtype = storedDType(arg.dtype);
+    if (!dtype)
+      return fail("weight argument " + Twine(i) + " has unsupported type " + arg.dtype);
+    uint64_t bytes = 0;
+    for (const std::string &name : arg.names) {
+      const frontend::TensorInfo *t = store.lookup(name);
+      if (!t)
+        return fail("weight '" + name + "' is not in the weight store");
+      if (t->dtype != *dtype)
+        return fail("weight '" + name + "' is " + frontend::stringifyDType(t->dtype) +
+                    " but the compiled code expects " + arg.dtype);
+      bytes += t->bytes;
+    }
+    weightBytes = align64(weightBytes);
+    regions[i] = {weightBytes, bytes};
+    weightBytes += bytes;
+  }
+
+  std::string manifest;
+  raw_string_ostream m(manifest);
+  m << "moir-artifact 1\n";
+  m << "target " << info.target << "\n";
+  m << "model " << info.family << " vocab " << info.vocab << " layers " << info.layers
+    << " capacity " << info.capacity << "\n";
+  m << "entry moir_forward\n";
+  for (auto [i, arg] : llvm::enumerate(info.args)) {
+    m << "arg " << i << " " << arg.kind << " " << arg.dtype << " " << arg.shape.size();
+    for (int64_t d : arg.shape)
+      m << " " << d;
+    if (arg.kind == "weight")
+      m << " " << regions[i].offset << " " << regions[i].bytes << " " << join(arg.names, ",");
+    m << "\n";
+  }
+
+  // The weights section, streamed from the mapped checkpoint (never held in
+  // memory whole): `visit` sees it piece by piece, zero padding included.
+  auto visitWeights = [&](function_ref<void(StringRef)> visit) {
+    static const char zeros[64] = {};
+    uint64_t at = 0;
+    for (auto [i, arg] : llvm::enumerate(info.args)) {
+      if (arg.kind != "weight")
+        continue;
+      visit(StringRef(zeros, regions[i].offset - at));
+      at = regions[i].offset;
+      for (const std::string &name : arg.names) {
+        ArrayRef<uint8_t> data = store.getData(*store.lookup(name));
+        visit(StringRef(reinterpret_cast<const char *>(data.data()), data.size()));
+        at += data.size();
+      }
+    }
+  };
+  uint64_t weightsHash = 0xcbf29ce484222325ull;
+  visitWeights([&](StringRef piece) { weightsHash = fnv1a64(piece, weightsHash); });
+  m << "checksum code " << format_hex_no_prefix(fnv1a64(code), 16) << " weights "
+    << format_hex_no_prefix(weightsHash, 16) << "\n";
+
+  uint64_t manifestOffset = 64;
+  uint64_t codeOffset = align64(manifestOffset + manifest.size());
+  uint64_t weightsOffset = align64(codeOffset + code.size());
+  std::error_code ec;
+  raw_fd_ostream os(path, ec);
+  if (ec)
+    return fail("cannot write: " + ec.message());
+  auto u32 = [&](uint32_t v) { os.write(reinterpret_cast<const char *>(&v), 4); };
+  auto u64 = [&](uint64_t v) { os.write(reinterpret_cast<const char *>(&v), 8); };
+  auto pad = [&](uint64_t to) {
+    while (os.tell() < to)
+      os << '\0';
+  };
+  os.write("MOIRART\0", 8);
+  u32(1);
+  u32(64);
+  u64(manifestOffset);
+  u64(manifest.size());
+  u64(codeOffset);
+  u64(code.size());
+  u64(weightsOffset);
+  u64(weightBytes);
+  pad(manifestOffset);
+  os << manifest;
+  pad(codeOffset);
+  os << code;
+  pad(weightsOffset);
+  visitWeights([&](StringRef piece) { os << piece; });
+  if (os.has_error())
+    return fail("write failed");
+  return Error::success();
+}
+
+} // namespace moir

@@ -1,0 +1,115 @@
+//===- CodeGen.cpp - LLVM dialect to a shared object -----------------------===//
+
+#include "moir/Target/CPU/CPUTarget.h"
+
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
+
+using namespace llvm;
+
+namespace moir::cpu {
+
+std::string resolveTriple(const TargetOptions &options) {
+  return options.triple.empty() ? sys::getDefaultTargetTriple() : options.triple;
+}
+
+std::string resolveCPU(const TargetOptions &options) {
+  if (options.cpu.empty() || options.cpu == "native")
+    return resolveTriple(options) == sys::getDefaultTargetTriple()
+               ? sys::getHostCPUName().str()
+               : "generic";
+  return options.cpu;
+}
+
+static Error error(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), "cpu backend: " + message);
+}
+
+Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOptions &options) {
+  InitializeAllTargetInfos();
+  InitializeAllTargets();
+  InitializeAllTargetMCs();
+  InitializeAllAsmPrinters();
+
+  std::string tripleName = resolveTriple(options);
+  std::string cpu = resolveCPU(options);
+  Triple triple(tripleName);
+  std::string lookupError;
+  const Target *target = TargetRegistry::lookupTarget(triple, lookupError);
+  if (!target)
+    return error("no LLVM target for '" + tripleName + "': " + lookupError);
+  std::string features;
+  if (options.cpu.empty() || options.cpu == "native") {
+    if (tripleName == sys::getDefaultTargetTriple()) {
+      SubtargetFeatures f;
+      for (const auto &[name, enabled] : sys::getHostCPUFeatures())
+        f.AddFeature(name, enabled);
+      features = f.getString();
+    }
+  }
+  llvm::TargetOptions targetOptions;
+  std::unique_ptr<TargetMachine> machine(target->createTargetMachine(
+      triple, cpu, features, targetOptions, Reloc::PIC_, std::nullopt,
+      options.optLevel >= 3 ? CodeGenOptLevel::Aggressive : CodeGenOptLevel::Default));
+  if (!machine)
+    return error("cannot create a target machine for " + tripleName + " / " + cpu);
+
+  LLVMContext context;
+  std::unique_ptr<Module> llvmModule = mlir::translateModuleToLLVMIR(module, context);
+  if (!llvmModule)
+    return error("translation to LLVM IR failed");
+  llvmModule->setTargetTriple(triple);
+  llvmModule->setDataLayout(machine->createDataLayout());
+  // Only the entry is exported.
+  for (Function &f : *llvmModule)
+    if (!f.isDeclaration() && f.getName() != "moir_forward")
+      f.setLinkage(GlobalValue::InternalLinkage);
+
+  auto optimize = mlir::makeOptimizingTransformer(options.optLevel, 0, machine.get());
+  if (Error err = optimize(llvmModule.get()))
+    return std::move(err);
+
+  SmallString<128> objectPath, soPath;
+  int fd;
+  if (std::error_code ec = sys::fs::createTemporaryFile("moir", "o", fd, objectPath))
+    return error("cannot create a temporary object file: " + ec.message());
+  {
+    raw_fd_ostream os(fd, /*shouldClose=*/true);
+    legacy::PassManager pm;
+    if (machine->addPassesToEmitFile(pm, os, nullptr, CodeGenFileType::ObjectFile))
+      return error("the target cannot emit object files");
+    pm.run(*llvmModule);
+  }
+  if (std::error_code ec = sys::fs::createTemporaryFile("moir", "so", soPath))
+    return error("cannot create a temporary shared object: " + ec.message());
+  ErrorOr<std::string> lld = sys::findProgramByName("ld.lld-22");
+  if (!lld)
+    lld = sys::findProgramByName("ld.lld", {"/usr/lib/llvm-22/bin"});
+  if (!lld)
+    return error("ld.lld not found (install lld-22)");
+  SmallVector<StringRef> args = {*lld, "-shared", "--no-undefined-version", "-o", soPath, objectPath};
+  std::string message;
+  int rc = sys::ExecuteAndWait(*lld, args, std::nullopt, {}, 0, 0, &message);
+  sys::fs::remove(objectPath);
+  if (rc != 0) {
+    sys::fs::remove(soPath);
+    return error("linking the shared object failed: " + message);
+  }
+  ErrorOr<std::unique_ptr<MemoryBuffer>> so = MemoryBuffer::getFile(soPath);
+  sys::fs::remove(soPath);
+  if (!so)
+    return error("cannot read the linked shared object");
+  return (*so)->getBuffer().str();
+}
+
+} // namespace moir::cpu

@@ -1,0 +1,171 @@
+// Opening artifacts: header, manifest, code checksum, driver.
+#include "model.h"
+#include "status.h"
+
+#include <cstring>
+#include <sstream>
+
+using moir::rt::fail;
+
+namespace {
+
+uint64_t fnv1a64(const uint8_t *data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= data[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+struct Header {
+  char magic[8];
+  uint32_t version;
+  uint32_t headerBytes;
+  uint64_t manifestOffset, manifestBytes;
+  uint64_t codeOffset, codeBytes;
+  uint64_t weightsOffset, weightsBytes;
+};
+static_assert(sizeof(Header) == 64, "the artifact header is 64 bytes");
+
+bool inFile(uint64_t offset, uint64_t bytes, size_t size) {
+  return offset <= size && bytes <= size - offset;
+}
+
+moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
+  std::istringstream in(m->manifest);
+  std::string line;
+  int lineNo = 0;
+  auto bad = [&](const std::string &why) {
+    return fail(MOIR_ERROR_FORMAT, m->path + ": manifest line " + std::to_string(lineNo) +
+                                       ": " + why);
+  };
+  bool sawEntry = false, sawChecksum = false;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    std::istringstream words(line);
+    std::string key;
+    words >> key;
+    if (lineNo == 1) {
+      int version = 0;
+      if (key != "moir-artifact" || !(words >> version) || version != 1)
+        return bad("expected 'moir-artifact 1'");
+      continue;
+    }
+    if (key == "target") {
+      std::getline(words, m->target);
+      if (!m->target.empty() && m->target[0] == ' ')
+        m->target.erase(0, 1);
+    } else if (key == "model") {
+      std::string family, k1, k2, k3;
+      if (!(words >> family >> k1 >> m->vocab >> k2 >> m->layers >> k3 >> m->capacity) ||
+          k1 != "vocab" || k2 != "layers" || k3 != "capacity" || m->vocab <= 0)
+        return bad("malformed model line");
+    } else if (key == "entry") {
+      std::string name;
+      words >> name;
+      if (name != "moir_forward")
+        return bad("unknown entry '" + name + "'");
+      sawEntry = true;
+    } else if (key == "arg") {
+      moir::rt::Arg arg;
+      size_t index = 0, rank = 0;
+      if (!(words >> index >> arg.kind >> arg.dtype >> rank) || index != m->args.size() || rank > 8)
+        return bad("malformed arg line");
+      for (size_t i = 0; i < rank; ++i) {
+        int64_t d = 0;
+        if (!(words >> d))
+          return bad("arg shape too short");
+        arg.shape.push_back(d);
+      }
+      if (arg.kind == "weight" && !(words >> arg.offset >> arg.bytes >> arg.names))
+        return bad("weight arg without its region");
+      m->args.push_back(arg);
+    } else if (key == "checksum") {
+      std::string c, w, codeHex, weightsHex;
+      if (!(words >> c >> codeHex >> w >> weightsHex) || c != "code" || w != "weights")
+        return bad("malformed checksum line");
+      *codeChecksum = std::stoull(codeHex, nullptr, 16);
+      m->weightsChecksum = std::stoull(weightsHex, nullptr, 16);
+      sawChecksum = true;
+    } else if (!key.empty()) {
+      return bad("unknown key '" + key + "'");
+    }
+  }
+  if (!sawEntry || !sawChecksum || m->target.empty())
+    return fail(MOIR_ERROR_FORMAT, m->path + ": manifest lacks target, entry or checksum");
+  // The calling convention the compiler emits.
+  const auto &a = m->args;
+  if (a.size() < 4 || a[0].kind != "tokens" || a[1].kind != "positions" ||
+      a[2].kind != "offset" || a.back().kind != "logits")
+    return fail(MOIR_ERROR_FORMAT, m->path + ": unexpected entry arguments");
+  for (const auto &arg : a)
+    if (arg.kind == "weight" && !inFile(arg.offset, arg.bytes, m->weightBytes))
+      return fail(MOIR_ERROR_FORMAT, m->path + ": weight region of " + arg.names +
+                                         " lies outside the weights section");
+  return MOIR_OK;
+}
+
+} // namespace
+
+extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
+  if (!path || !out)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_open: null argument");
+  *out = nullptr;
+  auto *m = new moir_model;
+  m->path = path;
+  auto reject = [&](moir_status s) {
+    moir_model_close(m);
+    return s;
+  };
+  if (moir_status s = moir_map_file(path, &m->file); s != MOIR_OK)
+    return reject(s);
+  Header h;
+  if (m->file.size < sizeof h)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
+  std::memcpy(&h, m->file.data, sizeof h);
+  if (std::memcmp(h.magic, "MOIRART\0", 8) != 0)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": not a MoIR artifact"));
+  if (h.version != 1)
+    return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": artifact version " +
+                                                   std::to_string(h.version) +
+                                                   " (this runtime reads 1)"));
+  size_t size = m->file.size;
+  if (!inFile(h.manifestOffset, h.manifestBytes, size) || !inFile(h.codeOffset, h.codeBytes, size) ||
+      !inFile(h.weightsOffset, h.weightsBytes, size) || h.weightsOffset % 64 != 0)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": sections lie outside the file (truncated?)"));
+  m->manifest.assign(reinterpret_cast<const char *>(m->file.data + h.manifestOffset), h.manifestBytes);
+  m->weights = m->file.data + h.weightsOffset;
+  m->weightBytes = h.weightsBytes;
+  uint64_t codeChecksum = 0;
+  if (moir_status s = parseManifest(m, &codeChecksum); s != MOIR_OK)
+    return reject(s);
+  const uint8_t *code = m->file.data + h.codeOffset;
+  if (fnv1a64(code, h.codeBytes) != codeChecksum)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": code checksum mismatch (corrupted file)"));
+  if (m->target.rfind("cpu ", 0) != 0)
+    return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": target '" + m->target +
+                                                   "' has no driver in this runtime"));
+  if (moir_status s = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, &m->driver); s != MOIR_OK)
+    return reject(s);
+  *out = m;
+  return moir::rt::ok();
+}
+
+extern "C" void moir_model_close(moir_model *m) {
+  if (!m)
+    return;
+  delete m->driver;
+  moir_unmap_file(&m->file);
+  delete m;
+}
+
+extern "C" const char *moir_model_manifest(const moir_model *m) { return m->manifest.c_str(); }
+extern "C" int64_t moir_model_vocab_size(const moir_model *m) { return m->vocab; }
+extern "C" int64_t moir_model_capacity(const moir_model *m) { return m->capacity; }
+extern "C" uint64_t moir_model_weight_bytes(const moir_model *m) { return m->weightBytes; }
+
+extern "C" moir_status moir_model_verify_weights(const moir_model *m) {
+  if (fnv1a64(m->weights, m->weightBytes) != m->weightsChecksum)
+    return fail(MOIR_ERROR_FORMAT, m->path + ": weights checksum mismatch (corrupted file)");
+  return moir::rt::ok();
+}
