@@ -34,5 +34,12 @@ for t in "${targets[@]}"; do
     config) i=0; for f in $(find "$root/test/Frontend/corpus" "$root/test/fixtures" -name config.json); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
   esac
   echo "== fuzzing $t for ${seconds}s"
-  (cd "$out/$t" && "$bin" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 corpus 2>&1 | tail -12)
+  if (cd "$out/$t" && "$bin" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 corpus > log.txt 2>&1); then
+    tail -12 "$out/$t/log.txt"
+  else
+    tail -30 "$out/$t/log.txt"
+    echo "== $t: FOUND A FAILURE (input saved in $out/$t)"
+    failed=1
+  fi
 done
+exit "${failed:-0}"

@@ -108,6 +108,10 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   ModelConfig c;
   TRY(hidden, r.integer("embedding_length", std::nullopt));
   TRY(layers, r.integer("block_count", std::nullopt));
+  // Bounds keep a corrupt count from allocating per-layer state unboundedly;
+  // they are far above any real model's.
+  if (layers > kMaxLayers)
+    return r.error("block_count", "(" + Twine(layers) + ") exceeds " + Twine(kMaxLayers));
   TRY(heads, r.integer("attention.head_count", std::nullopt));
   TRY(kvHeads, r.integer("attention.head_count_kv", heads));
   TRY(eps, r.number("attention.layer_norm_rms_epsilon", 1e-6));

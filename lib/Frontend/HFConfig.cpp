@@ -289,6 +289,10 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
   bool deepseek = family == Family::DeepSeekV2 || family == Family::DeepSeekV3;
   TRY(hidden, r.integer("hidden_size", std::nullopt));
   TRY(layers, r.integer("num_hidden_layers", std::nullopt));
+  // Bounds keep a corrupt count from allocating per-layer state unboundedly;
+  // they are far above any real model's.
+  if (layers > kMaxLayers)
+    return r.error("num_hidden_layers", "(" + Twine(layers) + ") exceeds " + Twine(kMaxLayers));
   TRY(heads, r.integer("num_attention_heads", std::nullopt));
   TRY(kvHeads, r.integer("num_key_value_heads", heads));
   TRY(vocab, r.integer("vocab_size", std::nullopt));

@@ -32,6 +32,9 @@ enum class Family {
 
 llvm::StringRef stringifyFamily(Family family);
 
+/// Upper bound on layer counts the parsers accept.
+constexpr int64_t kMaxLayers = 4096;
+
 struct RopeConfig {
   double theta = 10000.0;
   /// none, linear, llama3 or yarn.
