@@ -6,7 +6,8 @@ from lit.llvm import llvm_config
 from lit.llvm.subst import ToolSubst
 
 config.name = "MoIR"
-config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+# bash: the e2e tests use process substitution.
+config.test_format = lit.formats.ShTest(execute_external=True)
 config.suffixes = [".mlir", ".test"]
 config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit", "fixtures", "Inputs", "corpus", "fuzz"]
 config.test_source_root = os.path.dirname(__file__)
@@ -20,7 +21,8 @@ llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moir_tools_dir, config.llvm_tools_dir]
 llvm_config.add_tool_substitutions(
-    [ToolSubst("moir-opt", unresolved="fatal"), ToolSubst("moirc", unresolved="fatal")], tool_dirs)
+    [ToolSubst(t, unresolved="fatal") for t in
+     ("moir-opt", "moirc", "moir-run", "moir-check-fixture")], tool_dirs)
 # FileCheck, not and friends come from LLVM's tool directory.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moir_tools_dir, append_path=True)
