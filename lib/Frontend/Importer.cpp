@@ -136,10 +136,11 @@ class ModelBuilder {
 public:
   ModelBuilder(MLIRContext &context, const ModelConfig &config,
                WeightStore &store, Format format, StringRef source,
-               StringRef configSource, int64_t capacity)
+               StringRef configSource, const ImportOptions &options)
       : ctx(context), b(&context), loc(UnknownLoc::get(&context)), c(config),
         store(store), format(format), source(source),
-        configSource(configSource), capacity(capacity) {
+        configSource(configSource), capacity(options.cacheCapacity),
+        requestedWeightType(options.weightType) {
     loc = FileLineColLoc::get(&context, source, 0, 0);
   }
 
@@ -191,6 +192,7 @@ private:
   Format format;
   std::string source, configSource;
   int64_t capacity;
+  std::string requestedWeightType;
   Error firstError = Error::success();
   Value tokens, positions, offset;
   llvm::StringMap<Value> weights;
@@ -205,10 +207,18 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
     return llm::QTensorType::get(context, info.shape,
                                  IntegerType::get(context, bits), scheme);
   };
+  auto floatType = [&](Type stored) -> Type {
+    Type element = stored;
+    if (info.shape.size() >= 2 && !requestedWeightType.empty())
+      element = requestedWeightType == "bf16"  ? b.getBF16Type()
+                : requestedWeightType == "f16" ? b.getF16Type()
+                                               : b.getF32Type();
+    return RankedTensorType::get(info.shape, element);
+  };
   switch (info.dtype) {
-  case DType::F32: return RankedTensorType::get(info.shape, b.getF32Type());
-  case DType::F16: return RankedTensorType::get(info.shape, b.getF16Type());
-  case DType::BF16: return RankedTensorType::get(info.shape, b.getBF16Type());
+  case DType::F32: return floatType(b.getF32Type());
+  case DType::F16: return floatType(b.getF16Type());
+  case DType::BF16: return floatType(b.getBF16Type());
   case DType::Q8_0: return ggufType(llm::GGUFBlockType::q8_0, 8);
   case DType::Q4_0: return ggufType(llm::GGUFBlockType::q4_0, 4);
   case DType::Q4_K: return ggufType(llm::GGUFBlockType::q4_k, 4);
@@ -675,6 +685,11 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path
                       func::FuncDialect, arith::ArithDialect, tensor::TensorDialect>();
   if (options.cacheCapacity < 1)
     return createStringError(inconvertibleErrorCode(), "cache capacity must be positive");
+  if (!options.weightType.empty() && options.weightType != "bf16" &&
+      options.weightType != "f16" && options.weightType != "f32")
+    return createStringError(inconvertibleErrorCode(),
+                             "weight type '" + options.weightType +
+                                 "' is not one of bf16, f16, f32");
   if (sys::fs::is_directory(path)) {
     SmallString<256> configPath(path);
     sys::path::append(configPath, "config.json");
@@ -684,7 +699,7 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path
     if (Error err = readHFCheckpoint(path, store))
       return std::move(err);
     ModelBuilder builder(context, *config, store, Format::HF, path, "config.json",
-                         options.cacheCapacity);
+                         options);
     return builder.build();
   }
   if (!sys::fs::exists(path))
@@ -696,7 +711,7 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path
   if (!config)
     return config.takeError();
   ModelBuilder builder(context, *config, store, Format::GGUF, path, "its metadata",
-                       options.cacheCapacity);
+                       options);
   return builder.build();
 }
 

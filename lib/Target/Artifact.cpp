@@ -7,6 +7,9 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstring>
+#include <vector>
+
 using namespace llvm;
 
 namespace moir {
@@ -21,6 +24,64 @@ uint64_t fnv1a64(StringRef data, uint64_t seed) {
 }
 
 static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+/// float32 -> bfloat16, round to nearest even (NaN stays NaN).
+static uint16_t toBF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffff) > 0x7f800000)
+    return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+static float fromBF16(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+static float fromF16(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else { // subnormal: normalize
+      exp = 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3ff;
+      bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+static float toFloat(frontend::DType dtype, const uint8_t *p) {
+  uint16_t h;
+  switch (dtype) {
+  case frontend::DType::F32: {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  case frontend::DType::BF16:
+    std::memcpy(&h, p, 2);
+    return fromBF16(h);
+  default:
+    std::memcpy(&h, p, 2);
+    return fromF16(h);
+  }
+}
 
 static std::optional<frontend::DType> storedDType(StringRef dtype) {
   if (dtype == "f32") return frontend::DType::F32;
@@ -39,7 +100,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
     uint64_t offset = 0, bytes = 0;
   };
   std::vector<Region> regions(info.args.size());
-  uint64_t weightBytes = 0;
+  uint64_t weightBytes = 0, converted = 0, convertedBytes = 0;
   for (auto [i, arg] : llvm::enumerate(info.args)) {
     if (arg.kind != "weight")
       continue;
@@ -51,10 +112,16 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
       const frontend::TensorInfo *t = store.lookup(name);
       if (!t)
         return fail("weight '" + name + "' is not in the weight store");
-      if (t->dtype != *dtype)
+      bool floatStored = t->dtype == frontend::DType::F32 || t->dtype == frontend::DType::F16 ||
+                         t->dtype == frontend::DType::BF16;
+      if (t->dtype != *dtype && (!floatStored || *dtype == frontend::DType::F16))
         return fail("weight '" + name + "' is " + frontend::stringifyDType(t->dtype) +
                     " but the compiled code expects " + arg.dtype);
-      bytes += t->bytes;
+      if (t->dtype != *dtype) {
+        ++converted;
+        convertedBytes += t->bytes;
+      }
+      bytes += t->getNumElements() * frontend::getBlockBytes(*dtype);
     }
     weightBytes = align64(weightBytes);
     regions[i] = {weightBytes, bytes};
@@ -87,13 +154,40 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
         continue;
       visit(StringRef(zeros, regions[i].offset - at));
       at = regions[i].offset;
+      frontend::DType target = *storedDType(arg.dtype);
       for (const std::string &name : arg.names) {
-        ArrayRef<uint8_t> data = store.getData(*store.lookup(name));
-        visit(StringRef(reinterpret_cast<const char *>(data.data()), data.size()));
-        at += data.size();
+        const frontend::TensorInfo &t = *store.lookup(name);
+        ArrayRef<uint8_t> data = store.getData(t);
+        if (t.dtype == target) {
+          visit(StringRef(reinterpret_cast<const char *>(data.data()), data.size()));
+          at += data.size();
+          continue;
+        }
+        // Converted in chunks, never whole.
+        int64_t width = frontend::getBlockBytes(t.dtype), n = t.getNumElements();
+        std::vector<char> chunk;
+        for (int64_t i = 0; i < n; i += 65536) {
+          int64_t m = std::min<int64_t>(65536, n - i);
+          chunk.resize(m * frontend::getBlockBytes(target));
+          for (int64_t j = 0; j < m; ++j) {
+            float f = toFloat(t.dtype, data.data() + (i + j) * width);
+            if (target == frontend::DType::BF16) {
+              uint16_t h = toBF16(f);
+              std::memcpy(&chunk[j * 2], &h, 2);
+            } else {
+              std::memcpy(&chunk[j * 4], &f, 4);
+            }
+          }
+          visit(StringRef(chunk.data(), chunk.size()));
+          at += chunk.size();
+        }
       }
     }
   };
+  if (converted)
+    errs() << "moirc: warning: converted " << converted << " weight tensors ("
+           << format("%.1f", convertedBytes / 1e6)
+           << " MB as stored) to the precision the code was compiled for, while packing\n";
   uint64_t weightsHash = 0xcbf29ce484222325ull;
   visitWeights([&](StringRef piece) { weightsHash = fnv1a64(piece, weightsHash); });
   m << "checksum code " << format_hex_no_prefix(fnv1a64(code), 16) << " weights "

@@ -1,12 +1,16 @@
 //===- check_fixture.cpp - a compiled fixture against transformers ---------===//
 //
-// moir-check-fixture FIXTURE_DIR MODEL.moir [TOLERANCE]
+// moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] [--reference FILE]
+//                    [--logits-only]
 //
 // Runs the artifact through the runtime on the fixture's prompt and compares
-// with transformers' outputs in reference.safetensors: the prefill logits and
-// each greedy step's logits within TOLERANCE (default 1e-4) of the largest
-// reference |logit|, and the greedy tokens exactly. Prints one line per check
-// and exits non-zero on any failure.
+// with transformers' outputs in FILE (default reference.safetensors; the
+// fixtures also hold reference_bf16_weights.safetensors): the prefill logits and
+// each decode step's logits within TOLERANCE (default 1e-4) of the largest
+// reference |logit|. Decode steps are fed transformers' greedy tokens, and
+// each step's argmax must equal the next of them (so the greedy continuation
+// is identical), unless --logits-only (reduced-precision builds). Prints one
+// line per check and exits non-zero on any failure.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 using namespace moir::frontend;
@@ -52,12 +57,28 @@ double relativeError(const float *a, const float *b, size_t n) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    llvm::errs() << "usage: moir-check-fixture FIXTURE_DIR MODEL.moir [TOLERANCE]\n";
+    llvm::errs() << "usage: moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] "
+                    "[--reference FILE] [--logits-only]\n";
     return 2;
   }
-  double tolerance = argc > 3 ? std::atof(argv[3]) : 1e-4;
+  double tolerance = 1e-4;
+  bool checkTokens = true;
+  std::string reference = "reference.safetensors";
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--tolerance" && i + 1 < argc)
+      tolerance = std::atof(argv[++i]);
+    else if (a == "--reference" && i + 1 < argc)
+      reference = argv[++i];
+    else if (a == "--logits-only")
+      checkTokens = false;
+    else {
+      llvm::errs() << "moir-check-fixture: unknown argument '" << a << "'\n";
+      return 2;
+    }
+  }
   llvm::SmallString<256> refPath(argv[1]);
-  llvm::sys::path::append(refPath, "reference.safetensors");
+  llvm::sys::path::append(refPath, reference);
   WeightStore store;
   if (llvm::Error err = readSafetensors(refPath, store)) {
     llvm::errs() << llvm::toString(std::move(err)) << "\n";
@@ -90,15 +111,16 @@ int main(int argc, char **argv) {
                                prefillErr <= tolerance ? "ok" : "FAIL");
   ok &= prefillErr <= tolerance;
 
-  // Greedy continuation through the KV cache: step i's logits pick token i.
+  // Decode through the KV cache, fed transformers' greedy tokens; step i's
+  // logits must pick token i.
   std::vector<int64_t> generated;
   double worstStep = 0;
   const float *logits = moir_session_logits(session);
   for (size_t i = 0; i < expected.size(); ++i) {
     worstStep = std::max(worstStep, relativeError(logits, stepRef.data() + i * vocab, vocab));
-    int32_t next = std::max_element(logits, logits + vocab) - logits;
-    generated.push_back(next);
+    generated.push_back(std::max_element(logits, logits + vocab) - logits);
     if (i + 1 < expected.size()) {
+      int32_t next = static_cast<int32_t>(expected[i]);
       if (moir_session_run(session, &next, 1) != MOIR_OK) {
         llvm::errs() << moir_last_error() << "\n";
         return 1;
@@ -112,13 +134,15 @@ int main(int argc, char **argv) {
   llvm::outs() << "greedy tokens:";
   for (int64_t t : generated)
     llvm::outs() << " " << t;
-  llvm::outs() << (sameTokens ? " (identical to transformers)\n" : " FAIL: transformers gave");
-  if (!sameTokens) {
+  if (sameTokens) {
+    llvm::outs() << " (identical to transformers)\n";
+  } else {
+    llvm::outs() << (checkTokens ? " FAIL:" : " (differ; not checked):") << " transformers gave";
     for (int64_t t : expected)
       llvm::outs() << " " << t;
     llvm::outs() << "\n";
   }
-  ok &= worstStep <= tolerance && sameTokens;
+  ok &= worstStep <= tolerance && (sameTokens || !checkTokens);
   moir_session_destroy(session);
   moir_model_close(model);
   return ok ? 0 : 1;

@@ -43,6 +43,11 @@ static cl::opt<std::string> cpuName("cpu",
                                     cl::desc("CPU to generate code for (native, znver4, "
                                              "x86-64-v3, neoverse-v1, ...)"),
                                     cl::init("native"));
+static cl::opt<std::string>
+    weightType("weight-type",
+               cl::desc("element type of weight matrices in the artifact: bf16, f16 or "
+                        "f32 (default: as stored; conversions are reported)"),
+               cl::init(""));
 static cl::opt<std::string> triple("triple",
                                    cl::desc("target triple (default: the host's)"),
                                    cl::init(""));
@@ -76,6 +81,7 @@ int main(int argc, char **argv) {
   if (!llvm::StringRef(inputFile).ends_with(".mlir")) {
     moir::frontend::ImportOptions options;
     options.cacheCapacity = cacheCapacity;
+    options.weightType = weightType;
     auto imported = moir::frontend::importModel(context, inputFile, store, options);
     if (!imported) {
       llvm::errs() << "moirc: error: " << llvm::toString(imported.takeError()) << "\n";

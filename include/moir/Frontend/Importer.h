@@ -14,6 +14,11 @@ namespace moir::frontend {
 struct ImportOptions {
   /// Rows of the KV cache the model function takes (its capacity).
   int64_t cacheCapacity = 4096;
+  /// Element type for float weight matrices (rank >= 2): empty keeps the
+  /// stored type; "bf16", "f16" or "f32" asks for a conversion, which the
+  /// artifact writer performs while packing. Vectors (norms, biases) keep
+  /// their stored type.
+  std::string weightType;
 };
 
 /// Imports `path`: a Hugging Face checkpoint directory (config.json plus
