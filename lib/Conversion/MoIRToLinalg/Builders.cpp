@@ -32,6 +32,13 @@ Value toF32(OpBuilder &b, Location loc, Value v) {
   return arith::ExtFOp::create(b, loc, b.getF32Type(), v);
 }
 
+void multiplyAccumulate(OpBuilder &b, Location loc, ValueRange a) {
+  auto flags = arith::FastMathFlagsAttr::get(
+      b.getContext(), arith::FastMathFlags::contract | arith::FastMathFlags::reassoc);
+  Value p = arith::MulFOp::create(b, loc, toF32(b, loc, a[0]), toF32(b, loc, a[1]), flags);
+  linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2], flags).getResult());
+}
+
 Value f32Const(OpBuilder &b, Location loc, double value) {
   return arith::ConstantOp::create(b, loc, b.getF32Type(), b.getF32FloatAttr(value));
 }

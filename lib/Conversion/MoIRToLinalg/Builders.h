@@ -31,6 +31,11 @@ mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
 /// f32 of a value of any float type.
 mlir::Value toF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
 
+/// The body of a contraction: yields acc + ext(a) * ext(b) for block
+/// arguments (a, b, acc), as an FMA the backend may reassociate (so it can
+/// vectorize the reduction).
+void multiplyAccumulate(mlir::OpBuilder &b, mlir::Location loc, mlir::ValueRange args);
+
 mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double value);
 mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t value);
 

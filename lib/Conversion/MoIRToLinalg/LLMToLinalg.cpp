@@ -95,10 +95,7 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
     Value out = generic(b, loc, ValueRange{x, op.getWeight()}, init, {{m, k}, {n, k}, {m, n}},
-                        {par, par, red}, [](OpBuilder &b, Location loc, ValueRange a) {
-                          Value p = arith::MulFOp::create(b, loc, a[0], toF32(b, loc, a[1]));
-                          linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
-                        });
+                        {par, par, red}, multiplyAccumulate);
     b.replaceOp(op, out);
     return success();
   }
@@ -317,10 +314,7 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
     Value scores = generic(b, loc, ValueRange{op.getQuery(), k},
                            filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
                            {{t, h, d}, {s, h.floorDiv(group), d}, {t, h, s}}, {par, par, par, red},
-                           [](OpBuilder &b, Location loc, ValueRange a) {
-                             Value p = arith::MulFOp::create(b, loc, a[0], a[1]);
-                             linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
-                           });
+                           multiplyAccumulate);
     std::optional<int64_t> window;
     if (std::optional<uint64_t> w = op.getSlidingWindow())
       window = static_cast<int64_t>(*w);
@@ -332,10 +326,7 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
     AffineExpr dv = b.getAffineDimExpr(2), s2 = b.getAffineDimExpr(3);
     Value out = generic(b, loc, ValueRange{probs, v}, filled(b, loc, outSizes, b.getF32Type(), 0.0),
                         {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}}, {par, par, par, red},
-                        [](OpBuilder &b, Location loc, ValueRange a) {
-                          Value p = arith::MulFOp::create(b, loc, a[0], a[1]);
-                          linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
-                        });
+                        multiplyAccumulate);
     b.replaceOp(op, out);
     return success();
   }

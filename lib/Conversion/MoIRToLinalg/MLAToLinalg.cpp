@@ -22,11 +22,6 @@ namespace {
 constexpr auto par = utils::IteratorType::parallel;
 constexpr auto red = utils::IteratorType::reduction;
 
-Value multiplyAdd(OpBuilder &b, Location loc, ValueRange a) {
-  Value p = arith::MulFOp::create(b, loc, toF32(b, loc, a[0]), toF32(b, loc, a[1]));
-  return arith::AddFOp::create(b, loc, p, a[2]);
-}
-
 struct LowerAttend : OpRewritePattern<mla::AttendOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(mla::AttendOp op, PatternRewriter &b) const override {
@@ -45,34 +40,31 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     Value len = validLength(b, loc, op.getPositions(), capacity);
     Value latent = prefix(b, loc, op.getLatentCache(), len);
     Value kpe = prefix(b, loc, op.getRopeCache(), len);
-    auto multiplyAddBody = [](OpBuilder &b, Location loc, ValueRange a) {
-      linalg::YieldOp::create(b, loc, multiplyAdd(b, loc, a));
-    };
     AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
                d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
     // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
     Value qLat = generic(b, loc, ValueRange{op.getQNope(), kvb},
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
                          {{d0, d1, d3}, {d1 * stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
-                         multiplyAddBody);
+                         multiplyAccumulate);
     // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
     SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
     Value scores = generic(b, loc, ValueRange{qLat, latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
-                           {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAddBody);
+                           {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
     scores = generic(b, loc, ValueRange{op.getQPe(), kpe}, scores,
-                     {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAddBody);
+                     {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
     (void)ropeDim;
     Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
                                 std::nullopt);
     // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
     Value oLat = generic(b, loc, ValueRange{probs, latent},
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
-                         {{d0, d1, d3}, {d3, d2}, {d0, d1, d2}}, {par, par, par, red}, multiplyAddBody);
+                         {{d0, d1, d3}, {d3, d2}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
     // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
     Value out = generic(b, loc, ValueRange{oLat, kvb},
                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(vDim)}, b.getF32Type(), 0.0),
                         {{d0, d1, d3}, {d1 * stride + nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                        multiplyAddBody);
+                        multiplyAccumulate);
     b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), out).getResult());
     return success();
   }

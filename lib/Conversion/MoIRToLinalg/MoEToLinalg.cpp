@@ -260,10 +260,7 @@ Value expertMatmul(OpBuilder &b, Location loc, Value rows, Value stacked, Value 
   AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, rows, 0), b.getIndexAttr(out)};
   return generic(b, loc, ValueRange{rows, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
-                 {{m, k}, {n, k}, {m, n}}, {par, par, red}, [](OpBuilder &b, Location loc, ValueRange a) {
-                   Value p = arith::MulFOp::create(b, loc, a[0], toF32(b, loc, a[1]));
-                   linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, p, a[2]).getResult());
-                 });
+                 {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate);
 }
 
 struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {

@@ -1,0 +1,201 @@
+//===- moir-make-model.cpp - deterministic random checkpoints ---------------===//
+//
+// moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench]
+//                         [--dtype bf16|f32] [--seed N]
+//
+// Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
+// given shape with deterministic random weights: the main job's default model
+// and the benchmarks' models. Weights ~ N(0, 0.02)-ish uniform, norms 1.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Shape {
+  std::string name, arch;
+  int64_t hidden, layers, heads, kvHeads, ffn, experts, topK, vocab;
+  // DeepSeek-V2-Lite: MLA and shared experts, dense first layer.
+  int64_t kvLora = 0, nope = 0, rope = 0, vDim = 0, moeFFN = 0, shared = 0, firstDense = 0;
+};
+
+const Shape kShapes[] = {
+    {"mixtral-demo", "MixtralForCausalLM", 1024, 4, 16, 4, 2816, 8, 2, 32000},
+    {"mixtral-bench", "MixtralForCausalLM", 1024, 8, 16, 4, 2816, 8, 2, 32000},
+    {"deepseek-v2-lite-bench", "DeepseekV2ForCausalLM", 1024, 27, 16, 16, 2816, 64, 6, 32000,
+     512, 128, 64, 128, 256, 2, 1},
+};
+
+struct Tensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool isNorm;
+};
+
+uint64_t state;
+uint32_t next() {
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return static_cast<uint32_t>(state >> 16);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    llvm::errs() << "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N]\n";
+    return 2;
+  }
+  std::string out = argv[1], shapeName = "mixtral-demo", dtype = "bf16";
+  state = 0x9e3779b97f4a7c15ull;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--shape") shapeName = argv[i + 1];
+    else if (a == "--dtype") dtype = argv[i + 1];
+    else if (a == "--seed") state ^= std::strtoull(argv[i + 1], nullptr, 10) * 0x2545f4914f6cdd1dull;
+  }
+  const Shape *s = nullptr;
+  for (const Shape &c : kShapes)
+    if (c.name == shapeName)
+      s = &c;
+  if (!s || (dtype != "bf16" && dtype != "f32")) {
+    llvm::errs() << "moir-make-model: unknown --shape or --dtype\n";
+    return 2;
+  }
+  bool mla = s->kvLora > 0;
+  int64_t hd = s->hidden / s->heads;
+  std::vector<Tensor> tensors;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool norm = false) {
+    tensors.push_back({std::move(name), std::move(shape), norm});
+  };
+  add("model.embed_tokens.weight", {s->vocab, s->hidden});
+  for (int64_t l = 0; l < s->layers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {s->hidden}, true);
+    add(p + "post_attention_layernorm.weight", {s->hidden}, true);
+    if (mla) {
+      add(p + "self_attn.q_proj.weight", {s->heads * (s->nope + s->rope), s->hidden});
+      add(p + "self_attn.kv_a_proj_with_mqa.weight", {s->kvLora + s->rope, s->hidden});
+      add(p + "self_attn.kv_a_layernorm.weight", {s->kvLora}, true);
+      add(p + "self_attn.kv_b_proj.weight", {s->heads * (s->nope + s->vDim), s->kvLora});
+      add(p + "self_attn.o_proj.weight", {s->hidden, s->heads * s->vDim});
+    } else {
+      add(p + "self_attn.q_proj.weight", {s->heads * hd, s->hidden});
+      add(p + "self_attn.k_proj.weight", {s->kvHeads * hd, s->hidden});
+      add(p + "self_attn.v_proj.weight", {s->kvHeads * hd, s->hidden});
+      add(p + "self_attn.o_proj.weight", {s->hidden, s->heads * hd});
+    }
+    if (mla && l < s->firstDense) {
+      add(p + "mlp.gate_proj.weight", {s->ffn, s->hidden});
+      add(p + "mlp.up_proj.weight", {s->ffn, s->hidden});
+      add(p + "mlp.down_proj.weight", {s->hidden, s->ffn});
+      continue;
+    }
+    std::string moe = p + (mla ? "mlp." : "block_sparse_moe.");
+    int64_t ffn = mla ? s->moeFFN : s->ffn;
+    add(moe + "gate.weight", {s->experts, s->hidden});
+    for (int64_t e = 0; e < s->experts; ++e) {
+      std::string x = moe + "experts." + std::to_string(e) + ".";
+      add(x + (mla ? "gate_proj" : "w1") + ".weight", {ffn, s->hidden});
+      add(x + (mla ? "up_proj" : "w3") + ".weight", {ffn, s->hidden});
+      add(x + (mla ? "down_proj" : "w2") + ".weight", {s->hidden, ffn});
+    }
+    if (mla) {
+      int64_t sh = s->shared * s->moeFFN;
+      add(moe + "shared_experts.gate_proj.weight", {sh, s->hidden});
+      add(moe + "shared_experts.up_proj.weight", {sh, s->hidden});
+      add(moe + "shared_experts.down_proj.weight", {s->hidden, sh});
+    }
+  }
+  add("model.norm.weight", {s->hidden}, true);
+  add("lm_head.weight", {s->vocab, s->hidden});
+
+  int width = dtype == "bf16" ? 2 : 4;
+  std::string header = "{";
+  uint64_t offset = 0;
+  for (const Tensor &t : tensors) {
+    uint64_t n = 1;
+    std::string dims;
+    for (int64_t d : t.shape) {
+      n *= d;
+      dims += (dims.empty() ? "" : ",") + std::to_string(d);
+    }
+    header += (header.size() > 1 ? "," : "") + std::string("\"") + t.name + "\":{\"dtype\":\"" +
+              (width == 2 ? "BF16" : "F32") + "\",\"shape\":[" + dims + "],\"data_offsets\":[" +
+              std::to_string(offset) + "," + std::to_string(offset + n * width) + "]}";
+    offset += n * width;
+  }
+  header += "}";
+  while (header.size() % 8)
+    header += ' ';
+
+  if (std::error_code ec = llvm::sys::fs::create_directories(out)) {
+    llvm::errs() << "moir-make-model: " << out << ": " << ec.message() << "\n";
+    return 1;
+  }
+  std::error_code ec;
+  llvm::raw_fd_ostream st(out + "/model.safetensors", ec);
+  if (ec) {
+    llvm::errs() << "moir-make-model: " << ec.message() << "\n";
+    return 1;
+  }
+  uint64_t headerBytes = header.size();
+  st.write(reinterpret_cast<const char *>(&headerBytes), 8);
+  st << header;
+  std::vector<char> buffer;
+  for (const Tensor &t : tensors) {
+    uint64_t n = 1;
+    for (int64_t d : t.shape)
+      n *= d;
+    // Scale ~ 1/sqrt(fan-in) keeps activations O(1) through the layers.
+    float scale = t.isNorm ? 0.0f : 1.7f / std::sqrt(static_cast<float>(t.shape.back()));
+    buffer.resize(n * width);
+    for (uint64_t i = 0; i < n; ++i) {
+      float u = (next() & 0xffff) / 32768.0f - 1.0f;
+      float v = t.isNorm ? 1.0f + 0.1f * u : scale * u;
+      if (width == 4) {
+        std::memcpy(&buffer[i * 4], &v, 4);
+      } else {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        uint16_t h = static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+        std::memcpy(&buffer[i * 2], &h, 2);
+      }
+    }
+    st.write(buffer.data(), buffer.size());
+  }
+  llvm::raw_fd_ostream cfg(out + "/config.json", ec);
+  if (mla)
+    cfg << "{\"architectures\": [\"" << s->arch << "\"], \"model_type\": \"deepseek_v2\", "
+        << "\"hidden_size\": " << s->hidden << ", \"intermediate_size\": " << s->ffn
+        << ", \"moe_intermediate_size\": " << s->moeFFN << ", \"num_hidden_layers\": " << s->layers
+        << ", \"num_attention_heads\": " << s->heads << ", \"num_key_value_heads\": " << s->heads
+        << ", \"n_routed_experts\": " << s->experts << ", \"num_experts_per_tok\": " << s->topK
+        << ", \"n_shared_experts\": " << s->shared << ", \"first_k_dense_replace\": " << s->firstDense
+        << ", \"kv_lora_rank\": " << s->kvLora << ", \"q_lora_rank\": null, \"qk_nope_head_dim\": "
+        << s->nope << ", \"qk_rope_head_dim\": " << s->rope << ", \"v_head_dim\": " << s->vDim
+        << ", \"topk_method\": \"greedy\", \"norm_topk_prob\": false, \"routed_scaling_factor\": 1.0"
+        << ", \"vocab_size\": " << s->vocab << ", \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, "
+        << "\"hidden_act\": \"silu\", \"tie_word_embeddings\": false}\n";
+  else
+    cfg << "{\"architectures\": [\"" << s->arch << "\"], \"model_type\": \"mixtral\", "
+        << "\"hidden_size\": " << s->hidden << ", \"intermediate_size\": " << s->ffn
+        << ", \"num_hidden_layers\": " << s->layers << ", \"num_attention_heads\": " << s->heads
+        << ", \"num_key_value_heads\": " << s->kvHeads << ", \"num_local_experts\": " << s->experts
+        << ", \"num_experts_per_tok\": " << s->topK << ", \"vocab_size\": " << s->vocab
+        << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 1000000.0, \"hidden_act\": \"silu\", "
+        << "\"tie_word_embeddings\": false}\n";
+  llvm::outs() << "moir-make-model: " << s->name << " (" << dtype << ", "
+               << llvm::format("%.2f", offset / 1e9) << " GB of weights) in " << out << "\n";
+  return 0;
+}
