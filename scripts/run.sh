@@ -1,38 +1,44 @@
 #!/usr/bin/env bash
-# MoIR's main job, as far as the compiler goes today: set up and build, import
-# a checkpoint (Hugging Face folder or GGUF file), run it through the compile
-# phases that exist (input -> graph), and show the op census of each phase.
+# MoIR's main job: set up and build, compile a model for this machine's CPU,
+# generate tokens with the runtime, and report tokens/s and the fraction of
+# the memory-bandwidth bound reached.
 #
-#   scripts/run.sh [MODEL]     (default: test/fixtures/mixtral, a tiny random Mixtral)
+#   scripts/run.sh [MODEL] [-n TOKENS]
 #
-# The phases' IR lands in build/run/<name>.{input,graph}.mlir.
+# MODEL: a Hugging Face checkpoint folder or a GGUF file. Without one, a
+# Mixtral-shaped MoE (hidden 1024, 4 layers, 8 experts top-2, vocab 32000,
+# bf16, 0.7 GB) with deterministic random weights is made on first use in
+# build/models/mixtral-demo.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 
-case "${1:-}" in
-  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-esac
-model="${1:-$root/test/fixtures/mixtral}"
+model=""
+steps=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -n) steps="$2"; shift 2 ;;
+    *) model="$1"; shift ;;
+  esac
+done
 
 mkdir -p "$build"
 echo "== building MoIR (first run installs LLVM/MLIR 22; log: $build/build.log)"
 bash "$root/scripts/build.sh" > "$build/build.log" 2>&1 || { cat "$build/build.log" >&2; exit 1; }
 
-out="$build/run"
-mkdir -p "$out"
-if [ -d "$model" ]; then
-  name="$(basename "${model%/}")"
-else
-  name="$(basename "$(dirname "$model")")-$(basename "${model%.*}")"
+models="$build/models"
+mkdir -p "$models"
+if [ -z "$model" ]; then
+  model="$models/mixtral-demo"
+  [ -f "$model/model.safetensors" ] || "$build/bin/moir-make-model" "$model" --shape mixtral-demo --dtype bf16
 fi
-census() {
-  "$build/bin/moir-opt" "$1" --print-op-stats -o /dev/null 2>&1 \
-    | grep -E "llm\.|moe\.|mla\." | sed 's/^ */  /'
-}
-for phase in input graph; do
-  "$build/bin/moirc" "$model" --compile-to=$phase -o "$out/$name.$phase.mlir"
-  echo "== $name: $phase phase ($out/$name.$phase.mlir)"
-  census "$out/$name.$phase.mlir"
-done
-echo "== $name: imported and compiled to the graph phase; $(grep -c 'llm.weight\|llm.stacked_weight' "$out/$name.graph.mlir") weight references into the checkpoint, none embedded"
+if [ -d "$model" ]; then name="$(basename "${model%/}")"; else name="$(basename "${model%.*}")"; fi
+artifact="$models/$name.moir"
+echo "== compiling $model for this CPU -> $artifact"
+SECONDS=0
+"$build/bin/moirc" "$model" --target=cpu --cpu=native --cache-capacity=2048 -o "$artifact"
+echo "   compiled in ${SECONDS} s"
+echo "== generating $steps tokens after a 16-token prompt"
+"$build/bin/moir-run" "$artifact" --tokens 1,15043,29871,29896,29889,450,4996,17354,1701,29916,432,17204,975,278,17366,11203 \
+  -n "$steps" --bandwidth 2>&1 | sed 's/^/   /' | sed 's/generated:\(.\{0,120\}\).*/generated:\1 .../'

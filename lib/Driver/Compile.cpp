@@ -5,7 +5,11 @@
 #include "moir/Target/Artifact.h"
 #include "moir/Target/CPU/CPUTarget.h"
 
+#include "LLM/IR/LLMOps.h"
+#include "MoE/IR/MoEOps.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/StringExtras.h"
 
 using namespace mlir;
 using namespace llvm;
@@ -30,8 +34,32 @@ static Error fail(const Twine &message) {
 Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
                       const TargetOptions &options, StringRef outputPath) {
   MLIRContext *context = module.getContext();
+  PassManager toGraph(context);
+  buildGraphPipeline(toGraph, GraphPipelineOptions());
+  if (failed(toGraph.run(module)))
+    return fail("compiling to the graph phase failed");
+  // What a decode step reads of each weight, keyed by the names it holds.
+  llvm::StringMap<std::pair<double, bool>> reads;
+  auto key = [](Value v) -> std::string {
+    if (auto ref = v.getDefiningOp<llm::WeightRefOpInterface>())
+      return llvm::join(ref.getWeightNames(), ",");
+    return "";
+  };
+  module.walk([&](Operation *op) {
+    if (auto embedding = dyn_cast<llm::EmbeddingOp>(op))
+      reads[key(embedding.getTable())] = {1.0, true};
+    if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
+      auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>();
+      auto route = dispatch ? dispatch.getIds().getDefiningOp<moe::RouteOp>() : nullptr;
+      if (!route)
+        return;
+      double fraction = static_cast<double>(route.getRouting().getTopK()) /
+                        static_cast<double>(dispatch.getNumExperts());
+      for (Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
+        reads[key(w)] = {fraction, false};
+    }
+  });
   PassManager toLinalg(context);
-  buildGraphPipeline(toLinalg, GraphPipelineOptions());
   cpu::buildLoweringToLinalgPipeline(toLinalg);
   if (failed(toLinalg.run(module)))
     return fail("lowering to linalg failed");
@@ -56,9 +84,13 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
     }
     arg.kind = i == 0 ? "tokens" : i == 1 ? "positions" : i == 2 ? "offset"
                : i < firstWeight ? "cache" : "weight";
-    if (arg.kind == "weight")
+    if (arg.kind == "weight") {
       for (Attribute name : cast<ArrayAttr>(weights[i - firstWeight]))
         arg.names.push_back(cast<StringAttr>(name).getValue().str());
+      auto it = reads.find(llvm::join(arg.names, ","));
+      if (it != reads.end())
+        std::tie(arg.decodeFraction, arg.gathered) = it->second;
+    }
     info.args.push_back(std::move(arg));
   }
   auto logits = cast<RankedTensorType>(func.getResultTypes()[0]);

@@ -144,6 +144,26 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
     m << "\n";
   }
 
+  // What one decode step reads and computes, for rooflines.
+  double decodeBytes = 0, decodeFlops = 0;
+  for (auto [i, arg] : llvm::enumerate(info.args)) {
+    if (arg.kind != "weight")
+      continue;
+    int64_t elements = 1;
+    for (int64_t d : arg.shape)
+      elements *= d;
+    if (arg.gathered) {
+      decodeBytes += static_cast<double>(regions[i].bytes) / arg.shape[0];
+      continue;
+    }
+    decodeBytes += arg.decodeFraction * regions[i].bytes;
+    // Matrices multiply each element read once (a multiply and an add).
+    if (arg.shape.size() >= 2)
+      decodeFlops += 2.0 * arg.decodeFraction * elements;
+  }
+  m << "decode weight_bytes " << static_cast<uint64_t>(decodeBytes) << " flops "
+    << static_cast<uint64_t>(decodeFlops) << "\n";
+
   // The weights section, streamed from the mapped checkpoint (never held in
   // memory whole): `visit` sees it piece by piece, zero padding included.
   auto visitWeights = [&](function_ref<void(StringRef)> visit) {

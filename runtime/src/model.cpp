@@ -87,6 +87,11 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       *codeChecksum = std::stoull(codeHex, nullptr, 16);
       m->weightsChecksum = std::stoull(weightsHex, nullptr, 16);
       sawChecksum = true;
+    } else if (key == "decode") {
+      std::string b, f;
+      if (!(words >> b >> m->decodeWeightBytes >> f >> m->decodeFlops) || b != "weight_bytes" ||
+          f != "flops")
+        return bad("malformed decode line");
     } else if (!key.empty()) {
       return bad("unknown key '" + key + "'");
     }
@@ -163,6 +168,10 @@ extern "C" const char *moir_model_manifest(const moir_model *m) { return m->mani
 extern "C" int64_t moir_model_vocab_size(const moir_model *m) { return m->vocab; }
 extern "C" int64_t moir_model_capacity(const moir_model *m) { return m->capacity; }
 extern "C" uint64_t moir_model_weight_bytes(const moir_model *m) { return m->weightBytes; }
+extern "C" uint64_t moir_model_decode_weight_bytes(const moir_model *m) {
+  return m->decodeWeightBytes;
+}
+extern "C" uint64_t moir_model_decode_flops(const moir_model *m) { return m->decodeFlops; }
 
 extern "C" moir_status moir_model_verify_weights(const moir_model *m) {
   if (fnv1a64(m->weights, m->weightBytes) != m->weightsChecksum)

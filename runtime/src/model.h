@@ -41,6 +41,7 @@ struct moir_model {
   const uint8_t *weights = nullptr;
   uint64_t weightBytes = 0;
   uint64_t weightsChecksum = 0;
+  uint64_t decodeWeightBytes = 0, decodeFlops = 0;
   moir::rt::Driver *driver = nullptr;
 };
 

@@ -30,6 +30,11 @@ struct ArtifactArg {
   llvm::SmallVector<int64_t> shape;
   /// Weight-store tensors packed into this argument (weights only).
   llvm::SmallVector<std::string> names;
+  /// The fraction of this weight one decode step reads: 1 for dense weights,
+  /// top_k / experts for stacked experts; rows gathered (the embedding table)
+  /// read one row and do no arithmetic.
+  double decodeFraction = 1.0;
+  bool gathered = false;
 };
 
 struct ArtifactInfo {
@@ -38,6 +43,7 @@ struct ArtifactInfo {
   std::string family;
   int64_t vocab = 0, layers = 0, capacity = 0;
   std::vector<ArtifactArg> args;
+
 };
 
 /// Writes the artifact; weights are copied from `store` in argument order.

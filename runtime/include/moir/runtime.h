@@ -61,8 +61,13 @@ const char *moir_model_manifest(const moir_model *model);
 int64_t moir_model_vocab_size(const moir_model *model);
 /* KV-cache rows the model was compiled for. */
 int64_t moir_model_capacity(const moir_model *model);
-/* Bytes of weights the model reads. */
+/* Bytes of weights the model holds. */
 uint64_t moir_model_weight_bytes(const moir_model *model);
+/* Weight bytes one decode step reads (dense weights, the selected experts'
+ * share of the expert weights, one embedding row) and the matmul FLOPs it
+ * does, as the compiler counted them: the inputs of a decode roofline. */
+uint64_t moir_model_decode_weight_bytes(const moir_model *model);
+uint64_t moir_model_decode_flops(const moir_model *model);
 /* Verifies the weights' checksum (reads every weight byte once). */
 moir_status moir_model_verify_weights(const moir_model *model);
 
