@@ -141,7 +141,9 @@ public:
         store(store), format(format), source(source),
         configSource(configSource), capacity(options.cacheCapacity),
         requestedWeightType(options.weightType) {
-    loc = FileLineColLoc::get(&context, source, 0, 0);
+    // Named locations (layer by layer, below) tell diagnostics where an op
+    // came from; a file:line location would mean nothing for a checkpoint.
+    loc = NameLoc::get(StringAttr::get(&context, source));
   }
 
   Expected<OwningOpRef<ModuleOp>> build();
@@ -590,7 +592,9 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     return fin();
   Value h = llm::EmbeddingOp::create(b, loc, act({ShapedType::kDynamic, hidden}), ids, embed);
   SmallVector<Value> newCaches;
+  Location modelLoc = loc;
   for (int64_t l = 0; l < c.layers; ++l) {
+    loc = NameLoc::get(b.getStringAttr(source + ": layer " + std::to_string(l)));
     Value norm1 = layerWeight(Role::AttnNorm, l, {hidden});
     if (!norm1)
       return fin();
@@ -608,6 +612,7 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
       return fin();
     h = arith::AddFOp::create(b, loc, h, *y);
   }
+  loc = modelLoc;
   Value finalNorm = weight(format == Format::GGUF ? "output_norm.weight" : "model.norm.weight", {hidden});
   if (!finalNorm)
     return fin();
