@@ -32,6 +32,11 @@ Value toF32(OpBuilder &b, Location loc, Value v) {
   return arith::ExtFOp::create(b, loc, b.getF32Type(), v);
 }
 
+Value markParallel(Value result) {
+  result.getDefiningOp()->setAttr(kParallelAttr, UnitAttr::get(result.getContext()));
+  return result;
+}
+
 void multiplyAccumulate(OpBuilder &b, Location loc, ValueRange a) {
   auto flags = arith::FastMathFlagsAttr::get(
       b.getContext(), arith::FastMathFlags::contract | arith::FastMathFlags::reassoc);

@@ -23,6 +23,11 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
                     llvm::ArrayRef<mlir::utils::IteratorType> iterators,
                     BodyFn body);
 
+/// Marks a linalg op worth splitting across cores (its parallel loops run on
+/// the runtime's thread pool; small element-wise ops stay serial).
+constexpr llvm::StringLiteral kParallelAttr = "moir.parallel";
+mlir::Value markParallel(mlir::Value linalgResult);
+
 /// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.
 mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
                    llvm::ArrayRef<mlir::OpFoldResult> sizes, mlir::Type type,

@@ -94,8 +94,9 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     } else {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
-    Value out = generic(b, loc, ValueRange{x, op.getWeight()}, init, {{m, k}, {n, k}, {m, n}},
-                        {par, par, red}, multiplyAccumulate);
+    Value out = markParallel(generic(b, loc, ValueRange{x, op.getWeight()}, init,
+                                     {{m, k}, {n, k}, {m, n}}, {par, par, red},
+                                     multiplyAccumulate));
     b.replaceOp(op, out);
     return success();
   }
@@ -311,10 +312,10 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
                d = b.getAffineDimExpr(3);
     Value tokens = tensor::DimOp::create(b, loc, op.getQuery(), 0);
     SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
-    Value scores = generic(b, loc, ValueRange{op.getQuery(), k},
+    Value scores = markParallel(generic(b, loc, ValueRange{op.getQuery(), k},
                            filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
                            {{t, h, d}, {s, h.floorDiv(group), d}, {t, h, s}}, {par, par, par, red},
-                           multiplyAccumulate);
+                           multiplyAccumulate));
     std::optional<int64_t> window;
     if (std::optional<uint64_t> w = op.getSlidingWindow())
       window = static_cast<int64_t>(*w);
@@ -324,9 +325,10 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
                                           b.getIndexAttr(vType.getDimSize(2))};
     // (t, h, dv, s)
     AffineExpr dv = b.getAffineDimExpr(2), s2 = b.getAffineDimExpr(3);
-    Value out = generic(b, loc, ValueRange{probs, v}, filled(b, loc, outSizes, b.getF32Type(), 0.0),
-                        {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}}, {par, par, par, red},
-                        multiplyAccumulate);
+    Value out = markParallel(generic(b, loc, ValueRange{probs, v},
+                                     filled(b, loc, outSizes, b.getF32Type(), 0.0),
+                                     {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}},
+                                     {par, par, par, red}, multiplyAccumulate));
     b.replaceOp(op, out);
     return success();
   }

@@ -43,10 +43,10 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
                d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
     // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
-    Value qLat = generic(b, loc, ValueRange{op.getQNope(), kvb},
+    Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), kvb},
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
                          {{d0, d1, d3}, {d1 * stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
-                         multiplyAccumulate);
+                         multiplyAccumulate));
     // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
     SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
     Value scores = generic(b, loc, ValueRange{qLat, latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
@@ -61,10 +61,10 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
                          {{d0, d1, d3}, {d3, d2}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
     // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-    Value out = generic(b, loc, ValueRange{oLat, kvb},
+    Value out = markParallel(generic(b, loc, ValueRange{oLat, kvb},
                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(vDim)}, b.getF32Type(), 0.0),
                         {{d0, d1, d3}, {d1 * stride + nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                        multiplyAccumulate);
+                        multiplyAccumulate));
     b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), out).getResult());
     return success();
   }

@@ -259,8 +259,8 @@ Value expertMatmul(OpBuilder &b, Location loc, Value rows, Value stacked, Value 
       ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
   AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, rows, 0), b.getIndexAttr(out)};
-  return generic(b, loc, ValueRange{rows, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
-                 {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate);
+  return markParallel(generic(b, loc, ValueRange{rows, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
+                              {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate));
 }
 
 struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {

@@ -4,11 +4,14 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 
 namespace moir {
 #define GEN_PASS_DEF_CPUPREPAREABIPASS
 #define GEN_PASS_DEF_CPUEXPORTENTRYPASS
+#define GEN_PASS_DEF_CPUPARALLELIZEPASS
 #include "moir/Target/CPU/Passes.h.inc"
 } // namespace moir
 
@@ -98,6 +101,25 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
     }
     LLVM::CallOp::create(b, loc, forward, args);
     LLVM::ReturnOp::create(b, loc, ValueRange{});
+  }
+};
+
+struct CPUParallelizePass : moir::impl::CPUParallelizePassBase<CPUParallelizePass> {
+  void runOnOperation() override {
+    SmallVector<linalg::LinalgOp> marked;
+    getOperation()->walk([&](linalg::LinalgOp op) {
+      if (op->hasAttr("moir.parallel") && op.hasPureBufferSemantics())
+        marked.push_back(op);
+    });
+    IRRewriter rewriter(&getContext());
+    for (linalg::LinalgOp op : marked) {
+      rewriter.setInsertionPoint(op);
+      if (failed(linalg::linalgOpToParallelLoops(rewriter, op))) {
+        op->emitError("cannot give this op parallel loops");
+        return signalPassFailure();
+      }
+      rewriter.eraseOp(op);
+    }
   }
 };
 

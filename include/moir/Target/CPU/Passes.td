@@ -29,4 +29,17 @@ def CPUExportEntryPass : Pass<"moir-cpu-export-entry", "mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
+def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
+  let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";
+  let description = [{
+    The lowering marks the contractions worth splitting across cores
+    (projections, expert matmuls, attention); this pass gives them parallel
+    loops (`linalgOpToParallelLoops`), which `convert-scf-to-openmp` turns into
+    OpenMP worksharing loops run by the runtime's thread pool. Other linalg
+    ops keep sequential loops: a fork per small element-wise op would cost
+    more than it saves.
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect"];
+}
+
 #endif // MOIR_TARGET_CPU_PASSES

@@ -1,0 +1,214 @@
+// The runtime's thread pool, behind the small part of the OpenMP runtime ABI
+// (libomp's __kmpc_* entry points) that MLIR's OpenMP lowering emits for a
+// parallel loop: fork a team, split the iterations statically, barrier.
+// Compiled code calls these; they are resolved from this library when the
+// runtime loads the code, so artifacts need no libomp.
+#include "moir/runtime.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Microtask = void (*)(int32_t *, int32_t *, ...);
+
+thread_local int32_t threadId = 0;
+thread_local bool inTeam = false;
+
+class Pool {
+public:
+  static Pool &get() {
+    static Pool pool;
+    return pool;
+  }
+
+  int32_t size() const { return static_cast<int32_t>(workers.size()) + 1; }
+
+  /// Runs fn(t) for t in [0, size()) on the team; the caller is thread 0.
+  template <typename Fn> void run(Fn &&fn) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      task = [&fn](int32_t t) { fn(t); };
+      pending = static_cast<int32_t>(workers.size());
+      ++generation;
+    }
+    wake.notify_all();
+    threadId = 0;
+    inTeam = true;
+    fn(0);
+    inTeam = false;
+    std::unique_lock<std::mutex> lock(mutex);
+    done.wait(lock, [&] { return pending == 0; });
+    task = nullptr;
+  }
+
+  /// A sense-reversing barrier across the team.
+  void barrier() {
+    int32_t n = size();
+    if (n == 1)
+      return;
+    bool sense = !barrierSense.load(std::memory_order_relaxed);
+    if (barrierCount.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+      barrierCount.store(0, std::memory_order_relaxed);
+      barrierSense.store(sense, std::memory_order_release);
+      return;
+    }
+    while (barrierSense.load(std::memory_order_acquire) != sense)
+      std::this_thread::yield();
+  }
+
+private:
+  Pool() {
+    unsigned n = std::thread::hardware_concurrency();
+    if (const char *env = std::getenv("MOIR_NUM_THREADS"))
+      n = static_cast<unsigned>(std::atoi(env));
+    n = n ? n : 1;
+    for (unsigned t = 1; t < n; ++t)
+      workers.emplace_back([this, t] { work(static_cast<int32_t>(t)); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stopping = true;
+      ++generation;
+    }
+    wake.notify_all();
+    for (std::thread &w : workers)
+      w.join();
+  }
+
+  void work(int32_t t) {
+    uint64_t seen = 0;
+    for (;;) {
+      std::function<void(int32_t)> mine;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        wake.wait(lock, [&] { return generation != seen; });
+        seen = generation;
+        if (stopping)
+          return;
+        mine = task;
+      }
+      threadId = t;
+      inTeam = true;
+      mine(t);
+      inTeam = false;
+      std::lock_guard<std::mutex> lock(mutex);
+      if (--pending == 0)
+        done.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers;
+  std::mutex mutex;
+  std::condition_variable wake, done;
+  std::function<void(int32_t)> task;
+  int32_t pending = 0;
+  uint64_t generation = 0;
+  bool stopping = false;
+  std::atomic<int32_t> barrierCount{0};
+  std::atomic<bool> barrierSense{false};
+};
+
+/// Threads in the current team: the pool inside a fork, 1 outside or nested.
+int32_t teamSize() { return inTeam && Pool::get().size() > 1 ? Pool::get().size() : 1; }
+
+template <typename T>
+void staticInit(int32_t gtid, int32_t *lastIter, T *lower, T *upper, T *stride, T incr) {
+  int32_t n = teamSize();
+  if (n == 1 || incr == 0) {
+    if (lastIter)
+      *lastIter = 1;
+    *stride = *upper - *lower + 1;
+    return;
+  }
+  // Inclusive bounds; split the trip count into n near-equal chunks.
+  T trips = (*upper - *lower) / incr + 1;
+  T chunk = trips / n, extra = trips % n;
+  T t = static_cast<T>(gtid);
+  T begin = t * chunk + (t < extra ? t : extra);
+  T count = chunk + (t < extra ? 1 : 0);
+  T first = *lower + begin * incr;
+  if (count == 0) {
+    *lower = *upper + incr; // empty
+  } else {
+    *lower = first;
+    *upper = first + (count - 1) * incr;
+  }
+  if (lastIter)
+    *lastIter = (t == static_cast<T>(n - 1));
+  *stride = trips * incr;
+}
+
+} // namespace
+
+extern "C" {
+
+int32_t __kmpc_global_thread_num(void *) { return inTeam ? threadId : 0; }
+
+void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
+  // MLIR's OpenMP lowering passes the captured values as one aggregate.
+  va_list ap;
+  va_start(ap, task);
+  void *args[4] = {};
+  for (int32_t i = 0; i < argc && i < 4; ++i)
+    args[i] = va_arg(ap, void *);
+  va_end(ap);
+  auto invoke = [&](int32_t t) {
+    int32_t gtid = t, btid = t;
+    switch (argc) {
+    case 0: task(&gtid, &btid); break;
+    case 1: task(&gtid, &btid, args[0]); break;
+    case 2: task(&gtid, &btid, args[0], args[1]); break;
+    case 3: task(&gtid, &btid, args[0], args[1], args[2]); break;
+    default: task(&gtid, &btid, args[0], args[1], args[2], args[3]); break;
+    }
+  };
+  if (inTeam || Pool::get().size() == 1) {
+    // Nested regions run on the calling thread alone.
+    bool wasInTeam = inTeam;
+    int32_t wasId = threadId;
+    inTeam = false;
+    invoke(0);
+    inTeam = wasInTeam;
+    threadId = wasId;
+    return;
+  }
+  Pool::get().run(invoke);
+}
+
+void __kmpc_for_static_init_4(void *, int32_t gtid, int32_t, int32_t *last, int32_t *lo,
+                              int32_t *hi, int32_t *stride, int32_t incr, int32_t) {
+  staticInit<int32_t>(gtid, last, lo, hi, stride, incr);
+}
+void __kmpc_for_static_init_4u(void *, int32_t gtid, int32_t, int32_t *last, uint32_t *lo,
+                               uint32_t *hi, int32_t *stride, int32_t incr, int32_t) {
+  uint32_t s = 0;
+  staticInit<uint32_t>(gtid, last, lo, hi, &s, static_cast<uint32_t>(incr));
+  *stride = static_cast<int32_t>(s);
+}
+void __kmpc_for_static_init_8(void *, int32_t gtid, int32_t, int32_t *last, int64_t *lo,
+                              int64_t *hi, int64_t *stride, int64_t incr, int64_t) {
+  staticInit<int64_t>(gtid, last, lo, hi, stride, incr);
+}
+void __kmpc_for_static_init_8u(void *, int32_t gtid, int32_t, int32_t *last, uint64_t *lo,
+                               uint64_t *hi, int64_t *stride, int64_t incr, int64_t) {
+  uint64_t s = 0;
+  staticInit<uint64_t>(gtid, last, lo, hi, &s, static_cast<uint64_t>(incr));
+  *stride = static_cast<int64_t>(s);
+}
+void __kmpc_for_static_fini(void *, int32_t) {}
+void __kmpc_barrier(void *, int32_t) {
+  if (teamSize() > 1)
+    Pool::get().barrier();
+}
+void __kmpc_push_num_threads(void *, int32_t, int32_t) {}
+
+} // extern "C"
