@@ -103,4 +103,24 @@ def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
   }];
 }
 
+def OutlineLayersPass : Pass<"moir-outline-layers", "mlir::ModuleOp"> {
+  let summary = "moves each decoder layer of @forward into its own function";
+  let description = [{
+    The importer gives every op of decoder layer N the location
+    `NameLoc("<model>: layer N")`. This pass moves each maximal run of ops of
+    one layer into `func.func private @layer_N`, called from `@forward` with
+    the values the run uses and returning the values used after it
+    (constants are cloned, not passed). Code generation then optimizes one
+    layer at a time instead of one function holding every layer, whose
+    optimization time grows faster than linearly (minutes for 27 layers).
+    The CPU backend keeps them out of line in LLVM (`moir-cpu-export-entry`).
+
+    ```mlir
+    // before: @forward holds layers 0..L-1 inline
+    // after
+    %h1, %k1, %v1 = func.call @layer_0(%h0, %pos, %off, %k0, %v0, %w...) : ...
+    ```
+  }];
+}
+
 #endif // MOIR_TRANSFORMS_PASSES

@@ -101,6 +101,13 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
     }
     LLVM::CallOp::create(b, loc, forward, args);
     LLVM::ReturnOp::create(b, loc, ValueRange{});
+    // Functions outlined per layer (moir-outline-layers) stay out of line:
+    // LLVM optimizes them one at a time. func-to-llvm drops the request, so
+    // it is restated here.
+    module.walk([](LLVM::LLVMFuncOp f) {
+      if (f.getName().starts_with("layer_"))
+        f.setNoInline(true);
+    });
   }
 };
 

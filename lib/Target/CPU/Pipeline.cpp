@@ -18,6 +18,7 @@ namespace moir::cpu {
 
 void buildLoweringToLinalgPipeline(OpPassManager &pm) {
   pm.addPass(createBindWeightsPass());
+  pm.addPass(createOutlineLayersPass());
   pm.addPass(createConvertMoIRToLinalgPass());
   pm.addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());

@@ -1,0 +1,122 @@
+//===- OutlineLayers.cpp - one function per decoder layer ------------------===//
+
+#include "moir/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
+#include "llvm/ADT/SetVector.h"
+
+namespace moir {
+#define GEN_PASS_DEF_OUTLINELAYERSPASS
+#include "moir/Transforms/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+
+namespace {
+
+/// N for a location `NameLoc("...: layer N")` (or a fusion holding one).
+std::optional<int64_t> layerOf(Location loc) {
+  if (auto fused = dyn_cast<FusedLoc>(loc)) {
+    for (Location inner : fused.getLocations())
+      if (std::optional<int64_t> l = layerOf(inner))
+        return l;
+    return std::nullopt;
+  }
+  auto name = dyn_cast<NameLoc>(loc);
+  if (!name)
+    return std::nullopt;
+  StringRef text = name.getName().getValue();
+  size_t at = text.rfind(": layer ");
+  int64_t layer;
+  if (at == StringRef::npos || text.drop_front(at + 8).getAsInteger(10, layer))
+    return std::nullopt;
+  return layer;
+}
+
+struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward || !forward.getBody().hasOneBlock())
+      return;
+    Block &body = forward.getBody().front();
+    // Maximal runs of non-constant ops of one layer.
+    SmallVector<std::pair<int64_t, SmallVector<Operation *>>> runs;
+    for (Operation &op : body) {
+      if (op.hasTrait<OpTrait::IsTerminator>() || matchPattern(&op, m_Constant()))
+        continue;
+      std::optional<int64_t> layer = layerOf(op.getLoc());
+      if (!layer)
+        continue;
+      if (runs.empty() || runs.back().first != *layer ||
+          runs.back().second.back()->getNextNode() != &op)
+        runs.push_back({*layer, {}});
+      runs.back().second.push_back(&op);
+    }
+    OpBuilder b(&getContext());
+    unsigned counter = 0;
+    for (auto &[layer, ops] : runs) {
+      llvm::SmallPtrSet<Operation *, 32> inRun(ops.begin(), ops.end());
+      llvm::SetVector<Value> inputs, outputs;
+      SmallVector<Operation *> constants;
+      for (Operation *op : ops) {
+        op->walk([&](Operation *nested) {
+          for (Value v : nested->getOperands()) {
+            Operation *def = v.getDefiningOp();
+            if (def && (inRun.contains(def) || op->isAncestor(def)))
+              continue;
+            if (def && matchPattern(def, m_Constant())) {
+              if (!llvm::is_contained(constants, def))
+                constants.push_back(def);
+              continue;
+            }
+            inputs.insert(v);
+          }
+        });
+        for (Value r : op->getResults())
+          for (Operation *user : r.getUsers())
+            if (!inRun.contains(body.findAncestorOpInBlock(*user)))
+              outputs.insert(r);
+      }
+      // The callee.
+      b.setInsertionPoint(forward);
+      std::string name = "layer_" + std::to_string(layer);
+      if (module.lookupSymbol(name))
+        name += "_" + std::to_string(counter++);
+      SmallVector<Type> inTypes, outTypes;
+      for (Value v : inputs)
+        inTypes.push_back(v.getType());
+      for (Value v : outputs)
+        outTypes.push_back(v.getType());
+      auto callee = func::FuncOp::create(b, ops.front()->getLoc(), name,
+                                         b.getFunctionType(inTypes, outTypes));
+      callee.setPrivate();
+      Block *entry = callee.addEntryBlock();
+      IRMapping map;
+      for (auto [v, arg] : llvm::zip(inputs, entry->getArguments()))
+        map.map(v, arg);
+      b.setInsertionPointToStart(entry);
+      for (Operation *c : constants)
+        b.clone(*c, map);
+      for (Operation *op : ops)
+        b.clone(*op, map);
+      SmallVector<Value> returned;
+      for (Value v : outputs)
+        returned.push_back(map.lookup(v));
+      func::ReturnOp::create(b, ops.back()->getLoc(), returned);
+      // The call.
+      b.setInsertionPoint(ops.front());
+      auto call = func::CallOp::create(b, ops.front()->getLoc(), callee, inputs.getArrayRef());
+      for (auto [i, v] : llvm::enumerate(outputs.getArrayRef())) {
+        Value out = v;
+        out.replaceAllUsesWith(call.getResult(i));
+      }
+      for (Operation *op : llvm::reverse(ops))
+        op->erase();
+    }
+  }
+};
+
+} // namespace
