@@ -64,6 +64,10 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       for (Operation *op : ops) {
         op->walk([&](Operation *nested) {
           for (Value v : nested->getOperands()) {
+            // Block arguments of the op's own regions stay inside.
+            if (op->isAncestor(v.getParentBlock()->getParentOp()) &&
+                v.getParentBlock()->getParentOp() != forward)
+              continue;
             Operation *def = v.getDefiningOp();
             if (def && (inRun.contains(def) || op->isAncestor(def)))
               continue;
