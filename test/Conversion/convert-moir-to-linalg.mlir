@@ -1,0 +1,100 @@
+// RUN: moir-opt %s -convert-moir-to-linalg -split-input-file -verify-diagnostics | FileCheck %s --implicit-check-not=llm.linear --implicit-check-not=llm.rope --implicit-check-not=moe. --implicit-check-not=mla.attend
+
+// llm.linear: a contraction over the [out, in] weight, bf16 extended in the
+// body, marked for the thread pool, FMAs reassociable; the bias seeds the
+// accumulator.
+// CHECK-LABEL: func.func @linear
+// CHECK: %[[INIT:.*]] = linalg.generic {{.*}} ins(%{{.*}} : tensor<32xf32>)
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #{{.*}}], iterator_types = ["parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<32x64xbf16>) outs(%[[INIT]] : tensor<?x32xf32>) attrs = {moir.parallel}
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK: arith.mulf {{.*}} fastmath<reassoc,contract>
+// CHECK: arith.addf {{.*}} fastmath<reassoc,contract>
+func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xbf16>, %b: tensor<32xf32>) -> tensor<?x32xf32> {
+  %y = llm.linear %x, %w, %b : (tensor<?x64xf32>, tensor<32x64xbf16>, tensor<32xf32>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// llm.rope: inverse frequencies computed at compile time (theta 10000, dim
+// 4: 1 and 0.01), cos/sin of position * frequency, rotate_half pairing.
+// CHECK-LABEL: func.func @rope
+// CHECK: arith.constant dense<[1.000000e+00, 0.00999999977]> : tensor<2xf32>
+// CHECK: linalg.generic
+// CHECK: math.cos
+// CHECK: math.sin
+func.func @rope(%x: tensor<?x2x4xf32>, %p: tensor<?xi64>) -> tensor<?x2x4xf32> {
+  %r = llm.rope %x, %p with <theta = 1.0e4, dim = 4> : tensor<?x2x4xf32>, tensor<?xi64>
+  return %r : tensor<?x2x4xf32>
+}
+
+// -----
+
+// llm.kv_cache_update: an insert at the offset.
+// CHECK-LABEL: func.func @cache
+// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[%{{.*}}, 0, 0] [%{{.*}}, 2, 8] [1, 1, 1] : tensor<?x2x8xf32> into tensor<64x2x8xf32>
+func.func @cache(%u: tensor<?x2x8xf32>, %c: tensor<64x2x8xf32>, %o: index) -> tensor<64x2x8xf32> {
+  %r = llm.kv_cache_update %u into %c[%o] : tensor<?x2x8xf32> into tensor<64x2x8xf32>
+  return %r : tensor<64x2x8xf32>
+}
+
+// -----
+
+// llm.attention: the valid prefix (max position + 1) of the cache, GQA by
+// floordiv, masked softmax, then the weighted sum of values.
+// CHECK-LABEL: func.func @attention
+// CHECK: arith.maxsi
+// CHECK: tensor.extract_slice %{{.*}}[0, 0, 0] [%[[LEN:.*]], 2, 8] [1, 1, 1] : tensor<64x2x8xf32> to tensor<?x2x8xf32>
+// CHECK: linalg.generic {{.*}} attrs = {moir.parallel}
+// CHECK: arith.cmpi sgt
+// CHECK: math.exp
+// CHECK: arith.divf
+// CHECK: linalg.generic {{.*}} attrs = {moir.parallel}
+func.func @attention(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xf32>, %v: tensor<64x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x4x8xf32> {
+  %o = llm.attention %q, %k, %v, %p scale = 0.35 : (tensor<?x4x8xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32>
+  return %o : tensor<?x4x8xf32>
+}
+
+// -----
+
+// The MoE steps: loops over tokens (routing, counting, placing), a loop over
+// experts of dense matmuls, a gather-sum for the combine.
+// CHECK-LABEL: func.func @moe
+// CHECK: scf.for {{.*}} -> (tensor<?x2xf32>, tensor<?x2xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<4xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<5xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<4xi32>, tensor<?xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<?x16xf32>)
+// CHECK: tensor.extract_slice %{{.*}}[%{{.*}}, 0, 0] [1, 32, 16] [1, 1, 1] : tensor<4x32x16xf32> to tensor<32x16xf32>
+// CHECK: tensor.insert_slice
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]
+func.func @moe(%x: tensor<?x16xf32>, %l: tensor<?x4xf32>, %g: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) -> tensor<?x16xf32> {
+  %w, %ids = moe.route %l routing <top_k = 2, scoring = softmax, norm_topk_prob = true> : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %rows, %offsets, %src = moe.dispatch %x, %ids experts = 4 : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<5xi32>, tensor<?xi32>
+  %y = moe.expert_ffn silu %rows, %offsets, %g, %g, %d : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>) -> tensor<?x16xf32>
+  %out = moe.combine %y, %src, %w : tensor<?x16xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x16xf32>
+  return %out : tensor<?x16xf32>
+}
+
+// -----
+
+// mla.attend in the latent space: W_UK and W_UV read from kv_b_proj rows
+// h * (nope + v) + ...
+// CHECK-LABEL: func.func @attend
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[UK:.*]], #{{.*}}]{{.*}}attrs = {moir.parallel}
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} attrs = {moir.parallel}
+func.func @attend(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+
+// -----
+
+// Quantized weights have no kernels yet: a clear error, not a crash.
+func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'llm.linear' has no CPU lowering for these operand types yet}}
+  %y = "llm.linear"(%x, %w) : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}

@@ -1,0 +1,25 @@
+// RUN: moir-opt %s -moir-outline-layers | FileCheck %s
+
+// Ops located in "<model>: layer N" move into @layer_N; the call passes what
+// they use (constants are cloned) and returns what is used after them.
+// CHECK: func.func private @layer_0(%[[X:.*]]: tensor<4xf32>, %[[W:.*]]: tensor<4xf32>) -> tensor<4xf32>
+// CHECK-NEXT: %[[A:.*]] = arith.addf %[[X]], %[[W]]
+// CHECK-NEXT: %[[M:.*]] = arith.mulf %[[A]], %[[A]]
+// CHECK-NEXT: return %[[M]]
+// CHECK: func.func private @layer_1(%{{.*}}: tensor<4xf32>, %{{.*}}: tensor<4xf32>) -> tensor<4xf32>
+// CHECK-NEXT: arith.constant dense<2.000000e+00>
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: (%[[IN:.*]]: tensor<4xf32>, %[[W0:.*]]: tensor<4xf32>, %[[W1:.*]]: tensor<4xf32>)
+// CHECK: %[[H0:.*]] = call @layer_0(%[[IN]], %[[W0]])
+// CHECK: %[[H1:.*]] = call @layer_1(%[[H0]], %[[W1]])
+// CHECK: %[[OUT:.*]] = arith.negf %[[H1]]
+// CHECK: return %[[OUT]]
+func.func @forward(%x: tensor<4xf32>, %w0: tensor<4xf32>, %w1: tensor<4xf32>) -> tensor<4xf32> {
+  %two = arith.constant dense<2.0> : tensor<4xf32>
+  %a = arith.addf %x, %w0 : tensor<4xf32> loc("m: layer 0")
+  %b = arith.mulf %a, %a : tensor<4xf32> loc("m: layer 0")
+  %c = arith.addf %b, %w1 : tensor<4xf32> loc("m: layer 1")
+  %d = arith.mulf %c, %two : tensor<4xf32> loc("m: layer 1")
+  %e = arith.negf %d : tensor<4xf32>
+  return %e : tensor<4xf32>
+}
