@@ -284,29 +284,38 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
       Value lo = toIndex(b, loc, extract(b, loc, offsets, e));
       Value hi = toIndex(b, loc, extract(b, loc, offsets, arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1)).getResult()));
       Value n = arith::SubIOp::create(b, loc, hi, lo);
-      auto dynRows = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
-      Value xs = tensor::ExtractSliceOp::create(
-          b, loc, dynRows, rows, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-          ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
-          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-      Value g = expertMatmul(b, loc, xs, op.getGate(), e);
-      Value u = expertMatmul(b, loc, xs, op.getUp(), e);
-      unsigned rank = 2;
-      AffineExpr i = b.getAffineDimExpr(0), j = b.getAffineDimExpr(1);
-      Value hAct = generic(b, loc, ValueRange{g, u},
-                           tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, g), b.getF32Type()),
-                           {{i, j}, {i, j}, {i, j}}, SmallVector<utils::IteratorType>(rank, par),
-                           [](OpBuilder &b, Location loc, ValueRange a) {
-                             Value one = f32Const(b, loc, 1.0);
-                             Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
-                             Value silu = arith::DivFOp::create(b, loc, a[0], arith::AddFOp::create(b, loc, one, ex));
-                             linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, silu, a[1]).getResult());
-                           });
-      Value y = expertMatmul(b, loc, hAct, op.getDown(), e);
-      Value updated = tensor::InsertSliceOp::create(
-          b, loc, y, a[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-          ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
-          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+      // Experts no token chose (most of them at decode) cost nothing.
+      Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, n, indexConst(b, loc, 0));
+      auto branch = scf::IfOp::create(
+          b, loc, any,
+          [&](OpBuilder &b, Location loc) {
+            auto dynRows = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
+            Value xs = tensor::ExtractSliceOp::create(
+                b, loc, dynRows, rows, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+                ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
+                ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+            Value g = expertMatmul(b, loc, xs, op.getGate(), e);
+            Value u = expertMatmul(b, loc, xs, op.getUp(), e);
+            unsigned rank = 2;
+            AffineExpr i = b.getAffineDimExpr(0), j = b.getAffineDimExpr(1);
+            Value hAct = generic(b, loc, ValueRange{g, u},
+                                 tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, g), b.getF32Type()),
+                                 {{i, j}, {i, j}, {i, j}}, SmallVector<utils::IteratorType>(rank, par),
+                                 [](OpBuilder &b, Location loc, ValueRange a) {
+                                   Value one = f32Const(b, loc, 1.0);
+                                   Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
+                                   Value silu = arith::DivFOp::create(b, loc, a[0], arith::AddFOp::create(b, loc, one, ex));
+                                   linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, silu, a[1]).getResult());
+                                 });
+            Value y = expertMatmul(b, loc, hAct, op.getDown(), e);
+            Value updated = tensor::InsertSliceOp::create(
+                b, loc, y, a[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+                ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
+                ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+            scf::YieldOp::create(b, loc, updated);
+          },
+          [&](OpBuilder &b, Location loc) { scf::YieldOp::create(b, loc, a[0]); });
+      Value updated = branch.getResult(0);
       return SmallVector<Value>{updated};
     })[0];
     b.replaceOp(op, out);
