@@ -158,14 +158,8 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     }
   }
 
-  bool deepseek = arch == "deepseek2";
-  c.rope.interleaved = arch == "llama" || deepseek;
-  c.moeLayer.assign(layers, false);
-
-  if (arch == "llama") {
-    c.family = experts ? Family::Mixtral : Family::Llama;
-    TRY(ffn, r.integer("feed_forward_length", std::nullopt));
-    c.ffn = ffn;
+  // Full-rotary attention with equal key and value widths (all but MLA).
+  auto readHeadDim = [&]() -> Error {
     TRY(headDim, r.integer("attention.key_length", hidden / heads));
     c.headDim = headDim;
     TRY(ropeDim, r.integer("rope.dimension_count", headDim));
@@ -174,6 +168,18 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     TRY(valueLength, r.integer("attention.value_length", headDim));
     if (valueLength != headDim)
       return r.error("attention.value_length", "must equal attention.key_length");
+    return Error::success();
+  };
+  bool deepseek = arch == "deepseek2";
+  c.rope.interleaved = arch == "llama" || deepseek;
+  c.moeLayer.assign(layers, false);
+
+  if (arch == "llama") {
+    c.family = experts ? Family::Mixtral : Family::Llama;
+    TRY(ffn, r.integer("feed_forward_length", std::nullopt));
+    c.ffn = ffn;
+    if (Error err = readHeadDim())
+      return std::move(err);
     TRY(window, r.integer("attention.sliding_window", 0, 0));
     if (window)
       c.slidingWindow = window;
@@ -192,14 +198,8 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     c.family = arch == "qwen2moe"   ? Family::Qwen2MoE
                : arch == "qwen3moe" ? Family::Qwen3MoE
                                     : Family::OLMoE;
-    TRY(headDim, r.integer("attention.key_length", hidden / heads));
-    c.headDim = headDim;
-    TRY(ropeDim, r.integer("rope.dimension_count", headDim));
-    if (ropeDim != headDim)
-      return r.error("rope.dimension_count", "must equal the head dimension");
-    TRY(valueLength, r.integer("attention.value_length", headDim));
-    if (valueLength != headDim)
-      return r.error("attention.value_length", "must equal attention.key_length");
+    if (Error err = readHeadDim())
+      return std::move(err);
     TRY(ffn, r.integer("feed_forward_length", 0, 0));
     c.ffn = ffn;
     TRY(expertFFN, r.integer("expert_feed_forward_length", ffn));
