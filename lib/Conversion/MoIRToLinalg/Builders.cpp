@@ -89,7 +89,6 @@ Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
   SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, scores);
   AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1),
              s = b.getAffineDimExpr(2);
-  auto par = utils::IteratorType::parallel, red = utils::IteratorType::reduction;
   float negInf = -std::numeric_limits<float>::infinity();
 
   Value masked = generic(

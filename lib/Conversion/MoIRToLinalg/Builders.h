@@ -12,6 +12,9 @@
 
 namespace moir::lowering {
 
+constexpr auto par = mlir::utils::IteratorType::parallel;
+constexpr auto red = mlir::utils::IteratorType::reduction;
+
 using BodyFn = llvm::function_ref<void(mlir::OpBuilder &, mlir::Location,
                                        mlir::ValueRange)>;
 

@@ -16,8 +16,6 @@ using namespace moir::lowering;
 
 namespace {
 
-constexpr auto par = utils::IteratorType::parallel;
-constexpr auto red = utils::IteratorType::reduction;
 
 SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from = 0) {
   SmallVector<AffineExpr> e;

@@ -19,8 +19,6 @@ using namespace moir::lowering;
 
 namespace {
 
-constexpr auto par = utils::IteratorType::parallel;
-constexpr auto red = utils::IteratorType::reduction;
 
 struct LowerAttend : OpRewritePattern<mla::AttendOp> {
   using OpRewritePattern::OpRewritePattern;

@@ -21,8 +21,6 @@ using namespace moir::lowering;
 
 namespace {
 
-constexpr auto par = utils::IteratorType::parallel;
-constexpr auto red = utils::IteratorType::reduction;
 
 using LoopBody = function_ref<SmallVector<Value>(OpBuilder &, Location, Value, ValueRange)>;
 
