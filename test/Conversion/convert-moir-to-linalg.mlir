@@ -41,7 +41,8 @@ func.func @cache(%u: tensor<?x2x8xf32>, %c: tensor<64x2x8xf32>, %o: index) -> te
 // -----
 
 // llm.attention: the valid prefix (max position + 1) of the cache, GQA by
-// floordiv, masked softmax, then the weighted sum of values.
+// floordiv, masked softmax, then the weighted sum of values with the value
+// row innermost (t, h, s, dv).
 // CHECK-LABEL: func.func @attention
 // CHECK: arith.maxsi
 // CHECK: tensor.extract_slice %{{.*}}[0, 0, 0] [%[[LEN:.*]], 2, 8] [1, 1, 1] : tensor<64x2x8xf32> to tensor<?x2x8xf32>
@@ -49,7 +50,7 @@ func.func @cache(%u: tensor<?x2x8xf32>, %c: tensor<64x2x8xf32>, %o: index) -> te
 // CHECK: arith.cmpi sgt
 // CHECK: math.exp
 // CHECK: arith.divf
-// CHECK: linalg.generic {{.*}} attrs = {moir.parallel}
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction", "parallel"]
 func.func @attention(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xf32>, %v: tensor<64x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x4x8xf32> {
   %o = llm.attention %q, %k, %v, %p scale = 0.35 : (tensor<?x4x8xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32>
   return %o : tensor<?x4x8xf32>

@@ -55,9 +55,11 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
                                 std::nullopt);
     // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
+    // Loops (t, h, s, c): the innermost runs along a cache row, contiguous
+    // and vectorizable, instead of striding down the cache per element.
     Value oLat = generic(b, loc, ValueRange{probs, latent},
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
-                         {{d0, d1, d3}, {d3, d2}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
+                         {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate);
     // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
     Value out = markParallel(generic(b, loc, ValueRange{oLat, kvb},
                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(vDim)}, b.getF32Type(), 0.0),
