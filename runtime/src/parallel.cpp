@@ -36,16 +36,20 @@ public:
     {
       std::lock_guard<std::mutex> lock(mutex);
       task = [&fn](int32_t t) { fn(t); };
-      pending = static_cast<int32_t>(workers.size());
-      ++generation;
+      pending.store(static_cast<int32_t>(workers.size()), std::memory_order_relaxed);
+      generation.fetch_add(1, std::memory_order_release);
     }
     wake.notify_all();
     threadId = 0;
     inTeam = true;
     fn(0);
     inTeam = false;
+    // Forks come every few microseconds during a forward pass: spin briefly
+    // before sleeping, on both sides.
+    for (int i = 0; i < kSpins && pending.load(std::memory_order_acquire) != 0; ++i)
+      std::this_thread::yield();
     std::unique_lock<std::mutex> lock(mutex);
-    done.wait(lock, [&] { return pending == 0; });
+    done.wait(lock, [&] { return pending.load(std::memory_order_acquire) == 0; });
     task = nullptr;
   }
 
@@ -77,7 +81,7 @@ private:
     {
       std::lock_guard<std::mutex> lock(mutex);
       stopping = true;
-      ++generation;
+      generation.fetch_add(1, std::memory_order_release);
     }
     wake.notify_all();
     for (std::thread &w : workers)
@@ -87,11 +91,13 @@ private:
   void work(int32_t t) {
     uint64_t seen = 0;
     for (;;) {
+      for (int i = 0; i < kSpins && generation.load(std::memory_order_acquire) == seen; ++i)
+        std::this_thread::yield();
       std::function<void(int32_t)> mine;
       {
         std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return generation != seen; });
-        seen = generation;
+        wake.wait(lock, [&] { return generation.load(std::memory_order_acquire) != seen; });
+        seen = generation.load(std::memory_order_acquire);
         if (stopping)
           return;
         mine = task;
@@ -100,9 +106,10 @@ private:
       inTeam = true;
       mine(t);
       inTeam = false;
-      std::lock_guard<std::mutex> lock(mutex);
-      if (--pending == 0)
+      if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex);
         done.notify_one();
+      }
     }
   }
 
@@ -110,8 +117,9 @@ private:
   std::mutex mutex;
   std::condition_variable wake, done;
   std::function<void(int32_t)> task;
-  int32_t pending = 0;
-  uint64_t generation = 0;
+  static constexpr int kSpins = 2000;
+  std::atomic<int32_t> pending{0};
+  std::atomic<uint64_t> generation{0};
   bool stopping = false;
   std::atomic<int32_t> barrierCount{0};
   std::atomic<bool> barrierSense{false};
