@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ConfigMacros.h"
 #include "moir/Frontend/GGUF.h"
 
 #include "llvm/ADT/StringSet.h"
@@ -85,12 +86,6 @@ private:
   StringRef arch;
   StringSet<> used;
 };
-
-#define TRY(var, expr)                                                         \
-  auto var##OrErr = (expr);                                                    \
-  if (!var##OrErr)                                                             \
-    return var##OrErr.takeError();                                             \
-  auto var = *var##OrErr
 
 } // namespace
 
@@ -178,8 +173,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     c.family = experts ? Family::Mixtral : Family::Llama;
     TRY(ffn, r.integer("feed_forward_length", std::nullopt));
     c.ffn = ffn;
-    if (Error err = readHeadDim())
-      return std::move(err);
+    CHECK_ERR(readHeadDim());
     TRY(window, r.integer("attention.sliding_window", 0, 0));
     if (window)
       c.slidingWindow = window;
@@ -198,8 +192,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     c.family = arch == "qwen2moe"   ? Family::Qwen2MoE
                : arch == "qwen3moe" ? Family::Qwen3MoE
                                     : Family::OLMoE;
-    if (Error err = readHeadDim())
-      return std::move(err);
+    CHECK_ERR(readHeadDim());
     TRY(ffn, r.integer("feed_forward_length", 0, 0));
     c.ffn = ffn;
     TRY(expertFFN, r.integer("expert_feed_forward_length", ffn));
@@ -289,8 +282,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
 
   static const StringSet<> inert = {"context_length", "rope.scaling.finetuned",
                                     "expert_weights_scale_ignored"};
-  if (Error err = r.checkAllUsed(inert))
-    return std::move(err);
+  CHECK_ERR(r.checkAllUsed(inert));
   return c;
 }
 

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ConfigMacros.h"
 #include "moir/Frontend/ModelConfig.h"
 #include "moir/Frontend/WeightStore.h"
 
@@ -147,16 +148,6 @@ private:
   std::string scope;
   StringSet<> used;
 };
-
-#define TRY(var, expr)                                                         \
-  auto var##OrErr = (expr);                                                    \
-  if (!var##OrErr)                                                             \
-    return var##OrErr.takeError();                                             \
-  auto var = *var##OrErr
-
-#define CHECK_ERR(expr)                                                        \
-  if (Error err = (expr))                                                      \
-    return std::move(err)
 
 /// rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier
 /// configs and hub checkpoints).

@@ -25,8 +25,6 @@ StringRef stringifyDType(DType dtype) {
   return "?";
 }
 
-bool isBlockQuantized(DType dtype) { return getBlockElements(dtype) > 1; }
-
 int64_t getBlockElements(DType dtype) {
   switch (dtype) {
   case DType::Q8_0:

@@ -40,8 +40,6 @@ enum class DType {
 };
 
 llvm::StringRef stringifyDType(DType dtype);
-/// Whether the dtype is a block format (bytes are not elements * width).
-bool isBlockQuantized(DType dtype);
 /// Elements per block (1 for plain types).
 int64_t getBlockElements(DType dtype);
 /// Bytes per block (the element width for plain types).
