@@ -165,7 +165,8 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
     << static_cast<uint64_t>(decodeFlops) << "\n";
 
   // The weights section, streamed from the mapped checkpoint (never held in
-  // memory whole): `visit` sees it piece by piece, zero padding included.
+  // memory whole, read and converted once): `visit` sees it piece by piece,
+  // zero padding included.
   auto visitWeights = [&](function_ref<void(StringRef)> visit) {
     static const char zeros[64] = {};
     uint64_t at = 0;
@@ -208,10 +209,11 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
     errs() << "moirc: warning: converted " << converted << " weight tensors ("
            << format("%.1f", convertedBytes / 1e6)
            << " MB as stored) to the precision the code was compiled for, while packing\n";
-  uint64_t weightsHash = 0xcbf29ce484222325ull;
-  visitWeights([&](StringRef piece) { weightsHash = fnv1a64(piece, weightsHash); });
-  m << "checksum code " << format_hex_no_prefix(fnv1a64(code), 16) << " weights "
-    << format_hex_no_prefix(weightsHash, 16) << "\n";
+  // The weights' checksum is known only once they are written: leave a
+  // fixed-width placeholder in the manifest and patch it afterwards.
+  m << "checksum code " << format_hex_no_prefix(fnv1a64(code), 16) << " weights ";
+  uint64_t weightsHashPos = manifest.size();
+  m << format_hex_no_prefix(0, 16) << "\n";
 
   uint64_t manifestOffset = 64;
   uint64_t codeOffset = align64(manifestOffset + manifest.size());
@@ -240,7 +242,14 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   pad(codeOffset);
   os << code;
   pad(weightsOffset);
-  visitWeights([&](StringRef piece) { os << piece; });
+  uint64_t weightsHash = 0xcbf29ce484222325ull;
+  visitWeights([&](StringRef piece) {
+    weightsHash = fnv1a64(piece, weightsHash);
+    os << piece;
+  });
+  std::string hex;
+  raw_string_ostream(hex) << format_hex_no_prefix(weightsHash, 16);
+  os.pwrite(hex.data(), hex.size(), manifestOffset + weightsHashPos);
   if (os.has_error())
     return fail("write failed");
   return Error::success();

@@ -2,7 +2,7 @@
 //
 // moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] [--top-k K]
 //          [--top-p P] [--seed S] [--json] [--bandwidth]
-// moir-run --inspect MODEL.moir
+// moir-run --inspect [--verify] MODEL.moir
 //
 // Needs only the runtime (no MLIR, no LLVM).
 //
@@ -29,7 +29,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] "
                "[--top-k K] [--top-p P] [--seed S] [--json] [--bandwidth]\n"
-               "       moir-run --inspect MODEL.moir\n");
+               "       moir-run --inspect [--verify] MODEL.moir\n");
   return 2;
 }
 
@@ -82,13 +82,14 @@ int main(int argc, char **argv) {
   const char *path = nullptr;
   std::vector<int32_t> prompt;
   long steps = 32;
-  bool json = false, inspect = false, bandwidth = false;
+  bool json = false, inspect = false, bandwidth = false, verify = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
     const char *v = nullptr;
     if (a == "--inspect") inspect = true;
+    else if (a == "--verify") verify = true;
     else if (a == "--json") json = true;
     else if (a == "--bandwidth") bandwidth = true;
     else if (a == "--tokens") { if (!(v = value()) || !parseTokens(v, prompt)) return usage(); }
@@ -110,6 +111,14 @@ int main(int argc, char **argv) {
   if (inspect) {
     std::fputs(moir_model_manifest(model), stdout);
     std::printf("weights: %.1f MB mapped\n", moir_model_weight_bytes(model) / 1e6);
+    if (verify) {
+      if (moir_model_verify_weights(model) != MOIR_OK) {
+        std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
+        moir_model_close(model);
+        return 1;
+      }
+      std::printf("weights checksum: ok\n");
+    }
     moir_model_close(model);
     return 0;
   }
