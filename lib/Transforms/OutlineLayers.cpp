@@ -97,6 +97,8 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       auto callee = func::FuncOp::create(b, ops.front()->getLoc(), name,
                                          b.getFunctionType(inTypes, outTypes));
       callee.setPrivate();
+      // Backends keep layer functions out of line (see moir-cpu-export-entry).
+      callee->setAttr("moir.layer", b.getI64IntegerAttr(layer));
       Block *entry = callee.addEntryBlock();
       IRMapping map;
       for (auto [v, arg] : llvm::zip(inputs, entry->getArguments()))

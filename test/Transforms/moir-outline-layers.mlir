@@ -2,7 +2,7 @@
 
 // Ops located in "<model>: layer N" move into @layer_N; the call passes what
 // they use (constants are cloned) and returns what is used after them.
-// CHECK: func.func private @layer_0(%[[X:.*]]: tensor<4xf32>, %[[W:.*]]: tensor<4xf32>) -> tensor<4xf32>
+// CHECK: func.func private @layer_0(%[[X:.*]]: tensor<4xf32>, %[[W:.*]]: tensor<4xf32>) -> tensor<4xf32> attributes {moir.layer = 0 : i64}
 // CHECK-NEXT: %[[A:.*]] = arith.addf %[[X]], %[[W]]
 // CHECK-NEXT: %[[M:.*]] = arith.mulf %[[A]], %[[A]]
 // CHECK-NEXT: return %[[M]]

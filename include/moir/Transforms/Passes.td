@@ -113,7 +113,8 @@ def OutlineLayersPass : Pass<"moir-outline-layers", "mlir::ModuleOp"> {
     (constants are cloned, not passed). Code generation then optimizes one
     layer at a time instead of one function holding every layer, whose
     optimization time grows faster than linearly (minutes for 27 layers).
-    The CPU backend keeps them out of line in LLVM (`moir-cpu-export-entry`).
+    Each carries `moir.layer = N`; the CPU backend keeps such functions out of
+    line in LLVM (`moir-cpu-export-entry`).
 
     ```mlir
     // before: @forward holds layers 0..L-1 inline

@@ -101,11 +101,10 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
     }
     LLVM::CallOp::create(b, loc, forward, args);
     LLVM::ReturnOp::create(b, loc, ValueRange{});
-    // Functions outlined per layer (moir-outline-layers) stay out of line:
-    // LLVM optimizes them one at a time. func-to-llvm drops the request, so
-    // it is restated here.
+    // Functions outlined per layer (moir-outline-layers marks them
+    // moir.layer) stay out of line: LLVM optimizes them one at a time.
     module.walk([](LLVM::LLVMFuncOp f) {
-      if (f.getName().starts_with("layer_"))
+      if (f->hasAttr("moir.layer"))
         f.setNoInline(true);
     });
   }

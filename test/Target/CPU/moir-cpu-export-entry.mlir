@@ -11,7 +11,7 @@
 // CHECK-COUNT-3: llvm.load %{{.*}} : !llvm.ptr -> i64
 // CHECK: llvm.load %{{.*}} : !llvm.ptr -> i64
 // CHECK: llvm.call @forward(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> ()
-llvm.func @layer_0() {
+llvm.func @layer_0() attributes {moir.layer = 0 : i64} {
   llvm.return
 }
 llvm.func @forward(%alloc: !llvm.ptr, %aligned: !llvm.ptr, %offset: i64, %size: i64, %stride: i64, %off: i64) attributes {moir.abi = array<i64: 1, -1>} {
