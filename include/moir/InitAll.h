@@ -16,6 +16,9 @@ void registerAllDialects(mlir::DialectRegistry &registry);
 /// moir-opt can run each alone.
 void registerAllPasses();
 
+/// Adds the GPU backends (nvidia, ...) to the GPU target registry.
+void registerAllTargets();
+
 } // namespace moir
 
 #endif // MOIR_INITALL_H

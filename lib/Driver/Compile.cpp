@@ -4,12 +4,14 @@
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/Artifact.h"
 #include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/GPU/GPUTarget.h"
 
 #include "LLM/IR/LLMOps.h"
 #include "MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/raw_ostream.h"
 
 using namespace mlir;
 using namespace llvm;
@@ -31,8 +33,9 @@ static Error fail(const Twine &message) {
   return createStringError(inconvertibleErrorCode(), message);
 }
 
-Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
-                      const TargetOptions &options, StringRef outputPath) {
+/// Graph phase, linalg phase and the entry's description, shared by every
+/// target.
+static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module) {
   MLIRContext *context = module.getContext();
   PassManager toGraph(context);
   buildGraphPipeline(toGraph, GraphPipelineOptions());
@@ -40,7 +43,7 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
     return fail("compiling to the graph phase failed");
   // What a decode step reads of each weight, keyed by the names it holds.
   llvm::StringMap<std::pair<double, bool>> reads;
-  auto key = [](Value v) -> std::string {
+  auto key = [](mlir::Value v) -> std::string {
     if (auto ref = v.getDefiningOp<llm::WeightRefOpInterface>())
       return llvm::join(ref.getWeightNames(), ",");
     return "";
@@ -55,7 +58,7 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
         return;
       double fraction = static_cast<double>(route.getRouting().getTopK()) /
                         static_cast<double>(dispatch.getNumExperts());
-      for (Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
+      for (mlir::Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
         reads[key(w)] = {fraction, false};
     }
   });
@@ -85,7 +88,7 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
     arg.kind = i == 0 ? "tokens" : i == 1 ? "positions" : i == 2 ? "offset"
                : i < firstWeight ? "cache" : "weight";
     if (arg.kind == "weight") {
-      for (Attribute name : cast<ArrayAttr>(weights[i - firstWeight]))
+      for (mlir::Attribute name : cast<ArrayAttr>(weights[i - firstWeight]))
         arg.names.push_back(cast<StringAttr>(name).getValue().str());
       auto it = reads.find(llvm::join(arg.names, ","));
       if (it != reads.end())
@@ -100,7 +103,17 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   info.capacity = caches ? cast<RankedTensorType>(func.getArgumentTypes()[3]).getDimSize(0) : 0;
   if (auto family = module->getAttrOfType<StringAttr>("moir.family"))
     info.family = family.getValue().str();
-  info.target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
+
+  return info;
+}
+
+Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
+                         const TargetOptions &options, StringRef outputPath) {
+  MLIRContext *context = module.getContext();
+  Expected<ArtifactInfo> info = lowerToLinalg(module);
+  if (!info)
+    return info.takeError();
+  info->target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
 
   PassManager toLLVM(context);
   cpu::buildLoweringToLLVMPipeline(toLLVM);
@@ -109,7 +122,74 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   Expected<std::string> code = cpu::emitSharedObject(module, options);
   if (!code)
     return code.takeError();
-  return writeArtifact(outputPath, info, *code, store);
+  return writeArtifact(outputPath, *info, *code, store);
+}
+
+
+Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
+                         StringRef targetName, const gpu::GPUOptions &options,
+                         StringRef outputPath, StringRef deviceCodePath) {
+  const gpu::GPUTargetInfo *target = gpu::lookupTarget(targetName);
+  if (!target)
+    return fail("unknown GPU target '" + targetName + "'");
+  gpu::GPUOptions resolved = options;
+  if (resolved.chip.empty())
+    resolved.chip = target->chips().front().str();
+  if (Error err = target->validate(resolved))
+    return err;
+  MLIRContext *context = module.getContext();
+  Expected<ArtifactInfo> info = lowerToLinalg(module);
+  if (!info)
+    return info.takeError();
+  info->target = target->describe(resolved);
+
+  PassManager toKernels(context);
+  gpu::buildKernelPipeline(toKernels, target->warpSize(resolved.chip));
+  if (failed(toKernels.run(module)))
+    return fail("mapping the model onto GPU kernels failed");
+  info->kernels = gpu::kernelNames(module);
+  PassManager toDevice(context);
+  target->buildDeviceLowering(toDevice, resolved);
+  if (failed(toDevice.run(module)))
+    return fail("lowering the kernels for " + resolved.chip + " failed");
+  auto dump = [&](ModuleOp from, StringRef path) -> Error {
+    std::error_code ec;
+    raw_fd_ostream os(path, ec);
+    if (ec)
+      return fail(path + ": " + ec.message());
+    for (const auto &[name, bytes] : gpu::deviceBinaries(from))
+      os << bytes;
+    return Error::success();
+  };
+  if (!deviceCodePath.empty()) {
+    // The assembly text of the same kernels, for the vendor's assembler.
+    OwningOpRef<ModuleOp> copy = module.clone();
+    PassManager toAssembly(context);
+    target->buildSerialization(toAssembly, resolved, /*assembly=*/true);
+    if (failed(toAssembly.run(*copy)))
+      return fail("emitting the kernels' assembly failed");
+    if (Error err = dump(*copy, (deviceCodePath + ".s").str()))
+      return err;
+  }
+  PassManager toBinary(context);
+  target->buildSerialization(toBinary, resolved, /*assembly=*/false);
+  if (failed(toBinary.run(module)))
+    return fail("serializing the kernels for " + resolved.chip + " failed");
+  if (!deviceCodePath.empty())
+    if (Error err = dump(module, deviceCodePath))
+      return err;
+  PassManager toLLVM(context);
+  gpu::buildHostLoweringPipeline(toLLVM);
+  if (failed(toLLVM.run(module)))
+    return fail("lowering the host code to LLVM failed");
+  // The host code runs on whatever x86-64 machine holds the GPU.
+  TargetOptions host;
+  host.cpu = "x86-64-v2";
+  host.triple = "x86_64-unknown-linux-gnu";
+  Expected<std::string> code = cpu::emitSharedObject(module, host);
+  if (!code)
+    return code.takeError();
+  return writeArtifact(outputPath, *info, *code, store);
 }
 
 } // namespace moir

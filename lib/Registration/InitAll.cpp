@@ -8,6 +8,8 @@
 #include "moir/Conversion/Passes.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/GPU/GPUTarget.h"
+#include "moir/Target/NVIDIA/NVIDIATarget.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -34,5 +36,9 @@ void moir::registerAllPasses() {
   registerMoIRTransformsPasses();
   registerMoIRConversionPasses();
   registerMoIRCPUPasses();
+  registerMoIRGPUPasses();
+  registerAllTargets();
   registerPipelines();
 }
+
+void moir::registerAllTargets() { moir::nvidia::registerNVIDIATarget(); }

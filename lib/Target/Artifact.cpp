@@ -135,6 +135,8 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   m << "model " << info.family << " vocab " << info.vocab << " layers " << info.layers
     << " capacity " << info.capacity << "\n";
   m << "entry moir_forward\n";
+  for (const std::string &kernel : info.kernels)
+    m << "kernel " << kernel << "\n";
   for (auto [i, arg] : llvm::enumerate(info.args)) {
     m << "arg " << i << " " << arg.kind << " " << arg.dtype << " " << arg.shape.size();
     for (int64_t d : arg.shape)

@@ -3,6 +3,7 @@
 #include "status.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -14,19 +15,45 @@ namespace {
 
 class CPUDriver : public moir::rt::Driver {
 public:
-  CPUDriver(void *handle, void (*entry)(void **)) : handle(handle), entry(entry) {}
+  CPUDriver(void *handle, void (*entry)(void **), const uint8_t *weights)
+      : handle(handle), entry(entry), weightsBase(weights) {}
   ~CPUDriver() override { dlclose(handle); }
-  void call(void **args) override { entry(args); }
+  moir_status call(void **args) override {
+    entry(args);
+    return MOIR_OK;
+  }
+  void *allocate(size_t bytes) override {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (!rounded)
+      rounded = 64;
+    void *p = std::aligned_alloc(64, rounded);
+    if (p)
+      std::memset(p, 0, rounded);
+    return p;
+  }
+  void release(void *buffer) override { std::free(buffer); }
+  bool hostVisible() const override { return true; }
+  moir_status upload(void *dst, const void *src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return MOIR_OK;
+  }
+  moir_status download(void *dst, const void *src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return MOIR_OK;
+  }
+  const uint8_t *weights() const override { return weightsBase; }
 
 private:
   void *handle;
   void (*entry)(void **);
+  const uint8_t *weightsBase;
 };
 
 } // namespace
 
-moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,
-                                    size_t bytes, Driver **out) {
+moir_status moir::rt::loadSharedObject(const std::string &path, const uint8_t *code,
+                                       size_t bytes, void **handleOut,
+                                       void (**entryOut)(void **)) {
   // dlopen needs a file: hand it an anonymous in-memory one.
   int fd = memfd_create("moir-code", MFD_CLOEXEC);
   if (fd < 0)
@@ -50,6 +77,17 @@ moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code
     dlclose(handle);
     return fail(MOIR_ERROR_FORMAT, path + ": the compiled code has no moir_forward");
   }
-  *out = new CPUDriver(handle, entry);
+  *handleOut = handle;
+  *entryOut = entry;
+  return MOIR_OK;
+}
+
+moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,
+                                    size_t bytes, const uint8_t *weights, Driver **out) {
+  void *handle = nullptr;
+  void (*entry)(void **) = nullptr;
+  if (moir_status s = loadSharedObject(path, code, bytes, &handle, &entry); s != MOIR_OK)
+    return s;
+  *out = new CPUDriver(handle, entry, weights);
   return MOIR_OK;
 }

@@ -87,6 +87,11 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       *codeChecksum = std::stoull(codeHex, nullptr, 16);
       m->weightsChecksum = std::stoull(weightsHex, nullptr, 16);
       sawChecksum = true;
+    } else if (key == "kernel") {
+      std::string name;
+      if (!(words >> name))
+        return bad("kernel line without a name");
+      m->kernels.push_back(name);
     } else if (key == "decode") {
       std::string b, f;
       if (!(words >> b >> m->decodeWeightBytes >> f >> m->decodeFlops) || b != "weight_bytes" ||
@@ -147,11 +152,17 @@ extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
   const uint8_t *code = m->file.data + h.codeOffset;
   if (fnv1a64(code, h.codeBytes) != codeChecksum)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": code checksum mismatch (corrupted file)"));
-  if (m->target.rfind("cpu ", 0) != 0)
+  moir_status loaded;
+  if (m->target.rfind("cpu ", 0) == 0)
+    loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, &m->driver);
+  else if (m->target.rfind("nvidia ", 0) == 0)
+    loaded = moir::rt::loadCUDADriver(m->path, m->target, code, h.codeBytes, m->weights,
+                                      m->weightBytes, &m->driver);
+  else
     return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": target '" + m->target +
                                                    "' has no driver in this runtime"));
-  if (moir_status s = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, &m->driver); s != MOIR_OK)
-    return reject(s);
+  if (loaded != MOIR_OK)
+    return reject(loaded);
   *out = m;
   return moir::rt::ok();
 }

@@ -18,16 +18,37 @@ struct Arg {
   std::string names;
 };
 
-/// Loaded code of one target; the CPU driver is the only one so far.
+/// Loaded code of one target and the memory it computes on: the CPU driver
+/// (host memory) or a GPU driver (device memory; cuda_driver.cpp).
 class Driver {
 public:
   virtual ~Driver() = default;
   /// Calls the entry with one pointer per argument (descriptors, int64s).
-  virtual void call(void **args) = 0;
+  /// Returns the first error the code ran into, MOIR_OK otherwise.
+  virtual moir_status call(void **args) = 0;
+  /// A zero-filled buffer where the code reads and writes (null if out of
+  /// memory), and its release.
+  virtual void *allocate(size_t bytes) = 0;
+  virtual void release(void *buffer) = 0;
+  /// Whether buffers from allocate() are host memory (no copies needed).
+  virtual bool hostVisible() const = 0;
+  virtual moir_status upload(void *dst, const void *src, size_t bytes) = 0;
+  virtual moir_status download(void *dst, const void *src, size_t bytes) = 0;
+  /// The weights section as the code reads it.
+  virtual const uint8_t *weights() const = 0;
 };
 
+/// Stages a shared object held in memory and loads it; `entry` is its
+/// moir_forward.
+moir_status loadSharedObject(const std::string &path, const uint8_t *code, size_t bytes,
+                             void **handle, void (**entry)(void **));
+
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
-                          Driver **out);
+                          const uint8_t *weights, Driver **out);
+/// target "nvidia <chip>": libcuda.so.1 through dlopen, weights uploaded once.
+moir_status loadCUDADriver(const std::string &path, const std::string &target,
+                           const uint8_t *code, size_t bytes, const uint8_t *weights,
+                           uint64_t weightBytes, Driver **out);
 
 } // namespace moir::rt
 
@@ -38,6 +59,7 @@ struct moir_model {
   std::string target;
   int64_t vocab = 0, layers = 0, capacity = 0;
   std::vector<moir::rt::Arg> args;
+  std::vector<std::string> kernels;
   const uint8_t *weights = nullptr;
   uint64_t weightBytes = 0;
   uint64_t weightsChecksum = 0;

@@ -28,18 +28,32 @@ struct Descriptor {
   }
 };
 
-struct AlignedFree {
-  void operator()(void *p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<void, AlignedFree>;
+/// A zero-filled buffer where the driver's code computes (host or device
+/// memory).
+class Buffer {
+public:
+  Buffer() = default;
+  Buffer(moir::rt::Driver *driver, size_t bytes)
+      : driver(driver), data(driver->allocate(bytes)) {}
+  Buffer(Buffer &&other) noexcept : driver(other.driver), data(other.data) {
+    other.data = nullptr;
+  }
+  Buffer &operator=(Buffer &&other) noexcept {
+    std::swap(driver, other.driver);
+    std::swap(data, other.data);
+    return *this;
+  }
+  ~Buffer() {
+    if (data)
+      driver->release(data);
+  }
+  void *get() const { return data; }
+  explicit operator bool() const { return data != nullptr; }
 
-Buffer allocate(size_t bytes) {
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void *p = std::aligned_alloc(64, rounded ? rounded : 64);
-  if (p)
-    std::memset(p, 0, rounded ? rounded : 64);
-  return Buffer(p);
-}
+private:
+  moir::rt::Driver *driver = nullptr;
+  void *data = nullptr;
+};
 
 int64_t elements(const std::vector<int64_t> &shape) {
   int64_t n = 1;
@@ -58,6 +72,9 @@ struct moir_session {
   int64_t maxRun = 0;
   std::vector<Buffer> caches;
   Buffer tokens, positions, logits;
+  /// Host copies where the driver's buffers are device memory.
+  std::vector<int64_t> hostPositions;
+  std::vector<float> hostLogits;
   int64_t offset = 0;
   std::vector<Descriptor> descriptors;
   std::vector<void *> argv;
@@ -67,9 +84,13 @@ static moir_status reserveRun(moir_session *s, int64_t n) {
   if (n <= s->maxRun)
     return MOIR_OK;
   int64_t vocab = s->model->vocab;
-  s->tokens = allocate(n * sizeof(int32_t));
-  s->positions = allocate(n * sizeof(int64_t));
-  s->logits = allocate(n * vocab * sizeof(float));
+  moir::rt::Driver *driver = s->model->driver;
+  s->tokens = Buffer(driver, n * sizeof(int32_t));
+  s->positions = Buffer(driver, n * sizeof(int64_t));
+  s->logits = Buffer(driver, n * vocab * sizeof(float));
+  s->hostPositions.resize(n);
+  if (!driver->hostVisible())
+    s->hostLogits.resize(n * vocab);
   if (!s->tokens || !s->positions || !s->logits)
     return fail(MOIR_ERROR_OUT_OF_RANGE, "out of memory for a run of " + std::to_string(n) + " tokens");
   s->maxRun = n;
@@ -94,12 +115,12 @@ extern "C" moir_status moir_session_create(moir_model *model, int64_t capacity,
     if (arg.kind == "cache") {
       if (arg.dtype != "f32")
         return fail(MOIR_ERROR_UNSUPPORTED, model->path + ": cache type " + arg.dtype);
-      s->caches.push_back(allocate(elements(arg.shape) * sizeof(float)));
+      s->caches.emplace_back(model->driver, elements(arg.shape) * sizeof(float));
       if (!s->caches.back())
         return fail(MOIR_ERROR_OUT_OF_RANGE, model->path + ": out of memory for the KV cache");
       s->descriptors[i].set(s->caches.back().get(), arg.shape);
     } else if (arg.kind == "weight") {
-      s->descriptors[i].set(model->weights + arg.offset, arg.shape);
+      s->descriptors[i].set(model->driver->weights() + arg.offset, arg.shape);
     }
   }
   if (moir_status st = reserveRun(s.get(), 1); st != MOIR_OK)
@@ -124,10 +145,15 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
                                                std::to_string(s->model->vocab) + ")");
   if (moir_status st = reserveRun(s, n); st != MOIR_OK)
     return st;
-  std::memcpy(s->tokens.get(), tokens, n * sizeof(int32_t));
-  auto *pos = static_cast<int64_t *>(s->positions.get());
+  moir::rt::Driver *driver = s->model->driver;
   for (int64_t i = 0; i < n; ++i)
-    pos[i] = s->position + i;
+    s->hostPositions[i] = s->position + i;
+  if (moir_status st = driver->upload(s->tokens.get(), tokens, n * sizeof(int32_t)); st != MOIR_OK)
+    return st;
+  if (moir_status st = driver->upload(s->positions.get(), s->hostPositions.data(),
+                                      n * sizeof(int64_t));
+      st != MOIR_OK)
+    return st;
   s->offset = s->position;
   const auto &args = s->model->args;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -141,22 +167,33 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
     s->argv[i] = kind == "offset" ? static_cast<void *>(&s->offset)
                                   : static_cast<void *>(s->descriptors[i].words.data());
   }
-  s->model->driver->call(s->argv.data());
+  if (moir_status st = driver->call(s->argv.data()); st != MOIR_OK)
+    return st;
+  if (!driver->hostVisible()) {
+    size_t bytes = n * s->model->vocab * sizeof(float);
+    if (moir_status st = driver->download(s->hostLogits.data(), s->logits.get(), bytes); st != MOIR_OK)
+      return st;
+  }
   s->position += n;
   s->lastRun = n;
   return moir::rt::ok();
 }
 
+static const float *hostLogits(const moir_session *s) {
+  return s->model->driver->hostVisible() ? static_cast<const float *>(s->logits.get())
+                                         : s->hostLogits.data();
+}
+
 extern "C" const float *moir_session_logits(const moir_session *s) {
   if (!s->lastRun)
     return nullptr;
-  return static_cast<const float *>(s->logits.get()) + (s->lastRun - 1) * s->model->vocab;
+  return hostLogits(s) + (s->lastRun - 1) * s->model->vocab;
 }
 
 extern "C" const float *moir_session_all_logits(const moir_session *s, int64_t *n) {
   if (n)
     *n = s->lastRun;
-  return s->lastRun ? static_cast<const float *>(s->logits.get()) : nullptr;
+  return s->lastRun ? hostLogits(s) : nullptr;
 }
 
 extern "C" int64_t moir_session_position(const moir_session *s) { return s->position; }

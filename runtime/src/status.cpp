@@ -30,6 +30,8 @@ extern "C" const char *moir_status_name(moir_status status) {
     return "MOIR_ERROR_OUT_OF_RANGE";
   case MOIR_ERROR_UNSUPPORTED:
     return "MOIR_ERROR_UNSUPPORTED";
+  case MOIR_ERROR_DEVICE:
+    return "MOIR_ERROR_DEVICE";
   }
   return "MOIR_ERROR_UNKNOWN";
 }

@@ -37,8 +37,20 @@ static cl::opt<int64_t> cacheCapacity("cache-capacity",
 static cl::opt<std::string> outputFile("o", cl::desc("output file"),
                                        cl::value_desc("file"), cl::init("-"));
 static cl::opt<std::string>
-    target("target", cl::desc("compile to an artifact for this target (cpu)"),
+    target("target", cl::desc("compile to an artifact for this target (cpu, nvidia)"),
            cl::init(""));
+static cl::opt<std::string> gpuChip("gpu",
+                                    cl::desc("GPU chip for --target=nvidia (sm_80, sm_90, "
+                                             "sm_90a, ...)"),
+                                    cl::init(""));
+static cl::opt<std::string> gpuToolkit("gpu-toolkit",
+                                       cl::desc("CUDA toolkit root (default: $CUDA_HOME or "
+                                                "/usr/local/cuda)"),
+                                       cl::init(""));
+static cl::opt<std::string>
+    deviceCode("dump-device-code",
+               cl::desc("also write the GPU binary (fatbin) to this file, for checks"),
+               cl::init(""));
 static cl::opt<std::string> cpuName("cpu",
                                     cl::desc("CPU to generate code for (native, znver4, "
                                              "x86-64-v3, neoverse-v1, ...)"),
@@ -71,6 +83,7 @@ int main(int argc, char **argv) {
 
   DialectRegistry registry;
   moir::registerAllDialects(registry);
+  moir::registerAllTargets();
   MLIRContext context(registry);
 
   std::string error;
@@ -101,13 +114,28 @@ int main(int argc, char **argv) {
   }
 
   if (!target.empty()) {
-    if (target != "cpu") {
-      llvm::errs() << "moirc: unknown target '" << target << "' (known: cpu)\n";
-      return 1;
-    }
     if (outputFile == "-") {
       llvm::errs() << "moirc: --target needs -o <artifact.moir>\n";
       return 1;
+    }
+    if (target != "cpu") {
+      if (!moir::gpu::lookupTarget(target)) {
+        llvm::errs() << "moirc: unknown target '" << target << "' (known: cpu";
+        for (llvm::StringRef name : moir::gpu::registeredTargets())
+          llvm::errs() << ", " << name;
+        llvm::errs() << ")\n";
+        return 1;
+      }
+      moir::gpu::GPUOptions options;
+      options.chip = gpuChip;
+      options.toolkit = gpuToolkit;
+      if (llvm::Error err = moir::compileGPUArtifact(*module, store, target, options, outputFile,
+                                                     deviceCode)) {
+        llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err))
+                     << "\n";
+        return 1;
+      }
+      return 0;
     }
     moir::cpu::TargetOptions options;
     options.cpu = cpuName;

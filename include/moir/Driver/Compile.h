@@ -4,6 +4,7 @@
 #define MOIR_DRIVER_COMPILE_H
 
 #include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/GPU/GPUTarget.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/Error.h"
@@ -20,6 +21,15 @@ namespace moir {
 llvm::Error compileCPUArtifact(mlir::ModuleOp module, const frontend::WeightStore &store,
                                const cpu::TargetOptions &options,
                                llvm::StringRef outputPath);
+
+/// Compiles for a registered GPU target ("nvidia", "amd"): kernels in the
+/// vendor's binary format inside a host shared object for x86-64. With
+/// `deviceCodePath` set, also writes the device binaries there (for ptxas /
+/// cuobjdump / readelf checks).
+llvm::Error compileGPUArtifact(mlir::ModuleOp module, const frontend::WeightStore &store,
+                               llvm::StringRef target, const gpu::GPUOptions &options,
+                               llvm::StringRef outputPath,
+                               llvm::StringRef deviceCodePath = "");
 
 } // namespace moir
 

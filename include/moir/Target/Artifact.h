@@ -43,6 +43,9 @@ struct ArtifactInfo {
   std::string family;
   int64_t vocab = 0, layers = 0, capacity = 0;
   std::vector<ArtifactArg> args;
+  /// GPU kernels the code launches ("module.function"), listed for
+  /// inspection; CPU artifacts have none.
+  std::vector<std::string> kernels;
 
 };
 

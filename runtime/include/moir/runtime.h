@@ -27,6 +27,8 @@ typedef enum moir_status {
   MOIR_ERROR_FORMAT = 3,
   MOIR_ERROR_OUT_OF_RANGE = 4,
   MOIR_ERROR_UNSUPPORTED = 5,
+  /* The GPU (or its driver library) failed or is missing. */
+  MOIR_ERROR_DEVICE = 6,
 } moir_status;
 
 /* Human-readable description of the last failure on this thread ("" if none). */

@@ -1,0 +1,86 @@
+//===- GPUTarget.h - MoIR's shared GPU backend ------------------*- C++ -*-===//
+//
+// One lowering for every GPU: bufferized loops -> gpu.launch kernels and host
+// code that calls the runtime's launcher. What differs per vendor (how the
+// target is attached, how gpu.module lowers, the binary's format, the warp
+// size) sits behind GPUTargetInfo; lib/Target/NVIDIA and lib/Target/AMD each
+// register one.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_TARGET_GPU_GPUTARGET_H
+#define MOIR_TARGET_GPU_GPUTARGET_H
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace moir {
+
+#define GEN_PASS_DECL
+#include "moir/Target/GPU/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "moir/Target/GPU/Passes.h.inc"
+
+namespace gpu {
+
+/// What the user picked on the command line.
+struct GPUOptions {
+  /// Chip name: sm_80, sm_90, sm_90a, gfx942, ...
+  std::string chip;
+  /// Toolkit root (CUDA toolkit, ROCm root); empty: the target's default.
+  std::string toolkit;
+  unsigned optLevel = 3;
+};
+
+/// The vendor-specific part of the GPU backend.
+class GPUTargetInfo {
+public:
+  virtual ~GPUTargetInfo() = default;
+  /// "nvidia", "amd": the --target name and the artifact's target prefix.
+  virtual llvm::StringRef name() const = 0;
+  /// Chips this backend knows; the first is the default.
+  virtual llvm::ArrayRef<llvm::StringRef> chips() const = 0;
+  virtual int64_t warpSize(llvm::StringRef chip) const = 0;
+  /// Checks the options (known chip, toolkit present) before any work.
+  virtual llvm::Error validate(const GPUOptions &options) const = 0;
+  /// Attaches the target attribute to every gpu.module and lowers the
+  /// kernels to the vendor's LLVM dialect (NVVM, ROCDL).
+  virtual void buildDeviceLowering(mlir::OpPassManager &pm,
+                                   const GPUOptions &options) const = 0;
+  /// Serializes every gpu.module into a gpu.binary: the loadable binary
+  /// (fatbin, HSACO) or, with `assembly`, the text the vendor's assembler
+  /// reads (PTX, AMDGCN) for checks.
+  virtual void buildSerialization(mlir::OpPassManager &pm, const GPUOptions &options,
+                                  bool assembly) const = 0;
+  /// What the runtime needs to pick its driver, e.g. "nvidia sm_90".
+  virtual std::string describe(const GPUOptions &options) const = 0;
+};
+
+/// Registered backends, by name ("nvidia", "amd"); null if unknown.
+const GPUTargetInfo *lookupTarget(llvm::StringRef name);
+std::vector<llvm::StringRef> registeredTargets();
+void registerTarget(const GPUTargetInfo *info);
+
+/// Bufferized linalg (the CPU pipeline's linalg phase) -> gpu.launch kernels
+/// outlined into gpu.module ops, host code with async launches.
+void buildKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
+/// Host code (with gpu.binary ops) -> LLVM dialect with the exported entry.
+void buildHostLoweringPipeline(mlir::OpPassManager &pm);
+
+/// The serialized device code of every gpu.binary in `module`, as
+/// (name, bytes) pairs.
+std::vector<std::pair<std::string, std::string>> deviceBinaries(mlir::ModuleOp module);
+/// Names of the kernels the module launches (for the manifest).
+std::vector<std::string> kernelNames(mlir::ModuleOp module);
+
+} // namespace gpu
+} // namespace moir
+
+#endif // MOIR_TARGET_GPU_GPUTARGET_H

@@ -1,0 +1,90 @@
+//===- Passes.td - the shared GPU lowering --------------------*- tablegen -*-===//
+//
+// Vendor-neutral: these passes turn bufferized loops into gpu.launch kernels
+// and host code. NVVM/ROCDL specifics live in lib/Target/{NVIDIA,AMD}.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_TARGET_GPU_PASSES
+#define MOIR_TARGET_GPU_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def GPUOffloadPass : Pass<"moir-gpu-offload", "mlir::ModuleOp"> {
+  let summary = "splits bufferized functions into host control and device loops";
+  let description = [{
+    Runs after bufferization and `convert-linalg-to-parallel-loops`. In each
+    function, every op at host level (the body, and the bodies of loops and
+    branches that hold dynamically sized allocations or calls) is classified:
+
+    * `scf.parallel` stays: it becomes a kernel (`moir-gpu-map-loops`).
+    * a loop or branch without dynamic allocations, a `memref.store` or any
+      other op that touches buffers is wrapped in a one-iteration
+      `scf.parallel` marked `moir.serial`: a single-thread kernel. Parallel
+      loops nested in it become `scf.for`; its static allocations become
+      `memref.alloca` at its start (reused by every iteration).
+    * a `memref.load` (a value that steers host control, such as a routed
+      expert's row count) becomes a call of the runtime's
+      `moir_gpu_read_b32/_b64(address)`, which waits for the device and reads
+      the element.
+
+    ```mlir
+    // before
+    scf.for %i = %c0 to %n step %c1 { ... memref.store %v, %buf[%i] ... }
+    %x = memref.load %count[%c0] : memref<5xi32>
+    // after
+    scf.parallel (%t) = (%c0) to (%c1) step (%c1) {
+      scf.for %i = %c0 to %n step %c1 { ... }
+    } {moir.serial}
+    %x = func.call @moir_gpu_read_b32(%address) : (index) -> i32
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::func::FuncDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
+}
+
+def GPUMapLoopsPass : Pass<"moir-gpu-map-loops", "mlir::ModuleOp"> {
+  let summary = "tiles host-level parallel loops into blocks and threads";
+  let description = [{
+    Each host-level `scf.parallel` is tiled: its innermost dimension by
+    `block-size` threads (fewer for a short static dimension, rounded up to a
+    warp), the others by 1. The tile loop's dimensions map, innermost first, to
+    block x, y and z (any further ones run sequentially in the kernel), the
+    intra-tile loop's innermost dimension to thread x. A `moir.serial` loop
+    maps to one thread. `convert-parallel-loops-to-gpu` then makes the
+    launches.
+  }];
+  let options = [
+    Option<"blockSize", "block-size", "int64_t", /*default=*/"256",
+           "threads per block along the innermost dimension">,
+    Option<"warpSize", "warp-size", "int64_t", /*default=*/"32",
+           "short dimensions round up to a multiple of this">,
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::affine::AffineDialect"];
+}
+
+def GPUHostMemoryPass : Pass<"moir-gpu-host-memory", "mlir::ModuleOp"> {
+  let summary = "puts host-level buffers in device memory";
+  let description = [{
+    Runs after `convert-parallel-loops-to-gpu`. Host-level `memref.alloc` and
+    `memref.dealloc` become `gpu.alloc` and `gpu.dealloc` (device memory,
+    pooled by the runtime); `memref.get_global` results used in a kernel are
+    re-created inside it, so `gpu-kernel-outlining` copies the constant into
+    the device module instead of passing a host pointer.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def GPUMergeModulesPass : Pass<"moir-gpu-merge-modules", "mlir::ModuleOp"> {
+  let summary = "moves every outlined kernel into one gpu.module";
+  let description = [{
+    `gpu-kernel-outlining` makes one `gpu.module` per kernel. This pass moves
+    all kernels (and the constants they read, once) into a single
+    `gpu.module @moir_kernels` and retargets the launches, so the artifact
+    holds one device binary that the runtime loads once.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+#endif // MOIR_TARGET_GPU_PASSES

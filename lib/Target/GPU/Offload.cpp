@@ -1,0 +1,340 @@
+//===- Offload.cpp - host control vs device loops, blocks and threads ------===//
+
+#include "moir/Target/GPU/GPUTarget.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+namespace moir {
+#define GEN_PASS_DEF_GPUOFFLOADPASS
+#define GEN_PASS_DEF_GPUMAPLOOPSPASS
+#define GEN_PASS_DEF_GPUHOSTMEMORYPASS
+#define GEN_PASS_DEF_GPUMERGEMODULESPASS
+#include "moir/Target/GPU/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+
+namespace {
+
+constexpr llvm::StringLiteral kSerial = "moir.serial";
+
+bool holdsHostWork(Operation *op) {
+  WalkResult result = op->walk([](Operation *inner) {
+    if (auto alloc = dyn_cast<memref::AllocOp>(inner))
+      if (!alloc.getType().hasStaticShape())
+        return WalkResult::interrupt();
+    if (isa<func::CallOp>(inner))
+      return WalkResult::interrupt();
+    return WalkResult::advance();
+  });
+  return result.wasInterrupted();
+}
+
+/// Ops that may stay on the host: no effect on buffer contents.
+bool isHostOp(Operation *op) {
+  return isa<memref::AllocOp, memref::DeallocOp, memref::GetGlobalOp, func::CallOp,
+             func::ReturnOp, scf::YieldOp, memref::ExtractAlignedPointerAsIndexOp,
+             memref::ExtractStridedMetadataOp>(op) ||
+         isMemoryEffectFree(op);
+}
+
+/// scf.parallel (without reductions) -> a nest of scf.for.
+LogicalResult sequentialize(scf::ParallelOp loop) {
+  if (loop.getNumReductions() != 0)
+    return loop.emitError("parallel loops with reductions are not offloaded");
+  IRRewriter rewriter(loop);
+  Location loc = loop.getLoc();
+  SmallVector<Value> ivs;
+  Operation *insertBefore = loop;
+  for (auto [lb, ub, step] :
+       llvm::zip(loop.getLowerBound(), loop.getUpperBound(), loop.getStep())) {
+    rewriter.setInsertionPoint(insertBefore);
+    auto forOp = scf::ForOp::create(rewriter, loc, lb, ub, step);
+    ivs.push_back(forOp.getInductionVar());
+    insertBefore = forOp.getBody()->getTerminator();
+  }
+  Block *body = loop.getBody();
+  rewriter.eraseOp(body->getTerminator());
+  rewriter.inlineBlockBefore(body, insertBefore, ivs);
+  rewriter.eraseOp(loop);
+  return success();
+}
+
+LogicalResult sequentializeNested(Operation *root) {
+  SmallVector<scf::ParallelOp> nested;
+  root->walk([&](scf::ParallelOp p) {
+    if (p != root)
+      nested.push_back(p);
+  });
+  // Post-order: innermost first.
+  for (scf::ParallelOp p : nested)
+    if (failed(sequentialize(p)))
+      return failure();
+  return success();
+}
+
+/// Wraps `op` in a one-iteration scf.parallel: a single-thread kernel.
+LogicalResult wrapSerial(Operation *op) {
+  for (Value result : op->getResults())
+    if (!result.use_empty())
+      return op->emitError("cannot run this op on the device: the host uses its result");
+  OpBuilder b(op);
+  Location loc = op->getLoc();
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  auto wrapper = scf::ParallelOp::create(b, loc, ValueRange{c0}, ValueRange{c1}, ValueRange{c1});
+  wrapper->setAttr(kSerial, b.getUnitAttr());
+  op->moveBefore(wrapper.getBody()->getTerminator());
+  if (failed(sequentializeNested(wrapper)))
+    return failure();
+  // Fixed-size scratch buffers become one stack buffer each at the kernel's
+  // start; every iteration that used a fresh one writes before reading.
+  SmallVector<memref::AllocOp> allocs;
+  wrapper->walk([&](memref::AllocOp alloc) { allocs.push_back(alloc); });
+  for (memref::AllocOp alloc : allocs) {
+    if (!alloc.getType().hasStaticShape())
+      return alloc.emitError("dynamically sized buffer inside a device loop");
+    b.setInsertionPointToStart(wrapper.getBody());
+    auto stack = memref::AllocaOp::create(b, alloc.getLoc(), alloc.getType(),
+                                          alloc.getAlignmentAttr());
+    for (Operation *user : llvm::make_early_inc_range(alloc->getUsers()))
+      if (isa<memref::DeallocOp>(user))
+        user->erase();
+    alloc.replaceAllUsesWith(stack.getResult());
+    alloc.erase();
+  }
+  return success();
+}
+
+func::FuncOp readFunction(ModuleOp module, unsigned bits) {
+  std::string name = "moir_gpu_read_b" + std::to_string(bits);
+  if (auto f = module.lookupSymbol<func::FuncOp>(name))
+    return f;
+  OpBuilder b(module.getBodyRegion());
+  b.setInsertionPointToStart(module.getBody());
+  auto type = b.getFunctionType({b.getIndexType()}, {b.getIntegerType(bits)});
+  auto f = func::FuncOp::create(b, module.getLoc(), name, type);
+  f.setPrivate();
+  return f;
+}
+
+/// A host read of one element of a device buffer: address arithmetic on the
+/// host, the read itself by the runtime.
+LogicalResult replaceLoad(memref::LoadOp load, ModuleOp module) {
+  Type type = load.getType();
+  unsigned bits = type.isIndex() ? 64 : type.getIntOrFloatBitWidth();
+  if (bits != 32 && bits != 64)
+    return load.emitError("host read of a ") << type << " element is not supported";
+  OpBuilder b(load);
+  Location loc = load.getLoc();
+  Value memref = load.getMemRef();
+  auto metadata = memref::ExtractStridedMetadataOp::create(b, loc, memref);
+  Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+  Value linear = metadata.getOffset();
+  for (auto [index, stride] : llvm::zip(load.getIndices(), metadata.getStrides()))
+    linear = arith::AddIOp::create(b, loc, linear, arith::MulIOp::create(b, loc, index, stride));
+  Value bytes = arith::MulIOp::create(b, loc, linear,
+                                      arith::ConstantIndexOp::create(b, loc, bits / 8));
+  address = arith::AddIOp::create(b, loc, address, bytes);
+  func::FuncOp read = readFunction(module, bits);
+  Value raw = func::CallOp::create(b, loc, read, ValueRange{address}).getResult(0);
+  Value value = raw;
+  if (type.isIndex())
+    value = arith::IndexCastOp::create(b, loc, type, raw);
+  else if (isa<FloatType>(type))
+    value = arith::BitcastOp::create(b, loc, type, raw);
+  load.replaceAllUsesWith(value);
+  load.erase();
+  return success();
+}
+
+LogicalResult partition(Block &block, ModuleOp module) {
+  for (Operation &op : llvm::make_early_inc_range(block)) {
+    if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
+      if (failed(sequentializeNested(loop)))
+        return failure();
+      continue;
+    }
+    if (isMemoryEffectFree(&op))
+      continue;
+    if (auto load = dyn_cast<memref::LoadOp>(op)) {
+      if (failed(replaceLoad(load, module)))
+        return failure();
+      continue;
+    }
+    if (op.getNumRegions() > 0 && !isa<func::FuncOp>(op)) {
+      if (holdsHostWork(&op)) {
+        for (Region &region : op.getRegions())
+          for (Block &inner : region)
+            if (failed(partition(inner, module)))
+              return failure();
+        continue;
+      }
+      if (failed(wrapSerial(&op)))
+        return failure();
+      continue;
+    }
+    if (isHostOp(&op))
+      continue;
+    if (failed(wrapSerial(&op)))
+      return failure();
+  }
+  return success();
+}
+
+struct GPUOffloadPass : moir::impl::GPUOffloadPassBase<GPUOffloadPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    for (auto func : llvm::to_vector(module.getOps<func::FuncOp>())) {
+      if (func.isExternal())
+        continue;
+      if (failed(partition(func.getBody().front(), module)))
+        return signalPassFailure();
+    }
+  }
+};
+
+/// Host-level parallel loops: not nested in another one, not in a launch.
+SmallVector<scf::ParallelOp> hostLoops(ModuleOp module) {
+  SmallVector<scf::ParallelOp> loops;
+  module.walk([&](scf::ParallelOp loop) {
+    if (!loop->getParentOfType<scf::ParallelOp>() && !loop->getParentOfType<gpu::LaunchOp>())
+      loops.push_back(loop);
+  });
+  return loops;
+}
+
+struct GPUMapLoopsPass : moir::impl::GPUMapLoopsPassBase<GPUMapLoopsPass> {
+  using GPUMapLoopsPassBase::GPUMapLoopsPassBase;
+
+  gpu::ParallelLoopDimMappingAttr dim(gpu::Processor processor) {
+    Builder b(&getContext());
+    return gpu::ParallelLoopDimMappingAttr::get(&getContext(), processor,
+                                                b.getDimIdentityMap(), b.getDimIdentityMap());
+  }
+
+  void runOnOperation() override {
+    for (scf::ParallelOp loop : hostLoops(getOperation())) {
+      if (failed(sequentializeNested(loop)))
+        return signalPassFailure();
+      unsigned rank = loop.getNumLoops();
+      if (loop->hasAttr(kSerial)) {
+        SmallVector<gpu::ParallelLoopDimMappingAttr> mapping(rank, dim(gpu::Processor::Sequential));
+        mapping[0] = dim(gpu::Processor::ThreadX);
+        if (failed(gpu::setMappingAttr(loop, mapping)))
+          return signalPassFailure();
+        continue;
+      }
+      SmallVector<int64_t> tiles(rank, 1);
+      int64_t tile = blockSize;
+      std::optional<int64_t> lb = getConstantIntValue(loop.getLowerBound().back());
+      std::optional<int64_t> ub = getConstantIntValue(loop.getUpperBound().back());
+      std::optional<int64_t> step = getConstantIntValue(loop.getStep().back());
+      if (lb && ub && step && *step > 0) {
+        int64_t trips = (*ub - *lb + *step - 1) / *step;
+        tile = std::min<int64_t>(blockSize, std::max<int64_t>(warpSize, (trips + warpSize - 1) /
+                                                                             warpSize * warpSize));
+      }
+      tiles.back() = tile;
+      auto [outer, inner] = scf::tileParallelLoop(loop, tiles, /*noMinMaxBounds=*/true);
+      SmallVector<gpu::ParallelLoopDimMappingAttr> outerMap, innerMap;
+      const gpu::Processor blocks[] = {gpu::Processor::BlockX, gpu::Processor::BlockY,
+                                       gpu::Processor::BlockZ};
+      for (unsigned i = 0; i < rank; ++i) {
+        unsigned fromInnermost = rank - 1 - i;
+        outerMap.push_back(dim(fromInnermost < 3 ? blocks[fromInnermost]
+                                                 : gpu::Processor::Sequential));
+        innerMap.push_back(dim(fromInnermost == 0 ? gpu::Processor::ThreadX
+                                                  : gpu::Processor::Sequential));
+      }
+      if (failed(gpu::setMappingAttr(outer, outerMap)) ||
+          failed(gpu::setMappingAttr(inner, innerMap)))
+        return signalPassFailure();
+    }
+  }
+};
+
+struct GPUHostMemoryPass : moir::impl::GPUHostMemoryPassBase<GPUHostMemoryPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    // Constants read by kernels travel inside the device module.
+    module.walk([&](gpu::LaunchOp launch) {
+      llvm::SetVector<Value> captured;
+      getUsedValuesDefinedAbove(launch.getBody(), captured);
+      for (Value value : captured) {
+        auto global = value.getDefiningOp<memref::GetGlobalOp>();
+        if (!global)
+          continue;
+        OpBuilder b(&launch.getBody().front(), launch.getBody().front().begin());
+        Operation *copy = b.clone(*global);
+        replaceAllUsesInRegionWith(value, copy->getResult(0), launch.getBody());
+      }
+    });
+    SmallVector<Operation *> hostOps;
+    module.walk([&](Operation *op) {
+      if (isa<memref::AllocOp, memref::DeallocOp, memref::AllocaOp>(op) &&
+          !op->getParentOfType<gpu::LaunchOp>())
+        hostOps.push_back(op);
+    });
+    for (Operation *op : hostOps) {
+      OpBuilder b(op);
+      if (auto alloc = dyn_cast<memref::AllocOp>(op)) {
+        auto device = gpu::AllocOp::create(b, op->getLoc(), alloc.getType(), /*asyncToken=*/Type(),
+                                           ValueRange{}, alloc.getDynamicSizes(), ValueRange{});
+        alloc.replaceAllUsesWith(device.getMemref());
+        alloc.erase();
+      } else if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
+        gpu::DeallocOp::create(b, op->getLoc(), /*asyncToken=*/Type(), ValueRange{},
+                               dealloc.getMemref());
+        dealloc.erase();
+      } else {
+        op->emitError("stack buffer at host level: the device cannot reach it");
+        return signalPassFailure();
+      }
+    }
+  }
+};
+
+struct GPUMergeModulesPass : moir::impl::GPUMergeModulesPassBase<GPUMergeModulesPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto modules = llvm::to_vector(module.getOps<gpu::GPUModuleOp>());
+    if (modules.size() < 2)
+      return;
+    OpBuilder b(modules.front());
+    auto merged = gpu::GPUModuleOp::create(b, module.getLoc(), "moir_kernels");
+    SymbolTable table(merged);
+    // Kernel functions repeat their names across modules; the modules' own
+    // names are unique, so each kernel takes its module's name.
+    module.walk([&](gpu::LaunchFuncOp launch) {
+      launch.setKernelAttr(SymbolRefAttr::get(
+          merged.getNameAttr(), {FlatSymbolRefAttr::get(launch.getKernelModuleName())}));
+    });
+    for (gpu::GPUModuleOp from : modules) {
+      for (Operation &op : llvm::make_early_inc_range(*from.getBody())) {
+        auto symbol = dyn_cast<SymbolOpInterface>(op);
+        if (auto kernel = dyn_cast<gpu::GPUFuncOp>(op))
+          kernel.setName(from.getName());
+        else if (symbol && table.lookup(symbol.getName()))
+          continue; // the same constant, already moved
+        op.moveBefore(merged.getBody(), merged.getBody()->end());
+        if (symbol)
+          table.insert(&op);
+      }
+    }
+    for (gpu::GPUModuleOp from : modules)
+      from.erase();
+  }
+};
+
+} // namespace

@@ -1,0 +1,105 @@
+//===- Pipeline.cpp - the shared GPU lowering ------------------------------===//
+
+#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/GPU/GPUTarget.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringMap.h"
+
+using namespace mlir;
+
+namespace moir::gpu {
+
+static llvm::StringMap<const GPUTargetInfo *> &registry() {
+  static llvm::StringMap<const GPUTargetInfo *> targets;
+  return targets;
+}
+
+void registerTarget(const GPUTargetInfo *info) { registry()[info->name()] = info; }
+
+const GPUTargetInfo *lookupTarget(llvm::StringRef name) {
+  return registry().lookup(name);
+}
+
+std::vector<llvm::StringRef> registeredTargets() {
+  std::vector<llvm::StringRef> names;
+  for (const auto &entry : registry())
+    names.push_back(entry.getKey());
+  llvm::sort(names);
+  return names;
+}
+
+void buildKernelPipeline(OpPassManager &pm, int64_t warpSize) {
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  pm.addPass(bufferization::createDropEquivalentBufferResultsPass());
+  pm.addPass(bufferization::createBufferResultsToOutParamsPass());
+  bufferization::BufferDeallocationPipelineOptions dealloc;
+  bufferization::buildBufferDeallocationPipeline(pm, dealloc);
+  // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
+  // so a kernel like any other.
+  pm.addPass(createCPUPrepareABIPass());
+  pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createGPUOffloadPass());
+  GPUMapLoopsPassOptions map;
+  map.warpSize = warpSize;
+  pm.addPass(createGPUMapLoopsPass(map));
+  pm.nest<func::FuncOp>().addPass(createConvertParallelLoopToGpuPass());
+  pm.addPass(createGPUHostMemoryPass());
+  pm.addPass(createGpuKernelOutliningPass());
+  pm.addPass(createGPUMergeModulesPass());
+  pm.nest<func::FuncOp>().addPass(createGpuAsyncRegionPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void buildHostLoweringPipeline(OpPassManager &pm) {
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createGpuToLLVMConversionPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createCPUExportEntryPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+std::vector<std::pair<std::string, std::string>> deviceBinaries(ModuleOp module) {
+  std::vector<std::pair<std::string, std::string>> binaries;
+  module.walk([&](mlir::gpu::BinaryOp binary) {
+    for (Attribute object : binary.getObjects())
+      if (auto obj = dyn_cast<mlir::gpu::ObjectAttr>(object))
+        binaries.emplace_back(binary.getName().str(), obj.getObject().getValue().str());
+  });
+  return binaries;
+}
+
+std::vector<std::string> kernelNames(ModuleOp module) {
+  std::vector<std::string> names;
+  module.walk([&](mlir::gpu::LaunchFuncOp launch) {
+    names.push_back((launch.getKernelModuleName().getValue() + "." +
+                     launch.getKernelName().getValue())
+                        .str());
+  });
+  return names;
+}
+
+} // namespace moir::gpu

@@ -1,0 +1,127 @@
+//===- NVIDIATarget.cpp - NVVM lowering and cubin/PTX serialization --------===//
+//
+// The NVIDIA side of the shared GPU backend: attach #nvvm.target, lower
+// gpu.module to NVVM, and serialize a fatbin (cubin for the chip plus its PTX
+// for newer chips) with the CUDA toolkit's ptxas and fatbinary.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Target/NVIDIA/NVIDIATarget.h"
+#include "moir/Target/GPU/GPUTarget.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+using namespace mlir;
+
+namespace {
+
+struct Chip {
+  llvm::StringLiteral name;
+  /// The PTX ISA version ptxas needs for it.
+  llvm::StringLiteral features;
+};
+
+constexpr Chip kChips[] = {
+    {"sm_80", "+ptx80"},  {"sm_86", "+ptx80"},   {"sm_89", "+ptx80"},
+    {"sm_90", "+ptx80"},  {"sm_90a", "+ptx80"},  {"sm_100", "+ptx86"},
+    {"sm_100a", "+ptx86"}, {"sm_120", "+ptx87"},
+};
+
+class NVIDIATarget final : public moir::gpu::GPUTargetInfo {
+public:
+  llvm::StringRef name() const override { return "nvidia"; }
+
+  llvm::ArrayRef<llvm::StringRef> chips() const override {
+    static const llvm::SmallVector<llvm::StringRef> names = [] {
+      llvm::SmallVector<llvm::StringRef> out;
+      for (const Chip &chip : kChips)
+        out.push_back(chip.name);
+      return out;
+    }();
+    return names;
+  }
+
+  int64_t warpSize(llvm::StringRef) const override { return 32; }
+
+  static const Chip *find(llvm::StringRef name) {
+    for (const Chip &chip : kChips)
+      if (chip.name == name)
+        return &chip;
+    return nullptr;
+  }
+
+  static std::string toolkit(const moir::gpu::GPUOptions &options) {
+    return options.toolkit.empty() ? moir::nvidia::defaultToolkitPath() : options.toolkit;
+  }
+
+  llvm::Error validate(const moir::gpu::GPUOptions &options) const override {
+    if (!find(options.chip))
+      return llvm::createStringError(
+          "unknown NVIDIA chip '" + options.chip + "' (known: " +
+          llvm::join(chips(), ", ") + ")");
+    // Without the toolkit, libdevice is silently left out and ptxas fails
+    // on unresolved __nv_* calls: refuse early with the path we looked at.
+    std::string root = toolkit(options);
+    llvm::SmallString<256> ptxas(root), libdevice(root);
+    llvm::sys::path::append(ptxas, "bin", "ptxas");
+    llvm::sys::path::append(libdevice, "nvvm", "libdevice", "libdevice.10.bc");
+    if (!llvm::sys::fs::exists(ptxas) || !llvm::sys::fs::exists(libdevice))
+      return llvm::createStringError(
+          "no CUDA toolkit at '" + root +
+          "' (needs bin/ptxas and nvvm/libdevice/libdevice.10.bc; set --gpu-toolkit "
+          "or CUDA_HOME)");
+    return llvm::Error::success();
+  }
+
+  void buildDeviceLowering(OpPassManager &pm,
+                           const moir::gpu::GPUOptions &options) const override {
+    GpuNVVMAttachTargetOptions attach;
+    attach.chip = options.chip;
+    attach.features = find(options.chip)->features.str();
+    attach.optLevel = options.optLevel;
+    pm.addPass(createGpuNVVMAttachTarget(attach));
+    OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
+    kernels.addPass(memref::createExpandStridedMetadataPass());
+    kernels.addPass(createLowerAffinePass());
+    kernels.addPass(createSCFToControlFlowPass());
+    kernels.addPass(createConvertGpuOpsToNVVMOps());
+    kernels.addPass(createCanonicalizerPass());
+    kernels.addPass(createCSEPass());
+    pm.addPass(createReconcileUnrealizedCastsPass());
+  }
+
+  void buildSerialization(OpPassManager &pm, const moir::gpu::GPUOptions &options,
+                          bool assembly) const override {
+    GpuModuleToBinaryPassOptions binary;
+    binary.toolkitPath = toolkit(options);
+    // A fatbin holds the chip's cubin and the PTX, which newer chips' drivers
+    // compile when they load it.
+    binary.compilationTarget = assembly ? "isa" : "fatbin";
+    pm.addPass(createGpuModuleToBinaryPass(binary));
+  }
+
+  std::string describe(const moir::gpu::GPUOptions &options) const override {
+    return "nvidia " + options.chip;
+  }
+};
+
+} // namespace
+
+std::string moir::nvidia::defaultToolkitPath() {
+  for (const char *var : {"CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"})
+    if (const char *value = std::getenv(var); value && *value)
+      return value;
+  return "/usr/local/cuda";
+}
+
+void moir::nvidia::registerNVIDIATarget() {
+  static NVIDIATarget target;
+  moir::gpu::registerTarget(&target);
+}
