@@ -14,36 +14,61 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moir/Frontend/WeightStore.h"
 #include "moir/runtime.h"
-
-#include "llvm/ADT/SmallString.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
-using namespace moir::frontend;
+// Needs only the runtime (no MLIR, no LLVM), so a GPU machine without them
+// builds it next to the runtime (scripts/gpu-check.sh).
 
 namespace {
 
-template <typename T> std::vector<T> read(const WeightStore &store, const char *name) {
-  const TensorInfo *t = store.lookup(name);
-  if (!t) {
-    llvm::errs() << "reference has no tensor '" << name << "'\n";
+/// The named tensor's bytes from a safetensors file: an 8-byte header size,
+/// a JSON header ("name": {"dtype", "shape", "data_offsets": [begin, end]}),
+/// then the data.
+template <typename T>
+std::vector<T> read(const std::string &file, const std::string &bytes, const char *name) {
+  auto die = [&](const char *why) {
+    std::fprintf(stderr, "%s: tensor '%s': %s\n", file.c_str(), name, why);
     std::exit(2);
-  }
-  auto data = store.getData(*t);
-  std::vector<T> out(data.size() / sizeof(T));
-  std::memcpy(out.data(), data.data(), data.size());
+  };
+  if (bytes.size() < 8)
+    die("file too short");
+  uint64_t headerBytes = 0;
+  std::memcpy(&headerBytes, bytes.data(), 8);
+  if (headerBytes > bytes.size() - 8)
+    die("truncated header");
+  std::string header = bytes.substr(8, headerBytes);
+  size_t at = header.find("\"" + std::string(name) + "\"");
+  if (at == std::string::npos)
+    die("not in the file");
+  size_t offsets = header.find("\"data_offsets\"", at);
+  size_t open = header.find('[', offsets);
+  if (offsets == std::string::npos || open == std::string::npos)
+    die("no data_offsets");
+  uint64_t begin = 0, end = 0;
+  if (std::sscanf(header.c_str() + open, "[%llu,%llu]", (unsigned long long *)&begin,
+                  (unsigned long long *)&end) != 2 &&
+      std::sscanf(header.c_str() + open, "[ %llu , %llu ]", (unsigned long long *)&begin,
+                  (unsigned long long *)&end) != 2)
+    die("malformed data_offsets");
+  uint64_t base = 8 + headerBytes;
+  if (end < begin || end > bytes.size() - base || (end - begin) % sizeof(T) != 0)
+    die("data outside the file");
+  std::vector<T> out((end - begin) / sizeof(T));
+  std::memcpy(out.data(), bytes.data() + base + begin, end - begin);
   return out;
 }
 
-/// max |a - b| / max |b| over `n` values.
 double relativeError(const float *a, const float *b, size_t n) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -57,8 +82,8 @@ double relativeError(const float *a, const float *b, size_t n) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    llvm::errs() << "usage: moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] "
-                    "[--reference FILE] [--logits-only]\n";
+    std::fprintf(stderr, "usage: moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] "
+                         "[--reference FILE] [--logits-only]\n");
     return 2;
   }
   double tolerance = 1e-4;
@@ -73,42 +98,41 @@ int main(int argc, char **argv) {
     else if (a == "--logits-only")
       checkTokens = false;
     else {
-      llvm::errs() << "moir-check-fixture: unknown argument '" << a << "'\n";
+      std::fprintf(stderr, "moir-check-fixture: unknown argument '%s'\n", a.c_str());
       return 2;
     }
   }
-  llvm::SmallString<256> refPath(argv[1]);
-  llvm::sys::path::append(refPath, reference);
-  WeightStore store;
-  if (llvm::Error err = readSafetensors(refPath, store)) {
-    llvm::errs() << llvm::toString(std::move(err)) << "\n";
+  std::string refPath = std::string(argv[1]) + "/" + reference;
+  std::ifstream in(refPath, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "%s: cannot open\n", refPath.c_str());
     return 2;
   }
-  std::vector<int64_t> prompt = read<int64_t>(store, "prompt_ids");
-  std::vector<int64_t> expected = read<int64_t>(store, "generated_ids");
-  std::vector<float> prefillRef = read<float>(store, "prefill_logits");
-  std::vector<float> stepRef = read<float>(store, "step_logits");
+  std::string store((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int64_t> prompt = read<int64_t>(refPath, store, "prompt_ids");
+  std::vector<int64_t> expected = read<int64_t>(refPath, store, "generated_ids");
+  std::vector<float> prefillRef = read<float>(refPath, store, "prefill_logits");
+  std::vector<float> stepRef = read<float>(refPath, store, "step_logits");
 
   moir_model *model = nullptr;
   moir_session *session = nullptr;
   if (moir_model_open(argv[2], &model) != MOIR_OK ||
       moir_session_create(model, 0, &session) != MOIR_OK) {
-    llvm::errs() << moir_last_error() << "\n";
+    std::fprintf(stderr, "%s\n", moir_last_error());
     return 1;
   }
   int64_t vocab = moir_model_vocab_size(model);
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
   if (moir_session_run(session, tokens.data(), tokens.size()) != MOIR_OK) {
-    llvm::errs() << moir_last_error() << "\n";
+    std::fprintf(stderr, "%s\n", moir_last_error());
     return 1;
   }
   int64_t rows = 0;
   const float *all = moir_session_all_logits(session, &rows);
   bool ok = true;
   double prefillErr = relativeError(all, prefillRef.data(), rows * vocab);
-  llvm::outs() << llvm::format("prefill (%lld tokens): relative error %.3g (tolerance %.3g) %s\n",
-                               (long long)rows, prefillErr, tolerance,
-                               prefillErr <= tolerance ? "ok" : "FAIL");
+  std::printf("prefill (%lld tokens): relative error %.3g (tolerance %.3g) %s\n",
+              (long long)rows, prefillErr, tolerance, prefillErr <= tolerance ? "ok" : "FAIL");
   ok &= prefillErr <= tolerance;
 
   // Decode through the KV cache, fed transformers' greedy tokens; step i's
@@ -122,25 +146,25 @@ int main(int argc, char **argv) {
     if (i + 1 < expected.size()) {
       int32_t next = static_cast<int32_t>(expected[i]);
       if (moir_session_run(session, &next, 1) != MOIR_OK) {
-        llvm::errs() << moir_last_error() << "\n";
+        std::fprintf(stderr, "%s\n", moir_last_error());
         return 1;
       }
       logits = moir_session_logits(session);
     }
   }
   bool sameTokens = generated == expected;
-  llvm::outs() << llvm::format("decode steps: worst relative error %.3g %s\n", worstStep,
-                               worstStep <= tolerance ? "ok" : "FAIL");
-  llvm::outs() << "greedy tokens:";
+  std::printf("decode steps: worst relative error %.3g %s\n", worstStep,
+              worstStep <= tolerance ? "ok" : "FAIL");
+  std::printf("greedy tokens:");
   for (int64_t t : generated)
-    llvm::outs() << " " << t;
+    std::printf(" %lld", (long long)t);
   if (sameTokens) {
-    llvm::outs() << " (identical to transformers)\n";
+    std::printf(" (identical to transformers)\n");
   } else {
-    llvm::outs() << (checkTokens ? " FAIL:" : " (differ; not checked):") << " transformers gave";
+    std::printf("%s transformers gave", checkTokens ? " FAIL:" : " (differ; not checked):");
     for (int64_t t : expected)
-      llvm::outs() << " " << t;
-    llvm::outs() << "\n";
+      std::printf(" %lld", (long long)t);
+    std::printf("\n");
   }
   ok &= worstStep <= tolerance && (sameTokens || !checkTokens);
   moir_session_destroy(session);

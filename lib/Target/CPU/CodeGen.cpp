@@ -58,6 +58,9 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOption
     }
   }
   llvm::TargetOptions targetOptions;
+  // Constructors (a GPU artifact loads its kernels in one) go to .init_array,
+  // which the dynamic loader runs; .ctors needs crtbegin.o.
+  targetOptions.UseInitArray = true;
   std::unique_ptr<TargetMachine> machine(target->createTargetMachine(
       triple, cpu, features, targetOptions, Reloc::PIC_, std::nullopt,
       options.optLevel >= 3 ? CodeGenOptLevel::Aggressive : CodeGenOptLevel::Default));
