@@ -13,6 +13,6 @@ mkdir -p "$out"
 for dir in "$root"/test/fixtures/*/; do
   family="$(basename "$dir")"
   "$root/build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=64 \
-    -o "$out/$family.moir"
+    -o "$out/$family.moir" --dump-device-code="$out/$family.fatbin"
   echo "compiled $family for $target $chip"
 done

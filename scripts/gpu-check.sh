@@ -24,10 +24,23 @@ for moir in "$art"/*.moir; do
     failed=$((failed + 1))
   fi
 done
-if [ -f "$art/bench.moir" ]; then
-  echo "== benchmark: $(basename "$art/bench.moir")"
-  prompt=$(python3 -c "print(','.join(str((i * 7919) % 32000) for i in range(512)))")
-  "$build/moir-run" "$art/bench.moir" --tokens "$prompt" -n 128 --json || failed=$((failed + 1))
-fi
+# Benchmarks: bench-<shape>-<dtype>.thin are artifacts without weights; the
+# weights are regenerated here and checked against moirc's checksum.
+prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
+models="${MODELS_DIR:-/tmp/moir-models}"
+for thin in "$art"/bench-*.thin; do
+  [ -f "$thin" ] || continue
+  name="$(basename "$thin" .thin)"; spec="${name#bench-}"
+  dtype="${spec##*-}"; shape="${spec%-*}"
+  mkdir -p "$models"
+  [ -f "$models/$spec/model.safetensors" ] ||
+    "$build/moir-make-model" "$models/$spec" --shape "$shape" --dtype "$dtype" >/dev/null
+  python3 "$root/bench/artifact_weights.py" attach "$thin" "$models/$spec" "$models/$spec.moir" >/dev/null &&
+    "$build/moir-run" --inspect --verify "$models/$spec.moir" | grep -q "weights checksum: ok" ||
+    { echo "$name: weights could not be rebuilt"; failed=$((failed + 1)); continue; }
+  result=$("$build/moir-run" "$models/$spec.moir" --tokens "$prompt" -n 128 --json) ||
+    { failed=$((failed + 1)); continue; }
+  echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", ${result#\{}" | sed 's/"tokens": \[[^]]*\], //'
+done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

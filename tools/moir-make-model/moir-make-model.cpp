@@ -9,11 +9,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/raw_ostream.h"
+// Plain C++ (no LLVM): GPU and deployment machines build it next to the
+// runtime, so a benchmark's weights are made where they run instead of being
+// shipped (see bench/gpu_generate.sh).
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -53,7 +56,7 @@ uint32_t next() {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    llvm::errs() << "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N]\n";
+    std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N]\n");
     return 2;
   }
   std::string out = argv[1], shapeName = "mixtral-demo", dtype = "bf16";
@@ -69,7 +72,7 @@ int main(int argc, char **argv) {
     if (c.name == shapeName)
       s = &c;
   if (!s || (dtype != "bf16" && dtype != "f32")) {
-    llvm::errs() << "moir-make-model: unknown --shape or --dtype\n";
+    std::fprintf(stderr, "moir-make-model: unknown --shape or --dtype\n");
     return 2;
   }
   bool mla = s->kvLora > 0;
@@ -139,14 +142,15 @@ int main(int argc, char **argv) {
   while (header.size() % 8)
     header += ' ';
 
-  if (std::error_code ec = llvm::sys::fs::create_directories(out)) {
-    llvm::errs() << "moir-make-model: " << out << ": " << ec.message() << "\n";
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) {
+    std::fprintf(stderr, "moir-make-model: %s: %s\n", out.c_str(), ec.message().c_str());
     return 1;
   }
-  std::error_code ec;
-  llvm::raw_fd_ostream st(out + "/model.safetensors", ec);
-  if (ec) {
-    llvm::errs() << "moir-make-model: " << ec.message() << "\n";
+  std::ofstream st(out + "/model.safetensors", std::ios::binary);
+  if (!st) {
+    std::fprintf(stderr, "moir-make-model: cannot write %s/model.safetensors\n", out.c_str());
     return 1;
   }
   uint64_t headerBytes = header.size();
@@ -174,7 +178,11 @@ int main(int argc, char **argv) {
     }
     st.write(buffer.data(), buffer.size());
   }
-  llvm::raw_fd_ostream cfg(out + "/config.json", ec);
+  if (!st.flush()) {
+    std::fprintf(stderr, "moir-make-model: writing %s/model.safetensors failed\n", out.c_str());
+    return 1;
+  }
+  std::ofstream cfg(out + "/config.json");
   if (mla)
     cfg << "{\"architectures\": [\"" << s->arch << "\"], \"model_type\": \"deepseek_v2\", "
         << "\"hidden_size\": " << s->hidden << ", \"intermediate_size\": " << s->ffn
@@ -195,7 +203,11 @@ int main(int argc, char **argv) {
         << ", \"num_experts_per_tok\": " << s->topK << ", \"vocab_size\": " << s->vocab
         << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 1000000.0, \"hidden_act\": \"silu\", "
         << "\"tie_word_embeddings\": false}\n";
-  llvm::outs() << "moir-make-model: " << s->name << " (" << dtype << ", "
-               << llvm::format("%.2f", offset / 1e9) << " GB of weights) in " << out << "\n";
+  if (!cfg.flush()) {
+    std::fprintf(stderr, "moir-make-model: writing %s/config.json failed\n", out.c_str());
+    return 1;
+  }
+  std::printf("moir-make-model: %s (%s, %.2f GB of weights) in %s\n", s->name.c_str(),
+              dtype.c_str(), offset / 1e9, out.c_str());
   return 0;
 }

@@ -172,17 +172,19 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < generated.size(); ++i)
       std::printf("%s%d", i ? ", " : "", generated[i]);
     std::printf("], \"prefill_tokens\": %zu, \"prefill_tokens_per_s\": %.3f, "
-                "\"decode_tokens_per_s\": %.3f, \"matmul_flops_per_token\": %llu",
+                "\"decode_tokens_per_s\": %.3f, \"matmul_flops_per_token\": %llu, "
+                "\"decode_weight_bytes_per_token\": %llu, \"decode_weight_gb_per_s\": %.2f",
                 prompt.size(), prefillRate, decodeRate,
-                (unsigned long long)moir_model_decode_flops(model));
+                (unsigned long long)moir_model_decode_flops(model), (unsigned long long)stepBytes,
+                stepBytes * decodeRate / 1e9);
     if (bandwidth)
       std::printf(", \"bandwidth_gb_per_s_before\": %.2f, \"bandwidth_gb_per_s_after\": %.2f",
                   gbpsBefore, gbpsAfter);
     if (bandwidth)
-      std::printf(", \"bandwidth_gb_per_s\": %.2f, \"decode_weight_bytes_per_token\": %llu, "
+      std::printf(", \"bandwidth_gb_per_s\": %.2f, "
                   "\"decode_bound_tokens_per_s\": %.2f, "
                   "\"decode_fraction_of_bandwidth_bound\": %.4f",
-                  gbps, (unsigned long long)stepBytes, boundRate,
+                  gbps, boundRate,
                   boundRate > 0 ? decodeRate / boundRate : 0.0);
     std::printf("}\n");
   } else {

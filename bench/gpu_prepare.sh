@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepares the GPU check and benchmark (run here, where MoIR is built):
+# every fixture compiled for the GPU, and the benchmark models compiled and
+# stripped of their weights (bench/artifact_weights.py), which the GPU machine
+# regenerates with moir-make-model. Carry OUT_DIR to the GPU machine and run
+#   bash scripts/gpu-check.sh OUT_DIR
+#   bench/gpu_prepare.sh OUT_DIR [CHIP] [shape:dtype ...]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+out="${1:?usage: gpu_prepare.sh OUT_DIR [CHIP] [shape:dtype ...]}"
+chip="${2:-sm_90}"
+shift $(( $# >= 2 ? 2 : 1 ))
+runs=("$@")
+[ ${#runs[@]} -eq 0 ] && runs=(mixtral-bench:bf16 mixtral-bench:f32 deepseek-v2-lite-bench:bf16)
+bash "$root/scripts/gpu-artifacts.sh" "$out" nvidia "$chip"
+models="$build/models"
+mkdir -p "$models"
+for run in "${runs[@]}"; do
+  shape="${run%%:*}" dtype="${run##*:}"
+  dir="$models/$shape-$dtype"
+  [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype"
+  "$build/bin/moirc" "$dir" --target=nvidia --gpu="$chip" --cache-capacity=1024 -o "$dir-$chip.moir"
+  python3 "$root/bench/artifact_weights.py" strip "$dir-$chip.moir" "$out/bench-$shape-$dtype.thin"
+done
