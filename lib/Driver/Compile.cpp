@@ -144,6 +144,8 @@ Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   info->target = target->describe(resolved);
 
   PassManager toKernels(context);
+  // -mlir-print-ir-after=... and friends, for looking at the kernels.
+  (void)applyPassManagerCLOptions(toKernels);
   gpu::buildKernelPipeline(toKernels, target->warpSize(resolved.chip));
   if (failed(toKernels.run(module)))
     return fail("mapping the model onto GPU kernels failed");

@@ -7,7 +7,11 @@
 #include "model.h"
 #include "status.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <map>
@@ -71,9 +75,64 @@ struct Cuda {
   std::unordered_map<CUdeviceptr, size_t> live;
   std::multimap<size_t, CUdeviceptr> idle;
 
+  /// Host reads fetch the 256-byte line around the element and serve later
+  /// reads of that line from it until the device next runs anything (the
+  /// expert loop reads row offsets of many experts between launches). Every
+  /// buffer starts on a 256-byte boundary and spans whole lines, so the line
+  /// never leaves its allocation.
+  static constexpr uintptr_t kLine = 256;
+  alignas(16) uint8_t line[kLine];
+  CUdeviceptr lineBase = 0;
+  bool lineValid = false;
+
+  template <typename T> T read(intptr_t address) {
+    auto base = static_cast<CUdeviceptr>(address) & ~CUdeviceptr(kLine - 1);
+    if (!lineValid || base != lineBase) {
+      check(api.cuStreamSynchronize(stream), "cuStreamSynchronize");
+      if (!check(api.cuMemcpyDtoH(line, base, kLine), "reading a device value"))
+        return T();
+      lineBase = base;
+      lineValid = true;
+    }
+    T value;
+    std::memcpy(&value, line + (static_cast<CUdeviceptr>(address) - base), sizeof value);
+    return value;
+  }
+
+  /// MOIR_PROFILE=1: every launch and host read is timed (with a stream
+  /// synchronization around it) and a table goes to stderr at exit.
+  bool profile = std::getenv("MOIR_PROFILE") != nullptr;
+  struct Sample {
+    double seconds = 0;
+    long calls = 0;
+  };
+  std::unordered_map<void *, std::string> names;
+  std::unordered_map<std::string, Sample> samples;
+
   static Cuda &get() {
     static Cuda cuda;
     return cuda;
+  }
+
+  ~Cuda() {
+    if (!profile || samples.empty())
+      return;
+    std::vector<std::pair<std::string, Sample>> rows(samples.begin(), samples.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto &a, const auto &b) { return a.second.seconds > b.second.seconds; });
+    double total = 0;
+    for (const auto &row : rows)
+      total += row.second.seconds;
+    std::fprintf(stderr, "MOIR_PROFILE: %.3f s in %zu kinds of device work\n", total, rows.size());
+    for (size_t i = 0; i < rows.size() && i < 25; ++i)
+      std::fprintf(stderr, "  %8.3f ms %5.1f%% %8ld calls  %s\n", rows[i].second.seconds * 1e3,
+                   100 * rows[i].second.seconds / total, rows[i].second.calls,
+                   rows[i].first.c_str());
+  }
+
+  double now() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 
   void record(const std::string &message) {
@@ -202,6 +261,7 @@ public:
   void *allocate(size_t bytes) override {
     Cuda &cuda = Cuda::get();
     void *p = cuda.allocate(bytes);
+    cuda.lineValid = false;
     if (p)
       cuda.check(cuda.api.cuMemsetD8Async(dptr(p), 0, bytes, cuda.stream), "cuMemsetD8");
     return p;
@@ -211,6 +271,7 @@ public:
   moir_status upload(void *dst, const void *src, size_t bytes) override {
     Cuda &cuda = Cuda::get();
     cuda.check(cuda.api.cuStreamSynchronize(cuda.stream), "cuStreamSynchronize");
+    cuda.lineValid = false;
     cuda.check(cuda.api.cuMemcpyHtoD(dptr(dst), src, bytes), "cuMemcpyHtoD");
     return takeError();
   }
@@ -305,6 +366,8 @@ void *mgpuModuleGetFunction(void *module, const char *name) {
     return nullptr;
   }
   cuda.check(cuda.api.cuModuleGetFunction(&function, module, name), "cuModuleGetFunction");
+  if (cuda.profile)
+    cuda.names[function] = name;
   return function;
 }
 
@@ -316,9 +379,24 @@ void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t g
     return; // the first error is kept; later launches would only add noise
   if (gridX <= 0 || gridY <= 0 || gridZ <= 0)
     return; // nothing to do (an empty range, e.g. an expert no token chose)
+  double start = 0;
+  if (cuda.profile) {
+    cuda.api.cuStreamSynchronize(stream);
+    start = cuda.now();
+  }
+  cuda.lineValid = false;
   cuda.check(cuda.api.cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
                                      stream, params, extra),
              "cuLaunchKernel");
+  if (cuda.profile) {
+    cuda.api.cuStreamSynchronize(stream);
+    char shape[96];
+    std::snprintf(shape, sizeof shape, " <<<%ld,%ld,%ld x %ld,%ld,%ld>>>", (long)gridX, (long)gridY,
+                  (long)gridZ, (long)blockX, (long)blockY, (long)blockZ);
+    Cuda::Sample &sample = cuda.samples[cuda.names[function] + shape];
+    sample.seconds += cuda.now() - start;
+    ++sample.calls;
+  }
 }
 
 void *mgpuStreamCreate() { return Cuda::get().stream; }
@@ -338,32 +416,41 @@ void *mgpuMemAlloc(uint64_t bytes, void *, bool) { return Cuda::get().allocate(b
 void mgpuMemFree(void *ptr, void *) { Cuda::get().release(ptr); }
 void mgpuMemcpy(void *dst, void *src, size_t bytes, void *stream) {
   Cuda &cuda = Cuda::get();
+  cuda.lineValid = false;
   cuda.check(cuda.api.cuMemcpyAsync(dptr(dst), dptr(src), bytes, stream), "cuMemcpyAsync");
 }
 void mgpuMemset32(void *dst, unsigned value, size_t count, void *stream) {
   Cuda &cuda = Cuda::get();
+  cuda.lineValid = false;
   cuda.check(cuda.api.cuMemsetD32Async(dptr(dst), value, count, stream), "cuMemsetD32Async");
 }
 void mgpuMemset16(void *dst, unsigned short value, size_t count, void *stream) {
   Cuda &cuda = Cuda::get();
+  cuda.lineValid = false;
   cuda.check(cuda.api.cuMemsetD16Async(dptr(dst), value, count, stream), "cuMemsetD16Async");
 }
 
 uint32_t moir_gpu_read_b32(intptr_t address) {
   Cuda &cuda = Cuda::get();
-  uint32_t value = 0;
-  cuda.check(cuda.api.cuStreamSynchronize(cuda.stream), "cuStreamSynchronize");
-  cuda.check(cuda.api.cuMemcpyDtoH(&value, static_cast<CUdeviceptr>(address), sizeof value),
-             "reading a device value");
+  double start = cuda.profile ? cuda.now() : 0;
+  uint32_t value = cuda.read<uint32_t>(address);
+  if (cuda.profile) {
+    Cuda::Sample &sample = cuda.samples["host read (stream synchronization)"];
+    sample.seconds += cuda.now() - start;
+    ++sample.calls;
+  }
   return value;
 }
 
 uint64_t moir_gpu_read_b64(intptr_t address) {
   Cuda &cuda = Cuda::get();
-  uint64_t value = 0;
-  cuda.check(cuda.api.cuStreamSynchronize(cuda.stream), "cuStreamSynchronize");
-  cuda.check(cuda.api.cuMemcpyDtoH(&value, static_cast<CUdeviceptr>(address), sizeof value),
-             "reading a device value");
+  double start = cuda.profile ? cuda.now() : 0;
+  uint64_t value = cuda.read<uint64_t>(address);
+  if (cuda.profile) {
+    Cuda::Sample &sample = cuda.samples["host read (stream synchronization)"];
+    sample.seconds += cuda.now() - start;
+    ++sample.calls;
+  }
   return value;
 }
 

@@ -70,6 +70,7 @@ static cl::opt<std::string>
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  moir::registerAllPasses(); // for -mlir-print-ir-after=<pass>
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
   cl::ParseCommandLineOptions(argc, argv, "MoIR compile driver\n");

@@ -223,6 +223,32 @@ struct GPUMapLoopsPass : moir::impl::GPUMapLoopsPassBase<GPUMapLoopsPass> {
                                                 b.getDimIdentityMap(), b.getDimIdentityMap());
   }
 
+  /// (outputs..., lane): a warp per output, `rowsPerBlock` warps per block
+  /// along the innermost output dimension.
+  LogicalResult mapWarpLoop(scf::ParallelOp loop) {
+    constexpr int64_t rowsPerBlock = 4;
+    unsigned rank = loop.getNumLoops();
+    SmallVector<int64_t> tiles(rank, 1);
+    tiles.back() = warpSize;
+    if (rank >= 2)
+      tiles[rank - 2] = rowsPerBlock;
+    auto [outer, inner] = scf::tileParallelLoop(loop, tiles, /*noMinMaxBounds=*/true);
+    SmallVector<gpu::ParallelLoopDimMappingAttr> outerMap(rank, dim(gpu::Processor::Sequential)),
+        innerMap(rank, dim(gpu::Processor::Sequential));
+    const gpu::Processor blocks[] = {gpu::Processor::BlockX, gpu::Processor::BlockY,
+                                     gpu::Processor::BlockZ};
+    for (unsigned i = 0; i + 1 < rank; ++i) {
+      unsigned fromInnermost = rank - 2 - i;
+      if (fromInnermost < 3)
+        outerMap[i] = dim(blocks[fromInnermost]);
+    }
+    innerMap[rank - 1] = dim(gpu::Processor::ThreadX);
+    if (rank >= 2)
+      innerMap[rank - 2] = dim(gpu::Processor::ThreadY);
+    return success(succeeded(gpu::setMappingAttr(outer, outerMap)) &&
+                   succeeded(gpu::setMappingAttr(inner, innerMap)));
+  }
+
   void runOnOperation() override {
     for (scf::ParallelOp loop : hostLoops(getOperation())) {
       if (failed(sequentializeNested(loop)))
@@ -232,6 +258,11 @@ struct GPUMapLoopsPass : moir::impl::GPUMapLoopsPassBase<GPUMapLoopsPass> {
         SmallVector<gpu::ParallelLoopDimMappingAttr> mapping(rank, dim(gpu::Processor::Sequential));
         mapping[0] = dim(gpu::Processor::ThreadX);
         if (failed(gpu::setMappingAttr(loop, mapping)))
+          return signalPassFailure();
+        continue;
+      }
+      if (loop->hasAttr("moir.warp_reduce")) {
+        if (failed(mapWarpLoop(loop)))
           return signalPassFailure();
         continue;
       }

@@ -49,6 +49,9 @@ void buildKernelPipeline(OpPassManager &pm, int64_t warpSize) {
   // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
   // so a kernel like any other.
   pm.addPass(createCPUPrepareABIPass());
+  GPUWarpReductionsPassOptions warps;
+  warps.warpSize = warpSize;
+  pm.addPass(createGPUWarpReductionsPass(warps));
   pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createGPUOffloadPass());

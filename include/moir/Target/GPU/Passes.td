@@ -10,6 +10,41 @@
 
 include "mlir/Pass/PassBase.td"
 
+def GPUWarpReductionsPass : Pass<"moir-gpu-warp-reductions", "mlir::ModuleOp"> {
+  let summary = "reductions along the innermost loop become one warp per output";
+  let description = [{
+    Runs on bufferized linalg, before `convert-linalg-to-parallel-loops`.
+    A `linalg.generic` at host level whose only reduction is its innermost
+    loop and whose body combines with `arith.addf` or `arith.maximumf`
+    (matrix-vector and matrix products against row-major weights, attention
+    scores, norms, softmax maxima) becomes an `scf.parallel` over the outputs
+    and `warp-size` lanes, marked `moir.warp_reduce`: lane `l` combines
+    elements `l, l + warp, ...` (consecutive lanes read consecutive
+    addresses: coalesced), a `gpu.shuffle xor` butterfly combines the lanes,
+    and lane 0 folds in the output's initial value and stores. The thread-per-
+    output form it replaces walks a whole weight row per thread.
+
+    ```mlir
+    // before: out[t, n] += x[t, k] * w[n, k]
+    linalg.generic {iterator_types = ["parallel", "parallel", "reduction"]} ...
+    // after
+    scf.parallel (%t, %n, %lane) = (%c0, %c0, %c0) to (%T, %N, %c32) step (%c1, %c1, %c1) {
+      %p = scf.for %k = %lane to %K step %c32 iter_args(%a = %zero) -> (f32) { ... }
+      %s, %ok = gpu.shuffle xor %p, %c16, %c32 : f32
+      ...
+    } {moir.warp_reduce}
+    ```
+  }];
+  let options = [
+    Option<"warpSize", "warp-size", "int64_t", /*default=*/"32", "lanes per warp">,
+    Option<"minReduction", "min-reduction", "int64_t", /*default=*/"32",
+           "static reductions shorter than this stay thread-per-output">,
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::affine::AffineDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::memref::MemRefDialect"];
+}
+
 def GPUOffloadPass : Pass<"moir-gpu-offload", "mlir::ModuleOp"> {
   let summary = "splits bufferized functions into host control and device loops";
   let description = [{
