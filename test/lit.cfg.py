@@ -26,3 +26,16 @@ llvm_config.add_tool_substitutions(
 # FileCheck, not and friends come from LLVM's tool directory.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moir_tools_dir, append_path=True)
+
+# The CUDA toolkit (ptxas, libdevice) for the NVIDIA backend's compile checks;
+# no GPU is needed for them.
+cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+if os.path.exists(os.path.join(cuda_home, "bin", "ptxas")):
+    config.available_features.add("cuda")
+    config.substitutions.append(("%ptxas", os.path.join(cuda_home, "bin", "ptxas")))
+# Without the NVIDIA driver, running a GPU artifact must fail cleanly.
+import ctypes
+try:
+    ctypes.CDLL("libcuda.so.1")
+except OSError:
+    config.available_features.add("no-cuda-driver")

@@ -37,6 +37,7 @@ void moir::registerAllPasses() {
   registerMoIRConversionPasses();
   registerMoIRCPUPasses();
   registerMoIRGPUPasses();
+  moir::gpu::registerPipelines();
   registerAllTargets();
   registerPipelines();
 }

@@ -117,7 +117,7 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
 
 } // namespace
 
-extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
+static moir_status openModel(const char *path, bool loadCode, moir_model **out) {
   if (!path || !out)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_open: null argument");
   *out = nullptr;
@@ -152,6 +152,10 @@ extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
   const uint8_t *code = m->file.data + h.codeOffset;
   if (fnv1a64(code, h.codeBytes) != codeChecksum)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": code checksum mismatch (corrupted file)"));
+  if (!loadCode) {
+    *out = m;
+    return moir::rt::ok();
+  }
   moir_status loaded;
   if (m->target.rfind("cpu ", 0) == 0)
     loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, &m->driver);
@@ -165,6 +169,14 @@ extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
     return reject(loaded);
   *out = m;
   return moir::rt::ok();
+}
+
+extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
+  return openModel(path, /*loadCode=*/true, out);
+}
+
+extern "C" moir_status moir_model_open_for_inspection(const char *path, moir_model **out) {
+  return openModel(path, /*loadCode=*/false, out);
 }
 
 extern "C" void moir_model_close(moir_model *m) {

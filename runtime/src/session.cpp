@@ -105,6 +105,9 @@ extern "C" moir_status moir_session_create(moir_model *model, int64_t capacity,
     return fail(MOIR_ERROR_OUT_OF_RANGE,
                 model->path + ": session capacity " + std::to_string(capacity) +
                     " exceeds the compiled capacity " + std::to_string(model->capacity));
+  if (!model->driver)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT,
+                model->path + ": opened for inspection only (no code loaded)");
   auto s = std::make_unique<moir_session>();
   s->model = model;
   s->capacity = capacity ? capacity : model->capacity;

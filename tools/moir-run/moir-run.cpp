@@ -104,7 +104,10 @@ int main(int argc, char **argv) {
   if (!path)
     return usage();
   moir_model *model = nullptr;
-  if (moir_model_open(path, &model) != MOIR_OK) {
+  // Inspection loads no code: it works for a GPU artifact on a machine
+  // without that GPU.
+  if ((inspect ? moir_model_open_for_inspection(path, &model) : moir_model_open(path, &model)) !=
+      MOIR_OK) {
     std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
     return 1;
   }

@@ -11,6 +11,7 @@
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
 #include "llvm/ADT/StringMap.h"
 
 using namespace mlir;
@@ -83,6 +84,49 @@ void buildHostLoweringPipeline(OpPassManager &pm) {
   pm.addPass(createReconcileUnrealizedCastsPass());
   pm.addPass(createCPUExportEntryPass());
   pm.addPass(createCanonicalizerPass());
+}
+
+namespace {
+struct KernelPipelineOptions : PassPipelineOptions<KernelPipelineOptions> {
+  Option<int64_t> warpSize{*this, "warp-size", llvm::cl::desc("lanes per warp"),
+                           llvm::cl::init(32)};
+};
+struct DevicePipelineOptions : PassPipelineOptions<DevicePipelineOptions> {
+  Option<std::string> target{*this, "target", llvm::cl::desc("registered GPU target"),
+                             llvm::cl::init("nvidia")};
+  Option<std::string> chip{*this, "chip", llvm::cl::desc("chip (default: the target's first)"),
+                           llvm::cl::init("")};
+  Option<std::string> serialize{*this, "serialize",
+                                llvm::cl::desc("none, assembly or binary"),
+                                llvm::cl::init("none")};
+};
+} // namespace
+
+void registerPipelines() {
+  PassPipelineRegistration<KernelPipelineOptions>(
+      "moir-gpu-kernels",
+      "Linalg phase -> gpu.launch kernels in one gpu.module and async host code "
+      "(bufferize, warp reductions, offload, map loops, outline)",
+      [](OpPassManager &pm, const KernelPipelineOptions &options) {
+        buildKernelPipeline(pm, options.warpSize);
+      });
+  PassPipelineRegistration<DevicePipelineOptions>(
+      "moir-gpu-device-lowering",
+      "Lowers gpu.module kernels for a registered GPU target and optionally "
+      "serializes them (assembly text or the loadable binary)",
+      [](OpPassManager &pm, const DevicePipelineOptions &options) {
+        const GPUTargetInfo *target = lookupTarget(options.target);
+        if (!target) {
+          llvm::errs() << "moir-gpu-device-lowering: unknown target '" << options.target
+                       << "'\n";
+          return;
+        }
+        GPUOptions gpu;
+        gpu.chip = options.chip.empty() ? target->chips().front().str() : std::string(options.chip);
+        target->buildDeviceLowering(pm, gpu);
+        if (options.serialize != "none")
+          target->buildSerialization(pm, gpu, options.serialize == "assembly");
+      });
 }
 
 std::vector<std::pair<std::string, std::string>> deviceBinaries(ModuleOp module) {

@@ -55,6 +55,10 @@ void moir_unmap_file(moir_mapped_file *file);
 typedef struct moir_model moir_model;
 
 moir_status moir_model_open(const char *path, moir_model **out);
+/* Opens and checks the artifact like moir_model_open but loads no code and
+ * needs no device (inspection on a machine without the target's GPU);
+ * sessions on such a model are refused. */
+moir_status moir_model_open_for_inspection(const char *path, moir_model **out);
 void moir_model_close(moir_model *model);
 
 /* The manifest text (format version, target, model, entry arguments, tensor

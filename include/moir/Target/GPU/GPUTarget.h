@@ -74,6 +74,10 @@ void buildKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
 /// Host code (with gpu.binary ops) -> LLVM dialect with the exported entry.
 void buildHostLoweringPipeline(mlir::OpPassManager &pm);
 
+/// moir-gpu-kernels and moir-gpu-device-lowering{target= chip= serialize=},
+/// for moir-opt.
+void registerPipelines();
+
 /// The serialized device code of every gpu.binary in `module`, as
 /// (name, bytes) pairs.
 std::vector<std::pair<std::string, std::string>> deviceBinaries(mlir::ModuleOp module);

@@ -1,0 +1,57 @@
+// RUN: moir-opt %s -moir-gpu-offload | FileCheck %s
+
+// Parallel loops stay (they become kernels); a loop that writes buffers and
+// holds no dynamically sized allocation runs as one device thread, with its
+// scratch buffer on that thread's stack and its nested parallel loop serial;
+// a value the host branches on is read through the runtime.
+// CHECK-LABEL: func.func private @moir_gpu_read_b32(index) -> i32
+// CHECK-LABEL: func.func @f
+// CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%{{.*}}) step (%{{.*}}) {
+// CHECK-NOT: moir.serial
+// CHECK: scf.reduce
+// CHECK: scf.parallel (%{{.*}}) = (%c0{{.*}}) to (%c1{{.*}}) step (%c1{{.*}}) {
+// CHECK-NEXT: memref.alloca() {alignment = 64 : i64} : memref<5xi32>
+// CHECK: scf.for
+// CHECK-NOT: scf.parallel
+// CHECK: } {moir.serial}
+// CHECK: memref.extract_aligned_pointer_as_index %{{.*}} : memref<5xi32> -> index
+// CHECK: %[[V:.*]] = call @moir_gpu_read_b32(%{{.*}}) : (index) -> i32
+// CHECK: arith.cmpi sgt, %[[V]]
+// CHECK: scf.if
+// CHECK: memref.alloc(%{{.*}}) : memref<?xf32>
+// CHECK: scf.parallel
+func.func @f(%a: memref<?xf32>, %counts: memref<5xi32>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c5 = arith.constant 5 : index
+  %z = arith.constant 0 : i32
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %v = memref.load %a[%i] : memref<?xf32>
+    %e = math.exp %v : f32
+    memref.store %e, %a[%i] : memref<?xf32>
+    scf.reduce
+  }
+  scf.for %t = %c0 to %n step %c1 {
+    %scratch = memref.alloc() {alignment = 64 : i64} : memref<5xi32>
+    scf.parallel (%j) = (%c0) to (%c5) step (%c1) {
+      memref.store %z, %scratch[%j] : memref<5xi32>
+      scf.reduce
+    }
+    %s = memref.load %scratch[%c0] : memref<5xi32>
+    memref.store %s, %counts[%c1] : memref<5xi32>
+    memref.dealloc %scratch : memref<5xi32>
+  }
+  %count = memref.load %counts[%c1] : memref<5xi32>
+  %any = arith.cmpi sgt, %count, %z : i32
+  scf.if %any {
+    %m = arith.index_cast %count : i32 to index
+    %buf = memref.alloc(%m) : memref<?xf32>
+    scf.parallel (%i) = (%c0) to (%m) step (%c1) {
+      %v = memref.load %a[%i] : memref<?xf32>
+      memref.store %v, %buf[%i] : memref<?xf32>
+      scf.reduce
+    }
+    memref.dealloc %buf : memref<?xf32>
+  }
+  return
+}
