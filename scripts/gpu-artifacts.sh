@@ -10,9 +10,10 @@ target="${2:-nvidia}"
 chip="${3:-sm_90}"
 [ -x "$root/build/bin/moirc" ] || bash "$root/scripts/build.sh"
 mkdir -p "$out"
+ext=fatbin; [ "$target" = amd ] && ext=hsaco
 for dir in "$root"/test/fixtures/*/; do
   family="$(basename "$dir")"
   "$root/build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=64 \
-    -o "$out/$family.moir" --dump-device-code="$out/$family.fatbin"
+    -o "$out/$family.moir" --dump-device-code="$out/$family.$ext"
   echo "compiled $family for $target $chip"
 done

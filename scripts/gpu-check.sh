@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On a machine with a GPU, CMake and a C++ compiler (no MLIR/LLVM needed):
+# On a machine with an NVIDIA or AMD GPU, CMake and a C++ compiler (no
+# MLIR/LLVM, no CUDA/ROCm SDK needed; the driver library is enough):
 # builds the runtime, runs every fixture artifact compiled elsewhere
 # (scripts/gpu-artifacts.sh) against transformers' reference logits
 # (float32 within 1e-3 of the largest |logit|, greedy tokens identical), and,
@@ -13,6 +14,7 @@ build="${BUILD_DIR:-$root/build-gpu-runtime}"
 cmake -S "$root/runtime" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
 cmake --build "$build" -j"$(nproc)" >/dev/null || exit 1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+command -v rocm-smi >/dev/null && rocm-smi --showproductname
 passed=0; failed=0
 for moir in "$art"/*.moir; do
   family="$(basename "$moir" .moir)"

@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 llvm-22-tools lld-22
   ninja-build cmake g++ libgtest-dev python3
+  rocm-device-libs
 )
 
 missing=()

@@ -39,3 +39,8 @@ try:
     ctypes.CDLL("libcuda.so.1")
 except OSError:
     config.available_features.add("no-cuda-driver")
+# The ROCm device libraries (Debian's rocm-device-libs, or a ROCm install)
+# for the AMD backend's compile checks.
+if os.path.exists("/usr/lib/x86_64-linux-gnu/amdgcn/bitcode/ocml.bc") or \
+        os.path.exists(os.path.join(os.environ.get("ROCM_PATH", "/opt/rocm"), "amdgcn", "bitcode", "ocml.bc")):
+    config.available_features.add("rocm")

@@ -10,6 +10,7 @@
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/GPU/GPUTarget.h"
 #include "moir/Target/NVIDIA/NVIDIATarget.h"
+#include "moir/Target/AMD/AMDTarget.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -42,4 +43,7 @@ void moir::registerAllPasses() {
   registerPipelines();
 }
 
-void moir::registerAllTargets() { moir::nvidia::registerNVIDIATarget(); }
+void moir::registerAllTargets() {
+  moir::nvidia::registerNVIDIATarget();
+  moir::amd::registerAMDTarget();
+}

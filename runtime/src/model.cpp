@@ -1,4 +1,5 @@
 // Opening artifacts: header, manifest, code checksum, driver.
+#include "gpu_driver.h"
 #include "model.h"
 #include "status.h"
 
@@ -160,8 +161,11 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
   if (m->target.rfind("cpu ", 0) == 0)
     loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, &m->driver);
   else if (m->target.rfind("nvidia ", 0) == 0)
-    loaded = moir::rt::loadCUDADriver(m->path, m->target, code, h.codeBytes, m->weights,
-                                      m->weightBytes, &m->driver);
+    loaded = moir::rt::gpu::loadGPUDriver(moir::rt::gpu::cudaVendor, m->path, m->target, code,
+                                          h.codeBytes, m->weights, m->weightBytes, &m->driver);
+  else if (m->target.rfind("amd ", 0) == 0)
+    loaded = moir::rt::gpu::loadGPUDriver(moir::rt::gpu::hipVendor, m->path, m->target, code,
+                                          h.codeBytes, m->weights, m->weightBytes, &m->driver);
   else
     return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": target '" + m->target +
                                                    "' has no driver in this runtime"));

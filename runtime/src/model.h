@@ -45,10 +45,6 @@ moir_status loadSharedObject(const std::string &path, const uint8_t *code, size_
 
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
                           const uint8_t *weights, Driver **out);
-/// target "nvidia <chip>": libcuda.so.1 through dlopen, weights uploaded once.
-moir_status loadCUDADriver(const std::string &path, const std::string &target,
-                           const uint8_t *code, size_t bytes, const uint8_t *weights,
-                           uint64_t weightBytes, Driver **out);
 
 } // namespace moir::rt
 

@@ -37,19 +37,24 @@ static cl::opt<int64_t> cacheCapacity("cache-capacity",
 static cl::opt<std::string> outputFile("o", cl::desc("output file"),
                                        cl::value_desc("file"), cl::init("-"));
 static cl::opt<std::string>
-    target("target", cl::desc("compile to an artifact for this target (cpu, nvidia)"),
+    target("target", cl::desc("compile to an artifact for this target (cpu, nvidia, amd)"),
            cl::init(""));
 static cl::opt<std::string> gpuChip("gpu",
-                                    cl::desc("GPU chip for --target=nvidia (sm_80, sm_90, "
-                                             "sm_90a, ...)"),
+                                    cl::desc("GPU chip: sm_80, sm_90, sm_90a, ... (nvidia); "
+                                             "gfx942, gfx90a, gfx1100 (amd)"),
                                     cl::init(""));
 static cl::opt<std::string> gpuToolkit("gpu-toolkit",
-                                       cl::desc("CUDA toolkit root (default: $CUDA_HOME or "
-                                                "/usr/local/cuda)"),
+                                       cl::desc("CUDA toolkit or ROCm root (default: $CUDA_HOME "
+                                                "or /usr/local/cuda; $ROCM_PATH, /opt/rocm or "
+                                                "one made from rocm-device-libs)"),
                                        cl::init(""));
+static cl::opt<unsigned> codeObject("amdgpu-code-object",
+                                   cl::desc("AMD code object version: 4, 5 (default) or 6"),
+                                   cl::init(5));
 static cl::opt<std::string>
     deviceCode("dump-device-code",
-               cl::desc("also write the GPU binary (fatbin) to this file, for checks"),
+               cl::desc("also write the GPU binary (fatbin, HSACO) to this file and its "
+                        "assembly (PTX, AMDGCN) to FILE.s, for checks"),
                cl::init(""));
 static cl::opt<std::string> cpuName("cpu",
                                     cl::desc("CPU to generate code for (native, znver4, "
@@ -130,6 +135,7 @@ int main(int argc, char **argv) {
       moir::gpu::GPUOptions options;
       options.chip = gpuChip;
       options.toolkit = gpuToolkit;
+      options.codeObject = codeObject * 100;
       if (llvm::Error err = moir::compileGPUArtifact(*module, store, target, options, outputFile,
                                                      deviceCode)) {
         llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err))

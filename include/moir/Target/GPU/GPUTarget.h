@@ -37,6 +37,8 @@ struct GPUOptions {
   /// Toolkit root (CUDA toolkit, ROCm root); empty: the target's default.
   std::string toolkit;
   unsigned optLevel = 3;
+  /// AMD code object version x100 (400, 500, 600); 500 loads on ROCm 6.
+  unsigned codeObject = 500;
 };
 
 /// The vendor-specific part of the GPU backend.

@@ -1,0 +1,47 @@
+// AMD: HIP (libamdhip64.so) behind the shared GPU driver. Not yet run on
+// AMD hardware (none on the project's machines).
+#include "gpu_driver.h"
+
+#include <dlfcn.h>
+
+namespace {
+
+template <typename F> F symbol(void *library, const char *name) {
+  return reinterpret_cast<F>(dlsym(library, name));
+}
+
+std::string errorString(void *library, int code) {
+  auto get = symbol<const char *(*)(int)>(library, "hipGetErrorString");
+  const char *text = get ? get(code) : nullptr;
+  return text ? text : "HIP error " + std::to_string(code);
+}
+
+std::string open(void *library, std::string *deviceName, void **stream) {
+  auto init = symbol<int (*)(unsigned)>(library, "hipInit");
+  auto setDevice = symbol<int (*)(int)>(library, "hipSetDevice");
+  auto getName = symbol<int (*)(char *, int, int)>(library, "hipDeviceGetName");
+  auto streamCreate = symbol<int (*)(void **)>(library, "hipStreamCreate");
+  if (!init || !setDevice || !getName || !streamCreate)
+    return "libamdhip64.so lacks the device entry points";
+  int rc = 0;
+  char name[256] = {0};
+  if ((rc = init(0)) || (rc = setDevice(0)))
+    return "no HIP device: " + errorString(library, rc);
+  getName(name, sizeof name - 1, 0);
+  *deviceName = name;
+  if ((rc = streamCreate(stream)))
+    return "cannot open " + *deviceName + ": " + errorString(library, rc);
+  return "";
+}
+
+} // namespace
+
+const moir::rt::gpu::Vendor moir::rt::gpu::hipVendor = {
+    "HIP",
+    "libamdhip64.so",
+    {"hipModuleLoadData", "hipModuleUnload", "hipModuleGetFunction", "hipModuleLaunchKernel",
+     "hipStreamSynchronize", "hipMalloc", "hipFree", "hipMemcpyHtoD", "hipMemcpyDtoH",
+     "hipMemcpyDtoDAsync", "hipMemsetD8Async", "hipMemsetD16Async", "hipMemsetD32Async"},
+    open,
+    errorString,
+};
