@@ -340,10 +340,7 @@ void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t g
              "launching a kernel");
   if (gpu.profile) {
     gpu.api.streamSynchronize(stream);
-    char shape[96];
-    std::snprintf(shape, sizeof shape, " <<<%ld,%ld,%ld x %ld,%ld,%ld>>>", (long)gridX, (long)gridY,
-                  (long)gridZ, (long)blockX, (long)blockY, (long)blockZ);
-    GPURuntime::Sample &sample = gpu.samples[gpu.names[function] + shape];
+    GPURuntime::Sample &sample = gpu.samples[gpu.names[function]];
     sample.seconds += gpu.now() - start;
     ++sample.calls;
   }
