@@ -4,7 +4,7 @@
 # stripped of their weights (bench/artifact_weights.py), which the GPU machine
 # regenerates with moir-make-model. Carry OUT_DIR to the GPU machine and run
 #   bash scripts/gpu-check.sh OUT_DIR
-#   bench/gpu_prepare.sh OUT_DIR [CHIP] [shape:dtype ...]
+#   bench/gpu_prepare.sh OUT_DIR [CHIP: sm_90 (default), sm_80, gfx942, ...] [shape:dtype ...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -13,13 +13,14 @@ chip="${2:-sm_90}"
 shift $(( $# >= 2 ? 2 : 1 ))
 runs=("$@")
 [ ${#runs[@]} -eq 0 ] && runs=(mixtral-bench:bf16 mixtral-bench:f32 deepseek-v2-lite-bench:bf16)
-bash "$root/scripts/gpu-artifacts.sh" "$out" nvidia "$chip"
+target=nvidia; case "$chip" in gfx*) target=amd ;; esac
+bash "$root/scripts/gpu-artifacts.sh" "$out" "$target" "$chip"
 models="$build/models"
 mkdir -p "$models"
 for run in "${runs[@]}"; do
   shape="${run%%:*}" dtype="${run##*:}"
   dir="$models/$shape-$dtype"
   [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype"
-  "$build/bin/moirc" "$dir" --target=nvidia --gpu="$chip" --cache-capacity=1024 -o "$dir-$chip.moir"
+  "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 -o "$dir-$chip.moir"
   python3 "$root/bench/artifact_weights.py" strip "$dir-$chip.moir" "$out/bench-$shape-$dtype.thin"
 done

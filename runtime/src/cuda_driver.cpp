@@ -43,7 +43,7 @@ std::string open(void *library, std::string *deviceName, void **stream) {
 
 const moir::rt::gpu::Vendor moir::rt::gpu::cudaVendor = {
     "CUDA",
-    "libcuda.so.1",
+    {"libcuda.so.1", nullptr, nullptr},
     {"cuModuleLoadData", "cuModuleUnload", "cuModuleGetFunction", "cuLaunchKernel",
      "cuStreamSynchronize", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemcpyHtoD_v2",
      "cuMemcpyDtoH_v2", "cuMemcpyAsync", "cuMemsetD8Async", "cuMemsetD16Async",

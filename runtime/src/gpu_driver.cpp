@@ -122,10 +122,17 @@ struct GPURuntime {
     if (stream)
       return vendor == &wanted ? "" : std::string("this process already runs ") + vendor->name;
     vendor = &wanted;
-    library = dlopen(wanted.library, RTLD_NOW | RTLD_LOCAL);
+    std::string tried;
+    for (const char *name : wanted.libraries) {
+      if (!name || library)
+        continue;
+      library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (!library)
+        tried += std::string(tried.empty() ? "" : "; ") + dlerror();
+    }
     if (!library)
-      return std::string("no ") + wanted.name + " driver: cannot load " + wanted.library + " (" +
-             dlerror() + ")";
+      return std::string("no ") + wanted.name + " driver: cannot load " + wanted.libraries[0] +
+             " (" + tried + ")";
     void **slots[] = {
         (void **)&api.moduleLoadData,  (void **)&api.moduleUnload,
         (void **)&api.moduleGetFunction, (void **)&api.launchKernel,
@@ -140,7 +147,7 @@ struct GPURuntime {
     for (size_t i = 0; i < moir::rt::gpu::kVendorSymbols; ++i) {
       *slots[i] = dlsym(library, wanted.symbols[i]);
       if (!*slots[i])
-        return std::string(wanted.library) + " lacks " + wanted.symbols[i];
+        return std::string(wanted.name) + " driver library lacks " + wanted.symbols[i];
     }
     std::string why = wanted.open(library, &deviceName, &stream);
     if (!why.empty())
@@ -348,10 +355,12 @@ void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t g
 
 void *mgpuStreamCreate() { return GPURuntime::get().stream; }
 void mgpuStreamDestroy(void *) {}
-void mgpuStreamSynchronize(void *stream) {
-  GPURuntime &gpu = GPURuntime::get();
-  gpu.check(gpu.api.streamSynchronize(stream), "synchronizing the stream");
-}
+// The code waits for its stream at the end of every function (each decoder
+// layer). With one in-order stream nothing on the host needs that: host reads,
+// downloads and the end of a run synchronize themselves, and a pooled buffer
+// is only reused by later work on the same stream. Skipping the wait keeps
+// the GPU fed across layer boundaries.
+void mgpuStreamSynchronize(void *) {}
 // One stream: events order nothing that the stream does not already order.
 void *mgpuEventCreate() { return nullptr; }
 void mgpuEventDestroy(void *) {}

@@ -36,7 +36,8 @@ constexpr size_t kVendorSymbols = 13;
 
 struct Vendor {
   const char *name;    // "CUDA", "HIP"
-  const char *library; // "libcuda.so.1", "libamdhip64.so"
+  /// Library names to try in order ("libcuda.so.1"; "libamdhip64.so.6", ...).
+  const char *libraries[3];
   /// The library's names for VendorAPI's members, in declaration order.
   const char *symbols[kVendorSymbols];
   /// Initializes the first device and creates a stream; "" on success.

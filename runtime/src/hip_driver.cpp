@@ -38,7 +38,7 @@ std::string open(void *library, std::string *deviceName, void **stream) {
 
 const moir::rt::gpu::Vendor moir::rt::gpu::hipVendor = {
     "HIP",
-    "libamdhip64.so",
+    {"libamdhip64.so.6", "libamdhip64.so.5", "libamdhip64.so"},
     {"hipModuleLoadData", "hipModuleUnload", "hipModuleGetFunction", "hipModuleLaunchKernel",
      "hipStreamSynchronize", "hipMalloc", "hipFree", "hipMemcpyHtoD", "hipMemcpyDtoH",
      "hipMemcpyDtoDAsync", "hipMemsetD8Async", "hipMemsetD16Async", "hipMemsetD32Async"},
