@@ -17,6 +17,18 @@ target=nvidia; case "$chip" in gfx*) target=amd ;; esac
 bash "$root/scripts/gpu-artifacts.sh" "$out" "$target" "$chip"
 models="$build/models"
 mkdir -p "$models"
+# Conformance on fresh random weights: tiny models with a new seed, compiled
+# for the CPU (generic x86-64-v3, which the GPU machine runs) and the GPU;
+# gpu-check.sh compares their logits.
+for shape in mixtral-tiny deepseek-tiny; do
+  seed=$((RANDOM * 32768 + RANDOM))
+  "$build/bin/moir-make-model" "$models/$shape-$seed" --shape "$shape" --dtype f32 --seed "$seed" >/dev/null
+  "$build/bin/moirc" "$models/$shape-$seed" --target=cpu --cpu=x86-64-v3 --cache-capacity=64 \
+    -o "$out/random-$shape.cpu.moir"
+  "$build/bin/moirc" "$models/$shape-$seed" --target="$target" --gpu="$chip" --cache-capacity=64 \
+    -o "$out/random-$shape.gpu.moir"
+  echo "random $shape (seed $seed) compiled for cpu and $target $chip"
+done
 for run in "${runs[@]}"; do
   shape="${run%%:*}" dtype="${run##*:}"
   dir="$models/$shape-$dtype"

@@ -3,7 +3,8 @@
 # MLIR/LLVM, no CUDA/ROCm SDK needed; the driver library is enough):
 # builds the runtime, runs every fixture artifact compiled elsewhere
 # (scripts/gpu-artifacts.sh) against transformers' reference logits
-# (float32 within 1e-3 of the largest |logit|, greedy tokens identical), and,
+# (float32 within 1e-3 of the largest |logit|, greedy tokens identical), runs
+# fresh random models on the GPU against the CPU (within 1e-4), and,
 # if ARTIFACT_DIR holds bench.moir (or bench.thin + a checkpoint it can
 # regenerate, see bench/gpu_bench_artifact.sh), benchmarks it.
 #   bash scripts/gpu-check.sh ARTIFACT_DIR
@@ -21,6 +22,16 @@ for moir in "$art"/*.moir; do
   [ -d "$root/test/fixtures/$family" ] || continue
   echo "== $family"
   if "$build/moir-check-fixture" "$root/test/fixtures/$family" "$moir" --tolerance 1e-3; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+done
+# The same fresh random model on the CPU and on the GPU (bench/gpu_prepare.sh).
+for cpu in "$art"/random-*.cpu.moir; do
+  [ -f "$cpu" ] || continue
+  echo "== $(basename "$cpu" .cpu.moir): GPU against CPU"
+  if "$build/moir-compare-artifacts" "$cpu" "${cpu%.cpu.moir}.gpu.moir" --tolerance 1e-4 --prompt 37 --steps 8; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

@@ -22,7 +22,8 @@ llvm_config.use_default_substitutions()
 tool_dirs = [config.moir_tools_dir, config.llvm_tools_dir]
 llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal") for t in
-     ("moir-opt", "moirc", "moir-run", "moir-check-fixture")], tool_dirs)
+     ("moir-opt", "moirc", "moir-run", "moir-check-fixture", "moir-compare-artifacts",
+      "moir-make-model")], tool_dirs)
 # FileCheck, not and friends come from LLVM's tool directory.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moir_tools_dir, append_path=True)

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,11 +14,16 @@ using moir::rt::fail;
 
 namespace {
 
+std::map<void *, int> &stagedFiles() {
+  static std::map<void *, int> files;
+  return files;
+}
+
 class CPUDriver : public moir::rt::Driver {
 public:
   CPUDriver(void *handle, void (*entry)(void **), const uint8_t *weights)
       : handle(handle), entry(entry), weightsBase(weights) {}
-  ~CPUDriver() override { dlclose(handle); }
+  ~CPUDriver() override { moir::rt::unloadSharedObject(handle); }
   moir_status call(void **args) override {
     entry(args);
     return MOIR_OK;
@@ -69,17 +75,32 @@ moir_status moir::rt::loadSharedObject(const std::string &path, const uint8_t *c
   }
   std::string name = "/proc/self/fd/" + std::to_string(fd);
   void *handle = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-  close(fd);
+  if (!handle)
+    close(fd);
+  else
+    // The fd stays open while the code is loaded: dlopen knows libraries by
+    // name, and a reused fd number would make a second model's
+    // /proc/self/fd/N look like the first one's, already loaded.
+    stagedFiles()[handle] = fd;
   if (!handle)
     return fail(MOIR_ERROR_FORMAT, path + ": cannot load the compiled code: " + dlerror());
   auto entry = reinterpret_cast<void (*)(void **)>(dlsym(handle, "moir_forward"));
   if (!entry) {
-    dlclose(handle);
+    unloadSharedObject(handle);
     return fail(MOIR_ERROR_FORMAT, path + ": the compiled code has no moir_forward");
   }
   *handleOut = handle;
   *entryOut = entry;
   return MOIR_OK;
+}
+
+void moir::rt::unloadSharedObject(void *handle) {
+  dlclose(handle);
+  auto it = stagedFiles().find(handle);
+  if (it != stagedFiles().end()) {
+    close(it->second);
+    stagedFiles().erase(it);
+  }
 }
 
 moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,

@@ -200,7 +200,7 @@ public:
   GPUDriver(void *weights) : weightsBase(static_cast<uint8_t *>(weights)) {}
   ~GPUDriver() override {
     if (handle)
-      dlclose(handle);
+      moir::rt::unloadSharedObject(handle);
     GPURuntime::get().release(weightsBase);
   }
   void setCode(void *h, void (*e)(void **)) {

@@ -43,6 +43,9 @@ public:
 moir_status loadSharedObject(const std::string &path, const uint8_t *code, size_t bytes,
                              void **handle, void (**entry)(void **));
 
+/// Unloads what loadSharedObject loaded.
+void unloadSharedObject(void *handle);
+
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
                           const uint8_t *weights, Driver **out);
 

@@ -1,6 +1,7 @@
 //===- moir-make-model.cpp - deterministic random checkpoints ---------------===//
 //
-// moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench]
+// moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench|
+//                                  mixtral-tiny|deepseek-tiny]
 //                         [--dtype bf16|f32] [--seed N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
@@ -36,6 +37,11 @@ const Shape kShapes[] = {
     {"mixtral-bench", "MixtralForCausalLM", 1024, 8, 16, 4, 2816, 8, 2, 32000},
     {"deepseek-v2-lite-bench", "DeepseekV2ForCausalLM", 1024, 27, 16, 16, 2816, 64, 6, 32000,
      512, 128, 64, 128, 256, 2, 1},
+    // A few MB, for conformance checks of a backend on fresh random weights
+    // (--seed): odd sizes, so no dimension is a multiple of a tile.
+    {"mixtral-tiny", "MixtralForCausalLM", 96, 2, 6, 2, 160, 4, 2, 300},
+    {"deepseek-tiny", "DeepseekV2ForCausalLM", 96, 3, 4, 4, 160, 8, 3, 300, 48, 16, 8, 16, 48, 1,
+     1},
 };
 
 struct Tensor {
