@@ -86,7 +86,24 @@ Value combine(OpBuilder &b, Operation *combiner, Value lhs, Value rhs) {
   return b.clone(*combiner, map)->getResult(0);
 }
 
+/// The constant a `linalg.fill` right before `op` wrote into its output
+/// buffer, if the fill can be dropped: the reduction writes every element of
+/// the buffer anyway (its output map is a permutation of its parallel
+/// dimensions), so lane 0 starts from the constant instead of reading it back.
+/// Saves a kernel launch and a pass over the buffer per contraction.
+linalg::FillOp foldableFill(linalg::GenericOp op) {
+  auto fill = dyn_cast_or_null<linalg::FillOp>(op->getPrevNode());
+  if (!fill || !fill.hasPureBufferSemantics() ||
+      fill.getDpsInitOperand(0)->get() != op.getDpsInitOperand(0)->get())
+    return nullptr;
+  AffineMap out = op.getMatchingIndexingMap(op.getDpsInitOperand(0));
+  if (!out.isProjectedPermutation() || out.getNumResults() != op.getNumParallelLoops())
+    return nullptr;
+  return fill;
+}
+
 void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
+  linalg::FillOp fill = foldableFill(op);
   OpBuilder b(op);
   Location loc = op.getLoc();
   SmallVector<Value> bounds;
@@ -189,9 +206,12 @@ void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
   SmallVector<Value> outIvs(ivs.begin(), ivs.end() - 1);
   outIvs.push_back(c0); // the reduction dim does not appear in the output map
   SmallVector<Value> at = indices(op.getMatchingIndexingMap(init), outIvs);
-  Value old = memref::LoadOp::create(b, loc, init->get(), at);
+  Value old = fill ? fill.getDpsInputOperand(0)->get()
+                   : memref::LoadOp::create(b, loc, init->get(), at).getResult();
   memref::StoreOp::create(b, loc, combine(b, match.combiner, old, partial), init->get(), at);
   op.erase();
+  if (fill)
+    fill.erase();
 }
 
 struct GPUWarpReductionsPass

@@ -67,3 +67,27 @@ func.func @reorder(%p: memref<?x6x5xf32>, %v: memref<5x2x12xf32>, %o: memref<?x6
   }
   return
 }
+
+// -----
+
+// A fill of the output right before the reduction folds into it: lane 0
+// starts from the constant and nothing reads the buffer back.
+// CHECK-LABEL: func.func @filled
+// CHECK-NOT: linalg.fill
+// CHECK: gpu.shuffle xor
+// CHECK: scf.if
+// CHECK-NOT: memref.load {{.*}} : memref<?x64xf32>
+// CHECK: arith.addf %cst
+// CHECK-NEXT: memref.store {{.*}} : memref<?x64xf32>
+func.func @filled(%x: memref<?x128xf32>, %w: memref<64x128xf32>, %y: memref<?x64xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%y : memref<?x64xf32>)
+  linalg.generic {indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x128xf32>, memref<64x128xf32>) outs(%y : memref<?x64xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
