@@ -3,7 +3,8 @@
 // points (gpu_driver.h; cuda_driver.cpp and hip_driver.cpp name them), so the
 // runtime builds and runs without any SDK. The compiled host code calls the
 // mgpu* functions below (the names MLIR's gpu-to-llvm lowering emits);
-// moir_gpu_read_b32/_b64 read one element the host code branches on.
+// moir_gpu_read_b32/_b64 read one element the host code branches on,
+// moir_gpu_read_block a small buffer a host loop reads throughout.
 // Everything runs on one stream, in order; device buffers are pooled by size,
 // so a step's temporaries cost no allocation call.
 #include "gpu_driver.h"
@@ -408,6 +409,20 @@ uint64_t moir_gpu_read_b64(intptr_t address) {
     ++sample.calls;
   }
   return value;
+}
+
+void moir_gpu_read_block(intptr_t host, intptr_t device, intptr_t bytes) {
+  GPURuntime &gpu = GPURuntime::get();
+  double start = gpu.profile ? gpu.now() : 0;
+  gpu.check(gpu.api.streamSynchronize(gpu.stream), "synchronizing the stream");
+  gpu.check(gpu.api.memcpyDtoH(reinterpret_cast<void *>(host), static_cast<DevicePtr>(device),
+                               static_cast<size_t>(bytes)),
+            "reading a device buffer");
+  if (gpu.profile) {
+    GPURuntime::Sample &sample = gpu.samples["host read (stream synchronization)"];
+    sample.seconds += gpu.now() - start;
+    ++sample.calls;
+  }
 }
 
 } // extern "C"

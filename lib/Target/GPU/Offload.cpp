@@ -158,6 +158,68 @@ LogicalResult replaceLoad(memref::LoadOp load, ModuleOp module) {
   return success();
 }
 
+constexpr llvm::StringLiteral kHostCopy = "moir.host_copy";
+
+/// A host loop that only reads a small buffer defined outside it (the expert
+/// loop reading each expert's row offsets) copies the whole buffer to the
+/// host once before the loop: one synchronization instead of one per
+/// kernel launch in between.
+/// Whether `op` inside `loop` stays host code (no enclosing op between them
+/// becomes device work).
+bool staysOnHost(Operation *op, Operation *loop) {
+  for (Operation *p = op->getParentOp(); p && p != loop; p = p->getParentOp())
+    if (isa<scf::ParallelOp>(p) || !holdsHostWork(p))
+      return false;
+  return true;
+}
+
+void prefetchLoopInvariantReads(scf::ForOp loop, ModuleOp module) {
+  llvm::SetVector<Value> candidates;
+  loop.getBody()->walk([&](memref::LoadOp load) {
+    if (staysOnHost(load, loop))
+      candidates.insert(load.getMemRef());
+  });
+  for (Value memref : candidates) {
+    auto type = dyn_cast<MemRefType>(memref.getType());
+    if (!type || !type.hasStaticShape() || !type.getLayout().isIdentity() ||
+        type.getNumElements() > 4096 || loop->isAncestor(memref.getParentRegion()->getParentOp()))
+      continue;
+    unsigned bits = type.getElementType().isIndex() ? 64 : type.getElementTypeBitWidth();
+    if (bits % 8)
+      continue;
+    // Nothing in the loop may write it: its only uses there are host loads.
+    bool readOnly = llvm::all_of(memref.getUses(), [&](OpOperand &use) {
+      Operation *user = use.getOwner();
+      if (!loop->isAncestor(user))
+        return true;
+      return isa<memref::LoadOp>(user) && staysOnHost(user, loop);
+    });
+    if (!readOnly)
+      continue;
+    // The host buffer lives in the function's frame (not re-allocated per
+    // trip of an enclosing loop).
+    auto func = loop->getParentOfType<func::FuncOp>();
+    OpBuilder entry(&func.getBody().front(), func.getBody().front().begin());
+    Location loc = loop.getLoc();
+    auto copy = memref::AllocaOp::create(entry, loc, type);
+    copy->setAttr(kHostCopy, entry.getUnitAttr());
+    OpBuilder b(loop);
+    Value host = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, copy);
+    Value device = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+    Value bytes = arith::ConstantIndexOp::create(b, loc, type.getNumElements() * (bits / 8));
+    func::FuncOp read = module.lookupSymbol<func::FuncOp>("moir_gpu_read_block");
+    if (!read) {
+      OpBuilder top(module.getBodyRegion());
+      Type index = top.getIndexType();
+      read = func::FuncOp::create(top, module.getLoc(), "moir_gpu_read_block",
+                                  top.getFunctionType({index, index, index}, {}));
+      read.setPrivate();
+    }
+    func::CallOp::create(b, loc, read, ValueRange{host, device, bytes});
+    memref.replaceUsesWithIf(copy, [&](OpOperand &use) { return loop->isAncestor(use.getOwner()); });
+  }
+}
+
 LogicalResult partition(Block &block, ModuleOp module) {
   for (Operation &op : llvm::make_early_inc_range(block)) {
     if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
@@ -168,12 +230,16 @@ LogicalResult partition(Block &block, ModuleOp module) {
     if (isMemoryEffectFree(&op))
       continue;
     if (auto load = dyn_cast<memref::LoadOp>(op)) {
+      if (Operation *def = load.getMemRef().getDefiningOp(); def && def->hasAttr(kHostCopy))
+        continue;
       if (failed(replaceLoad(load, module)))
         return failure();
       continue;
     }
     if (op.getNumRegions() > 0 && !isa<func::FuncOp>(op)) {
       if (holdsHostWork(&op)) {
+        if (auto loop = dyn_cast<scf::ForOp>(op))
+          prefetchLoopInvariantReads(loop, module);
         for (Region &region : op.getRegions())
           for (Block &inner : region)
             if (failed(partition(inner, module)))
@@ -314,7 +380,7 @@ struct GPUHostMemoryPass : moir::impl::GPUHostMemoryPassBase<GPUHostMemoryPass> 
     SmallVector<Operation *> hostOps;
     module.walk([&](Operation *op) {
       if (isa<memref::AllocOp, memref::DeallocOp, memref::AllocaOp>(op) &&
-          !op->getParentOfType<gpu::LaunchOp>())
+          !op->getParentOfType<gpu::LaunchOp>() && !op->hasAttr(kHostCopy))
         hostOps.push_back(op);
     });
     for (Operation *op : hostOps) {

@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-gpu-offload | FileCheck %s
+// RUN: moir-opt %s -split-input-file -moir-gpu-offload | FileCheck %s
 
 // Parallel loops stay (they become kernels); a loop that writes buffers and
 // holds no dynamically sized allocation runs as one device thread, with its
@@ -47,6 +47,39 @@ func.func @f(%a: memref<?xf32>, %counts: memref<5xi32>, %n: index) {
     %m = arith.index_cast %count : i32 to index
     %buf = memref.alloc(%m) : memref<?xf32>
     scf.parallel (%i) = (%c0) to (%m) step (%c1) {
+      %v = memref.load %a[%i] : memref<?xf32>
+      memref.store %v, %buf[%i] : memref<?xf32>
+      scf.reduce
+    }
+    memref.dealloc %buf : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// A host loop (it allocates per trip) that only reads a small buffer made
+// before it copies the buffer to the host once, before the loop; its reads
+// become host loads of the copy.
+// CHECK-LABEL: func.func @experts
+// CHECK: %[[COPY:.*]] = memref.alloca() {moir.host_copy} : memref<6xi32>
+// CHECK: call @moir_gpu_read_block(%{{.*}}, %{{.*}}, %c24{{.*}}) : (index, index, index) -> ()
+// CHECK: scf.for
+// CHECK: memref.load %[[COPY]]
+// CHECK-NOT: moir_gpu_read_b32
+// CHECK: return
+func.func @experts(%offsets: memref<6xi32>, %a: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c5 = arith.constant 5 : index
+  scf.for %e = %c0 to %c5 step %c1 {
+    %next = arith.addi %e, %c1 : index
+    %lo = memref.load %offsets[%e] : memref<6xi32>
+    %hi = memref.load %offsets[%next] : memref<6xi32>
+    %n32 = arith.subi %hi, %lo : i32
+    %n = arith.index_cast %n32 : i32 to index
+    %buf = memref.alloc(%n) : memref<?xf32>
+    scf.parallel (%i) = (%c0) to (%n) step (%c1) {
       %v = memref.load %a[%i] : memref<?xf32>
       memref.store %v, %buf[%i] : memref<?xf32>
       scf.reduce
