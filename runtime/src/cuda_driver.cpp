@@ -17,6 +17,8 @@ std::string errorString(void *library, int code) {
   return text ? text : "CUDA error " + std::to_string(code);
 }
 
+void *context = nullptr; // the device's primary context, once opened
+
 std::string open(void *library, std::string *deviceName, void **stream) {
   auto init = symbol<int (*)(unsigned)>(library, "cuInit");
   auto deviceGet = symbol<int (*)(int *, int)>(library, "cuDeviceGet");
@@ -27,7 +29,6 @@ std::string open(void *library, std::string *deviceName, void **stream) {
   if (!init || !deviceGet || !getName || !retain || !setCurrent || !streamCreate)
     return "libcuda.so.1 lacks the context entry points";
   int device = 0, rc = 0;
-  void *context = nullptr;
   char name[256] = {0};
   if ((rc = init(0)) || (rc = deviceGet(&device, 0)))
     return "no CUDA device: " + errorString(library, rc);
@@ -37,6 +38,12 @@ std::string open(void *library, std::string *deviceName, void **stream) {
       (rc = streamCreate(stream, 0)))
     return "cannot open " + *deviceName + ": " + errorString(library, rc);
   return "";
+}
+
+std::string bind(void *library) {
+  static auto setCurrent = symbol<int (*)(void *)>(library, "cuCtxSetCurrent");
+  int rc = setCurrent(context);
+  return rc ? "cuCtxSetCurrent failed: " + errorString(library, rc) : "";
 }
 
 } // namespace
@@ -50,4 +57,5 @@ const moir::rt::gpu::Vendor moir::rt::gpu::cudaVendor = {
      "cuMemsetD32Async"},
     open,
     errorString,
+    bind,
 };

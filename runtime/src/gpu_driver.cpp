@@ -42,7 +42,8 @@ struct GPURuntime {
   void *stream = nullptr;
   std::string deviceName;
   std::string error;
-  std::mutex mutex;
+  std::mutex mutex;   // the pool
+  std::mutex running; // sessions' calls, uploads, downloads
   std::unordered_map<DevicePtr, size_t> live;
   std::multimap<size_t, DevicePtr> idle;
 
@@ -118,6 +119,16 @@ struct GPURuntime {
     return false;
   }
 
+  /// Forgets a failed opening, so a later one starts clean.
+  void reset() {
+    if (library)
+      dlclose(library);
+    library = nullptr;
+    vendor = nullptr;
+    stream = nullptr;
+    api = VendorAPI{};
+  }
+
   /// Opens the vendor's library, the device and the stream; "" on success.
   std::string init(const Vendor &wanted) {
     if (stream)
@@ -131,9 +142,11 @@ struct GPURuntime {
       if (!library)
         tried += std::string(tried.empty() ? "" : "; ") + dlerror();
     }
-    if (!library)
+    if (!library) {
+      reset();
       return std::string("no ") + wanted.name + " driver: cannot load " + wanted.libraries[0] +
              " (" + tried + ")";
+    }
     void **slots[] = {
         (void **)&api.moduleLoadData,  (void **)&api.moduleUnload,
         (void **)&api.moduleGetFunction, (void **)&api.launchKernel,
@@ -147,12 +160,15 @@ struct GPURuntime {
                   "one symbol per VendorAPI member");
     for (size_t i = 0; i < moir::rt::gpu::kVendorSymbols; ++i) {
       *slots[i] = dlsym(library, wanted.symbols[i]);
-      if (!*slots[i])
-        return std::string(wanted.name) + " driver library lacks " + wanted.symbols[i];
+      if (!*slots[i]) {
+        std::string why = std::string(wanted.name) + " driver library lacks " + wanted.symbols[i];
+        reset();
+        return why;
+      }
     }
     std::string why = wanted.open(library, &deviceName, &stream);
     if (!why.empty())
-      stream = nullptr;
+      reset();
     return why;
   }
 
@@ -209,23 +225,40 @@ public:
     entry = e;
   }
 
-  moir_status call(void **args) override {
+  /// Every entry from a session: one at a time (the stream, the line cache
+  /// and the error are shared), with the device current on this thread.
+  std::unique_lock<std::mutex> enter() {
     GPURuntime &gpu = GPURuntime::get();
+    std::unique_lock<std::mutex> lock(gpu.running);
+    if (std::string why = gpu.vendor->bind(gpu.library); !why.empty())
+      gpu.record(why);
+    return lock;
+  }
+
+  moir_status call(void **args) override {
+    auto lock = enter();
+    GPURuntime &gpu = GPURuntime::get();
+    if (!gpu.error.empty())
+      return takeError();
     entry(args);
     gpu.check(gpu.api.streamSynchronize(gpu.stream), "running the model");
     return takeError();
   }
   void *allocate(size_t bytes) override {
+    auto lock = enter();
     GPURuntime &gpu = GPURuntime::get();
     void *p = gpu.allocate(bytes);
     gpu.lineValid = false;
     if (p)
       gpu.check(gpu.api.memsetD8Async(dptr(p), 0, bytes, gpu.stream), "clearing device memory");
+    else
+      gpu.error.clear(); // the caller reports the failed allocation itself
     return p;
   }
   void release(void *buffer) override { GPURuntime::get().release(buffer); }
   bool hostVisible() const override { return false; }
   moir_status upload(void *dst, const void *src, size_t bytes) override {
+    auto lock = enter();
     GPURuntime &gpu = GPURuntime::get();
     gpu.check(gpu.api.streamSynchronize(gpu.stream), "synchronizing the stream");
     gpu.lineValid = false;
@@ -233,6 +266,7 @@ public:
     return takeError();
   }
   moir_status download(void *dst, const void *src, size_t bytes) override {
+    auto lock = enter();
     GPURuntime &gpu = GPURuntime::get();
     gpu.check(gpu.api.streamSynchronize(gpu.stream), "synchronizing the stream");
     gpu.check(gpu.api.memcpyDtoH(dst, dptr(src), bytes), "copying from the device");
@@ -255,6 +289,20 @@ private:
   void (*entry)(void **) = nullptr;
 };
 
+/// MOIR_PROFILE: the time a host read spends, synchronization included.
+struct HostReadTimer {
+  GPURuntime &gpu;
+  double start;
+  explicit HostReadTimer(GPURuntime &gpu) : gpu(gpu), start(gpu.profile ? gpu.now() : 0) {}
+  ~HostReadTimer() {
+    if (!gpu.profile)
+      return;
+    GPURuntime::Sample &sample = gpu.samples["host read (stream synchronization)"];
+    sample.seconds += gpu.now() - start;
+    ++sample.calls;
+  }
+};
+
 } // namespace
 
 moir_status moir::rt::gpu::loadGPUDriver(const Vendor &vendor, const std::string &path,
@@ -268,6 +316,7 @@ moir_status moir::rt::gpu::loadGPUDriver(const Vendor &vendor, const std::string
   }
   // The weights go to the device once and stay there.
   void *deviceWeights = gpu.allocate(weightBytes);
+  gpu.lineValid = false;
   if (!deviceWeights || !gpu.check(gpu.api.memcpyHtoD(dptr(deviceWeights), weights, weightBytes),
                                     "uploading the weights")) {
     gpu.release(deviceWeights);
@@ -389,40 +438,25 @@ void mgpuMemset16(void *dst, unsigned short value, size_t count, void *stream) {
 
 uint32_t moir_gpu_read_b32(intptr_t address) {
   GPURuntime &gpu = GPURuntime::get();
-  double start = gpu.profile ? gpu.now() : 0;
+  HostReadTimer timer(gpu);
   uint32_t value = gpu.read<uint32_t>(address);
-  if (gpu.profile) {
-    GPURuntime::Sample &sample = gpu.samples["host read (stream synchronization)"];
-    sample.seconds += gpu.now() - start;
-    ++sample.calls;
-  }
   return value;
 }
 
 uint64_t moir_gpu_read_b64(intptr_t address) {
   GPURuntime &gpu = GPURuntime::get();
-  double start = gpu.profile ? gpu.now() : 0;
+  HostReadTimer timer(gpu);
   uint64_t value = gpu.read<uint64_t>(address);
-  if (gpu.profile) {
-    GPURuntime::Sample &sample = gpu.samples["host read (stream synchronization)"];
-    sample.seconds += gpu.now() - start;
-    ++sample.calls;
-  }
   return value;
 }
 
 void moir_gpu_read_block(intptr_t host, intptr_t device, intptr_t bytes) {
   GPURuntime &gpu = GPURuntime::get();
-  double start = gpu.profile ? gpu.now() : 0;
+  HostReadTimer timer(gpu);
   gpu.check(gpu.api.streamSynchronize(gpu.stream), "synchronizing the stream");
   gpu.check(gpu.api.memcpyDtoH(reinterpret_cast<void *>(host), static_cast<DevicePtr>(device),
                                static_cast<size_t>(bytes)),
             "reading a device buffer");
-  if (gpu.profile) {
-    GPURuntime::Sample &sample = gpu.samples["host read (stream synchronization)"];
-    sample.seconds += gpu.now() - start;
-    ++sample.calls;
-  }
 }
 
 } // extern "C"

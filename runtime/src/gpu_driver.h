@@ -43,6 +43,9 @@ struct Vendor {
   /// Initializes the first device and creates a stream; "" on success.
   std::string (*open)(void *library, std::string *deviceName, void **stream);
   std::string (*errorString)(void *library, int code);
+  /// Makes the opened device current on the calling thread (sessions may
+  /// run on any thread); "" on success.
+  std::string (*bind)(void *library);
 };
 
 extern const Vendor cudaVendor; // cuda_driver.cpp

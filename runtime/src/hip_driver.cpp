@@ -34,6 +34,12 @@ std::string open(void *library, std::string *deviceName, void **stream) {
   return "";
 }
 
+std::string bind(void *library) {
+  static auto setDevice = symbol<int (*)(int)>(library, "hipSetDevice");
+  int rc = setDevice(0);
+  return rc ? "hipSetDevice failed: " + errorString(library, rc) : "";
+}
+
 } // namespace
 
 const moir::rt::gpu::Vendor moir::rt::gpu::hipVendor = {
@@ -44,4 +50,5 @@ const moir::rt::gpu::Vendor moir::rt::gpu::hipVendor = {
      "hipMemcpyDtoDAsync", "hipMemsetD8Async", "hipMemsetD16Async", "hipMemsetD32Async"},
     open,
     errorString,
+    bind,
 };

@@ -85,14 +85,18 @@ static moir_status reserveRun(moir_session *s, int64_t n) {
     return MOIR_OK;
   int64_t vocab = s->model->vocab;
   moir::rt::Driver *driver = s->model->driver;
-  s->tokens = Buffer(driver, n * sizeof(int32_t));
-  s->positions = Buffer(driver, n * sizeof(int64_t));
-  s->logits = Buffer(driver, n * vocab * sizeof(float));
+  // All or nothing: on failure the session keeps its smaller buffers.
+  Buffer tokens(driver, n * sizeof(int32_t));
+  Buffer positions(driver, n * sizeof(int64_t));
+  Buffer logits(driver, n * vocab * sizeof(float));
+  if (!tokens || !positions || !logits)
+    return fail(MOIR_ERROR_OUT_OF_RANGE, "out of memory for a run of " + std::to_string(n) + " tokens");
+  s->tokens = std::move(tokens);
+  s->positions = std::move(positions);
+  s->logits = std::move(logits);
   s->hostPositions.resize(n);
   if (!driver->hostVisible())
     s->hostLogits.resize(n * vocab);
-  if (!s->tokens || !s->positions || !s->logits)
-    return fail(MOIR_ERROR_OUT_OF_RANGE, "out of memory for a run of " + std::to_string(n) + " tokens");
   s->maxRun = n;
   return MOIR_OK;
 }

@@ -33,7 +33,12 @@ public:
   llvm::StringRef name() const override { return "amd"; }
 
   llvm::ArrayRef<llvm::StringRef> chips() const override {
-    static const llvm::SmallVector<llvm::StringRef> names = {"gfx942", "gfx90a", "gfx1100"};
+    static const llvm::SmallVector<llvm::StringRef> names = [] {
+      llvm::SmallVector<llvm::StringRef> out;
+      for (const Chip &chip : kChips)
+        out.push_back(chip.name);
+      return out;
+    }();
     return names;
   }
 

@@ -52,6 +52,10 @@ bool isHostOp(Operation *op) {
 LogicalResult sequentialize(scf::ParallelOp loop) {
   if (loop.getNumReductions() != 0)
     return loop.emitError("parallel loops with reductions are not offloaded");
+  // Its lanes exchange values through shuffles: run one after the other they
+  // would read lanes that never ran.
+  if (loop->hasAttr("moir.warp_reduce"))
+    return loop.emitError("a warp reduction cannot run inside a serial device loop");
   IRRewriter rewriter(loop);
   Location loc = loop.getLoc();
   SmallVector<Value> ivs;
@@ -160,6 +164,13 @@ LogicalResult replaceLoad(memref::LoadOp load, ModuleOp module) {
 
 constexpr llvm::StringLiteral kHostCopy = "moir.host_copy";
 
+/// Buffers in host memory: constants (memref.get_global) and the host copies
+/// made below. The host reads them directly.
+bool inHostMemory(Value memref) {
+  Operation *def = memref.getDefiningOp();
+  return def && (isa<memref::GetGlobalOp>(def) || def->hasAttr(kHostCopy));
+}
+
 /// A host loop that only reads a small buffer defined outside it (the expert
 /// loop reading each expert's row offsets) copies the whole buffer to the
 /// host once before the loop: one synchronization instead of one per
@@ -181,7 +192,7 @@ void prefetchLoopInvariantReads(scf::ForOp loop, ModuleOp module) {
   });
   for (Value memref : candidates) {
     auto type = dyn_cast<MemRefType>(memref.getType());
-    if (!type || !type.hasStaticShape() || !type.getLayout().isIdentity() ||
+    if (!type || inHostMemory(memref) || !type.hasStaticShape() || !type.getLayout().isIdentity() ||
         type.getNumElements() > 4096 || loop->isAncestor(memref.getParentRegion()->getParentOp()))
       continue;
     unsigned bits = type.getElementType().isIndex() ? 64 : type.getElementTypeBitWidth();
@@ -230,7 +241,7 @@ LogicalResult partition(Block &block, ModuleOp module) {
     if (isMemoryEffectFree(&op))
       continue;
     if (auto load = dyn_cast<memref::LoadOp>(op)) {
-      if (Operation *def = load.getMemRef().getDefiningOp(); def && def->hasAttr(kHostCopy))
+      if (inHostMemory(load.getMemRef()))
         continue;
       if (failed(replaceLoad(load, module)))
         return failure();

@@ -123,6 +123,10 @@ void registerPipelines() {
         }
         GPUOptions gpu;
         gpu.chip = options.chip.empty() ? target->chips().front().str() : std::string(options.chip);
+        if (llvm::Error err = target->validate(gpu)) {
+          llvm::errs() << "moir-gpu-device-lowering: " << llvm::toString(std::move(err)) << "\n";
+          return;
+        }
         target->buildDeviceLowering(pm, gpu);
         if (options.serialize != "none")
           target->buildSerialization(pm, gpu, options.serialize == "assembly");

@@ -56,6 +56,10 @@ std::optional<Match> matchReduction(linalg::GenericOp op, int64_t warpSize, int6
   OpOperand *init = op.getDpsInitOperand(0);
   if (!cast<MemRefType>(init->get().getType()).getElementType().isF32())
     return std::nullopt;
+  // Lane 0 stores at the output map applied to the parallel indices alone:
+  // the map must not use the reduction dimension.
+  if (op.getMatchingIndexingMap(init).isFunctionOfDim(loops - 1))
+    return std::nullopt;
   SmallVector<int64_t> ranges = op.getStaticLoopRanges();
   if (!ShapedType::isDynamic(ranges.back()) && ranges.back() < minReduction)
     return std::nullopt;
@@ -96,9 +100,16 @@ linalg::FillOp foldableFill(linalg::GenericOp op) {
   if (!fill || !fill.hasPureBufferSemantics() ||
       fill.getDpsInitOperand(0)->get() != op.getDpsInitOperand(0)->get())
     return nullptr;
+  Value buffer = op.getDpsInitOperand(0)->get();
   AffineMap out = op.getMatchingIndexingMap(op.getDpsInitOperand(0));
-  if (!out.isProjectedPermutation() || out.getNumResults() != op.getNumParallelLoops())
+  if (!out.isProjectedPermutation() || out.getNumResults() != op.getNumParallelLoops() ||
+      fill.getDpsInputOperand(0)->get().getType() !=
+          cast<MemRefType>(buffer.getType()).getElementType())
     return nullptr;
+  // The generic must not also read the buffer as an input.
+  for (OpOperand *input : op.getDpsInputOperands())
+    if (input->get() == buffer)
+      return nullptr;
   return fill;
 }
 

@@ -84,7 +84,8 @@ public:
                            const moir::gpu::GPUOptions &options) const override {
     GpuNVVMAttachTargetOptions attach;
     attach.chip = options.chip;
-    attach.features = find(options.chip)->features.str();
+    if (const Chip *chip = find(options.chip))
+      attach.features = chip->features.str();
     attach.optLevel = options.optLevel;
     pm.addPass(createGpuNVVMAttachTarget(attach));
     OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
