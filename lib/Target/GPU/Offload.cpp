@@ -2,6 +2,8 @@
 
 #include "moir/Target/GPU/GPUTarget.h"
 
+#include "HostLevel.h"
+
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -24,11 +26,7 @@ namespace moir {
 
 using namespace mlir;
 
-namespace {
-
-constexpr llvm::StringLiteral kSerial = "moir.serial";
-
-bool holdsHostWork(Operation *op) {
+bool moir::gpu::holdsHostWork(Operation *op) {
   WalkResult result = op->walk([](Operation *inner) {
     if (auto alloc = dyn_cast<memref::AllocOp>(inner))
       if (!alloc.getType().hasStaticShape())
@@ -39,6 +37,21 @@ bool holdsHostWork(Operation *op) {
   });
   return result.wasInterrupted();
 }
+
+bool moir::gpu::staysOnHost(Operation *op, Operation *until) {
+  for (Operation *p = op->getParentOp(); p && p != until && !isa<func::FuncOp>(p);
+       p = p->getParentOp())
+    if (isa<scf::ParallelOp>(p) || !holdsHostWork(p))
+      return false;
+  return true;
+}
+
+using moir::gpu::holdsHostWork;
+using moir::gpu::staysOnHost;
+
+namespace {
+
+constexpr llvm::StringLiteral kSerial = "moir.serial";
 
 /// Ops that may stay on the host: no effect on buffer contents.
 bool isHostOp(Operation *op) {
@@ -175,15 +188,6 @@ bool inHostMemory(Value memref) {
 /// loop reading each expert's row offsets) copies the whole buffer to the
 /// host once before the loop: one synchronization instead of one per
 /// kernel launch in between.
-/// Whether `op` inside `loop` stays host code (no enclosing op between them
-/// becomes device work).
-bool staysOnHost(Operation *op, Operation *loop) {
-  for (Operation *p = op->getParentOp(); p && p != loop; p = p->getParentOp())
-    if (isa<scf::ParallelOp>(p) || !holdsHostWork(p))
-      return false;
-  return true;
-}
-
 void prefetchLoopInvariantReads(scf::ForOp loop, ModuleOp module) {
   llvm::SetVector<Value> candidates;
   loop.getBody()->walk([&](memref::LoadOp load) {

@@ -2,6 +2,8 @@
 
 #include "moir/Target/GPU/GPUTarget.h"
 
+#include "HostLevel.h"
+
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -19,26 +21,6 @@ namespace moir {
 using namespace mlir;
 
 namespace {
-
-/// Mirrors moir-gpu-offload's host-level test: the op is not inside a loop or
-/// branch that will run as one serial device thread (those hold no
-/// dynamically sized buffer and no call).
-bool atHostLevel(Operation *op) {
-  for (Operation *parent = op->getParentOp(); parent && !isa<func::FuncOp>(parent);
-       parent = parent->getParentOp()) {
-    if (isa<scf::ParallelOp>(parent))
-      return false;
-    bool hostWork = false;
-    parent->walk([&](Operation *inner) {
-      if (auto alloc = dyn_cast<memref::AllocOp>(inner))
-        hostWork |= !alloc.getType().hasStaticShape();
-      hostWork |= isa<func::CallOp>(inner);
-    });
-    if (!hostWork)
-      return false;
-  }
-  return true;
-}
 
 struct Match {
   Operation *combiner; // arith.addf or arith.maximumf
@@ -254,7 +236,9 @@ struct GPUWarpReductionsPass
     }
     SmallVector<std::pair<linalg::GenericOp, Match>> todo;
     getOperation().walk([&](linalg::GenericOp op) {
-      if (!atHostLevel(op))
+      // Only where moir-gpu-offload keeps host control: a warp reduction
+      // cannot run inside a one-thread kernel.
+      if (!moir::gpu::staysOnHost(op))
         return;
       if (std::optional<Match> m = matchReduction(op, warpSize, minReduction))
         todo.push_back({op, *m});
