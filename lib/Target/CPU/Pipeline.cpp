@@ -25,7 +25,7 @@ void buildLoweringToLinalgPipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
-void buildLoweringToLLVMPipeline(OpPassManager &pm) {
+void buildEntryBufferizationPipeline(OpPassManager &pm) {
   bufferization::OneShotBufferizePassOptions bufferize;
   bufferize.bufferizeFunctionBoundaries = true;
   bufferize.functionBoundaryTypeConversion =
@@ -38,6 +38,10 @@ void buildLoweringToLLVMPipeline(OpPassManager &pm) {
   bufferization::BufferDeallocationPipelineOptions dealloc;
   bufferization::buildBufferDeallocationPipeline(pm, dealloc);
   pm.addPass(createCPUPrepareABIPass());
+}
+
+void buildLoweringToLLVMPipeline(OpPassManager &pm) {
+  buildEntryBufferizationPipeline(pm);
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createConvertLinalgToLoopsPass());
   pm.addPass(createConvertSCFToOpenMPPass());

@@ -38,18 +38,9 @@ std::vector<llvm::StringRef> registeredTargets() {
 }
 
 void buildKernelPipeline(OpPassManager &pm, int64_t warpSize) {
-  bufferization::OneShotBufferizePassOptions bufferize;
-  bufferize.bufferizeFunctionBoundaries = true;
-  bufferize.functionBoundaryTypeConversion =
-      bufferization::LayoutMapOption::IdentityLayoutMap;
-  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
-  pm.addPass(bufferization::createDropEquivalentBufferResultsPass());
-  pm.addPass(bufferization::createBufferResultsToOutParamsPass());
-  bufferization::BufferDeallocationPipelineOptions dealloc;
-  bufferization::buildBufferDeallocationPipeline(pm, dealloc);
   // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
   // so a kernel like any other.
-  pm.addPass(createCPUPrepareABIPass());
+  cpu::buildEntryBufferizationPipeline(pm);
   GPUWarpReductionsPassOptions warps;
   warps.warpSize = warpSize;
   pm.addPass(createGPUWarpReductionsPass(warps));

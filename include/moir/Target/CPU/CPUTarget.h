@@ -30,6 +30,11 @@ struct TargetOptions {
   unsigned optLevel = 3;
 };
 
+/// Linalg on tensors -> buffers with the entry ABI (identity layouts, caches
+/// updated in place, logits an out-parameter, memref.copy as linalg.copy).
+/// Shared by the CPU and GPU backends.
+void buildEntryBufferizationPipeline(mlir::OpPassManager &pm);
+
 /// Graph phase -> bufferized linalg -> loops -> LLVM dialect, with the
 /// exported entry `moir_forward`.
 void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm);
