@@ -386,6 +386,14 @@ void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t g
     return; // the first error is kept; later launches would only add noise
   if (gridX <= 0 || gridY <= 0 || gridZ <= 0)
     return; // nothing to do (an empty range, e.g. an expert no token chose)
+  // Kernels map their outer loops (such as the tokens of a run) to grid y
+  // and z, which hold at most 65535 blocks.
+  if (gridY > 65535 || gridZ > 65535) {
+    gpu.record("a kernel needs a grid of " + std::to_string(gridX) + " x " + std::to_string(gridY) +
+               " x " + std::to_string(gridZ) +
+               " blocks (y and z at most 65535): run fewer tokens at once");
+    return;
+  }
   double start = 0;
   if (gpu.profile) {
     gpu.api.streamSynchronize(stream);
