@@ -33,21 +33,11 @@ public:
   llvm::StringRef name() const override { return "amd"; }
 
   llvm::ArrayRef<llvm::StringRef> chips() const override {
-    static const llvm::SmallVector<llvm::StringRef> names = [] {
-      llvm::SmallVector<llvm::StringRef> out;
-      for (const Chip &chip : kChips)
-        out.push_back(chip.name);
-      return out;
-    }();
+    static const llvm::SmallVector<llvm::StringRef> names = moir::gpu::chipNames(kChips);
     return names;
   }
 
-  static const Chip *find(llvm::StringRef name) {
-    for (const Chip &chip : kChips)
-      if (chip.name == name)
-        return &chip;
-    return nullptr;
-  }
+  static const Chip *find(llvm::StringRef name) { return moir::gpu::findChip(kChips, name); }
 
   int64_t warpSize(llvm::StringRef chip) const override {
     const Chip *c = find(chip);
@@ -62,8 +52,7 @@ public:
 
   llvm::Error validate(const moir::gpu::GPUOptions &options) const override {
     if (!find(options.chip))
-      return llvm::createStringError("unknown AMD chip '" + options.chip +
-                                     "' (known: " + llvm::join(chips(), ", ") + ")");
+      return moir::gpu::unknownChip("AMD", options.chip, chips());
     if (options.codeObject != 400 && options.codeObject != 500 && options.codeObject != 600)
       return llvm::createStringError("unknown AMD code object version " +
                                      std::to_string(options.codeObject / 100) +

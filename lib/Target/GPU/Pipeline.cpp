@@ -12,6 +12,7 @@
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Transforms/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 
 using namespace mlir;
@@ -35,6 +36,12 @@ std::vector<llvm::StringRef> registeredTargets() {
     names.push_back(entry.getKey());
   llvm::sort(names);
   return names;
+}
+
+llvm::Error unknownChip(llvm::StringRef vendor, llvm::StringRef chip,
+                        llvm::ArrayRef<llvm::StringRef> known) {
+  return llvm::createStringError("unknown " + vendor + " chip '" + chip +
+                                 "' (known: " + llvm::join(known, ", ") + ")");
 }
 
 void buildKernelPipeline(OpPassManager &pm, int64_t warpSize) {

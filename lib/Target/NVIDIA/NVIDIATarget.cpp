@@ -39,23 +39,13 @@ public:
   llvm::StringRef name() const override { return "nvidia"; }
 
   llvm::ArrayRef<llvm::StringRef> chips() const override {
-    static const llvm::SmallVector<llvm::StringRef> names = [] {
-      llvm::SmallVector<llvm::StringRef> out;
-      for (const Chip &chip : kChips)
-        out.push_back(chip.name);
-      return out;
-    }();
+    static const llvm::SmallVector<llvm::StringRef> names = moir::gpu::chipNames(kChips);
     return names;
   }
 
   int64_t warpSize(llvm::StringRef) const override { return 32; }
 
-  static const Chip *find(llvm::StringRef name) {
-    for (const Chip &chip : kChips)
-      if (chip.name == name)
-        return &chip;
-    return nullptr;
-  }
+  static const Chip *find(llvm::StringRef name) { return moir::gpu::findChip(kChips, name); }
 
   static std::string toolkit(const moir::gpu::GPUOptions &options) {
     return options.toolkit.empty() ? moir::nvidia::defaultToolkitPath() : options.toolkit;
@@ -63,9 +53,7 @@ public:
 
   llvm::Error validate(const moir::gpu::GPUOptions &options) const override {
     if (!find(options.chip))
-      return llvm::createStringError(
-          "unknown NVIDIA chip '" + options.chip + "' (known: " +
-          llvm::join(chips(), ", ") + ")");
+      return moir::gpu::unknownChip("NVIDIA", options.chip, chips());
     // Without the toolkit, libdevice is silently left out and ptxas fails
     // on unresolved __nv_* calls: refuse early with the path we looked at.
     std::string root = toolkit(options);

@@ -65,6 +65,25 @@ public:
   virtual std::string describe(const GPUOptions &options) const = 0;
 };
 
+/// A backend's table of known chips (an array of structs with a `name`).
+template <typename Chip, size_t N>
+const Chip *findChip(const Chip (&table)[N], llvm::StringRef name) {
+  for (const Chip &chip : table)
+    if (chip.name == name)
+      return &chip;
+  return nullptr;
+}
+template <typename Chip, size_t N>
+llvm::SmallVector<llvm::StringRef> chipNames(const Chip (&table)[N]) {
+  llvm::SmallVector<llvm::StringRef> names;
+  for (const Chip &chip : table)
+    names.push_back(chip.name);
+  return names;
+}
+/// "unknown <vendor> chip '<chip>' (known: ...)".
+llvm::Error unknownChip(llvm::StringRef vendor, llvm::StringRef chip,
+                        llvm::ArrayRef<llvm::StringRef> known);
+
 /// Registered backends, by name ("nvidia", "amd"); null if unknown.
 const GPUTargetInfo *lookupTarget(llvm::StringRef name);
 std::vector<llvm::StringRef> registeredTargets();
