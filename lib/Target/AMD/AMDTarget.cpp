@@ -12,8 +12,6 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
-#include "mlir/Dialect/MemRef/Transforms/Passes.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
@@ -70,25 +68,20 @@ public:
     return llvm::Error::success();
   }
 
-  void buildDeviceLowering(OpPassManager &pm,
-                           const moir::gpu::GPUOptions &options) const override {
+  void buildAttachTarget(OpPassManager &pm, const moir::gpu::GPUOptions &options) const override {
     GpuROCDLAttachTargetOptions attach;
     attach.chip = options.chip;
     attach.abiVersion = std::to_string(options.codeObject);
     attach.optLevel = options.optLevel;
     attach.wave64Flag = warpSize(options.chip) == 64;
     pm.addPass(createGpuROCDLAttachTarget(attach));
-    OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
-    kernels.addPass(memref::createExpandStridedMetadataPass());
-    kernels.addPass(createLowerAffinePass());
-    kernels.addPass(createSCFToControlFlowPass());
+  }
+
+  std::unique_ptr<Pass> createKernelConversion(const moir::gpu::GPUOptions &options) const override {
     ConvertGpuOpsToROCDLOpsOptions rocdl;
     rocdl.chipset = options.chip;
     rocdl.runtime = mlir::gpu::amd::Runtime::HIP;
-    kernels.addPass(createConvertGpuOpsToROCDLOps(rocdl));
-    kernels.addPass(createCanonicalizerPass());
-    kernels.addPass(createCSEPass());
-    pm.addPass(createReconcileUnrealizedCastsPass());
+    return createConvertGpuOpsToROCDLOps(rocdl);
   }
 
   void buildSerialization(OpPassManager &pm, const moir::gpu::GPUOptions &options,

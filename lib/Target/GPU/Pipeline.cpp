@@ -44,6 +44,18 @@ llvm::Error unknownChip(llvm::StringRef vendor, llvm::StringRef chip,
                                  "' (known: " + llvm::join(known, ", ") + ")");
 }
 
+void GPUTargetInfo::buildDeviceLowering(OpPassManager &pm, const GPUOptions &options) const {
+  buildAttachTarget(pm, options);
+  OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
+  kernels.addPass(memref::createExpandStridedMetadataPass());
+  kernels.addPass(createLowerAffinePass());
+  kernels.addPass(createSCFToControlFlowPass());
+  kernels.addPass(createKernelConversion(options));
+  kernels.addPass(createCanonicalizerPass());
+  kernels.addPass(createCSEPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
 void buildKernelPipeline(OpPassManager &pm, int64_t warpSize) {
   // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
   // so a kernel like any other.

@@ -12,9 +12,6 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
-#include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
-#include "mlir/Dialect/MemRef/Transforms/Passes.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
@@ -68,22 +65,17 @@ public:
     return llvm::Error::success();
   }
 
-  void buildDeviceLowering(OpPassManager &pm,
-                           const moir::gpu::GPUOptions &options) const override {
+  void buildAttachTarget(OpPassManager &pm, const moir::gpu::GPUOptions &options) const override {
     GpuNVVMAttachTargetOptions attach;
     attach.chip = options.chip;
     if (const Chip *chip = find(options.chip))
       attach.features = chip->features.str();
     attach.optLevel = options.optLevel;
     pm.addPass(createGpuNVVMAttachTarget(attach));
-    OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
-    kernels.addPass(memref::createExpandStridedMetadataPass());
-    kernels.addPass(createLowerAffinePass());
-    kernels.addPass(createSCFToControlFlowPass());
-    kernels.addPass(createConvertGpuOpsToNVVMOps());
-    kernels.addPass(createCanonicalizerPass());
-    kernels.addPass(createCSEPass());
-    pm.addPass(createReconcileUnrealizedCastsPass());
+  }
+
+  std::unique_ptr<Pass> createKernelConversion(const moir::gpu::GPUOptions &) const override {
+    return createConvertGpuOpsToNVVMOps();
   }
 
   void buildSerialization(OpPassManager &pm, const moir::gpu::GPUOptions &options,

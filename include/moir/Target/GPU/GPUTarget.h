@@ -52,10 +52,15 @@ public:
   virtual int64_t warpSize(llvm::StringRef chip) const = 0;
   /// Checks the options (known chip, toolkit present) before any work.
   virtual llvm::Error validate(const GPUOptions &options) const = 0;
-  /// Attaches the target attribute to every gpu.module and lowers the
-  /// kernels to the vendor's LLVM dialect (NVVM, ROCDL).
-  virtual void buildDeviceLowering(mlir::OpPassManager &pm,
-                                   const GPUOptions &options) const = 0;
+  /// Attaches the target attribute (#nvvm.target, #rocdl.target) to every
+  /// gpu.module.
+  virtual void buildAttachTarget(mlir::OpPassManager &pm, const GPUOptions &options) const = 0;
+  /// The conversion of a gpu.module's kernels to the vendor's LLVM dialect
+  /// (NVVM, ROCDL).
+  virtual std::unique_ptr<mlir::Pass> createKernelConversion(const GPUOptions &options) const = 0;
+  /// Attaches the target and lowers the kernels: the vendor's two steps
+  /// around the lowering every target shares.
+  void buildDeviceLowering(mlir::OpPassManager &pm, const GPUOptions &options) const;
   /// Serializes every gpu.module into a gpu.binary: the loadable binary
   /// (fatbin, HSACO) or, with `assembly`, the text the vendor's assembler
   /// reads (PTX, AMDGCN) for checks.
