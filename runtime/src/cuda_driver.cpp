@@ -1,13 +1,9 @@
 // NVIDIA: the CUDA driver API (libcuda.so.1) behind the shared GPU driver.
 #include "gpu_driver.h"
 
-#include <dlfcn.h>
-
 namespace {
 
-template <typename F> F symbol(void *library, const char *name) {
-  return reinterpret_cast<F>(dlsym(library, name));
-}
+using moir::rt::gpu::symbol;
 
 std::string errorString(void *library, int code) {
   auto get = symbol<int (*)(int, const char **)>(library, "cuGetErrorString");

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <dlfcn.h>
 #include <string>
 
 namespace moir::rt::gpu {
@@ -47,6 +48,11 @@ struct Vendor {
   /// run on any thread); "" on success.
   std::string (*bind)(void *library);
 };
+
+/// An entry point of a vendor library, typed.
+template <typename F> F symbol(void *library, const char *name) {
+  return reinterpret_cast<F>(dlsym(library, name));
+}
 
 extern const Vendor cudaVendor; // cuda_driver.cpp
 extern const Vendor hipVendor;  // hip_driver.cpp

@@ -2,13 +2,9 @@
 // AMD hardware (none on the project's machines).
 #include "gpu_driver.h"
 
-#include <dlfcn.h>
-
 namespace {
 
-template <typename F> F symbol(void *library, const char *name) {
-  return reinterpret_cast<F>(dlsym(library, name));
-}
+using moir::rt::gpu::symbol;
 
 std::string errorString(void *library, int code) {
   auto get = symbol<const char *(*)(int)>(library, "hipGetErrorString");
