@@ -115,8 +115,11 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
     return info.takeError();
   info->target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
 
+  Expected<cpu::KernelOptions> kernels = cpu::kernelOptionsFor(options);
+  if (!kernels)
+    return kernels.takeError();
   PassManager toLLVM(context);
-  cpu::buildLoweringToLLVMPipeline(toLLVM);
+  cpu::buildLoweringToLLVMPipeline(toLLVM, *kernels);
   if (failed(toLLVM.run(module)))
     return fail("lowering to LLVM failed");
   Expected<std::string> code = cpu::emitSharedObject(module, options);

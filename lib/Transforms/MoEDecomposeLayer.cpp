@@ -59,7 +59,12 @@ struct DecomposeLayer : OpRewritePattern<moe::LayerOp> {
     int64_t topK = op.getRouting().getTopK();
     MLIRContext *ctx = rewriter.getContext();
 
-    Value logits = llm::LinearOp::create(rewriter, loc, x, op.getRouter());
+    auto router = llm::LinearOp::create(rewriter, loc, x, op.getRouter());
+    // Expert choice is discrete: a backend keeps this product in f32 even
+    // where it rounds activations for speed (moir-cpu-contraction-kernels'
+    // bf16-dot), so rounding cannot flip a near-tie between experts.
+    router->setAttr("moir.precise", rewriter.getUnitAttr());
+    Value logits = router;
     auto weightsType = RankedTensorType::get({tokens, topK}, xType.getElementType());
     auto idsType = RankedTensorType::get({tokens, topK}, IntegerType::get(ctx, 32));
     auto route = moe::RouteOp::create(rewriter, loc, weightsType, idsType, logits,

@@ -65,6 +65,18 @@ static cl::opt<std::string>
                cl::desc("element type of weight matrices in the artifact: bf16, f16 or "
                         "f32 (default: as stored; conversions are reported)"),
                cl::init(""));
+static cl::opt<bool> cpuKernels(
+    "cpu-contraction-kernels",
+    cl::desc("CPU target: register-blocked vector kernels for the matmuls (default); "
+             "=false keeps plain loops, the reference the kernels are tested against"),
+    cl::init(true));
+static cl::opt<bool> cpuBF16Dot(
+    "cpu-bf16-dot",
+    cl::desc("CPU target: multiply bf16 weights with AVX512-BF16 dot products where the "
+             "CPU has them (default); activations are rounded to bf16, as bf16 inference "
+             "does (about 1% of the largest logit; the MoE router stays f32). =false keeps "
+             "f32 arithmetic"),
+    cl::init(true));
 static cl::opt<std::string> triple("triple",
                                    cl::desc("target triple (default: the host's)"),
                                    cl::init(""));
@@ -147,6 +159,8 @@ int main(int argc, char **argv) {
     moir::cpu::TargetOptions options;
     options.cpu = cpuName;
     options.triple = triple;
+    options.contractionKernels = cpuKernels;
+    options.bf16Dot = cpuBF16Dot;
     if (llvm::Error err = moir::compileCPUArtifact(*module, store, options, outputFile)) {
       llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
       return 1;

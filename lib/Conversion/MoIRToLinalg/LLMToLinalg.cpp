@@ -95,6 +95,8 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     Value out = markParallel(generic(b, loc, ValueRange{x, op.getWeight()}, init,
                                      {{m, k}, {n, k}, {m, n}}, {par, par, red},
                                      multiplyAccumulate));
+    if (op->hasAttr("moir.precise"))
+      out.getDefiningOp()->setAttr("moir.precise", b.getUnitAttr());
     b.replaceOp(op, out);
     return success();
   }

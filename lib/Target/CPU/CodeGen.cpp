@@ -6,6 +6,7 @@
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -35,6 +36,48 @@ static Error error(const Twine &message) {
   return createStringError(inconvertibleErrorCode(), "cpu backend: " + message);
 }
 
+/// The host's features for --cpu=native on the host triple; otherwise the
+/// named CPU's own.
+static std::string resolveFeatures(const TargetOptions &options) {
+  if ((!options.cpu.empty() && options.cpu != "native") ||
+      resolveTriple(options) != sys::getDefaultTargetTriple())
+    return "";
+  SubtargetFeatures f;
+  for (const auto &[name, enabled] : sys::getHostCPUFeatures())
+    f.AddFeature(name, enabled);
+  return f.getString();
+}
+
+Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
+  InitializeAllTargetInfos();
+  InitializeAllTargets();
+  InitializeAllTargetMCs();
+  std::string tripleName = resolveTriple(options);
+  Triple triple(tripleName);
+  std::string lookupError;
+  const Target *target = TargetRegistry::lookupTarget(triple, lookupError);
+  if (!target)
+    return error("no LLVM target for '" + tripleName + "': " + lookupError);
+  std::unique_ptr<MCSubtargetInfo> info(
+      target->createMCSubtargetInfo(triple, resolveCPU(options), resolveFeatures(options)));
+  if (!info)
+    return error("no subtarget information for " + tripleName + " / " + resolveCPU(options));
+  auto has = [&](StringRef feature) {
+    return info->checkFeatures(("+" + feature).str());
+  };
+  KernelOptions kernels;
+  kernels.enabled = options.contractionKernels;
+  kernels.vectorWidth = 4;
+  if (triple.isX86()) {
+    if (has("avx512f"))
+      kernels.vectorWidth = 16;
+    else if (has("avx"))
+      kernels.vectorWidth = 8;
+    kernels.bf16Dot = options.bf16Dot && has("avx512bf16") && has("avx512f");
+  }
+  return kernels;
+}
+
 Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOptions &options) {
   InitializeAllTargetInfos();
   InitializeAllTargets();
@@ -48,15 +91,7 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOption
   const Target *target = TargetRegistry::lookupTarget(triple, lookupError);
   if (!target)
     return error("no LLVM target for '" + tripleName + "': " + lookupError);
-  std::string features;
-  if (options.cpu.empty() || options.cpu == "native") {
-    if (tripleName == sys::getDefaultTargetTriple()) {
-      SubtargetFeatures f;
-      for (const auto &[name, enabled] : sys::getHostCPUFeatures())
-        f.AddFeature(name, enabled);
-      features = f.getString();
-    }
-  }
+  std::string features = resolveFeatures(options);
   llvm::TargetOptions targetOptions;
   // Constructors (a GPU artifact loads its kernels in one) go to .init_array,
   // which the dynamic loader runs; .ctors needs crtbegin.o.

@@ -40,8 +40,14 @@ void buildEntryBufferizationPipeline(OpPassManager &pm) {
   pm.addPass(createCPUPrepareABIPass());
 }
 
-void buildLoweringToLLVMPipeline(OpPassManager &pm) {
+void buildLoweringToLLVMPipeline(OpPassManager &pm, const KernelOptions &kernels) {
   buildEntryBufferizationPipeline(pm);
+  if (kernels.enabled) {
+    CPUContractionKernelsPassOptions shape;
+    shape.vectorWidth = kernels.vectorWidth;
+    shape.bf16Dot = kernels.bf16Dot;
+    pm.addPass(createCPUContractionKernelsPass(shape));
+  }
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createConvertLinalgToLoopsPass());
   pm.addPass(createConvertSCFToOpenMPPass());
@@ -52,6 +58,9 @@ void buildLoweringToLLVMPipeline(OpPassManager &pm) {
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  ConvertVectorToLLVMPassOptions vectorOptions;
+  vectorOptions.x86Vector = kernels.enabled && kernels.bf16Dot;
+  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());

@@ -28,7 +28,29 @@ struct TargetOptions {
   /// "neoverse-v1", ...
   std::string cpu = "native";
   unsigned optLevel = 3;
+  /// Register-blocked kernels for the contractions (moir-cpu-contraction-
+  /// kernels); off keeps plain loops, the reference they are tested against.
+  bool contractionKernels = true;
+  /// bf16 weights multiply with AVX512-BF16 dot products where the CPU has
+  /// them, activations rounded to bf16 as bf16 inference does (0.5-1.6% of
+  /// the largest logit on the fixtures; the MoE router stays f32). Off: f32
+  /// FMAs, exact to the bf16-weight reference.
+  bool bf16Dot = true;
 };
+
+/// How the contraction kernels (moir-cpu-contraction-kernels) are shaped
+/// for a target: its vector registers and whether it has AVX512-BF16.
+struct KernelOptions {
+  int64_t vectorWidth = 16;
+  bool bf16Dot = false;
+  /// false: contractions keep plain loops (LLVM vectorizes their k
+  /// reductions); the reference the kernels are checked against.
+  bool enabled = true;
+};
+
+/// The kernel shape for the target CPU: 16 f32 lanes with AVX-512, 8 with
+/// AVX, 4 otherwise (SSE, NEON); bf16 dot products with AVX512-BF16.
+llvm::Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options);
 
 /// Linalg on tensors -> buffers with the entry ABI (identity layouts, caches
 /// updated in place, logits an out-parameter, memref.copy as linalg.copy).
@@ -38,7 +60,8 @@ void buildEntryBufferizationPipeline(mlir::OpPassManager &pm);
 /// Graph phase -> bufferized linalg -> loops -> LLVM dialect, with the
 /// exported entry `moir_forward`.
 void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm);
-void buildLoweringToLLVMPipeline(mlir::OpPassManager &pm);
+void buildLoweringToLLVMPipeline(mlir::OpPassManager &pm,
+                                 const KernelOptions &kernels = {});
 
 /// The triple and CPU the options resolve to (the host's for empty/"native").
 std::string resolveTriple(const TargetOptions &options);

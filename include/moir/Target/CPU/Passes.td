@@ -29,6 +29,53 @@ def CPUExportEntryPass : Pass<"moir-cpu-export-entry", "mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
+def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
+  let summary = "register-blocked vector kernels for the marked row-by-row contractions";
+  let description = [{
+    Runs after bufferization, before `moir-cpu-parallelize`. Rewrites each
+    linalg op marked `moir.parallel` that computes `C[m, n] += A[m, k] *
+    W[n, k]` (activations times a weight stored output-major, as checkpoints
+    store it; f32 activations, f32/bf16/f16 weights, f32 result, unit stride
+    along k) into explicit vector code:
+
+    - `scf.parallel` over blocks of `block-n` weight rows (the thread pool's
+      work items: each block's weights stay in the core's L2 while every
+      row of `A` passes over them);
+    - inside, tiles of `tile-m` x `tile-n` outputs whose `tile-m * tile-n`
+      accumulators of `vector-width` f32 lanes live in registers for the
+      whole k loop: each step loads `tile-m` activation and `tile-n` weight
+      vectors and issues `tile-m * tile-n` FMAs (edge rows and columns use
+      1-wide tiles of the same code);
+    - the lanes are summed once per tile, the k remainder is scalar.
+
+    With `bf16-dot` (targets with AVX512-BF16), bf16 weights are multiplied
+    with `x86vector.avx512.dot` (vdpbf16ps, two products per lane and
+    step): the activations are rounded to bf16 once per contraction into a
+    scratch copy, as bf16 inference in transformers or llama.cpp does;
+    accumulation stays f32. Ops marked `moir.precise` (the MoE router, whose
+    top-k is a discrete choice) keep f32 activations.
+
+    Other linalg ops are left alone.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"16",
+           "f32 lanes per accumulator (16 for AVX-512, 8 for AVX2, 4 for NEON)">,
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"4",
+           "activation rows per register tile">,
+    Option<"tileN", "tile-n", "int64_t", /*default=*/"4",
+           "weight rows per register tile">,
+    Option<"blockN", "block-n", "int64_t", /*default=*/"64",
+           "weight rows per parallel work item (a multiple of tile-n)">,
+    Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
+           "multiply bf16 weights with AVX512-BF16 dot products">,
+  ];
+  let dependentDialects = [
+    "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect",
+    "::mlir::arith::ArithDialect"
+  ];
+}
+
 def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
   let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";
   let description = [{

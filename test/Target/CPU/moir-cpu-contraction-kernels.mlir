@@ -1,0 +1,95 @@
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6" -split-input-file | FileCheck %s
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
+
+// C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
+// in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
+// k loop (2 activation and 3 weight loads, 6 FMAs per step), then 1-wide
+// edge tiles for the rows and columns left over; lanes summed once; the k
+// remainder is scalar.
+// CHECK-LABEL: func.func @bf16_weights
+// CHECK-NOT: linalg.generic
+// CHECK: scf.parallel
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x100xf32>, vector<8xf32>
+// CHECK-COUNT-3: vector.load %arg1{{.*}} : memref<30x100xbf16>, vector<8xbf16>
+// CHECK-COUNT-6: vector.fma {{.*}} : vector<8xf32>
+// CHECK: scf.yield
+// CHECK-COUNT-6: vector.reduction <add>, {{.*}} fastmath<reassoc,contract> : vector<8xf32> into f32
+// CHECK: scf.for
+// CHECK: memref.load %arg0
+// CHECK: memref.store {{.*}}, %arg2
+// CHECK: scf.for
+// Edge: 2 rows x 1 column.
+// CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>)
+// CHECK: scf.for
+// Edge: 1 row x 3 columns, then 1 x 1.
+// CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>)
+// CHECK: scf.reduce
+
+// With bf16-dot the activations are rounded to bf16 once (a scratch copy)
+// and each step is a vdpbf16ps over 32 bf16 pairs per accumulator.
+// DOT-LABEL: func.func @bf16_weights
+// DOT: %[[SCRATCH:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?xbf16>
+// DOT: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
+// DOT: scf.parallel
+// DOT: vector.load %[[SCRATCH]]{{.*}} : memref<?x?xbf16>, vector<32xbf16>
+// DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// DOT: memref.dealloc %[[SCRATCH]]
+#mk = affine_map<(m, n, k) -> (m, k)>
+#nk = affine_map<(m, n, k) -> (n, k)>
+#mn = affine_map<(m, n, k) -> (m, n)>
+func.func @bf16_weights(%x: memref<?x100xf32>, %w: memref<30x100xbf16>, %y: memref<?x30xf32>) {
+  linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x100xf32>, memref<30x100xbf16>) outs(%y : memref<?x30xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: bf16, %c: f32):
+    %e = arith.extf %b : bf16 to f32
+    %p = arith.mulf %a, %e fastmath<reassoc,contract> : f32
+    %s = arith.addf %p, %c fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// Left alone: an unmarked contraction, one with weights stored input-major
+// (W[k, n]), and one whose body is not a multiply-accumulate.
+// CHECK-LABEL: func.func @not_matched
+// CHECK-NOT: vector.
+// CHECK-COUNT-3: linalg.generic
+// DOT-LABEL: func.func @not_matched
+// DOT-NOT: x86vector
+#mk = affine_map<(m, n, k) -> (m, k)>
+#nk = affine_map<(m, n, k) -> (n, k)>
+#kn = affine_map<(m, n, k) -> (k, n)>
+#mn = affine_map<(m, n, k) -> (m, n)>
+func.func @not_matched(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %wt: memref<64x32xf32>, %y: memref<?x32xf32>) {
+  linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<32x64xf32>) outs(%y : memref<?x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %p, %c : f32
+    linalg.yield %s : f32
+  }
+  linalg.generic {indexing_maps = [#mk, #kn, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %wt : memref<?x64xf32>, memref<64x32xf32>) outs(%y : memref<?x32xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %p, %c : f32
+    linalg.yield %s : f32
+  }
+  linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<32x64xf32>) outs(%y : memref<?x32xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.maximumf %p, %c : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// BAD: block-n a multiple of tile-n
