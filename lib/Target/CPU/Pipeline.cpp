@@ -49,6 +49,7 @@ void buildLoweringToLLVMPipeline(OpPassManager &pm, const KernelOptions &kernels
     pm.addPass(createCPUContractionKernelsPass(shape));
   }
   pm.addPass(createCPUParallelizePass());
+  pm.addPass(createCPUApproximateMathPass());
   pm.addPass(createConvertLinalgToLoopsPass());
   pm.addPass(createConvertSCFToOpenMPPass());
   // Inlines the allocation scopes the OpenMP conversion wraps loop bodies in

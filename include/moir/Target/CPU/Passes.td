@@ -76,6 +76,19 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
   ];
 }
 
+def CPUApproximateMathPass : Pass<"moir-cpu-approximate-math"> {
+  let summary = "f32 math.exp as an inline polynomial (no libm call)";
+  let description = [{
+    Softmax and SiLU call `expf` once per element: a libm call per score
+    keeps LLVM from vectorizing those loops. This pass rewrites f32
+    `math.exp` into MLIR's polynomial approximation (range reduction by
+    ln 2, a degree-6 polynomial, exponent bits rebuilt with integer ops;
+    -inf gives 0, as masked attention scores need), which LLVM vectorizes
+    like any other arithmetic.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::vector::VectorDialect"];
+}
+
 def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
   let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";
   let description = [{
