@@ -91,7 +91,7 @@ Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
              s = b.getAffineDimExpr(2);
   float negInf = -std::numeric_limits<float>::infinity();
 
-  Value masked = generic(
+  Value masked = markParallel(generic(
       b, loc, ValueRange{scores, positions}, tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
       {{t, h, s}, {t}, {t, h, s}}, {par, par, par},
       [&](OpBuilder &b, Location loc, ValueRange args) {
@@ -110,33 +110,33 @@ Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
         Value scaled = arith::MulFOp::create(b, loc, args[0], f32Const(b, loc, scale));
         Value result = arith::SelectOp::create(b, loc, future, f32Const(b, loc, negInf), scaled);
         linalg::YieldOp::create(b, loc, result);
-      });
+      }));
 
   SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.begin() + 2);
   Value maxInit = filled(b, loc, rowSizes, b.getF32Type(), negInf);
-  Value rowMax = generic(b, loc, masked, maxInit, {{t, h, s}, {t, h}}, {par, par, red},
+  Value rowMax = markParallel(generic(b, loc, masked, maxInit, {{t, h, s}, {t, h}}, {par, par, red},
                          [](OpBuilder &b, Location loc, ValueRange args) {
                            linalg::YieldOp::create(
                                b, loc, arith::MaximumFOp::create(b, loc, args[0], args[1]).getResult());
-                         });
-  Value exps = generic(b, loc, ValueRange{masked, rowMax},
+                         }));
+  Value exps = markParallel(generic(b, loc, ValueRange{masked, rowMax},
                        tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
                        {{t, h, s}, {t, h}, {t, h, s}}, {par, par, par},
                        [](OpBuilder &b, Location loc, ValueRange args) {
                          Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
                          linalg::YieldOp::create(b, loc, math::ExpOp::create(b, loc, d).getResult());
-                       });
-  Value sum = generic(b, loc, exps, filled(b, loc, rowSizes, b.getF32Type(), 0.0),
+                       }));
+  Value sum = markParallel(generic(b, loc, exps, filled(b, loc, rowSizes, b.getF32Type(), 0.0),
                       {{t, h, s}, {t, h}}, {par, par, red},
                       [](OpBuilder &b, Location loc, ValueRange args) {
                         linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, args[0], args[1]).getResult());
-                      });
-  return generic(b, loc, ValueRange{exps, sum},
+                      }));
+  return markParallel(generic(b, loc, ValueRange{exps, sum},
                  tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
                  {{t, h, s}, {t, h}, {t, h, s}}, {par, par, par},
                  [](OpBuilder &b, Location loc, ValueRange args) {
                    linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, args[0], args[1]).getResult());
-                 });
+                 }));
 }
 
 } // namespace moir::lowering

@@ -326,9 +326,10 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
     // Loops (t, h, s, dv): the innermost runs along a cache row, contiguous
     // and vectorizable, instead of striding down the cache per element.
     AffineExpr s2 = b.getAffineDimExpr(2), dv = b.getAffineDimExpr(3);
-    Value out = generic(b, loc, ValueRange{probs, v}, filled(b, loc, outSizes, b.getF32Type(), 0.0),
-                        {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}}, {par, par, red, par},
-                        multiplyAccumulate);
+    Value out = markParallel(generic(b, loc, ValueRange{probs, v},
+                                     filled(b, loc, outSizes, b.getF32Type(), 0.0),
+                                     {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}},
+                                     {par, par, red, par}, multiplyAccumulate));
     b.replaceOp(op, out);
     return success();
   }

@@ -47,19 +47,19 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
                          multiplyAccumulate));
     // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
     SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
-    Value scores = generic(b, loc, ValueRange{qLat, latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
-                           {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
-    scores = generic(b, loc, ValueRange{op.getQPe(), kpe}, scores,
-                     {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate);
+    Value scores = markParallel(generic(b, loc, ValueRange{qLat, latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
+                           {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
+    scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), kpe}, scores,
+                     {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
     (void)ropeDim;
     Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
                                 std::nullopt);
     // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
     // Loops (t, h, s, c): the innermost runs along a cache row, contiguous
     // and vectorizable, instead of striding down the cache per element.
-    Value oLat = generic(b, loc, ValueRange{probs, latent},
+    Value oLat = markParallel(generic(b, loc, ValueRange{probs, latent},
                          filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
-                         {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate);
+                         {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate));
     // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
     Value out = markParallel(generic(b, loc, ValueRange{oLat, kvb},
                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(vDim)}, b.getF32Type(), 0.0),

@@ -93,11 +93,13 @@ def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
   let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";
   let description = [{
     The lowering marks the contractions worth splitting across cores
-    (projections, expert matmuls, attention); this pass gives them parallel
-    loops (`linalgOpToParallelLoops`), which `convert-scf-to-openmp` turns into
-    OpenMP worksharing loops run by the runtime's thread pool. Other linalg
-    ops keep sequential loops: a fork per small element-wise op would cost
-    more than it saves.
+    (projections, expert matmuls, attention and its softmax); this pass
+    gives them loops whose leading parallel dimensions (all but the
+    innermost loop) form one `scf.parallel`, which `convert-scf-to-openmp`
+    turns into an OpenMP worksharing loop run by the runtime's thread pool.
+    The innermost loop stays sequential, so LLVM vectorizes it; reductions
+    stay sequential. Other linalg ops keep sequential loops: a fork per
+    small element-wise op would cost more than it saves.
   }];
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect"];
 }
