@@ -14,7 +14,9 @@
 
 #include "moir/Target/CPU/CPUTarget.h"
 
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -49,34 +51,17 @@ bool unitInnerStride(Type type) {
   return strides.back() == 1;
 }
 
-/// Whether `op` is C[m, n] += A[m, k] * W[n, k] on buffers with f32
-/// activations and result and f32/bf16/f16 weights.
-bool isRowByRowContraction(linalg::GenericOp op) {
+/// Whether `op`'s body is yield(addf(mulf(ext?(a), ext?(w)), acc)), in
+/// either operand order, on f32 activations and result and f32/bf16/f16
+/// weights, over buffers.
+bool isMultiplyAccumulate(linalg::GenericOp op) {
   if (!op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2 || op.getNumDpsInits() != 1)
     return false;
-  auto iterators = op.getIteratorTypesArray();
-  if (iterators.size() != 3 || iterators[0] != utils::IteratorType::parallel ||
-      iterators[1] != utils::IteratorType::parallel ||
-      iterators[2] != utils::IteratorType::reduction)
-    return false;
-  MLIRContext *ctx = op.getContext();
-  AffineExpr m, n, k;
-  bindDims(ctx, m, n, k);
-  auto maps = op.getIndexingMapsArray();
-  if (maps[0] != AffineMap::get(3, 0, {m, k}, ctx) ||
-      maps[1] != AffineMap::get(3, 0, {n, k}, ctx) ||
-      maps[2] != AffineMap::get(3, 0, {m, n}, ctx))
-    return false;
   Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
-  if (!unitInnerStride(a.getType()) || !unitInnerStride(w.getType()) ||
-      cast<MemRefType>(c.getType()).getRank() != 2)
-    return false;
   Type wElem = getElementTypeOrSelf(w.getType());
   if (!getElementTypeOrSelf(a.getType()).isF32() || !getElementTypeOrSelf(c.getType()).isF32() ||
       !(wElem.isF32() || wElem.isBF16() || wElem.isF16()))
     return false;
-
-  // The body: yield(addf(mulf(ext?(a), ext?(w)), acc)), in either operand order.
   Block &body = op.getRegion().front();
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
   auto add = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
@@ -100,6 +85,81 @@ bool isRowByRowContraction(linalg::GenericOp op) {
   });
 }
 
+/// How one operand of a batched contraction is indexed: per result of its
+/// map, the loop it runs along (-1: a function of the batch loop only).
+/// Loops: 0 = m, 1 = batch, 2 = n, 3 = k.
+std::optional<SmallVector<int>> operandLayout(AffineMap map, ArrayRef<int> kept) {
+  MLIRContext *ctx = map.getContext();
+  SmallVector<int> roles;
+  for (AffineExpr e : map.getResults()) {
+    int role = -1;
+    for (int loop : {0, 2, 3}) {
+      if (!e.isFunctionOfDim(loop))
+        continue;
+      // e must be loop + f(batch).
+      AffineExpr rest = e - getAffineDimExpr(loop, ctx);
+      rest = simplifyAffineExpr(rest, 4, 0);
+      if (rest.isFunctionOfDim(0) || rest.isFunctionOfDim(2) || rest.isFunctionOfDim(3) ||
+          role != -1)
+        return std::nullopt;
+      role = loop;
+    }
+    roles.push_back(role);
+  }
+  SmallVector<int> order;
+  for (int r : roles)
+    if (r != -1)
+      order.push_back(r);
+  if (order != SmallVector<int>(kept.begin(), kept.end()))
+    return std::nullopt;
+  return roles;
+}
+
+/// The 2-D layout the kernel needs, for a plain contraction (loops m, n, k:
+/// C[m, n] += A[m, k] * W[n, k]) or a batched one (loops m, b, n, k, every
+/// operand's other dimensions a function of b alone: attention's scores per
+/// head, Q[t, h, :] . K[s, h / group, :]).
+enum class Form { None, Plain, Batched };
+
+Form classify(linalg::GenericOp op) {
+  if (!isMultiplyAccumulate(op))
+    return Form::None;
+  auto iterators = op.getIteratorTypesArray();
+  auto maps = op.getIndexingMapsArray();
+  MLIRContext *ctx = op.getContext();
+  using utils::IteratorType;
+  Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1];
+  if (iterators.size() == 3) {
+    AffineExpr m, n, k;
+    bindDims(ctx, m, n, k);
+    if (iterators[0] != IteratorType::parallel || iterators[1] != IteratorType::parallel ||
+        iterators[2] != IteratorType::reduction ||
+        maps[0] != AffineMap::get(3, 0, {m, k}, ctx) ||
+        maps[1] != AffineMap::get(3, 0, {n, k}, ctx) ||
+        maps[2] != AffineMap::get(3, 0, {m, n}, ctx))
+      return Form::None;
+    return unitInnerStride(a.getType()) && unitInnerStride(w.getType()) ? Form::Plain
+                                                                        : Form::None;
+  }
+  if (iterators.size() != 4 || iterators[0] != IteratorType::parallel ||
+      iterators[1] != IteratorType::parallel || iterators[2] != IteratorType::parallel ||
+      iterators[3] != IteratorType::reduction)
+    return Form::None;
+  if (!operandLayout(maps[0], {0, 3}) || !operandLayout(maps[1], {2, 3}) ||
+      !operandLayout(maps[2], {0, 2}))
+    return Form::None;
+  // The k dimension is innermost and contiguous in A and W.
+  auto innermost = [](AffineMap map, Value v) {
+    auto type = dyn_cast<MemRefType>(v.getType());
+    if (!type || map.getResults().back() != getAffineDimExpr(3, map.getContext()))
+      return false;
+    SmallVector<int64_t> strides;
+    int64_t offset;
+    return succeeded(type.getStridesAndOffset(strides, offset)) && strides.back() == 1;
+  };
+  return innermost(maps[0], a) && innermost(maps[1], w) ? Form::Batched : Form::None;
+}
+
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
@@ -107,12 +167,13 @@ struct KernelShape {
 
 class KernelBuilder {
 public:
-  KernelBuilder(OpBuilder &b, Location loc, linalg::GenericOp op, const KernelShape &shape)
-      : b(b), loc(loc), shape(shape), a(op.getDpsInputs()[0]), w(op.getDpsInputs()[1]),
-        c(op.getDpsInits()[0]) {
+  /// C[m, n] += A[m, k] * W[n, k] on 2-D buffers (k contiguous in A and W).
+  /// `precise`: keep f32 activations even with bf16-dot.
+  KernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c, const KernelShape &shape,
+                bool precise)
+      : b(b), loc(loc), shape(shape), a(a), w(w), c(c) {
     wElem = getElementTypeOrSelf(w.getType());
-    // Products marked moir.precise (the MoE router) keep f32 activations.
-    dot = shape.bf16Dot && wElem.isBF16() && !op->hasAttr("moir.precise");
+    dot = shape.bf16Dot && wElem.isBF16() && !precise;
     kStep = dot ? 2 * shape.vectorWidth : shape.vectorWidth;
   }
 
@@ -286,17 +347,75 @@ struct CPUContractionKernelsPass
       return signalPassFailure();
     }
     KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
-    SmallVector<linalg::GenericOp> matched;
+    SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
-      if (op->hasAttr("moir.parallel") && isRowByRowContraction(op))
-        matched.push_back(op);
+      if (!op->hasAttr("moir.parallel"))
+        return;
+      if (Form form = classify(op); form != Form::None)
+        matched.push_back({op, form});
     });
     OpBuilder b(&getContext());
-    for (linalg::GenericOp op : matched) {
+    for (auto [op, form] : matched) {
       b.setInsertionPoint(op);
-      KernelBuilder(b, op.getLoc(), op, shape).build();
+      // Products marked moir.precise (the MoE router) keep f32 activations.
+      bool precise = op->hasAttr("moir.precise");
+      Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
+      if (form == Form::Plain)
+        KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build();
+      else
+        buildBatched(b, op, shape, precise);
       op.erase();
     }
+  }
+
+  /// One kernel per batch index b over 2-D views of the operands.
+  static void buildBatched(OpBuilder &b, linalg::GenericOp op, const KernelShape &shape,
+                           bool precise) {
+    Location loc = op.getLoc();
+    SmallVector<Range> ranges = cast<linalg::LinalgOp>(op.getOperation()).createLoopRanges(b, loc);
+    auto index = [&](OpFoldResult v) { return getValueOrCreateConstantIndexOp(b, loc, v); };
+    auto loop = scf::ForOp::create(b, loc, index(ranges[1].offset), index(ranges[1].size),
+                                   index(ranges[1].stride));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value batch = loop.getInductionVar();
+    auto view = [&](OpOperand &operand) {
+      Value v = operand.get();
+      AffineMap map = op.getMatchingIndexingMap(&operand);
+      MLIRContext *ctx = b.getContext();
+      AffineExpr zero = getAffineConstantExpr(0, ctx), d0 = getAffineDimExpr(0, ctx);
+      SmallVector<OpFoldResult> offsets, sizes, strides;
+      SmallVector<int64_t> shape2d;
+      for (AffineExpr e : map.getResults()) {
+        // Offset: the expression at m = n = k = 0.
+        AffineExpr at = e.replaceDimsAndSymbols({zero, d0, zero, zero}, {});
+        offsets.push_back(affine::makeComposedFoldedAffineApply(
+            b, loc, AffineMap::get(1, 0, at), ArrayRef<OpFoldResult>{batch}));
+        int kept = -1;
+        for (int l : {0, 2, 3})
+          if (e.isFunctionOfDim(l))
+            kept = l;
+        sizes.push_back(kept == -1 ? b.getIndexAttr(1) : ranges[kept].size);
+        strides.push_back(b.getIndexAttr(1));
+        if (kept != -1)
+          shape2d.push_back(getConstantIntValue(sizes.back()).value_or(ShapedType::kDynamic));
+      }
+      // The full-rank view's layout, its unit (batch) dimensions dropped.
+      auto source = cast<MemRefType>(v.getType());
+      MemRefType full = memref::SubViewOp::inferResultType(source, offsets, sizes, strides);
+      SmallVector<int64_t> fullStrides, keptStrides;
+      int64_t offset;
+      (void)full.getStridesAndOffset(fullStrides, offset);
+      for (auto [i, e] : llvm::enumerate(map.getResults()))
+        if (e.isFunctionOfDim(0) || e.isFunctionOfDim(2) || e.isFunctionOfDim(3))
+          keptStrides.push_back(fullStrides[i]);
+      auto type = MemRefType::get(shape2d, source.getElementType(),
+                                  StridedLayoutAttr::get(ctx, offset, keptStrides));
+      return memref::SubViewOp::create(b, loc, type, v, offsets, sizes, strides).getResult();
+    };
+    Value a = view(*op.getDpsInputOperand(0)), w = view(*op.getDpsInputOperand(1)),
+          c = view(*op.getDpsInitOperand(0));
+    KernelBuilder(b, loc, a, w, c, shape, precise).build();
   }
 };
 

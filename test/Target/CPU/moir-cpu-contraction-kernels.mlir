@@ -92,4 +92,31 @@ func.func @not_matched(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %wt: memref<
   return
 }
 
+// -----
+
+// Batched: attention scores per head, S[t, h, s] += Q[t, h, d] * K[s, h / 2, d],
+// become a loop over heads around the kernel on 2-D views (Q[:, h, :],
+// K[:, h / 2, :], S[:, h, :]).
+// CHECK-LABEL: func.func @scores
+// CHECK: scf.for %[[H:.*]] = %c0{{.*}} to %c4
+// CHECK: memref.subview %arg0[0, %[[H]], 0] [%{{.*}}, 1, 64] [1, 1, 1] : memref<?x4x64xf32> to memref<?x64xf32, strided<[256, 1], offset: ?>>
+// CHECK: %[[KH:.*]] = affine.apply #{{.*}}(%[[H]])
+// CHECK: memref.subview %arg1[0, %[[KH]], 0] [%{{.*}}, 1, 64] [1, 1, 1] : memref<?x2x64xf32> to memref<?x64xf32, strided<[128, 1], offset: ?>>
+// CHECK: memref.subview %arg2[0, %[[H]], 0]
+// CHECK: scf.parallel
+// CHECK: vector.fma
+#q = affine_map<(t, h, s, d) -> (t, h, d)>
+#k = affine_map<(t, h, s, d) -> (s, h floordiv 2, d)>
+#o = affine_map<(t, h, s, d) -> (t, h, s)>
+func.func @scores(%q: memref<?x4x64xf32>, %k: memref<?x2x64xf32>, %o: memref<?x4x?xf32>) {
+  linalg.generic {indexing_maps = [#q, #k, #o], iterator_types = ["parallel", "parallel", "parallel", "reduction"]}
+      ins(%q, %k : memref<?x4x64xf32>, memref<?x2x64xf32>) outs(%o : memref<?x4x?xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b fastmath<reassoc,contract> : f32
+    %s = arith.addf %p, %c fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
 // BAD: block-n a multiple of tile-n

@@ -36,7 +36,11 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     linalg op marked `moir.parallel` that computes `C[m, n] += A[m, k] *
     W[n, k]` (activations times a weight stored output-major, as checkpoints
     store it; f32 activations, f32/bf16/f16 weights, f32 result, unit stride
-    along k) into explicit vector code:
+    along k) into explicit vector code. A batched form (loops m, b, n, k;
+    each operand's other dimensions a function of b alone, as in
+    attention's scores per head, `Q[t, h, :] . K[s, h / group, :]`, or
+    MLA's per-head output projection) becomes a loop over b around the same
+    kernel on 2-D views. The kernel:
 
     - `scf.parallel` over blocks of `block-n` weight rows (the thread pool's
       work items: each block's weights stay in the core's L2 while every
@@ -72,7 +76,7 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
     "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect",
-    "::mlir::arith::ArithDialect"
+    "::mlir::arith::ArithDialect", "::mlir::affine::AffineDialect"
   ];
 }
 
