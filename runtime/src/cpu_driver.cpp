@@ -124,9 +124,28 @@ static void keepFreedMemory() {
 #endif
 }
 
+/// Maps the weights' pages into this process now (they are read in place
+/// from the artifact's mapping): otherwise the first prefill takes one page
+/// fault per 64 KB of weights, a third of its time on a 1.3 GB model. Linux
+/// 5.14+ (MADV_POPULATE_READ); elsewhere the pages fault in on first use.
+static void prefaultWeights(const uint8_t *weights, size_t bytes) {
+#ifdef MADV_POPULATE_READ
+  long page = sysconf(_SC_PAGESIZE);
+  auto start = reinterpret_cast<uintptr_t>(weights) & ~static_cast<uintptr_t>(page - 1);
+  auto end = reinterpret_cast<uintptr_t>(weights) + bytes;
+  if (bytes)
+    (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_POPULATE_READ);
+#else
+  (void)weights;
+  (void)bytes;
+#endif
+}
+
 moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,
-                                    size_t bytes, const uint8_t *weights, Driver **out) {
+                                    size_t bytes, const uint8_t *weights, size_t weightBytes,
+                                    Driver **out) {
   keepFreedMemory();
+  prefaultWeights(weights, weightBytes);
   void *handle = nullptr;
   void (*entry)(void **) = nullptr;
   if (moir_status s = loadSharedObject(path, code, bytes, &handle, &entry); s != MOIR_OK)

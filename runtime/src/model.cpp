@@ -159,7 +159,8 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
   }
   moir_status loaded;
   if (m->target.rfind("cpu ", 0) == 0)
-    loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, &m->driver);
+    loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, m->weightBytes,
+                                      &m->driver);
   else if (m->target.rfind("nvidia ", 0) == 0)
     loaded = moir::rt::gpu::loadGPUDriver(moir::rt::gpu::cudaVendor, m->path, m->target, code,
                                           h.codeBytes, m->weights, m->weightBytes, &m->driver);

@@ -47,7 +47,7 @@ moir_status loadSharedObject(const std::string &path, const uint8_t *code, size_
 void unloadSharedObject(void *handle);
 
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
-                          const uint8_t *weights, Driver **out);
+                          const uint8_t *weights, size_t weightBytes, Driver **out);
 
 } // namespace moir::rt
 
