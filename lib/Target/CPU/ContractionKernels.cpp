@@ -115,11 +115,27 @@ std::optional<SmallVector<int>> operandLayout(AffineMap map, ArrayRef<int> kept)
   return roles;
 }
 
-/// The 2-D layout the kernel needs, for a plain contraction (loops m, n, k:
-/// C[m, n] += A[m, k] * W[n, k]) or a batched one (loops m, b, n, k, every
-/// operand's other dimensions a function of b alone: attention's scores per
-/// head, Q[t, h, :] . K[s, h / group, :]).
-enum class Form { None, Plain, Batched };
+/// The 2-D layout the kernels need:
+/// - Plain: loops (m, n, k), C[m, n] += A[m, k] * W[n, k], k contiguous in A
+///   and W (projections, expert matmuls: weights stored output-major);
+/// - Batched: loops (m, b, n, k), the same per b, every operand's other
+///   dimensions a function of b alone (attention scores per head,
+///   Q[t, h, :] . K[s, h / group, :]; MLA's per-head output projection);
+/// - Outer: loops (m, b, k, n) or (m, b, n, k), C[m, n] += A[m, k] * W[k, n]
+///   per b with n contiguous in W and C (attention's weighted sums of value
+///   rows; MLA's query absorption, W_UK stored [n, c] per head).
+enum class Form { None, Plain, Batched, Outer };
+
+/// Whether the last result of `map` is loop `loop` and `v`'s last dimension
+/// has unit stride.
+bool contiguousAlong(AffineMap map, Value v, int loop) {
+  auto type = dyn_cast<MemRefType>(v.getType());
+  if (!type || map.getResults().back() != getAffineDimExpr(loop, map.getContext()))
+    return false;
+  SmallVector<int64_t> strides;
+  int64_t offset;
+  return succeeded(type.getStridesAndOffset(strides, offset)) && strides.back() == 1;
+}
 
 Form classify(linalg::GenericOp op) {
   if (!isMultiplyAccumulate(op))
@@ -128,7 +144,7 @@ Form classify(linalg::GenericOp op) {
   auto maps = op.getIndexingMapsArray();
   MLIRContext *ctx = op.getContext();
   using utils::IteratorType;
-  Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1];
+  Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
   if (iterators.size() == 3) {
     AffineExpr m, n, k;
     bindDims(ctx, m, n, k);
@@ -142,22 +158,21 @@ Form classify(linalg::GenericOp op) {
                                                                         : Form::None;
   }
   if (iterators.size() != 4 || iterators[0] != IteratorType::parallel ||
-      iterators[1] != IteratorType::parallel || iterators[2] != IteratorType::parallel ||
-      iterators[3] != IteratorType::reduction)
+      iterators[1] != IteratorType::parallel)
     return Form::None;
-  if (!operandLayout(maps[0], {0, 3}) || !operandLayout(maps[1], {2, 3}) ||
-      !operandLayout(maps[2], {0, 2}))
+  // The reduction loop is k; the other of loops 2 and 3 is n.
+  int k = iterators[3] == IteratorType::reduction ? 3 : 2;
+  int n = 5 - k;
+  if (iterators[k] != IteratorType::reduction || iterators[n] != IteratorType::parallel ||
+      !operandLayout(maps[0], {0, k}) || !operandLayout(maps[2], {0, n}))
     return Form::None;
-  // The k dimension is innermost and contiguous in A and W.
-  auto innermost = [](AffineMap map, Value v) {
-    auto type = dyn_cast<MemRefType>(v.getType());
-    if (!type || map.getResults().back() != getAffineDimExpr(3, map.getContext()))
-      return false;
-    SmallVector<int64_t> strides;
-    int64_t offset;
-    return succeeded(type.getStridesAndOffset(strides, offset)) && strides.back() == 1;
-  };
-  return innermost(maps[0], a) && innermost(maps[1], w) ? Form::Batched : Form::None;
+  if (operandLayout(maps[1], {n, k}))
+    return contiguousAlong(maps[0], a, k) && contiguousAlong(maps[1], w, k) ? Form::Batched
+                                                                            : Form::None;
+  if (operandLayout(maps[1], {k, n}))
+    return contiguousAlong(maps[1], w, n) && contiguousAlong(maps[2], c, n) ? Form::Outer
+                                                                            : Form::None;
+  return Form::None;
 }
 
 struct KernelShape {
@@ -331,6 +346,142 @@ private:
   Value rows, cols, depth, kVec;
 };
 
+/// C[m, n] += A[m, k] * W[k, n] on 2-D buffers, n contiguous in W and C:
+/// tiles of tile-m rows x 4 vectors of columns whose accumulators stay in
+/// registers through the k loop; each step broadcasts tile-m activations and
+/// loads 4 weight vectors for 4 * tile-m FMAs. No lane sums are needed.
+/// Work items: blocks of 4 * tile-m rows x 4 vectors of columns; columns
+/// past the last full tile are summed one at a time.
+class OuterKernelBuilder {
+public:
+  OuterKernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c,
+                     const KernelShape &shape)
+      : b(b), loc(loc), a(a), w(w), c(c), vw(shape.vectorWidth), tileM(shape.tileM) {}
+
+  void build() {
+    Value zero = cst(0), one = cst(1);
+    rows = memref::DimOp::create(b, loc, a, 0);
+    depth = memref::DimOp::create(b, loc, a, 1);
+    cols = memref::DimOp::create(b, loc, w, 1);
+    int64_t tileCols = kVectors * vw, blockRows = 4 * tileM;
+    Value mBlocks = arith::CeilDivUIOp::create(b, loc, rows, cst(blockRows));
+    Value nBlocks = arith::CeilDivUIOp::create(b, loc, cols, cst(tileCols));
+    scf::ParallelOp::create(
+        b, loc, ValueRange{zero, zero}, ValueRange{mBlocks, nBlocks}, ValueRange{one, one},
+        [&](OpBuilder &nested, Location, ValueRange ivs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          Value mLo = arith::MulIOp::create(b, loc, ivs[0], cst(blockRows));
+          Value mHi = arith::MinUIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, mLo, cst(blockRows)), rows);
+          Value n0 = arith::MulIOp::create(b, loc, ivs[1], cst(tileCols));
+          Value nHi = arith::MinUIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, n0, cst(tileCols)), cols);
+          Value fullTile = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::eq, arith::SubIOp::create(b, loc, nHi, n0),
+              cst(tileCols));
+          auto branch = scf::IfOp::create(b, loc, fullTile, /*withElseRegion=*/true);
+          {
+            OpBuilder::InsertionGuard inner(b);
+            b.setInsertionPointToStart(branch.thenBlock());
+            Value span = arith::SubIOp::create(b, loc, mHi, mLo);
+            Value mFull = arith::AddIOp::create(
+                b, loc, mLo,
+                arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(tileM)),
+                                      cst(tileM)));
+            forLoop(mLo, mFull, cst(tileM), [&](Value m0) { tile(tileM, m0, n0); });
+            forLoop(mFull, mHi, one, [&](Value m0) { tile(1, m0, n0); });
+            b.setInsertionPointToStart(branch.elseBlock());
+            forLoop(mLo, mHi, one, [&](Value m) {
+              forLoop(n0, nHi, one, [&](Value n) { column(m, n); });
+            });
+          }
+        });
+  }
+
+private:
+  static constexpr int64_t kVectors = 4;
+
+  Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+
+  void forLoop(Value lo, Value hi, Value step, llvm::function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(b, loc, lo, hi, step);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    body(loop.getInductionVar());
+  }
+
+  Value toF32(Value v) {
+    Type elem = getElementTypeOrSelf(v.getType());
+    if (elem.isF32())
+      return v;
+    Type f32 = b.getF32Type();
+    if (auto vec = dyn_cast<VectorType>(v.getType()))
+      f32 = VectorType::get(vec.getShape(), f32);
+    return arith::ExtFOp::create(b, loc, f32, v);
+  }
+
+  /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors].
+  void tile(int64_t tm, Value m0, Value n0) {
+    auto accType = VectorType::get({vw}, b.getF32Type());
+    auto wType = VectorType::get({vw}, getElementTypeOrSelf(w.getType()));
+    Value zeros = arith::ConstantOp::create(b, loc, accType, DenseElementsAttr::get(accType, 0.0f));
+    SmallVector<Value> r, q;
+    for (int64_t i = 0; i < tm; ++i)
+      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
+    for (int64_t j = 0; j < kVectors; ++j)
+      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j * vw)).getResult() : n0);
+    SmallVector<Value> inits(tm * kVectors, zeros);
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), depth, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value k, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> ws, next;
+          for (Value col : q)
+            ws.push_back(toF32(vector::LoadOp::create(b, loc, wType, w, ValueRange{k, col})));
+          for (int64_t i = 0; i < tm; ++i) {
+            Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
+            Value xs = vector::BroadcastOp::create(b, loc, accType, x);
+            for (int64_t j = 0; j < kVectors; ++j)
+              next.push_back(
+                  vector::FMAOp::create(b, loc, xs, ws[j], accs[i * kVectors + j]).getResult());
+          }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < kVectors; ++j) {
+        Value old = vector::LoadOp::create(b, loc, accType, c, ValueRange{r[i], q[j]});
+        Value sum = arith::AddFOp::create(b, loc, old, loop.getResult(i * kVectors + j));
+        vector::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
+      }
+  }
+
+  /// C[m, n], one product at a time (columns past the last full tile).
+  void column(Value m, Value n) {
+    Value init = memref::LoadOp::create(b, loc, c, ValueRange{m, n});
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), depth, cst(1), ValueRange{init},
+        [&](OpBuilder &nb, Location, Value k, ValueRange acc) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value x = memref::LoadOp::create(b, loc, a, ValueRange{m, k});
+          Value y = toF32(memref::LoadOp::create(b, loc, w, ValueRange{k, n}));
+          Value p = arith::MulFOp::create(b, loc, x, y, arith::FastMathFlags::contract);
+          scf::YieldOp::create(
+              b, loc, arith::AddFOp::create(b, loc, p, acc[0], arith::FastMathFlags::contract)
+                          .getResult());
+        });
+    memref::StoreOp::create(b, loc, loop.getResult(0), c, ValueRange{m, n});
+  }
+
+  OpBuilder &b;
+  Location loc;
+  Value a, w, c;
+  int64_t vw, tileM;
+  Value rows, depth, cols;
+};
+
 struct CPUContractionKernelsPass
     : moir::impl::CPUContractionKernelsPassBase<CPUContractionKernelsPass> {
   using Base::Base;
@@ -363,14 +514,14 @@ struct CPUContractionKernelsPass
       if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build();
       else
-        buildBatched(b, op, shape, precise);
+        buildBatched(b, op, shape, precise, form);
       op.erase();
     }
   }
 
   /// One kernel per batch index b over 2-D views of the operands.
   static void buildBatched(OpBuilder &b, linalg::GenericOp op, const KernelShape &shape,
-                           bool precise) {
+                           bool precise, Form form) {
     Location loc = op.getLoc();
     SmallVector<Range> ranges = cast<linalg::LinalgOp>(op.getOperation()).createLoopRanges(b, loc);
     auto index = [&](OpFoldResult v) { return getValueOrCreateConstantIndexOp(b, loc, v); };
@@ -415,7 +566,10 @@ struct CPUContractionKernelsPass
     };
     Value a = view(*op.getDpsInputOperand(0)), w = view(*op.getDpsInputOperand(1)),
           c = view(*op.getDpsInitOperand(0));
-    KernelBuilder(b, loc, a, w, c, shape, precise).build();
+    if (form == Form::Outer)
+      OuterKernelBuilder(b, loc, a, w, c, shape).build();
+    else
+      KernelBuilder(b, loc, a, w, c, shape, precise).build();
   }
 };
 

@@ -119,4 +119,43 @@ func.func @scores(%q: memref<?x4x64xf32>, %k: memref<?x2x64xf32>, %o: memref<?x4
   return
 }
 
+// -----
+
+// Outer-product form: attention's weighted sums of value rows per head,
+// O[t, h, d] += P[t, h, s] * V[s, h / 2, d] (V and O contiguous along d):
+// work items of (4 * tile-m rows) x (4 vectors of columns) in a 2-D
+// scf.parallel; each k step broadcasts tile-m probabilities and loads 4
+// value vectors (4 * tile-m FMAs, no lane sums); a partial column tile is
+// summed one column at a time.
+// CHECK-LABEL: func.func @weighted_sum
+// CHECK: scf.for %[[H:.*]] = %c0{{.*}} to %c4
+// CHECK: memref.subview %arg1[0, %{{.*}}, 0] [%{{.*}}, 1, 40] [1, 1, 1] : memref<?x2x40xf32> to memref<?x40xf32, strided<[80, 1], offset: ?>>
+// CHECK: scf.parallel ({{.*}}, {{.*}}) =
+// CHECK: scf.if
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-4: vector.load %{{.*}} : memref<?x40xf32, strided<[80, 1], offset: ?>>, vector<8xf32>
+// CHECK: vector.broadcast
+// CHECK-COUNT-4: vector.fma
+// CHECK: vector.broadcast
+// CHECK-COUNT-4: vector.fma
+// CHECK: scf.yield
+// CHECK: vector.store
+// CHECK: } else {
+// CHECK: memref.load
+// CHECK-NOT: vector.fma
+// CHECK: memref.store
+#p = affine_map<(t, h, s, d) -> (t, h, s)>
+#v = affine_map<(t, h, s, d) -> (s, h floordiv 2, d)>
+#o = affine_map<(t, h, s, d) -> (t, h, d)>
+func.func @weighted_sum(%p: memref<?x4x?xf32>, %v: memref<?x2x40xf32>, %o: memref<?x4x40xf32>) {
+  linalg.generic {indexing_maps = [#p, #v, #o], iterator_types = ["parallel", "parallel", "reduction", "parallel"]}
+      ins(%p, %v : memref<?x4x?xf32>, memref<?x2x40xf32>) outs(%o : memref<?x4x40xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %m = arith.mulf %a, %b fastmath<reassoc,contract> : f32
+    %s = arith.addf %m, %c fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
 // BAD: block-n a multiple of tile-n
