@@ -35,10 +35,12 @@ static Error fail(const Twine &message) {
 
 /// Graph phase, linalg phase and the entry's description, shared by every
 /// target.
-static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module) {
+static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices &choices) {
   MLIRContext *context = module.getContext();
   PassManager toGraph(context);
-  buildGraphPipeline(toGraph, GraphPipelineOptions());
+  GraphPipelineOptions graph;
+  graph.absorbMLA = choices.absorbMLA;
+  buildGraphPipeline(toGraph, graph);
   if (failed(toGraph.run(module)))
     return fail("compiling to the graph phase failed");
   // What a decode step reads of each weight, keyed by the names it holds.
@@ -108,9 +110,10 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module) {
 }
 
 Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
-                         const TargetOptions &options, StringRef outputPath) {
+                         const TargetOptions &options, StringRef outputPath,
+                         const GraphChoices &graph) {
   MLIRContext *context = module.getContext();
-  Expected<ArtifactInfo> info = lowerToLinalg(module);
+  Expected<ArtifactInfo> info = lowerToLinalg(module, graph);
   if (!info)
     return info.takeError();
   info->target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
@@ -131,7 +134,8 @@ Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
 
 Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
                          StringRef targetName, const gpu::GPUOptions &options,
-                         StringRef outputPath, StringRef deviceCodePath) {
+                         StringRef outputPath, StringRef deviceCodePath,
+                         const GraphChoices &graph) {
   const gpu::GPUTargetInfo *target = gpu::lookupTarget(targetName);
   if (!target)
     return fail("unknown GPU target '" + targetName + "'");
@@ -141,7 +145,7 @@ Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   if (Error err = target->validate(resolved))
     return err;
   MLIRContext *context = module.getContext();
-  Expected<ArtifactInfo> info = lowerToLinalg(module);
+  Expected<ArtifactInfo> info = lowerToLinalg(module, graph);
   if (!info)
     return info.takeError();
   info->target = target->describe(resolved);

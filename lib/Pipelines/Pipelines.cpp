@@ -45,6 +45,8 @@ void buildGraphPipeline(OpPassManager &pm, const GraphPipelineOptions &options) 
   buildInputPipeline(pm, options);
   if (options.decomposeMLA)
     pm.addPass(createMLADecomposeAttentionPass());
+  if (options.decomposeMLA && options.absorbMLA)
+    pm.addPass(createMLAAbsorbWeightsPass());
   if (options.decomposeMoE)
     pm.addPass(createMoEDecomposeLayerPass());
   pm.addPass(createCanonicalizerPass());

@@ -93,6 +93,36 @@ func.func @attend(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<12
 
 // -----
 
+// The materialized form expands keys (W_UK rows) and values (W_UV rows) of
+// every cache row per head, then attends; with mla.prefill_form (from
+// mla-absorb-weights) the call's cost picks a form at run time: scf.if with
+// the materialized form (expansion over the cache, scores, weighted sum of
+// value rows) and the absorbed one.
+// CHECK-LABEL: func.func @attend_materialized
+// CHECK-NOT: scf.if
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x32xf32>, tensor<128x32xf32>) outs(%{{.*}} : tensor<?x4x16xf32>) attrs = {moir.parallel}
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x32xf32>, tensor<128x32xf32>) outs(%{{.*}} : tensor<?x4x16xf32>) attrs = {moir.parallel}
+// CHECK: math.exp
+// CHECK: iterator_types = ["parallel", "parallel", "reduction", "parallel"]
+// CHECK-LABEL: func.func @attend_per_phase
+// CHECK: %[[CHEAPER:.*]] = arith.cmpi ult
+// CHECK: scf.if %[[CHEAPER]]
+// CHECK: math.exp
+// CHECK: } else {
+// CHECK: math.exp
+func.func @attend_materialized(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = materialized
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+func.func @attend_per_phase(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed {mla.prefill_form = "materialized"}
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+
+// -----
+
 // Quantized weights have no kernels yet: a clear error, not a crash.
 func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32> {
   // expected-error @+1 {{'llm.linear' has no CPU lowering for these operand types yet}}

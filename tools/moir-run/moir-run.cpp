@@ -1,7 +1,7 @@
 //===- moir-run.cpp - run a compiled MoIR model -----------------------------===//
 //
 // moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] [--top-k K]
-//          [--top-p P] [--seed S] [--json] [--bandwidth]
+//          [--top-p P] [--seed S] [--json] [--bandwidth] [--prefill-chunk N]
 // moir-run --inspect [--verify] MODEL.moir
 //
 // Needs only the runtime (no MLIR, no LLVM).
@@ -11,6 +11,7 @@
 #include "moir/runtime.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,7 +29,8 @@ double now() {
 int usage() {
   std::fprintf(stderr,
                "usage: moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] "
-               "[--top-k K] [--top-p P] [--seed S] [--json] [--bandwidth]\n"
+               "[--top-k K] [--top-p P] [--seed S] [--json] [--bandwidth] "
+               "[--prefill-chunk N]\n"
                "       moir-run --inspect [--verify] MODEL.moir\n");
   return 2;
 }
@@ -81,7 +83,7 @@ bool parseTokens(const char *text, std::vector<int32_t> &out) {
 int main(int argc, char **argv) {
   const char *path = nullptr;
   std::vector<int32_t> prompt;
-  long steps = 32;
+  long steps = 32, chunk = 0;
   bool json = false, inspect = false, bandwidth = false, verify = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
   for (int i = 1; i < argc; ++i) {
@@ -94,6 +96,7 @@ int main(int argc, char **argv) {
     else if (a == "--bandwidth") bandwidth = true;
     else if (a == "--tokens") { if (!(v = value()) || !parseTokens(v, prompt)) return usage(); }
     else if (a == "-n") { if (!(v = value())) return usage(); steps = std::atol(v); }
+    else if (a == "--prefill-chunk") { if (!(v = value())) return usage(); chunk = std::atol(v); }
     else if (a == "--temperature") { if (!(v = value())) return usage(); sampling.temperature = std::atof(v); }
     else if (a == "--top-k") { if (!(v = value())) return usage(); sampling.top_k = std::atoi(v); }
     else if (a == "--top-p") { if (!(v = value())) return usage(); sampling.top_p = std::atof(v); }
@@ -125,7 +128,7 @@ int main(int argc, char **argv) {
     moir_model_close(model);
     return 0;
   }
-  if (prompt.empty() || steps < 0)
+  if (prompt.empty() || steps < 0 || chunk < 0)
     return usage();
   moir_session *session = nullptr;
   if (moir_session_create(model, 0, &session) != MOIR_OK) {
@@ -139,9 +142,15 @@ int main(int argc, char **argv) {
   // Bandwidth is bimodal on some machines: measure it before and after.
   double gbpsBefore = bandwidth ? measureBandwidth() : 0.0;
   double t0 = now();
-  if (moir_session_run(session, prompt.data(), prompt.size()) != MOIR_OK) {
-    std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-    return 1;
+  // A long prompt may run in chunks (--prefill-chunk): each appends to the
+  // cache, as a server prefilling a long context does.
+  size_t step = chunk > 0 ? static_cast<size_t>(chunk) : prompt.size();
+  for (size_t at = 0; at < prompt.size(); at += step) {
+    size_t n = std::min(step, prompt.size() - at);
+    if (moir_session_run(session, prompt.data() + at, static_cast<int64_t>(n)) != MOIR_OK) {
+      std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
+      return 1;
+    }
   }
   double prefillTime = now() - t0;
   double t1 = now();

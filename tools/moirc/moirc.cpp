@@ -65,6 +65,12 @@ static cl::opt<std::string>
                cl::desc("element type of weight matrices in the artifact: bf16, f16 or "
                         "f32 (default: as stored; conversions are reported)"),
                cl::init(""));
+static cl::opt<bool> absorbMLA(
+    "mla-absorb-weights",
+    cl::desc("latent attention (DeepSeek MLA): fold W_UK/W_UV into the query and output "
+             "for decode and run prefill materialized where a cost model finds it cheaper "
+             "(mla-absorb-weights; default); =false: materialized everywhere"),
+    cl::init(true));
 static cl::opt<bool> cpuKernels(
     "cpu-contraction-kernels",
     cl::desc("CPU target: register-blocked vector kernels for the matmuls (default); "
@@ -131,6 +137,8 @@ int main(int argc, char **argv) {
       return 1;
   }
 
+  moir::GraphChoices choices;
+  choices.absorbMLA = absorbMLA;
   if (!target.empty()) {
     if (outputFile == "-") {
       llvm::errs() << "moirc: --target needs -o <artifact.moir>\n";
@@ -149,7 +157,7 @@ int main(int argc, char **argv) {
       options.toolkit = gpuToolkit;
       options.codeObject = codeObject * 100;
       if (llvm::Error err = moir::compileGPUArtifact(*module, store, target, options, outputFile,
-                                                     deviceCode)) {
+                                                     deviceCode, choices)) {
         llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err))
                      << "\n";
         return 1;
@@ -161,7 +169,7 @@ int main(int argc, char **argv) {
     options.triple = triple;
     options.contractionKernels = cpuKernels;
     options.bf16Dot = cpuBF16Dot;
-    if (llvm::Error err = moir::compileCPUArtifact(*module, store, options, outputFile)) {
+    if (llvm::Error err = moir::compileCPUArtifact(*module, store, options, outputFile, choices)) {
       llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
       return 1;
     }
@@ -171,7 +179,9 @@ int main(int argc, char **argv) {
   PassManager pm(&context);
   if (failed(applyPassManagerCLOptions(pm)))
     return 1;
-  moir::buildPipelineToPhase(pm, *phase, moir::GraphPipelineOptions());
+  moir::GraphPipelineOptions graph;
+  graph.absorbMLA = absorbMLA;
+  moir::buildPipelineToPhase(pm, *phase, graph);
   if (failed(pm.run(*module))) {
     llvm::errs() << "moirc: " << inputFile << ": compiling to the '" << compileTo
                  << "' phase failed\n";

@@ -15,12 +15,20 @@ class WeightStore;
 
 namespace moir {
 
+/// Target-independent choices of the graph phase.
+struct GraphChoices {
+  /// mla-absorb-weights: latent attention's form per phase by cost; false:
+  /// materialized everywhere (the reference the absorbed form is checked
+  /// against).
+  bool absorbMLA = true;
+};
+
 /// Compiles an input-phase module (from the importer) for the CPU and writes
 /// the artifact to `outputPath`: graph phase, lowering, code generation,
 /// weight packing.
 llvm::Error compileCPUArtifact(mlir::ModuleOp module, const frontend::WeightStore &store,
                                const cpu::TargetOptions &options,
-                               llvm::StringRef outputPath);
+                               llvm::StringRef outputPath, const GraphChoices &graph = {});
 
 /// Compiles for a registered GPU target ("nvidia", "amd"): kernels in the
 /// vendor's binary format inside a host shared object for x86-64. With
@@ -29,7 +37,8 @@ llvm::Error compileCPUArtifact(mlir::ModuleOp module, const frontend::WeightStor
 llvm::Error compileGPUArtifact(mlir::ModuleOp module, const frontend::WeightStore &store,
                                llvm::StringRef target, const gpu::GPUOptions &options,
                                llvm::StringRef outputPath,
-                               llvm::StringRef deviceCodePath = "");
+                               llvm::StringRef deviceCodePath = "",
+                               const GraphChoices &graph = {});
 
 } // namespace moir
 

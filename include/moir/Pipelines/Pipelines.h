@@ -39,6 +39,12 @@ struct GraphPipelineOptions
       *this, "decompose-mla",
       llvm::cl::desc("expand mla.attention into its steps"),
       llvm::cl::init(true)};
+  Option<bool> absorbMLA{
+      *this, "absorb-mla",
+      llvm::cl::desc("choose the form of latent attention per phase by cost "
+                     "(mla-absorb-weights): absorbed for decode, materialized "
+                     "for prefill where cheaper; off: materialized everywhere"),
+      llvm::cl::init(true)};
   Option<int64_t> maxConstantElements{
       *this, "max-constant-elements",
       llvm::cl::desc("largest constant tensor the input contract allows"),

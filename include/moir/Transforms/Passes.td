@@ -81,6 +81,32 @@ def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {
   ];
 }
 
+def MLAAbsorbWeightsPass : Pass<"mla-absorb-weights"> {
+  let summary = "chooses per phase how each mla.attend applies kv_b_proj (cost model)";
+  let description = [{
+    Latent attention can run two ways (`mla.attend`'s `form`):
+
+    - materialized: expand keys `W_UK[h] c[j]` and values `W_UV[h] c[j]` of
+      every cache row per head, then ordinary attention. Per call with `T`
+      queries over `S` cache rows, per head, in multiply-adds:
+      `S * rank * (nope + v) + T * S * (nope + rope + v)`;
+    - absorbed: fold `W_UK` into the query and `W_UV` into the output and
+      attend in the latent space, reading the compressed cache (`rank + rope`
+      values per row) directly:
+      `T * (rank * (nope + v) + S * (2 * rank + rope))`.
+
+    Decode (`T = 1`) is always cheaper absorbed (no expansion of the whole
+    cache per step). A prefill from an empty cache (`S = T`) is cheaper
+    materialized exactly when `nope + v < 2 * rank`, as for every DeepSeek
+    configuration. The pass rewrites each materialized `mla.attend` to
+    `form = absorbed` and, where a prefill is cheaper materialized, adds
+    `mla.prefill_form = materialized`; the lowering then evaluates both costs
+    with the call's `T` and `S` and runs the cheaper form. The choice is in the
+    IR: `form` for decode, `mla.prefill_form` for prefill.
+  }];
+  let dependentDialects = ["::moir::mla::MLADialect"];
+}
+
 def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
   let summary = "turns weight references into arguments of the entry function";
   let description = [{

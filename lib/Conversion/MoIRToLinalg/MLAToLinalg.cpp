@@ -1,8 +1,12 @@
 //===- MLAToLinalg.cpp - mla.attend to linalg on tensors -------------------===//
 //
-// Both forms of mla.attend compute the same function; this lowering computes
-// it in the latent space (W_UK folded into the query, W_UV applied after the
-// weighted sum), which reads the cache once and never expands it per head.
+// Both forms of mla.attend compute the same function. `form = absorbed`
+// computes it in the latent space (W_UK folded into the query, W_UV applied
+// after the weighted sum), which reads the cache once and never expands it
+// per head; `form = materialized` expands keys and values per head and runs
+// ordinary attention. With `mla.prefill_form = materialized` (set by
+// mla-absorb-weights) the lowering picks the cheaper form at run time from
+// the call's query count and cache length.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +24,78 @@ using namespace moir::lowering;
 namespace {
 
 
+/// The operands and sizes both forms share.
+struct Attend {
+  mla::AttendOp op;
+  int64_t heads, nope, vDim, rank, ropeDim, stride;
+  Value kvb, tokens, len, latent, kpe;
+};
+
+/// W_UK folded into the query, W_UV into the output: attention over the
+/// compressed latent cache.
+Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
+             d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
+  mla::AttendOp op = a.op;
+  // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
+  Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
+                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
+                       {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
+                       multiplyAccumulate));
+  // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
+  SmallVector<OpFoldResult> scoreSizes = {a.tokens, b.getIndexAttr(a.heads), a.len};
+  Value scores = markParallel(generic(b, loc, ValueRange{qLat, a.latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
+                         {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
+  scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), a.kpe}, scores,
+                   {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
+  Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
+                              std::nullopt);
+  // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
+  // Loops (t, h, s, c): the innermost runs along a cache row, contiguous
+  // and vectorizable, instead of striding down the cache per element.
+  Value oLat = markParallel(generic(b, loc, ValueRange{probs, a.latent},
+                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
+                       {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate));
+  // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
+  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
+                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                      multiplyAccumulate));
+  return tensor::CastOp::create(b, loc, op.getType(), out);
+}
+
+/// Keys and values expanded per head from the cache, then ordinary
+/// attention.
+Value materialized(OpBuilder &b, Location loc, const Attend &a) {
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
+             d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
+  mla::AttendOp op = a.op;
+  // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
+  Value kNope = markParallel(generic(b, loc, ValueRange{a.latent, a.kvb},
+                        filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
+                        {{d0, d3}, {d1 * a.stride + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                        multiplyAccumulate));
+  // v[s, h, e] = sum_c latent[s, c] * kv_b[h * stride + nope + e, c]
+  Value values = markParallel(generic(b, loc, ValueRange{a.latent, a.kvb},
+                         filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                         {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                         multiplyAccumulate));
+  // scores[t, h, s] = q_nope[t, h] . k_nope[s, h] + q_pe[t, h] . k_pe[s]
+  SmallVector<OpFoldResult> scoreSizes = {a.tokens, b.getIndexAttr(a.heads), a.len};
+  Value scores = markParallel(generic(b, loc, ValueRange{op.getQNope(), kNope},
+                         filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
+                         {{d0, d1, d3}, {d2, d1, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
+  scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), a.kpe}, scores,
+                   {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
+  Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
+                              std::nullopt);
+  // out[t, h, e] = sum_s p[t, h, s] * v[s, h, e]
+  Value out = markParallel(generic(b, loc, ValueRange{probs, values},
+                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                      {{d0, d1, d2}, {d2, d1, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate));
+  return tensor::CastOp::create(b, loc, op.getType(), out);
+}
+
 struct LowerAttend : OpRewritePattern<mla::AttendOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(mla::AttendOp op, PatternRewriter &b) const override {
@@ -27,45 +103,44 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
       return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
     Location loc = op.getLoc();
     mla::ConfigAttr c = op.getConfig();
-    int64_t heads = c.getNumHeads(), nope = c.getQkNopeHeadDim(), vDim = c.getVHeadDim(),
-            rank = c.getKvLoraRank(), ropeDim = c.getQkRopeHeadDim();
-    int64_t stride = nope + vDim;
+    Attend a{op, c.getNumHeads(), c.getQkNopeHeadDim(), c.getVHeadDim(), c.getKvLoraRank(),
+             c.getQkRopeHeadDim(), 0, op.getKvBProj(), {}, {}, {}, {}};
+    a.stride = a.nope + a.vDim;
     int64_t capacity = cast<RankedTensorType>(op.getLatentCache().getType()).getDimSize(0);
     if (ShapedType::isDynamic(capacity))
       return b.notifyMatchFailure(op, "needs a static cache capacity");
-    Value kvb = op.getKvBProj();
-    Value tokens = tensor::DimOp::create(b, loc, op.getQNope(), 0);
-    Value len = validLength(b, loc, op.getPositions(), capacity);
-    Value latent = prefix(b, loc, op.getLatentCache(), len);
-    Value kpe = prefix(b, loc, op.getRopeCache(), len);
-    AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
-               d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
-    // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
-    Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), kvb},
-                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
-                         {{d0, d1, d3}, {d1 * stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
-                         multiplyAccumulate));
-    // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
-    SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
-    Value scores = markParallel(generic(b, loc, ValueRange{qLat, latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
-                           {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
-    scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), kpe}, scores,
-                     {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
-    (void)ropeDim;
-    Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
-                                std::nullopt);
-    // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
-    // Loops (t, h, s, c): the innermost runs along a cache row, contiguous
-    // and vectorizable, instead of striding down the cache per element.
-    Value oLat = markParallel(generic(b, loc, ValueRange{probs, latent},
-                         filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(rank)}, b.getF32Type(), 0.0),
-                         {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate));
-    // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-    Value out = markParallel(generic(b, loc, ValueRange{oLat, kvb},
-                        filled(b, loc, {tokens, b.getIndexAttr(heads), b.getIndexAttr(vDim)}, b.getF32Type(), 0.0),
-                        {{d0, d1, d3}, {d1 * stride + nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                        multiplyAccumulate));
-    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), out).getResult());
+    a.tokens = tensor::DimOp::create(b, loc, op.getQNope(), 0);
+    a.len = validLength(b, loc, op.getPositions(), capacity);
+    a.latent = prefix(b, loc, op.getLatentCache(), a.len);
+    a.kpe = prefix(b, loc, op.getRopeCache(), a.len);
+
+    auto prefillForm = op->getAttrOfType<StringAttr>("mla.prefill_form");
+    if (op.getForm() == mla::Form::materialized) {
+      b.replaceOp(op, materialized(b, loc, a));
+      return success();
+    }
+    if (!prefillForm || prefillForm.getValue() != mla::stringifyForm(mla::Form::materialized)) {
+      b.replaceOp(op, absorbed(b, loc, a));
+      return success();
+    }
+    // mla-absorb-weights' cost model with this call's T queries and S cache
+    // rows (multiply-adds per head): materialized S * rank * (nope + v) +
+    // T * S * (nope + rope + v) against absorbed T * (rank * (nope + v) +
+    // S * (2 * rank + rope)).
+    auto cst = [&](int64_t v) { return indexConst(b, loc, v); };
+    auto mul = [&](Value x, Value y) { return arith::MulIOp::create(b, loc, x, y).getResult(); };
+    auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
+    Value t = a.tokens, s = a.len;
+    Value expand = cst(a.rank * (a.nope + a.vDim));
+    Value matCost = add(mul(s, expand), mul(mul(t, s), cst(a.nope + a.ropeDim + a.vDim)));
+    Value absCost = mul(t, add(expand, mul(s, cst(2 * a.rank + a.ropeDim))));
+    Value useMaterialized =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, matCost, absCost);
+    auto choice = scf::IfOp::create(
+        b, loc, useMaterialized,
+        [&](OpBuilder &nb, Location l) { scf::YieldOp::create(nb, l, materialized(nb, l, a)); },
+        [&](OpBuilder &nb, Location l) { scf::YieldOp::create(nb, l, absorbed(nb, l, a)); });
+    b.replaceOp(op, choice.getResults());
     return success();
   }
 };
