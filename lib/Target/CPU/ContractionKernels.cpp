@@ -175,6 +175,33 @@ Form classify(linalg::GenericOp op) {
   return Form::None;
 }
 
+/// Runs `body` over the work items [0, counts): as one scf.parallel (the
+/// thread pool's work items) or, inside an enclosing parallel loop, as
+/// sequential loops (the runtime's pool does not nest).
+void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
+                 llvm::function_ref<void(ValueRange)> body) {
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  if (parallel) {
+    SmallVector<Value> lbs(counts.size(), zero), steps(counts.size(), one);
+    scf::ParallelOp::create(b, loc, lbs, counts, steps,
+                            [&](OpBuilder &nested, Location, ValueRange ivs) {
+                              OpBuilder::InsertionGuard guard(b);
+                              b.setInsertionPointToStart(nested.getInsertionBlock());
+                              body(ivs);
+                            });
+    return;
+  }
+  OpBuilder::InsertionGuard guard(b);
+  SmallVector<Value> ivs;
+  for (Value count : counts) {
+    auto loop = scf::ForOp::create(b, loc, zero, count, one);
+    b.setInsertionPointToStart(loop.getBody());
+    ivs.push_back(loop.getInductionVar());
+  }
+  body(ivs);
+}
+
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
@@ -192,7 +219,9 @@ public:
     kStep = dot ? 2 * shape.vectorWidth : shape.vectorWidth;
   }
 
-  void build() {
+  /// `parallel`: the blocks are the thread pool's work items; false inside
+  /// an enclosing parallel loop.
+  void build(bool parallel = true) {
     Value zero = cst(0), one = cst(1);
     rows = memref::DimOp::create(b, loc, a, 0);
     cols = memref::DimOp::create(b, loc, w, 0);
@@ -222,11 +251,7 @@ public:
 
     // Work items: blocks of blockN weight rows.
     Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
-    scf::ParallelOp::create(
-        b, loc, ValueRange{zero}, ValueRange{blocks}, ValueRange{one},
-        [&](OpBuilder &nested, Location, ValueRange ivs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nested.getInsertionBlock());
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
           Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
           Value hi = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
           Value span = arith::SubIOp::create(b, loc, hi, lo);
@@ -242,7 +267,7 @@ public:
           };
           forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
           forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
-        });
+    });
     if (scratch)
       memref::DeallocOp::create(b, loc, scratch);
   }
@@ -358,19 +383,15 @@ public:
                      const KernelShape &shape)
       : b(b), loc(loc), a(a), w(w), c(c), vw(shape.vectorWidth), tileM(shape.tileM) {}
 
-  void build() {
-    Value zero = cst(0), one = cst(1);
+  void build(bool parallel = true) {
+    Value one = cst(1);
     rows = memref::DimOp::create(b, loc, a, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     cols = memref::DimOp::create(b, loc, w, 1);
     int64_t tileCols = kVectors * vw, blockRows = 4 * tileM;
     Value mBlocks = arith::CeilDivUIOp::create(b, loc, rows, cst(blockRows));
     Value nBlocks = arith::CeilDivUIOp::create(b, loc, cols, cst(tileCols));
-    scf::ParallelOp::create(
-        b, loc, ValueRange{zero, zero}, ValueRange{mBlocks, nBlocks}, ValueRange{one, one},
-        [&](OpBuilder &nested, Location, ValueRange ivs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nested.getInsertionBlock());
+    forEachItem(b, loc, ValueRange{mBlocks, nBlocks}, parallel, [&](ValueRange ivs) {
           Value mLo = arith::MulIOp::create(b, loc, ivs[0], cst(blockRows));
           Value mHi = arith::MinUIOp::create(
               b, loc, arith::AddIOp::create(b, loc, mLo, cst(blockRows)), rows);
@@ -396,7 +417,7 @@ public:
               forLoop(n0, nHi, one, [&](Value n) { column(m, n); });
             });
           }
-        });
+    });
   }
 
 private:
@@ -524,12 +545,11 @@ struct CPUContractionKernelsPass
                            bool precise, Form form) {
     Location loc = op.getLoc();
     SmallVector<Range> ranges = cast<linalg::LinalgOp>(op.getOperation()).createLoopRanges(b, loc);
-    auto index = [&](OpFoldResult v) { return getValueOrCreateConstantIndexOp(b, loc, v); };
-    auto loop = scf::ForOp::create(b, loc, index(ranges[1].offset), index(ranges[1].size),
-                                   index(ranges[1].stride));
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value batch = loop.getInductionVar();
+    // Work items: the batch (heads); each runs its kernel sequentially, so a
+    // decode step's attention is one fork per op, not one per head.
+    Value count = getValueOrCreateConstantIndexOp(b, loc, ranges[1].size);
+    forEachItem(b, loc, ValueRange{count}, /*parallel=*/true, [&](ValueRange ivs) {
+    Value batch = ivs[0];
     auto view = [&](OpOperand &operand) {
       Value v = operand.get();
       AffineMap map = op.getMatchingIndexingMap(&operand);
@@ -567,9 +587,10 @@ struct CPUContractionKernelsPass
     Value a = view(*op.getDpsInputOperand(0)), w = view(*op.getDpsInputOperand(1)),
           c = view(*op.getDpsInitOperand(0));
     if (form == Form::Outer)
-      OuterKernelBuilder(b, loc, a, w, c, shape).build();
+      OuterKernelBuilder(b, loc, a, w, c, shape).build(/*parallel=*/false);
     else
-      KernelBuilder(b, loc, a, w, c, shape, precise).build();
+      KernelBuilder(b, loc, a, w, c, shape, precise).build(/*parallel=*/false);
+    });
   }
 };
 

@@ -95,15 +95,17 @@ func.func @not_matched(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %wt: memref<
 // -----
 
 // Batched: attention scores per head, S[t, h, s] += Q[t, h, d] * K[s, h / 2, d],
-// become a loop over heads around the kernel on 2-D views (Q[:, h, :],
-// K[:, h / 2, :], S[:, h, :]).
+// become a parallel loop over heads (the work items) around the kernel on
+// 2-D views (Q[:, h, :], K[:, h / 2, :], S[:, h, :]), whose blocks then run
+// sequentially.
 // CHECK-LABEL: func.func @scores
-// CHECK: scf.for %[[H:.*]] = %c0{{.*}} to %c4
+// CHECK: scf.parallel (%[[H:.*]]) = (%c0{{.*}}) to (%c4)
 // CHECK: memref.subview %arg0[0, %[[H]], 0] [%{{.*}}, 1, 64] [1, 1, 1] : memref<?x4x64xf32> to memref<?x64xf32, strided<[256, 1], offset: ?>>
 // CHECK: %[[KH:.*]] = affine.apply #{{.*}}(%[[H]])
 // CHECK: memref.subview %arg1[0, %[[KH]], 0] [%{{.*}}, 1, 64] [1, 1, 1] : memref<?x2x64xf32> to memref<?x64xf32, strided<[128, 1], offset: ?>>
 // CHECK: memref.subview %arg2[0, %[[H]], 0]
-// CHECK: scf.parallel
+// CHECK-NOT: scf.parallel
+// CHECK: scf.for
 // CHECK: vector.fma
 #q = affine_map<(t, h, s, d) -> (t, h, d)>
 #k = affine_map<(t, h, s, d) -> (s, h floordiv 2, d)>
@@ -123,14 +125,16 @@ func.func @scores(%q: memref<?x4x64xf32>, %k: memref<?x2x64xf32>, %o: memref<?x4
 
 // Outer-product form: attention's weighted sums of value rows per head,
 // O[t, h, d] += P[t, h, s] * V[s, h / 2, d] (V and O contiguous along d):
-// work items of (4 * tile-m rows) x (4 vectors of columns) in a 2-D
-// scf.parallel; each k step broadcasts tile-m probabilities and loads 4
-// value vectors (4 * tile-m FMAs, no lane sums); a partial column tile is
-// summed one column at a time.
+// heads in parallel, then blocks of (4 * tile-m rows) x (4 vectors of
+// columns); each k step broadcasts tile-m probabilities and loads 4 value
+// vectors (4 * tile-m FMAs, no lane sums); a partial column tile is summed
+// one column at a time.
 // CHECK-LABEL: func.func @weighted_sum
-// CHECK: scf.for %[[H:.*]] = %c0{{.*}} to %c4
+// CHECK: scf.parallel (%[[H:.*]]) = (%c0{{.*}}) to (%c4)
 // CHECK: memref.subview %arg1[0, %{{.*}}, 0] [%{{.*}}, 1, 40] [1, 1, 1] : memref<?x2x40xf32> to memref<?x40xf32, strided<[80, 1], offset: ?>>
-// CHECK: scf.parallel ({{.*}}, {{.*}}) =
+// CHECK-NOT: scf.parallel
+// CHECK: scf.for
+// CHECK: scf.for
 // CHECK: scf.if
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-4: vector.load %{{.*}} : memref<?x40xf32, strided<[80, 1], offset: ?>>, vector<8xf32>

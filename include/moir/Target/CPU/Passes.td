@@ -39,8 +39,9 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     along k) into explicit vector code. A batched form (loops m, b, n, k;
     each operand's other dimensions a function of b alone, as in
     attention's scores per head, `Q[t, h, :] . K[s, h / group, :]`, or
-    MLA's per-head output projection) becomes a loop over b around the same
-    kernel on 2-D views. The kernel:
+    MLA's per-head output projection) becomes a parallel loop over b (the
+    work items: one fork per op in a decode step, not one per head) around
+    the same kernel on 2-D views, run sequentially. The kernel:
 
     - `scf.parallel` over blocks of `block-n` weight rows (the thread pool's
       work items: each block's weights stay in the core's L2 while every
