@@ -126,9 +126,12 @@ static void keepFreedMemory() {
 
 /// Maps the weights' pages into this process now (they are read in place
 /// from the artifact's mapping): otherwise the first prefill takes one page
-/// fault per 64 KB of weights, a third of its time on a 1.3 GB model. Linux
-/// 5.14+ (MADV_POPULATE_READ); elsewhere the pages fault in on first use.
+/// fault per 64 KB of weights. Linux 5.14+ (MADV_POPULATE_READ); elsewhere
+/// the pages fault in on first use. MOIR_PREFAULT=0 skips it (a model larger
+/// than memory, where reading every page at load would evict the others).
 static void prefaultWeights(const uint8_t *weights, size_t bytes) {
+  if (const char *env = std::getenv("MOIR_PREFAULT"); env && std::strcmp(env, "0") == 0)
+    return;
 #ifdef MADV_POPULATE_READ
   long page = sysconf(_SC_PAGESIZE);
   auto start = reinterpret_cast<uintptr_t>(weights) & ~static_cast<uintptr_t>(page - 1);

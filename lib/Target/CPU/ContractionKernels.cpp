@@ -166,6 +166,10 @@ Form classify(linalg::GenericOp op) {
   if (iterators[k] != IteratorType::reduction || iterators[n] != IteratorType::parallel ||
       !operandLayout(maps[0], {0, k}) || !operandLayout(maps[2], {0, n}))
     return Form::None;
+  // The batch indexes C directly, so batch items (the parallel work items)
+  // write disjoint slices of C.
+  if (!llvm::is_contained(maps[2].getResults(), getAffineDimExpr(1, ctx)))
+    return Form::None;
   if (operandLayout(maps[1], {n, k}))
     return contiguousAlong(maps[0], a, k) && contiguousAlong(maps[1], w, k) ? Form::Batched
                                                                             : Form::None;

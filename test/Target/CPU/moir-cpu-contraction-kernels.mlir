@@ -162,4 +162,25 @@ func.func @weighted_sum(%p: memref<?x4x?xf32>, %v: memref<?x2x40xf32>, %o: memre
   return
 }
 
+// -----
+
+// Left alone: a batch loop that does not index the output directly (two heads
+// would add into the same slice: not a set of independent work items).
+// CHECK-LABEL: func.func @shared_output
+// CHECK-NOT: vector.
+// CHECK: linalg.generic
+#q2 = affine_map<(t, h, s, d) -> (t, h, d)>
+#k2 = affine_map<(t, h, s, d) -> (s, h, d)>
+#o2 = affine_map<(t, h, s, d) -> (t, h floordiv 2, s)>
+func.func @shared_output(%q: memref<?x4x64xf32>, %k: memref<?x4x64xf32>, %o: memref<?x2x?xf32>) {
+  linalg.generic {indexing_maps = [#q2, #k2, #o2], iterator_types = ["parallel", "parallel", "parallel", "reduction"]}
+      ins(%q, %k : memref<?x4x64xf32>, memref<?x4x64xf32>) outs(%o : memref<?x2x?xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %p, %c : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
 // BAD: block-n a multiple of tile-n
