@@ -65,6 +65,17 @@ static cl::opt<std::string>
                cl::desc("element type of weight matrices in the artifact: bf16, f16 or "
                         "f32 (default: as stored; conversions are reported)"),
                cl::init(""));
+static cl::opt<bool> report(
+    "report",
+    cl::desc("print, per layer and in total, the FLOPs and bytes per decode token and per "
+             "prefill token with and without the graph phase's fusions, and the fusions "
+             "applied (alone: only the report)"),
+    cl::init(false));
+static cl::opt<int64_t> reportContext("report-context",
+                                      cl::desc("context of the decode token in --report"),
+                                      cl::init(4096));
+static cl::opt<int64_t> reportPrompt("report-prompt",
+                                     cl::desc("prefill length in --report"), cl::init(512));
 static cl::opt<bool> absorbMLA(
     "mla-absorb-weights",
     cl::desc("latent attention (DeepSeek MLA): fold W_UK/W_UV into the query and output "
@@ -139,6 +150,27 @@ int main(int argc, char **argv) {
 
   moir::GraphChoices choices;
   choices.absorbMLA = absorbMLA;
+  if (report) {
+    if (reportContext < 1 || reportPrompt < 1) {
+      llvm::errs() << "moirc: --report-context and --report-prompt must be positive\n";
+      return 1;
+    }
+    OwningOpRef<ModuleOp> graphModule(cast<ModuleOp>((*module)->clone()));
+    PassManager toGraph(&context);
+    moir::GraphPipelineOptions graph;
+    graph.absorbMLA = absorbMLA;
+    moir::buildGraphPipeline(toGraph, graph);
+    if (failed(toGraph.run(*graphModule))) {
+      llvm::errs() << "moirc: " << inputFile << ": compiling to the graph phase failed\n";
+      return 1;
+    }
+    if (llvm::Error err = moir::printReport(*graphModule, reportContext, reportPrompt, llvm::outs())) {
+      llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
+      return 1;
+    }
+    if (target.empty() && outputFile == "-")
+      return 0;
+  }
   if (!target.empty()) {
     if (outputFile == "-") {
       llvm::errs() << "moirc: --target needs -o <artifact.moir>\n";

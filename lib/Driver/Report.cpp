@@ -1,0 +1,180 @@
+//===- Report.cpp - moirc --report: work per token, per layer --------------===//
+//
+// Counts, from the graph phase, the multiply-adds of every contraction
+// (projections, expert FFNs, attention) and the bytes of weights and caches
+// they read, per decode token at a given context and per token of a prefill
+// from an empty cache; once with the fusion choices the graph phase made and
+// once without them (every fusion off), so the effect of each is visible.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Driver/Compile.h"
+
+#include "LLM/IR/LLMOps.h"
+#include "MLA/IR/MLAOps.h"
+#include "MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/MapVector.h"
+
+#include <map>
+#include "llvm/Support/Format.h"
+#include "llvm/Support/Regex.h"
+
+using namespace mlir;
+
+namespace moir {
+namespace {
+
+struct Work {
+  double decodeFlops = 0, decodeBytes = 0, prefillFlops = 0, prefillBytes = 0;
+  void add(const Work &o) {
+    decodeFlops += o.decodeFlops;
+    decodeBytes += o.decodeBytes;
+    prefillFlops += o.prefillFlops;
+    prefillBytes += o.prefillBytes;
+  }
+};
+
+struct Row {
+  Work before, after;
+};
+
+/// "layer N" from an op's location (the importer names each layer's ops).
+std::string layerOf(Operation *op) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  op->getLoc().print(os);
+  SmallVector<StringRef> match;
+  if (llvm::Regex("layer ([0-9]+)").match(text, &match))
+    return match[1].str();
+  return "rest";
+}
+
+double numElements(Type type) {
+  if (auto shaped = dyn_cast<ShapedType>(type))
+    return shaped.hasStaticShape() ? static_cast<double>(shaped.getNumElements()) : 0.0;
+  if (auto q = dyn_cast<llm::QTensorType>(type))
+    return static_cast<double>(q.getNumElements());
+  return 0.0;
+}
+
+/// Bytes per element as stored (a quantized tensor's storage, scales
+/// included, spread over its elements).
+double elementBytes(Type type) {
+  if (auto q = dyn_cast<llm::QTensorType>(type))
+    return static_cast<double>(q.getStorageBytes()) / std::max(1.0, numElements(type));
+  Type elem = getElementTypeOrSelf(type);
+  return elem.isIntOrFloat() ? elem.getIntOrFloatBitWidth() / 8.0 : 0.0;
+}
+
+} // namespace
+
+llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_ostream &os) {
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  if (!forward)
+    return llvm::createStringError("report: no @forward function");
+  const double S = static_cast<double>(context), T = static_cast<double>(prompt);
+  // A prefill from an empty cache: query t sees t + 1 rows, (T + 1) / 2 on
+  // average.
+  const double meanRows = (T + 1) / 2;
+  llvm::MapVector<std::string, Row, std::map<std::string, unsigned>> rows;
+  int64_t topK = 1, absorbed = 0, materializedPrefill = 0, mlaLayers = 0;
+
+  forward.walk([&](Operation *op) {
+    Work w;
+    Work before;
+    bool differs = false;
+    if (auto linear = dyn_cast<llm::LinearOp>(op)) {
+      Type weight = linear.getWeight().getType();
+      double n = numElements(weight), bytes = n * elementBytes(weight);
+      w = {2 * n, bytes, 2 * n, bytes / T};
+    } else if (auto route = dyn_cast<moe::RouteOp>(op)) {
+      topK = route.getRouting().getTopK();
+      return;
+    } else if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
+      double n = 0, bytes = 0, experts = 1;
+      for (Value v : {ffn.getGate(), ffn.getUp(), ffn.getDown()}) {
+        n += numElements(v.getType());
+        bytes += numElements(v.getType()) * elementBytes(v.getType());
+        if (auto shaped = dyn_cast<ShapedType>(v.getType()))
+          experts = static_cast<double>(shaped.getDimSize(0));
+      }
+      double k = std::min<double>(topK, experts);
+      // A token runs k experts; a decode step reads k of the stacks, a
+      // prefill of T tokens at most all of them once.
+      w = {2 * n / experts * k, bytes / experts * k, 2 * n / experts * k,
+           bytes * std::min(1.0, T * k / experts) / T};
+    } else if (auto attn = dyn_cast<llm::AttentionOp>(op)) {
+      auto q = cast<ShapedType>(attn.getQuery().getType());
+      auto k = cast<ShapedType>(attn.getKey().getType());
+      auto v = cast<ShapedType>(attn.getValue().getType());
+      double heads = q.getDimSize(1), dk = q.getDimSize(2), dv = v.getDimSize(2);
+      double rowBytes = (k.getDimSize(1) * dk + v.getDimSize(1) * dv) * elementBytes(k.getElementType());
+      w = {2 * heads * S * (dk + dv), S * rowBytes, 2 * heads * meanRows * (dk + dv),
+           meanRows * rowBytes};
+    } else if (auto attend = dyn_cast<mla::AttendOp>(op)) {
+      mla::ConfigAttr c = attend.getConfig();
+      double h = c.getNumHeads(), rank = c.getKvLoraRank(), nope = c.getQkNopeHeadDim(),
+             rope = c.getQkRopeHeadDim(), vd = c.getVHeadDim();
+      double expand = rank * (nope + vd);
+      // Multiply-adds per head of one call with `t` queries over `s` rows
+      // (mla-absorb-weights' cost model).
+      auto materialized = [&](double t, double s) { return s * expand + t * s * (nope + rope + vd); };
+      auto absorbedCost = [&](double t, double s) { return t * (expand + s * (2 * rank + rope)); };
+      double cacheBytes = (rank + rope) * elementBytes(attend.getLatentCache().getType());
+      double kvb = numElements(attend.getKvBProj().getType()) *
+                   elementBytes(attend.getKvBProj().getType());
+      ++mlaLayers;
+      bool decodeAbsorbed = attend.getForm() == mla::Form::absorbed;
+      auto prefillForm = attend->getAttrOfType<StringAttr>("mla.prefill_form");
+      bool perCall = decodeAbsorbed && prefillForm && prefillForm.getValue() == "materialized";
+      absorbed += decodeAbsorbed;
+      materializedPrefill += perCall;
+      double prefillMat = materialized(T, T), prefillAbs = absorbedCost(T, T);
+      double prefillChosen =
+          perCall ? std::min(prefillMat, prefillAbs) : (decodeAbsorbed ? prefillAbs : prefillMat);
+      w = {2 * h * (decodeAbsorbed ? absorbedCost(1, S) : materialized(1, S)),
+           S * cacheBytes + kvb, 2 * h * prefillChosen / T, meanRows * cacheBytes + kvb / T};
+      before = {2 * h * materialized(1, S), S * cacheBytes + kvb, 2 * h * prefillMat / T,
+                meanRows * cacheBytes + kvb / T};
+      differs = true;
+    } else {
+      return;
+    }
+    Row &row = rows[layerOf(op)];
+    row.after.add(w);
+    row.before.add(differs ? before : w);
+  });
+
+  os << "moirc report: work per token of the contractions (projections, expert FFNs, "
+        "attention), 1 FLOP = 1 multiply or add\n";
+  os << "  decode: one token at context " << context << "; prefill: " << prompt
+     << " tokens from an empty cache, per token\n";
+  os << "fusions:\n";
+  if (mlaLayers)
+    os << "  mla-absorb-weights: " << absorbed << " of " << mlaLayers
+       << " MLA layers decode absorbed, " << materializedPrefill
+       << " prefill materialized where cheaper\n";
+  else
+    os << "  mla-absorb-weights: no MLA layers\n";
+  os << "  moe-fuse-router, moe-fuse-experts, quantize-kv-cache: not implemented\n";
+  os << llvm::format("%-6s %28s %12s %28s %12s\n", "layer", "decode MFLOP before -> after",
+                     "decode MB", "prefill MFLOP before -> after", "prefill MB");
+  Row total;
+  auto line = [&](StringRef name, const Row &r) {
+    os << llvm::format("%-6s %13.2f -> %11.2f %12.3f %13.2f -> %11.2f %12.3f\n",
+                       name.str().c_str(), r.before.decodeFlops / 1e6, r.after.decodeFlops / 1e6,
+                       r.after.decodeBytes / 1e6, r.before.prefillFlops / 1e6,
+                       r.after.prefillFlops / 1e6, r.after.prefillBytes / 1e6);
+  };
+  for (auto &[name, r] : rows) {
+    line(name, r);
+    total.before.add(r.before);
+    total.after.add(r.after);
+  }
+  line("total", total);
+  return llvm::Error::success();
+}
+
+} // namespace moir
