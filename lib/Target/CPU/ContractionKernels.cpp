@@ -211,13 +211,42 @@ struct KernelShape {
   bool bf16Dot;
 };
 
-class KernelBuilder {
+/// What both kernel builders emit with: index constants, loops, f32 of a
+/// scalar or vector.
+class LoopBuilder {
+protected:
+  LoopBuilder(OpBuilder &b, Location loc) : b(b), loc(loc) {}
+
+  Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+
+  void forLoop(Value lo, Value hi, Value step, llvm::function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(b, loc, lo, hi, step);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    body(loop.getInductionVar());
+  }
+
+  Value toF32(Value v) {
+    Type elem = getElementTypeOrSelf(v.getType());
+    if (elem.isF32())
+      return v;
+    Type f32 = b.getF32Type();
+    if (auto vec = dyn_cast<VectorType>(v.getType()))
+      f32 = VectorType::get(vec.getShape(), f32);
+    return arith::ExtFOp::create(b, loc, f32, v);
+  }
+
+  OpBuilder &b;
+  Location loc;
+};
+
+class KernelBuilder : public LoopBuilder {
 public:
   /// C[m, n] += A[m, k] * W[n, k] on 2-D buffers (k contiguous in A and W).
   /// `precise`: keep f32 activations even with bf16-dot.
   KernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c, const KernelShape &shape,
                 bool precise)
-      : b(b), loc(loc), shape(shape), a(a), w(w), c(c) {
+      : LoopBuilder(b, loc), shape(shape), a(a), w(w), c(c) {
     wElem = getElementTypeOrSelf(w.getType());
     dot = shape.bf16Dot && wElem.isBF16() && !precise;
     kStep = dot ? 2 * shape.vectorWidth : shape.vectorWidth;
@@ -277,24 +306,6 @@ public:
   }
 
 private:
-  Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
-
-  void forLoop(Value lo, Value hi, Value step, llvm::function_ref<void(Value)> body) {
-    auto loop = scf::ForOp::create(b, loc, lo, hi, step);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    body(loop.getInductionVar());
-  }
-
-  Value toF32(Value v) {
-    Type elem = getElementTypeOrSelf(v.getType());
-    if (elem.isF32())
-      return v;
-    Type f32 = b.getF32Type();
-    if (auto vec = dyn_cast<VectorType>(v.getType()))
-      f32 = VectorType::get(vec.getShape(), f32);
-    return arith::ExtFOp::create(b, loc, f32, v);
-  }
 
   /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
@@ -365,8 +376,6 @@ private:
     return arith::AddFOp::create(b, loc, p, acc, fast);
   }
 
-  OpBuilder &b;
-  Location loc;
   KernelShape shape;
   Value a, w, c, lhs;
   Type wElem;
@@ -381,11 +390,11 @@ private:
 /// loads 4 weight vectors for 4 * tile-m FMAs. No lane sums are needed.
 /// Work items: blocks of 4 * tile-m rows x 4 vectors of columns; columns
 /// past the last full tile are summed one at a time.
-class OuterKernelBuilder {
+class OuterKernelBuilder : public LoopBuilder {
 public:
   OuterKernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c,
                      const KernelShape &shape)
-      : b(b), loc(loc), a(a), w(w), c(c), vw(shape.vectorWidth), tileM(shape.tileM) {}
+      : LoopBuilder(b, loc), a(a), w(w), c(c), vw(shape.vectorWidth), tileM(shape.tileM) {}
 
   void build(bool parallel = true) {
     Value one = cst(1);
@@ -427,24 +436,6 @@ public:
 private:
   static constexpr int64_t kVectors = 4;
 
-  Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
-
-  void forLoop(Value lo, Value hi, Value step, llvm::function_ref<void(Value)> body) {
-    auto loop = scf::ForOp::create(b, loc, lo, hi, step);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    body(loop.getInductionVar());
-  }
-
-  Value toF32(Value v) {
-    Type elem = getElementTypeOrSelf(v.getType());
-    if (elem.isF32())
-      return v;
-    Type f32 = b.getF32Type();
-    if (auto vec = dyn_cast<VectorType>(v.getType()))
-      f32 = VectorType::get(vec.getShape(), f32);
-    return arith::ExtFOp::create(b, loc, f32, v);
-  }
 
   /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors].
   void tile(int64_t tm, Value m0, Value n0) {
@@ -500,8 +491,6 @@ private:
     memref::StoreOp::create(b, loc, loop.getResult(0), c, ValueRange{m, n});
   }
 
-  OpBuilder &b;
-  Location loc;
   Value a, w, c;
   int64_t vw, tileM;
   Value rows, depth, cols;
