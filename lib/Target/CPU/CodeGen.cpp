@@ -48,20 +48,29 @@ static std::string resolveFeatures(const TargetOptions &options) {
   return f.getString();
 }
 
-Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
+/// The LLVM target for the options' triple (all targets initialized).
+static Expected<const Target *> lookupLLVMTarget(const TargetOptions &options) {
   InitializeAllTargetInfos();
   InitializeAllTargets();
   InitializeAllTargetMCs();
+  InitializeAllAsmPrinters();
   std::string tripleName = resolveTriple(options);
-  Triple triple(tripleName);
   std::string lookupError;
-  const Target *target = TargetRegistry::lookupTarget(triple, lookupError);
+  const Target *target = TargetRegistry::lookupTarget(Triple(tripleName), lookupError);
   if (!target)
     return error("no LLVM target for '" + tripleName + "': " + lookupError);
-  std::unique_ptr<MCSubtargetInfo> info(
-      target->createMCSubtargetInfo(triple, resolveCPU(options), resolveFeatures(options)));
+  return target;
+}
+
+Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
+  Expected<const Target *> target = lookupLLVMTarget(options);
+  if (!target)
+    return target.takeError();
+  Triple triple(resolveTriple(options));
+  std::unique_ptr<MCSubtargetInfo> info((*target)->createMCSubtargetInfo(
+      triple, resolveCPU(options), resolveFeatures(options)));
   if (!info)
-    return error("no subtarget information for " + tripleName + " / " + resolveCPU(options));
+    return error("no subtarget information for " + triple.str() + " / " + resolveCPU(options));
   auto has = [&](StringRef feature) {
     return info->checkFeatures(("+" + feature).str());
   };
@@ -79,18 +88,13 @@ Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
 }
 
 Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOptions &options) {
-  InitializeAllTargetInfos();
-  InitializeAllTargets();
-  InitializeAllTargetMCs();
-  InitializeAllAsmPrinters();
-
+  Expected<const Target *> found = lookupLLVMTarget(options);
+  if (!found)
+    return found.takeError();
+  const Target *target = *found;
   std::string tripleName = resolveTriple(options);
   std::string cpu = resolveCPU(options);
   Triple triple(tripleName);
-  std::string lookupError;
-  const Target *target = TargetRegistry::lookupTarget(triple, lookupError);
-  if (!target)
-    return error("no LLVM target for '" + tripleName + "': " + lookupError);
   std::string features = resolveFeatures(options);
   llvm::TargetOptions targetOptions;
   // Constructors (a GPU artifact loads its kernels in one) go to .init_array,
