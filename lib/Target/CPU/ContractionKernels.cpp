@@ -149,13 +149,11 @@ Form classify(linalg::GenericOp op) {
     AffineExpr m, n, k;
     bindDims(ctx, m, n, k);
     if (iterators[0] != IteratorType::parallel || iterators[1] != IteratorType::parallel ||
-        iterators[2] != IteratorType::reduction ||
-        maps[0] != AffineMap::get(3, 0, {m, k}, ctx) ||
+        iterators[2] != IteratorType::reduction || maps[0] != AffineMap::get(3, 0, {m, k}, ctx) ||
         maps[1] != AffineMap::get(3, 0, {n, k}, ctx) ||
         maps[2] != AffineMap::get(3, 0, {m, n}, ctx))
       return Form::None;
-    return unitInnerStride(a.getType()) && unitInnerStride(w.getType()) ? Form::Plain
-                                                                        : Form::None;
+    return unitInnerStride(a.getType()) && unitInnerStride(w.getType()) ? Form::Plain : Form::None;
   }
   if (iterators.size() != 4 || iterators[0] != IteratorType::parallel ||
       iterators[1] != IteratorType::parallel)
@@ -268,8 +266,8 @@ public:
     lhs = a;
     if (dot) {
       auto type = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getBF16Type());
-      scratch = memref::AllocOp::create(b, loc, type, ValueRange{rows, depth},
-                                        b.getI64IntegerAttr(64));
+      scratch =
+          memref::AllocOp::create(b, loc, type, ValueRange{rows, depth}, b.getI64IntegerAttr(64));
       auto f32Vec = VectorType::get({shape.vectorWidth}, b.getF32Type());
       auto bf16Vec = VectorType::get({shape.vectorWidth}, b.getBF16Type());
       forLoop(zero, rows, one, [&](Value m) {
@@ -285,28 +283,28 @@ public:
     // Work items: blocks of blockN weight rows.
     Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
     forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-          Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
-          Value hi = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
-          Value span = arith::SubIOp::create(b, loc, hi, lo);
-          Value full = arith::AddIOp::create(
-              b, loc, lo,
-              arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
-                                    cst(shape.tileN)));
-          Value mFull = arith::MulIOp::create(
-              b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
-          auto sweep = [&](int64_t tm, Value m0) {
-            forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
-            forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
-          };
-          forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
-          forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
+      Value hi = arith::MinUIOp::create(b, loc,
+                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
+      Value span = arith::SubIOp::create(b, loc, hi, lo);
+      Value full = arith::AddIOp::create(
+          b, loc, lo,
+          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
+                                cst(shape.tileN)));
+      Value mFull = arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
+      auto sweep = [&](int64_t tm, Value m0) {
+        forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
+        forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
+      };
+      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
+      forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
     });
     if (scratch)
       memref::DeallocOp::create(b, loc, scratch);
   }
 
 private:
-
   /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
     auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
@@ -336,9 +334,9 @@ private:
           for (int64_t i = 0; i < tm; ++i)
             for (int64_t j = 0; j < tn; ++j) {
               Value acc = accs[i * tn + j];
-              next.push_back(dot ? x86vector::DotBF16Op::create(b, loc, accType, acc, xs[i], ys[j])
-                                       .getResult()
-                                 : vector::FMAOp::create(b, loc, xs[i], ys[j], acc).getResult());
+              next.push_back(
+                  dot ? x86vector::DotBF16Op::create(b, loc, accType, acc, xs[i], ys[j]).getResult()
+                      : vector::FMAOp::create(b, loc, xs[i], ys[j], acc).getResult());
             }
           scf::YieldOp::create(b, loc, next);
         });
@@ -405,37 +403,34 @@ public:
     Value mBlocks = arith::CeilDivUIOp::create(b, loc, rows, cst(blockRows));
     Value nBlocks = arith::CeilDivUIOp::create(b, loc, cols, cst(tileCols));
     forEachItem(b, loc, ValueRange{mBlocks, nBlocks}, parallel, [&](ValueRange ivs) {
-          Value mLo = arith::MulIOp::create(b, loc, ivs[0], cst(blockRows));
-          Value mHi = arith::MinUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, mLo, cst(blockRows)), rows);
-          Value n0 = arith::MulIOp::create(b, loc, ivs[1], cst(tileCols));
-          Value nHi = arith::MinUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, n0, cst(tileCols)), cols);
-          Value fullTile = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::eq, arith::SubIOp::create(b, loc, nHi, n0),
-              cst(tileCols));
-          auto branch = scf::IfOp::create(b, loc, fullTile, /*withElseRegion=*/true);
-          {
-            OpBuilder::InsertionGuard inner(b);
-            b.setInsertionPointToStart(branch.thenBlock());
-            Value span = arith::SubIOp::create(b, loc, mHi, mLo);
-            Value mFull = arith::AddIOp::create(
-                b, loc, mLo,
-                arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(tileM)),
-                                      cst(tileM)));
-            forLoop(mLo, mFull, cst(tileM), [&](Value m0) { tile(tileM, m0, n0); });
-            forLoop(mFull, mHi, one, [&](Value m0) { tile(1, m0, n0); });
-            b.setInsertionPointToStart(branch.elseBlock());
-            forLoop(mLo, mHi, one, [&](Value m) {
-              forLoop(n0, nHi, one, [&](Value n) { column(m, n); });
-            });
-          }
+      Value mLo = arith::MulIOp::create(b, loc, ivs[0], cst(blockRows));
+      Value mHi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, mLo, cst(blockRows)), rows);
+      Value n0 = arith::MulIOp::create(b, loc, ivs[1], cst(tileCols));
+      Value nHi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, n0, cst(tileCols)), cols);
+      Value fullTile = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                             arith::SubIOp::create(b, loc, nHi, n0), cst(tileCols));
+      auto branch = scf::IfOp::create(b, loc, fullTile, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(branch.thenBlock());
+        Value span = arith::SubIOp::create(b, loc, mHi, mLo);
+        Value mFull = arith::AddIOp::create(
+            b, loc, mLo,
+            arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(tileM)),
+                                  cst(tileM)));
+        forLoop(mLo, mFull, cst(tileM), [&](Value m0) { tile(tileM, m0, n0); });
+        forLoop(mFull, mHi, one, [&](Value m0) { tile(1, m0, n0); });
+        b.setInsertionPointToStart(branch.elseBlock());
+        forLoop(mLo, mHi, one,
+                [&](Value m) { forLoop(n0, nHi, one, [&](Value n) { column(m, n); }); });
+      }
     });
   }
 
 private:
   static constexpr int64_t kVectors = 4;
-
 
   /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors].
   void tile(int64_t tm, Value m0, Value n0) {
@@ -485,8 +480,8 @@ private:
           Value y = toF32(memref::LoadOp::create(b, loc, w, ValueRange{k, n}));
           Value p = arith::MulFOp::create(b, loc, x, y, arith::FastMathFlags::contract);
           scf::YieldOp::create(
-              b, loc, arith::AddFOp::create(b, loc, p, acc[0], arith::FastMathFlags::contract)
-                          .getResult());
+              b, loc,
+              arith::AddFOp::create(b, loc, p, acc[0], arith::FastMathFlags::contract).getResult());
         });
     memref::StoreOp::create(b, loc, loop.getResult(0), c, ValueRange{m, n});
   }
@@ -542,47 +537,47 @@ struct CPUContractionKernelsPass
     // decode step's attention is one fork per op, not one per head.
     Value count = getValueOrCreateConstantIndexOp(b, loc, ranges[1].size);
     forEachItem(b, loc, ValueRange{count}, /*parallel=*/true, [&](ValueRange ivs) {
-    Value batch = ivs[0];
-    auto view = [&](OpOperand &operand) {
-      Value v = operand.get();
-      AffineMap map = op.getMatchingIndexingMap(&operand);
-      MLIRContext *ctx = b.getContext();
-      AffineExpr zero = getAffineConstantExpr(0, ctx), d0 = getAffineDimExpr(0, ctx);
-      SmallVector<OpFoldResult> offsets, sizes, strides;
-      SmallVector<int64_t> shape2d;
-      for (AffineExpr e : map.getResults()) {
-        // Offset: the expression at m = n = k = 0.
-        AffineExpr at = e.replaceDimsAndSymbols({zero, d0, zero, zero}, {});
-        offsets.push_back(affine::makeComposedFoldedAffineApply(
-            b, loc, AffineMap::get(1, 0, at), ArrayRef<OpFoldResult>{batch}));
-        int kept = -1;
-        for (int l : {0, 2, 3})
-          if (e.isFunctionOfDim(l))
-            kept = l;
-        sizes.push_back(kept == -1 ? b.getIndexAttr(1) : ranges[kept].size);
-        strides.push_back(b.getIndexAttr(1));
-        if (kept != -1)
-          shape2d.push_back(getConstantIntValue(sizes.back()).value_or(ShapedType::kDynamic));
-      }
-      // The full-rank view's layout, its unit (batch) dimensions dropped.
-      auto source = cast<MemRefType>(v.getType());
-      MemRefType full = memref::SubViewOp::inferResultType(source, offsets, sizes, strides);
-      SmallVector<int64_t> fullStrides, keptStrides;
-      int64_t offset;
-      (void)full.getStridesAndOffset(fullStrides, offset);
-      for (auto [i, e] : llvm::enumerate(map.getResults()))
-        if (e.isFunctionOfDim(0) || e.isFunctionOfDim(2) || e.isFunctionOfDim(3))
-          keptStrides.push_back(fullStrides[i]);
-      auto type = MemRefType::get(shape2d, source.getElementType(),
-                                  StridedLayoutAttr::get(ctx, offset, keptStrides));
-      return memref::SubViewOp::create(b, loc, type, v, offsets, sizes, strides).getResult();
-    };
-    Value a = view(*op.getDpsInputOperand(0)), w = view(*op.getDpsInputOperand(1)),
-          c = view(*op.getDpsInitOperand(0));
-    if (form == Form::Outer)
-      OuterKernelBuilder(b, loc, a, w, c, shape).build(/*parallel=*/false);
-    else
-      KernelBuilder(b, loc, a, w, c, shape, precise).build(/*parallel=*/false);
+      Value batch = ivs[0];
+      auto view = [&](OpOperand &operand) {
+        Value v = operand.get();
+        AffineMap map = op.getMatchingIndexingMap(&operand);
+        MLIRContext *ctx = b.getContext();
+        AffineExpr zero = getAffineConstantExpr(0, ctx), d0 = getAffineDimExpr(0, ctx);
+        SmallVector<OpFoldResult> offsets, sizes, strides;
+        SmallVector<int64_t> shape2d;
+        for (AffineExpr e : map.getResults()) {
+          // Offset: the expression at m = n = k = 0.
+          AffineExpr at = e.replaceDimsAndSymbols({zero, d0, zero, zero}, {});
+          offsets.push_back(affine::makeComposedFoldedAffineApply(b, loc, AffineMap::get(1, 0, at),
+                                                                  ArrayRef<OpFoldResult>{batch}));
+          int kept = -1;
+          for (int l : {0, 2, 3})
+            if (e.isFunctionOfDim(l))
+              kept = l;
+          sizes.push_back(kept == -1 ? b.getIndexAttr(1) : ranges[kept].size);
+          strides.push_back(b.getIndexAttr(1));
+          if (kept != -1)
+            shape2d.push_back(getConstantIntValue(sizes.back()).value_or(ShapedType::kDynamic));
+        }
+        // The full-rank view's layout, its unit (batch) dimensions dropped.
+        auto source = cast<MemRefType>(v.getType());
+        MemRefType full = memref::SubViewOp::inferResultType(source, offsets, sizes, strides);
+        SmallVector<int64_t> fullStrides, keptStrides;
+        int64_t offset;
+        (void)full.getStridesAndOffset(fullStrides, offset);
+        for (auto [i, e] : llvm::enumerate(map.getResults()))
+          if (e.isFunctionOfDim(0) || e.isFunctionOfDim(2) || e.isFunctionOfDim(3))
+            keptStrides.push_back(fullStrides[i]);
+        auto type = MemRefType::get(shape2d, source.getElementType(),
+                                    StridedLayoutAttr::get(ctx, offset, keptStrides));
+        return memref::SubViewOp::create(b, loc, type, v, offsets, sizes, strides).getResult();
+      };
+      Value a = view(*op.getDpsInputOperand(0)), w = view(*op.getDpsInputOperand(1)),
+            c = view(*op.getDpsInitOperand(0));
+      if (form == Form::Outer)
+        OuterKernelBuilder(b, loc, a, w, c, shape).build(/*parallel=*/false);
+      else
+        KernelBuilder(b, loc, a, w, c, shape, precise).build(/*parallel=*/false);
     });
   }
 };
