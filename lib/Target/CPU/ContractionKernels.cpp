@@ -234,6 +234,13 @@ protected:
     return arith::ExtFOp::create(b, loc, f32, v);
   }
 
+  /// acc + x * y (contractable to one FMA).
+  Value scalarFMA(Value x, Value y, Value acc) {
+    auto fast = arith::FastMathFlags::contract;
+    Value p = arith::MulFOp::create(b, loc, x, y, fast);
+    return arith::AddFOp::create(b, loc, p, acc, fast);
+  }
+
   OpBuilder &b;
   Location loc;
 };
@@ -368,12 +375,6 @@ private:
       }
   }
 
-  Value scalarFMA(Value x, Value y, Value acc) {
-    auto fast = arith::FastMathFlags::contract;
-    Value p = arith::MulFOp::create(b, loc, x, y, fast);
-    return arith::AddFOp::create(b, loc, p, acc, fast);
-  }
-
   KernelShape shape;
   Value a, w, c, lhs;
   Type wElem;
@@ -471,18 +472,15 @@ private:
   /// C[m, n], one product at a time (columns past the last full tile).
   void column(Value m, Value n) {
     Value init = memref::LoadOp::create(b, loc, c, ValueRange{m, n});
-    auto loop = scf::ForOp::create(
-        b, loc, cst(0), depth, cst(1), ValueRange{init},
-        [&](OpBuilder &nb, Location, Value k, ValueRange acc) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          Value x = memref::LoadOp::create(b, loc, a, ValueRange{m, k});
-          Value y = toF32(memref::LoadOp::create(b, loc, w, ValueRange{k, n}));
-          Value p = arith::MulFOp::create(b, loc, x, y, arith::FastMathFlags::contract);
-          scf::YieldOp::create(
-              b, loc,
-              arith::AddFOp::create(b, loc, p, acc[0], arith::FastMathFlags::contract).getResult());
-        });
+    auto loop =
+        scf::ForOp::create(b, loc, cst(0), depth, cst(1), ValueRange{init},
+                           [&](OpBuilder &nb, Location, Value k, ValueRange acc) {
+                             OpBuilder::InsertionGuard guard(b);
+                             b.setInsertionPointToStart(nb.getInsertionBlock());
+                             Value x = memref::LoadOp::create(b, loc, a, ValueRange{m, k});
+                             Value y = toF32(memref::LoadOp::create(b, loc, w, ValueRange{k, n}));
+                             scf::YieldOp::create(b, loc, scalarFMA(x, y, acc[0]));
+                           });
     memref::StoreOp::create(b, loc, loop.getResult(0), c, ValueRange{m, n});
   }
 
