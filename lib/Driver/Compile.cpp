@@ -40,6 +40,8 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   PassManager toGraph(context);
   GraphPipelineOptions graph;
   graph.absorbMLA = choices.absorbMLA;
+  graph.fuseExperts = choices.fuseExperts;
+  graph.fuseRouter = choices.fuseRouter;
   buildGraphPipeline(toGraph, graph);
   if (failed(toGraph.run(module)))
     return fail("compiling to the graph phase failed");
@@ -53,6 +55,14 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   module.walk([&](Operation *op) {
     if (auto embedding = dyn_cast<llm::EmbeddingOp>(op))
       reads[key(embedding.getTable())] = {1.0, true};
+    if (auto fused = dyn_cast<moe::FusedExpertsOp>(op)) {
+      int64_t experts = llm::getWeightShape(fused.getGate().getType())[0];
+      double fraction = static_cast<double>(
+                            cast<RankedTensorType>(fused.getIds().getType()).getDimSize(1)) /
+                        static_cast<double>(experts);
+      for (mlir::Value w : {fused.getGate(), fused.getUp(), fused.getDown()})
+        reads[key(w)] = {fraction, false};
+    }
     if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
       auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>();
       auto route = dispatch ? dispatch.getIds().getDefiningOp<moe::RouteOp>() : nullptr;
@@ -145,7 +155,13 @@ Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   if (Error err = target->validate(resolved))
     return err;
   MLIRContext *context = module.getContext();
-  Expected<ArtifactInfo> info = lowerToLinalg(module, graph);
+  // The fused MoE lowerings (scf.forall work items over tokens and selected
+  // experts) are written for the CPU's thread pool; GPU kernels map the
+  // steps.
+  GraphChoices choices = graph;
+  choices.fuseExperts = false;
+  choices.fuseRouter = false;
+  Expected<ArtifactInfo> info = lowerToLinalg(module, choices);
   if (!info)
     return info.takeError();
   info->target = target->describe(resolved);

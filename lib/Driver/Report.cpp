@@ -80,31 +80,72 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   const double meanRows = (T + 1) / 2;
   llvm::MapVector<std::string, Row, std::map<std::string, unsigned>> rows;
   int64_t topK = 1, absorbed = 0, materializedPrefill = 0, mlaLayers = 0;
+  // MoE layers, fused router / experts steps, shared experts folded, and the
+  // f32 intermediates passed between MoE steps per decode token (bytes
+  // written and read back), with the fusions and without.
+  int64_t moeLayers = 0, fusedRoutes = 0, fusedExperts = 0, foldedShared = 0;
+  double betweenSteps = 0, betweenStepsUnfused = 0;
+  auto expertWork = [&](ArrayRef<Value> stacks) {
+    double n = 0, bytes = 0, experts = 1;
+    for (Value v : stacks) {
+      n += numElements(v.getType());
+      bytes += numElements(v.getType()) * elementBytes(v.getType());
+      if (auto shaped = dyn_cast<ShapedType>(v.getType()))
+        experts = static_cast<double>(shaped.getDimSize(0));
+    }
+    double k = std::min<double>(topK, experts);
+    // A token runs k experts; a decode step reads k of the stacks, a
+    // prefill of T tokens at most all of them once.
+    return Work{2 * n / experts * k, bytes / experts * k, 2 * n / experts * k,
+                bytes * std::min(1.0, T * k / experts) / T};
+  };
+  auto linearWork = [&](Value weight) {
+    double n = numElements(weight.getType()), bytes = n * elementBytes(weight.getType());
+    return Work{2 * n, bytes, 2 * n, bytes / T};
+  };
 
   forward.walk([&](Operation *op) {
     Work w;
     Work before;
     bool differs = false;
     if (auto linear = dyn_cast<llm::LinearOp>(op)) {
-      Type weight = linear.getWeight().getType();
-      double n = numElements(weight), bytes = n * elementBytes(weight);
-      w = {2 * n, bytes, 2 * n, bytes / T};
+      w = linearWork(linear.getWeight());
     } else if (auto route = dyn_cast<moe::RouteOp>(op)) {
       topK = route.getRouting().getTopK();
+      double experts = cast<ShapedType>(route.getLogits().getType()).getDimSize(1);
+      ++moeLayers;
+      betweenSteps += 8 * experts; // the logits
+      betweenStepsUnfused += 8 * experts;
       return;
+    } else if (auto route = dyn_cast<moe::FusedRouteOp>(op)) {
+      topK = route.getRouting().getTopK();
+      ++moeLayers;
+      ++fusedRoutes;
+      betweenStepsUnfused += 8 * llm::getWeightShape(route.getRouter().getType())[0];
+      w = linearWork(route.getRouter());
     } else if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
-      double n = 0, bytes = 0, experts = 1;
-      for (Value v : {ffn.getGate(), ffn.getUp(), ffn.getDown()}) {
-        n += numElements(v.getType());
-        bytes += numElements(v.getType()) * elementBytes(v.getType());
-        if (auto shaped = dyn_cast<ShapedType>(v.getType()))
-          experts = static_cast<double>(shaped.getDimSize(0));
+      w = expertWork({ffn.getGate(), ffn.getUp(), ffn.getDown()});
+      // rows, gate, up, hidden and output rows of every copy, the combined
+      // result.
+      double h = cast<ShapedType>(ffn.getRows().getType()).getDimSize(1),
+             f = llm::getWeightShape(ffn.getGate().getType())[1];
+      betweenSteps += 8 * (topK * (2 * h + 3 * f) + h);
+      betweenStepsUnfused += 8 * (topK * (2 * h + 3 * f) + h);
+    } else if (auto fused = dyn_cast<moe::FusedExpertsOp>(op)) {
+      ++fusedExperts;
+      w = expertWork({fused.getGate(), fused.getUp(), fused.getDown()});
+      double h = cast<ShapedType>(fused.getInput().getType()).getDimSize(1),
+             f = llm::getWeightShape(fused.getGate().getType())[1];
+      // Fused: the gathered rows and the hidden rows of the routed copies
+      // (the shared experts' intermediates are left out on both sides).
+      betweenSteps += 8 * topK * (h + f);
+      betweenStepsUnfused += 8 * (topK * (2 * h + 3 * f) + h);
+      if (fused.hasSharedExpert()) {
+        ++foldedShared;
+        for (Value v : {fused.getSharedGateProj(), fused.getSharedUpProj(),
+                        fused.getSharedDownProj()})
+          w.add(linearWork(v));
       }
-      double k = std::min<double>(topK, experts);
-      // A token runs k experts; a decode step reads k of the stacks, a
-      // prefill of T tokens at most all of them once.
-      w = {2 * n / experts * k, bytes / experts * k, 2 * n / experts * k,
-           bytes * std::min(1.0, T * k / experts) / T};
     } else if (auto attn = dyn_cast<llm::AttentionOp>(op)) {
       auto q = cast<ShapedType>(attn.getQuery().getType());
       auto k = cast<ShapedType>(attn.getKey().getType());
@@ -158,7 +199,19 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
        << " prefill materialized where cheaper\n";
   else
     os << "  mla-absorb-weights: no MLA layers\n";
-  os << "  moe-fuse-router, moe-fuse-experts, quantize-kv-cache: not implemented\n";
+  if (moeLayers) {
+    os << "  moe-fuse-router: " << fusedRoutes << " of " << moeLayers
+       << " MoE layers route in one step with their router product\n";
+    os << "  moe-fuse-experts: " << fusedExperts << " of " << moeLayers
+       << " MoE layers run dispatch, experts and combine fused (" << foldedShared
+       << " with the shared experts folded in)\n";
+    os << llvm::format("  MoE intermediates per decode token (f32, written and read): "
+                       "%.1f KB -> %.1f KB\n",
+                       betweenStepsUnfused / 1e3, betweenSteps / 1e3);
+  } else {
+    os << "  moe-fuse-router, moe-fuse-experts: no MoE layers\n";
+  }
+  os << "  quantize-kv-cache: not implemented\n";
   os << llvm::format("%-6s %28s %12s %28s %12s\n", "layer", "decode MFLOP before -> after",
                      "decode MB", "prefill MFLOP before -> after", "prefill MB");
   Row total;

@@ -49,6 +49,14 @@ void buildGraphPipeline(OpPassManager &pm, const GraphPipelineOptions &options) 
     pm.addPass(createMLAAbsorbWeightsPass());
   if (options.decomposeMoE)
     pm.addPass(createMoEDecomposeLayerPass());
+  if (options.decomposeMoE && (options.fuseRouter || options.fuseExperts)) {
+    // Canonical step ops first (e.g. trivial expert groups dropped).
+    pm.addPass(createCanonicalizerPass());
+    if (options.fuseRouter)
+      pm.addPass(createMoEFuseRouterPass());
+    if (options.fuseExperts)
+      pm.addPass(createMoEFuseExpertsPass());
+  }
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 }

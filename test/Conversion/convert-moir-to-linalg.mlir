@@ -79,6 +79,66 @@ func.func @moe(%x: tensor<?x16xf32>, %l: tensor<?x4xf32>, %g: tensor<4x32x16xf32
 
 // -----
 
+// moe.fused_experts with two shared experts (FFN 64 = 2 x 32): ids and
+// weights widened by the shared slots; only the routed copies gathered; the
+// selected experts compacted; phase 1 one forall item per (expert, FFN block)
+// with each branch's own gate/up kernels (routed from the gathered rows,
+// shared from x), SiLU-and-multiply times the routing weight; phase 2 one
+// item per hidden block: the down kernel, then rows added into their tokens.
+// CHECK-LABEL: func.func @fused_experts
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<?x16xf32>
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<?x4xi32>)
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<?x4xf32>)
+// CHECK: scf.for {{.*}} -> (tensor<6xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<7xi32>)
+// CHECK: %[[ROUTED:.*]] = tensor.extract_slice %{{.*}}[0] [%{{.*}}] [1] : tensor<?xi32> to tensor<?xi32>
+// CHECK: linalg.generic {{.*}} ins(%[[ROUTED]] : tensor<?xi32>) {{.*}} attrs = {moir.parallel}
+// CHECK: scf.for {{.*}} -> (tensor<6xi32>, index)
+// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%{{.*}}) -> (tensor<?x32xf32>)
+// CHECK: scf.if %{{.*}} -> (tensor<?x?xf32>, tensor<?x?xf32>)
+// CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
+// CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
+// CHECK: } else {
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %{{.*}}) {{.*}} attrs = {moir.kernel}
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %{{.*}}) {{.*}} attrs = {moir.kernel}
+// CHECK: math.exp
+// CHECK: tensor.parallel_insert_slice
+// CHECK: scf.forall (%{{.*}}) in (1) shared_outs(%{{.*}}) -> (tensor<?x16xf32>)
+// CHECK: scf.for
+// CHECK: scf.if %{{.*}} -> (tensor<?x?xf32>)
+// CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
+// CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
+// CHECK: scf.for
+// CHECK: tensor.insert_slice
+// CHECK: tensor.parallel_insert_slice
+func.func @fused_experts(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>, %sg: tensor<64x16xf32>, %sd: tensor<16x64xf32>) -> tensor<?x16xf32> {
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) shared(%sg, %sg, %sd) : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>, tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x64xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// moe.fused_route: one forall over blocks of 16 tokens; each block's logits
+// are one f32 kernel (moir.precise) against the router weight, then per
+// token the routing (here DeepSeek-V3's: sigmoid, bias, group scores from
+// the two best experts, top groups, top-k) written into the block's rows.
+// CHECK-LABEL: func.func @fused_route
+// CHECK: %[[BLOCKS:.*]] = arith.ceildivui %{{.*}}, %c16
+// CHECK: scf.forall (%{{.*}}) in (%[[BLOCKS]]) shared_outs(%{{.*}}, %{{.*}}) -> (tensor<?x3xf32>, tensor<?x3xi32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<8x16xbf16>) {{.*}} attrs = {moir.kernel, moir.precise}
+// CHECK: scf.for {{.*}} -> (tensor<?x3xf32>, tensor<?x3xi32>)
+// CHECK: scf.for {{.*}} -> (tensor<4xf32>)
+// CHECK: scf.for {{.*}} -> (tensor<8xf32>, tensor<3xf32>, tensor<3xi32>, f32)
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %{{.*}} : tensor<?x3xf32> into tensor<?x3xf32>
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %{{.*}} : tensor<?x3xi32> into tensor<?x3xi32>
+func.func @fused_route(%x: tensor<?x16xf32>, %wr: tensor<8x16xbf16>, %b: tensor<8xf32>) -> (tensor<?x3xf32>, tensor<?x3xi32>) {
+  %w, %ids = moe.fused_route %x, %wr bias %b routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.5> : tensor<?x16xf32>, tensor<8x16xbf16>, tensor<8xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
+  return %w, %ids : tensor<?x3xf32>, tensor<?x3xi32>
+}
+
+// -----
+
 // mla.attend in the latent space: W_UK and W_UV read from kv_b_proj rows
 // h * (nope + v) + ...
 // CHECK-LABEL: func.func @attend

@@ -1,7 +1,8 @@
 // moirc stops after the phase asked for and dumps its IR.
 // RUN: moirc %s --compile-to=input | FileCheck %s --check-prefix=INPUT
-// RUN: moirc %s --compile-to=graph | FileCheck %s --check-prefix=GRAPH
-// RUN: moirc %s | FileCheck %s --check-prefix=GRAPH
+// RUN: moirc %s --compile-to=graph | FileCheck %s --check-prefix=FUSED
+// RUN: moirc %s | FileCheck %s --check-prefix=FUSED
+// RUN: moirc %s --moe-fuse-router=false --moe-fuse-experts=false | FileCheck %s --check-prefix=GRAPH
 // RUN: not moirc %s --compile-to=cubin 2>&1 | FileCheck %s --check-prefix=BADPHASE
 // RUN: not moirc %S/Inputs/embedded-weight.mlir --compile-to=input 2>&1 | FileCheck %s --check-prefix=CONTRACT
 
@@ -9,6 +10,9 @@
 // GRAPH-NOT: moe.layer
 // GRAPH: moe.route
 // GRAPH: moe.combine
+// FUSED-NOT: moe.layer
+// FUSED: moe.fused_route
+// FUSED: moe.fused_experts
 // BADPHASE: moirc: unknown phase 'cubin' for --compile-to (known: input, graph, linalg, llvm)
 // CONTRACT: embedded-weight.mlir:{{[0-9]+}}:{{[0-9]+}}: error: embeds a 8192-element constant
 // CONTRACT: moirc: {{.*}}embedded-weight.mlir: compiling to the 'input' phase failed

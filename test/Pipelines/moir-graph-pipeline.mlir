@@ -1,8 +1,12 @@
 // The graph pipeline over whole sample models of each family: the input
 // contract holds, composite ops are gone, the steps are there.
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,MIXTRAL --implicit-check-not=moe.layer
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,QWEN --implicit-check-not=moe.layer
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,DSV3 --implicit-check-not=moe.layer --implicit-check-not=mla.attention
+// The MoE steps as decomposed (fusions off), then fused (the default).
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,MIXTRAL --implicit-check-not=moe.layer
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,QWEN --implicit-check-not=moe.layer
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,DSV3 --implicit-check-not=moe.layer --implicit-check-not=mla.attention
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,MIXTRAL-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.route --implicit-check-not=moe.dispatch --implicit-check-not=moe.expert_ffn --implicit-check-not=moe.combine
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,QWEN-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.combine
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,DSV3-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.route --implicit-check-not=moe.combine
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family apertus | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,APERTUS
 // With decomposition off the composites stay.
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 | moir-opt --moir-graph-pipeline="decompose-moe=false decompose-mla=false" | FileCheck %s --check-prefix=COMPOSITE
@@ -18,6 +22,19 @@
 // MIXTRAL: moe.expert_ffn silu
 // MIXTRAL: moe.combine
 // MIXTRAL: llm.weight "lm_head.weight"
+
+// MIXTRAL-FUSED: %[[W:.*]], %[[IDS:.*]] = moe.fused_route %{{.*}}, %{{.*}} routing <top_k = 2, scoring = softmax, norm_topk_prob = true>
+// MIXTRAL-FUSED: moe.fused_experts silu %{{.*}}, %[[IDS]], %[[W]] experts(%{{.*}}, %{{.*}}, %{{.*}}) :
+// MIXTRAL-FUSED: llm.weight "lm_head.weight"
+
+// Qwen2-MoE's shared expert has its sigmoid gate: it stays a dense FFN.
+// QWEN-FUSED: moe.fused_route
+// QWEN-FUSED: moe.fused_experts silu {{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) :
+// QWEN-FUSED: llm.activation sigmoid
+
+// DeepSeek-V3's shared expert (ffn 2 x the routed width) folds in.
+// DSV3-FUSED: moe.fused_route {{.*}} bias {{.*}} routing <top_k = 3, scoring = sigmoid, method = noaux_tc
+// DSV3-FUSED: moe.fused_experts silu {{.*}} shared(
 
 // QWEN: llm.linear {{.*}} : (tensor<?x128xf32>, tensor<128x128xf32>, tensor<128xf32>) -> tensor<?x128xf32>
 // QWEN: moe.route {{.*}} routing <top_k = 4, scoring = softmax>

@@ -82,6 +82,19 @@ static cl::opt<bool> absorbMLA(
              "for decode and run prefill materialized where a cost model finds it cheaper "
              "(mla-absorb-weights; default); =false: materialized everywhere"),
     cl::init(true));
+static cl::opt<bool> fuseExperts(
+    "moe-fuse-experts",
+    cl::desc("MoE layers: dispatch, the expert FFNs (gate/up with SiLU-and-multiply, down "
+             "with the routing weight), combine and the shared expert as one fused op, run "
+             "as two parallel phases over the selected experts (moe-fuse-experts; default, "
+             "CPU targets); =false keeps the separate steps"),
+    cl::init(true));
+static cl::opt<bool> fuseRouter(
+    "moe-fuse-router",
+    cl::desc("MoE layers: the router matmul, scoring, correction bias, group-limited top-k, "
+             "normalization and scaling as one fused op, run in parallel over blocks of "
+             "tokens (moe-fuse-router; default, CPU targets); =false keeps them separate"),
+    cl::init(true));
 static cl::opt<bool> cpuKernels(
     "cpu-contraction-kernels",
     cl::desc("CPU target: register-blocked vector kernels for the matmuls (default); "
@@ -150,6 +163,8 @@ int main(int argc, char **argv) {
 
   moir::GraphChoices choices;
   choices.absorbMLA = absorbMLA;
+  choices.fuseExperts = fuseExperts;
+  choices.fuseRouter = fuseRouter;
   if (report) {
     if (reportContext < 1 || reportPrompt < 1) {
       llvm::errs() << "moirc: --report-context and --report-prompt must be positive\n";
@@ -159,6 +174,8 @@ int main(int argc, char **argv) {
     PassManager toGraph(&context);
     moir::GraphPipelineOptions graph;
     graph.absorbMLA = absorbMLA;
+    graph.fuseExperts = fuseExperts;
+    graph.fuseRouter = fuseRouter;
     moir::buildGraphPipeline(toGraph, graph);
     if (failed(toGraph.run(*graphModule))) {
       llvm::errs() << "moirc: " << inputFile << ": compiling to the graph phase failed\n";
@@ -213,6 +230,8 @@ int main(int argc, char **argv) {
     return 1;
   moir::GraphPipelineOptions graph;
   graph.absorbMLA = absorbMLA;
+  graph.fuseExperts = fuseExperts;
+  graph.fuseRouter = fuseRouter;
   moir::buildPipelineToPhase(pm, *phase, graph);
   if (failed(pm.run(*module))) {
     llvm::errs() << "moirc: " << inputFile << ": compiling to the '" << compileTo

@@ -81,6 +81,31 @@ LogicalResult RouteOp::verify() {
   return verifyRoutingFor(*this, routing, getCorrectionBias(), experts);
 }
 
+LogicalResult FusedRouteOp::verify() {
+  auto input = getInput().getType();
+  auto weights = getWeights().getType();
+  auto ids = getIds().getType();
+  if (failed(verifyRank(*this, "input", input, 2)) ||
+      failed(verifyRank(*this, "router weight", getRouter().getType(), 2)) ||
+      failed(verifyRank(*this, "weights", weights, 2)) || failed(verifyRank(*this, "ids", ids, 2)))
+    return failure();
+  if (isa<llm::QTensorType>(getRouter().getType()))
+    return emitOpError("the router weight must not be quantized");
+  ArrayRef<int64_t> router = getWeightShape(getRouter().getType());
+  int64_t experts = router[0];
+  if (ShapedType::isDynamic(experts))
+    return emitOpError("the number of experts (router dimension 0) must be static");
+  if (weights.getShape() != ids.getShape())
+    return emitOpError("weights and ids must have the same shape");
+  if (failed(verifyDim(*this, "router hidden dimension", router[1], input.getDimSize(1))) ||
+      failed(verifyDim(*this, "weights token dimension", weights.getDimSize(0),
+                       input.getDimSize(0))) ||
+      failed(verifyDim(*this, "weights top-k dimension", weights.getDimSize(1),
+                       getRouting().getTopK())))
+    return failure();
+  return verifyRoutingFor(*this, getRouting(), getCorrectionBias(), experts);
+}
+
 namespace {
 /// Selecting all expert groups is no group limit at all: drop the groups
 /// (group_limited becomes greedy; noaux_tc keeps its biased selection).
@@ -190,6 +215,63 @@ LogicalResult CombineOp::verify() {
                        rows.getDimSize(1))))
     return failure();
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FusedExpertsOp
+//===----------------------------------------------------------------------===//
+
+int64_t FusedExpertsOp::getNumSharedExperts() {
+  if (!hasSharedExpert())
+    return 0;
+  return getWeightShape(getSharedGateProj().getType())[0] /
+         getWeightShape(getGate().getType())[1];
+}
+
+LogicalResult FusedExpertsOp::verify() {
+  auto input = getInput().getType();
+  auto ids = getIds().getType();
+  auto weights = getWeights().getType();
+  if (failed(verifyRank(*this, "input", input, 2)) || failed(verifyRank(*this, "ids", ids, 2)) ||
+      failed(verifyRank(*this, "weights", weights, 2)) ||
+      failed(verifyRank(*this, "result", getType(), 2)))
+    return failure();
+  int64_t hidden = input.getDimSize(1);
+  FailureOr<int64_t> experts = verifyExpertWeights(*this, getGate().getType(), getUp().getType(),
+                                                   getDown().getType(), hidden);
+  if (failed(experts) || failed(verifyDim(*this, "weights shape", weights.getDimSize(0),
+                                          ids.getDimSize(0))) ||
+      failed(verifyDim(*this, "weights top-k", weights.getDimSize(1), ids.getDimSize(1))) ||
+      failed(verifyDim(*this, "ids tokens", ids.getDimSize(0), input.getDimSize(0))) ||
+      failed(verifyDim(*this, "result tokens", getType().getDimSize(0), input.getDimSize(0))) ||
+      failed(verifyDim(*this, "result hidden dimension", getType().getDimSize(1), hidden)))
+    return failure();
+  if (!hasSharedExpert())
+    return success();
+  Type sg = getSharedGateProj().getType(), su = getSharedUpProj().getType(),
+       sd = getSharedDownProj().getType();
+  if (failed(verifyRank(*this, "shared gate weight", sg, 2)) ||
+      failed(verifyRank(*this, "shared up weight", su, 2)) ||
+      failed(verifyRank(*this, "shared down weight", sd, 2)))
+    return failure();
+  ArrayRef<int64_t> g = getWeightShape(sg), u = getWeightShape(su), d = getWeightShape(sd);
+  int64_t ffn = getWeightShape(getGate().getType())[1];
+  if (g != u)
+    return emitOpError("shared gate and up weights must have the same shape");
+  if (failed(verifyDim(*this, "shared gate hidden dimension", g[1], hidden)) ||
+      failed(verifyDim(*this, "shared down output dimension", d[0], hidden)) ||
+      failed(verifyDim(*this, "shared down ffn dimension", d[1], g[0])))
+    return failure();
+  if (ShapedType::isDynamic(g[0]) || ShapedType::isDynamic(ffn) || ffn <= 0 || g[0] % ffn != 0)
+    return emitOpError("shared expert FFN width (")
+           << g[0] << ") must be a multiple of the routed experts' (" << ffn << ")";
+  return success();
+}
+
+bool FusedExpertsOp::acceptsQuantizedOperand(unsigned index) {
+  return index != getInputMutable().getOperandNumber() &&
+         index != getIdsMutable().getOperandNumber() &&
+         index != getWeightsMutable().getOperandNumber();
 }
 
 //===----------------------------------------------------------------------===//

@@ -115,6 +115,31 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
   let hasCanonicalizer = 1;
 }
 
+def MoE_FusedRouteOp : MoE_Op<"fused_route", [Pure]> {
+  let summary = "router matmul and routing as one step";
+  let description = [{
+    `moe.route` of `input * router^T`: the router product, scoring,
+    correction bias, group-limited top-k, normalization and scaling, as one
+    op a backend lowers to one kernel (`--moe-fuse-router` forms it). The
+    router product is kept in f32: expert choice is discrete.
+
+    ```mlir
+    %w, %ids = moe.fused_route %x, %wr routing <top_k = 2, scoring = softmax, norm_topk_prob = true>
+        : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$input, LLM_WeightType:$router,
+                       Optional<RankedTensorOf<[AnyFloat]>>:$correction_bias,
+                       MoE_RoutingAttr:$routing);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$weights,
+                      RankedTensorOf<[I32]>:$ids);
+  let assemblyFormat = [{
+    $input `,` $router (`bias` $correction_bias^)? `routing` $routing attr-dict `:`
+    type($input) `,` type($router) (`,` type($correction_bias)^)? `->` type($weights) `,` type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
   let summary = "groups token copies by expert";
   let description = [{
@@ -188,6 +213,52 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
     `,` type($weights) `->` type($result)
   }];
   let hasVerifier = 1;
+}
+
+def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "dispatch, grouped expert FFNs, combine and shared experts as one step";
+  let description = [{
+    What `moe.dispatch` + `moe.expert_ffn` + `moe.combine` (+ the dense
+    shared expert added to their result) compute, as one op that a backend
+    lowers to fused kernels (`--moe-fuse-experts` forms it):
+
+    `result[t] = sum_j weights[t, j] * ffn_{ids[t, j]}(input[t]) (+ shared(input[t]))`
+
+    The shared expert (`[S * ffn, hidden]` gate/up, `[hidden, S * ffn]`
+    down, DeepSeek's `n_shared_experts` concatenated along the FFN
+    dimension) runs as `S` more experts that every token selects with
+    weight 1, so its weights are read in the same kernels as the routed
+    ones; its FFN width must be a multiple of the routed experts'.
+
+    ```mlir
+    %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd)
+        : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<8x32x64xf32>,
+           tensor<8x32x64xf32>, tensor<8x64x32xf32>, tensor<64x64xf32>,
+           tensor<64x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins LLM_ActivationKindAttr:$activation,
+                       RankedTensorOf<[AnyFloat]>:$input,
+                       RankedTensorOf<[I32]>:$ids,
+                       RankedTensorOf<[AnyFloat]>:$weights,
+                       LLM_WeightType:$gate, LLM_WeightType:$up,
+                       LLM_WeightType:$down,
+                       Optional<LLM_WeightType>:$shared_gate_proj,
+                       Optional<LLM_WeightType>:$shared_up_proj,
+                       Optional<LLM_WeightType>:$shared_down_proj);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $activation $input `,` $ids `,` $weights `experts` `(` $gate `,` $up `,` $down `)`
+    (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    bool hasSharedExpert() { return getSharedGateProj() != nullptr; }
+    /// Shared experts as routed-width experts (0 without a shared expert).
+    int64_t getNumSharedExperts();
+  }];
 }
 
 def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,

@@ -28,6 +28,12 @@ struct GraphChoices {
   /// materialized everywhere (the reference the absorbed form is checked
   /// against).
   bool absorbMLA = true;
+  /// moe-fuse-experts: dispatch, expert FFNs, combine and the shared expert
+  /// as one moe.fused_experts (CPU lowering only; GPU targets keep the steps).
+  bool fuseExperts = true;
+  /// moe-fuse-router: the router matmul and routing as one moe.fused_route
+  /// (CPU lowering only, like fuseExperts).
+  bool fuseRouter = true;
 };
 
 /// Compiles an input-phase module (from the importer) for the CPU and writes

@@ -45,6 +45,16 @@ struct GraphPipelineOptions
                      "(mla-absorb-weights): absorbed for decode, materialized "
                      "for prefill where cheaper; off: materialized everywhere"),
       llvm::cl::init(true)};
+  Option<bool> fuseRouter{
+      *this, "fuse-router",
+      llvm::cl::desc("fuse the router matmul into the routing step "
+                     "(moe.fused_route, moe-fuse-router)"),
+      llvm::cl::init(true)};
+  Option<bool> fuseExperts{
+      *this, "fuse-experts",
+      llvm::cl::desc("fuse dispatch, the expert FFNs, combine and the shared "
+                     "expert into moe.fused_experts (moe-fuse-experts)"),
+      llvm::cl::init(true)};
   Option<int64_t> maxConstantElements{
       *this, "max-constant-elements",
       llvm::cl::desc("largest constant tensor the input contract allows"),

@@ -53,6 +53,66 @@ def MoEDecomposeLayerPass : Pass<"moe-decompose-layer"> {
   ];
 }
 
+def MoEFuseRouterPass : Pass<"moe-fuse-router"> {
+  let summary = "fuses the router matmul into the routing step";
+  let description = [{
+    Rewrites `moe.route` of an `llm.linear` (without bias, used only there)
+    into one `moe.fused_route`:
+
+    ```mlir
+    // before
+    %logits = llm.linear %x, %wr {moir.precise} : ...
+    %w, %ids = moe.route %logits routing <top_k = 6, scoring = softmax> : ...
+    // after
+    %w, %ids = moe.fused_route %x, %wr routing <top_k = 6, scoring = softmax> : ...
+    ```
+
+    Lowered for a CPU, the fused op is one parallel loop over blocks of
+    tokens: each block's logits (an f32 register-blocked kernel against the
+    router weight), then per token the scoring, correction bias, group
+    selection, top-k, normalization and scaling, written straight into the
+    weights and ids. The logits never go to memory as a [tokens, experts]
+    tensor, and the routing runs on every core instead of one.
+  }];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect"];
+}
+
+def MoEFuseExpertsPass : Pass<"moe-fuse-experts"> {
+  let summary = "fuses dispatch, the expert FFNs, combine and the shared expert";
+  let description = [{
+    Rewrites the routed experts' steps (`moe.dispatch` feeding
+    `moe.expert_ffn` and `moe.combine`) into one `moe.fused_experts`. Where
+    the combined result is added to a dense shared expert of the same
+    activation over the same input (`llm.linear`/`llm.glu`/`llm.linear`,
+    without Qwen2-MoE's sigmoid gate) whose FFN width is a multiple of the
+    routed experts', the shared expert joins the fused op:
+
+    ```mlir
+    // before
+    %rows, %offsets, %src = moe.dispatch %x, %ids experts = 8 : ...
+    %out = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd : ...
+    %r = moe.combine %out, %src, %w : ...
+    %g = llm.linear %x, %sg : ...
+    %u = llm.linear %x, %su : ...
+    %h = llm.glu silu %g, %u : ...
+    %s = llm.linear %h, %sd : ...
+    %y = arith.addf %r, %s : ...
+    // after
+    %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd) : ...
+    ```
+
+    Lowered for a CPU, the fused op runs as two parallel phases instead of
+    three matmuls per selected expert: the gate/up products with
+    SiLU-and-multiply and the routing weight in their epilogue, one work item
+    per (selected expert, block of FFN columns), shared experts included;
+    then the down products, one work item per block of hidden columns, each
+    adding its expert rows straight into their tokens' output (the combine).
+    Only the selected experts' weights are read.
+  }];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {
   let summary = "expands mla.attention into projections, RoPE, cache updates and mla.attend";
   let description = [{

@@ -37,6 +37,11 @@ Value markParallel(Value result) {
   return result;
 }
 
+Value markKernel(Value result) {
+  result.getDefiningOp()->setAttr(kKernelAttr, UnitAttr::get(result.getContext()));
+  return result;
+}
+
 void multiplyAccumulate(OpBuilder &b, Location loc, ValueRange a) {
   auto flags = arith::FastMathFlagsAttr::get(
       b.getContext(), arith::FastMathFlags::contract | arith::FastMathFlags::reassoc);

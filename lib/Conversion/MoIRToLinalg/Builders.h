@@ -31,6 +31,11 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
 constexpr llvm::StringLiteral kParallelAttr = "moir.parallel";
 mlir::Value markParallel(mlir::Value linalgResult);
 
+/// Marks a contraction inside a work item of an enclosing parallel loop: the
+/// backend gives it its register-blocked kernel, run sequentially.
+constexpr llvm::StringLiteral kKernelAttr = "moir.kernel";
+mlir::Value markKernel(mlir::Value linalgResult);
+
 /// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.
 mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
                    llvm::ArrayRef<mlir::OpFoldResult> sizes, mlir::Type type,

@@ -63,6 +63,121 @@ std::pair<Value, Value> argmax(OpBuilder &b, Location loc, Value v, Value lb, Va
   return {r[1], r[0]};
 }
 
+/// The routing of one token: its logits `row` ([experts] f32) to its top-k
+/// weights ([k] f32) and expert ids ([k] i32), as `routing` describes.
+std::pair<Value, Value> routeToken(OpBuilder &b, Location loc, moe::RoutingAttr routing, Value row,
+                                   Value bias, int64_t experts) {
+  int64_t k = routing.getTopK(), groups = routing.getNGroup(),
+          topkGroup = routing.getTopkGroup(), perGroup = experts / groups;
+  bool grouped = routing.getMethod() != moe::TopkMethod::greedy && groups > 1;
+  bool sigmoid = routing.getScoring() == moe::Scoring::sigmoid;
+  Value c0 = indexConst(b, loc, 0), cE = indexConst(b, loc, experts);
+  Value negInf = f32Const(b, loc, -std::numeric_limits<float>::infinity());
+  AffineExpr e = b.getAffineDimExpr(0);
+  Value empty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{experts}, b.getF32Type());
+  Value scores;
+  if (sigmoid) {
+    scores = generic(b, loc, row, empty, {{e}, {e}}, {par},
+                     [](OpBuilder &b, Location loc, ValueRange a) {
+                       Value one = f32Const(b, loc, 1.0);
+                       Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
+                       linalg::YieldOp::create(b, loc, arith::DivFOp::create(
+                           b, loc, one, arith::AddFOp::create(b, loc, one, ex)).getResult());
+                     });
+  } else {
+    Value m = extract(b, loc, generic(b, loc, row,
+                                      filled(b, loc, {}, b.getF32Type(), -std::numeric_limits<float>::infinity()),
+                                      {{e}, {}}, {red}, [](OpBuilder &b, Location loc, ValueRange a) {
+                                        linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, a[0], a[1]).getResult());
+                                      }), {});
+    Value ex = generic(b, loc, row, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+      linalg::YieldOp::create(b, loc, math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, a[0], m)).getResult());
+    });
+    Value sum = extract(b, loc, generic(b, loc, ex, filled(b, loc, {}, b.getF32Type(), 0.0),
+                                        {{e}, {}}, {red}, [](OpBuilder &b, Location loc, ValueRange a) {
+                                          linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, a[0], a[1]).getResult());
+                                        }), {});
+    scores = generic(b, loc, ex, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+      linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, a[0], sum).getResult());
+    });
+  }
+  // Selection scores: with the correction bias for noaux_tc.
+  Value choice = scores;
+  if (bias)
+    choice = generic(b, loc, ValueRange{scores, bias}, empty, {{e}, {e}, {e}}, {par},
+                     [](OpBuilder &b, Location loc, ValueRange a) {
+                       linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, a[0], toF32(b, loc, a[1])).getResult());
+                     });
+  if (grouped) {
+    // Group scores: the best expert (group_limited) or the sum of
+    // the two best (noaux_tc).
+    bool top2 = routing.getMethod() == moe::TopkMethod::noaux_tc;
+    Value gEmpty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{groups}, b.getF32Type());
+    Value gScores = loop(b, loc, c0, indexConst(b, loc, groups), gEmpty,
+                         [&](OpBuilder &b, Location loc, Value g, ValueRange a) {
+      Value lo = arith::MulIOp::create(b, loc, g, indexConst(b, loc, perGroup));
+      Value hi = arith::AddIOp::create(b, loc, lo, indexConst(b, loc, perGroup));
+      auto [best, bestVal] = argmax(b, loc, choice, lo, hi);
+      Value score = bestVal;
+      if (top2) {
+        Value without = insert(b, loc, negInf, choice, best);
+        score = arith::AddFOp::create(b, loc, bestVal, argmax(b, loc, without, lo, hi).second);
+      }
+      return SmallVector<Value>{insert(b, loc, score, a[0], g)};
+    })[0];
+    // Keep the topk_group best groups; the others' experts get 0,
+    // as Hugging Face masks them.
+    Value keep0 = filled(b, loc, {b.getIndexAttr(groups)}, b.getF32Type(), 0.0);
+    Value keep = loop(b, loc, c0, indexConst(b, loc, topkGroup), ValueRange{gScores, keep0},
+                      [&](OpBuilder &b, Location loc, Value, ValueRange a) {
+      Value g = argmax(b, loc, a[0], c0, indexConst(b, loc, groups)).first;
+      return SmallVector<Value>{insert(b, loc, negInf, a[0], g),
+                                insert(b, loc, f32Const(b, loc, 1.0), a[1], g)};
+    })[1];
+    choice = generic(b, loc, choice, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+      Value g = arith::DivUIOp::create(b, loc, linalg::IndexOp::create(b, loc, 0), indexConst(b, loc, perGroup));
+      Value kept = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, extract(b, loc, keep, g), f32Const(b, loc, 0.5));
+      linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, kept, a[0], f32Const(b, loc, 0.0)).getResult());
+    });
+  }
+  // Top-k by repeated argmax; weights are the unbiased scores.
+  Value w0 = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{k}, b.getF32Type());
+  Value ids0 = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{k}, b.getI32Type());
+  SmallVector<Value> picked = loop(
+      b, loc, c0, indexConst(b, loc, k), ValueRange{choice, w0, ids0, f32Const(b, loc, 0.0)},
+      [&](OpBuilder &b, Location loc, Value j, ValueRange a) {
+        Value best = argmax(b, loc, a[0], c0, cE).first;
+        Value w = extract(b, loc, scores, best);
+        return SmallVector<Value>{insert(b, loc, negInf, a[0], best), insert(b, loc, w, a[1], j),
+                                  insert(b, loc, toI32(b, loc, best), a[2], j),
+                                  arith::AddFOp::create(b, loc, a[3], w)};
+      });
+  Value scale = f32Const(b, loc, routing.getScalingFactor());
+  Value factor = routing.getNormTopkProb()
+                     ? arith::DivFOp::create(b, loc, scale, picked[3]).getResult()
+                     : scale;
+  Value weights = generic(b, loc, picked[1], tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{k}, b.getF32Type()),
+                          {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+    linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, a[0], factor).getResult());
+  });
+  return {weights, picked[2]};
+}
+
+/// Writes a token's routing (1-D weights and ids) into row `t` of the
+/// [tokens, k] results.
+std::pair<Value, Value> insertRow(OpBuilder &b, Location loc, std::pair<Value, Value> row,
+                                  Value weights, Value ids, Value t, int64_t k) {
+  auto put = [&](Value v, Value into) {
+    return tensor::InsertSliceOp::create(
+               b, loc, v, into, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+               ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(k)},
+               ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)})
+        .getResult();
+  };
+  // A rank-reducing insert: [k] into a [1, k] slice.
+  return {put(row.first, weights), put(row.second, ids)};
+}
+
 struct LowerRoute : OpRewritePattern<moe::RouteOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::RouteOp op, PatternRewriter &b) const override {
@@ -70,178 +185,112 @@ struct LowerRoute : OpRewritePattern<moe::RouteOp> {
     moe::RoutingAttr routing = op.getRouting();
     Value logits = op.getLogits();
     int64_t experts = cast<RankedTensorType>(logits.getType()).getDimSize(1);
-    int64_t k = routing.getTopK(), groups = routing.getNGroup(),
-            topkGroup = routing.getTopkGroup(), perGroup = experts / groups;
-    bool grouped = routing.getMethod() != moe::TopkMethod::greedy && groups > 1;
-    bool sigmoid = routing.getScoring() == moe::Scoring::sigmoid;
+    int64_t k = routing.getTopK();
     Value tokens = tensor::DimOp::create(b, loc, logits, 0);
     SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(k)};
     Value weights0 = tensor::EmptyOp::create(b, loc, outSizes, b.getF32Type());
     Value ids0 = tensor::EmptyOp::create(b, loc, outSizes, b.getI32Type());
-    Value c0 = indexConst(b, loc, 0), cE = indexConst(b, loc, experts);
-    Value negInf = f32Const(b, loc, -std::numeric_limits<float>::infinity());
     auto vecType = RankedTensorType::get({experts}, b.getF32Type());
-    AffineExpr e = b.getAffineDimExpr(0);
-    Value bias = op.getCorrectionBias();
-
     SmallVector<Value> results = loop(
-        b, loc, c0, tokens, ValueRange{weights0, ids0},
+        b, loc, indexConst(b, loc, 0), tokens, ValueRange{weights0, ids0},
         [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
           // This token's logits as a [E] tensor.
           Value row = tensor::ExtractSliceOp::create(
               b, loc, vecType, logits, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
               ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(experts)},
               ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-          Value empty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{experts}, b.getF32Type());
-          Value scores;
-          if (sigmoid) {
-            scores = generic(b, loc, row, empty, {{e}, {e}}, {par},
-                             [](OpBuilder &b, Location loc, ValueRange a) {
-                               Value one = f32Const(b, loc, 1.0);
-                               Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
-                               linalg::YieldOp::create(b, loc, arith::DivFOp::create(
-                                   b, loc, one, arith::AddFOp::create(b, loc, one, ex)).getResult());
-                             });
-          } else {
-            Value m = extract(b, loc, generic(b, loc, row,
-                                              filled(b, loc, {}, b.getF32Type(), -std::numeric_limits<float>::infinity()),
-                                              {{e}, {}}, {red}, [](OpBuilder &b, Location loc, ValueRange a) {
-                                                linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, a[0], a[1]).getResult());
-                                              }), {});
-            Value ex = generic(b, loc, row, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-              linalg::YieldOp::create(b, loc, math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, a[0], m)).getResult());
-            });
-            Value sum = extract(b, loc, generic(b, loc, ex, filled(b, loc, {}, b.getF32Type(), 0.0),
-                                                {{e}, {}}, {red}, [](OpBuilder &b, Location loc, ValueRange a) {
-                                                  linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, a[0], a[1]).getResult());
-                                                }), {});
-            scores = generic(b, loc, ex, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-              linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, a[0], sum).getResult());
-            });
-          }
-          // Selection scores: with the correction bias for noaux_tc.
-          Value choice = scores;
-          if (bias)
-            choice = generic(b, loc, ValueRange{scores, bias}, empty, {{e}, {e}, {e}}, {par},
-                             [](OpBuilder &b, Location loc, ValueRange a) {
-                               linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, a[0], toF32(b, loc, a[1])).getResult());
-                             });
-          if (grouped) {
-            // Group scores: the best expert (group_limited) or the sum of
-            // the two best (noaux_tc).
-            bool top2 = routing.getMethod() == moe::TopkMethod::noaux_tc;
-            Value gEmpty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{groups}, b.getF32Type());
-            Value gScores = loop(b, loc, c0, indexConst(b, loc, groups), gEmpty,
-                                 [&](OpBuilder &b, Location loc, Value g, ValueRange a) {
-              Value lo = arith::MulIOp::create(b, loc, g, indexConst(b, loc, perGroup));
-              Value hi = arith::AddIOp::create(b, loc, lo, indexConst(b, loc, perGroup));
-              auto [best, bestVal] = argmax(b, loc, choice, lo, hi);
-              Value score = bestVal;
-              if (top2) {
-                Value without = insert(b, loc, negInf, choice, best);
-                score = arith::AddFOp::create(b, loc, bestVal, argmax(b, loc, without, lo, hi).second);
-              }
-              return SmallVector<Value>{insert(b, loc, score, a[0], g)};
-            })[0];
-            // Keep the topk_group best groups; the others' experts get 0,
-            // as Hugging Face masks them.
-            Value keep0 = filled(b, loc, {b.getIndexAttr(groups)}, b.getF32Type(), 0.0);
-            Value keep = loop(b, loc, c0, indexConst(b, loc, topkGroup), ValueRange{gScores, keep0},
-                              [&](OpBuilder &b, Location loc, Value, ValueRange a) {
-              Value g = argmax(b, loc, a[0], c0, indexConst(b, loc, groups)).first;
-              return SmallVector<Value>{insert(b, loc, negInf, a[0], g),
-                                        insert(b, loc, f32Const(b, loc, 1.0), a[1], g)};
-            })[1];
-            choice = generic(b, loc, choice, empty, {{e}, {e}}, {par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-              Value g = arith::DivUIOp::create(b, loc, linalg::IndexOp::create(b, loc, 0), indexConst(b, loc, perGroup));
-              Value kept = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, extract(b, loc, keep, g), f32Const(b, loc, 0.5));
-              linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, kept, a[0], f32Const(b, loc, 0.0)).getResult());
-            });
-          }
-          // Top-k by repeated argmax; weights are the unbiased scores.
-          SmallVector<Value> picked = loop(
-              b, loc, c0, indexConst(b, loc, k), ValueRange{choice, acc[0], acc[1], f32Const(b, loc, 0.0)},
-              [&](OpBuilder &b, Location loc, Value j, ValueRange a) {
-                Value best = argmax(b, loc, a[0], c0, cE).first;
-                Value w = extract(b, loc, scores, best);
-                return SmallVector<Value>{insert(b, loc, negInf, a[0], best),
-                                          insert(b, loc, w, a[1], ValueRange{t, j}),
-                                          insert(b, loc, toI32(b, loc, best), a[2], ValueRange{t, j}),
-                                          arith::AddFOp::create(b, loc, a[3], w)};
-              });
-          Value scale = f32Const(b, loc, routing.getScalingFactor());
-          Value factor = routing.getNormTopkProb()
-                             ? arith::DivFOp::create(b, loc, scale, picked[3]).getResult()
-                             : scale;
-          Value w = loop(b, loc, c0, indexConst(b, loc, k), picked[1],
-                         [&](OpBuilder &b, Location loc, Value j, ValueRange a) {
-            Value v = arith::MulFOp::create(b, loc, extract(b, loc, a[0], ValueRange{t, j}), factor);
-            return SmallVector<Value>{insert(b, loc, v, a[0], ValueRange{t, j})};
-          })[0];
-          return SmallVector<Value>{w, picked[2]};
+          auto [w, ids] = insertRow(b, loc, routeToken(b, loc, routing, row, op.getCorrectionBias(), experts),
+                                    acc[0], acc[1], t, k);
+          return SmallVector<Value>{w, ids};
         });
     b.replaceOp(op, results);
     return success();
   }
 };
 
+/// moe.dispatch's computation: token copies grouped by expert (rows
+/// [copies, hidden]), the experts' first rows (offsets [experts + 1]) and each
+/// row's flat copy index t * k + slot (sources [copies]). With
+/// `gatheredSlots` < k, only the copies of the first `gatheredSlots` slots of
+/// each token are gathered into rows (the rows of the other slots' experts,
+/// which must sort last, are left out: every token selects them, so their
+/// rows are the input itself).
+struct Dispatched {
+  Value rows, offsets, sources;
+};
+Dispatched buildDispatch(OpBuilder &b, Location loc, Value x, Value ids, int64_t experts,
+                         std::optional<int64_t> gatheredSlots = std::nullopt) {
+  int64_t k = cast<RankedTensorType>(ids.getType()).getDimSize(1);
+  Value c0 = indexConst(b, loc, 0), cK = indexConst(b, loc, k);
+  Value tokens = tensor::DimOp::create(b, loc, ids, 0);
+  Value copies = arith::MulIOp::create(b, loc, tokens, cK);
+  Value zero32 = arith::ConstantOp::create(b, loc, b.getI32Type(), b.getI32IntegerAttr(0));
+  Value one32 = arith::ConstantOp::create(b, loc, b.getI32Type(), b.getI32IntegerAttr(1));
+  auto i32Vec = [&](int64_t n) {
+    Value t = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{n}, b.getI32Type());
+    return linalg::FillOp::create(b, loc, ValueRange{zero32}, ValueRange{t}).getResult(0);
+  };
+  // Count copies per expert (flat index r = t * k + slot).
+  Value counts = loop(b, loc, c0, copies, i32Vec(experts),
+                      [&](OpBuilder &b, Location loc, Value r, ValueRange a) {
+    Value t = arith::DivUIOp::create(b, loc, r, cK), j = arith::RemUIOp::create(b, loc, r, cK);
+    Value e = toIndex(b, loc, extract(b, loc, ids, ValueRange{t, j}));
+    Value c = arith::AddIOp::create(b, loc, extract(b, loc, a[0], e), one32);
+    return SmallVector<Value>{insert(b, loc, c, a[0], e)};
+  })[0];
+  Value offsets = loop(b, loc, c0, indexConst(b, loc, experts), i32Vec(experts + 1),
+                       [&](OpBuilder &b, Location loc, Value e, ValueRange a) {
+    Value next = arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1));
+    Value v = arith::AddIOp::create(b, loc, extract(b, loc, a[0], e), extract(b, loc, counts, e));
+    return SmallVector<Value>{insert(b, loc, v, a[0], next)};
+  })[0];
+  // Place copies in token order within each expert.
+  Value cursor0 = tensor::ExtractSliceOp::create(
+      b, loc, RankedTensorType::get({experts}, b.getI32Type()), offsets,
+      ArrayRef<OpFoldResult>{b.getIndexAttr(0)}, ArrayRef<OpFoldResult>{b.getIndexAttr(experts)},
+      ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+  Value sources0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies}, b.getI32Type());
+  Value sources = loop(b, loc, c0, copies, ValueRange{cursor0, sources0},
+                       [&](OpBuilder &b, Location loc, Value r, ValueRange a) {
+    Value t = arith::DivUIOp::create(b, loc, r, cK), j = arith::RemUIOp::create(b, loc, r, cK);
+    Value e = toIndex(b, loc, extract(b, loc, ids, ValueRange{t, j}));
+    Value slot = extract(b, loc, a[0], e);
+    Value cursor = insert(b, loc, arith::AddIOp::create(b, loc, slot, one32), a[0], e);
+    return SmallVector<Value>{cursor, insert(b, loc, toI32(b, loc, r), a[1], toIndex(b, loc, slot))};
+  })[1];
+  auto xType = cast<RankedTensorType>(x.getType());
+  int64_t hidden = xType.getDimSize(1);
+  AffineExpr rr = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
+  Value gathered = sources;
+  if (gatheredSlots) {
+    Value count = arith::MulIOp::create(b, loc, tokens, indexConst(b, loc, *gatheredSlots));
+    gathered = tensor::ExtractSliceOp::create(
+        b, loc, RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type()), sources,
+        ArrayRef<OpFoldResult>{b.getIndexAttr(0)}, ArrayRef<OpFoldResult>{count},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+  }
+  // A copy of hidden-size rows: split across cores, rows as work items.
+  Value rows = markParallel(generic(
+      b, loc, gathered,
+      tensor::EmptyOp::create(b, loc,
+                              ArrayRef<OpFoldResult>{tensor::getMixedSize(b, loc, gathered, 0),
+                                                     b.getIndexAttr(hidden)},
+                              xType.getElementType()),
+      {{rr}, {rr, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+        Value t = arith::DivUIOp::create(b, loc, toIndex(b, loc, a[0]), cK);
+        linalg::YieldOp::create(b, loc, extract(b, loc, x, ValueRange{t, linalg::IndexOp::create(b, loc, 1)}));
+      }));
+  return {rows, offsets, sources};
+}
+
 struct LowerDispatch : OpRewritePattern<moe::DispatchOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::DispatchOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value ids = op.getIds(), x = op.getInput();
-    int64_t experts = op.getNumExperts();
-    int64_t k = cast<RankedTensorType>(ids.getType()).getDimSize(1);
-    Value c0 = indexConst(b, loc, 0), cK = indexConst(b, loc, k);
-    Value tokens = tensor::DimOp::create(b, loc, ids, 0);
-    Value copies = arith::MulIOp::create(b, loc, tokens, cK);
-    Value zero32 = arith::ConstantOp::create(b, loc, b.getI32Type(), b.getI32IntegerAttr(0));
-    Value one32 = arith::ConstantOp::create(b, loc, b.getI32Type(), b.getI32IntegerAttr(1));
-    auto i32Vec = [&](int64_t n) {
-      Value t = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{n}, b.getI32Type());
-      return linalg::FillOp::create(b, loc, ValueRange{zero32}, ValueRange{t}).getResult(0);
-    };
-    // Count copies per expert (flat index r = t * k + slot).
-    Value counts = loop(b, loc, c0, copies, i32Vec(experts),
-                        [&](OpBuilder &b, Location loc, Value r, ValueRange a) {
-      Value t = arith::DivUIOp::create(b, loc, r, cK), j = arith::RemUIOp::create(b, loc, r, cK);
-      Value e = toIndex(b, loc, extract(b, loc, ids, ValueRange{t, j}));
-      Value c = arith::AddIOp::create(b, loc, extract(b, loc, a[0], e), one32);
-      return SmallVector<Value>{insert(b, loc, c, a[0], e)};
-    })[0];
-    Value offsets = loop(b, loc, c0, indexConst(b, loc, experts), i32Vec(experts + 1),
-                         [&](OpBuilder &b, Location loc, Value e, ValueRange a) {
-      Value next = arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1));
-      Value v = arith::AddIOp::create(b, loc, extract(b, loc, a[0], e), extract(b, loc, counts, e));
-      return SmallVector<Value>{insert(b, loc, v, a[0], next)};
-    })[0];
-    // Place copies in token order within each expert.
-    Value cursor0 = tensor::ExtractSliceOp::create(
-        b, loc, RankedTensorType::get({experts}, b.getI32Type()), offsets,
-        ArrayRef<OpFoldResult>{b.getIndexAttr(0)}, ArrayRef<OpFoldResult>{b.getIndexAttr(experts)},
-        ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
-    Value sources0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies}, b.getI32Type());
-    Value sources = loop(b, loc, c0, copies, ValueRange{cursor0, sources0},
-                         [&](OpBuilder &b, Location loc, Value r, ValueRange a) {
-      Value t = arith::DivUIOp::create(b, loc, r, cK), j = arith::RemUIOp::create(b, loc, r, cK);
-      Value e = toIndex(b, loc, extract(b, loc, ids, ValueRange{t, j}));
-      Value slot = extract(b, loc, a[0], e);
-      Value cursor = insert(b, loc, arith::AddIOp::create(b, loc, slot, one32), a[0], e);
-      return SmallVector<Value>{cursor, insert(b, loc, toI32(b, loc, r), a[1], toIndex(b, loc, slot))};
-    })[1];
-    auto xType = cast<RankedTensorType>(x.getType());
-    int64_t hidden = xType.getDimSize(1);
-    AffineExpr rr = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
-    Value rows = generic(b, loc, sources,
-                         tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies, b.getIndexAttr(hidden)},
-                                                 xType.getElementType()),
-                         {{rr}, {rr, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-                           Value t = arith::DivUIOp::create(b, loc, toIndex(b, loc, a[0]), cK);
-                           linalg::YieldOp::create(b, loc, extract(b, loc, x, ValueRange{t, linalg::IndexOp::create(b, loc, 1)}));
-                         });
-    b.replaceOp(op, {tensor::CastOp::create(b, loc, op.getRows().getType(), rows).getResult(),
-                     offsets,
-                     tensor::CastOp::create(b, loc, op.getSources().getType(), sources).getResult()});
+    Dispatched d = buildDispatch(b, loc, op.getInput(), op.getIds(), op.getNumExperts());
+    b.replaceOp(op, {tensor::CastOp::create(b, loc, op.getRows().getType(), d.rows).getResult(),
+                     d.offsets,
+                     tensor::CastOp::create(b, loc, op.getSources().getType(), d.sources).getResult()});
     return success();
   }
 };
@@ -321,6 +370,299 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
   }
 };
 
+/// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
+Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
+  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+  SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, a, 0),
+                                     tensor::getMixedSize(b, loc, w, 0)};
+  return markKernel(generic(b, loc, ValueRange{a, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
+                            {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate));
+}
+
+/// [offsets, sizes) of `t` with unit strides, as a tensor of `type`.
+Value slice(OpBuilder &b, Location loc, RankedTensorType type, Value t,
+            ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
+  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
+  return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
+}
+
+struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  /// Work-item widths: FFN columns of the gate/up phase, hidden columns of
+  /// the down phase (a block's weights, 64 rows, stay in a core's L2).
+  static constexpr int64_t kBlock = 64;
+
+  LogicalResult matchAndRewrite(moe::FusedExpertsOp op, PatternRewriter &b) const override {
+    for (Value w : op->getOperands())
+      if (isa<llm::QTensorType>(w.getType()))
+        return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
+    if (op.getActivation() != llm::ActivationKind::silu)
+      return b.notifyMatchFailure(op, "only SiLU experts are lowered");
+    Location loc = op.getLoc();
+    Value x = op.getInput(), ids = op.getIds(), weights = op.getWeights();
+    auto gateType = cast<RankedTensorType>(op.getGate().getType());
+    Type wElem = gateType.getElementType();
+    int64_t experts = gateType.getDimSize(0), ffn = gateType.getDimSize(1),
+            hidden = gateType.getDimSize(2);
+    int64_t shared = op.getNumSharedExperts(), allExperts = experts + shared;
+    int64_t topK = cast<RankedTensorType>(ids.getType()).getDimSize(1), slots = topK + shared;
+    Value tokens = tensor::DimOp::create(b, loc, x, 0);
+    AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
+    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+    Value cE = indexConst(b, loc, experts), cF = indexConst(b, loc, ffn);
+
+    // Shared experts as `shared` more slots every token fills, weight 1.
+    if (shared > 0) {
+      auto widen = [&](Type type, function_ref<Value(OpBuilder &, Location, Value, Value)> pick) {
+        Value init = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(slots)}, type);
+        return generic(b, loc, ValueRange{}, init, {{d0, d1}}, {par, par},
+                       [&](OpBuilder &b, Location loc, ValueRange) {
+          Value t = linalg::IndexOp::create(b, loc, 0), j = linalg::IndexOp::create(b, loc, 1);
+          Value routed = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, indexConst(b, loc, topK));
+          Value jj = arith::MinUIOp::create(b, loc, j, indexConst(b, loc, topK - 1));
+          linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, routed, pick(b, loc, t, jj),
+                                                                   [&] {
+            if (type.isInteger(32))
+              return toI32(b, loc, arith::AddIOp::create(b, loc, cE,
+                  arith::SubIOp::create(b, loc, j, indexConst(b, loc, topK))));
+            return f32Const(b, loc, 1.0);
+          }()).getResult());
+        });
+      };
+      Value origIds = ids, origWeights = weights;
+      ids = widen(b.getI32Type(), [&](OpBuilder &b, Location loc, Value t, Value j) {
+        return extract(b, loc, origIds, ValueRange{t, j});
+      });
+      weights = widen(b.getF32Type(), [&](OpBuilder &b, Location loc, Value t, Value j) {
+        return toF32(b, loc, extract(b, loc, origWeights, ValueRange{t, j}));
+      });
+    }
+    // The shared experts sort last and their rows are x itself: only the
+    // routed copies are gathered.
+    Dispatched d = buildDispatch(b, loc, x, ids, allExperts,
+                                 shared > 0 ? std::optional<int64_t>(topK) : std::nullopt);
+    Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
+    Value flatWeights = tensor::CollapseShapeOp::create(b, loc, weights,
+                                                       ArrayRef<ReassociationIndices>{{0, 1}});
+
+    // The experts some token selected, compacted: the work items cover
+    // only them (at decode, top-k of the experts).
+    Value active0 = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{allExperts}, b.getI32Type());
+    SmallVector<Value> compacted = loop(
+        b, loc, c0, indexConst(b, loc, allExperts), ValueRange{active0, c0},
+        [&](OpBuilder &b, Location loc, Value e, ValueRange a) {
+          Value lo = extract(b, loc, d.offsets, e);
+          Value hi = extract(b, loc, d.offsets, arith::AddIOp::create(b, loc, e, c1).getResult());
+          Value used = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, hi, lo);
+          // count <= e: the slot is in bounds; an unused expert's entry is
+          // overwritten by the next used one.
+          Value list = insert(b, loc, toI32(b, loc, e), a[0], a[1]);
+          Value next = arith::SelectOp::create(b, loc, used, arith::AddIOp::create(b, loc, a[1], c1), a[1]);
+          return SmallVector<Value>{list, next};
+        });
+    Value active = compacted[0], numActive = compacted[1];
+    auto expertRows = [&](OpBuilder &b, Location loc, Value a) {
+      Value e = toIndex(b, loc, extract(b, loc, active, a));
+      Value lo = toIndex(b, loc, extract(b, loc, d.offsets, e));
+      Value hi = toIndex(b, loc, extract(b, loc, d.offsets, arith::AddIOp::create(b, loc, e, c1).getResult()));
+      return std::make_tuple(e, lo, arith::SubIOp::create(b, loc, hi, lo).getResult());
+    };
+    // Rows [lo, lo + count) of a routed expert's weight, or of a shared
+    // expert's (s = e - experts: FFN columns [s * ffn, (s + 1) * ffn)).
+    auto routedBlock = [&](OpBuilder &b, Location loc, Value e, Value stacked, bool down, Value lo,
+                           Value count) -> Value {
+      int64_t inner = down ? ffn : hidden;
+      return tensor::ExtractSliceOp::create(
+          b, loc, RankedTensorType::get({ShapedType::kDynamic, inner}, wElem), stacked,
+          ArrayRef<OpFoldResult>{e, lo, b.getIndexAttr(0)},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1), count, b.getIndexAttr(inner)},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
+    };
+    auto sharedBlock = [&](OpBuilder &b, Location loc, Value e, Value dense, bool down, Value lo,
+                           Value count) -> Value {
+      int64_t inner = down ? ffn : hidden;
+      Value base = arith::MulIOp::create(b, loc, arith::SubIOp::create(b, loc, e, cE), cF);
+      SmallVector<OpFoldResult> offsets =
+          down ? SmallVector<OpFoldResult>{lo, base}
+               : SmallVector<OpFoldResult>{arith::AddIOp::create(b, loc, base, lo).getResult(),
+                                           b.getIndexAttr(0)};
+      return slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, inner}, wElem), dense,
+                   offsets, {count, b.getIndexAttr(inner)});
+    };
+    // `body` for a routed expert and, when there are shared experts, in an
+    // scf.if for them: each branch has its own contractions, so the kernels
+    // see each operand's own (unit-stride) layout.
+    using ExpertBody = function_ref<SmallVector<Value>(OpBuilder &, Location, bool)>;
+    auto perExpert = [&](OpBuilder &b, Location loc, Value e, ExpertBody body) {
+      if (shared == 0)
+        return body(b, loc, /*routed=*/true);
+      Value isRouted = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, e, cE);
+      auto branch = scf::IfOp::create(
+          b, loc, isRouted,
+          [&](OpBuilder &b, Location loc) { scf::YieldOp::create(b, loc, body(b, loc, true)); },
+          [&](OpBuilder &b, Location loc) { scf::YieldOp::create(b, loc, body(b, loc, false)); });
+      return SmallVector<Value>(branch.getResults());
+    };
+    auto blockWidth = [&](OpBuilder &b, Location loc, Value start, int64_t total) {
+      return arith::MinUIOp::create(b, loc, indexConst(b, loc, kBlock),
+                                    arith::SubIOp::create(b, loc, indexConst(b, loc, total), start)).getResult();
+    };
+
+    // Phase 1: h = w * silu(rows Wg^T) .* (rows Wu^T), one work item per
+    // (selected expert, block of FFN columns).
+    int64_t ffnBlocks = llvm::divideCeil(ffn, kBlock);
+    Value items = arith::MulIOp::create(b, loc, numActive, indexConst(b, loc, ffnBlocks));
+    Value h0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies, b.getIndexAttr(ffn)}, b.getF32Type());
+    auto gateUp = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{items}, ValueRange{h0}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(gateUp.getBody());
+      Value item = gateUp.getInductionVars()[0];
+      Value a = arith::DivUIOp::create(b, loc, item, indexConst(b, loc, ffnBlocks));
+      Value f0 = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, item, indexConst(b, loc, ffnBlocks)),
+                                       indexConst(b, loc, kBlock));
+      auto [e, lo, n] = expertRows(b, loc, a);
+      Value width = blockWidth(b, loc, f0, ffn);
+      auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
+      SmallVector<Value> gu = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
+        // A shared expert's rows are x itself (every token, in order).
+        Value xs = routed ? slice(b, loc, rowsType, d.rows, {lo, b.getIndexAttr(0)},
+                                  {n, b.getIndexAttr(hidden)})
+                          : x;
+        auto block = [&](Value stacked, Value dense) {
+          return routed ? routedBlock(b, loc, e, stacked, false, f0, width)
+                        : sharedBlock(b, loc, e, dense, false, f0, width);
+        };
+        return SmallVector<Value>{
+            itemContraction(b, loc, xs, block(op.getGate(), op.getSharedGateProj())),
+            itemContraction(b, loc, xs, block(op.getUp(), op.getSharedUpProj()))};
+      });
+      Value g = gu[0], u = gu[1];
+      Value hBlock = generic(b, loc, ValueRange{g, u},
+                             tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n, width}, b.getF32Type()),
+                             {{d0, d1}, {d0, d1}, {d0, d1}}, {par, par},
+                             [&](OpBuilder &b, Location loc, ValueRange v) {
+        // The routing weight of this row's copy, applied before the (linear)
+        // down product.
+        Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
+        Value w = extract(b, loc, flatWeights, toIndex(b, loc, extract(b, loc, d.sources, r)));
+        Value one = f32Const(b, loc, 1.0);
+        Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, v[0]));
+        Value silu = arith::DivFOp::create(b, loc, v[0], arith::AddFOp::create(b, loc, one, ex));
+        Value prod = arith::MulFOp::create(b, loc, silu, v[1]);
+        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, prod, w).getResult());
+      });
+      b.setInsertionPointToStart(gateUp.getTerminator().getBody());
+      tensor::ParallelInsertSliceOp::create(
+          b, loc, hBlock, gateUp.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{lo, f0},
+          ArrayRef<OpFoldResult>{n, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    }
+    Value h = gateUp.getResult(0);
+
+    // Phase 2: y[token] += h[row] Wd^T over every selected expert's rows,
+    // one work item per block of hidden columns (the items write disjoint
+    // columns of y, so the scatter-add needs no atomics).
+    int64_t hiddenBlocks = llvm::divideCeil(hidden, kBlock);
+    Value y0 = filled(b, loc, {tokens, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
+    auto downCombine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(hiddenBlocks)},
+                                             ValueRange{y0}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(downCombine.getBody());
+      Value c0h = arith::MulIOp::create(b, loc, downCombine.getInductionVars()[0], indexConst(b, loc, kBlock));
+      Value width = blockWidth(b, loc, c0h, hidden);
+      auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
+      Value yBlock0 = slice(b, loc, blockType, downCombine.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
+                            {tokens, width});
+      Value yBlock = loop(b, loc, c0, numActive, yBlock0, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
+        auto [e, lo, n] = expertRows(b, loc, a);
+        auto hType = RankedTensorType::get({ShapedType::kDynamic, ffn}, b.getF32Type());
+        Value hs = slice(b, loc, hType, h, {lo, b.getIndexAttr(0)}, {n, b.getIndexAttr(ffn)});
+        Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
+          Value w = routed ? routedBlock(b, loc, e, op.getDown(), true, c0h, width)
+                           : sharedBlock(b, loc, e, op.getSharedDownProj(), true, c0h, width);
+          return SmallVector<Value>{itemContraction(b, loc, hs, w)};
+        })[0];
+        return loop(b, loc, c0, n, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
+          Value src = toIndex(b, loc, extract(b, loc, d.sources, arith::AddIOp::create(b, loc, lo, r).getResult()));
+          Value t = arith::DivUIOp::create(b, loc, src, indexConst(b, loc, slots));
+          auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
+          Value row = slice(b, loc, rowType, acc[0], {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
+          Value add = slice(b, loc, rowType, out, {r, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
+          Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
+                              [](OpBuilder &b, Location loc, ValueRange v) {
+            linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
+          });
+          return SmallVector<Value>{tensor::InsertSliceOp::create(
+              b, loc, sum, acc[0], ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
+        });
+      })[0];
+      b.setInsertionPointToStart(downCombine.getTerminator().getBody());
+      tensor::ParallelInsertSliceOp::create(
+          b, loc, yBlock, downCombine.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
+          ArrayRef<OpFoldResult>{tokens, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    }
+    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), downCombine.getResult(0)).getResult());
+    return success();
+  }
+};
+
+struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  /// Tokens per work item: the router weight is read once per block.
+  static constexpr int64_t kTokenBlock = 16;
+
+  LogicalResult matchAndRewrite(moe::FusedRouteOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    moe::RoutingAttr routing = op.getRouting();
+    Value x = op.getInput(), router = op.getRouter();
+    auto routerType = cast<RankedTensorType>(router.getType());
+    int64_t experts = routerType.getDimSize(0), hidden = routerType.getDimSize(1);
+    int64_t k = routing.getTopK();
+    Value tokens = tensor::DimOp::create(b, loc, x, 0);
+    SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(k)};
+    Value weights0 = tensor::EmptyOp::create(b, loc, outSizes, b.getF32Type());
+    Value ids0 = tensor::EmptyOp::create(b, loc, outSizes, b.getI32Type());
+    Value blocks = arith::CeilDivUIOp::create(b, loc, tokens, indexConst(b, loc, kTokenBlock));
+    auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{blocks},
+                                        ValueRange{weights0, ids0}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(forall.getBody());
+      Value t0 = arith::MulIOp::create(b, loc, forall.getInductionVars()[0], indexConst(b, loc, kTokenBlock));
+      Value n = arith::MinUIOp::create(b, loc, indexConst(b, loc, kTokenBlock),
+                                       arith::SubIOp::create(b, loc, tokens, t0));
+      Value xs = slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type()), x,
+                       {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(hidden)});
+      // Expert choice is discrete: the product stays f32 (moir.precise).
+      Value logits = itemContraction(b, loc, xs, router);
+      logits.getDefiningOp()->setAttr("moir.precise", b.getUnitAttr());
+      SmallVector<OpFoldResult> blockSizes = {n, b.getIndexAttr(k)};
+      SmallVector<Value> routed = loop(
+          b, loc, indexConst(b, loc, 0), n,
+          ValueRange{tensor::EmptyOp::create(b, loc, blockSizes, b.getF32Type()),
+                     tensor::EmptyOp::create(b, loc, blockSizes, b.getI32Type())},
+          [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
+            Value row = slice(b, loc, RankedTensorType::get({experts}, b.getF32Type()), logits,
+                              {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), b.getIndexAttr(experts)});
+            auto [w, ids] = insertRow(b, loc, routeToken(b, loc, routing, row, op.getCorrectionBias(), experts),
+                                      acc[0], acc[1], t, k);
+            return SmallVector<Value>{w, ids};
+          });
+      b.setInsertionPointToStart(forall.getTerminator().getBody());
+      for (auto [value, out] : llvm::zip(routed, forall.getRegionIterArgs()))
+        tensor::ParallelInsertSliceOp::create(
+            b, loc, value, out, ArrayRef<OpFoldResult>{t0, b.getIndexAttr(0)}, blockSizes,
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    }
+    b.replaceOp(op, {tensor::CastOp::create(b, loc, op.getWeights().getType(), forall.getResult(0)).getResult(),
+                     tensor::CastOp::create(b, loc, op.getIds().getType(), forall.getResult(1)).getResult()});
+    return success();
+  }
+};
+
 struct LowerCombine : OpRewritePattern<moe::CombineOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::CombineOp op, PatternRewriter &b) const override {
@@ -356,5 +698,5 @@ struct LowerCombine : OpRewritePattern<moe::CombineOp> {
 } // namespace
 
 void moir::lowering::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerRoute, LowerDispatch, LowerExpertFFN, LowerCombine>(patterns.getContext());
+  patterns.add<LowerRoute, LowerDispatch, LowerExpertFFN, LowerCombine, LowerFusedExperts, LowerFusedRoute>(patterns.getContext());
 }

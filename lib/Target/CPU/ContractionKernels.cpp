@@ -507,7 +507,7 @@ struct CPUContractionKernelsPass
     KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
-      if (!op->hasAttr("moir.parallel"))
+      if (!op->hasAttr("moir.parallel") && !op->hasAttr("moir.kernel"))
         return;
       if (Form form = classify(op); form != Form::None)
         matched.push_back({op, form});
@@ -517,24 +517,26 @@ struct CPUContractionKernelsPass
       b.setInsertionPoint(op);
       // Products marked moir.precise (the MoE router) keep f32 activations.
       bool precise = op->hasAttr("moir.precise");
+      // moir.kernel: one work item of an enclosing parallel loop already.
+      bool parallel = op->hasAttr("moir.parallel");
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
       if (form == Form::Plain)
-        KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build();
+        KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
       else
-        buildBatched(b, op, shape, precise, form);
+        buildBatched(b, op, shape, precise, form, parallel);
       op.erase();
     }
   }
 
   /// One kernel per batch index b over 2-D views of the operands.
   static void buildBatched(OpBuilder &b, linalg::GenericOp op, const KernelShape &shape,
-                           bool precise, Form form) {
+                           bool precise, Form form, bool parallel) {
     Location loc = op.getLoc();
     SmallVector<Range> ranges = cast<linalg::LinalgOp>(op.getOperation()).createLoopRanges(b, loc);
     // Work items: the batch (heads); each runs its kernel sequentially, so a
     // decode step's attention is one fork per op, not one per head.
     Value count = getValueOrCreateConstantIndexOp(b, loc, ranges[1].size);
-    forEachItem(b, loc, ValueRange{count}, /*parallel=*/true, [&](ValueRange ivs) {
+    forEachItem(b, loc, ValueRange{count}, parallel, [&](ValueRange ivs) {
       Value batch = ivs[0];
       auto view = [&](OpOperand &operand) {
         Value v = operand.get();

@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
@@ -51,6 +52,8 @@ void buildLoweringToLLVMPipeline(OpPassManager &pm, const KernelOptions &kernels
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createCPUApproximateMathPass());
   pm.addPass(createConvertLinalgToLoopsPass());
+  // Work items of fused ops (moe.fused_experts) come as scf.forall.
+  pm.addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());
   // Inlines the allocation scopes the OpenMP conversion wraps loop bodies in
   // (they hold no allocations), so the bodies can become plain blocks.

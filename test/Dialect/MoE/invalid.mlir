@@ -358,3 +358,27 @@ func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x24x16xf32
   %y = moe.layer %x router %wr experts(%g, %g, %d) shared(%a, %a, %c) shared_gate %sg routing <top_k = 2, scoring = softmax> activation silu : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x24x16xf32>, tensor<4x24x16xf32>, tensor<4x16x24xf32>, tensor<8x16xf32>, tensor<8x16xf32>, tensor<16x8xf32>, tensor<2x16xf32>) -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x3xf32>, %g: tensor<4x24x16xf32>, %d: tensor<4x16x24xf32>) {
+  // expected-error @+1 {{weights top-k is 3, expected 2}}
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x3xf32>, tensor<4x24x16xf32>, tensor<4x24x16xf32>, tensor<4x16x24xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x24x16xf32>, %d: tensor<4x16x24xf32>, %a: tensor<36x16xf32>, %c: tensor<16x36xf32>) {
+  // expected-error @+1 {{shared expert FFN width (36) must be a multiple of the routed experts' (24)}}
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) shared(%a, %a, %c) : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x24x16xf32>, tensor<4x24x16xf32>, tensor<4x16x24xf32>, tensor<36x16xf32>, tensor<36x16xf32>, tensor<16x36xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x32xf32>) {
+  // expected-error @+1 {{router hidden dimension is 32, expected 16}}
+  %w, %ids = moe.fused_route %x, %wr routing <top_k = 2, scoring = softmax> : tensor<?x16xf32>, tensor<4x32xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}

@@ -63,3 +63,29 @@ func.func @layers(%x: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, 
   %c = moe.layer %x router %wr bias %bias experts(%qg, %qu, %qd) shared(%sg, %su, %sd) routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.5> activation silu : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8xf32>, !llm.qtensor<8x32x64xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, !llm.qtensor<8x32x64xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, !llm.qtensor<8x64x32xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, tensor<48x64xf32>, tensor<48x64xf32>, tensor<64x48xf32>) -> tensor<?x64xf32>
   return %a, %b, %c : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// CHECK-LABEL: func.func @fused_experts
+func.func @fused_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %wg = llm.weight "gate" : tensor<8x32x64xf32>
+  %wu = llm.weight "up" : tensor<8x32x64xf32>
+  %wd = llm.weight "down" : tensor<8x64x32xf32>
+  %sg = llm.weight "sg" : tensor<64x64xf32>
+  %su = llm.weight "su" : tensor<64x64xf32>
+  %sd = llm.weight "sd" : tensor<64x64xf32>
+  // CHECK: moe.fused_experts silu %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) :
+  %a = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<?x64xf32>
+  // CHECK: moe.fused_experts silu %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) shared(%{{.*}}, %{{.*}}, %{{.*}}) :
+  %b = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>, tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
+  return %a, %b : tensor<?x64xf32>, tensor<?x64xf32>
+}
+
+// CHECK-LABEL: func.func @fused_route
+func.func @fused_route(%x: tensor<?x64xf32>) -> (tensor<?x2xf32>, tensor<?x3xi32>) {
+  %wr = llm.weight "router" : tensor<8x64xf32>
+  %b = llm.weight "bias" : tensor<8xf32>
+  // CHECK: moe.fused_route %{{.*}}, %{{.*}} routing <top_k = 2, scoring = softmax> : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %w, %ids = moe.fused_route %x, %wr routing <top_k = 2, scoring = softmax> : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  // CHECK: moe.fused_route %{{.*}}, %{{.*}} bias %{{.*}} routing
+  %w3, %ids3 = moe.fused_route %x, %wr bias %b routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2> : tensor<?x64xf32>, tensor<8x64xf32>, tensor<8xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
+  return %w, %ids3 : tensor<?x2xf32>, tensor<?x3xi32>
+}

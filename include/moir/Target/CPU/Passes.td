@@ -60,6 +60,10 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     accumulation stays f32. Ops marked `moir.precise` (the MoE router, whose
     top-k is a discrete choice) keep f32 activations.
 
+    Ops marked `moir.kernel` instead of `moir.parallel` are already one work
+    item of an enclosing parallel loop (the fused experts' `scf.forall`):
+    they get the same kernel with its blocks run sequentially.
+
     Other linalg ops are left alone.
   }];
   let options = [
