@@ -42,20 +42,38 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                        filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
                        {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
                        multiplyAccumulate));
-  // scores[t, h, s] = q_lat . latent[s] + q_pe . k_pe[s]
-  SmallVector<OpFoldResult> scoreSizes = {a.tokens, b.getIndexAttr(a.heads), a.len};
-  Value scores = markParallel(generic(b, loc, ValueRange{qLat, a.latent}, filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
-                         {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
-  scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), a.kpe}, scores,
-                   {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
-  Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
+  // Every head reads the same cache rows: queries and heads together form
+  // the rows m = t * heads + h of one product, so the cache is read once
+  // per call, not once per head.
+  // scores[m, s] = q_lat[m] . latent[s] + q_pe[m] . k_pe[s]
+  ReassociationIndices th = {0, 1};
+  auto rows = [&](Value v) {
+    return tensor::CollapseShapeOp::create(b, loc, v, ArrayRef<ReassociationIndices>{th, {2}})
+        .getResult();
+  };
+  Value m = arith::MulIOp::create(b, loc, a.tokens, indexConst(b, loc, a.heads));
+  Value scores = markParallel(generic(b, loc, ValueRange{rows(qLat), a.latent},
+                                      filled(b, loc, {m, a.len}, b.getF32Type(), 0.0),
+                                      {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
+                                      multiplyAccumulate));
+  scores = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe}, scores,
+                                {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red}, multiplyAccumulate));
+  Value scores3 = tensor::ExpandShapeOp::create(
+      b, loc, RankedTensorType::get({ShapedType::kDynamic, a.heads, ShapedType::kDynamic}, b.getF32Type()),
+      scores, ArrayRef<ReassociationIndices>{th, {2}},
+      ArrayRef<OpFoldResult>{a.tokens, b.getIndexAttr(a.heads), a.len});
+  Value probs = maskedSoftmax(b, loc, scores3, op.getPositions(), op.getScale().convertToDouble(),
                               std::nullopt);
-  // o_lat[t, h, c] = sum_s p[t, h, s] * latent[s, c]
-  // Loops (t, h, s, c): the innermost runs along a cache row, contiguous
-  // and vectorizable, instead of striding down the cache per element.
-  Value oLat = markParallel(generic(b, loc, ValueRange{probs, a.latent},
-                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
-                       {{d0, d1, d2}, {d2, d3}, {d0, d1, d3}}, {par, par, red, par}, multiplyAccumulate));
+  // o_lat[m, c] = sum_s p[m, s] * latent[s, c]: loops (m, c, s), the
+  // latent row's c contiguous (an outer-product kernel).
+  Value oLat2 = markParallel(generic(b, loc, ValueRange{rows(probs), a.latent},
+                                     filled(b, loc, {m, b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
+                                     {{d0, d2}, {d2, d1}, {d0, d1}}, {par, par, red},
+                                     multiplyAccumulate));
+  Value oLat = tensor::ExpandShapeOp::create(
+      b, loc, RankedTensorType::get({ShapedType::kDynamic, a.heads, a.rank}, b.getF32Type()), oLat2,
+      ArrayRef<ReassociationIndices>{th, {2}},
+      ArrayRef<OpFoldResult>{a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)});
   // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
   Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),

@@ -123,8 +123,11 @@ std::optional<SmallVector<int>> operandLayout(AffineMap map, ArrayRef<int> kept)
 ///   Q[t, h, :] . K[s, h / group, :]; MLA's per-head output projection);
 /// - Outer: loops (m, b, k, n) or (m, b, n, k), C[m, n] += A[m, k] * W[k, n]
 ///   per b with n contiguous in W and C (attention's weighted sums of value
-///   rows; MLA's query absorption, W_UK stored [n, c] per head).
-enum class Form { None, Plain, Batched, Outer };
+///   rows; MLA's query absorption, W_UK stored [n, c] per head);
+/// - Outer2D: loops (m, n, k), the same without a batch (absorbed MLA's sum
+///   of latent rows over every head at once: the cache is read once, not
+///   once per head).
+enum class Form { None, Plain, Batched, Outer, Outer2D };
 
 /// Whether the last result of `map` is loop `loop` and `v`'s last dimension
 /// has unit stride.
@@ -150,8 +153,14 @@ Form classify(linalg::GenericOp op) {
     bindDims(ctx, m, n, k);
     if (iterators[0] != IteratorType::parallel || iterators[1] != IteratorType::parallel ||
         iterators[2] != IteratorType::reduction || maps[0] != AffineMap::get(3, 0, {m, k}, ctx) ||
-        maps[1] != AffineMap::get(3, 0, {n, k}, ctx) ||
         maps[2] != AffineMap::get(3, 0, {m, n}, ctx))
+      return Form::None;
+    if (maps[1] == AffineMap::get(3, 0, {k, n}, ctx))
+      return unitInnerStride(a.getType()) && unitInnerStride(w.getType()) &&
+                     unitInnerStride(c.getType())
+                 ? Form::Outer2D
+                 : Form::None;
+    if (maps[1] != AffineMap::get(3, 0, {n, k}, ctx))
       return Form::None;
     return unitInnerStride(a.getType()) && unitInnerStride(w.getType()) ? Form::Plain : Form::None;
   }
@@ -522,6 +531,8 @@ struct CPUContractionKernelsPass
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
       if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
+      else if (form == Form::Outer2D)
+        OuterKernelBuilder(b, op.getLoc(), a, w, c, shape).build(parallel);
       else
         buildBatched(b, op, shape, precise, form, parallel);
       op.erase();

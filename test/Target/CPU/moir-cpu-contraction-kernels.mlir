@@ -56,11 +56,18 @@ func.func @bf16_weights(%x: memref<?x100xf32>, %w: memref<30x100xbf16>, %y: memr
 
 // -----
 
-// Left alone: an unmarked contraction, one with weights stored input-major
-// (W[k, n]), and one whose body is not a multiply-accumulate.
+// Left alone: an unmarked contraction and one whose body is not a
+// multiply-accumulate. The one with weights stored input-major (W[k, n]) gets
+// the outer-product kernel (no batch: blocks of rows x columns in parallel).
 // CHECK-LABEL: func.func @not_matched
 // CHECK-NOT: vector.
-// CHECK-COUNT-3: linalg.generic
+// CHECK: linalg.generic
+// CHECK-NOT: linalg.generic
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%c0{{.*}}, %c0{{.*}}) to
+// CHECK: vector.broadcast
+// CHECK-COUNT-4: vector.fma
+// CHECK: linalg.generic
+// CHECK-NOT: linalg.generic
 // DOT-LABEL: func.func @not_matched
 // DOT-NOT: x86vector
 #mk = affine_map<(m, n, k) -> (m, k)>
