@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # MoE fusion benchmark (not a test): the DeepSeek-V2-Lite-shaped model (bf16,
-# 64 experts top-6 + 2 shared, absorbed MLA) decoding at a 4096-token context,
-# compiled with moe-fuse-experts (the default: dispatch, the expert FFNs,
-# combine and the shared experts as one moe.fused_experts, two parallel
-# phases) and with --moe-fuse-experts=false (the separate steps: one loop
-# over experts, three parallel matmuls per selected expert, then combine).
-# The two builds run alternately REPEAT times (default 3), so both see the
-# same machine; the prompt (4096 ids) is prefilled in chunks of 512. Prints
-# one JSON line per run and the median per build.
+# 64 experts top-6 + 2 shared, absorbed MLA) decoding at a CONTEXT-token
+# context (default 4096), in three builds:
+#   fused:   the default: moe-fuse-router (router product + routing as one
+#            step, parallel over tokens) and moe-fuse-experts (dispatch, the
+#            expert FFNs, combine and the shared experts as one step, two
+#            parallel phases);
+#   router:  --moe-fuse-experts=false (experts as separate steps: a loop over
+#            experts, three parallel matmuls per selected expert, combine);
+#   unfused: both off.
+# The builds run alternately REPEAT times (default 3), so all see the same
+# machine; the prompt is prefilled in chunks of 512. Prints one JSON line per
+# run and the median per build.
 #
 #   bench/moe_fusion.sh [steps]     (decode steps, default 16)
 set -euo pipefail
@@ -17,28 +21,37 @@ bash "$root/scripts/build.sh" > "$build/build.log" 2>&1 || { cat "$build/build.l
 steps="${1:-16}"
 dir="$build/models/deepseek-v2-lite-bench-bf16"
 [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape deepseek-v2-lite-bench --dtype bf16 >&2
-prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(4096)))")
-for form in fused unfused; do
-  flag=""
-  [ "$form" = unfused ] && flag="--moe-fuse-experts=false"
-  "$build/bin/moirc" "$dir" --target=cpu --cpu=native --cache-capacity=4160 $flag -o "$dir.$form.moir"
+context="${CONTEXT:-4096}"
+prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range($context)))")
+forms=(fused router unfused)
+flags() {
+  case "$1" in
+    fused) echo "" ;;
+    router) echo "--moe-fuse-experts=false" ;;
+    unfused) echo "--moe-fuse-experts=false --moe-fuse-router=false" ;;
+  esac
+}
+for form in "${forms[@]}"; do
+  # shellcheck disable=SC2046
+  "$build/bin/moirc" "$dir" --target=cpu --cpu=native --cache-capacity=$((context + 64)) $(flags "$form") -o "$dir.$form.moir"
 done
 out=$(mktemp)
 for _ in $(seq "${REPEAT:-3}"); do
-  for form in fused unfused; do
+  for form in "${forms[@]}"; do
     result=$("$build/bin/moir-run" "$dir.$form.moir" --tokens "$prompt" -n "$steps" --prefill-chunk 512 --json | sed 's/"tokens": \[[^]]*\], //')
-    line="{\"model\": \"deepseek-v2-lite-bench\", \"experts\": \"$form\", \"context\": 4096, ${result#\{}"
+    line="{\"model\": \"deepseek-v2-lite-bench\", \"build\": \"$form\", \"context\": $context, ${result#\{}"
     echo "$line" | tee -a "$out"
   done
 done
-python3 - "$out" <<'PY'
+python3 - "$out" "$context" <<'PY'
 import json, sys, statistics
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for form in ("fused", "unfused"):
-    mine = [r for r in runs if r["experts"] == form]
-    print(json.dumps({"experts": form, "context": 4096, "runs": len(mine),
+for form in ("fused", "router", "unfused"):
+    mine = [r for r in runs if r["build"] == form]
+    print(json.dumps({"build": form, "context": int(sys.argv[2]), "runs": len(mine),
                       "decode_tokens_per_s_median": statistics.median(r["decode_tokens_per_s"] for r in mine),
                       "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine],
                       "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine)}))
 PY
-rm -f "$out" "$dir.fused.moir" "$dir.unfused.moir"
+rm -f "$out"
+for form in "${forms[@]}"; do rm -f "$dir.$form.moir"; done

@@ -23,6 +23,8 @@ static std::string dtypeName(mlir::Type type) {
   if (type.isF32()) return "f32";
   if (type.isF16()) return "f16";
   if (type.isBF16()) return "bf16";
+  if (type.isInteger(8)) return "i8";
+  if (isa<mlir::Float8E4M3FNType>(type)) return "f8e4m3";
   if (type.isInteger(32)) return "i32";
   if (type.isInteger(64)) return "i64";
   if (type.isIndex()) return "index";
@@ -42,6 +44,7 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   graph.absorbMLA = choices.absorbMLA;
   graph.fuseExperts = choices.fuseExperts;
   graph.fuseRouter = choices.fuseRouter;
+  graph.quantizeKVCache = choices.quantizeKVCache;
   buildGraphPipeline(toGraph, graph);
   if (failed(toGraph.run(module)))
     return fail("compiling to the graph phase failed");
@@ -158,6 +161,9 @@ Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   // The fused MoE lowerings (scf.forall work items over tokens and selected
   // experts) are written for the CPU's thread pool; GPU kernels map the
   // steps.
+  if (!graph.quantizeKVCache.empty())
+    return fail("--quantize-kv-cache is implemented for CPU targets only (the GPU attention "
+                "kernels read f32 caches)");
   GraphChoices choices = graph;
   choices.fuseExperts = false;
   choices.fuseRouter = false;

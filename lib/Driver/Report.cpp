@@ -68,6 +68,22 @@ double elementBytes(Type type) {
   return elem.isIntOrFloat() ? elem.getIntOrFloatBitWidth() / 8.0 : 0.0;
 }
 
+/// Bytes one cache row (token) of `cache` holds: values as stored and, for
+/// a quantized cache (read through llm.dequantize_cache), its f32 scales.
+double cacheRowBytes(Value cache) {
+  auto type = cast<ShapedType>(cache.getType());
+  double values = 1;
+  for (int64_t d : type.getShape().drop_front())
+    values *= static_cast<double>(d);
+  auto dq = cache.getDefiningOp<llm::DequantizeCacheOp>();
+  if (!dq)
+    return values * elementBytes(type);
+  double scales = 1;
+  for (int64_t d : cast<ShapedType>(dq.getScales().getType()).getShape().drop_front())
+    scales *= static_cast<double>(d);
+  return values * elementBytes(dq.getCache().getType()) + 4 * scales;
+}
+
 } // namespace
 
 llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_ostream &os) {
@@ -84,6 +100,10 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   // f32 intermediates passed between MoE steps per decode token (bytes
   // written and read back), with the fusions and without.
   int64_t moeLayers = 0, fusedRoutes = 0, fusedExperts = 0, foldedShared = 0;
+  // Attention layers, those reading quantized caches, and the cache bytes a
+  // token adds over all layers.
+  int64_t attentionLayers = 0, quantizedCaches = 0;
+  double cacheBytesPerToken = 0;
   double betweenSteps = 0, betweenStepsUnfused = 0;
   auto expertWork = [&](ArrayRef<Value> stacks) {
     double n = 0, bytes = 0, experts = 1;
@@ -151,7 +171,10 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       auto k = cast<ShapedType>(attn.getKey().getType());
       auto v = cast<ShapedType>(attn.getValue().getType());
       double heads = q.getDimSize(1), dk = q.getDimSize(2), dv = v.getDimSize(2);
-      double rowBytes = (k.getDimSize(1) * dk + v.getDimSize(1) * dv) * elementBytes(k.getElementType());
+      double rowBytes = cacheRowBytes(attn.getKey()) + cacheRowBytes(attn.getValue());
+      ++attentionLayers;
+      quantizedCaches += attn.getKey().getDefiningOp<llm::DequantizeCacheOp>() != nullptr;
+      cacheBytesPerToken += rowBytes;
       w = {2 * heads * S * (dk + dv), S * rowBytes, 2 * heads * meanRows * (dk + dv),
            meanRows * rowBytes};
     } else if (auto attend = dyn_cast<mla::AttendOp>(op)) {
@@ -163,7 +186,10 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       // (mla-absorb-weights' cost model).
       auto materialized = [&](double t, double s) { return s * expand + t * s * (nope + rope + vd); };
       auto absorbedCost = [&](double t, double s) { return t * (expand + s * (2 * rank + rope)); };
-      double cacheBytes = (rank + rope) * elementBytes(attend.getLatentCache().getType());
+      double cacheBytes = cacheRowBytes(attend.getLatentCache()) + cacheRowBytes(attend.getRopeCache());
+      ++attentionLayers;
+      quantizedCaches += attend.getLatentCache().getDefiningOp<llm::DequantizeCacheOp>() != nullptr;
+      cacheBytesPerToken += cacheBytes;
       double kvb = numElements(attend.getKvBProj().getType()) *
                    elementBytes(attend.getKvBProj().getType());
       ++mlaLayers;
@@ -211,7 +237,9 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   } else {
     os << "  moe-fuse-router, moe-fuse-experts: no MoE layers\n";
   }
-  os << "  quantize-kv-cache: not implemented\n";
+  os << "  quantize-kv-cache: " << quantizedCaches << " of " << attentionLayers
+     << " attention layers read quantized caches; "
+     << llvm::format("%.0f", cacheBytesPerToken) << " cache bytes per token\n";
   os << llvm::format("%-6s %28s %12s %28s %12s\n", "layer", "decode MFLOP before -> after",
                      "decode MB", "prefill MFLOP before -> after", "prefill MB");
   Row total;

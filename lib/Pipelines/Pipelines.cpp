@@ -57,6 +57,11 @@ void buildGraphPipeline(OpPassManager &pm, const GraphPipelineOptions &options) 
     if (options.fuseExperts)
       pm.addPass(createMoEFuseExpertsPass());
   }
+  if (!options.quantizeKVCache.empty()) {
+    QuantizeKVCachePassOptions quantize;
+    quantize.format = options.quantizeKVCache;
+    pm.addPass(createQuantizeKVCachePass(quantize));
+  }
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 }

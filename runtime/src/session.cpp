@@ -120,9 +120,11 @@ extern "C" moir_status moir_session_create(moir_model *model, int64_t capacity,
   for (size_t i = 0; i < model->args.size(); ++i) {
     const moir::rt::Arg &arg = model->args[i];
     if (arg.kind == "cache") {
-      if (arg.dtype != "f32")
+      // f32 caches and scales; quantized caches store one byte per value.
+      size_t width = arg.dtype == "f32" ? 4 : (arg.dtype == "i8" || arg.dtype == "f8e4m3") ? 1 : 0;
+      if (!width)
         return fail(MOIR_ERROR_UNSUPPORTED, model->path + ": cache type " + arg.dtype);
-      s->caches.emplace_back(model->driver, elements(arg.shape) * sizeof(float));
+      s->caches.emplace_back(model->driver, elements(arg.shape) * width);
       if (!s->caches.back())
         return fail(MOIR_ERROR_OUT_OF_RANGE, model->path + ": out of memory for the KV cache");
       s->descriptors[i].set(s->caches.back().get(), arg.shape);

@@ -139,6 +139,64 @@ func.func @fused_route(%x: tensor<?x16xf32>, %wr: tensor<8x16xbf16>, %b: tensor<
 
 // -----
 
+// Quantized caches read through llm.dequantize_cache: the products read the
+// stored int8 / FP8 values (converted in the body); the row scales multiply
+// the scores after them and the probabilities before the weighted sum. No
+// dequantized copy of the cache is made.
+// CHECK-LABEL: func.func @attend_int8
+// CHECK-NOT: llm.dequantize_cache
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[LAT:.*]] : tensor<?x32xf32>, tensor<?x32xi8>)
+// CHECK: arith.sitofp %{{.*}} : i8 to f32
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[LS:.*]] : tensor<?x?xf32>, tensor<?xf32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?x8xi8>)
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[LS]] : tensor<?x?xf32>, tensor<?xf32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[LAT]] : tensor<?x?xf32>, tensor<?x32xi8>)
+func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xi8>, %cs: tensor<128xf32>, %r: tensor<128x8xi8>, %rs: tensor<128xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
+  %dc = llm.dequantize_cache int8 %c, %cs : tensor<128x32xi8>, tensor<128xf32> -> tensor<128x32xf32>
+  %dr = llm.dequantize_cache int8 %r, %rs : tensor<128x8xi8>, tensor<128xf32> -> tensor<128x8xf32>
+  %a = mla.attend %qn, %qp, %dc, %dr, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @attention_fp8
+// CHECK-NOT: llm.dequantize_cache
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[K:.*]] : tensor<?x4x8xf32>, tensor<?x2x8xf8E4M3FN>)
+// CHECK: arith.extf %{{.*}} : f8E4M3FN to f32
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x4x?xf32>, tensor<?x2xf32>)
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x4x?xf32>, tensor<?x2xf32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x4x?xf32>, tensor<?x2x8xf8E4M3FN>)
+func.func @attention_fp8(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xf8E4M3FN>, %ks: tensor<64x2xf32>, %v: tensor<64x2x8xf8E4M3FN>, %vs: tensor<64x2xf32>, %p: tensor<?xi64>) -> tensor<?x4x8xf32> {
+  %dk = llm.dequantize_cache fp8_e4m3 %k, %ks : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
+  %dv = llm.dequantize_cache fp8_e4m3 %v, %vs : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
+  %o = llm.attention %q, %dk, %dv, %p scale = 0.35 : (tensor<?x4x8xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32>
+  return %o : tensor<?x4x8xf32>
+}
+
+// -----
+
+// The update: per-row absolute maximum, scale = max / 127 (1 for a zero
+// row), values divided, clamped, rounded to int8; storage and scales written
+// at the offset.
+// CHECK-LABEL: func.func @quantized_update
+// CHECK: arith.maximumf
+// CHECK: arith.divf %{{.*}}, %cst
+// CHECK: arith.select
+// CHECK: math.round
+// CHECK: arith.fptosi %{{.*}} : f32 to i8
+// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[%{{.*}}, 0] [%{{.*}}, 16] [1, 1] : tensor<?x16xi8> into tensor<64x16xi8>
+// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[%{{.*}}] [%{{.*}}] [1] : tensor<?xf32> into tensor<64xf32>
+func.func @quantized_update(%x: tensor<?x16xf32>, %c: tensor<64x16xi8>, %s: tensor<64xf32>, %off: index) -> (tensor<64x16xi8>, tensor<64xf32>) {
+  %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : tensor<?x16xf32> into tensor<64x16xi8>, tensor<64xf32>
+  return %c1, %s1 : tensor<64x16xi8>, tensor<64xf32>
+}
+
+// -----
+
 // mla.attend in the latent space: W_UK and W_UV read from kv_b_proj rows
 // h * (nope + v) + ...
 // CHECK-LABEL: func.func @attend

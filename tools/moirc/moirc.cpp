@@ -95,6 +95,12 @@ static cl::opt<bool> fuseRouter(
              "normalization and scaling as one fused op, run in parallel over blocks of "
              "tokens (moe-fuse-router; default, CPU targets); =false keeps them separate"),
     cl::init(true));
+static cl::opt<std::string> quantizeKVCache(
+    "quantize-kv-cache",
+    cl::desc("store the KV (or MLA latent) caches as int8 or fp8 (E4M3) with one f32 scale per "
+             "row (token, and KV head), dequantized inside the attention products "
+             "(quantize-kv-cache; CPU targets); none (default): f32 caches"),
+    cl::init("none"));
 static cl::opt<bool> cpuKernels(
     "cpu-contraction-kernels",
     cl::desc("CPU target: register-blocked vector kernels for the matmuls (default); "
@@ -165,6 +171,13 @@ int main(int argc, char **argv) {
   choices.absorbMLA = absorbMLA;
   choices.fuseExperts = fuseExperts;
   choices.fuseRouter = fuseRouter;
+  if (quantizeKVCache != "none" && quantizeKVCache != "int8" && quantizeKVCache != "fp8") {
+    llvm::errs() << "moirc: unknown --quantize-kv-cache '" << quantizeKVCache
+                 << "' (known: none, int8, fp8)\n";
+    return 1;
+  }
+  std::string kvFormat = quantizeKVCache == "none" ? "" : quantizeKVCache.getValue();
+  choices.quantizeKVCache = kvFormat;
   if (report) {
     if (reportContext < 1 || reportPrompt < 1) {
       llvm::errs() << "moirc: --report-context and --report-prompt must be positive\n";
@@ -176,6 +189,7 @@ int main(int argc, char **argv) {
     graph.absorbMLA = absorbMLA;
     graph.fuseExperts = fuseExperts;
     graph.fuseRouter = fuseRouter;
+    graph.quantizeKVCache = kvFormat;
     moir::buildGraphPipeline(toGraph, graph);
     if (failed(toGraph.run(*graphModule))) {
       llvm::errs() << "moirc: " << inputFile << ": compiling to the graph phase failed\n";
@@ -232,6 +246,7 @@ int main(int argc, char **argv) {
   graph.absorbMLA = absorbMLA;
   graph.fuseExperts = fuseExperts;
   graph.fuseRouter = fuseRouter;
+  graph.quantizeKVCache = kvFormat;
   moir::buildPipelineToPhase(pm, *phase, graph);
   if (failed(pm.run(*module))) {
     llvm::errs() << "moirc: " << inputFile << ": compiling to the '" << compileTo

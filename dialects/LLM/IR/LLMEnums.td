@@ -22,6 +22,17 @@ def LLM_ActivationKindAttr : I32EnumAttr<"ActivationKind",
   let cppNamespace = "::moir::llm";
 }
 
+// How a quantized KV cache stores its rows: int8 (round(x / scale), scale =
+// max|row| / 127) or FP8 E4M3 (x / scale rounded to nearest even, scale =
+// max|row| / 448), one f32 scale per row (token, and head where the cache
+// has heads). Printed as a bare keyword.
+def LLM_CacheFormatAttr : I32EnumAttr<"CacheFormat", "storage of a quantized KV cache", [
+      I32EnumAttrCase<"int8", 0>,
+      I32EnumAttrCase<"fp8_e4m3", 1>
+    ]> {
+  let cppNamespace = "::moir::llm";
+}
+
 def LLM_RopeScaling : I32EnumAttr<"RopeScaling",
     "RoPE frequency scaling variant (config.json rope_scaling.rope_type)", [
       I32EnumAttrCase<"none", 0>,

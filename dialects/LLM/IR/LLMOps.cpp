@@ -257,6 +257,50 @@ OpFoldResult KVCacheUpdateOp::fold(FoldAdaptor) {
   return {};
 }
 
+/// The storage element type of a cache `format`.
+static bool isStorageOf(Type elem, CacheFormat format) {
+  return format == CacheFormat::int8 ? elem.isSignlessInteger(8) : isa<Float8E4M3FNType>(elem);
+}
+
+/// A quantized cache and its scales: storage type, and one scale per row.
+static LogicalResult verifyQuantizedCache(Operation *op, CacheFormat format,
+                                          RankedTensorType cache, RankedTensorType scales) {
+  if (!isStorageOf(cache.getElementType(), format))
+    return op->emitOpError("a ") << stringifyCacheFormat(format) << " cache stores "
+                                 << (format == CacheFormat::int8 ? "i8" : "f8E4M3FN")
+                                 << ", not " << cache.getElementType();
+  if (cache.getRank() < 2)
+    return op->emitOpError("cache must have rank >= 2 (capacity first)");
+  if (failed(verifyRank(op, "scales", scales, cache.getRank() - 1)))
+    return failure();
+  for (int64_t i = 0, e = scales.getRank(); i < e; ++i)
+    if (failed(verifyDim(op, "scales dimension", scales.getDimSize(i), cache.getDimSize(i))))
+      return failure();
+  return success();
+}
+
+LogicalResult QuantizedCacheUpdateOp::verify() {
+  auto update = getUpdate().getType();
+  auto cache = cast<RankedTensorType>(getCache().getType());
+  if (failed(verifyQuantizedCache(*this, getFormat(), cache, getScales().getType())) ||
+      failed(verifyRank(*this, "update", update, cache.getRank())))
+    return failure();
+  for (int64_t i = 1, e = cache.getRank(); i < e; ++i)
+    if (failed(verifyDim(*this, "update trailing dimension", update.getDimSize(i),
+                         cache.getDimSize(i))))
+      return failure();
+  return success();
+}
+
+LogicalResult DequantizeCacheOp::verify() {
+  auto cache = cast<RankedTensorType>(getCache().getType());
+  if (failed(verifyQuantizedCache(*this, getFormat(), cache, getScales().getType())))
+    return failure();
+  if (getType().getShape() != cache.getShape())
+    return emitOpError("result shape must be the cache's");
+  return success();
+}
+
 LogicalResult AttentionOp::verify() {
   auto q = getQuery().getType();
   auto k = getKey().getType();

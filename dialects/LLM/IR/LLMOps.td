@@ -190,6 +190,52 @@ def LLM_KVCacheUpdateOp : LLM_Op<"kv_cache_update", [Pure,
   let hasFolder = 1;
 }
 
+def LLM_QuantizedCacheUpdateOp : LLM_Op<"quantized_cache_update", [Pure,
+    AllTypesMatch<["cache", "result"]>, AllTypesMatch<["scales", "result_scales"]>]> {
+  let summary = "quantizes new rows into a quantized KV cache at an offset";
+  let description = [{
+    `llm.kv_cache_update` for a cache stored as `format` (`--quantize-kv-cache`
+    forms it): each new row (the last dimension) gets the scale
+    `max|row| / qmax` (127 for int8, 448 for FP8 E4M3; 1 for an all-zero
+    row), written to `scales` at the same position, and is stored as
+    `row / scale` rounded to the format (int8: nearest, ties away from zero;
+    E4M3: nearest even).
+
+    ```mlir
+    %c1, %s1 = llm.quantized_cache_update int8 %x into %c0, %s0[%off]
+        : tensor<?x512xf32> into tensor<4096x512xi8>, tensor<4096xf32>
+    ```
+  }];
+  let arguments = (ins LLM_CacheFormatAttr:$format, LLM_FloatTensor:$update,
+                       AnyRankedTensor:$cache, RankedTensorOf<[F32]>:$scales, Index:$offset);
+  let results = (outs AnyRankedTensor:$result, RankedTensorOf<[F32]>:$result_scales);
+  let assemblyFormat = [{
+    $format $update `into` $cache `,` $scales `[` $offset `]` attr-dict `:` type($update)
+    `into` type($cache) `,` type($scales)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_DequantizeCacheOp : LLM_Op<"dequantize_cache", [Pure]> {
+  let summary = "a quantized KV cache's values (storage times row scale)";
+  let description = [{
+    `result[..., i] = float(cache[..., i]) * scales[...]`. Attention lowerings
+    that read it fuse the scales into their products (a row scale factors
+    out of a dot product along the row) instead of materializing it.
+
+    ```mlir
+    %c = llm.dequantize_cache int8 %c1, %s1 : tensor<4096x512xi8>, tensor<4096xf32> -> tensor<4096x512xf32>
+    ```
+  }];
+  let arguments = (ins LLM_CacheFormatAttr:$format, AnyRankedTensor:$cache,
+                       RankedTensorOf<[F32]>:$scales);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $format $cache `,` $scales attr-dict `:` type($cache) `,` type($scales) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
   let summary = "causal grouped-query attention over a KV cache";
   let description = [{

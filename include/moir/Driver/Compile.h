@@ -9,6 +9,8 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/Error.h"
 
+#include <string>
+
 namespace moir::frontend {
 class WeightStore;
 /// moirc --report: from a graph-phase module, per layer and in total, the
@@ -34,6 +36,9 @@ struct GraphChoices {
   /// moe-fuse-router: the router matmul and routing as one moe.fused_route
   /// (CPU lowering only, like fuseExperts).
   bool fuseRouter = true;
+  /// quantize-kv-cache: "int8" or "fp8" (E4M3) caches with row scales;
+  /// empty: f32 caches.
+  std::string quantizeKVCache;
 };
 
 /// Compiles an input-phase module (from the importer) for the CPU and writes

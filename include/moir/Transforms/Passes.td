@@ -167,6 +167,42 @@ def MLAAbsorbWeightsPass : Pass<"mla-absorb-weights"> {
   let dependentDialects = ["::moir::mla::MLADialect"];
 }
 
+def QuantizeKVCachePass : Pass<"quantize-kv-cache", "mlir::ModuleOp"> {
+  let summary = "stores the KV caches of @forward quantized (int8 or FP8 E4M3, row scales)";
+  let description = [{
+    Every cache argument of `@forward` written by `llm.kv_cache_update`
+    becomes storage of the chosen format (`i8` or `f8E4M3FN`) with a new f32
+    scales argument right after it (one scale per row: per token, and per
+    KV head for a `[capacity, kv_heads, dim]` cache); the update becomes
+    `llm.quantized_cache_update`, its readers (attention) read
+    `llm.dequantize_cache`, and `@forward` returns the updated storage and
+    scales in the cache's place:
+
+    ```mlir
+    // before
+    func.func @forward(..., %c: tensor<4096x512xf32>) -> (..., tensor<4096x512xf32>) {
+      %c1 = llm.kv_cache_update %x into %c[%off] : ...
+      %a = mla.attend %qn, %qp, %c1, ...
+      return ..., %c1
+    // after
+    func.func @forward(..., %c: tensor<4096x512xi8>, %s: tensor<4096xf32>) -> (..., tensor<4096x512xi8>, tensor<4096xf32>) {
+      %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : ...
+      %d = llm.dequantize_cache int8 %c1, %s1 : ...
+      %a = mla.attend %qn, %qp, %d, ...
+      return ..., %c1, %s1
+    ```
+
+    The attention lowerings fuse the dequantization: a row's scale factors
+    out of its dot products (scores) and into the probabilities (weighted
+    sums), so the cache is read as stored, 1 byte per value.
+  }];
+  let options = [
+    Option<"format", "format", "std::string", /*default=*/"\"int8\"",
+           "cache storage: int8 or fp8 (E4M3)">
+  ];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::mlir::func::FuncDialect"];
+}
+
 def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
   let summary = "turns weight references into arguments of the entry function";
   let description = [{

@@ -2,6 +2,8 @@
 
 #include "Builders.h"
 
+#include "LLM/IR/LLMOps.h"
+
 #include <limits>
 
 using namespace mlir;
@@ -29,7 +31,54 @@ Value filled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type type
 Value toF32(OpBuilder &b, Location loc, Value v) {
   if (v.getType().isF32())
     return v;
+  // int8 cache storage.
+  if (v.getType().isSignlessInteger())
+    return arith::SIToFPOp::create(b, loc, b.getF32Type(), v);
   return arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+}
+
+CacheRows readCache(OpBuilder &b, Location loc, Value cache, Value len) {
+  if (auto dq = cache.getDefiningOp<llm::DequantizeCacheOp>())
+    return {prefix(b, loc, dq.getCache(), len), prefix(b, loc, dq.getScales(), len)};
+  return {prefix(b, loc, cache, len), Value()};
+}
+
+Value dequantized(OpBuilder &b, Location loc, const CacheRows &rows) {
+  if (!rows.scales)
+    return rows.values;
+  auto type = cast<RankedTensorType>(rows.values.getType());
+  unsigned rank = type.getRank();
+  SmallVector<AffineExpr> all, row;
+  for (unsigned i = 0; i < rank; ++i) {
+    all.push_back(b.getAffineDimExpr(i));
+    if (i + 1 < rank)
+      row.push_back(b.getAffineDimExpr(i));
+  }
+  return markParallel(generic(
+      b, loc, ValueRange{rows.values, rows.scales},
+      tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, rows.values), b.getF32Type()),
+      {all, row, all}, SmallVector<utils::IteratorType>(rank, par),
+      [](OpBuilder &b, Location loc, ValueRange a) {
+        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, toF32(b, loc, a[0]), a[1]).getResult());
+      }));
+}
+
+Value scaleBy(OpBuilder &b, Location loc, Value t, Value scales,
+              llvm::ArrayRef<mlir::AffineExpr> scaleExprs) {
+  if (!scales)
+    return t;
+  auto type = cast<RankedTensorType>(t.getType());
+  unsigned rank = type.getRank();
+  SmallVector<AffineExpr> all;
+  for (unsigned i = 0; i < rank; ++i)
+    all.push_back(b.getAffineDimExpr(i));
+  return markParallel(generic(
+      b, loc, ValueRange{t, scales},
+      tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, t), b.getF32Type()),
+      {all, SmallVector<AffineExpr>(scaleExprs), all}, SmallVector<utils::IteratorType>(rank, par),
+      [](OpBuilder &b, Location loc, ValueRange a) {
+        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, a[0], a[1]).getResult());
+      }));
 }
 
 Value markParallel(Value result) {

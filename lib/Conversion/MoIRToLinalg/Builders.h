@@ -41,8 +41,27 @@ mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
                    llvm::ArrayRef<mlir::OpFoldResult> sizes, mlir::Type type,
                    double value);
 
-/// f32 of a value of any float type.
+/// f32 of a value of any float type, or of an integer (int8 cache storage).
 mlir::Value toF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
+
+/// The first `len` rows of a KV cache as attention reads them: the f32
+/// cache itself, or, for a cache read through llm.dequantize_cache, its
+/// storage (i8 / f8E4M3FN) and its row scales ([rows, ...], the cache's
+/// shape without the last dimension), for the products to fuse.
+struct CacheRows {
+  mlir::Value values, scales;
+};
+CacheRows readCache(mlir::OpBuilder &b, mlir::Location loc, mlir::Value cache,
+                    mlir::Value len);
+
+/// The f32 values of `rows` (storage times row scale; the values themselves
+/// when not quantized).
+mlir::Value dequantized(mlir::OpBuilder &b, mlir::Location loc, const CacheRows &rows);
+
+/// t * scales[scaleExprs] element-wise (t itself without scales): a row
+/// scale applied to a product that left it out.
+mlir::Value scaleBy(mlir::OpBuilder &b, mlir::Location loc, mlir::Value t, mlir::Value scales,
+                    llvm::ArrayRef<mlir::AffineExpr> scaleExprs);
 
 /// The body of a contraction: yields acc + ext(a) * ext(b) for block
 /// arguments (a, b, acc), as an FMA the backend may reassociate (so it can

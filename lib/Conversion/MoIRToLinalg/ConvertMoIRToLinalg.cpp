@@ -26,6 +26,12 @@ struct ConvertMoIRToLinalgPass
     moir::lowering::populateMoEToLinalgPatterns(patterns);
     moir::lowering::populateMLAToLinalgPatterns(patterns);
     walkAndApplyPatterns(getOperation(), std::move(patterns));
+    // Dequantized caches the attention lowerings read fused (storage and
+    // scales directly) are left without users.
+    getOperation()->walk([](moir::llm::DequantizeCacheOp op) {
+      if (op->use_empty())
+        op->erase();
+    });
     // Whatever is left has no lowering (weights and composites are handled by
     // earlier passes): name it.
     WalkResult result = getOperation()->walk([](Operation *op) {

@@ -294,6 +294,92 @@ struct LowerKVCacheUpdate : OpRewritePattern<llm::KVCacheUpdateOp> {
   }
 };
 
+/// Largest magnitude of a cache format: int8 and FP8 E4M3 (FN: no
+/// infinities, 448 = 1.75 * 2^8 the largest finite).
+double formatMax(llm::CacheFormat format) {
+  return format == llm::CacheFormat::int8 ? 127.0 : 448.0;
+}
+
+struct LowerQuantizedCacheUpdate : OpRewritePattern<llm::QuantizedCacheUpdateOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::QuantizedCacheUpdateOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getUpdate();
+    auto cacheType = cast<RankedTensorType>(op.getCache().getType());
+    Type storage = cacheType.getElementType();
+    unsigned rank = cacheType.getRank();
+    SmallVector<AffineExpr> all, row;
+    SmallVector<utils::IteratorType> rowIters;
+    for (unsigned i = 0; i < rank; ++i) {
+      all.push_back(b.getAffineDimExpr(i));
+      if (i + 1 < rank) {
+        row.push_back(b.getAffineDimExpr(i));
+        rowIters.push_back(par);
+      }
+    }
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+    SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.end() - 1);
+    double qmax = formatMax(op.getFormat());
+    // scale = max|row| / qmax (1 for a row of zeros: it stores zeros).
+    SmallVector<utils::IteratorType> reduceIters = rowIters;
+    reduceIters.push_back(red);
+    Value absMax = generic(b, loc, x, filled(b, loc, rowSizes, b.getF32Type(), 0.0), {all, row},
+                           reduceIters, [](OpBuilder &b, Location loc, ValueRange a) {
+      Value v = math::AbsFOp::create(b, loc, toF32(b, loc, a[0]));
+      linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, a[1]).getResult());
+    });
+    Value scales = generic(b, loc, absMax,
+                           tensor::EmptyOp::create(b, loc, rowSizes, b.getF32Type()), {row, row},
+                           rowIters, [&](OpBuilder &b, Location loc, ValueRange a) {
+      Value zero = f32Const(b, loc, 0.0);
+      Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, a[0], zero);
+      Value scale = arith::DivFOp::create(b, loc, a[0], f32Const(b, loc, qmax));
+      linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, isZero, f32Const(b, loc, 1.0),
+                                                              scale).getResult());
+    });
+    bool int8 = op.getFormat() == llm::CacheFormat::int8;
+    Value stored = generic(b, loc, ValueRange{x, scales},
+                           tensor::EmptyOp::create(b, loc, sizes, storage), {all, row, all},
+                           SmallVector<utils::IteratorType>(rank, par),
+                           [&](OpBuilder &b, Location loc, ValueRange a) {
+      Value v = arith::DivFOp::create(b, loc, toF32(b, loc, a[0]), a[1]);
+      // |v| <= qmax up to rounding of the division: clamp, then round.
+      Value lim = f32Const(b, loc, qmax);
+      v = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, v,
+                                        arith::NegFOp::create(b, loc, lim)), lim);
+      Value q = int8 ? arith::FPToSIOp::create(b, loc, storage, math::RoundOp::create(b, loc, v))
+                           .getResult()
+                     : arith::TruncFOp::create(b, loc, storage, v).getResult();
+      linalg::YieldOp::create(b, loc, q);
+    });
+    auto put = [&](Value value, Value into) {
+      auto type = cast<RankedTensorType>(into.getType());
+      SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0));
+      offsets[0] = op.getOffset();
+      SmallVector<OpFoldResult> strides(type.getRank(), b.getIndexAttr(1));
+      return tensor::InsertSliceOp::create(b, loc, value, into, offsets,
+                                           tensor::getMixedSizes(b, loc, value), strides)
+          .getResult();
+    };
+    b.replaceOp(op, {put(stored, op.getCache()), put(scales, op.getScales())});
+    return success();
+  }
+};
+
+/// A dequantized cache no attention lowering reads fused: storage times
+/// row scale, materialized.
+struct LowerDequantizeCache : OpRewritePattern<llm::DequantizeCacheOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::DequantizeCacheOp op, PatternRewriter &b) const override {
+    if (llvm::any_of(op->getUsers(), [](Operation *user) {
+          return isa<llm::AttentionOp>(user) || user->getName().getStringRef() == "mla.attend";
+        }))
+      return b.notifyMatchFailure(op, "read fused by attention");
+    b.replaceOp(op, dequantized(b, op.getLoc(), CacheRows{op.getCache(), op.getScales()}));
+    return success();
+  }
+};
+
 struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::AttentionOp op, PatternRewriter &b) const override {
@@ -307,26 +393,31 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
       return b.notifyMatchFailure(op, "needs static heads and cache capacity");
     int64_t group = heads / kvHeads;
     Value len = validLength(b, loc, op.getPositions(), kType.getDimSize(0));
-    Value k = prefix(b, loc, op.getKey(), len), v = prefix(b, loc, op.getValue(), len);
+    // A quantized cache is read as stored; its row scales (per token and KV
+    // head) factor out of the scores and into the probabilities.
+    CacheRows k = readCache(b, loc, op.getKey(), len), v = readCache(b, loc, op.getValue(), len);
     AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), s = b.getAffineDimExpr(2),
                d = b.getAffineDimExpr(3);
     Value tokens = tensor::DimOp::create(b, loc, op.getQuery(), 0);
     SmallVector<OpFoldResult> scoreSizes = {tokens, b.getIndexAttr(heads), len};
-    Value scores = markParallel(generic(b, loc, ValueRange{op.getQuery(), k},
+    Value scores = markParallel(generic(b, loc, ValueRange{op.getQuery(), k.values},
                            filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
                            {{t, h, d}, {s, h.floorDiv(group), d}, {t, h, s}}, {par, par, par, red},
                            multiplyAccumulate));
+    scores = scaleBy(b, loc, scores, k.scales, {s, h.floorDiv(group)});
     std::optional<int64_t> window;
     if (std::optional<uint64_t> w = op.getSlidingWindow())
       window = static_cast<int64_t>(*w);
-    Value probs = maskedSoftmax(b, loc, scores, op.getPositions(),
-                                op.getScale().convertToDouble(), window);
+    Value probs = scaleBy(b, loc,
+                          maskedSoftmax(b, loc, scores, op.getPositions(),
+                                        op.getScale().convertToDouble(), window),
+                          v.scales, {s, h.floorDiv(group)});
     SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(heads),
                                           b.getIndexAttr(vType.getDimSize(2))};
     // Loops (t, h, s, dv): the innermost runs along a cache row, contiguous
     // and vectorizable, instead of striding down the cache per element.
     AffineExpr s2 = b.getAffineDimExpr(2), dv = b.getAffineDimExpr(3);
-    Value out = markParallel(generic(b, loc, ValueRange{probs, v},
+    Value out = markParallel(generic(b, loc, ValueRange{probs, v.values},
                                      filled(b, loc, outSizes, b.getF32Type(), 0.0),
                                      {{t, h, s2}, {s2, h.floorDiv(group), dv}, {t, h, dv}},
                                      {par, par, red, par}, multiplyAccumulate));
@@ -397,6 +488,7 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
 
 void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerRMSNorm, LowerLinear, LowerEmbedding, LowerActivation, LowerGLU,
-               LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention>(
+               LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention,
+               LowerQuantizedCacheUpdate, LowerDequantizeCache>(
       patterns.getContext());
 }

@@ -13,6 +13,7 @@
 #include "Builders.h"
 #include "Patterns.h"
 
+#include "LLM/IR/LLMOps.h"
 #include "MLA/IR/MLAOps.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -28,7 +29,9 @@ namespace {
 struct Attend {
   mla::AttendOp op;
   int64_t heads, nope, vDim, rank, ropeDim, stride;
-  Value kvb, tokens, len, latent, kpe;
+  Value kvb, tokens, len;
+  /// The cache rows read: f32, or quantized storage with row scales.
+  CacheRows latent, kpe;
 };
 
 /// W_UK folded into the query, W_UV into the output: attention over the
@@ -52,12 +55,31 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
         .getResult();
   };
   Value m = arith::MulIOp::create(b, loc, a.tokens, indexConst(b, loc, a.heads));
-  Value scores = markParallel(generic(b, loc, ValueRange{rows(qLat), a.latent},
+  // A quantized cache's row scale factors out of the dot product along the
+  // row: the products read the stored values, the scale multiplies after.
+  Value scores = scaleBy(b, loc,
+                         markParallel(generic(b, loc, ValueRange{rows(qLat), a.latent.values},
+                                              filled(b, loc, {m, a.len}, b.getF32Type(), 0.0),
+                                              {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
+                                              multiplyAccumulate)),
+                         a.latent.scales, {d1});
+  if (a.kpe.scales) {
+    Value rope = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe.values},
                                       filled(b, loc, {m, a.len}, b.getF32Type(), 0.0),
                                       {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
                                       multiplyAccumulate));
-  scores = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe}, scores,
-                                {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red}, multiplyAccumulate));
+    scores = markParallel(generic(b, loc, ValueRange{rope, a.kpe.scales}, scores,
+                                  {{d0, d1}, {d1}, {d0, d1}}, {par, par},
+                                  [](OpBuilder &b, Location loc, ValueRange v) {
+                                    Value p = arith::MulFOp::create(b, loc, v[0], v[1]);
+                                    linalg::YieldOp::create(
+                                        b, loc, arith::AddFOp::create(b, loc, v[2], p).getResult());
+                                  }));
+  } else {
+    scores = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe.values}, scores,
+                                  {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
+                                  multiplyAccumulate));
+  }
   Value scores3 = tensor::ExpandShapeOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, a.heads, ShapedType::kDynamic}, b.getF32Type()),
       scores, ArrayRef<ReassociationIndices>{th, {2}},
@@ -66,7 +88,9 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                               std::nullopt);
   // o_lat[m, c] = sum_s p[m, s] * latent[s, c]: loops (m, c, s), the
   // latent row's c contiguous (an outer-product kernel).
-  Value oLat2 = markParallel(generic(b, loc, ValueRange{rows(probs), a.latent},
+  // ... and, for the weighted sum, into the probabilities.
+  Value weights = scaleBy(b, loc, rows(probs), a.latent.scales, {d1});
+  Value oLat2 = markParallel(generic(b, loc, ValueRange{weights, a.latent.values},
                                      filled(b, loc, {m, b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
                                      {{d0, d2}, {d2, d1}, {d0, d1}}, {par, par, red},
                                      multiplyAccumulate));
@@ -88,13 +112,16 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
   AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
              d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
   mla::AttendOp op = a.op;
+  // The cache rows expanded per head: a quantized cache is dequantized once
+  // (the expansion reads every row against every head's weights).
+  Value latent = dequantized(b, loc, a.latent), kpe = dequantized(b, loc, a.kpe);
   // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
-  Value kNope = markParallel(generic(b, loc, ValueRange{a.latent, a.kvb},
+  Value kNope = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
                         filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
                         {{d0, d3}, {d1 * a.stride + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                         multiplyAccumulate));
   // v[s, h, e] = sum_c latent[s, c] * kv_b[h * stride + nope + e, c]
-  Value values = markParallel(generic(b, loc, ValueRange{a.latent, a.kvb},
+  Value values = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
                          filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
                          {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                          multiplyAccumulate));
@@ -103,7 +130,7 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
   Value scores = markParallel(generic(b, loc, ValueRange{op.getQNope(), kNope},
                          filled(b, loc, scoreSizes, b.getF32Type(), 0.0),
                          {{d0, d1, d3}, {d2, d1, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
-  scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), a.kpe}, scores,
+  scores = markParallel(generic(b, loc, ValueRange{op.getQPe(), kpe}, scores,
                    {{d0, d1, d3}, {d2, d3}, {d0, d1, d2}}, {par, par, par, red}, multiplyAccumulate));
   Value probs = maskedSoftmax(b, loc, scores, op.getPositions(), op.getScale().convertToDouble(),
                               std::nullopt);
@@ -123,14 +150,17 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     mla::ConfigAttr c = op.getConfig();
     Attend a{op, c.getNumHeads(), c.getQkNopeHeadDim(), c.getVHeadDim(), c.getKvLoraRank(),
              c.getQkRopeHeadDim(), 0, op.getKvBProj(), {}, {}, {}, {}};
+    Value latentCache = op.getLatentCache();
+    if (auto dq = latentCache.getDefiningOp<llm::DequantizeCacheOp>())
+      latentCache = dq.getCache();
     a.stride = a.nope + a.vDim;
-    int64_t capacity = cast<RankedTensorType>(op.getLatentCache().getType()).getDimSize(0);
+    int64_t capacity = cast<RankedTensorType>(latentCache.getType()).getDimSize(0);
     if (ShapedType::isDynamic(capacity))
       return b.notifyMatchFailure(op, "needs a static cache capacity");
     a.tokens = tensor::DimOp::create(b, loc, op.getQNope(), 0);
     a.len = validLength(b, loc, op.getPositions(), capacity);
-    a.latent = prefix(b, loc, op.getLatentCache(), a.len);
-    a.kpe = prefix(b, loc, op.getRopeCache(), a.len);
+    a.latent = readCache(b, loc, op.getLatentCache(), a.len);
+    a.kpe = readCache(b, loc, op.getRopeCache(), a.len);
 
     auto prefillForm = op->getAttrOfType<StringAttr>("mla.prefill_form");
     if (op.getForm() == mla::Form::materialized) {

@@ -33,10 +33,13 @@ using namespace mlir;
 
 namespace {
 
-/// The value `v` with an optional arith.extf looked through.
+/// The value `v` with an optional arith.extf (or arith.sitofp, int8
+/// storage) looked through.
 Value stripExt(Value v) {
   if (auto ext = v.getDefiningOp<arith::ExtFOp>())
     return ext.getIn();
+  if (auto conv = v.getDefiningOp<arith::SIToFPOp>())
+    return conv.getIn();
   return v;
 }
 
@@ -59,8 +62,11 @@ bool isMultiplyAccumulate(linalg::GenericOp op) {
     return false;
   Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
   Type wElem = getElementTypeOrSelf(w.getType());
+  // Weights in f32/bf16/f16, or a quantized KV cache's storage (int8, FP8
+  // E4M3) whose row scales the lowering applies outside the product.
   if (!getElementTypeOrSelf(a.getType()).isF32() || !getElementTypeOrSelf(c.getType()).isF32() ||
-      !(wElem.isF32() || wElem.isBF16() || wElem.isF16()))
+      !(wElem.isF32() || wElem.isBF16() || wElem.isF16() || wElem.isSignlessInteger(8) ||
+        isa<Float8E4M3FNType>(wElem)))
     return false;
   Block &body = op.getRegion().front();
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
@@ -81,7 +87,7 @@ bool isMultiplyAccumulate(linalg::GenericOp op) {
   // Nothing else in the body (the extfs, the multiply, the add, the yield).
   return llvm::all_of(body.without_terminator(), [&](Operation &inner) {
     return &inner == add.getOperation() || &inner == mul.getOperation() ||
-           isa<arith::ExtFOp>(inner);
+           isa<arith::ExtFOp, arith::SIToFPOp>(inner);
   });
 }
 
@@ -240,6 +246,8 @@ protected:
     Type f32 = b.getF32Type();
     if (auto vec = dyn_cast<VectorType>(v.getType()))
       f32 = VectorType::get(vec.getShape(), f32);
+    if (elem.isSignlessInteger())
+      return arith::SIToFPOp::create(b, loc, f32, v);
     return arith::ExtFOp::create(b, loc, f32, v);
   }
 

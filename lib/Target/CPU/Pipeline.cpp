@@ -52,6 +52,7 @@ void buildLoweringToLLVMPipeline(OpPassManager &pm, const KernelOptions &kernels
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createCPUApproximateMathPass());
   pm.addPass(createConvertLinalgToLoopsPass());
+  pm.addPass(createCPUExpandFP8Pass());
   // Work items of fused ops (moe.fused_experts) come as scf.forall.
   pm.addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());

@@ -443,3 +443,27 @@ func.func @f(%x: tensor<?x8xf32>, %a: tensor<2xf32>) {
   %0 = llm.xielu %x, %a, %a beta = 0.5 eps = -1.0e-6 : tensor<?x8xf32>, tensor<2xf32>
   return
 }
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>, %c: tensor<64x16xf32>, %s: tensor<64xf32>, %off: index) {
+  // expected-error @+1 {{a int8 cache stores i8, not 'f32'}}
+  %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : tensor<?x16xf32> into tensor<64x16xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%c: tensor<64x2x8xi8>, %s: tensor<64xf32>) {
+  // expected-error @+1 {{scales must have rank 2, got 'tensor<64xf32>'}}
+  %d = llm.dequantize_cache int8 %c, %s : tensor<64x2x8xi8>, tensor<64xf32> -> tensor<64x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x8xf32>, %c: tensor<64x16xf8E4M3FN>, %s: tensor<64xf32>, %off: index) {
+  // expected-error @+1 {{update trailing dimension is 8, expected 16}}
+  %c1, %s1 = llm.quantized_cache_update fp8_e4m3 %x into %c, %s[%off] : tensor<?x8xf32> into tensor<64x16xf8E4M3FN>, tensor<64xf32>
+  return
+}

