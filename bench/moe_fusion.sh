@@ -35,23 +35,10 @@ for form in "${forms[@]}"; do
   # shellcheck disable=SC2046
   "$build/bin/moirc" "$dir" --target=cpu --cpu=native --cache-capacity=$((context + 64)) $(flags "$form") -o "$dir.$form.moir"
 done
-out=$(mktemp)
-for _ in $(seq "${REPEAT:-3}"); do
-  for form in "${forms[@]}"; do
-    result=$("$build/bin/moir-run" "$dir.$form.moir" --tokens "$prompt" -n "$steps" --prefill-chunk 512 --json | sed 's/"tokens": \[[^]]*\], //')
-    line="{\"model\": \"deepseek-v2-lite-bench\", \"build\": \"$form\", \"context\": $context, ${result#\{}"
-    echo "$line" | tee -a "$out"
-  done
-done
-python3 - "$out" "$context" <<'PY'
-import json, sys, statistics
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for form in ("fused", "router", "unfused"):
-    mine = [r for r in runs if r["build"] == form]
-    print(json.dumps({"build": form, "context": int(sys.argv[2]), "runs": len(mine),
-                      "decode_tokens_per_s_median": statistics.median(r["decode_tokens_per_s"] for r in mine),
-                      "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine],
-                      "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine)}))
-PY
-rm -f "$out"
+RUNS=$(mktemp)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
+run_alternately build "$context" "$steps" "$prompt" "$dir" "${forms[@]}"
+print_medians build "$context" "${forms[@]}"
+rm -f "$RUNS"
 for form in "${forms[@]}"; do rm -f "$dir.$form.moir"; done

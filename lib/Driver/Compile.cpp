@@ -67,12 +67,14 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
         reads[key(w)] = {fraction, false};
     }
     if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
+      // The selected experts per token: the ids' width, whichever op routed
+      // (moe.route or moe.fused_route).
       auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>();
-      auto route = dispatch ? dispatch.getIds().getDefiningOp<moe::RouteOp>() : nullptr;
-      if (!route)
+      if (!dispatch)
         return;
-      double fraction = static_cast<double>(route.getRouting().getTopK()) /
-                        static_cast<double>(dispatch.getNumExperts());
+      double fraction =
+          static_cast<double>(cast<RankedTensorType>(dispatch.getIds().getType()).getDimSize(1)) /
+          static_cast<double>(dispatch.getNumExperts());
       for (mlir::Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
         reads[key(w)] = {fraction, false};
     }
