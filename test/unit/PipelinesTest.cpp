@@ -36,20 +36,31 @@ TEST(PipelinesTest, GraphPipelineDecomposesMoELayers) {
                 tensor<4x24x16xf32>, tensor<4x16x24xf32>) -> tensor<?x16xf32>
       return %y : tensor<?x16xf32>
     })mlir";
-  OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, &context);
-  ASSERT_TRUE(module);
-  PassManager pm(&context);
-  moir::buildPipelineToPhase(pm, moir::CompilePhase::Graph, {});
-  ASSERT_TRUE(succeeded(pm.run(*module)));
-  int layers = 0, routes = 0, combines = 0;
-  module->walk([&](Operation *op) {
-    layers += isa<moir::moe::LayerOp>(op);
-    routes += isa<moir::moe::RouteOp>(op);
-    combines += isa<moir::moe::CombineOp>(op);
-  });
-  EXPECT_EQ(layers, 0);
-  EXPECT_EQ(routes, 1);
-  EXPECT_EQ(combines, 1);
+  // Default options: decomposed, then the router and the experts fused;
+  // with the fusions off, the steps themselves.
+  for (bool fuse : {true, false}) {
+    OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, &context);
+    ASSERT_TRUE(module);
+    PassManager pm(&context);
+    moir::GraphPipelineOptions options;
+    options.fuseRouter = fuse;
+    options.fuseExperts = fuse;
+    moir::buildPipelineToPhase(pm, moir::CompilePhase::Graph, options);
+    ASSERT_TRUE(succeeded(pm.run(*module)));
+    int layers = 0, routes = 0, combines = 0, fusedRoutes = 0, fusedExperts = 0;
+    module->walk([&](Operation *op) {
+      layers += isa<moir::moe::LayerOp>(op);
+      routes += isa<moir::moe::RouteOp>(op);
+      combines += isa<moir::moe::CombineOp>(op);
+      fusedRoutes += isa<moir::moe::FusedRouteOp>(op);
+      fusedExperts += isa<moir::moe::FusedExpertsOp>(op);
+    });
+    EXPECT_EQ(layers, 0);
+    EXPECT_EQ(routes, fuse ? 0 : 1);
+    EXPECT_EQ(combines, fuse ? 0 : 1);
+    EXPECT_EQ(fusedRoutes, fuse ? 1 : 0);
+    EXPECT_EQ(fusedExperts, fuse ? 1 : 0);
+  }
 }
 
 TEST(PipelinesTest, InputPhaseRejectsEmbeddedWeights) {

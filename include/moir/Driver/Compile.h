@@ -13,13 +13,6 @@
 
 namespace moir::frontend {
 class WeightStore;
-/// moirc --report: from a graph-phase module, per layer and in total, the
-/// contractions' FLOPs and the weight and cache bytes they read per decode
-/// token at `context` and per token of a `prompt`-token prefill, with the
-/// graph phase's fusion choices and without them, and the fusions applied.
-llvm::Error printReport(mlir::ModuleOp module, int64_t context, int64_t prompt,
-                        llvm::raw_ostream &os);
-
 } // namespace moir::frontend
 
 namespace moir {
