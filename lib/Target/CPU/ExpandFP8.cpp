@@ -56,21 +56,27 @@ struct ExpandExtF : OpRewritePattern<arith::ExtFOp> {
     if (!isa<Float8E4M3FNType>(in) || !getElementTypeOrSelf(op.getType()).isF32())
       return failure();
     Location loc = op.getLoc();
-    Bits k{b, loc, op.getType()};
-    Value raw = arith::BitcastOp::create(b, loc, shaped(op.getType(), b.getI8Type()), op.getIn());
-    Value c = arith::ExtUIOp::create(b, loc, shaped(op.getType(), b.getI32Type()), raw);
-    Value sign = k.shl(k.and_(c, 0x80), 24);
-    Value e = k.and_(k.shr(c, 3), 0xF);
-    Value m = k.and_(c, 7);
-    // Normal: exponent rebiased 7 -> 127, mantissa to the top of f32's.
-    Value normal = k.or_(sign, k.or_(k.shl(k.add(e, k.i32(120)), 23), k.shl(m, 20)));
-    // Subnormal: m * 2^-9, then the sign.
-    Value small = arith::MulFOp::create(
-        b, loc, arith::SIToFPOp::create(b, loc, shaped(op.getType(), b.getF32Type()), m),
-        k.f32(1.0 / 512.0));
-    Value smallBits = k.or_(k.asI32(small), sign);
-    Value isSub = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, e, k.i32(0));
-    b.replaceOp(op, k.asF32(arith::SelectOp::create(b, loc, isSub, smallBits, normal)));
+    Type like = op.getType();
+    auto i16 = [&](int64_t v) {
+      Type t = shaped(like, b.getI16Type());
+      return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
+                                                      ? TypedAttr(DenseElementsAttr::get(
+                                                            cast<ShapedType>(t), b.getI16IntegerAttr(v)))
+                                                      : TypedAttr(b.getI16IntegerAttr(v)));
+    };
+    // E4M3 bits s.eeee.mmm moved into an f16's fields, s.0eeee.mmm0000000,
+    // read as f16 are the value times 2^-8 (the exponent biases differ by 8;
+    // E4M3 subnormals land on f16 subnormals): one hardware f16 -> f32
+    // conversion (vcvtph2ps, fcvtl) and a multiply by 256.
+    Value raw = arith::BitcastOp::create(b, loc, shaped(like, b.getI8Type()), op.getIn());
+    Value c = arith::ExtUIOp::create(b, loc, shaped(like, b.getI16Type()), raw);
+    Value sign = arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, i16(0x80)), i16(8));
+    Value rest = arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, i16(0x7F)), i16(7));
+    Value half = arith::BitcastOp::create(b, loc, shaped(like, b.getF16Type()),
+                                          arith::OrIOp::create(b, loc, sign, rest));
+    Bits k{b, loc, like};
+    Value wide = arith::ExtFOp::create(b, loc, shaped(like, b.getF32Type()), half);
+    b.replaceOpWithNewOp<arith::MulFOp>(op, wide, k.f32(256.0));
     return success();
   }
 };

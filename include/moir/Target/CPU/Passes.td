@@ -107,8 +107,9 @@ def CPUExpandFP8Pass : Pass<"moir-cpu-expand-fp8"> {
     such type, so this pass rewrites both, scalar or vector, into integer
     operations on the bits (`arith.bitcast` to i8):
 
-    - extf: sign, 4-bit exponent (bias 7) and 3-bit mantissa moved into
-      f32 fields; exponent 0 is subnormal, `m * 2^-9`;
+    - extf: the E4M3 fields moved into an f16's (`s.0eeee.mmm0000000`), which
+      read as f16 are the value times 2^-8 (subnormals included), then one
+      hardware f16 -> f32 conversion and a multiply by 256;
     - truncf: round to nearest even on the f32 bits (mantissa cut to 3
       bits), subnormals (`|x| < 2^-6`) rounded to multiples of `2^-9`,
       magnitudes saturated at 448 (E4M3FN has no infinity).
@@ -118,9 +119,11 @@ def CPUExpandFP8Pass : Pass<"moir-cpu-expand-fp8"> {
     %f = arith.extf %q : vector<16xf8E4M3FN> to vector<16xf32>
     // after
     %b = arith.bitcast %q : vector<16xf8E4M3FN> to vector<16xi8>
-    %i = arith.extui %b : vector<16xi8> to vector<16xi32>
+    %i = arith.extui %b : vector<16xi8> to vector<16xi16>
     ...
-    %f = arith.select %subnormal, %small, %normal : vector<16xi1>, vector<16xf32>
+    %h = arith.bitcast %bits : vector<16xi16> to vector<16xf16>
+    %w = arith.extf %h : vector<16xf16> to vector<16xf32>
+    %f = arith.mulf %w, %c256 : vector<16xf32>
     ```
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect"];
