@@ -116,7 +116,12 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   auto logits = cast<RankedTensorType>(func.getResultTypes()[0]);
   info.args.push_back({"logits", "f32", {-1, logits.getDimSize(1)}, {}});
   info.vocab = logits.getDimSize(1);
-  info.layers = caches / 2;
+  // Two caches per layer (keys and values, or MLA's latent and RoPE key); a
+  // quantized cache (i8 / f8e4m3) is followed by its scales.
+  unsigned quantized = 0;
+  for (const ArtifactArg &arg : info.args)
+    quantized += arg.kind == "cache" && (arg.dtype == "i8" || arg.dtype == "f8e4m3");
+  info.layers = (caches - quantized) / 2;
   info.capacity = caches ? cast<RankedTensorType>(func.getArgumentTypes()[3]).getDimSize(0) : 0;
   if (auto family = module->getAttrOfType<StringAttr>("moir.family"))
     info.family = family.getValue().str();

@@ -90,7 +90,7 @@ struct QuantizeKVCachePass : moir::impl::QuantizeKVCachePassBase<QuantizeKVCache
         resultTypes[i] = storageType;
         results.insert(results.begin() + i + 1, update.getResultScales());
         resultTypes.insert(resultTypes.begin() + i + 1, scalesType);
-        break;
+        ++i;
       }
       ret->setOperands(results);
       forward.setType(FunctionType::get(ctx, forward.front().getArgumentTypes(), resultTypes));

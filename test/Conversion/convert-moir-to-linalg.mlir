@@ -99,8 +99,9 @@ func.func @moe(%x: tensor<?x16xf32>, %l: tensor<?x4xf32>, %g: tensor<4x32x16xf32
 // CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
 // CHECK: linalg.generic {{.*}} attrs = {moir.kernel}
 // CHECK: } else {
-// CHECK: linalg.generic {{.*}} ins(%[[X]], %{{.*}}) {{.*}} attrs = {moir.kernel}
-// CHECK: linalg.generic {{.*}} ins(%[[X]], %{{.*}}) {{.*}} attrs = {moir.kernel}
+// CHECK: %[[XS:.*]] = tensor.cast %[[X]]
+// CHECK: linalg.generic {{.*}} ins(%[[XS]], %{{.*}}) {{.*}} attrs = {moir.kernel}
+// CHECK: linalg.generic {{.*}} ins(%[[XS]], %{{.*}}) {{.*}} attrs = {moir.kernel}
 // CHECK: math.exp
 // CHECK: tensor.parallel_insert_slice
 // CHECK: scf.forall (%{{.*}}) in (1) shared_outs(%{{.*}}) -> (tensor<?x16xf32>)
@@ -114,6 +115,24 @@ func.func @moe(%x: tensor<?x16xf32>, %l: tensor<?x4xf32>, %g: tensor<4x32x16xf32
 func.func @fused_experts(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>, %sg: tensor<64x16xf32>, %sd: tensor<16x64xf32>) -> tensor<?x16xf32> {
   %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) shared(%sg, %sg, %sd) : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>, tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x64xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// A static token count, bf16 routing weights and f32 shared experts beside
+// bf16 routed ones: the shared branch's rows and each weight slice keep their
+// own types (the scf.if branches agree), the routing weight is widened.
+// CHECK-LABEL: func.func @fused_experts_static
+// CHECK: scf.forall
+// CHECK: scf.if %{{.*}} -> (tensor<?x?xf32>, tensor<?x?xf32>)
+// CHECK: tensor<?x16xbf16>
+// CHECK: } else {
+// CHECK: tensor.cast %{{.*}} : tensor<5x16xf32> to tensor<?x16xf32>
+// CHECK: tensor<?x16xf32>
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+func.func @fused_experts_static(%x: tensor<5x16xf32>, %ids: tensor<5x2xi32>, %w: tensor<5x2xbf16>, %g: tensor<4x32x16xbf16>, %d: tensor<4x16x32xbf16>, %sg: tensor<64x16xf32>, %sd: tensor<16x64xf32>) -> tensor<5x16xf32> {
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) shared(%sg, %sg, %sd) : (tensor<5x16xf32>, tensor<5x2xi32>, tensor<5x2xbf16>, tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>, tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x64xf32>) -> tensor<5x16xf32>
+  return %y : tensor<5x16xf32>
 }
 
 // -----

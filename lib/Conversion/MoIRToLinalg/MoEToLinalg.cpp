@@ -401,7 +401,6 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     Location loc = op.getLoc();
     Value x = op.getInput(), ids = op.getIds(), weights = op.getWeights();
     auto gateType = cast<RankedTensorType>(op.getGate().getType());
-    Type wElem = gateType.getElementType();
     int64_t experts = gateType.getDimSize(0), ffn = gateType.getDimSize(1),
             hidden = gateType.getDimSize(2);
     int64_t shared = op.getNumSharedExperts(), allExperts = experts + shared;
@@ -473,7 +472,10 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
                            Value count) -> Value {
       int64_t inner = down ? ffn : hidden;
       return tensor::ExtractSliceOp::create(
-          b, loc, RankedTensorType::get({ShapedType::kDynamic, inner}, wElem), stacked,
+          b, loc,
+          RankedTensorType::get({ShapedType::kDynamic, inner},
+                                cast<RankedTensorType>(stacked.getType()).getElementType()),
+          stacked,
           ArrayRef<OpFoldResult>{e, lo, b.getIndexAttr(0)},
           ArrayRef<OpFoldResult>{b.getIndexAttr(1), count, b.getIndexAttr(inner)},
           ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
@@ -486,7 +488,10 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
           down ? SmallVector<OpFoldResult>{lo, base}
                : SmallVector<OpFoldResult>{arith::AddIOp::create(b, loc, base, lo).getResult(),
                                            b.getIndexAttr(0)};
-      return slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, inner}, wElem), dense,
+      return slice(b, loc,
+                   RankedTensorType::get({ShapedType::kDynamic, inner},
+                                         cast<RankedTensorType>(dense.getType()).getElementType()),
+                   dense,
                    offsets, {count, b.getIndexAttr(inner)});
     };
     // `body` for a routed expert and, when there are shared experts, in an
@@ -526,9 +531,11 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
       auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
       SmallVector<Value> gu = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
         // A shared expert's rows are x itself (every token, in order).
+        // (Cast: a static token count must not make the branches' types
+        // differ.)
         Value xs = routed ? slice(b, loc, rowsType, d.rows, {lo, b.getIndexAttr(0)},
                                   {n, b.getIndexAttr(hidden)})
-                          : x;
+                          : tensor::CastOp::create(b, loc, rowsType, x).getResult();
         auto block = [&](Value stacked, Value dense) {
           return routed ? routedBlock(b, loc, e, stacked, false, f0, width)
                         : sharedBlock(b, loc, e, dense, false, f0, width);
@@ -545,7 +552,8 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
         // The routing weight of this row's copy, applied before the (linear)
         // down product.
         Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
-        Value w = extract(b, loc, flatWeights, toIndex(b, loc, extract(b, loc, d.sources, r)));
+        Value w = toF32(b, loc, extract(b, loc, flatWeights,
+                                        toIndex(b, loc, extract(b, loc, d.sources, r))));
         Value one = f32Const(b, loc, 1.0);
         Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, v[0]));
         Value silu = arith::DivFOp::create(b, loc, v[0], arith::AddFOp::create(b, loc, one, ex));
