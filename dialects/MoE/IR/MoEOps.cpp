@@ -39,6 +39,24 @@ static FailureOr<int64_t> verifyExpertWeights(Operation *op, Type gate, Type up,
 
 /// Checks the routing against `experts` experts and the correction bias
 /// operand (present exactly for noaux_tc, one value per expert).
+/// A dense shared expert's weights (`[ffn, hidden]` gate and up, `[hidden,
+/// ffn]` down) for a layer of width `hidden`; returns its FFN width.
+static FailureOr<int64_t> verifySharedExpert(Operation *op, Type sg, Type su, Type sd,
+                                             int64_t hidden) {
+  if (failed(verifyRank(op, "shared gate weight", sg, 2)) ||
+      failed(verifyRank(op, "shared up weight", su, 2)) ||
+      failed(verifyRank(op, "shared down weight", sd, 2)))
+    return failure();
+  ArrayRef<int64_t> g = getWeightShape(sg), u = getWeightShape(su), d = getWeightShape(sd);
+  if (g != u)
+    return op->emitOpError("shared gate and up weights must have the same shape");
+  if (failed(verifyDim(op, "shared gate hidden dimension", g[1], hidden)) ||
+      failed(verifyDim(op, "shared down output dimension", d[0], hidden)) ||
+      failed(verifyDim(op, "shared down ffn dimension", d[1], g[0])))
+    return failure();
+  return g[0];
+}
+
 static LogicalResult verifyRoutingFor(Operation *op, RoutingAttr routing,
                                       Value bias, int64_t experts) {
   if (failed(routing.verifyForExperts([&] { return op->emitOpError(); }, experts)))
@@ -248,23 +266,15 @@ LogicalResult FusedExpertsOp::verify() {
     return failure();
   if (!hasSharedExpert())
     return success();
-  Type sg = getSharedGateProj().getType(), su = getSharedUpProj().getType(),
-       sd = getSharedDownProj().getType();
-  if (failed(verifyRank(*this, "shared gate weight", sg, 2)) ||
-      failed(verifyRank(*this, "shared up weight", su, 2)) ||
-      failed(verifyRank(*this, "shared down weight", sd, 2)))
+  FailureOr<int64_t> width =
+      verifySharedExpert(*this, getSharedGateProj().getType(), getSharedUpProj().getType(),
+                         getSharedDownProj().getType(), hidden);
+  if (failed(width))
     return failure();
-  ArrayRef<int64_t> g = getWeightShape(sg), u = getWeightShape(su), d = getWeightShape(sd);
   int64_t ffn = getWeightShape(getGate().getType())[1];
-  if (g != u)
-    return emitOpError("shared gate and up weights must have the same shape");
-  if (failed(verifyDim(*this, "shared gate hidden dimension", g[1], hidden)) ||
-      failed(verifyDim(*this, "shared down output dimension", d[0], hidden)) ||
-      failed(verifyDim(*this, "shared down ffn dimension", d[1], g[0])))
-    return failure();
-  if (ShapedType::isDynamic(g[0]) || ShapedType::isDynamic(ffn) || ffn <= 0 || g[0] % ffn != 0)
+  if (ShapedType::isDynamic(*width) || ShapedType::isDynamic(ffn) || ffn <= 0 || *width % ffn != 0)
     return emitOpError("shared expert FFN width (")
-           << g[0] << ") must be a multiple of the routed experts' (" << ffn << ")";
+           << *width << ") must be a multiple of the routed experts' (" << ffn << ")";
   return success();
 }
 
@@ -303,19 +313,9 @@ LogicalResult LayerOp::verify() {
       return emitOpError("shared_gate needs a shared expert");
     return success();
   }
-  Type sg = getSharedGateProj().getType(), su = getSharedUpProj().getType(),
-       sd = getSharedDownProj().getType();
-  if (failed(verifyRank(*this, "shared gate weight", sg, 2)) ||
-      failed(verifyRank(*this, "shared up weight", su, 2)) ||
-      failed(verifyRank(*this, "shared down weight", sd, 2)))
-    return failure();
-  ArrayRef<int64_t> g = getWeightShape(sg), u = getWeightShape(su),
-                    d = getWeightShape(sd);
-  if (g != u)
-    return emitOpError("shared gate and up weights must have the same shape");
-  if (failed(verifyDim(*this, "shared gate hidden dimension", g[1], hidden)) ||
-      failed(verifyDim(*this, "shared down output dimension", d[0], hidden)) ||
-      failed(verifyDim(*this, "shared down ffn dimension", d[1], g[0])))
+  if (failed(verifySharedExpert(*this, getSharedGateProj().getType(),
+                                getSharedUpProj().getType(), getSharedDownProj().getType(),
+                                hidden)))
     return failure();
   if (Value gate = getSharedExpertGate()) {
     if (failed(verifyRank(*this, "shared_gate", gate.getType(), 2)))

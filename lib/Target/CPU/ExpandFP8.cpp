@@ -26,20 +26,16 @@ struct Bits {
   PatternRewriter &b;
   Location loc;
   Type like;
-  Value i32(int64_t v) {
-    Type t = shaped(like, b.getI32Type());
-    return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
-                                                    ? TypedAttr(DenseElementsAttr::get(
-                                                          cast<ShapedType>(t), b.getI32IntegerAttr(v)))
-                                                    : TypedAttr(b.getI32IntegerAttr(v)));
+  /// The scalar `value` as a constant of `like`'s shape (splat for vectors).
+  Value constant(TypedAttr value) {
+    Type t = shaped(like, value.getType());
+    return arith::ConstantOp::create(
+        b, loc, t,
+        isa<VectorType>(t) ? TypedAttr(DenseElementsAttr::get(cast<ShapedType>(t), value)) : value);
   }
-  Value f32(double v) {
-    Type t = shaped(like, b.getF32Type());
-    return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
-                                                    ? TypedAttr(DenseElementsAttr::get(
-                                                          cast<ShapedType>(t), b.getF32FloatAttr(v)))
-                                                    : TypedAttr(b.getF32FloatAttr(v)));
-  }
+  Value i16(int64_t v) { return constant(b.getI16IntegerAttr(v)); }
+  Value i32(int64_t v) { return constant(b.getI32IntegerAttr(v)); }
+  Value f32(double v) { return constant(b.getF32FloatAttr(v)); }
   Value and_(Value x, int64_t m) { return arith::AndIOp::create(b, loc, x, i32(m)); }
   Value shr(Value x, int64_t n) { return arith::ShRUIOp::create(b, loc, x, i32(n)); }
   Value shl(Value x, int64_t n) { return arith::ShLIOp::create(b, loc, x, i32(n)); }
@@ -57,24 +53,19 @@ struct ExpandExtF : OpRewritePattern<arith::ExtFOp> {
       return failure();
     Location loc = op.getLoc();
     Type like = op.getType();
-    auto i16 = [&](int64_t v) {
-      Type t = shaped(like, b.getI16Type());
-      return arith::ConstantOp::create(b, loc, t, isa<VectorType>(t)
-                                                      ? TypedAttr(DenseElementsAttr::get(
-                                                            cast<ShapedType>(t), b.getI16IntegerAttr(v)))
-                                                      : TypedAttr(b.getI16IntegerAttr(v)));
-    };
+    Bits k{b, loc, like};
     // E4M3 bits s.eeee.mmm moved into an f16's fields, s.0eeee.mmm0000000,
     // read as f16 are the value times 2^-8 (the exponent biases differ by 8;
     // E4M3 subnormals land on f16 subnormals): one hardware f16 -> f32
     // conversion (vcvtph2ps, fcvtl) and a multiply by 256.
     Value raw = arith::BitcastOp::create(b, loc, shaped(like, b.getI8Type()), op.getIn());
     Value c = arith::ExtUIOp::create(b, loc, shaped(like, b.getI16Type()), raw);
-    Value sign = arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, i16(0x80)), i16(8));
-    Value rest = arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, i16(0x7F)), i16(7));
+    Value sign =
+        arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, k.i16(0x80)), k.i16(8));
+    Value rest =
+        arith::ShLIOp::create(b, loc, arith::AndIOp::create(b, loc, c, k.i16(0x7F)), k.i16(7));
     Value half = arith::BitcastOp::create(b, loc, shaped(like, b.getF16Type()),
                                           arith::OrIOp::create(b, loc, sign, rest));
-    Bits k{b, loc, like};
     Value wide = arith::ExtFOp::create(b, loc, shaped(like, b.getF32Type()), half);
     b.replaceOpWithNewOp<arith::MulFOp>(op, wide, k.f32(256.0));
     return success();
