@@ -2,8 +2,7 @@
 
 #include "Builders.h"
 
-#include "LLM/IR/LLMOps.h"
-
+#include <cmath>
 #include <limits>
 
 using namespace mlir;
@@ -191,6 +190,39 @@ Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
                  [](OpBuilder &b, Location loc, ValueRange args) {
                    linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, args[0], args[1]).getResult());
                  }));
+}
+
+Value activation(OpBuilder &b, Location loc, llm::ActivationKind kind, Value x) {
+  Value one = f32Const(b, loc, 1.0), half = f32Const(b, loc, 0.5);
+  switch (kind) {
+  case llm::ActivationKind::silu:
+  case llm::ActivationKind::sigmoid: {
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+    Value sig = arith::DivFOp::create(b, loc, one, arith::AddFOp::create(b, loc, one, e));
+    return kind == llm::ActivationKind::silu ? arith::MulFOp::create(b, loc, x, sig).getResult() : sig;
+  }
+  case llm::ActivationKind::relu:
+    return arith::MaximumFOp::create(b, loc, x, f32Const(b, loc, 0.0));
+  case llm::ActivationKind::gelu: {
+    Value erf = math::ErfOp::create(b, loc, arith::MulFOp::create(b, loc, x, f32Const(b, loc, M_SQRT1_2)));
+    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
+                                 arith::AddFOp::create(b, loc, one, erf));
+  }
+  case llm::ActivationKind::gelu_tanh: {
+    Value x3 = arith::MulFOp::create(b, loc, x, arith::MulFOp::create(b, loc, x, x));
+    Value inner = arith::AddFOp::create(b, loc, x, arith::MulFOp::create(b, loc, f32Const(b, loc, 0.044715), x3));
+    Value th = math::TanhOp::create(b, loc, arith::MulFOp::create(b, loc, f32Const(b, loc, std::sqrt(2.0 / M_PI)), inner));
+    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
+                                 arith::AddFOp::create(b, loc, one, th));
+  }
+  }
+  return x;
+}
+
+Value rowContraction(OpBuilder &b, Location loc, Value a, Value w, Value init) {
+  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+  return generic(b, loc, ValueRange{a, w}, init, {{m, k}, {n, k}, {m, n}}, {par, par, red},
+                 multiplyAccumulate);
 }
 
 } // namespace moir::lowering

@@ -3,6 +3,8 @@
 #ifndef MOIR_LIB_CONVERSION_MOIRTOLINALG_BUILDERS_H
 #define MOIR_LIB_CONVERSION_MOIRTOLINALG_BUILDERS_H
 
+#include "LLM/IR/LLMOps.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -67,6 +69,16 @@ mlir::Value scaleBy(mlir::OpBuilder &b, mlir::Location loc, mlir::Value t, mlir:
 /// arguments (a, b, acc), as an FMA the backend may reassociate (so it can
 /// vectorize the reduction).
 void multiplyAccumulate(mlir::OpBuilder &b, mlir::Location loc, mlir::ValueRange args);
+
+/// An element-wise activation of the f32 scalar `x`.
+mlir::Value activation(mlir::OpBuilder &b, mlir::Location loc, llm::ActivationKind kind,
+                       mlir::Value x);
+
+/// init[m, n] + sum_k a[m, k] * w[n, k]: activations times a weight stored
+/// output-major (projections, expert matmuls), the row-by-row contraction the
+/// CPU kernels match.
+mlir::Value rowContraction(mlir::OpBuilder &b, mlir::Location loc, mlir::Value a, mlir::Value w,
+                           mlir::Value init);
 
 mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double value);
 mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t value);

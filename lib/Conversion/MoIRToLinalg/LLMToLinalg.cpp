@@ -80,7 +80,6 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     auto outType = cast<RankedTensorType>(op.getType());
     SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, x, 0),
                                        b.getIndexAttr(outType.getDimSize(1))};
-    AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
     Value init;
     if (Value bias = op.getBias()) {
       // Accumulate onto the bias.
@@ -92,9 +91,7 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     } else {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
-    Value out = markParallel(generic(b, loc, ValueRange{x, op.getWeight()}, init,
-                                     {{m, k}, {n, k}, {m, n}}, {par, par, red},
-                                     multiplyAccumulate));
+    Value out = markParallel(rowContraction(b, loc, x, op.getWeight(), init));
     if (op->hasAttr("moir.precise"))
       out.getDefiningOp()->setAttr("moir.precise", b.getUnitAttr());
     b.replaceOp(op, out);
@@ -123,33 +120,6 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
     return success();
   }
 };
-
-Value activation(OpBuilder &b, Location loc, llm::ActivationKind kind, Value x) {
-  Value one = f32Const(b, loc, 1.0), half = f32Const(b, loc, 0.5);
-  switch (kind) {
-  case llm::ActivationKind::silu:
-  case llm::ActivationKind::sigmoid: {
-    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
-    Value sig = arith::DivFOp::create(b, loc, one, arith::AddFOp::create(b, loc, one, e));
-    return kind == llm::ActivationKind::silu ? arith::MulFOp::create(b, loc, x, sig).getResult() : sig;
-  }
-  case llm::ActivationKind::relu:
-    return arith::MaximumFOp::create(b, loc, x, f32Const(b, loc, 0.0));
-  case llm::ActivationKind::gelu: {
-    Value erf = math::ErfOp::create(b, loc, arith::MulFOp::create(b, loc, x, f32Const(b, loc, M_SQRT1_2)));
-    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
-                                 arith::AddFOp::create(b, loc, one, erf));
-  }
-  case llm::ActivationKind::gelu_tanh: {
-    Value x3 = arith::MulFOp::create(b, loc, x, arith::MulFOp::create(b, loc, x, x));
-    Value inner = arith::AddFOp::create(b, loc, x, arith::MulFOp::create(b, loc, f32Const(b, loc, 0.044715), x3));
-    Value th = math::TanhOp::create(b, loc, arith::MulFOp::create(b, loc, f32Const(b, loc, std::sqrt(2.0 / M_PI)), inner));
-    return arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, half, x),
-                                 arith::AddFOp::create(b, loc, one, th));
-  }
-  }
-  return x;
-}
 
 /// An element-wise generic over `operands` (all of the result's shape).
 Value elementwise(OpBuilder &b, Location loc, ValueRange operands, BodyFn body) {

@@ -57,17 +57,12 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
   Value m = arith::MulIOp::create(b, loc, a.tokens, indexConst(b, loc, a.heads));
   // A quantized cache's row scale factors out of the dot product along the
   // row: the products read the stored values, the scale multiplies after.
-  Value scores = scaleBy(b, loc,
-                         markParallel(generic(b, loc, ValueRange{rows(qLat), a.latent.values},
-                                              filled(b, loc, {m, a.len}, b.getF32Type(), 0.0),
-                                              {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
-                                              multiplyAccumulate)),
-                         a.latent.scales, {d1});
+  auto zeros = [&] { return filled(b, loc, {m, a.len}, b.getF32Type(), 0.0); };
+  Value scores = scaleBy(
+      b, loc, markParallel(rowContraction(b, loc, rows(qLat), a.latent.values, zeros())),
+      a.latent.scales, {d1});
   if (a.kpe.scales) {
-    Value rope = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe.values},
-                                      filled(b, loc, {m, a.len}, b.getF32Type(), 0.0),
-                                      {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
-                                      multiplyAccumulate));
+    Value rope = markParallel(rowContraction(b, loc, rows(op.getQPe()), a.kpe.values, zeros()));
     scores = markParallel(generic(b, loc, ValueRange{rope, a.kpe.scales}, scores,
                                   {{d0, d1}, {d1}, {d0, d1}}, {par, par},
                                   [](OpBuilder &b, Location loc, ValueRange v) {
@@ -76,9 +71,7 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                                         b, loc, arith::AddFOp::create(b, loc, v[2], p).getResult());
                                   }));
   } else {
-    scores = markParallel(generic(b, loc, ValueRange{rows(op.getQPe()), a.kpe.values}, scores,
-                                  {{d0, d2}, {d1, d2}, {d0, d1}}, {par, par, red},
-                                  multiplyAccumulate));
+    scores = markParallel(rowContraction(b, loc, rows(op.getQPe()), a.kpe.values, scores));
   }
   Value scores3 = tensor::ExpandShapeOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, a.heads, ShapedType::kDynamic}, b.getF32Type()),

@@ -79,10 +79,8 @@ std::pair<Value, Value> routeToken(OpBuilder &b, Location loc, moe::RoutingAttr 
   if (sigmoid) {
     scores = generic(b, loc, row, empty, {{e}, {e}}, {par},
                      [](OpBuilder &b, Location loc, ValueRange a) {
-                       Value one = f32Const(b, loc, 1.0);
-                       Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
-                       linalg::YieldOp::create(b, loc, arith::DivFOp::create(
-                           b, loc, one, arith::AddFOp::create(b, loc, one, ex)).getResult());
+                       linalg::YieldOp::create(
+                           b, loc, activation(b, loc, llm::ActivationKind::sigmoid, a[0]));
                      });
   } else {
     Value m = extract(b, loc, generic(b, loc, row,
@@ -304,10 +302,8 @@ Value expertMatmul(OpBuilder &b, Location loc, Value rows, Value stacked, Value 
       ArrayRef<OpFoldResult>{e, b.getIndexAttr(0), b.getIndexAttr(0)},
       ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(out), b.getIndexAttr(in)},
       ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
-  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, rows, 0), b.getIndexAttr(out)};
-  return markParallel(generic(b, loc, ValueRange{rows, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
-                              {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate));
+  return markParallel(rowContraction(b, loc, rows, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
 struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
@@ -348,11 +344,9 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
             Value hAct = generic(b, loc, ValueRange{g, u},
                                  tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, g), b.getF32Type()),
                                  {{i, j}, {i, j}, {i, j}}, SmallVector<utils::IteratorType>(rank, par),
-                                 [](OpBuilder &b, Location loc, ValueRange a) {
-                                   Value one = f32Const(b, loc, 1.0);
-                                   Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, a[0]));
-                                   Value silu = arith::DivFOp::create(b, loc, a[0], arith::AddFOp::create(b, loc, one, ex));
-                                   linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, silu, a[1]).getResult());
+                                 [&](OpBuilder &b, Location loc, ValueRange a) {
+                                   Value act = activation(b, loc, op.getActivation(), a[0]);
+                                   linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, act, a[1]).getResult());
                                  });
             Value y = expertMatmul(b, loc, hAct, op.getDown(), e);
             Value updated = tensor::InsertSliceOp::create(
@@ -372,11 +366,9 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
 
 /// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
 Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
-  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, a, 0),
                                      tensor::getMixedSize(b, loc, w, 0)};
-  return markKernel(generic(b, loc, ValueRange{a, w}, filled(b, loc, sizes, b.getF32Type(), 0.0),
-                            {{m, k}, {n, k}, {m, n}}, {par, par, red}, multiplyAccumulate));
+  return markKernel(rowContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
 /// [offsets, sizes) of `t` with unit strides, as a tensor of `type`.
@@ -554,10 +546,8 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
         Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
         Value w = toF32(b, loc, extract(b, loc, flatWeights,
                                         toIndex(b, loc, extract(b, loc, d.sources, r))));
-        Value one = f32Const(b, loc, 1.0);
-        Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, v[0]));
-        Value silu = arith::DivFOp::create(b, loc, v[0], arith::AddFOp::create(b, loc, one, ex));
-        Value prod = arith::MulFOp::create(b, loc, silu, v[1]);
+        Value act = activation(b, loc, op.getActivation(), v[0]);
+        Value prod = arith::MulFOp::create(b, loc, act, v[1]);
         linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, prod, w).getResult());
       });
       b.setInsertionPointToStart(gateUp.getTerminator().getBody());
