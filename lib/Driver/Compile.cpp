@@ -35,16 +35,20 @@ static Error fail(const Twine &message) {
   return createStringError(inconvertibleErrorCode(), message);
 }
 
+void setGraphOptions(const GraphChoices &choices, GraphPipelineOptions &options) {
+  options.absorbMLA = choices.absorbMLA;
+  options.fuseExperts = choices.fuseExperts;
+  options.fuseRouter = choices.fuseRouter;
+  options.quantizeKVCache = choices.quantizeKVCache;
+}
+
 /// Graph phase, linalg phase and the entry's description, shared by every
 /// target.
 static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices &choices) {
   MLIRContext *context = module.getContext();
   PassManager toGraph(context);
   GraphPipelineOptions graph;
-  graph.absorbMLA = choices.absorbMLA;
-  graph.fuseExperts = choices.fuseExperts;
-  graph.fuseRouter = choices.fuseRouter;
-  graph.quantizeKVCache = choices.quantizeKVCache;
+  setGraphOptions(choices, graph);
   buildGraphPipeline(toGraph, graph);
   if (failed(toGraph.run(module)))
     return fail("compiling to the graph phase failed");
@@ -58,26 +62,19 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   module.walk([&](Operation *op) {
     if (auto embedding = dyn_cast<llm::EmbeddingOp>(op))
       reads[key(embedding.getTable())] = {1.0, true};
-    if (auto fused = dyn_cast<moe::FusedExpertsOp>(op)) {
-      int64_t experts = llm::getWeightShape(fused.getGate().getType())[0];
-      double fraction = static_cast<double>(
-                            cast<RankedTensorType>(fused.getIds().getType()).getDimSize(1)) /
-                        static_cast<double>(experts);
-      for (mlir::Value w : {fused.getGate(), fused.getUp(), fused.getDown()})
-        reads[key(w)] = {fraction, false};
-    }
-    if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
-      // The selected experts per token: the ids' width, whichever op routed
-      // (moe.route or moe.fused_route).
-      auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>();
-      if (!dispatch)
-        return;
+    // A decode step reads top-k (the ids' width) of each expert stack.
+    auto stacks = [&](mlir::Value ids, std::initializer_list<mlir::Value> weights) {
+      double experts = static_cast<double>(llm::getWeightShape(weights.begin()->getType())[0]);
       double fraction =
-          static_cast<double>(cast<RankedTensorType>(dispatch.getIds().getType()).getDimSize(1)) /
-          static_cast<double>(dispatch.getNumExperts());
-      for (mlir::Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
+          static_cast<double>(cast<RankedTensorType>(ids.getType()).getDimSize(1)) / experts;
+      for (mlir::Value w : weights)
         reads[key(w)] = {fraction, false};
-    }
+    };
+    if (auto fused = dyn_cast<moe::FusedExpertsOp>(op))
+      stacks(fused.getIds(), {fused.getGate(), fused.getUp(), fused.getDown()});
+    if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op))
+      if (auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>())
+        stacks(dispatch.getIds(), {ffn.getGate(), ffn.getUp(), ffn.getDown()});
   });
   PassManager toLinalg(context);
   cpu::buildLoweringToLinalgPipeline(toLinalg);

@@ -176,8 +176,7 @@ int main(int argc, char **argv) {
                  << "' (known: none, int8, fp8)\n";
     return 1;
   }
-  std::string kvFormat = quantizeKVCache == "none" ? "" : quantizeKVCache.getValue();
-  choices.quantizeKVCache = kvFormat;
+  choices.quantizeKVCache = quantizeKVCache == "none" ? "" : quantizeKVCache.getValue();
   if (report) {
     if (reportContext < 1 || reportPrompt < 1) {
       llvm::errs() << "moirc: --report-context and --report-prompt must be positive\n";
@@ -186,10 +185,7 @@ int main(int argc, char **argv) {
     OwningOpRef<ModuleOp> graphModule(cast<ModuleOp>((*module)->clone()));
     PassManager toGraph(&context);
     moir::GraphPipelineOptions graph;
-    graph.absorbMLA = absorbMLA;
-    graph.fuseExperts = fuseExperts;
-    graph.fuseRouter = fuseRouter;
-    graph.quantizeKVCache = kvFormat;
+    moir::setGraphOptions(choices, graph);
     moir::buildGraphPipeline(toGraph, graph);
     if (failed(toGraph.run(*graphModule))) {
       llvm::errs() << "moirc: " << inputFile << ": compiling to the graph phase failed\n";
@@ -243,10 +239,7 @@ int main(int argc, char **argv) {
   if (failed(applyPassManagerCLOptions(pm)))
     return 1;
   moir::GraphPipelineOptions graph;
-  graph.absorbMLA = absorbMLA;
-  graph.fuseExperts = fuseExperts;
-  graph.fuseRouter = fuseRouter;
-  graph.quantizeKVCache = kvFormat;
+  moir::setGraphOptions(choices, graph);
   moir::buildPipelineToPhase(pm, *phase, graph);
   if (failed(pm.run(*module))) {
     llvm::errs() << "moirc: " << inputFile << ": compiling to the '" << compileTo

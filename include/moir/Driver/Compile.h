@@ -3,6 +3,7 @@
 #ifndef MOIR_DRIVER_COMPILE_H
 #define MOIR_DRIVER_COMPILE_H
 
+#include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/GPU/GPUTarget.h"
 
@@ -33,6 +34,10 @@ struct GraphChoices {
   /// empty: f32 caches.
   std::string quantizeKVCache;
 };
+
+/// The graph pipeline's options for `choices` (every compile and moirc's
+/// --report and --compile-to read the choices through this).
+void setGraphOptions(const GraphChoices &choices, GraphPipelineOptions &options);
 
 /// Compiles an input-phase module (from the importer) for the CPU and writes
 /// the artifact to `outputPath`: graph phase, lowering, code generation,
