@@ -39,6 +39,7 @@ void setGraphOptions(const GraphChoices &choices, GraphPipelineOptions &options)
   options.absorbMLA = choices.absorbMLA;
   options.fuseExperts = choices.fuseExperts;
   options.fuseRouter = choices.fuseRouter;
+  options.flashAttention = choices.flashAttention;
   options.quantizeKVCache = choices.quantizeKVCache;
 }
 
@@ -162,15 +163,16 @@ Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
   if (Error err = target->validate(resolved))
     return err;
   MLIRContext *context = module.getContext();
-  // The fused MoE lowerings (scf.forall work items over tokens and selected
-  // experts) are written for the CPU's thread pool; GPU kernels map the
-  // steps.
+  // The fused MoE and flash-attention lowerings (scf.forall work items over
+  // tokens, selected experts, query blocks) are written for the CPU's thread
+  // pool; GPU kernels map the steps.
   if (!graph.quantizeKVCache.empty())
     return fail("--quantize-kv-cache is implemented for CPU targets only (the GPU attention "
                 "kernels read f32 caches)");
   GraphChoices choices = graph;
   choices.fuseExperts = false;
   choices.fuseRouter = false;
+  choices.flashAttention = false;
   Expected<ArtifactInfo> info = lowerToLinalg(module, choices);
   if (!info)
     return info.takeError();

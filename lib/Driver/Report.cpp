@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moir/Conversion/Passes.h"
 #include "moir/Driver/Compile.h"
 
 #include "LLM/IR/LLMOps.h"
@@ -84,6 +85,25 @@ double cacheRowBytes(Value cache) {
   return values * elementBytes(dq.getCache().getType()) + 4 * scales;
 }
 
+/// Keys per query whose scores a prefill of `T` tokens from an empty cache
+/// computes: all T when the scores are materialized; with flash attention,
+/// each block of queries (flashQueryBlock(group) of them) stops at its last
+/// position and, with a sliding window, starts at the key block its first
+/// query's window reaches.
+double keysPerQuery(int64_t T, int64_t group, std::optional<int64_t> window, bool flash) {
+  if (!flash || T <= 0)
+    return static_cast<double>(T);
+  int64_t block = flashQueryBlock(group);
+  double total = 0;
+  for (int64_t t0 = 0; t0 < T; t0 += block) {
+    int64_t n = std::min(block, T - t0), hi = t0 + n, lo = 0;
+    if (window)
+      lo = std::max<int64_t>(0, t0 - *window + 1) / kFlashKeys * kFlashKeys;
+    total += static_cast<double>(n) * static_cast<double>(hi - lo);
+  }
+  return total / static_cast<double>(T);
+}
+
 } // namespace
 
 llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_ostream &os) {
@@ -105,6 +125,11 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   int64_t attentionLayers = 0, quantizedCaches = 0;
   double cacheBytesPerToken = 0;
   double betweenSteps = 0, betweenStepsUnfused = 0;
+  // Attention ops run flash-style, those that could (every llm.attention,
+  // mla.attend where the materialized form runs), and the bytes of the
+  // [tokens, heads, keys] f32 scores a prompt's prefill materializes.
+  int64_t flashOps = 0, flashable = 0;
+  double scoreBytes = 0, scoreBytesFlash = 0;
   auto expertWork = [&](ArrayRef<Value> stacks) {
     double n = 0, bytes = 0, experts = 1;
     for (Value v : stacks) {
@@ -175,8 +200,24 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       ++attentionLayers;
       quantizedCaches += attn.getKey().getDefiningOp<llm::DequantizeCacheOp>() != nullptr;
       cacheBytesPerToken += rowBytes;
-      w = {2 * heads * S * (dk + dv), S * rowBytes, 2 * heads * meanRows * (dk + dv),
-           meanRows * rowBytes};
+      std::optional<int64_t> window;
+      if (std::optional<uint64_t> size = attn.getSlidingWindow())
+        window = static_cast<int64_t>(*size);
+      int64_t group = q.getDimSize(1) / k.getDimSize(1);
+      bool flash = attn.getFlash();
+      ++flashable;
+      flashOps += flash;
+      scoreBytes += 4 * heads * T * T;
+      scoreBytesFlash += flash ? 0 : 4 * heads * T * T;
+      // Prefill: every key's score computed (materialized), or the keys
+      // flash attention's blocks visit.
+      auto prefill = [&](bool flash) {
+        return 2 * heads * keysPerQuery(prompt, group, window, flash) * (dk + dv);
+      };
+      w = {2 * heads * S * (dk + dv), S * rowBytes, prefill(flash), meanRows * rowBytes};
+      before = w;
+      before.prefillFlops = prefill(false);
+      differs = true;
     } else if (auto attend = dyn_cast<mla::AttendOp>(op)) {
       mla::ConfigAttr c = attend.getConfig();
       double h = c.getNumHeads(), rank = c.getKvLoraRank(), nope = c.getQkNopeHeadDim(),
@@ -185,6 +226,11 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       // Multiply-adds per head of one call with `t` queries over `s` rows
       // (mla-absorb-weights' cost model).
       auto materialized = [&](double t, double s) { return s * expand + t * s * (nope + rope + vd); };
+      // A prefill from an empty cache, materialized: flash attention
+      // computes the scores of the keys its blocks visit, not all T.
+      auto prefillMaterialized = [&](bool flash) {
+        return T * expand + T * keysPerQuery(prompt, 1, std::nullopt, flash) * (nope + rope + vd);
+      };
       auto absorbedCost = [&](double t, double s) { return t * (expand + s * (2 * rank + rope)); };
       double cacheBytes = cacheRowBytes(attend.getLatentCache()) + cacheRowBytes(attend.getRopeCache());
       ++attentionLayers;
@@ -199,8 +245,20 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       absorbed += decodeAbsorbed;
       materializedPrefill += perCall;
       double prefillMat = materialized(T, T), prefillAbs = absorbedCost(T, T);
+      // The lowering's choice for this prefill (its cost model counts every
+      // key), then the work that form does.
+      bool prefillIsMaterialized = perCall ? prefillMat < prefillAbs : !decodeAbsorbed;
+      bool flash = attend.getFlash();
       double prefillChosen =
-          perCall ? std::min(prefillMat, prefillAbs) : (decodeAbsorbed ? prefillAbs : prefillMat);
+          prefillIsMaterialized ? prefillMaterialized(flash) : prefillAbs;
+      if (perCall || !decodeAbsorbed) {
+        ++flashable;
+        flashOps += flash;
+      }
+      if (prefillIsMaterialized) {
+        scoreBytes += 4 * h * T * T;
+        scoreBytesFlash += flash ? 0 : 4 * h * T * T;
+      }
       w = {2 * h * (decodeAbsorbed ? absorbedCost(1, S) : materialized(1, S)),
            S * cacheBytes + kvb, 2 * h * prefillChosen / T, meanRows * cacheBytes + kvb / T};
       before = {2 * h * materialized(1, S), S * cacheBytes + kvb, 2 * h * prefillMat / T,
@@ -237,6 +295,11 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   } else {
     os << "  moe-fuse-router, moe-fuse-experts: no MoE layers\n";
   }
+  os << "  flash-attention: " << flashOps << " of " << flashable
+     << " attention ops run by online softmax over key blocks; "
+     << llvm::format("score matrices [tokens, heads, keys] of a %lld-token prefill (f32): "
+                     "%.1f MB -> %.1f MB\n",
+                     static_cast<long long>(prompt), scoreBytes / 1e6, scoreBytesFlash / 1e6);
   os << "  quantize-kv-cache: " << quantizedCaches << " of " << attentionLayers
      << " attention layers read quantized caches; "
      << llvm::format("%.0f", cacheBytesPerToken) << " cache bytes per token\n";

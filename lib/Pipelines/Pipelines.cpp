@@ -57,6 +57,8 @@ void buildGraphPipeline(OpPassManager &pm, const GraphPipelineOptions &options) 
     if (options.fuseExperts)
       pm.addPass(createMoEFuseExpertsPass());
   }
+  if (options.flashAttention)
+    pm.addPass(createFlashAttentionPass());
   if (!options.quantizeKVCache.empty()) {
     QuantizeKVCachePassOptions quantize;
     quantize.format = options.quantizeKVCache;

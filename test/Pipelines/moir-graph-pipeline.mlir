@@ -17,12 +17,15 @@
 
 // MIXTRAL: llm.weight "model.layers.0.block_sparse_moe.gate.weight" : tensor<8x128xf32>
 // MIXTRAL: llm.stacked_weight ["model.layers.0.block_sparse_moe.experts.0.w1.weight", {{.*}}, "model.layers.0.block_sparse_moe.experts.7.w1.weight"] : tensor<8x352x128xf32>
+// MIXTRAL: llm.attention {{.*}} flash :
 // MIXTRAL: moe.route {{.*}} routing <top_k = 2, scoring = softmax, norm_topk_prob = true>
 // MIXTRAL: moe.dispatch
 // MIXTRAL: moe.expert_ffn silu
 // MIXTRAL: moe.combine
 // MIXTRAL: llm.weight "lm_head.weight"
 
+// flash-attention is on by default.
+// MIXTRAL-FUSED: llm.attention {{.*}} flash :
 // MIXTRAL-FUSED: %[[W:.*]], %[[IDS:.*]] = moe.fused_route %{{.*}}, %{{.*}} routing <top_k = 2, scoring = softmax, norm_topk_prob = true>
 // MIXTRAL-FUSED: moe.fused_experts silu %{{.*}}, %[[IDS]], %[[W]] experts(%{{.*}}, %{{.*}}, %{{.*}}) :
 // MIXTRAL-FUSED: llm.weight "lm_head.weight"
@@ -47,7 +50,7 @@
 // materialized (rank 64 > (nope + v) / 2).
 // DSV3: llm.kv_cache_update {{.*}} into tensor<256x64xf32>
 // DSV3: llm.kv_cache_update {{.*}} into tensor<256x16xf32>
-// DSV3: mla.attend {{.*}} form = absorbed {mla.prefill_form = "materialized"}
+// DSV3: mla.attend {{.*}} form = absorbed flash {mla.prefill_form = "materialized"}
 // DSV3: llm.glu silu {{.*}} : tensor<?x384xf32>
 // DSV3: mla.attend
 // DSV3: moe.route {{.*}} bias {{.*}} routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.500000e+00 : f64>

@@ -2,11 +2,12 @@
 //
 // moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench|
 //                                  mixtral-tiny|deepseek-tiny]
-//                         [--dtype bf16|f32] [--seed N]
+//                         [--dtype bf16|f32] [--seed N] [--sliding-window N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
 // given shape with deterministic random weights: the main job's default model
 // and the benchmarks' models. Weights ~ N(0, 0.02)-ish uniform, norms 1.
+// --sliding-window N (Mixtral shapes) writes "sliding_window": N.
 //
 //===----------------------------------------------------------------------===//
 
@@ -63,17 +64,28 @@ uint32_t next() {
 } // namespace
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N]\n");
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N] "
+                         "[--sliding-window N]\n");
     return 2;
   }
   std::string out = argv[1], shapeName = "mixtral-demo", dtype = "bf16";
   state = 0x9e3779b97f4a7c15ull;
-  for (int i = 2; i + 1 < argc; i += 2) {
+  long long window = 0;
+  for (int i = 2; i < argc; i += 2) {
     std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "moir-make-model: %s needs a value\n", a.c_str());
+      return 2;
+    }
     if (a == "--shape") shapeName = argv[i + 1];
     else if (a == "--dtype") dtype = argv[i + 1];
     else if (a == "--seed") state ^= std::strtoull(argv[i + 1], nullptr, 10) * 0x2545f4914f6cdd1dull;
+    else if (a == "--sliding-window") window = std::atoll(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "moir-make-model: unknown option %s\n", a.c_str());
+      return 2;
+    }
   }
   const Shape *s = nullptr;
   for (const Shape &c : kShapes)
@@ -84,6 +96,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   bool mla = s->kvLora > 0;
+  if (window < 0 || (window > 0 && mla)) {
+    std::fprintf(stderr, "moir-make-model: --sliding-window needs a positive size and a Mixtral shape\n");
+    return 2;
+  }
   int64_t hd = s->hidden / s->heads;
   std::vector<Tensor> tensors;
   auto add = [&](std::string name, std::vector<int64_t> shape, bool norm = false) {
@@ -210,6 +226,7 @@ int main(int argc, char **argv) {
         << ", \"num_key_value_heads\": " << s->kvHeads << ", \"num_local_experts\": " << s->experts
         << ", \"num_experts_per_tok\": " << s->topK << ", \"vocab_size\": " << s->vocab
         << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 1000000.0, \"hidden_act\": \"silu\", "
+        << (window ? "\"sliding_window\": " + std::to_string(window) + ", " : std::string())
         << "\"tie_word_embeddings\": false}\n";
   if (!cfg.flush()) {
     std::fprintf(stderr, "moir-make-model: writing %s/config.json failed\n", out.c_str());

@@ -95,6 +95,13 @@ static cl::opt<bool> fuseRouter(
              "normalization and scaling as one fused op, run in parallel over blocks of "
              "tokens (moe-fuse-router; default, CPU targets); =false keeps them separate"),
     cl::init(true));
+static cl::opt<bool> flashAttention(
+    "flash-attention",
+    cl::desc("attention (and MLA's materialized prefill) by online softmax over blocks of 64 "
+             "keys, one parallel work item per (block of queries, KV head); blocks a query "
+             "cannot see are skipped and the scores are never materialized (flash-attention; "
+             "default, CPU targets); =false materializes the scores and softmaxes them"),
+    cl::init(true));
 static cl::opt<std::string> quantizeKVCache(
     "quantize-kv-cache",
     cl::desc("store the KV (or MLA latent) caches as int8 or fp8 (E4M3) with one f32 scale per "
@@ -171,6 +178,7 @@ int main(int argc, char **argv) {
   choices.absorbMLA = absorbMLA;
   choices.fuseExperts = fuseExperts;
   choices.fuseRouter = fuseRouter;
+  choices.flashAttention = flashAttention;
   if (quantizeKVCache != "none" && quantizeKVCache != "int8" && quantizeKVCache != "fp8") {
     llvm::errs() << "moirc: unknown --quantize-kv-cache '" << quantizeKVCache
                  << "' (known: none, int8, fp8)\n";

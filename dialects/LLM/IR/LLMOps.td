@@ -247,19 +247,26 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
     Rows past the last position are never read, so the cache may hold
     garbage there.
 
+    `flash` (set by `flash-attention`) asks for the online-softmax algorithm:
+    key blocks are visited in order with a running row maximum and sum, the
+    score matrix is never materialized, and blocks a query cannot see (past
+    its position, outside its window) are skipped. The function is the same.
+
     ```mlir
-    %o = llm.attention %q, %kc, %vc, %pos scale = 0.125
+    %o = llm.attention %q, %kc, %vc, %pos scale = 0.125 flash
            : (tensor<?x16x64xf32>, tensor<4096x4x64xf32>, tensor<4096x4x64xf32>, tensor<?xi64>) -> tensor<?x16x64xf32>
     ```
   }];
   let arguments = (ins LLM_FloatTensor:$query, LLM_FloatTensor:$key,
                        LLM_FloatTensor:$value,
                        RankedTensorOf<[AnySignlessInteger]>:$positions,
-                       F64Attr:$scale, OptionalAttr<I64Attr>:$sliding_window);
+                       F64Attr:$scale, OptionalAttr<I64Attr>:$sliding_window,
+                       UnitAttr:$flash);
   let results = (outs LLM_FloatTensor:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value `,` $positions `scale` `=` $scale
-    (`window` `=` $sliding_window^)? attr-dict `:` functional-type(operands, results)
+    (`window` `=` $sliding_window^)? (`flash` $flash^)? attr-dict
+    `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

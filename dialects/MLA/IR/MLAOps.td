@@ -130,7 +130,9 @@ def MLA_AttendOp : MLA_Op<"attend", [Pure,
     `sum_j p_j W_UV[h] c[j]`. `form = materialized` expands keys and values
     per head from the cache; `form = absorbed` folds `W_UK` into the query
     and `W_UV` into the output and attends in the latent space. Both compute
-    the same function; the form is a cost decision.
+    the same function; the form is a cost decision. `flash` (set by
+    `flash-attention`) runs the materialized form's attention with the
+    online-softmax algorithm, as for `llm.attention`.
 
     ```mlir
     %o = mla.attend %qn, %qp, %c, %r, %pos, %wkvb
@@ -148,11 +150,11 @@ def MLA_AttendOp : MLA_Op<"attend", [Pure,
                        RankedTensorOf<[AnySignlessInteger]>:$positions,
                        LLM_WeightType:$kv_b_proj,
                        MLA_ConfigAttr:$config, F64Attr:$scale,
-                       MLA_FormAttr:$form);
+                       MLA_FormAttr:$form, UnitAttr:$flash);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $q_nope `,` $q_pe `,` $latent_cache `,` $rope_cache `,` $positions `,` $kv_b_proj
-    `config` $config `scale` `=` $scale `form` `=` $form attr-dict
+    `config` $config `scale` `=` $scale `form` `=` $form (`flash` $flash^)? attr-dict
     `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

@@ -30,6 +30,9 @@ struct GraphChoices {
   /// moe-fuse-router: the router matmul and routing as one moe.fused_route
   /// (CPU lowering only, like fuseExperts).
   bool fuseRouter = true;
+  /// flash-attention: attention by online softmax over key blocks (CPU
+  /// lowering only, like fuseExperts).
+  bool flashAttention = true;
   /// quantize-kv-cache: "int8" or "fp8" (E4M3) caches with row scales;
   /// empty: f32 caches.
   std::string quantizeKVCache;

@@ -55,6 +55,11 @@ struct GraphPipelineOptions
       llvm::cl::desc("fuse dispatch, the expert FFNs, combine and the shared "
                      "expert into moe.fused_experts (moe-fuse-experts)"),
       llvm::cl::init(true)};
+  Option<bool> flashAttention{
+      *this, "flash-attention",
+      llvm::cl::desc("attention by online softmax over key blocks, scores "
+                     "never materialized (flash-attention)"),
+      llvm::cl::init(true)};
   Option<std::string> quantizeKVCache{
       *this, "quantize-kv-cache",
       llvm::cl::desc("store the KV caches quantized: int8 or fp8 (E4M3), row "

@@ -203,6 +203,36 @@ def QuantizeKVCachePass : Pass<"quantize-kv-cache", "mlir::ModuleOp"> {
   let dependentDialects = ["::moir::llm::LLMDialect", "::mlir::func::FuncDialect"];
 }
 
+def FlashAttentionPass : Pass<"flash-attention"> {
+  let summary = "marks attention for the online-softmax (flash-style) algorithm";
+  let description = [{
+    Sets `flash` on every `llm.attention` and on every `mla.attend` that can
+    run materialized (`form = materialized`, or `mla.prefill_form =
+    materialized`):
+
+    ```mlir
+    // before
+    %o = llm.attention %q, %kc, %vc, %pos scale = 0.125 : ...
+    // after
+    %o = llm.attention %q, %kc, %vc, %pos scale = 0.125 flash : ...
+    ```
+
+    Lowered for a CPU, a flash attention is one parallel loop over (block of
+    queries, KV head). Each work item keeps its queries of all the heads that
+    share the KV head as the rows of one product, and walks the key blocks
+    the block's queries can see (causal and sliding-window blocks past them
+    are skipped): scores of the block (a register-blocked kernel), masking,
+    the running row maximum and sum (online softmax), rescaling of the
+    accumulated output, and the weighted sum of the block's value rows (a
+    second kernel). The [tokens, heads, keys] scores and probabilities are
+    never materialized. A quantized cache is read as stored: the key scales
+    multiply the block's scores, the value scales its probabilities.
+    Absorbed MLA keeps its own lowering (its rows are every query and head
+    against one latent cache).
+  }];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::moir::mla::MLADialect"];
+}
+
 def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
   let summary = "turns weight references into arguments of the entry function";
   let description = [{

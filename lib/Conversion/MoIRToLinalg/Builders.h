@@ -98,6 +98,21 @@ mlir::Value maskedSoftmax(mlir::OpBuilder &b, mlir::Location loc,
                           mlir::Value scores, mlir::Value positions,
                           double scale, std::optional<int64_t> window);
 
+/// Causal attention computed flash-style (online softmax over blocks of
+/// keys; see flash-attention): queries `q` [T, H, D] (any float), keys
+/// [len, KVH, D] and values [len, KVH, Dv] (f32, or quantized storage with
+/// row scales [len, KVH]); query head h reads KV head h / (H / KVH). Query t
+/// sees key j iff j <= positions[t] (and positions[t] - j < window).
+/// Returns [T, H, Dv] f32.
+struct FlashAttention {
+  mlir::Value q;
+  CacheRows k, v;
+  mlir::Value positions, len;
+  double scale;
+  std::optional<int64_t> window;
+};
+mlir::Value flashAttention(mlir::OpBuilder &b, mlir::Location loc, const FlashAttention &a);
+
 } // namespace moir::lowering
 
 #endif

@@ -366,6 +366,17 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
     // A quantized cache is read as stored; its row scales (per token and KV
     // head) factor out of the scores and into the probabilities.
     CacheRows k = readCache(b, loc, op.getKey(), len), v = readCache(b, loc, op.getValue(), len);
+    std::optional<int64_t> window;
+    if (std::optional<uint64_t> w = op.getSlidingWindow())
+      window = static_cast<int64_t>(*w);
+    if (op.getFlash()) {
+      b.replaceOp(op, tensor::CastOp::create(
+                          b, loc, op.getType(),
+                          flashAttention(b, loc, {op.getQuery(), k, v, op.getPositions(), len,
+                                                  op.getScale().convertToDouble(), window}))
+                          .getResult());
+      return success();
+    }
     AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), s = b.getAffineDimExpr(2),
                d = b.getAffineDimExpr(3);
     Value tokens = tensor::DimOp::create(b, loc, op.getQuery(), 0);
@@ -375,9 +386,6 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
                            {{t, h, d}, {s, h.floorDiv(group), d}, {t, h, s}}, {par, par, par, red},
                            multiplyAccumulate));
     scores = scaleBy(b, loc, scores, k.scales, {s, h.floorDiv(group)});
-    std::optional<int64_t> window;
-    if (std::optional<uint64_t> w = op.getSlidingWindow())
-      window = static_cast<int64_t>(*w);
     Value probs = scaleBy(b, loc,
                           maskedSoftmax(b, loc, scores, op.getPositions(),
                                         op.getScale().convertToDouble(), window),

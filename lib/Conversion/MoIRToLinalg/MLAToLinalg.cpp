@@ -118,6 +118,37 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
                          filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
                          {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                          multiplyAccumulate));
+  if (op.getFlash()) {
+    // Flash attention over keys [k_nope[s, h], k_pe[s]] per head and
+    // queries [q_nope[t, h], q_pe[t, h]].
+    auto withRope = [&](Value nopePart, Value ropePart, OpFoldResult rows,
+                        SmallVector<AffineExpr> ropeMap) {
+      SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(a.heads),
+                                         b.getIndexAttr(a.nope + a.ropeDim)};
+      Value full = tensor::EmptyOp::create(b, loc, sizes, b.getF32Type());
+      auto put = [&](Value part, int64_t at, int64_t width) {
+        Value f32Part = generic(b, loc, part,
+                                tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, b.getIndexAttr(a.heads), b.getIndexAttr(width)}, b.getF32Type()),
+                                {width == a.nope ? SmallVector<AffineExpr>{d0, d1, d2} : ropeMap, {d0, d1, d2}},
+                                {par, par, par}, [](OpBuilder &b, Location loc, ValueRange v) {
+          linalg::YieldOp::create(b, loc, toF32(b, loc, v[0]));
+        });
+        SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0), b.getIndexAttr(at)};
+        SmallVector<OpFoldResult> partSizes = {rows, b.getIndexAttr(a.heads), b.getIndexAttr(width)};
+        full = tensor::InsertSliceOp::create(b, loc, f32Part, full, offsets, partSizes,
+                                             SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
+      };
+      put(nopePart, 0, a.nope);
+      put(ropePart, a.nope, a.ropeDim);
+      return full;
+    };
+    Value queries = withRope(op.getQNope(), op.getQPe(), a.tokens, {d0, d1, d2});
+    Value keys = withRope(kNope, kpe, a.len, {d0, d2});
+    Value out = flashAttention(b, loc, {queries, CacheRows{keys, Value()}, CacheRows{values, Value()},
+                                        op.getPositions(), a.len, op.getScale().convertToDouble(),
+                                        std::nullopt});
+    return tensor::CastOp::create(b, loc, op.getType(), out);
+  }
   // scores[t, h, s] = q_nope[t, h] . k_nope[s, h] + q_pe[t, h] . k_pe[s]
   SmallVector<OpFoldResult> scoreSizes = {a.tokens, b.getIndexAttr(a.heads), a.len};
   Value scores = markParallel(generic(b, loc, ValueRange{op.getQNope(), kNope},
