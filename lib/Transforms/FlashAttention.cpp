@@ -18,20 +18,9 @@ struct FlashAttentionPass : moir::impl::FlashAttentionPassBase<FlashAttentionPas
   void runOnOperation() override {
     UnitAttr flash = UnitAttr::get(&getContext());
     getOperation()->walk([&](Operation *op) {
-      if (auto attention = dyn_cast<llm::AttentionOp>(op)) {
+      if (auto attention = dyn_cast<llm::AttentionOp>(op))
         attention.setFlashAttr(flash);
-        return;
-      }
-      auto attend = dyn_cast<mla::AttendOp>(op);
-      if (!attend)
-        return;
-      // Only the materialized form runs ordinary attention; absorbed MLA
-      // attends in the latent space.
-      auto prefill = attend->getAttrOfType<StringAttr>("mla.prefill_form");
-      bool materialized =
-          attend.getForm() == mla::Form::materialized ||
-          (prefill && prefill.getValue() == mla::stringifyForm(mla::Form::materialized));
-      if (materialized)
+      else if (auto attend = dyn_cast<mla::AttendOp>(op))
         attend.setFlashAttr(flash);
     });
   }

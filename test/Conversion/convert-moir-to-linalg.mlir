@@ -181,31 +181,38 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 
 // -----
 
-// llm.attention flash: one work item per (block of 32 queries, KV head),
-// the block's queries of the 2 heads sharing the KV head scaled into the
-// rows of one product; key blocks of 64 from the window's first block to
+// llm.attention flash: work items (block of 32 queries, KV head, split of
+// the keys), splits = max(1, min(ceil(len / 256), ceil(32 / pairs))); the
+// block's queries of the 2 heads sharing the KV head scaled into the rows of
+// one product; the split's key blocks of 64 from the window's first block to
 // the block's last position; per block the scores (kernel, int8 keys as
 // stored), masked and times the key scales, the running maximum updated in
 // place with alpha = exp(m_old - m_new), probabilities, the running sum
 // rescaled then summed, probabilities times the value scales, the output
-// rescaled then the weighted sum of value rows (kernel); at the end the
-// output divided by the sum and inserted at (block, head group).
+// rescaled then the weighted sum of value rows (kernel); each item's output,
+// maximum and sum stored at its index. Then per (block, KV head) the splits
+// combined by exp(m_split - m), divided by the weighted sums and inserted at
+// (block, head group).
 // CHECK-LABEL: func.func @flash_int8
 // CHECK-SAME: %[[Q:[a-z0-9]+]]: tensor<?x4x8xf32>, %[[K:[a-z0-9]+]]: tensor<64x2x8xi8>, %[[KS:[a-z0-9]+]]: tensor<64x2xf32>, %[[V:[a-z0-9]+]]: tensor<64x2x8xi8>, %[[VS:[a-z0-9]+]]: tensor<64x2xf32>
 // CHECK-NOT: llm.dequantize_cache
-// CHECK: %[[KEYS:.*]] = tensor.extract_slice %[[K]][0, 0, 0] [%{{.*}}, 2, 8]
+// CHECK: %[[KEYS:.*]] = tensor.extract_slice %[[K]][0, 0, 0] [%[[LEN:.*]], 2, 8]
 // CHECK: %[[QB:.*]] = arith.ceildivui %{{.*}}, %c32
-// CHECK: %[[ITEMS:.*]] = arith.muli %[[QB]], %c2
-// CHECK: scf.forall (%{{.*}}) in (%[[ITEMS]]) shared_outs(%[[OUT:.*]] = %{{.*}}) -> (tensor<?x4x8xf32>)
-// CHECK: tensor.extract_slice %[[Q]][%[[T0:.*]], %[[H0:.*]], 0] [%[[NT:.*]], 2, 8] [1, 1, 1] : tensor<?x4x8xf32> to tensor<?x2x8xf32>
+// CHECK: %[[PAIRS:.*]] = arith.muli %[[QB]], %c2
+// CHECK: arith.ceildivui %[[LEN]], %c256
+// CHECK: arith.ceildivui %c32{{.*}}, %[[PAIRS]]
+// CHECK: %[[SPLITS:.*]] = arith.maxui
+// CHECK: %[[ITEMS:.*]] = arith.muli %[[PAIRS]], %[[SPLITS]]
+// CHECK: scf.forall (%[[ITEM:.*]]) in (%[[ITEMS]]) shared_outs(%[[PACC:.*]] = %{{.*}}, %[[PMAX:.*]] = %{{.*}}, %[[PSUM:.*]] = %{{.*}}) -> (tensor<?x64x8xf32>, tensor<?x64xf32>, tensor<?x64xf32>)
+// CHECK: tensor.extract_slice %[[Q]][%{{.*}}, %{{.*}}, 0] [%{{.*}}, 2, 8] [1, 1, 1] : tensor<?x4x8xf32> to tensor<?x2x8xf32>
 // CHECK: arith.mulf %{{.*}}, %cst
 // CHECK: %[[ROWS:.*]] = tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<?x2x8xf32> into tensor<?x8xf32>
 // CHECK: scf.for {{.*}} -> (i64, i64)
 // CHECK: arith.constant -3.40282347E+38
-// CHECK: scf.for %[[S0:.*]] = %{{.*}} to %{{.*}} step %c64{{[_0-9]*}} iter_args(%[[ACC:.*]] = %{{.*}}, %[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}) -> (tensor<?x8xf32>, tensor<?xf32>, tensor<?xf32>)
+// CHECK: %[[STATE:.*]]:3 = scf.for %[[S0:.*]] = %{{.*}} to %{{.*}} step %c64{{[_0-9]*}} iter_args(%[[ACC:.*]] = %{{.*}}, %[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}) -> (tensor<?x8xf32>, tensor<?xf32>, tensor<?xf32>)
 // CHECK: %[[KB:.*]] = tensor.extract_slice %[[KEYS]][%[[S0]], %{{.*}}, 0] [%{{.*}}, 1, 8] [1, 1, 1] : tensor<?x2x8xi8> to tensor<?x8xi8>
 // CHECK: %[[S:.*]] = linalg.generic {{.*}} ins(%[[ROWS]], %[[KB]] : tensor<?x8xf32>, tensor<?x8xi8>) {{.*}} attrs = {moir.kernel}
-// CHECK: %[[MASKED:.*]] = linalg.generic {{.*}} ins(%[[S]], %{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?xi64>, tensor<?xf32>)
+// CHECK: %[[MASKED:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %[[S]], %{{.*}} : tensor<?xi64>, tensor<?x?xf32>, tensor<?xf32>)
 // CHECK: arith.cmpi sgt
 // CHECK: arith.cmpi sge
 // CHECK: %[[UPD:.*]]:2 = linalg.generic {{.*}} outs(%[[M]], %{{.*}} : tensor<?xf32>, tensor<?xf32>)
@@ -218,9 +225,16 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 // CHECK: %[[AS:.*]] = linalg.generic {{.*}} ins(%[[UPD]]#1 : tensor<?xf32>) outs(%[[ACC]] : tensor<?x8xf32>)
 // CHECK: %[[AN:.*]] = linalg.generic {{.*}} ins(%[[PW]], %{{.*}} : tensor<?x?xf32>, tensor<?x8xi8>) outs(%[[AS]] : tensor<?x8xf32>) attrs = {moir.kernel}
 // CHECK: scf.yield %[[AN]], %[[UPD]]#0, %[[LN]]
+// CHECK: tensor.parallel_insert_slice %[[STATE]]#0 into %[[PACC]][%[[ITEM]], 0, 0] [1, %{{.*}}, 8]
+// CHECK: tensor.parallel_insert_slice %[[STATE]]#1 into %[[PMAX]][%[[ITEM]], 0] [1, %{{.*}}]
+// CHECK: tensor.parallel_insert_slice %[[STATE]]#2 into %[[PSUM]][%[[ITEM]], 0] [1, %{{.*}}]
+// CHECK: scf.forall (%{{.*}}) in (%[[PAIRS]]) shared_outs(%[[OUT:.*]] = %{{.*}}) -> (tensor<?x4x8xf32>)
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: iterator_types = ["parallel", "reduction", "parallel"]
 // CHECK: arith.divf
 // CHECK: tensor.expand_shape
-// CHECK: tensor.parallel_insert_slice %{{.*}} into %[[OUT]][%[[T0]], %[[H0]], 0] [%[[NT]], 2, 8]
+// CHECK: tensor.parallel_insert_slice %{{.*}} into %[[OUT]][%{{.*}}, %{{.*}}, 0] [%{{.*}}, 2, 8]
 func.func @flash_int8(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xi8>, %ks: tensor<64x2xf32>, %v: tensor<64x2x8xi8>, %vs: tensor<64x2xf32>, %p: tensor<?xi64>) -> tensor<?x4x8xf32> {
   %dk = llm.dequantize_cache int8 %k, %ks : tensor<64x2x8xi8>, tensor<64x2xf32> -> tensor<64x2x8xf32>
   %dv = llm.dequantize_cache int8 %v, %vs : tensor<64x2x8xi8>, tensor<64x2xf32> -> tensor<64x2x8xf32>
@@ -265,23 +279,56 @@ func.func @quantized_update(%x: tensor<?x16xf32>, %c: tensor<64x16xi8>, %s: tens
 
 // -----
 
-// The materialized form with flash: queries [q_nope, q_pe] and keys
-// [k_nope, k_pe] per head (24 = 16 + 8) built once, then flash attention
-// with one KV head per query head (work items of 64 queries per head).
+// The materialized form with flash: per-head keys k_nope [len, 4, 16] and
+// the RoPE key rows [len, 8] every head shares, one KV head per query head
+// (work items of 64 queries per head): two score kernels accumulate into one
+// product, the weighted sum reads the per-head values.
 // CHECK-LABEL: func.func @attend_flash
-// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 0] [%{{.*}}, 4, 16] [1, 1, 1] : tensor<?x4x16xf32> into tensor<?x4x24xf32>
-// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 16] [%{{.*}}, 4, 8] [1, 1, 1] : tensor<?x4x8xf32> into tensor<?x4x24xf32>
-// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 0] [%{{.*}}, 4, 16] [1, 1, 1] : tensor<?x4x16xf32> into tensor<?x4x24xf32>
-// CHECK: tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 16] [%{{.*}}, 4, 8] [1, 1, 1] : tensor<?x4x8xf32> into tensor<?x4x24xf32>
 // CHECK: arith.ceildivui %{{.*}}, %c64
 // CHECK: scf.forall
-// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x24xf32> into tensor<?x24xf32>
+// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x16xf32> into tensor<?x16xf32>
+// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x8xf32> into tensor<?x8xf32>
 // CHECK: scf.for {{.*}} step %c64
-// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<?x24xf32>) {{.*}} attrs = {moir.kernel}
+// CHECK: tensor.extract_slice %{{.*}}[%{{.*}}, %{{.*}}, 0] [%{{.*}}, 1, 16] [1, 1, 1] : tensor<?x4x16xf32> to tensor<?x16xf32>
+// CHECK: %[[NOPE:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<?x16xf32>) {{.*}} attrs = {moir.kernel}
+// CHECK: tensor.extract_slice %{{.*}}[%{{.*}}, 0] [%{{.*}}, 8] [1, 1] : tensor<?x8xf32> to tensor<?x8xf32>
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?x8xf32>) outs(%[[NOPE]] : tensor<?x?xf32>) attrs = {moir.kernel}
 // CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>) {{.*}} attrs = {moir.kernel}
+// CHECK: scf.forall
 // CHECK: tensor.parallel_insert_slice %{{.*}} into %{{.*}}[%{{.*}}, %{{.*}}, 0] [%{{.*}}, 1, 16] [1, 1, 1] : tensor<?x1x16xf32> into tensor<?x4x16xf32>
 func.func @attend_flash(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
   %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = materialized flash
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+
+// -----
+
+// The absorbed form with flash and int8 caches: q_lat = q_nope W_UK, then
+// flash attention with the latent cache [len, 32] as both keys (with the
+// RoPE cache [len, 8]) and values, all 4 heads sharing it (rows: 16 queries
+// x 4 heads); each part's scores on its own kernel (int8 as stored), then
+// scaled by its rows' scales in the masking; W_UV applied after.
+// CHECK-LABEL: func.func @attend_flash_int8
+// CHECK-NOT: llm.dequantize_cache
+// CHECK: %[[LAT:.*]] = tensor.extract_slice %{{.*}}[0, 0] [%{{.*}}, 32] [1, 1] : tensor<128x32xi8> to tensor<?x32xi8>
+// CHECK: %[[LS:.*]] = tensor.extract_slice %{{.*}}[0] [%{{.*}}] [1] : tensor<128xf32> to tensor<?xf32>
+// CHECK: %[[QLAT:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<?x4x32xf32>) attrs = {moir.parallel}
+// CHECK: scf.forall
+// CHECK: tensor.extract_slice %[[QLAT]][%{{.*}}, %{{.*}}, 0] [%{{.*}}, 4, 32]
+// CHECK: tensor.collapse_shape %{{.*}} : tensor<?x4x32xf32> into tensor<?x32xf32>
+// CHECK: scf.for
+// CHECK: %[[LB:.*]] = tensor.extract_slice %[[LAT]][%{{.*}}, 0] [%{{.*}}, 32] [1, 1] : tensor<?x32xi8> to tensor<?x32xi8>
+// CHECK: %[[S1:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %[[LB]] : tensor<?x32xf32>, tensor<?x32xi8>) {{.*}} attrs = {moir.kernel}
+// CHECK: %[[S2:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?x8xi8>) {{.*}} attrs = {moir.kernel}
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[S1]], %{{.*}}, %[[S2]], %{{.*}} : tensor<?xi64>, tensor<?x?xf32>, tensor<?xf32>, tensor<?x?xf32>, tensor<?xf32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?x32xi8>) {{.*}} attrs = {moir.kernel}
+// CHECK: scf.forall
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<?x4x16xf32>) attrs = {moir.parallel}
+func.func @attend_flash_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xi8>, %cs: tensor<128xf32>, %r: tensor<128x8xi8>, %rs: tensor<128xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
+  %dc = llm.dequantize_cache int8 %c, %cs : tensor<128x32xi8>, tensor<128xf32> -> tensor<128x32xf32>
+  %dr = llm.dequantize_cache int8 %r, %rs : tensor<128x8xi8>, tensor<128xf32> -> tensor<128x8xf32>
+  %a = mla.attend %qn, %qp, %dc, %dr, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed flash
       : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
   return %a : tensor<?x4x16xf32>
 }

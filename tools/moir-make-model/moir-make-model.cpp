@@ -1,13 +1,14 @@
 //===- moir-make-model.cpp - deterministic random checkpoints ---------------===//
 //
 // moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench|
-//                                  mixtral-tiny|deepseek-tiny]
-//                         [--dtype bf16|f32] [--seed N] [--sliding-window N]
+//                                  mixtral-tiny|mistral-tiny|deepseek-tiny]
+//                         [--dtype bf16|f32] [--seed N] [--sliding-window N] [--layers N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
 // given shape with deterministic random weights: the main job's default model
 // and the benchmarks' models. Weights ~ N(0, 0.02)-ish uniform, norms 1.
-// --sliding-window N (Mixtral shapes) writes "sliding_window": N.
+// --sliding-window N (Mixtral and Mistral shapes) writes "sliding_window": N;
+// --layers N overrides the shape's layer count.
 //
 //===----------------------------------------------------------------------===//
 
@@ -43,6 +44,9 @@ const Shape kShapes[] = {
     // 100 and 170 leave remainders after 16- and 32-wide vectors; 170 and
     // 301 outputs leave columns after 4-wide register tiles).
     {"mixtral-tiny", "MixtralForCausalLM", 100, 2, 5, 1, 170, 4, 2, 301},
+    // Dense (no experts): numerical checks free of routing decisions, which
+    // a last-bit difference upstream can flip.
+    {"mistral-tiny", "MistralForCausalLM", 100, 2, 5, 1, 170, 0, 0, 301},
     {"deepseek-tiny", "DeepseekV2ForCausalLM", 100, 3, 4, 4, 170, 8, 3, 301, 50, 16, 8, 16, 50, 1,
      1},
 };
@@ -66,12 +70,12 @@ uint32_t next() {
 int main(int argc, char **argv) {
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N] "
-                         "[--sliding-window N]\n");
+                         "[--sliding-window N] [--layers N]\n");
     return 2;
   }
   std::string out = argv[1], shapeName = "mixtral-demo", dtype = "bf16";
   state = 0x9e3779b97f4a7c15ull;
-  long long window = 0;
+  long long window = 0, layers = 0;
   for (int i = 2; i < argc; i += 2) {
     std::string a = argv[i];
     if (i + 1 >= argc) {
@@ -82,11 +86,13 @@ int main(int argc, char **argv) {
     else if (a == "--dtype") dtype = argv[i + 1];
     else if (a == "--seed") state ^= std::strtoull(argv[i + 1], nullptr, 10) * 0x2545f4914f6cdd1dull;
     else if (a == "--sliding-window") window = std::atoll(argv[i + 1]);
+    else if (a == "--layers") layers = std::atoll(argv[i + 1]);
     else {
       std::fprintf(stderr, "moir-make-model: unknown option %s\n", a.c_str());
       return 2;
     }
   }
+  Shape shape;
   const Shape *s = nullptr;
   for (const Shape &c : kShapes)
     if (c.name == shapeName)
@@ -95,9 +101,18 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "moir-make-model: unknown --shape or --dtype\n");
     return 2;
   }
+  if (layers < 0 || layers > 1000) {
+    std::fprintf(stderr, "moir-make-model: --layers needs 1 to 1000\n");
+    return 2;
+  }
+  if (layers) {
+    shape = *s;
+    shape.layers = layers;
+    s = &shape;
+  }
   bool mla = s->kvLora > 0;
   if (window < 0 || (window > 0 && mla)) {
-    std::fprintf(stderr, "moir-make-model: --sliding-window needs a positive size and a Mixtral shape\n");
+    std::fprintf(stderr, "moir-make-model: --sliding-window needs a positive size and a Mixtral or Mistral shape\n");
     return 2;
   }
   int64_t hd = s->hidden / s->heads;
@@ -122,7 +137,7 @@ int main(int argc, char **argv) {
       add(p + "self_attn.v_proj.weight", {s->kvHeads * hd, s->hidden});
       add(p + "self_attn.o_proj.weight", {s->hidden, s->heads * hd});
     }
-    if (mla && l < s->firstDense) {
+    if ((mla && l < s->firstDense) || s->experts == 0) {
       add(p + "mlp.gate_proj.weight", {s->ffn, s->hidden});
       add(p + "mlp.up_proj.weight", {s->ffn, s->hidden});
       add(p + "mlp.down_proj.weight", {s->hidden, s->ffn});
@@ -220,11 +235,15 @@ int main(int argc, char **argv) {
         << ", \"vocab_size\": " << s->vocab << ", \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, "
         << "\"hidden_act\": \"silu\", \"tie_word_embeddings\": false}\n";
   else
-    cfg << "{\"architectures\": [\"" << s->arch << "\"], \"model_type\": \"mixtral\", "
+    cfg << "{\"architectures\": [\"" << s->arch << "\"], \"model_type\": \""
+        << (s->experts ? "mixtral" : "mistral") << "\", "
         << "\"hidden_size\": " << s->hidden << ", \"intermediate_size\": " << s->ffn
         << ", \"num_hidden_layers\": " << s->layers << ", \"num_attention_heads\": " << s->heads
-        << ", \"num_key_value_heads\": " << s->kvHeads << ", \"num_local_experts\": " << s->experts
-        << ", \"num_experts_per_tok\": " << s->topK << ", \"vocab_size\": " << s->vocab
+        << ", \"num_key_value_heads\": " << s->kvHeads
+        << (s->experts ? ", \"num_local_experts\": " + std::to_string(s->experts) +
+                             ", \"num_experts_per_tok\": " + std::to_string(s->topK)
+                       : std::string())
+        << ", \"vocab_size\": " << s->vocab
         << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 1000000.0, \"hidden_act\": \"silu\", "
         << (window ? "\"sliding_window\": " + std::to_string(window) + ", " : std::string())
         << "\"tie_word_embeddings\": false}\n";

@@ -206,9 +206,7 @@ def QuantizeKVCachePass : Pass<"quantize-kv-cache", "mlir::ModuleOp"> {
 def FlashAttentionPass : Pass<"flash-attention"> {
   let summary = "marks attention for the online-softmax (flash-style) algorithm";
   let description = [{
-    Sets `flash` on every `llm.attention` and on every `mla.attend` that can
-    run materialized (`form = materialized`, or `mla.prefill_form =
-    materialized`):
+    Sets `flash` on every `llm.attention` and `mla.attend`:
 
     ```mlir
     // before
@@ -218,17 +216,23 @@ def FlashAttentionPass : Pass<"flash-attention"> {
     ```
 
     Lowered for a CPU, a flash attention is one parallel loop over (block of
-    queries, KV head). Each work item keeps its queries of all the heads that
-    share the KV head as the rows of one product, and walks the key blocks
-    the block's queries can see (causal and sliding-window blocks past them
-    are skipped): scores of the block (a register-blocked kernel), masking,
-    the running row maximum and sum (online softmax), rescaling of the
-    accumulated output, and the weighted sum of the block's value rows (a
-    second kernel). The [tokens, heads, keys] scores and probabilities are
-    never materialized. A quantized cache is read as stored: the key scales
+    queries, KV head, split of the keys). Each work item keeps its queries of
+    all the heads that share the KV head as the rows of one product, and
+    walks its split of the key blocks the block's queries can see (causal
+    and sliding-window blocks past them are skipped): scores of the block (a
+    register-blocked kernel), masking, the running row maximum and sum
+    (online softmax), rescaling of the accumulated output, and the weighted
+    sum of the block's value rows (a second kernel). The keys are split only
+    when there are too few (block, head) items for the cores (decode); a
+    second parallel loop then combines the splits by their maxima (flash
+    decoding). The [tokens, heads, keys] scores and probabilities are never
+    materialized. A quantized cache is read as stored: the key scales
     multiply the block's scores, the value scales its probabilities.
-    Absorbed MLA keeps its own lowering (its rows are every query and head
-    against one latent cache).
+
+    `mla.attend` runs the same kernel in both forms: materialized, with keys
+    `k_nope` per head plus the RoPE key shared by every head; absorbed, over
+    the latent cache as keys (with the RoPE cache) and values, all heads
+    sharing it (one KV head).
   }];
   let dependentDialects = ["::moir::llm::LLMDialect", "::moir::mla::MLADialect"];
 }

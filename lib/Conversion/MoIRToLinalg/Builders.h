@@ -99,14 +99,17 @@ mlir::Value maskedSoftmax(mlir::OpBuilder &b, mlir::Location loc,
                           double scale, std::optional<int64_t> window);
 
 /// Causal attention computed flash-style (online softmax over blocks of
-/// keys; see flash-attention): queries `q` [T, H, D] (any float), keys
-/// [len, KVH, D] and values [len, KVH, Dv] (f32, or quantized storage with
-/// row scales [len, KVH]); query head h reads KV head h / (H / KVH). Query t
-/// sees key j iff j <= positions[t] (and positions[t] - j < window).
-/// Returns [T, H, Dv] f32.
+/// keys; see flash-attention). A score is the sum over parts i of
+/// queries[i] [T, H, d_i] (any float) dotted with keys[i], each part's keys
+/// [len, KVH, d_i], or [len, d_i] shared by every head (MLA's latent and
+/// RoPE caches); values [len, KVH, Dv] or [len, Dv]. Caches are f32, or
+/// quantized storage with row scales ([len, KVH] or [len]). Query head h
+/// reads KV head h / (H / KVH). Query t sees key j iff j <= positions[t]
+/// (and positions[t] - j < window). Returns [T, H, Dv] f32.
 struct FlashAttention {
-  mlir::Value q;
-  CacheRows k, v;
+  llvm::SmallVector<mlir::Value, 2> queries;
+  llvm::SmallVector<CacheRows, 2> keys;
+  CacheRows values;
   mlir::Value positions, len;
   double scale;
   std::optional<int64_t> window;

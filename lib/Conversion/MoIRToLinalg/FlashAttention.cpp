@@ -1,13 +1,19 @@
 //===- FlashAttention.cpp - attention by online softmax over key blocks ----===//
 //
-// One scf.forall over (block of queries, KV head). A work item's rows are its
-// queries times the query heads sharing the KV head (grouped-query attention
-// reads each key and value row once per group, not once per head). It walks
-// the key blocks its queries can see, carrying per row the running maximum m,
-// the running sum l of exp(score - m) and the output accumulated with those
-// weights; each block rescales l and the output by exp(m_old - m_new). The
-// score and probability matrices of a block (rows x 64 keys) are the only
-// intermediates: nothing of size [tokens, heads, keys] is written.
+// Work items are (block of queries, KV head, split of the keys). An item's
+// rows are its queries times the query heads sharing the KV head (grouped
+// query attention reads each key and value row once per group, not once per
+// head). It walks its split of the key blocks its queries can see, carrying
+// per row the running maximum m, the running sum l of exp(score - m) and the
+// output accumulated with those weights; each block rescales l and the
+// output by exp(m_old - m_new). The score and probability matrices of a block
+// (rows x 64 keys) are the only intermediates: nothing of size [tokens,
+// heads, keys] is written.
+//
+// When (query blocks x KV heads) alone are too few items for the thread pool
+// (decode: one query block), the keys are split too (flash decoding); a
+// second parallel loop combines each row's splits by their maxima. With a
+// single split it only normalizes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,9 +29,9 @@ namespace moir::lowering {
 
 namespace {
 
-Value extract(OpBuilder &b, Location loc, Value t, ValueRange idx) {
-  return tensor::ExtractOp::create(b, loc, t, idx);
-}
+/// Work items worth having: a split of the keys adds work items until there
+/// are about this many, and never splits below kMinSplitKeys keys.
+constexpr int64_t kTargetItems = 32, kMinSplitKeys = 256;
 
 /// [offsets, sizes) of `t` (unit strides) as `type` (rank-reducing where
 /// `type` drops unit dimensions).
@@ -35,12 +41,26 @@ Value slice(OpBuilder &b, Location loc, RankedTensorType type, Value t,
   return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
 }
 
+/// Inserts `value` at `offsets` (sizes: `sizes`, unit strides) into the
+/// shared output `into` of the enclosing scf.forall's terminator.
+void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value value, Value into,
+                    ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToEnd(forall.getTerminator().getBody());
+  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
+  tensor::ParallelInsertSliceOp::create(b, loc, value, into, offsets, sizes, strides);
+}
+
 Value i64(OpBuilder &b, Location loc, Value v) {
   if (v.getType().isIndex())
     return arith::IndexCastOp::create(b, loc, b.getI64Type(), v);
   if (v.getType() != b.getI64Type())
     return arith::ExtSIOp::create(b, loc, b.getI64Type(), v);
   return v;
+}
+
+Value i64Const(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
 }
 
 /// Row-wise reduction of `x` [rows, n] into `init` [rows].
@@ -53,217 +73,336 @@ Value reduceRows(OpBuilder &b, Location loc, Value x, Value init,
                  });
 }
 
+Value elementwise(OpBuilder &b, Location loc, ValueRange inputs, Value init,
+                  ArrayRef<SmallVector<AffineExpr>> maps, unsigned rank,
+                  function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+  return generic(b, loc, inputs, init, maps, SmallVector<utils::IteratorType>(rank, par),
+                 [&](OpBuilder &b, Location loc, ValueRange v) {
+                   linalg::YieldOp::create(b, loc, body(b, loc, v));
+                 });
+}
+
+/// The first dimension past the rows of a cache: its KV heads (3-D) or none
+/// (2-D, shared by every head).
+bool perHead(const CacheRows &c) {
+  return cast<RankedTensorType>(c.values.getType()).getRank() == 3;
+}
+
 } // namespace
 
 Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
-  auto qType = cast<RankedTensorType>(a.q.getType());
-  auto kType = cast<RankedTensorType>(a.k.values.getType());
-  auto vType = cast<RankedTensorType>(a.v.values.getType());
-  int64_t heads = qType.getDimSize(1), dk = qType.getDimSize(2), kvHeads = kType.getDimSize(1),
-          dv = vType.getDimSize(2);
-  int64_t group = heads / kvHeads, queryBlock = flashQueryBlock(group);
+  auto qType = cast<RankedTensorType>(a.queries.front().getType());
+  auto vType = cast<RankedTensorType>(a.values.values.getType());
+  int64_t heads = qType.getDimSize(1), dv = vType.getShape().back(), kvHeads = 1;
+  SmallVector<CacheRows> caches(a.keys.begin(), a.keys.end());
+  caches.push_back(a.values);
+  for (const CacheRows &c : caches)
+    if (perHead(c))
+      kvHeads = cast<RankedTensorType>(c.values.getType()).getDimSize(1);
+  int64_t group = heads / kvHeads, queryBlock = flashQueryBlock(group),
+          rowsMax = queryBlock * group;
   Type f32 = b.getF32Type();
-  auto cst = [&](int64_t v) { return indexConst(b, loc, v); };
-  AffineExpr r = b.getAffineDimExpr(0), j = b.getAffineDimExpr(1), e = b.getAffineDimExpr(2);
-
-  Value tokens = tensor::DimOp::create(b, loc, a.q, 0);
-  Value queryBlocks = arith::CeilDivUIOp::create(b, loc, tokens, cst(queryBlock));
-  Value items = arith::MulIOp::create(b, loc, queryBlocks, cst(kvHeads));
-  Value out0 = tensor::EmptyOp::create(
-      b, loc, ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(heads), b.getIndexAttr(dv)}, f32);
-  auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{items}, ValueRange{out0},
-                                      std::nullopt);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(forall.getBody());
-  Value item = forall.getInductionVars()[0];
-  Value g = arith::RemUIOp::create(b, loc, item, cst(kvHeads));
-  // Later query blocks see more keys. The thread pool splits the items into
-  // contiguous runs, so item order pairs blocks from both ends (0, n-1, 1,
-  // n-2, ...): every run gets a balanced share of a causal prefill.
-  Value order = arith::DivUIOp::create(b, loc, item, cst(kvHeads));
-  Value half = arith::DivUIOp::create(b, loc, order, cst(2));
-  Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                    arith::RemUIOp::create(b, loc, order, cst(2)), cst(0));
-  Value fromEnd = arith::SubIOp::create(
-      b, loc, arith::SubIOp::create(b, loc, queryBlocks, cst(1)), half);
-  Value qb = arith::SelectOp::create(b, loc, odd, fromEnd, half);
-  Value t0 = arith::MulIOp::create(b, loc, qb, cst(queryBlock));
-  Value nt = arith::MinUIOp::create(b, loc, cst(queryBlock),
-                                    arith::SubIOp::create(b, loc, tokens, t0));
-  Value h0 = arith::MulIOp::create(b, loc, g, cst(group));
-  Value rows = arith::MulIOp::create(b, loc, nt, cst(group));
-
-  // The block's queries of the group's heads, times the softmax scale, as
-  // rows t * group + h of one [rows, dk] operand.
   int64_t dyn = ShapedType::kDynamic;
-  Value qBlock = slice(b, loc, RankedTensorType::get({dyn, group, dk}, qType.getElementType()),
-                       a.q, {t0, h0, b.getIndexAttr(0)},
-                       {nt, b.getIndexAttr(group), b.getIndexAttr(dk)});
-  Value scaled = generic(
-      b, loc, qBlock,
-      tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{nt, b.getIndexAttr(group), b.getIndexAttr(dk)}, f32),
-      {{r, j, e}, {r, j, e}}, {par, par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
-        linalg::YieldOp::create(
-            b, loc, arith::MulFOp::create(b, loc, toF32(b, loc, v[0]), f32Const(b, loc, a.scale))
-                        .getResult());
-      });
-  Value queries = tensor::CollapseShapeOp::create(
-      b, loc, scaled, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+  auto cst = [&](int64_t v) { return indexConst(b, loc, v); };
+  auto idx = [&](int64_t v) { return OpFoldResult(b.getIndexAttr(v)); };
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1), d2 = b.getAffineDimExpr(2);
+  float lowest = -std::numeric_limits<float>::max(),
+        negInf = -std::numeric_limits<float>::infinity();
 
-  // The keys the block's queries see: [lo, hi) with hi = max position + 1
-  // (at most len) and, with a sliding window, lo = min position - window + 1.
-  auto posType = cast<RankedTensorType>(a.positions.getType());
-  Value positions = slice(b, loc, RankedTensorType::get({dyn}, posType.getElementType()),
-                          a.positions, {t0}, {nt});
-  Value lowest = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(std::numeric_limits<int64_t>::min()));
-  Value highest = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(std::numeric_limits<int64_t>::max()));
-  auto span = scf::ForOp::create(
-      b, loc, cst(0), nt, cst(1), ValueRange{highest, lowest},
-      [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
-        Value p = i64(b, loc, extract(b, loc, positions, t));
-        scf::YieldOp::create(b, loc, ValueRange{arith::MinSIOp::create(b, loc, acc[0], p),
-                                                arith::MaxSIOp::create(b, loc, acc[1], p)});
-      });
-  Value hi = arith::MinSIOp::create(
-      b, loc, a.len,
-      arith::IndexCastOp::create(b, loc, b.getIndexType(),
-                                 arith::AddIOp::create(b, loc, span.getResult(1),
-                                                       arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(1)))));
-  Value lo = cst(0);
-  if (a.window) {
-    Value first = arith::SubIOp::create(
-        b, loc, span.getResult(0), arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(*a.window - 1)));
-    first = arith::MaxSIOp::create(b, loc, first, arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0)));
-    Value firstIndex = arith::IndexCastOp::create(b, loc, b.getIndexType(), first);
-    lo = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, firstIndex, cst(kFlashKeys)),
-                               cst(kFlashKeys));
-    lo = arith::MinSIOp::create(b, loc, lo, hi);
+  Value tokens = tensor::DimOp::create(b, loc, a.queries.front(), 0);
+  Value queryBlocks = arith::CeilDivUIOp::create(b, loc, tokens, cst(queryBlock));
+  Value pairs = arith::MulIOp::create(b, loc, queryBlocks, cst(kvHeads));
+  // splits = max(1, min(ceil(len / kMinSplitKeys), ceil(kTargetItems / pairs))).
+  Value splits = arith::MaxUIOp::create(
+      b, loc, cst(1),
+      arith::MinUIOp::create(b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(kMinSplitKeys)),
+                             arith::CeilDivUIOp::create(b, loc, cst(kTargetItems), pairs)));
+  Value items = arith::MulIOp::create(b, loc, pairs, splits);
+
+  // Where the rows of (query block, KV head) pair `pair` are. Later query
+  // blocks see more keys, and the thread pool splits the items into
+  // contiguous runs, so pair order takes blocks from both ends (0, n-1, 1,
+  // n-2, ...): every run gets a balanced share of a causal prefill.
+  struct Block {
+    Value g, t0, nt, rows, h0;
+  };
+  auto blockOf = [&](Value pair) {
+    Value order = arith::DivUIOp::create(b, loc, pair, cst(kvHeads));
+    Value half = arith::DivUIOp::create(b, loc, order, cst(2));
+    Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                      arith::RemUIOp::create(b, loc, order, cst(2)), cst(0));
+    Value fromEnd = arith::SubIOp::create(
+        b, loc, arith::SubIOp::create(b, loc, queryBlocks, cst(1)), half);
+    Value qb = arith::SelectOp::create(b, loc, odd, fromEnd, half);
+    Block k;
+    k.g = arith::RemUIOp::create(b, loc, pair, cst(kvHeads));
+    k.t0 = arith::MulIOp::create(b, loc, qb, cst(queryBlock));
+    k.nt = arith::MinUIOp::create(b, loc, cst(queryBlock), arith::SubIOp::create(b, loc, tokens, k.t0));
+    k.rows = arith::MulIOp::create(b, loc, k.nt, cst(group));
+    k.h0 = arith::MulIOp::create(b, loc, k.g, cst(group));
+    return k;
+  };
+
+  // Each item's partial result: output, running maximum and sum per row.
+  Value partAcc0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{items, idx(rowsMax), idx(dv)}, f32);
+  Value partMax0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{items, idx(rowsMax)}, f32);
+  Value partSum0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{items, idx(rowsMax)}, f32);
+  auto attend = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{items},
+                                      ValueRange{partAcc0, partMax0, partSum0}, std::nullopt);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(attend.getBody());
+    Value item = attend.getInductionVars()[0];
+    Value split = arith::RemUIOp::create(b, loc, item, splits);
+    Block k = blockOf(arith::DivUIOp::create(b, loc, item, splits));
+
+    // The block's queries of the group's heads, times the softmax scale, as
+    // rows t * group + h of one [rows, d] operand per part.
+    SmallVector<Value> queries;
+    for (Value q : a.queries) {
+      auto type = cast<RankedTensorType>(q.getType());
+      int64_t d = type.getDimSize(2);
+      Value block = slice(b, loc, RankedTensorType::get({dyn, group, d}, type.getElementType()), q,
+                          {k.t0, k.h0, idx(0)}, {k.nt, idx(group), idx(d)});
+      Value scaled = elementwise(
+          b, loc, block, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.nt, idx(group), idx(d)}, f32),
+          {{d0, d1, d2}, {d0, d1, d2}}, 3, [&](OpBuilder &b, Location loc, ValueRange v) {
+            return arith::MulFOp::create(b, loc, toF32(b, loc, v[0]), f32Const(b, loc, a.scale));
+          });
+      queries.push_back(tensor::CollapseShapeOp::create(b, loc, scaled,
+                                                        ArrayRef<ReassociationIndices>{{0, 1}, {2}}));
+    }
+
+    // The keys the block's queries see: [lo, hi) with hi = max position + 1
+    // (at most len) and, with a sliding window, lo = the block of 64 keys
+    // holding min position - window + 1.
+    auto posType = cast<RankedTensorType>(a.positions.getType());
+    Value positions = slice(b, loc, RankedTensorType::get({dyn}, posType.getElementType()),
+                            a.positions, {k.t0}, {k.nt});
+    auto span = scf::ForOp::create(
+        b, loc, cst(0), k.nt, cst(1),
+        ValueRange{i64Const(b, loc, std::numeric_limits<int64_t>::max()),
+                   i64Const(b, loc, std::numeric_limits<int64_t>::min())},
+        [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
+          Value p = i64(b, loc, tensor::ExtractOp::create(b, loc, positions, t));
+          scf::YieldOp::create(b, loc, ValueRange{arith::MinSIOp::create(b, loc, acc[0], p),
+                                                  arith::MaxSIOp::create(b, loc, acc[1], p)});
+        });
+    Value hi = arith::MinSIOp::create(
+        b, loc, a.len,
+        arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                   arith::AddIOp::create(b, loc, span.getResult(1), i64Const(b, loc, 1))));
+    Value lo = cst(0);
+    if (a.window) {
+      Value first = arith::MaxSIOp::create(
+          b, loc, arith::SubIOp::create(b, loc, span.getResult(0), i64Const(b, loc, *a.window - 1)),
+          i64Const(b, loc, 0));
+      lo = arith::MulIOp::create(
+          b, loc,
+          arith::DivUIOp::create(b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), first),
+                                 cst(kFlashKeys)),
+          cst(kFlashKeys));
+      lo = arith::MinSIOp::create(b, loc, lo, hi);
+    }
+    // This item's split: a contiguous run of whole key blocks.
+    Value perSplit = arith::MulIOp::create(
+        b, loc,
+        arith::CeilDivUIOp::create(
+            b, loc, arith::CeilDivUIOp::create(b, loc, arith::SubIOp::create(b, loc, hi, lo), cst(kFlashKeys)),
+            splits),
+        cst(kFlashKeys));
+    Value first = arith::MinUIOp::create(
+        b, loc, hi, arith::AddIOp::create(b, loc, lo, arith::MulIOp::create(b, loc, split, perSplit)));
+    Value last = arith::MinUIOp::create(b, loc, hi, arith::AddIOp::create(b, loc, first, perSplit));
+
+    auto rowVector = [&](OpBuilder &b, Location loc, double value) {
+      return filled(b, loc, {k.rows}, f32, value);
+    };
+    Value acc0 = filled(b, loc, {k.rows, idx(dv)}, f32, 0.0);
+    // The running maximum starts at the lowest finite float: a block whose
+    // keys a row cannot see leaves it there and exp(-inf - m) = 0, never
+    // exp(-inf + inf).
+    Value max0 = rowVector(b, loc, lowest), sum0 = rowVector(b, loc, 0.0);
+    auto blocks = scf::ForOp::create(
+        b, loc, first, last, cst(kFlashKeys), ValueRange{acc0, max0, sum0},
+        [&](OpBuilder &b, Location loc, Value s0, ValueRange state) {
+          Value acc = state[0], mOld = state[1], lOld = state[2];
+          Value nk = arith::MinUIOp::create(b, loc, cst(kFlashKeys),
+                                            arith::SubIOp::create(b, loc, last, s0));
+          // The block's rows of a cache: [nk, d] of its KV head (or shared).
+          auto rowsOf = [&](const CacheRows &c) {
+            auto type = cast<RankedTensorType>(c.values.getType());
+            int64_t d = type.getShape().back();
+            auto blockType = RankedTensorType::get({dyn, d}, type.getElementType());
+            if (perHead(c))
+              return slice(b, loc, blockType, c.values, {s0, k.g, idx(0)}, {nk, idx(1), idx(d)});
+            return slice(b, loc, blockType, c.values, {s0, idx(0)}, {nk, idx(d)});
+          };
+          auto scalesOf = [&](const CacheRows &c) {
+            auto type = RankedTensorType::get({dyn}, f32);
+            if (perHead(c))
+              return slice(b, loc, type, c.scales, {s0, k.g}, {nk, idx(1)});
+            return slice(b, loc, type, c.scales, {s0}, {nk});
+          };
+          // Scores of the block: one kernel per part over (row, key); parts
+          // without scales accumulate into one product.
+          SmallVector<Value> products, scales;
+          Value unscaled;
+          for (auto [q, key] : llvm::zip(queries, a.keys)) {
+            if (key.scales) {
+              products.push_back(markKernel(rowContraction(b, loc, q, rowsOf(key),
+                                                           filled(b, loc, {k.rows, nk}, f32, 0.0))));
+              scales.push_back(scalesOf(key));
+              continue;
+            }
+            unscaled = markKernel(rowContraction(
+                b, loc, q, rowsOf(key), unscaled ? unscaled : filled(b, loc, {k.rows, nk}, f32, 0.0)));
+          }
+          // Masked (future keys, keys outside the window), each quantized
+          // part times its key rows' scales.
+          SmallVector<Value> inputs = {positions};
+          SmallVector<SmallVector<AffineExpr>> maps = {{d0.floorDiv(group)}};
+          if (unscaled) {
+            inputs.push_back(unscaled);
+            maps.push_back({d0, d1});
+          }
+          for (auto [product, scale] : llvm::zip(products, scales)) {
+            inputs.append({product, scale});
+            maps.append({{d0, d1}, {d1}});
+          }
+          maps.push_back({d0, d1});
+          Value masked = elementwise(
+              b, loc, inputs, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows, nk}, f32), maps,
+              2, [&](OpBuilder &b, Location loc, ValueRange v) {
+                Value key = i64(b, loc, arith::AddIOp::create(b, loc, s0, linalg::IndexOp::create(b, loc, 1)));
+                Value pos = i64(b, loc, v[0]);
+                Value hidden = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, pos);
+                if (a.window)
+                  hidden = arith::OrIOp::create(
+                      b, loc, hidden,
+                      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                            arith::SubIOp::create(b, loc, pos, key), i64Const(b, loc, *a.window)));
+                unsigned next = 1;
+                Value score = unscaled ? v[next++] : f32Const(b, loc, 0.0);
+                for (size_t i = 0; i < products.size(); ++i, next += 2)
+                  score = arith::AddFOp::create(b, loc, score,
+                                                arith::MulFOp::create(b, loc, v[next], v[next + 1]));
+                return arith::SelectOp::create(b, loc, hidden, f32Const(b, loc, negInf), score);
+              });
+          // m_new = max(m_old, max of the block's row) and alpha =
+          // exp(m_old - m_new), m updated in place (the state stays in the
+          // loop's buffers).
+          Value blockMax = reduceRows(b, loc, masked, rowVector(b, loc, negInf),
+                                      [](OpBuilder &b, Location loc, Value x, Value m) {
+            return arith::MaximumFOp::create(b, loc, x, m).getResult();
+          });
+          auto update = linalg::GenericOp::create(
+              b, loc, TypeRange{mOld.getType(), mOld.getType()}, ValueRange{blockMax},
+              ValueRange{mOld, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows}, f32)},
+              SmallVector<AffineMap>(3, AffineMap::getMultiDimIdentityMap(1, b.getContext())),
+              SmallVector<utils::IteratorType>{par}, [](OpBuilder &b, Location loc, ValueRange v) {
+                Value mNew = arith::MaximumFOp::create(b, loc, v[0], v[1]);
+                Value d = arith::SubFOp::create(b, loc, v[1], mNew);
+                linalg::YieldOp::create(b, loc, ValueRange{mNew, math::ExpOp::create(b, loc, d)});
+              });
+          Value mNew = update.getResult(0), alpha = update.getResult(1);
+          Value probs = elementwise(
+              b, loc, ValueRange{masked, mNew},
+              tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows, nk}, f32),
+              {{d0, d1}, {d0}, {d0, d1}}, 2, [](OpBuilder &b, Location loc, ValueRange v) {
+                return math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, v[0], v[1]));
+              });
+          // l_new = alpha * l_old + sum of the block's row (in place).
+          Value lScaled = elementwise(b, loc, ValueRange{alpha}, lOld, {{d0}, {d0}}, 1,
+                                      [](OpBuilder &b, Location loc, ValueRange v) {
+            return arith::MulFOp::create(b, loc, v[1], v[0]);
+          });
+          Value lNew = reduceRows(b, loc, probs, lScaled, [](OpBuilder &b, Location loc, Value p, Value l) {
+            return arith::AddFOp::create(b, loc, p, l).getResult();
+          });
+          // The value rows' scales of a quantized cache weight the
+          // probabilities (after their sum).
+          Value weights = probs;
+          if (a.values.scales)
+            weights = elementwise(b, loc, ValueRange{probs, scalesOf(a.values)},
+                                  tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows, nk}, f32),
+                                  {{d0, d1}, {d1}, {d0, d1}}, 2, [](OpBuilder &b, Location loc, ValueRange v) {
+              return arith::MulFOp::create(b, loc, v[0], v[1]);
+            });
+          // acc = alpha * acc + weights . V (the outer-product kernel: value
+          // rows contiguous).
+          Value rescaled = elementwise(b, loc, ValueRange{alpha}, acc, {{d0}, {d0, d1}}, 2,
+                                       [](OpBuilder &b, Location loc, ValueRange v) {
+            return arith::MulFOp::create(b, loc, v[1], v[0]);
+          });
+          Value accNew = markKernel(generic(b, loc, ValueRange{weights, rowsOf(a.values)}, rescaled,
+                                            {{d0, d2}, {d2, d1}, {d0, d1}}, {par, par, red},
+                                            multiplyAccumulate));
+          scf::YieldOp::create(b, loc, ValueRange{accNew, mNew, lNew});
+        });
+    parallelInsert(b, loc, attend, blocks.getResult(0), attend.getRegionIterArgs()[0],
+                   {item, idx(0), idx(0)}, {idx(1), k.rows, idx(dv)});
+    parallelInsert(b, loc, attend, blocks.getResult(1), attend.getRegionIterArgs()[1],
+                   {item, idx(0)}, {idx(1), k.rows});
+    parallelInsert(b, loc, attend, blocks.getResult(2), attend.getRegionIterArgs()[2],
+                   {item, idx(0)}, {idx(1), k.rows});
   }
 
-  auto rowVector = [&](OpBuilder &b, Location loc, double value) {
-    return filled(b, loc, {rows}, f32, value);
-  };
-  Value acc0 = filled(b, loc, {rows, b.getIndexAttr(dv)}, f32, 0.0);
-  // The running maximum starts at the lowest finite float: a block whose
-  // keys a row cannot see leaves it there and exp(-inf - m) = 0, never
-  // exp(-inf + inf).
-  Value max0 = rowVector(b, loc, -std::numeric_limits<float>::max());
-  Value sum0 = rowVector(b, loc, 0.0);
-  float negInf = -std::numeric_limits<float>::infinity();
-  auto blocks = scf::ForOp::create(
-      b, loc, lo, hi, cst(kFlashKeys), ValueRange{acc0, max0, sum0},
-      [&](OpBuilder &b, Location loc, Value s0, ValueRange state) {
-        Value acc = state[0], mOld = state[1], lOld = state[2];
-        Value nk = arith::MinUIOp::create(b, loc, cst(kFlashKeys),
-                                          arith::SubIOp::create(b, loc, hi, s0));
-        auto rowsOf = [&](const CacheRows &c, int64_t dim) {
-          auto type = cast<RankedTensorType>(c.values.getType());
-          return slice(b, loc, RankedTensorType::get({dyn, dim}, type.getElementType()), c.values,
-                       {s0, g, b.getIndexAttr(0)}, {nk, b.getIndexAttr(1), b.getIndexAttr(dim)});
-        };
-        auto scalesOf = [&](const CacheRows &c) {
-          return slice(b, loc, RankedTensorType::get({dyn}, f32), c.scales, {s0, g},
-                       {nk, b.getIndexAttr(1)});
-        };
-        // Scores of the block: one kernel over (row, key).
-        Value scores = markKernel(
-            rowContraction(b, loc, queries, rowsOf(a.k, dk), filled(b, loc, {rows, nk}, f32, 0.0)));
-        // Masked (future keys, keys outside the window), with the key
-        // rows' scales of a quantized cache.
-        SmallVector<Value> maskInputs = {scores, positions};
-        SmallVector<SmallVector<AffineExpr>> maskMaps = {{r, j}, {r.floorDiv(group)}};
-        if (a.k.scales) {
-          maskInputs.push_back(scalesOf(a.k));
-          maskMaps.push_back({j});
-        }
-        maskMaps.push_back({r, j});
-        Value masked = generic(
-            b, loc, maskInputs, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, nk}, f32),
-            maskMaps, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
-              Value key = i64(b, loc, arith::AddIOp::create(b, loc, s0, linalg::IndexOp::create(b, loc, 1)));
-              Value pos = i64(b, loc, v[1]);
-              Value hidden = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, pos);
-              if (a.window) {
-                Value age = arith::SubIOp::create(b, loc, pos, key);
-                Value w = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(*a.window));
-                hidden = arith::OrIOp::create(
-                    b, loc, hidden, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, age, w));
-              }
-              Value x = a.k.scales ? arith::MulFOp::create(b, loc, v[0], v[2]).getResult() : v[0];
-              linalg::YieldOp::create(
-                  b, loc, arith::SelectOp::create(b, loc, hidden, f32Const(b, loc, negInf), x).getResult());
-            });
-        // m_new = max(m_old, max of the block's row) and alpha =
-        // exp(m_old - m_new), m updated in place (the state stays in the
-        // loop's buffers).
-        Value blockMax = reduceRows(b, loc, masked, rowVector(b, loc, negInf),
-                                    [](OpBuilder &b, Location loc, Value x, Value m) {
-          return arith::MaximumFOp::create(b, loc, x, m).getResult();
+  // Each (query block, KV head): its splits weighted by exp(m_split - m),
+  // m the maximum over the splits, then divided by the weighted sums.
+  Value out0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{tokens, idx(heads), idx(dv)}, f32);
+  auto combine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{pairs}, ValueRange{out0},
+                                       std::nullopt);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(combine.getBody());
+    Value pair = combine.getInductionVars()[0];
+    Block k = blockOf(pair);
+    Value firstItem = arith::MulIOp::create(b, loc, pair, splits);
+    Value acc = slice(b, loc, RankedTensorType::get({dyn, dyn, dv}, f32), attend.getResult(0),
+                      {firstItem, idx(0), idx(0)}, {splits, k.rows, idx(dv)});
+    auto rowSlice = [&](Value t) {
+      return slice(b, loc, RankedTensorType::get({dyn, dyn}, f32), t, {firstItem, idx(0)},
+                   {splits, k.rows});
+    };
+    Value maxima = rowSlice(attend.getResult(1)), sums = rowSlice(attend.getResult(2));
+    // Loops (row, split): m = max over splits.
+    Value m = generic(b, loc, maxima, filled(b, loc, {k.rows}, f32, lowest), {{d1, d0}, {d0}}, {par, red},
+                      [](OpBuilder &b, Location loc, ValueRange v) {
+      linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, v[0], v[1]).getResult());
+    });
+    Value w = elementwise(b, loc, ValueRange{maxima, m},
+                          tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{splits, k.rows}, f32),
+                          {{d0, d1}, {d1}, {d0, d1}}, 2, [](OpBuilder &b, Location loc, ValueRange v) {
+      return math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, v[0], v[1]));
+    });
+    Value total = generic(b, loc, ValueRange{w, sums}, filled(b, loc, {k.rows}, f32, 0.0),
+                          {{d1, d0}, {d1, d0}, {d0}}, {par, red},
+                          [](OpBuilder &b, Location loc, ValueRange v) {
+      Value p = arith::MulFOp::create(b, loc, v[0], v[1]);
+      linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[2], p).getResult());
+    });
+    // Loops (row, split, column): the column innermost, contiguous.
+    Value sum = generic(b, loc, ValueRange{w, acc}, filled(b, loc, {k.rows, idx(dv)}, f32, 0.0),
+                        {{d1, d0}, {d1, d0, d2}, {d0, d2}}, {par, red, par},
+                        [](OpBuilder &b, Location loc, ValueRange v) {
+      Value p = arith::MulFOp::create(b, loc, v[0], v[1]);
+      linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[2], p).getResult());
+    });
+    Value normalized = elementwise(
+        b, loc, ValueRange{sum, total},
+        tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows, idx(dv)}, f32),
+        {{d0, d1}, {d0}, {d0, d1}}, 2, [](OpBuilder &b, Location loc, ValueRange v) {
+          return arith::DivFOp::create(b, loc, v[0], v[1]);
         });
-        auto update = linalg::GenericOp::create(
-            b, loc, TypeRange{mOld.getType(), mOld.getType()}, ValueRange{blockMax},
-            ValueRange{mOld, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows}, f32)},
-            SmallVector<AffineMap>(3, AffineMap::getMultiDimIdentityMap(1, b.getContext())),
-            SmallVector<utils::IteratorType>{par}, [](OpBuilder &b, Location loc, ValueRange v) {
-              Value mNew = arith::MaximumFOp::create(b, loc, v[0], v[1]);
-              Value d = arith::SubFOp::create(b, loc, v[1], mNew);
-              linalg::YieldOp::create(b, loc, ValueRange{mNew, math::ExpOp::create(b, loc, d)});
-            });
-        Value mNew = update.getResult(0), alpha = update.getResult(1);
-        Value probs = generic(b, loc, ValueRange{masked, mNew},
-                              tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, nk}, f32),
-                              {{r, j}, {r}, {r, j}}, {par, par},
-                              [](OpBuilder &b, Location loc, ValueRange v) {
-          Value d = arith::SubFOp::create(b, loc, v[0], v[1]);
-          linalg::YieldOp::create(b, loc, math::ExpOp::create(b, loc, d).getResult());
-        });
-        // l_new = alpha * l_old + sum of the block's row (in place).
-        Value lScaled = generic(b, loc, ValueRange{alpha}, lOld, {{r}, {r}}, {par},
-                                [](OpBuilder &b, Location loc, ValueRange v) {
-          linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[1], v[0]).getResult());
-        });
-        Value lNew = reduceRows(b, loc, probs, lScaled, [](OpBuilder &b, Location loc, Value p, Value l) {
-          return arith::AddFOp::create(b, loc, p, l).getResult();
-        });
-        // The value rows' scales of a quantized cache weight the
-        // probabilities (after their sum).
-        Value weights = probs;
-        if (a.v.scales)
-          weights = generic(b, loc, ValueRange{probs, scalesOf(a.v)},
-                            tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, nk}, f32),
-                            {{r, j}, {j}, {r, j}}, {par, par},
-                            [](OpBuilder &b, Location loc, ValueRange v) {
-            linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], v[1]).getResult());
-          });
-        // acc = alpha * acc + weights . V (the outer-product kernel: value
-        // rows contiguous).
-        Value rescaled = generic(b, loc, ValueRange{alpha}, acc, {{r}, {r, j}}, {par, par},
-                                 [](OpBuilder &b, Location loc, ValueRange v) {
-          linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[1], v[0]).getResult());
-        });
-        AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
-        Value accNew = markKernel(generic(b, loc, ValueRange{weights, rowsOf(a.v, dv)}, rescaled,
-                                          {{m, k}, {k, n}, {m, n}}, {par, par, red},
-                                          multiplyAccumulate));
-        scf::YieldOp::create(b, loc, ValueRange{accNew, mNew, lNew});
-      });
-
-  Value normalized = generic(
-      b, loc, ValueRange{blocks.getResult(0), blocks.getResult(2)},
-      tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, b.getIndexAttr(dv)}, f32),
-      {{r, j}, {r}, {r, j}}, {par, par}, [](OpBuilder &b, Location loc, ValueRange v) {
-        linalg::YieldOp::create(b, loc, arith::DivFOp::create(b, loc, v[0], v[1]).getResult());
-      });
-  Value result = tensor::ExpandShapeOp::create(
-      b, loc, RankedTensorType::get({dyn, group, dv}, f32), normalized,
-      ArrayRef<ReassociationIndices>{{0, 1}, {2}},
-      ArrayRef<OpFoldResult>{nt, b.getIndexAttr(group), b.getIndexAttr(dv)});
-  b.setInsertionPointToStart(forall.getTerminator().getBody());
-  SmallVector<OpFoldResult> ones(3, b.getIndexAttr(1));
-  tensor::ParallelInsertSliceOp::create(
-      b, loc, result, forall.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{t0, h0, b.getIndexAttr(0)},
-      ArrayRef<OpFoldResult>{nt, b.getIndexAttr(group), b.getIndexAttr(dv)}, ones);
-  return forall.getResult(0);
+    Value result = tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get({dyn, group, dv}, f32), normalized,
+        ArrayRef<ReassociationIndices>{{0, 1}, {2}},
+        ArrayRef<OpFoldResult>{k.nt, idx(group), idx(dv)});
+    parallelInsert(b, loc, combine, result, combine.getRegionIterArgs()[0], {k.t0, k.h0, idx(0)},
+                   {k.nt, idx(group), idx(dv)});
+  }
+  return combine.getResult(0);
 }
 
 } // namespace moir::lowering

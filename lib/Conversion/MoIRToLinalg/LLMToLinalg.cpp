@@ -372,7 +372,7 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
     if (op.getFlash()) {
       b.replaceOp(op, tensor::CastOp::create(
                           b, loc, op.getType(),
-                          flashAttention(b, loc, {op.getQuery(), k, v, op.getPositions(), len,
+                          flashAttention(b, loc, {{op.getQuery()}, {k}, v, op.getPositions(), len,
                                                   op.getScale().convertToDouble(), window}))
                           .getResult());
       return success();

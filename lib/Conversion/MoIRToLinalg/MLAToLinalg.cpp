@@ -34,6 +34,8 @@ struct Attend {
   CacheRows latent, kpe;
 };
 
+Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat);
+
 /// W_UK folded into the query, W_UV into the output: attention over the
 /// compressed latent cache.
 Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
@@ -45,6 +47,27 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                        filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
                        {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
                        multiplyAccumulate));
+  Value oLat = op.getFlash()
+                   // Online softmax over blocks of latent rows: the latent cache is
+                   // both the keys (with the RoPE cache) and the values.
+                   ? flashAttention(b, loc, {{qLat, op.getQPe()}, {a.latent, a.kpe}, a.latent,
+                                             op.getPositions(), a.len,
+                                             op.getScale().convertToDouble(), std::nullopt})
+                   : latentAttention(b, loc, a, qLat);
+  // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
+  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
+                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                      multiplyAccumulate));
+  return tensor::CastOp::create(b, loc, op.getType(), out);
+}
+
+/// o_lat[t, h] = sum_s softmax(scores)[t, h, s] latent[s] with the scores
+/// materialized.
+Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat) {
+  AffineExpr d1 = b.getAffineDimExpr(1), d2 = b.getAffineDimExpr(2);
+  mla::AttendOp op = a.op;
+  AffineExpr d0 = b.getAffineDimExpr(0);
   // Every head reads the same cache rows: queries and heads together form
   // the rows m = t * heads + h of one product, so the cache is read once
   // per call, not once per head.
@@ -91,12 +114,7 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
       b, loc, RankedTensorType::get({ShapedType::kDynamic, a.heads, a.rank}, b.getF32Type()), oLat2,
       ArrayRef<ReassociationIndices>{th, {2}},
       ArrayRef<OpFoldResult>{a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)});
-  // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
-                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
-                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                      multiplyAccumulate));
-  return tensor::CastOp::create(b, loc, op.getType(), out);
+  return oLat;
 }
 
 /// Keys and values expanded per head from the cache, then ordinary
@@ -105,9 +123,10 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
   AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
              d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
   mla::AttendOp op = a.op;
-  // The cache rows expanded per head: a quantized cache is dequantized once
-  // (the expansion reads every row against every head's weights).
-  Value latent = dequantized(b, loc, a.latent), kpe = dequantized(b, loc, a.kpe);
+  // The cache rows expanded per head: a quantized latent cache is
+  // dequantized once (the expansion reads every row against every head's
+  // weights).
+  Value latent = dequantized(b, loc, a.latent);
   // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
   Value kNope = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
                         filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
@@ -119,36 +138,15 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
                          {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                          multiplyAccumulate));
   if (op.getFlash()) {
-    // Flash attention over keys [k_nope[s, h], k_pe[s]] per head and
-    // queries [q_nope[t, h], q_pe[t, h]].
-    auto withRope = [&](Value nopePart, Value ropePart, OpFoldResult rows,
-                        SmallVector<AffineExpr> ropeMap) {
-      SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(a.heads),
-                                         b.getIndexAttr(a.nope + a.ropeDim)};
-      Value full = tensor::EmptyOp::create(b, loc, sizes, b.getF32Type());
-      auto put = [&](Value part, int64_t at, int64_t width) {
-        Value f32Part = generic(b, loc, part,
-                                tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{rows, b.getIndexAttr(a.heads), b.getIndexAttr(width)}, b.getF32Type()),
-                                {width == a.nope ? SmallVector<AffineExpr>{d0, d1, d2} : ropeMap, {d0, d1, d2}},
-                                {par, par, par}, [](OpBuilder &b, Location loc, ValueRange v) {
-          linalg::YieldOp::create(b, loc, toF32(b, loc, v[0]));
-        });
-        SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0), b.getIndexAttr(at)};
-        SmallVector<OpFoldResult> partSizes = {rows, b.getIndexAttr(a.heads), b.getIndexAttr(width)};
-        full = tensor::InsertSliceOp::create(b, loc, f32Part, full, offsets, partSizes,
-                                             SmallVector<OpFoldResult>(3, b.getIndexAttr(1)));
-      };
-      put(nopePart, 0, a.nope);
-      put(ropePart, a.nope, a.ropeDim);
-      return full;
-    };
-    Value queries = withRope(op.getQNope(), op.getQPe(), a.tokens, {d0, d1, d2});
-    Value keys = withRope(kNope, kpe, a.len, {d0, d2});
-    Value out = flashAttention(b, loc, {queries, CacheRows{keys, Value()}, CacheRows{values, Value()},
-                                        op.getPositions(), a.len, op.getScale().convertToDouble(),
-                                        std::nullopt});
+    // Flash attention: scores q_nope[t, h] . k_nope[s, h] (per head) plus
+    // q_pe[t, h] . k_pe[s] (one RoPE key row for every head, read as stored).
+    Value out = flashAttention(b, loc, {{op.getQNope(), op.getQPe()},
+                                        {CacheRows{kNope, Value()}, a.kpe},
+                                        CacheRows{values, Value()}, op.getPositions(), a.len,
+                                        op.getScale().convertToDouble(), std::nullopt});
     return tensor::CastOp::create(b, loc, op.getType(), out);
   }
+  Value kpe = dequantized(b, loc, a.kpe);
   // scores[t, h, s] = q_nope[t, h] . k_nope[s, h] + q_pe[t, h] . k_pe[s]
   SmallVector<OpFoldResult> scoreSizes = {a.tokens, b.getIndexAttr(a.heads), a.len};
   Value scores = markParallel(generic(b, loc, ValueRange{op.getQNope(), kNope},
