@@ -7,7 +7,7 @@
 # PREFILL_CHUNK (default 512) and decoding at that context. Models (default
 # both): mixtral-bench (16 query / 4 KV heads of 64) and
 # deepseek-v2-lite-bench (MLA: prefill materialized per head by the cost
-# model, 16 heads of 192 / 128; decode absorbed, the same in both builds).
+# model, 16 heads of 192 / 128; decode absorbed over the latent cache).
 # The builds run alternately REPEAT times (default 3). Prints one JSON line
 # per run and the medians per build.
 #
