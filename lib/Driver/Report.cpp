@@ -125,9 +125,10 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   int64_t attentionLayers = 0, quantizedCaches = 0;
   double cacheBytesPerToken = 0;
   double betweenSteps = 0, betweenStepsUnfused = 0;
-  // Attention ops run flash-style, those that could (every llm.attention,
-  // mla.attend where the materialized form runs), and the bytes of the
-  // [tokens, heads, keys] f32 scores a prompt's prefill materializes.
+  // Attention ops (llm.attention, mla.attend) and those run flash-style,
+  // and the bytes of the [tokens, heads, keys] f32 scores a prompt's
+  // prefill materializes (either MLA form has one score per query, head and
+  // key).
   int64_t flashOps = 0, flashable = 0;
   double scoreBytes = 0, scoreBytesFlash = 0;
   auto expertWork = [&](ArrayRef<Value> stacks) {
@@ -249,16 +250,17 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       // key), then the work that form does.
       bool prefillIsMaterialized = perCall ? prefillMat < prefillAbs : !decodeAbsorbed;
       bool flash = attend.getFlash();
+      // Absorbed, all heads share the latent cache: flash attention's
+      // query blocks hold flashQueryBlock(heads) queries.
+      double prefillAbsorbed =
+          T * (expand + keysPerQuery(prompt, static_cast<int64_t>(h), std::nullopt, flash) *
+                            (2 * rank + rope));
       double prefillChosen =
-          prefillIsMaterialized ? prefillMaterialized(flash) : prefillAbs;
-      if (perCall || !decodeAbsorbed) {
-        ++flashable;
-        flashOps += flash;
-      }
-      if (prefillIsMaterialized) {
-        scoreBytes += 4 * h * T * T;
-        scoreBytesFlash += flash ? 0 : 4 * h * T * T;
-      }
+          prefillIsMaterialized ? prefillMaterialized(flash) : prefillAbsorbed;
+      ++flashable;
+      flashOps += flash;
+      scoreBytes += 4 * h * T * T;
+      scoreBytesFlash += flash ? 0 : 4 * h * T * T;
       w = {2 * h * (decodeAbsorbed ? absorbedCost(1, S) : materialized(1, S)),
            S * cacheBytes + kvb, 2 * h * prefillChosen / T, meanRows * cacheBytes + kvb / T};
       before = {2 * h * materialized(1, S), S * cacheBytes + kvb, 2 * h * prefillMat / T,

@@ -182,7 +182,8 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 // -----
 
 // llm.attention flash: work items (block of 32 queries, KV head, split of
-// the keys), splits = max(1, min(ceil(len / 256), ceil(32 / pairs))); the
+// the keys), splits = max(1, min(ceil(len / 256), ceil(32 / max(pairs,
+// 1)))); the
 // block's queries of the 2 heads sharing the KV head scaled into the rows of
 // one product; the split's key blocks of 64 from the window's first block to
 // the block's last position; per block the scores (kernel, int8 keys as
@@ -200,7 +201,8 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 // CHECK: %[[QB:.*]] = arith.ceildivui %{{.*}}, %c32
 // CHECK: %[[PAIRS:.*]] = arith.muli %[[QB]], %c2
 // CHECK: arith.ceildivui %[[LEN]], %c256
-// CHECK: arith.ceildivui %c32{{.*}}, %[[PAIRS]]
+// CHECK: %[[SOME:.*]] = arith.maxui %[[PAIRS]], %c1
+// CHECK: arith.ceildivui %c32{{.*}}, %[[SOME]]
 // CHECK: %[[SPLITS:.*]] = arith.maxui
 // CHECK: %[[ITEMS:.*]] = arith.muli %[[PAIRS]], %[[SPLITS]]
 // CHECK: scf.forall (%[[ITEM:.*]]) in (%[[ITEMS]]) shared_outs(%[[PACC:.*]] = %{{.*}}, %[[PMAX:.*]] = %{{.*}}, %[[PSUM:.*]] = %{{.*}}) -> (tensor<?x64x8xf32>, tensor<?x64xf32>, tensor<?x64xf32>)

@@ -86,7 +86,13 @@ int main(int argc, char **argv) {
     else if (a == "--dtype") dtype = argv[i + 1];
     else if (a == "--seed") state ^= std::strtoull(argv[i + 1], nullptr, 10) * 0x2545f4914f6cdd1dull;
     else if (a == "--sliding-window") window = std::atoll(argv[i + 1]);
-    else if (a == "--layers") layers = std::atoll(argv[i + 1]);
+    else if (a == "--layers") {
+      layers = std::atoll(argv[i + 1]);
+      if (layers < 1 || layers > 1000) {
+        std::fprintf(stderr, "moir-make-model: --layers needs 1 to 1000, got %s\n", argv[i + 1]);
+        return 2;
+      }
+    }
     else {
       std::fprintf(stderr, "moir-make-model: unknown option %s\n", a.c_str());
       return 2;
@@ -99,10 +105,6 @@ int main(int argc, char **argv) {
       s = &c;
   if (!s || (dtype != "bf16" && dtype != "f32")) {
     std::fprintf(stderr, "moir-make-model: unknown --shape or --dtype\n");
-    return 2;
-  }
-  if (layers < 0 || layers > 1000) {
-    std::fprintf(stderr, "moir-make-model: --layers needs 1 to 1000\n");
     return 2;
   }
   if (layers) {

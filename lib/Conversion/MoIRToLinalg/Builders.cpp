@@ -137,6 +137,21 @@ Value prefix(OpBuilder &b, Location loc, Value x, Value len) {
                                         strides);
 }
 
+Value keyHidden(OpBuilder &b, Location loc, Value key, Value position,
+                std::optional<int64_t> window) {
+  Type i64 = b.getI64Type();
+  key = arith::IndexCastOp::create(b, loc, i64, key);
+  if (position.getType() != i64)
+    position = arith::ExtSIOp::create(b, loc, i64, position);
+  Value hidden = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, position);
+  if (!window)
+    return hidden;
+  Value w = arith::ConstantOp::create(b, loc, i64, b.getI64IntegerAttr(*window));
+  Value age = arith::SubIOp::create(b, loc, position, key);
+  return arith::OrIOp::create(b, loc, hidden,
+                              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, age, w));
+}
+
 Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
                     double scale, std::optional<int64_t> window) {
   SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, scores);
@@ -148,20 +163,9 @@ Value maskedSoftmax(OpBuilder &b, Location loc, Value scores, Value positions,
       b, loc, ValueRange{scores, positions}, tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
       {{t, h, s}, {t}, {t, h, s}}, {par, par, par},
       [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value key = arith::IndexCastOp::create(b, loc, b.getI64Type(),
-                                               linalg::IndexOp::create(b, loc, 2));
-        Value pos = args[1];
-        if (pos.getType() != b.getI64Type())
-          pos = arith::ExtSIOp::create(b, loc, b.getI64Type(), pos);
-        Value future = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, pos);
-        if (window) {
-          Value w = arith::ConstantOp::create(b, loc, b.getI64Type(), b.getI64IntegerAttr(*window));
-          Value age = arith::SubIOp::create(b, loc, pos, key);
-          Value old = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, age, w);
-          future = arith::OrIOp::create(b, loc, future, old);
-        }
+        Value hidden = keyHidden(b, loc, linalg::IndexOp::create(b, loc, 2), args[1], window);
         Value scaled = arith::MulFOp::create(b, loc, args[0], f32Const(b, loc, scale));
-        Value result = arith::SelectOp::create(b, loc, future, f32Const(b, loc, negInf), scaled);
+        Value result = arith::SelectOp::create(b, loc, hidden, f32Const(b, loc, negInf), scaled);
         linalg::YieldOp::create(b, loc, result);
       }));
 

@@ -92,6 +92,11 @@ mlir::Value validLength(mlir::OpBuilder &b, mlir::Location loc,
 mlir::Value prefix(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
                    mlir::Value len);
 
+/// Whether query position `position` (an integer of any width) cannot see
+/// cache row `key` (index): a future key, or one `window` or more behind.
+mlir::Value keyHidden(mlir::OpBuilder &b, mlir::Location loc, mlir::Value key,
+                      mlir::Value position, std::optional<int64_t> window);
+
 /// Scales `scores` [T, H, L] by `scale`, masks keys past each query's
 /// position (and outside the sliding window), and softmaxes over L.
 mlir::Value maskedSoftmax(mlir::OpBuilder &b, mlir::Location loc,

@@ -112,11 +112,14 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
   Value tokens = tensor::DimOp::create(b, loc, a.queries.front(), 0);
   Value queryBlocks = arith::CeilDivUIOp::create(b, loc, tokens, cst(queryBlock));
   Value pairs = arith::MulIOp::create(b, loc, queryBlocks, cst(kvHeads));
-  // splits = max(1, min(ceil(len / kMinSplitKeys), ceil(kTargetItems / pairs))).
+  // splits = max(1, min(ceil(len / kMinSplitKeys), ceil(kTargetItems /
+  // pairs))) (no pairs: no tokens, no items).
   Value splits = arith::MaxUIOp::create(
       b, loc, cst(1),
-      arith::MinUIOp::create(b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(kMinSplitKeys)),
-                             arith::CeilDivUIOp::create(b, loc, cst(kTargetItems), pairs)));
+      arith::MinUIOp::create(
+          b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(kMinSplitKeys)),
+          arith::CeilDivUIOp::create(b, loc, cst(kTargetItems),
+                                     arith::MaxUIOp::create(b, loc, pairs, cst(1)))));
   Value items = arith::MulIOp::create(b, loc, pairs, splits);
 
   // Where the rows of (query block, KV head) pair `pair` are. Later query
@@ -188,10 +191,14 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
           scf::YieldOp::create(b, loc, ValueRange{arith::MinSIOp::create(b, loc, acc[0], p),
                                                   arith::MaxSIOp::create(b, loc, acc[1], p)});
         });
-    Value hi = arith::MinSIOp::create(
-        b, loc, a.len,
-        arith::IndexCastOp::create(b, loc, b.getIndexType(),
-                                   arith::AddIOp::create(b, loc, span.getResult(1), i64Const(b, loc, 1))));
+    // (Clamped at 0: positions are not checked to be non-negative, and a
+    // negative bound must not make the unsigned block arithmetic wrap.)
+    Value hi = arith::MaxSIOp::create(
+        b, loc, cst(0),
+        arith::MinSIOp::create(
+            b, loc, a.len,
+            arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                       arith::AddIOp::create(b, loc, span.getResult(1), i64Const(b, loc, 1)))));
     Value lo = cst(0);
     if (a.window) {
       Value first = arith::MaxSIOp::create(
@@ -274,14 +281,8 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
           Value masked = elementwise(
               b, loc, inputs, tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{k.rows, nk}, f32), maps,
               2, [&](OpBuilder &b, Location loc, ValueRange v) {
-                Value key = i64(b, loc, arith::AddIOp::create(b, loc, s0, linalg::IndexOp::create(b, loc, 1)));
-                Value pos = i64(b, loc, v[0]);
-                Value hidden = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, pos);
-                if (a.window)
-                  hidden = arith::OrIOp::create(
-                      b, loc, hidden,
-                      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
-                                            arith::SubIOp::create(b, loc, pos, key), i64Const(b, loc, *a.window)));
+                Value key = arith::AddIOp::create(b, loc, s0, linalg::IndexOp::create(b, loc, 1));
+                Value hidden = keyHidden(b, loc, key, v[0], a.window);
                 unsigned next = 1;
                 Value score = unscaled ? v[next++] : f32Const(b, loc, 0.0);
                 for (size_t i = 0; i < products.size(); ++i, next += 2)
