@@ -246,6 +246,24 @@ func.func @flash_int8(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xi8>, %ks: tensor<
 
 // -----
 
+// Flash with FP8 caches: each block of keys and values is dequantized once
+// (E4M3 -> f32 times the row scale), and the kernels read f32.
+// CHECK-LABEL: func.func @flash_fp8
+// CHECK: scf.for
+// CHECK: %[[KB:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf8E4M3FN>, tensor<?xf32>)
+// CHECK: arith.extf %{{.*}} : f8E4M3FN to f32
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[KB]] : tensor<?x8xf32>, tensor<?x8xf32>) {{.*}} attrs = {moir.kernel}
+// CHECK: %[[VB:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf8E4M3FN>, tensor<?xf32>)
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[VB]] : tensor<?x?xf32>, tensor<?x8xf32>) {{.*}} attrs = {moir.kernel}
+func.func @flash_fp8(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xf8E4M3FN>, %ks: tensor<64x2xf32>, %v: tensor<64x2x8xf8E4M3FN>, %vs: tensor<64x2xf32>, %p: tensor<?xi64>) -> tensor<?x4x8xf32> {
+  %dk = llm.dequantize_cache fp8_e4m3 %k, %ks : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
+  %dv = llm.dequantize_cache fp8_e4m3 %v, %vs : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
+  %o = llm.attention %q, %dk, %dv, %p scale = 0.35 flash : (tensor<?x4x8xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32>
+  return %o : tensor<?x4x8xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @attention_fp8
 // CHECK-NOT: llm.dequantize_cache
 // CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[K:.*]] : tensor<?x4x8xf32>, tensor<?x2x8xf8E4M3FN>)
