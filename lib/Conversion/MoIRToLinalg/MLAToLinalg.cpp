@@ -34,40 +34,11 @@ struct Attend {
   CacheRows latent, kpe;
 };
 
-Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat);
-
-/// W_UK folded into the query, W_UV into the output: attention over the
-/// compressed latent cache.
-Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
-  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
-             d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
-  mla::AttendOp op = a.op;
-  // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
-  Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
-                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
-                       {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
-                       multiplyAccumulate));
-  Value oLat = op.getFlash()
-                   // Online softmax over blocks of latent rows: the latent cache is
-                   // both the keys (with the RoPE cache) and the values.
-                   ? flashAttention(b, loc, {{qLat, op.getQPe()}, {a.latent, a.kpe}, a.latent,
-                                             op.getPositions(), a.len,
-                                             op.getScale().convertToDouble(), std::nullopt})
-                   : latentAttention(b, loc, a, qLat);
-  // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
-                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
-                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                      multiplyAccumulate));
-  return tensor::CastOp::create(b, loc, op.getType(), out);
-}
-
 /// o_lat[t, h] = sum_s softmax(scores)[t, h, s] latent[s] with the scores
 /// materialized.
 Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat) {
-  AffineExpr d1 = b.getAffineDimExpr(1), d2 = b.getAffineDimExpr(2);
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1), d2 = b.getAffineDimExpr(2);
   mla::AttendOp op = a.op;
-  AffineExpr d0 = b.getAffineDimExpr(0);
   // Every head reads the same cache rows: queries and heads together form
   // the rows m = t * heads + h of one product, so the cache is read once
   // per call, not once per head.
@@ -115,6 +86,32 @@ Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat) {
       ArrayRef<ReassociationIndices>{th, {2}},
       ArrayRef<OpFoldResult>{a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)});
   return oLat;
+}
+
+/// W_UK folded into the query, W_UV into the output: attention over the
+/// compressed latent cache.
+Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
+             d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
+  mla::AttendOp op = a.op;
+  // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
+  Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
+                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
+                       {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
+                       multiplyAccumulate));
+  Value oLat = op.getFlash()
+                   // Online softmax over blocks of latent rows: the latent cache is
+                   // both the keys (with the RoPE cache) and the values.
+                   ? flashAttention(b, loc, {{qLat, op.getQPe()}, {a.latent, a.kpe}, a.latent,
+                                             op.getPositions(), a.len,
+                                             op.getScale().convertToDouble(), std::nullopt})
+                   : latentAttention(b, loc, a, qLat);
+  // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
+  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
+                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                      multiplyAccumulate));
+  return tensor::CastOp::create(b, loc, op.getType(), out);
 }
 
 /// Keys and values expanded per head from the cache, then ordinary
