@@ -124,6 +124,12 @@ Value validLength(OpBuilder &b, Location loc, Value positions, int64_t capacity)
   return arith::MinSIOp::create(b, loc, len, indexConst(b, loc, capacity));
 }
 
+Value slice(OpBuilder &b, Location loc, RankedTensorType type, Value t,
+            ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
+  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
+  return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
+}
+
 Value prefix(OpBuilder &b, Location loc, Value x, Value len) {
   auto type = cast<RankedTensorType>(x.getType());
   int64_t rank = type.getRank();
@@ -137,12 +143,20 @@ Value prefix(OpBuilder &b, Location loc, Value x, Value len) {
                                         strides);
 }
 
+Value toI64(OpBuilder &b, Location loc, Value v) {
+  Type i64 = b.getI64Type();
+  if (v.getType().isIndex())
+    return arith::IndexCastOp::create(b, loc, i64, v);
+  if (v.getType() != i64)
+    return arith::ExtSIOp::create(b, loc, i64, v);
+  return v;
+}
+
 Value keyHidden(OpBuilder &b, Location loc, Value key, Value position,
                 std::optional<int64_t> window) {
   Type i64 = b.getI64Type();
-  key = arith::IndexCastOp::create(b, loc, i64, key);
-  if (position.getType() != i64)
-    position = arith::ExtSIOp::create(b, loc, i64, position);
+  key = toI64(b, loc, key);
+  position = toI64(b, loc, position);
   Value hidden = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, position);
   if (!window)
     return hidden;

@@ -88,6 +88,15 @@ mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t value);
 mlir::Value validLength(mlir::OpBuilder &b, mlir::Location loc,
                         mlir::Value positions, int64_t capacity);
 
+/// [offsets, sizes) of `t` with unit strides, as `type` (rank-reducing
+/// where `type` drops unit dimensions).
+mlir::Value slice(mlir::OpBuilder &b, mlir::Location loc, mlir::RankedTensorType type,
+                  mlir::Value t, llvm::ArrayRef<mlir::OpFoldResult> offsets,
+                  llvm::ArrayRef<mlir::OpFoldResult> sizes);
+
+/// An index or integer of any width as i64 (sign-extended).
+mlir::Value toI64(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
+
 /// [0, len) of the leading dimension of `x`.
 mlir::Value prefix(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
                    mlir::Value len);

@@ -33,14 +33,6 @@ namespace {
 /// are about this many, and never splits below kMinSplitKeys keys.
 constexpr int64_t kTargetItems = 32, kMinSplitKeys = 256;
 
-/// [offsets, sizes) of `t` (unit strides) as `type` (rank-reducing where
-/// `type` drops unit dimensions).
-Value slice(OpBuilder &b, Location loc, RankedTensorType type, Value t,
-            ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
-  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
-  return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
-}
-
 /// Inserts `value` at `offsets` (sizes: `sizes`, unit strides) into the
 /// shared output `into` of the enclosing scf.forall's terminator.
 void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value value, Value into,
@@ -49,14 +41,6 @@ void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value valu
   b.setInsertionPointToEnd(forall.getTerminator().getBody());
   SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
   tensor::ParallelInsertSliceOp::create(b, loc, value, into, offsets, sizes, strides);
-}
-
-Value i64(OpBuilder &b, Location loc, Value v) {
-  if (v.getType().isIndex())
-    return arith::IndexCastOp::create(b, loc, b.getI64Type(), v);
-  if (v.getType() != b.getI64Type())
-    return arith::ExtSIOp::create(b, loc, b.getI64Type(), v);
-  return v;
 }
 
 Value i64Const(OpBuilder &b, Location loc, int64_t v) {
@@ -187,7 +171,7 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
         ValueRange{i64Const(b, loc, std::numeric_limits<int64_t>::max()),
                    i64Const(b, loc, std::numeric_limits<int64_t>::min())},
         [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
-          Value p = i64(b, loc, tensor::ExtractOp::create(b, loc, positions, t));
+          Value p = toI64(b, loc, tensor::ExtractOp::create(b, loc, positions, t));
           scf::YieldOp::create(b, loc, ValueRange{arith::MinSIOp::create(b, loc, acc[0], p),
                                                   arith::MaxSIOp::create(b, loc, acc[1], p)});
         });

@@ -371,13 +371,6 @@ Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
   return markKernel(rowContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
-/// [offsets, sizes) of `t` with unit strides, as a tensor of `type`.
-Value slice(OpBuilder &b, Location loc, RankedTensorType type, Value t,
-            ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
-  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
-  return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
-}
-
 struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
   /// Work-item widths: FFN columns of the gate/up phase, hidden columns of
