@@ -47,10 +47,7 @@ std::string bind(void *library) {
 const moir::rt::gpu::Vendor moir::rt::gpu::cudaVendor = {
     "CUDA",
     {"libcuda.so.1", nullptr, nullptr},
-    {"cuModuleLoadData", "cuModuleUnload", "cuModuleGetFunction", "cuLaunchKernel",
-     "cuStreamSynchronize", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemcpyHtoD_v2",
-     "cuMemcpyDtoH_v2", "cuMemcpyAsync", "cuMemsetD8Async", "cuMemsetD16Async",
-     "cuMemsetD32Async"},
+    {MOIR_GPU_ENTRY_POINTS(MOIR_GPU_CUDA_SYMBOL)},
     open,
     errorString,
     bind,

@@ -147,17 +147,10 @@ struct GPURuntime {
       return std::string("no ") + wanted.name + " driver: cannot load " + wanted.libraries[0] +
              " (" + tried + ")";
     }
-    void **slots[] = {
-        (void **)&api.moduleLoadData,  (void **)&api.moduleUnload,
-        (void **)&api.moduleGetFunction, (void **)&api.launchKernel,
-        (void **)&api.streamSynchronize, (void **)&api.memAlloc,
-        (void **)&api.memFree,         (void **)&api.memcpyHtoD,
-        (void **)&api.memcpyDtoH,      (void **)&api.memcpyDtoDAsync,
-        (void **)&api.memsetD8Async,   (void **)&api.memsetD16Async,
-        (void **)&api.memsetD32Async,
-    };
-    static_assert(sizeof slots / sizeof slots[0] == moir::rt::gpu::kVendorSymbols,
-                  "one symbol per VendorAPI member");
+    // Filled in the list's order, the order of Vendor::symbols.
+#define MOIR_GPU_SLOT(name, params, cuda, hip) reinterpret_cast<void **>(&api.name),
+    void **slots[] = {MOIR_GPU_ENTRY_POINTS(MOIR_GPU_SLOT)};
+#undef MOIR_GPU_SLOT
     for (size_t i = 0; i < moir::rt::gpu::kVendorSymbols; ++i) {
       *slots[i] = dlsym(library, wanted.symbols[i]);
       if (!*slots[i]) {

@@ -14,26 +14,46 @@
 
 namespace moir::rt::gpu {
 
-/// The entry points, typed as the shared driver calls them: return codes
-/// are ints (0 = success), device pointers 64-bit integers, handles void *.
+/// The vendor entry points the shared driver calls, written once: the member
+/// of VendorAPI, its parameters, and the symbol in CUDA's driver library and
+/// in HIP's. Return codes are ints (0 = success), device pointers 64-bit
+/// integers, handles void *. The struct, the count and both name tables are
+/// expanded from this list, so they cannot disagree.
+#define MOIR_GPU_ENTRY_POINTS(X)                                                                   \
+  X(moduleLoadData, (void **module, const void *image), "cuModuleLoadData", "hipModuleLoadData")   \
+  X(moduleUnload, (void *module), "cuModuleUnload", "hipModuleUnload")                             \
+  X(moduleGetFunction, (void **function, void *module, const char *name), "cuModuleGetFunction",   \
+    "hipModuleGetFunction")                                                                        \
+  X(launchKernel,                                                                                  \
+    (void *function, unsigned gridX, unsigned gridY, unsigned gridZ, unsigned blockX,              \
+     unsigned blockY, unsigned blockZ, unsigned sharedBytes, void *stream, void **params,          \
+     void **extra),                                                                                \
+    "cuLaunchKernel", "hipModuleLaunchKernel")                                                     \
+  X(streamSynchronize, (void *stream), "cuStreamSynchronize", "hipStreamSynchronize")              \
+  X(memAlloc, (uint64_t * pointer, size_t bytes), "cuMemAlloc_v2", "hipMalloc")                    \
+  X(memFree, (uint64_t pointer), "cuMemFree_v2", "hipFree")                                        \
+  X(memcpyHtoD, (uint64_t dst, const void *src, size_t bytes), "cuMemcpyHtoD_v2", "hipMemcpyHtoD") \
+  X(memcpyDtoH, (void *dst, uint64_t src, size_t bytes), "cuMemcpyDtoH_v2", "hipMemcpyDtoH")       \
+  X(memcpyDtoDAsync, (uint64_t dst, uint64_t src, size_t bytes, void *stream), "cuMemcpyAsync",    \
+    "hipMemcpyDtoDAsync")                                                                          \
+  X(memsetD8Async, (uint64_t dst, unsigned char value, size_t count, void *stream),                \
+    "cuMemsetD8Async", "hipMemsetD8Async")                                                         \
+  X(memsetD16Async, (uint64_t dst, unsigned short value, size_t count, void *stream),              \
+    "cuMemsetD16Async", "hipMemsetD16Async")                                                       \
+  X(memsetD32Async, (uint64_t dst, unsigned value, size_t count, void *stream),                    \
+    "cuMemsetD32Async", "hipMemsetD32Async")
+
+/// Expansions of MOIR_GPU_ENTRY_POINTS: one item per entry point.
+#define MOIR_GPU_MEMBER(name, params, cuda, hip) int(*name) params;
+#define MOIR_GPU_COUNT(name, params, cuda, hip) +1
+#define MOIR_GPU_CUDA_SYMBOL(name, params, cuda, hip) cuda,
+#define MOIR_GPU_HIP_SYMBOL(name, params, cuda, hip) hip,
+
+/// The entry points, typed as the shared driver calls them.
 struct VendorAPI {
-  int (*moduleLoadData)(void **module, const void *image);
-  int (*moduleUnload)(void *module);
-  int (*moduleGetFunction)(void **function, void *module, const char *name);
-  int (*launchKernel)(void *function, unsigned gridX, unsigned gridY, unsigned gridZ,
-                      unsigned blockX, unsigned blockY, unsigned blockZ, unsigned sharedBytes,
-                      void *stream, void **params, void **extra);
-  int (*streamSynchronize)(void *stream);
-  int (*memAlloc)(uint64_t *pointer, size_t bytes);
-  int (*memFree)(uint64_t pointer);
-  int (*memcpyHtoD)(uint64_t dst, const void *src, size_t bytes);
-  int (*memcpyDtoH)(void *dst, uint64_t src, size_t bytes);
-  int (*memcpyDtoDAsync)(uint64_t dst, uint64_t src, size_t bytes, void *stream);
-  int (*memsetD8Async)(uint64_t dst, unsigned char value, size_t count, void *stream);
-  int (*memsetD16Async)(uint64_t dst, unsigned short value, size_t count, void *stream);
-  int (*memsetD32Async)(uint64_t dst, unsigned value, size_t count, void *stream);
+  MOIR_GPU_ENTRY_POINTS(MOIR_GPU_MEMBER)
 };
-constexpr size_t kVendorSymbols = 13;
+constexpr size_t kVendorSymbols = 0 MOIR_GPU_ENTRY_POINTS(MOIR_GPU_COUNT);
 
 struct Vendor {
   const char *name;    // "CUDA", "HIP"

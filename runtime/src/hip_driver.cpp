@@ -41,9 +41,7 @@ std::string bind(void *library) {
 const moir::rt::gpu::Vendor moir::rt::gpu::hipVendor = {
     "HIP",
     {"libamdhip64.so.6", "libamdhip64.so.5", "libamdhip64.so"},
-    {"hipModuleLoadData", "hipModuleUnload", "hipModuleGetFunction", "hipModuleLaunchKernel",
-     "hipStreamSynchronize", "hipMalloc", "hipFree", "hipMemcpyHtoD", "hipMemcpyDtoH",
-     "hipMemcpyDtoDAsync", "hipMemsetD8Async", "hipMemsetD16Async", "hipMemsetD32Async"},
+    {MOIR_GPU_ENTRY_POINTS(MOIR_GPU_HIP_SYMBOL)},
     open,
     errorString,
     bind,
