@@ -116,6 +116,48 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
   return MOIR_OK;
 }
 
+/// The drivers this runtime has, chosen by the first word of the artifact's
+/// target ("cpu <triple> <cpu>", "nvidia sm_90", "amd gfx942").
+struct DriverEntry {
+  const char *name;
+  const char *what;
+  moir_status (*load)(const moir_model &m, const uint8_t *code, size_t bytes,
+                      moir::rt::Driver **out);
+};
+
+constexpr DriverEntry kDrivers[] = {
+    {"cpu", "host code",
+     [](const moir_model &m, const uint8_t *code, size_t bytes, moir::rt::Driver **out) {
+       return moir::rt::loadCPUDriver(m.path, code, bytes, m.weights, m.weightBytes, out);
+     }},
+    {"nvidia", "CUDA",
+     [](const moir_model &m, const uint8_t *code, size_t bytes, moir::rt::Driver **out) {
+       return moir::rt::gpu::loadGPUDriver(moir::rt::gpu::cudaVendor, m.path, m.target, code,
+                                           bytes, m.weights, m.weightBytes, out);
+     }},
+    {"amd", "HIP",
+     [](const moir_model &m, const uint8_t *code, size_t bytes, moir::rt::Driver **out) {
+       return moir::rt::gpu::loadGPUDriver(moir::rt::gpu::hipVendor, m.path, m.target, code,
+                                           bytes, m.weights, m.weightBytes, out);
+     }},
+};
+
+const DriverEntry *findDriver(const std::string &target) {
+  std::string name = target.substr(0, target.find(' '));
+  for (const DriverEntry &entry : kDrivers)
+    if (name == entry.name)
+      return &entry;
+  return nullptr;
+}
+
+/// "cpu (host code), nvidia (CUDA), amd (HIP)": for errors.
+std::string knownDrivers() {
+  std::string list;
+  for (const DriverEntry &entry : kDrivers)
+    list += std::string(list.empty() ? "" : ", ") + entry.name + " (" + entry.what + ")";
+  return list;
+}
+
 } // namespace
 
 static moir_status openModel(const char *path, bool loadCode, moir_model **out) {
@@ -157,19 +199,12 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
     *out = m;
     return moir::rt::ok();
   }
-  moir_status loaded;
-  if (m->target.rfind("cpu ", 0) == 0)
-    loaded = moir::rt::loadCPUDriver(m->path, code, h.codeBytes, m->weights, m->weightBytes,
-                                      &m->driver);
-  else if (m->target.rfind("nvidia ", 0) == 0)
-    loaded = moir::rt::gpu::loadGPUDriver(moir::rt::gpu::cudaVendor, m->path, m->target, code,
-                                          h.codeBytes, m->weights, m->weightBytes, &m->driver);
-  else if (m->target.rfind("amd ", 0) == 0)
-    loaded = moir::rt::gpu::loadGPUDriver(moir::rt::gpu::hipVendor, m->path, m->target, code,
-                                          h.codeBytes, m->weights, m->weightBytes, &m->driver);
-  else
+  const DriverEntry *driver = findDriver(m->target);
+  if (!driver)
     return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": target '" + m->target +
-                                                   "' has no driver in this runtime"));
+                                                   "' has no driver in this runtime (known: " +
+                                                   knownDrivers() + ")"));
+  moir_status loaded = driver->load(*m, code, h.codeBytes, &m->driver);
   if (loaded != MOIR_OK)
     return reject(loaded);
   *out = m;
