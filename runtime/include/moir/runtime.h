@@ -102,18 +102,25 @@ void moir_session_reset(moir_session *session);
 /* ---- Sampling ----------------------------------------------------------- */
 
 typedef struct moir_sampling {
-  /* 0: greedy (argmax). Otherwise logits are divided by it. */
+  /* 0: greedy (argmax, the lowest id among equal maxima). Otherwise the
+   * logits are divided by it; finite values only. */
   float temperature;
-  /* Keep the k most likely tokens (0: all). */
+  /* Keep the k most likely tokens (0 or less: all). */
   int32_t top_k;
-  /* Keep the smallest set whose probability reaches top_p (1: all). */
+  /* Then keep the smallest set of those, most likely first, whose
+   * probability (renormalized over the top k) reaches top_p; outside (0, 1):
+   * all. Equal logits are ordered by token id for both cuts. */
   float top_p;
   /* Seed of the session-independent generator state below. */
   uint64_t seed;
 } moir_sampling;
 
-/* Picks a token from logits[vocab]. `state` is the generator state; seed it
- * with params->seed (moir_sampling_init) and pass it to every call. */
+/* Picks a token from logits[vocab]: with probability softmax(logits /
+ * temperature) restricted to the cuts above and renormalized. `state` is the
+ * generator state; seed it with params->seed (moir_sampling_init) and pass it
+ * to every call (a null state samples greedily). A -inf logit is a masked
+ * token, never drawn; a NaN or +inf logit, all logits -inf, or a negative or
+ * non-finite temperature is MOIR_ERROR_INVALID_ARGUMENT. */
 void moir_sampling_init(const moir_sampling *params, uint64_t *state);
 moir_status moir_sample(const float *logits, int64_t vocab,
                         const moir_sampling *params, uint64_t *state,
