@@ -8,15 +8,19 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "bandwidth.h"
 #include "moir/runtime.h"
 
-#include <chrono>
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -26,38 +30,72 @@ double now() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] "
-               "[--top-k K] [--top-p P] [--seed S] [--json] [--bandwidth] "
-               "[--prefill-chunk N]\n"
-               "       moir-run --inspect [--verify] MODEL.moir\n");
+const char kUsage[] =
+    "usage: moir-run MODEL.moir --tokens 1,2,3 [options]   prefill the prompt, then generate\n"
+    "       moir-run --inspect [--verify] MODEL.moir        print the artifact's manifest\n"
+    "\n"
+    "Generation:\n"
+    "  --tokens IDS          the prompt, comma-separated token ids (required)\n"
+    "  -n N                  tokens to generate (default 32)\n"
+    "  --prefill-chunk N     prefill the prompt N tokens at a time (default 0: all at once)\n"
+    "Sampling (default: greedy):\n"
+    "  --temperature T       0: greedy; otherwise the logits are divided by T (default 0)\n"
+    "  --top-k K             keep the K most likely tokens (default 0: all)\n"
+    "  --top-p P             then the smallest set reaching probability P, 0 < P <= 1\n"
+    "                        (default 1: all)\n"
+    "  --seed S              the sampler's seed (default 0)\n"
+    "Output:\n"
+    "  --json                one JSON line: tokens, prefill and decode rates, decode counts\n"
+    "  --bandwidth           measure the memory bandwidth before and after (STREAM triad,\n"
+    "                        as moir-bandwidth) and compare decode with the bound it sets\n"
+    "Inspection (loads no code: works without the target's GPU):\n"
+    "  --inspect             print the manifest and the size of the weights\n"
+    "  --verify              with --inspect, also verify the weights' checksum\n"
+    "  -h, --help            print this help\n";
+
+/// A command-line error: one line naming what is wrong, exit code 2.
+int usageError(const std::string &message) {
+  std::fprintf(stderr, "moir-run: error: %s; see moir-run --help\n", message.c_str());
   return 2;
 }
 
-/// STREAM-style triad on every hardware thread over buffers far larger than
-/// the caches: the machine's achievable memory bandwidth, GB/s.
-double measureBandwidth() {
-  const size_t n = size_t(1) << 25; // 3 x 128 MiB
-  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.0f);
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t0 = now();
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        size_t lo = n * t / threads, hi = n * (t + 1) / threads;
-        for (size_t i = lo; i < hi; ++i)
-          c[i] = a[i] + 1.5f * b[i];
-      });
-    for (std::thread &th : pool)
-      th.join();
-    double t = now() - t0;
-    best = std::max(best, 3.0 * n * sizeof(float) / t / 1e9);
-    std::swap(a, c);
-  }
-  return best;
+/// A whole number in [lo, hi], all of `text` (strtoll alone accepts "12x",
+/// leading blanks, and saturates on overflow).
+bool parseInteger(const char *text, long long lo, long long hi, long long *out) {
+  if (!*text || std::isspace(static_cast<unsigned char>(*text)))
+    return false;
+  char *rest = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text, &rest, 10);
+  if (*rest || errno == ERANGE || v < lo || v > hi)
+    return false;
+  *out = v;
+  return true;
+}
+
+/// A whole number in [0, 2^64 - 1] (strtoull alone wraps "-1" around).
+bool parseUnsigned(const char *text, uint64_t *out) {
+  if (!std::isdigit(static_cast<unsigned char>(*text)))
+    return false;
+  char *rest = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text, &rest, 10);
+  if (*rest || errno == ERANGE)
+    return false;
+  *out = v;
+  return true;
+}
+
+/// A finite number, all of `text`.
+bool parseReal(const char *text, double *out) {
+  if (!*text || std::isspace(static_cast<unsigned char>(*text)))
+    return false;
+  char *rest = nullptr;
+  double v = std::strtod(text, &rest);
+  if (*rest || !std::isfinite(v))
+    return false;
+  *out = v;
+  return true;
 }
 
 bool parseTokens(const char *text, std::vector<int32_t> &out) {
@@ -66,9 +104,10 @@ bool parseTokens(const char *text, std::vector<int32_t> &out) {
   while (start < s.size()) {
     size_t end = s.find(',', start);
     std::string item = s.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    char *rest = nullptr;
-    long v = std::strtol(item.c_str(), &rest, 10);
-    if (item.empty() || *rest)
+    item.erase(0, item.find_first_not_of(' ') == std::string::npos ? item.size()
+                                                                    : item.find_first_not_of(' '));
+    long long v = 0;
+    if (!parseInteger(item.c_str(), 0, std::numeric_limits<int32_t>::max(), &v))
       return false;
     out.push_back(static_cast<int32_t>(v));
     if (end == std::string::npos)
@@ -78,34 +117,89 @@ bool parseTokens(const char *text, std::vector<int32_t> &out) {
   return !out.empty();
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+struct Options {
   const char *path = nullptr;
   std::vector<int32_t> prompt;
   long steps = 32, chunk = 0;
-  bool json = false, inspect = false, bandwidth = false, verify = false;
+  bool json = false, inspect = false, bandwidth = false, verify = false, help = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
+};
+
+/// Reads the command line into `o`; returns 0, or the exit code of an error
+/// it has reported.
+int parseOptions(int argc, char **argv, Options &o) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
     const char *v = nullptr;
-    if (a == "--inspect") inspect = true;
-    else if (a == "--verify") verify = true;
-    else if (a == "--json") json = true;
-    else if (a == "--bandwidth") bandwidth = true;
-    else if (a == "--tokens") { if (!(v = value()) || !parseTokens(v, prompt)) return usage(); }
-    else if (a == "-n") { if (!(v = value())) return usage(); steps = std::atol(v); }
-    else if (a == "--prefill-chunk") { if (!(v = value())) return usage(); chunk = std::atol(v); }
-    else if (a == "--temperature") { if (!(v = value())) return usage(); sampling.temperature = std::atof(v); }
-    else if (a == "--top-k") { if (!(v = value())) return usage(); sampling.top_k = std::atoi(v); }
-    else if (a == "--top-p") { if (!(v = value())) return usage(); sampling.top_p = std::atof(v); }
-    else if (a == "--seed") { if (!(v = value())) return usage(); sampling.seed = std::strtoull(v, nullptr, 10); }
-    else if (!path && a[0] != '-') path = argv[i];
-    else return usage();
+    // The option's value, or null (reported) when the command line ends.
+    auto value = [&]() -> const char * { return i + 1 < argc ? (v = argv[++i]) : nullptr; };
+    auto invalid = [&](const char *expected) {
+      return usageError("invalid value '" + std::string(v) + "' for " + a + ": expected " +
+                        expected);
+    };
+    long long integer = 0;
+    double real = 0;
+    if (a == "-h" || a == "--help") { o.help = true; return 0; }
+    else if (a == "--inspect") o.inspect = true;
+    else if (a == "--verify") o.verify = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--bandwidth") o.bandwidth = true;
+    else if (a == "--tokens" || a == "-n" || a == "--prefill-chunk" || a == "--temperature" ||
+             a == "--top-k" || a == "--top-p" || a == "--seed") {
+      if (!value())
+        return usageError(a + " needs a value");
+      if (a == "--tokens") {
+        if (!parseTokens(v, o.prompt))
+          return invalid("comma-separated token ids (0 or more), e.g. 1,2,3");
+      } else if (a == "-n" || a == "--prefill-chunk") {
+        if (!parseInteger(v, 0, std::numeric_limits<long>::max(), &integer))
+          return invalid("a whole number >= 0");
+        (a == "-n" ? o.steps : o.chunk) = static_cast<long>(integer);
+      } else if (a == "--temperature") {
+        if (!parseReal(v, &real) || real < 0 || real > std::numeric_limits<float>::max())
+          return invalid("a finite number >= 0");
+        o.sampling.temperature = static_cast<float>(real);
+      } else if (a == "--top-k") {
+        if (!parseInteger(v, 0, std::numeric_limits<int32_t>::max(), &integer))
+          return invalid("a whole number >= 0 (0: all tokens)");
+        o.sampling.top_k = static_cast<int32_t>(integer);
+      } else if (a == "--top-p") {
+        if (!parseReal(v, &real) || !(real > 0 && real <= 1))
+          return invalid("a number in (0, 1]");
+        o.sampling.top_p = static_cast<float>(real);
+      } else if (!parseUnsigned(v, &o.sampling.seed)) {
+        return invalid("a whole number in [0, 2^64)");
+      }
+    } else if (!a.empty() && a[0] == '-') {
+      return usageError("unknown option '" + a + "'");
+    } else if (o.path) {
+      return usageError("unexpected argument '" + a + "' (the model is '" + o.path + "')");
+    } else {
+      o.path = argv[i];
+    }
   }
-  if (!path)
-    return usage();
+  if (!o.path)
+    return usageError("no model given (MODEL.moir)");
+  if (!o.inspect && o.prompt.empty())
+    return usageError("no prompt given (--tokens 1,2,3)");
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options o;
+  if (int code = parseOptions(argc, argv, o))
+    return code;
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  const char *path = o.path;
+  const std::vector<int32_t> &prompt = o.prompt;
+  long steps = o.steps, chunk = o.chunk;
+  bool json = o.json, inspect = o.inspect, bandwidth = o.bandwidth, verify = o.verify;
+  moir_sampling sampling = o.sampling;
   moir_model *model = nullptr;
   // Inspection loads no code: it works for a GPU artifact on a machine
   // without that GPU.
@@ -128,8 +222,6 @@ int main(int argc, char **argv) {
     moir_model_close(model);
     return 0;
   }
-  if (prompt.empty() || steps < 0 || chunk < 0)
-    return usage();
   moir_session *session = nullptr;
   if (moir_session_create(model, 0, &session) != MOIR_OK) {
     std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
@@ -140,7 +232,7 @@ int main(int argc, char **argv) {
   int64_t vocab = moir_model_vocab_size(model);
   std::vector<int32_t> generated;
   // Bandwidth is bimodal on some machines: measure it before and after.
-  double gbpsBefore = bandwidth ? measureBandwidth() : 0.0;
+  double gbpsBefore = bandwidth ? moir::measureBandwidth() : 0.0;
   double t0 = now();
   // A long prompt may run in chunks (--prefill-chunk): each appends to the
   // cache, as a server prefilling a long context does.
@@ -171,7 +263,7 @@ int main(int argc, char **argv) {
   double decodeTime = now() - t1;
   double prefillRate = prompt.size() / prefillTime;
   double decodeRate = steps > 1 ? (steps - 1) / decodeTime : 0.0;
-  double gbpsAfter = bandwidth ? measureBandwidth() : 0.0;
+  double gbpsAfter = bandwidth ? moir::measureBandwidth() : 0.0;
   // The higher of the two makes the bound strict.
   double gbps = std::max(gbpsBefore, gbpsAfter);
   // Decode must read the weights a step uses (the compiler counted them:
