@@ -3,8 +3,10 @@
 // moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] [--top-k K]
 //          [--top-p P] [--seed S] [--json] [--bandwidth] [--prefill-chunk N]
 // moir-run --inspect [--verify] MODEL.moir
+// moir-run --help
 //
-// Needs only the runtime (no MLIR, no LLVM).
+// Needs only the runtime (no MLIR, no LLVM) and the bandwidth probe
+// (tools/moir-bandwidth).
 //
 //===----------------------------------------------------------------------===//
 
@@ -185,50 +187,45 @@ int parseOptions(int argc, char **argv, Options &o) {
   return 0;
 }
 
-} // namespace
+/// The runtime's last error, exit code 1.
+int runtimeError() {
+  std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
+  return 1;
+}
 
-int main(int argc, char **argv) {
-  Options o;
-  if (int code = parseOptions(argc, argv, o))
-    return code;
-  if (o.help) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  const char *path = o.path;
-  const std::vector<int32_t> &prompt = o.prompt;
-  long steps = o.steps, chunk = o.chunk;
-  bool json = o.json, inspect = o.inspect, bandwidth = o.bandwidth, verify = o.verify;
-  moir_sampling sampling = o.sampling;
+/// --inspect: the manifest, without loading code (it works for a GPU
+/// artifact on a machine without that GPU).
+int inspect(const Options &o) {
   moir_model *model = nullptr;
-  // Inspection loads no code: it works for a GPU artifact on a machine
-  // without that GPU.
-  if ((inspect ? moir_model_open_for_inspection(path, &model) : moir_model_open(path, &model)) !=
-      MOIR_OK) {
-    std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-    return 1;
-  }
-  if (inspect) {
-    std::fputs(moir_model_manifest(model), stdout);
-    std::printf("weights: %.1f MB mapped\n", moir_model_weight_bytes(model) / 1e6);
-    if (verify) {
-      if (moir_model_verify_weights(model) != MOIR_OK) {
-        std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-        moir_model_close(model);
-        return 1;
-      }
-      std::printf("weights checksum: ok\n");
+  if (moir_model_open_for_inspection(o.path, &model) != MOIR_OK)
+    return runtimeError();
+  std::fputs(moir_model_manifest(model), stdout);
+  std::printf("weights: %.1f MB mapped\n", moir_model_weight_bytes(model) / 1e6);
+  if (o.verify) {
+    if (moir_model_verify_weights(model) != MOIR_OK) {
+      runtimeError();
+      moir_model_close(model);
+      return 1;
     }
-    moir_model_close(model);
-    return 0;
+    std::printf("weights checksum: ok\n");
   }
+  moir_model_close(model);
+  return 0;
+}
+
+/// Prefills the prompt, generates, and reports the rates.
+int generate(const Options &o) {
+  const std::vector<int32_t> &prompt = o.prompt;
+  const long steps = o.steps, chunk = o.chunk;
+  const bool json = o.json, bandwidth = o.bandwidth;
+  moir_model *model = nullptr;
+  if (moir_model_open(o.path, &model) != MOIR_OK)
+    return runtimeError();
   moir_session *session = nullptr;
-  if (moir_session_create(model, 0, &session) != MOIR_OK) {
-    std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-    return 1;
-  }
+  if (moir_session_create(model, 0, &session) != MOIR_OK)
+    return runtimeError();
   uint64_t rng;
-  moir_sampling_init(&sampling, &rng);
+  moir_sampling_init(&o.sampling, &rng);
   int64_t vocab = moir_model_vocab_size(model);
   std::vector<int32_t> generated;
   // Bandwidth is bimodal on some machines: measure it before and after.
@@ -239,26 +236,20 @@ int main(int argc, char **argv) {
   size_t step = chunk > 0 ? static_cast<size_t>(chunk) : prompt.size();
   for (size_t at = 0; at < prompt.size(); at += step) {
     size_t n = std::min(step, prompt.size() - at);
-    if (moir_session_run(session, prompt.data() + at, static_cast<int64_t>(n)) != MOIR_OK) {
-      std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-      return 1;
-    }
+    if (moir_session_run(session, prompt.data() + at, static_cast<int64_t>(n)) != MOIR_OK)
+      return runtimeError();
   }
   double prefillTime = now() - t0;
   double t1 = now();
   for (long i = 0; i < steps; ++i) {
     int32_t next;
-    if (moir_sample(moir_session_logits(session), vocab, &sampling, &rng, &next) != MOIR_OK) {
-      std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-      return 1;
-    }
+    if (moir_sample(moir_session_logits(session), vocab, &o.sampling, &rng, &next) != MOIR_OK)
+      return runtimeError();
     generated.push_back(next);
     if (i + 1 == steps)
       break;
-    if (moir_session_run(session, &next, 1) != MOIR_OK) {
-      std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
-      return 1;
-    }
+    if (moir_session_run(session, &next, 1) != MOIR_OK)
+      return runtimeError();
   }
   double decodeTime = now() - t1;
   double prefillRate = prompt.size() / prefillTime;
@@ -308,4 +299,17 @@ int main(int argc, char **argv) {
   moir_session_destroy(session);
   moir_model_close(model);
   return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options o;
+  if (int code = parseOptions(argc, argv, o))
+    return code;
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  return o.inspect ? inspect(o) : generate(o);
 }
