@@ -1,7 +1,7 @@
-// The GPU driver, shared by every vendor: the vendor's library (libgpu.so.1,
+// The GPU driver, shared by every vendor: the vendor's library (libcuda.so.1,
 // libamdhip64.so) is opened with dlopen and used through a table of entry
-// points (gpu_driver.h; cuda_driver.cpp and hip_driver.cpp name them), so the
-// runtime builds and runs without any SDK. The compiled host code calls the
+// points (MOIR_GPU_ENTRY_POINTS in gpu_driver.h names them for each vendor),
+// so the runtime builds and runs without any SDK. The compiled host code calls the
 // mgpu* functions below (the names MLIR's gpu-to-llvm lowering emits);
 // moir_gpu_read_b32/_b64 read one element the host code branches on,
 // moir_gpu_read_block a small buffer a host loop reads throughout.

@@ -1,6 +1,6 @@
-// The vendor-specific part of the GPU driver: a library, the names of the
-// entry points the shared driver (gpu_driver.cpp) uses, how to open the
-// device, and error texts. CUDA's driver API and HIP have the same shapes
+// The vendor-specific part of the GPU driver: a library, its names for the
+// entry points the shared driver (gpu_driver.cpp) uses (one list for every
+// vendor, below), how to open the device, and error texts. CUDA's driver API and HIP have the same shapes
 // for everything the shared driver needs.
 #ifndef MOIR_RUNTIME_GPU_DRIVER_H
 #define MOIR_RUNTIME_GPU_DRIVER_H
@@ -59,7 +59,9 @@ struct Vendor {
   const char *name;    // "CUDA", "HIP"
   /// Library names to try in order ("libcuda.so.1"; "libamdhip64.so.6", ...).
   const char *libraries[3];
-  /// The library's names for VendorAPI's members, in declaration order.
+  /// The library's names for VendorAPI's members, in declaration order
+  /// (MOIR_GPU_ENTRY_POINTS expanded with MOIR_GPU_CUDA_SYMBOL or
+  /// MOIR_GPU_HIP_SYMBOL).
   const char *symbols[kVendorSymbols];
   /// Initializes the first device and creates a stream; "" on success.
   std::string (*open)(void *library, std::string *deviceName, void **stream);
