@@ -8,6 +8,7 @@
 
 #include "LLM/IR/LLMOps.h"
 #include "MoE/IR/MoEOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/StringExtras.h"
@@ -82,16 +83,17 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   if (failed(toLinalg.run(module)))
     return fail("lowering to linalg failed");
 
-  // The entry's arguments, in call order: the model's inputs and caches, the
-  // bound weights, then the logits the caller receives.
+  // The entry's arguments, in call order, as their moir.arg attributes
+  // describe them; then the logits the caller receives.
   auto func = module.lookupSymbol<func::FuncOp>("forward");
-  auto weights = func ? func->getAttrOfType<ArrayAttr>("moir.weights") : nullptr;
-  if (!weights || func.getNumResults() < 1)
-    return fail("the lowered module has no @forward with bound weights");
+  if (!func || func.getNumResults() < 1)
+    return fail("the lowered module has no @forward");
   ArtifactInfo info;
-  unsigned firstWeight = func.getNumArguments() - weights.size();
-  unsigned caches = firstWeight - 3;
+  unsigned caches = 0;
   for (auto [i, type] : llvm::enumerate(func.getArgumentTypes())) {
+    EntryArgAttr entry = attrs::getEntryArg(func, i);
+    if (!entry)
+      return fail("argument " + Twine(i) + " of @forward has no moir.arg (what it holds)");
     ArtifactArg arg;
     if (auto shaped = dyn_cast<RankedTensorType>(type)) {
       arg.dtype = dtypeName(shaped.getElementType());
@@ -100,10 +102,14 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
     } else {
       arg.dtype = dtypeName(type);
     }
-    arg.kind = i == 0 ? "tokens" : i == 1 ? "positions" : i == 2 ? "offset"
-               : i < firstWeight ? "cache" : "weight";
-    if (arg.kind == "weight") {
-      for (mlir::Attribute name : cast<ArrayAttr>(weights[i - firstWeight]))
+    // The runtime allocates a quantized cache's scales as a cache of its own.
+    ArgKind kind = entry.getKind();
+    arg.kind = kind == ArgKind::cache_scales ? "cache" : stringifyArgKind(kind).str();
+    caches += kind == ArgKind::cache;
+    if (kind == ArgKind::cache && !info.capacity)
+      info.capacity = cast<RankedTensorType>(type).getDimSize(0);
+    if (kind == ArgKind::weight) {
+      for (mlir::Attribute name : entry.getNames())
         arg.names.push_back(cast<StringAttr>(name).getValue().str());
       auto it = reads.find(llvm::join(arg.names, ","));
       if (it != reads.end())
@@ -114,14 +120,9 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   auto logits = cast<RankedTensorType>(func.getResultTypes()[0]);
   info.args.push_back({"logits", "f32", {-1, logits.getDimSize(1)}, {}});
   info.vocab = logits.getDimSize(1);
-  // Two caches per layer (keys and values, or MLA's latent and RoPE key); a
-  // quantized cache (i8 / f8e4m3) is followed by its scales.
-  unsigned quantized = 0;
-  for (const ArtifactArg &arg : info.args)
-    quantized += arg.kind == "cache" && (arg.dtype == "i8" || arg.dtype == "f8e4m3");
-  info.layers = (caches - quantized) / 2;
-  info.capacity = caches ? cast<RankedTensorType>(func.getArgumentTypes()[3]).getDimSize(0) : 0;
-  if (auto family = module->getAttrOfType<StringAttr>("moir.family"))
+  // Two caches per layer (keys and values, or MLA's latent and RoPE key).
+  info.layers = caches / 2;
+  if (auto family = module->getAttrOfType<StringAttr>(attrs::familyName()))
     info.family = family.getValue().str();
 
   return info;

@@ -241,8 +241,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
                    elementBytes(attend.getKvBProj().getType());
       ++mlaLayers;
       bool decodeAbsorbed = attend.getForm() == mla::Form::absorbed;
-      auto prefillForm = attend->getAttrOfType<StringAttr>("mla.prefill_form");
-      bool perCall = decodeAbsorbed && prefillForm && prefillForm.getValue() == "materialized";
+      bool perCall = decodeAbsorbed && attend.getPrefillForm() == mla::Form::materialized;
       absorbed += decodeAbsorbed;
       materializedPrefill += perCall;
       double prefillMat = materialized(T, T), prefillAbs = absorbedCost(T, T);

@@ -14,12 +14,15 @@
 #include "LLM/IR/LLMOps.h"
 #include "MLA/IR/MLAOps.h"
 #include "MoE/IR/MoEOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/Verifier.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
@@ -131,6 +134,19 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
 std::string shapeString(ArrayRef<int64_t> shape) {
   return "[" + join(map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") + "]";
 }
+
+/// Gives each op inserted while building a decoder layer that layer's number.
+class LayerListener : public OpBuilder::Listener {
+public:
+  explicit LayerListener(int64_t layer) : layer(layer) {}
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint) override {
+    if (!matchPattern(op, m_Constant()))
+      attrs::setLayer(op, layer);
+  }
+
+private:
+  int64_t layer;
+};
 
 class ModelBuilder {
 public:
@@ -554,9 +570,9 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
 
 Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
-  module->getOperation()->setAttr("moir.family",
+  module->getOperation()->setAttr(attrs::familyName(),
                                   b.getStringAttr(stringifyFamily(c.family)));
-  module->getOperation()->setAttr("moir.source", b.getStringAttr(source));
+  module->getOperation()->setAttr(attrs::sourceName(), b.getStringAttr(source));
   b.setInsertionPointToEnd(module->getBody());
 
   int64_t hidden = c.hidden;
@@ -574,6 +590,16 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     results.append(cacheTypes);
   }
   auto func = func::FuncOp::create(b, loc, "forward", b.getFunctionType(args, results));
+  // What each argument holds, for every later stage (the manifest is written
+  // from these, not from positions).
+  auto describe = [&](unsigned i, ArgKind kind) {
+    func.setArgAttr(i, attrs::argName(), EntryArgAttr::get(&ctx, kind, nullptr));
+  };
+  describe(0, ArgKind::tokens);
+  describe(1, ArgKind::positions);
+  describe(2, ArgKind::offset);
+  for (unsigned i = 3; i < args.size(); ++i)
+    describe(i, ArgKind::cache);
   Block *body = func.addEntryBlock();
   b.setInsertionPointToEnd(body);
   Value ids = body->getArgument(0);
@@ -595,6 +621,11 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   Location modelLoc = loc;
   for (int64_t l = 0; l < c.layers; ++l) {
     loc = NameLoc::get(b.getStringAttr(source + ": layer " + std::to_string(l)));
+    // Every op of the layer carries its number (moir.layer); the graph passes
+    // keep it on what they rewrite.
+    LayerListener layerOps(l);
+    b.setListener(&layerOps);
+    auto unset = llvm::make_scope_exit([&] { b.setListener(nullptr); });
     Value norm1 = layerWeight(Role::AttnNorm, l, {hidden});
     if (!norm1)
       return fin();
@@ -686,7 +717,7 @@ Error readHFCheckpoint(StringRef dir, WeightStore &store) {
 Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path,
                                             WeightStore &store,
                                             const ImportOptions &options) {
-  context.loadDialect<llm::LLMDialect, moe::MoEDialect, mla::MLADialect,
+  context.loadDialect<MoIRDialect, llm::LLMDialect, moe::MoEDialect, mla::MLADialect,
                       func::FuncDialect, arith::ArithDialect, tensor::TensorDialect>();
   if (options.cacheCapacity < 1)
     return createStringError(inconvertibleErrorCode(), "cache capacity must be positive");

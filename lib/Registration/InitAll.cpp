@@ -5,6 +5,7 @@
 #include "LLM/IR/LLMDialect.h"
 #include "MLA/IR/MLADialect.h"
 #include "MoE/IR/MoEDialect.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Conversion/Passes.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
@@ -25,7 +26,7 @@
 #include "mlir/Transforms/Passes.h"
 
 void moir::registerAllDialects(mlir::DialectRegistry &registry) {
-  registry.insert<llm::LLMDialect, moe::MoEDialect, mla::MLADialect>();
+  registry.insert<MoIRDialect, llm::LLMDialect, moe::MoEDialect, mla::MLADialect>();
   // The lowering pipelines go through most of upstream MLIR down to LLVM.
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);

@@ -1,6 +1,7 @@
 //===- BindWeights.cpp - weight references to entry arguments --------------===//
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -25,7 +26,6 @@ struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
     }
     OpBuilder b(&getContext());
     llvm::StringMap<Value> bound;
-    SmallVector<Attribute> names;
     SmallVector<Operation *> dead;
     bool failedBinding = false;
     func.walk([&](llm::WeightRefOpInterface ref) {
@@ -42,18 +42,20 @@ struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
       Value arg = bound.lookup(key);
       if (!arg) {
         unsigned index = func.getNumArguments();
-        if (failed(func.insertArgument(index, result.getType(),
-                                       b.getDictionaryAttr(b.getNamedAttr(
-                                           bufferization::BufferizationDialect::kWritableAttrName,
-                                           b.getBoolAttr(false))),
-                                       op->getLoc())))
-          return;
-        arg = func.getArgument(index);
-        bound[key] = arg;
         SmallVector<Attribute> group;
         for (StringRef name : refNames)
           group.push_back(b.getStringAttr(name));
-        names.push_back(b.getArrayAttr(group));
+        auto entry = EntryArgAttr::get(&getContext(), ArgKind::weight, b.getArrayAttr(group));
+        if (failed(func.insertArgument(
+                index, result.getType(),
+                b.getDictionaryAttr(
+                    {b.getNamedAttr(bufferization::BufferizationDialect::kWritableAttrName,
+                                    b.getBoolAttr(false)),
+                     b.getNamedAttr(attrs::argName(), entry)}),
+                op->getLoc())))
+          return;
+        arg = func.getArgument(index);
+        bound[key] = arg;
       }
       result.replaceAllUsesWith(arg);
       dead.push_back(op);
@@ -62,7 +64,6 @@ struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
       return signalPassFailure();
     for (Operation *op : dead)
       op->erase();
-    func->setAttr("moir.weights", b.getArrayAttr(names));
     // Private from here on: the buffer-result passes only rewrite private
     // functions, and a backend exports its own entry wrapper.
     func.setPrivate();

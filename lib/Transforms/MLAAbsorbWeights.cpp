@@ -26,8 +26,7 @@ struct MLAAbsorbWeightsPass : moir::impl::MLAAbsorbWeightsPassBase<MLAAbsorbWeig
       // materialized nope + rope + v (+ the expansion, shared over T rows)
       // against absorbed 2 * rank + rope.
       if (c.getQkNopeHeadDim() + c.getVHeadDim() < 2 * c.getKvLoraRank())
-        op->setAttr("mla.prefill_form",
-                    StringAttr::get(ctx, mla::stringifyForm(mla::Form::materialized)));
+        op.setPrefillForm(mla::Form::materialized);
     });
   }
 };

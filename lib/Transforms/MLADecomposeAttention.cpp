@@ -1,6 +1,7 @@
 //===- MLADecomposeAttention.cpp - mla.attention into its steps -----------===//
 
 #include "MLA/IR/MLAOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -107,7 +108,8 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
     Value attended = mla::AttendOp::create(
         rewriter, loc, attendType, qNope, qPe, latentCache, ropeCache, positions,
         op.getKvBProj(), config, op.getScaleAttr(),
-        mla::FormAttr::get(rewriter.getContext(), mla::Form::materialized));
+        mla::FormAttr::get(rewriter.getContext(), mla::Form::materialized),
+        /*prefill_form=*/nullptr, /*flash=*/nullptr);
     Value out = llm::LinearOp::create(rewriter, loc, mergeLast(rewriter, loc, attended),
                              op.getOProj());
     rewriter.replaceOp(op, {out, latentCache, ropeCache});
@@ -120,7 +122,7 @@ struct MLADecomposeAttentionPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<DecomposeAttention>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(moir::applyPatternsKeepingLayers(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
 };

@@ -1,6 +1,7 @@
 //===- MoEDecomposeLayer.cpp - moe.layer into its steps -------------------===//
 
 #include "MoE/IR/MoEOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -63,7 +64,7 @@ struct DecomposeLayer : OpRewritePattern<moe::LayerOp> {
     // Expert choice is discrete: a backend keeps this product in f32 even
     // where it rounds activations for speed (moir-cpu-contraction-kernels'
     // bf16-dot), so rounding cannot flip a near-tie between experts.
-    router->setAttr("moir.precise", rewriter.getUnitAttr());
+    router.setPrecise(true);
     Value logits = router;
     auto weightsType = RankedTensorType::get({tokens, topK}, xType.getElementType());
     auto idsType = RankedTensorType::get({tokens, topK}, IntegerType::get(ctx, 32));
@@ -97,7 +98,7 @@ struct MoEDecomposeLayerPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<DecomposeLayer>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(moir::applyPatternsKeepingLayers(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
 };

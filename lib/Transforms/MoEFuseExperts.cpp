@@ -1,6 +1,7 @@
 //===- MoEFuseExperts.cpp - dispatch + expert FFNs + combine as one op -----===//
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "MoE/IR/MoEOps.h"
 #include "moir/Transforms/Passes.h"
 
@@ -87,7 +88,7 @@ struct MoEFuseExpertsPass : moir::impl::MoEFuseExpertsPassBase<MoEFuseExpertsPas
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseExperts>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(moir::applyPatternsKeepingLayers(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
 };

@@ -1,6 +1,7 @@
 //===- MoEFuseRouter.cpp - router matmul + routing as one op ---------------===//
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "MoE/IR/MoEOps.h"
 #include "moir/Transforms/Passes.h"
 
@@ -37,7 +38,7 @@ struct MoEFuseRouterPass : moir::impl::MoEFuseRouterPassBase<MoEFuseRouterPass> 
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseRouter>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(moir::applyPatternsKeepingLayers(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
 };

@@ -1,6 +1,7 @@
 //===- OutlineLayers.cpp - one function per decoder layer ------------------===//
 
 #include "moir/Transforms/Passes.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/IRMapping.h"
@@ -16,25 +17,6 @@ using namespace mlir;
 
 namespace {
 
-/// N for a location `NameLoc("...: layer N")` (or a fusion holding one).
-std::optional<int64_t> layerOf(Location loc) {
-  if (auto fused = dyn_cast<FusedLoc>(loc)) {
-    for (Location inner : fused.getLocations())
-      if (std::optional<int64_t> l = layerOf(inner))
-        return l;
-    return std::nullopt;
-  }
-  auto name = dyn_cast<NameLoc>(loc);
-  if (!name)
-    return std::nullopt;
-  StringRef text = name.getName().getValue();
-  size_t at = text.rfind(": layer ");
-  int64_t layer;
-  if (at == StringRef::npos || text.drop_front(at + 8).getAsInteger(10, layer))
-    return std::nullopt;
-  return layer;
-}
-
 struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -47,7 +29,7 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
     for (Operation &op : body) {
       if (op.hasTrait<OpTrait::IsTerminator>() || matchPattern(&op, m_Constant()))
         continue;
-      std::optional<int64_t> layer = layerOf(op.getLoc());
+      std::optional<int64_t> layer = moir::attrs::getLayer(&op);
       if (!layer)
         continue;
       if (runs.empty() || runs.back().first != *layer ||
@@ -98,7 +80,7 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
                                          b.getFunctionType(inTypes, outTypes));
       callee.setPrivate();
       // Backends keep layer functions out of line (see moir-cpu-export-entry).
-      callee->setAttr("moir.layer", b.getI64IntegerAttr(layer));
+      moir::attrs::setLayer(callee, layer);
       Block *entry = callee.addEntryBlock();
       IRMapping map;
       for (auto [v, arg] : llvm::zip(inputs, entry->getArguments()))
@@ -106,8 +88,10 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       b.setInsertionPointToStart(entry);
       for (Operation *c : constants)
         b.clone(*c, map);
+      // The layer is the callee's now (its ops drop moir.layer, as do
+      // those left in @forward below).
       for (Operation *op : ops)
-        b.clone(*op, map);
+        b.clone(*op, map)->removeAttr(moir::attrs::layerName());
       SmallVector<Value> returned;
       for (Value v : outputs)
         returned.push_back(map.lookup(v));

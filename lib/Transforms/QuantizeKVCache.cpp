@@ -1,6 +1,7 @@
 //===- QuantizeKVCache.cpp - int8 / FP8 KV caches with row scales ----------===//
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -46,6 +47,8 @@ struct QuantizeKVCachePass : moir::impl::QuantizeKVCachePassBase<QuantizeKVCache
     });
     auto ret = cast<func::ReturnOp>(forward.front().getTerminator());
     OpBuilder b(ctx);
+    KeepLayers keep;
+    b.setListener(&keep);
     for (llm::KVCacheUpdateOp op : updates) {
       auto arg = cast<BlockArgument>(op.getCache());
       auto cacheType = cast<RankedTensorType>(arg.getType());
@@ -54,8 +57,11 @@ struct QuantizeKVCachePass : moir::impl::QuantizeKVCachePassBase<QuantizeKVCache
       // The scales argument right after its cache: the runtime allocates
       // both as caches, in order.
       unsigned index = arg.getArgNumber();
-      if (failed(forward.insertArgument(index + 1, scalesType, forward.getArgAttrDict(index),
-                                        arg.getLoc()))) {
+      if (failed(forward.insertArgument(
+              index + 1, scalesType,
+              b.getDictionaryAttr(b.getNamedAttr(
+                  attrs::argName(), EntryArgAttr::get(ctx, ArgKind::cache_scales, nullptr))),
+              arg.getLoc()))) {
         op.emitError("quantize-kv-cache: cannot add the scales argument");
         return signalPassFailure();
       }

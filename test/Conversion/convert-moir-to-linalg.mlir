@@ -370,7 +370,7 @@ func.func @attend(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<12
 // -----
 
 // The materialized form expands keys (W_UK rows) and values (W_UV rows) of
-// every cache row per head, then attends; with mla.prefill_form (from
+// every cache row per head, then attends; with `prefill = materialized` (from
 // mla-absorb-weights) the call's cost picks a form at run time: scf.if with
 // the materialized form (expansion over the cache, scores, weighted sum of
 // value rows) and the absorbed one.
@@ -392,7 +392,7 @@ func.func @attend_materialized(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, 
   return %a : tensor<?x4x16xf32>
 }
 func.func @attend_per_phase(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
-  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed {mla.prefill_form = "materialized"}
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed prefill = materialized
       : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
   return %a : tensor<?x4x16xf32>
 }

@@ -50,7 +50,7 @@
 // materialized (rank 64 > (nope + v) / 2).
 // DSV3: llm.kv_cache_update {{.*}} into tensor<256x64xf32>
 // DSV3: llm.kv_cache_update {{.*}} into tensor<256x16xf32>
-// DSV3: mla.attend {{.*}} form = absorbed flash {mla.prefill_form = "materialized"}
+// DSV3: mla.attend {{.*}} form = absorbed prefill = materialized flash
 // DSV3: llm.glu silu {{.*}} : tensor<?x384xf32>
 // DSV3: mla.attend
 // DSV3: moe.route {{.*}} bias {{.*}} routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.500000e+00 : f64>

@@ -3,7 +3,7 @@
 // DeepSeek-like sizes (rank 32 > (nope + v) / 2): decode absorbed, prefill
 // materialized where the cost model finds it cheaper; the choice is in the IR.
 // CHECK-LABEL: func.func @deepseek
-// CHECK: mla.attend {{.*}} form = absorbed {mla.prefill_form = "materialized"}
+// CHECK: mla.attend {{.*}} form = absorbed prefill = materialized
 func.func @deepseek(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>,
                     %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> tensor<?x4x16xf32> {
   %o = mla.attend %qn, %qp, %c, %r, %pos, %w
@@ -19,7 +19,7 @@ func.func @deepseek(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<
 // in every phase, no prefill form.
 // CHECK-LABEL: func.func @narrow_latent
 // CHECK: mla.attend {{.*}} form = absorbed :
-// CHECK-NOT: prefill_form
+// CHECK-NOT: prefill =
 func.func @narrow_latent(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x8xf32>,
                          %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %w: tensor<128x8xf32>) -> tensor<?x4x16xf32> {
   %o = mla.attend %qn, %qp, %c, %r, %pos, %w

@@ -7,7 +7,7 @@
 // CHECK: %[[WG:.*]] = llm.weight "gate"
 // CHECK: %[[WU:.*]] = llm.weight "up"
 // CHECK: %[[WD:.*]] = llm.weight "down"
-// CHECK: %[[L:.*]] = llm.linear %[[X]], %[[WR]] {moir.precise} : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
+// CHECK: %[[L:.*]] = llm.linear %[[X]], %[[WR]] precise : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
 // CHECK: %[[W:.*]], %[[IDS:.*]] = moe.route %[[L]] routing <top_k = 2, scoring = softmax, norm_topk_prob = true> : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
 // CHECK: %[[ROWS:.*]], %[[OFF:.*]], %[[SRC:.*]] = moe.dispatch %[[X]], %[[IDS]] experts = 8 : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x64xf32>, tensor<9xi32>, tensor<?xi32>
 // CHECK: %[[Y:.*]] = moe.expert_ffn silu %[[ROWS]], %[[OFF]], %[[WG]], %[[WU]], %[[WD]]

@@ -9,7 +9,7 @@
 // CHECK-NEXT: return %[[W]], %[[IDS]]
 func.func @softmax_topk(%x: tensor<?x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>) {
   %wr = llm.weight "router" : tensor<8x64xf32>
-  %l = llm.linear %x, %wr {moir.precise} : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
+  %l = llm.linear %x, %wr precise : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
   %w, %ids = moe.route %l routing <top_k = 2, scoring = softmax, norm_topk_prob = true> : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
 }

@@ -2,10 +2,9 @@
 
 // Each distinct weight (or stack) becomes one read-only trailing argument of
 // @forward, in order of first use; repeated references share it; the names
-// are recorded; @forward turns private.
+// are recorded in each argument's #moir.arg; @forward turns private.
 // CHECK-LABEL: func.func private @forward
-// CHECK-SAME: (%[[IDS:.*]]: tensor<?xi32>, %[[E:.*]]: tensor<16x8xf32> {bufferization.writable = false}, %[[S:.*]]: tensor<2x4x8xf32> {bufferization.writable = false})
-// CHECK-SAME: attributes {moir.weights = {{\[\[}}"embed"], ["e0", "e1"]]}
+// CHECK-SAME: (%[[IDS:.*]]: tensor<?xi32>, %[[E:.*]]: tensor<16x8xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["embed"]>}, %[[S:.*]]: tensor<2x4x8xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["e0", "e1"]>})
 // CHECK-NOT: llm.weight
 // CHECK-NOT: llm.stacked_weight
 // CHECK: llm.embedding %[[IDS]], %[[E]]

@@ -1,10 +1,10 @@
 // RUN: moir-opt %s -moir-outline-layers | FileCheck %s
 
-// Ops located in "<model>: layer N" move into @layer_N; the call passes what
+// Ops marked moir.layer = N (by the importer) move into @layer_N, without the mark; the call passes what
 // they use (constants are cloned) and returns what is used after them.
 // CHECK: func.func private @layer_0(%[[X:.*]]: tensor<4xf32>, %[[W:.*]]: tensor<4xf32>) -> tensor<4xf32> attributes {moir.layer = 0 : i64}
-// CHECK-NEXT: %[[A:.*]] = arith.addf %[[X]], %[[W]]
-// CHECK-NEXT: %[[M:.*]] = arith.mulf %[[A]], %[[A]]
+// CHECK-NEXT: %[[A:.*]] = arith.addf %[[X]], %[[W]] : tensor<4xf32>
+// CHECK-NEXT: %[[M:.*]] = arith.mulf %[[A]], %[[A]] : tensor<4xf32>
 // CHECK-NEXT: return %[[M]]
 // CHECK: func.func private @layer_1(%{{.*}}: tensor<4xf32>, %{{.*}}: tensor<4xf32>) -> tensor<4xf32>
 // CHECK-NEXT: arith.constant dense<2.000000e+00>
@@ -16,10 +16,10 @@
 // CHECK: return %[[OUT]]
 func.func @forward(%x: tensor<4xf32>, %w0: tensor<4xf32>, %w1: tensor<4xf32>) -> tensor<4xf32> {
   %two = arith.constant dense<2.0> : tensor<4xf32>
-  %a = arith.addf %x, %w0 : tensor<4xf32> loc("m: layer 0")
-  %b = arith.mulf %a, %a : tensor<4xf32> loc("m: layer 0")
-  %c = arith.addf %b, %w1 : tensor<4xf32> loc("m: layer 1")
-  %d = arith.mulf %c, %two : tensor<4xf32> loc("m: layer 1")
+  %a = arith.addf %x, %w0 {moir.layer = 0 : i64} : tensor<4xf32>
+  %b = arith.mulf %a, %a {moir.layer = 0 : i64} : tensor<4xf32>
+  %c = arith.addf %b, %w1 {moir.layer = 1 : i64} : tensor<4xf32>
+  %d = arith.mulf %c, %two {moir.layer = 1 : i64} : tensor<4xf32>
   %e = arith.negf %d : tensor<4xf32>
   return %e : tensor<4xf32>
 }

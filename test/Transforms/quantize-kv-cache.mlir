@@ -4,9 +4,10 @@
 
 // MLA's two caches (latent, RoPE key): each becomes i8 storage with a
 // per-token f32 scales argument right after it; the update quantizes, the
-// attention reads the dequantized cache; @forward returns storage and scales.
+// attention reads the dequantized cache; @forward returns storage and scales,
+// and each scales argument says what it holds (#moir.arg<cache_scales>).
 // INT8-LABEL: func.func @forward
-// INT8-SAME: (%[[OFF:.*]]: index, %[[C:.*]]: tensor<64x16xi8>, %[[CS:.*]]: tensor<64xf32>, %[[R:.*]]: tensor<64x4xi8>, %[[RS:.*]]: tensor<64xf32>, %{{.*}}: tensor<?x16xf32>, %{{.*}}: tensor<?x4xf32>)
+// INT8-SAME: (%[[OFF:.*]]: index, %[[C:.*]]: tensor<64x16xi8>, %[[CS:.*]]: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}, %[[R:.*]]: tensor<64x4xi8>, %[[RS:.*]]: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}, %{{.*}}: tensor<?x16xf32>, %{{.*}}: tensor<?x4xf32>)
 // INT8-SAME: -> (tensor<?x4xf32>, tensor<64x16xi8>, tensor<64xf32>, tensor<64x4xi8>, tensor<64xf32>)
 // INT8: %[[C1:[^,]*]], %[[C1S:.*]] = llm.quantized_cache_update int8 %{{.*}} into %[[C]], %[[CS]][%[[OFF]]] : tensor<?x16xf32> into tensor<64x16xi8>, tensor<64xf32>
 // INT8: %[[D:.*]] = llm.dequantize_cache int8 %[[C1]], %[[C1S]] : tensor<64x16xi8>, tensor<64xf32> -> tensor<64x16xf32>
@@ -15,7 +16,7 @@
 // INT8: "test.attend"(%[[D]], %[[DR]])
 // INT8: return %{{.*}}, %[[C1]], %[[C1S]], %[[R1]], %[[R1S]]
 // FP8-LABEL: func.func @forward
-// FP8-SAME: tensor<64x16xf8E4M3FN>, %{{.*}}: tensor<64xf32>, %{{.*}}: tensor<64x4xf8E4M3FN>, %{{.*}}: tensor<64xf32>
+// FP8-SAME: tensor<64x16xf8E4M3FN>, %{{.*}}: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}, %{{.*}}: tensor<64x4xf8E4M3FN>, %{{.*}}: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}
 // FP8: llm.quantized_cache_update fp8_e4m3
 // FP8: llm.dequantize_cache fp8_e4m3
 // BAD: quantize-kv-cache: unknown format 'int4' (known: int8, fp8)

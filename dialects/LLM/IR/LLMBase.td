@@ -28,6 +28,8 @@ def LLM_Dialect : Dialect {
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;
   let hasCanonicalizer = 1;
+  // The contract attributes (moir.layer, moir.arg, ...) travel with llm IR.
+  let dependentDialects = ["::moir::MoIRDialect"];
 }
 
 include "LLM/IR/LLMEnums.td"

@@ -3,6 +3,7 @@
 #ifndef MOIR_DIALECT_LLM_IR_LLMDIALECT_H
 #define MOIR_DIALECT_LLM_IR_LLMDIALECT_H
 
+#include "MoIR/IR/MoIRDialect.h"
 #include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Dialect.h"

@@ -204,7 +204,7 @@ void LinearOp::build(OpBuilder &builder, OperationState &state, Value input,
   auto inputType = cast<RankedTensorType>(input.getType());
   SmallVector<int64_t> shape(inputType.getShape());
   shape.back() = getWeightShape(weight.getType())[0];
-  build(builder, state, inputType.clone(shape), input, weight, bias);
+  build(builder, state, inputType.clone(shape), input, weight, bias, /*precise=*/false);
 }
 
 bool LinearOp::acceptsQuantizedOperand(unsigned index) {

@@ -125,14 +125,17 @@ def LLM_LinearOp : LLM_Op<"linear", [Pure,
   let description = [{
     `result[..., n] = sum_k input[..., k] * weight[n, k] (+ bias[n])`. The
     weight keeps the `[out_features, in_features]` layout of Hugging Face
-    checkpoints and may be quantized.
+    checkpoints and may be quantized. `precise` asks a backend to keep the
+    product in f32 even where it rounds activations for speed (the MoE
+    router: expert choice is discrete, and rounding could flip a near-tie).
 
     ```mlir
     %y = llm.linear %x, %w, %b : (tensor<?x1024xf32>, tensor<3072x1024xf32>, tensor<3072xf32>) -> tensor<?x3072xf32>
+    %l = llm.linear %x, %router precise : (tensor<?x1024xf32>, tensor<8x1024xf32>) -> tensor<?x8xf32>
     ```
   }];
   let arguments = (ins LLM_FloatTensor:$input, LLM_WeightType:$weight,
-                       Optional<LLM_FloatTensor>:$bias);
+                       Optional<LLM_FloatTensor>:$bias, UnitAttr:$precise);
   let results = (outs LLM_FloatTensor:$result);
   let builders = [
     // The result shape follows from the input and the weight's out_features.
@@ -140,7 +143,7 @@ def LLM_LinearOp : LLM_Op<"linear", [Pure,
                    CArg<"::mlir::Value", "{}">:$bias)>
   ];
   let assemblyFormat = [{
-    $input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)
+    $input `,` $weight (`,` $bias^)? (`precise` $precise^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -150,11 +150,12 @@ def MLA_AttendOp : MLA_Op<"attend", [Pure,
                        RankedTensorOf<[AnySignlessInteger]>:$positions,
                        LLM_WeightType:$kv_b_proj,
                        MLA_ConfigAttr:$config, F64Attr:$scale,
-                       MLA_FormAttr:$form, UnitAttr:$flash);
+                       MLA_FormAttr:$form, OptionalAttr<MLA_FormAttr>:$prefill_form,
+                       UnitAttr:$flash);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $q_nope `,` $q_pe `,` $latent_cache `,` $rope_cache `,` $positions `,` $kv_b_proj
-    `config` $config `scale` `=` $scale `form` `=` $form (`flash` $flash^)? attr-dict
+    `config` $config `scale` `=` $scale `form` `=` $form (`prefill` `=` $prefill_form^)? (`flash` $flash^)? attr-dict
     `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

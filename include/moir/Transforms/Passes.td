@@ -160,9 +160,9 @@ def MLAAbsorbWeightsPass : Pass<"mla-absorb-weights"> {
     materialized exactly when `nope + v < 2 * rank`, as for every DeepSeek
     configuration. The pass rewrites each materialized `mla.attend` to
     `form = absorbed` and, where a prefill is cheaper materialized, adds
-    `mla.prefill_form = materialized`; the lowering then evaluates both costs
+    `prefill = materialized`; the lowering then evaluates both costs
     with the call's `T` and `S` and runs the cheaper form. The choice is in the
-    IR: `form` for decode, `mla.prefill_form` for prefill.
+    IR: `form` for decode, `prefill` for prefill.
   }];
   let dependentDialects = ["::moir::mla::MLADialect"];
 }

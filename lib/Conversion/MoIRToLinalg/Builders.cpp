@@ -81,12 +81,12 @@ Value scaleBy(OpBuilder &b, Location loc, Value t, Value scales,
 }
 
 Value markParallel(Value result) {
-  result.getDefiningOp()->setAttr(kParallelAttr, UnitAttr::get(result.getContext()));
+  moir::attrs::mark(result.getDefiningOp(), moir::attrs::parallelName());
   return result;
 }
 
 Value markKernel(Value result) {
-  result.getDefiningOp()->setAttr(kKernelAttr, UnitAttr::get(result.getContext()));
+  moir::attrs::mark(result.getDefiningOp(), moir::attrs::kernelName());
   return result;
 }
 

@@ -4,6 +4,7 @@
 #define MOIR_LIB_CONVERSION_MOIRTOLINALG_BUILDERS_H
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -30,12 +31,10 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
 
 /// Marks a linalg op worth splitting across cores (its parallel loops run on
 /// the runtime's thread pool; small element-wise ops stay serial).
-constexpr llvm::StringLiteral kParallelAttr = "moir.parallel";
 mlir::Value markParallel(mlir::Value linalgResult);
 
 /// Marks a contraction inside a work item of an enclosing parallel loop: the
 /// backend gives it its register-blocked kernel, run sequentially.
-constexpr llvm::StringLiteral kKernelAttr = "moir.kernel";
 mlir::Value markKernel(mlir::Value linalgResult);
 
 /// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.

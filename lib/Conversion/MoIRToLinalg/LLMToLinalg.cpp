@@ -92,8 +92,8 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
     Value out = markParallel(rowContraction(b, loc, x, op.getWeight(), init));
-    if (op->hasAttr("moir.precise"))
-      out.getDefiningOp()->setAttr("moir.precise", b.getUnitAttr());
+    if (op.getPrecise())
+      attrs::mark(out.getDefiningOp(), attrs::preciseName());
     b.replaceOp(op, out);
     return success();
   }

@@ -4,7 +4,7 @@
 // computes it in the latent space (W_UK folded into the query, W_UV applied
 // after the weighted sum), which reads the cache once and never expands it
 // per head; `form = materialized` expands keys and values per head and runs
-// ordinary attention. With `mla.prefill_form = materialized` (set by
+// ordinary attention. With `prefill = materialized` (set by
 // mla-absorb-weights) the lowering picks the cheaper form at run time from
 // the call's query count and cache length.
 //
@@ -181,12 +181,12 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     a.latent = readCache(b, loc, op.getLatentCache(), a.len);
     a.kpe = readCache(b, loc, op.getRopeCache(), a.len);
 
-    auto prefillForm = op->getAttrOfType<StringAttr>("mla.prefill_form");
+    std::optional<mla::Form> prefillForm = op.getPrefillForm();
     if (op.getForm() == mla::Form::materialized) {
       b.replaceOp(op, materialized(b, loc, a));
       return success();
     }
-    if (!prefillForm || prefillForm.getValue() != mla::stringifyForm(mla::Form::materialized)) {
+    if (prefillForm != mla::Form::materialized) {
       b.replaceOp(op, absorbed(b, loc, a));
       return success();
     }

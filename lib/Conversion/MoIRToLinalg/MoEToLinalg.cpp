@@ -629,7 +629,7 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
                        {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(hidden)});
       // Expert choice is discrete: the product stays f32 (moir.precise).
       Value logits = itemContraction(b, loc, xs, router);
-      logits.getDefiningOp()->setAttr("moir.precise", b.getUnitAttr());
+      attrs::mark(logits.getDefiningOp(), attrs::preciseName());
       SmallVector<OpFoldResult> blockSizes = {n, b.getIndexAttr(k)};
       SmallVector<Value> routed = loop(
           b, loc, indexConst(b, loc, 0), n,

@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moir/Target/CPU/CPUTarget.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -524,7 +525,7 @@ struct CPUContractionKernelsPass
     KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
-      if (!op->hasAttr("moir.parallel") && !op->hasAttr("moir.kernel"))
+      if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))
         return;
       if (Form form = classify(op); form != Form::None)
         matched.push_back({op, form});
@@ -533,9 +534,9 @@ struct CPUContractionKernelsPass
     for (auto [op, form] : matched) {
       b.setInsertionPoint(op);
       // Products marked moir.precise (the MoE router) keep f32 activations.
-      bool precise = op->hasAttr("moir.precise");
+      bool precise = op->hasAttr(moir::attrs::preciseName());
       // moir.kernel: one work item of an enclosing parallel loop already.
-      bool parallel = op->hasAttr("moir.parallel");
+      bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
       if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);

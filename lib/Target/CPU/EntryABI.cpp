@@ -1,6 +1,7 @@
 //===- EntryABI.cpp - the CPU artifact's calling convention ----------------===//
 
 #include "moir/Target/CPU/CPUTarget.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -47,7 +48,7 @@ struct CPUPrepareABIPass : moir::impl::CPUPrepareABIPassBase<CPUPrepareABIPass> 
       }
     }
     OpBuilder b(&getContext());
-    func->setAttr("moir.abi", b.getDenseI64ArrayAttr(ranks));
+    func->setAttr(moir::attrs::abiName(), b.getDenseI64ArrayAttr(ranks));
     getOperation().walk([&](memref::CopyOp copy) {
       b.setInsertionPoint(copy);
       linalg::CopyOp::create(b, copy.getLoc(), copy.getSource(), copy.getTarget());
@@ -60,7 +61,7 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto forward = module.lookupSymbol<LLVM::LLVMFuncOp>("forward");
-    auto abi = forward ? forward->getAttrOfType<DenseI64ArrayAttr>("moir.abi") : nullptr;
+    auto abi = forward ? forward->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::abiName()) : nullptr;
     if (!abi) {
       module.emitError("no lowered @forward with a moir.abi attribute");
       return signalPassFailure();
@@ -96,7 +97,7 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
         args.push_back(field(p, 2 + w, i64));
     }
     if (args.size() != forward.getNumArguments()) {
-      forward.emitError("moir.abi does not match the lowered signature");
+      forward.emitError() << moir::attrs::abiName() << " does not match the lowered signature";
       return signalPassFailure();
     }
     LLVM::CallOp::create(b, loc, forward, args);
@@ -104,7 +105,7 @@ struct CPUExportEntryPass : moir::impl::CPUExportEntryPassBase<CPUExportEntryPas
     // Functions outlined per layer (moir-outline-layers marks them
     // moir.layer) stay out of line: LLVM optimizes them one at a time.
     module.walk([](LLVM::LLVMFuncOp f) {
-      if (f->hasAttr("moir.layer"))
+      if (f->hasAttr(moir::attrs::layerName()))
         f.setNoInline(true);
     });
   }
@@ -152,7 +153,7 @@ struct CPUParallelizePass : moir::impl::CPUParallelizePassBase<CPUParallelizePas
   void runOnOperation() override {
     SmallVector<linalg::LinalgOp> marked;
     getOperation()->walk([&](linalg::LinalgOp op) {
-      if (op->hasAttr("moir.parallel") && op.hasPureBufferSemantics())
+      if (op->hasAttr(moir::attrs::parallelName()) && op.hasPureBufferSemantics())
         marked.push_back(op);
     });
     IRRewriter rewriter(&getContext());

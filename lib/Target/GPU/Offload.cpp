@@ -1,6 +1,7 @@
 //===- Offload.cpp - host control vs device loops, blocks and threads ------===//
 
 #include "moir/Target/GPU/GPUTarget.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "HostLevel.h"
 
@@ -51,7 +52,7 @@ using moir::gpu::staysOnHost;
 
 namespace {
 
-constexpr llvm::StringLiteral kSerial = "moir.serial";
+const llvm::StringLiteral kSerial = moir::attrs::serialName();
 
 /// Ops that may stay on the host: no effect on buffer contents.
 bool isHostOp(Operation *op) {
@@ -67,7 +68,7 @@ LogicalResult sequentialize(scf::ParallelOp loop) {
     return loop.emitError("parallel loops with reductions are not offloaded");
   // Its lanes exchange values through shuffles: run one after the other they
   // would read lanes that never ran.
-  if (loop->hasAttr("moir.warp_reduce"))
+  if (loop->hasAttr(moir::attrs::warpReduceName()))
     return loop.emitError("a warp reduction cannot run inside a serial device loop");
   IRRewriter rewriter(loop);
   Location loc = loop.getLoc();
@@ -175,7 +176,7 @@ LogicalResult replaceLoad(memref::LoadOp load, ModuleOp module) {
   return success();
 }
 
-constexpr llvm::StringLiteral kHostCopy = "moir.host_copy";
+const llvm::StringLiteral kHostCopy = moir::attrs::hostCopyName();
 
 /// Buffers in host memory: constants (memref.get_global) and the host copies
 /// made below. The host reads them directly.
@@ -342,7 +343,7 @@ struct GPUMapLoopsPass : moir::impl::GPUMapLoopsPassBase<GPUMapLoopsPass> {
           return signalPassFailure();
         continue;
       }
-      if (loop->hasAttr("moir.warp_reduce")) {
+      if (loop->hasAttr(moir::attrs::warpReduceName())) {
         if (failed(mapWarpLoop(loop)))
           return signalPassFailure();
         continue;

@@ -1,6 +1,7 @@
 //===- WarpReductions.cpp - one warp per reduced output --------------------===//
 
 #include "moir/Target/GPU/GPUTarget.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "HostLevel.h"
 
@@ -109,7 +110,7 @@ void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
   SmallVector<Value> lbs(loops, c0), steps(loops, c1), ubs(bounds.begin(), bounds.end() - 1);
   ubs.push_back(lanes);
   auto parallel = scf::ParallelOp::create(b, loc, lbs, ubs, steps);
-  parallel->setAttr("moir.warp_reduce", b.getUnitAttr());
+  moir::attrs::mark(parallel, moir::attrs::warpReduceName());
   b.setInsertionPoint(parallel.getBody()->getTerminator());
   SmallVector<Value> ivs(parallel.getInductionVars());
   Value lane = ivs.back();

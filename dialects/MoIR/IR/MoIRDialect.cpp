@@ -1,0 +1,24 @@
+//===- MoIRDialect.cpp - MoIR's contract attributes -----------------------===//
+
+#include "MoIR/IR/MoIRDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace moir;
+
+#include "MoIR/IR/MoIRDialect.cpp.inc"
+#include "MoIR/IR/MoIREnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "MoIR/IR/MoIRAttrs.cpp.inc"
+
+void MoIRDialect::initialize() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "MoIR/IR/MoIRAttrs.cpp.inc"
+      >();
+}

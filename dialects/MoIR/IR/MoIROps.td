@@ -1,0 +1,124 @@
+//===- MoIROps.td - the contract attributes MoIR's passes exchange -*- tablegen -*-===//
+//
+// The `moir` dialect has no ops: it declares every `moir.*` attribute that the
+// importer, the passes and the backends hand to each other, so that each one
+// has one spelling, one C++ accessor and a verifier.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_MOIR_OPS
+#define MOIR_MOIR_OPS
+
+include "MoIR/IR/MoIREnums.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/OpBase.td"
+
+def MoIR_Dialect : Dialect {
+  let name = "moir";
+  let cppNamespace = "::moir";
+  let summary = "MoIR's contract attributes";
+  let description = [{
+    Discardable attributes the importer, the passes and the backends exchange,
+    each declared here with its type and checked by the dialect's verifier
+    (an unknown `moir.*` name, or a known one of the wrong type, is an error):
+
+    - `moir.family`, `moir.source` (module): the model family and the file
+      the importer read;
+    - `moir.layer` (ops of a decoder layer, set by the importer and kept by
+      every graph pass; outlined layer functions): the layer number;
+    - `moir.arg` (arguments of the entry `@forward`): `#moir.arg<kind>` says
+      what an argument holds, and for weights their names in the weight store;
+      the artifact's manifest is written from these;
+    - `moir.lowering_config` (module): the block sizes and parallelism the
+      target-neutral lowering to linalg uses, written by a target's
+      configuration pass;
+    - markers on lowered ops: `moir.parallel` (split across the thread pool),
+      `moir.kernel` (a contraction run inside a work item), `moir.precise`
+      (kept in f32), `moir.serial`, `moir.warp_reduce`, `moir.host_copy` (GPU
+      offload), `moir.abi` (@forward's buffer ranks for the exported entry).
+  }];
+  let discardableAttrs = (ins
+    "::mlir::StringAttr":$family,
+    "::mlir::StringAttr":$source,
+    "::mlir::IntegerAttr":$layer,
+    "::moir::EntryArgAttr":$arg,
+    "::moir::LoweringConfigAttr":$lowering_config,
+    "::mlir::UnitAttr":$parallel,
+    "::mlir::UnitAttr":$kernel,
+    "::mlir::UnitAttr":$precise,
+    "::mlir::UnitAttr":$serial,
+    "::mlir::UnitAttr":$warp_reduce,
+    "::mlir::UnitAttr":$host_copy,
+    "::mlir::DenseI64ArrayAttr":$abi
+  );
+  let useDefaultAttributePrinterParser = 1;
+  let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
+}
+
+def MoIR_EntryArgAttr : AttrDef<MoIR_Dialect, "EntryArg"> {
+  let mnemonic = "arg";
+  let summary = "what an argument of @forward holds";
+  let description = [{
+    Set on every argument of the entry `@forward`: by the importer (tokens,
+    positions, the cache offset, the caches), by `moir-quantize-kv-cache`
+    (each quantized cache's row scales) and by `moir-bind-weights` (each
+    weight, with its names in the weight store: one name, or one per expert
+    for a stacked weight). The artifact's manifest is written from these, so
+    no code depends on the order of the arguments.
+
+    ```mlir
+    func.func @forward(%tokens: tensor<?xi32> {moir.arg = #moir.arg<tokens>},
+                       %w: tensor<32x64xf32> {moir.arg = #moir.arg<weight, ["lm_head.weight"]>})
+    ```
+  }];
+  let parameters = (ins
+    EnumParameter<MoIR_ArgKind>:$kind,
+    OptionalParameter<"::mlir::ArrayAttr">:$names
+  );
+  let assemblyFormat = "`<` $kind (`,` $names^)? `>`";
+  let genVerifyDecl = 1;
+}
+
+def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
+  let mnemonic = "lowering_config";
+  let summary = "block sizes and parallelism for the lowering to linalg";
+  let description = [{
+    The lowering of MoIR's ops to linalg/scf (`moir-lower-to-linalg`) knows no
+    target: every choice that depends on one comes from this attribute on the
+    module, which a target's configuration pass writes
+    (`moir-cpu-configure-lowering`, `moir-gpu-configure-lowering`).
+
+    - `parallel`: mark the large ops for the runtime's thread pool and build
+      the fused ops' work items as `scf.forall` (CPU); false on GPUs, whose
+      kernels map every loop;
+    - `work_items`: how many parallel work items are worth having (flash
+      attention splits the keys until it has about this many);
+    - `min_split_keys`: never split the keys below this many per split;
+    - `key_block`, `query_rows`: flash attention's keys per block and rows
+      (queries x the heads sharing a KV head) per work item;
+    - `ffn_block`: columns per work item of the fused expert FFNs;
+    - `token_block`: tokens per work item of the fused router;
+    - `vector_width`: f32 lanes of the target's vectors.
+
+    ```mlir
+    module attributes {moir.lowering_config = #moir.lowering_config<parallel = true,
+        work_items = 32, min_split_keys = 256, key_block = 64, query_rows = 64,
+        ffn_block = 64, token_block = 16, vector_width = 16>} {}
+    ```
+  }];
+  let parameters = (ins
+    "bool":$parallel,
+    "int64_t":$work_items,
+    "int64_t":$min_split_keys,
+    "int64_t":$key_block,
+    "int64_t":$query_rows,
+    "int64_t":$ffn_block,
+    "int64_t":$token_block,
+    "int64_t":$vector_width
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
+#endif // MOIR_MOIR_OPS

@@ -1,0 +1,56 @@
+// RUN: moir-opt %s -split-input-file -verify-diagnostics
+
+// An attribute the dialect does not declare.
+// expected-error @+1 {{unknown MoIR attribute 'moir.layers'}}
+func.func private @f() attributes {moir.layers = 1 : i64}
+
+// -----
+
+// A declared attribute of the wrong type.
+// expected-error @+1 {{attribute 'moir.layer' must be an i64 integer, got "1"}}
+func.func private @f() attributes {moir.layer = "1"}
+
+// -----
+
+// expected-error @+1 {{'moir.layer' must not be negative}}
+func.func private @f() attributes {moir.layer = -1 : i64}
+
+// -----
+
+// expected-error @+1 {{attribute 'moir.parallel' must be a unit attribute}}
+func.func private @f() attributes {moir.parallel = true}
+
+// -----
+
+// expected-error @+1 {{'moir.lowering_config' belongs on the module}}
+func.func private @f() attributes {moir.lowering_config = #moir.lowering_config<parallel = true, work_items = 32, min_split_keys = 256, key_block = 64, query_rows = 64, ffn_block = 64, token_block = 16, vector_width = 16>}
+
+// -----
+
+// expected-error @+1 {{#moir.lowering_config: key_block must be positive, got 0}}
+module attributes {moir.lowering_config = #moir.lowering_config<parallel = true, work_items = 32, min_split_keys = 256, key_block = 0, query_rows = 64, ffn_block = 64, token_block = 16, vector_width = 16>} {}
+
+// -----
+
+// expected-error @+1 {{'moir.arg' belongs on arguments of @forward}}
+func.func private @f() attributes {moir.arg = #moir.arg<tokens>}
+
+// -----
+
+// expected-error @+1 {{'moir.arg' must be a #moir.arg, got 1 : i64}}
+func.func private @f(%x: index {moir.arg = 1 : i64})
+
+// -----
+
+// expected-error @+1 {{#moir.arg: weights, and only weights, carry their names}}
+func.func private @f(%x: index {moir.arg = #moir.arg<weight>})
+
+// -----
+
+// expected-error @+1 {{#moir.arg: weights, and only weights, carry their names}}
+func.func private @f(%x: index {moir.arg = #moir.arg<cache, ["w"]>})
+
+// -----
+
+// expected-error @+1 {{unknown MoIR argument attribute 'moir.weight'}}
+func.func private @f(%x: index {moir.weight})
