@@ -7,17 +7,18 @@
 // with transformers' outputs in FILE (default reference.safetensors; the
 // fixtures also hold reference_bf16_weights.safetensors): the prefill logits and
 // each decode step's logits within TOLERANCE (default 1e-4) of the largest
-// reference |logit|. Decode steps are fed transformers' greedy tokens, and
-// each step's argmax must equal the next of them (so the greedy continuation
-// is identical), unless --logits-only (reduced-precision builds). Prints one
-// line per check and exits non-zero on any failure.
+// reference |logit|; a NaN or an infinity on either side fails
+// (test/support/NumericCheck.h). Decode steps are fed transformers' greedy
+// tokens, and each step's argmax must equal the next of them (so the greedy
+// continuation is identical), unless --logits-only (reduced-precision builds).
+// Prints one line per check and exits non-zero on any failure.
 //
 //===----------------------------------------------------------------------===//
 
+#include "../support/NumericCheck.h"
 #include "moir/runtime.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -34,9 +35,10 @@ namespace {
 
 /// The named tensor's bytes from a safetensors file: an 8-byte header size,
 /// a JSON header ("name": {"dtype", "shape", "data_offsets": [begin, end]}),
-/// then the data.
+/// then the data. Its dtype must be `dtype` (T's safetensors name).
 template <typename T>
-std::vector<T> read(const std::string &file, const std::string &bytes, const char *name) {
+std::vector<T> read(const std::string &file, const std::string &bytes, const char *name,
+                    const std::string &dtype) {
   auto die = [&](const char *why) {
     std::fprintf(stderr, "%s: tensor '%s': %s\n", file.c_str(), name, why);
     std::exit(2);
@@ -51,9 +53,15 @@ std::vector<T> read(const std::string &file, const std::string &bytes, const cha
   size_t at = header.find("\"" + std::string(name) + "\"");
   if (at == std::string::npos)
     die("not in the file");
+  size_t close = header.find('}', at);
+  size_t type = header.find("\"dtype\"", at);
+  size_t quote = header.find('"', header.find(':', type));
+  if (type >= close || quote >= close ||
+      header.compare(quote, dtype.size() + 2, "\"" + dtype + "\"") != 0)
+    die(("dtype is not " + dtype).c_str());
   size_t offsets = header.find("\"data_offsets\"", at);
   size_t open = header.find('[', offsets);
-  if (offsets == std::string::npos || open == std::string::npos)
+  if (offsets >= close || open >= close)
     die("no data_offsets");
   uint64_t begin = 0, end = 0;
   if (std::sscanf(header.c_str() + open, "[%llu,%llu]", (unsigned long long *)&begin,
@@ -67,15 +75,6 @@ std::vector<T> read(const std::string &file, const std::string &bytes, const cha
   std::vector<T> out((end - begin) / sizeof(T));
   std::memcpy(out.data(), bytes.data() + base + begin, end - begin);
   return out;
-}
-
-double relativeError(const float *a, const float *b, size_t n) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 } // namespace
@@ -109,10 +108,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   std::string store((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<int64_t> prompt = read<int64_t>(refPath, store, "prompt_ids");
-  std::vector<int64_t> expected = read<int64_t>(refPath, store, "generated_ids");
-  std::vector<float> prefillRef = read<float>(refPath, store, "prefill_logits");
-  std::vector<float> stepRef = read<float>(refPath, store, "step_logits");
+  std::vector<int64_t> prompt = read<int64_t>(refPath, store, "prompt_ids", "I64");
+  std::vector<int64_t> expected = read<int64_t>(refPath, store, "generated_ids", "I64");
+  std::vector<float> prefillRef = read<float>(refPath, store, "prefill_logits", "F32");
+  std::vector<float> stepRef = read<float>(refPath, store, "step_logits", "F32");
 
   moir_model *model = nullptr;
   moir_session *session = nullptr;
@@ -129,19 +128,30 @@ int main(int argc, char **argv) {
   }
   int64_t rows = 0;
   const float *all = moir_session_all_logits(session, &rows);
-  bool ok = true;
-  double prefillErr = relativeError(all, prefillRef.data(), rows * vocab);
-  std::printf("prefill (%lld tokens): relative error %.3g (tolerance %.3g) %s\n",
-              (long long)rows, prefillErr, tolerance, prefillErr <= tolerance ? "ok" : "FAIL");
-  ok &= prefillErr <= tolerance;
+  // A reference of another shape would be read past its end.
+  auto holds = [&](const char *name, size_t values, int64_t expectedRows) {
+    if (values == size_t(expectedRows) * size_t(vocab))
+      return true;
+    std::fprintf(stderr, "%s: tensor '%s' holds %zu values; the artifact gives %lld x %lld\n",
+                 refPath.c_str(), name, values, (long long)expectedRows, (long long)vocab);
+    return false;
+  };
+  if (!holds("prefill_logits", prefillRef.size(), rows) ||
+      !holds("step_logits", stepRef.size(), expected.size()))
+    return 1;
+  using moir::check::Comparison;
+  Comparison prefill = moir::check::compare(all, prefillRef.data(), rows * vocab);
+  std::printf("prefill (%lld tokens): %s\n", (long long)rows,
+              prefill.describe(tolerance, vocab).c_str());
+  bool ok = prefill.within(tolerance);
 
   // Decode through the KV cache, fed transformers' greedy tokens; step i's
   // logits must pick token i.
   std::vector<int64_t> generated;
-  double worstStep = 0;
+  Comparison steps;
   const float *logits = moir_session_logits(session);
   for (size_t i = 0; i < expected.size(); ++i) {
-    worstStep = std::max(worstStep, relativeError(logits, stepRef.data() + i * vocab, vocab));
+    steps.merge(moir::check::compare(logits, stepRef.data() + i * vocab, vocab));
     generated.push_back(std::max_element(logits, logits + vocab) - logits);
     if (i + 1 < expected.size()) {
       int32_t next = static_cast<int32_t>(expected[i]);
@@ -153,8 +163,7 @@ int main(int argc, char **argv) {
     }
   }
   bool sameTokens = generated == expected;
-  std::printf("decode steps: worst relative error %.3g %s\n", worstStep,
-              worstStep <= tolerance ? "ok" : "FAIL");
+  std::printf("decode steps: worst %s\n", steps.describe(tolerance, vocab).c_str());
   std::printf("greedy tokens:");
   for (int64_t t : generated)
     std::printf(" %lld", (long long)t);
@@ -166,7 +175,7 @@ int main(int argc, char **argv) {
       std::printf(" %lld", (long long)t);
     std::printf("\n");
   }
-  ok &= worstStep <= tolerance && (sameTokens || !checkTokens);
+  ok &= steps.within(tolerance) && (sameTokens || !checkTokens);
   moir_session_destroy(session);
   moir_model_close(model);
   return ok ? 0 : 1;

@@ -8,16 +8,17 @@
 // (from --seed, default: the clock, so every run sees fresh data) through
 // both, then --steps greedy decode steps fed the reference's tokens, and
 // compares every logit row within TOLERANCE (default 1e-4) of the largest
-// reference |logit|. Prints one line per check; exits non-zero on a failure.
-// Needs only the runtime.
+// reference |logit|; a NaN or an infinity in either fails
+// (test/support/NumericCheck.h). Prints one line per check; exits non-zero on
+// a failure. Needs only the runtime.
 //
 //===----------------------------------------------------------------------===//
 
+#include "../support/NumericCheck.h"
 #include "moir/runtime.h"
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,15 +52,6 @@ struct Run {
   }
 };
 
-double relativeError(const float *test, const float *ref, size_t n) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::fabs(double(test[i]) - ref[i]));
-    scale = std::max(scale, std::fabs(double(ref[i])));
-  }
-  return std::isfinite(diff) ? diff / std::max(scale, 1e-30) : INFINITY;
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -71,8 +63,12 @@ int main(int argc, char **argv) {
   int64_t promptLength = 13, steps = 8;
   double tolerance = 1e-4;
   uint64_t seed = std::chrono::steady_clock::now().time_since_epoch().count();
-  for (int i = 3; i + 1 < argc; i += 2) {
+  for (int i = 3; i < argc; i += 2) {
     std::string a = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "moir-compare-artifacts: '%s' needs a value\n", a.c_str());
+      return 2;
+    }
     if (a == "--prompt") promptLength = std::atoll(argv[i + 1]);
     else if (a == "--steps") steps = std::atoll(argv[i + 1]);
     else if (a == "--tolerance") tolerance = std::atof(argv[i + 1]);
@@ -82,12 +78,17 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (promptLength < 1 || steps < 0) {
+    std::fprintf(stderr, "moir-compare-artifacts: --prompt must be at least 1 and --steps "
+                         "at least 0\n");
+    return 2;
+  }
   Run ref, test;
   if (!ref.open(argv[1]) || !test.open(argv[2]))
     return 1;
   int64_t vocab = moir_model_vocab_size(ref.model);
-  if (moir_model_vocab_size(test.model) != vocab) {
-    std::fprintf(stderr, "the artifacts have different vocabularies\n");
+  if (vocab < 1 || moir_model_vocab_size(test.model) != vocab) {
+    std::fprintf(stderr, "the artifacts have different (or empty) vocabularies\n");
     return 1;
   }
   std::mt19937_64 rng(seed);
@@ -97,14 +98,19 @@ int main(int argc, char **argv) {
   int64_t refRows = 0, testRows = 0;
   const float *a = ref.run(prompt, &refRows);
   const float *b = a ? test.run(prompt, &testRows) : nullptr;
-  if (!a || !b || refRows != testRows)
+  if (!a || !b)
     return 1;
-  double prefill = relativeError(b, a, refRows * vocab);
-  bool ok = prefill <= tolerance;
-  std::printf("seed %llu: prefill (%lld tokens): relative error %.3g (tolerance %.3g) %s\n",
-              (unsigned long long)seed, (long long)refRows, prefill, tolerance,
-              prefill <= tolerance ? "ok" : "FAIL");
-  double worst = 0;
+  if (refRows != testRows || refRows < 1) {
+    std::fprintf(stderr, "the artifacts gave %lld and %lld logit rows for %lld tokens\n",
+                 (long long)refRows, (long long)testRows, (long long)promptLength);
+    return 1;
+  }
+  using moir::check::Comparison;
+  Comparison prefill = moir::check::compare(b, a, refRows * vocab);
+  bool ok = prefill.within(tolerance);
+  std::printf("seed %llu: prefill (%lld tokens): %s\n", (unsigned long long)seed,
+              (long long)refRows, prefill.describe(tolerance, vocab).c_str());
+  Comparison decode;
   int64_t sameArgmax = 0;
   std::vector<float> refLast(a + (refRows - 1) * vocab, a + refRows * vocab);
   std::vector<float> testLast(b + (testRows - 1) * vocab, b + testRows * vocab);
@@ -116,13 +122,16 @@ int main(int argc, char **argv) {
     const float *rb = ra ? test.run({next}, &testRows) : nullptr;
     if (!ra || !rb)
       return 1;
-    worst = std::max(worst, relativeError(rb, ra, vocab));
+    decode.merge(moir::check::compare(rb, ra, vocab));
     refLast.assign(ra, ra + vocab);
     testLast.assign(rb, rb + vocab);
   }
-  ok &= worst <= tolerance;
-  std::printf("decode (%lld steps): worst relative error %.3g %s; same greedy token %lld of %lld\n",
-              (long long)steps, worst, worst <= tolerance ? "ok" : "FAIL", (long long)sameArgmax,
-              (long long)steps);
+  // --steps 0 asks for no decode check.
+  if (steps > 0) {
+    ok &= decode.within(tolerance);
+    std::printf("decode (%lld steps): worst %s; same greedy token %lld of %lld\n",
+                (long long)steps, decode.describe(tolerance, vocab).c_str(),
+                (long long)sameArgmax, (long long)steps);
+  }
   return ok ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../support/NumericCheck.h"
 #include "TestContext.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/runtime.h"
@@ -126,12 +127,8 @@ protected:
   static void expectClose(const std::vector<float> &got, const std::vector<double> &want,
                           double tolerance) {
     ASSERT_EQ(got.size(), want.size());
-    double scale = 0, err = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      scale = std::max(scale, std::fabs(want[i]));
-      err = std::max(err, std::fabs(got[i] - want[i]));
-    }
-    EXPECT_LE(err, tolerance * std::max(scale, 1e-30)) << "max error " << err << " of " << scale;
+    moir::check::Comparison c = moir::check::compare(got.data(), want.data(), got.size());
+    EXPECT_TRUE(c.within(tolerance)) << c.describe(tolerance);
   }
   unsigned seed;
   std::mt19937 rng;
