@@ -45,3 +45,35 @@ except OSError:
 if os.path.exists("/usr/lib/x86_64-linux-gnu/amdgcn/bitcode/ocml.bc") or \
         os.path.exists(os.path.join(os.environ.get("ROCM_PATH", "/opt/rocm"), "amdgcn", "bitcode", "ocml.bc")):
     config.available_features.add("rocm")
+
+# host-avx512bf16: moirc's host build (--cpu=native, the default) multiplies
+# bf16 weights with AVX512-BF16 dot products. Without them it silently uses
+# f32 arithmetic, and the checks written for the dot products (within 2e-2)
+# would compare something else, so they require this feature. Asked the way
+# moirc asks (LLVM's host feature query, LLVMGetHostCPUFeatures); the
+# kernel's CPU flags where libLLVM cannot be loaded.
+def host_cpu_features():
+    libllvm = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib", "libLLVM.so")
+    try:
+        llvm = ctypes.CDLL(libllvm)
+        llvm.LLVMGetHostCPUFeatures.restype = ctypes.c_void_p
+        llvm.LLVMDisposeMessage.argtypes = [ctypes.c_void_p]
+        text = llvm.LLVMGetHostCPUFeatures()
+        features = ctypes.cast(text, ctypes.c_char_p).value.decode()
+        llvm.LLVMDisposeMessage(text)
+        return {f[1:] for f in features.split(",") if f.startswith("+")}
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    # The kernel spells LLVM's avx512bf16 avx512_bf16.
+                    return {f.replace("avx512_bf16", "avx512bf16") for f in flags}
+    except OSError:
+        pass
+    return set()
+
+if {"avx512f", "avx512bf16"} <= host_cpu_features():
+    config.available_features.add("host-avx512bf16")
