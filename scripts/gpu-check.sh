@@ -4,24 +4,30 @@
 # builds the runtime, runs every fixture artifact compiled elsewhere
 # (scripts/gpu-artifacts.sh) against transformers' reference logits
 # (float32 within 1e-3 of the largest |logit|, greedy tokens identical), runs
-# fresh random models on the GPU against the CPU (within 1e-4), and,
-# if ARTIFACT_DIR holds bench.moir (or bench.thin + a checkpoint it can
-# regenerate, see bench/gpu_bench_artifact.sh), benchmarks it.
+# fresh random models on the GPU against the CPU (within 1e-4), and
+# benchmarks the weightless bench-<shape>-<dtype>.thin artifacts (their
+# weights regenerated here; both from bench/gpu_prepare.sh). Every fixture
+# family must have its artifact (a missing one fails), and a run that checked
+# nothing fails; the exit code is non-zero if any check failed.
 #   bash scripts/gpu-check.sh ARTIFACT_DIR
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 art="${1:?usage: gpu-check.sh ARTIFACT_DIR}"
+[ -d "$art" ] || { echo "gpu-check.sh: $art: not a directory"; exit 1; }
 build="${BUILD_DIR:-$root/build-gpu-runtime}"
 cmake -S "$root/runtime" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
 cmake --build "$build" -j"$(nproc)" >/dev/null || exit 1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 command -v rocm-smi >/dev/null && rocm-smi --showproductname
 passed=0; failed=0
-for moir in "$art"/*.moir; do
-  family="$(basename "$moir" .moir)"
-  [ -d "$root/test/fixtures/$family" ] || continue
+for dir in "$root"/test/fixtures/*/; do
+  family="$(basename "$dir")"
+  moir="$art/$family.moir"
   echo "== $family"
-  if "$build/moir-check-fixture" "$root/test/fixtures/$family" "$moir" --tolerance 1e-3; then
+  if [ ! -f "$moir" ]; then
+    echo "FAIL: no artifact $moir (scripts/gpu-artifacts.sh compiles every fixture)"
+    failed=$((failed + 1))
+  elif "$build/moir-check-fixture" "$dir" "$moir" --tolerance 1e-3; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
@@ -49,11 +55,15 @@ for thin in "$art"/bench-*.thin; do
   [ -f "$models/$spec/model.safetensors" ] ||
     "$build/moir-make-model" "$models/$spec" --shape "$shape" --dtype "$dtype" >/dev/null
   python3 "$root/bench/artifact_weights.py" attach "$thin" "$models/$spec" "$models/$spec.moir" >/dev/null &&
-    "$build/moir-run" --inspect --verify "$models/$spec.moir" | grep -q "weights checksum: ok" ||
+    "$build/moir-run" --inspect --verify "$models/$spec.moir" | grep "weights checksum: ok" >/dev/null ||
     { echo "$name: weights could not be rebuilt"; failed=$((failed + 1)); continue; }
   result=$("$build/moir-run" "$models/$spec.moir" --tokens "$prompt" -n 128 --json) ||
     { failed=$((failed + 1)); continue; }
   echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", ${result#\{}" | sed 's/"tokens": \[[^]]*\], //'
 done
 echo "$passed passed, $failed failed"
+if [ $((passed + failed)) -eq 0 ]; then
+  echo "FAIL: nothing was checked"
+  exit 1
+fi
 [ "$failed" -eq 0 ]
