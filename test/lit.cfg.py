@@ -23,10 +23,17 @@ tool_dirs = [config.moir_tools_dir, config.llvm_tools_dir]
 llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal") for t in
      ("moir-opt", "moirc", "moir-run", "moir-check-fixture", "moir-compare-artifacts",
-      "moir-make-model")], tool_dirs)
+      "moir-make-model", "moir-bandwidth")], tool_dirs)
 # FileCheck, not and friends come from LLVM's tool directory.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moir_tools_dir, append_path=True)
+
+# The vendor backends built into this moirc (lit.local.cfg in Target/NVIDIA and
+# Target/AMD marks their tests unsupported without them).
+if config.moir_enable_nvidia:
+    config.available_features.add("nvidia-backend")
+if config.moir_enable_amd:
+    config.available_features.add("amd-backend")
 
 # The CUDA toolkit (ptxas, libdevice) for the NVIDIA backend's compile checks;
 # no GPU is needed for them.

@@ -16,7 +16,8 @@ void registerAllDialects(mlir::DialectRegistry &registry);
 /// moir-opt can run each alone.
 void registerAllPasses();
 
-/// Adds the GPU backends (nvidia, ...) to the GPU target registry.
+/// Registers the target backends this build has (cpu; nvidia and amd unless
+/// configured off). Idempotent.
 void registerAllTargets();
 
 } // namespace moir

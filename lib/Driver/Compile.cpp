@@ -1,26 +1,28 @@
-//===- Compile.cpp - an imported model to a CPU artifact -------------------===//
+//===- Compile.cpp - phase by phase, to IR or to an artifact --------------===//
 
 #include "moir/Driver/Compile.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/Artifact.h"
-#include "moir/Target/CPU/CPUTarget.h"
-#include "moir/Target/GPU/GPUTarget.h"
+#include "moir/Target/TargetBackend.h"
 
 #include "LLM/IR/LLMOps.h"
 #include "MoE/IR/MoEOps.h"
 #include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace mlir;
 using namespace llvm;
 
 namespace moir {
-using cpu::TargetOptions;
 
-static std::string dtypeName(mlir::Type type) {
+namespace {
+
+std::string dtypeName(mlir::Type type) {
   if (type.isF32()) return "f32";
   if (type.isF16()) return "f16";
   if (type.isBF16()) return "bf16";
@@ -32,30 +34,16 @@ static std::string dtypeName(mlir::Type type) {
   return "?";
 }
 
-static Error fail(const Twine &message) {
-  return createStringError(inconvertibleErrorCode(), message);
-}
+Error fail(const Twine &message) { return createStringError(inconvertibleErrorCode(), message); }
 
-void setGraphOptions(const GraphChoices &choices, GraphPipelineOptions &options) {
-  options.absorbMLA = choices.absorbMLA;
-  options.fuseExperts = choices.fuseExperts;
-  options.fuseRouter = choices.fuseRouter;
-  options.flashAttention = choices.flashAttention;
-  options.quantizeKVCache = choices.quantizeKVCache;
-}
+/// What a decode step reads of each weight, keyed by the names it holds:
+/// (fraction read per token, gathered by token id).
+using DecodeReads = llvm::StringMap<std::pair<double, bool>>;
 
-/// Graph phase, linalg phase and the entry's description, shared by every
-/// target.
-static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices &choices) {
-  MLIRContext *context = module.getContext();
-  PassManager toGraph(context);
-  GraphPipelineOptions graph;
-  setGraphOptions(choices, graph);
-  buildGraphPipeline(toGraph, graph);
-  if (failed(toGraph.run(module)))
-    return fail("compiling to the graph phase failed");
-  // What a decode step reads of each weight, keyed by the names it holds.
-  llvm::StringMap<std::pair<double, bool>> reads;
+/// From the graph phase: embeddings read one row per token, expert stacks
+/// top-k of their experts.
+DecodeReads decodeReads(ModuleOp module) {
+  DecodeReads reads;
   auto key = [](mlir::Value v) -> std::string {
     if (auto ref = v.getDefiningOp<llm::WeightRefOpInterface>())
       return llvm::join(ref.getWeightNames(), ",");
@@ -78,11 +66,11 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
       if (auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>())
         stacks(dispatch.getIds(), {ffn.getGate(), ffn.getUp(), ffn.getDown()});
   });
-  PassManager toLinalg(context);
-  cpu::buildLoweringToLinalgPipeline(toLinalg);
-  if (failed(toLinalg.run(module)))
-    return fail("lowering to linalg failed");
+  return reads;
+}
 
+/// From the linalg phase: the entry's arguments for the manifest.
+Expected<ArtifactInfo> describeEntry(ModuleOp module, const DecodeReads &reads) {
   // The entry's arguments, in call order, as their moir.arg attributes
   // describe them; then the logits the caller receives.
   auto func = module.lookupSymbol<func::FuncOp>("forward");
@@ -128,106 +116,98 @@ static Expected<ArtifactInfo> lowerToLinalg(ModuleOp module, const GraphChoices 
   return info;
 }
 
-Error compileCPUArtifact(ModuleOp module, const frontend::WeightStore &store,
-                         const TargetOptions &options, StringRef outputPath,
-                         const GraphChoices &graph) {
-  MLIRContext *context = module.getContext();
-  Expected<ArtifactInfo> info = lowerToLinalg(module, graph);
-  if (!info)
-    return info.takeError();
-  info->target = "cpu " + cpu::resolveTriple(options) + " " + cpu::resolveCPU(options);
-
-  Expected<cpu::KernelOptions> kernels = cpu::kernelOptionsFor(options);
-  if (!kernels)
-    return kernels.takeError();
-  PassManager toLLVM(context);
-  cpu::buildLoweringToLLVMPipeline(toLLVM, *kernels);
-  if (failed(toLLVM.run(module)))
-    return fail("lowering to LLVM failed");
-  Expected<std::string> code = cpu::emitSharedObject(module, options);
-  if (!code)
-    return code.takeError();
-  return writeArtifact(outputPath, *info, *code, store);
+/// The backend for `options`, with the options validated and completed.
+Expected<const TargetBackend *> configure(CompileOptions &options) {
+  if (Error err = validateOptions(options))
+    return std::move(err);
+  Expected<const TargetBackend *> backend = lookupTargetBackend(options.target);
+  if (!backend)
+    return backend.takeError();
+  if (Error err = (*backend)->configure(options))
+    return std::move(err);
+  return *backend;
 }
 
-
-Error compileGPUArtifact(ModuleOp module, const frontend::WeightStore &store,
-                         StringRef targetName, const gpu::GPUOptions &options,
-                         StringRef outputPath, StringRef deviceCodePath,
-                         const GraphChoices &graph) {
-  const gpu::GPUTargetInfo *target = gpu::lookupTarget(targetName);
-  if (!target)
-    return fail("unknown GPU target '" + targetName + "'");
-  gpu::GPUOptions resolved = options;
-  if (resolved.chip.empty())
-    resolved.chip = target->chips().front().str();
-  if (Error err = target->validate(resolved))
-    return err;
-  MLIRContext *context = module.getContext();
-  // The fused MoE and flash-attention lowerings (scf.forall work items over
-  // tokens, selected experts, query blocks) are written for the CPU's thread
-  // pool; GPU kernels map the steps.
-  if (!graph.quantizeKVCache.empty())
-    return fail("--quantize-kv-cache is implemented for CPU targets only (the GPU attention "
-                "kernels read f32 caches)");
-  GraphChoices choices = graph;
-  choices.fuseExperts = false;
-  choices.fuseRouter = false;
-  choices.flashAttention = false;
-  Expected<ArtifactInfo> info = lowerToLinalg(module, choices);
-  if (!info)
-    return info.takeError();
-  info->target = target->describe(resolved);
-
-  PassManager toKernels(context);
-  // -mlir-print-ir-after=... and friends, for looking at the kernels.
-  (void)applyPassManagerCLOptions(toKernels);
-  gpu::buildKernelPipeline(toKernels, target->warpSize(resolved.chip));
-  if (failed(toKernels.run(module)))
-    return fail("mapping the model onto GPU kernels failed");
-  info->kernels = gpu::kernelNames(module);
-  PassManager toDevice(context);
-  target->buildDeviceLowering(toDevice, resolved);
-  if (failed(toDevice.run(module)))
-    return fail("lowering the kernels for " + resolved.chip + " failed");
-  auto dump = [&](ModuleOp from, StringRef path) -> Error {
-    std::error_code ec;
-    raw_fd_ostream os(path, ec);
-    if (ec)
-      return fail(path + ": " + ec.message());
-    for (const auto &[name, bytes] : gpu::deviceBinaries(from))
-      os << bytes;
-    return Error::success();
-  };
-  if (!deviceCodePath.empty()) {
-    // The assembly text of the same kernels, for the vendor's assembler.
-    OwningOpRef<ModuleOp> copy = module.clone();
-    PassManager toAssembly(context);
-    target->buildSerialization(toAssembly, resolved, /*assembly=*/true);
-    if (failed(toAssembly.run(*copy)))
-      return fail("emitting the kernels' assembly failed");
-    if (Error err = dump(*copy, (deviceCodePath + ".s").str()))
-      return err;
+/// Runs `backend`'s phases up to `last`, each as its own pass pipeline;
+/// with `info`, collects the manifest's entry description and lets the
+/// backend look at each phase.
+Error runPhases(ModuleOp module, const TargetBackend &backend, const CompileOptions &options,
+                CompilePhase last, ArtifactInfo *info) {
+  if (!hasPhase(backend, last)) {
+    SmallVector<std::string> names;
+    for (CompilePhase phase : backend.phases())
+      names.push_back(stringifyCompilePhase(phase).str());
+    return fail("target '" + backend.name() + "' has no phase '" + stringifyCompilePhase(last) +
+                "' (its phases: " + join(names, ", ") + ")");
   }
-  PassManager toBinary(context);
-  target->buildSerialization(toBinary, resolved, /*assembly=*/false);
-  if (failed(toBinary.run(module)))
-    return fail("serializing the kernels for " + resolved.chip + " failed");
-  if (!deviceCodePath.empty())
-    if (Error err = dump(module, deviceCodePath))
+  DecodeReads reads;
+  for (CompilePhase phase : backend.phases()) {
+    // The graph phase starts with the input phase's contract check.
+    if (phase == CompilePhase::Input && last != CompilePhase::Input)
+      continue;
+    PassManager pm(module.getContext());
+    // -mlir-print-ir-after=... and friends, for looking at any phase.
+    if (failed(applyPassManagerCLOptions(pm)))
+      return fail("bad pass manager options");
+    if (Error err = buildPhasePipeline(pm, backend, phase, options))
       return err;
-  PassManager toLLVM(context);
-  gpu::buildHostLoweringPipeline(toLLVM);
-  if (failed(toLLVM.run(module)))
-    return fail("lowering the host code to LLVM failed");
-  // The host code runs on whatever x86-64 machine holds the GPU.
-  TargetOptions host;
-  host.cpu = "x86-64-v2";
-  host.triple = "x86_64-unknown-linux-gnu";
-  Expected<std::string> code = cpu::emitSharedObject(module, host);
+    if (failed(pm.run(module)))
+      return fail("compiling to the '" + stringifyCompilePhase(phase) + "' phase failed");
+    if (info) {
+      if (phase == CompilePhase::Graph)
+        reads = decodeReads(module);
+      if (phase == CompilePhase::Linalg) {
+        Expected<ArtifactInfo> entry = describeEntry(module, reads);
+        if (!entry)
+          return entry.takeError();
+        *info = std::move(*entry);
+      }
+      if (Error err = backend.afterPhase(module, phase, options, *info))
+        return err;
+    }
+    if (phase == last)
+      break;
+  }
+  return Error::success();
+}
+
+} // namespace
+
+Error compileToPhase(ModuleOp module, CompileOptions options, CompilePhase last) {
+  Expected<const TargetBackend *> backend = configure(options);
+  if (!backend)
+    return backend.takeError();
+  return runPhases(module, **backend, options, last, nullptr);
+}
+
+Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, CompileOptions options,
+                      StringRef outputPath) {
+  Expected<const TargetBackend *> backend = configure(options);
+  if (!backend)
+    return backend.takeError();
+  ArtifactInfo info;
+  if (Error err = runPhases(module, **backend, options, (*backend)->phases().back(), &info))
+    return err;
+  Expected<std::string> code = (*backend)->serialize(module, options, info);
   if (!code)
     return code.takeError();
-  return writeArtifact(outputPath, *info, *code, store);
+  return writeArtifact(outputPath, info, *code, store);
+}
+
+Error reportWork(ModuleOp module, CompileOptions options, int64_t context, int64_t prompt,
+                 raw_ostream &os) {
+  Expected<const TargetBackend *> backend = configure(options);
+  if (!backend)
+    return backend.takeError();
+  OwningOpRef<ModuleOp> copy(cast<ModuleOp>(module->clone()));
+  if (Error err = runPhases(*copy, **backend, options, CompilePhase::Graph, nullptr))
+    return err;
+  PassManager configure(module.getContext());
+  if (Error err = (*backend)->buildLoweringConfig(configure, options))
+    return err;
+  if (failed(configure.run(*copy)))
+    return fail("writing the target's lowering configuration failed");
+  return printReport(*copy, context, prompt, os);
 }
 
 } // namespace moir

@@ -10,6 +10,7 @@
 
 #include "moir/Conversion/Passes.h"
 #include "moir/Driver/Compile.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "LLM/IR/LLMOps.h"
 #include "MLA/IR/MLAOps.h"
@@ -20,7 +21,6 @@
 
 #include <map>
 #include "llvm/Support/Format.h"
-#include "llvm/Support/Regex.h"
 
 using namespace mlir;
 
@@ -41,14 +41,10 @@ struct Row {
   Work before, after;
 };
 
-/// "layer N" from an op's location (the importer names each layer's ops).
+/// The op's decoder layer (moir.layer, set by the importer), or "rest".
 std::string layerOf(Operation *op) {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  op->getLoc().print(os);
-  SmallVector<StringRef> match;
-  if (llvm::Regex("layer ([0-9]+)").match(text, &match))
-    return match[1].str();
+  if (std::optional<int64_t> layer = moir::attrs::getLayer(op))
+    return std::to_string(*layer);
   return "rest";
 }
 
@@ -87,13 +83,14 @@ double cacheRowBytes(Value cache) {
 
 /// Keys per query whose scores a prefill of `T` tokens from an empty cache
 /// computes: all T when the scores are materialized; with flash attention,
-/// each block of queries (flashQueryBlock(group) of them) stops at its last
+/// each block of queries (config.getQueryBlock(group) of them) stops at its last
 /// position and, with a sliding window, starts at the key block its first
 /// query's window reaches.
-double keysPerQuery(int64_t T, int64_t group, std::optional<int64_t> window, bool flash) {
+double keysPerQuery(moir::LoweringConfigAttr config, int64_t T, int64_t group,
+                    std::optional<int64_t> window, bool flash) {
   if (!flash || T <= 0)
     return static_cast<double>(T);
-  int64_t block = flashQueryBlock(group);
+  int64_t block = config.getQueryBlock(group), kFlashKeys = config.getKeyBlock();
   double total = 0;
   for (int64_t t0 = 0; t0 < T; t0 += block) {
     int64_t n = std::min(block, T - t0), hi = t0 + n, lo = 0;
@@ -110,6 +107,10 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   if (!forward)
     return llvm::createStringError("report: no @forward function");
+  // Flash attention's blocks as the target's lowering will build them.
+  moir::LoweringConfigAttr config = moir::attrs::getLoweringConfig(module);
+  if (!config)
+    return llvm::createStringError("report: no lowering configuration on the module");
   const double S = static_cast<double>(context), T = static_cast<double>(prompt);
   // A prefill from an empty cache: query t sees t + 1 rows, (T + 1) / 2 on
   // average.
@@ -213,7 +214,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       // Prefill: every key's score computed (materialized), or the keys
       // flash attention's blocks visit.
       auto prefill = [&](bool flash) {
-        return 2 * heads * keysPerQuery(prompt, group, window, flash) * (dk + dv);
+        return 2 * heads * keysPerQuery(config, prompt, group, window, flash) * (dk + dv);
       };
       w = {2 * heads * S * (dk + dv), S * rowBytes, prefill(flash), meanRows * rowBytes};
       before = w;
@@ -230,7 +231,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       // A prefill from an empty cache, materialized: flash attention
       // computes the scores of the keys its blocks visit, not all T.
       auto prefillMaterialized = [&](bool flash) {
-        return T * expand + T * keysPerQuery(prompt, 1, std::nullopt, flash) * (nope + rope + vd);
+        return T * expand + T * keysPerQuery(config, prompt, 1, std::nullopt, flash) * (nope + rope + vd);
       };
       auto absorbedCost = [&](double t, double s) { return t * (expand + s * (2 * rank + rope)); };
       double cacheBytes = cacheRowBytes(attend.getLatentCache()) + cacheRowBytes(attend.getRopeCache());
@@ -250,9 +251,9 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       bool prefillIsMaterialized = perCall ? prefillMat < prefillAbs : !decodeAbsorbed;
       bool flash = attend.getFlash();
       // Absorbed, all heads share the latent cache: flash attention's
-      // query blocks hold flashQueryBlock(heads) queries.
+      // query blocks hold config.getQueryBlock(heads) queries.
       double prefillAbsorbed =
-          T * (expand + keysPerQuery(prompt, static_cast<int64_t>(h), std::nullopt, flash) *
+          T * (expand + keysPerQuery(config, prompt, static_cast<int64_t>(h), std::nullopt, flash) *
                             (2 * rank + rope));
       double prefillChosen =
           prefillIsMaterialized ? prefillMaterialized(flash) : prefillAbsorbed;

@@ -10,9 +10,14 @@
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/GPU/GPUTarget.h"
-#include "moir/Target/NVIDIA/NVIDIATarget.h"
-#include "moir/Target/AMD/AMDTarget.h"
+#include "moir/Target/Host/Host.h"
 #include "moir/Transforms/Passes.h"
+#ifdef MOIR_ENABLE_NVIDIA
+#include "moir/Target/NVIDIA/NVIDIATarget.h"
+#endif
+#ifdef MOIR_ENABLE_AMD
+#include "moir/Target/AMD/AMDTarget.h"
+#endif
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -37,14 +42,23 @@ void moir::registerAllPasses() {
   mlir::registerAllPasses();
   registerMoIRTransformsPasses();
   registerMoIRConversionPasses();
+  registerMoIRHostPasses();
   registerMoIRCPUPasses();
   registerMoIRGPUPasses();
-  moir::gpu::registerPipelines();
   registerAllTargets();
   registerPipelines();
 }
 
 void moir::registerAllTargets() {
+  static bool registered = false;
+  if (registered)
+    return;
+  registered = true;
+  moir::cpu::registerCPUBackend();
+#ifdef MOIR_ENABLE_NVIDIA
   moir::nvidia::registerNVIDIATarget();
+#endif
+#ifdef MOIR_ENABLE_AMD
   moir::amd::registerAMDTarget();
+#endif
 }

@@ -27,7 +27,7 @@ struct QuantizeKVCachePass : moir::impl::QuantizeKVCachePassBase<QuantizeKVCache
     else if (format == "fp8" || format == "fp8_e4m3")
       cacheFormat = llm::CacheFormat::fp8_e4m3;
     if (!cacheFormat) {
-      getOperation()->emitError("quantize-kv-cache: unknown format '")
+      getOperation()->emitError("moir-quantize-kv-cache: unknown format '")
           << format << "' (known: int8, fp8)";
       return signalPassFailure();
     }
@@ -62,7 +62,7 @@ struct QuantizeKVCachePass : moir::impl::QuantizeKVCachePassBase<QuantizeKVCache
               b.getDictionaryAttr(b.getNamedAttr(
                   attrs::argName(), EntryArgAttr::get(ctx, ArgKind::cache_scales, nullptr))),
               arg.getLoc()))) {
-        op.emitError("quantize-kv-cache: cannot add the scales argument");
+        op.emitError("moir-quantize-kv-cache: cannot add the scales argument");
         return signalPassFailure();
       }
       arg.setType(storageType);

@@ -13,7 +13,7 @@
 // FUSED-NOT: moe.layer
 // FUSED: moe.fused_route
 // FUSED: moe.fused_experts
-// BADPHASE: moirc: unknown phase 'cubin' for --compile-to (known: input, graph, linalg, llvm)
+// BADPHASE: moirc: error: unknown phase 'cubin' for --compile-to (known: input, graph, linalg, kernels, device, binary, llvm)
 // CONTRACT: embedded-weight.mlir:{{[0-9]+}}:{{[0-9]+}}: error: embeds a 8192-element constant
 // CONTRACT: moirc: {{.*}}embedded-weight.mlir: compiling to the 'input' phase failed
 

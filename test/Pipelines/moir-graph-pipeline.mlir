@@ -1,15 +1,15 @@
 // The graph pipeline over whole sample models of each family: the input
 // contract holds, composite ops are gone, the steps are there.
 // The MoE steps as decomposed (fusions off), then fused (the default).
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,MIXTRAL --implicit-check-not=moe.layer
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,QWEN --implicit-check-not=moe.layer
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline="fuse-router=false fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,DSV3 --implicit-check-not=moe.layer --implicit-check-not=mla.attention
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline="moe-fuse-router=false moe-fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,MIXTRAL --implicit-check-not=moe.layer
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline="moe-fuse-router=false moe-fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,QWEN --implicit-check-not=moe.layer
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline="moe-fuse-router=false moe-fuse-experts=false" | FileCheck %s --check-prefixes=CHECK,DSV3 --implicit-check-not=moe.layer --implicit-check-not=mla.attention
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family mixtral | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,MIXTRAL-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.route --implicit-check-not=moe.dispatch --implicit-check-not=moe.expert_ffn --implicit-check-not=moe.combine
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family qwen2-moe | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,QWEN-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.combine
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 --layers 3 | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,DSV3-FUSED --implicit-check-not=moe.layer --implicit-check-not=moe.route --implicit-check-not=moe.combine
 // RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family apertus | moir-opt --moir-graph-pipeline | FileCheck %s --check-prefixes=CHECK,APERTUS
 // With decomposition off the composites stay.
-// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 | moir-opt --moir-graph-pipeline="decompose-moe=false decompose-mla=false" | FileCheck %s --check-prefix=COMPOSITE
+// RUN: %python %moir_src/python/moir_samples/gen_model_ir.py --family deepseek-v3 | moir-opt --moir-graph-pipeline="decompose=false" | FileCheck %s --check-prefix=COMPOSITE
 
 // CHECK: func.func @forward
 // APERTUS: %[[EMBED:.*]] = llm.weight "model.embed_tokens.weight"

@@ -11,7 +11,10 @@
 
 #include "../support/NumericCheck.h"
 #include "TestContext.h"
-#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/InitAll.h"
+#include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/Host/Host.h"
+#include "moir/Target/TargetBackend.h"
 #include "moir/runtime.h"
 
 #include "mlir/Parser/Parser.h"
@@ -49,14 +52,23 @@ public:
       error = "parse failed";
       return;
     }
+    // The CPU backend's linalg and llvm phases (the op alone: no graph
+    // phase), f32 arithmetic in the kernels.
+    moir::registerAllTargets();
+    const moir::TargetBackend *cpu = llvm::cantFail(moir::lookupTargetBackend("cpu"));
+    moir::CompileOptions options;
+    options.cpu.bf16Dot = false;
     PassManager pm(context.get());
-    moir::cpu::buildLoweringToLinalgPipeline(pm);
-    moir::cpu::buildLoweringToLLVMPipeline(pm);
+    for (moir::CompilePhase phase : {moir::CompilePhase::Linalg, moir::CompilePhase::LLVM})
+      if (llvm::Error err = moir::buildPhasePipeline(pm, *cpu, phase, options)) {
+        error = llvm::toString(std::move(err));
+        return;
+      }
     if (failed(pm.run(*module))) {
       error = "lowering failed";
       return;
     }
-    auto so = moir::cpu::emitSharedObject(*module, {});
+    auto so = moir::host::emitSharedObject(*module, {});
     if (!so) {
       error = llvm::toString(so.takeError());
       return;

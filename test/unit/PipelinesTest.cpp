@@ -42,10 +42,10 @@ TEST(PipelinesTest, GraphPipelineDecomposesMoELayers) {
     OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, &context);
     ASSERT_TRUE(module);
     PassManager pm(&context);
-    moir::GraphPipelineOptions options;
-    options.fuseRouter = fuse;
-    options.fuseExperts = fuse;
-    moir::buildPipelineToPhase(pm, moir::CompilePhase::Graph, options);
+    moir::GraphSection graph;
+    graph.fuseRouter = fuse;
+    graph.fuseExperts = fuse;
+    moir::buildGraphPipeline(pm, graph);
     ASSERT_TRUE(succeeded(pm.run(*module)));
     int layers = 0, routes = 0, combines = 0, fusedRoutes = 0, fusedExperts = 0;
     module->walk([&](Operation *op) {
@@ -79,7 +79,7 @@ TEST(PipelinesTest, InputPhaseRejectsEmbeddedWeights) {
     return success();
   });
   PassManager pm(&context);
-  moir::buildPipelineToPhase(pm, moir::CompilePhase::Input, {});
+  moir::buildInputPipeline(pm);
   EXPECT_TRUE(failed(pm.run(*module)));
   EXPECT_NE(message.find("8192-element constant"), std::string::npos) << message;
 }

@@ -1,17 +1,21 @@
 //===- moirc.cpp - MoIR's compile driver -----------------------------------===//
 //
-// moirc MODEL --compile-to=<phase> -o OUT
+// moirc MODEL --target=cpu|nvidia|amd -o model.moir     an artifact
+// moirc MODEL [--target=T] --compile-to=PHASE [-o F]    a phase's IR
+// moirc MODEL --report                                  work per token
 //
 // MODEL is a Hugging Face checkpoint folder (config.json + safetensors), a
-// GGUF file, or a .mlir module already in the input contract. Runs the
-// compile phases in order and stops after the one asked for, writing its IR.
+// GGUF file, or a .mlir module already in the input contract. The options
+// are one CompileOptions object (moir/Pipelines/Options.def); the driver
+// library runs the target's phases.
 //
 //===----------------------------------------------------------------------===//
 
 #include "moir/Driver/Compile.h"
 #include "moir/Frontend/Importer.h"
 #include "moir/InitAll.h"
-#include "moir/Pipelines/Pipelines.h"
+#include "moir/Pipelines/Options.h"
+#include "moir/Target/TargetBackend.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -19,6 +23,7 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
@@ -27,239 +32,186 @@
 using namespace mlir;
 namespace cl = llvm::cl;
 
-static cl::opt<std::string>
-    inputFile(cl::Positional,
-              cl::desc("<checkpoint folder | model.gguf | module.mlir>"),
-              cl::Required);
-static cl::opt<int64_t> cacheCapacity("cache-capacity",
-                                      cl::desc("KV-cache rows of the compiled model"),
-                                      cl::init(4096));
-static cl::opt<std::string> outputFile("o", cl::desc("output file"),
-                                       cl::value_desc("file"), cl::init("-"));
-static cl::opt<std::string>
-    target("target", cl::desc("compile to an artifact for this target (cpu, nvidia, amd)"),
-           cl::init(""));
-static cl::opt<std::string> gpuChip("gpu",
-                                    cl::desc("GPU chip: sm_80, sm_90, sm_90a, ... (nvidia); "
-                                             "gfx942, gfx90a, gfx1100 (amd)"),
-                                    cl::init(""));
-static cl::opt<std::string> gpuToolkit("gpu-toolkit",
-                                       cl::desc("CUDA toolkit or ROCm root (default: $CUDA_HOME "
-                                                "or /usr/local/cuda; $ROCM_PATH, /opt/rocm or "
-                                                "one made from rocm-device-libs)"),
-                                       cl::init(""));
-static cl::opt<unsigned> codeObject("amdgpu-code-object",
-                                   cl::desc("AMD code object version: 4, 5 (default) or 6"),
-                                   cl::init(5));
-static cl::opt<std::string>
-    deviceCode("dump-device-code",
-               cl::desc("also write the GPU binary (fatbin, HSACO) to this file and its "
-                        "assembly (PTX, AMDGCN) to FILE.s, for checks"),
-               cl::init(""));
-static cl::opt<std::string> cpuName("cpu",
-                                    cl::desc("CPU to generate code for (native, znver4, "
-                                             "x86-64-v3, neoverse-v1, ...)"),
-                                    cl::init("native"));
-static cl::opt<std::string>
-    weightType("weight-type",
-               cl::desc("element type of weight matrices in the artifact: bf16, f16 or "
-                        "f32 (default: as stored; conversions are reported)"),
-               cl::init(""));
-static cl::opt<bool> report(
-    "report",
-    cl::desc("print, per layer and in total, the FLOPs and bytes per decode token and per "
-             "prefill token with and without the graph phase's fusions, and the fusions "
-             "applied (alone: only the report)"),
-    cl::init(false));
-static cl::opt<int64_t> reportContext("report-context",
-                                      cl::desc("context of the decode token in --report"),
-                                      cl::init(4096));
-static cl::opt<int64_t> reportPrompt("report-prompt",
-                                     cl::desc("prefill length in --report"), cl::init(512));
-static cl::opt<bool> absorbMLA(
-    "mla-absorb-weights",
-    cl::desc("latent attention (DeepSeek MLA): fold W_UK/W_UV into the query and output "
-             "for decode and run prefill materialized where a cost model finds it cheaper "
-             "(mla-absorb-weights; default); =false: materialized everywhere"),
-    cl::init(true));
-static cl::opt<bool> fuseExperts(
-    "moe-fuse-experts",
-    cl::desc("MoE layers: dispatch, the expert FFNs (gate/up with SiLU-and-multiply, down "
-             "with the routing weight), combine and the shared expert as one fused op, run "
-             "as two parallel phases over the selected experts (moe-fuse-experts; default, "
-             "CPU targets); =false keeps the separate steps"),
-    cl::init(true));
-static cl::opt<bool> fuseRouter(
-    "moe-fuse-router",
-    cl::desc("MoE layers: the router matmul, scoring, correction bias, group-limited top-k, "
-             "normalization and scaling as one fused op, run in parallel over blocks of "
-             "tokens (moe-fuse-router; default, CPU targets); =false keeps them separate"),
-    cl::init(true));
-static cl::opt<bool> flashAttention(
-    "flash-attention",
-    cl::desc("attention (and MLA's materialized prefill) by online softmax over blocks of 64 "
-             "keys, one parallel work item per (block of queries, KV head); blocks a query "
-             "cannot see are skipped and the scores are never materialized (flash-attention; "
-             "default, CPU targets); =false materializes the scores and softmaxes them"),
-    cl::init(true));
-static cl::opt<std::string> quantizeKVCache(
-    "quantize-kv-cache",
-    cl::desc("store the KV (or MLA latent) caches as int8 or fp8 (E4M3) with one f32 scale per "
-             "row (token, and KV head), dequantized inside the attention products "
-             "(quantize-kv-cache; CPU targets); none (default): f32 caches"),
-    cl::init("none"));
-static cl::opt<bool> cpuKernels(
-    "cpu-contraction-kernels",
-    cl::desc("CPU target: register-blocked vector kernels for the matmuls (default); "
-             "=false keeps plain loops, the reference the kernels are tested against"),
-    cl::init(true));
-static cl::opt<bool> cpuBF16Dot(
-    "cpu-bf16-dot",
-    cl::desc("CPU target: multiply bf16 weights with AVX512-BF16 dot products where the "
-             "CPU has them (default); activations are rounded to bf16, as bf16 inference "
-             "does (about 1% of the largest logit; the MoE router stays f32). =false keeps "
-             "f32 arithmetic"),
-    cl::init(true));
-static cl::opt<std::string> triple("triple",
-                                   cl::desc("target triple (default: the host's)"),
-                                   cl::init(""));
-static cl::opt<std::string>
-    compileTo("compile-to",
-              cl::desc("stop after this phase and write its IR (input, graph, linalg, llvm)"),
-              cl::init("graph"));
+namespace {
+
+cl::OptionCategory ioCategory("Input, output and target");
+cl::OptionCategory graphCategory("Graph phase (fusions; every target unless noted)");
+cl::OptionCategory cpuCategory("CPU target (--target=cpu)");
+cl::OptionCategory gpuCategory("GPU targets (--target=nvidia, --target=amd)");
+cl::OptionCategory reportCategory("Report (--report)");
+
+/// The one options object every flag below is bound to.
+moir::CompileOptions options;
+
+cl::opt<std::string> inputFile(cl::Positional,
+                               cl::desc("<checkpoint folder | model.gguf | module.mlir>"),
+                               cl::Required, cl::cat(ioCategory));
+cl::opt<std::string> outputFile("o", cl::desc("output file: the artifact, or the IR of a phase "
+                                               "(default: stdout)"),
+                                cl::value_desc("file"), cl::init("-"), cl::cat(ioCategory));
+cl::opt<std::string> target("target",
+                            cl::desc("compile for this target: cpu, nvidia or amd (with -o: an "
+                                     "artifact; with --compile-to: that phase for it)"),
+                            cl::init(""), cl::cat(ioCategory));
+cl::opt<std::string> compileTo("compile-to",
+                               cl::desc("stop after this phase and print its IR: input, graph, "
+                                        "linalg, kernels, device, binary (GPUs), llvm "
+                                        "(default without --target: graph)"),
+                               cl::init("graph"), cl::cat(ioCategory));
+cl::opt<std::string, true> deviceCode(
+    "dump-device-code",
+    cl::desc("GPU targets: also write the device binary (fatbin, HSACO) to this file and its "
+             "assembly (PTX, AMDGCN) to FILE.s, for checks"),
+    cl::location(options.deviceCodePath), cl::cat(gpuCategory));
+
+cl::opt<bool> report("report",
+                     cl::desc("print, per layer and in total, the FLOPs and bytes per decode "
+                              "token and per prefill token with and without the fusions, and "
+                              "the fusions applied (alone: only the report)"),
+                     cl::init(false), cl::cat(reportCategory));
+cl::opt<int64_t> reportContext("report-context", cl::desc("context of the decode token"),
+                               cl::init(4096), cl::cat(reportCategory));
+cl::opt<int64_t> reportPrompt("report-prompt", cl::desc("prefill length"), cl::init(512),
+                              cl::cat(reportCategory));
+
+// Every compile option, from Options.def, bound to `options`.
+#define MOIR_OPTION_FLAG(CATEGORY, SECTION, TYPE, FIELD, FLAG, DEFAULT, HELP)                      \
+  cl::opt<TYPE, true> SECTION##_##FIELD(FLAG, cl::desc(HELP), cl::location(options.SECTION.FIELD), \
+                                        cl::init(DEFAULT), cl::cat(CATEGORY));
+#define MOIR_IMPORT_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP)                              \
+  MOIR_OPTION_FLAG(ioCategory, import, TYPE, FIELD, FLAG, DEFAULT, HELP)
+#define MOIR_GRAPH_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP)                               \
+  MOIR_OPTION_FLAG(graphCategory, graph, TYPE, FIELD, FLAG, DEFAULT, HELP)
+#define MOIR_CPU_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP)                                 \
+  MOIR_OPTION_FLAG(cpuCategory, cpu, TYPE, FIELD, FLAG, DEFAULT, HELP)
+#define MOIR_GPU_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP)                                 \
+  MOIR_OPTION_FLAG(gpuCategory, gpu, TYPE, FIELD, FLAG, DEFAULT, HELP)
+#include "moir/Pipelines/Options.def"
+#undef MOIR_OPTION_FLAG
+
+int error(const llvm::Twine &message) {
+  llvm::errs() << "moirc: error: " << message << "\n";
+  return 1;
+}
+
+bool given(llvm::StringRef flag) {
+  auto &registered = cl::getRegisteredOptions();
+  auto it = registered.find(flag);
+  return it != registered.end() && it->second->getNumOccurrences() > 0;
+}
+
+/// An option for another target is a mistake, not something to ignore.
+bool refuseForeignOptions(llvm::StringRef targetName) {
+  for (const moir::OptionSpelling &option : moir::optionSpellings())
+    if (given(option.flag) && !moir::optionAppliesTo(option.targets, targetName)) {
+      error("--" + option.flag + " does not apply to target '" + targetName +
+            "' (it applies to: " + option.targets + ")");
+      return true;
+    }
+  if (given("dump-device-code") && targetName == "cpu") {
+    error("--dump-device-code applies to GPU targets only");
+    return true;
+  }
+  if ((given("report-context") || given("report-prompt")) && !report) {
+    error("--report-context and --report-prompt go with --report");
+    return true;
+  }
+  return false;
+}
+
+} // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   moir::registerAllPasses(); // for -mlir-print-ir-after=<pass>
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
-  cl::ParseCommandLineOptions(argc, argv, "MoIR compile driver\n");
+  // MoIR's options in --help; LLVM's and MLIR's own under --help-hidden.
+  const cl::OptionCategory *ours[] = {&ioCategory, &graphCategory, &cpuCategory, &gpuCategory,
+                                      &reportCategory, &cl::getGeneralCategory()};
+  for (auto &[name, option] : cl::getRegisteredOptions())
+    if (llvm::none_of(option->Categories, [&](const cl::OptionCategory *category) {
+          return llvm::is_contained(ours, category) && category != &cl::getGeneralCategory();
+        }) && !name.starts_with("help") && name != "version")
+      option->setHiddenFlag(cl::Hidden);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "MoIR compile driver\n\n"
+      "  moirc MODEL --target=cpu -o model.moir       compile an artifact\n"
+      "  moirc MODEL --target=T --compile-to=PHASE    print a phase's IR\n"
+      "  moirc MODEL --report                         FLOPs and bytes per token\n\n"
+      "MODEL: a Hugging Face checkpoint folder, a GGUF file or a .mlir module.\n");
 
   std::optional<moir::CompilePhase> phase = moir::parseCompilePhase(compileTo);
   if (!phase) {
-    llvm::errs() << "moirc: unknown phase '" << compileTo
-                 << "' for --compile-to (known: input, graph, linalg, llvm)\n";
-    return 1;
+    llvm::SmallVector<std::string> names;
+    for (moir::CompilePhase p : moir::allCompilePhases())
+      names.push_back(moir::stringifyCompilePhase(p).str());
+    return error("unknown phase '" + compileTo + "' for --compile-to (known: " +
+                 llvm::join(names, ", ") + ")");
   }
+  moir::registerAllTargets();
+  options.target = target.empty() ? "cpu" : target.getValue();
+  if (llvm::Expected<const moir::TargetBackend *> backend =
+          moir::lookupTargetBackend(options.target);
+      !backend)
+    return error(llvm::toString(backend.takeError()));
+  if (refuseForeignOptions(options.target))
+    return 1;
+  if (llvm::Error err = moir::validateOptions(options))
+    return error(llvm::toString(std::move(err)));
+  if (report && (reportContext < 1 || reportPrompt < 1))
+    return error("--report-context and --report-prompt must be positive");
+  bool artifact = !target.empty() && !given("compile-to");
+  if (artifact && outputFile == "-" && !report)
+    return error("--target needs -o <artifact.moir> (or --compile-to=PHASE for its IR)");
 
   DialectRegistry registry;
   moir::registerAllDialects(registry);
-  moir::registerAllTargets();
   MLIRContext context(registry);
 
-  std::string error;
+  std::string message;
   moir::frontend::WeightStore store;
   OwningOpRef<ModuleOp> module;
   auto sourceMgr = std::make_shared<llvm::SourceMgr>();
   SourceMgrDiagnosticHandler diagnostics(*sourceMgr, &context);
   if (!llvm::StringRef(inputFile).ends_with(".mlir")) {
-    moir::frontend::ImportOptions options;
-    options.cacheCapacity = cacheCapacity;
-    options.weightType = weightType;
-    auto imported = moir::frontend::importModel(context, inputFile, store, options);
-    if (!imported) {
-      llvm::errs() << "moirc: error: " << llvm::toString(imported.takeError()) << "\n";
-      return 1;
-    }
+    moir::frontend::ImportOptions import;
+    import.cacheCapacity = options.import.cacheCapacity;
+    import.weightType = options.import.weightType;
+    auto imported = moir::frontend::importModel(context, inputFile, store, import);
+    if (!imported)
+      return error(llvm::toString(imported.takeError()));
     module = std::move(*imported);
   } else {
-    std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
-    if (!input) {
-      llvm::errs() << "moirc: " << error << "\n";
-      return 1;
-    }
+    std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &message);
+    if (!input)
+      return error(message);
     sourceMgr->AddNewSourceBuffer(std::move(input), llvm::SMLoc());
     module = parseSourceFile<ModuleOp>(sourceMgr, &context);
     if (!module)
       return 1;
   }
 
-  moir::GraphChoices choices;
-  choices.absorbMLA = absorbMLA;
-  choices.fuseExperts = fuseExperts;
-  choices.fuseRouter = fuseRouter;
-  choices.flashAttention = flashAttention;
-  if (quantizeKVCache != "none" && quantizeKVCache != "int8" && quantizeKVCache != "fp8") {
-    llvm::errs() << "moirc: unknown --quantize-kv-cache '" << quantizeKVCache
-                 << "' (known: none, int8, fp8)\n";
-    return 1;
-  }
-  choices.quantizeKVCache = quantizeKVCache == "none" ? "" : quantizeKVCache.getValue();
   if (report) {
-    if (reportContext < 1 || reportPrompt < 1) {
-      llvm::errs() << "moirc: --report-context and --report-prompt must be positive\n";
-      return 1;
-    }
-    OwningOpRef<ModuleOp> graphModule(cast<ModuleOp>((*module)->clone()));
-    PassManager toGraph(&context);
-    moir::GraphPipelineOptions graph;
-    moir::setGraphOptions(choices, graph);
-    moir::buildGraphPipeline(toGraph, graph);
-    if (failed(toGraph.run(*graphModule))) {
-      llvm::errs() << "moirc: " << inputFile << ": compiling to the graph phase failed\n";
-      return 1;
-    }
-    if (llvm::Error err = moir::printReport(*graphModule, reportContext, reportPrompt, llvm::outs())) {
-      llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
-      return 1;
-    }
-    if (target.empty() && outputFile == "-")
+    if (llvm::Error err =
+            moir::reportWork(*module, options, reportContext, reportPrompt, llvm::outs()))
+      return error(inputFile + ": " + llvm::toString(std::move(err)));
+    if (!artifact && !given("compile-to"))
       return 0;
   }
-  if (!target.empty()) {
-    if (outputFile == "-") {
-      llvm::errs() << "moirc: --target needs -o <artifact.moir>\n";
-      return 1;
-    }
-    if (target != "cpu") {
-      if (!moir::gpu::lookupTarget(target)) {
-        llvm::errs() << "moirc: unknown target '" << target << "' (known: cpu";
-        for (llvm::StringRef name : moir::gpu::registeredTargets())
-          llvm::errs() << ", " << name;
-        llvm::errs() << ")\n";
-        return 1;
-      }
-      moir::gpu::GPUOptions options;
-      options.chip = gpuChip;
-      options.toolkit = gpuToolkit;
-      options.codeObject = codeObject * 100;
-      if (llvm::Error err = moir::compileGPUArtifact(*module, store, target, options, outputFile,
-                                                     deviceCode, choices)) {
-        llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err))
-                     << "\n";
-        return 1;
-      }
-      return 0;
-    }
-    moir::cpu::TargetOptions options;
-    options.cpu = cpuName;
-    options.triple = triple;
-    options.contractionKernels = cpuKernels;
-    options.bf16Dot = cpuBF16Dot;
-    if (llvm::Error err = moir::compileCPUArtifact(*module, store, options, outputFile, choices)) {
-      llvm::errs() << "moirc: error: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
-      return 1;
-    }
+  if (artifact) {
+    if (llvm::Error err = moir::compileArtifact(*module, store, options, outputFile))
+      return error(inputFile + ": " + llvm::toString(std::move(err)));
     return 0;
   }
-
-  PassManager pm(&context);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return 1;
-  moir::GraphPipelineOptions graph;
-  moir::setGraphOptions(choices, graph);
-  moir::buildPipelineToPhase(pm, *phase, graph);
-  if (failed(pm.run(*module))) {
-    llvm::errs() << "moirc: " << inputFile << ": compiling to the '" << compileTo
-                 << "' phase failed\n";
+  if (llvm::Error err = moir::compileToPhase(*module, options, *phase)) {
+    llvm::errs() << "moirc: " << inputFile << ": " << llvm::toString(std::move(err)) << "\n";
     return 1;
   }
-
-  std::unique_ptr<llvm::ToolOutputFile> output = openOutputFile(outputFile, &error);
-  if (!output) {
-    llvm::errs() << "moirc: " << error << "\n";
-    return 1;
-  }
+  std::unique_ptr<llvm::ToolOutputFile> output = openOutputFile(outputFile, &message);
+  if (!output)
+    return error(message);
   module->print(output->os());
   output->keep();
   return 0;

@@ -100,6 +100,8 @@ EntryArgAttr attrs::getEntryArg(Operation *func, unsigned index) {
 }
 
 LoweringConfigAttr attrs::getLoweringConfig(Operation *op) {
+  if (!op)
+    return {};
   auto module = isa<ModuleOp>(op) ? cast<ModuleOp>(op) : op->getParentOfType<ModuleOp>();
   while (module) {
     if (auto config = module->getAttrOfType<LoweringConfigAttr>(loweringConfigName()))

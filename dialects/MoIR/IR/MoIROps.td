@@ -119,6 +119,13 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Queries per flash-attention work item when `group` query heads share
+    /// a KV head: about query_rows rows, at least one query.
+    int64_t getQueryBlock(int64_t group) const {
+      return group >= getQueryRows() ? 1 : getQueryRows() / group;
+    }
+  }];
 }
 
 #endif // MOIR_MOIR_OPS

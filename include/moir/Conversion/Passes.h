@@ -28,15 +28,6 @@ struct RopeTables {
 };
 RopeTables computeRopeTables(llm::RopeAttr rope);
 
-/// Flash attention's blocks (its CPU lowering, and moirc --report's count of
-/// the keys it visits): a work item's rows are its block of queries times
-/// the `group` query heads sharing one KV head, about kFlashRows rows; keys
-/// come in blocks of kFlashKeys.
-constexpr int64_t kFlashRows = 64, kFlashKeys = 64;
-inline int64_t flashQueryBlock(int64_t group) {
-  return group >= kFlashRows ? 1 : kFlashRows / group;
-}
-
 } // namespace moir
 
 #endif // MOIR_CONVERSION_PASSES_H

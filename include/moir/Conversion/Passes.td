@@ -5,7 +5,7 @@
 
 include "mlir/Pass/PassBase.td"
 
-def ConvertMoIRToLinalgPass : Pass<"convert-moir-to-linalg"> {
+def ConvertMoIRToLinalgPass : Pass<"moir-lower-to-linalg"> {
   let summary = "lowers llm, moe and mla ops to linalg, tensor, scf, arith and math";
   let description = [{
     Every MoIR op becomes upstream ops on tensors that compute exactly the
@@ -18,6 +18,12 @@ def ConvertMoIRToLinalgPass : Pass<"convert-moir-to-linalg"> {
     tokens and experts. Quantized weights are not lowered yet and are
     reported as errors.
 
+    The lowering knows no target: block sizes, work items and whether large
+    ops are marked for a thread pool (`moir.parallel`) come from the
+    module's `#moir.lowering_config`, which a target's configuration pass
+    (`moir-cpu-configure-lowering`, `moir-gpu-configure-lowering`) writes
+    first; without one the pass fails.
+
     ```mlir
     // before
     %y = llm.linear %x, %w : (tensor<?x64xf32>, tensor<32x64xf32>) -> tensor<?x32xf32>
@@ -29,7 +35,7 @@ def ConvertMoIRToLinalgPass : Pass<"convert-moir-to-linalg"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
-    "::mlir::tensor::TensorDialect"
+    "::mlir::tensor::TensorDialect", "::moir::MoIRDialect"
   ];
 }
 

@@ -1,90 +1,86 @@
-//===- Pipelines.h - MoIR's compile phases and pipelines --------*- C++ -*-===//
+//===- Pipelines.h - the passes that build each compile phase ---*- C++ -*-===//
+//
+// Every phase's pipeline is a plain function here, whatever target it
+// serves: the target-neutral input, graph and linalg phases, the CPU's
+// lowering to LLVM, and the GPUs' kernels, device and host phases. Target
+// backends (moir/Target/TargetBackend.h) call them; moir-opt registers them.
+//
+//===----------------------------------------------------------------------===//
 
 #ifndef MOIR_PIPELINES_PIPELINES_H
 #define MOIR_PIPELINES_PIPELINES_H
 
+#include "moir/Pipelines/Options.h"
+
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
-#include "llvm/ADT/StringRef.h"
-
-#include <optional>
 
 namespace moir {
+class TargetBackend;
+namespace cpu {
+struct KernelOptions;
+} // namespace cpu
+namespace gpu {
+class GPUTargetInfo;
+struct GPUOptions;
+} // namespace gpu
 
-/// The phases a compile goes through, in order; `--compile-to=<phase>`
-/// stops after one and dumps its IR.
-enum class CompilePhase {
-  /// The importer's output, checked against the input contract.
-  Input,
-  /// Graph-level IR: composite ops decomposed, canonicalized.
-  Graph,
-  /// Weights bound to entry arguments, every MoIR op lowered to linalg,
-  /// tensor, scf, arith and math on tensors.
-  Linalg,
-  /// Bufferized, lowered to loops and to the LLVM dialect, with the exported
-  /// entry `moir_forward` (CPU).
-  LLVM,
-};
-
-/// Phase names as `--compile-to` spells them.
-llvm::StringRef stringifyCompilePhase(CompilePhase phase);
-std::optional<CompilePhase> parseCompilePhase(llvm::StringRef name);
-
-struct GraphPipelineOptions
-    : public mlir::PassPipelineOptions<GraphPipelineOptions> {
-  Option<bool> decomposeMoE{*this, "decompose-moe",
-                            llvm::cl::desc("expand moe.layer into its steps"),
-                            llvm::cl::init(true)};
-  Option<bool> decomposeMLA{
-      *this, "decompose-mla",
-      llvm::cl::desc("expand mla.attention into its steps"),
-      llvm::cl::init(true)};
-  Option<bool> absorbMLA{
-      *this, "absorb-mla",
-      llvm::cl::desc("choose the form of latent attention per phase by cost "
-                     "(mla-absorb-weights): absorbed for decode, materialized "
-                     "for prefill where cheaper; off: materialized everywhere"),
-      llvm::cl::init(true)};
-  Option<bool> fuseRouter{
-      *this, "fuse-router",
-      llvm::cl::desc("fuse the router matmul into the routing step "
-                     "(moe.fused_route, moe-fuse-router)"),
-      llvm::cl::init(true)};
-  Option<bool> fuseExperts{
-      *this, "fuse-experts",
-      llvm::cl::desc("fuse dispatch, the expert FFNs, combine and the shared "
-                     "expert into moe.fused_experts (moe-fuse-experts)"),
-      llvm::cl::init(true)};
-  Option<bool> flashAttention{
-      *this, "flash-attention",
-      llvm::cl::desc("attention by online softmax over key blocks, scores "
-                     "never materialized (flash-attention)"),
-      llvm::cl::init(true)};
-  Option<std::string> quantizeKVCache{
-      *this, "quantize-kv-cache",
-      llvm::cl::desc("store the KV caches quantized: int8 or fp8 (E4M3), row "
-                     "scales (quantize-kv-cache); empty: f32"),
-      llvm::cl::init("")};
+/// moir-graph-pipeline's options: the graph section of Options.def, plus the
+/// input contract's limit.
+struct GraphPipelineOptions : public mlir::PassPipelineOptions<GraphPipelineOptions> {
+#define MOIR_GRAPH_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP)                               \
+  Option<TYPE> FIELD{*this, FLAG, llvm::cl::desc(HELP), llvm::cl::init(DEFAULT)};
+#include "moir/Pipelines/Options.def"
   Option<int64_t> maxConstantElements{
       *this, "max-constant-elements",
-      llvm::cl::desc("largest constant tensor the input contract allows"),
-      llvm::cl::init(4096)};
+      llvm::cl::desc("largest constant tensor the input contract allows"), llvm::cl::init(4096)};
+  Option<bool> decompose{*this, "decompose",
+                         llvm::cl::desc("expand moe.layer and mla.attention into their steps "
+                                        "(=false: only the contract check and canonicalization)"),
+                         llvm::cl::init(true)};
+
+  GraphSection toSection() const;
 };
 
 /// Input phase: verify the importer's output against the contract.
-void buildInputPipeline(mlir::OpPassManager &pm,
-                        const GraphPipelineOptions &options);
+void buildInputPipeline(mlir::OpPassManager &pm, int64_t maxConstantElements = 4096);
 
-/// Input -> Graph: the contract check, then decomposition of composite ops
-/// and canonicalization.
-void buildGraphPipeline(mlir::OpPassManager &pm,
-                        const GraphPipelineOptions &options);
+/// Input -> Graph: the contract check, decomposition of composite ops (unless
+/// `decompose` is false, for tests of the composite ops), the fusions `graph`
+/// asks for, canonicalization.
+void buildGraphPipeline(mlir::OpPassManager &pm, const GraphSection &graph,
+                        int64_t maxConstantElements = 4096, bool decompose = true);
 
-/// Adds the passes that take a module from the input phase to `phase`.
-void buildPipelineToPhase(mlir::OpPassManager &pm, CompilePhase phase,
-                          const GraphPipelineOptions &options);
+/// Graph -> Linalg, after a target wrote its #moir.lowering_config: weights
+/// bound to entry arguments, layers outlined, MoIR ops lowered to linalg.
+/// Knows no target.
+void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm);
 
-/// Registers the pipelines with the pass registry (moir-graph-pipeline).
+/// CPU: Linalg -> bufferized (the entry ABI), contraction kernels, parallel
+/// loops on the thread pool, LLVM dialect with `moir_forward`.
+void buildCPULoweringToLLVMPipeline(mlir::OpPassManager &pm, const cpu::KernelOptions &kernels);
+
+/// GPUs: Linalg -> bufferized (the entry ABI), gpu.launch kernels outlined
+/// into one gpu.module, async host code.
+void buildGPUKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
+/// GPUs: the kernels lowered to the vendor's LLVM dialect (its attach and
+/// conversion steps around the lowering every GPU shares).
+void buildGPUDevicePipeline(mlir::OpPassManager &pm, const gpu::GPUTargetInfo &target,
+                            const gpu::GPUOptions &options);
+/// GPUs: host code (with gpu.binary ops) -> LLVM dialect with `moir_forward`.
+void buildGPUHostLoweringPipeline(mlir::OpPassManager &pm);
+
+/// The passes that produce `phase` from the phase before it, for `backend`
+/// (input, graph and linalg are target-neutral; linalg starts with the
+/// backend's lowering configuration). The compile driver runs these phase by
+/// phase; moir-compile runs them in one pipeline. Fails for a phase the
+/// backend does not have.
+llvm::Error buildPhasePipeline(mlir::OpPassManager &pm, const TargetBackend &backend,
+                               CompilePhase phase, const CompileOptions &options);
+
+/// Registers the pipelines with the pass registry for moir-opt:
+/// moir-graph-pipeline, moir-cpu-lowering, moir-gpu-kernels,
+/// moir-gpu-device-lowering and moir-compile (any target to any phase).
 void registerPipelines();
 
 } // namespace moir

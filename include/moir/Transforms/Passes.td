@@ -167,7 +167,7 @@ def MLAAbsorbWeightsPass : Pass<"mla-absorb-weights"> {
   let dependentDialects = ["::moir::mla::MLADialect"];
 }
 
-def QuantizeKVCachePass : Pass<"quantize-kv-cache", "mlir::ModuleOp"> {
+def QuantizeKVCachePass : Pass<"moir-quantize-kv-cache", "mlir::ModuleOp"> {
   let summary = "stores the KV caches of @forward quantized (int8 or FP8 E4M3, row scales)";
   let description = [{
     Every cache argument of `@forward` written by `llm.kv_cache_update`
@@ -203,7 +203,7 @@ def QuantizeKVCachePass : Pass<"quantize-kv-cache", "mlir::ModuleOp"> {
   let dependentDialects = ["::moir::llm::LLMDialect", "::mlir::func::FuncDialect"];
 }
 
-def FlashAttentionPass : Pass<"flash-attention"> {
+def FlashAttentionPass : Pass<"moir-flash-attention"> {
   let summary = "marks attention for the online-softmax (flash-style) algorithm";
   let description = [{
     Sets `flash` on every `llm.attention` and `mla.attend`:

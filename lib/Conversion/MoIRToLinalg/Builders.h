@@ -126,6 +126,8 @@ struct FlashAttention {
   mlir::Value positions, len;
   double scale;
   std::optional<int64_t> window;
+  /// The target's block sizes and work items (#moir.lowering_config).
+  LoweringConfigAttr config;
 };
 mlir::Value flashAttention(mlir::OpBuilder &b, mlir::Location loc, const FlashAttention &a);
 

@@ -1,8 +1,9 @@
-//===- ConvertMoIRToLinalg.cpp - the convert-moir-to-linalg pass -----------===//
+//===- ConvertMoIRToLinalg.cpp - the moir-lower-to-linalg pass ------------===//
 
 #include "Patterns.h"
 
 #include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
 #include "MLA/IR/MLAOps.h"
 #include "MoE/IR/MoEOps.h"
 #include "moir/Conversion/Passes.h"
@@ -21,6 +22,16 @@ namespace {
 struct ConvertMoIRToLinalgPass
     : moir::impl::ConvertMoIRToLinalgPassBase<ConvertMoIRToLinalgPass> {
   void runOnOperation() override {
+    // Everything target-dependent (block sizes, work items, the thread pool)
+    // comes from the configuration a target's pass wrote.
+    moir::LoweringConfigAttr config = moir::attrs::getLoweringConfig(getOperation());
+    if (!config) {
+      getOperation()->emitError()
+          << "moir-lower-to-linalg: no " << moir::attrs::loweringConfigName()
+          << " on the module (run a target's configuration pass first: "
+             "moir-cpu-configure-lowering or moir-gpu-configure-lowering)";
+      return signalPassFailure();
+    }
     RewritePatternSet patterns(&getContext());
     moir::lowering::populateLLMToLinalgPatterns(patterns);
     moir::lowering::populateMoEToLinalgPatterns(patterns);
@@ -39,13 +50,17 @@ struct ConvertMoIRToLinalgPass
       if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp>(op)) ||
           dialect == "moe" || dialect == "mla") {
         op->emitError() << "'" << op->getName()
-                        << "' has no CPU lowering for these operand types yet";
+                        << "' has no lowering for these operand types yet";
         return WalkResult::interrupt();
       }
       return WalkResult::advance();
     });
     if (result.wasInterrupted())
-      signalPassFailure();
+      return signalPassFailure();
+    // A target without a thread pool (GPUs map every loop themselves) gets
+    // no markers for one.
+    if (!config.getParallel())
+      getOperation()->walk([](Operation *op) { op->removeAttr(moir::attrs::parallelName()); });
   }
 };
 

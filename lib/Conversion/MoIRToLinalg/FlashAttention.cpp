@@ -29,10 +29,6 @@ namespace moir::lowering {
 
 namespace {
 
-/// Work items worth having: a split of the keys adds work items until there
-/// are about this many, and never splits below kMinSplitKeys keys.
-constexpr int64_t kTargetItems = 32, kMinSplitKeys = 256;
-
 /// Inserts `value` at `offsets` (sizes: `sizes`, unit strides) into the
 /// shared output `into` of the enclosing scf.forall's terminator.
 void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value value, Value into,
@@ -83,7 +79,11 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
   for (const CacheRows &c : caches)
     if (perHead(c))
       kvHeads = cast<RankedTensorType>(c.values.getType()).getDimSize(1);
-  int64_t group = heads / kvHeads, queryBlock = flashQueryBlock(group),
+  // Block sizes and the work items worth having come from the target's
+  // lowering configuration.
+  LoweringConfigAttr config = a.config;
+  int64_t keyBlock = config.getKeyBlock();
+  int64_t group = heads / kvHeads, queryBlock = config.getQueryBlock(group),
           rowsMax = queryBlock * group;
   Type f32 = b.getF32Type();
   int64_t dyn = ShapedType::kDynamic;
@@ -96,13 +96,13 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
   Value tokens = tensor::DimOp::create(b, loc, a.queries.front(), 0);
   Value queryBlocks = arith::CeilDivUIOp::create(b, loc, tokens, cst(queryBlock));
   Value pairs = arith::MulIOp::create(b, loc, queryBlocks, cst(kvHeads));
-  // splits = max(1, min(ceil(len / kMinSplitKeys), ceil(kTargetItems /
+  // splits = max(1, min(ceil(len / min_split_keys), ceil(work_items /
   // pairs))) (no pairs: no tokens, no items).
   Value splits = arith::MaxUIOp::create(
       b, loc, cst(1),
       arith::MinUIOp::create(
-          b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(kMinSplitKeys)),
-          arith::CeilDivUIOp::create(b, loc, cst(kTargetItems),
+          b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(config.getMinSplitKeys())),
+          arith::CeilDivUIOp::create(b, loc, cst(config.getWorkItems()),
                                      arith::MaxUIOp::create(b, loc, pairs, cst(1)))));
   Value items = arith::MulIOp::create(b, loc, pairs, splits);
 
@@ -161,7 +161,7 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
     }
 
     // The keys the block's queries see: [lo, hi) with hi = max position + 1
-    // (at most len) and, with a sliding window, lo = the block of 64 keys
+    // (at most len) and, with a sliding window, lo = the key block
     // holding min position - window + 1.
     auto posType = cast<RankedTensorType>(a.positions.getType());
     Value positions = slice(b, loc, RankedTensorType::get({dyn}, posType.getElementType()),
@@ -191,17 +191,17 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
       lo = arith::MulIOp::create(
           b, loc,
           arith::DivUIOp::create(b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), first),
-                                 cst(kFlashKeys)),
-          cst(kFlashKeys));
+                                 cst(keyBlock)),
+          cst(keyBlock));
       lo = arith::MinSIOp::create(b, loc, lo, hi);
     }
     // This item's split: a contiguous run of whole key blocks.
     Value perSplit = arith::MulIOp::create(
         b, loc,
         arith::CeilDivUIOp::create(
-            b, loc, arith::CeilDivUIOp::create(b, loc, arith::SubIOp::create(b, loc, hi, lo), cst(kFlashKeys)),
+            b, loc, arith::CeilDivUIOp::create(b, loc, arith::SubIOp::create(b, loc, hi, lo), cst(keyBlock)),
             splits),
-        cst(kFlashKeys));
+        cst(keyBlock));
     Value first = arith::MinUIOp::create(
         b, loc, hi, arith::AddIOp::create(b, loc, lo, arith::MulIOp::create(b, loc, split, perSplit)));
     Value last = arith::MinUIOp::create(b, loc, hi, arith::AddIOp::create(b, loc, first, perSplit));
@@ -215,10 +215,10 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
     // exp(-inf + inf).
     Value max0 = rowVector(b, loc, lowest), sum0 = rowVector(b, loc, 0.0);
     auto blocks = scf::ForOp::create(
-        b, loc, first, last, cst(kFlashKeys), ValueRange{acc0, max0, sum0},
+        b, loc, first, last, cst(keyBlock), ValueRange{acc0, max0, sum0},
         [&](OpBuilder &b, Location loc, Value s0, ValueRange state) {
           Value acc = state[0], mOld = state[1], lOld = state[2];
-          Value nk = arith::MinUIOp::create(b, loc, cst(kFlashKeys),
+          Value nk = arith::MinUIOp::create(b, loc, cst(keyBlock),
                                             arith::SubIOp::create(b, loc, last, s0));
           // The block's rows of a cache: [nk, d] of its KV head (or shared).
           auto rowsOf = [&](const CacheRows &c) {

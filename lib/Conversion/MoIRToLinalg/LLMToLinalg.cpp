@@ -373,7 +373,8 @@ struct LowerAttention : OpRewritePattern<llm::AttentionOp> {
       b.replaceOp(op, tensor::CastOp::create(
                           b, loc, op.getType(),
                           flashAttention(b, loc, {{op.getQuery()}, {k}, v, op.getPositions(), len,
-                                                  op.getScale().convertToDouble(), window}))
+                                                  op.getScale().convertToDouble(), window,
+                                                  attrs::getLoweringConfig(op)}))
                           .getResult());
       return success();
     }

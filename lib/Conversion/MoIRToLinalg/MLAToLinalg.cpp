@@ -104,7 +104,8 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                    // both the keys (with the RoPE cache) and the values.
                    ? flashAttention(b, loc, {{qLat, op.getQPe()}, {a.latent, a.kpe}, a.latent,
                                              op.getPositions(), a.len,
-                                             op.getScale().convertToDouble(), std::nullopt})
+                                             op.getScale().convertToDouble(), std::nullopt,
+                                             attrs::getLoweringConfig(op)})
                    : latentAttention(b, loc, a, qLat);
   // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
   Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
@@ -140,7 +141,8 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
     Value out = flashAttention(b, loc, {{op.getQNope(), op.getQPe()},
                                         {CacheRows{kNope, Value()}, a.kpe},
                                         CacheRows{values, Value()}, op.getPositions(), a.len,
-                                        op.getScale().convertToDouble(), std::nullopt});
+                                        op.getScale().convertToDouble(), std::nullopt,
+                                        attrs::getLoweringConfig(op)});
     return tensor::CastOp::create(b, loc, op.getType(), out);
   }
   Value kpe = dequantized(b, loc, a.kpe);

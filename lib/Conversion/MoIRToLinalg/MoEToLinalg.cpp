@@ -373,11 +373,15 @@ Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
 
 struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
-  /// Work-item widths: FFN columns of the gate/up phase, hidden columns of
-  /// the down phase (a block's weights, 64 rows, stay in a core's L2).
-  static constexpr int64_t kBlock = 64;
-
   LogicalResult matchAndRewrite(moe::FusedExpertsOp op, PatternRewriter &b) const override {
+    // Work-item widths (FFN columns of the gate/up phase, hidden columns of
+    // the down phase) from the target's lowering configuration.
+    LoweringConfigAttr config = attrs::getLoweringConfig(op);
+    if (!config.getParallel())
+      return op.emitError("moe.fused_experts is built from parallel work items, which this "
+                          "target's lowering configuration has none of (keep the steps: "
+                          "--moe-fuse-experts=false)");
+    const int64_t kBlock = config.getFfnBlock();
     for (Value w : op->getOperands())
       if (isa<llm::QTensorType>(w.getType()))
         return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
@@ -602,10 +606,14 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
 
 struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
   using OpRewritePattern::OpRewritePattern;
-  /// Tokens per work item: the router weight is read once per block.
-  static constexpr int64_t kTokenBlock = 16;
-
   LogicalResult matchAndRewrite(moe::FusedRouteOp op, PatternRewriter &b) const override {
+    // Tokens per work item (the router weight is read once per block).
+    LoweringConfigAttr config = attrs::getLoweringConfig(op);
+    if (!config.getParallel())
+      return op.emitError("moe.fused_route is built from parallel work items, which this "
+                          "target's lowering configuration has none of (keep the steps: "
+                          "--moe-fuse-router=false)");
+    const int64_t kTokenBlock = config.getTokenBlock();
     Location loc = op.getLoc();
     moe::RoutingAttr routing = op.getRouting();
     Value x = op.getInput(), router = op.getRouter();

@@ -29,6 +29,9 @@ constexpr Chip kChips[] = {{"gfx942", 64}, {"gfx90a", 64}, {"gfx1100", 32}};
 class AMDTarget final : public moir::gpu::GPUTargetInfo {
 public:
   llvm::StringRef name() const override { return "amd"; }
+  llvm::StringRef description() const override {
+    return "AMD GPUs (gfx90a, gfx942, gfx1100): HSACO, run by HIP";
+  }
 
   llvm::ArrayRef<llvm::StringRef> chips() const override {
     static const llvm::SmallVector<llvm::StringRef> names = moir::gpu::chipNames(kChips);
@@ -136,5 +139,5 @@ llvm::Expected<std::string> moir::amd::defaultROCmRoot() {
 
 void moir::amd::registerAMDTarget() {
   static AMDTarget target;
-  moir::gpu::registerTarget(&target);
+  moir::gpu::registerGPUBackend(&target);
 }

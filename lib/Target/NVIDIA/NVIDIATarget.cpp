@@ -34,6 +34,9 @@ constexpr Chip kChips[] = {
 class NVIDIATarget final : public moir::gpu::GPUTargetInfo {
 public:
   llvm::StringRef name() const override { return "nvidia"; }
+  llvm::StringRef description() const override {
+    return "NVIDIA GPUs (sm_80 and newer): a fatbin of cubin and PTX, run by the CUDA driver";
+  }
 
   llvm::ArrayRef<llvm::StringRef> chips() const override {
     static const llvm::SmallVector<llvm::StringRef> names = moir::gpu::chipNames(kChips);
@@ -104,5 +107,5 @@ std::string moir::nvidia::defaultToolkitPath() {
 
 void moir::nvidia::registerNVIDIATarget() {
   static NVIDIATarget target;
-  moir::gpu::registerTarget(&target);
+  moir::gpu::registerGPUBackend(&target);
 }

@@ -5,28 +5,35 @@
 
 include "mlir/Pass/PassBase.td"
 
-def CPUPrepareABIPass : Pass<"moir-cpu-prepare-abi", "mlir::ModuleOp"> {
-  let summary = "records @forward's buffer signature and lowers memref.copy to linalg";
+def CPUConfigureLoweringPass : Pass<"moir-cpu-configure-lowering", "mlir::ModuleOp"> {
+  let summary = "writes the CPU's #moir.lowering_config for the lowering to linalg";
   let description = [{
-    Runs after bufferization. Stores on `@forward` the attribute `moir.abi`:
-    per argument, the rank of its memref, or -1 for an index. The exported
-    entry (`moir-cpu-export-entry`) unpacks arguments with it. Each
-    `memref.copy` becomes a `linalg.copy`, so the generated code needs no
-    runtime copy helper (only libc's malloc/free and libm).
-  }];
-  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
-}
+    The lowering to linalg (`moir-lower-to-linalg`) knows no target; this
+    pass tells it what a CPU wants: large ops marked for the runtime's
+    thread pool and fused ops built as `scf.forall` work items
+    (`parallel = true`), about two work items per core (`work_items = 2 x
+    threads`; flash attention splits its keys until it has that many, never
+    below 256 keys a split), blocks of 64 keys and about 64 rows of queries
+    per flash work item (a block's scores stay in registers and L1), 64
+    columns per expert-FFN work item (a block's weights stay in L2), 16
+    tokens per router work item, and the f32 lanes of the CPU's vectors.
 
-def CPUExportEntryPass : Pass<"moir-cpu-export-entry", "mlir::ModuleOp"> {
-  let summary = "adds the exported entry `moir_forward(void **args)`";
-  let description = [{
-    Runs on the LLVM dialect. `moir_forward` receives one pointer per
-    argument of `@forward`: to a memref descriptor
-    `{allocated, aligned, offset, sizes[rank], strides[rank]}` for a buffer,
-    to an int64 for an index. It loads them and calls `@forward`. The runtime
-    needs no knowledge of MLIR beyond that descriptor layout.
+    ```mlir
+    // before
+    module {
+    // after (threads = 16, vector-width = 16)
+    module attributes {moir.lowering_config = #moir.lowering_config<parallel = true,
+        work_items = 32, min_split_keys = 256, key_block = 64, query_rows = 64,
+        ffn_block = 64, token_block = 16, vector_width = 16>} {
+    ```
   }];
-  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+  let options = [
+    Option<"threads", "threads", "int64_t", /*default=*/"16",
+           "cores the artifact is planned for">,
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"16",
+           "f32 lanes of the target's vectors">
+  ];
+  let dependentDialects = ["::moir::MoIRDialect"];
 }
 
 def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {

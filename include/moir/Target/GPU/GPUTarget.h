@@ -1,10 +1,11 @@
 //===- GPUTarget.h - MoIR's shared GPU backend ------------------*- C++ -*-===//
 //
 // One lowering for every GPU: bufferized loops -> gpu.launch kernels and host
-// code that calls the runtime's launcher. What differs per vendor (how the
-// target is attached, how gpu.module lowers, the binary's format, the warp
-// size) sits behind GPUTargetInfo; lib/Target/NVIDIA and lib/Target/AMD each
-// register one.
+// code that calls the runtime's launcher (the passes here; the phases'
+// pipelines in moir/Pipelines). What differs per vendor (how the target is
+// attached, how gpu.module lowers, the binary's format, the warp size) sits
+// behind GPUTargetInfo; lib/Target/NVIDIA and lib/Target/AMD each register
+// one, which becomes a target backend (registerGPUBackend).
 //
 //===----------------------------------------------------------------------===//
 
@@ -47,6 +48,8 @@ public:
   virtual ~GPUTargetInfo() = default;
   /// "nvidia", "amd": the --target name and the artifact's target prefix.
   virtual llvm::StringRef name() const = 0;
+  /// What the backend produces, for --help.
+  virtual llvm::StringRef description() const = 0;
   /// Chips this backend knows; the first is the default.
   virtual llvm::ArrayRef<llvm::StringRef> chips() const = 0;
   virtual int64_t warpSize(llvm::StringRef chip) const = 0;
@@ -58,9 +61,6 @@ public:
   /// The conversion of a gpu.module's kernels to the vendor's LLVM dialect
   /// (NVVM, ROCDL).
   virtual std::unique_ptr<mlir::Pass> createKernelConversion(const GPUOptions &options) const = 0;
-  /// Attaches the target and lowers the kernels: the vendor's two steps
-  /// around the lowering every target shares.
-  void buildDeviceLowering(mlir::OpPassManager &pm, const GPUOptions &options) const;
   /// Serializes every gpu.module into a gpu.binary: the loadable binary
   /// (fatbin, HSACO) or, with `assembly`, the text the vendor's assembler
   /// reads (PTX, AMDGCN) for checks.
@@ -89,20 +89,15 @@ llvm::SmallVector<llvm::StringRef> chipNames(const Chip (&table)[N]) {
 llvm::Error unknownChip(llvm::StringRef vendor, llvm::StringRef chip,
                         llvm::ArrayRef<llvm::StringRef> known);
 
-/// Registered backends, by name ("nvidia", "amd"); null if unknown.
+/// The registered vendors' descriptions, by name ("nvidia", "amd"); null
+/// if unknown (moir-gpu-device-lowering looks them up).
 const GPUTargetInfo *lookupTarget(llvm::StringRef name);
-std::vector<llvm::StringRef> registeredTargets();
-void registerTarget(const GPUTargetInfo *info);
 
-/// Bufferized linalg (the CPU pipeline's linalg phase) -> gpu.launch kernels
-/// outlined into gpu.module ops, host code with async launches.
-void buildKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
-/// Host code (with gpu.binary ops) -> LLVM dialect with the exported entry.
-void buildHostLoweringPipeline(mlir::OpPassManager &pm);
-
-/// moir-gpu-kernels and moir-gpu-device-lowering{target= chip= serialize=},
-/// for moir-opt.
-void registerPipelines();
+/// Registers `info` as a vendor and as the target backend of its name
+/// (lib/Target/GPU/GPUBackend.cpp).
+void registerGPUBackend(const GPUTargetInfo *info);
+/// The vendor table alone (registerGPUBackend calls it).
+void registerTargetInfo(const GPUTargetInfo *info);
 
 /// The serialized device code of every gpu.binary in `module`, as
 /// (name, bytes) pairs.

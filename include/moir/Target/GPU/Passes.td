@@ -10,6 +10,25 @@
 
 include "mlir/Pass/PassBase.td"
 
+def GPUConfigureLoweringPass : Pass<"moir-gpu-configure-lowering", "mlir::ModuleOp"> {
+  let summary = "writes the GPUs' #moir.lowering_config for the lowering to linalg";
+  let description = [{
+    The GPU kernels map every loop themselves (moir-gpu-map-loops), so the
+    lowering to linalg marks nothing for a thread pool and builds no
+    `scf.forall` work items (`parallel = false`); the GPU targets keep the
+    unfused MoE steps and materialized attention, whose lowerings read no
+    block sizes, so the rest keeps the neutral defaults.
+
+    ```mlir
+    // after
+    module attributes {moir.lowering_config = #moir.lowering_config<parallel = false,
+        work_items = 1, min_split_keys = 256, key_block = 64, query_rows = 64,
+        ffn_block = 64, token_block = 16, vector_width = 1>} {
+    ```
+  }];
+  let dependentDialects = ["::moir::MoIRDialect"];
+}
+
 def GPUWarpReductionsPass : Pass<"moir-gpu-warp-reductions", "mlir::ModuleOp"> {
   let summary = "reductions along the innermost loop become one warp per output";
   let description = [{

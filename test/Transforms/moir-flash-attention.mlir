@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -flash-attention -split-input-file | FileCheck %s
+// RUN: moir-opt %s -moir-flash-attention -split-input-file | FileCheck %s
 
 // Every llm.attention gets `flash`; the function is unchanged.
 // CHECK-LABEL: func.func @attention

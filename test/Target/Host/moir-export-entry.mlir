@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-cpu-export-entry | FileCheck %s
+// RUN: moir-opt %s -moir-export-entry | FileCheck %s
 
 // moir_forward(void **args) unpacks a descriptor {allocated, aligned, offset,
 // size, stride} for the rank-1 buffer and an int64 for the index, then calls

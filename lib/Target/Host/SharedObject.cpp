@@ -1,6 +1,6 @@
-//===- CodeGen.cpp - LLVM dialect to a shared object -----------------------===//
+//===- SharedObject.cpp - LLVM dialect to a shared object for the host ----===//
 
-#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/Host/Host.h"
 
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/Target/LLVMIR/Export.h"
@@ -18,13 +18,13 @@
 
 using namespace llvm;
 
-namespace moir::cpu {
+namespace moir::host {
 
-std::string resolveTriple(const TargetOptions &options) {
+std::string resolveTriple(const HostOptions &options) {
   return options.triple.empty() ? sys::getDefaultTargetTriple() : options.triple;
 }
 
-std::string resolveCPU(const TargetOptions &options) {
+std::string resolveCPU(const HostOptions &options) {
   if (options.cpu.empty() || options.cpu == "native")
     return resolveTriple(options) == sys::getDefaultTargetTriple()
                ? sys::getHostCPUName().str()
@@ -33,12 +33,12 @@ std::string resolveCPU(const TargetOptions &options) {
 }
 
 static Error error(const Twine &message) {
-  return createStringError(inconvertibleErrorCode(), "cpu backend: " + message);
+  return createStringError(inconvertibleErrorCode(), "host code generation: " + message);
 }
 
 /// The host's features for --cpu=native on the host triple; otherwise the
 /// named CPU's own.
-static std::string resolveFeatures(const TargetOptions &options) {
+static std::string resolveFeatures(const HostOptions &options) {
   if ((!options.cpu.empty() && options.cpu != "native") ||
       resolveTriple(options) != sys::getDefaultTargetTriple())
     return "";
@@ -49,7 +49,7 @@ static std::string resolveFeatures(const TargetOptions &options) {
 }
 
 /// The LLVM target for the options' triple (all targets initialized).
-static Expected<const Target *> lookupLLVMTarget(const TargetOptions &options) {
+static Expected<const Target *> lookupLLVMTarget(const HostOptions &options) {
   InitializeAllTargetInfos();
   InitializeAllTargets();
   InitializeAllTargetMCs();
@@ -62,7 +62,7 @@ static Expected<const Target *> lookupLLVMTarget(const TargetOptions &options) {
   return target;
 }
 
-Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
+Expected<std::unique_ptr<MCSubtargetInfo>> subtargetInfo(const HostOptions &options) {
   Expected<const Target *> target = lookupLLVMTarget(options);
   if (!target)
     return target.takeError();
@@ -71,23 +71,10 @@ Expected<KernelOptions> kernelOptionsFor(const TargetOptions &options) {
       triple, resolveCPU(options), resolveFeatures(options)));
   if (!info)
     return error("no subtarget information for " + triple.str() + " / " + resolveCPU(options));
-  auto has = [&](StringRef feature) {
-    return info->checkFeatures(("+" + feature).str());
-  };
-  KernelOptions kernels;
-  kernels.enabled = options.contractionKernels;
-  kernels.vectorWidth = 4;
-  if (triple.isX86()) {
-    if (has("avx512f"))
-      kernels.vectorWidth = 16;
-    else if (has("avx"))
-      kernels.vectorWidth = 8;
-    kernels.bf16Dot = options.bf16Dot && has("avx512bf16") && has("avx512f");
-  }
-  return kernels;
+  return std::move(info);
 }
 
-Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOptions &options) {
+Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions &options) {
   Expected<const Target *> found = lookupLLVMTarget(options);
   if (!found)
     return found.takeError();
@@ -154,4 +141,4 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const TargetOption
   return (*so)->getBuffer().str();
 }
 
-} // namespace moir::cpu
+} // namespace moir::host

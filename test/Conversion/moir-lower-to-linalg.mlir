@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -convert-moir-to-linalg -split-input-file -verify-diagnostics | FileCheck %s --implicit-check-not=llm.linear --implicit-check-not=llm.rope --implicit-check-not=moe. --implicit-check-not=mla.attend
+// RUN: moir-opt %s -moir-cpu-configure-lowering -moir-lower-to-linalg -split-input-file -verify-diagnostics | FileCheck %s --implicit-check-not=llm.linear --implicit-check-not=llm.rope --implicit-check-not=moe. --implicit-check-not=mla.attend
 
 // llm.linear: a contraction over the [out, in] weight, bf16 extended in the
 // body, marked for the thread pool, FMAs reassociable; the bias seeds the
@@ -401,7 +401,7 @@ func.func @attend_per_phase(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c:
 
 // Quantized weights have no kernels yet: a clear error, not a crash.
 func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32> {
-  // expected-error @+1 {{'llm.linear' has no CPU lowering for these operand types yet}}
+  // expected-error @+1 {{'llm.linear' has no lowering for these operand types yet}}
   %y = "llm.linear"(%x, %w) : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }

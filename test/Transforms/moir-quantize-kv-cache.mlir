@@ -1,6 +1,6 @@
-// RUN: moir-opt %s -allow-unregistered-dialect -quantize-kv-cache -split-input-file | FileCheck %s --check-prefix=INT8
-// RUN: moir-opt %s -allow-unregistered-dialect -quantize-kv-cache=format=fp8 -split-input-file | FileCheck %s --check-prefix=FP8
-// RUN: not moir-opt %s -allow-unregistered-dialect -quantize-kv-cache=format=int4 -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
+// RUN: moir-opt %s -allow-unregistered-dialect -moir-quantize-kv-cache -split-input-file | FileCheck %s --check-prefix=INT8
+// RUN: moir-opt %s -allow-unregistered-dialect -moir-quantize-kv-cache=format=fp8 -split-input-file | FileCheck %s --check-prefix=FP8
+// RUN: not moir-opt %s -allow-unregistered-dialect -moir-quantize-kv-cache=format=int4 -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
 
 // MLA's two caches (latent, RoPE key): each becomes i8 storage with a
 // per-token f32 scales argument right after it; the update quantizes, the
@@ -19,7 +19,7 @@
 // FP8-SAME: tensor<64x16xf8E4M3FN>, %{{.*}}: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}, %{{.*}}: tensor<64x4xf8E4M3FN>, %{{.*}}: tensor<64xf32> {moir.arg = #moir.arg<cache_scales>}
 // FP8: llm.quantized_cache_update fp8_e4m3
 // FP8: llm.dequantize_cache fp8_e4m3
-// BAD: quantize-kv-cache: unknown format 'int4' (known: int8, fp8)
+// BAD: moir-quantize-kv-cache: unknown format 'int4' (known: int8, fp8)
 func.func @forward(%off: index, %c: tensor<64x16xf32>, %r: tensor<64x4xf32>, %x: tensor<?x16xf32>, %k: tensor<?x4xf32>)
     -> (tensor<?x4xf32>, tensor<64x16xf32>, tensor<64x4xf32>) {
   %c1 = llm.kv_cache_update %x into %c[%off] : tensor<?x16xf32> into tensor<64x16xf32>

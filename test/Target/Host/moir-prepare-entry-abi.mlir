@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-cpu-prepare-abi -split-input-file -verify-diagnostics | FileCheck %s
+// RUN: moir-opt %s -moir-prepare-entry-abi -split-input-file -verify-diagnostics | FileCheck %s
 
 // The entry's argument ranks (-1: index) are recorded; memref.copy becomes
 // linalg.copy so the code needs no runtime copy helper.

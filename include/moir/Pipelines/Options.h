@@ -1,0 +1,106 @@
+//===- Options.h - one set of compile options ------------------*- C++ -*-===//
+//
+// CompileOptions is the one object a compile reads: moirc binds its command
+// line to it, moir-opt's moir-compile pipeline builds it from its options,
+// and C++ callers fill it in. Its fields come from Options.def.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_PIPELINES_OPTIONS_H
+#define MOIR_PIPELINES_OPTIONS_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace moir {
+
+/// The phases a compile goes through, in order; `--compile-to=<phase>` stops
+/// after one and prints its IR. A target goes through input, graph and
+/// linalg, then its own: llvm (CPU); kernels, device, binary, llvm (GPUs).
+enum class CompilePhase {
+  /// The importer's output, checked against the input contract.
+  Input,
+  /// Graph-level IR: composite ops decomposed, fused, canonicalized.
+  Graph,
+  /// The target's lowering configuration written, weights bound to entry
+  /// arguments, every MoIR op lowered to linalg/tensor/scf on tensors.
+  Linalg,
+  /// GPUs: bufferized, mapped onto gpu.launch kernels in one gpu.module,
+  /// host code with async launches.
+  Kernels,
+  /// GPUs: the kernels lowered to the vendor's LLVM dialect (NVVM, ROCDL).
+  Device,
+  /// GPUs: the kernels serialized (fatbin, HSACO) into gpu.binary.
+  Binary,
+  /// The LLVM dialect with the exported entry `moir_forward`: the whole
+  /// model (CPU) or the host code (GPUs).
+  LLVM,
+};
+
+/// Phase names as `--compile-to` spells them, in order.
+llvm::ArrayRef<CompilePhase> allCompilePhases();
+llvm::StringRef stringifyCompilePhase(CompilePhase phase);
+std::optional<CompilePhase> parseCompilePhase(llvm::StringRef name);
+
+/// Import choices: what the importer builds.
+struct ImportSection {
+#define MOIR_IMPORT_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) TYPE FIELD = DEFAULT;
+#include "moir/Pipelines/Options.def"
+};
+
+/// Target-neutral choices of the graph phase (each fusion's reference form
+/// is one flag away).
+struct GraphSection {
+#define MOIR_GRAPH_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) TYPE FIELD = DEFAULT;
+#include "moir/Pipelines/Options.def"
+};
+
+/// The CPU target's choices.
+struct CPUSection {
+#define MOIR_CPU_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) TYPE FIELD = DEFAULT;
+#include "moir/Pipelines/Options.def"
+  unsigned optLevel = 3;
+};
+
+/// The GPU targets' choices.
+struct GPUSection {
+#define MOIR_GPU_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) TYPE FIELD = DEFAULT;
+#include "moir/Pipelines/Options.def"
+  unsigned optLevel = 3;
+};
+
+/// Everything a compile reads.
+struct CompileOptions {
+  /// A registered target backend: cpu, nvidia, amd.
+  std::string target = "cpu";
+  ImportSection import;
+  GraphSection graph;
+  CPUSection cpu;
+  GPUSection gpu;
+  /// GPUs: also write the device binary to this file and its assembly to
+  /// FILE.s (for ptxas / readelf checks); empty: no.
+  std::string deviceCodePath;
+};
+
+/// Checks the values an option list cannot (a known KV-cache format, a
+/// positive cache capacity, ...); the message names the flag.
+llvm::Error validateOptions(const CompileOptions &options);
+
+/// Each option's flag and the targets it applies to ("" = all), from
+/// Options.def, for drivers that refuse options for other targets.
+struct OptionSpelling {
+  llvm::StringLiteral flag;
+  llvm::StringLiteral targets;
+};
+llvm::ArrayRef<OptionSpelling> optionSpellings();
+/// Whether an option whose TARGETS is `targets` applies to `target`.
+bool optionAppliesTo(llvm::StringRef targets, llvm::StringRef target);
+
+} // namespace moir
+
+#endif // MOIR_PIPELINES_OPTIONS_H

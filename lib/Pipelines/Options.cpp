@@ -1,0 +1,79 @@
+//===- Options.cpp - compile phases and options ----------------------------===//
+
+#include "moir/Pipelines/Options.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/Twine.h"
+
+using namespace llvm;
+
+namespace moir {
+
+namespace {
+struct PhaseName {
+  CompilePhase phase;
+  StringLiteral name;
+};
+constexpr PhaseName kPhases[] = {
+    {CompilePhase::Input, "input"},     {CompilePhase::Graph, "graph"},
+    {CompilePhase::Linalg, "linalg"},   {CompilePhase::Kernels, "kernels"},
+    {CompilePhase::Device, "device"},   {CompilePhase::Binary, "binary"},
+    {CompilePhase::LLVM, "llvm"},
+};
+
+constexpr OptionSpelling kSpellings[] = {
+#define MOIR_OPTION(SECTION, TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) {FLAG, TARGETS},
+#include "moir/Pipelines/Options.def"
+};
+} // namespace
+
+ArrayRef<CompilePhase> allCompilePhases() {
+  static const SmallVector<CompilePhase> phases =
+      llvm::to_vector(llvm::map_range(kPhases, [](const PhaseName &p) { return p.phase; }));
+  return phases;
+}
+
+StringRef stringifyCompilePhase(CompilePhase phase) {
+  for (const PhaseName &p : kPhases)
+    if (p.phase == phase)
+      return p.name;
+  llvm_unreachable("unknown compile phase");
+}
+
+std::optional<CompilePhase> parseCompilePhase(StringRef name) {
+  for (const PhaseName &p : kPhases)
+    if (p.name == name)
+      return p.phase;
+  return std::nullopt;
+}
+
+ArrayRef<OptionSpelling> optionSpellings() { return kSpellings; }
+
+bool optionAppliesTo(StringRef targets, StringRef target) {
+  if (targets.empty())
+    return true;
+  SmallVector<StringRef> list;
+  targets.split(list, ',');
+  return llvm::is_contained(list, target);
+}
+
+Error validateOptions(const CompileOptions &options) {
+  auto bad = [](const Twine &message) { return createStringError(message); };
+  if (options.import.cacheCapacity < 1)
+    return bad("--cache-capacity must be positive, got " + Twine(options.import.cacheCapacity));
+  StringRef weightType = options.import.weightType;
+  if (!weightType.empty() && weightType != "bf16" && weightType != "f16" && weightType != "f32")
+    return bad("unknown --weight-type '" + weightType + "' (known: bf16, f16, f32)");
+  StringRef kv = options.graph.quantizeKVCache;
+  if (kv != "none" && kv != "int8" && kv != "fp8")
+    return bad("unknown --quantize-kv-cache '" + kv + "' (known: none, int8, fp8)");
+  if (options.cpu.threads < 1 || options.cpu.threads > 4096)
+    return bad("--cpu-threads must be between 1 and 4096, got " + Twine(options.cpu.threads));
+  unsigned co = options.gpu.codeObject;
+  if (co != 4 && co != 5 && co != 6)
+    return bad("unknown --amdgpu-code-object " + Twine(co) + " (known: 4, 5, 6)");
+  return Error::success();
+}
+
+} // namespace moir

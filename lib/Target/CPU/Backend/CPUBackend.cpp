@@ -1,0 +1,85 @@
+//===- CPUBackend.cpp - the CPU as a target backend ------------------------===//
+
+#include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/Artifact.h"
+#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/TargetBackend.h"
+
+using namespace mlir;
+using llvm::Error;
+using llvm::Expected;
+using llvm::StringRef;
+
+namespace moir::cpu {
+namespace {
+
+host::HostOptions hostOptions(const CompileOptions &options) {
+  host::HostOptions host;
+  host.triple = options.cpu.triple;
+  host.cpu = options.cpu.cpu;
+  host.optLevel = options.cpu.optLevel;
+  return host;
+}
+
+Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
+  return kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
+                          options.cpu.bf16Dot);
+}
+
+class CPUBackend final : public TargetBackend {
+public:
+  StringRef name() const override { return "cpu"; }
+  StringRef description() const override {
+    return "CPUs (x86-64, AArch64): a shared object run by the runtime's thread pool";
+  }
+
+  llvm::ArrayRef<CompilePhase> phases() const override {
+    static const CompilePhase kPhases[] = {CompilePhase::Input, CompilePhase::Graph,
+                                           CompilePhase::Linalg, CompilePhase::LLVM};
+    return kPhases;
+  }
+
+  Error configure(CompileOptions &options) const override {
+    // An unknown triple or CPU fails here, before any work.
+    Expected<KernelOptions> kernels = kernelOptions(options);
+    return kernels ? Error::success() : kernels.takeError();
+  }
+
+  Error buildLoweringConfig(OpPassManager &pm, const CompileOptions &options) const override {
+    Expected<KernelOptions> kernels = kernelOptions(options);
+    if (!kernels)
+      return kernels.takeError();
+    CPUConfigureLoweringPassOptions config;
+    config.threads = options.cpu.threads;
+    config.vectorWidth = kernels->vectorWidth;
+    pm.addPass(createCPUConfigureLoweringPass(config));
+    return Error::success();
+  }
+
+  Error buildPhase(OpPassManager &pm, CompilePhase phase,
+                   const CompileOptions &options) const override {
+    if (phase != CompilePhase::LLVM)
+      return llvm::createStringError("not a phase of the CPU backend's own");
+    Expected<KernelOptions> kernels = kernelOptions(options);
+    if (!kernels)
+      return kernels.takeError();
+    buildCPULoweringToLLVMPipeline(pm, *kernels);
+    return Error::success();
+  }
+
+  Expected<std::string> serialize(ModuleOp module, const CompileOptions &options,
+                                  ArtifactInfo &artifact) const override {
+    host::HostOptions host = hostOptions(options);
+    artifact.target = "cpu " + host::resolveTriple(host) + " " + host::resolveCPU(host);
+    return host::emitSharedObject(module, host);
+  }
+};
+
+} // namespace
+
+void registerCPUBackend() {
+  static CPUBackend backend;
+  registerTargetBackend(&backend);
+}
+
+} // namespace moir::cpu
