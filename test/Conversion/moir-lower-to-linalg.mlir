@@ -405,3 +405,10 @@ func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant
   %y = "llm.linear"(%x, %w) : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }
+
+// -----
+
+// The lowering knows no target: without a #moir.lowering_config (written by a
+// target's configuration pass) it refuses to guess one.
+// RUN: not moir-opt %s -split-input-file -moir-lower-to-linalg 2>&1 | FileCheck %s --check-prefix=NOCONFIG
+// NOCONFIG: moir-lower-to-linalg: no moir.lowering_config on the module (run a target's configuration pass first

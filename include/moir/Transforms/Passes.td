@@ -17,6 +17,13 @@ def VerifyInputContractPass : Pass<"moir-verify-input-contract", "mlir::ModuleOp
     (`QuantizedWeightConsumerOpInterface`) or into `llm.dequantize`.
 
     Fails with one error per violation, naming the op.
+
+    ```mlir
+    // passes: weights are named into the weight store
+    %w = llm.weight "lm_head.weight" : tensor<32000x4096xbf16>
+    // fails: "embeds a 8192-element constant (weights belong in the store)"
+    %c = arith.constant dense<1.0> : tensor<64x128xf32>
+    ```
   }];
   let options = [
     Option<"maxConstantElements", "max-constant-elements", "int64_t",
@@ -163,6 +170,14 @@ def MLAAbsorbWeightsPass : Pass<"mla-absorb-weights"> {
     `prefill = materialized`; the lowering then evaluates both costs
     with the call's `T` and `S` and runs the cheaper form. The choice is in the
     IR: `form` for decode, `prefill` for prefill.
+
+    ```mlir
+    // before (mla-decompose-attention's output)
+    %o = mla.attend %qn, %qp, %c, %r, %pos, %w config <...> scale = 0.1 form = materialized
+    // after
+    %o = mla.attend %qn, %qp, %c, %r, %pos, %w config <...> scale = 0.1 form = absorbed
+           prefill = materialized
+    ```
   }];
   let dependentDialects = ["::moir::mla::MLADialect"];
 }

@@ -9,6 +9,7 @@
 #define MOIR_LIB_TARGET_GPU_HOSTLEVEL_H
 
 #include "mlir/IR/Operation.h"
+#include "mlir/Support/LLVM.h"
 
 namespace moir::gpu {
 
@@ -20,6 +21,11 @@ bool holdsHostWork(mlir::Operation *op);
 /// Whether `op` stays host code: no op enclosing it below `until` (the
 /// enclosing function when null) becomes device work.
 bool staysOnHost(mlir::Operation *op, mlir::Operation *until = nullptr);
+
+/// Every scf.parallel (without reductions) inside `root` becomes a nest of
+/// scf.for: what runs as one device thread (moir-gpu-offload) or within one
+/// (moir-gpu-map-loops) keeps its loops sequential.
+llvm::LogicalResult sequentializeNested(mlir::Operation *root);
 
 } // namespace moir::gpu
 

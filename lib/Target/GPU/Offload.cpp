@@ -16,12 +16,8 @@
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/RegionUtils.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
-
 namespace moir {
 #define GEN_PASS_DEF_GPUOFFLOADPASS
-#define GEN_PASS_DEF_GPUMAPLOOPSPASS
-#define GEN_PASS_DEF_GPUHOSTMEMORYPASS
-#define GEN_PASS_DEF_GPUMERGEMODULESPASS
 #include "moir/Target/GPU/Passes.h.inc"
 } // namespace moir
 
@@ -49,7 +45,6 @@ bool moir::gpu::staysOnHost(Operation *op, Operation *until) {
 
 using moir::gpu::holdsHostWork;
 using moir::gpu::staysOnHost;
-
 namespace {
 
 const llvm::StringLiteral kSerial = moir::attrs::serialName();
@@ -88,7 +83,9 @@ LogicalResult sequentialize(scf::ParallelOp loop) {
   return success();
 }
 
-LogicalResult sequentializeNested(Operation *root) {
+} // namespace
+
+LogicalResult moir::gpu::sequentializeNested(Operation *root) {
   SmallVector<scf::ParallelOp> nested;
   root->walk([&](scf::ParallelOp p) {
     if (p != root)
@@ -100,6 +97,8 @@ LogicalResult sequentializeNested(Operation *root) {
       return failure();
   return success();
 }
+
+namespace {
 
 /// Wraps `op` in a one-iteration scf.parallel: a single-thread kernel.
 LogicalResult wrapSerial(Operation *op) {
@@ -113,7 +112,7 @@ LogicalResult wrapSerial(Operation *op) {
   auto wrapper = scf::ParallelOp::create(b, loc, ValueRange{c0}, ValueRange{c1}, ValueRange{c1});
   wrapper->setAttr(kSerial, b.getUnitAttr());
   op->moveBefore(wrapper.getBody()->getTerminator());
-  if (failed(sequentializeNested(wrapper)))
+  if (failed(moir::gpu::sequentializeNested(wrapper)))
     return failure();
   // Fixed-size scratch buffers become one stack buffer each at the kernel's
   // start; every iteration that used a fresh one writes before reading.
@@ -239,7 +238,7 @@ void prefetchLoopInvariantReads(scf::ForOp loop, ModuleOp module) {
 LogicalResult partition(Block &block, ModuleOp module) {
   for (Operation &op : llvm::make_early_inc_range(block)) {
     if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
-      if (failed(sequentializeNested(loop)))
+      if (failed(moir::gpu::sequentializeNested(loop)))
         return failure();
       continue;
     }
@@ -283,170 +282,6 @@ struct GPUOffloadPass : moir::impl::GPUOffloadPassBase<GPUOffloadPass> {
       if (failed(partition(func.getBody().front(), module)))
         return signalPassFailure();
     }
-  }
-};
-
-/// Host-level parallel loops: not nested in another one, not in a launch.
-SmallVector<scf::ParallelOp> hostLoops(ModuleOp module) {
-  SmallVector<scf::ParallelOp> loops;
-  module.walk([&](scf::ParallelOp loop) {
-    if (!loop->getParentOfType<scf::ParallelOp>() && !loop->getParentOfType<gpu::LaunchOp>())
-      loops.push_back(loop);
-  });
-  return loops;
-}
-
-struct GPUMapLoopsPass : moir::impl::GPUMapLoopsPassBase<GPUMapLoopsPass> {
-  using GPUMapLoopsPassBase::GPUMapLoopsPassBase;
-
-  gpu::ParallelLoopDimMappingAttr dim(gpu::Processor processor) {
-    Builder b(&getContext());
-    return gpu::ParallelLoopDimMappingAttr::get(&getContext(), processor,
-                                                b.getDimIdentityMap(), b.getDimIdentityMap());
-  }
-
-  /// (outputs..., lane): a warp per output, `rowsPerBlock` warps per block
-  /// along the innermost output dimension.
-  LogicalResult mapWarpLoop(scf::ParallelOp loop) {
-    constexpr int64_t rowsPerBlock = 4;
-    unsigned rank = loop.getNumLoops();
-    SmallVector<int64_t> tiles(rank, 1);
-    tiles.back() = warpSize;
-    if (rank >= 2)
-      tiles[rank - 2] = rowsPerBlock;
-    auto [outer, inner] = scf::tileParallelLoop(loop, tiles, /*noMinMaxBounds=*/true);
-    SmallVector<gpu::ParallelLoopDimMappingAttr> outerMap(rank, dim(gpu::Processor::Sequential)),
-        innerMap(rank, dim(gpu::Processor::Sequential));
-    const gpu::Processor blocks[] = {gpu::Processor::BlockX, gpu::Processor::BlockY,
-                                     gpu::Processor::BlockZ};
-    for (unsigned i = 0; i + 1 < rank; ++i) {
-      unsigned fromInnermost = rank - 2 - i;
-      if (fromInnermost < 3)
-        outerMap[i] = dim(blocks[fromInnermost]);
-    }
-    innerMap[rank - 1] = dim(gpu::Processor::ThreadX);
-    if (rank >= 2)
-      innerMap[rank - 2] = dim(gpu::Processor::ThreadY);
-    return success(succeeded(gpu::setMappingAttr(outer, outerMap)) &&
-                   succeeded(gpu::setMappingAttr(inner, innerMap)));
-  }
-
-  void runOnOperation() override {
-    for (scf::ParallelOp loop : hostLoops(getOperation())) {
-      if (failed(sequentializeNested(loop)))
-        return signalPassFailure();
-      unsigned rank = loop.getNumLoops();
-      if (loop->hasAttr(kSerial)) {
-        SmallVector<gpu::ParallelLoopDimMappingAttr> mapping(rank, dim(gpu::Processor::Sequential));
-        mapping[0] = dim(gpu::Processor::ThreadX);
-        if (failed(gpu::setMappingAttr(loop, mapping)))
-          return signalPassFailure();
-        continue;
-      }
-      if (loop->hasAttr(moir::attrs::warpReduceName())) {
-        if (failed(mapWarpLoop(loop)))
-          return signalPassFailure();
-        continue;
-      }
-      SmallVector<int64_t> tiles(rank, 1);
-      int64_t tile = blockSize;
-      std::optional<int64_t> lb = getConstantIntValue(loop.getLowerBound().back());
-      std::optional<int64_t> ub = getConstantIntValue(loop.getUpperBound().back());
-      std::optional<int64_t> step = getConstantIntValue(loop.getStep().back());
-      if (lb && ub && step && *step > 0) {
-        int64_t trips = (*ub - *lb + *step - 1) / *step;
-        tile = std::min<int64_t>(blockSize, std::max<int64_t>(warpSize, (trips + warpSize - 1) /
-                                                                             warpSize * warpSize));
-      }
-      tiles.back() = tile;
-      auto [outer, inner] = scf::tileParallelLoop(loop, tiles, /*noMinMaxBounds=*/true);
-      SmallVector<gpu::ParallelLoopDimMappingAttr> outerMap, innerMap;
-      const gpu::Processor blocks[] = {gpu::Processor::BlockX, gpu::Processor::BlockY,
-                                       gpu::Processor::BlockZ};
-      for (unsigned i = 0; i < rank; ++i) {
-        unsigned fromInnermost = rank - 1 - i;
-        outerMap.push_back(dim(fromInnermost < 3 ? blocks[fromInnermost]
-                                                 : gpu::Processor::Sequential));
-        innerMap.push_back(dim(fromInnermost == 0 ? gpu::Processor::ThreadX
-                                                  : gpu::Processor::Sequential));
-      }
-      if (failed(gpu::setMappingAttr(outer, outerMap)) ||
-          failed(gpu::setMappingAttr(inner, innerMap)))
-        return signalPassFailure();
-    }
-  }
-};
-
-struct GPUHostMemoryPass : moir::impl::GPUHostMemoryPassBase<GPUHostMemoryPass> {
-  void runOnOperation() override {
-    ModuleOp module = getOperation();
-    // Constants read by kernels travel inside the device module.
-    module.walk([&](gpu::LaunchOp launch) {
-      llvm::SetVector<Value> captured;
-      getUsedValuesDefinedAbove(launch.getBody(), captured);
-      for (Value value : captured) {
-        auto global = value.getDefiningOp<memref::GetGlobalOp>();
-        if (!global)
-          continue;
-        OpBuilder b(&launch.getBody().front(), launch.getBody().front().begin());
-        Operation *copy = b.clone(*global);
-        replaceAllUsesInRegionWith(value, copy->getResult(0), launch.getBody());
-      }
-    });
-    SmallVector<Operation *> hostOps;
-    module.walk([&](Operation *op) {
-      if (isa<memref::AllocOp, memref::DeallocOp, memref::AllocaOp>(op) &&
-          !op->getParentOfType<gpu::LaunchOp>() && !op->hasAttr(kHostCopy))
-        hostOps.push_back(op);
-    });
-    for (Operation *op : hostOps) {
-      OpBuilder b(op);
-      if (auto alloc = dyn_cast<memref::AllocOp>(op)) {
-        auto device = gpu::AllocOp::create(b, op->getLoc(), alloc.getType(), /*asyncToken=*/Type(),
-                                           ValueRange{}, alloc.getDynamicSizes(), ValueRange{});
-        alloc.replaceAllUsesWith(device.getMemref());
-        alloc.erase();
-      } else if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
-        gpu::DeallocOp::create(b, op->getLoc(), /*asyncToken=*/Type(), ValueRange{},
-                               dealloc.getMemref());
-        dealloc.erase();
-      } else {
-        op->emitError("stack buffer at host level: the device cannot reach it");
-        return signalPassFailure();
-      }
-    }
-  }
-};
-
-struct GPUMergeModulesPass : moir::impl::GPUMergeModulesPassBase<GPUMergeModulesPass> {
-  void runOnOperation() override {
-    ModuleOp module = getOperation();
-    auto modules = llvm::to_vector(module.getOps<gpu::GPUModuleOp>());
-    if (modules.size() < 2)
-      return;
-    OpBuilder b(modules.front());
-    auto merged = gpu::GPUModuleOp::create(b, module.getLoc(), "moir_kernels");
-    SymbolTable table(merged);
-    // Kernel functions repeat their names across modules; the modules' own
-    // names are unique, so each kernel takes its module's name.
-    module.walk([&](gpu::LaunchFuncOp launch) {
-      launch.setKernelAttr(SymbolRefAttr::get(
-          merged.getNameAttr(), {FlatSymbolRefAttr::get(launch.getKernelModuleName())}));
-    });
-    for (gpu::GPUModuleOp from : modules) {
-      for (Operation &op : llvm::make_early_inc_range(*from.getBody())) {
-        auto symbol = dyn_cast<SymbolOpInterface>(op);
-        if (auto kernel = dyn_cast<gpu::GPUFuncOp>(op))
-          kernel.setName(from.getName());
-        else if (symbol && table.lookup(symbol.getName()))
-          continue; // the same constant, already moved
-        op.moveBefore(merged.getBody(), merged.getBody()->end());
-        if (symbol)
-          table.insert(&op);
-      }
-    }
-    for (gpu::GPUModuleOp from : modules)
-      from.erase();
   }
 };
 

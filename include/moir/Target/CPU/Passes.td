@@ -67,6 +67,21 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     accumulation stays f32. Ops marked `moir.precise` (the MoE router, whose
     top-k is a discrete choice) keep f32 activations.
 
+    ```mlir
+    // before
+    linalg.generic {indexing_maps = [(m, n, k) -> (m, k), (m, n, k) -> (n, k), (m, n, k) -> (m, n)],
+                    ...} ins(%x, %w : memref<?x64xf32>, memref<32x64xf32>) outs(%y ...) {moir.parallel}
+    // after
+    scf.parallel (%nb) = (%c0) to (%blocks) step (%c1) {
+      scf.for %m = ... step %c4 { scf.for %n = ... step %c4 {
+        %acc = scf.for %k = ... iter_args(16 x vector<16xf32>) {
+          %a = vector.load %x[%m, %k] : memref<?x64xf32>, vector<16xf32>
+          %b = vector.load %w[%n, %k] : memref<32x64xf32>, vector<16xf32>
+          %f = vector.fma %a, %b, %acc0 : vector<16xf32>
+          ...
+        vector.reduction <add>, ...
+    ```
+
     Ops marked `moir.kernel` instead of `moir.parallel` are already one work
     item of an enclosing parallel loop (the fused experts' `scf.forall`):
     they get the same kernel with its blocks run sequentially.
@@ -101,6 +116,15 @@ def CPUApproximateMathPass : Pass<"moir-cpu-approximate-math"> {
     ln 2, a degree-6 polynomial, exponent bits rebuilt with integer ops;
     -inf gives 0, as masked attention scores need), which LLVM vectorizes
     like any other arithmetic.
+
+    ```mlir
+    // before
+    %e = math.exp %x : f32
+    // after (no call left)
+    %k = arith.mulf %x, %log2e : f32
+    ... a degree-6 polynomial in the reduced argument, 2^k from the exponent bits
+    %e = arith.mulf %p, %pow2k : f32
+    ```
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::vector::VectorDialect"];
 }
@@ -147,6 +171,15 @@ def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
     The innermost loop stays sequential, so LLVM vectorizes it; reductions
     stay sequential. Other linalg ops keep sequential loops: a fork per
     small element-wise op would cost more than it saves.
+
+    ```mlir
+    // before
+    linalg.generic {iterator_types = ["parallel", "parallel", "reduction"]} ... {moir.parallel}
+    // after
+    scf.parallel (%m, %n) = (%c0, %c0) to (%M, %N) step (%c1, %c1) {
+      scf.for %k = %c0 to %K step %c1 { ... }
+    }
+    ```
   }];
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect"];
 }

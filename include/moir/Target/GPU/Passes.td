@@ -107,6 +107,20 @@ def GPUMapLoopsPass : Pass<"moir-gpu-map-loops", "mlir::ModuleOp"> {
     intra-tile loop's innermost dimension to thread x. A `moir.serial` loop
     maps to one thread. `convert-parallel-loops-to-gpu` then makes the
     launches.
+
+    ```mlir
+    // before: a host-level loop of the offloaded function
+    scf.parallel (%i, %j) = (%c0, %c0) to (%n, %c72) step (%c1, %c1) { ... }
+    // after: the tile loop on blocks, the intra-tile loop on threads (a short
+    // static dimension rounded up to a warp: 72 -> 96)
+    scf.parallel (%i, %j0) = (%c0, %c0) to (%n, %c72) step (%c1, %c96) {
+      scf.parallel (%u, %j1) = ... {
+        scf.if (%j0 + %j1 < 72) { ... }
+      } {mapping = [#gpu.loop_dim_map<processor = sequential, ...>,
+                    #gpu.loop_dim_map<processor = thread_x, ...>]}
+    } {mapping = [#gpu.loop_dim_map<processor = block_y, ...>,
+                  #gpu.loop_dim_map<processor = block_x, ...>]}
+    ```
   }];
   let options = [
     Option<"blockSize", "block-size", "int64_t", /*default=*/"256",
@@ -126,6 +140,13 @@ def GPUHostMemoryPass : Pass<"moir-gpu-host-memory", "mlir::ModuleOp"> {
     pooled by the runtime); `memref.get_global` results used in a kernel are
     re-created inside it, so `gpu-kernel-outlining` copies the constant into
     the device module instead of passing a host pointer.
+
+    ```mlir
+    // before
+    %b = memref.alloc(%n) : memref<?xf32>
+    // after: the buffer lives on the device
+    %b = gpu.alloc (%n) : memref<?xf32>
+    ```
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
@@ -137,6 +158,16 @@ def GPUMergeModulesPass : Pass<"moir-gpu-merge-modules", "mlir::ModuleOp"> {
     all kernels (and the constants they read, once) into a single
     `gpu.module @moir_kernels` and retargets the launches, so the artifact
     holds one device binary that the runtime loads once.
+
+    ```mlir
+    // before: one module per outlined kernel
+    gpu.module @forward_kernel { gpu.func @forward_kernel(...) kernel { ... } }
+    gpu.module @forward_kernel_0 { gpu.func @forward_kernel_0(...) kernel { ... } }
+    // after: one module, one binary to load
+    gpu.module @moir_kernels { gpu.func @forward_kernel(...) kernel { ... }
+                               gpu.func @forward_kernel_0(...) kernel { ... } }
+    gpu.launch_func @moir_kernels::@forward_kernel_0 ...
+    ```
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
