@@ -371,16 +371,28 @@ Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
   return markKernel(rowContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
+/// The lowering configuration of a fused op built from parallel work items,
+/// or null after an error naming the fusion's flag when the target has no
+/// thread pool (its configuration says parallel = false).
+LoweringConfigAttr parallelConfig(Operation *op, StringRef fusion) {
+  LoweringConfigAttr config = attrs::getLoweringConfig(op);
+  if (config.getParallel())
+    return config;
+  op->emitError() << "'" << op->getName()
+                  << "' is built from parallel work items, which this target's lowering "
+                     "configuration has none of (keep the steps: --"
+                  << fusion << "=false)";
+  return {};
+}
+
 struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::FusedExpertsOp op, PatternRewriter &b) const override {
     // Work-item widths (FFN columns of the gate/up phase, hidden columns of
     // the down phase) from the target's lowering configuration.
-    LoweringConfigAttr config = attrs::getLoweringConfig(op);
-    if (!config.getParallel())
-      return op.emitError("moe.fused_experts is built from parallel work items, which this "
-                          "target's lowering configuration has none of (keep the steps: "
-                          "--moe-fuse-experts=false)");
+    LoweringConfigAttr config = parallelConfig(op, "moe-fuse-experts");
+    if (!config)
+      return failure();
     const int64_t kBlock = config.getFfnBlock();
     for (Value w : op->getOperands())
       if (isa<llm::QTensorType>(w.getType()))
@@ -608,11 +620,9 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::FusedRouteOp op, PatternRewriter &b) const override {
     // Tokens per work item (the router weight is read once per block).
-    LoweringConfigAttr config = attrs::getLoweringConfig(op);
-    if (!config.getParallel())
-      return op.emitError("moe.fused_route is built from parallel work items, which this "
-                          "target's lowering configuration has none of (keep the steps: "
-                          "--moe-fuse-router=false)");
+    LoweringConfigAttr config = parallelConfig(op, "moe-fuse-router");
+    if (!config)
+      return failure();
     const int64_t kTokenBlock = config.getTokenBlock();
     Location loc = op.getLoc();
     moe::RoutingAttr routing = op.getRouting();
