@@ -6,6 +6,7 @@
 // RUN: not moir-opt %s --moir-compile="target=cpu phase=kernels" 2>&1 | FileCheck %s --check-prefix=NOPHASE
 // RUN: not moir-opt %s --moir-compile="target=tpu" 2>&1 | FileCheck %s --check-prefix=NOTARGET
 // RUN: not moir-opt %s --moir-compile="quantize-kv-cache=int4" 2>&1 | FileCheck %s --check-prefix=BADOPTION
+// RUN: not moir-opt %s --moir-gpu-device-lowering="target=tpu" 2>&1 | FileCheck %s --check-prefix=BADGPU
 
 // LINALG: moir.lowering_config = #moir.lowering_config<parallel = true, work_items = 4,
 // LINALG-NOT: moe.
@@ -14,6 +15,7 @@
 // NOPHASE: moir-compile: target 'cpu' has no phase 'kernels'
 // NOTARGET: moir-compile: unknown target 'tpu'
 // BADOPTION: moir-compile: unknown --quantize-kv-cache 'int4' (known: none, int8, fp8)
+// BADGPU: moir-gpu-device-lowering: unknown GPU target 'tpu'
 func.func @forward(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
   %r = llm.weight "router" : tensor<4x16xf32>
   %g = llm.weight "gate" : tensor<4x24x16xf32>
