@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two builds of MoIR side by side (not a test): the same checkpoint compiled by
 # each build's moirc, the artifacts compared byte for byte, then each build's
-# moir-run on its own artifact, alternating, REPEAT rounds (default 3): a
+# moir-run on its own artifact, alternating (the first of each round alternates
+# too), REPEAT rounds (default 4): a
 # 512-token prefill and 64 decode steps. Prints one JSON line per run and the
 # medians per build.
 #
@@ -30,8 +31,12 @@ for run in "${runs[@]}"; do
   done
   if cmp -s "$dir.OLD.moir" "$dir.NEW.moir"; then same=true; else same=false; fi
   echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", \"artifacts_identical\": $same}"
-  for _ in $(seq "${REPEAT:-3}"); do
-    for side in OLD NEW; do
+  for round in $(seq "${REPEAT:-4}"); do
+    # Which build runs first alternates, so neither always meets a machine
+    # the other just left.
+    order="OLD NEW"
+    [ $((round % 2)) -eq 0 ] && order="NEW OLD"
+    for side in $order; do
       build="${!side}"
       result=$(LD_LIBRARY_PATH="$(libdir "$build")" "$build/bin/moir-run" "$dir.$side.moir" \
                  --tokens "$prompt" -n 64 --json | sed 's/"tokens": \[[^]]*\], //')

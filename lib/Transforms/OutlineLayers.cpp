@@ -79,7 +79,7 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       auto callee = func::FuncOp::create(b, ops.front()->getLoc(), name,
                                          b.getFunctionType(inTypes, outTypes));
       callee.setPrivate();
-      // Backends keep layer functions out of line (see moir-cpu-export-entry).
+      // Backends keep layer functions out of line (see moir-export-entry).
       moir::attrs::setLayer(callee, layer);
       Block *entry = callee.addEntryBlock();
       IRMapping map;

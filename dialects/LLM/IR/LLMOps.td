@@ -250,7 +250,7 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
     Rows past the last position are never read, so the cache may hold
     garbage there.
 
-    `flash` (set by `flash-attention`) asks for the online-softmax algorithm:
+    `flash` (set by `moir-flash-attention`) asks for the online-softmax algorithm:
     key blocks are visited in order with a running row maximum and sum, the
     score matrix is never materialized, and blocks a query cannot see (past
     its position, outside its window) are skipped. The function is the same.

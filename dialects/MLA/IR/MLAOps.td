@@ -131,7 +131,7 @@ def MLA_AttendOp : MLA_Op<"attend", [Pure,
     per head from the cache; `form = absorbed` folds `W_UK` into the query
     and `W_UV` into the output and attends in the latent space. Both compute
     the same function; the form is a cost decision. `flash` (set by
-    `flash-attention`) runs either form's attention with the online-softmax
+    `moir-flash-attention`) runs either form's attention with the online-softmax
     algorithm, as for `llm.attention`.
 
     ```mlir
