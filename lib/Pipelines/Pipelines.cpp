@@ -2,19 +2,11 @@
 
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Conversion/Passes.h"
-#include "moir/Target/CPU/CPUTarget.h"
-#include "moir/Target/GPU/GPUTarget.h"
-#include "moir/Target/Host/Host.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
 #include "moir/Target/TargetBackend.h"
 #include "moir/Transforms/Passes.h"
 
-#include "mlir/Conversion/Passes.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/GPU/Transforms/Passes.h"
-#include "mlir/Dialect/Linalg/Passes.h"
-#include "mlir/Dialect/MemRef/Transforms/Passes.h"
-#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -79,97 +71,6 @@ void buildLoweringToLinalgPipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
-void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions &kernels) {
-  host::buildEntryBufferizationPipeline(pm);
-  if (kernels.enabled) {
-    CPUContractionKernelsPassOptions shape;
-    shape.vectorWidth = kernels.vectorWidth;
-    shape.bf16Dot = kernels.bf16Dot;
-    pm.addPass(createCPUContractionKernelsPass(shape));
-  }
-  pm.addPass(createCPUParallelizePass());
-  pm.addPass(createCPUApproximateMathPass());
-  pm.addPass(createConvertLinalgToLoopsPass());
-  pm.addPass(createCPUExpandFP8Pass());
-  // Work items of fused ops (moe.fused_experts) come as scf.forall.
-  pm.addPass(createForallToParallelLoopPass());
-  pm.addPass(createConvertSCFToOpenMPPass());
-  // Inlines the allocation scopes the OpenMP conversion wraps loop bodies in
-  // (they hold no allocations), so the bodies can become plain blocks.
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  ConvertVectorToLLVMPassOptions vectorOptions;
-  vectorOptions.x86Vector = kernels.enabled && kernels.bf16Dot;
-  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createConvertMathToLibmPass());
-  pm.addPass(createArithToLLVMConversionPass());
-  pm.addPass(createConvertIndexToLLVMPass());
-  pm.addPass(createConvertOpenMPToLLVMPass());
-  pm.addPass(createConvertControlFlowToLLVMPass());
-  pm.addPass(createConvertFuncToLLVMPass());
-  pm.addPass(createReconcileUnrealizedCastsPass());
-  pm.addPass(createExportEntryPass());
-  pm.addPass(createCanonicalizerPass());
-}
-
-void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize) {
-  // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
-  // so a kernel like any other.
-  host::buildEntryBufferizationPipeline(pm);
-  GPUWarpReductionsPassOptions warps;
-  warps.warpSize = warpSize;
-  pm.addPass(createGPUWarpReductionsPass(warps));
-  pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createGPUOffloadPass());
-  GPUMapLoopsPassOptions map;
-  map.warpSize = warpSize;
-  pm.addPass(createGPUMapLoopsPass(map));
-  pm.nest<func::FuncOp>().addPass(createConvertParallelLoopToGpuPass());
-  pm.addPass(createGPUHostMemoryPass());
-  pm.addPass(createGpuKernelOutliningPass());
-  pm.addPass(createGPUMergeModulesPass());
-  pm.nest<func::FuncOp>().addPass(createGpuAsyncRegionPass());
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
-}
-
-void buildGPUDevicePipeline(OpPassManager &pm, const gpu::GPUTargetInfo &target,
-                            const gpu::GPUOptions &options) {
-  target.buildAttachTarget(pm, options);
-  OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
-  kernels.addPass(memref::createExpandStridedMetadataPass());
-  kernels.addPass(createLowerAffinePass());
-  kernels.addPass(createSCFToControlFlowPass());
-  kernels.addPass(target.createKernelConversion(options));
-  kernels.addPass(createCanonicalizerPass());
-  kernels.addPass(createCSEPass());
-  pm.addPass(createReconcileUnrealizedCastsPass());
-}
-
-void buildGPUHostLoweringPipeline(OpPassManager &pm) {
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createGpuToLLVMConversionPass());
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createConvertMathToLibmPass());
-  pm.addPass(createArithToLLVMConversionPass());
-  pm.addPass(createConvertIndexToLLVMPass());
-  pm.addPass(createConvertControlFlowToLLVMPass());
-  pm.addPass(createConvertFuncToLLVMPass());
-  pm.addPass(createReconcileUnrealizedCastsPass());
-  pm.addPass(createExportEntryPass());
-  pm.addPass(createCanonicalizerPass());
-}
-
 Error buildPhasePipeline(OpPassManager &pm, const TargetBackend &backend, CompilePhase phase,
                          const CompileOptions &options) {
   if (!hasPhase(backend, phase))
@@ -217,23 +118,6 @@ struct CompilePipelineOptions : PassPipelineOptions<CompilePipelineOptions> {
   }
 };
 
-struct KernelPipelineOptions : PassPipelineOptions<KernelPipelineOptions> {
-  Option<int64_t> warpSize{*this, "warp-size", llvm::cl::desc("lanes per warp"),
-                           llvm::cl::init(32)};
-};
-
-struct DevicePipelineOptions : PassPipelineOptions<DevicePipelineOptions> {
-  Option<std::string> target{*this, "target", llvm::cl::desc("registered GPU target"),
-                             llvm::cl::init("nvidia")};
-  Option<std::string> chip{*this, "chip", llvm::cl::desc("chip (default: the target's first)"),
-                           llvm::cl::init("")};
-  Option<std::string> serialize{*this, "serialize",
-                                llvm::cl::desc("none, assembly or binary"),
-                                llvm::cl::init("none")};
-};
-
-/// A pipeline that cannot be built fails the run with its reason (a pass
-/// that only reports), never silently runs nothing.
 struct FailPass : PassWrapper<FailPass, OperationPass<>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(FailPass)
   explicit FailPass(std::string message) : message(std::move(message)) {}
@@ -245,10 +129,11 @@ struct FailPass : PassWrapper<FailPass, OperationPass<>> {
   std::string message;
 };
 
-void fail(OpPassManager &pm, const Twine &message) {
+} // namespace
+
+void addPipelineError(OpPassManager &pm, const Twine &message) {
   pm.addPass(std::make_unique<FailPass>(message.str()));
 }
-} // namespace
 
 void registerPipelines() {
   PassPipelineRegistration<GraphPipelineOptions>(
@@ -259,16 +144,6 @@ void registerPipelines() {
         buildGraphPipeline(pm, options.toSection(), options.maxConstantElements,
                            options.decompose);
       });
-  PassPipelineRegistration<>(
-      "moir-cpu-lowering",
-      "Graph phase -> LLVM dialect for CPUs with AVX-512-shaped kernels: the CPU's lowering "
-      "configuration, weights bound, MoIR ops lowered to linalg, bufferized, loops and LLVM, "
-      "moir_forward exported",
-      [](OpPassManager &pm) {
-        pm.addPass(createCPUConfigureLoweringPass());
-        buildLoweringToLinalgPipeline(pm);
-        buildCPULoweringToLLVMPipeline(pm, cpu::KernelOptions{});
-      });
   PassPipelineRegistration<CompilePipelineOptions>(
       "moir-compile",
       "A whole compile from the input phase to `phase` for `target`, as moirc runs it "
@@ -277,47 +152,24 @@ void registerPipelines() {
         CompileOptions options = pipeline.toCompileOptions();
         std::optional<CompilePhase> last = parseCompilePhase(pipeline.phase);
         if (!last)
-          return fail(pm, "moir-compile: unknown phase '" + pipeline.phase + "'");
+          return addPipelineError(pm, "moir-compile: unknown phase '" + pipeline.phase + "'");
         Expected<const TargetBackend *> backend = lookupTargetBackend(options.target);
         if (!backend)
-          return fail(pm, "moir-compile: " + toString(backend.takeError()));
+          return addPipelineError(pm, "moir-compile: " + toString(backend.takeError()));
         if (Error err = validateOptions(options))
-          return fail(pm, "moir-compile: " + toString(std::move(err)));
+          return addPipelineError(pm, "moir-compile: " + toString(std::move(err)));
         if (Error err = (*backend)->configure(options))
-          return fail(pm, "moir-compile: " + toString(std::move(err)));
+          return addPipelineError(pm, "moir-compile: " + toString(std::move(err)));
         for (CompilePhase phase : (*backend)->phases()) {
           // The graph phase starts with the input phase's contract check.
           if (phase != CompilePhase::Input || *last == CompilePhase::Input)
             if (Error err = buildPhasePipeline(pm, **backend, phase, options))
-              return fail(pm, "moir-compile: " + toString(std::move(err)));
+              return addPipelineError(pm, "moir-compile: " + toString(std::move(err)));
           if (phase == *last)
             return;
         }
-        fail(pm, "moir-compile: target '" + options.target + "' has no phase '" +
+        addPipelineError(pm, "moir-compile: target '" + options.target + "' has no phase '" +
                      pipeline.phase + "'");
-      });
-  PassPipelineRegistration<KernelPipelineOptions>(
-      "moir-gpu-kernels",
-      "Linalg phase -> gpu.launch kernels in one gpu.module and async host code "
-      "(bufferize, warp reductions, offload, map loops, outline)",
-      [](OpPassManager &pm, const KernelPipelineOptions &options) {
-        buildGPUKernelPipeline(pm, options.warpSize);
-      });
-  PassPipelineRegistration<DevicePipelineOptions>(
-      "moir-gpu-device-lowering",
-      "Lowers gpu.module kernels for a registered GPU target and optionally "
-      "serializes them (assembly text or the loadable binary)",
-      [](OpPassManager &pm, const DevicePipelineOptions &options) {
-        const gpu::GPUTargetInfo *target = gpu::lookupTarget(options.target);
-        if (!target)
-          return fail(pm, "moir-gpu-device-lowering: unknown GPU target '" + options.target + "'");
-        gpu::GPUOptions gpu;
-        gpu.chip = options.chip.empty() ? target->chips().front().str() : std::string(options.chip);
-        if (Error err = target->validate(gpu))
-          return fail(pm, "moir-gpu-device-lowering: " + toString(std::move(err)));
-        buildGPUDevicePipeline(pm, *target, gpu);
-        if (options.serialize != "none")
-          target->buildSerialization(pm, gpu, options.serialize == "assembly");
       });
 }
 

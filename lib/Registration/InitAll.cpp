@@ -7,6 +7,8 @@
 #include "MoE/IR/MoEDialect.h"
 #include "MoIR/IR/MoIRDialect.h"
 #include "moir/Conversion/Passes.h"
+#include "moir/Pipelines/CPUPipelines.h"
+#include "moir/Pipelines/GPUPipelines.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/GPU/GPUTarget.h"
@@ -47,6 +49,8 @@ void moir::registerAllPasses() {
   registerMoIRGPUPasses();
   registerAllTargets();
   registerPipelines();
+  registerCPUPipelines();
+  registerGPUPipelines();
 }
 
 void moir::registerAllTargets() {

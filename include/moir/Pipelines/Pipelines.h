@@ -1,9 +1,11 @@
 //===- Pipelines.h - the passes that build each compile phase ---*- C++ -*-===//
 //
-// Every phase's pipeline is a plain function here, whatever target it
-// serves: the target-neutral input, graph and linalg phases, the CPU's
-// lowering to LLVM, and the GPUs' kernels, device and host phases. Target
-// backends (moir/Target/TargetBackend.h) call them; moir-opt registers them.
+// Every phase's pipeline is a plain function in lib/Pipelines: the
+// target-neutral input, graph and linalg phases here, the CPU's lowering to
+// LLVM in CPUPipelines.h, the GPUs' kernels, device and host phases in
+// GPUPipelines.h (each in a library of its own, so a GPU backend never links
+// the CPU's passes). Target backends (moir/Target/TargetBackend.h) call them;
+// moir-opt registers them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,13 +19,6 @@
 
 namespace moir {
 class TargetBackend;
-namespace cpu {
-struct KernelOptions;
-} // namespace cpu
-namespace gpu {
-class GPUTargetInfo;
-struct GPUOptions;
-} // namespace gpu
 
 /// moir-graph-pipeline's options: the graph section of Options.def, plus the
 /// input contract's limit.
@@ -56,20 +51,6 @@ void buildGraphPipeline(mlir::OpPassManager &pm, const GraphSection &graph,
 /// Knows no target.
 void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm);
 
-/// CPU: Linalg -> bufferized (the entry ABI), contraction kernels, parallel
-/// loops on the thread pool, LLVM dialect with `moir_forward`.
-void buildCPULoweringToLLVMPipeline(mlir::OpPassManager &pm, const cpu::KernelOptions &kernels);
-
-/// GPUs: Linalg -> bufferized (the entry ABI), gpu.launch kernels outlined
-/// into one gpu.module, async host code.
-void buildGPUKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
-/// GPUs: the kernels lowered to the vendor's LLVM dialect (its attach and
-/// conversion steps around the lowering every GPU shares).
-void buildGPUDevicePipeline(mlir::OpPassManager &pm, const gpu::GPUTargetInfo &target,
-                            const gpu::GPUOptions &options);
-/// GPUs: host code (with gpu.binary ops) -> LLVM dialect with `moir_forward`.
-void buildGPUHostLoweringPipeline(mlir::OpPassManager &pm);
-
 /// The passes that produce `phase` from the phase before it, for `backend`
 /// (input, graph and linalg are target-neutral; linalg starts with the
 /// backend's lowering configuration). The compile driver runs these phase by
@@ -78,9 +59,13 @@ void buildGPUHostLoweringPipeline(mlir::OpPassManager &pm);
 llvm::Error buildPhasePipeline(mlir::OpPassManager &pm, const TargetBackend &backend,
                                CompilePhase phase, const CompileOptions &options);
 
-/// Registers the pipelines with the pass registry for moir-opt:
-/// moir-graph-pipeline, moir-cpu-lowering, moir-gpu-kernels,
-/// moir-gpu-device-lowering and moir-compile (any target to any phase).
+/// Adds a step that fails the run with `message`: a pipeline that cannot be
+/// built says why instead of running nothing.
+void addPipelineError(mlir::OpPassManager &pm, const llvm::Twine &message);
+
+/// Registers the target-neutral pipelines with the pass registry for
+/// moir-opt: moir-graph-pipeline and moir-compile (any target to any phase).
+/// The CPU's and GPUs' own are in CPUPipelines.h and GPUPipelines.h.
 void registerPipelines();
 
 } // namespace moir

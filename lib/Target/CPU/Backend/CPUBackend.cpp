@@ -1,5 +1,6 @@
 //===- CPUBackend.cpp - the CPU as a target backend ------------------------===//
 
+#include "moir/Pipelines/CPUPipelines.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/Artifact.h"
 #include "moir/Target/CPU/CPUTarget.h"

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moir/Pipelines/GPUPipelines.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/Artifact.h"
 #include "moir/Target/GPU/GPUTarget.h"

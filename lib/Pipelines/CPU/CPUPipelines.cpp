@@ -1,0 +1,70 @@
+//===- CPUPipelines.cpp - the CPU's phases after linalg --------------------===//
+
+#include "moir/Pipelines/CPUPipelines.h"
+#include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/Host/Host.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+namespace moir {
+
+void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions &kernels) {
+  host::buildEntryBufferizationPipeline(pm);
+  if (kernels.enabled) {
+    CPUContractionKernelsPassOptions shape;
+    shape.vectorWidth = kernels.vectorWidth;
+    shape.bf16Dot = kernels.bf16Dot;
+    pm.addPass(createCPUContractionKernelsPass(shape));
+  }
+  pm.addPass(createCPUParallelizePass());
+  pm.addPass(createCPUApproximateMathPass());
+  pm.addPass(createConvertLinalgToLoopsPass());
+  pm.addPass(createCPUExpandFP8Pass());
+  // Work items of fused ops (moe.fused_experts) come as scf.forall.
+  pm.addPass(createForallToParallelLoopPass());
+  pm.addPass(createConvertSCFToOpenMPPass());
+  // Inlines the allocation scopes the OpenMP conversion wraps loop bodies in
+  // (they hold no allocations), so the bodies can become plain blocks.
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  ConvertVectorToLLVMPassOptions vectorOptions;
+  vectorOptions.x86Vector = kernels.enabled && kernels.bf16Dot;
+  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertOpenMPToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createExportEntryPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void registerCPUPipelines() {
+  PassPipelineRegistration<>(
+      "moir-cpu-lowering",
+      "Graph phase -> LLVM dialect for CPUs with AVX-512-shaped kernels: the CPU's lowering "
+      "configuration, weights bound, MoIR ops lowered to linalg, bufferized, loops and LLVM, "
+      "moir_forward exported",
+      [](OpPassManager &pm) {
+        pm.addPass(createCPUConfigureLoweringPass());
+        buildLoweringToLinalgPipeline(pm);
+        buildCPULoweringToLLVMPipeline(pm, cpu::KernelOptions{});
+      });
+}
+
+} // namespace moir
