@@ -90,12 +90,12 @@ double keysPerQuery(moir::LoweringConfigAttr config, int64_t T, int64_t group,
                     std::optional<int64_t> window, bool flash) {
   if (!flash || T <= 0)
     return static_cast<double>(T);
-  int64_t block = config.getQueryBlock(group), kFlashKeys = config.getKeyBlock();
+  int64_t block = config.getQueryBlock(group), keyBlock = config.getKeyBlock();
   double total = 0;
   for (int64_t t0 = 0; t0 < T; t0 += block) {
     int64_t n = std::min(block, T - t0), hi = t0 + n, lo = 0;
     if (window)
-      lo = std::max<int64_t>(0, t0 - *window + 1) / kFlashKeys * kFlashKeys;
+      lo = std::max<int64_t>(0, t0 - *window + 1) / keyBlock * keyBlock;
     total += static_cast<double>(n) * static_cast<double>(hi - lo);
   }
   return total / static_cast<double>(T);

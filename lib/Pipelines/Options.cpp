@@ -59,20 +59,15 @@ bool optionAppliesTo(StringRef targets, StringRef target) {
 }
 
 Error validateOptions(const CompileOptions &options) {
+  // The import section is checked by the importer (importModel) and the
+  // GPU chip, toolkit and code object by the vendor's validate(); these are
+  // the options only the graph phase and the lowering configuration read.
   auto bad = [](const Twine &message) { return createStringError(message); };
-  if (options.import.cacheCapacity < 1)
-    return bad("--cache-capacity must be positive, got " + Twine(options.import.cacheCapacity));
-  StringRef weightType = options.import.weightType;
-  if (!weightType.empty() && weightType != "bf16" && weightType != "f16" && weightType != "f32")
-    return bad("unknown --weight-type '" + weightType + "' (known: bf16, f16, f32)");
   StringRef kv = options.graph.quantizeKVCache;
   if (kv != "none" && kv != "int8" && kv != "fp8")
     return bad("unknown --quantize-kv-cache '" + kv + "' (known: none, int8, fp8)");
   if (options.cpu.threads < 1 || options.cpu.threads > 4096)
     return bad("--cpu-threads must be between 1 and 4096, got " + Twine(options.cpu.threads));
-  unsigned co = options.gpu.codeObject;
-  if (co != 4 && co != 5 && co != 6)
-    return bad("unknown --amdgpu-code-object " + Twine(co) + " (known: 4, 5, 6)");
   return Error::success();
 }
 

@@ -50,8 +50,8 @@ cl::opt<std::string> outputFile("o", cl::desc("output file: the artifact, or the
                                                "(default: stdout)"),
                                 cl::value_desc("file"), cl::init("-"), cl::cat(ioCategory));
 cl::opt<std::string> target("target",
-                            cl::desc("compile for this target: cpu, nvidia or amd (with -o: an "
-                                     "artifact; with --compile-to: that phase for it)"),
+                            cl::desc("compile for this target (the list is set in main from the "
+                                     "backend registry)"),
                             cl::init(""), cl::cat(ioCategory));
 cl::opt<std::string> compileTo("compile-to",
                                cl::desc("stop after this phase and print its IR: input, graph, "
@@ -123,7 +123,15 @@ bool refuseForeignOptions(llvm::StringRef targetName) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  moir::registerAllPasses(); // for -mlir-print-ir-after=<pass>
+  moir::registerAllPasses(); // for -mlir-print-ir-after=<pass>; registers the targets too
+  // --target's help lists the backends this build has, as they describe
+  // themselves.
+  std::string targets = "compile for this target (with -o: an artifact; with --compile-to: "
+                        "that phase for it):";
+  for (const moir::TargetBackend *backend : moir::registeredTargetBackends())
+    targets += " " + backend->name().str() + " = " + backend->description().str() + ";";
+  targets.pop_back();
+  target.setDescription(targets);
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
   // MoIR's options in --help; LLVM's and MLIR's own under --help-hidden.
@@ -150,7 +158,6 @@ int main(int argc, char **argv) {
     return error("unknown phase '" + compileTo + "' for --compile-to (known: " +
                  llvm::join(names, ", ") + ")");
   }
-  moir::registerAllTargets();
   options.target = target.empty() ? "cpu" : target.getValue();
   if (llvm::Expected<const moir::TargetBackend *> backend =
           moir::lookupTargetBackend(options.target);

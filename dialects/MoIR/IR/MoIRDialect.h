@@ -42,7 +42,6 @@ inline llvm::StringLiteral abiName() { return Dialect::AbiAttrHelper::getNameStr
 inline void mark(mlir::Operation *op, llvm::StringLiteral name) {
   op->setAttr(name, mlir::UnitAttr::get(op->getContext()));
 }
-inline bool has(mlir::Operation *op, llvm::StringLiteral name) { return op->hasAttr(name); }
 
 /// The decoder layer `op` belongs to (moir.layer), if any.
 std::optional<int64_t> getLayer(mlir::Operation *op);

@@ -88,7 +88,8 @@ struct CompileOptions {
 };
 
 /// Checks the values an option list cannot (a known KV-cache format, a
-/// positive cache capacity, ...); the message names the flag.
+/// thread count in range); the message names the flag. The importer checks
+/// the import section, a target's configure() its own section.
 llvm::Error validateOptions(const CompileOptions &options);
 
 /// Each option's flag and the targets it applies to ("" = all), from

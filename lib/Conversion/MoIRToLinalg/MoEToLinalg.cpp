@@ -393,7 +393,7 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     LoweringConfigAttr config = parallelConfig(op, "moe-fuse-experts");
     if (!config)
       return failure();
-    const int64_t kBlock = config.getFfnBlock();
+    const int64_t ffnBlock = config.getFfnBlock();
     for (Value w : op->getOperands())
       if (isa<llm::QTensorType>(w.getType()))
         return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
@@ -510,13 +510,13 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
       return SmallVector<Value>(branch.getResults());
     };
     auto blockWidth = [&](OpBuilder &b, Location loc, Value start, int64_t total) {
-      return arith::MinUIOp::create(b, loc, indexConst(b, loc, kBlock),
+      return arith::MinUIOp::create(b, loc, indexConst(b, loc, ffnBlock),
                                     arith::SubIOp::create(b, loc, indexConst(b, loc, total), start)).getResult();
     };
 
     // Phase 1: h = w * silu(rows Wg^T) .* (rows Wu^T), one work item per
     // (selected expert, block of FFN columns).
-    int64_t ffnBlocks = llvm::divideCeil(ffn, kBlock);
+    int64_t ffnBlocks = llvm::divideCeil(ffn, ffnBlock);
     Value items = arith::MulIOp::create(b, loc, numActive, indexConst(b, loc, ffnBlocks));
     Value h0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies, b.getIndexAttr(ffn)}, b.getF32Type());
     auto gateUp = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{items}, ValueRange{h0}, std::nullopt);
@@ -526,7 +526,7 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
       Value item = gateUp.getInductionVars()[0];
       Value a = arith::DivUIOp::create(b, loc, item, indexConst(b, loc, ffnBlocks));
       Value f0 = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, item, indexConst(b, loc, ffnBlocks)),
-                                       indexConst(b, loc, kBlock));
+                                       indexConst(b, loc, ffnBlock));
       auto [e, lo, n] = expertRows(b, loc, a);
       Value width = blockWidth(b, loc, f0, ffn);
       auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
@@ -569,14 +569,14 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     // Phase 2: y[token] += h[row] Wd^T over every selected expert's rows,
     // one work item per block of hidden columns (the items write disjoint
     // columns of y, so the scatter-add needs no atomics).
-    int64_t hiddenBlocks = llvm::divideCeil(hidden, kBlock);
+    int64_t hiddenBlocks = llvm::divideCeil(hidden, ffnBlock);
     Value y0 = filled(b, loc, {tokens, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
     auto downCombine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(hiddenBlocks)},
                                              ValueRange{y0}, std::nullopt);
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(downCombine.getBody());
-      Value c0h = arith::MulIOp::create(b, loc, downCombine.getInductionVars()[0], indexConst(b, loc, kBlock));
+      Value c0h = arith::MulIOp::create(b, loc, downCombine.getInductionVars()[0], indexConst(b, loc, ffnBlock));
       Value width = blockWidth(b, loc, c0h, hidden);
       auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
       Value yBlock0 = slice(b, loc, blockType, downCombine.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
@@ -623,7 +623,7 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
     LoweringConfigAttr config = parallelConfig(op, "moe-fuse-router");
     if (!config)
       return failure();
-    const int64_t kTokenBlock = config.getTokenBlock();
+    const int64_t tokenBlock = config.getTokenBlock();
     Location loc = op.getLoc();
     moe::RoutingAttr routing = op.getRouting();
     Value x = op.getInput(), router = op.getRouter();
@@ -634,14 +634,14 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
     SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(k)};
     Value weights0 = tensor::EmptyOp::create(b, loc, outSizes, b.getF32Type());
     Value ids0 = tensor::EmptyOp::create(b, loc, outSizes, b.getI32Type());
-    Value blocks = arith::CeilDivUIOp::create(b, loc, tokens, indexConst(b, loc, kTokenBlock));
+    Value blocks = arith::CeilDivUIOp::create(b, loc, tokens, indexConst(b, loc, tokenBlock));
     auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{blocks},
                                         ValueRange{weights0, ids0}, std::nullopt);
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(forall.getBody());
-      Value t0 = arith::MulIOp::create(b, loc, forall.getInductionVars()[0], indexConst(b, loc, kTokenBlock));
-      Value n = arith::MinUIOp::create(b, loc, indexConst(b, loc, kTokenBlock),
+      Value t0 = arith::MulIOp::create(b, loc, forall.getInductionVars()[0], indexConst(b, loc, tokenBlock));
+      Value n = arith::MinUIOp::create(b, loc, indexConst(b, loc, tokenBlock),
                                        arith::SubIOp::create(b, loc, tokens, t0));
       Value xs = slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type()), x,
                        {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(hidden)});
