@@ -1,0 +1,94 @@
+//===- Quantization.h - quantized weights, decoded and packed ---*- C++ -*-===//
+//
+// Every quantized weight format MoIR reads (GGUF's block types, FP8 with
+// block or channel scales, INT8 per channel, AWQ and GPTQ INT4) executes in
+// one of three packed forms the generated kernels read. A matrix [rows,
+// cols] (rows: outputs; cols: inputs, the contraction's k) is split, row by
+// row, into groups of `group` consecutive elements; each element is a code
+// and each group has one f32 scale and one f32 offset:
+//
+//   w[r, c] = scale[r, c / group] * value(code[r, c]) + offset[r, c / group]
+//
+// Storage of the codes ("data"), rows one after another:
+//   U4      group 32; group g of a row occupies bytes [16g, 16g + 16): byte
+//           16g + j holds element 32g + j in its low nibble and element
+//           32g + 16 + j in its high nibble; value = the nibble (0..15).
+//   I8      one signed byte per element; value = the byte (-128..127).
+//   F8E4M3  one FP8 E4M3FN byte per element; value = the FP8 number.
+// Scales ("scales"), rows one after another: per group two f32, the scale
+// then the offset, i.e. an f32 array [rows, cols / group, 2].
+//
+// A stack of matrices (experts) is packed matrix after matrix, i.e. as one
+// matrix of sum(rows) rows.
+//
+// Weights are converted one tensor at a time at compile time (never at
+// load), from the mapped checkpoint straight into the artifact.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_FRONTEND_QUANTIZATION_H
+#define MOIR_FRONTEND_QUANTIZATION_H
+
+#include "moir/Frontend/WeightStore.h"
+
+#include "llvm/ADT/STLFunctionalExtras.h"
+
+#include <optional>
+#include <string>
+
+namespace moir::frontend {
+
+enum class PackedStorage { U4, I8, F8E4M3 };
+
+/// Quantizes float tensors at compile time (moirc --weight-type=...).
+/// Q8_0, Q4_K and Q6_K produce llama.cpp's block bytes (the packer then
+/// reads them as it reads a GGUF file's); Int4 is asymmetric 4-bit with
+/// one scale and offset per 32 (U4); FP8 is E4M3 with one scale per row.
+enum class CompileQuant { None, Q8_0, Q4_K, Q6_K, Int4, FP8 };
+std::optional<CompileQuant> parseCompileQuant(llvm::StringRef text);
+llvm::StringRef stringifyCompileQuant(CompileQuant quant);
+
+struct PackedFormat {
+  PackedStorage storage = PackedStorage::I8;
+  int64_t group = 32;
+  /// How a float source is quantized first (None: float sources are an
+  /// error).
+  CompileQuant quantize = CompileQuant::None;
+
+  bool operator==(const PackedFormat &other) const {
+    return storage == other.storage && group == other.group && quantize == other.quantize;
+  }
+};
+
+/// The two arguments a packed weight is bound as.
+enum class PackedPart { Data, Scales };
+
+/// "u4:32", "i8:16", "f8e4m3:128", "u4:32:q4_k" (quantize as Q4_K first).
+std::string stringifyPackedFormat(PackedFormat format);
+std::optional<PackedFormat> parsePackedFormat(llvm::StringRef text);
+
+/// Bytes of one row's codes: cols / 2 for U4, cols otherwise.
+int64_t getPackedRowBytes(PackedFormat format, int64_t cols);
+
+/// Whether `format` can hold a matrix of `cols` columns: the group divides
+/// cols, and U4's group is 32.
+bool isValidPackedShape(PackedFormat format, int64_t cols);
+
+/// Writes one part of `names` (tensors of `store`, each a matrix or a stack
+/// of matrices with `cols` columns; the logical shape, not the stored one:
+/// AWQ stores its matrices transposed and packed in int32) converted to
+/// `format`, to `sink`, piece by piece (never the whole tensor at once).
+/// A float tensor is first quantized as `format.quantize` asks. The
+/// companions a stored format needs (scales, zero points, g_idx) are found
+/// in `store` by the format's own naming. Errors name the file, the tensor,
+/// its type and what is missing or malformed.
+llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> names,
+                        int64_t cols, PackedFormat format, PackedPart part,
+                        llvm::function_ref<void(llvm::StringRef)> sink);
+
+/// Bytes `packWeights` writes for `rows` rows of `cols` columns.
+uint64_t getPackedBytes(PackedFormat format, PackedPart part, int64_t rows, int64_t cols);
+
+} // namespace moir::frontend
+
+#endif // MOIR_FRONTEND_QUANTIZATION_H
