@@ -37,14 +37,51 @@ std::optional<DType> fromGGMLType(uint32_t type) {
   case 0: return DType::F32;
   case 1: return DType::F16;
   case 2: return DType::Q4_0;
+  case 3: return DType::Q4_1;
+  case 6: return DType::Q5_0;
+  case 7: return DType::Q5_1;
   case 8: return DType::Q8_0;
   case 12: return DType::Q4_K;
+  case 13: return DType::Q5_K;
   case 14: return DType::Q6_K;
   case 24: return DType::I8;
   case 26: return DType::I32;
   case 27: return DType::I64;
   case 30: return DType::BF16;
   default: return std::nullopt;
+  }
+}
+
+/// ggml's names of the types MoIR refuses, so the error says which it is.
+StringRef ggmlTypeName(uint32_t type) {
+  switch (type) {
+  case 4: return "Q4_2";
+  case 5: return "Q4_3";
+  case 9: return "Q8_1";
+  case 10: return "Q2_K";
+  case 11: return "Q3_K";
+  case 15: return "Q8_K";
+  case 16: return "IQ2_XXS";
+  case 17: return "IQ2_XS";
+  case 18: return "IQ3_XXS";
+  case 19: return "IQ1_S";
+  case 20: return "IQ4_NL";
+  case 21: return "IQ3_S";
+  case 22: return "IQ2_S";
+  case 23: return "IQ4_XS";
+  case 25: return "I16";
+  case 28: return "F64";
+  case 29: return "IQ1_M";
+  case 31: return "Q4_0_4_4";
+  case 32: return "Q4_0_4_8";
+  case 33: return "Q4_0_8_8";
+  case 34: return "TQ1_0";
+  case 35: return "TQ2_0";
+  case 36: return "IQ4_NL_4_4";
+  case 37: return "IQ4_NL_4_8";
+  case 38: return "IQ4_NL_8_8";
+  case 39: return "MXFP4";
+  default: return "";
   }
 }
 
@@ -340,9 +377,15 @@ Expected<GGUFFile> parseGGUF(unsigned fileIndex, WeightStore &store) {
     if (!type)
       return type.takeError();
     std::optional<DType> dtype = fromGGMLType(*type);
-    if (!dtype)
-      return where("unsupported ggml type " + Twine(*type) +
-                   " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, I8, I32, I64)");
+    if (!dtype) {
+      std::string typeName = ggmlTypeName(*type).str();
+      if (typeName.empty())
+        typeName = "number " + std::to_string(*type);
+      return fileError(path, "tensor '" + *name + "' has GGUF type " + typeName +
+                                 ", which MoIR cannot execute (supported: F32, F16, BF16, "
+                                 "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, I8, I32, "
+                                 "I64)");
+    }
     info.dtype = *dtype;
     if (info.shape.back() % getBlockElements(*dtype) != 0)
       return where("innermost dimension " + Twine(info.shape.back()) +

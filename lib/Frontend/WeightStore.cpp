@@ -19,18 +19,28 @@ StringRef stringifyDType(DType dtype) {
   case DType::I64: return "I64";
   case DType::Q8_0: return "Q8_0";
   case DType::Q4_0: return "Q4_0";
+  case DType::Q4_1: return "Q4_1";
+  case DType::Q5_0: return "Q5_0";
+  case DType::Q5_1: return "Q5_1";
   case DType::Q4_K: return "Q4_K";
+  case DType::Q5_K: return "Q5_K";
   case DType::Q6_K: return "Q6_K";
   }
   return "?";
 }
 
+bool isGGUFBlockType(DType dtype) { return getBlockElements(dtype) > 1; }
+
 int64_t getBlockElements(DType dtype) {
   switch (dtype) {
   case DType::Q8_0:
   case DType::Q4_0:
+  case DType::Q4_1:
+  case DType::Q5_0:
+  case DType::Q5_1:
     return 32;
   case DType::Q4_K:
+  case DType::Q5_K:
   case DType::Q6_K:
     return 256;
   default:
@@ -44,10 +54,15 @@ int64_t getBlockBytes(DType dtype) {
   case DType::F16: case DType::BF16: return 2;
   case DType::F8E4M3: case DType::I8: return 1;
   case DType::I64: return 8;
-  case DType::Q8_0: return 34;
-  case DType::Q4_0: return 18;
-  case DType::Q4_K: return 144;
-  case DType::Q6_K: return 210;
+  // f16 d (and f16 m or dmin), 5th bits, scales, codes.
+  case DType::Q8_0: return 2 + 32;
+  case DType::Q4_0: return 2 + 16;
+  case DType::Q4_1: return 2 + 2 + 16;
+  case DType::Q5_0: return 2 + 4 + 16;
+  case DType::Q5_1: return 2 + 2 + 4 + 16;
+  case DType::Q4_K: return 2 + 2 + 12 + 128;
+  case DType::Q5_K: return 2 + 2 + 12 + 32 + 128;
+  case DType::Q6_K: return 128 + 64 + 16 + 2;
   }
   return 0;
 }

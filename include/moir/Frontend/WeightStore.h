@@ -33,11 +33,19 @@ enum class DType {
   I8,
   I32,
   I64,
+  // GGUF block types (llama.cpp's ggml-common.h block structs).
   Q8_0,
   Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
   Q4_K,
+  Q5_K,
   Q6_K,
 };
+
+/// Whether `dtype` is one of GGUF's block-quantized types.
+bool isGGUFBlockType(DType dtype);
 
 llvm::StringRef stringifyDType(DType dtype);
 /// Elements per block (1 for plain types).

@@ -1,0 +1,889 @@
+//===- Quantization.cpp - quantized weights, decoded and packed ------------===//
+//
+// Every source format is read as a sequence of rows; a row decodes to one
+// code per element and one (scale, offset) per natural group of the source
+// (32 for GGUF's 32-blocks and K-quant sub-blocks, 16 for Q6_K, the AWQ/GPTQ
+// group size, the row for per-channel scales). The packer asks for rows one
+// at a time, so memory stays in proportion to a row, and writes them in the
+// requested packed form, whose group must divide the natural one (a scale
+// pair is then repeated for each requested group it covers).
+//
+// The math of each GGUF type follows llama.cpp's dequantize_row_* (checked
+// against gguf-py's dequantizers by test/unit/QuantizationTest.cpp).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Frontend/Quantization.h"
+#include "moir/Frontend/FloatBits.h"
+
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/Endian.h"
+
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+using namespace llvm;
+
+namespace moir::frontend {
+
+//===----------------------------------------------------------------------===//
+// Format strings
+//===----------------------------------------------------------------------===//
+
+std::optional<CompileQuant> parseCompileQuant(StringRef text) {
+  return StringSwitch<std::optional<CompileQuant>>(text)
+      .Case("none", CompileQuant::None)
+      .Case("q8_0", CompileQuant::Q8_0)
+      .Case("q4_k", CompileQuant::Q4_K)
+      .Case("q6_k", CompileQuant::Q6_K)
+      .Case("int4", CompileQuant::Int4)
+      .Case("fp8", CompileQuant::FP8)
+      .Default(std::nullopt);
+}
+
+StringRef stringifyCompileQuant(CompileQuant quant) {
+  switch (quant) {
+  case CompileQuant::None: return "none";
+  case CompileQuant::Q8_0: return "q8_0";
+  case CompileQuant::Q4_K: return "q4_k";
+  case CompileQuant::Q6_K: return "q6_k";
+  case CompileQuant::Int4: return "int4";
+  case CompileQuant::FP8: return "fp8";
+  }
+  return "?";
+}
+
+static StringRef stringifyStorage(PackedStorage storage) {
+  switch (storage) {
+  case PackedStorage::U4: return "u4";
+  case PackedStorage::I8: return "i8";
+  case PackedStorage::F8E4M3: return "f8e4m3";
+  }
+  return "?";
+}
+
+std::string stringifyPackedFormat(PackedFormat format) {
+  std::string text = (stringifyStorage(format.storage) + ":" + Twine(format.group)).str();
+  if (format.quantize != CompileQuant::None)
+    text += (":" + stringifyCompileQuant(format.quantize)).str();
+  return text;
+}
+
+std::optional<PackedFormat> parsePackedFormat(StringRef text) {
+  SmallVector<StringRef, 3> parts;
+  text.split(parts, ':');
+  if (parts.size() < 2 || parts.size() > 3)
+    return std::nullopt;
+  PackedFormat format;
+  std::optional<PackedStorage> storage = StringSwitch<std::optional<PackedStorage>>(parts[0])
+                                             .Case("u4", PackedStorage::U4)
+                                             .Case("i8", PackedStorage::I8)
+                                             .Case("f8e4m3", PackedStorage::F8E4M3)
+                                             .Default(std::nullopt);
+  if (!storage || parts[1].getAsInteger(10, format.group) || format.group <= 0)
+    return std::nullopt;
+  format.storage = *storage;
+  if (parts.size() == 3) {
+    std::optional<CompileQuant> quant = parseCompileQuant(parts[2]);
+    if (!quant || *quant == CompileQuant::None)
+      return std::nullopt;
+    format.quantize = *quant;
+  }
+  return format;
+}
+
+int64_t getPackedRowBytes(PackedFormat format, int64_t cols) {
+  return format.storage == PackedStorage::U4 ? cols / 2 : cols;
+}
+
+bool isValidPackedShape(PackedFormat format, int64_t cols) {
+  if (format.group <= 0 || cols <= 0 || cols % format.group != 0)
+    return false;
+  return format.storage != PackedStorage::U4 || format.group == 32;
+}
+
+uint64_t getPackedBytes(PackedFormat format, PackedPart part, int64_t rows, int64_t cols) {
+  if (part == PackedPart::Data)
+    return static_cast<uint64_t>(rows) * getPackedRowBytes(format, cols);
+  return static_cast<uint64_t>(rows) * (cols / format.group) * 2 * sizeof(float);
+}
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Little-endian reads from mapped bytes (no alignment assumed)
+//===----------------------------------------------------------------------===//
+
+uint16_t readU16(const uint8_t *p) {
+  return support::endian::read<uint16_t, endianness::little>(p);
+}
+uint32_t readU32(const uint8_t *p) {
+  return support::endian::read<uint32_t, endianness::little>(p);
+}
+float readF16(const uint8_t *p) { return fromF16(readU16(p)); }
+
+/// Element `i` of a float tensor (F32, F16 or BF16) as f32.
+float readFloat(DType dtype, const uint8_t *data, int64_t i) {
+  switch (dtype) {
+  case DType::F32: return bit_cast<float>(readU32(data + 4 * i));
+  case DType::F16: return fromF16(readU16(data + 2 * i));
+  case DType::BF16: return fromBF16(readU16(data + 2 * i));
+  default: return 0;
+  }
+}
+
+bool isFloat(DType dtype) {
+  return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
+}
+
+void writeU16(uint8_t *p, uint16_t v) {
+  support::endian::write<uint16_t, endianness::little>(p, v);
+}
+
+//===----------------------------------------------------------------------===//
+// GGUF blocks: one block to codes and per-group (scale, offset)
+//===----------------------------------------------------------------------===//
+
+/// Elements of one natural group of a GGUF type.
+int64_t ggufGroup(DType dtype) { return dtype == DType::Q6_K ? 16 : 32; }
+
+/// Inclusive code range of a GGUF type (what the packed storage must hold).
+std::pair<int, int> ggufCodeRange(DType dtype) {
+  switch (dtype) {
+  case DType::Q8_0: return {-128, 127};
+  case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: return {0, 31};
+  case DType::Q6_K: return {-32, 31};
+  default: return {0, 15};
+  }
+}
+
+/// llama.cpp's get_scale_min_k4: the j-th 6-bit scale and min of a K-quant
+/// block's 12 packed bytes.
+void scaleMinK4(int j, const uint8_t *q, int &scale, int &min) {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+/// Decodes one block of `dtype` into getBlockElements(dtype) codes (in
+/// element order) and one (scale, offset) pair per natural group.
+void decodeGGUFBlock(DType dtype, const uint8_t *block, int16_t *codes, float *params) {
+  switch (dtype) {
+  case DType::Q8_0: {
+    params[0] = readF16(block);
+    params[1] = 0;
+    for (int i = 0; i < 32; ++i)
+      codes[i] = static_cast<int8_t>(block[2 + i]);
+    return;
+  }
+  case DType::Q4_0:
+  case DType::Q4_1: {
+    float d = readF16(block);
+    bool hasMin = dtype == DType::Q4_1;
+    params[0] = d;
+    params[1] = hasMin ? readF16(block + 2) : -8 * d;
+    const uint8_t *qs = block + (hasMin ? 4 : 2);
+    for (int j = 0; j < 16; ++j) {
+      codes[j] = qs[j] & 0xF;
+      codes[j + 16] = qs[j] >> 4;
+    }
+    return;
+  }
+  case DType::Q5_0:
+  case DType::Q5_1: {
+    float d = readF16(block);
+    bool hasMin = dtype == DType::Q5_1;
+    params[0] = d;
+    params[1] = hasMin ? readF16(block + 2) : -16 * d;
+    const uint8_t *rest = block + (hasMin ? 4 : 2);
+    uint32_t qh = readU32(rest);
+    const uint8_t *qs = rest + 4;
+    for (int j = 0; j < 16; ++j) {
+      codes[j] = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      codes[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    }
+    return;
+  }
+  case DType::Q4_K:
+  case DType::Q5_K: {
+    // Sub-block s (elements 32s..32s+31) reads the low (s even) or high
+    // nibbles of qs[32 (s/2) ...]; Q5_K's fifth bit is bit s of qh[k].
+    float d = readF16(block), dmin = readF16(block + 2);
+    const uint8_t *scales = block + 4;
+    bool five = dtype == DType::Q5_K;
+    const uint8_t *qh = block + 16;
+    const uint8_t *qs = block + (five ? 48 : 16);
+    for (int s = 0; s < 8; ++s) {
+      int scale, min;
+      scaleMinK4(s, scales, scale, min);
+      params[2 * s] = d * scale;
+      params[2 * s + 1] = -(dmin * min);
+      const uint8_t *q = qs + 32 * (s / 2);
+      int shift = (s % 2) * 4;
+      for (int k = 0; k < 32; ++k) {
+        int code = (q[k] >> shift) & 0xF;
+        if (five)
+          code |= ((qh[k] >> s) & 1) << 4;
+        codes[32 * s + k] = static_cast<int16_t>(code);
+      }
+    }
+    return;
+  }
+  case DType::Q6_K: {
+    // Halves of 128: ql[64h..], qh[32h..]; element 128h + 32k + l takes
+    // nibble k/2 of ql[64h + 32(k%2) + l] and bits 2k of qh[32h + l].
+    const uint8_t *ql = block, *qh = block + 128;
+    const int8_t *scales = reinterpret_cast<const int8_t *>(block + 192);
+    float d = readF16(block + 208);
+    for (int g = 0; g < 16; ++g) {
+      params[2 * g] = d * scales[g];
+      params[2 * g + 1] = 0;
+    }
+    for (int h = 0; h < 2; ++h)
+      for (int k = 0; k < 4; ++k)
+        for (int l = 0; l < 32; ++l) {
+          int low = (ql[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0xF;
+          int high = (qh[32 * h + l] >> (2 * k)) & 3;
+          codes[128 * h + 32 * k + l] = static_cast<int16_t>((low | (high << 4)) - 32);
+        }
+    return;
+  }
+  default:
+    return;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Compile-time quantizers: one row of floats to llama.cpp block bytes
+//===----------------------------------------------------------------------===//
+
+float roundF16(float value) { return fromF16(toF16(value)); }
+
+/// llama.cpp's quantize_row_q8_0_ref.
+void quantizeQ8_0(const float *x, uint8_t *block) {
+  float amax = 0;
+  for (int i = 0; i < 32; ++i)
+    amax = std::max(amax, std::fabs(x[i]));
+  float d = amax / 127, id = d != 0 ? 1 / d : 0;
+  writeU16(block, toF16(d));
+  for (int i = 0; i < 32; ++i)
+    block[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[i] * id)));
+}
+
+/// Q4_K: per sub-block of 32 the range [min(0, min x), max x] in 15 steps;
+/// the 6-bit scales and mins quantize each sub-block's step and -min against
+/// the block's largest (d = max step / 63, dmin = max -min / 63).
+void quantizeQ4_K(const float *x, uint8_t *block) {
+  float step[8], negMin[8], maxStep = 0, maxNegMin = 0;
+  for (int s = 0; s < 8; ++s) {
+    float lo = 0, hi = x[32 * s];
+    for (int k = 0; k < 32; ++k) {
+      lo = std::min(lo, x[32 * s + k]);
+      hi = std::max(hi, x[32 * s + k]);
+    }
+    step[s] = (hi - lo) / 15;
+    negMin[s] = -lo;
+    maxStep = std::max(maxStep, step[s]);
+    maxNegMin = std::max(maxNegMin, negMin[s]);
+  }
+  float d = roundF16(maxStep / 63), dmin = roundF16(maxNegMin / 63);
+  writeU16(block, toF16(d));
+  writeU16(block + 2, toF16(dmin));
+  uint8_t sc[8], mn[8];
+  for (int s = 0; s < 8; ++s) {
+    sc[s] = d > 0 ? static_cast<uint8_t>(std::clamp(std::round(step[s] / d), 0.0f, 63.0f)) : 0;
+    mn[s] = dmin > 0
+                ? static_cast<uint8_t>(std::clamp(std::round(negMin[s] / dmin), 0.0f, 63.0f))
+                : 0;
+  }
+  uint8_t *scales = block + 4;
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+    scales[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+    scales[j + 8] = (sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4);
+  }
+  uint8_t *qs = block + 16;
+  for (int s = 0; s < 8; ++s) {
+    float scale = d * sc[s], offset = dmin * mn[s];
+    for (int k = 0; k < 32; ++k) {
+      float q = scale > 0 ? std::round((x[32 * s + k] + offset) / scale) : 0;
+      uint8_t code = static_cast<uint8_t>(std::clamp(q, 0.0f, 15.0f));
+      uint8_t &byte = qs[32 * (s / 2) + k];
+      byte = s % 2 ? (byte & 0x0F) | (code << 4) : code;
+    }
+  }
+}
+
+/// Q6_K: per sub-block of 16 a signed step mapping its largest magnitude to
+/// -32; the int8 scales quantize the steps against d = max |step| / 127.
+void quantizeQ6_K(const float *x, uint8_t *block) {
+  float step[16], maxStep = 0;
+  for (int g = 0; g < 16; ++g) {
+    float extreme = 0;
+    for (int k = 0; k < 16; ++k)
+      if (std::fabs(x[16 * g + k]) > std::fabs(extreme))
+        extreme = x[16 * g + k];
+    step[g] = extreme / -32;
+    maxStep = std::max(maxStep, std::fabs(step[g]));
+  }
+  float d = roundF16(maxStep / 127);
+  int8_t *scales = reinterpret_cast<int8_t *>(block + 192);
+  uint8_t q[256];
+  for (int g = 0; g < 16; ++g) {
+    float sc = d > 0 ? std::clamp(std::round(step[g] / d), -128.0f, 127.0f) : 0;
+    scales[g] = static_cast<int8_t>(sc);
+    float scale = d * sc;
+    for (int k = 0; k < 16; ++k) {
+      float v = scale != 0 ? std::round(x[16 * g + k] / scale) : 0;
+      q[16 * g + k] = static_cast<uint8_t>(std::clamp(v, -32.0f, 31.0f) + 32);
+    }
+  }
+  uint8_t *ql = block, *qh = block + 128;
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t *y = q + 128 * h + l;
+      ql[64 * h + l] = (y[0] & 0xF) | ((y[64] & 0xF) << 4);
+      ql[64 * h + 32 + l] = (y[32] & 0xF) | ((y[96] & 0xF) << 4);
+      qh[32 * h + l] = (y[0] >> 4) | ((y[32] >> 4) << 2) | ((y[64] >> 4) << 4) |
+                       ((y[96] >> 4) << 6);
+    }
+  writeU16(block + 208, toF16(d));
+}
+
+//===----------------------------------------------------------------------===//
+// Row sources
+//===----------------------------------------------------------------------===//
+
+/// One tensor (or a tensor with its companions) as rows of codes and
+/// per-group (scale, offset).
+class RowSource {
+public:
+  virtual ~RowSource() = default;
+  /// Writes `cols` codes and 2 * cols / group params for row `r`.
+  virtual Error row(int64_t r, int16_t *codes, float *params) = 0;
+
+  int64_t rows = 0;
+  /// The natural group along a row.
+  int64_t group = 0;
+  /// Codes are FP8 E4M3FN bytes (0..255) rather than integers.
+  bool fp8 = false;
+  int codeMin = 0, codeMax = 0;
+};
+
+using ErrorFn = std::function<Error(const Twine &)>;
+
+/// A stored GGUF block type, or a float tensor quantized to one first.
+class GGUFSource : public RowSource {
+public:
+  GGUFSource(DType blockType, const uint8_t *data, DType sourceType, int64_t cols,
+             ErrorFn error)
+      : blockType(blockType), data(data), sourceType(sourceType), cols(cols),
+        error(std::move(error)) {
+    group = ggufGroup(blockType);
+    std::tie(codeMin, codeMax) = ggufCodeRange(blockType);
+    blockElems = getBlockElements(blockType);
+    rowBytes = cols / blockElems * getBlockBytes(blockType);
+    if (isFloat(sourceType)) {
+      floats.resize(cols);
+      blocks.resize(rowBytes);
+    }
+  }
+
+  Error row(int64_t r, int16_t *codes, float *params) override {
+    const uint8_t *bytes = data + r * rowBytes;
+    if (isFloat(sourceType)) {
+      for (int64_t c = 0; c < cols; ++c) {
+        floats[c] = readFloat(sourceType, data, r * cols + c);
+        if (!std::isfinite(floats[c]))
+          return error("element [" + Twine(r) + ", " + Twine(c) + "] is " +
+                       (std::isnan(floats[c]) ? "NaN" : "infinite") +
+                       " and cannot be quantized");
+      }
+      for (int64_t b = 0; b < cols / blockElems; ++b) {
+        const float *x = floats.data() + b * blockElems;
+        uint8_t *block = blocks.data() + b * getBlockBytes(blockType);
+        if (blockType == DType::Q8_0)
+          quantizeQ8_0(x, block);
+        else if (blockType == DType::Q4_K)
+          quantizeQ4_K(x, block);
+        else
+          quantizeQ6_K(x, block);
+      }
+      bytes = blocks.data();
+    }
+    int64_t groupsPerBlock = blockElems / group;
+    for (int64_t b = 0; b < cols / blockElems; ++b)
+      decodeGGUFBlock(blockType, bytes + b * getBlockBytes(blockType),
+                      codes + b * blockElems, params + 2 * b * groupsPerBlock);
+    return Error::success();
+  }
+
+private:
+  DType blockType;
+  const uint8_t *data;
+  DType sourceType;
+  int64_t cols, blockElems, rowBytes;
+  ErrorFn error;
+  std::vector<float> floats;
+  std::vector<uint8_t> blocks;
+};
+
+/// Float rows quantized to asymmetric int4 per 32 or to FP8 per row.
+class FloatSource : public RowSource {
+public:
+  FloatSource(CompileQuant quant, const uint8_t *data, DType dtype, int64_t cols, ErrorFn error)
+      : data(data), dtype(dtype), cols(cols), error(std::move(error)), floats(cols) {
+    fp8 = quant == CompileQuant::FP8;
+    group = fp8 ? cols : 32;
+    codeMin = 0;
+    codeMax = fp8 ? 255 : 15;
+  }
+
+  Error row(int64_t r, int16_t *codes, float *params) override {
+    for (int64_t c = 0; c < cols; ++c) {
+      floats[c] = readFloat(dtype, data, r * cols + c);
+      if (!std::isfinite(floats[c]))
+        return error("element [" + Twine(r) + ", " + Twine(c) + "] is " +
+                     (std::isnan(floats[c]) ? "NaN" : "infinite") +
+                     " and cannot be quantized");
+    }
+    if (fp8) {
+      float amax = 0;
+      for (float x : floats)
+        amax = std::max(amax, std::fabs(x));
+      float scale = amax / 448;
+      for (int64_t c = 0; c < cols; ++c)
+        codes[c] = toFP8E4M3(scale > 0 ? floats[c] / scale : 0.0f);
+      params[0] = scale;
+      params[1] = 0;
+      return Error::success();
+    }
+    for (int64_t g = 0; g < cols / 32; ++g) {
+      const float *x = floats.data() + 32 * g;
+      float lo = x[0], hi = x[0];
+      for (int k = 0; k < 32; ++k) {
+        lo = std::min(lo, x[k]);
+        hi = std::max(hi, x[k]);
+      }
+      float scale = (hi - lo) / 15;
+      for (int k = 0; k < 32; ++k)
+        codes[32 * g + k] = static_cast<int16_t>(
+            scale > 0 ? std::clamp(std::round((x[k] - lo) / scale), 0.0f, 15.0f) : 0.0f);
+      params[2 * g] = scale;
+      params[2 * g + 1] = lo;
+    }
+    return Error::success();
+  }
+
+private:
+  const uint8_t *data;
+  DType dtype;
+  int64_t cols;
+  ErrorFn error;
+  std::vector<float> floats;
+};
+
+/// FP8 or INT8 codes with a separate scale tensor: DeepSeek-V3's 128x128
+/// blocks (`block`), or one scale per row (`block` = 0).
+class ScaledSource : public RowSource {
+public:
+  ScaledSource(const uint8_t *data, bool isFP8, int64_t cols, int64_t matrixRows,
+               const uint8_t *scales, DType scaleType, int64_t block)
+      : data(data), cols(cols), matrixRows(matrixRows), scales(scales),
+        scaleType(scaleType), block(block) {
+    fp8 = isFP8;
+    codeMin = isFP8 ? 0 : -128;
+    codeMax = isFP8 ? 255 : 127;
+    group = block ? std::gcd(block, cols) : cols;
+    rowBlocks = block ? divideCeil(matrixRows, block) : 0;
+    colBlocks = block ? divideCeil(cols, block) : 0;
+  }
+
+  Error row(int64_t r, int16_t *codes, float *params) override {
+    const uint8_t *bytes = data + r * cols;
+    for (int64_t c = 0; c < cols; ++c)
+      codes[c] = fp8 ? bytes[c] : static_cast<int8_t>(bytes[c]);
+    if (!block) {
+      params[0] = readFloat(scaleType, scales, r);
+      params[1] = 0;
+      return Error::success();
+    }
+    int64_t matrix = r / matrixRows, local = r % matrixRows;
+    int64_t base = (matrix * rowBlocks + local / block) * colBlocks;
+    for (int64_t g = 0; g < cols / group; ++g) {
+      params[2 * g] = readFloat(scaleType, scales, base + g * group / block);
+      params[2 * g + 1] = 0;
+    }
+    return Error::success();
+  }
+
+  int64_t rowBlocks, colBlocks;
+
+private:
+  const uint8_t *data;
+  int64_t cols, matrixRows;
+  const uint8_t *scales;
+  DType scaleType;
+  int64_t block;
+};
+
+/// AWQ (GEMM) and GPTQ (v1) 4-bit: int32 words of 8 nibbles, f16 scales and
+/// packed zero points per group of `group` inputs.
+class Int4Source : public RowSource {
+public:
+  Int4Source(bool awq, const uint8_t *qweight, const uint8_t *qzeros, const uint8_t *scales,
+             DType scaleType, int64_t rows_, int64_t cols, int64_t groupSize)
+      : awq(awq), qweight(qweight), qzeros(qzeros), scales(scales), scaleType(scaleType),
+        cols(cols) {
+    rows = rows_;
+    group = groupSize;
+    codeMin = 0;
+    codeMax = 15;
+  }
+
+  Error row(int64_t r, int16_t *codes, float *params) override {
+    // AWQ packs outputs 8 to a word in the order 0 2 4 6 1 3 5 7, so output
+    // k sits in nibble kAWQNibble[k]; GPTQ packs in order.
+    static constexpr int kAWQNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    int64_t words = rows / 8;
+    int outShift = 4 * (awq ? kAWQNibble[r % 8] : r % 8);
+    if (awq) {
+      for (int64_t c = 0; c < cols; ++c)
+        codes[c] = (readU32(qweight + 4 * (c * words + r / 8)) >> outShift) & 0xF;
+    } else {
+      for (int64_t c = 0; c < cols; ++c)
+        codes[c] = (readU32(qweight + 4 * ((c / 8) * rows + r)) >> (4 * (c % 8))) & 0xF;
+    }
+    for (int64_t g = 0; g < cols / group; ++g) {
+      float scale = readFloat(scaleType, scales, g * rows + r);
+      // GPTQ v1 stores zero - 1.
+      int zero = ((readU32(qzeros + 4 * (g * words + r / 8)) >> outShift) & 0xF) + (awq ? 0 : 1);
+      params[2 * g] = scale;
+      params[2 * g + 1] = -zero * scale;
+    }
+    return Error::success();
+  }
+
+private:
+  bool awq;
+  const uint8_t *qweight, *qzeros, *scales;
+  DType scaleType;
+  int64_t cols;
+};
+
+//===----------------------------------------------------------------------===//
+// The packer
+//===----------------------------------------------------------------------===//
+
+std::string shapeText(ArrayRef<int64_t> shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+class Packer {
+public:
+  Packer(const WeightStore &store, int64_t cols, PackedFormat format, PackedPart part,
+         function_ref<void(StringRef)> sink)
+      : store(store), cols(cols), format(format), part(part), sink(sink) {}
+
+  Error pack(StringRef name);
+  void flush() {
+    if (!buffer.empty())
+      sink(StringRef(reinterpret_cast<const char *>(buffer.data()), buffer.size()));
+    buffer.clear();
+  }
+
+private:
+  Error tensorError(const TensorInfo &info, const Twine &message) const {
+    return fileError(store.getFilePath(info.file), "tensor '" + info.name + "' (" +
+                                                       stringifyDType(info.dtype) + ") " +
+                                                       message);
+  }
+  /// The tensor's bytes, after checking they match its shape and lie in its
+  /// file (a hand-made TensorInfo must not make the packer read astray).
+  Expected<const uint8_t *> dataOf(const TensorInfo &info) const;
+  /// A companion `name` of `owner`, checked to exist, be one of `dtypes`
+  /// and have `shape` (or, with `elements`, that many elements).
+  Expected<const TensorInfo *> companion(const TensorInfo &owner, const std::string &name,
+                                         ArrayRef<DType> dtypes, ArrayRef<int64_t> shape,
+                                         std::optional<int64_t> elements = std::nullopt) const;
+  Expected<std::unique_ptr<RowSource>> open(const TensorInfo &info);
+  Error emit(const TensorInfo &info, RowSource &source);
+
+  const WeightStore &store;
+  int64_t cols;
+  PackedFormat format;
+  PackedPart part;
+  function_ref<void(StringRef)> sink;
+  std::vector<uint8_t> buffer;
+};
+
+Expected<const uint8_t *> Packer::dataOf(const TensorInfo &info) const {
+  std::optional<uint64_t> bytes = getStorageBytes(info.dtype, info.getNumElements());
+  uint64_t fileBytes = store.getFileData(info.file).size();
+  if (!bytes || *bytes != info.bytes || info.offset > fileBytes ||
+      info.bytes > fileBytes - info.offset)
+    return tensorError(info, "of shape " + shapeText(info.shape) +
+                                 " does not match its stored bytes");
+  return store.getData(info).data();
+}
+
+Expected<const TensorInfo *> Packer::companion(const TensorInfo &owner, const std::string &name,
+                                               ArrayRef<DType> dtypes, ArrayRef<int64_t> shape,
+                                               std::optional<int64_t> elements) const {
+  const TensorInfo *info = store.lookup(name);
+  std::string expected;
+  for (DType dtype : dtypes)
+    expected += (expected.empty() ? "" : " or ") + stringifyDType(dtype).str();
+  expected += " " + (elements ? "with " + std::to_string(*elements) + " elements"
+                              : shapeText(shape));
+  if (!info)
+    return tensorError(owner, "needs a companion tensor '" + name + "' (" + expected +
+                                  "), which the checkpoint does not have");
+  bool shapeOk = elements ? info->getNumElements() == *elements
+                          : ArrayRef<int64_t>(info->shape) == shape;
+  if (!is_contained(dtypes, info->dtype) || !shapeOk)
+    return tensorError(owner, "has a companion '" + name + "' of " +
+                                  stringifyDType(info->dtype) + " " + shapeText(info->shape) +
+                                  "; expected " + expected);
+  if (Expected<const uint8_t *> data = dataOf(*info); !data)
+    return data.takeError();
+  return info;
+}
+
+Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
+  ArrayRef<int64_t> shape = info.shape;
+  auto error = [this, &info](const Twine &message) { return tensorError(info, message); };
+  Expected<const uint8_t *> data = dataOf(info);
+  if (!data)
+    return data.takeError();
+  const DType floatScales[] = {DType::F32, DType::F16, DType::BF16};
+
+  // AWQ / GPTQ: <base>.qweight with its companions.
+  if (info.dtype == DType::I32) {
+    StringRef name = info.name;
+    if (!name.consume_back(".qweight") || shape.size() != 2)
+      return error("is not a weight: an I32 weight must be a 2-D AWQ or GPTQ "
+                   "'<module>.qweight'");
+    std::string base = name.str();
+    const TensorInfo *gIdx = store.lookup(base + ".g_idx");
+    // AWQ stores [inputs, outputs / 8], GPTQ [inputs / 8, outputs]; GPTQ
+    // alone has g_idx.
+    bool awq = !gIdx && shape[0] == cols;
+    if (!awq && shape[0] * 8 != cols)
+      return error("has shape " + shapeText(shape) + ", which is neither AWQ's [" +
+                   Twine(cols) + ", outputs / 8] nor GPTQ's [" + Twine(cols) +
+                   " / 8, outputs] for " + Twine(cols) + " inputs");
+    int64_t rows = awq ? shape[1] * 8 : shape[1];
+    const TensorInfo *scales = store.lookup(base + ".scales");
+    if (!scales)
+      return error("needs a companion tensor '" + base + ".scales' ([groups, " + Twine(rows) +
+                   "]), which the checkpoint does not have");
+    if (scales->shape.size() != 2 || scales->shape[0] <= 0 || cols % scales->shape[0] != 0 ||
+        (cols / scales->shape[0]) % 32 != 0)
+      return error("has a companion '" + base + ".scales' of shape " +
+                   shapeText(scales->shape) + "; expected [groups, " + Twine(rows) +
+                   "] with " + Twine(cols) + " / groups a multiple of 32");
+    int64_t groups = scales->shape[0], groupSize = cols / groups;
+    if (rows % 8 != 0)
+      return error("has " + Twine(rows) + " outputs, not a multiple of 8");
+    if (Expected<const TensorInfo *> s =
+            companion(info, base + ".scales", floatScales, {groups, rows});
+        !s)
+      return s.takeError();
+    Expected<const TensorInfo *> zeros =
+        companion(info, base + ".qzeros", {DType::I32}, {groups, rows / 8});
+    if (!zeros)
+      return zeros.takeError();
+    if (gIdx) {
+      Expected<const TensorInfo *> g = companion(info, base + ".g_idx", {DType::I32}, {cols});
+      if (!g)
+        return g.takeError();
+      const uint8_t *indices = store.getData(**g).data();
+      for (int64_t k = 0; k < cols; ++k) {
+        int32_t index = static_cast<int32_t>(readU32(indices + 4 * k));
+        if (index < 0 || index >= groups)
+          return error("has g_idx[" + Twine(k) + "] = " + Twine(index) +
+                       ", outside the " + Twine(groups) + " groups of '" + base +
+                       ".scales'");
+        if (index != k / groupSize)
+          return error("has an act-order g_idx (g_idx[" + Twine(k) + "] = " +
+                       Twine(index) + ", not " + Twine(k / groupSize) +
+                       "): GPTQ desc_act checkpoints are not supported yet");
+      }
+    }
+    return std::make_unique<Int4Source>(awq, *data, store.getData(**zeros).data(),
+                                        store.getData(*scales).data(), scales->dtype, rows,
+                                        cols, groupSize);
+  }
+
+  if (shape.empty() || shape.back() != cols)
+    return error("has shape " + shapeText(shape) + ", expected " + Twine(cols) + " columns");
+  int64_t rows = info.getNumElements() / cols;
+
+  if (isGGUFBlockType(info.dtype)) {
+    auto source = std::make_unique<GGUFSource>(info.dtype, *data, info.dtype, cols, error);
+    source->rows = rows;
+    return std::move(source);
+  }
+
+  if (isFloat(info.dtype)) {
+    switch (format.quantize) {
+    case CompileQuant::None:
+      return error("is a float tensor, but the packed format " +
+                   stringifyPackedFormat(format) + " asks for quantized codes and no "
+                   "quantization was requested");
+    case CompileQuant::Q8_0:
+    case CompileQuant::Q4_K:
+    case CompileQuant::Q6_K: {
+      DType block = format.quantize == CompileQuant::Q8_0   ? DType::Q8_0
+                    : format.quantize == CompileQuant::Q4_K ? DType::Q4_K
+                                                            : DType::Q6_K;
+      if (cols % getBlockElements(block) != 0)
+        return error("has " + Twine(cols) + " columns, not a multiple of " +
+                     Twine(getBlockElements(block)) + ", and cannot be quantized as " +
+                     stringifyDType(block));
+      auto source = std::make_unique<GGUFSource>(block, *data, info.dtype, cols, error);
+      source->rows = rows;
+      return std::move(source);
+    }
+    case CompileQuant::Int4:
+    case CompileQuant::FP8: {
+      if (format.quantize == CompileQuant::Int4 && cols % 32 != 0)
+        return error("has " + Twine(cols) + " columns, not a multiple of 32, and cannot "
+                     "be quantized as int4");
+      auto source = std::make_unique<FloatSource>(format.quantize, *data, info.dtype, cols,
+                                                  error);
+      source->rows = rows;
+      return std::move(source);
+    }
+    }
+  }
+
+  if (info.dtype == DType::F8E4M3 || info.dtype == DType::I8) {
+    bool isFP8 = info.dtype == DType::F8E4M3;
+    int64_t matrixRows = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+    if (isFP8) {
+      if (store.lookup(info.name + "_scale_inv")) {
+        // DeepSeek-V3: one scale per 128x128 tile, partial tiles included.
+        SmallVector<int64_t> scaleShape(shape.drop_back(2));
+        scaleShape.push_back(divideCeil(matrixRows, 128));
+        scaleShape.push_back(divideCeil(cols, 128));
+        if (shape.size() < 2)
+          return error("is a vector, but 128x128-block scales need a matrix");
+        Expected<const TensorInfo *> scale =
+            companion(info, info.name + "_scale_inv", {DType::F32}, scaleShape);
+        if (!scale)
+          return scale.takeError();
+        auto source = std::make_unique<ScaledSource>(*data, true, cols, matrixRows,
+                                                     store.getData(**scale).data(),
+                                                     DType::F32, 128);
+        source->rows = rows;
+        return std::move(source);
+      }
+    }
+    // One scale per row: <name>_scale (fbgemm_fp8's weight_scale [rows, 1],
+    // INT8's [rows]).
+    Expected<const TensorInfo *> scale =
+        companion(info, info.name + "_scale", floatScales, {}, rows);
+    if (!scale)
+      return scale.takeError();
+    auto source = std::make_unique<ScaledSource>(*data, isFP8, cols, matrixRows,
+                                                 store.getData(**scale).data(),
+                                                 (*scale)->dtype, 0);
+    source->rows = rows;
+    return std::move(source);
+  }
+
+  return error("is not a weight format the packer reads");
+}
+
+Error Packer::emit(const TensorInfo &info, RowSource &source) {
+  auto error = [&](const Twine &message) { return tensorError(info, message); };
+  std::string requested = stringifyPackedFormat(format);
+  if (!isValidPackedShape(format, cols))
+    return error("cannot be packed as " + requested + " with " + Twine(cols) +
+                 " columns (the group must divide the columns, and u4's group is 32)");
+  if (source.group % format.group != 0)
+    return error("has groups of " + Twine(source.group) + " elements; the requested group " +
+                 Twine(format.group) + " (" + requested + ") must divide it");
+  if (source.fp8 != (format.storage == PackedStorage::F8E4M3))
+    return error("holds " + Twine(source.fp8 ? "FP8" : "integer") + " codes, which " +
+                 requested + " cannot store");
+  if (format.storage == PackedStorage::U4 && (source.codeMin < 0 || source.codeMax > 15))
+    return error("has codes " + Twine(source.codeMin) + ".." + Twine(source.codeMax) +
+                 ", which do not fit u4 (0..15); request i8");
+
+  std::vector<int16_t> codes(cols);
+  std::vector<float> params(2 * (cols / source.group));
+  int64_t repeat = source.group / format.group;
+  constexpr size_t kFlushBytes = 1 << 20;
+  for (int64_t r = 0; r < source.rows; ++r) {
+    if (Error err = source.row(r, codes.data(), params.data()))
+      return err;
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!std::isfinite(params[i]))
+        return error("has a" + Twine(std::isnan(params[i]) ? " NaN" : "n infinite") +
+                     (i % 2 ? " offset" : " scale") + " in row " + Twine(r) + ", group " +
+                     Twine(i / 2));
+    if (source.fp8)
+      for (int64_t c = 0; c < cols; ++c)
+        if ((codes[c] & 0x7f) == 0x7f)
+          return error("has a NaN element at [" + Twine(r) + ", " + Twine(c) + "]");
+    if (part == PackedPart::Scales) {
+      for (size_t g = 0; g < params.size() / 2; ++g)
+        for (int64_t k = 0; k < repeat; ++k) {
+          uint8_t bytes[8];
+          support::endian::write32le(bytes, bit_cast<uint32_t>(params[2 * g]));
+          support::endian::write32le(bytes + 4, bit_cast<uint32_t>(params[2 * g + 1]));
+          buffer.insert(buffer.end(), bytes, bytes + 8);
+        }
+    } else if (format.storage == PackedStorage::U4) {
+      for (int64_t g = 0; g < cols / 32; ++g)
+        for (int j = 0; j < 16; ++j)
+          buffer.push_back(static_cast<uint8_t>(codes[32 * g + j] |
+                                                (codes[32 * g + 16 + j] << 4)));
+    } else {
+      for (int64_t c = 0; c < cols; ++c)
+        buffer.push_back(static_cast<uint8_t>(codes[c]));
+    }
+    if (buffer.size() >= kFlushBytes)
+      flush();
+  }
+  return Error::success();
+}
+
+Error Packer::pack(StringRef name) {
+  const TensorInfo *info = store.lookup(name);
+  if (!info)
+    return fileError(store.size() ? store.getFilePath(store.lookup(store.names()[0])->file)
+                                  : StringRef("checkpoint"),
+                     "tensor '" + name + "' is not in the checkpoint");
+  Expected<std::unique_ptr<RowSource>> source = open(*info);
+  if (!source)
+    return source.takeError();
+  return emit(*info, **source);
+}
+
+} // namespace
+
+Error packWeights(const WeightStore &store, ArrayRef<std::string> names, int64_t cols,
+                  PackedFormat format, PackedPart part, function_ref<void(StringRef)> sink) {
+  Packer packer(store, cols, format, part, sink);
+  for (const std::string &name : names)
+    if (Error err = packer.pack(name))
+      return err;
+  packer.flush();
+  return Error::success();
+}
+
+} // namespace moir::frontend
