@@ -99,6 +99,8 @@ Expected<ArtifactInfo> describeEntry(ModuleOp module, const DecodeReads &reads) 
     if (kind == ArgKind::weight) {
       for (mlir::Attribute name : entry.getNames())
         arg.names.push_back(cast<StringAttr>(name).getValue().str());
+      if (StringAttr packing = entry.getPacking())
+        arg.packing = packing.getValue().str();
       auto it = reads.find(llvm::join(arg.names, ","));
       if (it != reads.end())
         std::tie(arg.decodeFraction, arg.gathered) = it->second;

@@ -1,6 +1,7 @@
 //===- Artifact.cpp - writing MoIR's compiled-model file -------------------===//
 
 #include "moir/Target/Artifact.h"
+#include "moir/Frontend/Quantization.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -90,6 +91,30 @@ static std::optional<frontend::DType> storedDType(StringRef dtype) {
   return std::nullopt;
 }
 
+namespace {
+/// A quantized weight's part: its packed form, which part, and the logical
+/// columns of its matrices.
+struct PackedArg {
+  frontend::PackedFormat format;
+  frontend::PackedPart part;
+  int64_t cols;
+};
+
+std::optional<PackedArg> parsePacking(const ArtifactArg &arg) {
+  auto [form, partName] = StringRef(arg.packing).rsplit('/');
+  std::optional<frontend::PackedFormat> format = frontend::parsePackedFormat(form);
+  if (!format || arg.shape.size() < 2 || (partName != "data" && partName != "scales"))
+    return std::nullopt;
+  PackedArg result{*format, partName == "data" ? frontend::PackedPart::Data
+                                               : frontend::PackedPart::Scales, 0};
+  if (result.part == frontend::PackedPart::Data)
+    result.cols = arg.shape.back() * (format->storage == frontend::PackedStorage::U4 ? 2 : 1);
+  else
+    result.cols = arg.shape[arg.shape.size() - 2] * format->group;
+  return result;
+}
+} // namespace
+
 Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
                     const frontend::WeightStore &store) {
   auto fail = [&](const Twine &message) {
@@ -104,6 +129,20 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   for (auto [i, arg] : llvm::enumerate(info.args)) {
     if (arg.kind != "weight")
       continue;
+    if (!arg.packing.empty()) {
+      std::optional<PackedArg> packed = parsePacking(arg);
+      if (!packed)
+        return fail("weight argument " + Twine(i) + " has a malformed packing '" + arg.packing +
+                    "'");
+      int64_t elements = 1;
+      for (int64_t d : arg.shape)
+        elements *= d;
+      uint64_t bytes = elements * (packed->part == frontend::PackedPart::Scales ? 4 : 1);
+      weightBytes = align64(weightBytes);
+      regions[i] = {weightBytes, bytes};
+      weightBytes += bytes;
+      continue;
+    }
     std::optional<frontend::DType> dtype = storedDType(arg.dtype);
     if (!dtype)
       return fail("weight argument " + Twine(i) + " has unsupported type " + arg.dtype);
@@ -169,7 +208,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   // The weights section, streamed from the mapped checkpoint (never held in
   // memory whole, read and converted once): `visit` sees it piece by piece,
   // zero padding included.
-  auto visitWeights = [&](function_ref<void(StringRef)> visit) {
+  auto visitWeights = [&](function_ref<void(StringRef)> visit) -> Error {
     static const char zeros[64] = {};
     uint64_t at = 0;
     for (auto [i, arg] : llvm::enumerate(info.args)) {
@@ -177,6 +216,22 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
         continue;
       visit(StringRef(zeros, regions[i].offset - at));
       at = regions[i].offset;
+      if (!arg.packing.empty()) {
+        // Converted, repacked or quantized a row block at a time.
+        PackedArg packed = *parsePacking(arg);
+        uint64_t written = 0;
+        if (Error err = frontend::packWeights(store, arg.names, packed.cols, packed.format,
+                                              packed.part, [&](StringRef piece) {
+                                                written += piece.size();
+                                                visit(piece);
+                                              }))
+          return err;
+        if (written != regions[i].bytes)
+          return fail("packing " + join(arg.names, ",") + " as " + arg.packing + " wrote " +
+                      Twine(written) + " bytes, not " + Twine(regions[i].bytes));
+        at += written;
+        continue;
+      }
       frontend::DType target = *storedDType(arg.dtype);
       for (const std::string &name : arg.names) {
         const frontend::TensorInfo &t = *store.lookup(name);
@@ -206,6 +261,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
         }
       }
     }
+    return Error::success();
   };
   if (converted)
     errs() << "moirc: warning: converted " << converted << " weight tensors ("
@@ -245,10 +301,11 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   os << code;
   pad(weightsOffset);
   uint64_t weightsHash = 0xcbf29ce484222325ull;
-  visitWeights([&](StringRef piece) {
-    weightsHash = fnv1a64(piece, weightsHash);
-    os << piece;
-  });
+  if (Error err = visitWeights([&](StringRef piece) {
+        weightsHash = fnv1a64(piece, weightsHash);
+        os << piece;
+      }))
+    return err;
   std::string hex;
   raw_string_ostream(hex) << format_hex_no_prefix(weightsHash, 16);
   os.pwrite(hex.data(), hex.size(), manifestOffset + weightsHashPos);

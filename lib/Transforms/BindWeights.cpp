@@ -17,6 +17,55 @@ using namespace moir;
 
 namespace {
 
+/// The weight-store tensors a quantized weight is packed from: one per
+/// stacked matrix (their scales and zero points are found by the packer).
+SmallVector<StringRef> primaryNames(Operation *op) {
+  if (auto stacked = dyn_cast<llm::StackedWeightOp>(op))
+    return llvm::map_to_vector(stacked.getNames(), [](Attribute a) {
+      return cast<StringAttr>(a).getValue();
+    });
+  return {cast<llm::WeightOp>(op).getName()};
+}
+
+/// Binds quantized weight `op` as its packed data and scales arguments and
+/// returns the llm.packed_weight that stands for it (null after an error).
+template <typename AddArg>
+Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
+  std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
+  SmallVector<StringRef> names = primaryNames(op);
+  if (!layout) {
+    op->emitError() << "weight '" << names.front() << "' is quantized as " << type
+                    << ", which no packed form of the kernels holds";
+    return Value();
+  }
+  // At the top of the entry, not between layer ops (moir-outline-layers
+  // outlines each layer's contiguous ops).
+  auto func = op->getParentOfType<func::FuncOp>();
+  OpBuilder b = OpBuilder::atBlockBegin(&func.getBody().front());
+  MLIRContext *ctx = op->getContext();
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t cols = shape.back();
+  SmallVector<int64_t> dataShape(shape), scaleShape(shape);
+  Type dataElement = b.getI8Type();
+  if (layout->storage == "u4")
+    dataShape.back() = cols / 2;
+  else if (layout->storage == "f8e4m3")
+    dataElement = Float8E4M3FNType::get(ctx);
+  scaleShape.back() = cols / layout->group;
+  scaleShape.push_back(2);
+  std::string form = (layout->storage + ":" + Twine(layout->group)).str();
+  if (!layout->quantize.empty())
+    form += (":" + layout->quantize).str();
+  Value data = addArg(RankedTensorType::get(dataShape, dataElement), names,
+                      b.getStringAttr(form + "/data"));
+  Value scales = addArg(RankedTensorType::get(scaleShape, b.getF32Type()), names,
+                        b.getStringAttr(form + "/scales"));
+  if (!data || !scales)
+    return Value();
+  return llm::PackedWeightOp::create(b, op->getLoc(), type, data, scales,
+                                     b.getI64IntegerAttr(layout->group));
+}
+
 struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
   void runOnOperation() override {
     auto func = getOperation().lookupSymbol<func::FuncOp>("forward");
@@ -31,30 +80,39 @@ struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
     func.walk([&](llm::WeightRefOpInterface ref) {
       Operation *op = ref.getOperation();
       Value result = op->getResult(0);
-      if (isa<llm::QTensorType>(result.getType())) {
-        op->emitError("quantized weights cannot be bound yet (no quantized kernels)");
-        failedBinding = true;
-        return;
-      }
       // The key is every name the op reads, in order.
       SmallVector<StringRef> refNames = ref.getWeightNames();
       std::string key = llvm::join(refNames, "\n");
       Value arg = bound.lookup(key);
       if (!arg) {
-        unsigned index = func.getNumArguments();
-        SmallVector<Attribute> group;
-        for (StringRef name : refNames)
-          group.push_back(b.getStringAttr(name));
-        auto entry = EntryArgAttr::get(&getContext(), ArgKind::weight, b.getArrayAttr(group));
-        if (failed(func.insertArgument(
-                index, result.getType(),
-                b.getDictionaryAttr(
-                    {b.getNamedAttr(bufferization::BufferizationDialect::kWritableAttrName,
-                                    b.getBoolAttr(false)),
-                     b.getNamedAttr(attrs::argName(), entry)}),
-                op->getLoc())))
-          return;
-        arg = func.getArgument(index);
+        auto addArg = [&](Type type, ArrayRef<StringRef> names, StringAttr packing) -> Value {
+          unsigned index = func.getNumArguments();
+          SmallVector<Attribute> group;
+          for (StringRef name : names)
+            group.push_back(b.getStringAttr(name));
+          auto entry = EntryArgAttr::get(&getContext(), ArgKind::weight, b.getArrayAttr(group),
+                                         packing);
+          if (failed(func.insertArgument(
+                  index, type,
+                  b.getDictionaryAttr(
+                      {b.getNamedAttr(bufferization::BufferizationDialect::kWritableAttrName,
+                                      b.getBoolAttr(false)),
+                       b.getNamedAttr(attrs::argName(), entry)}),
+                  op->getLoc())))
+            return Value();
+          return func.getArgument(index);
+        };
+        if (auto q = dyn_cast<llm::QTensorType>(result.getType())) {
+          arg = bindPacked(op, q, addArg);
+          if (!arg) {
+            failedBinding = true;
+            return;
+          }
+        } else {
+          arg = addArg(result.getType(), refNames, StringAttr());
+          if (!arg)
+            return;
+        }
         bound[key] = arg;
       }
       result.replaceAllUsesWith(arg);

@@ -1,6 +1,7 @@
 //===- OutlineLayers.cpp - one function per decoder layer ------------------===//
 
 #include "moir/Transforms/Passes.h"
+#include "LLM/IR/LLMOps.h"
 #include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -56,6 +57,15 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
             if (def && matchPattern(def, m_Constant())) {
               if (!llvm::is_contained(constants, def))
                 constants.push_back(def);
+              continue;
+            }
+            // A packed quantized weight travels as its data and scales;
+            // the layer rebuilds it, so its kernels see the packed form.
+            if (auto packed = dyn_cast_if_present<moir::llm::PackedWeightOp>(def)) {
+              if (!llvm::is_contained(constants, def))
+                constants.push_back(def);
+              inputs.insert(packed.getData());
+              inputs.insert(packed.getScales());
               continue;
             }
             inputs.insert(v);

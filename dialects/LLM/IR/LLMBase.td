@@ -130,6 +130,8 @@ def LLM_QuantSchemeAttr : LLM_Attr<"QuantScheme", "quant"> {
     ::mlir::Type getScaleElementType() const;
     /// Elements per GGUF block (32 for q8_0/q4_0, 256 for the k-quants), or 0.
     static int64_t getGGUFBlockElements(::moir::llm::GGUFBlockType format);
+    /// Bits of one stored value of a GGUF format (its storage type's width).
+    static unsigned getGGUFBits(::moir::llm::GGUFBlockType format);
     /// Bytes of one GGUF block including its scales, or 0.
     static int64_t getGGUFBlockBytes(::moir::llm::GGUFBlockType format);
   }];

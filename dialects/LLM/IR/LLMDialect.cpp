@@ -7,6 +7,8 @@
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <numeric>
+
 using namespace mlir;
 using namespace moir::llm;
 
@@ -159,8 +161,12 @@ int64_t QuantSchemeAttr::getGGUFBlockElements(GGUFBlockType format) {
   switch (format) {
   case GGUFBlockType::q8_0:
   case GGUFBlockType::q4_0:
+  case GGUFBlockType::q4_1:
+  case GGUFBlockType::q5_0:
+  case GGUFBlockType::q5_1:
     return 32;
   case GGUFBlockType::q4_k:
+  case GGUFBlockType::q5_k:
   case GGUFBlockType::q6_k:
     return 256;
   case GGUFBlockType::none:
@@ -169,11 +175,37 @@ int64_t QuantSchemeAttr::getGGUFBlockElements(GGUFBlockType format) {
   return 0;
 }
 
+unsigned QuantSchemeAttr::getGGUFBits(GGUFBlockType format) {
+  switch (format) {
+  case GGUFBlockType::q8_0:
+    return 8;
+  case GGUFBlockType::q6_k:
+    return 6;
+  case GGUFBlockType::q5_0:
+  case GGUFBlockType::q5_1:
+  case GGUFBlockType::q5_k:
+    return 5;
+  default:
+    return 4;
+  }
+}
+
 int64_t QuantSchemeAttr::getGGUFBlockBytes(GGUFBlockType format) {
   // Layouts of llama.cpp's ggml-common.h: block_q8_0 {f16 d; i8 qs[32]},
   // block_q4_0 {f16 d; u8 qs[16]}, block_q4_K {f16 d, dmin; u8 scales[12];
-  // u8 qs[128]}, block_q6_K {u8 ql[128], qh[64]; i8 scales[16]; f16 d}.
+  // u8 qs[128]}, block_q6_K {u8 ql[128], qh[64]; i8 scales[16]; f16 d};
+  // block_q4_1 {f16 d, m; u8 qs[16]}, block_q5_0 {f16 d; u8 qh[4]; u8
+  // qs[16]}, block_q5_1 {f16 d, m; u8 qh[4]; u8 qs[16]}, block_q5_K {f16 d,
+  // dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}.
   switch (format) {
+  case GGUFBlockType::q4_1:
+    return 4 + 16;
+  case GGUFBlockType::q5_0:
+    return 2 + 4 + 16;
+  case GGUFBlockType::q5_1:
+    return 4 + 4 + 16;
+  case GGUFBlockType::q5_k:
+    return 4 + 12 + 32 + 128;
   case GGUFBlockType::q8_0:
     return 2 + 32;
   case GGUFBlockType::q4_0:
@@ -232,9 +264,9 @@ LogicalResult QTensorType::verify(function_ref<InFlightDiagnostic()> emitError,
   bool isFloat8 = isa<Float8E4M3FNType, Float8E5M2Type>(storage);
   auto intType = dyn_cast<IntegerType>(storage);
   if (!isFloat8 && !(intType && intType.isSignless() &&
-                     llvm::is_contained({4u, 6u, 8u}, intType.getWidth())))
+                     llvm::is_contained({4u, 5u, 6u, 8u}, intType.getWidth())))
     return emitError() << "quantized storage type must be f8E4M3FN, f8E5M2, "
-                          "i8, i6 or i4, got "
+                          "i8, i6, i5 or i4, got "
                        << storage;
   int64_t rank = shape.size();
   switch (scheme.getKind()) {
@@ -264,9 +296,7 @@ LogicalResult QTensorType::verify(function_ref<InFlightDiagnostic()> emitError,
     break;
   case QuantKind::gguf: {
     GGUFBlockType format = scheme.getFormat();
-    unsigned bits = format == GGUFBlockType::q8_0   ? 8
-                    : format == GGUFBlockType::q6_k ? 6
-                                                    : 4;
+    unsigned bits = QuantSchemeAttr::getGGUFBits(format);
     if (!intType || intType.getWidth() != bits)
       return emitError() << "GGUF format " << stringifyGGUFBlockType(format)
                          << " stores i" << bits << " values, got " << storage;
@@ -325,6 +355,61 @@ int64_t QTensorType::getStorageBytes() const {
   int64_t rowElems = getShape().back();
   int64_t rows = getNumElements() / rowElems;
   return rows * llvm::divideCeil(rowElems * getStorageBits(getStorageType()), 8);
+}
+
+std::optional<QTensorType::PackedLayout> QTensorType::getPackedLayout() const {
+  QuantSchemeAttr scheme = getScheme();
+  int64_t cols = getShape().back();
+  auto fits = [&](PackedLayout layout) -> std::optional<PackedLayout> {
+    if (layout.group <= 0 || cols % layout.group != 0 ||
+        (layout.storage == "u4" && layout.group != 32))
+      return std::nullopt;
+    return layout;
+  };
+  switch (scheme.getKind()) {
+  case QuantKind::gguf:
+    switch (scheme.getFormat()) {
+    case GGUFBlockType::q4_0:
+    case GGUFBlockType::q4_1:
+      return fits({"u4", 32, ""});
+    case GGUFBlockType::q4_k:
+      return fits({"u4", 32, "q4_k"});
+    case GGUFBlockType::q5_0:
+    case GGUFBlockType::q5_1:
+    case GGUFBlockType::q5_k:
+      return fits({"i8", 32, ""});
+    case GGUFBlockType::q6_k:
+      return fits({"i8", 16, "q6_k"});
+    case GGUFBlockType::q8_0:
+      return fits({"i8", 32, "q8_0"});
+    case GGUFBlockType::none:
+      return std::nullopt;
+    }
+    return std::nullopt;
+  case QuantKind::group:
+    if (getStorageType().isInteger(4) && scheme.getGroup() % 32 == 0)
+      return fits({"u4", 32, "int4"});
+    if (getStorageType().isInteger(8))
+      return fits({"i8", scheme.getGroup(), ""});
+    return std::nullopt;
+  case QuantKind::per_channel:
+    if (scheme.getAxis() != getRank() - 2)
+      return std::nullopt;
+    if (getStorageType().isInteger(8))
+      return fits({"i8", cols, ""});
+    if (isa<Float8E4M3FNType>(getStorageType()))
+      return fits({"f8e4m3", cols, "fp8"});
+    return std::nullopt;
+  case QuantKind::block: {
+    ArrayRef<int64_t> block = scheme.getBlock();
+    if (!isa<Float8E4M3FNType>(getStorageType()) || block.empty())
+      return std::nullopt;
+    return fits({"f8e4m3", std::gcd(block.back(), cols), ""});
+  }
+  case QuantKind::per_tensor:
+    return std::nullopt;
+  }
+  return std::nullopt;
 }
 
 RankedTensorType QTensorType::getDequantizedType(Type elementType) const {

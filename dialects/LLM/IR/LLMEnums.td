@@ -61,7 +61,11 @@ def LLM_GGUFBlockType : I32EnumAttr<"GGUFBlockType",
       I32EnumAttrCase<"q8_0", 1>,
       I32EnumAttrCase<"q4_0", 2>,
       I32EnumAttrCase<"q4_k", 3>,
-      I32EnumAttrCase<"q6_k", 4>
+      I32EnumAttrCase<"q6_k", 4>,
+      I32EnumAttrCase<"q4_1", 5>,
+      I32EnumAttrCase<"q5_0", 6>,
+      I32EnumAttrCase<"q5_1", 7>,
+      I32EnumAttrCase<"q5_k", 8>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::moir::llm";

@@ -129,6 +129,33 @@ SmallVector<StringRef> StackedWeightOp::getWeightNames() {
   return result;
 }
 
+bool PackedWeightOp::isNibbles() {
+  int64_t cols = getType().getShape().back();
+  return getData().getType().getShape().back() * 2 == cols;
+}
+
+LogicalResult PackedWeightOp::verify() {
+  QTensorType type = getType();
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t group = getGroup(), cols = shape.back();
+  if (group <= 0 || cols % group != 0)
+    return emitOpError("group ") << group << " must divide the innermost dimension " << cols;
+  RankedTensorType data = getData().getType(), scales = getScales().getType();
+  SmallVector<int64_t> nibbles(shape), bytes(shape), scaleShape(shape);
+  nibbles.back() = cols / 2;
+  scaleShape.back() = cols / group;
+  scaleShape.push_back(2);
+  bool fp8 = isa<Float8E4M3FNType>(data.getElementType());
+  if (data.getShape() != ArrayRef<int64_t>(bytes) &&
+      (fp8 || group != 32 || data.getShape() != ArrayRef<int64_t>(nibbles)))
+    return emitOpError("data must be ") << (fp8 ? "" : "4-bit codes in ")
+                                        << "the weight's shape with "
+                                        << (fp8 ? "" : "half the ") << "innermost dimension";
+  if (scales.getShape() != ArrayRef<int64_t>(scaleShape))
+    return emitOpError("scales must have one (scale, offset) pair per group");
+  return success();
+}
+
 LogicalResult DequantizeOp::verify() {
   if (getInput().getType().getShape() != getType().getShape())
     return emitOpError("result shape must equal the quantized shape");

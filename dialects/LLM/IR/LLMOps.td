@@ -79,6 +79,35 @@ def LLM_DequantizeOp : LLM_Op<"dequantize", [Pure]> {
   let hasVerifier = 1;
 }
 
+def LLM_PackedWeightOp : LLM_Op<"packed_weight", [Pure]> {
+  let summary = "a quantized weight as the two tensors a backend binds";
+  let description = [{
+    `moir-bind-weights` binds a quantized weight as two entry arguments in
+    the packed form of include/moir/Frontend/Quantization.h: `data`, the
+    codes (`[..., rows, cols / 2] x i8` for 4-bit codes, two per byte;
+    `[..., rows, cols] x i8` or `x f8E4M3FN` otherwise) and `scales`,
+    `[..., rows, cols / group, 2] x f32` (scale, offset) per group of
+    `group` elements, `w = scale * code + offset`. This op gives the
+    consumers their quantized operand back; the lowerings read its operands.
+
+    ```mlir
+    %w = llm.packed_weight %data, %scales group 32
+           : tensor<64x48xi8>, tensor<64x3x2xf32> -> !llm.qtensor<64x96xi4, #llm.quant<kind = gguf, format = q4_0>>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[I8, F8E4M3FN]>:$data, RankedTensorOf<[F32]>:$scales,
+                       I64Attr:$group);
+  let results = (outs LLM_AnyQTensor:$result);
+  let assemblyFormat = [{
+    $data `,` $scales `group` $group attr-dict `:` type($data) `,` type($scales) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Whether the codes are 4-bit, two per byte.
+    bool isNibbles();
+  }];
+}
+
 //===----------------------------------------------------------------------===//
 // Layers
 //===----------------------------------------------------------------------===//

@@ -32,6 +32,19 @@ def LLM_QTensorType : TypeDef<LLM_Dialect, "QTensor"> {
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
     int64_t getRank() const { return getShape().size(); }
+
+    /// How a backend binds this weight: the packed form of
+    /// include/moir/Frontend/Quantization.h its codes are stored in ("u4",
+    /// "i8" or "f8e4m3"), the elements per (scale, offset) group of the
+    /// innermost dimension, and how a float source is quantized first
+    /// ("" for none; "q4_k", "q8_0", "q6_k", "int4", "fp8"). std::nullopt
+    /// where no packed form holds the scheme.
+    struct PackedLayout {
+      ::llvm::StringRef storage;
+      int64_t group;
+      ::llvm::StringRef quantize;
+    };
+    std::optional<PackedLayout> getPackedLayout() const;
     int64_t getNumElements() const;
 
     /// Shape of the scale tensor the weight store must provide for this

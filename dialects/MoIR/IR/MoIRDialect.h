@@ -37,6 +37,7 @@ inline llvm::StringLiteral serialName() { return Dialect::SerialAttrHelper::getN
 inline llvm::StringLiteral warpReduceName() { return Dialect::WarpReduceAttrHelper::getNameStr(); }
 inline llvm::StringLiteral hostCopyName() { return Dialect::HostCopyAttrHelper::getNameStr(); }
 inline llvm::StringLiteral abiName() { return Dialect::AbiAttrHelper::getNameStr(); }
+inline llvm::StringLiteral packedName() { return Dialect::PackedAttrHelper::getNameStr(); }
 
 /// A unit marker (moir.parallel, moir.kernel, ...) on `op`.
 inline void mark(mlir::Operation *op, llvm::StringLiteral name) {

@@ -10,7 +10,10 @@ using namespace mlir;
 using namespace moir;
 
 LogicalResult EntryArgAttr::verify(function_ref<InFlightDiagnostic()> emitError, ArgKind kind,
-                                   ArrayAttr names) {
+                                   ArrayAttr names, StringAttr packing) {
+  if (packing && (kind != ArgKind::weight ||
+                  !(packing.getValue().ends_with("/data") || packing.getValue().ends_with("/scales"))))
+    return emitError() << "#moir.arg: packing belongs to weights and ends in /data or /scales";
   bool isWeight = kind == ArgKind::weight;
   if (isWeight != (names && !names.empty()))
     return emitError() << "#moir.arg: weights, and only weights, carry their names";
@@ -60,6 +63,8 @@ LogicalResult MoIRDialect::verifyOperationAttribute(Operation *op, NamedAttribut
     return isa<ModuleOp>(op) ? success()
                              : op->emitOpError() << "'" << name << "' belongs on the module";
   }
+  if (name == attrs::packedName())
+    return isa<StringAttr>(value) ? success() : wrongType("a string");
   if (name == attrs::abiName())
     return isa<DenseI64ArrayAttr>(value) ? success() : wrongType("an array<i64>");
   if (name == attrs::parallelName() || name == attrs::kernelName() ||

@@ -35,7 +35,11 @@ def MoIR_Dialect : Dialect {
     - markers on lowered ops: `moir.parallel` (split across the thread pool),
       `moir.kernel` (a contraction run inside a work item), `moir.precise`
       (kept in f32), `moir.serial`, `moir.warp_reduce`, `moir.host_copy` (GPU
-      offload), `moir.abi` (@forward's buffer ranks for the exported entry).
+      offload), `moir.abi` (@forward's buffer ranks for the exported entry);
+    - `moir.packed` (a contraction whose weight is a packed quantized weight,
+      include/moir/Frontend/Quantization.h): the packed form, e.g. "u4:32",
+      so a target's kernels read codes and scales without matching the
+      dequantizing body.
   }];
   let discardableAttrs = (ins
     "::mlir::StringAttr":$family,
@@ -49,7 +53,8 @@ def MoIR_Dialect : Dialect {
     "::mlir::UnitAttr":$serial,
     "::mlir::UnitAttr":$warp_reduce,
     "::mlir::UnitAttr":$host_copy,
-    "::mlir::DenseI64ArrayAttr":$abi
+    "::mlir::DenseI64ArrayAttr":$abi,
+    "::mlir::StringAttr":$packed
   );
   let useDefaultAttributePrinterParser = 1;
   let hasOperationAttrVerify = 1;
@@ -64,8 +69,11 @@ def MoIR_EntryArgAttr : AttrDef<MoIR_Dialect, "EntryArg"> {
     positions, the cache offset, the caches), by `moir-quantize-kv-cache`
     (each quantized cache's row scales) and by `moir-bind-weights` (each
     weight, with its names in the weight store: one name, or one per expert
-    for a stacked weight). The artifact's manifest is written from these, so
-    no code depends on the order of the arguments.
+    for a stacked weight). A quantized weight is bound as two arguments whose
+    `packing` names the packed form and the part ("u4:32:q4_k/data",
+    "u4:32:q4_k/scales"; include/moir/Frontend/Quantization.h). The
+    artifact's manifest is written from these, so no code depends on the
+    order of the arguments.
 
     ```mlir
     func.func @forward(%tokens: tensor<?xi32> {moir.arg = #moir.arg<tokens>},
@@ -74,9 +82,15 @@ def MoIR_EntryArgAttr : AttrDef<MoIR_Dialect, "EntryArg"> {
   }];
   let parameters = (ins
     EnumParameter<MoIR_ArgKind>:$kind,
-    OptionalParameter<"::mlir::ArrayAttr">:$names
+    OptionalParameter<"::mlir::ArrayAttr">:$names,
+    OptionalParameter<"::mlir::StringAttr">:$packing
   );
-  let assemblyFormat = "`<` $kind (`,` $names^)? `>`";
+  let assemblyFormat = "`<` $kind (`,` $names^)? (`,` `packing` `=` $packing^)? `>`";
+  let builders = [
+    AttrBuilder<(ins "::moir::ArgKind":$kind, "::mlir::ArrayAttr":$names), [{
+      return $_get($_ctxt, kind, names, ::mlir::StringAttr());
+    }]>
+  ];
   let genVerifyDecl = 1;
 }
 

@@ -30,6 +30,10 @@ struct ArtifactArg {
   llvm::SmallVector<int64_t> shape;
   /// Weight-store tensors packed into this argument (weights only).
   llvm::SmallVector<std::string> names;
+  /// For a quantized weight's part, its packed form and part
+  /// ("u4:32:q4_k/data"; include/moir/Frontend/Quantization.h); empty for
+  /// float weights.
+  std::string packing;
   /// The fraction of this weight one decode step reads: 1 for dense weights,
   /// top_k / experts for stacked experts; rows gathered (the embedding table)
   /// read one row and do no arithmetic.

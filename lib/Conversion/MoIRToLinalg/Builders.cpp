@@ -2,6 +2,9 @@
 
 #include "Builders.h"
 
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -235,6 +238,165 @@ Value activation(OpBuilder &b, Location loc, llm::ActivationKind kind, Value x) 
   }
   }
   return x;
+}
+
+FailureOr<WeightOperand> WeightOperand::of(Value w) {
+  WeightOperand result;
+  if (!isa<llm::QTensorType>(w.getType())) {
+    result.tensor = w;
+    return result;
+  }
+  auto packed = w.getDefiningOp<llm::PackedWeightOp>();
+  if (!packed)
+    return failure();
+  result.data = packed.getData();
+  result.scales = packed.getScales();
+  result.group = packed.getGroup();
+  result.nibbles = packed.isNibbles();
+  StringRef storage = result.nibbles ? "u4"
+                      : isa<Float8E4M3FNType>(packed.getData().getType().getElementType())
+                          ? "f8e4m3"
+                          : "i8";
+  result.form = (storage + ":" + Twine(result.group)).str();
+  return result;
+}
+
+FailureOr<WeightOperand> weightOperand(Operation *user, Value w) {
+  FailureOr<WeightOperand> result = WeightOperand::of(w);
+  if (failed(result))
+    user->emitError() << "quantized weight " << w.getType()
+                      << " reaches the lowering without its packed form (run moir-bind-weights)";
+  return result;
+}
+
+SmallVector<int64_t> WeightOperand::getShape() const {
+  if (tensor)
+    return SmallVector<int64_t>(cast<RankedTensorType>(tensor.getType()).getShape());
+  SmallVector<int64_t> shape(cast<RankedTensorType>(data.getType()).getShape());
+  if (nibbles)
+    shape.back() *= 2;
+  return shape;
+}
+
+/// `v` / `divisor` as an OpFoldResult (folded when constant).
+static OpFoldResult divided(OpBuilder &b, Location loc, OpFoldResult v, int64_t divisor) {
+  if (divisor == 1)
+    return v;
+  if (std::optional<int64_t> c = getConstantIntValue(v))
+    return b.getIndexAttr(*c / divisor);
+  return arith::DivUIOp::create(b, loc, getValueOrCreateConstantIndexOp(b, loc, v),
+                                arith::ConstantIndexOp::create(b, loc, divisor))
+      .getResult();
+}
+
+/// A (possibly rank-reducing) extract_slice of `t`.
+static Value sliceDropping(OpBuilder &b, Location loc, Value t, ArrayRef<OpFoldResult> offsets,
+                           ArrayRef<OpFoldResult> sizes, ArrayRef<int64_t> dropped) {
+  auto type = cast<RankedTensorType>(t.getType());
+  SmallVector<int64_t> shape;
+  for (auto [i, size] : llvm::enumerate(sizes))
+    if (!llvm::is_contained(dropped, static_cast<int64_t>(i)))
+      shape.push_back(getConstantIntValue(size).value_or(ShapedType::kDynamic));
+  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
+  return tensor::ExtractSliceOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()),
+                                        t, offsets, sizes, strides);
+}
+
+WeightOperand WeightOperand::slice(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> offsets,
+                                   ArrayRef<OpFoldResult> sizes, ArrayRef<int64_t> dropped) const {
+  WeightOperand result = *this;
+  if (tensor) {
+    result.tensor = sliceDropping(b, loc, tensor, offsets, sizes, dropped);
+    return result;
+  }
+  SmallVector<OpFoldResult> dataOffsets(offsets), dataSizes(sizes);
+  if (nibbles) {
+    dataOffsets.back() = divided(b, loc, offsets.back(), 2);
+    dataSizes.back() = divided(b, loc, sizes.back(), 2);
+  }
+  result.data = sliceDropping(b, loc, data, dataOffsets, dataSizes, dropped);
+  SmallVector<OpFoldResult> scaleOffsets(offsets), scaleSizes(sizes);
+  scaleOffsets.back() = divided(b, loc, offsets.back(), group);
+  scaleSizes.back() = divided(b, loc, sizes.back(), group);
+  scaleOffsets.push_back(b.getIndexAttr(0));
+  scaleSizes.push_back(b.getIndexAttr(2));
+  result.scales = sliceDropping(b, loc, scales, scaleOffsets, scaleSizes, dropped);
+  return result;
+}
+
+Value decodeCode(OpBuilder &b, Location loc, const WeightOperand &w, Value code, Value col) {
+  Type f32 = b.getF32Type();
+  if (isa<Float8E4M3FNType>(code.getType()))
+    return arith::ExtFOp::create(b, loc, f32, code);
+  if (!w.nibbles)
+    return arith::SIToFPOp::create(b, loc, f32, code);
+  // Elements 16..31 of a group of 32 are the high nibbles.
+  Value inGroup = arith::RemUIOp::create(b, loc, col, arith::ConstantIndexOp::create(b, loc, 32));
+  Value high = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, inGroup,
+                                     arith::ConstantIndexOp::create(b, loc, 16));
+  Type i8 = b.getI8Type();
+  Value shift = arith::SelectOp::create(b, loc, high, arith::ConstantIntOp::create(b, loc, i8, 4),
+                                        arith::ConstantIntOp::create(b, loc, i8, 0));
+  Value nibble = arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, code, shift),
+                                       arith::ConstantIntOp::create(b, loc, i8, 15));
+  return arith::UIToFPOp::create(b, loc, f32, nibble);
+}
+
+/// The packed weight's indexing over loops whose last two are (row, col):
+/// codes, scale and offset.
+static std::array<SmallVector<AffineExpr>, 3> packedMaps(OpBuilder &b, const WeightOperand &w,
+                                                         ArrayRef<AffineExpr> leading,
+                                                         AffineExpr row, AffineExpr col) {
+  SmallVector<AffineExpr> code(leading), scale(leading), offset(leading);
+  code.push_back(row);
+  code.push_back(w.nibbles ? col.floorDiv(32) * 16 + col % 16 : col);
+  for (auto [exprs, part] : {std::pair{&scale, 0}, std::pair{&offset, 1}}) {
+    exprs->push_back(row);
+    exprs->push_back(col.floorDiv(w.group));
+    exprs->push_back(b.getAffineConstantExpr(part));
+  }
+  return {code, scale, offset};
+}
+
+Value dequantizeWeight(OpBuilder &b, Location loc, const WeightOperand &w) {
+  if (!w.isPacked())
+    return w.tensor;
+  SmallVector<int64_t> shape = w.getShape();
+  unsigned rank = shape.size();
+  SmallVector<AffineExpr> all, leading;
+  for (unsigned i = 0; i < rank; ++i)
+    all.push_back(b.getAffineDimExpr(i));
+  leading.assign(all.begin(), all.end() - 2);
+  auto maps = packedMaps(b, w, leading, all[rank - 2], all[rank - 1]);
+  return markParallel(generic(
+      b, loc, ValueRange{w.data, w.scales, w.scales},
+      tensor::EmptyOp::create(b, loc, shape, b.getF32Type()), {maps[0], maps[1], maps[2], all},
+      SmallVector<utils::IteratorType>(rank, par), [&](OpBuilder &b, Location loc, ValueRange a) {
+        Value col = linalg::IndexOp::create(b, loc, rank - 1);
+        Value v = decodeCode(b, loc, w, a[0], col);
+        Value x = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, a[1], v), a[2]);
+        linalg::YieldOp::create(b, loc, x);
+      }));
+}
+
+Value weightContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w, Value init) {
+  if (!w.isPacked())
+    return rowContraction(b, loc, a, w.tensor, init);
+  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+  auto maps = packedMaps(b, w, {}, n, k);
+  Value out = generic(b, loc, ValueRange{a, w.data, w.scales, w.scales}, init,
+                      {{m, k}, maps[0], maps[1], maps[2], {m, n}}, {par, par, red},
+                      [&](OpBuilder &b, Location loc, ValueRange v) {
+                        Value col = linalg::IndexOp::create(b, loc, 2);
+                        Value code = decodeCode(b, loc, w, v[1], col);
+                        Value weight = arith::AddFOp::create(
+                            b, loc, arith::MulFOp::create(b, loc, v[2], code), v[3]);
+                        Value prod = arith::MulFOp::create(b, loc, v[0], weight);
+                        linalg::YieldOp::create(b, loc,
+                                                arith::AddFOp::create(b, loc, v[4], prod).getResult());
+                      });
+  out.getDefiningOp()->setAttr(attrs::packedName(), b.getStringAttr(w.form));
+  return out;
 }
 
 Value rowContraction(OpBuilder &b, Location loc, Value a, Value w, Value init) {

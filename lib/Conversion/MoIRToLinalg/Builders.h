@@ -37,6 +37,54 @@ mlir::Value markParallel(mlir::Value linalgResult);
 /// backend gives it its register-blocked kernel, run sequentially.
 mlir::Value markKernel(mlir::Value linalgResult);
 
+/// A weight operand of a contraction: a float tensor, or a quantized weight
+/// as bound (llm.packed_weight: its codes and its (scale, offset) groups,
+/// include/moir/Frontend/Quantization.h).
+struct WeightOperand {
+  /// The float weight (null when packed).
+  mlir::Value tensor;
+  /// The packed weight's codes and scales, and the form ("u4:32").
+  mlir::Value data, scales;
+  int64_t group = 0;
+  bool nibbles = false;
+  std::string form;
+
+  /// `w` (a float tensor, or an !llm.qtensor defined by llm.packed_weight),
+  /// or failure for a quantized weight in no packed form.
+  static mlir::FailureOr<WeightOperand> of(mlir::Value w);
+  bool isPacked() const { return !tensor; }
+  /// The logical (dequantized) shape.
+  llvm::SmallVector<int64_t> getShape() const;
+
+  /// The slice at logical `offsets` / `sizes` (of the weight's rank);
+  /// `dropped` dimensions (size 1) are dropped from the result, as a
+  /// rank-reducing tensor.extract_slice does. A packed weight's column
+  /// offset and size must be multiples of its group.
+  WeightOperand slice(mlir::OpBuilder &b, mlir::Location loc,
+                      llvm::ArrayRef<mlir::OpFoldResult> offsets,
+                      llvm::ArrayRef<mlir::OpFoldResult> sizes,
+                      llvm::ArrayRef<int64_t> dropped = {}) const;
+};
+
+/// WeightOperand::of, or an error on `user` naming the weight's type when
+/// the weight is quantized in no packed form (not bound by
+/// moir-bind-weights).
+mlir::FailureOr<WeightOperand> weightOperand(mlir::Operation *user, mlir::Value w);
+
+/// The f32 value of a packed code (`code`: i8 or f8E4M3FN; for 4-bit codes
+/// the byte holding element `col`).
+mlir::Value decodeCode(mlir::OpBuilder &b, mlir::Location loc, const WeightOperand &w,
+                       mlir::Value code, mlir::Value col);
+
+/// A packed weight dequantized to an f32 tensor (for consumers with no
+/// kernel reading the packed form).
+mlir::Value dequantizeWeight(mlir::OpBuilder &b, mlir::Location loc, const WeightOperand &w);
+
+/// init[m, n] + sum_k a[m, k] * w[n, k] for a float or packed 2-D weight;
+/// the packed form's contraction carries moir.packed for the kernels.
+mlir::Value weightContraction(mlir::OpBuilder &b, mlir::Location loc, mlir::Value a,
+                              const WeightOperand &w, mlir::Value init);
+
 /// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.
 mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,
                    llvm::ArrayRef<mlir::OpFoldResult> sizes, mlir::Type type,

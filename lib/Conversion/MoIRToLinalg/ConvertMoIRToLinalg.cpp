@@ -43,6 +43,11 @@ struct ConvertMoIRToLinalgPass
       if (op->use_empty())
         op->erase();
     });
+    // So are packed weights: their consumers read the data and scales.
+    getOperation()->walk([](moir::llm::PackedWeightOp op) {
+      if (op->use_empty())
+        op->erase();
+    });
     // Whatever is left has no lowering (weights and composites are handled by
     // earlier passes): name it.
     WalkResult result = getOperation()->walk([](Operation *op) {

@@ -24,11 +24,31 @@ SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from = 0) {
   return e;
 }
 
-LogicalResult requireFloatWeight(PatternRewriter &rewriter, Operation *op, Value w) {
-  if (isa<llm::QTensorType>(w.getType()))
-    return rewriter.notifyMatchFailure(op, "quantized weights are not lowered yet");
-  return success();
-}
+
+/// A quantized weight's dequantized f32 values (consumers with no packed
+/// kernel).
+struct LowerDequantize : OpRewritePattern<llm::DequantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::DequantizeOp op, PatternRewriter &b) const override {
+    FailureOr<WeightOperand> w = weightOperand(op, op.getInput());
+    if (failed(w))
+      return failure();
+    Value f32 = dequantizeWeight(b, op.getLoc(), *w);
+    if (!op.getType().getElementType().isF32())
+      f32 = generic(b, op.getLoc(), f32,
+                    tensor::EmptyOp::create(b, op.getLoc(), op.getType().getShape(),
+                                            op.getType().getElementType()),
+                    {dims(b, op.getType().getRank()), dims(b, op.getType().getRank())},
+                    SmallVector<utils::IteratorType>(op.getType().getRank(), par),
+                    [&](OpBuilder &b, Location loc, ValueRange a) {
+                      linalg::YieldOp::create(b, loc,
+                                              arith::TruncFOp::create(b, loc, op.getType().getElementType(), a[0])
+                                                  .getResult());
+                    });
+    b.replaceOp(op, f32);
+    return success();
+  }
+};
 
 struct LowerRMSNorm : OpRewritePattern<llm::RMSNormOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -71,7 +91,8 @@ struct LowerRMSNorm : OpRewritePattern<llm::RMSNormOp> {
 struct LowerLinear : OpRewritePattern<llm::LinearOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::LinearOp op, PatternRewriter &b) const override {
-    if (failed(requireFloatWeight(b, op, op.getWeight())))
+    FailureOr<WeightOperand> weight = weightOperand(op, op.getWeight());
+    if (failed(weight))
       return failure();
     Location loc = op.getLoc();
     Value x = op.getInput();
@@ -91,7 +112,7 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     } else {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
-    Value out = markParallel(rowContraction(b, loc, x, op.getWeight(), init));
+    Value out = markParallel(weightContraction(b, loc, x, *weight, init));
     if (op.getPrecise())
       attrs::mark(out.getDefiningOp(), attrs::preciseName());
     b.replaceOp(op, out);
@@ -102,10 +123,10 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
 struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::EmbeddingOp op, PatternRewriter &b) const override {
-    if (failed(requireFloatWeight(b, op, op.getTable())))
+    FailureOr<WeightOperand> table = weightOperand(op, op.getTable());
+    if (failed(table))
       return failure();
     Location loc = op.getLoc();
-    Value table = op.getTable();
     SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, op.getIds(), 0),
                                        b.getIndexAttr(op.getType().getDimSize(1))};
     AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
@@ -113,8 +134,30 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
                         {{t}, {t, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
                           Value row = arith::IndexCastOp::create(b, loc, b.getIndexType(), a[0]);
                           Value col = linalg::IndexOp::create(b, loc, 1);
-                          Value v = tensor::ExtractOp::create(b, loc, table, ValueRange{row, col});
-                          linalg::YieldOp::create(b, loc, toF32(b, loc, v));
+                          if (!table->isPacked()) {
+                            Value v = tensor::ExtractOp::create(b, loc, table->tensor, ValueRange{row, col});
+                            linalg::YieldOp::create(b, loc, toF32(b, loc, v));
+                            return;
+                          }
+                          // A quantized table: the row's codes and its groups' scales.
+                          Value byte = table->nibbles
+                                           ? arith::AddIOp::create(
+                                                 b, loc,
+                                                 arith::MulIOp::create(
+                                                     b, loc, arith::DivUIOp::create(b, loc, col, indexConst(b, loc, 32)),
+                                                     indexConst(b, loc, 16)),
+                                                 arith::RemUIOp::create(b, loc, col, indexConst(b, loc, 16)))
+                                                 .getResult()
+                                           : col;
+                          Value code = tensor::ExtractOp::create(b, loc, table->data, ValueRange{row, byte});
+                          Value g = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, table->group));
+                          Value s = tensor::ExtractOp::create(b, loc, table->scales,
+                                                              ValueRange{row, g, indexConst(b, loc, 0)});
+                          Value o = tensor::ExtractOp::create(b, loc, table->scales,
+                                                              ValueRange{row, g, indexConst(b, loc, 1)});
+                          Value v = decodeCode(b, loc, *table, code, col);
+                          linalg::YieldOp::create(
+                              b, loc, arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, s, v), o).getResult());
                         });
     b.replaceOp(op, out);
     return success();
@@ -466,7 +509,7 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
 }
 
 void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerRMSNorm, LowerLinear, LowerEmbedding, LowerActivation, LowerGLU,
+  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerEmbedding, LowerActivation, LowerGLU,
                LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention,
                LowerQuantizedCacheUpdate, LowerDequantizeCache>(
       patterns.getContext());

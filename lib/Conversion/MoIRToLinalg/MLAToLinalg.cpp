@@ -165,12 +165,15 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
 struct LowerAttend : OpRewritePattern<mla::AttendOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(mla::AttendOp op, PatternRewriter &b) const override {
-    if (isa<llm::QTensorType>(op.getKvBProj().getType()))
-      return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
+    // A quantized kv_b_proj is dequantized whole: the absorbed and
+    // materialized products read it in several layouts.
+    FailureOr<WeightOperand> kvB = weightOperand(op, op.getKvBProj());
+    if (failed(kvB))
+      return failure();
     Location loc = op.getLoc();
     mla::ConfigAttr c = op.getConfig();
     Attend a{op, c.getNumHeads(), c.getQkNopeHeadDim(), c.getVHeadDim(), c.getKvLoraRank(),
-             c.getQkRopeHeadDim(), 0, op.getKvBProj(), {}, {}, {}, {}};
+             c.getQkRopeHeadDim(), 0, dequantizeWeight(b, loc, *kvB), {}, {}, {}, {}};
     Value latentCache = op.getLatentCache();
     if (auto dq = latentCache.getDefiningOp<llm::DequantizeCacheOp>())
       latentCache = dq.getCache();

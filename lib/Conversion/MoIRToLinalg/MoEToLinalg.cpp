@@ -294,24 +294,24 @@ struct LowerDispatch : OpRewritePattern<moe::DispatchOp> {
 };
 
 /// rows [n, in] x w[e] ([out, in] slice of a stacked [E, out, in] weight).
-Value expertMatmul(OpBuilder &b, Location loc, Value rows, Value stacked, Value e) {
-  auto wType = cast<RankedTensorType>(stacked.getType());
-  int64_t out = wType.getDimSize(1), in = wType.getDimSize(2);
-  Value w = tensor::ExtractSliceOp::create(
-      b, loc, RankedTensorType::get({out, in}, wType.getElementType()), stacked,
-      ArrayRef<OpFoldResult>{e, b.getIndexAttr(0), b.getIndexAttr(0)},
-      ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(out), b.getIndexAttr(in)},
-      ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
+Value expertMatmul(OpBuilder &b, Location loc, Value rows, const WeightOperand &stacked, Value e) {
+  SmallVector<int64_t> shape = stacked.getShape();
+  int64_t out = shape[1], in = shape[2];
+  WeightOperand w = stacked.slice(
+      b, loc, {e, b.getIndexAttr(0), b.getIndexAttr(0)},
+      {b.getIndexAttr(1), b.getIndexAttr(out), b.getIndexAttr(in)}, /*dropped=*/{0});
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, rows, 0), b.getIndexAttr(out)};
-  return markParallel(rowContraction(b, loc, rows, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+  return markParallel(weightContraction(b, loc, rows, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
 struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moe::ExpertFFNOp op, PatternRewriter &b) const override {
-    for (Value w : {op.getGate(), op.getUp(), op.getDown()})
-      if (isa<llm::QTensorType>(w.getType()))
-        return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
+    FailureOr<WeightOperand> gate = weightOperand(op, op.getGate()),
+                             up = weightOperand(op, op.getUp()),
+                             down = weightOperand(op, op.getDown());
+    if (failed(gate) || failed(up) || failed(down))
+      return failure();
     if (op.getActivation() != llm::ActivationKind::silu)
       return b.notifyMatchFailure(op, "only SiLU experts are lowered");
     Location loc = op.getLoc();
@@ -337,8 +337,8 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
                 b, loc, dynRows, rows, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
                 ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
                 ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-            Value g = expertMatmul(b, loc, xs, op.getGate(), e);
-            Value u = expertMatmul(b, loc, xs, op.getUp(), e);
+            Value g = expertMatmul(b, loc, xs, *gate, e);
+            Value u = expertMatmul(b, loc, xs, *up, e);
             unsigned rank = 2;
             AffineExpr i = b.getAffineDimExpr(0), j = b.getAffineDimExpr(1);
             Value hAct = generic(b, loc, ValueRange{g, u},
@@ -348,7 +348,7 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
                                    Value act = activation(b, loc, op.getActivation(), a[0]);
                                    linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, act, a[1]).getResult());
                                  });
-            Value y = expertMatmul(b, loc, hAct, op.getDown(), e);
+            Value y = expertMatmul(b, loc, hAct, *down, e);
             Value updated = tensor::InsertSliceOp::create(
                 b, loc, y, a[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
                 ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
@@ -365,10 +365,11 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
 };
 
 /// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
-Value itemContraction(OpBuilder &b, Location loc, Value a, Value w) {
+Value itemContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w) {
+  Value rowsOf = w.isPacked() ? w.data : w.tensor;
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, a, 0),
-                                     tensor::getMixedSize(b, loc, w, 0)};
-  return markKernel(rowContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+                                     tensor::getMixedSize(b, loc, rowsOf, 0)};
+  return markKernel(weightContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
 }
 
 /// The lowering configuration of a fused op built from parallel work items,
@@ -394,16 +395,35 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     if (!config)
       return failure();
     const int64_t ffnBlock = config.getFfnBlock();
-    for (Value w : op->getOperands())
-      if (isa<llm::QTensorType>(w.getType()))
-        return b.notifyMatchFailure(op, "quantized weights are not lowered yet");
+    // The weights, float or packed (the shared experts' are null when there
+    // are none).
+    auto operand = [&](Value w) -> FailureOr<WeightOperand> {
+      if (!w)
+        return WeightOperand();
+      return weightOperand(op, w);
+    };
+    FailureOr<WeightOperand> gateW = operand(op.getGate()), upW = operand(op.getUp()),
+                             downW = operand(op.getDown()),
+                             sharedGateW = operand(op.getSharedGateProj()),
+                             sharedUpW = operand(op.getSharedUpProj()),
+                             sharedDownW = operand(op.getSharedDownProj());
+    if (failed(gateW) || failed(upW) || failed(downW) || failed(sharedGateW) ||
+        failed(sharedUpW) || failed(sharedDownW))
+      return failure();
     if (op.getActivation() != llm::ActivationKind::silu)
       return b.notifyMatchFailure(op, "only SiLU experts are lowered");
     Location loc = op.getLoc();
     Value x = op.getInput(), ids = op.getIds(), weights = op.getWeights();
-    auto gateType = cast<RankedTensorType>(op.getGate().getType());
-    int64_t experts = gateType.getDimSize(0), ffn = gateType.getDimSize(1),
-            hidden = gateType.getDimSize(2);
+    SmallVector<int64_t> gateShape = gateW->getShape();
+    int64_t experts = gateShape[0], ffn = gateShape[1], hidden = gateShape[2];
+    // Shared experts past the first start at column s * ffn of the dense
+    // down projection: a packed one must have its groups (and bytes)
+    // aligned there.
+    if (op.getNumSharedExperts() > 1 && sharedDownW->isPacked() &&
+        (ffn % sharedDownW->group != 0 || (sharedDownW->nibbles && ffn % 32 != 0)))
+      return op.emitError() << "the shared experts' down projection is packed in groups of "
+                            << sharedDownW->group << ", which do not align with each expert's "
+                            << ffn << " columns";
     int64_t shared = op.getNumSharedExperts(), allExperts = experts + shared;
     int64_t topK = cast<RankedTensorType>(ids.getType()).getDimSize(1), slots = topK + shared;
     Value tokens = tensor::DimOp::create(b, loc, x, 0);
@@ -469,31 +489,21 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     };
     // Rows [lo, lo + count) of a routed expert's weight, or of a shared
     // expert's (s = e - experts: FFN columns [s * ffn, (s + 1) * ffn)).
-    auto routedBlock = [&](OpBuilder &b, Location loc, Value e, Value stacked, bool down, Value lo,
-                           Value count) -> Value {
+    auto routedBlock = [&](OpBuilder &b, Location loc, Value e, const WeightOperand &stacked,
+                           bool down, Value lo, Value count) -> WeightOperand {
       int64_t inner = down ? ffn : hidden;
-      return tensor::ExtractSliceOp::create(
-          b, loc,
-          RankedTensorType::get({ShapedType::kDynamic, inner},
-                                cast<RankedTensorType>(stacked.getType()).getElementType()),
-          stacked,
-          ArrayRef<OpFoldResult>{e, lo, b.getIndexAttr(0)},
-          ArrayRef<OpFoldResult>{b.getIndexAttr(1), count, b.getIndexAttr(inner)},
-          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1)});
+      return stacked.slice(b, loc, {e, lo, b.getIndexAttr(0)},
+                           {b.getIndexAttr(1), count, b.getIndexAttr(inner)}, /*dropped=*/{0});
     };
-    auto sharedBlock = [&](OpBuilder &b, Location loc, Value e, Value dense, bool down, Value lo,
-                           Value count) -> Value {
+    auto sharedBlock = [&](OpBuilder &b, Location loc, Value e, const WeightOperand &dense,
+                           bool down, Value lo, Value count) -> WeightOperand {
       int64_t inner = down ? ffn : hidden;
       Value base = arith::MulIOp::create(b, loc, arith::SubIOp::create(b, loc, e, cE), cF);
       SmallVector<OpFoldResult> offsets =
           down ? SmallVector<OpFoldResult>{lo, base}
                : SmallVector<OpFoldResult>{arith::AddIOp::create(b, loc, base, lo).getResult(),
                                            b.getIndexAttr(0)};
-      return slice(b, loc,
-                   RankedTensorType::get({ShapedType::kDynamic, inner},
-                                         cast<RankedTensorType>(dense.getType()).getElementType()),
-                   dense,
-                   offsets, {count, b.getIndexAttr(inner)});
+      return dense.slice(b, loc, offsets, {count, b.getIndexAttr(inner)});
     };
     // `body` for a routed expert and, when there are shared experts, in an
     // scf.if for them: each branch has its own contractions, so the kernels
@@ -537,13 +547,12 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
         Value xs = routed ? slice(b, loc, rowsType, d.rows, {lo, b.getIndexAttr(0)},
                                   {n, b.getIndexAttr(hidden)})
                           : tensor::CastOp::create(b, loc, rowsType, x).getResult();
-        auto block = [&](Value stacked, Value dense) {
+        auto block = [&](const WeightOperand &stacked, const WeightOperand &dense) {
           return routed ? routedBlock(b, loc, e, stacked, false, f0, width)
                         : sharedBlock(b, loc, e, dense, false, f0, width);
         };
-        return SmallVector<Value>{
-            itemContraction(b, loc, xs, block(op.getGate(), op.getSharedGateProj())),
-            itemContraction(b, loc, xs, block(op.getUp(), op.getSharedUpProj()))};
+        return SmallVector<Value>{itemContraction(b, loc, xs, block(*gateW, *sharedGateW)),
+                                  itemContraction(b, loc, xs, block(*upW, *sharedUpW))};
       });
       Value g = gu[0], u = gu[1];
       Value hBlock = generic(b, loc, ValueRange{g, u},
@@ -586,8 +595,8 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
         auto hType = RankedTensorType::get({ShapedType::kDynamic, ffn}, b.getF32Type());
         Value hs = slice(b, loc, hType, h, {lo, b.getIndexAttr(0)}, {n, b.getIndexAttr(ffn)});
         Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
-          Value w = routed ? routedBlock(b, loc, e, op.getDown(), true, c0h, width)
-                           : sharedBlock(b, loc, e, op.getSharedDownProj(), true, c0h, width);
+          WeightOperand w = routed ? routedBlock(b, loc, e, *downW, true, c0h, width)
+                                   : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
           return SmallVector<Value>{itemContraction(b, loc, hs, w)};
         })[0];
         return loop(b, loc, c0, n, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
@@ -646,7 +655,7 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
       Value xs = slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type()), x,
                        {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(hidden)});
       // Expert choice is discrete: the product stays f32 (moir.precise).
-      Value logits = itemContraction(b, loc, xs, router);
+      Value logits = itemContraction(b, loc, xs, *WeightOperand::of(router));
       attrs::mark(logits.getDefiningOp(), attrs::preciseName());
       SmallVector<OpFoldResult> blockSizes = {n, b.getIndexAttr(k)};
       SmallVector<Value> routed = loop(

@@ -118,7 +118,7 @@ func.func private @f(!llm.qtensor<0x4xi8, #llm.quant<kind = per_tensor>>)
 
 // -----
 
-// expected-error @+1 {{quantized storage type must be f8E4M3FN, f8E5M2, i8, i6 or i4, got 'f16'}}
+// expected-error @+1 {{quantized storage type must be f8E4M3FN, f8E5M2, i8, i6, i5 or i4, got 'f16'}}
 func.func private @f(!llm.qtensor<4x4xf16, #llm.quant<kind = per_tensor>>)
 
 // -----
