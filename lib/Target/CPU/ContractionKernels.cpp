@@ -134,7 +134,7 @@ std::optional<SmallVector<int>> operandLayout(AffineMap map, ArrayRef<int> kept)
 /// - Outer2D: loops (m, n, k), the same without a batch (absorbed MLA's sum
 ///   of latent rows over every head at once: the cache is read once, not
 ///   once per head).
-enum class Form { None, Plain, Batched, Outer, Outer2D };
+enum class Form { None, Plain, Batched, Outer, Outer2D, Packed };
 
 /// Whether the last result of `map` is loop `loop` and `v`'s last dimension
 /// has unit stride.
@@ -145,6 +145,29 @@ bool contiguousAlong(AffineMap map, Value v, int loop) {
   SmallVector<int64_t> strides;
   int64_t offset;
   return succeeded(type.getStridesAndOffset(strides, offset)) && strides.back() == 1;
+}
+
+/// A contraction over a packed quantized weight (moir.packed, set by the
+/// lowering): C[m, n] += A[m, k] * (scale[n, k / G] * code(data[n, .]) +
+/// offset[n, k / G]) with loops (m, n, k) on buffers, A and the codes unit
+/// stride along k.
+bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
+  auto form = op->getAttrOfType<StringAttr>(moir::attrs::packedName());
+  if (!form || !op.hasPureBufferSemantics() || op.getNumDpsInputs() != 4 ||
+      op.getNumDpsInits() != 1 || op.getNumLoops() != 3)
+    return false;
+  auto [storage, groupText] = form.getValue().split(':');
+  int64_t group;
+  if (groupText.getAsInteger(10, group) || group % vectorWidth != 0 ||
+      (storage == "u4" && (group != 32 || 16 % vectorWidth != 0)))
+    return false;
+  Value a = op.getDpsInputs()[0], data = op.getDpsInputs()[1], c = op.getDpsInits()[0];
+  auto scales = dyn_cast<MemRefType>(op.getDpsInputs()[2].getType());
+  SmallVector<int64_t> strides;
+  int64_t offset;
+  return unitInnerStride(a.getType()) && unitInnerStride(data.getType()) &&
+         isa<MemRefType>(c.getType()) && scales && scales.getRank() == 3 &&
+         succeeded(scales.getStridesAndOffset(strides, offset)) && strides.back() == 1;
 }
 
 Form classify(linalg::GenericOp op) {
@@ -507,6 +530,157 @@ private:
   Value rows, depth, cols;
 };
 
+/// C[m, n] += A[m, k] * W[n, k] with W packed (include/moir/Frontend/
+/// Quantization.h): the codes are decoded in registers (nibbles masked and
+/// shifted, int8 sign-extended, FP8 widened) and multiplied into per-group
+/// accumulators; at the end of each group, sum += scale * products + offset
+/// * (the activations' sum over the group), so the scales cost two FMAs per
+/// group and output, not one per element. Blocked and tiled as the float
+/// kernel is.
+class PackedKernelBuilder : public LoopBuilder {
+public:
+  PackedKernelBuilder(OpBuilder &b, Location loc, linalg::GenericOp op, const KernelShape &shape)
+      : LoopBuilder(b, loc), shape(shape), a(op.getDpsInputs()[0]), data(op.getDpsInputs()[1]),
+        scales(op.getDpsInputs()[2]), c(op.getDpsInits()[0]) {
+    auto [storage, groupText] =
+        op->getAttrOfType<StringAttr>(moir::attrs::packedName()).getValue().split(':');
+    nibbles = storage == "u4";
+    (void)groupText.getAsInteger(10, group);
+  }
+
+  void build(bool parallel) {
+    Value zero = cst(0), one = cst(1);
+    rows = memref::DimOp::create(b, loc, a, 0);
+    cols = memref::DimOp::create(b, loc, data, 0);
+    depth = memref::DimOp::create(b, loc, a, 1);
+    groups = arith::DivUIOp::create(b, loc, depth, cst(group));
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
+      Value hi = arith::MinUIOp::create(b, loc,
+                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
+      Value span = arith::SubIOp::create(b, loc, hi, lo);
+      Value full = arith::AddIOp::create(
+          b, loc, lo,
+          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
+                                cst(shape.tileN)));
+      Value mFull = arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
+      auto sweep = [&](int64_t tm, Value m0) {
+        forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
+        forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
+      };
+      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
+      forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
+    });
+  }
+
+private:
+  /// The f32 vector of weight row `n`'s elements [k, k + vw).
+  Value weights(Value n, Value k) {
+    int64_t vw = shape.vectorWidth;
+    auto f32Vec = VectorType::get({vw}, b.getF32Type());
+    Type elem = getElementTypeOrSelf(data.getType());
+    auto codeVec = VectorType::get({vw}, elem);
+    if (!nibbles) {
+      Value codes = vector::LoadOp::create(b, loc, codeVec, data, ValueRange{n, k});
+      if (isa<Float8E4M3FNType>(elem))
+        return arith::ExtFOp::create(b, loc, f32Vec, codes);
+      return arith::SIToFPOp::create(b, loc, f32Vec, codes);
+    }
+    // Element e of a group of 32: byte e % 16 of the group's 16, the high
+    // nibble for e >= 16. A vector of vw <= 16 never straddles the halves.
+    Value inGroup = arith::RemUIOp::create(b, loc, k, cst(32));
+    Value byte = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, k, cst(32)), cst(16)),
+        arith::RemUIOp::create(b, loc, inGroup, cst(16)));
+    Value codes = vector::LoadOp::create(b, loc, codeVec, data, ValueRange{n, byte});
+    Type i8 = b.getI8Type();
+    Value high = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, inGroup, cst(16));
+    Value shift = arith::SelectOp::create(b, loc, high, arith::ConstantIntOp::create(b, loc, i8, 4),
+                                          arith::ConstantIntOp::create(b, loc, i8, 0));
+    Value shifts = vector::BroadcastOp::create(b, loc, codeVec, shift);
+    Value mask = arith::ConstantOp::create(
+        b, loc, codeVec, DenseElementsAttr::get(codeVec, b.getIntegerAttr(i8, 15)));
+    Value nib = arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, codes, shifts), mask);
+    return arith::UIToFPOp::create(b, loc, f32Vec, nib);
+  }
+
+  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
+  void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
+    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
+    int64_t vw = shape.vectorWidth;
+    SmallVector<Value> r, q;
+    for (int64_t i = 0; i < tm; ++i)
+      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
+    for (int64_t j = 0; j < tn; ++j)
+      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0);
+    auto vecType = VectorType::get({vw}, b.getF32Type());
+    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
+    SmallVector<Value> inits(tm * tn, zeros);
+    auto groupLoop = scf::ForOp::create(
+        b, loc, cst(0), groups, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value g, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value base = arith::MulIOp::create(b, loc, g, cst(group));
+          // Products and activation sums of this group.
+          SmallVector<Value> groupInits(tm * tn + tm, zeros);
+          auto inner = scf::ForOp::create(
+              b, loc, cst(0), cst(group), cst(vw), groupInits,
+              [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
+                OpBuilder::InsertionGuard guard2(b);
+                b.setInsertionPointToStart(nb2.getInsertionBlock());
+                Value k = arith::AddIOp::create(b, loc, base, v);
+                SmallVector<Value> xs, ws, next;
+                for (Value row : r)
+                  xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
+                for (Value col : q)
+                  ws.push_back(weights(col, k));
+                for (int64_t i = 0; i < tm; ++i)
+                  for (int64_t j = 0; j < tn; ++j)
+                    next.push_back(
+                        vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
+                for (int64_t i = 0; i < tm; ++i)
+                  next.push_back(
+                      arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
+                scf::YieldOp::create(b, loc, next);
+              });
+          SmallVector<Value> next;
+          SmallVector<Value> ss, os;
+          for (Value col : q) {
+            Value s = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
+            Value o = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
+            ss.push_back(vector::BroadcastOp::create(b, loc, vecType, s));
+            os.push_back(vector::BroadcastOp::create(b, loc, vecType, o));
+          }
+          for (int64_t i = 0; i < tm; ++i)
+            for (int64_t j = 0; j < tn; ++j) {
+              Value acc = vector::FMAOp::create(b, loc, ss[j], inner.getResult(i * tn + j),
+                                                accs[i * tn + j]);
+              next.push_back(
+                  vector::FMAOp::create(b, loc, os[j], inner.getResult(tm * tn + i), acc)
+                      .getResult());
+            }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < tn; ++j) {
+        Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                                groupLoop.getResult(i * tn + j), fast);
+        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
+                                ValueRange{r[i], q[j]});
+      }
+  }
+
+  KernelShape shape;
+  Value a, data, scales, c;
+  bool nibbles = false;
+  int64_t group = 0;
+  Value rows, cols, depth, groups;
+};
+
 struct CPUContractionKernelsPass
     : moir::impl::CPUContractionKernelsPassBase<CPUContractionKernelsPass> {
   using Base::Base;
@@ -527,7 +701,9 @@ struct CPUContractionKernelsPass
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))
         return;
-      if (Form form = classify(op); form != Form::None)
+      if (isPackedContraction(op, vectorWidth))
+        matched.push_back({op, Form::Packed});
+      else if (Form form = classify(op); form != Form::None)
         matched.push_back({op, form});
     });
     OpBuilder b(&getContext());
@@ -538,7 +714,9 @@ struct CPUContractionKernelsPass
       // moir.kernel: one work item of an enclosing parallel loop already.
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
-      if (form == Form::Plain)
+      if (form == Form::Packed)
+        PackedKernelBuilder(b, op.getLoc(), op, shape).build(parallel);
+      else if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
       else if (form == Form::Outer2D)
         OuterKernelBuilder(b, op.getLoc(), a, w, c, shape).build(parallel);
