@@ -3,14 +3,14 @@
 # and runs each for SECONDS (default 60), seeded from the malformed-input
 # corpus and the fixtures. New crashes land in build-fuzz/<target>/crash-*.
 #
-#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config ...]
+#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant ...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${FUZZ_DIR:-$root/build-fuzz}"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config)
+[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant)
 
 bash "$root/scripts/setup.sh"
 mkdir -p "$out"
@@ -20,7 +20,7 @@ flags=(-g -O1 -std=c++17 -fno-rtti -fsanitize=fuzzer,address
        -I"$root/include" -I"$root/dialects" -I"$root/build/dialects"
        -isystem /usr/lib/llvm-22/include)
 libs=(-L/usr/lib/llvm-22/lib -lLLVM -Wl,-rpath,/usr/lib/llvm-22/lib)
-sources=("$root"/lib/Frontend/{WeightStore,Safetensors,GGUF,HFConfig,GGUFConfig}.cpp)
+sources=("$root"/lib/Frontend/{WeightStore,Safetensors,GGUF,HFConfig,GGUFConfig,Quantization}.cpp)
 
 for t in "${targets[@]}"; do
   bin="$out/${t}_fuzzer"
@@ -31,6 +31,7 @@ for t in "${targets[@]}"; do
     safetensors) find "$root/test/Frontend/corpus" -name model.safetensors -exec cp -f {} "$corpus/" \; 2>/dev/null
                  i=0; for f in $(find "$root/test/Frontend/corpus" -name model.safetensors); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
     gguf) cp -f "$root"/test/Frontend/corpus/*.gguf "$corpus/" ;;
+    quant) cp -f "$root"/test/fuzz/corpus/quant/* "$corpus/" ;;
     config) i=0; for f in $(find "$root/test/Frontend/corpus" "$root/test/fixtures" -name config.json); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
   esac
   echo "== fuzzing $t for ${seconds}s"
