@@ -198,20 +198,20 @@ int64_t QuantSchemeAttr::getGGUFBlockBytes(GGUFBlockType format) {
   // qs[16]}, block_q5_1 {f16 d, m; u8 qh[4]; u8 qs[16]}, block_q5_K {f16 d,
   // dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}.
   switch (format) {
-  case GGUFBlockType::q4_1:
-    return 4 + 16;
-  case GGUFBlockType::q5_0:
-    return 2 + 4 + 16;
-  case GGUFBlockType::q5_1:
-    return 4 + 4 + 16;
-  case GGUFBlockType::q5_k:
-    return 4 + 12 + 32 + 128;
   case GGUFBlockType::q8_0:
     return 2 + 32;
   case GGUFBlockType::q4_0:
     return 2 + 16;
+  case GGUFBlockType::q4_1:
+    return 2 + 2 + 16;
+  case GGUFBlockType::q5_0:
+    return 2 + 4 + 16;
+  case GGUFBlockType::q5_1:
+    return 2 + 2 + 4 + 16;
   case GGUFBlockType::q4_k:
     return 2 + 2 + 12 + 128;
+  case GGUFBlockType::q5_k:
+    return 2 + 2 + 12 + 32 + 128;
   case GGUFBlockType::q6_k:
     return 128 + 64 + 16 + 2;
   case GGUFBlockType::none:
@@ -286,7 +286,7 @@ LogicalResult QTensorType::verify(function_ref<InFlightDiagnostic()> emitError,
                          << scheme.getBlock().size() << " for rank " << rank;
     break;
   case QuantKind::group:
-    if (!intType || intType.getWidth() == 6)
+    if (!intType || (intType.getWidth() != 4 && intType.getWidth() != 8))
       return emitError() << "group quantization needs i4 or i8 storage, got "
                          << storage;
     if (shape.back() % scheme.getGroup() != 0)

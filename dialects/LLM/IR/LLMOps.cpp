@@ -49,7 +49,9 @@ LogicalResult moir::llm::verifyDim(Operation *op, StringRef what,
                            << expected;
 }
 
-/// A quantized weight names its scales unless its format embeds them.
+/// A quantized weight names its scales unless its format embeds them (GGUF)
+/// or the compiler computes them (a float tensor quantized at compile time,
+/// moirc --weight-type=int4|fp8: no scale tensor exists).
 static LogicalResult verifyScaleNaming(Operation *op, Type type,
                                        bool hasScaleNames) {
   auto qtensor = dyn_cast<QTensorType>(type);
@@ -61,8 +63,6 @@ static LogicalResult verifyScaleNaming(Operation *op, Type type,
   bool embedded = qtensor.getScheme().getKind() == QuantKind::gguf;
   if (embedded && hasScaleNames)
     return op->emitOpError("GGUF weight embeds its scales; no scale tensor");
-  if (!embedded && !hasScaleNames)
-    return op->emitOpError("quantized weight needs the name of its scale tensor");
   return success();
 }
 

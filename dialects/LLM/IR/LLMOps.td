@@ -25,9 +25,11 @@ def LLM_WeightOp : LLM_Op<"weight", [Pure,
   let description = [{
     Names one tensor of the weight store (the checkpoint's tensor name). The
     data is never held in the IR; backends pack it into the artifact. A
-    quantized weight names its scale tensor too (unless its format embeds the
-    scales, as GGUF's do). Identical references are merged by CSE, so tied
-    embeddings read one tensor.
+    quantized weight names its scale tensor too, unless its format embeds the
+    scales (GGUF's) or the named tensor is float and quantized at compile time
+    (`moirc --weight-type=int4|fp8`), whose scales the packer computes.
+    Identical references are merged by CSE, so tied embeddings read one
+    tensor.
 
     ```mlir
     %w = llm.weight "model.layers.0.self_attn.q_proj.weight" : tensor<4096x4096xbf16>

@@ -191,14 +191,6 @@ func.func @f() {
 // -----
 
 func.func @f() {
-  // expected-error @+1 {{quantized weight needs the name of its scale tensor}}
-  %0 = llm.weight "w" : !llm.qtensor<4x32xi8, #llm.quant<kind = per_channel, axis = 0>>
-  return
-}
-
-// -----
-
-func.func @f() {
   // expected-error @+1 {{needs at least one weight name}}
   %0 = llm.stacked_weight [] : tensor<0x4xf32>
   return
