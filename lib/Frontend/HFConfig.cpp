@@ -265,6 +265,119 @@ Expected<ModelConfig> parseHFConfig(StringRef path) {
   return parseHFConfigText(path, (*buffer)->getBuffer());
 }
 
+/// quantization_config: DeepSeek-V3's block FP8, fbgemm's per-channel FP8,
+/// AWQ (GEMM) and GPTQ (v1) 4-bit. Keys that change how weights decode are
+/// checked; a few bookkeeping keys of each quantizer are inert.
+static Error parseQuantization(StringRef path, const json::Object &object, QuantizationConfig &q) {
+  ConfigReader qr(path, object, "quantization_config.");
+  TRY(method, qr.string("quant_method"));
+  if (!method)
+    return qr.error("quant_method", "is required");
+  q.method = *method;
+  auto modules = [&]() -> Error {
+    const json::Value *list = qr.get("modules_to_not_convert");
+    if (!list)
+      return Error::success();
+    const json::Array *names = list->getAsArray();
+    if (!names)
+      return qr.error("modules_to_not_convert", "must be a list of module names");
+    for (const json::Value &name : *names) {
+      std::optional<StringRef> s = name.getAsString();
+      if (!s)
+        return qr.error("modules_to_not_convert", "must be a list of module names");
+      q.modulesToNotConvert.push_back(s->str());
+    }
+    return Error::success();
+  };
+  auto fourBits = [&]() -> Error {
+    TRY(bits, qr.integer("bits", std::nullopt));
+    if (bits != 4)
+      return qr.error("bits", "is " + Twine(bits) + "; only 4-bit " + *method +
+                                  " is supported");
+    q.bits = bits;
+    return Error::success();
+  };
+  auto groupSize = [&](bool allowRow) -> Error {
+    TRY(size, qr.integer("group_size", std::nullopt, allowRow ? -1 : 1));
+    if (size == -1 && allowRow) {
+      q.groupSize = -1;
+      return Error::success();
+    }
+    if (size <= 0 || size % 32 != 0)
+      return qr.error("group_size", "is " + Twine(size) + "; it must be a multiple of 32" +
+                                        (allowRow ? " (or -1)" : ""));
+    q.groupSize = size;
+    return Error::success();
+  };
+
+  if (*method == "fp8") {
+    if (Error err = qr.expectString("fmt", "e4m3", "only e4m3 is supported"))
+      return err;
+    if (Error err = qr.expectString("activation_scheme", "dynamic",
+                                    "only dynamic activation scaling is supported"))
+      return err;
+    const json::Value *block = qr.get("weight_block_size");
+    const json::Array *sizes = block ? block->getAsArray() : nullptr;
+    if (!sizes || sizes->size() != 2 || (*sizes)[0].getAsInteger() != 128 ||
+        (*sizes)[1].getAsInteger() != 128)
+      return qr.error("weight_block_size", "must be [128, 128]");
+    return qr.checkAllUsed({});
+  }
+  if (*method == "fbgemm_fp8") {
+    if (Error err = modules())
+      return err;
+    // The bound of dynamic activation scales: MoIR keeps activations in
+    // float, so it has nothing to bound.
+    qr.consume("activation_scale_ub");
+    return qr.checkAllUsed({});
+  }
+  if (*method == "awq") {
+    if (Error err = fourBits())
+      return err;
+    if (Error err = groupSize(false))
+      return err;
+    TRY(zeroPoint, qr.boolean("zero_point", true));
+    if (!zeroPoint)
+      return qr.error("zero_point", "is false; only AWQ with zero points is supported");
+    if (Error err = qr.expectString("version", "gemm", "only gemm is supported"))
+      return err;
+    if (Error err = modules())
+      return err;
+    // Kernel choices of the loaders, not the math.
+    return qr.checkAllUsed({"backend", "do_fuse", "fuse_max_seq_len", "modules_to_fuse",
+                            "exllama_config"});
+  }
+  if (*method == "gptq") {
+    if (Error err = fourBits())
+      return err;
+    if (Error err = groupSize(true))
+      return err;
+    TRY(descAct, qr.boolean("desc_act", false));
+    if (descAct)
+      return qr.error("desc_act", "is true; act-order GPTQ checkpoints are not supported yet");
+    TRY(sym, qr.boolean("sym", true));
+    (void)sym; // the zero points are stored either way
+    if (Error err = qr.expectString("checkpoint_format", "gptq",
+                                    "only the gptq (v1) checkpoint format is supported"))
+      return err;
+    if (Error err = qr.expectString("format", "gptq",
+                                    "only the gptq (v1) checkpoint format is supported"))
+      return err;
+    if (Error err = modules())
+      return err;
+    // The quantizer's own settings and the loaders' kernel choices.
+    return qr.checkAllUsed({"damp_percent", "damp_auto_increment", "true_sequential",
+                            "static_groups", "model_name_or_path", "model_file_base_name",
+                            "use_exllama", "exllama_config", "use_cuda_fp16",
+                            "cache_block_outputs", "batch_size", "dataset", "tokenizer",
+                            "max_input_length", "module_name_preceding_first_block",
+                            "block_name_to_quantize", "backend", "meta", "pack_dtype",
+                            "quantizer", "lm_head", "modules_in_block_to_quantize"});
+  }
+  return qr.error("quant_method", "is '" + *method +
+                                      "'; only fp8, fbgemm_fp8, awq and gptq are supported");
+}
+
 Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
   Expected<json::Value> parsed = json::parse(text);
   if (!parsed)
@@ -500,17 +613,7 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
     const json::Object *q = quant->getAsObject();
     if (!q)
       return r.error("quantization_config", "must be an object");
-    ConfigReader qr(path, *q, "quantization_config.");
-    CHECK_ERR(qr.expectString("quant_method", "fp8", "only fp8 is supported"));
-    CHECK_ERR(qr.expectString("fmt", "e4m3", "only e4m3 is supported"));
-    CHECK_ERR(qr.expectString("activation_scheme", "dynamic",
-                              "only dynamic activation scaling is supported"));
-    const json::Value *block = qr.get("weight_block_size");
-    const json::Array *sizes = block ? block->getAsArray() : nullptr;
-    if (!sizes || sizes->size() != 2 || (*sizes)[0].getAsInteger() != 128 ||
-        (*sizes)[1].getAsInteger() != 128)
-      return qr.error("weight_block_size", "must be [128, 128]");
-    CHECK_ERR(qr.checkAllUsed({}));
+    CHECK_ERR(parseQuantization(path, *q, c.quantization));
   }
 
   CHECK_ERR(r.checkAllUsed(kInertKeys));

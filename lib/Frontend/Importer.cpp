@@ -27,6 +27,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Regex.h"
 
 #include <cstring>
 
@@ -135,6 +136,35 @@ std::string shapeString(ArrayRef<int64_t> shape) {
   return "[" + join(map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") + "]";
 }
 
+constexpr const char *kWeightTypeNames = "f32, bf16, f16, q8_0, q4_k, q6_k, int4, fp8";
+
+bool isWeightTypeName(StringRef type) {
+  return is_contained({"f32", "bf16", "f16", "q8_0", "q4_k", "q6_k", "int4", "fp8"}, type);
+}
+
+Error parseWeightTypeOverrides(StringRef text,
+                               std::vector<std::pair<Regex, std::string>> &overrides) {
+  SmallVector<StringRef> entries;
+  text.split(entries, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef entry : entries) {
+    auto [pattern, type] = entry.rsplit('=');
+    auto error = [&](const Twine &message) {
+      return createStringError(inconvertibleErrorCode(),
+                               "--weight-type-override '" + entry + "': " + message);
+    };
+    if (pattern.empty() || type.empty())
+      return error("expected <regex>=<type>");
+    if (!isWeightTypeName(type))
+      return error("type '" + type + "' is not one of " + kWeightTypeNames);
+    Regex regex(pattern);
+    std::string why;
+    if (!regex.isValid(why))
+      return error("invalid regex: " + why);
+    overrides.emplace_back(std::move(regex), type.str());
+  }
+  return Error::success();
+}
+
 /// Gives each op inserted while building a decoder layer that layer's number.
 class LayerListener : public OpBuilder::Listener {
 public:
@@ -157,6 +187,8 @@ public:
         store(store), format(format), source(source),
         configSource(configSource), capacity(options.cacheCapacity),
         requestedWeightType(options.weightType) {
+    // importModel checked the overrides.
+    cantFail(parseWeightTypeOverrides(options.weightTypeOverrides, overrides));
     // Named locations (layer by layer, below) tell diagnostics where an op
     // came from; a file:line location would mean nothing for a checkpoint.
     loc = NameLoc::get(StringAttr::get(&context, source));
@@ -174,7 +206,18 @@ private:
   }
   Value experts(Role role, int64_t layer, ArrayRef<int64_t> shape);
   FailureOr<double> scalar(StringRef name);
+  /// The stored tensor behind weight `name` of logical `shape` (an AWQ/GPTQ
+  /// checkpoint stores `<module>.qweight` instead of `<module>.weight`), its
+  /// IR type and the name of its scale tensor (empty if none).
+  struct Resolved {
+    std::string name, scaleName;
+    Type type;
+  };
+  std::optional<Resolved> resolve(StringRef name, ArrayRef<int64_t> shape);
   Type weightType(const TensorInfo &info, StringRef &scaleName, std::string &scaleStorage);
+  Type int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape, std::string &scaleName);
+  /// The type a float matrix gets under --weight-type and its overrides.
+  Type floatWeightType(const TensorInfo &info, Type stored);
   Value fail(Error err) {
     if (!firstError)
       firstError = std::move(err);
@@ -211,10 +254,100 @@ private:
   std::string source, configSource;
   int64_t capacity;
   std::string requestedWeightType;
+  std::vector<std::pair<Regex, std::string>> overrides;
   Error firstError = Error::success();
   Value tokens, positions, offset;
   llvm::StringMap<Value> weights;
 };
+
+/// llama.cpp keeps the MoE router (and Qwen2-MoE's shared-expert gate) in
+/// float: a few small matrices whose errors change which experts run.
+static bool isRouter(StringRef name) {
+  return name.ends_with("mlp.gate.weight") || name.ends_with("block_sparse_moe.gate.weight") ||
+         name.contains("ffn_gate_inp") || name.ends_with("shared_expert_gate.weight");
+}
+
+Type ModelBuilder::floatWeightType(const TensorInfo &info, Type stored) {
+  ArrayRef<int64_t> shape = info.shape;
+  std::string requested = requestedWeightType;
+  bool overridden = false;
+  for (auto &[pattern, type] : overrides)
+    if (pattern.match(info.name)) {
+      requested = type;
+      overridden = true;
+      break;
+    }
+  if (shape.size() < 2 || requested.empty() || (isRouter(info.name) && !overridden))
+    return RankedTensorType::get(shape, stored);
+  if (requested == "bf16")
+    return RankedTensorType::get(shape, b.getBF16Type());
+  if (requested == "f16")
+    return RankedTensorType::get(shape, b.getF16Type());
+  if (requested == "f32")
+    return RankedTensorType::get(shape, b.getF32Type());
+  MLIRContext *context = &ctx;
+  int64_t cols = shape.back();
+  auto gguf = [&](llm::GGUFBlockType format, unsigned bits) -> Type {
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::gguf, {}, -1, 0, false,
+                                            format, Type());
+    return llm::QTensorType::get(context, shape, IntegerType::get(context, bits), scheme);
+  };
+  // K-quants need rows of 256; like llama.cpp, narrower matrices fall back
+  // to Q8_0 (rows of 32), and those narrower still stay float.
+  if ((requested == "q4_k" || requested == "q6_k") && cols % 256 == 0)
+    return requested == "q4_k" ? gguf(llm::GGUFBlockType::q4_k, 4)
+                               : gguf(llm::GGUFBlockType::q6_k, 6);
+  if (requested == "q4_k" || requested == "q6_k" || requested == "q8_0")
+    return cols % 32 == 0 ? gguf(llm::GGUFBlockType::q8_0, 8)
+                          : RankedTensorType::get(shape, stored);
+  if (requested == "int4") {
+    if (cols % 32 != 0)
+      return RankedTensorType::get(shape, stored);
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::group, {}, -1, 32, true,
+                                            llm::GGUFBlockType::none, Type());
+    return llm::QTensorType::get(context, shape, IntegerType::get(context, 4), scheme);
+  }
+  // fp8: one scale per row (of each matrix of a stack).
+  auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::per_channel, {},
+                                          shape.size() - 2, 0, false,
+                                          llm::GGUFBlockType::none, Type());
+  return llm::QTensorType::get(context, shape, Float8E4M3FNType::get(context), scheme);
+}
+
+Type ModelBuilder::int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape,
+                            std::string &scaleName) {
+  // AWQ stores [inputs, outputs / 8], GPTQ [inputs / 8, outputs], 8 nibbles
+  // per int32; the packer reads both (Quantization.cpp).
+  const QuantizationConfig &q = c.quantization;
+  bool awq = q.method == "awq";
+  int64_t rows = shape[0], cols = shape[1];
+  SmallVector<int64_t> expected = awq ? SmallVector<int64_t>{cols, rows / 8}
+                                      : SmallVector<int64_t>{cols / 8, rows};
+  StringRef file = store.getFilePath(qweight.file);
+  if (qweight.dtype != DType::I32 || rows % 8 != 0 || cols % 8 != 0 ||
+      ArrayRef<int64_t>(qweight.shape) != ArrayRef<int64_t>(expected))
+    return fail(fileError(file, "tensor '" + qweight.name + "' (" +
+                                    stringifyDType(qweight.dtype) + " " +
+                                    shapeString(qweight.shape) + ") must be I32 " +
+                                    shapeString(expected) + " for the " + q.method +
+                                    " weight " + shapeString(shape))),
+           Type();
+  int64_t group = q.groupSize == -1 ? cols : q.groupSize;
+  if (group <= 0 || cols % group != 0 || group % 32 != 0)
+    return fail(fileError(file, "tensor '" + qweight.name + "': " + Twine(cols) +
+                                    " inputs do not split into groups of " + Twine(group) +
+                                    " (quantization_config.group_size), a multiple of 32")),
+           Type();
+  StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
+  scaleName = (base + ".scales").str();
+  if (!store.lookup(scaleName) || !store.lookup((base + ".qzeros").str()))
+    return fail(fileError(file, "tensor '" + qweight.name + "' has no '" + base +
+                                    ".scales' or '" + base + ".qzeros'")),
+           Type();
+  auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::group, {}, -1, group, true,
+                                          llm::GGUFBlockType::none, b.getF16Type());
+  return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, 4), scheme);
+}
 
 Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
                               std::string &scaleStorage) {
@@ -225,27 +358,48 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
     return llm::QTensorType::get(context, info.shape,
                                  IntegerType::get(context, bits), scheme);
   };
-  auto floatType = [&](Type stored) -> Type {
-    Type element = stored;
-    if (info.shape.size() >= 2 && !requestedWeightType.empty())
-      element = requestedWeightType == "bf16"  ? b.getBF16Type()
-                : requestedWeightType == "f16" ? b.getF16Type()
-                                               : b.getF32Type();
-    return RankedTensorType::get(info.shape, element);
+  auto channelScale = [&](StringRef what) -> Type {
+    // One scale per output row in <name>_scale: INT8 ([rows]) and fbgemm's
+    // FP8 / compressed-tensors' weight_scale ([rows, 1]).
+    scaleStorage = info.name + "_scale";
+    const TensorInfo *scale = store.lookup(scaleStorage);
+    int64_t rows = info.getNumElements() / info.shape.back();
+    if (!scale ||
+        !is_contained({DType::F32, DType::BF16, DType::F16}, scale->dtype) ||
+        scale->getNumElements() != rows)
+      return fail(fileError(store.getFilePath(info.file),
+                            what + " tensor '" + info.name +
+                                "' needs an F32 (or BF16/F16) scale tensor '" + scaleStorage +
+                                "' with one value per row")),
+             Type();
+    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::per_channel, {},
+                                            info.shape.size() - 2, 0, false,
+                                            llm::GGUFBlockType::none, Type());
+    scaleName = scaleStorage;
+    Type storage = what == "I8" ? Type(b.getI8Type()) : Type(Float8E4M3FNType::get(context));
+    return llm::QTensorType::get(context, info.shape, storage, scheme);
   };
   switch (info.dtype) {
-  case DType::F32: return floatType(b.getF32Type());
-  case DType::F16: return floatType(b.getF16Type());
-  case DType::BF16: return floatType(b.getBF16Type());
+  case DType::F32: return floatWeightType(info, b.getF32Type());
+  case DType::F16: return floatWeightType(info, b.getF16Type());
+  case DType::BF16: return floatWeightType(info, b.getBF16Type());
   case DType::Q8_0: return ggufType(llm::GGUFBlockType::q8_0, 8);
   case DType::Q4_0: return ggufType(llm::GGUFBlockType::q4_0, 4);
+  case DType::Q4_1: return ggufType(llm::GGUFBlockType::q4_1, 4);
+  case DType::Q5_0: return ggufType(llm::GGUFBlockType::q5_0, 5);
+  case DType::Q5_1: return ggufType(llm::GGUFBlockType::q5_1, 5);
   case DType::Q4_K: return ggufType(llm::GGUFBlockType::q4_k, 4);
+  case DType::Q5_K: return ggufType(llm::GGUFBlockType::q5_k, 5);
   case DType::Q6_K: return ggufType(llm::GGUFBlockType::q6_k, 6);
   case DType::Q4_1: return ggufType(llm::GGUFBlockType::q4_1, 4);
   case DType::Q5_0: return ggufType(llm::GGUFBlockType::q5_0, 5);
   case DType::Q5_1: return ggufType(llm::GGUFBlockType::q5_1, 5);
   case DType::Q5_K: return ggufType(llm::GGUFBlockType::q5_k, 5);
   case DType::F8E4M3: {
+    // fbgemm_fp8: one scale per row in <name>_scale.
+    if (c.quantization.method == "fbgemm_fp8" ||
+        (!store.lookup(info.name + "_scale_inv") && store.lookup(info.name + "_scale")))
+      return channelScale("FP8");
     // DeepSeek-V3 FP8: one f32 scale per 128x128 tile in <name>_scale_inv.
     scaleStorage = info.name + "_scale_inv";
     const TensorInfo *scale = store.lookup(scaleStorage);
@@ -274,20 +428,8 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
     scaleName = scaleStorage;
     return type;
   }
-  case DType::I8: {
-    // INT8 with one f32 scale per output row in <name>_scale.
-    scaleStorage = info.name + "_scale";
-    const TensorInfo *scale = store.lookup(scaleStorage);
-    if (!scale || scale->dtype != DType::F32 || scale->getNumElements() != info.shape[0])
-      return fail(fileError(store.getFilePath(info.file),
-                            "I8 tensor '" + info.name + "' needs an F32 scale tensor '" +
-                                scaleStorage + "' with one value per row")),
-             Type();
-    auto scheme = llm::QuantSchemeAttr::get(context, llm::QuantKind::per_channel, {}, 0,
-                                            0, false, llm::GGUFBlockType::none, Type());
-    scaleName = scaleStorage;
-    return llm::QTensorType::get(context, info.shape, b.getI8Type(), scheme);
-  }
+  case DType::I8:
+    return channelScale("I8");
   default:
     return fail(fileError(store.getFilePath(info.file),
                           "tensor '" + info.name + "' has dtype " +
@@ -297,30 +439,72 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
   }
 }
 
+std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
+                                                            ArrayRef<int64_t> shape) {
+  Resolved result;
+  result.name = name.str();
+  const TensorInfo *info = store.lookup(name);
+  StringRef method = c.quantization.method;
+  if (!info && (method == "awq" || method == "gptq") && shape.size() == 2 &&
+      name.ends_with(".weight")) {
+    result.name = (name.drop_back(strlen("weight")) + "qweight").str();
+    if (const TensorInfo *qweight = store.lookup(result.name)) {
+      result.type = int4Type(*qweight, shape, result.scaleName);
+      if (!result.type)
+        return std::nullopt;
+      return result;
+    }
+    return fail(fileError(source, "missing tensor '" + name + "' (nor '" + result.name +
+                                      "')")),
+           std::nullopt;
+  }
+  if (!info)
+    return fail(fileError(source, "missing tensor '" + name + "'")), std::nullopt;
+  if (ArrayRef<int64_t>(info->shape) != shape)
+    return fail(fileError(store.getFilePath(info->file),
+                          "tensor '" + name + "' has shape " + shapeString(info->shape) +
+                              ", but " + configSource + " implies " + shapeString(shape))),
+           std::nullopt;
+  StringRef scaleName;
+  std::string scaleStorage;
+  result.type = weightType(*info, scaleName, scaleStorage);
+  if (!result.type)
+    return std::nullopt;
+  result.scaleName = scaleName.str();
+  return result;
+}
+
 Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
   // One reference per tensor: tied embeddings read the same value.
   if (Value known = weights.lookup(name))
     return known;
-  const TensorInfo *info = store.lookup(name);
-  if (!info)
-    return fail(fileError(source, "missing tensor '" + name + "'"));
-  if (ArrayRef<int64_t>(info->shape) != shape)
-    return fail(fileError(store.getFilePath(info->file),
-                          "tensor '" + name + "' has shape " + shapeString(info->shape) +
-                              ", but " + configSource + " implies " + shapeString(shape)));
-  StringRef scaleName;
-  std::string scaleStorage;
-  Type type = weightType(*info, scaleName, scaleStorage);
-  if (!type)
+  std::optional<Resolved> resolved = resolve(name, shape);
+  if (!resolved)
     return nullptr;
-  if (shape.size() == 1 && !isa<RankedTensorType>(type))
-    return fail(fileError(store.getFilePath(info->file),
+  if (shape.size() == 1 && !isa<RankedTensorType>(resolved->type))
+    return fail(fileError(store.getFilePath(store.lookup(resolved->name)->file),
                           "tensor '" + name + "' is a vector and must be stored as a float"));
   Value result = llm::WeightOp::create(
-      b, loc, type, b.getStringAttr(name),
-      scaleName.empty() ? StringAttr() : b.getStringAttr(scaleName));
+      b, loc, resolved->type, b.getStringAttr(resolved->name),
+      resolved->scaleName.empty() ? StringAttr() : b.getStringAttr(resolved->scaleName));
   weights[name] = result;
   return result;
+}
+
+/// The type of a stack of `shape[0]` matrices each of type `matrix`.
+static Type stackedType(Type matrix, ArrayRef<int64_t> shape) {
+  auto q = dyn_cast<llm::QTensorType>(matrix);
+  if (!q)
+    return RankedTensorType::get(shape, cast<RankedTensorType>(matrix).getElementType());
+  llm::QuantSchemeAttr s = q.getScheme();
+  SmallVector<int64_t> block(s.getBlock());
+  if (!block.empty())
+    block.insert(block.begin(), 1);
+  int64_t axis = s.getAxis() >= 0 ? s.getAxis() + 1 : s.getAxis();
+  auto scheme = llm::QuantSchemeAttr::get(matrix.getContext(), s.getKind(), block, axis,
+                                          s.getGroup(), s.getZeroPoint(), s.getFormat(),
+                                          s.getScale());
+  return llm::QTensorType::get(matrix.getContext(), shape, q.getStorageType(), scheme);
 }
 
 Value ModelBuilder::experts(Role role, int64_t layer, ArrayRef<int64_t> shape) {
@@ -328,47 +512,25 @@ Value ModelBuilder::experts(Role role, int64_t layer, ArrayRef<int64_t> shape) {
     return layerWeight(role, layer, shape);
   // Hugging Face keeps one tensor per expert: stack them by name.
   SmallVector<Attribute> names, scaleNames;
-  Type elementType;
+  Type matrixType;
   for (int64_t e = 0; e < shape[0]; ++e) {
     std::string name = weightName(format, c.family, role, layer, e);
-    const TensorInfo *info = store.lookup(name);
-    if (!info)
-      return fail(fileError(source, "missing tensor '" + name + "'"));
-    if (ArrayRef<int64_t>(info->shape) != shape.drop_front())
-      return fail(fileError(store.getFilePath(info->file),
-                            "tensor '" + name + "' has shape " + shapeString(info->shape) +
-                                ", but " + configSource + " implies " +
-                                shapeString(shape.drop_front())));
-    StringRef scaleName;
-    std::string scaleStorage;
-    Type type = weightType(*info, scaleName, scaleStorage);
-    if (!type)
+    std::optional<Resolved> resolved = resolve(name, shape.drop_front());
+    if (!resolved)
       return nullptr;
-    Type element = isa<RankedTensorType>(type) ? cast<RankedTensorType>(type).getElementType()
-                                               : cast<llm::QTensorType>(type).getStorageType();
-    if (elementType && element != elementType)
-      return fail(fileError(store.getFilePath(info->file),
-                            "tensor '" + name + "' is " + stringifyDType(info->dtype) +
+    if (matrixType && (resolved->type != matrixType ||
+                       resolved->scaleName.empty() != scaleNames.empty()))
+      return fail(fileError(store.getFilePath(store.lookup(resolved->name)->file),
+                            "tensor '" + resolved->name + "' is stored as " +
+                                stringifyDType(store.lookup(resolved->name)->dtype) +
                                 ", unlike the other experts of layer " + Twine(layer)));
-    elementType = element;
-    names.push_back(b.getStringAttr(name));
-    if (!scaleName.empty())
-      scaleNames.push_back(b.getStringAttr(scaleName));
-  }
-  Type type;
-  if (isa<Float8E4M3FNType>(elementType)) {
-    auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::block, {1, 128, 128},
-                                            -1, 0, false, llm::GGUFBlockType::none, Type());
-    type = llm::QTensorType::get(&ctx, shape, elementType, scheme);
-  } else if (elementType.isInteger(8)) {
-    auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::per_channel, {}, 1, 0,
-                                            false, llm::GGUFBlockType::none, Type());
-    type = llm::QTensorType::get(&ctx, shape, elementType, scheme);
-  } else {
-    type = RankedTensorType::get(shape, elementType);
+    matrixType = resolved->type;
+    names.push_back(b.getStringAttr(resolved->name));
+    if (!resolved->scaleName.empty())
+      scaleNames.push_back(b.getStringAttr(resolved->scaleName));
   }
   return llm::StackedWeightOp::create(
-      b, loc, type, b.getArrayAttr(names),
+      b, loc, stackedType(matrixType, shape), b.getArrayAttr(names),
       scaleNames.empty() ? ArrayAttr() : b.getArrayAttr(scaleNames));
 }
 
@@ -725,11 +887,13 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path
                       func::FuncDialect, arith::ArithDialect, tensor::TensorDialect>();
   if (options.cacheCapacity < 1)
     return createStringError(inconvertibleErrorCode(), "cache capacity must be positive");
-  if (!options.weightType.empty() && options.weightType != "bf16" &&
-      options.weightType != "f16" && options.weightType != "f32")
+  if (!options.weightType.empty() && !isWeightTypeName(options.weightType))
     return createStringError(inconvertibleErrorCode(),
-                             "weight type '" + options.weightType +
-                                 "' is not one of bf16, f16, f32");
+                             "weight type '" + options.weightType + "' is not one of " +
+                                 kWeightTypeNames);
+  std::vector<std::pair<Regex, std::string>> overrides;
+  if (Error err = parseWeightTypeOverrides(options.weightTypeOverrides, overrides))
+    return std::move(err);
   if (sys::fs::is_directory(path)) {
     SmallString<256> configPath(path);
     sys::path::append(configPath, "config.json");

@@ -186,6 +186,7 @@ int main(int argc, char **argv) {
     moir::frontend::ImportOptions import;
     import.cacheCapacity = options.import.cacheCapacity;
     import.weightType = options.import.weightType;
+    import.weightTypeOverrides = options.import.weightTypeOverrides;
     auto imported = moir::frontend::importModel(context, inputFile, store, import);
     if (!imported)
       return error(llvm::toString(imported.takeError()));

@@ -14,11 +14,17 @@ namespace moir::frontend {
 struct ImportOptions {
   /// Rows of the KV cache the model function takes (its capacity).
   int64_t cacheCapacity = 4096;
-  /// Element type for float weight matrices (rank >= 2): empty keeps the
-  /// stored type; "bf16", "f16" or "f32" asks for a conversion, which the
-  /// artifact writer performs while packing. Vectors (norms, biases) keep
-  /// their stored type.
+  /// Type for float weight matrices (rank >= 2): empty keeps the stored
+  /// type; "bf16", "f16" or "f32" asks for a conversion, "q8_0", "q4_k",
+  /// "q6_k", "int4" or "fp8" for quantization, which the artifact writer
+  /// performs while packing (Quantization.h). K-quants fall back to q8_0 for
+  /// matrices whose rows are not a multiple of 256, and everything to float
+  /// where rows are not a multiple of 32. Vectors (norms, biases) and the MoE
+  /// router keep their stored type.
   std::string weightType;
+  /// Per-tensor exceptions, "<regex>=<type>,...": the first regex found in a
+  /// tensor's name picks its type (one of weightType's), router included.
+  std::string weightTypeOverrides;
 };
 
 /// Imports `path`: a Hugging Face checkpoint directory (config.json plus

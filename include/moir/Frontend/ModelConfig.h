@@ -69,6 +69,19 @@ struct MLAConfig {
   int64_t nopeDim = 0, ropeDim = 0, vDim = 0;
 };
 
+/// config.json's quantization_config: how the checkpoint's weights are
+/// stored (the importer types them, the packer reads them).
+struct QuantizationConfig {
+  /// "" (float checkpoint), "fp8" (E4M3 with 128x128-block scales,
+  /// DeepSeek-V3), "fbgemm_fp8" (E4M3 with one scale per row), "awq" (GEMM
+  /// layout) or "gptq" (v1 layout).
+  std::string method;
+  /// AWQ/GPTQ: 4; group_size along the inputs (-1: GPTQ's one group per row).
+  int64_t bits = 0, groupSize = 0;
+  /// Modules the quantizer left in float (their weights are plain tensors).
+  llvm::SmallVector<std::string> modulesToNotConvert;
+};
+
 struct ModelConfig {
   Family family = Family::Llama;
   int64_t hidden = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
@@ -90,6 +103,7 @@ struct ModelConfig {
   std::optional<MLAConfig> mla;
   /// Softmax scale of attention (DeepSeek's YaRN mscale folded in).
   double attentionScale = 0;
+  QuantizationConfig quantization;
 };
 
 /// Reads config.json at `path`. Unknown keys and values MoIR cannot honour

@@ -113,7 +113,9 @@ GGUF_TENSORS = {
 
 # ggml type: (id, elements per block, bytes per block)
 GGML = {"F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34),
-        "Q4_K": (12, 256, 144), "Q6_K": (14, 256, 210)}
+        "Q4_K": (12, 256, 144), "Q6_K": (14, 256, 210), "Q4_1": (3, 32, 20),
+        "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24), "Q5_K": (13, 256, 176),
+        "Q3_K": (11, 256, 110)}
 
 
 def gguf_bytes(meta=GGUF_META, tensors=GGUF_TENSORS, version=3, magic=b"GGUF",
@@ -177,6 +179,52 @@ def main():
         "blk.0.attn_v.weight": "Q4_K", "blk.0.attn_output.weight": "Q6_K",
         "blk.0.ffn_gate.weight": "Q4_K", "blk.0.ffn_up.weight": "Q8_0",
         "blk.0.ffn_down.weight": "Q6_K"}))
+    write("valid-llama-quant5.gguf", gguf_bytes(meta=qmeta, tensors=qshapes, types={
+        "token_embd.weight": "F16", "blk.0.attn_q.weight": "Q4_1", "blk.0.attn_k.weight": "Q5_0",
+        "blk.0.attn_v.weight": "Q5_1", "blk.0.attn_output.weight": "Q5_K",
+        "blk.0.ffn_gate.weight": "Q5_K", "blk.0.ffn_up.weight": "Q4_1",
+        "blk.0.ffn_down.weight": "Q5_0"}))
+    # The reader stops at the Q3_K tensor's info: the data need not be there.
+    q3k = gguf_bytes(meta=qmeta, tensors=qshapes, types={
+        "token_embd.weight": "F16", "blk.0.ffn_down.weight": "Q3_K"})
+    write("gguf-q3k.gguf", q3k[:q3k.index(b"output_norm.weight")])
+
+    # A 64-wide Llama: float, AWQ and GPTQ (4-bit, groups of 32 inputs).
+    wide = dict(CONFIG, hidden_size=64, intermediate_size=64)
+    wide_shapes = {n: [64 if d in (8, 12) else 32 if d == 4 else d for d in sh]
+                   for n, sh in SHAPES.items()}
+    checkpoint("valid-llama-64", wide, safetensors_bytes(wide_shapes))
+    linears = [n for n in wide_shapes if len(wide_shapes[n]) == 2 and "embed" not in n]
+    def int4(awq):
+        shapes, dtypes = {}, {}
+        for n, sh in wide_shapes.items():
+            if n not in linears:
+                shapes[n] = sh
+                continue
+            base, (rows, cols) = n[:-len(".weight")], sh
+            shapes[base + ".qweight"] = [cols, rows // 8] if awq else [cols // 8, rows]
+            shapes[base + ".qzeros"] = [cols // 32, rows // 8]
+            shapes[base + ".scales"] = [cols // 32, rows]
+            dtypes.update({base + ".qweight": "I32", base + ".qzeros": "I32", base + ".scales": "F16"})
+            if not awq:
+                shapes[base + ".g_idx"] = [cols]
+                dtypes[base + ".g_idx"] = "I32"
+        return safetensors_bytes(shapes, dtypes=dtypes)
+    awq = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True,
+           "version": "gemm", "modules_to_not_convert": None}
+    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True,
+            "checkpoint_format": "gptq", "damp_percent": 0.01, "true_sequential": True,
+            "static_groups": False, "model_name_or_path": None, "model_file_base_name": None}
+    checkpoint("valid-llama-awq", dict(wide, quantization_config=awq), int4(True))
+    checkpoint("valid-llama-gptq", dict(wide, quantization_config=gptq), int4(False))
+    checkpoint("ckpt-awq-gemv", dict(wide, quantization_config=dict(awq, version="gemv")), int4(True))
+    checkpoint("ckpt-gptq-8bit", dict(wide, quantization_config=dict(gptq, bits=8)), int4(False))
+    checkpoint("ckpt-gptq-act-order", dict(wide, quantization_config=dict(gptq, desc_act=True)),
+               int4(False))
+    checkpoint("ckpt-quant-method", dict(wide, quantization_config={"quant_method": "bitsandbytes"}),
+               int4(False))
+    checkpoint("ckpt-awq-wrong-layout", dict(wide, quantization_config=awq), int4(False))
+
     checkpoint("ckpt-fp8-no-scale", weights=safetensors_bytes(
         SHAPES, dtypes={"model.layers.0.self_attn.q_proj.weight": "F8_E4M3"}))
 
