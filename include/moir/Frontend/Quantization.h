@@ -80,8 +80,22 @@ bool isValidPackedShape(PackedFormat format, int64_t cols);
 /// `format`, to `sink`, piece by piece (never the whole tensor at once).
 /// A float tensor is first quantized as `format.quantize` asks. The
 /// companions a stored format needs (scales, zero points, g_idx) are found
-/// in `store` by the format's own naming. Errors name the file, the tensor,
-/// its type and what is missing or malformed.
+/// in `store` by the format's own naming:
+///   F8_E4M3 `<name>`: `<name>_scale_inv` F32 [..., ceil(rows/128),
+///     ceil(cols/128)] (DeepSeek-V3 blocks; the natural group is
+///     gcd(128, cols)), else `<name>_scale` F32/BF16/F16 with one value per
+///     row (fbgemm_fp8; group cols);
+///   I8 `<name>`: `<name>_scale` as above (group cols);
+///   I32 `<base>.qweight`: AWQ (GEMM) or GPTQ (v1) 4-bit with `<base>.qzeros`,
+///     `<base>.scales` and, for GPTQ, an optional `<base>.g_idx` (which must
+///     be the trivial k / group map: act-order is refused). GPTQ is told from
+///     AWQ by g_idx or by the qweight's shape ([cols / 8, rows] vs AWQ's
+///     [cols, rows / 8]).
+/// The natural group of a GGUF type is 32 (16 for Q6_K). `format.group` must
+/// divide the source's natural group (each (scale, offset) is then repeated)
+/// and the codes must fit the storage (Q5_*, Q6_K, Q8_0 need I8). Every value
+/// is written little-endian. Errors read "<file>: tensor '<name>' (<TYPE>)
+/// ..." and say what is missing or malformed (NaN/Inf scales included).
 llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> names,
                         int64_t cols, PackedFormat format, PackedPart part,
                         llvm::function_ref<void(llvm::StringRef)> sink);
