@@ -266,21 +266,27 @@ void decodeGGUFBlock(DType dtype, const uint8_t *block, int16_t *codes, float *p
 
 float roundF16(float value) { return fromF16(toF16(value)); }
 
+// Each quantizer returns false when the block's scales overflow f16 (values
+// beyond about 8e6 for Q8_0): the block cannot be stored.
+
 /// llama.cpp's quantize_row_q8_0_ref.
-void quantizeQ8_0(const float *x, uint8_t *block) {
+bool quantizeQ8_0(const float *x, uint8_t *block) {
   float amax = 0;
   for (int i = 0; i < 32; ++i)
     amax = std::max(amax, std::fabs(x[i]));
   float d = amax / 127, id = d != 0 ? 1 / d : 0;
+  if (!std::isfinite(roundF16(d)))
+    return false;
   writeU16(block, toF16(d));
   for (int i = 0; i < 32; ++i)
     block[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[i] * id)));
+  return true;
 }
 
 /// Q4_K: per sub-block of 32 the range [min(0, min x), max x] in 15 steps;
 /// the 6-bit scales and mins quantize each sub-block's step and -min against
 /// the block's largest (d = max step / 63, dmin = max -min / 63).
-void quantizeQ4_K(const float *x, uint8_t *block) {
+bool quantizeQ4_K(const float *x, uint8_t *block) {
   float step[8], negMin[8], maxStep = 0, maxNegMin = 0;
   for (int s = 0; s < 8; ++s) {
     float lo = 0, hi = x[32 * s];
@@ -294,6 +300,8 @@ void quantizeQ4_K(const float *x, uint8_t *block) {
     maxNegMin = std::max(maxNegMin, negMin[s]);
   }
   float d = roundF16(maxStep / 63), dmin = roundF16(maxNegMin / 63);
+  if (!std::isfinite(d) || !std::isfinite(dmin))
+    return false;
   writeU16(block, toF16(d));
   writeU16(block + 2, toF16(dmin));
   uint8_t sc[8], mn[8];
@@ -319,11 +327,12 @@ void quantizeQ4_K(const float *x, uint8_t *block) {
       byte = s % 2 ? (byte & 0x0F) | (code << 4) : code;
     }
   }
+  return true;
 }
 
 /// Q6_K: per sub-block of 16 a signed step mapping its largest magnitude to
 /// -32; the int8 scales quantize the steps against d = max |step| / 127.
-void quantizeQ6_K(const float *x, uint8_t *block) {
+bool quantizeQ6_K(const float *x, uint8_t *block) {
   float step[16], maxStep = 0;
   for (int g = 0; g < 16; ++g) {
     float extreme = 0;
@@ -334,6 +343,8 @@ void quantizeQ6_K(const float *x, uint8_t *block) {
     maxStep = std::max(maxStep, std::fabs(step[g]));
   }
   float d = roundF16(maxStep / 127);
+  if (!std::isfinite(d))
+    return false;
   int8_t *scales = reinterpret_cast<int8_t *>(block + 192);
   uint8_t q[256];
   for (int g = 0; g < 16; ++g) {
@@ -355,6 +366,7 @@ void quantizeQ6_K(const float *x, uint8_t *block) {
                        ((y[96] >> 4) << 6);
     }
   writeU16(block + 208, toF16(d));
+  return true;
 }
 
 //===----------------------------------------------------------------------===//
@@ -409,12 +421,12 @@ public:
       for (int64_t b = 0; b < cols / blockElems; ++b) {
         const float *x = floats.data() + b * blockElems;
         uint8_t *block = blocks.data() + b * getBlockBytes(blockType);
-        if (blockType == DType::Q8_0)
-          quantizeQ8_0(x, block);
-        else if (blockType == DType::Q4_K)
-          quantizeQ4_K(x, block);
-        else
-          quantizeQ6_K(x, block);
+        bool stored = blockType == DType::Q8_0   ? quantizeQ8_0(x, block)
+                      : blockType == DType::Q4_K ? quantizeQ4_K(x, block)
+                                                 : quantizeQ6_K(x, block);
+        if (!stored)
+          return error("row " + Twine(r) + " has values too large for " +
+                       stringifyDType(blockType) + "'s f16 scales (block " + Twine(b) + ")");
       }
       bytes = blocks.data();
     }
@@ -473,6 +485,9 @@ public:
         hi = std::max(hi, x[k]);
       }
       float scale = (hi - lo) / 15;
+      if (!std::isfinite(scale))
+        return error("row " + Twine(r) + " spans a range too large for int4 scales (group " +
+                     Twine(g) + ")");
       for (int k = 0; k < 32; ++k)
         codes[32 * g + k] = static_cast<int16_t>(
             scale > 0 ? std::clamp(std::round((x[k] - lo) / scale), 0.0f, 15.0f) : 0.0f);

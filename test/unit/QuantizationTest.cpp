@@ -279,6 +279,21 @@ TEST(Quantization, CompileRefusals) {
             "quantized codes and no quantization was requested");
   EXPECT_EQ(errorText(pack(store, {"w"}, 96, "i8:32:q8_0")),
             "test.bin: tensor 'w' (F32) element [1, 4] is NaN and cannot be quantized");
+
+  // Scales beyond f16's range (Q8_0's d = amax / 127) or f32's (int4's step).
+  StoreBuilder huge;
+  std::vector<float> y(2 * 32, 1.0f);
+  y[40] = 1e30f;
+  y[0] = 3e38f;
+  y[1] = -3e38f;
+  huge.addValues<float>("h", DType::F32, {2, 32}, y);
+  WeightStore hugeStore;
+  huge.build(hugeStore);
+  EXPECT_EQ(errorText(pack(hugeStore, {"h"}, 32, "i8:32:q8_0")),
+            "test.bin: tensor 'h' (F32) row 0 has values too large for Q8_0's f16 scales "
+            "(block 0)");
+  EXPECT_EQ(errorText(pack(hugeStore, {"h"}, 32, "u4:32:int4")),
+            "test.bin: tensor 'h' (F32) row 0 spans a range too large for int4 scales (group 0)");
 }
 
 TEST(Quantization, FloatBits) {
