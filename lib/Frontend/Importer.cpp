@@ -391,10 +391,6 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
   case DType::Q4_K: return ggufType(llm::GGUFBlockType::q4_k, 4);
   case DType::Q5_K: return ggufType(llm::GGUFBlockType::q5_k, 5);
   case DType::Q6_K: return ggufType(llm::GGUFBlockType::q6_k, 6);
-  case DType::Q4_1: return ggufType(llm::GGUFBlockType::q4_1, 4);
-  case DType::Q5_0: return ggufType(llm::GGUFBlockType::q5_0, 5);
-  case DType::Q5_1: return ggufType(llm::GGUFBlockType::q5_1, 5);
-  case DType::Q5_K: return ggufType(llm::GGUFBlockType::q5_k, 5);
   case DType::F8E4M3: {
     // fbgemm_fp8: one scale per row in <name>_scale.
     if (c.quantization.method == "fbgemm_fp8" ||
