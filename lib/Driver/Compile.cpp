@@ -193,6 +193,9 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   Expected<std::string> code = (*backend)->serialize(module, options, info);
   if (!code)
     return code.takeError();
+  if (!options.dequantizedWeightsPath.empty())
+    if (Error err = writeDequantizedWeights(options.dequantizedWeightsPath, info, store))
+      return err;
   return writeArtifact(outputPath, info, *code, store);
 }
 

@@ -1,6 +1,7 @@
 //===- Artifact.cpp - writing MoIR's compiled-model file -------------------===//
 
 #include "moir/Target/Artifact.h"
+#include "moir/Frontend/FloatBits.h"
 #include "moir/Frontend/Quantization.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -309,6 +310,104 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   std::string hex;
   raw_string_ostream(hex) << format_hex_no_prefix(weightsHash, 16);
   os.pwrite(hex.data(), hex.size(), manifestOffset + weightsHashPos);
+  if (os.has_error())
+    return fail("write failed");
+  return Error::success();
+}
+
+Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
+                              const frontend::WeightStore &store) {
+  auto fail = [&](const Twine &message) {
+    return createStringError(inconvertibleErrorCode(), path + ": " + message);
+  };
+  // (name, shape, values), one tensor at a time into a temporary file of
+  // the values; the header is written first, so the values are written
+  // twice: once to learn the layout (shapes only), once for real.
+  struct Entry {
+    std::string name;
+    int64_t rows, cols;
+  };
+  std::vector<Entry> entries;
+  std::vector<std::pair<const ArtifactArg *, std::string>> work;
+  for (const ArtifactArg &arg : info.args) {
+    if (arg.packing.empty() || !StringRef(arg.packing).ends_with("/data"))
+      continue;
+    PackedArg packed = *parsePacking(arg);
+    for (const std::string &name : arg.names) {
+      uint64_t bytes = 0;
+      if (Error err = frontend::packWeights(store, {name}, packed.cols, packed.format,
+                                            frontend::PackedPart::Scales,
+                                            [&](StringRef piece) { bytes += piece.size(); }))
+        return err;
+      int64_t rows = bytes / 8 / (packed.cols / packed.format.group);
+      std::string out = name;
+      if (StringRef(name).ends_with(".qweight"))
+        out = StringRef(name).drop_back(strlen("qweight")).str() + "weight";
+      entries.push_back({out, rows, packed.cols});
+      work.push_back({&arg, name});
+    }
+  }
+  std::string header;
+  raw_string_ostream h(header);
+  h << "{";
+  uint64_t offset = 0;
+  for (auto [i, e] : llvm::enumerate(entries)) {
+    uint64_t bytes = static_cast<uint64_t>(e.rows) * e.cols * 4;
+    h << (i ? "," : "") << "\"" << e.name << "\":{\"dtype\":\"F32\",\"shape\":[" << e.rows
+      << "," << e.cols << "],\"data_offsets\":[" << offset << "," << offset + bytes << "]}";
+    offset += bytes;
+  }
+  h << "}";
+  while (header.size() % 8)
+    header += ' ';
+  std::error_code ec;
+  raw_fd_ostream os(path, ec);
+  if (ec)
+    return fail("cannot write: " + ec.message());
+  uint64_t length = header.size();
+  os.write(reinterpret_cast<const char *>(&length), 8);
+  os << header;
+  for (auto [arg, name] : work) {
+    PackedArg packed = *parsePacking(*arg);
+    std::string data, scales;
+    if (Error err = frontend::packWeights(store, {name}, packed.cols, packed.format,
+                                          frontend::PackedPart::Data,
+                                          [&](StringRef piece) { data += piece; }))
+      return err;
+    if (Error err = frontend::packWeights(store, {name}, packed.cols, packed.format,
+                                          frontend::PackedPart::Scales,
+                                          [&](StringRef piece) { scales += piece; }))
+      return err;
+    int64_t cols = packed.cols, group = packed.format.group, groups = cols / group;
+    int64_t rowBytes = frontend::getPackedRowBytes(packed.format, cols);
+    int64_t rows = static_cast<int64_t>(data.size()) / rowBytes;
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto *codes = reinterpret_cast<const uint8_t *>(data.data()) + r * rowBytes;
+      const char *pairs = scales.data() + r * groups * 8;
+      for (int64_t c = 0; c < cols; ++c) {
+        float v;
+        switch (packed.format.storage) {
+        case frontend::PackedStorage::U4: {
+          uint8_t byte = codes[(c / 32) * 16 + c % 16];
+          v = (c % 32 >= 16) ? (byte >> 4) : (byte & 15);
+          break;
+        }
+        case frontend::PackedStorage::I8:
+          v = static_cast<int8_t>(codes[c]);
+          break;
+        case frontend::PackedStorage::F8E4M3:
+          v = frontend::fromFP8E4M3(codes[c]);
+          break;
+        }
+        float scale, off;
+        std::memcpy(&scale, pairs + (c / group) * 8, 4);
+        std::memcpy(&off, pairs + (c / group) * 8 + 4, 4);
+        row[c] = scale * v + off;
+      }
+      os.write(reinterpret_cast<const char *>(row.data()), cols * 4);
+    }
+  }
   if (os.has_error())
     return fail("write failed");
   return Error::success();

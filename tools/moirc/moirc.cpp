@@ -64,6 +64,12 @@ cl::opt<std::string, true> deviceCode(
              "assembly (PTX, AMDGCN) to FILE.s, for checks"),
     cl::location(options.deviceCodePath), cl::cat(gpuCategory));
 
+cl::opt<std::string, true> dequantizedWeights(
+    "dump-dequantized-weights",
+    cl::desc("also write each quantized weight's values as the compiled code sees them (f32 "
+             "safetensors, one tensor per checkpoint tensor), for references"),
+    cl::value_desc("file"), cl::location(options.dequantizedWeightsPath), cl::cat(ioCategory));
+
 cl::opt<bool> report("report",
                      cl::desc("print, per layer and in total, the FLOPs and bytes per decode "
                               "token and per prefill token with and without the fusions, and "

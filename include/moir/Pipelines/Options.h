@@ -85,6 +85,9 @@ struct CompileOptions {
   /// GPUs: also write the device binary to this file and its assembly to
   /// FILE.s (for ptxas / readelf checks); empty: no.
   std::string deviceCodePath;
+  /// Also write every quantized weight's values as the compiled code sees
+  /// them (f32, safetensors) to this file, for references; empty: no.
+  std::string dequantizedWeightsPath;
 };
 
 /// Checks the values an option list cannot (a known KV-cache format, a

@@ -58,6 +58,14 @@ struct ArtifactInfo {
 llvm::Error writeArtifact(llvm::StringRef path, const ArtifactInfo &info,
                           llvm::StringRef code, const frontend::WeightStore &store);
 
+/// Writes the f32 values of every quantized weight of `info` as the packed
+/// form holds them (scale * code + offset), one safetensors tensor per
+/// checkpoint tensor (an AWQ/GPTQ `<m>.qweight` as `<m>.weight`), so a
+/// reference can run exactly the weights the artifact runs. Holds one
+/// tensor at a time.
+llvm::Error writeDequantizedWeights(llvm::StringRef path, const ArtifactInfo &info,
+                                    const frontend::WeightStore &store);
+
 /// FNV-1a 64 of `data` (the manifest's checksums).
 uint64_t fnv1a64(llvm::StringRef data, uint64_t seed = 0xcbf29ce484222325ull);
 

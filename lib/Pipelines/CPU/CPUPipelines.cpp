@@ -1,6 +1,7 @@
 //===- CPUPipelines.cpp - the CPU's phases after linalg --------------------===//
 
 #include "moir/Pipelines/CPUPipelines.h"
+#include "moir/Conversion/Passes.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/Host/Host.h"
@@ -27,7 +28,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createCPUApproximateMathPass());
   pm.addPass(createConvertLinalgToLoopsPass());
-  pm.addPass(createCPUExpandFP8Pass());
+  pm.addPass(createExpandFP8Pass());
   // Work items of fused ops (moe.fused_experts) come as scf.forall.
   pm.addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());

@@ -1,6 +1,7 @@
 //===- GPUPipelines.cpp - the GPUs' phases after linalg --------------------===//
 
 #include "moir/Pipelines/GPUPipelines.h"
+#include "moir/Conversion/Passes.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/GPU/GPUTarget.h"
 #include "moir/Target/Host/Host.h"
@@ -48,6 +49,9 @@ void buildGPUDevicePipeline(OpPassManager &pm, const gpu::GPUTargetInfo &target,
   kernels.addPass(memref::createExpandStridedMetadataPass());
   kernels.addPass(createLowerAffinePass());
   kernels.addPass(createSCFToControlFlowPass());
+  // FP8 weights' and caches' conversions as integer arithmetic (the
+  // device's LLVM has no 8-bit float either).
+  kernels.addPass(createExpandFP8Pass());
   kernels.addPass(target.createKernelConversion(options));
   kernels.addPass(createCanonicalizerPass());
   kernels.addPass(createCSEPass());
@@ -55,6 +59,7 @@ void buildGPUDevicePipeline(OpPassManager &pm, const gpu::GPUTargetInfo &target,
 }
 
 void buildGPUHostLoweringPipeline(OpPassManager &pm) {
+  pm.addPass(createExpandFP8Pass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

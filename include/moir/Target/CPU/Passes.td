@@ -129,36 +129,6 @@ def CPUApproximateMathPass : Pass<"moir-cpu-approximate-math"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::vector::VectorDialect"];
 }
 
-def CPUExpandFP8Pass : Pass<"moir-cpu-expand-fp8"> {
-  let summary = "FP8 E4M3 conversions as integer arithmetic (LLVM has no 8-bit float)";
-  let description = [{
-    An FP8 KV cache (`--quantize-kv-cache=fp8`) is stored as `f8E4M3FN`;
-    its writes are `arith.truncf` f32 -> f8E4M3FN and its reads (in the
-    attention kernels, vectors) `arith.extf` f8E4M3FN -> f32. LLVM has no
-    such type, so this pass rewrites both, scalar or vector, into integer
-    operations on the bits (`arith.bitcast` to i8):
-
-    - extf: the E4M3 fields moved into an f16's (`s.0eeee.mmm0000000`), which
-      read as f16 are the value times 2^-8 (subnormals included), then one
-      hardware f16 -> f32 conversion and a multiply by 256;
-    - truncf: round to nearest even on the f32 bits (mantissa cut to 3
-      bits), subnormals (`|x| < 2^-6`) rounded to multiples of `2^-9`,
-      magnitudes saturated at 448 (E4M3FN has no infinity).
-
-    ```mlir
-    // before
-    %f = arith.extf %q : vector<16xf8E4M3FN> to vector<16xf32>
-    // after
-    %b = arith.bitcast %q : vector<16xf8E4M3FN> to vector<16xi8>
-    %i = arith.extui %b : vector<16xi8> to vector<16xi16>
-    ...
-    %h = arith.bitcast %bits : vector<16xi16> to vector<16xf16>
-    %w = arith.extf %h : vector<16xf16> to vector<16xf32>
-    %f = arith.mulf %w, %c256 : vector<16xf32>
-    ```
-  }];
-  let dependentDialects = ["::mlir::arith::ArithDialect"];
-}
 
 def CPUParallelizePass : Pass<"moir-cpu-parallelize"> {
   let summary = "turns the linalg ops marked moir.parallel into scf.parallel loops";

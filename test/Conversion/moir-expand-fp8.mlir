@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-cpu-expand-fp8 -split-input-file | FileCheck %s --implicit-check-not=arith.truncf --implicit-check-not=f8E4M3FN\ to\ f32
+// RUN: moir-opt %s -moir-expand-fp8 -split-input-file | FileCheck %s --implicit-check-not=arith.truncf --implicit-check-not=f8E4M3FN\ to\ f32
 
 // FP8 E4M3 writes and reads as integer operations on the bits, for vectors
 // (the attention kernels' loads) and scalars (the cache update's loops).

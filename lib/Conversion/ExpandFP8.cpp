@@ -1,14 +1,14 @@
 //===- ExpandFP8.cpp - FP8 E4M3 conversions as integer arithmetic ----------===//
 
-#include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Conversion/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace moir {
-#define GEN_PASS_DEF_CPUEXPANDFP8PASS
-#include "moir/Target/CPU/Passes.h.inc"
+#define GEN_PASS_DEF_EXPANDFP8PASS
+#include "moir/Conversion/Passes.h.inc"
 } // namespace moir
 
 using namespace mlir;
@@ -103,7 +103,7 @@ struct ExpandTruncF : OpRewritePattern<arith::TruncFOp> {
   }
 };
 
-struct CPUExpandFP8Pass : moir::impl::CPUExpandFP8PassBase<CPUExpandFP8Pass> {
+struct ExpandFP8Pass : moir::impl::ExpandFP8PassBase<ExpandFP8Pass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ExpandExtF, ExpandTruncF>(&getContext());
