@@ -387,6 +387,9 @@ public:
   /// Codes are FP8 E4M3FN bytes (0..255) rather than integers.
   bool fp8 = false;
   int codeMin = 0, codeMax = 0;
+  /// False while packing scales: a source may then skip its codes (AWQ's
+  /// strided reads are most of its cost).
+  bool wantCodes = true;
 };
 
 using ErrorFn = std::function<Error(const Twine &)>;
@@ -523,7 +526,7 @@ public:
 
   Error row(int64_t r, int16_t *codes, float *params) override {
     const uint8_t *bytes = data + r * cols;
-    for (int64_t c = 0; c < cols; ++c)
+    for (int64_t c = 0; wantCodes && c < cols; ++c)
       codes[c] = fp8 ? bytes[c] : static_cast<int8_t>(bytes[c]);
     if (!block) {
       params[0] = readFloat(scaleType, scales, r);
@@ -569,13 +572,12 @@ public:
     static constexpr int kAWQNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
     int64_t words = rows / 8;
     int outShift = 4 * (awq ? kAWQNibble[r % 8] : r % 8);
-    if (awq) {
+    if (wantCodes && awq)
       for (int64_t c = 0; c < cols; ++c)
         codes[c] = (readU32(qweight + 4 * (c * words + r / 8)) >> outShift) & 0xF;
-    } else {
+    else if (wantCodes)
       for (int64_t c = 0; c < cols; ++c)
         codes[c] = (readU32(qweight + 4 * ((c / 8) * rows + r)) >> (4 * (c % 8))) & 0xF;
-    }
     for (int64_t g = 0; g < cols / group; ++g) {
       float scale = readFloat(scaleType, scales, g * rows + r);
       // GPTQ v1 stores zero - 1.
@@ -840,6 +842,7 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
 
   std::vector<int16_t> codes(cols);
   std::vector<float> params(2 * (cols / source.group));
+  source.wantCodes = part == PackedPart::Data;
   int64_t repeat = source.group / format.group;
   constexpr size_t kFlushBytes = 1 << 20;
   for (int64_t r = 0; r < source.rows; ++r) {
@@ -850,7 +853,7 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
         return error("has a" + Twine(std::isnan(params[i]) ? " NaN" : "n infinite") +
                      (i % 2 ? " offset" : " scale") + " in row " + Twine(r) + ", group " +
                      Twine(i / 2));
-    if (source.fp8)
+    if (source.fp8 && source.wantCodes)
       for (int64_t c = 0; c < cols; ++c)
         if ((codes[c] & 0x7f) == 0x7f)
           return error("has a NaN element at [" + Twine(r) + ", " + Twine(c) + "]");
