@@ -269,17 +269,20 @@ float roundF16(float value) { return fromF16(toF16(value)); }
 // Each quantizer returns false when the block's scales overflow f16 (values
 // beyond about 8e6 for Q8_0): the block cannot be stored.
 
-/// llama.cpp's quantize_row_q8_0_ref.
+/// llama.cpp's quantize_row_q8_0_ref, except that a block whose d rounds
+/// to f16 zero gets zero codes (1 / d could overflow) and codes are clamped.
 bool quantizeQ8_0(const float *x, uint8_t *block) {
   float amax = 0;
   for (int i = 0; i < 32; ++i)
     amax = std::max(amax, std::fabs(x[i]));
-  float d = amax / 127, id = d != 0 ? 1 / d : 0;
-  if (!std::isfinite(roundF16(d)))
+  float d = amax / 127, stored = roundF16(d);
+  if (!std::isfinite(stored))
     return false;
+  float id = stored != 0 ? 1 / d : 0;
   writeU16(block, toF16(d));
   for (int i = 0; i < 32; ++i)
-    block[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[i] * id)));
+    block[2 + i] = static_cast<uint8_t>(
+        static_cast<int8_t>(std::clamp(std::round(x[i] * id), -127.0f, 127.0f)));
   return true;
 }
 

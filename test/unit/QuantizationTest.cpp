@@ -485,6 +485,10 @@ TEST(Quantization, PerChannel) {
   builder.add("i.weight", DType::I8, {rows, cols}, i8);
   builder.addValues<float>("i.weight_scale", DType::F32, {rows}, f32Scales);
   builder.add("lone.weight", DType::F8E4M3, {rows, cols}, fp8);
+  std::vector<uint8_t> nanCodes = fp8;
+  nanCodes[cols + 5] = 0xff;
+  builder.add("nan.weight", DType::F8E4M3, {rows, cols}, nanCodes);
+  builder.addValues<uint16_t>("nan.weight_scale", DType::BF16, {rows, 1}, bf16Scales);
   f32Scales[3] = INFINITY;
   builder.addValues<float>("inf.weight_scale", DType::F32, {rows}, f32Scales);
   builder.add("inf.weight", DType::I8, {rows, cols}, i8);
@@ -506,6 +510,8 @@ TEST(Quantization, PerChannel) {
             "test.bin: tensor 'lone.weight' (F8_E4M3) needs a companion tensor "
             "'lone.weight_scale' (F32 or F16 or BF16 with 5 elements), which the checkpoint "
             "does not have");
+  EXPECT_EQ(errorText(pack(store, {"nan.weight"}, cols, "f8e4m3:48")),
+            "test.bin: tensor 'nan.weight' (F8_E4M3) has a NaN element at [1, 5]");
   EXPECT_EQ(errorText(pack(store, {"inf.weight"}, cols, "i8:48")),
             "test.bin: tensor 'inf.weight' (I8) has an infinite scale in row 3, group 0");
   // Stacking: two names pack as one matrix of their rows together.
