@@ -277,7 +277,7 @@ Type ModelBuilder::floatWeightType(const TensorInfo &info, Type stored) {
       overridden = true;
       break;
     }
-  if (shape.size() < 2 || requested.empty() || (isRouter(info.name) && !overridden))
+  if (shape.size() < 2 || requested.empty())
     return RankedTensorType::get(shape, stored);
   if (requested == "bf16")
     return RankedTensorType::get(shape, b.getBF16Type());
@@ -285,6 +285,10 @@ Type ModelBuilder::floatWeightType(const TensorInfo &info, Type stored) {
     return RankedTensorType::get(shape, b.getF16Type());
   if (requested == "f32")
     return RankedTensorType::get(shape, b.getF32Type());
+  // Float conversions apply to the router too (as before); quantization
+  // does not, unless an override names it.
+  if (isRouter(info.name) && !overridden)
+    return RankedTensorType::get(shape, stored);
   MLIRContext *context = &ctx;
   int64_t cols = shape.back();
   auto gguf = [&](llm::GGUFBlockType format, unsigned bits) -> Type {

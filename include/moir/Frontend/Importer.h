@@ -19,8 +19,8 @@ struct ImportOptions {
   /// "q6_k", "int4" or "fp8" for quantization, which the artifact writer
   /// performs while packing (Quantization.h). K-quants fall back to q8_0 for
   /// matrices whose rows are not a multiple of 256, and everything to float
-  /// where rows are not a multiple of 32. Vectors (norms, biases) and the MoE
-  /// router keep their stored type.
+  /// where rows are not a multiple of 32. Vectors (norms, biases) keep their
+  /// stored type; the MoE router is converted (bf16, f16) but not quantized.
   std::string weightType;
   /// Per-tensor exceptions, "<regex>=<type>,...": the first regex found in a
   /// tensor's name picks its type (one of weightType's), router included.
