@@ -214,12 +214,15 @@ TEST_F(LoweringNumericsTest, RopeEveryScalingAndPairing) {
     double theta, factor;
     bool interleaved;
     int dim; // rotated dimensions (12: partial rotary)
+    std::vector<double> factors = {}; // freq_factors: divisors of the frequencies
   } cases[] = {
       {"<theta = 1.0e4, dim = 16>", "none", 1e4, 1, false, 16},
       {"<theta = 5.0e5, dim = 12, interleaved = true>", "none", 5e5, 1, true, 12},
       {"<theta = 1.0e4, dim = 16, scaling = linear, factor = 4.0>", "linear", 1e4, 4, false, 16},
       {"<theta = 5.0e5, dim = 16, scaling = llama3, factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position = 64>", "llama3", 5e5, 8, false, 16},
       {"<theta = 1.0e4, dim = 16, scaling = yarn, factor = 4.0, original_max_position = 64, interleaved = true>", "yarn", 1e4, 4, true, 16},
+      {"<theta = 5.0e5, dim = 16, interleaved = true, freq_factors = [1.0, 1.0, 1.5, 2.5, 8.0, 8.0, 8.0, 8.0]>", "none", 5e5, 1, true, 16,
+       {1.0, 1.0, 1.5, 2.5, 8.0, 8.0, 8.0, 8.0}},
   };
   for (const Case &c : cases) {
     SCOPED_TRACE(c.attr);
@@ -236,6 +239,8 @@ TEST_F(LoweringNumericsTest, RopeEveryScalingAndPairing) {
     std::vector<float> y(T * H * D);
     kernel.run({{x.data(), {T, H, D}}, {pos.data(), {T}}, {y.data(), {T, H, D}}});
     std::vector<double> f = invFreq(c.dim, c.theta, c.scaling, c.factor, 1, 4, 64);
+    for (size_t i = 0; i < c.factors.size(); ++i)
+      f[i] /= c.factors[i];
     double attn = c.scaling == "yarn" ? 0.1 * std::log(c.factor) + 1.0 : 1.0;
     std::vector<double> ref(T * H * D);
     for (int t = 0; t < T; ++t)

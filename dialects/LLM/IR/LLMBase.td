@@ -60,12 +60,16 @@ def LLM_RopeAttr : LLM_Attr<"Rope", "rope"> {
     `rope_scaling`: `linear` (positions divided by `factor`), `llama3`
     (wavelength-dependent, with `low_freq_factor`, `high_freq_factor`,
     `original_max_position`) and `yarn` (`beta_fast`, `beta_slow`, `mscale`,
-    `mscale_all_dim`).
+    `mscale_all_dim`). `freq_factors` (one per rotated pair) divide the
+    frequencies after any scaling: llama.cpp's GGUF files store llama3
+    scaling that way (tensor `rope_freqs.weight`) instead of its parameters.
 
     ```mlir
     #llm.rope<theta = 500000.0, dim = 128, scaling = llama3, factor = 8.0,
               low_freq_factor = 1.0, high_freq_factor = 4.0,
               original_max_position = 8192>
+    #llm.rope<theta = 500000.0, dim = 8,
+              freq_factors = [1.0, 1.0, 3.2, 8.0]>
     ```
   }];
   let parameters = (ins
@@ -81,7 +85,8 @@ def LLM_RopeAttr : LLM_Attr<"Rope", "rope"> {
     OptionalParameter<"::mlir::FloatAttr">:$beta_slow,
     OptionalParameter<"::mlir::FloatAttr">:$mscale,
     OptionalParameter<"::mlir::FloatAttr">:$mscale_all_dim,
-    DefaultValuedParameter<"bool", "false">:$interleaved
+    DefaultValuedParameter<"bool", "false">:$interleaved,
+    OptionalParameter<"::mlir::DenseF64ArrayAttr">:$freq_factors
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

@@ -7,6 +7,7 @@
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cmath>
 #include <numeric>
 
 using namespace mlir;
@@ -63,11 +64,20 @@ LogicalResult RopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                FloatAttr highFreqFactor,
                                int64_t originalMaxPosition, FloatAttr betaFast,
                                FloatAttr betaSlow, FloatAttr mscale,
-                               FloatAttr mscaleAllDim, bool interleaved) {
+                               FloatAttr mscaleAllDim, bool interleaved,
+                               DenseF64ArrayAttr freqFactors) {
   if (!theta || theta.getValueAsDouble() <= 0.0)
     return emitError() << "rope theta must be positive";
   if (dim <= 0 || dim % 2 != 0)
     return emitError() << "rope dim must be positive and even, got " << dim;
+  if (freqFactors) {
+    if (freqFactors.size() != dim / 2)
+      return emitError() << "rope freq_factors needs dim / 2 = " << dim / 2
+                         << " values, got " << freqFactors.size();
+    for (double f : freqFactors.asArrayRef())
+      if (!(f > 0.0) || !std::isfinite(f))
+        return emitError() << "rope freq_factors must be positive and finite, got " << f;
+  }
   bool hasLlama3Params = lowFreqFactor || highFreqFactor;
   bool hasYarnParams = betaFast || betaSlow || mscale || mscaleAllDim;
   if (scaling == RopeScaling::none) {

@@ -498,6 +498,9 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
       break;
     }
     }
+    // llama.cpp's per-frequency divisors (its form of llama3 scaling).
+    if (DenseF64ArrayAttr factors = rope.getFreqFactors())
+      inv /= factors[i];
     tables.invFreq.push_back(static_cast<float>(inv));
   }
   if (rope.getScaling() == llm::RopeScaling::yarn) {

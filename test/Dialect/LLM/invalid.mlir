@@ -18,6 +18,17 @@ func.func private @f() attributes {r = #llm.rope<theta = 1.0e4, dim = 64, factor
 
 // -----
 
+// One frequency divisor per rotated pair.
+// expected-error @+1 {{rope freq_factors needs dim / 2 = 4 values, got 3}}
+func.func private @f() attributes {r = #llm.rope<theta = 1.0e4, dim = 8, freq_factors = [1.0, 2.0, 4.0]>}
+
+// -----
+
+// expected-error @+1 {{rope freq_factors must be positive and finite, got 0}}
+func.func private @f() attributes {r = #llm.rope<theta = 1.0e4, dim = 4, freq_factors = [1.0, 0.0]>}
+
+// -----
+
 // expected-error @+1 {{rope scaling 'linear' needs a positive factor}}
 func.func private @f() attributes {r = #llm.rope<theta = 1.0e4, dim = 64, scaling = linear>}
 

@@ -69,6 +69,9 @@ func.func @dense_block(%ids: tensor<?xi32>, %pos: tensor<?xi64>, %off: index,
   %k4 = llm.rope %k3, %pos with <theta = 10000.0, dim = 32, scaling = yarn, factor = 40.0, original_max_position = 4096, beta_fast = 32.0, beta_slow = 1.0, mscale = 1.0, mscale_all_dim = 1.0, interleaved = true> : tensor<?x4x64xf32>, tensor<?xi64>
   // CHECK: llm.rope %{{.*}}, %{{.*}} with <theta = 1.000000e+04 : f64, dim = 64, scaling = linear, factor = 2.000000e+00 : f64>
   %k5 = llm.rope %k4, %pos with <theta = 10000.0, dim = 64, scaling = linear, factor = 2.0> : tensor<?x4x64xf32>, tensor<?xi64>
+  // Per-pair frequency divisors (llama.cpp's rope_freqs).
+  // CHECK: llm.rope %{{.*}}, %{{.*}} with <theta = 1.000000e+04 : f64, dim = 8, freq_factors = [1.000000e+00, 2.000000e+00, 4.000000e+00, 8.000000e+00]>
+  %k6 = llm.rope %k5, %pos with <theta = 10000.0, dim = 8, freq_factors = [1.0, 2.0, 4.0, 8.0]> : tensor<?x4x64xf32>, tensor<?xi64>
   // CHECK: llm.kv_cache_update %{{.*}} into %{{.*}}[%{{.*}}] : tensor<?x4x64xf32> into tensor<4096x4x64xf32>
   %kc1 = llm.kv_cache_update %k5 into %kc[%off] : tensor<?x4x64xf32> into tensor<4096x4x64xf32>
   %vc1 = llm.kv_cache_update %k5 into %vc[%off] : tensor<?x4x64xf32> into tensor<4096x4x64xf32>
