@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 using namespace llvm;
 
@@ -52,37 +53,16 @@ std::optional<DType> fromGGMLType(uint32_t type) {
   }
 }
 
-/// ggml's names of the types MoIR refuses, so the error says which it is.
+/// ggml's names for its tensor types, so a refusal can say which one a file
+/// uses (ids 4 and 5 are retired).
 StringRef ggmlTypeName(uint32_t type) {
-  switch (type) {
-  case 4: return "Q4_2";
-  case 5: return "Q4_3";
-  case 9: return "Q8_1";
-  case 10: return "Q2_K";
-  case 11: return "Q3_K";
-  case 15: return "Q8_K";
-  case 16: return "IQ2_XXS";
-  case 17: return "IQ2_XS";
-  case 18: return "IQ3_XXS";
-  case 19: return "IQ1_S";
-  case 20: return "IQ4_NL";
-  case 21: return "IQ3_S";
-  case 22: return "IQ2_S";
-  case 23: return "IQ4_XS";
-  case 25: return "I16";
-  case 28: return "F64";
-  case 29: return "IQ1_M";
-  case 31: return "Q4_0_4_4";
-  case 32: return "Q4_0_4_8";
-  case 33: return "Q4_0_8_8";
-  case 34: return "TQ1_0";
-  case 35: return "TQ2_0";
-  case 36: return "IQ4_NL_4_4";
-  case 37: return "IQ4_NL_4_8";
-  case 38: return "IQ4_NL_8_8";
-  case 39: return "MXFP4";
-  default: return "";
-  }
+  static const char *const names[] = {
+      "F32",    "F16",   "Q4_0",  "Q4_1",    "",      "",      "Q5_0",   "Q5_1",
+      "Q8_0",   "Q8_1",  "Q2_K",  "Q3_K",    "Q4_K",  "Q5_K",  "Q6_K",   "Q8_K",
+      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+      "I8",     "I16",   "I32",   "I64",     "F64",   "IQ1_M", "BF16",   "",
+      "",       "",      "TQ1_0", "TQ2_0",   "",      "",      "",       "MXFP4"};
+  return type < std::size(names) ? StringRef(names[type]) : StringRef();
 }
 
 /// A bounds-checked cursor over the mapped file.
@@ -378,13 +358,11 @@ Expected<GGUFFile> parseGGUF(unsigned fileIndex, WeightStore &store) {
       return type.takeError();
     std::optional<DType> dtype = fromGGMLType(*type);
     if (!dtype) {
-      std::string typeName = ggmlTypeName(*type).str();
-      if (typeName.empty())
-        typeName = "number " + std::to_string(*type);
-      return fileError(path, "tensor '" + *name + "' has GGUF type " + typeName +
-                                 ", which MoIR cannot execute (supported: F32, F16, BF16, "
-                                 "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, I8, I32, "
-                                 "I64)");
+      StringRef typeName = ggmlTypeName(*type);
+      return where((typeName.empty() ? "unknown ggml type " + Twine(*type)
+                                     : "ggml type " + typeName + " (" + Twine(*type) + ")") +
+                   " cannot be read by MoIR (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
+                   "Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, I8, I32, I64)");
     }
     info.dtype = *dtype;
     if (info.shape.back() % getBlockElements(*dtype) != 0)

@@ -3,8 +3,10 @@
 // llama.cpp's conventions, which differ from the Hugging Face configs: the
 // llama architecture also carries Mistral and Mixtral (experts present) with
 // Q/K rows permuted so RoPE pairs (2i, 2i+1); qwen2moe, qwen3moe and olmoe use
-// rotate_half pairing; deepseek2 carries both DeepSeek-V2 and V3. Metadata
-// keys of the architecture that MoIR does not know are refused.
+// rotate_half pairing, and so does apertus (whose xIELU parameters are
+// per-layer metadata arrays); deepseek2 carries both DeepSeek-V2 and V3. llama3
+// RoPE scaling arrives as per-frequency divisors (tensor rope_freqs.weight).
+// Metadata keys of the architecture that MoIR does not know are refused.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +16,7 @@
 #include "llvm/ADT/StringSet.h"
 
 #include <cmath>
+#include <cstring>
 
 using namespace llvm;
 
@@ -56,6 +59,9 @@ public:
       return error(key, "must be a finite number");
     return *d;
   }
+  bool has(StringRef key) const {
+    return file.get((arch + "." + key).str()) != nullptr;
+  }
   Expected<std::optional<std::string>> string(StringRef key) {
     const GGUFValue *v = get(key);
     if (!v)
@@ -87,6 +93,73 @@ private:
   StringSet<> used;
 };
 
+/// Apertus' xIELU parameters: global keys xielu.{alpha_p,alpha_n,beta,eps},
+/// each one number per layer (or one for all).
+Expected<SmallVector<ModelConfig::XIELUParams>> readXIELUParams(const GGUFFile &file,
+                                                                int64_t layers) {
+  SmallVector<ModelConfig::XIELUParams> params(layers);
+  auto read = [&](StringRef key, double ModelConfig::XIELUParams::*field) -> Error {
+    const GGUFValue *v = file.get(key);
+    if (!v)
+      return fileError(file.path, "metadata '" + key + "' is required (apertus' xIELU "
+                                                       "activation)");
+    if (v->kind == GGUFValue::Kind::Array) {
+      if (v->numbers.size() != static_cast<size_t>(layers))
+        return fileError(file.path, "metadata '" + key + "' must hold one number per "
+                                    "layer (" + Twine(layers) + "), got " +
+                                    Twine(v->count) + " elements");
+      for (int64_t l = 0; l < layers; ++l)
+        params[l].*field = v->numbers[l];
+      return Error::success();
+    }
+    std::optional<double> d = v->getNumber();
+    if (!d)
+      return fileError(file.path, "metadata '" + key + "' must be a number or an array "
+                                                       "of numbers");
+    for (auto &p : params)
+      p.*field = *d;
+    return Error::success();
+  };
+  CHECK_ERR(read("xielu.alpha_p", &ModelConfig::XIELUParams::alphaP));
+  CHECK_ERR(read("xielu.alpha_n", &ModelConfig::XIELUParams::alphaN));
+  CHECK_ERR(read("xielu.beta", &ModelConfig::XIELUParams::beta));
+  CHECK_ERR(read("xielu.eps", &ModelConfig::XIELUParams::eps));
+  for (const auto &p : params)
+    if (!std::isfinite(p.alphaP) || !std::isfinite(p.alphaN) || !std::isfinite(p.beta) ||
+        !std::isfinite(p.eps))
+      return fileError(file.path, "metadata 'xielu.*' must be finite numbers");
+  return params;
+}
+
+/// llama.cpp's rope_freqs.weight: one divisor per rotated pair (llama3
+/// scaling precomputed by the converter). Read here because it is a
+/// hyperparameter, not a weight: the RoPE tables are built at compile time.
+Error readRopeFreqs(const GGUFFile &file, const WeightStore &store, int64_t ropeDim,
+                    RopeConfig &rope) {
+  const TensorInfo *info = store.lookup("rope_freqs.weight");
+  if (!info)
+    return Error::success();
+  int64_t pairs = ropeDim / 2;
+  if (info->dtype != DType::F32 || info->shape.size() != 1 || info->shape[0] != pairs)
+    return fileError(file.path, "tensor 'rope_freqs.weight' is " +
+                                    stringifyDType(info->dtype) + " " +
+                                    shapeString(info->shape) + "; MoIR needs F32 [" +
+                                    Twine(pairs) + "] (one divisor per rotated pair of "
+                                    "rope.dimension_count " + Twine(ropeDim) + ")");
+  ArrayRef<uint8_t> data = store.getData(*info);
+  for (int64_t i = 0; i < pairs; ++i) {
+    float f;
+    std::memcpy(&f, data.data() + 4 * i, 4);
+    if (!(f > 0.0f) || !std::isfinite(f))
+      return fileError(file.path, "tensor 'rope_freqs.weight' element " + Twine(i) +
+                                      " is " + std::to_string(f) +
+                                      "; RoPE frequency divisors must be positive and "
+                                      "finite");
+    rope.freqFactors.push_back(f);
+  }
+  return Error::success();
+}
+
 } // namespace
 
 Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &store) {
@@ -94,11 +167,11 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   if (!archValue || archValue->kind != GGUFValue::Kind::String)
     return fileError(file.path, "metadata 'general.architecture' must be a string");
   std::string arch = archValue->s;
-  if (arch != "llama" && arch != "qwen2moe" && arch != "qwen3moe" &&
-      arch != "olmoe" && arch != "deepseek2")
+  if (arch != "llama" && arch != "apertus" && arch != "qwen2moe" &&
+      arch != "qwen3moe" && arch != "olmoe" && arch != "deepseek2")
     return fileError(file.path, "unknown architecture '" + arch +
-                                    "' (supported: llama, qwen2moe, qwen3moe, olmoe, "
-                                    "deepseek2)");
+                                    "' (supported: llama, apertus, qwen2moe, qwen3moe, "
+                                    "olmoe, deepseek2)");
   MetadataReader r(file, arch);
   ModelConfig c;
   TRY(hidden, r.integer("embedding_length", std::nullopt));
@@ -128,9 +201,6 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   TRY(vocab, r.integer("vocab_size", embed->shape[0]));
   c.vocab = vocab;
   c.tieWordEmbeddings = store.lookup("output.weight") == nullptr;
-  if (store.lookup("rope_freqs.weight"))
-    return fileError(file.path, "tensor 'rope_freqs.weight' (llama3 RoPE scaling baked "
-                                "into frequencies) is not supported");
 
   TRY(scalingType, r.string("rope.scaling.type"));
   if (scalingType && *scalingType != "none") {
@@ -150,6 +220,10 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
       // Stored as a float32: round away the representation error of 0.1.
       c.rope.mscaleAllDim = std::round(logMul / 0.1 * 1e6) / 1e6;
       c.rope.mscale = c.rope.mscaleAllDim;
+      TRY(betaFast, r.number("rope.scaling.yarn_beta_fast", c.rope.betaFast));
+      TRY(betaSlow, r.number("rope.scaling.yarn_beta_slow", c.rope.betaSlow));
+      c.rope.betaFast = betaFast;
+      c.rope.betaSlow = betaSlow;
     }
   }
 
@@ -169,7 +243,18 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   c.rope.interleaved = arch == "llama" || deepseek;
   c.moeLayer.assign(layers, false);
 
-  if (arch == "llama") {
+  if (arch == "apertus") {
+    c.family = Family::Apertus;
+    TRY(ffn, r.integer("feed_forward_length", std::nullopt));
+    c.ffn = ffn;
+    CHECK_ERR(readHeadDim());
+    c.qkNorm = ModelConfig::QKNorm::PerHead;
+    c.qkvBias = store.lookup("blk.0.attn_q.bias") != nullptr;
+    c.oBias = store.lookup("blk.0.attn_output.bias") != nullptr;
+    c.xielu = true;
+    TRY(params, readXIELUParams(file, layers));
+    c.xieluParams = std::move(params);
+  } else if (arch == "llama") {
     c.family = experts ? Family::Mixtral : Family::Llama;
     TRY(ffn, r.integer("feed_forward_length", std::nullopt));
     c.ffn = ffn;
@@ -179,6 +264,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
       c.slidingWindow = window;
     c.qkvBias = store.lookup("blk.0.attn_q.bias") != nullptr;
     c.oBias = store.lookup("blk.0.attn_output.bias") != nullptr;
+    c.mlpBias = !experts && store.lookup("blk.0.ffn_gate.bias") != nullptr;
     if (experts) {
       MoEConfig m;
       m.experts = experts;
@@ -219,15 +305,28 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     for (int64_t l = 0; l < layers; ++l)
       c.moeLayer[l] = store.lookup("blk." + std::to_string(l) + ".ffn_gate_inp.weight") != nullptr;
   } else {
-    if (store.lookup("blk.0.attn_k_b.weight"))
-      return fileError(file.path, "uses the split attn_k_b/attn_v_b MLA layout "
-                                  "(newer llama.cpp conversions); MoIR imports "
-                                  "the attn_kv_b layout");
     TRY(qLora, r.integer("attention.q_lora_rank", 0, 0));
     TRY(kvLora, r.integer("attention.kv_lora_rank", std::nullopt));
     TRY(keyLength, r.integer("attention.key_length", std::nullopt));
     TRY(valueLength, r.integer("attention.value_length", std::nullopt));
     TRY(ropeDim, r.integer("rope.dimension_count", std::nullopt));
+    // llama.cpp's converter writes MLA as the multi-query attention it runs
+    // (key_length = kv_lora_rank + rope, value_length = kv_lora_rank) and
+    // the per-head widths under *_mla.
+    if (r.has("attention.key_length_mla") || r.has("attention.value_length_mla")) {
+      if (keyLength != kvLora + ropeDim)
+        return r.error("attention.key_length",
+                       "must be kv_lora_rank + rope.dimension_count (" +
+                           Twine(kvLora + ropeDim) + ") when key_length_mla is present");
+      if (valueLength != kvLora)
+        return r.error("attention.value_length",
+                       "must be kv_lora_rank (" + Twine(kvLora) +
+                           ") when value_length_mla is present");
+      TRY(keyMLA, r.integer("attention.key_length_mla", std::nullopt));
+      TRY(valueMLA, r.integer("attention.value_length_mla", std::nullopt));
+      keyLength = keyMLA;
+      valueLength = valueMLA;
+    }
     if (keyLength <= ropeDim || ropeDim % 2)
       return r.error("rope.dimension_count", "must be even and below attention.key_length");
     MLAConfig mla;
@@ -245,10 +344,13 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     TRY(sharedCount, r.integer("expert_shared_count", 0, 0));
     TRY(scale, r.number("expert_weights_scale", 1.0));
     TRY(norm, r.integer("expert_weights_norm", 0, 0));
-    TRY(gating, r.integer("expert_gating_func", 1, 1));
+    bool bias = store.lookup("blk." + std::to_string(leadingDense) + ".exp_probs_b.bias") != nullptr;
+    // Without the key, a score-correction bias means DeepSeek-V3, whose
+    // router transformers always scores with a sigmoid (the converter writes
+    // the key only when config.json names scoring_func).
+    TRY(gating, r.integer("expert_gating_func", bias ? 2 : 1, 1));
     TRY(groups, r.integer("expert_group_count", 1));
     TRY(groupsUsed, r.integer("expert_group_used_count", 1));
-    bool bias = store.lookup("blk." + std::to_string(leadingDense) + ".exp_probs_b.bias") != nullptr;
     c.family = gating == 2 || bias ? Family::DeepSeekV3 : Family::DeepSeekV2;
     MoEConfig m;
     m.experts = experts;
@@ -279,6 +381,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   }
   if (!deepseek)
     c.attentionScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
+  CHECK_ERR(readRopeFreqs(file, store, c.mla ? c.mla->ropeDim : c.headDim, c.rope));
 
   static const StringSet<> inert = {"context_length", "rope.scaling.finetuned",
                                     "expert_weights_scale_ignored"};

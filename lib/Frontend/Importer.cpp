@@ -4,7 +4,8 @@
 // store. Weights are looked up by the checkpoint's own tensor names (Hugging
 // Face or llama.cpp's GGUF names), checked against the shapes the config
 // implies, and referenced by name; their bytes are never read (two scalar
-// activation parameters of Apertus' xIELU aside).
+// activation parameters of Apertus' xIELU aside). A GGUF tensor the import
+// does not read is refused: it could change the model's math.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,12 +19,14 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
@@ -47,6 +50,8 @@ enum class Role {
   Router, RouterBias, ExpertGate, ExpertUp, ExpertDown,
   SharedGate, SharedUp, SharedDown, SharedExpertGate,
   MLAQ, MLAQA, MLAQANorm, MLAQB, MLAKVA, MLAKVANorm, MLAKVB,
+  // llama.cpp's split form of MLAKVB (GGUF only).
+  MLAKB, MLAVB,
 };
 
 /// Tensor names of a layer weight in each format; `expert` >= 0 names one
@@ -65,9 +70,9 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
     case Role::O: return p + "attn_output" + suffix;
     case Role::QNorm: return p + "attn_q_norm.weight";
     case Role::KNorm: return p + "attn_k_norm.weight";
-    case Role::Gate: return p + "ffn_gate.weight";
-    case Role::Up: return p + "ffn_up.weight";
-    case Role::Down: return p + "ffn_down.weight";
+    case Role::Gate: return p + "ffn_gate" + suffix;
+    case Role::Up: return p + "ffn_up" + suffix;
+    case Role::Down: return p + "ffn_down" + suffix;
     case Role::Router: return p + "ffn_gate_inp.weight";
     case Role::RouterBias: return p + "exp_probs_b.bias";
     case Role::ExpertGate: return p + "ffn_gate_exps.weight";
@@ -84,6 +89,8 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
     case Role::MLAKVA: return p + "attn_kv_a_mqa.weight";
     case Role::MLAKVANorm: return p + "attn_kv_a_norm.weight";
     case Role::MLAKVB: return p + "attn_kv_b.weight";
+    case Role::MLAKB: return p + "attn_k_b.weight";
+    case Role::MLAVB: return p + "attn_v_b.weight";
     default: return p + "?";
     }
   }
@@ -128,12 +135,11 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
   case Role::MLAKVA: return attn + "kv_a_proj_with_mqa.weight";
   case Role::MLAKVANorm: return attn + "kv_a_layernorm.weight";
   case Role::MLAKVB: return attn + "kv_b_proj.weight";
+  case Role::MLAKB:
+  case Role::MLAVB:
+    break;
   }
   return p + "?";
-}
-
-std::string shapeString(ArrayRef<int64_t> shape) {
-  return "[" + join(map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") + "]";
 }
 
 constexpr const char *kWeightTypeNames = "f32, bf16, f16, q8_0, q4_k, q6_k, int4, fp8";
@@ -240,6 +246,7 @@ private:
   Value splitHeads(Value x, int64_t heads, int64_t dim);
   Value mergeHeads(Value x);
   llm::RopeAttr ropeAttr(int64_t dim);
+  Value splitKVB(int64_t l);
 
   FailureOr<std::pair<Value, SmallVector<Value>>> attention(int64_t l, Value n,
                                                             ArrayRef<Value> caches);
@@ -258,6 +265,8 @@ private:
   Error firstError = Error::success();
   Value tokens, positions, offset;
   llvm::StringMap<Value> weights;
+  /// Tensors read other than as weights (scales, scalars).
+  llvm::StringSet<> used;
 };
 
 /// llama.cpp keeps the MoE router (and Qwen2-MoE's shared-expert gate) in
@@ -488,6 +497,9 @@ Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
       b, loc, resolved->type, b.getStringAttr(resolved->name),
       resolved->scaleName.empty() ? StringAttr() : b.getStringAttr(resolved->scaleName));
   weights[name] = result;
+  used.insert(resolved->name);
+  if (!resolved->scaleName.empty())
+    used.insert(resolved->scaleName);
   return result;
 }
 
@@ -535,6 +547,7 @@ Value ModelBuilder::experts(Role role, int64_t layer, ArrayRef<int64_t> shape) {
 }
 
 FailureOr<double> ModelBuilder::scalar(StringRef name) {
+  used.insert(name);
   const TensorInfo *info = store.lookup(name);
   if (!info)
     return fail(fileError(source, "missing tensor '" + name + "'")), failure();
@@ -575,7 +588,52 @@ llm::RopeAttr ModelBuilder::ropeAttr(int64_t dim) {
       llama3 ? f(r.lowFreqFactor) : none, llama3 ? f(r.highFreqFactor) : none,
       llama3 || yarn ? r.originalMaxPosition : 0, yarn ? f(r.betaFast) : none,
       yarn ? f(r.betaSlow) : none, yarn ? f(r.mscale) : none,
-      yarn ? f(r.mscaleAllDim) : none, r.interleaved);
+      yarn ? f(r.mscaleAllDim) : none, r.interleaved,
+      r.freqFactors.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(r.freqFactors));
+}
+
+/// kv_b_proj from llama.cpp's split MLA layout: attn_k_b holds each head's
+/// key block transposed ([H, kv_lora_rank, nope]), attn_v_b its value block
+/// ([H, v, kv_lora_rank]). Rebuilt as [H * (nope + v), kv_lora_rank], rows
+/// head-major as in Hugging Face's kv_b_proj, so one MLA form serves both.
+Value ModelBuilder::splitKVB(int64_t l) {
+  const MLAConfig &m = *c.mla;
+  int64_t H = c.heads;
+  Value kb = layerWeight(Role::MLAKB, l, {H, m.kvLoraRank, m.nopeDim});
+  Value vb = kb ? layerWeight(Role::MLAVB, l, {H, m.vDim, m.kvLoraRank}) : nullptr;
+  if (!vb)
+    return nullptr;
+  for (Value w : {kb, vb})
+    if (!isa<RankedTensorType>(w.getType())) {
+      std::string name = weightName(format, c.family, w == kb ? Role::MLAKB : Role::MLAVB, l);
+      const TensorInfo *info = store.lookup(name);
+      return fail(fileError(store.getFilePath(info->file),
+                            "tensor '" + name + "' is " + stringifyDType(info->dtype) +
+                                "; MoIR rebuilds attn_kv_b from the split MLA layout "
+                                "(attn_k_b, attn_v_b) only from float tensors"));
+    }
+  Type element = cast<RankedTensorType>(kb.getType()).getElementType();
+  if (cast<RankedTensorType>(vb.getType()).getElementType() != element)
+    return fail(fileError(source, "layer " + Twine(l) +
+                                      ": attn_k_b and attn_v_b have different types"));
+  int64_t stride = m.nopeDim + m.vDim;
+  Value kT = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{H, m.nopeDim, m.kvLoraRank},
+                                     element);
+  kT = linalg::TransposeOp::create(b, loc, kb, kT, ArrayRef<int64_t>{0, 2, 1}).getResult()[0];
+  Value full = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{H, stride, m.kvLoraRank},
+                                       element);
+  auto insert = [&](Value part, int64_t row, int64_t rows) {
+    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(row),
+                                         b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(H), b.getIndexAttr(rows),
+                                       b.getIndexAttr(m.kvLoraRank)};
+    SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
+    full = tensor::InsertSliceOp::create(b, loc, part, full, offsets, sizes, strides);
+  };
+  insert(kT, 0, m.nopeDim);
+  insert(vb, m.nopeDim, m.vDim);
+  return tensor::CollapseShapeOp::create(b, loc, full,
+                                         ArrayRef<ReassociationIndices>{{0, 1}, {2}});
 }
 
 #define W(var, expr)                                                           \
@@ -604,7 +662,11 @@ ModelBuilder::attention(int64_t l, Value n, ArrayRef<Value> caches) {
     }
     W(kva, layerWeight(Role::MLAKVA, l, {m.kvLoraRank + m.ropeDim, hidden}));
     W(kvan, layerWeight(Role::MLAKVANorm, l, {m.kvLoraRank}));
-    W(kvb, layerWeight(Role::MLAKVB, l, {H * (m.nopeDim + m.vDim), m.kvLoraRank}));
+    bool split = format == Format::GGUF &&
+                 store.lookup(weightName(format, c.family, Role::MLAKB, l)) &&
+                 !store.lookup(weightName(format, c.family, Role::MLAKVB, l));
+    W(kvb, split ? splitKVB(l)
+                 : layerWeight(Role::MLAKVB, l, {H * (m.nopeDim + m.vDim), m.kvLoraRank}));
     W(o, layerWeight(Role::O, l, {hidden, H * m.vDim}));
     auto config = mla::ConfigAttr::get(&ctx, H, m.qLoraRank, m.kvLoraRank, m.nopeDim,
                                        m.ropeDim, m.vDim);
@@ -680,8 +742,11 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
       if (!sd)
         return failure();
       if (m.sharedGate) {
-        if (format == Format::GGUF) {
-          // llama.cpp stores the shared-expert gate as a vector.
+        const TensorInfo *gateInfo =
+            store.lookup(weightName(format, c.family, Role::SharedExpertGate, l));
+        if (format == Format::GGUF && !(gateInfo && gateInfo->shape.size() == 2)) {
+          // Our writer stores the shared-expert gate as a vector; llama.cpp's
+          // converter as Hugging Face's [1, hidden] (taken below).
           W(vec, layerWeight(Role::SharedExpertGate, l, {hidden}));
           sgate = tensor::ExpandShapeOp::create(
               b, loc, RankedTensorType::get({1, hidden}, cast<RankedTensorType>(vec.getType()).getElementType()),
@@ -710,14 +775,33 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
   };
   if (c.xielu) {
     W(up, layerWeight(Role::Up, l, {F, hidden}));
-    W(ap, layerWeight(Role::XIELUAlphaP, l, {1}));
-    W(an, layerWeight(Role::XIELUAlphaN, l, {1}));
-    FailureOr<double> beta = scalar(weightName(format, c.family, Role::XIELUBeta, l));
-    if (failed(beta))
-      return failure();
-    FailureOr<double> eps = scalar(weightName(format, c.family, Role::XIELUEps, l));
-    if (failed(eps))
-      return failure();
+    Value ap, an;
+    FailureOr<double> beta, eps;
+    if (!c.xieluParams.empty()) {
+      // GGUF keeps the four parameters as metadata: the two learned ones
+      // become one-element constants, as the op takes them as tensors.
+      const ModelConfig::XIELUParams &p = c.xieluParams[l];
+      auto one = [&](double v) -> Value {
+        auto type = act({1});
+        return arith::ConstantOp::create(
+            b, loc, type, DenseElementsAttr::get(type, static_cast<float>(v)));
+      };
+      ap = one(p.alphaP);
+      an = one(p.alphaN);
+      beta = p.beta;
+      eps = p.eps;
+    } else {
+      ap = layerWeight(Role::XIELUAlphaP, l, {1});
+      an = ap ? layerWeight(Role::XIELUAlphaN, l, {1}) : nullptr;
+      if (!an)
+        return failure();
+      beta = scalar(weightName(format, c.family, Role::XIELUBeta, l));
+      if (failed(beta))
+        return failure();
+      eps = scalar(weightName(format, c.family, Role::XIELUEps, l));
+      if (failed(eps))
+        return failure();
+    }
     W(down, layerWeight(Role::Down, l, {hidden, F}));
     Value h = llm::XIELUOp::create(b, loc, act({ShapedType::kDynamic, F}), linear(n, up),
                                    ap, an, b.getF64FloatAttr(*beta), b.getF64FloatAttr(*eps));
@@ -822,6 +906,23 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   SmallVector<Value> outs = {linear(rmsNorm(h, finalNorm), head)};
   outs.append(newCaches);
   func::ReturnOp::create(b, loc, outs);
+  if (format == Format::GGUF) {
+    // A GGUF tensor the import did not read could change the model's math
+    // (a bias, a norm): refuse it by name, as unknown metadata keys are.
+    if (!c.rope.freqFactors.empty())
+      used.insert("rope_freqs.weight");
+    for (StringRef name : store.names()) {
+      if (weights.count(name) || used.contains(name))
+        continue;
+      const TensorInfo *info = store.lookup(name);
+      return fileError(store.getFilePath(info->file),
+                       "tensor '" + name + "' (" + stringifyDType(info->dtype) + " " +
+                           shapeString(info->shape) + ") has no place in MoIR's " +
+                           stringifyFamily(c.family) +
+                           " (it may change the model's math; refusing rather than "
+                           "ignoring it)");
+    }
+  }
   if (failed(verify(*module)))
     return createStringError(inconvertibleErrorCode(),
                              source + ": the imported IR does not verify (an importer bug)");
@@ -884,7 +985,8 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context, StringRef path
                                             WeightStore &store,
                                             const ImportOptions &options) {
   context.loadDialect<MoIRDialect, llm::LLMDialect, moe::MoEDialect, mla::MLADialect,
-                      func::FuncDialect, arith::ArithDialect, tensor::TensorDialect>();
+                      func::FuncDialect, arith::ArithDialect, tensor::TensorDialect,
+                      linalg::LinalgDialect>();
   if (options.cacheCapacity < 1)
     return createStringError(inconvertibleErrorCode(), "cache capacity must be positive");
   if (!options.weightType.empty() && !isWeightTypeName(options.weightType))

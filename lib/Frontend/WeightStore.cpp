@@ -2,11 +2,16 @@
 
 #include "moir/Frontend/WeightStore.h"
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 
 using namespace llvm;
 
 namespace moir::frontend {
+
+std::string shapeString(ArrayRef<int64_t> shape) {
+  return "[" + join(map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") + "]";
+}
 
 StringRef stringifyDType(DType dtype) {
   switch (dtype) {

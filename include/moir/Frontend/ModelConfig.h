@@ -45,6 +45,9 @@ struct RopeConfig {
   double betaFast = 32.0, betaSlow = 1.0, mscale = 1.0, mscaleAllDim = 0.0;
   /// Pairs (2i, 2i+1) instead of Hugging Face's rotate_half (i, i + d/2).
   bool interleaved = false;
+  /// Per-pair divisors of the frequencies, applied after `scaling`
+  /// (llama.cpp's rope_freqs tensor); empty when none.
+  llvm::SmallVector<double> freqFactors;
 };
 
 struct MoEConfig {
@@ -97,6 +100,12 @@ struct ModelConfig {
   enum class QKNorm { None, PerHead, Full } qkNorm = QKNorm::None;
   /// The dense FFN: SwiGLU or Apertus' up-xIELU-down.
   bool xielu = false;
+  /// xIELU's parameters per layer where the file keeps them as metadata
+  /// (GGUF); empty when they are tensors of each layer (Hugging Face).
+  struct XIELUParams {
+    double alphaP, alphaN, beta, eps;
+  };
+  llvm::SmallVector<XIELUParams> xieluParams;
   std::optional<MoEConfig> moe;
   /// Per layer: true where the FFN is the MoE layer.
   llvm::SmallVector<bool> moeLayer;

@@ -55,6 +55,8 @@ int64_t getBlockBytes(DType dtype);
 /// Bytes a tensor of `elements` elements occupies, or std::nullopt when the
 /// count is not a multiple of the block size or overflows.
 std::optional<uint64_t> getStorageBytes(DType dtype, int64_t elements);
+/// "[d0, d1, ...]", as errors print shapes.
+std::string shapeString(llvm::ArrayRef<int64_t> shape);
 
 struct TensorInfo {
   std::string name;

@@ -291,6 +291,33 @@ def main():
     write("gguf-unknown-key.gguf", gguf_bytes(meta=GGUF_META + [("llama.attn_logit_softcapping", 6, 30.0)]))
     write("gguf-zero-dim.gguf", gguf_bytes(
         edit_info=lambda i: i.update(ne=[0]) if i["name"] == "output_norm.weight" else None))
+    # A ggml type MoIR cannot read (Q5_K), named as ggml names it.
+    write("gguf-unsupported-type.gguf", gguf_bytes(
+        edit_info=lambda i: i.update(type=13) if i["name"] == "blk.0.attn_q.weight" else None))
+    # A tensor the import has no use for is refused, not ignored.
+    write("gguf-unused-tensor.gguf", gguf_bytes(
+        tensors=dict(GGUF_TENSORS, **{"blk.0.attn_q_norm.weight": [4]})))
+    # llama3 RoPE scaling as rope_freqs.weight needs one divisor per rotated pair.
+    write("gguf-rope-freqs-shape.gguf", gguf_bytes(
+        tensors=dict(GGUF_TENSORS, **{"rope_freqs.weight": [3]})))
+
+    # llama.cpp's converter writes Qwen2-MoE's shared-expert gate as [1, hidden].
+    q2meta = [("general.architecture", 8, "qwen2moe"), ("qwen2moe.embedding_length", 4, 8),
+              ("qwen2moe.block_count", 4, 1), ("qwen2moe.attention.head_count", 4, 2),
+              ("qwen2moe.attention.head_count_kv", 4, 1),
+              ("qwen2moe.attention.layer_norm_rms_epsilon", 6, 1e-5),
+              ("qwen2moe.rope.freq_base", 6, 10000.0), ("qwen2moe.expert_count", 4, 2),
+              ("qwen2moe.expert_used_count", 4, 1),
+              ("qwen2moe.expert_feed_forward_length", 4, 4),
+              ("qwen2moe.expert_shared_feed_forward_length", 4, 4)]
+    q2 = {n: sh for n, sh in GGUF_TENSORS.items() if "ffn_" not in n or "norm" in n}
+    q2.update({"blk.0.ffn_gate_inp.weight": [2, 8], "blk.0.ffn_gate_exps.weight": [2, 4, 8],
+               "blk.0.ffn_up_exps.weight": [2, 4, 8], "blk.0.ffn_down_exps.weight": [2, 8, 4],
+               "blk.0.ffn_gate_shexp.weight": [4, 8], "blk.0.ffn_up_shexp.weight": [4, 8],
+               "blk.0.ffn_down_shexp.weight": [8, 4], "blk.0.ffn_gate_inp_shexp.weight": [1, 8]})
+    write("valid-qwen2moe-shexp-row.gguf", gguf_bytes(meta=q2meta, tensors=q2))
+    write("gguf-shexp-shape.gguf", gguf_bytes(
+        meta=q2meta, tensors=dict(q2, **{"blk.0.ffn_gate_inp_shexp.weight": [2, 8]})))
 
 
 if __name__ == "__main__":
