@@ -399,10 +399,37 @@ func.func @attend_per_phase(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c:
 
 // -----
 
-// Quantized weights have no kernels yet: a clear error, not a crash.
+// A quantized weight that reaches the lowering unbound (moir-bind-weights
+// makes it an llm.packed_weight): a clear error, not a crash.
 func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32> {
-  // expected-error @+1 {{'llm.linear' has no lowering for these operand types yet}}
+  // expected-error @below {{reaches the lowering without its packed form (run moir-bind-weights)}}
+  // expected-error @below {{'llm.linear' has no lowering for these operand types yet}}
   %y = "llm.linear"(%x, %w) : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// A packed 4-bit weight: the contraction reads the codes (byte (k / 32) * 16 +
+// k % 16, the high nibble for k % 32 >= 16) and its group's scale and offset
+// (the scales tensor twice, maps (n, k / 32, 0) and (n, k / 32, 1)); w =
+// scale * code + offset. moir.packed names the form for the kernels.
+// CHECK-DAG: #[[CODE:.*]] = affine_map<(d0, d1, d2) -> (d1, (d2 floordiv 32) * 16 + d2 mod 16)>
+// CHECK-DAG: #[[SCALE:.*]] = affine_map<(d0, d1, d2) -> (d1, d2 floordiv 32, 0)>
+// CHECK-DAG: #[[OFFSET:.*]] = affine_map<(d0, d1, d2) -> (d1, d2 floordiv 32, 1)>
+// CHECK-LABEL: func.func @packed
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[D:.*]]: tensor<32x32xi8>, %[[S:.*]]: tensor<32x2x2xf32>)
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[CODE]], #[[SCALE]], #[[OFFSET]], #{{.*}}]
+// CHECK-SAME: ins(%[[X]], %[[D]], %[[S]], %[[S]] :
+// CHECK-SAME: moir.packed = "u4:32"
+// CHECK: arith.shrui
+// CHECK: arith.andi
+// CHECK: arith.uitofp
+// CHECK: arith.mulf
+// CHECK: arith.addf
+func.func @packed(%x: tensor<?x64xf32>, %d: tensor<32x32xi8>, %s: tensor<32x2x2xf32>) -> tensor<?x32xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<32x32xi8>, tensor<32x2x2xf32> -> !llm.qtensor<32x64xi4, #llm.quant<kind = gguf, format = q4_0>>
+  %y = llm.linear %x, %w : (tensor<?x64xf32>, !llm.qtensor<32x64xi4, #llm.quant<kind = gguf, format = q4_0>>) -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }
 

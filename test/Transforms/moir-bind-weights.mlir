@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-bind-weights | FileCheck %s
+// RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s
 
 // Each distinct weight (or stack) becomes one read-only trailing argument of
 // @forward, in order of first use; repeated references share it; the names
@@ -17,4 +17,42 @@ func.func @forward(%ids: tensor<?xi32>) -> (tensor<?x16xf32>, tensor<2x4x8xf32>)
   %l = llm.linear %h, %t2 : (tensor<?x8xf32>, tensor<16x8xf32>) -> tensor<?x16xf32>
   %s = llm.stacked_weight ["e0", "e1"] : tensor<2x4x8xf32>
   return %l, %s : tensor<?x16xf32>, tensor<2x4x8xf32>
+}
+
+// -----
+
+// A quantized weight is bound as its packed data and (scale, offset) groups
+// (include/moir/Frontend/Quantization.h), each argument's #moir.arg naming the
+// form and the part; llm.packed_weight, at the top of @forward, stands for
+// the weight. Q4_K: 4-bit codes two per byte, groups of 32, quantized as
+// Q4_K first when the stored tensor is float; Q6_K: int8 codes, groups of 16;
+// a stack of FP8 experts with 128x128 blocks: groups of gcd(128, 96) = 32.
+// RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s --check-prefix=PACKED
+// PACKED-LABEL: func.func private @forward({{.*}}: tensor<?x256xf32>
+// PACKED-SAME: %[[D:[a-z0-9]+]]: tensor<64x128xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/data">}
+// PACKED-SAME: %[[S:[a-z0-9]+]]: tensor<64x8x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/scales">}
+// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k/data">}
+// PACKED-SAME: tensor<64x16x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k/scales">}
+// PACKED-SAME: tensor<2x64x96xf8E4M3FN> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["e0", "e1"], packing = "f8e4m3:32/data">}
+// PACKED-SAME: tensor<2x64x3x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "f8e4m3:32/scales">}
+// PACKED: llm.packed_weight %[[D]], %[[S]] group 32
+// PACKED-NOT: llm.weight
+func.func @forward(%x: tensor<?x256xf32>, %y: tensor<?x96xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>) {
+  %w4 = llm.weight "w4" : !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %a = llm.linear %x, %w4 : (tensor<?x256xf32>, !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x64xf32>
+  %w6 = llm.weight "w6" : !llm.qtensor<64x256xi6, #llm.quant<kind = gguf, format = q6_k>>
+  %b = llm.linear %x, %w6 : (tensor<?x256xf32>, !llm.qtensor<64x256xi6, #llm.quant<kind = gguf, format = q6_k>>) -> tensor<?x64xf32>
+  %e = llm.stacked_weight ["e0", "e1"] scales ["e0_scale_inv", "e1_scale_inv"] : !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>
+  return %a, %b, %e : tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>
+}
+
+// -----
+
+// A scheme no packed form holds (per-tensor int8) is refused naming the
+// weight.
+func.func @forward(%x: tensor<?x32xf32>) -> tensor<?x8xf32> {
+  // expected-error @below {{weight 'pt' is quantized as '!llm.qtensor<8x32xi8, #llm.quant<kind = per_tensor>>', which no packed form of the kernels holds}}
+  %w = llm.weight "pt" scales "pt_scale" : !llm.qtensor<8x32xi8, #llm.quant<kind = per_tensor>>
+  %a = llm.linear %x, %w : (tensor<?x32xf32>, !llm.qtensor<8x32xi8, #llm.quant<kind = per_tensor>>) -> tensor<?x8xf32>
+  return %a : tensor<?x8xf32>
 }

@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-outline-layers | FileCheck %s
+// RUN: moir-opt %s -split-input-file -moir-outline-layers | FileCheck %s
 
 // Ops marked moir.layer = N (by the importer) move into @layer_N, without the mark; the call passes what
 // they use (constants are cloned) and returns what is used after them.
@@ -22,4 +22,22 @@ func.func @forward(%x: tensor<4xf32>, %w0: tensor<4xf32>, %w1: tensor<4xf32>) ->
   %d = arith.mulf %c, %two {moir.layer = 1 : i64} : tensor<4xf32>
   %e = arith.negf %d : tensor<4xf32>
   return %e : tensor<4xf32>
+}
+
+// -----
+
+// A packed quantized weight (llm.packed_weight, by moir-bind-weights) enters
+// the layer as its data and scales and is rebuilt there, so the layer's
+// lowering sees the packed form.
+// CHECK-LABEL: func.func private @layer_0
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[D:.*]]: tensor<8x32xi8>, %[[S:.*]]: tensor<8x2x2xf32>)
+// CHECK: %[[W:.*]] = llm.packed_weight %[[D]], %[[S]] group 32
+// CHECK: llm.linear %[[X]], %[[W]]
+// CHECK-LABEL: func.func @forward
+// CHECK: call @layer_0(%{{.*}}, %{{.*}}, %{{.*}}) : (tensor<?x64xf32>, tensor<8x32xi8>, tensor<8x2x2xf32>)
+func.func @forward(%x: tensor<?x64xf32>, %d: tensor<8x32xi8>, %s: tensor<8x2x2xf32>) -> tensor<?x8xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x32xi8>, tensor<8x2x2xf32> -> !llm.qtensor<8x64xi4, #llm.quant<kind = gguf, format = q4_0>>
+  %y = llm.linear %x, %w {moir.layer = 0 : i64} : (tensor<?x64xf32>, !llm.qtensor<8x64xi4, #llm.quant<kind = gguf, format = q4_0>>) -> tensor<?x8xf32>
+  %z = arith.negf %y : tensor<?x8xf32>
+  return %z : tensor<?x8xf32>
 }

@@ -219,3 +219,58 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
   }
   return
 }
+
+// -----
+
+// A packed 4-bit weight (moir.packed = "u4:32"): per group of 32, the codes
+// are loaded as bytes (8 at a time), the nibble of the half selected by a
+// shift, widened and multiplied into per-group accumulators beside the
+// activations' group sums; then each accumulator is scaled once: acc +=
+// scale * products, acc += offset * sums. 2x3 tiles as for float weights.
+// CHECK-LABEL: func.func @packed_u4
+// CHECK-NOT: linalg.generic
+// CHECK: scf.parallel
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
+// CHECK: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<8xi8>
+// CHECK: arith.shrui {{.*}} : vector<8xi8>
+// CHECK: arith.andi {{.*}} : vector<8xi8>
+// CHECK: arith.uitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK-COUNT-6: vector.fma {{.*}} : vector<8xf32>
+// CHECK-COUNT-2: arith.addf {{.*}} : vector<8xf32>
+// CHECK: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
+// CHECK: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
+// CHECK-COUNT-12: vector.fma {{.*}} : vector<8xf32>
+// CHECK: vector.reduction <add>
+#a = affine_map<(m, n, k) -> (m, k)>
+#code = affine_map<(m, n, k) -> (n, (k floordiv 32) * 16 + k mod 16)>
+#scale = affine_map<(m, n, k) -> (n, k floordiv 32, 0)>
+#offset = affine_map<(m, n, k) -> (n, k floordiv 32, 1)>
+#c = affine_map<(m, n, k) -> (m, n)>
+func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2x2xf32>, %y: memref<?x30xf32>) {
+  linalg.generic {indexing_maps = [#a, #code, #scale, #offset, #c],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %d, %s, %s : memref<?x64xf32>, memref<30x32xi8>, memref<30x2x2xf32>, memref<30x2x2xf32>)
+      outs(%y : memref<?x30xf32>) attrs = {moir.packed = "u4:32", moir.parallel} {
+  ^bb0(%in: f32, %code: i8, %sc: f32, %off: f32, %acc: f32):
+    %k = linalg.index 2 : index
+    %c32 = arith.constant 32 : index
+    %c16 = arith.constant 16 : index
+    %r = arith.remui %k, %c32 : index
+    %hi = arith.cmpi uge, %r, %c16 : index
+    %c4 = arith.constant 4 : i8
+    %c0 = arith.constant 0 : i8
+    %sh = arith.select %hi, %c4, %c0 : i8
+    %c15 = arith.constant 15 : i8
+    %v0 = arith.shrui %code, %sh : i8
+    %v1 = arith.andi %v0, %c15 : i8
+    %v = arith.uitofp %v1 : i8 to f32
+    %w0 = arith.mulf %sc, %v : f32
+    %w = arith.addf %w0, %off : f32
+    %p = arith.mulf %in, %w : f32
+    %sum = arith.addf %acc, %p : f32
+    linalg.yield %sum : f32
+  }
+  return
+}
