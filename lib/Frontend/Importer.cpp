@@ -471,8 +471,9 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
     return fail(fileError(source, "missing tensor '" + name + "'")), std::nullopt;
   if (ArrayRef<int64_t>(info->shape) != shape)
     return fail(fileError(store.getFilePath(info->file),
-                          "tensor '" + name + "' has shape " + shapeString(info->shape) +
-                              ", but " + configSource + " implies " + shapeString(shape))),
+                          "tensor '" + name + "' (" + stringifyDType(info->dtype) +
+                              ") has shape " + shapeString(info->shape) + ", but " +
+                              configSource + " implies " + shapeString(shape))),
            std::nullopt;
   StringRef scaleName;
   std::string scaleStorage;
