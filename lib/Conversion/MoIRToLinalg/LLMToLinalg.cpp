@@ -24,7 +24,6 @@ SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from = 0) {
   return e;
 }
 
-
 /// A quantized weight's dequantized f32 values (consumers with no packed
 /// kernel).
 struct LowerDequantize : OpRewritePattern<llm::DequantizeOp> {

@@ -275,6 +275,35 @@ protected:
     return arith::ExtFOp::create(b, loc, f32, v);
   }
 
+  /// C[m, n] over `rows` x `cols` by the weight-row kernels' schedule: work
+  /// items of shape.blockN weight rows (so each thread's weights stay in
+  /// its L2), inside each tiles of tileM x tileN outputs, then 1-wide edge
+  /// tiles for the rows and columns left over; `tile(tm, tn, m0, n0)`
+  /// builds one tile.
+  void sweepRowBlocks(Value rows, Value cols, const KernelShape &shape, bool parallel,
+                      llvm::function_ref<void(int64_t, int64_t, Value, Value)> tile) {
+    Value zero = cst(0), one = cst(1);
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
+      Value hi = arith::MinUIOp::create(b, loc,
+                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
+      Value span = arith::SubIOp::create(b, loc, hi, lo);
+      Value full = arith::AddIOp::create(
+          b, loc, lo,
+          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
+                                cst(shape.tileN)));
+      Value mFull = arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
+      auto sweep = [&](int64_t tm, Value m0) {
+        forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
+        forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
+      };
+      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
+      forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
+    });
+  }
+
   /// acc + x * y (contractable to one FMA).
   Value scalarFMA(Value x, Value y, Value acc) {
     auto fast = arith::FastMathFlags::contract;
@@ -329,25 +358,8 @@ public:
     }
 
     // Work items: blocks of blockN weight rows.
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
-    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
-      Value hi = arith::MinUIOp::create(b, loc,
-                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
-      Value span = arith::SubIOp::create(b, loc, hi, lo);
-      Value full = arith::AddIOp::create(
-          b, loc, lo,
-          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
-                                cst(shape.tileN)));
-      Value mFull = arith::MulIOp::create(
-          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
-      auto sweep = [&](int64_t tm, Value m0) {
-        forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
-        forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
-      };
-      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
-      forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
-    });
+    sweepRowBlocks(rows, cols, shape, parallel,
+                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
     if (scratch)
       memref::DeallocOp::create(b, loc, scratch);
   }
@@ -549,30 +561,12 @@ public:
   }
 
   void build(bool parallel) {
-    Value zero = cst(0), one = cst(1);
     rows = memref::DimOp::create(b, loc, a, 0);
     cols = memref::DimOp::create(b, loc, data, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     groups = arith::DivUIOp::create(b, loc, depth, cst(group));
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
-    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
-      Value hi = arith::MinUIOp::create(b, loc,
-                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
-      Value span = arith::SubIOp::create(b, loc, hi, lo);
-      Value full = arith::AddIOp::create(
-          b, loc, lo,
-          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
-                                cst(shape.tileN)));
-      Value mFull = arith::MulIOp::create(
-          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
-      auto sweep = [&](int64_t tm, Value m0) {
-        forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
-        forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
-      };
-      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
-      forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
-    });
+    sweepRowBlocks(rows, cols, shape, parallel,
+                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
   }
 
 private:
