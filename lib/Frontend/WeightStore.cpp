@@ -4,6 +4,11 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Process.h"
+
+#ifdef LLVM_ON_UNIX
+#include <sys/mman.h>
+#endif
 
 using namespace llvm;
 
@@ -131,6 +136,22 @@ ArrayRef<uint8_t> WeightStore::getData(const TensorInfo &info) const {
   StringRef data = files[info.file]->getBuffer();
   return ArrayRef<uint8_t>(
       reinterpret_cast<const uint8_t *>(data.data()) + info.offset, info.bytes);
+}
+
+void WeightStore::releaseData(const TensorInfo &info) const {
+#ifdef LLVM_ON_UNIX
+  const MemoryBuffer &file = *files[info.file];
+  if (file.getBufferKind() != MemoryBuffer::MemoryBuffer_MMap || info.bytes == 0)
+    return;
+  auto page = static_cast<uintptr_t>(sys::Process::getPageSizeEstimate());
+  auto start = reinterpret_cast<uintptr_t>(file.getBufferStart()) + info.offset;
+  uintptr_t first = alignTo(start, page), last = alignDown(start + info.bytes, page);
+  // Advice only: where the kernel declines, the pages just stay resident.
+  if (first < last)
+    (void)::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
+#else
+  (void)info;
+#endif
 }
 
 } // namespace moir::frontend

@@ -231,6 +231,8 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
           return fail("packing " + join(arg.names, ",") + " as " + arg.packing + " wrote " +
                       Twine(written) + " bytes, not " + Twine(regions[i].bytes));
         at += written;
+        for (const std::string &name : arg.names)
+          store.releaseData(*store.lookup(name));
         continue;
       }
       frontend::DType target = *storedDType(arg.dtype);
@@ -240,6 +242,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
         if (t.dtype == target) {
           visit(StringRef(reinterpret_cast<const char *>(data.data()), data.size()));
           at += data.size();
+          store.releaseData(t);
           continue;
         }
         // Converted in chunks, never whole.
@@ -260,6 +263,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
           visit(StringRef(chunk.data(), chunk.size()));
           at += chunk.size();
         }
+        store.releaseData(t);
       }
     }
     return Error::success();

@@ -40,6 +40,7 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
     }
     OpBuilder b(&getContext());
     unsigned counter = 0;
+    SmallVector<func::FuncOp> callees;
     for (auto &[layer, ops] : runs) {
       llvm::SmallPtrSet<Operation *, 32> inRun(ops.begin(), ops.end());
       llvm::SetVector<Value> inputs, outputs;
@@ -101,7 +102,8 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       // The layer is the callee's now (its ops drop moir.layer, as do
       // those left in @forward below).
       for (Operation *op : ops)
-        b.clone(*op, map)->removeAttr(moir::attrs::layerName());
+        b.clone(*op, map)->walk(
+            [](Operation *nested) { nested->removeAttr(moir::attrs::layerName()); });
       SmallVector<Value> returned;
       for (Value v : outputs)
         returned.push_back(map.lookup(v));
@@ -115,6 +117,39 @@ struct OutlineLayersPass : moir::impl::OutlineLayersPassBase<OutlineLayersPass> 
       }
       for (Operation *op : llvm::reverse(ops))
         op->erase();
+      callees.push_back(callee);
+    }
+    shareIdenticalLayers(module, callees);
+  }
+
+  /// Layers of one shape (a model's MoE layers, say) outline to functions
+  /// that differ only in name: their weights and caches are arguments. Each
+  /// call goes to the first of its kind and the copies go, so code
+  /// generation compiles every distinct layer once, not once per layer.
+  static void shareIdenticalLayers(ModuleOp module, ArrayRef<func::FuncOp> callees) {
+    // Each callee's calls (all in @forward).
+    DenseMap<func::FuncOp, SmallVector<func::CallOp>> calls;
+    for (func::FuncOp callee : callees)
+      calls[callee];
+    module.walk([&](func::CallOp call) {
+      if (auto callee = module.lookupSymbol<func::FuncOp>(call.getCalleeAttr()))
+        if (auto it = calls.find(callee); it != calls.end())
+          it->second.push_back(call);
+    });
+    SmallVector<func::FuncOp> kept;
+    for (func::FuncOp callee : callees) {
+      auto same = llvm::find_if(kept, [&](func::FuncOp k) {
+        return k.getFunctionType() == callee.getFunctionType() &&
+               OperationEquivalence::isRegionEquivalentTo(&k.getBody(), &callee.getBody(),
+                                                          OperationEquivalence::IgnoreLocations);
+      });
+      if (same == kept.end()) {
+        kept.push_back(callee);
+        continue;
+      }
+      for (func::CallOp call : calls[callee])
+        call.setCalleeAttr(FlatSymbolRefAttr::get((*same).getSymNameAttr()));
+      callee.erase();
     }
   }
 };

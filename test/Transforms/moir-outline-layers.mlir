@@ -41,3 +41,39 @@ func.func @forward(%x: tensor<?x64xf32>, %d: tensor<8x32xi8>, %s: tensor<8x2x2xf
   %z = arith.negf %y : tensor<?x8xf32>
   return %z : tensor<?x8xf32>
 }
+
+// -----
+
+// Layers whose outlined functions differ only in name (weights and caches are
+// arguments) share the first one: layers 0 and 2 call @layer_0, layer 1 (one
+// op more) keeps its own. Marks on nested ops (a linalg.generic's body) go
+// too, so they do not keep equal layers apart.
+// CHECK-LABEL: func.func private @layer_0
+// CHECK: linalg.generic
+// CHECK-NOT: moir.layer
+// CHECK: linalg.yield %{{[^ ]*}} : f32
+// CHECK-LABEL: func.func private @layer_1
+// CHECK-NOT: func.func private @layer_2
+// CHECK-LABEL: func.func @forward
+// CHECK: %[[H0:.*]] = call @layer_0(%{{.*}}, %{{.*}})
+// CHECK: %[[H1:.*]] = call @layer_1(%[[H0]], %{{.*}})
+// CHECK: %[[H2:.*]] = call @layer_0(%[[H1]], %{{.*}})
+// CHECK: return %[[H2]]
+#id = affine_map<(d0) -> (d0)>
+func.func @forward(%x: tensor<4xf32>, %w0: tensor<4xf32>, %w1: tensor<4xf32>, %w2: tensor<4xf32>) -> tensor<4xf32> {
+  %a0 = arith.addf %x, %w0 {moir.layer = 0 : i64} : tensor<4xf32>
+  %b0 = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel"]} ins(%a0 : tensor<4xf32>) outs(%a0 : tensor<4xf32>) attrs = {moir.layer = 0 : i64} {
+  ^bb0(%in: f32, %out: f32):
+    %n = arith.negf %in {moir.layer = 0 : i64} : f32
+    linalg.yield %n {moir.layer = 0 : i64} : f32
+  } -> tensor<4xf32>
+  %a1 = arith.addf %b0, %w1 {moir.layer = 1 : i64} : tensor<4xf32>
+  %b1 = arith.mulf %a1, %a1 {moir.layer = 1 : i64} : tensor<4xf32>
+  %a2 = arith.addf %b1, %w2 {moir.layer = 2 : i64} : tensor<4xf32>
+  %b2 = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel"]} ins(%a2 : tensor<4xf32>) outs(%a2 : tensor<4xf32>) attrs = {moir.layer = 2 : i64} {
+  ^bb0(%in: f32, %out: f32):
+    %n = arith.negf %in {moir.layer = 2 : i64} : f32
+    linalg.yield %n {moir.layer = 2 : i64} : f32
+  } -> tensor<4xf32>
+  return %b2 : tensor<4xf32>
+}

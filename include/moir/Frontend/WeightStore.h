@@ -89,6 +89,13 @@ public:
   }
   /// The tensor's bytes, where they lie in the mapped file.
   llvm::ArrayRef<uint8_t> getData(const TensorInfo &info) const;
+  /// Drops the pages wholly inside the tensor's bytes from the process's
+  /// resident memory once a writer is done with them: they stay in the page
+  /// cache, and a later getData() maps them back in. Streaming a checkpoint
+  /// through the artifact writer so touches each page once, and the
+  /// resident set stays near one tensor, not the whole file. A no-op for
+  /// in-memory files.
+  void releaseData(const TensorInfo &info) const;
 
   size_t size() const { return order.size(); }
   /// Tensors in the order they were added.

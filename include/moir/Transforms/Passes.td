@@ -287,10 +287,17 @@ def OutlineLayersPass : Pass<"moir-outline-layers", "mlir::ModuleOp"> {
     Each carries `moir.layer = N`; the CPU backend keeps such functions out of
     line in LLVM (`moir-cpu-export-entry`).
 
+    Layers of one shape outline to functions that differ only in name (their
+    weights and caches are arguments): every call then goes to the first of
+    them and the copies are erased, so a 27-layer model whose layers 1..26
+    are alike compiles two layer functions, not 27 (DeepSeek-V2-Lite-shaped:
+    `moirc` 130 s -> 25 s).
+
     ```mlir
     // before: @forward holds layers 0..L-1 inline
     // after
-    %h1, %k1, %v1 = func.call @layer_0(%h0, %pos, %off, %k0, %v0, %w...) : ...
+    %h1, %k1, %v1 = func.call @layer_0(%h0, %pos, %off, %k0, %v0, %w0...) : ...
+    %h2, %k2, %v2 = func.call @layer_0(%h1, %pos, %off, %k1, %v1, %w1...) : ...
     ```
   }];
 }
