@@ -227,10 +227,16 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // shift, widened and multiplied into per-group accumulators beside the
 // activations' group sums; then each accumulator is scaled once: acc +=
 // scale * products, acc += offset * sums. 2x3 tiles as for float weights.
+// Each group first prefetches the next tile's codes and scales (rows + 3,
+// clamped to the last row 29) at this group.
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[AHEAD:.*]] = arith.minui
+// CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<3>, data : memref<30x32xi8>
+// CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
+// CHECK-COUNT-2: memref.prefetch %arg1
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
 // CHECK: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<8xi8>
