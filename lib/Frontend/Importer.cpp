@@ -604,15 +604,12 @@ Value ModelBuilder::splitKVB(int64_t l) {
   Value vb = kb ? layerWeight(Role::MLAVB, l, {H, m.vDim, m.kvLoraRank}) : nullptr;
   if (!vb)
     return nullptr;
-  for (Value w : {kb, vb})
-    if (!isa<RankedTensorType>(w.getType())) {
-      std::string name = weightName(format, c.family, w == kb ? Role::MLAKB : Role::MLAVB, l);
-      const TensorInfo *info = store.lookup(name);
-      return fail(fileError(store.getFilePath(info->file),
-                            "tensor '" + name + "' is " + stringifyDType(info->dtype) +
-                                "; MoIR rebuilds attn_kv_b from the split MLA layout "
-                                "(attn_k_b, attn_v_b) only from float tensors"));
-    }
+  // Quantized halves (llama.cpp's Q8_0 and K-quant files) are dequantized
+  // to f32 first: the rebuilt kv_b feeds MLA's float products either way.
+  for (Value *w : {&kb, &vb})
+    if (auto q = dyn_cast<llm::QTensorType>(w->getType()))
+      *w = llm::DequantizeOp::create(
+          b, loc, RankedTensorType::get(q.getShape(), b.getF32Type()), *w);
   Type element = cast<RankedTensorType>(kb.getType()).getElementType();
   if (cast<RankedTensorType>(vb.getType()).getElementType() != element)
     return fail(fileError(source, "layer " + Twine(l) +
