@@ -11,6 +11,8 @@
 
 #include "moir/Frontend/Importer.h"
 #include "moir/Frontend/GGUF.h"
+#include "moir/Frontend/FloatBits.h"
+#include "moir/Frontend/Quantization.h"
 
 #include "LLM/IR/LLMOps.h"
 #include "MLA/IR/MLAOps.h"
@@ -595,43 +597,74 @@ llm::RopeAttr ModelBuilder::ropeAttr(int64_t dim) {
 
 /// kv_b_proj from llama.cpp's split MLA layout: attn_k_b holds each head's
 /// key block transposed ([H, kv_lora_rank, nope]), attn_v_b its value block
-/// ([H, v, kv_lora_rank]). Rebuilt as [H * (nope + v), kv_lora_rank], rows
-/// head-major as in Hugging Face's kv_b_proj, so one MLA form serves both.
+/// ([H, v, kv_lora_rank]). kv_b ([H * (nope + v), kv_lora_rank], rows
+/// head-major as in Hugging Face's kv_b_proj, so one MLA form serves both) is
+/// a derived tensor of the store: rearranged once, while the artifact is
+/// written, not on every call. It keeps the halves' float type, or is f32
+/// (exact) when they are quantized (llama.cpp's Q8_0 files store attn_v_b
+/// Q8_0).
 Value ModelBuilder::splitKVB(int64_t l) {
   const MLAConfig &m = *c.mla;
-  int64_t H = c.heads;
-  Value kb = layerWeight(Role::MLAKB, l, {H, m.kvLoraRank, m.nopeDim});
-  Value vb = kb ? layerWeight(Role::MLAVB, l, {H, m.vDim, m.kvLoraRank}) : nullptr;
-  if (!vb)
-    return nullptr;
-  // Quantized halves (llama.cpp's Q8_0 and K-quant files) are dequantized
-  // to f32 first: the rebuilt kv_b feeds MLA's float products either way.
-  for (Value *w : {&kb, &vb})
-    if (auto q = dyn_cast<llm::QTensorType>(w->getType()))
-      *w = llm::DequantizeOp::create(
-          b, loc, RankedTensorType::get(q.getShape(), b.getF32Type()), *w);
-  Type element = cast<RankedTensorType>(kb.getType()).getElementType();
-  if (cast<RankedTensorType>(vb.getType()).getElementType() != element)
-    return fail(fileError(source, "layer " + Twine(l) +
-                                      ": attn_k_b and attn_v_b have different types"));
-  int64_t stride = m.nopeDim + m.vDim;
-  Value kT = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{H, m.nopeDim, m.kvLoraRank},
-                                     element);
-  kT = linalg::TransposeOp::create(b, loc, kb, kT, ArrayRef<int64_t>{0, 2, 1}).getResult()[0];
-  Value full = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{H, stride, m.kvLoraRank},
-                                       element);
-  auto insert = [&](Value part, int64_t row, int64_t rows) {
-    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(row),
-                                         b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(H), b.getIndexAttr(rows),
-                                       b.getIndexAttr(m.kvLoraRank)};
-    SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
-    full = tensor::InsertSliceOp::create(b, loc, part, full, offsets, sizes, strides);
+  int64_t H = c.heads, nope = m.nopeDim, vd = m.vDim, rank = m.kvLoraRank;
+  std::string kbName = weightName(format, c.family, Role::MLAKB, l);
+  std::string vbName = weightName(format, c.family, Role::MLAVB, l);
+  const TensorInfo *kb = store.lookup(kbName), *vb = store.lookup(vbName);
+  if (!kb || !vb)
+    return fail(fileError(source, "missing tensor '" + (kb ? vbName : kbName) +
+                                      "' (the split MLA layout needs attn_k_b and attn_v_b)"));
+  for (auto [info, shape] : {std::pair{kb, SmallVector<int64_t>{H, rank, nope}},
+                             std::pair{vb, SmallVector<int64_t>{H, vd, rank}}}) {
+    StringRef path = store.getFilePath(info->file);
+    std::string what = "tensor '" + info->name + "' (" + stringifyDType(info->dtype).str() + ")";
+    if (ArrayRef<int64_t>(info->shape) != ArrayRef<int64_t>(shape))
+      return fail(fileError(path, what + " has shape " + shapeString(info->shape) + ", but " +
+                                      configSource + " implies " + shapeString(shape)));
+    if (!canDequantize(info->dtype))
+      return fail(fileError(path, what + ": MoIR rebuilds attn_kv_b from split halves stored "
+                                         "as F32, F16, BF16 or a GGUF block type"));
+  }
+  DType dtype = kb->dtype == vb->dtype && (kb->dtype == DType::BF16 || kb->dtype == DType::F16)
+                    ? kb->dtype
+                    : DType::F32;
+  int64_t stride = nope + vd, width = getBlockBytes(dtype);
+  auto produce = [&store = store, k = *kb, v = *vb, H, nope, vd, rank, stride,
+                  dtype](MutableArrayRef<uint8_t> out) {
+    std::vector<float> keys(H * rank * nope), values(H * vd * rank);
+    dequantizeTensor(store, k, keys);
+    store.releaseData(k);
+    dequantizeTensor(store, v, values);
+    store.releaseData(v);
+    // The halves' values, written back in their own type: exact.
+    auto put = [&](int64_t row, int64_t col, float x) {
+      int64_t i = row * rank + col;
+      if (dtype == DType::F32) {
+        std::memcpy(&out[4 * i], &x, 4);
+        return;
+      }
+      uint16_t h = dtype == DType::F16 ? toF16(x)
+                                       : static_cast<uint16_t>(llvm::bit_cast<uint32_t>(x) >> 16);
+      std::memcpy(&out[2 * i], &h, 2);
+    };
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t r = 0; r < nope; ++r)
+        for (int64_t col = 0; col < rank; ++col)
+          put(h * stride + r, col, keys[(h * rank + col) * nope + r]);
+      for (int64_t r = 0; r < vd; ++r)
+        for (int64_t col = 0; col < rank; ++col)
+          put(h * stride + nope + r, col, values[(h * vd + r) * rank + col]);
+    }
   };
-  insert(kT, 0, m.nopeDim);
-  insert(vb, m.nopeDim, m.vDim);
-  return tensor::CollapseShapeOp::create(b, loc, full,
-                                         ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+  TensorInfo info;
+  info.name = weightName(format, c.family, Role::MLAKVB, l);
+  info.dtype = dtype;
+  info.shape = {H * stride, rank};
+  info.file = kb->file;
+  info.bytes = static_cast<uint64_t>(H * stride * rank * width);
+  if (Error err = store.addDerivedTensor(std::move(info), produce))
+    return fail(std::move(err));
+  used.insert(kbName);
+  used.insert(vbName);
+  return layerWeight(Role::MLAKVB, l, {H * stride, rank});
 }
 
 #define W(var, expr)                                                           \

@@ -649,9 +649,9 @@ private:
 
 Expected<const uint8_t *> Packer::dataOf(const TensorInfo &info) const {
   std::optional<uint64_t> bytes = getStorageBytes(info.dtype, info.getNumElements());
-  uint64_t fileBytes = store.getFileData(info.file).size();
-  if (!bytes || *bytes != info.bytes || info.offset > fileBytes ||
-      info.bytes > fileBytes - info.offset)
+  uint64_t fileBytes = info.derived >= 0 ? info.bytes : store.getFileData(info.file).size();
+  if (!bytes || *bytes != info.bytes || (info.derived < 0 && info.offset > fileBytes) ||
+      info.bytes > fileBytes - (info.derived >= 0 ? 0 : info.offset))
     return tensorError(info, "of shape " + shapeText(info.shape) +
                                  " does not match its stored bytes");
   return store.getData(info).data();
@@ -896,6 +896,27 @@ Error Packer::pack(StringRef name) {
 }
 
 } // namespace
+
+bool canDequantize(DType dtype) { return isFloat(dtype) || isGGUFBlockType(dtype); }
+
+void dequantizeTensor(const WeightStore &store, const TensorInfo &info, MutableArrayRef<float> out) {
+  const uint8_t *data = store.getData(info).data();
+  int64_t n = static_cast<int64_t>(out.size());
+  if (isFloat(info.dtype)) {
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = readFloat(info.dtype, data, i);
+    return;
+  }
+  int64_t elements = getBlockElements(info.dtype), bytes = getBlockBytes(info.dtype);
+  int64_t group = ggufGroup(info.dtype);
+  std::vector<int16_t> codes(elements);
+  std::vector<float> params(2 * (elements / group));
+  for (int64_t block = 0; block * elements < n; ++block) {
+    decodeGGUFBlock(info.dtype, data + block * bytes, codes.data(), params.data());
+    for (int64_t e = 0; e < elements && block * elements + e < n; ++e)
+      out[block * elements + e] = params[2 * (e / group)] * codes[e] + params[2 * (e / group) + 1];
+  }
+}
 
 Error packWeights(const WeightStore &store, ArrayRef<std::string> names, int64_t cols,
                   PackedFormat format, PackedPart part, function_ref<void(StringRef)> sink) {

@@ -132,13 +132,32 @@ const TensorInfo *WeightStore::lookup(StringRef name) const {
   return it == tensors.end() ? nullptr : &it->second;
 }
 
+Error WeightStore::addDerivedTensor(TensorInfo info, TensorProducer produce) {
+  info.derived = static_cast<int>(producers.size());
+  producers.push_back(std::move(produce));
+  produced.emplace_back();
+  return addTensor(std::move(info));
+}
+
 ArrayRef<uint8_t> WeightStore::getData(const TensorInfo &info) const {
+  if (info.derived >= 0) {
+    std::vector<uint8_t> &bytes = produced[info.derived];
+    if (bytes.size() != info.bytes) {
+      bytes.assign(info.bytes, 0);
+      producers[info.derived](bytes);
+    }
+    return bytes;
+  }
   StringRef data = files[info.file]->getBuffer();
   return ArrayRef<uint8_t>(
       reinterpret_cast<const uint8_t *>(data.data()) + info.offset, info.bytes);
 }
 
 void WeightStore::releaseData(const TensorInfo &info) const {
+  if (info.derived >= 0) {
+    std::vector<uint8_t>().swap(produced[info.derived]);
+    return;
+  }
 #ifdef LLVM_ON_UNIX
   const MemoryBuffer &file = *files[info.file];
   if (file.getBufferKind() != MemoryBuffer::MemoryBuffer_MMap || info.bytes == 0)

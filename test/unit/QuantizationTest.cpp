@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 using namespace llvm;
@@ -151,6 +152,67 @@ TEST(Quantization, GGUFBlocksMatchGGUFPy) {
     ASSERT_TRUE(bool(packed)) << toString(packed.takeError());
     expectClose(dequantize(*packed, c.format, cols), c.reference);
   }
+}
+
+TEST(Quantization, DequantizeTensorMatchesGGUFPy) {
+  const std::pair<DType, std::pair<ArrayRef<uint8_t>, ArrayRef<float>>> cases[] = {
+      {DType::Q8_0, {kQ8_0Blocks, kQ8_0Reference}}, {DType::Q4_0, {kQ4_0Blocks, kQ4_0Reference}},
+      {DType::Q4_1, {kQ4_1Blocks, kQ4_1Reference}}, {DType::Q5_0, {kQ5_0Blocks, kQ5_0Reference}},
+      {DType::Q5_1, {kQ5_1Blocks, kQ5_1Reference}}, {DType::Q4_K, {kQ4_KBlocks, kQ4_KReference}},
+      {DType::Q5_K, {kQ5_KBlocks, kQ5_KReference}}, {DType::Q6_K, {kQ6_KBlocks, kQ6_KReference}},
+  };
+  for (const auto &[dtype, vectors] : cases) {
+    SCOPED_TRACE(stringifyDType(dtype).str());
+    int64_t cols = 2 * getBlockElements(dtype);
+    StoreBuilder builder;
+    builder.add("w", dtype, {2, cols}, vectors.first);
+    WeightStore store;
+    builder.build(store);
+    ASSERT_TRUE(canDequantize(dtype));
+    std::vector<float> out(2 * cols, std::nanf(""));
+    dequantizeTensor(store, *store.lookup("w"), out);
+    expectClose(out, vectors.second);
+  }
+  EXPECT_FALSE(canDequantize(DType::I32));
+}
+
+TEST(Quantization, DerivedTensors) {
+  // A derived tensor is produced when first read, dropped on release and
+  // produced again on the next read.
+  StoreBuilder builder;
+  std::vector<float> base = {1, 2, 3, 4};
+  builder.addValues<float>("base", DType::F32, {2, 2}, base);
+  WeightStore store;
+  builder.build(store);
+  int produced = 0;
+  TensorInfo info;
+  info.name = "t";
+  info.dtype = DType::F32;
+  info.shape = {2, 2};
+  info.bytes = 16;
+  cantFail(store.addDerivedTensor(info, [&](MutableArrayRef<uint8_t> out) {
+    ++produced;
+    std::vector<float> values(4);
+    dequantizeTensor(store, *store.lookup("base"), values);
+    for (int i = 0; i < 4; ++i) {
+      float transposed = values[(i % 2) * 2 + i / 2];
+      std::memcpy(&out[4 * i], &transposed, 4);
+    }
+  }));
+  const TensorInfo &t = *store.lookup("t");
+  EXPECT_GE(t.derived, 0);
+  std::vector<float> got(4);
+  dequantizeTensor(store, t, got);
+  dequantizeTensor(store, t, got);
+  EXPECT_EQ(produced, 1);
+  EXPECT_EQ(got, (std::vector<float>{1, 3, 2, 4}));
+  store.releaseData(t);
+  std::fill(got.begin(), got.end(), 0.0f);
+  dequantizeTensor(store, t, got);
+  EXPECT_EQ(produced, 2);
+  EXPECT_EQ(got, (std::vector<float>{1, 3, 2, 4}));
+  // A name the store holds already is refused, derived or not.
+  EXPECT_TRUE(bool(store.addDerivedTensor(info, [](MutableArrayRef<uint8_t>) {})));
 }
 
 TEST(Quantization, GGUFRefusals) {

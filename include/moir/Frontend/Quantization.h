@@ -100,6 +100,16 @@ llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> na
                         int64_t cols, PackedFormat format, PackedPart part,
                         llvm::function_ref<void(llvm::StringRef)> sink);
 
+/// Whether dequantizeTensor reads `dtype`: F32, F16, BF16 and the GGUF block
+/// types.
+bool canDequantize(DType dtype);
+/// Tensor `info`'s values as f32 in element order (`out` holds all its
+/// elements): floats converted, GGUF blocks decoded as packWeights decodes
+/// them, w = scale * code + offset per group in f32. `info` must have a type
+/// canDequantize accepts and bytes that match its shape.
+void dequantizeTensor(const WeightStore &store, const TensorInfo &info,
+                      llvm::MutableArrayRef<float> out);
+
 /// Bytes `packWeights` writes for `rows` rows of `cols` columns.
 uint64_t getPackedBytes(PackedFormat format, PackedPart part, int64_t rows, int64_t cols);
 

@@ -16,6 +16,8 @@
 #include "llvm/Support/Error.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <functional>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -67,6 +69,9 @@ struct TensorInfo {
   unsigned file = 0;
   uint64_t offset = 0;
   uint64_t bytes = 0;
+  /// A tensor the store computes from others (WeightStore::addDerivedTensor):
+  /// its index there, or -1. `file` then names the file it is derived from.
+  int derived = -1;
 
   int64_t getNumElements() const;
 };
@@ -81,6 +86,13 @@ public:
 
   /// Adds a tensor; a name already present is an error naming both files.
   llvm::Error addTensor(TensorInfo info);
+  /// Writes a derived tensor's `info.bytes` bytes, as stored in `info.dtype`.
+  using TensorProducer = std::function<void(llvm::MutableArrayRef<uint8_t>)>;
+  /// Adds a tensor computed from others when first read (getData) and
+  /// dropped by releaseData, so that a rearrangement of stored tensors (MLA's
+  /// kv_b from llama.cpp's split halves, say) happens once, while the
+  /// artifact is written, and costs one tensor of memory, not the model's.
+  llvm::Error addDerivedTensor(TensorInfo info, TensorProducer produce);
 
   const TensorInfo *lookup(llvm::StringRef name) const;
   llvm::StringRef getFilePath(unsigned file) const { return paths[file]; }
@@ -104,6 +116,8 @@ public:
 private:
   std::vector<std::unique_ptr<llvm::MemoryBuffer>> files;
   std::vector<std::string> paths;
+  std::vector<TensorProducer> producers;
+  mutable std::vector<std::vector<uint8_t>> produced;
   llvm::StringMap<TensorInfo> tensors;
   std::vector<std::string> order;
 };
