@@ -574,11 +574,90 @@ public:
     cols = memref::DimOp::create(b, loc, data, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     groups = arith::DivUIOp::create(b, loc, depth, cst(group));
-    sweepRowBlocks(rows, cols, shape, parallel,
-                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
+    sweepRowBlocks(rows, cols, shape, parallel, [&](int64_t tm, int64_t tn, Value m0, Value n0) {
+      if (tm > 1)
+        tileDequantized(tm, tn, m0, n0);
+      else
+        tile(tm, tn, m0, n0);
+    });
   }
 
 private:
+  /// The prefetches of the next tile's codes and scales at group `g`.
+  void prefetchNextTile(ArrayRef<Value> q, int64_t tn, Value g, Value base) {
+    // The next tile's codes and scales at this group, so that the tile
+    // after this one finds them in cache: a tile reads tn rows of codes and
+    // tn of scales, short streams (a row of 1024 Q8_0 codes is 16 lines)
+    // the hardware prefetchers barely pick up.
+    Value byte = nibbles ? arith::DivUIOp::create(b, loc, base, cst(2)).getResult() : base;
+    for (Value col : q) {
+      Value next = nextRow(col, tn, cols);
+      memref::PrefetchOp::create(b, loc, data, ValueRange{next, byte}, /*isWrite=*/false,
+                                 /*localityHint=*/3, /*isDataCache=*/true);
+      memref::PrefetchOp::create(b, loc, scales, ValueRange{next, g, cst(0)}, /*isWrite=*/false,
+                                 /*localityHint=*/3, /*isDataCache=*/true);
+    }
+  }
+
+  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn] for tm > 1 (prefill): each weight
+  /// vector is dequantized in registers (one FMA: scale * code + offset) and
+  /// multiplied into the tm x tn accumulators directly. The per-group sums
+  /// of tile() would keep 2 * tm * tn + tm vectors live (36 at 4 x 4, more
+  /// than AVX-512's 32 registers); here tm * tn + tm + tn.
+  void tileDequantized(int64_t tm, int64_t tn, Value m0, Value n0) {
+    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
+    int64_t vw = shape.vectorWidth;
+    SmallVector<Value> r, q;
+    for (int64_t i = 0; i < tm; ++i)
+      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
+    for (int64_t j = 0; j < tn; ++j)
+      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0);
+    auto vecType = VectorType::get({vw}, b.getF32Type());
+    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
+    SmallVector<Value> inits(tm * tn, zeros);
+    auto groupLoop = scf::ForOp::create(
+        b, loc, cst(0), groups, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value g, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value base = arith::MulIOp::create(b, loc, g, cst(group));
+          prefetchNextTile(q, tn, g, base);
+          SmallVector<Value> ss, os;
+          for (Value col : q) {
+            Value sc = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
+            Value of = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
+            ss.push_back(vector::BroadcastOp::create(b, loc, vecType, sc));
+            os.push_back(vector::BroadcastOp::create(b, loc, vecType, of));
+          }
+          auto inner = scf::ForOp::create(
+              b, loc, cst(0), cst(group), cst(vw), accs,
+              [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
+                OpBuilder::InsertionGuard guard2(b);
+                b.setInsertionPointToStart(nb2.getInsertionBlock());
+                Value k = arith::AddIOp::create(b, loc, base, v);
+                SmallVector<Value> xs, ws, next;
+                for (Value row : r)
+                  xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
+                for (auto [j, col] : llvm::enumerate(q))
+                  ws.push_back(vector::FMAOp::create(b, loc, ss[j], weights(col, k), os[j]));
+                for (int64_t i = 0; i < tm; ++i)
+                  for (int64_t j = 0; j < tn; ++j)
+                    next.push_back(
+                        vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
+                scf::YieldOp::create(b, loc, next);
+              });
+          scf::YieldOp::create(b, loc, inner.getResults());
+        });
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < tn; ++j) {
+        Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                                groupLoop.getResult(i * tn + j), fast);
+        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
+                                ValueRange{r[i], q[j]});
+      }
+  }
+
   /// The f32 vector of weight row `n`'s elements [k, k + vw).
   Value weights(Value n, Value k) {
     int64_t vw = shape.vectorWidth;
@@ -609,7 +688,8 @@ private:
     return arith::UIToFPOp::create(b, loc, f32Vec, nib);
   }
 
-  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
+  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn] for one activation row (decode):
+  /// per-group products and activation sums, scaled once per group.
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
     auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
     int64_t vw = shape.vectorWidth;
@@ -627,20 +707,7 @@ private:
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
           Value base = arith::MulIOp::create(b, loc, g, cst(group));
-          // The next tile's codes and scales at this group, so that the
-          // tile after this one finds them in cache: a tile reads tn rows
-          // of codes and tn of scales, short streams (a row of 1024 Q8_0
-          // codes is 16 lines) the hardware prefetchers barely pick up.
-          Value byte = nibbles ? arith::DivUIOp::create(b, loc, base, cst(2)).getResult() : base;
-          for (Value col : q) {
-            Value next = nextRow(col, tn, cols);
-            memref::PrefetchOp::create(b, loc, data, ValueRange{next, byte},
-                                       /*isWrite=*/false, /*localityHint=*/3,
-                                       /*isDataCache=*/true);
-            memref::PrefetchOp::create(b, loc, scales, ValueRange{next, g, cst(0)},
-                                       /*isWrite=*/false, /*localityHint=*/3,
-                                       /*isDataCache=*/true);
-          }
+          prefetchNextTile(q, tn, g, base);
           // Products and activation sums of this group.
           SmallVector<Value> groupInits(tm * tn + tm, zeros);
           auto inner = scf::ForOp::create(

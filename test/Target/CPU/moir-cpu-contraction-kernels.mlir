@@ -222,13 +222,15 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 
 // -----
 
-// A packed 4-bit weight (moir.packed = "u4:32"): per group of 32, the codes
-// are loaded as bytes (8 at a time), the nibble of the half selected by a
-// shift, widened and multiplied into per-group accumulators beside the
-// activations' group sums; then each accumulator is scaled once: acc +=
-// scale * products, acc += offset * sums. 2x3 tiles as for float weights.
+// A packed 4-bit weight (moir.packed = "u4:32"): the codes are loaded as
+// bytes (8 at a time), the nibble of the half selected by a shift, widened.
 // Each group first prefetches the next tile's codes and scales (rows + 3,
-// clamped to the last row 29) at this group.
+// clamped to the last row 29) at this group. Tiles of 2 activation rows
+// (prefill) dequantize each weight vector in registers (scale * code + offset,
+// one FMA) and multiply it into the 2x3 accumulators; tiles of one row
+// (decode, and the rows past the last full tile) keep per-group products and
+// the activations' group sums and scale them once per group: acc += scale *
+// products, acc += offset * sums.
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel
@@ -237,17 +239,27 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<3>, data : memref<30x32xi8>
 // CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
 // CHECK-COUNT-2: memref.prefetch %arg1
-// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
 // CHECK: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<8xi8>
 // CHECK: arith.shrui {{.*}} : vector<8xi8>
 // CHECK: arith.andi {{.*}} : vector<8xi8>
-// CHECK: arith.uitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: %[[CODE:.*]] = arith.uitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: %[[W:.*]] = vector.fma %{{.*}}, %[[CODE]], %{{.*}} : vector<8xf32>
+// CHECK-COUNT-2: vector.fma
 // CHECK-COUNT-6: vector.fma {{.*}} : vector<8xf32>
-// CHECK-COUNT-2: arith.addf {{.*}} : vector<8xf32>
-// CHECK: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
-// CHECK: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
-// CHECK-COUNT-12: vector.fma {{.*}} : vector<8xf32>
+// CHECK: vector.reduction <add>
+// The one-row tiles (1 x 3): per group, 3 products and the activations' sum
+// (4 vectors), then 3 scales and 3 offsets applied.
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
+// CHECK: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<8xi8>
+// CHECK: arith.uitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK-COUNT-3: vector.fma {{.*}} : vector<8xf32>
+// CHECK: arith.addf {{.*}} : vector<8xf32>
+// CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
+// CHECK-COUNT-6: vector.fma {{.*}} : vector<8xf32>
 // CHECK: vector.reduction <add>
 #a = affine_map<(m, n, k) -> (m, k)>
 #code = affine_map<(m, n, k) -> (n, (k floordiv 32) * 16 + k mod 16)>
