@@ -256,6 +256,15 @@ protected:
 
   Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
+  /// start, start + step, ..., start + (count - 1) * step: a tile's rows or
+  /// columns.
+  SmallVector<Value> indices(Value start, int64_t count, int64_t step = 1) {
+    SmallVector<Value> result;
+    for (int64_t i = 0; i < count; ++i)
+      result.push_back(i ? arith::AddIOp::create(b, loc, start, cst(i * step)).getResult() : start);
+    return result;
+  }
+
   void forLoop(Value lo, Value hi, Value step, llvm::function_ref<void(Value)> body) {
     auto loop = scf::ForOp::create(b, loc, lo, hi, step);
     OpBuilder::InsertionGuard guard(b);
@@ -375,11 +384,7 @@ private:
   /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
     auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
-    SmallVector<Value> r, q;
-    for (int64_t i = 0; i < tm; ++i)
-      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
-    for (int64_t j = 0; j < tn; ++j)
-      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0);
+    SmallVector<Value> r = indices(m0, tm), q = indices(n0, tn);
 
     auto accType = VectorType::get({shape.vectorWidth}, b.getF32Type());
     Value zeros = arith::ConstantOp::create(b, loc, accType, DenseElementsAttr::get(accType, 0.0f));
@@ -498,11 +503,7 @@ private:
     auto accType = VectorType::get({vw}, b.getF32Type());
     auto wType = VectorType::get({vw}, getElementTypeOrSelf(w.getType()));
     Value zeros = arith::ConstantOp::create(b, loc, accType, DenseElementsAttr::get(accType, 0.0f));
-    SmallVector<Value> r, q;
-    for (int64_t i = 0; i < tm; ++i)
-      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
-    for (int64_t j = 0; j < kVectors; ++j)
-      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j * vw)).getResult() : n0);
+    SmallVector<Value> r = indices(m0, tm), q = indices(n0, kVectors, vw);
     SmallVector<Value> inits(tm * kVectors, zeros);
     auto loop = scf::ForOp::create(
         b, loc, cst(0), depth, cst(1), inits,
@@ -574,12 +575,8 @@ public:
     cols = memref::DimOp::create(b, loc, data, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     groups = arith::DivUIOp::create(b, loc, depth, cst(group));
-    sweepRowBlocks(rows, cols, shape, parallel, [&](int64_t tm, int64_t tn, Value m0, Value n0) {
-      if (tm > 1)
-        tileDequantized(tm, tn, m0, n0);
-      else
-        tile(tm, tn, m0, n0);
-    });
+    sweepRowBlocks(rows, cols, shape, parallel,
+                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
   }
 
 private:
@@ -597,65 +594,6 @@ private:
       memref::PrefetchOp::create(b, loc, scales, ValueRange{next, g, cst(0)}, /*isWrite=*/false,
                                  /*localityHint=*/3, /*isDataCache=*/true);
     }
-  }
-
-  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn] for tm > 1 (prefill): each weight
-  /// vector is dequantized in registers (one FMA: scale * code + offset) and
-  /// multiplied into the tm x tn accumulators directly. The per-group sums
-  /// of tile() would keep 2 * tm * tn + tm vectors live (36 at 4 x 4, more
-  /// than AVX-512's 32 registers); here tm * tn + tm + tn.
-  void tileDequantized(int64_t tm, int64_t tn, Value m0, Value n0) {
-    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
-    int64_t vw = shape.vectorWidth;
-    SmallVector<Value> r, q;
-    for (int64_t i = 0; i < tm; ++i)
-      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
-    for (int64_t j = 0; j < tn; ++j)
-      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0);
-    auto vecType = VectorType::get({vw}, b.getF32Type());
-    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
-    SmallVector<Value> inits(tm * tn, zeros);
-    auto groupLoop = scf::ForOp::create(
-        b, loc, cst(0), groups, cst(1), inits,
-        [&](OpBuilder &nb, Location, Value g, ValueRange accs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          Value base = arith::MulIOp::create(b, loc, g, cst(group));
-          prefetchNextTile(q, tn, g, base);
-          SmallVector<Value> ss, os;
-          for (Value col : q) {
-            Value sc = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
-            Value of = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
-            ss.push_back(vector::BroadcastOp::create(b, loc, vecType, sc));
-            os.push_back(vector::BroadcastOp::create(b, loc, vecType, of));
-          }
-          auto inner = scf::ForOp::create(
-              b, loc, cst(0), cst(group), cst(vw), accs,
-              [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
-                OpBuilder::InsertionGuard guard2(b);
-                b.setInsertionPointToStart(nb2.getInsertionBlock());
-                Value k = arith::AddIOp::create(b, loc, base, v);
-                SmallVector<Value> xs, ws, next;
-                for (Value row : r)
-                  xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
-                for (auto [j, col] : llvm::enumerate(q))
-                  ws.push_back(vector::FMAOp::create(b, loc, ss[j], weights(col, k), os[j]));
-                for (int64_t i = 0; i < tm; ++i)
-                  for (int64_t j = 0; j < tn; ++j)
-                    next.push_back(
-                        vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
-                scf::YieldOp::create(b, loc, next);
-              });
-          scf::YieldOp::create(b, loc, inner.getResults());
-        });
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < tn; ++j) {
-        Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
-                                                groupLoop.getResult(i * tn + j), fast);
-        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
-        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
-                                ValueRange{r[i], q[j]});
-      }
   }
 
   /// The f32 vector of weight row `n`'s elements [k, k + vw).
@@ -688,16 +626,18 @@ private:
     return arith::UIToFPOp::create(b, loc, f32Vec, nib);
   }
 
-  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn] for one activation row (decode):
-  /// per-group products and activation sums, scaled once per group.
+  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn], group by group. One activation
+  /// row (decode): per-group products and the activations' group sums,
+  /// scaled once per group (two FMAs per output). More rows (prefill): each
+  /// weight vector dequantized in registers (one FMA: scale * code + offset)
+  /// and multiplied into the tm x tn accumulators directly; the per-group
+  /// sums would keep 2 * tm * tn + tm vectors live (36 at 4 x 4, more than
+  /// AVX-512's 32 registers), this tm * tn + tm + tn.
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
     auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
     int64_t vw = shape.vectorWidth;
-    SmallVector<Value> r, q;
-    for (int64_t i = 0; i < tm; ++i)
-      r.push_back(i ? arith::AddIOp::create(b, loc, m0, cst(i)).getResult() : m0);
-    for (int64_t j = 0; j < tn; ++j)
-      q.push_back(j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0);
+    bool groupSums = tm == 1;
+    SmallVector<Value> r = indices(m0, tm), q = indices(n0, tn);
     auto vecType = VectorType::get({vw}, b.getF32Type());
     Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
     SmallVector<Value> inits(tm * tn, zeros);
@@ -708,10 +648,25 @@ private:
           b.setInsertionPointToStart(nb.getInsertionBlock());
           Value base = arith::MulIOp::create(b, loc, g, cst(group));
           prefetchNextTile(q, tn, g, base);
-          // Products and activation sums of this group.
-          SmallVector<Value> groupInits(tm * tn + tm, zeros);
+          // Each column's (scale, offset) of this group, broadcast.
+          SmallVector<Value> ss, os;
+          auto loadScales = [&] {
+            for (Value col : q) {
+              Value sc = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
+              Value of = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
+              ss.push_back(vector::BroadcastOp::create(b, loc, vecType, sc));
+              os.push_back(vector::BroadcastOp::create(b, loc, vecType, of));
+            }
+          };
+          if (!groupSums)
+            loadScales();
+          // With groupSums: products and activation sums of this group;
+          // without: the accumulators themselves.
+          SmallVector<Value> innerInits(accs.begin(), accs.end());
+          if (groupSums)
+            innerInits.assign(tm * tn + tm, zeros);
           auto inner = scf::ForOp::create(
-              b, loc, cst(0), cst(group), cst(vw), groupInits,
+              b, loc, cst(0), cst(group), cst(vw), innerInits,
               [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
                 OpBuilder::InsertionGuard guard2(b);
                 b.setInsertionPointToStart(nb2.getInsertionBlock());
@@ -719,25 +674,26 @@ private:
                 SmallVector<Value> xs, ws, next;
                 for (Value row : r)
                   xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
-                for (Value col : q)
-                  ws.push_back(weights(col, k));
+                for (auto [j, col] : llvm::enumerate(q)) {
+                  Value w = weights(col, k);
+                  ws.push_back(groupSums ? w : vector::FMAOp::create(b, loc, ss[j], w, os[j]));
+                }
                 for (int64_t i = 0; i < tm; ++i)
                   for (int64_t j = 0; j < tn; ++j)
                     next.push_back(
                         vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
-                for (int64_t i = 0; i < tm; ++i)
-                  next.push_back(
-                      arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
+                if (groupSums)
+                  for (int64_t i = 0; i < tm; ++i)
+                    next.push_back(
+                        arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
                 scf::YieldOp::create(b, loc, next);
               });
-          SmallVector<Value> next;
-          SmallVector<Value> ss, os;
-          for (Value col : q) {
-            Value s = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
-            Value o = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
-            ss.push_back(vector::BroadcastOp::create(b, loc, vecType, s));
-            os.push_back(vector::BroadcastOp::create(b, loc, vecType, o));
+          if (!groupSums) {
+            scf::YieldOp::create(b, loc, inner.getResults());
+            return;
           }
+          loadScales();
+          SmallVector<Value> next;
           for (int64_t i = 0; i < tm; ++i)
             for (int64_t j = 0; j < tn; ++j) {
               Value acc = vector::FMAOp::create(b, loc, ss[j], inner.getResult(i * tn + j),
