@@ -641,8 +641,7 @@ Value ModelBuilder::splitKVB(int64_t l) {
         std::memcpy(&out[4 * i], &x, 4);
         return;
       }
-      uint16_t h = dtype == DType::F16 ? toF16(x)
-                                       : static_cast<uint16_t>(llvm::bit_cast<uint32_t>(x) >> 16);
+      uint16_t h = dtype == DType::F16 ? toF16(x) : toBF16(x);
       std::memcpy(&out[2 * i], &h, 2);
     };
     for (int64_t h = 0; h < H; ++h) {

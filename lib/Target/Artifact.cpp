@@ -27,47 +27,6 @@ uint64_t fnv1a64(StringRef data, uint64_t seed) {
 
 static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
 
-/// float32 -> bfloat16, round to nearest even (NaN stays NaN).
-static uint16_t toBF16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffff) > 0x7f800000)
-    return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fff + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-static float fromBF16(uint16_t h) {
-  uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-static float fromF16(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else { // subnormal: normalize
-      exp = 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3ff;
-      bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000 | (mant << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 static float toFloat(frontend::DType dtype, const uint8_t *p) {
   uint16_t h;
   switch (dtype) {
@@ -78,10 +37,10 @@ static float toFloat(frontend::DType dtype, const uint8_t *p) {
   }
   case frontend::DType::BF16:
     std::memcpy(&h, p, 2);
-    return fromBF16(h);
+    return frontend::fromBF16(h);
   default:
     std::memcpy(&h, p, 2);
-    return fromF16(h);
+    return frontend::fromF16(h);
   }
 }
 
@@ -254,7 +213,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
           for (int64_t j = 0; j < m; ++j) {
             float f = toFloat(t.dtype, data.data() + (i + j) * width);
             if (target == frontend::DType::BF16) {
-              uint16_t h = toBF16(f);
+              uint16_t h = frontend::toBF16(f);
               std::memcpy(&chunk[j * 2], &h, 2);
             } else {
               std::memcpy(&chunk[j * 4], &f, 4);
