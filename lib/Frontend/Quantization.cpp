@@ -649,9 +649,13 @@ private:
 
 Expected<const uint8_t *> Packer::dataOf(const TensorInfo &info) const {
   std::optional<uint64_t> bytes = getStorageBytes(info.dtype, info.getNumElements());
-  uint64_t fileBytes = info.derived >= 0 ? info.bytes : store.getFileData(info.file).size();
-  if (!bytes || *bytes != info.bytes || (info.derived < 0 && info.offset > fileBytes) ||
-      info.bytes > fileBytes - (info.derived >= 0 ? 0 : info.offset))
+  // A derived tensor's bytes are the store's own, made to its size.
+  bool inBounds = info.derived >= 0;
+  if (!inBounds) {
+    uint64_t fileBytes = store.getFileData(info.file).size();
+    inBounds = info.offset <= fileBytes && info.bytes <= fileBytes - info.offset;
+  }
+  if (!bytes || *bytes != info.bytes || !inBounds)
     return tensorError(info, "of shape " + shapeText(info.shape) +
                                  " does not match its stored bytes");
   return store.getData(info).data();
