@@ -76,11 +76,25 @@ def host_cpu_features():
             for line in cpuinfo:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    # The kernel spells LLVM's avx512bf16 avx512_bf16.
-                    return {f.replace("avx512_bf16", "avx512bf16") for f in flags}
+                    # The kernel spells LLVM's avx512bf16 avx512_bf16 (and
+                    # avx512vnni, avxvnni with underscores).
+                    return {f.replace("avx512_bf16", "avx512bf16")
+                             .replace("avx512_vnni", "avx512vnni")
+                             .replace("avx_vnni", "avxvnni") for f in flags}
     except OSError:
         pass
     return set()
 
 if {"avx512f", "avx512bf16"} <= host_cpu_features():
     config.available_features.add("host-avx512bf16")
+# host-int8-dot: the host build multiplies integer-coded weights' prefill with
+# int8 activations and VNNI dot products (AVX512-VNNI, or AVX-VNNI at 8 lanes);
+# without, it silently keeps f32 activations and int8-dot.test would compare
+# the exact path with itself.
+if {"avx512f", "avx512vnni"} <= host_cpu_features() or \
+        ("avxvnni" in host_cpu_features() and "avx512f" not in host_cpu_features()):
+    config.available_features.add("host-int8-dot")
+# host-avxvnni: the host runs code built for AVX-VNNI without AVX-512
+# (--cpu=alderlake), the int8 dot products' 8-lane form.
+if "avxvnni" in host_cpu_features():
+    config.available_features.add("host-avxvnni")

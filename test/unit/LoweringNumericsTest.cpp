@@ -13,6 +13,7 @@
 #include "TestContext.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Pipelines.h"
+#include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/Host/Host.h"
 #include "moir/Target/TargetBackend.h"
 #include "moir/runtime.h"
@@ -45,7 +46,9 @@ struct Arg {
 /// Compiles `source` (a module with @forward) and calls its entry.
 class Kernel {
 public:
-  explicit Kernel(const std::string &source) {
+  /// `int8Dot`: integer-coded packed weights on the int8 dot products
+  /// where the host has them.
+  explicit Kernel(const std::string &source, bool int8Dot = false) {
     auto context = moir::test::makeContext();
     OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, context.get());
     if (!module) {
@@ -58,6 +61,7 @@ public:
     const moir::TargetBackend *cpu = llvm::cantFail(moir::lookupTargetBackend("cpu"));
     moir::CompileOptions options;
     options.cpu.bf16Dot = false;
+    options.cpu.int8Dot = int8Dot;
     PassManager pm(context.get());
     for (moir::CompilePhase phase : {moir::CompilePhase::Linalg, moir::CompilePhase::LLVM})
       if (llvm::Error err = moir::buildPhasePipeline(pm, *cpu, phase, options)) {
@@ -435,6 +439,90 @@ TEST_F(LoweringNumericsTest, MLAAttendMatchesTheMaterializedForm) {
         }
     }
   expectClose(out, ref, 1e-5);
+}
+
+/// llm.linear over packed integer codes (int8 codes, nibbles; groups of 32
+/// and 16) with the int8 dot products: from 8 rows on, the activations are
+/// quantized per block (32 elements, 16 for groups of 16: scale max|x| /
+/// 127, codes round-to-even(x * 127 / max|x|)) and the kernel must give
+/// the product of those quantized activations with the dequantized weights
+/// (here in double) to f32 rounding; fewer rows take the exact kernel.
+/// 37 rows: two full 16-row groups, one of 5 rows of padding lanes; 37
+/// outputs: a column tail after 4-wide tiles.
+TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
+  SEED_TRACE();
+  llvm::Expected<moir::cpu::KernelOptions> host =
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, false, true);
+  ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
+  if (!host->int8Dot)
+    GTEST_SKIP() << "unsupported: the host has neither AVX512-VNNI nor AVX-VNNI";
+  const int K = 96, N = 37;
+  struct Case {
+    bool nibbles;
+    int group;
+  };
+  for (Case c : {Case{false, 32}, Case{true, 32}, Case{false, 16}}) {
+    SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group));
+    const int bytes = c.nibbles ? K / 2 : K, groups = K / c.group;
+    std::string qtype = c.nibbles
+                            ? "!llm.qtensor<37x96xi4, #llm.quant<kind = gguf, format = q4_1>>"
+                            : "!llm.qtensor<37x96xi8, #llm.quant<kind = gguf, format = q8_0>>";
+    std::string data = "tensor<37x" + std::to_string(bytes) + "xi8>";
+    std::string scales = "tensor<37x" + std::to_string(groups) + "x2xf32>";
+    Kernel kernel("func.func @forward(%x: tensor<?x96xf32>, %d: " + data + ", %s: " + scales +
+                      ") -> tensor<?x37xf32> {\n"
+                      "  %w = llm.packed_weight %d, %s group " + std::to_string(c.group) +
+                      " : " + data + ", " + scales + " -> " + qtype +
+                      "\n"
+                      "  %y = llm.linear %x, %w : (tensor<?x96xf32>, " + qtype +
+                      ") -> tensor<?x37xf32>\n"
+                      "  return %y : tensor<?x37xf32>\n}",
+                  /*int8Dot=*/true);
+    ASSERT_TRUE(kernel.ok()) << kernel.error;
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::vector<uint8_t> d(N * bytes);
+    for (uint8_t &v : d)
+      v = static_cast<uint8_t>(byte(rng));
+    std::vector<float> s = random(N * groups * 2, 0.05f);
+    auto weight = [&](int n, int k) {
+      double code;
+      if (c.nibbles) {
+        uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
+        code = k % 32 >= 16 ? v >> 4 : v & 15;
+      } else {
+        code = static_cast<int8_t>(d[n * bytes + k]);
+      }
+      const float *g = &s[(n * groups + k / c.group) * 2];
+      return double(g[0]) * code + g[1];
+    };
+    const int unit = c.group == 16 ? 16 : 32;
+    for (int T : {37, 5}) {
+      SCOPED_TRACE(std::to_string(T) + " rows");
+      std::vector<float> x = random(T * K);
+      // The activations as the int8 path sees them.
+      std::vector<double> xq(x.begin(), x.end());
+      if (T >= 8)
+        for (int t = 0; t < T; ++t)
+          for (int u = 0; u < K / unit; ++u) {
+            float *blk = &x[t * K + u * unit];
+            float amax = 0;
+            for (int e = 0; e < unit; ++e)
+              amax = std::max(amax, std::fabs(blk[e]));
+            float scale = amax / 127.0f, inverse = amax > 0 ? 127.0f / amax : 0.0f;
+            for (int e = 0; e < unit; ++e)
+              xq[t * K + u * unit + e] = double(scale) * std::nearbyint(blk[e] * inverse);
+          }
+      std::vector<float> y(T * N);
+      kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
+                  {y.data(), {T, N}}});
+      std::vector<double> ref(T * N, 0.0);
+      for (int t = 0; t < T; ++t)
+        for (int n = 0; n < N; ++n)
+          for (int k = 0; k < K; ++k)
+            ref[t * N + n] += xq[t * K + k] * weight(n, k);
+      expectClose(y, ref, 1e-5);
+    }
+  }
 }
 
 } // namespace

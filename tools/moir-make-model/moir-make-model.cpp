@@ -1,7 +1,8 @@
 //===- moir-make-model.cpp - deterministic random checkpoints ---------------===//
 //
 // moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench|
-//                                  mixtral-tiny|mistral-tiny|deepseek-tiny]
+//                                  mixtral-tiny|mistral-tiny|deepseek-tiny|
+//                                  mixtral-quant-tiny|mistral-quant-tiny]
 //                         [--dtype bf16|f32] [--seed N] [--sliding-window N] [--layers N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
@@ -49,6 +50,13 @@ const Shape kShapes[] = {
     {"mistral-tiny", "MistralForCausalLM", 100, 2, 5, 1, 170, 0, 0, 301},
     {"deepseek-tiny", "DeepseekV2ForCausalLM", 100, 3, 4, 4, 170, 8, 3, 301, 50, 16, 8, 16, 50, 1,
      1},
+    // The same for quantized weights (--weight-type): every reduction a
+    // multiple of the formats' 32-wide groups (96, 160), output counts
+    // still odd. The Mixtral one routes every token to all 4 experts: its
+    // checks are free of routing decisions (which a rounding difference
+    // can flip), and every expert sees the prompt's rows.
+    {"mixtral-quant-tiny", "MixtralForCausalLM", 96, 2, 3, 1, 160, 4, 4, 301},
+    {"mistral-quant-tiny", "MistralForCausalLM", 96, 2, 3, 1, 160, 0, 0, 301},
 };
 
 struct Tensor {

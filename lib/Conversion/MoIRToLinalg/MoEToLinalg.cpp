@@ -555,18 +555,24 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
                                   itemContraction(b, loc, xs, block(*upW, *sharedUpW))};
       });
       Value g = gu[0], u = gu[1];
-      Value hBlock = generic(b, loc, ValueRange{g, u},
-                             tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n, width}, b.getF32Type()),
-                             {{d0, d1}, {d0, d1}, {d0, d1}}, {par, par},
-                             [&](OpBuilder &b, Location loc, ValueRange v) {
-        // The routing weight of this row's copy, applied before the (linear)
-        // down product.
+      // The routing weight of each row's copy, applied before the (linear)
+      // down product: looked up once per row, so the elementwise product
+      // below is free of indirect loads and vectorizes.
+      Value rowWeights = generic(b, loc, ValueRange{},
+                                 tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n}, b.getF32Type()),
+                                 {{d0}}, {par}, [&](OpBuilder &b, Location loc, ValueRange) {
         Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
         Value w = toF32(b, loc, extract(b, loc, flatWeights,
                                         toIndex(b, loc, extract(b, loc, d.sources, r))));
+        linalg::YieldOp::create(b, loc, w);
+      });
+      Value hBlock = generic(b, loc, ValueRange{g, u, rowWeights},
+                             tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n, width}, b.getF32Type()),
+                             {{d0, d1}, {d0, d1}, {d0}, {d0, d1}}, {par, par},
+                             [&](OpBuilder &b, Location loc, ValueRange v) {
         Value act = activation(b, loc, op.getActivation(), v[0]);
         Value prod = arith::MulFOp::create(b, loc, act, v[1]);
-        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, prod, w).getResult());
+        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, prod, v[2]).getResult());
       });
       b.setInsertionPointToStart(gateUp.getTerminator().getBody());
       tensor::ParallelInsertSliceOp::create(

@@ -23,6 +23,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
     CPUContractionKernelsPassOptions shape;
     shape.vectorWidth = kernels.vectorWidth;
     shape.bf16Dot = kernels.bf16Dot;
+    shape.int8Dot = kernels.int8Dot;
     pm.addPass(createCPUContractionKernelsPass(shape));
   }
   pm.addPass(createCPUParallelizePass());

@@ -18,7 +18,9 @@
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -245,7 +247,7 @@ void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
 
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
-  bool bf16Dot;
+  bool bf16Dot, int8Dot;
 };
 
 /// What both kernel builders emit with: index constants, loops, f32 of a
@@ -289,8 +291,13 @@ protected:
   /// its L2), inside each tiles of tileM x tileN outputs, then 1-wide edge
   /// tiles for the rows and columns left over; `tile(tm, tn, m0, n0)`
   /// builds one tile.
+  /// (The int8 kernel sweeps groups of rows, `tileM` of them per tile.)
   void sweepRowBlocks(Value rows, Value cols, const KernelShape &shape, bool parallel,
                       llvm::function_ref<void(int64_t, int64_t, Value, Value)> tile) {
+    sweepRowBlocks(rows, cols, shape.tileM, shape, parallel, tile);
+  }
+  void sweepRowBlocks(Value rows, Value cols, int64_t tileM, const KernelShape &shape,
+                      bool parallel, llvm::function_ref<void(int64_t, int64_t, Value, Value)> tile) {
     Value zero = cst(0), one = cst(1);
     Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
     forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
@@ -303,12 +310,12 @@ protected:
           arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
                                 cst(shape.tileN)));
       Value mFull = arith::MulIOp::create(
-          b, loc, arith::DivUIOp::create(b, loc, rows, cst(shape.tileM)), cst(shape.tileM));
+          b, loc, arith::DivUIOp::create(b, loc, rows, cst(tileM)), cst(tileM));
       auto sweep = [&](int64_t tm, Value m0) {
         forLoop(lo, full, cst(shape.tileN), [&](Value n0) { tile(tm, shape.tileN, m0, n0); });
         forLoop(full, hi, one, [&](Value n0) { tile(tm, 1, m0, n0); });
       };
-      forLoop(zero, mFull, cst(shape.tileM), [&](Value m0) { sweep(shape.tileM, m0); });
+      forLoop(zero, mFull, cst(tileM), [&](Value m0) { sweep(tileM, m0); });
       forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
     });
   }
@@ -550,6 +557,154 @@ private:
   Value rows, depth, cols;
 };
 
+/// Activations quantized for the int8 dot products: each row, per block
+/// of `unit` elements (32; 16 for weights in groups of 16), symmetric int8
+/// codes q = round(x * 127 / max|x|). (The error of one product is at most
+/// half a step, max|x| / 254, of its block: the products are as exact as
+/// llama.cpp's Q8 activations.) Rows are interleaved in groups of vw (the
+/// vector width), one lane per row, so the kernels load a vector holding
+/// the same four codes of vw rows; the rows are padded with zeros to whole
+/// groups. For row r = g * vw + l:
+/// - codes: memref<?xi32>, elements [4c, 4c + 4) (four s8 codes) at
+///   (g * words + c) * vw + l (words = depth / 4);
+/// - stats: memref<?xf32>, block u's scale max|x| / 127 at ((g * units + u)
+///   * 2) * vw + l and the sum of its quantized activations (scale * sum of
+///   the codes; the weights' offsets multiply it) vw further;
+/// - corrections: memref<?xi32>, -128 * block u's code sum (the correction
+///   of a dot product whose weights were biased to unsigned bytes) at
+///   (g * units + u) * vw + l.
+struct QuantizedRows {
+  Value codes, stats, corrections;
+};
+
+/// The int8 blocks of the activations (a divisor of 32 and the weights'
+/// group), or 0 when the packed form has none (FP8 codes; odd groups).
+int64_t int8Unit(StringRef storage, int64_t group, int64_t vectorWidth) {
+  if (storage != "u4" && storage != "i8")
+    return 0;
+  int64_t unit = group % 32 == 0 ? 32 : group == 16 ? 16 : 0;
+  return unit && unit % vectorWidth == 0 ? unit : 0;
+}
+
+class ActivationQuantizer : public LoopBuilder {
+public:
+  ActivationQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit)
+      : LoopBuilder(b, loc), vw(vw), unit(unit) {}
+
+  /// Quantizes x [rows, depth] (depth a multiple of the unit, unit stride)
+  /// into new buffers; rows in parallel when `parallel`.
+  QuantizedRows build(Value x, bool parallel) {
+    Value rows = memref::DimOp::create(b, loc, x, 0);
+    Value depth = memref::DimOp::create(b, loc, x, 1);
+    units = arith::DivUIOp::create(b, loc, depth, cst(unit));
+    words = arith::DivUIOp::create(b, loc, depth, cst(4));
+    Value padded = arith::MulIOp::create(b, loc, arith::CeilDivUIOp::create(b, loc, rows, cst(vw)),
+                                         cst(vw));
+    QuantizedRows q;
+    auto alloc = [&](Type elem, Value perRow) {
+      auto type = MemRefType::get({ShapedType::kDynamic}, elem);
+      Value size = arith::MulIOp::create(b, loc, padded, perRow);
+      return memref::AllocOp::create(b, loc, type, ValueRange{size}, b.getI64IntegerAttr(64))
+          .getResult();
+    };
+    q.codes = alloc(b.getI32Type(), words);
+    q.stats = alloc(b.getF32Type(), arith::MulIOp::create(b, loc, units, cst(2)));
+    q.corrections = alloc(b.getI32Type(), units);
+    forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
+      Value m = ivs[0];
+      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
+    });
+    // The padding rows: zero codes and statistics.
+    forLoop(rows, padded, cst(1), [&](Value m) {
+      Value zeroI = arith::ConstantIntOp::create(b, loc, b.getI32Type(), 0);
+      Value zeroF = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+      forLoop(cst(0), words, cst(1), [&](Value c) {
+        memref::StoreOp::create(b, loc, zeroI, q.codes, ValueRange{at(m, words, c)});
+      });
+      forLoop(cst(0), units, cst(1), [&](Value u) {
+        storeStats(q, m, u, zeroF, zeroF, zeroI);
+      });
+    });
+    return q;
+  }
+
+private:
+  /// Row m's item i of `count` per row in the interleaved layout.
+  Value at(Value m, Value count, Value i) {
+    Value group = arith::DivUIOp::create(b, loc, m, cst(vw));
+    Value lane = arith::RemUIOp::create(b, loc, m, cst(vw));
+    Value slot = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, group, count), i);
+    return arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, slot, cst(vw)), lane);
+  }
+
+  void storeStats(const QuantizedRows &q, Value m, Value u, Value scale, Value total,
+                  Value correction) {
+    Value group = arith::DivUIOp::create(b, loc, m, cst(vw));
+    Value lane = arith::RemUIOp::create(b, loc, m, cst(vw));
+    Value gu = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, group, units), u);
+    Value first = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, gu, cst(2 * vw)), lane);
+    memref::StoreOp::create(b, loc, scale, q.stats, ValueRange{first});
+    memref::StoreOp::create(b, loc, total, q.stats,
+                            ValueRange{arith::AddIOp::create(b, loc, first, cst(vw))});
+    memref::StoreOp::create(b, loc, correction, q.corrections, ValueRange{at(m, units, u)});
+  }
+
+  void block(Value x, const QuantizedRows &q, Value m, Value u) {
+    Type f32 = b.getF32Type(), i32 = b.getI32Type();
+    auto fVec = VectorType::get({vw}, f32), iVec = VectorType::get({vw}, i32);
+    Value base = arith::MulIOp::create(b, loc, u, cst(unit));
+    SmallVector<Value> xs;
+    Value peak;
+    for (int64_t j = 0; j < unit / vw; ++j) {
+      Value k = arith::AddIOp::create(b, loc, base, cst(j * vw));
+      Value v = vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k});
+      Value mag = math::AbsFOp::create(b, loc, v);
+      xs.push_back(v);
+      peak = j ? arith::MaxNumFOp::create(b, loc, peak, mag).getResult() : mag;
+    }
+    Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
+    auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+    Value scale = arith::DivFOp::create(b, loc, amax, f32c(127));
+    Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, amax, f32c(0));
+    Value inverse = arith::SelectOp::create(
+        b, loc, positive, arith::DivFOp::create(b, loc, f32c(127), amax), f32c(0));
+    Value inverses = vector::BroadcastOp::create(b, loc, fVec, inverse);
+    Value codeSum;
+    auto wordVec = VectorType::get({vw / 4}, i32);
+    for (auto [j, v] : llvm::enumerate(xs)) {
+      Value r = math::RoundEvenOp::create(b, loc, arith::MulFOp::create(b, loc, v, inverses));
+      Value codes = arith::FPToSIOp::create(b, loc, iVec, r);
+      codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
+      Value bytes =
+          arith::TruncIOp::create(b, loc, VectorType::get({vw}, b.getI8Type()), codes);
+      Value packed = vector::BitCastOp::create(b, loc, wordVec, bytes);
+      // Words (base + j * vw) / 4 + e, each to its lane of its group.
+      Value firstWord =
+          arith::DivUIOp::create(b, loc, arith::AddIOp::create(b, loc, base, cst(j * vw)), cst(4));
+      for (int64_t e = 0; e < vw / 4; ++e) {
+        Value word = vector::ExtractOp::create(b, loc, packed, ArrayRef<int64_t>{e});
+        memref::StoreOp::create(
+            b, loc, word, q.codes,
+            ValueRange{at(m, words, arith::AddIOp::create(b, loc, firstWord, cst(e)))});
+      }
+    }
+    Value codeTotal = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, codeSum);
+    Value correction =
+        arith::MulIOp::create(b, loc, codeTotal, arith::ConstantIntOp::create(b, loc, i32, -128));
+    // The offsets multiply the sum of the quantized activations, so the
+    // product is exactly that of the quantized activations with the
+    // weights: with the exact sum, an offset (-8 * scale for 4-bit codes)
+    // would multiply the block's rounding errors a second time.
+    Value total =
+        arith::MulFOp::create(b, loc, scale, arith::SIToFPOp::create(b, loc, f32, codeTotal));
+    storeStats(q, m, u, scale, total, correction);
+  }
+
+  int64_t vw, unit;
+  Value units, words;
+};
+
 /// C[m, n] += A[m, k] * W[n, k] with W packed (include/moir/Frontend/
 /// Quantization.h): the codes are decoded in registers (nibbles masked and
 /// shifted, int8 sign-extended, FP8 widened) and multiplied into per-group
@@ -570,16 +725,231 @@ public:
     (void)groupText.getAsInteger(10, group);
   }
 
-  void build(bool parallel) {
+  /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
+  /// activations quantized in blocks of `unit`: those of `hoisted` (the
+  /// caller's, with this kernel's first row in them) or, without, quantized
+  /// here.
+  void build(bool parallel, int64_t unit = 0,
+             std::optional<std::pair<QuantizedRows, Value>> hoisted = std::nullopt) {
     rows = memref::DimOp::create(b, loc, a, 0);
     cols = memref::DimOp::create(b, loc, data, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     groups = arith::DivUIOp::create(b, loc, depth, cst(group));
-    sweepRowBlocks(rows, cols, shape, parallel,
-                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
+    auto floatSweep = [&] {
+      sweepRowBlocks(rows, cols, shape, parallel,
+                     [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
+    };
+    if (!unit)
+      return floatSweep();
+    this->unit = unit;
+    Value enough =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, rows, cst(kInt8MinRows));
+    auto branch = scf::IfOp::create(b, loc, enough, /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(branch.thenBlock());
+    QuantizedRows q;
+    Value first = cst(0);
+    if (hoisted) {
+      q = hoisted->first;
+      first = hoisted->second;
+    } else {
+      q = ActivationQuantizer(b, loc, shape.vectorWidth, unit).build(a, parallel);
+    }
+    int8Sweep(q, first, parallel);
+    if (!hoisted)
+      for (Value v : {q.codes, q.stats, q.corrections})
+        memref::DeallocOp::create(b, loc, v);
+    b.setInsertionPointToStart(branch.elseBlock());
+    floatSweep();
   }
 
+  /// Fewer rows than this (decode) keep the exact weight-only kernel: a
+  /// 16-lane tile of rows would be mostly padding.
+  static constexpr int64_t kInt8MinRows = 8;
+
 private:
+  /// Row groups (of vector-width rows, one per lane) per int8 tile.
+  static constexpr int64_t kInt8Groups = 2;
+
+  /// The int8 dot products: work items of blockN weight rows as the float
+  /// kernel's; inside, tiles of kInt8Groups groups of vector-width
+  /// activation rows (one per lane: the weights' scales then apply to whole
+  /// vectors) x tile-n weight rows. This kernel's rows are rows
+  /// [first, first + rows) of `q`, whose groups need not start at `first`:
+  /// the tiles cover the groups that hold them, and lanes of other rows are
+  /// computed and not stored.
+  void int8Sweep(const QuantizedRows &q, Value first, bool parallel) {
+    int64_t vw = shape.vectorWidth;
+    quantized = q;
+    units = arith::DivUIOp::create(b, loc, depth, cst(unit));
+    words = arith::DivUIOp::create(b, loc, depth, cst(4));
+    firstRow = first;
+    firstGroup = arith::DivUIOp::create(b, loc, first, cst(vw));
+    Value endGroup = arith::CeilDivUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
+    Value count = arith::SubIOp::create(b, loc, endGroup, firstGroup);
+    sweepRowBlocks(count, cols, kInt8Groups, shape, parallel,
+                   [&](int64_t tg, int64_t tn, Value g0, Value n0) { int8Tile(tg, tn, g0, n0); });
+  }
+
+  /// Weight row n's four bytes from byte `byte` on, as one i32.
+  Value weightWord(Value n, Value byte) {
+    Value bytes = vector::LoadOp::create(b, loc, VectorType::get({4}, b.getI8Type()), data,
+                                         ValueRange{n, byte});
+    Value word = vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI32Type()), bytes);
+    return vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+  }
+
+  /// acc + the lanes' 4-byte dot products of u8 `weights` and s8 `acts`.
+  Value dot(Value acc, Value weights, Value acts) {
+    int64_t vw = shape.vectorWidth;
+    auto bytes = VectorType::get({4 * vw}, b.getI8Type());
+    std::string name = "llvm.x86.avx512.vpdpbusd." + std::to_string(32 * vw);
+    return LLVM::CallIntrinsicOp::create(
+               b, loc, acc.getType(), b.getStringAttr(name),
+               ValueRange{acc, vector::BitCastOp::create(b, loc, bytes, weights),
+                          vector::BitCastOp::create(b, loc, bytes, acts)})
+        .getResult(0);
+  }
+
+  /// Outputs C[rows of groups g0 .. g0+tg, n0 .. n0+tn], one lane per
+  /// activation row: per block of `unit` columns, i32 dot products of the
+  /// weights' codes as unsigned bytes (int8 codes biased by 128, corrected
+  /// by the activations' code sums; nibbles as they are) broadcast to every
+  /// lane with each lane's row of activation codes, then per output
+  /// acc += float(dot) * (activation scale * weight scale) + activation sum
+  /// * weight offset.
+  void int8Tile(int64_t tg, int64_t tn, Value g0, Value n0) {
+    int64_t vw = shape.vectorWidth;
+    Type i32 = b.getI32Type(), f32 = b.getF32Type();
+    auto iVec = VectorType::get({vw}, i32), fVec = VectorType::get({vw}, f32);
+    SmallVector<Value> q = indices(n0, tn);
+    // The tile's groups in the quantized rows.
+    SmallVector<Value> groupsOf =
+        indices(arith::AddIOp::create(b, loc, firstGroup, g0), tg);
+    Value zeroF = arith::ConstantOp::create(b, loc, fVec, b.getZeroAttr(fVec));
+    Value zeroI = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
+    auto splat = [&](int32_t v) {
+      return arith::ConstantOp::create(b, loc, iVec, DenseElementsAttr::get(iVec, v)).getResult();
+    };
+    Value bias = splat(static_cast<int32_t>(0x80808080u)), low = splat(0x0F0F0F0F),
+          four = splat(4);
+    SmallVector<Value> inits(tg * tn, zeroF);
+    auto unitLoop = scf::ForOp::create(
+        b, loc, cst(0), units, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value u, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          // Group i's block u: its slot among the groups' blocks.
+          SmallVector<Value> blockOf;
+          for (Value g : groupsOf)
+            blockOf.push_back(
+                arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, g, units), u));
+          SmallVector<Value> sums;
+          for (int64_t i = 0; i < tg; ++i) {
+            Value init = zeroI;
+            if (!nibbles)
+              init = vector::LoadOp::create(
+                  b, loc, iVec, quantized.corrections,
+                  ValueRange{arith::MulIOp::create(b, loc, blockOf[i], cst(vw))});
+            sums.append(tn, init);
+          }
+          // Word c of this block of group i's rows.
+          Value firstWord = arith::MulIOp::create(b, loc, u, cst(unit / 4));
+          auto acts = [&](int64_t i, int64_t c) {
+            Value word = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, groupsOf[i], words),
+                arith::AddIOp::create(b, loc, firstWord, cst(c)));
+            return vector::LoadOp::create(b, loc, iVec, quantized.codes,
+                                          ValueRange{arith::MulIOp::create(b, loc, word, cst(vw))})
+                .getResult();
+          };
+          auto accumulate = [&](int64_t j, int64_t c, Value weights) {
+            for (int64_t i = 0; i < tg; ++i)
+              sums[i * tn + j] = dot(sums[i * tn + j], weights, acts(i, c));
+          };
+          if (!nibbles) {
+            Value firstByte = arith::MulIOp::create(b, loc, u, cst(unit));
+            for (int64_t c = 0; c < unit / 4; ++c)
+              for (int64_t j = 0; j < tn; ++j) {
+                Value w = weightWord(q[j], arith::AddIOp::create(b, loc, firstByte, cst(4 * c)));
+                Value ws = vector::BroadcastOp::create(b, loc, iVec, w);
+                accumulate(j, c, arith::XOrIOp::create(b, loc, ws, bias));
+              }
+          } else {
+            // A group of 32 is 16 bytes: byte e holds elements e (low
+            // nibble) and 16 + e (high).
+            Value firstByte = arith::MulIOp::create(b, loc, u, cst(16));
+            for (int64_t c = 0; c < 4; ++c)
+              for (int64_t j = 0; j < tn; ++j) {
+                Value w = weightWord(q[j], arith::AddIOp::create(b, loc, firstByte, cst(4 * c)));
+                Value ws = vector::BroadcastOp::create(b, loc, iVec, w);
+                accumulate(j, c, arith::AndIOp::create(b, loc, ws, low));
+                accumulate(j, c + 4,
+                           arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, ws, four),
+                                                 low));
+              }
+          }
+          // The block's scales: the weights' group is a multiple of it.
+          Value g = arith::DivUIOp::create(b, loc, u, cst(group / unit));
+          SmallVector<Value> ws, os, as, ss;
+          for (Value col : q) {
+            auto scalar = [&](int64_t part) {
+              Value v = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(part)});
+              return vector::BroadcastOp::create(b, loc, fVec, v).getResult();
+            };
+            ws.push_back(scalar(0));
+            os.push_back(scalar(1));
+          }
+          for (int64_t i = 0; i < tg; ++i) {
+            Value slot = arith::MulIOp::create(b, loc, blockOf[i], cst(2 * vw));
+            ss.push_back(vector::LoadOp::create(b, loc, fVec, quantized.stats, ValueRange{slot}));
+            as.push_back(vector::LoadOp::create(
+                b, loc, fVec, quantized.stats,
+                ValueRange{arith::AddIOp::create(b, loc, slot, cst(vw))}));
+          }
+          SmallVector<Value> next;
+          for (int64_t i = 0; i < tg; ++i)
+            for (int64_t j = 0; j < tn; ++j) {
+              Value scale = arith::MulFOp::create(b, loc, ss[i], ws[j]);
+              Value p = arith::SIToFPOp::create(b, loc, fVec, sums[i * tn + j]);
+              Value acc = vector::FMAOp::create(b, loc, p, scale, accs[i * tn + j]);
+              next.push_back(vector::FMAOp::create(b, loc, as[i], os[j], acc).getResult());
+            }
+          scf::YieldOp::create(b, loc, next);
+        });
+    // Each accumulator is a column of C over a group's rows: added with a
+    // masked gather and scatter along C's rows (lane l of group G is this
+    // kernel's row G * vw + l - first, stored when in [0, rows)).
+    auto strided = memref::ExtractStridedMetadataOp::create(b, loc, c);
+    Value rowStride = vector::BroadcastOp::create(
+        b, loc, iVec, arith::IndexCastOp::create(b, loc, i32, strided.getStrides()[0]));
+    SmallVector<int32_t> steps;
+    for (int64_t l = 0; l < vw; ++l)
+      steps.push_back(l);
+    Value step = arith::ConstantOp::create(b, loc, iVec, DenseElementsAttr::get(iVec, ArrayRef(steps)));
+    Value rowCount = vector::BroadcastOp::create(
+        b, loc, iVec, arith::IndexCastOp::create(b, loc, i32, rows));
+    for (int64_t i = 0; i < tg; ++i) {
+      Value start = arith::SubIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, groupsOf[i], cst(vw)), firstRow);
+      Value local = arith::AddIOp::create(
+          b, loc, step,
+          vector::BroadcastOp::create(b, loc, iVec, arith::IndexCastOp::create(b, loc, i32, start)));
+      Value mask = arith::AndIOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, local, zeroI),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, local, rowCount));
+      Value offsets = arith::MulIOp::create(b, loc, local, rowStride);
+      for (int64_t j = 0; j < tn; ++j) {
+        Value old = vector::GatherOp::create(b, loc, fVec, c, ValueRange{cst(0), q[j]}, offsets,
+                                             mask, zeroF);
+        Value sum = arith::AddFOp::create(b, loc, old, unitLoop.getResult(i * tn + j));
+        vector::ScatterOp::create(b, loc, Type(), c, ValueRange{cst(0), q[j]}, offsets, mask,
+                                  sum);
+      }
+    }
+  }
+
   /// The prefetches of the next tile's codes and scales at group `g`.
   void prefetchNextTile(ArrayRef<Value> q, int64_t tn, Value g, Value base) {
     // The next tile's codes and scales at this group, so that the tile
@@ -717,8 +1087,12 @@ private:
   KernelShape shape;
   Value a, data, scales, c;
   bool nibbles = false;
-  int64_t group = 0;
+  int64_t group = 0, unit = 0;
   Value rows, cols, depth, groups;
+  // The int8 path: its quantized activations, their blocks and 4-byte
+  // words per row, this kernel's first row in them and that row's group.
+  QuantizedRows quantized;
+  Value units, words, firstRow, firstGroup;
 };
 
 struct CPUContractionKernelsPass
@@ -736,7 +1110,12 @@ struct CPUContractionKernelsPass
                                 "width of 4, 8 or 16 f32 lanes");
       return signalPassFailure();
     }
-    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
+    if (int8Dot && vectorWidth != 8 && vectorWidth != 16) {
+      getOperation()->emitError("moir-cpu-contraction-kernels: int8-dot needs a vector "
+                                "width of 8 or 16 f32 lanes (AVX-VNNI, AVX512-VNNI)");
+      return signalPassFailure();
+    }
+    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, int8Dot};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))
@@ -747,6 +1126,9 @@ struct CPUContractionKernelsPass
         matched.push_back({op, form});
     });
     OpBuilder b(&getContext());
+    // Activations quantized once before a parallel loop, per (buffer,
+    // block size, loop).
+    llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> hoisted;
     for (auto [op, form] : matched) {
       b.setInsertionPoint(op);
       // Products marked moir.precise (the MoE router) keep f32 activations.
@@ -754,9 +1136,18 @@ struct CPUContractionKernelsPass
       // moir.kernel: one work item of an enclosing parallel loop already.
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
-      if (form == Form::Packed)
-        PackedKernelBuilder(b, op.getLoc(), op, shape).build(parallel);
-      else if (form == Form::Plain)
+      if (form == Form::Packed) {
+        auto [storage, groupText] =
+            op->getAttrOfType<StringAttr>(moir::attrs::packedName()).getValue().split(':');
+        int64_t group = 0;
+        (void)groupText.getAsInteger(10, group);
+        int64_t unit = int8Dot && !precise ? int8Unit(storage, group, vectorWidth) : 0;
+        std::optional<std::pair<QuantizedRows, Value>> rowsOf;
+        if (unit && !parallel)
+          rowsOf = hoistQuantization(b, op, unit, hoisted);
+        b.setInsertionPoint(op);
+        PackedKernelBuilder(b, op.getLoc(), op, shape).build(parallel, unit, rowsOf);
+      } else if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
       else if (form == Form::Outer2D)
         OuterKernelBuilder(b, op.getLoc(), a, w, c, shape).build(parallel);
@@ -764,6 +1155,85 @@ struct CPUContractionKernelsPass
         buildBatched(b, op, shape, precise, form, parallel);
       op.erase();
     }
+  }
+
+  /// Whether nothing inside `loop` writes `v` or a view of it.
+  static bool onlyReadIn(Value v, Operation *loop) {
+    for (OpOperand &use : v.getUses()) {
+      Operation *user = use.getOwner();
+      if (!loop->isAncestor(user))
+        continue;
+      if (isa<memref::SubViewOp, memref::CastOp>(user)) {
+        if (!onlyReadIn(user->getResult(0), loop))
+          return false;
+        continue;
+      }
+      if (auto dps = dyn_cast<DestinationStyleOpInterface>(user)) {
+        if (!dps.isDpsInput(&use))
+          return false;
+        continue;
+      }
+      if (!isa<memref::LoadOp, vector::LoadOp, memref::DimOp>(user))
+        return false;
+    }
+    return true;
+  }
+
+  /// A work item's kernel (one item of an enclosing parallel loop, as the
+  /// fused experts' are) reads a row slice of activations that every item
+  /// of an expert shares: quantizing them per item would repeat the work
+  /// once per block of weight rows. When the slice is of a buffer
+  /// allocated outside the loop that nothing in the loop writes, the whole
+  /// buffer is quantized once before the loop (and freed after it); the
+  /// result is those rows and the slice's first row, or none (the kernel
+  /// quantizes its own rows).
+  std::optional<std::pair<QuantizedRows, Value>>
+  hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit,
+                    llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> &cache) {
+    Value x = op.getDpsInputs()[0];
+    OpFoldResult firstRow = b.getIndexAttr(0);
+    bool sliced = false;
+    while (true) {
+      if (auto cast = x.getDefiningOp<memref::CastOp>()) {
+        x = cast.getSource();
+        continue;
+      }
+      auto view = x.getDefiningOp<memref::SubViewOp>();
+      if (!view)
+        break;
+      MemRefType source = view.getSourceType();
+      // One row slice of whole rows.
+      if (sliced || source.getRank() != 2 || view.getType().getRank() != 2 ||
+          !view.hasUnitStride() || !isConstantIntValue(view.getMixedOffsets()[1], 0) ||
+          source.isDynamicDim(1) ||
+          getConstantIntValue(view.getMixedSizes()[1]) != source.getDimSize(1))
+        return std::nullopt;
+      sliced = true;
+      firstRow = view.getMixedOffsets()[0];
+      x = view.getSource();
+    }
+    auto loop = op->getParentOfType<scf::ForallOp>();
+    if (!x.getDefiningOp<memref::AllocOp>() || !unitInnerStride(x.getType()) || !loop ||
+        loop->isAncestor(x.getDefiningOp()) || !onlyReadIn(x, loop))
+      return std::nullopt;
+    auto key = std::make_tuple(x, unit, loop.getOperation());
+    auto found = cache.find(key);
+    if (found == cache.end()) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(loop);
+      // Rows in parallel unless the loop is itself inside a parallel one
+      // (the runtime's pool does not nest).
+      bool parallel = !loop->getParentOfType<scf::ForallOp>() &&
+                      !loop->getParentOfType<scf::ParallelOp>();
+      QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit).build(x, parallel);
+      b.setInsertionPointAfter(loop);
+      for (Value v : {q.codes, q.stats, q.corrections})
+        memref::DeallocOp::create(b, loop.getLoc(), v);
+      found = cache.try_emplace(key, q).first;
+    }
+    b.setInsertionPoint(op);
+    return std::make_pair(found->second,
+                          getValueOrCreateConstantIndexOp(b, op.getLoc(), firstRow));
   }
 
   /// One kernel per batch index b over 2-D views of the operands.

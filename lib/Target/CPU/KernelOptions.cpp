@@ -9,7 +9,7 @@ using namespace llvm;
 namespace moir::cpu {
 
 Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool contractionKernels,
-                                         bool bf16Dot) {
+                                         bool bf16Dot, bool int8Dot) {
   Expected<std::unique_ptr<MCSubtargetInfo>> info = host::subtargetInfo(host);
   if (!info)
     return info.takeError();
@@ -24,6 +24,8 @@ Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool con
     else if (has("avx"))
       kernels.vectorWidth = 8;
     kernels.bf16Dot = bf16Dot && has("avx512bf16") && has("avx512f");
+    kernels.int8Dot = int8Dot && ((kernels.vectorWidth == 16 && has("avx512vnni")) ||
+                                  (kernels.vectorWidth == 8 && has("avxvnni")));
   }
   return kernels;
 }

@@ -1,6 +1,8 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6" -split-input-file | FileCheck %s
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=INT8
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=4" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
 // in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
@@ -231,6 +233,46 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // (decode, and the rows past the last full tile) keep per-group products and
 // the activations' group sums and scale them once per group: acc += scale *
 // products, acc += offset * sums.
+// With int8-dot (16 lanes): from 8 activation rows on, the activations are
+// quantized (per row and block of 32: max|x|, round-to-even of x * 127 /
+// max|x|, four codes per i32 word written to their row's lane of its group of
+// 16 rows) in a parallel loop over rows, then per work item tiles of 2 row
+// groups x 4 weight rows: each block of 32 columns is 8 steps of vpdpbusd on
+// the nibbles (masked, shifted) broadcast to every lane with each lane's row
+// of codes, then per output float(dot) * (activation scale * weight scale)
+// + activation sum * weight offset; the outputs go back to C with a masked
+// gather and scatter along its rows. Fewer rows keep the f32 kernel.
+// INT8-LABEL: func.func @packed_u4
+// INT8: %[[ENOUGH:.*]] = arith.cmpi uge, %{{.*}}, %c8
+// INT8: scf.if %[[ENOUGH]] {
+// INT8: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// INT8: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xf32>
+// INT8: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// INT8: scf.parallel
+// INT8: vector.reduction <maxnumf>
+// INT8: math.roundeven {{.*}} : vector<16xf32>
+// INT8: arith.fptosi {{.*}} : vector<16xf32> to vector<16xi32>
+// INT8: vector.bitcast {{.*}} : vector<16xi8> to vector<4xi32>
+// INT8: scf.parallel
+// INT8: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// INT8: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<4xi8>
+// INT8: vector.broadcast {{.*}} : i32 to vector<16xi32>
+// INT8: arith.andi
+// INT8-COUNT-2: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// INT8: arith.shrui
+// INT8: arith.andi
+// INT8-COUNT-2: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// INT8: memref.load %arg2
+// INT8: arith.sitofp {{.*}} : vector<16xi32> to vector<16xf32>
+// INT8: vector.fma
+// INT8: vector.fma
+// INT8: vector.gather %arg3
+// INT8: vector.scatter %arg3
+// INT8: memref.dealloc
+// INT8: } else {
+// INT8: scf.parallel
+// INT8: arith.uitofp {{.*}} : vector<16xi8> to vector<16xf32>
+// BAD8: int8-dot needs a vector width of 8 or 16
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel

@@ -86,6 +86,20 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     item of an enclosing parallel loop (the fused experts' `scf.forall`):
     they get the same kernel with its blocks run sequentially.
 
+    With `int8-dot` (AVX512-VNNI at 16 lanes, AVX-VNNI at 8), contractions
+    over packed integer codes (`moir.packed` "i8:G" or "u4:32", G a multiple
+    of 32 or 16) branch on the activation rows: from 8 rows on, the
+    activations are quantized to int8 per row and block of 32 (16 for G =
+    16), rows interleaved one per lane in groups of vector-width, and tiles
+    of 2 row groups x tile-n weight rows accumulate `vpdpbusd` products of
+    the weight codes (broadcast to every lane; int8 codes biased to unsigned
+    bytes and corrected by the block's code sum) with each lane's activation
+    codes, scaling whole vectors once per block. A `moir.kernel` op whose
+    activations are a row slice of a buffer allocated before its loop and
+    not written in it shares one quantization of that buffer, made before
+    the loop. Fewer rows, FP8 codes and `moir.precise` ops keep the f32
+    kernel.
+
     Other linalg ops are left alone.
   }];
   let options = [
@@ -99,11 +113,15 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
            "weight rows per parallel work item (a multiple of tile-n)">,
     Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
            "multiply bf16 weights with AVX512-BF16 dot products">,
+    Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
+           "multiply integer-coded packed weights with int8-quantized activations "
+           "by VNNI dot products (vpdpbusd; vector-width 16 or 8)">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
     "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect",
-    "::mlir::arith::ArithDialect", "::mlir::affine::AffineDialect"
+    "::mlir::arith::ArithDialect", "::mlir::affine::AffineDialect",
+    "::mlir::math::MathDialect", "::mlir::LLVM::LLVMDialect"
   ];
 }
 

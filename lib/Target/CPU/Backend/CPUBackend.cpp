@@ -24,7 +24,7 @@ host::HostOptions hostOptions(const CompileOptions &options) {
 
 Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   return kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
-                          options.cpu.bf16Dot);
+                          options.cpu.bf16Dot, options.cpu.int8Dot);
 }
 
 class CPUBackend final : public TargetBackend {
