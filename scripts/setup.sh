@@ -6,6 +6,7 @@ PKGS=(
   llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 llvm-22-tools lld-22
   ninja-build cmake g++ libgtest-dev python3
   rocm-device-libs
+  qemu-user g++-aarch64-linux-gnu
 )
 
 missing=()

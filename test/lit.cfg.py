@@ -98,3 +98,16 @@ if {"avx512f", "avx512vnni"} <= host_cpu_features() or \
 # (--cpu=alderlake), the int8 dot products' 8-lane form.
 if "avxvnni" in host_cpu_features():
     config.available_features.add("host-avxvnni")
+
+# aarch64-qemu: AArch64 artifacts run here, by the runtime's tools cross-built
+# for AArch64 (%aarch64_tools) under qemu-aarch64 (%qemu_aarch64; -cpu max has
+# NEON, dotprod and SVE).
+aarch64_tools = getattr(config, "moir_aarch64_runtime_dir", "")
+qemu_aarch64 = getattr(config, "moir_qemu_aarch64", "")
+if aarch64_tools and qemu_aarch64 and os.path.exists(qemu_aarch64) and \
+        os.path.exists(os.path.join(aarch64_tools, "moir-check-fixture")):
+    config.available_features.add("aarch64-qemu")
+    config.substitutions.append(("%aarch64_tools", aarch64_tools))
+    config.substitutions.append(
+        ("%qemu_aarch64",
+         "env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu QEMU_CPU=max " + qemu_aarch64))

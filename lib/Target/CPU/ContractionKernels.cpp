@@ -800,11 +800,18 @@ private:
     return vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
   }
 
-  /// acc + the lanes' 4-byte dot products of u8 `weights` and s8 `acts`.
+  /// Whether the dot products are AArch64's sdot (4 lanes; signed x
+  /// signed: the weights' int8 codes need no bias) rather than x86's
+  /// vpdpbusd (unsigned x signed).
+  bool sdot() const { return shape.vectorWidth == 4; }
+
+  /// acc + the lanes' 4-byte dot products of `weights` (unsigned bytes for
+  /// vpdpbusd, signed for sdot) and s8 `acts`.
   Value dot(Value acc, Value weights, Value acts) {
     int64_t vw = shape.vectorWidth;
     auto bytes = VectorType::get({4 * vw}, b.getI8Type());
-    std::string name = "llvm.x86.avx512.vpdpbusd." + std::to_string(32 * vw);
+    std::string name = sdot() ? "llvm.aarch64.neon.sdot.v4i32.v16i8"
+                              : "llvm.x86.avx512.vpdpbusd." + std::to_string(32 * vw);
     return LLVM::CallIntrinsicOp::create(
                b, loc, acc.getType(), b.getStringAttr(name),
                ValueRange{acc, vector::BitCastOp::create(b, loc, bytes, weights),
@@ -848,7 +855,7 @@ private:
           SmallVector<Value> sums;
           for (int64_t i = 0; i < tg; ++i) {
             Value init = zeroI;
-            if (!nibbles)
+            if (!nibbles && !sdot())
               init = vector::LoadOp::create(
                   b, loc, iVec, quantized.corrections,
                   ValueRange{arith::MulIOp::create(b, loc, blockOf[i], cst(vw))});
@@ -874,7 +881,7 @@ private:
               for (int64_t j = 0; j < tn; ++j) {
                 Value w = weightWord(q[j], arith::AddIOp::create(b, loc, firstByte, cst(4 * c)));
                 Value ws = vector::BroadcastOp::create(b, loc, iVec, w);
-                accumulate(j, c, arith::XOrIOp::create(b, loc, ws, bias));
+                accumulate(j, c, sdot() ? ws : arith::XOrIOp::create(b, loc, ws, bias).getResult());
               }
           } else {
             // A group of 32 is 16 bytes: byte e holds elements e (low
@@ -1110,9 +1117,10 @@ struct CPUContractionKernelsPass
                                 "width of 4, 8 or 16 f32 lanes");
       return signalPassFailure();
     }
-    if (int8Dot && vectorWidth != 8 && vectorWidth != 16) {
+    if (int8Dot && vectorWidth != 4 && vectorWidth != 8 && vectorWidth != 16) {
       getOperation()->emitError("moir-cpu-contraction-kernels: int8-dot needs a vector "
-                                "width of 8 or 16 f32 lanes (AVX-VNNI, AVX512-VNNI)");
+                                "width of 4, 8 or 16 f32 lanes (AArch64 sdot, AVX-VNNI, "
+                                "AVX512-VNNI)");
       return signalPassFailure();
     }
     KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, int8Dot};

@@ -27,6 +27,8 @@ Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool con
     kernels.int8Dot = int8Dot && ((kernels.vectorWidth == 16 && has("avx512vnni")) ||
                                   (kernels.vectorWidth == 8 && has("avxvnni")));
   }
+  if (triple.isAArch64())
+    kernels.int8Dot = int8Dot && has("dotprod");
   return kernels;
 }
 

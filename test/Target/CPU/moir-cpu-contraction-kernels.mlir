@@ -2,7 +2,7 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=INT8
-// RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=4" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=2" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
 // in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
@@ -272,7 +272,7 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // INT8: } else {
 // INT8: scf.parallel
 // INT8: arith.uitofp {{.*}} : vector<16xi8> to vector<16xf32>
-// BAD8: int8-dot needs a vector width of 8 or 16
+// BAD8: int8-dot needs a vector width of 4, 8 or 16
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel

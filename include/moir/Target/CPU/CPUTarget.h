@@ -32,7 +32,8 @@ struct KernelOptions {
   int64_t vectorWidth = 16;
   bool bf16Dot = false;
   /// Integer-coded packed weights multiply int8-quantized activations with
-  /// VNNI dot products (AVX512-VNNI at 16 lanes, AVX-VNNI at 8).
+  /// dot products (AVX512-VNNI at 16 lanes, AVX-VNNI at 8, AArch64 dotprod
+  /// at 4).
   bool int8Dot = false;
   /// false: contractions keep plain loops (LLVM vectorizes their k
   /// reductions); the reference the kernels are checked against.
@@ -42,7 +43,7 @@ struct KernelOptions {
 /// The kernel shape for the host's CPU: 16 f32 lanes with AVX-512, 8 with
 /// AVX, 4 otherwise (SSE, NEON); bf16 dot products with AVX512-BF16 when
 /// `bf16Dot` asks for them; int8 dot products with AVX512-VNNI (AVX-VNNI at
-/// 8 lanes) when `int8Dot` asks for them.
+/// 8 lanes, dotprod on AArch64) when `int8Dot` asks for them.
 llvm::Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host,
                                                bool contractionKernels, bool bf16Dot,
                                                bool int8Dot);

@@ -86,7 +86,8 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     item of an enclosing parallel loop (the fused experts' `scf.forall`):
     they get the same kernel with its blocks run sequentially.
 
-    With `int8-dot` (AVX512-VNNI at 16 lanes, AVX-VNNI at 8), contractions
+    With `int8-dot` (vpdpbusd with AVX512-VNNI at 16 lanes, AVX-VNNI at 8;
+    AArch64's sdot at 4, where int8 codes need no bias), contractions
     over packed integer codes (`moir.packed` "i8:G" or "u4:32", G a multiple
     of 32 or 16) branch on the activation rows: from 8 rows on, the
     activations are quantized to int8 per row and block of 32 (16 for G =
@@ -115,7 +116,7 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
            "multiply bf16 weights with AVX512-BF16 dot products">,
     Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
            "multiply integer-coded packed weights with int8-quantized activations "
-           "by VNNI dot products (vpdpbusd; vector-width 16 or 8)">,
+           "by dot products (vpdpbusd at vector-width 16 or 8, AArch64 sdot at 4)">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
