@@ -153,14 +153,25 @@ bool contiguousAlong(AffineMap map, Value v, int loop) {
 /// lowering): C[m, n] += A[m, k] * (scale[n, k / G] * code(data[n, .]) +
 /// offset[n, k / G]) with loops (m, n, k) on buffers, A and the codes unit
 /// stride along k.
-bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
+/// The storage ("u4", "i8", "f8e4m3") and group of a moir.packed form
+/// "storage:group" (group 0 when it does not parse).
+std::pair<StringRef, int64_t> packedForm(linalg::GenericOp op) {
   auto form = op->getAttrOfType<StringAttr>(moir::attrs::packedName());
-  if (!form || !op.hasPureBufferSemantics() || op.getNumDpsInputs() != 4 ||
+  if (!form)
+    return {StringRef(), 0};
+  auto [storage, groupText] = form.getValue().split(':');
+  int64_t group = 0;
+  if (groupText.getAsInteger(10, group))
+    group = 0;
+  return {storage, group};
+}
+
+bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
+  auto [storage, group] = packedForm(op);
+  if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInputs() != 4 ||
       op.getNumDpsInits() != 1 || op.getNumLoops() != 3)
     return false;
-  auto [storage, groupText] = form.getValue().split(':');
-  int64_t group;
-  if (groupText.getAsInteger(10, group) || group % vectorWidth != 0 ||
+  if (group % vectorWidth != 0 ||
       (storage == "u4" && (group != 32 || 16 % vectorWidth != 0)))
     return false;
   Value a = op.getDpsInputs()[0], data = op.getDpsInputs()[1], c = op.getDpsInits()[0];
@@ -247,7 +258,7 @@ void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
 
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
-  bool bf16Dot, int8Dot;
+  bool bf16Dot;
 };
 
 /// What both kernel builders emit with: index constants, loops, f32 of a
@@ -719,10 +730,9 @@ public:
   PackedKernelBuilder(OpBuilder &b, Location loc, linalg::GenericOp op, const KernelShape &shape)
       : LoopBuilder(b, loc), shape(shape), a(op.getDpsInputs()[0]), data(op.getDpsInputs()[1]),
         scales(op.getDpsInputs()[2]), c(op.getDpsInits()[0]) {
-    auto [storage, groupText] =
-        op->getAttrOfType<StringAttr>(moir::attrs::packedName()).getValue().split(':');
+    StringRef storage;
+    std::tie(storage, group) = packedForm(op);
     nibbles = storage == "u4";
-    (void)groupText.getAsInteger(10, group);
   }
 
   /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
@@ -1123,7 +1133,7 @@ struct CPUContractionKernelsPass
                                 "AVX512-VNNI)");
       return signalPassFailure();
     }
-    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, int8Dot};
+    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))
@@ -1145,10 +1155,7 @@ struct CPUContractionKernelsPass
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
       if (form == Form::Packed) {
-        auto [storage, groupText] =
-            op->getAttrOfType<StringAttr>(moir::attrs::packedName()).getValue().split(':');
-        int64_t group = 0;
-        (void)groupText.getAsInteger(10, group);
+        auto [storage, group] = packedForm(op);
         int64_t unit = int8Dot && !precise ? int8Unit(storage, group, vectorWidth) : 0;
         std::optional<std::pair<QuantizedRows, Value>> rowsOf;
         if (unit && !parallel)
