@@ -3,14 +3,17 @@
 # and runs each for SECONDS (default 60), seeded from the malformed-input
 # corpus and the fixtures. New crashes land in build-fuzz/<target>/crash-*.
 #
-#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant ...]
+#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant|artifact ...]
+#
+# `artifact` fuzzes the runtime's artifact loader (runtime/src, no LLVM), with
+# UBSan too.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${FUZZ_DIR:-$root/build-fuzz}"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant)
+[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant artifact)
 
 bash "$root/scripts/setup.sh"
 mkdir -p "$out"
@@ -24,7 +27,18 @@ sources=("$root"/lib/Frontend/{WeightStore,Safetensors,GGUF,HFConfig,GGUFConfig,
 
 for t in "${targets[@]}"; do
   bin="$out/${t}_fuzzer"
-  clang++-22 "${flags[@]}" "$root/test/fuzz/${t}_fuzzer.cpp" "${sources[@]}" "${libs[@]}" -o "$bin"
+  if [ "$t" = artifact ]; then
+    # The loader and what it links; the drivers' code loading is not reached
+    # (inspection and untrusted opens load no code).
+    sodium=()
+    [ -f /usr/include/sodium.h ] && sodium=(-DMOIR_HAVE_SODIUM -lsodium)
+    clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+      -I"$root/runtime/include" "$root/test/fuzz/artifact_fuzzer.cpp" \
+      "$root"/runtime/src/{cpu_driver,cuda_driver,gpu_driver,hip_driver,mapped_file,model,parallel,session,signature,status}.cpp \
+      "${sodium[@]}" -ldl -lpthread -o "$bin"
+  else
+    clang++-22 "${flags[@]}" "$root/test/fuzz/${t}_fuzzer.cpp" "${sources[@]}" "${libs[@]}" -o "$bin"
+  fi
   corpus="$out/$t/corpus"
   mkdir -p "$corpus"
   case "$t" in
@@ -32,6 +46,7 @@ for t in "${targets[@]}"; do
                  i=0; for f in $(find "$root/test/Frontend/corpus" -name model.safetensors); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
     gguf) cp -f "$root"/test/Frontend/corpus/*.gguf "$corpus/" ;;
     quant) cp -f "$root"/test/fuzz/corpus/quant/* "$corpus/" ;;
+    artifact) cp -f "$root"/test/fuzz/corpus/artifact/* "$corpus/" ;;
     config) i=0; for f in $(find "$root/test/Frontend/corpus" "$root/test/fixtures" -name config.json); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
   esac
   echo "== fuzzing $t for ${seconds}s"

@@ -111,3 +111,17 @@ if aarch64_tools and qemu_aarch64 and os.path.exists(qemu_aarch64) and \
     config.substitutions.append(
         ("%qemu_aarch64",
          "env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu QEMU_CPU=max " + qemu_aarch64))
+
+# The runtime's tools built with ASan+UBSan (%runtime_asan) and with TSan
+# (%runtime_tsan), and the plain build's (%runtime_dir): compiled models run
+# on them in the concurrency and fault tests.
+config.substitutions.append(("%runtime_dir", getattr(config, "moir_runtime_dir", "")))
+for kind in ("asan", "tsan"):
+    path = getattr(config, "moir_runtime_%s_dir" % kind, "")
+    if path and os.path.exists(os.path.join(path, "moir_concurrency_test")):
+        config.available_features.add("runtime-" + kind)
+        config.substitutions.append(("%runtime_" + kind, path))
+
+# signing: this build's moirc and runtime sign and check artifacts (libsodium).
+if os.path.exists("/usr/include/sodium.h"):
+    config.available_features.add("signing")

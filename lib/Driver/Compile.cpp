@@ -130,6 +130,26 @@ Expected<const TargetBackend *> configure(CompileOptions &options) {
   return *backend;
 }
 
+/// The prompt length the manifest's prefill costs are counted for.
+constexpr int64_t kCostPrompt = 512;
+
+/// The compiler's work model of a graph-phase module (the manifest's `cost`
+/// lines): counted on a copy carrying the target's lowering configuration.
+Error collectCosts(ModuleOp module, const TargetBackend &backend, const CompileOptions &options,
+                   std::vector<CostComponent> &costs) {
+  OwningOpRef<ModuleOp> copy(cast<ModuleOp>(module->clone()));
+  PassManager pm(module.getContext());
+  if (Error err = backend.buildLoweringConfig(pm, options))
+    return err;
+  if (failed(pm.run(*copy)))
+    return fail("writing the target's lowering configuration failed");
+  Expected<std::vector<CostComponent>> model = costModel(*copy, kCostPrompt);
+  if (!model)
+    return model.takeError();
+  costs = std::move(*model);
+  return Error::success();
+}
+
 /// Runs `backend`'s phases up to `last`, each as its own pass pipeline;
 /// with `info`, collects the manifest's entry description and lets the
 /// backend look at each phase.
@@ -143,6 +163,7 @@ Error runPhases(ModuleOp module, const TargetBackend &backend, const CompileOpti
                 "' (its phases: " + join(names, ", ") + ")");
   }
   DecodeReads reads;
+  std::vector<CostComponent> costs;
   for (CompilePhase phase : backend.phases()) {
     // The graph phase starts with the input phase's contract check.
     if (phase == CompilePhase::Input && last != CompilePhase::Input)
@@ -156,13 +177,18 @@ Error runPhases(ModuleOp module, const TargetBackend &backend, const CompileOpti
     if (failed(pm.run(module)))
       return fail("compiling to the '" + stringifyCompilePhase(phase) + "' phase failed");
     if (info) {
-      if (phase == CompilePhase::Graph)
+      if (phase == CompilePhase::Graph) {
         reads = decodeReads(module);
+        if (Error err = collectCosts(module, backend, options, costs))
+          return err;
+      }
       if (phase == CompilePhase::Linalg) {
         Expected<ArtifactInfo> entry = describeEntry(module, reads);
         if (!entry)
           return entry.takeError();
         *info = std::move(*entry);
+        info->costs = std::move(costs);
+        info->costPrompt = kCostPrompt;
       }
       if (Error err = backend.afterPhase(module, phase, options, *info))
         return err;
@@ -196,7 +222,7 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   if (!options.dequantizedWeightsPath.empty())
     if (Error err = writeDequantizedWeights(options.dequantizedWeightsPath, info, store))
       return err;
-  return writeArtifact(outputPath, info, *code, store);
+  return writeArtifact(outputPath, info, *code, store, options.signingKeyPath);
 }
 
 Error reportWork(ModuleOp module, CompileOptions options, int64_t context, int64_t prompt,

@@ -103,7 +103,16 @@ double keysPerQuery(moir::LoweringConfigAttr config, int64_t T, int64_t group,
 
 } // namespace
 
-llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_ostream &os) {
+namespace {
+
+using Components =
+    llvm::MapVector<std::string, CostComponent, std::map<std::string, unsigned>>;
+
+/// Walks the contractions of @forward once: fills `components` (when given)
+/// with the work of each op under its component's name and prints the report
+/// to `os` (when given).
+llvm::Error analyze(ModuleOp module, int64_t context, int64_t prompt, raw_ostream *out,
+                    Components *components) {
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   if (!forward)
     return llvm::createStringError("report: no @forward function");
@@ -155,6 +164,11 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
     Work w;
     Work before;
     bool differs = false;
+    // The component the op's work is attributed to, the routed experts it
+    // holds, and the work of shared experts folded into it.
+    StringRef kind = "projections";
+    int64_t experts = 0;
+    Work shared;
     if (auto linear = dyn_cast<llm::LinearOp>(op)) {
       w = linearWork(linear.getWeight());
     } else if (auto route = dyn_cast<moe::RouteOp>(op)) {
@@ -170,8 +184,11 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       ++fusedRoutes;
       betweenStepsUnfused += 8 * llm::getWeightShape(route.getRouter().getType())[0];
       w = linearWork(route.getRouter());
+      kind = "router";
     } else if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op)) {
       w = expertWork({ffn.getGate(), ffn.getUp(), ffn.getDown()});
+      kind = "experts";
+      experts = llm::getWeightShape(ffn.getGate().getType())[0];
       // rows, gate, up, hidden and output rows of every copy, the combined
       // result.
       double h = cast<ShapedType>(ffn.getRows().getType()).getDimSize(1),
@@ -181,6 +198,8 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
     } else if (auto fused = dyn_cast<moe::FusedExpertsOp>(op)) {
       ++fusedExperts;
       w = expertWork({fused.getGate(), fused.getUp(), fused.getDown()});
+      kind = "experts";
+      experts = llm::getWeightShape(fused.getGate().getType())[0];
       double h = cast<ShapedType>(fused.getInput().getType()).getDimSize(1),
              f = llm::getWeightShape(fused.getGate().getType())[1];
       // Fused: the gathered rows and the hidden rows of the routed copies
@@ -191,7 +210,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
         ++foldedShared;
         for (Value v : {fused.getSharedGateProj(), fused.getSharedUpProj(),
                         fused.getSharedDownProj()})
-          w.add(linearWork(v));
+          shared.add(linearWork(v));
       }
     } else if (auto attn = dyn_cast<llm::AttentionOp>(op)) {
       auto q = cast<ShapedType>(attn.getQuery().getType());
@@ -199,6 +218,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       auto v = cast<ShapedType>(attn.getValue().getType());
       double heads = q.getDimSize(1), dk = q.getDimSize(2), dv = v.getDimSize(2);
       double rowBytes = cacheRowBytes(attn.getKey()) + cacheRowBytes(attn.getValue());
+      kind = "attention";
       ++attentionLayers;
       quantizedCaches += attn.getKey().getDefiningOp<llm::DequantizeCacheOp>() != nullptr;
       cacheBytesPerToken += rowBytes;
@@ -235,6 +255,7 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       };
       auto absorbedCost = [&](double t, double s) { return t * (expand + s * (2 * rank + rope)); };
       double cacheBytes = cacheRowBytes(attend.getLatentCache()) + cacheRowBytes(attend.getRopeCache());
+      kind = "attention";
       ++attentionLayers;
       quantizedCaches += attend.getLatentCache().getDefiningOp<llm::DequantizeCacheOp>() != nullptr;
       cacheBytesPerToken += cacheBytes;
@@ -270,9 +291,30 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
       return;
     }
     Row &row = rows[layerOf(op)];
+    if (components) {
+      std::string layer = layerOf(op);
+      std::string prefix = layer == "rest" ? "head." : "layer." + layer + ".";
+      CostComponent &c = (*components)[prefix + kind.str()];
+      c.experts = std::max(c.experts, experts);
+      c.decodeFlops += w.decodeFlops;
+      c.decodeBytes += w.decodeBytes;
+      c.prefillFlops += w.prefillFlops;
+      c.prefillBytes += w.prefillBytes;
+      if (shared.decodeFlops || shared.decodeBytes) {
+        CostComponent &p = (*components)[prefix + "projections"];
+        p.decodeFlops += shared.decodeFlops;
+        p.decodeBytes += shared.decodeBytes;
+        p.prefillFlops += shared.prefillFlops;
+        p.prefillBytes += shared.prefillBytes;
+      }
+    }
+    w.add(shared);
     row.after.add(w);
     row.before.add(differs ? before : w);
   });
+  if (!out)
+    return llvm::Error::success();
+  raw_ostream &os = *out;
 
   os << "moirc report: work per token of the contractions (projections, expert FFNs, "
         "attention), 1 FLOP = 1 multiply or add\n";
@@ -321,6 +363,32 @@ llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_os
   }
   line("total", total);
   return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error printReport(ModuleOp module, int64_t context, int64_t prompt, raw_ostream &os) {
+  return analyze(module, context, prompt, &os, nullptr);
+}
+
+llvm::Expected<std::vector<CostComponent>> costModel(ModuleOp module, int64_t prompt) {
+  // Everything is linear in the decode context: the work at contexts 0 and
+  // 1 gives the intercept and the slope.
+  Components at0, at1;
+  if (llvm::Error err = analyze(module, 0, prompt, nullptr, &at0))
+    return std::move(err);
+  if (llvm::Error err = analyze(module, 1, prompt, nullptr, &at1))
+    return std::move(err);
+  std::vector<CostComponent> result;
+  for (auto &[name, c] : at0) {
+    CostComponent r = c;
+    r.name = name;
+    const CostComponent &one = at1[name];
+    r.decodeFlopsPerRow = one.decodeFlops - c.decodeFlops;
+    r.decodeBytesPerRow = one.decodeBytes - c.decodeBytes;
+    result.push_back(r);
+  }
+  return result;
 }
 
 } // namespace moir

@@ -1,12 +1,15 @@
 //===- Artifact.cpp - writing MoIR's compiled-model file -------------------===//
 
 #include "moir/Target/Artifact.h"
+#include "moir/Target/ArtifactSigning.h"
 #include "moir/Frontend/FloatBits.h"
 #include "moir/Frontend/Quantization.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstring>
@@ -76,7 +79,7 @@ std::optional<PackedArg> parsePacking(const ArtifactArg &arg) {
 } // namespace
 
 Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
-                    const frontend::WeightStore &store) {
+                    const frontend::WeightStore &store, StringRef signingKey) {
   auto fail = [&](const Twine &message) {
     return createStringError(inconvertibleErrorCode(), path + ": " + message);
   };
@@ -164,6 +167,21 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   }
   m << "decode weight_bytes " << static_cast<uint64_t>(decodeBytes) << " flops "
     << static_cast<uint64_t>(decodeFlops) << "\n";
+  // The compiler's work model per component, for the runtime's energy
+  // attribution (docs/artifact.md).
+  if (!info.costs.empty()) {
+    m << "cost_model prefill_prompt " << info.costPrompt << "\n";
+    for (const CostComponent &c : info.costs) {
+      m << "cost " << c.name
+        << format(" decode_flops %.17g %.17g decode_bytes %.17g %.17g prefill_flops %.17g "
+                  "prefill_bytes %.17g",
+                  c.decodeFlops, c.decodeFlopsPerRow, c.decodeBytes, c.decodeBytesPerRow,
+                  c.prefillFlops, c.prefillBytes);
+      if (c.experts)
+        m << " experts " << c.experts;
+      m << "\n";
+    }
+  }
 
   // The weights section, streamed from the mapped checkpoint (never held in
   // memory whole, read and converted once): `visit` sees it piece by piece,
@@ -240,10 +258,23 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   uint64_t manifestOffset = 64;
   uint64_t codeOffset = align64(manifestOffset + manifest.size());
   uint64_t weightsOffset = align64(codeOffset + code.size());
-  std::error_code ec;
-  raw_fd_ostream os(path, ec);
-  if (ec)
+  // Written to a new file beside `path` and renamed over it only once
+  // complete (and signed): a compile that fails, runs out of disk or is
+  // killed never leaves a half-written artifact at `path`; the partial file
+  // is removed on errors and on fatal signals (SIGKILL aside).
+  SmallString<256> tmpPath;
+  int fd = -1;
+  if (std::error_code ec = sys::fs::createUniqueFile(path + ".tmp-%%%%%%", fd, tmpPath))
     return fail("cannot write: " + ec.message());
+  sys::RemoveFileOnSignal(tmpPath);
+  bool committed = false;
+  auto cleanup = make_scope_exit([&] {
+    if (committed)
+      return;
+    sys::fs::remove(tmpPath);
+    sys::DontRemoveFileOnSignal(tmpPath);
+  });
+  raw_fd_ostream os(fd, /*shouldClose=*/true);
   auto u32 = [&](uint32_t v) { os.write(reinterpret_cast<const char *>(&v), 4); };
   auto u64 = [&](uint64_t v) { os.write(reinterpret_cast<const char *>(&v), 8); };
   auto pad = [&](uint64_t to) {
@@ -273,8 +304,19 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   std::string hex;
   raw_string_ostream(hex) << format_hex_no_prefix(weightsHash, 16);
   os.pwrite(hex.data(), hex.size(), manifestOffset + weightsHashPos);
-  if (os.has_error())
-    return fail("write failed");
+  os.close();
+  if (os.has_error()) {
+    std::string why = os.error().message();
+    os.clear_error();
+    return fail("write failed (" + why + "); nothing was written at " + path);
+  }
+  if (!signingKey.empty())
+    if (Error err = signArtifact(tmpPath, signingKey))
+      return fail(toString(std::move(err)));
+  if (std::error_code ec = sys::fs::rename(tmpPath, path))
+    return fail("cannot move the finished artifact into place: " + ec.message());
+  committed = true;
+  sys::DontRemoveFileOnSignal(tmpPath);
   return Error::success();
 }
 

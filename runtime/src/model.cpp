@@ -1,8 +1,10 @@
 // Opening artifacts: header, manifest, code checksum, driver.
 #include "gpu_driver.h"
 #include "model.h"
+#include "signature.h"
 #include "status.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -32,6 +34,27 @@ bool inFile(uint64_t offset, uint64_t bytes, size_t size) {
   return offset <= size && bytes <= size - offset;
 }
 
+/// Bounds on what a manifest may declare: any dimension, and the elements
+/// of any buffer (so byte sizes computed from them cannot overflow).
+constexpr int64_t kMaxDim = int64_t(1) << 40;
+constexpr uint64_t kMaxElements = uint64_t(1) << 44;
+
+/// Exactly 16 hex digits.
+bool parseHex64(const std::string &text, uint64_t *out) {
+  if (text.size() != 16)
+    return false;
+  uint64_t v = 0;
+  for (char c : text) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0)
+      return false;
+    v = v * 16 + static_cast<uint64_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
 moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
   std::istringstream in(m->manifest);
   std::string line;
@@ -40,7 +63,7 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
     return fail(MOIR_ERROR_FORMAT, m->path + ": manifest line " + std::to_string(lineNo) +
                                        ": " + why);
   };
-  bool sawEntry = false, sawChecksum = false;
+  bool sawEntry = false, sawChecksum = false, sawModel = false;
   while (std::getline(in, line)) {
     ++lineNo;
     std::istringstream words(line);
@@ -59,8 +82,11 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
     } else if (key == "model") {
       std::string family, k1, k2, k3;
       if (!(words >> family >> k1 >> m->vocab >> k2 >> m->layers >> k3 >> m->capacity) ||
-          k1 != "vocab" || k2 != "layers" || k3 != "capacity" || m->vocab <= 0)
+          k1 != "vocab" || k2 != "layers" || k3 != "capacity" || m->vocab <= 0 ||
+          m->vocab > kMaxDim || m->layers < 0 || m->layers > kMaxDim || m->capacity < 1 ||
+          m->capacity > kMaxDim)
         return bad("malformed model line");
+      sawModel = true;
     } else if (key == "entry") {
       std::string name;
       words >> name;
@@ -72,12 +98,26 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       size_t index = 0, rank = 0;
       if (!(words >> index >> arg.kind >> arg.dtype >> rank) || index != m->args.size() || rank > 8)
         return bad("malformed arg line");
+      // Dimensions are positive, and bounded so that no buffer size a
+      // session computes from them overflows; -1 (the run's tokens) only
+      // leads the shapes of tokens, positions and logits.
+      bool runSized = arg.kind == "tokens" || arg.kind == "positions" || arg.kind == "logits";
+      uint64_t elements = 1;
       for (size_t i = 0; i < rank; ++i) {
         int64_t d = 0;
         if (!(words >> d))
           return bad("arg shape too short");
+        if (d == -1 && i == 0 && runSized) {
+          arg.shape.push_back(d);
+          continue;
+        }
+        if (d < 1 || d > kMaxDim || elements > kMaxElements / static_cast<uint64_t>(d))
+          return bad("arg dimension " + std::to_string(d) + " out of range");
+        elements *= static_cast<uint64_t>(d);
         arg.shape.push_back(d);
       }
+      if (runSized && (arg.shape.empty() || arg.shape[0] != -1))
+        return bad("a " + arg.kind + " arg leads with the run's token dimension -1");
       if (arg.kind == "weight" && !(words >> arg.offset >> arg.bytes >> arg.names))
         return bad("weight arg without its region");
       m->args.push_back(arg);
@@ -85,8 +125,8 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       std::string c, w, codeHex, weightsHex;
       if (!(words >> c >> codeHex >> w >> weightsHex) || c != "code" || w != "weights")
         return bad("malformed checksum line");
-      *codeChecksum = std::stoull(codeHex, nullptr, 16);
-      m->weightsChecksum = std::stoull(weightsHex, nullptr, 16);
+      if (!parseHex64(codeHex, codeChecksum) || !parseHex64(weightsHex, &m->weightsChecksum))
+        return bad("checksums must be 16 hex digits");
       sawChecksum = true;
     } else if (key == "kernel") {
       std::string name;
@@ -98,17 +138,54 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       if (!(words >> b >> m->decodeWeightBytes >> f >> m->decodeFlops) || b != "weight_bytes" ||
           f != "flops")
         return bad("malformed decode line");
+    } else if (key == "cost_model") {
+      // The compiler's work model per component, for energy attribution:
+      // `cost_model prefill_prompt N`, then one `cost` line per component.
+      std::string p;
+      if (!(words >> p >> m->costPrompt) || p != "prefill_prompt" || m->costPrompt < 1 ||
+          m->costPrompt > kMaxDim)
+        return bad("malformed cost_model line");
+    } else if (key == "cost") {
+      // cost NAME decode_flops F0 F1 decode_bytes B0 B1 prefill_flops PF
+      //      prefill_bytes PB [experts N]
+      moir::rt::Cost c;
+      std::string k1, k2, k3, k4, k5;
+      bool ok = static_cast<bool>(words >> c.name >> k1 >> c.decodeFlops >> c.decodeFlopsPerRow >>
+                                  k2 >> c.decodeBytes >> c.decodeBytesPerRow >> k3 >>
+                                  c.prefillFlops >> k4 >> c.prefillBytes) &&
+                k1 == "decode_flops" && k2 == "decode_bytes" && k3 == "prefill_flops" &&
+                k4 == "prefill_bytes";
+      if (ok && words >> k5)
+        ok = k5 == "experts" && words >> c.experts && c.experts >= 1 && c.experts <= kMaxDim &&
+             !(words >> k5);
+      for (double v : {c.decodeFlops, c.decodeFlopsPerRow, c.decodeBytes, c.decodeBytesPerRow,
+                       c.prefillFlops, c.prefillBytes})
+        ok = ok && std::isfinite(v) && v >= 0;
+      if (!ok)
+        return bad("malformed cost line");
+      m->costs.push_back(c);
     } else if (!key.empty()) {
       return bad("unknown key '" + key + "'");
     }
   }
-  if (!sawEntry || !sawChecksum || m->target.empty())
-    return fail(MOIR_ERROR_FORMAT, m->path + ": manifest lacks target, entry or checksum");
+  if (!sawEntry || !sawChecksum || !sawModel || m->target.empty())
+    return fail(MOIR_ERROR_FORMAT, m->path + ": manifest lacks target, model, entry or checksum");
+  if (!m->costs.empty() && m->costPrompt == 0)
+    return fail(MOIR_ERROR_FORMAT, m->path + ": cost lines without 'cost_model prefill_prompt N'");
   // The calling convention the compiler emits.
   const auto &a = m->args;
   if (a.size() < 4 || a[0].kind != "tokens" || a[1].kind != "positions" ||
       a[2].kind != "offset" || a.back().kind != "logits")
     return fail(MOIR_ERROR_FORMAT, m->path + ": unexpected entry arguments");
+  // The code indexes the caches by position up to the capacity, and writes
+  // [tokens, vocab] logits.
+  for (const auto &arg : a)
+    if (arg.kind == "cache" && (arg.shape.empty() || arg.shape[0] != m->capacity))
+      return fail(MOIR_ERROR_FORMAT, m->path + ": a cache argument's rows differ from the "
+                                               "capacity " + std::to_string(m->capacity));
+  if (a.back().shape.size() != 2 || a.back().shape[1] != m->vocab)
+    return fail(MOIR_ERROR_FORMAT, m->path + ": the logits are not [tokens, vocab " +
+                                       std::to_string(m->vocab) + "]");
   for (const auto &arg : a)
     if (arg.kind == "weight" && !inFile(arg.offset, arg.bytes, m->weightBytes))
       return fail(MOIR_ERROR_FORMAT, m->path + ": weight region of " + arg.names +
@@ -160,7 +237,8 @@ std::string knownDrivers() {
 
 } // namespace
 
-static moir_status openModel(const char *path, bool loadCode, moir_model **out) {
+static moir_status openModel(const char *path, bool loadCode, const char *trustedKeys,
+                             moir_model **out) {
   if (!path || !out)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_open: null argument");
   *out = nullptr;
@@ -172,8 +250,15 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
   };
   if (moir_status s = moir_map_file(path, &m->file); s != MOIR_OK)
     return reject(s);
+  // With trusted keys, only the signed bytes are the artifact.
+  size_t size = m->file.size;
+  if (trustedKeys)
+    if (moir_status s = moir::rt::verifySignature(m->path, m->file.data, m->file.size,
+                                                  trustedKeys, &size);
+        s != MOIR_OK)
+      return reject(s);
   Header h;
-  if (m->file.size < sizeof h)
+  if (size < sizeof h)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
   std::memcpy(&h, m->file.data, sizeof h);
   if (std::memcmp(h.magic, "MOIRART\0", 8) != 0)
@@ -182,10 +267,16 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
     return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": artifact version " +
                                                    std::to_string(h.version) +
                                                    " (this runtime reads 1)"));
-  size_t size = m->file.size;
+  if (h.headerBytes != sizeof h)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": header size " +
+                                              std::to_string(h.headerBytes) + " (expected 64)"));
   if (!inFile(h.manifestOffset, h.manifestBytes, size) || !inFile(h.codeOffset, h.codeBytes, size) ||
       !inFile(h.weightsOffset, h.weightsBytes, size) || h.weightsOffset % 64 != 0)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": sections lie outside the file (truncated?)"));
+  // In order, not overlapping: header, manifest, code, weights.
+  if (h.manifestOffset < sizeof h || h.codeOffset < h.manifestOffset + h.manifestBytes ||
+      h.weightsOffset < h.codeOffset + h.codeBytes)
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": sections overlap (corrupted header)"));
   m->manifest.assign(reinterpret_cast<const char *>(m->file.data + h.manifestOffset), h.manifestBytes);
   m->weights = m->file.data + h.weightsOffset;
   m->weightBytes = h.weightsBytes;
@@ -212,11 +303,16 @@ static moir_status openModel(const char *path, bool loadCode, moir_model **out) 
 }
 
 extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
-  return openModel(path, /*loadCode=*/true, out);
+  return openModel(path, /*loadCode=*/true, nullptr, out);
+}
+
+extern "C" moir_status moir_model_open_trusted(const char *path, const char *trustedKeys,
+                                               moir_model **out) {
+  return openModel(path, /*loadCode=*/true, trustedKeys, out);
 }
 
 extern "C" moir_status moir_model_open_for_inspection(const char *path, moir_model **out) {
-  return openModel(path, /*loadCode=*/false, out);
+  return openModel(path, /*loadCode=*/false, nullptr, out);
 }
 
 extern "C" void moir_model_close(moir_model *m) {

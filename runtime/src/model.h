@@ -49,6 +49,15 @@ void unloadSharedObject(void *handle);
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
                           const uint8_t *weights, size_t weightBytes, Driver **out);
 
+/// One component's work per token as the compiler counted it (a manifest
+/// `cost` line; moir_cost in runtime.h).
+struct Cost {
+  std::string name;
+  double decodeFlops = 0, decodeFlopsPerRow = 0, decodeBytes = 0, decodeBytesPerRow = 0;
+  double prefillFlops = 0, prefillBytes = 0;
+  int64_t experts = 0;
+};
+
 } // namespace moir::rt
 
 struct moir_model {
@@ -63,6 +72,10 @@ struct moir_model {
   uint64_t weightBytes = 0;
   uint64_t weightsChecksum = 0;
   uint64_t decodeWeightBytes = 0, decodeFlops = 0;
+  /// The manifest's `cost` lines and the prompt of their prefill counts
+  /// (`cost_model prefill_prompt N`); empty and 0 when it has none.
+  std::vector<moir::rt::Cost> costs;
+  int64_t costPrompt = 0;
   moir::rt::Driver *driver = nullptr;
 };
 

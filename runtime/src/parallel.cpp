@@ -32,7 +32,10 @@ public:
   int32_t size() const { return static_cast<int32_t>(workers.size()) + 1; }
 
   /// Runs fn(t) for t in [0, size()) on the team; the caller is thread 0.
+  /// Forks from different threads (sessions running at once) take the team
+  /// one after the other.
   template <typename Fn> void run(Fn &&fn) {
+    std::lock_guard<std::mutex> exclusive(forkMutex);
     {
       std::lock_guard<std::mutex> lock(mutex);
       task = [&fn](int32_t t) { fn(t); };
@@ -114,6 +117,7 @@ private:
   }
 
   std::vector<std::thread> workers;
+  std::mutex forkMutex;
   std::mutex mutex;
   std::condition_variable wake, done;
   std::function<void(int32_t)> task;

@@ -32,6 +32,8 @@ extern "C" const char *moir_status_name(moir_status status) {
     return "MOIR_ERROR_UNSUPPORTED";
   case MOIR_ERROR_DEVICE:
     return "MOIR_ERROR_DEVICE";
+  case MOIR_ERROR_UNTRUSTED:
+    return "MOIR_ERROR_UNTRUSTED";
   }
   return "MOIR_ERROR_UNKNOWN";
 }

@@ -2,6 +2,7 @@
 //
 // moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] [--top-k K]
 //          [--top-p P] [--seed S] [--json] [--bandwidth] [--prefill-chunk N]
+//          [--energy-report FILE.json [--energy-source S] ...]
 // moir-run --inspect [--verify] MODEL.moir
 // moir-run --help
 //
@@ -11,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "bandwidth.h"
+#include "energy_report.h"
 #include "moir/runtime.h"
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,6 +53,22 @@ const char kUsage[] =
     "  --json                one JSON line: tokens, prefill and decode rates, decode counts\n"
     "  --bandwidth           measure the memory bandwidth before and after (STREAM triad,\n"
     "                        as moir-bandwidth) and compare decode with the bound it sets\n"
+    "Energy (docs/energy.md):\n"
+    "  --energy-report FILE  measure the energy of prefill and decode with the hardware's\n"
+    "                        counters and write a JSON report: J/token per phase, its\n"
+    "                        uncertainty, the split over layers and experts; without a\n"
+    "                        counter, 'not measured' and a labelled estimate\n"
+    "  --energy-source S     auto (default), rapl, perf, nvml, amdsmi or none\n"
+    "  --energy-idle-seconds T  idle power measured for T s first and subtracted\n"
+    "                        (default 1; 0: not subtracted)\n"
+    "  --energy-min-seconds T   replay each phase until it ran T s (default: 1, or 50\n"
+    "                        counter updates if longer)\n"
+    "  --energy-coefficients A,B  J per byte and J per FLOP for the attribution\n"
+    "                        (default: fitted to the measurements)\n"
+    "Trust:\n"
+    "  --trusted-keys FILE   refuse the model unless it is signed (moirc --sign) by one of\n"
+    "                        the public keys in FILE (moirc --generate-signing-key's .pub\n"
+    "                        lines); also read from MOIR_TRUSTED_KEYS\n"
     "Inspection (loads no code: works without the target's GPU):\n"
     "  --inspect             print the manifest and the size of the weights\n"
     "  --verify              with --inspect, also verify the weights' checksum\n"
@@ -121,10 +140,13 @@ bool parseTokens(const char *text, std::vector<int32_t> &out) {
 
 struct Options {
   const char *path = nullptr;
+  const char *trustedKeys = nullptr;
   std::vector<int32_t> prompt;
   long steps = 32, chunk = 0;
   bool json = false, inspect = false, bandwidth = false, verify = false, help = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
+  const char *energyReport = nullptr;
+  moir::energy::Options energy;
 };
 
 /// Reads the command line into `o`; returns 0, or the exit code of an error
@@ -146,6 +168,38 @@ int parseOptions(int argc, char **argv, Options &o) {
     else if (a == "--verify") o.verify = true;
     else if (a == "--json") o.json = true;
     else if (a == "--bandwidth") o.bandwidth = true;
+    else if (a == "--trusted-keys") {
+      if (!value())
+        return usageError(a + " needs a value");
+      o.trustedKeys = v;
+    }
+    else if (a == "--energy-report" || a == "--energy-source" || a == "--energy-idle-seconds" ||
+             a == "--energy-min-seconds" || a == "--energy-coefficients") {
+      if (!value())
+        return usageError(a + " needs a value");
+      std::string s = v;
+      if (a == "--energy-report") {
+        o.energyReport = v;
+      } else if (a == "--energy-source") {
+        if (s != "auto" && s != "rapl" && s != "perf" && s != "nvml" && s != "amdsmi" &&
+            s != "none")
+          return invalid("auto, rapl, perf, nvml, amdsmi or none");
+        o.energy.source = s;
+      } else if (a == "--energy-coefficients") {
+        size_t comma = s.find(',');
+        double b = 0;
+        if (comma == std::string::npos || !parseReal(s.substr(0, comma).c_str(), &real) ||
+            !parseReal(s.c_str() + comma + 1, &b) || real < 0 || b < 0)
+          return invalid("J per byte and J per FLOP, two numbers >= 0: e.g. 1e-10,2e-11");
+        o.energy.coefficientsGiven = true;
+        o.energy.alpha = real;
+        o.energy.beta = b;
+      } else {
+        if (!parseReal(v, &real) || real < 0 || real > 3600)
+          return invalid("seconds, a number in [0, 3600]");
+        (a == "--energy-idle-seconds" ? o.energy.idleSeconds : o.energy.minSeconds) = real;
+      }
+    }
     else if (a == "--tokens" || a == "-n" || a == "--prefill-chunk" || a == "--temperature" ||
              a == "--top-k" || a == "--top-p" || a == "--seed") {
       if (!value())
@@ -180,6 +234,9 @@ int parseOptions(int argc, char **argv, Options &o) {
       o.path = argv[i];
     }
   }
+  if (!o.trustedKeys)
+    if (const char *env = std::getenv("MOIR_TRUSTED_KEYS"); env && *env)
+      o.trustedKeys = env;
   if (!o.path)
     return usageError("no model given (MODEL.moir)");
   if (!o.inspect && o.prompt.empty())
@@ -219,28 +276,47 @@ int generate(const Options &o) {
   const long steps = o.steps, chunk = o.chunk;
   const bool json = o.json, bandwidth = o.bandwidth;
   moir_model *model = nullptr;
-  if (moir_model_open(o.path, &model) != MOIR_OK)
+  if (moir_model_open_trusted(o.path, o.trustedKeys, &model) != MOIR_OK)
     return runtimeError();
   moir_session *session = nullptr;
+  // Released on every way out, errors included.
+  struct Release {
+    moir_model *&model;
+    moir_session *&session;
+    ~Release() {
+      moir_session_destroy(session);
+      moir_model_close(model);
+    }
+  } release{model, session};
   if (moir_session_create(model, 0, &session) != MOIR_OK)
     return runtimeError();
   uint64_t rng;
   moir_sampling_init(&o.sampling, &rng);
   int64_t vocab = moir_model_vocab_size(model);
   std::vector<int32_t> generated;
+  // --energy-report: the counter opened and idle power measured first.
+  std::unique_ptr<moir::energy::Recorder> energy;
+  if (o.energyReport)
+    energy = std::make_unique<moir::energy::Recorder>(model, o.path, o.energy);
   // Bandwidth is bimodal on some machines: measure it before and after.
   double gbpsBefore = bandwidth ? moir::measureBandwidth() : 0.0;
   double t0 = now();
   // A long prompt may run in chunks (--prefill-chunk): each appends to the
   // cache, as a server prefilling a long context does.
   size_t step = chunk > 0 ? static_cast<size_t>(chunk) : prompt.size();
+  if (energy)
+    energy->beginPrefill();
   for (size_t at = 0; at < prompt.size(); at += step) {
     size_t n = std::min(step, prompt.size() - at);
     if (moir_session_run(session, prompt.data() + at, static_cast<int64_t>(n)) != MOIR_OK)
       return runtimeError();
   }
   double prefillTime = now() - t0;
+  if (energy)
+    energy->endPrefill(static_cast<int64_t>(prompt.size()), chunk);
   double t1 = now();
+  if (energy)
+    energy->beginDecode(static_cast<int64_t>(prompt.size()), steps > 1 ? steps - 1 : 0);
   for (long i = 0; i < steps; ++i) {
     int32_t next;
     if (moir_sample(moir_session_logits(session), vocab, &o.sampling, &rng, &next) != MOIR_OK)
@@ -250,8 +326,12 @@ int generate(const Options &o) {
       break;
     if (moir_session_run(session, &next, 1) != MOIR_OK)
       return runtimeError();
+    if (energy)
+      energy->decodeStep();
   }
   double decodeTime = now() - t1;
+  if (energy)
+    energy->endDecode();
   double prefillRate = prompt.size() / prefillTime;
   double decodeRate = steps > 1 ? (steps - 1) / decodeTime : 0.0;
   double gbpsAfter = bandwidth ? moir::measureBandwidth() : 0.0;
@@ -296,8 +376,22 @@ int generate(const Options &o) {
                   gbpsBefore, gbpsAfter, stepBytes / 1e6, boundRate,
                   boundRate > 0 ? 100.0 * decodeRate / boundRate : 0.0);
   }
-  moir_session_destroy(session);
-  moir_model_close(model);
+  if (energy) {
+    // Replays of the phases (the same tokens) until each ran long enough
+    // for the counter, then the report.
+    std::vector<int32_t> fed(generated.begin(), generated.end() - (generated.empty() ? 0 : 1));
+    std::string error;
+    if (energy->replay(session, prompt, chunk, fed) != MOIR_OK)
+      return runtimeError();
+    if (!energy->write(o.energyReport, static_cast<int64_t>(generated.size()), &error)) {
+      std::fprintf(stderr, "moir-run: error: %s\n", error.c_str());
+      return 1;
+    }
+    for (const std::string &w : energy->warnings())
+      std::fprintf(stderr, "moir-run: warning: %s\n", w.c_str());
+    std::fprintf(stderr, "moir-run: %s; report: %s\n", energy->summary().c_str(),
+                 o.energyReport);
+  }
   return 0;
 }
 

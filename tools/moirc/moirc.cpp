@@ -15,6 +15,7 @@
 #include "moir/Frontend/Importer.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Options.h"
+#include "moir/Target/ArtifactSigning.h"
 #include "moir/Target/TargetBackend.h"
 
 #include "mlir/IR/AsmState.h"
@@ -28,6 +29,8 @@
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
+
+#include <csignal>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -45,7 +48,7 @@ moir::CompileOptions options;
 
 cl::opt<std::string> inputFile(cl::Positional,
                                cl::desc("<checkpoint folder | model.gguf | module.mlir>"),
-                               cl::Required, cl::cat(ioCategory));
+                               cl::Optional, cl::cat(ioCategory));
 cl::opt<std::string> outputFile("o", cl::desc("output file: the artifact, or the IR of a phase "
                                                "(default: stdout)"),
                                 cl::value_desc("file"), cl::init("-"), cl::cat(ioCategory));
@@ -69,6 +72,17 @@ cl::opt<std::string, true> dequantizedWeights(
     cl::desc("also write each quantized weight's values as the compiled code sees them (f32 "
              "safetensors, one tensor per checkpoint tensor), for references"),
     cl::value_desc("file"), cl::location(options.dequantizedWeightsPath), cl::cat(ioCategory));
+
+cl::opt<std::string, true> signingKey(
+    "sign",
+    cl::desc("sign the artifact with this secret key (Ed25519; a runtime given trusted keys "
+             "refuses unsigned or wrongly signed artifacts)"),
+    cl::value_desc("key file"), cl::location(options.signingKeyPath), cl::cat(ioCategory));
+cl::opt<std::string> generateKey(
+    "generate-signing-key",
+    cl::desc("write a new signing key pair to PREFIX.key (secret) and PREFIX.pub (public, for "
+             "the runtime's trusted-keys file), then exit"),
+    cl::value_desc("PREFIX"), cl::cat(ioCategory));
 
 cl::opt<bool> report("report",
                      cl::desc("print, per layer and in total, the FLOPs and bytes per decode "
@@ -129,6 +143,9 @@ bool refuseForeignOptions(llvm::StringRef targetName) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // A file-size limit then fails the write like a full disk does, with an
+  // error, instead of killing moirc.
+  std::signal(SIGXFSZ, SIG_IGN);
   moir::registerAllPasses(); // for -mlir-print-ir-after=<pass>; registers the targets too
   // --target's help lists the backends this build has, as they describe
   // themselves.
@@ -156,6 +173,15 @@ int main(int argc, char **argv) {
       "  moirc MODEL --report                         FLOPs and bytes per token\n\n"
       "MODEL: a Hugging Face checkpoint folder, a GGUF file or a .mlir module.\n");
 
+  if (!generateKey.empty()) {
+    if (llvm::Error err = moir::generateSigningKey(generateKey))
+      return error(llvm::toString(std::move(err)));
+    llvm::outs() << "wrote " << generateKey << ".key (secret) and " << generateKey
+                 << ".pub (public)\n";
+    return 0;
+  }
+  if (inputFile.empty())
+    return error("no input: moirc MODEL ... (moirc --help)");
   std::optional<moir::CompilePhase> phase = moir::parseCompilePhase(compileTo);
   if (!phase) {
     llvm::SmallVector<std::string> names;
@@ -176,6 +202,8 @@ int main(int argc, char **argv) {
   if (report && (reportContext < 1 || reportPrompt < 1))
     return error("--report-context and --report-prompt must be positive");
   bool artifact = !target.empty() && !given("compile-to");
+  if (!options.signingKeyPath.empty() && !artifact)
+    return error("--sign goes with an artifact (--target=... -o FILE)");
   if (artifact && outputFile == "-" && !report)
     return error("--target needs -o <artifact.moir> (or --compile-to=PHASE for its IR)");
 

@@ -12,6 +12,7 @@
 #define MOIR_DRIVER_COMPILE_H
 
 #include "moir/Pipelines/Options.h"
+#include "moir/Target/Artifact.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/Error.h"
@@ -46,6 +47,10 @@ llvm::Error reportWork(mlir::ModuleOp module, CompileOptions options, int64_t co
 /// #moir.lowering_config.
 llvm::Error printReport(mlir::ModuleOp module, int64_t context, int64_t prompt,
                         llvm::raw_ostream &os);
+
+/// The cost components of a module in the graph phase carrying a
+/// #moir.lowering_config, prefill counted for a `prompt`-token prompt.
+llvm::Expected<std::vector<CostComponent>> costModel(mlir::ModuleOp module, int64_t prompt);
 
 } // namespace moir
 

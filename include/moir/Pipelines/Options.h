@@ -88,6 +88,8 @@ struct CompileOptions {
   /// Also write every quantized weight's values as the compiled code sees
   /// them (f32, safetensors) to this file, for references; empty: no.
   std::string dequantizedWeightsPath;
+  /// With a key file (moirc --sign): the artifact is signed with it.
+  std::string signingKeyPath;
 };
 
 /// Checks the values an option list cannot (a known KV-cache format, a

@@ -41,6 +41,21 @@ struct ArtifactArg {
   bool gathered = false;
 };
 
+/// One component's work per token as the compiler counts it (the manifest's
+/// `cost` lines, the runtime's energy attribution): a decode token at
+/// context S does decodeFlops + S * decodeFlopsPerRow FLOPs and reads
+/// decodeBytes + S * decodeBytesPerRow bytes; a token of a `prompt`-token
+/// prefill from an empty cache does prefillFlops and reads prefillBytes.
+/// Components: layer.<i>.{attention,router,experts,projections} and
+/// head.projections (the LM head); `experts` is the routed experts an
+/// experts component holds.
+struct CostComponent {
+  std::string name;
+  double decodeFlops = 0, decodeFlopsPerRow = 0, decodeBytes = 0, decodeBytesPerRow = 0;
+  double prefillFlops = 0, prefillBytes = 0;
+  int64_t experts = 0;
+};
+
 struct ArtifactInfo {
   /// "cpu <triple> <cpu-name>".
   std::string target;
@@ -50,13 +65,19 @@ struct ArtifactInfo {
   /// GPU kernels the code launches ("module.function"), listed for
   /// inspection; CPU artifacts have none.
   std::vector<std::string> kernels;
-
+  /// The compiler's work model per component (manifest `cost` lines), the
+  /// prefill counted for `costPrompt` tokens; empty: no cost lines.
+  std::vector<CostComponent> costs;
+  int64_t costPrompt = 0;
 };
 
 /// Writes the artifact; weights are copied from `store` in argument order.
-/// Errors name the file or the tensor.
+/// The file appears at `path` only once complete (written beside it, then
+/// renamed); with `signingKey` (a key file of moirc --generate-signing-key)
+/// it is signed first. Errors name the file or the tensor.
 llvm::Error writeArtifact(llvm::StringRef path, const ArtifactInfo &info,
-                          llvm::StringRef code, const frontend::WeightStore &store);
+                          llvm::StringRef code, const frontend::WeightStore &store,
+                          llvm::StringRef signingKey = "");
 
 /// Writes the f32 values of every quantized weight of `info` as the packed
 /// form holds them (scale * code + offset), one safetensors tensor per

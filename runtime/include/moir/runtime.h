@@ -29,6 +29,9 @@ typedef enum moir_status {
   MOIR_ERROR_UNSUPPORTED = 5,
   /* The GPU (or its driver library) failed or is missing. */
   MOIR_ERROR_DEVICE = 6,
+  /* Trusted keys are configured and the artifact is unsigned, signed by
+   * another key, or changed since it was signed. */
+  MOIR_ERROR_UNTRUSTED = 7,
 } moir_status;
 
 /* Human-readable description of the last failure on this thread ("" if none). */
@@ -59,6 +62,16 @@ moir_status moir_model_open(const char *path, moir_model **out);
  * needs no device (inspection on a machine without the target's GPU);
  * sessions on such a model are refused. */
 moir_status moir_model_open_for_inspection(const char *path, moir_model **out);
+/* Opens like moir_model_open once the artifact's signature (moirc --sign)
+ * checks against the public keys in trusted_keys_path (one line
+ * "moir-ed25519-public-key <64 hex digits>" per key, as moirc
+ * --generate-signing-key writes them; blank lines and '#' comments).
+ * Unsigned artifacts, artifacts signed by a key not in the file, and signed
+ * artifacts changed since are refused with MOIR_ERROR_UNTRUSTED. Checking
+ * reads every byte of the file once. A null trusted_keys_path is
+ * moir_model_open. */
+moir_status moir_model_open_trusted(const char *path, const char *trusted_keys_path,
+                                    moir_model **out);
 void moir_model_close(moir_model *model);
 
 /* The manifest text (format version, target, model, entry arguments, tensor
@@ -125,6 +138,74 @@ void moir_sampling_init(const moir_sampling *params, uint64_t *state);
 moir_status moir_sample(const float *logits, int64_t vocab,
                         const moir_sampling *params, uint64_t *state,
                         int32_t *token);
+
+/* ---- Energy ------------------------------------------------------------- */
+
+/* One component's work per token as the compiler counted it (the manifest's
+ * `cost` lines; docs/energy.md): a decode token at context S (cache rows it
+ * attends to) does decode_flops + S * decode_flops_per_row FLOPs and reads
+ * decode_bytes + S * decode_bytes_per_row bytes (weights and KV cache); a
+ * token of a prefill of moir_model_cost_prompt() tokens from an empty cache
+ * does prefill_flops FLOPs and reads prefill_bytes bytes. Components:
+ * "layer.<i>.attention", "layer.<i>.router", "layer.<i>.experts" (experts:
+ * the routed experts it holds, 0 otherwise), "layer.<i>.projections",
+ * "head.projections". `name` lives as long as the model. */
+typedef struct moir_cost {
+  const char *name;
+  double decode_flops, decode_flops_per_row;
+  double decode_bytes, decode_bytes_per_row;
+  double prefill_flops, prefill_bytes;
+  int64_t experts;
+} moir_cost;
+
+/* Components of the model's cost model. An artifact without cost lines (an
+ * older compiler) has one, "model", from its `decode` line: the decode
+ * weight bytes and FLOPs per token, the same for prefill tokens, nothing per
+ * row; moir_model_cost_prompt() is then 0. */
+int64_t moir_model_cost_count(const moir_model *model);
+moir_status moir_model_cost(const moir_model *model, int64_t index, moir_cost *out);
+/* The prompt length the prefill costs are counted for (0: no cost lines). */
+int64_t moir_model_cost_prompt(const moir_model *model);
+
+/* A hardware energy counter: RAPL through Linux powercap
+ * (MOIR_POWERCAP_ROOT, default /sys/class/powercap; package zones and their
+ * DRAM subzones) or the perf `power` PMU, NVIDIA's NVML or AMD SMI (both
+ * loaded with dlopen when opened). */
+typedef struct moir_energy_meter moir_energy_meter;
+
+typedef struct moir_energy_info {
+  /* "rapl", "perf", "nvml", "amdsmi"; "none" when no counter is available. */
+  const char *source;
+  /* What the counter covers: the zones, events or devices summed. */
+  const char *detail;
+  /* Why no counter is available ("" when one is). */
+  const char *reason;
+  int available;
+  /* The counter's unit (joules per count). */
+  double resolution_j;
+  /* How often the hardware updates the counter, as documented for the
+   * source (an assumption; measure it by polling where it matters). */
+  double update_interval_s;
+  /* The raw counter's range, after which it wraps (0: 64 bits, never in
+   * practice). Reads undo wraps as long as they are less than one range
+   * apart. */
+  double wrap_j;
+} moir_energy_info;
+
+/* Opens a counter: source "rapl", "perf", "nvml", "amdsmi", "none", or
+ * "auto"/NULL: the first available of nvml (for a model whose target is
+ * nvidia), amdsmi (target amd), rapl then perf (target cpu, or no model).
+ * A counter that is not available still opens: describe says why, reads
+ * fail with MOIR_ERROR_UNSUPPORTED. An unknown source name is
+ * MOIR_ERROR_INVALID_ARGUMENT. */
+moir_status moir_energy_meter_open(const char *source, const moir_model *model,
+                                   moir_energy_meter **out);
+/* Joules counted since the meter opened (wraps undone); MOIR_ERROR_IO when
+ * a counter cannot be read. */
+moir_status moir_energy_meter_read(moir_energy_meter *meter, double *joules);
+/* The strings live as long as the meter. */
+void moir_energy_meter_describe(const moir_energy_meter *meter, moir_energy_info *out);
+void moir_energy_meter_close(moir_energy_meter *meter);
 
 #ifdef __cplusplus
 }
