@@ -123,5 +123,6 @@ for kind in ("asan", "tsan"):
         config.substitutions.append(("%runtime_" + kind, path))
 
 # signing: this build's moirc and runtime sign and check artifacts (libsodium).
-if os.path.exists("/usr/include/sodium.h"):
+sodium = getattr(config, "moir_sodium_library", "")
+if sodium and not sodium.endswith("-NOTFOUND"):
     config.available_features.add("signing")

@@ -262,10 +262,26 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   // complete (and signed): a compile that fails, runs out of disk or is
   // killed never leaves a half-written artifact at `path`; the partial file
   // is removed on errors and on fatal signals (SIGKILL aside).
+  // A symbolic link is followed: its target is replaced and the link kept.
+  // Outputs that are not regular files (a FIFO, a device) are refused: the
+  // artifact is patched in place and signed after it is written.
+  SmallString<256> target(path);
+  sys::fs::file_status existing;
+  bool exists = !sys::fs::status(path, existing, /*follow=*/false);
+  if (exists && sys::fs::is_symlink_file(existing)) {
+    if (std::error_code ec = sys::fs::real_path(path, target))
+      return fail("cannot follow the symbolic link: " + ec.message());
+    exists = !sys::fs::status(target, existing);
+  }
+  if (exists && !sys::fs::is_regular_file(existing))
+    return fail("not a regular file: artifacts are written to regular files");
   SmallString<256> tmpPath;
   int fd = -1;
-  if (std::error_code ec = sys::fs::createUniqueFile(path + ".tmp-%%%%%%", fd, tmpPath))
+  if (std::error_code ec = sys::fs::createUniqueFile(target + ".tmp-%%%%%%", fd, tmpPath))
     return fail("cannot write: " + ec.message());
+  // A replaced artifact keeps its permissions.
+  if (exists)
+    (void)sys::fs::setPermissions(fd, existing.permissions());
   sys::RemoveFileOnSignal(tmpPath);
   bool committed = false;
   auto cleanup = make_scope_exit([&] {
@@ -299,8 +315,11 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   if (Error err = visitWeights([&](StringRef piece) {
         weightsHash = fnv1a64(piece, weightsHash);
         os << piece;
-      }))
+      })) {
+    os.close();
+    os.clear_error();
     return err;
+  }
   std::string hex;
   raw_string_ostream(hex) << format_hex_no_prefix(weightsHash, 16);
   os.pwrite(hex.data(), hex.size(), manifestOffset + weightsHashPos);
@@ -312,8 +331,9 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   }
   if (!signingKey.empty())
     if (Error err = signArtifact(tmpPath, signingKey))
-      return fail(toString(std::move(err)));
-  if (std::error_code ec = sys::fs::rename(tmpPath, path))
+      return fail("signing failed (" + toString(std::move(err)) + "); nothing was written at " +
+                  path);
+  if (std::error_code ec = sys::fs::rename(tmpPath, target))
     return fail("cannot move the finished artifact into place: " + ec.message());
   committed = true;
   sys::DontRemoveFileOnSignal(tmpPath);

@@ -44,6 +44,11 @@ Error generateSigningKey(StringRef) {
               "(install libsodium-dev and rebuild)");
 }
 
+Error checkSigningKey(StringRef keyPath) {
+  return fail(keyPath + ": this moirc was built without libsodium: it cannot sign artifacts "
+                        "(install libsodium-dev and rebuild)");
+}
+
 Error signArtifact(StringRef path, StringRef) {
   return fail(path + ": this moirc was built without libsodium: it cannot sign artifacts "
                      "(install libsodium-dev and rebuild)");
@@ -68,8 +73,12 @@ Error writeNewFile(StringRef path, StringRef text, unsigned mode) {
   raw_fd_ostream os(fd, /*shouldClose=*/true);
   os << text;
   os.close();
-  if (os.has_error())
-    return fail(path + ": write failed");
+  if (os.has_error()) {
+    std::string why = os.error().message();
+    os.clear_error();
+    sys::fs::remove(path);
+    return fail(path + ": write failed: " + why);
+  }
   return Error::success();
 }
 
@@ -89,8 +98,35 @@ Error generateSigningKey(StringRef prefix) {
   return writeNewFile((prefix + ".pub").str(), pub, 0644);
 }
 
+Error checkSigningKey(StringRef keyPath) {
+  ErrorOr<std::unique_ptr<MemoryBuffer>> keyFile = MemoryBuffer::getFile(keyPath);
+  if (!keyFile)
+    return fail(keyPath + ": cannot read the signing key: " + keyFile.getError().message());
+  auto [tag, hex] = (*keyFile)->getBuffer().trim().split(' ');
+  std::string sk;
+  bool ok = tag == kSecretTag && tryGetFromHex(hex.trim(), sk) &&
+            sk.size() == crypto_sign_SECRETKEYBYTES;
+  // The public half must be the secret half's: else every signature fails.
+  unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+  ok = ok && crypto_sign_ed25519_sk_to_pk(pk, reinterpret_cast<const unsigned char *>(sk.data())) == 0;
+  unsigned char seed[crypto_sign_SEEDBYTES], pk2[crypto_sign_PUBLICKEYBYTES],
+      sk2[crypto_sign_SECRETKEYBYTES];
+  ok = ok && crypto_sign_ed25519_sk_to_seed(seed, reinterpret_cast<const unsigned char *>(sk.data())) == 0 &&
+       crypto_sign_seed_keypair(pk2, sk2, seed) == 0 && std::memcmp(pk, pk2, sizeof pk) == 0;
+  sodium_memzero(seed, sizeof seed);
+  sodium_memzero(sk2, sizeof sk2);
+  sodium_memzero(sk.data(), sk.size());
+  if (!ok)
+    return fail(keyPath + ": not a MoIR signing key (expected '" + kSecretTag + " <" +
+                Twine(2 * crypto_sign_SECRETKEYBYTES) + " hex digits>', as moirc "
+                "--generate-signing-key writes)");
+  return Error::success();
+}
+
 Error signArtifact(StringRef path, StringRef keyPath) {
   if (Error err = initSodium())
+    return err;
+  if (Error err = checkSigningKey(keyPath))
     return err;
   // The secret key: "moir-ed25519-secret-key <128 hex digits>".
   ErrorOr<std::unique_ptr<MemoryBuffer>> keyFile = MemoryBuffer::getFile(keyPath);
@@ -141,8 +177,11 @@ Error signArtifact(StringRef path, StringRef keyPath) {
     return fail(path + ": cannot append the signature: " + ec.message());
   os << trailer;
   os.close();
-  if (os.has_error())
-    return fail(path + ": write failed while appending the signature");
+  if (os.has_error()) {
+    std::string why = os.error().message();
+    os.clear_error();
+    return fail("appending the signature failed: " + why);
+  }
   return Error::success();
 }
 

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -676,6 +677,9 @@ std::unique_ptr<Source> openSource(const std::string &name) {
 
 struct moir_energy_meter {
   std::unique_ptr<Source> source;
+  /// Reads may come from several threads (a keeper thread reads a wrapping
+  /// counter every second so that no wrap is missed).
+  std::mutex mutex;
 };
 
 extern "C" moir_status moir_energy_meter_open(const char *source, const moir_model *model,
@@ -724,6 +728,7 @@ extern "C" moir_status moir_energy_meter_read(moir_energy_meter *meter, double *
   if (!s.reason.empty())
     return fail(MOIR_ERROR_UNSUPPORTED, "no energy counter: " + s.reason);
   std::string error;
+  std::lock_guard<std::mutex> lock(meter->mutex);
   if (!s.read(joules, &error))
     return fail(MOIR_ERROR_IO, error);
   return moir::rt::ok();

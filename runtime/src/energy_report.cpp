@@ -366,6 +366,14 @@ Recorder::Recorder(moir_model *model, const std::string &modelPath, const Option
     return;
   }
   measured = true;
+  if (info.wrap_j > 0)
+    keeper = std::thread([this] {
+      std::unique_lock<std::mutex> lock(keeperMutex);
+      while (!keeperWake.wait_for(lock, std::chrono::seconds(1), [this] { return keeperStop; })) {
+        double ignored;
+        (void)moir_energy_meter_read(meter, &ignored);
+      }
+    });
   // How often the counter changes, and by how much at least: polled every
   // 0.1 ms for a few of its documented update intervals (0.2 s to 1 s).
   double probe = std::min(1.0, std::max(0.2, 3 * info.update_interval_s));
@@ -430,7 +438,17 @@ Recorder::Recorder(moir_model *model, const std::string &modelPath, const Option
   }
 }
 
-Recorder::~Recorder() { moir_energy_meter_close(meter); }
+Recorder::~Recorder() {
+  if (keeper.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(keeperMutex);
+      keeperStop = true;
+    }
+    keeperWake.notify_all();
+    keeper.join();
+  }
+  moir_energy_meter_close(meter);
+}
 
 void Recorder::stop(const std::string &why) {
   measured = false;
@@ -847,6 +865,17 @@ Recorder::Results Recorder::analyze() const {
 }
 
 bool Recorder::write(const std::string &outPath, int64_t generated, std::string *error) {
+  // A counter that never moved (frozen, or not updated for this device)
+  // measured nothing: say so rather than report 0 J.
+  if (measured) {
+    double moved = 0;
+    for (const Phase *p : {&prefill, &decode})
+      for (const Interval &i : p->intervals)
+        moved += std::fabs(i.joules) + std::fabs(i.windowJoules);
+    if (moved == 0)
+      stop("the " + std::string(info.source) +
+           " counter did not advance during the run (frozen, or not updated for this device)");
+  }
   const Results r = analyze();
   const size_t nc = work.components.size();
   const std::string &artifactTarget = r.target;
@@ -998,10 +1027,14 @@ bool Recorder::write(const std::string &outPath, int64_t generated, std::string 
     j.field("counter_update_interval_documented_s", info.update_interval_s);
     j.field("counter_smallest_step_observed_j", observedStep > 0 ? observedStep : NAN);
     j.field("counter_wrap_j", info.wrap_j > 0 ? info.wrap_j : NAN);
-    j.field("covers", gpu ? "the GPU board (NVML/AMD SMI): not the host CPU, memory, power "
+    const std::string source = info.source;
+    j.field("covers", source == "nvml" || source == "amdsmi"
+                          ? "the GPU board (" + source + "): not the host CPU, memory, power "
                             "supply or cooling"
-                          : "the CPU packages and their DRAM (RAPL): not GPUs, disks, network, "
-                            "power supply losses or cooling");
+                          : "the CPU packages and their DRAM (RAPL, read through " +
+                                std::string(source == "perf" ? "the perf power PMU"
+                                                             : "Linux powercap") +
+                                "): not GPUs, disks, network, power supply losses or cooling");
     j.field("idle_subtracted", options.idleSeconds > 0);
     j.field("idle_seconds", idleSeconds);
     j.field("idle_power_w", idlePower);
@@ -1131,6 +1164,13 @@ bool Recorder::write(const std::string &outPath, int64_t generated, std::string 
   phaseSplit("decode", dec, decSplit);
   j.endObject();
   // Every phase with a meaningful measurement must close within 5%.
+  j.field("closure_basis",
+          options.coefficientsGiven
+              ? "the given coefficients against the measured phases"
+              : measured ? "in-sample: the coefficients were fitted on these same phases, so "
+                           "closure shows that a non-negative fit explains them, not that the "
+                           "model predicts new runs"
+                         : "none: nothing was measured");
   j.key("closure_ok");
   if (measured) {
     bool any = false, all = true;

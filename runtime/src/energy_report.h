@@ -9,8 +9,11 @@
 
 #include "moir/runtime.h"
 
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace moir::energy {
@@ -225,6 +228,12 @@ private:
   int blocks = 0, block = 0;
   bool replaying = false;
   Sample prefillStart;
+  // A counter that wraps is read every second by this thread between the
+  // phases' own readings, so a long window cannot hide a wrap.
+  std::thread keeper;
+  std::mutex keeperMutex;
+  std::condition_variable keeperWake;
+  bool keeperStop = false;
 };
 
 } // namespace moir::energy

@@ -5,6 +5,8 @@
 #include "status.h"
 
 #include <cmath>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 
@@ -183,6 +185,9 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
     if (arg.kind == "cache" && (arg.shape.empty() || arg.shape[0] != m->capacity))
       return fail(MOIR_ERROR_FORMAT, m->path + ": a cache argument's rows differ from the "
                                                "capacity " + std::to_string(m->capacity));
+  // A run of up to `capacity` tokens writes [tokens, vocab] logits.
+  if (static_cast<uint64_t>(m->vocab) > kMaxElements / static_cast<uint64_t>(m->capacity))
+    return fail(MOIR_ERROR_FORMAT, m->path + ": capacity x vocabulary is too large");
   if (a.back().shape.size() != 2 || a.back().shape[1] != m->vocab)
     return fail(MOIR_ERROR_FORMAT, m->path + ": the logits are not [tokens, vocab " +
                                        std::to_string(m->vocab) + "]");
@@ -240,7 +245,9 @@ std::string knownDrivers() {
 static moir_status openModel(const char *path, bool loadCode, const char *trustedKeys,
                              moir_model **out) {
   if (!path || !out)
-    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_open: null argument");
+    return fail(MOIR_ERROR_INVALID_ARGUMENT,
+                trustedKeys ? "moir_model_open_trusted: null argument"
+                            : "moir_model_open: null argument");
   *out = nullptr;
   auto *m = new moir_model;
   m->path = path;
@@ -250,17 +257,39 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
   };
   if (moir_status s = moir_map_file(path, &m->file); s != MOIR_OK)
     return reject(s);
-  // With trusted keys, only the signed bytes are the artifact.
+  // `base` is where the header, manifest and code are read: the mapped file,
+  // or with trusted keys a private copy of everything before the weights,
+  // made before the signature is checked and checked itself (a mapping shows
+  // later writes to the file: what is loaded must be what was verified). The
+  // weights are used where they lie in the mapping; only the signed bytes are
+  // the artifact.
   size_t size = m->file.size;
-  if (trustedKeys)
+  const uint8_t *base = m->file.data;
+  std::vector<uint8_t> verified;
+  if (trustedKeys) {
+    Header first;
+    size_t prefix = size;
+    if (size >= sizeof first) {
+      std::memcpy(&first, m->file.data, sizeof first);
+      prefix = std::min<uint64_t>(first.weightsOffset, size);
+    }
+    verified.assign(m->file.data, m->file.data + prefix);
     if (moir_status s = moir::rt::verifySignature(m->path, m->file.data, m->file.size,
-                                                  trustedKeys, &size);
+                                                  verified, trustedKeys, &size);
         s != MOIR_OK)
       return reject(s);
+    Header signedHeader;
+    if (size < sizeof signedHeader || verified.size() < sizeof signedHeader)
+      return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
+    std::memcpy(&signedHeader, verified.data(), sizeof signedHeader);
+    if (signedHeader.weightsOffset != verified.size())
+      return reject(fail(MOIR_ERROR_FORMAT, m->path + ": the file changed while it was opened"));
+    base = verified.data();
+  }
   Header h;
   if (size < sizeof h)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
-  std::memcpy(&h, m->file.data, sizeof h);
+  std::memcpy(&h, base, sizeof h);
   if (std::memcmp(h.magic, "MOIRART\0", 8) != 0)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": not a MoIR artifact"));
   if (h.version != 1)
@@ -277,13 +306,13 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
   if (h.manifestOffset < sizeof h || h.codeOffset < h.manifestOffset + h.manifestBytes ||
       h.weightsOffset < h.codeOffset + h.codeBytes)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": sections overlap (corrupted header)"));
-  m->manifest.assign(reinterpret_cast<const char *>(m->file.data + h.manifestOffset), h.manifestBytes);
+  m->manifest.assign(reinterpret_cast<const char *>(base + h.manifestOffset), h.manifestBytes);
   m->weights = m->file.data + h.weightsOffset;
   m->weightBytes = h.weightsBytes;
   uint64_t codeChecksum = 0;
   if (moir_status s = parseManifest(m, &codeChecksum); s != MOIR_OK)
     return reject(s);
-  const uint8_t *code = m->file.data + h.codeOffset;
+  const uint8_t *code = base + h.codeOffset;
   if (fnv1a64(code, h.codeBytes) != codeChecksum)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": code checksum mismatch (corrupted file)"));
   if (!loadCode) {
@@ -303,11 +332,15 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
 }
 
 extern "C" moir_status moir_model_open(const char *path, moir_model **out) {
-  return openModel(path, /*loadCode=*/true, nullptr, out);
+  // An operator can require signed artifacts of every program on the runtime.
+  const char *keys = std::getenv("MOIR_TRUSTED_KEYS");
+  return openModel(path, /*loadCode=*/true, keys && *keys ? keys : nullptr, out);
 }
 
 extern "C" moir_status moir_model_open_trusted(const char *path, const char *trustedKeys,
                                                moir_model **out) {
+  if (!trustedKeys)
+    return moir_model_open(path, out);
   return openModel(path, /*loadCode=*/true, trustedKeys, out);
 }
 

@@ -3,6 +3,7 @@
 #include "signature.h"
 #include "status.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -75,12 +76,18 @@ moir_status readTrustedKeys(const std::string &path, std::vector<std::vector<uin
 } // namespace
 
 moir_status moir::rt::verifySignature(const std::string &path, const uint8_t *data, size_t size,
+                                      const std::vector<uint8_t> &copy,
                                       const std::string &trustedKeysPath, size_t *signedBytes) {
   std::vector<std::vector<uint8_t>> keys;
   if (moir_status s = readTrustedKeys(trustedKeysPath, keys); s != MOIR_OK)
     return s;
-  const uint8_t *trailer = size >= kTrailerBytes ? data + size - kTrailerBytes : nullptr;
-  if (!trailer || std::memcmp(trailer, "MOIRSIG1", 8) != 0)
+  // The trailer, copied once: what is checked is what is used.
+  uint8_t trailer[kTrailerBytes];
+  if (size < kTrailerBytes)
+    return fail(MOIR_ERROR_UNTRUSTED, path + ": not signed, and trusted keys are required (" +
+                                          trustedKeysPath + "); sign it with moirc --sign");
+  std::memcpy(trailer, data + size - kTrailerBytes, kTrailerBytes);
+  if (std::memcmp(trailer, "MOIRSIG1", 8) != 0)
     return fail(MOIR_ERROR_UNTRUSTED, path + ": not signed, and trusted keys are required (" +
                                           trustedKeysPath + "); sign it with moirc --sign");
   uint32_t algorithm, bytes;
@@ -99,10 +106,13 @@ moir_status moir::rt::verifySignature(const std::string &path, const uint8_t *da
                                           ", which is not in " + trustedKeysPath);
 #ifdef MOIR_HAVE_SODIUM
   if (sodium_init() < 0)
-    return fail(MOIR_ERROR_UNSUPPORTED, "libsodium failed to initialize");
+    return fail(MOIR_ERROR_UNSUPPORTED,
+                path + ": cannot check the signature: libsodium failed to initialize");
+  size_t total = size - kTrailerBytes, fromCopy = std::min(copy.size(), total);
   crypto_sign_state state;
   crypto_sign_init(&state);
-  crypto_sign_update(&state, data, size - kTrailerBytes);
+  crypto_sign_update(&state, copy.data(), fromCopy);
+  crypto_sign_update(&state, data + fromCopy, total - fromCopy);
   if (crypto_sign_final_verify(&state, const_cast<uint8_t *>(signature), key) != 0)
     return fail(MOIR_ERROR_UNTRUSTED,
                 path + ": signature does not match the contents (changed after signing, or "

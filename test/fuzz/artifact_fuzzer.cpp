@@ -31,8 +31,12 @@ const std::string &inputPath(const uint8_t *data, size_t size) {
 const std::string &keysPath() {
   static std::string path = [] {
     int fd = memfd_create("artifact-fuzz-keys", 0);
+    // The second key is the one in corpus/artifact/seed-signed's trailer, so
+    // mutations of it reach the signature check itself.
     const char line[] = "moir-ed25519-public-key "
-                        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c\n";
+                        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c\n"
+                        "moir-ed25519-public-key "
+                        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
     if (fd < 0 || write(fd, line, sizeof line - 1) != (ssize_t)(sizeof line - 1))
       std::abort();
     return "/proc/self/fd/" + std::to_string(fd);
@@ -60,6 +64,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // The signature trailer's parser (an untrusted key: never loads code).
   model = nullptr;
   if (moir_model_open_trusted(path.c_str(), keysPath().c_str(), &model) == MOIR_OK)
-    std::abort(); // nothing the fuzzer makes is signed by that key
+    std::abort(); // nothing the fuzzer makes is signed by those keys' owners
   return 0;
 }

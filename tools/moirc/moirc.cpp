@@ -204,6 +204,9 @@ int main(int argc, char **argv) {
   bool artifact = !target.empty() && !given("compile-to");
   if (!options.signingKeyPath.empty() && !artifact)
     return error("--sign goes with an artifact (--target=... -o FILE)");
+  if (!options.signingKeyPath.empty())
+    if (llvm::Error err = moir::checkSigningKey(options.signingKeyPath))
+      return error(llvm::toString(std::move(err)));
   if (artifact && outputFile == "-" && !report)
     return error("--target needs -o <artifact.moir> (or --compile-to=PHASE for its IR)");
 

@@ -24,6 +24,10 @@ bool canSignArtifacts();
 /// trusted-keys file takes as it is).
 llvm::Error generateSigningKey(llvm::StringRef prefix);
 
+/// Checks that `keyPath` holds a signing key (before a compile that would
+/// sign with it).
+llvm::Error checkSigningKey(llvm::StringRef keyPath);
+
 /// Appends the signature trailer, made with the secret key in `keyPath`, to
 /// the unsigned artifact at `artifactPath`.
 llvm::Error signArtifact(llvm::StringRef artifactPath, llvm::StringRef keyPath);

@@ -154,14 +154,14 @@ def main():
                   name + ": j_per_token x tokens = net_j")
             check(math.isclose(e[name + "_j_per_token"], p["j_per_token"], rel_tol=1e-12),
                   name + ": the headline J/token")
-            # Within the stated uncertainty, plus 2% of the fake counter's
+            # Within the stated uncertainty, plus 10% of the fake counter's
             # energy over the phase: the fake is a Python process whose
             # updates can stall (scheduling) for longer than any gap the
             # meter saw while probing, which a hardware counter does not do.
             # A core subzone added (+75%), a wrap missed (+-200 J) or wrong
             # units are far outside.
             expected = power * p["seconds"]
-            slack = 0.02 * args.watts * p["seconds"]
+            slack = 0.10 * args.watts * p["seconds"]
             check(abs(p["net_j"] - expected) <= p["uncertainty_j"] + slack,
                   "%s: net %.4f J vs %.0f W x %.4f s = %.4f J: off by more than the stated "
                   "+-%.4f J (+%.4f J for the fake's jitter)"
