@@ -3,17 +3,17 @@
 # and runs each for SECONDS (default 60), seeded from the malformed-input
 # corpus and the fixtures. New crashes land in build-fuzz/<target>/crash-*.
 #
-#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant|artifact ...]
+#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant|artifact|tokenizer ...]
 #
-# `artifact` fuzzes the runtime's artifact loader (runtime/src, no LLVM), with
-# UBSan too.
+# `artifact` fuzzes the runtime's artifact loader and `tokenizer` its
+# tokenizer.json reader (runtime/src, no LLVM), with UBSan too.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${FUZZ_DIR:-$root/build-fuzz}"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant artifact)
+[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant artifact tokenizer)
 
 bash "$root/scripts/setup.sh"
 mkdir -p "$out"
@@ -36,6 +36,10 @@ for t in "${targets[@]}"; do
       -I"$root/runtime/include" "$root/test/fuzz/artifact_fuzzer.cpp" \
       "$root"/runtime/src/{cpu_driver,cuda_driver,gpu_driver,hip_driver,mapped_file,model,parallel,session,signature,status}.cpp \
       "${sodium[@]}" -ldl -lpthread -o "$bin"
+  elif [ "$t" = tokenizer ]; then
+    clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+      -DMOIR_HAVE_TOKENIZER -I"$root/runtime/include" "$root/test/fuzz/tokenizer_fuzzer.cpp" \
+      "$root"/runtime/src/{status,tokenizer}.cpp -lpcre2-8 -o "$bin"
   else
     clang++-22 "${flags[@]}" "$root/test/fuzz/${t}_fuzzer.cpp" "${sources[@]}" "${libs[@]}" -o "$bin"
   fi
@@ -47,6 +51,8 @@ for t in "${targets[@]}"; do
     gguf) cp -f "$root"/test/Frontend/corpus/*.gguf "$corpus/" ;;
     quant) cp -f "$root"/test/fuzz/corpus/quant/* "$corpus/" ;;
     artifact) cp -f "$root"/test/fuzz/corpus/artifact/* "$corpus/" ;;
+    tokenizer) cp -f "$root"/test/fuzz/corpus/tokenizer/* "$corpus/"
+               i=0; for f in "$root"/test/fixtures/tokenizers/*/tokenizer.json; do cp "$f" "$corpus/fixture$i.json"; i=$((i+1)); done ;;
     config) i=0; for f in $(find "$root/test/Frontend/corpus" "$root/test/fixtures" -name config.json); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
   esac
   echo "== fuzzing $t for ${seconds}s"

@@ -7,7 +7,7 @@ PKGS=(
   ninja-build cmake g++ libgtest-dev python3
   rocm-device-libs
   qemu-user g++-aarch64-linux-gnu
-  libsodium-dev libclang-rt-22-dev
+  libsodium-dev libclang-rt-22-dev libpcre2-dev nlohmann-json3-dev
 )
 
 missing=()

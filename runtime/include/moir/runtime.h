@@ -112,6 +112,30 @@ int64_t moir_session_position(const moir_session *session);
 /* Forgets the cache contents: the next run starts at position 0. */
 void moir_session_reset(moir_session *session);
 
+/* ---- Tokenizers ---------------------------------------------------------- */
+
+/* A tokenizer read from a Hugging Face tokenizer.json. This runtime reads
+ * byte-level BPE (GPT-2, Llama 3, Qwen, DeepSeek, OLMoE style): the added
+ * tokens, the pre-tokenizer's split patterns (ByteLevel, Split, Sequence),
+ * the merges. Other models, normalizers and decoders are refused naming the
+ * file and the key (MOIR_ERROR_UNSUPPORTED). */
+typedef struct moir_tokenizer moir_tokenizer;
+
+moir_status moir_tokenizer_open(const char *tokenizer_json_path, moir_tokenizer **out);
+void moir_tokenizer_close(moir_tokenizer *tokenizer);
+/* One past the largest token id. */
+int64_t moir_tokenizer_vocab_size(const moir_tokenizer *tokenizer);
+/* Token ids of `bytes` bytes of UTF-8 `text` (no BOS added) into ids[capacity];
+ * *count is the number of ids, also when they do not fit
+ * (MOIR_ERROR_OUT_OF_RANGE: call again with room for *count). */
+moir_status moir_tokenize(const moir_tokenizer *tokenizer, const char *text, size_t bytes,
+                          int32_t *ids, size_t capacity, size_t *count);
+/* The bytes of `n` token ids into text[capacity] (not NUL-terminated);
+ * *bytes as *count above. With skip_special, special added tokens are left
+ * out. */
+moir_status moir_detokenize(const moir_tokenizer *tokenizer, const int32_t *ids, size_t n,
+                            int skip_special, char *text, size_t capacity, size_t *bytes);
+
 /* ---- Sampling ----------------------------------------------------------- */
 
 typedef struct moir_sampling {

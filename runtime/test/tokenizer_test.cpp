@@ -1,0 +1,147 @@
+// Tokenizer conformance: for every fixture folder (test/fixtures/tokenizers/
+// <name>/ with tokenizer.json and the `tokenizers` package's expected.json),
+// the runtime's token ids must equal the package's for every corpus line and
+// for the whole corpus, and decoding must give back the package's text.
+//
+// Then every bad-*.json of MALFORMED_DIR must be refused with a message that
+// names the file.
+//
+//   moir_tokenizer_test FIXTURES_DIR [MALFORMED_DIR]   (exit 77: built without tokenizers)
+#include "moir/runtime.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string slurp(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<int32_t> encode(moir_tokenizer *t, const std::string &text, bool *ok) {
+  std::vector<int32_t> ids(text.size() + 16);
+  size_t n = 0;
+  *ok = moir_tokenize(t, text.data(), text.size(), ids.data(), ids.size(), &n) == MOIR_OK;
+  if (!*ok)
+    std::fprintf(stderr, "  tokenize failed: %s\n", moir_last_error());
+  ids.resize(*ok ? n : 0);
+  return ids;
+}
+
+std::string show(const std::vector<int32_t> &ids) {
+  std::string s;
+  for (int32_t id : ids)
+    s += (s.empty() ? "" : ",") + std::to_string(id);
+  return s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: moir_tokenizer_test FIXTURES_DIR [MALFORMED_DIR]\n");
+    return 2;
+  }
+  std::string root = argv[1];
+  std::vector<std::string> names;
+  if (DIR *dir = opendir(root.c_str())) {
+    while (dirent *e = readdir(dir))
+      if (e->d_name[0] != '.' && std::ifstream(root + "/" + e->d_name + "/tokenizer.json"))
+        names.push_back(e->d_name);
+    closedir(dir);
+  }
+  std::string corpus = slurp(root + "/corpus.txt");
+  int passed = 0, failed = 0;
+  for (const std::string &name : names) {
+    std::string dir = root + "/" + name;
+    moir_tokenizer *t = nullptr;
+    if (moir_tokenizer_open((dir + "/tokenizer.json").c_str(), &t) != MOIR_OK) {
+      std::string why = moir_last_error();
+      if (why.find("built without tokenizers") != std::string::npos) {
+        std::printf("unsupported: %s\n", why.c_str());
+        return 77;
+      }
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), why.c_str());
+      ++failed;
+      continue;
+    }
+    json expected = json::parse(slurp(dir + "/expected.json"));
+    // The corpus's lines, with their line ends, as the generator cut them.
+    std::vector<std::string> lines;
+    for (size_t at = 0; at < corpus.size();) {
+      size_t end = corpus.find('\n', at);
+      end = end == std::string::npos ? corpus.size() : end + 1;
+      lines.push_back(corpus.substr(at, end - at));
+      at = end;
+    }
+    int wrong = 0;
+    const json &want = expected["lines"];
+    if (want.size() != lines.size()) {
+      std::fprintf(stderr, "%s: %zu expected lines, corpus has %zu\n", name.c_str(), want.size(),
+                   lines.size());
+      ++wrong;
+    }
+    for (size_t i = 0; i < lines.size() && i < want.size(); ++i) {
+      bool ok;
+      std::vector<int32_t> got = encode(t, lines[i], &ok), ref = want[i];
+      if (got != ref) {
+        std::fprintf(stderr, "%s: line %zu differs\n  got  %s\n  want %s\n", name.c_str(), i + 1,
+                     show(got).c_str(), show(ref).c_str());
+        ++wrong;
+      }
+    }
+    bool ok;
+    std::vector<int32_t> whole = encode(t, corpus, &ok), ref = expected["corpus"];
+    if (whole != ref || whole.empty()) {
+      std::fprintf(stderr, "%s: the whole corpus differs (%zu ids, want %zu)\n", name.c_str(),
+                   whole.size(), ref.size());
+      ++wrong;
+    }
+    std::string text(corpus.size() * 2 + 64, '\0');
+    size_t bytes = 0;
+    if (moir_detokenize(t, ref.data(), ref.size(), 0, text.data(), text.size(), &bytes) != MOIR_OK ||
+        text.substr(0, bytes) != expected["decoded"].get<std::string>()) {
+      std::fprintf(stderr, "%s: decoding differs from the package's\n", name.c_str());
+      ++wrong;
+    }
+    moir_tokenizer_close(t);
+    std::printf("%s: %zu lines + corpus (%zu ids) %s\n", name.c_str(), lines.size(), ref.size(),
+                wrong ? "DIFFER" : "identical to tokenizers");
+    (wrong ? failed : passed) += 1;
+  }
+  if (argc == 3) {
+    std::vector<std::string> bad;
+    if (DIR *dir = opendir(argv[2])) {
+      while (dirent *e = readdir(dir))
+        if (std::string(e->d_name).rfind("bad-", 0) == 0)
+          bad.push_back(std::string(argv[2]) + "/" + e->d_name);
+      closedir(dir);
+    }
+    for (const std::string &path : bad) {
+      moir_tokenizer *t = nullptr;
+      moir_status s = moir_tokenizer_open(path.c_str(), &t);
+      std::string why = moir_last_error();
+      bool ok = s != MOIR_OK && !t && why.find(path) != std::string::npos;
+      std::printf("%s: %s\n", path.c_str(), ok ? why.c_str() : "NOT REFUSED AS IT SHOULD BE");
+      moir_tokenizer_close(t);
+      (ok ? passed : failed) += 1;
+    }
+    if (bad.empty()) {
+      std::fprintf(stderr, "no bad-*.json in %s\n", argv[2]);
+      ++failed;
+    }
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed || passed == 0 ? 1 : 0;
+}
