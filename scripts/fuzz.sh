@@ -34,7 +34,7 @@ for t in "${targets[@]}"; do
     [ -f /usr/include/sodium.h ] && sodium=(-DMOIR_HAVE_SODIUM -lsodium)
     clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
       -I"$root/runtime/include" "$root/test/fuzz/artifact_fuzzer.cpp" \
-      "$root"/runtime/src/{cpu_driver,cuda_driver,gpu_driver,hip_driver,mapped_file,model,parallel,session,signature,status}.cpp \
+      "$root"/runtime/src/{cpu_driver,cuda_driver,gpu_driver,hip_driver,mapped_file,model,parallel,session,signature,status,tokenizer}.cpp \
       "${sodium[@]}" -ldl -lpthread -o "$bin"
   elif [ "$t" = tokenizer ]; then
     clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

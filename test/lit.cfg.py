@@ -126,3 +126,8 @@ for kind in ("asan", "tsan"):
 sodium = getattr(config, "moir_sodium_library", "")
 if sodium and not sodium.endswith("-NOTFOUND"):
     config.available_features.add("signing")
+
+# tokenizer: the runtime reads tokenizer.json (built with PCRE2).
+pcre2 = getattr(config, "moir_pcre2_library", "")
+if pcre2 and not pcre2.endswith("-NOTFOUND"):
+    config.available_features.add("tokenizer")

@@ -13,6 +13,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace mlir;
@@ -219,6 +220,14 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   Expected<std::string> code = (*backend)->serialize(module, options, info);
   if (!code)
     return code.takeError();
+  if (!options.tokenizerPath.empty()) {
+    ErrorOr<std::unique_ptr<MemoryBuffer>> tokenizer =
+        MemoryBuffer::getFile(options.tokenizerPath);
+    if (!tokenizer)
+      return fail(options.tokenizerPath + ": cannot read the tokenizer: " +
+                  tokenizer.getError().message());
+    info.resources.push_back({"tokenizer.json", (*tokenizer)->getBuffer().str()});
+  }
   if (!options.dequantizedWeightsPath.empty())
     if (Error err = writeDequantizedWeights(options.dequantizedWeightsPath, info, store))
       return err;

@@ -130,6 +130,14 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
     weightBytes += bytes;
   }
 
+  // Files packed with the model (the tokenizer), after the weights.
+  std::vector<Region> resourceRegions;
+  for (const auto &resource : info.resources) {
+    weightBytes = align64(weightBytes);
+    resourceRegions.push_back({weightBytes, resource.second.size()});
+    weightBytes += resource.second.size();
+  }
+
   std::string manifest;
   raw_string_ostream m(manifest);
   m << "moir-artifact 1\n";
@@ -167,6 +175,9 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   }
   m << "decode weight_bytes " << static_cast<uint64_t>(decodeBytes) << " flops "
     << static_cast<uint64_t>(decodeFlops) << "\n";
+  for (auto [i, resource] : llvm::enumerate(info.resources))
+    m << "resource " << resource.first << " " << resourceRegions[i].offset << " "
+      << resourceRegions[i].bytes << "\n";
   // The compiler's work model per component, for the runtime's energy
   // attribution (docs/artifact.md).
   if (!info.costs.empty()) {
@@ -242,6 +253,11 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
         }
         store.releaseData(t);
       }
+    }
+    for (auto [i, resource] : llvm::enumerate(info.resources)) {
+      visit(StringRef(zeros, resourceRegions[i].offset - at));
+      visit(resource.second);
+      at = resourceRegions[i].offset + resourceRegions[i].bytes;
     }
     return Error::success();
   };

@@ -130,6 +130,12 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       if (!parseHex64(codeHex, codeChecksum) || !parseHex64(weightsHex, &m->weightsChecksum))
         return bad("checksums must be 16 hex digits");
       sawChecksum = true;
+    } else if (key == "resource") {
+      std::string name;
+      uint64_t offset = 0, bytes = 0;
+      if (!(words >> name >> offset >> bytes) || !inFile(offset, bytes, m->weightBytes))
+        return bad("malformed resource line (or its region lies outside the weights section)");
+      m->resources.push_back({name, {offset, bytes}});
     } else if (key == "kernel") {
       std::string name;
       if (!(words >> name))
@@ -369,4 +375,32 @@ extern "C" moir_status moir_model_verify_weights(const moir_model *m) {
   if (fnv1a64(m->weights, m->weightBytes) != m->weightsChecksum)
     return fail(MOIR_ERROR_FORMAT, m->path + ": weights checksum mismatch (corrupted file)");
   return moir::rt::ok();
+}
+
+extern "C" moir_status moir_model_tokenizer(const moir_model *m, moir_tokenizer **out) {
+  if (!m || !out)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_tokenizer: null argument");
+  *out = nullptr;
+  for (const auto &[name, region] : m->resources) {
+    if (name != "tokenizer.json")
+      continue;
+    const char *json = reinterpret_cast<const char *>(m->weights + region.first);
+    moir_tokenizer *t = nullptr;
+    if (moir_status s = moir_tokenizer_open_memory((m->path + ":tokenizer.json").c_str(), json,
+                                                   region.second, &t);
+        s != MOIR_OK)
+      return s;
+    if (moir_tokenizer_vocab_size(t) > m->vocab) {
+      int64_t n = moir_tokenizer_vocab_size(t);
+      moir_tokenizer_close(t);
+      return fail(MOIR_ERROR_FORMAT, m->path + ": its tokenizer has " + std::to_string(n) +
+                                         " token ids, the model's vocabulary " +
+                                         std::to_string(m->vocab));
+    }
+    *out = t;
+    return moir::rt::ok();
+  }
+  return fail(MOIR_ERROR_UNSUPPORTED,
+              m->path + ": the artifact holds no tokenizer (compile from a folder with "
+                        "tokenizer.json, or give moirc --tokenizer=FILE)");
 }

@@ -68,6 +68,9 @@ struct moir_model {
   int64_t vocab = 0, layers = 0, capacity = 0;
   std::vector<moir::rt::Arg> args;
   std::vector<std::string> kernels;
+  /// Files packed with the model (`resource NAME OFFSET BYTES`, a region of
+  /// the weights section): name -> (offset, bytes).
+  std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> resources;
   const uint8_t *weights = nullptr;
   uint64_t weightBytes = 0;
   uint64_t weightsChecksum = 0;

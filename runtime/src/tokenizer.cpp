@@ -352,14 +352,23 @@ extern "C" moir_status moir_tokenizer_open(const char *path, moir_tokenizer **ou
   if (!path || !out)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_tokenizer_open: null argument");
   *out = nullptr;
-  auto t = std::make_unique<moir_tokenizer>();
-  t->path = path;
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    return fail(MOIR_ERROR_IO, t->path + ": cannot open: " + std::strerror(errno));
+    return fail(MOIR_ERROR_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
-  json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  std::string json = text.str();
+  return moir_tokenizer_open_memory(path, json.data(), json.size(), out);
+}
+
+extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *data,
+                                                  size_t bytes, moir_tokenizer **out) {
+  if (!name || (!data && bytes) || !out)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_tokenizer_open_memory: null argument");
+  *out = nullptr;
+  auto t = std::make_unique<moir_tokenizer>();
+  t->path = name;
+  json j = json::parse(std::string(data ? data : "", bytes), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object())
     return bad(t->path, "not a JSON object");
   try {
@@ -576,6 +585,10 @@ extern "C" moir_status moir_tokenizer_open(const char *path, moir_tokenizer **ou
               std::string(path ? path : "tokenizer") +
                   ": this runtime was built without tokenizers (needs libpcre2-dev and "
                   "nlohmann-json3-dev)");
+}
+extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *, size_t,
+                                                  moir_tokenizer **out) {
+  return moir_tokenizer_open(name, out);
 }
 extern "C" void moir_tokenizer_close(moir_tokenizer *) {}
 extern "C" int64_t moir_tokenizer_vocab_size(const moir_tokenizer *) { return 0; }

@@ -37,10 +37,13 @@ double now() {
 
 const char kUsage[] =
     "usage: moir-run MODEL.moir --tokens 1,2,3 [options]   prefill the prompt, then generate\n"
+    "       moir-run MODEL.moir -p TEXT [options]          the same from text\n"
     "       moir-run --inspect [--verify] MODEL.moir        print the artifact's manifest\n"
     "\n"
     "Generation:\n"
-    "  --tokens IDS          the prompt, comma-separated token ids (required)\n"
+    "  --tokens IDS          the prompt, comma-separated token ids\n"
+    "  -p, --prompt TEXT     the prompt as text, through the artifact's tokenizer; the\n"
+    "                        generated text is streamed to stdout (rates to stderr)\n"
     "  -n N                  tokens to generate (default 32)\n"
     "  --prefill-chunk N     prefill the prompt N tokens at a time (default 0: all at once)\n"
     "Sampling (default: greedy):\n"
@@ -141,6 +144,7 @@ bool parseTokens(const char *text, std::vector<int32_t> &out) {
 struct Options {
   const char *path = nullptr;
   const char *trustedKeys = nullptr;
+  const char *text = nullptr; // -p
   std::vector<int32_t> prompt;
   long steps = 32, chunk = 0;
   bool json = false, inspect = false, bandwidth = false, verify = false, help = false;
@@ -168,6 +172,11 @@ int parseOptions(int argc, char **argv, Options &o) {
     else if (a == "--verify") o.verify = true;
     else if (a == "--json") o.json = true;
     else if (a == "--bandwidth") o.bandwidth = true;
+    else if (a == "-p" || a == "--prompt") {
+      if (!value())
+        return usageError(a + " needs a value");
+      o.text = v;
+    }
     else if (a == "--trusted-keys") {
       if (!value())
         return usageError(a + " needs a value");
@@ -239,8 +248,10 @@ int parseOptions(int argc, char **argv, Options &o) {
       o.trustedKeys = env;
   if (!o.path)
     return usageError("no model given (MODEL.moir)");
-  if (!o.inspect && o.prompt.empty())
-    return usageError("no prompt given (--tokens 1,2,3)");
+  if (!o.inspect && o.prompt.empty() && !o.text)
+    return usageError("no prompt given (--tokens 1,2,3 or -p TEXT)");
+  if (o.text && !o.prompt.empty())
+    return usageError("give the prompt as --tokens or as -p TEXT, not both");
   return 0;
 }
 
@@ -270,9 +281,121 @@ int inspect(const Options &o) {
   return 0;
 }
 
+/// Ids as "1, 2, 3".
+std::string joinIds(const std::vector<int32_t> &ids) {
+  std::string s;
+  for (int32_t id : ids)
+    s += (s.empty() ? "" : ", ") + std::to_string(id);
+  return s;
+}
+
+/// `text` as a JSON string; bytes that are not UTF-8 (a model can generate
+/// a character's bytes apart) become U+FFFD, one per maximal invalid run as
+/// Python's "replace" does.
+std::string jsonQuote(const std::string &text) {
+  std::string out = "\"";
+  for (size_t i = 0; i < text.size();) {
+    unsigned char c = text[i];
+    if (c >= 0x80) {
+      // Well-formed sequences (Unicode's table 3-7); `ok` counts the bytes
+      // of the maximal subpart that fits it.
+      size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+      unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+      unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+      size_t ok = 1;
+      while (n && ok < n && i + ok < text.size()) {
+        unsigned char d = text[i + ok];
+        if (ok == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80)
+          break;
+        ++ok;
+      }
+      if (n && ok == n) {
+        out.append(text, i, n);
+        i += n;
+      } else {
+        out += "\xef\xbf\xbd"; // U+FFFD
+        i += std::max<size_t>(ok, 1);
+      }
+      continue;
+    }
+    ++i;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+/// Generated tokens to text: each token's bytes, printed (when streaming)
+/// up to the last complete UTF-8 character, so a character split over two
+/// tokens is never printed in halves.
+class TextStream {
+public:
+  TextStream(moir_tokenizer *tokenizer, bool stream) : tokenizer(tokenizer), stream(stream) {}
+  ~TextStream() { moir_tokenizer_close(tokenizer); }
+  bool encode(const char *prompt, std::vector<int32_t> &ids) {
+    size_t n = 0, len = std::strlen(prompt);
+    ids.assign(len + 16, 0);
+    if (moir_tokenize(tokenizer, prompt, len, ids.data(), ids.size(), &n) != MOIR_OK)
+      return false;
+    ids.resize(n);
+    return true;
+  }
+  bool add(int32_t id) {
+    char buf[1024];
+    size_t bytes = 0;
+    if (moir_detokenize(tokenizer, &id, 1, /*skip_special=*/0, buf, sizeof buf, &bytes) != MOIR_OK)
+      return false;
+    text.append(buf, bytes);
+    if (stream) {
+      size_t complete = completeUtf8(text);
+      if (complete > printed) {
+        std::fwrite(text.data() + printed, 1, complete - printed, stdout);
+        std::fflush(stdout);
+        printed = complete;
+      }
+    }
+    return true;
+  }
+  void finish() {
+    if (stream) {
+      std::fwrite(text.data() + printed, 1, text.size() - printed, stdout);
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+      printed = text.size();
+    }
+  }
+  const std::string &all() const { return text; }
+
+private:
+  /// The length of the longest prefix that does not end inside a UTF-8
+  /// character.
+  static size_t completeUtf8(const std::string &s) {
+    size_t end = s.size(), back = 0;
+    while (back < 4 && back < end && (static_cast<unsigned char>(s[end - 1 - back]) & 0xC0) == 0x80)
+      ++back;
+    if (back == end)
+      return end;
+    unsigned char lead = s[end - 1 - back];
+    size_t need = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : (lead >> 3) == 30 ? 4 : 1;
+    return back + 1 >= need ? end : end - 1 - back;
+  }
+  moir_tokenizer *tokenizer;
+  bool stream;
+  std::string text;
+  size_t printed = 0;
+};
+
 /// Prefills the prompt, generates, and reports the rates.
 int generate(const Options &o) {
-  const std::vector<int32_t> &prompt = o.prompt;
+  std::vector<int32_t> prompt = o.prompt;
   const long steps = o.steps, chunk = o.chunk;
   const bool json = o.json, bandwidth = o.bandwidth;
   moir_model *model = nullptr;
@@ -290,6 +413,21 @@ int generate(const Options &o) {
   } release{model, session};
   if (moir_session_create(model, 0, &session) != MOIR_OK)
     return runtimeError();
+  // -p: the prompt's text through the artifact's tokenizer; the generated
+  // text is streamed as it comes.
+  std::unique_ptr<TextStream> text;
+  if (o.text) {
+    moir_tokenizer *tokenizer = nullptr;
+    if (moir_model_tokenizer(model, &tokenizer) != MOIR_OK)
+      return runtimeError();
+    text = std::make_unique<TextStream>(tokenizer, !o.json);
+    if (!text->encode(o.text, prompt))
+      return runtimeError();
+    if (prompt.empty()) {
+      std::fprintf(stderr, "moir-run: error: the prompt text has no tokens\n");
+      return 1;
+    }
+  }
   uint64_t rng;
   moir_sampling_init(&o.sampling, &rng);
   int64_t vocab = moir_model_vocab_size(model);
@@ -322,6 +460,8 @@ int generate(const Options &o) {
     if (moir_sample(moir_session_logits(session), vocab, &o.sampling, &rng, &next) != MOIR_OK)
       return runtimeError();
     generated.push_back(next);
+    if (text && !text->add(next))
+      return runtimeError();
     if (i + 1 == steps)
       break;
     if (moir_session_run(session, &next, 1) != MOIR_OK)
@@ -342,6 +482,10 @@ int generate(const Options &o) {
   // are small at these lengths and left out, which makes the bound generous.
   uint64_t stepBytes = moir_model_decode_weight_bytes(model);
   double boundRate = gbps > 0 && stepBytes ? gbps * 1e9 / stepBytes : 0.0;
+  if (text)
+    text->finish();
+  // With -p the text is the output; the rates go to stderr.
+  FILE *rates = text && !json ? stderr : stdout;
   if (json) {
     std::printf("{\"tokens\": [");
     for (size_t i = 0; i < generated.size(); ++i)
@@ -361,17 +505,23 @@ int generate(const Options &o) {
                   "\"decode_fraction_of_bandwidth_bound\": %.4f",
                   gbps, boundRate,
                   boundRate > 0 ? decodeRate / boundRate : 0.0);
+    if (text)
+      std::printf(", \"prompt_tokens\": [%s], \"text\": %s", joinIds(prompt).c_str(),
+                  jsonQuote(text->all()).c_str());
     std::printf("}\n");
   } else {
-    std::printf("generated:");
-    for (int32_t t : generated)
-      std::printf(" %d", t);
-    std::printf("\nprefill: %zu tokens, %.2f tokens/s (%.1f GFLOP/s in weight matmuls)\n"
-                "decode: %ld tokens, %.2f tokens/s\n",
-                prompt.size(), prefillRate, prefillRate * moir_model_decode_flops(model) / 1e9,
-                steps, decodeRate);
+    if (!text) {
+      std::printf("generated:");
+      for (int32_t t : generated)
+        std::printf(" %d", t);
+      std::printf("\n");
+    }
+    std::fprintf(rates, "prefill: %zu tokens, %.2f tokens/s (%.1f GFLOP/s in weight matmuls)\n"
+                 "decode: %ld tokens, %.2f tokens/s\n",
+                 prompt.size(), prefillRate, prefillRate * moir_model_decode_flops(model) / 1e9,
+                 steps, decodeRate);
     if (bandwidth)
-      std::printf("bandwidth: %.1f GB/s before, %.1f GB/s after; a decode step reads %.1f MB "
+      std::fprintf(rates, "bandwidth: %.1f GB/s before, %.1f GB/s after; a decode step reads %.1f MB "
                   "of weights, so at most %.1f tokens/s; reached %.1f%% of that bound\n",
                   gbpsBefore, gbpsAfter, stepBytes / 1e6, boundRate,
                   boundRate > 0 ? 100.0 * decodeRate / boundRate : 0.0);

@@ -26,6 +26,8 @@
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -78,6 +80,11 @@ cl::opt<std::string, true> signingKey(
     cl::desc("sign the artifact with this secret key (Ed25519; a runtime given trusted keys "
              "refuses unsigned or wrongly signed artifacts)"),
     cl::value_desc("key file"), cl::location(options.signingKeyPath), cl::cat(ioCategory));
+cl::opt<std::string> tokenizerFile(
+    "tokenizer",
+    cl::desc("pack this tokenizer.json into the artifact (default: MODEL/tokenizer.json when "
+             "MODEL is a folder that has one; 'none': no tokenizer)"),
+    cl::value_desc("file"), cl::cat(ioCategory));
 cl::opt<std::string> generateKey(
     "generate-signing-key",
     cl::desc("write a new signing key pair to PREFIX.key (secret) and PREFIX.pub (public, for "
@@ -204,6 +211,16 @@ int main(int argc, char **argv) {
   bool artifact = !target.empty() && !given("compile-to");
   if (!options.signingKeyPath.empty() && !artifact)
     return error("--sign goes with an artifact (--target=... -o FILE)");
+  if (tokenizerFile == "none") {
+    options.tokenizerPath.clear();
+  } else if (!tokenizerFile.empty()) {
+    options.tokenizerPath = tokenizerFile;
+  } else if (llvm::sys::fs::is_directory(inputFile)) {
+    llvm::SmallString<256> candidate(inputFile);
+    llvm::sys::path::append(candidate, "tokenizer.json");
+    if (llvm::sys::fs::exists(candidate))
+      options.tokenizerPath = std::string(candidate);
+  }
   if (!options.signingKeyPath.empty())
     if (llvm::Error err = moir::checkSigningKey(options.signingKeyPath))
       return error(llvm::toString(std::move(err)));

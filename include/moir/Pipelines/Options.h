@@ -90,6 +90,9 @@ struct CompileOptions {
   std::string dequantizedWeightsPath;
   /// With a key file (moirc --sign): the artifact is signed with it.
   std::string signingKeyPath;
+  /// A tokenizer.json packed into the artifact (moirc --tokenizer; by
+  /// default MODEL/tokenizer.json when it exists); empty: none.
+  std::string tokenizerPath;
 };
 
 /// Checks the values an option list cannot (a known KV-cache format, a

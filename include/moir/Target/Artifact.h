@@ -69,6 +69,9 @@ struct ArtifactInfo {
   /// prefill counted for `costPrompt` tokens; empty: no cost lines.
   std::vector<CostComponent> costs;
   int64_t costPrompt = 0;
+  /// Files packed after the weights (manifest `resource` lines): name and
+  /// bytes, e.g. ("tokenizer.json", its text).
+  std::vector<std::pair<std::string, std::string>> resources;
 };
 
 /// Writes the artifact; weights are copied from `store` in argument order.

@@ -122,6 +122,13 @@ void moir_session_reset(moir_session *session);
 typedef struct moir_tokenizer moir_tokenizer;
 
 moir_status moir_tokenizer_open(const char *tokenizer_json_path, moir_tokenizer **out);
+/* The same from tokenizer.json's bytes in memory; `name` names it in errors. */
+moir_status moir_tokenizer_open_memory(const char *name, const char *json, size_t bytes,
+                                       moir_tokenizer **out);
+/* The tokenizer the artifact carries (moirc packs MODEL/tokenizer.json);
+ * MOIR_ERROR_UNSUPPORTED when it has none, MOIR_ERROR_FORMAT when its ids do
+ * not fit the model's vocabulary. Close it with moir_tokenizer_close. */
+moir_status moir_model_tokenizer(const moir_model *model, moir_tokenizer **out);
 void moir_tokenizer_close(moir_tokenizer *tokenizer);
 /* One past the largest token id. */
 int64_t moir_tokenizer_vocab_size(const moir_tokenizer *tokenizer);
