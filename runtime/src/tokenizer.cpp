@@ -99,6 +99,9 @@ struct moir_tokenizer {
   bool addPrefixSpace = false, ignoreMerges = false;
   std::vector<AddedToken> added; // longest first
   std::vector<bool> isAdded;     // per id
+  // Indices into `added` by first byte (longest first): the literal scan
+  // looks at the few that can start at a position.
+  std::vector<uint32_t> addedByByte[256];
 };
 
 namespace {
@@ -442,8 +445,11 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
       return a.content.size() > b.content.size();
     });
     t->isAdded.assign(t->pieces.size(), false);
-    for (const AddedToken &a : t->added)
-      t->isAdded[a.id] = true;
+    for (size_t i = 0; i < t->added.size(); ++i) {
+      t->isAdded[t->added[i].id] = true;
+      t->addedByByte[static_cast<unsigned char>(t->added[i].content[0])].push_back(
+          static_cast<uint32_t>(i));
+    }
   } catch (const std::exception &e) {
     return bad(t->path, std::string("malformed tokenizer: ") + e.what());
   }
@@ -472,11 +478,13 @@ extern "C" moir_status moir_tokenize(const moir_tokenizer *t, const char *text, 
   size_t at = 0, plain = 0;
   while (at < input.size()) {
     const AddedToken *hit = nullptr;
-    for (const AddedToken &a : t->added)
+    for (uint32_t i : t->addedByByte[static_cast<unsigned char>(input[at])]) {
+      const AddedToken &a = t->added[i];
       if (input.compare(at, a.content.size(), a.content) == 0) {
         hit = &a;
         break;
       }
+    }
     if (!hit) {
       ++at;
       continue;
