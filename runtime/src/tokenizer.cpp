@@ -580,6 +580,73 @@ extern "C" moir_status moir_detokenize(const moir_tokenizer *t, const int32_t *i
   return moir::rt::ok();
 }
 
+struct moir_text_stream {
+  const moir_tokenizer *tokenizer;
+  int skipSpecial;
+  std::string held, out;
+};
+
+namespace {
+/// The length of the longest prefix of `s` that does not end inside a UTF-8
+/// character (a lead byte whose continuation bytes have not all come).
+size_t completePrefix(const std::string &s) {
+  size_t end = s.size(), back = 0;
+  while (back < 3 && back < end && (static_cast<unsigned char>(s[end - 1 - back]) & 0xC0) == 0x80)
+    ++back;
+  if (back == end)
+    return end;
+  unsigned char lead = s[end - 1 - back];
+  size_t need = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
+              : lead >= 0xF0 && lead <= 0xF4 ? 4 : 1;
+  return back + 1 >= need ? end : end - 1 - back;
+}
+} // namespace
+
+extern "C" moir_status moir_text_stream_create(const moir_tokenizer *t, int skipSpecial,
+                                               moir_text_stream **out) {
+  if (!t || !out)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_text_stream_create: null argument");
+  *out = new moir_text_stream{t, skipSpecial, {}, {}};
+  return moir::rt::ok();
+}
+
+extern "C" moir_status moir_text_stream_push(moir_text_stream *s, int32_t id, const char **text,
+                                             size_t *bytes) {
+  if (!s || !text || !bytes)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_text_stream_push: null argument");
+  char buf[512];
+  size_t n = 0;
+  moir_status st = moir_detokenize(s->tokenizer, &id, 1, s->skipSpecial, buf, sizeof buf, &n);
+  if (st == MOIR_ERROR_OUT_OF_RANGE && n > sizeof buf) {
+    std::string big(n, '\0');
+    st = moir_detokenize(s->tokenizer, &id, 1, s->skipSpecial, big.data(), big.size(), &n);
+    s->held += big.substr(0, n);
+  } else if (st == MOIR_OK) {
+    s->held.append(buf, n);
+  }
+  if (st != MOIR_OK)
+    return st;
+  size_t complete = completePrefix(s->held);
+  s->out = s->held.substr(0, complete);
+  s->held.erase(0, complete);
+  *text = s->out.c_str();
+  *bytes = s->out.size();
+  return moir::rt::ok();
+}
+
+extern "C" void moir_text_stream_finish(moir_text_stream *s, const char **text, size_t *bytes) {
+  if (!s)
+    return;
+  s->out.swap(s->held);
+  s->held.clear();
+  if (text)
+    *text = s->out.c_str();
+  if (bytes)
+    *bytes = s->out.size();
+}
+
+extern "C" void moir_text_stream_destroy(moir_text_stream *s) { delete s; }
+
 #else // !MOIR_HAVE_TOKENIZER
 
 // Built without PCRE2 or nlohmann-json (libpcre2-dev, nlohmann-json3-dev):
@@ -608,5 +675,20 @@ extern "C" moir_status moir_detokenize(const moir_tokenizer *, const int32_t *, 
                                        char *, size_t, size_t *) {
   return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
 }
+extern "C" moir_status moir_text_stream_create(const moir_tokenizer *, int, moir_text_stream **out) {
+  if (out)
+    *out = nullptr;
+  return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
+}
+extern "C" moir_status moir_text_stream_push(moir_text_stream *, int32_t, const char **, size_t *) {
+  return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
+}
+extern "C" void moir_text_stream_finish(moir_text_stream *, const char **text, size_t *bytes) {
+  if (text)
+    *text = "";
+  if (bytes)
+    *bytes = 0;
+}
+extern "C" void moir_text_stream_destroy(moir_text_stream *) {}
 
 #endif

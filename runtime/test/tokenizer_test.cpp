@@ -115,6 +115,36 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "%s: decoding differs from the package's\n", name.c_str());
       ++wrong;
     }
+    // Streaming, token by token: the pieces join to the decoded text, and
+    // each is intact UTF-8 characters (none ends inside one).
+    moir_text_stream *stream = nullptr;
+    std::string joined;
+    bool intact = moir_text_stream_create(t, 0, &stream) == MOIR_OK;
+    for (size_t i = 0; intact && i < ref.size(); ++i) {
+      const char *piece = nullptr;
+      size_t n = 0;
+      intact = moir_text_stream_push(stream, ref[i], &piece, &n) == MOIR_OK;
+      std::string p(piece ? piece : "", n);
+      if (!p.empty()) {
+        unsigned char last = p.back();
+        size_t back = 0;
+        while (back < p.size() && (static_cast<unsigned char>(p[p.size() - 1 - back]) & 0xC0) == 0x80)
+          ++back;
+        unsigned char lead = p[p.size() - 1 - back];
+        size_t need = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+        intact = intact && (last < 0x80 || back + 1 == need);
+      }
+      joined += p;
+    }
+    const char *rest = nullptr;
+    size_t restBytes = 0;
+    moir_text_stream_finish(stream, &rest, &restBytes);
+    joined.append(rest, restBytes);
+    moir_text_stream_destroy(stream);
+    if (!intact || joined != expected["decoded"].get<std::string>()) {
+      std::fprintf(stderr, "%s: streamed decoding differs or splits a character\n", name.c_str());
+      ++wrong;
+    }
     moir_tokenizer_close(t);
     std::printf("%s: %zu lines + corpus (%zu ids) %s\n", name.c_str(), lines.size(), ref.size(),
                 wrong ? "DIFFER" : "identical to tokenizers");

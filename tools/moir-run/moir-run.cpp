@@ -333,64 +333,56 @@ std::string jsonQuote(const std::string &text) {
   return out + "\"";
 }
 
-/// Generated tokens to text: each token's bytes, printed (when streaming)
-/// up to the last complete UTF-8 character, so a character split over two
-/// tokens is never printed in halves.
+/// Generated tokens to text through the runtime's streaming decoder, which
+/// never hands out half a UTF-8 character; printed as it comes when
+/// streaming, and kept whole for --json.
 class TextStream {
 public:
   TextStream(moir_tokenizer *tokenizer, bool stream) : tokenizer(tokenizer), stream(stream) {}
-  ~TextStream() { moir_tokenizer_close(tokenizer); }
+  ~TextStream() {
+    moir_text_stream_destroy(decoder);
+    moir_tokenizer_close(tokenizer);
+  }
   bool encode(const char *prompt, std::vector<int32_t> &ids) {
     size_t n = 0, len = std::strlen(prompt);
     ids.assign(len + 16, 0);
     if (moir_tokenize(tokenizer, prompt, len, ids.data(), ids.size(), &n) != MOIR_OK)
       return false;
     ids.resize(n);
-    return true;
+    return moir_text_stream_create(tokenizer, /*skip_special=*/0, &decoder) == MOIR_OK;
   }
   bool add(int32_t id) {
-    char buf[1024];
+    const char *piece = nullptr;
     size_t bytes = 0;
-    if (moir_detokenize(tokenizer, &id, 1, /*skip_special=*/0, buf, sizeof buf, &bytes) != MOIR_OK)
+    if (moir_text_stream_push(decoder, id, &piece, &bytes) != MOIR_OK)
       return false;
-    text.append(buf, bytes);
-    if (stream) {
-      size_t complete = completeUtf8(text);
-      if (complete > printed) {
-        std::fwrite(text.data() + printed, 1, complete - printed, stdout);
-        std::fflush(stdout);
-        printed = complete;
-      }
-    }
+    emit(piece, bytes);
     return true;
   }
   void finish() {
+    const char *piece = nullptr;
+    size_t bytes = 0;
+    moir_text_stream_finish(decoder, &piece, &bytes);
+    emit(piece, bytes);
     if (stream) {
-      std::fwrite(text.data() + printed, 1, text.size() - printed, stdout);
       std::fputc('\n', stdout);
       std::fflush(stdout);
-      printed = text.size();
     }
   }
   const std::string &all() const { return text; }
 
 private:
-  /// The length of the longest prefix that does not end inside a UTF-8
-  /// character.
-  static size_t completeUtf8(const std::string &s) {
-    size_t end = s.size(), back = 0;
-    while (back < 4 && back < end && (static_cast<unsigned char>(s[end - 1 - back]) & 0xC0) == 0x80)
-      ++back;
-    if (back == end)
-      return end;
-    unsigned char lead = s[end - 1 - back];
-    size_t need = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : (lead >> 3) == 30 ? 4 : 1;
-    return back + 1 >= need ? end : end - 1 - back;
+  void emit(const char *piece, size_t bytes) {
+    text.append(piece, bytes);
+    if (stream && bytes) {
+      std::fwrite(piece, 1, bytes, stdout);
+      std::fflush(stdout);
+    }
   }
   moir_tokenizer *tokenizer;
+  moir_text_stream *decoder = nullptr;
   bool stream;
   std::string text;
-  size_t printed = 0;
 };
 
 /// Prefills the prompt, generates, and reports the rates.

@@ -143,6 +143,18 @@ moir_status moir_tokenize(const moir_tokenizer *tokenizer, const char *text, siz
 moir_status moir_detokenize(const moir_tokenizer *tokenizer, const int32_t *ids, size_t n,
                             int skip_special, char *text, size_t capacity, size_t *bytes);
 
+/* Streaming decoding, token by token: each push gives the bytes that end on
+ * a character boundary (safe to print), holding back the bytes of a UTF-8
+ * character whose rest is still to come; finish gives what is held back.
+ * The text pointers stay valid until the next call on the stream. */
+typedef struct moir_text_stream moir_text_stream;
+moir_status moir_text_stream_create(const moir_tokenizer *tokenizer, int skip_special,
+                                    moir_text_stream **out);
+moir_status moir_text_stream_push(moir_text_stream *stream, int32_t id, const char **text,
+                                  size_t *bytes);
+void moir_text_stream_finish(moir_text_stream *stream, const char **text, size_t *bytes);
+void moir_text_stream_destroy(moir_text_stream *stream);
+
 /* ---- Sampling ----------------------------------------------------------- */
 
 typedef struct moir_sampling {
