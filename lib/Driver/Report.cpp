@@ -294,19 +294,18 @@ llvm::Error analyze(ModuleOp module, int64_t context, int64_t prompt, raw_ostrea
     if (components) {
       std::string layer = layerOf(op);
       std::string prefix = layer == "rest" ? "head." : "layer." + layer + ".";
-      CostComponent &c = (*components)[prefix + kind.str()];
-      c.experts = std::max(c.experts, experts);
-      c.decodeFlops += w.decodeFlops;
-      c.decodeBytes += w.decodeBytes;
-      c.prefillFlops += w.prefillFlops;
-      c.prefillBytes += w.prefillBytes;
-      if (shared.decodeFlops || shared.decodeBytes) {
-        CostComponent &p = (*components)[prefix + "projections"];
-        p.decodeFlops += shared.decodeFlops;
-        p.decodeBytes += shared.decodeBytes;
-        p.prefillFlops += shared.prefillFlops;
-        p.prefillBytes += shared.prefillBytes;
-      }
+      auto addTo = [&](const std::string &name, const Work &work) {
+        CostComponent &c = (*components)[name];
+        c.decodeFlops += work.decodeFlops;
+        c.decodeBytes += work.decodeBytes;
+        c.prefillFlops += work.prefillFlops;
+        c.prefillBytes += work.prefillBytes;
+        return &c;
+      };
+      CostComponent *c = addTo(prefix + kind.str(), w);
+      c->experts = std::max(c->experts, experts);
+      if (shared.decodeFlops || shared.decodeBytes)
+        addTo(prefix + "projections", shared);
     }
     w.add(shared);
     row.after.add(w);

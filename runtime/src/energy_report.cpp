@@ -1,6 +1,7 @@
 // Measured energy per token, attribution, and the report (energy_report.h,
 // docs/energy.md).
 #include "energy_report.h"
+#include "utf8.h"
 
 #include <algorithm>
 #include <chrono>
@@ -23,30 +24,6 @@ namespace moir::energy {
 
 // ---- JSON ----
 
-namespace {
-
-/// Length of the valid UTF-8 sequence at s[i], 0 if invalid.
-size_t utf8Length(const std::string &s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = byte(i);
-  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-  if (n == 0 || i + n > s.size())
-    return 0;
-  uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-  for (size_t k = 1; k < n; ++k) {
-    if ((byte(i + k) >> 6) != 0x2)
-      return 0;
-    cp = (cp << 6) | (byte(i + k) & 0x3f);
-  }
-  // Overlong forms, surrogates, beyond U+10FFFF.
-  static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[n] || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-    return 0;
-  return n;
-}
-
-} // namespace
-
 std::string jsonString(const std::string &text) {
   std::string out = "\"";
   for (size_t i = 0; i < text.size();) {
@@ -68,10 +45,11 @@ std::string jsonString(const std::string &text) {
       ++i;
       continue;
     }
-    size_t n = utf8Length(text, i);
+    size_t bad = 1, n = moir::rt::utf8Sequence(text, i, &bad);
     if (n == 0) {
-      out += "\xef\xbf\xbd"; // U+FFFD for a byte that is not UTF-8
-      ++i;
+      // U+FFFD for each maximal run that is not UTF-8 (as Python's "replace").
+      out += "\xef\xbf\xbd";
+      i += bad;
       continue;
     }
     out.append(text, i, n);
@@ -103,39 +81,33 @@ void JsonWriter::separate() {
   }
 }
 
-void JsonWriter::beginObject() {
+void JsonWriter::open(char bracket) {
   separate();
-  out += "{";
+  out += bracket;
   counts.push_back(0);
 }
 
-void JsonWriter::endObject() {
+void JsonWriter::close(char bracket) {
   bool empty = counts.back() == 0;
   counts.pop_back();
   if (!empty) {
     out += "\n";
     out.append(2 * counts.size(), ' ');
   }
-  out += "}";
+  out += bracket;
+}
+
+void JsonWriter::beginObject() { open('{'); }
+
+void JsonWriter::endObject() {
+  close('}');
   if (counts.empty())
     out += "\n";
 }
 
-void JsonWriter::beginArray() {
-  separate();
-  out += "[";
-  counts.push_back(0);
-}
+void JsonWriter::beginArray() { open('['); }
 
-void JsonWriter::endArray() {
-  bool empty = counts.back() == 0;
-  counts.pop_back();
-  if (!empty) {
-    out += "\n";
-    out.append(2 * counts.size(), ' ');
-  }
-  out += "]";
-}
+void JsonWriter::endArray() { close(']'); }
 
 void JsonWriter::key(const std::string &name) {
   separate();

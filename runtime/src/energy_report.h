@@ -50,6 +50,9 @@ public:
 
 private:
   void separate();
+  /// A bracket that opens or closes an object or array, indented.
+  void open(char bracket);
+  void close(char bracket);
   std::string out;
   std::vector<int> counts; // members written, per open container
   bool afterKey = false;

@@ -284,18 +284,15 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
                                                   verified, trustedKeys, &size);
         s != MOIR_OK)
       return reject(s);
-    Header signedHeader;
-    if (size < sizeof signedHeader || verified.size() < sizeof signedHeader)
-      return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
-    std::memcpy(&signedHeader, verified.data(), sizeof signedHeader);
-    if (signedHeader.weightsOffset != verified.size())
-      return reject(fail(MOIR_ERROR_FORMAT, m->path + ": the file changed while it was opened"));
     base = verified.data();
   }
   Header h;
-  if (size < sizeof h)
+  if (size < sizeof h || (trustedKeys && verified.size() < sizeof h))
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": truncated (no artifact header)"));
   std::memcpy(&h, base, sizeof h);
+  // The signed header must place the weights where the private copy ends.
+  if (trustedKeys && h.weightsOffset != verified.size())
+    return reject(fail(MOIR_ERROR_FORMAT, m->path + ": the file changed while it was opened"));
   if (std::memcmp(h.magic, "MOIRART\0", 8) != 0)
     return reject(fail(MOIR_ERROR_FORMAT, m->path + ": not a MoIR artifact"));
   if (h.version != 1)

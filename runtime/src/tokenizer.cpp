@@ -4,6 +4,7 @@
 // each piece's bytes become byte-level symbols that the merges join, lowest
 // rank first (a priority queue over adjacent pairs, not a rescan per merge).
 #include "status.h"
+#include "utf8.h"
 
 #include "moir/runtime.h"
 
@@ -330,19 +331,8 @@ constexpr size_t kCacheEntries = 1 << 16;
 /// The offset of the first byte that is not part of well-formed UTF-8, or npos.
 size_t invalidUtf8(const std::string &s) {
   for (size_t i = 0; i < s.size();) {
-    unsigned char c = s[i];
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!n || i + n > s.size() || (n == 2 && c < 0xC2))
-      return i;
-    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
-    for (size_t k = 1; k < n; ++k) {
-      unsigned char d = s[i + k];
-      if ((d & 0xC0) != 0x80)
-        return i;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    size_t n = moir::rt::utf8Sequence(s, i);
+    if (!n)
       return i;
     i += n;
   }
@@ -375,23 +365,22 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
   if (j.is_discarded() || !j.is_object())
     return bad(t->path, "not a JSON object");
   try {
+    // A section's "type", or `absent` when it is not an object.
+    auto typeOf = [](const json &section, const char *absent) {
+      return section.is_object() ? section.value("type", std::string("?")) : std::string(absent);
+    };
     if (j.contains("normalizer") && !j["normalizer"].is_null())
-      return unsupported(t->path, "normalizer '" +
-                                      j["normalizer"].value("type", std::string("?")) +
+      return unsupported(t->path, "normalizer '" + typeOf(j["normalizer"], "?") +
                                       "' (byte-level BPE tokenizers have none)");
     const json &model = j.value("model", json());
-    if (!model.is_object() || model.value("type", std::string()) != "BPE")
-      return unsupported(t->path, "model type '" +
-                                      (model.is_object() ? model.value("type", std::string("?"))
-                                                         : std::string("?")) +
+    if (typeOf(model, "?") != "BPE")
+      return unsupported(t->path, "model type '" + typeOf(model, "?") +
                                       "' (this runtime reads byte-level BPE)");
     if (model.value("byte_fallback", false))
       return unsupported(t->path, "BPE with byte_fallback (SentencePiece style)");
     const json &decoder = j.value("decoder", json());
-    if (!decoder.is_object() || decoder.value("type", std::string()) != "ByteLevel")
-      return unsupported(t->path, "decoder '" +
-                                      (decoder.is_object() ? decoder.value("type", std::string("?"))
-                                                           : std::string("none")) +
+    if (typeOf(decoder, "none") != "ByteLevel")
+      return unsupported(t->path, "decoder '" + typeOf(decoder, "none") +
                                       "' (this runtime reads byte-level BPE)");
     t->ignoreMerges = model.value("ignore_merges", false);
     const json &vocab = model.value("vocab", json());
@@ -498,17 +487,18 @@ extern "C" moir_status moir_tokenize(const moir_tokenizer *t, const char *text, 
   if (plain < input.size())
     parts.emplace_back(input.substr(plain), -1);
   std::unordered_map<std::string, std::vector<int32_t>> cache;
+  // Each pattern's match data, once per call.
+  std::vector<pcre2_match_data *> matches;
+  for (const auto &split : t->splits)
+    matches.push_back(pcre2_match_data_create_from_pattern(split->code, nullptr));
   for (auto &[part, id] : parts) {
     if (id >= 0) {
       out.push_back(id);
       continue;
     }
     std::vector<std::string> pieces{t->addPrefixSpace && part[0] != ' ' ? " " + part : part};
-    for (const auto &split : t->splits) {
-      pcre2_match_data *m = pcre2_match_data_create_from_pattern(split->code, nullptr);
-      pieces = applySplit(*split, pieces, m);
-      pcre2_match_data_free(m);
-    }
+    for (size_t k = 0; k < t->splits.size(); ++k)
+      pieces = applySplit(*t->splits[k], pieces, matches[k]);
     for (const std::string &piece : pieces) {
       if (piece.empty())
         continue;
@@ -524,6 +514,8 @@ extern "C" moir_status moir_tokenize(const moir_tokenizer *t, const char *text, 
         cache.emplace(piece, std::vector<int32_t>(out.begin() + from, out.end()));
     }
   }
+  for (pcre2_match_data *m : matches)
+    pcre2_match_data_free(m);
   *count = out.size();
   if (out.size() > capacity)
     return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_tokenize: " + std::to_string(out.size()) +

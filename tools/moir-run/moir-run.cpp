@@ -243,9 +243,6 @@ int parseOptions(int argc, char **argv, Options &o) {
       o.path = argv[i];
     }
   }
-  if (!o.trustedKeys)
-    if (const char *env = std::getenv("MOIR_TRUSTED_KEYS"); env && *env)
-      o.trustedKeys = env;
   if (!o.path)
     return usageError("no model given (MODEL.moir)");
   if (!o.inspect && o.prompt.empty() && !o.text)
@@ -287,50 +284,6 @@ std::string joinIds(const std::vector<int32_t> &ids) {
   for (int32_t id : ids)
     s += (s.empty() ? "" : ", ") + std::to_string(id);
   return s;
-}
-
-/// `text` as a JSON string; bytes that are not UTF-8 (a model can generate
-/// a character's bytes apart) become U+FFFD, one per maximal invalid run as
-/// Python's "replace" does.
-std::string jsonQuote(const std::string &text) {
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size();) {
-    unsigned char c = text[i];
-    if (c >= 0x80) {
-      // Well-formed sequences (Unicode's table 3-7); `ok` counts the bytes
-      // of the maximal subpart that fits it.
-      size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-      unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-      unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-      size_t ok = 1;
-      while (n && ok < n && i + ok < text.size()) {
-        unsigned char d = text[i + ok];
-        if (ok == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80)
-          break;
-        ++ok;
-      }
-      if (n && ok == n) {
-        out.append(text, i, n);
-        i += n;
-      } else {
-        out += "\xef\xbf\xbd"; // U+FFFD
-        i += std::max<size_t>(ok, 1);
-      }
-      continue;
-    }
-    ++i;
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 /// Generated tokens to text through the runtime's streaming decoder, which
@@ -499,7 +452,7 @@ int generate(const Options &o) {
                   boundRate > 0 ? decodeRate / boundRate : 0.0);
     if (text)
       std::printf(", \"prompt_tokens\": [%s], \"text\": %s", joinIds(prompt).c_str(),
-                  jsonQuote(text->all()).c_str());
+                  moir::energy::jsonString(text->all()).c_str());
     std::printf("}\n");
   } else {
     if (!text) {
