@@ -63,8 +63,16 @@ def main():
         pass
     t0 = time.monotonic()
     stop = os.path.join(a.root, "stop")
+    # The longest the counters went without an update (a stalled writer),
+    # for the check to allow for: a hardware counter never stalls.
+    last, longest = t0, 0.0
     while True:
-        t = time.monotonic() - t0
+        now = time.monotonic()
+        if now - last > longest:
+            longest = now - last
+            write(os.path.join(a.root, "longest_gap_s"), repr(longest))
+        last = now
+        t = now - t0
         if t > a.seconds or os.path.exists(stop):
             break
         try:
