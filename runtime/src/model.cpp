@@ -3,6 +3,7 @@
 #include "model.h"
 #include "signature.h"
 #include "status.h"
+#include "tokenizer.h"
 
 #include <cmath>
 #include <algorithm>
@@ -393,6 +394,18 @@ extern "C" moir_status moir_model_tokenizer(const moir_model *m, moir_tokenizer 
       return fail(MOIR_ERROR_FORMAT, m->path + ": its tokenizer has " + std::to_string(n) +
                                          " token ids, the model's vocabulary " +
                                          std::to_string(m->vocab));
+    }
+    // The BOS/EOS and stop tokens moirc kept beside it.
+    for (const auto &[other, where] : m->resources) {
+      if (other != "tokenizer_config.json")
+        continue;
+      if (moir_status s = moirTokenizerConfigure(
+              t, m->path + ":tokenizer_config.json",
+              reinterpret_cast<const char *>(m->weights + where.first), where.second);
+          s != MOIR_OK) {
+        moir_tokenizer_close(t);
+        return s;
+      }
     }
     *out = t;
     return moir::rt::ok();

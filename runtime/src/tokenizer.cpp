@@ -1,9 +1,23 @@
-// Tokenizers: Hugging Face tokenizer.json, byte-level BPE (GPT-2, Llama 3,
-// Qwen, DeepSeek, OLMoE style). Text is split first into the added (special)
-// tokens, matched literally, then by the pre-tokenizer's patterns (PCRE2);
-// each piece's bytes become byte-level symbols that the merges join, lowest
-// rank first (a priority queue over adjacent pairs, not a rescan per merge).
+// Tokenizers: Hugging Face tokenizer.json. Text is split first into the added
+// (special) tokens, matched literally; each other part is normalized
+// (Prepend, Replace, NFC/NFKC/NFD/NFKD, Lowercase, Strip), cut by the
+// pre-tokenizer (Split patterns in PCRE2, ByteLevel, Metaspace, Digits), and
+// each piece's symbols are joined by BPE, best pair first (a priority queue
+// over adjacent pairs, not a rescan per merge):
+//   - byte-level BPE (GPT-2, Llama 3, Qwen, DeepSeek, OLMoE): bytes mapped to
+//     characters, merges ranked by the merges list;
+//   - SentencePiece-style BPE (Llama 2, Mistral, Mixtral, Gemma): characters,
+//     merges ranked by the list, characters outside the vocabulary as their
+//     <0xXX> byte tokens (byte_fallback) or the unknown token;
+//   - "moir.ScoreBPE": SentencePiece BPE as llama.cpp runs a GGUF "llama"
+//     vocabulary, which has piece scores instead of merges: any adjacent pair
+//     whose concatenation is a piece may merge, highest score first (moirc
+//     writes this model type from GGUF metadata; docs/tokenizers.md).
+// The post-processor's TemplateProcessing gives the special tokens around a
+// text (a BOS); the decoder chain (ByteLevel, Replace, ByteFallback, Fuse,
+// Strip, Metaspace) turns ids back into bytes.
 #include "status.h"
+#include "tokenizer.h"
 #include "utf8.h"
 
 #include "moir/runtime.h"
@@ -15,8 +29,13 @@
 
 #include <nlohmann/json.hpp>
 
+#ifdef MOIR_HAVE_UTF8PROC
+#include <utf8proc.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -31,6 +50,32 @@ using moir::rt::fail;
 using json = nlohmann::json;
 
 namespace {
+
+std::string utf8(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xF0 | (cp >> 18));
+    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+/// The byte length of the UTF-8 character that starts with `lead` (1 for a
+/// stray continuation byte, so a scan always moves on).
+size_t charLength(unsigned char lead) {
+  return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+}
 
 /// GPT-2's byte-to-character map: printable bytes stand for themselves, the
 /// others for code points from 256 up, in byte order.
@@ -47,20 +92,6 @@ struct ByteLevel {
       decode[cp] = static_cast<uint8_t>(byte);
     }
   }
-  static std::string utf8(uint32_t cp) {
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      s += static_cast<char>(0xE0 | (cp >> 12));
-      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    return s;
-  }
 };
 
 const ByteLevel &byteLevel() {
@@ -68,7 +99,7 @@ const ByteLevel &byteLevel() {
   return table;
 }
 
-/// A compiled split pattern and how its matches cut the text.
+/// A compiled pattern and how its matches cut the text.
 struct Split {
   pcre2_code *code = nullptr;
   // Isolated: matches and the text between them are pieces; others as
@@ -88,18 +119,57 @@ struct AddedToken {
   bool special;
 };
 
+/// One normalizer of the chain.
+struct Normalizer {
+  enum Kind { Prepend, Replace, ReplaceRegex, Unicode, Lowercase, Strip } kind;
+  std::string a, b;              // Prepend: a; Replace: a -> b
+  std::unique_ptr<Split> regex;  // ReplaceRegex: the pattern
+  int form = 0;                  // Unicode: 0 NFC, 1 NFKC, 2 NFD, 3 NFKD
+  bool left = false, right = false; // Strip
+};
+
+/// One step of the pre-tokenizer chain.
+struct PreTokenizer {
+  enum Kind { SplitStep, Metaspace } kind;
+  std::unique_ptr<Split> split;
+  std::string replacement;       // Metaspace
+  std::string prependScheme;     // Metaspace: always, first, never
+};
+
+/// One step of the decoder chain.
+struct Decoder {
+  enum Kind { ByteLevelStep, Replace, ByteFallback, Fuse, Strip, Metaspace } kind;
+  std::string a, b;      // Replace: a -> b; Strip: a is the character
+  size_t start = 0, stop = 0;
+  bool prepend = false;  // Metaspace: a space was prepended when encoding
+};
+
 } // namespace
 
 struct moir_tokenizer {
   std::string path;
+  enum class Model { BPE, ScoreBPE } model = Model::BPE;
   std::unordered_map<std::string, int32_t> vocab;
   std::vector<std::string> pieces; // id -> token string
   // Merge ranks, keyed by "left right" token strings.
   std::unordered_map<std::string, int32_t> ranks;
-  std::vector<std::unique_ptr<Split>> splits;
-  bool addPrefixSpace = false, ignoreMerges = false;
+  std::vector<float> scores;       // ScoreBPE: per id
+  bool ignoreMerges = false, byteFallback = false, fuseUnk = false;
+  int32_t unk = -1;
+  // Byte-level: the pre-tokenizer maps bytes to characters (ByteLevel).
+  bool byteLevelPieces = false, addPrefixSpace = false;
+  std::vector<Normalizer> normalizers;
+  std::vector<PreTokenizer> preTokenizers;
+  std::vector<Decoder> decoders;
+  // The post-processor's special tokens before and after a text; a
+  // post-processor this runtime cannot apply is named in `postUnsupported`.
+  std::vector<int32_t> prefix, suffix;
+  std::string postUnsupported;
+  // From the artifact's tokenizer_config.json (moir_model_tokenizer).
+  int32_t bos = -1, eos = -1;
+  std::vector<int32_t> stops;
   std::vector<AddedToken> added; // longest first
-  std::vector<bool> isAdded;     // per id
+  std::vector<bool> isAdded, isSpecial; // per id
   // Indices into `added` by first byte (longest first): the literal scan
   // looks at the few that can start at a position.
   std::vector<uint32_t> addedByByte[256];
@@ -115,9 +185,9 @@ moir_status unsupported(const std::string &path, const std::string &why) {
   return fail(MOIR_ERROR_UNSUPPORTED, path + ": " + why);
 }
 
-/// Compiles `pattern` (UTF-8, Unicode properties).
-moir_status compileSplit(moir_tokenizer &t, const std::string &pattern, const std::string &behavior,
-                         bool invert) {
+/// Compiles `pattern` (UTF-8, Unicode properties) into *out.
+moir_status compilePattern(const moir_tokenizer &t, const std::string &pattern,
+                           const std::string &behavior, bool invert, std::unique_ptr<Split> *out) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   auto split = std::make_unique<Split>();
@@ -126,7 +196,7 @@ moir_status compileSplit(moir_tokenizer &t, const std::string &pattern, const st
   if (!split->code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    return bad(t.path, "pre_tokenizer pattern does not compile at offset " +
+    return bad(t.path, "pattern '" + pattern + "' does not compile at offset " +
                            std::to_string(offset) + ": " + reinterpret_cast<char *>(message));
   }
   // Machine code for the pattern where PCRE2 has a JIT for this CPU (the
@@ -137,7 +207,94 @@ moir_status compileSplit(moir_tokenizer &t, const std::string &pattern, const st
     return unsupported(t.path, "Split behavior '" + behavior + "'");
   split->behavior = behavior;
   split->invert = invert;
-  t.splits.push_back(std::move(split));
+  *out = std::move(split);
+  return MOIR_OK;
+}
+
+moir_status addSplit(moir_tokenizer &t, const std::string &pattern, const std::string &behavior,
+                     bool invert) {
+  PreTokenizer step{PreTokenizer::SplitStep, nullptr, {}, {}};
+  if (moir_status s = compilePattern(t, pattern, behavior, invert, &step.split); s != MOIR_OK)
+    return s;
+  t.preTokenizers.push_back(std::move(step));
+  return MOIR_OK;
+}
+
+/// A Split or Replace pattern: {"Regex": ...} as is, {"String": ...} quoted.
+bool patternOf(const json &p, std::string *out, bool *regex = nullptr) {
+  const json &pattern = p.value("pattern", json());
+  if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
+    *out = pattern["Regex"].get<std::string>();
+    if (regex)
+      *regex = true;
+    return true;
+  }
+  if (pattern.is_object() && pattern.contains("String") && pattern["String"].is_string()) {
+    *out = pattern["String"].get<std::string>();
+    if (regex)
+      *regex = false;
+    return true;
+  }
+  return false;
+}
+
+std::string quotedPattern(const std::string &literal) { return "\\Q" + literal + "\\E"; }
+
+/// A section's "type", or `absent` when it is not an object.
+std::string typeOf(const json &section, const char *absent) {
+  return section.is_object() ? section.value("type", std::string("?")) : std::string(absent);
+}
+
+moir_status readNormalizer(moir_tokenizer &t, const json &n) {
+  if (n.is_null())
+    return MOIR_OK;
+  std::string type = typeOf(n, "?");
+  if (type == "Sequence") {
+    if (!n.contains("normalizers") || !n["normalizers"].is_array())
+      return bad(t.path, "Sequence normalizer without normalizers");
+    for (const json &m : n["normalizers"])
+      if (moir_status s = readNormalizer(t, m); s != MOIR_OK)
+        return s;
+    return MOIR_OK;
+  }
+  Normalizer step{};
+  if (type == "Prepend") {
+    if (!n.contains("prepend") || !n["prepend"].is_string())
+      return bad(t.path, "Prepend normalizer without a prepend string");
+    step.kind = Normalizer::Prepend;
+    step.a = n["prepend"].get<std::string>();
+  } else if (type == "Replace") {
+    bool regex = false;
+    if (!patternOf(n, &step.a, &regex) || !n.contains("content") || !n["content"].is_string())
+      return bad(t.path, "Replace normalizer without a pattern and content");
+    step.b = n["content"].get<std::string>();
+    step.kind = regex ? Normalizer::ReplaceRegex : Normalizer::Replace;
+    if (regex)
+      if (moir_status s = compilePattern(t, step.a, "Isolated", false, &step.regex); s != MOIR_OK)
+        return s;
+    if (!regex && step.a.empty())
+      return bad(t.path, "Replace normalizer with an empty pattern");
+  } else if (type == "NFC" || type == "NFKC" || type == "NFD" || type == "NFKD") {
+#ifdef MOIR_HAVE_UTF8PROC
+    step.kind = Normalizer::Unicode;
+    step.form = type == "NFC" ? 0 : type == "NFKC" ? 1 : type == "NFD" ? 2 : 3;
+#else
+    return unsupported(t.path, "normalizer '" + type +
+                                   "' (this runtime was built without utf8proc)");
+#endif
+  } else if (type == "Lowercase") {
+    step.kind = Normalizer::Lowercase;
+#ifndef MOIR_HAVE_UTF8PROC
+    return unsupported(t.path, "normalizer 'Lowercase' (this runtime was built without utf8proc)");
+#endif
+  } else if (type == "Strip") {
+    step.kind = Normalizer::Strip;
+    step.left = n.value("strip_left", false);
+    step.right = n.value("strip_right", false);
+  } else {
+    return unsupported(t.path, "normalizer type '" + type + "'");
+  }
+  t.normalizers.push_back(std::move(step));
   return MOIR_OK;
 }
 
@@ -156,27 +313,142 @@ moir_status readPreTokenizer(moir_tokenizer &t, const json &p) {
     return MOIR_OK;
   }
   if (type == "ByteLevel") {
+    t.byteLevelPieces = true;
     t.addPrefixSpace = p.value("add_prefix_space", false);
     if (p.value("use_regex", true))
-      return compileSplit(t, kByteLevelPattern, "Isolated", false);
+      return addSplit(t, kByteLevelPattern, "Isolated", false);
     return MOIR_OK;
   }
   if (type == "Split") {
-    const json &pattern = p.value("pattern", json());
     std::string text;
-    if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
-      text = pattern["Regex"].get<std::string>();
-    } else if (pattern.is_object() && pattern.contains("String") &&
-               pattern["String"].is_string()) {
-      // A literal: quote it for PCRE2.
-      text = "\\Q" + pattern["String"].get<std::string>() + "\\E";
-    } else {
+    bool regex = false;
+    if (!patternOf(p, &text, &regex))
       return bad(t.path, "Split pre_tokenizer without a Regex or String pattern");
-    }
-    return compileSplit(t, text, p.value("behavior", std::string("Isolated")),
-                        p.value("invert", false));
+    return addSplit(t, regex ? text : quotedPattern(text), p.value("behavior", std::string("Isolated")),
+                    p.value("invert", false));
+  }
+  if (type == "Digits")
+    return addSplit(t, p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+", "Isolated",
+                    false);
+  if (type == "WhitespaceSplit")
+    return addSplit(t, "\\s+", "Removed", false);
+  if (type == "Metaspace") {
+    PreTokenizer step{PreTokenizer::Metaspace, nullptr, p.value("replacement", std::string("\xE2\x96\x81")),
+                      p.value("prepend_scheme", std::string("always"))};
+    // Older files: add_prefix_space instead of a prepend_scheme.
+    if (!p.contains("prepend_scheme") && p.contains("add_prefix_space"))
+      step.prependScheme = p.value("add_prefix_space", true) ? "always" : "never";
+    if (step.prependScheme != "always" && step.prependScheme != "first" &&
+        step.prependScheme != "never")
+      return unsupported(t.path, "Metaspace prepend_scheme '" + step.prependScheme + "'");
+    if (step.replacement.empty())
+      return bad(t.path, "Metaspace pre_tokenizer with an empty replacement");
+    if (p.value("split", true))
+      if (moir_status s = compilePattern(t, quotedPattern(step.replacement), "MergedWithNext", false,
+                                         &step.split);
+          s != MOIR_OK)
+        return s;
+    t.preTokenizers.push_back(std::move(step));
+    return MOIR_OK;
   }
   return unsupported(t.path, "pre_tokenizer type '" + type + "'");
+}
+
+moir_status readDecoder(moir_tokenizer &t, const json &d) {
+  std::string type = typeOf(d, "none");
+  if (type == "Sequence") {
+    if (!d.contains("decoders") || !d["decoders"].is_array())
+      return bad(t.path, "Sequence decoder without decoders");
+    for (const json &e : d["decoders"])
+      if (moir_status s = readDecoder(t, e); s != MOIR_OK)
+        return s;
+    return MOIR_OK;
+  }
+  Decoder step{};
+  if (type == "ByteLevel") {
+    step.kind = Decoder::ByteLevelStep;
+  } else if (type == "Replace") {
+    bool regex = false;
+    if (!patternOf(d, &step.a, &regex) || regex || step.a.empty() || !d.contains("content") ||
+        !d["content"].is_string())
+      return unsupported(t.path, "Replace decoder other than a string pattern with content");
+    step.kind = Decoder::Replace;
+    step.b = d["content"].get<std::string>();
+  } else if (type == "ByteFallback") {
+    step.kind = Decoder::ByteFallback;
+  } else if (type == "Fuse") {
+    step.kind = Decoder::Fuse;
+  } else if (type == "Strip") {
+    step.kind = Decoder::Strip;
+    step.a = d.value("content", std::string(" "));
+    step.start = d.value("start", size_t(0));
+    step.stop = d.value("stop", size_t(0));
+    if (step.a.empty() || charLength(step.a[0]) != step.a.size())
+      return bad(t.path, "Strip decoder whose content is not one character");
+  } else if (type == "Metaspace") {
+    step.kind = Decoder::Metaspace;
+    step.a = d.value("replacement", std::string("\xE2\x96\x81"));
+    std::string scheme = d.value("prepend_scheme", std::string("always"));
+    if (!d.contains("prepend_scheme") && d.contains("add_prefix_space"))
+      scheme = d.value("add_prefix_space", true) ? "always" : "never";
+    step.prepend = scheme != "never";
+    if (step.a.empty())
+      return bad(t.path, "Metaspace decoder with an empty replacement");
+  } else {
+    return unsupported(t.path, "decoder '" + type + "'");
+  }
+  t.decoders.push_back(std::move(step));
+  return MOIR_OK;
+}
+
+/// The special tokens a post-processor puts around one text: the "single"
+/// template of TemplateProcessing (a ByteLevel post-processor only moves
+/// offsets). Others are remembered as unsupported, for add_special.
+moir_status readPostProcessor(moir_tokenizer &t, const json &p) {
+  std::string type = typeOf(p, "none");
+  if (type == "none" || type == "ByteLevel")
+    return MOIR_OK;
+  if (type == "Sequence") {
+    if (!p.contains("processors") || !p["processors"].is_array())
+      return bad(t.path, "Sequence post_processor without processors");
+    for (const json &q : p["processors"])
+      if (moir_status s = readPostProcessor(t, q); s != MOIR_OK)
+        return s;
+    return MOIR_OK;
+  }
+  if (type != "TemplateProcessing") {
+    t.postUnsupported = "post_processor '" + type + "'";
+    return MOIR_OK;
+  }
+  const json &single = p.value("single", json());
+  const json &specials = p.value("special_tokens", json::object());
+  if (!single.is_array() || !specials.is_object())
+    return bad(t.path, "TemplateProcessing without a single template");
+  bool seenText = false;
+  for (const json &item : single) {
+    if (item.is_object() && item.contains("Sequence")) {
+      if (seenText)
+        return unsupported(t.path, "a TemplateProcessing single template with two texts");
+      seenText = true;
+      continue;
+    }
+    if (!item.is_object() || !item.contains("SpecialToken") || !item["SpecialToken"].is_object() ||
+        !item["SpecialToken"].contains("id") || !item["SpecialToken"]["id"].is_string())
+      return bad(t.path, "a TemplateProcessing item that is neither a Sequence nor a SpecialToken");
+    std::string name = item["SpecialToken"]["id"].get<std::string>();
+    if (!specials.contains(name) || !specials[name].is_object() ||
+        !specials[name].contains("ids") || !specials[name]["ids"].is_array())
+      return bad(t.path, "TemplateProcessing names special token '" + name +
+                             "' without its ids");
+    for (const json &id : specials[name]["ids"]) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (int64_t(1) << 30))
+        return bad(t.path, "TemplateProcessing special token '" + name + "' has a bad id");
+      (seenText ? t.suffix : t.prefix).push_back(id.get<int32_t>());
+    }
+  }
+  if (!seenText)
+    return bad(t.path, "a TemplateProcessing single template without the text ($A)");
+  return MOIR_OK;
 }
 
 /// Cuts every piece of `pieces` by `split`.
@@ -211,66 +483,210 @@ std::vector<std::string> applySplit(const Split &split, const std::vector<std::s
     if (split.invert)
       for (auto &s : spans)
         std::get<2>(s) = !std::get<2>(s);
+    // tokenizers' SplitDelimiterBehavior: a match joins its neighbour only
+    // when that neighbour is not a match itself.
     const std::string &how = split.behavior;
-    std::string pending;
-    for (size_t i = 0; i < spans.size(); ++i) {
-      auto [b, e, matched] = spans[i];
-      std::string text = piece.substr(b, e - b);
-      if (how == "Isolated") {
-        out.push_back(text);
-      } else if (how == "Removed") {
-        if (!matched)
-          out.push_back(text);
-      } else if (how == "MergedWithPrevious") {
-        if (matched && !out.empty() && i > 0)
-          out.back() += text;
+    std::vector<std::string> cut;
+    if (how == "MergedWithNext") {
+      bool previousMatch = false;
+      for (size_t i = spans.size(); i-- > 0;) {
+        auto [b, e, matched] = spans[i];
+        if (matched && !previousMatch && !cut.empty())
+          cut.back() = piece.substr(b, e - b) + cut.back();
         else
-          out.push_back(text);
-      } else if (how == "MergedWithNext") {
-        pending += text;
-        if (!matched) {
-          out.push_back(pending);
-          pending.clear();
+          cut.push_back(piece.substr(b, e - b));
+        previousMatch = matched;
+      }
+      std::reverse(cut.begin(), cut.end());
+    } else {
+      bool previousMatch = false;
+      for (auto [b, e, matched] : spans) {
+        std::string text = piece.substr(b, e - b);
+        bool join = how == "MergedWithPrevious" ? matched && !previousMatch
+                    : how == "Contiguous"       ? matched == previousMatch
+                                                : false;
+        if (how == "Removed" && matched) {
+        } else if (join && !cut.empty()) {
+          cut.back() += text;
+        } else {
+          cut.push_back(std::move(text));
         }
-      } else { // Contiguous
-        if (matched && i > 0 && std::get<2>(spans[i - 1]))
-          out.back() += text;
-        else
-          out.push_back(text);
+        previousMatch = matched;
       }
     }
-    if (!pending.empty())
-      out.push_back(pending);
+    for (std::string &c : cut)
+      out.push_back(std::move(c));
   }
   return out;
 }
 
-/// BPE over one pre-token's byte-level symbols: joins the adjacent pair of
-/// lowest merge rank until none is left (pairs in a priority queue, symbols
-/// in a linked list; stale queue entries are skipped).
-void bpe(const moir_tokenizer &t, const std::string &bytes, std::vector<int32_t> &ids) {
-  const ByteLevel &bl = byteLevel();
-  std::string mapped;
-  for (unsigned char c : bytes)
-    mapped += bl.encode[c];
-  if (t.ignoreMerges) {
-    auto it = t.vocab.find(mapped);
-    if (it != t.vocab.end()) {
-      ids.push_back(it->second);
-      return;
+void replaceAll(std::string &s, const std::string &from, const std::string &to) {
+  std::string out;
+  size_t at = 0;
+  for (size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size())
+    out.append(s, at, hit - at).append(to);
+  out.append(s, at, std::string::npos);
+  s.swap(out);
+}
+
+/// The normalizer chain on one part of the text (between added tokens).
+moir_status normalize(const moir_tokenizer &t, std::string &s) {
+  for (const Normalizer &n : t.normalizers) {
+    switch (n.kind) {
+    case Normalizer::Prepend:
+      if (!s.empty())
+        s = n.a + s;
+      break;
+    case Normalizer::Replace:
+      replaceAll(s, n.a, n.b);
+      break;
+    case Normalizer::ReplaceRegex: {
+      PCRE2_SIZE size = s.size() * 2 + n.b.size() + 64;
+      std::string out;
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        out.assign(size, '\0');
+        int rc = pcre2_substitute(
+            n.regex->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0,
+            PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_LITERAL | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH |
+                PCRE2_NO_UTF_CHECK,
+            nullptr, nullptr, reinterpret_cast<PCRE2_SPTR>(n.b.data()), n.b.size(),
+            reinterpret_cast<PCRE2_UCHAR *>(out.data()), &size);
+        if (rc >= 0) {
+          out.resize(size);
+          break;
+        }
+        if (rc != PCRE2_ERROR_NOMEMORY || attempt == 1)
+          return fail(MOIR_ERROR_FORMAT, t.path + ": Replace normalizer failed (" +
+                                               std::to_string(rc) + ")");
+      }
+      s.swap(out);
+      break;
+    }
+    case Normalizer::Unicode:
+    case Normalizer::Lowercase: {
+#ifdef MOIR_HAVE_UTF8PROC
+      static const utf8proc_option_t forms[] = {
+          utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE),
+          utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT),
+          utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE),
+          utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT)};
+      if (n.kind == Normalizer::Lowercase) {
+        std::string out;
+        for (size_t at = 0; at < s.size();) {
+          utf8proc_int32_t cp = 0;
+          utf8proc_ssize_t len = utf8proc_iterate(
+              reinterpret_cast<const utf8proc_uint8_t *>(s.data()) + at, s.size() - at, &cp);
+          if (len <= 0)
+            return fail(MOIR_ERROR_FORMAT, t.path + ": Lowercase met bytes that are not UTF-8");
+          out += utf8(static_cast<uint32_t>(utf8proc_tolower(cp)));
+          at += len;
+        }
+        s.swap(out);
+        break;
+      }
+      utf8proc_uint8_t *result = nullptr;
+      utf8proc_ssize_t len =
+          utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(s.data()), s.size(), &result,
+                       forms[n.form]);
+      if (len < 0)
+        return fail(MOIR_ERROR_FORMAT, t.path + ": Unicode normalization failed: " +
+                                             utf8proc_errmsg(len));
+      s.assign(reinterpret_cast<char *>(result), len);
+      std::free(result);
+#endif
+      break;
+    }
+    case Normalizer::Strip: {
+      size_t b = 0, e = s.size();
+      auto space = [](unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+      while (n.left && b < e && space(s[b]))
+        ++b;
+      while (n.right && e > b && space(s[e - 1]))
+        --e;
+      s = s.substr(b, e - b);
+      break;
+    }
     }
   }
+  return MOIR_OK;
+}
+
+/// BPE over one pre-token: joins the best adjacent pair until none is left
+/// (pairs in a priority queue, symbols in a linked list; stale queue
+/// entries are skipped). Merges rank pairs by the merges list (BPE) or by
+/// the joined piece's score (ScoreBPE, higher first); ties go to the
+/// leftmost pair.
+void bpe(const moir_tokenizer &t, const std::string &text, std::vector<int32_t> &ids) {
+  const ByteLevel &bl = byteLevel();
   struct Symbol {
     std::string text;
     int prev, next;
     bool alive;
   };
   std::vector<Symbol> sym;
-  for (size_t i = 0; i < bytes.size(); ++i)
-    sym.push_back({bl.encode[static_cast<unsigned char>(bytes[i])], static_cast<int>(i) - 1,
-                   i + 1 < bytes.size() ? static_cast<int>(i) + 1 : -1, true});
+  auto add = [&](std::string piece) {
+    int i = static_cast<int>(sym.size());
+    if (i)
+      sym.back().next = i;
+    sym.push_back({std::move(piece), i - 1, -1, true});
+  };
+  if (t.byteLevelPieces) {
+    std::string mapped;
+    for (unsigned char c : text)
+      mapped += bl.encode[c];
+    if (t.ignoreMerges) {
+      if (auto it = t.vocab.find(mapped); it != t.vocab.end()) {
+        ids.push_back(it->second);
+        return;
+      }
+    }
+    for (unsigned char c : text)
+      add(bl.encode[c]);
+  } else {
+    if (t.ignoreMerges) {
+      if (auto it = t.vocab.find(text); it != t.vocab.end()) {
+        ids.push_back(it->second);
+        return;
+      }
+    }
+    bool lastUnk = false;
+    for (size_t at = 0; at < text.size();) {
+      size_t n = std::min(charLength(text[at]), text.size() - at);
+      std::string c = text.substr(at, n);
+      at += n;
+      if (t.model == moir_tokenizer::Model::ScoreBPE || t.vocab.count(c)) {
+        // ScoreBPE keeps every character; pieces outside the vocabulary
+        // fall back to bytes at the end, as llama.cpp does.
+        add(std::move(c));
+        lastUnk = false;
+        continue;
+      }
+      if (t.byteFallback) {
+        std::vector<std::string> bytes;
+        for (unsigned char b : c) {
+          char name[8];
+          std::snprintf(name, sizeof name, "<0x%02X>", b);
+          if (!t.vocab.count(name))
+            break;
+          bytes.push_back(name);
+        }
+        if (bytes.size() == c.size()) {
+          for (std::string &b : bytes)
+            add(std::move(b));
+          lastUnk = false;
+          continue;
+        }
+      }
+      if (t.unk < 0)
+        continue; // no unknown token: the character is dropped, as tokenizers does
+      if (t.fuseUnk && lastUnk)
+        continue;
+      add(t.pieces[t.unk]);
+      lastUnk = true;
+    }
+  }
   struct Pair {
-    int32_t rank;
+    double rank;
     int left;
     std::string text; // the merged symbol, to detect stale entries
     bool operator>(const Pair &o) const {
@@ -278,13 +694,21 @@ void bpe(const moir_tokenizer &t, const std::string &bytes, std::vector<int32_t>
     }
   };
   std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> queue;
+  bool scored = t.model == moir_tokenizer::Model::ScoreBPE;
   auto push = [&](int left) {
     if (left < 0 || sym[left].next < 0)
       return;
     const std::string &a = sym[left].text, &b = sym[sym[left].next].text;
+    if (scored) {
+      std::string joined = a + b;
+      auto it = t.vocab.find(joined);
+      if (it != t.vocab.end())
+        queue.push({-static_cast<double>(t.scores[it->second]), left, std::move(joined)});
+      return;
+    }
     auto it = t.ranks.find(a + " " + b);
     if (it != t.ranks.end())
-      queue.push({it->second, left, a + b});
+      queue.push({static_cast<double>(it->second), left, a + b});
   };
   for (int i = 0; i + 1 < static_cast<int>(sym.size()); ++i)
     push(i);
@@ -295,7 +719,7 @@ void bpe(const moir_tokenizer &t, const std::string &bytes, std::vector<int32_t>
     if (!l.alive || l.next < 0)
       continue;
     Symbol &r = sym[l.next];
-    if (l.text + r.text != p.text)
+    if (l.text.size() + r.text.size() != p.text.size() || l.text + r.text != p.text)
       continue; // stale: a neighbour changed since it was queued
     l.text = p.text;
     r.alive = false;
@@ -305,18 +729,30 @@ void bpe(const moir_tokenizer &t, const std::string &bytes, std::vector<int32_t>
     push(l.prev);
     push(p.left);
   }
-  for (int i = 0; i >= 0 && i < static_cast<int>(sym.size()); i = sym[i].next) {
+  for (int i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
     auto it = t.vocab.find(sym[i].text);
     if (it != t.vocab.end()) {
       ids.push_back(it->second);
       continue;
     }
+    if (scored) {
+      // A character outside the vocabulary: its bytes' tokens, else the
+      // unknown token.
+      for (unsigned char b : sym[i].text) {
+        char name[8];
+        std::snprintf(name, sizeof name, "<0x%02X>", b);
+        auto byte = t.vocab.find(name);
+        if (byte != t.vocab.end())
+          ids.push_back(byte->second);
+        else if (t.unk >= 0)
+          ids.push_back(t.unk);
+      }
+      continue;
+    }
     // Not in the vocabulary (a byte-level BPE vocabulary holds every byte):
-    // its bytes one by one, those the vocabulary has.
+    // its characters one by one, those the vocabulary has.
     for (size_t at = 0; at < sym[i].text.size();) {
-      size_t n = 1;
-      while (at + n < sym[i].text.size() && (sym[i].text[at + n] & 0xC0) == 0x80)
-        ++n;
+      size_t n = std::min(charLength(sym[i].text[at]), sym[i].text.size() - at);
       auto one = t.vocab.find(sym[i].text.substr(at, n));
       if (one != t.vocab.end())
         ids.push_back(one->second);
@@ -337,6 +773,228 @@ size_t invalidUtf8(const std::string &s) {
     i += n;
   }
   return std::string::npos;
+}
+
+/// The text's ids (no post-processor): the added tokens, longest first at
+/// each position, cut the text; each other part is normalized,
+/// pre-tokenized and joined by BPE.
+moir_status encode(const moir_tokenizer *t, const std::string &input, std::vector<int32_t> &out) {
+  std::vector<std::tuple<size_t, std::string, int32_t>> parts; // (offset, text, id or -1)
+  size_t at = 0, plain = 0;
+  while (at < input.size()) {
+    const AddedToken *hit = nullptr;
+    for (uint32_t i : t->addedByByte[static_cast<unsigned char>(input[at])]) {
+      const AddedToken &a = t->added[i];
+      if (input.compare(at, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    }
+    if (!hit) {
+      ++at;
+      continue;
+    }
+    if (at > plain)
+      parts.emplace_back(plain, input.substr(plain, at - plain), -1);
+    parts.emplace_back(at, hit->content, hit->id);
+    at += hit->content.size();
+    plain = at;
+  }
+  if (plain < input.size())
+    parts.emplace_back(plain, input.substr(plain), -1);
+  std::unordered_map<std::string, std::vector<int32_t>> cache;
+  // Each pattern's match data, once per call.
+  std::vector<pcre2_match_data *> matches;
+  for (const PreTokenizer &p : t->preTokenizers)
+    matches.push_back(p.split ? pcre2_match_data_create_from_pattern(p.split->code, nullptr)
+                              : nullptr);
+  moir_status status = MOIR_OK;
+  for (auto &[offset, part, id] : parts) {
+    if (id >= 0) {
+      out.push_back(id);
+      continue;
+    }
+    if (status = normalize(*t, part); status != MOIR_OK)
+      break;
+    if (part.empty())
+      continue;
+    std::vector<std::string> pieces{t->addPrefixSpace && part[0] != ' ' ? " " + part : part};
+    for (size_t k = 0; k < t->preTokenizers.size(); ++k) {
+      const PreTokenizer &p = t->preTokenizers[k];
+      if (p.kind == PreTokenizer::Metaspace) {
+        for (size_t i = 0; i < pieces.size(); ++i) {
+          replaceAll(pieces[i], " ", p.replacement);
+          // "first": only the text's very first piece.
+          bool prepend = p.prependScheme == "always" ||
+                         (p.prependScheme == "first" && offset == 0 && i == 0);
+          if (prepend && pieces[i].compare(0, p.replacement.size(), p.replacement) != 0)
+            pieces[i] = p.replacement + pieces[i];
+        }
+      }
+      if (p.split)
+        pieces = applySplit(*p.split, pieces, matches[k]);
+    }
+    for (const std::string &piece : pieces) {
+      if (piece.empty())
+        continue;
+      // Words repeat: each piece's ids once per call.
+      auto hit = cache.find(piece);
+      if (hit != cache.end()) {
+        out.insert(out.end(), hit->second.begin(), hit->second.end());
+        continue;
+      }
+      size_t from = out.size();
+      bpe(*t, piece, out);
+      if (cache.size() < kCacheEntries)
+        cache.emplace(piece, std::vector<int32_t>(out.begin() + from, out.end()));
+    }
+  }
+  for (pcre2_match_data *m : matches)
+    pcre2_match_data_free(m);
+  return status;
+}
+
+/// Byte-level characters back to bytes (characters outside the map as they are).
+void unmapByteLevel(const std::string &piece, std::string &out) {
+  const ByteLevel &bl = byteLevel();
+  for (size_t at = 0; at < piece.size();) {
+    size_t len = std::min(charLength(piece[at]), piece.size() - at);
+    uint32_t cp = static_cast<unsigned char>(piece[at]);
+    if (len == 2)
+      cp = ((cp & 0x1F) << 6) | (piece[at + 1] & 0x3F);
+    else if (len == 3)
+      cp = ((cp & 0x0F) << 12) | ((piece[at + 1] & 0x3F) << 6) | (piece[at + 2] & 0x3F);
+    auto it = len <= 3 ? bl.decode.find(cp) : bl.decode.end();
+    if (it != bl.decode.end())
+      out += static_cast<char>(it->second);
+    else
+      out.append(piece, at, len);
+    at += len;
+  }
+}
+
+/// "<0xXX>" -> the byte XX, or -1.
+int byteToken(const std::string &piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>')
+    return -1;
+  int value = 0;
+  for (int i = 3; i < 5; ++i) {
+    char c = piece[i];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0)
+      return -1;
+    value = value * 16 + d;
+  }
+  return value;
+}
+
+/// The decoder chain over the ids' pieces. `continuing`: the ids continue a
+/// text (a stream), so nothing strips the text's first space.
+moir_status decode(const moir_tokenizer *t, const int32_t *ids, size_t n, bool skipSpecial,
+                   bool continuing, std::string &out) {
+  std::vector<std::string> tokens;
+  for (size_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= t->pieces.size())
+      return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_detokenize: token id " + std::to_string(ids[i]) +
+                                               " outside the vocabulary");
+    if (skipSpecial && t->isSpecial[ids[i]])
+      continue;
+    tokens.push_back(t->pieces[ids[i]]);
+  }
+  if (t->decoders.empty()) {
+    for (const std::string &s : tokens)
+      out += s;
+    return MOIR_OK;
+  }
+  bool fused = false;
+  for (const Decoder &d : t->decoders) {
+    switch (d.kind) {
+    case Decoder::ByteLevelStep: {
+      std::string joined;
+      for (const std::string &s : tokens)
+        unmapByteLevel(s, joined);
+      tokens.assign(1, joined);
+      fused = true;
+      break;
+    }
+    case Decoder::Replace:
+      for (std::string &s : tokens)
+        replaceAll(s, d.a, d.b);
+      break;
+    case Decoder::ByteFallback: {
+      // Runs of byte tokens become their bytes. (tokenizers writes U+FFFD for
+      // a run that is not UTF-8; the runtime gives the bytes, and its text
+      // streams hold back a character until it is whole.)
+      std::vector<std::string> merged;
+      bool inRun = false;
+      for (std::string &s : tokens) {
+        int b = byteToken(s);
+        if (b >= 0) {
+          if (!inRun)
+            merged.emplace_back();
+          merged.back() += static_cast<char>(b);
+          inRun = true;
+        } else {
+          merged.push_back(std::move(s));
+          inRun = false;
+        }
+      }
+      tokens.swap(merged);
+      break;
+    }
+    case Decoder::Fuse: {
+      std::string joined;
+      for (const std::string &s : tokens)
+        joined += s;
+      tokens.assign(1, joined);
+      fused = true;
+      break;
+    }
+    case Decoder::Strip:
+      for (std::string &s : tokens) {
+        size_t b = 0, e = s.size(), w = d.a.size();
+        // After Fuse the one token is the whole text: a continuing text
+        // keeps its first space.
+        for (size_t k = 0; k < d.start && !(continuing && fused) && b + w <= e &&
+                           s.compare(b, w, d.a) == 0;
+             ++k)
+          b += w;
+        for (size_t k = 0; k < d.stop && e >= b + w && s.compare(e - w, w, d.a) == 0; ++k)
+          e -= w;
+        s = s.substr(b, e - b);
+      }
+      break;
+    case Decoder::Metaspace:
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        replaceAll(tokens[i], d.a, " ");
+        if (i == 0 && d.prepend && !continuing && !tokens[i].empty() && tokens[i][0] == ' ')
+          tokens[i].erase(0, 1);
+      }
+      break;
+    }
+  }
+  for (const std::string &s : tokens)
+    out += s;
+  return MOIR_OK;
+}
+
+moir_status copyOut(const std::vector<int32_t> &ids, int32_t *out, size_t capacity,
+                    size_t *count) {
+  *count = ids.size();
+  if (ids.size() > capacity)
+    return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_tokenize: " + std::to_string(ids.size()) +
+                                             " tokens, room for " + std::to_string(capacity));
+  std::copy(ids.begin(), ids.end(), out);
+  return moir::rt::ok();
+}
+
+moir_status checkId(const moir_tokenizer &t, const json &value, const std::string &what,
+                    int32_t *out) {
+  if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+      value.get<int64_t>() >= static_cast<int64_t>(t.pieces.size()))
+    return bad(t.path, what + " is not a token id of the vocabulary");
+  *out = value.get<int32_t>();
+  return MOIR_OK;
 }
 
 } // namespace
@@ -365,53 +1023,92 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
   if (j.is_discarded() || !j.is_object())
     return bad(t->path, "not a JSON object");
   try {
-    // A section's "type", or `absent` when it is not an object.
-    auto typeOf = [](const json &section, const char *absent) {
-      return section.is_object() ? section.value("type", std::string("?")) : std::string(absent);
-    };
-    if (j.contains("normalizer") && !j["normalizer"].is_null())
-      return unsupported(t->path, "normalizer '" + typeOf(j["normalizer"], "?") +
-                                      "' (byte-level BPE tokenizers have none)");
     const json &model = j.value("model", json());
-    if (typeOf(model, "?") != "BPE")
-      return unsupported(t->path, "model type '" + typeOf(model, "?") +
-                                      "' (this runtime reads byte-level BPE)");
-    if (model.value("byte_fallback", false))
-      return unsupported(t->path, "BPE with byte_fallback (SentencePiece style)");
-    const json &decoder = j.value("decoder", json());
-    if (typeOf(decoder, "none") != "ByteLevel")
-      return unsupported(t->path, "decoder '" + typeOf(decoder, "none") +
-                                      "' (this runtime reads byte-level BPE)");
+    std::string modelType = typeOf(model, "?");
+    if (modelType == "moir.ScoreBPE")
+      t->model = moir_tokenizer::Model::ScoreBPE;
+    else if (modelType != "BPE")
+      return unsupported(t->path, "model type '" + modelType +
+                                      "' (this runtime reads BPE models: byte-level and "
+                                      "SentencePiece style)");
+    for (const char *key : {"continuing_subword_prefix", "end_of_word_suffix"})
+      if (model.contains(key) && !model[key].is_null() &&
+          !(model[key].is_string() && model[key].get<std::string>().empty()))
+        return unsupported(t->path, std::string("BPE with ") + key);
+    if (model.contains("dropout") && model["dropout"].is_number() &&
+        model["dropout"].get<double>() > 0)
+      return unsupported(t->path, "BPE with dropout (not deterministic)");
     t->ignoreMerges = model.value("ignore_merges", false);
+    t->byteFallback = model.value("byte_fallback", false) ||
+                      t->model == moir_tokenizer::Model::ScoreBPE;
+    t->fuseUnk = model.value("fuse_unk", false);
     const json &vocab = model.value("vocab", json());
-    if (!vocab.is_object() || vocab.empty())
-      return bad(t->path, "model.vocab is not a non-empty object");
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-          it.value().get<int64_t>() >= (int64_t(1) << 30))
-        return bad(t->path, "model.vocab['" + it.key() + "'] is not a token id");
-      int32_t id = it.value().get<int32_t>();
-      t->vocab[it.key()] = id;
-      if (t->pieces.size() <= static_cast<size_t>(id))
-        t->pieces.resize(id + 1);
-      t->pieces[id] = it.key();
-    }
-    const json &merges = model.value("merges", json::array());
-    if (!merges.is_array())
-      return bad(t->path, "model.merges is not an array");
-    int32_t rank = 0;
-    for (const json &m : merges) {
-      std::string key;
-      if (m.is_string()) {
-        key = m.get<std::string>();
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        key = m[0].get<std::string>() + " " + m[1].get<std::string>();
-      } else {
-        return bad(t->path, "model.merges[" + std::to_string(rank) + "] is not a pair");
+    auto addPiece = [&](const std::string &piece, const json &id) -> moir_status {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() >= (int64_t(1) << 30))
+        return bad(t->path, "model.vocab['" + piece + "'] is not a token id");
+      int32_t i = id.get<int32_t>();
+      t->vocab[piece] = i;
+      if (t->pieces.size() <= static_cast<size_t>(i))
+        t->pieces.resize(i + 1);
+      t->pieces[i] = piece;
+      return MOIR_OK;
+    };
+    if (t->model == moir_tokenizer::Model::ScoreBPE) {
+      // [[piece, score], ...] in id order, as a Unigram vocabulary.
+      if (!vocab.is_array() || vocab.empty())
+        return bad(t->path, "model.vocab is not a non-empty array of [piece, score]");
+      t->vocab.reserve(vocab.size());
+      for (size_t i = 0; i < vocab.size(); ++i) {
+        const json &e = vocab[i];
+        if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number())
+          return bad(t->path, "model.vocab[" + std::to_string(i) + "] is not [piece, score]");
+        if (moir_status s = addPiece(e[0].get<std::string>(), json(i)); s != MOIR_OK)
+          return s;
+        t->scores.push_back(e[1].get<float>());
       }
-      t->ranks.emplace(key, rank++);
+    } else {
+      if (!vocab.is_object() || vocab.empty())
+        return bad(t->path, "model.vocab is not a non-empty object");
+      t->vocab.reserve(vocab.size());
+      for (auto it = vocab.begin(); it != vocab.end(); ++it)
+        if (moir_status s = addPiece(it.key(), it.value()); s != MOIR_OK)
+          return s;
+      const json &merges = model.value("merges", json::array());
+      if (!merges.is_array())
+        return bad(t->path, "model.merges is not an array");
+      int32_t rank = 0;
+      for (const json &m : merges) {
+        std::string key;
+        if (m.is_string()) {
+          key = m.get<std::string>();
+        } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+          key = m[0].get<std::string>() + " " + m[1].get<std::string>();
+        } else {
+          return bad(t->path, "model.merges[" + std::to_string(rank) + "] is not a pair");
+        }
+        t->ranks.emplace(key, rank++);
+      }
     }
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+      auto it = t->vocab.find(model["unk_token"].get<std::string>());
+      if (it == t->vocab.end())
+        return bad(t->path, "model.unk_token '" + model["unk_token"].get<std::string>() +
+                                "' is not in the vocabulary");
+      t->unk = it->second;
+    } else if (model.contains("unk_id") && !model["unk_id"].is_null()) {
+      if (moir_status s = checkId(*t, model["unk_id"], "model.unk_id", &t->unk); s != MOIR_OK)
+        return s;
+    }
+    if (moir_status s = readNormalizer(*t, j.value("normalizer", json())); s != MOIR_OK)
+      return s;
     if (moir_status s = readPreTokenizer(*t, j.value("pre_tokenizer", json())); s != MOIR_OK)
+      return s;
+    const json &decoder = j.value("decoder", json());
+    if (decoder.is_null() && !t->byteLevelPieces)
+      return unsupported(t->path, "no decoder (ids could not be turned back into text)");
+    if (moir_status s = readDecoder(*t, decoder.is_null() ? json{{"type", "ByteLevel"}} : decoder);
+        s != MOIR_OK)
       return s;
     const json &added = j.value("added_tokens", json::array());
     if (!added.is_array())
@@ -434,16 +1131,78 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
       return a.content.size() > b.content.size();
     });
     t->isAdded.assign(t->pieces.size(), false);
+    t->isSpecial.assign(t->pieces.size(), false);
     for (size_t i = 0; i < t->added.size(); ++i) {
       t->isAdded[t->added[i].id] = true;
+      t->isSpecial[t->added[i].id] = t->isSpecial[t->added[i].id] || t->added[i].special;
       t->addedByByte[static_cast<unsigned char>(t->added[i].content[0])].push_back(
           static_cast<uint32_t>(i));
     }
+    if (moir_status s = readPostProcessor(*t, j.value("post_processor", json())); s != MOIR_OK)
+      return s;
+    for (int32_t id : t->prefix)
+      if (static_cast<size_t>(id) >= t->pieces.size())
+        return bad(t->path, "the post_processor's token id " + std::to_string(id) +
+                                " is outside the vocabulary");
+    for (int32_t id : t->suffix)
+      if (static_cast<size_t>(id) >= t->pieces.size())
+        return bad(t->path, "the post_processor's token id " + std::to_string(id) +
+                                " is outside the vocabulary");
+    if (!t->prefix.empty())
+      t->bos = t->prefix.front();
   } catch (const std::exception &e) {
     return bad(t->path, std::string("malformed tokenizer: ") + e.what());
   }
   *out = t.release();
   return moir::rt::ok();
+}
+
+/// Reads the artifact's tokenizer_config.json (what moirc keeps of a
+/// checkpoint's tokenizer_config.json, generation_config.json and GGUF
+/// metadata): {"bos_token": text, "eos_token": text, "stop_token_ids": [...]}.
+moir_status moirTokenizerConfigure(moir_tokenizer *t, const std::string &name, const char *data,
+                                   size_t bytes) {
+  json j = json::parse(std::string(data, bytes), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return bad(name, "not a JSON object");
+  auto idOf = [&](const char *key, int32_t *out) -> moir_status {
+    if (!j.contains(key) || j[key].is_null())
+      return MOIR_OK;
+    if (!j[key].is_string())
+      return bad(name, std::string(key) + " is not a string");
+    auto it = t->vocab.find(j[key].get<std::string>());
+    int32_t id = -1;
+    if (it != t->vocab.end()) {
+      id = it->second;
+    } else {
+      for (const AddedToken &a : t->added)
+        if (a.content == j[key].get<std::string>())
+          id = a.id;
+    }
+    if (id < 0)
+      return bad(name, std::string(key) + " '" + j[key].get<std::string>() +
+                           "' is not a token of the tokenizer");
+    *out = id;
+    return MOIR_OK;
+  };
+  if (moir_status s = idOf("bos_token", &t->bos); s != MOIR_OK)
+    return s;
+  if (moir_status s = idOf("eos_token", &t->eos); s != MOIR_OK)
+    return s;
+  if (t->eos >= 0)
+    t->stops.push_back(t->eos);
+  if (j.contains("stop_token_ids")) {
+    if (!j["stop_token_ids"].is_array())
+      return bad(name, "stop_token_ids is not an array");
+    for (const json &v : j["stop_token_ids"]) {
+      int32_t id = -1;
+      if (moir_status s = checkId(*t, v, name + ": stop_token_ids entry", &id); s != MOIR_OK)
+        return s;
+      if (std::find(t->stops.begin(), t->stops.end(), id) == t->stops.end())
+        t->stops.push_back(id);
+    }
+  }
+  return MOIR_OK;
 }
 
 extern "C" void moir_tokenizer_close(moir_tokenizer *t) { delete t; }
@@ -454,74 +1213,53 @@ extern "C" int64_t moir_tokenizer_vocab_size(const moir_tokenizer *t) {
 
 extern "C" moir_status moir_tokenize(const moir_tokenizer *t, const char *text, size_t bytes,
                                      int32_t *ids, size_t capacity, size_t *count) {
+  return moir_tokenize_special(t, text, bytes, 0, ids, capacity, count);
+}
+
+extern "C" moir_status moir_tokenize_special(const moir_tokenizer *t, const char *text,
+                                             size_t bytes, int add_special, int32_t *ids,
+                                             size_t capacity, size_t *count) {
   if (!t || (!text && bytes) || !count || (!ids && capacity))
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_tokenize: null argument");
+  if (add_special && !t->postUnsupported.empty())
+    return unsupported(t->path, t->postUnsupported + " (special tokens cannot be added)");
   std::string input(text ? text : "", bytes);
   if (size_t bad = invalidUtf8(input); bad != std::string::npos)
     return fail(MOIR_ERROR_INVALID_ARGUMENT,
                 "moir_tokenize: the text is not UTF-8 (byte " + std::to_string(bad) + ")");
   std::vector<int32_t> out;
-  // The added tokens, longest first at each position, cut the text; the
-  // rest goes through the pre-tokenizer and BPE.
-  std::vector<std::pair<std::string, int32_t>> parts; // (text, id or -1)
-  size_t at = 0, plain = 0;
-  while (at < input.size()) {
-    const AddedToken *hit = nullptr;
-    for (uint32_t i : t->addedByByte[static_cast<unsigned char>(input[at])]) {
-      const AddedToken &a = t->added[i];
-      if (input.compare(at, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
-      }
-    }
-    if (!hit) {
-      ++at;
-      continue;
-    }
-    if (at > plain)
-      parts.emplace_back(input.substr(plain, at - plain), -1);
-    parts.emplace_back(hit->content, hit->id);
-    at += hit->content.size();
-    plain = at;
-  }
-  if (plain < input.size())
-    parts.emplace_back(input.substr(plain), -1);
-  std::unordered_map<std::string, std::vector<int32_t>> cache;
-  // Each pattern's match data, once per call.
-  std::vector<pcre2_match_data *> matches;
-  for (const auto &split : t->splits)
-    matches.push_back(pcre2_match_data_create_from_pattern(split->code, nullptr));
-  for (auto &[part, id] : parts) {
-    if (id >= 0) {
-      out.push_back(id);
-      continue;
-    }
-    std::vector<std::string> pieces{t->addPrefixSpace && part[0] != ' ' ? " " + part : part};
-    for (size_t k = 0; k < t->splits.size(); ++k)
-      pieces = applySplit(*t->splits[k], pieces, matches[k]);
-    for (const std::string &piece : pieces) {
-      if (piece.empty())
-        continue;
-      // Words repeat: each piece's ids once per call.
-      auto hit = cache.find(piece);
-      if (hit != cache.end()) {
-        out.insert(out.end(), hit->second.begin(), hit->second.end());
-        continue;
-      }
-      size_t from = out.size();
-      bpe(*t, piece, out);
-      if (cache.size() < kCacheEntries)
-        cache.emplace(piece, std::vector<int32_t>(out.begin() + from, out.end()));
-    }
-  }
-  for (pcre2_match_data *m : matches)
-    pcre2_match_data_free(m);
-  *count = out.size();
-  if (out.size() > capacity)
-    return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_tokenize: " + std::to_string(out.size()) +
-                                             " tokens, room for " + std::to_string(capacity));
-  std::copy(out.begin(), out.end(), ids);
-  return moir::rt::ok();
+  if (add_special)
+    out = t->prefix;
+  if (moir_status s = encode(t, input, out); s != MOIR_OK)
+    return s;
+  if (add_special)
+    out.insert(out.end(), t->suffix.begin(), t->suffix.end());
+  return copyOut(out, ids, capacity, count);
+}
+
+extern "C" int32_t moir_tokenizer_bos_id(const moir_tokenizer *t) { return t ? t->bos : -1; }
+
+extern "C" int32_t moir_tokenizer_eos_id(const moir_tokenizer *t) { return t ? t->eos : -1; }
+
+extern "C" size_t moir_tokenizer_stop_ids(const moir_tokenizer *t, int32_t *ids,
+                                          size_t capacity) {
+  if (!t)
+    return 0;
+  for (size_t i = 0; i < t->stops.size() && i < capacity && ids; ++i)
+    ids[i] = t->stops[i];
+  return t->stops.size();
+}
+
+extern "C" const char *moir_tokenizer_token(const moir_tokenizer *t, int32_t id, size_t *bytes) {
+  if (!t || id < 0 || static_cast<size_t>(id) >= t->pieces.size())
+    return nullptr;
+  if (bytes)
+    *bytes = t->pieces[id].size();
+  return t->pieces[id].c_str();
+}
+
+extern "C" int moir_tokenizer_is_special(const moir_tokenizer *t, int32_t id) {
+  return t && id >= 0 && static_cast<size_t>(id) < t->pieces.size() && t->isSpecial[id];
 }
 
 extern "C" moir_status moir_detokenize(const moir_tokenizer *t, const int32_t *ids, size_t n,
@@ -529,41 +1267,9 @@ extern "C" moir_status moir_detokenize(const moir_tokenizer *t, const int32_t *i
                                        size_t *bytes) {
   if (!t || (!ids && n) || !bytes || (!text && capacity))
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_detokenize: null argument");
-  const ByteLevel &bl = byteLevel();
   std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= t->pieces.size())
-      return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_detokenize: token id " + std::to_string(ids[i]) +
-                                               " outside the vocabulary");
-    const std::string &piece = t->pieces[ids[i]];
-    if (t->isAdded[ids[i]]) {
-      bool special = false;
-      for (const AddedToken &a : t->added)
-        special = special || (a.id == ids[i] && a.special);
-      if (!(special && skip_special))
-        out += piece;
-      continue;
-    }
-    // Byte-level characters back to bytes.
-    for (size_t at = 0; at < piece.size();) {
-      unsigned char c = piece[at];
-      uint32_t cp = c;
-      size_t len = 1;
-      if (c >= 0xE0 && at + 2 < piece.size()) {
-        cp = ((c & 0x0F) << 12) | ((piece[at + 1] & 0x3F) << 6) | (piece[at + 2] & 0x3F);
-        len = 3;
-      } else if (c >= 0xC0 && at + 1 < piece.size()) {
-        cp = ((c & 0x1F) << 6) | (piece[at + 1] & 0x3F);
-        len = 2;
-      }
-      auto it = bl.decode.find(cp);
-      if (it != bl.decode.end())
-        out += static_cast<char>(it->second);
-      else
-        out.append(piece, at, len);
-      at += len;
-    }
-  }
+  if (moir_status s = decode(t, ids, n, skip_special, /*continuing=*/false, out); s != MOIR_OK)
+    return s;
   *bytes = out.size();
   if (out.size() > capacity)
     return fail(MOIR_ERROR_OUT_OF_RANGE, "moir_detokenize: " + std::to_string(out.size()) +
@@ -606,18 +1312,13 @@ extern "C" moir_status moir_text_stream_push(moir_text_stream *s, int32_t id, co
                                              size_t *bytes) {
   if (!s || !text || !bytes)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_text_stream_push: null argument");
-  char buf[512];
-  size_t n = 0;
-  moir_status st = moir_detokenize(s->tokenizer, &id, 1, s->skipSpecial, buf, sizeof buf, &n);
-  if (st == MOIR_ERROR_OUT_OF_RANGE && n > sizeof buf) {
-    std::string big(n, '\0');
-    st = moir_detokenize(s->tokenizer, &id, 1, s->skipSpecial, big.data(), big.size(), &n);
-    s->held += big.substr(0, n);
-  } else if (st == MOIR_OK) {
-    s->held.append(buf, n);
-  }
-  if (st != MOIR_OK)
+  // Decoded as a continuation: the stream's text goes on from what came
+  // before, so no decoder strips a first space.
+  std::string piece;
+  if (moir_status st = decode(s->tokenizer, &id, 1, s->skipSpecial, /*continuing=*/true, piece);
+      st != MOIR_OK)
     return st;
+  s->held += piece;
   size_t complete = completePrefix(s->held);
   s->out = s->held.substr(0, complete);
   s->held.erase(0, complete);
@@ -661,6 +1362,20 @@ extern "C" void moir_tokenizer_close(moir_tokenizer *) {}
 extern "C" int64_t moir_tokenizer_vocab_size(const moir_tokenizer *) { return 0; }
 extern "C" moir_status moir_tokenize(const moir_tokenizer *, const char *, size_t, int32_t *,
                                      size_t, size_t *) {
+  return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
+}
+extern "C" moir_status moir_tokenize_special(const moir_tokenizer *, const char *, size_t, int,
+                                             int32_t *, size_t, size_t *) {
+  return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
+}
+extern "C" int32_t moir_tokenizer_bos_id(const moir_tokenizer *) { return -1; }
+extern "C" int32_t moir_tokenizer_eos_id(const moir_tokenizer *) { return -1; }
+extern "C" size_t moir_tokenizer_stop_ids(const moir_tokenizer *, int32_t *, size_t) { return 0; }
+extern "C" const char *moir_tokenizer_token(const moir_tokenizer *, int32_t, size_t *) {
+  return nullptr;
+}
+extern "C" int moir_tokenizer_is_special(const moir_tokenizer *, int32_t) { return 0; }
+moir_status moirTokenizerConfigure(moir_tokenizer *, const std::string &, const char *, size_t) {
   return fail(MOIR_ERROR_UNSUPPORTED, "this runtime was built without tokenizers");
 }
 extern "C" moir_status moir_detokenize(const moir_tokenizer *, const int32_t *, size_t, int,

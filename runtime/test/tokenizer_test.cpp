@@ -1,7 +1,8 @@
 // Tokenizer conformance: for every fixture folder (test/fixtures/tokenizers/
 // <name>/ with tokenizer.json and the `tokenizers` package's expected.json),
-// the runtime's token ids must equal the package's for every corpus line and
-// for the whole corpus, and decoding must give back the package's text.
+// the runtime's token ids must equal the package's for every corpus line, for
+// the whole corpus and with the post-processor's special tokens, and decoding
+// (whole, and streamed token by token) must give back the package's text.
 //
 // Then every bad-*.json of MALFORMED_DIR must be refused with a message that
 // names the file.
@@ -108,6 +109,19 @@ int main(int argc, char **argv) {
                    whole.size(), ref.size());
       ++wrong;
     }
+    // The post-processor's special tokens (a BOS) around the first line.
+    if (expected.contains("special")) {
+      std::vector<int32_t> ids(lines[0].size() + 16), want = expected["special"];
+      size_t n = 0;
+      bool okSpecial = moir_tokenize_special(t, lines[0].data(), lines[0].size(), 1, ids.data(),
+                                             ids.size(), &n) == MOIR_OK;
+      ids.resize(okSpecial ? n : 0);
+      if (!okSpecial || ids != want) {
+        std::fprintf(stderr, "%s: with special tokens differs\n  got  %s\n  want %s\n",
+                     name.c_str(), show(ids).c_str(), show(want).c_str());
+        ++wrong;
+      }
+    }
     std::string text(corpus.size() * 2 + 64, '\0');
     size_t bytes = 0;
     if (moir_detokenize(t, ref.data(), ref.size(), 0, text.data(), text.size(), &bytes) != MOIR_OK ||
@@ -141,7 +155,10 @@ int main(int argc, char **argv) {
     moir_text_stream_finish(stream, &rest, &restBytes);
     joined.append(rest, restBytes);
     moir_text_stream_destroy(stream);
-    if (!intact || joined != expected["decoded"].get<std::string>()) {
+    // A stream continues a text: decoders keep its first space ("streamed",
+    // the package's decoding without the strip, where the two differ).
+    std::string streamed = expected.value("streamed", expected["decoded"].get<std::string>());
+    if (!intact || joined != streamed) {
       std::fprintf(stderr, "%s: streamed decoding differs or splits a character\n", name.c_str());
       ++wrong;
     }

@@ -114,11 +114,14 @@ void moir_session_reset(moir_session *session);
 
 /* ---- Tokenizers ---------------------------------------------------------- */
 
-/* A tokenizer read from a Hugging Face tokenizer.json. This runtime reads
- * byte-level BPE (GPT-2, Llama 3, Qwen, DeepSeek, OLMoE style): the added
- * tokens, the pre-tokenizer's split patterns (ByteLevel, Split, Sequence),
- * the merges. Other models, normalizers and decoders are refused naming the
- * file and the key (MOIR_ERROR_UNSUPPORTED). */
+/* A tokenizer read from a Hugging Face tokenizer.json: BPE models, byte-level
+ * (GPT-2, Llama 3, Qwen, DeepSeek, OLMoE style) and SentencePiece style with
+ * byte fallback (Llama 2, Mistral, Mixtral, Gemma), plus "moir.ScoreBPE", the
+ * form moirc writes for a GGUF "llama" vocabulary (piece scores, no merges);
+ * the normalizers, pre-tokenizers, decoders, added tokens and the
+ * TemplateProcessing post-processor they use. Other models and steps are
+ * refused naming the file and the key (MOIR_ERROR_UNSUPPORTED);
+ * docs/tokenizers.md lists them. */
 typedef struct moir_tokenizer moir_tokenizer;
 
 moir_status moir_tokenizer_open(const char *tokenizer_json_path, moir_tokenizer **out);
@@ -137,6 +140,26 @@ int64_t moir_tokenizer_vocab_size(const moir_tokenizer *tokenizer);
  * (MOIR_ERROR_OUT_OF_RANGE: call again with room for *count). */
 moir_status moir_tokenize(const moir_tokenizer *tokenizer, const char *text, size_t bytes,
                           int32_t *ids, size_t capacity, size_t *count);
+/* The same with the tokenizer's own special tokens around the text when
+ * add_special is non-zero: those of its post-processor (a BOS for Llama,
+ * Mistral, Gemma), as Hugging Face's encode(add_special_tokens=True) and
+ * llama.cpp's add_special give. MOIR_ERROR_UNSUPPORTED when the tokenizer's
+ * post-processor is one this runtime cannot apply. */
+moir_status moir_tokenize_special(const moir_tokenizer *tokenizer, const char *text, size_t bytes,
+                                  int add_special, int32_t *ids, size_t capacity, size_t *count);
+/* The beginning-of-sequence and end-of-sequence token ids, or -1 when the
+ * tokenizer (and the artifact's tokenizer_config.json) names none. */
+int32_t moir_tokenizer_bos_id(const moir_tokenizer *tokenizer);
+int32_t moir_tokenizer_eos_id(const moir_tokenizer *tokenizer);
+/* The ids that end generation: EOS and the ones the checkpoint declares
+ * (generation_config.json's eos_token_id, GGUF's end-of-turn token). Writes
+ * up to `capacity` into ids; returns how many there are. */
+size_t moir_tokenizer_stop_ids(const moir_tokenizer *tokenizer, int32_t *ids, size_t capacity);
+/* A token's stored text (its vocabulary piece, or an added token's content),
+ * valid while the tokenizer is open; NULL for an id outside the vocabulary. */
+const char *moir_tokenizer_token(const moir_tokenizer *tokenizer, int32_t id, size_t *bytes);
+/* Non-zero for a special added token (BOS, EOS, end-of-turn markers...). */
+int moir_tokenizer_is_special(const moir_tokenizer *tokenizer, int32_t id);
 /* The bytes of `n` token ids into text[capacity] (not NUL-terminated);
  * *bytes as *count above. With skip_special, special added tokens are left
  * out. */
@@ -146,6 +169,8 @@ moir_status moir_detokenize(const moir_tokenizer *tokenizer, const int32_t *ids,
 /* Streaming decoding, token by token: each push gives the bytes that end on
  * a character boundary (safe to print), holding back the bytes of a UTF-8
  * character whose rest is still to come; finish gives what is held back.
+ * The ids continue a text (a prompt's continuation): a decoder's stripping
+ * of the text's first space (SentencePiece's prefix space) does not apply.
  * The text pointers stay valid until the next call on the stream. */
 typedef struct moir_text_stream moir_text_stream;
 moir_status moir_text_stream_create(const moir_tokenizer *tokenizer, int skip_special,
