@@ -3,6 +3,7 @@
 // moir-run MODEL.moir --tokens 1,2,3 [-n 32] [--temperature T] [--top-k K]
 //          [--top-p P] [--seed S] [--json] [--bandwidth] [--prefill-chunk N]
 //          [--energy-report FILE.json [--energy-source S] ...]
+// moir-run MODEL.moir --chat [--system TEXT] [--chat-template FILE] [--stop X]...
 // moir-run --inspect [--verify] MODEL.moir
 // moir-run --help
 //
@@ -23,9 +24,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iostream>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -38,14 +43,26 @@ double now() {
 const char kUsage[] =
     "usage: moir-run MODEL.moir --tokens 1,2,3 [options]   prefill the prompt, then generate\n"
     "       moir-run MODEL.moir -p TEXT [options]          the same from text\n"
+    "       moir-run MODEL.moir --chat [options]           chat on stdin/stdout\n"
     "       moir-run --inspect [--verify] MODEL.moir        print the artifact's manifest\n"
     "\n"
     "Generation:\n"
     "  --tokens IDS          the prompt, comma-separated token ids\n"
     "  -p, --prompt TEXT     the prompt as text, through the artifact's tokenizer; the\n"
     "                        generated text is streamed to stdout (rates to stderr)\n"
-    "  -n N                  tokens to generate (default 32)\n"
+    "  -n N                  tokens to generate (default 32); with -p, generation ends\n"
+    "                        earlier at the tokenizer's end-of-sequence or stop tokens\n"
+    "  --ignore-eos          with -p, generate all N tokens\n"
     "  --prefill-chunk N     prefill the prompt N tokens at a time (default 0: all at once)\n"
+    "Chat (docs/chat.md):\n"
+    "  --chat                a conversation: each line of stdin is a user turn (EOF ends);\n"
+    "                        the conversation goes through the chat template, the reply\n"
+    "                        (at most -n tokens) is streamed to stdout; the KV cache is\n"
+    "                        kept across turns\n"
+    "  --system TEXT         a system message first\n"
+    "  --chat-template FILE  the Jinja chat template to use instead of the artifact's\n"
+    "  --stop X              end a reply at token id X (digits) or at the text X; may\n"
+    "                        repeat (the vocabulary's end-of-turn tokens always stop)\n"
     "Sampling (default: greedy):\n"
     "  --temperature T       0: greedy; otherwise the logits are divided by T (default 0)\n"
     "  --top-k K             keep the K most likely tokens (default 0: all)\n"
@@ -148,9 +165,15 @@ struct Options {
   std::vector<int32_t> prompt;
   long steps = 32, chunk = 0;
   bool json = false, inspect = false, bandwidth = false, verify = false, help = false;
+  bool ignoreEos = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
   const char *energyReport = nullptr;
   moir::energy::Options energy;
+  // --chat
+  bool chat = false;
+  const char *system = nullptr, *chatTemplate = nullptr;
+  std::vector<int32_t> stopIds;
+  std::vector<std::string> stopTexts;
 };
 
 /// Reads the command line into `o`; returns 0, or the exit code of an error
@@ -172,10 +195,27 @@ int parseOptions(int argc, char **argv, Options &o) {
     else if (a == "--verify") o.verify = true;
     else if (a == "--json") o.json = true;
     else if (a == "--bandwidth") o.bandwidth = true;
+    else if (a == "--ignore-eos") o.ignoreEos = true;
     else if (a == "-p" || a == "--prompt") {
       if (!value())
         return usageError(a + " needs a value");
       o.text = v;
+    }
+    else if (a == "--chat") o.chat = true;
+    else if (a == "--system" || a == "--chat-template" || a == "--stop") {
+      if (!value())
+        return usageError(a + " needs a value");
+      long long id = 0;
+      if (a == "--system")
+        o.system = v;
+      else if (a == "--chat-template")
+        o.chatTemplate = v;
+      else if (parseInteger(v, 0, std::numeric_limits<int32_t>::max(), &id))
+        o.stopIds.push_back(static_cast<int32_t>(id));
+      else if (*v)
+        o.stopTexts.push_back(v);
+      else
+        return invalid("a token id or a non-empty text");
     }
     else if (a == "--trusted-keys") {
       if (!value())
@@ -245,7 +285,11 @@ int parseOptions(int argc, char **argv, Options &o) {
   }
   if (!o.path)
     return usageError("no model given (MODEL.moir)");
-  if (!o.inspect && o.prompt.empty() && !o.text)
+  if (o.chat && (o.text || !o.prompt.empty()))
+    return usageError("--chat reads the conversation from stdin: give no -p or --tokens");
+  if (!o.chat && (o.system || o.chatTemplate || !o.stopIds.empty() || !o.stopTexts.empty()))
+    return usageError("--system, --chat-template and --stop go with --chat");
+  if (!o.inspect && !o.chat && o.prompt.empty() && !o.text)
     return usageError("no prompt given (--tokens 1,2,3 or -p TEXT)");
   if (o.text && !o.prompt.empty())
     return usageError("give the prompt as --tokens or as -p TEXT, not both");
@@ -299,11 +343,18 @@ public:
   bool encode(const char *prompt, std::vector<int32_t> &ids) {
     size_t n = 0, len = std::strlen(prompt);
     ids.assign(len + 16, 0);
-    if (moir_tokenize(tokenizer, prompt, len, ids.data(), ids.size(), &n) != MOIR_OK)
+    // With the tokenizer's own special tokens (a BOS), as llama.cpp and
+    // Hugging Face tokenize a prompt.
+    if (moir_tokenize_special(tokenizer, prompt, len, /*add_special=*/1, ids.data(), ids.size(),
+                              &n) != MOIR_OK)
       return false;
     ids.resize(n);
+    stops.resize(moir_tokenizer_stop_ids(tokenizer, nullptr, 0));
+    moir_tokenizer_stop_ids(tokenizer, stops.data(), stops.size());
     return moir_text_stream_create(tokenizer, /*skip_special=*/0, &decoder) == MOIR_OK;
   }
+  /// An end-of-sequence or stop token of the tokenizer.
+  bool isStop(int32_t id) const { return std::find(stops.begin(), stops.end(), id) != stops.end(); }
   bool add(int32_t id) {
     const char *piece = nullptr;
     size_t bytes = 0;
@@ -336,6 +387,7 @@ private:
   moir_text_stream *decoder = nullptr;
   bool stream;
   std::string text;
+  std::vector<int32_t> stops;
 };
 
 /// Prefills the prompt, generates, and reports the rates.
@@ -400,10 +452,16 @@ int generate(const Options &o) {
   double t1 = now();
   if (energy)
     energy->beginDecode(static_cast<int64_t>(prompt.size()), steps > 1 ? steps - 1 : 0);
+  long decodeRuns = 0;
   for (long i = 0; i < steps; ++i) {
     int32_t next;
     if (moir_sample(moir_session_logits(session), vocab, &o.sampling, &rng, &next) != MOIR_OK)
       return runtimeError();
+    // -p: the end-of-sequence (or a stop token) ends the text; it is not
+    // printed.
+    // (An energy report measures a fixed number of steps: it runs them all.)
+    if (text && !o.ignoreEos && !energy && text->isStop(next))
+      break;
     generated.push_back(next);
     if (text && !text->add(next))
       return runtimeError();
@@ -411,6 +469,7 @@ int generate(const Options &o) {
       break;
     if (moir_session_run(session, &next, 1) != MOIR_OK)
       return runtimeError();
+    ++decodeRuns;
     if (energy)
       energy->decodeStep();
   }
@@ -418,7 +477,7 @@ int generate(const Options &o) {
   if (energy)
     energy->endDecode();
   double prefillRate = prompt.size() / prefillTime;
-  double decodeRate = steps > 1 ? (steps - 1) / decodeTime : 0.0;
+  double decodeRate = decodeRuns > 0 ? decodeRuns / decodeTime : 0.0;
   double gbpsAfter = bandwidth ? moir::measureBandwidth() : 0.0;
   // The higher of the two makes the bound strict.
   double gbps = std::max(gbpsBefore, gbpsAfter);
@@ -490,6 +549,271 @@ int generate(const Options &o) {
   return 0;
 }
 
+/// `s` with each ill-formed UTF-8 sequence (a model may end its reply inside
+/// a character, or emit stray bytes) replaced by U+FFFD, as tokenizers'
+/// decode does: the conversation the template renders is text.
+std::string validUtf8(const std::string &s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+             : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    size_t ok = 1;
+    while (n && ok < n && i + ok < s.size()) {
+      unsigned char d = static_cast<unsigned char>(s[i + ok]);
+      if (ok == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80)
+        break;
+      ++ok;
+    }
+    if (n && ok == n) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      i += ok;
+    }
+  }
+  return out;
+}
+
+/// The chat template: --chat-template FILE, or the artifact's.
+moir_chat_template *openChatTemplate(const Options &o, moir_model *model) {
+  moir_chat_template *t = nullptr;
+  if (o.chatTemplate) {
+    std::ifstream in(o.chatTemplate, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "moir-run: error: %s: cannot read the chat template\n", o.chatTemplate);
+      return nullptr;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string source = text.str();
+    if (moir_chat_template_open(o.chatTemplate, source.data(), source.size(), &t) != MOIR_OK) {
+      runtimeError();
+      return nullptr;
+    }
+    return t;
+  }
+  if (moir_model_chat_template(model, &t) != MOIR_OK) {
+    std::fprintf(stderr, "moir-run: error: %s; give --chat-template FILE\n", moir_last_error());
+    return nullptr;
+  }
+  return t;
+}
+
+/// The end-of-turn tokens of the usual chat formats that the tokenizer has
+/// as special tokens (one id that decodes to nothing without specials).
+std::vector<int32_t> endOfTurnTokens(moir_tokenizer *tokenizer) {
+  static const char *const names[] = {
+      "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>", "</s>", "<|endoftext|>",
+      "<|end_of_text|>", "<|end|>", "<|return|>", "<|call|>",
+      // DeepSeek's <｜end▁of▁sentence｜>
+      ("<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"),
+      "<|user|>", "<|END_OF_TURN_TOKEN|>", "<turn|>"};
+  std::vector<int32_t> ids;
+  for (const char *name : names) {
+    int32_t id[4];
+    size_t n = 0, bytes = 0;
+    char visible[8];
+    if (moir_tokenize(tokenizer, name, std::strlen(name), id, 4, &n) == MOIR_OK && n == 1 &&
+        moir_detokenize(tokenizer, id, 1, /*skip_special=*/1, visible, sizeof visible, &bytes) ==
+            MOIR_OK &&
+        bytes == 0)
+      ids.push_back(id[0]);
+  }
+  return ids;
+}
+
+/// --chat: a conversation on stdin/stdout. Each turn renders the whole
+/// conversation with the chat template and runs only the tokens the KV
+/// cache does not hold yet (all of them again when an earlier part renders
+/// differently from what was run).
+int chat(const Options &o) {
+  moir_model *model = nullptr;
+  if (moir_model_open_trusted(o.path, o.trustedKeys, &model) != MOIR_OK)
+    return runtimeError();
+  moir_session *session = nullptr;
+  moir_tokenizer *tokenizer = nullptr;
+  moir_chat_template *tmpl = nullptr;
+  struct Release {
+    moir_model *&model;
+    moir_session *&session;
+    moir_tokenizer *&tokenizer;
+    moir_chat_template *&tmpl;
+    ~Release() {
+      moir_chat_template_close(tmpl);
+      moir_tokenizer_close(tokenizer);
+      moir_session_destroy(session);
+      moir_model_close(model);
+    }
+  } release{model, session, tokenizer, tmpl};
+  if (moir_session_create(model, 0, &session) != MOIR_OK ||
+      moir_model_tokenizer(model, &tokenizer) != MOIR_OK)
+    return runtimeError();
+  tmpl = openChatTemplate(o, model);
+  if (!tmpl)
+    return 1;
+  std::vector<int32_t> stops = endOfTurnTokens(tokenizer);
+  stops.insert(stops.end(), o.stopIds.begin(), o.stopIds.end());
+  // The EOS and the stop ids the checkpoint declares.
+  std::vector<int32_t> declared(moir_tokenizer_stop_ids(tokenizer, nullptr, 0));
+  moir_tokenizer_stop_ids(tokenizer, declared.data(), declared.size());
+  stops.insert(stops.end(), declared.begin(), declared.end());
+  // The BOS and EOS texts the template may write (bos_token, eos_token).
+  auto tokenText = [&](int32_t id) {
+    size_t bytes = 0;
+    const char *t = id >= 0 ? moir_tokenizer_token(tokenizer, id, &bytes) : nullptr;
+    return t ? std::string(t, bytes) : std::string();
+  };
+  const std::string bosText = tokenText(moir_tokenizer_bos_id(tokenizer)),
+                    eosText = tokenText(moir_tokenizer_eos_id(tokenizer));
+  const char *bos = bosText.empty() ? nullptr : bosText.c_str();
+  const char *eos = eosText.empty() ? nullptr : eosText.c_str();
+  size_t holdBack = 0; // bytes a stop text may still be completing
+  for (const std::string &s : o.stopTexts)
+    holdBack = std::max(holdBack, s.size() - 1);
+  const int64_t capacity = moir_model_capacity(model), vocab = moir_model_vocab_size(model);
+  const int64_t tokenizerVocab = moir_tokenizer_vocab_size(tokenizer);
+  uint64_t rng;
+  moir_sampling_init(&o.sampling, &rng);
+
+  std::vector<std::pair<std::string, std::string>> conversation;
+  if (o.system)
+    conversation.emplace_back("system", o.system);
+  std::vector<int32_t> fed; // the tokens in the KV cache, in order
+  const bool interactive = isatty(STDIN_FILENO);
+  std::string line;
+  for (int turn = 1;; ++turn) {
+    if (interactive) {
+      std::fputs("> ", stderr);
+      std::fflush(stderr);
+    }
+    if (!std::getline(std::cin, line))
+      break;
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
+    conversation.emplace_back("user", validUtf8(line));
+    std::vector<moir_chat_message> messages;
+    for (const auto &[role, content] : conversation)
+      messages.push_back({role.c_str(), content.c_str()});
+    size_t bytes = 0;
+    std::string text;
+    moir_status s = moir_chat_template_render(tmpl, messages.data(), messages.size(), 1, bos, eos,
+                                              nullptr, 0, &bytes);
+    if (s == MOIR_ERROR_OUT_OF_RANGE) {
+      text.resize(bytes);
+      s = moir_chat_template_render(tmpl, messages.data(), messages.size(), 1, bos, eos,
+                                    text.data(), text.size(), &bytes);
+    }
+    if (s != MOIR_OK) {
+      // The template refuses this conversation: the turn is dropped.
+      std::fprintf(stderr, "moir-run: error: %s\n", moir_last_error());
+      conversation.pop_back();
+      continue;
+    }
+    std::vector<int32_t> ids(text.size() + 16);
+    size_t n = 0;
+    if (moir_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n) != MOIR_OK)
+      return runtimeError();
+    ids.resize(n);
+    if (static_cast<int64_t>(ids.size()) >= capacity) {
+      std::fprintf(stderr,
+                   "moir-run: the conversation (%zu tokens) fills the context (%lld tokens): "
+                   "it ends here\n",
+                   ids.size(), static_cast<long long>(capacity));
+      return 0;
+    }
+    size_t same = 0;
+    while (same < fed.size() && same < ids.size() && fed[same] == ids[same])
+      ++same;
+    if (same < fed.size()) {
+      moir_session_reset(session);
+      fed.clear();
+      same = 0;
+    }
+    size_t step = o.chunk > 0 ? static_cast<size_t>(o.chunk) : ids.size();
+    for (size_t at = same; at < ids.size(); at += step)
+      if (moir_session_run(session, ids.data() + at,
+                           static_cast<int64_t>(std::min(step, ids.size() - at))) != MOIR_OK)
+        return runtimeError();
+    fed = ids;
+
+    moir_text_stream *decoder = nullptr;
+    if (moir_text_stream_create(tokenizer, /*skip_special=*/1, &decoder) != MOIR_OK)
+      return runtimeError();
+    std::string reply;
+    size_t printed = 0;
+    long generated = 0;
+    bool full = false, stopped = false;
+    auto print = [&](size_t upTo) {
+      if (upTo > printed) {
+        std::fwrite(reply.data() + printed, 1, upTo - printed, stdout);
+        std::fflush(stdout);
+        printed = upTo;
+      }
+    };
+    for (long i = 0; i < o.steps; ++i) {
+      int32_t next;
+      if (moir_sample(moir_session_logits(session), vocab, &o.sampling, &rng, &next) != MOIR_OK) {
+        moir_text_stream_destroy(decoder);
+        return runtimeError();
+      }
+      if (std::find(stops.begin(), stops.end(), next) != stops.end())
+        break;
+      ++generated;
+      const char *piece = "";
+      size_t pieceBytes = 0;
+      // A model's vocabulary may have ids past the tokenizer's (padding
+      // rows): they have no text.
+      if (next < tokenizerVocab &&
+          moir_text_stream_push(decoder, next, &piece, &pieceBytes) != MOIR_OK) {
+        moir_text_stream_destroy(decoder);
+        return runtimeError();
+      }
+      reply.append(piece, pieceBytes);
+      size_t cut = std::string::npos;
+      for (const std::string &stop : o.stopTexts)
+        cut = std::min(cut, reply.find(stop));
+      if (cut != std::string::npos) {
+        reply.resize(cut);
+        stopped = true;
+        break;
+      }
+      print(reply.size() > holdBack ? reply.size() - holdBack : 0);
+      if (i + 1 == o.steps)
+        break;
+      if (static_cast<int64_t>(fed.size()) + 1 > capacity) {
+        full = true;
+        break;
+      }
+      if (moir_session_run(session, &next, 1) != MOIR_OK) {
+        moir_text_stream_destroy(decoder);
+        return runtimeError();
+      }
+      fed.push_back(next);
+    }
+    const char *rest = nullptr;
+    size_t restBytes = 0;
+    moir_text_stream_finish(decoder, &rest, &restBytes);
+    moir_text_stream_destroy(decoder);
+    if (!stopped)
+      reply.append(rest, restBytes);
+    print(reply.size());
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    std::fprintf(stderr, "moir-run: turn %d: %zu prompt tokens (%zu new), %ld generated\n", turn,
+                 ids.size(), ids.size() - same, generated);
+    if (full)
+      std::fprintf(stderr,
+                   "moir-run: the context is full (%lld tokens): the reply stops here\n",
+                   static_cast<long long>(capacity));
+    conversation.emplace_back("assistant", validUtf8(reply));
+  }
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -500,5 +824,5 @@ int main(int argc, char **argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  return o.inspect ? inspect(o) : generate(o);
+  return o.inspect ? inspect(o) : o.chat ? chat(o) : generate(o);
 }

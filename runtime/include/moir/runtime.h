@@ -180,6 +180,28 @@ moir_status moir_text_stream_push(moir_text_stream *stream, int32_t id, const ch
 void moir_text_stream_finish(moir_text_stream *stream, const char **text, size_t *bytes);
 void moir_text_stream_destroy(moir_text_stream *stream);
 
+/* ---- Chat templates ------------------------------------------------------ */
+
+/* A Hugging Face chat template (Jinja2), rendered byte for byte as
+ * transformers' apply_chat_template renders it with Python's jinja2
+ * (docs/chat.md: the supported subset). Messages are {role, content}
+ * dicts; `tools` and `documents` are None; strftime_now reads the local
+ * time. A template that fails (raise_exception, an error of the template)
+ * or passes the bounds on output, loop iterations and recursion is an
+ * error naming the template and the line: MOIR_ERROR_INVALID_ARGUMENT for
+ * raise_exception (the template refuses the conversation),
+ * MOIR_ERROR_FORMAT otherwise. */
+typedef struct moir_chat_template moir_chat_template;
+/* content may be NULL (None in the template). */
+typedef struct { const char *role; const char *content; } moir_chat_message;
+/* Parses a Jinja chat template; `name` names it in errors. */
+moir_status moir_chat_template_open(const char *name, const char *source, size_t bytes, moir_chat_template **out);
+/* The template the artifact carries (resource "chat_template.jinja"); MOIR_ERROR_UNSUPPORTED when it has none. */
+moir_status moir_model_chat_template(const moir_model *model, moir_chat_template **out);
+void moir_chat_template_close(moir_chat_template *t);
+/* Renders messages[n]; bos/eos may be NULL (then undefined in the template). *bytes as moir_tokenize's *count: MOIR_ERROR_OUT_OF_RANGE with the needed size when it does not fit. */
+moir_status moir_chat_template_render(const moir_chat_template *t, const moir_chat_message *messages, size_t n, int add_generation_prompt, const char *bos_token, const char *eos_token, char *out, size_t capacity, size_t *bytes);
+
 /* ---- Sampling ----------------------------------------------------------- */
 
 typedef struct moir_sampling {
