@@ -131,3 +131,11 @@ if sodium and not sodium.endswith("-NOTFOUND"):
 pcre2 = getattr(config, "moir_pcre2_library", "")
 if pcre2 and not pcre2.endswith("-NOTFOUND"):
     config.available_features.add("tokenizer")
+
+# gemma3-270m: the real Gemma 3 270M Q4_K_M GGUF is in build/models
+# (scripts/fetch-gemma3.sh, run by scripts/test.sh); %gemma3_gguf is its path.
+gemma3 = os.path.join(os.path.dirname(config.moir_runtime_dir), "models",
+                      "gemma-3-270m-q4_k_m.gguf")
+if os.path.exists(gemma3):
+    config.available_features.add("gemma3-270m")
+    config.substitutions.append(("%gemma3_gguf", gemma3))

@@ -220,14 +220,8 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   Expected<std::string> code = (*backend)->serialize(module, options, info);
   if (!code)
     return code.takeError();
-  if (!options.tokenizerPath.empty()) {
-    ErrorOr<std::unique_ptr<MemoryBuffer>> tokenizer =
-        MemoryBuffer::getFile(options.tokenizerPath);
-    if (!tokenizer)
-      return fail(options.tokenizerPath + ": cannot read the tokenizer: " +
-                  tokenizer.getError().message());
-    info.resources.push_back({"tokenizer.json", (*tokenizer)->getBuffer().str()});
-  }
+  for (const auto &resource : options.resources)
+    info.resources.push_back(resource);
   if (!options.dequantizedWeightsPath.empty())
     if (Error err = writeDequantizedWeights(options.dequantizedWeightsPath, info, store))
       return err;

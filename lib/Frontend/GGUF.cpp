@@ -190,7 +190,7 @@ Expected<GGUFValue> readScalar(Reader &r, uint32_t type, const Twine &what) {
   }
 }
 
-Expected<GGUFValue> readValue(Reader &r, uint32_t type, const Twine &what) {
+Expected<GGUFValue> readValue(Reader &r, uint32_t type, const Twine &what, bool keepAll) {
   if (type != ARRAY)
     return readScalar(r, type, what);
   Expected<uint32_t> elementType = r.read<uint32_t>(what + " element type");
@@ -211,10 +211,14 @@ Expected<GGUFValue> readValue(Reader &r, uint32_t type, const Twine &what) {
       return fileError(r.path, what + ": " + Twine(*count) +
                                    " strings cannot fit in the " +
                                    Twine(r.remaining()) + " bytes left");
+    if (keepAll)
+      v.strings.reserve(*count);
     for (uint64_t i = 0; i < *count; ++i) {
       Expected<StringRef> s = r.readString(what + " element");
       if (!s)
         return s.takeError();
+      if (keepAll)
+        v.strings.push_back(s->str());
     }
     return v;
   }
@@ -225,7 +229,7 @@ Expected<GGUFValue> readValue(Reader &r, uint32_t type, const Twine &what) {
   if (*count > r.remaining() / width)
     return fileError(r.path, what + ": " + Twine(*count) + " elements of " +
                                  Twine(width) + " bytes run past the end of the file");
-  if (*count > kMaxKeptArray) {
+  if (*count > kMaxKeptArray && !keepAll) {
     if (Error err = r.skip(*count * width, what))
       return std::move(err);
     return v;
@@ -312,7 +316,9 @@ Expected<GGUFFile> parseGGUF(unsigned fileIndex, WeightStore &store) {
     Expected<uint32_t> type = r.read<uint32_t>("type of '" + *key + "'");
     if (!type)
       return type.takeError();
-    Expected<GGUFValue> value = readValue(r, *type, "metadata '" + *key + "'");
+    // The tokenizer's arrays are kept whole (moirc packs the vocabulary).
+    Expected<GGUFValue> value =
+        readValue(r, *type, "metadata '" + *key + "'", key->starts_with("tokenizer."));
     if (!value)
       return value.takeError();
     if (!result.metadata.try_emplace(*key, std::move(*value)).second)

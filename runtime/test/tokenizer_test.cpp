@@ -8,6 +8,13 @@
 // names the file.
 //
 //   moir_tokenizer_test FIXTURES_DIR [MALFORMED_DIR]   (exit 77: built without tokenizers)
+//
+// With --llama-cpp, a tokenizer.json moirc wrote from a GGUF file
+// (moirc --tokenizer-out) against llama.cpp's ids for the same file
+// (test/fixtures/gemma3/llama_cpp_tokens.json: every corpus line and the
+// whole corpus, no special tokens; llama_cpp_greedy.json: prompts with BOS):
+//
+//   moir_tokenizer_test --llama-cpp TOKENIZER_JSON TOKENS_JSON [GREEDY_JSON]
 #include "moir/runtime.h"
 
 #include <nlohmann/json.hpp>
@@ -47,9 +54,73 @@ std::string show(const std::vector<int32_t> &ids) {
   return s;
 }
 
+/// --llama-cpp: ids identical to llama.cpp's, and text back from them.
+int checkAgainstLlamaCpp(int argc, char **argv) {
+  moir_tokenizer *t = nullptr;
+  if (moir_tokenizer_open(argv[2], &t) != MOIR_OK) {
+    std::string why = moir_last_error();
+    std::fprintf(stderr, "%s\n", why.c_str());
+    return why.find("built without tokenizers") != std::string::npos ? 77 : 1;
+  }
+  int passed = 0, failed = 0;
+  auto check = [&](const std::string &what, const std::string &text, const json &want,
+                   bool special) {
+    std::vector<int32_t> ids(text.size() + 16), ref = want;
+    size_t n = 0;
+    bool ok = moir_tokenize_special(t, text.data(), text.size(), special, ids.data(), ids.size(),
+                                    &n) == MOIR_OK;
+    ids.resize(ok ? n : 0);
+    // Decoded back to the text (without the BOS that add_special put there).
+    std::string back(text.size() * 2 + 64, '\0');
+    size_t bytes = 0;
+    bool decoded = moir_detokenize(t, ref.data(), ref.size(), /*skip_special=*/special, back.data(),
+                                   back.size(), &bytes) == MOIR_OK;
+    back.resize(decoded ? bytes : 0);
+    if (!ok || ids != ref || ref.empty() || back != text) {
+      std::fprintf(stderr, "%s differs\n  got  %s\n  want %s\n  text back %s\n", what.c_str(),
+                   show(ids).c_str(), show(ref).c_str(), back == text ? "same" : "DIFFERS");
+      ++failed;
+    } else {
+      ++passed;
+    }
+  };
+  json tokens = json::parse(slurp(argv[3]), nullptr, false);
+  if (tokens.is_discarded() || !tokens.contains("lines") || !tokens.contains("whole")) {
+    std::fprintf(stderr, "%s: not llama.cpp's token ids\n", argv[3]);
+    return 1;
+  }
+  std::string whole;
+  size_t line = 0;
+  for (const json &l : tokens["lines"]) {
+    ++line;
+    if (!l.contains("text"))
+      continue; // not UTF-8: the runtime refuses such text
+    std::string text = l["text"];
+    whole += text + "\n";
+    if (!text.empty())
+      check("line " + std::to_string(line), text, l["ids"], false);
+  }
+  check("the whole corpus", whole, tokens["whole"], false);
+  if (argc > 4) {
+    json greedy = json::parse(slurp(argv[4]), nullptr, false);
+    if (greedy.is_discarded() || !greedy.contains("prompts")) {
+      std::fprintf(stderr, "%s: not llama.cpp's greedy runs\n", argv[4]);
+      return 1;
+    }
+    for (const json &p : greedy["prompts"])
+      check("prompt '" + p["prompt"].get<std::string>() + "' with BOS", p["prompt"],
+            p["prompt_ids"], true);
+  }
+  moir_tokenizer_close(t);
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed || passed == 0 ? 1 : 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
+  if (argc >= 4 && std::string(argv[1]) == "--llama-cpp")
+    return checkAgainstLlamaCpp(argc, argv);
   if (argc != 2 && argc != 3) {
     std::fprintf(stderr, "usage: moir_tokenizer_test FIXTURES_DIR [MALFORMED_DIR]\n");
     return 2;

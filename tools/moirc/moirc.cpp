@@ -12,7 +12,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "moir/Driver/Compile.h"
+#include "moir/Frontend/GGUF.h"
 #include "moir/Frontend/Importer.h"
+#include "moir/Frontend/Tokenizer.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Options.h"
 #include "moir/Target/ArtifactSigning.h"
@@ -82,9 +84,16 @@ cl::opt<std::string, true> signingKey(
     cl::value_desc("key file"), cl::location(options.signingKeyPath), cl::cat(ioCategory));
 cl::opt<std::string> tokenizerFile(
     "tokenizer",
-    cl::desc("pack this tokenizer.json into the artifact (default: MODEL/tokenizer.json when "
-             "MODEL is a folder that has one; 'none': no tokenizer)"),
+    cl::desc("pack this tokenizer.json (with the tokenizer_config.json, generation_config.json "
+             "and chat template beside it) into the artifact; default: MODEL/tokenizer.json "
+             "when MODEL is a folder that has one, a GGUF file's own vocabulary; 'none': no "
+             "tokenizer"),
     cl::value_desc("file"), cl::cat(ioCategory));
+cl::opt<std::string> tokenizerOut(
+    "tokenizer-out",
+    cl::desc("write the tokenizer resources moirc packs (tokenizer.json, tokenizer_config.json, "
+             "chat_template.jinja) into this folder; without --target, nothing else"),
+    cl::value_desc("dir"), cl::cat(ioCategory));
 cl::opt<std::string> generateKey(
     "generate-signing-key",
     cl::desc("write a new signing key pair to PREFIX.key (secret) and PREFIX.pub (public, for "
@@ -211,21 +220,54 @@ int main(int argc, char **argv) {
   bool artifact = !target.empty() && !given("compile-to");
   if (!options.signingKeyPath.empty() && !artifact)
     return error("--sign goes with an artifact (--target=... -o FILE)");
-  if (tokenizerFile == "none") {
-    options.tokenizerPath.clear();
-  } else if (!tokenizerFile.empty()) {
-    options.tokenizerPath = tokenizerFile;
-  } else if (llvm::sys::fs::is_directory(inputFile)) {
-    llvm::SmallString<256> candidate(inputFile);
-    llvm::sys::path::append(candidate, "tokenizer.json");
-    if (llvm::sys::fs::exists(candidate))
-      options.tokenizerPath = std::string(candidate);
-  }
   if (!options.signingKeyPath.empty())
     if (llvm::Error err = moir::checkSigningKey(options.signingKeyPath))
       return error(llvm::toString(std::move(err)));
   if (artifact && outputFile == "-" && !report)
     return error("--target needs -o <artifact.moir> (or --compile-to=PHASE for its IR)");
+
+  // The tokenizer, packed so the artifact takes text: --tokenizer's file,
+  // else MODEL/tokenizer.json, else a GGUF file's own vocabulary.
+  if ((artifact || !tokenizerOut.empty()) && tokenizerFile != "none") {
+    llvm::Expected<moir::frontend::TokenizerResources> resources =
+        moir::frontend::TokenizerResources();
+    llvm::SmallString<256> candidate(inputFile);
+    llvm::sys::path::append(candidate, "tokenizer.json");
+    if (!tokenizerFile.empty()) {
+      resources = moir::frontend::readHFTokenizer(tokenizerFile);
+    } else if (llvm::sys::fs::is_directory(inputFile)) {
+      if (llvm::sys::fs::exists(candidate))
+        resources = moir::frontend::readHFTokenizer(candidate);
+    } else if (!llvm::StringRef(inputFile).ends_with(".mlir")) {
+      moir::frontend::WeightStore metadataOnly;
+      llvm::Expected<moir::frontend::GGUFFile> gguf =
+          moir::frontend::readGGUF(inputFile, metadataOnly);
+      if (!gguf)
+        return error(llvm::toString(gguf.takeError()));
+      resources = moir::frontend::readGGUFTokenizer(*gguf);
+    }
+    if (!resources)
+      return error(llvm::toString(resources.takeError()));
+    options.resources = std::move(*resources);
+  }
+
+  if (!tokenizerOut.empty()) {
+    if (std::error_code ec = llvm::sys::fs::create_directories(tokenizerOut))
+      return error(tokenizerOut + ": cannot create the folder: " + ec.message());
+    for (const auto &[name, bytes] : options.resources) {
+      llvm::SmallString<256> path(tokenizerOut);
+      llvm::sys::path::append(path, name);
+      std::error_code ec;
+      llvm::raw_fd_ostream out(path, ec);
+      if (!ec)
+        out << bytes;
+      if (ec || out.has_error())
+        return error(std::string(path) + ": cannot write: " +
+                     (ec ? ec : out.error()).message());
+    }
+    if (!artifact)
+      return 0;
+  }
 
   DialectRegistry registry;
   moir::registerAllDialects(registry);

@@ -13,8 +13,8 @@
 namespace moir::frontend {
 
 /// One metadata value. Numeric arrays are kept (per-layer hyperparameters);
-/// string arrays (the vocabulary) are only counted: the tokenizer is not the
-/// compiler's business and can be large.
+/// string arrays are only counted, except the tokenizer's ("tokenizer.*"
+/// keys: the vocabulary and merges), which moirc packs into the artifact.
 struct GGUFValue {
   enum class Kind { Unsigned, Signed, Float, Bool, String, Array } kind;
   uint64_t u = 0;
@@ -25,6 +25,7 @@ struct GGUFValue {
   uint32_t elementType = 0;
   uint64_t count = 0;
   std::vector<double> numbers;
+  std::vector<std::string> strings;
 
   /// The value as an integer if it is one (or a bool).
   std::optional<int64_t> getInteger() const;

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace moir {
 
@@ -90,9 +92,10 @@ struct CompileOptions {
   std::string dequantizedWeightsPath;
   /// With a key file (moirc --sign): the artifact is signed with it.
   std::string signingKeyPath;
-  /// A tokenizer.json packed into the artifact (moirc --tokenizer; by
-  /// default MODEL/tokenizer.json when it exists); empty: none.
-  std::string tokenizerPath;
+  /// Named resources packed after the weights: the tokenizer
+  /// (tokenizer.json, tokenizer_config.json, chat_template.jinja), which
+  /// moirc reads from the checkpoint (moir/Frontend/Tokenizer.h).
+  std::vector<std::pair<std::string, std::string>> resources;
 };
 
 /// Checks the values an option list cannot (a known KV-cache format, a
