@@ -151,8 +151,66 @@ struct moir_tokenizer {
   enum class Model { BPE, ScoreBPE } model = Model::BPE;
   std::unordered_map<std::string, int32_t> vocab;
   std::vector<std::string> pieces; // id -> token string
-  // Merge ranks, keyed by "left right" token strings.
-  std::unordered_map<std::string, int32_t> ranks;
+  // Merges by the pair of ids they join ((left << 32) | right): the rank
+  // (lower first: the merges list's order, or minus the joined piece's score)
+  // and the joined id.
+  struct Merge {
+    double rank;
+    int32_t id;
+  };
+  // Open addressing (one cache line per probe, no node chasing): a real
+  // vocabulary's table holds millions of pairs.
+  struct MergeTable {
+    struct Slot {
+      uint64_t key = kEmpty;
+      double rank;
+      int32_t id;
+    };
+    static constexpr uint64_t kEmpty = ~uint64_t(0);
+    std::vector<Slot> slots;
+    size_t count = 0;
+    static size_t hash(uint64_t key) {
+      key ^= key >> 33;
+      key *= 0xff51afd7ed558ccdull;
+      key ^= key >> 33;
+      return static_cast<size_t>(key);
+    }
+    /// Keeps the first merge of a pair (as llama.cpp does).
+    void insert(uint64_t key, Merge m) {
+      if ((count + 1) * 2 > slots.size()) {
+        std::vector<Slot> old(std::max<size_t>(64, slots.size() * 2));
+        old.swap(slots);
+        count = 0;
+        for (const Slot &e : old)
+          if (e.key != kEmpty)
+            insert(e.key, {e.rank, e.id});
+      }
+      for (size_t i = hash(key) & (slots.size() - 1);; i = (i + 1) & (slots.size() - 1)) {
+        if (slots[i].key == key)
+          return;
+        if (slots[i].key == kEmpty) {
+          slots[i] = {key, m.rank, m.id};
+          ++count;
+          return;
+        }
+      }
+    }
+    const Slot *find(uint64_t key) const {
+      if (slots.empty())
+        return nullptr;
+      for (size_t i = hash(key) & (slots.size() - 1);; i = (i + 1) & (slots.size() - 1)) {
+        if (slots[i].key == key)
+          return &slots[i];
+        if (slots[i].key == kEmpty)
+          return nullptr;
+      }
+    }
+  } merges;
+  // Characters below U+0800 (one or two bytes): their ids without hashing
+  // (-1: not a piece).
+  std::vector<int32_t> smallCharIds;
+  int32_t byteIds[256];      // byte-level: each byte's character's id (-1: none)
+  int32_t fallbackIds[256];  // each byte's <0xXX> token (-1: none)
   std::vector<float> scores;       // ScoreBPE: per id
   bool ignoreMerges = false, byteFallback = false, fuseUnk = false;
   int32_t unk = -1;
@@ -170,9 +228,11 @@ struct moir_tokenizer {
   std::vector<int32_t> stops;
   std::vector<AddedToken> added; // longest first
   std::vector<bool> isAdded, isSpecial; // per id
-  // Indices into `added` by first byte (longest first): the literal scan
-  // looks at the few that can start at a position.
-  std::vector<uint32_t> addedByByte[256];
+  // The added tokens' bytes as a trie: node * 256 + byte -> child node;
+  // addedAt[node]: the index into `added` of the token ending there, or -1.
+  // The walk from a position finds the longest token that starts there.
+  std::unordered_map<uint64_t, int32_t> addedTrie;
+  std::vector<int32_t> addedAt{-1};
 };
 
 namespace {
@@ -611,152 +671,137 @@ moir_status normalize(const moir_tokenizer &t, std::string &s) {
   return MOIR_OK;
 }
 
+inline uint64_t pairKey(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
+
 /// BPE over one pre-token: joins the best adjacent pair until none is left
-/// (pairs in a priority queue, symbols in a linked list; stale queue
-/// entries are skipped). Merges rank pairs by the merges list (BPE) or by
-/// the joined piece's score (ScoreBPE, higher first); ties go to the
-/// leftmost pair.
+/// (pairs in a priority queue, symbols as ids in a linked list; stale queue
+/// entries are skipped). Merges rank pairs by the merges list (BPE) or by the
+/// joined piece's score (ScoreBPE, higher first); ties go to the leftmost
+/// pair.
 void bpe(const moir_tokenizer &t, const std::string &text, std::vector<int32_t> &ids) {
   const ByteLevel &bl = byteLevel();
   struct Symbol {
-    std::string text;
-    int prev, next;
-    bool alive;
+    int32_t id;    // -1: a character outside the vocabulary (ScoreBPE)
+    int32_t prev, next;
+    uint32_t from, size; // its bytes in `text` (unknown characters)
   };
   std::vector<Symbol> sym;
-  auto add = [&](std::string piece) {
-    int i = static_cast<int>(sym.size());
+  sym.reserve(text.size());
+  auto add = [&](int32_t id, size_t from, size_t size) {
+    int32_t i = static_cast<int32_t>(sym.size());
     if (i)
       sym.back().next = i;
-    sym.push_back({std::move(piece), i - 1, -1, true});
+    sym.push_back({id, i - 1, -1, static_cast<uint32_t>(from), static_cast<uint32_t>(size)});
   };
+  if (t.ignoreMerges) {
+    std::string whole;
+    if (t.byteLevelPieces)
+      for (unsigned char c : text)
+        whole += bl.encode[c];
+    auto it = t.vocab.find(t.byteLevelPieces ? whole : text);
+    if (it != t.vocab.end()) {
+      ids.push_back(it->second);
+      return;
+    }
+  }
   if (t.byteLevelPieces) {
-    std::string mapped;
-    for (unsigned char c : text)
-      mapped += bl.encode[c];
-    if (t.ignoreMerges) {
-      if (auto it = t.vocab.find(mapped); it != t.vocab.end()) {
-        ids.push_back(it->second);
-        return;
-      }
-    }
-    for (unsigned char c : text)
-      add(bl.encode[c]);
+    for (size_t i = 0; i < text.size(); ++i)
+      if (int32_t id = t.byteIds[static_cast<unsigned char>(text[i])]; id >= 0)
+        add(id, i, 1); // a byte-level vocabulary holds every byte
   } else {
-    if (t.ignoreMerges) {
-      if (auto it = t.vocab.find(text); it != t.vocab.end()) {
-        ids.push_back(it->second);
-        return;
-      }
-    }
     bool lastUnk = false;
+    std::string c;
     for (size_t at = 0; at < text.size();) {
       size_t n = std::min(charLength(text[at]), text.size() - at);
-      std::string c = text.substr(at, n);
-      at += n;
-      if (t.model == moir_tokenizer::Model::ScoreBPE || t.vocab.count(c)) {
-        // ScoreBPE keeps every character; pieces outside the vocabulary
-        // fall back to bytes at the end, as llama.cpp does.
-        add(std::move(c));
+      int32_t id = -1;
+      unsigned char lead = text[at];
+      if (n == 1) {
+        id = t.smallCharIds[lead];
+      } else if (n == 2) {
+        id = t.smallCharIds[((lead & 0x1F) << 6) | (text[at + 1] & 0x3F)];
+      } else {
+        c.assign(text, at, n);
+        auto it = t.vocab.find(c);
+        id = it != t.vocab.end() ? it->second : -1;
+      }
+      if (id >= 0 || t.model == moir_tokenizer::Model::ScoreBPE) {
+        // ScoreBPE keeps a character outside the vocabulary as it is: its
+        // bytes' tokens at the end, as llama.cpp does.
+        add(id, at, n);
         lastUnk = false;
+        at += n;
         continue;
       }
-      if (t.byteFallback) {
-        std::vector<std::string> bytes;
-        for (unsigned char b : c) {
-          char name[8];
-          std::snprintf(name, sizeof name, "<0x%02X>", b);
-          if (!t.vocab.count(name))
-            break;
-          bytes.push_back(name);
-        }
-        if (bytes.size() == c.size()) {
-          for (std::string &b : bytes)
-            add(std::move(b));
-          lastUnk = false;
-          continue;
-        }
+      // tokenizers: the character's <0xXX> byte tokens when all exist, else
+      // the unknown token (consecutive ones fused with fuse_unk), else
+      // nothing.
+      bool all = t.byteFallback;
+      for (size_t k = 0; all && k < n; ++k)
+        all = t.fallbackIds[static_cast<unsigned char>(text[at + k])] >= 0;
+      if (all) {
+        for (size_t k = 0; k < n; ++k)
+          add(t.fallbackIds[static_cast<unsigned char>(text[at + k])], at + k, 1);
+        lastUnk = false;
+      } else if (t.unk >= 0 && !(t.fuseUnk && lastUnk)) {
+        add(t.unk, at, n);
+        lastUnk = true;
       }
-      if (t.unk < 0)
-        continue; // no unknown token: the character is dropped, as tokenizers does
-      if (t.fuseUnk && lastUnk)
-        continue;
-      add(t.pieces[t.unk]);
-      lastUnk = true;
+      at += n;
     }
   }
   struct Pair {
     double rank;
-    int left;
-    std::string text; // the merged symbol, to detect stale entries
+    int32_t left, leftId, rightId, joined;
     bool operator>(const Pair &o) const {
       return rank != o.rank ? rank > o.rank : left > o.left;
     }
   };
-  std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> queue;
-  bool scored = t.model == moir_tokenizer::Model::ScoreBPE;
-  auto push = [&](int left) {
+  std::vector<Pair> storage;
+  storage.reserve(sym.size());
+  std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> queue(std::greater<Pair>(),
+                                                                        std::move(storage));
+  auto push = [&](int32_t left) {
     if (left < 0 || sym[left].next < 0)
       return;
-    const std::string &a = sym[left].text, &b = sym[sym[left].next].text;
-    if (scored) {
-      std::string joined = a + b;
-      auto it = t.vocab.find(joined);
-      if (it != t.vocab.end())
-        queue.push({-static_cast<double>(t.scores[it->second]), left, std::move(joined)});
+    int32_t a = sym[left].id, b = sym[sym[left].next].id;
+    if (a < 0 || b < 0)
       return;
-    }
-    auto it = t.ranks.find(a + " " + b);
-    if (it != t.ranks.end())
-      queue.push({static_cast<double>(it->second), left, a + b});
+    if (const auto *m = t.merges.find(pairKey(a, b)))
+      queue.push({m->rank, left, a, b, m->id});
   };
-  for (int i = 0; i + 1 < static_cast<int>(sym.size()); ++i)
+  for (int32_t i = 0; i + 1 < static_cast<int32_t>(sym.size()); ++i)
     push(i);
   while (!queue.empty()) {
     Pair p = queue.top();
     queue.pop();
     Symbol &l = sym[p.left];
-    if (!l.alive || l.next < 0)
+    // Stale: the left symbol was merged away or changed, or its neighbour did.
+    if (l.id != p.leftId || l.next < 0 || sym[l.next].id != p.rightId)
       continue;
     Symbol &r = sym[l.next];
-    if (l.text.size() + r.text.size() != p.text.size() || l.text + r.text != p.text)
-      continue; // stale: a neighbour changed since it was queued
-    l.text = p.text;
-    r.alive = false;
+    l.id = p.joined;
+    r.id = -2; // merged away
     l.next = r.next;
     if (r.next >= 0)
       sym[r.next].prev = p.left;
     push(l.prev);
     push(p.left);
   }
-  for (int i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
-    auto it = t.vocab.find(sym[i].text);
-    if (it != t.vocab.end()) {
-      ids.push_back(it->second);
+  for (int32_t i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
+    if (sym[i].id >= 0) {
+      ids.push_back(sym[i].id);
       continue;
     }
-    if (scored) {
-      // A character outside the vocabulary: its bytes' tokens, else the
-      // unknown token.
-      for (unsigned char b : sym[i].text) {
-        char name[8];
-        std::snprintf(name, sizeof name, "<0x%02X>", b);
-        auto byte = t.vocab.find(name);
-        if (byte != t.vocab.end())
-          ids.push_back(byte->second);
-        else if (t.unk >= 0)
-          ids.push_back(t.unk);
-      }
-      continue;
-    }
-    // Not in the vocabulary (a byte-level BPE vocabulary holds every byte):
-    // its characters one by one, those the vocabulary has.
-    for (size_t at = 0; at < sym[i].text.size();) {
-      size_t n = std::min(charLength(sym[i].text[at]), sym[i].text.size() - at);
-      auto one = t.vocab.find(sym[i].text.substr(at, n));
-      if (one != t.vocab.end())
-        ids.push_back(one->second);
-      at += n;
+    // A character outside the vocabulary (ScoreBPE): its bytes' tokens,
+    // else the unknown token.
+    for (uint32_t k = 0; k < sym[i].size; ++k) {
+      int32_t byte = t.fallbackIds[static_cast<unsigned char>(text[sym[i].from + k])];
+      if (byte >= 0)
+        ids.push_back(byte);
+      else if (t.unk >= 0)
+        ids.push_back(t.unk);
     }
   }
 }
@@ -783,12 +828,15 @@ moir_status encode(const moir_tokenizer *t, const std::string &input, std::vecto
   size_t at = 0, plain = 0;
   while (at < input.size()) {
     const AddedToken *hit = nullptr;
-    for (uint32_t i : t->addedByByte[static_cast<unsigned char>(input[at])]) {
-      const AddedToken &a = t->added[i];
-      if (input.compare(at, a.content.size(), a.content) == 0) {
-        hit = &a;
+    int64_t node = 0;
+    for (size_t k = at; k < input.size() && !t->addedTrie.empty(); ++k) {
+      auto next = t->addedTrie.find(static_cast<uint64_t>(node) * 256 +
+                                    static_cast<unsigned char>(input[k]));
+      if (next == t->addedTrie.end())
         break;
-      }
+      node = next->second;
+      if (t->addedAt[node] >= 0)
+        hit = &t->added[t->addedAt[node]];
     }
     if (!hit) {
       ++at;
@@ -1067,6 +1115,24 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
           return s;
         t->scores.push_back(e[1].get<float>());
       }
+      // Every way a piece splits into two pieces is a merge, ranked by the
+      // piece's score (higher first).
+      for (size_t id = 0; id < t->pieces.size(); ++id) {
+        const std::string &piece = t->pieces[id];
+        if (t->vocab.find(piece)->second != static_cast<int32_t>(id))
+          continue; // a duplicate piece: the vocabulary keeps its last id
+        for (size_t cut = charLength(piece[0]); cut < piece.size();
+             cut += charLength(piece[cut])) {
+          auto a = t->vocab.find(piece.substr(0, cut));
+          if (a == t->vocab.end())
+            continue;
+          auto b = t->vocab.find(piece.substr(cut));
+          if (b != t->vocab.end())
+            t->merges.insert(pairKey(a->second, b->second),
+                              moir_tokenizer::Merge{-static_cast<double>(t->scores[id]),
+                                                    static_cast<int32_t>(id)});
+        }
+      }
     } else {
       if (!vocab.is_object() || vocab.empty())
         return bad(t->path, "model.vocab is not a non-empty object");
@@ -1079,15 +1145,27 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
         return bad(t->path, "model.merges is not an array");
       int32_t rank = 0;
       for (const json &m : merges) {
-        std::string key;
+        std::string left, right;
         if (m.is_string()) {
-          key = m.get<std::string>();
+          // "left right", split at the first space after the first character.
+          const std::string &both = m.get_ref<const std::string &>();
+          size_t space = both.find(' ', 1);
+          if (space == std::string::npos)
+            return bad(t->path, "model.merges[" + std::to_string(rank) + "] is not a pair");
+          left = both.substr(0, space);
+          right = both.substr(space + 1);
         } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-          key = m[0].get<std::string>() + " " + m[1].get<std::string>();
+          left = m[0].get<std::string>();
+          right = m[1].get<std::string>();
         } else {
           return bad(t->path, "model.merges[" + std::to_string(rank) + "] is not a pair");
         }
-        t->ranks.emplace(key, rank++);
+        auto a = t->vocab.find(left), b = t->vocab.find(right), ab = t->vocab.find(left + right);
+        // A merge of pieces outside the vocabulary can never apply.
+        if (a != t->vocab.end() && b != t->vocab.end() && ab != t->vocab.end())
+          t->merges.insert(pairKey(a->second, b->second),
+                            moir_tokenizer::Merge{static_cast<double>(rank), ab->second});
+        ++rank;
       }
     }
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
@@ -1099,6 +1177,19 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
     } else if (model.contains("unk_id") && !model["unk_id"].is_null()) {
       if (moir_status s = checkId(*t, model["unk_id"], "model.unk_id", &t->unk); s != MOIR_OK)
         return s;
+    }
+    t->smallCharIds.assign(0x800, -1);
+    for (uint32_t cp = 0; cp < 0x800; ++cp)
+      if (auto it = t->vocab.find(utf8(cp)); it != t->vocab.end())
+        t->smallCharIds[cp] = it->second;
+    const ByteLevel &bl = byteLevel();
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof name, "<0x%02X>", b);
+      auto fallback = t->vocab.find(name);
+      t->fallbackIds[b] = fallback != t->vocab.end() ? fallback->second : -1;
+      auto mapped = t->vocab.find(bl.encode[b]);
+      t->byteIds[b] = mapped != t->vocab.end() ? mapped->second : -1;
     }
     if (moir_status s = readNormalizer(*t, j.value("normalizer", json())); s != MOIR_OK)
       return s;
@@ -1135,8 +1226,18 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
     for (size_t i = 0; i < t->added.size(); ++i) {
       t->isAdded[t->added[i].id] = true;
       t->isSpecial[t->added[i].id] = t->isSpecial[t->added[i].id] || t->added[i].special;
-      t->addedByByte[static_cast<unsigned char>(t->added[i].content[0])].push_back(
-          static_cast<uint32_t>(i));
+      int64_t node = 0;
+      for (unsigned char c : t->added[i].content) {
+        auto [child, isNew] = t->addedTrie.emplace(static_cast<uint64_t>(node) * 256 + c,
+                                                   static_cast<int32_t>(t->addedAt.size()));
+        if (isNew)
+          t->addedAt.push_back(-1);
+        node = child->second;
+      }
+      // Two added tokens with the same content: the first (longest-first
+      // order is stable) keeps it.
+      if (t->addedAt[node] < 0)
+        t->addedAt[node] = static_cast<int32_t>(i);
     }
     if (moir_status s = readPostProcessor(*t, j.value("post_processor", json())); s != MOIR_OK)
       return s;
