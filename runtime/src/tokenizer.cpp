@@ -1117,16 +1117,19 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
       }
       // Every way a piece splits into two pieces is a merge, ranked by the
       // piece's score (higher first).
+      std::string left, right; // reused: no allocation per split
       for (size_t id = 0; id < t->pieces.size(); ++id) {
         const std::string &piece = t->pieces[id];
         if (t->vocab.find(piece)->second != static_cast<int32_t>(id))
           continue; // a duplicate piece: the vocabulary keeps its last id
         for (size_t cut = charLength(piece[0]); cut < piece.size();
              cut += charLength(piece[cut])) {
-          auto a = t->vocab.find(piece.substr(0, cut));
+          left.assign(piece, 0, cut);
+          auto a = t->vocab.find(left);
           if (a == t->vocab.end())
             continue;
-          auto b = t->vocab.find(piece.substr(cut));
+          right.assign(piece, cut, std::string::npos);
+          auto b = t->vocab.find(right);
           if (b != t->vocab.end())
             t->merges.insert(pairKey(a->second, b->second),
                               moir_tokenizer::Merge{-static_cast<double>(t->scores[id]),
