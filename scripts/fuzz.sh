@@ -38,8 +38,9 @@ for t in "${targets[@]}"; do
       "${sodium[@]}" -ldl -lpthread -o "$bin"
   elif [ "$t" = tokenizer ]; then
     clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-      -DMOIR_HAVE_TOKENIZER -I"$root/runtime/include" "$root/test/fuzz/tokenizer_fuzzer.cpp" \
-      "$root"/runtime/src/{status,tokenizer}.cpp -lpcre2-8 -o "$bin"
+      -DMOIR_HAVE_TOKENIZER -DMOIR_HAVE_UTF8PROC -I"$root/runtime/include" \
+      "$root/test/fuzz/tokenizer_fuzzer.cpp" "$root"/runtime/src/{status,tokenizer}.cpp \
+      -lpcre2-8 -lutf8proc -o "$bin"
   else
     clang++-22 "${flags[@]}" "$root/test/fuzz/${t}_fuzzer.cpp" "${sources[@]}" "${libs[@]}" -o "$bin"
   fi
