@@ -160,6 +160,69 @@ Error readRopeFreqs(const GGUFFile &file, const WeightStore &store, int64_t rope
   return Error::success();
 }
 
+/// gemma3 as llama.cpp reads it: the converter has added Gemma's 1 to every
+/// norm weight already (so norms are plain x * w here), rotate_half RoPE,
+/// sliding layers from attention.sliding_window with a pattern (a period,
+/// default 6: every 6th layer global, or one flag per layer), their RoPE base
+/// rope.freq_base_swa (default 10000) unscaled. The attention scale is not
+/// stored: llama.cpp takes 1/sqrt(key_length), except for the 62-layer 27B,
+/// whose query_pre_attn_scalar is hidden / heads.
+Error readGemma3(const GGUFFile &file, MetadataReader &r, ModelConfig &c) {
+  c.family = Family::Gemma3;
+  TRY(ffn, r.integer("feed_forward_length", std::nullopt));
+  c.ffn = ffn;
+  TRY(headDim, r.integer("attention.key_length", 256));
+  c.headDim = headDim;
+  TRY(valueLength, r.integer("attention.value_length", headDim));
+  if (valueLength != headDim)
+    return r.error("attention.value_length", "must equal attention.key_length");
+  TRY(ropeDim, r.integer("rope.dimension_count", headDim));
+  if (ropeDim != headDim)
+    return r.error("rope.dimension_count", "must equal the head dimension");
+  c.rope.interleaved = false;
+  c.qkNorm = ModelConfig::QKNorm::PerHead;
+  c.postNorms = true;
+  c.ffnActivation = ModelConfig::FFNActivation::GELUTanh;
+  c.embeddingScale = std::sqrt(static_cast<double>(c.hidden));
+  c.attentionScale = c.layers == 62
+                         ? 1.0 / std::sqrt(static_cast<double>(c.hidden / c.heads))
+                         : 1.0 / std::sqrt(static_cast<double>(headDim));
+  TRY(softcap, r.number("final_logit_softcapping", 0.0));
+  if (softcap != 0.0)
+    return r.error("final_logit_softcapping", "is not supported (Gemma 3 has none)");
+  TRY(window, r.integer("attention.sliding_window", 0, 0));
+  if (!window) {
+    if (r.has("attention.sliding_window_pattern") || r.has("rope.freq_base_swa"))
+      return r.error("attention.sliding_window",
+                     "is missing, but a sliding-window pattern or RoPE base is given");
+    return Error::success();
+  }
+  c.slidingWindow = window;
+  c.slidingLayers.assign(c.layers, false);
+  const GGUFValue *pattern = r.get("attention.sliding_window_pattern");
+  if (pattern && pattern->kind == GGUFValue::Kind::Array) {
+    if (pattern->numbers.size() != static_cast<size_t>(c.layers))
+      return r.error("attention.sliding_window_pattern",
+                     "must hold one flag per layer (" + Twine(c.layers) + ")");
+    for (int64_t l = 0; l < c.layers; ++l)
+      c.slidingLayers[l] = pattern->numbers[l] != 0;
+  } else {
+    std::optional<int64_t> every = pattern ? pattern->getInteger() : 6;
+    if (!every || *every < 0)
+      return r.error("attention.sliding_window_pattern",
+                     "must be a non-negative integer or an array of flags");
+    // Period p: layers with l % p < p - 1 slide; 0: all of them.
+    for (int64_t l = 0; l < c.layers; ++l)
+      c.slidingLayers[l] = *every == 0 || l % *every < *every - 1;
+  }
+  RopeConfig local;
+  TRY(localTheta, r.number("rope.freq_base_swa", 10000.0));
+  local.theta = localTheta;
+  local.interleaved = false;
+  c.slidingRope = local;
+  return Error::success();
+}
+
 } // namespace
 
 Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &store) {
@@ -168,10 +231,10 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
     return fileError(file.path, "metadata 'general.architecture' must be a string");
   std::string arch = archValue->s;
   if (arch != "llama" && arch != "apertus" && arch != "qwen2moe" &&
-      arch != "qwen3moe" && arch != "olmoe" && arch != "deepseek2")
+      arch != "qwen3moe" && arch != "olmoe" && arch != "deepseek2" && arch != "gemma3")
     return fileError(file.path, "unknown architecture '" + arch +
                                     "' (supported: llama, apertus, qwen2moe, qwen3moe, "
-                                    "olmoe, deepseek2)");
+                                    "olmoe, deepseek2, gemma3)");
   MetadataReader r(file, arch);
   ModelConfig c;
   TRY(hidden, r.integer("embedding_length", std::nullopt));
@@ -243,7 +306,9 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
   c.rope.interleaved = arch == "llama" || deepseek;
   c.moeLayer.assign(layers, false);
 
-  if (arch == "apertus") {
+  if (arch == "gemma3") {
+    CHECK_ERR(readGemma3(file, r, c));
+  } else if (arch == "apertus") {
     c.family = Family::Apertus;
     TRY(ffn, r.integer("feed_forward_length", std::nullopt));
     c.ffn = ffn;
@@ -379,7 +444,7 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
       c.attentionScale *= ms * ms;
     }
   }
-  if (!deepseek)
+  if (!deepseek && arch != "gemma3")
     c.attentionScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
   CHECK_ERR(readRopeFreqs(file, store, c.mla ? c.mla->ropeDim : c.headDim, c.rope));
 

@@ -33,6 +33,7 @@ StringRef stringifyFamily(Family family) {
   case Family::OLMoE: return "OlmoeForCausalLM";
   case Family::DeepSeekV2: return "DeepseekV2ForCausalLM";
   case Family::DeepSeekV3: return "DeepseekV3ForCausalLM";
+  case Family::Gemma3: return "Gemma3ForCausalLM";
   }
   return "?";
 }
@@ -50,7 +51,7 @@ const StringSet<> kInertKeys = {
     "pretraining_tp", "num_nextn_predict_layers", "ep_size", "auto_map",
     "tokenizer_class", "generation_config", "return_dict", "output_attentions",
     "output_hidden_states", "tie_encoder_decoder", "is_encoder_decoder",
-    "router_z_loss_coef", "qk_head_dim"};
+    "router_z_loss_coef", "qk_head_dim", "cache_implementation"};
 
 /// Reads typed values from one JSON object and remembers which keys it read.
 class ConfigReader {
@@ -149,6 +150,9 @@ private:
   StringSet<> used;
 };
 
+Error parseRopeBlock(StringRef path, const json::Object &object, StringRef scope,
+                     RopeConfig &rope);
+
 /// rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier
 /// configs and hub checkpoints).
 Error parseRope(StringRef path, ConfigReader &top, RopeConfig &rope) {
@@ -165,7 +169,14 @@ Error parseRope(StringRef path, ConfigReader &top, RopeConfig &rope) {
   StringRef blockKey = params ? "rope_parameters" : "rope_scaling";
   if (!object)
     return top.error(blockKey, "must be an object");
-  ConfigReader r(path, *object, (blockKey + ".").str());
+  return parseRopeBlock(path, *object, (blockKey + ".").str(), rope);
+}
+
+/// One RoPE parameter object: rope_type (or type), rope_theta and the
+/// scaling's own keys.
+Error parseRopeBlock(StringRef path, const json::Object &object, StringRef scope,
+                     RopeConfig &rope) {
+  ConfigReader r(path, object, scope);
   if (r.has("rope_theta")) {
     TRY(t, r.number("rope_theta", std::nullopt));
     rope.theta = t;
@@ -207,6 +218,45 @@ Error parseRope(StringRef path, ConfigReader &top, RopeConfig &rope) {
   return r.checkAllUsed({});
 }
 
+/// Gemma 3's two RoPEs: global layers use rope_theta (1e6 by default) with
+/// rope_scaling, sliding layers rope_local_base_freq (1e4), unscaled; or,
+/// as transformers 5 writes them, rope_parameters.{full_attention,
+/// sliding_attention}.
+Error parseGemma3Rope(StringRef path, ConfigReader &top, RopeConfig &global,
+                      RopeConfig &local) {
+  TRY(theta, top.number("rope_theta", 1e6));
+  TRY(localTheta, top.number("rope_local_base_freq", 1e4));
+  global.theta = theta;
+  local.theta = localTheta;
+  const json::Value *params = top.get("rope_parameters");
+  const json::Value *scaling = top.get("rope_scaling");
+  if (params && scaling)
+    return top.error("rope_scaling", "and rope_parameters are both given");
+  if (scaling) {
+    const json::Object *object = scaling->getAsObject();
+    if (!object)
+      return top.error("rope_scaling", "must be an object");
+    return parseRopeBlock(path, *object, "rope_scaling.", global);
+  }
+  if (!params)
+    return Error::success();
+  const json::Object *object = params->getAsObject();
+  if (!object)
+    return top.error("rope_parameters", "must be an object");
+  ConfigReader r(path, *object, "rope_parameters.");
+  for (auto [key, rope] : {std::pair<StringRef, RopeConfig *>{"full_attention", &global},
+                           {"sliding_attention", &local}}) {
+    const json::Value *block = r.get(key);
+    if (!block)
+      continue;
+    const json::Object *layerObject = block->getAsObject();
+    if (!layerObject)
+      return r.error(key, "must be an object");
+    CHECK_ERR(parseRopeBlock(path, *layerObject, ("rope_parameters." + key + ".").str(), *rope));
+  }
+  return r.checkAllUsed({});
+}
+
 Expected<Family> parseFamily(StringRef path, ConfigReader &r) {
   const json::Value *archs = r.get("architectures");
   const json::Array *list = archs ? archs->getAsArray() : nullptr;
@@ -223,14 +273,20 @@ Expected<Family> parseFamily(StringRef path, ConfigReader &r) {
       .Case("OlmoeForCausalLM", Family::OLMoE)
       .Case("DeepseekV2ForCausalLM", Family::DeepSeekV2)
       .Case("DeepseekV3ForCausalLM", Family::DeepSeekV3)
+      .Case("Gemma3ForCausalLM", Family::Gemma3)
       .Default(std::nullopt);
+  if (arch == "Gemma3ForConditionalGeneration")
+    return r.error("architectures",
+                   "is Gemma3ForConditionalGeneration, the multimodal Gemma 3 (a vision "
+                   "tower and text_config): MoIR imports the text-only Gemma3ForCausalLM "
+                   "(model_type gemma3_text)");
   if (!family)
     return fileError(path, "unknown architecture '" + arch +
                                "' (supported: LlamaForCausalLM, MistralForCausalLM, "
                                "MixtralForCausalLM, ApertusForCausalLM, "
                                "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
                                "OlmoeForCausalLM, DeepseekV2ForCausalLM, "
-                               "DeepseekV3ForCausalLM)");
+                               "DeepseekV3ForCausalLM, Gemma3ForCausalLM)");
   return *family;
 }
 
@@ -250,6 +306,48 @@ Expected<SmallVector<int64_t>> intList(ConfigReader &r, StringRef key) {
     result.push_back(*i);
   }
   return result;
+}
+
+/// Gemma 3's layers: which attend within the sliding window (layer_types,
+/// or else every sliding_window_pattern-th layer global), the window, its
+/// norms and embedding scale, and the softcappings it must not have.
+Error parseGemma3Layers(ConfigReader &r, ModelConfig &c) {
+  TRY(bidirectional, r.boolean("use_bidirectional_attention", false));
+  if (bidirectional)
+    return r.error("use_bidirectional_attention",
+                   "= true (bidirectional attention) is not supported; MoIR runs causal "
+                   "decoders");
+  for (StringRef key : {"final_logit_softcapping", "attn_logit_softcapping"})
+    if (r.has(key))
+      return r.error(key, "is not supported (Gemma 3 has no softcapping; it must be null)");
+  TRY(window, r.integer("sliding_window", 4096));
+  // Hub configs spell the pattern either way; layer_types, when given, wins.
+  TRY(pattern, r.optInt("sliding_window_pattern", 1));
+  TRY(privatePattern, r.optInt("_sliding_window_pattern", 1));
+  int64_t every = pattern ? *pattern : privatePattern ? *privatePattern : 6;
+  c.slidingLayers.assign(c.layers, false);
+  if (const json::Value *types = r.get("layer_types")) {
+    const json::Array *list = types->getAsArray();
+    if (!list || static_cast<int64_t>(list->size()) != c.layers)
+      return r.error("layer_types", "must list one type per layer (" + Twine(c.layers) + ")");
+    for (auto [i, t] : llvm::enumerate(*list)) {
+      std::optional<StringRef> kind = t.getAsString();
+      if (kind == StringRef("sliding_attention"))
+        c.slidingLayers[i] = true;
+      else if (kind != StringRef("full_attention"))
+        return r.error("layer_types", "entry " + Twine(i) + " is " +
+                                          (kind ? "'" + kind->str() + "'" : "not a string") +
+                                          "; expected sliding_attention or full_attention");
+    }
+  } else {
+    for (int64_t l = 0; l < c.layers; ++l)
+      c.slidingLayers[l] = (l + 1) % every != 0;
+  }
+  c.slidingWindow = window;
+  c.normWeightOffset = 1.0;
+  c.postNorms = true;
+  c.embeddingScale = std::sqrt(static_cast<double>(c.hidden));
+  return Error::success();
 }
 
 double yarnMscale(double factor, double mscale) {
@@ -391,6 +489,7 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
   TRY(family, parseFamily(path, r));
   c.family = family;
   bool deepseek = family == Family::DeepSeekV2 || family == Family::DeepSeekV3;
+  bool gemma = family == Family::Gemma3;
   TRY(hidden, r.integer("hidden_size", std::nullopt));
   TRY(layers, r.integer("num_hidden_layers", std::nullopt));
   // Bounds keep a corrupt count from allocating per-layer state unboundedly;
@@ -402,7 +501,8 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
   TRY(vocab, r.integer("vocab_size", std::nullopt));
   TRY(ffn, r.integer("intermediate_size", std::nullopt));
   TRY(eps, r.number("rms_norm_eps", 1e-6));
-  TRY(tie, r.boolean("tie_word_embeddings", false));
+  // Gemma ties its LM head to the embeddings unless told otherwise.
+  TRY(tie, r.boolean("tie_word_embeddings", gemma));
   c.hidden = hidden;
   c.layers = layers;
   c.heads = heads;
@@ -417,18 +517,30 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
     return r.error("num_key_value_heads",
                    "(" + Twine(kvHeads) + ") must divide num_attention_heads (" +
                        Twine(heads) + ")");
-  CHECK_ERR(parseRope(path, r, c.rope));
-  CHECK_ERR(r.expectString("hidden_act", family == Family::Apertus ? "xielu" : "silu",
-                           "MoIR implements this family with its reference "
-                           "activation only"));
+  RopeConfig localRope;
+  if (gemma) {
+    CHECK_ERR(parseGemma3Rope(path, r, c.rope, localRope));
+    // Gemma 3 reads hidden_activation; transformers ignores a hidden_act.
+    r.consume("hidden_act");
+    CHECK_ERR(r.expectString("hidden_activation", "gelu_pytorch_tanh",
+                             "MoIR implements Gemma 3's GeGLU with the tanh-approximated "
+                             "GELU only"));
+    c.ffnActivation = ModelConfig::FFNActivation::GELUTanh;
+  } else {
+    CHECK_ERR(parseRope(path, r, c.rope));
+    CHECK_ERR(r.expectString("hidden_act", family == Family::Apertus ? "xielu" : "silu",
+                             "MoIR implements this family with its reference "
+                             "activation only"));
+  }
   c.xielu = family == Family::Apertus;
 
   // Head dimension: an explicit head_dim overrides hidden / heads (MLA's
   // head_dim is the RoPE dimension and is checked below).
   if (!deepseek) {
-    TRY(headDim, r.integer("head_dim", hidden / heads));
+    // Gemma 3's configuration class defaults head_dim to 256.
+    TRY(headDim, r.integer("head_dim", gemma ? 256 : hidden / heads));
     c.headDim = headDim;
-    if (!r.has("head_dim") && hidden % heads != 0)
+    if (!gemma && !r.has("head_dim") && hidden % heads != 0)
       return r.error("num_attention_heads", "must divide hidden_size when "
                                             "head_dim is not given");
   }
@@ -444,7 +556,8 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
     // Llama-style attention_bias also puts a bias on o_proj.
     c.oBias = attnBias && (family == Family::Llama || family == Family::Mistral ||
                            family == Family::Mixtral || family == Family::Apertus);
-    if (attnBias && (deepseek || family == Family::OLMoE || family == Family::Qwen3MoE))
+    if (attnBias && (deepseek || gemma || family == Family::OLMoE ||
+                     family == Family::Qwen3MoE))
       return r.error("attention_bias", "= true is not supported for " +
                                            stringifyFamily(family));
   }
@@ -454,27 +567,32 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
   c.mlpBias = mlpBias;
 
   // Sliding windows.
-  TRY(useSliding, r.boolean("use_sliding_window", family != Family::Qwen2MoE &&
-                                                      family != Family::Qwen3MoE));
-  r.consume("max_window_layers");
-  TRY(window, r.optInt("sliding_window", 0));
-  if (window && *window > 0 && useSliding) {
-    if (family != Family::Mistral && family != Family::Mixtral)
-      return r.error("sliding_window", "is only supported for Mistral and Mixtral");
-    c.slidingWindow = *window;
-  }
-  if (const json::Value *types = r.get("layer_types")) {
-    const json::Array *list = types->getAsArray();
-    if (!list || static_cast<int64_t>(list->size()) != layers)
-      return r.error("layer_types", "must list one type per layer");
-    for (const json::Value &t : *list)
-      if (t.getAsString() != StringRef("full_attention") &&
-          !(c.slidingWindow && t.getAsString() == StringRef("sliding_attention")))
-        return r.error("layer_types", "may only hold full_attention layers here");
+  if (gemma) {
+    CHECK_ERR(parseGemma3Layers(r, c));
+    c.slidingRope = localRope;
+  } else {
+    TRY(useSliding, r.boolean("use_sliding_window", family != Family::Qwen2MoE &&
+                                                        family != Family::Qwen3MoE));
+    r.consume("max_window_layers");
+    TRY(window, r.optInt("sliding_window", 0));
+    if (window && *window > 0 && useSliding) {
+      if (family != Family::Mistral && family != Family::Mixtral)
+        return r.error("sliding_window", "is only supported for Mistral and Mixtral");
+      c.slidingWindow = *window;
+    }
+    if (const json::Value *types = r.get("layer_types")) {
+      const json::Array *list = types->getAsArray();
+      if (!list || static_cast<int64_t>(list->size()) != layers)
+        return r.error("layer_types", "must list one type per layer");
+      for (const json::Value &t : *list)
+        if (t.getAsString() != StringRef("full_attention") &&
+            !(c.slidingWindow && t.getAsString() == StringRef("sliding_attention")))
+          return r.error("layer_types", "may only hold full_attention layers here");
+    }
   }
 
   // QK-norm.
-  if (family == Family::Apertus || family == Family::Qwen3MoE)
+  if (family == Family::Apertus || family == Family::Qwen3MoE || gemma)
     c.qkNorm = ModelConfig::QKNorm::PerHead;
   if (family == Family::OLMoE) {
     c.qkNorm = ModelConfig::QKNorm::Full;
@@ -605,6 +723,11 @@ Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
       double m = yarnMscale(c.rope.factor, c.rope.mscaleAllDim);
       c.attentionScale *= m * m;
     }
+  } else if (gemma) {
+    TRY(scalar, r.number("query_pre_attn_scalar", 256.0));
+    if (scalar <= 0)
+      return r.error("query_pre_attn_scalar", "must be positive");
+    c.attentionScale = 1.0 / std::sqrt(scalar);
   } else {
     c.attentionScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
   }

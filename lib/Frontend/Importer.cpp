@@ -47,7 +47,7 @@ enum class Format { HF, GGUF };
 
 /// Which weight of a layer.
 enum class Role {
-  AttnNorm, FFNNorm, Q, K, V, O, QNorm, KNorm,
+  AttnNorm, FFNNorm, PostAttnNorm, PostFFNNorm, Q, K, V, O, QNorm, KNorm,
   Gate, Up, Down, XIELUAlphaP, XIELUAlphaN, XIELUBeta, XIELUEps,
   Router, RouterBias, ExpertGate, ExpertUp, ExpertDown,
   SharedGate, SharedUp, SharedDown, SharedExpertGate,
@@ -66,6 +66,8 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
     switch (role) {
     case Role::AttnNorm: return p + "attn_norm.weight";
     case Role::FFNNorm: return p + "ffn_norm.weight";
+    case Role::PostAttnNorm: return p + "post_attention_norm.weight";
+    case Role::PostFFNNorm: return p + "post_ffw_norm.weight";
     case Role::Q: return p + "attn_q" + suffix;
     case Role::K: return p + "attn_k" + suffix;
     case Role::V: return p + "attn_v" + suffix;
@@ -107,7 +109,14 @@ std::string weightName(Format format, Family family, Role role, int64_t layer,
   case Role::AttnNorm:
     return p + (family == Family::Apertus ? "attention_layernorm" : "input_layernorm") + ".weight";
   case Role::FFNNorm:
-    return p + (family == Family::Apertus ? "feedforward_layernorm" : "post_attention_layernorm") + ".weight";
+    // Gemma's post_attention_layernorm normalizes the attention output; its
+    // FFN input norm is pre_feedforward_layernorm.
+    return p + (family == Family::Apertus  ? "feedforward_layernorm"
+                : family == Family::Gemma3 ? "pre_feedforward_layernorm"
+                                           : "post_attention_layernorm") +
+           ".weight";
+  case Role::PostAttnNorm: return p + "post_attention_layernorm.weight";
+  case Role::PostFFNNorm: return p + "post_feedforward_layernorm.weight";
   case Role::Q: return attn + "q_proj" + suffix;
   case Role::K: return attn + "k_proj" + suffix;
   case Role::V: return attn + "v_proj" + suffix;
@@ -242,12 +251,18 @@ private:
     return llm::LinearOp::create(b, loc, x, w, bias);
   }
   Value rmsNorm(Value x, Value w) {
-    return llm::RMSNormOp::create(b, loc, x.getType(), x, w,
-                                  b.getF64FloatAttr(c.rmsNormEps));
+    return llm::RMSNormOp::create(
+        b, loc, x.getType(), x, w, b.getF64FloatAttr(c.rmsNormEps),
+        c.normWeightOffset != 0.0 ? b.getF64FloatAttr(c.normWeightOffset) : FloatAttr());
+  }
+  /// Whether layer `l` attends within the sliding window only.
+  bool sliding(int64_t l) const {
+    return c.slidingWindow && (c.slidingLayers.empty() || c.slidingLayers[l]);
   }
   Value splitHeads(Value x, int64_t heads, int64_t dim);
   Value mergeHeads(Value x);
-  llm::RopeAttr ropeAttr(int64_t dim);
+  llm::RopeAttr ropeAttr(const RopeConfig &rope, int64_t dim);
+  llm::RopeAttr ropeAttr(int64_t dim) { return ropeAttr(c.rope, dim); }
   Value splitKVB(int64_t l);
 
   FailureOr<std::pair<Value, SmallVector<Value>>> attention(int64_t l, Value n,
@@ -575,8 +590,7 @@ Value ModelBuilder::mergeHeads(Value x) {
                                          ArrayRef<ReassociationIndices>{{0}, {1, 2}});
 }
 
-llm::RopeAttr ModelBuilder::ropeAttr(int64_t dim) {
-  const RopeConfig &r = c.rope;
+llm::RopeAttr ModelBuilder::ropeAttr(const RopeConfig &r, int64_t dim) {
   auto f = [&](double v) { return b.getF64FloatAttr(v); };
   FloatAttr none;
   llm::RopeScaling scaling = llvm::StringSwitch<llm::RopeScaling>(r.scaling)
@@ -736,12 +750,13 @@ ModelBuilder::attention(int64_t l, Value n, ArrayRef<Value> caches) {
     q = rmsNorm(q, qn);
     k = rmsNorm(k, kn);
   }
-  llm::RopeAttr rope = ropeAttr(D);
+  // Sliding layers may have their own RoPE (Gemma 3's local base).
+  llm::RopeAttr rope = ropeAttr(sliding(l) && c.slidingRope ? *c.slidingRope : c.rope, D);
   q = llm::RopeOp::create(b, loc, q.getType(), q, pos, rope);
   k = llm::RopeOp::create(b, loc, k.getType(), k, pos, rope);
   Value kc = llm::KVCacheUpdateOp::create(b, loc, caches[0].getType(), k, caches[0], offset);
   Value vc = llm::KVCacheUpdateOp::create(b, loc, caches[1].getType(), v, caches[1], offset);
-  IntegerAttr window = c.slidingWindow ? b.getI64IntegerAttr(*c.slidingWindow) : IntegerAttr();
+  IntegerAttr window = sliding(l) ? b.getI64IntegerAttr(*c.slidingWindow) : IntegerAttr();
   Value a = llm::AttentionOp::create(b, loc, q.getType(), q, kc, vc, pos,
                                      b.getF64FloatAttr(c.attentionScale), window);
   W(wo, layerWeight(Role::O, l, {hidden, H * D}));
@@ -844,7 +859,10 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
   if (c.mlpBias && (!gb || !ub || !db))
     return failure();
   Value gv = linear(n, gate, gb), uv = linear(n, up, ub);
-  Value h = llm::GLUOp::create(b, loc, gv.getType(), silu, gv, uv);
+  auto activation = c.ffnActivation == ModelConfig::FFNActivation::GELUTanh
+                        ? llm::ActivationKindAttr::get(&ctx, llm::ActivationKind::gelu_tanh)
+                        : silu;
+  Value h = llm::GLUOp::create(b, loc, gv.getType(), activation, gv, uv);
   return linear(h, down, db);
 }
 
@@ -896,7 +914,20 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   Value embed = weight(embedName, {c.vocab, hidden});
   if (!embed)
     return fin();
-  Value h = llm::EmbeddingOp::create(b, loc, act({ShapedType::kDynamic, hidden}), ids, embed);
+  FloatAttr embedScale;
+  if (c.embeddingScale != 1.0) {
+    // transformers casts Gemma's sqrt(hidden) to the weights' dtype: a
+    // bf16/f16 checkpoint, run as stored, scales by the rounded value.
+    double scale = c.embeddingScale;
+    const TensorInfo *info = store.lookup(embedName);
+    if (format == Format::HF && info && info->dtype == DType::BF16)
+      scale = fromBF16(toBF16(static_cast<float>(scale)));
+    else if (format == Format::HF && info && info->dtype == DType::F16)
+      scale = fromF16(toF16(static_cast<float>(scale)));
+    embedScale = b.getF64FloatAttr(scale);
+  }
+  Value h = llm::EmbeddingOp::create(b, loc, act({ShapedType::kDynamic, hidden}), ids, embed,
+                                     embedScale);
   SmallVector<Value> newCaches;
   Location modelLoc = loc;
   for (int64_t l = 0; l < c.layers; ++l) {
@@ -914,14 +945,28 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     if (failed(attn))
       return fin();
     newCaches.append(attn->second);
-    h = arith::AddFOp::create(b, loc, h, attn->first);
+    // Gemma's sandwich norms: each sublayer's output is normalized before
+    // its residual add.
+    auto postNorm = [&](Role role, Value x) -> Value {
+      if (!c.postNorms)
+        return x;
+      Value w = layerWeight(role, l, {hidden});
+      return w ? rmsNorm(x, w) : nullptr;
+    };
+    Value a = postNorm(Role::PostAttnNorm, attn->first);
+    if (!a)
+      return fin();
+    h = arith::AddFOp::create(b, loc, h, a);
     Value norm2 = layerWeight(Role::FFNNorm, l, {hidden});
     if (!norm2)
       return fin();
     FailureOr<Value> y = ffn(l, rmsNorm(h, norm2));
     if (failed(y))
       return fin();
-    h = arith::AddFOp::create(b, loc, h, *y);
+    Value f = postNorm(Role::PostFFNNorm, *y);
+    if (!f)
+      return fin();
+    h = arith::AddFOp::create(b, loc, h, f);
   }
   loc = modelLoc;
   Value finalNorm = weight(format == Format::GGUF ? "output_norm.weight" : "model.norm.weight", {hidden});

@@ -19,7 +19,7 @@ namespace {
 
 Value createRMSNorm(OpBuilder &b, Location loc, Value x, Value weight,
                     FloatAttr epsilon) {
-  return llm::RMSNormOp::create(b, loc, x.getType(), x, weight, epsilon);
+  return llm::RMSNormOp::create(b, loc, x.getType(), x, weight, epsilon, FloatAttr());
 }
 
 /// Columns [offset, offset + size) of the innermost dimension of `x`.

@@ -69,6 +69,6 @@ TEST_P(FixturesTest, CheckpointImportsAndVerifies) {
 INSTANTIATE_TEST_SUITE_P(AllFamilies, FixturesTest,
                          ::testing::Values("llama", "mistral", "mixtral", "apertus",
                                            "qwen2_moe", "qwen3_moe", "olmoe",
-                                           "deepseek_v2", "deepseek_v3"));
+                                           "deepseek_v2", "deepseek_v3", "gemma3_tiny"));
 
 } // namespace

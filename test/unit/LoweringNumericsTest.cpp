@@ -181,6 +181,44 @@ TEST_F(LoweringNumericsTest, RMSNormAndLinearWithBias) {
   expectClose(y, ref, 1e-5);
 }
 
+// Gemma's forms: embedding rows times a scale, an RMSNorm scaling by
+// (1 + w), and GeGLU with the tanh-approximated GELU.
+TEST_F(LoweringNumericsTest, ScaledEmbeddingOffsetNormAndGeGLU) {
+  SEED_TRACE();
+  const int T = 4, V = 11, K = 40;
+  Kernel kernel(R"(
+    func.func @forward(%ids: tensor<?xi32>, %e: tensor<11x40xf32>, %g: tensor<40xf32>, %u: tensor<?x40xf32>)
+        -> (tensor<?x40xf32>, tensor<?x40xf32>) {
+      %h = llm.embedding %ids, %e scale = 6.324555320336759 : (tensor<?xi32>, tensor<11x40xf32>) -> tensor<?x40xf32>
+      %n = llm.rms_norm %h, %g epsilon = 1.0e-06 offset = 1.0 : tensor<?x40xf32>, tensor<40xf32>
+      %y = llm.glu gelu_tanh %n, %u : tensor<?x40xf32>
+      return %n, %y : tensor<?x40xf32>, tensor<?x40xf32>
+    })");
+  ASSERT_TRUE(kernel.ok()) << kernel.error;
+  std::vector<int32_t> ids = {3, 0, 10, 3};
+  auto e = random(V * K), g = random(K, 0.3f), u = random(T * K);
+  std::vector<float> n(T * K), y(T * K);
+  kernel.run({{ids.data(), {T}}, {e.data(), {V, K}}, {g.data(), {K}}, {u.data(), {T, K}},
+              {n.data(), {T, K}}, {y.data(), {T, K}}});
+  std::vector<double> rn(T * K), ry(T * K);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    std::vector<double> h(K);
+    for (int k = 0; k < K; ++k) {
+      h[k] = double(e[ids[t] * K + k]) * std::sqrt(40.0);
+      ss += h[k] * h[k];
+    }
+    double inv = 1.0 / std::sqrt(ss / K + 1e-6);
+    for (int k = 0; k < K; ++k) {
+      double x = rn[t * K + k] = h[k] * inv * (1.0 + g[k]);
+      double gelu = 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+      ry[t * K + k] = gelu * u[t * K + k];
+    }
+  }
+  expectClose(n, rn, 1e-5);
+  expectClose(y, ry, 1e-5);
+}
+
 /// HF's rope utilities, in double precision.
 std::vector<double> invFreq(int dim, double theta, const std::string &scaling, double factor,
                             double low = 1, double high = 4, double orig = 0) {

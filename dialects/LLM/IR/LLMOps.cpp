@@ -178,6 +178,9 @@ LogicalResult EmbeddingOp::verify() {
       failed(verifyDim(*this, "result hidden dimension", result.getDimSize(1),
                        table[1])))
     return failure();
+  if (std::optional<APFloat> scale = getScale())
+    if (!scale->isFiniteNonZero())
+      return emitOpError("scale must be finite and non-zero");
   return success();
 }
 
@@ -190,6 +193,9 @@ LogicalResult RMSNormOp::verify() {
   auto weight = getWeight().getType();
   if (getEpsilon().convertToDouble() <= 0.0)
     return emitOpError("epsilon must be positive");
+  if (std::optional<APFloat> offset = getOffset())
+    if (!offset->isFinite())
+      return emitOpError("offset must be finite");
   if (input.getRank() < 1)
     return emitOpError("input must have rank >= 1");
   if (failed(verifyRank(*this, "weight", weight, 1)) ||

@@ -118,34 +118,44 @@ def LLM_EmbeddingOp : LLM_Op<"embedding", [Pure,
     DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
   let summary = "token embedding lookup";
   let description = [{
-    Gathers rows of the `[vocab, hidden]` table for each token id.
+    Gathers rows of the `[vocab, hidden]` table for each token id. With
+    `scale`, each gathered value is multiplied by it, rounded to f32 (Gemma
+    scales its embeddings by `sqrt(hidden)`).
 
     ```mlir
     %h = llm.embedding %ids, %table : (tensor<?xi32>, tensor<32000x1024xf32>) -> tensor<?x1024xf32>
+    %g = llm.embedding %ids, %table scale = 25.298 : (tensor<?xi32>, tensor<262144x640xf32>) -> tensor<?x640xf32>
     ```
   }];
-  let arguments = (ins RankedTensorOf<[AnySignlessInteger]>:$ids, LLM_WeightType:$table);
+  let arguments = (ins RankedTensorOf<[AnySignlessInteger]>:$ids, LLM_WeightType:$table,
+                       OptionalAttr<F64Attr>:$scale);
   let results = (outs LLM_FloatTensor:$result);
-  let assemblyFormat = "$ids `,` $table attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $ids `,` $table (`scale` `=` $scale^)? attr-dict `:` functional-type(operands, results)
+  }];
   let hasVerifier = 1;
 }
 
 def LLM_RMSNormOp : LLM_Op<"rms_norm", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "root-mean-square normalization over the innermost dimension";
   let description = [{
-    `result = input / sqrt(mean(input^2) + epsilon) * weight`, computed in
-    float32, over the innermost dimension. Applied to `[tokens, heads,
-    head_dim]` it is the per-head QK-norm of Qwen3, OLMoE and Apertus.
+    `result = input / sqrt(mean(input^2) + epsilon) * (offset + weight)`,
+    computed in float32, over the innermost dimension; `offset` is 0 unless
+    given (Gemma's norms scale by `1 + weight`, the offset added in f32 as
+    Hugging Face does). Applied to `[tokens, heads, head_dim]` it is the
+    per-head QK-norm of Qwen3, OLMoE, Apertus and Gemma 3.
 
     ```mlir
     %n = llm.rms_norm %x, %w epsilon = 1.0e-05 : tensor<?x1024xf32>, tensor<1024xf32>
+    %g = llm.rms_norm %x, %w epsilon = 1.0e-06 offset = 1.0 : tensor<?x640xf32>, tensor<640xf32>
     ```
   }];
   let arguments = (ins LLM_FloatTensor:$input, LLM_FloatTensor:$weight,
-                       F64Attr:$epsilon);
+                       F64Attr:$epsilon, OptionalAttr<F64Attr>:$offset);
   let results = (outs LLM_FloatTensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight `epsilon` `=` $epsilon attr-dict `:` type($input) `,` type($weight)
+    $input `,` $weight `epsilon` `=` $epsilon (`offset` `=` $offset^)? attr-dict
+    `:` type($input) `,` type($weight)
   }];
   let hasVerifier = 1;
 }

@@ -28,6 +28,7 @@ enum class Family {
   OLMoE,     // OlmoeForCausalLM
   DeepSeekV2, // DeepseekV2ForCausalLM
   DeepSeekV3, // DeepseekV3ForCausalLM
+  Gemma3,    // Gemma3ForCausalLM (model_type gemma3_text)
 };
 
 llvm::StringRef stringifyFamily(Family family);
@@ -95,6 +96,25 @@ struct ModelConfig {
   /// Biases on q/k/v (and o for Llama's attention_bias).
   bool qkvBias = false, oBias = false, mlpBias = false;
   std::optional<int64_t> slidingWindow;
+  /// Per layer, whether it attends within `slidingWindow` (Gemma 3
+  /// interleaves sliding and global layers); empty: every layer does.
+  llvm::SmallVector<bool> slidingLayers;
+  /// RoPE of the sliding-window layers where it differs from `rope` (Gemma
+  /// 3's local base frequency, unscaled).
+  std::optional<RopeConfig> slidingRope;
+  /// Added to every RMSNorm weight (in f32) before it scales: Gemma's
+  /// `x * (1 + w)` in Hugging Face checkpoints; 0 in GGUF files, whose
+  /// converter has added the 1 already.
+  double normWeightOffset = 0.0;
+  /// Gemma's sandwich norms: the attention and FFN outputs are normalized
+  /// (post_attention_layernorm, post_feedforward_layernorm) before their
+  /// residual adds.
+  bool postNorms = false;
+  /// Factor on the embedding rows (Gemma: sqrt(hidden)); 1 when none.
+  double embeddingScale = 1.0;
+  /// The gated FFN's activation: SiLU (SwiGLU) or tanh-approximated GELU
+  /// (Gemma's GeGLU, gelu_pytorch_tanh).
+  enum class FFNActivation { SiLU, GELUTanh } ffnActivation = FFNActivation::SiLU;
   /// QK-norm: none, per head (Qwen3, Apertus) or over the whole projection
   /// (OLMoE).
   enum class QKNorm { None, PerHead, Full } qkNorm = QKNorm::None;

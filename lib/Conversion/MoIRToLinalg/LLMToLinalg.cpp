@@ -70,6 +70,7 @@ struct LowerRMSNorm : OpRewritePattern<llm::RMSNormOp> {
                             linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, sq, a[1]).getResult());
                           });
     double eps = op.getEpsilon().convertToDouble();
+    std::optional<APFloat> offset = op.getOffset();
     SmallVector<utils::IteratorType> parIters(rank, par);
     Value out = generic(
         b, loc, ValueRange{x, sumsq, op.getWeight()},
@@ -80,7 +81,11 @@ struct LowerRMSNorm : OpRewritePattern<llm::RMSNormOp> {
           Value var = arith::AddFOp::create(b, loc, mean, f32Const(b, loc, eps));
           Value inv = math::RsqrtOp::create(b, loc, var);
           Value y = arith::MulFOp::create(b, loc, a[0], inv);
-          linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, y, toF32(b, loc, a[2])).getResult());
+          Value w = toF32(b, loc, a[2]);
+          // Gemma's (offset + weight), summed in f32 before the product.
+          if (offset)
+            w = arith::AddFOp::create(b, loc, f32Const(b, loc, offset->convertToDouble()), w);
+          linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, y, w).getResult());
         });
     b.replaceOp(op, out);
     return success();
@@ -129,13 +134,19 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
     SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, op.getIds(), 0),
                                        b.getIndexAttr(op.getType().getDimSize(1))};
     AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
+    std::optional<APFloat> scale = op.getScale();
     Value out = generic(b, loc, op.getIds(), tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()),
                         {{t}, {t, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
                           Value row = arith::IndexCastOp::create(b, loc, b.getIndexType(), a[0]);
                           Value col = linalg::IndexOp::create(b, loc, 1);
+                          auto yield = [&](Value v) {
+                            if (scale)
+                              v = arith::MulFOp::create(b, loc, v, f32Const(b, loc, scale->convertToDouble()));
+                            linalg::YieldOp::create(b, loc, v);
+                          };
                           if (!table->isPacked()) {
                             Value v = tensor::ExtractOp::create(b, loc, table->tensor, ValueRange{row, col});
-                            linalg::YieldOp::create(b, loc, toF32(b, loc, v));
+                            yield(toF32(b, loc, v));
                             return;
                           }
                           // A quantized table: the row's codes and its groups' scales.
@@ -155,8 +166,7 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
                           Value o = tensor::ExtractOp::create(b, loc, table->scales,
                                                               ValueRange{row, g, indexConst(b, loc, 1)});
                           Value v = decodeCode(b, loc, *table, code, col);
-                          linalg::YieldOp::create(
-                              b, loc, arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, s, v), o).getResult());
+                          yield(arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, s, v), o));
                         });
     b.replaceOp(op, out);
     return success();

@@ -273,6 +273,22 @@ func.func @f(%ids: tensor<?xi32>, %t: tensor<10x8xf32>) {
 
 // -----
 
+func.func @f(%ids: tensor<?xi32>, %t: tensor<10x8xf32>) {
+  // expected-error @+1 {{scale must be finite and non-zero}}
+  %0 = llm.embedding %ids, %t scale = 0.0 : (tensor<?xi32>, tensor<10x8xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{offset must be finite}}
+  %0 = llm.rms_norm %x, %w epsilon = 1.0e-5 offset = 0x7FF8000000000000 : tensor<?x8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
 func.func @f(%x: tensor<?x8xf32>, %w: tensor<8xf32>) {
   // expected-error @+1 {{epsilon must be positive}}
   %0 = llm.rms_norm %x, %w epsilon = 0.0 : tensor<?x8xf32>, tensor<8xf32>

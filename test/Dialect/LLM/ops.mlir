@@ -46,9 +46,14 @@ func.func @dense_block(%ids: tensor<?xi32>, %pos: tensor<?xi64>, %off: index,
   %table = llm.weight "embed" : tensor<1000x256xf32>
   // CHECK: llm.embedding %{{.*}}, %{{.*}} : (tensor<?xi32>, tensor<1000x256xf32>) -> tensor<?x256xf32>
   %h = llm.embedding %ids, %table : (tensor<?xi32>, tensor<1000x256xf32>) -> tensor<?x256xf32>
+  // Gemma: embeddings times sqrt(hidden), norms scaling by (1 + w).
+  // CHECK: llm.embedding %{{.*}}, %{{.*}} scale = 1.600000e+01 : (tensor<?xi32>, tensor<1000x256xf32>) -> tensor<?x256xf32>
+  %hs = llm.embedding %ids, %table scale = 16.0 : (tensor<?xi32>, tensor<1000x256xf32>) -> tensor<?x256xf32>
   %nw = llm.weight "norm" : tensor<256xf32>
   // CHECK: llm.rms_norm %{{.*}}, %{{.*}} epsilon = 1.000000e-05 : tensor<?x256xf32>, tensor<256xf32>
   %n = llm.rms_norm %h, %nw epsilon = 1.0e-05 : tensor<?x256xf32>, tensor<256xf32>
+  // CHECK: llm.rms_norm %{{.*}}, %{{.*}} epsilon = {{.*}} offset = 1.000000e+00 : tensor<?x256xf32>, tensor<256xf32>
+  %ng = llm.rms_norm %hs, %nw epsilon = 1.0e-06 offset = 1.0 : tensor<?x256xf32>, tensor<256xf32>
   %wq = llm.weight "q" : tensor<1024x256xf32>
   %bq = llm.weight "q_bias" : tensor<1024xf32>
   // CHECK: llm.linear %{{.*}}, %{{.*}}, %{{.*}} : (tensor<?x256xf32>, tensor<1024x256xf32>, tensor<1024xf32>) -> tensor<?x1024xf32>

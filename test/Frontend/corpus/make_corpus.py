@@ -315,6 +315,12 @@ def main():
                "blk.0.ffn_up_exps.weight": [2, 4, 8], "blk.0.ffn_down_exps.weight": [2, 8, 4],
                "blk.0.ffn_gate_shexp.weight": [4, 8], "blk.0.ffn_up_shexp.weight": [4, 8],
                "blk.0.ffn_down_shexp.weight": [8, 4], "blk.0.ffn_gate_inp_shexp.weight": [1, 8]})
+    # Gemma 3 with Gemma 2's final logit softcapping: refused by name.
+    g3meta = [("general.architecture", 8, "gemma3")] + [
+        (k.replace("llama.", "gemma3."), t, v) for k, t, v in GGUF_META[1:]] + [
+        ("gemma3.attention.key_length", 4, 4), ("gemma3.attention.sliding_window", 4, 4),
+        ("gemma3.final_logit_softcapping", 6, 30.0)]
+    write("gguf-gemma3-softcap.gguf", gguf_bytes(meta=g3meta))
     write("valid-qwen2moe-shexp-row.gguf", gguf_bytes(meta=q2meta, tensors=q2))
     write("gguf-shexp-shape.gguf", gguf_bytes(
         meta=q2meta, tensors=dict(q2, **{"blk.0.ffn_gate_inp_shexp.weight": [2, 8]})))
