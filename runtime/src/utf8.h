@@ -4,6 +4,7 @@
 #define MOIR_RUNTIME_UTF8_H
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace moir::rt {
@@ -29,6 +30,42 @@ inline size_t utf8Sequence(const std::string &s, size_t i, size_t *subpart = nul
   if (subpart)
     *subpart = ok;
   return 0;
+}
+
+/// Appends code point `cp` as UTF-8.
+inline void appendUtf8(std::string &out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+/// `s` with each ill-formed sequence's maximal subpart replaced by U+FFFD,
+/// as decoders (and tokenizers' decode) do.
+inline std::string replaceInvalidUtf8(const std::string &s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    size_t subpart = 1;
+    if (size_t n = utf8Sequence(s, i, &subpart)) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      i += subpart;
+    }
+  }
+  return out;
 }
 
 } // namespace moir::rt

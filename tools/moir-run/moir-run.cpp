@@ -14,6 +14,7 @@
 
 #include "bandwidth.h"
 #include "energy_report.h"
+#include "utf8.h"
 #include "moir/runtime.h"
 
 #include <algorithm>
@@ -552,31 +553,7 @@ int generate(const Options &o) {
 /// `s` with each ill-formed UTF-8 sequence (a model may end its reply inside
 /// a character, or emit stray bytes) replaced by U+FFFD, as tokenizers'
 /// decode does: the conversation the template renders is text.
-std::string validUtf8(const std::string &s) {
-  std::string out;
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-             : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    size_t ok = 1;
-    while (n && ok < n && i + ok < s.size()) {
-      unsigned char d = static_cast<unsigned char>(s[i + ok]);
-      if (ok == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80)
-        break;
-      ++ok;
-    }
-    if (n && ok == n) {
-      out.append(s, i, n);
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      i += ok;
-    }
-  }
-  return out;
-}
+std::string validUtf8(const std::string &s) { return moir::rt::replaceInvalidUtf8(s); }
 
 /// The chat template: --chat-template FILE, or the artifact's.
 moir_chat_template *openChatTemplate(const Options &o, moir_model *model) {
