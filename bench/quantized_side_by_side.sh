@@ -13,7 +13,7 @@
 # JSON line per run and the medians per file and engine.
 #
 #   LLAMA_BENCH=/path/to/llama.cpp/llama-bench \
-#   IK_LLAMA_BENCH=/path/to/ik_llama.cpp/llama-bench \
+#   [IK_LLAMA_BENCH=/path/to/ik_llama.cpp/llama-bench] \
 #     bench/quantized_side_by_side.sh model.Q8_0.gguf [model.Q4_K_M.gguf ...]
 #
 # The peers are not built here: give their llama-bench binaries (CPU builds,
@@ -29,9 +29,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 : "${LLAMA_BENCH:?set LLAMA_BENCH to the llama.cpp llama-bench}"
-: "${IK_LLAMA_BENCH:?set IK_LLAMA_BENCH to the ik_llama.cpp llama-bench}"
 [ $# -gt 0 ] || { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
-for bin in "$LLAMA_BENCH" "$IK_LLAMA_BENCH"; do
+# ik_llama.cpp is optional: without IK_LLAMA_BENCH, MoIR and llama.cpp only.
+engines="moir llama.cpp${IK_LLAMA_BENCH:+ ik_llama.cpp}"
+for bin in "$LLAMA_BENCH" ${IK_LLAMA_BENCH:+"$IK_LLAMA_BENCH"}; do
   [ -x "$bin" ] || { echo "$bin: not an executable" >&2; exit 2; }
 done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -100,8 +101,8 @@ for gguf in "$@"; do
     echo "{\"model\": \"$model\", \"gguf\": \"$gguf\", \"gguf_bytes\": $(stat -c %s "$gguf"), \"moirc_s\": $SECONDS}"
   fi
   for round in $(seq "${REPEAT:-3}"); do
-    order="moir llama.cpp ik_llama.cpp"
-    [ $((round % 2)) -eq 0 ] && order="ik_llama.cpp llama.cpp moir"
+    order="$engines"
+    [ $((round % 2)) -eq 0 ] && order="$(echo "$engines" | tr ' ' '\n' | tac | tr '\n' ' ')"
     for engine in $order; do
       run_engine "$engine" "$model" "$gguf" "$artifact" "$round" | tee -a "$runs"
     done
