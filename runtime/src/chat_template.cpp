@@ -3075,12 +3075,26 @@ Value arith(Interp &in, const std::string &op, const Value &a, const Value &b) {
     bool fl = a.t == T::Float || b.t == T::Float;
     double x = asDouble(a), y = asDouble(b);
     int64_t i = asInt(a), j = asInt(b), r = 0;
-    if (op == "+")
-      return fl ? floatValue(x + y) : intValue(checkedInt(__builtin_add_overflow(i, j, &r), r));
-    if (op == "-")
-      return fl ? floatValue(x - y) : intValue(checkedInt(__builtin_sub_overflow(i, j, &r), r));
-    if (op == "*")
-      return fl ? floatValue(x * y) : intValue(checkedInt(__builtin_mul_overflow(i, j, &r), r));
+    // The overflow test runs before r is read (the order of a call's
+    // arguments is unspecified: GCC reads r first).
+    if (op == "+") {
+      if (fl)
+        return floatValue(x + y);
+      bool overflow = __builtin_add_overflow(i, j, &r);
+      return intValue(checkedInt(overflow, r));
+    }
+    if (op == "-") {
+      if (fl)
+        return floatValue(x - y);
+      bool overflow = __builtin_sub_overflow(i, j, &r);
+      return intValue(checkedInt(overflow, r));
+    }
+    if (op == "*") {
+      if (fl)
+        return floatValue(x * y);
+      bool overflow = __builtin_mul_overflow(i, j, &r);
+      return intValue(checkedInt(overflow, r));
+    }
     if (op == "/") {
       if (y == 0)
         raise("division by zero");
@@ -3111,7 +3125,8 @@ Value arith(Interp &in, const std::string &op, const Value &a, const Value &b) {
         return floatValue(std::pow(x, y));
       int64_t result = 1;
       for (int64_t k = 0; k < j; ++k) {
-        result = checkedInt(__builtin_mul_overflow(result, i, &result), result);
+        bool overflow = __builtin_mul_overflow(result, i, &result);
+        result = checkedInt(overflow, result);
         if (result == 0 || result == 1)
           break;
         if (result == -1 && ((j - k - 1) % 2 == 0))
