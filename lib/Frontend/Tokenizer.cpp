@@ -93,8 +93,7 @@ std::string serialize(json::Value value) {
   return out;
 }
 
-/// The tokenizer_config.json resource; ids checked against `vocab` (one past
-/// the largest id).
+/// The tokenizer_config.json resource (the stop ids without repeats).
 std::string configResource(std::optional<std::string> bos, std::optional<std::string> eos,
                            const std::vector<int64_t> &stops) {
   json::Object config;

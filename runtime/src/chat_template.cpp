@@ -4112,13 +4112,10 @@ extern "C" moir_status moir_model_chat_template(const moir_model *m, moir_chat_t
   if (!m || !out)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_chat_template: null argument");
   *out = nullptr;
-  for (const auto &[name, region] : m->resources) {
-    if (name != "chat_template.jinja")
-      continue;
-    const char *text = reinterpret_cast<const char *>(m->weights + region.first);
-    return moir_chat_template_open((m->path + ":chat_template.jinja").c_str(), text, region.second,
-                                   out);
-  }
+  const char *text = nullptr;
+  size_t bytes = 0;
+  if (moir::rt::findResource(m, "chat_template.jinja", &text, &bytes))
+    return moir_chat_template_open((m->path + ":chat_template.jinja").c_str(), text, bytes, out);
   return fail(MOIR_ERROR_UNSUPPORTED,
               m->path + ": the artifact holds no chat template (resource chat_template.jinja)");
 }

@@ -375,17 +375,27 @@ extern "C" moir_status moir_model_verify_weights(const moir_model *m) {
   return moir::rt::ok();
 }
 
+bool moir::rt::findResource(const moir_model *m, const std::string &name, const char **data,
+                            size_t *bytes) {
+  for (const auto &[resource, region] : m->resources)
+    if (resource == name) {
+      *data = reinterpret_cast<const char *>(m->weights + region.first);
+      *bytes = region.second;
+      return true;
+    }
+  return false;
+}
+
 extern "C" moir_status moir_model_tokenizer(const moir_model *m, moir_tokenizer **out) {
   if (!m || !out)
     return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_tokenizer: null argument");
   *out = nullptr;
-  for (const auto &[name, region] : m->resources) {
-    if (name != "tokenizer.json")
-      continue;
-    const char *json = reinterpret_cast<const char *>(m->weights + region.first);
+  const char *json = nullptr, *config = nullptr;
+  size_t bytes = 0, configBytes = 0;
+  if (moir::rt::findResource(m, "tokenizer.json", &json, &bytes)) {
     moir_tokenizer *t = nullptr;
     if (moir_status s = moir_tokenizer_open_memory((m->path + ":tokenizer.json").c_str(), json,
-                                                   region.second, &t);
+                                                   bytes, &t);
         s != MOIR_OK)
       return s;
     if (moir_tokenizer_vocab_size(t) > m->vocab) {
@@ -396,17 +406,13 @@ extern "C" moir_status moir_model_tokenizer(const moir_model *m, moir_tokenizer 
                                          std::to_string(m->vocab));
     }
     // The BOS/EOS and stop tokens moirc kept beside it.
-    for (const auto &[other, where] : m->resources) {
-      if (other != "tokenizer_config.json")
-        continue;
-      if (moir_status s = moirTokenizerConfigure(
-              t, m->path + ":tokenizer_config.json",
-              reinterpret_cast<const char *>(m->weights + where.first), where.second);
+    if (moir::rt::findResource(m, "tokenizer_config.json", &config, &configBytes))
+      if (moir_status s = moirTokenizerConfigure(t, m->path + ":tokenizer_config.json", config,
+                                                 configBytes);
           s != MOIR_OK) {
         moir_tokenizer_close(t);
         return s;
       }
-    }
     *out = t;
     return moir::rt::ok();
   }

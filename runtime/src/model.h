@@ -60,6 +60,15 @@ struct Cost {
 
 } // namespace moir::rt
 
+struct moir_model;
+
+namespace moir::rt {
+/// The bytes of the artifact's resource NAME (mapped with the weights), or
+/// false when the artifact has none.
+bool findResource(const moir_model *m, const std::string &name, const char **data,
+                  size_t *bytes);
+} // namespace moir::rt
+
 struct moir_model {
   moir_mapped_file file{};
   std::string path;

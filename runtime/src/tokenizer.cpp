@@ -197,7 +197,6 @@ struct moir_tokenizer {
   std::vector<int32_t> smallCharIds;
   int32_t byteIds[256];      // byte-level: each byte's character's id (-1: none)
   int32_t fallbackIds[256];  // each byte's <0xXX> token (-1: none)
-  std::vector<float> scores;       // ScoreBPE: per id
   bool ignoreMerges = false, byteFallback = false, fuseUnk = false;
   int32_t unk = -1;
   // Byte-level: the pre-tokenizer maps bytes to characters (ByteLevel).
@@ -213,7 +212,7 @@ struct moir_tokenizer {
   int32_t bos = -1, eos = -1;
   std::vector<int32_t> stops;
   std::vector<AddedToken> added; // longest first
-  std::vector<bool> isAdded, isSpecial; // per id
+  std::vector<bool> isSpecial; // per id
   // The added tokens' bytes as a trie: node * 256 + byte -> child node;
   // addedAt[node]: the index into `added` of the token ending there, or -1.
   // The walk from a position finds the longest token that starts there.
@@ -1073,8 +1072,7 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
         model["dropout"].get<double>() > 0)
       return unsupported(t->path, "BPE with dropout (not deterministic)");
     t->ignoreMerges = model.value("ignore_merges", false);
-    t->byteFallback = model.value("byte_fallback", false) ||
-                      t->model == moir_tokenizer::Model::ScoreBPE;
+    t->byteFallback = model.value("byte_fallback", false);
     t->fuseUnk = model.value("fuse_unk", false);
     const json &vocab = model.value("vocab", json());
     auto addPiece = [&](const std::string &piece, const json &id) -> moir_status {
@@ -1093,13 +1091,14 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
       if (!vocab.is_array() || vocab.empty())
         return bad(t->path, "model.vocab is not a non-empty array of [piece, score]");
       t->vocab.reserve(vocab.size());
+      std::vector<float> scores; // per id: they rank the merges below
       for (size_t i = 0; i < vocab.size(); ++i) {
         const json &e = vocab[i];
         if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number())
           return bad(t->path, "model.vocab[" + std::to_string(i) + "] is not [piece, score]");
         if (moir_status s = addPiece(e[0].get<std::string>(), json(i)); s != MOIR_OK)
           return s;
-        t->scores.push_back(e[1].get<float>());
+        scores.push_back(e[1].get<float>());
       }
       // Every way a piece splits into two pieces is a merge, ranked by the
       // piece's score (higher first).
@@ -1118,7 +1117,7 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
           auto b = t->vocab.find(right);
           if (b != t->vocab.end())
             t->merges.insert(pairKey(a->second, b->second),
-                              moir_tokenizer::Merge{-static_cast<double>(t->scores[id]),
+                              moir_tokenizer::Merge{-static_cast<double>(scores[id]),
                                                     static_cast<int32_t>(id)});
         }
       }
@@ -1210,10 +1209,8 @@ extern "C" moir_status moir_tokenizer_open_memory(const char *name, const char *
     std::stable_sort(t->added.begin(), t->added.end(), [](const AddedToken &a, const AddedToken &b) {
       return a.content.size() > b.content.size();
     });
-    t->isAdded.assign(t->pieces.size(), false);
     t->isSpecial.assign(t->pieces.size(), false);
     for (size_t i = 0; i < t->added.size(); ++i) {
-      t->isAdded[t->added[i].id] = true;
       t->isSpecial[t->added[i].id] = t->isSpecial[t->added[i].id] || t->added[i].special;
       int64_t node = 0;
       for (unsigned char c : t->added[i].content) {
