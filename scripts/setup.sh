@@ -8,6 +8,7 @@ PKGS=(
   rocm-device-libs
   qemu-user g++-aarch64-linux-gnu
   libsodium-dev libclang-rt-22-dev libpcre2-dev nlohmann-json3-dev libutf8proc-dev
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()
