@@ -38,6 +38,7 @@ void moir::registerAllDialects(mlir::DialectRegistry &registry) {
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   mlir::registerAllToLLVMIRTranslations(registry);
+  host::registerCollectiveBufferization(registry);
 }
 
 void moir::registerAllPasses() {

@@ -375,6 +375,12 @@ LogicalResult XIELUOp::verify() {
   return success();
 }
 
+LogicalResult AllReduceOp::verify() {
+  if (getRanks() < 2)
+    return emitOpError("needs at least 2 ranks, got ") << getRanks();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Canonicalization
 //===----------------------------------------------------------------------===//

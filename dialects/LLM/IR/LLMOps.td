@@ -366,4 +366,34 @@ def LLM_XIELUOp : LLM_Op<"xielu", [Pure, AllTypesMatch<["input", "result"]>,
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Collectives across ranks
+//===----------------------------------------------------------------------===//
+
+def LLM_AllReduceOp : LLM_Op<"all_reduce", [AllTypesMatch<["input", "result"]>,
+    MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "element-wise sum of a tensor over the ranks of a parallel artifact";
+  let description = [{
+    Every rank of an `N`-rank artifact (`moirc --expert-parallel=N`) passes a
+    tensor of the same shape; each gets their element-wise f32 sum. It
+    communicates, so it is neither merged nor moved: every rank must reach
+    the same all-reduces in the same order. Lowered to the runtime's
+    `moir_rt_all_reduce_sum_f32` (runtime/include/moir/comm.h) on the
+    tensor's buffer, in place.
+
+    Exactness: an element that only one rank holds non-zero comes out as that
+    rank's value bit for bit (x + 0 = x), whatever the reduction order, which
+    is what lets expert parallelism (`moe-expert-parallel`) reproduce the
+    1-rank artifact's numbers.
+
+    ```mlir
+    %s = llm.all_reduce %rows ranks = 4 : tensor<?x1024xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$input, I64Attr:$ranks);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = "$input `ranks` `=` $ranks attr-dict `:` type($input)";
+  let hasVerifier = 1;
+}
+
 #endif // MOIR_LLM_OPS

@@ -285,6 +285,92 @@ bool FusedExpertsOp::acceptsQuantizedOperand(unsigned index) {
 }
 
 //===----------------------------------------------------------------------===//
+// ExpertRowsOp, CombineRowsOp
+//===----------------------------------------------------------------------===//
+
+int64_t ExpertRowsOp::getNumSharedExperts() {
+  if (!hasSharedExpert())
+    return 0;
+  return getWeightShape(getSharedGateProj().getType())[0] /
+         getWeightShape(getGate().getType())[1];
+}
+
+int64_t ExpertRowsOp::getNumRoutedExperts() {
+  return static_cast<int64_t>(getOwners().size()) - getNumSharedExperts();
+}
+
+LogicalResult ExpertRowsOp::verify() {
+  auto input = getInput().getType();
+  auto ids = getIds().getType();
+  auto weights = getWeights().getType();
+  if (failed(verifyRank(*this, "input", input, 2)) || failed(verifyRank(*this, "ids", ids, 2)) ||
+      failed(verifyRank(*this, "weights", weights, 2)) ||
+      failed(verifyRank(*this, "result", getType(), 2)))
+    return failure();
+  int64_t hidden = input.getDimSize(1);
+  FailureOr<int64_t> local = verifyExpertWeights(*this, getGate().getType(), getUp().getType(),
+                                                 getDown().getType(), hidden);
+  if (failed(local) || failed(verifyDim(*this, "weights top-k", weights.getDimSize(1),
+                                        ids.getDimSize(1))) ||
+      failed(verifyDim(*this, "result hidden dimension", getType().getDimSize(1), hidden)))
+    return failure();
+  int64_t ffn = getWeightShape(getGate().getType())[1];
+  if (hasSharedExpert()) {
+    FailureOr<int64_t> width =
+        verifySharedExpert(*this, getSharedGateProj().getType(), getSharedUpProj().getType(),
+                           getSharedDownProj().getType(), hidden);
+    if (failed(width))
+      return failure();
+    if (ShapedType::isDynamic(*width) || ShapedType::isDynamic(ffn) || ffn <= 0 ||
+        *width % ffn != 0)
+      return emitOpError("shared expert FFN width (")
+             << *width << ") must be a multiple of the routed experts' (" << ffn << ")";
+  }
+  if (getRank() < 0)
+    return emitOpError("rank must not be negative, got ") << getRank();
+  int64_t routed = getNumRoutedExperts();
+  if (routed <= 0)
+    return emitOpError("owners must name an owner for every routed expert");
+  int64_t owned = 0;
+  for (int32_t owner : getOwners().take_front(routed)) {
+    if (owner < 0)
+      return emitOpError("owners must not be negative");
+    owned += owner == getRank();
+  }
+  if (failed(verifyDim(*this, "expert weights' experts (those rank owns)", *local, owned)))
+    return failure();
+  int64_t slots = ids.getDimSize(1) + getNumSharedExperts();
+  if (!ShapedType::isDynamic(ids.getDimSize(0)) && !ShapedType::isDynamic(getType().getDimSize(0)))
+    return verifyDim(*this, "result rows (tokens x slots)", getType().getDimSize(0),
+                     ids.getDimSize(0) * slots);
+  return success();
+}
+
+bool ExpertRowsOp::acceptsQuantizedOperand(unsigned index) {
+  return index != getInputMutable().getOperandNumber() &&
+         index != getIdsMutable().getOperandNumber() &&
+         index != getWeightsMutable().getOperandNumber();
+}
+
+LogicalResult CombineRowsOp::verify() {
+  auto rows = getRows().getType();
+  auto ids = getIds().getType();
+  if (failed(verifyRank(*this, "rows", rows, 2)) || failed(verifyRank(*this, "ids", ids, 2)) ||
+      failed(verifyRank(*this, "result", getType(), 2)))
+    return failure();
+  if (getNumExperts() <= 0 || getNumShared() < 0)
+    return emitOpError("needs a positive number of experts and no negative shared ones");
+  if (failed(verifyDim(*this, "result hidden dimension", getType().getDimSize(1),
+                       rows.getDimSize(1))) ||
+      failed(verifyDim(*this, "result tokens", getType().getDimSize(0), ids.getDimSize(0))))
+    return failure();
+  int64_t slots = ids.getDimSize(1) + getNumShared();
+  if (!ShapedType::isDynamic(ids.getDimSize(0)) && !ShapedType::isDynamic(rows.getDimSize(0)))
+    return verifyDim(*this, "rows (tokens x slots)", rows.getDimSize(0), ids.getDimSize(0) * slots);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // LayerOp
 //===----------------------------------------------------------------------===//
 

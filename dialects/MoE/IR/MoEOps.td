@@ -261,6 +261,80 @@ def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments
   }];
 }
 
+def MoE_ExpertRowsOp : MoE_Op<"expert_rows", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
+  let summary = "one rank's share of moe.fused_experts: its experts' weighted output rows";
+  let description = [{
+    What `moe.fused_experts` computes before its combine, for the experts
+    `owners` gives to `rank` (one entry per routed expert, then one per
+    shared expert): the rows of `moe.dispatch`'s order over
+    `top_k + shared` slots per token (routed copies grouped by expert id,
+    tokens in order within an expert; then the shared experts' rows), each
+    `weights[t, j] * ffn_e(input[t])` for an expert `e` this rank owns and
+    zero for any other. The stacked routed weights hold only the owned
+    experts, in expert order; the shared weights are whole.
+    `moe-expert-parallel` forms it; `llm.all_reduce` then gives every rank
+    every row and `moe.combine_rows` adds them in `moe.fused_experts`'s
+    order.
+
+    ```mlir
+    %rows = moe.expert_rows silu %x, %ids, %w experts(%wg, %wu, %wd)
+        owners = [0, 0, 1, 1] rank = 1
+        : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<2x32x64xf32>,
+           tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins LLM_ActivationKindAttr:$activation,
+                       RankedTensorOf<[AnyFloat]>:$input,
+                       RankedTensorOf<[I32]>:$ids,
+                       RankedTensorOf<[AnyFloat]>:$weights,
+                       LLM_WeightType:$gate, LLM_WeightType:$up,
+                       LLM_WeightType:$down,
+                       Optional<LLM_WeightType>:$shared_gate_proj,
+                       Optional<LLM_WeightType>:$shared_up_proj,
+                       Optional<LLM_WeightType>:$shared_down_proj,
+                       DenseI32ArrayAttr:$owners, I32Attr:$rank);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $activation $input `,` $ids `,` $weights `experts` `(` $gate `,` $up `,` $down `)`
+    (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
+    `owners` `=` $owners `rank` `=` $rank attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    bool hasSharedExpert() { return getSharedGateProj() != nullptr; }
+    /// Shared experts as routed-width experts (0 without a shared expert).
+    int64_t getNumSharedExperts();
+    /// Routed experts of the whole layer (owners' size less the shared ones).
+    int64_t getNumRoutedExperts();
+  }];
+}
+
+def MoE_CombineRowsOp : MoE_Op<"combine_rows", [Pure]> {
+  let summary = "adds expert output rows into their tokens in expert order";
+  let description = [{
+    `result[t] = sum of rows[r] over the rows r of token t`, where the rows
+    are in the order `moe.expert_rows` writes them for `ids` (routed copies
+    grouped by expert, `shared` more slots per token after them), and each
+    token's rows are added in that order, starting from zero: the additions
+    `moe.fused_experts` makes, so an N-rank artifact's numbers equal the
+    1-rank one's.
+
+    ```mlir
+    %y = moe.combine_rows %rows, %ids experts = 8 shared = 0
+        : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$rows, RankedTensorOf<[I32]>:$ids,
+                       I64Attr:$num_experts, I64Attr:$num_shared);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $rows `,` $ids `experts` `=` $num_experts `shared` `=` $num_shared attr-dict `:`
+    type($rows) `,` type($ids) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<LLM_QuantizedWeightConsumerOpInterface>]> {
   let summary = "a whole MoE FFN layer: routing, routed experts, shared experts";

@@ -120,6 +120,44 @@ def MoEFuseExpertsPass : Pass<"moe-fuse-experts"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
+  let summary = "splits the routed experts over the ranks of a parallel artifact";
+  let description = [{
+    For rank `rank` of `ranks`, rewrites each `moe.fused_experts` into this
+    rank's share of the experts, an all-reduce that gives every rank every
+    expert's rows, and a combine in the 1-rank op's order:
+
+    ```mlir
+    // before
+    %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) : ...
+    // after (rank 1 of 2, experts 2 and 3 of 4)
+    %wg1 = llm.stacked_weight ["...experts.2.w1.weight", "...experts.3.w1.weight"] : ...
+    %rows = moe.expert_rows silu %x, %ids, %w experts(%wg1, %wu1, %wd1)
+        owners = [0, 0, 1, 1] rank = 1 : ...
+    %all = llm.all_reduce %rows ranks = 2 : tensor<?x64xf32>
+    %y = moe.combine_rows %all, %ids experts = 4 shared = 0 : ...
+    ```
+
+    The stacked expert weights keep only this rank's experts, so its artifact
+    packs and maps only them. Attention, the router, dense layers and shared
+    experts' weights are replicated; a shared expert is computed by the rank
+    that owns it. Owners: contiguous blocks (expert `e` of `E` on rank `e * ranks / E`); shared
+    expert `s` on rank `s % ranks`.
+
+    Every row holds one expert's output on exactly one rank and zero on the
+    others, so the all-reduce's sum is that output bit for bit, and the
+    combine adds a token's rows in ascending expert order as
+    `moe.fused_experts` does: the logits equal the 1-rank artifact's.
+    Experts must come as separate checkpoint tensors (`llm.stacked_weight`);
+    a layer whose experts are one tensor is refused, naming it.
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", "1", "ranks the experts are split over">,
+    Option<"rank", "rank", "int64_t", "0", "the rank whose artifact this is">,
+  ];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect"];
+}
+
 def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {
   let summary = "expands mla.attention into projections, RoPE, cache updates and mla.attend";
   let description = [{

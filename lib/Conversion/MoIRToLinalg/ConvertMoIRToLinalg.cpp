@@ -52,7 +52,7 @@ struct ConvertMoIRToLinalgPass
     // earlier passes): name it.
     WalkResult result = getOperation()->walk([](Operation *op) {
       StringRef dialect = op->getName().getDialectNamespace();
-      if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp>(op)) ||
+      if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp, moir::llm::AllReduceOp>(op)) ||
           dialect == "moe" || dialect == "mla") {
         op->emitError() << "'" << op->getName()
                         << "' has no lowering for these operand types yet";

@@ -256,6 +256,9 @@ Dispatched buildDispatch(OpBuilder &b, Location loc, Value x, Value ids, int64_t
     Value cursor = insert(b, loc, arith::AddIOp::create(b, loc, slot, one32), a[0], e);
     return SmallVector<Value>{cursor, insert(b, loc, toI32(b, loc, r), a[1], toIndex(b, loc, slot))};
   })[1];
+  // Without an input, only the order (moe.combine_rows).
+  if (!x)
+    return {Value(), offsets, sources};
   auto xType = cast<RankedTensorType>(x.getType());
   int64_t hidden = xType.getDimSize(1);
   AffineExpr rr = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1);
@@ -364,6 +367,31 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
   }
 };
 
+/// Routing values `v` ([tokens, top_k] ids or weights) widened to
+/// [tokens, top_k + shared]: the shared experts as more slots every token
+/// fills, expert `experts + s` with weight 1 (weights come out f32).
+Value widenSlots(OpBuilder &b, Location loc, Value v, int64_t experts, int64_t shared) {
+  auto type = cast<RankedTensorType>(v.getType());
+  bool isIds = type.getElementType().isInteger(32);
+  int64_t topK = type.getDimSize(1);
+  Type elem = isIds ? Type(b.getI32Type()) : Type(b.getF32Type());
+  Value tokens = tensor::DimOp::create(b, loc, v, 0);
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
+  Value init = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(topK + shared)}, elem);
+  return generic(b, loc, ValueRange{}, init, {{d0, d1}}, {par, par},
+                 [&](OpBuilder &b, Location loc, ValueRange) {
+    Value t = linalg::IndexOp::create(b, loc, 0), j = linalg::IndexOp::create(b, loc, 1);
+    Value cK = indexConst(b, loc, topK);
+    Value routed = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, cK);
+    Value jj = arith::MinUIOp::create(b, loc, j, indexConst(b, loc, topK - 1));
+    Value picked = extract(b, loc, v, ValueRange{t, jj});
+    Value fill = isIds ? toI32(b, loc, arith::AddIOp::create(b, loc, indexConst(b, loc, experts),
+                                                             arith::SubIOp::create(b, loc, j, cK)))
+                       : f32Const(b, loc, 1.0);
+    linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, routed, isIds ? picked : toF32(b, loc, picked), fill).getResult());
+  });
+}
+
 /// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
 Value itemContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w) {
   Value rowsOf = w.isPacked() ? w.data : w.tensor;
@@ -386,9 +414,19 @@ LoweringConfigAttr parallelConfig(Operation *op, StringRef fusion) {
   return {};
 }
 
-struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(moe::FusedExpertsOp op, PatternRewriter &b) const override {
+/// The experts one rank computes (moe.expert_rows): for each expert of the
+/// layer (routed, then shared), its index in the rank's stacked weights, or
+/// -1 for an expert of another rank.
+struct Ownership {
+  SmallVector<int32_t> localIndex;
+};
+
+/// moe.fused_experts, or with `own` moe.expert_rows: the same work items
+/// over the owned experts, their down products written as rows in dispatch
+/// order instead of added into the tokens.
+template <typename OpTy>
+LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
+  {
     // Work-item widths (FFN columns of the gate/up phase, hidden columns of
     // the down phase) from the target's lowering configuration.
     LoweringConfigAttr config = parallelConfig(op, "moe-fuse-experts");
@@ -415,7 +453,9 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     Location loc = op.getLoc();
     Value x = op.getInput(), ids = op.getIds(), weights = op.getWeights();
     SmallVector<int64_t> gateShape = gateW->getShape();
-    int64_t experts = gateShape[0], ffn = gateShape[1], hidden = gateShape[2];
+    int64_t ffn = gateShape[1], hidden = gateShape[2];
+    int64_t experts = own ? static_cast<int64_t>(own->localIndex.size()) - op.getNumSharedExperts()
+                          : gateShape[0];
     // Shared experts past the first start at column s * ffn of the dense
     // down projection: a packed one must have its groups (and bytes)
     // aligned there.
@@ -433,29 +473,8 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
 
     // Shared experts as `shared` more slots every token fills, weight 1.
     if (shared > 0) {
-      auto widen = [&](Type type, function_ref<Value(OpBuilder &, Location, Value, Value)> pick) {
-        Value init = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(slots)}, type);
-        return generic(b, loc, ValueRange{}, init, {{d0, d1}}, {par, par},
-                       [&](OpBuilder &b, Location loc, ValueRange) {
-          Value t = linalg::IndexOp::create(b, loc, 0), j = linalg::IndexOp::create(b, loc, 1);
-          Value routed = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, indexConst(b, loc, topK));
-          Value jj = arith::MinUIOp::create(b, loc, j, indexConst(b, loc, topK - 1));
-          linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, routed, pick(b, loc, t, jj),
-                                                                   [&] {
-            if (type.isInteger(32))
-              return toI32(b, loc, arith::AddIOp::create(b, loc, cE,
-                  arith::SubIOp::create(b, loc, j, indexConst(b, loc, topK))));
-            return f32Const(b, loc, 1.0);
-          }()).getResult());
-        });
-      };
-      Value origIds = ids, origWeights = weights;
-      ids = widen(b.getI32Type(), [&](OpBuilder &b, Location loc, Value t, Value j) {
-        return extract(b, loc, origIds, ValueRange{t, j});
-      });
-      weights = widen(b.getF32Type(), [&](OpBuilder &b, Location loc, Value t, Value j) {
-        return toF32(b, loc, extract(b, loc, origWeights, ValueRange{t, j}));
-      });
+      ids = widenSlots(b, loc, ids, experts, shared);
+      weights = widenSlots(b, loc, weights, experts, shared);
     }
     // The shared experts sort last and their rows are x itself: only the
     // routed copies are gathered.
@@ -467,6 +486,15 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
 
     // The experts some token selected, compacted: the work items cover
     // only them (at decode, top-k of the experts).
+    // With `own`: each expert's index in the local weights (-1: not ours).
+    Value localIndex;
+    if (own)
+      localIndex = arith::ConstantOp::create(
+          b, loc, DenseIntElementsAttr::get(RankedTensorType::get({allExperts}, b.getI32Type()),
+                                            ArrayRef<int32_t>(own->localIndex)));
+    auto weightIndex = [&](OpBuilder &b, Location loc, Value e) -> Value {
+      return own ? toIndex(b, loc, extract(b, loc, localIndex, e)) : e;
+    };
     Value active0 = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{allExperts}, b.getI32Type());
     SmallVector<Value> compacted = loop(
         b, loc, c0, indexConst(b, loc, allExperts), ValueRange{active0, c0},
@@ -474,6 +502,12 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
           Value lo = extract(b, loc, d.offsets, e);
           Value hi = extract(b, loc, d.offsets, arith::AddIOp::create(b, loc, e, c1).getResult());
           Value used = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, hi, lo);
+          if (own) {
+            Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
+            Value ours = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                               extract(b, loc, localIndex, e), zero);
+            used = arith::AndIOp::create(b, loc, used, ours);
+          }
           // count <= e: the slot is in bounds; an unused expert's entry is
           // overwritten by the next used one.
           Value list = insert(b, loc, toI32(b, loc, e), a[0], a[1]);
@@ -492,7 +526,7 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     auto routedBlock = [&](OpBuilder &b, Location loc, Value e, const WeightOperand &stacked,
                            bool down, Value lo, Value count) -> WeightOperand {
       int64_t inner = down ? ffn : hidden;
-      return stacked.slice(b, loc, {e, lo, b.getIndexAttr(0)},
+      return stacked.slice(b, loc, {weightIndex(b, loc, e), lo, b.getIndexAttr(0)},
                            {b.getIndexAttr(1), count, b.getIndexAttr(inner)}, /*dropped=*/{0});
     };
     auto sharedBlock = [&](OpBuilder &b, Location loc, Value e, const WeightOperand &dense,
@@ -581,6 +615,45 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
     }
     Value h = gateUp.getResult(0);
 
+    if (own) {
+      // Phase 2 of an expert_rows: each owned expert's down products written
+      // to its rows, one work item per block of hidden columns; the rows of
+      // other ranks' experts stay zero.
+      int64_t hiddenBlocks = llvm::divideCeil(hidden, ffnBlock);
+      Value r0 = filled(b, loc, {copies, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
+      auto down = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(hiddenBlocks)},
+                                        ValueRange{r0}, std::nullopt);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(down.getBody());
+        Value c0h = arith::MulIOp::create(b, loc, down.getInductionVars()[0], indexConst(b, loc, ffnBlock));
+        Value width = blockWidth(b, loc, c0h, hidden);
+        auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
+        Value rBlock0 = slice(b, loc, blockType, down.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
+                              {copies, width});
+        Value rBlock = loop(b, loc, c0, numActive, rBlock0, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
+          auto [e, lo, n] = expertRows(b, loc, a);
+          auto hType = RankedTensorType::get({ShapedType::kDynamic, ffn}, b.getF32Type());
+          Value hs = slice(b, loc, hType, h, {lo, b.getIndexAttr(0)}, {n, b.getIndexAttr(ffn)});
+          Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
+            WeightOperand w = routed ? routedBlock(b, loc, e, *downW, true, c0h, width)
+                                     : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
+            return SmallVector<Value>{itemContraction(b, loc, hs, w)};
+          })[0];
+          return SmallVector<Value>{tensor::InsertSliceOp::create(
+              b, loc, out, acc[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{n, width},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
+        })[0];
+        b.setInsertionPointToStart(down.getTerminator().getBody());
+        tensor::ParallelInsertSliceOp::create(
+            b, loc, rBlock, down.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
+            ArrayRef<OpFoldResult>{copies, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+      }
+      b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), down.getResult(0)).getResult());
+      return success();
+    }
+
     // Phase 2: y[token] += h[row] Wd^T over every selected expert's rows,
     // one work item per block of hidden columns (the items write disjoint
     // columns of y, so the scatter-add needs no atomics).
@@ -627,6 +700,92 @@ struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
           ArrayRef<OpFoldResult>{tokens, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
     }
     b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), downCombine.getResult(0)).getResult());
+    return success();
+  }
+}
+
+struct LowerFusedExperts : OpRewritePattern<moe::FusedExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moe::FusedExpertsOp op, PatternRewriter &b) const override {
+    return lowerExperts(op, b, nullptr);
+  }
+};
+
+struct LowerExpertRows : OpRewritePattern<moe::ExpertRowsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moe::ExpertRowsOp op, PatternRewriter &b) const override {
+    Ownership own;
+    int64_t routed = op.getNumRoutedExperts();
+    int32_t next = 0;
+    for (auto [e, owner] : llvm::enumerate(op.getOwners())) {
+      bool ours = owner == static_cast<int32_t>(op.getRank());
+      // Routed experts index the rank's stacked weights; shared ones keep
+      // their column block of the whole shared weights.
+      own.localIndex.push_back(!ours ? -1 : static_cast<int64_t>(e) < routed ? next++ : 0);
+    }
+    return lowerExperts(op, b, &own);
+  }
+};
+
+/// moe.combine_rows: the additions of moe.fused_experts' down phase, the
+/// rows read instead of computed: one work item per block of hidden
+/// columns, each token's rows added in expert order.
+struct LowerCombineRows : OpRewritePattern<moe::CombineRowsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moe::CombineRowsOp op, PatternRewriter &b) const override {
+    LoweringConfigAttr config = parallelConfig(op, "moe-fuse-experts");
+    if (!config)
+      return failure();
+    const int64_t block = config.getFfnBlock();
+    Location loc = op.getLoc();
+    Value rows = op.getRows(), ids = op.getIds();
+    int64_t experts = op.getNumExperts(), shared = op.getNumShared();
+    int64_t slots = cast<RankedTensorType>(ids.getType()).getDimSize(1) + shared;
+    int64_t hidden = cast<RankedTensorType>(rows.getType()).getDimSize(1);
+    if (shared > 0)
+      ids = widenSlots(b, loc, ids, experts, shared);
+    Dispatched d = buildDispatch(b, loc, Value(), ids, experts + shared);
+    Value tokens = tensor::DimOp::create(b, loc, ids, 0);
+    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+    AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
+    Value y0 = filled(b, loc, {tokens, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
+    auto combine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(llvm::divideCeil(hidden, block))},
+                                         ValueRange{y0}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(combine.getBody());
+      Value c0h = arith::MulIOp::create(b, loc, combine.getInductionVars()[0], indexConst(b, loc, block));
+      Value width = arith::MinUIOp::create(b, loc, indexConst(b, loc, block),
+                                           arith::SubIOp::create(b, loc, indexConst(b, loc, hidden), c0h));
+      auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
+      Value yBlock0 = slice(b, loc, blockType, combine.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
+                            {tokens, width});
+      Value yBlock = loop(b, loc, c0, indexConst(b, loc, experts + shared), yBlock0,
+                          [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
+        Value lo = toIndex(b, loc, extract(b, loc, d.offsets, e));
+        Value hi = toIndex(b, loc, extract(b, loc, d.offsets, arith::AddIOp::create(b, loc, e, c1).getResult()));
+        return loop(b, loc, lo, hi, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
+          Value t = arith::DivUIOp::create(b, loc, toIndex(b, loc, extract(b, loc, d.sources, r)),
+                                           indexConst(b, loc, slots));
+          auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
+          Value row = slice(b, loc, rowType, acc[0], {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
+          Value add = slice(b, loc, rowType, rows, {r, c0h}, {b.getIndexAttr(1), width});
+          Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
+                              [](OpBuilder &b, Location loc, ValueRange v) {
+            linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
+          });
+          return SmallVector<Value>{tensor::InsertSliceOp::create(
+              b, loc, sum, acc[0], ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
+        });
+      })[0];
+      b.setInsertionPointToStart(combine.getTerminator().getBody());
+      tensor::ParallelInsertSliceOp::create(
+          b, loc, yBlock, combine.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
+          ArrayRef<OpFoldResult>{tokens, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    }
+    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), combine.getResult(0)).getResult());
     return success();
   }
 };
@@ -722,5 +881,6 @@ struct LowerCombine : OpRewritePattern<moe::CombineOp> {
 } // namespace
 
 void moir::lowering::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerRoute, LowerDispatch, LowerExpertFFN, LowerCombine, LowerFusedExperts, LowerFusedRoute>(patterns.getContext());
+  patterns.add<LowerRoute, LowerDispatch, LowerExpertFFN, LowerCombine, LowerFusedExperts,
+               LowerExpertRows, LowerCombineRows, LowerFusedRoute>(patterns.getContext());
 }

@@ -14,6 +14,7 @@
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/MC/MCSubtargetInfo.h"
@@ -53,6 +54,10 @@ llvm::Expected<std::unique_ptr<llvm::MCSubtargetInfo>> subtargetInfo(const HostO
 /// Linalg on tensors -> buffers with the entry ABI (identity layouts, caches
 /// updated in place, logits an out-parameter, memref.copy as linalg.copy).
 void buildEntryBufferizationPipeline(mlir::OpPassManager &pm);
+
+/// How the collectives (llm.all_reduce) bufferize: in place, as calls into
+/// the runtime's communication layer.
+void registerCollectiveBufferization(mlir::DialectRegistry &registry);
 
 /// Translates an LLVM-dialect module (with `moir_forward`) to LLVM IR,
 /// optimizes it, emits an object for the host and links it into a shared
