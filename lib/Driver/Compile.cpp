@@ -13,7 +13,9 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace mlir;
@@ -209,15 +211,29 @@ Error compileToPhase(ModuleOp module, CompileOptions options, CompilePhase last)
   return runPhases(module, **backend, options, last, nullptr);
 }
 
-Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, CompileOptions options,
-                      StringRef outputPath) {
-  Expected<const TargetBackend *> backend = configure(options);
-  if (!backend)
-    return backend.takeError();
+namespace {
+
+/// What every rank of one parallel compile shares: the input IR (the
+/// checkpoint's graph and the import options) and the rank count.
+uint64_t parallelGroup(ModuleOp module, int64_t ranks) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module->print(os, OpPrintingFlags().printGenericOpForm());
+  return fnv1a64(text, fnv1a64(std::to_string(ranks)));
+}
+
+Error compileOneArtifact(ModuleOp module, const frontend::WeightStore &store,
+                         const CompileOptions &options, StringRef outputPath,
+                         const TargetBackend &backend, uint64_t group) {
   ArtifactInfo info;
-  if (Error err = runPhases(module, **backend, options, (*backend)->phases().back(), &info))
+  if (Error err = runPhases(module, backend, options, backend.phases().back(), &info))
     return err;
-  Expected<std::string> code = (*backend)->serialize(module, options, info);
+  if (options.graph.expertParallel > 1) {
+    info.ranks = options.graph.expertParallel;
+    info.rank = options.graph.expertParallelRank;
+    info.group = group;
+  }
+  Expected<std::string> code = backend.serialize(module, options, info);
   if (!code)
     return code.takeError();
   for (const auto &resource : options.resources)
@@ -226,6 +242,34 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
     if (Error err = writeDequantizedWeights(options.dequantizedWeightsPath, info, store))
       return err;
   return writeArtifact(outputPath, info, *code, store, options.signingKeyPath);
+}
+
+} // namespace
+
+Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, CompileOptions options,
+                      StringRef outputPath) {
+  Expected<const TargetBackend *> backend = configure(options);
+  if (!backend)
+    return backend.takeError();
+  int64_t ranks = options.graph.expertParallel;
+  uint64_t group = ranks > 1 ? parallelGroup(module, ranks) : 0;
+  if (ranks == 1 || options.graph.expertParallelRank >= 0)
+    return compileOneArtifact(module, store, options, outputPath, **backend, group);
+  // Every rank's artifact, as DIR/rank<r>.moir: mpirun's processes all get
+  // the same command line, and each opens its own file.
+  if (std::error_code ec = llvm::sys::fs::create_directories(outputPath))
+    return fail(Twine(outputPath) + ": cannot create the directory of a " + Twine(ranks) +
+                "-rank artifact: " + ec.message());
+  for (int64_t rank = 0; rank < ranks; ++rank) {
+    OwningOpRef<ModuleOp> copy(cast<ModuleOp>(module->clone()));
+    CompileOptions one = options;
+    one.graph.expertParallelRank = rank;
+    SmallString<256> path(outputPath);
+    llvm::sys::path::append(path, "rank" + Twine(rank) + ".moir");
+    if (Error err = compileOneArtifact(*copy, store, one, path, **backend, group))
+      return err;
+  }
+  return Error::success();
 }
 
 Error reportWork(ModuleOp module, CompileOptions options, int64_t context, int64_t prompt,

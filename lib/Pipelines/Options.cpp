@@ -68,6 +68,14 @@ Error validateOptions(const CompileOptions &options) {
     return bad("unknown --quantize-kv-cache '" + kv + "' (known: none, int8, fp8)");
   if (options.cpu.threads < 1 || options.cpu.threads > 4096)
     return bad("--cpu-threads must be between 1 and 4096, got " + Twine(options.cpu.threads));
+  int64_t ranks = options.graph.expertParallel, rank = options.graph.expertParallelRank;
+  if (ranks < 1 || ranks > 4096)
+    return bad("--expert-parallel must be between 1 and 4096, got " + Twine(ranks));
+  if (rank < -1 || rank >= ranks)
+    return bad("--expert-parallel-rank must be -1 (every rank) or below --expert-parallel=" +
+               Twine(ranks) + ", got " + Twine(rank));
+  if (ranks > 1 && !options.graph.fuseExperts)
+    return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");
   return Error::success();
 }
 

@@ -10,6 +10,8 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
+#include <algorithm>
+
 using namespace mlir;
 using llvm::createStringError;
 using llvm::Error;
@@ -50,6 +52,13 @@ void buildGraphPipeline(OpPassManager &pm, const GraphSection &graph,
       pm.addPass(createMoEFuseRouterPass());
     if (graph.fuseExperts)
       pm.addPass(createMoEFuseExpertsPass());
+  }
+  if (graph.expertParallel > 1) {
+    MoEExpertParallelPassOptions split;
+    split.ranks = graph.expertParallel;
+    // Printing a phase of an every-rank compile shows rank 0's.
+    split.rank = std::max<int64_t>(graph.expertParallelRank, 0);
+    pm.addPass(createMoEExpertParallelPass(split));
   }
   if (graph.flashAttention)
     pm.addPass(createFlashAttentionPass());

@@ -144,6 +144,9 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   m << "target " << info.target << "\n";
   m << "model " << info.family << " vocab " << info.vocab << " layers " << info.layers
     << " capacity " << info.capacity << "\n";
+  if (info.ranks > 1)
+    m << "parallel experts ranks " << info.ranks << " rank " << info.rank << " group "
+      << llvm::format_hex_no_prefix(info.group, 16) << "\n";
   m << "entry moir_forward\n";
   for (const std::string &kernel : info.kernels)
     m << "kernel " << kernel << "\n";

@@ -1,5 +1,6 @@
 // Opening artifacts: header, manifest, code checksum, driver.
 #include "gpu_driver.h"
+#include "moir/comm.h"
 #include "model.h"
 #include "signature.h"
 #include "status.h"
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <sys/stat.h>
 
 using moir::rt::fail;
 
@@ -90,6 +92,14 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
           m->capacity > kMaxDim)
         return bad("malformed model line");
       sawModel = true;
+    } else if (key == "parallel") {
+      std::string kind, k1, k2, k3, groupHex;
+      if (!(words >> kind >> k1 >> m->ranks >> k2 >> m->rank >> k3 >> groupHex) ||
+          kind != "experts" || k1 != "ranks" || k2 != "rank" || k3 != "group" || m->ranks < 2 ||
+          m->ranks > 4096 || m->rank < 0 || m->rank >= m->ranks ||
+          !parseHex64(groupHex, &m->parallelGroup))
+        return bad("malformed parallel line (expected 'parallel experts ranks N rank R group "
+                   "<16 hex digits>', 0 <= R < N)");
     } else if (key == "entry") {
       std::string name;
       words >> name;
@@ -249,6 +259,66 @@ std::string knownDrivers() {
 
 } // namespace
 
+/// A parallel artifact's ranks all run it: checks that this process is the
+/// rank the artifact was compiled for, in a job of the right size, and that
+/// every rank opened an artifact of the same compile. Every rank makes the
+/// same collective calls whatever it finds, so a mismatch fails on all of
+/// them instead of leaving some waiting.
+static moir_status joinRanks(const moir_model &m) {
+  moir_comm *world = nullptr;
+  if (moir_status s = moir_comm_world(&world); s != MOIR_OK)
+    return fail(s, m.path + ": rank " + std::to_string(m.rank) + " of a " +
+                       std::to_string(m.ranks) + "-rank artifact needs the job's communicator: " +
+                       moir_last_error());
+  int size = moir_comm_size(world), rank = moir_comm_rank(world);
+  if (size != m.ranks)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT,
+                m.path + ": compiled for " + std::to_string(m.ranks) + " ranks (moirc " +
+                    "--expert-parallel=" + std::to_string(m.ranks) + "), but the job has " +
+                    std::to_string(size) + (size == 1 ? " (start it with mpirun -np " +
+                                                            std::to_string(m.ranks) + ")"
+                                                      : ""));
+  if (moir_status s = moir_comm_check_agree(world, "compile of the artifacts (parallel group)",
+                                            m.parallelGroup);
+      s != MOIR_OK)
+    return fail(s, m.path + ": the ranks opened artifacts of different compiles: " +
+                       moir_last_error());
+  if (moir_status s = moir_comm_check_agree(world, "artifact rank = process rank",
+                                            m.rank == rank ? 1 : 0);
+      s != MOIR_OK || m.rank != rank)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT,
+                m.path + ": " + (m.rank != rank ? "this is rank " + std::to_string(m.rank) +
+                                                      "'s artifact, opened by rank " +
+                                                      std::to_string(rank)
+                                                : std::string("another rank opened an artifact of "
+                                                              "the wrong rank")) +
+                    " (give every rank the directory moirc wrote: each opens rank<r>.moir)");
+  return moir::rt::ok();
+}
+
+/// A directory from moirc --expert-parallel holds rank<r>.moir per rank:
+/// this process's (the job's rank; rank 0's when only inspecting).
+static moir_status resolveRankPath(const char *path, bool loadCode, std::string *resolved) {
+  *resolved = path;
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return moir::rt::ok();
+  int rank = 0;
+  if (loadCode) {
+    moir_comm *world = nullptr;
+    if (moir_status s = moir_comm_world(&world); s != MOIR_OK)
+      return fail(s, std::string(path) + ": a directory of per-rank artifacts, but the job's "
+                                         "communicator failed: " + moir_last_error());
+    rank = moir_comm_rank(world);
+  }
+  *resolved = std::string(path) + "/rank" + std::to_string(rank) + ".moir";
+  if (stat(resolved->c_str(), &st) != 0)
+    return fail(MOIR_ERROR_IO, std::string(path) + ": a directory without " + resolved->substr(std::string(path).size() + 1) +
+                                   " (not an artifact directory of moirc --expert-parallel, or "
+                                   "more ranks than it was compiled for)");
+  return moir::rt::ok();
+}
+
 static moir_status openModel(const char *path, bool loadCode, const char *trustedKeys,
                              moir_model **out) {
   if (!path || !out)
@@ -256,6 +326,10 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
                 trustedKeys ? "moir_model_open_trusted: null argument"
                             : "moir_model_open: null argument");
   *out = nullptr;
+  std::string filePath;
+  if (moir_status s = resolveRankPath(path, loadCode, &filePath); s != MOIR_OK)
+    return s;
+  path = filePath.c_str();
   auto *m = new moir_model;
   m->path = path;
   auto reject = [&](moir_status s) {
@@ -328,6 +402,9 @@ static moir_status openModel(const char *path, bool loadCode, const char *truste
     return reject(fail(MOIR_ERROR_UNSUPPORTED, m->path + ": target '" + m->target +
                                                    "' has no driver in this runtime (known: " +
                                                    knownDrivers() + ")"));
+  if (m->ranks > 1)
+    if (moir_status s = joinRanks(*m); s != MOIR_OK)
+      return reject(s);
   moir_status loaded = driver->load(*m, code, h.codeBytes, &m->driver);
   if (loaded != MOIR_OK)
     return reject(loaded);
@@ -350,6 +427,14 @@ extern "C" moir_status moir_model_open_trusted(const char *path, const char *tru
 
 extern "C" moir_status moir_model_open_for_inspection(const char *path, moir_model **out) {
   return openModel(path, /*loadCode=*/false, nullptr, out);
+}
+
+extern "C" moir_status moir_model_parallel(const moir_model *m, int *rank, int *ranks) {
+  if (!m || !rank || !ranks)
+    return fail(MOIR_ERROR_INVALID_ARGUMENT, "moir_model_parallel: null argument");
+  *rank = static_cast<int>(m->rank);
+  *ranks = static_cast<int>(m->ranks);
+  return moir::rt::ok();
 }
 
 extern "C" void moir_model_close(moir_model *m) {

@@ -88,6 +88,10 @@ struct moir_model {
   /// (`cost_model prefill_prompt N`); empty and 0 when it has none.
   std::vector<moir::rt::Cost> costs;
   int64_t costPrompt = 0;
+  /// Expert parallelism (`parallel experts ranks N rank R group G`): this is
+  /// rank `rank` of `ranks`; 1 and 0 for a 1-rank artifact.
+  int64_t ranks = 1, rank = 0;
+  uint64_t parallelGroup = 0;
   moir::rt::Driver *driver = nullptr;
 };
 

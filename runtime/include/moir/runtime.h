@@ -88,6 +88,12 @@ uint64_t moir_model_weight_bytes(const moir_model *model);
 uint64_t moir_model_decode_weight_bytes(const moir_model *model);
 uint64_t moir_model_decode_flops(const moir_model *model);
 /* Verifies the weights' checksum (reads every weight byte once). */
+/* An expert-parallel artifact (moirc --expert-parallel=N) is one of N, each
+ * run by its own process of an MPI job (mpirun -np N); moir_model_open
+ * checks the job against it. *rank: this artifact's rank, *ranks: N (0 and 1
+ * for an ordinary artifact). */
+moir_status moir_model_parallel(const moir_model *model, int *rank, int *ranks);
+
 moir_status moir_model_verify_weights(const moir_model *model);
 
 /* A generation session: its own KV cache (capacity rows), position and
