@@ -1,5 +1,7 @@
 # -*- Python -*-
 import os
+import shutil
+import subprocess
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -139,3 +141,20 @@ gemma3 = os.path.join(os.path.dirname(config.moir_runtime_dir), "models",
 if os.path.exists(gemma3):
     config.available_features.add("gemma3-270m")
     config.substitutions.append(("%gemma3_gguf", gemma3))
+
+# mpi: this build has the runtime's MPI plugin and mpirun is installed; the
+# expert-parallel tests start their ranks with %mpirun (oversubscribed, as
+# root where CI runs as root). netns: scripts/netns-mpi.sh can build network
+# namespaces here (root, ip netns), for ranks that talk over veth links.
+mpirun = shutil.which("mpirun")
+if mpirun and os.path.exists(os.path.join(config.moir_runtime_dir, "libmoir_comm_mpi.so")):
+    config.available_features.add("mpi")
+    config.substitutions.append(
+        ("%mpirun", "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                    "OMPI_MCA_rmaps_base_oversubscribe=1 MOIR_COMM_TIMEOUT=120 "
+                    "timeout 300 " + mpirun))
+    netns_probe = os.path.join(config.moir_src_root, "scripts", "netns-mpi.sh")
+    if os.path.exists(netns_probe) and subprocess.run(
+            ["bash", netns_probe, "--probe"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL).returncode == 0:
+        config.available_features.add("netns")

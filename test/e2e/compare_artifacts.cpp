@@ -17,6 +17,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "../support/NumericCheck.h"
+#include "moir/comm.h"
 #include "moir/runtime.h"
 
 #include <algorithm>
@@ -43,6 +44,11 @@ struct Run {
       std::fprintf(stderr, "%s\n", moir_last_error());
       return false;
     }
+    // Under mpirun, every rank runs the comparison; rank 0 reports it.
+    int rank = 0, ranks = 1;
+    if (moir_model_parallel(model, &rank, &ranks) == MOIR_OK && rank > 0 &&
+        !std::freopen("/dev/null", "w", stdout))
+      return false;
     return true;
   }
   const float *run(const std::vector<int32_t> &tokens, int64_t *rows) {
@@ -90,6 +96,16 @@ int main(int argc, char **argv) {
   Run ref, test;
   if (!ref.open(argv[1]) || !test.open(argv[2]))
     return 1;
+  // The ranks of a parallel artifact must run the same prompts: rank 0's
+  // seed (fresh from the clock by default) for all.
+  int rank = 0, ranks = 1;
+  moir_comm *world = nullptr;
+  if (moir_model_parallel(test.model, &rank, &ranks) == MOIR_OK && ranks > 1 &&
+      (moir_comm_world(&world) != MOIR_OK ||
+       moir_comm_broadcast(world, &seed, sizeof seed, 0) != MOIR_OK)) {
+    std::fprintf(stderr, "%s\n", moir_last_error());
+    return 1;
+  }
   int64_t vocab = moir_model_vocab_size(ref.model);
   if (vocab < 1 || moir_model_vocab_size(test.model) != vocab) {
     std::fprintf(stderr, "the artifacts have different (or empty) vocabularies\n");

@@ -392,6 +392,16 @@ private:
 };
 
 /// Prefills the prompt, generates, and reports the rates.
+/// The ranks of a parallel artifact (mpirun -np N moir-run DIR) all run
+/// the same steps on the same tokens; rank 0 prints, the others stay quiet
+/// (errors still reach stderr).
+void quietUnlessRankZero(const moir_model *model) {
+  int rank = 0, ranks = 1;
+  if (moir_model_parallel(model, &rank, &ranks) == MOIR_OK && rank > 0 &&
+      !std::freopen("/dev/null", "w", stdout))
+    std::fprintf(stderr, "moir-run: rank %d: cannot silence stdout\n", rank);
+}
+
 int generate(const Options &o) {
   std::vector<int32_t> prompt = o.prompt;
   const long steps = o.steps, chunk = o.chunk;
@@ -399,6 +409,7 @@ int generate(const Options &o) {
   moir_model *model = nullptr;
   if (moir_model_open_trusted(o.path, o.trustedKeys, &model) != MOIR_OK)
     return runtimeError();
+  quietUnlessRankZero(model);
   moir_session *session = nullptr;
   // Released on every way out, errors included.
   struct Release {
@@ -611,6 +622,13 @@ int chat(const Options &o) {
   moir_model *model = nullptr;
   if (moir_model_open_trusted(o.path, o.trustedKeys, &model) != MOIR_OK)
     return runtimeError();
+  int rank = 0, ranks = 1;
+  if (moir_model_parallel(model, &rank, &ranks) == MOIR_OK && ranks > 1) {
+    moir_model_close(model);
+    std::fprintf(stderr, "moir-run: --chat with a %d-rank artifact is not supported yet (only "
+                         "rank 0 reads stdin); use -p\n", ranks);
+    return 2;
+  }
   moir_session *session = nullptr;
   moir_tokenizer *tokenizer = nullptr;
   moir_chat_template *tmpl = nullptr;
