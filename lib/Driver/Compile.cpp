@@ -14,9 +14,12 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <map>
 
 using namespace mlir;
 using namespace llvm;
@@ -56,8 +59,12 @@ DecodeReads decodeReads(ModuleOp module) {
     if (auto embedding = dyn_cast<llm::EmbeddingOp>(op))
       reads[key(embedding.getTable())] = {1.0, true};
     // A decode step reads top-k (the ids' width) of each expert stack.
-    auto stacks = [&](mlir::Value ids, std::initializer_list<mlir::Value> weights) {
-      double experts = static_cast<double>(llm::getWeightShape(weights.begin()->getType())[0]);
+    // (A rank's share of the experts, moe.expert_rows, reads top-k of the
+    // layer's experts' share of them: the same fraction of its stacks.)
+    auto stacks = [&](mlir::Value ids, std::initializer_list<mlir::Value> weights,
+                      int64_t layerExperts = 0) {
+      double experts = static_cast<double>(
+          layerExperts ? layerExperts : llm::getWeightShape(weights.begin()->getType())[0]);
       double fraction =
           static_cast<double>(cast<RankedTensorType>(ids.getType()).getDimSize(1)) / experts;
       for (mlir::Value w : weights)
@@ -65,6 +72,9 @@ DecodeReads decodeReads(ModuleOp module) {
     };
     if (auto fused = dyn_cast<moe::FusedExpertsOp>(op))
       stacks(fused.getIds(), {fused.getGate(), fused.getUp(), fused.getDown()});
+    if (auto rows = dyn_cast<moe::ExpertRowsOp>(op))
+      stacks(rows.getIds(), {rows.getGate(), rows.getUp(), rows.getDown()},
+             rows.getNumRoutedExperts());
     if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op))
       if (auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>())
         stacks(dispatch.getIds(), {ffn.getGate(), ffn.getUp(), ffn.getDown()});
@@ -121,10 +131,66 @@ Expected<ArtifactInfo> describeEntry(ModuleOp module, const DecodeReads &reads) 
   return info;
 }
 
+/// --expert-placement's routing profiles (moir-run --record-routing's JSON),
+/// their counts summed per layer, as moe-expert-parallel's loads.
+Expected<std::string> readExpertLoads(StringRef files) {
+  std::map<int64_t, std::vector<uint64_t>> loads;
+  SmallVector<StringRef> paths;
+  files.split(paths, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef path : paths) {
+    auto buffer = llvm::MemoryBuffer::getFile(path);
+    if (!buffer)
+      return fail(Twine(path) + ": cannot read the routing profile: " + buffer.getError().message());
+    Expected<llvm::json::Value> json = llvm::json::parse((*buffer)->getBuffer());
+    if (!json)
+      return fail(Twine(path) + ": not JSON: " + toString(json.takeError()));
+    auto bad = [&](const Twine &why) {
+      return fail(Twine(path) + ": not a routing profile of moir-run --record-routing: " + why);
+    };
+    const llvm::json::Object *top = json->getAsObject();
+    if (!top || top->getString("format") != std::optional<StringRef>("moir-routing 1"))
+      return bad("no \"format\": \"moir-routing 1\"");
+    const llvm::json::Array *layers = top->getArray("layers");
+    if (!layers)
+      return bad("no \"layers\" array");
+    for (const llvm::json::Value &entry : *layers) {
+      const llvm::json::Object *layer = entry.getAsObject();
+      std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
+      const llvm::json::Array *counts = layer ? layer->getArray("counts") : nullptr;
+      if (!index || *index < 0 || !counts || counts->empty())
+        return bad("a layer without its index or counts");
+      std::vector<uint64_t> &sum = loads[*index];
+      if (!sum.empty() && sum.size() != counts->size())
+        return fail(Twine(path) + ": layer " + Twine(*index) + " counts " +
+                    Twine(counts->size()) + " experts, another profile " + Twine(sum.size()));
+      sum.resize(counts->size(), 0);
+      for (auto [e, c] : llvm::enumerate(*counts)) {
+        std::optional<int64_t> v = c.getAsInteger();
+        if (!v || *v < 0)
+          return bad("layer " + Twine(*index) + " has a count that is not a whole number");
+        sum[e] += static_cast<uint64_t>(*v);
+      }
+    }
+  }
+  std::string text;
+  for (const auto &[layer, counts] : loads) {
+    text += (text.empty() ? "" : ";") + std::to_string(layer) + "=";
+    for (auto [e, c] : llvm::enumerate(counts))
+      text += (e ? "," : "") + std::to_string(c);
+  }
+  return text;
+}
+
 /// The backend for `options`, with the options validated and completed.
 Expected<const TargetBackend *> configure(CompileOptions &options) {
   if (Error err = validateOptions(options))
     return std::move(err);
+  if (!options.graph.expertPlacement.empty()) {
+    Expected<std::string> loads = readExpertLoads(options.graph.expertPlacement);
+    if (!loads)
+      return loads.takeError();
+    options.graph.expertLoads = std::move(*loads);
+  }
   Expected<const TargetBackend *> backend = lookupTargetBackend(options.target);
   if (!backend)
     return backend.takeError();
@@ -215,11 +281,13 @@ namespace {
 
 /// What every rank of one parallel compile shares: the input IR (the
 /// checkpoint's graph and the import options) and the rank count.
-uint64_t parallelGroup(ModuleOp module, int64_t ranks) {
+uint64_t parallelGroup(ModuleOp module, const CompileOptions &options) {
   std::string text;
   llvm::raw_string_ostream os(text);
   module->print(os, OpPrintingFlags().printGenericOpForm());
-  return fnv1a64(text, fnv1a64(std::to_string(ranks)));
+  // The placement decides which rank holds which expert.
+  os << "\nranks " << options.graph.expertParallel << " loads " << options.graph.expertLoads;
+  return fnv1a64(text);
 }
 
 Error compileOneArtifact(ModuleOp module, const frontend::WeightStore &store,
@@ -252,7 +320,7 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   if (!backend)
     return backend.takeError();
   int64_t ranks = options.graph.expertParallel;
-  uint64_t group = ranks > 1 ? parallelGroup(module, ranks) : 0;
+  uint64_t group = ranks > 1 ? parallelGroup(module, options) : 0;
   if (ranks == 1 || options.graph.expertParallelRank >= 0)
     return compileOneArtifact(module, store, options, outputPath, **backend, group);
   // Every rank's artifact, as DIR/rank<r>.moir: mpirun's processes all get

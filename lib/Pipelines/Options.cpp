@@ -74,6 +74,9 @@ Error validateOptions(const CompileOptions &options) {
   if (rank < -1 || rank >= ranks)
     return bad("--expert-parallel-rank must be -1 (every rank) or below --expert-parallel=" +
                Twine(ranks) + ", got " + Twine(rank));
+  if (!options.graph.expertPlacement.empty() && ranks == 1)
+    return bad("--expert-placement places experts over ranks: it needs --expert-parallel=N, "
+               "N > 1");
   if (ranks > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");
   return Error::success();

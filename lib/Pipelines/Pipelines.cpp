@@ -53,11 +53,14 @@ void buildGraphPipeline(OpPassManager &pm, const GraphSection &graph,
     if (graph.fuseExperts)
       pm.addPass(createMoEFuseExpertsPass());
   }
+  if (graph.recordRouting)
+    pm.addPass(createMoERecordRoutingPass());
   if (graph.expertParallel > 1) {
     MoEExpertParallelPassOptions split;
     split.ranks = graph.expertParallel;
     // Printing a phase of an every-rank compile shows rank 0's.
     split.rank = std::max<int64_t>(graph.expertParallelRank, 0);
+    split.loads = graph.expertLoads;
     pm.addPass(createMoEExpertParallelPass(split));
   }
   if (graph.flashAttention)

@@ -14,6 +14,11 @@
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/Sequence.h"
+
+#include <cstdio>
+#include <map>
 
 namespace moir {
 #define GEN_PASS_DEF_MOEEXPERTPARALLELPASS
@@ -73,9 +78,73 @@ FailureOr<Value> localExperts(OpBuilder &b, Operation *user, Value w, ArrayRef<i
   return sliced.getResult();
 }
 
+/// "<layer>=<count>,...;..." -> layer -> counts; false on a malformed one.
+bool parseLoads(StringRef text, std::map<int64_t, SmallVector<uint64_t>> &loads) {
+  SmallVector<StringRef> layers;
+  text.split(layers, ';', -1, /*KeepEmpty=*/false);
+  for (StringRef entry : layers) {
+    auto [layerText, countsText] = entry.split('=');
+    int64_t layer = 0;
+    if (layerText.trim().getAsInteger(10, layer) || layer < 0 || loads.count(layer))
+      return false;
+    SmallVector<StringRef> counts;
+    countsText.split(counts, ',');
+    for (StringRef c : counts) {
+      uint64_t v = 0;
+      if (c.trim().getAsInteger(10, v))
+        return false;
+      loads[layer].push_back(v);
+    }
+  }
+  return true;
+}
+
+/// Each expert's rank: the experts by decreasing load (then id), each to the
+/// least-loaded rank (then lowest) with room left; rank r has room for
+/// E / ranks experts, one more for r < E % ranks, so memory stays balanced.
+SmallVector<int32_t> balance(ArrayRef<uint64_t> loads, int64_t ranks) {
+  int64_t experts = loads.size();
+  auto order = llvm::to_vector(llvm::seq<int64_t>(0, experts));
+  llvm::stable_sort(order, [&](int64_t a, int64_t b) { return loads[a] > loads[b]; });
+  SmallVector<int64_t> room(ranks), total(ranks, 0);
+  for (int64_t r = 0; r < ranks; ++r)
+    room[r] = experts / ranks + (r < experts % ranks ? 1 : 0);
+  SmallVector<int32_t> owners(experts, 0);
+  for (int64_t e : order) {
+    int64_t best = -1;
+    for (int64_t r = 0; r < ranks; ++r)
+      if (room[r] > 0 && (best < 0 || total[r] < total[best]))
+        best = r;
+    owners[e] = static_cast<int32_t>(best);
+    --room[best];
+    total[best] += static_cast<int64_t>(loads[e]);
+  }
+  return owners;
+}
+
+/// "a/b/c (max/mean x)": the ranks' summed loads under `owners`.
+std::string describeLoads(ArrayRef<uint64_t> loads, ArrayRef<int32_t> owners, int64_t ranks) {
+  SmallVector<uint64_t> total(ranks, 0);
+  for (auto [e, owner] : llvm::enumerate(owners.take_front(loads.size())))
+    total[owner] += loads[e];
+  uint64_t sum = 0, most = 0;
+  std::string text;
+  for (auto [r, t] : llvm::enumerate(total)) {
+    text += (r ? "/" : "") + std::to_string(t);
+    sum += t;
+    most = std::max(most, t);
+  }
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "%.2f",
+                sum ? static_cast<double>(most) * ranks / static_cast<double>(sum) : 1.0);
+  return text + " (max/mean " + ratio + ")";
+}
+
 struct MoEExpertParallelPass
     : moir::impl::MoEExpertParallelPassBase<MoEExpertParallelPass> {
   using MoEExpertParallelPassBase::MoEExpertParallelPassBase;
+
+  std::map<int64_t, SmallVector<uint64_t>> layerLoads;
 
   void runOnOperation() override {
     if (ranks < 1 || rank < 0 || rank >= ranks) {
@@ -86,6 +155,11 @@ struct MoEExpertParallelPass
     }
     if (ranks == 1)
       return;
+    if (!parseLoads(loads, layerLoads)) {
+      getOperation()->emitError() << "moe-expert-parallel: malformed loads '" << loads.getValue()
+                                  << "' (expected '<layer>=<count>,...;...')";
+      return signalPassFailure();
+    }
     SmallVector<moe::FusedExpertsOp> ops;
     getOperation()->walk([&](moe::FusedExpertsOp op) { ops.push_back(op); });
     bool unfused = false;
@@ -111,13 +185,27 @@ struct MoEExpertParallelPass
       return op.emitError() << "moe-expert-parallel: " << layerLabel(op) << " has " << experts
                             << " routed experts, fewer than the " << ranks.getValue()
                             << " ranks to split them over";
-    SmallVector<int32_t> owners;
-    SmallVector<int64_t> local;
-    for (int64_t e = 0; e < experts; ++e) {
-      owners.push_back(static_cast<int32_t>(e * ranks / experts));
-      if (owners.back() == rank)
-        local.push_back(e);
+    SmallVector<int32_t> owners, blocks;
+    for (int64_t e = 0; e < experts; ++e)
+      blocks.push_back(static_cast<int32_t>(e * ranks / experts));
+    owners = blocks;
+    std::optional<int64_t> layer = attrs::getLayer(op);
+    if (auto it = layer ? layerLoads.find(*layer) : layerLoads.end(); it != layerLoads.end()) {
+      if (static_cast<int64_t>(it->second.size()) != experts)
+        return op.emitError() << "moe-expert-parallel: the routing profile counts "
+                              << it->second.size() << " experts for " << layerLabel(op)
+                              << ", which has " << experts << " (a profile of another model?)";
+      owners = balance(it->second, ranks);
+      // Once per compile (every rank's pass computes the same placement).
+      if (rank == 0)
+        op.emitRemark() << "moe-expert-parallel: " << layerLabel(op) << ": rank loads "
+                      << describeLoads(it->second, owners, ranks) << "; contiguous blocks: "
+                      << describeLoads(it->second, blocks, ranks);
     }
+    SmallVector<int64_t> local;
+    for (int64_t e = 0; e < experts; ++e)
+      if (owners[e] == rank)
+        local.push_back(e);
     for (int64_t s = 0; s < shared; ++s)
       owners.push_back(static_cast<int32_t>(s % ranks));
 

@@ -74,6 +74,9 @@ const char kUsage[] =
     "  --json                one JSON line: tokens, prefill and decode rates, decode counts\n"
     "  --bandwidth           measure the memory bandwidth before and after (STREAM triad,\n"
     "                        as moir-bandwidth) and compare decode with the bound it sets\n"
+    "  --record-routing FILE  count each MoE layer's expert choices over the run (prompt\n"
+    "                        and generated tokens) and write them as JSON: the input of\n"
+    "                        moirc --expert-placement (docs/parallel.md)\n"
     "Energy (docs/energy.md):\n"
     "  --energy-report FILE  measure the energy of prefill and decode with the hardware's\n"
     "                        counters and write a JSON report: J/token per phase, its\n"
@@ -169,6 +172,7 @@ struct Options {
   bool ignoreEos = false;
   moir_sampling sampling{0.0f, 0, 1.0f, 0};
   const char *energyReport = nullptr;
+  const char *recordRouting = nullptr;
   moir::energy::Options energy;
   // --chat
   bool chat = false;
@@ -222,6 +226,11 @@ int parseOptions(int argc, char **argv, Options &o) {
       if (!value())
         return usageError(a + " needs a value");
       o.trustedKeys = v;
+    }
+    else if (a == "--record-routing") {
+      if (!value())
+        return usageError(a + " needs a value");
+      o.recordRouting = v;
     }
     else if (a == "--energy-report" || a == "--energy-source" || a == "--energy-idle-seconds" ||
              a == "--energy-min-seconds" || a == "--energy-coefficients") {
@@ -441,6 +450,12 @@ int generate(const Options &o) {
   moir_sampling_init(&o.sampling, &rng);
   int64_t vocab = moir_model_vocab_size(model);
   std::vector<int32_t> generated;
+  // --record-routing: rank 0 records (every rank sees the same choices).
+  int rank = 0, ranks = 1;
+  moir_model_parallel(model, &rank, &ranks);
+  const bool recordRouting = o.recordRouting && rank == 0;
+  if (recordRouting && moir_routing_record_start() != MOIR_OK)
+    return runtimeError();
   // --energy-report: the counter opened and idle power measured first.
   std::unique_ptr<moir::energy::Recorder> energy;
   if (o.energyReport)
@@ -488,6 +503,8 @@ int generate(const Options &o) {
   double decodeTime = now() - t1;
   if (energy)
     energy->endDecode();
+  if (recordRouting && moir_routing_record_stop(o.recordRouting) != MOIR_OK)
+    return runtimeError();
   double prefillRate = prompt.size() / prefillTime;
   double decodeRate = decodeRuns > 0 ? decodeRuns / decodeTime : 0.0;
   double gbpsAfter = bandwidth ? moir::measureBandwidth() : 0.0;

@@ -60,6 +60,9 @@ struct ImportSection {
 struct GraphSection {
 #define MOIR_GRAPH_OPTION(TYPE, FIELD, FLAG, DEFAULT, TARGETS, HELP) TYPE FIELD = DEFAULT;
 #include "moir/Pipelines/Options.def"
+  /// The expert loads read from --expert-placement's files by the driver, as
+  /// moe-expert-parallel's `loads` option ("<layer>=<count>,...;...").
+  std::string expertLoads;
 };
 
 /// The CPU target's choices.

@@ -141,8 +141,11 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
     The stacked expert weights keep only this rank's experts, so its artifact
     packs and maps only them. Attention, the router, dense layers and shared
     experts' weights are replicated; a shared expert is computed by the rank
-    that owns it. Owners: contiguous blocks (expert `e` of `E` on rank `e * ranks / E`); shared
-    expert `s` on rank `s % ranks`.
+    that owns it. Owners: with `loads` for the layer, the experts in
+    decreasing load, each to the least-loaded rank that has room (every rank
+    gets `E / ranks` experts, rounded up or down), with a remark giving the
+    ranks' loads both ways; otherwise contiguous blocks (expert `e` of `E`
+    on rank `e * ranks / E`). Shared expert `s` goes to rank `s % ranks`.
 
     Every row holds one expert's output on exactly one rank and zero on the
     others, so the all-reduce's sum is that output bit for bit, and the
@@ -154,8 +157,30 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
   let options = [
     Option<"ranks", "ranks", "int64_t", "1", "ranks the experts are split over">,
     Option<"rank", "rank", "int64_t", "0", "the rank whose artifact this is">,
+    Option<"loads", "loads", "std::string", "\"\"",
+           "expert loads to balance, per layer: '<layer>=<count>,...;...' (from routing "
+           "profiles); layers not named get contiguous blocks">,
   ];
   let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect"];
+}
+
+def MoERecordRoutingPass : Pass<"moe-record-routing"> {
+  let summary = "hands every MoE layer's expert choices to the runtime's routing recorder";
+  let description = [{
+    Inserts `moe.record_routing` on the routing ids of each `moe.fused_experts`
+    (or `moe.dispatch`) of a decoder layer, so that `moir-run
+    --record-routing FILE` can count how often each expert is chosen:
+
+    ```mlir
+    // after
+    moe.record_routing %ids layer = 0 experts = 8 : tensor<?x2xi32>
+    %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) : ...
+    ```
+
+    When the runtime is not recording, each is one call that returns at
+    once.
+  }];
+  let dependentDialects = ["::moir::moe::MoEDialect"];
 }
 
 def MLADecomposeAttentionPass : Pass<"mla-decompose-attention"> {

@@ -53,7 +53,7 @@ struct ConvertMoIRToLinalgPass
     WalkResult result = getOperation()->walk([](Operation *op) {
       StringRef dialect = op->getName().getDialectNamespace();
       if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp, moir::llm::AllReduceOp>(op)) ||
-          dialect == "moe" || dialect == "mla") {
+          (dialect == "moe" && !isa<moir::moe::RecordRoutingOp>(op)) || dialect == "mla") {
         op->emitError() << "'" << op->getName()
                         << "' has no lowering for these operand types yet";
         return WalkResult::interrupt();

@@ -1,15 +1,18 @@
-//===- Collectives.cpp - collectives on buffers: calls into the runtime ----===//
+//===- Collectives.cpp - ops that call the runtime, on buffers -------------===//
 //
 // llm.all_reduce bufferizes in place into a call of the runtime's
 // moir_rt_all_reduce_sum_f32 (runtime/include/moir/comm.h) on the tensor's
-// buffer. Compiled code resolves that symbol from libmoir_runtime when the
-// runtime loads it, as it does the thread pool's entry points: artifacts link
-// no communication library, and the runtime picks the transport.
+// buffer, and moe.record_routing into moir_rt_record_routing (the routing
+// recorder). Compiled code resolves these symbols from libmoir_runtime when
+// the runtime loads it, as it does the thread pool's entry points: artifacts
+// link no communication library, and the runtime picks the transport.
 //
 //===----------------------------------------------------------------------===//
 
 #include "LLM/IR/LLMDialect.h"
 #include "LLM/IR/LLMOps.h"
+#include "MoE/IR/MoEDialect.h"
+#include "MoE/IR/MoEOps.h"
 #include "moir/Target/Host/Host.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,20 +27,45 @@ using namespace mlir::bufferization;
 
 namespace {
 
-constexpr StringLiteral kAllReduceSymbol = "moir_rt_all_reduce_sum_f32";
-
-/// `void moir_rt_all_reduce_sum_f32(float *data, int64_t count)`, declared
-/// once in the module holding `op`.
-func::FuncOp allReduceCallee(Operation *op) {
+/// `void name(types...)`, declared once in the module holding `op`.
+func::FuncOp runtimeCallee(Operation *op, StringRef name, TypeRange types) {
   auto module = op->getParentOfType<ModuleOp>();
-  if (auto existing = module.lookupSymbol<func::FuncOp>(kAllReduceSymbol))
+  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
     return existing;
   OpBuilder b(module.getBodyRegion());
-  MLIRContext *ctx = op->getContext();
-  auto type = b.getFunctionType({LLVM::LLVMPointerType::get(ctx), b.getI64Type()}, {});
-  auto callee = func::FuncOp::create(b, module.getLoc(), kAllReduceSymbol, type);
+  auto callee = func::FuncOp::create(b, module.getLoc(), name, b.getFunctionType(types, {}));
   callee.setPrivate();
   return callee;
+}
+
+/// `buffer` as one contiguous run of elements for a C function: its
+/// pointer (!llvm.ptr), element count (i64) and the buffer holding them
+/// (a packed copy of a strided buffer, else `buffer` itself).
+struct ContiguousBuffer {
+  Value pointer, count, flat;
+};
+ContiguousBuffer contiguous(RewriterBase &rewriter, Location loc, Value buffer) {
+  auto type = cast<MemRefType>(buffer.getType());
+  SmallVector<Value> dynamicSizes;
+  Value count = arith::ConstantIndexOp::create(rewriter, loc, 1);
+  for (int64_t d = 0; d < type.getRank(); ++d) {
+    Value size = memref::DimOp::create(rewriter, loc, buffer, d);
+    if (type.isDynamicDim(d))
+      dynamicSizes.push_back(size);
+    count = arith::MulIOp::create(rewriter, loc, count, size);
+  }
+  Value flat = buffer;
+  if (!type.getLayout().isIdentity()) {
+    flat = memref::AllocOp::create(rewriter, loc,
+                                   MemRefType::get(type.getShape(), type.getElementType()),
+                                   dynamicSizes);
+    memref::CopyOp::create(rewriter, loc, buffer, flat);
+  }
+  Value address = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, flat);
+  Value pointer = LLVM::IntToPtrOp::create(
+      rewriter, loc, LLVM::LLVMPointerType::get(rewriter.getContext()),
+      arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(), address).getResult());
+  return {pointer, arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(), count), flat};
 }
 
 struct AllReduceBufferization
@@ -59,34 +87,53 @@ struct AllReduceBufferization
     if (failed(buffer))
       return failure();
     Location loc = op->getLoc();
-    auto type = cast<MemRefType>(buffer->getType());
-    SmallVector<Value> dynamicSizes;
-    Value count = arith::ConstantIndexOp::create(rewriter, loc, 1);
-    for (int64_t d = 0; d < type.getRank(); ++d) {
-      Value size = memref::DimOp::create(rewriter, loc, *buffer, d);
-      if (type.isDynamicDim(d))
-        dynamicSizes.push_back(size);
-      count = arith::MulIOp::create(rewriter, loc, count, size);
-    }
-    // The runtime takes one contiguous run of floats: a strided buffer goes
-    // through a packed copy.
-    Value flat = *buffer;
-    bool contiguous = type.getLayout().isIdentity();
-    if (!contiguous) {
-      flat = memref::AllocOp::create(rewriter, loc,
-                                     MemRefType::get(type.getShape(), type.getElementType()),
-                                     dynamicSizes);
-      memref::CopyOp::create(rewriter, loc, *buffer, flat);
-    }
-    Value address = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, flat);
-    Value pointer = LLVM::IntToPtrOp::create(
-        rewriter, loc, LLVM::LLVMPointerType::get(op->getContext()),
-        arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(), address).getResult());
-    Value n = arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(), count);
-    func::CallOp::create(rewriter, loc, allReduceCallee(op), ValueRange{pointer, n});
-    if (!contiguous)
-      memref::CopyOp::create(rewriter, loc, flat, *buffer);
+    ContiguousBuffer run = contiguous(rewriter, loc, *buffer);
+    auto ptr = LLVM::LLVMPointerType::get(op->getContext());
+    func::CallOp::create(rewriter, loc,
+                         runtimeCallee(op, "moir_rt_all_reduce_sum_f32", {ptr, rewriter.getI64Type()}),
+                         ValueRange{run.pointer, run.count});
+    if (run.flat != *buffer)
+      memref::CopyOp::create(rewriter, loc, run.flat, *buffer);
     replaceOpWithBufferizedValues(rewriter, op, *buffer);
+    return success();
+  }
+};
+
+/// moe.record_routing reads its ids and calls
+/// `void moir_rt_record_routing(int64_t layer, const int32_t *ids,
+/// int64_t count, int64_t top_k, int64_t experts)`.
+struct RecordRoutingBufferization
+    : BufferizableOpInterface::ExternalModel<RecordRoutingBufferization,
+                                             moir::moe::RecordRoutingOp> {
+  bool bufferizesToMemoryRead(Operation *, OpOperand &, const AnalysisState &) const {
+    return true;
+  }
+  bool bufferizesToMemoryWrite(Operation *, OpOperand &, const AnalysisState &) const {
+    return false;
+  }
+  AliasingValueList getAliasingValues(Operation *, OpOperand &, const AnalysisState &) const {
+    return {};
+  }
+
+  LogicalResult bufferize(Operation *op, RewriterBase &rewriter, const BufferizationOptions &options,
+                          BufferizationState &state) const {
+    auto record = cast<moir::moe::RecordRoutingOp>(op);
+    FailureOr<Value> buffer = getBuffer(rewriter, record.getIds(), options, state);
+    if (failed(buffer))
+      return failure();
+    Location loc = op->getLoc();
+    ContiguousBuffer run = contiguous(rewriter, loc, *buffer);
+    Type i64 = rewriter.getI64Type();
+    auto constant = [&](int64_t v) {
+      return arith::ConstantOp::create(rewriter, loc, rewriter.getI64IntegerAttr(v)).getResult();
+    };
+    auto ptr = LLVM::LLVMPointerType::get(op->getContext());
+    func::CallOp::create(
+        rewriter, loc, runtimeCallee(op, "moir_rt_record_routing", {i64, ptr, i64, i64, i64}),
+        ValueRange{constant(record.getLayer()), run.pointer, run.count,
+                   constant(cast<MemRefType>(buffer->getType()).getDimSize(1)),
+                   constant(record.getNumExperts())});
+    rewriter.eraseOp(op);
     return success();
   }
 };
@@ -96,5 +143,8 @@ struct AllReduceBufferization
 void moir::host::registerCollectiveBufferization(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, moir::llm::LLMDialect *) {
     moir::llm::AllReduceOp::attachInterface<AllReduceBufferization>(*ctx);
+  });
+  registry.addExtension(+[](MLIRContext *ctx, moir::moe::MoEDialect *) {
+    moir::moe::RecordRoutingOp::attachInterface<RecordRoutingBufferization>(*ctx);
   });
 }

@@ -94,6 +94,14 @@ uint64_t moir_model_decode_flops(const moir_model *model);
  * for an ordinary artifact). */
 moir_status moir_model_parallel(const moir_model *model, int *rank, int *ranks);
 
+/* Routing statistics (moir-run --record-routing): between start and stop,
+ * the MoE layers of compiled models (moirc's default --moe-record-routing)
+ * count how often each expert is chosen, per layer, over every session of
+ * the process. Stop writes the counts as JSON to json_path (the input of
+ * moirc --expert-placement) and clears them. */
+moir_status moir_routing_record_start(void);
+moir_status moir_routing_record_stop(const char *json_path);
+
 moir_status moir_model_verify_weights(const moir_model *model);
 
 /* A generation session: its own KV cache (capacity rows), position and

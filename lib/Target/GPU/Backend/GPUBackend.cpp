@@ -50,6 +50,7 @@ public:
     // CPU thread pool; GPU kernels map the unfused steps.
     options.graph.fuseExperts = false;
     options.graph.fuseRouter = false;
+    options.graph.recordRouting = false;
     options.graph.flashAttention = false;
     return Error::success();
   }
