@@ -155,19 +155,19 @@ Expected<std::string> readExpertLoads(StringRef files) {
       return bad("no \"layers\" array");
     for (const llvm::json::Value &entry : *layers) {
       const llvm::json::Object *layer = entry.getAsObject();
-      std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
+      std::optional<int64_t> index = layer ? layer->getInteger("moe_layer") : std::nullopt;
       const llvm::json::Array *counts = layer ? layer->getArray("counts") : nullptr;
       if (!index || *index < 0 || !counts || counts->empty())
-        return bad("a layer without its index or counts");
+        return bad("a layer without its moe_layer index or counts");
       std::vector<uint64_t> &sum = loads[*index];
       if (!sum.empty() && sum.size() != counts->size())
-        return fail(Twine(path) + ": layer " + Twine(*index) + " counts " +
+        return fail(Twine(path) + ": MoE layer " + Twine(*index) + " counts " +
                     Twine(counts->size()) + " experts, another profile " + Twine(sum.size()));
       sum.resize(counts->size(), 0);
       for (auto [e, c] : llvm::enumerate(*counts)) {
         std::optional<int64_t> v = c.getAsInteger();
         if (!v || *v < 0)
-          return bad("layer " + Twine(*index) + " has a count that is not a whole number");
+          return bad("MoE layer " + Twine(*index) + " has a count that is not a whole number");
         sum[e] += static_cast<uint64_t>(*v);
       }
     }

@@ -173,12 +173,14 @@ struct MoEExpertParallelPass
     });
     if (unfused)
       return signalPassFailure();
-    for (moe::FusedExpertsOp op : ops)
-      if (failed(split(op)))
+    for (auto [moeLayer, op] : llvm::enumerate(ops))
+      if (failed(split(op, moeLayer)))
         return signalPassFailure();
   }
 
-  LogicalResult split(moe::FusedExpertsOp op) {
+  /// `moeLayer`: the op's place among the module's MoE layers, which the
+  /// loads are keyed by (the routing recorder's numbering).
+  LogicalResult split(moe::FusedExpertsOp op, int64_t moeLayer) {
     int64_t experts = llm::getWeightShape(op.getGate().getType())[0];
     int64_t shared = op.getNumSharedExperts();
     if (experts < ranks)
@@ -189,18 +191,18 @@ struct MoEExpertParallelPass
     for (int64_t e = 0; e < experts; ++e)
       blocks.push_back(static_cast<int32_t>(e * ranks / experts));
     owners = blocks;
-    std::optional<int64_t> layer = attrs::getLayer(op);
-    if (auto it = layer ? layerLoads.find(*layer) : layerLoads.end(); it != layerLoads.end()) {
+    if (auto it = layerLoads.find(moeLayer); it != layerLoads.end()) {
       if (static_cast<int64_t>(it->second.size()) != experts)
         return op.emitError() << "moe-expert-parallel: the routing profile counts "
-                              << it->second.size() << " experts for " << layerLabel(op)
-                              << ", which has " << experts << " (a profile of another model?)";
+                              << it->second.size() << " experts for MoE layer " << moeLayer
+                              << " (" << layerLabel(op) << "), which has " << experts
+                              << " (a profile of another model?)";
       owners = balance(it->second, ranks);
       // Once per compile (every rank's pass computes the same placement).
       if (rank == 0)
-        op.emitRemark() << "moe-expert-parallel: " << layerLabel(op) << ": rank loads "
-                      << describeLoads(it->second, owners, ranks) << "; contiguous blocks: "
-                      << describeLoads(it->second, blocks, ranks);
+        op.emitRemark() << "moe-expert-parallel: " << layerLabel(op) << " (MoE layer " << moeLayer
+                        << "): rank loads " << describeLoads(it->second, owners, ranks)
+                        << "; contiguous blocks: " << describeLoads(it->second, blocks, ranks);
     }
     SmallVector<int64_t> local;
     for (int64_t e = 0; e < experts; ++e)

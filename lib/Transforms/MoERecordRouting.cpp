@@ -35,8 +35,7 @@ struct MoERecordRoutingPass : moir::impl::MoERecordRoutingPassBase<MoERecordRout
       if (!layer)
         return;
       OpBuilder b(op);
-      auto record = moe::RecordRoutingOp::create(b, op->getLoc(), ids, b.getI64IntegerAttr(*layer),
-                                                 b.getI64IntegerAttr(experts));
+      auto record = moe::RecordRoutingOp::create(b, op->getLoc(), ids, b.getI64IntegerAttr(experts));
       attrs::setLayer(record, *layer);
     });
   }

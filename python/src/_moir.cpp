@@ -409,6 +409,12 @@ public:
   int64_t capacity() const { return moir_model_capacity(get()->model); }
   std::string manifest() const { return moir_model_manifest(get()->model); }
   uint64_t weightBytes() const { return moir_model_weight_bytes(get()->model); }
+  /// (rank, ranks) of an expert-parallel artifact; (0, 1) otherwise.
+  std::pair<int, int> parallel() const {
+    int rank = 0, ranks = 1;
+    moir_model_parallel(get()->model, &rank, &ranks);
+    return {rank, ranks};
+  }
 
   Tokenizer *tokenizer() const {
     moir_tokenizer *tokenizer = nullptr;
@@ -518,6 +524,9 @@ NB_MODULE(_moir, m) {
       .def_prop_ro("capacity", &Model::capacity)
       .def_prop_ro("manifest", &Model::manifest)
       .def_prop_ro("weight_bytes", &Model::weightBytes)
+      .def_prop_ro("parallel", &Model::parallel,
+                   "(rank, ranks): this process's share of an expert-parallel artifact "
+                   "(moirc --expert-parallel; open its directory in every rank of an MPI job)")
       .def("tokenizer", &Model::tokenizer)
       .def("session", &Model::session, nb::arg("capacity") = 0)
       .def("chat_template", &Model::chatTemplate);

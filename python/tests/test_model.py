@@ -30,6 +30,7 @@ def test_properties(model, artifact):
     assert model.capacity == CAPACITY
     assert model.path == artifact
     assert f"capacity {CAPACITY}" in model.manifest
+    assert model.parallel == (0, 1)
     assert "target cpu" in model.manifest
     assert "moir.Model" in repr(model)
 
@@ -227,3 +228,43 @@ def test_generate_argument_errors(model):
         model.logits([])
     with pytest.raises(TypeError):
         model.logits("text, not ids")
+
+
+def test_expert_parallel_under_mpirun(model_dir, artifact, tmp_path):
+    """Every rank of `mpirun -np 2 python` opens the directory of a 2-rank
+    artifact, gets its own rank's file, and computes the 1-rank logits bit for
+    bit."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    mpirun = shutil.which("mpirun")
+    plugin = Path(moir.__file__).parent / "libmoir_comm_mpi.so"
+    if not mpirun or not plugin.is_file():
+        pytest.skip("unsupported: no mpirun, or the runtime was built without MPI")
+    ranks_dir = moir.compile(model_dir, output=tmp_path / "mix.ep2", cache_capacity=CAPACITY,
+                             expert_parallel=2)
+    assert sorted(p.name for p in ranks_dir.iterdir()) == ["rank0.moir", "rank1.moir"]
+    script = tmp_path / "rank.py"
+    script.write_text(f"""
+import sys
+import numpy as np
+import moir
+tokens = [3, 1, 4, 1, 5, 9, 2, 6]
+with moir.Model({str(artifact)!r}) as one, moir.Model({str(ranks_dir)!r}) as mine:
+    rank, ranks = mine.parallel
+    assert ranks == 2, mine.parallel
+    a = one.session().run(tokens)
+    b = mine.session().run(tokens)
+    assert np.isfinite(a).all() and np.ptp(a) > 0
+    assert np.array_equal(a, b), float(np.max(np.abs(a - b)))
+    print(f"rank {{rank}} of {{ranks}}: equal")
+""")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", MOIR_COMM_TIMEOUT="120")
+    result = subprocess.run([mpirun, "-np", "2", sys.executable, str(script)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout
+    assert "rank 0 of 2: equal" in result.stdout and "rank 1 of 2: equal" in result.stdout

@@ -63,6 +63,10 @@ struct Cost {
 struct moir_model;
 
 namespace moir::rt {
+/// A forward pass starts on this thread: the routing recorder numbers its
+/// MoE layers from 0 again (runtime/src/routing.cpp).
+void routingBeginForward();
+
 /// The bytes of the artifact's resource NAME (mapped with the weights), or
 /// false when the artifact has none.
 bool findResource(const moir_model *m, const std::string &name, const char **data,

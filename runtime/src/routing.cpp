@@ -1,9 +1,13 @@
 // The routing recorder: compiled MoE layers hand it their expert choices
 // (moe.record_routing -> moir_rt_record_routing); while recording it counts
-// each expert's selections per layer, and moir_routing_record_stop writes
-// them out for moirc --expert-placement. When not recording, the compiled
-// code's call returns after one relaxed load.
+// each expert's selections per MoE layer, and moir_routing_record_stop
+// writes them out for moirc --expert-placement. When not recording, the
+// compiled code's call returns after one relaxed load. The calls carry no
+// layer (identical layers share one compiled function): the k-th call of a
+// forward pass on a thread is MoE layer k, and sessions reset the count
+// before each pass (beginForward).
 #include "moir/runtime.h"
+#include "model.h"
 #include "status.h"
 
 #include <atomic>
@@ -30,12 +34,15 @@ std::atomic<bool> recording{false};
 std::mutex mutex;
 std::map<int64_t, LayerCounts> layers;
 std::string problem;
+thread_local int64_t nextLayer = 0;
 
 } // namespace
 
+void moir::rt::routingBeginForward() { nextLayer = 0; }
+
 extern "C" __attribute__((visibility("default"))) void
-moir_rt_record_routing(int64_t layer, const int32_t *ids, int64_t count, int64_t topK,
-                       int64_t experts) {
+moir_rt_record_routing(const int32_t *ids, int64_t count, int64_t topK, int64_t experts) {
+  int64_t layer = nextLayer++;
   if (!recording.load(std::memory_order_relaxed))
     return;
   std::lock_guard<std::mutex> lock(mutex);
@@ -47,7 +54,7 @@ moir_rt_record_routing(int64_t layer, const int32_t *ids, int64_t count, int64_t
     l.topK = topK;
   }
   if (static_cast<int64_t>(l.counts.size()) != experts) {
-    problem = "layer " + std::to_string(layer) + " reported " + std::to_string(experts) +
+    problem = "MoE layer " + std::to_string(layer) + " reported " + std::to_string(experts) +
               " experts after " + std::to_string(l.counts.size());
     return;
   }
@@ -56,7 +63,7 @@ moir_rt_record_routing(int64_t layer, const int32_t *ids, int64_t count, int64_t
     // An id out of range would be a compiler bug; it is not counted, and
     // the file says so.
     if (e < 0 || e >= experts) {
-      problem = "layer " + std::to_string(layer) + " chose expert " + std::to_string(e) +
+      problem = "MoE layer " + std::to_string(layer) + " chose expert " + std::to_string(e) +
                 " of " + std::to_string(experts);
       continue;
     }
@@ -89,7 +96,7 @@ extern "C" moir_status moir_routing_record_stop(const char *path) {
   for (const auto &[layer, l] : layers) {
     json += first ? "\n" : ",\n";
     first = false;
-    json += "  {\"layer\": " + std::to_string(layer) + ", \"experts\": " +
+    json += "  {\"moe_layer\": " + std::to_string(layer) + ", \"experts\": " +
             std::to_string(l.counts.size()) + ", \"top_k\": " + std::to_string(l.topK) +
             ", \"tokens\": " + std::to_string(l.tokens) + ", \"counts\": [";
     for (size_t e = 0; e < l.counts.size(); ++e)

@@ -176,6 +176,7 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
     s->argv[i] = kind == "offset" ? static_cast<void *>(&s->offset)
                                   : static_cast<void *>(s->descriptors[i].words.data());
   }
+  moir::rt::routingBeginForward();
   if (moir_status st = driver->call(s->argv.data()); st != MOIR_OK)
     return st;
   if (!driver->hostVisible()) {

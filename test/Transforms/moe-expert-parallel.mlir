@@ -69,13 +69,13 @@ func.func @too_few(%x: tensor<?x64xf32>, %w: tensor<?x1xf32>, %ids: tensor<?x1xi
 
 // -----
 
-// With loads for the layer, the experts go by decreasing load to the
+// With loads for the layer (MoE layer 0: the first fused op), the experts go by decreasing load to the
 // least-loaded rank with room (2 experts each): 100 -> 0, 90 -> 1, 5 -> 1,
 // 3 -> 0; rank 1 keeps experts 1 and 2.
 // LOADS-LABEL: func.func @placed
 // LOADS: llm.stacked_weight ["e1.w1", "e2.w1"] : tensor<2x32x64xf32>
 // LOADS: moe.expert_rows {{.*}} owners = [0, 1, 1, 0] rank = 1
-// RUN: moir-opt %s -moe-expert-parallel="ranks=2 rank=1 loads=7=100,90,5,3" -split-input-file -verify-diagnostics 2>&1 | FileCheck %s --check-prefix=LOADS
+// RUN: moir-opt %s -moe-expert-parallel="ranks=2 rank=1 loads=0=100,90,5,3" -split-input-file -verify-diagnostics 2>&1 | FileCheck %s --check-prefix=LOADS
 func.func @placed(%x: tensor<?x64xf32>, %w: tensor<?x2xf32>, %ids: tensor<?x2xi32>) -> tensor<?x64xf32> {
   %wg = llm.stacked_weight ["e0.w1", "e1.w1", "e2.w1", "e3.w1"] : tensor<4x32x64xf32>
   %wu = llm.stacked_weight ["e0.w3", "e1.w3", "e2.w3", "e3.w3"] : tensor<4x32x64xf32>

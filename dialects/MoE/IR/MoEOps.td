@@ -336,22 +336,23 @@ def MoE_CombineRowsOp : MoE_Op<"combine_rows", [Pure]> {
 }
 
 def MoE_RecordRoutingOp : MoE_Op<"record_routing", [MemoryEffects<[MemWrite]>]> {
-  let summary = "counts a layer's expert choices while the runtime records routing";
+  let summary = "counts an MoE layer's expert choices while the runtime records routing";
   let description = [{
-    Hands the routing `ids` ([tokens, top_k] of `experts` experts) of decoder
-    layer `layer` to the runtime's routing recorder
-    (`moir_rt_record_routing`), which counts each expert's selections while
-    `moir-run --record-routing` records and returns at once otherwise. The
-    counts are what `moirc --expert-placement` balances ranks by.
-    `moe-record-routing` inserts it.
+    Hands the routing `ids` ([tokens, top_k] of `experts` experts) to the
+    runtime's routing recorder (`moir_rt_record_routing`), which counts each
+    expert's selections while `moir-run --record-routing` records and returns
+    at once otherwise. The recorder numbers the calls of one forward pass:
+    the k-th is MoE layer k (in decoder-layer order), so identical layers
+    stay one outlined function. The counts are what `moirc
+    --expert-placement` balances ranks by. `moe-record-routing` inserts it.
 
     ```mlir
-    moe.record_routing %ids layer = 3 experts = 64 : tensor<?x6xi32>
+    moe.record_routing %ids experts = 64 : tensor<?x6xi32>
     ```
   }];
-  let arguments = (ins RankedTensorOf<[I32]>:$ids, I64Attr:$layer, I64Attr:$num_experts);
+  let arguments = (ins RankedTensorOf<[I32]>:$ids, I64Attr:$num_experts);
   let assemblyFormat = [{
-    $ids `layer` `=` $layer `experts` `=` $num_experts attr-dict `:` type($ids)
+    $ids `experts` `=` $num_experts attr-dict `:` type($ids)
   }];
 }
 

@@ -141,7 +141,8 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
     The stacked expert weights keep only this rank's experts, so its artifact
     packs and maps only them. Attention, the router, dense layers and shared
     experts' weights are replicated; a shared expert is computed by the rank
-    that owns it. Owners: with `loads` for the layer, the experts in
+    that owns it. Owners: with `loads` for the layer (keyed by MoE layer:
+    the k-th `moe.fused_experts`), the experts in
     decreasing load, each to the least-loaded rank that has room (every rank
     gets `E / ranks` experts, rounded up or down), with a remark giving the
     ranks' loads both ways; otherwise contiguous blocks (expert `e` of `E`
@@ -158,8 +159,9 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
     Option<"ranks", "ranks", "int64_t", "1", "ranks the experts are split over">,
     Option<"rank", "rank", "int64_t", "0", "the rank whose artifact this is">,
     Option<"loads", "loads", "std::string", "\"\"",
-           "expert loads to balance, per layer: '<layer>=<count>,...;...' (from routing "
-           "profiles); layers not named get contiguous blocks">,
+           "expert loads to balance, per MoE layer (k-th moe.fused_experts): "
+           "'<k>=<count>,...;...' (from routing profiles); layers not named get "
+           "contiguous blocks">,
   ];
   let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect"];
 }
@@ -173,12 +175,13 @@ def MoERecordRoutingPass : Pass<"moe-record-routing"> {
 
     ```mlir
     // after
-    moe.record_routing %ids layer = 0 experts = 8 : tensor<?x2xi32>
+    moe.record_routing %ids experts = 8 : tensor<?x2xi32>
     %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) : ...
     ```
 
     When the runtime is not recording, each is one call that returns at
-    once.
+    once. The op names no layer (the recorder numbers a forward pass's calls),
+    so identical decoder layers still outline to one function.
   }];
   let dependentDialects = ["::moir::moe::MoEDialect"];
 }

@@ -100,8 +100,8 @@ struct AllReduceBufferization
 };
 
 /// moe.record_routing reads its ids and calls
-/// `void moir_rt_record_routing(int64_t layer, const int32_t *ids,
-/// int64_t count, int64_t top_k, int64_t experts)`.
+/// `void moir_rt_record_routing(const int32_t *ids, int64_t count,
+/// int64_t top_k, int64_t experts)`.
 struct RecordRoutingBufferization
     : BufferizableOpInterface::ExternalModel<RecordRoutingBufferization,
                                              moir::moe::RecordRoutingOp> {
@@ -129,8 +129,8 @@ struct RecordRoutingBufferization
     };
     auto ptr = LLVM::LLVMPointerType::get(op->getContext());
     func::CallOp::create(
-        rewriter, loc, runtimeCallee(op, "moir_rt_record_routing", {i64, ptr, i64, i64, i64}),
-        ValueRange{constant(record.getLayer()), run.pointer, run.count,
+        rewriter, loc, runtimeCallee(op, "moir_rt_record_routing", {ptr, i64, i64, i64}),
+        ValueRange{run.pointer, run.count,
                    constant(cast<MemRefType>(buffer->getType()).getDimSize(1)),
                    constant(record.getNumExperts())});
     rewriter.eraseOp(op);

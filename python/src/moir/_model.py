@@ -226,6 +226,13 @@ class Model:
         """The artifact's manifest text (target, model, arguments, tensors)."""
         return self._model.manifest
 
+    @property
+    def parallel(self):
+        """(rank, ranks): this process's share of an expert-parallel artifact
+        (moirc --expert-parallel=N; every rank of `mpirun -np N python ...`
+        opens its directory and gets its own rank's file), (0, 1) otherwise."""
+        return self._model.parallel
+
     # ---- Tokens and text -------------------------------------------------
 
     @property
