@@ -173,6 +173,12 @@ struct MoEExpertParallelPass
     });
     if (unfused)
       return signalPassFailure();
+    if (!layerLoads.empty() && layerLoads.rbegin()->first >= static_cast<int64_t>(ops.size())) {
+      getOperation()->emitError() << "moe-expert-parallel: the routing profile counts MoE layer "
+                                  << layerLoads.rbegin()->first << ", but the model has "
+                                  << ops.size() << " MoE layers (a profile of another model?)";
+      return signalPassFailure();
+    }
     for (auto [moeLayer, op] : llvm::enumerate(ops))
       if (failed(split(op, moeLayer)))
         return signalPassFailure();
