@@ -129,7 +129,26 @@ Error WeightStore::addTensor(TensorInfo info) {
 
 const TensorInfo *WeightStore::lookup(StringRef name) const {
   auto it = tensors.find(name);
-  return it == tensors.end() ? nullptr : &it->second;
+  if (it != tensors.end())
+    return &it->second;
+  // "<stacked>[expert=<k>]": a view of expert k's bytes (StringMap entries
+  // do not move when others are added, so earlier results stay valid).
+  size_t open = name.rfind("[expert=");
+  uint64_t k = 0;
+  if (open == StringRef::npos || !name.ends_with("]") ||
+      name.slice(open + 8, name.size() - 1).getAsInteger(10, k))
+    return nullptr;
+  const TensorInfo *stacked = lookup(name.take_front(open));
+  if (!stacked || stacked->derived >= 0 || stacked->shape.size() < 2 || stacked->shape[0] <= 0 ||
+      k >= static_cast<uint64_t>(stacked->shape[0]) ||
+      stacked->bytes % static_cast<uint64_t>(stacked->shape[0]) != 0)
+    return nullptr;
+  TensorInfo view = *stacked;
+  view.name = name.str();
+  view.shape.erase(view.shape.begin());
+  view.bytes = stacked->bytes / static_cast<uint64_t>(stacked->shape[0]);
+  view.offset = stacked->offset + k * view.bytes;
+  return &tensors.insert({name, std::move(view)}).first->second;
 }
 
 Error WeightStore::addDerivedTensor(TensorInfo info, TensorProducer produce) {

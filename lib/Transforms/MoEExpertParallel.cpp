@@ -50,18 +50,28 @@ std::string layerLabel(Operation *op) {
 }
 
 /// The stacked weight `w` cut down to the experts `local` (ascending), or
-/// an error naming it when its experts are not separate tensors.
+/// an error naming it when it cannot be cut.
 FailureOr<Value> localExperts(OpBuilder &b, Operation *user, Value w, ArrayRef<int64_t> local,
                               StringRef what) {
+  // Experts stored as one tensor (GGUF's ffn_*_exps): the weight store's
+  // views of each expert ("<name>[expert=<k>]").
+  if (auto one = w.getDefiningOp<llm::WeightOp>(); one && !one.getScaleName()) {
+    SmallVector<Attribute> names;
+    for (int64_t e : local)
+      names.push_back(b.getStringAttr(one.getName() + "[expert=" + std::to_string(e) + "]"));
+    auto sliced = llm::StackedWeightOp::create(b, one.getLoc(), withExperts(w.getType(), local.size()),
+                                               b.getArrayAttr(names), ArrayAttr());
+    if (std::optional<int64_t> layer = attrs::getLayer(one))
+      attrs::setLayer(sliced, *layer);
+    return sliced.getResult();
+  }
   auto stacked = w.getDefiningOp<llm::StackedWeightOp>();
   if (!stacked) {
-    InFlightDiagnostic diag = user->emitError()
-                              << "moe-expert-parallel: " << layerLabel(user) << "'s expert " << what
-                              << " weight is not one checkpoint tensor per expert";
-    if (auto one = w.getDefiningOp<llm::WeightOp>())
-      diag << " ('" << one.getName() << "' holds every expert; splitting such a tensor is "
-                                         "not supported yet: compile from the Hugging Face "
-                                         "checkpoint)";
+    // (A stacked tensor with a separate scale tensor would need its scales
+    // cut the same way.)
+    user->emitError() << "moe-expert-parallel: " << layerLabel(user) << "'s expert " << what
+                      << " weight is neither one tensor per expert nor one stacked tensor "
+                         "without separate scales: not split yet";
     return failure();
   }
   SmallVector<Attribute> names, scales;

@@ -44,13 +44,15 @@ func.func @shared(%x: tensor<5x64xf32>, %w: tensor<5x2xf32>, %ids: tensor<5x2xi3
 
 // -----
 
-// Experts stored as one tensor (GGUF's ffn_*_exps) cannot be split yet: the
-// error names it.
+// Experts stored as one tensor (GGUF's ffn_*_exps): the weight store's views
+// of this rank's experts.
+// CHECK-LABEL: func.func @one_tensor
+// CHECK: llm.stacked_weight ["blk.0.ffn_gate_exps.weight[expert=2]", "blk.0.ffn_gate_exps.weight[expert=3]"] : tensor<2x32x64xf32>
+// CHECK: moe.expert_rows
 func.func @one_tensor(%x: tensor<?x64xf32>, %w: tensor<?x2xf32>, %ids: tensor<?x2xi32>) -> tensor<?x64xf32> {
   %wg = llm.weight "blk.0.ffn_gate_exps.weight" : tensor<4x32x64xf32>
   %wu = llm.weight "blk.0.ffn_up_exps.weight" : tensor<4x32x64xf32>
   %wd = llm.weight "blk.0.ffn_down_exps.weight" : tensor<4x64x32xf32>
-  // expected-error @below {{expert gate weight is not one checkpoint tensor per expert ('blk.0.ffn_gate_exps.weight' holds every expert}}
   %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }

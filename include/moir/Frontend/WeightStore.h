@@ -94,6 +94,10 @@ public:
   /// artifact is written, and costs one tensor of memory, not the model's.
   llvm::Error addDerivedTensor(TensorInfo info, TensorProducer produce);
 
+  /// The tensor `name`; also "<stacked>[expert=<k>]", expert k of a stored
+  /// tensor whose outermost dimension is the experts (GGUF's ffn_*_exps),
+  /// made on first lookup as a view of its bytes: how expert parallelism
+  /// (moe-expert-parallel) names one rank's experts of such a tensor.
   const TensorInfo *lookup(llvm::StringRef name) const;
   llvm::StringRef getFilePath(unsigned file) const { return paths[file]; }
   llvm::StringRef getFileData(unsigned file) const {
@@ -118,7 +122,8 @@ private:
   std::vector<std::string> paths;
   std::vector<TensorProducer> producers;
   mutable std::vector<std::vector<uint8_t>> produced;
-  llvm::StringMap<TensorInfo> tensors;
+  /// Mutable: lookup adds expert views.
+  mutable llvm::StringMap<TensorInfo> tensors;
   std::vector<std::string> order;
 };
 

@@ -152,8 +152,9 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
     others, so the all-reduce's sum is that output bit for bit, and the
     combine adds a token's rows in ascending expert order as
     `moe.fused_experts` does: the logits equal the 1-rank artifact's.
-    Experts must come as separate checkpoint tensors (`llm.stacked_weight`);
-    a layer whose experts are one tensor is refused, naming it.
+    Experts stored as one tensor (GGUF's `ffn_*_exps`, an `llm.weight`)
+    become an `llm.stacked_weight` of the weight store's views of the rank's
+    experts, `"<name>[expert=<k>]"`.
   }];
   let options = [
     Option<"ranks", "ranks", "int64_t", "1", "ranks the experts are split over">,
