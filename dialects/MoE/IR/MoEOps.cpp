@@ -236,96 +236,85 @@ LogicalResult CombineOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
-// FusedExpertsOp
+// FusedExpertsOp, ExpertRowsOp: the same operands
 //===----------------------------------------------------------------------===//
 
-int64_t FusedExpertsOp::getNumSharedExperts() {
-  if (!hasSharedExpert())
+/// Shared experts as routed-width experts (0 without a shared expert).
+template <typename OpTy> static int64_t numSharedExperts(OpTy op) {
+  if (!op.hasSharedExpert())
     return 0;
-  return getWeightShape(getSharedGateProj().getType())[0] /
-         getWeightShape(getGate().getType())[1];
+  return getWeightShape(op.getSharedGateProj().getType())[0] /
+         getWeightShape(op.getGate().getType())[1];
 }
 
-LogicalResult FusedExpertsOp::verify() {
-  auto input = getInput().getType();
-  auto ids = getIds().getType();
-  auto weights = getWeights().getType();
-  if (failed(verifyRank(*this, "input", input, 2)) || failed(verifyRank(*this, "ids", ids, 2)) ||
-      failed(verifyRank(*this, "weights", weights, 2)) ||
-      failed(verifyRank(*this, "result", getType(), 2)))
+/// Checks the operands the fused expert ops share (input, routing, expert
+/// and shared weights) and the result's hidden dimension; returns the
+/// number of experts the stacked weights hold.
+template <typename OpTy> static FailureOr<int64_t> verifyExpertOperands(OpTy op) {
+  auto input = op.getInput().getType();
+  auto ids = op.getIds().getType();
+  auto weights = op.getWeights().getType();
+  if (failed(verifyRank(op, "input", input, 2)) || failed(verifyRank(op, "ids", ids, 2)) ||
+      failed(verifyRank(op, "weights", weights, 2)) ||
+      failed(verifyRank(op, "result", op.getType(), 2)))
     return failure();
   int64_t hidden = input.getDimSize(1);
-  FailureOr<int64_t> experts = verifyExpertWeights(*this, getGate().getType(), getUp().getType(),
-                                                   getDown().getType(), hidden);
-  if (failed(experts) || failed(verifyDim(*this, "weights shape", weights.getDimSize(0),
+  FailureOr<int64_t> experts = verifyExpertWeights(op, op.getGate().getType(), op.getUp().getType(),
+                                                   op.getDown().getType(), hidden);
+  if (failed(experts) || failed(verifyDim(op, "weights shape", weights.getDimSize(0),
                                           ids.getDimSize(0))) ||
-      failed(verifyDim(*this, "weights top-k", weights.getDimSize(1), ids.getDimSize(1))) ||
-      failed(verifyDim(*this, "ids tokens", ids.getDimSize(0), input.getDimSize(0))) ||
-      failed(verifyDim(*this, "result tokens", getType().getDimSize(0), input.getDimSize(0))) ||
-      failed(verifyDim(*this, "result hidden dimension", getType().getDimSize(1), hidden)))
+      failed(verifyDim(op, "weights top-k", weights.getDimSize(1), ids.getDimSize(1))) ||
+      failed(verifyDim(op, "ids tokens", ids.getDimSize(0), input.getDimSize(0))) ||
+      failed(verifyDim(op, "result hidden dimension", op.getType().getDimSize(1), hidden)))
     return failure();
-  if (!hasSharedExpert())
-    return success();
+  if (!op.hasSharedExpert())
+    return experts;
   FailureOr<int64_t> width =
-      verifySharedExpert(*this, getSharedGateProj().getType(), getSharedUpProj().getType(),
-                         getSharedDownProj().getType(), hidden);
+      verifySharedExpert(op, op.getSharedGateProj().getType(), op.getSharedUpProj().getType(),
+                         op.getSharedDownProj().getType(), hidden);
   if (failed(width))
     return failure();
-  int64_t ffn = getWeightShape(getGate().getType())[1];
+  int64_t ffn = getWeightShape(op.getGate().getType())[1];
   if (ShapedType::isDynamic(*width) || ShapedType::isDynamic(ffn) || ffn <= 0 || *width % ffn != 0)
-    return emitOpError("shared expert FFN width (")
+    return op.emitOpError("shared expert FFN width (")
            << *width << ") must be a multiple of the routed experts' (" << ffn << ")";
-  return success();
+  return experts;
+}
+
+/// Only the weights may be quantized.
+template <typename OpTy> static bool acceptsQuantizedWeight(OpTy op, unsigned index) {
+  return index != op.getInputMutable().getOperandNumber() &&
+         index != op.getIdsMutable().getOperandNumber() &&
+         index != op.getWeightsMutable().getOperandNumber();
+}
+
+int64_t FusedExpertsOp::getNumSharedExperts() { return numSharedExperts(*this); }
+
+LogicalResult FusedExpertsOp::verify() {
+  if (failed(verifyExpertOperands(*this)))
+    return failure();
+  return verifyDim(*this, "result tokens", getType().getDimSize(0),
+                   getInput().getType().getDimSize(0));
 }
 
 bool FusedExpertsOp::acceptsQuantizedOperand(unsigned index) {
-  return index != getInputMutable().getOperandNumber() &&
-         index != getIdsMutable().getOperandNumber() &&
-         index != getWeightsMutable().getOperandNumber();
+  return acceptsQuantizedWeight(*this, index);
 }
 
 //===----------------------------------------------------------------------===//
 // ExpertRowsOp, CombineRowsOp
 //===----------------------------------------------------------------------===//
 
-int64_t ExpertRowsOp::getNumSharedExperts() {
-  if (!hasSharedExpert())
-    return 0;
-  return getWeightShape(getSharedGateProj().getType())[0] /
-         getWeightShape(getGate().getType())[1];
-}
+int64_t ExpertRowsOp::getNumSharedExperts() { return numSharedExperts(*this); }
 
 int64_t ExpertRowsOp::getNumRoutedExperts() {
   return static_cast<int64_t>(getOwners().size()) - getNumSharedExperts();
 }
 
 LogicalResult ExpertRowsOp::verify() {
-  auto input = getInput().getType();
-  auto ids = getIds().getType();
-  auto weights = getWeights().getType();
-  if (failed(verifyRank(*this, "input", input, 2)) || failed(verifyRank(*this, "ids", ids, 2)) ||
-      failed(verifyRank(*this, "weights", weights, 2)) ||
-      failed(verifyRank(*this, "result", getType(), 2)))
+  FailureOr<int64_t> local = verifyExpertOperands(*this);
+  if (failed(local))
     return failure();
-  int64_t hidden = input.getDimSize(1);
-  FailureOr<int64_t> local = verifyExpertWeights(*this, getGate().getType(), getUp().getType(),
-                                                 getDown().getType(), hidden);
-  if (failed(local) || failed(verifyDim(*this, "weights top-k", weights.getDimSize(1),
-                                        ids.getDimSize(1))) ||
-      failed(verifyDim(*this, "result hidden dimension", getType().getDimSize(1), hidden)))
-    return failure();
-  int64_t ffn = getWeightShape(getGate().getType())[1];
-  if (hasSharedExpert()) {
-    FailureOr<int64_t> width =
-        verifySharedExpert(*this, getSharedGateProj().getType(), getSharedUpProj().getType(),
-                           getSharedDownProj().getType(), hidden);
-    if (failed(width))
-      return failure();
-    if (ShapedType::isDynamic(*width) || ShapedType::isDynamic(ffn) || ffn <= 0 ||
-        *width % ffn != 0)
-      return emitOpError("shared expert FFN width (")
-             << *width << ") must be a multiple of the routed experts' (" << ffn << ")";
-  }
   if (getRank() < 0)
     return emitOpError("rank must not be negative, got ") << getRank();
   int64_t routed = getNumRoutedExperts();
@@ -335,10 +324,11 @@ LogicalResult ExpertRowsOp::verify() {
   for (int32_t owner : getOwners().take_front(routed)) {
     if (owner < 0)
       return emitOpError("owners must not be negative");
-    owned += owner == getRank();
+    owned += owner == static_cast<int64_t>(getRank());
   }
   if (failed(verifyDim(*this, "expert weights' experts (those rank owns)", *local, owned)))
     return failure();
+  auto ids = getIds().getType();
   int64_t slots = ids.getDimSize(1) + getNumSharedExperts();
   if (!ShapedType::isDynamic(ids.getDimSize(0)) && !ShapedType::isDynamic(getType().getDimSize(0)))
     return verifyDim(*this, "result rows (tokens x slots)", getType().getDimSize(0),
@@ -347,9 +337,7 @@ LogicalResult ExpertRowsOp::verify() {
 }
 
 bool ExpertRowsOp::acceptsQuantizedOperand(unsigned index) {
-  return index != getInputMutable().getOperandNumber() &&
-         index != getIdsMutable().getOperandNumber() &&
-         index != getWeightsMutable().getOperandNumber();
+  return acceptsQuantizedWeight(*this, index);
 }
 
 LogicalResult CombineRowsOp::verify() {

@@ -392,6 +392,50 @@ Value widenSlots(OpBuilder &b, Location loc, Value v, int64_t experts, int64_t s
   });
 }
 
+/// A [rows, hidden] f32 result built from zeros by one work item per block
+/// of `block` hidden columns (the items write disjoint columns, so they need
+/// no atomics): `fill(b, loc, c0h, width, acc)` returns the [rows, width]
+/// block at column c0h, updated from `acc`.
+using BlockFill = function_ref<Value(OpBuilder &, Location, Value, Value, Value)>;
+Value overHiddenBlocks(OpBuilder &b, Location loc, OpFoldResult rows, int64_t hidden,
+                       int64_t block, BlockFill fill) {
+  Value zeros = filled(b, loc, {rows, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
+  auto items = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(llvm::divideCeil(hidden, block))},
+                                     ValueRange{zeros}, std::nullopt);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(items.getBody());
+  Value c0h = arith::MulIOp::create(b, loc, items.getInductionVars()[0], indexConst(b, loc, block));
+  Value width = arith::MinUIOp::create(b, loc, indexConst(b, loc, block),
+                                       arith::SubIOp::create(b, loc, indexConst(b, loc, hidden), c0h));
+  auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
+  Value acc = slice(b, loc, blockType, items.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
+                    {rows, width});
+  Value updated = fill(b, loc, c0h, width, acc);
+  b.setInsertionPointToStart(items.getTerminator().getBody());
+  tensor::ParallelInsertSliceOp::create(
+      b, loc, updated, items.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
+      ArrayRef<OpFoldResult>{rows, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+  return items.getResult(0);
+}
+
+/// `acc` (a block of token rows, `width` columns) with columns [col, col +
+/// width) of row `r` of `from` added into its row `t`: one step of a
+/// combine, the order of the steps being the order of the additions.
+Value addRowInto(OpBuilder &b, Location loc, Value acc, Value t, Value from, Value r,
+                 OpFoldResult col, Value width) {
+  auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
+  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
+  Value row = slice(b, loc, rowType, acc, {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
+  Value add = slice(b, loc, rowType, from, {r, col}, {b.getIndexAttr(1), width});
+  Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
+                      [](OpBuilder &b, Location loc, ValueRange v) {
+    linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
+  });
+  return tensor::InsertSliceOp::create(b, loc, sum, acc, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+                                       ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
+                                       ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+}
+
 /// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
 Value itemContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w) {
   Value rowsOf = w.isPacked() ? w.data : w.tensor;
@@ -615,61 +659,14 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     }
     Value h = gateUp.getResult(0);
 
-    if (own) {
-      // Phase 2 of an expert_rows: each owned expert's down products written
-      // to its rows, one work item per block of hidden columns; the rows of
-      // other ranks' experts stay zero.
-      int64_t hiddenBlocks = llvm::divideCeil(hidden, ffnBlock);
-      Value r0 = filled(b, loc, {copies, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
-      auto down = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(hiddenBlocks)},
-                                        ValueRange{r0}, std::nullopt);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(down.getBody());
-        Value c0h = arith::MulIOp::create(b, loc, down.getInductionVars()[0], indexConst(b, loc, ffnBlock));
-        Value width = blockWidth(b, loc, c0h, hidden);
-        auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
-        Value rBlock0 = slice(b, loc, blockType, down.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
-                              {copies, width});
-        Value rBlock = loop(b, loc, c0, numActive, rBlock0, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
-          auto [e, lo, n] = expertRows(b, loc, a);
-          auto hType = RankedTensorType::get({ShapedType::kDynamic, ffn}, b.getF32Type());
-          Value hs = slice(b, loc, hType, h, {lo, b.getIndexAttr(0)}, {n, b.getIndexAttr(ffn)});
-          Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
-            WeightOperand w = routed ? routedBlock(b, loc, e, *downW, true, c0h, width)
-                                     : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
-            return SmallVector<Value>{itemContraction(b, loc, hs, w)};
-          })[0];
-          return SmallVector<Value>{tensor::InsertSliceOp::create(
-              b, loc, out, acc[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{n, width},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
-        })[0];
-        b.setInsertionPointToStart(down.getTerminator().getBody());
-        tensor::ParallelInsertSliceOp::create(
-            b, loc, rBlock, down.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
-            ArrayRef<OpFoldResult>{copies, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-      }
-      b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), down.getResult(0)).getResult());
-      return success();
-    }
-
-    // Phase 2: y[token] += h[row] Wd^T over every selected expert's rows,
-    // one work item per block of hidden columns (the items write disjoint
-    // columns of y, so the scatter-add needs no atomics).
-    int64_t hiddenBlocks = llvm::divideCeil(hidden, ffnBlock);
-    Value y0 = filled(b, loc, {tokens, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
-    auto downCombine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(hiddenBlocks)},
-                                             ValueRange{y0}, std::nullopt);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(downCombine.getBody());
-      Value c0h = arith::MulIOp::create(b, loc, downCombine.getInductionVars()[0], indexConst(b, loc, ffnBlock));
-      Value width = blockWidth(b, loc, c0h, hidden);
-      auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
-      Value yBlock0 = slice(b, loc, blockType, downCombine.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
-                            {tokens, width});
-      Value yBlock = loop(b, loc, c0, numActive, yBlock0, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
+    // Phase 2: the down products of every selected expert's rows, one work
+    // item per block of hidden columns. moe.fused_experts adds each row into
+    // its token (the combine: a token's rows in expert order); an
+    // expert_rows writes the rows themselves (the other ranks' stay zero).
+    Value down = overHiddenBlocks(
+        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden, ffnBlock,
+        [&](OpBuilder &b, Location loc, Value c0h, Value width, Value block) {
+      return loop(b, loc, c0, numActive, block, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
         auto [e, lo, n] = expertRows(b, loc, a);
         auto hType = RankedTensorType::get({ShapedType::kDynamic, ffn}, b.getF32Type());
         Value hs = slice(b, loc, hType, h, {lo, b.getIndexAttr(0)}, {n, b.getIndexAttr(ffn)});
@@ -678,28 +675,19 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
                                    : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
           return SmallVector<Value>{itemContraction(b, loc, hs, w)};
         })[0];
+        if (own)
+          return SmallVector<Value>{tensor::InsertSliceOp::create(
+              b, loc, out, acc[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{n, width},
+              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
         return loop(b, loc, c0, n, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
           Value src = toIndex(b, loc, extract(b, loc, d.sources, arith::AddIOp::create(b, loc, lo, r).getResult()));
           Value t = arith::DivUIOp::create(b, loc, src, indexConst(b, loc, slots));
-          auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
-          Value row = slice(b, loc, rowType, acc[0], {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
-          Value add = slice(b, loc, rowType, out, {r, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
-          Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
-                              [](OpBuilder &b, Location loc, ValueRange v) {
-            linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
-          });
-          return SmallVector<Value>{tensor::InsertSliceOp::create(
-              b, loc, sum, acc[0], ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
+          return SmallVector<Value>{addRowInto(b, loc, acc[0], t, out, r, b.getIndexAttr(0), width)};
         });
       })[0];
-      b.setInsertionPointToStart(downCombine.getTerminator().getBody());
-      tensor::ParallelInsertSliceOp::create(
-          b, loc, yBlock, downCombine.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
-          ArrayRef<OpFoldResult>{tokens, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-    }
-    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), downCombine.getResult(0)).getResult());
+    });
+    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), down).getResult());
     return success();
   }
 }
@@ -746,46 +734,21 @@ struct LowerCombineRows : OpRewritePattern<moe::CombineRowsOp> {
       ids = widenSlots(b, loc, ids, experts, shared);
     Dispatched d = buildDispatch(b, loc, Value(), ids, experts + shared);
     Value tokens = tensor::DimOp::create(b, loc, ids, 0);
-    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
-    AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
-    Value y0 = filled(b, loc, {tokens, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
-    auto combine = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(llvm::divideCeil(hidden, block))},
-                                         ValueRange{y0}, std::nullopt);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(combine.getBody());
-      Value c0h = arith::MulIOp::create(b, loc, combine.getInductionVars()[0], indexConst(b, loc, block));
-      Value width = arith::MinUIOp::create(b, loc, indexConst(b, loc, block),
-                                           arith::SubIOp::create(b, loc, indexConst(b, loc, hidden), c0h));
-      auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
-      Value yBlock0 = slice(b, loc, blockType, combine.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
-                            {tokens, width});
-      Value yBlock = loop(b, loc, c0, indexConst(b, loc, experts + shared), yBlock0,
-                          [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
+    Value c1 = indexConst(b, loc, 1);
+    Value y = overHiddenBlocks(b, loc, tokens, hidden, block,
+                               [&](OpBuilder &b, Location loc, Value c0h, Value width, Value yBlock) {
+      return loop(b, loc, indexConst(b, loc, 0), indexConst(b, loc, experts + shared), yBlock,
+                  [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {
         Value lo = toIndex(b, loc, extract(b, loc, d.offsets, e));
         Value hi = toIndex(b, loc, extract(b, loc, d.offsets, arith::AddIOp::create(b, loc, e, c1).getResult()));
         return loop(b, loc, lo, hi, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
           Value t = arith::DivUIOp::create(b, loc, toIndex(b, loc, extract(b, loc, d.sources, r)),
                                            indexConst(b, loc, slots));
-          auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
-          Value row = slice(b, loc, rowType, acc[0], {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
-          Value add = slice(b, loc, rowType, rows, {r, c0h}, {b.getIndexAttr(1), width});
-          Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
-                              [](OpBuilder &b, Location loc, ValueRange v) {
-            linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
-          });
-          return SmallVector<Value>{tensor::InsertSliceOp::create(
-              b, loc, sum, acc[0], ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)}).getResult()};
+          return SmallVector<Value>{addRowInto(b, loc, acc[0], t, rows, r, c0h, width)};
         });
       })[0];
-      b.setInsertionPointToStart(combine.getTerminator().getBody());
-      tensor::ParallelInsertSliceOp::create(
-          b, loc, yBlock, combine.getRegionIterArgs()[0], ArrayRef<OpFoldResult>{b.getIndexAttr(0), c0h},
-          ArrayRef<OpFoldResult>{tokens, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-    }
-    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), combine.getResult(0)).getResult());
+    });
+    b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), y).getResult());
     return success();
   }
 };
