@@ -68,9 +68,23 @@ typedef const moir_comm_backend_ops *(*moir_comm_mpi_plugin_fn)(uint32_t abi);
 #ifdef __cplusplus
 }
 
+#include <cstdarg>
+#include <cstdio>
 #include <string>
 
 namespace moir::rt::comm {
+
+/// How a backend's entry point fails: `format` (printf) written into
+/// `error`, `status` returned.
+inline int failWith(moir_comm_error *error, int status, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+inline int failWith(moir_comm_error *error, int status, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(error->text, sizeof error->text, format, args);
+  va_end(args);
+  return status;
+}
 
 extern const moir_comm_backend_ops selfBackend; // comm.cpp
 extern const moir_comm_backend_ops ncclBackend; // comm_nccl.cpp

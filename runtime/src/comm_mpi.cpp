@@ -46,13 +46,7 @@ struct State {
   std::vector<MPI_Request> abandonedRequests;
 };
 
-int failWith(moir_comm_error *error, int status, const char *format, ...) {
-  va_list args;
-  va_start(args, format);
-  std::vsnprintf(error->text, sizeof error->text, format, args);
-  va_end(args);
-  return status;
-}
+using moir::rt::comm::failWith;
 
 std::string mpiErrorText(int code) {
   char text[MPI_MAX_ERROR_STRING] = {0};

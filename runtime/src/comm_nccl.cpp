@@ -130,13 +130,7 @@ struct State {
   void *hostState = nullptr;
 };
 
-int failWith(moir_comm_error *error, int status, const char *format, ...) {
-  va_list args;
-  va_start(args, format);
-  std::vsnprintf(error->text, sizeof error->text, format, args);
-  va_end(args);
-  return status;
-}
+using moir::rt::comm::failWith;
 
 const char *ncclText(int rc) { return nccl.getErrorString ? nccl.getErrorString(rc) : "?"; }
 
