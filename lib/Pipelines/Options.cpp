@@ -77,6 +77,11 @@ Error validateOptions(const CompileOptions &options) {
   if (!options.graph.expertPlacement.empty() && ranks == 1)
     return bad("--expert-placement places experts over ranks: it needs --expert-parallel=N, "
                "N > 1");
+  // Each rank packs only its experts: one rank's dump would hold part of the
+  // model, and the ranks would write it in turn.
+  if (ranks > 1 && !options.dequantizedWeightsPath.empty())
+    return bad("--dump-dequantized-weights describes the whole model: take it from the 1-rank "
+               "compile (the ranks' artifacts run the same values), not with --expert-parallel");
   if (ranks > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");
   return Error::success();
