@@ -286,7 +286,8 @@ uint64_t parallelGroup(ModuleOp module, const CompileOptions &options) {
   llvm::raw_string_ostream os(text);
   module->print(os, OpPrintingFlags().printGenericOpForm());
   // The placement decides which rank holds which expert.
-  os << "\nranks " << options.graph.expertParallel << " loads " << options.graph.expertLoads;
+  os << "\nranks " << options.graph.expertParallel << " tensor " << options.graph.tensorParallel
+     << " loads " << options.graph.expertLoads;
   return fnv1a64(text);
 }
 
@@ -296,10 +297,13 @@ Error compileOneArtifact(ModuleOp module, const frontend::WeightStore &store,
   ArtifactInfo info;
   if (Error err = runPhases(module, backend, options, backend.phases().back(), &info))
     return err;
-  if (options.graph.expertParallel > 1) {
-    info.ranks = options.graph.expertParallel;
-    info.rank = options.graph.expertParallelRank;
+  if (options.graph.parallelRanks() > 1) {
+    info.ranks = options.graph.parallelRanks();
+    info.rank = options.graph.parallelRank;
     info.group = group;
+    info.parallelKind = options.graph.expertParallel > 1 && options.graph.tensorParallel > 1
+                            ? "experts+tensor"
+                            : options.graph.expertParallel > 1 ? "experts" : "tensor";
   }
   Expected<std::string> code = backend.serialize(module, options, info);
   if (!code)
@@ -319,9 +323,9 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   Expected<const TargetBackend *> backend = configure(options);
   if (!backend)
     return backend.takeError();
-  int64_t ranks = options.graph.expertParallel;
+  int64_t ranks = options.graph.parallelRanks();
   uint64_t group = ranks > 1 ? parallelGroup(module, options) : 0;
-  if (ranks == 1 || options.graph.expertParallelRank >= 0)
+  if (ranks == 1 || options.graph.parallelRank >= 0)
     return compileOneArtifact(module, store, options, outputPath, **backend, group);
   // Every rank's artifact, as DIR/rank<r>.moir: mpirun's processes all get
   // the same command line, and each opens its own file.
@@ -331,7 +335,7 @@ Error compileArtifact(ModuleOp module, const frontend::WeightStore &store, Compi
   for (int64_t rank = 0; rank < ranks; ++rank) {
     OwningOpRef<ModuleOp> copy(cast<ModuleOp>(module->clone()));
     CompileOptions one = options;
-    one.graph.expertParallelRank = rank;
+    one.graph.parallelRank = rank;
     SmallString<256> path(outputPath);
     llvm::sys::path::append(path, "rank" + Twine(rank) + ".moir");
     if (Error err = compileOneArtifact(*copy, store, one, path, **backend, group))

@@ -131,24 +131,44 @@ const TensorInfo *WeightStore::lookup(StringRef name) const {
   auto it = tensors.find(name);
   if (it != tensors.end())
     return &it->second;
-  // "<stacked>[expert=<k>]": a view of expert k's bytes (StringMap entries
-  // do not move when others are added, so earlier results stay valid).
-  size_t open = name.rfind("[expert=");
-  uint64_t k = 0;
-  if (open == StringRef::npos || !name.ends_with("]") ||
-      name.slice(open + 8, name.size() - 1).getAsInteger(10, k))
+  // Views, made on first lookup (StringMap entries do not move when others
+  // are added, so earlier results stay valid): "<stacked>[expert=<k>]",
+  // expert k's bytes, and "<name>[rows=<a>:<b>]", rows a to b-1 (outermost
+  // dimension). Both need whole rows of whole blocks, which every stored
+  // row-major tensor has: GGUF blocks never straddle rows.
+  if (!name.ends_with("]"))
     return nullptr;
-  const TensorInfo *stacked = lookup(name.take_front(open));
-  if (!stacked || stacked->derived >= 0 || stacked->shape.size() < 2 || stacked->shape[0] <= 0 ||
-      k >= static_cast<uint64_t>(stacked->shape[0]) ||
-      stacked->bytes % static_cast<uint64_t>(stacked->shape[0]) != 0)
+  size_t open = name.rfind('[');
+  if (open == StringRef::npos)
     return nullptr;
-  TensorInfo view = *stacked;
-  view.name = name.str();
-  view.shape.erase(view.shape.begin());
-  view.bytes = stacked->bytes / static_cast<uint64_t>(stacked->shape[0]);
-  view.offset = stacked->offset + k * view.bytes;
-  return &tensors.insert({name, std::move(view)}).first->second;
+  StringRef view = name.slice(open + 1, name.size() - 1);
+  const TensorInfo *whole = lookup(name.take_front(open));
+  if (!whole || whole->derived >= 0 || whole->shape.empty() || whole->shape[0] <= 0 ||
+      whole->bytes % static_cast<uint64_t>(whole->shape[0]) != 0)
+    return nullptr;
+  uint64_t rows = static_cast<uint64_t>(whole->shape[0]);
+  uint64_t rowBytes = whole->bytes / rows;
+  TensorInfo part = *whole;
+  part.name = name.str();
+  if (view.consume_front("expert=")) {
+    uint64_t k = 0;
+    if (view.getAsInteger(10, k) || k >= rows || whole->shape.size() < 2)
+      return nullptr;
+    part.shape.erase(part.shape.begin());
+    part.bytes = rowBytes;
+    part.offset = whole->offset + k * rowBytes;
+  } else if (view.consume_front("rows=")) {
+    auto [first, last] = view.split(':');
+    uint64_t a = 0, b = 0;
+    if (first.getAsInteger(10, a) || last.getAsInteger(10, b) || a >= b || b > rows)
+      return nullptr;
+    part.shape[0] = static_cast<int64_t>(b - a);
+    part.bytes = (b - a) * rowBytes;
+    part.offset = whole->offset + a * rowBytes;
+  } else {
+    return nullptr;
+  }
+  return &tensors.insert({name, std::move(part)}).first->second;
 }
 
 Error WeightStore::addDerivedTensor(TensorInfo info, TensorProducer produce) {

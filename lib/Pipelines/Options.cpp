@@ -68,21 +68,28 @@ Error validateOptions(const CompileOptions &options) {
     return bad("unknown --quantize-kv-cache '" + kv + "' (known: none, int8, fp8)");
   if (options.cpu.threads < 1 || options.cpu.threads > 4096)
     return bad("--cpu-threads must be between 1 and 4096, got " + Twine(options.cpu.threads));
-  int64_t ranks = options.graph.expertParallel, rank = options.graph.expertParallelRank;
-  if (ranks < 1 || ranks > 4096)
-    return bad("--expert-parallel must be between 1 and 4096, got " + Twine(ranks));
+  int64_t experts = options.graph.expertParallel, tensor = options.graph.tensorParallel;
+  if (experts < 1 || experts > 4096)
+    return bad("--expert-parallel must be between 1 and 4096, got " + Twine(experts));
+  if (tensor < 1 || tensor > 4096)
+    return bad("--tensor-parallel must be between 1 and 4096, got " + Twine(tensor));
+  if (experts > 1 && tensor > 1 && experts != tensor)
+    return bad("--expert-parallel=" + Twine(experts) + " and --tensor-parallel=" + Twine(tensor) +
+               " split over the same ranks: give both the same count");
+  int64_t ranks = options.graph.parallelRanks(), rank = options.graph.parallelRank;
   if (rank < -1 || rank >= ranks)
-    return bad("--expert-parallel-rank must be -1 (every rank) or below --expert-parallel=" +
-               Twine(ranks) + ", got " + Twine(rank));
-  if (!options.graph.expertPlacement.empty() && ranks == 1)
+    return bad("--parallel-rank must be -1 (every rank) or below the rank count (" +
+               Twine(ranks) + "), got " + Twine(rank));
+  if (!options.graph.expertPlacement.empty() && experts == 1)
     return bad("--expert-placement places experts over ranks: it needs --expert-parallel=N, "
                "N > 1");
   // Each rank packs only its experts: one rank's dump would hold part of the
   // model, and the ranks would write it in turn.
   if (ranks > 1 && !options.dequantizedWeightsPath.empty())
     return bad("--dump-dequantized-weights describes the whole model: take it from the 1-rank "
-               "compile (the ranks' artifacts run the same values), not with --expert-parallel");
-  if (ranks > 1 && !options.graph.fuseExperts)
+               "compile (the ranks' artifacts run the same values), not with --expert-parallel "
+               "or --tensor-parallel");
+  if (experts > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");
   return Error::success();
 }

@@ -55,13 +55,20 @@ void buildGraphPipeline(OpPassManager &pm, const GraphSection &graph,
   }
   if (graph.recordRouting)
     pm.addPass(createMoERecordRoutingPass());
+  // Printing a phase of an every-rank compile shows rank 0's.
+  int64_t rank = std::max<int64_t>(graph.parallelRank, 0);
   if (graph.expertParallel > 1) {
     MoEExpertParallelPassOptions split;
     split.ranks = graph.expertParallel;
-    // Printing a phase of an every-rank compile shows rank 0's.
-    split.rank = std::max<int64_t>(graph.expertParallelRank, 0);
+    split.rank = rank;
     split.loads = graph.expertLoads;
     pm.addPass(createMoEExpertParallelPass(split));
+  }
+  if (graph.tensorParallel > 1) {
+    LLMTensorParallelPassOptions split;
+    split.ranks = graph.tensorParallel;
+    split.rank = rank;
+    pm.addPass(createLLMTensorParallelPass(split));
   }
   if (graph.flashAttention)
     pm.addPass(createFlashAttentionPass());

@@ -145,7 +145,7 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
   m << "model " << info.family << " vocab " << info.vocab << " layers " << info.layers
     << " capacity " << info.capacity << "\n";
   if (info.ranks > 1)
-    m << "parallel experts ranks " << info.ranks << " rank " << info.rank << " group "
+    m << "parallel " << info.parallelKind << " ranks " << info.ranks << " rank " << info.rank << " group "
       << llvm::format_hex_no_prefix(info.group, 16) << "\n";
   m << "entry moir_forward\n";
   for (const std::string &kernel : info.kernels)

@@ -618,38 +618,110 @@ void moir_comm_finalize(moir_comm *c) {
   delete c;
 }
 
-void moir_rt_all_reduce_sum_f32(float *data, int64_t count) {
+} // extern "C"
+
+namespace {
+
+/// The world communicator for compiled code; ends the process when there is
+/// none (compiled code cannot go on without it).
+moir_comm *worldOrExit() {
   moir_comm *c = nullptr;
   if (moir_comm_world(&c)) {
     std::fprintf(stderr, "moir: %s: %s\n", launcherRank().c_str(), moir_last_error());
     std::fflush(stderr);
     std::exit(70);
   }
+  return c;
+}
+
+/// Ends the whole job after a collective of compiled code failed: the other
+/// ranks wait in the same collective.
+[[noreturn]] void abortJob(moir_comm *c, const std::string &what, const char *why) {
+  std::fprintf(stderr, "moir: rank %d of %d: %s: %s\n", c->rank, c->size, what.c_str(), why);
+  std::fflush(stderr);
+  c->ops->abort_job(c->state, 70);
+  std::exit(70);
+}
+
+} // namespace
+
+extern "C" {
+
+void moir_rt_all_reduce_sum_f32(float *data, int64_t count) {
+  moir_comm *c = worldOrExit();
   if (c->size == 1)
     return;
   std::string what = "all-reduce of " + std::to_string(count) + " floats from compiled code (" +
                      c->backend + ")";
+  if (count < 0)
+    abortJob(c, what, "the count is negative");
+  if (static_cast<uint64_t>(count) > std::numeric_limits<size_t>::max() / sizeof(float) ||
+      (!data && count))
+    abortJob(c, what, !data ? "data is NULL" : "it overflows");
   moir_comm_error error{};
   int rc = 0;
-  if (count < 0) {
-    std::snprintf(error.text, sizeof error.text, "the count is negative");
-    rc = MOIR_ERROR_INVALID_ARGUMENT;
-  } else if (static_cast<uint64_t>(count) > std::numeric_limits<size_t>::max() / sizeof(float) ||
-             (!data && count)) {
-    std::snprintf(error.text, sizeof error.text, "%s", !data ? "data is NULL" : "it overflows");
-    rc = MOIR_ERROR_INVALID_ARGUMENT;
-  } else {
+  {
     std::lock_guard<std::mutex> lock(c->mutex);
     rc = c->ops->all_reduce_sum_f32(c->state, data, static_cast<size_t>(count), &error);
   }
-  if (rc == 0)
+  if (rc != 0)
+    abortJob(c, what, error.text);
+}
+
+void moir_rt_all_gather_f32(const float *in, float *out, int64_t rows, int64_t cols,
+                            int64_t unit) {
+  moir_comm *c = worldOrExit();
+  std::string what = "all-gather of " + std::to_string(rows) + "x" + std::to_string(cols) +
+                     " floats in units of " + std::to_string(unit) + " columns from compiled code (" +
+                     c->backend + ")";
+  int64_t ranks = c->size;
+  if (rows < 0 || cols <= 0 || unit < 1 || (cols + unit - 1) / unit < ranks)
+    abortJob(c, what, "rows must be >= 0 and cols > 0, in at least one unit per rank");
+  if (rows > 0 && (!in || !out))
+    abortJob(c, what, "a buffer is NULL");
+  if (static_cast<uint64_t>(rows) >
+      std::numeric_limits<size_t>::max() / sizeof(float) / static_cast<uint64_t>(cols))
+    abortJob(c, what, "it overflows");
+  // Rank r's columns: units [r * U / ranks, (r + 1) * U / ranks) of the
+  // U = ceil(cols / unit), the split llm.all_gather documents.
+  int64_t units = (cols + unit - 1) / unit;
+  auto first = [&](int64_t r) { return std::min(r * units / ranks * unit, cols); };
+  size_t n = static_cast<size_t>(ranks), rowCount = static_cast<size_t>(rows);
+  std::vector<size_t> sendBytes(n), sendOffsets(n, 0), recvBytes(n), recvOffsets(n);
+  size_t mine = static_cast<size_t>(first(c->rank + 1) - first(c->rank));
+  for (size_t r = 0; r < n; ++r) {
+    sendBytes[r] = rowCount * mine * sizeof(float);
+    recvBytes[r] = rowCount * static_cast<size_t>(first(r + 1) - first(r)) * sizeof(float);
+    recvOffsets[r] = rowCount * static_cast<size_t>(first(r)) * sizeof(float);
+  }
+  if (rowCount == 0)
     return;
-  std::fprintf(stderr, "moir: rank %d of %d: %s: %s\n", c->rank, c->size, what.c_str(),
-               error.text);
-  std::fflush(stderr);
-  // Every rank must end: the others wait in the same collective.
-  c->ops->abort_job(c->state, 70);
-  std::exit(70);
+  // Received rank by rank ([rows, cols_r] blocks), then interleaved into
+  // rows; one row needs no interleaving.
+  thread_local std::vector<float> staging;
+  float *target = out;
+  if (rowCount > 1) {
+    staging.resize(rowCount * static_cast<size_t>(cols));
+    target = staging.data();
+  }
+  moir_comm_error error{};
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> lock(c->mutex);
+    rc = c->ops->all_to_all_v(c->state, in, sendBytes.data(), sendOffsets.data(), target,
+                              recvBytes.data(), recvOffsets.data(), &error);
+  }
+  if (rc != 0)
+    abortJob(c, what, error.text);
+  if (target == out)
+    return;
+  for (size_t r = 0; r < n; ++r) {
+    size_t width = static_cast<size_t>(first(r + 1) - first(r));
+    const float *block = target + recvOffsets[r] / sizeof(float);
+    for (size_t i = 0; i < rowCount; ++i)
+      std::memcpy(out + i * static_cast<size_t>(cols) + static_cast<size_t>(first(r)),
+                  block + i * width, width * sizeof(float));
+  }
 }
 
 } // extern "C"

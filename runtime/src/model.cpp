@@ -95,11 +95,12 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
     } else if (key == "parallel") {
       std::string kind, k1, k2, k3, groupHex;
       if (!(words >> kind >> k1 >> m->ranks >> k2 >> m->rank >> k3 >> groupHex) ||
-          kind != "experts" || k1 != "ranks" || k2 != "rank" || k3 != "group" || m->ranks < 2 ||
-          m->ranks > 4096 || m->rank < 0 || m->rank >= m->ranks ||
-          !parseHex64(groupHex, &m->parallelGroup))
-        return bad("malformed parallel line (expected 'parallel experts ranks N rank R group "
-                   "<16 hex digits>', 0 <= R < N)");
+          (kind != "experts" && kind != "tensor" && kind != "experts+tensor") ||
+          k1 != "ranks" || k2 != "rank" || k3 != "group" || m->ranks < 2 || m->ranks > 4096 ||
+          m->rank < 0 || m->rank >= m->ranks || !parseHex64(groupHex, &m->parallelGroup))
+        return bad("malformed parallel line (expected 'parallel experts|tensor|experts+tensor "
+                   "ranks N rank R group <16 hex digits>', 0 <= R < N)");
+      m->parallelKind = kind;
     } else if (key == "entry") {
       std::string name;
       words >> name;
@@ -274,7 +275,7 @@ static moir_status joinRanks(const moir_model &m) {
   if (size != m.ranks)
     return fail(MOIR_ERROR_INVALID_ARGUMENT,
                 m.path + ": compiled for " + std::to_string(m.ranks) + " ranks (moirc " +
-                    "--expert-parallel=" + std::to_string(m.ranks) + "), but the job has " +
+                    m.parallelFlags() + "), but the job has " +
                     std::to_string(size) + (size == 1 ? " (start it with mpirun -np " +
                                                             std::to_string(m.ranks) + ")"
                                                       : ""));

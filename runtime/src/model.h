@@ -92,10 +92,21 @@ struct moir_model {
   /// (`cost_model prefill_prompt N`); empty and 0 when it has none.
   std::vector<moir::rt::Cost> costs;
   int64_t costPrompt = 0;
-  /// Expert parallelism (`parallel experts ranks N rank R group G`): this is
-  /// rank `rank` of `ranks`; 1 and 0 for a 1-rank artifact.
+  /// Expert or tensor parallelism (`parallel KIND ranks N rank R group G`):
+  /// this is rank `rank` of `ranks`; 1 and 0 for a 1-rank artifact.
   int64_t ranks = 1, rank = 0;
   uint64_t parallelGroup = 0;
+  /// "experts", "tensor" or "experts+tensor".
+  std::string parallelKind;
+  /// The moirc flags of such a compile, for messages.
+  std::string parallelFlags() const {
+    std::string n = std::to_string(ranks), flags;
+    if (parallelKind != "tensor")
+      flags = "--expert-parallel=" + n;
+    if (parallelKind != "experts")
+      flags += (flags.empty() ? "" : " ") + std::string("--tensor-parallel=") + n;
+    return flags;
+  }
   moir::rt::Driver *driver = nullptr;
 };
 

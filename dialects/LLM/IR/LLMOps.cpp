@@ -381,6 +381,31 @@ LogicalResult AllReduceOp::verify() {
   return success();
 }
 
+LogicalResult AllGatherOp::verify() {
+  int64_t ranks = getRanks(), rank = getRank(), unit = getUnit();
+  if (ranks < 2)
+    return emitOpError("needs at least 2 ranks, got ") << ranks;
+  if (rank < 0 || rank >= ranks)
+    return emitOpError("rank ") << rank << " is not one of the " << ranks << " ranks";
+  auto in = getInput().getType(), out = getResult().getType();
+  if (in.getRank() != out.getRank() || in.getRank() < 1)
+    return emitOpError("input and result must have the same rank, at least 1");
+  for (int64_t d = 0; d + 1 < in.getRank(); ++d)
+    if (in.getDimSize(d) != out.getDimSize(d))
+      return emitOpError("input and result differ in dimension ") << d;
+  int64_t total = out.getShape().back(), mine = in.getShape().back();
+  if (ShapedType::isDynamic(total) || ShapedType::isDynamic(mine) || unit < 1)
+    return emitOpError("needs static last dimensions and a unit of at least 1 column");
+  if ((total + unit - 1) / unit < ranks)
+    return emitOpError("splits ") << total << " columns in units of " << unit << " over "
+                                  << ranks << " ranks: some would hold none";
+  int64_t expected = firstColumn(rank + 1, total, unit, ranks) - firstColumn(rank, total, unit, ranks);
+  if (mine != expected)
+    return emitOpError("rank ") << rank << " holds " << expected << " of the " << total
+                                << " columns, but the input has " << mine;
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Canonicalization
 //===----------------------------------------------------------------------===//

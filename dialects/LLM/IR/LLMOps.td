@@ -396,4 +396,42 @@ def LLM_AllReduceOp : LLM_Op<"all_reduce", [AllTypesMatch<["input", "result"]>,
   let hasVerifier = 1;
 }
 
+def LLM_AllGatherOp : LLM_Op<"all_gather", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "concatenates the ranks' column blocks of a matrix, in rank order";
+  let description = [{
+    Tensor parallelism (`llm-tensor-parallel`): the result's `N` columns are
+    `U = ceil(N / unit)` units of `unit` columns (the last may be shorter),
+    split over the `ranks` ranks in contiguous runs: rank `r` holds units
+    `[r * U / ranks, (r + 1) * U / ranks)` (rounded down). Each rank passes
+    its own columns (every row), and every rank gets the whole matrix. The
+    values are copied, not computed: the result is bit for bit what one rank
+    computing every column would hold. It communicates, so it is neither
+    merged nor moved. Lowered to the runtime's `moir_rt_all_gather_f32`
+    (runtime/include/moir/comm.h), which applies the same split.
+
+    ```mlir
+    // rank 1 of 2, 6 heads of 12 columns, units of 2 heads: heads 2 to 5
+    %all = llm.all_gather %mine unit = 24 rank = 1 ranks = 2
+        : tensor<?x48xf32> -> tensor<?x72xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$input, I64Attr:$unit, I64Attr:$rank,
+                   I64Attr:$ranks);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $input `unit` `=` $unit `rank` `=` $rank `ranks` `=` $ranks attr-dict `:`
+    type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The first of `cols` columns that rank `r` of `ranks` holds in units
+    /// of `unit` (r = ranks: cols): the split every rank and the runtime
+    /// agree on.
+    static int64_t firstColumn(int64_t r, int64_t cols, int64_t unit, int64_t ranks) {
+      int64_t units = (cols + unit - 1) / unit;
+      return std::min(r * units / ranks * unit, cols);
+    }
+  }];
+}
+
 #endif // MOIR_LLM_OPS

@@ -97,7 +97,9 @@ public:
   /// The tensor `name`; also "<stacked>[expert=<k>]", expert k of a stored
   /// tensor whose outermost dimension is the experts (GGUF's ffn_*_exps),
   /// made on first lookup as a view of its bytes: how expert parallelism
-  /// (moe-expert-parallel) names one rank's experts of such a tensor.
+  /// (moe-expert-parallel) names one rank's experts of such a tensor; and
+  /// "<name>[rows=<a>:<b>]", rows a to b-1 of its outermost dimension, how
+  /// tensor parallelism (llm-tensor-parallel) names one rank's rows.
   const TensorInfo *lookup(llvm::StringRef name) const;
   llvm::StringRef getFilePath(unsigned file) const { return paths[file]; }
   llvm::StringRef getFileData(unsigned file) const {

@@ -13,6 +13,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -63,6 +64,10 @@ struct GraphSection {
   /// The expert loads read from --expert-placement's files by the driver, as
   /// moe-expert-parallel's `loads` option ("<layer>=<count>,...;...").
   std::string expertLoads;
+
+  /// The ranks of a parallel artifact (--expert-parallel, --tensor-parallel;
+  /// both: the same ranks), 1 without.
+  int64_t parallelRanks() const { return std::max(expertParallel, tensorParallel); }
 };
 
 /// The CPU target's choices.

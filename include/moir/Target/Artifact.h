@@ -72,9 +72,11 @@ struct ArtifactInfo {
   /// Files packed after the weights (manifest `resource` lines): name and
   /// bytes, e.g. ("tokenizer.json", its text).
   std::vector<std::pair<std::string, std::string>> resources;
-  /// Expert parallelism (manifest `parallel` line): this artifact is rank
-  /// `rank` of `ranks`; `group` is shared by the ranks of one compile and
-  /// checked by the runtime. ranks == 1: no line.
+  /// Expert or tensor parallelism (manifest `parallel` line): this artifact
+  /// is rank `rank` of `ranks`; `group` is shared by the ranks of one compile
+  /// and checked by the runtime; `parallelKind` says what is split:
+  /// "experts", "tensor" or "experts+tensor". ranks == 1: no line.
+  std::string parallelKind = "experts";
   int64_t ranks = 1, rank = 0;
   uint64_t group = 0;
 };

@@ -167,6 +167,50 @@ def MoEExpertParallelPass : Pass<"moe-expert-parallel", "::mlir::ModuleOp"> {
   let dependentDialects = ["::moir::llm::LLMDialect", "::moir::moe::MoEDialect"];
 }
 
+def LLMTensorParallelPass : Pass<"llm-tensor-parallel", "::mlir::ModuleOp"> {
+  let summary = "splits attention heads, FFN columns and the LM head over the ranks";
+  let description = [{
+    For rank `rank` of `ranks`, cuts every matrix along its outputs and
+    gathers the ranks' columns with `llm.all_gather`, so that each output
+    element is one dot product over the whole input computed on one rank, as
+    the 1-rank artifact computes it: the logits do not depend on the rank
+    count (the usual split along o_proj's and down_proj's inputs would add
+    partial sums in a rank-dependent order).
+
+    - Attention (`llm.attention` over KV caches): the rank keeps query heads
+      `[rank * H / ranks, (rank + 1) * H / ranks)` and the KV heads they read
+      (replicated when there are fewer KV heads than ranks), so q/k/v keep
+      those heads' rows, per-head RMSNorm and RoPE run on them, the KV caches
+      (entry arguments) shrink to the rank's KV heads, and the heads are
+      gathered before o_proj. A rank count whose query-head split cuts
+      through a KV group the attention op cannot express is refused.
+    - o_proj, and the down projection of an FFN (`llm.glu`,
+      `llm.activation` or `llm.xielu` of projections of one input): output
+      rows split, then gathered; the FFN's projections' rows split, the
+      activation runs on the rank's columns, which are gathered for down.
+    - The LM head, when its weight is not shared (a tied embedding is held
+      whole for the lookup): vocabulary rows split, then gathered.
+
+    Columns split in blocks of 16, 8, 4 or 2 where they divide the size,
+    units of `llm.all_gather`. Weights are cut as weight-store views,
+    `"<name>[rows=<a>:<b>]"`, so a rank's artifact packs only its rows.
+    Quantized weights with separate scale tensors, MLA attention and MoE
+    experts (see `moe-expert-parallel`) are not split.
+
+    ```mlir
+    // rank 0 of 2, before: %o = llm.linear %x, %w : (tensor<?x72xf32>, tensor<72x72xf32>) -> ...
+    %w0 = llm.weight "model.layers.0.self_attn.o_proj.weight[rows=0:40]" : tensor<40x72xf32>
+    %o0 = llm.linear %x, %w0 : (tensor<?x72xf32>, tensor<40x72xf32>) -> tensor<?x40xf32>
+    %o = llm.all_gather %o0 units = 9 rank = 0 ranks = 2 : tensor<?x40xf32> -> tensor<?x72xf32>
+    ```
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", "1", "ranks the model is split over">,
+    Option<"rank", "rank", "int64_t", "0", "the rank whose artifact this is">,
+  ];
+  let dependentDialects = ["::moir::llm::LLMDialect", "::mlir::tensor::TensorDialect"];
+}
+
 def MoERecordRoutingPass : Pass<"moe-record-routing"> {
   let summary = "hands every MoE layer's expert choices to the runtime's routing recorder";
   let description = [{

@@ -52,7 +52,8 @@ struct ConvertMoIRToLinalgPass
     // earlier passes): name it.
     WalkResult result = getOperation()->walk([](Operation *op) {
       StringRef dialect = op->getName().getDialectNamespace();
-      if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp, moir::llm::AllReduceOp>(op)) ||
+      if ((dialect == "llm" && !isa<moir::llm::WeightOp, moir::llm::StackedWeightOp,
+                                         moir::llm::AllReduceOp, moir::llm::AllGatherOp>(op)) ||
           (dialect == "moe" && !isa<moir::moe::RecordRoutingOp>(op)) || dialect == "mla") {
         op->emitError() << "'" << op->getName()
                         << "' has no lowering for these operand types yet";

@@ -2,7 +2,8 @@
 //
 // llm.all_reduce bufferizes in place into a call of the runtime's
 // moir_rt_all_reduce_sum_f32 (runtime/include/moir/comm.h) on the tensor's
-// buffer, and moe.record_routing into moir_rt_record_routing (the routing
+// buffer, llm.all_gather into moir_rt_all_gather_f32 writing a new buffer,
+// and moe.record_routing into moir_rt_record_routing (the routing
 // recorder). Compiled code resolves these symbols from libmoir_runtime when
 // the runtime loads it, as it does the thread pool's entry points: artifacts
 // link no communication library, and the runtime picks the transport.
@@ -99,6 +100,61 @@ struct AllReduceBufferization
   }
 };
 
+/// llm.all_gather reads its input and writes a new buffer of the result's
+/// shape through `void moir_rt_all_gather_f32(const float *in, float *out,
+/// int64_t rows, int64_t cols, int64_t unit)` (rows: the product of the
+/// leading dimensions, cols: the last).
+struct AllGatherBufferization
+    : BufferizableOpInterface::ExternalModel<AllGatherBufferization, moir::llm::AllGatherOp> {
+  bool bufferizesToMemoryRead(Operation *, OpOperand &, const AnalysisState &) const {
+    return true;
+  }
+  bool bufferizesToMemoryWrite(Operation *, OpOperand &, const AnalysisState &) const {
+    return false;
+  }
+  AliasingValueList getAliasingValues(Operation *, OpOperand &, const AnalysisState &) const {
+    return {};
+  }
+  bool bufferizesToAllocation(Operation *, Value) const { return true; }
+
+  LogicalResult bufferize(Operation *op, RewriterBase &rewriter, const BufferizationOptions &options,
+                          BufferizationState &state) const {
+    auto gather = cast<moir::llm::AllGatherOp>(op);
+    FailureOr<Value> buffer = getBuffer(rewriter, gather.getInput(), options, state);
+    if (failed(buffer))
+      return failure();
+    Location loc = op->getLoc();
+    ContiguousBuffer in = contiguous(rewriter, loc, *buffer);
+    auto resultType = gather.getResult().getType();
+    SmallVector<Value> dynamicSizes;
+    Value rows = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    for (int64_t d = 0; d < resultType.getRank(); ++d) {
+      if (d + 1 == resultType.getRank())
+        break;
+      Value size = memref::DimOp::create(rewriter, loc, *buffer, d);
+      if (resultType.isDynamicDim(d))
+        dynamicSizes.push_back(size);
+      rows = arith::MulIOp::create(rewriter, loc, rows, size);
+    }
+    auto outType = MemRefType::get(resultType.getShape(), resultType.getElementType());
+    Value out = memref::AllocOp::create(rewriter, loc, outType, dynamicSizes,
+                                        rewriter.getI64IntegerAttr(64));
+    ContiguousBuffer target = contiguous(rewriter, loc, out);
+    Type i64 = rewriter.getI64Type();
+    auto constant = [&](int64_t v) {
+      return arith::ConstantOp::create(rewriter, loc, rewriter.getI64IntegerAttr(v)).getResult();
+    };
+    auto ptr = LLVM::LLVMPointerType::get(op->getContext());
+    func::CallOp::create(
+        rewriter, loc, runtimeCallee(op, "moir_rt_all_gather_f32", {ptr, ptr, i64, i64, i64}),
+        ValueRange{in.pointer, target.pointer,
+                   arith::IndexCastOp::create(rewriter, loc, i64, rows).getResult(),
+                   constant(resultType.getShape().back()), constant(gather.getUnit())});
+    replaceOpWithBufferizedValues(rewriter, op, out);
+    return success();
+  }
+};
+
 /// moe.record_routing reads its ids and calls
 /// `void moir_rt_record_routing(const int32_t *ids, int64_t count,
 /// int64_t top_k, int64_t experts)`.
@@ -143,6 +199,7 @@ struct RecordRoutingBufferization
 void moir::host::registerCollectiveBufferization(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, moir::llm::LLMDialect *) {
     moir::llm::AllReduceOp::attachInterface<AllReduceBufferization>(*ctx);
+    moir::llm::AllGatherOp::attachInterface<AllGatherBufferization>(*ctx);
   });
   registry.addExtension(+[](MLIRContext *ctx, moir::moe::MoEDialect *) {
     moir::moe::RecordRoutingOp::attachInterface<RecordRoutingBufferization>(*ctx);

@@ -141,6 +141,16 @@ void moir_comm_finalize(moir_comm *c);
  * is resolved from libmoir_runtime.so when the runtime loads an artifact. */
 void moir_rt_all_reduce_sum_f32(float *data, int64_t count);
 
+/* Tensor parallelism's all-gather: `out` (rows x cols floats, row-major)
+ * gets every rank's columns. The cols columns are U = ceil(cols / unit)
+ * units of `unit` columns (the last may be shorter); rank r holds units
+ * [r * U / N, (r + 1) * U / N) (rounded down; N ranks), and passes in `in`
+ * its columns of every row (rows x its column count, row-major). Copies
+ * only: the values arrive bit for bit. Errors end the job as
+ * moir_rt_all_reduce_sum_f32's do. */
+void moir_rt_all_gather_f32(const float *in, float *out, int64_t rows, int64_t cols,
+                            int64_t unit);
+
 #ifdef __cplusplus
 }
 #endif

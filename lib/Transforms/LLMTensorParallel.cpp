@@ -1,0 +1,453 @@
+//===- LLMTensorParallel.cpp - one rank's heads and FFN columns ------------===//
+//
+// Tensor parallelism that reproduces the 1-rank numbers bit for bit. The
+// usual split (Megatron's) cuts o_proj and down_proj along their inputs and
+// adds the ranks' partial sums with an all-reduce: the sums then depend on
+// the rank count. Here every matrix is cut along its *outputs* only, so each
+// output element is one dot product over the whole input, computed on one
+// rank exactly as the 1-rank artifact computes it, and all-gathers copy the
+// ranks' columns together (copies, no arithmetic):
+//
+//   attention  q/k/v rows of this rank's heads -> per-head norm, RoPE, KV
+//              cache (of its KV heads only), attention -> all-gather heads
+//              -> o_proj rows of its share of the hidden size -> all-gather
+//   FFN        gate/up rows of its share of the intermediate size -> the
+//              activation -> all-gather -> down rows -> all-gather
+//   LM head    rows of its share of the vocabulary -> all-gather
+//
+// Four all-gathers per layer instead of Megatron's two all-reduces, of the
+// same sizes: the price of exactness. Weights, KV caches and the FLOPs of
+// every split matrix divide by the rank count.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LLM/IR/LLMOps.h"
+#include "MoIR/IR/MoIRDialect.h"
+#include "moir/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/STLExtras.h"
+
+namespace moir {
+#define GEN_PASS_DEF_LLMTENSORPARALLELPASS
+#include "moir/Transforms/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+using namespace moir;
+
+namespace {
+
+/// The first of `units` units rank `r` of `ranks` holds.
+int64_t firstUnit(int64_t r, int64_t units, int64_t ranks) { return r * units / ranks; }
+
+std::string layerLabel(Operation *op) {
+  if (std::optional<int64_t> layer = attrs::getLayer(op))
+    return "layer " + std::to_string(*layer);
+  return "the model";
+}
+
+/// `type` (a tensor or a quantized tensor) with dimension `dim` set to `size`.
+Type withDim(Type type, int64_t dim, int64_t size) {
+  if (auto tensor = dyn_cast<RankedTensorType>(type)) {
+    SmallVector<int64_t> shape(tensor.getShape());
+    shape[dim] = size;
+    return tensor.clone(shape);
+  }
+  auto q = cast<llm::QTensorType>(type);
+  SmallVector<int64_t> shape(q.getShape());
+  shape[dim] = size;
+  return llm::QTensorType::get(type.getContext(), shape, q.getStorageType(), q.getScheme());
+}
+
+void copyLayer(Operation *from, Operation *to) {
+  if (std::optional<int64_t> layer = attrs::getLayer(from))
+    attrs::setLayer(to, *layer);
+}
+
+struct Splitter {
+  int64_t ranks, rank;
+  std::string error;
+  Operation *errorAt = nullptr;
+
+  bool fail(Operation *op, const Twine &why) {
+    if (error.empty()) {
+      error = ("llm-tensor-parallel: " + layerLabel(op) + ": " + why).str();
+      errorAt = op;
+    }
+    return false;
+  }
+
+  /// Rows [a, b) of the weight (or bias) `w`: a weight-store view
+  /// "<name>[rows=a:b]", so the rank's artifact packs only those rows.
+  FailureOr<Value> rows(OpBuilder &b, Operation *user, Value w, int64_t a, int64_t e) {
+    Value source = w;
+    auto dequant = w.getDefiningOp<llm::DequantizeOp>();
+    if (dequant)
+      source = dequant.getInput();
+    auto weight = source.getDefiningOp<llm::WeightOp>();
+    if (!weight) {
+      fail(user, "a projection's weight is not one stored tensor: it cannot be split by rows");
+      return failure();
+    }
+    if (weight.getScaleName()) {
+      fail(user, "'" + weight.getName() + "' is quantized with a separate scale tensor ('" +
+                     *weight.getScaleName() +
+                     "', FP8/INT8/AWQ/GPTQ checkpoints): tensor parallelism splits float and "
+                     "GGUF weights only, not these yet");
+      return failure();
+    }
+    std::string name = (weight.getName() + "[rows=" + Twine(a) + ":" + Twine(e) + "]").str();
+    auto part = llm::WeightOp::create(b, weight.getLoc(), withDim(source.getType(), 0, e - a),
+                                      b.getStringAttr(name), StringAttr());
+    copyLayer(weight, part);
+    if (!dequant)
+      return part.getResult();
+    auto floats = llm::DequantizeOp::create(b, dequant.getLoc(), withDim(w.getType(), 0, e - a),
+                                            part.getResult());
+    copyLayer(dequant, floats);
+    return floats.getResult();
+  }
+
+  /// `linear` computing only its output rows [a, e) (same input).
+  FailureOr<llm::LinearOp> sliceLinear(llm::LinearOp linear, int64_t a, int64_t e) {
+    OpBuilder b(linear);
+    FailureOr<Value> w = rows(b, linear, linear.getWeight(), a, e);
+    if (failed(w))
+      return failure();
+    Value bias;
+    if (linear.getBias()) {
+      FailureOr<Value> part = rows(b, linear, linear.getBias(), a, e);
+      if (failed(part))
+        return failure();
+      bias = *part;
+    }
+    auto type = cast<RankedTensorType>(linear.getType());
+    auto sliced = llm::LinearOp::create(b, linear.getLoc(), withDim(type, type.getRank() - 1, e - a),
+                                        linear.getInput(), *w, bias, linear.getPreciseAttr());
+    sliced->setDiscardableAttrs(linear->getDiscardableAttrDictionary());
+    return sliced;
+  }
+
+  /// The columns per unit to split `size` columns in: the widest of 64
+  /// (the CPU kernels' block of weight rows), 32, ..., 1 that still gives
+  /// every rank a unit. Split points on block boundaries give each rank the
+  /// tiles the 1-rank kernel runs over the same rows, so the numbers agree.
+  int64_t unitOf(int64_t size) {
+    for (int64_t unit : {64, 32, 16, 8, 4, 2})
+      if ((size + unit - 1) / unit >= ranks)
+        return unit;
+    return 1;
+  }
+
+  /// `all_gather(value)` of this rank's columns of `full`, units of `unit`.
+  Value gather(OpBuilder &b, Operation *at, Value value, RankedTensorType full, int64_t unit) {
+    auto all = llm::AllGatherOp::create(b, at->getLoc(), full, value, b.getI64IntegerAttr(unit),
+                                        b.getI64IntegerAttr(rank), b.getI64IntegerAttr(ranks));
+    copyLayer(at, all);
+    return all.getResult();
+  }
+
+  int64_t firstColumn(int64_t r, int64_t cols, int64_t unit) {
+    return llm::AllGatherOp::firstColumn(r, cols, unit, ranks);
+  }
+
+  /// `linear`'s output rows split over the ranks and gathered back.
+  bool splitOutputs(llm::LinearOp linear) {
+    auto type = cast<RankedTensorType>(linear.getType());
+    int64_t n = type.getShape().back();
+    if (ShapedType::isDynamic(n) || n < ranks)
+      return fail(linear, "a projection with " + Twine(n) + " outputs cannot be split over " +
+                              Twine(ranks) + " ranks");
+    int64_t unit = unitOf(n);
+    FailureOr<llm::LinearOp> mine =
+        sliceLinear(linear, firstColumn(rank, n, unit), firstColumn(rank + 1, n, unit));
+    if (failed(mine))
+      return false;
+    OpBuilder b(linear);
+    Value all = gather(b, linear, mine->getResult(), type, unit);
+    linear.getResult().replaceAllUsesWith(all);
+    linear.erase();
+    return true;
+  }
+
+  /// The projection behind a [T, H, D] attention operand: the chain of
+  /// per-head ops (RMSNorm over D, RoPE), the expand_shape from [T, H*D] and
+  /// the linear, or a failure naming what stands in the way.
+  struct HeadChain {
+    SmallVector<Operation *> perHead;
+    tensor::ExpandShapeOp expand;
+    llm::LinearOp linear;
+  };
+  FailureOr<HeadChain> headChain(Operation *attention, Value v) {
+    HeadChain chain;
+    while (true) {
+      Operation *def = v.getDefiningOp();
+      if (!def || !v.hasOneUse()) {
+        fail(attention, "an attention operand is not a projection reshaped into heads, used "
+                        "only by the attention");
+        return failure();
+      }
+      if (auto rope = dyn_cast<llm::RopeOp>(def)) {
+        chain.perHead.push_back(def);
+        v = rope.getInput();
+      } else if (auto norm = dyn_cast<llm::RMSNormOp>(def);
+                 norm && cast<RankedTensorType>(norm.getType()).getRank() == 3) {
+        chain.perHead.push_back(def);
+        v = norm.getInput();
+      } else if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def);
+                 expand && expand.getSrcType().getRank() == 2 &&
+                 expand.getResultType().getRank() == 3) {
+        chain.expand = expand;
+        chain.linear = expand.getSrc().getDefiningOp<llm::LinearOp>();
+        if (!chain.linear || !expand.getSrc().hasOneUse()) {
+          fail(attention, "the heads are not reshaped from one projection's output");
+          return failure();
+        }
+        return chain;
+      } else {
+        fail(attention, "'" + def->getName().getStringRef() +
+                            "' between a projection and the attention is not known to be per head");
+        return failure();
+      }
+    }
+  }
+
+  /// `chain` computing only heads [a, e): the projection's rows of those
+  /// heads, and every op of the chain on the smaller shape. Returns the new
+  /// value at the chain's end.
+  FailureOr<Value> sliceHeads(HeadChain &chain, int64_t a, int64_t e) {
+    int64_t d = chain.expand.getResultType().getDimSize(2);
+    FailureOr<llm::LinearOp> mine = sliceLinear(chain.linear, a * d, e * d);
+    if (failed(mine))
+      return failure();
+    OpBuilder b(chain.expand);
+    SmallVector<OpFoldResult> shape = chain.expand.getMixedOutputShape();
+    shape[1] = b.getIndexAttr(e - a);
+    auto expand = tensor::ExpandShapeOp::create(
+        b, chain.expand.getLoc(), withDim(chain.expand.getResultType(), 1, e - a),
+        mine->getResult(), chain.expand.getReassociationIndices(), shape);
+    expand->setDiscardableAttrs(chain.expand->getDiscardableAttrDictionary());
+    chain.expand.getResult().replaceAllUsesWith(expand.getResult());
+    chain.expand.erase();
+    chain.linear.erase();
+    Value v = expand.getResult();
+    // Per-head ops keep their operands' type: retype them in order.
+    for (Operation *op : llvm::reverse(chain.perHead)) {
+      op->getResult(0).setType(withDim(op->getResult(0).getType(), 1, e - a));
+      v = op->getResult(0);
+    }
+    return v;
+  }
+
+  /// The KV heads [ka, ke) the query heads [qa, qe) read, if the attention
+  /// op's grouping (local query head j reads local KV head j / (q / kv))
+  /// still holds on the slice.
+  static bool kvRange(int64_t qa, int64_t qe, int64_t group, int64_t &ka, int64_t &ke) {
+    ka = qa / group;
+    ke = (qe - 1) / group + 1;
+    int64_t q = qe - qa, kv = ke - ka;
+    if (q % kv != 0)
+      return false;
+    for (int64_t j = 0; j < q; ++j)
+      if ((qa + j) / group - ka != j / (q / kv))
+        return false;
+    return true;
+  }
+
+  bool splitAttention(llm::AttentionOp attention, func::FuncOp func) {
+    auto qType = cast<RankedTensorType>(attention.getQuery().getType());
+    int64_t heads = qType.getDimSize(1);
+    auto kUpdate = attention.getKey().getDefiningOp<llm::KVCacheUpdateOp>();
+    auto vUpdate = attention.getValue().getDefiningOp<llm::KVCacheUpdateOp>();
+    if (!kUpdate || !vUpdate)
+      return fail(attention, "the attention does not read a KV cache this step updates");
+    int64_t kvHeads = cast<ShapedType>(kUpdate.getType()).getDimSize(1);
+    if (heads < ranks)
+      return fail(attention, "its " + Twine(heads) + " attention heads cannot be split over " +
+                                 Twine(ranks) + " ranks");
+    if (kvHeads < 1 || heads % kvHeads != 0)
+      return fail(attention, "query heads are not a multiple of KV heads");
+    // With at least a KV head per rank, whole groups (a KV head and the
+    // query heads that read it) split; else query heads split and each rank
+    // keeps the KV heads they read, replicated over ranks.
+    int64_t group = heads / kvHeads, units = kvHeads >= ranks ? kvHeads : heads;
+    int64_t unitHeads = kvHeads >= ranks ? group : 1;
+    int64_t qa = firstUnit(rank, units, ranks) * unitHeads,
+            qe = firstUnit(rank + 1, units, ranks) * unitHeads;
+    int64_t ka = 0, ke = 0;
+    if (!kvRange(qa, qe, group, ka, ke))
+      return fail(attention, "query heads " + Twine(qa) + " to " + Twine(qe - 1) + " of rank " +
+                                 Twine(rank) + " do not read whole groups of the " +
+                                 Twine(kvHeads) + " KV heads (" + Twine(heads) +
+                                 " query heads); choose a rank count that divides the heads");
+    // Each cache: a function argument, updated here and read by this
+    // attention only (and returned).
+    SmallVector<std::pair<llm::KVCacheUpdateOp, HeadChain>> caches;
+    for (llm::KVCacheUpdateOp update : {kUpdate, vUpdate}) {
+      auto arg = dyn_cast<BlockArgument>(update.getCache());
+      if (!arg || !arg.hasOneUse())
+        return fail(attention, "a KV cache is not an entry argument of its own");
+      for (Operation *user : update->getUsers())
+        if (user != attention && !isa<func::ReturnOp>(user))
+          return fail(attention, "a KV cache is read by more than this attention");
+      FailureOr<HeadChain> chain = headChain(attention, update.getUpdate());
+      if (failed(chain))
+        return false;
+      caches.push_back({update, *chain});
+    }
+    FailureOr<HeadChain> query = headChain(attention, attention.getQuery());
+    if (failed(query))
+      return false;
+    // The output: [T, H, D] -> collapse -> o_proj.
+    if (!attention->hasOneUse())
+      return fail(attention, "the attention's output has more than one user");
+    auto collapse = dyn_cast<tensor::CollapseShapeOp>(*attention->getUsers().begin());
+    if (!collapse || collapse.getResultType().getRank() != 2 || !collapse->hasOneUse())
+      return fail(attention, "the attention's output is not flattened for one projection");
+    auto out = dyn_cast<llm::LinearOp>(*collapse->getUsers().begin());
+    if (!out || out.getInput() != collapse.getResult())
+      return fail(attention, "the attention's output does not feed a projection");
+
+    // Everything matched: rewrite.
+    FailureOr<Value> q = sliceHeads(*query, qa, qe);
+    if (failed(q))
+      return false;
+    for (auto &[update, chain] : caches) {
+      FailureOr<Value> rows = sliceHeads(chain, ka, ke);
+      if (failed(rows))
+        return false;
+      auto arg = cast<BlockArgument>(update.getCache());
+      arg.setType(withDim(arg.getType(), 1, ke - ka));
+      cast<Value>(update.getResult()).setType(arg.getType());
+    }
+    cast<Value>(attention.getResult()).setType(withDim(attention.getType(), 1, qe - qa));
+    OpBuilder b(collapse);
+    auto flat = tensor::CollapseShapeOp::create(b, collapse.getLoc(), attention.getResult(),
+                                                collapse.getReassociationIndices());
+    flat->setDiscardableAttrs(collapse->getDiscardableAttrDictionary());
+    int64_t headDim = qType.getDimSize(2);
+    Value all = gather(b, collapse, flat.getResult(), collapse.getResultType(),
+                       unitHeads * headDim);
+    collapse.getResult().replaceAllUsesWith(all);
+    collapse.erase();
+    (void)func;
+    return splitOutputs(out);
+  }
+
+  /// An FFN: `down` reads an element-wise activation (GLU, activation,
+  /// xIELU) of projections of one input. Those projections' rows split, the
+  /// activation runs on the rank's columns, and the columns are gathered for
+  /// down, whose rows split in turn.
+  bool splitFFN(llm::LinearOp down) {
+    Operation *act = down.getInput().getDefiningOp();
+    if (!act || !isa<llm::GLUOp, llm::ActivationOp, llm::XIELUOp>(act) || !act->hasOneUse())
+      return false;
+    auto type = cast<RankedTensorType>(act->getResult(0).getType());
+    SmallVector<llm::LinearOp> projections;
+    SmallVector<unsigned> slots;
+    for (OpOperand &operand : act->getOpOperands()) {
+      if (operand.get().getType() != type)
+        continue; // xIELU's scalar parameters
+      auto linear = operand.get().getDefiningOp<llm::LinearOp>();
+      if (!linear || !linear->hasOneUse())
+        return false;
+      if (!projections.empty() && linear.getInput() != projections.front().getInput())
+        return false;
+      projections.push_back(linear);
+      slots.push_back(operand.getOperandNumber());
+    }
+    if (projections.empty())
+      return false;
+    int64_t n = type.getShape().back();
+    if (ShapedType::isDynamic(n) || n < ranks)
+      return fail(down, "an FFN of " + Twine(n) + " columns cannot be split over " +
+                            Twine(ranks) + " ranks");
+    int64_t unit = unitOf(n);
+    int64_t a = firstColumn(rank, n, unit), e = firstColumn(rank + 1, n, unit);
+    for (auto [linear, slot] : llvm::zip(projections, slots)) {
+      FailureOr<llm::LinearOp> mine = sliceLinear(linear, a, e);
+      if (failed(mine))
+        return false;
+      act->setOperand(slot, mine->getResult());
+      linear.erase();
+    }
+    act->getResult(0).setType(withDim(type, type.getRank() - 1, e - a));
+    OpBuilder b(down);
+    Value all = gather(b, act, act->getResult(0), type, unit);
+    down.getInputMutable().assign(all);
+    return splitOutputs(down);
+  }
+
+  bool run(func::FuncOp func) {
+    SmallVector<llm::AttentionOp> attentions;
+    func.walk([&](llm::AttentionOp attention) { attentions.push_back(attention); });
+    int64_t split = 0;
+    for (llm::AttentionOp attention : attentions) {
+      if (!splitAttention(attention, func))
+        return false;
+      ++split;
+    }
+    // (Collected after the attentions: splitting them replaced projections.)
+    SmallVector<llm::LinearOp> linears;
+    func.walk([&](llm::LinearOp linear) { linears.push_back(linear); });
+    // FFNs, then the LM head: the projection that makes the logits (the
+    // function's first result) when its weight is its own (a weight tied to
+    // the embedding is held whole for the lookup anyway).
+    auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+    for (llm::LinearOp linear : linears) {
+      // splitFFN erases the projections it slices, all before `linear`
+      // (the down projection) in this list: only visited ones go.
+      if (!linear.getInput().getDefiningOp() ||
+          !isa<llm::GLUOp, llm::ActivationOp, llm::XIELUOp>(linear.getInput().getDefiningOp()))
+        continue;
+      if (!splitFFN(linear)) {
+        if (!error.empty())
+          return false;
+        continue;
+      }
+      ++split;
+    }
+    if (ret.getNumOperands() > 0)
+      if (auto head = ret.getOperand(0).getDefiningOp<llm::LinearOp>();
+          head && head.getWeight().hasOneUse() && head->hasOneUse()) {
+        if (!splitOutputs(head))
+          return false;
+        ++split;
+      }
+    if (split == 0)
+      return fail(func, "found no attention or FFN it can split (MLA attention is not split "
+                        "yet)");
+    // The KV caches' argument types changed: so did the function's.
+    func.setType(FunctionType::get(func.getContext(), func.getBody().front().getArgumentTypes(),
+                                   ret.getOperandTypes()));
+    return true;
+  }
+};
+
+struct LLMTensorParallelPass
+    : moir::impl::LLMTensorParallelPassBase<LLMTensorParallelPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    if (ranks < 2 || rank < 0 || rank >= ranks) {
+      getOperation().emitError() << "llm-tensor-parallel: needs ranks >= 2 and 0 <= rank < ranks, "
+                                    "got ranks="
+                                 << ranks << " rank=" << rank;
+      return signalPassFailure();
+    }
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
+      if (func.isExternal())
+        continue;
+      Splitter splitter{ranks, rank, {}};
+      if (!splitter.run(func)) {
+        (splitter.errorAt ? splitter.errorAt : func.getOperation())->emitError() << splitter.error;
+        return signalPassFailure();
+      }
+    }
+  }
+};
+
+} // namespace
