@@ -131,12 +131,17 @@ struct Splitter {
     return sliced;
   }
 
-  /// The columns per unit to split `size` columns in: the widest of 64
-  /// (the CPU kernels' block of weight rows), 32, ..., 1 that still gives
-  /// every rank a unit. Split points on block boundaries give each rank the
-  /// tiles the 1-rank kernel runs over the same rows, so the numbers agree.
+  /// The columns per unit to split `size` columns in: the widest of 64,
+  /// 32, 16 and 8 that gives every rank at least 4 units (so the ranks'
+  /// shares differ by at most a quarter), else 4, 2 or 1 with a unit per
+  /// rank. Split points on multiples of 8 keep the CPU kernels' tiles of
+  /// weight rows (4 rows; int8 kernels interleave up to 8) where the 1-rank
+  /// kernel has them, so each output is computed the same way.
   int64_t unitOf(int64_t size) {
-    for (int64_t unit : {64, 32, 16, 8, 4, 2})
+    for (int64_t unit : {64, 32, 16, 8})
+      if ((size + unit - 1) / unit >= 4 * ranks)
+        return unit;
+    for (int64_t unit : {4, 2})
       if ((size + unit - 1) / unit >= ranks)
         return unit;
     return 1;
@@ -242,21 +247,6 @@ struct Splitter {
     return v;
   }
 
-  /// The KV heads [ka, ke) the query heads [qa, qe) read, if the attention
-  /// op's grouping (local query head j reads local KV head j / (q / kv))
-  /// still holds on the slice.
-  static bool kvRange(int64_t qa, int64_t qe, int64_t group, int64_t &ka, int64_t &ke) {
-    ka = qa / group;
-    ke = (qe - 1) / group + 1;
-    int64_t q = qe - qa, kv = ke - ka;
-    if (q % kv != 0)
-      return false;
-    for (int64_t j = 0; j < q; ++j)
-      if ((qa + j) / group - ka != j / (q / kv))
-        return false;
-    return true;
-  }
-
   bool splitAttention(llm::AttentionOp attention, func::FuncOp func) {
     auto qType = cast<RankedTensorType>(attention.getQuery().getType());
     int64_t heads = qType.getDimSize(1);
@@ -265,24 +255,22 @@ struct Splitter {
     if (!kUpdate || !vUpdate)
       return fail(attention, "the attention does not read a KV cache this step updates");
     int64_t kvHeads = cast<ShapedType>(kUpdate.getType()).getDimSize(1);
-    if (heads < ranks)
-      return fail(attention, "its " + Twine(heads) + " attention heads cannot be split over " +
-                                 Twine(ranks) + " ranks");
     if (kvHeads < 1 || heads % kvHeads != 0)
       return fail(attention, "query heads are not a multiple of KV heads");
-    // With at least a KV head per rank, whole groups (a KV head and the
-    // query heads that read it) split; else query heads split and each rank
-    // keeps the KV heads they read, replicated over ranks.
-    int64_t group = heads / kvHeads, units = kvHeads >= ranks ? kvHeads : heads;
-    int64_t unitHeads = kvHeads >= ranks ? group : 1;
-    int64_t qa = firstUnit(rank, units, ranks) * unitHeads,
-            qe = firstUnit(rank + 1, units, ranks) * unitHeads;
-    int64_t ka = 0, ke = 0;
-    if (!kvRange(qa, qe, group, ka, ke))
-      return fail(attention, "query heads " + Twine(qa) + " to " + Twine(qe - 1) + " of rank " +
-                                 Twine(rank) + " do not read whole groups of the " +
-                                 Twine(kvHeads) + " KV heads (" + Twine(heads) +
-                                 " query heads); choose a rank count that divides the heads");
+    // Whole groups (a KV head and the query heads that read it) split over
+    // the ranks. Splitting a group's query heads over ranks (replicating
+    // its KV head, as vLLM does past the KV head count) would change the
+    // attention kernel's blocks, which hold a group's heads together, and
+    // with them the last bits: refused, to keep the numbers the 1-rank ones.
+    if (kvHeads < ranks)
+      return fail(attention, "has " + Twine(kvHeads) + " KV heads, fewer than the " +
+                                 Twine(ranks) + " ranks: every rank needs whole query groups "
+                                 "(a KV head and its " + Twine(heads / kvHeads) +
+                                 " query heads) for the 1-rank numbers; use at most " +
+                                 Twine(kvHeads) + " ranks");
+    int64_t group = heads / kvHeads;
+    int64_t ka = firstUnit(rank, kvHeads, ranks), ke = firstUnit(rank + 1, kvHeads, ranks);
+    int64_t qa = ka * group, qe = ke * group;
     // Each cache: a function argument, updated here and read by this
     // attention only (and returned).
     SmallVector<std::pair<llm::KVCacheUpdateOp, HeadChain>> caches;
@@ -330,7 +318,7 @@ struct Splitter {
     flat->setDiscardableAttrs(collapse->getDiscardableAttrDictionary());
     int64_t headDim = qType.getDimSize(2);
     Value all = gather(b, collapse, flat.getResult(), collapse.getResultType(),
-                       unitHeads * headDim);
+                       group * headDim);
     collapse.getResult().replaceAllUsesWith(all);
     collapse.erase();
     (void)func;

@@ -2,7 +2,8 @@
 //
 // moir-make-model OUT_DIR [--shape mixtral-demo|mixtral-bench|deepseek-v2-lite-bench|
 //                                  mixtral-tiny|mistral-tiny|deepseek-tiny|
-//                                  mixtral-quant-tiny|mistral-quant-tiny]
+//                                  mixtral-quant-tiny|mistral-quant-tiny|
+//                                  mistral-tp-tiny|mistral-bench]
 //                         [--dtype bf16|f32] [--seed N] [--sliding-window N] [--layers N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
@@ -57,6 +58,12 @@ const Shape kShapes[] = {
     // can flip), and every expert sees the prompt's rows.
     {"mixtral-quant-tiny", "MixtralForCausalLM", 96, 2, 3, 1, 160, 4, 4, 301},
     {"mistral-quant-tiny", "MistralForCausalLM", 96, 2, 3, 1, 160, 0, 0, 301},
+    // Tensor parallelism over up to 4 ranks: 8 query heads on 4 KV heads
+    // (head dim 16), an FFN of 200 and 301 vocabulary rows, both left with
+    // columns after the splits' 8-wide units.
+    {"mistral-tp-tiny", "MistralForCausalLM", 128, 2, 8, 4, 200, 0, 0, 301},
+    // Dense, Mistral-7B-like proportions at the benchmark models' size.
+    {"mistral-bench", "MistralForCausalLM", 1024, 8, 16, 4, 2816, 0, 0, 32000},
 };
 
 struct Tensor {

@@ -177,13 +177,14 @@ def LLMTensorParallelPass : Pass<"llm-tensor-parallel", "::mlir::ModuleOp"> {
     count (the usual split along o_proj's and down_proj's inputs would add
     partial sums in a rank-dependent order).
 
-    - Attention (`llm.attention` over KV caches): the rank keeps query heads
-      `[rank * H / ranks, (rank + 1) * H / ranks)` and the KV heads they read
-      (replicated when there are fewer KV heads than ranks), so q/k/v keep
-      those heads' rows, per-head RMSNorm and RoPE run on them, the KV caches
-      (entry arguments) shrink to the rank's KV heads, and the heads are
-      gathered before o_proj. A rank count whose query-head split cuts
-      through a KV group the attention op cannot express is refused.
+    - Attention (`llm.attention` over KV caches): the rank keeps KV heads
+      `[rank * KV / ranks, (rank + 1) * KV / ranks)` and the query heads
+      that read them (whole groups), so q/k/v keep those heads' rows,
+      per-head RMSNorm and RoPE run on them, the KV caches (entry arguments)
+      shrink to the rank's KV heads, and the heads are gathered before
+      o_proj. Fewer KV heads than ranks is refused: splitting a group's
+      query heads would change the attention kernel's blocks (a group's
+      heads go together) and with them the last bits.
     - o_proj, and the down projection of an FFN (`llm.glu`,
       `llm.activation` or `llm.xielu` of projections of one input): output
       rows split, then gathered; the FFN's projections' rows split, the
