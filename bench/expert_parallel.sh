@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Expert parallelism on this machine (a benchmark, not a test): the
-# Mixtral-shaped (hidden 1024, 8 layers, 8 experts top-2, FFN 2816) and
+# Expert and tensor parallelism on this machine (a benchmark, not a test):
+# the Mixtral-shaped (hidden 1024, 8 layers, 8 experts top-2, FFN 2816) and
 # DeepSeek-V2-Lite-shaped (27 layers, 64 experts top-6, 2 shared) bf16 models
-# compiled for 1, 2 and 4 ranks (moirc --expert-parallel), then run
+# compiled for 1, 2 and 4 ranks (moirc --expert-parallel), and the dense
+# mistral-bench shape (16 heads on 4 KV heads, FFN 2816, vocabulary 32000)
+# with moirc --tensor-parallel (any mistral-* shape), then run
 # interleaved, REPEAT rounds (default 3): prefill of a 512-token prompt and 64
 # decode steps, each rank's peak resident memory (GNU time) and the
 # compile's time and peak memory. The cores are shared out: each of N ranks
 # gets MOIR_NUM_THREADS = max(1, cores / N), so 4 ranks on a 2-core machine
 # are oversubscribed. One JSON line per run, then the medians per rank count.
 #
-#   bench/expert_parallel.sh [shape ...]   (default: mixtral-bench deepseek-v2-lite-bench)
+#   bench/expert_parallel.sh [shape ...]
+#   (default: mixtral-bench deepseek-v2-lite-bench mistral-bench)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 models="$build/models"
 mkdir -p "$models"
 shapes=("$@")
-[ ${#shapes[@]} -eq 0 ] && shapes=(mixtral-bench deepseek-v2-lite-bench)
+[ ${#shapes[@]} -eq 0 ] && shapes=(mixtral-bench deepseek-v2-lite-bench mistral-bench)
 ranks_list=(${RANKS:-1 2 4})
 cores=$(nproc)
 prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
@@ -32,12 +35,14 @@ for shape in "${shapes[@]}"; do
     out="$dir.ep$n"
     [ "$n" = 1 ] && out="$dir.ep1.moir"
     flags=()
-    [ "$n" = 1 ] || flags=(--expert-parallel="$n")
+    split=expert
+    case "$shape" in mistral-*) split=tensor ;; esac
+    [ "$n" = 1 ] || flags=(--$split-parallel="$n")
     rm -rf "$out"
     stats=$( { /usr/bin/time -f "%e %M" "$build/bin/moirc" "$dir" --target=cpu --cpu=native \
                --cache-capacity=1024 "${flags[@]}" -o "$out" >/dev/null; } 2>&1 | tail -1)
     bytes=$(du -sb "$out" | cut -f1)
-    echo "{\"model\": \"$shape\", \"ranks\": $n, \"compile_s\": ${stats% *}, \"compile_peak_rss_kb\": ${stats#* }, \"artifact_bytes\": $bytes}"
+    echo "{\"model\": \"$shape\", \"split\": \"$split\", \"ranks\": $n, \"compile_s\": ${stats% *}, \"compile_peak_rss_kb\": ${stats#* }, \"artifact_bytes\": $bytes}"
   done
   for _ in $(seq "${REPEAT:-3}"); do
     for n in "${ranks_list[@]}"; do
