@@ -43,8 +43,16 @@ std::string dtypeName(mlir::Type type) {
 Error fail(const Twine &message) { return createStringError(inconvertibleErrorCode(), message); }
 
 /// What a decode step reads of each weight, keyed by the names it holds:
-/// (fraction read per token, gathered by token id).
-using DecodeReads = llvm::StringMap<std::pair<double, bool>>;
+/// the fraction read per token, whether rows are gathered by token id, and
+/// for an expert stack its MoE layer (the k-th, as routing profiles count
+/// them) and the layer's experts its leading dimension holds.
+struct DecodeRead {
+  double fraction = 1.0;
+  bool gathered = false;
+  int64_t moeLayer = -1;
+  SmallVector<int64_t> experts;
+};
+using DecodeReads = llvm::StringMap<DecodeRead>;
 
 /// From the graph phase: embeddings read one row per token, expert stacks
 /// top-k of their experts.
@@ -55,26 +63,39 @@ DecodeReads decodeReads(ModuleOp module) {
       return llvm::join(ref.getWeightNames(), ",");
     return "";
   };
+  int64_t moeLayer = 0;
   module.walk([&](Operation *op) {
     if (auto embedding = dyn_cast<llm::EmbeddingOp>(op))
-      reads[key(embedding.getTable())] = {1.0, true};
+      reads[key(embedding.getTable())] = {1.0, true, -1, {}};
     // A decode step reads top-k (the ids' width) of each expert stack.
     // (A rank's share of the experts, moe.expert_rows, reads top-k of the
     // layer's experts' share of them: the same fraction of its stacks.)
     auto stacks = [&](mlir::Value ids, std::initializer_list<mlir::Value> weights,
-                      int64_t layerExperts = 0) {
-      double experts = static_cast<double>(
-          layerExperts ? layerExperts : llm::getWeightShape(weights.begin()->getType())[0]);
+                      int64_t layerExperts = 0, ArrayRef<int64_t> held = {}) {
+      int64_t stacked = llm::getWeightShape(weights.begin()->getType())[0];
+      double experts = static_cast<double>(layerExperts ? layerExperts : stacked);
       double fraction =
           static_cast<double>(cast<RankedTensorType>(ids.getType()).getDimSize(1)) / experts;
+      DecodeRead read{fraction, false, moeLayer++, {}};
+      if (held.empty())
+        for (int64_t e = 0; e < stacked; ++e)
+          read.experts.push_back(e);
+      else
+        read.experts.assign(held.begin(), held.end());
       for (mlir::Value w : weights)
-        reads[key(w)] = {fraction, false};
+        reads[key(w)] = read;
     };
     if (auto fused = dyn_cast<moe::FusedExpertsOp>(op))
       stacks(fused.getIds(), {fused.getGate(), fused.getUp(), fused.getDown()});
-    if (auto rows = dyn_cast<moe::ExpertRowsOp>(op))
+    if (auto rows = dyn_cast<moe::ExpertRowsOp>(op)) {
+      // The rank's routed experts, ascending: its stacks' order.
+      SmallVector<int64_t> held;
+      for (auto [e, owner] : llvm::enumerate(rows.getOwners()))
+        if (static_cast<int64_t>(e) < rows.getNumRoutedExperts() && owner == rows.getRank())
+          held.push_back(static_cast<int64_t>(e));
       stacks(rows.getIds(), {rows.getGate(), rows.getUp(), rows.getDown()},
-             rows.getNumRoutedExperts());
+             rows.getNumRoutedExperts(), held);
+    }
     if (auto ffn = dyn_cast<moe::ExpertFFNOp>(op))
       if (auto dispatch = ffn.getRows().getDefiningOp<moe::DispatchOp>())
         stacks(dispatch.getIds(), {ffn.getGate(), ffn.getUp(), ffn.getDown()});
@@ -115,8 +136,12 @@ Expected<ArtifactInfo> describeEntry(ModuleOp module, const DecodeReads &reads) 
       if (StringAttr packing = entry.getPacking())
         arg.packing = packing.getValue().str();
       auto it = reads.find(llvm::join(arg.names, ","));
-      if (it != reads.end())
-        std::tie(arg.decodeFraction, arg.gathered) = it->second;
+      if (it != reads.end()) {
+        arg.decodeFraction = it->second.fraction;
+        arg.gathered = it->second.gathered;
+        arg.moeLayer = it->second.moeLayer;
+        arg.experts.assign(it->second.experts.begin(), it->second.experts.end());
+      }
     }
     info.args.push_back(std::move(arg));
   }
@@ -304,6 +329,10 @@ Error compileOneArtifact(ModuleOp module, const frontend::WeightStore &store,
     info.parallelKind = options.graph.expertParallel > 1 && options.graph.tensorParallel > 1
                             ? "experts+tensor"
                             : options.graph.expertParallel > 1 ? "experts" : "tensor";
+  }
+  if (!options.graph.expertResidentBudget.empty()) {
+    info.residentBudget = parseByteSize(options.graph.expertResidentBudget).value_or(0);
+    info.expertLoads = options.graph.expertLoads;
   }
   Expected<std::string> code = backend.serialize(module, options, info);
   if (!code)

@@ -6,6 +6,8 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/Twine.h"
 
+#include <limits>
+
 using namespace llvm;
 
 namespace moir {
@@ -58,6 +60,21 @@ bool optionAppliesTo(StringRef targets, StringRef target) {
   return llvm::is_contained(list, target);
 }
 
+std::optional<uint64_t> parseByteSize(StringRef text) {
+  uint64_t scale = 1;
+  if (text.consume_back("K") || text.consume_back("k"))
+    scale = 1ull << 10;
+  else if (text.consume_back("M"))
+    scale = 1ull << 20;
+  else if (text.consume_back("G"))
+    scale = 1ull << 30;
+  uint64_t value = 0;
+  if (text.empty() || text.getAsInteger(10, value) || value == 0 ||
+      value > std::numeric_limits<uint64_t>::max() / scale)
+    return std::nullopt;
+  return value * scale;
+}
+
 Error validateOptions(const CompileOptions &options) {
   // The import section is checked by the importer (importModel) and the
   // GPU chip, toolkit and code object by the vendor's validate(); these are
@@ -80,9 +97,16 @@ Error validateOptions(const CompileOptions &options) {
   if (rank < -1 || rank >= ranks)
     return bad("--parallel-rank must be -1 (every rank) or below the rank count (" +
                Twine(ranks) + "), got " + Twine(rank));
-  if (!options.graph.expertPlacement.empty() && experts == 1)
+  StringRef budget = options.graph.expertResidentBudget;
+  if (!budget.empty() && !parseByteSize(budget))
+    return bad("--expert-resident-budget takes a size in bytes with an optional K, M or G "
+               "suffix (powers of 1024), e.g. 800M; got '" + budget + "'");
+  if (!budget.empty() && options.graph.expertPlacement.empty())
+    return bad("--expert-resident-budget keeps the most chosen experts resident: it needs "
+               "routing profiles (--expert-placement=FILE from moir-run --record-routing)");
+  if (!options.graph.expertPlacement.empty() && experts == 1 && budget.empty())
     return bad("--expert-placement places experts over ranks: it needs --expert-parallel=N, "
-               "N > 1");
+               "N > 1 (or --expert-resident-budget)");
   // Each rank packs only its experts: one rank's dump would hold part of the
   // model, and the ranks would write it in turn.
   if (ranks > 1 && !options.dequantizedWeightsPath.empty())

@@ -12,7 +12,10 @@
 #include "llvm/Support/Signals.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <set>
 #include <vector>
 
 using namespace llvm;
@@ -76,6 +79,89 @@ std::optional<PackedArg> parsePacking(const ArtifactArg &arg) {
     result.cols = arg.shape[arg.shape.size() - 2] * format->group;
   return result;
 }
+} // namespace
+
+namespace {
+
+/// `experts resident|paged <offset> <bytes>` lines: the most chosen experts
+/// (by the routing profile's counts, across layers) whose weights fit the
+/// budget stay resident (the runtime maps them in at load and locks them),
+/// the others' bytes are read from the file when a token is routed to them.
+/// Prints what it chose to stderr.
+template <typename Regions>
+void writeResidency(raw_ostream &m, const ArtifactInfo &info, const Regions &regions) {
+  std::map<int64_t, std::vector<uint64_t>> loads;
+  SmallVector<StringRef> layers;
+  StringRef(info.expertLoads).split(layers, ';', -1, /*KeepEmpty=*/false);
+  for (StringRef entry : layers) {
+    auto [layer, counts] = entry.split('=');
+    int64_t k = 0;
+    if (layer.trim().getAsInteger(10, k))
+      continue;
+    SmallVector<StringRef> values;
+    counts.split(values, ',');
+    for (StringRef v : values) {
+      uint64_t c = 0;
+      (void)v.trim().getAsInteger(10, c);
+      loads[k].push_back(c);
+    }
+  }
+  auto loadOf = [&](int64_t layer, int64_t expert) -> uint64_t {
+    auto it = loads.find(layer);
+    return it != loads.end() && expert < static_cast<int64_t>(it->second.size())
+               ? it->second[expert]
+               : 0;
+  };
+  // Each (layer, expert)'s bytes over its stacks (gate, up, down, packed parts).
+  std::map<std::pair<int64_t, int64_t>, uint64_t> bytesOf;
+  auto split = [&](const ArtifactArg &arg, size_t i) {
+    int64_t n = static_cast<int64_t>(arg.experts.size());
+    return arg.kind == "weight" && arg.moeLayer >= 0 && n > 0 && !arg.shape.empty() &&
+           arg.shape[0] == n && regions[i].bytes % static_cast<uint64_t>(n) == 0;
+  };
+  for (auto [i, arg] : llvm::enumerate(info.args))
+    if (split(arg, i))
+      for (int64_t e : arg.experts)
+        bytesOf[{arg.moeLayer, e}] += regions[i].bytes / arg.experts.size();
+  std::vector<std::pair<int64_t, int64_t>> order;
+  for (const auto &entry : bytesOf)
+    order.push_back(entry.first);
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
+    return loadOf(a.first, a.second) > loadOf(b.first, b.second);
+  });
+  std::set<std::pair<int64_t, int64_t>> resident;
+  uint64_t used = 0, all = 0, chosen = 0, total = 0;
+  for (auto key : order) {
+    all += bytesOf[key];
+    total += loadOf(key.first, key.second);
+    if (used + bytesOf[key] <= info.residentBudget) {
+      used += bytesOf[key];
+      chosen += loadOf(key.first, key.second);
+      resident.insert(key);
+    }
+  }
+  for (auto [i, arg] : llvm::enumerate(info.args)) {
+    if (!split(arg, i))
+      continue;
+    uint64_t per = regions[i].bytes / arg.experts.size(), start = regions[i].offset;
+    for (size_t j = 0; j < arg.experts.size();) {
+      bool keep = resident.count({arg.moeLayer, arg.experts[j]});
+      size_t end = j;
+      while (end < arg.experts.size() && resident.count({arg.moeLayer, arg.experts[end]}) == keep)
+        ++end;
+      m << "experts " << (keep ? "resident " : "paged ") << start + j * per << " "
+        << (end - j) * per << "\n";
+      j = end;
+    }
+  }
+  llvm::errs() << "moirc: expert residency: " << resident.size() << " of " << order.size()
+               << " experts resident (" << llvm::format("%.1f", used / 1048576.0) << " of "
+               << llvm::format("%.1f", all / 1048576.0) << " MiB, budget "
+               << llvm::format("%.1f", info.residentBudget / 1048576.0) << "), "
+               << llvm::format("%.1f", total ? 100.0 * chosen / total : 0.0)
+               << "% of the profile's selections\n";
+}
+
 } // namespace
 
 Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
@@ -158,6 +244,8 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
       m << " " << regions[i].offset << " " << regions[i].bytes << " " << join(arg.names, ",");
     m << "\n";
   }
+  if (info.residentBudget > 0)
+    writeResidency(m, info, regions);
 
   // What one decode step reads and computes, for rooflines.
   double decodeBytes = 0, decodeFlops = 0;

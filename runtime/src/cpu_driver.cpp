@@ -2,6 +2,7 @@
 #include "model.h"
 #include "status.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -124,31 +125,73 @@ static void keepFreedMemory() {
 #endif
 }
 
+/// The page-aligned span [start, end) of `bytes` bytes at `p`, shrunk to
+/// whole pages inside it when `inner` (advice that must not touch a
+/// neighbour's pages), else grown to cover it.
+static std::pair<uintptr_t, uintptr_t> pageSpan(const uint8_t *p, size_t bytes, bool inner) {
+  auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto start = reinterpret_cast<uintptr_t>(p), end = start + bytes;
+  if (inner)
+    return {(start + page - 1) & ~(page - 1), end & ~(page - 1)};
+  return {start & ~(page - 1), (end + page - 1) & ~(page - 1)};
+}
+
 /// Maps the weights' pages into this process now (they are read in place
 /// from the artifact's mapping): otherwise the first prefill takes one page
 /// fault per 64 KB of weights. Linux 5.14+ (MADV_POPULATE_READ); elsewhere
 /// the pages fault in on first use. MOIR_PREFAULT=0 skips it (a model larger
 /// than memory, where reading every page at load would evict the others).
-static void prefaultWeights(const uint8_t *weights, size_t bytes) {
+///
+/// An artifact with expert residency (moirc --expert-resident-budget) maps
+/// in everything but its paged (cold) experts, which are read from the file
+/// when a token is routed to them (MADV_RANDOM: no read-ahead of their
+/// neighbours), and locks its resident experts' pages (mlock; best effort:
+/// where RLIMIT_MEMLOCK refuses, they stay resident as long as memory allows,
+/// like every mapped page).
+static void prefaultWeights(const uint8_t *weights, size_t bytes,
+                            const std::vector<moir::rt::Residency> &residency) {
   if (const char *env = std::getenv("MOIR_PREFAULT"); env && std::strcmp(env, "0") == 0)
     return;
+  if (!bytes)
+    return;
+  std::vector<moir::rt::Residency> paged;
+  for (const moir::rt::Residency &r : residency)
+    if (!r.resident)
+      paged.push_back(r);
+  std::sort(paged.begin(), paged.end(),
+            [](const auto &a, const auto &b) { return a.offset < b.offset; });
+  auto populate = [&](uint64_t from, uint64_t to) {
 #ifdef MADV_POPULATE_READ
-  long page = sysconf(_SC_PAGESIZE);
-  auto start = reinterpret_cast<uintptr_t>(weights) & ~static_cast<uintptr_t>(page - 1);
-  auto end = reinterpret_cast<uintptr_t>(weights) + bytes;
-  if (bytes)
-    (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_POPULATE_READ);
+    if (to > from) {
+      auto [start, end] = pageSpan(weights + from, to - from, /*inner=*/false);
+      (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_POPULATE_READ);
+    }
 #else
-  (void)weights;
-  (void)bytes;
+    (void)from;
+    (void)to;
 #endif
+  };
+  uint64_t next = 0;
+  for (const moir::rt::Residency &r : paged) {
+    populate(next, r.offset);
+    auto [start, end] = pageSpan(weights + r.offset, r.bytes, /*inner=*/true);
+    if (start < end)
+      (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_RANDOM);
+    next = std::max(next, r.offset + r.bytes);
+  }
+  populate(next, bytes);
+  for (const moir::rt::Residency &r : residency)
+    if (r.resident && r.bytes) {
+      auto [start, end] = pageSpan(weights + r.offset, r.bytes, /*inner=*/false);
+      (void)mlock(reinterpret_cast<void *>(start), end - start);
+    }
 }
 
 moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,
                                     size_t bytes, const uint8_t *weights, size_t weightBytes,
-                                    Driver **out) {
+                                    const std::vector<Residency> &residency, Driver **out) {
   keepFreedMemory();
-  prefaultWeights(weights, weightBytes);
+  prefaultWeights(weights, weightBytes, residency);
   void *handle = nullptr;
   void (*entry)(void **) = nullptr;
   if (moir_status s = loadSharedObject(path, code, bytes, &handle, &entry); s != MOIR_OK)

@@ -148,6 +148,14 @@ moir_status parseManifest(moir_model *m, uint64_t *codeChecksum) {
       if (!(words >> name >> offset >> bytes) || !inFile(offset, bytes, m->weightBytes))
         return bad("malformed resource line (or its region lies outside the weights section)");
       m->resources.push_back({name, {offset, bytes}});
+    } else if (key == "experts") {
+      std::string kind;
+      uint64_t offset = 0, bytes = 0;
+      if (!(words >> kind >> offset >> bytes) || (kind != "resident" && kind != "paged") ||
+          !inFile(offset, bytes, m->weightBytes))
+        return bad("malformed experts line (expected 'experts resident|paged OFFSET BYTES' "
+                   "inside the weights section)");
+      m->residency.push_back({kind == "resident", offset, bytes});
     } else if (key == "kernel") {
       std::string name;
       if (!(words >> name))
@@ -228,7 +236,8 @@ struct DriverEntry {
 constexpr DriverEntry kDrivers[] = {
     {"cpu", "host code",
      [](const moir_model &m, const uint8_t *code, size_t bytes, moir::rt::Driver **out) {
-       return moir::rt::loadCPUDriver(m.path, code, bytes, m.weights, m.weightBytes, out);
+       return moir::rt::loadCPUDriver(m.path, code, bytes, m.weights, m.weightBytes, m.residency,
+                                      out);
      }},
     {"nvidia", "CUDA",
      [](const moir_model &m, const uint8_t *code, size_t bytes, moir::rt::Driver **out) {

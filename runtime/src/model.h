@@ -46,8 +46,16 @@ moir_status loadSharedObject(const std::string &path, const uint8_t *code, size_
 /// Unloads what loadSharedObject loaded.
 void unloadSharedObject(void *handle);
 
+/// A region of the weights section an artifact asks to keep resident (hot
+/// experts) or to read on demand (cold experts): manifest `experts` lines.
+struct Residency {
+  bool resident = true;
+  uint64_t offset = 0, bytes = 0;
+};
+
 moir_status loadCPUDriver(const std::string &path, const uint8_t *code, size_t bytes,
-                          const uint8_t *weights, size_t weightBytes, Driver **out);
+                          const uint8_t *weights, size_t weightBytes,
+                          const std::vector<Residency> &residency, Driver **out);
 
 /// One component's work per token as the compiler counted it (a manifest
 /// `cost` line; moir_cost in runtime.h).
@@ -84,6 +92,9 @@ struct moir_model {
   /// Files packed with the model (`resource NAME OFFSET BYTES`, a region of
   /// the weights section): name -> (offset, bytes).
   std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> resources;
+  /// Expert residency (`experts resident|paged OFFSET BYTES`), in the order
+  /// written; empty: every weight is mapped in at load.
+  std::vector<moir::rt::Residency> residency;
   const uint8_t *weights = nullptr;
   uint64_t weightBytes = 0;
   uint64_t weightsChecksum = 0;

@@ -111,6 +111,10 @@ struct CompileOptions {
 /// the import section, a target's configure() its own section.
 llvm::Error validateOptions(const CompileOptions &options);
 
+/// "800M", "12G", "64K", "4096": bytes (K, M, G: powers of 1024); nullopt
+/// for anything else, zero or an overflow.
+std::optional<uint64_t> parseByteSize(llvm::StringRef text);
+
 /// Each option's flag and the targets it applies to ("" = all), from
 /// Options.def, for drivers that refuse options for other targets.
 struct OptionSpelling {

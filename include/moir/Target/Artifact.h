@@ -39,6 +39,11 @@ struct ArtifactArg {
   /// read one row and do no arithmetic.
   double decodeFraction = 1.0;
   bool gathered = false;
+  /// An expert stack: its MoE layer (the k-th, as routing profiles number
+  /// them; -1 for other weights) and the layer's experts along its leading
+  /// dimension, in order.
+  int64_t moeLayer = -1;
+  llvm::SmallVector<int64_t> experts;
 };
 
 /// One component's work per token as the compiler counts it (the manifest's
@@ -79,6 +84,11 @@ struct ArtifactInfo {
   std::string parallelKind = "experts";
   int64_t ranks = 1, rank = 0;
   uint64_t group = 0;
+  /// Expert residency (moirc --expert-resident-budget): the bytes of expert
+  /// weights to keep resident, chosen by `expertLoads` (moe-expert-parallel's
+  /// "<layer>=<count>,...;..." form); 0: no `experts` lines.
+  uint64_t residentBudget = 0;
+  std::string expertLoads;
 };
 
 /// Writes the artifact; weights are copied from `store` in argument order.
