@@ -154,7 +154,9 @@ void writeResidency(raw_ostream &m, const ArtifactInfo &info, const Regions &reg
       j = end;
     }
   }
-  llvm::errs() << "moirc: expert residency: " << resident.size() << " of " << order.size()
+  llvm::errs() << "moirc: "
+               << (info.ranks > 1 ? "rank " + std::to_string(info.rank) + ": " : std::string())
+               << "expert residency: " << resident.size() << " of " << order.size()
                << " experts resident (" << llvm::format("%.1f", used / 1048576.0) << " of "
                << llvm::format("%.1f", all / 1048576.0) << " MiB, budget "
                << llvm::format("%.1f", info.residentBudget / 1048576.0) << "), "
