@@ -364,7 +364,7 @@ Expected<ModelConfig> parseHFConfig(StringRef path) {
 }
 
 /// quantization_config: DeepSeek-V3's block FP8, fbgemm's per-channel FP8,
-/// AWQ (GEMM) and GPTQ (v1) 4-bit. Keys that change how weights decode are
+/// AWQ (GEMM) and GPTQ (v1) 4-bit, compressed-tensors' INT8 per channel. Keys that change how weights decode are
 /// checked; a few bookkeeping keys of each quantizer are inert.
 static Error parseQuantization(StringRef path, const json::Object &object, QuantizationConfig &q) {
   ConfigReader qr(path, object, "quantization_config.");
@@ -472,8 +472,79 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
                             "block_name_to_quantize", "backend", "meta", "pack_dtype",
                             "quantizer", "lm_head", "modules_in_block_to_quantize"});
   }
+  if (*method == "compressed-tensors") {
+    // W8A16: llm-compressor's int-quantized format with one symmetric scale
+    // per output channel (`weight` I8, `weight_scale` [rows, 1]), the layout
+    // fbgemm's FP8 has with int8 storage. Everything that changes the math
+    // (activation or KV-cache quantization, groups, zero points, sparsity,
+    // packed int4) is refused naming its key.
+    if (Error err = qr.expectString("format", "int-quantized",
+                                    "only the int-quantized format (INT8 per channel) is "
+                                    "supported"))
+      return err;
+    if (Error err = qr.expectString("quantization_status", "compressed",
+                                    "only compressed checkpoints are supported"))
+      return err;
+    for (StringRef key : {"kv_cache_scheme", "sparsity_config", "transform_config"})
+      if (qr.get(key))
+        return qr.error(key, "is set; only weight quantization is supported");
+    if (const json::Value *ignore = qr.get("ignore")) {
+      const json::Array *names = ignore->getAsArray();
+      if (!names || llvm::any_of(*names, [](const json::Value &v) { return !v.getAsString(); }))
+        return qr.error("ignore", "must be a list of module names");
+    }
+    const json::Value *groups = qr.get("config_groups");
+    const json::Object *groupObject = groups ? groups->getAsObject() : nullptr;
+    if (!groupObject || groupObject->empty())
+      return qr.error("config_groups", "must be an object of quantization groups");
+    for (const auto &[name, value] : *groupObject) {
+      std::string scope = "quantization_config.config_groups." + name.str() + ".";
+      const json::Object *group = value.getAsObject();
+      if (!group)
+        return fileError(path, "config key '" + scope.substr(0, scope.size() - 1) +
+                                   "' must be an object");
+      ConfigReader gr(path, *group, scope);
+      for (StringRef key : {"input_activations", "output_activations"})
+        if (gr.get(key))
+          return gr.error(key, "is set; only weight-only quantization (W8A16) is supported");
+      if (Error err = gr.expectString("format", "int-quantized",
+                                      "only the int-quantized format is supported"))
+        return std::move(err);
+      gr.consume("targets"); // which modules: the checkpoint's dtypes say which are int8
+      const json::Value *weights = gr.get("weights");
+      const json::Object *w = weights ? weights->getAsObject() : nullptr;
+      if (!w)
+        return gr.error("weights", "must be an object");
+      ConfigReader wr(path, *w, scope + "weights.");
+      TRY(bits, wr.integer("num_bits", std::nullopt));
+      if (bits != 8)
+        return wr.error("num_bits", "is " + Twine(bits) + "; only 8-bit weights are supported");
+      if (Error err = wr.expectString("type", "int", "only integer weights are supported"))
+        return std::move(err);
+      if (Error err = wr.expectString("strategy", "channel",
+                                      "only one scale per output channel is supported"))
+        return std::move(err);
+      TRY(symmetric, wr.boolean("symmetric", false));
+      if (!symmetric)
+        return wr.error("symmetric", "is false; only symmetric weights (no zero points) are "
+                                     "supported");
+      TRY(dynamic, wr.boolean("dynamic", false));
+      if (dynamic)
+        return wr.error("dynamic", "is true; only static weight scales are supported");
+      for (StringRef key : {"group_size", "block_structure", "actorder"})
+        if (wr.get(key))
+          return wr.error(key, "is set; only per-channel scales are supported");
+      // The calibration's observer: how the scales were found, not the math.
+      if (Error err = wr.checkAllUsed({"observer", "observer_kwargs"}))
+        return std::move(err);
+      if (Error err = gr.checkAllUsed({}))
+        return std::move(err);
+    }
+    return qr.checkAllUsed({"global_compression_ratio", "version"});
+  }
   return qr.error("quant_method", "is '" + *method +
-                                      "'; only fp8, fbgemm_fp8, awq and gptq are supported");
+                                      "'; only fp8, fbgemm_fp8, awq, gptq and "
+                                      "compressed-tensors (INT8 per channel) are supported");
 }
 
 Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {

@@ -136,7 +136,8 @@ const TensorInfo *WeightStore::lookup(StringRef name) const {
   // expert k's bytes, and "<name>[rows=<a>:<b>]", rows a to b-1 (outermost
   // dimension). Both need whole rows of whole blocks, which every stored
   // row-major tensor has: GGUF blocks never straddle rows.
-  if (!name.ends_with("]"))
+  // (At most a few nested views: an expert's rows, say.)
+  if (!name.ends_with("]") || name.count('[') > 4)
     return nullptr;
   size_t open = name.rfind('[');
   if (open == StringRef::npos)

@@ -64,9 +64,9 @@ std::optional<uint64_t> parseByteSize(StringRef text) {
   uint64_t scale = 1;
   if (text.consume_back("K") || text.consume_back("k"))
     scale = 1ull << 10;
-  else if (text.consume_back("M"))
+  else if (text.consume_back("M") || text.consume_back("m"))
     scale = 1ull << 20;
-  else if (text.consume_back("G"))
+  else if (text.consume_back("G") || text.consume_back("g"))
     scale = 1ull << 30;
   uint64_t value = 0;
   if (text.empty() || text.getAsInteger(10, value) || value == 0 ||

@@ -88,15 +88,8 @@ struct Splitter {
     if (dequant)
       source = dequant.getInput();
     auto weight = source.getDefiningOp<llm::WeightOp>();
-    if (!weight) {
-      fail(user, "a projection's weight is not one stored tensor: it cannot be split by rows");
-      return failure();
-    }
-    if (weight.getScaleName()) {
-      fail(user, "'" + weight.getName() + "' is quantized with a separate scale tensor ('" +
-                     *weight.getScaleName() +
-                     "', FP8/INT8/AWQ/GPTQ checkpoints): tensor parallelism splits float and "
-                     "GGUF weights only, not these yet");
+    if (!weight || weight.getScaleName()) {
+      (void)sliceable(user, w, "weight or bias");
       return failure();
     }
     std::string name = (weight.getName() + "[rows=" + Twine(a) + ":" + Twine(e) + "]").str();
@@ -136,7 +129,9 @@ struct Splitter {
   /// shares differ by at most a quarter), else 4, 2 or 1 with a unit per
   /// rank. Split points on multiples of 8 keep the CPU kernels' tiles of
   /// weight rows (4 rows; int8 kernels interleave up to 8) where the 1-rank
-  /// kernel has them, so each output is computed the same way.
+  /// kernel has them, so each output is computed the same way. (Only
+  /// projections of under 32 x ranks outputs, in tiny test models, fall back
+  /// to smaller units; their splits may then cut a tile.)
   int64_t unitOf(int64_t size) {
     for (int64_t unit : {64, 32, 16, 8})
       if ((size + unit - 1) / unit >= 4 * ranks)
@@ -164,8 +159,11 @@ struct Splitter {
     auto type = cast<RankedTensorType>(linear.getType());
     int64_t n = type.getShape().back();
     if (ShapedType::isDynamic(n) || n < ranks)
-      return fail(linear, "a projection with " + Twine(n) + " outputs cannot be split over " +
-                              Twine(ranks) + " ranks");
+      return fail(linear, "a projection with " +
+                              (ShapedType::isDynamic(n) ? "dynamic" : Twine(n)) +
+                              " outputs cannot be split over " + Twine(ranks) + " ranks");
+    if (!sliceable(linear))
+      return false;
     int64_t unit = unitOf(n);
     FailureOr<llm::LinearOp> mine =
         sliceLinear(linear, firstColumn(rank, n, unit), firstColumn(rank + 1, n, unit));
@@ -176,6 +174,38 @@ struct Splitter {
     linear.getResult().replaceAllUsesWith(all);
     linear.erase();
     return true;
+  }
+
+  /// Whether a reshape between [T, H*D] and [T, H, D] keeps the tokens
+  /// whole and splits (or joins) the last dimension: [[0], [1, 2]].
+  template <typename Reshape>
+  static bool splitsHeads(Reshape op) {
+    SmallVector<ReassociationIndices> groups = op.getReassociationIndices();
+    return groups.size() == 2 && groups[0] == ReassociationIndices{0} &&
+           groups[1] == ReassociationIndices{1, 2};
+  }
+
+  /// Whether `w` (a projection's weight or bias) can be cut into row views;
+  /// else records why. Checked for every weight before anything is
+  /// rewritten, so a refusal leaves the IR as it was.
+  bool sliceable(Operation *user, Value w, StringRef what) {
+    Value source = w;
+    if (auto dequant = w.getDefiningOp<llm::DequantizeOp>())
+      source = dequant.getInput();
+    auto weight = source.getDefiningOp<llm::WeightOp>();
+    if (!weight)
+      return fail(user, "a projection's " + what + " is not one stored tensor: it cannot be "
+                        "split by rows");
+    if (weight.getScaleName())
+      return fail(user, "'" + weight.getName() + "' is quantized with a separate scale tensor ('" +
+                            *weight.getScaleName() +
+                            "', FP8/INT8/AWQ/GPTQ checkpoints): tensor parallelism splits float "
+                            "and GGUF weights only, not these yet");
+    return true;
+  }
+  bool sliceable(llm::LinearOp linear) {
+    return sliceable(linear, linear.getWeight(), "weight") &&
+           (!linear.getBias() || sliceable(linear, linear.getBias(), "bias"));
   }
 
   /// The projection behind a [T, H, D] attention operand: the chain of
@@ -204,7 +234,7 @@ struct Splitter {
         v = norm.getInput();
       } else if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def);
                  expand && expand.getSrcType().getRank() == 2 &&
-                 expand.getResultType().getRank() == 3) {
+                 expand.getResultType().getRank() == 3 && splitsHeads(expand)) {
         chain.expand = expand;
         chain.linear = expand.getSrc().getDefiningOp<llm::LinearOp>();
         if (!chain.linear || !expand.getSrc().hasOneUse()) {
@@ -247,13 +277,14 @@ struct Splitter {
     return v;
   }
 
-  bool splitAttention(llm::AttentionOp attention, func::FuncOp func) {
+  bool splitAttention(llm::AttentionOp attention) {
     auto qType = cast<RankedTensorType>(attention.getQuery().getType());
     int64_t heads = qType.getDimSize(1);
     auto kUpdate = attention.getKey().getDefiningOp<llm::KVCacheUpdateOp>();
     auto vUpdate = attention.getValue().getDefiningOp<llm::KVCacheUpdateOp>();
-    if (!kUpdate || !vUpdate)
-      return fail(attention, "the attention does not read a KV cache this step updates");
+    if (!kUpdate || !vUpdate || kUpdate == vUpdate)
+      return fail(attention, "the attention does not read a key and a value cache this step "
+                             "updates");
     int64_t kvHeads = cast<ShapedType>(kUpdate.getType()).getDimSize(1);
     if (kvHeads < 1 || heads % kvHeads != 0)
       return fail(attention, "query heads are not a multiple of KV heads");
@@ -293,11 +324,16 @@ struct Splitter {
     if (!attention->hasOneUse())
       return fail(attention, "the attention's output has more than one user");
     auto collapse = dyn_cast<tensor::CollapseShapeOp>(*attention->getUsers().begin());
-    if (!collapse || collapse.getResultType().getRank() != 2 || !collapse->hasOneUse())
+    if (!collapse || collapse.getResultType().getRank() != 2 || !collapse->hasOneUse() ||
+        !splitsHeads(collapse))
       return fail(attention, "the attention's output is not flattened for one projection");
     auto out = dyn_cast<llm::LinearOp>(*collapse->getUsers().begin());
     if (!out || out.getInput() != collapse.getResult())
       return fail(attention, "the attention's output does not feed a projection");
+
+    if (!sliceable(query->linear) || !sliceable(caches[0].second.linear) ||
+        !sliceable(caches[1].second.linear) || !sliceable(out))
+      return false;
 
     // Everything matched: rewrite.
     FailureOr<Value> q = sliceHeads(*query, qa, qe);
@@ -316,12 +352,12 @@ struct Splitter {
     auto flat = tensor::CollapseShapeOp::create(b, collapse.getLoc(), attention.getResult(),
                                                 collapse.getReassociationIndices());
     flat->setDiscardableAttrs(collapse->getDiscardableAttrDictionary());
-    int64_t headDim = qType.getDimSize(2);
+    // (Values may be narrower than queries and keys: the output's head dim.)
+    int64_t valueDim = cast<RankedTensorType>(attention.getType()).getDimSize(2);
     Value all = gather(b, collapse, flat.getResult(), collapse.getResultType(),
-                       group * headDim);
+                       group * valueDim);
     collapse.getResult().replaceAllUsesWith(all);
     collapse.erase();
-    (void)func;
     return splitOutputs(out);
   }
 
@@ -351,8 +387,10 @@ struct Splitter {
       return false;
     int64_t n = type.getShape().back();
     if (ShapedType::isDynamic(n) || n < ranks)
-      return fail(down, "an FFN of " + Twine(n) + " columns cannot be split over " +
-                            Twine(ranks) + " ranks");
+      return fail(down, "an FFN of " + (ShapedType::isDynamic(n) ? "dynamic" : Twine(n)) +
+                            " columns cannot be split over " + Twine(ranks) + " ranks");
+    if (!sliceable(down) || !llvm::all_of(projections, [&](llm::LinearOp p) { return sliceable(p); }))
+      return false;
     int64_t unit = unitOf(n);
     int64_t a = firstColumn(rank, n, unit), e = firstColumn(rank + 1, n, unit);
     for (auto [linear, slot] : llvm::zip(projections, slots)) {
@@ -369,12 +407,20 @@ struct Splitter {
     return splitOutputs(down);
   }
 
+  /// Whether weight `w` (through a dequantize) has no other user.
+  static bool ownWeight(Value w) {
+    if (!w.hasOneUse())
+      return false;
+    auto dequant = w.getDefiningOp<llm::DequantizeOp>();
+    return !dequant || dequant.getInput().hasOneUse();
+  }
+
   bool run(func::FuncOp func) {
     SmallVector<llm::AttentionOp> attentions;
     func.walk([&](llm::AttentionOp attention) { attentions.push_back(attention); });
     int64_t split = 0;
     for (llm::AttentionOp attention : attentions) {
-      if (!splitAttention(attention, func))
+      if (!splitAttention(attention))
         return false;
       ++split;
     }
@@ -400,7 +446,7 @@ struct Splitter {
     }
     if (ret.getNumOperands() > 0)
       if (auto head = ret.getOperand(0).getDefiningOp<llm::LinearOp>();
-          head && head.getWeight().hasOneUse() && head->hasOneUse()) {
+          head && head->hasOneUse() && ownWeight(head.getWeight())) {
         if (!splitOutputs(head))
           return false;
         ++split;

@@ -671,57 +671,67 @@ void moir_rt_all_reduce_sum_f32(float *data, int64_t count) {
 void moir_rt_all_gather_f32(const float *in, float *out, int64_t rows, int64_t cols,
                             int64_t unit) {
   moir_comm *c = worldOrExit();
-  std::string what = "all-gather of " + std::to_string(rows) + "x" + std::to_string(cols) +
-                     " floats in units of " + std::to_string(unit) + " columns from compiled code (" +
-                     c->backend + ")";
+  auto what = [&] {
+    return "all-gather of " + std::to_string(rows) + "x" + std::to_string(cols) +
+           " floats in units of " + std::to_string(unit) + " columns from compiled code (" +
+           c->backend + ")";
+  };
   int64_t ranks = c->size;
   if (rows < 0 || cols <= 0 || unit < 1 || (cols + unit - 1) / unit < ranks)
-    abortJob(c, what, "rows must be >= 0 and cols > 0, in at least one unit per rank");
+    abortJob(c, what(), "rows must be >= 0 and cols > 0, in at least one unit per rank");
   if (rows > 0 && (!in || !out))
-    abortJob(c, what, "a buffer is NULL");
+    abortJob(c, what(), "a buffer is NULL");
   if (static_cast<uint64_t>(rows) >
       std::numeric_limits<size_t>::max() / sizeof(float) / static_cast<uint64_t>(cols))
-    abortJob(c, what, "it overflows");
+    abortJob(c, what(), "it overflows");
   // Rank r's columns: units [r * U / ranks, (r + 1) * U / ranks) of the
   // U = ceil(cols / unit), the split llm.all_gather documents.
   int64_t units = (cols + unit - 1) / unit;
   auto first = [&](int64_t r) { return std::min(r * units / ranks * unit, cols); };
-  size_t n = static_cast<size_t>(ranks), rowCount = static_cast<size_t>(rows);
-  std::vector<size_t> sendBytes(n), sendOffsets(n, 0), recvBytes(n), recvOffsets(n);
+  size_t n = static_cast<size_t>(ranks), width = static_cast<size_t>(cols);
   size_t mine = static_cast<size_t>(first(c->rank + 1) - first(c->rank));
-  for (size_t r = 0; r < n; ++r) {
-    sendBytes[r] = rowCount * mine * sizeof(float);
-    recvBytes[r] = rowCount * static_cast<size_t>(first(r + 1) - first(r)) * sizeof(float);
-    recvOffsets[r] = rowCount * static_cast<size_t>(first(r)) * sizeof(float);
-  }
-  if (rowCount == 0)
-    return;
-  // Received rank by rank ([rows, cols_r] blocks), then interleaved into
-  // rows; one row needs no interleaving.
+  // Blocks of rows of at most 64 MiB of the result: the byte counts and
+  // offsets stay far below MPI's int limit, and so does the staging buffer.
+  size_t block = std::max<size_t>(1, (size_t{64} << 20) / (width * sizeof(float)));
+  std::vector<size_t> sendBytes(n), sendOffsets(n, 0), recvBytes(n), recvOffsets(n);
   thread_local std::vector<float> staging;
-  float *target = out;
-  if (rowCount > 1) {
-    staging.resize(rowCount * static_cast<size_t>(cols));
-    target = staging.data();
+  for (size_t row0 = 0; row0 < static_cast<size_t>(rows); row0 += block) {
+    size_t count = std::min(block, static_cast<size_t>(rows) - row0);
+    for (size_t r = 0; r < n; ++r) {
+      sendBytes[r] = count * mine * sizeof(float);
+      recvBytes[r] = count * static_cast<size_t>(first(r + 1) - first(r)) * sizeof(float);
+      recvOffsets[r] = count * static_cast<size_t>(first(r)) * sizeof(float);
+    }
+    // Received rank by rank ([count, cols_r] blocks), then interleaved into
+    // rows; one row needs no interleaving.
+    float *target = out + row0 * width;
+    if (count > 1) {
+      staging.resize(count * width);
+      target = staging.data();
+    }
+    moir_comm_error error{};
+    int rc = 0;
+    {
+      std::lock_guard<std::mutex> lock(c->mutex);
+      rc = c->ops->all_to_all_v(c->state, in + row0 * mine, sendBytes.data(),
+                                sendOffsets.data(), target, recvBytes.data(),
+                                recvOffsets.data(), &error);
+    }
+    if (rc != 0)
+      abortJob(c, what(), error.text);
+    if (count == 1)
+      continue;
+    for (size_t r = 0; r < n; ++r) {
+      size_t cw = static_cast<size_t>(first(r + 1) - first(r));
+      const float *from = target + recvOffsets[r] / sizeof(float);
+      for (size_t i = 0; i < count; ++i)
+        std::memcpy(out + (row0 + i) * width + static_cast<size_t>(first(r)), from + i * cw,
+                    cw * sizeof(float));
+    }
   }
-  moir_comm_error error{};
-  int rc = 0;
-  {
-    std::lock_guard<std::mutex> lock(c->mutex);
-    rc = c->ops->all_to_all_v(c->state, in, sendBytes.data(), sendOffsets.data(), target,
-                              recvBytes.data(), recvOffsets.data(), &error);
-  }
-  if (rc != 0)
-    abortJob(c, what, error.text);
-  if (target == out)
-    return;
-  for (size_t r = 0; r < n; ++r) {
-    size_t width = static_cast<size_t>(first(r + 1) - first(r));
-    const float *block = target + recvOffsets[r] / sizeof(float);
-    for (size_t i = 0; i < rowCount; ++i)
-      std::memcpy(out + i * static_cast<size_t>(cols) + static_cast<size_t>(first(r)),
-                  block + i * width, width * sizeof(float));
-  }
+  // A long prompt's staging is not kept for the decode steps after it.
+  if (staging.capacity() > (size_t{16} << 20) / sizeof(float))
+    std::vector<float>().swap(staging);
 }
 
 } // extern "C"

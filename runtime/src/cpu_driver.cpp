@@ -144,20 +144,25 @@ static std::pair<uintptr_t, uintptr_t> pageSpan(const uint8_t *p, size_t bytes, 
 ///
 /// An artifact with expert residency (moirc --expert-resident-budget) maps
 /// in everything but its paged (cold) experts, which are read from the file
-/// when a token is routed to them (MADV_RANDOM: no read-ahead of their
-/// neighbours), and locks its resident experts' pages (mlock; best effort:
-/// where RLIMIT_MEMLOCK refuses, they stay resident as long as memory allows,
-/// like every mapped page).
+/// when a token is routed to them, and locks its resident experts' pages
+/// (mlock; best effort: where RLIMIT_MEMLOCK refuses, they stay resident as
+/// long as memory allows, like every mapped page). Each locked run splits
+/// the mapping, so past kMaxLockedRuns runs (a kernel's map count is
+/// limited, 65530 by default) nothing is locked.
 static void prefaultWeights(const uint8_t *weights, size_t bytes,
                             const std::vector<moir::rt::Residency> &residency) {
+  constexpr size_t kMaxLockedRuns = 4096;
   if (const char *env = std::getenv("MOIR_PREFAULT"); env && std::strcmp(env, "0") == 0)
     return;
   if (!bytes)
     return;
   std::vector<moir::rt::Residency> paged;
-  for (const moir::rt::Residency &r : residency)
+  size_t locked = 0;
+  for (const moir::rt::Residency &r : residency) {
     if (!r.resident)
       paged.push_back(r);
+    locked += r.resident;
+  }
   std::sort(paged.begin(), paged.end(),
             [](const auto &a, const auto &b) { return a.offset < b.offset; });
   auto populate = [&](uint64_t from, uint64_t to) {
@@ -174,12 +179,11 @@ static void prefaultWeights(const uint8_t *weights, size_t bytes,
   uint64_t next = 0;
   for (const moir::rt::Residency &r : paged) {
     populate(next, r.offset);
-    auto [start, end] = pageSpan(weights + r.offset, r.bytes, /*inner=*/true);
-    if (start < end)
-      (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_RANDOM);
     next = std::max(next, r.offset + r.bytes);
   }
   populate(next, bytes);
+  if (locked > kMaxLockedRuns)
+    return;
   for (const moir::rt::Residency &r : residency)
     if (r.resident && r.bytes) {
       auto [start, end] = pageSpan(weights + r.offset, r.bytes, /*inner=*/false);

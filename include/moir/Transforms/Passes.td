@@ -192,17 +192,18 @@ def LLMTensorParallelPass : Pass<"llm-tensor-parallel", "::mlir::ModuleOp"> {
     - The LM head, when its weight is not shared (a tied embedding is held
       whole for the lookup): vocabulary rows split, then gathered.
 
-    Columns split in blocks of 16, 8, 4 or 2 where they divide the size,
-    units of `llm.all_gather`. Weights are cut as weight-store views,
+    Output rows split in units of 64, 32, 16 or 8 (the widest that gives
+    every rank at least 4; the last unit may be short), the units of
+    `llm.all_gather`, so that split points fall on the CPU kernels' tiles. Weights are cut as weight-store views,
     `"<name>[rows=<a>:<b>]"`, so a rank's artifact packs only its rows.
     Quantized weights with separate scale tensors, MLA attention and MoE
     experts (see `moe-expert-parallel`) are not split.
 
     ```mlir
     // rank 0 of 2, before: %o = llm.linear %x, %w : (tensor<?x72xf32>, tensor<72x72xf32>) -> ...
-    %w0 = llm.weight "model.layers.0.self_attn.o_proj.weight[rows=0:40]" : tensor<40x72xf32>
-    %o0 = llm.linear %x, %w0 : (tensor<?x72xf32>, tensor<40x72xf32>) -> tensor<?x40xf32>
-    %o = llm.all_gather %o0 units = 9 rank = 0 ranks = 2 : tensor<?x40xf32> -> tensor<?x72xf32>
+    %w0 = llm.weight "model.layers.0.self_attn.o_proj.weight[rows=0:32]" : tensor<32x72xf32>
+    %o0 = llm.linear %x, %w0 : (tensor<?x72xf32>, tensor<32x72xf32>) -> tensor<?x32xf32>
+    %o = llm.all_gather %o0 unit = 8 rank = 0 ranks = 2 : tensor<?x32xf32> -> tensor<?x72xf32>
     ```
   }];
   let options = [

@@ -224,6 +224,23 @@ def main():
     checkpoint("ckpt-quant-method", dict(wide, quantization_config={"quant_method": "bitsandbytes"}),
                int4(False))
     checkpoint("ckpt-awq-wrong-layout", dict(wide, quantization_config=awq), int4(False))
+    # compressed-tensors: INT8 per channel runs; activation quantization (W8A8)
+    # and group scales are refused naming the key.
+    ct_weights = {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True,
+                  "dynamic": False, "group_size": None, "block_structure": None,
+                  "actorder": None, "observer": "minmax", "observer_kwargs": {}}
+    def ct(weights=ct_weights, inputs=None):
+        return {"quant_method": "compressed-tensors", "format": "int-quantized",
+                "quantization_status": "compressed", "ignore": ["lm_head"],
+                "kv_cache_scheme": None,
+                "config_groups": {"group_0": {"format": "int-quantized", "targets": ["Linear"],
+                                              "weights": weights, "input_activations": inputs,
+                                              "output_activations": None}}}
+    checkpoint("ckpt-ct-w8a8", dict(wide, quantization_config=ct(
+        inputs={"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True,
+                "symmetric": True})), int4(False))
+    checkpoint("ckpt-ct-group", dict(wide, quantization_config=ct(
+        dict(ct_weights, strategy="group", group_size=128))), int4(False))
 
     checkpoint("ckpt-fp8-no-scale", weights=safetensors_bytes(
         SHAPES, dtypes={"model.layers.0.self_attn.q_proj.weight": "F8_E4M3"}))
