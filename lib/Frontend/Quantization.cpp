@@ -816,9 +816,14 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
       }
     }
     // One scale per row: <name>_scale (fbgemm_fp8's weight_scale [rows, 1],
-    // INT8's [rows]).
-    Expected<const TensorInfo *> scale =
-        companion(info, info.name + "_scale", floatScales, {}, rows);
+    // INT8's [rows]); of a row view "<name>[rows=a:b]" (tensor parallelism),
+    // the same rows of the scales, "<name>_scale[rows=a:b]".
+    std::string scaleName = info.name + "_scale";
+    if (StringRef name = info.name; name.ends_with("]") && name.contains("[rows=")) {
+      size_t open = name.rfind("[rows=");
+      scaleName = (name.take_front(open) + "_scale" + name.drop_front(open)).str();
+    }
+    Expected<const TensorInfo *> scale = companion(info, scaleName, floatScales, {}, rows);
     if (!scale)
       return scale.takeError();
     auto source = std::make_unique<ScaledSource>(*data, isFP8, cols, matrixRows,

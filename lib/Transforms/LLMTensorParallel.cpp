@@ -88,13 +88,16 @@ struct Splitter {
     if (dequant)
       source = dequant.getInput();
     auto weight = source.getDefiningOp<llm::WeightOp>();
-    if (!weight || weight.getScaleName()) {
+    if (!weight || (weight.getScaleName() && !perChannel(weight))) {
       (void)sliceable(user, w, "weight or bias");
       return failure();
     }
-    std::string name = (weight.getName() + "[rows=" + Twine(a) + ":" + Twine(e) + "]").str();
-    auto part = llm::WeightOp::create(b, weight.getLoc(), withDim(source.getType(), 0, e - a),
-                                      b.getStringAttr(name), StringAttr());
+    auto view = [&](StringRef whole) {
+      return b.getStringAttr(whole + "[rows=" + Twine(a) + ":" + Twine(e) + "]");
+    };
+    auto part = llm::WeightOp::create(
+        b, weight.getLoc(), withDim(source.getType(), 0, e - a), view(weight.getName()),
+        weight.getScaleName() ? view(*weight.getScaleName()) : StringAttr());
     copyLayer(weight, part);
     if (!dequant)
       return part.getResult();
@@ -196,12 +199,18 @@ struct Splitter {
     if (!weight)
       return fail(user, "a projection's " + what + " is not one stored tensor: it cannot be "
                         "split by rows");
-    if (weight.getScaleName())
+    if (weight.getScaleName() && !perChannel(weight))
       return fail(user, "'" + weight.getName() + "' is quantized with a separate scale tensor ('" +
                             *weight.getScaleName() +
-                            "', FP8/INT8/AWQ/GPTQ checkpoints): tensor parallelism splits float "
-                            "and GGUF weights only, not these yet");
+                            "', FP8 blocks, AWQ or GPTQ): tensor parallelism splits float, GGUF "
+                            "and per-channel FP8/INT8 weights only, not these yet");
     return true;
+  }
+  /// A weight with one scale per output row (fbgemm FP8, INT8 per channel):
+  /// its rows and their scales cut the same way.
+  static bool perChannel(llm::WeightOp weight) {
+    auto q = dyn_cast<llm::QTensorType>(weight.getType());
+    return q && q.getScheme().getKind() == llm::QuantKind::per_channel;
   }
   bool sliceable(llm::LinearOp linear) {
     return sliceable(linear, linear.getWeight(), "weight") &&
