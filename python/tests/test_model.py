@@ -230,21 +230,14 @@ def test_generate_argument_errors(model):
         model.logits("text, not ids")
 
 
-def test_expert_parallel_under_mpirun(model_dir, artifact, tmp_path):
-    """Every rank of `mpirun -np 2 python` opens the directory of a 2-rank
-    artifact, gets its own rank's file, and computes the 1-rank logits bit for
-    bit."""
+def _same_logits_under_mpirun(one, ranks_dir, tmp_path):
+    """Every rank of `mpirun -np 2 python` opens `ranks_dir` (a 2-rank
+    artifact's directory), gets its own rank's file, and computes the logits
+    of the 1-rank artifact `one` bit for bit."""
     import os
     import shutil
     import sys
-    from pathlib import Path
 
-    mpirun = shutil.which("mpirun")
-    plugin = Path(moir.__file__).parent / "libmoir_comm_mpi.so"
-    if not mpirun or not plugin.is_file():
-        pytest.skip("unsupported: no mpirun, or the runtime was built without MPI")
-    ranks_dir = moir.compile(model_dir, output=tmp_path / "mix.ep2", cache_capacity=CAPACITY,
-                             expert_parallel=2)
     assert sorted(p.name for p in ranks_dir.iterdir()) == ["rank0.moir", "rank1.moir"]
     script = tmp_path / "rank.py"
     script.write_text(f"""
@@ -252,7 +245,7 @@ import sys
 import numpy as np
 import moir
 tokens = [3, 1, 4, 1, 5, 9, 2, 6]
-with moir.Model({str(artifact)!r}) as one, moir.Model({str(ranks_dir)!r}) as mine:
+with moir.Model({str(one)!r}) as one, moir.Model({str(ranks_dir)!r}) as mine:
     rank, ranks = mine.parallel
     assert ranks == 2, mine.parallel
     a = one.session().run(tokens)
@@ -263,8 +256,38 @@ with moir.Model({str(artifact)!r}) as one, moir.Model({str(ranks_dir)!r}) as min
 """)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", MOIR_COMM_TIMEOUT="120")
-    result = subprocess.run([mpirun, "-np", "2", sys.executable, str(script)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    result = subprocess.run([shutil.which("mpirun"), "-np", "2", sys.executable, str(script)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout
     assert "rank 0 of 2: equal" in result.stdout and "rank 1 of 2: equal" in result.stdout
+
+
+def _need_mpi():
+    import shutil
+    from pathlib import Path
+
+    plugin = Path(moir.__file__).parent / "libmoir_comm_mpi.so"
+    if not shutil.which("mpirun") or not plugin.is_file():
+        pytest.skip("unsupported: no mpirun, or the runtime was built without MPI")
+
+
+def test_expert_parallel_under_mpirun(model_dir, artifact, tmp_path):
+    """moir.compile(..., expert_parallel=2): the experts split over 2 ranks."""
+    _need_mpi()
+    ranks_dir = moir.compile(model_dir, output=tmp_path / "mix.ep2", cache_capacity=CAPACITY,
+                             expert_parallel=2)
+    _same_logits_under_mpirun(artifact, ranks_dir, tmp_path)
+
+
+def test_tensor_parallel_under_mpirun(tmp_path):
+    """moir.compile(..., tensor_parallel=2): a dense model's heads, FFN
+    columns and LM head split over 2 ranks."""
+    _need_mpi()
+    folder = tmp_path / "dense"
+    subprocess.run([str(tool("moir-make-model")), str(folder), "--shape", "mistral-tp-tiny",
+                    "--dtype", "f32", "--seed", "3"], check=True, stdout=subprocess.DEVNULL)
+    one = moir.compile(folder, output=tmp_path / "dense.moir", cache_capacity=CAPACITY)
+    ranks_dir = moir.compile(folder, output=tmp_path / "dense.tp2", cache_capacity=CAPACITY,
+                             tensor_parallel=2)
+    _same_logits_under_mpirun(one, ranks_dir, tmp_path)
