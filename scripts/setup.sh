@@ -16,13 +16,29 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -ne 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}"
 fi
 
-echo "setup: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
-$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}"
+# Halide 21, the second code generator (moirc --kernels=halide), from its
+# PyPI wheel (libHalide with its own LLVM hidden inside, headers, CMake
+# package) in a venv of the project's own; the build finds it there
+# (lib/Target/Halide/CMakeLists.txt). Without it the build still works and
+# says the Halide path is not built.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+halide_venv="$root/.venv-halide"
+if ! ls "$halide_venv"/lib/python3*/site-packages/halide/lib64/cmake/Halide/HalideConfig.cmake \
+     >/dev/null 2>&1; then
+  echo "setup: installing Halide 21 (PyPI wheel) into $halide_venv"
+  rm -rf "$halide_venv"
+  if ! { python3 -m venv "$halide_venv" &&
+         "$halide_venv/bin/pip" install -q --disable-pip-version-check 'halide==21.0.0'; }; then
+    echo "setup: Halide could not be installed; the Halide code generator is not built"
+    rm -rf "$halide_venv"
+  fi
+fi

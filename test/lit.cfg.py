@@ -36,6 +36,9 @@ if config.moir_enable_nvidia:
     config.available_features.add("nvidia-backend")
 if config.moir_enable_amd:
     config.available_features.add("amd-backend")
+# halide: this moirc has the Halide code generator (--kernels=halide).
+if config.moir_have_halide:
+    config.available_features.add("halide")
 
 # The CUDA toolkit (ptxas, libdevice) for the NVIDIA backend's compile checks;
 # no GPU is needed for them.

@@ -113,6 +113,21 @@ Error validateOptions(const CompileOptions &options) {
     return bad("--dump-dequantized-weights describes the whole model: take it from the 1-rank "
                "compile (the ranks' artifacts run the same values), not with --expert-parallel "
                "or --tensor-parallel");
+  StringRef kernels = options.cpu.kernels;
+  if (kernels != "mlir" && kernels != "halide")
+    return bad("unknown --kernels '" + kernels + "' (known: mlir, halide)");
+  if (kernels != "halide" && (!options.cpu.halideSchedulesIn.empty() ||
+                              !options.cpu.halideSchedulesOut.empty()))
+    return bad("--halide-schedules-in/--halide-schedules-out are the Halide kernels' "
+               "schedules: they need --kernels=halide");
+  for (StringRef op : llvm::split(StringRef(options.cpu.halideOps), ',')) {
+    static const char *kOps[] = {"rms_norm", "linear", "glu", "activation", "rope",
+                                 "glu_linear"};
+    if (!op.trim().empty() && !llvm::is_contained(kOps, op.trim()))
+      return bad("unknown op '" + op.trim() +
+                 "' in --halide-ops (known: rms_norm, linear, glu, activation, rope, "
+                 "glu_linear)");
+  }
   if (experts > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");
   return Error::success();

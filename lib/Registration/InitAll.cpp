@@ -12,6 +12,7 @@
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
 #include "moir/Target/GPU/GPUTarget.h"
+#include "moir/Target/Halide/HalideTarget.h"
 #include "moir/Target/Host/Host.h"
 #include "moir/Transforms/Passes.h"
 #ifdef MOIR_ENABLE_NVIDIA
@@ -39,6 +40,7 @@ void moir::registerAllDialects(mlir::DialectRegistry &registry) {
   mlir::registerAllExtensions(registry);
   mlir::registerAllToLLVMIRTranslations(registry);
   host::registerCollectiveBufferization(registry);
+  halide::registerHalideCallBufferization(registry);
 }
 
 void moir::registerAllPasses() {
@@ -47,6 +49,7 @@ void moir::registerAllPasses() {
   registerMoIRConversionPasses();
   registerMoIRHostPasses();
   registerMoIRCPUPasses();
+  registerMoIRHalidePasses();
   registerMoIRGPUPasses();
   registerAllTargets();
   registerPipelines();

@@ -16,7 +16,14 @@ using namespace moir;
 #define GET_ATTRDEF_CLASSES
 #include "MoIR/IR/MoIRAttrs.cpp.inc"
 
+#define GET_OP_CLASSES
+#include "MoIR/IR/MoIROps.cpp.inc"
+
 void MoIRDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "MoIR/IR/MoIROps.cpp.inc"
+      >();
   addAttributes<
 #define GET_ATTRDEF_LIST
 #include "MoIR/IR/MoIRAttrs.cpp.inc"

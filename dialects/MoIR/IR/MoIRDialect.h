@@ -17,6 +17,11 @@
 
 #include "MoIR/IR/MoIRDialect.h.inc"
 
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#define GET_OP_CLASSES
+#include "MoIR/IR/MoIROps.h.inc"
+
 namespace moir {
 
 /// The contract attributes by name, for code that sets or reads them: each
@@ -38,6 +43,9 @@ inline llvm::StringLiteral warpReduceName() { return Dialect::WarpReduceAttrHelp
 inline llvm::StringLiteral hostCopyName() { return Dialect::HostCopyAttrHelper::getNameStr(); }
 inline llvm::StringLiteral abiName() { return Dialect::AbiAttrHelper::getNameStr(); }
 inline llvm::StringLiteral packedName() { return Dialect::PackedAttrHelper::getNameStr(); }
+inline llvm::StringLiteral linkObjectsName() {
+  return Dialect::LinkObjectsAttrHelper::getNameStr();
+}
 
 /// A unit marker (moir.parallel, moir.kernel, ...) on `op`.
 inline void mark(mlir::Operation *op, llvm::StringLiteral name) {

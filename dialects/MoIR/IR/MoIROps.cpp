@@ -65,6 +65,13 @@ LogicalResult MoIRDialect::verifyOperationAttribute(Operation *op, NamedAttribut
   }
   if (name == attrs::packedName())
     return isa<StringAttr>(value) ? success() : wrongType("a string");
+  if (name == attrs::linkObjectsName()) {
+    auto files = dyn_cast<ArrayAttr>(value);
+    if (!files || !llvm::all_of(files, [](Attribute a) { return isa<StringAttr>(a); }))
+      return wrongType("an array of file names");
+    return isa<ModuleOp>(op) ? success()
+                             : op->emitOpError() << "'" << name << "' belongs on the module";
+  }
   if (name == attrs::abiName())
     return isa<DenseI64ArrayAttr>(value) ? success() : wrongType("an array<i64>");
   if (name == attrs::parallelName() || name == attrs::kernelName() ||
@@ -132,4 +139,15 @@ LogicalResult moir::applyPatternsKeepingLayers(Operation *root, RewritePatternSe
   GreedyRewriteConfig config;
   config.setListener(&keep);
   return applyPatternsGreedily(root, std::move(patterns), config);
+}
+
+LogicalResult HalideCallOp::verify() {
+  static const char *kKernels[] = {"rms_norm", "linear", "glu", "activation", "rope",
+                                   "glu_linear"};
+  if (!llvm::is_contained(kKernels, getKernel()))
+    return emitOpError() << "unknown Halide kernel '" << getKernel()
+                         << "' (rms_norm, linear, glu, activation, rope, glu_linear)";
+  if (!getCallee().starts_with("moir_hl_"))
+    return emitOpError() << "callee '" << getCallee() << "' must start with moir_hl_";
+  return success();
 }

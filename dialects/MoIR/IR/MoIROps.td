@@ -1,8 +1,9 @@
 //===- MoIROps.td - the contract attributes MoIR's passes exchange -*- tablegen -*-===//
 //
-// The `moir` dialect has no ops: it declares every `moir.*` attribute that the
-// importer, the passes and the backends hand to each other, so that each one
-// has one spelling, one C++ accessor and a verifier.
+// The `moir` dialect declares every `moir.*` attribute that the importer, the
+// passes and the backends hand to each other, so that each one has one
+// spelling, one C++ accessor and a verifier; and the one op that hands a
+// computation to another code generator (moir.halide_call).
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +13,7 @@
 include "MoIR/IR/MoIREnums.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/OpBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def MoIR_Dialect : Dialect {
   let name = "moir";
@@ -39,7 +41,10 @@ def MoIR_Dialect : Dialect {
     - `moir.packed` (a contraction whose weight is a packed quantized weight,
       include/moir/Frontend/Quantization.h): the packed form, e.g. "u4:32",
       so a target's kernels read codes and scales without matching the
-      dequantizing body.
+      dequantizing body;
+    - `moir.link_objects` (module): object files another code generator
+      compiled (the Halide kernels) that the host linker adds to the
+      artifact's shared object.
   }];
   let discardableAttrs = (ins
     "::mlir::StringAttr":$family,
@@ -54,7 +59,8 @@ def MoIR_Dialect : Dialect {
     "::mlir::UnitAttr":$warp_reduce,
     "::mlir::UnitAttr":$host_copy,
     "::mlir::DenseI64ArrayAttr":$abi,
-    "::mlir::StringAttr":$packed
+    "::mlir::StringAttr":$packed,
+    "::mlir::ArrayAttr":$link_objects
   );
   let useDefaultAttributePrinterParser = 1;
   let hasOperationAttrVerify = 1;
@@ -140,6 +146,38 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
       return group >= getQueryRows() ? 1 : getQueryRows() / group;
     }
   }];
+}
+
+//===----------------------------------------------------------------------===//
+// Kernels of the second code generator
+//===----------------------------------------------------------------------===//
+
+def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
+  let summary = "a kernel that Halide compiles from the op it replaced, called on tensors";
+  let description = [{
+    Set by `moir-halide-select-kernels` in place of an LLM op (`kernel`
+    names it: rms_norm, linear, glu, activation, rope), with that op's
+    operands and result and, in `params`, what its math needs beyond the
+    shapes (epsilon, the activation, RoPE's frequencies, ...). At compile
+    time the Halide generator builds one pipeline per `callee` from these
+    (lib/Target/Halide), compiles it ahead of time for the artifact's
+    target and links it into the artifact; the call bufferizes into
+    `int callee(halide_buffer_t *inputs..., halide_buffer_t *result)` on the
+    operands' buffers and a new result buffer. Calls with the same callee
+    have the same kernel, params and operand types.
+
+    ```mlir
+    %n = moir.halide_call "moir_hl_rms_norm_0" "rms_norm"(%x, %w)
+        {epsilon = 1.0e-05 : f64} : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, StrAttr:$callee, StrAttr:$kernel,
+                   DictionaryAttr:$params);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $callee $kernel `(` $inputs `)` $params attr-dict `:` functional-type($inputs, $result)
+  }];
+  let hasVerifier = 1;
 }
 
 #endif // MOIR_MOIR_OPS

@@ -1,15 +1,18 @@
 //===- SharedObject.cpp - LLVM dialect to a shared object for the host ----===//
 
 #include "moir/Target/Host/Host.h"
+#include "MoIR/IR/MoIRDialect.h"
 
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Target/TargetMachine.h"
@@ -93,6 +96,21 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions 
   if (!machine)
     return error("cannot create a target machine for " + tripleName + " / " + cpu);
 
+  // Objects another code generator compiled (Halide kernels): linked in,
+  // then removed with their temporary folder.
+  SmallVector<std::string> linkObjects;
+  if (auto files = module->getAttrOfType<mlir::ArrayAttr>(moir::attrs::linkObjectsName())) {
+    for (mlir::Attribute f : files)
+      linkObjects.push_back(cast<mlir::StringAttr>(f).str());
+    module->removeAttr(moir::attrs::linkObjectsName());
+  }
+  auto removeLinkObjects = llvm::make_scope_exit([&] {
+    for (const std::string &f : linkObjects) {
+      sys::fs::remove(f);
+      sys::fs::remove(sys::path::parent_path(f)); // only once empty
+    }
+  });
+
   LLVMContext context;
   std::unique_ptr<Module> llvmModule = mlir::translateModuleToLLVMIR(module, context);
   if (!llvmModule)
@@ -127,6 +145,8 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions 
   if (!lld)
     return error("ld.lld not found (install lld-22)");
   SmallVector<StringRef> args = {*lld, "-shared", "--no-undefined-version", "-o", soPath, objectPath};
+  for (const std::string &f : linkObjects)
+    args.push_back(f);
   std::string message;
   int rc = sys::ExecuteAndWait(*lld, args, std::nullopt, {}, 0, 0, &message);
   sys::fs::remove(objectPath);

@@ -4,6 +4,7 @@
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/Artifact.h"
 #include "moir/Target/CPU/CPUTarget.h"
+#include "moir/Target/Halide/HalideTarget.h"
 #include "moir/Target/TargetBackend.h"
 
 using namespace mlir;
@@ -43,7 +44,13 @@ public:
   Error configure(CompileOptions &options) const override {
     // An unknown triple or CPU fails here, before any work.
     Expected<KernelOptions> kernels = kernelOptions(options);
-    return kernels ? Error::success() : kernels.takeError();
+    if (!kernels)
+      return kernels.takeError();
+    if (options.cpu.kernels == "halide" && !halide::isAvailable())
+      return llvm::createStringError(
+          "--kernels=halide: this moirc was built without Halide (scripts/setup.sh installs "
+          "Halide 21 from PyPI into .venv-halide; then rebuild)");
+    return Error::success();
   }
 
   Error buildLoweringConfig(OpPassManager &pm, const CompileOptions &options) const override {
@@ -54,6 +61,11 @@ public:
     config.threads = options.cpu.threads;
     config.vectorWidth = kernels->vectorWidth;
     pm.addPass(createCPUConfigureLoweringPass(config));
+    if (options.cpu.kernels == "halide") {
+      HalideSelectKernelsPassOptions select;
+      select.ops = options.cpu.halideOps;
+      pm.addPass(createHalideSelectKernelsPass(select));
+    }
     return Error::success();
   }
 
@@ -64,6 +76,14 @@ public:
     Expected<KernelOptions> kernels = kernelOptions(options);
     if (!kernels)
       return kernels.takeError();
+    if (options.cpu.kernels == "halide") {
+      HalideCompileKernelsPassOptions compile;
+      compile.triple = options.cpu.triple;
+      compile.cpu = options.cpu.cpu;
+      compile.schedulesIn = options.cpu.halideSchedulesIn;
+      compile.schedulesOut = options.cpu.halideSchedulesOut;
+      pm.addPass(createHalideCompileKernelsPass(compile));
+    }
     buildCPULoweringToLLVMPipeline(pm, *kernels);
     return Error::success();
   }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The two code generators side by side (not a test): each model compiled with
+# MLIR's kernels (moirc's default) and with --kernels=halide, then both
+# artifacts run alternately, REPEAT rounds (default 3): a 512-token prompt
+# and 64 decode steps, the memory bandwidth measured around each run
+# (moir-run --bandwidth). Prints one JSON line per run, then per model and
+# path the medians of prefill and decode tokens/s, the decode bandwidth
+# fraction, and the Halide path's decode relative to MLIR's.
+#
+#   bash bench/halide.sh [shape:dtype ...]    (default: mixtral-bench:bf16
+#                                              deepseek-v2-lite-bench:bf16 mistral-bench:bf16)
+#
+# HALIDE_FLAGS adds moirc flags to the Halide builds (e.g.
+# --halide-schedules-in=DIR, --halide-ops=...).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+models="${MODELS:-$build/models}"
+mkdir -p "$models"
+runs=("$@")
+[ ${#runs[@]} -eq 0 ] && runs=(mixtral-bench:bf16 deepseek-v2-lite-bench:bf16 mistral-bench:bf16)
+prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
+out=$(mktemp)
+for run in "${runs[@]}"; do
+  shape="${run%%:*}" dtype="${run##*:}"
+  dir="$models/$shape-$dtype"
+  [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype" >&2
+  "$build/bin/moirc" "$dir" --target=cpu --cache-capacity=1024 -o "$dir.mlir.moir"
+  # shellcheck disable=SC2086
+  "$build/bin/moirc" "$dir" --target=cpu --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
+    -o "$dir.halide.moir"
+  for round in $(seq "${REPEAT:-3}"); do
+    order="mlir halide"
+    [ $((round % 2)) -eq 0 ] && order="halide mlir"
+    for path in $order; do
+      result=$("$build/bin/moir-run" "$dir.$path.moir" --tokens "$prompt" -n 64 --json --bandwidth |
+                 sed 's/"tokens": \[[^]]*\], //')
+      echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", \"kernels\": \"$path\", ${result#\{}" | tee -a "$out"
+    done
+  done
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for model in sorted({(r["model"], r["dtype"]) for r in runs}):
+    med = {}
+    for path in ("mlir", "halide"):
+        mine = [r for r in runs if (r["model"], r["dtype"]) == model and r["kernels"] == path]
+        med[path] = statistics.median(r["decode_tokens_per_s"] for r in mine)
+        print(json.dumps({"model": model[0], "dtype": model[1], "kernels": path, "runs": len(mine),
+                          "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine),
+                          "decode_tokens_per_s_median": med[path],
+                          "decode_fraction_of_bandwidth_bound_median":
+                              statistics.median(r["decode_fraction_of_bandwidth_bound"] for r in mine),
+                          "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine]}))
+    print(json.dumps({"model": model[0], "dtype": model[1],
+                      "halide_decode_relative_to_mlir": round(med["halide"] / med["mlir"], 3)}))
+PY
+rm -f "$out"

@@ -1,0 +1,75 @@
+//===- Generator.h - MoIR's kernels as Halide pipelines ---------*- C++ -*-===//
+//
+// The Halide side of the second code generator, free of MLIR (and of
+// Halide's headers): the MLIR side describes each kernel a pass selected
+// (moir.halide_call) as a KernelSpec, and generateKernels builds one Halide
+// pipeline per spec from its shapes and dtypes, schedules it (a schedule
+// text: written out with --halide-schedules-out, read back with
+// --halide-schedules-in), and compiles it ahead of time to an object file
+// for the artifact's target, plus one object with Halide's runtime.
+// libHalide is built with RTTI and exceptions; this interface keeps both
+// inside the library that links it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_TARGET_HALIDE_GENERATOR_H
+#define MOIR_TARGET_HALIDE_GENERATOR_H
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moir::halide {
+
+enum class ElementType { F32, BF16, F16, I32, I64 };
+
+/// A buffer of a kernel: element type and shape, outermost dimension first
+/// (as in MLIR); -1 is a dimension known only at run time.
+struct TensorSpec {
+  ElementType type = ElementType::F32;
+  std::vector<int64_t> shape;
+};
+
+/// One kernel: `int symbol(halide_buffer_t *inputs..., halide_buffer_t *out)`.
+struct KernelSpec {
+  std::string symbol;
+  /// rms_norm (inputs x, weight; epsilon, offset), linear (x, weight
+  /// [out, in], optional bias), glu (gate, up; activation), activation (x;
+  /// activation), rope (x [tokens, heads, head_dim], positions [tokens];
+  /// dim, interleaved, factor, inv_freq).
+  std::string kind;
+  std::vector<TensorSpec> inputs;
+  TensorSpec output;
+  std::map<std::string, double> numbers;
+  std::map<std::string, std::string> strings;
+  std::vector<double> table;
+};
+
+struct GeneratorOptions {
+  /// LLVM's view of the target: triple, CPU, and the features it enables
+  /// ("avx2", "fma", "avx512f", ...), mapped to a Halide target.
+  std::string triple, cpu;
+  std::vector<std::string> features;
+  /// When set: the folder the schedules are written to / read from, one
+  /// file `<symbol>.schedule` per kernel.
+  std::string schedulesOut, schedulesIn;
+};
+
+/// The Halide target string for `options` ("x86-64-linux-avx2-fma-...").
+/// Empty, with `error` set, for a triple Halide cannot compile for.
+std::string halideTarget(const GeneratorOptions &options, std::string &error);
+
+/// The default schedule text of `spec` (what --halide-schedules-out writes).
+std::string defaultSchedule(const KernelSpec &spec);
+
+/// Compiles every kernel and Halide's runtime to object files in a new
+/// temporary folder, their paths appended to `objects`. Returns an error
+/// message (naming the kernel and, for a schedule file, the file and line),
+/// or "" on success.
+std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,
+                            std::vector<std::string> &objects);
+
+} // namespace moir::halide
+
+#endif // MOIR_TARGET_HALIDE_GENERATOR_H

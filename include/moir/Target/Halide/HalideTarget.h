@@ -1,0 +1,39 @@
+//===- HalideTarget.h - Halide as MoIR's second code generator --*- C++ -*-===//
+//
+// The MLIR side: the passes that select kernels for Halide and compile
+// them, and the bufferization of moir.halide_call into calls on
+// halide_buffer_t descriptors. Built with or without libHalide: without it
+// the compile pass refuses a module that has Halide kernels.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_TARGET_HALIDE_HALIDETARGET_H
+#define MOIR_TARGET_HALIDE_HALIDETARGET_H
+
+#include "MoIR/IR/MoIRDialect.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Pass/Pass.h"
+
+namespace moir {
+
+#define GEN_PASS_DECL
+#include "moir/Target/Halide/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "moir/Target/Halide/Passes.h.inc"
+
+namespace halide {
+/// Whether this build links libHalide (moirc --kernels=halide works).
+bool isAvailable();
+/// moir.halide_call's bufferization (into a call on halide_buffer_t's).
+void registerHalideCallBufferization(mlir::DialectRegistry &registry);
+} // namespace halide
+
+} // namespace moir
+
+#endif // MOIR_TARGET_HALIDE_HALIDETARGET_H

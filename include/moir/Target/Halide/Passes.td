@@ -1,0 +1,69 @@
+//===- Passes.td - the Halide code generator's passes ------*- tablegen -*-===//
+
+#ifndef MOIR_TARGET_HALIDE_PASSES
+#define MOIR_TARGET_HALIDE_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp"> {
+  let summary = "hands the ops Halide can compile to it, as moir.halide_call";
+  let description = [{
+    Replaces each op of the kinds in `ops` that the Halide generator has an
+    algorithm for with a `moir.halide_call` of the same operands and result:
+    `llm.rms_norm` (f32 input, static normalized dimension), `llm.linear`
+    (rank-2 f32 input, an f32/bf16/f16 weight, not quantized: those stay on
+    MLIR), `llm.glu` and `llm.activation` (silu, sigmoid, relu, gelu_tanh;
+    erf's gelu stays on MLIR), `llm.rope` (any scaling: the frequencies are
+    computed here and passed as a table), and `glu_linear`: a GLU whose only
+    use is a linear's input, fused with it into one kernel (the FFN's down
+    projection; a schedule decides whether the GLU's output is materialized
+    or recomputed). Everything else stays on the MLIR path. A linear whose token count is dynamic becomes two kernels, one
+    scheduled for decode (fewer than 4 tokens) and one for prefill, picked
+    at run time by an `scf.if`. The callee's name is the kernel's content
+    (kind, operand types, params), so identical ops share one kernel.
+
+    ```mlir
+    // before
+    %n = llm.rms_norm %x, %w epsilon = 1.0e-05 : tensor<?x64xf32>, tensor<64xf32>
+    // after
+    %n = moir.halide_call "moir_hl_rms_norm_<hash>" "rms_norm"(%x, %w) {epsilon = 1.0e-05 : f64}
+        : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let options = [
+    Option<"ops", "ops", "std::string", "\"rms_norm,linear,glu,activation,rope,glu_linear\"",
+           "the op kinds to hand to Halide, a comma list">
+  ];
+  let dependentDialects = ["::moir::MoIRDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
+}
+
+def HalideCompileKernelsPass : Pass<"moir-halide-compile-kernels", "mlir::ModuleOp"> {
+  let summary = "compiles the module's Halide kernels to object files for the target";
+  let description = [{
+    Builds one Halide pipeline per distinct `moir.halide_call` callee from
+    its kernel, operand types and params, schedules it (its default
+    schedule, or `schedules-in/<callee>.schedule` where that file exists),
+    compiles it ahead of time for the target (`triple`, `cpu`: the LLVM
+    CPU's features mapped to Halide's), plus Halide's runtime once, and
+    records the object files in the module's `moir.link_objects` for the
+    host linker. `schedules-out` writes every schedule used. A module
+    without Halide kernels is left as it is.
+
+    ```mlir
+    // after
+    module attributes {moir.link_objects = ["/tmp/moir-halide-XXXXXX/moir_hl_rms_norm_<hash>.o",
+                                            "/tmp/moir-halide-XXXXXX/halide_runtime.o"]} {
+    ```
+  }];
+  let options = [
+    Option<"triple", "triple", "std::string", "\"\"", "target triple (default: the host's)">,
+    Option<"cpu", "cpu", "std::string", "\"native\"", "target CPU">,
+    Option<"schedulesIn", "schedules-in", "std::string", "\"\"",
+           "folder of edited <callee>.schedule files">,
+    Option<"schedulesOut", "schedules-out", "std::string", "\"\"",
+           "folder to write each kernel's schedule to">
+  ];
+}
+
+#endif // MOIR_TARGET_HALIDE_PASSES

@@ -1,0 +1,170 @@
+//===- CompileKernels.cpp - the moir-halide-compile-kernels pass ----------===//
+//
+// Describes each distinct moir.halide_call as a KernelSpec (the generator's
+// MLIR-free view: kind, buffers, params) and has the generator compile
+// them for the target; the object files are recorded on the module for the
+// host linker (moir.link_objects).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Target/Halide/HalideTarget.h"
+#include "moir/Target/Host/Host.h"
+
+#ifdef MOIR_HAVE_HALIDE
+#include "moir/Target/Halide/Generator.h"
+#endif
+
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
+
+#include <map>
+
+namespace moir {
+#define GEN_PASS_DEF_HALIDECOMPILEKERNELSPASS
+#include "moir/Target/Halide/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+
+bool moir::halide::isAvailable() {
+#ifdef MOIR_HAVE_HALIDE
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+#ifdef MOIR_HAVE_HALIDE
+namespace hl = moir::halide;
+
+FailureOr<hl::TensorSpec> tensorSpec(Operation *op, Type type) {
+  auto tensor = cast<RankedTensorType>(type);
+  hl::TensorSpec spec;
+  Type e = tensor.getElementType();
+  if (e.isF32())
+    spec.type = hl::ElementType::F32;
+  else if (e.isBF16())
+    spec.type = hl::ElementType::BF16;
+  else if (e.isF16())
+    spec.type = hl::ElementType::F16;
+  else if (e.isInteger(32))
+    spec.type = hl::ElementType::I32;
+  else if (e.isInteger(64))
+    spec.type = hl::ElementType::I64;
+  else
+    return op->emitOpError() << "Halide kernels take f32, bf16, f16, i32 or i64 buffers, not "
+                             << type;
+  for (int64_t d : tensor.getShape())
+    spec.shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
+  return spec;
+}
+
+FailureOr<hl::KernelSpec> kernelSpec(moir::HalideCallOp call) {
+  hl::KernelSpec spec;
+  spec.symbol = call.getCallee().str();
+  spec.kind = call.getKernel().str();
+  for (Value input : call.getInputs()) {
+    FailureOr<hl::TensorSpec> t = tensorSpec(call, input.getType());
+    if (failed(t))
+      return failure();
+    spec.inputs.push_back(*t);
+  }
+  FailureOr<hl::TensorSpec> out = tensorSpec(call, call.getType());
+  if (failed(out))
+    return failure();
+  spec.output = *out;
+  for (NamedAttribute p : call.getParams()) {
+    StringRef name = p.getName().getValue();
+    if (auto f = dyn_cast<FloatAttr>(p.getValue()))
+      spec.numbers[name.str()] = f.getValueAsDouble();
+    else if (auto i = dyn_cast<IntegerAttr>(p.getValue()))
+      spec.numbers[name.str()] = static_cast<double>(i.getInt());
+    else if (auto s = dyn_cast<StringAttr>(p.getValue()))
+      spec.strings[name.str()] = s.str();
+    else if (auto a = dyn_cast<DenseF64ArrayAttr>(p.getValue()))
+      spec.table.assign(a.asArrayRef().begin(), a.asArrayRef().end());
+    else
+      return call.emitOpError() << "param '" << name << "' has no Halide form";
+  }
+  return spec;
+}
+#endif
+
+struct HalideCompileKernelsPass
+    : moir::impl::HalideCompileKernelsPassBase<HalideCompileKernelsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<moir::HalideCallOp> calls;
+    module.walk([&](moir::HalideCallOp call) { calls.push_back(call); });
+    if (calls.empty())
+      return;
+#ifndef MOIR_HAVE_HALIDE
+    calls.front().emitOpError()
+        << "this moirc was built without Halide (scripts/setup.sh installs it; "
+           "rebuild), so it cannot compile Halide kernels";
+    return signalPassFailure();
+#else
+    // One spec per callee; calls of one callee must agree.
+    std::map<std::string, hl::KernelSpec> specs;
+    std::map<std::string, moir::HalideCallOp> first;
+    for (moir::HalideCallOp call : calls) {
+      auto [it, inserted] = first.emplace(call.getCallee().str(), call);
+      if (!inserted) {
+        moir::HalideCallOp other = it->second;
+        if (other.getKernel() != call.getKernel() || other.getParams() != call.getParams() ||
+            other->getOperandTypes() != call->getOperandTypes() ||
+            other.getType() != call.getType()) {
+          call.emitOpError() << "callee '" << call.getCallee()
+                             << "' is used with another kernel, params or types";
+          return signalPassFailure();
+        }
+        continue;
+      }
+      FailureOr<hl::KernelSpec> spec = kernelSpec(call);
+      if (failed(spec))
+        return signalPassFailure();
+      specs.emplace(spec->symbol, std::move(*spec));
+    }
+
+    moir::host::HostOptions host;
+    host.triple = triple;
+    host.cpu = cpu;
+    hl::GeneratorOptions options;
+    options.triple = moir::host::resolveTriple(host);
+    options.cpu = moir::host::resolveCPU(host);
+    llvm::Expected<std::unique_ptr<llvm::MCSubtargetInfo>> info = moir::host::subtargetInfo(host);
+    if (!info) {
+      mlir::emitError(module.getLoc()) << llvm::toString(info.takeError());
+      return signalPassFailure();
+    }
+    for (const llvm::SubtargetFeatureKV &f : (*info)->getAllProcessorFeatures())
+      if ((*info)->checkFeatures(std::string("+") + f.Key))
+        options.features.push_back(f.Key);
+    options.schedulesIn = schedulesIn;
+    options.schedulesOut = schedulesOut;
+
+    std::vector<hl::KernelSpec> list;
+    for (auto &[name, spec] : specs)
+      list.push_back(spec);
+    std::vector<std::string> objects;
+    std::string error = hl::generateKernels(list, options, objects);
+    if (!error.empty()) {
+      // Not on the module: its diagnostic would print the whole module.
+      mlir::emitError(module.getLoc()) << error;
+      return signalPassFailure();
+    }
+    SmallVector<Attribute> files;
+    if (auto existing = module->getAttrOfType<ArrayAttr>(moir::attrs::linkObjectsName()))
+      files.append(existing.begin(), existing.end());
+    for (const std::string &o : objects)
+      files.push_back(StringAttr::get(module.getContext(), o));
+    module->setAttr(moir::attrs::linkObjectsName(), ArrayAttr::get(module.getContext(), files));
+#endif
+  }
+};
+
+} // namespace

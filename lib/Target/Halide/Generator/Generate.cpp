@@ -1,0 +1,196 @@
+//===- Generate.cpp - kernel specs to object files, ahead of time ---------===//
+
+#include "Kernels.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+using namespace Halide;
+namespace fs = std::filesystem;
+
+namespace moir::halide {
+namespace {
+
+bool has(const GeneratorOptions &options, const std::string &feature) {
+  for (const std::string &f : options.features)
+    if (f == feature)
+      return true;
+  return false;
+}
+
+std::string header(const KernelSpec &spec, const Target &target) {
+  std::ostringstream s;
+  s << "# MoIR Halide schedule of kernel " << spec.symbol << " (" << spec.kind << ")\n"
+    << "# target " << target.to_string() << "\n"
+    << "# Edit and compile with moirc --halide-schedules-in=DIR; the syntax is in\n"
+    << "# docs/halide.md. Funcs and loop variables of this kernel:";
+  return s.str();
+}
+
+std::string listNames(const BuiltKernel &k) {
+  std::ostringstream s;
+  s << "\n#   funcs:";
+  for (const auto &[name, unused] : k.funcs)
+    s << " " << name;
+  s << "\n#   vars:";
+  for (const auto &[name, unused] : k.vars)
+    s << " " << name;
+  s << "\n#   reduction vars:";
+  for (const auto &[name, unused] : k.rvars)
+    s << " " << name;
+  s << "\n";
+  return s.str();
+}
+
+std::string readFile(const fs::path &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error("cannot read " + path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Halide's compile-time diagnostics: errors become exceptions (reported
+/// with the kernel's name); warnings are printed, except that bf16 math is
+/// emulated on CPUs without it, which is the widening MoIR asks for.
+class Reporter : public CompileTimeErrorReporter {
+public:
+  void warning(const char *msg) override {
+    std::string text = msg;
+    if (text.find("float16 type operation is emulated") != std::string::npos)
+      return;
+    while (!text.empty() && text.back() == '\n')
+      text.pop_back();
+    std::fprintf(stderr, "moirc: Halide warning: %s\n", text.c_str());
+  }
+  void error(const char *msg) override { throw std::runtime_error(msg); }
+};
+
+Target parseTarget(const GeneratorOptions &options) {
+  std::string error;
+  std::string name = halideTarget(options, error);
+  if (name.empty())
+    throw std::runtime_error(error);
+  return Target(name);
+}
+
+} // namespace
+
+std::string halideTarget(const GeneratorOptions &options, std::string &error) {
+  const std::string &triple = options.triple;
+  std::string os;
+  if (triple.find("linux") != std::string::npos)
+    os = "linux";
+  else if (triple.find("darwin") != std::string::npos || triple.find("macos") != std::string::npos)
+    os = "osx";
+  else if (triple.find("windows") != std::string::npos)
+    os = "windows";
+  if (os.empty()) {
+    error = "Halide: no operating system of '" + triple + "' it can compile for";
+    return "";
+  }
+  std::string name;
+  if (triple.rfind("x86_64", 0) == 0) {
+    name = "x86-64-" + os;
+    // Halide's x86 features from LLVM's: each only when LLVM enables it.
+    if (has(options, "sse4.1"))
+      name += "-sse41";
+    if (has(options, "avx"))
+      name += "-avx";
+    if (has(options, "avx2"))
+      name += "-avx2";
+    if (has(options, "fma"))
+      name += "-fma";
+    if (has(options, "f16c"))
+      name += "-f16c";
+    if (has(options, "avx512f") && has(options, "avx512cd")) {
+      name += "-avx512";
+      if (has(options, "avx512bw") && has(options, "avx512dq") && has(options, "avx512vl"))
+        name += "-avx512_skylake";
+    }
+  } else if (triple.rfind("aarch64", 0) == 0 || triple.rfind("arm64", 0) == 0) {
+    name = "arm-64-" + os;
+    if (has(options, "dotprod"))
+      name += "-arm_dot_prod";
+    if (has(options, "fullfp16"))
+      name += "-arm_fp16";
+  } else {
+    error = "Halide: no Halide architecture for '" + triple + "' (x86_64 and aarch64 are known)";
+    return "";
+  }
+  return name;
+}
+
+std::string defaultSchedule(const KernelSpec &spec) { return defaultScheduleFor(spec, 8); }
+
+std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,
+                            std::vector<std::string> &objects) {
+  static Reporter reporter;
+  set_custom_compile_time_error_reporter(&reporter);
+  try {
+    Target target = parseTarget(options);
+    int lanes = vectorLanes(target);
+    char pattern[] = "/tmp/moir-halide-XXXXXX";
+    if (!mkdtemp(pattern))
+      return "Halide: cannot create a temporary folder";
+    fs::path dir = pattern;
+    if (!options.schedulesOut.empty()) {
+      std::error_code ec;
+      fs::create_directories(options.schedulesOut, ec);
+      if (ec)
+        return "Halide: cannot create " + options.schedulesOut + ": " + ec.message();
+    }
+    std::set<std::string> seen;
+    for (KernelSpec spec : specs) {
+      if (!seen.insert(spec.symbol).second)
+        continue;
+      try {
+      spec.numbers["lanes"] = lanes;
+      BuiltKernel kernel = buildKernel(spec);
+      std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
+      if (!options.schedulesIn.empty()) {
+        fs::path file = fs::path(options.schedulesIn) / (spec.symbol + ".schedule");
+        if (fs::exists(file)) {
+          schedule = readFile(file);
+          origin = file.string();
+        }
+      }
+      if (!options.schedulesOut.empty()) {
+        fs::path file = fs::path(options.schedulesOut) / (spec.symbol + ".schedule");
+        std::ofstream out(file, std::ios::binary);
+        out << header(spec, target) << listNames(kernel) << "\n" << schedule;
+        if (!out)
+          return "Halide: cannot write " + file.string();
+      }
+      applySchedule(kernel, schedule, origin);
+      std::vector<Argument> args;
+      for (ImageParam &p : kernel.inputs)
+        args.push_back(p);
+      fs::path object = dir / (spec.symbol + ".o");
+      Target kernelTarget = target.with_feature(Target::NoRuntime);
+      kernel.output.compile_to_object(object.string(), args, spec.symbol, kernelTarget);
+      objects.push_back(object.string());
+      } catch (const Halide::Error &e) {
+        throw std::runtime_error("kernel " + spec.symbol + " (" + spec.kind + "): " + e.what());
+      }
+    }
+    if (!seen.empty()) {
+      fs::path runtime = dir / "halide_runtime.o";
+      compile_standalone_runtime(runtime.string(), target);
+      objects.push_back(runtime.string());
+    }
+  } catch (const Halide::Error &e) {
+    return std::string("Halide: ") + e.what();
+  } catch (const std::exception &e) {
+    return std::string("Halide: ") + e.what();
+  }
+  return "";
+}
+
+} // namespace moir::halide

@@ -1,0 +1,48 @@
+//===- Kernels.h - one Halide pipeline per kernel spec ----------*- C++ -*-===//
+//
+// Internal to the generator (links libHalide). A built kernel names every
+// Func and loop variable a schedule may use, so a schedule text can be
+// applied to it by name (Schedule.cpp).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOIR_LIB_TARGET_HALIDE_GENERATOR_KERNELS_H
+#define MOIR_LIB_TARGET_HALIDE_GENERATOR_KERNELS_H
+
+#include "moir/Target/Halide/Generator.h"
+
+#include "Halide.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moir::halide {
+
+struct BuiltKernel {
+  std::vector<Halide::ImageParam> inputs;
+  Halide::Func output;
+  /// Every Func a schedule may name, the output among them as "out".
+  std::map<std::string, Halide::Func> funcs;
+  /// Loop variables by name: pure Vars and the RVars of reductions.
+  std::map<std::string, Halide::Var> vars;
+  std::map<std::string, Halide::RVar> rvars;
+};
+
+/// Builds the algorithm of `spec` (no schedule). Throws std::runtime_error
+/// for a spec it does not know.
+BuiltKernel buildKernel(const KernelSpec &spec);
+
+/// f32 lanes of the target's vectors (the default schedules' vector width).
+int vectorLanes(const Halide::Target &target);
+
+/// The default schedule of `spec` for vectors of `lanes` f32.
+std::string defaultScheduleFor(const KernelSpec &spec, int lanes);
+
+/// Applies a schedule text to `kernel`; `origin` names it in errors
+/// ("<file>:<line>: ..."). Throws std::runtime_error.
+void applySchedule(BuiltKernel &kernel, const std::string &text, const std::string &origin);
+
+} // namespace moir::halide
+
+#endif // MOIR_LIB_TARGET_HALIDE_GENERATOR_KERNELS_H

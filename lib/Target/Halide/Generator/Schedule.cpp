@@ -1,0 +1,289 @@
+//===- Schedule.cpp - schedule texts applied to built kernels -------------===//
+//
+// A schedule is a text of Halide scheduling calls, one chain per line,
+// written as in Halide's C++ (without `;`, Var declarations or namespaces):
+//
+//   # comment
+//   out.split(n, nb, nr, 64).split(nr, no, ni, 8).parallel(nb)
+//   partial.compute_at(out, no).vectorize(l)
+//   partial.update(0).reorder(l, n, t, ko).vectorize(l).unroll(n)
+//
+// A chain starts at a Func of the kernel (or `<func>.update(<k>)`, a stage
+// of it) and may call: split(v, outer, inner, factor[, tail]), tile(x, y,
+// xo, yo, xi, yi, xf, yf[, tail]), fuse(inner, outer, fused), reorder(v...),
+// vectorize(v[, factor]), unroll(v[, factor]), parallel(v[, task_size]),
+// serial(v), compute_root(), compute_inline(), compute_at(func, v),
+// store_root(), store_at(func, v). tail is one of RoundUp, GuardWithIf,
+// ShiftInwards, Predicate. Names new in a split, tile or fuse become loop
+// variables of the kernel (reduction variables where they split one).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Kernels.h"
+
+#include <cctype>
+#include <sstream>
+#include <stdexcept>
+
+using namespace Halide;
+
+namespace moir::halide {
+namespace {
+
+struct Call {
+  std::string name;
+  std::vector<std::string> args;
+};
+
+class LineParser {
+public:
+  explicit LineParser(const std::string &text) : text(text) {}
+
+  /// `<ident> ( . <ident> ( args ) )*`: the head and its calls.
+  std::string parse(std::vector<Call> &calls) {
+    std::string head = identifier();
+    if (head.empty())
+      throw std::runtime_error("expected a function name");
+    while (skipSpace(), pos < text.size()) {
+      if (text[pos] != '.')
+        throw std::runtime_error("expected '.' before column " + std::to_string(pos + 1));
+      ++pos;
+      Call call;
+      call.name = identifier();
+      if (call.name.empty())
+        throw std::runtime_error("expected a call after '.' at column " + std::to_string(pos + 1));
+      skipSpace();
+      if (pos >= text.size() || text[pos] != '(')
+        throw std::runtime_error("expected '(' after '" + call.name + "'");
+      ++pos;
+      skipSpace();
+      if (pos < text.size() && text[pos] == ')') {
+        ++pos;
+      } else {
+        for (;;) {
+          skipSpace();
+          size_t start = pos;
+          while (pos < text.size() && text[pos] != ',' && text[pos] != ')')
+            ++pos;
+          if (pos >= text.size())
+            throw std::runtime_error("unclosed '(' in '" + call.name + "'");
+          std::string arg = text.substr(start, pos - start);
+          while (!arg.empty() && std::isspace(static_cast<unsigned char>(arg.back())))
+            arg.pop_back();
+          if (arg.empty())
+            throw std::runtime_error("empty argument in '" + call.name + "'");
+          call.args.push_back(arg);
+          if (text[pos++] == ')')
+            break;
+        }
+      }
+      calls.push_back(std::move(call));
+    }
+    return head;
+  }
+
+private:
+  void skipSpace() {
+    while (pos < text.size() && std::isspace(static_cast<unsigned char>(text[pos])))
+      ++pos;
+  }
+  std::string identifier() {
+    skipSpace();
+    size_t start = pos;
+    while (pos < text.size() &&
+           (std::isalnum(static_cast<unsigned char>(text[pos])) || text[pos] == '_'))
+      ++pos;
+    return text.substr(start, pos - start);
+  }
+
+  const std::string &text;
+  size_t pos = 0;
+};
+
+int integer(const std::string &s, const std::string &what) {
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used != s.size() || value <= 0)
+    throw std::runtime_error(what + " must be a positive integer, not '" + s + "'");
+  return value;
+}
+
+TailStrategy tail(const std::string &s) {
+  if (s == "RoundUp")
+    return TailStrategy::RoundUp;
+  if (s == "GuardWithIf")
+    return TailStrategy::GuardWithIf;
+  if (s == "ShiftInwards")
+    return TailStrategy::ShiftInwards;
+  if (s == "Predicate")
+    return TailStrategy::Predicate;
+  if (s == "Auto")
+    return TailStrategy::Auto;
+  throw std::runtime_error("unknown tail strategy '" + s + "'");
+}
+
+class Applier {
+public:
+  explicit Applier(BuiltKernel &kernel) : kernel(kernel) {}
+
+  void line(const std::string &text) {
+    std::vector<Call> calls;
+    std::string head = LineParser(text).parse(calls);
+    Func f = func(head);
+    size_t first = 0;
+    Stage stage = f;
+    bool pure = true;
+    if (!calls.empty() && calls[0].name == "update") {
+      int index = 0;
+      if (calls[0].args.size() > 1)
+        throw std::runtime_error("update takes at most one stage number");
+      if (calls[0].args.size() == 1 && calls[0].args[0] != "0")
+        index = integer(calls[0].args[0], "update's stage number");
+      if (index >= f.num_update_definitions())
+        throw std::runtime_error("'" + head + "' has " + std::to_string(f.num_update_definitions()) +
+                                 " update stage(s); update(" + std::to_string(index) +
+                                 ") does not exist");
+      stage = f.update(index);
+      pure = false;
+      first = 1;
+    }
+    for (size_t c = first; c < calls.size(); ++c)
+      apply(f, stage, pure, calls[c]);
+  }
+
+private:
+  Func func(const std::string &name) {
+    auto it = kernel.funcs.find(name);
+    if (it == kernel.funcs.end()) {
+      std::string known;
+      for (const auto &[n, unused] : kernel.funcs)
+        known += (known.empty() ? "" : ", ") + n;
+      throw std::runtime_error("unknown function '" + name + "' (this kernel has: " + known + ")");
+    }
+    return it->second;
+  }
+
+  bool isRVar(const std::string &name) const { return kernel.rvars.count(name) != 0; }
+
+  VarOrRVar var(const std::string &name) {
+    if (auto it = kernel.rvars.find(name); it != kernel.rvars.end())
+      return it->second;
+    if (auto it = kernel.vars.find(name); it != kernel.vars.end())
+      return it->second;
+    throw std::runtime_error("unknown loop variable '" + name + "'");
+  }
+
+  /// A name a split/tile/fuse introduces, of the kind of `like`.
+  VarOrRVar fresh(const std::string &name, bool reduction) {
+    if (reduction) {
+      auto [it, unused] = kernel.rvars.emplace(name, RVar(name));
+      return it->second;
+    }
+    auto [it, unused] = kernel.vars.emplace(name, Var(name));
+    return it->second;
+  }
+
+  void arity(const Call &c, size_t lo, size_t hi) {
+    if (c.args.size() < lo || c.args.size() > hi)
+      throw std::runtime_error("'" + c.name + "' takes " + std::to_string(lo) +
+                               (lo == hi ? "" : " to " + std::to_string(hi)) + " arguments");
+  }
+
+  void apply(Func &f, Stage &stage, bool pure, const Call &c) {
+    const auto &a = c.args;
+    if (c.name == "split") {
+      arity(c, 4, 5);
+      bool red = isRVar(a[0]);
+      VarOrRVar old = var(a[0]);
+      VarOrRVar outer = fresh(a[1], red), inner = fresh(a[2], red);
+      stage.split(old, outer, inner, integer(a[3], "split's factor"),
+                  a.size() == 5 ? tail(a[4]) : TailStrategy::Auto);
+    } else if (c.name == "tile") {
+      arity(c, 8, 9);
+      bool rx = isRVar(a[0]), ry = isRVar(a[1]);
+      VarOrRVar x = var(a[0]), y = var(a[1]);
+      VarOrRVar xo = fresh(a[2], rx), yo = fresh(a[3], ry), xi = fresh(a[4], rx),
+                yi = fresh(a[5], ry);
+      stage.tile(x, y, xo, yo, xi, yi, integer(a[6], "tile's x factor"),
+                 integer(a[7], "tile's y factor"), a.size() == 9 ? tail(a[8]) : TailStrategy::Auto);
+    } else if (c.name == "fuse") {
+      arity(c, 3, 3);
+      bool red = isRVar(a[0]) || isRVar(a[1]);
+      VarOrRVar inner = var(a[0]), outer = var(a[1]);
+      stage.fuse(inner, outer, fresh(a[2], red));
+    } else if (c.name == "reorder") {
+      if (a.size() < 2)
+        throw std::runtime_error("'reorder' takes two or more loop variables");
+      std::vector<VarOrRVar> order;
+      for (const std::string &name : a)
+        order.push_back(var(name));
+      stage.reorder(order);
+    } else if (c.name == "vectorize" || c.name == "unroll" || c.name == "parallel") {
+      arity(c, 1, 2);
+      VarOrRVar v = var(a[0]);
+      if (c.name == "vectorize")
+        a.size() == 2 ? stage.vectorize(v, integer(a[1], "vectorize's width")) : stage.vectorize(v);
+      else if (c.name == "unroll")
+        a.size() == 2 ? stage.unroll(v, integer(a[1], "unroll's factor")) : stage.unroll(v);
+      else
+        a.size() == 2 ? stage.parallel(v, integer(a[1], "parallel's task size"))
+                      : stage.parallel(v);
+    } else if (c.name == "serial") {
+      arity(c, 1, 1);
+      stage.serial(var(a[0]));
+    } else if (c.name == "compute_root" || c.name == "compute_inline" || c.name == "store_root") {
+      arity(c, 0, 0);
+      if (!pure)
+        throw std::runtime_error("'" + c.name + "' applies to a function, not to an update stage");
+      if (c.name == "compute_root")
+        f.compute_root();
+      else if (c.name == "compute_inline")
+        f.compute_inline();
+      else
+        f.store_root();
+    } else if (c.name == "compute_at" || c.name == "store_at") {
+      arity(c, 2, 2);
+      if (!pure)
+        throw std::runtime_error("'" + c.name + "' applies to a function, not to an update stage");
+      Func at = func(a[0]);
+      VarOrRVar v = var(a[1]);
+      if (c.name == "compute_at")
+        v.is_rvar ? f.compute_at(at, v.rvar) : f.compute_at(at, v.var);
+      else
+        v.is_rvar ? f.store_at(at, v.rvar) : f.store_at(at, v.var);
+    } else {
+      throw std::runtime_error("unknown scheduling call '" + c.name + "'");
+    }
+  }
+
+  BuiltKernel &kernel;
+};
+
+} // namespace
+
+void applySchedule(BuiltKernel &kernel, const std::string &text, const std::string &origin) {
+  Applier applier(kernel);
+  std::istringstream in(text);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    size_t hash = line.find('#');
+    if (hash != std::string::npos)
+      line.resize(hash);
+    if (line.find_first_not_of(" \t\r") == std::string::npos)
+      continue;
+    try {
+      applier.line(line);
+    } catch (const Halide::Error &e) {
+      throw std::runtime_error(origin + ":" + std::to_string(number) + ": " + e.what());
+    } catch (const std::exception &e) {
+      throw std::runtime_error(origin + ":" + std::to_string(number) + ": " + e.what());
+    }
+  }
+}
+
+} // namespace moir::halide

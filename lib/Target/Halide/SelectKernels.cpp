@@ -1,0 +1,239 @@
+//===- SelectKernels.cpp - the moir-halide-select-kernels pass ------------===//
+
+#include "moir/Target/Halide/HalideTarget.h"
+
+#include "LLM/IR/LLMOps.h"
+#include "moir/Conversion/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
+
+namespace moir {
+#define GEN_PASS_DEF_HALIDESELECTKERNELSPASS
+#include "moir/Target/Halide/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+namespace llm = moir::llm;
+
+namespace {
+
+bool isF32(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getElementType().isF32();
+}
+
+/// A float tensor Halide reads as stored: f32, bf16 or f16 (no quantized
+/// weight types).
+bool isPlainFloat(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && (type.getElementType().isF32() || type.getElementType().isBF16() ||
+                  type.getElementType().isF16());
+}
+
+bool staticInner(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  return type.getRank() >= 1 && !ShapedType::isDynamic(type.getShape().back());
+}
+
+std::optional<StringRef> activationName(llm::ActivationKind kind) {
+  switch (kind) {
+  case llm::ActivationKind::silu:
+    return StringRef("silu");
+  case llm::ActivationKind::sigmoid:
+    return StringRef("sigmoid");
+  case llm::ActivationKind::relu:
+    return StringRef("relu");
+  case llm::ActivationKind::gelu_tanh:
+    return StringRef("gelu_tanh");
+  case llm::ActivationKind::gelu:
+    return std::nullopt; // erf: no Halide intrinsic
+  }
+  return std::nullopt;
+}
+
+/// `moir_hl_<kind>_<hash of kind, types and params>[_<variant>]`.
+std::string calleeName(StringRef kind, ValueRange operands, Type result, DictionaryAttr params) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << kind;
+  for (Value v : operands)
+    os << "|" << v.getType();
+  os << "|" << result << "|" << params;
+  return ("moir_hl_" + kind + "_" + llvm::utohexstr(llvm::xxh3_64bits(text), true)).str();
+}
+
+/// A linear Halide compiles: rank-2 f32 input with a static inner
+/// dimension, plain float weight and bias, f32 result.
+bool halideLinear(llm::LinearOp linear) {
+  auto input = cast<RankedTensorType>(linear.getInput().getType());
+  return isF32(linear.getInput()) && input.getRank() == 2 && staticInner(linear.getInput()) &&
+         isPlainFloat(linear.getWeight()) && isF32(linear.getResult()) &&
+         (!linear.getBias() || isPlainFloat(linear.getBias()));
+}
+
+struct HalideSelectKernelsPass
+    : moir::impl::HalideSelectKernelsPassBase<HalideSelectKernelsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    llvm::SmallVector<StringRef> wanted;
+    StringRef(ops).split(wanted, ',', -1, false);
+    auto want = [&](StringRef kind) {
+      return llvm::any_of(wanted, [&](StringRef w) { return w.trim() == kind; });
+    };
+    SmallVector<Operation *> candidates;
+    getOperation()->walk([&](Operation *op) {
+      if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp>(op))
+        candidates.push_back(op);
+    });
+    // glu_linear first: a GLU whose only use is a linear's input becomes one
+    // kernel with it (the FFN's down projection).
+    llvm::DenseSet<Operation *> fused;
+    if (want("glu_linear"))
+      for (Operation *op : candidates)
+        if (auto glu = dyn_cast<llm::GLUOp>(op)) {
+          Operation *linear = glu->hasOneUse() ? *glu->getUsers().begin() : nullptr;
+          if (fuseGLU(glu)) {
+            fused.insert(glu);
+            fused.insert(linear);
+          }
+        }
+    for (Operation *op : candidates)
+      if (!fused.contains(op))
+        select(op, want);
+  }
+
+  bool fuseGLU(llm::GLUOp glu) {
+    if (!glu->hasOneUse())
+      return false;
+    auto linear = dyn_cast<llm::LinearOp>(*glu->getUsers().begin());
+    std::optional<StringRef> act = activationName(glu.getActivation());
+    if (!linear || linear.getInput() != glu.getResult() || !act || !halideLinear(linear))
+      return false;
+    Builder b(glu.getContext());
+    SmallVector<Value> operands = {glu.getGate(), glu.getUp(), linear.getWeight()};
+    if (linear.getBias())
+      operands.push_back(linear.getBias());
+    emit(linear, operands, "glu_linear", {b.getNamedAttr("activation", b.getStringAttr(*act))});
+    glu->erase();
+    return true;
+  }
+
+  void select(Operation *op, llvm::function_ref<bool(StringRef)> want) {
+    Builder b(op->getContext());
+    SmallVector<NamedAttribute> params;
+    StringRef kind;
+    if (auto norm = dyn_cast<llm::RMSNormOp>(op)) {
+      auto type = cast<RankedTensorType>(norm.getInput().getType());
+      if (!want("rms_norm") || !isF32(norm.getInput()) || !staticInner(norm.getInput()) ||
+          type.getRank() > 3 || !isPlainFloat(norm.getWeight()))
+        return;
+      kind = "rms_norm";
+      params.push_back(b.getNamedAttr("epsilon", b.getF64FloatAttr(norm.getEpsilon().convertToDouble())));
+      if (std::optional<APFloat> offset = norm.getOffset())
+        params.push_back(b.getNamedAttr("offset", b.getF64FloatAttr(offset->convertToDouble())));
+    } else if (auto linear = dyn_cast<llm::LinearOp>(op)) {
+      auto input = cast<RankedTensorType>(linear.getInput().getType());
+      (void)input;
+      if (!want("linear") || !halideLinear(linear))
+        return;
+      kind = "linear";
+    } else if (auto glu = dyn_cast<llm::GLUOp>(op)) {
+      std::optional<StringRef> act = activationName(glu.getActivation());
+      auto type = cast<RankedTensorType>(glu.getType());
+      if (!want("glu") || !act || !isF32(glu.getGate()) || type.getRank() > 3)
+        return;
+      kind = "glu";
+      params.push_back(b.getNamedAttr("activation", b.getStringAttr(*act)));
+    } else if (auto activation = dyn_cast<llm::ActivationOp>(op)) {
+      std::optional<StringRef> act = activationName(activation.getKind());
+      auto type = cast<RankedTensorType>(activation.getType());
+      if (!want("activation") || !act || !isF32(activation.getInput()) || type.getRank() > 3 ||
+          !isF32(activation.getResult()))
+        return;
+      kind = "activation";
+      params.push_back(b.getNamedAttr("activation", b.getStringAttr(*act)));
+    } else if (auto rope = dyn_cast<llm::RopeOp>(op)) {
+      auto type = cast<RankedTensorType>(rope.getInput().getType());
+      if (!want("rope") || !isF32(rope.getInput()) || type.getRank() != 3 ||
+          !staticInner(rope.getInput()))
+        return;
+      moir::RopeTables tables = moir::computeRopeTables(rope.getRope());
+      SmallVector<double> freq(tables.invFreq.begin(), tables.invFreq.end());
+      kind = "rope";
+      params.push_back(b.getNamedAttr("dim", b.getI64IntegerAttr(rope.getRope().getDim())));
+      params.push_back(b.getNamedAttr("interleaved",
+                                      b.getI64IntegerAttr(rope.getRope().getInterleaved())));
+      params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
+      params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
+    } else {
+      return;
+    }
+
+    emit(op, op->getOperands(), kind, params);
+  }
+
+  /// Replaces `op` by a call of kernel `kind` on `operands`; a linear gets a
+  /// decode and a prefill kernel.
+  void emit(Operation *op, ValueRange operands, StringRef kind, ArrayRef<NamedAttribute> params) {
+    Builder b(op->getContext());
+    OpBuilder builder(op);
+    Location loc = op->getLoc();
+    Type resultType = op->getResult(0).getType();
+    auto call = [&](StringRef variant) -> Value {
+      SmallVector<NamedAttribute> all(params.begin(), params.end());
+      if (!variant.empty())
+        all.push_back(b.getNamedAttr("variant", b.getStringAttr(variant)));
+      DictionaryAttr dict = b.getDictionaryAttr(all);
+      std::string callee = calleeName(kind, operands, resultType, dict);
+      auto created = moir::HalideCallOp::create(builder, loc, resultType, operands,
+                                                builder.getStringAttr(callee),
+                                                builder.getStringAttr(kind), dict);
+      if (std::optional<int64_t> layer = moir::attrs::getLayer(op))
+        moir::attrs::setLayer(created, *layer);
+      return created.getResult();
+    };
+
+    Value replacement;
+    if (kind == "linear" || kind == "glu_linear") {
+      // Decode and prefill want different schedules (a dot product per
+      // weight row, or register tiles of 4 rows x 4 tokens): two kernels,
+      // the token count picks one.
+      int64_t tokens = cast<RankedTensorType>(operands[0].getType()).getDimSize(0);
+      if (!ShapedType::isDynamic(tokens)) {
+        replacement = call(tokens < 4 ? "decode" : "prefill");
+      } else {
+        // Constants at the function's start, where canonicalization keeps
+        // them: between a layer's ops they would split its outlined run.
+        OpBuilder entry(op->getContext());
+        entry.setInsertionPointToStart(
+            &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
+        Value zero = arith::ConstantIndexOp::create(entry, loc, 0);
+        Value four = arith::ConstantIndexOp::create(entry, loc, 4);
+        Value rows = tensor::DimOp::create(builder, loc, operands[0], zero);
+        Value few = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::slt, rows, four);
+        auto branch = scf::IfOp::create(builder, loc, TypeRange{resultType}, few, true, true);
+        if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
+          moir::attrs::setLayer(branch, *layer);
+          moir::attrs::setLayer(rows.getDefiningOp(), *layer);
+          moir::attrs::setLayer(few.getDefiningOp(), *layer);
+        }
+        builder.setInsertionPointToStart(&branch.getThenRegion().front());
+        scf::YieldOp::create(builder, loc, call("decode"));
+        builder.setInsertionPointToStart(&branch.getElseRegion().front());
+        scf::YieldOp::create(builder, loc, call("prefill"));
+        replacement = branch.getResult(0);
+      }
+    } else {
+      replacement = call("");
+    }
+    op->getResult(0).replaceAllUsesWith(replacement);
+    op->erase();
+  }
+};
+
+} // namespace

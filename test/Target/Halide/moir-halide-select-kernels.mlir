@@ -1,0 +1,103 @@
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels | FileCheck %s
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=rms_norm" | FileCheck %s --check-prefix=ONLY
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=glu,linear" | FileCheck %s --check-prefix=UNFUSED
+
+// An RMSNorm becomes a Halide kernel with its epsilon and offset; its layer is kept.
+// CHECK-LABEL: func.func @norm
+// CHECK: %[[N:.*]] = moir.halide_call "moir_hl_rms_norm_{{[0-9a-f]+}}" "rms_norm"(%arg0, %arg1) {epsilon = 1.000000e-05 : f64, offset = 1.000000e+00 : f64} {moir.layer = 3 : i64}
+// CHECK-NOT: llm.rms_norm
+// CHECK: return %[[N]]
+// ONLY-LABEL: func.func @norm
+// ONLY: moir.halide_call {{.*}} "rms_norm"
+func.func @norm(%x: tensor<?x64xf32>, %w: tensor<64xbf16>) -> tensor<?x64xf32> {
+  %n = llm.rms_norm %x, %w epsilon = 1.0e-05 offset = 1.0 {moir.layer = 3 : i64} : tensor<?x64xf32>, tensor<64xbf16>
+  return %n : tensor<?x64xf32>
+}
+
+// -----
+
+// A linear over a dynamic token count: a decode kernel below 4 tokens, a
+// prefill kernel from 4, two callees; identical linears share them.
+// CHECK-LABEL: func.func @linear
+// CHECK: %[[T:.*]] = tensor.dim %arg0, %c0
+// CHECK: %[[FEW:.*]] = arith.cmpi slt, %[[T]], %c4
+// CHECK: scf.if %[[FEW]] -> (tensor<?x32xf32>)
+// CHECK: moir.halide_call "[[DEC:moir_hl_linear_[0-9a-f]+]]" "linear"(%arg0, %arg1) {variant = "decode"}
+// CHECK: } else {
+// CHECK: moir.halide_call "[[PRE:moir_hl_linear_[0-9a-f]+]]" "linear"(%arg0, %arg1) {variant = "prefill"}
+// CHECK: scf.if
+// CHECK: moir.halide_call "[[DEC]]"
+// CHECK: moir.halide_call "[[PRE]]"
+// ONLY-LABEL: func.func @linear
+// ONLY-NOT: moir.halide_call
+// ONLY: llm.linear
+func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xbf16>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
+  %a = llm.linear %x, %w : (tensor<?x64xf32>, tensor<32x64xbf16>) -> tensor<?x32xf32>
+  %b = llm.linear %x, %w : (tensor<?x64xf32>, tensor<32x64xbf16>) -> tensor<?x32xf32>
+  return %a, %b : tensor<?x32xf32>, tensor<?x32xf32>
+}
+
+// -----
+
+// One static decode token: the decode kernel alone, no branch.
+// CHECK-LABEL: func.func @one_token
+// CHECK-NOT: scf.if
+// CHECK: moir.halide_call {{.*}} "linear"(%arg0, %arg1, %arg2) {variant = "decode"}
+func.func @one_token(%x: tensor<1x64xf32>, %w: tensor<32x64xf32>, %b: tensor<32xf32>) -> tensor<1x32xf32> {
+  %y = llm.linear %x, %w, %b : (tensor<1x64xf32>, tensor<32x64xf32>, tensor<32xf32>) -> tensor<1x32xf32>
+  return %y : tensor<1x32xf32>
+}
+
+// -----
+
+// GLU and activations with a Halide form; erf's gelu stays on MLIR.
+// CHECK-LABEL: func.func @ffn
+// CHECK: moir.halide_call {{.*}} "glu"(%arg0, %arg1) {activation = "silu"}
+// CHECK: moir.halide_call {{.*}} "activation"(%arg0) {activation = "gelu_tanh"}
+// CHECK: llm.activation gelu
+func.func @ffn(%g: tensor<?x16xf32>, %u: tensor<?x16xf32>) -> (tensor<?x16xf32>, tensor<?x16xf32>, tensor<?x16xf32>) {
+  %h = llm.glu silu %g, %u : tensor<?x16xf32>
+  %t = llm.activation gelu_tanh %g : tensor<?x16xf32>
+  %e = llm.activation gelu %g : tensor<?x16xf32>
+  return %h, %t, %e : tensor<?x16xf32>, tensor<?x16xf32>, tensor<?x16xf32>
+}
+
+// -----
+
+// RoPE carries its frequency table (theta 10000, 8 rotated dimensions: 4
+// frequencies) and the attention factor.
+// CHECK-LABEL: func.func @rope
+// CHECK: moir.halide_call {{.*}} "rope"(%arg0, %arg1) {dim = 8 : i64, factor = 1.000000e+00 : f64, interleaved = 0 : i64, inv_freq = array<f64: 1.000000e+00, 0.10000000149011612, 0.0099999997764825821, 0.0010000000474974513>}
+func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
+  %r = llm.rope %q, %p with <theta = 10000.0, dim = 8> : tensor<?x2x8xf32>, tensor<?xi64>
+  return %r : tensor<?x2x8xf32>
+}
+
+// -----
+
+// Quantized weights stay on MLIR.
+// CHECK-LABEL: func.func @quantized
+// CHECK-NOT: moir.halide_call
+// CHECK: llm.linear
+func.func @quantized(%x: tensor<?x64xf32>) -> tensor<?x32xf32> {
+  %q = llm.weight "w" scales "w_scale" : !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>
+  %y = llm.linear %x, %q : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// A GLU whose only use is a linear's input becomes one kernel with it (the
+// FFN's down projection); with ops=glu,linear they stay two kernels.
+// CHECK-LABEL: func.func @down
+// CHECK-NOT: "glu"(
+// CHECK: moir.halide_call "[[DEC:moir_hl_glu_linear_[0-9a-f]+]]" "glu_linear"(%arg0, %arg1, %arg2) {activation = "silu", variant = "decode"}
+// CHECK: moir.halide_call "[[PRE:moir_hl_glu_linear_[0-9a-f]+]]" "glu_linear"(%arg0, %arg1, %arg2) {activation = "silu", variant = "prefill"}
+// UNFUSED-LABEL: func.func @down
+// UNFUSED: %[[H:.*]] = moir.halide_call {{.*}} "glu"(%arg0, %arg1) {activation = "silu"}
+// UNFUSED: moir.halide_call {{.*}} "linear"(%[[H]], %arg2) {variant = "decode"}
+func.func @down(%g: tensor<?x48xf32>, %u: tensor<?x48xf32>, %w: tensor<16x48xbf16>) -> tensor<?x16xf32> {
+  %h = llm.glu silu %g, %u : tensor<?x48xf32>
+  %y = llm.linear %h, %w : (tensor<?x48xf32>, tensor<16x48xbf16>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
