@@ -3,17 +3,22 @@
 # and runs each for SECONDS (default 60), seeded from the malformed-input
 # corpus and the fixtures. New crashes land in build-fuzz/<target>/crash-*.
 #
-#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant|artifact|tokenizer ...]
+#   scripts/fuzz.sh [SECONDS] [safetensors|gguf|config|quant|artifact|tokenizer|schedule ...]
 #
 # `artifact` fuzzes the runtime's artifact loader and `tokenizer` its
-# tokenizer.json reader (runtime/src, no LLVM), with UBSan too.
+# tokenizer.json reader (runtime/src, no LLVM), with UBSan too; `schedule`
+# the Halide schedule texts of moirc --halide-schedules-in (needs Halide, as
+# scripts/setup.sh installs it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${FUZZ_DIR:-$root/build-fuzz}"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(safetensors gguf config quant artifact tokenizer)
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(safetensors gguf config quant artifact tokenizer)
+  ls -d "$root"/.venv-halide/lib/python3*/site-packages/halide >/dev/null 2>&1 && targets+=(schedule)
+fi
 
 bash "$root/scripts/setup.sh"
 mkdir -p "$out"
@@ -36,6 +41,13 @@ for t in "${targets[@]}"; do
       -I"$root/runtime/include" "$root/test/fuzz/artifact_fuzzer.cpp" \
       "$root"/runtime/src/{cpu_driver,cuda_driver,gpu_driver,hip_driver,mapped_file,model,parallel,session,signature,status,tokenizer}.cpp \
       "${sodium[@]}" -ldl -lpthread -o "$bin"
+  elif [ "$t" = schedule ]; then
+    halide=$(ls -d "$root"/.venv-halide/lib/python3*/site-packages/halide | head -1)
+    clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+      -frtti -fexceptions -I"$root/include" -I"$root/lib/Target/Halide/Generator" \
+      -I"$halide/include" "$root/test/fuzz/schedule_fuzzer.cpp" \
+      "$root"/lib/Target/Halide/Generator/{Kernels,Schedule}.cpp \
+      -L"$halide/lib64" -lHalide -Wl,-rpath,"$halide/lib64" -o "$bin"
   elif [ "$t" = tokenizer ]; then
     clang++-22 -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
       -DMOIR_HAVE_TOKENIZER -DMOIR_HAVE_UTF8PROC -I"$root/runtime/include" \
@@ -51,6 +63,7 @@ for t in "${targets[@]}"; do
                  i=0; for f in $(find "$root/test/Frontend/corpus" -name model.safetensors); do cp "$f" "$corpus/seed$i"; i=$((i+1)); done ;;
     gguf) cp -f "$root"/test/Frontend/corpus/*.gguf "$corpus/" ;;
     quant) cp -f "$root"/test/fuzz/corpus/quant/* "$corpus/" ;;
+    schedule) cp -f "$root"/test/fuzz/corpus/schedule/* "$corpus/" ;;
     artifact) cp -f "$root"/test/fuzz/corpus/artifact/* "$corpus/" ;;
     tokenizer) cp -f "$root"/test/fuzz/corpus/tokenizer/* "$corpus/"
                i=0; for f in "$root"/test/fixtures/tokenizers/*/tokenizer.json; do cp "$f" "$corpus/fixture$i.json"; i=$((i+1)); done ;;

@@ -25,7 +25,19 @@ bool has(const GeneratorOptions &options, const std::string &feature) {
 
 std::string header(const KernelSpec &spec, const Target &target) {
   std::ostringstream s;
-  s << "# MoIR Halide schedule of kernel " << spec.symbol << " (" << spec.kind << ")\n"
+  auto shape = [](const TensorSpec &t) {
+    std::string text = "[";
+    for (size_t i = 0; i < t.shape.size(); ++i)
+      text += (i ? "x" : "") + (t.shape[i] < 0 ? std::string("?") : std::to_string(t.shape[i]));
+    return text + "]";
+  };
+  auto variant = spec.strings.find("variant");
+  s << "# MoIR Halide schedule of kernel " << spec.symbol << " (" << spec.kind
+    << (variant != spec.strings.end() ? ", " + variant->second : std::string()) << ")\n"
+    << "# buffers:";
+  for (const TensorSpec &t : spec.inputs)
+    s << " " << shape(t);
+  s << " -> " << shape(spec.output) << " (outermost first; Halide's dimension 0 is the last)\n"
     << "# target " << target.to_string() << "\n"
     << "# Edit and compile with moirc --halide-schedules-in=DIR; the syntax is in\n"
     << "# docs/halide.md. Funcs and loop variables of this kernel:";
@@ -55,22 +67,6 @@ std::string readFile(const fs::path &path) {
   s << in.rdbuf();
   return s.str();
 }
-
-/// Halide's compile-time diagnostics: errors become exceptions (reported
-/// with the kernel's name); warnings are printed, except that bf16 math is
-/// emulated on CPUs without it, which is the widening MoIR asks for.
-class Reporter : public CompileTimeErrorReporter {
-public:
-  void warning(const char *msg) override {
-    std::string text = msg;
-    if (text.find("float16 type operation is emulated") != std::string::npos)
-      return;
-    while (!text.empty() && text.back() == '\n')
-      text.pop_back();
-    std::fprintf(stderr, "moirc: Halide warning: %s\n", text.c_str());
-  }
-  void error(const char *msg) override { throw std::runtime_error(msg); }
-};
 
 Target parseTarget(const GeneratorOptions &options) {
   std::string error;
@@ -131,8 +127,7 @@ std::string defaultSchedule(const KernelSpec &spec) { return defaultScheduleFor(
 
 std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,
                             std::vector<std::string> &objects) {
-  static Reporter reporter;
-  set_custom_compile_time_error_reporter(&reporter);
+  installReporter();
   try {
     Target target = parseTarget(options);
     int lanes = vectorLanes(target);
@@ -175,8 +170,9 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
       fs::path object = dir / (spec.symbol + ".o");
       Target kernelTarget = target.with_feature(Target::NoRuntime);
       kernel.output.compile_to_object(object.string(), args, spec.symbol, kernelTarget);
+      checkCompiled();
       objects.push_back(object.string());
-      } catch (const Halide::Error &e) {
+      } catch (const std::exception &e) {
         throw std::runtime_error("kernel " + spec.symbol + " (" + spec.kind + "): " + e.what());
       }
     }

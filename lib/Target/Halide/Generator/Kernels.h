@@ -43,6 +43,16 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes);
 /// ("<file>:<line>: ..."). Throws std::runtime_error.
 void applySchedule(BuiltKernel &kernel, const std::string &text, const std::string &origin);
 
+/// Routes Halide's compile-time diagnostics: errors become exceptions;
+/// warnings are printed, except bf16 emulation (the widening MoIR asks
+/// for); a warning that the pipeline "is guaranteed to fail an assertion at
+/// run time" (a schedule that cannot fit the buffers, such as a split wider
+/// than a static extent) is kept for checkCompiled.
+void installReporter();
+/// Throws std::runtime_error if the last compile was warned to fail at run
+/// time, and forgets the warning.
+void checkCompiled();
+
 } // namespace moir::halide
 
 #endif // MOIR_LIB_TARGET_HALIDE_GENERATOR_KERNELS_H

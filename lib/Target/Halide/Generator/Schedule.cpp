@@ -22,6 +22,7 @@
 #include "Kernels.h"
 
 #include <cctype>
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 
@@ -100,17 +101,20 @@ private:
   size_t pos = 0;
 };
 
-int integer(const std::string &s, const std::string &what) {
+/// A positive integer up to `most`: larger factors, vector widths and
+/// unrolls only make code Halide cannot build in reasonable time or memory.
+int integer(const std::string &s, const std::string &what, int most = 1 << 16) {
   size_t used = 0;
-  int value = 0;
+  long value = 0;
   try {
-    value = std::stoi(s, &used);
+    value = std::stol(s, &used);
   } catch (...) {
     used = 0;
   }
-  if (used != s.size() || value <= 0)
-    throw std::runtime_error(what + " must be a positive integer, not '" + s + "'");
-  return value;
+  if (used != s.size() || value <= 0 || value > most)
+    throw std::runtime_error(what + " must be an integer from 1 to " + std::to_string(most) +
+                             ", not '" + s + "'");
+  return static_cast<int>(value);
 }
 
 TailStrategy tail(const std::string &s) {
@@ -227,9 +231,10 @@ private:
       arity(c, 1, 2);
       VarOrRVar v = var(a[0]);
       if (c.name == "vectorize")
-        a.size() == 2 ? stage.vectorize(v, integer(a[1], "vectorize's width")) : stage.vectorize(v);
+        a.size() == 2 ? stage.vectorize(v, integer(a[1], "vectorize's width", 256))
+                      : stage.vectorize(v);
       else if (c.name == "unroll")
-        a.size() == 2 ? stage.unroll(v, integer(a[1], "unroll's factor")) : stage.unroll(v);
+        a.size() == 2 ? stage.unroll(v, integer(a[1], "unroll's factor", 256)) : stage.unroll(v);
       else
         a.size() == 2 ? stage.parallel(v, integer(a[1], "parallel's task size"))
                       : stage.parallel(v);
@@ -265,6 +270,45 @@ private:
 };
 
 } // namespace
+
+namespace {
+std::string fatalWarning;
+
+class Reporter : public CompileTimeErrorReporter {
+public:
+  void warning(const char *msg) override {
+    std::string text = msg;
+    if (text.find("float16 type operation is emulated") != std::string::npos)
+      return;
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+      text.pop_back();
+    if (text.find("guaranteed to fail an assertion") != std::string::npos) {
+      if (fatalWarning.empty())
+        fatalWarning = text;
+      return;
+    }
+    std::fprintf(stderr, "moirc: Halide warning: %s\n", text.c_str());
+  }
+  void error(const char *msg) override { throw std::runtime_error(msg); }
+};
+} // namespace
+
+void installReporter() {
+  static Reporter reporter;
+  set_custom_compile_time_error_reporter(&reporter);
+}
+
+void checkCompiled() {
+  std::string warning;
+  std::swap(warning, fatalWarning);
+  if (!warning.empty()) {
+    for (char &c : warning)
+      if (c == '\n')
+        c = ' ';
+    throw std::runtime_error("the schedule cannot run on these buffers (Halide: " + warning +
+                             "); a split or tile factor larger than a static extent does this");
+  }
+}
 
 void applySchedule(BuiltKernel &kernel, const std::string &text, const std::string &origin) {
   Applier applier(kernel);
