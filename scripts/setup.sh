@@ -9,6 +9,7 @@ PKGS=(
   qemu-user g++-aarch64-linux-gnu
   libsodium-dev libclang-rt-22-dev libpcre2-dev nlohmann-json3-dev libutf8proc-dev
   openmpi-bin libopenmpi-dev
+  pocl-opencl-icd ocl-icd-libopencl1 clinfo
 )
 
 missing=()

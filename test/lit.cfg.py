@@ -37,8 +37,16 @@ if config.moir_enable_nvidia:
 if config.moir_enable_amd:
     config.available_features.add("amd-backend")
 # halide: this moirc has the Halide code generator (--kernels=halide).
+# halide-opencl: and this machine has an OpenCL platform with a device (PoCL
+# from scripts/setup.sh runs on the CPU), so --halide-target=opencl artifacts
+# run.
 if config.moir_have_halide:
     config.available_features.add("halide")
+    clinfo = shutil.which("clinfo")
+    if clinfo and "Device #" in subprocess.run(
+            [clinfo, "-l"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True).stdout:
+        config.available_features.add("halide-opencl")
 
 # The CUDA toolkit (ptxas, libdevice) for the NVIDIA backend's compile checks;
 # no GPU is needed for them.

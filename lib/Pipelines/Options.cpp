@@ -120,6 +120,20 @@ Error validateOptions(const CompileOptions &options) {
                               !options.cpu.halideSchedulesOut.empty()))
     return bad("--halide-schedules-in/--halide-schedules-out are the Halide kernels' "
                "schedules: they need --kernels=halide");
+  StringRef device = options.cpu.halideTarget;
+  if (device != "host" && device != "opencl" && device != "vulkan")
+    return bad("unknown --halide-target '" + device + "' (known: host, opencl, vulkan)");
+  // Halide 21's Vulkan kernels compute wrong results on the one Vulkan
+  // driver these machines have (Mesa 22.3's lavapipe) as soon as a kernel
+  // reads two buffers (docs/halide.md): refused until a driver shows them
+  // right, rather than silently wrong logits.
+  if (device == "vulkan")
+    return bad("--halide-target=vulkan is not enabled: Halide 21's Vulkan kernels gave wrong "
+               "results on the Vulkan driver MoIR is tested with (Mesa 22.3 lavapipe) for "
+               "kernels with two or more buffers; use opencl or host (docs/halide.md)");
+  if (kernels != "halide" && device != "host")
+    return bad("--halide-target=" + device + " says where the Halide kernels run: it needs "
+               "--kernels=halide");
   for (StringRef op : llvm::split(StringRef(options.cpu.halideOps), ',')) {
     static const char *kOps[] = {"rms_norm", "linear", "glu", "activation", "rope",
                                  "glu_linear"};

@@ -54,7 +54,7 @@ struct Descriptors {
 /// Builds the descriptor of `memref` (stack storage in `func`'s entry
 /// block) and returns its address.
 Value describe(RewriterBase &rewriter, Location loc, func::FuncOp func, Value memref,
-               const Descriptors &d) {
+               const Descriptors &d, bool input) {
   auto type = cast<MemRefType>(memref.getType());
   int64_t rank = type.getRank();
   Value bufferSlot, dimSlots;
@@ -97,7 +97,9 @@ Value describe(RewriterBase &rewriter, Location loc, func::FuncOp func, Value me
   store(bufferSlot, d.buffer, {0, 0}, constant(d.i64, 0));
   store(bufferSlot, d.buffer, {0, 1}, LLVM::ZeroOp::create(rewriter, loc, d.ptr));
   store(bufferSlot, d.buffer, {0, 2}, host);
-  store(bufferSlot, d.buffer, {0, 3}, constant(d.i64, 0));
+  // An input's host data is current (halide_buffer_flag_host_dirty), so a
+  // device kernel copies it over; a result starts clean.
+  store(bufferSlot, d.buffer, {0, 3}, constant(d.i64, input ? 1 : 0));
   store(bufferSlot, d.buffer, {0, 4}, constant(d.i8, code));
   store(bufferSlot, d.buffer, {0, 5}, constant(d.i8, bits));
   store(bufferSlot, d.buffer, {0, 6}, constant(d.i16, 1));
@@ -169,8 +171,8 @@ struct HalideCallBufferization
         rewriter, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), sizes,
         rewriter.getI64IntegerAttr(64));
     for (Value b : buffers)
-      args.push_back(describe(rewriter, loc, func, b, d));
-    args.push_back(describe(rewriter, loc, func, out, d));
+      args.push_back(describe(rewriter, loc, func, b, d, /*input=*/true));
+    args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
 
     auto module = op->getParentOfType<ModuleOp>();
     auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
@@ -181,11 +183,34 @@ struct HalideCallBufferization
           b.getFunctionType(SmallVector<Type>(args.size(), d.ptr), {d.i32}));
       callee.setPrivate();
     }
-    Value rc = func::CallOp::create(rewriter, loc, callee, args).getResult(0);
-    Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
-                                     arith::ConstantIntOp::create(rewriter, loc, 0, 32));
-    cf::AssertOp::create(rewriter, loc, ok,
-                         ("Halide kernel " + call.getCallee() + " failed").str());
+    auto check = [&](Value rc, const Twine &what) {
+      Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
+                                       arith::ConstantIntOp::create(rewriter, loc, 0, 32));
+      cf::AssertOp::create(rewriter, loc, ok, what.str());
+    };
+    check(func::CallOp::create(rewriter, loc, callee, args).getResult(0),
+          "Halide kernel " + call.getCallee() + " failed");
+    if (call.getParams().get("device")) {
+      // A device kernel leaves its result on the device and every buffer
+      // with a device allocation: copy the result back, free them all
+      // (the descriptors die with this call).
+      auto runtime = [&](StringRef name) {
+        if (auto f = module.lookupSymbol<func::FuncOp>(name))
+          return f;
+        OpBuilder b(module.getBodyRegion());
+        auto f = func::FuncOp::create(b, module.getLoc(), name,
+                                      b.getFunctionType({d.ptr, d.ptr}, {d.i32}));
+        f.setPrivate();
+        return f;
+      };
+      Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
+      check(func::CallOp::create(rewriter, loc, runtime("halide_copy_to_host"),
+                                 ValueRange{none, args.back()})
+                .getResult(0),
+            "Halide kernel " + call.getCallee() + ": copying the result to the host failed");
+      for (Value desc : args)
+        func::CallOp::create(rewriter, loc, runtime("halide_device_free"), ValueRange{none, desc});
+    }
     replaceOpWithBufferizedValues(rewriter, op, out);
     return success();
   }

@@ -137,8 +137,6 @@ struct HalideSelectKernelsPass
       if (std::optional<APFloat> offset = norm.getOffset())
         params.push_back(b.getNamedAttr("offset", b.getF64FloatAttr(offset->convertToDouble())));
     } else if (auto linear = dyn_cast<llm::LinearOp>(op)) {
-      auto input = cast<RankedTensorType>(linear.getInput().getType());
-      (void)input;
       if (!want("linear") || !halideLinear(linear))
         return;
       kind = "linear";
@@ -186,6 +184,8 @@ struct HalideSelectKernelsPass
     Type resultType = op->getResult(0).getType();
     auto call = [&](StringRef variant) -> Value {
       SmallVector<NamedAttribute> all(params.begin(), params.end());
+      if (device != "host")
+        all.push_back(b.getNamedAttr("device", b.getStringAttr(device)));
       if (!variant.empty())
         all.push_back(b.getNamedAttr("variant", b.getStringAttr(variant)));
       DictionaryAttr dict = b.getDictionaryAttr(all);

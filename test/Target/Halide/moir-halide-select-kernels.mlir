@@ -1,12 +1,16 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels | FileCheck %s
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=rms_norm" | FileCheck %s --check-prefix=ONLY
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=glu,linear" | FileCheck %s --check-prefix=UNFUSED
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=opencl" | FileCheck %s --check-prefix=DEVICE
 
 // An RMSNorm becomes a Halide kernel with its epsilon and offset; its layer is kept.
 // CHECK-LABEL: func.func @norm
 // CHECK: %[[N:.*]] = moir.halide_call "moir_hl_rms_norm_{{[0-9a-f]+}}" "rms_norm"(%arg0, %arg1) {epsilon = 1.000000e-05 : f64, offset = 1.000000e+00 : f64} {moir.layer = 3 : i64}
 // CHECK-NOT: llm.rms_norm
 // CHECK: return %[[N]]
+// On a device every call says so (and gets callees of its own).
+// DEVICE-LABEL: func.func @norm
+// DEVICE: moir.halide_call "moir_hl_rms_norm_{{[0-9a-f]+}}" "rms_norm"(%arg0, %arg1) {device = "opencl", epsilon = 1.000000e-05 : f64, offset = 1.000000e+00 : f64}
 // ONLY-LABEL: func.func @norm
 // ONLY: moir.halide_call {{.*}} "rms_norm"
 func.func @norm(%x: tensor<?x64xf32>, %w: tensor<64xbf16>) -> tensor<?x64xf32> {

@@ -51,6 +51,10 @@ struct GeneratorOptions {
   /// ("avx2", "fma", "avx512f", ...), mapped to a Halide target.
   std::string triple, cpu;
   std::vector<std::string> features;
+  /// When set, the Halide target as is ("wasm-32-wasmrt",
+  /// "arm-64-osx-metal", ...), instead of one mapped from triple and
+  /// features: compile-only checks of targets MoIR's runtime does not run.
+  std::string target;
   /// When set: the folder the schedules are written to / read from, one
   /// file `<symbol>.schedule` per kernel.
   std::string schedulesOut, schedulesIn;

@@ -17,7 +17,10 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     computed here and passed as a table), and `glu_linear`: a GLU whose only
     use is a linear's input, fused with it into one kernel (the FFN's down
     projection; a schedule decides whether the GLU's output is materialized
-    or recomputed). Everything else stays on the MLIR path. A linear whose token count is dynamic becomes two kernels, one
+    or recomputed). Everything else stays on the MLIR path. With `device`
+    other than host each call carries `device = "opencl"` (or vulkan): the
+    kernel is compiled and scheduled for that device, and the call copies
+    its result back to the host. A linear whose token count is dynamic becomes two kernels, one
     scheduled for decode (fewer than 4 tokens) and one for prefill, picked
     at run time by an `scf.if`. The callee's name is the kernel's content
     (kind, operand types, params), so identical ops share one kernel.
@@ -32,7 +35,9 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
   }];
   let options = [
     Option<"ops", "ops", "std::string", "\"rms_norm,linear,glu,activation,rope,glu_linear\"",
-           "the op kinds to hand to Halide, a comma list">
+           "the op kinds to hand to Halide, a comma list">,
+    Option<"device", "device", "std::string", "\"host\"",
+           "where the kernels run: host, opencl or vulkan (a `device` param on each call)">
   ];
   let dependentDialects = ["::moir::MoIRDialect", "::mlir::scf::SCFDialect",
                            "::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];

@@ -64,6 +64,7 @@ public:
     if (options.cpu.kernels == "halide") {
       HalideSelectKernelsPassOptions select;
       select.ops = options.cpu.halideOps;
+      select.device = options.cpu.halideTarget;
       pm.addPass(createHalideSelectKernelsPass(select));
     }
     return Error::success();

@@ -69,11 +69,37 @@ std::string readFile(const fs::path &path) {
 }
 
 Target parseTarget(const GeneratorOptions &options) {
+  if (!options.target.empty()) {
+    if (!Target::validate_target_string(options.target))
+      throw std::runtime_error("'" + options.target + "' is not a Halide target");
+    return Target(options.target);
+  }
   std::string error;
   std::string name = halideTarget(options, error);
   if (name.empty())
     throw std::runtime_error(error);
   return Target(name);
+}
+
+/// `target` with the device a kernel runs on (spec.strings["device"]):
+/// OpenCL, or Vulkan 1.3 with the integer and float widths MoIR's kernels
+/// use (int64 positions, bf16/f16 weights).
+Target withDevice(Target target, const KernelSpec &spec) {
+  auto device = spec.strings.find("device");
+  if (device == spec.strings.end() || device->second == "host")
+    return target;
+  if (device->second == "opencl")
+    return target.with_feature(Target::OpenCL);
+  if (device->second == "vulkan")
+    return target.with_feature(Target::Vulkan)
+        .with_feature(Target::VulkanInt8)
+        .with_feature(Target::VulkanInt16)
+        .with_feature(Target::VulkanInt64)
+        .with_feature(Target::VulkanFloat16)
+        .with_feature(Target::VulkanFloat64)
+        .with_feature(Target::VulkanV13);
+  throw std::runtime_error("unknown Halide device '" + device->second +
+                           "' (host, opencl, vulkan)");
 }
 
 } // namespace
@@ -142,6 +168,7 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
         return "Halide: cannot create " + options.schedulesOut + ": " + ec.message();
     }
     std::set<std::string> seen;
+    Target runtimeTarget = target;
     for (KernelSpec spec : specs) {
       if (!seen.insert(spec.symbol).second)
         continue;
@@ -149,6 +176,7 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
       spec.numbers["lanes"] = lanes;
       BuiltKernel kernel = buildKernel(spec);
       std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
+      Target shown = withDevice(target, spec);
       if (!options.schedulesIn.empty()) {
         fs::path file = fs::path(options.schedulesIn) / (spec.symbol + ".schedule");
         if (fs::exists(file)) {
@@ -159,7 +187,7 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
       if (!options.schedulesOut.empty()) {
         fs::path file = fs::path(options.schedulesOut) / (spec.symbol + ".schedule");
         std::ofstream out(file, std::ios::binary);
-        out << header(spec, target) << listNames(kernel) << "\n" << schedule;
+        out << header(spec, shown) << listNames(kernel) << "\n" << schedule;
         if (!out)
           return "Halide: cannot write " + file.string();
       }
@@ -168,7 +196,8 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
       for (ImageParam &p : kernel.inputs)
         args.push_back(p);
       fs::path object = dir / (spec.symbol + ".o");
-      Target kernelTarget = target.with_feature(Target::NoRuntime);
+      Target kernelTarget = withDevice(target, spec).with_feature(Target::NoRuntime);
+      runtimeTarget = withDevice(runtimeTarget, spec);
       kernel.output.compile_to_object(object.string(), args, spec.symbol, kernelTarget);
       checkCompiled();
       objects.push_back(object.string());
@@ -178,7 +207,7 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
     }
     if (!seen.empty()) {
       fs::path runtime = dir / "halide_runtime.o";
-      compile_standalone_runtime(runtime.string(), target);
+      compile_standalone_runtime(runtime.string(), runtimeTarget);
       objects.push_back(runtime.string());
     }
   } catch (const Halide::Error &e) {

@@ -113,6 +113,8 @@ int partialLanes(int64_t k, int lanes) {
 int vectorLanes(const Target &target) {
   if (target.arch == Target::X86)
     return target.has_feature(Target::AVX512) ? 16 : target.has_feature(Target::AVX) ? 8 : 4;
+  if (target.arch == Target::Hexagon)
+    return 32; // 128-byte HVX vectors
   return 4;
 }
 
@@ -269,7 +271,64 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
   return k;
 }
 
+namespace {
+
+/// Threads per block along a dimension of static extent `n` (-1: dynamic).
+int threads(int64_t n, int most) { return n >= 0 && n < most ? static_cast<int>(n) : most; }
+
+/// Default schedules on a device (OpenCL, Vulkan): every Func a grid of
+/// threads, tails guarded (tiles never wider than what exists), reductions
+/// serial within a thread. Correct everywhere, tuned nowhere: the device
+/// path's first aim is running the kernels where Halide can.
+std::string deviceSchedule(const KernelSpec &spec) {
+  std::ostringstream s;
+  int rank = static_cast<int>(spec.output.shape.size());
+  int64_t inner = spec.output.shape.back();
+  int ti = threads(inner, 64);
+  // The rows: t, or h and t fused.
+  std::string rows = rank == 3 ? "ht" : "t";
+  std::string fuse = rank == 3 ? ".fuse(h, t, ht)" : "";
+  auto grid = [&](const std::string &func, const std::string &x, int tx) {
+    if (rank == 1)
+      s << func << ".gpu_tile(" << x << ", " << x << "_b, " << x << "_t, " << tx
+        << ", GuardWithIf)\n";
+    else
+      s << func << fuse << ".gpu_tile(" << x << ", " << rows << ", " << x << "_b, " << rows
+        << "_b, " << x << "_t, " << rows << "_t, " << tx << ", 1, GuardWithIf)\n";
+  };
+  if (spec.kind == "rms_norm") {
+    // One thread per row sums its squares.
+    std::string rowFuse = rank == 3 ? ".fuse(h, t, ht)" : "";
+    s << "sumsq.compute_root()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, "
+      << rows << "_t, 64, GuardWithIf)\n";
+    s << "sumsq.update()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, " << rows
+      << "_t, 64, GuardWithIf)\n";
+    grid("out", "i", ti);
+  } else if (spec.kind == "glu" || spec.kind == "activation") {
+    grid("out", "i", ti);
+  } else if (spec.kind == "rope") {
+    int64_t half = static_cast<int64_t>(spec.table.size());
+    for (const char *f : {"cosine", "sine"})
+      s << f << ".compute_root().gpu_tile(j, t, j_b, t_b, j_t, t_t, " << threads(half, 64)
+        << ", 1, GuardWithIf)\n";
+    grid("out", "i", ti);
+  } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
+    if (spec.kind == "glu_linear")
+      s << "hidden.compute_root().gpu_tile(k, t, k_b, t_b, k_t, t_t, "
+        << threads(spec.inputs[0].shape.back(), 64) << ", 1, GuardWithIf)\n";
+    // A thread per output: its dot product, lanes of partial sums serial.
+    s << "out.gpu_tile(n, t, n_b, t_b, n_t, t_t, " << ti << ", 1, GuardWithIf)\n";
+    s << "partial.compute_at(out, n_t)\n";
+  }
+  return s.str();
+}
+
+} // namespace
+
 std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
+  auto device = spec.strings.find("device");
+  if (device != spec.strings.end() && device->second != "host")
+    return deviceSchedule(spec);
   std::ostringstream s;
   int rank = static_cast<int>(spec.output.shape.size());
   int64_t inner = spec.output.shape.back();

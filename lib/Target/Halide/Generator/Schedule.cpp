@@ -13,7 +13,9 @@
 // xo, yo, xi, yi, xf, yf[, tail]), fuse(inner, outer, fused), reorder(v...),
 // vectorize(v[, factor]), unroll(v[, factor]), parallel(v[, task_size]),
 // serial(v), compute_root(), compute_inline(), compute_at(func, v),
-// store_root(), store_at(func, v). tail is one of RoundUp, GuardWithIf,
+// store_root(), store_at(func, v), and on a device gpu_tile(x[, y], blocks...,
+// threads..., factors...[, tail]), gpu_blocks(v...), gpu_threads(v...),
+// gpu_single_thread(). tail is one of RoundUp, GuardWithIf,
 // ShiftInwards, Predicate. Names new in a split, tile or fuse become loop
 // variables of the kernel (reduction variables where they split one).
 //
@@ -238,6 +240,43 @@ private:
       else
         a.size() == 2 ? stage.parallel(v, integer(a[1], "parallel's task size"))
                       : stage.parallel(v);
+    } else if (c.name == "gpu_tile") {
+      // gpu_tile(x, xo, xi, xf[, tail]) or gpu_tile(x, y, xo, yo, xi, yi, xf, yf[, tail])
+      if (a.size() == 4 || a.size() == 5) {
+        bool red = isRVar(a[0]);
+        VarOrRVar x = var(a[0]);
+        VarOrRVar bx = fresh(a[1], red), tx = fresh(a[2], red);
+        stage.gpu_tile(x, bx, tx, integer(a[3], "gpu_tile's x factor", 1024),
+                       a.size() == 5 ? tail(a[4]) : TailStrategy::Auto);
+      } else if (a.size() == 8 || a.size() == 9) {
+        bool rx = isRVar(a[0]), ry = isRVar(a[1]);
+        VarOrRVar x = var(a[0]), y = var(a[1]);
+        VarOrRVar bx = fresh(a[2], rx), by = fresh(a[3], ry), tx = fresh(a[4], rx),
+                  ty = fresh(a[5], ry);
+        stage.gpu_tile(x, y, bx, by, tx, ty, integer(a[6], "gpu_tile's x factor", 1024),
+                       integer(a[7], "gpu_tile's y factor", 1024),
+                       a.size() == 9 ? tail(a[8]) : TailStrategy::Auto);
+      } else {
+        throw std::runtime_error("'gpu_tile' takes 4 or 5 arguments (one dimension) or 8 or 9 "
+                                 "(two)");
+      }
+    } else if (c.name == "gpu_blocks" || c.name == "gpu_threads") {
+      if (a.empty() || a.size() > 3)
+        throw std::runtime_error("'" + c.name + "' takes 1 to 3 loop variables");
+      std::vector<VarOrRVar> v;
+      for (const std::string &name : a)
+        v.push_back(var(name));
+      if (c.name == "gpu_blocks")
+        v.size() == 1   ? stage.gpu_blocks(v[0])
+        : v.size() == 2 ? stage.gpu_blocks(v[0], v[1])
+                        : stage.gpu_blocks(v[0], v[1], v[2]);
+      else
+        v.size() == 1   ? stage.gpu_threads(v[0])
+        : v.size() == 2 ? stage.gpu_threads(v[0], v[1])
+                        : stage.gpu_threads(v[0], v[1], v[2]);
+    } else if (c.name == "gpu_single_thread") {
+      arity(c, 0, 0);
+      stage.gpu_single_thread();
     } else if (c.name == "serial") {
       arity(c, 1, 1);
       stage.serial(var(a[0]));
