@@ -14,6 +14,9 @@
 #include "moir/Target/Halide/Generator.h"
 #endif
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 
@@ -38,6 +41,49 @@ namespace {
 
 #ifdef MOIR_HAVE_HALIDE
 namespace hl = moir::halide;
+
+/// Halide's parallel loops on the runtime's thread pool: a definition of
+/// `int halide_do_par_for(void *uc, int (*task)(void *, int, uint8_t *),
+/// int min, int size, uint8_t *closure)` that overrides the weak one in
+/// Halide's runtime. Its loop is an scf.parallel, which the CPU pipeline
+/// lowers to the runtime's fork/join like every other parallel loop, so the
+/// kernels use MOIR_NUM_THREADS' threads and no second pool competes for
+/// the cores. A failed task's code is or-ed into the result.
+void defineParFor(ModuleOp module) {
+  constexpr llvm::StringLiteral kName = "halide_do_par_for";
+  if (module.lookupSymbol(kName))
+    return;
+  MLIRContext *ctx = module.getContext();
+  Location loc = module.getLoc();
+  OpBuilder b(module.getBodyRegion());
+  Type ptr = LLVM::LLVMPointerType::get(ctx), i32 = b.getI32Type();
+  auto func = func::FuncOp::create(b, loc, kName,
+                                   b.getFunctionType({ptr, ptr, i32, i32, ptr}, {i32}));
+  Block *body = func.addEntryBlock();
+  b.setInsertionPointToStart(body);
+  Value uc = body->getArgument(0), task = body->getArgument(1), closure = body->getArgument(4);
+  auto resultType = MemRefType::get({1}, i32);
+  Value result = memref::AllocaOp::create(b, loc, resultType);
+  Value first = arith::ConstantIndexOp::create(b, loc, 0);
+  memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 0, 32), result,
+                          ValueRange{first});
+  Value lo = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(2));
+  Value size = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(3));
+  Value hi = arith::AddIOp::create(b, loc, lo, size);
+  Value step = arith::ConstantIndexOp::create(b, loc, 1);
+  scf::ParallelOp::create(
+      b, loc, ValueRange{lo}, ValueRange{hi}, ValueRange{step},
+      [&](OpBuilder &nb, Location l, ValueRange iv) {
+        Value index = arith::IndexCastOp::create(nb, l, i32, iv[0]);
+        auto type = LLVM::LLVMFunctionType::get(i32, {ptr, i32, ptr});
+        Value rc = LLVM::CallOp::create(nb, l, type, ValueRange{task, uc, index, closure})
+                       .getResult();
+        memref::AtomicRMWOp::create(nb, l, arith::AtomicRMWKind::ori, rc, result,
+                                    ValueRange{first});
+      });
+  func::ReturnOp::create(b, loc,
+                         ValueRange{memref::LoadOp::create(b, loc, result, ValueRange{first})});
+}
 
 FailureOr<hl::TensorSpec> tensorSpec(Operation *op, Type type) {
   auto tensor = cast<RankedTensorType>(type);
@@ -157,6 +203,8 @@ struct HalideCompileKernelsPass
       mlir::emitError(module.getLoc()) << error;
       return signalPassFailure();
     }
+    if (llvm::any_of(list, [](const hl::KernelSpec &k) { return !k.strings.count("device"); }))
+      defineParFor(module);
     SmallVector<Attribute> files;
     if (auto existing = module->getAttrOfType<ArrayAttr>(moir::attrs::linkObjectsName()))
       files.append(existing.begin(), existing.end());

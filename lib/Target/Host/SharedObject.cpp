@@ -117,9 +117,10 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions 
     return error("translation to LLVM IR failed");
   llvmModule->setTargetTriple(triple);
   llvmModule->setDataLayout(machine->createDataLayout());
-  // Only the entry is exported.
+  // Only the entry is exported, and the hooks that linked objects call
+  // (halide_*: the Halide kernels' parallel loops on the runtime's pool).
   for (Function &f : *llvmModule)
-    if (!f.isDeclaration() && f.getName() != "moir_forward")
+    if (!f.isDeclaration() && f.getName() != "moir_forward" && !f.getName().starts_with("halide_"))
       f.setLinkage(GlobalValue::InternalLinkage);
 
   auto optimize = mlir::makeOptimizingTransformer(options.optLevel, 0, machine.get());
