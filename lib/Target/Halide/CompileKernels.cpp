@@ -181,7 +181,6 @@ struct HalideCompileKernelsPass
     host.cpu = cpu;
     hl::GeneratorOptions options;
     options.triple = moir::host::resolveTriple(host);
-    options.cpu = moir::host::resolveCPU(host);
     llvm::Expected<std::unique_ptr<llvm::MCSubtargetInfo>> info = moir::host::subtargetInfo(host);
     if (!info) {
       mlir::emitError(module.getLoc()) << llvm::toString(info.takeError());

@@ -47,9 +47,9 @@ struct KernelSpec {
 };
 
 struct GeneratorOptions {
-  /// LLVM's view of the target: triple, CPU, and the features it enables
+  /// LLVM's view of the target: triple and the features its CPU enables
   /// ("avx2", "fma", "avx512f", ...), mapped to a Halide target.
-  std::string triple, cpu;
+  std::string triple;
   std::vector<std::string> features;
   /// When set, the Halide target as is ("wasm-32-wasmrt",
   /// "arm-64-osx-metal", ...), instead of one mapped from triple and
@@ -64,13 +64,10 @@ struct GeneratorOptions {
 /// Empty, with `error` set, for a triple Halide cannot compile for.
 std::string halideTarget(const GeneratorOptions &options, std::string &error);
 
-/// The default schedule text of `spec` (what --halide-schedules-out writes).
-std::string defaultSchedule(const KernelSpec &spec);
-
 /// Compiles every kernel and Halide's runtime to object files in a new
 /// temporary folder, their paths appended to `objects`. Returns an error
 /// message (naming the kernel and, for a schedule file, the file and line),
-/// or "" on success.
+/// or "" on success; on an error no object and no folder is left.
 std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,
                             std::vector<std::string> &objects);
 

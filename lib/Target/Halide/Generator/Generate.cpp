@@ -2,7 +2,6 @@
 
 #include "Kernels.h"
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +101,45 @@ Target withDevice(Target target, const KernelSpec &spec) {
                            "' (host, opencl, vulkan)");
 }
 
+/// Builds, schedules and compiles one kernel into `dir`, its object
+/// appended to `objects`. Returns an error message, or "" on success.
+std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
+                          const GeneratorOptions &options, const fs::path &dir,
+                          std::vector<std::string> &objects) {
+  try {
+    spec.numbers["lanes"] = lanes;
+    BuiltKernel kernel = buildKernel(spec);
+    std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
+    Target kernelTarget = withDevice(target, spec);
+    if (!options.schedulesIn.empty()) {
+      fs::path file = fs::path(options.schedulesIn) / (spec.symbol + ".schedule");
+      if (fs::exists(file)) {
+        schedule = readFile(file);
+        origin = file.string();
+      }
+    }
+    if (!options.schedulesOut.empty()) {
+      fs::path file = fs::path(options.schedulesOut) / (spec.symbol + ".schedule");
+      std::ofstream out(file, std::ios::binary);
+      out << header(spec, kernelTarget) << listNames(kernel) << "\n" << schedule;
+      if (!out)
+        return "Halide: cannot write " + file.string();
+    }
+    applySchedule(kernel, schedule, origin);
+    std::vector<Argument> args(kernel.inputs.begin(), kernel.inputs.end());
+    fs::path object = dir / (spec.symbol + ".o");
+    kernel.output.compile_to_object(object.string(), args, spec.symbol,
+                                    kernelTarget.with_feature(Target::NoRuntime));
+    checkCompiled();
+    objects.push_back(object.string());
+  } catch (const Halide::Error &e) { // not a std::exception
+    return "Halide: kernel " + spec.symbol + " (" + spec.kind + "): " + e.what();
+  } catch (const std::exception &e) {
+    return "Halide: kernel " + spec.symbol + " (" + spec.kind + "): " + e.what();
+  }
+  return "";
+}
+
 } // namespace
 
 std::string halideTarget(const GeneratorOptions &options, std::string &error) {
@@ -149,71 +187,49 @@ std::string halideTarget(const GeneratorOptions &options, std::string &error) {
   return name;
 }
 
-std::string defaultSchedule(const KernelSpec &spec) { return defaultScheduleFor(spec, 8); }
-
 std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,
                             std::vector<std::string> &objects) {
   installReporter();
+  fs::path dir;
+  // On any failure nothing is left behind: no objects, no temporary folder.
+  auto fail = [&](const std::string &error) {
+    if (!dir.empty())
+      fs::remove_all(dir);
+    objects.clear();
+    return error;
+  };
   try {
     Target target = parseTarget(options);
     int lanes = vectorLanes(target);
-    char pattern[] = "/tmp/moir-halide-XXXXXX";
-    if (!mkdtemp(pattern))
-      return "Halide: cannot create a temporary folder";
-    fs::path dir = pattern;
     if (!options.schedulesOut.empty()) {
       std::error_code ec;
       fs::create_directories(options.schedulesOut, ec);
       if (ec)
-        return "Halide: cannot create " + options.schedulesOut + ": " + ec.message();
+        return fail("Halide: cannot create " + options.schedulesOut + ": " + ec.message());
     }
+    char pattern[] = "/tmp/moir-halide-XXXXXX";
+    if (!mkdtemp(pattern))
+      return fail("Halide: cannot create a temporary folder");
+    dir = pattern;
     std::set<std::string> seen;
     Target runtimeTarget = target;
-    for (KernelSpec spec : specs) {
+    for (const KernelSpec &spec : specs) {
       if (!seen.insert(spec.symbol).second)
         continue;
-      try {
-      spec.numbers["lanes"] = lanes;
-      BuiltKernel kernel = buildKernel(spec);
-      std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
-      Target shown = withDevice(target, spec);
-      if (!options.schedulesIn.empty()) {
-        fs::path file = fs::path(options.schedulesIn) / (spec.symbol + ".schedule");
-        if (fs::exists(file)) {
-          schedule = readFile(file);
-          origin = file.string();
-        }
-      }
-      if (!options.schedulesOut.empty()) {
-        fs::path file = fs::path(options.schedulesOut) / (spec.symbol + ".schedule");
-        std::ofstream out(file, std::ios::binary);
-        out << header(spec, shown) << listNames(kernel) << "\n" << schedule;
-        if (!out)
-          return "Halide: cannot write " + file.string();
-      }
-      applySchedule(kernel, schedule, origin);
-      std::vector<Argument> args;
-      for (ImageParam &p : kernel.inputs)
-        args.push_back(p);
-      fs::path object = dir / (spec.symbol + ".o");
-      Target kernelTarget = withDevice(target, spec).with_feature(Target::NoRuntime);
+      if (std::string error = compileKernel(spec, target, lanes, options, dir, objects);
+          !error.empty())
+        return fail(error);
       runtimeTarget = withDevice(runtimeTarget, spec);
-      kernel.output.compile_to_object(object.string(), args, spec.symbol, kernelTarget);
-      checkCompiled();
-      objects.push_back(object.string());
-      } catch (const std::exception &e) {
-        throw std::runtime_error("kernel " + spec.symbol + " (" + spec.kind + "): " + e.what());
-      }
     }
     if (!seen.empty()) {
       fs::path runtime = dir / "halide_runtime.o";
       compile_standalone_runtime(runtime.string(), runtimeTarget);
       objects.push_back(runtime.string());
     }
-  } catch (const Halide::Error &e) {
-    return std::string("Halide: ") + e.what();
+  } catch (const Halide::Error &e) { // not a std::exception
+    return fail(std::string("Halide: ") + e.what());
   } catch (const std::exception &e) {
-    return std::string("Halide: ") + e.what();
+    return fail(std::string("Halide: ") + e.what());
   }
   return "";
 }

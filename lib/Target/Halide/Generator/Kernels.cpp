@@ -71,10 +71,9 @@ void constrainOutput(const KernelSpec &spec, Func &out) {
 
 /// Loop variable names, innermost first, of an element-wise kernel of `rank`.
 std::vector<std::string> elementNames(int rank) {
-  static const char *kNames[] = {"i", "h", "t"};
   std::vector<std::string> names;
   for (int d = 0; d < rank; ++d)
-    names.push_back(d == 0 ? "i" : d == rank - 1 ? "t" : kNames[1]);
+    names.push_back(d == 0 ? "i" : d == rank - 1 ? "t" : "h");
   return names;
 }
 
