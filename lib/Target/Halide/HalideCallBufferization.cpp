@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moir/Target/Halide/HalideTarget.h"
+#include "moir/Target/Host/Host.h"
 
 #include "mlir/Dialect/Bufferization/IR/BufferizableOpInterface.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
@@ -146,19 +147,9 @@ struct HalideCallBufferization
       FailureOr<Value> buffer = getBuffer(rewriter, input, options, state);
       if (failed(buffer))
         return failure();
-      Value b = *buffer;
-      auto type = cast<MemRefType>(b.getType());
-      if (!unitInnerStride(type)) {
-        SmallVector<Value> sizes;
-        for (int64_t i = 0; i < type.getRank(); ++i)
-          if (type.isDynamicDim(i))
-            sizes.push_back(memref::DimOp::create(rewriter, loc, b, i));
-        Value copy = memref::AllocOp::create(
-            rewriter, loc, MemRefType::get(type.getShape(), type.getElementType()), sizes);
-        memref::CopyOp::create(rewriter, loc, b, copy);
-        b = copy;
-      }
-      buffers.push_back(b);
+      buffers.push_back(unitInnerStride(cast<MemRefType>(buffer->getType()))
+                            ? *buffer
+                            : moir::host::copyToIdentityLayout(rewriter, loc, *buffer));
     }
     // The result's dynamic dimensions are the first input's (every kernel's
     // result keeps its leading dimensions).
@@ -174,15 +165,9 @@ struct HalideCallBufferization
       args.push_back(describe(rewriter, loc, func, b, d, /*input=*/true));
     args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
 
-    auto module = op->getParentOfType<ModuleOp>();
-    auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
-    if (!callee) {
-      OpBuilder b(module.getBodyRegion());
-      callee = func::FuncOp::create(
-          b, module.getLoc(), call.getCallee(),
-          b.getFunctionType(SmallVector<Type>(args.size(), d.ptr), {d.i32}));
-      callee.setPrivate();
-    }
+    auto callee = moir::host::declareFunction(
+        op, call.getCallee(),
+        FunctionType::get(op->getContext(), SmallVector<Type>(args.size(), d.ptr), {d.i32}));
     auto check = [&](Value rc, const Twine &what) {
       Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
                                        arith::ConstantIntOp::create(rewriter, loc, 0, 32));
@@ -195,13 +180,8 @@ struct HalideCallBufferization
       // with a device allocation: copy the result back, free them all
       // (the descriptors die with this call).
       auto runtime = [&](StringRef name) {
-        if (auto f = module.lookupSymbol<func::FuncOp>(name))
-          return f;
-        OpBuilder b(module.getBodyRegion());
-        auto f = func::FuncOp::create(b, module.getLoc(), name,
-                                      b.getFunctionType({d.ptr, d.ptr}, {d.i32}));
-        f.setPrivate();
-        return f;
+        return moir::host::declareFunction(
+            op, name, FunctionType::get(op->getContext(), {d.ptr, d.ptr}, {d.i32}));
       };
       Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
       check(func::CallOp::create(rewriter, loc, runtime("halide_copy_to_host"),

@@ -30,13 +30,7 @@ namespace {
 
 /// `void name(types...)`, declared once in the module holding `op`.
 func::FuncOp runtimeCallee(Operation *op, StringRef name, TypeRange types) {
-  auto module = op->getParentOfType<ModuleOp>();
-  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
-    return existing;
-  OpBuilder b(module.getBodyRegion());
-  auto callee = func::FuncOp::create(b, module.getLoc(), name, b.getFunctionType(types, {}));
-  callee.setPrivate();
-  return callee;
+  return moir::host::declareFunction(op, name, FunctionType::get(op->getContext(), types, {}));
 }
 
 /// `buffer` as one contiguous run of elements for a C function: its
@@ -47,21 +41,13 @@ struct ContiguousBuffer {
 };
 ContiguousBuffer contiguous(RewriterBase &rewriter, Location loc, Value buffer) {
   auto type = cast<MemRefType>(buffer.getType());
-  SmallVector<Value> dynamicSizes;
   Value count = arith::ConstantIndexOp::create(rewriter, loc, 1);
-  for (int64_t d = 0; d < type.getRank(); ++d) {
-    Value size = memref::DimOp::create(rewriter, loc, buffer, d);
-    if (type.isDynamicDim(d))
-      dynamicSizes.push_back(size);
-    count = arith::MulIOp::create(rewriter, loc, count, size);
-  }
-  Value flat = buffer;
-  if (!type.getLayout().isIdentity()) {
-    flat = memref::AllocOp::create(rewriter, loc,
-                                   MemRefType::get(type.getShape(), type.getElementType()),
-                                   dynamicSizes);
-    memref::CopyOp::create(rewriter, loc, buffer, flat);
-  }
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    count = arith::MulIOp::create(rewriter, loc, count,
+                                  memref::DimOp::create(rewriter, loc, buffer, d));
+  Value flat = type.getLayout().isIdentity()
+                   ? buffer
+                   : moir::host::copyToIdentityLayout(rewriter, loc, buffer);
   Value address = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, flat);
   Value pointer = LLVM::IntToPtrOp::create(
       rewriter, loc, LLVM::LLVMPointerType::get(rewriter.getContext()),
@@ -195,6 +181,28 @@ struct RecordRoutingBufferization
 };
 
 } // namespace
+
+func::FuncOp moir::host::declareFunction(Operation *op, StringRef name, FunctionType type) {
+  auto module = op->getParentOfType<ModuleOp>();
+  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
+    return existing;
+  OpBuilder b(module.getBodyRegion());
+  auto callee = func::FuncOp::create(b, module.getLoc(), name, type);
+  callee.setPrivate();
+  return callee;
+}
+
+Value moir::host::copyToIdentityLayout(RewriterBase &rewriter, Location loc, Value buffer) {
+  auto type = cast<MemRefType>(buffer.getType());
+  SmallVector<Value> dynamicSizes;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    if (type.isDynamicDim(d))
+      dynamicSizes.push_back(memref::DimOp::create(rewriter, loc, buffer, d));
+  Value copy = memref::AllocOp::create(
+      rewriter, loc, MemRefType::get(type.getShape(), type.getElementType()), dynamicSizes);
+  memref::CopyOp::create(rewriter, loc, buffer, copy);
+  return copy;
+}
 
 void moir::host::registerCollectiveBufferization(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, moir::llm::LLMDialect *) {

@@ -12,6 +12,7 @@
 #ifndef MOIR_TARGET_HOST_HOST_H
 #define MOIR_TARGET_HOST_HOST_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -58,6 +59,17 @@ void buildEntryBufferizationPipeline(mlir::OpPassManager &pm);
 /// How the collectives (llm.all_reduce) bufferize: in place, as calls into
 /// the runtime's communication layer.
 void registerCollectiveBufferization(mlir::DialectRegistry &registry);
+
+/// The external function `name` of `type`, declared (private, no body) once
+/// in the module holding `op`: what bufferized ops call into the runtime or
+/// into linked objects.
+mlir::func::FuncOp declareFunction(mlir::Operation *op, llvm::StringRef name,
+                                   mlir::FunctionType type);
+
+/// A new buffer with `buffer`'s shape and element type and an identity
+/// layout, holding a copy of it: for C functions that take dense data.
+mlir::Value copyToIdentityLayout(mlir::RewriterBase &rewriter, mlir::Location loc,
+                                 mlir::Value buffer);
 
 /// Translates an LLVM-dialect module (with `moir_forward`) to LLVM IR,
 /// optimizes it, emits an object for the host and links it into a shared
