@@ -24,7 +24,7 @@ std::vector<KernelSpec> specs() {
   linear.symbol = "linear_decode";
   linear.kind = "linear";
   linear.inputs = {{ElementType::F32, {-1, 96}}, {ElementType::BF16, {40, 96}}};
-  linear.output = {ElementType::F32, {-1, 40}};
+  linear.outputs = {{ElementType::F32, {-1, 40}}};
   linear.strings["variant"] = "decode";
   linear.numbers["lanes"] = 8;
   all.push_back(linear);
@@ -42,14 +42,14 @@ std::vector<KernelSpec> specs() {
   norm.symbol = "rms_norm";
   norm.kind = "rms_norm";
   norm.inputs = {{ElementType::F32, {-1, 3, 16}}, {ElementType::F32, {16}}};
-  norm.output = {ElementType::F32, {-1, 3, 16}};
+  norm.outputs = {{ElementType::F32, {-1, 3, 16}}};
   norm.numbers["epsilon"] = 1e-6;
   all.push_back(norm);
   KernelSpec rope;
   rope.symbol = "rope";
   rope.kind = "rope";
   rope.inputs = {{ElementType::F32, {-1, 2, 16}}, {ElementType::I64, {-1}}};
-  rope.output = {ElementType::F32, {-1, 2, 16}};
+  rope.outputs = {{ElementType::F32, {-1, 2, 16}}};
   rope.numbers = {{"dim", 8}, {"interleaved", 1}, {"factor", 1.0}};
   rope.table = {1.0, 0.1, 0.01, 0.001};
   all.push_back(rope);

@@ -143,10 +143,15 @@ LogicalResult moir::applyPatternsKeepingLayers(Operation *root, RewritePatternSe
 
 LogicalResult HalideCallOp::verify() {
   static const char *kKernels[] = {"rms_norm", "linear", "glu", "activation", "rope",
-                                   "glu_linear"};
+                                   "glu_linear", "router", "experts"};
   if (!llvm::is_contained(kKernels, getKernel()))
     return emitOpError() << "unknown Halide kernel '" << getKernel()
-                         << "' (rms_norm, linear, glu, activation, rope, glu_linear)";
+                         << "' (rms_norm, linear, glu, activation, rope, glu_linear, router, "
+                            "experts)";
+  size_t results = getKernel() == "router" ? 2 : 1;
+  if (getNumResults() != results)
+    return emitOpError() << "Halide kernel '" << getKernel() << "' has " << results
+                         << " result(s), not " << getNumResults();
   if (!getCallee().starts_with("moir_hl_"))
     return emitOpError() << "callee '" << getCallee() << "' must start with moir_hl_";
   return success();

@@ -155,16 +155,17 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
 def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
   let summary = "a kernel that Halide compiles from the op it replaced, called on tensors";
   let description = [{
-    Set by `moir-halide-select-kernels` in place of an LLM op (`kernel`
-    names it: rms_norm, linear, glu, activation, rope), with that op's
-    operands and result and, in `params`, what its math needs beyond the
-    shapes (epsilon, the activation, RoPE's frequencies, ...). At compile
-    time the Halide generator builds one pipeline per `callee` from these
+    Set by `moir-halide-select-kernels` in place of an LLM or MoE op
+    (`kernel` names it: rms_norm, linear, glu, activation, rope,
+    glu_linear, router, experts), with that op's operands and results and,
+    in `params`, what its math needs beyond the shapes (epsilon, the
+    activation, RoPE's frequencies, the routing, ...). At compile time the
+    Halide generator builds one pipeline per `callee` from these
     (lib/Target/Halide), compiles it ahead of time for the artifact's
     target and links it into the artifact; the call bufferizes into
-    `int callee(halide_buffer_t *inputs..., halide_buffer_t *result)` on the
-    operands' buffers and a new result buffer. Calls with the same callee
-    have the same kernel, params and operand types.
+    `int callee(halide_buffer_t *inputs..., halide_buffer_t *results...)`
+    on the operands' buffers and a new buffer per result. Calls with the
+    same callee have the same kernel, params and operand types.
 
     ```mlir
     %n = moir.halide_call "moir_hl_rms_norm_0" "rms_norm"(%x, %w)
@@ -173,9 +174,9 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
   }];
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, StrAttr:$callee, StrAttr:$kernel,
                    DictionaryAttr:$params);
-  let results = (outs AnyRankedTensor:$result);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
   let assemblyFormat = [{
-    $callee $kernel `(` $inputs `)` $params attr-dict `:` functional-type($inputs, $result)
+    $callee $kernel `(` $inputs `)` $params attr-dict `:` functional-type($inputs, $results)
   }];
   let hasVerifier = 1;
 }

@@ -117,10 +117,12 @@ FailureOr<hl::KernelSpec> kernelSpec(moir::HalideCallOp call) {
       return failure();
     spec.inputs.push_back(*t);
   }
-  FailureOr<hl::TensorSpec> out = tensorSpec(call, call.getType());
-  if (failed(out))
-    return failure();
-  spec.output = *out;
+  for (Type type : call.getResultTypes()) {
+    FailureOr<hl::TensorSpec> out = tensorSpec(call, type);
+    if (failed(out))
+      return failure();
+    spec.outputs.push_back(*out);
+  }
   for (NamedAttribute p : call.getParams()) {
     StringRef name = p.getName().getValue();
     if (auto f = dyn_cast<FloatAttr>(p.getValue()))
@@ -163,7 +165,7 @@ struct HalideCompileKernelsPass
         moir::HalideCallOp other = it->second;
         if (other.getKernel() != call.getKernel() || other.getParams() != call.getParams() ||
             other->getOperandTypes() != call->getOperandTypes() ||
-            other.getType() != call.getType()) {
+            other->getResultTypes() != call->getResultTypes()) {
           call.emitOpError() << "callee '" << call.getCallee()
                              << "' is used with another kernel, params or types";
           return signalPassFailure();

@@ -5,7 +5,7 @@
 // dimension (innermost first), min, extent and stride in elements. The call
 // bufferizes into descriptors built on the stack from the operands'
 // buffers (their strided metadata: no copy unless the innermost stride is
-// not 1), a new buffer for the result, the call, and an assertion that it
+// not 1), a new buffer per result, the call, and an assertion that it
 // returned 0 (Halide has printed what failed).
 //
 // The descriptors follow HalideRuntime.h (Halide 21): halide_buffer_t is
@@ -151,19 +151,23 @@ struct HalideCallBufferization
                             ? *buffer
                             : moir::host::copyToIdentityLayout(rewriter, loc, *buffer));
     }
-    // The result's dynamic dimensions are the first input's (every kernel's
-    // result keeps its leading dimensions).
-    auto resultType = call.getType();
-    SmallVector<Value> sizes;
-    for (int64_t i = 0; i < resultType.getRank(); ++i)
-      if (resultType.isDynamicDim(i))
-        sizes.push_back(memref::DimOp::create(rewriter, loc, buffers.front(), i));
-    Value out = memref::AllocOp::create(
-        rewriter, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), sizes,
-        rewriter.getI64IntegerAttr(64));
+    // The results' dynamic dimensions are the first input's (every kernel's
+    // results keep its leading dimensions: tokens).
+    SmallVector<Value> outs;
+    for (Type type : call.getResultTypes()) {
+      auto resultType = cast<RankedTensorType>(type);
+      SmallVector<Value> sizes;
+      for (int64_t i = 0; i < resultType.getRank(); ++i)
+        if (resultType.isDynamicDim(i))
+          sizes.push_back(memref::DimOp::create(rewriter, loc, buffers.front(), i));
+      outs.push_back(memref::AllocOp::create(
+          rewriter, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()),
+          sizes, rewriter.getI64IntegerAttr(64)));
+    }
     for (Value b : buffers)
       args.push_back(describe(rewriter, loc, func, b, d, /*input=*/true));
-    args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
+    for (Value out : outs)
+      args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
 
     auto callee = moir::host::declareFunction(
         op, call.getCallee(),
@@ -176,22 +180,23 @@ struct HalideCallBufferization
     check(func::CallOp::create(rewriter, loc, callee, args).getResult(0),
           "Halide kernel " + call.getCallee() + " failed");
     if (call.getParams().get("device")) {
-      // A device kernel leaves its result on the device and every buffer
-      // with a device allocation: copy the result back, free them all
+      // A device kernel leaves its results on the device and every buffer
+      // with a device allocation: copy the results back, free them all
       // (the descriptors die with this call).
       auto runtime = [&](StringRef name) {
         return moir::host::declareFunction(
             op, name, FunctionType::get(op->getContext(), {d.ptr, d.ptr}, {d.i32}));
       };
       Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
-      check(func::CallOp::create(rewriter, loc, runtime("halide_copy_to_host"),
-                                 ValueRange{none, args.back()})
-                .getResult(0),
-            "Halide kernel " + call.getCallee() + ": copying the result to the host failed");
+      for (Value desc : llvm::drop_begin(args, buffers.size()))
+        check(func::CallOp::create(rewriter, loc, runtime("halide_copy_to_host"),
+                                   ValueRange{none, desc})
+                  .getResult(0),
+              "Halide kernel " + call.getCallee() + ": copying a result to the host failed");
       for (Value desc : args)
         func::CallOp::create(rewriter, loc, runtime("halide_device_free"), ValueRange{none, desc});
     }
-    replaceOpWithBufferizedValues(rewriter, op, out);
+    replaceOpWithBufferizedValues(rewriter, op, outs);
     return success();
   }
 };

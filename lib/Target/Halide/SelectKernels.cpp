@@ -3,6 +3,7 @@
 #include "moir/Target/Halide/HalideTarget.h"
 
 #include "LLM/IR/LLMOps.h"
+#include "MoE/IR/MoEOps.h"
 #include "moir/Conversion/Passes.h"
 
 #include "mlir/IR/Builders.h"
@@ -18,6 +19,7 @@ namespace moir {
 
 using namespace mlir;
 namespace llm = moir::llm;
+namespace moe = moir::moe;
 
 namespace {
 
@@ -55,14 +57,28 @@ std::optional<StringRef> activationName(llm::ActivationKind kind) {
   return std::nullopt;
 }
 
-/// `moir_hl_<kind>_<hash of kind, types and params>[_<variant>]`.
-std::string calleeName(StringRef kind, ValueRange operands, Type result, DictionaryAttr params) {
+/// A plain float tensor of `rank` with static dimensions.
+bool staticFloat(Value v, int64_t rank) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && isPlainFloat(v) && type.getRank() == rank && type.hasStaticShape();
+}
+
+bool isI32(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getElementType().isInteger(32);
+}
+
+/// `moir_hl_<kind>_<hash of kind, types and params>`.
+std::string calleeName(StringRef kind, ValueRange operands, TypeRange results,
+                       DictionaryAttr params) {
   std::string text;
   llvm::raw_string_ostream os(text);
   os << kind;
   for (Value v : operands)
     os << "|" << v.getType();
-  os << "|" << result << "|" << params;
+  for (Type t : results)
+    os << "|" << t;
+  os << "|" << params;
   return ("moir_hl_" + kind + "_" + llvm::utohexstr(llvm::xxh3_64bits(text), true)).str();
 }
 
@@ -87,7 +103,8 @@ struct HalideSelectKernelsPass
     };
     SmallVector<Operation *> candidates;
     getOperation()->walk([&](Operation *op) {
-      if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp>(op))
+      if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp,
+              moe::FusedRouteOp, moe::FusedExpertsOp>(op))
         candidates.push_back(op);
     });
     // glu_linear first: a GLU whose only use is a linear's input becomes one
@@ -168,6 +185,42 @@ struct HalideSelectKernelsPass
                                       b.getI64IntegerAttr(rope.getRope().getInterleaved())));
       params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
       params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
+    } else if (auto route = dyn_cast<moe::FusedRouteOp>(op)) {
+      moe::RoutingAttr routing = route.getRouting();
+      Value bias = route.getCorrectionBias();
+      if (!want("router") || !isF32(route.getInput()) ||
+          cast<RankedTensorType>(route.getInput().getType()).getRank() != 2 ||
+          !staticInner(route.getInput()) || !staticFloat(route.getRouter(), 2) ||
+          (bias && !staticFloat(bias, 1)) || !isF32(route.getWeights()))
+        return;
+      kind = "router";
+      StringRef method = routing.getMethod() == moe::TopkMethod::greedy          ? "greedy"
+                         : routing.getMethod() == moe::TopkMethod::group_limited ? "group_limited"
+                                                                                 : "noaux_tc";
+      params.push_back(b.getNamedAttr("top_k", b.getI64IntegerAttr(routing.getTopK())));
+      params.push_back(b.getNamedAttr(
+          "sigmoid", b.getI64IntegerAttr(routing.getScoring() == moe::Scoring::sigmoid)));
+      params.push_back(b.getNamedAttr("method", b.getStringAttr(method)));
+      params.push_back(b.getNamedAttr("n_group", b.getI64IntegerAttr(routing.getNGroup())));
+      params.push_back(b.getNamedAttr("topk_group", b.getI64IntegerAttr(routing.getTopkGroup())));
+      params.push_back(
+          b.getNamedAttr("norm_topk_prob", b.getI64IntegerAttr(routing.getNormTopkProb())));
+      params.push_back(b.getNamedAttr("scaling", b.getF64FloatAttr(routing.getScalingFactor())));
+    } else if (auto experts = dyn_cast<moe::FusedExpertsOp>(op)) {
+      // The float weight forms; quantized experts stay on MLIR.
+      std::optional<StringRef> act = activationName(experts.getActivation());
+      if (!want("experts") || !act || !isF32(experts.getInput()) ||
+          cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||
+          !staticInner(experts.getInput()) || !isI32(experts.getIds()) ||
+          !isF32(experts.getWeights()) || !staticInner(experts.getIds()) ||
+          !staticFloat(experts.getGate(), 3) || !staticFloat(experts.getUp(), 3) ||
+          !staticFloat(experts.getDown(), 3) || !isF32(experts.getResult()) ||
+          (experts.hasSharedExpert() && (!staticFloat(experts.getSharedGateProj(), 2) ||
+                                         !staticFloat(experts.getSharedUpProj(), 2) ||
+                                         !staticFloat(experts.getSharedDownProj(), 2))))
+        return;
+      kind = "experts";
+      params.push_back(b.getNamedAttr("activation", b.getStringAttr(*act)));
     } else {
       return;
     }
@@ -181,31 +234,32 @@ struct HalideSelectKernelsPass
     Builder b(op->getContext());
     OpBuilder builder(op);
     Location loc = op->getLoc();
-    Type resultType = op->getResult(0).getType();
-    auto call = [&](StringRef variant) -> Value {
+    TypeRange resultTypes = op->getResultTypes();
+    Type resultType = resultTypes.front();
+    auto call = [&](StringRef variant) -> ValueRange {
       SmallVector<NamedAttribute> all(params.begin(), params.end());
       if (device != "host")
         all.push_back(b.getNamedAttr("device", b.getStringAttr(device)));
       if (!variant.empty())
         all.push_back(b.getNamedAttr("variant", b.getStringAttr(variant)));
       DictionaryAttr dict = b.getDictionaryAttr(all);
-      std::string callee = calleeName(kind, operands, resultType, dict);
-      auto created = moir::HalideCallOp::create(builder, loc, resultType, operands,
+      std::string callee = calleeName(kind, operands, resultTypes, dict);
+      auto created = moir::HalideCallOp::create(builder, loc, resultTypes, operands,
                                                 builder.getStringAttr(callee),
                                                 builder.getStringAttr(kind), dict);
       if (std::optional<int64_t> layer = moir::attrs::getLayer(op))
         moir::attrs::setLayer(created, *layer);
-      return created.getResult();
+      return created.getResults();
     };
 
-    Value replacement;
+    SmallVector<Value> replacement;
     if (kind == "linear" || kind == "glu_linear") {
       // Decode and prefill want different schedules (a dot product per
       // weight row, or register tiles of 4 rows x 4 tokens): two kernels,
       // the token count picks one.
       int64_t tokens = cast<RankedTensorType>(operands[0].getType()).getDimSize(0);
       if (!ShapedType::isDynamic(tokens)) {
-        replacement = call(tokens < 4 ? "decode" : "prefill");
+        llvm::append_range(replacement, call(tokens < 4 ? "decode" : "prefill"));
       } else {
         // Constants at the function's start, where canonicalization keeps
         // them: between a layer's ops they would split its outlined run.
@@ -226,12 +280,12 @@ struct HalideSelectKernelsPass
         scf::YieldOp::create(builder, loc, call("decode"));
         builder.setInsertionPointToStart(&branch.getElseRegion().front());
         scf::YieldOp::create(builder, loc, call("prefill"));
-        replacement = branch.getResult(0);
+        replacement.push_back(branch.getResult(0));
       }
     } else {
-      replacement = call("");
+      llvm::append_range(replacement, call(""));
     }
-    op->getResult(0).replaceAllUsesWith(replacement);
+    op->replaceAllUsesWith(replacement);
     op->erase();
   }
 };

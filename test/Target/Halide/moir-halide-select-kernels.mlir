@@ -105,3 +105,54 @@ func.func @down(%g: tensor<?x48xf32>, %u: tensor<?x48xf32>, %w: tensor<16x48xbf1
   %y = llm.linear %h, %w : (tensor<?x48xf32>, tensor<16x48xbf16>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// The fused router: one kernel, two results (weights, ids), the routing as
+// params.
+// CHECK-LABEL: func.func @router
+// CHECK: %[[R:.*]]:2 = moir.halide_call "moir_hl_router_{{[0-9a-f]+}}" "router"(%arg0, %arg1, %arg2) {method = "noaux_tc", n_group = 4 : i64, norm_topk_prob = 1 : i64, scaling = 2.500000e+00 : f64, sigmoid = 1 : i64, top_k = 3 : i64, topk_group = 2 : i64} : (tensor<?x64xf32>, tensor<16x64xbf16>, tensor<16xf32>) -> (tensor<?x3xf32>, tensor<?x3xi32>)
+// CHECK-NOT: moe.fused_route
+// CHECK: return %[[R]]#0, %[[R]]#1
+// ONLY-LABEL: func.func @router
+// ONLY: moe.fused_route
+func.func @router(%x: tensor<?x64xf32>, %w: tensor<16x64xbf16>, %b: tensor<16xf32>) -> (tensor<?x3xf32>, tensor<?x3xi32>) {
+  %r, %ids = moe.fused_route %x, %w bias %b routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2, norm_topk_prob = true, scaling = 2.5>
+      : tensor<?x64xf32>, tensor<16x64xbf16>, tensor<16xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
+  return %r, %ids : tensor<?x3xf32>, tensor<?x3xi32>
+}
+
+// -----
+
+// The fused experts with float weights and a shared expert: one kernel of
+// nine inputs.
+// CHECK-LABEL: func.func @experts
+// CHECK: %[[Y:.*]] = moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8) {activation = "silu"}
+// CHECK-NOT: moe.fused_experts
+// CHECK: return %[[Y]]
+// UNFUSED-LABEL: func.func @experts
+// UNFUSED: moe.fused_experts
+func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                   %wg: tensor<8x32x64xbf16>, %wu: tensor<8x32x64xbf16>, %wd: tensor<8x64x32xbf16>,
+                   %sg: tensor<64x64xf32>, %su: tensor<64x64xf32>, %sd: tensor<64x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd)
+      : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<8x32x64xbf16>,
+         tensor<8x32x64xbf16>, tensor<8x64x32xbf16>, tensor<64x64xf32>,
+         tensor<64x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// Quantized experts stay on MLIR.
+// CHECK-LABEL: func.func @quantized_experts
+// CHECK-NOT: moir.halide_call
+// CHECK: moe.fused_experts
+func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                             %wu: tensor<2x32x64xf32>, %wd: tensor<2x64x32xf32>) -> tensor<?x64xf32> {
+  %wg = llm.stacked_weight ["g0", "g1"] scales ["g0_s", "g1_s"] : !llm.qtensor<2x32x64xi8, #llm.quant<kind = per_channel, axis = 1>>
+  %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd)
+      : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, !llm.qtensor<2x32x64xi8, #llm.quant<kind = per_channel, axis = 1>>,
+         tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

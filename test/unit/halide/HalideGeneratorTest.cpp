@@ -24,19 +24,19 @@ std::vector<KernelSpec> kernels() {
   norm.symbol = "moir_hl_norm";
   norm.kind = "rms_norm";
   norm.inputs = {{ElementType::F32, {-1, 64}}, {ElementType::F32, {64}}};
-  norm.output = {ElementType::F32, {-1, 64}};
+  norm.outputs = {{ElementType::F32, {-1, 64}}};
   norm.numbers["epsilon"] = 1e-5;
   KernelSpec linear;
   linear.symbol = "moir_hl_linear";
   linear.kind = "linear";
   linear.inputs = {{ElementType::F32, {-1, 64}}, {ElementType::F16, {48, 64}}};
-  linear.output = {ElementType::F32, {-1, 48}};
+  linear.outputs = {{ElementType::F32, {-1, 48}}};
   linear.strings["variant"] = "decode";
   KernelSpec rope;
   rope.symbol = "moir_hl_rope";
   rope.kind = "rope";
   rope.inputs = {{ElementType::F32, {-1, 2, 16}}, {ElementType::I32, {-1}}};
-  rope.output = {ElementType::F32, {-1, 2, 16}};
+  rope.outputs = {{ElementType::F32, {-1, 2, 16}}};
   rope.numbers = {{"dim", 16}, {"interleaved", 0}, {"factor", 1.0}};
   for (int j = 0; j < 8; ++j)
     rope.table.push_back(1.0 / std::pow(10000.0, j / 8.0));

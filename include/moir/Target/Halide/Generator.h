@@ -31,16 +31,26 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 };
 
-/// One kernel: `int symbol(halide_buffer_t *inputs..., halide_buffer_t *out)`.
+/// One kernel: `int symbol(halide_buffer_t *inputs..., halide_buffer_t
+/// *outputs...)`.
 struct KernelSpec {
   std::string symbol;
   /// rms_norm (inputs x, weight; epsilon, offset), linear (x, weight
   /// [out, in], optional bias), glu (gate, up; activation), activation (x;
   /// activation), rope (x [tokens, heads, head_dim], positions [tokens];
-  /// dim, interleaved, factor, inv_freq).
+  /// dim, interleaved, factor, inv_freq), glu_linear (gate, up, weight,
+  /// optional bias; activation), router (x [tokens, hidden], router
+  /// [experts, hidden], optional correction bias [experts]; top_k,
+  /// sigmoid, method (greedy, group_limited, noaux_tc), n_group,
+  /// topk_group, norm_topk_prob, scaling -> weights and ids [tokens,
+  /// top_k]), experts (x, ids, weights, gate/up [experts, ffn, hidden],
+  /// down [experts, hidden, ffn], optional shared gate/up [ffn', hidden]
+  /// and down [hidden, ffn']; activation).
   std::string kind;
   std::vector<TensorSpec> inputs;
-  TensorSpec output;
+  /// Every output has the first one's shape (a kernel with several outputs
+  /// computes them together, a Halide Tuple).
+  std::vector<TensorSpec> outputs;
   std::map<std::string, double> numbers;
   std::map<std::string, std::string> strings;
   std::vector<double> table;

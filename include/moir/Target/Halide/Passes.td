@@ -17,7 +17,12 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     computed here and passed as a table), and `glu_linear`: a GLU whose only
     use is a linear's input, fused with it into one kernel (the FFN's down
     projection; a schedule decides whether the GLU's output is materialized
-    or recomputed). Everything else stays on the MLIR path. With `device`
+    or recomputed); `router`: `moe.fused_route` (an f32 input, a float
+    router; any scoring and top-k method), with two results, the weights
+    and the ids; `experts`: `moe.fused_experts` with float weights
+    (quantized experts stay on MLIR), the gate/up products, activation,
+    down products, routing weights and shared expert in one kernel.
+    Everything else stays on the MLIR path. With `device`
     other than host each call carries `device = "opencl"` (or vulkan): the
     kernel is compiled and scheduled for that device, and the call copies
     its result back to the host. A linear whose token count is dynamic becomes two kernels, one
@@ -34,7 +39,8 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     ```
   }];
   let options = [
-    Option<"ops", "ops", "std::string", "\"rms_norm,linear,glu,activation,rope,glu_linear\"",
+    Option<"ops", "ops", "std::string",
+           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts\"",
            "the op kinds to hand to Halide, a comma list">,
     Option<"device", "device", "std::string", "\"host\"",
            "where the kernels run: host, opencl or vulkan (a `device` param on each call)">

@@ -36,7 +36,10 @@ std::string header(const KernelSpec &spec, const Target &target) {
     << "# buffers:";
   for (const TensorSpec &t : spec.inputs)
     s << " " << shape(t);
-  s << " -> " << shape(spec.output) << " (outermost first; Halide's dimension 0 is the last)\n"
+  s << " ->";
+  for (const TensorSpec &t : spec.outputs)
+    s << " " << shape(t);
+  s << " (outermost first; Halide's dimension 0 is the last)\n"
     << "# target " << target.to_string() << "\n"
     << "# Edit and compile with moirc --halide-schedules-in=DIR; the syntax is in\n"
     << "# docs/halide.md. Funcs and loop variables of this kernel:";

@@ -15,6 +15,7 @@
 #include "Kernels.h"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -60,12 +61,15 @@ ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) 
 }
 
 void constrainOutput(const KernelSpec &spec, Func &out) {
-  int rank = static_cast<int>(spec.output.shape.size());
+  const TensorSpec &shape = spec.outputs.front();
+  int rank = static_cast<int>(shape.shape.size());
+  // A Tuple's other buffers follow the first's min and extent.
+  OutputImageParam buffer = out.output_buffers().front();
   for (int d = 0; d < rank; ++d) {
-    out.output_buffer().dim(d).set_min(0);
-    int64_t extent = spec.output.shape[rank - 1 - d];
+    buffer.dim(d).set_min(0);
+    int64_t extent = shape.shape[rank - 1 - d];
     if (extent >= 0)
-      out.output_buffer().dim(d).set_extent(static_cast<int>(extent));
+      buffer.dim(d).set_extent(static_cast<int>(extent));
   }
 }
 
@@ -107,6 +111,220 @@ int partialLanes(int64_t k, int lanes) {
   return l;
 }
 
+/// A static extent of input `index`'s MLIR dimension `dim`.
+int staticDim(const KernelSpec &spec, size_t index, size_t dim) {
+  if (index >= spec.inputs.size() || dim >= spec.inputs[index].shape.size() ||
+      spec.inputs[index].shape[dim] < 0)
+    fail(spec, "input " + std::to_string(index) + " needs a static dimension " +
+                   std::to_string(dim));
+  return static_cast<int>(spec.inputs[index].shape[dim]);
+}
+
+/// 1 where `better` holds, else 0, as the summand of a count.
+Expr count(Expr better) { return select(better, 1, 0); }
+
+/// moe.fused_route: out(j, t) = {weight, expert id} of token t's j-th
+/// choice, the math of the MLIR lowering (MoEToLinalg.cpp's routeToken):
+/// logits = router * x (f32), softmax or sigmoid scores, the selection
+/// scores with the correction bias, group-limited selection (the best
+/// topk_group groups by their best score, or the sum of their two best for
+/// noaux_tc; the other groups' experts score 0, as Hugging Face masks them),
+/// then the top_k by score, ties to the lower expert id. Repeated argmax is
+/// serial; here each expert's place is counted (how many experts beat it),
+/// so every step is a data-parallel reduction a schedule can place.
+void buildRouter(const KernelSpec &spec, BuiltKernel &k, Func &out) {
+  if (spec.outputs[0].shape.size() != 2 || spec.outputs[0].type != ElementType::F32 ||
+      spec.outputs[1].type != ElementType::I32)
+    fail(spec, "needs f32 weights and i32 ids [tokens, top_k]");
+  ImageParam x = input(spec, 0, "x"), w = input(spec, 1, "router");
+  int hidden = staticDim(spec, 0, 1), experts = staticDim(spec, 1, 0);
+  if (staticDim(spec, 1, 1) != hidden)
+    fail(spec, "the router's width is not the input's");
+  int topK = static_cast<int>(number(spec, "top_k"));
+  int groups = static_cast<int>(number(spec, "n_group"));
+  int topkGroup = static_cast<int>(number(spec, "topk_group"));
+  const std::string &method = spec.strings.at("method");
+  bool grouped = method != "greedy" && groups > 1;
+  if (topK < 1 || topK > experts || groups < 1 || experts % groups ||
+      (grouped && (topkGroup < 1 || topkGroup > groups)) ||
+      spec.outputs[0].shape[1] != topK)
+    fail(spec, "top_k, n_group or topk_group do not fit " + std::to_string(experts) + " experts");
+  float scaling = static_cast<float>(spec.numbers.at("scaling"));
+  Var e("e"), t("t"), l("l"), j("j"), g("g");
+  k.vars = {{"e", e}, {"t", t}, {"l", l}, {"j", j}, {"g", g}};
+  std::vector<ImageParam> params = {x, w};
+
+  // The router product as `lanes` partial sums, like a linear's.
+  int lanes = partialLanes(hidden, static_cast<int>(number(spec, "lanes")));
+  RDom ko(0, hidden / lanes, "ko");
+  k.rvars["ko"] = ko.x;
+  Func partial("partial"), logits("logits");
+  partial(l, e, t) = 0.0f;
+  Expr kk = ko.x * lanes + l;
+  partial(l, e, t) += x(kk, t) * cast<float>(w(kk, e));
+  RDom lr(0, lanes, "lr");
+  k.rvars["lr"] = lr.x;
+  logits(e, t) = sum(partial(lr.x, e, t), "lane_sum");
+
+  Func score("score");
+  RDom re(0, experts, "re");
+  k.rvars["re"] = re.x;
+  if (number(spec, "sigmoid")) {
+    score(e, t) = 1.0f / (1.0f + exp(-logits(e, t)));
+  } else {
+    Func top("max_logit"), total("exp_sum");
+    top(t) = maximum(logits(re.x, t), "max_of");
+    total(t) = sum(exp(logits(re.x, t) - top(t)), "sum_of");
+    score(e, t) = exp(logits(e, t) - top(t)) / total(t);
+    k.funcs["max_logit"] = top;
+    k.funcs["exp_sum"] = total;
+  }
+  Func choice("choice");
+  if (spec.inputs.size() > 2) {
+    ImageParam bias = input(spec, 2, "correction_bias");
+    choice(e, t) = score(e, t) + cast<float>(bias(e));
+    params.push_back(bias);
+  } else {
+    choice(e, t) = score(e, t);
+  }
+  Func masked("masked");
+  if (grouped) {
+    int per = experts / groups;
+    RDom rg(0, per, "rg"), rh(0, groups, "rh");
+    k.rvars["rg"] = rg.x;
+    k.rvars["rh"] = rh.x;
+    Func best("group_best"), groupScore("group_score"), groupRank("group_rank");
+    Expr member = choice(g * per + rg.x, t);
+    best(g, t) = maximum(member, "group_max");
+    if (method == "noaux_tc") {
+      // The two best: the best, and the best of the others (the first
+      // best excluded: a tie counts twice).
+      Expr first = minimum(select(member == best(g, t), rg.x, per), "first_best");
+      groupScore(g, t) =
+          best(g, t) + maximum(select(rg.x == first, -std::numeric_limits<float>::infinity(), member),
+                               "second_max");
+    } else {
+      groupScore(g, t) = best(g, t);
+    }
+    Expr other = groupScore(rh.x, t), mine = groupScore(g, t);
+    groupRank(g, t) = sum(count(other > mine || (other == mine && rh.x < g)), "groups_before");
+    masked(e, t) = select(groupRank(e / per, t) < topkGroup, choice(e, t), 0.0f);
+    k.funcs["group_best"] = best;
+    k.funcs["group_score"] = groupScore;
+    k.funcs["group_rank"] = groupRank;
+  } else {
+    masked(e, t) = choice(e, t);
+  }
+  // Each expert's place: how many experts score higher (or equal with a
+  // lower id). The j-th choice is the expert in place j.
+  Func place("place"), picked("picked"), total("weight_sum");
+  Expr other = masked(re.x, t), mine = masked(e, t);
+  place(e, t) = sum(count(other > mine || (other == mine && re.x < e)), "experts_before");
+  picked(j, t) = sum(select(place(re.x, t) == j, re.x, 0), "expert_in_place");
+  Expr weight = score(clamp(picked(j, t), 0, experts - 1), t);
+  RDom rj(0, topK, "rj");
+  k.rvars["rj"] = rj.x;
+  // Summed in order of the choices, as the MLIR path sums them.
+  total(t) = 0.0f;
+  total(t) += score(clamp(picked(rj.x, t), 0, experts - 1), t);
+  Expr factor = number(spec, "norm_topk_prob") ? scaling / total(t) : Expr(scaling);
+  out(j, t) = Tuple(weight * factor, picked(j, t));
+  k.inputs = params;
+  k.funcs.insert({{"partial", partial}, {"logits", logits}, {"score", score},
+                  {"masked", masked}, {"place", place}, {"picked", picked},
+                  {"weight_sum", total}});
+}
+
+/// moe.fused_experts on the float weight forms: out(n, t) = sum_j
+/// weights(j, t) * down_e (act(gate_e x) * up_e x) (+ the shared expert's
+/// FFN), e = ids(j, t), each token reading its own experts' weights (a
+/// data-dependent index into the stacked weights). The routing weight
+/// scales the FFN's hidden row before the down projection.
+void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
+  if (spec.outputs[0].shape.size() != 2)
+    fail(spec, "needs a rank-2 output");
+  bool shared = spec.inputs.size() == 9;
+  if (spec.inputs.size() != 6 && !shared)
+    fail(spec, "needs 6 inputs, or 9 with a shared expert");
+  ImageParam x = input(spec, 0, "x"), ids = input(spec, 1, "ids"),
+             routed = input(spec, 2, "weights"), gate = input(spec, 3, "gate"),
+             up = input(spec, 4, "up"), down = input(spec, 5, "down");
+  int hidden = staticDim(spec, 0, 1), topK = staticDim(spec, 1, 1);
+  int experts = staticDim(spec, 3, 0), ffn = staticDim(spec, 3, 1);
+  if (staticDim(spec, 3, 2) != hidden || staticDim(spec, 4, 0) != experts ||
+      staticDim(spec, 4, 1) != ffn || staticDim(spec, 4, 2) != hidden ||
+      staticDim(spec, 5, 0) != experts || staticDim(spec, 5, 1) != hidden ||
+      staticDim(spec, 5, 2) != ffn || staticDim(spec, 2, 1) != topK)
+    fail(spec, "the expert weights' shapes do not fit the input");
+  const std::string &act = spec.strings.at("activation");
+  int lanes = static_cast<int>(number(spec, "lanes"));
+  Var f("f"), j("j"), t("t"), n("n"), l("l"), s("s");
+  k.vars = {{"f", f}, {"j", j}, {"t", t}, {"n", n}, {"l", l}, {"s", s}};
+  std::vector<ImageParam> params = {x, ids, routed, gate, up, down};
+
+  // gate and up of one expert row, as `lanes` partial sums each (a Tuple:
+  // both read the same x).
+  int lh = partialLanes(hidden, lanes);
+  RDom kh(0, hidden / lh, "kh");
+  k.rvars["kh"] = kh.x;
+  RDom lr(0, lh, "lr");
+  k.rvars["lr"] = lr.x;
+  Func expert("expert");
+  expert(j, t) = clamp(ids(j, t), 0, experts - 1);
+  Func gateUp("gate_up"), hiddenRow("hidden");
+  Expr hh = kh.x * lh + l;
+  gateUp(l, f, j, t) = Tuple(0.0f, 0.0f);
+  gateUp(l, f, j, t) = Tuple(gateUp(l, f, j, t)[0] + x(hh, t) * cast<float>(gate(hh, f, expert(j, t))),
+                             gateUp(l, f, j, t)[1] + x(hh, t) * cast<float>(up(hh, f, expert(j, t))));
+  Expr g0 = sum(gateUp(lr.x, f, j, t)[0], "gate_sum"), u0 = sum(gateUp(lr.x, f, j, t)[1], "up_sum");
+  hiddenRow(f, j, t) = activation(act, g0) * u0 * routed(j, t);
+
+  int lf = partialLanes(ffn, lanes);
+  RDom kf(0, ffn / lf, 0, topK, "kf");
+  k.rvars["kf"] = kf.x;
+  k.rvars["kj"] = kf.y;
+  Func downPartial("down_partial");
+  Expr ff = kf.x * lf + l;
+  downPartial(l, n, t) = 0.0f;
+  downPartial(l, n, t) += hiddenRow(ff, kf.y, t) * cast<float>(down(ff, n, expert(kf.y, t)));
+  RDom ld(0, lf, "ld");
+  k.rvars["ld"] = ld.x;
+  Expr total = sum(downPartial(ld.x, n, t), "down_sum");
+  k.funcs.insert({{"expert", expert}, {"gate_up", gateUp}, {"hidden", hiddenRow},
+                  {"down_partial", downPartial}});
+
+  if (shared) {
+    ImageParam sgate = input(spec, 6, "shared_gate"), sup = input(spec, 7, "shared_up"),
+               sdown = input(spec, 8, "shared_down");
+    int sffn = staticDim(spec, 6, 0);
+    if (staticDim(spec, 6, 1) != hidden || staticDim(spec, 7, 0) != sffn ||
+        staticDim(spec, 7, 1) != hidden || staticDim(spec, 8, 0) != hidden ||
+        staticDim(spec, 8, 1) != sffn)
+      fail(spec, "the shared expert's shapes do not fit the input");
+    Func sharedGateUp("shared_gate_up"), sharedHidden("shared_hidden"),
+        sharedPartial("shared_partial");
+    sharedGateUp(l, s, t) = Tuple(0.0f, 0.0f);
+    sharedGateUp(l, s, t) = Tuple(sharedGateUp(l, s, t)[0] + x(hh, t) * cast<float>(sgate(hh, s)),
+                                  sharedGateUp(l, s, t)[1] + x(hh, t) * cast<float>(sup(hh, s)));
+    sharedHidden(s, t) = activation(act, sum(sharedGateUp(lr.x, s, t)[0], "shared_gate_sum")) *
+                         sum(sharedGateUp(lr.x, s, t)[1], "shared_up_sum");
+    int ls = partialLanes(sffn, lanes);
+    RDom ks(0, sffn / ls, "ks");
+    k.rvars["ks"] = ks.x;
+    Expr ss = ks.x * ls + l;
+    sharedPartial(l, n, t) = 0.0f;
+    sharedPartial(l, n, t) += sharedHidden(ss, t) * cast<float>(sdown(ss, n));
+    RDom lq(0, ls, "lq");
+    k.rvars["lq"] = lq.x;
+    total = total + sum(sharedPartial(lq.x, n, t), "shared_sum");
+    params.insert(params.end(), {sgate, sup, sdown});
+    k.funcs.insert({{"shared_gate_up", sharedGateUp}, {"shared_hidden", sharedHidden},
+                    {"shared_partial", sharedPartial}});
+  }
+  out(n, t) = total;
+  k.inputs = params;
+}
+
 } // namespace
 
 int vectorLanes(const Target &target) {
@@ -119,7 +337,15 @@ int vectorLanes(const Target &target) {
 
 BuiltKernel buildKernel(const KernelSpec &spec) {
   BuiltKernel k;
-  int rank = static_cast<int>(spec.output.shape.size());
+  if (spec.outputs.empty())
+    fail(spec, "no output");
+  for (const TensorSpec &o : spec.outputs)
+    if (o.shape != spec.outputs.front().shape)
+      fail(spec, "the outputs must have one shape");
+  size_t outputs = spec.kind == "router" ? 2 : 1;
+  if (spec.outputs.size() != outputs)
+    fail(spec, "needs " + std::to_string(outputs) + " output(s)");
+  int rank = static_cast<int>(spec.outputs.front().shape.size());
   if (rank < 1 || rank > 3)
     fail(spec, "the output must have 1 to 3 dimensions");
   Func out("out");
@@ -262,6 +488,10 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     Expr rotated = x(i, h, t) * cosine(index, t) + select(first, -other, other) * sine(index, t);
     out(i, h, t) = select(i < static_cast<int>(dim), rotated, x(i, h, t));
     k.inputs = {x, pos};
+  } else if (spec.kind == "router") {
+    buildRouter(spec, k, out);
+  } else if (spec.kind == "experts") {
+    buildExperts(spec, k, out);
   } else {
     fail(spec, "no Halide algorithm for this kind");
   }
@@ -281,8 +511,8 @@ int threads(int64_t n, int most) { return n >= 0 && n < most ? static_cast<int>(
 /// path's first aim is running the kernels where Halide can.
 std::string deviceSchedule(const KernelSpec &spec) {
   std::ostringstream s;
-  int rank = static_cast<int>(spec.output.shape.size());
-  int64_t inner = spec.output.shape.back();
+  int rank = static_cast<int>(spec.outputs.front().shape.size());
+  int64_t inner = spec.outputs.front().shape.back();
   int ti = threads(inner, 64);
   // The rows: t, or h and t fused.
   std::string rows = rank == 3 ? "ht" : "t";
@@ -311,6 +541,51 @@ std::string deviceSchedule(const KernelSpec &spec) {
       s << f << ".compute_root().gpu_tile(j, t, j_b, t_b, j_t, t_t, " << threads(half, 64)
         << ", 1, GuardWithIf)\n";
     grid("out", "i", ti);
+  } else if (spec.kind == "router") {
+    // A thread per (expert, token) for each step, a thread per token for
+    // the per-token sums, a thread per choice for the output.
+    int64_t experts = spec.inputs[1].shape[0];
+    auto perExpert = [&](const std::string &func, const std::string &var, int64_t extent) {
+      s << func << ".compute_root().gpu_tile(" << var << ", t, " << var << "_b, t_b, " << var
+        << "_t, t_t, " << threads(extent, 64) << ", 1, GuardWithIf)\n";
+    };
+    auto perToken = [&](const std::string &func) {
+      s << func << ".compute_root().gpu_tile(t, t_b, t_t, 64, GuardWithIf)\n";
+    };
+    perExpert("logits", "e", experts);
+    s << "partial.compute_at(logits, e_t)\n";
+    if (!spec.numbers.count("sigmoid") || !spec.numbers.at("sigmoid")) {
+      perToken("max_logit");
+      perToken("exp_sum");
+    }
+    perExpert("score", "e", experts);
+    if (spec.strings.count("method") && spec.strings.at("method") != "greedy" &&
+        spec.numbers.count("n_group") && spec.numbers.at("n_group") > 1) {
+      int64_t groups = static_cast<int64_t>(spec.numbers.at("n_group"));
+      perExpert("group_score", "g", groups);
+      perExpert("group_rank", "g", groups);
+    }
+    perExpert("masked", "e", experts);
+    perExpert("place", "e", experts);
+    perExpert("picked", "j", spec.outputs[0].shape.back());
+    perToken("weight_sum");
+    s << "weight_sum.update().gpu_tile(t, t_b, t_t, 64, GuardWithIf)\n";
+    grid("out", "j", threads(spec.outputs[0].shape.back(), 64));
+  } else if (spec.kind == "experts") {
+    // A thread per hidden row of each (choice, token), then a thread per
+    // output; the reductions serial within a thread.
+    int64_t ffn = spec.inputs[3].shape[1];
+    s << "hidden.compute_root().fuse(j, t, jt).gpu_tile(f, jt, f_b, jt_b, f_t, jt_t, "
+      << threads(ffn, 64) << ", 1, GuardWithIf)\n";
+    s << "gate_up.compute_at(hidden, f_t)\n";
+    if (spec.inputs.size() == 9)
+      s << "shared_hidden.compute_root().gpu_tile(s, t, s_b, t_b, s_t, t_t, "
+        << threads(spec.inputs[6].shape[0], 64) << ", 1, GuardWithIf)\n"
+        << "shared_gate_up.compute_at(shared_hidden, s_t)\n";
+    s << "out.gpu_tile(n, t, n_b, t_b, n_t, t_t, " << ti << ", 1, GuardWithIf)\n";
+    s << "down_partial.compute_at(out, n_t)\n";
+    if (spec.inputs.size() == 9)
+      s << "shared_partial.compute_at(out, n_t)\n";
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
     if (spec.kind == "glu_linear")
       s << "hidden.compute_root().gpu_tile(k, t, k_b, t_b, k_t, t_t, "
@@ -329,8 +604,8 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
   if (device != spec.strings.end() && device->second != "host")
     return deviceSchedule(spec);
   std::ostringstream s;
-  int rank = static_cast<int>(spec.output.shape.size());
-  int64_t inner = spec.output.shape.back();
+  int rank = static_cast<int>(spec.outputs.front().shape.size());
+  int64_t inner = spec.outputs.front().shape.back();
   // Vectorize by the lanes only where the innermost extent has them.
   int v = inner < 0 || inner >= lanes ? lanes : 1;
   if (spec.kind == "rms_norm") {
@@ -354,7 +629,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
         s << ".vectorize(k, " << lanes << ")";
       s << ".parallel(t)\n";
     }
-    int64_t n = spec.output.shape.back();
+    int64_t n = inner;
     int l = partialLanes(spec.inputs[0].shape.back(), static_cast<int>(spec.numbers.at("lanes")));
     bool decode = spec.strings.count("variant") && spec.strings.at("variant") == "decode";
     // Rows of the weight per register tile and per parallel task.
@@ -379,6 +654,61 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "partial.compute_at(out, no)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
       s << "partial.update().reorder(l, n, t, ko)" << (l > 1 ? ".vectorize(l)" : "")
         << ".unroll(n).unroll(t)\n";
+    }
+  } else if (spec.kind == "router") {
+    // Per token: the router product (a dot product per expert, vector
+    // partial sums), then the scoring, selection and weights, all small.
+    int l = partialLanes(spec.inputs[0].shape.back(), static_cast<int>(spec.numbers.at("lanes")));
+    s << "out.parallel(t)\n";
+    s << "partial.compute_at(out, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
+    s << "partial.update().reorder(l, ko, e, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
+    std::vector<std::string> perToken = {"logits", "score", "masked", "place", "picked",
+                                         "weight_sum"};
+    if (!spec.numbers.at("sigmoid"))
+      perToken.insert(perToken.begin() + 1, {"max_logit", "exp_sum"});
+    if (spec.strings.at("method") != "greedy" && spec.numbers.at("n_group") > 1)
+      perToken.insert(perToken.end() - 4, {"group_best", "group_score", "group_rank"});
+    for (const std::string &f : perToken)
+      s << f << ".compute_at(out, t)\n";
+  } else if (spec.kind == "experts") {
+    // The hidden rows (gate, up, activation, scaled by the routing weight)
+    // for every choice, in parallel blocks of FFN rows, 4 rows a register
+    // tile; then the down projection and the sum over the choices in
+    // parallel blocks of output rows, 8 a tile, as a decode linear's.
+    int lanes = static_cast<int>(spec.numbers.at("lanes"));
+    int lh = partialLanes(spec.inputs[0].shape.back(), lanes);
+    int lf = partialLanes(spec.inputs[3].shape[1], lanes);
+    auto blocks = [](int64_t extent, int tile, int block) {
+      int t = extent < tile ? static_cast<int>(extent) : tile;
+      int b = extent < block ? t : block;
+      return std::make_pair(t, b);
+    };
+    auto [ft, fb] = blocks(spec.inputs[3].shape[1], 4, 64);
+    s << "hidden.compute_root().split(f, fb, fr, " << fb << ").split(fr, fo, fi, " << ft
+      << ").reorder(fi, fo, j, t, fb).parallel(fb)\n";
+    s << "gate_up.compute_at(hidden, fo)" << (lh > 1 ? ".vectorize(l)" : "") << "\n";
+    s << "gate_up.update().reorder(l, f, j, t, kh)" << (lh > 1 ? ".vectorize(l)" : "")
+      << ".unroll(f)\n";
+    if (spec.inputs.size() == 9) {
+      auto [st, sb] = blocks(spec.inputs[6].shape[0], 4, 64);
+      s << "shared_hidden.compute_root().split(s, sb, sr, " << sb << ").split(sr, so, si, " << st
+        << ").reorder(si, so, t, sb).parallel(sb)\n";
+      s << "shared_gate_up.compute_at(shared_hidden, so)" << (lh > 1 ? ".vectorize(l)" : "")
+        << "\n";
+      s << "shared_gate_up.update().reorder(l, s, t, kh)" << (lh > 1 ? ".vectorize(l)" : "")
+        << ".unroll(s)\n";
+    }
+    auto [nt, nb] = blocks(inner, 8, 64);
+    s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
+      << ").reorder(ni, no, t, nb).parallel(nb)\n";
+    s << "down_partial.compute_at(out, no)" << (lf > 1 ? ".vectorize(l)" : "") << "\n";
+    s << "down_partial.update().reorder(l, n, t, kf, kj)" << (lf > 1 ? ".vectorize(l)" : "")
+      << ".unroll(n)\n";
+    if (spec.inputs.size() == 9) {
+      int ls = partialLanes(spec.inputs[6].shape[0], lanes);
+      s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";
+      s << "shared_partial.update().reorder(l, n, t, ks)" << (ls > 1 ? ".vectorize(l)" : "")
+        << ".unroll(n)\n";
     }
   } else if (spec.kind == "rope") {
     s << "angle.compute_at(out, t)\n";
