@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "MoIR/IR/MoIRDialect.h"
 #include "moir/Driver/Compile.h"
 #include "moir/Frontend/GGUF.h"
 #include "moir/Frontend/Importer.h"
@@ -318,5 +319,14 @@ int main(int argc, char **argv) {
     return error(message);
   module->print(output->os());
   output->keep();
+  // Objects another code generator compiled for the artifact (Halide's
+  // kernels, listed in moir.link_objects): only an artifact links them, so
+  // a printed phase leaves none behind.
+  if (auto files = (*module)->getAttrOfType<mlir::ArrayAttr>(moir::attrs::linkObjectsName()))
+    for (mlir::Attribute f : files) {
+      llvm::StringRef path = llvm::cast<mlir::StringAttr>(f).getValue();
+      llvm::sys::fs::remove(path);
+      llvm::sys::fs::remove(llvm::sys::path::parent_path(path)); // only once empty
+    }
   return 0;
 }

@@ -104,7 +104,7 @@ struct HalideSelectKernelsPass
     SmallVector<Operation *> candidates;
     getOperation()->walk([&](Operation *op) {
       if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp,
-              moe::FusedRouteOp, moe::FusedExpertsOp>(op))
+              llm::AttentionOp, moe::FusedRouteOp, moe::FusedExpertsOp>(op))
         candidates.push_back(op);
     });
     // glu_linear first: a GLU whose only use is a linear's input becomes one
@@ -185,6 +185,18 @@ struct HalideSelectKernelsPass
                                       b.getI64IntegerAttr(rope.getRope().getInterleaved())));
       params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
       params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
+    } else if (auto attention = dyn_cast<llm::AttentionOp>(op)) {
+      // f32 queries over a float cache on the host (no device schedule yet).
+      auto query = cast<RankedTensorType>(attention.getQuery().getType());
+      if (!want("attention") || device != "host" || !isF32(attention.getQuery()) ||
+          query.getRank() != 3 || ShapedType::isDynamic(query.getDimSize(1)) ||
+          !staticInner(attention.getQuery()) || !staticFloat(attention.getKey(), 3) ||
+          !staticFloat(attention.getValue(), 3) || !isF32(attention.getResult()))
+        return;
+      kind = "attention";
+      params.push_back(b.getNamedAttr("scale", b.getF64FloatAttr(attention.getScale().convertToDouble())));
+      if (std::optional<int64_t> window = attention.getSlidingWindow())
+        params.push_back(b.getNamedAttr("window", b.getI64IntegerAttr(*window)));
     } else if (auto route = dyn_cast<moe::FusedRouteOp>(op)) {
       moe::RoutingAttr routing = route.getRouting();
       Value bias = route.getCorrectionBias();

@@ -156,3 +156,19 @@ func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: te
          tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// Attention over a float cache: its scale and window as params; on a device
+// it stays on MLIR (no device schedule yet).
+// CHECK-LABEL: func.func @attention
+// CHECK: moir.halide_call "moir_hl_attention_{{[0-9a-f]+}}" "attention"(%arg0, %arg1, %arg2, %arg3) {scale = 1.250000e-01 : f64, window = 16 : i64}
+// CHECK-NOT: llm.attention
+// DEVICE-LABEL: func.func @attention
+// DEVICE: llm.attention
+// ONLY-LABEL: func.func @attention
+// ONLY: llm.attention
+func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tensor<128x2x64xbf16>, %p: tensor<?xi64>) -> tensor<?x8x64xf32> {
+  %o = llm.attention %q, %k, %v, %p scale = 0.125 window = 16 flash : (tensor<?x8x64xf32>, tensor<128x2x64xbf16>, tensor<128x2x64xbf16>, tensor<?xi64>) -> tensor<?x8x64xf32>
+  return %o : tensor<?x8x64xf32>
+}

@@ -21,8 +21,10 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     router; any scoring and top-k method), with two results, the weights
     and the ids; `experts`: `moe.fused_experts` with float weights
     (quantized experts stay on MLIR), the gate/up products, activation,
-    down products, routing weights and shared expert in one kernel.
-    Everything else stays on the MLIR path. With `device`
+    down products, routing weights and shared expert in one kernel;
+    `attention`: `llm.attention` with f32 queries over a float cache, on the
+    host only (no device schedule yet). Everything else stays on the MLIR
+    path. With `device`
     other than host each call carries `device = "opencl"` (or vulkan): the
     kernel is compiled and scheduled for that device, and the call copies
     its result back to the host. A linear whose token count is dynamic becomes two kernels, one
@@ -40,7 +42,7 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
   }];
   let options = [
     Option<"ops", "ops", "std::string",
-           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts\"",
+           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention\"",
            "the op kinds to hand to Halide, a comma list">,
     Option<"device", "device", "std::string", "\"host\"",
            "where the kernels run: host, opencl or vulkan (a `device` param on each call)">

@@ -210,9 +210,13 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
       if (ec)
         return fail("Halide: cannot create " + options.schedulesOut + ": " + ec.message());
     }
-    char pattern[] = "/tmp/moir-halide-XXXXXX";
-    if (!mkdtemp(pattern))
-      return fail("Halide: cannot create a temporary folder");
+    // The temporary folder under $TMPDIR (else /tmp).
+    const char *tmp = std::getenv("TMPDIR");
+    std::string pattern = (tmp && *tmp ? std::string(tmp) : std::string("/tmp")) +
+                          "/moir-halide-XXXXXX";
+    if (!mkdtemp(pattern.data()))
+      return fail("Halide: cannot create a temporary folder in " +
+                  fs::path(pattern).parent_path().string());
     dir = pattern;
     std::set<std::string> seen;
     Target runtimeTarget = target;

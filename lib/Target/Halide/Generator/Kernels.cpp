@@ -235,6 +235,77 @@ void buildRouter(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                   {"weight_sum", total}});
 }
 
+/// llm.attention: out(e, h, t) = sum_c p(c) v(e, g, c) / sum_c p(c) with
+/// p(c) = exp(s(c) - max s), s(c) = scale * q(., h, t) . k(., g, c), g =
+/// h / (heads / kv_heads), over the cache rows c the query sees: c <=
+/// positions(t) (and positions(t) - c < window). The rows it does not see
+/// are never read (the cache may hold garbage there): every reduction runs
+/// over one predicated domain, and the scores and probabilities are
+/// defined only on it (undef elsewhere), so nothing is computed or filled
+/// for the rest of the cache. Two passes over the visible rows (the
+/// maximum, then the probabilities and sums), not the online softmax.
+void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
+  if (spec.outputs[0].shape.size() != 3)
+    fail(spec, "needs [tokens, heads, head_dim]");
+  ImageParam q = input(spec, 0, "query"), key = input(spec, 1, "key"),
+             value = input(spec, 2, "value"), pos = input(spec, 3, "positions");
+  int heads = staticDim(spec, 0, 1), dqk = staticDim(spec, 0, 2);
+  int capacity = staticDim(spec, 1, 0), kvHeads = staticDim(spec, 1, 1);
+  int dv = staticDim(spec, 2, 2);
+  if (staticDim(spec, 1, 2) != dqk || staticDim(spec, 2, 0) != capacity ||
+      staticDim(spec, 2, 1) != kvHeads || kvHeads < 1 || heads % kvHeads ||
+      spec.outputs[0].shape.back() != dv)
+    fail(spec, "the cache's shapes do not fit the queries");
+  int group = heads / kvHeads;
+  float scale = static_cast<float>(spec.numbers.at("scale"));
+  Var e("e"), h("h"), t("t"), c("c");
+  k.vars = {{"e", e}, {"h", h}, {"t", t}, {"c", c}};
+  Expr p = cast<int>(pos(t));
+  auto window = spec.numbers.find("window");
+  auto visible = [&](Expr row) {
+    Expr seen = row <= p;
+    if (window != spec.numbers.end())
+      seen = seen && p - row < static_cast<int>(window->second);
+    return seen;
+  };
+  // The visible rows; and (rd, rr): the head dimension (in vectors of `ld`
+  // lanes) by the visible rows, the dot products' domain.
+  int ld = partialLanes(dqk, static_cast<int>(number(spec, "lanes")));
+  RDom rc(0, capacity, "rc");
+  rc.where(visible(rc.x));
+  RDom dot(0, dqk / ld, 0, capacity, "dot");
+  dot.where(visible(dot.y));
+  k.rvars["rc"] = rc.x;
+  k.rvars["rd"] = dot.x;
+  k.rvars["rr"] = dot.y;
+  Expr g = h / group;
+
+  Var l("l");
+  k.vars["l"] = l;
+  Func partial("partial"), score("score"), top("top"), prob("prob"), total("total"), acc("acc");
+  partial(l, c, h, t) = undef<float>();
+  partial(l, rc.x, h, t) = 0.0f;
+  Expr d = dot.x * ld + l;
+  partial(l, dot.y, h, t) += cast<float>(q(d, h, t)) * cast<float>(key(d, g, dot.y));
+  Expr lanesSum = partial(0, rc.x, h, t);
+  for (int i = 1; i < ld; ++i)
+    lanesSum = lanesSum + partial(i, rc.x, h, t);
+  score(c, h, t) = undef<float>();
+  score(rc.x, h, t) = lanesSum;
+  top(h, t) = Float(32).min();
+  top(h, t) = max(top(h, t), score(rc.x, h, t) * scale);
+  prob(c, h, t) = undef<float>();
+  prob(rc.x, h, t) = exp(score(rc.x, h, t) * scale - top(h, t));
+  total(h, t) = 0.0f;
+  total(h, t) += prob(rc.x, h, t);
+  acc(e, h, t) = 0.0f;
+  acc(e, h, t) += prob(rc.x, h, t) * cast<float>(value(e, g, rc.x));
+  out(e, h, t) = acc(e, h, t) / total(h, t);
+  k.inputs = {q, key, value, pos};
+  k.funcs.insert({{"partial", partial}, {"score", score}, {"top", top}, {"prob", prob},
+                  {"total", total}, {"acc", acc}});
+}
+
 /// moe.fused_experts on the float weight forms: out(n, t) = sum_j
 /// weights(j, t) * down_e (act(gate_e x) * up_e x) (+ the shared expert's
 /// FFN), e = ids(j, t), each token reading its own experts' weights (a
@@ -343,6 +414,8 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     if (o.shape != spec.outputs.front().shape)
       fail(spec, "the outputs must have one shape");
   size_t outputs = spec.kind == "router" ? 2 : 1;
+  if (spec.kind == "attention" && spec.strings.count("device") && spec.strings.at("device") != "host")
+    fail(spec, "attention has no device schedule yet");
   if (spec.outputs.size() != outputs)
     fail(spec, "needs " + std::to_string(outputs) + " output(s)");
   int rank = static_cast<int>(spec.outputs.front().shape.size());
@@ -492,6 +565,8 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     buildRouter(spec, k, out);
   } else if (spec.kind == "experts") {
     buildExperts(spec, k, out);
+  } else if (spec.kind == "attention") {
+    buildAttention(spec, k, out);
   } else {
     fail(spec, "no Halide algorithm for this kind");
   }
@@ -710,6 +785,20 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "shared_partial.update().reorder(l, n, t, ks)" << (ls > 1 ? ".vectorize(l)" : "")
         << ".unroll(n)\n";
     }
+  } else if (spec.kind == "attention") {
+    // A parallel task per (head, token): its scores (a dot product per
+    // visible row), maximum, probabilities and sums, the value rows summed
+    // as vectors over the head dimension (lanes that divide it: no tail).
+    int ve = partialLanes(inner, lanes);
+    std::string vec = ve > 1 ? ".vectorize(e, " + std::to_string(ve) + ")" : "";
+    s << "out.fuse(h, t, ht).parallel(ht)" << vec << "\n";
+    int ld = partialLanes(spec.inputs[0].shape.back(), lanes);
+    std::string vl = ld > 1 ? ".vectorize(l)" : "";
+    for (const char *f : {"partial", "score", "top", "prob", "total", "acc"})
+      s << f << ".compute_at(out, ht)\n";
+    s << "partial.update(0)" << (ld > 1 ? ".vectorize(l)" : ".serial(rc)") << "\n";
+    s << "partial.update(1).reorder(l, rd, rr)" << vl << "\n";
+    s << "acc" << vec << "\nacc.update().reorder(e, rc)" << vec << "\n";
   } else if (spec.kind == "rope") {
     s << "angle.compute_at(out, t)\n";
     s << "cosine.compute_at(out, t)\n";
