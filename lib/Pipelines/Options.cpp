@@ -136,11 +136,11 @@ Error validateOptions(const CompileOptions &options) {
                "--kernels=halide");
   for (StringRef op : llvm::split(StringRef(options.cpu.halideOps), ',')) {
     static const char *kOps[] = {"rms_norm", "linear", "glu", "activation", "rope",
-                                 "glu_linear", "router", "experts", "attention"};
+                                 "glu_linear", "router", "experts", "attention", "mla"};
     if (!op.trim().empty() && !llvm::is_contained(kOps, op.trim()))
       return bad("unknown op '" + op.trim() +
                  "' in --halide-ops (known: rms_norm, linear, glu, activation, rope, "
-                 "glu_linear, router, experts, attention)");
+                 "glu_linear, router, experts, attention, mla)");
   }
   if (experts > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");

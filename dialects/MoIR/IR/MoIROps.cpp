@@ -143,11 +143,11 @@ LogicalResult moir::applyPatternsKeepingLayers(Operation *root, RewritePatternSe
 
 LogicalResult HalideCallOp::verify() {
   static const char *kKernels[] = {"rms_norm", "linear", "glu", "activation", "rope",
-                                   "glu_linear", "router", "experts", "attention"};
+                                   "glu_linear", "router", "experts", "attention", "mla"};
   if (!llvm::is_contained(kKernels, getKernel()))
     return emitOpError() << "unknown Halide kernel '" << getKernel()
                          << "' (rms_norm, linear, glu, activation, rope, glu_linear, router, "
-                            "experts, attention)";
+                            "experts, attention, mla)";
   size_t results = getKernel() == "router" ? 2 : 1;
   if (getNumResults() != results)
     return emitOpError() << "Halide kernel '" << getKernel() << "' has " << results

@@ -3,6 +3,7 @@
 #include "moir/Target/Halide/HalideTarget.h"
 
 #include "LLM/IR/LLMOps.h"
+#include "MLA/IR/MLAOps.h"
 #include "MoE/IR/MoEOps.h"
 #include "moir/Conversion/Passes.h"
 
@@ -20,6 +21,7 @@ namespace moir {
 using namespace mlir;
 namespace llm = moir::llm;
 namespace moe = moir::moe;
+namespace mla = moir::mla;
 
 namespace {
 
@@ -104,7 +106,7 @@ struct HalideSelectKernelsPass
     SmallVector<Operation *> candidates;
     getOperation()->walk([&](Operation *op) {
       if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp,
-              llm::AttentionOp, moe::FusedRouteOp, moe::FusedExpertsOp>(op))
+              llm::AttentionOp, mla::AttendOp, moe::FusedRouteOp, moe::FusedExpertsOp>(op))
         candidates.push_back(op);
     });
     // glu_linear first: a GLU whose only use is a linear's input becomes one
@@ -197,6 +199,25 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("scale", b.getF64FloatAttr(attention.getScale().convertToDouble())));
       if (std::optional<int64_t> window = attention.getSlidingWindow())
         params.push_back(b.getNamedAttr("window", b.getI64IntegerAttr(*window)));
+    } else if (auto attend = dyn_cast<mla::AttendOp>(op)) {
+      // The absorbed form over float caches and a float kv_b_proj, on the
+      // host. Where the op asks for the materialized form in prefill (a
+      // cost decision), only decode goes to Halide.
+      auto qn = cast<RankedTensorType>(attend.getQNope().getType());
+      if (!want("mla") || device != "host" || attend.getForm() != mla::Form::absorbed ||
+          !isF32(attend.getQNope()) || !isF32(attend.getQPe()) || qn.getRank() != 3 ||
+          ShapedType::isDynamic(qn.getDimSize(1)) || !staticInner(attend.getQNope()) ||
+          !staticInner(attend.getQPe()) || !staticFloat(attend.getLatentCache(), 2) ||
+          !staticFloat(attend.getRopeCache(), 2) || !staticFloat(attend.getKvBProj(), 2) ||
+          !isF32(attend.getResult()))
+        return;
+      kind = "mla";
+      params.push_back(
+          b.getNamedAttr("scale", b.getF64FloatAttr(attend.getScale().convertToDouble())));
+      if (attend.getPrefillForm() == mla::Form::materialized) {
+        emitDecodeOnly(op, kind, params);
+        return;
+      }
     } else if (auto route = dyn_cast<moe::FusedRouteOp>(op)) {
       moe::RoutingAttr routing = route.getRouting();
       Value bias = route.getCorrectionBias();
@@ -238,6 +259,45 @@ struct HalideSelectKernelsPass
     }
 
     emit(op, op->getOperands(), kind, params);
+  }
+
+  /// Replaces `op` by a call of kernel `kind` on its operands when it has
+  /// fewer than 4 tokens (its first operand's leading dimension), and keeps
+  /// it, on MLIR, for more.
+  void emitDecodeOnly(Operation *op, StringRef kind, ArrayRef<NamedAttribute> params) {
+    Value first = op->getOperand(0);
+    int64_t tokens = cast<RankedTensorType>(first.getType()).getDimSize(0);
+    if (!ShapedType::isDynamic(tokens)) {
+      if (tokens < 4)
+        emit(op, op->getOperands(), kind, params);
+      return;
+    }
+    Location loc = op->getLoc();
+    OpBuilder entry(op->getContext());
+    entry.setInsertionPointToStart(
+        &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
+    Value zero = arith::ConstantIndexOp::create(entry, loc, 0);
+    Value four = arith::ConstantIndexOp::create(entry, loc, 4);
+    OpBuilder builder(op);
+    Value rows = tensor::DimOp::create(builder, loc, first, zero);
+    Value few = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::slt, rows, four);
+    auto branch = scf::IfOp::create(builder, loc, op->getResultTypes(), few, true, true);
+    if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
+      moir::attrs::setLayer(branch, *layer);
+      moir::attrs::setLayer(rows.getDefiningOp(), *layer);
+      moir::attrs::setLayer(few.getDefiningOp(), *layer);
+    }
+    // The op itself moves into the else branch; a clone in the then branch
+    // becomes the Halide call.
+    builder.setInsertionPointToStart(&branch.getThenRegion().front());
+    Operation *decode = builder.clone(*op);
+    scf::YieldOp::create(builder, loc, decode->getResults());
+    op->replaceAllUsesWith(branch.getResults());
+    Block &otherwise = branch.getElseRegion().front();
+    op->moveBefore(&otherwise, otherwise.end());
+    builder.setInsertionPointToEnd(&otherwise);
+    scf::YieldOp::create(builder, loc, op->getResults());
+    emit(decode, decode->getOperands(), kind, params);
   }
 
   /// Replaces `op` by a call of kernel `kind` on `operands`; a linear gets a

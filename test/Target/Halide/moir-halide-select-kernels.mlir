@@ -172,3 +172,31 @@ func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tens
   %o = llm.attention %q, %k, %v, %p scale = 0.125 window = 16 flash : (tensor<?x8x64xf32>, tensor<128x2x64xbf16>, tensor<128x2x64xbf16>, tensor<?xi64>) -> tensor<?x8x64xf32>
   return %o : tensor<?x8x64xf32>
 }
+
+// -----
+
+// Absorbed MLA: one Halide kernel for every token count; where prefill asks
+// for the materialized form (a cost decision), the kernel takes decode (fewer
+// than 4 tokens) and the op stays on MLIR for prefill.
+// CHECK-LABEL: func.func @mla
+// CHECK: moir.halide_call "[[K:moir_hl_mla_[0-9a-f]+]]" "mla"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5) {scale = 2.000000e-01 : f64}
+// CHECK-NOT: mla.attend
+// CHECK: %[[FEW:.*]] = arith.cmpi slt
+// CHECK: scf.if %[[FEW]] -> (tensor<?x4x16xf32>) {
+// CHECK: moir.halide_call "[[K]]" "mla"
+// CHECK: } else {
+// CHECK: mla.attend {{.*}} form = absorbed prefill = materialized
+// ONLY-LABEL: func.func @mla
+// ONLY-NOT: moir.halide_call
+func.func @mla(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>,
+               %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> (tensor<?x4x16xf32>, tensor<?x4x16xf32>) {
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w
+      config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16>
+      scale = 0.2 form = absorbed
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  %b = mla.attend %qn, %qp, %c, %r, %pos, %w
+      config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16>
+      scale = 0.2 form = absorbed prefill = materialized
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
+  return %a, %b : tensor<?x4x16xf32>, tensor<?x4x16xf32>
+}

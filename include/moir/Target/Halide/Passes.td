@@ -23,8 +23,10 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     (quantized experts stay on MLIR), the gate/up products, activation,
     down products, routing weights and shared expert in one kernel;
     `attention`: `llm.attention` with f32 queries over a float cache, on the
-    host only (no device schedule yet). Everything else stays on the MLIR
-    path. With `device`
+    host only (no device schedule yet); `mla`: `mla.attend` in the absorbed
+    form over float caches and a float `kv_b_proj`, on the host; where the
+    op asks for the materialized form in prefill, an `scf.if` keeps it on
+    MLIR from 4 tokens. Everything else stays on the MLIR path. With `device`
     other than host each call carries `device = "opencl"` (or vulkan): the
     kernel is compiled and scheduled for that device, and the call copies
     its result back to the host. A linear whose token count is dynamic becomes two kernels, one
@@ -42,7 +44,7 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
   }];
   let options = [
     Option<"ops", "ops", "std::string",
-           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention\"",
+           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention,mla\"",
            "the op kinds to hand to Halide, a comma list">,
     Option<"device", "device", "std::string", "\"host\"",
            "where the kernels run: host, opencl or vulkan (a `device` param on each call)">

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <stdexcept>
 
@@ -306,6 +307,90 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                   {"total", total}, {"acc", acc}});
 }
 
+/// mla.attend in the absorbed form: W_UK (kv_b_proj's first qk_nope rows of
+/// each head) folded into the query, attention over the latent cache rows
+/// (and the RoPE cache), W_UV (the next v_head_dim rows) applied to the
+/// attended latent:
+///   qa(c, h, t) = sum_n q_nope(n, h, t) W_UK[h](n, c)
+///   s(j) = scale * (qa . latent(., j) + q_pe(., h, t) . rope(., j))
+///   out(e, h, t) = sum_c W_UV[h](e, c) * sum_j p(j) latent(c, j) / sum_j p(j)
+/// over the visible rows j, predicated as in attention (undef elsewhere).
+void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
+  if (spec.outputs[0].shape.size() != 3 || spec.inputs.size() != 6)
+    fail(spec, "needs q_nope, q_pe, the two caches, positions and kv_b_proj");
+  ImageParam qn = input(spec, 0, "q_nope"), qp = input(spec, 1, "q_pe"),
+             latent = input(spec, 2, "latent_cache"), rope = input(spec, 3, "rope_cache"),
+             pos = input(spec, 4, "positions"), kvb = input(spec, 5, "kv_b_proj");
+  int heads = staticDim(spec, 0, 1), nope = staticDim(spec, 0, 2), ropeDim = staticDim(spec, 1, 2);
+  int capacity = staticDim(spec, 2, 0), rank = staticDim(spec, 2, 1);
+  int vDim = static_cast<int>(spec.outputs[0].shape.back());
+  if (staticDim(spec, 1, 1) != heads || staticDim(spec, 3, 0) != capacity ||
+      staticDim(spec, 3, 1) != ropeDim || staticDim(spec, 5, 1) != rank ||
+      staticDim(spec, 5, 0) != heads * (nope + vDim) || vDim < 1)
+    fail(spec, "the caches' or kv_b_proj's shapes do not fit the queries");
+  float scale = static_cast<float>(spec.numbers.at("scale"));
+  int per = nope + vDim;
+  Var c("c"), e("e"), h("h"), t("t"), j("j"), l("l");
+  k.vars = {{"c", c}, {"e", e}, {"h", h}, {"t", t}, {"j", j}, {"l", l}};
+  Expr p = cast<int>(pos(t));
+  int lanes = static_cast<int>(number(spec, "lanes"));
+
+  // The query in the latent space.
+  Func qa("qa");
+  RDom rn(0, nope, "rn");
+  k.rvars["rn"] = rn.x;
+  qa(c, h, t) = 0.0f;
+  qa(c, h, t) += cast<float>(qn(rn.x, h, t)) * cast<float>(kvb(c, h * per + rn.x));
+
+  // Scores over the visible rows, in vector partial sums: the latent part
+  // and the RoPE part (lanes that divide both widths).
+  int ld = partialLanes(std::gcd(rank, ropeDim), lanes);
+  RDom rc(0, capacity, "rc");
+  rc.where(rc.x <= p);
+  RDom dot(0, rank / ld, 0, capacity, "dot");
+  dot.where(dot.y <= p);
+  RDom rdot(0, ropeDim / ld, 0, capacity, "rdot");
+  rdot.where(rdot.y <= p);
+  k.rvars.insert({{"rc", rc.x}, {"rd", dot.x}, {"rr", dot.y}, {"pd", rdot.x}, {"pr", rdot.y}});
+  Func partial("partial"), score("score"), top("top"), prob("prob"), total("total"), acc("acc");
+  partial(l, j, h, t) = undef<float>();
+  partial(l, rc.x, h, t) = 0.0f;
+  Expr d = dot.x * ld + l;
+  partial(l, dot.y, h, t) += qa(d, h, t) * cast<float>(latent(d, dot.y));
+  Expr r = rdot.x * ld + l;
+  partial(l, rdot.y, h, t) += cast<float>(qp(r, h, t)) * cast<float>(rope(r, rdot.y));
+  Expr lanesSum = partial(0, rc.x, h, t);
+  for (int i = 1; i < ld; ++i)
+    lanesSum = lanesSum + partial(i, rc.x, h, t);
+  score(j, h, t) = undef<float>();
+  score(rc.x, h, t) = lanesSum * scale;
+  top(h, t) = Float(32).min();
+  top(h, t) = max(top(h, t), score(rc.x, h, t));
+  prob(j, h, t) = undef<float>();
+  prob(rc.x, h, t) = exp(score(rc.x, h, t) - top(h, t));
+  total(h, t) = 0.0f;
+  total(h, t) += prob(rc.x, h, t);
+  // The attended latent row, then W_UV in vector partial sums over it.
+  acc(c, h, t) = 0.0f;
+  acc(c, h, t) += prob(rc.x, h, t) * cast<float>(latent(c, rc.x));
+  Func attended("attended"), outPartial("out_partial");
+  attended(c, h, t) = acc(c, h, t) / total(h, t);
+  int lo = partialLanes(rank, lanes);
+  RDom ro(0, rank / lo, "ro");
+  k.rvars["ro"] = ro.x;
+  Expr cc = ro.x * lo + l;
+  outPartial(l, e, h, t) = 0.0f;
+  outPartial(l, e, h, t) += cast<float>(kvb(cc, h * per + nope + e)) * attended(cc, h, t);
+  Expr result = outPartial(0, e, h, t);
+  for (int i = 1; i < lo; ++i)
+    result = result + outPartial(i, e, h, t);
+  out(e, h, t) = result;
+  k.inputs = {qn, qp, latent, rope, pos, kvb};
+  k.funcs.insert({{"qa", qa}, {"partial", partial}, {"score", score}, {"top", top},
+                  {"prob", prob}, {"total", total}, {"acc", acc}, {"attended", attended},
+                  {"out_partial", outPartial}});
+}
+
 /// moe.fused_experts on the float weight forms: out(n, t) = sum_j
 /// weights(j, t) * down_e (act(gate_e x) * up_e x) (+ the shared expert's
 /// FFN), e = ids(j, t), each token reading its own experts' weights (a
@@ -414,7 +499,8 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     if (o.shape != spec.outputs.front().shape)
       fail(spec, "the outputs must have one shape");
   size_t outputs = spec.kind == "router" ? 2 : 1;
-  if (spec.kind == "attention" && spec.strings.count("device") && spec.strings.at("device") != "host")
+  if ((spec.kind == "attention" || spec.kind == "mla") && spec.strings.count("device") &&
+      spec.strings.at("device") != "host")
     fail(spec, "attention has no device schedule yet");
   if (spec.outputs.size() != outputs)
     fail(spec, "needs " + std::to_string(outputs) + " output(s)");
@@ -567,6 +653,8 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     buildExperts(spec, k, out);
   } else if (spec.kind == "attention") {
     buildAttention(spec, k, out);
+  } else if (spec.kind == "mla") {
+    buildMLA(spec, k, out);
   } else {
     fail(spec, "no Halide algorithm for this kind");
   }
@@ -799,6 +887,27 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     s << "partial.update(0)" << (ld > 1 ? ".vectorize(l)" : ".serial(rc)") << "\n";
     s << "partial.update(1).reorder(l, rd, rr)" << vl << "\n";
     s << "acc" << vec << "\nacc.update().reorder(e, rc)" << vec << "\n";
+  } else if (spec.kind == "mla") {
+    // A parallel task per (head, token), as attention's; the latent rows
+    // (rank wide) are the vectors.
+    int rank = static_cast<int>(spec.inputs[2].shape.back());
+    int ropeDim = static_cast<int>(spec.inputs[1].shape.back());
+    int ld = partialLanes(std::gcd(rank, ropeDim), lanes);
+    int lc = partialLanes(rank, lanes);
+    std::string vl = ld > 1 ? ".vectorize(l)" : "";
+    std::string vc = lc > 1 ? ".vectorize(c, " + std::to_string(lc) + ")" : "";
+    s << "out.fuse(h, t, ht).parallel(ht)\n";
+    for (const char *f : {"qa", "partial", "score", "top", "prob", "total", "acc", "attended",
+                          "out_partial"})
+      s << f << ".compute_at(out, ht)\n";
+    s << "qa" << vc << "\nqa.update().reorder(c, rn)" << vc << "\n";
+    s << "partial.update(0)" << (ld > 1 ? ".vectorize(l)" : ".serial(rc)") << "\n";
+    s << "partial.update(1).reorder(l, rd, rr)" << vl << "\n";
+    s << "partial.update(2).reorder(l, pd, pr)" << vl << "\n";
+    s << "acc" << vc << "\nacc.update().reorder(c, rc)" << vc << "\n";
+    s << "attended" << vc << "\n";
+    s << "out_partial" << (lc > 1 ? ".vectorize(l)" : "") << "\n";
+    s << "out_partial.update().reorder(l, e, ro)" << (lc > 1 ? ".vectorize(l)" : "") << "\n";
   } else if (spec.kind == "rope") {
     s << "angle.compute_at(out, t)\n";
     s << "cosine.compute_at(out, t)\n";
