@@ -20,6 +20,7 @@
 #include "llvm/Support/Endian.h"
 
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -69,13 +70,17 @@ std::string stringifyPackedFormat(PackedFormat format) {
   std::string text = (stringifyStorage(format.storage) + ":" + Twine(format.group)).str();
   if (format.quantize != CompileQuant::None)
     text += (":" + stringifyCompileQuant(format.quantize)).str();
+  if (format.halfScales)
+    text += ":f16";
+  if (!format.offsets)
+    text += ":sym";
   return text;
 }
 
 std::optional<PackedFormat> parsePackedFormat(StringRef text) {
-  SmallVector<StringRef, 3> parts;
+  SmallVector<StringRef, 5> parts;
   text.split(parts, ':');
-  if (parts.size() < 2 || parts.size() > 3)
+  if (parts.size() < 2 || parts.size() > 5)
     return std::nullopt;
   PackedFormat format;
   std::optional<PackedStorage> storage = StringSwitch<std::optional<PackedStorage>>(parts[0])
@@ -86,13 +91,36 @@ std::optional<PackedFormat> parsePackedFormat(StringRef text) {
   if (!storage || parts[1].getAsInteger(10, format.group) || format.group <= 0)
     return std::nullopt;
   format.storage = *storage;
-  if (parts.size() == 3) {
-    std::optional<CompileQuant> quant = parseCompileQuant(parts[2]);
+  // [:quantize][:f16][:sym], in that order, each at most once.
+  size_t i = 2;
+  if (i < parts.size() && parts[i] != "f16" && parts[i] != "sym") {
+    std::optional<CompileQuant> quant = parseCompileQuant(parts[i++]);
     if (!quant || *quant == CompileQuant::None)
       return std::nullopt;
     format.quantize = *quant;
   }
+  if (i < parts.size() && parts[i] == "f16") {
+    format.halfScales = true;
+    ++i;
+  }
+  if (i < parts.size() && parts[i] == "sym") {
+    format.offsets = false;
+    ++i;
+  }
+  if (i != parts.size())
+    return std::nullopt;
   return format;
+}
+
+std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *scales,
+                                         int64_t index) {
+  float params[2] = {0, 0};
+  const uint8_t *p = scales + index * format.scaleParts() * format.scaleBytes();
+  for (int i = 0; i < format.scaleParts(); ++i)
+    params[i] = format.halfScales
+                    ? fromF16(support::endian::read<uint16_t, endianness::little>(p + 2 * i))
+                    : bit_cast<float>(support::endian::read<uint32_t, endianness::little>(p + 4 * i));
+  return {params[0], params[1]};
 }
 
 int64_t getPackedRowBytes(PackedFormat format, int64_t cols) {
@@ -108,7 +136,8 @@ bool isValidPackedShape(PackedFormat format, int64_t cols) {
 uint64_t getPackedBytes(PackedFormat format, PackedPart part, int64_t rows, int64_t cols) {
   if (part == PackedPart::Data)
     return static_cast<uint64_t>(rows) * getPackedRowBytes(format, cols);
-  return static_cast<uint64_t>(rows) * (cols / format.group) * 2 * sizeof(float);
+  return static_cast<uint64_t>(rows) * (cols / format.group) * format.scaleParts() *
+         format.scaleBytes();
 }
 
 namespace {
@@ -870,13 +899,34 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
         if ((codes[c] & 0x7f) == 0x7f)
           return error("has a NaN element at [" + Twine(r) + ", " + Twine(c) + "]");
     if (part == PackedPart::Scales) {
-      for (size_t g = 0; g < params.size() / 2; ++g)
-        for (int64_t k = 0; k < repeat; ++k) {
-          uint8_t bytes[8];
-          support::endian::write32le(bytes, bit_cast<uint32_t>(params[2 * g]));
-          support::endian::write32le(bytes + 4, bit_cast<uint32_t>(params[2 * g + 1]));
-          buffer.insert(buffer.end(), bytes, bytes + 8);
+      for (size_t g = 0; g < params.size() / 2; ++g) {
+        if (!format.offsets && params[2 * g + 1] != 0)
+          return error("has a nonzero offset in row " + Twine(r) + ", group " + Twine(g) +
+                       ", which " + requested + " (scales alone) cannot hold");
+        uint8_t bytes[8];
+        size_t size = 0;
+        for (int p = 0; p < format.scaleParts(); ++p) {
+          float v = params[2 * g + p];
+          if (format.halfScales) {
+            uint16_t h = toF16(v);
+            if (fromF16(h) != v) {
+              char number[32];
+              std::snprintf(number, sizeof(number), "%g", v);
+              return error("has " + Twine(p ? "an offset" : "a scale") + " (" + number +
+                           ") in row " + Twine(r) + ", group " + Twine(g) +
+                           " that is not an f16 number, which " + requested +
+                           " stores (Q4_0's offset -8d and Q5_0's -16d overflow f16 when d exceeds 8188 or 4094)");
+            }
+            support::endian::write16le(bytes + size, h);
+            size += 2;
+          } else {
+            support::endian::write32le(bytes + size, bit_cast<uint32_t>(v));
+            size += 4;
+          }
         }
+        for (int64_t k = 0; k < repeat; ++k)
+          buffer.insert(buffer.end(), bytes, bytes + size);
+      }
     } else if (format.storage == PackedStorage::U4) {
       for (int64_t g = 0; g < cols / 32; ++g)
         for (int j = 0; j < 16; ++j)

@@ -188,7 +188,11 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
       int64_t elements = 1;
       for (int64_t d : arg.shape)
         elements *= d;
-      uint64_t bytes = elements * (packed->part == frontend::PackedPart::Scales ? 4 : 1);
+      bool scales = packed->part == frontend::PackedPart::Scales;
+      if (scales && arg.dtype != (packed->format.halfScales ? "f16" : "f32"))
+        return fail("weight argument " + Twine(i) + " (" + arg.packing + ") holds " + arg.dtype +
+                    " scales, not the form's");
+      uint64_t bytes = elements * (scales ? packed->format.scaleBytes() : 1);
       weightBytes = align64(weightBytes);
       regions[i] = {weightBytes, bytes};
       weightBytes += bytes;
@@ -518,7 +522,7 @@ Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
     std::vector<float> row(cols);
     for (int64_t r = 0; r < rows; ++r) {
       const auto *codes = reinterpret_cast<const uint8_t *>(data.data()) + r * rowBytes;
-      const char *pairs = scales.data() + r * groups * 8;
+      const auto *params = reinterpret_cast<const uint8_t *>(scales.data());
       for (int64_t c = 0; c < cols; ++c) {
         float v;
         switch (packed.format.storage) {
@@ -534,9 +538,7 @@ Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
           v = frontend::fromFP8E4M3(codes[c]);
           break;
         }
-        float scale, off;
-        std::memcpy(&scale, pairs + (c / group) * 8, 4);
-        std::memcpy(&off, pairs + (c / group) * 8 + 4, 4);
+        auto [scale, off] = frontend::readPackedParams(packed.format, params, r * groups + c / group);
         row[c] = scale * v + off;
       }
       os.write(reinterpret_cast<const char *>(row.data()), cols * 4);

@@ -52,13 +52,20 @@ Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
   else if (layout->storage == "f8e4m3")
     dataElement = Float8E4M3FNType::get(ctx);
   scaleShape.back() = cols / layout->group;
-  scaleShape.push_back(2);
+  scaleShape.push_back(layout->offsets ? 2 : 1);
+  // The form's text is include/moir/Frontend/Quantization.h's
+  // (stringifyPackedFormat): storage:group[:quantize][:f16][:sym].
   std::string form = (layout->storage + ":" + Twine(layout->group)).str();
   if (!layout->quantize.empty())
     form += (":" + layout->quantize).str();
+  if (layout->halfScales)
+    form += ":f16";
+  if (!layout->offsets)
+    form += ":sym";
+  Type scaleElement = layout->halfScales ? Type(b.getF16Type()) : Type(b.getF32Type());
   Value data = addArg(RankedTensorType::get(dataShape, dataElement), names,
                       b.getStringAttr(form + "/data"));
-  Value scales = addArg(RankedTensorType::get(scaleShape, b.getF32Type()), names,
+  Value scales = addArg(RankedTensorType::get(scaleShape, scaleElement), names,
                         b.getStringAttr(form + "/scales"));
   if (!data || !scales)
     return Value();

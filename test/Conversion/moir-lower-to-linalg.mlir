@@ -435,6 +435,30 @@ func.func @packed(%x: tensor<?x64xf32>, %d: tensor<32x32xi8>, %s: tensor<32x2x2x
 
 // -----
 
+// A symmetric packed int8 weight with f16 scales (Q8_0 as bound: scales
+// [rows, groups, 1] x f16): the scales tensor once (no offset map), the
+// scale extended to f32, w = scale * code.
+// CHECK-DAG: #[[SCALE8:.*]] = affine_map<(d0, d1, d2) -> (d1, d2 floordiv 32, 0)>
+// CHECK-LABEL: func.func @packed_sym_f16
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[D:.*]]: tensor<32x64xi8>, %[[S:.*]]: tensor<32x2x1xf16>)
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #[[SCALE8]], #{{.*}}]
+// CHECK-SAME: ins(%[[X]], %[[D]], %[[S]] : tensor<?x64xf32>, tensor<32x64xi8>, tensor<32x2x1xf16>)
+// CHECK-SAME: moir.packed = "i8:32"
+// CHECK: arith.sitofp
+// CHECK: arith.extf {{.*}} : f16 to f32
+// CHECK: arith.mulf
+// CHECK-NOT: arith.addf {{.*}}f16
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK-NEXT: linalg.yield
+func.func @packed_sym_f16(%x: tensor<?x64xf32>, %d: tensor<32x64xi8>, %s: tensor<32x2x1xf16>) -> tensor<?x32xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<32x64xi8>, tensor<32x2x1xf16> -> !llm.qtensor<32x64xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %y = llm.linear %x, %w : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
 // The lowering knows no target: without a #moir.lowering_config (written by a
 // target's configuration pass) it refuses to guess one.
 // RUN: not moir-opt %s -split-input-file -moir-lower-to-linalg 2>&1 | FileCheck %s --check-prefix=NOCONFIG

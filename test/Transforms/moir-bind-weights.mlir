@@ -25,25 +25,36 @@ func.func @forward(%ids: tensor<?xi32>) -> (tensor<?x16xf32>, tensor<2x4x8xf32>)
 // (include/moir/Frontend/Quantization.h), each argument's #moir.arg naming the
 // form and the part; llm.packed_weight, at the top of @forward, stands for
 // the weight. Q4_K: 4-bit codes two per byte, groups of 32, quantized as
-// Q4_K first when the stored tensor is float; Q6_K: int8 codes, groups of 16;
-// a stack of FP8 experts with 128x128 blocks: groups of gcd(128, 96) = 32.
+// Q4_K first when the stored tensor is float; Q6_K: int8 codes, groups of
+// 16, symmetric (the scale alone, no offset: [.., 1]); a stack of FP8
+// experts with 128x128 blocks: groups of gcd(128, 96) = 32, symmetric.
+// GGUF's legacy blocks keep their f16 numbers: Q8_0 one f16 scale per 32
+// (as many bytes as the file's blocks), Q4_0 an f16 (scale, offset) pair.
 // RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s --check-prefix=PACKED
 // PACKED-LABEL: func.func private @forward({{.*}}: tensor<?x256xf32>
 // PACKED-SAME: %[[D:[a-z0-9]+]]: tensor<64x128xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/data">}
 // PACKED-SAME: %[[S:[a-z0-9]+]]: tensor<64x8x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/scales">}
-// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k/data">}
-// PACKED-SAME: tensor<64x16x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k/scales">}
-// PACKED-SAME: tensor<2x64x96xf8E4M3FN> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["e0", "e1"], packing = "f8e4m3:32/data">}
-// PACKED-SAME: tensor<2x64x3x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "f8e4m3:32/scales">}
+// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym/data">}
+// PACKED-SAME: tensor<64x16x1xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym/scales">}
+// PACKED-SAME: tensor<2x64x96xf8E4M3FN> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["e0", "e1"], packing = "f8e4m3:32:sym/data">}
+// PACKED-SAME: tensor<2x64x3x1xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "f8e4m3:32:sym/scales">}
+// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w8"], packing = "i8:32:q8_0:f16:sym/data">}
+// PACKED-SAME: tensor<64x8x1xf16> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w8"], packing = "i8:32:q8_0:f16:sym/scales">}
+// PACKED-SAME: tensor<64x128xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w40"], packing = "u4:32:f16/data">}
+// PACKED-SAME: tensor<64x8x2xf16> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w40"], packing = "u4:32:f16/scales">}
 // PACKED: llm.packed_weight %[[D]], %[[S]] group 32
 // PACKED-NOT: llm.weight
-func.func @forward(%x: tensor<?x256xf32>, %y: tensor<?x96xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>) {
+func.func @forward(%x: tensor<?x256xf32>, %y: tensor<?x96xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, tensor<?x64xf32>, tensor<?x64xf32>) {
   %w4 = llm.weight "w4" : !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>
   %a = llm.linear %x, %w4 : (tensor<?x256xf32>, !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x64xf32>
   %w6 = llm.weight "w6" : !llm.qtensor<64x256xi6, #llm.quant<kind = gguf, format = q6_k>>
   %b = llm.linear %x, %w6 : (tensor<?x256xf32>, !llm.qtensor<64x256xi6, #llm.quant<kind = gguf, format = q6_k>>) -> tensor<?x64xf32>
   %e = llm.stacked_weight ["e0", "e1"] scales ["e0_scale_inv", "e1_scale_inv"] : !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>
-  return %a, %b, %e : tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>
+  %w8 = llm.weight "w8" : !llm.qtensor<64x256xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %c = llm.linear %x, %w8 : (tensor<?x256xf32>, !llm.qtensor<64x256xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x64xf32>
+  %w40 = llm.weight "w40" : !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_0>>
+  %d = llm.linear %x, %w40 : (tensor<?x256xf32>, !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_0>>) -> tensor<?x64xf32>
+  return %a, %b, %e, %c, %d : tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, tensor<?x64xf32>, tensor<?x64xf32>
 }
 
 // -----

@@ -57,7 +57,8 @@ struct StoreBuilder {
 
 struct Packed {
   std::vector<uint8_t> data;
-  std::vector<float> scales;
+  /// The scales part as written (f32 or f16, pairs or scales alone).
+  std::vector<uint8_t> scales;
 };
 
 Expected<Packed> pack(const WeightStore &store, ArrayRef<std::string> names, int64_t cols,
@@ -65,16 +66,14 @@ Expected<Packed> pack(const WeightStore &store, ArrayRef<std::string> names, int
   std::optional<PackedFormat> format = parsePackedFormat(formatText);
   EXPECT_TRUE(format) << formatText.str();
   Packed packed;
-  std::string scales;
   if (Error err = packWeights(store, names, cols, *format, PackedPart::Data, [&](StringRef s) {
         packed.data.insert(packed.data.end(), s.begin(), s.end());
       }))
     return std::move(err);
-  if (Error err = packWeights(store, names, cols, *format, PackedPart::Scales,
-                              [&](StringRef s) { scales += s.str(); }))
+  if (Error err = packWeights(store, names, cols, *format, PackedPart::Scales, [&](StringRef s) {
+        packed.scales.insert(packed.scales.end(), s.begin(), s.end());
+      }))
     return std::move(err);
-  packed.scales.resize(scales.size() / 4);
-  std::memcpy(packed.scales.data(), scales.data(), scales.size());
   return packed;
 }
 
@@ -83,7 +82,7 @@ std::vector<float> dequantize(const Packed &packed, StringRef formatText, int64_
   PackedFormat format = *parsePackedFormat(formatText);
   int64_t rows = packed.data.size() / getPackedRowBytes(format, cols);
   EXPECT_EQ(packed.data.size(), getPackedBytes(format, PackedPart::Data, rows, cols));
-  EXPECT_EQ(packed.scales.size() * 4, getPackedBytes(format, PackedPart::Scales, rows, cols));
+  EXPECT_EQ(packed.scales.size(), getPackedBytes(format, PackedPart::Scales, rows, cols));
   std::vector<float> w(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
@@ -98,8 +97,9 @@ std::vector<float> dequantize(const Packed &packed, StringRef formatText, int64_
       } else {
         value = fromFP8E4M3(row[c]);
       }
-      const float *pair = packed.scales.data() + 2 * (r * (cols / format.group) + c / format.group);
-      w[r * cols + c] = pair[0] * value + pair[1];
+      auto [scale, offset] = readPackedParams(format, packed.scales.data(),
+                                              r * (cols / format.group) + c / format.group);
+      w[r * cols + c] = scale * value + offset;
     }
   return w;
 }
@@ -128,14 +128,19 @@ TEST(Quantization, GGUFBlocksMatchGGUFPy) {
   const GGUFCase cases[] = {
       {DType::Q8_0, kQ8_0Blocks, kQ8_0Reference, "i8:32"},
       {DType::Q8_0, kQ8_0Blocks, kQ8_0Reference, "i8:16"},
+      {DType::Q8_0, kQ8_0Blocks, kQ8_0Reference, "i8:32:q8_0:f16:sym"},
       {DType::Q4_0, kQ4_0Blocks, kQ4_0Reference, "u4:32"},
+      {DType::Q4_0, kQ4_0Blocks, kQ4_0Reference, "u4:32:f16"},
       {DType::Q4_0, kQ4_0Blocks, kQ4_0Reference, "i8:8"},
       {DType::Q4_1, kQ4_1Blocks, kQ4_1Reference, "u4:32"},
+      {DType::Q4_1, kQ4_1Blocks, kQ4_1Reference, "u4:32:f16"},
       {DType::Q5_0, kQ5_0Blocks, kQ5_0Reference, "i8:32"},
-      {DType::Q5_1, kQ5_1Blocks, kQ5_1Reference, "i8:32"},
+      {DType::Q5_0, kQ5_0Blocks, kQ5_0Reference, "i8:32:f16"},
+      {DType::Q5_1, kQ5_1Blocks, kQ5_1Reference, "i8:32:f16"},
       {DType::Q4_K, kQ4_KBlocks, kQ4_KReference, "u4:32"},
       {DType::Q5_K, kQ5_KBlocks, kQ5_KReference, "i8:32"},
       {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:16"},
+      {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:16:q6_k:sym"},
       {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:4"},
   };
   for (const GGUFCase &c : cases) {
@@ -223,8 +228,23 @@ TEST(Quantization, GGUFRefusals) {
   nan[34] = 0x00; // second block's d = f16 NaN
   nan[35] = 0x7e;
   builder.add("nan", DType::Q8_0, {2, 64}, nan);
+  // A Q4_0 block with d = 10000: its offset -8d overflows f16.
+  std::vector<uint8_t> big(kQ4_0Blocks, kQ4_0Blocks + 4 * 18);
+  big[0] = 0xE2;
+  big[1] = 0x70;
+  builder.add("big", DType::Q4_0, {2, 64}, big);
   WeightStore store;
   builder.build(store);
+  std::string overflow = errorText(pack(store, {"big"}, 64, "u4:32:f16"));
+  EXPECT_NE(overflow.find("test.bin: tensor 'big' (Q4_0) has an offset (-80000"), std::string::npos)
+      << overflow;
+  EXPECT_NE(overflow.find("in row 0, group 0 that is not an f16 number, which u4:32:f16 stores"),
+            std::string::npos)
+      << overflow;
+  EXPECT_TRUE(bool(pack(store, {"big"}, 64, "u4:32")));
+  EXPECT_EQ(errorText(pack(store, {"q5"}, 64, "i8:32:sym")),
+            "test.bin: tensor 'q5' (Q5_0) has a nonzero offset in row 0, group 0, which "
+            "i8:32:sym (scales alone) cannot hold");
   EXPECT_EQ(errorText(pack(store, {"q5"}, 64, "u4:32")),
             "test.bin: tensor 'q5' (Q5_0) has codes 0..31, which do not fit u4 (0..15); "
             "request i8");
@@ -584,10 +604,17 @@ TEST(Quantization, PerChannel) {
 
 TEST(Quantization, FormatStrings) {
   for (StringRef text : {"u4:32", "i8:16", "f8e4m3:128", "u4:32:q4_k", "i8:16:q6_k",
-                         "i8:32:q8_0", "u4:32:int4", "f8e4m3:4096:fp8"})
+                         "i8:32:q8_0", "u4:32:int4", "f8e4m3:4096:fp8", "u4:32:f16",
+                         "i8:32:q8_0:f16:sym", "i8:16:q6_k:sym", "f8e4m3:32:sym"})
     EXPECT_EQ(stringifyPackedFormat(*parsePackedFormat(text)), text.str());
-  for (StringRef text : {"u4", "u4:0", "u5:32", "i8:32:none", "i8:32:q4_k:x", "i8:-1"})
+  for (StringRef text : {"u4", "u4:0", "u5:32", "i8:32:none", "i8:32:q4_k:x", "i8:-1",
+                         "i8:32:sym:f16", "i8:32:f16:f16", "i8:32:q8_0:f16:sym:x"})
     EXPECT_FALSE(parsePackedFormat(text)) << text.str();
+  // f16 scales alone: 2 bytes per group; f32 pairs: 8.
+  EXPECT_EQ(getPackedBytes(*parsePackedFormat("i8:32:q8_0:f16:sym"), PackedPart::Scales, 3, 64),
+            12u);
+  EXPECT_EQ(getPackedBytes(*parsePackedFormat("u4:32:f16"), PackedPart::Scales, 3, 64), 24u);
+  EXPECT_EQ(getPackedBytes(*parsePackedFormat("i8:16:q6_k:sym"), PackedPart::Scales, 3, 64), 48u);
   EXPECT_FALSE(isValidPackedShape(*parsePackedFormat("u4:16"), 64));
   EXPECT_TRUE(isValidPackedShape(*parsePackedFormat("i8:16"), 64));
   EXPECT_EQ(getPackedBytes(*parsePackedFormat("u4:32"), PackedPart::Data, 3, 64), 96u);

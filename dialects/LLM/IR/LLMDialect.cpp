@@ -381,17 +381,18 @@ std::optional<QTensorType::PackedLayout> QTensorType::getPackedLayout() const {
     switch (scheme.getFormat()) {
     case GGUFBlockType::q4_0:
     case GGUFBlockType::q4_1:
-      return fits({"u4", 32, ""});
+      return fits({"u4", 32, "", /*halfScales=*/true});
     case GGUFBlockType::q4_k:
       return fits({"u4", 32, "q4_k"});
     case GGUFBlockType::q5_0:
     case GGUFBlockType::q5_1:
+      return fits({"i8", 32, "", /*halfScales=*/true});
     case GGUFBlockType::q5_k:
       return fits({"i8", 32, ""});
     case GGUFBlockType::q6_k:
-      return fits({"i8", 16, "q6_k"});
+      return fits({"i8", 16, "q6_k", /*halfScales=*/false, /*offsets=*/false});
     case GGUFBlockType::q8_0:
-      return fits({"i8", 32, "q8_0"});
+      return fits({"i8", 32, "q8_0", /*halfScales=*/true, /*offsets=*/false});
     case GGUFBlockType::none:
       return std::nullopt;
     }
@@ -406,15 +407,16 @@ std::optional<QTensorType::PackedLayout> QTensorType::getPackedLayout() const {
     if (scheme.getAxis() != getRank() - 2)
       return std::nullopt;
     if (getStorageType().isInteger(8))
-      return fits({"i8", cols, ""});
+      return fits({"i8", cols, "", /*halfScales=*/false, /*offsets=*/false});
     if (isa<Float8E4M3FNType>(getStorageType()))
-      return fits({"f8e4m3", cols, "fp8"});
+      return fits({"f8e4m3", cols, "fp8", /*halfScales=*/false, /*offsets=*/false});
     return std::nullopt;
   case QuantKind::block: {
     ArrayRef<int64_t> block = scheme.getBlock();
     if (!isa<Float8E4M3FNType>(getStorageType()) || block.empty())
       return std::nullopt;
-    return fits({"f8e4m3", std::gcd(block.back(), cols), ""});
+    return fits({"f8e4m3", std::gcd(block.back(), cols), "", /*halfScales=*/false,
+                 /*offsets=*/false});
   }
   case QuantKind::per_tensor:
     return std::nullopt;

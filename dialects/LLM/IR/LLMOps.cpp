@@ -144,15 +144,16 @@ LogicalResult PackedWeightOp::verify() {
   SmallVector<int64_t> nibbles(shape), bytes(shape), scaleShape(shape);
   nibbles.back() = cols / 2;
   scaleShape.back() = cols / group;
-  scaleShape.push_back(2);
+  scaleShape.push_back(scales.getRank() ? scales.getShape().back() : 0);
   bool fp8 = isa<Float8E4M3FNType>(data.getElementType());
   if (data.getShape() != ArrayRef<int64_t>(bytes) &&
       (fp8 || group != 32 || data.getShape() != ArrayRef<int64_t>(nibbles)))
     return emitOpError("data must be ") << (fp8 ? "" : "4-bit codes in ")
                                         << "the weight's shape with "
                                         << (fp8 ? "" : "half the ") << "innermost dimension";
-  if (scales.getShape() != ArrayRef<int64_t>(scaleShape))
-    return emitOpError("scales must have one (scale, offset) pair per group");
+  if (scales.getShape() != ArrayRef<int64_t>(scaleShape) ||
+      (scaleShape.back() != 1 && scaleShape.back() != 2))
+    return emitOpError("scales must have one (scale, offset) pair or one scale per group");
   return success();
 }
 

@@ -88,16 +88,19 @@ def LLM_PackedWeightOp : LLM_Op<"packed_weight", [Pure]> {
     the packed form of include/moir/Frontend/Quantization.h: `data`, the
     codes (`[..., rows, cols / 2] x i8` for 4-bit codes, two per byte;
     `[..., rows, cols] x i8` or `x f8E4M3FN` otherwise) and `scales`,
-    `[..., rows, cols / group, 2] x f32` (scale, offset) per group of
-    `group` elements, `w = scale * code + offset`. This op gives the
-    consumers their quantized operand back; the lowerings read its operands.
+    `[..., rows, cols / group, 2]` (scale, offset) per group of `group`
+    elements, `w = scale * code + offset`, or `[..., rows, cols / group, 1]`
+    (the scale alone: offsets zero) for symmetric schemes; f32, or f16 where
+    the scheme's scales are f16 numbers (GGUF's legacy blocks). This op
+    gives the consumers their quantized operand back; the lowerings read
+    its operands.
 
     ```mlir
     %w = llm.packed_weight %data, %scales group 32
            : tensor<64x48xi8>, tensor<64x3x2xf32> -> !llm.qtensor<64x96xi4, #llm.quant<kind = gguf, format = q4_0>>
     ```
   }];
-  let arguments = (ins RankedTensorOf<[I8, F8E4M3FN]>:$data, RankedTensorOf<[F32]>:$scales,
+  let arguments = (ins RankedTensorOf<[I8, F8E4M3FN]>:$data, RankedTensorOf<[F32, F16]>:$scales,
                        I64Attr:$group);
   let results = (outs LLM_AnyQTensor:$result);
   let assemblyFormat = [{
@@ -251,7 +254,7 @@ def LLM_QuantizedCacheUpdateOp : LLM_Op<"quantized_cache_update", [Pure,
     ```
   }];
   let arguments = (ins LLM_CacheFormatAttr:$format, LLM_FloatTensor:$update,
-                       AnyRankedTensor:$cache, RankedTensorOf<[F32]>:$scales, Index:$offset);
+                       AnyRankedTensor:$cache, RankedTensorOf<[F32, F16]>:$scales, Index:$offset);
   let results = (outs AnyRankedTensor:$result, RankedTensorOf<[F32]>:$result_scales);
   let assemblyFormat = [{
     $format $update `into` $cache `,` $scales `[` $offset `]` attr-dict `:` type($update)

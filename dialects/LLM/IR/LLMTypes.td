@@ -37,12 +37,18 @@ def LLM_QTensorType : TypeDef<LLM_Dialect, "QTensor"> {
     /// include/moir/Frontend/Quantization.h its codes are stored in ("u4",
     /// "i8" or "f8e4m3"), the elements per (scale, offset) group of the
     /// innermost dimension, and how a float source is quantized first
-    /// ("" for none; "q4_k", "q8_0", "q6_k", "int4", "fp8"). std::nullopt
-    /// where no packed form holds the scheme.
+    /// ("" for none; "q4_k", "q8_0", "q6_k", "int4", "fp8"); whether the
+    /// scales are stored as f16 (where every scale and offset of the scheme
+    /// is an f16 number: GGUF's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) and whether the
+    /// groups have offsets (not for symmetric schemes: Q8_0, Q6_K, FP8,
+    /// INT8 per channel). std::nullopt where no packed form holds the
+    /// scheme.
     struct PackedLayout {
       ::llvm::StringRef storage;
       int64_t group;
       ::llvm::StringRef quantize;
+      bool halfScales = false;
+      bool offsets = true;
     };
     std::optional<PackedLayout> getPackedLayout() const;
     int64_t getNumElements() const;

@@ -253,6 +253,7 @@ FailureOr<WeightOperand> WeightOperand::of(Value w) {
   result.scales = packed.getScales();
   result.group = packed.getGroup();
   result.nibbles = packed.isNibbles();
+  result.offsets = packed.getScales().getType().getShape().back() == 2;
   StringRef storage = result.nibbles ? "u4"
                       : isa<Float8E4M3FNType>(packed.getData().getType().getElementType())
                           ? "f8e4m3"
@@ -319,9 +320,23 @@ WeightOperand WeightOperand::slice(OpBuilder &b, Location loc, ArrayRef<OpFoldRe
   scaleOffsets.back() = divided(b, loc, offsets.back(), group);
   scaleSizes.back() = divided(b, loc, sizes.back(), group);
   scaleOffsets.push_back(b.getIndexAttr(0));
-  scaleSizes.push_back(b.getIndexAttr(2));
+  scaleSizes.push_back(b.getIndexAttr(this->offsets ? 2 : 1));
   result.scales = sliceDropping(b, loc, scales, scaleOffsets, scaleSizes, dropped);
   return result;
+}
+
+Value WeightOperand::param(OpBuilder &b, Location loc, Value element) {
+  if (element.getType().isF32())
+    return element;
+  return arith::ExtFOp::create(b, loc, b.getF32Type(), element);
+}
+
+Value WeightOperand::dequantized(OpBuilder &b, Location loc, Value code, Value scale,
+                                 Value offset) {
+  Value scaled = arith::MulFOp::create(b, loc, param(b, loc, scale), code);
+  if (!offset)
+    return scaled;
+  return arith::AddFOp::create(b, loc, scaled, param(b, loc, offset));
 }
 
 Value decodeCode(OpBuilder &b, Location loc, const WeightOperand &w, Value code, Value col) {
@@ -342,20 +357,24 @@ Value decodeCode(OpBuilder &b, Location loc, const WeightOperand &w, Value code,
   return arith::UIToFPOp::create(b, loc, f32, nibble);
 }
 
-/// The packed weight's indexing over loops whose last two are (row, col):
-/// codes, scale and offset.
-static std::array<SmallVector<AffineExpr>, 3> packedMaps(OpBuilder &b, const WeightOperand &w,
-                                                         ArrayRef<AffineExpr> leading,
-                                                         AffineExpr row, AffineExpr col) {
-  SmallVector<AffineExpr> code(leading), scale(leading), offset(leading);
-  code.push_back(row);
-  code.push_back(w.nibbles ? col.floorDiv(32) * 16 + col % 16 : col);
-  for (auto [exprs, part] : {std::pair{&scale, 0}, std::pair{&offset, 1}}) {
-    exprs->push_back(row);
-    exprs->push_back(col.floorDiv(w.group));
-    exprs->push_back(b.getAffineConstantExpr(part));
+/// The packed weight's inputs of a linalg.generic and their indexing over
+/// loops whose last two are (row, col): codes, scale, and the offset unless
+/// the form is symmetric.
+static std::pair<SmallVector<Value>, SmallVector<SmallVector<AffineExpr>>>
+packedInputs(OpBuilder &b, const WeightOperand &w, ArrayRef<AffineExpr> leading, AffineExpr row,
+             AffineExpr col) {
+  SmallVector<SmallVector<AffineExpr>> maps(w.offsets ? 3 : 2, SmallVector<AffineExpr>(leading));
+  maps[0].push_back(row);
+  maps[0].push_back(w.nibbles ? col.floorDiv(32) * 16 + col % 16 : col);
+  for (size_t part = 0; part + 1 < maps.size(); ++part) {
+    maps[part + 1].push_back(row);
+    maps[part + 1].push_back(col.floorDiv(w.group));
+    maps[part + 1].push_back(b.getAffineConstantExpr(part));
   }
-  return {code, scale, offset};
+  SmallVector<Value> inputs = {w.data, w.scales};
+  if (w.offsets)
+    inputs.push_back(w.scales);
+  return {inputs, maps};
 }
 
 Value dequantizeWeight(OpBuilder &b, Location loc, const WeightOperand &w) {
@@ -367,15 +386,15 @@ Value dequantizeWeight(OpBuilder &b, Location loc, const WeightOperand &w) {
   for (unsigned i = 0; i < rank; ++i)
     all.push_back(b.getAffineDimExpr(i));
   leading.assign(all.begin(), all.end() - 2);
-  auto maps = packedMaps(b, w, leading, all[rank - 2], all[rank - 1]);
+  auto [inputs, maps] = packedInputs(b, w, leading, all[rank - 2], all[rank - 1]);
+  maps.push_back(all);
   return markParallel(generic(
-      b, loc, ValueRange{w.data, w.scales, w.scales},
-      tensor::EmptyOp::create(b, loc, shape, b.getF32Type()), {maps[0], maps[1], maps[2], all},
+      b, loc, inputs, tensor::EmptyOp::create(b, loc, shape, b.getF32Type()), maps,
       SmallVector<utils::IteratorType>(rank, par), [&](OpBuilder &b, Location loc, ValueRange a) {
         Value col = linalg::IndexOp::create(b, loc, rank - 1);
         Value v = decodeCode(b, loc, w, a[0], col);
-        Value x = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, a[1], v), a[2]);
-        linalg::YieldOp::create(b, loc, x);
+        linalg::YieldOp::create(
+            b, loc, WeightOperand::dequantized(b, loc, v, a[1], w.offsets ? a[2] : Value()));
       }));
 }
 
@@ -383,17 +402,19 @@ Value weightContraction(OpBuilder &b, Location loc, Value a, const WeightOperand
   if (!w.isPacked())
     return rowContraction(b, loc, a, w.tensor, init);
   AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
-  auto maps = packedMaps(b, w, {}, n, k);
-  Value out = generic(b, loc, ValueRange{a, w.data, w.scales, w.scales}, init,
-                      {{m, k}, maps[0], maps[1], maps[2], {m, n}}, {par, par, red},
+  auto [inputs, maps] = packedInputs(b, w, {}, n, k);
+  inputs.insert(inputs.begin(), a);
+  maps.insert(maps.begin(), SmallVector<AffineExpr>{m, k});
+  maps.push_back(SmallVector<AffineExpr>{m, n});
+  Value out = generic(b, loc, inputs, init, maps, {par, par, red},
                       [&](OpBuilder &b, Location loc, ValueRange v) {
                         Value col = linalg::IndexOp::create(b, loc, 2);
                         Value code = decodeCode(b, loc, w, v[1], col);
-                        Value weight = arith::AddFOp::create(
-                            b, loc, arith::MulFOp::create(b, loc, v[2], code), v[3]);
+                        Value weight = WeightOperand::dequantized(b, loc, code, v[2],
+                                                                  w.offsets ? v[3] : Value());
                         Value prod = arith::MulFOp::create(b, loc, v[0], weight);
-                        linalg::YieldOp::create(b, loc,
-                                                arith::AddFOp::create(b, loc, v[4], prod).getResult());
+                        linalg::YieldOp::create(
+                            b, loc, arith::AddFOp::create(b, loc, v.back(), prod).getResult());
                       });
   out.getDefiningOp()->setAttr(attrs::packedName(), b.getStringAttr(w.form));
   return out;

@@ -47,12 +47,20 @@ struct WeightOperand {
   mlir::Value data, scales;
   int64_t group = 0;
   bool nibbles = false;
+  /// Whether the groups have offsets (scales [..., 2]) or are symmetric
+  /// (scales [..., 1]).
+  bool offsets = true;
   std::string form;
 
   /// `w` (a float tensor, or an !llm.qtensor defined by llm.packed_weight),
   /// or failure for a quantized weight in no packed form.
   static mlir::FailureOr<WeightOperand> of(mlir::Value w);
   bool isPacked() const { return !tensor; }
+  /// A scale or offset element read from `scales` (f32 or f16) as f32.
+  static mlir::Value param(mlir::OpBuilder &b, mlir::Location loc, mlir::Value element);
+  /// `scale * code + offset` (the offset, when null, is zero), in f32.
+  static mlir::Value dequantized(mlir::OpBuilder &b, mlir::Location loc, mlir::Value code,
+                                 mlir::Value scale, mlir::Value offset);
   /// The logical (dequantized) shape.
   llvm::SmallVector<int64_t> getShape() const;
 

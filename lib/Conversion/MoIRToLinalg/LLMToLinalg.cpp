@@ -163,10 +163,14 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
                           Value g = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, table->group));
                           Value s = tensor::ExtractOp::create(b, loc, table->scales,
                                                               ValueRange{row, g, indexConst(b, loc, 0)});
-                          Value o = tensor::ExtractOp::create(b, loc, table->scales,
-                                                              ValueRange{row, g, indexConst(b, loc, 1)});
+                          Value o = table->offsets
+                                        ? tensor::ExtractOp::create(
+                                              b, loc, table->scales,
+                                              ValueRange{row, g, indexConst(b, loc, 1)})
+                                              .getResult()
+                                        : Value();
                           Value v = decodeCode(b, loc, *table, code, col);
-                          yield(arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, s, v), o));
+                          yield(WeightOperand::dequantized(b, loc, v, s, o));
                         });
     b.replaceOp(op, out);
     return success();

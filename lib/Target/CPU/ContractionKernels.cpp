@@ -168,8 +168,8 @@ std::pair<StringRef, int64_t> packedForm(linalg::GenericOp op) {
 
 bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
   auto [storage, group] = packedForm(op);
-  if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInputs() != 4 ||
-      op.getNumDpsInits() != 1 || op.getNumLoops() != 3)
+  if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInputs() < 3 ||
+      op.getNumDpsInputs() > 4 || op.getNumDpsInits() != 1 || op.getNumLoops() != 3)
     return false;
   if (group % vectorWidth != 0 ||
       (storage == "u4" && (group != 32 || 16 % vectorWidth != 0)))
@@ -178,8 +178,13 @@ bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
   auto scales = dyn_cast<MemRefType>(op.getDpsInputs()[2].getType());
   SmallVector<int64_t> strides;
   int64_t offset;
+  // Inputs: activations, codes, scales and (with offsets, scales [.., 2])
+  // the scales again for the offsets.
+  int64_t parts = op.getNumDpsInputs() == 4 ? 2 : 1;
   return unitInnerStride(a.getType()) && unitInnerStride(data.getType()) &&
          isa<MemRefType>(c.getType()) && scales && scales.getRank() == 3 &&
+         scales.getShape().back() == parts &&
+         (scales.getElementType().isF32() || scales.getElementType().isF16()) &&
          succeeded(scales.getStridesAndOffset(strides, offset)) && strides.back() == 1;
 }
 
@@ -733,6 +738,7 @@ public:
     StringRef storage;
     std::tie(storage, group) = packedForm(op);
     nibbles = storage == "u4";
+    offsets = op.getNumDpsInputs() == 4;
   }
 
   /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
@@ -911,19 +917,17 @@ private:
           Value g = arith::DivUIOp::create(b, loc, u, cst(group / unit));
           SmallVector<Value> ws, os, as, ss;
           for (Value col : q) {
-            auto scalar = [&](int64_t part) {
-              Value v = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(part)});
-              return vector::BroadcastOp::create(b, loc, fVec, v).getResult();
-            };
-            ws.push_back(scalar(0));
-            os.push_back(scalar(1));
+            ws.push_back(vector::BroadcastOp::create(b, loc, fVec, param(col, g, 0)));
+            if (offsets)
+              os.push_back(vector::BroadcastOp::create(b, loc, fVec, param(col, g, 1)));
           }
           for (int64_t i = 0; i < tg; ++i) {
             Value slot = arith::MulIOp::create(b, loc, blockOf[i], cst(2 * vw));
             ss.push_back(vector::LoadOp::create(b, loc, fVec, quantized.stats, ValueRange{slot}));
-            as.push_back(vector::LoadOp::create(
-                b, loc, fVec, quantized.stats,
-                ValueRange{arith::AddIOp::create(b, loc, slot, cst(vw))}));
+            if (offsets)
+              as.push_back(vector::LoadOp::create(
+                  b, loc, fVec, quantized.stats,
+                  ValueRange{arith::AddIOp::create(b, loc, slot, cst(vw))}));
           }
           SmallVector<Value> next;
           for (int64_t i = 0; i < tg; ++i)
@@ -931,7 +935,8 @@ private:
               Value scale = arith::MulFOp::create(b, loc, ss[i], ws[j]);
               Value p = arith::SIToFPOp::create(b, loc, fVec, sums[i * tn + j]);
               Value acc = vector::FMAOp::create(b, loc, p, scale, accs[i * tn + j]);
-              next.push_back(vector::FMAOp::create(b, loc, as[i], os[j], acc).getResult());
+              next.push_back(offsets ? vector::FMAOp::create(b, loc, as[i], os[j], acc).getResult()
+                                     : acc);
             }
           scf::YieldOp::create(b, loc, next);
         });
@@ -981,6 +986,14 @@ private:
       memref::PrefetchOp::create(b, loc, scales, ValueRange{next, g, cst(0)}, /*isWrite=*/false,
                                  /*localityHint=*/3, /*isDataCache=*/true);
     }
+  }
+
+  /// Weight row `n`'s group `g` scale (part 0) or offset (part 1), as f32.
+  Value param(Value n, Value g, int64_t part) {
+    Value v = memref::LoadOp::create(b, loc, scales, ValueRange{n, g, cst(part)});
+    if (!v.getType().isF32())
+      v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+    return v;
   }
 
   /// The f32 vector of weight row `n`'s elements [k, k + vw).
@@ -1039,19 +1052,20 @@ private:
           SmallVector<Value> ss, os;
           auto loadScales = [&] {
             for (Value col : q) {
-              Value sc = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(0)});
-              Value of = memref::LoadOp::create(b, loc, scales, ValueRange{col, g, cst(1)});
-              ss.push_back(vector::BroadcastOp::create(b, loc, vecType, sc));
-              os.push_back(vector::BroadcastOp::create(b, loc, vecType, of));
+              ss.push_back(vector::BroadcastOp::create(b, loc, vecType, param(col, g, 0)));
+              if (offsets)
+                os.push_back(vector::BroadcastOp::create(b, loc, vecType, param(col, g, 1)));
             }
           };
           if (!groupSums)
             loadScales();
           // With groupSums: products and activation sums of this group;
           // without: the accumulators themselves.
+          // (Symmetric forms need no activation sums.)
+          int64_t sums = groupSums && offsets ? tm : 0;
           SmallVector<Value> innerInits(accs.begin(), accs.end());
           if (groupSums)
-            innerInits.assign(tm * tn + tm, zeros);
+            innerInits.assign(tm * tn + sums, zeros);
           auto inner = scf::ForOp::create(
               b, loc, cst(0), cst(group), cst(vw), innerInits,
               [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
@@ -1063,16 +1077,17 @@ private:
                   xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
                 for (auto [j, col] : llvm::enumerate(q)) {
                   Value w = weights(col, k);
-                  ws.push_back(groupSums ? w : vector::FMAOp::create(b, loc, ss[j], w, os[j]));
+                  ws.push_back(groupSums ? w
+                               : offsets ? vector::FMAOp::create(b, loc, ss[j], w, os[j]).getResult()
+                                         : arith::MulFOp::create(b, loc, ss[j], w).getResult());
                 }
                 for (int64_t i = 0; i < tm; ++i)
                   for (int64_t j = 0; j < tn; ++j)
                     next.push_back(
                         vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
-                if (groupSums)
-                  for (int64_t i = 0; i < tm; ++i)
-                    next.push_back(
-                        arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
+                for (int64_t i = 0; i < sums; ++i)
+                  next.push_back(
+                      arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
                 scf::YieldOp::create(b, loc, next);
               });
           if (!groupSums) {
@@ -1086,8 +1101,10 @@ private:
               Value acc = vector::FMAOp::create(b, loc, ss[j], inner.getResult(i * tn + j),
                                                 accs[i * tn + j]);
               next.push_back(
-                  vector::FMAOp::create(b, loc, os[j], inner.getResult(tm * tn + i), acc)
-                      .getResult());
+                  offsets
+                      ? vector::FMAOp::create(b, loc, os[j], inner.getResult(tm * tn + i), acc)
+                            .getResult()
+                      : acc);
             }
           scf::YieldOp::create(b, loc, next);
         });
@@ -1103,7 +1120,7 @@ private:
 
   KernelShape shape;
   Value a, data, scales, c;
-  bool nibbles = false;
+  bool nibbles = false, offsets = true;
   int64_t group = 0, unit = 0;
   Value rows, cols, depth, groups;
   // The int8 path: its quantized activations, their blocks and 4-byte

@@ -486,3 +486,20 @@ func.func @f(%x: tensor<?x8xf32>, %c: tensor<64x16xf8E4M3FN>, %s: tensor<64xf32>
   %c1, %s1 = llm.quantized_cache_update fp8_e4m3 %x into %c, %s[%off] : tensor<?x8xf32> into tensor<64x16xf8E4M3FN>, tensor<64xf32>
   return
 }
+
+// -----
+
+// Packed scales: a (scale, offset) pair or a scale alone per group.
+func.func @f(%d: tensor<8x64xi8>, %s: tensor<8x2x3xf16>) {
+  // expected-error @+1 {{scales must have one (scale, offset) pair or one scale per group}}
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x64xi8>, tensor<8x2x3xf16> -> !llm.qtensor<8x64xi8, #llm.quant<kind = gguf, format = q8_0>>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<8x64xi8>, %s: tensor<8x4x1xf32>) {
+  // expected-error @+1 {{scales must have one (scale, offset) pair or one scale per group}}
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x64xi8>, tensor<8x4x1xf32> -> !llm.qtensor<8x64xi8, #llm.quant<kind = gguf, format = q8_0>>
+  return
+}

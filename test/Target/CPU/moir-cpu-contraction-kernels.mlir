@@ -334,3 +334,57 @@ func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2
   }
   return
 }
+
+// -----
+
+// A symmetric packed int8 weight with f16 scales (Q8_0: moir.packed
+// "i8:32", scales [rows, groups, 1] x f16, no offsets): each group's scale
+// is loaded as f16 and extended; the one-row tiles keep 3 products per group
+// and no activation sums (4 -> 3 accumulators), and scale them with one FMA
+// per output; the 2-row tiles dequantize with a multiply (no offset FMA).
+// With int8-dot the block's products are scaled with one FMA (no offset
+// term).
+// CHECK-LABEL: func.func @packed_i8_sym_f16
+// CHECK-NOT: linalg.generic
+// CHECK: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x1xf16>
+// CHECK: memref.load %arg2[{{.*}}] : memref<30x2x1xf16>
+// CHECK: arith.extf {{.*}} : f16 to f32
+// CHECK: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: arith.mulf {{.*}} : vector<8xf32>
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK-COUNT-3: vector.fma {{.*}} : vector<8xf32>
+// CHECK-NEXT: scf.yield
+// CHECK-COUNT-3: arith.extf {{.*}} : f16 to f32
+// CHECK-NOT: memref.load %arg2
+// CHECK-COUNT-3: vector.fma {{.*}} : vector<8xf32>
+// CHECK-NEXT: scf.yield
+// INT8-LABEL: func.func @packed_i8_sym_f16
+// INT8: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// INT8: memref.load %arg2{{.*}} : memref<30x2x1xf16>
+// INT8: arith.extf
+// INT8: arith.sitofp {{.*}} : vector<16xi32> to vector<16xf32>
+// INT8-NEXT: vector.fma
+// INT8-NEXT: arith.mulf
+// INT8-NEXT: arith.sitofp {{.*}} : vector<16xi32> to vector<16xf32>
+// INT8-NEXT: vector.fma
+// INT8-NEXT: arith.mulf
+#a2 = affine_map<(m, n, k) -> (m, k)>
+#code2 = affine_map<(m, n, k) -> (n, k)>
+#scale2 = affine_map<(m, n, k) -> (n, k floordiv 32, 0)>
+#c2 = affine_map<(m, n, k) -> (m, n)>
+func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: memref<30x2x1xf16>, %y: memref<?x30xf32>) {
+  linalg.generic {indexing_maps = [#a2, #code2, #scale2, #c2],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %d, %s : memref<?x64xf32>, memref<30x64xi8>, memref<30x2x1xf16>)
+      outs(%y : memref<?x30xf32>) attrs = {moir.packed = "i8:32", moir.parallel} {
+  ^bb0(%in: f32, %code: i8, %sc: f16, %acc: f32):
+    %v = arith.sitofp %code : i8 to f32
+    %s32 = arith.extf %sc : f16 to f32
+    %w = arith.mulf %s32, %v : f32
+    %p = arith.mulf %in, %w : f32
+    %sum = arith.addf %acc, %p : f32
+    linalg.yield %sum : f32
+  }
+  return
+}

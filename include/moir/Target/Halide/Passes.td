@@ -44,8 +44,8 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
   }];
   let options = [
     Option<"ops", "ops", "std::string",
-           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention,mla\"",
-           "the op kinds to hand to Halide, a comma list">,
+           "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention\"",
+           "the op kinds to hand to Halide, a comma list (mla is opt-in)">,
     Option<"device", "device", "std::string", "\"host\"",
            "where the kernels run: host, opencl or vulkan (a `device` param on each call)">
   ];
