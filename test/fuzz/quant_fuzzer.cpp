@@ -1,6 +1,7 @@
 //===- quant_fuzzer.cpp - libFuzzer target for the weight packer -----------===//
 //
-// The input picks a source format, a packed format, a shape and a few
+// The input picks a source format, a packed format (storage, group,
+// compile-time quantization, f16 scales, offsets or not), a shape and a few
 // defects (a missing companion, a wrong companion shape or dtype, a 3-D
 // stack); the rest of the bytes fill the tensors: blocks, scales, zero points
 // and g_idx. packWeights must either fail with an error or write exactly
@@ -114,6 +115,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const CompileQuant quants[] = {CompileQuant::None, CompileQuant::Q8_0, CompileQuant::Q4_K,
                                  CompileQuant::Q6_K, CompileQuant::Int4, CompileQuant::FP8};
   format.quantize = quants[(formatByte / 21) % 6];
+  // The kind byte's high bits: f16 scales, no offsets (symmetric forms).
+  format.halfScales = data[0] & 16;
+  format.offsets = !(data[0] & 32);
   int64_t totalRows = kind < 8 || kind == 11 ? stack * rows : rows;
 
   for (PackedPart part : {PackedPart::Data, PackedPart::Scales}) {
