@@ -254,7 +254,7 @@ def LLM_QuantizedCacheUpdateOp : LLM_Op<"quantized_cache_update", [Pure,
     ```
   }];
   let arguments = (ins LLM_CacheFormatAttr:$format, LLM_FloatTensor:$update,
-                       AnyRankedTensor:$cache, RankedTensorOf<[F32, F16]>:$scales, Index:$offset);
+                       AnyRankedTensor:$cache, RankedTensorOf<[F32]>:$scales, Index:$offset);
   let results = (outs AnyRankedTensor:$result, RankedTensorOf<[F32]>:$result_scales);
   let assemblyFormat = [{
     $format $update `into` $cache `,` $scales `[` $offset `]` attr-dict `:` type($update)

@@ -503,3 +503,12 @@ func.func @f(%d: tensor<8x64xi8>, %s: tensor<8x4x1xf32>) {
   %w = llm.packed_weight %d, %s group 32 : tensor<8x64xi8>, tensor<8x4x1xf32> -> !llm.qtensor<8x64xi8, #llm.quant<kind = gguf, format = q8_0>>
   return
 }
+
+// -----
+
+// A quantized cache's scales are f32 (only packed weights may hold f16).
+func.func @f(%x: tensor<?x8xf32>, %c: tensor<64x8xi8>, %s: tensor<64xf16>, %off: index) {
+  // expected-error @+1 {{operand #2 must be ranked tensor of 32-bit float values}}
+  %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : tensor<?x8xf32> into tensor<64x8xi8>, tensor<64xf16>
+  return
+}
