@@ -261,6 +261,28 @@ struct HalideSelectKernelsPass
     emit(op, op->getOperands(), kind, params);
   }
 
+  /// At `builder`: `scf.if (dim(tokens, 0) < 4)` with both regions and
+  /// `op`'s result types, in `op`'s layer (the dimension and comparison
+  /// too; their constants at the function's start, where canonicalization
+  /// keeps them: between a layer's ops they would split its outlined run).
+  static scf::IfOp fewTokensBranch(OpBuilder &builder, Operation *op, Value tokens) {
+    Location loc = op->getLoc();
+    OpBuilder entry(op->getContext());
+    entry.setInsertionPointToStart(
+        &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
+    Value zero = arith::ConstantIndexOp::create(entry, loc, 0);
+    Value four = arith::ConstantIndexOp::create(entry, loc, 4);
+    Value rows = tensor::DimOp::create(builder, loc, tokens, zero);
+    Value few = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::slt, rows, four);
+    auto branch = scf::IfOp::create(builder, loc, op->getResultTypes(), few, true, true);
+    if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
+      moir::attrs::setLayer(branch, *layer);
+      moir::attrs::setLayer(rows.getDefiningOp(), *layer);
+      moir::attrs::setLayer(few.getDefiningOp(), *layer);
+    }
+    return branch;
+  }
+
   /// Replaces `op` by a call of kernel `kind` on its operands when it has
   /// fewer than 4 tokens (its first operand's leading dimension), and keeps
   /// it, on MLIR, for more.
@@ -273,20 +295,8 @@ struct HalideSelectKernelsPass
       return;
     }
     Location loc = op->getLoc();
-    OpBuilder entry(op->getContext());
-    entry.setInsertionPointToStart(
-        &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
-    Value zero = arith::ConstantIndexOp::create(entry, loc, 0);
-    Value four = arith::ConstantIndexOp::create(entry, loc, 4);
     OpBuilder builder(op);
-    Value rows = tensor::DimOp::create(builder, loc, first, zero);
-    Value few = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::slt, rows, four);
-    auto branch = scf::IfOp::create(builder, loc, op->getResultTypes(), few, true, true);
-    if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
-      moir::attrs::setLayer(branch, *layer);
-      moir::attrs::setLayer(rows.getDefiningOp(), *layer);
-      moir::attrs::setLayer(few.getDefiningOp(), *layer);
-    }
+    scf::IfOp branch = fewTokensBranch(builder, op, first);
     // The op itself moves into the else branch; a clone in the then branch
     // becomes the Halide call.
     builder.setInsertionPointToStart(&branch.getThenRegion().front());
@@ -307,7 +317,6 @@ struct HalideSelectKernelsPass
     OpBuilder builder(op);
     Location loc = op->getLoc();
     TypeRange resultTypes = op->getResultTypes();
-    Type resultType = resultTypes.front();
     auto call = [&](StringRef variant) -> ValueRange {
       SmallVector<NamedAttribute> all(params.begin(), params.end());
       if (device != "host")
@@ -333,21 +342,7 @@ struct HalideSelectKernelsPass
       if (!ShapedType::isDynamic(tokens)) {
         llvm::append_range(replacement, call(tokens < 4 ? "decode" : "prefill"));
       } else {
-        // Constants at the function's start, where canonicalization keeps
-        // them: between a layer's ops they would split its outlined run.
-        OpBuilder entry(op->getContext());
-        entry.setInsertionPointToStart(
-            &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
-        Value zero = arith::ConstantIndexOp::create(entry, loc, 0);
-        Value four = arith::ConstantIndexOp::create(entry, loc, 4);
-        Value rows = tensor::DimOp::create(builder, loc, operands[0], zero);
-        Value few = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::slt, rows, four);
-        auto branch = scf::IfOp::create(builder, loc, TypeRange{resultType}, few, true, true);
-        if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
-          moir::attrs::setLayer(branch, *layer);
-          moir::attrs::setLayer(rows.getDefiningOp(), *layer);
-          moir::attrs::setLayer(few.getDefiningOp(), *layer);
-        }
+        scf::IfOp branch = fewTokensBranch(builder, op, operands[0]);
         builder.setInsertionPointToStart(&branch.getThenRegion().front());
         scf::YieldOp::create(builder, loc, call("decode"));
         builder.setInsertionPointToStart(&branch.getElseRegion().front());
