@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -110,6 +111,36 @@ int partialLanes(int64_t k, int lanes) {
   while (l > 1 && k % l != 0)
     l /= 2;
   return l;
+}
+
+/// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
+/// added in order.
+Expr sumOfLanes(Func f, int lanes, const std::vector<Expr> &at) {
+  auto lane = [&](int i) {
+    std::vector<Expr> args = {i};
+    args.insert(args.end(), at.begin(), at.end());
+    return Expr(f(args));
+  };
+  Expr total = lane(0);
+  for (int i = 1; i < lanes; ++i)
+    total = total + lane(i);
+  return total;
+}
+
+/// The softmax's parts over the visible rows `rc` (a predicated domain of
+/// `row`) of each (h, t), from the scores score(rc, h, t) times `scale`
+/// where given (else already scaled): top(h, t) their maximum, prob(rc, h,
+/// t) = exp(score - top) (undefined on the rows not visible) and total(h, t)
+/// their sum.
+void softmaxOverRows(Func score, std::optional<float> scale, Func top, Func prob, Func total,
+                     const RDom &rc, Var row, Var h, Var t) {
+  Expr scaled = scale ? score(rc.x, h, t) * *scale : Expr(score(rc.x, h, t));
+  top(h, t) = Float(32).min();
+  top(h, t) = max(top(h, t), scaled);
+  prob(row, h, t) = undef<float>();
+  prob(rc.x, h, t) = exp(scaled - top(h, t));
+  total(h, t) = 0.0f;
+  total(h, t) += prob(rc.x, h, t);
 }
 
 /// A static extent of input `index`'s MLIR dimension `dim`.
@@ -288,17 +319,9 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   partial(l, rc.x, h, t) = 0.0f;
   Expr d = dot.x * ld + l;
   partial(l, dot.y, h, t) += cast<float>(q(d, h, t)) * cast<float>(key(d, g, dot.y));
-  Expr lanesSum = partial(0, rc.x, h, t);
-  for (int i = 1; i < ld; ++i)
-    lanesSum = lanesSum + partial(i, rc.x, h, t);
   score(c, h, t) = undef<float>();
-  score(rc.x, h, t) = lanesSum;
-  top(h, t) = Float(32).min();
-  top(h, t) = max(top(h, t), score(rc.x, h, t) * scale);
-  prob(c, h, t) = undef<float>();
-  prob(rc.x, h, t) = exp(score(rc.x, h, t) * scale - top(h, t));
-  total(h, t) = 0.0f;
-  total(h, t) += prob(rc.x, h, t);
+  score(rc.x, h, t) = sumOfLanes(partial, ld, {rc.x, h, t});
+  softmaxOverRows(score, scale, top, prob, total, rc, c, h, t);
   acc(e, h, t) = 0.0f;
   acc(e, h, t) += prob(rc.x, h, t) * cast<float>(value(e, g, rc.x));
   out(e, h, t) = acc(e, h, t) / total(h, t);
@@ -359,17 +382,9 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   partial(l, dot.y, h, t) += qa(d, h, t) * cast<float>(latent(d, dot.y));
   Expr r = rdot.x * ld + l;
   partial(l, rdot.y, h, t) += cast<float>(qp(r, h, t)) * cast<float>(rope(r, rdot.y));
-  Expr lanesSum = partial(0, rc.x, h, t);
-  for (int i = 1; i < ld; ++i)
-    lanesSum = lanesSum + partial(i, rc.x, h, t);
   score(j, h, t) = undef<float>();
-  score(rc.x, h, t) = lanesSum * scale;
-  top(h, t) = Float(32).min();
-  top(h, t) = max(top(h, t), score(rc.x, h, t));
-  prob(j, h, t) = undef<float>();
-  prob(rc.x, h, t) = exp(score(rc.x, h, t) - top(h, t));
-  total(h, t) = 0.0f;
-  total(h, t) += prob(rc.x, h, t);
+  score(rc.x, h, t) = sumOfLanes(partial, ld, {rc.x, h, t}) * scale;
+  softmaxOverRows(score, std::nullopt, top, prob, total, rc, j, h, t);
   // The attended latent row, then W_UV in vector partial sums over it.
   acc(c, h, t) = 0.0f;
   acc(c, h, t) += prob(rc.x, h, t) * cast<float>(latent(c, rc.x));
@@ -381,10 +396,7 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Expr cc = ro.x * lo + l;
   outPartial(l, e, h, t) = 0.0f;
   outPartial(l, e, h, t) += cast<float>(kvb(cc, h * per + nope + e)) * attended(cc, h, t);
-  Expr result = outPartial(0, e, h, t);
-  for (int i = 1; i < lo; ++i)
-    result = result + outPartial(i, e, h, t);
-  out(e, h, t) = result;
+  out(e, h, t) = sumOfLanes(outPartial, lo, {e, h, t});
   k.inputs = {qn, qp, latent, rope, pos, kvb};
   k.funcs.insert({{"qa", qa}, {"partial", partial}, {"score", score}, {"top", top},
                   {"prob", prob}, {"total", total}, {"acc", acc}, {"attended", attended},
@@ -846,21 +858,22 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       int b = extent < block ? t : block;
       return std::make_pair(t, b);
     };
-    auto [ft, fb] = blocks(spec.inputs[3].shape[1], 4, 64);
-    s << "hidden.compute_root().split(f, fb, fr, " << fb << ").split(fr, fo, fi, " << ft
-      << ").reorder(fi, fo, j, t, fb).parallel(fb)\n";
-    s << "gate_up.compute_at(hidden, fo)" << (lh > 1 ? ".vectorize(l)" : "") << "\n";
-    s << "gate_up.update().reorder(l, f, j, t, kh)" << (lh > 1 ? ".vectorize(l)" : "")
-      << ".unroll(f)\n";
-    if (spec.inputs.size() == 9) {
-      auto [st, sb] = blocks(spec.inputs[6].shape[0], 4, 64);
-      s << "shared_hidden.compute_root().split(s, sb, sr, " << sb << ").split(sr, so, si, " << st
-        << ").reorder(si, so, t, sb).parallel(sb)\n";
-      s << "shared_gate_up.compute_at(shared_hidden, so)" << (lh > 1 ? ".vectorize(l)" : "")
-        << "\n";
-      s << "shared_gate_up.update().reorder(l, s, t, kh)" << (lh > 1 ? ".vectorize(l)" : "")
-        << ".unroll(s)\n";
-    }
+    // `prefix`hidden's rows `v` (of `extent`) over the loops `outer`:
+    // parallel blocks, register tiles, its gate/up products inside.
+    auto hiddenRows = [&](const std::string &prefix, const std::string &v,
+                          const std::string &outer, int64_t extent) {
+      auto [tile, block] = blocks(extent, 4, 64);
+      std::string vec = lh > 1 ? ".vectorize(l)" : "";
+      s << prefix << "hidden.compute_root().split(" << v << ", " << v << "b, " << v << "r, "
+        << block << ").split(" << v << "r, " << v << "o, " << v << "i, " << tile << ").reorder("
+        << v << "i, " << v << "o, " << outer << ", " << v << "b).parallel(" << v << "b)\n";
+      s << prefix << "gate_up.compute_at(" << prefix << "hidden, " << v << "o)" << vec << "\n";
+      s << prefix << "gate_up.update().reorder(l, " << v << ", " << outer << ", kh)" << vec
+        << ".unroll(" << v << ")\n";
+    };
+    hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
+    if (spec.inputs.size() == 9)
+      hiddenRows("shared_", "s", "t", spec.inputs[6].shape[0]);
     auto [nt, nb] = blocks(inner, 8, 64);
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
       << ").reorder(ni, no, t, nb).parallel(nb)\n";
