@@ -112,17 +112,6 @@ std::optional<PackedFormat> parsePackedFormat(StringRef text) {
   return format;
 }
 
-std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *scales,
-                                         int64_t index) {
-  float params[2] = {0, 0};
-  const uint8_t *p = scales + index * format.scaleParts() * format.scaleBytes();
-  for (int i = 0; i < format.scaleParts(); ++i)
-    params[i] = format.halfScales
-                    ? fromF16(support::endian::read<uint16_t, endianness::little>(p + 2 * i))
-                    : bit_cast<float>(support::endian::read<uint32_t, endianness::little>(p + 4 * i));
-  return {params[0], params[1]};
-}
-
 int64_t getPackedRowBytes(PackedFormat format, int64_t cols) {
   return format.storage == PackedStorage::U4 ? cols / 2 : cols;
 }
@@ -153,6 +142,19 @@ uint32_t readU32(const uint8_t *p) {
   return support::endian::read<uint32_t, endianness::little>(p);
 }
 float readF16(const uint8_t *p) { return fromF16(readU16(p)); }
+
+} // namespace
+
+std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *scales,
+                                         int64_t index) {
+  float params[2] = {0, 0};
+  const uint8_t *p = scales + index * format.scaleParts() * format.scaleBytes();
+  for (int i = 0; i < format.scaleParts(); ++i)
+    params[i] = format.halfScales ? readF16(p + 2 * i) : bit_cast<float>(readU32(p + 4 * i));
+  return {params[0], params[1]};
+}
+
+namespace {
 
 /// Element `i` of a float tensor (F32, F16 or BF16) as f32.
 float readFloat(DType dtype, const uint8_t *data, int64_t i) {
@@ -917,7 +919,7 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
                            " that is not an f16 number, which " + requested +
                            " stores (Q4_0's offset -8d and Q5_0's -16d overflow f16 when d exceeds 8188 or 4094)");
             }
-            support::endian::write16le(bytes + size, h);
+            writeU16(bytes + size, h);
             size += 2;
           } else {
             support::endian::write32le(bytes + size, bit_cast<uint32_t>(v));
