@@ -10,6 +10,7 @@
 #
 # OLD and NEW are build folders (bin/moirc, bin/moir-run, and the runtime's
 # libmoir_runtime.so in runtime/ or lib/). Default shape: mixtral-bench:bf16.
+# MOIRC_FLAGS adds arguments to both compiles (e.g. --weight-type=q4_k).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 : "${OLD:?set OLD to the old build folder}" "${NEW:=$root/build}"
@@ -26,11 +27,12 @@ for run in "${runs[@]}"; do
   [ -f "$dir/model.safetensors" ] || "$NEW/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype" >&2
   for side in OLD NEW; do
     build="${!side}"
+    # shellcheck disable=SC2086
     LD_LIBRARY_PATH="$(libdir "$build")" "$build/bin/moirc" "$dir" --target=cpu --cpu=native \
-      --cache-capacity=1024 -o "$dir.$side.moir"
+      --cache-capacity=1024 ${MOIRC_FLAGS:-} -o "$dir.$side.moir"
   done
   if cmp -s "$dir.OLD.moir" "$dir.NEW.moir"; then same=true; else same=false; fi
-  echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", \"artifacts_identical\": $same}"
+  echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", \"moirc_flags\": \"${MOIRC_FLAGS:-}\", \"artifacts_identical\": $same, \"artifact_bytes\": {\"OLD\": $(stat -c %s "$dir.OLD.moir"), \"NEW\": $(stat -c %s "$dir.NEW.moir")}}"
   for round in $(seq "${REPEAT:-4}"); do
     # Which build runs first alternates, so neither always meets a machine
     # the other just left.

@@ -74,13 +74,15 @@ std::string stringifyPackedFormat(PackedFormat format) {
     text += ":f16";
   if (!format.offsets)
     text += ":sym";
+  if (format.superblocks)
+    text += ":k";
   return text;
 }
 
 std::optional<PackedFormat> parsePackedFormat(StringRef text) {
-  SmallVector<StringRef, 5> parts;
+  SmallVector<StringRef, 6> parts;
   text.split(parts, ':');
-  if (parts.size() < 2 || parts.size() > 5)
+  if (parts.size() < 2 || parts.size() > 6)
     return std::nullopt;
   PackedFormat format;
   std::optional<PackedStorage> storage = StringSwitch<std::optional<PackedStorage>>(parts[0])
@@ -91,9 +93,9 @@ std::optional<PackedFormat> parsePackedFormat(StringRef text) {
   if (!storage || parts[1].getAsInteger(10, format.group) || format.group <= 0)
     return std::nullopt;
   format.storage = *storage;
-  // [:quantize][:f16][:sym], in that order, each at most once.
+  // [:quantize][:f16][:sym][:k], in that order, each at most once.
   size_t i = 2;
-  if (i < parts.size() && parts[i] != "f16" && parts[i] != "sym") {
+  if (i < parts.size() && parts[i] != "f16" && parts[i] != "sym" && parts[i] != "k") {
     std::optional<CompileQuant> quant = parseCompileQuant(parts[i++]);
     if (!quant || *quant == CompileQuant::None)
       return std::nullopt;
@@ -107,7 +109,12 @@ std::optional<PackedFormat> parsePackedFormat(StringRef text) {
     format.offsets = false;
     ++i;
   }
-  if (i != parts.size())
+  if (i < parts.size() && parts[i] == "k") {
+    format.superblocks = true;
+    ++i;
+  }
+  // Superblock forms keep their f16 numbers per superblock, not per group.
+  if (i != parts.size() || (format.superblocks && format.halfScales))
     return std::nullopt;
   return format;
 }
@@ -119,14 +126,16 @@ int64_t getPackedRowBytes(PackedFormat format, int64_t cols) {
 bool isValidPackedShape(PackedFormat format, int64_t cols) {
   if (format.group <= 0 || cols <= 0 || cols % format.group != 0)
     return false;
+  if (format.superblocks && (format.halfScales || cols % PackedFormat::kSuperblock != 0 ||
+                             PackedFormat::kSuperblock % format.group != 0))
+    return false;
   return format.storage != PackedStorage::U4 || format.group == 32;
 }
 
 uint64_t getPackedBytes(PackedFormat format, PackedPart part, int64_t rows, int64_t cols) {
   if (part == PackedPart::Data)
     return static_cast<uint64_t>(rows) * getPackedRowBytes(format, cols);
-  return static_cast<uint64_t>(rows) * (cols / format.group) * format.scaleParts() *
-         format.scaleBytes();
+  return static_cast<uint64_t>(rows) * format.getScaleRowBytes(cols);
 }
 
 namespace {
@@ -145,11 +154,20 @@ float readF16(const uint8_t *p) { return fromF16(readU16(p)); }
 
 } // namespace
 
-std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *scales,
-                                         int64_t index) {
+std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *rowScales,
+                                         int64_t g) {
   float params[2] = {0, 0};
-  const uint8_t *p = scales + index * format.scaleParts() * format.scaleBytes();
-  for (int i = 0; i < format.scaleParts(); ++i)
+  int64_t parts = format.scaleParts();
+  if (format.superblocks) {
+    int64_t perBlock = PackedFormat::kSuperblock / format.group;
+    const uint8_t *block = rowScales + g / perBlock * format.superblockBytes();
+    for (int64_t p = 0; p < parts; ++p)
+      params[p] = readF16(block + 2 * p) *
+                  static_cast<float>(static_cast<int8_t>(block[2 * parts + p * perBlock + g % perBlock]));
+    return {params[0], params[1]};
+  }
+  const uint8_t *p = rowScales + g * parts * format.scaleBytes();
+  for (int i = 0; i < parts; ++i)
     params[i] = format.halfScales ? readF16(p + 2 * i) : bit_cast<float>(readU32(p + 4 * i));
   return {params[0], params[1]};
 }
@@ -424,6 +442,14 @@ public:
   /// False while packing scales: a source may then skip its codes (AWQ's
   /// strided reads are most of its cost).
   bool wantCodes = true;
+  /// Whether superblockScales gives the row's K-quant scales.
+  bool hasSuperblocks = false;
+
+  /// The superblock scales of the row row() read last: per superblock of
+  /// 256, the f16 bits of d and of -dmin (`numbers`, two each; -dmin 0 when
+  /// symmetric) and the group's signed bytes of each (`bytes`, 2 * 256 /
+  /// group each: the scales, then the mins).
+  virtual void superblockScales(uint16_t *numbers, int8_t *bytes) {}
 };
 
 using ErrorFn = std::function<Error(const Twine &)>;
@@ -437,6 +463,8 @@ public:
         error(std::move(error)) {
     group = ggufGroup(blockType);
     std::tie(codeMin, codeMax) = ggufCodeRange(blockType);
+    hasSuperblocks =
+        blockType == DType::Q4_K || blockType == DType::Q5_K || blockType == DType::Q6_K;
     blockElems = getBlockElements(blockType);
     rowBytes = cols / blockElems * getBlockBytes(blockType);
     if (isFloat(sourceType)) {
@@ -467,11 +495,40 @@ public:
       }
       bytes = blocks.data();
     }
+    last = bytes;
     int64_t groupsPerBlock = blockElems / group;
     for (int64_t b = 0; b < cols / blockElems; ++b)
       decodeGGUFBlock(blockType, bytes + b * getBlockBytes(blockType),
                       codes + b * blockElems, params + 2 * b * groupsPerBlock);
     return Error::success();
+  }
+
+  void superblockScales(uint16_t *numbers, int8_t *bytes) override {
+    int64_t groups = blockElems / group;
+    for (int64_t b = 0; b < cols / blockElems; ++b) {
+      const uint8_t *block = last + b * getBlockBytes(blockType);
+      uint16_t *n = numbers + 2 * b;
+      int8_t *sc = bytes + 2 * groups * b, *mn = sc + groups;
+      if (blockType == DType::Q6_K) {
+        n[0] = readU16(block + 208);
+        n[1] = 0;
+        for (int64_t g = 0; g < groups; ++g) {
+          sc[g] = static_cast<int8_t>(block[192 + g]);
+          mn[g] = 0;
+        }
+        continue;
+      }
+      // Q4_K / Q5_K: d, dmin (negated: the offset is -dmin * min), then
+      // the 6-bit scales and mins.
+      n[0] = readU16(block);
+      n[1] = readU16(block + 2) ^ 0x8000;
+      for (int64_t g = 0; g < groups; ++g) {
+        int scale, min;
+        scaleMinK4(static_cast<int>(g), block + 4, scale, min);
+        sc[g] = static_cast<int8_t>(scale);
+        mn[g] = static_cast<int8_t>(min);
+      }
+    }
   }
 
 private:
@@ -482,6 +539,8 @@ private:
   ErrorFn error;
   std::vector<float> floats;
   std::vector<uint8_t> blocks;
+  /// The blocks of the row read last.
+  const uint8_t *last = nullptr;
 };
 
 /// Float rows quantized to asymmetric int4 per 32 or to FP8 per row.
@@ -669,6 +728,10 @@ private:
                                          std::optional<int64_t> elements = std::nullopt) const;
   Expected<std::unique_ptr<RowSource>> open(const TensorInfo &info);
   Error emit(const TensorInfo &info, RowSource &source);
+  /// Row `r`'s superblock scales (read after source.row(r)); each group's
+  /// product is checked against the source's own (scale, offset).
+  Error emitSuperblocks(RowSource &source, ArrayRef<float> params, int64_t r,
+                        function_ref<Error(const Twine &)> error);
 
   const WeightStore &store;
   int64_t cols;
@@ -872,7 +935,8 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
   std::string requested = stringifyPackedFormat(format);
   if (!isValidPackedShape(format, cols))
     return error("cannot be packed as " + requested + " with " + Twine(cols) +
-                 " columns (the group must divide the columns, and u4's group is 32)");
+                 " columns (the group must divide the columns, u4's group is 32, and superblock "
+                 "scales need whole superblocks of 256 and no f16 group scales)");
   if (source.group % format.group != 0)
     return error("has groups of " + Twine(source.group) + " elements; the requested group " +
                  Twine(format.group) + " (" + requested + ") must divide it");
@@ -882,6 +946,10 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
   if (format.storage == PackedStorage::U4 && (source.codeMin < 0 || source.codeMax > 15))
     return error("has codes " + Twine(source.codeMin) + ".." + Twine(source.codeMax) +
                  ", which do not fit u4 (0..15); request i8");
+  if (format.superblocks && (!source.hasSuperblocks || source.group != format.group))
+    return error("cannot be packed as " + requested +
+                 ": superblock scales need a K-quant source (Q4_K, Q5_K, Q6_K) in its own "
+                 "groups of " + Twine(source.group));
 
   std::vector<int16_t> codes(cols);
   std::vector<float> params(2 * (cols / source.group));
@@ -900,7 +968,10 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
       for (int64_t c = 0; c < cols; ++c)
         if ((codes[c] & 0x7f) == 0x7f)
           return error("has a NaN element at [" + Twine(r) + ", " + Twine(c) + "]");
-    if (part == PackedPart::Scales) {
+    if (part == PackedPart::Scales && format.superblocks) {
+      if (Error err = emitSuperblocks(source, params, r, error))
+        return err;
+    } else if (part == PackedPart::Scales) {
       for (size_t g = 0; g < params.size() / 2; ++g) {
         if (!format.offsets && params[2 * g + 1] != 0)
           return error("has a nonzero offset in row " + Twine(r) + ", group " + Twine(g) +
@@ -940,6 +1011,39 @@ Error Packer::emit(const TensorInfo &info, RowSource &source) {
     }
     if (buffer.size() >= kFlushBytes)
       flush();
+  }
+  return Error::success();
+}
+
+Error Packer::emitSuperblocks(RowSource &source, ArrayRef<float> params, int64_t r,
+                              function_ref<Error(const Twine &)> error) {
+  int64_t blocks = cols / PackedFormat::kSuperblock;
+  int64_t groups = PackedFormat::kSuperblock / format.group, parts = format.scaleParts();
+  std::vector<uint16_t> numbers(2 * blocks);
+  std::vector<int8_t> bytes(2 * groups * blocks);
+  source.superblockScales(numbers.data(), bytes.data());
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t index = b * groups + g;
+      if (!format.offsets && params[2 * index + 1] != 0)
+        return error("has a nonzero offset in row " + Twine(r) + ", group " + Twine(index) +
+                     ", which " + stringifyPackedFormat(format) + " (scales alone) cannot hold");
+      for (int64_t p = 0; p < parts; ++p) {
+        float product = fromF16(numbers[2 * b + p]) *
+                        static_cast<float>(bytes[2 * groups * b + p * groups + g]);
+        if (product != params[2 * index + p])
+          return error("has superblock scales in row " + Twine(r) + ", group " + Twine(index) +
+                       " whose product differs from the block's " +
+                       (p ? "offset" : "scale"));
+      }
+    }
+    uint8_t out[4];
+    for (int64_t p = 0; p < parts; ++p)
+      writeU16(out + 2 * p, numbers[2 * b + p]);
+    buffer.insert(buffer.end(), out, out + 2 * parts);
+    for (int64_t p = 0; p < parts; ++p)
+      for (int64_t g = 0; g < groups; ++g)
+        buffer.push_back(static_cast<uint8_t>(bytes[2 * groups * b + p * groups + g]));
   }
   return Error::success();
 }

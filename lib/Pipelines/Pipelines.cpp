@@ -81,8 +81,10 @@ void buildGraphPipeline(OpPassManager &pm, const GraphSection &graph,
   pm.addPass(createCSEPass());
 }
 
-void buildLoweringToLinalgPipeline(OpPassManager &pm) {
-  pm.addPass(createBindWeightsPass());
+void buildLoweringToLinalgPipeline(OpPassManager &pm, bool kQuantSuperblocks) {
+  BindWeightsPassOptions bind;
+  bind.superblocks = kQuantSuperblocks;
+  pm.addPass(createBindWeightsPass(bind));
   pm.addPass(createOutlineLayersPass());
   pm.addPass(createConvertMoIRToLinalgPass());
   pm.addPass(createConvertElementwiseToLinalgPass());
@@ -106,7 +108,7 @@ Error buildPhasePipeline(OpPassManager &pm, const TargetBackend &backend, Compil
   case CompilePhase::Linalg:
     if (Error err = backend.buildLoweringConfig(pm, options))
       return err;
-    buildLoweringToLinalgPipeline(pm);
+    buildLoweringToLinalgPipeline(pm, options.graph.kQuantSuperblocks);
     return Error::success();
   default:
     return backend.buildPhase(pm, phase, options);

@@ -76,7 +76,8 @@ std::optional<PackedArg> parsePacking(const ArtifactArg &arg) {
   if (result.part == frontend::PackedPart::Data)
     result.cols = arg.shape.back() * (format->storage == frontend::PackedStorage::U4 ? 2 : 1);
   else
-    result.cols = arg.shape[arg.shape.size() - 2] * format->group;
+    result.cols = arg.shape[arg.shape.size() - 2] *
+                  (format->superblocks ? frontend::PackedFormat::kSuperblock : format->group);
   return result;
 }
 } // namespace
@@ -189,10 +190,14 @@ Error writeArtifact(StringRef path, const ArtifactInfo &info, StringRef code,
       for (int64_t d : arg.shape)
         elements *= d;
       bool scales = packed->part == frontend::PackedPart::Scales;
-      if (scales && arg.dtype != (packed->format.halfScales ? "f16" : "f32"))
+      StringRef scaleType = packed->format.superblocks ? "i8"
+                            : packed->format.halfScales ? "f16"
+                                                        : "f32";
+      if (scales && arg.dtype != scaleType)
         return fail("weight argument " + Twine(i) + " (" + arg.packing + ") holds " + arg.dtype +
                     " scales, not the form's");
-      uint64_t bytes = elements * (scales ? packed->format.scaleBytes() : 1);
+      uint64_t bytes =
+          elements * (scales && !packed->format.superblocks ? packed->format.scaleBytes() : 1);
       weightBytes = align64(weightBytes);
       regions[i] = {weightBytes, bytes};
       weightBytes += bytes;
@@ -477,7 +482,7 @@ Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
                                             frontend::PackedPart::Scales,
                                             [&](StringRef piece) { bytes += piece.size(); }))
         return err;
-      int64_t rows = bytes / 8 / (packed.cols / packed.format.group);
+      int64_t rows = bytes / packed.format.getScaleRowBytes(packed.cols);
       std::string out = name;
       if (StringRef(name).ends_with(".qweight"))
         out = StringRef(name).drop_back(strlen("qweight")).str() + "weight";
@@ -516,7 +521,7 @@ Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
                                           frontend::PackedPart::Scales,
                                           [&](StringRef piece) { scales += piece; }))
       return err;
-    int64_t cols = packed.cols, group = packed.format.group, groups = cols / group;
+    int64_t cols = packed.cols, group = packed.format.group;
     int64_t rowBytes = frontend::getPackedRowBytes(packed.format, cols);
     int64_t rows = static_cast<int64_t>(data.size()) / rowBytes;
     std::vector<float> row(cols);
@@ -538,7 +543,8 @@ Error writeDequantizedWeights(StringRef path, const ArtifactInfo &info,
           v = frontend::fromFP8E4M3(codes[c]);
           break;
         }
-        auto [scale, off] = frontend::readPackedParams(packed.format, params, r * groups + c / group);
+        auto [scale, off] = frontend::readPackedParams(
+            packed.format, params + r * packed.format.getScaleRowBytes(cols), c / group);
         row[c] = scale * v + off;
       }
       os.write(reinterpret_cast<const char *>(row.data()), cols * 4);

@@ -1,11 +1,14 @@
 //===- BindWeights.cpp - weight references to entry arguments --------------===//
 
 #include "LLM/IR/LLMOps.h"
+#include "MoE/IR/MoEOps.h"
 #include "MoIR/IR/MoIRDialect.h"
 #include "moir/Transforms/Passes.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <numeric>
 
 namespace moir {
 #define GEN_PASS_DEF_BINDWEIGHTSPASS
@@ -27,10 +30,28 @@ SmallVector<StringRef> primaryNames(Operation *op) {
   return {cast<llm::WeightOp>(op).getName()};
 }
 
+/// The widest column block that every consumer of `weight` slices it at
+/// a multiple of (0: no consumer slices its columns). The fused experts
+/// read a shared expert's down projection ([hidden, S * ffn]) in blocks of
+/// the routed experts' ffn columns.
+int64_t columnSliceWidth(Value weight) {
+  int64_t width = 0;
+  for (OpOperand &use : weight.getUses()) {
+    auto fused = dyn_cast<moe::FusedExpertsOp>(use.getOwner());
+    if (!fused || fused.getSharedDownProj() != weight)
+      continue;
+    Type down = fused.getDown().getType();
+    int64_t ffn = isa<llm::QTensorType>(down) ? cast<llm::QTensorType>(down).getShape().back()
+                                              : cast<ShapedType>(down).getShape().back();
+    width = width ? std::gcd(width, ffn) : ffn;
+  }
+  return width;
+}
+
 /// Binds quantized weight `op` as its packed data and scales arguments and
 /// returns the llm.packed_weight that stands for it (null after an error).
 template <typename AddArg>
-Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
+Value bindPacked(Operation *op, llm::QTensorType type, bool superblocks, AddArg addArg) {
   std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
   SmallVector<StringRef> names = primaryNames(op);
   if (!layout) {
@@ -38,6 +59,12 @@ Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
                     << ", which no packed form of the kernels holds";
     return Value();
   }
+  // Superblock scales are sliced by superblock: a consumer that reads
+  // column blocks not made of whole superblocks (DeepSeek-V2-Lite's shared
+  // experts, 1408 columns each) gets the per-group f32 form.
+  if (int64_t width = columnSliceWidth(op->getResult(0));
+      !superblocks || width % 256 != 0)
+    layout->superblocks = false;
   // At the top of the entry, not between layer ops (moir-outline-layers
   // outlines each layer's contiguous ops).
   auto func = op->getParentOfType<func::FuncOp>();
@@ -53,8 +80,12 @@ Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
     dataElement = Float8E4M3FNType::get(ctx);
   scaleShape.back() = cols / layout->group;
   scaleShape.push_back(layout->offsets ? 2 : 1);
+  if (layout->superblocks) {
+    scaleShape[scaleShape.size() - 2] = cols / 256;
+    scaleShape.back() *= 2 + 256 / layout->group;
+  }
   // The form's text is include/moir/Frontend/Quantization.h's
-  // (stringifyPackedFormat): storage:group[:quantize][:f16][:sym].
+  // (stringifyPackedFormat): storage:group[:quantize][:f16][:sym][:k].
   std::string form = (layout->storage + ":" + Twine(layout->group)).str();
   if (!layout->quantize.empty())
     form += (":" + layout->quantize).str();
@@ -62,7 +93,11 @@ Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
     form += ":f16";
   if (!layout->offsets)
     form += ":sym";
-  Type scaleElement = layout->halfScales ? Type(b.getF16Type()) : Type(b.getF32Type());
+  if (layout->superblocks)
+    form += ":k";
+  Type scaleElement = layout->superblocks ? Type(b.getI8Type())
+                      : layout->halfScales ? Type(b.getF16Type())
+                                           : Type(b.getF32Type());
   Value data = addArg(RankedTensorType::get(dataShape, dataElement), names,
                       b.getStringAttr(form + "/data"));
   Value scales = addArg(RankedTensorType::get(scaleShape, scaleElement), names,
@@ -74,6 +109,8 @@ Value bindPacked(Operation *op, llm::QTensorType type, AddArg addArg) {
 }
 
 struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
+  using Base::Base;
+
   void runOnOperation() override {
     auto func = getOperation().lookupSymbol<func::FuncOp>("forward");
     if (!func) {
@@ -110,7 +147,7 @@ struct BindWeightsPass : moir::impl::BindWeightsPassBase<BindWeightsPass> {
           return func.getArgument(index);
         };
         if (auto q = dyn_cast<llm::QTensorType>(result.getType())) {
-          arg = bindPacked(op, q, addArg);
+          arg = bindPacked(op, q, superblocks, addArg);
           if (!arg) {
             failedBinding = true;
             return;

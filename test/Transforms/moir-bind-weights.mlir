@@ -25,17 +25,19 @@ func.func @forward(%ids: tensor<?xi32>) -> (tensor<?x16xf32>, tensor<2x4x8xf32>)
 // (include/moir/Frontend/Quantization.h), each argument's #moir.arg naming the
 // form and the part; llm.packed_weight, at the top of @forward, stands for
 // the weight. Q4_K: 4-bit codes two per byte, groups of 32, quantized as
-// Q4_K first when the stored tensor is float; Q6_K: int8 codes, groups of
-// 16, symmetric (the scale alone, no offset: [.., 1]); a stack of FP8
+// Q4_K first when the stored tensor is float, its scales the K-quant
+// superblocks' bytes (":k": per 256 columns d and -dmin as f16 bytes, then 8
+// scale and 8 min bytes: [.., 20] i8); Q6_K: int8 codes, groups of 16,
+// symmetric, per 256 columns d and 16 scale bytes ([.., 18] i8); a stack of FP8
 // experts with 128x128 blocks: groups of gcd(128, 96) = 32, symmetric.
 // GGUF's legacy blocks keep their f16 numbers: Q8_0 one f16 scale per 32
 // (as many bytes as the file's blocks), Q4_0 an f16 (scale, offset) pair.
 // RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s --check-prefix=PACKED
 // PACKED-LABEL: func.func private @forward({{.*}}: tensor<?x256xf32>
-// PACKED-SAME: %[[D:[a-z0-9]+]]: tensor<64x128xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/data">}
-// PACKED-SAME: %[[S:[a-z0-9]+]]: tensor<64x8x2xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k/scales">}
-// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym/data">}
-// PACKED-SAME: tensor<64x16x1xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym/scales">}
+// PACKED-SAME: %[[D:[a-z0-9]+]]: tensor<64x128xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k:k/data">}
+// PACKED-SAME: %[[S:[a-z0-9]+]]: tensor<64x1x20xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w4"], packing = "u4:32:q4_k:k/scales">}
+// PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym:k/data">}
+// PACKED-SAME: tensor<64x1x18xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "i8:16:q6_k:sym:k/scales">}
 // PACKED-SAME: tensor<2x64x96xf8E4M3FN> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["e0", "e1"], packing = "f8e4m3:32:sym/data">}
 // PACKED-SAME: tensor<2x64x3x1xf32> {bufferization.writable = false, moir.arg = #moir.arg<weight, {{.*}}, packing = "f8e4m3:32:sym/scales">}
 // PACKED-SAME: tensor<64x256xi8> {bufferization.writable = false, moir.arg = #moir.arg<weight, ["w8"], packing = "i8:32:q8_0:f16:sym/data">}
@@ -55,6 +57,46 @@ func.func @forward(%x: tensor<?x256xf32>, %y: tensor<?x96xf32>) -> (tensor<?x64x
   %w40 = llm.weight "w40" : !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_0>>
   %d = llm.linear %x, %w40 : (tensor<?x256xf32>, !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_0>>) -> tensor<?x64xf32>
   return %a, %b, %e, %c, %d : tensor<?x64xf32>, tensor<?x64xf32>, !llm.qtensor<2x64x96xf8E4M3FN, #llm.quant<kind = block, block = [1, 128, 128]>>, tensor<?x64xf32>, tensor<?x64xf32>
+}
+
+// -----
+
+// The fused experts read a shared expert's down projection in blocks of the
+// routed experts' FFN columns. Blocks of 128 are not whole superblocks of
+// 256, so that Q4_K weight gets the per-group form (f32 scale and offset per
+// 32); with routed FFN blocks of 256 (second function) it keeps its
+// superblocks.
+// RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s --check-prefix=SLICED
+// SLICED: tensor<256x8x2xf32> {{{[^}]*}}packing = "u4:32:q4_k/scales">}
+// SLICED: tensor<256x2x20xi8> {{{[^}]*}}packing = "u4:32:q4_k:k/scales">}
+func.func @forward(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x256xf32> {
+  %g = llm.stacked_weight ["g0", "g1"] : tensor<2x128x256xf32>
+  %u = llm.stacked_weight ["u0", "u1"] : tensor<2x128x256xf32>
+  %d = llm.stacked_weight ["d0", "d1"] : tensor<2x256x128xf32>
+  %sg = llm.weight "sg" : tensor<256x256xf32>
+  %su = llm.weight "su" : tensor<256x256xf32>
+  %sd = llm.weight "sd" : !llm.qtensor<256x256xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %u, %d) shared(%sg, %su, %sd)
+      : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<2x128x256xf32>,
+         tensor<2x128x256xf32>, tensor<2x256x128xf32>, tensor<256x256xf32>, tensor<256x256xf32>,
+         !llm.qtensor<256x256xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
+}
+
+// -----
+
+func.func @forward(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x256xf32> {
+  %g = llm.stacked_weight ["g0", "g1"] : tensor<2x256x256xf32>
+  %u = llm.stacked_weight ["u0", "u1"] : tensor<2x256x256xf32>
+  %d = llm.stacked_weight ["d0", "d1"] : tensor<2x256x256xf32>
+  %sg = llm.weight "sg" : tensor<512x256xf32>
+  %su = llm.weight "su" : tensor<512x256xf32>
+  %sd = llm.weight "sd" : !llm.qtensor<256x512xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %u, %d) shared(%sg, %su, %sd)
+      : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<2x256x256xf32>,
+         tensor<2x256x256xf32>, tensor<2x256x256xf32>, tensor<512x256xf32>, tensor<512x256xf32>,
+         !llm.qtensor<256x512xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
 }
 
 // -----

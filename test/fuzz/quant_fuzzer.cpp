@@ -115,9 +115,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const CompileQuant quants[] = {CompileQuant::None, CompileQuant::Q8_0, CompileQuant::Q4_K,
                                  CompileQuant::Q6_K, CompileQuant::Int4, CompileQuant::FP8};
   format.quantize = quants[(formatByte / 21) % 6];
-  // The kind byte's high bits: f16 scales, no offsets (symmetric forms).
+  // The kind byte's high bits: f16 scales, no offsets (symmetric forms),
+  // superblock scales (K-quants).
   format.halfScales = data[0] & 16;
   format.offsets = !(data[0] & 32);
+  format.superblocks = data[0] & 64;
   int64_t totalRows = kind < 8 || kind == 11 ? stack * rows : rows;
 
   for (PackedPart part : {PackedPart::Data, PackedPart::Scales}) {

@@ -97,8 +97,8 @@ std::vector<float> dequantize(const Packed &packed, StringRef formatText, int64_
       } else {
         value = fromFP8E4M3(row[c]);
       }
-      auto [scale, offset] = readPackedParams(format, packed.scales.data(),
-                                              r * (cols / format.group) + c / format.group);
+      auto [scale, offset] = readPackedParams(
+          format, packed.scales.data() + r * format.getScaleRowBytes(cols), c / format.group);
       w[r * cols + c] = scale * value + offset;
     }
   return w;
@@ -138,8 +138,11 @@ TEST(Quantization, GGUFBlocksMatchGGUFPy) {
       {DType::Q5_0, kQ5_0Blocks, kQ5_0Reference, "i8:32:f16"},
       {DType::Q5_1, kQ5_1Blocks, kQ5_1Reference, "i8:32:f16"},
       {DType::Q4_K, kQ4_KBlocks, kQ4_KReference, "u4:32"},
+      {DType::Q4_K, kQ4_KBlocks, kQ4_KReference, "u4:32:q4_k:k"},
       {DType::Q5_K, kQ5_KBlocks, kQ5_KReference, "i8:32"},
+      {DType::Q5_K, kQ5_KBlocks, kQ5_KReference, "i8:32:k"},
       {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:16"},
+      {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:16:q6_k:sym:k"},
       {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:16:q6_k:sym"},
       {DType::Q6_K, kQ6_KBlocks, kQ6_KReference, "i8:4"},
   };
@@ -257,6 +260,15 @@ TEST(Quantization, GGUFRefusals) {
             "test.bin: tensor 'nan' (Q8_0) has a NaN scale in row 0, group 1");
   EXPECT_EQ(errorText(pack(store, {"absent"}, 64, "i8:32")),
             "test.bin: tensor 'absent' is not in the checkpoint");
+  EXPECT_EQ(errorText(pack(store, {"q6"}, 512, "i8:8:sym:k")),
+            "test.bin: tensor 'q6' (Q6_K) cannot be packed as i8:8:sym:k: superblock scales "
+            "need a K-quant source (Q4_K, Q5_K, Q6_K) in its own groups of 16");
+  EXPECT_EQ(errorText(pack(store, {"q5"}, 64, "i8:32:k")),
+            "test.bin: tensor 'q5' (Q5_0) cannot be packed as i8:32:k with 64 columns (the "
+            "group must divide the columns, u4's group is 32, and superblock scales need whole "
+            "superblocks of 256 and no f16 group scales)");
+  EXPECT_FALSE(parsePackedFormat("u4:32:f16:k"));
+  EXPECT_EQ(stringifyPackedFormat(*parsePackedFormat("i8:16:q6_k:sym:k")), "i8:16:q6_k:sym:k");
   EXPECT_EQ(errorText(pack(store, {"q6"}, 512, "f8e4m3:16")),
             "test.bin: tensor 'q6' (Q6_K) holds integer codes, which f8e4m3:16 cannot store");
 }
@@ -318,6 +330,20 @@ TEST(Quantization, CompileKQuants) {
   EXPECT_LT(relativeRMS(x, q6), 0.035);
   // Q4_K's codes fit u4 and i8 alike; the same bytes decode the same way.
   expectClose(roundTrip(x, rows, cols, "i8:32:q4_k"), q4);
+  // Superblock scales hold the same numbers exactly (d * sc in f32), in 20
+  // bytes per 256 elements for Q4_K (64 as f32 pairs) and 18 for Q6_K.
+  std::vector<float> q4k = roundTrip(x, rows, cols, "u4:32:q4_k:k");
+  std::vector<float> q6k = roundTrip(x, rows, cols, "i8:16:q6_k:sym:k");
+  ASSERT_EQ(q4k.size(), q4.size());
+  ASSERT_EQ(q6k.size(), q6.size());
+  for (size_t i = 0; i < q4.size(); ++i) {
+    ASSERT_EQ(q4k[i], q4[i]) << "element " << i;
+    ASSERT_EQ(q6k[i], q6[i]) << "element " << i;
+  }
+  EXPECT_EQ(getPackedBytes(*parsePackedFormat("u4:32:q4_k:k"), PackedPart::Scales, rows, cols),
+            static_cast<uint64_t>(rows * 2 * 20));
+  EXPECT_EQ(getPackedBytes(*parsePackedFormat("i8:16:q6_k:sym:k"), PackedPart::Scales, rows, cols),
+            static_cast<uint64_t>(rows * 2 * 18));
 }
 
 TEST(Quantization, CompileInt4AndFP8) {

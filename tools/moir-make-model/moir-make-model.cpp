@@ -58,6 +58,16 @@ const Shape kShapes[] = {
     // can flip), and every expert sees the prompt's rows.
     {"mixtral-quant-tiny", "MixtralForCausalLM", 96, 2, 3, 1, 160, 4, 4, 301},
     {"mistral-quant-tiny", "MistralForCausalLM", 96, 2, 3, 1, 160, 0, 0, 301},
+    // K-quants (rows of 256): every expert matrix and most projections have
+    // 256 or 512 columns. The DeepSeek ones have two shared experts, which
+    // the fused experts read in blocks of the routed FFN width: 256 (whole
+    // superblocks) or 384 (not: their down projection gets per-group scales;
+    // the routed down projections, 384 wide, fall back to Q8_0).
+    {"mixtral-kquant-tiny", "MixtralForCausalLM", 256, 2, 4, 2, 512, 4, 4, 301},
+    {"deepseek-kquant-tiny", "DeepseekV2ForCausalLM", 256, 2, 4, 4, 512, 4, 2, 301, 256, 32,
+     16, 32, 256, 2, 1},
+    {"deepseek-kquant-odd-tiny", "DeepseekV2ForCausalLM", 256, 2, 4, 4, 512, 4, 2, 301, 256, 32,
+     16, 32, 384, 2, 1},
     // Tensor parallelism over up to 4 ranks: 8 query heads on 4 KV heads
     // (head dim 16), an FFN of 200 and 301 vocabulary rows, both left with
     // columns after the splits' 8-wide units.

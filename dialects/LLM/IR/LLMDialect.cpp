@@ -372,7 +372,8 @@ std::optional<QTensorType::PackedLayout> QTensorType::getPackedLayout() const {
   int64_t cols = getShape().back();
   auto fits = [&](PackedLayout layout) -> std::optional<PackedLayout> {
     if (layout.group <= 0 || cols % layout.group != 0 ||
-        (layout.storage == "u4" && layout.group != 32))
+        (layout.storage == "u4" && layout.group != 32) ||
+        (layout.superblocks && (cols % 256 != 0 || 256 % layout.group != 0)))
       return std::nullopt;
     return layout;
   };
@@ -382,15 +383,18 @@ std::optional<QTensorType::PackedLayout> QTensorType::getPackedLayout() const {
     case GGUFBlockType::q4_0:
     case GGUFBlockType::q4_1:
       return fits({"u4", 32, "", /*halfScales=*/true});
+    // K-quants keep their two-level scales (superblocks).
     case GGUFBlockType::q4_k:
-      return fits({"u4", 32, "q4_k"});
+      return fits({"u4", 32, "q4_k", /*halfScales=*/false, /*offsets=*/true,
+                   /*superblocks=*/true});
     case GGUFBlockType::q5_0:
     case GGUFBlockType::q5_1:
       return fits({"i8", 32, "", /*halfScales=*/true});
     case GGUFBlockType::q5_k:
-      return fits({"i8", 32, ""});
+      return fits({"i8", 32, "", /*halfScales=*/false, /*offsets=*/true, /*superblocks=*/true});
     case GGUFBlockType::q6_k:
-      return fits({"i8", 16, "q6_k", /*halfScales=*/false, /*offsets=*/false});
+      return fits({"i8", 16, "q6_k", /*halfScales=*/false, /*offsets=*/false,
+                   /*superblocks=*/true});
     case GGUFBlockType::q8_0:
       return fits({"i8", 32, "q8_0", /*halfScales=*/true, /*offsets=*/false});
     case GGUFBlockType::none:

@@ -151,6 +151,17 @@ LogicalResult PackedWeightOp::verify() {
     return emitOpError("data must be ") << (fp8 ? "" : "4-bit codes in ")
                                         << "the weight's shape with "
                                         << (fp8 ? "" : "half the ") << "innermost dimension";
+  if (hasSuperblocks()) {
+    // Per superblock of 256: P f16 numbers (2 bytes each) and a byte per
+    // group and number.
+    int64_t perBlock = 256 / group;
+    scaleShape[scaleShape.size() - 2] = cols / 256;
+    if (cols % 256 != 0 || 256 % group != 0 || scales.getShape() != ArrayRef<int64_t>(scaleShape) ||
+        (scaleShape.back() != 2 + perBlock && scaleShape.back() != 2 * (2 + perBlock)))
+      return emitOpError("superblock scales (i8) need whole superblocks of 256 and ")
+             << "[..., rows, cols / 256, P * (2 + 256 / group)] bytes with P = 1 or 2";
+    return success();
+  }
   if (scales.getShape() != ArrayRef<int64_t>(scaleShape) ||
       (scaleShape.back() != 1 && scaleShape.back() != 2))
     return emitOpError("scales must have one (scale, offset) pair or one scale per group");

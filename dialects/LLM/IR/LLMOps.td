@@ -91,7 +91,11 @@ def LLM_PackedWeightOp : LLM_Op<"packed_weight", [Pure]> {
     `[..., rows, cols / group, 2]` (scale, offset) per group of `group`
     elements, `w = scale * code + offset`, or `[..., rows, cols / group, 1]`
     (the scale alone: offsets zero) for symmetric schemes; f32, or f16 where
-    the scheme's scales are f16 numbers (GGUF's legacy blocks). This op
+    the scheme's scales are f16 numbers (GGUF's legacy blocks). K-quants
+    keep their superblock scales: `[..., rows, cols / 256, P * (2 + 256 /
+    group)] x i8`, per 256 elements P f16 numbers (d, and -dmin unless
+    symmetric) as bytes, then a signed byte per group and number; the
+    group's scale (offset) is the f16 number times its byte. This op
     gives the consumers their quantized operand back; the lowerings read
     its operands.
 
@@ -100,7 +104,7 @@ def LLM_PackedWeightOp : LLM_Op<"packed_weight", [Pure]> {
            : tensor<64x48xi8>, tensor<64x3x2xf32> -> !llm.qtensor<64x96xi4, #llm.quant<kind = gguf, format = q4_0>>
     ```
   }];
-  let arguments = (ins RankedTensorOf<[I8, F8E4M3FN]>:$data, RankedTensorOf<[F32, F16]>:$scales,
+  let arguments = (ins RankedTensorOf<[I8, F8E4M3FN]>:$data, RankedTensorOf<[F32, F16, I8]>:$scales,
                        I64Attr:$group);
   let results = (outs LLM_AnyQTensor:$result);
   let assemblyFormat = [{
@@ -110,6 +114,8 @@ def LLM_PackedWeightOp : LLM_Op<"packed_weight", [Pure]> {
   let extraClassDeclaration = [{
     /// Whether the codes are 4-bit, two per byte.
     bool isNibbles();
+    /// Whether the scales are K-quant superblocks (i8 bytes).
+    bool hasSuperblocks() { return getScales().getType().getElementType().isInteger(8); }
   }];
 }
 

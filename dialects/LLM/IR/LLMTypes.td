@@ -49,6 +49,9 @@ def LLM_QTensorType : TypeDef<LLM_Dialect, "QTensor"> {
       ::llvm::StringRef quantize;
       bool halfScales = false;
       bool offsets = true;
+      /// K-quant superblock scales: f16 numbers per 256 elements and a
+      /// signed byte per group (include/moir/Frontend/Quantization.h).
+      bool superblocks = false;
     };
     std::optional<PackedLayout> getPackedLayout() const;
     int64_t getNumElements() const;

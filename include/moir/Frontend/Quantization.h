@@ -27,6 +27,20 @@
 // f32 pairs cost Q8_0 25% more than its 34-byte blocks, f16 scales alone
 // nothing.
 //
+// Superblock scales ("k": GGUF's K-quants Q4_K, Q5_K, Q6_K) keep the
+// two-level form the K-quants store: per superblock of 256 elements of a
+// row, P f16 numbers (P = 2: d and -dmin; P = 1, symmetric: d) and then,
+// part after part, one signed byte per group (the 6-bit scales and mins of
+// Q4_K/Q5_K, Q6_K's int8 scales), an array [rows, cols / 256, P * (2 + 256
+// / group)] of bytes:
+//
+//   part p of group g = f16(bytes [2p, 2p + 2) of superblock g / (256 /
+//     group)) * int8(byte 2P + p * (256 / group) + g % (256 / group))
+//
+// which is the f32 product llama.cpp's dequantizers form (d * sc). Q4_K
+// reads 20 bytes of scales per 256 elements in it, 64 as f32 pairs; Q6_K
+// 18, 64 as f32 scales.
+//
 // A stack of matrices (experts) is packed matrix after matrix, i.e. as one
 // matrix of sum(rows) rows.
 //
@@ -68,26 +82,42 @@ struct PackedFormat {
   bool halfScales = false;
   /// Each group has an offset (false: symmetric, the scale alone).
   bool offsets = true;
+  /// Superblock scales (K-quants): f16 numbers per 256 elements times a
+  /// signed byte per group; halfScales is then false.
+  bool superblocks = false;
 
   bool operator==(const PackedFormat &other) const {
     return storage == other.storage && group == other.group && quantize == other.quantize &&
-           halfScales == other.halfScales && offsets == other.offsets;
+           halfScales == other.halfScales && offsets == other.offsets &&
+           superblocks == other.superblocks;
   }
   /// Numbers per group in the scales (2: scale and offset; 1: the scale).
   int64_t scaleParts() const { return offsets ? 2 : 1; }
+  /// Bytes of one scale number (per-group forms).
   int64_t scaleBytes() const { return halfScales ? 2 : 4; }
+  /// Bytes of one superblock's scales (superblock forms).
+  int64_t superblockBytes() const { return scaleParts() * (2 + kSuperblock / group); }
+  /// Bytes of one row's scales for `cols` columns.
+  int64_t getScaleRowBytes(int64_t cols) const {
+    return superblocks ? cols / kSuperblock * superblockBytes()
+                       : cols / group * scaleParts() * scaleBytes();
+  }
+
+  /// Elements of a superblock.
+  static constexpr int64_t kSuperblock = 256;
 };
 
 /// The two arguments a packed weight is bound as.
 enum class PackedPart { Data, Scales };
 
-/// Group `index`'s (scale, offset) in packed scales of `format` (the offset
-/// 0 in symmetric forms).
-std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *scales,
-                                         int64_t index);
+/// The (scale, offset) of group `g` of a row whose packed scales start at
+/// `rowScales` (the offset 0 in symmetric forms).
+std::pair<float, float> readPackedParams(PackedFormat format, const uint8_t *rowScales,
+                                         int64_t g);
 
 /// "u4:32", "i8:16", "f8e4m3:128", "u4:32:q4_k" (quantize as Q4_K first),
-/// "u4:32:f16" (f16 scales), "i8:32:q8_0:f16:sym" (f16 scales, no offsets).
+/// "u4:32:f16" (f16 scales), "i8:32:q8_0:f16:sym" (f16 scales, no offsets),
+/// "u4:32:q4_k:k" (superblock scales), "i8:16:q6_k:sym:k".
 std::string stringifyPackedFormat(PackedFormat format);
 std::optional<PackedFormat> parsePackedFormat(llvm::StringRef text);
 
@@ -95,7 +125,8 @@ std::optional<PackedFormat> parsePackedFormat(llvm::StringRef text);
 int64_t getPackedRowBytes(PackedFormat format, int64_t cols);
 
 /// Whether `format` can hold a matrix of `cols` columns: the group divides
-/// cols, and U4's group is 32.
+/// cols, U4's group is 32, and superblock forms have whole superblocks of
+/// groups that fit a byte's index.
 bool isValidPackedShape(PackedFormat format, int64_t cols);
 
 /// Writes one part of `names` (tensors of `store`, each a matrix or a stack
@@ -117,7 +148,9 @@ bool isValidPackedShape(PackedFormat format, int64_t cols);
 ///     [cols, rows / 8]).
 /// The natural group of a GGUF type is 32 (16 for Q6_K). `format.group` must
 /// divide the source's natural group (each (scale, offset) is then repeated)
-/// and the codes must fit the storage (Q5_*, Q6_K, Q8_0 need I8). Every value
+/// and the codes must fit the storage (Q5_*, Q6_K, Q8_0 need I8); superblock
+/// forms read K-quant sources (stored, or quantized as Q4_K / Q6_K) in their
+/// natural group. Every value
 /// is written little-endian. Errors read "<file>: tensor '<name>' (<TYPE>)
 /// ..." and say what is missing or malformed (NaN/Inf scales included).
 llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> names,

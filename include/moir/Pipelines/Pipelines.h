@@ -49,7 +49,7 @@ void buildGraphPipeline(mlir::OpPassManager &pm, const GraphSection &graph,
 /// Graph -> Linalg, after a target wrote its #moir.lowering_config: weights
 /// bound to entry arguments, layers outlined, MoIR ops lowered to linalg.
 /// Knows no target.
-void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm);
+void buildLoweringToLinalgPipeline(mlir::OpPassManager &pm, bool kQuantSuperblocks = true);
 
 /// The passes that produce `phase` from the phase before it, for `backend`
 /// (input, graph and linalg are target-neutral; linalg starts with the

@@ -384,7 +384,17 @@ def BindWeightsPass : Pass<"moir-bind-weights", "mlir::ModuleOp"> {
     func.func @forward(%ids: tensor<?xi32>, %w: tensor<16x8xf32> {bufferization.writable = false})
         -> tensor<?x8xf32> attributes {moir.weights = [["embed"]]} {
     ```
+
+    A quantized weight is bound as its packed form's codes and scales
+    (include/moir/Frontend/Quantization.h); K-quants keep their superblock
+    scales unless `superblocks` is off (or a consumer slices the weight's
+    columns at other than multiples of 256), in which case they get one f32
+    scale (and offset) per group.
   }];
+  let options = [
+    Option<"superblocks", "superblocks", "bool", /*default=*/"true",
+           "bind K-quant weights (Q4_K, Q5_K, Q6_K) with their superblock scales">,
+  ];
 }
 
 def OutlineLayersPass : Pass<"moir-outline-layers", "mlir::ModuleOp"> {

@@ -253,12 +253,16 @@ FailureOr<WeightOperand> WeightOperand::of(Value w) {
   result.scales = packed.getScales();
   result.group = packed.getGroup();
   result.nibbles = packed.isNibbles();
-  result.offsets = packed.getScales().getType().getShape().back() == 2;
+  result.superblocks = packed.hasSuperblocks();
+  int64_t last = packed.getScales().getType().getShape().back();
+  result.offsets = result.superblocks ? last == 2 * (2 + 256 / result.group) : last == 2;
   StringRef storage = result.nibbles ? "u4"
                       : isa<Float8E4M3FNType>(packed.getData().getType().getElementType())
                           ? "f8e4m3"
                           : "i8";
-  result.form = (storage + ":" + Twine(result.group)).str();
+  // storage:group, then ":k" for superblock scales (the kernels read the
+  // rest from the operands' types).
+  result.form = (storage + ":" + Twine(result.group) + (result.superblocks ? ":k" : "")).str();
   return result;
 }
 
@@ -316,11 +320,15 @@ WeightOperand WeightOperand::slice(OpBuilder &b, Location loc, ArrayRef<OpFoldRe
     dataSizes.back() = divided(b, loc, sizes.back(), 2);
   }
   result.data = sliceDropping(b, loc, data, dataOffsets, dataSizes, dropped);
+  // Superblock scales are sliced by superblock (moir-bind-weights gives
+  // weights sliced otherwise the per-group form).
+  int64_t unit = superblocks ? 256 : group;
   SmallVector<OpFoldResult> scaleOffsets(offsets), scaleSizes(sizes);
-  scaleOffsets.back() = divided(b, loc, offsets.back(), group);
-  scaleSizes.back() = divided(b, loc, sizes.back(), group);
+  scaleOffsets.back() = divided(b, loc, offsets.back(), unit);
+  scaleSizes.back() = divided(b, loc, sizes.back(), unit);
   scaleOffsets.push_back(b.getIndexAttr(0));
-  scaleSizes.push_back(b.getIndexAttr(this->offsets ? 2 : 1));
+  scaleSizes.push_back(
+      b.getIndexAttr(cast<RankedTensorType>(scales.getType()).getShape().back()));
   result.scales = sliceDropping(b, loc, scales, scaleOffsets, scaleSizes, dropped);
   return result;
 }
@@ -329,6 +337,58 @@ Value WeightOperand::param(OpBuilder &b, Location loc, Value element) {
   if (element.getType().isF32())
     return element;
   return arith::ExtFOp::create(b, loc, b.getF32Type(), element);
+}
+
+/// The f32 value of an f16 stored as two bytes (low, high) of i8.
+static Value f16FromBytes(OpBuilder &b, Location loc, Value low, Value high) {
+  Type i16 = b.getI16Type();
+  Value lo = arith::ExtUIOp::create(b, loc, i16, low);
+  Value hi = arith::ShLIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i16, high),
+                                   arith::ConstantIntOp::create(b, loc, i16, 8));
+  Value bits = arith::OrIOp::create(b, loc, lo, hi);
+  Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
+  return arith::ExtFOp::create(b, loc, b.getF32Type(), half);
+}
+
+std::pair<Value, Value> WeightOperand::params(OpBuilder &b, Location loc, ValueRange args) const {
+  Value parts[2];
+  for (int64_t p = 0, e = offsets ? 2 : 1; p < e; ++p) {
+    if (!superblocks) {
+      parts[p] = param(b, loc, args[p]);
+      continue;
+    }
+    Value number = f16FromBytes(b, loc, args[3 * p], args[3 * p + 1]);
+    Value sub = arith::SIToFPOp::create(b, loc, b.getF32Type(), args[3 * p + 2]);
+    parts[p] = arith::MulFOp::create(b, loc, number, sub);
+  }
+  return {parts[0], parts[1]};
+}
+
+std::pair<Value, Value> WeightOperand::paramsAt(OpBuilder &b, Location loc, Value row,
+                                                Value col) const {
+  auto index = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v).getResult(); };
+  auto at = [&](Value g, Value i) {
+    return tensor::ExtractOp::create(b, loc, scales, ValueRange{row, g, i}).getResult();
+  };
+  SmallVector<Value> args;
+  int64_t parts = offsets ? 2 : 1;
+  if (!superblocks) {
+    Value g = arith::DivUIOp::create(b, loc, col, index(group));
+    for (int64_t p = 0; p < parts; ++p)
+      args.push_back(at(g, index(p)));
+    return params(b, loc, args);
+  }
+  int64_t perBlock = 256 / group;
+  Value block = arith::DivUIOp::create(b, loc, col, index(256));
+  Value inBlock = arith::DivUIOp::create(
+      b, loc, arith::RemUIOp::create(b, loc, col, index(256)), index(group));
+  for (int64_t p = 0; p < parts; ++p) {
+    args.push_back(at(block, index(2 * p)));
+    args.push_back(at(block, index(2 * p + 1)));
+    args.push_back(at(block, arith::AddIOp::create(b, loc, inBlock,
+                                                   index(2 * parts + p * perBlock))));
+  }
+  return params(b, loc, args);
 }
 
 Value WeightOperand::dequantized(OpBuilder &b, Location loc, Value code, Value scale,
@@ -363,17 +423,29 @@ Value decodeCode(OpBuilder &b, Location loc, const WeightOperand &w, Value code,
 static std::pair<SmallVector<Value>, SmallVector<SmallVector<AffineExpr>>>
 packedInputs(OpBuilder &b, const WeightOperand &w, ArrayRef<AffineExpr> leading, AffineExpr row,
              AffineExpr col) {
-  SmallVector<SmallVector<AffineExpr>> maps(w.offsets ? 3 : 2, SmallVector<AffineExpr>(leading));
+  SmallVector<SmallVector<AffineExpr>> maps(1 + w.numScaleArgs(), SmallVector<AffineExpr>(leading));
   maps[0].push_back(row);
   maps[0].push_back(w.nibbles ? col.floorDiv(32) * 16 + col % 16 : col);
-  for (size_t part = 0; part + 1 < maps.size(); ++part) {
-    maps[part + 1].push_back(row);
-    maps[part + 1].push_back(col.floorDiv(w.group));
-    maps[part + 1].push_back(b.getAffineConstantExpr(part));
+  int64_t parts = w.offsets ? 2 : 1;
+  // Per part: its number (per-group forms), or the two bytes of its f16 and
+  // the group's byte (superblocks).
+  SmallVector<AffineExpr> inner;
+  for (int64_t p = 0; p < parts; ++p) {
+    if (!w.superblocks) {
+      inner.push_back(b.getAffineConstantExpr(p));
+      continue;
+    }
+    inner.push_back(b.getAffineConstantExpr(2 * p));
+    inner.push_back(b.getAffineConstantExpr(2 * p + 1));
+    inner.push_back((col % 256).floorDiv(w.group) + 2 * parts + p * (256 / w.group));
   }
-  SmallVector<Value> inputs = {w.data, w.scales};
-  if (w.offsets)
-    inputs.push_back(w.scales);
+  for (auto [i, last] : llvm::enumerate(inner)) {
+    maps[i + 1].push_back(row);
+    maps[i + 1].push_back(col.floorDiv(w.superblocks ? 256 : w.group));
+    maps[i + 1].push_back(last);
+  }
+  SmallVector<Value> inputs = {w.data};
+  inputs.append(w.numScaleArgs(), w.scales);
   return {inputs, maps};
 }
 
@@ -393,8 +465,8 @@ Value dequantizeWeight(OpBuilder &b, Location loc, const WeightOperand &w) {
       SmallVector<utils::IteratorType>(rank, par), [&](OpBuilder &b, Location loc, ValueRange a) {
         Value col = linalg::IndexOp::create(b, loc, rank - 1);
         Value v = decodeCode(b, loc, w, a[0], col);
-        linalg::YieldOp::create(
-            b, loc, WeightOperand::dequantized(b, loc, v, a[1], w.offsets ? a[2] : Value()));
+        auto [scale, offset] = w.params(b, loc, a.slice(1, w.numScaleArgs()));
+        linalg::YieldOp::create(b, loc, WeightOperand::dequantized(b, loc, v, scale, offset));
       }));
 }
 
@@ -410,8 +482,8 @@ Value weightContraction(OpBuilder &b, Location loc, Value a, const WeightOperand
                       [&](OpBuilder &b, Location loc, ValueRange v) {
                         Value col = linalg::IndexOp::create(b, loc, 2);
                         Value code = decodeCode(b, loc, w, v[1], col);
-                        Value weight = WeightOperand::dequantized(b, loc, code, v[2],
-                                                                  w.offsets ? v[3] : Value());
+                        auto [scale, offset] = w.params(b, loc, v.slice(2, w.numScaleArgs()));
+                        Value weight = WeightOperand::dequantized(b, loc, code, scale, offset);
                         Value prod = arith::MulFOp::create(b, loc, v[0], weight);
                         linalg::YieldOp::create(
                             b, loc, arith::AddFOp::create(b, loc, v.back(), prod).getResult());

@@ -50,6 +50,10 @@ struct WeightOperand {
   /// Whether the groups have offsets (scales [..., 2]) or are symmetric
   /// (scales [..., 1]).
   bool offsets = true;
+  /// K-quant superblock scales (i8 [..., rows, cols / 256, P * (2 + 256 /
+  /// group)]): a group's scale is an f16 number per superblock times a
+  /// signed byte per group.
+  bool superblocks = false;
   std::string form;
 
   /// `w` (a float tensor, or an !llm.qtensor defined by llm.packed_weight),
@@ -58,6 +62,18 @@ struct WeightOperand {
   bool isPacked() const { return !tensor; }
   /// A scale or offset element read from `scales` (f32 or f16) as f32.
   static mlir::Value param(mlir::OpBuilder &b, mlir::Location loc, mlir::Value element);
+  /// Elements of `scales` a linalg.generic reads per weight element for its
+  /// scale and offset (packedInputs' order): a number per part, or per part
+  /// the two bytes of the f16 and the group's byte.
+  int64_t numScaleArgs() const { return (offsets ? 2 : 1) * (superblocks ? 3 : 1); }
+  /// The f32 (scale, offset) (offset null when symmetric) from the
+  /// elements numScaleArgs() names.
+  std::pair<mlir::Value, mlir::Value> params(mlir::OpBuilder &b, mlir::Location loc,
+                                             mlir::ValueRange args) const;
+  /// The f32 (scale, offset) of element (`row`, `col`) of a 2-D packed
+  /// weight, read with tensor.extract.
+  std::pair<mlir::Value, mlir::Value> paramsAt(mlir::OpBuilder &b, mlir::Location loc,
+                                               mlir::Value row, mlir::Value col) const;
   /// `scale * code + offset` (the offset, when null, is zero), in f32.
   static mlir::Value dequantized(mlir::OpBuilder &b, mlir::Location loc, mlir::Value code,
                                  mlir::Value scale, mlir::Value offset);

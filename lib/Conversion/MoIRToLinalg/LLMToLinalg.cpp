@@ -160,15 +160,7 @@ struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
                                                  .getResult()
                                            : col;
                           Value code = tensor::ExtractOp::create(b, loc, table->data, ValueRange{row, byte});
-                          Value g = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, table->group));
-                          Value s = tensor::ExtractOp::create(b, loc, table->scales,
-                                                              ValueRange{row, g, indexConst(b, loc, 0)});
-                          Value o = table->offsets
-                                        ? tensor::ExtractOp::create(
-                                              b, loc, table->scales,
-                                              ValueRange{row, g, indexConst(b, loc, 1)})
-                                              .getResult()
-                                        : Value();
+                          auto [s, o] = table->paramsAt(b, loc, row, col);
                           Value v = decodeCode(b, loc, *table, code, col);
                           yield(WeightOperand::dequantized(b, loc, v, s, o));
                         });

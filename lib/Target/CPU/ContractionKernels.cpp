@@ -153,38 +153,58 @@ bool contiguousAlong(AffineMap map, Value v, int loop) {
 /// lowering): C[m, n] += A[m, k] * (scale[n, k / G] * code(data[n, .]) +
 /// offset[n, k / G]) with loops (m, n, k) on buffers, A and the codes unit
 /// stride along k.
-/// The storage ("u4", "i8", "f8e4m3") and group of a moir.packed form
-/// "storage:group" (group 0 when it does not parse).
-std::pair<StringRef, int64_t> packedForm(linalg::GenericOp op) {
+/// The storage ("u4", "i8", "f8e4m3"), group and superblock scales (":k")
+/// of a moir.packed form "storage:group[:k]" (group 0 when it does not
+/// parse).
+struct PackedForm {
+  StringRef storage;
+  int64_t group = 0;
+  bool superblocks = false;
+};
+
+PackedForm packedForm(linalg::GenericOp op) {
   auto form = op->getAttrOfType<StringAttr>(moir::attrs::packedName());
   if (!form)
-    return {StringRef(), 0};
-  auto [storage, groupText] = form.getValue().split(':');
-  int64_t group = 0;
-  if (groupText.getAsInteger(10, group))
-    group = 0;
-  return {storage, group};
+    return {};
+  SmallVector<StringRef, 3> parts;
+  form.getValue().split(parts, ':');
+  PackedForm result;
+  if (parts.size() < 2 || parts.size() > 3 || parts[1].getAsInteger(10, result.group) ||
+      (parts.size() == 3 && parts[2] != "k"))
+    return {};
+  result.storage = parts[0];
+  result.superblocks = parts.size() == 3;
+  return result;
 }
 
 bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
-  auto [storage, group] = packedForm(op);
-  if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInputs() < 3 ||
-      op.getNumDpsInputs() > 4 || op.getNumDpsInits() != 1 || op.getNumLoops() != 3)
+  auto [storage, group, superblocks] = packedForm(op);
+  if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumLoops() != 3)
     return false;
+  // Inputs: activations, codes, then the scales once per element read per
+  // part (scale, offset): the number, or the f16's two bytes and the
+  // group's byte (superblocks).
+  int64_t perPart = superblocks ? 3 : 1, scaleInputs = op.getNumDpsInputs() - 2;
+  if (scaleInputs != perPart && scaleInputs != 2 * perPart)
+    return false;
+  int64_t parts = scaleInputs / perPart;
   if (group % vectorWidth != 0 ||
-      (storage == "u4" && (group != 32 || 16 % vectorWidth != 0)))
+      (storage == "u4" && (group != 32 || 16 % vectorWidth != 0)) ||
+      (superblocks && 256 % group != 0))
     return false;
   Value a = op.getDpsInputs()[0], data = op.getDpsInputs()[1], c = op.getDpsInits()[0];
   auto scales = dyn_cast<MemRefType>(op.getDpsInputs()[2].getType());
   SmallVector<int64_t> strides;
   int64_t offset;
-  // Inputs: activations, codes, scales and (with offsets, scales [.., 2])
-  // the scales again for the offsets.
-  int64_t parts = op.getNumDpsInputs() == 4 ? 2 : 1;
-  return unitInnerStride(a.getType()) && unitInnerStride(data.getType()) &&
-         isa<MemRefType>(c.getType()) && scales && scales.getRank() == 3 &&
-         scales.getShape().back() == parts &&
-         (scales.getElementType().isF32() || scales.getElementType().isF16()) &&
+  if (!scales || scales.getRank() != 3)
+    return false;
+  Type elem = scales.getElementType();
+  bool layoutOk = superblocks ? elem.isInteger(8) &&
+                                    scales.getShape().back() == parts * (2 + 256 / group)
+                              : (elem.isF32() || elem.isF16()) && scales.getShape().back() == parts;
+  return layoutOk && unitInnerStride(a.getType()) && unitInnerStride(data.getType()) &&
+         isa<MemRefType>(c.getType()) &&
          succeeded(scales.getStridesAndOffset(strides, offset)) && strides.back() == 1;
 }
 
@@ -735,10 +755,11 @@ public:
   PackedKernelBuilder(OpBuilder &b, Location loc, linalg::GenericOp op, const KernelShape &shape)
       : LoopBuilder(b, loc), shape(shape), a(op.getDpsInputs()[0]), data(op.getDpsInputs()[1]),
         scales(op.getDpsInputs()[2]), c(op.getDpsInits()[0]) {
-    StringRef storage;
-    std::tie(storage, group) = packedForm(op);
-    nibbles = storage == "u4";
-    offsets = op.getNumDpsInputs() == 4;
+    PackedForm form = packedForm(op);
+    group = form.group;
+    superblocks = form.superblocks;
+    nibbles = form.storage == "u4";
+    offsets = op.getNumDpsInputs() - 2 == (superblocks ? 6 : 2);
   }
 
   /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
@@ -858,11 +879,10 @@ private:
     Value bias = splat(static_cast<int32_t>(0x80808080u)), low = splat(0x0F0F0F0F),
           four = splat(4);
     SmallVector<Value> inits(tg * tn, zeroF);
-    auto unitLoop = scf::ForOp::create(
-        b, loc, cst(0), units, cst(1), inits,
-        [&](OpBuilder &nb, Location, Value u, ValueRange accs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
+    // Block u's products from `accs`; paramOf(j, part) gives column j's
+    // scale (part 0) or offset (part 1) of the block's group, broadcast.
+    auto unitStep = [&](Value u, ValueRange accs,
+                        function_ref<Value(int64_t, int64_t)> paramOf) -> SmallVector<Value> {
           // Group i's block u: its slot among the groups' blocks.
           SmallVector<Value> blockOf;
           for (Value g : groupsOf)
@@ -913,13 +933,11 @@ private:
                                                  low));
               }
           }
-          // The block's scales: the weights' group is a multiple of it.
-          Value g = arith::DivUIOp::create(b, loc, u, cst(group / unit));
           SmallVector<Value> ws, os, as, ss;
-          for (Value col : q) {
-            ws.push_back(vector::BroadcastOp::create(b, loc, fVec, param(col, g, 0)));
+          for (int64_t j = 0; j < tn; ++j) {
+            ws.push_back(paramOf(j, 0));
             if (offsets)
-              os.push_back(vector::BroadcastOp::create(b, loc, fVec, param(col, g, 1)));
+              os.push_back(paramOf(j, 1));
           }
           for (int64_t i = 0; i < tg; ++i) {
             Value slot = arith::MulIOp::create(b, loc, blockOf[i], cst(2 * vw));
@@ -938,8 +956,11 @@ private:
               next.push_back(offsets ? vector::FMAOp::create(b, loc, as[i], os[j], acc).getResult()
                                      : acc);
             }
-          scf::YieldOp::create(b, loc, next);
-        });
+          return next;
+    };
+    // The blocks are the groups when the weights have superblocks (Q4_K,
+    // Q5_K: 32; Q6_K: 16).
+    scf::ForOp unitLoop = groupLoop(q, units, group / unit, inits, fVec, unitStep);
     // Each accumulator is a column of C over a group's rows: added with a
     // masked gather and scatter along C's rows (lane l of group G is this
     // kernel's row G * vw + l - first, stored when in [0, rows)).
@@ -983,13 +1004,128 @@ private:
       Value next = nextRow(col, tn, cols);
       memref::PrefetchOp::create(b, loc, data, ValueRange{next, byte}, /*isWrite=*/false,
                                  /*localityHint=*/3, /*isDataCache=*/true);
-      memref::PrefetchOp::create(b, loc, scales, ValueRange{next, g, cst(0)}, /*isWrite=*/false,
+      Value block = superblocks ? arith::DivUIOp::create(b, loc, g, cst(256 / group)).getResult() : g;
+      memref::PrefetchOp::create(b, loc, scales, ValueRange{next, block, cst(0)}, /*isWrite=*/false,
                                  /*localityHint=*/3, /*isDataCache=*/true);
     }
   }
 
-  /// Weight row `n`'s group `g` scale (part 0) or offset (part 1), as f32.
+  using ParamFn = function_ref<Value(int64_t, int64_t)>;
+  using StepFn = function_ref<SmallVector<Value>(Value, ValueRange, ParamFn)>;
+
+  /// The loop over `count` steps (blocks of the weights' groups, `perGroup`
+  /// to a group) from `inits`, running step(i, accs, paramOf), where
+  /// paramOf(j, part) is column q[j]'s scale (part 0) or offset (part 1) of
+  /// step i's group, broadcast to `vecType`: read per step, or, with
+  /// superblock scales and steps that are the groups, formed once per
+  /// superblock as one vector (superblockParams) from which each group
+  /// broadcasts its lanes, as the per-group forms broadcast theirs from
+  /// memory. (Per-group f16 and byte reads cost more than a decode group's
+  /// products: 82 against 117 tok/s on Mixtral-shaped Q4_K; the groups
+  /// unrolled over the vectors spilled them.)
+  scf::ForOp groupLoop(ArrayRef<Value> q, Value count, int64_t perGroup, ValueRange inits,
+                       VectorType vecType, StepFn step) {
+    if (!superblocks || perGroup != 1)
+      return scf::ForOp::create(
+          b, loc, cst(0), count, cst(1), inits,
+          [&](OpBuilder &nb, Location, Value i, ValueRange accs) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(nb.getInsertionBlock());
+            Value g = arith::DivUIOp::create(b, loc, i, cst(perGroup));
+            scf::YieldOp::create(b, loc, step(i, accs, [&](int64_t j, int64_t part) {
+                                   return vector::BroadcastOp::create(b, loc, vecType,
+                                                                      param(q[j], g, part))
+                                       .getResult();
+                                 }));
+          });
+    int64_t perBlock = 256 / group;
+    return scf::ForOp::create(
+        b, loc, cst(0), arith::DivUIOp::create(b, loc, count, cst(perBlock)), cst(1), inits,
+        [&](OpBuilder &nb, Location, Value sb, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> blockParams;
+          for (Value col : q)
+            blockParams.push_back(superblockParams(col, sb));
+          Value first = arith::MulIOp::create(b, loc, sb, cst(perBlock));
+          auto inBlock = scf::ForOp::create(
+              b, loc, cst(0), cst(perBlock), cst(1), accs,
+              [&](OpBuilder &nb2, Location, Value jj, ValueRange blockAccs) {
+                OpBuilder::InsertionGuard guard2(b);
+                b.setInsertionPointToStart(nb2.getInsertionBlock());
+                Value g = arith::AddIOp::create(b, loc, first, jj);
+                Value offsetLane = arith::AddIOp::create(b, loc, jj, cst(perBlock));
+                scf::YieldOp::create(b, loc, step(g, blockAccs, [&](int64_t j, int64_t part) {
+                                       return broadcastLane(blockParams[j],
+                                                            part ? offsetLane : jj);
+                                     }));
+              });
+          scf::YieldOp::create(b, loc, inBlock.getResults());
+        });
+  }
+
+  /// Weight row `n`'s scales and offsets of superblock `sb`'s groups, as
+  /// one vector of P * 256 / group f32 (the scales, then the offsets): the
+  /// P signed bytes per group are contiguous, each times its f16 number.
+  Value superblockParams(Value n, Value sb) {
+    int64_t perBlock = 256 / group, parts = offsets ? 2 : 1, lanes = parts * perBlock;
+    auto floats = VectorType::get({lanes}, b.getF32Type());
+    Value subs = vector::LoadOp::create(b, loc, VectorType::get({lanes}, b.getI8Type()), scales,
+                                        ValueRange{n, sb, cst(2 * parts)});
+    auto number = [&](int64_t part) -> Value {
+      Value pair = vector::LoadOp::create(b, loc, VectorType::get({2}, b.getI8Type()), scales,
+                                          ValueRange{n, sb, cst(2 * part)});
+      Value word = vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI16Type()), pair);
+      Value bits = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+      Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
+      return vector::BroadcastOp::create(
+          b, loc, floats, arith::ExtFOp::create(b, loc, b.getF32Type(), half));
+    };
+    Value numbers = number(0);
+    if (offsets) {
+      // Lanes [0, perBlock) take d, the rest -dmin.
+      SmallVector<bool> first(lanes, false);
+      for (int64_t l = 0; l < perBlock; ++l)
+        first[l] = true;
+      auto maskType = VectorType::get({lanes}, b.getI1Type());
+      Value mask = arith::ConstantOp::create(b, loc, maskType,
+                                             DenseElementsAttr::get(maskType, ArrayRef(first)));
+      numbers = arith::SelectOp::create(b, loc, mask, numbers, number(1));
+    }
+    return arith::MulFOp::create(b, loc, numbers, arith::SIToFPOp::create(b, loc, floats, subs));
+  }
+
+  /// Lane `lane` (an index) of `v` broadcast to the kernel's vector width.
+  /// (LLVM reads the lane from a stack copy of `v`; a vpermps per lane on
+  /// AVX-512 measured slower in decode: it competes with the FMAs, where a
+  /// broadcast from memory uses a load port.)
+  Value broadcastLane(Value v, Value lane) {
+    auto vecType = VectorType::get({shape.vectorWidth}, b.getF32Type());
+    return vector::BroadcastOp::create(
+        b, loc, vecType, vector::ExtractOp::create(b, loc, v, ArrayRef<OpFoldResult>{lane}));
+  }
+
+  /// Weight row `n`'s group `g` scale (part 0) or offset (part 1), as f32:
+  /// read, or (superblocks) the superblock's f16 number times the group's
+  /// signed byte.
   Value param(Value n, Value g, int64_t part) {
+    if (superblocks) {
+      int64_t perBlock = 256 / group, parts = offsets ? 2 : 1;
+      Value block = arith::DivUIOp::create(b, loc, g, cst(perBlock));
+      Value inBlock = arith::RemUIOp::create(b, loc, g, cst(perBlock));
+      auto bytes = VectorType::get({2}, b.getI8Type());
+      Value pair = vector::LoadOp::create(b, loc, bytes, scales, ValueRange{n, block, cst(2 * part)});
+      Value word =
+          vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI16Type()), pair);
+      Value bits = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+      Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
+      Value number = arith::ExtFOp::create(b, loc, b.getF32Type(), half);
+      Value sub = memref::LoadOp::create(
+          b, loc, scales,
+          ValueRange{n, block, arith::AddIOp::create(b, loc, inBlock, cst(2 * parts + part * perBlock))});
+      return arith::MulFOp::create(b, loc, number,
+                                   arith::SIToFPOp::create(b, loc, b.getF32Type(), sub));
+    }
     Value v = memref::LoadOp::create(b, loc, scales, ValueRange{n, g, cst(part)});
     if (!v.getType().isF32())
       v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
@@ -1041,77 +1177,75 @@ private:
     auto vecType = VectorType::get({vw}, b.getF32Type());
     Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
     SmallVector<Value> inits(tm * tn, zeros);
-    auto groupLoop = scf::ForOp::create(
-        b, loc, cst(0), groups, cst(1), inits,
-        [&](OpBuilder &nb, Location, Value g, ValueRange accs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          Value base = arith::MulIOp::create(b, loc, g, cst(group));
-          prefetchNextTile(q, tn, g, base);
-          // Each column's (scale, offset) of this group, broadcast.
-          SmallVector<Value> ss, os;
-          auto loadScales = [&] {
-            for (Value col : q) {
-              ss.push_back(vector::BroadcastOp::create(b, loc, vecType, param(col, g, 0)));
-              if (offsets)
-                os.push_back(vector::BroadcastOp::create(b, loc, vecType, param(col, g, 1)));
+    // Group g's steps from `accs`; paramOf(j, part) gives column j's scale
+    // (part 0) or offset (part 1) of the group as f32.
+    auto groupStep = [&](Value g, ValueRange accs,
+                         function_ref<Value(int64_t, int64_t)> paramOf) -> SmallVector<Value> {
+      Value base = arith::MulIOp::create(b, loc, g, cst(group));
+      prefetchNextTile(q, tn, g, base);
+      // Each column's (scale, offset) of this group, broadcast.
+      SmallVector<Value> ss, os;
+      auto loadScales = [&] {
+        for (int64_t j = 0; j < tn; ++j) {
+          ss.push_back(paramOf(j, 0));
+          if (offsets)
+            os.push_back(paramOf(j, 1));
+        }
+      };
+      if (!groupSums)
+        loadScales();
+      // With groupSums: products and activation sums of this group;
+      // without: the accumulators themselves.
+      // (Symmetric forms need no activation sums.)
+      int64_t sums = groupSums && offsets ? tm : 0;
+      SmallVector<Value> innerInits(accs.begin(), accs.end());
+      if (groupSums)
+        innerInits.assign(tm * tn + sums, zeros);
+      auto inner = scf::ForOp::create(
+          b, loc, cst(0), cst(group), cst(vw), innerInits,
+          [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
+            OpBuilder::InsertionGuard guard2(b);
+            b.setInsertionPointToStart(nb2.getInsertionBlock());
+            Value k = arith::AddIOp::create(b, loc, base, v);
+            SmallVector<Value> xs, ws, next;
+            for (Value row : r)
+              xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
+            for (auto [j, col] : llvm::enumerate(q)) {
+              Value w = weights(col, k);
+              ws.push_back(groupSums ? w
+                           : offsets ? vector::FMAOp::create(b, loc, ss[j], w, os[j]).getResult()
+                                     : arith::MulFOp::create(b, loc, ss[j], w).getResult());
             }
-          };
-          if (!groupSums)
-            loadScales();
-          // With groupSums: products and activation sums of this group;
-          // without: the accumulators themselves.
-          // (Symmetric forms need no activation sums.)
-          int64_t sums = groupSums && offsets ? tm : 0;
-          SmallVector<Value> innerInits(accs.begin(), accs.end());
-          if (groupSums)
-            innerInits.assign(tm * tn + sums, zeros);
-          auto inner = scf::ForOp::create(
-              b, loc, cst(0), cst(group), cst(vw), innerInits,
-              [&](OpBuilder &nb2, Location, Value v, ValueRange part) {
-                OpBuilder::InsertionGuard guard2(b);
-                b.setInsertionPointToStart(nb2.getInsertionBlock());
-                Value k = arith::AddIOp::create(b, loc, base, v);
-                SmallVector<Value> xs, ws, next;
-                for (Value row : r)
-                  xs.push_back(vector::LoadOp::create(b, loc, vecType, a, ValueRange{row, k}));
-                for (auto [j, col] : llvm::enumerate(q)) {
-                  Value w = weights(col, k);
-                  ws.push_back(groupSums ? w
-                               : offsets ? vector::FMAOp::create(b, loc, ss[j], w, os[j]).getResult()
-                                         : arith::MulFOp::create(b, loc, ss[j], w).getResult());
-                }
-                for (int64_t i = 0; i < tm; ++i)
-                  for (int64_t j = 0; j < tn; ++j)
-                    next.push_back(
-                        vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
-                for (int64_t i = 0; i < sums; ++i)
-                  next.push_back(
-                      arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
-                scf::YieldOp::create(b, loc, next);
-              });
-          if (!groupSums) {
-            scf::YieldOp::create(b, loc, inner.getResults());
-            return;
-          }
-          loadScales();
-          SmallVector<Value> next;
-          for (int64_t i = 0; i < tm; ++i)
-            for (int64_t j = 0; j < tn; ++j) {
-              Value acc = vector::FMAOp::create(b, loc, ss[j], inner.getResult(i * tn + j),
-                                                accs[i * tn + j]);
+            for (int64_t i = 0; i < tm; ++i)
+              for (int64_t j = 0; j < tn; ++j)
+                next.push_back(
+                    vector::FMAOp::create(b, loc, xs[i], ws[j], part[i * tn + j]).getResult());
+            for (int64_t i = 0; i < sums; ++i)
               next.push_back(
-                  offsets
-                      ? vector::FMAOp::create(b, loc, os[j], inner.getResult(tm * tn + i), acc)
+                  arith::AddFOp::create(b, loc, part[tm * tn + i], xs[i], fast).getResult());
+            scf::YieldOp::create(b, loc, next);
+          });
+      if (!groupSums)
+        return SmallVector<Value>(inner.getResults());
+      loadScales();
+      SmallVector<Value> next;
+      for (int64_t i = 0; i < tm; ++i)
+        for (int64_t j = 0; j < tn; ++j) {
+          Value acc = vector::FMAOp::create(b, loc, ss[j], inner.getResult(i * tn + j),
+                                            accs[i * tn + j]);
+          next.push_back(
+              offsets ? vector::FMAOp::create(b, loc, os[j], inner.getResult(tm * tn + i), acc)
                             .getResult()
                       : acc);
-            }
-          scf::YieldOp::create(b, loc, next);
-        });
+        }
+      return next;
+    };
+    scf::ForOp loop = groupLoop(q, groups, 1, inits, vecType, groupStep);
+    ValueRange results = loop.getResults();
     for (int64_t i = 0; i < tm; ++i)
       for (int64_t j = 0; j < tn; ++j) {
         Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
-                                                groupLoop.getResult(i * tn + j), fast);
+                                                results[i * tn + j], fast);
         Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
         memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
                                 ValueRange{r[i], q[j]});
@@ -1120,7 +1254,7 @@ private:
 
   KernelShape shape;
   Value a, data, scales, c;
-  bool nibbles = false, offsets = true;
+  bool nibbles = false, offsets = true, superblocks = false;
   int64_t group = 0, unit = 0;
   Value rows, cols, depth, groups;
   // The int8 path: its quantized activations, their blocks and 4-byte
@@ -1172,8 +1306,9 @@ struct CPUContractionKernelsPass
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
       if (form == Form::Packed) {
-        auto [storage, group] = packedForm(op);
-        int64_t unit = int8Dot && !precise ? int8Unit(storage, group, vectorWidth) : 0;
+        PackedForm packed = packedForm(op);
+        int64_t unit =
+            int8Dot && !precise ? int8Unit(packed.storage, packed.group, vectorWidth) : 0;
         std::optional<std::pair<QuantizedRows, Value>> rowsOf;
         if (unit && !parallel)
           rowsOf = hoistQuantization(b, op, unit, hoisted);

@@ -506,6 +506,25 @@ func.func @f(%d: tensor<8x64xi8>, %s: tensor<8x4x1xf32>) {
 
 // -----
 
+// Superblock scales (i8): [rows, cols / 256, P * (2 + 256 / group)] bytes.
+// Q4_K with offsets: 2 * (2 + 8) = 20 bytes per superblock, not 18.
+func.func @f(%d: tensor<8x256xi8>, %s: tensor<8x2x18xi8>) {
+  // expected-error @+1 {{superblock scales (i8) need whole superblocks of 256 and [..., rows, cols / 256, P * (2 + 256 / group)] bytes with P = 1 or 2}}
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x256xi8>, tensor<8x2x18xi8> -> !llm.qtensor<8x512xi4, #llm.quant<kind = gguf, format = q4_k>>
+  return
+}
+
+// -----
+
+// Superblocks need whole blocks of 256 columns.
+func.func @f(%d: tensor<8x128xi8>, %s: tensor<8x1x20xi8>) {
+  // expected-error @+1 {{superblock scales (i8) need whole superblocks of 256}}
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x128xi8>, tensor<8x1x20xi8> -> !llm.qtensor<8x128xi8, #llm.quant<kind = gguf, format = q8_0>>
+  return
+}
+
+// -----
+
 // A quantized cache's scales are f32 (only packed weights may hold f16).
 func.func @f(%x: tensor<?x8xf32>, %c: tensor<64x8xi8>, %s: tensor<64xf16>, %off: index) {
   // expected-error @+1 {{operand #2 must be ranked tensor of 32-bit float values}}
