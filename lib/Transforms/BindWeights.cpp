@@ -40,9 +40,7 @@ int64_t columnSliceWidth(Value weight) {
     auto fused = dyn_cast<moe::FusedExpertsOp>(use.getOwner());
     if (!fused || fused.getSharedDownProj() != weight)
       continue;
-    Type down = fused.getDown().getType();
-    int64_t ffn = isa<llm::QTensorType>(down) ? cast<llm::QTensorType>(down).getShape().back()
-                                              : cast<ShapedType>(down).getShape().back();
+    int64_t ffn = llm::getWeightShape(fused.getDown().getType()).back();
     width = width ? std::gcd(width, ffn) : ffn;
   }
   return width;

@@ -881,8 +881,7 @@ private:
     SmallVector<Value> inits(tg * tn, zeroF);
     // Block u's products from `accs`; paramOf(j, part) gives column j's
     // scale (part 0) or offset (part 1) of the block's group, broadcast.
-    auto unitStep = [&](Value u, ValueRange accs,
-                        function_ref<Value(int64_t, int64_t)> paramOf) -> SmallVector<Value> {
+    auto unitStep = [&](Value u, ValueRange accs, ParamFn paramOf) -> SmallVector<Value> {
           // Group i's block u: its slot among the groups' blocks.
           SmallVector<Value> blockOf;
           for (Value g : groupsOf)
@@ -1073,13 +1072,7 @@ private:
     Value subs = vector::LoadOp::create(b, loc, VectorType::get({lanes}, b.getI8Type()), scales,
                                         ValueRange{n, sb, cst(2 * parts)});
     auto number = [&](int64_t part) -> Value {
-      Value pair = vector::LoadOp::create(b, loc, VectorType::get({2}, b.getI8Type()), scales,
-                                          ValueRange{n, sb, cst(2 * part)});
-      Value word = vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI16Type()), pair);
-      Value bits = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
-      Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
-      return vector::BroadcastOp::create(
-          b, loc, floats, arith::ExtFOp::create(b, loc, b.getF32Type(), half));
+      return vector::BroadcastOp::create(b, loc, floats, superblockNumber(n, sb, part));
     };
     Value numbers = number(0);
     if (offsets) {
@@ -1093,6 +1086,17 @@ private:
       numbers = arith::SelectOp::create(b, loc, mask, numbers, number(1));
     }
     return arith::MulFOp::create(b, loc, numbers, arith::SIToFPOp::create(b, loc, floats, subs));
+  }
+
+  /// Weight row `n`'s f16 number `part` (d, or -dmin) of superblock `sb`,
+  /// stored as two bytes, as f32.
+  Value superblockNumber(Value n, Value sb, int64_t part) {
+    Value pair = vector::LoadOp::create(b, loc, VectorType::get({2}, b.getI8Type()), scales,
+                                        ValueRange{n, sb, cst(2 * part)});
+    Value word = vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI16Type()), pair);
+    Value bits = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
+    Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
+    return arith::ExtFOp::create(b, loc, b.getF32Type(), half);
   }
 
   /// Lane `lane` (an index) of `v` broadcast to the kernel's vector width.
@@ -1113,13 +1117,7 @@ private:
       int64_t perBlock = 256 / group, parts = offsets ? 2 : 1;
       Value block = arith::DivUIOp::create(b, loc, g, cst(perBlock));
       Value inBlock = arith::RemUIOp::create(b, loc, g, cst(perBlock));
-      auto bytes = VectorType::get({2}, b.getI8Type());
-      Value pair = vector::LoadOp::create(b, loc, bytes, scales, ValueRange{n, block, cst(2 * part)});
-      Value word =
-          vector::BitCastOp::create(b, loc, VectorType::get({1}, b.getI16Type()), pair);
-      Value bits = vector::ExtractOp::create(b, loc, word, ArrayRef<int64_t>{0});
-      Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), bits);
-      Value number = arith::ExtFOp::create(b, loc, b.getF32Type(), half);
+      Value number = superblockNumber(n, block, part);
       Value sub = memref::LoadOp::create(
           b, loc, scales,
           ValueRange{n, block, arith::AddIOp::create(b, loc, inBlock, cst(2 * parts + part * perBlock))});
@@ -1179,8 +1177,7 @@ private:
     SmallVector<Value> inits(tm * tn, zeros);
     // Group g's steps from `accs`; paramOf(j, part) gives column j's scale
     // (part 0) or offset (part 1) of the group as f32.
-    auto groupStep = [&](Value g, ValueRange accs,
-                         function_ref<Value(int64_t, int64_t)> paramOf) -> SmallVector<Value> {
+    auto groupStep = [&](Value g, ValueRange accs, ParamFn paramOf) -> SmallVector<Value> {
       Value base = arith::MulIOp::create(b, loc, g, cst(group));
       prefetchNextTile(q, tn, g, base);
       // Each column's (scale, offset) of this group, broadcast.
