@@ -11,6 +11,7 @@
 
 #include "../support/NumericCheck.h"
 #include "TestContext.h"
+#include "moir/Frontend/FloatBits.h"
 #include "moir/InitAll.h"
 #include "moir/Pipelines/Pipelines.h"
 #include "moir/Target/CPU/CPUTarget.h"
@@ -47,6 +48,7 @@ struct Arg {
 class Kernel {
 public:
   /// `int8Dot`: integer-coded packed weights on the int8 dot products
+  /// (prefill and decode)
   /// where the host has them.
   explicit Kernel(const std::string &source, bool int8Dot = false) {
     auto context = moir::test::makeContext();
@@ -62,6 +64,7 @@ public:
     moir::CompileOptions options;
     options.cpu.bf16Dot = false;
     options.cpu.int8Dot = int8Dot;
+    options.cpu.int8Decode = int8Dot;
     PassManager pm(context.get());
     for (moir::CompilePhase phase : {moir::CompilePhase::Linalg, moir::CompilePhase::LLVM})
       if (llvm::Error err = moir::buildPhasePipeline(pm, *cpu, phase, options)) {
@@ -494,34 +497,84 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
   ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
   if (!host->int8Dot)
     GTEST_SKIP() << "unsupported: the host has neither AVX512-VNNI nor AVX-VNNI";
-  const int K = 96, N = 37;
+  const int N = 37, vw = static_cast<int>(host->vectorWidth);
   struct Case {
     bool nibbles;
     int group;
+    bool superblocks;
+    int K;
   };
-  for (Case c : {Case{false, 32}, Case{true, 32}, Case{false, 16}}) {
-    SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group));
+  // Prefill (37 rows: the interleaved int8 tiles) and decode (1 and 5
+  // rows: the row kernel where the depth is whole steps of it, 4 * vw
+  // codes, 32 for nibbles at 4 lanes, or at 16 lanes whole 32s, the last
+  // 32 a tail step; else the exact f32 kernel): K = 96 has a tail at 16
+  // lanes, 80 is not whole 32s.
+  for (Case c : {Case{false, 32, false, 96}, Case{true, 32, false, 96}, Case{false, 16, false, 96},
+                 Case{false, 16, false, 80},
+                 Case{false, 32, false, 192}, Case{true, 32, false, 192},
+                 Case{false, 16, false, 192}, Case{true, 32, true, 512},
+                 Case{false, 16, true, 512}}) {
+    const int K = c.K;
+    SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group) +
+                 (c.superblocks ? " superblocks" : "") + " K " + std::to_string(K));
     const int bytes = c.nibbles ? K / 2 : K, groups = K / c.group;
-    std::string qtype = c.nibbles
-                            ? "!llm.qtensor<37x96xi4, #llm.quant<kind = gguf, format = q4_1>>"
-                            : "!llm.qtensor<37x96xi8, #llm.quant<kind = gguf, format = q8_0>>";
+    // Superblocks: per 256 weights d and -dmin (f16 bytes; Q6_K: d only,
+    // symmetric), then a signed byte per group (scales, then mins).
+    const int parts = c.superblocks && !c.nibbles ? 1 : 2, blocks = K / 256,
+              perBlock = 256 / c.group, sbBytes = parts * (2 + perBlock);
+    std::string ks = std::to_string(K);
+    std::string scheme = c.superblocks ? (c.nibbles ? "kind = gguf, format = q4_k"
+                                                    : "kind = gguf, format = q6_k")
+                         : c.nibbles   ? "kind = gguf, format = q4_1"
+                         : c.group == 16 ? "kind = group, group = 16"
+                                         : "kind = gguf, format = q8_0";
+    std::string qtype = "!llm.qtensor<37x" + ks +
+                        (c.nibbles ? "xi4" : c.superblocks ? "xi6" : "xi8") + ", #llm.quant<" +
+                        scheme + ">>";
     std::string data = "tensor<37x" + std::to_string(bytes) + "xi8>";
-    std::string scales = "tensor<37x" + std::to_string(groups) + "x2xf32>";
-    Kernel kernel("func.func @forward(%x: tensor<?x96xf32>, %d: " + data + ", %s: " + scales +
+    std::string scales = c.superblocks ? "tensor<37x" + std::to_string(blocks) + "x" +
+                                             std::to_string(sbBytes) + "xi8>"
+                                       : "tensor<37x" + std::to_string(groups) + "x2xf32>";
+    std::string act = "tensor<?x" + ks + "xf32>";
+    Kernel kernel("func.func @forward(%x: " + act + ", %d: " + data + ", %s: " + scales +
                       ") -> tensor<?x37xf32> {\n"
                       "  %w = llm.packed_weight %d, %s group " + std::to_string(c.group) +
                       " : " + data + ", " + scales + " -> " + qtype +
                       "\n"
-                      "  %y = llm.linear %x, %w : (tensor<?x96xf32>, " + qtype +
+                      "  %y = llm.linear %x, %w : (" + act + ", " + qtype +
                       ") -> tensor<?x37xf32>\n"
                       "  return %y : tensor<?x37xf32>\n}",
                   /*int8Dot=*/true);
     ASSERT_TRUE(kernel.ok()) << kernel.error;
-    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_int_distribution<int> byte(0, 255), small(-63, 63);
     std::vector<uint8_t> d(N * bytes);
     for (uint8_t &v : d)
       v = static_cast<uint8_t>(byte(rng));
-    std::vector<float> s = random(N * groups * 2, 0.05f);
+    std::vector<float> s;
+    std::vector<uint8_t> sb;
+    if (c.superblocks) {
+      sb.resize(N * blocks * sbBytes);
+      std::vector<float> numbers = random(N * blocks * parts, 0.01f);
+      for (int i = 0; i < N * blocks; ++i) {
+        for (int part = 0; part < parts; ++part) {
+          uint16_t h = moir::frontend::toF16(numbers[i * parts + part]);
+          sb[i * sbBytes + 2 * part] = h & 0xff;
+          sb[i * sbBytes + 2 * part + 1] = h >> 8;
+        }
+        for (int e = 2 * parts; e < sbBytes; ++e)
+          sb[i * sbBytes + e] = static_cast<uint8_t>(static_cast<int8_t>(small(rng)));
+      }
+    } else {
+      s = random(N * groups * 2, 0.05f);
+    }
+    auto param = [&](int n, int g, int part) -> double {
+      if (!c.superblocks)
+        return s[(n * groups + g) * 2 + part];
+      const uint8_t *block = &sb[(n * blocks + g / perBlock) * sbBytes];
+      float number = moir::frontend::fromF16(static_cast<uint16_t>(block[2 * part] | block[2 * part + 1] << 8));
+      int8_t sub = static_cast<int8_t>(block[2 * parts + part * perBlock + g % perBlock]);
+      return double(number * float(sub));
+    };
     auto weight = [&](int n, int k) {
       double code;
       if (c.nibbles) {
@@ -530,16 +583,18 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
       } else {
         code = static_cast<int8_t>(d[n * bytes + k]);
       }
-      const float *g = &s[(n * groups + k / c.group) * 2];
-      return double(g[0]) * code + g[1];
+      int g = k / c.group;
+      return param(n, g, 0) * code + (parts == 2 ? param(n, g, 1) : 0.0);
     };
     const int unit = c.group == 16 ? 16 : 32;
-    for (int T : {37, 5}) {
+    const int step = vw == 16 && !c.superblocks ? 32 : c.nibbles ? std::max(32, 4 * vw) : 4 * vw;
+    for (int T : {37, 5, 1}) {
       SCOPED_TRACE(std::to_string(T) + " rows");
       std::vector<float> x = random(T * K);
-      // The activations as the int8 path sees them.
+      // The activations as the kernel sees them: int8 per block of `unit`
+      // from 8 rows on, and in decode where K is whole steps.
       std::vector<double> xq(x.begin(), x.end());
-      if (T >= 8)
+      if (T >= 8 || K % step == 0)
         for (int t = 0; t < T; ++t)
           for (int u = 0; u < K / unit; ++u) {
             float *blk = &x[t * K + u * unit];
@@ -551,8 +606,12 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
               xq[t * K + u * unit + e] = double(scale) * std::nearbyint(blk[e] * inverse);
           }
       std::vector<float> y(T * N);
-      kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
-                  {y.data(), {T, N}}});
+      if (c.superblocks)
+        kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {sb.data(), {N, blocks, sbBytes}},
+                    {y.data(), {T, N}}});
+      else
+        kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
+                    {y.data(), {T, N}}});
       std::vector<double> ref(T * N, 0.0);
       for (int t = 0; t < T; ++t)
         for (int n = 0; n < N; ++n)

@@ -24,6 +24,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
     shape.vectorWidth = kernels.vectorWidth;
     shape.bf16Dot = kernels.bf16Dot;
     shape.int8Dot = kernels.int8Dot;
+    shape.int8Decode = kernels.int8Decode;
     pm.addPass(createCPUContractionKernelsPass(shape));
   }
   pm.addPass(createCPUParallelizePass());

@@ -27,6 +27,8 @@
 #include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/IR/AffineMap.h"
 
+#include <map>
+
 namespace moir {
 #define GEN_PASS_DEF_CPUCONTRACTIONKERNELSPASS
 #include "moir/Target/CPU/Passes.h.inc"
@@ -622,6 +624,62 @@ int64_t int8Unit(StringRef storage, int64_t group, int64_t vectorWidth) {
   return unit && unit % vectorWidth == 0 ? unit : 0;
 }
 
+/// One block of activations quantized: its scale max|x| / 127, the i32
+/// codes round(x * 127 / max|x|) of each vector of `xs`, their sum, and
+/// scale * that sum (the block's quantized activations added up).
+struct QuantizedBlock {
+  Value scale, total, codeTotal;
+  SmallVector<Value> codes;
+};
+
+QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, ArrayRef<Value> xs) {
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+  auto fVec = cast<VectorType>(xs.front().getType());
+  auto iVec = VectorType::get(fVec.getShape(), i32);
+  Value peak;
+  for (auto [j, v] : llvm::enumerate(xs)) {
+    Value mag = math::AbsFOp::create(b, loc, v);
+    peak = j ? arith::MaxNumFOp::create(b, loc, peak, mag).getResult() : mag;
+  }
+  Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
+  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+  QuantizedBlock q;
+  q.scale = arith::DivFOp::create(b, loc, amax, f32c(127));
+  Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, amax, f32c(0));
+  Value inverse = arith::SelectOp::create(
+      b, loc, positive, arith::DivFOp::create(b, loc, f32c(127), amax), f32c(0));
+  Value inverses = vector::BroadcastOp::create(b, loc, fVec, inverse);
+  Value codeSum;
+  for (auto [j, v] : llvm::enumerate(xs)) {
+    Value r = math::RoundEvenOp::create(b, loc, arith::MulFOp::create(b, loc, v, inverses));
+    Value codes = arith::FPToSIOp::create(b, loc, iVec, r);
+    codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
+    q.codes.push_back(codes);
+  }
+  q.codeTotal = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, codeSum);
+  // The offsets multiply the sum of the quantized activations, so the
+  // product is exactly that of the quantized activations with the
+  // weights: with the exact sum, an offset (-8 * scale for 4-bit codes)
+  // would multiply the block's rounding errors a second time.
+  q.total = arith::MulFOp::create(b, loc, q.scale, arith::SIToFPOp::create(b, loc, f32, q.codeTotal));
+  return q;
+}
+
+/// acc + the lanes' 4-byte dot products of `weights` (unsigned bytes for
+/// x86's vpdpbusd, signed for AArch64's sdot at 4 lanes) and s8 `acts`,
+/// vw i32 lanes.
+Value dotProduct(OpBuilder &b, Location loc, int64_t vw, Value acc, Value weights, Value acts) {
+  auto bytes = VectorType::get({4 * vw}, b.getI8Type());
+  std::string name = vw == 4 ? "llvm.aarch64.neon.sdot.v4i32.v16i8"
+                             : "llvm.x86.avx512.vpdpbusd." + std::to_string(32 * vw);
+  auto asBytes = [&](Value v) {
+    return v.getType() == bytes ? v : vector::BitCastOp::create(b, loc, bytes, v).getResult();
+  };
+  return LLVM::CallIntrinsicOp::create(b, loc, acc.getType(), b.getStringAttr(name),
+                                       ValueRange{acc, asBytes(weights), asBytes(acts)})
+      .getResult(0);
+}
+
 class ActivationQuantizer : public LoopBuilder {
 public:
   ActivationQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit)
@@ -687,31 +745,17 @@ private:
   }
 
   void block(Value x, const QuantizedRows &q, Value m, Value u) {
-    Type f32 = b.getF32Type(), i32 = b.getI32Type();
-    auto fVec = VectorType::get({vw}, f32), iVec = VectorType::get({vw}, i32);
+    Type i32 = b.getI32Type();
+    auto fVec = VectorType::get({vw}, b.getF32Type());
     Value base = arith::MulIOp::create(b, loc, u, cst(unit));
     SmallVector<Value> xs;
-    Value peak;
     for (int64_t j = 0; j < unit / vw; ++j) {
       Value k = arith::AddIOp::create(b, loc, base, cst(j * vw));
-      Value v = vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k});
-      Value mag = math::AbsFOp::create(b, loc, v);
-      xs.push_back(v);
-      peak = j ? arith::MaxNumFOp::create(b, loc, peak, mag).getResult() : mag;
+      xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
     }
-    Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
-    auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
-    Value scale = arith::DivFOp::create(b, loc, amax, f32c(127));
-    Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, amax, f32c(0));
-    Value inverse = arith::SelectOp::create(
-        b, loc, positive, arith::DivFOp::create(b, loc, f32c(127), amax), f32c(0));
-    Value inverses = vector::BroadcastOp::create(b, loc, fVec, inverse);
-    Value codeSum;
+    QuantizedBlock block = quantizeBlock(b, loc, xs);
     auto wordVec = VectorType::get({vw / 4}, i32);
-    for (auto [j, v] : llvm::enumerate(xs)) {
-      Value r = math::RoundEvenOp::create(b, loc, arith::MulFOp::create(b, loc, v, inverses));
-      Value codes = arith::FPToSIOp::create(b, loc, iVec, r);
-      codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
+    for (auto [j, codes] : llvm::enumerate(block.codes)) {
       Value bytes =
           arith::TruncIOp::create(b, loc, VectorType::get({vw}, b.getI8Type()), codes);
       Value packed = vector::BitCastOp::create(b, loc, wordVec, bytes);
@@ -725,20 +769,193 @@ private:
             ValueRange{at(m, words, arith::AddIOp::create(b, loc, firstWord, cst(e)))});
       }
     }
-    Value codeTotal = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, codeSum);
-    Value correction =
-        arith::MulIOp::create(b, loc, codeTotal, arith::ConstantIntOp::create(b, loc, i32, -128));
-    // The offsets multiply the sum of the quantized activations, so the
-    // product is exactly that of the quantized activations with the
-    // weights: with the exact sum, an offset (-8 * scale for 4-bit codes)
-    // would multiply the block's rounding errors a second time.
-    Value total =
-        arith::MulFOp::create(b, loc, scale, arith::SIToFPOp::create(b, loc, f32, codeTotal));
-    storeStats(q, m, u, scale, total, correction);
+    Value correction = arith::MulIOp::create(b, loc, block.codeTotal,
+                                             arith::ConstantIntOp::create(b, loc, i32, -128));
+    storeStats(q, m, u, block.scale, block.total, correction);
   }
 
   int64_t vw, unit;
   Value units, words;
+};
+
+/// Activations quantized for the decode kernel (fewer rows than the
+/// interleaved tiles are worth): the same symmetric int8 codes per row and
+/// block of `unit`, kept one row after another, in the order the kernel's
+/// dot products read the weights' codes, with each 4-code lane's block
+/// statistics beside them so that a vector of lanes scales itself:
+/// - codes: memref<?xi8>, row m's position p at m * depth + p;
+/// - scales and sums: memref<?xf32>, lane p / 4 at m * depth / 4 + p / 4:
+///   its block's scale, and its block's activation sum divided by the
+///   block's unit / 4 lanes (they add up to the sum);
+/// - corrections (int8 weights on x86 only): memref<?xi32>, the same lanes,
+///   -128 times the lane's four codes added (vpdpbusd multiplies int8
+///   weight codes biased to unsigned bytes).
+/// Positions are elements, except for nibble weights that the kernel
+/// loads `nibbleGroups` > 1 groups of 32 at a time: the low nibbles of
+/// their 16 bytes each, then the high ones, so position h * 16G + g * 16 +
+/// e holds group g's element 16h + e (a last group left over, its
+/// elements in order: the kernel's tail step loads one group).
+struct RowCodes {
+  Value codes, scales, sums, corrections;
+
+  /// The buffers there are, in order.
+  SmallVector<Value> values() const {
+    SmallVector<Value> all;
+    for (Value v : {codes, scales, sums, corrections})
+      if (v)
+        all.push_back(v);
+    return all;
+  }
+  /// The same buffers from `values` (in values()'s order).
+  RowCodes with(ValueRange values) const {
+    RowCodes q = *this;
+    unsigned i = 0;
+    for (Value *v : {&q.codes, &q.scales, &q.sums, &q.corrections})
+      if (*v)
+        *v = values[i++];
+    return q;
+  }
+};
+
+/// A fused op's row-layout quantization of its activation buffer, made
+/// before its loop when the buffer has few rows (decode): `quantized`
+/// holds whether it was, `codes` the buffers (empty when not).
+struct HoistedRowCodes {
+  RowCodes codes;
+  Value quantized;
+};
+
+class RowQuantizer : public LoopBuilder {
+public:
+  RowQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit, int64_t nibbleGroups,
+               bool sums, bool corrections)
+      : LoopBuilder(b, loc), vw(vw), unit(unit), nibbleGroups(nibbleGroups), withSums(sums),
+        withCorrections(corrections) {}
+
+  /// Quantizes x [rows, depth] (depth a multiple of 32 and of the unit,
+  /// unit stride) into new buffers; rows in parallel when `parallel`.
+  RowCodes build(Value x, bool parallel = false) {
+    Value rows = memref::DimOp::create(b, loc, x, 0);
+    depth = memref::DimOp::create(b, loc, x, 1);
+    lanes = arith::DivUIOp::create(b, loc, depth, cst(4));
+    units = arith::DivUIOp::create(b, loc, depth, cst(unit));
+    auto alloc = [&](Type elem, Value perRow) {
+      auto type = MemRefType::get({ShapedType::kDynamic}, elem);
+      Value size = arith::MulIOp::create(b, loc, rows, perRow);
+      return memref::AllocOp::create(b, loc, type, ValueRange{size}, b.getI64IntegerAttr(64))
+          .getResult();
+    };
+    RowCodes q;
+    q.codes = alloc(b.getI8Type(), depth);
+    q.scales = alloc(b.getF32Type(), lanes);
+    if (withSums)
+      q.sums = alloc(b.getF32Type(), lanes);
+    if (withCorrections)
+      q.corrections = alloc(b.getI32Type(), lanes);
+    forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
+      Value m = ivs[0];
+      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
+      if (!withCorrections)
+        return;
+      // -128 * each lane's code sum: the dot products of 0x80 bytes with
+      // the codes, negated, 32 codes (8 lanes: x86 only) at a time.
+      auto iVec = VectorType::get({8}, b.getI32Type());
+      Value zero = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
+      Value bias = arith::ConstantOp::create(
+          b, loc, iVec, DenseElementsAttr::get(iVec, static_cast<int32_t>(0x80808080u)));
+      forLoop(cst(0), arith::DivUIOp::create(b, loc, depth, cst(32)), cst(1), [&](Value d) {
+        Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, m, depth),
+                                          arith::MulIOp::create(b, loc, d, cst(32)));
+        Value codes = vector::LoadOp::create(b, loc, VectorType::get({32}, b.getI8Type()),
+                                             q.codes, ValueRange{pos});
+        Value biased = dotProduct(b, loc, 8, zero, bias, codes);
+        Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
+        vector::StoreOp::create(b, loc, arith::SubIOp::create(b, loc, zero, biased),
+                                q.corrections, ValueRange{lane});
+      });
+    });
+    return q;
+  }
+
+private:
+  /// Where vector j (elements [j * vw, j * vw + vw)) of block u goes in its
+  /// row.
+  Value position(Value u, int64_t j) {
+    Value natural = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, u, cst(unit)),
+                                          cst(j * vw));
+    if (nibbleGroups <= 1)
+      return natural;
+    int64_t g = nibbleGroups, element = j * vw, h = element / 16, e = element % 16;
+    Value step = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, u, cst(g)),
+                                       cst(32 * g));
+    Value inStep = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, u, cst(g)),
+                                         cst(16));
+    Value permuted = arith::AddIOp::create(b, loc, arith::AddIOp::create(b, loc, step, inStep),
+                                           cst(h * 16 * g + e));
+    // Groups past the last whole step keep their order.
+    Value whole = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, units, cst(g)),
+                                        cst(g));
+    Value inWhole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, u, whole);
+    return arith::SelectOp::create(b, loc, inWhole, permuted, natural);
+  }
+
+  void block(Value x, const RowCodes &q, Value m, Value u) {
+    auto fVec = VectorType::get({vw}, b.getF32Type());
+    auto laneVec = VectorType::get({vw / 4}, b.getF32Type());
+    Value base = arith::MulIOp::create(b, loc, u, cst(unit));
+    SmallVector<Value> xs;
+    for (int64_t j = 0; j < unit / vw; ++j) {
+      Value k = arith::AddIOp::create(b, loc, base, cst(j * vw));
+      xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
+    }
+    QuantizedBlock block = quantizeBlock(b, loc, xs);
+    Value scales = vector::BroadcastOp::create(b, loc, laneVec, block.scale);
+    Value share = arith::DivFOp::create(
+        b, loc, block.total,
+        arith::ConstantOp::create(b, loc, b.getF32FloatAttr(static_cast<float>(unit / 4))));
+    Value shares = vector::BroadcastOp::create(b, loc, laneVec, share);
+    Value rowStart = arith::MulIOp::create(b, loc, m, depth);
+    Value laneStart = arith::MulIOp::create(b, loc, m, lanes);
+    for (auto [j, codes] : llvm::enumerate(block.codes)) {
+      Value pos = position(u, j);
+      Value bytes = arith::TruncIOp::create(b, loc, VectorType::get({vw}, b.getI8Type()), codes);
+      vector::StoreOp::create(b, loc, bytes, q.codes,
+                              ValueRange{arith::AddIOp::create(b, loc, rowStart, pos)});
+      Value lane = arith::AddIOp::create(b, loc, laneStart,
+                                         arith::DivUIOp::create(b, loc, pos, cst(4)));
+      vector::StoreOp::create(b, loc, scales, q.scales, ValueRange{lane});
+      if (withSums)
+        vector::StoreOp::create(b, loc, shares, q.sums, ValueRange{lane});
+    }
+  }
+
+public:
+  /// What tells this layout from another one of the same rows.
+  int64_t layoutKey() const {
+    return ((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections;
+  }
+
+  /// Empty buffers of this layout (the branch that quantizes nothing).
+  RowCodes empty() {
+    auto alloc = [&](Type elem) {
+      return memref::AllocOp::create(b, loc, MemRefType::get({ShapedType::kDynamic}, elem),
+                                     ValueRange{cst(0)}, b.getI64IntegerAttr(64))
+          .getResult();
+    };
+    RowCodes q;
+    q.codes = alloc(b.getI8Type());
+    q.scales = alloc(b.getF32Type());
+    if (withSums)
+      q.sums = alloc(b.getF32Type());
+    if (withCorrections)
+      q.corrections = alloc(b.getI32Type());
+    return q;
+  }
+
+private:
+  int64_t vw, unit, nibbleGroups;
+  bool withSums, withCorrections;
+  Value depth, lanes, units;
 };
 
 /// C[m, n] += A[m, k] * W[n, k] with W packed (include/moir/Frontend/
@@ -760,14 +977,17 @@ public:
     superblocks = form.superblocks;
     nibbles = form.storage == "u4";
     offsets = op.getNumDpsInputs() - 2 == (superblocks ? 6 : 2);
+    dotLanes = shape.vectorWidth;
   }
 
   /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
   /// activations quantized in blocks of `unit`: those of `hoisted` (the
   /// caller's, with this kernel's first row in them) or, without, quantized
-  /// here.
+  /// here; fewer rows with `decode`, the row kernel (rowSweep) where the
+  /// depth is whole steps of it, else the f32 kernel.
   void build(bool parallel, int64_t unit = 0,
-             std::optional<std::pair<QuantizedRows, Value>> hoisted = std::nullopt) {
+             std::optional<std::pair<QuantizedRows, Value>> hoisted = std::nullopt,
+             bool decode = false) {
     rows = memref::DimOp::create(b, loc, a, 0);
     cols = memref::DimOp::create(b, loc, data, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
@@ -797,14 +1017,333 @@ public:
       for (Value v : {q.codes, q.stats, q.corrections})
         memref::DeallocOp::create(b, loc, v);
     b.setInsertionPointToStart(branch.elseBlock());
+    if (!decode || !rowKernelFits())
+      return floatSweep();
+    Value whole = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::eq,
+        arith::RemUIOp::create(b, loc, depth, cst(rowDepthUnit())), cst(0));
+    auto fits = scf::IfOp::create(b, loc, whole, /*withElseRegion=*/true);
+    b.setInsertionPointToStart(fits.thenBlock());
+    rowSweep(parallel);
+    b.setInsertionPointToStart(fits.elseBlock());
     floatSweep();
   }
 
-  /// Fewer rows than this (decode) keep the exact weight-only kernel: a
-  /// 16-lane tile of rows would be mostly padding.
+  /// Fewer rows than this (decode) take the row kernel or the exact
+  /// weight-only kernel: a 16-lane tile of rows would be mostly padding.
   static constexpr int64_t kInt8MinRows = 8;
 
 private:
+  /// The decode kernel's geometry. A dot product covers 4 * vw codes
+  /// (vw i32 lanes); a step, the codes of one load per weight row: 4 * vw
+  /// int8 codes, or for nibbles `nibbleGroups()` groups of 32 (16 bytes
+  /// each: 2 groups at 16 lanes, whose low and high nibbles make one dot;
+  /// 1 at 8 lanes, one dot; 1 at 4 lanes, two dots).
+  /// (dotLanes: the vector width, or 8 for the tail step of a depth of odd
+  /// 32s at 16 lanes.)
+  int64_t dotCodes() const { return 4 * dotLanes; }
+  int64_t nibbleGroups() const {
+    return nibbles ? std::max<int64_t>(1, dotCodes() / 32) : 0;
+  }
+  int64_t rowStepElems() const { return nibbles ? 32 * nibbleGroups() : dotCodes(); }
+  int64_t dotsPerStep() const { return rowStepElems() / dotCodes(); }
+  /// The weight groups one step touches.
+  int64_t groupsPerStep() const {
+    return nibbles ? nibbleGroups() : std::max<int64_t>(1, dotCodes() / group);
+  }
+  /// Whether a dot product's lanes each lie in one group of the weights
+  /// and a step in whole groups (or one group).
+  bool rowKernelFits() const {
+    auto fits = [&](int64_t codes) { return group % codes == 0 || codes % group == 0; };
+    return nibbles || (fits(dotCodes()) && (!tailLanes() || fits(4 * tailLanes())));
+  }
+  /// The lanes of a tail step (a depth of whole 32s but not 64s at 16
+  /// lanes: one step of 32 codes at 8 lanes, vpdpbusd on 256 bits), or 0.
+  int64_t tailLanes() const { return shape.vectorWidth == 16 && !superblocks ? 8 : 0; }
+  /// The depths the row kernel takes are multiples of this.
+  int64_t rowDepthUnit() const { return tailLanes() ? 4 * tailLanes() : rowStepElems(); }
+  /// The group (among the step's) of lane l of the step's dot d.
+  int64_t groupOfLane(int64_t d, int64_t l) const {
+    int64_t p = d * dotCodes() + 4 * l;
+    return nibbles ? (p % (16 * nibbleGroups())) / 16 : p / group;
+  }
+
+  /// Activation rows per decode tile: each row keeps its codes, lane
+  /// scales and sums of a step live beside the tile's accumulators.
+  static constexpr int64_t kRowTileM = 2;
+
+  /// Decode over int8 activations: the activation rows quantized once
+  /// (RowQuantizer), then the float kernel's blocks and tm x tn tiles of
+  /// rowTile (tm up to kRowTileM).
+  void rowSweep(bool parallel) {
+    RowQuantizer quantizer = rowQuantizer();
+    if (!hoistedRows) {
+      RowCodes q = quantizer.build(a);
+      rowCodes = q;
+      rowBase = cst(0);
+      sweepRowBlocks(rows, cols, kRowTileM, shape, parallel,
+                     [&](int64_t tm, int64_t tn, Value m0, Value n0) { rowTile(tm, tn, m0, n0); });
+      for (Value v : q.values())
+        memref::DeallocOp::create(b, loc, v);
+      return;
+    }
+    // The fused op's quantization where it made one (this kernel's rows
+    // from hoistedFirst on), else this kernel's own.
+    const HoistedRowCodes &h = *hoistedRows;
+    SmallVector<Value> hoistedValues = h.codes.values();
+    SmallVector<Type> types;
+    for (Value v : hoistedValues)
+      types.push_back(v.getType());
+    auto pick = scf::IfOp::create(b, loc, types, h.quantized, /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(pick.thenBlock());
+      scf::YieldOp::create(b, loc, hoistedValues);
+      b.setInsertionPointToStart(pick.elseBlock());
+      scf::YieldOp::create(b, loc, quantizer.build(a).values());
+    }
+    rowCodes = h.codes.with(pick.getResults());
+    rowBase = arith::SelectOp::create(b, loc, h.quantized, hoistedFirst, cst(0));
+    sweepRowBlocks(rows, cols, kRowTileM, shape, parallel,
+                   [&](int64_t tm, int64_t tn, Value m0, Value n0) { rowTile(tm, tn, m0, n0); });
+    Value own = arith::XOrIOp::create(
+        b, loc, h.quantized, arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1));
+    auto free = scf::IfOp::create(b, loc, own, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(free.thenBlock());
+    for (Value v : pick.getResults())
+      memref::DeallocOp::create(b, loc, v);
+  }
+
+public:
+  /// With int8 activations in blocks of `unit`: the row layout the decode
+  /// kernel would read, or none where it does not apply.
+  std::optional<RowQuantizer> decodeQuantizer(int64_t unit) {
+    this->unit = unit;
+    if (!rowKernelFits())
+      return std::nullopt;
+    return rowQuantizer();
+  }
+
+  /// The row layout the decode kernel reads its activations in.
+  RowQuantizer rowQuantizer() {
+    return RowQuantizer(b, loc, shape.vectorWidth, unit, nibbles ? nibbleGroups() : 0, offsets,
+                        /*corrections=*/!nibbles && !sdot());
+  }
+
+  /// A fused op's row quantization for the decode kernel, and this
+  /// kernel's first row in it.
+  void useHoistedRows(const HoistedRowCodes &h, Value first) {
+    hoistedRows = h;
+    hoistedFirst = first;
+  }
+
+private:
+
+  /// Weight row n's codes of the step at element k0 as the step's dot
+  /// operands: int8 codes as they are (XOR 0x80, unsigned, for vpdpbusd);
+  /// nibbles masked and shifted, the low ones of the step's bytes then the
+  /// high ones.
+  SmallVector<Value> weightDots(Value n, Value k0) {
+    Type i8 = b.getI8Type();
+    auto splat = [&](VectorType type, int64_t v) {
+      return arith::ConstantOp::create(b, loc, type, DenseElementsAttr::get(type, b.getIntegerAttr(i8, v)))
+          .getResult();
+    };
+    SmallVector<Value> dots;
+    if (!nibbles) {
+      auto type = VectorType::get({dotCodes()}, i8);
+      Value codes = vector::LoadOp::create(b, loc, type, data, ValueRange{n, k0});
+      dots.push_back(sdot() ? codes : arith::XOrIOp::create(b, loc, codes, splat(type, -128)).getResult());
+      return dots;
+    }
+    int64_t bytes = 16 * nibbleGroups();
+    auto type = VectorType::get({bytes}, i8);
+    Value raw = vector::LoadOp::create(b, loc, type, data,
+                                       ValueRange{n, arith::DivUIOp::create(b, loc, k0, cst(2))});
+    Value low = arith::AndIOp::create(b, loc, raw, splat(type, 15));
+    Value high = arith::ShRUIOp::create(b, loc, raw, splat(type, 4));
+    if (dotsPerStep() == 2)
+      return {low, high};
+    SmallVector<int64_t> order;
+    for (int64_t i = 0; i < 2 * bytes; ++i)
+      order.push_back(i);
+    dots.push_back(vector::ShuffleOp::create(b, loc, low, high, order));
+    return dots;
+  }
+
+  /// One step (elements [k0, k0 + rowStepElems())) of a decode tile:
+  /// per dot, i32 products of each row's activation codes with each weight
+  /// row's codes (started at the lanes' corrections for biased int8), then
+  /// per output acc += float(dot) * (activation lanes' scales * weight
+  /// lanes' scales) + the lanes' activation sums * weight lanes' offsets.
+  /// lanesOf(j, d, part) gives column j's scales (part 0) or offsets (1)
+  /// for the lanes of dot d.
+  SmallVector<Value> rowStep(ArrayRef<Value> r, ArrayRef<Value> q, Value k0, ValueRange accs,
+                             function_ref<Value(int64_t, int64_t, int64_t)> lanesOf) {
+    int64_t vw = dotLanes, tm = r.size(), tn = q.size(), dots = dotsPerStep();
+    auto iVec = VectorType::get({vw}, b.getI32Type()), fVec = VectorType::get({vw}, b.getF32Type());
+    prefetchNextTile(q, tn, arith::DivUIOp::create(b, loc, k0, cst(group)), k0);
+    Value zeroI = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
+    // Per row and dot: codes, lane scales, lane sums, corrections.
+    SmallVector<Value> acts, ss, ms, cs;
+    for (Value local : r)
+      for (int64_t d = 0; d < dots; ++d) {
+        Value row = arith::AddIOp::create(b, loc, local, rowBase);
+        Value at = arith::AddIOp::create(b, loc, k0, cst(d * dotCodes()));
+        Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, row, depth), at);
+        acts.push_back(vector::LoadOp::create(b, loc, VectorType::get({dotCodes()}, b.getI8Type()),
+                                              rowCodes.codes, ValueRange{pos}));
+        Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
+        ss.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.scales, ValueRange{lane}));
+        if (offsets)
+          ms.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.sums, ValueRange{lane}));
+        cs.push_back(rowCodes.corrections
+                         ? vector::LoadOp::create(b, loc, iVec, rowCodes.corrections,
+                                                  ValueRange{lane})
+                               .getResult()
+                         : zeroI);
+      }
+    SmallVector<Value> next(accs.begin(), accs.end());
+    for (auto [j, col] : llvm::enumerate(q)) {
+      SmallVector<Value> ws = weightDots(col, k0);
+      for (int64_t d = 0; d < dots; ++d) {
+        Value scale = lanesOf(j, d, 0);
+        Value offset = offsets ? lanesOf(j, d, 1) : Value();
+        for (int64_t i = 0; i < tm; ++i) {
+          int64_t id = i * dots + d;
+          Value sum = dot(cs[id], ws[d], acts[id]);
+          Value p = arith::SIToFPOp::create(b, loc, fVec, sum);
+          Value &acc = next[i * tn + j];
+          acc = vector::FMAOp::create(b, loc, p, arith::MulFOp::create(b, loc, ss[id], scale), acc);
+          if (offsets)
+            acc = vector::FMAOp::create(b, loc, offset, ms[id], acc);
+        }
+      }
+    }
+    return next;
+  }
+
+  /// Outputs C[m0 .. m0+tm, n0 .. n0+tn] of the decode kernel: steps of
+  /// rowStep, then the tail step where there is one. The weights' lane
+  /// scales: with superblocks, lanes of the superblock's scale vector
+  /// (superblockParams, once per superblock and column; its steps
+  /// unrolled); otherwise the step's groups' scales broadcast to their
+  /// lanes.
+  void rowTile(int64_t tm, int64_t tn, Value m0, Value n0) {
+    int64_t vw = shape.vectorWidth, step = rowStepElems(), perStep = groupsPerStep();
+    auto fVec = VectorType::get({vw}, b.getF32Type());
+    SmallVector<Value> r = indices(m0, tm), q = indices(n0, tn);
+    Value zeros = arith::ConstantOp::create(b, loc, fVec, b.getZeroAttr(fVec));
+    SmallVector<Value> inits(tm * tn, zeros);
+    scf::ForOp loop;
+    if (superblocks) {
+      int64_t perBlock = 256 / group;
+      loop = scf::ForOp::create(
+          b, loc, cst(0), arith::DivUIOp::create(b, loc, depth, cst(256)), cst(1), inits,
+          [&](OpBuilder &nb, Location, Value sb, ValueRange accs) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(nb.getInsertionBlock());
+            SmallVector<Value> params;
+            for (Value col : q)
+              params.push_back(superblockParams(col, sb));
+            SmallVector<Value> current(accs.begin(), accs.end());
+            for (int64_t s = 0; s < 256 / step; ++s) {
+              Value k0 = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, sb, cst(256)),
+                                               cst(s * step));
+              current = rowStep(r, q, k0, current, [&](int64_t j, int64_t d, int64_t part) {
+                SmallVector<int64_t> mask;
+                for (int64_t l = 0; l < vw; ++l)
+                  mask.push_back(s * perStep + groupOfLane(d, l) + part * perBlock);
+                return vector::ShuffleOp::create(b, loc, params[j], params[j], mask).getResult();
+              });
+            }
+            scf::YieldOp::create(b, loc, current);
+          });
+    } else {
+      loop = scf::ForOp::create(
+          b, loc, cst(0), arith::DivUIOp::create(b, loc, depth, cst(step)), cst(1), inits,
+          [&](OpBuilder &nb, Location, Value st, ValueRange accs) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(nb.getInsertionBlock());
+            Value k0 = arith::MulIOp::create(b, loc, st, cst(step));
+            scf::YieldOp::create(b, loc, groupStep(r, q, k0, accs));
+          });
+    }
+    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
+    SmallVector<Value> sums;
+    for (Value acc : loop.getResults())
+      sums.push_back(vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, acc, fast));
+    if (int64_t lanes = tailLanes()) {
+      // The last 32 codes of a depth of odd 32s: one step at 8 lanes.
+      Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                        arith::RemUIOp::create(b, loc, depth, cst(step)), cst(0));
+      SmallVector<Type> types(tm * tn, b.getF32Type());
+      auto tail = scf::IfOp::create(b, loc, types, odd, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(tail.thenBlock());
+        dotLanes = lanes;
+        auto tailVec = VectorType::get({lanes}, b.getF32Type());
+        Value tailZeros = arith::ConstantOp::create(b, loc, tailVec, b.getZeroAttr(tailVec));
+        Value k0 = arith::MulIOp::create(
+            b, loc, arith::DivUIOp::create(b, loc, depth, cst(step)), cst(step));
+        SmallVector<Value> accs = groupStep(r, q, k0, SmallVector<Value>(tm * tn, tailZeros));
+        dotLanes = shape.vectorWidth;
+        SmallVector<Value> results;
+        for (Value acc : accs)
+          results.push_back(
+              vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, acc, fast));
+        scf::YieldOp::create(b, loc, results);
+        b.setInsertionPointToStart(tail.elseBlock());
+        Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+        scf::YieldOp::create(b, loc, SmallVector<Value>(tm * tn, zero));
+      }
+      for (auto [sum, extra] : llvm::zip(sums, tail.getResults()))
+        sum = arith::AddFOp::create(b, loc, sum, extra);
+    }
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < tn; ++j) {
+        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sums[i * tn + j]), c,
+                                ValueRange{r[i], q[j]});
+      }
+  }
+
+  /// rowStep at element k0 for per-group scales: each dot's lanes take
+  /// their group's scale and offset, read once per step and column and
+  /// broadcast (selected by constant masks where a dot spans groups).
+  SmallVector<Value> groupStep(ArrayRef<Value> r, ArrayRef<Value> q, Value k0, ValueRange accs) {
+    int64_t vw = dotLanes, perStep = groupsPerStep();
+    auto fVec = VectorType::get({vw}, b.getF32Type());
+    Value g0 = arith::DivUIOp::create(b, loc, k0, cst(group));
+    // Column j's scale or offset of the step's group t, broadcast.
+    std::map<std::tuple<int64_t, int64_t, int64_t>, Value> read;
+    auto groupParam = [&](int64_t j, int64_t t, int64_t part) {
+      Value &v = read[{j, t, part}];
+      if (!v)
+        v = vector::BroadcastOp::create(
+            b, loc, fVec, param(q[j], arith::AddIOp::create(b, loc, g0, cst(t)), part));
+      return v;
+    };
+    return rowStep(r, q, k0, accs, [&](int64_t j, int64_t d, int64_t part) {
+      Value v = groupParam(j, groupOfLane(d, 0), part);
+      for (int64_t t = 1; t < perStep; ++t) {
+        SmallVector<bool> in(vw);
+        bool any = false;
+        for (int64_t l = 0; l < vw; ++l)
+          any |= in[l] = groupOfLane(d, l) == t;
+        if (!any)
+          continue;
+        auto maskType = VectorType::get({vw}, b.getI1Type());
+        Value mask = arith::ConstantOp::create(b, loc, maskType,
+                                               DenseElementsAttr::get(maskType, ArrayRef(in)));
+        v = arith::SelectOp::create(b, loc, mask, groupParam(j, t, part), v);
+      }
+      return v;
+    });
+  }
+
   /// Row groups (of vector-width rows, one per lane) per int8 tile.
   static constexpr int64_t kInt8Groups = 2;
 
@@ -842,18 +1381,8 @@ private:
   /// vpdpbusd (unsigned x signed).
   bool sdot() const { return shape.vectorWidth == 4; }
 
-  /// acc + the lanes' 4-byte dot products of `weights` (unsigned bytes for
-  /// vpdpbusd, signed for sdot) and s8 `acts`.
   Value dot(Value acc, Value weights, Value acts) {
-    int64_t vw = shape.vectorWidth;
-    auto bytes = VectorType::get({4 * vw}, b.getI8Type());
-    std::string name = sdot() ? "llvm.aarch64.neon.sdot.v4i32.v16i8"
-                              : "llvm.x86.avx512.vpdpbusd." + std::to_string(32 * vw);
-    return LLVM::CallIntrinsicOp::create(
-               b, loc, acc.getType(), b.getStringAttr(name),
-               ValueRange{acc, vector::BitCastOp::create(b, loc, bytes, weights),
-                          vector::BitCastOp::create(b, loc, bytes, acts)})
-        .getResult(0);
+    return dotProduct(b, loc, cast<VectorType>(acc.getType()).getNumElements(), acc, weights, acts);
   }
 
   /// Outputs C[rows of groups g0 .. g0+tg, n0 .. n0+tn], one lane per
@@ -1258,6 +1787,14 @@ private:
   // words per row, this kernel's first row in them and that row's group.
   QuantizedRows quantized;
   Value units, words, firstRow, firstGroup;
+  // The decode kernel's quantized rows, and the lanes of its dot products
+  // (the vector width but in a tail step).
+  RowCodes rowCodes;
+  int64_t dotLanes = 0;
+  // The first of this kernel's rows in rowCodes, and a fused op's
+  // quantization with this kernel's first row in it.
+  Value rowBase, hoistedFirst;
+  std::optional<HoistedRowCodes> hoistedRows;
 };
 
 struct CPUContractionKernelsPass
@@ -1295,6 +1832,7 @@ struct CPUContractionKernelsPass
     // Activations quantized once before a parallel loop, per (buffer,
     // block size, loop).
     llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> hoisted;
+    std::map<std::tuple<void *, int64_t, Operation *>, HoistedRowCodes> hoistedRows;
     for (auto [op, form] : matched) {
       b.setInsertionPoint(op);
       // Products marked moir.precise (the MoE router) keep f32 activations.
@@ -1307,10 +1845,17 @@ struct CPUContractionKernelsPass
         int64_t unit =
             int8Dot && !precise ? int8Unit(packed.storage, packed.group, vectorWidth) : 0;
         std::optional<std::pair<QuantizedRows, Value>> rowsOf;
-        if (unit && !parallel)
+        PackedKernelBuilder kernel(b, op.getLoc(), op, shape);
+        if (unit && !parallel) {
           rowsOf = hoistQuantization(b, op, unit, hoisted);
+          std::optional<RowQuantizer> decode =
+              int8Decode ? kernel.decodeQuantizer(unit) : std::nullopt;
+          if (decode)
+            if (auto rowsFor = hoistRowQuantization(b, op, *decode, hoistedRows))
+              kernel.useHoistedRows(rowsFor->first, rowsFor->second);
+        }
         b.setInsertionPoint(op);
-        PackedKernelBuilder(b, op.getLoc(), op, shape).build(parallel, unit, rowsOf);
+        kernel.build(parallel, unit, rowsOf, int8Decode);
       } else if (form == Form::Plain)
         KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
       else if (form == Form::Outer2D)
@@ -1343,17 +1888,15 @@ struct CPUContractionKernelsPass
     return true;
   }
 
-  /// A work item's kernel (one item of an enclosing parallel loop, as the
-  /// fused experts' are) reads a row slice of activations that every item
-  /// of an expert shares: quantizing them per item would repeat the work
-  /// once per block of weight rows. When the slice is of a buffer
-  /// allocated outside the loop that nothing in the loop writes, the whole
-  /// buffer is quantized once before the loop (and freed after it); the
-  /// result is those rows and the slice's first row, or none (the kernel
-  /// quantizes its own rows).
-  std::optional<std::pair<QuantizedRows, Value>>
-  hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit,
-                    llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> &cache) {
+  /// The buffer a `moir.kernel` op's activations are a row slice of, when
+  /// it is allocated outside the op's scf.forall and only read in it: the
+  /// buffer, the slice's first row and the loop.
+  struct SharedRows {
+    Value buffer;
+    OpFoldResult firstRow;
+    scf::ForallOp loop;
+  };
+  static std::optional<SharedRows> sharedRows(OpBuilder &b, linalg::GenericOp op) {
     Value x = op.getDpsInputs()[0];
     OpFoldResult firstRow = b.getIndexAttr(0);
     bool sliced = false;
@@ -1380,16 +1923,38 @@ struct CPUContractionKernelsPass
     if (!x.getDefiningOp<memref::AllocOp>() || !unitInnerStride(x.getType()) || !loop ||
         loop->isAncestor(x.getDefiningOp()) || !onlyReadIn(x, loop))
       return std::nullopt;
+    return SharedRows{x, firstRow, loop};
+  }
+
+  /// Whether a quantization made before `loop` may run its rows in
+  /// parallel (the runtime's pool does not nest).
+  static bool parallelBefore(scf::ForallOp loop) {
+    return !loop->getParentOfType<scf::ForallOp>() && !loop->getParentOfType<scf::ParallelOp>();
+  }
+
+  /// A work item's kernel (one item of an enclosing parallel loop, as the
+  /// fused experts' are) reads a row slice of activations that every item
+  /// of an expert shares: quantizing them per item would repeat the work
+  /// once per block of weight rows. When the slice is of a buffer
+  /// allocated outside the loop that nothing in the loop writes, the whole
+  /// buffer is quantized once before the loop (and freed after it); the
+  /// result is those rows and the slice's first row, or none (the kernel
+  /// quantizes its own rows).
+  std::optional<std::pair<QuantizedRows, Value>>
+  hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit,
+                    llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> &cache) {
+    std::optional<SharedRows> shared = sharedRows(b, op);
+    if (!shared)
+      return std::nullopt;
+    scf::ForallOp loop = shared->loop;
+    Value x = shared->buffer;
     auto key = std::make_tuple(x, unit, loop.getOperation());
     auto found = cache.find(key);
     if (found == cache.end()) {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPoint(loop);
-      // Rows in parallel unless the loop is itself inside a parallel one
-      // (the runtime's pool does not nest).
-      bool parallel = !loop->getParentOfType<scf::ForallOp>() &&
-                      !loop->getParentOfType<scf::ParallelOp>();
-      QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit).build(x, parallel);
+      QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
+                            .build(x, parallelBefore(loop));
       b.setInsertionPointAfter(loop);
       for (Value v : {q.codes, q.stats, q.corrections})
         memref::DeallocOp::create(b, loop.getLoc(), v);
@@ -1397,7 +1962,66 @@ struct CPUContractionKernelsPass
     }
     b.setInsertionPoint(op);
     return std::make_pair(found->second,
-                          getValueOrCreateConstantIndexOp(b, op.getLoc(), firstRow));
+                          getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
+  }
+
+  /// Buffers of at most this many rows get the decode kernel's row
+  /// quantization before a fused op's loop (decode: the tokens times the
+  /// experts each routes to).
+  static constexpr int64_t kRowHoistMaxRows = 64;
+
+  /// The same for the decode kernel's row layout: a buffer of at most
+  /// kRowHoistMaxRows rows is quantized once before the loop (rows in
+  /// parallel), others not (its kernels quantize their own rows, as they
+  /// do for a slice of fewer than 8 rows of a prefill).
+  std::optional<std::pair<HoistedRowCodes, Value>>
+  hoistRowQuantization(OpBuilder &b, linalg::GenericOp op, RowQuantizer quantizer,
+                       std::map<std::tuple<void *, int64_t, Operation *>, HoistedRowCodes> &cache) {
+    std::optional<SharedRows> shared = sharedRows(b, op);
+    if (!shared)
+      return std::nullopt;
+    scf::ForallOp loop = shared->loop;
+    Value x = shared->buffer;
+    Location loc = loop.getLoc();
+    auto key = std::make_tuple(x.getAsOpaquePointer(), quantizer.layoutKey(), loop.getOperation());
+    auto found = cache.find(key);
+    if (found == cache.end()) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(loop);
+      Value rows = memref::DimOp::create(b, loc, x, 0);
+      HoistedRowCodes h;
+      h.quantized = arith::CmpIOp::create(
+          b, loc, arith::CmpIPredicate::ule, rows,
+          arith::ConstantIndexOp::create(b, loc, kRowHoistMaxRows));
+      RowCodes layout = quantizer.empty();
+      SmallVector<Value> emptyValues = layout.values();
+      SmallVector<Type> types;
+      for (Value v : emptyValues)
+        types.push_back(v.getType());
+      // (The empty buffers are made before the branch and freed after
+      // the loop with the rest.)
+      auto ifOp = scf::IfOp::create(b, loc, types, h.quantized, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(ifOp.thenBlock());
+        scf::YieldOp::create(b, loc, quantizer.build(x, parallelBefore(loop)).values());
+        b.setInsertionPointToStart(ifOp.elseBlock());
+        scf::YieldOp::create(b, loc, emptyValues);
+      }
+      h.codes = layout.with(ifOp.getResults());
+      b.setInsertionPointAfter(loop);
+      // Freed whichever branch made them.
+      for (Value v : ifOp.getResults())
+        memref::DeallocOp::create(b, loc, v);
+      auto freeEmpty = scf::IfOp::create(b, loc, h.quantized, /*withElseRegion=*/false);
+      b.setInsertionPointToStart(freeEmpty.thenBlock());
+      for (Value v : emptyValues)
+        memref::DeallocOp::create(b, loc, v);
+      found = cache.try_emplace(key, h).first;
+    }
+    b.setInsertionPoint(op);
+    return std::make_pair(found->second,
+                          getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
   }
 
   /// One kernel per batch index b over 2-D views of the operands.

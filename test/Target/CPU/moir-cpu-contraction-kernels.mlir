@@ -1,8 +1,9 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6" -split-input-file | FileCheck %s
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
-// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=INT8
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=true" -split-input-file | FileCheck %s --check-prefix=INT8
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=2" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=NODEC
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
 // in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
@@ -241,7 +242,15 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // the nibbles (masked, shifted) broadcast to every lane with each lane's row
 // of codes, then per output float(dot) * (activation scale * weight scale)
 // + activation sum * weight offset; the outputs go back to C with a masked
-// gather and scatter along its rows. Fewer rows keep the f32 kernel.
+// gather and scatter along its rows. Fewer rows (decode), where the depth is
+// whole 32s, take the row kernel: steps of 64 codes (two groups: their 32
+// bytes' low nibbles, then the high ones, one vpdpbusd), each activation row
+// quantized in that order with its block's scale and sum share beside every
+// 4-code lane, then per step and output float(dot) * (lane scales * weight
+// scales) + lane sums * weight offsets, the lanes added once per output, and
+// where the depth is an odd number of 32s, a last step of one group at 8
+// lanes; other depths, and every depth without int8-decode (its default),
+// keep the f32 kernel.
 // INT8-LABEL: func.func @packed_u4
 // INT8: %[[ENOUGH:.*]] = arith.cmpi uge, %{{.*}}, %c8
 // INT8: scf.if %[[ENOUGH]] {
@@ -270,8 +279,39 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // INT8: vector.scatter %arg3
 // INT8: memref.dealloc
 // INT8: } else {
+// INT8: %[[REM:.*]] = arith.remui %{{.*}}, %c32
+// INT8: %[[WHOLE:.*]] = arith.cmpi eq, %[[REM]]
+// INT8: scf.if %[[WHOLE]] {
+// INT8: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi8>
+// INT8-COUNT-2: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xf32>
+// INT8: math.roundeven {{.*}} : vector<16xf32>
+// INT8: vector.store {{.*}} : memref<?xi8>, vector<16xi8>
+// INT8: vector.store {{.*}} : memref<?xf32>, vector<4xf32>
+// INT8: scf.parallel
+// INT8: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// INT8-COUNT-2: vector.load {{.*}} : memref<?xi8>, vector<64xi8>
+// INT8: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<32xi8>
+// INT8: arith.andi {{.*}} : vector<32xi8>
+// INT8: arith.shrui {{.*}} : vector<32xi8>
+// INT8: vector.shuffle {{.*}} : vector<32xi8>, vector<32xi8>
+// INT8: memref.load %arg2
+// INT8: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// INT8: arith.sitofp {{.*}} : vector<16xi32> to vector<16xf32>
+// INT8: vector.fma
+// INT8: vector.fma
+// INT8: vector.reduction <add>
+// INT8: %[[ODD:.*]] = arith.cmpi ne
+// INT8: scf.if %[[ODD]] -> (f32, f32
+// INT8: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<16xi8>
+// INT8: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.256"
+// INT8: memref.dealloc
+// INT8: } else {
 // INT8: scf.parallel
 // INT8: arith.uitofp {{.*}} : vector<16xi8> to vector<16xf32>
+// NODEC-LABEL: func.func @packed_u4
+// NODEC: } else {
+// NODEC-NOT: vector<64xi8>
+// NODEC: arith.uitofp {{.*}} : vector<16xi8> to vector<16xf32>
 // BAD8: int8-dot needs a vector width of 4, 8 or 16
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic

@@ -98,7 +98,15 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     codes, scaling whole vectors once per block. A `moir.kernel` op whose
     activations are a row slice of a buffer allocated before its loop and
     not written in it shares one quantization of that buffer, made before
-    the loop. Fewer rows, FP8 codes and `moir.precise` ops keep the f32
+    the loop. Fewer rows (decode), with `int8-decode` and a depth of whole
+    steps (4 x vector-width codes; two groups of nibbles at 16 lanes, where
+    a last odd 32 codes is one step at 8 lanes), take the row kernel: each row quantized the same way, its codes kept in the
+    order the weights' codes are loaded (nibbles: a step's low nibbles,
+    then its high ones) with each 4-code lane's block scale and sum share
+    beside them, then per step and output `vpdpbusd` of the weight row's
+    codes with the row's codes, acc += float(dot) * (lane scales * weight
+    lane scales) + lane sums * weight lane offsets, the lanes added once
+    per output. Other depths, FP8 codes and `moir.precise` ops keep the f32
     kernel.
 
     Other linalg ops are left alone.
@@ -117,6 +125,8 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
            "multiply integer-coded packed weights with int8-quantized activations "
            "by dot products (vpdpbusd at vector-width 16 or 8, AArch64 sdot at 4)">,
+    Option<"int8Decode", "int8-decode", "bool", /*default=*/"false",
+           "with int8-dot, fewer than 8 activation rows too (decode), one row at a time">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",

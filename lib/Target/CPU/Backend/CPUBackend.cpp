@@ -24,8 +24,12 @@ host::HostOptions hostOptions(const CompileOptions &options) {
 }
 
 Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
-  return kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
-                          options.cpu.bf16Dot, options.cpu.int8Dot);
+  Expected<KernelOptions> kernels =
+      kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
+                       options.cpu.bf16Dot, options.cpu.int8Dot);
+  if (kernels)
+    kernels->int8Decode = options.cpu.int8Decode;
+  return kernels;
 }
 
 class CPUBackend final : public TargetBackend {
