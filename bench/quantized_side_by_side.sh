@@ -16,6 +16,9 @@
 #   [IK_LLAMA_BENCH=/path/to/ik_llama.cpp/llama-bench] \
 #     bench/quantized_side_by_side.sh model.Q8_0.gguf [model.Q4_K_M.gguf ...]
 #
+# The GGUF files: llama.cpp's convert_hf_to_gguf.py and llama-quantize, or, for
+# moir-make-model's bench checkpoints (no tokenizer), bench/make_llama_gguf.py
+# and llama-quantize.
 # The peers are not built here: give their llama-bench binaries (CPU builds,
 # GGML_NATIVE=ON, Release). LLAMA_BENCH_ARGS and IK_LLAMA_BENCH_ARGS add
 # arguments to the peer's runs (e.g. "-fa 1", "-fmoe 1"). MoIR's artifacts go

@@ -510,7 +510,8 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
   // 32 a tail step; else the exact f32 kernel): K = 96 has a tail at 16
   // lanes, 80 is not whole 32s.
   for (Case c : {Case{false, 32, false, 96}, Case{true, 32, false, 96}, Case{false, 16, false, 96},
-                 Case{false, 16, false, 80},
+                 Case{false, 16, false, 80}, Case{false, 64, false, 192},
+                 Case{false, 128, false, 256},
                  Case{false, 32, false, 192}, Case{true, 32, false, 192},
                  Case{false, 16, false, 192}, Case{true, 32, true, 512},
                  Case{false, 16, true, 512}}) {
@@ -526,7 +527,7 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
     std::string scheme = c.superblocks ? (c.nibbles ? "kind = gguf, format = q4_k"
                                                     : "kind = gguf, format = q6_k")
                          : c.nibbles   ? "kind = gguf, format = q4_1"
-                         : c.group == 16 ? "kind = group, group = 16"
+                         : c.group != 32 ? "kind = group, group = " + std::to_string(c.group)
                                          : "kind = gguf, format = q8_0";
     std::string qtype = "!llm.qtensor<37x" + ks +
                         (c.nibbles ? "xi4" : c.superblocks ? "xi6" : "xi8") + ", #llm.quant<" +

@@ -984,7 +984,7 @@ public:
   /// activations quantized in blocks of `unit`: those of `hoisted` (the
   /// caller's, with this kernel's first row in them) or, without, quantized
   /// here; fewer rows with `decode`, the row kernel (rowSweep) where the
-  /// depth is whole steps of it, else the f32 kernel.
+  /// depth is a multiple of depthUnit(), else the f32 kernel.
   void build(bool parallel, int64_t unit = 0,
              std::optional<std::pair<QuantizedRows, Value>> hoisted = std::nullopt,
              bool decode = false) {
@@ -1021,7 +1021,7 @@ public:
       return floatSweep();
     Value whole = arith::CmpIOp::create(
         b, loc, arith::CmpIPredicate::eq,
-        arith::RemUIOp::create(b, loc, depth, cst(rowDepthUnit())), cst(0));
+        arith::RemUIOp::create(b, loc, depth, cst(depthUnit())), cst(0));
     auto fits = scf::IfOp::create(b, loc, whole, /*withElseRegion=*/true);
     b.setInsertionPointToStart(fits.thenBlock());
     rowSweep(parallel);
@@ -1052,7 +1052,8 @@ private:
     return nibbles ? nibbleGroups() : std::max<int64_t>(1, dotCodes() / group);
   }
   /// Whether a dot product's lanes each lie in one group of the weights
-  /// and a step in whole groups (or one group).
+  /// and a step in whole groups (or one group). (Nibble weights always
+  /// do: their groups are 32, isPackedContraction takes no other.)
   bool rowKernelFits() const {
     auto fits = [&](int64_t codes) { return group % codes == 0 || codes % group == 0; };
     return nibbles || (fits(dotCodes()) && (!tailLanes() || fits(4 * tailLanes())));
@@ -1061,7 +1062,7 @@ private:
   /// lanes: one step of 32 codes at 8 lanes, vpdpbusd on 256 bits), or 0.
   int64_t tailLanes() const { return shape.vectorWidth == 16 && !superblocks ? 8 : 0; }
   /// The depths the row kernel takes are multiples of this.
-  int64_t rowDepthUnit() const { return tailLanes() ? 4 * tailLanes() : rowStepElems(); }
+  int64_t depthUnit() const { return tailLanes() ? 4 * tailLanes() : rowStepElems(); }
   /// The group (among the step's) of lane l of the step's dot d.
   int64_t groupOfLane(int64_t d, int64_t l) const {
     int64_t p = d * dotCodes() + 4 * l;
@@ -1072,8 +1073,10 @@ private:
   /// scales and sums of a step live beside the tile's accumulators.
   static constexpr int64_t kRowTileM = 2;
 
-  /// Decode over int8 activations: the activation rows quantized once
-  /// (RowQuantizer), then the float kernel's blocks and tm x tn tiles of
+  /// Decode over int8 activations: the activation rows quantized
+  /// (RowQuantizer: by the fused op before its loop where it did, else
+  /// here, once per call, which for a work item is once per block of
+  /// weight rows), then the float kernel's blocks and tm x tn tiles of
   /// rowTile (tm up to kRowTileM).
   void rowSweep(bool parallel) {
     RowQuantizer quantizer = rowQuantizer();
@@ -1124,6 +1127,9 @@ public:
       return std::nullopt;
     return rowQuantizer();
   }
+
+  /// The depths the decode kernel takes are multiples of this.
+  int64_t rowDepthUnit() const { return depthUnit(); }
 
   /// The row layout the decode kernel reads its activations in.
   RowQuantizer rowQuantizer() {
@@ -1851,7 +1857,8 @@ struct CPUContractionKernelsPass
           std::optional<RowQuantizer> decode =
               int8Decode ? kernel.decodeQuantizer(unit) : std::nullopt;
           if (decode)
-            if (auto rowsFor = hoistRowQuantization(b, op, *decode, hoistedRows))
+            if (auto rowsFor =
+                    hoistRowQuantization(b, op, *decode, kernel.rowDepthUnit(), hoistedRows))
               kernel.useHoistedRows(rowsFor->first, rowsFor->second);
         }
         b.setInsertionPoint(op);
@@ -1972,13 +1979,16 @@ struct CPUContractionKernelsPass
 
   /// The same for the decode kernel's row layout: a buffer of at most
   /// kRowHoistMaxRows rows is quantized once before the loop (rows in
-  /// parallel), others not (its kernels quantize their own rows, as they
-  /// do for a slice of fewer than 8 rows of a prefill).
+  /// parallel unless the loop is itself in a parallel one), others not
+  /// (its kernels quantize their own rows, as they do for a slice of fewer
+  /// than 8 rows of a prefill). Nothing is hoisted for a depth the row
+  /// kernel does not take (not a multiple of `depthUnit`).
   std::optional<std::pair<HoistedRowCodes, Value>>
   hoistRowQuantization(OpBuilder &b, linalg::GenericOp op, RowQuantizer quantizer,
+                       int64_t depthUnit,
                        std::map<std::tuple<void *, int64_t, Operation *>, HoistedRowCodes> &cache) {
     std::optional<SharedRows> shared = sharedRows(b, op);
-    if (!shared)
+    if (!shared || cast<MemRefType>(shared->buffer.getType()).getDimSize(1) % depthUnit != 0)
       return std::nullopt;
     scf::ForallOp loop = shared->loop;
     Value x = shared->buffer;

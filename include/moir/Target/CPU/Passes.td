@@ -98,16 +98,19 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     codes, scaling whole vectors once per block. A `moir.kernel` op whose
     activations are a row slice of a buffer allocated before its loop and
     not written in it shares one quantization of that buffer, made before
-    the loop. Fewer rows (decode), with `int8-decode` and a depth of whole
-    steps (4 x vector-width codes; two groups of nibbles at 16 lanes, where
-    a last odd 32 codes is one step at 8 lanes), take the row kernel: each row quantized the same way, its codes kept in the
-    order the weights' codes are loaded (nibbles: a step's low nibbles,
-    then its high ones) with each 4-code lane's block scale and sum share
-    beside them, then per step and output `vpdpbusd` of the weight row's
-    codes with the row's codes, acc += float(dot) * (lane scales * weight
-    lane scales) + lane sums * weight lane offsets, the lanes added once
-    per output. Other depths, FP8 codes and `moir.precise` ops keep the f32
-    kernel.
+    the loop. Fewer rows (decode), with `int8-decode`, take the row kernel
+    where the depth allows (whole steps of 4 x vector-width codes; nibbles:
+    steps of whole groups of 32, two at 16 lanes; at 16 lanes any multiple
+    of 32, a last odd 32 codes being one step at 8 lanes): each row
+    quantized the same way, its codes kept in the order the weights' codes
+    are loaded (nibbles: a step's low nibbles, then its high ones) with each
+    4-code lane's block scale and sum share beside them, then per step,
+    dot (`vpdpbusd`, or `sdot` at 4 lanes) and output acc += float(dot) *
+    (lane scales * weight lane scales) + lane sums * weight lane offsets,
+    the lanes added once per output. A `moir.kernel` op's rows come from
+    one such quantization made before its loop when the shared buffer has
+    at most 64 rows. Other depths, FP8 codes and `moir.precise` ops keep
+    the f32 kernel.
 
     Other linalg ops are left alone.
   }];
