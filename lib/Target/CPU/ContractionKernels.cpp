@@ -632,10 +632,19 @@ struct QuantizedBlock {
   SmallVector<Value> codes;
 };
 
-QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, ArrayRef<Value> xs) {
+/// Block u (elements [u * unit, u * unit + unit)) of row m of x [rows,
+/// depth], read as unit / vw vectors and quantized.
+QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value u, int64_t unit,
+                             int64_t vw) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
-  auto fVec = cast<VectorType>(xs.front().getType());
-  auto iVec = VectorType::get(fVec.getShape(), i32);
+  auto fVec = VectorType::get({vw}, f32);
+  auto iVec = VectorType::get({vw}, i32);
+  Value base = arith::MulIOp::create(b, loc, u, arith::ConstantIndexOp::create(b, loc, unit));
+  SmallVector<Value> xs;
+  for (int64_t j = 0; j < unit / vw; ++j) {
+    Value k = arith::AddIOp::create(b, loc, base, arith::ConstantIndexOp::create(b, loc, j * vw));
+    xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
+  }
   Value peak;
   for (auto [j, v] : llvm::enumerate(xs)) {
     Value mag = math::AbsFOp::create(b, loc, v);
@@ -746,14 +755,8 @@ private:
 
   void block(Value x, const QuantizedRows &q, Value m, Value u) {
     Type i32 = b.getI32Type();
-    auto fVec = VectorType::get({vw}, b.getF32Type());
     Value base = arith::MulIOp::create(b, loc, u, cst(unit));
-    SmallVector<Value> xs;
-    for (int64_t j = 0; j < unit / vw; ++j) {
-      Value k = arith::AddIOp::create(b, loc, base, cst(j * vw));
-      xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
-    }
-    QuantizedBlock block = quantizeBlock(b, loc, xs);
+    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw);
     auto wordVec = VectorType::get({vw / 4}, i32);
     for (auto [j, codes] : llvm::enumerate(block.codes)) {
       Value bytes =
@@ -900,15 +903,8 @@ private:
   }
 
   void block(Value x, const RowCodes &q, Value m, Value u) {
-    auto fVec = VectorType::get({vw}, b.getF32Type());
     auto laneVec = VectorType::get({vw / 4}, b.getF32Type());
-    Value base = arith::MulIOp::create(b, loc, u, cst(unit));
-    SmallVector<Value> xs;
-    for (int64_t j = 0; j < unit / vw; ++j) {
-      Value k = arith::AddIOp::create(b, loc, base, cst(j * vw));
-      xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
-    }
-    QuantizedBlock block = quantizeBlock(b, loc, xs);
+    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw);
     Value scales = vector::BroadcastOp::create(b, loc, laneVec, block.scale);
     Value share = arith::DivFOp::create(
         b, loc, block.total,
