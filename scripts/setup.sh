@@ -43,3 +43,21 @@ if ! ls "$halide_venv"/lib/python3*/site-packages/halide/lib64/cmake/Halide/Hali
     rm -rf "$halide_venv"
   fi
 fi
+
+# NVIDIA's SASS disassembler, for the tests that check the instructions the
+# NVIDIA kernels assemble to (HMMA for --gpu-tensor-cores): where a CUDA
+# toolkit with ptxas has no nvdisasm of its own, NVIDIA's PyPI wheel of it
+# in a venv of the project's own. Without it those checks report unsupported.
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+cuda_tools="$root/.venv-cuda-tools"
+if [ -x "$cuda_home/bin/ptxas" ] && [ ! -x "$cuda_home/bin/nvdisasm" ] &&
+   ! ls "$cuda_tools"/lib/python3*/site-packages/nvidia/cu13/bin/nvdisasm >/dev/null 2>&1; then
+  echo "setup: installing nvdisasm (PyPI nvidia-cuda-nvdisasm) into $cuda_tools"
+  rm -rf "$cuda_tools"
+  if ! { python3 -m venv "$cuda_tools" &&
+         "$cuda_tools/bin/pip" install -q --disable-pip-version-check \
+           'nvidia-cuda-nvdisasm==13.5.37'; }; then
+    echo "setup: nvdisasm could not be installed; the SASS checks report unsupported"
+    rm -rf "$cuda_tools"
+  fi
+fi

@@ -54,6 +54,15 @@ cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
 if os.path.exists(os.path.join(cuda_home, "bin", "ptxas")):
     config.available_features.add("cuda")
     config.substitutions.append(("%ptxas", os.path.join(cuda_home, "bin", "ptxas")))
+# nvdisasm (the toolkit's, or the PyPI wheel scripts/setup.sh installs) for
+# checks of the SASS the cubins hold.
+import glob
+nvdisasm = [p for p in [os.path.join(cuda_home, "bin", "nvdisasm")] + sorted(glob.glob(
+    os.path.join(config.moir_src_root, ".venv-cuda-tools", "lib", "python3*", "site-packages",
+                 "nvidia", "cu*", "bin", "nvdisasm"))) if os.access(p, os.X_OK)]
+if nvdisasm:
+    config.available_features.add("nvdisasm")
+    config.substitutions.append(("%nvdisasm", nvdisasm[0]))
 # Without the NVIDIA driver, running a GPU artifact must fail cleanly.
 import ctypes
 try:

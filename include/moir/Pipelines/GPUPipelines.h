@@ -13,7 +13,10 @@ struct GPUOptions;
 
 /// GPUs: Linalg -> bufferized (the entry ABI), gpu.launch kernels outlined
 /// into one gpu.module, async host code.
-void buildGPUKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize);
+/// `matrixUnit` ("mma-sync", "mfma"; empty: none) runs moir-gpu-tensor-cores
+/// with that instruction.
+void buildGPUKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize,
+                            llvm::StringRef matrixUnit = {});
 /// GPUs: the kernels lowered to the vendor's LLVM dialect (its attach and
 /// conversion steps around the lowering every GPU shares).
 void buildGPUDevicePipeline(mlir::OpPassManager &pm, const gpu::GPUTargetInfo &target,

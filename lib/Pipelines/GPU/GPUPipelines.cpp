@@ -20,10 +20,16 @@ using llvm::Error;
 
 namespace moir {
 
-void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize) {
+void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef matrixUnit) {
   // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
   // so a kernel like any other.
   host::buildEntryBufferizationPipeline(pm);
+  if (!matrixUnit.empty()) {
+    GPUTensorCoresPassOptions tensorCores;
+    tensorCores.unit = matrixUnit.str();
+    tensorCores.warpSize = warpSize;
+    pm.addPass(createGPUTensorCoresPass(tensorCores));
+  }
   GPUWarpReductionsPassOptions warps;
   warps.warpSize = warpSize;
   pm.addPass(createGPUWarpReductionsPass(warps));
@@ -52,6 +58,7 @@ void buildGPUDevicePipeline(OpPassManager &pm, const gpu::GPUTargetInfo &target,
   // FP8 weights' and caches' conversions as integer arithmetic (the
   // device's LLVM has no 8-bit float either).
   kernels.addPass(createExpandFP8Pass());
+  target.buildMatrixConversion(kernels, options);
   kernels.addPass(target.createKernelConversion(options));
   kernels.addPass(createCanonicalizerPass());
   kernels.addPass(createCSEPass());
@@ -81,6 +88,10 @@ namespace {
 struct KernelPipelineOptions : PassPipelineOptions<KernelPipelineOptions> {
   Option<int64_t> warpSize{*this, "warp-size", llvm::cl::desc("lanes per warp"),
                            llvm::cl::init(32)};
+  Option<std::string> tensorCores{
+      *this, "tensor-cores",
+      llvm::cl::desc("matrix unit for products with many rows: mma-sync, mfma (default: none)"),
+      llvm::cl::init("")};
 };
 
 struct DevicePipelineOptions : PassPipelineOptions<DevicePipelineOptions> {
@@ -103,7 +114,7 @@ void registerGPUPipelines() {
       "Linalg phase -> gpu.launch kernels in one gpu.module and async host code "
       "(bufferize, warp reductions, offload, map loops, outline)",
       [](OpPassManager &pm, const KernelPipelineOptions &options) {
-        buildGPUKernelPipeline(pm, options.warpSize);
+        buildGPUKernelPipeline(pm, options.warpSize, options.tensorCores);
       });
   PassPipelineRegistration<DevicePipelineOptions>(
       "moir-gpu-device-lowering",

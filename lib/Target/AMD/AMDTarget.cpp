@@ -80,6 +80,18 @@ public:
     pm.addPass(createGpuROCDLAttachTarget(attach));
   }
 
+  llvm::StringRef matrixUnit(llvm::StringRef chip) const override {
+    // CDNA's MFMA; RDNA (gfx1100) has WMMA, which the lowering does not emit.
+    return chip == "gfx90a" || chip == "gfx942" ? "mfma" : "";
+  }
+
+  void buildMatrixConversion(OpPassManager &kernels,
+                             const moir::gpu::GPUOptions &options) const override {
+    ConvertAMDGPUToROCDLPassOptions amdgpu;
+    amdgpu.chipset = options.chip;
+    kernels.addPass(createConvertAMDGPUToROCDLPass(amdgpu));
+  }
+
   std::unique_ptr<Pass> createKernelConversion(const moir::gpu::GPUOptions &options) const override {
     ConvertGpuOpsToROCDLOpsOptions rocdl;
     rocdl.chipset = options.chip;

@@ -237,6 +237,10 @@ void prefetchLoopInvariantReads(scf::ForOp loop, ModuleOp module) {
 
 LogicalResult partition(Block &block, ModuleOp module) {
   for (Operation &op : llvm::make_early_inc_range(block)) {
+    // Kernels built before this pass (moir-gpu-tensor-cores) are device work
+    // already.
+    if (isa<mlir::gpu::LaunchOp>(op))
+      continue;
     if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
       if (failed(moir::gpu::sequentializeNested(loop)))
         return failure();

@@ -3,6 +3,7 @@
 #include "moir/Target/GPU/GPUTarget.h"
 #include "MoIR/IR/MoIRDialect.h"
 
+#include "Contractions.h"
 #include "HostLevel.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
@@ -73,31 +74,8 @@ Value combine(OpBuilder &b, Operation *combiner, Value lhs, Value rhs) {
   return b.clone(*combiner, map)->getResult(0);
 }
 
-/// The constant a `linalg.fill` right before `op` wrote into its output
-/// buffer, if the fill can be dropped: the reduction writes every element of
-/// the buffer anyway (its output map is a permutation of its parallel
-/// dimensions), so lane 0 starts from the constant instead of reading it back.
-/// Saves a kernel launch and a pass over the buffer per contraction.
-linalg::FillOp foldableFill(linalg::GenericOp op) {
-  auto fill = dyn_cast_or_null<linalg::FillOp>(op->getPrevNode());
-  if (!fill || !fill.hasPureBufferSemantics() ||
-      fill.getDpsInitOperand(0)->get() != op.getDpsInitOperand(0)->get())
-    return nullptr;
-  Value buffer = op.getDpsInitOperand(0)->get();
-  AffineMap out = op.getMatchingIndexingMap(op.getDpsInitOperand(0));
-  if (!out.isProjectedPermutation() || out.getNumResults() != op.getNumParallelLoops() ||
-      fill.getDpsInputOperand(0)->get().getType() !=
-          cast<MemRefType>(buffer.getType()).getElementType())
-    return nullptr;
-  // The generic must not also read the buffer as an input.
-  for (OpOperand *input : op.getDpsInputOperands())
-    if (input->get() == buffer)
-      return nullptr;
-  return fill;
-}
-
 void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
-  linalg::FillOp fill = foldableFill(op);
+  linalg::FillOp fill = moir::gpu::foldableFill(op);
   OpBuilder b(op);
   Location loc = op.getLoc();
   SmallVector<Value> bounds;
@@ -250,3 +228,21 @@ struct GPUWarpReductionsPass
 };
 
 } // namespace
+
+linalg::FillOp moir::gpu::foldableFill(linalg::GenericOp op) {
+  auto fill = dyn_cast_or_null<linalg::FillOp>(op->getPrevNode());
+  if (!fill || !fill.hasPureBufferSemantics() ||
+      fill.getDpsInitOperand(0)->get() != op.getDpsInitOperand(0)->get())
+    return nullptr;
+  Value buffer = op.getDpsInitOperand(0)->get();
+  AffineMap out = op.getMatchingIndexingMap(op.getDpsInitOperand(0));
+  if (!out.isProjectedPermutation() || out.getNumResults() != op.getNumParallelLoops() ||
+      fill.getDpsInputOperand(0)->get().getType() !=
+          cast<MemRefType>(buffer.getType()).getElementType())
+    return nullptr;
+  // The generic must not also read the buffer as an input.
+  for (OpOperand *input : op.getDpsInputOperands())
+    if (input->get() == buffer)
+      return nullptr;
+  return fill;
+}

@@ -77,6 +77,15 @@ public:
     pm.addPass(createGpuNVVMAttachTarget(attach));
   }
 
+  // mma.sync m16n8k16 with bf16 operands exists on every chip here (sm_80+).
+  llvm::StringRef matrixUnit(llvm::StringRef) const override { return "mma-sync"; }
+
+  void buildMatrixConversion(OpPassManager &kernels,
+                             const moir::gpu::GPUOptions &) const override {
+    kernels.addPass(moir::createNVIDIABF16MmaPass());
+    kernels.addPass(createConvertNVGPUToNVVMPass());
+  }
+
   std::unique_ptr<Pass> createKernelConversion(const moir::gpu::GPUOptions &) const override {
     return createConvertGpuOpsToNVVMOps();
   }
@@ -105,7 +114,13 @@ std::string moir::nvidia::defaultToolkitPath() {
   return "/usr/local/cuda";
 }
 
+namespace moir {
+#define GEN_PASS_REGISTRATION
+#include "moir/Target/NVIDIA/Passes.h.inc"
+} // namespace moir
+
 void moir::nvidia::registerNVIDIATarget() {
+  registerMoIRNVIDIAPasses();
   static NVIDIATarget target;
   moir::gpu::registerGPUBackend(&target);
 }

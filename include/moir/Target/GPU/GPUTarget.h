@@ -40,6 +40,9 @@ struct GPUOptions {
   unsigned optLevel = 3;
   /// AMD code object version x100 (400, 500, 600); 500 loads on ROCm 6.
   unsigned codeObject = 500;
+  /// Matrix products with many rows on the chip's matrix units
+  /// (moir-gpu-tensor-cores); off: every product is warp-per-output.
+  bool tensorCores = false;
 };
 
 /// The vendor-specific part of the GPU backend.
@@ -61,6 +64,14 @@ public:
   /// The conversion of a gpu.module's kernels to the vendor's LLVM dialect
   /// (NVVM, ROCDL).
   virtual std::unique_ptr<mlir::Pass> createKernelConversion(const GPUOptions &options) const = 0;
+  /// The chip's matrix instruction for moir-gpu-tensor-cores ("mma-sync",
+  /// "mfma"), or empty where there is none the lowering implements.
+  virtual llvm::StringRef matrixUnit(llvm::StringRef chip) const { return {}; }
+  /// Adds the conversion of the matrix unit's ops (nvgpu, amdgpu) to the
+  /// vendor's LLVM dialect; runs on each gpu.module before the kernel
+  /// conversion.
+  virtual void buildMatrixConversion(mlir::OpPassManager &kernels,
+                                     const GPUOptions &options) const {}
   /// Serializes every gpu.module into a gpu.binary: the loadable binary
   /// (fatbin, HSACO) or, with `assembly`, the text the vendor's assembler
   /// reads (PTX, AMDGCN) for checks.

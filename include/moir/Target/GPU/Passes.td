@@ -29,6 +29,57 @@ def GPUConfigureLoweringPass : Pass<"moir-gpu-configure-lowering", "mlir::Module
   let dependentDialects = ["::moir::MoIRDialect"];
 }
 
+def GPUTensorCoresPass : Pass<"moir-gpu-tensor-cores", "mlir::ModuleOp"> {
+  let summary = "matrix products with many rows run on the matrix units (mma.sync, MFMA)";
+  let description = [{
+    Runs on bufferized linalg, before `moir-gpu-warp-reductions`. A
+    `linalg.generic` at host level with loops (m, n, k), an f32 output
+    `out[m, n] += a(m, k) * b(n, k)` and a body whose product splits into a
+    side that reads only (m, k) and one that reads only (n, k) (the
+    projections against bf16, f16 or quantized weights; the dequantization is
+    part of its side) becomes a `gpu.launch` of 64x64 output tiles with four
+    warps: per depth slice of 32, the block stages both sides as bf16 in
+    workgroup memory (each element computed once per block by the cloned
+    body; f32 activations are rounded to bf16) and every warp multiplies its
+    32x32 quarter with `nvgpu.mma.sync` m16n8k16 (`unit=mma-sync`, NVIDIA
+    sm_80 and newer) or `amdgpu.mfma` 16x16x16 (`unit=mfma`, gfx90a and
+    gfx942), accumulating in f32. A product of two f32 operands (the router,
+    f32 checkpoints) is left alone. When the rows are fewer than `min-rows`
+    (decode) the original generic runs instead, on a zero-row slice
+    otherwise: the choice is made at run time from the row count (a launch
+    with an empty grid is skipped), and the generic then becomes the warp-
+    per-output form.
+
+    ```mlir
+    // before: out[t, n] += x[t, k] * extf(w[n, k]), T tokens
+    linalg.generic {iterator_types = ["parallel", "parallel", "reduction"]} ...
+    // after
+    %rows = arith.select %many, %T, %c0 : index   // T >= min-rows
+    linalg.generic ... ins(%x[0:T - rows], %w) outs(%out[0:T - rows])
+    gpu.launch blocks(%bx, %by, %bz) in (%gx = ceil(N / 64), %gy = ceil(rows / 64), %c1)
+               threads(...) in (%tx = 4 * warp, ...)
+               workgroup(%ta : memref<64x40xbf16, #gpu.address_space<workgroup>>, %tb : ...) {
+      scf.for %k0 = %c0 to %K step %c32 iter_args(%acc = ...) {
+        ... stage, gpu.barrier
+        %d = nvgpu.mma.sync(%a, %b, %c) {mmaShape = [16, 8, 16]} ...
+      }
+      ... stores inside the output
+    }
+    ```
+  }];
+  let options = [
+    Option<"unit", "unit", "std::string", /*default=*/"\"mma-sync\"",
+           "matrix instruction: mma-sync (NVIDIA) or mfma (AMD CDNA)">,
+    Option<"warpSize", "warp-size", "int64_t", /*default=*/"32", "lanes per warp">,
+    Option<"minRows", "min-rows", "int64_t", /*default=*/"16",
+           "products with fewer rows keep the warp-per-output form">,
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::nvgpu::NVGPUDialect", "::mlir::amdgpu::AMDGPUDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::affine::AffineDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
+}
+
 def GPUWarpReductionsPass : Pass<"moir-gpu-warp-reductions", "mlir::ModuleOp"> {
   let summary = "reductions along the innermost loop become one warp per output";
   let description = [{

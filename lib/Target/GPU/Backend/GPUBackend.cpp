@@ -43,6 +43,12 @@ public:
       options.gpu.chip = info->chips().front().str();
     if (Error err = info->validate(gpuOptions(options)))
       return err;
+    if (options.gpu.tensorCores && info->matrixUnit(options.gpu.chip).empty())
+      return llvm::createStringError("--gpu-tensor-cores: no matrix instruction is implemented "
+                                     "for " +
+                                     options.gpu.chip +
+                                     " (NVIDIA sm_80 and newer: mma.sync; AMD gfx90a, gfx942: "
+                                     "MFMA; RDNA's WMMA is not)");
     if (options.graph.quantizeKVCache != "none")
       return llvm::createStringError("--quantize-kv-cache is implemented for CPU targets only "
                                      "(the GPU attention kernels read f32 caches)");
@@ -65,7 +71,8 @@ public:
     GPUOptions gpu = gpuOptions(options);
     switch (phase) {
     case CompilePhase::Kernels:
-      buildGPUKernelPipeline(pm, info->warpSize(gpu.chip));
+      buildGPUKernelPipeline(pm, info->warpSize(gpu.chip),
+                             gpu.tensorCores ? info->matrixUnit(gpu.chip) : StringRef());
       return Error::success();
     case CompilePhase::Device:
       buildGPUDevicePipeline(pm, *info, gpu);
@@ -119,6 +126,7 @@ private:
     gpu.toolkit = options.gpu.toolkit;
     gpu.optLevel = options.gpu.optLevel;
     gpu.codeObject = options.gpu.codeObject * 100;
+    gpu.tensorCores = options.gpu.tensorCores;
     return gpu;
   }
 
