@@ -29,10 +29,44 @@ for shape in mixtral-tiny deepseek-tiny; do
     -o "$out/random-$shape.gpu.moir"
   echo "random $shape (seed $seed) compiled for cpu and $target $chip"
 done
+# --gpu-tensor-cores, off by default until these pass on a GPU: every fixture
+# family with bf16 weights and every quantized fixture with every product on
+# the matrix units (--gpu-tensor-core-rows=1: the fixtures' short prompts and
+# the decode steps too), checked by gpu-check.sh against transformers on the
+# same weights; a fresh random Mistral-tiny in bf16 against the CPU.
+tc=(--gpu-tensor-cores --gpu-tensor-core-rows=1)
+mkdir -p "$out/tensor-cores"
+for dir in "$root"/test/fixtures/*/; do
+  family="$(basename "$dir")"
+  [ -f "$dir/reference_bf16_weights.safetensors" ] || continue
+  "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=64 --weight-type=bf16 \
+    "${tc[@]}" -o "$out/tensor-cores/$family.moir" 2>/dev/null
+done
+for f in gguf_q_legacy/model.gguf gguf_q4_k_m/model.gguf deepseek_v2_q8_0/model.gguf fp8_block \
+         fp8_channel int8_channel awq gptq; do
+  "$build/bin/moirc" "$root/test/fixtures/quant/$f" --target="$target" --gpu="$chip" --cache-capacity=64 \
+    "${tc[@]}" -o "$out/tensor-cores/quant-${f%%/*}.moir"
+done
+echo "tensor-core fixtures compiled for $target $chip"
+seed=$((RANDOM * 32768 + RANDOM))
+"$build/bin/moir-make-model" "$models/mistral-tiny-bf16-$seed" --shape mistral-tiny --dtype bf16 \
+  --seed "$seed" >/dev/null
+"$build/bin/moirc" "$models/mistral-tiny-bf16-$seed" --target=cpu --cpu=x86-64-v3 --cache-capacity=64 \
+  -o "$out/random-mistral-tiny-bf16.cpu.moir"
+"$build/bin/moirc" "$models/mistral-tiny-bf16-$seed" --target="$target" --gpu="$chip" --cache-capacity=64 \
+  "${tc[@]}" -o "$out/random-mistral-tiny-bf16.tc.gpu.moir"
+echo "random mistral-tiny bf16 (seed $seed) compiled for cpu and $target $chip with tensor cores"
 for run in "${runs[@]}"; do
   shape="${run%%:*}" dtype="${run##*:}"
   dir="$models/$shape-$dtype"
   [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype"
   "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 -o "$dir-$chip.moir"
   python3 "$root/bench/artifact_weights.py" strip "$dir-$chip.moir" "$out/bench-$shape-$dtype.thin"
+  # The same model with --gpu-tensor-cores (prefill products of 16 rows or
+  # more on the matrix units), benchmarked beside it.
+  if [ "$dtype" != f32 ]; then
+    "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 --gpu-tensor-cores \
+      -o "$dir-$chip-tc.moir"
+    python3 "$root/bench/artifact_weights.py" strip "$dir-$chip-tc.moir" "$out/bench-$shape-$dtype.tc.thin"
+  fi
 done

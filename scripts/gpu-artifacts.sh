@@ -12,6 +12,8 @@ chip="${3:-sm_90}"
 mkdir -p "$out"
 ext=fatbin; [ "$target" = amd ] && ext=hsaco
 for dir in "$root"/test/fixtures/*/; do
+  # Model families only (chat templates, tokenizers, quant/ are not models).
+  [ -f "$dir/config.json" ] || continue
   family="$(basename "$dir")"
   "$root/build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=64 \
     -o "$out/$family.moir" --dump-device-code="$out/$family.$ext"

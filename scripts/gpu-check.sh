@@ -4,7 +4,9 @@
 # builds the runtime, runs every fixture artifact compiled elsewhere
 # (scripts/gpu-artifacts.sh) against transformers' reference logits
 # (float32 within 1e-3 of the largest |logit|, greedy tokens identical), runs
-# fresh random models on the GPU against the CPU (within 1e-4), and
+# fresh random models on the GPU against the CPU (within 1e-4), the
+# --gpu-tensor-cores artifacts (tensor-cores/: bf16 operands, within 2e-2 of
+# transformers on the same bf16 weights, as the CPU's bf16 dot products), and
 # benchmarks the weightless bench-<shape>-<dtype>.thin artifacts (their
 # weights regenerated here; both from bench/gpu_prepare.sh). Every fixture
 # family must have its artifact (a missing one fails), and a run that checked
@@ -21,6 +23,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 command -v rocm-smi >/dev/null && rocm-smi --showproductname
 passed=0; failed=0
 for dir in "$root"/test/fixtures/*/; do
+  [ -f "$dir/config.json" ] || continue # model families only
   family="$(basename "$dir")"
   moir="$art/$family.moir"
   echo "== $family"
@@ -33,9 +36,41 @@ for dir in "$root"/test/fixtures/*/; do
     failed=$((failed + 1))
   fi
 done
-# The same fresh random model on the CPU and on the GPU (bench/gpu_prepare.sh).
+# --gpu-tensor-cores (bench/gpu_prepare.sh: bf16 weights, every product on
+# the matrix units): against transformers on the same bf16-rounded weights
+# within 2e-2 of the largest |logit|, as the CPU's bf16 dot products (the
+# activations are rounded to bf16 the same way; Gemma 3 within 5e-2); the
+# quantized fixtures, whose dequantized weights are rounded to bf16 as well,
+# against their dequantized reference within 3e-2.
+for moir in "$art"/tensor-cores/*.moir; do
+  [ -f "$moir" ] || continue
+  name="$(basename "$moir" .moir)"
+  echo "== $name (tensor cores)"
+  case "$name" in
+    quant-*) args=("$root/test/fixtures/quant/${name#quant-}" --tolerance 3e-2) ;;
+    gemma3*) args=("$root/test/fixtures/$name" --reference reference_bf16_weights.safetensors --tolerance 5e-2) ;;
+    *) args=("$root/test/fixtures/$name" --reference reference_bf16_weights.safetensors --tolerance 2e-2) ;;
+  esac
+  if "$build/moir-check-fixture" "${args[0]}" "$moir" "${args[@]:1}"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+done
+# The same fresh random model on the CPU and on the GPU (bench/gpu_prepare.sh);
+# with tensor cores (.tc.gpu.moir) within 2e-2, as the bf16 dot products.
 for cpu in "$art"/random-*.cpu.moir; do
   [ -f "$cpu" ] || continue
+  tc="${cpu%.cpu.moir}.tc.gpu.moir"
+  if [ -f "$tc" ]; then
+    echo "== $(basename "$cpu" .cpu.moir): GPU tensor cores against CPU"
+    if "$build/moir-compare-artifacts" "$cpu" "$tc" --tolerance 2e-2 --prompt 37 --steps 8; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+    fi
+    continue
+  fi
   echo "== $(basename "$cpu" .cpu.moir): GPU against CPU"
   if "$build/moir-compare-artifacts" "$cpu" "${cpu%.cpu.moir}.gpu.moir" --tolerance 1e-4 --prompt 37 --steps 8; then
     passed=$((passed + 1))
@@ -49,17 +84,21 @@ prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512
 models="${MODELS_DIR:-/tmp/moir-models}"
 for thin in "$art"/bench-*.thin; do
   [ -f "$thin" ] || continue
-  name="$(basename "$thin" .thin)"; spec="${name#bench-}"
+  name="$(basename "$thin" .thin)"; variant=""
+  case "$name" in *.tc) name="${name%.tc}"; variant=tensor-cores ;; esac
+  spec="${name#bench-}"
   dtype="${spec##*-}"; shape="${spec%-*}"
   mkdir -p "$models"
   [ -f "$models/$spec/model.safetensors" ] ||
     "$build/moir-make-model" "$models/$spec" --shape "$shape" --dtype "$dtype" >/dev/null
-  python3 "$root/bench/artifact_weights.py" attach "$thin" "$models/$spec" "$models/$spec.moir" >/dev/null &&
-    "$build/moir-run" --inspect --verify "$models/$spec.moir" | grep "weights checksum: ok" >/dev/null ||
+  full="$models/$spec${variant:+.$variant}.moir"
+  python3 "$root/bench/artifact_weights.py" attach "$thin" "$models/$spec" "$full" >/dev/null &&
+    "$build/moir-run" --inspect --verify "$full" | grep "weights checksum: ok" >/dev/null ||
     { echo "$name: weights could not be rebuilt"; failed=$((failed + 1)); continue; }
-  result=$("$build/moir-run" "$models/$spec.moir" --tokens "$prompt" -n 128 --json) ||
+  result=$("$build/moir-run" "$full" --tokens "$prompt" -n 128 --json) ||
     { failed=$((failed + 1)); continue; }
-  echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", ${result#\{}" | sed 's/"tokens": \[[^]]*\], //'
+  echo "{\"model\": \"$shape\", \"dtype\": \"$dtype\", \"kernels\": \"${variant:-default}\", ${result#\{}" |
+    sed 's/"tokens": \[[^]]*\], //'
 done
 echo "$passed passed, $failed failed"
 if [ $((passed + failed)) -eq 0 ]; then

@@ -14,9 +14,9 @@ struct GPUOptions;
 /// GPUs: Linalg -> bufferized (the entry ABI), gpu.launch kernels outlined
 /// into one gpu.module, async host code.
 /// `matrixUnit` ("mma-sync", "mfma"; empty: none) runs moir-gpu-tensor-cores
-/// with that instruction.
+/// with that instruction for products of at least `minRows` rows.
 void buildGPUKernelPipeline(mlir::OpPassManager &pm, int64_t warpSize,
-                            llvm::StringRef matrixUnit = {});
+                            llvm::StringRef matrixUnit = {}, int64_t minRows = 16);
 /// GPUs: the kernels lowered to the vendor's LLVM dialect (its attach and
 /// conversion steps around the lowering every GPU shares).
 void buildGPUDevicePipeline(mlir::OpPassManager &pm, const gpu::GPUTargetInfo &target,

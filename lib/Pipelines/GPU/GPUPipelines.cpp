@@ -20,7 +20,8 @@ using llvm::Error;
 
 namespace moir {
 
-void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef matrixUnit) {
+void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef matrixUnit,
+                            int64_t minRows) {
   // Same entry ABI as the CPU artifact; memref.copy becomes linalg.copy and
   // so a kernel like any other.
   host::buildEntryBufferizationPipeline(pm);
@@ -28,6 +29,7 @@ void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef
     GPUTensorCoresPassOptions tensorCores;
     tensorCores.unit = matrixUnit.str();
     tensorCores.warpSize = warpSize;
+    tensorCores.minRows = minRows;
     pm.addPass(createGPUTensorCoresPass(tensorCores));
   }
   GPUWarpReductionsPassOptions warps;

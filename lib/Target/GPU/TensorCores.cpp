@@ -359,7 +359,7 @@ LogicalResult rewrite(linalg::GenericOp op, const Match &match, Unit unit, int64
   // Rows for the matrix units: all of them when there are at least
   // `minRows`, none otherwise; the rest go to the warp form, on row slices.
   Value rows = M;
-  if (ShapedType::isDynamic(ranges[match.m])) {
+  if (ShapedType::isDynamic(ranges[match.m]) && minRows > 1) {
     Value many = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, M, idx(minRows));
     rows = arith::SelectOp::create(b, loc, many, M, c0);
     Value few = arith::SubIOp::create(b, loc, M, rows);
@@ -510,6 +510,10 @@ struct GPUTensorCoresPass : moir::impl::GPUTensorCoresPassBase<GPUTensorCoresPas
     if ((unit == Unit::MmaSync && warpSize != 32) || (unit == Unit::Mfma && warpSize != 64)) {
       getOperation().emitError("moir-gpu-tensor-cores: ")
           << this->unit << " needs a warp of " << (unit == Unit::MmaSync ? 32 : 64) << " lanes";
+      return signalPassFailure();
+    }
+    if (minRows < 1) {
+      getOperation().emitError("moir-gpu-tensor-cores: min-rows must be at least 1");
       return signalPassFailure();
     }
     std::vector<std::pair<linalg::GenericOp, Match>> todo;

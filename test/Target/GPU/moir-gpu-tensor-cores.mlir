@@ -2,9 +2,12 @@
 // RUN: moir-opt %s -split-input-file -moir-gpu-tensor-cores="unit=mfma warp-size=64" | FileCheck %s --check-prefix=MFMA
 // RUN: not moir-opt %s -split-input-file -moir-gpu-tensor-cores="unit=mfma" 2>&1 | FileCheck %s --check-prefix=WARP
 // RUN: not moir-opt %s -split-input-file -moir-gpu-tensor-cores="unit=wmma" 2>&1 | FileCheck %s --check-prefix=UNIT
+// RUN: moir-opt %s -split-input-file -moir-gpu-tensor-cores="min-rows=1" | FileCheck %s --check-prefix=ROWS1
+// RUN: not moir-opt %s -split-input-file -moir-gpu-tensor-cores="min-rows=0" 2>&1 | FileCheck %s --check-prefix=ROWS0
 
 // WARP: mfma needs a warp of 64 lanes
 // UNIT: unknown unit 'wmma' (mma-sync or mfma)
+// ROWS0: min-rows must be at least 1
 
 // A projection against bf16 weights over a dynamic number of tokens, after
 // a zero fill: the rows go to the matrix units when there are at least 16
@@ -139,6 +142,30 @@ func.func @untouched(%x: memref<?x64xf32>, %r: memref<8x64xf32>, %y: memref<?x8x
     %e = arith.extf %b : bf16 to f32
     %p = arith.addf %a, %e : f32
     %s = arith.maximumf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// min-rows=1: every row count takes the matrix units, no warp-form slice.
+// CHECK-LABEL: func.func @all_rows
+// ROWS1-LABEL: func.func @all_rows
+// ROWS1-NOT: memref.subview
+// ROWS1-NOT: linalg.generic
+// ROWS1: gpu.launch
+// ROWS1: nvgpu.mma.sync
+#mk = affine_map<(m, n, k) -> (m, k)>
+#nk = affine_map<(m, n, k) -> (n, k)>
+#mn = affine_map<(m, n, k) -> (m, n)>
+func.func @all_rows(%x: memref<?x64xf32>, %w: memref<32x64xbf16>, %y: memref<?x32xf32>) {
+  linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<32x64xbf16>) outs(%y : memref<?x32xf32>) {
+  ^bb0(%a: f32, %b: bf16, %c: f32):
+    %e = arith.extf %b : bf16 to f32
+    %p = arith.mulf %a, %e : f32
+    %s = arith.addf %c, %p : f32
     linalg.yield %s : f32
   }
   return

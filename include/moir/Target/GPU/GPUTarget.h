@@ -43,6 +43,8 @@ struct GPUOptions {
   /// Matrix products with many rows on the chip's matrix units
   /// (moir-gpu-tensor-cores); off: every product is warp-per-output.
   bool tensorCores = false;
+  /// Rows from which a product uses them.
+  int64_t tensorCoreRows = 16;
 };
 
 /// The vendor-specific part of the GPU backend.

@@ -49,6 +49,9 @@ public:
                                      options.gpu.chip +
                                      " (NVIDIA sm_80 and newer: mma.sync; AMD gfx90a, gfx942: "
                                      "MFMA; RDNA's WMMA is not)");
+    if (options.gpu.tensorCoreRows < 1)
+      return llvm::createStringError("--gpu-tensor-core-rows must be at least 1, not " +
+                                     std::to_string(options.gpu.tensorCoreRows));
     if (options.graph.quantizeKVCache != "none")
       return llvm::createStringError("--quantize-kv-cache is implemented for CPU targets only "
                                      "(the GPU attention kernels read f32 caches)");
@@ -72,7 +75,8 @@ public:
     switch (phase) {
     case CompilePhase::Kernels:
       buildGPUKernelPipeline(pm, info->warpSize(gpu.chip),
-                             gpu.tensorCores ? info->matrixUnit(gpu.chip) : StringRef());
+                             gpu.tensorCores ? info->matrixUnit(gpu.chip) : StringRef(),
+                             gpu.tensorCoreRows);
       return Error::success();
     case CompilePhase::Device:
       buildGPUDevicePipeline(pm, *info, gpu);
@@ -127,6 +131,7 @@ private:
     gpu.optLevel = options.gpu.optLevel;
     gpu.codeObject = options.gpu.codeObject * 100;
     gpu.tensorCores = options.gpu.tensorCores;
+    gpu.tensorCoreRows = options.gpu.tensorCoreRows;
     return gpu;
   }
 
