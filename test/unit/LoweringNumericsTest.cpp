@@ -64,7 +64,7 @@ public:
     moir::CompileOptions options;
     options.cpu.bf16Dot = false;
     options.cpu.int8Dot = int8Dot;
-    options.cpu.int8Decode = int8Dot;
+    options.cpu.int8Decode = int8Dot ? "all" : "none";
     PassManager pm(context.get());
     for (moir::CompilePhase phase : {moir::CompilePhase::Linalg, moir::CompilePhase::LLVM})
       if (llvm::Error err = moir::buildPhasePipeline(pm, *cpu, phase, options)) {

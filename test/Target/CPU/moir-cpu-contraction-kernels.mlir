@@ -1,9 +1,12 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6" -split-input-file | FileCheck %s
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
-// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=true" -split-input-file | FileCheck %s --check-prefix=INT8
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all" -split-input-file | FileCheck %s --check-prefix=INT8
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=2" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=NODEC
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=nibbles" -split-input-file | FileCheck %s --check-prefix=NIB
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=yes" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADDEC
+// BADDEC: int8-decode must be none, nibbles or all, not 'yes'
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
 // in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
@@ -308,6 +311,13 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // INT8: } else {
 // INT8: scf.parallel
 // INT8: arith.uitofp {{.*}} : vector<16xi8> to vector<16xf32>
+// int8-decode=nibbles (moirc's default): the 4-bit codes take the row
+// kernel in decode (their unpacking bounds it), the 8-bit ones below keep
+// the f32 kernel (memory bounds theirs).
+// NIB-LABEL: func.func @packed_u4
+// NIB: } else {
+// NIB: math.roundeven
+// NIB: vpdpbusd
 // NODEC-LABEL: func.func @packed_u4
 // NODEC: } else {
 // NODEC-NOT: vector<64xi8>
@@ -317,10 +327,15 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// CHECK: %[[AHEAD:.*]] = arith.minui
-// CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<3>, data : memref<30x32xi8>
-// CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
-// CHECK-COUNT-2: memref.prefetch %arg1
+// Each group step prefetches its share of the codes two tiles on, in
+// address order (the tile's 3 rows of 32 bytes: 48 bytes a step, one line),
+// and each of the next tile's rows' scales.
+// CHECK: %[[FIRST:.*]] = arith.addi %{{.*}}, %c6{{.*}} : index
+// CHECK-NEXT: %{{.*}} = arith.constant 32 : index
+// CHECK-NEXT: %[[SPAN:.*]] = arith.muli %[[FIRST]], %{{.*}} : index
+// CHECK: memref.prefetch %arg1[%{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x32xi8>
+// CHECK-NOT: memref.prefetch %arg1
+// CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
 // CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
@@ -399,6 +414,12 @@ func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2
 // CHECK-NOT: memref.load %arg2
 // CHECK-COUNT-3: vector.fma {{.*}} : vector<8xf32>
 // CHECK-NEXT: scf.yield
+// NIB-LABEL: func.func @packed_i8_sym_f16
+// NIB: } else {
+// NIB-NOT: vpdpbusd
+// NIB: arith.sitofp {{.*}} : vector<16xi8> to vector<16xf32>
+// NIB-NOT: vpdpbusd
+// NIB: return
 // INT8-LABEL: func.func @packed_i8_sym_f16
 // INT8: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
 // INT8: memref.load %arg2{{.*}} : memref<30x2x1xf16>

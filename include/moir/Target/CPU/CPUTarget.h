@@ -35,8 +35,10 @@ struct KernelOptions {
   /// dot products (AVX512-VNNI at 16 lanes, AVX-VNNI at 8, AArch64 dotprod
   /// at 4).
   bool int8Dot = false;
-  /// With int8Dot, fewer than 8 activation rows (decode) too.
-  bool int8Decode = false;
+  /// With int8Dot, which packed weights take int8 activations with fewer
+  /// than 8 activation rows (decode) too: "none", "nibbles" (4-bit codes)
+  /// or "all".
+  std::string int8Decode = "none";
   /// false: contractions keep plain loops (LLVM vectorizes their k
   /// reductions); the reference the kernels are checked against.
   bool enabled = true;

@@ -128,8 +128,10 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
            "multiply integer-coded packed weights with int8-quantized activations "
            "by dot products (vpdpbusd at vector-width 16 or 8, AArch64 sdot at 4)">,
-    Option<"int8Decode", "int8-decode", "bool", /*default=*/"false",
-           "with int8-dot, fewer than 8 activation rows too (decode), one row at a time">,
+    Option<"int8Decode", "int8-decode", "std::string", /*default=*/"\"none\"",
+           "with int8-dot, the packed weights whose products with fewer than 8 activation "
+           "rows (decode) take int8 activations too, one row at a time: none, nibbles "
+           "(4-bit codes) or all">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",

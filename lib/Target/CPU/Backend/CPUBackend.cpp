@@ -24,6 +24,10 @@ host::HostOptions hostOptions(const CompileOptions &options) {
 }
 
 Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
+  StringRef decode = options.cpu.int8Decode;
+  if (decode != "nibbles" && decode != "all" && decode != "none")
+    return llvm::createStringError("--cpu-int8-decode must be nibbles, all or none, not '" +
+                                   decode + "'");
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot);
