@@ -10,7 +10,7 @@
 # (default 2). Prints one JSON line per run and the medians per file and path.
 #
 #   bench/int8_dot_ab.sh model.Q8_0.gguf [model.Q4_K_M.gguf ...]
-#   EXACT_FLAGS=--cpu-int8-decode=false MOIRC_FLAGS=--weight-type=q4_k \
+#   EXACT_FLAGS=--cpu-int8-decode=none MOIRC_FLAGS=--weight-type=q4_k \
 #     bench/int8_dot_ab.sh build/models/mixtral-bench-bf16
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
