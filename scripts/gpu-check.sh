@@ -61,18 +61,12 @@ done
 # with tensor cores (.tc.gpu.moir) within 2e-2, as the bf16 dot products.
 for cpu in "$art"/random-*.cpu.moir; do
   [ -f "$cpu" ] || continue
-  tc="${cpu%.cpu.moir}.tc.gpu.moir"
-  if [ -f "$tc" ]; then
-    echo "== $(basename "$cpu" .cpu.moir): GPU tensor cores against CPU"
-    if "$build/moir-compare-artifacts" "$cpu" "$tc" --tolerance 2e-2 --prompt 37 --steps 8; then
-      passed=$((passed + 1))
-    else
-      failed=$((failed + 1))
-    fi
-    continue
+  gpu="${cpu%.cpu.moir}.gpu.moir" tolerance=1e-4 what="GPU"
+  if [ -f "${cpu%.cpu.moir}.tc.gpu.moir" ]; then
+    gpu="${cpu%.cpu.moir}.tc.gpu.moir" tolerance=2e-2 what="GPU tensor cores"
   fi
-  echo "== $(basename "$cpu" .cpu.moir): GPU against CPU"
-  if "$build/moir-compare-artifacts" "$cpu" "${cpu%.cpu.moir}.gpu.moir" --tolerance 1e-4 --prompt 37 --steps 8; then
+  echo "== $(basename "$cpu" .cpu.moir): $what against CPU"
+  if "$build/moir-compare-artifacts" "$cpu" "$gpu" --tolerance "$tolerance" --prompt 37 --steps 8; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

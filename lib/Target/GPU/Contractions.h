@@ -19,6 +19,11 @@ namespace moir::gpu {
 /// back. Null when there is none.
 mlir::linalg::FillOp foldableFill(mlir::linalg::GenericOp op);
 
+/// The indices an operand's indexing `map` gives at loop indices `ivs`: one
+/// affine.apply per result of the map.
+llvm::SmallVector<mlir::Value> applyIndexing(mlir::OpBuilder &b, mlir::Location loc,
+                                             mlir::AffineMap map, mlir::ValueRange ivs);
+
 } // namespace moir::gpu
 
 #endif

@@ -286,11 +286,8 @@ Value evaluate(OpBuilder &b, Location loc, linalg::GenericOp op, const Side &sid
   IRMapping map;
   for (BlockArgument arg : side.args) {
     OpOperand *operand = op.getMatchingOpOperand(arg);
-    AffineMap indexing = op.getMatchingIndexingMap(operand);
-    SmallVector<Value> at;
-    for (AffineExpr expr : indexing.getResults())
-      at.push_back(affine::AffineApplyOp::create(
-          b, loc, AffineMap::get(indexing.getNumDims(), 0, expr), ivs));
+    SmallVector<Value> at =
+        moir::gpu::applyIndexing(b, loc, op.getMatchingIndexingMap(operand), ivs);
     map.map(arg, memref::LoadOp::create(b, loc, operand->get(), at));
   }
   // Body order keeps operands before their users.
@@ -477,10 +474,7 @@ LogicalResult rewrite(linalg::GenericOp op, const Match &match, Unit unit, int64
                  SmallVector<Value> ivs(3, c0);
                  ivs[match.m] = r;
                  ivs[match.n] = c;
-                 SmallVector<Value> at;
-                 for (AffineExpr expr : outMap.getResults())
-                   at.push_back(affine::AffineApplyOp::create(
-                       b, loc, AffineMap::get(outMap.getNumDims(), 0, expr), ivs));
+                 SmallVector<Value> at = moir::gpu::applyIndexing(b, loc, outMap, ivs);
                  Value old = fill ? fill.getDpsInputOperand(0)->get()
                                   : memref::LoadOp::create(b, loc, init->get(), at).getResult();
                  memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, v),

@@ -93,13 +93,6 @@ void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
   SmallVector<Value> ivs(parallel.getInductionVars());
   Value lane = ivs.back();
 
-  auto indices = [&](AffineMap map, ValueRange loopIvs) {
-    SmallVector<Value> out;
-    for (AffineExpr expr : map.getResults())
-      out.push_back(affine::AffineApplyOp::create(
-          b, loc, AffineMap::get(map.getNumDims(), 0, expr), loopIvs));
-    return out;
-  };
 
   Type f32 = b.getF32Type();
   Value neutral = arith::ConstantOp::create(
@@ -125,7 +118,7 @@ void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
       if (arg.use_empty())
         continue;
       map.map(arg, memref::LoadOp::create(b, loc, input->get(),
-                                          indices(op.getMatchingIndexingMap(input), loopIvs)));
+                                          moir::gpu::applyIndexing(b, loc, op.getMatchingIndexingMap(input), loopIvs)));
     }
     for (Operation &inner : op.getBlock()->without_terminator()) {
       if (&inner == match.combiner)
@@ -177,7 +170,7 @@ void rewrite(linalg::GenericOp op, const Match &match, int64_t warpSize) {
   OpOperand *init = op.getDpsInitOperand(0);
   SmallVector<Value> outIvs(ivs.begin(), ivs.end() - 1);
   outIvs.push_back(c0); // the reduction dim does not appear in the output map
-  SmallVector<Value> at = indices(op.getMatchingIndexingMap(init), outIvs);
+  SmallVector<Value> at = moir::gpu::applyIndexing(b, loc, op.getMatchingIndexingMap(init), outIvs);
   Value old = fill ? fill.getDpsInputOperand(0)->get()
                    : memref::LoadOp::create(b, loc, init->get(), at).getResult();
   memref::StoreOp::create(b, loc, combine(b, match.combiner, old, partial), init->get(), at);
@@ -245,4 +238,13 @@ linalg::FillOp moir::gpu::foldableFill(linalg::GenericOp op) {
     if (input->get() == buffer)
       return nullptr;
   return fill;
+}
+
+SmallVector<Value> moir::gpu::applyIndexing(OpBuilder &b, Location loc, AffineMap map,
+                                            ValueRange ivs) {
+  SmallVector<Value> out;
+  for (AffineExpr expr : map.getResults())
+    out.push_back(affine::AffineApplyOp::create(
+        b, loc, AffineMap::get(map.getNumDims(), 0, expr), ivs));
+  return out;
 }
