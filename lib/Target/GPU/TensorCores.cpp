@@ -404,26 +404,22 @@ LogicalResult rewrite(linalg::GenericOp op, const Match &match, Unit unit, int64
   UnitEmitter emit{unit, warpSize, bf16, f32};
   Value zero = arith::ConstantOp::create(b, loc, emit.accType(),
                                          DenseElementsAttr::get(emit.accType(), 0.0f));
-  SmallVector<Value> inits(emit.fragsM() * emit.fragsN(), zero);
   int64_t depth = (K + kBlockK - 1) / kBlockK * kBlockK;
-  auto stages = scf::ForOp::create(b, loc, c0, idx(depth), idx(kBlockK), inits);
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(stages.getBody());
-    Value k0 = stages.getInductionVar();
-    // Stage this depth slice of both operands: consecutive threads take
-    // consecutive depths (coalesced reads of row-major operands).
-    auto stage = [&](const Side &side, Value tile, int64_t tileRows, Value base, Value last,
-                     unsigned dim) {
-      int64_t perThread = tileRows * kBlockK / (kWarps * warpSize);
-      auto each = scf::ForOp::create(b, loc, c0, idx(perThread), c1);
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(each.getBody());
-      Value flat = arith::AddIOp::create(
-          b, loc, tid,
-          arith::MulIOp::create(b, loc, each.getInductionVar(), idx(kWarps * warpSize)));
-      Value r = arith::DivUIOp::create(b, loc, flat, idx(kBlockK));
-      Value c = arith::RemUIOp::create(b, loc, flat, idx(kBlockK));
+  // One depth slice of one side, as this thread stages it: consecutive
+  // threads take consecutive depths (coalesced reads of row-major operands),
+  // each `perThread` elements, all loaded before any is stored so that their
+  // reads are in flight together.
+  auto place = [&](int64_t i, Value &r, Value &c) {
+    Value flat = arith::AddIOp::create(b, loc, tid, idx(i * kWarps * warpSize));
+    r = arith::DivUIOp::create(b, loc, flat, idx(kBlockK));
+    c = arith::RemUIOp::create(b, loc, flat, idx(kBlockK));
+  };
+  auto perThread = [&](int64_t tileRows) { return tileRows * kBlockK / (kWarps * warpSize); };
+  auto load = [&](const Side &side, int64_t tileRows, Value base, Value last, unsigned dim,
+                  Value k0, SmallVector<Value> &values) {
+    for (int64_t i = 0; i < perThread(tileRows); ++i) {
+      Value r, c;
+      place(i, r, c);
       // Rows past the end read the last row: their results are never stored.
       Value at = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, base, r), last);
       Value kk = arith::AddIOp::create(b, loc, k0, c);
@@ -442,17 +438,48 @@ LogicalResult rewrite(linalg::GenericOp op, const Match &match, Unit unit, int64
       if (inRange)
         v = arith::SelectOp::create(b, loc, inRange, v,
                                     arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f)));
-      Value narrow = arith::TruncFOp::create(b, loc, bf16, v);
-      memref::StoreOp::create(b, loc, narrow, tile, ValueRange{r, c});
-    };
-    stage(match.a, tileA, kBlockM, rowBase, lastRow, match.m);
-    stage(match.b, tileB, kBlockN, colBase, lastCol, match.n);
+      values.push_back(arith::TruncFOp::create(b, loc, bf16, v));
+    }
+  };
+  auto loadBoth = [&](Value k0) {
+    SmallVector<Value> values;
+    load(match.a, kBlockM, rowBase, lastRow, match.m, k0, values);
+    load(match.b, kBlockN, colBase, lastCol, match.n, k0, values);
+    return values;
+  };
+  auto store = [&](ArrayRef<Value> values) {
+    for (int64_t i = 0; i < int64_t(values.size()); ++i) {
+      bool sideA = i < perThread(kBlockM);
+      Value r, c;
+      place(sideA ? i : i - perThread(kBlockM), r, c);
+      memref::StoreOp::create(b, loc, values[i], sideA ? tileA : tileB, ValueRange{r, c});
+    }
+  };
+  // Software-pipelined: the slice for the next step is read from global
+  // memory into registers while the matrix units work on this one.
+  SmallVector<Value> inits(emit.fragsM() * emit.fragsN(), zero);
+  size_t numAccs = inits.size();
+  SmallVector<Value> first = loadBoth(c0);
+  inits.append(first.begin(), first.end());
+  auto stages = scf::ForOp::create(b, loc, c0, idx(depth), idx(kBlockK), inits);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(stages.getBody());
+    Value k0 = stages.getInductionVar();
+    auto iterArgs = stages.getRegionIterArgs();
+    store(SmallVector<Value>(iterArgs.begin() + numAccs, iterArgs.end()));
     gpu::BarrierOp::create(b, loc);
-    SmallVector<Value> accs(stages.getRegionIterArgs());
+    // The last step reads its own slice again (in bounds) rather than past
+    // the end.
+    Value nextK = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k0, idx(kBlockK)),
+                                         idx(depth - kBlockK));
+    SmallVector<Value> next = loadBoth(nextK);
+    SmallVector<Value> accs(iterArgs.begin(), iterArgs.begin() + numAccs);
     for (int64_t s = 0; s < kBlockK; s += 16)
       emit.step(b, loc, lane, tileA, tileB, warpRow, warpCol, idx(s), accs);
     // Nobody restages before every warp has read this slice.
     gpu::BarrierOp::create(b, loc);
+    accs.append(next.begin(), next.end());
     scf::YieldOp::create(b, loc, accs);
   }
   // Each thread writes its accumulators' elements that fall inside the
@@ -461,7 +488,8 @@ LogicalResult rewrite(linalg::GenericOp op, const Match &match, Unit unit, int64
   AffineMap outMap = op.getMatchingIndexingMap(init);
   Value rowOrigin = arith::AddIOp::create(b, loc, rowBase, warpRow);
   Value colOrigin = arith::AddIOp::create(b, loc, colBase, warpCol);
-  emit.results(b, loc, lane, SmallVector<Value>(stages.getResults()),
+  emit.results(b, loc, lane,
+               SmallVector<Value>(stages.getResults().begin(), stages.getResults().begin() + numAccs),
                [&](Value row, Value col, Value v) {
                  Value r = arith::AddIOp::create(b, loc, rowOrigin, row);
                  Value c = arith::AddIOp::create(b, loc, colOrigin, col);
