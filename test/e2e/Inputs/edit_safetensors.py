@@ -5,8 +5,8 @@ checks' failure tests make their bad references and weights with it).
     edit_safetensors.py IN OUT EDIT...
 
 EDIT is NAME[INDEX]=VALUE (one element of an F32 tensor, flat index; VALUE as
-Python's float() reads it: 1.5, nan, inf, -inf) or NAME= (the tensor emptied:
-its first dimension 0).
+Python's float() reads it: 1.5, nan, inf, -inf; or of an I64 tensor, VALUE an
+integer) or NAME= (the tensor emptied: its first dimension 0).
 """
 import json
 import re
@@ -26,9 +26,12 @@ for edit in edits:
     one = re.fullmatch(r"([^\[=]+)\[(\d+)\]=(.+)", edit)
     empty = re.fullmatch(r"([^\[=]+)=", edit)
     if one:
-        name, index, value = one.group(1), int(one.group(2)), float(one.group(3))
-        assert header[name]["dtype"] == "F32", f"{name}: not an F32 tensor"
-        struct.pack_into("<f", tensors[name], 4 * index, value)
+        name, index, value = one.group(1), int(one.group(2)), one.group(3)
+        if header[name]["dtype"] == "I64":
+            struct.pack_into("<q", tensors[name], 8 * index, int(value))
+        else:
+            assert header[name]["dtype"] == "F32", f"{name}: not an F32 or I64 tensor"
+            struct.pack_into("<f", tensors[name], 4 * index, float(value))
     elif empty:
         name = empty.group(1)
         header[name]["shape"][0] = 0
