@@ -29,12 +29,27 @@ for shape in mixtral-tiny deepseek-tiny; do
     -o "$out/random-$shape.gpu.moir"
   echo "random $shape (seed $seed) compiled for cpu and $target $chip"
 done
-# --gpu-tensor-cores, off by default until these pass on a GPU: every fixture
+# The quantized fixtures on the default GPU path (weights dequantized to f32
+# inside the kernels, f32 sums): gpu-check.sh holds them to their dequantized
+# reference within 1e-4 of the largest |logit|, as the CPU's exact path; the
+# compile-time quantization fixture once per --weight-type.
+mkdir -p "$out/quant"
+for f in gguf_q_legacy/model.gguf gguf_q4_k_m/model.gguf deepseek_v2_q8_0/model.gguf fp8_block \
+         fp8_channel int8_channel awq gptq; do
+  "$build/bin/moirc" "$root/test/fixtures/quant/$f" --target="$target" --gpu="$chip" --cache-capacity=64 \
+    -o "$out/quant/${f%%/*}.moir"
+done
+for t in q8_0 q4_k q6_k int4 fp8; do
+  "$build/bin/moirc" "$root/test/fixtures/quant/compile_time" --target="$target" --gpu="$chip" \
+    --cache-capacity=64 --weight-type=$t -o "$out/quant/compile_time-$t.moir"
+done
+echo "quantized fixtures compiled for $target $chip"
+# The matrix units (--gpu-tensor-cores=on; NVIDIA's default): every fixture
 # family with bf16 weights and every quantized fixture with every product on
-# the matrix units (--gpu-tensor-core-rows=1: the fixtures' short prompts and
-# the decode steps too), checked by gpu-check.sh against transformers on the
-# same weights; a fresh random Mistral-tiny in bf16 against the CPU.
-tc=(--gpu-tensor-cores --gpu-tensor-core-rows=1)
+# them (--gpu-tensor-core-rows=1: the fixtures' short prompts and the decode
+# steps too), checked by gpu-check.sh against transformers on the same
+# weights; a fresh random Mistral-tiny in bf16 against the CPU.
+tc=(--gpu-tensor-cores=on --gpu-tensor-core-rows=1)
 mkdir -p "$out/tensor-cores"
 for dir in "$root"/test/fixtures/*/; do
   family="$(basename "$dir")"
@@ -62,11 +77,13 @@ for run in "${runs[@]}"; do
   [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype"
   "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 -o "$dir-$chip.moir"
   python3 "$root/bench/artifact_weights.py" strip "$dir-$chip.moir" "$out/bench-$shape-$dtype.thin"
-  # The same model with --gpu-tensor-cores (prefill products of 16 rows or
-  # more on the matrix units), benchmarked beside it.
+  # The same model with the matrix units the other way round from the
+  # target's default (NVIDIA: off, .warp; AMD: on, .tc), benchmarked beside it.
   if [ "$dtype" != f32 ]; then
-    "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 --gpu-tensor-cores \
-      -o "$dir-$chip-tc.moir"
-    python3 "$root/bench/artifact_weights.py" strip "$dir-$chip-tc.moir" "$out/bench-$shape-$dtype.tc.thin"
+    twin=warp flag=off
+    [ "$target" = amd ] && twin=tc flag=on
+    "$build/bin/moirc" "$dir" --target="$target" --gpu="$chip" --cache-capacity=1024 \
+      --gpu-tensor-cores=$flag -o "$dir-$chip-$twin.moir"
+    python3 "$root/bench/artifact_weights.py" strip "$dir-$chip-$twin.moir" "$out/bench-$shape-$dtype.$twin.thin"
   fi
 done

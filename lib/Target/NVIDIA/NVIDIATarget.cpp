@@ -79,6 +79,10 @@ public:
 
   // mma.sync m16n8k16 with bf16 operands exists on every chip here (sm_80+).
   llvm::StringRef matrixUnit(llvm::StringRef) const override { return "mma-sync"; }
+  /// Checked on an NVIDIA H200 (sm_90): every fixture family and quantized
+  /// fixture against transformers, compute-sanitizer's race and memory
+  /// checks (bench/RESULTS.md).
+  bool matrixUnitByDefault(llvm::StringRef) const override { return true; }
 
   void buildMatrixConversion(OpPassManager &kernels,
                              const moir::gpu::GPUOptions &) const override {

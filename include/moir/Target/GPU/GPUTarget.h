@@ -69,6 +69,9 @@ public:
   /// The chip's matrix instruction for moir-gpu-tensor-cores ("mma-sync",
   /// "mfma"), or empty where there is none the lowering implements.
   virtual llvm::StringRef matrixUnit(llvm::StringRef chip) const { return {}; }
+  /// Whether --gpu-tensor-cores=auto uses matrixUnit(chip): only where its
+  /// kernels have been run and checked on such a GPU (scripts/gpu-check.sh).
+  virtual bool matrixUnitByDefault(llvm::StringRef chip) const { return false; }
   /// Adds the conversion of the matrix unit's ops (nvgpu, amdgpu) to the
   /// vendor's LLVM dialect; runs on each gpu.module before the kernel
   /// conversion.

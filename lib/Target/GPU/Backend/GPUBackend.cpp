@@ -43,12 +43,19 @@ public:
       options.gpu.chip = info->chips().front().str();
     if (Error err = info->validate(gpuOptions(options)))
       return err;
-    if (options.gpu.tensorCores && info->matrixUnit(options.gpu.chip).empty())
-      return llvm::createStringError("--gpu-tensor-cores: no matrix instruction is implemented "
-                                     "for " +
+    std::string &tensorCores = options.gpu.tensorCores;
+    if (tensorCores != "auto" && tensorCores != "on" && tensorCores != "off")
+      return llvm::createStringError("--gpu-tensor-cores must be auto, on or off, not '" +
+                                     tensorCores + "'");
+    bool hasUnit = !info->matrixUnit(options.gpu.chip).empty();
+    if (tensorCores == "on" && !hasUnit)
+      return llvm::createStringError("--gpu-tensor-cores=on: no matrix instruction is "
+                                     "implemented for " +
                                      options.gpu.chip +
                                      " (NVIDIA sm_80 and newer: mma.sync; AMD gfx90a, gfx942: "
                                      "MFMA; RDNA's WMMA is not)");
+    if (tensorCores == "auto")
+      tensorCores = hasUnit && info->matrixUnitByDefault(options.gpu.chip) ? "on" : "off";
     if (options.gpu.tensorCoreRows < 1)
       return llvm::createStringError("--gpu-tensor-core-rows must be at least 1, not " +
                                      std::to_string(options.gpu.tensorCoreRows));
@@ -130,7 +137,7 @@ private:
     gpu.toolkit = options.gpu.toolkit;
     gpu.optLevel = options.gpu.optLevel;
     gpu.codeObject = options.gpu.codeObject * 100;
-    gpu.tensorCores = options.gpu.tensorCores;
+    gpu.tensorCores = options.gpu.tensorCores == "on";
     gpu.tensorCoreRows = options.gpu.tensorCoreRows;
     return gpu;
   }
