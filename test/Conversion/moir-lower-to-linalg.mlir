@@ -58,10 +58,14 @@ func.func @attention(%q: tensor<?x4x8xf32>, %k: tensor<64x2x8xf32>, %v: tensor<6
 
 // -----
 
-// The MoE steps: loops over tokens (routing, counting, placing), a loop over
-// experts of dense matmuls, a gather-sum for the combine.
+// The MoE steps: the routing, one work item per token (each writes its row of
+// the results); loops over tokens (counting, placing), a loop over experts of
+// dense matmuls, a gather-sum for the combine.
 // CHECK-LABEL: func.func @moe
-// CHECK: scf.for {{.*}} -> (tensor<?x2xf32>, tensor<?x2xi32>)
+// CHECK: scf.forall (%[[T:.*]]) in (%{{.*}}) shared_outs({{.*}}) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %{{.*}}[%[[T]], 0] [1, 2] [1, 1] : tensor<2xf32> into tensor<?x2xf32>
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %{{.*}}[%[[T]], 0] [1, 2] [1, 1] : tensor<2xi32> into tensor<?x2xi32>
 // CHECK: scf.for {{.*}} -> (tensor<4xi32>)
 // CHECK: scf.for {{.*}} -> (tensor<5xi32>)
 // CHECK: scf.for {{.*}} -> (tensor<4xi32>, tensor<?xi32>)

@@ -189,19 +189,31 @@ struct LowerRoute : OpRewritePattern<moe::RouteOp> {
     Value weights0 = tensor::EmptyOp::create(b, loc, outSizes, b.getF32Type());
     Value ids0 = tensor::EmptyOp::create(b, loc, outSizes, b.getI32Type());
     auto vecType = RankedTensorType::get({experts}, b.getF32Type());
-    SmallVector<Value> results = loop(
-        b, loc, indexConst(b, loc, 0), tokens, ValueRange{weights0, ids0},
-        [&](OpBuilder &b, Location loc, Value t, ValueRange acc) {
-          // This token's logits as a [E] tensor.
-          Value row = tensor::ExtractSliceOp::create(
-              b, loc, vecType, logits, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(experts)},
-              ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-          auto [w, ids] = insertRow(b, loc, routeToken(b, loc, routing, row, op.getCorrectionBias(), experts),
-                                    acc[0], acc[1], t, k);
-          return SmallVector<Value>{w, ids};
-        });
-    b.replaceOp(op, results);
+    // The tokens are routed independently: one work item each (a thread
+    // each on a GPU, where the serial loop this was ran as a one-thread
+    // kernel), each with its own temporaries.
+    auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{tokens},
+                                        ValueRange{weights0, ids0}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(forall.getBody());
+      Value t = forall.getInductionVars()[0];
+      // This token's logits as a [E] tensor.
+      Value row = tensor::ExtractSliceOp::create(
+          b, loc, vecType, logits, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(experts)},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+      auto [w, ids] = routeToken(b, loc, routing, row, op.getCorrectionBias(), experts);
+      SmallVector<Value> routed = {w, ids};
+      b.setInsertionPointToStart(forall.getTerminator().getBody());
+      // Rank-reducing: each [k] result into row t of the [tokens, k] outputs.
+      for (auto [value, out] : llvm::zip(routed, forall.getRegionIterArgs()))
+        tensor::ParallelInsertSliceOp::create(
+            b, loc, value, out, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(k)},
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    }
+    b.replaceOp(op, forall.getResults());
     return success();
   }
 };

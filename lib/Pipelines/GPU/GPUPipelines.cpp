@@ -12,6 +12,7 @@
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -35,6 +36,8 @@ void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef
   GPUWarpReductionsPassOptions warps;
   warps.warpSize = warpSize;
   pm.addPass(createGPUWarpReductionsPass(warps));
+  // Work items of lowered ops (moe.route's tokens) come as scf.forall.
+  pm.addPass(createForallToParallelLoopPass());
   pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createGPUOffloadPass());
@@ -45,6 +48,8 @@ void buildGPUKernelPipeline(OpPassManager &pm, int64_t warpSize, llvm::StringRef
   pm.addPass(createGPUHostMemoryPass());
   pm.addPass(createGpuKernelOutliningPass());
   pm.addPass(createGPUMergeModulesPass());
+  pm.nest<mlir::gpu::GPUModuleOp>().nest<mlir::gpu::GPUFuncOp>().addPass(
+      createGPUHoistScratchPass());
   pm.nest<func::FuncOp>().addPass(createGpuAsyncRegionPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -100,6 +100,29 @@ LogicalResult moir::gpu::sequentializeNested(Operation *root) {
 
 namespace {
 
+/// Fixed-size scratch buffers allocated inside the device loop `loop` become
+/// one stack buffer each at the start of its body: private to each thread
+/// (each iteration of a serial loop, or each work item of a parallel one,
+/// that used a fresh one writes before reading).
+LogicalResult stackScratch(scf::ParallelOp loop) {
+  SmallVector<memref::AllocOp> allocs;
+  loop->walk([&](memref::AllocOp alloc) { allocs.push_back(alloc); });
+  OpBuilder b(loop);
+  for (memref::AllocOp alloc : allocs) {
+    if (!alloc.getType().hasStaticShape())
+      return alloc.emitError("dynamically sized buffer inside a device loop");
+    b.setInsertionPointToStart(loop.getBody());
+    auto stack = memref::AllocaOp::create(b, alloc.getLoc(), alloc.getType(),
+                                          alloc.getAlignmentAttr());
+    for (Operation *user : llvm::make_early_inc_range(alloc->getUsers()))
+      if (isa<memref::DeallocOp>(user))
+        user->erase();
+    alloc.replaceAllUsesWith(stack.getResult());
+    alloc.erase();
+  }
+  return success();
+}
+
 /// Wraps `op` in a one-iteration scf.parallel: a single-thread kernel.
 LogicalResult wrapSerial(Operation *op) {
   for (Value result : op->getResults())
@@ -114,23 +137,7 @@ LogicalResult wrapSerial(Operation *op) {
   op->moveBefore(wrapper.getBody()->getTerminator());
   if (failed(moir::gpu::sequentializeNested(wrapper)))
     return failure();
-  // Fixed-size scratch buffers become one stack buffer each at the kernel's
-  // start; every iteration that used a fresh one writes before reading.
-  SmallVector<memref::AllocOp> allocs;
-  wrapper->walk([&](memref::AllocOp alloc) { allocs.push_back(alloc); });
-  for (memref::AllocOp alloc : allocs) {
-    if (!alloc.getType().hasStaticShape())
-      return alloc.emitError("dynamically sized buffer inside a device loop");
-    b.setInsertionPointToStart(wrapper.getBody());
-    auto stack = memref::AllocaOp::create(b, alloc.getLoc(), alloc.getType(),
-                                          alloc.getAlignmentAttr());
-    for (Operation *user : llvm::make_early_inc_range(alloc->getUsers()))
-      if (isa<memref::DeallocOp>(user))
-        user->erase();
-    alloc.replaceAllUsesWith(stack.getResult());
-    alloc.erase();
-  }
-  return success();
+  return stackScratch(wrapper);
 }
 
 func::FuncOp readFunction(ModuleOp module, unsigned bits) {
@@ -242,7 +249,7 @@ LogicalResult partition(Block &block, ModuleOp module) {
     if (isa<mlir::gpu::LaunchOp>(op))
       continue;
     if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
-      if (failed(moir::gpu::sequentializeNested(loop)))
+      if (failed(moir::gpu::sequentializeNested(loop)) || failed(stackScratch(loop)))
         return failure();
       continue;
     }

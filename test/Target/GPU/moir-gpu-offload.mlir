@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -split-input-file -moir-gpu-offload | FileCheck %s
+// RUN: moir-opt %s -split-input-file -moir-gpu-offload -verify-diagnostics | FileCheck %s
 
 // Parallel loops stay (they become kernels); a loop that writes buffers and
 // holds no dynamically sized allocation runs as one device thread, with its
@@ -85,6 +85,53 @@ func.func @experts(%offsets: memref<6xi32>, %a: memref<?xf32>) {
       scf.reduce
     }
     memref.dealloc %buf : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// A parallel loop's fixed-size scratch (moe.route's per-token scores) goes on
+// each work item's stack, at the start of its body: private to each thread;
+// its deallocation goes. A dynamically sized one cannot.
+// CHECK-LABEL: func.func @route
+// CHECK: scf.parallel (%[[T:.*]]) = (%{{.*}}) to (%{{.*}}) step (%{{.*}}) {
+// CHECK-NEXT: %[[S:.*]] = memref.alloca() {alignment = 64 : i64} : memref<8xf32>
+// CHECK-NOT: memref.alloc(
+// CHECK-NOT: memref.dealloc
+// CHECK: memref.store %{{.*}}, %[[S]]
+// CHECK: scf.reduce
+func.func @route(%logits: memref<?x8xf32>, %best: memref<?xf32>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    %scores = memref.alloc() {alignment = 64 : i64} : memref<8xf32>
+    scf.for %e = %c0 to %c8 step %c1 {
+      %v = memref.load %logits[%t, %e] : memref<?x8xf32>
+      %x = math.exp %v : f32
+      memref.store %x, %scores[%e] : memref<8xf32>
+    }
+    %s = memref.load %scores[%c0] : memref<8xf32>
+    memref.store %s, %best[%t] : memref<?xf32>
+    memref.dealloc %scores : memref<8xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
+func.func @dynamic_scratch(%a: memref<?xf32>, %n: index, %m: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    // expected-error @+1 {{dynamically sized buffer inside a device loop}}
+    %scratch = memref.alloc(%m) : memref<?xf32>
+    %v = memref.load %a[%t] : memref<?xf32>
+    memref.store %v, %scratch[%c0] : memref<?xf32>
+    memref.dealloc %scratch : memref<?xf32>
+    scf.reduce
   }
   return
 }

@@ -223,4 +223,25 @@ def GPUMergeModulesPass : Pass<"moir-gpu-merge-modules", "mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 
+def GPUHoistScratchPass : Pass<"moir-gpu-hoist-scratch", "mlir::gpu::GPUFuncOp"> {
+  let summary = "moves each kernel's fixed-size stack buffers to its entry block";
+  let description = [{
+    `moir-gpu-offload` gives each work item of a device loop its scratch
+    buffers on its own stack (`memref.alloca` at the start of the loop's
+    body). After mapping and outlining that body sits inside the kernel's
+    bounds check, and a stack allocation outside the entry block is a
+    dynamic one, which AMDGPU cannot select and NVPTX makes a run-time
+    allocation. This pass moves every `memref.alloca` without operands to the
+    start of the kernel's entry block: one buffer per thread, reused by the
+    iterations a thread runs, each of which writes before it reads.
+
+    ```mlir
+    // before
+    gpu.func @k() kernel { scf.if %in { %s = memref.alloca() : memref<8xf32> ... } }
+    // after
+    gpu.func @k() kernel { %s = memref.alloca() : memref<8xf32>  scf.if %in { ... } }
+    ```
+  }];
+}
+
 #endif // MOIR_TARGET_GPU_PASSES
