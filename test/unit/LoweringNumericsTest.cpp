@@ -50,7 +50,8 @@ public:
   /// `int8Dot`: integer-coded packed weights on the int8 dot products
   /// (prefill and decode)
   /// where the host has them.
-  explicit Kernel(const std::string &source, bool int8Dot = false) {
+  /// `bf16Dot`: bf16 weights on the AVX512-BF16 dot products.
+  explicit Kernel(const std::string &source, bool int8Dot = false, bool bf16Dot = false) {
     auto context = moir::test::makeContext();
     OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, context.get());
     if (!module) {
@@ -62,7 +63,7 @@ public:
     moir::registerAllTargets();
     const moir::TargetBackend *cpu = llvm::cantFail(moir::lookupTargetBackend("cpu"));
     moir::CompileOptions options;
-    options.cpu.bf16Dot = false;
+    options.cpu.bf16Dot = bf16Dot;
     options.cpu.int8Dot = int8Dot;
     options.cpu.int8Decode = int8Dot ? "all" : "none";
     PassManager pm(context.get());
@@ -618,6 +619,62 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
         for (int n = 0; n < N; ++n)
           for (int k = 0; k < K; ++k)
             ref[t * N + n] += xq[t * K + k] * weight(n, k);
+      expectClose(y, ref, 1e-5);
+    }
+  }
+}
+
+/// bf16 weights on the AVX512-BF16 dot products: the activations rounded to
+/// bf16 (to nearest, ties to even), products and sums in f32. From a group
+/// of rows (the vector width) on, the broadcast kernel (one row per lane,
+/// rows paired along k); fewer rows, the lane-sum kernel. Against the
+/// rounded activations times the weights in double, within 1e-5 of the
+/// largest output: 37 and 16 rows (whole and partial groups), 5 and 1
+/// (decode); 37 weight rows (tiles of 8 and 5 single columns); depths with
+/// and without a remainder past whole vectors (100, 96, 34) and an odd one
+/// (51, the lane-sum kernel only, whose remainder past whole steps keeps
+/// f32 activations).
+TEST_F(LoweringNumericsTest, BF16WeightLinearDotProducts) {
+  SEED_TRACE();
+  llvm::Expected<moir::cpu::KernelOptions> host =
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, true, false);
+  ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
+  if (!host->bf16Dot)
+    GTEST_SKIP() << "unsupported: the host has no AVX512-BF16";
+  using moir::frontend::fromBF16;
+  using moir::frontend::toBF16;
+  const int N = 37;
+  for (int K : {100, 96, 34, 51}) {
+    SCOPED_TRACE("K " + std::to_string(K));
+    std::string ks = std::to_string(K);
+    std::string act = "tensor<?x" + ks + "xf32>", wt = "tensor<37x" + ks + "xbf16>";
+    Kernel kernel("func.func @forward(%x: " + act + ", %w: " + wt +
+                      ") -> tensor<?x37xf32> {\n"
+                      "  %y = llm.linear %x, %w : (" + act + ", " + wt +
+                      ") -> tensor<?x37xf32>\n"
+                      "  return %y : tensor<?x37xf32>\n}",
+                  /*int8Dot=*/false, /*bf16Dot=*/true);
+    ASSERT_TRUE(kernel.ok()) << kernel.error;
+    std::vector<uint16_t> w(N * K);
+    std::vector<float> wf = random(N * K);
+    for (int i = 0; i < N * K; ++i)
+      w[i] = toBF16(wf[i]);
+    for (int T : {37, 16, 5, 1}) {
+      SCOPED_TRACE(std::to_string(T) + " rows");
+      std::vector<float> x = random(T * K);
+      std::vector<float> y(T * N, std::nanf(""));
+      kernel.run({{x.data(), {T, K}}, {w.data(), {N, K}}, {y.data(), {T, N}}});
+      // The lane-sum kernel multiplies the depth past its whole steps (2 *
+      // vw) one product at a time, with the activations as they are.
+      const int vw = static_cast<int>(host->vectorWidth);
+      const int rounded = T >= vw && K % 2 == 0 ? K : K / (2 * vw) * (2 * vw);
+      std::vector<double> ref(T * N, 0.0);
+      for (int t = 0; t < T; ++t)
+        for (int n = 0; n < N; ++n)
+          for (int k = 0; k < K; ++k)
+            ref[t * N + n] +=
+                double(k < rounded ? fromBF16(toBF16(x[t * K + k])) : x[t * K + k]) *
+                double(fromBF16(w[n * K + k]));
       expectClose(y, ref, 1e-5);
     }
   }

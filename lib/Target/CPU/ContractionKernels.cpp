@@ -365,6 +365,174 @@ protected:
                                   arith::SubIOp::create(b, loc, count, cst(1)));
   }
 
+  /// The lane sums of a tile's accumulators `accs` (tm * tn vectors of one
+  /// width, row-major), as one vector of tn sums per row. Pairs of vectors
+  /// fold by two-source shuffles: each result lane adds a lane of the
+  /// first half of a segment to its partner in the second half, so one
+  /// result holds half-width segments of both inputs (a transpose and add);
+  /// once one vector is left, its segments fold in halves within it. For a
+  /// 4x4 tile of 16 lanes that is 15 adds and 30 shuffles for the 16
+  /// outputs, where a reduction per output costs 8 dependent operations
+  /// (128): on the bf16 kernels of a 2816-deep product those reductions
+  /// took about 45% of the kernel's samples. Counts or widths that are
+  /// not powers of two take a reduction per output.
+  SmallVector<Value> sumLanesByRow(ArrayRef<Value> accs, int64_t tm, int64_t tn) {
+    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
+    int64_t count = accs.size();
+    auto width = [](Value v) { return cast<VectorType>(v.getType()).getDimSize(0); };
+    int64_t w = width(accs.front());
+    SmallVector<Value> rowSums;
+    if (!llvm::isPowerOf2_64(count) || !llvm::isPowerOf2_64(w)) {
+      for (int64_t i = 0; i < tm; ++i) {
+        SmallVector<Value> sums;
+        for (int64_t j = 0; j < tn; ++j)
+          sums.push_back(vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                                     accs[i * tn + j], fast));
+        auto type = VectorType::get({tn}, b.getF32Type());
+        rowSums.push_back(vector::FromElementsOp::create(b, loc, type, sums));
+      }
+      return rowSums;
+    }
+    // A vector whose lanes are segments of equal width, segment g holding
+    // partial sums of accs[sources[g]].
+    struct Part {
+      Value v;
+      SmallVector<int64_t> sources;
+    };
+    SmallVector<Part> parts;
+    for (int64_t i = 0; i < count; ++i)
+      parts.push_back({accs[i], {i}});
+    while (parts.size() > 1 && int64_t(parts.front().sources.size()) < w) {
+      SmallVector<Part> next;
+      for (size_t p = 0; p < parts.size(); p += 2) {
+        const Part &x = parts[p], &y = parts[p + 1];
+        int64_t segs = x.sources.size(), s = w / segs;
+        SmallVector<int64_t> lo, hi;
+        Part folded;
+        for (int64_t g = 0; g < segs; ++g) {
+          for (int64_t from : {int64_t(0), w})
+            for (int64_t t = 0; t < s / 2; ++t) {
+              lo.push_back(from + g * s + t);
+              hi.push_back(from + g * s + s / 2 + t);
+            }
+          folded.sources.append({x.sources[g], y.sources[g]});
+        }
+        folded.v = arith::AddFOp::create(b, loc, vector::ShuffleOp::create(b, loc, x.v, y.v, lo),
+                                         vector::ShuffleOp::create(b, loc, x.v, y.v, hi), fast);
+        next.push_back(std::move(folded));
+      }
+      parts = std::move(next);
+    }
+    while (parts.size() == 1 && int64_t(parts.front().sources.size()) < width(parts.front().v)) {
+      Part &x = parts.front();
+      int64_t segs = x.sources.size(), s = width(x.v) / segs;
+      SmallVector<int64_t> lo, hi;
+      for (int64_t g = 0; g < segs; ++g)
+        for (int64_t t = 0; t < s / 2; ++t) {
+          lo.push_back(g * s + t);
+          hi.push_back(g * s + s / 2 + t);
+        }
+      x.v = arith::AddFOp::create(b, loc, vector::ShuffleOp::create(b, loc, x.v, x.v, lo),
+                                  vector::ShuffleOp::create(b, loc, x.v, x.v, hi), fast);
+    }
+    // Every part now holds one sum per lane: gather each row's.
+    SmallVector<std::pair<int64_t, int64_t>> where(count);
+    for (auto [p, part] : llvm::enumerate(parts))
+      for (auto [lane, source] : llvm::enumerate(part.sources))
+        where[source] = {p, lane};
+    for (int64_t i = 0; i < tm; ++i) {
+      SmallVector<int64_t> used;
+      for (int64_t j = 0; j < tn; ++j)
+        if (!llvm::is_contained(used, where[i * tn + j].first))
+          used.push_back(where[i * tn + j].first);
+      if (used.size() <= 2) {
+        Value x = parts[used.front()].v, y = used.size() == 2 ? parts[used.back()].v : x;
+        SmallVector<int64_t> mask;
+        for (int64_t j = 0; j < tn; ++j) {
+          auto [p, lane] = where[i * tn + j];
+          mask.push_back(p == used.front() ? lane : width(x) + lane);
+        }
+        bool identity = width(x) == tn && llvm::equal(mask, llvm::seq<int64_t>(0, tn));
+        rowSums.push_back(identity ? x : vector::ShuffleOp::create(b, loc, x, y, mask).getResult());
+        continue;
+      }
+      SmallVector<Value> sums;
+      for (int64_t j = 0; j < tn; ++j) {
+        auto [p, lane] = where[i * tn + j];
+        sums.push_back(vector::ExtractOp::create(b, loc, parts[p].v, lane));
+      }
+      rowSums.push_back(
+          vector::FromElementsOp::create(b, loc, VectorType::get({tn}, b.getF32Type()), sums));
+    }
+    return rowSums;
+  }
+
+  /// C[r[i], n0 .. n0 + tn) += rowSums[i] (+ extra[i * tn + j], scalars,
+  /// where given): one vector per row where C's rows are contiguous.
+  void addRowSums(Value c, ArrayRef<Value> r, Value n0, ArrayRef<Value> rowSums,
+                  ArrayRef<Value> extra = {}) {
+    for (auto [i, row] : llvm::enumerate(r)) {
+      Value sums = rowSums[i];
+      auto type = cast<VectorType>(sums.getType());
+      int64_t tn = type.getDimSize(0);
+      if (!extra.empty())
+        sums = arith::AddFOp::create(
+            b, loc, sums,
+            vector::FromElementsOp::create(b, loc, type, extra.slice(i * tn, tn)));
+      if (unitInnerStride(c.getType())) {
+        Value old = vector::LoadOp::create(b, loc, type, c, ValueRange{row, n0});
+        vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sums), c,
+                                ValueRange{row, n0});
+        continue;
+      }
+      for (int64_t j = 0; j < tn; ++j) {
+        Value col = j ? arith::AddIOp::create(b, loc, n0, cst(j)).getResult() : n0;
+        Value old = memref::LoadOp::create(b, loc, c, ValueRange{row, col});
+        Value sum = vector::ExtractOp::create(b, loc, sums, j);
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
+                                ValueRange{row, col});
+      }
+    }
+  }
+
+  /// `columns`: tn vectors of vw lanes, lane l of vector j holding the
+  /// output of row l and column j (tn <= vw, both powers of two). Returns
+  /// the vw rows as vectors of tn lanes. Each chunk of tn lanes of the tn
+  /// vectors is a square transposed in place by swapping its off-diagonal
+  /// blocks, halving them each time (tn * log2(tn) two-source shuffles);
+  /// row r is then lanes [r / tn * tn, + tn) of vector r % tn.
+  SmallVector<Value> columnsToRows(ArrayRef<Value> columns) {
+    int64_t tn = columns.size();
+    int64_t vw = cast<VectorType>(columns.front().getType()).getDimSize(0);
+    SmallVector<Value> v(columns.begin(), columns.end());
+    for (int64_t h = tn / 2; h >= 1; h /= 2)
+      for (int64_t i = 0; i < tn; ++i) {
+        if (i & h)
+          continue;
+        SmallVector<int64_t> first, second;
+        for (int64_t l = 0; l < vw; ++l) {
+          first.push_back(l & h ? vw + l - h : l);
+          second.push_back(l & h ? vw + l : l + h);
+        }
+        Value x = v[i], y = v[i + h];
+        v[i] = vector::ShuffleOp::create(b, loc, x, y, first);
+        v[i + h] = vector::ShuffleOp::create(b, loc, x, y, second);
+      }
+    SmallVector<Value> result;
+    for (int64_t r = 0; r < vw; ++r) {
+      Value x = v[r % tn];
+      if (tn == vw) {
+        result.push_back(x);
+        continue;
+      }
+      SmallVector<int64_t> lanes;
+      for (int64_t t = 0; t < tn; ++t)
+        lanes.push_back(r / tn * tn + t);
+      result.push_back(vector::ShuffleOp::create(b, loc, x, x, lanes));
+    }
+    return result;
+  }
+
   /// acc + x * y (contractable to one FMA).
   Value scalarFMA(Value x, Value y, Value acc) {
     auto fast = arith::FastMathFlags::contract;
@@ -375,6 +543,97 @@ protected:
   OpBuilder &b;
   Location loc;
 };
+
+/// Activations rounded to bf16 for the broadcast bf16 kernel, rows
+/// interleaved in groups of vw (one row per lane) and paired along k, as
+/// vdpbf16ps wants them: memref<?xi32> whose element (g * pairs + p) * vw + l
+/// holds row g * vw + l's elements 2p and 2p + 1 (pairs = depth / 2; the
+/// depth is even). Rows past the last in the last group are zeros.
+class PairedRows : public LoopBuilder {
+public:
+  PairedRows(OpBuilder &b, Location loc, int64_t vw) : LoopBuilder(b, loc), vw(vw) {}
+
+  /// x: [rows, depth] f32, unit stride, depth static and even; rows in
+  /// parallel by groups when `parallel`.
+  Value build(Value x, bool parallel) {
+    int64_t depth = cast<MemRefType>(x.getType()).getDimSize(1), pairs = depth / 2;
+    Value rows = memref::DimOp::create(b, loc, x, 0);
+    Value groups = arith::CeilDivUIOp::create(b, loc, rows, cst(vw));
+    Type i32 = b.getI32Type();
+    Value buffer = memref::AllocOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic}, i32),
+        ValueRange{arith::MulIOp::create(b, loc, groups, cst(pairs * vw))},
+        b.getI64IntegerAttr(64));
+    auto f32Vec = VectorType::get({vw}, b.getF32Type());
+    auto bf16Vec = VectorType::get({vw}, b.getBF16Type());
+    auto wordVec = VectorType::get({vw / 2}, i32);
+    int64_t whole = depth / vw * vw;
+    // Fewer rows than a group never take the broadcast kernel (decode):
+    // nothing to fill.
+    auto many = scf::IfOp::create(
+        b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, rows, cst(vw)),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard outer(b);
+    b.setInsertionPointToStart(many.thenBlock());
+    forEachItem(b, loc, ValueRange{groups}, parallel, [&](ValueRange ivs) {
+      Value g = ivs[0];
+      Value base = arith::MulIOp::create(b, loc, g, cst(pairs * vw));
+      forLoop(cst(0), cst(vw), cst(1), [&](Value l) {
+        Value m = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, g, cst(vw)), l);
+        // Pair p of this row's element.
+        auto slot = [&](Value p) {
+          return arith::AddIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, base, arith::MulIOp::create(b, loc, p, cst(vw))),
+              l);
+        };
+        Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, m, rows);
+        auto branch = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/true);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(branch.thenBlock());
+        forLoop(cst(0), cst(whole), cst(vw), [&](Value k) {
+          Value v = vector::LoadOp::create(b, loc, f32Vec, x, ValueRange{m, k});
+          Value words = vector::BitCastOp::create(
+              b, loc, wordVec, arith::TruncFOp::create(b, loc, bf16Vec, v));
+          Value p0 = arith::DivUIOp::create(b, loc, k, cst(2));
+          for (int64_t t = 0; t < vw / 2; ++t)
+            memref::StoreOp::create(
+                b, loc, vector::ExtractOp::create(b, loc, words, t), buffer,
+                ValueRange{slot(arith::AddIOp::create(b, loc, p0, cst(t)))});
+        });
+        // The depth past whole vectors, a pair at a time.
+        for (int64_t k = whole; k < depth; k += 2) {
+          SmallVector<Value> pair;
+          for (int64_t e : {k, k + 1})
+            pair.push_back(arith::TruncFOp::create(
+                b, loc, b.getBF16Type(), memref::LoadOp::create(b, loc, x, ValueRange{m, cst(e)})));
+          Value two = vector::FromElementsOp::create(
+              b, loc, VectorType::get({2}, b.getBF16Type()), pair);
+          Value word = vector::ExtractOp::create(
+              b, loc, vector::BitCastOp::create(b, loc, VectorType::get({1}, i32), two), 0);
+          memref::StoreOp::create(b, loc, word, buffer, ValueRange{slot(cst(k / 2))});
+        }
+        b.setInsertionPointToStart(branch.elseBlock());
+        Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
+        forLoop(cst(0), cst(pairs), cst(1), [&](Value p) {
+          memref::StoreOp::create(b, loc, zero, buffer, ValueRange{slot(p)});
+        });
+      });
+    });
+    b.setInsertionPointAfter(many);
+    return buffer;
+  }
+
+private:
+  int64_t vw;
+};
+
+/// Whether `a` (the activations of a bf16-dot product) suits the broadcast
+/// kernel: a static, even depth.
+bool pairableDepth(Value a) {
+  auto type = dyn_cast<MemRefType>(a.getType());
+  return type && type.getRank() == 2 && !type.isDynamicDim(1) && type.getDimSize(1) % 2 == 0 &&
+         type.getDimSize(1) > 0;
+}
 
 class KernelBuilder : public LoopBuilder {
 public:
@@ -388,16 +647,157 @@ public:
     kStep = dot ? 2 * shape.vectorWidth : shape.vectorWidth;
   }
 
+  /// Whether products of at least a group of rows take the broadcast
+  /// kernel (bf16 dot products over a static even depth).
+  bool pairable() const { return dot && pairableDepth(a); }
+
   /// `parallel`: the blocks are the thread pool's work items; false inside
-  /// an enclosing parallel loop.
-  void build(bool parallel = true) {
-    Value zero = cst(0), one = cst(1);
+  /// an enclosing parallel loop. `paired`: with pairable(), the
+  /// activations as PairedRows made before the enclosing loop (its buffer,
+  /// and the first of its rows that are this product's).
+  void build(bool parallel = true, std::optional<std::pair<Value, Value>> paired = std::nullopt) {
     rows = memref::DimOp::create(b, loc, a, 0);
     cols = memref::DimOp::create(b, loc, w, 0);
     depth = memref::DimOp::create(b, loc, a, 1);
     // The part of k the vector loop covers.
     kVec = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, depth, cst(kStep)),
                                  cst(kStep));
+    if (!pairable())
+      return buildLaneSums(parallel);
+    // A group of rows or more: the broadcast kernel; fewer (decode): the
+    // lane-sum kernel, which reads each weight once per row tile.
+    Value many = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, rows,
+                                       cst(shape.vectorWidth));
+    auto branch = scf::IfOp::create(b, loc, many, /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(branch.thenBlock());
+    if (paired) {
+      pairSweep(paired->first, paired->second, parallel);
+    } else {
+      Value buffer = PairedRows(b, loc, shape.vectorWidth).build(a, parallel);
+      pairSweep(buffer, cst(0), parallel);
+      memref::DeallocOp::create(b, loc, buffer);
+    }
+    b.setInsertionPointToStart(branch.elseBlock());
+    buildLaneSums(parallel);
+  }
+
+private:
+  /// Rows per group are the vector width; tiles are kPairGroups groups x
+  /// min(8, width) weight rows.
+  static constexpr int64_t kPairGroups = 2;
+
+  /// The broadcast kernel: C[m, n] += A[m, k] * W[n, k] with one activation
+  /// row per lane. Each step of a k pair loads, per group, one vector of
+  /// its rows' pairs and, per weight row, its pair broadcast to every lane
+  /// (vdpbf16ps with a broadcast operand); no lane sums. Work items as the
+  /// lane-sum kernel's (blocks of blockN weight rows). This product's rows
+  /// are rows [first, first + rows) of `paired`, whose groups need not
+  /// start at `first`: lanes of other rows are computed and not stored.
+  void pairSweep(Value paired, Value first, bool parallel) {
+    int64_t vw = shape.vectorWidth;
+    pairs = paired;
+    pairFirst = first;
+    pairFirstGroup = arith::DivUIOp::create(b, loc, first, cst(vw));
+    Value endGroup = arith::CeilDivUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
+    Value count = arith::SubIOp::create(b, loc, endGroup, pairFirstGroup);
+    KernelShape pairShape = shape;
+    pairShape.tileN = std::min<int64_t>(8, vw);
+    pairShape.blockN = shape.blockN / pairShape.tileN * pairShape.tileN;
+    if (pairShape.blockN == 0)
+      pairShape.blockN = pairShape.tileN;
+    sweepRowBlocks(count, cols, kPairGroups, pairShape, parallel,
+                   [&](int64_t tg, int64_t tn, Value g0, Value n0) { pairTile(tg, tn, g0, n0); });
+  }
+
+  /// Outputs C[rows of groups g0 .. g0+tg, n0 .. n0+tn].
+  void pairTile(int64_t tg, int64_t tn, Value g0, Value n0) {
+    int64_t vw = shape.vectorWidth;
+    int64_t pairCount = cast<MemRefType>(a.getType()).getDimSize(1) / 2;
+    Type i32 = b.getI32Type();
+    auto accType = VectorType::get({vw}, b.getF32Type());
+    auto wordVec = VectorType::get({vw}, i32);
+    auto bf16Vec = VectorType::get({2 * vw}, b.getBF16Type());
+    SmallVector<Value> q = indices(n0, tn);
+    SmallVector<Value> groupsOf = indices(arith::AddIOp::create(b, loc, pairFirstGroup, g0), tg);
+    SmallVector<Value> bases;
+    for (Value g : groupsOf)
+      bases.push_back(arith::MulIOp::create(b, loc, g, cst(pairCount * vw)));
+    Value zeros = arith::ConstantOp::create(b, loc, accType, b.getZeroAttr(accType));
+    SmallVector<Value> inits(tg * tn, zeros);
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), cst(pairCount), cst(1), inits,
+        [&](OpBuilder &nb, Location, Value p, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value offset = arith::MulIOp::create(b, loc, p, cst(vw));
+          SmallVector<Value> xs, ys, next;
+          for (Value base : bases) {
+            Value words = vector::LoadOp::create(b, loc, wordVec, pairs,
+                                                 ValueRange{arith::AddIOp::create(b, loc, base, offset)});
+            xs.push_back(vector::BitCastOp::create(b, loc, bf16Vec, words));
+          }
+          Value k = arith::MulIOp::create(b, loc, p, cst(2));
+          for (Value col : q) {
+            Value two = vector::LoadOp::create(b, loc, VectorType::get({2}, wElem), w,
+                                               ValueRange{col, k});
+            Value word = vector::ExtractOp::create(
+                b, loc, vector::BitCastOp::create(b, loc, VectorType::get({1}, i32), two), 0);
+            ys.push_back(vector::BitCastOp::create(
+                b, loc, bf16Vec, vector::BroadcastOp::create(b, loc, wordVec, word)));
+          }
+          for (int64_t i = 0; i < tg; ++i)
+            for (int64_t j = 0; j < tn; ++j)
+              next.push_back(x86vector::DotBF16Op::create(b, loc, accType, accs[i * tn + j], xs[i],
+                                                          ys[j]));
+          scf::YieldOp::create(b, loc, next);
+        });
+    // Each group's accumulators are columns over its rows: transposed to
+    // rows, each added to C where it is one of this product's rows (lane l
+    // of group G is row G * vw + l - first).
+    for (int64_t i = 0; i < tg; ++i) {
+      SmallVector<Value> columns(loop.getResults().begin() + i * tn,
+                                 loop.getResults().begin() + (i + 1) * tn);
+      SmallVector<Value> rowVecs = tn == 1 ? SmallVector<Value>() : columnsToRows(columns);
+      Value start = arith::SubIOp::create(b, loc, arith::MulIOp::create(b, loc, groupsOf[i], cst(vw)),
+                                          pairFirst);
+      auto rowOf = [&](int64_t l) { return arith::AddIOp::create(b, loc, start, cst(l)).getResult(); };
+      auto addRow = [&](int64_t l) {
+        Value sums = tn == 1 ? vector::ShuffleOp::create(b, loc, columns[0], columns[0],
+                                                          ArrayRef<int64_t>{l})
+                                   .getResult()
+                             : rowVecs[l];
+        addRowSums(c, {rowOf(l)}, n0, {sums});
+      };
+      // The whole group is this product's: no checks.
+      Value whole = arith::AndIOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, start, cst(0)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle,
+                                arith::AddIOp::create(b, loc, start, cst(vw)), rows));
+      auto branch = scf::IfOp::create(b, loc, whole, /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(branch.thenBlock());
+      for (int64_t l = 0; l < vw; ++l)
+        addRow(l);
+      b.setInsertionPointToStart(branch.elseBlock());
+      for (int64_t l = 0; l < vw; ++l) {
+        Value row = rowOf(l);
+        Value mine = arith::AndIOp::create(
+            b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, row, cst(0)),
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, rows));
+        auto one = scf::IfOp::create(b, loc, mine, /*withElseRegion=*/false);
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(one.thenBlock());
+        addRow(l);
+      }
+    }
+  }
+
+  /// The lane-sum kernel: each step loads tile-m activation rows and
+  /// tile-n weight rows, k along the lanes; lanes summed once per tile.
+  void buildLaneSums(bool parallel) {
+    Value zero = cst(0), one = cst(1);
 
     // bf16 dot products need the activations in bf16: one rounded copy.
     Value scratch;
@@ -425,10 +825,8 @@ public:
       memref::DeallocOp::create(b, loc, scratch);
   }
 
-private:
   /// Outputs C[m0 .. m0+tm, n0 .. n0+tn].
   void tile(int64_t tm, int64_t tn, Value m0, Value n0) {
-    auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
     SmallVector<Value> r = indices(m0, tm), q = indices(n0, tn);
 
     auto accType = VectorType::get({shape.vectorWidth}, b.getF32Type());
@@ -458,12 +856,18 @@ private:
           scf::YieldOp::create(b, loc, next);
         });
 
-    SmallVector<Value> sums;
-    for (Value acc : vecLoop.getResults())
-      sums.push_back(vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, acc, fast));
-    // The k remainder, one product at a time.
+    SmallVector<Value> rowSums =
+        sumLanesByRow(SmallVector<Value>(vecLoop.getResults()), tm, tn);
+    // The k remainder, one product at a time (none where the depth is a
+    // known multiple of the step).
+    int64_t staticDepth = cast<MemRefType>(a.getType()).getDimSize(1);
+    if (!ShapedType::isDynamic(staticDepth) && staticDepth % kStep == 0) {
+      addRowSums(c, r, n0, rowSums);
+      return;
+    }
+    Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
     auto tail = scf::ForOp::create(
-        b, loc, kVec, depth, cst(1), sums,
+        b, loc, kVec, depth, cst(1), SmallVector<Value>(tm * tn, zero),
         [&](OpBuilder &nb, Location, Value k, ValueRange partial) {
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
@@ -477,12 +881,7 @@ private:
               next.push_back(scalarFMA(xs[i], ys[j], partial[i * tn + j]));
           scf::YieldOp::create(b, loc, next);
         });
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < tn; ++j) {
-        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
-        Value sum = arith::AddFOp::create(b, loc, old, tail.getResult(i * tn + j));
-        memref::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
-      }
+    addRowSums(c, r, n0, rowSums, SmallVector<Value>(tail.getResults()));
   }
 
   KernelShape shape;
@@ -491,6 +890,9 @@ private:
   bool dot;
   int64_t kStep;
   Value rows, cols, depth, kVec;
+  // The broadcast kernel's paired rows, this product's first row in them
+  // and that row's group.
+  Value pairs, pairFirst, pairFirstGroup;
 };
 
 /// C[m, n] += A[m, k] * W[k, n] on 2-D buffers, n contiguous in W and C:
@@ -1273,9 +1675,8 @@ private:
           });
     }
     auto fast = arith::FastMathFlags::reassoc | arith::FastMathFlags::contract;
-    SmallVector<Value> sums;
-    for (Value acc : loop.getResults())
-      sums.push_back(vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, acc, fast));
+    SmallVector<Value> rowSums = sumLanesByRow(SmallVector<Value>(loop.getResults()), tm, tn);
+    SmallVector<Value> extra;
     if (int64_t lanes = tailLanes()) {
       // The last 32 codes of a depth of odd 32s: one step at 8 lanes.
       Value odd = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
@@ -1301,15 +1702,9 @@ private:
         Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
         scf::YieldOp::create(b, loc, SmallVector<Value>(tm * tn, zero));
       }
-      for (auto [sum, extra] : llvm::zip(sums, tail.getResults()))
-        sum = arith::AddFOp::create(b, loc, sum, extra);
+      extra.assign(tail.getResults().begin(), tail.getResults().end());
     }
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < tn; ++j) {
-        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
-        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sums[i * tn + j]), c,
-                                ValueRange{r[i], q[j]});
-      }
+    addRowSums(c, r, n0, rowSums, extra);
   }
 
   /// rowStep at element k0 for per-group scales: each dot's lanes take
@@ -1804,15 +2199,7 @@ private:
       return next;
     };
     scf::ForOp loop = groupLoop(q, groups, 1, inits, vecType, groupStep);
-    ValueRange results = loop.getResults();
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < tn; ++j) {
-        Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
-                                                results[i * tn + j], fast);
-        Value old = memref::LoadOp::create(b, loc, c, ValueRange{r[i], q[j]});
-        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, old, sum), c,
-                                ValueRange{r[i], q[j]});
-      }
+    addRowSums(c, r, n0, sumLanesByRow(SmallVector<Value>(loop.getResults()), tm, tn));
   }
 
   KernelShape shape;
@@ -1882,6 +2269,7 @@ struct CPUContractionKernelsPass
     // block size, loop).
     llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> hoisted;
     std::map<std::tuple<void *, int64_t, Operation *>, HoistedRowCodes> hoistedRows;
+    llvm::DenseMap<std::pair<Value, Operation *>, Value> pairedHoisted;
     for (auto [op, form] : matched) {
       b.setInsertionPoint(op);
       // Products marked moir.precise (the MoE router) keep f32 activations.
@@ -1906,9 +2294,14 @@ struct CPUContractionKernelsPass
         }
         b.setInsertionPoint(op);
         kernel.build(parallel, unit, rowsOf, decodeInt8(packed));
-      } else if (form == Form::Plain)
-        KernelBuilder(b, op.getLoc(), a, w, c, shape, precise).build(parallel);
-      else if (form == Form::Outer2D)
+      } else if (form == Form::Plain) {
+        KernelBuilder kernel(b, op.getLoc(), a, w, c, shape, precise);
+        std::optional<std::pair<Value, Value>> paired;
+        if (kernel.pairable() && !parallel)
+          paired = hoistPairedRows(b, op, pairedHoisted);
+        b.setInsertionPoint(op);
+        kernel.build(parallel, paired);
+      } else if (form == Form::Outer2D)
         OuterKernelBuilder(b, op.getLoc(), a, w, c, shape).build(parallel);
       else
         buildBatched(b, op, shape, precise, form, parallel);
@@ -2009,6 +2402,33 @@ struct CPUContractionKernelsPass
       for (Value v : {q.codes, q.stats, q.corrections})
         memref::DeallocOp::create(b, loop.getLoc(), v);
       found = cache.try_emplace(key, q).first;
+    }
+    b.setInsertionPoint(op);
+    return std::make_pair(found->second,
+                          getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
+  }
+
+  /// The same for the bf16 broadcast kernel: the buffer a work item's
+  /// activations are a row slice of, rounded and paired once before the
+  /// loop (PairedRows; freed after it). The result is that buffer and the
+  /// slice's first row, or none (the kernel pairs its own rows).
+  std::optional<std::pair<Value, Value>>
+  hoistPairedRows(OpBuilder &b, linalg::GenericOp op,
+                  llvm::DenseMap<std::pair<Value, Operation *>, Value> &cache) {
+    std::optional<SharedRows> shared = sharedRows(b, op);
+    if (!shared || !pairableDepth(shared->buffer))
+      return std::nullopt;
+    scf::ForallOp loop = shared->loop;
+    auto key = std::make_pair(shared->buffer, loop.getOperation());
+    auto found = cache.find(key);
+    if (found == cache.end()) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(loop);
+      Value paired = PairedRows(b, loop.getLoc(), vectorWidth)
+                         .build(shared->buffer, parallelBefore(loop));
+      b.setInsertionPointAfter(loop);
+      memref::DeallocOp::create(b, loop.getLoc(), paired);
+      found = cache.try_emplace(key, paired).first;
     }
     b.setInsertionPoint(op);
     return std::make_pair(found->second,

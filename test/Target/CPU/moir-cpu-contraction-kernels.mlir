@@ -26,7 +26,9 @@
 // CHECK-COUNT-6: vector.reduction <add>, {{.*}} fastmath<reassoc,contract> : vector<8xf32> into f32
 // CHECK: scf.for
 // CHECK: memref.load %arg0
-// CHECK: memref.store {{.*}}, %arg2
+// CHECK: vector.from_elements {{.*}} : vector<3xf32>
+// CHECK: vector.load %arg2{{.*}} : memref<?x30xf32>, vector<3xf32>
+// CHECK: vector.store {{.*}}, %arg2
 // CHECK: scf.for
 // Edge: 2 rows x 1 column.
 // CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>)
@@ -36,14 +38,53 @@
 // CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>)
 // CHECK: scf.reduce
 
-// With bf16-dot the activations are rounded to bf16 once (a scratch copy)
-// and each step is a vdpbf16ps over 32 bf16 pairs per accumulator.
+// With bf16-dot, from 16 activation rows on (the depth, 100, is even), the
+// broadcast kernel: the activations rounded to bf16 once, rows interleaved in
+// groups of 16 and paired along k (i32 words: pair p of row 16g + l at
+// (g * 50 + p) * 16 + l), rows past the last zeroed; tiles of 2 groups x 8
+// weight rows, each step one vector of pairs per group and each weight row's
+// pair broadcast to every lane; each group's 8 column accumulators transposed
+// to its rows by 24 shuffles, added to C a row at a time (checked where the
+// group is not all this product's).
 // DOT-LABEL: func.func @bf16_weights
+// DOT: %[[MANY:.*]] = arith.cmpi uge, %{{.*}}, %c16
+// DOT: scf.if %[[MANY]] {
+// DOT: %[[PAIRS:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// DOT: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
+// DOT: vector.bitcast {{.*}} : vector<16xbf16> to vector<8xi32>
+// DOT: memref.store %c0_i32, %[[PAIRS]]
+// DOT: scf.parallel
+// DOT: iter_args({{[^)]*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// DOT-COUNT-2: vector.load %[[PAIRS]]{{.*}} : memref<?xi32>, vector<16xi32>
+// DOT: vector.load %arg1{{.*}} : memref<30x100xbf16>, vector<2xbf16>
+// DOT: vector.broadcast {{.*}} : i32 to vector<16xi32>
+// DOT-COUNT-16: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// DOT: scf.yield
+// DOT-COUNT-24: vector.shuffle {{.*}} : vector<16xf32>, vector<16xf32>
+// DOT: vector.shuffle {{.*}} [0, 1, 2, 3, 4, 5, 6, 7] : vector<16xf32>, vector<16xf32>
+// DOT: scf.if
+// DOT: vector.store {{.*}}, %arg2{{.*}} : memref<?x30xf32>, vector<8xf32>
+// DOT: memref.dealloc %[[PAIRS]]
+// DOT: } else {
+// Fewer rows (decode): the lane-sum kernel. The activations are rounded to
+// bf16 once (a scratch copy) and each step is a vdpbf16ps over 32 bf16 pairs
+// per accumulator.
 // DOT: %[[SCRATCH:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?xbf16>
 // DOT: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
 // DOT: scf.parallel
 // DOT: vector.load %[[SCRATCH]]{{.*}} : memref<?x?xbf16>, vector<32xbf16>
 // DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// A 4x4 tile's 16 accumulators are summed together: pairs fold by two-source
+// shuffles (8 + 4 + 2 + 1 adds), the last vector holds one sum per lane; each
+// row's 4 sums are one vector added to C. The depth, 100, is not whole steps
+// of 32: the remainder is scalar, added to the row vectors.
+// DOT-NOT: vector.reduction
+// DOT-COUNT-15: arith.addf {{.*}} : vector<16xf32>
+// DOT-NOT: vector.reduction
+// DOT: vector.shuffle {{.*}} [0, 8, 4, 12] : vector<16xf32>, vector<16xf32>
+// DOT: scf.for
+// DOT: vector.from_elements {{.*}} : vector<4xf32>
+// DOT: vector.store {{.*}}, %arg2{{.*}} : memref<?x30xf32>, vector<4xf32>
 // DOT: memref.dealloc %[[SCRATCH]]
 #mk = affine_map<(m, n, k) -> (m, k)>
 #nk = affine_map<(m, n, k) -> (n, k)>
@@ -447,5 +488,48 @@ func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: mem
     %sum = arith.addf %acc, %p : f32
     linalg.yield %sum : f32
   }
+  return
+}
+
+// -----
+
+// Work items of an scf.forall (the fused experts') whose moir.kernel
+// products read row slices of one buffer allocated before the loop and only
+// read in it: with bf16-dot the buffer is rounded and paired once before the
+// loop (its groups in parallel), every item's broadcast kernel reads it at its
+// slice's first row, and it is freed after the loop.
+// DOT-LABEL: func.func @shared_rows
+// DOT: %[[X:.*]] = memref.alloc(%{{.*}}) : memref<?x64xf32>
+// DOT: %[[PAIRS:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// DOT: scf.parallel
+// DOT: vector.load %[[X]]
+// DOT: scf.forall
+// DOT-NOT: memref<?xi32>
+// DOT: vector.load %[[PAIRS]]{{.*}} : memref<?xi32>, vector<16xi32>
+// DOT: x86vector.avx512.dot
+// DOT: } else {
+// DOT: x86vector.avx512.dot
+// DOT: memref.dealloc %[[PAIRS]]
+// DOT: memref.dealloc %[[X]]
+#mk = affine_map<(m, n, k) -> (m, k)>
+#nk = affine_map<(m, n, k) -> (n, k)>
+#mn = affine_map<(m, n, k) -> (m, n)>
+func.func @shared_rows(%n: index, %m: index, %w: memref<32x64xbf16>, %y: memref<?x32xf32>) {
+  %x = memref.alloc(%n) : memref<?x64xf32>
+  scf.forall (%i) in (2) {
+    %off = arith.muli %i, %m : index
+    %xs = memref.subview %x[%off, 0] [%m, 64] [1, 1] : memref<?x64xf32> to memref<?x64xf32, strided<[64, 1], offset: ?>>
+    %ys = memref.subview %y[%off, 0] [%m, 32] [1, 1] : memref<?x32xf32> to memref<?x32xf32, strided<[32, 1], offset: ?>>
+    linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+        ins(%xs, %w : memref<?x64xf32, strided<[64, 1], offset: ?>>, memref<32x64xbf16>)
+        outs(%ys : memref<?x32xf32, strided<[32, 1], offset: ?>>) attrs = {moir.kernel} {
+    ^bb0(%a: f32, %b: bf16, %c: f32):
+      %e = arith.extf %b : bf16 to f32
+      %p = arith.mulf %a, %e fastmath<reassoc,contract> : f32
+      %s = arith.addf %p, %c fastmath<reassoc,contract> : f32
+      linalg.yield %s : f32
+    }
+  }
+  memref.dealloc %x : memref<?x64xf32>
   return
 }
