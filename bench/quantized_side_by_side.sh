@@ -27,7 +27,9 @@
 #
 # What is measured differs in one way: llama-bench's tg128 decodes from an
 # empty context, MoIR's decode follows the 512-token prefill (at these lengths
-# the KV-cache reads are small next to the weights).
+# the KV-cache reads are small next to the weights). Both prefills compute the
+# logits of the prompt's last token only (llama-bench's batch asks for no
+# others; moir-run sets moir_session_set_all_logits(session, 0)).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"

@@ -887,6 +887,8 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     args.append(cacheTypes);
     results.append(cacheTypes);
   }
+  // The first token whose logits are computed, after the caches.
+  args.push_back(b.getIndexType());
   auto func = func::FuncOp::create(b, loc, "forward", b.getFunctionType(args, results));
   // What each argument holds, for every later stage (the manifest is written
   // from these, not from positions).
@@ -896,8 +898,9 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   describe(0, ArgKind::tokens);
   describe(1, ArgKind::positions);
   describe(2, ArgKind::offset);
-  for (unsigned i = 3; i < args.size(); ++i)
+  for (unsigned i = 3; i + 1 < args.size(); ++i)
     describe(i, ArgKind::cache);
+  describe(args.size() - 1, ArgKind::logits_from);
   Block *body = func.addEntryBlock();
   b.setInsertionPointToEnd(body);
   Value ids = body->getArgument(0);
@@ -978,6 +981,17 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   Value head = weight(headName, {c.vocab, hidden});
   if (!head)
     return fin();
+  // Logits of tokens [from, tokens) only, from = min(logits_from, tokens -
+  // 1): a generating runtime asks for the last token's (the other rows skip
+  // the final norm and the LM head, a fifth of a Mixtral-shaped prefill's
+  // products), a checker for every token's (0).
+  Value from = arith::MinUIOp::create(
+      b, loc, body->getArgument(args.size() - 1),
+      arith::SubIOp::create(b, loc, tokens, arith::ConstantIndexOp::create(b, loc, 1)));
+  Value rows = arith::SubIOp::create(b, loc, tokens, from);
+  h = tensor::ExtractSliceOp::create(b, loc, h, ArrayRef<OpFoldResult>{from, b.getIndexAttr(0)},
+                                     ArrayRef<OpFoldResult>{rows, b.getIndexAttr(hidden)},
+                                     ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
   SmallVector<Value> outs = {linear(rmsNorm(h, finalNorm), head)};
   outs.append(newCaches);
   func::ReturnOp::create(b, loc, outs);

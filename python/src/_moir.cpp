@@ -311,7 +311,8 @@ public:
   Session &operator=(const Session &) = delete;
 
   /// Runs `tokens` at the current position; with `logits`, returns theirs
-  /// ([n, vocab], a copy).
+  /// ([n, vocab], a copy); without, computes the last token's only (what
+  /// sampling reads: a prefill skips the LM head for the others).
   nb::object run(const std::vector<int64_t> &tokens, bool logits) {
     if (tokens.empty())
       raise(MOIR_ERROR_INVALID_ARGUMENT, model->path + ": no tokens to run");
@@ -320,6 +321,7 @@ public:
     {
       nb::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(busy);
+      moir_session_set_all_logits(session, logits ? 1 : 0);
       st = moir_session_run(session, ids.data(), static_cast<int64_t>(ids.size()));
     }
     if (st != MOIR_OK)
@@ -502,9 +504,10 @@ NB_MODULE(_moir, m) {
       .def("run", &Session::run, nb::arg("tokens"), nb::arg("logits") = true,
            "Runs the tokens at the current position (a prefill, or a decode step for one "
            "token) and advances it; returns their logits, float32 [len(tokens), vocab] "
-           "(None with logits=False).")
+           "(None with logits=False, which computes the last token's logits only).")
       .def("logits", &Session::lastLogits,
-           "Logits of every token of the last run, float32 [n, vocab].")
+           "Logits of every token of the last run, float32 [n, vocab] (after a run with "
+           "logits=False, the last token's: [1, vocab]).")
       .def_prop_ro("position", &Session::position,
                    "Tokens in the cache: where the next run starts.")
       .def_prop_ro("capacity", &Session::sessionCapacity, "KV-cache rows of this session.")

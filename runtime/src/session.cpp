@@ -2,6 +2,7 @@
 #include "model.h"
 #include "status.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -76,6 +77,13 @@ struct moir_session {
   std::vector<int64_t> hostPositions;
   std::vector<float> hostLogits;
   int64_t offset = 0;
+  /// Whether runs compute every token's logits (the default) or the last
+  /// token's only, and the last run's first token with logits (the entry's
+  /// logits_from argument, where the artifact has one).
+  bool allLogits = true;
+  int64_t logitsFrom = 0;
+  /// Rows of logits the last run wrote.
+  int64_t logitsRows = 0;
   std::vector<Descriptor> descriptors;
   std::vector<void *> argv;
 };
@@ -164,7 +172,12 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
       st != MOIR_OK)
     return st;
   s->offset = s->position;
+  // Artifacts from before logits_from compute every token's logits.
   const auto &args = s->model->args;
+  bool skips = std::any_of(args.begin(), args.end(),
+                           [](const moir::rt::Arg &a) { return a.kind == "logits_from"; });
+  s->logitsFrom = skips && !s->allLogits ? n - 1 : 0;
+  int64_t rows = n - s->logitsFrom;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string &kind = args[i].kind;
     if (kind == "tokens")
@@ -172,15 +185,17 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
     else if (kind == "positions")
       s->descriptors[i].set(s->positions.get(), {n});
     else if (kind == "logits")
-      s->descriptors[i].set(s->logits.get(), {n, s->model->vocab});
-    s->argv[i] = kind == "offset" ? static_cast<void *>(&s->offset)
-                                  : static_cast<void *>(s->descriptors[i].words.data());
+      s->descriptors[i].set(s->logits.get(), {rows, s->model->vocab});
+    s->argv[i] = kind == "offset"        ? static_cast<void *>(&s->offset)
+                 : kind == "logits_from" ? static_cast<void *>(&s->logitsFrom)
+                                         : static_cast<void *>(s->descriptors[i].words.data());
   }
   moir::rt::routingBeginForward();
   if (moir_status st = driver->call(s->argv.data()); st != MOIR_OK)
     return st;
+  s->logitsRows = rows;
   if (!driver->hostVisible()) {
-    size_t bytes = n * s->model->vocab * sizeof(float);
+    size_t bytes = rows * s->model->vocab * sizeof(float);
     if (moir_status st = driver->download(s->hostLogits.data(), s->logits.get(), bytes); st != MOIR_OK)
       return st;
   }
@@ -197,13 +212,23 @@ static const float *hostLogits(const moir_session *s) {
 extern "C" const float *moir_session_logits(const moir_session *s) {
   if (!s->lastRun)
     return nullptr;
-  return hostLogits(s) + (s->lastRun - 1) * s->model->vocab;
+  return hostLogits(s) + (s->logitsRows - 1) * s->model->vocab;
 }
 
 extern "C" const float *moir_session_all_logits(const moir_session *s, int64_t *n) {
+  // With every token's logits off, the last token's row only (also from an
+  // artifact that computed them all).
+  int64_t rows = s->allLogits ? s->logitsRows : std::min<int64_t>(s->logitsRows, 1);
   if (n)
-    *n = s->lastRun;
-  return s->lastRun ? hostLogits(s) : nullptr;
+    *n = s->lastRun ? rows : 0;
+  if (!s->lastRun)
+    return nullptr;
+  return hostLogits(s) + (s->logitsRows - rows) * s->model->vocab;
+}
+
+extern "C" void moir_session_set_all_logits(moir_session *s, int all) {
+  if (s)
+    s->allLogits = all != 0;
 }
 
 extern "C" int64_t moir_session_position(const moir_session *s) { return s->position; }

@@ -1,7 +1,7 @@
 //===- check_fixture.cpp - a compiled fixture against transformers ---------===//
 //
 // moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] [--reference FILE]
-//                    [--logits-only]
+//                    [--logits-only] [--last-logits-only] [--routing-tie X]
 //
 // Runs the artifact through the runtime on the fixture's prompt and compares
 // with transformers' outputs in FILE (default reference.safetensors; the
@@ -21,6 +21,9 @@
 // (rounding can flip such a choice, and one flipped expert moves the logits by
 // far more than the rounding), each named. A check that leaves out every
 // position of a part fails.
+// --last-logits-only: the session computes the last token's logits only
+// (moir_session_set_all_logits(session, 0), as moir-run generates): the
+// prefill check compares that row with the reference's last.
 // Prints one line per check and exits non-zero on any failure.
 //
 //===----------------------------------------------------------------------===//
@@ -93,11 +96,12 @@ std::vector<T> read(const std::string &file, const std::string &bytes, const cha
 int main(int argc, char **argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: moir-check-fixture FIXTURE_DIR MODEL.moir [--tolerance X] "
-                         "[--reference FILE] [--logits-only] [--routing-tie X]\n");
+                         "[--reference FILE] [--logits-only] [--last-logits-only] "
+                         "[--routing-tie X]\n");
     return 2;
   }
   double tolerance = 1e-4, routingTie = -1;
-  bool checkTokens = true;
+  bool checkTokens = true, lastOnly = false;
   std::string reference = "reference.safetensors";
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
@@ -107,6 +111,8 @@ int main(int argc, char **argv) {
       reference = argv[++i];
     else if (a == "--logits-only")
       checkTokens = false;
+    else if (a == "--last-logits-only")
+      lastOnly = true;
     else if (a == "--routing-tie" && i + 1 < argc)
       routingTie = std::atof(argv[++i]);
     else {
@@ -134,6 +140,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   int64_t vocab = moir_model_vocab_size(model);
+  if (lastOnly)
+    moir_session_set_all_logits(session, 0);
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
   if (moir_session_run(session, tokens.data(), tokens.size()) != MOIR_OK) {
     std::fprintf(stderr, "%s\n", moir_last_error());
@@ -141,6 +149,13 @@ int main(int argc, char **argv) {
   }
   int64_t rows = 0;
   const float *all = moir_session_all_logits(session, &rows);
+  // The run's logits are of its last `rows` tokens.
+  const int64_t promptRows = static_cast<int64_t>(tokens.size()), first = promptRows - rows;
+  if (rows != (lastOnly ? 1 : promptRows)) {
+    std::fprintf(stderr, "%s: %lld rows of prefill logits for %lld tokens\n", argv[2],
+                 (long long)rows, (long long)promptRows);
+    return 1;
+  }
   // A reference of another shape would be read past its end.
   auto holds = [&](const char *name, size_t values, int64_t expectedRows) {
     if (values == size_t(expectedRows) * size_t(vocab))
@@ -149,11 +164,11 @@ int main(int argc, char **argv) {
                  refPath.c_str(), name, values, (long long)expectedRows, (long long)vocab);
     return false;
   };
-  if (!holds("prefill_logits", prefillRef.size(), rows) ||
+  if (!holds("prefill_logits", prefillRef.size(), promptRows) ||
       !holds("step_logits", stepRef.size(), expected.size()))
     return 1;
   // Positions within `routingTie` of a routing tie, left out.
-  std::vector<bool> skipPrefill(rows, false), skipStep(expected.size(), false);
+  std::vector<bool> skipPrefill(promptRows, false), skipStep(expected.size(), false);
   if (routingTie >= 0) {
     std::string gapPath = std::string(argv[1]) + "/routing_gaps.safetensors";
     std::ifstream gapIn(gapPath, std::ios::binary);
@@ -171,14 +186,14 @@ int main(int argc, char **argv) {
     }
     std::vector<float> prefillGap = read<float>(gapPath, gapStore, "prefill_routing_gap", "F32");
     std::vector<float> stepGap = read<float>(gapPath, gapStore, "step_routing_gap", "F32");
-    if (prefillGap.size() != size_t(rows) || stepGap.size() != expected.size()) {
+    if (prefillGap.size() != size_t(promptRows) || stepGap.size() != expected.size()) {
       std::fprintf(stderr, "%s: %zu prefill and %zu step gaps for %lld prompt tokens and %zu steps\n",
-                   gapPath.c_str(), prefillGap.size(), stepGap.size(), (long long)rows,
+                   gapPath.c_str(), prefillGap.size(), stepGap.size(), (long long)promptRows,
                    expected.size());
       return 2;
     }
     std::string named;
-    for (int64_t r = 0; r < rows; ++r)
+    for (int64_t r = 0; r < promptRows; ++r)
       if ((skipPrefill[r] = !(prefillGap[r] >= routingTie)))
         named += " prefill token " + std::to_string(r) + " (" + std::to_string(prefillGap[r]) + ")";
     for (size_t i = 0; i < expected.size(); ++i)
@@ -191,11 +206,11 @@ int main(int argc, char **argv) {
   std::vector<float> keptTest, keptRef;
   std::vector<size_t> keptRows;
   for (int64_t r = 0; r < rows; ++r)
-    if (!skipPrefill[r]) {
-      keptRows.push_back(r);
+    if (!skipPrefill[first + r]) {
+      keptRows.push_back(first + r);
       keptTest.insert(keptTest.end(), all + r * vocab, all + (r + 1) * vocab);
-      keptRef.insert(keptRef.end(), prefillRef.data() + r * vocab,
-                     prefillRef.data() + (r + 1) * vocab);
+      keptRef.insert(keptRef.end(), prefillRef.data() + (first + r) * vocab,
+                     prefillRef.data() + (first + r + 1) * vocab);
     }
   Comparison prefill = moir::check::compare(keptTest.data(), keptRef.data(), keptTest.size());
   // Places named as in the whole prefill, not among the rows kept.
@@ -205,8 +220,9 @@ int main(int argc, char **argv) {
   };
   place(prefill.index);
   place(prefill.nonFiniteIndex);
-  std::printf("prefill (%lld tokens%s): %s\n", (long long)rows,
-              keptTest.size() == size_t(rows * vocab)
+  std::printf("prefill (%lld tokens%s%s): %s\n", (long long)promptRows,
+              lastOnly ? ", the last token's logits only" : "",
+              keptTest.size() == size_t(promptRows * vocab)
                   ? ""
                   : (", " + std::to_string(keptTest.size() / vocab) + " compared").c_str(),
               prefill.describe(tolerance, vocab).c_str());

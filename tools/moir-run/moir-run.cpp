@@ -431,6 +431,9 @@ int generate(const Options &o) {
   } release{model, session};
   if (moir_session_create(model, 0, &session) != MOIR_OK)
     return runtimeError();
+  // Generation reads the last token's logits only: a prefill skips the
+  // final norm and the LM head for the others (as llama.cpp's batches do).
+  moir_session_set_all_logits(session, 0);
   // -p: the prompt's text through the artifact's tokenizer; the generated
   // text is streamed as it comes.
   std::unique_ptr<TextStream> text;
@@ -664,6 +667,7 @@ int chat(const Options &o) {
   if (moir_session_create(model, 0, &session) != MOIR_OK ||
       moir_model_tokenizer(model, &tokenizer) != MOIR_OK)
     return runtimeError();
+  moir_session_set_all_logits(session, 0);
   tmpl = openChatTemplate(o, model);
   if (!tmpl)
     return 1;

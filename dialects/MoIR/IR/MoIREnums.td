@@ -11,7 +11,8 @@ def MoIR_ArgKind : I32EnumAttr<"ArgKind", "what an argument of the entry @forwar
       I32EnumAttrCase<"offset", 2>,
       I32EnumAttrCase<"cache", 3>,
       I32EnumAttrCase<"cache_scales", 4>,
-      I32EnumAttrCase<"weight", 5>
+      I32EnumAttrCase<"weight", 5>,
+      I32EnumAttrCase<"logits_from", 6>
     ]> {
   let cppNamespace = "::moir";
   let genSpecializedAttr = 0;

@@ -120,8 +120,14 @@ moir_status moir_session_run(moir_session *session, const int32_t *tokens,
                              int64_t n);
 /* Logits of the last token of the last run ([vocab]). */
 const float *moir_session_logits(const moir_session *session);
-/* Logits of every token of the last run ([n, vocab]). */
+/* Logits of every token of the last run ([n, vocab]); after
+ * moir_session_set_all_logits(session, 0), the last token's only (n = 1). */
 const float *moir_session_all_logits(const moir_session *session, int64_t *n);
+/* Whether runs compute every token's logits (all != 0, the default) or only
+ * the last token's, which is all generation needs: a prefill then skips the
+ * final norm and the LM head for the other tokens (artifacts compiled before
+ * this option compute them all anyway). */
+void moir_session_set_all_logits(moir_session *session, int all);
 int64_t moir_session_position(const moir_session *session);
 /* Forgets the cache contents: the next run starts at position 0. */
 void moir_session_reset(moir_session *session);
