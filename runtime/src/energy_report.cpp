@@ -167,6 +167,10 @@ WorkModel WorkModel::fromModel(const moir_model *model) {
 
 Work WorkModel::prefill(size_t c, int64_t start, int64_t n) const {
   const Component &k = components[c];
+  // A head computed for the call's last token only: one token's work (the
+  // head has no per-cache-row part).
+  if (headLastRow && k.name.compare(0, 5, "head.") == 0)
+    n = std::min<int64_t>(n, 1);
   const double tokens = static_cast<double>(n);
   if (prompt <= 0) {
     // No cost lines: the decode line's work per token, the weights read at
@@ -327,6 +331,8 @@ double percentile(std::vector<double> v, double q) {
 
 Recorder::Recorder(moir_model *model, const std::string &modelPath, const Options &o)
     : model(model), path(modelPath), options(o), work(WorkModel::fromModel(model)) {
+  if (const char *manifest = moir_model_manifest(model))
+    work.headLastRow = o.lastLogitsOnly && std::strstr(manifest, " logits_from ") != nullptr;
   if (moir_energy_meter_open(options.source.c_str(), model, &meter) != MOIR_OK) {
     notMeasured = moir_last_error();
     meter = nullptr;

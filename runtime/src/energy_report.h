@@ -85,6 +85,10 @@ struct WorkModel {
   int64_t prompt = 0;
   /// All the weight bytes: what a prefill reads at most (no cost lines).
   double weightBytes = 0;
+  /// Prefill calls compute the head (final norm, LM head) for their last
+  /// token only: the session asks for no other logits and the artifact has
+  /// the logits_from argument.
+  bool headLastRow = false;
 
   static WorkModel fromModel(const moir_model *model);
   /// Component c's work for one prefill call of n tokens at positions
@@ -141,6 +145,9 @@ struct Options {
   bool coefficientsGiven = false;
   double alpha = 0, beta = 0;
   int decodeBlocks = 4;
+  /// The session computes the last token's logits only
+  /// (moir_session_set_all_logits(session, 0), as moir-run's).
+  bool lastLogitsOnly = false;
 };
 
 /// Reads the counter around the phases of a run, replays them, and writes

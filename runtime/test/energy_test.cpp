@@ -298,6 +298,19 @@ void testWorkModel() {
   expectNear(old.prefill(0, 0, 2).bytes, 4e6, 1e-12, "fallback: 2 tokens' bytes");
   expectNear(old.prefill(0, 0, 8).bytes, 5e6, 1e-12, "fallback: capped by the weights");
   expectNear(old.prefill(0, 0, 8).flops, 8e6, 1e-12, "fallback: FLOPs per token");
+  // A session that asks for the last token's logits only: the head works
+  // for one token per prefill call, the layers for all of them.
+  Component head;
+  head.name = "head.projections";
+  head.decodeFlops = head.prefillFlops = 3e6;
+  head.decodeBytes = 3e6;
+  head.prefillBytes = 3e6 / 512;
+  m.components = {projections, head};
+  expectNear(m.prefill(1, 0, 512).flops, 512 * 3e6, 1e-12, "head: every token's logits");
+  m.headLastRow = true;
+  expectNear(m.prefill(1, 0, 512).flops, 3e6, 1e-12, "head: the last token's logits only");
+  expectNear(m.prefill(1, 0, 512).bytes, 3e6, 1e-12, "head: its weights read once");
+  expectNear(m.prefill(0, 0, 512).flops, 512 * 2e6, 1e-12, "the layers: every token");
 }
 
 // ---- Cost lines in the manifest ----

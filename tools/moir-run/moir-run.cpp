@@ -461,8 +461,12 @@ int generate(const Options &o) {
     return runtimeError();
   // --energy-report: the counter opened and idle power measured first.
   std::unique_ptr<moir::energy::Recorder> energy;
-  if (o.energyReport)
-    energy = std::make_unique<moir::energy::Recorder>(model, o.path, o.energy);
+  if (o.energyReport) {
+    // The session computes the last token's logits only (set above).
+    moir::energy::Options energyOptions = o.energy;
+    energyOptions.lastLogitsOnly = true;
+    energy = std::make_unique<moir::energy::Recorder>(model, o.path, energyOptions);
+  }
   // Bandwidth is bimodal on some machines: measure it before and after.
   double gbpsBefore = bandwidth ? moir::measureBandwidth() : 0.0;
   double t0 = now();
