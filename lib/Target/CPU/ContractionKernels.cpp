@@ -2386,26 +2386,46 @@ struct CPUContractionKernelsPass
   std::optional<std::pair<QuantizedRows, Value>>
   hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit,
                     llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> &cache) {
+    return hoistShared(
+        b, op, cache,
+        [&](Value x, Operation *loop) { return std::make_tuple(x, unit, loop); },
+        [&](Value x, scf::ForallOp loop) {
+          QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
+                                .build(x, parallelBefore(loop));
+          freeAfter(b, loop, {q.codes, q.stats, q.corrections});
+          return q;
+        });
+  }
+
+  /// What the hoists share: for `op`'s row slice of a buffer that its loop
+  /// shares (sharedRows) and `accepts` takes, the value `make` builds from
+  /// that buffer before the loop (once per key of `cache`, which `keyOf`
+  /// forms from the buffer and the loop), and the slice's first row.
+  template <typename Map, typename KeyFn, typename MakeFn>
+  std::optional<std::pair<typename Map::mapped_type, Value>>
+  hoistShared(OpBuilder &b, linalg::GenericOp op, Map &cache, KeyFn keyOf, MakeFn make,
+              llvm::function_ref<bool(Value)> accepts = nullptr) {
     std::optional<SharedRows> shared = sharedRows(b, op);
-    if (!shared)
+    if (!shared || (accepts && !accepts(shared->buffer)))
       return std::nullopt;
-    scf::ForallOp loop = shared->loop;
-    Value x = shared->buffer;
-    auto key = std::make_tuple(x, unit, loop.getOperation());
+    auto key = keyOf(shared->buffer, shared->loop.getOperation());
     auto found = cache.find(key);
     if (found == cache.end()) {
       OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(loop);
-      QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
-                            .build(x, parallelBefore(loop));
-      b.setInsertionPointAfter(loop);
-      for (Value v : {q.codes, q.stats, q.corrections})
-        memref::DeallocOp::create(b, loop.getLoc(), v);
-      found = cache.try_emplace(key, q).first;
+      b.setInsertionPoint(shared->loop);
+      found = cache.try_emplace(key, make(shared->buffer, shared->loop)).first;
     }
     b.setInsertionPoint(op);
     return std::make_pair(found->second,
                           getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
+  }
+
+  /// Frees `buffers` after `loop`.
+  static void freeAfter(OpBuilder &b, scf::ForallOp loop, ArrayRef<Value> buffers) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointAfter(loop);
+    for (Value v : buffers)
+      memref::DeallocOp::create(b, loop.getLoc(), v);
   }
 
   /// The same for the bf16 broadcast kernel: the buffer a work item's
@@ -2415,24 +2435,14 @@ struct CPUContractionKernelsPass
   std::optional<std::pair<Value, Value>>
   hoistPairedRows(OpBuilder &b, linalg::GenericOp op,
                   llvm::DenseMap<std::pair<Value, Operation *>, Value> &cache) {
-    std::optional<SharedRows> shared = sharedRows(b, op);
-    if (!shared || !pairableDepth(shared->buffer))
-      return std::nullopt;
-    scf::ForallOp loop = shared->loop;
-    auto key = std::make_pair(shared->buffer, loop.getOperation());
-    auto found = cache.find(key);
-    if (found == cache.end()) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(loop);
-      Value paired = PairedRows(b, loop.getLoc(), vectorWidth)
-                         .build(shared->buffer, parallelBefore(loop));
-      b.setInsertionPointAfter(loop);
-      memref::DeallocOp::create(b, loop.getLoc(), paired);
-      found = cache.try_emplace(key, paired).first;
-    }
-    b.setInsertionPoint(op);
-    return std::make_pair(found->second,
-                          getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
+    return hoistShared(
+        b, op, cache, [](Value x, Operation *loop) { return std::make_pair(x, loop); },
+        [&](Value x, scf::ForallOp loop) {
+          Value paired = PairedRows(b, loop.getLoc(), vectorWidth).build(x, parallelBefore(loop));
+          freeAfter(b, loop, {paired});
+          return paired;
+        },
+        pairableDepth);
   }
 
   /// Buffers of at most this many rows get the decode kernel's row
@@ -2450,51 +2460,46 @@ struct CPUContractionKernelsPass
   hoistRowQuantization(OpBuilder &b, linalg::GenericOp op, RowQuantizer quantizer,
                        int64_t depthUnit,
                        std::map<std::tuple<void *, int64_t, Operation *>, HoistedRowCodes> &cache) {
-    std::optional<SharedRows> shared = sharedRows(b, op);
-    if (!shared || cast<MemRefType>(shared->buffer.getType()).getDimSize(1) % depthUnit != 0)
-      return std::nullopt;
-    scf::ForallOp loop = shared->loop;
-    Value x = shared->buffer;
-    Location loc = loop.getLoc();
-    auto key = std::make_tuple(x.getAsOpaquePointer(), quantizer.layoutKey(), loop.getOperation());
-    auto found = cache.find(key);
-    if (found == cache.end()) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(loop);
-      Value rows = memref::DimOp::create(b, loc, x, 0);
-      HoistedRowCodes h;
-      h.quantized = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::ule, rows,
-          arith::ConstantIndexOp::create(b, loc, kRowHoistMaxRows));
-      RowCodes layout = quantizer.empty();
-      SmallVector<Value> emptyValues = layout.values();
-      SmallVector<Type> types;
-      for (Value v : emptyValues)
-        types.push_back(v.getType());
-      // (The empty buffers are made before the branch and freed after
-      // the loop with the rest.)
-      auto ifOp = scf::IfOp::create(b, loc, types, h.quantized, /*withElseRegion=*/true);
-      {
-        OpBuilder::InsertionGuard inner(b);
-        b.setInsertionPointToStart(ifOp.thenBlock());
-        scf::YieldOp::create(b, loc, quantizer.build(x, parallelBefore(loop)).values());
-        b.setInsertionPointToStart(ifOp.elseBlock());
-        scf::YieldOp::create(b, loc, emptyValues);
-      }
-      h.codes = layout.with(ifOp.getResults());
-      b.setInsertionPointAfter(loop);
-      // Freed whichever branch made them.
-      for (Value v : ifOp.getResults())
-        memref::DeallocOp::create(b, loc, v);
-      auto freeEmpty = scf::IfOp::create(b, loc, h.quantized, /*withElseRegion=*/false);
-      b.setInsertionPointToStart(freeEmpty.thenBlock());
-      for (Value v : emptyValues)
-        memref::DeallocOp::create(b, loc, v);
-      found = cache.try_emplace(key, h).first;
-    }
-    b.setInsertionPoint(op);
-    return std::make_pair(found->second,
-                          getValueOrCreateConstantIndexOp(b, op.getLoc(), shared->firstRow));
+    return hoistShared(
+        b, op, cache,
+        [&](Value x, Operation *loop) {
+          return std::make_tuple(x.getAsOpaquePointer(), quantizer.layoutKey(), loop);
+        },
+        [&](Value x, scf::ForallOp loop) {
+          Location loc = loop.getLoc();
+          Value rows = memref::DimOp::create(b, loc, x, 0);
+          HoistedRowCodes h;
+          h.quantized = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::ule, rows,
+              arith::ConstantIndexOp::create(b, loc, kRowHoistMaxRows));
+          RowCodes layout = quantizer.empty();
+          SmallVector<Value> emptyValues = layout.values();
+          SmallVector<Type> types;
+          for (Value v : emptyValues)
+            types.push_back(v.getType());
+          // (The empty buffers are made before the branch and freed after
+          // the loop with the rest.)
+          auto ifOp = scf::IfOp::create(b, loc, types, h.quantized, /*withElseRegion=*/true);
+          {
+            OpBuilder::InsertionGuard inner(b);
+            b.setInsertionPointToStart(ifOp.thenBlock());
+            scf::YieldOp::create(b, loc, quantizer.build(x, parallelBefore(loop)).values());
+            b.setInsertionPointToStart(ifOp.elseBlock());
+            scf::YieldOp::create(b, loc, emptyValues);
+          }
+          h.codes = layout.with(ifOp.getResults());
+          OpBuilder::InsertionGuard after(b);
+          b.setInsertionPointAfter(loop);
+          // Freed whichever branch made them.
+          for (Value v : ifOp.getResults())
+            memref::DeallocOp::create(b, loc, v);
+          auto freeEmpty = scf::IfOp::create(b, loc, h.quantized, /*withElseRegion=*/false);
+          b.setInsertionPointToStart(freeEmpty.thenBlock());
+          for (Value v : emptyValues)
+            memref::DeallocOp::create(b, loc, v);
+          return h;
+        },
+        [&](Value x) { return cast<MemRefType>(x.getType()).getDimSize(1) % depthUnit == 0; });
   }
 
   /// One kernel per batch index b over 2-D views of the operands.
