@@ -81,6 +81,8 @@ struct moir_session {
   /// token's only, and the last run's first token with logits (the entry's
   /// logits_from argument, where the artifact has one).
   bool allLogits = true;
+  /// Whether the entry takes logits_from (artifacts from before it do not).
+  bool takesLogitsFrom = false;
   int64_t logitsFrom = 0;
   /// Rows of logits the last run wrote.
   int64_t logitsRows = 0;
@@ -138,6 +140,8 @@ extern "C" moir_status moir_session_create(moir_model *model, int64_t capacity,
       s->descriptors[i].set(s->caches.back().get(), arg.shape);
     } else if (arg.kind == "weight") {
       s->descriptors[i].set(model->driver->weights() + arg.offset, arg.shape);
+    } else if (arg.kind == "logits_from") {
+      s->takesLogitsFrom = true;
     }
   }
   if (moir_status st = reserveRun(s.get(), 1); st != MOIR_OK)
@@ -174,9 +178,7 @@ extern "C" moir_status moir_session_run(moir_session *s, const int32_t *tokens, 
   s->offset = s->position;
   // Artifacts from before logits_from compute every token's logits.
   const auto &args = s->model->args;
-  bool skips = std::any_of(args.begin(), args.end(),
-                           [](const moir::rt::Arg &a) { return a.kind == "logits_from"; });
-  s->logitsFrom = skips && !s->allLogits ? n - 1 : 0;
+  s->logitsFrom = s->takesLogitsFrom && !s->allLogits ? n - 1 : 0;
   int64_t rows = n - s->logitsFrom;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string &kind = args[i].kind;
