@@ -120,6 +120,26 @@ Error validateOptions(const CompileOptions &options) {
                               !options.cpu.halideSchedulesOut.empty()))
     return bad("--halide-schedules-in/--halide-schedules-out are the Halide kernels' "
                "schedules: they need --kernels=halide");
+  StringRef autoscheduler = options.cpu.halideAutoscheduler;
+  if (!autoscheduler.empty() && kernels != "halide")
+    return bad("--halide-autoscheduler schedules the Halide kernels: it needs --kernels=halide");
+  if (autoscheduler == "Li2018")
+    return bad("--halide-autoscheduler=Li2018 is not offered: its schedules rfactor reductions "
+               "into new Funcs and make updates atomic, which MoIR's schedule syntax cannot "
+               "say yet (docs/halide.md); use Mullapudi2016");
+  if (autoscheduler == "Adams2019" || autoscheduler == "Anderson2021")
+    return bad("--halide-autoscheduler=" + autoscheduler +
+               " is not offered: " +
+               (autoscheduler == "Adams2019"
+                    ? "its producers computed inside guarded tiles read past the inputs when a "
+                      "call has fewer tokens than a tile (a decode step)"
+                    : "it schedules GPUs only") +
+               " (docs/halide.md); use Mullapudi2016");
+  if (!autoscheduler.empty() && autoscheduler != "Mullapudi2016")
+    return bad("unknown --halide-autoscheduler '" + autoscheduler + "' (known: Mullapudi2016)");
+  if (!autoscheduler.empty() && options.cpu.halideTarget != "host")
+    return bad("--halide-autoscheduler plans CPU schedules: with --halide-target=" +
+               options.cpu.halideTarget + " the kernels keep their device schedules");
   StringRef device = options.cpu.halideTarget;
   if (device != "host" && device != "opencl" && device != "vulkan")
     return bad("unknown --halide-target '" + device + "' (known: host, opencl, vulkan)");

@@ -193,6 +193,8 @@ struct HalideCompileKernelsPass
         options.features.push_back(f.Key);
     options.schedulesIn = schedulesIn;
     options.schedulesOut = schedulesOut;
+    options.autoscheduler = autoscheduler;
+    options.parallelism = static_cast<int>(parallelism);
 
     std::vector<hl::KernelSpec> list;
     for (auto &[name, spec] : specs)

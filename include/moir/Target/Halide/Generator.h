@@ -68,6 +68,11 @@ struct GeneratorOptions {
   /// When set: the folder the schedules are written to / read from, one
   /// file `<symbol>.schedule` per kernel.
   std::string schedulesOut, schedulesIn;
+  /// When set: Halide's autoscheduler (Mullapudi2016)
+  /// schedules each kernel that has no schedules-in file, for
+  /// `parallelism` cores, instead of the default schedules.
+  std::string autoscheduler;
+  int parallelism = 16;
 };
 
 /// The Halide target string for `options` ("x86-64-linux-avx2-fma-...").

@@ -77,7 +77,12 @@ def HalideCompileKernelsPass : Pass<"moir-halide-compile-kernels", "mlir::Module
     Option<"schedulesIn", "schedules-in", "std::string", "\"\"",
            "folder of edited <callee>.schedule files">,
     Option<"schedulesOut", "schedules-out", "std::string", "\"\"",
-           "folder to write each kernel's schedule to">
+           "folder to write each kernel's schedule to">,
+    Option<"autoscheduler", "autoscheduler", "std::string", "\"\"",
+           "Halide autoscheduler for the kernels without a schedules-in file: "
+           "Mullapudi2016 (default: MoIR's schedules)">,
+    Option<"parallelism", "parallelism", "int64_t", "16",
+           "cores the autoscheduler plans for">
   ];
 }
 

@@ -91,6 +91,8 @@ public:
       compile.cpu = options.cpu.cpu;
       compile.schedulesIn = options.cpu.halideSchedulesIn;
       compile.schedulesOut = options.cpu.halideSchedulesOut;
+      compile.autoscheduler = options.cpu.halideAutoscheduler;
+      compile.parallelism = options.cpu.threads;
       pm.addPass(createHalideCompileKernelsPass(compile));
     }
     buildCPULoweringToLLVMPipeline(pm, *kernels);

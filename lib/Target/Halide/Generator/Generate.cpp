@@ -114,12 +114,18 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     BuiltKernel kernel = buildKernel(spec);
     std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
     Target kernelTarget = withDevice(target, spec);
+    bool edited = false;
     if (!options.schedulesIn.empty()) {
       fs::path file = fs::path(options.schedulesIn) / (spec.symbol + ".schedule");
       if (fs::exists(file)) {
         schedule = readFile(file);
         origin = file.string();
+        edited = true;
       }
+    }
+    if (!edited && !options.autoscheduler.empty()) {
+      schedule = autoschedule(spec, kernelTarget, options.autoscheduler, options.parallelism);
+      origin = options.autoscheduler + " schedule";
     }
     if (!options.schedulesOut.empty()) {
       fs::path file = fs::path(options.schedulesOut) / (spec.symbol + ".schedule");

@@ -14,10 +14,12 @@
 
 #include "Kernels.h"
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -672,6 +674,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
   }
   constrainOutput(spec, out);
   k.output = out;
+  exposeAll(k);
   return k;
 }
 
@@ -930,6 +933,53 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     s << "out.parallel(t)\n";
   }
   return s.str();
+}
+
+/// Halide's name made a C++ identifier, as the autoschedulers print it
+/// ("ko$x" -> "ko_x").
+std::string identifierOf(const std::string &name) {
+  std::string s = name;
+  for (char &c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)))
+      c = '_';
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0])))
+    s = "_" + s;
+  return s;
+}
+
+/// The name a schedule uses for Halide's `name`: an identifier, without
+/// the "$N" Halide appends to make an inline reduction's name unique in
+/// the process (a kernel built twice has "down_sum", then "down_sum$1").
+std::string stableName(const std::string &name) {
+  size_t dollar = name.rfind('$');
+  if (dollar != std::string::npos && dollar + 1 < name.size() &&
+      name.find_first_not_of("0123456789", dollar + 1) == std::string::npos)
+    return identifierOf(name.substr(0, dollar));
+  return identifierOf(name);
+}
+
+void exposeAll(BuiltKernel &k) {
+  std::set<std::string> funcs, vars;
+  for (const auto &[key, f] : k.funcs)
+    funcs.insert(f.name());
+  for (const auto &[key, v] : k.vars)
+    vars.insert(v.name());
+  for (const auto &[key, v] : k.rvars)
+    vars.insert(v.name());
+  std::map<std::string, Internal::Function> env =
+      Internal::build_environment({k.output.function()});
+  for (const auto &[name, function] : env) {
+    Func f(function);
+    if (funcs.insert(name).second)
+      k.funcs.emplace(stableName(name), f);
+    for (const Var &v : f.args())
+      if (vars.insert(v.name()).second)
+        k.vars.emplace(stableName(v.name()), v);
+    for (int u = 0; u < f.num_update_definitions(); ++u)
+      for (const RVar &r : f.rvars(u))
+        if (vars.insert(r.name()).second)
+          k.rvars.emplace(stableName(r.name()), r);
+  }
 }
 
 } // namespace moir::halide

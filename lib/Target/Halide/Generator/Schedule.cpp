@@ -11,9 +11,10 @@
 // A chain starts at a Func of the kernel (or `<func>.update(<k>)`, a stage
 // of it) and may call: split(v, outer, inner, factor[, tail]), tile(x, y,
 // xo, yo, xi, yi, xf, yf[, tail]), fuse(inner, outer, fused), reorder(v...),
-// vectorize(v[, factor]), unroll(v[, factor]), parallel(v[, task_size]),
-// serial(v), compute_root(), compute_inline(), compute_at(func, v),
-// store_root(), store_at(func, v), and on a device gpu_tile(x[, y], blocks...,
+// vectorize(v[, factor[, tail]]), unroll(v[, factor[, tail]]),
+// parallel(v[, task_size[, tail]]), serial(v), compute_root(),
+// compute_inline(), compute_at(func, v), store_root(), store_at(func, v),
+// reorder_storage(v...), store_in(Auto|Heap|Stack|Register), and on a device gpu_tile(x[, y], blocks...,
 // threads..., factors...[, tail]), gpu_blocks(v...), gpu_threads(v...),
 // gpu_single_thread(). tail is one of RoundUp, GuardWithIf,
 // ShiftInwards, Predicate. Names new in a split, tile or fuse become loop
@@ -133,6 +134,18 @@ TailStrategy tail(const std::string &s) {
   throw std::runtime_error("unknown tail strategy '" + s + "'");
 }
 
+MemoryType memoryType(const std::string &s) {
+  if (s == "Auto")
+    return MemoryType::Auto;
+  if (s == "Heap")
+    return MemoryType::Heap;
+  if (s == "Stack")
+    return MemoryType::Stack;
+  if (s == "Register")
+    return MemoryType::Register;
+  throw std::runtime_error("unknown memory type '" + s + "' (Auto, Heap, Stack, Register)");
+}
+
 class Applier {
 public:
   explicit Applier(BuiltKernel &kernel) : kernel(kernel) {}
@@ -230,15 +243,17 @@ private:
         order.push_back(var(name));
       stage.reorder(order);
     } else if (c.name == "vectorize" || c.name == "unroll" || c.name == "parallel") {
-      arity(c, 1, 2);
+      arity(c, 1, 3);
       VarOrRVar v = var(a[0]);
+      TailStrategy t = a.size() == 3 ? tail(a[2]) : TailStrategy::Auto;
       if (c.name == "vectorize")
-        a.size() == 2 ? stage.vectorize(v, integer(a[1], "vectorize's width", 256))
+        a.size() >= 2 ? stage.vectorize(v, integer(a[1], "vectorize's width", 256), t)
                       : stage.vectorize(v);
       else if (c.name == "unroll")
-        a.size() == 2 ? stage.unroll(v, integer(a[1], "unroll's factor", 256)) : stage.unroll(v);
+        a.size() >= 2 ? stage.unroll(v, integer(a[1], "unroll's factor", 256), t)
+                      : stage.unroll(v);
       else
-        a.size() == 2 ? stage.parallel(v, integer(a[1], "parallel's task size"))
+        a.size() >= 2 ? stage.parallel(v, integer(a[1], "parallel's task size"), t)
                       : stage.parallel(v);
     } else if (c.name == "gpu_tile") {
       // gpu_tile(x, xo, xi, xf[, tail]) or gpu_tile(x, y, xo, yo, xi, yi, xf, yf[, tail])
@@ -290,6 +305,25 @@ private:
         f.compute_inline();
       else
         f.store_root();
+    } else if (c.name == "reorder_storage") {
+      if (!pure)
+        throw std::runtime_error("'reorder_storage' applies to a function, not to an update stage");
+      if (a.size() < 2)
+        throw std::runtime_error("'reorder_storage' takes two or more variables");
+      std::vector<Var> order;
+      for (const std::string &name : a) {
+        VarOrRVar v = var(name);
+        if (v.is_rvar)
+          throw std::runtime_error("'reorder_storage' takes the function's own variables, not '" +
+                                   name + "'");
+        order.push_back(v.var);
+      }
+      f.reorder_storage(order);
+    } else if (c.name == "store_in") {
+      arity(c, 1, 1);
+      if (!pure)
+        throw std::runtime_error("'store_in' applies to a function, not to an update stage");
+      f.store_in(memoryType(a[0]));
     } else if (c.name == "compute_at" || c.name == "store_at") {
       arity(c, 2, 2);
       if (!pure)
