@@ -353,6 +353,12 @@ public:
     std::string text = msg;
     if (text.find("float16 type operation is emulated") != std::string::npos)
       return;
+    // Halide 21 no longer folds storage on its own where a vectorized
+    // consumer reads it; it says so for each such Func of an autoscheduled
+    // kernel. The schedule is right as it stands (folding only saves
+    // memory), and a schedule text can ask for no folding anyway.
+    if (text.find("Not folding Func") != std::string::npos)
+      return;
     while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
       text.pop_back();
     if (text.find("guaranteed to fail an assertion") != std::string::npos) {
