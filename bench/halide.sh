@@ -11,7 +11,10 @@
 #                                              deepseek-v2-lite-bench:bf16 mistral-bench:bf16)
 #
 # HALIDE_FLAGS adds moirc flags to the Halide builds (e.g.
-# --halide-schedules-in=DIR, --halide-ops=...).
+# --halide-schedules-in=DIR, --halide-ops=...). AUTOSCHEDULER=Mullapudi2016
+# adds a third build, the Halide kernels scheduled by that autoscheduler
+# (--halide-autoscheduler, for --cpu-threads=$MOIR_NUM_THREADS or 2 cores), in
+# the same rotation, reported against the default schedules too.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -29,9 +32,17 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086
   "$build/bin/moirc" "$dir" --target=cpu --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
     -o "$dir.halide.moir"
+  paths="mlir halide"
+  if [ -n "${AUTOSCHEDULER:-}" ]; then
+    # shellcheck disable=SC2086
+    "$build/bin/moirc" "$dir" --target=cpu --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
+      --halide-autoscheduler="$AUTOSCHEDULER" --cpu-threads="${MOIR_NUM_THREADS:-2}" \
+      -o "$dir.halide-auto.moir"
+    paths="mlir halide halide-auto"
+  fi
   for round in $(seq "${REPEAT:-3}"); do
-    order="mlir halide"
-    [ $((round % 2)) -eq 0 ] && order="halide mlir"
+    order="$paths"
+    [ $((round % 2)) -eq 0 ] && order="$(echo "$paths" | tr ' ' '\n' | tac | tr '\n' ' ')"
     for path in $order; do
       result=$("$build/bin/moir-run" "$dir.$path.moir" --tokens "$prompt" -n 64 --json --bandwidth |
                  sed 's/"tokens": \[[^]]*\], //')
@@ -44,8 +55,10 @@ import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 for model in sorted({(r["model"], r["dtype"]) for r in runs}):
     med = {}
-    for path in ("mlir", "halide"):
+    for path in ("mlir", "halide", "halide-auto"):
         mine = [r for r in runs if (r["model"], r["dtype"]) == model and r["kernels"] == path]
+        if not mine:
+            continue
         med[path] = statistics.median(r["decode_tokens_per_s"] for r in mine)
         print(json.dumps({"model": model[0], "dtype": model[1], "kernels": path, "runs": len(mine),
                           "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine),
@@ -55,5 +68,9 @@ for model in sorted({(r["model"], r["dtype"]) for r in runs}):
                           "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine]}))
     print(json.dumps({"model": model[0], "dtype": model[1],
                       "halide_decode_relative_to_mlir": round(med["halide"] / med["mlir"], 3)}))
+    if "halide-auto" in med:
+        print(json.dumps({"model": model[0], "dtype": model[1],
+                          "autoscheduled_decode_relative_to_default_schedules":
+                              round(med["halide-auto"] / med["halide"], 3)}))
 PY
 rm -f "$out"

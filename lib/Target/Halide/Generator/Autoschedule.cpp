@@ -271,6 +271,7 @@ std::string autoschedule(const KernelSpec &spec, const Target &target, const std
   text << "# scheduled by Halide's " << name << " autoscheduler (parallelism " << parallelism
        << "; estimates: " << tokens << " token(s) where the tokens are dynamic; every tail\n"
        << "# guarded, GuardWithIf, as a decode step's extents are smaller than its factors)\n";
+  std::vector<std::string> placements;
   for (std::string s : source) {
     // Declarations: Funcs from the pipeline, Vars named or taken from a
     // stage; the text names them directly.
@@ -295,8 +296,25 @@ std::string autoschedule(const KernelSpec &spec, const Target &target, const std
     replaceAll(line, " .", ".");
     replaceAll(line, "( ", "(");
     replaceAll(line, " )", ")");
-    text << guardTails(rename(trim(line), names)) << "\n";
+    line = guardTails(rename(trim(line), names));
+    // compute_at and store_at name loops that a later line may create
+    // (Mullapudi2016 prints `lane_sum.compute_at(out, n_o)` before out's
+    // split makes n_o): they go last, each on a line of its own.
+    std::string head = line.substr(0, line.find('.'));
+    for (const char *call : {".compute_at(", ".store_at("}) {
+      for (size_t at = line.find(call); at != std::string::npos; at = line.find(call)) {
+        size_t close = line.find(')', at);
+        if (close == std::string::npos)
+          break;
+        placements.push_back(head + line.substr(at, close + 1 - at));
+        line.erase(at, close + 1 - at);
+      }
+    }
+    if (line != head)
+      text << line << "\n";
   }
+  for (const std::string &placement : placements)
+    text << placement << "\n";
   return text.str();
 }
 
