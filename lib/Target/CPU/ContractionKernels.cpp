@@ -1993,9 +1993,7 @@ private:
             b.setInsertionPointToStart(nb.getInsertionBlock());
             Value g = arith::DivUIOp::create(b, loc, i, cst(perGroup));
             scf::YieldOp::create(b, loc, step(i, accs, [&](int64_t j, int64_t part) {
-                                   return vector::BroadcastOp::create(b, loc, vecType,
-                                                                      param(q[j], g, part))
-                                       .getResult();
+                                   return broadcastParam(q[j], g, part, vecType);
                                  }));
           });
     int64_t perBlock = 256 / group;
@@ -2073,6 +2071,24 @@ private:
   /// Weight row `n`'s group `g` scale (part 0) or offset (part 1), as f32:
   /// read, or (superblocks) the superblock's f16 number times the group's
   /// signed byte.
+  /// param(n, g, part) broadcast to `vecType`. An f16 scale is broadcast
+  /// before it is widened: one vpbroadcastw and one vector vcvtph2ps,
+  /// where widening the scalar first takes three instructions (a decode
+  /// tile converts tn scales per group: Q8_0's loop had 12 of its 62
+  /// instructions per 128 weights on them).
+  Value broadcastParam(Value n, Value g, int64_t part, VectorType vecType) {
+    // At 16 lanes (AVX-512, which implies F16C) only: elsewhere a vector
+    // widening may have no instruction (AVX without F16C) and be split into
+    // per-lane calls.
+    Type stored = getElementTypeOrSelf(scales.getType());
+    if (superblocks || !stored.isF16() || shape.vectorWidth != 16)
+      return vector::BroadcastOp::create(b, loc, vecType, param(n, g, part));
+    Value v = memref::LoadOp::create(b, loc, scales, ValueRange{n, g, cst(part)});
+    Value halves = vector::BroadcastOp::create(
+        b, loc, VectorType::get(vecType.getShape(), stored), v);
+    return arith::ExtFOp::create(b, loc, vecType, halves);
+  }
+
   Value param(Value n, Value g, int64_t part) {
     if (superblocks) {
       int64_t perBlock = 256 / group, parts = offsets ? 2 : 1;

@@ -1,5 +1,6 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6" -split-input-file | FileCheck %s
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true" -split-input-file | FileCheck %s --check-prefix=DOT
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=16" -split-input-file | FileCheck %s --check-prefix=F16V
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="tile-n=4 block-n=6" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all" -split-input-file | FileCheck %s --check-prefix=INT8
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true vector-width=2" -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD8
@@ -435,12 +436,20 @@ func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2
 
 // A symmetric packed int8 weight with f16 scales (Q8_0: moir.packed
 // "i8:32", scales [rows, groups, 1] x f16, no offsets): each group's scale
-// is loaded as f16 and extended; the one-row tiles keep 3 products per group
+// is loaded as f16 and extended (at 16 lanes, the F16V prefix: broadcast, then
+// extended as a vector, vpbroadcastw and vcvtph2ps, not a scalar widening
+// and a broadcast); the one-row tiles keep 3 products per group
 // and no activation sums (4 -> 3 accumulators), and scale them with one FMA
 // per output; the 2-row tiles dequantize with a multiply (no offset FMA).
 // With int8-dot the block's products are scaled with one FMA (no offset
 // term).
 // CHECK-LABEL: func.func @packed_i8_sym_f16
+// F16V-LABEL: func.func @packed_i8_sym_f16
+// F16V: memref.load %arg2[{{.*}}] : memref<30x2x1xf16>
+// F16V-NEXT: vector.broadcast {{.*}} : f16 to vector<16xf16>
+// F16V-NEXT: arith.extf {{.*}} : vector<16xf16> to vector<16xf32>
+// F16V-NOT: arith.extf {{.*}} : f16 to f32
+// F16V: return
 // CHECK-NOT: linalg.generic
 // CHECK: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x1xf16>
 // CHECK: memref.load %arg2[{{.*}}] : memref<30x2x1xf16>
