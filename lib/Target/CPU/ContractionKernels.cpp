@@ -1928,7 +1928,42 @@ private:
   /// prefetches its share of that later span in address order: the lines
   /// that step's fraction of the tile's codes covers. The scales, a few
   /// bytes per row and group, are prefetched per row.
-  void prefetchNextTile(ArrayRef<Value> q, int64_t tn, Value g, Value start, int64_t stepElems) {
+  /// The bytes of one weight row's scales (and offsets), when static.
+  std::optional<int64_t> scaleRowBytes() const {
+    auto type = cast<MemRefType>(scales.getType());
+    int64_t bytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+    for (int64_t d = 1; d < type.getRank(); ++d) {
+      if (ShapedType::isDynamic(type.getDimSize(d)))
+        return std::nullopt;
+      bytes *= type.getDimSize(d);
+    }
+    return bytes;
+  }
+
+  /// The next tile's scale rows, every cache line of them, prefetched once
+  /// before this tile's group loop (a Q8_0 row of 1024 has 64 bytes of
+  /// scales, one line): per group, that took a prefetch per weight row
+  /// that was a repeat 31 times in 32.
+  void prefetchNextScales(ArrayRef<Value> q, int64_t tn) {
+    auto type = cast<MemRefType>(scales.getType());
+    int64_t elemBytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+    int64_t rowBytes = *scaleRowBytes();
+    int64_t inner = type.getRank() == 3 ? type.getDimSize(2) : 1;
+    for (Value col : q) {
+      Value next = nextRow(col, tn, cols);
+      for (int64_t at = 0; at < rowBytes; at += 64) {
+        int64_t e = at / elemBytes;
+        SmallVector<Value> index = {next, cst(e / inner)};
+        if (type.getRank() == 3)
+          index.push_back(cst(e % inner));
+        memref::PrefetchOp::create(b, loc, scales, index, /*isWrite=*/false,
+                                   /*localityHint=*/3, /*isDataCache=*/true);
+      }
+    }
+  }
+
+  void prefetchNextTile(ArrayRef<Value> q, int64_t tn, Value g, Value start, int64_t stepElems,
+                        bool scalesToo = true) {
     auto dataType = cast<MemRefType>(data.getType());
     int64_t rowBytes = dataType.getDimSize(1);
     if (!ShapedType::isDynamic(rowBytes)) {
@@ -1947,11 +1982,16 @@ private:
                                 cst(rowBytes)),
           arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, start, cst(perByte)),
                                 cst(tn)));
-      Value last = arith::SubIOp::create(b, loc, cols, cst(1));
+      // Clamped to the buffer's last byte before it is split into (row,
+      // byte): LLVM then folds row * rowBytes + byte back into the one
+      // clamped offset (clamping the row instead kept a shift, a mask and a
+      // multiply per step in Q8_0's decode loop).
+      Value lastByte = arith::SubIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, cols, cst(rowBytes)), cst(1));
       for (int64_t l = 0; l < lines; ++l) {
-        Value at = arith::AddIOp::create(b, loc, from, cst(64 * l));
-        Value row = arith::MinUIOp::create(
-            b, loc, arith::DivUIOp::create(b, loc, at, cst(rowBytes)), last);
+        Value at = arith::MinUIOp::create(
+            b, loc, arith::AddIOp::create(b, loc, from, cst(64 * l)), lastByte);
+        Value row = arith::DivUIOp::create(b, loc, at, cst(rowBytes));
         Value byte = arith::RemUIOp::create(b, loc, at, cst(rowBytes));
         memref::PrefetchOp::create(b, loc, data, ValueRange{row, byte}, /*isWrite=*/false,
                                    /*localityHint=*/3, /*isDataCache=*/true);
@@ -1962,7 +2002,7 @@ private:
         memref::PrefetchOp::create(b, loc, data, ValueRange{nextRow(col, tn, cols), byte},
                                    /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
     }
-    for (Value col : q) {
+    for (Value col : scalesToo ? q : ArrayRef<Value>()) {
       Value next = nextRow(col, tn, cols);
       Value block = superblocks ? arith::DivUIOp::create(b, loc, g, cst(256 / group)).getResult() : g;
       memref::PrefetchOp::create(b, loc, scales, ValueRange{next, block, cst(0)}, /*isWrite=*/false,
@@ -2154,9 +2194,12 @@ private:
     SmallVector<Value> inits(tm * tn, zeros);
     // Group g's steps from `accs`; paramOf(j, part) gives column j's scale
     // (part 0) or offset (part 1) of the group as f32.
+    // A row's scales of at most 4 lines are prefetched before the loop.
+    std::optional<int64_t> scaleBytes = scaleRowBytes();
+    bool hoistScales = scaleBytes && *scaleBytes <= 256;
     auto groupStep = [&](Value g, ValueRange accs, ParamFn paramOf) -> SmallVector<Value> {
       Value base = arith::MulIOp::create(b, loc, g, cst(group));
-      prefetchNextTile(q, tn, g, base, group);
+      prefetchNextTile(q, tn, g, base, group, /*scalesToo=*/!hoistScales);
       // Each column's (scale, offset) of this group, broadcast.
       SmallVector<Value> ss, os;
       auto loadScales = [&] {
@@ -2214,6 +2257,8 @@ private:
         }
       return next;
     };
+    if (hoistScales)
+      prefetchNextScales(q, tn);
     scf::ForOp loop = groupLoop(q, groups, 1, inits, vecType, groupStep);
     addRowSums(c, r, n0, sumLanesByRow(SmallVector<Value>(loop.getResults()), tm, tn));
   }

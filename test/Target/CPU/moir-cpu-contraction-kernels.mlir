@@ -368,16 +368,21 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK-LABEL: func.func @packed_u4
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel
+// The next tile's rows' scales (16 bytes a row, one line each) are
+// prefetched once, before the group loop; each group step prefetches its
+// share of the codes two tiles on, in address order (the tile's 3 rows of
+// 32 bytes: 48 bytes a step, one line), the offset clamped to the buffer's
+// last byte before it is split into (row, byte).
+// CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// Each group step prefetches its share of the codes two tiles on, in
-// address order (the tile's 3 rows of 32 bytes: 48 bytes a step, one line),
-// and each of the next tile's rows' scales.
 // CHECK: %[[FIRST:.*]] = arith.addi %{{.*}}, %c6{{.*}} : index
 // CHECK-NEXT: %{{.*}} = arith.constant 32 : index
 // CHECK-NEXT: %[[SPAN:.*]] = arith.muli %[[FIRST]], %{{.*}} : index
+// CHECK: %[[AT:.*]] = arith.minui
+// CHECK-NEXT: arith.constant 32
+// CHECK-NEXT: arith.divui %[[AT]]
 // CHECK: memref.prefetch %arg1[%{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x32xi8>
-// CHECK-NOT: memref.prefetch %arg1
-// CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
+// CHECK-NOT: memref.prefetch
 // CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
