@@ -127,14 +127,13 @@ Error validateOptions(const CompileOptions &options) {
     return bad("--halide-autoscheduler=Li2018 is not offered: its schedules rfactor reductions "
                "into new Funcs and make updates atomic, which MoIR's schedule syntax cannot "
                "say yet (docs/halide.md); use Mullapudi2016");
-  if (autoscheduler == "Adams2019" || autoscheduler == "Anderson2021")
-    return bad("--halide-autoscheduler=" + autoscheduler +
-               " is not offered: " +
-               (autoscheduler == "Adams2019"
-                    ? "its producers computed inside guarded tiles read past the inputs when a "
-                      "call has fewer tokens than a tile (a decode step)"
-                    : "it schedules GPUs only") +
-               " (docs/halide.md); use Mullapudi2016");
+  if (autoscheduler == "Adams2019")
+    return bad("--halide-autoscheduler=Adams2019 is not offered: its producers computed inside "
+               "guarded tiles read past the inputs when a call has fewer tokens than a tile (a "
+               "decode step) (docs/halide.md); use Mullapudi2016");
+  if (autoscheduler == "Anderson2021")
+    return bad("--halide-autoscheduler=Anderson2021 is not offered: it schedules GPUs only "
+               "(docs/halide.md); use Mullapudi2016");
   if (!autoscheduler.empty() && autoscheduler != "Mullapudi2016")
     return bad("unknown --halide-autoscheduler '" + autoscheduler + "' (known: Mullapudi2016)");
   if (!autoscheduler.empty() && options.cpu.halideTarget != "host")

@@ -2002,7 +2002,9 @@ private:
         memref::PrefetchOp::create(b, loc, data, ValueRange{nextRow(col, tn, cols), byte},
                                    /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
     }
-    for (Value col : scalesToo ? q : ArrayRef<Value>()) {
+    if (!scalesToo)
+      return;
+    for (Value col : q) {
       Value next = nextRow(col, tn, cols);
       Value block = superblocks ? arith::DivUIOp::create(b, loc, g, cst(256 / group)).getResult() : g;
       memref::PrefetchOp::create(b, loc, scales, ValueRange{next, block, cst(0)}, /*isWrite=*/false,

@@ -180,29 +180,21 @@ std::string guardTails(const std::string &line) {
 
 } // namespace
 
-const std::vector<std::string> &autoschedulers() {
-  // Li2018 is left out: its schedules rfactor reductions into new Funcs
+std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
+                         const Target &target, const std::string &name, int parallelism) {
+  // Li2018 is not offered: its schedules rfactor reductions into new Funcs
   // and make updates atomic, which the schedule syntax cannot say yet.
-  // Adams2019 too: its producers computed inside guarded tiles read past
-  // the inputs at a decode step's one token (RoPE's positions, on the
+  // Adams2019 neither: its producers computed inside guarded tiles read
+  // past the inputs at a decode step's one token (RoPE's positions, on the
   // Mixtral fixture).
-  static const std::vector<std::string> names = {"Mullapudi2016"};
-  return names;
-}
-
-std::string autoschedule(const KernelSpec &spec, const Target &target, const std::string &name,
-                         int parallelism) {
-  bool known = false;
-  for (const std::string &n : autoschedulers())
-    known |= n == name;
-  if (!known)
+  if (name != "Mullapudi2016")
     throw std::runtime_error("unknown autoscheduler '" + name + "'");
   loadPlugin(name);
+  // The autoscheduler schedules (and inlines into) a build of its own; the
+  // source's pipeline.get_func(N) counts the Funcs as built, which
+  // `unscheduled`, the kernel the text will be applied to, answers.
   BuiltKernel k = buildKernel(spec);
-  // The source's pipeline.get_func(N) counts the Funcs of the pipeline as
-  // built, before the autoscheduler inlines any: a second build answers.
-  BuiltKernel fresh = buildKernel(spec);
-  Pipeline freshPipeline(fresh.output);
+  Pipeline unscheduledPipeline(unscheduled.output);
   // Estimates for what the shapes leave open: the tokens of a call, 1 in
   // decode and 512 in prefill (llama-bench's pp512).
   auto variant = spec.strings.find("variant");
@@ -242,7 +234,7 @@ std::string autoschedule(const KernelSpec &spec, const Target &target, const std
   // `Var X = F.args()[I];` (Mullapudi2016 makes X unique, "down_sum_1").
   std::vector<std::string> source = statements(results.schedule_source);
   auto keyOf = [&](const std::string &halideName) -> std::string {
-    for (const auto &[key, f] : fresh.funcs)
+    for (const auto &[key, f] : unscheduled.funcs)
       if (f.name() == halideName)
         return key;
     return "";
@@ -253,7 +245,7 @@ std::string autoschedule(const KernelSpec &spec, const Target &target, const std
     static const std::regex getFunc(R"(^Func\s+(\w+)\s*=\s*pipeline\.get_func\((\d+)\)$)");
     static const std::regex args(R"(^Var\s+(\w+)\s*=\s*(\w+)\.args\(\)\[(\d+)\]$)");
     if (std::regex_match(s, m, getFunc)) {
-      Func f = freshPipeline.get_func(std::stoul(m[2]));
+      Func f = unscheduledPipeline.get_func(std::stoul(m[2]));
       if (std::string key = keyOf(f.name()); !key.empty()) {
         names[m[1]] = key;
         aliases[m[1]] = f;

@@ -124,7 +124,8 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
       }
     }
     if (!edited && !options.autoscheduler.empty()) {
-      schedule = autoschedule(spec, kernelTarget, options.autoscheduler, options.parallelism);
+      schedule = autoschedule(spec, kernel, kernelTarget, options.autoscheduler,
+                              options.parallelism);
       origin = options.autoscheduler + " schedule";
     }
     if (!options.schedulesOut.empty()) {

@@ -40,19 +40,20 @@ std::string identifierOf(const std::string &name);
 /// Adds to `kernel`'s names every Func of its pipeline (the inputs' own,
 /// `<input>_im`, among them) and every loop variable of their stages that
 /// the builder did not name, under Halide's name made an identifier
-/// ("ko$x" -> "ko_x"): what an autoscheduler's schedule may use.
+/// ("ko$x" -> "ko_x") without the "$N" that makes an inline reduction's
+/// name unique in the process: what an autoscheduler's schedule may use.
 /// buildKernel calls it.
 void exposeAll(BuiltKernel &kernel);
 
-/// The autoschedulers moirc offers: Mullapudi2016.
-const std::vector<std::string> &autoschedulers();
-
 /// The schedule text (Schedule.cpp's syntax) Halide's autoscheduler `name`
-/// finds for `spec` on `target`, with `parallelism` cores; dynamic
-/// dimensions (tokens) are estimated as 1 (decode kernels) or 512. Throws
-/// std::runtime_error, or Halide::Error from the autoscheduler.
-std::string autoschedule(const KernelSpec &spec, const Halide::Target &target,
-                         const std::string &name, int parallelism);
+/// (Mullapudi2016, the one offered) finds for `spec` on `target`, with
+/// `parallelism` cores, to be applied to `unscheduled` (a build of `spec`
+/// with no schedule yet); dynamic dimensions (tokens) are estimated as 1
+/// (decode kernels) or 512. Throws std::runtime_error, or Halide::Error
+/// from the autoscheduler.
+std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
+                         const Halide::Target &target, const std::string &name,
+                         int parallelism);
 
 /// f32 lanes of the target's vectors (the default schedules' vector width).
 int vectorLanes(const Halide::Target &target);
