@@ -27,6 +27,7 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
@@ -298,6 +299,20 @@ int main(int argc, char **argv) {
       return 1;
   }
 
+  // Objects another code generator compiled for the artifact (Halide's
+  // kernels, listed in moir.link_objects) are linked and removed by the
+  // artifact's linker; a printed phase, or a compile that fails before the
+  // link, leaves none behind either.
+  auto removeLinkObjects = llvm::make_scope_exit([&] {
+    if (!module)
+      return;
+    if (auto files = (*module)->getAttrOfType<mlir::ArrayAttr>(moir::attrs::linkObjectsName()))
+      for (mlir::Attribute f : files) {
+        llvm::StringRef path = llvm::cast<mlir::StringAttr>(f).getValue();
+        llvm::sys::fs::remove(path);
+        llvm::sys::fs::remove(llvm::sys::path::parent_path(path)); // only once empty
+      }
+  });
   if (report) {
     if (llvm::Error err =
             moir::reportWork(*module, options, reportContext, reportPrompt, llvm::outs()))
@@ -319,14 +334,5 @@ int main(int argc, char **argv) {
     return error(message);
   module->print(output->os());
   output->keep();
-  // Objects another code generator compiled for the artifact (Halide's
-  // kernels, listed in moir.link_objects): only an artifact links them, so
-  // a printed phase leaves none behind.
-  if (auto files = (*module)->getAttrOfType<mlir::ArrayAttr>(moir::attrs::linkObjectsName()))
-    for (mlir::Attribute f : files) {
-      llvm::StringRef path = llvm::cast<mlir::StringAttr>(f).getValue();
-      llvm::sys::fs::remove(path);
-      llvm::sys::fs::remove(llvm::sys::path::parent_path(path)); // only once empty
-    }
   return 0;
 }

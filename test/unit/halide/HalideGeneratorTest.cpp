@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -50,6 +52,14 @@ std::string head(const std::string &path, size_t n) {
   return bytes.substr(0, static_cast<size_t>(in.gcount()));
 }
 
+/// The objects and their temporary folder, as the artifact's linker does.
+void removeObjects(const std::vector<std::string> &objects) {
+  for (const std::string &o : objects)
+    std::filesystem::remove(o);
+  if (!objects.empty())
+    std::filesystem::remove(std::filesystem::path(objects.front()).parent_path());
+}
+
 void compileFor(const std::string &target, const std::string &magic) {
   GeneratorOptions options;
   options.target = target;
@@ -59,8 +69,8 @@ void compileFor(const std::string &target, const std::string &magic) {
   ASSERT_EQ(objects.size(), 4u) << "three kernels and the runtime for " << target;
   for (const std::string &o : objects) {
     EXPECT_EQ(head(o, magic.size()), magic) << o << " for " << target;
-    std::remove(o.c_str());
   }
+  removeObjects(objects);
 }
 
 TEST(HalideTarget, MapsTriplesAndFeatures) {
@@ -78,6 +88,25 @@ TEST(HalideTarget, MapsTriplesAndFeatures) {
   riscv.triple = "riscv64-linux-gnu";
   EXPECT_EQ(halideTarget(riscv, error), "");
   EXPECT_NE(error.find("riscv64-linux-gnu"), std::string::npos) << error;
+}
+
+TEST(HalideTarget, LeavesNothingWithoutKernels) {
+  // No kernel: no objects, and no temporary folder left in $TMPDIR.
+  std::filesystem::path tmp = std::filesystem::temp_directory_path() / "moir-halide-test-empty";
+  std::filesystem::remove_all(tmp);
+  std::filesystem::create_directories(tmp);
+  const char *old = std::getenv("TMPDIR");
+  std::string saved = old ? old : "";
+  setenv("TMPDIR", tmp.c_str(), 1);
+  GeneratorOptions options;
+  options.target = "x86-64-linux-avx2";
+  std::vector<std::string> objects;
+  std::string error = generateKernels({}, options, objects);
+  old ? setenv("TMPDIR", saved.c_str(), 1) : unsetenv("TMPDIR");
+  EXPECT_EQ(error, "");
+  EXPECT_TRUE(objects.empty());
+  EXPECT_TRUE(std::filesystem::is_empty(tmp));
+  std::filesystem::remove_all(tmp);
 }
 
 TEST(HalideTarget, RefusesWhatIsNotATarget) {
@@ -109,8 +138,8 @@ TEST(HalideTarget, CompilesForVulkan) {
   ASSERT_EQ(objects.size(), 4u);
   for (const std::string &o : objects) {
     EXPECT_EQ(head(o, 4), std::string("\x7f" "ELF", 4)) << o;
-    std::remove(o.c_str());
   }
+  removeObjects(objects);
 }
 TEST(HalideTarget, CompilesForHexagon) {
   compileFor("hexagon-32-qurt-hvx-hvx_v68", std::string("\x7f" "ELF", 4));

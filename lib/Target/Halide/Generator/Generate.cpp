@@ -235,11 +235,15 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
         return fail(error);
       runtimeTarget = withDevice(runtimeTarget, spec);
     }
-    if (!seen.empty()) {
-      fs::path runtime = dir / "halide_runtime.o";
-      compile_standalone_runtime(runtime.string(), runtimeTarget);
-      objects.push_back(runtime.string());
+    if (seen.empty()) {
+      // Nothing to link: the artifact's linker removes only the folders of
+      // the objects it is given, so an empty one is removed here.
+      fs::remove_all(dir);
+      return "";
     }
+    fs::path runtime = dir / "halide_runtime.o";
+    compile_standalone_runtime(runtime.string(), runtimeTarget);
+    objects.push_back(runtime.string());
   } catch (const Halide::Error &e) { // not a std::exception
     return fail(std::string("Halide: ") + e.what());
   } catch (const std::exception &e) {
