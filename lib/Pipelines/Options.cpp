@@ -142,14 +142,15 @@ Error validateOptions(const CompileOptions &options) {
   StringRef device = options.cpu.halideTarget;
   if (device != "host" && device != "opencl" && device != "vulkan")
     return bad("unknown --halide-target '" + device + "' (known: host, opencl, vulkan)");
-  // Halide 21's Vulkan kernels compute wrong results on the one Vulkan
-  // driver these machines have (Mesa 22.3's lavapipe) as soon as a kernel
-  // reads two buffers (docs/halide.md): refused until a driver shows them
-  // right, rather than silently wrong logits.
+  // Halide 21's Vulkan runtime gives wrong results on lavapipe (Mesa 22.3
+  // and 25.0) for buffers whose size is not a multiple of 64 bytes, and
+  // cannot allocate some of them (docs/halide.md): refused until a runtime
+  // and driver run the kernels right, rather than silently wrong logits.
   if (device == "vulkan")
-    return bad("--halide-target=vulkan is not enabled: Halide 21's Vulkan kernels gave wrong "
-               "results on the Vulkan driver MoIR is tested with (Mesa 22.3 lavapipe) for "
-               "kernels with two or more buffers; use opencl or host (docs/halide.md)");
+    return bad("--halide-target=vulkan is not enabled: Halide 21's Vulkan runtime gave wrong "
+               "results on the Vulkan driver MoIR is tested with (lavapipe, Mesa 22.3 and "
+               "25.0) for buffers whose size is not a multiple of 64 bytes; use opencl or "
+               "host (docs/halide.md)");
   if (kernels != "halide" && device != "host")
     return bad("--halide-target=" + device + " says where the Halide kernels run: it needs "
                "--kernels=halide");
