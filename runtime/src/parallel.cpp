@@ -21,6 +21,10 @@ using Microtask = void (*)(int32_t *, int32_t *, ...);
 
 thread_local int32_t threadId = 0;
 thread_local bool inTeam = false;
+/// Parallel regions this thread runs alone, nested in a team's region:
+/// deeper ones stay on it too (a fork from inside would wait for the pool
+/// its own team holds).
+thread_local int32_t nestedDepth = 0;
 
 class Pool {
 public:
@@ -183,12 +187,14 @@ void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
     default: task(&gtid, &btid, args[0], args[1], args[2], args[3]); break;
     }
   };
-  if (inTeam || Pool::get().size() == 1) {
-    // Nested regions run on the calling thread alone.
+  if (inTeam || nestedDepth > 0 || Pool::get().size() == 1) {
+    // Nested regions, at any depth, run on the calling thread alone.
     bool wasInTeam = inTeam;
     int32_t wasId = threadId;
     inTeam = false;
+    ++nestedDepth;
     invoke(0);
+    --nestedDepth;
     inTeam = wasInTeam;
     threadId = wasId;
     return;
