@@ -334,10 +334,11 @@ struct HalideSelectKernelsPass
     };
 
     SmallVector<Value> replacement;
-    if (kind == "linear" || kind == "glu_linear") {
+    if (kind == "linear" || kind == "glu_linear" || kind == "experts") {
       // Decode and prefill want different schedules (a dot product per
-      // weight row, or register tiles of 4 rows x 4 tokens): two kernels,
-      // the token count picks one.
+      // weight row, read start to end, or register tiles of rows that
+      // share each load of the activations): two kernels, the token count
+      // picks one.
       int64_t tokens = cast<RankedTensorType>(operands[0].getType()).getDimSize(0);
       if (!ShapedType::isDynamic(tokens)) {
         llvm::append_range(replacement, call(tokens < 4 ? "decode" : "prefill"));

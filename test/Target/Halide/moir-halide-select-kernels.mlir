@@ -125,10 +125,13 @@ func.func @router(%x: tensor<?x64xf32>, %w: tensor<16x64xbf16>, %b: tensor<16xf3
 
 // -----
 
-// The fused experts with float weights and a shared expert: one kernel of
-// nine inputs.
+// The fused experts with float weights and a shared expert: kernels of
+// nine inputs, one for decode and one for prefill, as a linear's.
 // CHECK-LABEL: func.func @experts
-// CHECK: %[[Y:.*]] = moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8) {activation = "silu"}
+// CHECK: %[[Y:.*]] = scf.if %{{.*}} -> (tensor<?x64xf32>)
+// CHECK: moir.halide_call "[[DEC:moir_hl_experts_[0-9a-f]+]]" "experts"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8) {activation = "silu", variant = "decode"}
+// CHECK: } else {
+// CHECK: moir.halide_call "[[PRE:moir_hl_experts_[0-9a-f]+]]" "experts"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8) {activation = "silu", variant = "prefill"}
 // CHECK-NOT: moe.fused_experts
 // CHECK: return %[[Y]]
 // UNFUSED-LABEL: func.func @experts

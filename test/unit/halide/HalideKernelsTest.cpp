@@ -323,10 +323,14 @@ TEST(HalideKernels, RouterMatchesLoops) {
 
 // The fused experts on 5 tokens, 6 experts (top 2), hidden 36, FFN 20, a
 // shared expert of FFN 40, bf16 expert weights, silu.
-TEST(HalideKernels, ExpertsMatchLoops) {
+// Both variants: prefill (register tiles of rows) and decode (each row
+// read start to end, four vectors of partial sums where the hidden size
+// has them: 192).
+void expertsMatchLoops(const std::string &variant, int Hd) {
   Random rnd;
-  const int T = 5, E = 6, K = 2, Hd = 36, F = 20, S = 40;
+  const int T = 5, E = 6, K = 2, F = 20, S = 40;
   KernelSpec spec;
+  spec.strings["variant"] = variant;
   spec.symbol = "experts";
   spec.kind = "experts";
   spec.inputs = {{ElementType::F32, {-1, Hd}},     {ElementType::I32, {-1, K}},
@@ -375,7 +379,13 @@ TEST(HalideKernels, ExpertsMatchLoops) {
     }
     want.insert(want.end(), y.begin(), y.end());
   }
-  expectClose(out, want, rnd.seed, "experts");
+  expectClose(out, want, rnd.seed, ("experts " + variant + " hidden " + std::to_string(Hd)).c_str());
+}
+
+TEST(HalideKernels, ExpertsMatchLoops) {
+  for (const char *variant : {"prefill", "decode"})
+    for (int hidden : {36, 192})
+      expertsMatchLoops(variant, hidden);
 }
 
 } // namespace

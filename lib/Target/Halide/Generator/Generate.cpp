@@ -42,12 +42,15 @@ std::string header(const KernelSpec &spec, const Target &target) {
   s << " (outermost first; Halide's dimension 0 is the last)\n"
     << "# target " << target.to_string() << "\n"
     << "# Edit and compile with moirc --halide-schedules-in=DIR; the syntax is in\n"
-    << "# docs/halide.md. Funcs and loop variables of this kernel:";
+    << "# docs/halide.md. Inputs, Funcs and loop variables of this kernel:";
   return s.str();
 }
 
 std::string listNames(const BuiltKernel &k) {
   std::ostringstream s;
+  s << "\n#   inputs:";
+  for (const Halide::ImageParam &p : k.inputs)
+    s << " " << p.name();
   s << "\n#   funcs:";
   for (const auto &[name, unused] : k.funcs)
     s << " " << name;

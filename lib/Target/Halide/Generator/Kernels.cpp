@@ -115,6 +115,22 @@ int partialLanes(int64_t k, int lanes) {
   return l;
 }
 
+/// The partial sums a dot product of length `k` keeps. A decode linear or
+/// experts kernel (few tokens: the weights stream through once) reads each
+/// weight row alone, start to end, so independent sums hide the adds'
+/// latency: four vectors of them on the host. Elsewhere one vector: a
+/// prefill tile's rows and tokens are the independent sums, and a device
+/// thread adds serially.
+int sumLanes(const KernelSpec &spec, int64_t k) {
+  int lanes = static_cast<int>(spec.numbers.at("lanes"));
+  auto device = spec.strings.find("device");
+  auto variant = spec.strings.find("variant");
+  bool host = device == spec.strings.end() || device->second == "host";
+  bool streams = (spec.kind == "experts" || spec.kind == "linear" || spec.kind == "glu_linear") &&
+                 variant != spec.strings.end() && variant->second == "decode";
+  return partialLanes(k, host && streams ? 4 * lanes : lanes);
+}
+
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
 /// added in order.
 Expr sumOfLanes(Func f, int lanes, const std::vector<Expr> &at) {
@@ -427,14 +443,13 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
       staticDim(spec, 5, 2) != ffn || staticDim(spec, 2, 1) != topK)
     fail(spec, "the expert weights' shapes do not fit the input");
   const std::string &act = spec.strings.at("activation");
-  int lanes = static_cast<int>(number(spec, "lanes"));
   Var f("f"), j("j"), t("t"), n("n"), l("l"), s("s");
   k.vars = {{"f", f}, {"j", j}, {"t", t}, {"n", n}, {"l", l}, {"s", s}};
   std::vector<ImageParam> params = {x, ids, routed, gate, up, down};
 
   // gate and up of one expert row, as `lanes` partial sums each (a Tuple:
   // both read the same x).
-  int lh = partialLanes(hidden, lanes);
+  int lh = sumLanes(spec, hidden);
   RDom kh(0, hidden / lh, "kh");
   k.rvars["kh"] = kh.x;
   RDom lr(0, lh, "lr");
@@ -449,7 +464,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Expr g0 = sum(gateUp(lr.x, f, j, t)[0], "gate_sum"), u0 = sum(gateUp(lr.x, f, j, t)[1], "up_sum");
   hiddenRow(f, j, t) = activation(act, g0) * u0 * routed(j, t);
 
-  int lf = partialLanes(ffn, lanes);
+  int lf = sumLanes(spec, ffn);
   RDom kf(0, ffn / lf, 0, topK, "kf");
   k.rvars["kf"] = kf.x;
   k.rvars["kj"] = kf.y;
@@ -478,7 +493,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                                   sharedGateUp(l, s, t)[1] + x(hh, t) * cast<float>(sup(hh, s)));
     sharedHidden(s, t) = activation(act, sum(sharedGateUp(lr.x, s, t)[0], "shared_gate_sum")) *
                          sum(sharedGateUp(lr.x, s, t)[1], "shared_up_sum");
-    int ls = partialLanes(sffn, lanes);
+    int ls = sumLanes(spec, sffn);
     RDom ks(0, sffn / ls, "ks");
     k.rvars["ks"] = ks.x;
     Expr ss = ks.x * ls + l;
@@ -604,7 +619,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     int64_t kdim = spec.inputs[0].shape.back();
     if (kdim < 0)
       fail(spec, "the reduced dimension must be static");
-    int lanes = partialLanes(kdim, static_cast<int>(number(spec, "lanes")));
+    int lanes = sumLanes(spec, kdim);
     RDom ko(0, static_cast<int>(kdim / lanes), "ko");
     k.rvars["ko"] = ko.x;
     Func partial("partial");
@@ -808,21 +823,21 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << ".parallel(t)\n";
     }
     int64_t n = inner;
-    int l = partialLanes(spec.inputs[0].shape.back(), static_cast<int>(spec.numbers.at("lanes")));
+    int l = sumLanes(spec, spec.inputs[0].shape.back());
     bool decode = spec.strings.count("variant") && spec.strings.at("variant") == "decode";
     // Rows of the weight per register tile and per parallel task.
     int rows = n >= 0 && n < 4 ? static_cast<int>(n) : 4;
     int block = n >= 0 && n < 64 ? rows : 64;
     if (decode) {
-      // Few tokens: every weight row is read once per token, as a dot
-      // product of `l`-wide partial sums; 8 rows share each load of x.
+      // Few tokens: every weight row is read once per token, start to end
+      // (one stream of memory through a block of rows, not a stream per
+      // row of a register tile), as a dot product of `l`-wide partial sums.
       int tile = n >= 0 && n < 8 ? rows : 8;
       block = n >= 0 && n < 64 ? tile : 64;
       s << "out.split(n, nb, nr, " << block << ").split(nr, no, ni, " << tile
         << ").reorder(ni, no, t, nb).parallel(nb)\n";
       s << "partial.compute_at(out, no)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
-      s << "partial.update().reorder(l, n, t, ko)" << (l > 1 ? ".vectorize(l)" : "")
-        << ".unroll(n)\n";
+      s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
     } else {
       // Prefill: tiles of 4 rows x 4 tokens keep 16 partial vectors in
       // registers; a parallel task holds `block` weight rows in cache while
@@ -850,29 +865,42 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << f << ".compute_at(out, t)\n";
   } else if (spec.kind == "experts") {
     // The hidden rows (gate, up, activation, scaled by the routing weight)
-    // for every choice, in parallel blocks of FFN rows, 4 rows a register
-    // tile; then the down projection and the sum over the choices in
-    // parallel blocks of output rows, 8 a tile, as a decode linear's.
-    int lanes = static_cast<int>(spec.numbers.at("lanes"));
-    int lh = partialLanes(spec.inputs[0].shape.back(), lanes);
-    int lf = partialLanes(spec.inputs[3].shape[1], lanes);
+    // for every choice, in parallel blocks of FFN rows, 4 rows a tile; then
+    // the down projection and the sum over the choices in parallel blocks
+    // of output rows, 8 a tile. In decode each row's weights are read start
+    // to end, one row after another, as a decode linear's; in prefill a
+    // tile's rows are register tiles that share each load of x.
+    bool decode = spec.strings.count("variant") && spec.strings.at("variant") == "decode";
+    int lh = sumLanes(spec, spec.inputs[0].shape.back());
+    int lf = sumLanes(spec, spec.inputs[3].shape[1]);
     auto blocks = [](int64_t extent, int tile, int block) {
       int t = extent < tile ? static_cast<int>(extent) : tile;
       int b = extent < block ? t : block;
       return std::make_pair(t, b);
     };
+    // A dot product's update stage: the reduction `k` inside the rows `v`
+    // (decode), or the rows unrolled inside it (prefill).
+    auto dot = [&](const std::string &func, const std::string &k, const std::string &v,
+                   const std::string &outer, int lanes) {
+      std::string vec = lanes > 1 ? ".vectorize(l)" : "";
+      if (decode)
+        s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << ")" << vec
+          << "\n";
+      else
+        s << func << ".update().reorder(l, " << v << ", " << outer << ", " << k << ")" << vec
+          << ".unroll(" << v << ")\n";
+    };
     // `prefix`hidden's rows `v` (of `extent`) over the loops `outer`:
-    // parallel blocks, register tiles, its gate/up products inside.
+    // parallel blocks, tiles, its gate/up products inside.
     auto hiddenRows = [&](const std::string &prefix, const std::string &v,
                           const std::string &outer, int64_t extent) {
       auto [tile, block] = blocks(extent, 4, 64);
-      std::string vec = lh > 1 ? ".vectorize(l)" : "";
       s << prefix << "hidden.compute_root().split(" << v << ", " << v << "b, " << v << "r, "
         << block << ").split(" << v << "r, " << v << "o, " << v << "i, " << tile << ").reorder("
         << v << "i, " << v << "o, " << outer << ", " << v << "b).parallel(" << v << "b)\n";
-      s << prefix << "gate_up.compute_at(" << prefix << "hidden, " << v << "o)" << vec << "\n";
-      s << prefix << "gate_up.update().reorder(l, " << v << ", " << outer << ", kh)" << vec
-        << ".unroll(" << v << ")\n";
+      s << prefix << "gate_up.compute_at(" << prefix << "hidden, " << v << "o)"
+        << (lh > 1 ? ".vectorize(l)" : "") << "\n";
+      dot(prefix + "gate_up", "kh", v, outer, lh);
     };
     hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
     if (spec.inputs.size() == 9)
@@ -881,13 +909,16 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
       << ").reorder(ni, no, t, nb).parallel(nb)\n";
     s << "down_partial.compute_at(out, no)" << (lf > 1 ? ".vectorize(l)" : "") << "\n";
-    s << "down_partial.update().reorder(l, n, t, kf, kj)" << (lf > 1 ? ".vectorize(l)" : "")
-      << ".unroll(n)\n";
-    if (spec.inputs.size() == 9) {
-      int ls = partialLanes(spec.inputs[6].shape[0], lanes);
-      s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";
-      s << "shared_partial.update().reorder(l, n, t, ks)" << (ls > 1 ? ".vectorize(l)" : "")
+    if (decode)
+      s << "down_partial.update().reorder(l, kf, n, t, kj)" << (lf > 1 ? ".vectorize(l)" : "")
+        << "\n";
+    else
+      s << "down_partial.update().reorder(l, n, t, kf, kj)" << (lf > 1 ? ".vectorize(l)" : "")
         << ".unroll(n)\n";
+    if (spec.inputs.size() == 9) {
+      int ls = sumLanes(spec, spec.inputs[6].shape[0]);
+      s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";
+      dot("shared_partial", "ks", "n", "t", ls);
     }
   } else if (spec.kind == "attention") {
     // A parallel task per (head, token): its scores (a dot product per

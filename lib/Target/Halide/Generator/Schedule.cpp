@@ -24,6 +24,7 @@
 
 #include "Kernels.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <sstream>
@@ -144,6 +145,16 @@ MemoryType memoryType(const std::string &s) {
   if (s == "Register")
     return MemoryType::Register;
   throw std::runtime_error("unknown memory type '" + s + "' (Auto, Heap, Stack, Register)");
+}
+
+PrefetchBoundStrategy prefetchStrategy(const std::string &s) {
+  if (s == "GuardWithIf")
+    return PrefetchBoundStrategy::GuardWithIf;
+  if (s == "Clamp")
+    return PrefetchBoundStrategy::Clamp;
+  if (s == "NonFaulting")
+    return PrefetchBoundStrategy::NonFaulting;
+  throw std::runtime_error("unknown prefetch strategy '" + s + "' (GuardWithIf, Clamp, NonFaulting)");
 }
 
 class Applier {
@@ -334,6 +345,28 @@ private:
         v.is_rvar ? f.compute_at(at, v.rvar) : f.compute_at(at, v.var);
       else
         v.is_rvar ? f.store_at(at, v.rvar) : f.store_at(at, v.var);
+    } else if (c.name == "prefetch") {
+      // prefetch(what, at, from[, offset[, strategy]]): at loop `at`, the
+      // part of input or function `what` that iteration `from` + offset
+      // reads.
+      arity(c, 3, 5);
+      VarOrRVar at = var(a[1]), from = var(a[2]);
+      Expr offset = a.size() >= 4 ? Expr(integer(a[3], "prefetch's offset")) : Expr(1);
+      PrefetchBoundStrategy strategy =
+          a.size() == 5 ? prefetchStrategy(a[4]) : PrefetchBoundStrategy::GuardWithIf;
+      auto input = std::find_if(kernel.inputs.begin(), kernel.inputs.end(),
+                                [&](const ImageParam &p) { return p.name() == a[0]; });
+      if (input != kernel.inputs.end()) {
+        stage.prefetch(*input, at, from, offset, strategy);
+      } else if (kernel.funcs.count(a[0])) {
+        stage.prefetch(func(a[0]), at, from, offset, strategy);
+      } else {
+        std::string known;
+        for (const ImageParam &p : kernel.inputs)
+          known += (known.empty() ? "" : ", ") + p.name();
+        throw std::runtime_error("'prefetch' names neither an input (" + known +
+                                 ") nor a function of this kernel: '" + a[0] + "'");
+      }
     } else {
       throw std::runtime_error("unknown scheduling call '" + c.name + "'");
     }
