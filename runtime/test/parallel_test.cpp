@@ -7,6 +7,7 @@
 //
 //   moir_parallel_test
 #include <atomic>
+#include <cstdarg>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -38,8 +39,12 @@ void check(bool ok, const char *what) {
 /// next depth's loop, the last depth counts.
 void loop(int depth);
 
-void body(int32_t *gtid, int32_t *, void *arg) {
-  int depth = static_cast<int>(reinterpret_cast<intptr_t>(arg));
+// Variadic, as the runtime calls a microtask (UBSan checks the type).
+void body(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  int depth = static_cast<int>(reinterpret_cast<intptr_t>(va_arg(ap, void *)));
+  va_end(ap);
   int32_t last = 0, lo = 0, hi = kTrips - 1, stride = 1;
   __kmpc_for_static_init_4(nullptr, *gtid, 34, &last, &lo, &hi, &stride, 1, 1);
   for (int32_t i = lo; i <= hi; ++i) {
@@ -52,7 +57,7 @@ void body(int32_t *gtid, int32_t *, void *arg) {
 }
 
 void loop(int depth) {
-  __kmpc_fork_call(nullptr, 1, reinterpret_cast<Microtask>(body),
+  __kmpc_fork_call(nullptr, 1, body,
                    reinterpret_cast<void *>(static_cast<intptr_t>(depth)));
 }
 
