@@ -147,10 +147,12 @@ mpi_bytes() {
   tc -n "$1" -s class show dev eth0 classid 1:1 | sed -n 's/^ *Sent \([0-9]*\) bytes.*/\1/p'
 }
 declare -a rx0 tx0
-for ((r = 0; r < ranks; r++)); do
-  rx0[r]="$(bytes "$prefix-$r" rx_bytes)"
-  tx0[r]="$(bytes "$prefix-$r" tx_bytes)"
-done
+baseline() {
+  for ((r = 0; r < ranks; r++)); do
+    rx0[r]="$(bytes "$prefix-$r" rx_bytes)"
+    tx0[r]="$(bytes "$prefix-$r" tx_bytes)"
+  done
+}
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # orte_leave_session_attached: the daemons stay children of their agent
@@ -159,15 +161,35 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # back, and mpirun waited for it until --timeout, with no rank started and no
 # message. Attached, a daemon that dies ends its agent, which mpirun reports,
 # and the daemons' own errors reach this stderr (0 hangs in 125 launches).
-timeout "$timeout_s" ip netns exec "$prefix-0" mpirun -np "$ranks" --hostfile "$tmp/hosts" \
-  --mca plm rsh --mca plm_rsh_agent "$tmp/agent" --mca plm_rsh_no_tree_spawn 1 \
-  --mca orte_keep_fqdn_hostnames 1 --mca orte_leave_session_attached 1 \
-  --mca oob tcp --mca oob_tcp_if_include "$subnet" \
-  --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include "$subnet" \
-  --mca btl_tcp_port_min_v4 "$btl_port" --mca btl_tcp_port_range_v4 64 \
-  --mca coll '^sm,han' --mca osc '^sm,ucx' \
-  "$@"
+launch() {
+  timeout "$timeout_s" ip netns exec "$prefix-0" mpirun -np "$ranks" --hostfile "$tmp/hosts" \
+    --mca plm rsh --mca plm_rsh_agent "$tmp/agent" --mca plm_rsh_no_tree_spawn 1 \
+    --mca orte_keep_fqdn_hostnames 1 --mca orte_leave_session_attached 1 \
+    --mca oob tcp --mca oob_tcp_if_include "$subnet" \
+    --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include "$subnet" \
+    --mca btl_tcp_port_min_v4 "$btl_port" --mca btl_tcp_port_range_v4 64 \
+    --mca coll '^sm,han' --mca osc '^sm,ucx' \
+    "$@" >"$tmp/out" 2>"$tmp/err"
+}
+# On a loaded machine (the test suite's other jobs beside it) a launch now
+# and then fails before any rank computes: Open MPI reports that a process
+# "was unable to complete a TCP connection" between two namespaces. That
+# launch, and only that kind of failure, is run once more; its output is
+# dropped and the note below says so. A job whose ranks fail otherwise, or
+# twice, fails.
+baseline
+launch "$@"
 status=$?
+if [ "$status" != 0 ] && [ "$status" != 124 ] &&
+   grep -q "unable to complete a TCP connection" "$tmp/out" "$tmp/err"; then
+  echo "netns-mpi: Open MPI could not connect two namespaces (exit $status); launching once more:" >&2
+  cat "$tmp/out" "$tmp/err" | sed 's/^/netns-mpi: first launch: /' | head -n 20 >&2
+  baseline
+  launch "$@"
+  status=$?
+fi
+cat "$tmp/out"
+cat "$tmp/err" >&2
 [ "$status" = 124 ] && echo "netns-mpi: the job ran past $timeout_s s (--timeout) and was stopped" >&2
 
 total=0
