@@ -197,8 +197,7 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
   Pipeline unscheduledPipeline(unscheduled.output);
   // Estimates for what the shapes leave open: the tokens of a call, 1 in
   // decode and 512 in prefill (llama-bench's pp512).
-  auto variant = spec.strings.find("variant");
-  int tokens = variant != spec.strings.end() && variant->second == "decode" ? 1 : 512;
+  int tokens = isDecode(spec) ? 1 : 512;
   for (size_t i = 0; i < k.inputs.size() && i < spec.inputs.size(); ++i) {
     const std::vector<int64_t> &shape = spec.inputs[i].shape;
     int rank = static_cast<int>(shape.size());

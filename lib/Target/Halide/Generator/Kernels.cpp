@@ -123,12 +123,9 @@ int partialLanes(int64_t k, int lanes) {
 /// thread adds serially.
 int sumLanes(const KernelSpec &spec, int64_t k) {
   int lanes = static_cast<int>(spec.numbers.at("lanes"));
-  auto device = spec.strings.find("device");
-  auto variant = spec.strings.find("variant");
-  bool host = device == spec.strings.end() || device->second == "host";
   bool streams = (spec.kind == "experts" || spec.kind == "linear" || spec.kind == "glu_linear") &&
-                 variant != spec.strings.end() && variant->second == "decode";
-  return partialLanes(k, host && streams ? 4 * lanes : lanes);
+                 isDecode(spec);
+  return partialLanes(k, onHost(spec) && streams ? 4 * lanes : lanes);
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
@@ -512,6 +509,16 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
 
 } // namespace
 
+bool isDecode(const KernelSpec &spec) {
+  auto variant = spec.strings.find("variant");
+  return variant != spec.strings.end() && variant->second == "decode";
+}
+
+bool onHost(const KernelSpec &spec) {
+  auto device = spec.strings.find("device");
+  return device == spec.strings.end() || device->second == "host";
+}
+
 int vectorLanes(const Target &target) {
   if (target.arch == Target::X86)
     return target.has_feature(Target::AVX512) ? 16 : target.has_feature(Target::AVX) ? 8 : 4;
@@ -528,8 +535,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     if (o.shape != spec.outputs.front().shape)
       fail(spec, "the outputs must have one shape");
   size_t outputs = spec.kind == "router" ? 2 : 1;
-  if ((spec.kind == "attention" || spec.kind == "mla") && spec.strings.count("device") &&
-      spec.strings.at("device") != "host")
+  if ((spec.kind == "attention" || spec.kind == "mla") && !onHost(spec))
     fail(spec, "attention has no device schedule yet");
   if (spec.outputs.size() != outputs)
     fail(spec, "needs " + std::to_string(outputs) + " output(s)");
@@ -793,8 +799,7 @@ std::string deviceSchedule(const KernelSpec &spec) {
 } // namespace
 
 std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
-  auto device = spec.strings.find("device");
-  if (device != spec.strings.end() && device->second != "host")
+  if (!onHost(spec))
     return deviceSchedule(spec);
   std::ostringstream s;
   int rank = static_cast<int>(spec.outputs.front().shape.size());
@@ -824,7 +829,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     }
     int64_t n = inner;
     int l = sumLanes(spec, spec.inputs[0].shape.back());
-    bool decode = spec.strings.count("variant") && spec.strings.at("variant") == "decode";
+    bool decode = isDecode(spec);
     // Rows of the weight per register tile and per parallel task.
     int rows = n >= 0 && n < 4 ? static_cast<int>(n) : 4;
     int block = n >= 0 && n < 64 ? rows : 64;
@@ -870,7 +875,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // of output rows, 8 a tile. In decode each row's weights are read start
     // to end, one row after another, as a decode linear's; in prefill a
     // tile's rows are register tiles that share each load of x.
-    bool decode = spec.strings.count("variant") && spec.strings.at("variant") == "decode";
+    bool decode = isDecode(spec);
     int lh = sumLanes(spec, spec.inputs[0].shape.back());
     int lf = sumLanes(spec, spec.inputs[3].shape[1]);
     auto blocks = [](int64_t extent, int tile, int block) {
@@ -879,16 +884,18 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       return std::make_pair(t, b);
     };
     // A dot product's update stage: the reduction `k` inside the rows `v`
-    // (decode), or the rows unrolled inside it (prefill).
+    // (decode), or the rows unrolled inside it (prefill); `last`, a loop
+    // outermost in both.
     auto dot = [&](const std::string &func, const std::string &k, const std::string &v,
-                   const std::string &outer, int lanes) {
+                   const std::string &outer, int lanes, const std::string &last = "") {
       std::string vec = lanes > 1 ? ".vectorize(l)" : "";
+      std::string tail = last.empty() ? "" : ", " + last;
       if (decode)
-        s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << ")" << vec
-          << "\n";
+        s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << tail << ")"
+          << vec << "\n";
       else
-        s << func << ".update().reorder(l, " << v << ", " << outer << ", " << k << ")" << vec
-          << ".unroll(" << v << ")\n";
+        s << func << ".update().reorder(l, " << v << ", " << outer << ", " << k << tail << ")"
+          << vec << ".unroll(" << v << ")\n";
     };
     // `prefix`hidden's rows `v` (of `extent`) over the loops `outer`:
     // parallel blocks, tiles, its gate/up products inside.
@@ -909,12 +916,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
       << ").reorder(ni, no, t, nb).parallel(nb)\n";
     s << "down_partial.compute_at(out, no)" << (lf > 1 ? ".vectorize(l)" : "") << "\n";
-    if (decode)
-      s << "down_partial.update().reorder(l, kf, n, t, kj)" << (lf > 1 ? ".vectorize(l)" : "")
-        << "\n";
-    else
-      s << "down_partial.update().reorder(l, n, t, kf, kj)" << (lf > 1 ? ".vectorize(l)" : "")
-        << ".unroll(n)\n";
+    dot("down_partial", "kf", "n", "t", lf, "kj");
     if (spec.inputs.size() == 9) {
       int ls = sumLanes(spec, spec.inputs[6].shape[0]);
       s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";

@@ -55,6 +55,14 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
                          const Halide::Target &target, const std::string &name,
                          int parallelism);
 
+/// Whether `spec` is the decode kernel of an op with a decode and a prefill
+/// kernel (spec.strings["variant"]).
+bool isDecode(const KernelSpec &spec);
+
+/// Whether `spec` runs on the host CPU, not on a Halide device target
+/// (spec.strings["device"]).
+bool onHost(const KernelSpec &spec);
+
 /// f32 lanes of the target's vectors (the default schedules' vector width).
 int vectorLanes(const Halide::Target &target);
 

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 
@@ -121,40 +122,41 @@ int integer(const std::string &s, const std::string &what, int most = 1 << 16) {
   return static_cast<int>(value);
 }
 
+/// The value `s` names among `names`; else an error naming what is known.
+template <typename T>
+T named(const std::string &s, const std::string &what,
+        std::initializer_list<std::pair<const char *, T>> names) {
+  std::string known;
+  for (const auto &[name, value] : names) {
+    if (s == name)
+      return value;
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  }
+  throw std::runtime_error("unknown " + what + " '" + s + "' (" + known + ")");
+}
+
 TailStrategy tail(const std::string &s) {
-  if (s == "RoundUp")
-    return TailStrategy::RoundUp;
-  if (s == "GuardWithIf")
-    return TailStrategy::GuardWithIf;
-  if (s == "ShiftInwards")
-    return TailStrategy::ShiftInwards;
-  if (s == "Predicate")
-    return TailStrategy::Predicate;
-  if (s == "Auto")
-    return TailStrategy::Auto;
-  throw std::runtime_error("unknown tail strategy '" + s + "'");
+  return named<TailStrategy>(s, "tail strategy",
+                             {{"RoundUp", TailStrategy::RoundUp},
+                              {"GuardWithIf", TailStrategy::GuardWithIf},
+                              {"ShiftInwards", TailStrategy::ShiftInwards},
+                              {"Predicate", TailStrategy::Predicate},
+                              {"Auto", TailStrategy::Auto}});
 }
 
 MemoryType memoryType(const std::string &s) {
-  if (s == "Auto")
-    return MemoryType::Auto;
-  if (s == "Heap")
-    return MemoryType::Heap;
-  if (s == "Stack")
-    return MemoryType::Stack;
-  if (s == "Register")
-    return MemoryType::Register;
-  throw std::runtime_error("unknown memory type '" + s + "' (Auto, Heap, Stack, Register)");
+  return named<MemoryType>(s, "memory type",
+                           {{"Auto", MemoryType::Auto},
+                            {"Heap", MemoryType::Heap},
+                            {"Stack", MemoryType::Stack},
+                            {"Register", MemoryType::Register}});
 }
 
 PrefetchBoundStrategy prefetchStrategy(const std::string &s) {
-  if (s == "GuardWithIf")
-    return PrefetchBoundStrategy::GuardWithIf;
-  if (s == "Clamp")
-    return PrefetchBoundStrategy::Clamp;
-  if (s == "NonFaulting")
-    return PrefetchBoundStrategy::NonFaulting;
-  throw std::runtime_error("unknown prefetch strategy '" + s + "' (GuardWithIf, Clamp, NonFaulting)");
+  return named<PrefetchBoundStrategy>(s, "prefetch strategy",
+                                      {{"GuardWithIf", PrefetchBoundStrategy::GuardWithIf},
+                                       {"Clamp", PrefetchBoundStrategy::Clamp},
+                                       {"NonFaulting", PrefetchBoundStrategy::NonFaulting}});
 }
 
 class Applier {
