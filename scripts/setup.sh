@@ -10,6 +10,7 @@ PKGS=(
   libsodium-dev libclang-rt-22-dev libpcre2-dev nlohmann-json3-dev libutf8proc-dev
   openmpi-bin libopenmpi-dev
   pocl-opencl-icd ocl-icd-libopencl1 clinfo
+  mesa-vulkan-drivers libvulkan1 vulkan-tools
 )
 
 missing=()

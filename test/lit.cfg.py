@@ -47,6 +47,13 @@ if config.moir_have_halide:
             [clinfo, "-l"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True).stdout:
         config.available_features.add("halide-opencl")
+    # halide-vulkan: a Vulkan device (Mesa's lavapipe from scripts/setup.sh
+    # runs on the CPU), so --halide-target=vulkan artifacts run.
+    vulkaninfo = shutil.which("vulkaninfo")
+    if vulkaninfo and "deviceName" in subprocess.run(
+            [vulkaninfo, "--summary"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True).stdout:
+        config.available_features.add("halide-vulkan")
 
 # The CUDA toolkit (ptxas, libdevice) for the NVIDIA backend's compile checks;
 # no GPU is needed for them.

@@ -142,15 +142,6 @@ Error validateOptions(const CompileOptions &options) {
   StringRef device = options.cpu.halideTarget;
   if (device != "host" && device != "opencl" && device != "vulkan")
     return bad("unknown --halide-target '" + device + "' (known: host, opencl, vulkan)");
-  // Halide 21's Vulkan runtime gives wrong results on lavapipe (Mesa 22.3
-  // and 25.0) for buffers whose size is not a multiple of 64 bytes, and
-  // cannot allocate some of them (docs/halide.md): refused until a runtime
-  // and driver run the kernels right, rather than silently wrong logits.
-  if (device == "vulkan")
-    return bad("--halide-target=vulkan is not enabled: Halide 21's Vulkan runtime gave wrong "
-               "results on the Vulkan driver MoIR is tested with (lavapipe, Mesa 22.3 and "
-               "25.0) for buffers whose size is not a multiple of 64 bytes; use opencl or "
-               "host (docs/halide.md)");
   if (kernels != "halide" && device != "host")
     return bad("--halide-target=" + device + " says where the Halide kernels run: it needs "
                "--kernels=halide");

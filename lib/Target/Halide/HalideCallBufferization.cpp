@@ -8,6 +8,15 @@
 // not 1), a new buffer per result, the call, and an assertion that it
 // returned 0 (Halide has printed what failed).
 //
+// A Vulkan kernel's buffers are staged by the call itself: each buffer's
+// bytes are copied into scratch host memory padded to a multiple of 64
+// bytes, which Halide copies to (or allocates on) the device as a buffer of
+// bytes, and the kernel reads and writes crops of those (its own shapes, at
+// offset 0). Halide 21's Vulkan memory allocator overruns or misbinds
+// buffers whose size is not a multiple of the driver's 64-byte rounding on
+// lavapipe (docs/halide.md); staged like this, every allocation it makes,
+// device and staging alike, is such a multiple.
+//
 // The descriptors follow HalideRuntime.h (Halide 21): halide_buffer_t is
 // {u64 device, ptr device_interface, ptr host, u64 flags, {u8 code, u8
 // bits, u16 lanes} type, i32 dimensions, ptr dim, ptr padding};
@@ -24,10 +33,15 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
+#include <functional>
+
 using namespace mlir;
 using namespace mlir::bufferization;
 
 namespace {
+
+// halide_buffer_flags
+constexpr int64_t kHostDirty = 1, kDeviceDirty = 2;
 
 /// halide_type_code_t and bits of an element type.
 std::pair<int, int> halideType(Type e) {
@@ -100,7 +114,7 @@ Value describe(RewriterBase &rewriter, Location loc, func::FuncOp func, Value me
   store(bufferSlot, d.buffer, {0, 2}, host);
   // An input's host data is current (halide_buffer_flag_host_dirty), so a
   // device kernel copies it over; a result starts clean.
-  store(bufferSlot, d.buffer, {0, 3}, constant(d.i64, input ? 1 : 0));
+  store(bufferSlot, d.buffer, {0, 3}, constant(d.i64, input ? kHostDirty : 0));
   store(bufferSlot, d.buffer, {0, 4}, constant(d.i8, code));
   store(bufferSlot, d.buffer, {0, 5}, constant(d.i8, bits));
   store(bufferSlot, d.buffer, {0, 6}, constant(d.i16, 1));
@@ -108,6 +122,179 @@ Value describe(RewriterBase &rewriter, Location loc, func::FuncOp func, Value me
   store(bufferSlot, d.buffer, {0, 8}, dimSlots);
   store(bufferSlot, d.buffer, {0, 9}, LLVM::ZeroOp::create(rewriter, loc, d.ptr));
   return bufferSlot;
+}
+
+/// The bytes a strided `memref` spans (0 when it has no elements).
+Value spanBytes(RewriterBase &rewriter, Location loc, Value memref) {
+  auto type = cast<MemRefType>(memref.getType());
+  auto meta = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
+  auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(rewriter, loc, v); };
+  Value last = c(0), empty = arith::ConstantIntOp::create(rewriter, loc, 0, 1);
+  for (int64_t m = 0; m < type.getRank(); ++m) {
+    Value size = meta.getSizes()[m];
+    empty = arith::OrIOp::create(
+        rewriter, loc, empty,
+        arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, size, c(0)));
+    last = arith::AddIOp::create(
+        rewriter, loc, last,
+        arith::MulIOp::create(rewriter, loc, arith::SubIOp::create(rewriter, loc, size, c(1)),
+                              meta.getStrides()[m]));
+  }
+  Value bytes = arith::MulIOp::create(
+      rewriter, loc, arith::AddIOp::create(rewriter, loc, last, c(1)),
+      c(type.getElementType().getIntOrFloatBitWidth() / 8));
+  bytes = arith::SelectOp::create(rewriter, loc, empty, c(0), bytes);
+  return arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(), bytes);
+}
+
+/// One buffer of a Vulkan call staged through padded scratch memory.
+struct Staged {
+  Value memref;  // MoIR's buffer
+  Value exact;   // its descriptor, which the kernel gets (a crop of `padded`)
+  Value padded;  // descriptor of `scratch` as bytes, padded to 64
+  Value scratch; // host pointer
+  Value bytes;   // the buffer's span in bytes (i64)
+};
+
+/// Stages `memref` (described by `exact`) for a Vulkan call: scratch host
+/// memory of its span rounded up to 64 bytes (at least 64), the bytes copied
+/// there if it is an input, the padded buffer copied to (or allocated on)
+/// the device, and `exact` made a crop of it.
+Staged stage(RewriterBase &rewriter, Location loc, Operation *op, func::FuncOp func,
+             Value memref, Value exact, bool input, const Descriptors &d,
+             const std::function<void(Value, const Twine &)> &check) {
+  auto declare = [&](StringRef name, ArrayRef<Type> args, ArrayRef<Type> results) {
+    return moir::host::declareFunction(op, name,
+                                       FunctionType::get(op->getContext(), args, results));
+  };
+  auto constant = [&](Type t, int64_t v) -> Value {
+    return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
+  };
+  Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
+  Staged s{memref, exact, {}, {}, spanBytes(rewriter, loc, memref)};
+  // max(round_up(bytes, 64), 64)
+  Value padded = LLVM::AndOp::create(
+      rewriter, loc, LLVM::AddOp::create(rewriter, loc, s.bytes, constant(d.i64, 63)),
+      constant(d.i64, ~int64_t(63)));
+  padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+  s.scratch = func::CallOp::create(rewriter, loc, declare("halide_malloc", {d.ptr, d.i64}, {d.ptr}),
+                                   ValueRange{none, padded})
+                  .getResult(0);
+  Value isNull = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, s.scratch, none);
+  cf::AssertOp::create(rewriter, loc, isNull, "Halide kernel staging: out of host memory");
+  if (input) {
+    auto meta = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, memref);
+    auto strided = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
+    int64_t elem = cast<MemRefType>(memref.getType()).getElementType().getIntOrFloatBitWidth() / 8;
+    Value start = arith::AddIOp::create(
+        rewriter, loc, meta,
+        arith::MulIOp::create(rewriter, loc, strided.getOffset(),
+                              arith::ConstantIndexOp::create(rewriter, loc, elem)));
+    Value host = LLVM::IntToPtrOp::create(
+        rewriter, loc, d.ptr, Value(arith::IndexCastOp::create(rewriter, loc, d.i64, start)));
+    LLVM::MemcpyOp::create(rewriter, loc, s.scratch, host, s.bytes, /*isVolatile=*/false);
+  }
+  // The padded descriptor: uint8, as many dimensions as the exact one (a
+  // crop keeps the dimensionality), the first spanning the bytes.
+  int64_t rank = std::max<int64_t>(cast<MemRefType>(memref.getType()).getRank(), 1);
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(&func.getBody().front());
+    Value one = constant(d.i64, 1);
+    s.padded = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.buffer, one, 8);
+  }
+  Value dims;
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(&func.getBody().front());
+    dims = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.dim, constant(d.i64, rank), 8);
+  }
+  auto store = [&](Value base, Type elem, ArrayRef<LLVM::GEPArg> path, Value v) {
+    Value at = LLVM::GEPOp::create(rewriter, loc, d.ptr, elem, base, path);
+    LLVM::StoreOp::create(rewriter, loc, v, at);
+  };
+  Value padded32 = LLVM::TruncOp::create(rewriter, loc, d.i32, padded);
+  for (int64_t h = 0; h < rank; ++h) {
+    store(dims, d.dim, {h, 0}, constant(d.i32, 0));
+    store(dims, d.dim, {h, 1}, h == 0 ? padded32 : constant(d.i32, 1));
+    store(dims, d.dim, {h, 2}, h == 0 ? constant(d.i32, 1) : padded32);
+    store(dims, d.dim, {h, 3}, constant(d.i32, 0));
+  }
+  store(s.padded, d.buffer, {0, 0}, constant(d.i64, 0));
+  store(s.padded, d.buffer, {0, 1}, none);
+  store(s.padded, d.buffer, {0, 2}, s.scratch);
+  store(s.padded, d.buffer, {0, 3}, constant(d.i64, input ? kHostDirty : 0));
+  store(s.padded, d.buffer, {0, 4}, constant(d.i8, 1)); // halide_type_uint
+  store(s.padded, d.buffer, {0, 5}, constant(d.i8, 8));
+  store(s.padded, d.buffer, {0, 6}, constant(d.i16, 1));
+  store(s.padded, d.buffer, {0, 7}, constant(d.i32, rank));
+  store(s.padded, d.buffer, {0, 8}, dims);
+  store(s.padded, d.buffer, {0, 9}, none);
+
+  Value vulkan =
+      func::CallOp::create(rewriter, loc, declare("halide_vulkan_device_interface", {}, {d.ptr}),
+                           ValueRange{})
+          .getResult(0);
+  StringRef place = input ? "halide_copy_to_device" : "halide_device_malloc";
+  check(func::CallOp::create(rewriter, loc, declare(place, {d.ptr, d.ptr, d.ptr}, {d.i32}),
+                             ValueRange{none, s.padded, vulkan})
+            .getResult(0),
+        Twine(input ? "copying an input to" : "allocating a result on") + " the device failed");
+  check(func::CallOp::create(rewriter, loc,
+                             declare("halide_device_crop", {d.ptr, d.ptr, d.ptr}, {d.i32}),
+                             ValueRange{none, s.padded, exact})
+            .getResult(0),
+        "cropping a staged buffer failed");
+  return s;
+}
+
+/// After a Vulkan call: the results' bytes copied back through their
+/// scratch memory, the crops released, the device buffers and scratch
+/// memory freed.
+void unstage(RewriterBase &rewriter, Location loc, Operation *op, ArrayRef<Staged> staged,
+             size_t inputs, const Descriptors &d,
+             const std::function<void(Value, const Twine &)> &check) {
+  auto declare = [&](StringRef name, ArrayRef<Type> args, ArrayRef<Type> results) {
+    return moir::host::declareFunction(op, name,
+                                       FunctionType::get(op->getContext(), args, results));
+  };
+  auto constant = [&](Type t, int64_t v) -> Value {
+    return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
+  };
+  auto flags = [&](Value desc, int64_t v) {
+    Value at = LLVM::GEPOp::create(rewriter, loc, d.ptr, d.buffer, desc,
+                                   ArrayRef<LLVM::GEPArg>{0, 3});
+    LLVM::StoreOp::create(rewriter, loc, constant(d.i64, v), at);
+  };
+  Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
+  for (const Staged &s : llvm::drop_begin(staged, inputs)) {
+    // The kernel wrote the crop: its bytes are the padded buffer's.
+    flags(s.padded, kDeviceDirty);
+    check(func::CallOp::create(rewriter, loc,
+                               declare("halide_copy_to_host", {d.ptr, d.ptr}, {d.i32}),
+                               ValueRange{none, s.padded})
+              .getResult(0),
+          "copying a result to the host failed");
+    Value aligned = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, s.memref);
+    Value host = LLVM::IntToPtrOp::create(
+        rewriter, loc, d.ptr, Value(arith::IndexCastOp::create(rewriter, loc, d.i64, aligned)));
+    LLVM::MemcpyOp::create(rewriter, loc, host, s.scratch, s.bytes, /*isVolatile=*/false);
+  }
+  for (const Staged &s : staged) {
+    flags(s.exact, 0);
+    check(func::CallOp::create(rewriter, loc,
+                               declare("halide_device_release_crop", {d.ptr, d.ptr}, {d.i32}),
+                               ValueRange{none, s.exact})
+              .getResult(0),
+          "releasing a staged buffer's crop failed");
+    flags(s.padded, 0);
+    check(func::CallOp::create(rewriter, loc, declare("halide_device_free", {d.ptr, d.ptr}, {d.i32}),
+                               ValueRange{none, s.padded})
+              .getResult(0),
+          "freeing a staged buffer failed");
+    func::CallOp::create(rewriter, loc, declare("halide_free", {d.ptr, d.ptr}, {}),
+                         ValueRange{none, s.scratch});
+  }
 }
 
 /// Whether Halide can read `type` in place: innermost stride 1 (statically).
@@ -164,22 +351,42 @@ struct HalideCallBufferization
           rewriter, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()),
           sizes, rewriter.getI64IntegerAttr(64)));
     }
+    auto device = call.getParams().getAs<StringAttr>("device");
+    // Vulkan's buffers are staged (see the top of this file), so the
+    // kernel's own descriptors never carry host data to copy.
+    const bool staged = device && device.getValue() == "vulkan";
     for (Value b : buffers)
-      args.push_back(describe(rewriter, loc, func, b, d, /*input=*/true));
+      args.push_back(describe(rewriter, loc, func, b, d, /*input=*/!staged));
     for (Value out : outs)
       args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
 
     auto callee = moir::host::declareFunction(
         op, call.getCallee(),
         FunctionType::get(op->getContext(), SmallVector<Type>(args.size(), d.ptr), {d.i32}));
-    auto check = [&](Value rc, const Twine &what) {
+    std::function<void(Value, const Twine &)> check = [&](Value rc, const Twine &what) {
       Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
                                        arith::ConstantIntOp::create(rewriter, loc, 0, 32));
       cf::AssertOp::create(rewriter, loc, ok, what.str());
     };
+    SmallVector<Staged> stagedBuffers;
+    if (staged) {
+      auto kernelCheck = [&](Value rc, const Twine &what) {
+        check(rc, "Halide kernel " + call.getCallee() + ": " + what);
+      };
+      SmallVector<Value> memrefs(buffers);
+      llvm::append_range(memrefs, outs);
+      for (auto [i, m] : llvm::enumerate(memrefs))
+        stagedBuffers.push_back(
+            stage(rewriter, loc, op, func, m, args[i], i < buffers.size(), d, kernelCheck));
+    }
     check(func::CallOp::create(rewriter, loc, callee, args).getResult(0),
           "Halide kernel " + call.getCallee() + " failed");
-    if (call.getParams().get("device")) {
+    if (staged) {
+      unstage(rewriter, loc, op, stagedBuffers, buffers.size(), d,
+              [&](Value rc, const Twine &what) {
+                check(rc, "Halide kernel " + call.getCallee() + ": " + what);
+              });
+    } else if (device) {
       // A device kernel leaves its results on the device and every buffer
       // with a device allocation: copy the results back, free them all
       // (the descriptors die with this call).

@@ -107,6 +107,37 @@ Target withDevice(Target target, const KernelSpec &spec) {
                            "' (host, opencl, vulkan)");
 }
 
+/// On Vulkan no Func may be computed or stored at the root: the pipeline
+/// would allocate it on the device itself, and Halide 21's Vulkan allocator
+/// misbinds and overruns allocations whose size is not a multiple of 64
+/// bytes on lavapipe (docs/halide.md). The default schedules compute such
+/// Funcs inside out's GPU threads; an edited schedule that stores one at the
+/// root is refused, naming it.
+void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::string &origin) {
+  auto device = spec.strings.find("device");
+  if (device == spec.strings.end() || device->second != "vulkan")
+    return;
+  for (auto &[name, func] : kernel.funcs) {
+    if (name == "out" || !func.defined())
+      continue;
+    // A schedule's loop levels can be inspected only once locked (as
+    // lowering does): a copy of each is.
+    const Halide::Internal::FuncSchedule &schedule = func.function().schedule();
+    auto root = [](const Halide::LoopLevel &level) {
+      Halide::LoopLevel copy;
+      copy.set(level);
+      return copy.lock().is_root();
+    };
+    if (root(schedule.compute_level()) || root(schedule.store_level()))
+      throw std::runtime_error(
+          origin + ": on Vulkan, Func '" + name +
+          "' cannot be computed or stored at the root (compute_root/store_root): Halide 21's "
+          "Vulkan allocator mishandles the device buffers a pipeline allocates for it on "
+          "lavapipe; compute it inside out's GPU threads (compute_at(out, ...)) or inline "
+          "(docs/halide.md)");
+  }
+}
+
 /// Builds, schedules and compiles one kernel into `dir`, its object
 /// appended to `objects`. Returns an error message, or "" on success.
 std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
@@ -139,6 +170,7 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
         return "Halide: cannot write " + file.string();
     }
     applySchedule(kernel, schedule, origin);
+    checkDeviceStorage(kernel, spec, origin);
     std::vector<Argument> args(kernel.inputs.begin(), kernel.inputs.end());
     fs::path object = dir / (spec.symbol + ".o");
     kernel.output.compile_to_object(object.string(), args, spec.symbol,

@@ -708,11 +708,19 @@ int threads(int64_t n, int most) { return n >= 0 && n < most ? static_cast<int>(
 /// threads, tails guarded (tiles never wider than what exists), reductions
 /// serial within a thread. Correct everywhere, tuned nowhere: the device
 /// path's first aim is running the kernels where Halide can.
+///
+/// On Vulkan no Func is stored on the device between kernels: Halide 21's
+/// Vulkan allocator misbinds and overruns allocations whose size is not a
+/// multiple of 64 bytes on lavapipe (docs/halide.md), and a Func at the root
+/// is such an allocation. So each output thread computes what it reads
+/// (`compute_at(out, <x>_t)`), recomputing what threads share.
 std::string deviceSchedule(const KernelSpec &spec) {
-  std::ostringstream s;
+  // `late`: what names out's thread loops, after out's gpu_tile.
+  std::ostringstream s, late;
   int rank = static_cast<int>(spec.outputs.front().shape.size());
   int64_t inner = spec.outputs.front().shape.back();
   int ti = threads(inner, 64);
+  const bool perThread = spec.strings.at("device") == "vulkan";
   // The rows: t, or h and t fused.
   std::string rows = rank == 3 ? "ht" : "t";
   std::string fuse = rank == 3 ? ".fuse(h, t, ht)" : "";
@@ -724,35 +732,58 @@ std::string deviceSchedule(const KernelSpec &spec) {
       s << func << fuse << ".gpu_tile(" << x << ", " << rows << ", " << x << "_b, " << rows
         << "_b, " << x << "_t, " << rows << "_t, " << tx << ", 1, GuardWithIf)\n";
   };
+  // `func` stored at the root and computed by its own grid (`rootGrid`), or
+  // on Vulkan computed in each thread of out's grid over `outX`.
+  auto stored = [&](const std::string &func, const std::string &rootGrid,
+                    const std::string &outX) {
+    if (perThread)
+      late << func << ".compute_at(out, " << outX << "_t)\n";
+    else
+      s << func << ".compute_root()" << rootGrid << "\n";
+  };
+  // `func` computed inside `consumer`'s thread (`var` its thread variable
+  // at the root; on Vulkan `consumer` is itself per thread: its pure `pure`).
+  auto within = [&](const std::string &func, const std::string &consumer,
+                    const std::string &var, const std::string &pure) {
+    s << func << ".compute_at(" << consumer << ", " << (perThread ? pure : var) << ")\n";
+  };
   if (spec.kind == "rms_norm") {
     // One thread per row sums its squares.
     std::string rowFuse = rank == 3 ? ".fuse(h, t, ht)" : "";
-    s << "sumsq.compute_root()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, "
-      << rows << "_t, 64, GuardWithIf)\n";
-    s << "sumsq.update()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, " << rows
-      << "_t, 64, GuardWithIf)\n";
+    if (perThread) {
+      late << "sumsq.compute_at(out, i_t)\n";
+    } else {
+      s << "sumsq.compute_root()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, "
+        << rows << "_t, 64, GuardWithIf)\n";
+      s << "sumsq.update()" << rowFuse << ".gpu_tile(" << rows << ", " << rows << "_b, "
+        << rows << "_t, 64, GuardWithIf)\n";
+    }
     grid("out", "i", ti);
   } else if (spec.kind == "glu" || spec.kind == "activation") {
     grid("out", "i", ti);
   } else if (spec.kind == "rope") {
+    // On Vulkan the angles are inline.
     int64_t half = static_cast<int64_t>(spec.table.size());
-    for (const char *f : {"cosine", "sine"})
-      s << f << ".compute_root().gpu_tile(j, t, j_b, t_b, j_t, t_t, " << threads(half, 64)
-        << ", 1, GuardWithIf)\n";
+    if (!perThread)
+      for (const char *f : {"cosine", "sine"})
+        s << f << ".compute_root().gpu_tile(j, t, j_b, t_b, j_t, t_t, " << threads(half, 64)
+          << ", 1, GuardWithIf)\n";
     grid("out", "i", ti);
   } else if (spec.kind == "router") {
     // A thread per (expert, token) for each step, a thread per token for
     // the per-token sums, a thread per choice for the output.
     int64_t experts = spec.inputs[1].shape[0];
     auto perExpert = [&](const std::string &func, const std::string &var, int64_t extent) {
-      s << func << ".compute_root().gpu_tile(" << var << ", t, " << var << "_b, t_b, " << var
-        << "_t, t_t, " << threads(extent, 64) << ", 1, GuardWithIf)\n";
+      std::ostringstream g;
+      g << ".gpu_tile(" << var << ", t, " << var << "_b, t_b, " << var << "_t, t_t, "
+        << threads(extent, 64) << ", 1, GuardWithIf)";
+      stored(func, g.str(), "j");
     };
     auto perToken = [&](const std::string &func) {
-      s << func << ".compute_root().gpu_tile(t, t_b, t_t, 64, GuardWithIf)\n";
+      stored(func, ".gpu_tile(t, t_b, t_t, 64, GuardWithIf)", "j");
     };
     perExpert("logits", "e", experts);
-    s << "partial.compute_at(logits, e_t)\n";
+    within("partial", "logits", "e_t", "e");
     if (!spec.numbers.count("sigmoid") || !spec.numbers.at("sigmoid")) {
       perToken("max_logit");
       perToken("exp_sum");
@@ -768,32 +799,39 @@ std::string deviceSchedule(const KernelSpec &spec) {
     perExpert("place", "e", experts);
     perExpert("picked", "j", spec.outputs[0].shape.back());
     perToken("weight_sum");
-    s << "weight_sum.update().gpu_tile(t, t_b, t_t, 64, GuardWithIf)\n";
+    if (!perThread)
+      s << "weight_sum.update().gpu_tile(t, t_b, t_t, 64, GuardWithIf)\n";
     grid("out", "j", threads(spec.outputs[0].shape.back(), 64));
   } else if (spec.kind == "experts") {
     // A thread per hidden row of each (choice, token), then a thread per
     // output; the reductions serial within a thread.
     int64_t ffn = spec.inputs[3].shape[1];
-    s << "hidden.compute_root().fuse(j, t, jt).gpu_tile(f, jt, f_b, jt_b, f_t, jt_t, "
-      << threads(ffn, 64) << ", 1, GuardWithIf)\n";
-    s << "gate_up.compute_at(hidden, f_t)\n";
-    if (spec.inputs.size() == 9)
-      s << "shared_hidden.compute_root().gpu_tile(s, t, s_b, t_b, s_t, t_t, "
-        << threads(spec.inputs[6].shape[0], 64) << ", 1, GuardWithIf)\n"
-        << "shared_gate_up.compute_at(shared_hidden, s_t)\n";
+    std::ostringstream g;
+    g << ".fuse(j, t, jt).gpu_tile(f, jt, f_b, jt_b, f_t, jt_t, " << threads(ffn, 64)
+      << ", 1, GuardWithIf)";
+    stored("hidden", g.str(), "n");
+    within("gate_up", "hidden", "f_t", "f");
+    if (spec.inputs.size() == 9) {
+      std::ostringstream sg;
+      sg << ".gpu_tile(s, t, s_b, t_b, s_t, t_t, " << threads(spec.inputs[6].shape[0], 64)
+         << ", 1, GuardWithIf)";
+      stored("shared_hidden", sg.str(), "n");
+      within("shared_gate_up", "shared_hidden", "s_t", "s");
+    }
     s << "out.gpu_tile(n, t, n_b, t_b, n_t, t_t, " << ti << ", 1, GuardWithIf)\n";
     s << "down_partial.compute_at(out, n_t)\n";
     if (spec.inputs.size() == 9)
       s << "shared_partial.compute_at(out, n_t)\n";
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
-    if (spec.kind == "glu_linear")
+    // On Vulkan the GLU is inline in the dot products.
+    if (spec.kind == "glu_linear" && !perThread)
       s << "hidden.compute_root().gpu_tile(k, t, k_b, t_b, k_t, t_t, "
         << threads(spec.inputs[0].shape.back(), 64) << ", 1, GuardWithIf)\n";
     // A thread per output: its dot product, lanes of partial sums serial.
     s << "out.gpu_tile(n, t, n_b, t_b, n_t, t_t, " << ti << ", 1, GuardWithIf)\n";
     s << "partial.compute_at(out, n_t)\n";
   }
-  return s.str();
+  return s.str() + late.str();
 }
 
 } // namespace
