@@ -63,6 +63,11 @@ Value bindPacked(Operation *op, llm::QTensorType type, bool superblocks, AddArg 
   if (int64_t width = columnSliceWidth(op->getResult(0));
       !superblocks || width % 256 != 0)
     layout->superblocks = false;
+  // The Halide kernels (moir.halide_call) decode the per-group form; the
+  // MLIR kernels read it too.
+  if (llvm::any_of(op->getResult(0).getUsers(),
+                   [](Operation *user) { return isa<HalideCallOp>(user); }))
+    layout->superblocks = false;
   // At the top of the entry, not between layer ops (moir-outline-layers
   // outlines each layer's contiguous ops).
   auto func = op->getParentOfType<func::FuncOp>();

@@ -467,3 +467,27 @@ func.func @packed_sym_f16(%x: tensor<?x64xf32>, %d: tensor<32x64xi8>, %s: tensor
 // target's configuration pass) it refuses to guess one.
 // RUN: not moir-opt %s -split-input-file -moir-lower-to-linalg 2>&1 | FileCheck %s --check-prefix=NOCONFIG
 // NOCONFIG: moir-lower-to-linalg: no moir.lowering_config on the module (run a target's configuration pass first
+
+// -----
+
+// A Halide kernel's packed quantized weight becomes its codes, in its place,
+// and its scales, after the other operands; `packed` names them (operand
+// index = form). The packed weight is then left without users.
+// CHECK-LABEL: func.func @halide_packed
+// CHECK-NOT: llm.packed_weight
+// CHECK: moir.halide_call "moir_hl_linear_0" "linear"(%arg0, %arg1, %arg3, %arg2) {packed = "1=u4:32", variant = "decode"} {moir.layer = 2 : i64} : (tensor<?x64xf32>, tensor<32x32xi8>, tensor<32xf32>, tensor<32x2x2xf32>) -> tensor<?x32xf32>
+func.func @halide_packed(%x: tensor<?x64xf32>, %d: tensor<32x32xi8>, %s: tensor<32x2x2xf32>, %b: tensor<32xf32>) -> tensor<?x32xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<32x32xi8>, tensor<32x2x2xf32> -> !llm.qtensor<32x64xi4, #llm.quant<kind = gguf, format = q4_0>>
+  %y = moir.halide_call "moir_hl_linear_0" "linear"(%x, %w, %b) {variant = "decode"} {moir.layer = 2 : i64} : (tensor<?x64xf32>, !llm.qtensor<32x64xi4, #llm.quant<kind = gguf, format = q4_0>>, tensor<32xf32>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// A packed form the Halide kernels have no decoder for is named.
+func.func @halide_fp8(%x: tensor<?x64xf32>, %d: tensor<32x64xf8E4M3FN>, %s: tensor<32x1x1xf32>) -> tensor<?x32xf32> {
+  %w = llm.packed_weight %d, %s group 64 : tensor<32x64xf8E4M3FN>, tensor<32x1x1xf32> -> !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>
+  // expected-error @below {{Halide kernel 'linear': no decoder for the packed form f8e4m3:64}}
+  %y = moir.halide_call "moir_hl_linear_1" "linear"(%x, %w) {} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}

@@ -154,5 +154,10 @@ LogicalResult HalideCallOp::verify() {
                          << " result(s), not " << getNumResults();
   if (!getCallee().starts_with("moir_hl_"))
     return emitOpError() << "callee '" << getCallee() << "' must start with moir_hl_";
+  // Tensors, or quantized weights (!llm.qtensor) until their expansion.
+  for (Type type : getInputs().getTypes())
+    if (!isa<RankedTensorType>(type) && type.getDialect().getNamespace() != "llm")
+      return emitOpError() << "operand of type " << type
+                           << " is neither a ranked tensor nor a quantized weight";
   return success();
 }

@@ -167,12 +167,17 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
     on the operands' buffers and a new buffer per result. Calls with the
     same callee have the same kernel, params and operand types.
 
+    A quantized weight operand (`!llm.qtensor`, in a packed form the
+    kernels decode) is expanded by `moir-lower-to-linalg` into its codes,
+    in its place, and its scales, after the other operands; `params`
+    then says which (`packed = "3=u4:32,5=i8:32"`: operand index = form).
+
     ```mlir
     %n = moir.halide_call "moir_hl_rms_norm_0" "rms_norm"(%x, %w)
         {epsilon = 1.0e-05 : f64} : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
     ```
   }];
-  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, StrAttr:$callee, StrAttr:$kernel,
+  let arguments = (ins Variadic<AnyType>:$inputs, StrAttr:$callee, StrAttr:$kernel,
                    DictionaryAttr:$params);
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let assemblyFormat = [{

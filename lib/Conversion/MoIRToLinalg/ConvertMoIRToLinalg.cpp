@@ -1,5 +1,6 @@
 //===- ConvertMoIRToLinalg.cpp - the moir-lower-to-linalg pass ------------===//
 
+#include "Builders.h"
 #include "Patterns.h"
 
 #include "LLM/IR/LLMOps.h"
@@ -19,6 +20,45 @@ using namespace mlir;
 
 namespace {
 
+/// A moir.halide_call reads a packed quantized weight as its codes, in the
+/// weight's place, and its scales, after the other operands; `packed` in
+/// its params names them ("<operand>=<form>", MoIROps.td). The Halide
+/// kernels decode i8 and u4 codes with per-group scales.
+LogicalResult expandPackedOperands(moir::HalideCallOp call) {
+  if (llvm::none_of(call.getInputs().getTypes(),
+                    [](Type t) { return isa<moir::llm::QTensorType>(t); }))
+    return success();
+  SmallVector<Value> inputs, scales;
+  SmallVector<std::string> packed;
+  for (auto [i, v] : llvm::enumerate(call.getInputs())) {
+    if (!isa<moir::llm::QTensorType>(v.getType())) {
+      inputs.push_back(v);
+      continue;
+    }
+    FailureOr<moir::lowering::WeightOperand> w = moir::lowering::weightOperand(call, v);
+    if (failed(w))
+      return failure();
+    if (w->superblocks || !(StringRef(w->form).starts_with("i8:") || w->form == "u4:32"))
+      return call.emitOpError() << "Halide kernel '" << call.getKernel()
+                                << "': no decoder for the packed form " << w->form << " of "
+                                << v.getType();
+    inputs.push_back(w->data);
+    scales.push_back(w->scales);
+    packed.push_back((Twine(i) + "=" + w->form).str());
+  }
+  inputs.append(scales);
+  OpBuilder b(call);
+  NamedAttrList params(call.getParams());
+  params.set("packed", b.getStringAttr(llvm::join(packed, ",")));
+  auto expanded = moir::HalideCallOp::create(b, call.getLoc(), call.getResultTypes(), inputs,
+                                             call.getCalleeAttr(), call.getKernelAttr(),
+                                             params.getDictionary(b.getContext()));
+  expanded->setDiscardableAttrs(call->getDiscardableAttrDictionary());
+  call->replaceAllUsesWith(expanded);
+  call->erase();
+  return success();
+}
+
 struct ConvertMoIRToLinalgPass
     : moir::impl::ConvertMoIRToLinalgPassBase<ConvertMoIRToLinalgPass> {
   void runOnOperation() override {
@@ -32,6 +72,11 @@ struct ConvertMoIRToLinalgPass
              "moir-cpu-configure-lowering or moir-gpu-configure-lowering)";
       return signalPassFailure();
     }
+    SmallVector<moir::HalideCallOp> calls;
+    getOperation()->walk([&](moir::HalideCallOp call) { calls.push_back(call); });
+    for (moir::HalideCallOp call : calls)
+      if (failed(expandPackedOperands(call)))
+        return signalPassFailure();
     RewritePatternSet patterns(&getContext());
     moir::lowering::populateLLMToLinalgPatterns(patterns);
     moir::lowering::populateMoEToLinalgPatterns(patterns);

@@ -99,8 +99,10 @@ FailureOr<hl::TensorSpec> tensorSpec(Operation *op, Type type) {
     spec.type = hl::ElementType::I32;
   else if (e.isInteger(64))
     spec.type = hl::ElementType::I64;
+  else if (e.isInteger(8))
+    spec.type = hl::ElementType::I8;
   else
-    return op->emitOpError() << "Halide kernels take f32, bf16, f16, i32 or i64 buffers, not "
+    return op->emitOpError() << "Halide kernels take f32, bf16, f16, i32, i64 or i8 buffers, not "
                              << type;
   for (int64_t d : tensor.getShape())
     spec.shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
@@ -116,6 +118,27 @@ FailureOr<hl::KernelSpec> kernelSpec(moir::HalideCallOp call) {
     if (failed(t))
       return failure();
     spec.inputs.push_back(*t);
+  }
+  // Packed quantized weights ("packed" = "<input>=<form>,..."; their scales
+  // are the last inputs, in that order).
+  if (auto packed = call.getParams().getAs<StringAttr>("packed")) {
+    SmallVector<StringRef> entries;
+    packed.getValue().split(entries, ',', -1, false);
+    if (entries.size() >= spec.inputs.size())
+      return call.emitOpError() << "more packed weights than inputs: " << packed;
+    size_t logical = spec.inputs.size() - entries.size();
+    for (StringRef entry : entries) {
+      auto [index, form] = entry.split('=');
+      unsigned i;
+      if (index.getAsInteger(10, i) || i >= logical || spec.inputs[i].type != hl::ElementType::I8 ||
+          !(form.starts_with("i8:") || form == "u4:32"))
+        return call.emitOpError() << "malformed packed weight '" << entry << "'";
+      spec.inputs[i].packed = form.str();
+      if (form.starts_with("u4"))
+        spec.inputs[i].shape.back() *= 2;
+    }
+    spec.scales.assign(spec.inputs.begin() + logical, spec.inputs.end());
+    spec.inputs.resize(logical);
   }
   for (Type type : call.getResultTypes()) {
     FailureOr<hl::TensorSpec> out = tensorSpec(call, type);

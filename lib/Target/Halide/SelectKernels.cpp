@@ -38,6 +38,23 @@ bool isPlainFloat(Value v) {
                   type.getElementType().isF16());
 }
 
+/// A quantized weight whose packed form (i8 or u4 codes with per-group
+/// scales, include/moir/Frontend/Quantization.h) the Halide kernels decode
+/// on the host: rank `rank`, static. FP8 codes stay on MLIR, and so do
+/// quantized weights on a device (their kernels' scalar arguments outgrow
+/// the 64 bytes that Halide 21's Vulkan runtime binds right on lavapipe,
+/// docs/halide.md; OpenCL would need its half-float extension for the f16
+/// scales). moir-bind-weights gives a weight a Halide kernel reads
+/// per-group scales (no K-quant superblocks).
+bool packedForHalide(Value v, int64_t rank, StringRef device) {
+  auto type = dyn_cast<llm::QTensorType>(v.getType());
+  if (device != "host" || !type || type.getRank() != rank ||
+      llvm::any_of(type.getShape(), [](int64_t d) { return ShapedType::isDynamic(d); }))
+    return false;
+  std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
+  return layout && (layout->storage == "i8" || (layout->storage == "u4" && layout->group == 32));
+}
+
 bool staticInner(Value v) {
   auto type = cast<RankedTensorType>(v.getType());
   return type.getRank() >= 1 && !ShapedType::isDynamic(type.getShape().back());
@@ -65,6 +82,11 @@ bool staticFloat(Value v, int64_t rank) {
   return type && isPlainFloat(v) && type.getRank() == rank && type.hasStaticShape();
 }
 
+/// A weight the Halide kernels read: float, or packed quantized.
+bool halideWeight(Value v, int64_t rank, StringRef device) {
+  return staticFloat(v, rank) || packedForHalide(v, rank, device);
+}
+
 bool isI32(Value v) {
   auto type = dyn_cast<RankedTensorType>(v.getType());
   return type && type.getElementType().isInteger(32);
@@ -86,10 +108,11 @@ std::string calleeName(StringRef kind, ValueRange operands, TypeRange results,
 
 /// A linear Halide compiles: rank-2 f32 input with a static inner
 /// dimension, plain float weight and bias, f32 result.
-bool halideLinear(llm::LinearOp linear) {
+bool halideLinear(llm::LinearOp linear, StringRef device) {
   auto input = cast<RankedTensorType>(linear.getInput().getType());
   return isF32(linear.getInput()) && input.getRank() == 2 && staticInner(linear.getInput()) &&
-         isPlainFloat(linear.getWeight()) && isF32(linear.getResult()) &&
+         (isPlainFloat(linear.getWeight()) || packedForHalide(linear.getWeight(), 2, device)) &&
+         isF32(linear.getResult()) &&
          (!linear.getBias() || isPlainFloat(linear.getBias()));
 }
 
@@ -131,7 +154,7 @@ struct HalideSelectKernelsPass
       return false;
     auto linear = dyn_cast<llm::LinearOp>(*glu->getUsers().begin());
     std::optional<StringRef> act = activationName(glu.getActivation());
-    if (!linear || linear.getInput() != glu.getResult() || !act || !halideLinear(linear))
+    if (!linear || linear.getInput() != glu.getResult() || !act || !halideLinear(linear, device))
       return false;
     Builder b(glu.getContext());
     SmallVector<Value> operands = {glu.getGate(), glu.getUp(), linear.getWeight()};
@@ -156,7 +179,7 @@ struct HalideSelectKernelsPass
       if (std::optional<APFloat> offset = norm.getOffset())
         params.push_back(b.getNamedAttr("offset", b.getF64FloatAttr(offset->convertToDouble())));
     } else if (auto linear = dyn_cast<llm::LinearOp>(op)) {
-      if (!want("linear") || !halideLinear(linear))
+      if (!want("linear") || !halideLinear(linear, device))
         return;
       kind = "linear";
     } else if (auto glu = dyn_cast<llm::GLUOp>(op)) {
@@ -240,17 +263,17 @@ struct HalideSelectKernelsPass
           b.getNamedAttr("norm_topk_prob", b.getI64IntegerAttr(routing.getNormTopkProb())));
       params.push_back(b.getNamedAttr("scaling", b.getF64FloatAttr(routing.getScalingFactor())));
     } else if (auto experts = dyn_cast<moe::FusedExpertsOp>(op)) {
-      // The float weight forms; quantized experts stay on MLIR.
+      // Float weights, or packed quantized ones (FP8 stays on MLIR).
       std::optional<StringRef> act = activationName(experts.getActivation());
       if (!want("experts") || !act || !isF32(experts.getInput()) ||
           cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||
           !staticInner(experts.getInput()) || !isI32(experts.getIds()) ||
           !isF32(experts.getWeights()) || !staticInner(experts.getIds()) ||
-          !staticFloat(experts.getGate(), 3) || !staticFloat(experts.getUp(), 3) ||
-          !staticFloat(experts.getDown(), 3) || !isF32(experts.getResult()) ||
-          (experts.hasSharedExpert() && (!staticFloat(experts.getSharedGateProj(), 2) ||
-                                         !staticFloat(experts.getSharedUpProj(), 2) ||
-                                         !staticFloat(experts.getSharedDownProj(), 2))))
+          !halideWeight(experts.getGate(), 3, device) || !halideWeight(experts.getUp(), 3, device) ||
+          !halideWeight(experts.getDown(), 3, device) || !isF32(experts.getResult()) ||
+          (experts.hasSharedExpert() && (!halideWeight(experts.getSharedGateProj(), 2, device) ||
+                                         !halideWeight(experts.getSharedUpProj(), 2, device) ||
+                                         !halideWeight(experts.getSharedDownProj(), 2, device))))
         return;
       kind = "experts";
       params.push_back(b.getNamedAttr("activation", b.getStringAttr(*act)));

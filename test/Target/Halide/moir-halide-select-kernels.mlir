@@ -80,14 +80,23 @@ func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
 
 // -----
 
-// Quantized weights stay on MLIR.
+// A quantized weight in a packed form the kernels decode (i8 or u4 codes,
+// group scales) goes to Halide as it is (moir-lower-to-linalg expands it into
+// codes and scales); FP8 codes stay on MLIR, and so does every quantized
+// weight on a device.
 // CHECK-LABEL: func.func @quantized
-// CHECK-NOT: moir.halide_call
-// CHECK: llm.linear
-func.func @quantized(%x: tensor<?x64xf32>) -> tensor<?x32xf32> {
+// CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
+// CHECK: llm.linear {{.*}}f8E4M3FN
+// DEVICE-LABEL: func.func @quantized
+// DEVICE-NOT: moir.halide_call
+// DEVICE: llm.linear
+// DEVICE: llm.linear
+func.func @quantized(%x: tensor<?x64xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %q = llm.weight "w" scales "w_scale" : !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>
   %y = llm.linear %x, %q : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
-  return %y : tensor<?x32xf32>
+  %f = llm.weight "f" scales "f_scale" : !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>
+  %z = llm.linear %x, %f : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
+  return %y, %z : tensor<?x32xf32>, tensor<?x32xf32>
 }
 
 // -----
@@ -148,10 +157,12 @@ func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf
 
 // -----
 
-// Quantized experts stay on MLIR.
+// Quantized experts: the packed forms go to Halide too (on the host).
 // CHECK-LABEL: func.func @quantized_experts
-// CHECK-NOT: moir.halide_call
-// CHECK: moe.fused_experts
+// CHECK: moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", variant = "decode"}
+// CHECK-NOT: moe.fused_experts
+// DEVICE-LABEL: func.func @quantized_experts
+// DEVICE: moe.fused_experts
 func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
                              %wu: tensor<2x32x64xf32>, %wd: tensor<2x64x32xf32>) -> tensor<?x64xf32> {
   %wg = llm.stacked_weight ["g0", "g1"] scales ["g0_s", "g1_s"] : !llm.qtensor<2x32x64xi8, #llm.quant<kind = per_channel, axis = 1>>

@@ -22,13 +22,21 @@
 
 namespace moir::halide {
 
-enum class ElementType { F32, BF16, F16, I32, I64 };
+enum class ElementType { F32, BF16, F16, I32, I64, I8 };
 
 /// A buffer of a kernel: element type and shape, outermost dimension first
 /// (as in MLIR); -1 is a dimension known only at run time.
+///
+/// A quantized weight in one of the packed forms the kernels read
+/// (include/moir/Frontend/Quantization.h) has `packed` set to its form,
+/// "i8:<group>" or "u4:32", and `shape` the weight's own (dequantized)
+/// shape; its buffer holds the codes (i8: one per element; u4: two per
+/// byte, the last dimension halved) and its scales are the kernel's
+/// KernelSpec::scales.
 struct TensorSpec {
   ElementType type = ElementType::F32;
   std::vector<int64_t> shape;
+  std::string packed;
 };
 
 /// One kernel: `int symbol(halide_buffer_t *inputs..., halide_buffer_t
@@ -48,6 +56,10 @@ struct KernelSpec {
   /// and down [hidden, ffn']; activation).
   std::string kind;
   std::vector<TensorSpec> inputs;
+  /// The scales of the packed inputs, in input order ([..., cols / group,
+  /// 2] scale and offset, or [..., cols / group, 1] symmetric; f32 or f16):
+  /// the kernel's arguments after `inputs`.
+  std::vector<TensorSpec> scales;
   /// Every output has the first one's shape (a kernel with several outputs
   /// computes them together, a Halide Tuple).
   std::vector<TensorSpec> outputs;

@@ -198,8 +198,14 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
   // Estimates for what the shapes leave open: the tokens of a call, 1 in
   // decode and 512 in prefill (llama-bench's pp512).
   int tokens = isDecode(spec) ? 1 : 512;
-  for (size_t i = 0; i < k.inputs.size() && i < spec.inputs.size(); ++i) {
-    const std::vector<int64_t> &shape = spec.inputs[i].shape;
+  for (size_t i = 0; i < k.inputs.size() && i < spec.inputs.size() + spec.scales.size(); ++i) {
+    // The buffers' shapes: a packed weight's codes (u4: two per byte), then
+    // the packed weights' scales.
+    const TensorSpec &t =
+        i < spec.inputs.size() ? spec.inputs[i] : spec.scales[i - spec.inputs.size()];
+    std::vector<int64_t> shape = t.shape;
+    if (t.packed.rfind("u4:", 0) == 0)
+      shape.back() /= 2;
     int rank = static_cast<int>(shape.size());
     for (int d = 0; d < rank; ++d) {
       int64_t extent = shape[rank - 1 - d];

@@ -40,6 +40,8 @@ Type halideType(ElementType type) {
     return Int(32);
   case ElementType::I64:
     return Int(64);
+  case ElementType::I8:
+    return Int(8);
   }
   return Float(32);
 }
@@ -53,6 +55,8 @@ ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) 
   if (index >= spec.inputs.size())
     fail(spec, "missing input " + std::to_string(index));
   const TensorSpec &t = spec.inputs[index];
+  if (!t.packed.empty())
+    fail(spec, "input " + name + " is a packed quantized weight, which this kernel reads as floats");
   ImageParam p(halideType(t.type), static_cast<int>(t.shape.size()), name);
   int rank = static_cast<int>(t.shape.size());
   for (int d = 0; d < rank; ++d) {
@@ -62,6 +66,105 @@ ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) 
       p.dim(d).set_extent(static_cast<int>(extent));
   }
   return p;
+}
+
+/// A buffer of `shape` (outermost first; -1 dynamic) with its static
+/// extents as constraints.
+ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::string &name) {
+  int rank = static_cast<int>(shape.size());
+  ImageParam p(type, rank, name);
+  for (int d = 0; d < rank; ++d) {
+    p.dim(d).set_min(0);
+    if (shape[rank - 1 - d] >= 0)
+      p.dim(d).set_extent(static_cast<int>(shape[rank - 1 - d]));
+  }
+  return p;
+}
+
+/// A weight as the kernels read it, in f32: a float buffer widened, or a
+/// packed quantized weight (Quantization.h) decoded in place:
+///   w[..., c] = scale[..., c / group] * code[..., c] + offset[..., c / group]
+/// with i8 codes one per byte, u4 codes two per byte (group g of a row in
+/// bytes [16g, 16g + 16): element 32g + j in byte 16g + j's low nibble,
+/// 32g + 16 + j in its high one).
+struct Weight {
+  ImageParam data;
+  std::optional<ImageParam> scales;
+  bool nibbles = false, offsets = false;
+  int group = 0;
+
+  /// The element at `c` of the last dimension (Halide's dimension 0) and
+  /// `rest` of the others, innermost first.
+  Expr operator()(Expr c, std::vector<Expr> rest) const {
+    std::vector<Expr> at = {c};
+    at.insert(at.end(), rest.begin(), rest.end());
+    if (!scales)
+      return cast<float>(data(at));
+    Expr code;
+    if (nibbles) {
+      at[0] = (c / 32) * 16 + c % 16;
+      Expr byte = cast<uint8_t>(data(at));
+      code = cast<float>(select(c % 32 < 16, byte & 15, byte >> 4));
+    } else {
+      code = cast<float>(data(at));
+    }
+    std::vector<Expr> part = {0, c / group};
+    part.insert(part.end(), rest.begin(), rest.end());
+    Expr value = cast<float>((*scales)(part)) * code;
+    if (offsets) {
+      part[0] = 1;
+      value = value + cast<float>((*scales)(part));
+    }
+    return value;
+  }
+  template <typename... E> Expr operator()(Expr c, E... rest) const {
+    return (*this)(c, std::vector<Expr>{rest...});
+  }
+};
+
+/// Input `index` read as a weight; a packed one's scales buffer goes into
+/// `scales` under its index (the kernel's arguments after the inputs, see
+/// withScales).
+Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
+              std::map<size_t, ImageParam> &scales) {
+  if (index >= spec.inputs.size())
+    fail(spec, "missing input " + std::to_string(index));
+  const TensorSpec &t = spec.inputs[index];
+  Weight w;
+  if (t.packed.empty()) {
+    w.data = input(spec, index, name);
+    return w;
+  }
+  size_t which = 0;
+  for (size_t i = 0; i < index; ++i)
+    which += !spec.inputs[i].packed.empty();
+  if (which >= spec.scales.size())
+    fail(spec, "no scales for packed weight " + name);
+  const TensorSpec &s = spec.scales[which];
+  w.nibbles = t.packed.rfind("u4:", 0) == 0;
+  w.group = std::stoi(t.packed.substr(3));
+  std::vector<int64_t> codes = t.shape;
+  if (w.nibbles)
+    codes.back() /= 2;
+  int64_t cols = t.shape.back();
+  if (cols < 0 || w.group <= 0 || cols % w.group || (w.nibbles && w.group != 32) ||
+      s.shape.size() != t.shape.size() + 1 || s.shape[s.shape.size() - 2] != cols / w.group ||
+      (s.shape.back() != 1 && s.shape.back() != 2) ||
+      (s.type != ElementType::F32 && s.type != ElementType::F16))
+    fail(spec, "packed weight " + name + " (" + t.packed + ") does not fit its scales");
+  w.offsets = s.shape.back() == 2;
+  w.data = constrained(Int(8), codes, name);
+  w.scales = constrained(halideType(s.type), s.shape, name + "_scales");
+  scales.emplace(index, *w.scales);
+  return w;
+}
+
+/// The kernel's arguments: `params`, then the packed weights' scales.
+std::vector<ImageParam> withScales(std::vector<ImageParam> params,
+                                   const std::map<size_t, ImageParam> &scales) {
+  for (const auto &[index, p] : scales)
+    params.push_back(p);
+  return params;
 }
 
 void constrainOutput(const KernelSpec &spec, Func &out) {
@@ -429,9 +532,11 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   bool shared = spec.inputs.size() == 9;
   if (spec.inputs.size() != 6 && !shared)
     fail(spec, "needs 6 inputs, or 9 with a shared expert");
+  std::map<size_t, ImageParam> scales;
   ImageParam x = input(spec, 0, "x"), ids = input(spec, 1, "ids"),
-             routed = input(spec, 2, "weights"), gate = input(spec, 3, "gate"),
-             up = input(spec, 4, "up"), down = input(spec, 5, "down");
+             routed = input(spec, 2, "weights");
+  Weight gate = weight(spec, 3, "gate", scales), up = weight(spec, 4, "up", scales),
+         down = weight(spec, 5, "down", scales);
   int hidden = staticDim(spec, 0, 1), topK = staticDim(spec, 1, 1);
   int experts = staticDim(spec, 3, 0), ffn = staticDim(spec, 3, 1);
   if (staticDim(spec, 3, 2) != hidden || staticDim(spec, 4, 0) != experts ||
@@ -442,7 +547,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   const std::string &act = spec.strings.at("activation");
   Var f("f"), j("j"), t("t"), n("n"), l("l"), s("s");
   k.vars = {{"f", f}, {"j", j}, {"t", t}, {"n", n}, {"l", l}, {"s", s}};
-  std::vector<ImageParam> params = {x, ids, routed, gate, up, down};
+  std::vector<ImageParam> params = {x, ids, routed, gate.data, up.data, down.data};
 
   // gate and up of one expert row, as `lanes` partial sums each (a Tuple:
   // both read the same x).
@@ -456,8 +561,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func gateUp("gate_up"), hiddenRow("hidden");
   Expr hh = kh.x * lh + l;
   gateUp(l, f, j, t) = Tuple(0.0f, 0.0f);
-  gateUp(l, f, j, t) = Tuple(gateUp(l, f, j, t)[0] + x(hh, t) * cast<float>(gate(hh, f, expert(j, t))),
-                             gateUp(l, f, j, t)[1] + x(hh, t) * cast<float>(up(hh, f, expert(j, t))));
+  gateUp(l, f, j, t) = Tuple(gateUp(l, f, j, t)[0] + x(hh, t) * gate(hh, f, expert(j, t)),
+                             gateUp(l, f, j, t)[1] + x(hh, t) * up(hh, f, expert(j, t)));
   Expr g0 = sum(gateUp(lr.x, f, j, t)[0], "gate_sum"), u0 = sum(gateUp(lr.x, f, j, t)[1], "up_sum");
   hiddenRow(f, j, t) = activation(act, g0) * u0 * routed(j, t);
 
@@ -468,7 +573,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func downPartial("down_partial");
   Expr ff = kf.x * lf + l;
   downPartial(l, n, t) = 0.0f;
-  downPartial(l, n, t) += hiddenRow(ff, kf.y, t) * cast<float>(down(ff, n, expert(kf.y, t)));
+  downPartial(l, n, t) += hiddenRow(ff, kf.y, t) * down(ff, n, expert(kf.y, t));
   RDom ld(0, lf, "ld");
   k.rvars["ld"] = ld.x;
   Expr total = sum(downPartial(ld.x, n, t), "down_sum");
@@ -476,8 +581,9 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                   {"down_partial", downPartial}});
 
   if (shared) {
-    ImageParam sgate = input(spec, 6, "shared_gate"), sup = input(spec, 7, "shared_up"),
-               sdown = input(spec, 8, "shared_down");
+    Weight sgate = weight(spec, 6, "shared_gate", scales),
+           sup = weight(spec, 7, "shared_up", scales),
+           sdown = weight(spec, 8, "shared_down", scales);
     int sffn = staticDim(spec, 6, 0);
     if (staticDim(spec, 6, 1) != hidden || staticDim(spec, 7, 0) != sffn ||
         staticDim(spec, 7, 1) != hidden || staticDim(spec, 8, 0) != hidden ||
@@ -486,8 +592,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     Func sharedGateUp("shared_gate_up"), sharedHidden("shared_hidden"),
         sharedPartial("shared_partial");
     sharedGateUp(l, s, t) = Tuple(0.0f, 0.0f);
-    sharedGateUp(l, s, t) = Tuple(sharedGateUp(l, s, t)[0] + x(hh, t) * cast<float>(sgate(hh, s)),
-                                  sharedGateUp(l, s, t)[1] + x(hh, t) * cast<float>(sup(hh, s)));
+    sharedGateUp(l, s, t) = Tuple(sharedGateUp(l, s, t)[0] + x(hh, t) * sgate(hh, s),
+                                  sharedGateUp(l, s, t)[1] + x(hh, t) * sup(hh, s));
     sharedHidden(s, t) = activation(act, sum(sharedGateUp(lr.x, s, t)[0], "shared_gate_sum")) *
                          sum(sharedGateUp(lr.x, s, t)[1], "shared_up_sum");
     int ls = sumLanes(spec, sffn);
@@ -495,16 +601,16 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     k.rvars["ks"] = ks.x;
     Expr ss = ks.x * ls + l;
     sharedPartial(l, n, t) = 0.0f;
-    sharedPartial(l, n, t) += sharedHidden(ss, t) * cast<float>(sdown(ss, n));
+    sharedPartial(l, n, t) += sharedHidden(ss, t) * sdown(ss, n);
     RDom lq(0, ls, "lq");
     k.rvars["lq"] = lq.x;
     total = total + sum(sharedPartial(lq.x, n, t), "shared_sum");
-    params.insert(params.end(), {sgate, sup, sdown});
+    params.insert(params.end(), {sgate.data, sup.data, sdown.data});
     k.funcs.insert({{"shared_gate_up", sharedGateUp}, {"shared_hidden", sharedHidden},
                     {"shared_partial", sharedPartial}});
   }
   out(n, t) = total;
-  k.inputs = params;
+  k.inputs = withScales(params, scales);
 }
 
 } // namespace
@@ -620,8 +726,9 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
       source = Func(x);
       params = {x};
     }
-    ImageParam w = input(spec, first, "weight");
-    params.push_back(w);
+    std::map<size_t, ImageParam> scales;
+    Weight w = weight(spec, first, "weight", scales);
+    params.push_back(w.data);
     int64_t kdim = spec.inputs[0].shape.back();
     if (kdim < 0)
       fail(spec, "the reduced dimension must be static");
@@ -631,7 +738,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     Func partial("partial");
     partial(l, n, t) = 0.0f;
     Expr kk = ko.x * lanes + l;
-    partial(l, n, t) += source(kk, t) * cast<float>(w(kk, n));
+    partial(l, n, t) += source(kk, t) * w(kk, n);
     k.funcs["partial"] = partial;
     RDom lr(0, lanes, "lr");
     k.rvars["lr"] = lr.x;
@@ -641,7 +748,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
       total = cast<float>(b(n)) + total;
       params.push_back(b);
     }
-    k.inputs = params;
+    k.inputs = withScales(params, scales);
     out(n, t) = total;
   } else if (spec.kind == "rope") {
     if (rank != 3)
