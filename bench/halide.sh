@@ -7,8 +7,13 @@
 # path the medians of prefill and decode tokens/s, the decode bandwidth
 # fraction, and the Halide path's decode relative to MLIR's.
 #
-#   bash bench/halide.sh [shape:dtype ...]    (default: mixtral-bench:bf16
-#                                              deepseek-v2-lite-bench:bf16 mistral-bench:bf16)
+#   bash bench/halide.sh [shape:dtype[:weight-type] ...]
+#        (default: mixtral-bench:bf16 deepseek-v2-lite-bench:bf16 mistral-bench:bf16)
+#
+# A third field quantizes both builds at compile time (moirc --weight-type,
+# e.g. mixtral-bench:bf16:q8_0): MLIR's kernels then multiply int8
+# activations where the CPU has the dot products (its default), Halide's
+# decode the weights into f32 dot products.
 #
 # HALIDE_FLAGS adds moirc flags to the Halide builds (e.g.
 # --halide-schedules-in=DIR, --halide-ops=...). AUTOSCHEDULER=Mullapudi2016
@@ -25,17 +30,21 @@ runs=("$@")
 prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
 out=$(mktemp)
 for run in "${runs[@]}"; do
-  shape="${run%%:*}" dtype="${run##*:}"
-  dir="$models/$shape-$dtype"
-  [ -f "$dir/model.safetensors" ] || "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype "$dtype" >&2
-  "$build/bin/moirc" "$dir" --target=cpu --cache-capacity=1024 -o "$dir.mlir.moir"
+  IFS=: read -r shape dtype wtype <<< "$run"
+  src="$models/$shape-$dtype"
+  [ -f "$src/model.safetensors" ] || "$build/bin/moir-make-model" "$src" --shape "$shape" --dtype "$dtype" >&2
+  quant=() dir="$src"
+  if [ -n "${wtype:-}" ]; then
+    quant=(--weight-type="$wtype") dir="$src-$wtype" dtype="$wtype"
+  fi
+  "$build/bin/moirc" "$src" --target=cpu "${quant[@]}" --cache-capacity=1024 -o "$dir.mlir.moir"
   # shellcheck disable=SC2086
-  "$build/bin/moirc" "$dir" --target=cpu --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
-    -o "$dir.halide.moir"
+  "$build/bin/moirc" "$src" --target=cpu "${quant[@]}" --kernels=halide ${HALIDE_FLAGS:-} \
+    --cache-capacity=1024 -o "$dir.halide.moir"
   paths="mlir halide"
   if [ -n "${AUTOSCHEDULER:-}" ]; then
     # shellcheck disable=SC2086
-    "$build/bin/moirc" "$dir" --target=cpu --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
+    "$build/bin/moirc" "$src" --target=cpu "${quant[@]}" --kernels=halide ${HALIDE_FLAGS:-} --cache-capacity=1024 \
       --halide-autoscheduler="$AUTOSCHEDULER" --cpu-threads="${MOIR_NUM_THREADS:-2}" \
       -o "$dir.halide-auto.moir"
     paths="mlir halide halide-auto"

@@ -224,11 +224,19 @@ int partialLanes(int64_t k, int lanes) {
 /// latency: four vectors of them on the host. Elsewhere one vector: a
 /// prefill tile's rows and tokens are the independent sums, and a device
 /// thread adds serially.
+///
+/// With a packed quantized weight, a vector of partial sums stays within one
+/// group (its scale a broadcast) and, for u4 codes, within one half of a
+/// group (its codes one dense load of 16 bytes, low or high nibbles).
 int sumLanes(const KernelSpec &spec, int64_t k) {
   int lanes = static_cast<int>(spec.numbers.at("lanes"));
   bool streams = (spec.kind == "experts" || spec.kind == "linear" || spec.kind == "glu_linear") &&
                  isDecode(spec);
-  return partialLanes(k, onHost(spec) && streams ? 4 * lanes : lanes);
+  int want = onHost(spec) && streams ? 4 * lanes : lanes;
+  for (const TensorSpec &t : spec.inputs)
+    if (!t.packed.empty())
+      want = std::min(want, t.packed[0] == 'u' ? 16 : std::stoi(t.packed.substr(3)));
+  return partialLanes(k, want);
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
