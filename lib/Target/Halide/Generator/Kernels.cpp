@@ -951,6 +951,12 @@ std::string deviceSchedule(const KernelSpec &spec) {
 
 } // namespace
 
+/// Whether a kernel reads a packed quantized weight.
+static bool hasPacked(const KernelSpec &spec) {
+  return std::any_of(spec.inputs.begin(), spec.inputs.end(),
+                     [](const TensorSpec &t) { return !t.packed.empty(); });
+}
+
 std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
   if (!onHost(spec))
     return deviceSchedule(spec);
@@ -995,7 +1001,14 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "out.split(n, nb, nr, " << block << ").split(nr, no, ni, " << tile
         << ").reorder(ni, no, t, nb).parallel(nb)\n";
       s << "partial.compute_at(out, no)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
-      s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
+      // Over packed weights one vector of partial sums per row (within a
+      // group): the tile's rows, unrolled inside the reduction, are the
+      // independent sums.
+      if (hasPacked(spec))
+        s << "partial.update().reorder(l, n, ko, t)" << (l > 1 ? ".vectorize(l)" : "")
+          << ".unroll(n)\n";
+      else
+        s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
     } else {
       // Prefill: tiles of 4 rows x 4 tokens keep 16 partial vectors in
       // registers; a parallel task holds `block` weight rows in cache while
@@ -1043,7 +1056,9 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
                    const std::string &outer, int lanes, const std::string &last = "") {
       std::string vec = lanes > 1 ? ".vectorize(l)" : "";
       std::string tail = last.empty() ? "" : ", " + last;
-      if (decode)
+      // (Over packed weights, one vector of partial sums per row: decode
+      // unrolls the rows inside the reduction too, for independent sums.)
+      if (decode && !hasPacked(spec))
         s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << tail << ")"
           << vec << "\n";
       else
