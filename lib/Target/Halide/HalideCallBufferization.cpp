@@ -33,7 +33,6 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
-#include <functional>
 
 using namespace mlir;
 using namespace mlir::bufferization;
@@ -65,64 +64,6 @@ struct Descriptors {
     dim = LLVM::LLVMStructType::getLiteral(ctx, {i32, i32, i32, i32});
   }
 };
-
-/// Builds the descriptor of `memref` (stack storage in `func`'s entry
-/// block) and returns its address.
-Value describe(RewriterBase &rewriter, Location loc, func::FuncOp func, Value memref,
-               const Descriptors &d, bool input) {
-  auto type = cast<MemRefType>(memref.getType());
-  int64_t rank = type.getRank();
-  Value bufferSlot, dimSlots;
-  {
-    OpBuilder::InsertionGuard guard(rewriter);
-    rewriter.setInsertionPointToStart(&func.getBody().front());
-    Value one = LLVM::ConstantOp::create(rewriter, loc, d.i64, rewriter.getI64IntegerAttr(1));
-    bufferSlot = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.buffer, one, 8);
-    Value count = LLVM::ConstantOp::create(rewriter, loc, d.i64,
-                                           rewriter.getI64IntegerAttr(std::max<int64_t>(rank, 1)));
-    dimSlots = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.dim, count, 8);
-  }
-  auto constant = [&](Type t, int64_t v) -> Value {
-    return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
-  };
-  auto store = [&](Value base, Type elem, ArrayRef<LLVM::GEPArg> path, Value v) {
-    Value at = LLVM::GEPOp::create(rewriter, loc, d.ptr, elem, base, path);
-    LLVM::StoreOp::create(rewriter, loc, v, at);
-  };
-  auto toInt = [&](Value index, Type t) -> Value {
-    return arith::IndexCastOp::create(rewriter, loc, t, index);
-  };
-
-  auto meta = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
-  Value aligned = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, memref);
-  int64_t bytes = type.getElementType().getIntOrFloatBitWidth() / 8;
-  Value start = arith::AddIOp::create(
-      rewriter, loc, aligned,
-      arith::MulIOp::create(rewriter, loc, meta.getOffset(),
-                            arith::ConstantIndexOp::create(rewriter, loc, bytes)));
-  Value host = LLVM::IntToPtrOp::create(rewriter, loc, d.ptr, toInt(start, d.i64));
-  for (int64_t h = 0; h < rank; ++h) {
-    int64_t m = rank - 1 - h; // Halide's dimension h is MLIR's m
-    store(dimSlots, d.dim, {h, 0}, constant(d.i32, 0));
-    store(dimSlots, d.dim, {h, 1}, toInt(meta.getSizes()[m], d.i32));
-    store(dimSlots, d.dim, {h, 2}, toInt(meta.getStrides()[m], d.i32));
-    store(dimSlots, d.dim, {h, 3}, constant(d.i32, 0));
-  }
-  auto [code, bits] = halideType(type.getElementType());
-  store(bufferSlot, d.buffer, {0, 0}, constant(d.i64, 0));
-  store(bufferSlot, d.buffer, {0, 1}, LLVM::ZeroOp::create(rewriter, loc, d.ptr));
-  store(bufferSlot, d.buffer, {0, 2}, host);
-  // An input's host data is current (halide_buffer_flag_host_dirty), so a
-  // device kernel copies it over; a result starts clean.
-  store(bufferSlot, d.buffer, {0, 3}, constant(d.i64, input ? kHostDirty : 0));
-  store(bufferSlot, d.buffer, {0, 4}, constant(d.i8, code));
-  store(bufferSlot, d.buffer, {0, 5}, constant(d.i8, bits));
-  store(bufferSlot, d.buffer, {0, 6}, constant(d.i16, 1));
-  store(bufferSlot, d.buffer, {0, 7}, constant(d.i32, rank));
-  store(bufferSlot, d.buffer, {0, 8}, dimSlots);
-  store(bufferSlot, d.buffer, {0, 9}, LLVM::ZeroOp::create(rewriter, loc, d.ptr));
-  return bufferSlot;
-}
 
 /// The bytes a strided `memref` spans (0 when it has no elements).
 Value spanBytes(RewriterBase &rewriter, Location loc, Value memref) {
@@ -156,146 +97,168 @@ struct Staged {
   Value bytes;   // the buffer's span in bytes (i64)
 };
 
-/// Stages `memref` (described by `exact`) for a Vulkan call: scratch host
-/// memory of its span rounded up to 64 bytes (at least 64), the bytes copied
-/// there if it is an input, the padded buffer copied to (or allocated on)
-/// the device, and `exact` made a crop of it.
-Staged stage(RewriterBase &rewriter, Location loc, Operation *op, func::FuncOp func,
-             Value memref, Value exact, bool input, const Descriptors &d,
-             const std::function<void(Value, const Twine &)> &check) {
-  auto declare = [&](StringRef name, ArrayRef<Type> args, ArrayRef<Type> results) {
-    return moir::host::declareFunction(op, name,
-                                       FunctionType::get(op->getContext(), args, results));
-  };
-  auto constant = [&](Type t, int64_t v) -> Value {
+/// What a call's bufferization emits: descriptors, calls into the kernel
+/// and Halide's runtime, and their checks.
+struct Emitter {
+  RewriterBase &rewriter;
+  Location loc;
+  Operation *op;
+  func::FuncOp func;
+  StringRef callee;
+  Descriptors d;
+
+  Value constant(Type t, int64_t v) {
     return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
-  };
-  Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
-  Staged s{memref, exact, {}, {}, spanBytes(rewriter, loc, memref)};
-  // max(round_up(bytes, 64), 64)
-  Value padded = LLVM::AndOp::create(
-      rewriter, loc, LLVM::AddOp::create(rewriter, loc, s.bytes, constant(d.i64, 63)),
-      constant(d.i64, ~int64_t(63)));
-  padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
-  s.scratch = func::CallOp::create(rewriter, loc, declare("halide_malloc", {d.ptr, d.i64}, {d.ptr}),
-                                   ValueRange{none, padded})
-                  .getResult(0);
-  Value isNull = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, s.scratch, none);
-  cf::AssertOp::create(rewriter, loc, isNull, "Halide kernel staging: out of host memory");
-  if (input) {
-    auto meta = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, memref);
-    auto strided = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
-    int64_t elem = cast<MemRefType>(memref.getType()).getElementType().getIntOrFloatBitWidth() / 8;
-    Value start = arith::AddIOp::create(
-        rewriter, loc, meta,
-        arith::MulIOp::create(rewriter, loc, strided.getOffset(),
-                              arith::ConstantIndexOp::create(rewriter, loc, elem)));
-    Value host = LLVM::IntToPtrOp::create(
-        rewriter, loc, d.ptr, Value(arith::IndexCastOp::create(rewriter, loc, d.i64, start)));
-    LLVM::MemcpyOp::create(rewriter, loc, s.scratch, host, s.bytes, /*isVolatile=*/false);
   }
-  // The padded descriptor: uint8, as many dimensions as the exact one (a
-  // crop keeps the dimensionality), the first spanning the bytes.
-  int64_t rank = std::max<int64_t>(cast<MemRefType>(memref.getType()).getRank(), 1);
-  {
-    OpBuilder::InsertionGuard guard(rewriter);
-    rewriter.setInsertionPointToStart(&func.getBody().front());
-    Value one = constant(d.i64, 1);
-    s.padded = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.buffer, one, 8);
-  }
-  Value dims;
-  {
-    OpBuilder::InsertionGuard guard(rewriter);
-    rewriter.setInsertionPointToStart(&func.getBody().front());
-    dims = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.dim, constant(d.i64, rank), 8);
-  }
-  auto store = [&](Value base, Type elem, ArrayRef<LLVM::GEPArg> path, Value v) {
+  Value null() { return LLVM::ZeroOp::create(rewriter, loc, d.ptr); }
+  void store(Value base, Type elem, ArrayRef<LLVM::GEPArg> path, Value v) {
     Value at = LLVM::GEPOp::create(rewriter, loc, d.ptr, elem, base, path);
     LLVM::StoreOp::create(rewriter, loc, v, at);
-  };
-  Value padded32 = LLVM::TruncOp::create(rewriter, loc, d.i32, padded);
-  for (int64_t h = 0; h < rank; ++h) {
-    store(dims, d.dim, {h, 0}, constant(d.i32, 0));
-    store(dims, d.dim, {h, 1}, h == 0 ? padded32 : constant(d.i32, 1));
-    store(dims, d.dim, {h, 2}, h == 0 ? constant(d.i32, 1) : padded32);
-    store(dims, d.dim, {h, 3}, constant(d.i32, 0));
   }
-  store(s.padded, d.buffer, {0, 0}, constant(d.i64, 0));
-  store(s.padded, d.buffer, {0, 1}, none);
-  store(s.padded, d.buffer, {0, 2}, s.scratch);
-  store(s.padded, d.buffer, {0, 3}, constant(d.i64, input ? kHostDirty : 0));
-  store(s.padded, d.buffer, {0, 4}, constant(d.i8, 1)); // halide_type_uint
-  store(s.padded, d.buffer, {0, 5}, constant(d.i8, 8));
-  store(s.padded, d.buffer, {0, 6}, constant(d.i16, 1));
-  store(s.padded, d.buffer, {0, 7}, constant(d.i32, rank));
-  store(s.padded, d.buffer, {0, 8}, dims);
-  store(s.padded, d.buffer, {0, 9}, none);
+  /// A descriptor's halide_buffer_flags.
+  void setFlags(Value desc, int64_t flags) { store(desc, d.buffer, {0, 3}, constant(d.i64, flags)); }
+  /// Calls the external function `name` on `args` (declared from their
+  /// types); its result, if `result` is set.
+  Value call(StringRef name, ValueRange args, Type result = {}) {
+    SmallVector<Type> results;
+    if (result)
+      results.push_back(result);
+    auto fn = moir::host::declareFunction(
+        op, name, FunctionType::get(op->getContext(), TypeRange(args), results));
+    auto c = func::CallOp::create(rewriter, loc, fn, args);
+    return result ? c.getResult(0) : Value();
+  }
+  /// Asserts that a Halide return code is 0 (Halide has printed what failed).
+  void check(Value rc, const Twine &what) {
+    Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
+                                     arith::ConstantIntOp::create(rewriter, loc, 0, 32));
+    cf::AssertOp::create(rewriter, loc, ok, what.str());
+  }
+  /// Calls the runtime's `name` on (user context, args...) and checks it.
+  void runtime(StringRef name, ValueRange args, const Twine &what) {
+    SmallVector<Value> all = {null()};
+    llvm::append_range(all, args);
+    check(call(name, all, d.i32), "Halide kernel " + callee + ": " + what);
+  }
+  /// The address of `memref`'s first element.
+  Value hostPointer(Value memref) {
+    auto meta = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
+    Value aligned = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, memref);
+    int64_t bytes = cast<MemRefType>(memref.getType()).getElementType().getIntOrFloatBitWidth() / 8;
+    Value start = arith::AddIOp::create(
+        rewriter, loc, aligned,
+        arith::MulIOp::create(rewriter, loc, meta.getOffset(),
+                              arith::ConstantIndexOp::create(rewriter, loc, bytes)));
+    return LLVM::IntToPtrOp::create(
+        rewriter, loc, d.ptr, Value(arith::IndexCastOp::create(rewriter, loc, d.i64, start)));
+  }
+  /// Stack storage in the entry block for a descriptor and its `rank`
+  /// dimensions (at least one).
+  std::pair<Value, Value> slots(int64_t rank) {
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(&func.getBody().front());
+    Value buffer = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.buffer, constant(d.i64, 1), 8);
+    Value dims = LLVM::AllocaOp::create(rewriter, loc, d.ptr, d.dim,
+                                        constant(d.i64, std::max<int64_t>(rank, 1)), 8);
+    return {buffer, dims};
+  }
+  /// Fills descriptor `buffer` (dimensions in `dims`): no device
+  /// allocation, `host`, `flags`, the type and the rank.
+  void fill(Value buffer, Value dims, Value host, int64_t flags, int code, int bits,
+            int64_t rank) {
+    store(buffer, d.buffer, {0, 0}, constant(d.i64, 0));
+    store(buffer, d.buffer, {0, 1}, null());
+    store(buffer, d.buffer, {0, 2}, host);
+    store(buffer, d.buffer, {0, 3}, constant(d.i64, flags));
+    store(buffer, d.buffer, {0, 4}, constant(d.i8, code));
+    store(buffer, d.buffer, {0, 5}, constant(d.i8, bits));
+    store(buffer, d.buffer, {0, 6}, constant(d.i16, 1));
+    store(buffer, d.buffer, {0, 7}, constant(d.i32, rank));
+    store(buffer, d.buffer, {0, 8}, dims);
+    store(buffer, d.buffer, {0, 9}, null());
+  }
 
-  Value vulkan =
-      func::CallOp::create(rewriter, loc, declare("halide_vulkan_device_interface", {}, {d.ptr}),
-                           ValueRange{})
-          .getResult(0);
-  StringRef place = input ? "halide_copy_to_device" : "halide_device_malloc";
-  check(func::CallOp::create(rewriter, loc, declare(place, {d.ptr, d.ptr, d.ptr}, {d.i32}),
-                             ValueRange{none, s.padded, vulkan})
-            .getResult(0),
-        Twine(input ? "copying an input to" : "allocating a result on") + " the device failed");
-  check(func::CallOp::create(rewriter, loc,
-                             declare("halide_device_crop", {d.ptr, d.ptr, d.ptr}, {d.i32}),
-                             ValueRange{none, s.padded, exact})
-            .getResult(0),
-        "cropping a staged buffer failed");
-  return s;
-}
+  /// The descriptor of `memref` (stack storage in the entry block).
+  Value describe(Value memref, bool input) {
+    auto type = cast<MemRefType>(memref.getType());
+    int64_t rank = type.getRank();
+    auto [buffer, dims] = slots(rank);
+    auto toI32 = [&](Value index) -> Value {
+      return arith::IndexCastOp::create(rewriter, loc, d.i32, index);
+    };
+    auto meta = memref::ExtractStridedMetadataOp::create(rewriter, loc, memref);
+    Value host = hostPointer(memref);
+    for (int64_t h = 0; h < rank; ++h) {
+      int64_t m = rank - 1 - h; // Halide's dimension h is MLIR's m
+      store(dims, d.dim, {h, 0}, constant(d.i32, 0));
+      store(dims, d.dim, {h, 1}, toI32(meta.getSizes()[m]));
+      store(dims, d.dim, {h, 2}, toI32(meta.getStrides()[m]));
+      store(dims, d.dim, {h, 3}, constant(d.i32, 0));
+    }
+    auto [code, bits] = halideType(type.getElementType());
+    // An input's host data is current (halide_buffer_flag_host_dirty), so a
+    // device kernel copies it over; a result starts clean.
+    fill(buffer, dims, host, input ? kHostDirty : 0, code, bits, rank);
+    return buffer;
+  }
 
-/// After a Vulkan call: the results' bytes copied back through their
-/// scratch memory, the crops released, the device buffers and scratch
-/// memory freed.
-void unstage(RewriterBase &rewriter, Location loc, Operation *op, ArrayRef<Staged> staged,
-             size_t inputs, const Descriptors &d,
-             const std::function<void(Value, const Twine &)> &check) {
-  auto declare = [&](StringRef name, ArrayRef<Type> args, ArrayRef<Type> results) {
-    return moir::host::declareFunction(op, name,
-                                       FunctionType::get(op->getContext(), args, results));
-  };
-  auto constant = [&](Type t, int64_t v) -> Value {
-    return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
-  };
-  auto flags = [&](Value desc, int64_t v) {
-    Value at = LLVM::GEPOp::create(rewriter, loc, d.ptr, d.buffer, desc,
-                                   ArrayRef<LLVM::GEPArg>{0, 3});
-    LLVM::StoreOp::create(rewriter, loc, constant(d.i64, v), at);
-  };
-  Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
-  for (const Staged &s : llvm::drop_begin(staged, inputs)) {
-    // The kernel wrote the crop: its bytes are the padded buffer's.
-    flags(s.padded, kDeviceDirty);
-    check(func::CallOp::create(rewriter, loc,
-                               declare("halide_copy_to_host", {d.ptr, d.ptr}, {d.i32}),
-                               ValueRange{none, s.padded})
-              .getResult(0),
-          "copying a result to the host failed");
-    Value aligned = memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, s.memref);
-    Value host = LLVM::IntToPtrOp::create(
-        rewriter, loc, d.ptr, Value(arith::IndexCastOp::create(rewriter, loc, d.i64, aligned)));
-    LLVM::MemcpyOp::create(rewriter, loc, host, s.scratch, s.bytes, /*isVolatile=*/false);
+  /// Stages `memref` (described by `exact`) for a Vulkan call: scratch host
+  /// memory of its span rounded up to 64 bytes (at least 64), the bytes
+  /// copied there if it is an input, the padded buffer copied to (or
+  /// allocated on) the device, and `exact` made a crop of it.
+  Staged stage(Value memref, Value exact, bool input) {
+    Staged s{memref, exact, {}, {}, spanBytes(rewriter, loc, memref)};
+    // max(round_up(bytes, 64), 64)
+    Value padded = LLVM::AndOp::create(
+        rewriter, loc, LLVM::AddOp::create(rewriter, loc, s.bytes, constant(d.i64, 63)),
+        constant(d.i64, ~int64_t(63)));
+    padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+    s.scratch = call("halide_malloc", ValueRange{null(), padded}, d.ptr);
+    Value allocated = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, s.scratch, null());
+    cf::AssertOp::create(rewriter, loc, allocated, "Halide kernel staging: out of host memory");
+    if (input)
+      LLVM::MemcpyOp::create(rewriter, loc, s.scratch, hostPointer(memref), s.bytes,
+                             /*isVolatile=*/false);
+    // The padded descriptor: uint8, as many dimensions as the exact one (a
+    // crop keeps the dimensionality), the first spanning the bytes.
+    int64_t rank = std::max<int64_t>(cast<MemRefType>(memref.getType()).getRank(), 1);
+    Value dims;
+    std::tie(s.padded, dims) = slots(rank);
+    Value padded32 = LLVM::TruncOp::create(rewriter, loc, d.i32, padded);
+    for (int64_t h = 0; h < rank; ++h) {
+      store(dims, d.dim, {h, 0}, constant(d.i32, 0));
+      store(dims, d.dim, {h, 1}, h == 0 ? padded32 : constant(d.i32, 1));
+      store(dims, d.dim, {h, 2}, h == 0 ? constant(d.i32, 1) : padded32);
+      store(dims, d.dim, {h, 3}, constant(d.i32, 0));
+    }
+    fill(s.padded, dims, s.scratch, input ? kHostDirty : 0, /*halide_type_uint*/ 1, 8, rank);
+    Value vulkan = call("halide_vulkan_device_interface", {}, d.ptr);
+    runtime(input ? "halide_copy_to_device" : "halide_device_malloc", {s.padded, vulkan},
+            Twine(input ? "copying an input to" : "allocating a result on") + " the device failed");
+    runtime("halide_device_crop", {s.padded, exact}, "cropping a staged buffer failed");
+    return s;
   }
-  for (const Staged &s : staged) {
-    flags(s.exact, 0);
-    check(func::CallOp::create(rewriter, loc,
-                               declare("halide_device_release_crop", {d.ptr, d.ptr}, {d.i32}),
-                               ValueRange{none, s.exact})
-              .getResult(0),
-          "releasing a staged buffer's crop failed");
-    flags(s.padded, 0);
-    check(func::CallOp::create(rewriter, loc, declare("halide_device_free", {d.ptr, d.ptr}, {d.i32}),
-                               ValueRange{none, s.padded})
-              .getResult(0),
-          "freeing a staged buffer failed");
-    func::CallOp::create(rewriter, loc, declare("halide_free", {d.ptr, d.ptr}, {}),
-                         ValueRange{none, s.scratch});
+
+  /// After a Vulkan call: the results' bytes copied back through their
+  /// scratch memory, the crops released, the device buffers and scratch
+  /// memory freed.
+  void unstage(ArrayRef<Staged> staged, size_t inputs) {
+    for (const Staged &s : llvm::drop_begin(staged, inputs)) {
+      // The kernel wrote the crop: its bytes are the padded buffer's.
+      setFlags(s.padded, kDeviceDirty);
+      runtime("halide_copy_to_host", {s.padded}, "copying a result to the host failed");
+      LLVM::MemcpyOp::create(rewriter, loc, hostPointer(s.memref), s.scratch, s.bytes,
+                             /*isVolatile=*/false);
+    }
+    for (const Staged &s : staged) {
+      setFlags(s.exact, 0);
+      runtime("halide_device_release_crop", {s.exact}, "releasing a staged buffer's crop failed");
+      setFlags(s.padded, 0);
+      runtime("halide_device_free", {s.padded}, "freeing a staged buffer failed");
+      call("halide_free", ValueRange{null(), s.scratch});
+    }
   }
-}
+};
 
 /// Whether Halide can read `type` in place: innermost stride 1 (statically).
 bool unitInnerStride(MemRefType type) {
@@ -328,7 +291,7 @@ struct HalideCallBufferization
     if (!func)
       return op->emitOpError("must be inside a function");
     Location loc = op->getLoc();
-    Descriptors d(op->getContext());
+    Emitter e{rewriter, loc, op, func, call.getCallee(), Descriptors(op->getContext())};
     SmallVector<Value> buffers, args;
     for (Value input : call.getInputs()) {
       FailureOr<Value> buffer = getBuffer(rewriter, input, options, state);
@@ -356,52 +319,29 @@ struct HalideCallBufferization
     // kernel's own descriptors never carry host data to copy.
     const bool staged = device && device.getValue() == "vulkan";
     for (Value b : buffers)
-      args.push_back(describe(rewriter, loc, func, b, d, /*input=*/!staged));
+      args.push_back(e.describe(b, /*input=*/!staged));
     for (Value out : outs)
-      args.push_back(describe(rewriter, loc, func, out, d, /*input=*/false));
+      args.push_back(e.describe(out, /*input=*/false));
 
-    auto callee = moir::host::declareFunction(
-        op, call.getCallee(),
-        FunctionType::get(op->getContext(), SmallVector<Type>(args.size(), d.ptr), {d.i32}));
-    std::function<void(Value, const Twine &)> check = [&](Value rc, const Twine &what) {
-      Value ok = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rc,
-                                       arith::ConstantIntOp::create(rewriter, loc, 0, 32));
-      cf::AssertOp::create(rewriter, loc, ok, what.str());
-    };
     SmallVector<Staged> stagedBuffers;
     if (staged) {
-      auto kernelCheck = [&](Value rc, const Twine &what) {
-        check(rc, "Halide kernel " + call.getCallee() + ": " + what);
-      };
       SmallVector<Value> memrefs(buffers);
       llvm::append_range(memrefs, outs);
       for (auto [i, m] : llvm::enumerate(memrefs))
-        stagedBuffers.push_back(
-            stage(rewriter, loc, op, func, m, args[i], i < buffers.size(), d, kernelCheck));
+        stagedBuffers.push_back(e.stage(m, args[i], i < buffers.size()));
     }
-    check(func::CallOp::create(rewriter, loc, callee, args).getResult(0),
-          "Halide kernel " + call.getCallee() + " failed");
+    e.check(e.call(call.getCallee(), args, e.d.i32),
+            "Halide kernel " + call.getCallee() + " failed");
     if (staged) {
-      unstage(rewriter, loc, op, stagedBuffers, buffers.size(), d,
-              [&](Value rc, const Twine &what) {
-                check(rc, "Halide kernel " + call.getCallee() + ": " + what);
-              });
+      e.unstage(stagedBuffers, buffers.size());
     } else if (device) {
       // A device kernel leaves its results on the device and every buffer
       // with a device allocation: copy the results back, free them all
       // (the descriptors die with this call).
-      auto runtime = [&](StringRef name) {
-        return moir::host::declareFunction(
-            op, name, FunctionType::get(op->getContext(), {d.ptr, d.ptr}, {d.i32}));
-      };
-      Value none = LLVM::ZeroOp::create(rewriter, loc, d.ptr);
       for (Value desc : llvm::drop_begin(args, buffers.size()))
-        check(func::CallOp::create(rewriter, loc, runtime("halide_copy_to_host"),
-                                   ValueRange{none, desc})
-                  .getResult(0),
-              "Halide kernel " + call.getCallee() + ": copying a result to the host failed");
+        e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
       for (Value desc : args)
-        func::CallOp::create(rewriter, loc, runtime("halide_device_free"), ValueRange{none, desc});
+        e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
     }
     replaceOpWithBufferizedValues(rewriter, op, outs);
     return success();

@@ -201,11 +201,8 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
   for (size_t i = 0; i < k.inputs.size() && i < spec.inputs.size() + spec.scales.size(); ++i) {
     // The buffers' shapes: a packed weight's codes (u4: two per byte), then
     // the packed weights' scales.
-    const TensorSpec &t =
-        i < spec.inputs.size() ? spec.inputs[i] : spec.scales[i - spec.inputs.size()];
-    std::vector<int64_t> shape = t.shape;
-    if (t.packed.rfind("u4:", 0) == 0)
-      shape.back() /= 2;
+    std::vector<int64_t> shape =
+        bufferShape(i < spec.inputs.size() ? spec.inputs[i] : spec.scales[i - spec.inputs.size()]);
     int rank = static_cast<int>(shape.size());
     for (int d = 0; d < rank; ++d) {
       int64_t extent = shape[rank - 1 - d];

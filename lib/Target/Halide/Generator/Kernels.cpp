@@ -50,24 +50,6 @@ Type halideType(ElementType type) {
   throw std::runtime_error("kernel " + spec.symbol + " (" + spec.kind + "): " + what);
 }
 
-/// An input buffer with the spec's static extents as constraints.
-ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) {
-  if (index >= spec.inputs.size())
-    fail(spec, "missing input " + std::to_string(index));
-  const TensorSpec &t = spec.inputs[index];
-  if (!t.packed.empty())
-    fail(spec, "input " + name + " is a packed quantized weight, which this kernel reads as floats");
-  ImageParam p(halideType(t.type), static_cast<int>(t.shape.size()), name);
-  int rank = static_cast<int>(t.shape.size());
-  for (int d = 0; d < rank; ++d) {
-    p.dim(d).set_min(0);
-    int64_t extent = t.shape[rank - 1 - d];
-    if (extent >= 0)
-      p.dim(d).set_extent(static_cast<int>(extent));
-  }
-  return p;
-}
-
 /// A buffer of `shape` (outermost first; -1 dynamic) with its static
 /// extents as constraints.
 ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::string &name) {
@@ -79,6 +61,16 @@ ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::
       p.dim(d).set_extent(static_cast<int>(shape[rank - 1 - d]));
   }
   return p;
+}
+
+/// An input buffer with the spec's static extents as constraints.
+ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) {
+  if (index >= spec.inputs.size())
+    fail(spec, "missing input " + std::to_string(index));
+  const TensorSpec &t = spec.inputs[index];
+  if (!t.packed.empty())
+    fail(spec, "input " + name + " is a packed quantized weight, which this kernel reads as floats");
+  return constrained(halideType(t.type), t.shape, name);
 }
 
 /// A weight as the kernels read it, in f32: a float buffer widened, or a
@@ -143,9 +135,6 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
   const TensorSpec &s = spec.scales[which];
   w.nibbles = t.packed.rfind("u4:", 0) == 0;
   w.group = std::stoi(t.packed.substr(3));
-  std::vector<int64_t> codes = t.shape;
-  if (w.nibbles)
-    codes.back() /= 2;
   int64_t cols = t.shape.back();
   if (cols < 0 || w.group <= 0 || cols % w.group || (w.nibbles && w.group != 32) ||
       s.shape.size() != t.shape.size() + 1 || s.shape[s.shape.size() - 2] != cols / w.group ||
@@ -153,7 +142,7 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
       (s.type != ElementType::F32 && s.type != ElementType::F16))
     fail(spec, "packed weight " + name + " (" + t.packed + ") does not fit its scales");
   w.offsets = s.shape.back() == 2;
-  w.data = constrained(Int(8), codes, name);
+  w.data = constrained(Int(8), bufferShape(t), name);
   w.scales = constrained(halideType(s.type), s.shape, name + "_scales");
   scales.emplace(index, *w.scales);
   return w;
@@ -622,6 +611,13 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
 }
 
 } // namespace
+
+std::vector<int64_t> bufferShape(const TensorSpec &t) {
+  std::vector<int64_t> shape = t.shape;
+  if (t.packed.rfind("u4:", 0) == 0)
+    shape.back() /= 2;
+  return shape;
+}
 
 bool isDecode(const KernelSpec &spec) {
   auto variant = spec.strings.find("variant");

@@ -55,6 +55,10 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
                          const Halide::Target &target, const std::string &name,
                          int parallelism);
 
+/// The shape of `t`'s buffer: its own, but a packed weight with u4 codes
+/// holds two a byte (the last dimension halved).
+std::vector<int64_t> bufferShape(const TensorSpec &t);
+
 /// Whether `spec` is the decode kernel of an op with a decode and a prefill
 /// kernel (spec.strings["variant"]).
 bool isDecode(const KernelSpec &spec);
