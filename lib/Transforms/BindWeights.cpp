@@ -60,13 +60,12 @@ Value bindPacked(Operation *op, llm::QTensorType type, bool superblocks, AddArg 
   // Superblock scales are sliced by superblock: a consumer that reads
   // column blocks not made of whole superblocks (DeepSeek-V2-Lite's shared
   // experts, 1408 columns each) gets the per-group f32 form.
+  // So does a weight a Halide kernel (moir.halide_call) reads: it decodes
+  // the per-group form (the MLIR kernels read both).
+  bool readByHalide = llvm::any_of(op->getResult(0).getUsers(),
+                                   [](Operation *user) { return isa<HalideCallOp>(user); });
   if (int64_t width = columnSliceWidth(op->getResult(0));
-      !superblocks || width % 256 != 0)
-    layout->superblocks = false;
-  // The Halide kernels (moir.halide_call) decode the per-group form; the
-  // MLIR kernels read it too.
-  if (llvm::any_of(op->getResult(0).getUsers(),
-                   [](Operation *user) { return isa<HalideCallOp>(user); }))
+      !superblocks || width % 256 != 0 || readByHalide)
     layout->superblocks = false;
   // At the top of the entry, not between layer ops (moir-outline-layers
   // outlines each layer's contiguous ops).

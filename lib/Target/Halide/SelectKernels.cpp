@@ -107,7 +107,8 @@ std::string calleeName(StringRef kind, ValueRange operands, TypeRange results,
 }
 
 /// A linear Halide compiles: rank-2 f32 input with a static inner
-/// dimension, plain float weight and bias, f32 result.
+/// dimension, a plain float or packed quantized weight, a float bias, f32
+/// result.
 bool halideLinear(llm::LinearOp linear, StringRef device) {
   auto input = cast<RankedTensorType>(linear.getInput().getType());
   return isF32(linear.getInput()) && input.getRank() == 2 && staticInner(linear.getInput()) &&
