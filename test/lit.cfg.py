@@ -109,7 +109,9 @@ def host_cpu_features():
                     # avx512vnni, avxvnni with underscores).
                     return {f.replace("avx512_bf16", "avx512bf16")
                              .replace("avx512_vnni", "avx512vnni")
-                             .replace("avx_vnni", "avxvnni") for f in flags}
+                             .replace("avx_vnni", "avxvnni")
+                             .replace("amx_tile", "amx-tile")
+                             .replace("amx_bf16", "amx-bf16") for f in flags}
     except OSError:
         pass
     return set()
@@ -123,6 +125,11 @@ if {"avx512f", "avx512bf16"} <= host_cpu_features():
 if {"avx512f", "avx512vnni"} <= host_cpu_features() or \
         ("avxvnni" in host_cpu_features() and "avx512f" not in host_cpu_features()):
     config.available_features.add("host-int8-dot")
+# host-amx: moirc's host build puts bf16 prefill products on AMX tiles
+# (--cpu-amx, AMX-BF16 with AVX512-BF16), and this kernel grants the tiles'
+# state (amx.test runs those artifacts).
+if {"avx512f", "avx512bf16", "amx-tile", "amx-bf16"} <= host_cpu_features():
+    config.available_features.add("host-amx")
 # host-avxvnni: the host runs code built for AVX-VNNI without AVX-512
 # (--cpu=alderlake), the int8 dot products' 8-lane form.
 if "avxvnni" in host_cpu_features():

@@ -13,6 +13,7 @@
 #include <malloc.h>
 #endif
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 using moir::rt::fail;
@@ -191,6 +192,31 @@ static void prefaultWeights(const uint8_t *weights, size_t bytes,
     }
 }
 
+/// Code compiled onto AMX tiles (moirc --cpu-amx on a CPU with AMX-BF16)
+/// exports `moir_uses_amx`. Linux hands a process the tiles' 8 KB of state
+/// only when it asks (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, once per
+/// process, for all its threads); without it the first tile instruction
+/// faults. Asked here, before any of that code runs.
+static moir_status grantTiles(const std::string &path, void *handle) {
+  if (!dlsym(handle, "moir_uses_amx"))
+    return moir::rt::ok();
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+  constexpr int kRequestPermission = 0x1023, kTileData = 18;
+  if (syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0)
+    return moir::rt::ok();
+  return fail(MOIR_ERROR_UNSUPPORTED,
+              path + ": the code runs on AMX tiles (compiled with --cpu-amx for a CPU with "
+                     "AMX-BF16), but this system refused the tile state (" +
+                  std::strerror(errno) +
+                  "; Linux 5.16 or later on such a CPU grants it); recompile with "
+                  "--cpu-amx=false or for this CPU");
+#else
+  return fail(MOIR_ERROR_UNSUPPORTED,
+              path + ": the code runs on AMX tiles (compiled with --cpu-amx), which only x86-64 "
+                     "Linux hosts have; recompile for this CPU");
+#endif
+}
+
 moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code,
                                     size_t bytes, const uint8_t *weights, size_t weightBytes,
                                     const std::vector<Residency> &residency, Driver **out) {
@@ -200,6 +226,10 @@ moir_status moir::rt::loadCPUDriver(const std::string &path, const uint8_t *code
   void (*entry)(void **) = nullptr;
   if (moir_status s = loadSharedObject(path, code, bytes, &handle, &entry); s != MOIR_OK)
     return s;
+  if (moir_status s = grantTiles(path, handle); s != MOIR_OK) {
+    unloadSharedObject(handle);
+    return s;
+  }
   *out = new CPUDriver(handle, entry, weights);
   return MOIR_OK;
 }

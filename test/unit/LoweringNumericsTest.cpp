@@ -31,6 +31,8 @@
 #include <dlfcn.h>
 #include <numeric>
 #include <random>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 using namespace mlir;
 
@@ -50,8 +52,10 @@ public:
   /// `int8Dot`: integer-coded packed weights on the int8 dot products
   /// (prefill and decode)
   /// where the host has them.
-  /// `bf16Dot`: bf16 weights on the AVX512-BF16 dot products.
-  explicit Kernel(const std::string &source, bool int8Dot = false, bool bf16Dot = false) {
+  /// `bf16Dot`: bf16 weights on the AVX512-BF16 dot products; `amx`: and
+  /// their prefill products on AMX tiles where the host has them.
+  explicit Kernel(const std::string &source, bool int8Dot = false, bool bf16Dot = false,
+                  bool amx = false) {
     auto context = moir::test::makeContext();
     OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, context.get());
     if (!module) {
@@ -64,6 +68,7 @@ public:
     const moir::TargetBackend *cpu = llvm::cantFail(moir::lookupTargetBackend("cpu"));
     moir::CompileOptions options;
     options.cpu.bf16Dot = bf16Dot;
+    options.cpu.amx = amx;
     options.cpu.int8Dot = int8Dot;
     options.cpu.int8Decode = int8Dot ? "all" : "none";
     PassManager pm(context.get());
@@ -94,14 +99,29 @@ public:
       error = dlerror();
       return;
     }
+    // As the runtime does for code on AMX tiles: Linux grants the tiles'
+    // state only when asked.
+    usesTiles = dlsym(handle, "moir_uses_amx") != nullptr;
+    if (usesTiles) {
+#ifdef SYS_arch_prctl
+      if (syscall(SYS_arch_prctl, kArchRequestPermission, kTileData) != 0)
+#endif
+      {
+        error = "the kernel refused the AMX tile state";
+        return;
+      }
+    }
     entry = reinterpret_cast<void (*)(void **)>(dlsym(handle, "moir_forward"));
   }
+  static constexpr int kArchRequestPermission = 0x1023, kTileData = 18;
   ~Kernel() {
     if (handle)
       dlclose(handle);
   }
   bool ok() const { return entry != nullptr; }
   std::string error;
+  /// The code runs on AMX tiles (exports moir_uses_amx).
+  bool usesTiles = false;
 
   void run(std::vector<Arg> args) {
     std::vector<std::vector<int64_t>> words(args.size());
@@ -494,132 +514,143 @@ TEST_F(LoweringNumericsTest, MLAAttendMatchesTheMaterializedForm) {
 TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
   SEED_TRACE();
   llvm::Expected<moir::cpu::KernelOptions> host =
-      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, false, true);
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, false, true, false);
   ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
   if (!host->int8Dot)
     GTEST_SKIP() << "unsupported: the host has neither AVX512-VNNI nor AVX-VNNI";
-  const int N = 37, vw = static_cast<int>(host->vectorWidth);
-  struct Case {
-    bool nibbles;
-    int group;
-    bool superblocks;
-    int K;
-  };
-  // Prefill (37 rows: the interleaved int8 tiles) and decode (1 and 5
-  // rows: the row kernel where the depth is whole steps of it, 4 * vw
-  // codes, 32 for nibbles at 4 lanes, or at 16 lanes whole 32s, the last
-  // 32 a tail step; else the exact f32 kernel): K = 96 has a tail at 16
-  // lanes, 80 is not whole 32s.
-  for (Case c : {Case{false, 32, false, 96}, Case{true, 32, false, 96}, Case{false, 16, false, 96},
-                 Case{false, 16, false, 80}, Case{false, 64, false, 192},
-                 Case{false, 128, false, 256},
-                 Case{false, 32, false, 192}, Case{true, 32, false, 192},
-                 Case{false, 16, false, 192}, Case{true, 32, true, 512},
-                 Case{false, 16, true, 512}}) {
-    const int K = c.K;
-    SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group) +
-                 (c.superblocks ? " superblocks" : "") + " K " + std::to_string(K));
-    const int bytes = c.nibbles ? K / 2 : K, groups = K / c.group;
-    // Superblocks: per 256 weights d and -dmin (f16 bytes; Q6_K: d only,
-    // symmetric), then a signed byte per group (scales, then mins).
-    const int parts = c.superblocks && !c.nibbles ? 1 : 2, blocks = K / 256,
-              perBlock = 256 / c.group, sbBytes = parts * (2 + perBlock);
-    std::string ks = std::to_string(K);
-    std::string scheme = c.superblocks ? (c.nibbles ? "kind = gguf, format = q4_k"
-                                                    : "kind = gguf, format = q6_k")
-                         : c.nibbles   ? "kind = gguf, format = q4_1"
-                         : c.group != 32 ? "kind = group, group = " + std::to_string(c.group)
-                                         : "kind = gguf, format = q8_0";
-    std::string qtype = "!llm.qtensor<37x" + ks +
-                        (c.nibbles ? "xi4" : c.superblocks ? "xi6" : "xi8") + ", #llm.quant<" +
-                        scheme + ">>";
-    std::string data = "tensor<37x" + std::to_string(bytes) + "xi8>";
-    std::string scales = c.superblocks ? "tensor<37x" + std::to_string(blocks) + "x" +
-                                             std::to_string(sbBytes) + "xi8>"
-                                       : "tensor<37x" + std::to_string(groups) + "x2xf32>";
-    std::string act = "tensor<?x" + ks + "xf32>";
-    Kernel kernel("func.func @forward(%x: " + act + ", %d: " + data + ", %s: " + scales +
-                      ") -> tensor<?x37xf32> {\n"
-                      "  %w = llm.packed_weight %d, %s group " + std::to_string(c.group) +
-                      " : " + data + ", " + scales + " -> " + qtype +
-                      "\n"
-                      "  %y = llm.linear %x, %w : (" + act + ", " + qtype +
-                      ") -> tensor<?x37xf32>\n"
-                      "  return %y : tensor<?x37xf32>\n}",
-                  /*int8Dot=*/true);
-    ASSERT_TRUE(kernel.ok()) << kernel.error;
-    std::uniform_int_distribution<int> byte(0, 255), small(-63, 63);
-    std::vector<uint8_t> d(N * bytes);
-    for (uint8_t &v : d)
-      v = static_cast<uint8_t>(byte(rng));
-    std::vector<float> s;
-    std::vector<uint8_t> sb;
-    if (c.superblocks) {
-      sb.resize(N * blocks * sbBytes);
-      std::vector<float> numbers = random(N * blocks * parts, 0.01f);
-      for (int i = 0; i < N * blocks; ++i) {
-        for (int part = 0; part < parts; ++part) {
-          uint16_t h = moir::frontend::toF16(numbers[i * parts + part]);
-          sb[i * sbBytes + 2 * part] = h & 0xff;
-          sb[i * sbBytes + 2 * part + 1] = h >> 8;
-        }
-        for (int e = 2 * parts; e < sbBytes; ++e)
-          sb[i * sbBytes + e] = static_cast<uint8_t>(static_cast<int8_t>(small(rng)));
-      }
-    } else {
-      s = random(N * groups * 2, 0.05f);
-    }
-    auto param = [&](int n, int g, int part) -> double {
-      if (!c.superblocks)
-        return s[(n * groups + g) * 2 + part];
-      const uint8_t *block = &sb[(n * blocks + g / perBlock) * sbBytes];
-      float number = moir::frontend::fromF16(static_cast<uint16_t>(block[2 * part] | block[2 * part + 1] << 8));
-      int8_t sub = static_cast<int8_t>(block[2 * parts + part * perBlock + g % perBlock]);
-      return double(number * float(sub));
+  // Where the host has AMX, each case again with the int8 codes' prefill
+  // products on AMX tiles (tdpbssd; nibbles stay on VNNI).
+  llvm::Expected<moir::cpu::KernelOptions> tiles =
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, false, true, true);
+  ASSERT_TRUE(static_cast<bool>(tiles)) << llvm::toString(tiles.takeError());
+  for (bool amx : {false, true}) {
+    if (amx && !tiles->amx)
+      continue;
+    SCOPED_TRACE(amx ? "AMX tiles" : "VNNI");
+    const int N = 37, vw = static_cast<int>(host->vectorWidth);
+    struct Case {
+      bool nibbles;
+      int group;
+      bool superblocks;
+      int K;
     };
-    auto weight = [&](int n, int k) {
-      double code;
-      if (c.nibbles) {
-        uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
-        code = k % 32 >= 16 ? v >> 4 : v & 15;
-      } else {
-        code = static_cast<int8_t>(d[n * bytes + k]);
-      }
-      int g = k / c.group;
-      return param(n, g, 0) * code + (parts == 2 ? param(n, g, 1) : 0.0);
-    };
-    const int unit = c.group == 16 ? 16 : 32;
-    const int step = vw == 16 && !c.superblocks ? 32 : c.nibbles ? std::max(32, 4 * vw) : 4 * vw;
-    for (int T : {37, 5, 1}) {
-      SCOPED_TRACE(std::to_string(T) + " rows");
-      std::vector<float> x = random(T * K);
-      // The activations as the kernel sees them: int8 per block of `unit`
-      // from 8 rows on, and in decode where K is whole steps.
-      std::vector<double> xq(x.begin(), x.end());
-      if (T >= 8 || K % step == 0)
-        for (int t = 0; t < T; ++t)
-          for (int u = 0; u < K / unit; ++u) {
-            float *blk = &x[t * K + u * unit];
-            float amax = 0;
-            for (int e = 0; e < unit; ++e)
-              amax = std::max(amax, std::fabs(blk[e]));
-            float scale = amax / 127.0f, inverse = amax > 0 ? 127.0f / amax : 0.0f;
-            for (int e = 0; e < unit; ++e)
-              xq[t * K + u * unit + e] = double(scale) * std::nearbyint(blk[e] * inverse);
+    // Prefill (37 rows: the interleaved int8 tiles) and decode (1 and 5
+    // rows: the row kernel where the depth is whole steps of it, 4 * vw
+    // codes, 32 for nibbles at 4 lanes, or at 16 lanes whole 32s, the last
+    // 32 a tail step; else the exact f32 kernel): K = 96 has a tail at 16
+    // lanes, 80 is not whole 32s.
+    for (Case c : {Case{false, 32, false, 96}, Case{true, 32, false, 96}, Case{false, 16, false, 96},
+                   Case{false, 16, false, 80}, Case{false, 64, false, 192},
+                   Case{false, 128, false, 256},
+                   Case{false, 32, false, 192}, Case{true, 32, false, 192},
+                   Case{false, 16, false, 192}, Case{true, 32, true, 512},
+                   Case{false, 16, true, 512}}) {
+      const int K = c.K;
+      SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group) +
+                   (c.superblocks ? " superblocks" : "") + " K " + std::to_string(K));
+      const int bytes = c.nibbles ? K / 2 : K, groups = K / c.group;
+      // Superblocks: per 256 weights d and -dmin (f16 bytes; Q6_K: d only,
+      // symmetric), then a signed byte per group (scales, then mins).
+      const int parts = c.superblocks && !c.nibbles ? 1 : 2, blocks = K / 256,
+                perBlock = 256 / c.group, sbBytes = parts * (2 + perBlock);
+      std::string ks = std::to_string(K);
+      std::string scheme = c.superblocks ? (c.nibbles ? "kind = gguf, format = q4_k"
+                                                      : "kind = gguf, format = q6_k")
+                           : c.nibbles   ? "kind = gguf, format = q4_1"
+                           : c.group != 32 ? "kind = group, group = " + std::to_string(c.group)
+                                           : "kind = gguf, format = q8_0";
+      std::string qtype = "!llm.qtensor<37x" + ks +
+                          (c.nibbles ? "xi4" : c.superblocks ? "xi6" : "xi8") + ", #llm.quant<" +
+                          scheme + ">>";
+      std::string data = "tensor<37x" + std::to_string(bytes) + "xi8>";
+      std::string scales = c.superblocks ? "tensor<37x" + std::to_string(blocks) + "x" +
+                                               std::to_string(sbBytes) + "xi8>"
+                                         : "tensor<37x" + std::to_string(groups) + "x2xf32>";
+      std::string act = "tensor<?x" + ks + "xf32>";
+      Kernel kernel("func.func @forward(%x: " + act + ", %d: " + data + ", %s: " + scales +
+                        ") -> tensor<?x37xf32> {\n"
+                        "  %w = llm.packed_weight %d, %s group " + std::to_string(c.group) +
+                        " : " + data + ", " + scales + " -> " + qtype +
+                        "\n"
+                        "  %y = llm.linear %x, %w : (" + act + ", " + qtype +
+                        ") -> tensor<?x37xf32>\n"
+                        "  return %y : tensor<?x37xf32>\n}",
+                    /*int8Dot=*/true, /*bf16Dot=*/false, amx);
+      ASSERT_TRUE(kernel.ok()) << kernel.error;
+      EXPECT_EQ(kernel.usesTiles, amx && !c.nibbles);
+      std::uniform_int_distribution<int> byte(0, 255), small(-63, 63);
+      std::vector<uint8_t> d(N * bytes);
+      for (uint8_t &v : d)
+        v = static_cast<uint8_t>(byte(rng));
+      std::vector<float> s;
+      std::vector<uint8_t> sb;
+      if (c.superblocks) {
+        sb.resize(N * blocks * sbBytes);
+        std::vector<float> numbers = random(N * blocks * parts, 0.01f);
+        for (int i = 0; i < N * blocks; ++i) {
+          for (int part = 0; part < parts; ++part) {
+            uint16_t h = moir::frontend::toF16(numbers[i * parts + part]);
+            sb[i * sbBytes + 2 * part] = h & 0xff;
+            sb[i * sbBytes + 2 * part + 1] = h >> 8;
           }
-      std::vector<float> y(T * N);
-      if (c.superblocks)
-        kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {sb.data(), {N, blocks, sbBytes}},
-                    {y.data(), {T, N}}});
-      else
-        kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
-                    {y.data(), {T, N}}});
-      std::vector<double> ref(T * N, 0.0);
-      for (int t = 0; t < T; ++t)
-        for (int n = 0; n < N; ++n)
-          for (int k = 0; k < K; ++k)
-            ref[t * N + n] += xq[t * K + k] * weight(n, k);
-      expectClose(y, ref, 1e-5);
+          for (int e = 2 * parts; e < sbBytes; ++e)
+            sb[i * sbBytes + e] = static_cast<uint8_t>(static_cast<int8_t>(small(rng)));
+        }
+      } else {
+        s = random(N * groups * 2, 0.05f);
+      }
+      auto param = [&](int n, int g, int part) -> double {
+        if (!c.superblocks)
+          return s[(n * groups + g) * 2 + part];
+        const uint8_t *block = &sb[(n * blocks + g / perBlock) * sbBytes];
+        float number = moir::frontend::fromF16(static_cast<uint16_t>(block[2 * part] | block[2 * part + 1] << 8));
+        int8_t sub = static_cast<int8_t>(block[2 * parts + part * perBlock + g % perBlock]);
+        return double(number * float(sub));
+      };
+      auto weight = [&](int n, int k) {
+        double code;
+        if (c.nibbles) {
+          uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
+          code = k % 32 >= 16 ? v >> 4 : v & 15;
+        } else {
+          code = static_cast<int8_t>(d[n * bytes + k]);
+        }
+        int g = k / c.group;
+        return param(n, g, 0) * code + (parts == 2 ? param(n, g, 1) : 0.0);
+      };
+      const int unit = c.group == 16 ? 16 : 32;
+      const int step = vw == 16 && !c.superblocks ? 32 : c.nibbles ? std::max(32, 4 * vw) : 4 * vw;
+      for (int T : {37, 5, 1}) {
+        SCOPED_TRACE(std::to_string(T) + " rows");
+        std::vector<float> x = random(T * K);
+        // The activations as the kernel sees them: int8 per block of `unit`
+        // from 8 rows on, and in decode where K is whole steps.
+        std::vector<double> xq(x.begin(), x.end());
+        if (T >= 8 || K % step == 0)
+          for (int t = 0; t < T; ++t)
+            for (int u = 0; u < K / unit; ++u) {
+              float *blk = &x[t * K + u * unit];
+              float amax = 0;
+              for (int e = 0; e < unit; ++e)
+                amax = std::max(amax, std::fabs(blk[e]));
+              float scale = amax / 127.0f, inverse = amax > 0 ? 127.0f / amax : 0.0f;
+              for (int e = 0; e < unit; ++e)
+                xq[t * K + u * unit + e] = double(scale) * std::nearbyint(blk[e] * inverse);
+            }
+        std::vector<float> y(T * N);
+        if (c.superblocks)
+          kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {sb.data(), {N, blocks, sbBytes}},
+                      {y.data(), {T, N}}});
+        else
+          kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
+                      {y.data(), {T, N}}});
+        std::vector<double> ref(T * N, 0.0);
+        for (int t = 0; t < T; ++t)
+          for (int n = 0; n < N; ++n)
+            for (int k = 0; k < K; ++k)
+              ref[t * N + n] += xq[t * K + k] * weight(n, k);
+        expectClose(y, ref, 1e-5);
+      }
     }
   }
 }
@@ -637,7 +668,7 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
 TEST_F(LoweringNumericsTest, BF16WeightLinearDotProducts) {
   SEED_TRACE();
   llvm::Expected<moir::cpu::KernelOptions> host =
-      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, true, false);
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, true, false, false);
   ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
   if (!host->bf16Dot)
     GTEST_SKIP() << "unsupported: the host has no AVX512-BF16";
@@ -675,6 +706,53 @@ TEST_F(LoweringNumericsTest, BF16WeightLinearDotProducts) {
             ref[t * N + n] +=
                 double(k < rounded ? fromBF16(toBF16(x[t * K + k])) : x[t * K + k]) *
                 double(fromBF16(w[n * K + k]));
+      expectClose(y, ref, 1e-5);
+    }
+  }
+}
+
+/// bf16 prefill products on AMX tiles (tdpbf16ps; --cpu-amx): depths of
+/// whole 32s, activation rows from 16 on (whole and partial groups of 16,
+/// an odd group count: 2 x 2 and 1-group tiles), weight rows in pairs of
+/// tiles (32), a single tile (16) and single rows past them. Against the
+/// rounded activations times the weights in double, within 1e-5 of the
+/// largest output; fewer than 16 rows take the lane-sum kernel, checked
+/// the same way.
+TEST_F(LoweringNumericsTest, BF16WeightLinearAMXTiles) {
+  SEED_TRACE();
+  llvm::Expected<moir::cpu::KernelOptions> host =
+      moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, true, false, true);
+  ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
+  if (!host->amx)
+    GTEST_SKIP() << "unsupported: the host has no AMX-BF16";
+  using moir::frontend::fromBF16;
+  using moir::frontend::toBF16;
+  for (auto [N, K] : {std::pair{37, 96}, {48, 32}, {16, 64}, {100, 1024}, {7, 64}}) {
+    SCOPED_TRACE("N " + std::to_string(N) + " K " + std::to_string(K));
+    std::string ks = std::to_string(K), ns = std::to_string(N);
+    std::string act = "tensor<?x" + ks + "xf32>", wt = "tensor<" + ns + "x" + ks + "xbf16>",
+                out = "tensor<?x" + ns + "xf32>";
+    Kernel kernel("func.func @forward(%x: " + act + ", %w: " + wt + ") -> " + out + " {\n" +
+                      "  %y = llm.linear %x, %w : (" + act + ", " + wt + ") -> " + out + "\n" +
+                      "  return %y : " + out + "\n}",
+                  /*int8Dot=*/false, /*bf16Dot=*/true, /*amx=*/true);
+    ASSERT_TRUE(kernel.ok()) << kernel.error;
+    EXPECT_TRUE(kernel.usesTiles) << "no AMX tiles in the code";
+    std::vector<uint16_t> w(N * K);
+    std::vector<float> wf = random(N * K);
+    for (int i = 0; i < N * K; ++i)
+      w[i] = toBF16(wf[i]);
+    for (int T : {16, 37, 64, 80, 5}) {
+      SCOPED_TRACE(std::to_string(T) + " rows");
+      std::vector<float> x = random(T * K);
+      std::vector<float> y(T * N, std::nanf(""));
+      kernel.run({{x.data(), {T, K}}, {w.data(), {N, K}}, {y.data(), {T, N}}});
+      std::vector<double> ref(T * N, 0.0);
+      for (int t = 0; t < T; ++t)
+        for (int n = 0; n < N; ++n)
+          for (int k = 0; k < K; ++k)
+            ref[t * N + n] += double(fromBF16(toBF16(x[t * K + k]))) *
+                              double(fromBF16(w[n * K + k]));
       expectClose(y, ref, 1e-5);
     }
   }

@@ -24,8 +24,11 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
     shape.vectorWidth = kernels.vectorWidth;
     shape.bf16Dot = kernels.bf16Dot;
     shape.int8Dot = kernels.int8Dot;
+    shape.amx = kernels.amx;
     shape.int8Decode = kernels.int8Decode;
     pm.addPass(createCPUContractionKernelsPass(shape));
+    if (kernels.amx)
+      pm.addPass(createCPULowerAMXPass());
   }
   pm.addPass(createCPUParallelizePass());
   pm.addPass(createCPUApproximateMathPass());

@@ -15,6 +15,7 @@
 #include "moir/Target/CPU/CPUTarget.h"
 #include "MoIR/IR/MoIRDialect.h"
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
@@ -286,6 +287,9 @@ void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
+  /// The broadcast kernel's products on AMX tiles (tdpbf16ps) where the
+  /// depth is whole tiles.
+  bool amx = false;
 };
 
 /// What both kernel builders emit with: index constants, loops, f32 of a
@@ -533,6 +537,49 @@ protected:
     return result;
   }
 
+  /// A group's sums as `columns` (column j: lane l holds the output of the
+  /// group's row l and column n0 + j, rows in groups of vw interleaved one
+  /// per lane): transposed to rows, each added to C where it is one of the
+  /// product's `rows` rows (lane l of group G is row G * vw + l - first).
+  void addGroupColumns(Value c, Value rows, Value first, Value group, ArrayRef<Value> columns,
+                       Value n0) {
+    int64_t vw = cast<VectorType>(columns.front().getType()).getDimSize(0), tn = columns.size();
+    SmallVector<Value> rowVecs = tn == 1 ? SmallVector<Value>() : columnsToRows(columns);
+    Value start = arith::SubIOp::create(b, loc, arith::MulIOp::create(b, loc, group, cst(vw)),
+                                        first);
+    auto rowOf = [&](int64_t l) {
+      return arith::AddIOp::create(b, loc, start, cst(l)).getResult();
+    };
+    auto addRow = [&](int64_t l) {
+      Value sums = tn == 1 ? vector::ShuffleOp::create(b, loc, columns[0], columns[0],
+                                                        ArrayRef<int64_t>{l})
+                                 .getResult()
+                           : rowVecs[l];
+      addRowSums(c, {rowOf(l)}, n0, {sums});
+    };
+    // The whole group is this product's: no checks.
+    Value whole = arith::AndIOp::create(
+        b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, start, cst(0)),
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle,
+                              arith::AddIOp::create(b, loc, start, cst(vw)), rows));
+    auto branch = scf::IfOp::create(b, loc, whole, /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(branch.thenBlock());
+    for (int64_t l = 0; l < vw; ++l)
+      addRow(l);
+    b.setInsertionPointToStart(branch.elseBlock());
+    for (int64_t l = 0; l < vw; ++l) {
+      Value row = rowOf(l);
+      Value mine = arith::AndIOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, row, cst(0)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, rows));
+      auto one = scf::IfOp::create(b, loc, mine, /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(one.thenBlock());
+      addRow(l);
+    }
+  }
+
   /// acc + x * y (contractable to one FMA).
   Value scalarFMA(Value x, Value y, Value acc) {
     auto fast = arith::FastMathFlags::contract;
@@ -702,6 +749,8 @@ private:
     Value endGroup = arith::CeilDivUIOp::create(
         b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
     Value count = arith::SubIOp::create(b, loc, endGroup, pairFirstGroup);
+    if (amxDepth())
+      return tileSweep(count, parallel);
     KernelShape pairShape = shape;
     pairShape.tileN = std::min<int64_t>(8, vw);
     pairShape.blockN = shape.blockN / pairShape.tileN * pairShape.tileN;
@@ -753,45 +802,122 @@ private:
                                                           ys[j]));
           scf::YieldOp::create(b, loc, next);
         });
-    // Each group's accumulators are columns over its rows: transposed to
-    // rows, each added to C where it is one of this product's rows (lane l
-    // of group G is row G * vw + l - first).
-    for (int64_t i = 0; i < tg; ++i) {
-      SmallVector<Value> columns(loop.getResults().begin() + i * tn,
-                                 loop.getResults().begin() + (i + 1) * tn);
-      SmallVector<Value> rowVecs = tn == 1 ? SmallVector<Value>() : columnsToRows(columns);
-      Value start = arith::SubIOp::create(b, loc, arith::MulIOp::create(b, loc, groupsOf[i], cst(vw)),
-                                          pairFirst);
-      auto rowOf = [&](int64_t l) { return arith::AddIOp::create(b, loc, start, cst(l)).getResult(); };
-      auto addRow = [&](int64_t l) {
-        Value sums = tn == 1 ? vector::ShuffleOp::create(b, loc, columns[0], columns[0],
-                                                          ArrayRef<int64_t>{l})
-                                   .getResult()
-                             : rowVecs[l];
-        addRowSums(c, {rowOf(l)}, n0, {sums});
+    for (int64_t i = 0; i < tg; ++i)
+      addGroupColumns(c, rows, pairFirst, groupsOf[i],
+                      SmallVector<Value>(loop.getResults().begin() + i * tn,
+                                         loop.getResults().begin() + (i + 1) * tn),
+                      n0);
+  }
+
+  /// AMX tiles are 16 rows of 64 bytes: 16 weight rows x 32 bf16 (the
+  /// left operand), 16 pairs x 16 activation rows (the right operand, as
+  /// PairedRows lays out a group at 16 lanes), 16 x 16 f32 sums.
+  static constexpr int64_t kTileRows = 16, kTileDepth = 32;
+
+  /// Whether the broadcast kernel's products go to AMX tiles: 16 lanes and
+  /// a depth of whole tiles.
+  bool amxDepth() const {
+    return shape.amx && shape.vectorWidth == kTileRows &&
+           cast<MemRefType>(a.getType()).getDimSize(1) % kTileDepth == 0;
+  }
+
+  /// The broadcast kernel's products on AMX tiles (tdpbf16ps): each tile
+  /// product multiplies 16 weight rows by one group's 16 activation rows
+  /// over 32 of the depth, C transposed (weight rows down, activation rows
+  /// across), so both operands are read as they lie: the weights' rows as
+  /// stored, a group's pairs as PairedRows made them. Work items are blocks
+  /// of weight rows (blockN rounded up to 32); in each, tiles of 2 x 2
+  /// accumulators (32 weight rows x 2 groups; 1 where fewer are left) stay
+  /// in tile registers over the depth, are stored to a buffer and
+  /// added to C transposed. Weight rows past whole tiles of 16 take the
+  /// vdpbf16ps tiles.
+  void tileSweep(Value groups, bool parallel) {
+    int64_t pairRows = 2 * kTileRows;
+    int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, pairRows)) * pairRows;
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
+      Value hi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
+      auto wholeTiles = [&](Value from, int64_t rowsPer) {
+        Value span = arith::SubIOp::create(b, loc, hi, from);
+        return arith::AddIOp::create(
+                   b, loc, from,
+                   arith::MulIOp::create(
+                       b, loc, arith::DivUIOp::create(b, loc, span, cst(rowsPer)), cst(rowsPer)))
+            .getResult();
       };
-      // The whole group is this product's: no checks.
-      Value whole = arith::AndIOp::create(
-          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, start, cst(0)),
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle,
-                                arith::AddIOp::create(b, loc, start, cst(vw)), rows));
-      auto branch = scf::IfOp::create(b, loc, whole, /*withElseRegion=*/true);
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(branch.thenBlock());
-      for (int64_t l = 0; l < vw; ++l)
-        addRow(l);
-      b.setInsertionPointToStart(branch.elseBlock());
-      for (int64_t l = 0; l < vw; ++l) {
-        Value row = rowOf(l);
-        Value mine = arith::AndIOp::create(
-            b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, row, cst(0)),
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, rows));
-        auto one = scf::IfOp::create(b, loc, mine, /*withElseRegion=*/false);
-        OpBuilder::InsertionGuard inner(b);
-        b.setInsertionPointToStart(one.thenBlock());
-        addRow(l);
+      Value pairEnd = wholeTiles(lo, pairRows);
+      Value tileEnd = wholeTiles(pairEnd, kTileRows);
+      Value groupPairs = arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, groups, cst(2)), cst(2));
+      // The work item's buffer for its tiles' sums (4 KB; a heap block,
+      // as an alloca scope cannot hold the loops once they are branches).
+      auto sumsType = MemRefType::get({4 * kTileRows * kTileRows}, b.getF32Type());
+      Value sums = memref::AllocOp::create(b, loc, sumsType, b.getI64IntegerAttr(64));
+      auto overGroups = [&](int64_t tn, Value n0, auto &&tileFn) {
+        forLoop(cst(0), groupPairs, cst(2), [&](Value g0) { tileFn(2, tn, g0, n0); });
+        forLoop(groupPairs, groups, cst(1), [&](Value g0) { tileFn(1, tn, g0, n0); });
+      };
+      auto amx = [&](int64_t tg, int64_t tn, Value g0, Value n0) { amxTile(tg, tn, g0, n0, sums); };
+      auto vdp = [&](int64_t tg, int64_t tn, Value g0, Value n0) { pairTile(tg, tn, g0, n0); };
+      forLoop(lo, pairEnd, cst(pairRows), [&](Value n0) { overGroups(2, n0, amx); });
+      forLoop(pairEnd, tileEnd, cst(kTileRows), [&](Value n0) { overGroups(1, n0, amx); });
+      forLoop(tileEnd, hi, cst(1), [&](Value n0) { overGroups(1, n0, vdp); });
+      memref::DeallocOp::create(b, loc, sums);
+    });
+  }
+
+  /// Outputs C[rows of groups g0 .. g0+tg, n0 .. n0 + 16 tn] on AMX tiles,
+  /// through `sums` (room for tg * tn tiles of f32).
+  void amxTile(int64_t tg, int64_t tn, Value g0, Value n0, Value sums) {
+    int64_t vw = shape.vectorWidth;
+    int64_t depthStatic = cast<MemRefType>(a.getType()).getDimSize(1);
+    int64_t pairCount = depthStatic / 2, tileArea = kTileRows * kTileRows;
+    auto operandType = amx::TileType::get({kTileRows, kTileDepth}, b.getBF16Type());
+    auto sumType = amx::TileType::get({kTileRows, kTileRows}, b.getF32Type());
+    SmallVector<Value> groupsOf = indices(arith::AddIOp::create(b, loc, pairFirstGroup, g0), tg);
+    SmallVector<Value> bases, weightRows = indices(n0, tn, kTileRows);
+    for (Value g : groupsOf)
+      bases.push_back(arith::MulIOp::create(b, loc, g, cst(pairCount * vw)));
+    // One tilezero per accumulator: each its own tile register.
+    SmallVector<Value> inits;
+    for (int64_t t = 0; t < tg * tn; ++t)
+      inits.push_back(amx::TileZeroOp::create(b, loc, sumType));
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), cst(depthStatic / kTileDepth), cst(1), inits,
+        [&](OpBuilder &nb, Location, Value step, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value k = arith::MulIOp::create(b, loc, step, cst(kTileDepth));
+          // The step's 16 pairs of a group: 16 rows of vw words.
+          Value offset = arith::MulIOp::create(b, loc, step, cst(kTileDepth / 2 * vw));
+          SmallVector<Value> ws, xs, next;
+          for (Value row : weightRows)
+            ws.push_back(amx::TileLoadOp::create(b, loc, operandType, w, ValueRange{row, k}));
+          for (Value base : bases)
+            xs.push_back(amx::TileLoadOp::create(
+                b, loc, operandType, pairs,
+                ValueRange{arith::AddIOp::create(b, loc, base, offset)}, cst(vw)));
+          for (int64_t i = 0; i < tg; ++i)
+            for (int64_t j = 0; j < tn; ++j)
+              next.push_back(amx::TileMulFOp::create(b, loc, sumType, ws[j], xs[i],
+                                                     accs[i * tn + j]));
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t t = 0; t < tg * tn; ++t)
+      amx::TileStoreOp::create(b, loc, sums, ValueRange{cst(t * tileArea)}, loop.getResult(t),
+                               cst(kTileRows));
+    // Tile (i, j)'s row r is weight row n0 + 16 j + r over group i's rows.
+    auto laneType = VectorType::get({kTileRows}, b.getF32Type());
+    for (int64_t i = 0; i < tg; ++i)
+      for (int64_t j = 0; j < tn; ++j) {
+        SmallVector<Value> columns;
+        for (int64_t r = 0; r < kTileRows; ++r)
+          columns.push_back(vector::LoadOp::create(
+              b, loc, laneType, sums, ValueRange{cst((i * tn + j) * tileArea + r * kTileRows)}));
+        addGroupColumns(c, rows, pairFirst, groupsOf[i], columns, weightRows[j]);
       }
-    }
   }
 
   /// The lane-sum kernel: each step loads tile-m activation rows and
@@ -1761,8 +1887,123 @@ private:
     Value endGroup = arith::CeilDivUIOp::create(
         b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
     Value count = arith::SubIOp::create(b, loc, endGroup, firstGroup);
+    if (onTiles())
+      return amxSweep(count, parallel);
     sweepRowBlocks(count, cols, kInt8Groups, shape, parallel,
                    [&](int64_t tg, int64_t tn, Value g0, Value n0) { int8Tile(tg, tn, g0, n0); });
+  }
+
+  /// AMX tiles hold 16 rows of up to 64 bytes: 16 weight rows x a block's
+  /// codes (the left operand), the block's 4-code words x 16 activation
+  /// rows as the quantized rows lay out a group (the right one), 16 x 16
+  /// i32 sums.
+  static constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
+
+  /// Whether the int8 products run on AMX tiles (tdpbssd): int8 codes
+  /// (nibbles would need unpacking first), 16 lanes, blocks of at most 64.
+  bool onTiles() const {
+    return shape.amx && !nibbles && shape.vectorWidth == kTileRows && unit % 4 == 0 &&
+           unit <= 64;
+  }
+
+  /// The int8 products on AMX tiles: per block of `unit` codes, one
+  /// tdpbssd multiplies 16 weight rows' codes as stored (signed: no bias,
+  /// no corrections) by one group's 16 activation rows, C transposed; the
+  /// sums go through the work item's buffer into the same per-block
+  /// scaling as the vector kernel's (int8Tile with 1 group x 16 weight
+  /// rows, whose accumulators are columns of C over the group's rows).
+  /// Work items are blocks of weight rows (blockN rounded up to 16); in
+  /// each, every group passes over each 16 rows' codes while they are in
+  /// cache. Weight rows past whole tiles of 16 take the vector kernel.
+  void amxSweep(Value count, bool parallel) {
+    int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, kTileRows)) * kTileRows;
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
+      Value hi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
+      Value tileEnd = arith::AddIOp::create(
+          b, loc, lo,
+          arith::MulIOp::create(
+              b, loc,
+              arith::DivUIOp::create(b, loc, arith::SubIOp::create(b, loc, hi, lo),
+                                     cst(kTileRows)),
+              cst(kTileRows)));
+      tileSums = memref::AllocOp::create(b, loc, MemRefType::get({4 * kTileArea}, b.getI32Type()),
+                                         b.getI64IntegerAttr(64));
+      forLoop(lo, tileEnd, cst(kTileRows), [&](Value n0) {
+        forLoop(cst(0), count, cst(1), [&](Value g) { int8Tile(1, kTileRows, g, n0); });
+      });
+      Value buffer = tileSums;
+      tileSums = nullptr;
+      Value pairs = arith::MulIOp::create(
+          b, loc, arith::DivUIOp::create(b, loc, count, cst(kInt8Groups)), cst(kInt8Groups));
+      forLoop(tileEnd, hi, cst(1), [&](Value n0) {
+        forLoop(cst(0), pairs, cst(kInt8Groups),
+                [&](Value g) { int8Tile(kInt8Groups, 1, g, n0); });
+        forLoop(pairs, count, cst(1), [&](Value g) { int8Tile(1, 1, g, n0); });
+      });
+      memref::DeallocOp::create(b, loc, buffer);
+    });
+  }
+
+  /// The i32 sums of blocks `us` for weight rows n0 .. n0 + 16 and group
+  /// `group`'s rows on AMX tiles, block us[i] stored to slot slots[i] of
+  /// the work item's buffer: 16 rows (weight rows) of 16 lanes (the
+  /// group's rows). Every product is issued before any store, so two
+  /// blocks' products sit in different tile registers and overlap (tile
+  /// registers are not renamed: a tile reused at once waits on the store).
+  void storeTileSums(Value group, ArrayRef<Value> us, Value n0, ArrayRef<Value> slots) {
+    Type i8 = b.getI8Type(), i32 = b.getI32Type();
+    auto weightsType = amx::TileType::get({kTileRows, unit}, i8);
+    auto actsType = amx::TileType::get({unit / 4, 4 * kTileRows}, i8);
+    auto sumsType = amx::TileType::get({kTileRows, kTileRows}, i32);
+    SmallVector<Value> products;
+    for (Value u : us) {
+      Value zero = amx::TileZeroOp::create(b, loc, sumsType);
+      Value weights = amx::TileLoadOp::create(
+          b, loc, weightsType, data, ValueRange{n0, arith::MulIOp::create(b, loc, u, cst(unit))});
+      Value word = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, group, words),
+                                         arith::MulIOp::create(b, loc, u, cst(unit / 4)));
+      Value acts = amx::TileLoadOp::create(
+          b, loc, actsType, quantized.codes,
+          ValueRange{arith::MulIOp::create(b, loc, word, cst(kTileRows))}, cst(kTileRows));
+      products.push_back(amx::TileMulIOp::create(b, loc, sumsType, weights, acts, zero));
+    }
+    for (auto [product, slot] : llvm::zip(products, slots))
+      amx::TileStoreOp::create(b, loc, tileSums,
+                               ValueRange{arith::MulIOp::create(b, loc, slot, cst(kTileArea))},
+                               product, cst(kTileRows));
+  }
+
+  /// Block u's sums for weight rows n0 .. n0 + 16 and `group`'s rows, one
+  /// vector per weight row. The blocks are pipelined through the buffer's
+  /// slots: block u's sums were stored a step or two before (the first
+  /// ones before the loop, tileSumsAhead); a step first issues the product
+  /// of the block `ahead` on (the last block's again past the end), whose
+  /// latency then overlaps this block's scaling instead of every step
+  /// waiting on its own product. In pairs (tilePairs), the first step of a
+  /// pair issues both products two blocks on, the second none.
+  SmallVector<Value> tileBlockSums(Value group, Value u, Value n0) {
+    int64_t ahead = tilePairs ? 2 : 1, slotCount = 2 * ahead;
+    Value last = arith::SubIOp::create(b, loc, units, cst(1));
+    SmallVector<Value> us, slots;
+    for (int64_t i = 0; i < (tilePairs ? 2 * (1 - tilePhase) : 1); ++i) {
+      Value later = arith::AddIOp::create(b, loc, u, cst(ahead + i));
+      us.push_back(arith::MinUIOp::create(b, loc, later, last));
+      slots.push_back(arith::RemUIOp::create(b, loc, later, cst(slotCount)));
+    }
+    if (!us.empty())
+      storeTileSums(group, us, n0, slots);
+    Value base = arith::MulIOp::create(
+        b, loc, arith::RemUIOp::create(b, loc, u, cst(slotCount)), cst(kTileArea));
+    SmallVector<Value> sums;
+    auto rowType = VectorType::get({kTileRows}, b.getI32Type());
+    for (int64_t j = 0; j < kTileRows; ++j)
+      sums.push_back(vector::LoadOp::create(
+          b, loc, rowType, tileSums,
+          ValueRange{arith::AddIOp::create(b, loc, base, cst(j * kTileRows))}));
+    return sums;
   }
 
   /// Weight row n's four bytes from byte `byte` on, as one i32.
@@ -1813,24 +2054,28 @@ private:
           for (Value g : groupsOf)
             blockOf.push_back(
                 arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, g, units), u));
-          SmallVector<Value> sums;
-          for (int64_t i = 0; i < tg; ++i) {
-            Value init = zeroI;
-            if (!nibbles && !sdot())
-              init = vector::LoadOp::create(
-                  b, loc, iVec, quantized.corrections,
-                  ValueRange{arith::MulIOp::create(b, loc, blockOf[i], cst(vw))});
-            sums.append(tn, init);
-          }
-          // Word c of this block of group i's rows.
-          Value firstWord = arith::MulIOp::create(b, loc, u, cst(unit / 4));
-          auto acts = [&](int64_t i, int64_t c) {
-            Value word = arith::AddIOp::create(
-                b, loc, arith::MulIOp::create(b, loc, groupsOf[i], words),
-                arith::AddIOp::create(b, loc, firstWord, cst(c)));
-            return vector::LoadOp::create(b, loc, iVec, quantized.codes,
-                                          ValueRange{arith::MulIOp::create(b, loc, word, cst(vw))})
-                .getResult();
+          // The block's i32 sums per (group, weight row): on tiles, or by
+          // VNNI dot products of each weight row's codes broadcast to every
+          // lane.
+          auto vectorSums = [&] {
+            SmallVector<Value> sums;
+            for (int64_t i = 0; i < tg; ++i) {
+              Value init = zeroI;
+              if (!nibbles && !sdot())
+                init = vector::LoadOp::create(
+                    b, loc, iVec, quantized.corrections,
+                    ValueRange{arith::MulIOp::create(b, loc, blockOf[i], cst(vw))});
+              sums.append(tn, init);
+            }
+            // Word c of this block of group i's rows.
+            Value firstWord = arith::MulIOp::create(b, loc, u, cst(unit / 4));
+            auto acts = [&](int64_t i, int64_t c) {
+              Value word = arith::AddIOp::create(
+                  b, loc, arith::MulIOp::create(b, loc, groupsOf[i], words),
+                  arith::AddIOp::create(b, loc, firstWord, cst(c)));
+              return vector::LoadOp::create(b, loc, iVec, quantized.codes,
+                                            ValueRange{arith::MulIOp::create(b, loc, word, cst(vw))})
+                  .getResult();
           };
           auto accumulate = [&](int64_t j, int64_t c, Value weights) {
             for (int64_t i = 0; i < tg; ++i)
@@ -1858,6 +2103,10 @@ private:
                                                  low));
               }
           }
+          return sums;
+          };
+          SmallVector<Value> sums =
+              tileSums ? tileBlockSums(groupsOf[0], u, q[0]) : vectorSums();
           SmallVector<Value> ws, os, as, ss;
           for (int64_t j = 0; j < tn; ++j) {
             ws.push_back(paramOf(j, 0));
@@ -1883,9 +2132,27 @@ private:
             }
           return next;
     };
+    // On tiles, the first blocks' products go first (tileBlockSums), in
+    // pairs where the loop's count is known to be even (not superblocks,
+    // whose loop is nested per superblock).
+    int64_t staticDepth = cast<MemRefType>(a.getType()).getDimSize(1);
+    tilePairs = tileSums && !superblocks && !ShapedType::isDynamic(staticDepth) &&
+                staticDepth % (2 * unit) == 0;
+    if (tileSums) {
+      SmallVector<Value> first = {cst(0)};
+      if (tilePairs)
+        first.push_back(cst(1));
+      storeTileSums(groupsOf[0], first, q[0], first);
+    }
     // The blocks are the groups when the weights have superblocks (Q4_K,
     // Q5_K: 32; Q6_K: 16).
-    scf::ForOp unitLoop = groupLoop(q, units, group / unit, inits, fVec, unitStep);
+    scf::ForOp unitLoop = groupLoop(q, units, group / unit, inits, fVec, unitStep, tilePairs);
+    // On tiles (one group x 16 weight rows), the accumulators transposed to
+    // C's rows: 16 contiguous row updates instead of 16 gathers and
+    // scatters, which cost about as much as the tile's whole depth of 1024.
+    if (tileSums)
+      return addGroupColumns(c, rows, firstRow, groupsOf[0],
+                             SmallVector<Value>(unitLoop.getResults()), q[0]);
     // Each accumulator is a column of C over a group's rows: added with a
     // masked gather and scatter along C's rows (lane l of group G is this
     // kernel's row G * vw + l - first, stored when in [0, rows)).
@@ -2026,7 +2293,25 @@ private:
   /// products: 82 against 117 tok/s on Mixtral-shaped Q4_K; the groups
   /// unrolled over the vectors spilled them.)
   scf::ForOp groupLoop(ArrayRef<Value> q, Value count, int64_t perGroup, ValueRange inits,
-                       VectorType vecType, StepFn step) {
+                       VectorType vecType, StepFn step, bool pairs = false) {
+    // Two steps per iteration (a count known to be even): step i, then i + 1.
+    if (pairs)
+      return scf::ForOp::create(
+          b, loc, cst(0), count, cst(2), inits,
+          [&](OpBuilder &nb, Location, Value i, ValueRange accs) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(nb.getInsertionBlock());
+            SmallVector<Value> next(accs.begin(), accs.end());
+            for (int64_t half = 0; half < 2; ++half) {
+              Value at = half ? arith::AddIOp::create(b, loc, i, cst(1)).getResult() : i;
+              Value g = arith::DivUIOp::create(b, loc, at, cst(perGroup));
+              tilePhase = half;
+              next = step(at, next, [&](int64_t j, int64_t part) {
+                return broadcastParam(q[j], g, part, vecType);
+              });
+            }
+            scf::YieldOp::create(b, loc, next);
+          });
     if (!superblocks || perGroup != 1)
       return scf::ForOp::create(
           b, loc, cst(0), count, cst(1), inits,
@@ -2282,6 +2567,13 @@ private:
   // quantization with this kernel's first row in it.
   Value rowBase, hoistedFirst;
   std::optional<HoistedRowCodes> hoistedRows;
+  // On AMX tiles (amxSweep): the work item's buffer for the tiles' i32
+  // sums (4 slots of 16 x 16); null on the vector kernels. The unit loop
+  // takes blocks in pairs when tilePairs, tilePhase saying which of the
+  // pair a step is.
+  Value tileSums;
+  bool tilePairs = false;
+  int64_t tilePhase = 0;
 };
 
 struct CPUContractionKernelsPass
@@ -2317,7 +2609,12 @@ struct CPUContractionKernelsPass
                                 "AVX512-VNNI)");
       return signalPassFailure();
     }
-    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot};
+    if (amx && ((!bf16Dot && !int8Dot) || vectorWidth != 16)) {
+      getOperation()->emitError("moir-cpu-contraction-kernels: amx needs bf16-dot or int8-dot "
+                                "and a vector width of 16 f32 lanes (AVX-512)");
+      return signalPassFailure();
+    }
+    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, amx};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))
@@ -2370,7 +2667,31 @@ struct CPUContractionKernelsPass
         buildBatched(b, op, shape, precise, form, parallel);
       op.erase();
     }
+    markTileUse();
   }
+
+  /// Code that uses AMX tiles exports `moir_uses_amx` (an i32, 1): Linux
+  /// grants a process the tiles' state only when asked (arch_prctl), so
+  /// the runtime asks when it loads such code, and says so where the
+  /// kernel refuses, instead of the first tile instruction faulting.
+  void markTileUse() {
+    bool used = false;
+    getOperation()->walk([&](Operation *op) {
+      if (!isa<amx::TileMulFOp, amx::TileMulIOp>(op))
+        return WalkResult::advance();
+      used = true;
+      return WalkResult::interrupt();
+    });
+    auto module = dyn_cast<ModuleOp>(getOperation());
+    if (!module)
+      module = getOperation()->getParentOfType<ModuleOp>();
+    if (!used || !module || module.lookupSymbol(kTileMarker))
+      return;
+    OpBuilder b(module.getBodyRegion());
+    LLVM::GlobalOp::create(b, module.getLoc(), b.getI32Type(), /*isConstant=*/true,
+                           LLVM::Linkage::External, kTileMarker, b.getI32IntegerAttr(1));
+  }
+  static constexpr llvm::StringLiteral kTileMarker = "moir_uses_amx";
 
   /// Whether nothing inside `loop` writes `v` or a view of it.
   static bool onlyReadIn(Value v, Operation *loop) {

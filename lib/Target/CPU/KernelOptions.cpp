@@ -9,7 +9,7 @@ using namespace llvm;
 namespace moir::cpu {
 
 Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool contractionKernels,
-                                         bool bf16Dot, bool int8Dot) {
+                                         bool bf16Dot, bool int8Dot, bool amx) {
   Expected<std::unique_ptr<MCSubtargetInfo>> info = host::subtargetInfo(host);
   if (!info)
     return info.takeError();
@@ -26,6 +26,8 @@ Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool con
     kernels.bf16Dot = bf16Dot && has("avx512bf16") && has("avx512f");
     kernels.int8Dot = int8Dot && ((kernels.vectorWidth == 16 && has("avx512vnni")) ||
                                   (kernels.vectorWidth == 8 && has("avxvnni")));
+    kernels.amx = amx && (kernels.bf16Dot || kernels.int8Dot) && kernels.vectorWidth == 16 &&
+                  has("amx-tile") && has("amx-bf16") && has("amx-int8");
   }
   if (triple.isAArch64())
     kernels.int8Dot = int8Dot && has("dotprod");

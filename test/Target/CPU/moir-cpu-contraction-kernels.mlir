@@ -7,6 +7,9 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=NODEC
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=nibbles" -split-input-file | FileCheck %s --check-prefix=NIB
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=yes" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADDEC
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true amx=true" -split-input-file | FileCheck %s --check-prefix=AMX
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="amx=true" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADAMX
+// BADAMX: amx needs bf16-dot or int8-dot and a vector width of 16 f32 lanes
 // BADDEC: int8-decode must be none, nibbles or all, not 'yes'
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
@@ -545,5 +548,55 @@ func.func @shared_rows(%n: index, %m: index, %w: memref<32x64xbf16>, %y: memref<
     }
   }
   memref.dealloc %x : memref<?x64xf32>
+  return
+}
+
+// -----
+
+// With amx as well (AMX-BF16), the broadcast kernel's products over a depth
+// of whole 32s run on AMX tiles, C transposed: each tdpbf16ps multiplies 16
+// weight rows as stored (16 x 32 bf16, the weights' own row stride) by one
+// group's 16 pairs as paired (16 rows of 16 i32 words), into 16 x 16 f32
+// sums. Tiles of 2 x 2 accumulators (32 weight rows x 2 groups) stay in tile
+// registers over the depth (2 steps of 32), are stored to the work item's
+// buffer and added to C by rows; a last odd group takes 2 x 1. The 16 weight
+// rows past the pair (48 = 32 + 16) take 1 x 2 and 1 x 1 tiles; rows past
+// whole tiles (none here) would take the vdpbf16ps tiles. The module
+// exports moir_uses_amx for the runtime.
+// (@shared_rows above, of depth 64, is on tiles too: its module has the
+// marker first.)
+// AMX: llvm.mlir.global external constant @moir_uses_amx(1 : i32)
+// AMX-NEXT: func.func @shared_rows
+// AMX: llvm.mlir.global external constant @moir_uses_amx(1 : i32)
+// AMX-NEXT: func.func @amx_tiles
+// AMX: %[[PAIRS:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// AMX: scf.parallel
+// AMX: %[[SUMS:.*]] = memref.alloc() {alignment = 64 : i64} : memref<1024xf32>
+// AMX-COUNT-4: amx.tile_zero : !amx.tile<16x16xf32>
+// AMX: scf.for {{.*}} = %c0{{.*}} to %c2{{.*}} step %c1{{.*}} iter_args({{[^)]*}}) -> (!amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>)
+// AMX-COUNT-2: amx.tile_load %arg1[{{.*}}] : memref<48x64xbf16> into !amx.tile<16x32xbf16>
+// AMX-COUNT-2: amx.tile_load %[[PAIRS]][{{.*}}], %c16{{.*}} : memref<?xi32> into !amx.tile<16x32xbf16>
+// AMX-COUNT-4: amx.tile_mulf {{.*}} : !amx.tile<16x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<16x16xf32>
+// AMX: scf.yield
+// AMX-COUNT-4: amx.tile_store %[[SUMS]][{{.*}}], {{.*}}, %c16{{.*}} : memref<1024xf32>, !amx.tile<16x16xf32>
+// AMX-COUNT-16: vector.load %[[SUMS]][{{.*}}] : memref<1024xf32>, vector<16xf32>
+// AMX: vector.store {{.*}}, %arg2{{.*}} : memref<?x48xf32>, vector<16xf32>
+// AMX: memref.dealloc %[[SUMS]]
+// Fewer rows (decode): the lane-sum kernel, as without amx.
+// AMX: } else {
+// AMX: x86vector.avx512.dot
+#mk = affine_map<(m, n, k) -> (m, k)>
+#nk = affine_map<(m, n, k) -> (n, k)>
+#mn = affine_map<(m, n, k) -> (m, n)>
+func.func @amx_tiles(%x: memref<?x64xf32>, %w: memref<48x64xbf16>, %y: memref<?x48xf32>) {
+  linalg.generic {indexing_maps = [#mk, #nk, #mn], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<48x64xbf16>)
+      outs(%y : memref<?x48xf32>) attrs = {moir.parallel} {
+  ^bb0(%a: f32, %b: bf16, %c: f32):
+    %e = arith.extf %b : bf16 to f32
+    %p = arith.mulf %a, %e fastmath<reassoc,contract> : f32
+    %s = arith.addf %p, %c fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
   return
 }

@@ -35,6 +35,9 @@ struct KernelOptions {
   /// dot products (AVX512-VNNI at 16 lanes, AVX-VNNI at 8, AArch64 dotprod
   /// at 4).
   bool int8Dot = false;
+  /// With bf16Dot or int8Dot at 16 lanes, their prefill products on AMX
+  /// tiles (AMX-BF16 and AMX-INT8).
+  bool amx = false;
   /// With int8Dot, which packed weights take int8 activations with fewer
   /// than 8 activation rows (decode) too: "none", "nibbles" (4-bit codes)
   /// or "all".
@@ -47,10 +50,12 @@ struct KernelOptions {
 /// The kernel shape for the host's CPU: 16 f32 lanes with AVX-512, 8 with
 /// AVX, 4 otherwise (SSE, NEON); bf16 dot products with AVX512-BF16 when
 /// `bf16Dot` asks for them; int8 dot products with AVX512-VNNI (AVX-VNNI at
-/// 8 lanes, dotprod on AArch64) when `int8Dot` asks for them.
+/// 8 lanes, dotprod on AArch64) when `int8Dot` asks for them; AMX tiles
+/// for those prefill products when `amx` asks for them and the CPU has
+/// AMX-BF16 and AMX-INT8 (with AVX-512).
 llvm::Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host,
                                                bool contractionKernels, bool bf16Dot,
-                                               bool int8Dot);
+                                               bool int8Dot, bool amx);
 
 /// Registers the CPU backend ("cpu") with the target backend registry.
 void registerCPUBackend();

@@ -82,6 +82,26 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
         vector.reduction <add>, ...
     ```
 
+    With `amx` as well (AMX-BF16), those broadcast-kernel products whose
+    depth is a multiple of 32 run on AMX tiles: `amx.tile_mulf` (tdpbf16ps)
+    multiplies 16 weight rows as stored (16 x 32 bf16) by one group's 16
+    activation rows as paired (16 pairs x 16 rows), so C comes out
+    transposed: 2 x 2 accumulator tiles (32 weight rows x 2 groups) stay in
+    tile registers over the depth, then are stored to a buffer and
+    added to C by rows. Weight rows past whole tiles of 16 keep the
+    vdpbf16ps tiles. With `int8-dot` and `amx`, the int8 path over int8
+    codes (not nibbles; blocks of at most 64) runs its i32 block sums on
+    tiles too: per block, `amx.tile_muli` (tdpbssd, signed x signed: no
+    bias, no corrections) multiplies 16 weight rows' codes as stored by one
+    group's quantized rows as laid out (the block's 4-code words x 16
+    rows), the sums go through a buffer into the same per-block scaling
+    (work items of 16 weight rows x 1 group, accumulators per weight row),
+    and the block products are issued one or two blocks ahead of their
+    scaling, alternating tiles, so their latency overlaps it; the
+    accumulators are added to C by rows. The module then exports
+    `moir_uses_amx`, for the runtime to request the tile state from the
+    kernel.
+
     Ops marked `moir.kernel` instead of `moir.parallel` are already one work
     item of an enclosing parallel loop (the fused experts' `scf.forall`):
     they get the same kernel with its blocks run sequentially.
@@ -128,6 +148,10 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
            "multiply integer-coded packed weights with int8-quantized activations "
            "by dot products (vpdpbusd at vector-width 16 or 8, AArch64 sdot at 4)">,
+    Option<"amx", "amx", "bool", /*default=*/"false",
+           "at vector-width 16, with bf16-dot the broadcast kernel's products of depths "
+           "that are whole 32s on AMX tiles (tdpbf16ps), with int8-dot the int8 products "
+           "of int8 codes (tdpbssd)">,
     Option<"int8Decode", "int8-decode", "std::string", /*default=*/"\"none\"",
            "with int8-dot, the packed weights whose products with fewer than 8 activation "
            "rows (decode) take int8 activations too, one row at a time: none, nibbles "
@@ -136,9 +160,41 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
     "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect",
+    "::mlir::amx::AMXDialect",
     "::mlir::arith::ArithDialect", "::mlir::affine::AffineDialect",
     "::mlir::math::MathDialect", "::mlir::LLVM::LLVMDialect"
   ];
+}
+
+def CPULowerAMXPass : Pass<"moir-cpu-lower-amx"> {
+  let summary = "AMX tile ops to LLVM's tile intrinsics, before loops become branches";
+  let description = [{
+    The contraction kernels' AMX tiles (`amx.tile_zero`, `tile_load`,
+    `tile_mulf`, `tile_store`) become calls of LLVM's `llvm.x86.*.internal`
+    intrinsics on `!llvm.x86_amx` values, and the `scf.for` loops that carry
+    accumulator tiles carry those values instead. This runs right after
+    `moir-cpu-contraction-kernels`: once the loops are branches (and their
+    bodies OpenMP regions), the later conversions to LLVM, each with its own
+    type converter, would meet block arguments of `!amx.tile` type they
+    cannot convert. Everything else is left as it is (memref and index
+    operands of the tile ops reach the intrinsics through casts that the
+    final conversions reconcile). LLVM's X86 backend then configures the
+    tiles (`ldtilecfg`) from the shapes the intrinsics carry.
+
+    ```mlir
+    // before
+    %r = scf.for %k = ... iter_args(%acc = %z) -> (!amx.tile<16x16xf32>) {
+      %p = amx.tile_mulf %a, %b, %acc : !amx.tile<16x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<16x16xf32>
+      scf.yield %p : !amx.tile<16x16xf32>
+    }
+    // after
+    %r = scf.for %k = ... iter_args(%acc = %z) -> (!llvm.x86_amx) {
+      %p = llvm.call_intrinsic "llvm.x86.tdpbf16ps.internal"(...) : (...) -> !llvm.x86_amx
+      scf.yield %p : !llvm.x86_amx
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
 def CPUApproximateMathPass : Pass<"moir-cpu-approximate-math"> {

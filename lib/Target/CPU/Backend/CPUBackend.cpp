@@ -30,7 +30,7 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
                                    decode + "'");
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
-                       options.cpu.bf16Dot, options.cpu.int8Dot);
+                       options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
   if (kernels)
     kernels->int8Decode = options.cpu.int8Decode;
   return kernels;
