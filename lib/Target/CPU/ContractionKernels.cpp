@@ -1899,11 +1899,37 @@ private:
   /// i32 sums.
   static constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
 
-  /// Whether the int8 products run on AMX tiles (tdpbssd): int8 codes
-  /// (nibbles would need unpacking first), 16 lanes, blocks of at most 64.
+  /// Whether the int8 products run on AMX tiles (tdpbssd): 16 lanes,
+  /// blocks of at most 64 codes; nibbles (groups of 32) are unpacked to
+  /// bytes first, 16 weight rows at a time (unpackRows).
   bool onTiles() const {
-    return shape.amx && !nibbles && shape.vectorWidth == kTileRows && unit % 4 == 0 &&
-           unit <= 64;
+    return shape.amx && shape.vectorWidth == kTileRows && unit % 4 == 0 && unit <= 64 &&
+           (!nibbles || unit == 32);
+  }
+
+  /// Weight rows n0 .. n0 + 16's nibbles as one byte per code, in order,
+  /// into `unpacked` [16, depth] (a group of 32 is 16 bytes: byte e holds
+  /// codes e, low nibble, and 16 + e, high). Once per 16 rows, for every
+  /// group of activation rows that passes over them.
+  void unpackRows(Value n0) {
+    auto bytes = VectorType::get({16}, b.getI8Type());
+    auto splat = [&](int8_t v) {
+      return arith::ConstantOp::create(b, loc, bytes, DenseElementsAttr::get(bytes, v)).getResult();
+    };
+    Value low = splat(0x0F), four = splat(4);
+    forLoop(cst(0), cst(kTileRows), cst(1), [&](Value r) {
+      Value row = arith::AddIOp::create(b, loc, n0, r);
+      forLoop(cst(0), arith::DivUIOp::create(b, loc, depth, cst(32)), cst(1), [&](Value g) {
+        Value v = vector::LoadOp::create(b, loc, bytes, data,
+                                         ValueRange{row, arith::MulIOp::create(b, loc, g, cst(16))});
+        Value at = arith::MulIOp::create(b, loc, g, cst(32));
+        vector::StoreOp::create(b, loc, arith::AndIOp::create(b, loc, v, low), unpacked,
+                                ValueRange{r, at});
+        vector::StoreOp::create(
+            b, loc, arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, v, four), low),
+            unpacked, ValueRange{r, arith::AddIOp::create(b, loc, at, cst(16))});
+      });
+    });
   }
 
   /// The int8 products on AMX tiles: per block of `unit` codes, one
@@ -1931,11 +1957,20 @@ private:
               cst(kTileRows)));
       tileSums = memref::AllocOp::create(b, loc, MemRefType::get({4 * kTileArea}, b.getI32Type()),
                                          b.getI64IntegerAttr(64));
+      if (nibbles)
+        unpacked = memref::AllocOp::create(
+            b, loc, MemRefType::get({kTileRows, ShapedType::kDynamic}, b.getI8Type()),
+            ValueRange{depth}, b.getI64IntegerAttr(64));
       forLoop(lo, tileEnd, cst(kTileRows), [&](Value n0) {
+        if (nibbles)
+          unpackRows(n0);
         forLoop(cst(0), count, cst(1), [&](Value g) { int8Tile(1, kTileRows, g, n0); });
       });
       Value buffer = tileSums;
       tileSums = nullptr;
+      if (unpacked)
+        memref::DeallocOp::create(b, loc, unpacked);
+      unpacked = nullptr;
       Value pairs = arith::MulIOp::create(
           b, loc, arith::DivUIOp::create(b, loc, count, cst(kInt8Groups)), cst(kInt8Groups));
       forLoop(tileEnd, hi, cst(1), [&](Value n0) {
@@ -1961,8 +1996,10 @@ private:
     SmallVector<Value> products;
     for (Value u : us) {
       Value zero = amx::TileZeroOp::create(b, loc, sumsType);
+      // Nibbles from their unpacked rows.
       Value weights = amx::TileLoadOp::create(
-          b, loc, weightsType, data, ValueRange{n0, arith::MulIOp::create(b, loc, u, cst(unit))});
+          b, loc, weightsType, unpacked ? unpacked : data,
+          ValueRange{unpacked ? cst(0) : n0, arith::MulIOp::create(b, loc, u, cst(unit))});
       Value word = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, group, words),
                                          arith::MulIOp::create(b, loc, u, cst(unit / 4)));
       Value acts = amx::TileLoadOp::create(
@@ -2568,10 +2605,11 @@ private:
   Value rowBase, hoistedFirst;
   std::optional<HoistedRowCodes> hoistedRows;
   // On AMX tiles (amxSweep): the work item's buffer for the tiles' i32
-  // sums (4 slots of 16 x 16); null on the vector kernels. The unit loop
+  // sums (4 slots of 16 x 16), and for nibbles the 16 weight rows' codes
+  // unpacked to bytes; null on the vector kernels. The unit loop
   // takes blocks in pairs when tilePairs, tilePhase saying which of the
   // pair a step is.
-  Value tileSums;
+  Value tileSums, unpacked;
   bool tilePairs = false;
   int64_t tilePhase = 0;
 };

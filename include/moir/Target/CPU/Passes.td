@@ -89,8 +89,9 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     transposed: 2 x 2 accumulator tiles (32 weight rows x 2 groups) stay in
     tile registers over the depth, then are stored to a buffer and
     added to C by rows. Weight rows past whole tiles of 16 keep the
-    vdpbf16ps tiles. With `int8-dot` and `amx`, the int8 path over int8
-    codes (not nibbles; blocks of at most 64) runs its i32 block sums on
+    vdpbf16ps tiles. With `int8-dot` and `amx`, the int8 path (blocks of at
+    most 64 codes; nibbles, in groups of 32, unpacked to bytes 16 weight
+    rows at a time into the work item's buffer) runs its i32 block sums on
     tiles too: per block, `amx.tile_muli` (tdpbssd, signed x signed: no
     bias, no corrections) multiplies 16 weight rows' codes as stored by one
     group's quantized rows as laid out (the block's 4-code words x 16
