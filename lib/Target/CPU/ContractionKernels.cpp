@@ -2016,7 +2016,7 @@ private:
   /// Block u's sums for weight rows n0 .. n0 + 16 and `group`'s rows, one
   /// vector per weight row. The blocks are pipelined through the buffer's
   /// slots: block u's sums were stored a step or two before (the first
-  /// ones before the loop, tileSumsAhead); a step first issues the product
+  /// ones before the loop, by int8Tile); a step first issues the product
   /// of the block `ahead` on (the last block's again past the end), whose
   /// latency then overlaps this block's scaling instead of every step
   /// waiting on its own product. In pairs (tilePairs), the first step of a
