@@ -164,6 +164,39 @@ protected:
       x = dist(rng);
     return v;
   }
+  /// @forward: llm.linear of [?, K] f32 activations by [N, K] bf16 weights.
+  static std::string bf16Linear(int N, int K) {
+    std::string ks = std::to_string(K), ns = std::to_string(N);
+    std::string act = "tensor<?x" + ks + "xf32>", wt = "tensor<" + ns + "x" + ks + "xbf16>",
+                out = "tensor<?x" + ns + "xf32>";
+    return "func.func @forward(%x: " + act + ", %w: " + wt + ") -> " + out + " {\n" +
+           "  %y = llm.linear %x, %w : (" + act + ", " + wt + ") -> " + out + "\n" +
+           "  return %y : " + out + "\n}";
+  }
+  /// n random weights rounded to bf16.
+  std::vector<uint16_t> randomBF16(size_t n) {
+    std::vector<float> f = random(n);
+    std::vector<uint16_t> w(n);
+    for (size_t i = 0; i < n; ++i)
+      w[i] = moir::frontend::toBF16(f[i]);
+    return w;
+  }
+  /// x [T, K] times w [N, K] (bf16) in double, x's first `rounded` columns
+  /// rounded to bf16 as the dot products round them.
+  static std::vector<double> bf16Reference(const std::vector<float> &x,
+                                           const std::vector<uint16_t> &w, int T, int N, int K,
+                                           int rounded) {
+    using moir::frontend::fromBF16;
+    using moir::frontend::toBF16;
+    std::vector<double> ref(T * N, 0.0);
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k)
+          ref[t * N + n] +=
+              double(k < rounded ? fromBF16(toBF16(x[t * K + k])) : x[t * K + k]) *
+              double(fromBF16(w[n * K + k]));
+    return ref;
+  }
   static void expectClose(const std::vector<float> &got, const std::vector<double> &want,
                           double tolerance) {
     ASSERT_EQ(got.size(), want.size());
@@ -672,24 +705,12 @@ TEST_F(LoweringNumericsTest, BF16WeightLinearDotProducts) {
   ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
   if (!host->bf16Dot)
     GTEST_SKIP() << "unsupported: the host has no AVX512-BF16";
-  using moir::frontend::fromBF16;
-  using moir::frontend::toBF16;
   const int N = 37;
   for (int K : {100, 96, 34, 51}) {
     SCOPED_TRACE("K " + std::to_string(K));
-    std::string ks = std::to_string(K);
-    std::string act = "tensor<?x" + ks + "xf32>", wt = "tensor<37x" + ks + "xbf16>";
-    Kernel kernel("func.func @forward(%x: " + act + ", %w: " + wt +
-                      ") -> tensor<?x37xf32> {\n"
-                      "  %y = llm.linear %x, %w : (" + act + ", " + wt +
-                      ") -> tensor<?x37xf32>\n"
-                      "  return %y : tensor<?x37xf32>\n}",
-                  /*int8Dot=*/false, /*bf16Dot=*/true);
+    Kernel kernel(bf16Linear(N, K), /*int8Dot=*/false, /*bf16Dot=*/true);
     ASSERT_TRUE(kernel.ok()) << kernel.error;
-    std::vector<uint16_t> w(N * K);
-    std::vector<float> wf = random(N * K);
-    for (int i = 0; i < N * K; ++i)
-      w[i] = toBF16(wf[i]);
+    std::vector<uint16_t> w = randomBF16(N * K);
     for (int T : {37, 16, 5, 1}) {
       SCOPED_TRACE(std::to_string(T) + " rows");
       std::vector<float> x = random(T * K);
@@ -699,14 +720,7 @@ TEST_F(LoweringNumericsTest, BF16WeightLinearDotProducts) {
       // vw) one product at a time, with the activations as they are.
       const int vw = static_cast<int>(host->vectorWidth);
       const int rounded = T >= vw && K % 2 == 0 ? K : K / (2 * vw) * (2 * vw);
-      std::vector<double> ref(T * N, 0.0);
-      for (int t = 0; t < T; ++t)
-        for (int n = 0; n < N; ++n)
-          for (int k = 0; k < K; ++k)
-            ref[t * N + n] +=
-                double(k < rounded ? fromBF16(toBF16(x[t * K + k])) : x[t * K + k]) *
-                double(fromBF16(w[n * K + k]));
-      expectClose(y, ref, 1e-5);
+      expectClose(y, bf16Reference(x, w, T, N, K, rounded), 1e-5);
     }
   }
 }
@@ -725,35 +739,18 @@ TEST_F(LoweringNumericsTest, BF16WeightLinearAMXTiles) {
   ASSERT_TRUE(static_cast<bool>(host)) << llvm::toString(host.takeError());
   if (!host->amx)
     GTEST_SKIP() << "unsupported: the host has no AMX-BF16";
-  using moir::frontend::fromBF16;
-  using moir::frontend::toBF16;
   for (auto [N, K] : {std::pair{37, 96}, {48, 32}, {16, 64}, {100, 1024}, {7, 64}}) {
     SCOPED_TRACE("N " + std::to_string(N) + " K " + std::to_string(K));
-    std::string ks = std::to_string(K), ns = std::to_string(N);
-    std::string act = "tensor<?x" + ks + "xf32>", wt = "tensor<" + ns + "x" + ks + "xbf16>",
-                out = "tensor<?x" + ns + "xf32>";
-    Kernel kernel("func.func @forward(%x: " + act + ", %w: " + wt + ") -> " + out + " {\n" +
-                      "  %y = llm.linear %x, %w : (" + act + ", " + wt + ") -> " + out + "\n" +
-                      "  return %y : " + out + "\n}",
-                  /*int8Dot=*/false, /*bf16Dot=*/true, /*amx=*/true);
+    Kernel kernel(bf16Linear(N, K), /*int8Dot=*/false, /*bf16Dot=*/true, /*amx=*/true);
     ASSERT_TRUE(kernel.ok()) << kernel.error;
     EXPECT_TRUE(kernel.usesTiles) << "no AMX tiles in the code";
-    std::vector<uint16_t> w(N * K);
-    std::vector<float> wf = random(N * K);
-    for (int i = 0; i < N * K; ++i)
-      w[i] = toBF16(wf[i]);
+    std::vector<uint16_t> w = randomBF16(N * K);
     for (int T : {16, 37, 64, 80, 5}) {
       SCOPED_TRACE(std::to_string(T) + " rows");
       std::vector<float> x = random(T * K);
       std::vector<float> y(T * N, std::nanf(""));
       kernel.run({{x.data(), {T, K}}, {w.data(), {N, K}}, {y.data(), {T, N}}});
-      std::vector<double> ref(T * N, 0.0);
-      for (int t = 0; t < T; ++t)
-        for (int n = 0; n < N; ++n)
-          for (int k = 0; k < K; ++k)
-            ref[t * N + n] += double(fromBF16(toBF16(x[t * K + k]))) *
-                              double(fromBF16(w[n * K + k]));
-      expectClose(y, ref, 1e-5);
+      expectClose(y, bf16Reference(x, w, T, N, K, /*rounded=*/K), 1e-5);
     }
   }
 }

@@ -284,6 +284,9 @@ void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
   body(ivs);
 }
 
+/// AMX tiles: 16 rows of at most 64 bytes; 16 x 16 f32 or i32 sums.
+constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
+
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
@@ -341,16 +344,8 @@ protected:
   void sweepRowBlocks(Value rows, Value cols, int64_t tileM, const KernelShape &shape,
                       bool parallel, llvm::function_ref<void(int64_t, int64_t, Value, Value)> tile) {
     Value zero = cst(0), one = cst(1);
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(shape.blockN));
-    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(shape.blockN));
-      Value hi = arith::MinUIOp::create(b, loc,
-                                        arith::AddIOp::create(b, loc, lo, cst(shape.blockN)), cols);
-      Value span = arith::SubIOp::create(b, loc, hi, lo);
-      Value full = arith::AddIOp::create(
-          b, loc, lo,
-          arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(shape.tileN)),
-                                cst(shape.tileN)));
+    forEachRowBlock(cols, shape.blockN, parallel, [&](Value lo, Value hi) {
+      Value full = wholeSteps(lo, hi, shape.tileN);
       Value mFull = arith::MulIOp::create(
           b, loc, arith::DivUIOp::create(b, loc, rows, cst(tileM)), cst(tileM));
       auto sweep = [&](int64_t tm, Value m0) {
@@ -360,6 +355,28 @@ protected:
       forLoop(zero, mFull, cst(tileM), [&](Value m0) { sweep(tileM, m0); });
       forLoop(mFull, rows, one, [&](Value m0) { sweep(1, m0); });
     });
+  }
+
+  /// Work items over `cols` weight rows, `block` of them each (the last
+  /// one fewer): body(lo, hi) for rows [lo, hi).
+  void forEachRowBlock(Value cols, int64_t block, bool parallel,
+                       llvm::function_ref<void(Value, Value)> body) {
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
+    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
+      Value hi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
+      body(lo, hi);
+    });
+  }
+
+  /// `from` plus the whole steps of `step` that fit before `hi`: where the
+  /// tiles of `step` rows of [from, hi) end.
+  Value wholeSteps(Value from, Value hi, int64_t step) {
+    Value span = arith::SubIOp::create(b, loc, hi, from);
+    return arith::AddIOp::create(
+        b, loc, from,
+        arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, span, cst(step)), cst(step)));
   }
 
   /// Weight row `row + tn`, the same row of the next tile, clamped to the
@@ -809,10 +826,10 @@ private:
                       n0);
   }
 
-  /// AMX tiles are 16 rows of 64 bytes: 16 weight rows x 32 bf16 (the
-  /// left operand), 16 pairs x 16 activation rows (the right operand, as
-  /// PairedRows lays out a group at 16 lanes), 16 x 16 f32 sums.
-  static constexpr int64_t kTileRows = 16, kTileDepth = 32;
+  /// The bf16 tiles: 16 weight rows x 32 bf16 (the left operand), 16
+  /// pairs x 16 activation rows (the right operand, as PairedRows lays out
+  /// a group at 16 lanes), 16 x 16 f32 sums.
+  static constexpr int64_t kTileDepth = 32;
 
   /// Whether the broadcast kernel's products go to AMX tiles: 16 lanes and
   /// a depth of whole tiles.
@@ -834,26 +851,14 @@ private:
   void tileSweep(Value groups, bool parallel) {
     int64_t pairRows = 2 * kTileRows;
     int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, pairRows)) * pairRows;
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
-    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
-      Value hi =
-          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
-      auto wholeTiles = [&](Value from, int64_t rowsPer) {
-        Value span = arith::SubIOp::create(b, loc, hi, from);
-        return arith::AddIOp::create(
-                   b, loc, from,
-                   arith::MulIOp::create(
-                       b, loc, arith::DivUIOp::create(b, loc, span, cst(rowsPer)), cst(rowsPer)))
-            .getResult();
-      };
-      Value pairEnd = wholeTiles(lo, pairRows);
-      Value tileEnd = wholeTiles(pairEnd, kTileRows);
+    forEachRowBlock(cols, block, parallel, [&](Value lo, Value hi) {
+      Value pairEnd = wholeSteps(lo, hi, pairRows);
+      Value tileEnd = wholeSteps(pairEnd, hi, kTileRows);
       Value groupPairs = arith::MulIOp::create(
           b, loc, arith::DivUIOp::create(b, loc, groups, cst(2)), cst(2));
       // The work item's buffer for its tiles' sums (4 KB; a heap block,
       // as an alloca scope cannot hold the loops once they are branches).
-      auto sumsType = MemRefType::get({4 * kTileRows * kTileRows}, b.getF32Type());
+      auto sumsType = MemRefType::get({4 * kTileArea}, b.getF32Type());
       Value sums = memref::AllocOp::create(b, loc, sumsType, b.getI64IntegerAttr(64));
       auto overGroups = [&](int64_t tn, Value n0, auto &&tileFn) {
         forLoop(cst(0), groupPairs, cst(2), [&](Value g0) { tileFn(2, tn, g0, n0); });
@@ -873,7 +878,7 @@ private:
   void amxTile(int64_t tg, int64_t tn, Value g0, Value n0, Value sums) {
     int64_t vw = shape.vectorWidth;
     int64_t depthStatic = cast<MemRefType>(a.getType()).getDimSize(1);
-    int64_t pairCount = depthStatic / 2, tileArea = kTileRows * kTileRows;
+    int64_t pairCount = depthStatic / 2;
     auto operandType = amx::TileType::get({kTileRows, kTileDepth}, b.getBF16Type());
     auto sumType = amx::TileType::get({kTileRows, kTileRows}, b.getF32Type());
     SmallVector<Value> groupsOf = indices(arith::AddIOp::create(b, loc, pairFirstGroup, g0), tg);
@@ -906,7 +911,7 @@ private:
           scf::YieldOp::create(b, loc, next);
         });
     for (int64_t t = 0; t < tg * tn; ++t)
-      amx::TileStoreOp::create(b, loc, sums, ValueRange{cst(t * tileArea)}, loop.getResult(t),
+      amx::TileStoreOp::create(b, loc, sums, ValueRange{cst(t * kTileArea)}, loop.getResult(t),
                                cst(kTileRows));
     // Tile (i, j)'s row r is weight row n0 + 16 j + r over group i's rows.
     auto laneType = VectorType::get({kTileRows}, b.getF32Type());
@@ -915,7 +920,7 @@ private:
         SmallVector<Value> columns;
         for (int64_t r = 0; r < kTileRows; ++r)
           columns.push_back(vector::LoadOp::create(
-              b, loc, laneType, sums, ValueRange{cst((i * tn + j) * tileArea + r * kTileRows)}));
+              b, loc, laneType, sums, ValueRange{cst((i * tn + j) * kTileArea + r * kTileRows)}));
         addGroupColumns(c, rows, pairFirst, groupsOf[i], columns, weightRows[j]);
       }
   }
@@ -1893,11 +1898,9 @@ private:
                    [&](int64_t tg, int64_t tn, Value g0, Value n0) { int8Tile(tg, tn, g0, n0); });
   }
 
-  /// AMX tiles hold 16 rows of up to 64 bytes: 16 weight rows x a block's
-  /// codes (the left operand), the block's 4-code words x 16 activation
-  /// rows as the quantized rows lay out a group (the right one), 16 x 16
-  /// i32 sums.
-  static constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
+  // The int8 tiles: 16 weight rows x a block's codes (the left operand),
+  // the block's 4-code words x 16 activation rows as the quantized rows lay
+  // out a group (the right one), 16 x 16 i32 sums.
 
   /// Whether the int8 products run on AMX tiles (tdpbssd): 16 lanes,
   /// blocks of at most 64 codes; nibbles (groups of 32) are unpacked to
@@ -1943,18 +1946,8 @@ private:
   /// cache. Weight rows past whole tiles of 16 take the vector kernel.
   void amxSweep(Value count, bool parallel) {
     int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, kTileRows)) * kTileRows;
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
-    forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
-      Value hi =
-          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
-      Value tileEnd = arith::AddIOp::create(
-          b, loc, lo,
-          arith::MulIOp::create(
-              b, loc,
-              arith::DivUIOp::create(b, loc, arith::SubIOp::create(b, loc, hi, lo),
-                                     cst(kTileRows)),
-              cst(kTileRows)));
+    forEachRowBlock(cols, block, parallel, [&](Value lo, Value hi) {
+      Value tileEnd = wholeSteps(lo, hi, kTileRows);
       tileSums = memref::AllocOp::create(b, loc, MemRefType::get({4 * kTileArea}, b.getI32Type()),
                                          b.getI64IntegerAttr(64));
       if (nibbles)
