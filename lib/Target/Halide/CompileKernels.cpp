@@ -140,6 +140,19 @@ FailureOr<hl::KernelSpec> kernelSpec(moir::HalideCallOp call) {
     spec.scales.assign(spec.inputs.begin() + logical, spec.inputs.end());
     spec.inputs.resize(logical);
   }
+  // Packed weights whose codes multiply int8 activations ("int8" =
+  // "<input>,...", moir-halide-select-kernels).
+  if (auto int8 = call.getParams().getAs<StringAttr>("int8")) {
+    SmallVector<StringRef> entries;
+    int8.getValue().split(entries, ',', -1, false);
+    for (StringRef entry : entries) {
+      unsigned i;
+      if (entry.getAsInteger(10, i) || i >= spec.inputs.size() || spec.inputs[i].packed.empty())
+        return call.emitOpError() << "int8 names input '" << entry
+                                  << "', which is not a packed weight";
+      spec.inputs[i].int8 = true;
+    }
+  }
   for (Type type : call.getResultTypes()) {
     FailureOr<hl::TensorSpec> out = tensorSpec(call, type);
     if (failed(out))

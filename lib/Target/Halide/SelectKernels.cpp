@@ -55,6 +55,23 @@ bool packedForHalide(Value v, int64_t rank, StringRef device) {
   return layout && (layout->storage == "i8" || (layout->storage == "u4" && layout->group == 32));
 }
 
+/// The packed form of a weight the Halide kernels can multiply with int8
+/// activations (blocks of 32, or 16 for groups of 16, as the MLIR kernels'
+/// int8 path): its storage ("i8" or "u4"), else empty.
+StringRef int8Storage(Value v) {
+  auto type = dyn_cast<llm::QTensorType>(v.getType());
+  if (!type)
+    return {};
+  std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
+  if (!layout)
+    return {};
+  if (layout->storage == "u4" && layout->group == 32)
+    return "u4";
+  if (layout->storage == "i8" && (layout->group % 32 == 0 || layout->group == 16))
+    return "i8";
+  return {};
+}
+
 bool staticInner(Value v) {
   auto type = cast<RankedTensorType>(v.getType());
   return type.getRank() >= 1 && !ShapedType::isDynamic(type.getShape().back());
@@ -334,6 +351,44 @@ struct HalideSelectKernelsPass
     emit(decode, decode->getOperands(), kind, params);
   }
 
+  /// The inputs of a `kind` kernel on `operands` whose packed codes
+  /// multiply activations quantized to int8 in `variant` ("1,2"; empty for
+  /// none): with int8-dot, every integer-coded weight in prefill; in
+  /// decode those int8-decode names (nibbles: 4-bit codes; all; none). The
+  /// experts' gate and up go together, when both can and share a form.
+  std::string int8Inputs(StringRef kind, ValueRange operands, StringRef variant) {
+    if (!int8Dot || device != "host")
+      return "";
+    auto wanted = [&](unsigned i) {
+      StringRef storage = i < operands.size() ? int8Storage(operands[i]) : StringRef();
+      if (storage.empty())
+        return false;
+      return variant != "decode" || int8Decode == "all" ||
+             (int8Decode == "nibbles" && storage == "u4");
+    };
+    SmallVector<unsigned> inputs;
+    if (kind == "linear" || kind == "glu_linear") {
+      unsigned weight = kind == "linear" ? 1 : 2;
+      if (wanted(weight))
+        inputs.push_back(weight);
+    } else if (kind == "experts") {
+      auto pair = [&](unsigned gate) {
+        if (wanted(gate) && wanted(gate + 1) &&
+            operands[gate].getType() == operands[gate + 1].getType())
+          inputs.append({gate, gate + 1});
+      };
+      pair(3);
+      if (wanted(5))
+        inputs.push_back(5);
+      if (operands.size() == 9) {
+        pair(6);
+        if (wanted(8))
+          inputs.push_back(8);
+      }
+    }
+    return llvm::join(llvm::map_range(inputs, [](unsigned i) { return std::to_string(i); }), ",");
+  }
+
   /// Replaces `op` by a call of kernel `kind` on `operands`; a linear gets a
   /// decode and a prefill kernel.
   void emit(Operation *op, ValueRange operands, StringRef kind, ArrayRef<NamedAttribute> params) {
@@ -347,6 +402,9 @@ struct HalideSelectKernelsPass
         all.push_back(b.getNamedAttr("device", b.getStringAttr(device)));
       if (!variant.empty())
         all.push_back(b.getNamedAttr("variant", b.getStringAttr(variant)));
+      std::string int8 = int8Inputs(kind, operands, variant);
+      if (!int8.empty())
+        all.push_back(b.getNamedAttr("int8", b.getStringAttr(int8)));
       DictionaryAttr dict = b.getDictionaryAttr(all);
       std::string callee = calleeName(kind, operands, resultTypes, dict);
       auto created = moir::HalideCallOp::create(builder, loc, resultTypes, operands,

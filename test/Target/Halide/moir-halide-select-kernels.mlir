@@ -3,6 +3,10 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=glu,linear" | FileCheck %s --check-prefix=UNFUSED
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=opencl" | FileCheck %s --check-prefix=DEVICE
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=attention,mla" | FileCheck %s --check-prefix=MLA
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true" | FileCheck %s --check-prefix=INT8
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=all" | FileCheck %s --check-prefix=ALL
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=none" | FileCheck %s --check-prefix=NONE
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true device=opencl" | FileCheck %s --check-prefix=DEVICE
 
 // An RMSNorm becomes a Halide kernel with its epsilon and offset; its layer is kept.
 // CHECK-LABEL: func.func @norm
@@ -217,4 +221,54 @@ func.func @mla(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x3
       scale = 0.2 form = absorbed prefill = materialized
       : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, tensor<128x32xf32>) -> tensor<?x4x16xf32>
   return %a, %b : tensor<?x4x16xf32>, tensor<?x4x16xf32>
+}
+
+// -----
+
+// With int8-dot, integer-coded weights multiply int8 activations: every one
+// in prefill; in decode the 4-bit codes by default (int8-decode=nibbles), all
+// of them with int8-decode=all, none with none. Float and FP8 weights never;
+// the int8 param names the inputs.
+// CHECK-LABEL: func.func @int8_inputs
+// CHECK-NOT: int8 =
+// INT8-LABEL: func.func @int8_inputs
+// INT8: "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// INT8: "linear"(%arg0, %{{.*}}) {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// INT8: "linear"(%arg0, %{{.*}}) {int8 = "1", variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// INT8: "linear"(%arg0, %{{.*}}) {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// INT8: "linear"(%arg0, %arg1) {variant = "decode"} : (tensor<?x256xf32>, tensor<64x256xbf16>)
+// INT8: "linear"(%arg0, %arg1) {variant = "prefill"} : (tensor<?x256xf32>, tensor<64x256xbf16>)
+// ALL-LABEL: func.func @int8_inputs
+// ALL: {int8 = "1", variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// ALL: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// NONE-LABEL: func.func @int8_inputs
+// NONE: {variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// NONE: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// DEVICE-LABEL: func.func @int8_inputs
+// DEVICE-NOT: int8 =
+func.func @int8_inputs(%x: tensor<?x256xf32>, %f: tensor<64x256xbf16>)
+    -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>) {
+  %w8 = llm.weight "w8" : !llm.qtensor<64x256xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %a = llm.linear %x, %w8 : (tensor<?x256xf32>, !llm.qtensor<64x256xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x64xf32>
+  %w4 = llm.weight "w4" : !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %b = llm.linear %x, %w4 : (tensor<?x256xf32>, !llm.qtensor<64x256xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x64xf32>
+  %c = llm.linear %x, %f : (tensor<?x256xf32>, tensor<64x256xbf16>) -> tensor<?x64xf32>
+  return %a, %b, %c : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
+}
+
+// -----
+
+// The experts' gate and up go to the int8 path together; down on its own
+// (here decode takes the 4-bit gate/up, not the 8-bit down).
+// INT8-LABEL: func.func @int8_experts
+// INT8: "experts"({{.*}}) {activation = "silu", int8 = "3,4", variant = "decode"}
+// INT8: "experts"({{.*}}) {activation = "silu", int8 = "3,4,5", variant = "prefill"}
+func.func @int8_experts(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x256xf32> {
+  %g = llm.weight "g" : !llm.qtensor<2x64x256xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %u = llm.weight "u" : !llm.qtensor<2x64x256xi4, #llm.quant<kind = gguf, format = q4_k>>
+  %d = llm.weight "d" : !llm.qtensor<2x256x64xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %u, %d)
+      : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, !llm.qtensor<2x64x256xi4, #llm.quant<kind = gguf, format = q4_k>>,
+         !llm.qtensor<2x64x256xi4, #llm.quant<kind = gguf, format = q4_k>>, !llm.qtensor<2x256x64xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
 }

@@ -37,6 +37,9 @@ struct TensorSpec {
   ElementType type = ElementType::F32;
   std::vector<int64_t> shape;
   std::string packed;
+  /// A packed weight whose integer codes multiply activations quantized to
+  /// int8 (integer dot products, per-block scales after), not f32 ones.
+  bool int8 = false;
 };
 
 /// One kernel: `int symbol(halide_buffer_t *inputs..., halide_buffer_t

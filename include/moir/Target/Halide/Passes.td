@@ -11,8 +11,8 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     Replaces each op of the kinds in `ops` that the Halide generator has an
     algorithm for with a `moir.halide_call` of the same operands and result:
     `llm.rms_norm` (f32 input, static normalized dimension), `llm.linear`
-    (rank-2 f32 input, an f32/bf16/f16 weight, not quantized: those stay on
-    MLIR), `llm.glu` and `llm.activation` (silu, sigmoid, relu, gelu_tanh;
+    (rank-2 f32 input, an f32/bf16/f16 weight, or on the host a packed
+    quantized one with i8 or u4 codes; FP8 stays on MLIR), `llm.glu` and `llm.activation` (silu, sigmoid, relu, gelu_tanh;
     erf's gelu stays on MLIR), `llm.rope` (any scaling: the frequencies are
     computed here and passed as a table), and `glu_linear`: a GLU whose only
     use is a linear's input, fused with it into one kernel (the FFN's down
@@ -20,7 +20,7 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     or recomputed); `router`: `moe.fused_route` (an f32 input, a float
     router; any scoring and top-k method), with two results, the weights
     and the ids; `experts`: `moe.fused_experts` with float weights
-    (quantized experts stay on MLIR), the gate/up products, activation,
+    (or, on the host, packed i8/u4 ones), the gate/up products, activation,
     down products, routing weights and shared expert in one kernel;
     `attention`: `llm.attention` with f32 queries over a float cache, on the
     host only (no device schedule yet); `mla`: `mla.attend` in the absorbed
@@ -31,7 +31,10 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     kernel is compiled and scheduled for that device, and the call copies
     its result back to the host. A linear whose token count is dynamic becomes two kernels, one
     scheduled for decode (fewer than 4 tokens) and one for prefill, picked
-    at run time by an `scf.if`. The callee's name is the kernel's content
+    at run time by an `scf.if`. With `int8-dot`, a linear's or the experts'
+    integer-coded weights multiply int8 activations (MLIR's --cpu-int8-dot
+    math): `int8 = "1"` lists those inputs, in prefill all of them, in
+    decode those `int8-decode` names. The callee's name is the kernel's content
     (kind, operand types, params), so identical ops share one kernel.
 
     ```mlir
@@ -47,7 +50,14 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
            "\"rms_norm,linear,glu,activation,rope,glu_linear,router,experts,attention\"",
            "the op kinds to hand to Halide, a comma list (mla is opt-in)">,
     Option<"device", "device", "std::string", "\"host\"",
-           "where the kernels run: host, opencl or vulkan (a `device` param on each call)">
+           "where the kernels run: host, opencl or vulkan (a `device` param on each call)">,
+    Option<"int8Dot", "int8-dot", "bool", "false",
+           "on the host, integer-coded packed weights (i8 codes in groups of 16 or of "
+           "multiples of 32, u4 codes in groups of 32) multiply activations quantized to "
+           "int8 per block of 32 (16): an `int8` param names them">,
+    Option<"int8Decode", "int8-decode", "std::string", "\"nibbles\"",
+           "with int8-dot, which weights take int8 activations in decode kernels: nibbles "
+           "(4-bit codes), all or none">
   ];
   let dependentDialects = ["::moir::MoIRDialect", "::mlir::scf::SCFDialect",
                            "::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];

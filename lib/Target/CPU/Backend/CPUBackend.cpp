@@ -73,6 +73,10 @@ public:
       HalideSelectKernelsPassOptions select;
       select.ops = options.cpu.halideOps;
       select.device = options.cpu.halideTarget;
+      // The int8 path where MLIR's kernels would take it: --cpu-int8-dot on
+      // a CPU with integer dot products.
+      select.int8Dot = kernels->int8Dot;
+      select.int8Decode = kernels->int8Decode;
       pm.addPass(createHalideSelectKernelsPass(select));
     }
     return Error::success();

@@ -2,6 +2,7 @@
 
 #include "Kernels.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -145,6 +146,9 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
                           std::vector<std::string> &objects) {
   try {
     spec.numbers["lanes"] = lanes;
+    // Sums across a vector's lanes as shuffle trees (Halide's vector
+    // reductions) on x86 and ARM; Hexagon's code generator has none for f32.
+    spec.numbers["vector_sums"] = target.arch == Target::X86 || target.arch == Target::ARM;
     BuiltKernel kernel = buildKernel(spec);
     std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
     Target kernelTarget = withDevice(target, spec);
@@ -216,8 +220,25 @@ std::string halideTarget(const GeneratorOptions &options, std::string &error) {
       name += "-f16c";
     if (has(options, "avx512f") && has(options, "avx512cd")) {
       name += "-avx512";
-      if (has(options, "avx512bw") && has(options, "avx512dq") && has(options, "avx512vl"))
+      auto all = [&](std::initializer_list<const char *> features) {
+        return std::all_of(features.begin(), features.end(),
+                           [&](const char *f) { return has(options, f); });
+      };
+      if (all({"avx512bw", "avx512dq", "avx512vl"})) {
         name += "-avx512_skylake";
+        // Halide's later levels each stand for a CPU (its -mcpu): only where
+        // LLVM enables every feature that CPU implies. Zen 4's brings the
+        // VNNI dot products (vpdpbusd) and AVX512-BF16.
+        bool cannonlake = all({"avx512ifma", "avx512vbmi"});
+        if (cannonlake)
+          name += "-avx512_cannonlake";
+        bool zen4 = cannonlake && all({"avx512vnni", "avx512bf16", "avx512vbmi2", "avx512bitalg",
+                                       "avx512vpopcntdq", "gfni", "vaes", "vpclmulqdq"});
+        if (zen4)
+          name += "-avx512_zen4";
+        if (zen4 && all({"avx512fp16", "amx-tile", "amx-int8", "amx-bf16"}))
+          name += "-avx512_sapphirerapids";
+      }
     }
   } else if (triple.rfind("aarch64", 0) == 0 || triple.rfind("arm64", 0) == 0) {
     name = "arm-64-" + os;

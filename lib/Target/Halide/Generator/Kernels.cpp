@@ -144,8 +144,181 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
   w.offsets = s.shape.back() == 2;
   w.data = constrained(Int(8), bufferShape(t), name);
   w.scales = constrained(halideType(s.type), s.shape, name + "_scales");
+  // Dense, as bound: with its strides known, Halide loads the scales of
+  // neighbouring groups as one vector (the int8 path's lanes span groups).
+  int stride = 1;
+  for (int d = 0; d < static_cast<int>(s.shape.size()); ++d) {
+    w.scales->dim(d).set_stride(stride);
+    stride *= static_cast<int>(s.shape[s.shape.size() - 1 - d]);
+  }
   scales.emplace(index, *w.scales);
   return w;
+}
+
+/// The activation block of a packed weight's int8 path: 32 elements (16
+/// for weights in groups of 16), as the MLIR kernels' int8 path
+/// (ContractionKernels.cpp, int8Unit); 0 where the form has none.
+int int8Unit(const Weight &w) {
+  if (w.nibbles)
+    return 32;
+  return w.group % 32 == 0 ? 32 : w.group == 16 ? 16 : 0;
+}
+
+/// Activations quantized to int8 for the integer dot products, the math of
+/// the MLIR kernels' int8 path (ContractionKernels.cpp, quantizeBlock): per
+/// block of `unit` elements of dimension 0 of `src`, scale d = max|x| / 127
+/// and codes q = round(x * 127 / max|x|), ties to even (0 for a block of
+/// zeros). For `lanes` of 4 bytes a step:
+/// - codes(c, rest...): q, i8;
+/// - nibble_codes(y, h, rest...): the codes in the order of a u4 row's
+///   bytes: byte y's low (h = 0) or high nibble's activation;
+/// - lane_bias(g, rest...): -128 times the sum of the activation codes of
+///   4-byte lane g (both nibbles' for u4): the weights' codes are read as
+///   unsigned bytes biased by 128 (i8 codes + 128, u4 codes | 128), which
+///   vpdpbusd multiplies with the signed activations;
+/// - lane_scale(g, rest...): d of lane g's block; lane_total(g, rest...):
+///   d * (sum of the block's codes) / (lanes in a block), so the lanes of a
+///   block add up to what the block's weight offset multiplies (the sum of
+///   the quantized activations, as the MLIR kernels multiply it).
+struct Int8Activations {
+  int unit = 0;
+  bool nibbles = false;
+  Func peak, codes, nibbleCodes, bias, laneScale, laneTotal;
+};
+
+Int8Activations quantizeActivations(Func src, const std::vector<Var> &rest, int unit, bool nibbles,
+                                    const std::string &prefix, BuiltKernel &k) {
+  Int8Activations a;
+  a.unit = unit;
+  a.nibbles = nibbles;
+  Var c("c"), u("u"), g("g"), y("y"), h("h");
+  k.vars.insert({{"c", c}, {"u", u}, {"g", g}, {"y", y}, {"h", h}});
+  auto at = [&](Expr first, std::vector<Expr> more = {}) {
+    std::vector<Expr> args = {first};
+    args.insert(args.end(), more.begin(), more.end());
+    args.insert(args.end(), rest.begin(), rest.end());
+    return args;
+  };
+  RDom r(0, unit, prefix + "ru");
+  k.rvars[prefix + "ru"] = r.x;
+  a.peak = Func(prefix + "x_peak");
+  a.peak(at(u)) = 0.0f;
+  a.peak(at(u)) = max(a.peak(at(u)), abs(src(at(u * unit + r.x))));
+  Expr peak = a.peak(at(c / unit));
+  Expr inverse = select(peak > 0.0f, 127.0f / peak, 0.0f);
+  a.codes = Func(prefix + "x_codes");
+  a.codes(at(c)) = cast<int8_t>(round(src(at(c)) * inverse));
+  RDom r4(0, 4, prefix + "r4");
+  k.rvars[prefix + "r4"] = r4.x;
+  // A lane's 4 bytes hold 4 codes (i8) or 8 (u4: low and high nibbles).
+  int perLane = nibbles ? 8 : 4;
+  Expr block = g * perLane / unit;
+  Expr blockPeak = a.peak(at(block));
+  a.laneScale = Func(prefix + "lane_scale");
+  a.laneScale(at(g)) = blockPeak / 127.0f;
+  RDom rb(0, unit, prefix + "rb");
+  k.rvars[prefix + "rb"] = rb.x;
+  a.laneTotal = Func(prefix + "lane_total");
+  a.laneTotal(at(g)) = blockPeak / 127.0f *
+                       cast<float>(sum(cast<int32_t>(a.codes(at(block * unit + rb.x))),
+                                       prefix + "code_sum")) /
+                       static_cast<float>(unit / perLane);
+  k.funcs.insert({{prefix + "x_peak", a.peak},
+                  {prefix + "x_codes", a.codes},
+                  {prefix + "lane_scale", a.laneScale},
+                  {prefix + "lane_total", a.laneTotal}});
+  a.bias = Func(prefix + "lane_bias");
+  if (nibbles) {
+    a.nibbleCodes = Func(prefix + "nibble_codes");
+    a.nibbleCodes(at(y, {h})) = a.codes(at((y / 16) * 32 + h * 16 + y % 16));
+    k.funcs[prefix + "nibble_codes"] = a.nibbleCodes;
+    a.bias(at(g)) = -128 * sum(cast<int32_t>(a.nibbleCodes(at(g * 4 + r4.x, {0}))) +
+                                   cast<int32_t>(a.nibbleCodes(at(g * 4 + r4.x, {1}))),
+                               prefix + "bias_sum");
+  } else {
+    a.bias(at(g)) = -128 * sum(cast<int32_t>(a.codes(at(g * 4 + r4.x))), prefix + "bias_sum");
+  }
+  k.funcs[prefix + "lane_bias"] = a.bias;
+  return a;
+}
+
+/// 4-byte lanes a step of a packed weight's int8 dot products: the most,
+/// up to `lanes` (the target's f32 lanes), whose steps tile a row of
+/// `bytes`.
+int int8Lanes(int64_t bytes, int lanes) {
+  int l = lanes;
+  while (l > 1 && bytes % (4 * l) != 0)
+    l /= 2;
+  return l;
+}
+
+/// The int8 dot products of packed weight `w` with quantized activations:
+/// dot(l, o, vars...) is lane l of step o over the row `row` of `w` (its
+/// bytes [4 (o * lanes + l), + 4): for i8 codes 4 codes, for u4 codes 8,
+/// both nibbles) against the activations of `act`, in i32. Halide turns
+/// each 4-byte sum of unsigned byte x signed byte products into vpdpbusd
+/// (AVX512-VNNI); codes are read as unsigned bytes biased by 128 (the
+/// activations' lane_bias takes the 128s back).
+Func int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
+             const std::vector<Var> &vars, const std::vector<Expr> &row,
+             const std::vector<Expr> &act, BuiltKernel &k) {
+  Var l = k.vars.at("l"), o("o");
+  k.vars["o"] = o;
+  std::vector<Expr> args = {l, o};
+  args.insert(args.end(), vars.begin(), vars.end());
+  RDom r(0, 4, name + "_r");
+  k.rvars[name + "_r"] = r.x;
+  Expr byte = o * (4 * lanes) + 4 * l + r.x;
+  auto with = [](Expr first, const std::vector<Expr> &rest, std::optional<Expr> second = {}) {
+    std::vector<Expr> all = {first};
+    if (second)
+      all.push_back(*second);
+    all.insert(all.end(), rest.begin(), rest.end());
+    return all;
+  };
+  Expr stored = cast<uint8_t>(w.data(with(byte, row)));
+  Func dot(name);
+  dot(args) = a.bias(with(o * lanes + l, act));
+  if (w.nibbles) {
+    // Each nibble biased by 128 too: a code Halide can prove fits a signed
+    // byte would be multiplied as one (vpmaddwd on words, not vpdpbusd).
+    Expr low = (stored & 15) | cast<uint8_t>(128), high = (stored >> 4) | cast<uint8_t>(128);
+    dot(args) += cast<int32_t>(low) * cast<int32_t>(a.nibbleCodes(with(byte, act, 0)));
+    dot(args) += cast<int32_t>(high) * cast<int32_t>(a.nibbleCodes(with(byte, act, 1)));
+  } else {
+    dot(args) += cast<int32_t>(stored ^ cast<uint8_t>(128)) * cast<int32_t>(a.codes(with(byte, act)));
+  }
+  k.funcs[name] = dot;
+  return dot;
+}
+
+/// Lane l of step o's f32 contribution to a row's dot product: the lane's
+/// integer sum times the activation block's and the weight group's scales,
+/// plus the group's offset times the lane's share of the block's quantized
+/// activations.
+Expr int8Contribution(Func dot, const Weight &w, const Int8Activations &a, int lanes, Expr l,
+                      Expr o, const std::vector<Expr> &vars, const std::vector<Expr> &row,
+                      const std::vector<Expr> &act) {
+  std::vector<Expr> dotArgs = {l, o};
+  dotArgs.insert(dotArgs.end(), vars.begin(), vars.end());
+  Expr lane = o * lanes + l;
+  // The lane's weight group, written so that Halide sees one scale per
+  // step (a broadcast) or a few contiguous ones (a load and a permute),
+  // not a gather of one per lane.
+  int perGroup = w.nibbles ? 4 : w.group / 4;
+  Expr group = perGroup % lanes == 0   ? o * lanes / perGroup
+               : lanes % perGroup == 0 ? o * (lanes / perGroup) + l / perGroup
+                                       : lane / perGroup;
+  std::vector<Expr> part = {0, group};
+  part.insert(part.end(), row.begin(), row.end());
+  std::vector<Expr> laneAt = {lane};
+  laneAt.insert(laneAt.end(), act.begin(), act.end());
+  Expr value = cast<float>(dot(dotArgs)) * (a.laneScale(laneAt) * cast<float>((*w.scales)(part)));
+  if (w.offsets) {
+    part[0] = 1;
+    value = value + cast<float>((*w.scales)(part)) * a.laneTotal(laneAt);
+  }
+  return value;
 }
 
 /// The kernel's arguments: `params`, then the packed weights' scales.
@@ -226,6 +399,16 @@ int sumLanes(const KernelSpec &spec, int64_t k) {
     if (!t.packed.empty())
       want = std::min(want, t.packed[0] == 'u' ? 16 : std::stoi(t.packed.substr(3)));
   return partialLanes(k, want);
+}
+
+/// The lanes of a dot product over input `index` (a weight) of depth `k`:
+/// a packed weight on the int8 path has lanes of 4 bytes (int8Lanes of its
+/// rows' bytes), others sumLanes' f32 lanes.
+int dotLanes(const KernelSpec &spec, size_t index, int64_t k) {
+  const TensorSpec &w = spec.inputs.at(index);
+  if (w.int8)
+    return int8Lanes(w.packed[0] == 'u' ? k / 2 : k, static_cast<int>(spec.numbers.at("lanes")));
+  return sumLanes(spec, k);
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
@@ -546,31 +729,89 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   k.vars = {{"f", f}, {"j", j}, {"t", t}, {"n", n}, {"l", l}, {"s", s}};
   std::vector<ImageParam> params = {x, ids, routed, gate.data, up.data, down.data};
 
-  // gate and up of one expert row, as `lanes` partial sums each (a Tuple:
-  // both read the same x).
-  int lh = sumLanes(spec, hidden);
-  RDom kh(0, hidden / lh, "kh");
+  // The int8 path, weight by weight (gate and up together): the
+  // activations each reads quantized once per call, by the weights' block.
+  auto int8Of = [&](size_t index, const Weight &w) -> std::optional<int> {
+    if (!spec.inputs[index].int8)
+      return std::nullopt;
+    int unit = int8Unit(w);
+    int64_t depth = spec.inputs[index].shape.back();
+    if (!unit || depth % unit)
+      fail(spec, "the int8 path needs blocks of 32 or 16 that tile the depth " +
+                     std::to_string(depth));
+    return unit;
+  };
+  std::map<std::pair<int, bool>, Int8Activations> xCodes;
+  auto quantizedX = [&](int unit, bool nibbles) {
+    auto it = xCodes.find({unit, nibbles});
+    if (it == xCodes.end())
+      it = xCodes
+               .emplace(std::make_pair(unit, nibbles),
+                        quantizeActivations(Func(x), {t}, unit, nibbles,
+                                            xCodes.empty() ? "" : "x" + std::to_string(unit) +
+                                                                      (nibbles ? "u4_" : "_"),
+                                            k))
+               .first;
+    return it->second;
+  };
+  // gate and up of rows `row` of `gw`/`uw` (input `index`), as `lanes`
+  // partial sums each over the steps of `kr` (a Tuple: both read the same
+  // x), `prefix` naming the int8 path's Funcs.
+  auto gateUpProducts = [&](Func acc, size_t index, const Weight &gw, const Weight &uw,
+                            std::vector<Var> vars, std::vector<Expr> row, const RDom &kr,
+                            int lanes, const std::string &prefix) {
+    std::vector<Expr> at = {l};
+    at.insert(at.end(), vars.begin(), vars.end());
+    acc(at) = Tuple(0.0f, 0.0f);
+    if (std::optional<int> unit = int8Of(index, gw)) {
+      if (!int8Of(index + 1, uw) || gw.nibbles != uw.nibbles || int8Unit(uw) != *unit)
+        fail(spec, "gate and up take the int8 path together, with one block");
+      Int8Activations a = quantizedX(*unit, gw.nibbles);
+      std::vector<Expr> varExprs(vars.begin(), vars.end());
+      Func gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
+      Func ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
+      acc(at) = Tuple(
+          acc(at)[0] + int8Contribution(gd, gw, a, lanes, l, kr.x, varExprs, row, {t}),
+          acc(at)[1] + int8Contribution(ud, uw, a, lanes, l, kr.x, varExprs, row, {t}));
+    } else {
+      Expr hh = kr.x * lanes + l;
+      acc(at) = Tuple(acc(at)[0] + x(hh, t) * gw(hh, row), acc(at)[1] + x(hh, t) * uw(hh, row));
+    }
+  };
+  // Steps of a dot product over input `index`'s rows of `depth`.
+  auto steps = [&](size_t index, int64_t depth, int lanes) {
+    const TensorSpec &w = spec.inputs[index];
+    int64_t elements = w.int8 ? 4 * lanes * (w.packed[0] == 'u' ? 2 : 1) : lanes;
+    return static_cast<int>(depth / elements);
+  };
+
+  int lh = dotLanes(spec, 3, hidden);
+  RDom kh(0, steps(3, hidden, lh), "kh");
   k.rvars["kh"] = kh.x;
   RDom lr(0, lh, "lr");
   k.rvars["lr"] = lr.x;
   Func expert("expert");
   expert(j, t) = clamp(ids(j, t), 0, experts - 1);
   Func gateUp("gate_up"), hiddenRow("hidden");
-  Expr hh = kh.x * lh + l;
-  gateUp(l, f, j, t) = Tuple(0.0f, 0.0f);
-  gateUp(l, f, j, t) = Tuple(gateUp(l, f, j, t)[0] + x(hh, t) * gate(hh, f, expert(j, t)),
-                             gateUp(l, f, j, t)[1] + x(hh, t) * up(hh, f, expert(j, t)));
+  gateUpProducts(gateUp, 3, gate, up, {f, j, t}, {f, expert(j, t)}, kh, lh, "");
   Expr g0 = sum(gateUp(lr.x, f, j, t)[0], "gate_sum"), u0 = sum(gateUp(lr.x, f, j, t)[1], "up_sum");
   hiddenRow(f, j, t) = activation(act, g0) * u0 * routed(j, t);
 
-  int lf = sumLanes(spec, ffn);
-  RDom kf(0, ffn / lf, 0, topK, "kf");
+  int lf = dotLanes(spec, 5, ffn);
+  RDom kf(0, steps(5, ffn, lf), 0, topK, "kf");
   k.rvars["kf"] = kf.x;
   k.rvars["kj"] = kf.y;
   Func downPartial("down_partial");
-  Expr ff = kf.x * lf + l;
   downPartial(l, n, t) = 0.0f;
-  downPartial(l, n, t) += hiddenRow(ff, kf.y, t) * down(ff, n, expert(kf.y, t));
+  if (std::optional<int> unit = int8Of(5, down)) {
+    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, *unit, down.nibbles, "hidden_", k);
+    Func dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
+    downPartial(l, n, t) += int8Contribution(dd, down, a, lf, l, kf.x, {n, kf.y, t},
+                                             {n, expert(kf.y, t)}, {kf.y, t});
+  } else {
+    Expr ff = kf.x * lf + l;
+    downPartial(l, n, t) += hiddenRow(ff, kf.y, t) * down(ff, n, expert(kf.y, t));
+  }
   RDom ld(0, lf, "ld");
   k.rvars["ld"] = ld.x;
   Expr total = sum(downPartial(ld.x, n, t), "down_sum");
@@ -588,17 +829,27 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
       fail(spec, "the shared expert's shapes do not fit the input");
     Func sharedGateUp("shared_gate_up"), sharedHidden("shared_hidden"),
         sharedPartial("shared_partial");
-    sharedGateUp(l, s, t) = Tuple(0.0f, 0.0f);
-    sharedGateUp(l, s, t) = Tuple(sharedGateUp(l, s, t)[0] + x(hh, t) * sgate(hh, s),
-                                  sharedGateUp(l, s, t)[1] + x(hh, t) * sup(hh, s));
-    sharedHidden(s, t) = activation(act, sum(sharedGateUp(lr.x, s, t)[0], "shared_gate_sum")) *
-                         sum(sharedGateUp(lr.x, s, t)[1], "shared_up_sum");
-    int ls = sumLanes(spec, sffn);
-    RDom ks(0, sffn / ls, "ks");
+    int lsh = dotLanes(spec, 6, hidden);
+    RDom ksh(0, steps(6, hidden, lsh), "ksh");
+    k.rvars["ksh"] = ksh.x;
+    RDom lsr(0, lsh, "lsr");
+    k.rvars["lsr"] = lsr.x;
+    gateUpProducts(sharedGateUp, 6, sgate, sup, {s, t}, {s}, ksh, lsh, "shared_");
+    sharedHidden(s, t) = activation(act, sum(sharedGateUp(lsr.x, s, t)[0], "shared_gate_sum")) *
+                         sum(sharedGateUp(lsr.x, s, t)[1], "shared_up_sum");
+    int ls = dotLanes(spec, 8, sffn);
+    RDom ks(0, steps(8, sffn, ls), "ks");
     k.rvars["ks"] = ks.x;
-    Expr ss = ks.x * ls + l;
     sharedPartial(l, n, t) = 0.0f;
-    sharedPartial(l, n, t) += sharedHidden(ss, t) * sdown(ss, n);
+    if (std::optional<int> unit = int8Of(8, sdown)) {
+      Int8Activations a =
+          quantizeActivations(sharedHidden, {t}, *unit, sdown.nibbles, "shared_hidden_", k);
+      Func sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
+      sharedPartial(l, n, t) += int8Contribution(sd, sdown, a, ls, l, ks.x, {n, t}, {n}, {t});
+    } else {
+      Expr ss = ks.x * ls + l;
+      sharedPartial(l, n, t) += sharedHidden(ss, t) * sdown(ss, n);
+    }
     RDom lq(0, ls, "lq");
     k.rvars["lq"] = lq.x;
     total = total + sum(sharedPartial(lq.x, n, t), "shared_sum");
@@ -736,13 +987,26 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     int64_t kdim = spec.inputs[0].shape.back();
     if (kdim < 0)
       fail(spec, "the reduced dimension must be static");
-    int lanes = sumLanes(spec, kdim);
-    RDom ko(0, static_cast<int>(kdim / lanes), "ko");
-    k.rvars["ko"] = ko.x;
+    int lanes = dotLanes(spec, first, kdim);
     Func partial("partial");
     partial(l, n, t) = 0.0f;
-    Expr kk = ko.x * lanes + l;
-    partial(l, n, t) += source(kk, t) * w(kk, n);
+    if (spec.inputs[first].int8) {
+      // Integer dot products with the activations quantized to int8.
+      int unit = int8Unit(w);
+      if (!unit || kdim % unit)
+        fail(spec, "the int8 path needs blocks of 32 or 16 that tile the depth " +
+                       std::to_string(kdim));
+      Int8Activations a = quantizeActivations(source, {t}, unit, w.nibbles, "", k);
+      Func dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
+      RDom ko(0, static_cast<int>((w.nibbles ? kdim / 2 : kdim) / (4 * lanes)), "ko");
+      k.rvars["ko"] = ko.x;
+      partial(l, n, t) += int8Contribution(dot, w, a, lanes, l, ko.x, {n, t}, {n}, {t});
+    } else {
+      RDom ko(0, static_cast<int>(kdim / lanes), "ko");
+      k.rvars["ko"] = ko.x;
+      Expr kk = ko.x * lanes + l;
+      partial(l, n, t) += source(kk, t) * w(kk, n);
+    }
     k.funcs["partial"] = partial;
     RDom lr(0, lanes, "lr");
     k.rvars["lr"] = lr.x;
@@ -953,6 +1217,43 @@ static bool hasPacked(const KernelSpec &spec) {
                      [](const TensorSpec &t) { return !t.packed.empty(); });
 }
 
+/// The int8 path's schedule: the activations `prefix`* quantized once per
+/// call, in parallel over tokens (`outer`), codes `c` in vectors of `lanes`
+/// where the depth `depth` has them.
+void int8ActivationSchedule(std::ostream &s, const std::string &prefix, bool nibbles,
+                            const std::string &outer, int64_t depth, int lanes) {
+  s << prefix << "x_peak.compute_root().parallel(" << outer << ")\n";
+  s << prefix << "x_peak.update().parallel(" << outer << ")\n";
+  s << prefix << "x_codes.compute_root()";
+  if (depth % lanes == 0)
+    s << ".vectorize(c, " << lanes << ")";
+  s << ".parallel(" << outer << ")\n";
+  for (const char *f : {"lane_scale", "lane_total"})
+    s << prefix << f << ".compute_root().parallel(" << outer << ")\n";
+  if (nibbles)
+    s << prefix << "nibble_codes.compute_root().parallel(" << outer << ")\n";
+  s << prefix << "lane_bias.compute_root().parallel(" << outer << ")\n";
+}
+
+/// The int8 path's dot products `name` computed at `consumer`'s loop `at`
+/// (a row of its register tile): each 4-byte lane's reduction vectorized
+/// inside the vector of lanes, which Halide turns into vpdpbusd.
+void int8DotSchedule(std::ostream &s, const std::string &name, const std::string &consumer,
+                     const std::string &at, bool nibbles) {
+  s << name << ".compute_at(" << consumer << ", " << at << ").vectorize(l)\n";
+  for (int stage = 0; stage < (nibbles ? 2 : 1); ++stage)
+    s << name << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
+}
+
+bool nibbles(const TensorSpec &t) { return t.packed.rfind("u4:", 0) == 0; }
+
+/// Whether the target sums a vector's lanes as a vector reduction
+/// (spec.numbers["vector_sums"], set by the generator).
+bool vectorSums(const KernelSpec &spec) {
+  auto it = spec.numbers.find("vector_sums");
+  return it != spec.numbers.end() && it->second != 0;
+}
+
 std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
   if (!onHost(spec))
     return deviceSchedule(spec);
@@ -983,7 +1284,14 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << ".parallel(t)\n";
     }
     int64_t n = inner;
-    int l = sumLanes(spec, spec.inputs[0].shape.back());
+    size_t weight = spec.kind == "linear" ? 1 : 2;
+    int64_t depth = spec.inputs[0].shape.back();
+    int l = dotLanes(spec, weight, depth);
+    bool int8 = spec.inputs[weight].int8;
+    if (int8) {
+      int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), "t", depth, lanes);
+      int8DotSchedule(s, "dot", "partial", "n", nibbles(spec.inputs[weight]));
+    }
     bool decode = isDecode(spec);
     // Rows of the weight per register tile and per parallel task.
     int rows = n >= 0 && n < 4 ? static_cast<int>(n) : 4;
@@ -1015,6 +1323,9 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "partial.update().reorder(l, n, t, ko)" << (l > 1 ? ".vectorize(l)" : "")
         << ".unroll(n).unroll(t)\n";
     }
+    // The lanes added up inside vectors (a shuffle tree), not one by one.
+    if (l > 1 && vectorSums(spec))
+      s << "lane_sum.update().atomic().vectorize(lr)\n";
   } else if (spec.kind == "router") {
     // Per token: the router product (a dot product per expert, vector
     // partial sums), then the scoring, selection and weights, all small.
@@ -1038,8 +1349,23 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // to end, one row after another, as a decode linear's; in prefill a
     // tile's rows are register tiles that share each load of x.
     bool decode = isDecode(spec);
-    int lh = sumLanes(spec, spec.inputs[0].shape.back());
-    int lf = sumLanes(spec, spec.inputs[3].shape[1]);
+    int64_t hidden = spec.inputs[0].shape.back();
+    int lf = dotLanes(spec, 5, spec.inputs[3].shape[1]);
+    // The int8 path's activations: x once per block form (gate/up and the
+    // shared expert's, named as buildExperts names them), then each
+    // expert's and the shared expert's hidden rows.
+    std::set<std::pair<int, bool>> xForms;
+    for (size_t i : {size_t(3), size_t(6)}) {
+      if (i >= spec.inputs.size() || !spec.inputs[i].int8)
+        continue;
+      const TensorSpec &w = spec.inputs[i];
+      int unit = nibbles(w) || std::stoi(w.packed.substr(3)) % 32 == 0 ? 32 : 16;
+      if (!xForms.insert({unit, nibbles(w)}).second)
+        continue;
+      std::string prefix =
+          xForms.size() == 1 ? "" : "x" + std::to_string(unit) + (nibbles(w) ? "u4_" : "_");
+      int8ActivationSchedule(s, prefix, nibbles(w), "t", hidden, lanes);
+    }
     auto blocks = [](int64_t extent, int tile, int block) {
       int t = extent < tile ? static_cast<int>(extent) : tile;
       int b = extent < block ? t : block;
@@ -1069,22 +1395,47 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << prefix << "hidden.compute_root().split(" << v << ", " << v << "b, " << v << "r, "
         << block << ").split(" << v << "r, " << v << "o, " << v << "i, " << tile << ").reorder("
         << v << "i, " << v << "o, " << outer << ", " << v << "b).parallel(" << v << "b)\n";
+      size_t gate = prefix.empty() ? 3 : 6;
+      int lg = dotLanes(spec, gate, hidden);
       s << prefix << "gate_up.compute_at(" << prefix << "hidden, " << v << "o)"
-        << (lh > 1 ? ".vectorize(l)" : "") << "\n";
-      dot(prefix + "gate_up", "kh", v, outer, lh);
+        << (lg > 1 ? ".vectorize(l)" : "") << "\n";
+      dot(prefix + "gate_up", prefix.empty() ? "kh" : "ksh", v, outer, lg);
+      if (spec.inputs[gate].int8)
+        for (const char *d : {"gate_dot", "up_dot"})
+          int8DotSchedule(s, prefix + d, prefix + "gate_up", v, nibbles(spec.inputs[gate]));
     };
     hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
     if (spec.inputs.size() == 9)
       hiddenRows("shared_", "s", "t", spec.inputs[6].shape[0]);
+    if (spec.inputs[5].int8) {
+      int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), "t", spec.inputs[3].shape[1],
+                             lanes);
+      int8DotSchedule(s, "down_dot", "down_partial", "n", nibbles(spec.inputs[5]));
+    }
+    if (spec.inputs.size() == 9 && spec.inputs[8].int8) {
+      int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), "t",
+                             spec.inputs[6].shape[0], lanes);
+      int8DotSchedule(s, "shared_down_dot", "shared_partial", "n", nibbles(spec.inputs[8]));
+    }
     auto [nt, nb] = blocks(inner, 8, 64);
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
       << ").reorder(ni, no, t, nb).parallel(nb)\n";
     s << "down_partial.compute_at(out, no)" << (lf > 1 ? ".vectorize(l)" : "") << "\n";
     dot("down_partial", "kf", "n", "t", lf, "kj");
+    // Each row's lanes added up inside vectors (a shuffle tree).
+    auto laneSums = [&](std::initializer_list<const char *> sums, const char *lane, int lanes) {
+      if (lanes > 1 && vectorSums(spec))
+        for (const char *sum : sums)
+          s << sum << ".update().atomic().vectorize(" << lane << ")\n";
+    };
+    laneSums({"gate_sum", "up_sum"}, "lr", dotLanes(spec, 3, hidden));
+    laneSums({"down_sum"}, "ld", lf);
     if (spec.inputs.size() == 9) {
-      int ls = sumLanes(spec, spec.inputs[6].shape[0]);
+      int ls = dotLanes(spec, 8, spec.inputs[6].shape[0]);
       s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";
       dot("shared_partial", "ks", "n", "t", ls);
+      laneSums({"shared_gate_sum", "shared_up_sum"}, "lsr", dotLanes(spec, 6, hidden));
+      laneSums({"shared_sum"}, "lq", ls);
     }
   } else if (spec.kind == "attention") {
     // A parallel task per (head, token): its scores (a dot product per

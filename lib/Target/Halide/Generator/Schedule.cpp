@@ -12,7 +12,8 @@
 // of it) and may call: split(v, outer, inner, factor[, tail]), tile(x, y,
 // xo, yo, xi, yi, xf, yf[, tail]), fuse(inner, outer, fused), reorder(v...),
 // vectorize(v[, factor[, tail]]), unroll(v[, factor[, tail]]),
-// parallel(v[, task_size[, tail]]), serial(v), compute_root(),
+// parallel(v[, task_size[, tail]]), serial(v), atomic() (an update stage:
+// vectorizing a reduction variable then reduces inside vectors), compute_root(),
 // compute_inline(), compute_at(func, v), store_root(), store_at(func, v),
 // reorder_storage(v...), store_in(Auto|Heap|Stack|Register), and on a device gpu_tile(x[, y], blocks...,
 // threads..., factors...[, tail]), gpu_blocks(v...), gpu_threads(v...),
@@ -268,6 +269,11 @@ private:
       else
         a.size() >= 2 ? stage.parallel(v, integer(a[1], "parallel's task size"), t)
                       : stage.parallel(v);
+    } else if (c.name == "atomic") {
+      arity(c, 0, 0);
+      if (pure)
+        throw std::runtime_error("'atomic' applies to an update stage, not to a function");
+      stage.atomic();
     } else if (c.name == "gpu_tile") {
       // gpu_tile(x, xo, xi, xf[, tail]) or gpu_tile(x, y, xo, yo, xi, yi, xf, yf[, tail])
       if (a.size() == 4 || a.size() == 5) {
