@@ -25,14 +25,16 @@ host::HostOptions hostOptions(const CompileOptions &options) {
 
 Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   StringRef decode = options.cpu.int8Decode;
-  if (decode != "nibbles" && decode != "all" && decode != "none")
-    return llvm::createStringError("--cpu-int8-decode must be nibbles, all or none, not '" +
+  if (decode != "auto" && decode != "nibbles" && decode != "all" && decode != "none")
+    return llvm::createStringError("--cpu-int8-decode must be auto, nibbles, all or none, not '" +
                                    decode + "'");
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
+  // auto: MLIR's kernels' measured best, 4-bit codes only (the Halide
+  // kernels' is every integer code: buildLoweringConfig).
   if (kernels)
-    kernels->int8Decode = options.cpu.int8Decode;
+    kernels->int8Decode = decode == "auto" ? "nibbles" : decode.str();
   return kernels;
 }
 
@@ -76,7 +78,10 @@ public:
       // The int8 path where MLIR's kernels would take it: --cpu-int8-dot on
       // a CPU with integer dot products.
       select.int8Dot = kernels->int8Dot;
-      select.int8Decode = kernels->int8Decode;
+      // auto: for the Halide kernels every integer code, whose f32 decode
+      // measured slower than their int8 one (bench/RESULTS.md).
+      select.int8Decode =
+          options.cpu.int8Decode == "auto" ? std::string("all") : kernels->int8Decode;
       pm.addPass(createHalideSelectKernelsPass(select));
     }
     return Error::success();

@@ -406,9 +406,24 @@ int sumLanes(const KernelSpec &spec, int64_t k) {
 /// rows' bytes), others sumLanes' f32 lanes.
 int dotLanes(const KernelSpec &spec, size_t index, int64_t k) {
   const TensorSpec &w = spec.inputs.at(index);
-  if (w.int8)
-    return int8Lanes(w.packed[0] == 'u' ? k / 2 : k, static_cast<int>(spec.numbers.at("lanes")));
+  if (w.int8) {
+    // Decode reads a row start to end: four vectors a step, independent
+    // sums (as sumLanes' f32 ones).
+    int lanes = static_cast<int>(spec.numbers.at("lanes"));
+    return int8Lanes(w.packed[0] == 'u' ? k / 2 : k,
+                     isDecode(spec) && onHost(spec) ? 4 * lanes : lanes);
+  }
   return sumLanes(spec, k);
+}
+
+/// Whether a decode kernel reads the rows of input `index` one after
+/// another, start to end (float weights, and packed ones on the int8 path,
+/// whose steps hold four vectors of sums), rather than the rows of a tile
+/// side by side inside the reduction (packed weights decoded to f32: one
+/// vector of sums per row, within a group).
+bool rowByRow(const KernelSpec &spec, size_t index) {
+  const TensorSpec &w = spec.inputs.at(index);
+  return isDecode(spec) && (w.packed.empty() || w.int8);
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
@@ -1211,12 +1226,6 @@ std::string deviceSchedule(const KernelSpec &spec) {
 
 } // namespace
 
-/// Whether a kernel reads a packed quantized weight.
-static bool hasPacked(const KernelSpec &spec) {
-  return std::any_of(spec.inputs.begin(), spec.inputs.end(),
-                     [](const TensorSpec &t) { return !t.packed.empty(); });
-}
-
 /// The int8 path's schedule: the activations `prefix`* quantized once per
 /// call, in parallel over tokens (`outer`), codes `c` in vectors of `lanes`
 /// where the depth `depth` has them.
@@ -1288,9 +1297,10 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     int64_t depth = spec.inputs[0].shape.back();
     int l = dotLanes(spec, weight, depth);
     bool int8 = spec.inputs[weight].int8;
+    bool rowWise = rowByRow(spec, weight);
     if (int8) {
       int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), "t", depth, lanes);
-      int8DotSchedule(s, "dot", "partial", "n", nibbles(spec.inputs[weight]));
+      int8DotSchedule(s, "dot", "partial", rowWise ? "ko" : "n", nibbles(spec.inputs[weight]));
     }
     bool decode = isDecode(spec);
     // Rows of the weight per register tile and per parallel task.
@@ -1305,10 +1315,10 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "out.split(n, nb, nr, " << block << ").split(nr, no, ni, " << tile
         << ").reorder(ni, no, t, nb).parallel(nb)\n";
       s << "partial.compute_at(out, no)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
-      // Over packed weights one vector of partial sums per row (within a
-      // group): the tile's rows, unrolled inside the reduction, are the
-      // independent sums.
-      if (hasPacked(spec))
+      // Over packed weights decoded to f32, one vector of partial sums per
+      // row (within a group): the tile's rows, unrolled inside the
+      // reduction, are the independent sums.
+      if (!rowWise)
         s << "partial.update().reorder(l, n, ko, t)" << (l > 1 ? ".vectorize(l)" : "")
           << ".unroll(n)\n";
       else
@@ -1348,7 +1358,6 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // of output rows, 8 a tile. In decode each row's weights are read start
     // to end, one row after another, as a decode linear's; in prefill a
     // tile's rows are register tiles that share each load of x.
-    bool decode = isDecode(spec);
     int64_t hidden = spec.inputs[0].shape.back();
     int lf = dotLanes(spec, 5, spec.inputs[3].shape[1]);
     // The int8 path's activations: x once per block form (gate/up and the
@@ -1374,13 +1383,15 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // A dot product's update stage: the reduction `k` inside the rows `v`
     // (decode), or the rows unrolled inside it (prefill); `last`, a loop
     // outermost in both.
-    auto dot = [&](const std::string &func, const std::string &k, const std::string &v,
-                   const std::string &outer, int lanes, const std::string &last = "") {
+    auto dot = [&](const std::string &func, size_t weight, const std::string &k,
+                   const std::string &v, const std::string &outer, int lanes,
+                   const std::string &last = "") {
       std::string vec = lanes > 1 ? ".vectorize(l)" : "";
       std::string tail = last.empty() ? "" : ", " + last;
-      // (Over packed weights, one vector of partial sums per row: decode
-      // unrolls the rows inside the reduction too, for independent sums.)
-      if (decode && !hasPacked(spec))
+      // (Over packed weights decoded to f32, one vector of partial sums per
+      // row: decode unrolls the rows inside the reduction too, for
+      // independent sums.)
+      if (rowByRow(spec, weight))
         s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << tail << ")"
           << vec << "\n";
       else
@@ -1399,10 +1410,12 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       int lg = dotLanes(spec, gate, hidden);
       s << prefix << "gate_up.compute_at(" << prefix << "hidden, " << v << "o)"
         << (lg > 1 ? ".vectorize(l)" : "") << "\n";
-      dot(prefix + "gate_up", prefix.empty() ? "kh" : "ksh", v, outer, lg);
+      std::string k = prefix.empty() ? "kh" : "ksh";
+      dot(prefix + "gate_up", gate, k, v, outer, lg);
       if (spec.inputs[gate].int8)
         for (const char *d : {"gate_dot", "up_dot"})
-          int8DotSchedule(s, prefix + d, prefix + "gate_up", v, nibbles(spec.inputs[gate]));
+          int8DotSchedule(s, prefix + d, prefix + "gate_up", rowByRow(spec, gate) ? k : v,
+                          nibbles(spec.inputs[gate]));
     };
     hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
     if (spec.inputs.size() == 9)
@@ -1410,18 +1423,20 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     if (spec.inputs[5].int8) {
       int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), "t", spec.inputs[3].shape[1],
                              lanes);
-      int8DotSchedule(s, "down_dot", "down_partial", "n", nibbles(spec.inputs[5]));
+      int8DotSchedule(s, "down_dot", "down_partial", rowByRow(spec, 5) ? "kf" : "n",
+                      nibbles(spec.inputs[5]));
     }
     if (spec.inputs.size() == 9 && spec.inputs[8].int8) {
       int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), "t",
                              spec.inputs[6].shape[0], lanes);
-      int8DotSchedule(s, "shared_down_dot", "shared_partial", "n", nibbles(spec.inputs[8]));
+      int8DotSchedule(s, "shared_down_dot", "shared_partial", rowByRow(spec, 8) ? "ks" : "n",
+                      nibbles(spec.inputs[8]));
     }
     auto [nt, nb] = blocks(inner, 8, 64);
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
       << ").reorder(ni, no, t, nb).parallel(nb)\n";
     s << "down_partial.compute_at(out, no)" << (lf > 1 ? ".vectorize(l)" : "") << "\n";
-    dot("down_partial", "kf", "n", "t", lf, "kj");
+    dot("down_partial", 5, "kf", "n", "t", lf, "kj");
     // Each row's lanes added up inside vectors (a shuffle tree).
     auto laneSums = [&](std::initializer_list<const char *> sums, const char *lane, int lanes) {
       if (lanes > 1 && vectorSums(spec))
@@ -1433,7 +1448,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     if (spec.inputs.size() == 9) {
       int ls = dotLanes(spec, 8, spec.inputs[6].shape[0]);
       s << "shared_partial.compute_at(out, no)" << (ls > 1 ? ".vectorize(l)" : "") << "\n";
-      dot("shared_partial", "ks", "n", "t", ls);
+      dot("shared_partial", 8, "ks", "n", "t", ls);
       laneSums({"shared_gate_sum", "shared_up_sum"}, "lsr", dotLanes(spec, 6, hidden));
       laneSums({"shared_sum"}, "lq", ls);
     }
