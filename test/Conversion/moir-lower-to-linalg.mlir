@@ -484,10 +484,12 @@ func.func @halide_packed(%x: tensor<?x64xf32>, %d: tensor<32x32xi8>, %s: tensor<
 
 // -----
 
-// A packed form the Halide kernels have no decoder for is named.
-func.func @halide_fp8(%x: tensor<?x64xf32>, %d: tensor<32x64xf8E4M3FN>, %s: tensor<32x1x1xf32>) -> tensor<?x32xf32> {
-  %w = llm.packed_weight %d, %s group 64 : tensor<32x64xf8E4M3FN>, tensor<32x1x1xf32> -> !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>
-  // expected-error @below {{Halide kernel 'linear': no decoder for the packed form f8e4m3:64}}
-  %y = moir.halide_call "moir_hl_linear_1" "linear"(%x, %w) {} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
-  return %y : tensor<?x32xf32>
+// A packed form the Halide kernels have no decoder for is named: K-quant
+// superblock scales (moir-bind-weights gives a weight a Halide kernel reads
+// per-group scales).
+func.func @halide_superblocks(%x: tensor<?x512xf32>, %d: tensor<8x256xi8>, %s: tensor<8x2x20xi8>) -> tensor<?x8xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<8x256xi8>, tensor<8x2x20xi8> -> !llm.qtensor<8x512xi4, #llm.quant<kind = gguf, format = q4_k>>
+  // expected-error @below {{Halide kernel 'linear': no decoder for the packed form u4:32}}
+  %y = moir.halide_call "moir_hl_linear_1" "linear"(%x, %w) {} : (tensor<?x512xf32>, !llm.qtensor<8x512xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
 }

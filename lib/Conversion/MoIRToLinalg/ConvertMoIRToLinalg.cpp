@@ -23,7 +23,7 @@ namespace {
 /// A moir.halide_call reads a packed quantized weight as its codes, in the
 /// weight's place, and its scales, after the other operands; `packed` in
 /// its params names them ("<operand>=<form>", MoIROps.td). The Halide
-/// kernels decode i8 and u4 codes with per-group scales.
+/// kernels decode i8, u4 and FP8 E4M3 codes with per-group scales.
 LogicalResult expandPackedOperands(moir::HalideCallOp call) {
   if (llvm::none_of(call.getInputs().getTypes(),
                     [](Type t) { return isa<moir::llm::QTensorType>(t); }))
@@ -38,7 +38,9 @@ LogicalResult expandPackedOperands(moir::HalideCallOp call) {
     FailureOr<moir::lowering::WeightOperand> w = moir::lowering::weightOperand(call, v);
     if (failed(w))
       return failure();
-    if (w->superblocks || !(StringRef(w->form).starts_with("i8:") || w->form == "u4:32"))
+    StringRef form = w->form;
+    if (w->superblocks ||
+        !(form.starts_with("i8:") || form == "u4:32" || form.starts_with("f8e4m3:")))
       return call.emitOpError() << "Halide kernel '" << call.getKernel()
                                 << "': no decoder for the packed form " << w->form << " of "
                                 << v.getType();

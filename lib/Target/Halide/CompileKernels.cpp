@@ -99,8 +99,8 @@ FailureOr<hl::TensorSpec> tensorSpec(Operation *op, Type type) {
     spec.type = hl::ElementType::I32;
   else if (e.isInteger(64))
     spec.type = hl::ElementType::I64;
-  else if (e.isInteger(8))
-    spec.type = hl::ElementType::I8;
+  else if (e.isInteger(8) || isa<Float8E4M3FNType>(e))
+    spec.type = hl::ElementType::I8; // FP8 codes: bytes the kernel decodes
   else
     return op->emitOpError() << "Halide kernels take f32, bf16, f16, i32, i64 or i8 buffers, not "
                              << type;
@@ -131,7 +131,7 @@ FailureOr<hl::KernelSpec> kernelSpec(moir::HalideCallOp call) {
       auto [index, form] = entry.split('=');
       unsigned i;
       if (index.getAsInteger(10, i) || i >= logical || spec.inputs[i].type != hl::ElementType::I8 ||
-          !(form.starts_with("i8:") || form == "u4:32"))
+          !(form.starts_with("i8:") || form == "u4:32" || form.starts_with("f8e4m3:")))
         return call.emitOpError() << "malformed packed weight '" << entry << "'";
       spec.inputs[i].packed = form.str();
       if (form.starts_with("u4"))

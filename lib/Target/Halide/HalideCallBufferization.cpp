@@ -46,6 +46,9 @@ constexpr int64_t kHostDirty = 1, kDeviceDirty = 2;
 std::pair<int, int> halideType(Type e) {
   if (e.isBF16())
     return {4, 16};
+  // FP8 codes are bytes to Halide (int8 buffers its kernels decode).
+  if (isa<FloatType>(e) && e.getIntOrFloatBitWidth() == 8)
+    return {0, 8};
   if (isa<FloatType>(e))
     return {2, static_cast<int>(e.getIntOrFloatBitWidth())};
   return {0, static_cast<int>(e.getIntOrFloatBitWidth())};

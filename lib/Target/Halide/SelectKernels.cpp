@@ -38,10 +38,10 @@ bool isPlainFloat(Value v) {
                   type.getElementType().isF16());
 }
 
-/// A quantized weight whose packed form (i8 or u4 codes with per-group
-/// scales, include/moir/Frontend/Quantization.h) the Halide kernels decode
-/// on the host: rank `rank`, static. FP8 codes stay on MLIR, and so do
-/// quantized weights on a device (their kernels' scalar arguments outgrow
+/// A quantized weight whose packed form (i8, u4 or FP8 E4M3 codes with
+/// per-group scales, include/moir/Frontend/Quantization.h) the Halide
+/// kernels decode on the host: rank `rank`, static. Quantized weights on a
+/// device stay on MLIR (their kernels' scalar arguments outgrow
 /// the 64 bytes that Halide 21's Vulkan runtime binds right on lavapipe,
 /// docs/halide.md; OpenCL would need its half-float extension for the f16
 /// scales). moir-bind-weights gives a weight a Halide kernel reads
@@ -52,7 +52,8 @@ bool packedForHalide(Value v, int64_t rank, StringRef device) {
       llvm::any_of(type.getShape(), [](int64_t d) { return ShapedType::isDynamic(d); }))
     return false;
   std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
-  return layout && (layout->storage == "i8" || (layout->storage == "u4" && layout->group == 32));
+  return layout && (layout->storage == "i8" || layout->storage == "f8e4m3" ||
+                    (layout->storage == "u4" && layout->group == 32));
 }
 
 /// The packed form of a weight the Halide kernels can multiply with int8
@@ -281,7 +282,7 @@ struct HalideSelectKernelsPass
           b.getNamedAttr("norm_topk_prob", b.getI64IntegerAttr(routing.getNormTopkProb())));
       params.push_back(b.getNamedAttr("scaling", b.getF64FloatAttr(routing.getScalingFactor())));
     } else if (auto experts = dyn_cast<moe::FusedExpertsOp>(op)) {
-      // Float weights, or packed quantized ones (FP8 stays on MLIR).
+      // Float weights, or packed quantized ones (i8, u4 or FP8 codes).
       std::optional<StringRef> act = activationName(experts.getActivation());
       if (!want("experts") || !act || !isF32(experts.getInput()) ||
           cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||

@@ -84,13 +84,13 @@ func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
 
 // -----
 
-// A quantized weight in a packed form the kernels decode (i8 or u4 codes,
-// group scales) goes to Halide as it is (moir-lower-to-linalg expands it into
-// codes and scales); FP8 codes stay on MLIR, and so does every quantized
-// weight on a device.
+// A quantized weight in a packed form the kernels decode (i8, u4 or FP8 E4M3
+// codes, group scales) goes to Halide as it is (moir-lower-to-linalg expands
+// it into codes and scales); every quantized weight on a device stays on MLIR.
 // CHECK-LABEL: func.func @quantized
 // CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
-// CHECK: llm.linear {{.*}}f8E4M3FN
+// CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
+// CHECK-NOT: llm.linear
 // DEVICE-LABEL: func.func @quantized
 // DEVICE-NOT: moir.halide_call
 // DEVICE: llm.linear

@@ -388,4 +388,50 @@ TEST(HalideKernels, ExpertsMatchLoops) {
       expertsMatchLoops(variant, hidden);
 }
 
+// A linear over FP8 E4M3FN codes (packed "f8e4m3:32", one f32 scale per
+// group of 32), decode and prefill kernels: the codes run through every byte
+// but the two NaNs (each several times), decoded from their bits by the
+// kernel; the reference decodes them with ldexp (normal (1 + m/8) 2^(e-7),
+// subnormal m/8 2^-6, negative with the sign bit). Token t's activations are
+// one-hot at column t, so each output is one code times its scale, checked
+// on its own within f32 rounding (a wrong subnormal or sign cannot hide
+// behind a larger output).
+TEST(HalideKernels, LinearDecodesEveryFP8Code) {
+  Random rnd;
+  const int N = 37, K = 96, T = K, G = 32;
+  std::vector<uint8_t> codes;
+  for (int b = 0; b < 256; ++b)
+    if ((b & 127) != 127)
+      codes.push_back(static_cast<uint8_t>(b));
+  auto fp8 = [](uint8_t b) {
+    int e = (b >> 3) & 15, m = b & 7;
+    double v = e ? std::ldexp(1.0 + m / 8.0, e - 7) : std::ldexp(m / 8.0, -6);
+    return b & 128 ? -v : v;
+  };
+  for (const char *variant : {"decode", "prefill"}) {
+    KernelSpec spec;
+    spec.symbol = std::string("fp8_linear_") + variant;
+    spec.kind = "linear";
+    spec.inputs = {{ElementType::F32, {-1, K}}, {ElementType::I8, {N, K}, "f8e4m3:32"}};
+    spec.scales = {{ElementType::F32, {N, K / G, 1}}};
+    spec.outputs = {{ElementType::F32, {-1, N}}};
+    spec.strings["variant"] = variant;
+    auto x = tensor<float>({T, K}, [&](size_t i) { return i / K == i % K ? 1.0f : 0.0f; });
+    size_t start = rnd.engine() % codes.size();
+    auto w = tensor<int8_t>({N, K}, [&](size_t i) {
+      return static_cast<int8_t>(codes[(start + i) % codes.size()]);
+    });
+    auto scales = tensor<float>({N, K / G, 1}, [&](size_t) { return 1.5f + rnd.next(); });
+    Buffer<float> out = run(spec, {x, w, scales}, {T, N})[0];
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n) {
+        uint8_t code = static_cast<uint8_t>(w(t, n));
+        double want = scales(0, t / G, n) * fp8(code);
+        ASSERT_LE(std::abs(out(n, t) - want), 1e-6 * std::abs(want))
+            << variant << ": code 0x" << std::hex << int(code) << std::dec << " row " << n
+            << " seed " << rnd.seed;
+      }
+  }
+}
+
 } // namespace

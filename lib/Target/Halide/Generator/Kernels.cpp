@@ -50,6 +50,13 @@ Type halideType(ElementType type) {
   throw std::runtime_error("kernel " + spec.symbol + " (" + spec.kind + "): " + what);
 }
 
+/// The group of a packed form ("u4:32", "i8:16", "f8e4m3:128"): the number
+/// after its first ':'.
+int packedGroup(const std::string &form) {
+  size_t colon = form.find(':');
+  return colon == std::string::npos ? 0 : std::atoi(form.c_str() + colon + 1);
+}
+
 /// A buffer of `shape` (outermost first; -1 dynamic) with its static
 /// extents as constraints.
 ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::string &name) {
@@ -78,11 +85,12 @@ ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) 
 ///   w[..., c] = scale[..., c / group] * code[..., c] + offset[..., c / group]
 /// with i8 codes one per byte, u4 codes two per byte (group g of a row in
 /// bytes [16g, 16g + 16): element 32g + j in byte 16g + j's low nibble,
-/// 32g + 16 + j in its high one).
+/// 32g + 16 + j in its high one), FP8 E4M3FN codes one per byte (decoded
+/// from their bits: Halide has no 8-bit float type).
 struct Weight {
   ImageParam data;
   std::optional<ImageParam> scales;
-  bool nibbles = false, offsets = false;
+  bool nibbles = false, offsets = false, fp8 = false;
   int group = 0;
 
   /// The element at `c` of the last dimension (Halide's dimension 0) and
@@ -97,6 +105,8 @@ struct Weight {
       at[0] = (c / 32) * 16 + c % 16;
       Expr byte = cast<uint8_t>(data(at));
       code = cast<float>(select(c % 32 < 16, byte & 15, byte >> 4));
+    } else if (fp8) {
+      code = fp8Value(cast<uint8_t>(data(at)));
     } else {
       code = cast<float>(data(at));
     }
@@ -111,6 +121,17 @@ struct Weight {
   }
   template <typename... E> Expr operator()(Expr c, E... rest) const {
     return (*this)(c, std::vector<Expr>{rest...});
+  }
+
+  /// The FP8 E4M3FN number of byte `b`, exactly: sign, 4 exponent bits
+  /// (bias 7), 3 mantissa bits; exponent 0 is subnormal (m * 2^-9), and
+  /// S.1111.111 is NaN (the format has no infinities).
+  static Expr fp8Value(Expr b) {
+    Expr e = cast<uint32_t>((b >> 3) & 15), m = cast<uint32_t>(b & 7);
+    Expr normal = reinterpret(Float(32), ((e + 120) << 23) | (m << 20));
+    Expr magnitude = select(e == 0, cast<float>(m) * 0.001953125f, normal);
+    magnitude = select((b & 127) == 127, std::numeric_limits<float>::quiet_NaN(), magnitude);
+    return select((b & 128) != 0, -magnitude, magnitude);
   }
 };
 
@@ -134,7 +155,8 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
     fail(spec, "no scales for packed weight " + name);
   const TensorSpec &s = spec.scales[which];
   w.nibbles = t.packed.rfind("u4:", 0) == 0;
-  w.group = std::stoi(t.packed.substr(3));
+  w.fp8 = t.packed.rfind("f8e4m3:", 0) == 0;
+  w.group = packedGroup(t.packed);
   int64_t cols = t.shape.back();
   if (cols < 0 || w.group <= 0 || cols % w.group || (w.nibbles && w.group != 32) ||
       s.shape.size() != t.shape.size() + 1 || s.shape[s.shape.size() - 2] != cols / w.group ||
@@ -397,7 +419,7 @@ int sumLanes(const KernelSpec &spec, int64_t k) {
   int want = onHost(spec) && streams ? 4 * lanes : lanes;
   for (const TensorSpec &t : spec.inputs)
     if (!t.packed.empty())
-      want = std::min(want, t.packed[0] == 'u' ? 16 : std::stoi(t.packed.substr(3)));
+      want = std::min(want, t.packed[0] == 'u' ? 16 : packedGroup(t.packed));
   return partialLanes(k, want);
 }
 
@@ -1368,7 +1390,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       if (i >= spec.inputs.size() || !spec.inputs[i].int8)
         continue;
       const TensorSpec &w = spec.inputs[i];
-      int unit = nibbles(w) || std::stoi(w.packed.substr(3)) % 32 == 0 ? 32 : 16;
+      int unit = nibbles(w) || packedGroup(w.packed) % 32 == 0 ? 32 : 16;
       if (!xForms.insert({unit, nibbles(w)}).second)
         continue;
       std::string prefix =
