@@ -124,14 +124,15 @@ struct Weight {
   }
 
   /// The FP8 E4M3FN number of byte `b`, exactly: sign, 4 exponent bits
-  /// (bias 7), 3 mantissa bits; exponent 0 is subnormal (m * 2^-9), and
-  /// S.1111.111 is NaN (the format has no infinities).
+  /// (bias 7), 3 mantissa bits, exponent 0 subnormal; S.1111.111 is NaN
+  /// (the format has no infinities). Its bits shifted into an f16's are that
+  /// f16 times 2^8, subnormals included (f16's exponent bias is 15), so the
+  /// decode is a shift and a half-float conversion (F16C).
   static Expr fp8Value(Expr b) {
-    Expr e = cast<uint32_t>((b >> 3) & 15), m = cast<uint32_t>(b & 7);
-    Expr normal = reinterpret(Float(32), ((e + 120) << 23) | (m << 20));
-    Expr magnitude = select(e == 0, cast<float>(m) * 0.001953125f, normal);
-    magnitude = select((b & 127) == 127, std::numeric_limits<float>::quiet_NaN(), magnitude);
-    return select((b & 128) != 0, -magnitude, magnitude);
+    Expr wide = cast<uint16_t>(b);
+    Expr half = reinterpret(Float(16), ((wide & 127) << 7) | ((wide & 128) << 8));
+    Expr value = cast<float>(half) * 256.0f;
+    return select((b & 127) == 127, std::numeric_limits<float>::quiet_NaN(), value);
   }
 };
 
