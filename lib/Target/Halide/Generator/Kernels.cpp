@@ -1,7 +1,9 @@
 //===- Kernels.cpp - MoIR's ops as Halide algorithms, default schedules ---===//
 //
 // Each kernel is the op's math as the MLIR path computes it (f32
-// arithmetic, weights widened to f32), with Halide's dimension order:
+// arithmetic, weights widened or decoded to f32; or, for integer codes on
+// the int8 path, int8 activations and i32 dot products, as MLIR's
+// --cpu-int8-dot kernels), with Halide's dimension order:
 // dimension 0 is the innermost (MLIR's last). Static extents from the IR
 // become constraints on the buffers, so Halide specializes on them; the
 // token dimension stays dynamic.
