@@ -180,13 +180,29 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
   return w;
 }
 
-/// The activation block of a packed weight's int8 path: 32 elements (16
-/// for weights in groups of 16), as the MLIR kernels' int8 path
-/// (ContractionKernels.cpp, int8Unit); 0 where the form has none.
-int int8Unit(const Weight &w) {
-  if (w.nibbles)
-    return 32;
-  return w.group % 32 == 0 ? 32 : w.group == 16 ? 16 : 0;
+/// The activation block of input `index`'s int8 path: 32 elements (16 for
+/// weights in groups of 16), as the MLIR kernels' int8 path
+/// (ContractionKernels.cpp, int8Unit); 0 for a weight not on it. Fails for
+/// a weight on it whose form has no block or whose depth the block does
+/// not tile.
+int int8Unit(const KernelSpec &spec, size_t index) {
+  const TensorSpec &t = spec.inputs.at(index);
+  if (!t.int8)
+    return 0;
+  int group = packedGroup(t.packed);
+  int unit = t.packed.rfind("u4:", 0) == 0 || group % 32 == 0 ? 32 : group == 16 ? 16 : 0;
+  int64_t depth = t.shape.back();
+  if (!unit || depth % unit)
+    fail(spec, "the int8 path needs blocks of 32 or 16 that tile the depth " +
+                   std::to_string(depth));
+  return unit;
+}
+
+/// The prefix of the Funcs of x's quantized activations in the experts
+/// kernel: none for the first block form its weights read, "x<unit>_" or
+/// "x<unit>u4_" for another (the shared expert's, in a different form).
+std::string xActivationsPrefix(int unit, bool nibbles, bool first) {
+  return first ? "" : "x" + std::to_string(unit) + (nibbles ? "u4_" : "_");
 }
 
 /// Activations quantized to int8 for the integer dot products, the math of
@@ -439,6 +455,15 @@ int dotLanes(const KernelSpec &spec, size_t index, int64_t k) {
                      isDecode(spec) && onHost(spec) ? 4 * lanes : lanes);
   }
   return sumLanes(spec, k);
+}
+
+/// The steps of a dot product over input `index` (a weight) of depth `k`
+/// in `lanes` (dotLanes): each step 4 bytes a lane on the int8 path (8
+/// codes for u4, 4 for i8), one element a lane otherwise.
+int dotSteps(const KernelSpec &spec, size_t index, int64_t k, int lanes) {
+  const TensorSpec &w = spec.inputs.at(index);
+  int64_t elements = w.int8 ? 4 * lanes * (w.packed[0] == 'u' ? 2 : 1) : lanes;
+  return static_cast<int>(k / elements);
 }
 
 /// Whether a decode kernel reads the rows of input `index` one after
@@ -771,16 +796,6 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
 
   // The int8 path, weight by weight (gate and up together): the
   // activations each reads quantized once per call, by the weights' block.
-  auto int8Of = [&](size_t index, const Weight &w) -> std::optional<int> {
-    if (!spec.inputs[index].int8)
-      return std::nullopt;
-    int unit = int8Unit(w);
-    int64_t depth = spec.inputs[index].shape.back();
-    if (!unit || depth % unit)
-      fail(spec, "the int8 path needs blocks of 32 or 16 that tile the depth " +
-                     std::to_string(depth));
-    return unit;
-  };
   std::map<std::pair<int, bool>, Int8Activations> xCodes;
   auto quantizedX = [&](int unit, bool nibbles) {
     auto it = xCodes.find({unit, nibbles});
@@ -788,9 +803,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
       it = xCodes
                .emplace(std::make_pair(unit, nibbles),
                         quantizeActivations(Func(x), {t}, unit, nibbles,
-                                            xCodes.empty() ? "" : "x" + std::to_string(unit) +
-                                                                      (nibbles ? "u4_" : "_"),
-                                            k))
+                                            xActivationsPrefix(unit, nibbles, xCodes.empty()), k))
                .first;
     return it->second;
   };
@@ -803,10 +816,10 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     std::vector<Expr> at = {l};
     at.insert(at.end(), vars.begin(), vars.end());
     acc(at) = Tuple(0.0f, 0.0f);
-    if (std::optional<int> unit = int8Of(index, gw)) {
-      if (!int8Of(index + 1, uw) || gw.nibbles != uw.nibbles || int8Unit(uw) != *unit)
+    if (int unit = int8Unit(spec, index)) {
+      if (gw.nibbles != uw.nibbles || int8Unit(spec, index + 1) != unit)
         fail(spec, "gate and up take the int8 path together, with one block");
-      Int8Activations a = quantizedX(*unit, gw.nibbles);
+      Int8Activations a = quantizedX(unit, gw.nibbles);
       std::vector<Expr> varExprs(vars.begin(), vars.end());
       Func gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
       Func ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
@@ -818,15 +831,9 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
       acc(at) = Tuple(acc(at)[0] + x(hh, t) * gw(hh, row), acc(at)[1] + x(hh, t) * uw(hh, row));
     }
   };
-  // Steps of a dot product over input `index`'s rows of `depth`.
-  auto steps = [&](size_t index, int64_t depth, int lanes) {
-    const TensorSpec &w = spec.inputs[index];
-    int64_t elements = w.int8 ? 4 * lanes * (w.packed[0] == 'u' ? 2 : 1) : lanes;
-    return static_cast<int>(depth / elements);
-  };
 
   int lh = dotLanes(spec, 3, hidden);
-  RDom kh(0, steps(3, hidden, lh), "kh");
+  RDom kh(0, dotSteps(spec, 3, hidden, lh), "kh");
   k.rvars["kh"] = kh.x;
   RDom lr(0, lh, "lr");
   k.rvars["lr"] = lr.x;
@@ -838,13 +845,13 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   hiddenRow(f, j, t) = activation(act, g0) * u0 * routed(j, t);
 
   int lf = dotLanes(spec, 5, ffn);
-  RDom kf(0, steps(5, ffn, lf), 0, topK, "kf");
+  RDom kf(0, dotSteps(spec, 5, ffn, lf), 0, topK, "kf");
   k.rvars["kf"] = kf.x;
   k.rvars["kj"] = kf.y;
   Func downPartial("down_partial");
   downPartial(l, n, t) = 0.0f;
-  if (std::optional<int> unit = int8Of(5, down)) {
-    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, *unit, down.nibbles, "hidden_", k);
+  if (int unit = int8Unit(spec, 5)) {
+    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles, "hidden_", k);
     Func dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
     downPartial(l, n, t) += int8Contribution(dd, down, a, lf, l, kf.x, {n, kf.y, t},
                                              {n, expert(kf.y, t)}, {kf.y, t});
@@ -870,7 +877,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     Func sharedGateUp("shared_gate_up"), sharedHidden("shared_hidden"),
         sharedPartial("shared_partial");
     int lsh = dotLanes(spec, 6, hidden);
-    RDom ksh(0, steps(6, hidden, lsh), "ksh");
+    RDom ksh(0, dotSteps(spec, 6, hidden, lsh), "ksh");
     k.rvars["ksh"] = ksh.x;
     RDom lsr(0, lsh, "lsr");
     k.rvars["lsr"] = lsr.x;
@@ -878,12 +885,12 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     sharedHidden(s, t) = activation(act, sum(sharedGateUp(lsr.x, s, t)[0], "shared_gate_sum")) *
                          sum(sharedGateUp(lsr.x, s, t)[1], "shared_up_sum");
     int ls = dotLanes(spec, 8, sffn);
-    RDom ks(0, steps(8, sffn, ls), "ks");
+    RDom ks(0, dotSteps(spec, 8, sffn, ls), "ks");
     k.rvars["ks"] = ks.x;
     sharedPartial(l, n, t) = 0.0f;
-    if (std::optional<int> unit = int8Of(8, sdown)) {
+    if (int unit = int8Unit(spec, 8)) {
       Int8Activations a =
-          quantizeActivations(sharedHidden, {t}, *unit, sdown.nibbles, "shared_hidden_", k);
+          quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, "shared_hidden_", k);
       Func sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
       sharedPartial(l, n, t) += int8Contribution(sd, sdown, a, ls, l, ks.x, {n, t}, {n}, {t});
     } else {
@@ -1030,20 +1037,14 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     int lanes = dotLanes(spec, first, kdim);
     Func partial("partial");
     partial(l, n, t) = 0.0f;
-    if (spec.inputs[first].int8) {
+    RDom ko(0, dotSteps(spec, first, kdim, lanes), "ko");
+    k.rvars["ko"] = ko.x;
+    if (int unit = int8Unit(spec, first)) {
       // Integer dot products with the activations quantized to int8.
-      int unit = int8Unit(w);
-      if (!unit || kdim % unit)
-        fail(spec, "the int8 path needs blocks of 32 or 16 that tile the depth " +
-                       std::to_string(kdim));
       Int8Activations a = quantizeActivations(source, {t}, unit, w.nibbles, "", k);
       Func dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
-      RDom ko(0, static_cast<int>((w.nibbles ? kdim / 2 : kdim) / (4 * lanes)), "ko");
-      k.rvars["ko"] = ko.x;
       partial(l, n, t) += int8Contribution(dot, w, a, lanes, l, ko.x, {n, t}, {n}, {t});
     } else {
-      RDom ko(0, static_cast<int>(kdim / lanes), "ko");
-      k.rvars["ko"] = ko.x;
       Expr kk = ko.x * lanes + l;
       partial(l, n, t) += source(kk, t) * w(kk, n);
     }
@@ -1390,15 +1391,11 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // expert's and the shared expert's hidden rows.
     std::set<std::pair<int, bool>> xForms;
     for (size_t i : {size_t(3), size_t(6)}) {
-      if (i >= spec.inputs.size() || !spec.inputs[i].int8)
-        continue;
-      const TensorSpec &w = spec.inputs[i];
-      int unit = nibbles(w) || packedGroup(w.packed) % 32 == 0 ? 32 : 16;
-      if (!xForms.insert({unit, nibbles(w)}).second)
-        continue;
-      std::string prefix =
-          xForms.size() == 1 ? "" : "x" + std::to_string(unit) + (nibbles(w) ? "u4_" : "_");
-      int8ActivationSchedule(s, prefix, nibbles(w), "t", hidden, lanes);
+      int unit = i < spec.inputs.size() ? int8Unit(spec, i) : 0;
+      bool u4 = unit && nibbles(spec.inputs[i]);
+      if (unit && xForms.insert({unit, u4}).second)
+        int8ActivationSchedule(s, xActivationsPrefix(unit, u4, xForms.size() == 1), u4, "t",
+                               hidden, lanes);
     }
     auto blocks = [](int64_t extent, int tile, int block) {
       int t = extent < tile ? static_cast<int>(extent) : tile;
