@@ -64,9 +64,15 @@ Value bindPacked(Operation *op, llm::QTensorType type, bool superblocks, AddArg 
   // the per-group form (the MLIR kernels read both).
   bool readByHalide = llvm::any_of(op->getResult(0).getUsers(),
                                    [](Operation *user) { return isa<HalideCallOp>(user); });
-  if (int64_t width = columnSliceWidth(op->getResult(0));
-      !superblocks || width % 256 != 0 || readByHalide)
+  int64_t width = columnSliceWidth(op->getResult(0));
+  if (!superblocks || width % 256 != 0 || readByHalide)
     layout->superblocks = false;
+  // Groups wider than the consumer's column blocks (one scale per row of
+  // DeepSeek-V2-Lite's two shared experts' down projection, per-channel
+  // FP8 or INT8) are split at the blocks: the packer repeats each scale
+  // over its row's groups. (u4's group is always 32.)
+  if (width > 0 && layout->storage != "u4" && width % layout->group != 0)
+    layout->group = std::gcd(layout->group, width);
   // At the top of the entry, not between layer ops (moir-outline-layers
   // outlines each layer's contiguous ops).
   auto func = op->getParentOfType<func::FuncOp>();

@@ -101,6 +101,28 @@ func.func @forward(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2x
 
 // -----
 
+// One scale per row (per-channel FP8) of two shared experts' down
+// projection: the row's scale is repeated over each expert's 256 columns,
+// so the fused experts' column blocks hold whole groups.
+// RUN: moir-opt %s -split-input-file -moir-bind-weights -verify-diagnostics | FileCheck %s --check-prefix=ROWS
+// ROWS: tensor<256x512xf8E4M3FN> {{{[^}]*}}packing = "f8e4m3:256:fp8:sym/data">}
+// ROWS: tensor<256x2x1xf32> {{{[^}]*}}packing = "f8e4m3:256:fp8:sym/scales">}
+func.func @forward(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x256xf32> {
+  %g = llm.stacked_weight ["g0", "g1"] : tensor<2x256x256xf32>
+  %u = llm.stacked_weight ["u0", "u1"] : tensor<2x256x256xf32>
+  %d = llm.stacked_weight ["d0", "d1"] : tensor<2x256x256xf32>
+  %sg = llm.weight "sg" : tensor<512x256xf32>
+  %su = llm.weight "su" : tensor<512x256xf32>
+  %sd = llm.weight "sd" : !llm.qtensor<256x512xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %u, %d) shared(%sg, %su, %sd)
+      : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<2x256x256xf32>,
+         tensor<2x256x256xf32>, tensor<2x256x256xf32>, tensor<512x256xf32>, tensor<512x256xf32>,
+         !llm.qtensor<256x512xf8E4M3FN, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
+}
+
+// -----
+
 // A scheme no packed form holds (per-tensor int8) is refused naming the
 // weight.
 func.func @forward(%x: tensor<?x32xf32>) -> tensor<?x8xf32> {
