@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Writes a MoIR bench checkpoint (moir-make-model's Mistral- or Mixtral-shaped
-bf16 folder: config.json + model.safetensors, no tokenizer) as a GGUF file that
+"""Writes a MoIR bench checkpoint (moir-make-model's Mistral-, Mixtral- or
+DeepSeek-V2-shaped bf16 folder: config.json + model.safetensors, no tokenizer) as a GGUF file that
 llama.cpp loads, so that llama.cpp, ik_llama.cpp and MoIR run the same file
 (not a test; bench/quantized_side_by_side.sh takes the result, or its
 llama-quantize'd Q8_0 / Q4_K_M copies).
 
 The layout is what llama.cpp's convert_hf_to_gguf.py writes for these
 families (architecture "llama", Q/K rows permuted for its RoPE pairing,
-experts stacked as ffn_{gate,up,down}_exps, weights bf16, norms f32). The
+experts stacked as ffn_{gate,up,down}_exps, weights bf16, norms f32; for
+DeepSeek-V2, architecture "deepseek2": MLA as attn_q, attn_kv_a_mqa,
+attn_kv_a_norm and one attn_kv_b, the shared experts as ffn_*_shexp, no
+permutation, since its RoPE already pairs adjacent dimensions). The
 checkpoints have no tokenizer (random weights, token ids only), so the file
 gets a placeholder SentencePiece vocabulary of vocab_size entries: <unk>, <s>,
 </s>, the 256 byte tokens, then "t<id>". llama-bench and moir-run --tokens
@@ -59,13 +62,18 @@ def main():
     folder, out = sys.argv[1], sys.argv[2]
     cfg = json.load(open(f"{folder}/config.json"))
     family = cfg["model_type"]
-    if family not in ("mistral", "mixtral", "llama"):
-        sys.exit(f"{folder}/config.json: model_type {family!r}: only llama, mistral and "
-                 "mixtral shapes are written here")
+    if family not in ("mistral", "mixtral", "llama", "deepseek_v2"):
+        sys.exit(f"{folder}/config.json: model_type {family!r}: only llama, mistral, "
+                 "mixtral and deepseek_v2 shapes are written here")
+    deepseek = family == "deepseek_v2"
+    if deepseek and (cfg.get("q_lora_rank") or cfg.get("scoring_func", "softmax") != "softmax"
+                     or cfg.get("topk_method", "greedy") != "greedy" or cfg.get("rope_scaling")):
+        sys.exit(f"{folder}/config.json: only DeepSeek-V2-Lite's form (no q_lora_rank, softmax "
+                 "scores, greedy top-k, no rope_scaling) is written here")
     sd = read_safetensors(f"{folder}/model.safetensors")
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // H
-    w = gguf.GGUFWriter(out, "llama")
+    w = gguf.GGUFWriter(out, "deepseek2" if deepseek else "llama")
     w.add_name(folder.rstrip("/").split("/")[-1])
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg.get("max_position_embeddings", 4096))
@@ -73,13 +81,28 @@ def main():
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(H)
     w.add_head_count_kv(KV)
-    w.add_rope_dimension_count(head_dim)
+    w.add_rope_dimension_count(cfg["qk_rope_head_dim"] if deepseek else head_dim)
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
     w.add_vocab_size(cfg["vocab_size"])
     if family == "mixtral":
         w.add_expert_count(cfg["num_local_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
+    if deepseek:
+        w.add_leading_dense_block_count(cfg["first_k_dense_replace"])
+        w.add_kv_lora_rank(cfg["kv_lora_rank"])
+        w.add_key_length(cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"])
+        w.add_value_length(cfg["v_head_dim"])
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+        w.add_expert_count(cfg["n_routed_experts"])
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        w.add_expert_shared_count(cfg["n_shared_experts"])
+        w.add_expert_weights_scale(cfg.get("routed_scaling_factor", 1.0))
+        w.add_expert_weights_norm(cfg.get("norm_topk_prob", False))
+        w.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
+        # llama.cpp's deepseek2 loader requires it; 0 leaves the attention
+        # scale 1 / sqrt(key_length) (no YaRN here).
+        w.add_rope_scaling_yarn_log_mul(0.0)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
     # The placeholder vocabulary.
     V = cfg["vocab_size"]
@@ -120,11 +143,26 @@ def main():
         put(b + "attn_norm.weight", p + "input_layernorm.weight")
         put(b + "ffn_norm.weight", p + "post_attention_layernorm.weight")
         a = p + "self_attn."
-        put(b + "attn_q.weight", a + "q_proj.weight", lambda x: permute(x, H))
-        put(b + "attn_k.weight", a + "k_proj.weight", lambda x: permute(x, KV))
-        put(b + "attn_v.weight", a + "v_proj.weight")
+        if deepseek:
+            put(b + "attn_q.weight", a + "q_proj.weight")
+            put(b + "attn_kv_a_mqa.weight", a + "kv_a_proj_with_mqa.weight")
+            put(b + "attn_kv_a_norm.weight", a + "kv_a_layernorm.weight")
+            put(b + "attn_kv_b.weight", a + "kv_b_proj.weight")
+        else:
+            put(b + "attn_q.weight", a + "q_proj.weight", lambda x: permute(x, H))
+            put(b + "attn_k.weight", a + "k_proj.weight", lambda x: permute(x, KV))
+            put(b + "attn_v.weight", a + "v_proj.weight")
         put(b + "attn_output.weight", a + "o_proj.weight")
-        if family == "mixtral":
+        if deepseek and l >= cfg["first_k_dense_replace"]:
+            moe = p + "mlp."
+            put(b + "ffn_gate_inp.weight", moe + "gate.weight")
+            for n in ("gate", "up", "down"):
+                dtype = sd[moe + f"experts.0.{n}_proj.weight"][0]
+                stacked = np.stack([sd[moe + f"experts.{e}.{n}_proj.weight"][1]
+                                    for e in range(cfg["n_routed_experts"])])
+                put(b + f"ffn_{n}_exps.weight", (dtype, stacked))
+                put(b + f"ffn_{n}_shexp.weight", moe + f"shared_experts.{n}_proj.weight")
+        elif family == "mixtral":
             moe = p + "block_sparse_moe."
             put(b + "ffn_gate_inp.weight", moe + "gate.weight")
             E = cfg["num_local_experts"]
