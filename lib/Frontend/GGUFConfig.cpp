@@ -288,6 +288,12 @@ Expected<ModelConfig> parseGGUFConfig(const GGUFFile &file, const WeightStore &s
       c.rope.betaFast = betaFast;
       c.rope.betaSlow = betaSlow;
     }
+  } else {
+    // Without scaling, llama.cpp's deepseek2 still reads the YaRN log
+    // multiplier (its attention scale is 1 + multiplier * ln(factor), with
+    // factor 1): inert, whatever its value.
+    TRY(logMul, r.number("rope.scaling.yarn_log_multiplier", 0.0));
+    (void)logMul;
   }
 
   // Full-rotary attention with equal key and value widths (all but MLA).
