@@ -42,11 +42,6 @@ struct KernelOptions {
   /// than 8 activation rows (decode) too: "none", "nibbles" (4-bit codes)
   /// or "all".
   std::string int8Decode = "none";
-  /// With int8Dot, whether the CPU is one where 8-bit codes decoded faster
-  /// with int8 activations too (Intel's AVX-512 cores with AMX-INT8: +8% on
-  /// Q8_0; AMD's Zen 4 and Zen 5 measured level or 5% slower,
-  /// bench/RESULTS.md): --cpu-int8-decode=auto takes "all" there.
-  bool int8DecodeAll = false;
   /// false: contractions keep plain loops (LLVM vectorizes their k
   /// reductions); the reference the kernels are checked against.
   bool enabled = true;

@@ -31,13 +31,10 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
-  // auto: MLIR's kernels' measured best, 4-bit codes only, or every
-  // integer code on the CPUs where that measured faster (the Halide
+  // auto: MLIR's kernels' measured best, 4-bit codes only (the Halide
   // kernels' is every integer code: buildLoweringConfig).
   if (kernels)
-    kernels->int8Decode = decode != "auto"           ? decode.str()
-                          : kernels->int8DecodeAll ? "all"
-                                                   : "nibbles";
+    kernels->int8Decode = decode == "auto" ? "nibbles" : decode.str();
   return kernels;
 }
 
