@@ -135,6 +135,10 @@ def main():
         else:
             w.add_tensor(name, np.ascontiguousarray(arr.astype(np.float32)))
 
+    def stacked(keys):
+        """The experts' matrices as one [experts, rows, cols] tensor (put's form)."""
+        return sd[keys[0]][0], np.stack([sd[k][1] for k in keys])
+
     put("token_embd.weight", "model.embed_tokens.weight")
     put("output_norm.weight", "model.norm.weight")
     put("output.weight", "lm_head.weight" if "lm_head.weight" in sd else "model.embed_tokens.weight")
@@ -157,19 +161,17 @@ def main():
             moe = p + "mlp."
             put(b + "ffn_gate_inp.weight", moe + "gate.weight")
             for n in ("gate", "up", "down"):
-                dtype = sd[moe + f"experts.0.{n}_proj.weight"][0]
-                stacked = np.stack([sd[moe + f"experts.{e}.{n}_proj.weight"][1]
-                                    for e in range(cfg["n_routed_experts"])])
-                put(b + f"ffn_{n}_exps.weight", (dtype, stacked))
+                put(b + f"ffn_{n}_exps.weight",
+                    stacked([moe + f"experts.{e}.{n}_proj.weight"
+                             for e in range(cfg["n_routed_experts"])]))
                 put(b + f"ffn_{n}_shexp.weight", moe + f"shared_experts.{n}_proj.weight")
         elif family == "mixtral":
             moe = p + "block_sparse_moe."
             put(b + "ffn_gate_inp.weight", moe + "gate.weight")
-            E = cfg["num_local_experts"]
             for n, g in (("w1", "gate"), ("w3", "up"), ("w2", "down")):
-                dtype = sd[moe + f"experts.0.{n}.weight"][0]
-                stacked = np.stack([sd[moe + f"experts.{e}.{n}.weight"][1] for e in range(E)])
-                put(b + f"ffn_{g}_exps.weight", (dtype, stacked))
+                put(b + f"ffn_{g}_exps.weight",
+                    stacked([moe + f"experts.{e}.{n}.weight"
+                             for e in range(cfg["num_local_experts"])]))
         else:
             for n in ("gate", "up", "down"):
                 put(b + f"ffn_{n}.weight", p + f"mlp.{n}_proj.weight")
