@@ -7,8 +7,13 @@ The tensor infos and data are copied as they are; the data section starts at
 the next multiple of the file's alignment (general.alignment, default 32)
 after the longer header, so the tensors' offsets (relative to it) still hold.
 """
+import os
 import struct
 import sys
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus"))
+from make_corpus import gguf_kv  # noqa: E402  (the corpus' metadata encoder)
 
 SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
@@ -55,17 +60,11 @@ def main():
     infos_end = pos
     data_start = infos_end + (-infos_end % alignment)
 
-    k = key.encode()
-    entry = struct.pack("<Q", len(k)) + k
-    if kind == "f32":
-        entry += struct.pack("<If", 6, float(value))
-    elif kind == "u32":
-        entry += struct.pack("<II", 4, int(value))
-    elif kind == "str":
-        v = value.encode()
-        entry += struct.pack("<IQ", 8, len(v)) + v
-    else:
+    kinds = {"f32": (6, float), "u32": (4, int), "str": (8, str)}
+    if kind not in kinds:
         sys.exit(f"unknown kind {kind!r}: f32, u32 or str")
+    vtype, convert = kinds[kind]
+    entry = gguf_kv(key, vtype, convert(value))
     head = blob[:8] + struct.pack("<QQ", tensors, kvs + 1) + blob[kv_start:kv_end] + entry + \
         blob[kv_end:infos_end]
     head += b"\0" * (-len(head) % alignment)
