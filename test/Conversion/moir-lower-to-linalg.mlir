@@ -403,6 +403,40 @@ func.func @attend_per_phase(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c:
 
 // -----
 
+// A packed kv_b_proj (Q8_0) is read as stored, never dequantized whole per
+// call: the materialized form multiplies every cache row by all its rows at
+// once (one packed contraction, [len, heads * (nope + v)], split per head);
+// the absorbed form runs a work item per head (scf.forall), its query
+// absorption summing the head's W_UK rows (codes indexed (k, n)) and its
+// output projection dotting along the head's W_UV rows (codes (n, k)), each
+// a moir.kernel the CPU kernels take.
+// CHECK-DAG: #[[ROWS:.*]] = affine_map<(d0, d1, d2) -> (d1, d2)>
+// CHECK-DAG: #[[ROWSCALE:.*]] = affine_map<(d0, d1, d2) -> (d1, d2 floordiv 32, 0)>
+// CHECK-DAG: #[[COMBINE:.*]] = affine_map<(d0, d1, d2) -> (d2, d1)>
+// CHECK-DAG: #[[COMBINESCALE:.*]] = affine_map<(d0, d1, d2) -> (d2, d1 floordiv 32, 0)>
+// CHECK-LABEL: func.func @attend_packed
+// CHECK-SAME: %[[D:[a-z0-9]*]]: tensor<128x32xi8>, %[[S:[a-z0-9]*]]: tensor<128x1x1xf16>
+// CHECK-NOT: tensor<128x32xf32>)
+// CHECK: scf.if
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[ROWS]], #[[ROWSCALE]], #{{.*}}]{{.*}} ins(%{{.*}}, %[[D]], %[[S]] : tensor<?x32xf32>, tensor<128x32xi8>, tensor<128x1x1xf16>) outs(%{{.*}} : tensor<?x128xf32>) attrs = {moir.packed = "i8:32", moir.parallel}
+// CHECK: tensor.expand_shape {{.*}} : tensor<?x128xf32> into tensor<?x4x32xf32>
+// CHECK: } else {
+// CHECK: scf.forall (%{{.*}}) in (4)
+// CHECK: tensor.extract_slice %[[D]][%{{.*}}, 0] [16, 32] [1, 1] : tensor<128x32xi8> to tensor<16x32xi8>
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[COMBINE]], #[[COMBINESCALE]], #{{.*}}]{{.*}} : tensor<?x16xf32>, tensor<16x32xi8>, tensor<16x1x1xf16>) outs(%{{.*}} : tensor<?x32xf32>) attrs = {moir.kernel, moir.packed = "i8:32"}
+// CHECK: math.exp
+// CHECK: scf.forall (%{{.*}}) in (4)
+// CHECK: tensor.extract_slice %[[D]][%{{.*}}, 0] [16, 32] [1, 1] : tensor<128x32xi8> to tensor<16x32xi8>
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[ROWS]], #[[ROWSCALE]], #{{.*}}]{{.*}} : tensor<?x32xf32>, tensor<16x32xi8>, tensor<16x1x1xf16>) outs(%{{.*}} : tensor<?x16xf32>) attrs = {moir.kernel, moir.packed = "i8:32"}
+func.func @attend_packed(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>, %pos: tensor<?xi64>, %d: tensor<128x32xi8>, %s: tensor<128x1x1xf16>) -> tensor<?x4x16xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<128x32xi8>, tensor<128x1x1xf16> -> !llm.qtensor<128x32xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 4, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16> scale = 0.2 form = absorbed prefill = materialized
+      : (tensor<?x4x16xf32>, tensor<?x4x8xf32>, tensor<128x32xf32>, tensor<128x8xf32>, tensor<?xi64>, !llm.qtensor<128x32xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x4x16xf32>
+  return %a : tensor<?x4x16xf32>
+}
+
+// -----
+
 // A quantized weight that reaches the lowering unbound (moir-bind-weights
 // makes it an llm.packed_weight): a clear error, not a crash.
 func.func @quantized(%x: tensor<?x64xf32>, %w: !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32> {

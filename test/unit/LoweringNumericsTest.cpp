@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <dlfcn.h>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <sys/syscall.h>
@@ -493,6 +494,42 @@ TEST_F(LoweringNumericsTest, RoutingGreedyAndGroupLimitedNoauxTC) {
   expectClose(w2, rw2, 1e-5);
 }
 
+/// mla.attend's output in its materialized form, in double: per head, keys
+/// and values expanded from the latent cache c [S, C] by the rows of kv_b
+/// (`weight(row, col)`, rows h * (N + V) + n for keys, + N + d for values),
+/// the RoPE keys r [S, R] shared by every head.
+static std::vector<double> mlaReference(const std::vector<float> &qn, const std::vector<float> &qp,
+                                        const std::vector<float> &c, const std::vector<float> &r,
+                                        const std::vector<int64_t> &pos,
+                                        const std::function<double(int, int)> &weight, int H,
+                                        int N, int R, int V, int C, double scale) {
+  const int T = static_cast<int>(pos.size());
+  std::vector<double> ref(T * H * V, 0.0);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      std::vector<double> s(pos[t] + 1);
+      for (int j = 0; j <= pos[t]; ++j) {
+        double dot = 0;
+        for (int n = 0; n < N; ++n) {
+          double kn = 0;
+          for (int l = 0; l < C; ++l) kn += weight(h * (N + V) + n, l) * c[j * C + l];
+          dot += qn[(t * H + h) * N + n] * kn;
+        }
+        for (int q = 0; q < R; ++q) dot += qp[(t * H + h) * R + q] * r[j * R + q];
+        s[j] = dot * scale;
+      }
+      double m = *std::max_element(s.begin(), s.end()), sum = 0;
+      for (double &e : s) sum += (e = std::exp(e - m));
+      for (int j = 0; j <= pos[t]; ++j)
+        for (int d = 0; d < V; ++d) {
+          double vv = 0;
+          for (int l = 0; l < C; ++l) vv += weight(h * (N + V) + N + d, l) * c[j * C + l];
+          ref[(t * H + h) * V + d] += s[j] / sum * vv;
+        }
+    }
+  return ref;
+}
+
 TEST_F(LoweringNumericsTest, MLAAttendMatchesTheMaterializedForm) {
   SEED_TRACE();
   const int T = 3, H = 2, N = 8, R = 4, V = 6, C = 10, S = 12;
@@ -509,31 +546,72 @@ TEST_F(LoweringNumericsTest, MLAAttendMatchesTheMaterializedForm) {
   std::vector<float> out(T * H * V);
   kernel.run({{qn.data(), {T, H, N}}, {qp.data(), {T, H, R}}, {c.data(), {S, C}}, {r.data(), {S, R}},
               {pos.data(), {T}}, {w.data(), {H * (N + V), C}}, {out.data(), {T, H, V}}});
-  std::vector<double> ref(T * H * V, 0.0);
-  for (int t = 0; t < T; ++t)
-    for (int h = 0; h < H; ++h) {
-      // Keys and values expanded from the latent, per head.
-      std::vector<double> s(pos[t] + 1);
-      for (int j = 0; j <= pos[t]; ++j) {
-        double dot = 0;
-        for (int n = 0; n < N; ++n) {
-          double kn = 0;
-          for (int l = 0; l < C; ++l) kn += w[(h * (N + V) + n) * C + l] * c[j * C + l];
-          dot += qn[(t * H + h) * N + n] * kn;
+  expectClose(out,
+              mlaReference(qn, qp, c, r, pos, [&](int row, int l) { return double(w[row * C + l]); },
+                           H, N, R, V, C, 0.3),
+              1e-5);
+}
+
+/// mla.attend with a packed kv_b_proj (int8 codes and nibbles, groups of 32
+/// with offsets), read as stored: the absorbed form's per-head kernels (the
+/// query absorption sums weight rows, the output projection dots along
+/// them) and the materialized form's one product over every row, each with
+/// and without flash attention, prefill (3 queries) and decode (1), against
+/// the materialized form on the dequantized weights in double. 2 heads of
+/// 8 + 6 rows (28 rows: no whole tiles of them) over a rank of 96 (three
+/// 4-vector column tiles at 8 lanes, one and a half at 16).
+TEST_F(LoweringNumericsTest, MLAAttendReadsAPackedKvB) {
+  SEED_TRACE();
+  const int H = 2, N = 8, R = 4, V = 6, C = 96, S = 12, rows = H * (N + V), groups = C / 32;
+  for (bool nibbles : {false, true})
+    for (std::string form : {"absorbed", "materialized", "absorbed flash", "materialized flash",
+                             "absorbed prefill = materialized"}) {
+      SCOPED_TRACE(std::string(nibbles ? "u4" : "i8") + ", form = " + form);
+      const int bytes = nibbles ? C / 2 : C;
+      std::string data = "tensor<28x" + std::to_string(bytes) + "xi8>",
+                  scales = "tensor<28x" + std::to_string(groups) + "x2xf32>",
+                  qtype = std::string("!llm.qtensor<28x96x") + (nibbles ? "i4" : "i8") +
+                          ", #llm.quant<kind = gguf, format = " + (nibbles ? "q4_1" : "q8_0") +
+                          ">>";
+      Kernel kernel(
+          "func.func @forward(%qn: tensor<?x2x8xf32>, %qp: tensor<?x2x4xf32>, %c: "
+          "tensor<12x96xf32>, %r: tensor<12x4xf32>, %pos: tensor<?xi64>, %d: " + data +
+          ", %s: " + scales + ") -> tensor<?x2x6xf32> {\n"
+          "  %w = llm.packed_weight %d, %s group 32 : " + data + ", " + scales + " -> " + qtype +
+          "\n  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = 2, kv_lora_rank = "
+          "96, qk_nope_head_dim = 8, qk_rope_head_dim = 4, v_head_dim = 6> scale = 0.3 form = " +
+          form + " : (tensor<?x2x8xf32>, tensor<?x2x4xf32>, tensor<12x96xf32>, "
+          "tensor<12x4xf32>, tensor<?xi64>, " + qtype + ") -> tensor<?x2x6xf32>\n"
+          "  return %a : tensor<?x2x6xf32>\n}");
+      ASSERT_TRUE(kernel.ok()) << kernel.error;
+      std::uniform_int_distribution<int> byte(0, 255);
+      std::vector<uint8_t> d(rows * bytes);
+      for (uint8_t &v : d)
+        v = static_cast<uint8_t>(byte(rng));
+      std::vector<float> sc = random(rows * groups * 2, 0.01f);
+      auto weight = [&](int n, int k) {
+        double code;
+        if (nibbles) {
+          uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
+          code = k % 32 >= 16 ? v >> 4 : v & 15;
+        } else {
+          code = static_cast<int8_t>(d[n * bytes + k]);
         }
-        for (int q = 0; q < R; ++q) dot += qp[(t * H + h) * R + q] * r[j * R + q];
-        s[j] = dot * 0.3;
+        int g = k / 32;
+        return double(sc[(n * groups + g) * 2]) * code + double(sc[(n * groups + g) * 2 + 1]);
+      };
+      auto c = random(S * C), r = random(S * R);
+      for (std::vector<int64_t> pos : {std::vector<int64_t>{3, 4, 5}, std::vector<int64_t>{11}}) {
+        const int T = static_cast<int>(pos.size());
+        SCOPED_TRACE(std::to_string(T) + " queries");
+        auto qn = random(T * H * N), qp = random(T * H * R);
+        std::vector<float> out(T * H * V);
+        kernel.run({{qn.data(), {T, H, N}}, {qp.data(), {T, H, R}}, {c.data(), {S, C}},
+                    {r.data(), {S, R}}, {pos.data(), {T}}, {d.data(), {rows, bytes}},
+                    {sc.data(), {rows, groups, 2}}, {out.data(), {T, H, V}}});
+        expectClose(out, mlaReference(qn, qp, c, r, pos, weight, H, N, R, V, C, 0.3), 1e-5);
       }
-      double m = *std::max_element(s.begin(), s.end()), sum = 0;
-      for (double &e : s) sum += (e = std::exp(e - m));
-      for (int j = 0; j <= pos[t]; ++j)
-        for (int d = 0; d < V; ++d) {
-          double vv = 0;
-          for (int l = 0; l < C; ++l) vv += w[(h * (N + V) + N + d) * C + l] * c[j * C + l];
-          ref[(t * H + h) * V + d] += s[j] / sum * vv;
-        }
     }
-  expectClose(out, ref, 1e-5);
 }
 
 /// llm.linear over packed integer codes (int8 codes, nibbles; groups of 32

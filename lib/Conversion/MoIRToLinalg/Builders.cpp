@@ -93,6 +93,14 @@ Value markKernel(Value result) {
   return result;
 }
 
+void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value value, Value into,
+                    ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToEnd(forall.getTerminator().getBody());
+  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
+  tensor::ParallelInsertSliceOp::create(b, loc, value, into, offsets, sizes, strides);
+}
+
 void multiplyAccumulate(OpBuilder &b, Location loc, ValueRange a) {
   auto flags = arith::FastMathFlagsAttr::get(
       b.getContext(), arith::FastMathFlags::contract | arith::FastMathFlags::reassoc);
@@ -470,26 +478,40 @@ Value dequantizeWeight(OpBuilder &b, Location loc, const WeightOperand &w) {
       }));
 }
 
-Value weightContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w, Value init) {
-  if (!w.isPacked())
-    return rowContraction(b, loc, a, w.tensor, init);
-  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
-  auto [inputs, maps] = packedInputs(b, w, {}, n, k);
+Value packedProduct(OpBuilder &b, Location loc, Value a, ArrayRef<AffineExpr> aExprs,
+                    const WeightOperand &w, AffineExpr row, AffineExpr col,
+                    ArrayRef<AffineExpr> outExprs, ArrayRef<utils::IteratorType> iterators,
+                    Value init) {
+  auto [inputs, maps] = packedInputs(b, w, {}, row, col);
   inputs.insert(inputs.begin(), a);
-  maps.insert(maps.begin(), SmallVector<AffineExpr>{m, k});
-  maps.push_back(SmallVector<AffineExpr>{m, n});
-  Value out = generic(b, loc, inputs, init, maps, {par, par, red},
+  maps.insert(maps.begin(), SmallVector<AffineExpr>(aExprs));
+  maps.push_back(SmallVector<AffineExpr>(outExprs));
+  unsigned colLoop = cast<AffineDimExpr>(col).getPosition();
+  Value out = generic(b, loc, inputs, init, maps, iterators,
                       [&](OpBuilder &b, Location loc, ValueRange v) {
-                        Value col = linalg::IndexOp::create(b, loc, 2);
-                        Value code = decodeCode(b, loc, w, v[1], col);
+                        Value index = linalg::IndexOp::create(b, loc, colLoop);
+                        Value code = decodeCode(b, loc, w, v[1], index);
                         auto [scale, offset] = w.params(b, loc, v.slice(2, w.numScaleArgs()));
                         Value weight = WeightOperand::dequantized(b, loc, code, scale, offset);
-                        Value prod = arith::MulFOp::create(b, loc, v[0], weight);
+                        Value prod = arith::MulFOp::create(b, loc, toF32(b, loc, v[0]), weight);
                         linalg::YieldOp::create(
                             b, loc, arith::AddFOp::create(b, loc, v.back(), prod).getResult());
                       });
   out.getDefiningOp()->setAttr(attrs::packedName(), b.getStringAttr(w.form));
   return out;
+}
+
+Value weightContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w, Value init) {
+  if (!w.isPacked())
+    return rowContraction(b, loc, a, w.tensor, init);
+  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+  return packedProduct(b, loc, a, {m, k}, w, n, k, {m, n}, {par, par, red}, init);
+}
+
+Value weightRowCombination(OpBuilder &b, Location loc, Value a, const WeightOperand &w,
+                           Value init) {
+  AffineExpr m = b.getAffineDimExpr(0), n = b.getAffineDimExpr(1), k = b.getAffineDimExpr(2);
+  return packedProduct(b, loc, a, {m, k}, w, k, n, {m, n}, {par, par, red}, init);
 }
 
 Value rowContraction(OpBuilder &b, Location loc, Value a, Value w, Value init) {

@@ -37,6 +37,14 @@ mlir::Value markParallel(mlir::Value linalgResult);
 /// backend gives it its register-blocked kernel, run sequentially.
 mlir::Value markKernel(mlir::Value linalgResult);
 
+/// Inserts `value` at `offsets` (sizes: `sizes`, unit strides; `value` may
+/// drop unit dimensions) into the shared output `into` of `forall`'s
+/// terminator.
+void parallelInsert(mlir::OpBuilder &b, mlir::Location loc, mlir::scf::ForallOp forall,
+                    mlir::Value value, mlir::Value into,
+                    llvm::ArrayRef<mlir::OpFoldResult> offsets,
+                    llvm::ArrayRef<mlir::OpFoldResult> sizes);
+
 /// A weight operand of a contraction: a float tensor, or a quantized weight
 /// as bound (llm.packed_weight: its codes and its (scale, offset) groups,
 /// include/moir/Frontend/Quantization.h).
@@ -108,6 +116,24 @@ mlir::Value dequantizeWeight(mlir::OpBuilder &b, mlir::Location loc, const Weigh
 /// the packed form's contraction carries moir.packed for the kernels.
 mlir::Value weightContraction(mlir::OpBuilder &b, mlir::Location loc, mlir::Value a,
                               const WeightOperand &w, mlir::Value init);
+
+/// init + sum a * w, w a packed 2-D weight, as one linalg.generic over
+/// `iterators.size()` loops indexing `a` by `aExprs`, w's element by (`row`,
+/// `col`: col a loop) and the result by `outExprs`; marked moir.packed
+/// (the CPU kernels match its 3-loop forms, weightContraction's and
+/// weightRowCombination's).
+mlir::Value packedProduct(mlir::OpBuilder &b, mlir::Location loc, mlir::Value a,
+                          llvm::ArrayRef<mlir::AffineExpr> aExprs, const WeightOperand &w,
+                          mlir::AffineExpr row, mlir::AffineExpr col,
+                          llvm::ArrayRef<mlir::AffineExpr> outExprs,
+                          llvm::ArrayRef<mlir::utils::IteratorType> iterators, mlir::Value init);
+
+/// init[m, n] + sum_k a[m, k] * w[k, n] for a packed 2-D weight (rows k,
+/// packed along n): a sum of the weight's rows scaled by the activations,
+/// as absorbed MLA folds W_UK into the query. It carries moir.packed too;
+/// its codes are indexed (k, n), the contraction's (n, k).
+mlir::Value weightRowCombination(mlir::OpBuilder &b, mlir::Location loc, mlir::Value a,
+                                 const WeightOperand &w, mlir::Value init);
 
 /// tensor.empty of the given (mixed static/dynamic) sizes, filled with `value`.
 mlir::Value filled(mlir::OpBuilder &b, mlir::Location loc,

@@ -29,16 +29,6 @@ namespace moir::lowering {
 
 namespace {
 
-/// Inserts `value` at `offsets` (sizes: `sizes`, unit strides) into the
-/// shared output `into` of the enclosing scf.forall's terminator.
-void parallelInsert(OpBuilder &b, Location loc, scf::ForallOp forall, Value value, Value into,
-                    ArrayRef<OpFoldResult> offsets, ArrayRef<OpFoldResult> sizes) {
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToEnd(forall.getTerminator().getBody());
-  SmallVector<OpFoldResult> strides(offsets.size(), b.getIndexAttr(1));
-  tensor::ParallelInsertSliceOp::create(b, loc, value, into, offsets, sizes, strides);
-}
-
 Value i64Const(OpBuilder &b, Location loc, int64_t v) {
   return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
 }

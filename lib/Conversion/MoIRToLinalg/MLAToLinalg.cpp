@@ -29,6 +29,8 @@ namespace {
 struct Attend {
   mla::AttendOp op;
   int64_t heads, nope, vDim, rank, ropeDim, stride;
+  /// kv_b_proj: `kvb` its float tensor, null when `w` is packed.
+  WeightOperand w;
   Value kvb, tokens, len;
   /// The cache rows read: f32, or quantized storage with row scales.
   CacheRows latent, kpe;
@@ -88,6 +90,51 @@ Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat) {
   return oLat;
 }
 
+/// Per head h, the product of x[t, h, :] with the packed kv_b_proj's rows
+/// [h * stride + first, + count), read as stored (no dequantized copy of
+/// the weight per call):
+/// - combineRows: out[t, h, c] = sum_n x[t, h, n] * kv_b[row n, c] (the
+///   query absorption, a sum of weight rows);
+/// - else: out[t, h, j] = sum_c x[t, h, c] * kv_b[row j, c] (the output
+///   projection W_UV, dot products along the rows).
+/// With a thread pool, one work item per head (scf.forall), each a 2-D
+/// packed product the CPU kernels take (dequantized in registers); without
+/// (GPUs, which map every loop), one generic over (t, h, and the two
+/// others).
+Value perHeadPacked(OpBuilder &b, Location loc, const Attend &a, Value x, int64_t first,
+                    int64_t count, bool combineRows) {
+  int64_t inDim = combineRows ? count : a.rank, outDim = combineRows ? a.rank : count;
+  Type f32 = b.getF32Type();
+  auto idx = [&](int64_t v) -> OpFoldResult { return b.getIndexAttr(v); };
+  if (!attrs::getLoweringConfig(a.op).getParallel()) {
+    // Loops (t, h, out, in).
+    AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), o = b.getAffineDimExpr(2),
+               i = b.getAffineDimExpr(3);
+    AffineExpr n = combineRows ? i : o, c = combineRows ? o : i;
+    return markParallel(packedProduct(b, loc, x, {t, h, i}, a.w, h * a.stride + first + n, c,
+                                      {t, h, o}, {par, par, par, red},
+                                      filled(b, loc, {a.tokens, idx(a.heads), idx(outDim)}, f32, 0.0)));
+  }
+  Value out0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{a.tokens, idx(a.heads), idx(outDim)}, f32);
+  auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{idx(a.heads)},
+                                      ValueRange{out0}, std::nullopt);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(forall.getBody());
+  Value h = forall.getInductionVars()[0];
+  Type elem = cast<RankedTensorType>(x.getType()).getElementType();
+  Value xh = slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, inDim}, elem), x,
+                   {idx(0), h, idx(0)}, {a.tokens, idx(1), idx(inDim)});
+  Value row = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, h, indexConst(b, loc, a.stride)),
+                                    indexConst(b, loc, first));
+  WeightOperand wh = a.w.slice(b, loc, {row, idx(0)}, {idx(count), idx(a.rank)});
+  Value init = filled(b, loc, {a.tokens, idx(outDim)}, f32, 0.0);
+  Value r = markKernel(combineRows ? weightRowCombination(b, loc, xh, wh, init)
+                                   : weightContraction(b, loc, xh, wh, init));
+  parallelInsert(b, loc, forall, r, forall.getRegionIterArgs()[0], {idx(0), h, idx(0)},
+                 {a.tokens, idx(1), idx(outDim)});
+  return forall.getResult(0);
+}
+
 /// W_UK folded into the query, W_UV into the output: attention over the
 /// compressed latent cache.
 Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
@@ -95,7 +142,8 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
              d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
   mla::AttendOp op = a.op;
   // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
-  Value qLat = markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
+  Value qLat = a.w.isPacked() ? perHeadPacked(b, loc, a, op.getQNope(), 0, a.nope, true)
+                              : markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
                        filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
                        {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
                        multiplyAccumulate));
@@ -108,7 +156,8 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                                              attrs::getLoweringConfig(op)})
                    : latentAttention(b, loc, a, qLat);
   // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-  Value out = markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
+  Value out = a.w.isPacked() ? perHeadPacked(b, loc, a, oLat, a.nope, a.vDim, false)
+                             : markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
                       {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                       multiplyAccumulate));
@@ -125,16 +174,39 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
   // dequantized once (the expansion reads every row against every head's
   // weights).
   Value latent = dequantized(b, loc, a.latent);
-  // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
-  Value kNope = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
-                        filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
-                        {{d0, d3}, {d1 * a.stride + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                        multiplyAccumulate));
-  // v[s, h, e] = sum_c latent[s, c] * kv_b[h * stride + nope + e, c]
-  Value values = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
-                         filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
-                         {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                         multiplyAccumulate));
+  Value kNope, values;
+  if (a.w.isPacked()) {
+    // Every row of kv_b against every cache row: one packed contraction
+    // [len, heads * stride], then k_nope and v are its column slices per
+    // head.
+    Value all = markParallel(weightContraction(
+        b, loc, latent, a.w,
+        filled(b, loc, {a.len, b.getIndexAttr(a.heads * a.stride)}, b.getF32Type(), 0.0)));
+    auto perHead = RankedTensorType::get({ShapedType::kDynamic, a.heads, a.stride}, b.getF32Type());
+    Value split = tensor::ExpandShapeOp::create(
+        b, loc, perHead, all, ArrayRef<ReassociationIndices>{{0}, {1, 2}},
+        ArrayRef<OpFoldResult>{a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.stride)});
+    auto columns = [&](int64_t first, int64_t count) {
+      OpFoldResult zero = b.getIndexAttr(0);
+      return slice(b, loc,
+                   RankedTensorType::get({ShapedType::kDynamic, a.heads, count}, b.getF32Type()),
+                   split, {zero, zero, b.getIndexAttr(first)},
+                   {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(count)});
+    };
+    kNope = columns(0, a.nope);
+    values = columns(a.nope, a.vDim);
+  } else {
+    // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
+    kNope = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
+                                 filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
+                                 {{d0, d3}, {d1 * a.stride + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                                 multiplyAccumulate));
+    // v[s, h, e] = sum_c latent[s, c] * kv_b[h * stride + nope + e, c]
+    values = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
+                                  filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
+                                  {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
+                                  multiplyAccumulate));
+  }
   if (op.getFlash()) {
     // Flash attention: scores q_nope[t, h] . k_nope[s, h] (per head) plus
     // q_pe[t, h] . k_pe[s] (one RoPE key row for every head, read as stored).
@@ -165,15 +237,15 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
 struct LowerAttend : OpRewritePattern<mla::AttendOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(mla::AttendOp op, PatternRewriter &b) const override {
-    // A quantized kv_b_proj is dequantized whole: the absorbed and
-    // materialized products read it in several layouts.
+    // A quantized kv_b_proj is read packed: per head by the absorbed
+    // products, whole by the materialized one.
     FailureOr<WeightOperand> kvB = weightOperand(op, op.getKvBProj());
     if (failed(kvB))
       return failure();
     Location loc = op.getLoc();
     mla::ConfigAttr c = op.getConfig();
     Attend a{op, c.getNumHeads(), c.getQkNopeHeadDim(), c.getVHeadDim(), c.getKvLoraRank(),
-             c.getQkRopeHeadDim(), 0, dequantizeWeight(b, loc, *kvB), {}, {}, {}, {}};
+             c.getQkRopeHeadDim(), 0, *kvB, kvB->tensor, {}, {}, {}, {}};
     Value latentCache = op.getLatentCache();
     if (auto dq = latentCache.getDefiningOp<llm::DequantizeCacheOp>())
       latentCache = dq.getCache();

@@ -180,6 +180,14 @@ PackedForm packedForm(linalg::GenericOp op) {
   return result;
 }
 
+/// Whether a packed contraction's codes are indexed (k, n): C[m, n] +=
+/// A[m, k] * W[k, n], a sum of the weight's rows (weightRowCombination),
+/// not dot products along them.
+bool combinesRows(linalg::GenericOp op) {
+  AffineMap codes = op.getIndexingMapsArray()[1];
+  return codes.getNumResults() == 2 && codes.getResult(0) == getAffineDimExpr(2, op.getContext());
+}
+
 bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
   auto [storage, group, superblocks] = packedForm(op);
   if (!group || !op.hasPureBufferSemantics() || op.getNumDpsInits() != 1 ||
@@ -200,7 +208,10 @@ bool isPackedContraction(linalg::GenericOp op, int64_t vectorWidth) {
   auto scales = dyn_cast<MemRefType>(op.getDpsInputs()[2].getType());
   SmallVector<int64_t> strides;
   int64_t offset;
-  if (!scales || scales.getRank() != 3)
+  if (!scales || scales.getRank() != 3 || !getElementTypeOrSelf(a.getType()).isF32())
+    return false;
+  // The row combination (combinesRows) writes C along the codes' rows.
+  if (combinesRows(op) && !unitInnerStride(c.getType()))
     return false;
   Type elem = scales.getElementType();
   bool layoutOk = superblocks ? elem.isInteger(8) &&
@@ -1558,11 +1569,90 @@ public:
     floatSweep();
   }
 
+  /// The row combination (combinesRows): C[m, n] += sum_k A[m, k] * W[k,
+  /// n], W's row k packed along n. Tiles of tile-m rows x up to 4 vectors
+  /// of columns keep their accumulators in registers through the k loop;
+  /// each step dequantizes weight row k's vectors in registers (scale *
+  /// code + offset: a vector lies in one group, as the group is a multiple
+  /// of the width) and broadcasts the tile's activations. Work items:
+  /// blocks of 4 vectors of columns (the caller's item when not parallel).
+  void buildOuter(bool parallel) {
+    int64_t vw = shape.vectorWidth, tileCols = kOuterVectors * vw;
+    rows = memref::DimOp::create(b, loc, a, 0);
+    depth = memref::DimOp::create(b, loc, a, 1);
+    cols = memref::DimOp::create(b, loc, c, 1);
+    Value one = cst(1);
+    Value nBlocks = arith::CeilDivUIOp::create(b, loc, cols, cst(tileCols));
+    forEachItem(b, loc, ValueRange{nBlocks}, parallel, [&](ValueRange ivs) {
+      Value n0 = arith::MulIOp::create(b, loc, ivs[0], cst(tileCols));
+      Value nHi =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, n0, cst(tileCols)), cols);
+      Value mFull = wholeSteps(cst(0), rows, shape.tileM);
+      Value fullTile = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                             arith::SubIOp::create(b, loc, nHi, n0), cst(tileCols));
+      auto branch = scf::IfOp::create(b, loc, fullTile, /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(branch.thenBlock());
+      forLoop(cst(0), mFull, cst(shape.tileM),
+              [&](Value m0) { outerTile(shape.tileM, kOuterVectors, m0, n0); });
+      forLoop(mFull, rows, one, [&](Value m0) { outerTile(1, kOuterVectors, m0, n0); });
+      // Columns are whole groups, so whole vectors: the last block's one
+      // at a time.
+      b.setInsertionPointToStart(branch.elseBlock());
+      forLoop(n0, nHi, cst(vw), [&](Value n) {
+        forLoop(cst(0), mFull, cst(shape.tileM),
+                [&](Value m0) { outerTile(shape.tileM, 1, m0, n); });
+        forLoop(mFull, rows, one, [&](Value m0) { outerTile(1, 1, m0, n); });
+      });
+    });
+  }
+
   /// Fewer rows than this (decode) take the row kernel or the exact
   /// weight-only kernel: a 16-lane tile of rows would be mostly padding.
   static constexpr int64_t kInt8MinRows = 8;
 
 private:
+  static constexpr int64_t kOuterVectors = 4;
+
+  /// C[m0 .. m0+tm, n0 .. n0 + nv vectors] of the row combination.
+  void outerTile(int64_t tm, int64_t nv, Value m0, Value n0) {
+    int64_t vw = shape.vectorWidth;
+    auto vecType = VectorType::get({vw}, b.getF32Type());
+    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
+    SmallVector<Value> r = indices(m0, tm), q = indices(n0, nv, vw), g;
+    for (Value col : q)
+      g.push_back(arith::DivUIOp::create(b, loc, col, cst(group)));
+    SmallVector<Value> inits(tm * nv, zeros);
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), depth, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value k, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> ws, next;
+          for (auto [j, col] : llvm::enumerate(q)) {
+            Value w = weights(k, col);
+            Value scale = broadcastParam(k, g[j], 0, vecType);
+            ws.push_back(offsets ? vector::FMAOp::create(b, loc, scale, w,
+                                                         broadcastParam(k, g[j], 1, vecType))
+                                       .getResult()
+                                 : arith::MulFOp::create(b, loc, scale, w).getResult());
+          }
+          for (int64_t i = 0; i < tm; ++i) {
+            Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
+            Value xs = vector::BroadcastOp::create(b, loc, vecType, x);
+            for (int64_t j = 0; j < nv; ++j)
+              next.push_back(vector::FMAOp::create(b, loc, xs, ws[j], accs[i * nv + j]).getResult());
+          }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < nv; ++j) {
+        Value old = vector::LoadOp::create(b, loc, vecType, c, ValueRange{r[i], q[j]});
+        Value sum = arith::AddFOp::create(b, loc, old, loop.getResult(i * nv + j));
+        vector::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
+      }
+  }
+
   /// The decode kernel's geometry. A dot product covers 4 * vw codes
   /// (vw i32 lanes); a step, the codes of one load per weight row: 4 * vw
   /// int8 codes, or for nibbles `nibbleGroups()` groups of 32 (16 bytes
@@ -2668,7 +2758,9 @@ struct CPUContractionKernelsPass
       // moir.kernel: one work item of an enclosing parallel loop already.
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
-      if (form == Form::Packed) {
+      if (form == Form::Packed && combinesRows(op)) {
+        PackedKernelBuilder(b, op.getLoc(), op, shape).buildOuter(parallel);
+      } else if (form == Form::Packed) {
         PackedForm packed = packedForm(op);
         int64_t unit =
             int8Dot && !precise ? int8Unit(packed.storage, packed.group, vectorWidth) : 0;

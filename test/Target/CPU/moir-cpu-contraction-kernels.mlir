@@ -510,6 +510,49 @@ func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: mem
 
 // -----
 
+// A packed weight's rows combined (the codes indexed (k, n): C[m, n] +=
+// A[m, k] * W[k, n], absorbed MLA's query absorption over a Q8_0 kv_b_proj):
+// tiles of tile-m rows x 4 vectors of columns, each k step dequantizing
+// weight row k's 4 vectors in registers (scale broadcast, times the codes)
+// for tile-m x 4 FMAs; one-row tiles after. It takes no int8 path.
+// CHECK-LABEL: func.func @packed_rows_i8
+// CHECK-NOT: linalg.generic
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK-COUNT-4: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: memref.load %arg0
+// CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
+// CHECK: memref.load %arg0
+// CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
+// CHECK-NEXT: scf.yield
+// CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK: return
+// INT8-LABEL: func.func @packed_rows_i8
+// INT8-NOT: vpdpbusd
+// INT8: arith.sitofp {{.*}} : vector<16xi8> to vector<16xf32>
+// INT8-NOT: vpdpbusd
+// INT8: return
+#ar = affine_map<(m, n, k) -> (m, k)>
+#coder = affine_map<(m, n, k) -> (k, n)>
+#scaler = affine_map<(m, n, k) -> (k, n floordiv 32, 0)>
+#cr = affine_map<(m, n, k) -> (m, n)>
+func.func @packed_rows_i8(%x: memref<?x24xf32>, %d: memref<24x64xi8>, %s: memref<24x2x1xf16>, %y: memref<?x64xf32>) {
+  linalg.generic {indexing_maps = [#ar, #coder, #scaler, #cr],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %d, %s : memref<?x24xf32>, memref<24x64xi8>, memref<24x2x1xf16>)
+      outs(%y : memref<?x64xf32>) attrs = {moir.packed = "i8:32", moir.kernel} {
+  ^bb0(%in: f32, %code: i8, %sc: f16, %acc: f32):
+    %v = arith.sitofp %code : i8 to f32
+    %s32 = arith.extf %sc : f16 to f32
+    %w = arith.mulf %s32, %v : f32
+    %p = arith.mulf %in, %w : f32
+    %sum = arith.addf %acc, %p : f32
+    linalg.yield %sum : f32
+  }
+  return
+}
+
+// -----
+
 // Work items of an scf.forall (the fused experts') whose moir.kernel
 // products read row slices of one buffer allocated before the loop and only
 // read in it: with bf16-dot the buffer is rounded and paired once before the
