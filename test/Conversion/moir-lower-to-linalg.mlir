@@ -141,6 +141,26 @@ func.func @fused_experts_static(%x: tensor<5x16xf32>, %ids: tensor<5x2xi32>, %w:
 
 // -----
 
+// Phase 2's items cover at least 32K weights of each expert's down projection:
+// an FFN of 256 takes blocks of 128 hidden columns (2 items for 256), an FFN
+// of 512 the configured 64 (4 items).
+// CHECK-LABEL: func.func @fused_experts_narrow
+// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+// CHECK: scf.forall (%{{.*}}) in (2) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+// CHECK-LABEL: func.func @fused_experts_wider
+// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%{{.*}}) -> (tensor<?x512xf32>)
+// CHECK: scf.forall (%{{.*}}) in (4) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+func.func @fused_experts_narrow(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x256x256xf32>, %d: tensor<4x256x256xf32>) -> tensor<?x256xf32> {
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x256x256xf32>, tensor<4x256x256xf32>, tensor<4x256x256xf32>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
+}
+func.func @fused_experts_wider(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x512x256xf32>, %d: tensor<4x256x512xf32>) -> tensor<?x256xf32> {
+  %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x512x256xf32>, tensor<4x512x256xf32>, tensor<4x256x512xf32>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
+}
+
+// -----
+
 // moe.fused_route: one forall over blocks of 16 tokens; each block's logits
 // are one f32 kernel (moir.precise) against the router weight, then per
 // token the routing (here DeepSeek-V3's: sigmoid, bias, group scores from

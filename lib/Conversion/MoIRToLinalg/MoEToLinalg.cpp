@@ -675,8 +675,15 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // item per block of hidden columns. moe.fused_experts adds each row into
     // its token (the combine: a token's rows in expert order); an
     // expert_rows writes the rows themselves (the other ranks' stay zero).
+    // Its items cover at least kDownItemWeights weights of each expert
+    // (block x ffn): narrow experts (an FFN of 256) would otherwise pay each
+    // product's setup and lane sums for a few thousand weights (measured on
+    // the DeepSeek-V2-Lite-shaped Q8_0 decode: blocks of 128 hidden columns
+    // instead of 64, +4%; bench/RESULTS.md).
+    constexpr int64_t kDownItemWeights = 32768;
+    int64_t downBlock = ffnBlock * llvm::divideCeil(kDownItemWeights, ffnBlock * ffn);
     Value down = overHiddenBlocks(
-        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden, ffnBlock,
+        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden, downBlock,
         [&](OpBuilder &b, Location loc, Value c0h, Value width, Value block) {
       return loop(b, loc, c0, numActive, block, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
         auto [e, lo, n] = expertRows(b, loc, a);
