@@ -330,6 +330,39 @@ protected:
     body(loop.getInductionVar());
   }
 
+  /// The outer-product tile: C[r[i], q[j] .. q[j] + vw) += sum_{k < depth}
+  /// A[r[i], k] * (step k's weight vector j), the r.size() x q.size()
+  /// accumulators in registers through the k loop; each step broadcasts
+  /// the rows' activations against the vectors `weightsAt(k)` emits (f32,
+  /// one per q).
+  void outerProductTile(Value a, Value c, Value depth, ArrayRef<Value> r, ArrayRef<Value> q,
+                        int64_t vw, llvm::function_ref<SmallVector<Value>(Value)> weightsAt) {
+    auto vecType = VectorType::get({vw}, b.getF32Type());
+    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
+    int64_t tm = r.size(), nv = q.size();
+    SmallVector<Value> inits(tm * nv, zeros);
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), depth, cst(1), inits,
+        [&](OpBuilder &nb, Location, Value k, ValueRange accs) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> ws = weightsAt(k), next;
+          for (int64_t i = 0; i < tm; ++i) {
+            Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
+            Value xs = vector::BroadcastOp::create(b, loc, vecType, x);
+            for (int64_t j = 0; j < nv; ++j)
+              next.push_back(vector::FMAOp::create(b, loc, xs, ws[j], accs[i * nv + j]).getResult());
+          }
+          scf::YieldOp::create(b, loc, next);
+        });
+    for (int64_t i = 0; i < tm; ++i)
+      for (int64_t j = 0; j < nv; ++j) {
+        Value old = vector::LoadOp::create(b, loc, vecType, c, ValueRange{r[i], q[j]});
+        Value sum = arith::AddFOp::create(b, loc, old, loop.getResult(i * nv + j));
+        vector::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
+      }
+  }
+
   Value toF32(Value v) {
     Type elem = getElementTypeOrSelf(v.getType());
     if (elem.isF32())
@@ -1089,34 +1122,14 @@ private:
 
   /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors].
   void tile(int64_t tm, Value m0, Value n0) {
-    auto accType = VectorType::get({vw}, b.getF32Type());
     auto wType = VectorType::get({vw}, getElementTypeOrSelf(w.getType()));
-    Value zeros = arith::ConstantOp::create(b, loc, accType, DenseElementsAttr::get(accType, 0.0f));
-    SmallVector<Value> r = indices(m0, tm), q = indices(n0, kVectors, vw);
-    SmallVector<Value> inits(tm * kVectors, zeros);
-    auto loop = scf::ForOp::create(
-        b, loc, cst(0), depth, cst(1), inits,
-        [&](OpBuilder &nb, Location, Value k, ValueRange accs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          SmallVector<Value> ws, next;
-          for (Value col : q)
-            ws.push_back(toF32(vector::LoadOp::create(b, loc, wType, w, ValueRange{k, col})));
-          for (int64_t i = 0; i < tm; ++i) {
-            Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
-            Value xs = vector::BroadcastOp::create(b, loc, accType, x);
-            for (int64_t j = 0; j < kVectors; ++j)
-              next.push_back(
-                  vector::FMAOp::create(b, loc, xs, ws[j], accs[i * kVectors + j]).getResult());
-          }
-          scf::YieldOp::create(b, loc, next);
-        });
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < kVectors; ++j) {
-        Value old = vector::LoadOp::create(b, loc, accType, c, ValueRange{r[i], q[j]});
-        Value sum = arith::AddFOp::create(b, loc, old, loop.getResult(i * kVectors + j));
-        vector::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
-      }
+    SmallVector<Value> q = indices(n0, kVectors, vw);
+    outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
+      SmallVector<Value> ws;
+      for (Value col : q)
+        ws.push_back(toF32(vector::LoadOp::create(b, loc, wType, w, ValueRange{k, col})));
+      return ws;
+    });
   }
 
   /// C[m, n], one product at a time (columns past the last full tile).
@@ -1618,59 +1631,40 @@ private:
   void outerTile(int64_t tm, int64_t nv, Value m0, Value n0) {
     int64_t vw = shape.vectorWidth;
     auto vecType = VectorType::get({vw}, b.getF32Type());
-    Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
-    SmallVector<Value> r = indices(m0, tm), q = indices(n0, nv, vw), g;
+    SmallVector<Value> q = indices(n0, nv, vw), g;
     for (Value col : q)
       g.push_back(arith::DivUIOp::create(b, loc, col, cst(group)));
-    SmallVector<Value> inits(tm * nv, zeros);
-    auto loop = scf::ForOp::create(
-        b, loc, cst(0), depth, cst(1), inits,
-        [&](OpBuilder &nb, Location, Value k, ValueRange accs) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          // The tile's codes and scales kOuterAhead rows on (clamped to the
-          // last row): each step reads one new row, rows apart by the whole
-          // row's bytes, which the hardware prefetchers did not follow
-          // (measured: the row combination's code loads took 9.6% of a
-          // DeepSeek-shaped Q8_0 decode, in 12% for the kernel).
-          Value ahead = arith::MinUIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, k, cst(kOuterAhead)),
-              arith::SubIOp::create(b, loc, depth, cst(1)));
-          Value firstByte = nibbles ? arith::DivUIOp::create(b, loc, q.front(), cst(2)).getResult()
-                                    : q.front();
-          int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
-          for (int64_t line = 0; line * 64 < tileBytes; ++line)
-            memref::PrefetchOp::create(
-                b, loc, data,
-                ValueRange{ahead, line ? arith::AddIOp::create(b, loc, firstByte, cst(64 * line))
-                                             .getResult()
-                                       : firstByte},
-                /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
-          memref::PrefetchOp::create(b, loc, scales, ValueRange{ahead, g.front(), cst(0)},
-                                     /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
-          SmallVector<Value> ws, next;
-          for (auto [j, col] : llvm::enumerate(q)) {
-            Value w = weights(k, col);
-            Value scale = broadcastParam(k, g[j], 0, vecType);
-            ws.push_back(offsets ? vector::FMAOp::create(b, loc, scale, w,
-                                                         broadcastParam(k, g[j], 1, vecType))
-                                       .getResult()
-                                 : arith::MulFOp::create(b, loc, scale, w).getResult());
-          }
-          for (int64_t i = 0; i < tm; ++i) {
-            Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
-            Value xs = vector::BroadcastOp::create(b, loc, vecType, x);
-            for (int64_t j = 0; j < nv; ++j)
-              next.push_back(vector::FMAOp::create(b, loc, xs, ws[j], accs[i * nv + j]).getResult());
-          }
-          scf::YieldOp::create(b, loc, next);
-        });
-    for (int64_t i = 0; i < tm; ++i)
-      for (int64_t j = 0; j < nv; ++j) {
-        Value old = vector::LoadOp::create(b, loc, vecType, c, ValueRange{r[i], q[j]});
-        Value sum = arith::AddFOp::create(b, loc, old, loop.getResult(i * nv + j));
-        vector::StoreOp::create(b, loc, sum, c, ValueRange{r[i], q[j]});
+    outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
+      // The tile's codes and scales kOuterAhead rows on (clamped to the
+      // last row): each step reads one new row, rows apart by the whole
+      // row's bytes, which the hardware prefetchers did not follow
+      // (measured: the row combination's code loads took 9.6% of a
+      // DeepSeek-shaped Q8_0 decode, in 12% for the kernel).
+      Value ahead = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(kOuterAhead)),
+                                           arith::SubIOp::create(b, loc, depth, cst(1)));
+      Value firstByte =
+          nibbles ? arith::DivUIOp::create(b, loc, q.front(), cst(2)).getResult() : q.front();
+      int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
+      for (int64_t line = 0; line * 64 < tileBytes; ++line)
+        memref::PrefetchOp::create(
+            b, loc, data,
+            ValueRange{ahead, line ? arith::AddIOp::create(b, loc, firstByte, cst(64 * line))
+                                         .getResult()
+                                   : firstByte},
+            /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
+      memref::PrefetchOp::create(b, loc, scales, ValueRange{ahead, g.front(), cst(0)},
+                                 /*isWrite=*/false, /*localityHint=*/3, /*isDataCache=*/true);
+      SmallVector<Value> ws;
+      for (auto [j, col] : llvm::enumerate(q)) {
+        Value w = weights(k, col);
+        Value scale = broadcastParam(k, g[j], 0, vecType);
+        ws.push_back(offsets ? vector::FMAOp::create(b, loc, scale, w,
+                                                     broadcastParam(k, g[j], 1, vecType))
+                                   .getResult()
+                             : arith::MulFOp::create(b, loc, scale, w).getResult());
       }
+      return ws;
+    });
   }
 
   /// The decode kernel's geometry. A dot product covers 4 * vw codes
