@@ -29,9 +29,9 @@ namespace {
 struct Attend {
   mla::AttendOp op;
   int64_t heads, nope, vDim, rank, ropeDim, stride;
-  /// kv_b_proj: `kvb` its float tensor, null when `w` is packed.
+  /// kv_b_proj, float or packed.
   WeightOperand w;
-  Value kvb, tokens, len;
+  Value tokens, len;
   /// The cache rows read: f32, or quantized storage with row scales.
   CacheRows latent, kpe;
 };
@@ -90,30 +90,34 @@ Value latentAttention(OpBuilder &b, Location loc, const Attend &a, Value qLat) {
   return oLat;
 }
 
-/// Per head h, the product of x[t, h, :] with the packed kv_b_proj's rows
-/// [h * stride + first, + count), read as stored (no dequantized copy of
-/// the weight per call):
+/// Per head h, the product of x[t, h, :] with kv_b_proj's rows
+/// [h * stride + first, + count):
 /// - combineRows: out[t, h, c] = sum_n x[t, h, n] * kv_b[row n, c] (the
 ///   query absorption, a sum of weight rows);
 /// - else: out[t, h, j] = sum_c x[t, h, c] * kv_b[row j, c] (the output
 ///   projection W_UV, dot products along the rows).
-/// With a thread pool, one work item per head (scf.forall), each a 2-D
-/// packed product the CPU kernels take (dequantized in registers); without
-/// (GPUs, which map every loop), one generic over (t, h, and the two
-/// others).
-Value perHeadPacked(OpBuilder &b, Location loc, const Attend &a, Value x, int64_t first,
-                    int64_t count, bool combineRows) {
+/// A packed weight is read as stored (no dequantized copy per call): with a
+/// thread pool, one work item per head (scf.forall), each a 2-D packed
+/// product the CPU kernels take (dequantized in registers). Otherwise
+/// (float weights; packed ones on GPUs, which map every loop) one generic
+/// over loops (t, h, out, in).
+Value perHead(OpBuilder &b, Location loc, const Attend &a, Value x, int64_t first, int64_t count,
+              bool combineRows) {
   int64_t inDim = combineRows ? count : a.rank, outDim = combineRows ? a.rank : count;
   Type f32 = b.getF32Type();
   auto idx = [&](int64_t v) -> OpFoldResult { return b.getIndexAttr(v); };
-  if (!attrs::getLoweringConfig(a.op).getParallel()) {
-    // Loops (t, h, out, in).
+  if (!a.w.isPacked() || !attrs::getLoweringConfig(a.op).getParallel()) {
     AffineExpr t = b.getAffineDimExpr(0), h = b.getAffineDimExpr(1), o = b.getAffineDimExpr(2),
                i = b.getAffineDimExpr(3);
     AffineExpr n = combineRows ? i : o, c = combineRows ? o : i;
-    return markParallel(packedProduct(b, loc, x, {t, h, i}, a.w, h * a.stride + first + n, c,
-                                      {t, h, o}, {par, par, par, red},
-                                      filled(b, loc, {a.tokens, idx(a.heads), idx(outDim)}, f32, 0.0)));
+    AffineExpr row = h * a.stride + first + n;
+    Value init = filled(b, loc, {a.tokens, idx(a.heads), idx(outDim)}, f32, 0.0);
+    if (a.w.isPacked())
+      return markParallel(packedProduct(b, loc, x, {t, h, i}, a.w, row, c, {t, h, o},
+                                        {par, par, par, red}, init));
+    return markParallel(generic(b, loc, ValueRange{x, a.w.tensor}, init,
+                                {{t, h, i}, {row, c}, {t, h, o}}, {par, par, par, red},
+                                multiplyAccumulate));
   }
   Value out0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{a.tokens, idx(a.heads), idx(outDim)}, f32);
   auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{idx(a.heads)},
@@ -138,15 +142,9 @@ Value perHeadPacked(OpBuilder &b, Location loc, const Attend &a, Value x, int64_
 /// W_UK folded into the query, W_UV into the output: attention over the
 /// compressed latent cache.
 Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
-  AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1),
-             d2 = b.getAffineDimExpr(2), d3 = b.getAffineDimExpr(3);
   mla::AttendOp op = a.op;
   // q_lat[t, h, c] = sum_n q_nope[t, h, n] * kv_b[h * stride + n, c]
-  Value qLat = a.w.isPacked() ? perHeadPacked(b, loc, a, op.getQNope(), 0, a.nope, true)
-                              : markParallel(generic(b, loc, ValueRange{op.getQNope(), a.kvb},
-                       filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.rank)}, b.getF32Type(), 0.0),
-                       {{d0, d1, d3}, {d1 * a.stride + d3, d2}, {d0, d1, d2}}, {par, par, par, red},
-                       multiplyAccumulate));
+  Value qLat = perHead(b, loc, a, op.getQNope(), 0, a.nope, /*combineRows=*/true);
   Value oLat = op.getFlash()
                    // Online softmax over blocks of latent rows: the latent cache is
                    // both the keys (with the RoPE cache) and the values.
@@ -156,11 +154,7 @@ Value absorbed(OpBuilder &b, Location loc, const Attend &a) {
                                              attrs::getLoweringConfig(op)})
                    : latentAttention(b, loc, a, qLat);
   // out[t, h, v] = sum_c o_lat[t, h, c] * kv_b[h * stride + nope + v, c]
-  Value out = a.w.isPacked() ? perHeadPacked(b, loc, a, oLat, a.nope, a.vDim, false)
-                             : markParallel(generic(b, loc, ValueRange{oLat, a.kvb},
-                      filled(b, loc, {a.tokens, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
-                      {{d0, d1, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
-                      multiplyAccumulate));
+  Value out = perHead(b, loc, a, oLat, a.nope, a.vDim, /*combineRows=*/false);
   return tensor::CastOp::create(b, loc, op.getType(), out);
 }
 
@@ -197,12 +191,12 @@ Value materialized(OpBuilder &b, Location loc, const Attend &a) {
     values = columns(a.nope, a.vDim);
   } else {
     // k_nope[s, h, n] = sum_c latent[s, c] * kv_b[h * stride + n, c]
-    kNope = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
+    kNope = markParallel(generic(b, loc, ValueRange{latent, a.w.tensor},
                                  filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.nope)}, b.getF32Type(), 0.0),
                                  {{d0, d3}, {d1 * a.stride + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                                  multiplyAccumulate));
     // v[s, h, e] = sum_c latent[s, c] * kv_b[h * stride + nope + e, c]
-    values = markParallel(generic(b, loc, ValueRange{latent, a.kvb},
+    values = markParallel(generic(b, loc, ValueRange{latent, a.w.tensor},
                                   filled(b, loc, {a.len, b.getIndexAttr(a.heads), b.getIndexAttr(a.vDim)}, b.getF32Type(), 0.0),
                                   {{d0, d3}, {d1 * a.stride + a.nope + d2, d3}, {d0, d1, d2}}, {par, par, par, red},
                                   multiplyAccumulate));
@@ -245,7 +239,7 @@ struct LowerAttend : OpRewritePattern<mla::AttendOp> {
     Location loc = op.getLoc();
     mla::ConfigAttr c = op.getConfig();
     Attend a{op, c.getNumHeads(), c.getQkNopeHeadDim(), c.getVHeadDim(), c.getKvLoraRank(),
-             c.getQkRopeHeadDim(), 0, *kvB, kvB->tensor, {}, {}, {}, {}};
+             c.getQkRopeHeadDim(), 0, *kvB, {}, {}, {}, {}};
     Value latentCache = op.getLatentCache();
     if (auto dq = latentCache.getDefiningOp<llm::DequantizeCacheOp>())
       latentCache = dq.getCache();
