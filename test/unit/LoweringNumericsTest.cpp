@@ -198,6 +198,15 @@ protected:
               double(fromBF16(w[n * K + k]));
     return ref;
   }
+  /// The code of weight (n, k) in packed rows of `bytes` bytes: a signed
+  /// byte, or for nibbles (groups of 32 in 16 bytes) the low nibble of byte
+  /// k % 16 of its group for k % 32 < 16, else the high one.
+  static double packedCode(const std::vector<uint8_t> &d, int bytes, bool nibbles, int n, int k) {
+    if (!nibbles)
+      return static_cast<int8_t>(d[n * bytes + k]);
+    uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
+    return k % 32 >= 16 ? v >> 4 : v & 15;
+  }
   static void expectClose(const std::vector<float> &got, const std::vector<double> &want,
                           double tolerance) {
     ASSERT_EQ(got.size(), want.size());
@@ -590,13 +599,7 @@ TEST_F(LoweringNumericsTest, MLAAttendReadsAPackedKvB) {
         v = static_cast<uint8_t>(byte(rng));
       std::vector<float> sc = random(rows * groups * 2, 0.01f);
       auto weight = [&](int n, int k) {
-        double code;
-        if (nibbles) {
-          uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
-          code = k % 32 >= 16 ? v >> 4 : v & 15;
-        } else {
-          code = static_cast<int8_t>(d[n * bytes + k]);
-        }
+        double code = packedCode(d, bytes, nibbles, n, k);
         int g = k / 32;
         return double(sc[(n * groups + g) * 2]) * code + double(sc[(n * groups + g) * 2 + 1]);
       };
@@ -719,13 +722,7 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
         return double(number * float(sub));
       };
       auto weight = [&](int n, int k) {
-        double code;
-        if (c.nibbles) {
-          uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
-          code = k % 32 >= 16 ? v >> 4 : v & 15;
-        } else {
-          code = static_cast<int8_t>(d[n * bytes + k]);
-        }
+        double code = packedCode(d, bytes, c.nibbles, n, k);
         int g = k / c.group;
         return param(n, g, 0) * code + (parts == 2 ? param(n, g, 1) : 0.0);
       };
