@@ -55,8 +55,10 @@ public:
   /// where the host has them.
   /// `bf16Dot`: bf16 weights on the AVX512-BF16 dot products; `amx`: and
   /// their prefill products on AMX tiles where the host has them.
+  /// `decodeBits`: the int8 decode activations' precision (8, or 16 with
+  /// residual codes).
   explicit Kernel(const std::string &source, bool int8Dot = false, bool bf16Dot = false,
-                  bool amx = false) {
+                  bool amx = false, int64_t decodeBits = 8) {
     auto context = moir::test::makeContext();
     OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, context.get());
     if (!module) {
@@ -72,6 +74,7 @@ public:
     options.cpu.amx = amx;
     options.cpu.int8Dot = int8Dot;
     options.cpu.int8Decode = int8Dot ? "all" : "none";
+    options.cpu.int8DecodeBits = decodeBits;
     PassManager pm(context.get());
     for (moir::CompilePhase phase : {moir::CompilePhase::Linalg, moir::CompilePhase::LLVM})
       if (llvm::Error err = moir::buildPhasePipeline(pm, *cpu, phase, options)) {
@@ -622,7 +625,10 @@ TEST_F(LoweringNumericsTest, MLAAttendReadsAPackedKvB) {
 /// quantized per block (32 elements, 16 for groups of 16: scale max|x| /
 /// 127, codes round-to-even(x * 127 / max|x|)) and the kernel must give
 /// the product of those quantized activations with the dequantized weights
-/// (here in double) to f32 rounding; fewer rows take the exact kernel.
+/// (here in double) to f32 rounding; fewer rows (decode) take the row
+/// kernel where the depth allows it, else the exact kernel. With 16-bit
+/// decode activations, each code's residual round(128 * (x * 127 / max|x|
+/// - code)) joins it: x = scale * (code + residual / 128).
 /// 37 rows: two full 16-row groups, one of 5 rows of padding lanes; 37
 /// outputs: a column tail after 4-wide tiles.
 TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
@@ -637,10 +643,13 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
   llvm::Expected<moir::cpu::KernelOptions> tiles =
       moir::cpu::kernelOptionsFor(moir::host::HostOptions{}, true, false, true, true);
   ASSERT_TRUE(static_cast<bool>(tiles)) << llvm::toString(tiles.takeError());
-  for (bool amx : {false, true}) {
+  // Decode's 16-bit activations once, on the vector kernels (the AMX
+  // tiles take prefill only).
+  for (auto [amx, bits] : {std::pair{false, 8}, std::pair{true, 8}, std::pair{false, 16}}) {
     if (amx && !tiles->amx)
       continue;
-    SCOPED_TRACE(amx ? "AMX tiles" : "VNNI");
+    SCOPED_TRACE(std::string(amx ? "AMX tiles" : "VNNI") + ", decode activations of " +
+                 std::to_string(bits) + " bits");
     const int N = 37, vw = static_cast<int>(host->vectorWidth);
     struct Case {
       bool nibbles;
@@ -689,7 +698,7 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
                         "  %y = llm.linear %x, %w : (" + act + ", " + qtype +
                         ") -> tensor<?x37xf32>\n"
                         "  return %y : tensor<?x37xf32>\n}",
-                    /*int8Dot=*/true, /*bf16Dot=*/false, amx);
+                    /*int8Dot=*/true, /*bf16Dot=*/false, amx, bits);
       ASSERT_TRUE(kernel.ok()) << kernel.error;
       EXPECT_EQ(kernel.usesTiles, amx);
       std::uniform_int_distribution<int> byte(0, 255), small(-63, 63);
@@ -742,8 +751,13 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
               for (int e = 0; e < unit; ++e)
                 amax = std::max(amax, std::fabs(blk[e]));
               float scale = amax / 127.0f, inverse = amax > 0 ? 127.0f / amax : 0.0f;
-              for (int e = 0; e < unit; ++e)
-                xq[t * K + u * unit + e] = double(scale) * std::nearbyint(blk[e] * inverse);
+              for (int e = 0; e < unit; ++e) {
+                float y = blk[e] * inverse, code = std::nearbyint(y);
+                double value = code;
+                if (bits == 16 && T < 8)
+                  value += std::nearbyint((y - code) * 128.0f) / 128.0;
+                xq[t * K + u * unit + e] = double(scale) * value;
+              }
             }
         std::vector<float> y(T * N);
         if (c.superblocks)

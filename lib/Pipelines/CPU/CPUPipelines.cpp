@@ -26,6 +26,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
     shape.int8Dot = kernels.int8Dot;
     shape.amx = kernels.amx;
     shape.int8Decode = kernels.int8Decode;
+    shape.int8DecodeBits = kernels.int8DecodeBits;
     pm.addPass(createCPUContractionKernelsPass(shape));
     if (kernels.amx)
       pm.addPass(createCPULowerAMXPass());

@@ -304,6 +304,9 @@ struct KernelShape {
   /// The broadcast kernel's products on AMX tiles (tdpbf16ps) where the
   /// depth is whole tiles.
   bool amx = false;
+  /// The decode kernel's int8 activations carry residual codes (16-bit
+  /// activations: RowCodes).
+  bool residualDecode = false;
 };
 
 /// What both kernel builders emit with: index constants, loops, f32 of a
@@ -1181,18 +1184,26 @@ int64_t int8Unit(StringRef storage, int64_t group, int64_t vectorWidth) {
   return unit && unit % vectorWidth == 0 ? unit : 0;
 }
 
+/// Residual codes (16-bit activations) count 128ths of a step.
+constexpr int64_t kResidualSteps = 128;
+
 /// One block of activations quantized: its scale max|x| / 127, the i32
 /// codes round(x * 127 / max|x|) of each vector of `xs`, their sum, and
 /// scale * that sum (the block's quantized activations added up).
+/// With residuals, each element also has a second code, the rounding
+/// error in 128ths of a step: r = round(128 * (x * 127 / max|x| - code)),
+/// in [-64, 64], so x = scale * (code + r / 128) to 1/256 of a step (15
+/// bits against 8), and `total` is scale * (sum of codes + sum of r / 128).
 struct QuantizedBlock {
   Value scale, total, codeTotal;
-  SmallVector<Value> codes;
+  SmallVector<Value> codes, residuals;
 };
 
 /// Block u (elements [u * unit, u * unit + unit)) of row m of x [rows,
-/// depth], read as unit / vw vectors and quantized.
+/// depth], read as unit / vw vectors and quantized; with `residual`, the
+/// residual codes too.
 QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value u, int64_t unit,
-                             int64_t vw) {
+                             int64_t vw, bool residual = false) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   auto fVec = VectorType::get({vw}, f32);
   auto iVec = VectorType::get({vw}, i32);
@@ -1215,19 +1226,40 @@ QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value
   Value inverse = arith::SelectOp::create(
       b, loc, positive, arith::DivFOp::create(b, loc, f32c(127), amax), f32c(0));
   Value inverses = vector::BroadcastOp::create(b, loc, fVec, inverse);
-  Value codeSum;
+  auto splat = [&](float v) {
+    return arith::ConstantOp::create(b, loc, fVec, DenseElementsAttr::get(fVec, v)).getResult();
+  };
+  Value codeSum, residualSum;
   for (auto [j, v] : llvm::enumerate(xs)) {
-    Value r = math::RoundEvenOp::create(b, loc, arith::MulFOp::create(b, loc, v, inverses));
+    Value y = arith::MulFOp::create(b, loc, v, inverses);
+    Value r = math::RoundEvenOp::create(b, loc, y);
     Value codes = arith::FPToSIOp::create(b, loc, iVec, r);
     codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
     q.codes.push_back(codes);
+    if (!residual)
+      continue;
+    // |y - r| <= 1/2: 128ths of a step in [-64, 64].
+    Value rest = math::RoundEvenOp::create(
+        b, loc,
+        arith::MulFOp::create(b, loc, arith::SubFOp::create(b, loc, y, r), splat(kResidualSteps)));
+    Value restCodes = arith::FPToSIOp::create(b, loc, iVec, rest);
+    residualSum = j ? arith::AddIOp::create(b, loc, residualSum, restCodes).getResult() : restCodes;
+    q.residuals.push_back(restCodes);
   }
   q.codeTotal = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, codeSum);
   // The offsets multiply the sum of the quantized activations, so the
   // product is exactly that of the quantized activations with the
   // weights: with the exact sum, an offset (-8 * scale for 4-bit codes)
   // would multiply the block's rounding errors a second time.
-  q.total = arith::MulFOp::create(b, loc, q.scale, arith::SIToFPOp::create(b, loc, f32, q.codeTotal));
+  Value sum = arith::SIToFPOp::create(b, loc, f32, q.codeTotal);
+  if (residual) {
+    Value rests = arith::SIToFPOp::create(
+        b, loc, f32,
+        vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, residualSum));
+    sum = arith::AddFOp::create(b, loc, sum,
+                                arith::MulFOp::create(b, loc, rests, f32c(1.0f / kResidualSteps)));
+  }
+  q.total = arith::MulFOp::create(b, loc, q.scale, sum);
   return q;
 }
 
@@ -1355,13 +1387,21 @@ private:
 /// their 16 bytes each, then the high ones, so position h * 16G + g * 16 +
 /// e holds group g's element 16h + e (a last group left over, its
 /// elements in order: the kernel's tail step loads one group).
+/// With residual codes (16-bit activations, QuantizedBlock), each element
+/// also has its residual code at the same position of `residuals`, the
+/// lane scales are the block's scale / 128 (they multiply 128 * dot(codes)
+/// + dot(residuals)), and the corrections are -128 times the lane's codes
+/// added minus its residual codes added: the kernel adds the codes'
+/// biased dot product to them before it multiplies by 128 and adds the
+/// residuals' (128 times that, plus -128 times the residuals' sum, is the
+/// residuals' bias).
 struct RowCodes {
-  Value codes, scales, sums, corrections;
+  Value codes, scales, sums, corrections, residuals;
 
   /// The buffers there are, in order.
   SmallVector<Value> values() const {
     SmallVector<Value> all;
-    for (Value v : {codes, scales, sums, corrections})
+    for (Value v : {codes, scales, sums, corrections, residuals})
       if (v)
         all.push_back(v);
     return all;
@@ -1370,7 +1410,7 @@ struct RowCodes {
   RowCodes with(ValueRange values) const {
     RowCodes q = *this;
     unsigned i = 0;
-    for (Value *v : {&q.codes, &q.scales, &q.sums, &q.corrections})
+    for (Value *v : {&q.codes, &q.scales, &q.sums, &q.corrections, &q.residuals})
       if (*v)
         *v = values[i++];
     return q;
@@ -1388,9 +1428,9 @@ struct HoistedRowCodes {
 class RowQuantizer : public LoopBuilder {
 public:
   RowQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit, int64_t nibbleGroups,
-               bool sums, bool corrections)
+               bool sums, bool corrections, bool residual)
       : LoopBuilder(b, loc), vw(vw), unit(unit), nibbleGroups(nibbleGroups), withSums(sums),
-        withCorrections(corrections) {}
+        withCorrections(corrections), residual(residual) {}
 
   /// Quantizes x [rows, depth] (depth a multiple of 32 and of the unit,
   /// unit stride) into new buffers; rows in parallel when `parallel`.
@@ -1412,32 +1452,45 @@ public:
       q.sums = alloc(b.getF32Type(), lanes);
     if (withCorrections)
       q.corrections = alloc(b.getI32Type(), lanes);
+    if (residual)
+      q.residuals = alloc(b.getI8Type(), depth);
     forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
       Value m = ivs[0];
       forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
       if (!withCorrections)
         return;
-      // -128 * each lane's code sum: the dot products of 0x80 bytes with
-      // the codes, negated, 32 codes (8 lanes: x86 only) at a time.
-      auto iVec = VectorType::get({8}, b.getI32Type());
-      Value zero = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
-      Value bias = arith::ConstantOp::create(
-          b, loc, iVec, DenseElementsAttr::get(iVec, static_cast<int32_t>(0x80808080u)));
-      forLoop(cst(0), arith::DivUIOp::create(b, loc, depth, cst(32)), cst(1), [&](Value d) {
-        Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, m, depth),
-                                          arith::MulIOp::create(b, loc, d, cst(32)));
-        Value codes = vector::LoadOp::create(b, loc, VectorType::get({32}, b.getI8Type()),
-                                             q.codes, ValueRange{pos});
-        Value biased = dotProduct(b, loc, 8, zero, bias, codes);
-        Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
-        vector::StoreOp::create(b, loc, arith::SubIOp::create(b, loc, zero, biased),
-                                q.corrections, ValueRange{lane});
-      });
+      correct(q, m);
     });
     return q;
   }
 
 private:
+  /// Row m's corrections: -128 * each lane's code sum (the dot products
+  /// of 0x80 bytes with the codes, negated), less its residual codes' sum
+  /// where there are residuals, 32 codes (8 lanes: x86 only) at a time.
+  void correct(const RowCodes &q, Value m) {
+    auto iVec = VectorType::get({8}, b.getI32Type());
+    Value zero = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
+    auto bytes = [&](uint32_t v) {
+      return arith::ConstantOp::create(b, loc, iVec,
+                                       DenseElementsAttr::get(iVec, static_cast<int32_t>(v)));
+    };
+    Value bias = bytes(0x80808080u), ones = bytes(0x01010101u);
+    auto byteVec = VectorType::get({32}, b.getI8Type());
+    forLoop(cst(0), arith::DivUIOp::create(b, loc, depth, cst(32)), cst(1), [&](Value d) {
+      Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, m, depth),
+                                        arith::MulIOp::create(b, loc, d, cst(32)));
+      Value codes = vector::LoadOp::create(b, loc, byteVec, q.codes, ValueRange{pos});
+      Value biased = dotProduct(b, loc, 8, zero, bias, codes);
+      if (residual)
+        biased = dotProduct(b, loc, 8, biased, ones,
+                            vector::LoadOp::create(b, loc, byteVec, q.residuals, ValueRange{pos}));
+      Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
+      vector::StoreOp::create(b, loc, arith::SubIOp::create(b, loc, zero, biased), q.corrections,
+                              ValueRange{lane});
+    });
+  }
+
   /// Where vector j (elements [j * vw, j * vw + vw)) of block u goes in its
   /// row.
   Value position(Value u, int64_t j) {
@@ -1461,8 +1514,14 @@ private:
 
   void block(Value x, const RowCodes &q, Value m, Value u) {
     auto laneVec = VectorType::get({vw / 4}, b.getF32Type());
-    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw);
-    Value scales = vector::BroadcastOp::create(b, loc, laneVec, block.scale);
+    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw, residual);
+    Value scale =
+        residual ? arith::MulFOp::create(
+                       b, loc, block.scale,
+                       arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f / kResidualSteps)))
+                       .getResult()
+                 : block.scale;
+    Value scales = vector::BroadcastOp::create(b, loc, laneVec, scale);
     Value share = arith::DivFOp::create(
         b, loc, block.total,
         arith::ConstantOp::create(b, loc, b.getF32FloatAttr(static_cast<float>(unit / 4))));
@@ -1471,9 +1530,14 @@ private:
     Value laneStart = arith::MulIOp::create(b, loc, m, lanes);
     for (auto [j, codes] : llvm::enumerate(block.codes)) {
       Value pos = position(u, j);
-      Value bytes = arith::TruncIOp::create(b, loc, VectorType::get({vw}, b.getI8Type()), codes);
-      vector::StoreOp::create(b, loc, bytes, q.codes,
-                              ValueRange{arith::AddIOp::create(b, loc, rowStart, pos)});
+      auto byteVec = VectorType::get({vw}, b.getI8Type());
+      Value at = arith::AddIOp::create(b, loc, rowStart, pos);
+      vector::StoreOp::create(b, loc, arith::TruncIOp::create(b, loc, byteVec, codes), q.codes,
+                              ValueRange{at});
+      if (residual)
+        vector::StoreOp::create(b, loc,
+                                arith::TruncIOp::create(b, loc, byteVec, block.residuals[j]),
+                                q.residuals, ValueRange{at});
       Value lane = arith::AddIOp::create(b, loc, laneStart,
                                          arith::DivUIOp::create(b, loc, pos, cst(4)));
       vector::StoreOp::create(b, loc, scales, q.scales, ValueRange{lane});
@@ -1485,7 +1549,7 @@ private:
 public:
   /// What tells this layout from another one of the same rows.
   int64_t layoutKey() const {
-    return ((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections;
+    return (((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections) * 2 + residual;
   }
 
   /// Empty buffers of this layout (the branch that quantizes nothing).
@@ -1502,12 +1566,14 @@ public:
       q.sums = alloc(b.getF32Type());
     if (withCorrections)
       q.corrections = alloc(b.getI32Type());
+    if (residual)
+      q.residuals = alloc(b.getI8Type());
     return q;
   }
 
 private:
   int64_t vw, unit, nibbleGroups;
-  bool withSums, withCorrections;
+  bool withSums, withCorrections, residual;
   Value depth, lanes, units;
 };
 
@@ -1767,7 +1833,7 @@ public:
   /// The row layout the decode kernel reads its activations in.
   RowQuantizer rowQuantizer() {
     return RowQuantizer(b, loc, shape.vectorWidth, unit, nibbles ? nibbleGroups() : 0, offsets,
-                        /*corrections=*/!nibbles && !sdot());
+                        /*corrections=*/!nibbles && !sdot(), shape.residualDecode);
   }
 
   /// A fused op's row quantization for the decode kernel, and this
@@ -1824,15 +1890,16 @@ private:
     auto iVec = VectorType::get({vw}, b.getI32Type()), fVec = VectorType::get({vw}, b.getF32Type());
     prefetchNextTile(q, tn, arith::DivUIOp::create(b, loc, k0, cst(group)), k0, rowStepElems());
     Value zeroI = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
-    // Per row and dot: codes, lane scales, lane sums, corrections.
-    SmallVector<Value> acts, ss, ms, cs;
+    // Per row and dot: codes, lane scales, lane sums, corrections, and
+    // residual codes where there are.
+    SmallVector<Value> acts, ss, ms, cs, rests;
+    auto byteVec = VectorType::get({dotCodes()}, b.getI8Type());
     for (Value local : r)
       for (int64_t d = 0; d < dots; ++d) {
         Value row = arith::AddIOp::create(b, loc, local, rowBase);
         Value at = arith::AddIOp::create(b, loc, k0, cst(d * dotCodes()));
         Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, row, depth), at);
-        acts.push_back(vector::LoadOp::create(b, loc, VectorType::get({dotCodes()}, b.getI8Type()),
-                                              rowCodes.codes, ValueRange{pos}));
+        acts.push_back(vector::LoadOp::create(b, loc, byteVec, rowCodes.codes, ValueRange{pos}));
         Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
         ss.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.scales, ValueRange{lane}));
         if (offsets)
@@ -1842,7 +1909,12 @@ private:
                                                   ValueRange{lane})
                                .getResult()
                          : zeroI);
+        if (rowCodes.residuals)
+          rests.push_back(
+              vector::LoadOp::create(b, loc, byteVec, rowCodes.residuals, ValueRange{pos}));
       }
+    Value shift = arith::ConstantOp::create(
+        b, loc, iVec, DenseElementsAttr::get(iVec, int32_t(llvm::Log2_64(kResidualSteps))));
     SmallVector<Value> next(accs.begin(), accs.end());
     for (auto [j, col] : llvm::enumerate(q)) {
       SmallVector<Value> ws = weightDots(col, k0);
@@ -1852,6 +1924,10 @@ private:
         for (int64_t i = 0; i < tm; ++i) {
           int64_t id = i * dots + d;
           Value sum = dot(cs[id], ws[d], acts[id]);
+          // 128 * the codes' product + the residuals' (exact in i32:
+          // |dot| <= 4 * 128 * 127 per lane).
+          if (!rests.empty())
+            sum = dot(arith::ShLIOp::create(b, loc, sum, shift), ws[d], rests[id]);
           Value p = arith::SIToFPOp::create(b, loc, fVec, sum);
           Value &acc = next[i * tn + j];
           acc = vector::FMAOp::create(b, loc, p, arith::MulFOp::create(b, loc, ss[id], scale), acc);
@@ -2728,6 +2804,12 @@ struct CPUContractionKernelsPass
           << int8Decode << "'";
       return signalPassFailure();
     }
+    if (int8DecodeBits != 8 && int8DecodeBits != 16) {
+      getOperation()->emitError("moir-cpu-contraction-kernels: int8-decode-bits must be 8 or "
+                                "16, not ")
+          << static_cast<int64_t>(int8DecodeBits);
+      return signalPassFailure();
+    }
     if (vectorWidth <= 0 || tileM <= 0 || tileN <= 0 || blockN <= 0 || blockN % tileN != 0) {
       getOperation()->emitError("moir-cpu-contraction-kernels: sizes must be positive and "
                                 "block-n a multiple of tile-n");
@@ -2749,7 +2831,7 @@ struct CPUContractionKernelsPass
                                 "and a vector width of 16 f32 lanes (AVX-512)");
       return signalPassFailure();
     }
-    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, amx};
+    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, amx, int8DecodeBits == 16};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))

@@ -28,6 +28,7 @@ Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host, bool con
                                   (kernels.vectorWidth == 8 && has("avxvnni")));
     kernels.amx = amx && (kernels.bf16Dot || kernels.int8Dot) && kernels.vectorWidth == 16 &&
                   has("amx-tile") && has("amx-bf16") && has("amx-int8");
+    kernels.amxInt8Cores = kernels.int8Dot && kernels.vectorWidth == 16 && has("amx-int8");
   }
   if (triple.isAArch64())
     kernels.int8Dot = int8Dot && has("dotprod");

@@ -7,6 +7,9 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true" -split-input-file | FileCheck %s --check-prefix=NODEC
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=nibbles" -split-input-file | FileCheck %s --check-prefix=NIB
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=yes" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADDEC
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all int8-decode-bits=16" -split-input-file | FileCheck %s --check-prefix=BITS16
+// RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all int8-decode-bits=12" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADBITS
+// BADBITS: int8-decode-bits must be 8 or 16, not 12
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true amx=true" -split-input-file | FileCheck %s --check-prefix=AMX
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="amx=true" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADAMX
 // BADAMX: amx needs bf16-dot or int8-dot and a vector width of 16 f32 lanes
@@ -488,6 +491,36 @@ func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2
 // INT8-NEXT: arith.sitofp {{.*}} : vector<16xi32> to vector<16xf32>
 // INT8-NEXT: vector.fma
 // INT8-NEXT: arith.mulf
+// int8-decode-bits=16: the decode rows' codes come with residual codes in
+// their own buffer, round(128 * (y - round(y))), y the element in steps;
+// the corrections take the residuals' sums too. Per step and weight row,
+// the codes' dot product (from the corrections) shifted left by 7
+// accumulates the residuals' (same weight bytes), then one conversion and
+// FMA as with 8 bits.
+// BITS16-LABEL: func.func @packed_i8_sym_f16
+// BITS16: } else {
+// BITS16: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi8>
+// BITS16: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xf32>
+// BITS16: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// BITS16: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi8>
+// BITS16: %[[Y:.*]] = arith.mulf
+// BITS16-NEXT: %[[CODE:.*]] = math.roundeven %[[Y]] : vector<16xf32>
+// BITS16: %[[REST:.*]] = arith.subf %[[Y]], %[[CODE]] : vector<16xf32>
+// BITS16-NEXT: arith.constant dense<1.280000e+02> : vector<16xf32>
+// BITS16-NEXT: arith.mulf %[[REST]]
+// BITS16-NEXT: math.roundeven
+// BITS16: %[[BIASED:.*]] = llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.256"
+// BITS16-NEXT: %[[RESIDUALS:.*]] = vector.load {{.*}} : memref<?xi8>, vector<32xi8>
+// BITS16: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.256"(%[[BIASED]], %{{.*}}, %[[RESIDUALS]])
+// BITS16: scf.parallel
+// BITS16: %[[ACTS:.*]] = vector.load %[[CODES:.*]][%[[AT:.*]]] : memref<?xi8>, vector<64xi8>
+// BITS16: %[[RESTS:.*]] = vector.load %{{.*}}[%[[AT]]] : memref<?xi8>, vector<64xi8>
+// BITS16: %[[W:.*]] = arith.xori
+// BITS16: %[[PRODUCT:.*]] = llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.*}}, %[[W]], %[[ACTS]])
+// BITS16-NEXT: %[[SHIFTED:.*]] = arith.shli %[[PRODUCT]]
+// BITS16-NEXT: %[[BOTH:.*]] = llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%[[SHIFTED]], %[[W]], %[[RESTS]])
+// BITS16-NEXT: arith.sitofp %[[BOTH]] : vector<16xi32> to vector<16xf32>
+// BITS16: vector.fma
 #a2 = affine_map<(m, n, k) -> (m, k)>
 #code2 = affine_map<(m, n, k) -> (n, k)>
 #scale2 = affine_map<(m, n, k) -> (n, k floordiv 32, 0)>

@@ -38,10 +38,18 @@ struct KernelOptions {
   /// With bf16Dot or int8Dot at 16 lanes, their prefill products on AMX
   /// tiles (AMX-BF16 and AMX-INT8).
   bool amx = false;
+  /// The CPU has int8 dot products at 16 lanes and AMX-INT8 (Intel's
+  /// Sapphire Rapids and later), whether or not `amx` uses the tiles: the
+  /// CPUs whose decode measured faster with int8 activations for every
+  /// integer code (--cpu-int8-decode=auto).
+  bool amxInt8Cores = false;
   /// With int8Dot, which packed weights take int8 activations with fewer
   /// than 8 activation rows (decode) too: "none", "nibbles" (4-bit codes)
   /// or "all".
   std::string int8Decode = "none";
+  /// Those decode activations as one int8 code per element (8) or with a
+  /// second one holding its rounding error (16).
+  int64_t int8DecodeBits = 8;
   /// false: contractions keep plain loops (LLVM vectorizes their k
   /// reductions); the reference the kernels are checked against.
   bool enabled = true;

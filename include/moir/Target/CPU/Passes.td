@@ -157,6 +157,11 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
            "with int8-dot, the packed weights whose products with fewer than 8 activation "
            "rows (decode) take int8 activations too, one row at a time: none, nibbles "
            "(4-bit codes) or all">,
+    Option<"int8DecodeBits", "int8-decode-bits", "int64_t", /*default=*/"8",
+           "the decode kernel's activation precision: 8 (one int8 code per element, as "
+           "llama.cpp's Q8 activations) or 16 (a second int8 code per element holding the "
+           "first's rounding error in 128ths of a step: a second dot product per weight "
+           "vector)">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",

@@ -28,13 +28,20 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   if (decode != "auto" && decode != "nibbles" && decode != "all" && decode != "none")
     return llvm::createStringError("--cpu-int8-decode must be auto, nibbles, all or none, not '" +
                                    decode + "'");
+  if (options.cpu.int8DecodeBits != 8 && options.cpu.int8DecodeBits != 16)
+    return llvm::createStringError("--cpu-int8-decode-bits must be 8 or 16, not " +
+                                   std::to_string(options.cpu.int8DecodeBits));
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
-  // auto: MLIR's kernels' measured best, 4-bit codes only (the Halide
-  // kernels' is every integer code: buildLoweringConfig).
-  if (kernels)
-    kernels->int8Decode = decode == "auto" ? "nibbles" : decode.str();
+  // auto: MLIR's kernels' measured best: every integer code on CPUs with
+  // AMX-INT8, 4-bit codes only elsewhere (the Halide kernels' is every
+  // integer code: buildLoweringConfig).
+  if (kernels) {
+    kernels->int8Decode =
+        decode != "auto" ? decode.str() : kernels->amxInt8Cores ? "all" : "nibbles";
+    kernels->int8DecodeBits = options.cpu.int8DecodeBits;
+  }
   return kernels;
 }
 
