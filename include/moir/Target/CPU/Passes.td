@@ -128,7 +128,12 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     4-code lane's block scale and sum share beside them, then per step,
     dot (`vpdpbusd`, or `sdot` at 4 lanes) and output acc += float(dot) *
     (lane scales * weight lane scales) + lane sums * weight lane offsets,
-    the lanes added once per output. A `moir.kernel` op's rows come from
+    the lanes added once per output. With `int8-decode-bits=16` each code
+    has a residual code beside it, round(128 * (y - round(y))) for the
+    element y in steps (the lane scales divided by 128, the corrections
+    holding both codes' biases), and a step's dot product becomes (dot of
+    the codes << 7) + dot of the residuals: 16-bit activations for one more
+    dot product and a shift. A `moir.kernel` op's rows come from
     one such quantization made before its loop when the shared buffer has
     at most 64 rows. Other depths, FP8 codes and `moir.precise` ops keep
     the f32 kernel.
