@@ -206,8 +206,8 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 // -----
 
 // llm.attention flash: work items (block of 32 queries, KV head, split of
-// the keys), splits = max(1, min(ceil(len / 256), ceil(32 / max(pairs,
-// 1)))); the
+// the keys), splits = max(1, min(ceil(len / 128), ceil(32 / max(pairs,
+// 1)))) (256 keys a head, the 2 heads of a group sharing them); the
 // block's queries of the 2 heads sharing the KV head scaled into the rows of
 // one product; the split's key blocks of 64 from the window's first block to
 // the block's last position; per block the scores (kernel, int8 keys as
@@ -224,7 +224,7 @@ func.func @attend_int8(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tens
 // CHECK: %[[KEYS:.*]] = tensor.extract_slice %[[K]][0, 0, 0] [%[[LEN:.*]], 2, 8]
 // CHECK: %[[QB:.*]] = arith.ceildivui %{{.*}}, %c32
 // CHECK: %[[PAIRS:.*]] = arith.muli %[[QB]], %c2
-// CHECK: arith.ceildivui %[[LEN]], %c256
+// CHECK: arith.ceildivui %[[LEN]], %c128
 // CHECK: %[[SOME:.*]] = arith.maxui %[[PAIRS]], %c1
 // CHECK: arith.ceildivui %c32{{.*}}, %[[SOME]]
 // CHECK: %[[SPLITS:.*]] = arith.maxui

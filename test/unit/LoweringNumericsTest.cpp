@@ -564,6 +564,45 @@ TEST_F(LoweringNumericsTest, MLAAttendMatchesTheMaterializedForm) {
               1e-5);
 }
 
+/// Absorbed MLA with flash attention in decode: the latent cache is one
+/// group of every head, so a decode row is one (query block, KV head) pair
+/// and its keys split from 256 / 16 heads keys, at least a key block of 64
+/// (FlashAttention.cpp): 150 keys in 3 splits (2 whole key blocks and 22),
+/// 100 in 2, and 2 queries at the end of the cache, each split's online
+/// softmax combined, against the materialized form in double.
+TEST_F(LoweringNumericsTest, MLAFlashDecodeSplitsTheKeysOfItsOneGroup) {
+  SEED_TRACE();
+  const int H = 16, N = 8, R = 4, V = 6, C = 10, S = 150;
+  std::string hs = std::to_string(H);
+  std::string q = "tensor<?x" + hs + "x8xf32>", qp = "tensor<?x" + hs + "x4xf32>",
+              o = "tensor<?x" + hs + "x6xf32>", w = "tensor<" + std::to_string(H * (N + V)) + "x10xf32>";
+  Kernel kernel("func.func @forward(%qn: " + q + ", %qp: " + qp +
+                ", %c: tensor<150x10xf32>, %r: tensor<150x4xf32>, %pos: tensor<?xi64>, %w: " + w +
+                ") -> " + o + " {\n"
+                "  %a = mla.attend %qn, %qp, %c, %r, %pos, %w config <num_heads = " + hs +
+                ", kv_lora_rank = 10, qk_nope_head_dim = 8, qk_rope_head_dim = 4, v_head_dim = 6> "
+                "scale = 0.3 form = absorbed flash : (" + q + ", " + qp +
+                ", tensor<150x10xf32>, tensor<150x4xf32>, tensor<?xi64>, " + w + ") -> " + o +
+                "\n  return %a : " + o + "\n}");
+  ASSERT_TRUE(kernel.ok()) << kernel.error;
+  auto c = random(S * C), r = random(S * R), weights = random(H * (N + V) * C, 0.3f);
+  for (std::vector<int64_t> pos : {std::vector<int64_t>{149}, std::vector<int64_t>{99},
+                                   std::vector<int64_t>{148, 149}}) {
+    const int T = static_cast<int>(pos.size());
+    SCOPED_TRACE(std::to_string(T) + " queries, last at " + std::to_string(pos.back()));
+    auto qn = random(T * H * N), qr = random(T * H * R);
+    std::vector<float> out(T * H * V);
+    kernel.run({{qn.data(), {T, H, N}}, {qr.data(), {T, H, R}}, {c.data(), {S, C}},
+                {r.data(), {S, R}}, {pos.data(), {T}}, {weights.data(), {H * (N + V), C}},
+                {out.data(), {T, H, V}}});
+    expectClose(out,
+                mlaReference(qn, qr, c, r, pos,
+                             [&](int row, int l) { return double(weights[row * C + l]); }, H, N, R,
+                             V, C, 0.3),
+                1e-5);
+  }
+}
+
 /// mla.attend with a packed kv_b_proj (int8 codes and nibbles, groups of 32
 /// with offsets), read as stored: the absorbed form's per-head kernels (the
 /// query absorption sums weight rows, the output projection dots along

@@ -114,7 +114,9 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
       kernels map every loop;
     - `work_items`: how many parallel work items are worth having (flash
       attention splits the keys until it has about this many);
-    - `min_split_keys`: never split the keys below this many per split;
+    - `min_split_keys`: never split the keys below this many per split and
+      head (a split's keys serve each head sharing them: a group of G heads
+      splits from min_split_keys / G keys, at least a key block);
     - `key_block`, `query_rows`: flash attention's keys per block and rows
       (queries x the heads sharing a KV head) per work item;
     - `ffn_block`: columns per work item of the fused expert FFNs;

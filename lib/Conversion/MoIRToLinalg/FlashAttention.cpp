@@ -86,12 +86,17 @@ Value flashAttention(OpBuilder &b, Location loc, const FlashAttention &a) {
   Value tokens = tensor::DimOp::create(b, loc, a.queries.front(), 0);
   Value queryBlocks = arith::CeilDivUIOp::create(b, loc, tokens, cst(queryBlock));
   Value pairs = arith::MulIOp::create(b, loc, queryBlocks, cst(kvHeads));
-  // splits = max(1, min(ceil(len / min_split_keys), ceil(work_items /
-  // pairs))) (no pairs: no tokens, no items).
+  // splits = max(1, min(ceil(len / split_keys), ceil(work_items /
+  // pairs))) (no pairs: no tokens, no items). min_split_keys is a split's
+  // least keys for one head; the group's heads all read a split's keys, so
+  // it needs 1 / group as many (at least a key block): absorbed MLA's one
+  // group of every head, whose decode would otherwise be one work item
+  // below 256 keys.
+  int64_t splitKeys = std::max(keyBlock, config.getMinSplitKeys() / group);
   Value splits = arith::MaxUIOp::create(
       b, loc, cst(1),
       arith::MinUIOp::create(
-          b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(config.getMinSplitKeys())),
+          b, loc, arith::CeilDivUIOp::create(b, loc, a.len, cst(splitKeys)),
           arith::CeilDivUIOp::create(b, loc, cst(config.getWorkItems()),
                                      arith::MaxUIOp::create(b, loc, pairs, cst(1)))));
   Value items = arith::MulIOp::create(b, loc, pairs, splits);
