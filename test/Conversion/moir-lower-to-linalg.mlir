@@ -161,14 +161,17 @@ func.func @fused_experts_wider(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w:
 
 // -----
 
-// moe.fused_route: one forall over blocks of 16 tokens; each block's logits
-// are one f32 kernel (moir.precise) against the router weight, then per
-// token the routing (here DeepSeek-V3's: sigmoid, bias, group scores from
-// the two best experts, top groups, top-k) written into the block's rows.
+// moe.fused_route: the logits of all tokens are one f32 product
+// (moir.precise) against the router weight, parallel over its experts (a
+// decode step's product is then not one work item); then one forall over
+// blocks of 16 tokens takes its block's logits and per token the routing
+// (here DeepSeek-V3's: sigmoid, bias, group scores from the two best
+// experts, top groups, top-k) written into the block's rows.
 // CHECK-LABEL: func.func @fused_route
+// CHECK: %[[LOGITS:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<8x16xbf16>) {{.*}} attrs = {moir.parallel, moir.precise}
 // CHECK: %[[BLOCKS:.*]] = arith.ceildivui %{{.*}}, %c16
 // CHECK: scf.forall (%{{.*}}) in (%[[BLOCKS]]) shared_outs(%{{.*}}, %{{.*}}) -> (tensor<?x3xf32>, tensor<?x3xi32>)
-// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<8x16xbf16>) {{.*}} attrs = {moir.kernel, moir.precise}
+// CHECK: tensor.extract_slice %[[LOGITS]]
 // CHECK: scf.for {{.*}} -> (tensor<?x3xf32>, tensor<?x3xi32>)
 // CHECK: scf.for {{.*}} -> (tensor<4xf32>)
 // CHECK: scf.for {{.*}} -> (tensor<8xf32>, tensor<3xf32>, tensor<3xi32>, f32)

@@ -784,12 +784,20 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
     moe::RoutingAttr routing = op.getRouting();
     Value x = op.getInput(), router = op.getRouter();
     auto routerType = cast<RankedTensorType>(router.getType());
-    int64_t experts = routerType.getDimSize(0), hidden = routerType.getDimSize(1);
+    int64_t experts = routerType.getDimSize(0);
     int64_t k = routing.getTopK();
     Value tokens = tensor::DimOp::create(b, loc, x, 0);
     SmallVector<OpFoldResult> outSizes = {tokens, b.getIndexAttr(k)};
     Value weights0 = tensor::EmptyOp::create(b, loc, outSizes, b.getF32Type());
     Value ids0 = tensor::EmptyOp::create(b, loc, outSizes, b.getI32Type());
+    // The router product over all tokens, parallel over its weight rows
+    // (the experts): inside the token blocks' loop a decode step's whole
+    // product was one work item, so one thread. Expert choice is
+    // discrete: the product stays f32 (moir.precise).
+    Value allLogits = markParallel(weightContraction(
+        b, loc, x, *WeightOperand::of(router),
+        filled(b, loc, {tokens, b.getIndexAttr(experts)}, b.getF32Type(), 0.0)));
+    attrs::mark(allLogits.getDefiningOp(), attrs::preciseName());
     Value blocks = arith::CeilDivUIOp::create(b, loc, tokens, indexConst(b, loc, tokenBlock));
     auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{blocks},
                                         ValueRange{weights0, ids0}, std::nullopt);
@@ -799,11 +807,9 @@ struct LowerFusedRoute : OpRewritePattern<moe::FusedRouteOp> {
       Value t0 = arith::MulIOp::create(b, loc, forall.getInductionVars()[0], indexConst(b, loc, tokenBlock));
       Value n = arith::MinUIOp::create(b, loc, indexConst(b, loc, tokenBlock),
                                        arith::SubIOp::create(b, loc, tokens, t0));
-      Value xs = slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type()), x,
-                       {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(hidden)});
-      // Expert choice is discrete: the product stays f32 (moir.precise).
-      Value logits = itemContraction(b, loc, xs, *WeightOperand::of(router));
-      attrs::mark(logits.getDefiningOp(), attrs::preciseName());
+      Value logits =
+          slice(b, loc, RankedTensorType::get({ShapedType::kDynamic, experts}, b.getF32Type()),
+                allLogits, {t0, b.getIndexAttr(0)}, {n, b.getIndexAttr(experts)});
       SmallVector<OpFoldResult> blockSizes = {n, b.getIndexAttr(k)};
       SmallVector<Value> routed = loop(
           b, loc, indexConst(b, loc, 0), n,

@@ -298,6 +298,11 @@ void forEachItem(OpBuilder &b, Location loc, ValueRange counts, bool parallel,
 /// AMX tiles: 16 rows of at most 64 bytes; 16 x 16 f32 or i32 sums.
 constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
 
+/// The fewest work items a parallel product over weight rows is split
+/// into where it has the rows for them (forEachRowBlock): 4, so that 2
+/// or 4 threads share a small product evenly.
+constexpr int64_t kMinItems = 4;
+
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
@@ -391,7 +396,7 @@ protected:
   void sweepRowBlocks(Value rows, Value cols, int64_t tileM, const KernelShape &shape,
                       bool parallel, llvm::function_ref<void(int64_t, int64_t, Value, Value)> tile) {
     Value zero = cst(0), one = cst(1);
-    forEachRowBlock(cols, shape.blockN, parallel, [&](Value lo, Value hi) {
+    forEachRowBlock(cols, shape.blockN, shape.tileN, parallel, [&](Value lo, Value hi) {
       Value full = wholeSteps(lo, hi, shape.tileN);
       Value mFull = arith::MulIOp::create(
           b, loc, arith::DivUIOp::create(b, loc, rows, cst(tileM)), cst(tileM));
@@ -405,14 +410,27 @@ protected:
   }
 
   /// Work items over `cols` weight rows, `block` of them each (the last
-  /// one fewer): body(lo, hi) for rows [lo, hi).
-  void forEachRowBlock(Value cols, int64_t block, bool parallel,
+  /// one fewer): body(lo, hi) for rows [lo, hi). A parallel product of
+  /// fewer than kMinItems * `block` rows (the MoE router's 64 experts
+  /// were one work item, so one thread) takes smaller items, in whole
+  /// steps of `granule` rows (the kernel's tile), so that it still makes
+  /// kMinItems of them where it has that many granules.
+  void forEachRowBlock(Value cols, int64_t block, int64_t granule, bool parallel,
                        llvm::function_ref<void(Value, Value)> body) {
-    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, cst(block));
+    Value size = cst(block);
+    if (parallel && granule < block) {
+      Value share = arith::CeilDivUIOp::create(b, loc, cols, cst(kMinItems * granule));
+      Value even = arith::MulIOp::create(b, loc, share, cst(granule));
+      size = arith::MinUIOp::create(b, loc, size, even);
+    }
+    forEachRowBlock(cols, size, parallel, body);
+  }
+  void forEachRowBlock(Value cols, Value block, bool parallel,
+                       llvm::function_ref<void(Value, Value)> body) {
+    Value blocks = arith::CeilDivUIOp::create(b, loc, cols, block);
     forEachItem(b, loc, ValueRange{blocks}, parallel, [&](ValueRange ivs) {
-      Value lo = arith::MulIOp::create(b, loc, ivs[0], cst(block));
-      Value hi =
-          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, cst(block)), cols);
+      Value lo = arith::MulIOp::create(b, loc, ivs[0], block);
+      Value hi = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, lo, block), cols);
       body(lo, hi);
     });
   }
@@ -898,7 +916,7 @@ private:
   void tileSweep(Value groups, bool parallel) {
     int64_t pairRows = 2 * kTileRows;
     int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, pairRows)) * pairRows;
-    forEachRowBlock(cols, block, parallel, [&](Value lo, Value hi) {
+    forEachRowBlock(cols, block, pairRows, parallel, [&](Value lo, Value hi) {
       Value pairEnd = wholeSteps(lo, hi, pairRows);
       Value tileEnd = wholeSteps(pairEnd, hi, kTileRows);
       Value groupPairs = arith::MulIOp::create(
@@ -2126,7 +2144,7 @@ private:
   /// cache. Weight rows past whole tiles of 16 take the vector kernel.
   void amxSweep(Value count, bool parallel) {
     int64_t block = std::max<int64_t>(1, llvm::divideCeil(shape.blockN, kTileRows)) * kTileRows;
-    forEachRowBlock(cols, block, parallel, [&](Value lo, Value hi) {
+    forEachRowBlock(cols, block, kTileRows, parallel, [&](Value lo, Value hi) {
       Value tileEnd = wholeSteps(lo, hi, kTileRows);
       tileSums = memref::AllocOp::create(b, loc, MemRefType::get({4 * kTileArea}, b.getI32Type()),
                                          b.getI64IntegerAttr(64));

@@ -16,13 +16,19 @@
 // BADDEC: int8-decode must be none, nibbles or all, not 'yes'
 
 // C[m, n] += A[m, k] * W[n, k] with bf16 weights: blocks of 6 weight rows run
-// in parallel; 2x3 register tiles keep 6 accumulators of 8 lanes through the
-// k loop (2 activation and 3 weight loads, 6 FMAs per step), then 1-wide
-// edge tiles for the rows and columns left over; lanes summed once; the k
-// remainder is scalar.
+// in parallel (fewer where that makes under 4 work items: rows / 4 in whole
+// tiles of 3, ceil(rows / 12) * 3); 2x3 register tiles keep 6 accumulators
+// of 8 lanes through the k loop (2 activation and 3 weight loads, 6 FMAs per
+// step), then 1-wide edge tiles for the rows and columns left over; lanes
+// summed once; the k remainder is scalar.
 // CHECK-LABEL: func.func @bf16_weights
 // CHECK-NOT: linalg.generic
-// CHECK: scf.parallel
+// CHECK: %[[COLS:.*]] = memref.dim %arg1, %{{.*}} : memref<30x100xbf16>
+// CHECK: %[[SHARE:.*]] = arith.ceildivui %[[COLS]], %c12
+// CHECK: %[[EVEN:.*]] = arith.muli %[[SHARE]], %c3
+// CHECK: %[[BLOCK:.*]] = arith.minui %c6, %[[EVEN]]
+// CHECK: %[[ITEMS:.*]] = arith.ceildivui %[[COLS]], %[[BLOCK]]
+// CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%[[ITEMS]])
 // CHECK: scf.for
 // CHECK: scf.for
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)

@@ -13,7 +13,8 @@ def CPUConfigureLoweringPass : Pass<"moir-cpu-configure-lowering", "mlir::Module
     thread pool and fused ops built as `scf.forall` work items
     (`parallel = true`), about two work items per core (`work_items = 2 x
     threads`; flash attention splits its keys until it has that many, never
-    below 256 keys a split), blocks of 64 keys and about 64 rows of queries
+    below 256 keys a split over a KV group's heads, nor below one block),
+    blocks of 64 keys and about 64 rows of queries
     per flash work item (a block's scores stay in registers and L1), 64
     columns per expert-FFN work item (a block's weights stay in L2), 16
     tokens per router work item, and the f32 lanes of the CPU's vectors.
@@ -148,7 +149,9 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     Option<"tileN", "tile-n", "int64_t", /*default=*/"4",
            "weight rows per register tile">,
     Option<"blockN", "block-n", "int64_t", /*default=*/"64",
-           "weight rows per parallel work item (a multiple of tile-n)">,
+           "weight rows per parallel work item (a multiple of tile-n); a product of "
+           "fewer than 4 x block-n rows takes items of ceil(rows / (4 x tile-n)) tiles, "
+           "so that it still makes 4">,
     Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
            "multiply bf16 weights with AVX512-BF16 dot products">,
     Option<"int8Dot", "int8-dot", "bool", /*default=*/"false",
