@@ -140,6 +140,11 @@ struct HalideSelectKernelsPass
   using Base::Base;
 
   void runOnOperation() override {
+    if (int8DecodeBits != 8 && int8DecodeBits != 16) {
+      getOperation()->emitError() << "int8-decode-bits must be 8 or 16, not "
+                                  << static_cast<int64_t>(int8DecodeBits);
+      return signalPassFailure();
+    }
     llvm::SmallVector<StringRef> wanted;
     StringRef(ops).split(wanted, ',', -1, false);
     auto want = [&](StringRef kind) {
@@ -406,6 +411,8 @@ struct HalideSelectKernelsPass
       std::string int8 = int8Inputs(kind, operands, variant);
       if (!int8.empty())
         all.push_back(b.getNamedAttr("int8", b.getStringAttr(int8)));
+      if (!int8.empty() && variant == "decode" && int8DecodeBits == 16)
+        all.push_back(b.getNamedAttr("int8_bits", b.getI64IntegerAttr(16)));
       DictionaryAttr dict = b.getDictionaryAttr(all);
       std::string callee = calleeName(kind, operands, resultTypes, dict);
       auto created = moir::HalideCallOp::create(builder, loc, resultTypes, operands,

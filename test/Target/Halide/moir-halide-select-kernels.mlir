@@ -7,6 +7,9 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=all" | FileCheck %s --check-prefix=ALL
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=none" | FileCheck %s --check-prefix=NONE
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true device=opencl" | FileCheck %s --check-prefix=DEVICE
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=all int8-decode-bits=16" | FileCheck %s --check-prefix=BITS16
+// RUN: not moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode-bits=12" 2>&1 | FileCheck %s --check-prefix=BADBITS
+// BADBITS: int8-decode-bits must be 8 or 16, not 12
 
 // An RMSNorm becomes a Halide kernel with its epsilon and offset; its layer is kept.
 // CHECK-LABEL: func.func @norm
@@ -241,6 +244,14 @@ func.func @mla(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x3
 // ALL-LABEL: func.func @int8_inputs
 // ALL: {int8 = "1", variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
 // ALL: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// With int8-decode-bits=16 the decode kernels' int8 activations carry
+// residual codes (16 bits: an int8_bits param); prefill's stay 8-bit.
+// BITS16-LABEL: func.func @int8_inputs
+// BITS16: {int8 = "1", int8_bits = 16 : i64, variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// BITS16: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi8
+// BITS16: {int8 = "1", int8_bits = 16 : i64, variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// BITS16: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
+// BITS16: "linear"(%arg0, %arg1) {variant = "decode"} : (tensor<?x256xf32>, tensor<64x256xbf16>)
 // NONE-LABEL: func.func @int8_inputs
 // NONE: {variant = "decode"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4
 // NONE: {int8 = "1", variant = "prefill"} : (tensor<?x256xf32>, !llm.qtensor<64x256xi4

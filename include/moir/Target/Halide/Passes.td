@@ -35,7 +35,8 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     at run time by an `scf.if`. With `int8-dot`, a linear's or the experts'
     integer-coded weights multiply int8 activations (MLIR's --cpu-int8-dot
     math): `int8 = "1"` lists those inputs, in prefill all of them, in
-    decode those `int8-decode` names. The callee's name is the kernel's content
+    decode those `int8-decode` names, at `int8-decode-bits` (16: an
+    `int8_bits = 16` param on those decode calls). The callee's name is the kernel's content
     (kind, operand types, params), so identical ops share one kernel.
 
     ```mlir
@@ -58,7 +59,11 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
            "int8 per block of 32 (16): an `int8` param names them">,
     Option<"int8Decode", "int8-decode", "std::string", "\"nibbles\"",
            "with int8-dot, which weights take int8 activations in decode kernels: nibbles "
-           "(4-bit codes), all or none">
+           "(4-bit codes), all or none">,
+    Option<"int8DecodeBits", "int8-decode-bits", "int64_t", "8",
+           "precision of those decode activations: 8, or 16 (a second int8 code per "
+           "element, its first's rounding error in 128ths of a step, as MLIR's "
+           "int8-decode-bits: an `int8_bits = 16` param on the decode kernels)">
   ];
   let dependentDialects = ["::moir::MoIRDialect", "::mlir::scf::SCFDialect",
                            "::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];

@@ -89,6 +89,7 @@ public:
       // measured slower than their int8 one (bench/RESULTS.md).
       select.int8Decode =
           options.cpu.int8Decode == "auto" ? std::string("all") : kernels->int8Decode;
+      select.int8DecodeBits = kernels->int8DecodeBits;
       pm.addPass(createHalideSelectKernelsPass(select));
     }
     return Error::success();

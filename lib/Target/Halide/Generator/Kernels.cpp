@@ -198,6 +198,19 @@ int int8Unit(const KernelSpec &spec, size_t index) {
   return unit;
 }
 
+/// Whether the int8 path's activations carry residual codes (16-bit
+/// activations, MLIR's --cpu-int8-decode-bits=16): the call's `int8_bits`
+/// param, 8 (the default) or 16; moir-halide-select-kernels sets 16 on
+/// decode kernels only.
+bool int8Residual(const KernelSpec &spec) {
+  auto it = spec.numbers.find("int8_bits");
+  if (it == spec.numbers.end() || it->second == 8)
+    return false;
+  if (it->second != 16)
+    fail(spec, "int8_bits must be 8 or 16, not " + std::to_string(it->second));
+  return true;
+}
+
 /// The prefix of the Funcs of x's quantized activations in the experts
 /// kernel: none for the first block form its weights read, "x<unit>_" or
 /// "x<unit>u4_" for another (the shared expert's, in a different form).
@@ -221,17 +234,29 @@ std::string xActivationsPrefix(int unit, bool nibbles, bool first) {
 ///   d * (sum of the block's codes) / (lanes in a block), so the lanes of a
 ///   block add up to what the block's weight offset multiplies (the sum of
 ///   the quantized activations, as the MLIR kernels multiply it).
+/// With `residual` (16-bit activations), each element also has a residual
+/// code r = round(128 * (x * 127 / max|x| - q)), in [-64, 64] (the MLIR
+/// kernels' kResidualSteps), so that x = d * (q + r / 128) to 1/256 of a
+/// step:
+/// - residuals(c, rest...), nibble_residuals(y, h, rest...) and
+///   lane_rest_bias(g, rest...): r as codes, nibble_codes and lane_bias
+///   are q;
+/// - lane_scale is d / 128 (a lane's sum is 128 times the codes' dot
+///   product plus the residuals'), and lane_total counts q + r / 128.
 struct Int8Activations {
   int unit = 0;
   bool nibbles = false;
+  bool residual = false;
   Func peak, codes, nibbleCodes, bias, laneScale, laneTotal;
+  Func residuals, nibbleResiduals, residualBias;
 };
 
 Int8Activations quantizeActivations(Func src, const std::vector<Var> &rest, int unit, bool nibbles,
-                                    const std::string &prefix, BuiltKernel &k) {
+                                    bool residual, const std::string &prefix, BuiltKernel &k) {
   Int8Activations a;
   a.unit = unit;
   a.nibbles = nibbles;
+  a.residual = residual;
   Var c("c"), u("u"), g("g"), y("y"), h("h");
   k.vars.insert({{"c", c}, {"u", u}, {"g", g}, {"y", y}, {"h", h}});
   auto at = [&](Expr first, std::vector<Expr> more = {}) {
@@ -248,7 +273,13 @@ Int8Activations quantizeActivations(Func src, const std::vector<Var> &rest, int 
   Expr peak = a.peak(at(c / unit));
   Expr inverse = select(peak > 0.0f, 127.0f / peak, 0.0f);
   a.codes = Func(prefix + "x_codes");
-  a.codes(at(c)) = cast<int8_t>(round(src(at(c)) * inverse));
+  Expr scaled = src(at(c)) * inverse;
+  a.codes(at(c)) = cast<int8_t>(round(scaled));
+  if (residual) {
+    a.residuals = Func(prefix + "x_residuals");
+    a.residuals(at(c)) = cast<int8_t>(round((scaled - round(scaled)) * 128.0f));
+    k.funcs[prefix + "x_residuals"] = a.residuals;
+  }
   RDom r4(0, 4, prefix + "r4");
   k.rvars[prefix + "r4"] = r4.x;
   // A lane's 4 bytes hold 4 codes (i8) or 8 (u4: low and high nibbles).
@@ -256,30 +287,41 @@ Int8Activations quantizeActivations(Func src, const std::vector<Var> &rest, int 
   Expr block = g * perLane / unit;
   Expr blockPeak = a.peak(at(block));
   a.laneScale = Func(prefix + "lane_scale");
-  a.laneScale(at(g)) = blockPeak / 127.0f;
+  a.laneScale(at(g)) = blockPeak / 127.0f / (residual ? 128.0f : 1.0f);
   RDom rb(0, unit, prefix + "rb");
   k.rvars[prefix + "rb"] = rb.x;
   a.laneTotal = Func(prefix + "lane_total");
-  a.laneTotal(at(g)) = blockPeak / 127.0f *
-                       cast<float>(sum(cast<int32_t>(a.codes(at(block * unit + rb.x))),
-                                       prefix + "code_sum")) /
-                       static_cast<float>(unit / perLane);
+  Expr codeTotal =
+      cast<float>(sum(cast<int32_t>(a.codes(at(block * unit + rb.x))), prefix + "code_sum"));
+  if (residual)
+    codeTotal += cast<float>(sum(cast<int32_t>(a.residuals(at(block * unit + rb.x))),
+                                 prefix + "residual_sum")) /
+                 128.0f;
+  a.laneTotal(at(g)) = blockPeak / 127.0f * codeTotal / static_cast<float>(unit / perLane);
   k.funcs.insert({{prefix + "x_peak", a.peak},
                   {prefix + "x_codes", a.codes},
                   {prefix + "lane_scale", a.laneScale},
                   {prefix + "lane_total", a.laneTotal}});
-  a.bias = Func(prefix + "lane_bias");
-  if (nibbles) {
-    a.nibbleCodes = Func(prefix + "nibble_codes");
-    a.nibbleCodes(at(y, {h})) = a.codes(at((y / 16) * 32 + h * 16 + y % 16));
-    k.funcs[prefix + "nibble_codes"] = a.nibbleCodes;
-    a.bias(at(g)) = -128 * sum(cast<int32_t>(a.nibbleCodes(at(g * 4 + r4.x, {0}))) +
-                                   cast<int32_t>(a.nibbleCodes(at(g * 4 + r4.x, {1}))),
-                               prefix + "bias_sum");
-  } else {
-    a.bias(at(g)) = -128 * sum(cast<int32_t>(a.codes(at(g * 4 + r4.x))), prefix + "bias_sum");
-  }
-  k.funcs[prefix + "lane_bias"] = a.bias;
+  // Codes (or residual codes) `of` in a u4 row's byte order, and their
+  // lanes' biases, named `order` and `bias`.
+  auto biased = [&](Func of, Func &inOrder, Func &bias, const std::string &order,
+                    const std::string &biasName) {
+    bias = Func(prefix + biasName);
+    if (nibbles) {
+      inOrder = Func(prefix + order);
+      inOrder(at(y, {h})) = of(at((y / 16) * 32 + h * 16 + y % 16));
+      k.funcs[prefix + order] = inOrder;
+      bias(at(g)) = -128 * sum(cast<int32_t>(inOrder(at(g * 4 + r4.x, {0}))) +
+                                   cast<int32_t>(inOrder(at(g * 4 + r4.x, {1}))),
+                               prefix + biasName + "_sum");
+    } else {
+      bias(at(g)) = -128 * sum(cast<int32_t>(of(at(g * 4 + r4.x))), prefix + biasName + "_sum");
+    }
+    k.funcs[prefix + biasName] = bias;
+  };
+  biased(a.codes, a.nibbleCodes, a.bias, "nibble_codes", "lane_bias");
+  if (residual)
+    biased(a.residuals, a.nibbleResiduals, a.residualBias, "nibble_residuals", "lane_rest_bias");
   return a;
 }
 
@@ -299,10 +341,16 @@ int int8Lanes(int64_t bytes, int lanes) {
 /// both nibbles) against the activations of `act`, in i32. Halide turns
 /// each 4-byte sum of unsigned byte x signed byte products into vpdpbusd
 /// (AVX512-VNNI); codes are read as unsigned bytes biased by 128 (the
-/// activations' lane_bias takes the 128s back).
-Func int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
-             const std::vector<Var> &vars, const std::vector<Expr> &row,
-             const std::vector<Expr> &act, BuiltKernel &k) {
+/// activations' lane_bias takes the 128s back). With residual codes,
+/// `rest` (`name`_rest) is the same product of the residuals.
+struct Int8Dot {
+  Func dot;
+  std::optional<Func> rest;
+};
+
+Int8Dot int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
+                const std::vector<Var> &vars, const std::vector<Expr> &row,
+                const std::vector<Expr> &act, BuiltKernel &k) {
   Var l = k.vars.at("l"), o("o");
   k.vars["o"] = o;
   std::vector<Expr> args = {l, o};
@@ -318,26 +366,34 @@ Func int8Dot(const std::string &name, const Weight &w, const Int8Activations &a,
     return all;
   };
   Expr stored = cast<uint8_t>(w.data(with(byte, row)));
-  Func dot(name);
-  dot(args) = a.bias(with(o * lanes + l, act));
-  if (w.nibbles) {
-    // Each nibble biased by 128 too: a code Halide can prove fits a signed
-    // byte would be multiplied as one (vpmaddwd on words, not vpdpbusd).
-    Expr low = (stored & 15) | cast<uint8_t>(128), high = (stored >> 4) | cast<uint8_t>(128);
-    dot(args) += cast<int32_t>(low) * cast<int32_t>(a.nibbleCodes(with(byte, act, 0)));
-    dot(args) += cast<int32_t>(high) * cast<int32_t>(a.nibbleCodes(with(byte, act, 1)));
-  } else {
-    dot(args) += cast<int32_t>(stored ^ cast<uint8_t>(128)) * cast<int32_t>(a.codes(with(byte, act)));
-  }
-  k.funcs[name] = dot;
-  return dot;
+  auto build = [&](const std::string &fname, Func codes, Func nibbleCodes, Func bias) {
+    Func dot(fname);
+    dot(args) = bias(with(o * lanes + l, act));
+    if (w.nibbles) {
+      // Each nibble biased by 128 too: a code Halide can prove fits a
+      // signed byte would be multiplied as one (vpmaddwd on words, not
+      // vpdpbusd).
+      Expr low = (stored & 15) | cast<uint8_t>(128), high = (stored >> 4) | cast<uint8_t>(128);
+      dot(args) += cast<int32_t>(low) * cast<int32_t>(nibbleCodes(with(byte, act, 0)));
+      dot(args) += cast<int32_t>(high) * cast<int32_t>(nibbleCodes(with(byte, act, 1)));
+    } else {
+      dot(args) += cast<int32_t>(stored ^ cast<uint8_t>(128)) * cast<int32_t>(codes(with(byte, act)));
+    }
+    k.funcs[fname] = dot;
+    return dot;
+  };
+  Int8Dot d;
+  d.dot = build(name, a.codes, a.nibbleCodes, a.bias);
+  if (a.residual)
+    d.rest = build(name + "_rest", a.residuals, a.nibbleResiduals, a.residualBias);
+  return d;
 }
 
 /// Lane l of step o's f32 contribution to a row's dot product: the lane's
 /// integer sum times the activation block's and the weight group's scales,
 /// plus the group's offset times the lane's share of the block's quantized
 /// activations.
-Expr int8Contribution(Func dot, const Weight &w, const Int8Activations &a, int lanes, Expr l,
+Expr int8Contribution(const Int8Dot &dot, const Weight &w, const Int8Activations &a, int lanes, Expr l,
                       Expr o, const std::vector<Expr> &vars, const std::vector<Expr> &row,
                       const std::vector<Expr> &act) {
   std::vector<Expr> dotArgs = {l, o};
@@ -354,7 +410,10 @@ Expr int8Contribution(Func dot, const Weight &w, const Int8Activations &a, int l
   part.insert(part.end(), row.begin(), row.end());
   std::vector<Expr> laneAt = {lane};
   laneAt.insert(laneAt.end(), act.begin(), act.end());
-  Expr value = cast<float>(dot(dotArgs)) * (a.laneScale(laneAt) * cast<float>((*w.scales)(part)));
+  // With residuals: 128 times the codes' sum plus the residuals' (at most
+  // 128 * 2^18 + 2^17 for a lane of 8 nibbles: exact in i32).
+  Expr lanes32 = dot.rest ? dot.dot(dotArgs) * 128 + (*dot.rest)(dotArgs) : dot.dot(dotArgs);
+  Expr value = cast<float>(lanes32) * (a.laneScale(laneAt) * cast<float>((*w.scales)(part)));
   if (w.offsets) {
     part[0] = 1;
     value = value + cast<float>((*w.scales)(part)) * a.laneTotal(laneAt);
@@ -802,7 +861,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     if (it == xCodes.end())
       it = xCodes
                .emplace(std::make_pair(unit, nibbles),
-                        quantizeActivations(Func(x), {t}, unit, nibbles,
+                        quantizeActivations(Func(x), {t}, unit, nibbles, int8Residual(spec),
                                             xActivationsPrefix(unit, nibbles, xCodes.empty()), k))
                .first;
     return it->second;
@@ -821,8 +880,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
         fail(spec, "gate and up take the int8 path together, with one block");
       Int8Activations a = quantizedX(unit, gw.nibbles);
       std::vector<Expr> varExprs(vars.begin(), vars.end());
-      Func gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
-      Func ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
+      Int8Dot gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
+      Int8Dot ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
       acc(at) = Tuple(
           acc(at)[0] + int8Contribution(gd, gw, a, lanes, l, kr.x, varExprs, row, {t}),
           acc(at)[1] + int8Contribution(ud, uw, a, lanes, l, kr.x, varExprs, row, {t}));
@@ -851,8 +910,9 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func downPartial("down_partial");
   downPartial(l, n, t) = 0.0f;
   if (int unit = int8Unit(spec, 5)) {
-    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles, "hidden_", k);
-    Func dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
+    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles,
+                                            int8Residual(spec), "hidden_", k);
+    Int8Dot dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
     downPartial(l, n, t) += int8Contribution(dd, down, a, lf, l, kf.x, {n, kf.y, t},
                                              {n, expert(kf.y, t)}, {kf.y, t});
   } else {
@@ -890,8 +950,9 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     sharedPartial(l, n, t) = 0.0f;
     if (int unit = int8Unit(spec, 8)) {
       Int8Activations a =
-          quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, "shared_hidden_", k);
-      Func sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
+          quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, int8Residual(spec),
+                              "shared_hidden_", k);
+      Int8Dot sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
       sharedPartial(l, n, t) += int8Contribution(sd, sdown, a, ls, l, ks.x, {n, t}, {n}, {t});
     } else {
       Expr ss = ks.x * ls + l;
@@ -1041,8 +1102,9 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     k.rvars["ko"] = ko.x;
     if (int unit = int8Unit(spec, first)) {
       // Integer dot products with the activations quantized to int8.
-      Int8Activations a = quantizeActivations(source, {t}, unit, w.nibbles, "", k);
-      Func dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
+      Int8Activations a =
+          quantizeActivations(source, {t}, unit, w.nibbles, int8Residual(spec), "", k);
+      Int8Dot dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
       partial(l, n, t) += int8Contribution(dot, w, a, lanes, l, ko.x, {n, t}, {n}, {t});
     } else {
       Expr kk = ko.x * lanes + l;
@@ -1256,28 +1318,41 @@ std::string deviceSchedule(const KernelSpec &spec) {
 /// call, in parallel over tokens (`outer`), codes `c` in vectors of `lanes`
 /// where the depth `depth` has them.
 void int8ActivationSchedule(std::ostream &s, const std::string &prefix, bool nibbles,
-                            const std::string &outer, int64_t depth, int lanes) {
+                            bool residual, const std::string &outer, int64_t depth, int lanes) {
   s << prefix << "x_peak.compute_root().parallel(" << outer << ")\n";
   s << prefix << "x_peak.update().parallel(" << outer << ")\n";
-  s << prefix << "x_codes.compute_root()";
-  if (depth % lanes == 0)
-    s << ".vectorize(c, " << lanes << ")";
-  s << ".parallel(" << outer << ")\n";
+  for (const char *f : {"x_codes", "x_residuals"}) {
+    if (!residual && std::string(f) == "x_residuals")
+      continue;
+    s << prefix << f << ".compute_root()";
+    if (depth % lanes == 0)
+      s << ".vectorize(c, " << lanes << ")";
+    s << ".parallel(" << outer << ")\n";
+  }
   for (const char *f : {"lane_scale", "lane_total"})
     s << prefix << f << ".compute_root().parallel(" << outer << ")\n";
   if (nibbles)
     s << prefix << "nibble_codes.compute_root().parallel(" << outer << ")\n";
   s << prefix << "lane_bias.compute_root().parallel(" << outer << ")\n";
+  if (residual) {
+    if (nibbles)
+      s << prefix << "nibble_residuals.compute_root().parallel(" << outer << ")\n";
+    s << prefix << "lane_rest_bias.compute_root().parallel(" << outer << ")\n";
+  }
 }
 
 /// The int8 path's dot products `name` computed at `consumer`'s loop `at`
 /// (a row of its register tile): each 4-byte lane's reduction vectorized
 /// inside the vector of lanes, which Halide turns into vpdpbusd.
 void int8DotSchedule(std::ostream &s, const std::string &name, const std::string &consumer,
-                     const std::string &at, bool nibbles) {
-  s << name << ".compute_at(" << consumer << ", " << at << ").vectorize(l)\n";
-  for (int stage = 0; stage < (nibbles ? 2 : 1); ++stage)
-    s << name << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
+                     const std::string &at, bool nibbles, bool residual) {
+  for (const std::string &f : {name, name + "_rest"}) {
+    if (!residual && f != name)
+      continue;
+    s << f << ".compute_at(" << consumer << ", " << at << ").vectorize(l)\n";
+    for (int stage = 0; stage < (nibbles ? 2 : 1); ++stage)
+      s << f << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
+  }
 }
 
 bool nibbles(const TensorSpec &t) { return t.packed.rfind("u4:", 0) == 0; }
@@ -1325,8 +1400,10 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     bool int8 = spec.inputs[weight].int8;
     bool rowWise = rowByRow(spec, weight);
     if (int8) {
-      int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), "t", depth, lanes);
-      int8DotSchedule(s, "dot", "partial", rowWise ? "ko" : "n", nibbles(spec.inputs[weight]));
+      int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), int8Residual(spec), "t", depth,
+                             lanes);
+      int8DotSchedule(s, "dot", "partial", rowWise ? "ko" : "n", nibbles(spec.inputs[weight]),
+                      int8Residual(spec));
     }
     bool decode = isDecode(spec);
     // Rows of the weight per register tile and per parallel task.
@@ -1394,8 +1471,8 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       int unit = i < spec.inputs.size() ? int8Unit(spec, i) : 0;
       bool u4 = unit && nibbles(spec.inputs[i]);
       if (unit && xForms.insert({unit, u4}).second)
-        int8ActivationSchedule(s, xActivationsPrefix(unit, u4, xForms.size() == 1), u4, "t",
-                               hidden, lanes);
+        int8ActivationSchedule(s, xActivationsPrefix(unit, u4, xForms.size() == 1), u4,
+                               int8Residual(spec), "t", hidden, lanes);
     }
     auto blocks = [](int64_t extent, int tile, int block) {
       int t = extent < tile ? static_cast<int>(extent) : tile;
@@ -1437,22 +1514,22 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       if (spec.inputs[gate].int8)
         for (const char *d : {"gate_dot", "up_dot"})
           int8DotSchedule(s, prefix + d, prefix + "gate_up", rowByRow(spec, gate) ? k : v,
-                          nibbles(spec.inputs[gate]));
+                          nibbles(spec.inputs[gate]), int8Residual(spec));
     };
     hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
     if (spec.inputs.size() == 9)
       hiddenRows("shared_", "s", "t", spec.inputs[6].shape[0]);
     if (spec.inputs[5].int8) {
-      int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), "t", spec.inputs[3].shape[1],
-                             lanes);
+      int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), int8Residual(spec), "t",
+                             spec.inputs[3].shape[1], lanes);
       int8DotSchedule(s, "down_dot", "down_partial", rowByRow(spec, 5) ? "kf" : "n",
-                      nibbles(spec.inputs[5]));
+                      nibbles(spec.inputs[5]), int8Residual(spec));
     }
     if (spec.inputs.size() == 9 && spec.inputs[8].int8) {
-      int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), "t",
+      int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), int8Residual(spec), "t",
                              spec.inputs[6].shape[0], lanes);
       int8DotSchedule(s, "shared_down_dot", "shared_partial", rowByRow(spec, 8) ? "ks" : "n",
-                      nibbles(spec.inputs[8]));
+                      nibbles(spec.inputs[8]), int8Residual(spec));
     }
     auto [nt, nb] = blocks(inner, 8, 64);
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
