@@ -341,14 +341,11 @@ int int8Lanes(int64_t bytes, int lanes) {
 /// both nibbles) against the activations of `act`, in i32. Halide turns
 /// each 4-byte sum of unsigned byte x signed byte products into vpdpbusd
 /// (AVX512-VNNI); codes are read as unsigned bytes biased by 128 (the
-/// activations' lane_bias takes the 128s back). With residual codes,
-/// `rest` (`name`_rest) is the same product of the residuals.
-struct Int8Dot {
-  Func dot;
-  std::optional<Func> rest;
-};
-
-Int8Dot int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
+/// activations' lane_bias takes the 128s back). With residual codes
+/// (16-bit activations), the same Func then holds 128 times that plus the
+/// residuals' product, the lane_rest_bias and further update stages over
+/// the same weight bytes (lane_scale is d / 128).
+Func int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
                 const std::vector<Var> &vars, const std::vector<Expr> &row,
                 const std::vector<Expr> &act, BuiltKernel &k) {
   Var l = k.vars.at("l"), o("o");
@@ -366,9 +363,12 @@ Int8Dot int8Dot(const std::string &name, const Weight &w, const Int8Activations 
     return all;
   };
   Expr stored = cast<uint8_t>(w.data(with(byte, row)));
-  auto build = [&](const std::string &fname, Func codes, Func nibbleCodes, Func bias) {
-    Func dot(fname);
-    dot(args) = bias(with(o * lanes + l, act));
+  Func dot(name);
+  dot(args) = a.bias(with(o * lanes + l, act));
+  // The products of the weight bytes with `codes` (nibbles: in u4 order),
+  // added to dot: one update stage (nibbles: two) that Halide turns into
+  // vpdpbusd.
+  auto products = [&](Func codes, Func nibbleCodes) {
     if (w.nibbles) {
       // Each nibble biased by 128 too: a code Halide can prove fits a
       // signed byte would be multiplied as one (vpmaddwd on words, not
@@ -379,21 +379,23 @@ Int8Dot int8Dot(const std::string &name, const Weight &w, const Int8Activations 
     } else {
       dot(args) += cast<int32_t>(stored ^ cast<uint8_t>(128)) * cast<int32_t>(codes(with(byte, act)));
     }
-    k.funcs[fname] = dot;
-    return dot;
   };
-  Int8Dot d;
-  d.dot = build(name, a.codes, a.nibbleCodes, a.bias);
-  if (a.residual)
-    d.rest = build(name + "_rest", a.residuals, a.nibbleResiduals, a.residualBias);
-  return d;
+  products(a.codes, a.nibbleCodes);
+  if (a.residual) {
+    // 128 times the codes' sum, then the residuals' biases and products:
+    // one Func, its stages over the same weight bytes one after another.
+    dot(args) = dot(args) * 128 + a.residualBias(with(o * lanes + l, act));
+    products(a.residuals, a.nibbleResiduals);
+  }
+  k.funcs[name] = dot;
+  return dot;
 }
 
 /// Lane l of step o's f32 contribution to a row's dot product: the lane's
 /// integer sum times the activation block's and the weight group's scales,
 /// plus the group's offset times the lane's share of the block's quantized
 /// activations.
-Expr int8Contribution(const Int8Dot &dot, const Weight &w, const Int8Activations &a, int lanes, Expr l,
+Expr int8Contribution(Func dot, const Weight &w, const Int8Activations &a, int lanes, Expr l,
                       Expr o, const std::vector<Expr> &vars, const std::vector<Expr> &row,
                       const std::vector<Expr> &act) {
   std::vector<Expr> dotArgs = {l, o};
@@ -410,10 +412,9 @@ Expr int8Contribution(const Int8Dot &dot, const Weight &w, const Int8Activations
   part.insert(part.end(), row.begin(), row.end());
   std::vector<Expr> laneAt = {lane};
   laneAt.insert(laneAt.end(), act.begin(), act.end());
-  // With residuals: 128 times the codes' sum plus the residuals' (at most
-  // 128 * 2^18 + 2^17 for a lane of 8 nibbles: exact in i32).
-  Expr lanes32 = dot.rest ? dot.dot(dotArgs) * 128 + (*dot.rest)(dotArgs) : dot.dot(dotArgs);
-  Expr value = cast<float>(lanes32) * (a.laneScale(laneAt) * cast<float>((*w.scales)(part)));
+  // (With residuals the lane's sum is at most 128 * 2^18 + 2^17 for a lane
+  // of 8 nibbles: exact in i32.)
+  Expr value = cast<float>(dot(dotArgs)) * (a.laneScale(laneAt) * cast<float>((*w.scales)(part)));
   if (w.offsets) {
     part[0] = 1;
     value = value + cast<float>((*w.scales)(part)) * a.laneTotal(laneAt);
@@ -880,8 +881,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
         fail(spec, "gate and up take the int8 path together, with one block");
       Int8Activations a = quantizedX(unit, gw.nibbles);
       std::vector<Expr> varExprs(vars.begin(), vars.end());
-      Int8Dot gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
-      Int8Dot ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
+      Func gd = int8Dot(prefix + "gate_dot", gw, a, lanes, vars, row, {t}, k);
+      Func ud = int8Dot(prefix + "up_dot", uw, a, lanes, vars, row, {t}, k);
       acc(at) = Tuple(
           acc(at)[0] + int8Contribution(gd, gw, a, lanes, l, kr.x, varExprs, row, {t}),
           acc(at)[1] + int8Contribution(ud, uw, a, lanes, l, kr.x, varExprs, row, {t}));
@@ -912,7 +913,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   if (int unit = int8Unit(spec, 5)) {
     Int8Activations a = quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles,
                                             int8Residual(spec), "hidden_", k);
-    Int8Dot dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
+    Func dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
     downPartial(l, n, t) += int8Contribution(dd, down, a, lf, l, kf.x, {n, kf.y, t},
                                              {n, expert(kf.y, t)}, {kf.y, t});
   } else {
@@ -952,7 +953,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
       Int8Activations a =
           quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, int8Residual(spec),
                               "shared_hidden_", k);
-      Int8Dot sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
+      Func sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
       sharedPartial(l, n, t) += int8Contribution(sd, sdown, a, ls, l, ks.x, {n, t}, {n}, {t});
     } else {
       Expr ss = ks.x * ls + l;
@@ -1104,7 +1105,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
       // Integer dot products with the activations quantized to int8.
       Int8Activations a =
           quantizeActivations(source, {t}, unit, w.nibbles, int8Residual(spec), "", k);
-      Int8Dot dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
+      Func dot = int8Dot("dot", w, a, lanes, {n, t}, {n}, {t}, k);
       partial(l, n, t) += int8Contribution(dot, w, a, lanes, l, ko.x, {n, t}, {n}, {t});
     } else {
       Expr kk = ko.x * lanes + l;
@@ -1346,13 +1347,17 @@ void int8ActivationSchedule(std::ostream &s, const std::string &prefix, bool nib
 /// inside the vector of lanes, which Halide turns into vpdpbusd.
 void int8DotSchedule(std::ostream &s, const std::string &name, const std::string &consumer,
                      const std::string &at, bool nibbles, bool residual) {
-  for (const std::string &f : {name, name + "_rest"}) {
-    if (!residual && f != name)
-      continue;
-    s << f << ".compute_at(" << consumer << ", " << at << ").vectorize(l)\n";
-    for (int stage = 0; stage < (nibbles ? 2 : 1); ++stage)
-      s << f << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
-  }
+  s << name << ".compute_at(" << consumer << ", " << at << ").vectorize(l)\n";
+  int products = nibbles ? 2 : 1;
+  for (int stage = 0; stage < products; ++stage)
+    s << name << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
+  if (!residual)
+    return;
+  // With residual codes: the stage that scales the codes' sums by 128 and
+  // adds the residuals' biases, then the residuals' products.
+  s << name << ".update(" << products << ").vectorize(l)\n";
+  for (int stage = products + 1; stage <= 2 * products; ++stage)
+    s << name << ".update(" << stage << ").atomic().vectorize(" << name << "_r).vectorize(l)\n";
 }
 
 bool nibbles(const TensorSpec &t) { return t.packed.rfind("u4:", 0) == 0; }
