@@ -837,6 +837,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   bool shared = spec.inputs.size() == 9;
   if (spec.inputs.size() != 6 && !shared)
     fail(spec, "needs 6 inputs, or 9 with a shared expert");
+  bool residual = int8Residual(spec);
   std::map<size_t, ImageParam> scales;
   ImageParam x = input(spec, 0, "x"), ids = input(spec, 1, "ids"),
              routed = input(spec, 2, "weights");
@@ -862,7 +863,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     if (it == xCodes.end())
       it = xCodes
                .emplace(std::make_pair(unit, nibbles),
-                        quantizeActivations(Func(x), {t}, unit, nibbles, int8Residual(spec),
+                        quantizeActivations(Func(x), {t}, unit, nibbles, residual,
                                             xActivationsPrefix(unit, nibbles, xCodes.empty()), k))
                .first;
     return it->second;
@@ -911,8 +912,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func downPartial("down_partial");
   downPartial(l, n, t) = 0.0f;
   if (int unit = int8Unit(spec, 5)) {
-    Int8Activations a = quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles,
-                                            int8Residual(spec), "hidden_", k);
+    Int8Activations a =
+        quantizeActivations(hiddenRow, {j, t}, unit, down.nibbles, residual, "hidden_", k);
     Func dd = int8Dot("down_dot", down, a, lf, {n, j, t}, {n, expert(j, t)}, {j, t}, k);
     downPartial(l, n, t) += int8Contribution(dd, down, a, lf, l, kf.x, {n, kf.y, t},
                                              {n, expert(kf.y, t)}, {kf.y, t});
@@ -951,8 +952,7 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     sharedPartial(l, n, t) = 0.0f;
     if (int unit = int8Unit(spec, 8)) {
       Int8Activations a =
-          quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, int8Residual(spec),
-                              "shared_hidden_", k);
+          quantizeActivations(sharedHidden, {t}, unit, sdown.nibbles, residual, "shared_hidden_", k);
       Func sd = int8Dot("shared_down_dot", sdown, a, ls, {n, t}, {n}, {t}, k);
       sharedPartial(l, n, t) += int8Contribution(sd, sdown, a, ls, l, ks.x, {n, t}, {n}, {t});
     } else {
@@ -1322,14 +1322,15 @@ void int8ActivationSchedule(std::ostream &s, const std::string &prefix, bool nib
                             bool residual, const std::string &outer, int64_t depth, int lanes) {
   s << prefix << "x_peak.compute_root().parallel(" << outer << ")\n";
   s << prefix << "x_peak.update().parallel(" << outer << ")\n";
-  for (const char *f : {"x_codes", "x_residuals"}) {
-    if (!residual && std::string(f) == "x_residuals")
-      continue;
+  auto codes = [&](const char *f) {
     s << prefix << f << ".compute_root()";
     if (depth % lanes == 0)
       s << ".vectorize(c, " << lanes << ")";
     s << ".parallel(" << outer << ")\n";
-  }
+  };
+  codes("x_codes");
+  if (residual)
+    codes("x_residuals");
   for (const char *f : {"lane_scale", "lane_total"})
     s << prefix << f << ".compute_root().parallel(" << outer << ")\n";
   if (nibbles)
@@ -1372,6 +1373,7 @@ bool vectorSums(const KernelSpec &spec) {
 std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
   if (!onHost(spec))
     return deviceSchedule(spec);
+  bool residual = int8Residual(spec);
   std::ostringstream s;
   int rank = static_cast<int>(spec.outputs.front().shape.size());
   int64_t inner = spec.outputs.front().shape.back();
@@ -1405,10 +1407,9 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     bool int8 = spec.inputs[weight].int8;
     bool rowWise = rowByRow(spec, weight);
     if (int8) {
-      int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), int8Residual(spec), "t", depth,
-                             lanes);
+      int8ActivationSchedule(s, "", nibbles(spec.inputs[weight]), residual, "t", depth, lanes);
       int8DotSchedule(s, "dot", "partial", rowWise ? "ko" : "n", nibbles(spec.inputs[weight]),
-                      int8Residual(spec));
+                      residual);
     }
     bool decode = isDecode(spec);
     // Rows of the weight per register tile and per parallel task.
@@ -1476,8 +1477,8 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       int unit = i < spec.inputs.size() ? int8Unit(spec, i) : 0;
       bool u4 = unit && nibbles(spec.inputs[i]);
       if (unit && xForms.insert({unit, u4}).second)
-        int8ActivationSchedule(s, xActivationsPrefix(unit, u4, xForms.size() == 1), u4,
-                               int8Residual(spec), "t", hidden, lanes);
+        int8ActivationSchedule(s, xActivationsPrefix(unit, u4, xForms.size() == 1), u4, residual,
+                               "t", hidden, lanes);
     }
     auto blocks = [](int64_t extent, int tile, int block) {
       int t = extent < tile ? static_cast<int>(extent) : tile;
@@ -1519,22 +1520,22 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       if (spec.inputs[gate].int8)
         for (const char *d : {"gate_dot", "up_dot"})
           int8DotSchedule(s, prefix + d, prefix + "gate_up", rowByRow(spec, gate) ? k : v,
-                          nibbles(spec.inputs[gate]), int8Residual(spec));
+                          nibbles(spec.inputs[gate]), residual);
     };
     hiddenRows("", "f", "j, t", spec.inputs[3].shape[1]);
     if (spec.inputs.size() == 9)
       hiddenRows("shared_", "s", "t", spec.inputs[6].shape[0]);
     if (spec.inputs[5].int8) {
-      int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), int8Residual(spec), "t",
+      int8ActivationSchedule(s, "hidden_", nibbles(spec.inputs[5]), residual, "t",
                              spec.inputs[3].shape[1], lanes);
       int8DotSchedule(s, "down_dot", "down_partial", rowByRow(spec, 5) ? "kf" : "n",
-                      nibbles(spec.inputs[5]), int8Residual(spec));
+                      nibbles(spec.inputs[5]), residual);
     }
     if (spec.inputs.size() == 9 && spec.inputs[8].int8) {
-      int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), int8Residual(spec), "t",
+      int8ActivationSchedule(s, "shared_hidden_", nibbles(spec.inputs[8]), residual, "t",
                              spec.inputs[6].shape[0], lanes);
       int8DotSchedule(s, "shared_down_dot", "shared_partial", rowByRow(spec, 8) ? "ks" : "n",
-                      nibbles(spec.inputs[8]), int8Residual(spec));
+                      nibbles(spec.inputs[8]), residual);
     }
     auto [nt, nb] = blocks(inner, 8, 64);
     s << "out.split(n, nb, nr, " << nb << ").split(nr, no, ni, " << nt
