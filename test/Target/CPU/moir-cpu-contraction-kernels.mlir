@@ -385,7 +385,7 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // share of the codes two tiles on, in address order (the tile's 3 rows of
 // 32 bytes: 48 bytes a step, one line), the offset clamped to the buffer's
 // last byte before it is split into (row, byte).
-// CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x2xf32>
+// CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<2>, data : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK: %[[FIRST:.*]] = arith.addi %{{.*}}, %c6{{.*}} : index
 // CHECK-NEXT: %{{.*}} = arith.constant 32 : index
@@ -393,7 +393,7 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK: %[[AT:.*]] = arith.minui
 // CHECK-NEXT: arith.constant 32
 // CHECK-NEXT: arith.divui %[[AT]]
-// CHECK: memref.prefetch %arg1[%{{.*}}, %{{.*}}], read, locality<3>, data : memref<30x32xi8>
+// CHECK: memref.prefetch %arg1[%{{.*}}, %{{.*}}], read, locality<2>, data : memref<30x32xi8>
 // CHECK-NOT: memref.prefetch
 // CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
@@ -468,7 +468,7 @@ func.func @packed_u4(%x: memref<?x64xf32>, %d: memref<30x32xi8>, %s: memref<30x2
 // F16V-NOT: arith.extf {{.*}} : f16 to f32
 // F16V: return
 // CHECK-NOT: linalg.generic
-// CHECK: memref.prefetch %arg2[{{.*}}], read, locality<3>, data : memref<30x2x1xf16>
+// CHECK: memref.prefetch %arg2[{{.*}}], read, locality<2>, data : memref<30x2x1xf16>
 // CHECK: memref.load %arg2[{{.*}}] : memref<30x2x1xf16>
 // CHECK: arith.extf {{.*}} : f16 to f32
 // CHECK: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
@@ -559,8 +559,8 @@ func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: mem
 // CHECK-NOT: linalg.generic
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
 // CHECK: %[[AHEAD:.*]] = arith.minui
-// CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<3>, data : memref<24x64xi8>
-// CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<3>, data : memref<24x2x1xf16>
+// CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<2>, data : memref<24x64xi8>
+// CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<2>, data : memref<24x2x1xf16>
 // CHECK-COUNT-4: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
 // CHECK: memref.load %arg0
 // CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
