@@ -4,6 +4,7 @@
 // Compiled code calls these; they are resolved from this library when the
 // runtime loads the code, so artifacts need no libomp.
 #include "moir/runtime.h"
+#include "region_profile.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -25,6 +26,16 @@ thread_local bool inTeam = false;
 /// deeper ones stay on it too (a fork from inside would wait for the pool
 /// its own team holds).
 thread_local int32_t nestedDepth = 0;
+/// With MOIR_PROFILE_REGIONS: this thread's barrier waits in the current fork.
+thread_local int64_t barrierWaitNs = 0;
+
+/// Runs fn(t) and returns its time less the barrier waits in it (profiling).
+template <typename Fn> int64_t timedShare(Fn &fn, int32_t t) {
+  barrierWaitNs = 0;
+  int64_t start = moir::rt::profileNow();
+  fn(t);
+  return moir::rt::profileNow() - start - barrierWaitNs;
+}
 
 class Pool {
 public:
@@ -37,9 +48,10 @@ public:
 
   /// Runs fn(t) for t in [0, size()) on the team; the caller is thread 0.
   /// Forks from different threads (sessions running at once) take the team
-  /// one after the other.
-  template <typename Fn> void run(Fn &&fn) {
+  /// one after the other. `region` keys the fork's timing when profiling.
+  template <typename Fn> void run(Fn &&fn, const void *region) {
     std::lock_guard<std::mutex> exclusive(forkMutex);
+    int64_t start = profiling ? moir::rt::profileNow() : 0;
     {
       std::lock_guard<std::mutex> lock(mutex);
       task = [&fn](int32_t t) { fn(t); };
@@ -49,7 +61,10 @@ public:
     wake.notify_all();
     threadId = 0;
     inTeam = true;
-    fn(0);
+    if (profiling)
+      busyNs[0] = timedShare(fn, 0);
+    else
+      fn(0);
     inTeam = false;
     // Forks come every few microseconds during a forward pass: spin briefly
     // before sleeping, on both sides.
@@ -58,6 +73,8 @@ public:
     std::unique_lock<std::mutex> lock(mutex);
     done.wait(lock, [&] { return pending.load(std::memory_order_acquire) == 0; });
     task = nullptr;
+    if (profiling)
+      moir::rt::recordRegion(region, moir::rt::profileNow() - start, busyNs.data(), size());
   }
 
   /// A sense-reversing barrier across the team.
@@ -71,8 +88,11 @@ public:
       barrierSense.store(sense, std::memory_order_release);
       return;
     }
+    int64_t start = profiling ? moir::rt::profileNow() : 0;
     while (barrierSense.load(std::memory_order_acquire) != sense)
       std::this_thread::yield();
+    if (profiling)
+      barrierWaitNs += moir::rt::profileNow() - start;
   }
 
 private:
@@ -81,6 +101,7 @@ private:
     if (const char *env = std::getenv("MOIR_NUM_THREADS"))
       n = static_cast<unsigned>(std::atoi(env));
     n = n ? n : 1;
+    busyNs.assign(n, 0);
     for (unsigned t = 1; t < n; ++t)
       workers.emplace_back([this, t] { work(static_cast<int32_t>(t)); });
   }
@@ -111,7 +132,10 @@ private:
       }
       threadId = t;
       inTeam = true;
-      mine(t);
+      if (profiling)
+        busyNs[t] = timedShare(mine, t);
+      else
+        mine(t);
       inTeam = false;
       if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -121,6 +145,9 @@ private:
   }
 
   std::vector<std::thread> workers;
+  const bool profiling = moir::rt::regionProfiling();
+  /// Each thread's share of the current fork (profiling).
+  std::vector<int64_t> busyNs;
   std::mutex forkMutex;
   std::mutex mutex;
   std::condition_variable wake, done;
@@ -187,7 +214,7 @@ void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
     default: task(&gtid, &btid, args[0], args[1], args[2], args[3]); break;
     }
   };
-  if (inTeam || nestedDepth > 0 || Pool::get().size() == 1) {
+  if (inTeam || nestedDepth > 0) {
     // Nested regions, at any depth, run on the calling thread alone.
     bool wasInTeam = inTeam;
     int32_t wasId = threadId;
@@ -199,7 +226,20 @@ void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
     threadId = wasId;
     return;
   }
-  Pool::get().run(invoke);
+  if (Pool::get().size() == 1) {
+    // No team: the caller runs the region, and regions nested in it, alone
+    // (timed when profiling).
+    ++nestedDepth;
+    if (!moir::rt::regionProfiling()) {
+      invoke(0);
+    } else {
+      int64_t busy = timedShare(invoke, 0);
+      moir::rt::recordRegion(reinterpret_cast<const void *>(task), busy, &busy, 1);
+    }
+    --nestedDepth;
+    return;
+  }
+  Pool::get().run(invoke, reinterpret_cast<const void *>(task));
 }
 
 void __kmpc_for_static_init_4(void *, int32_t gtid, int32_t, int32_t *last, int32_t *lo,
