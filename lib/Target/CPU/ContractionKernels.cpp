@@ -344,8 +344,13 @@ protected:
   /// accumulators in registers through the k loop; each step broadcasts
   /// the rows' activations against the vectors `weightsAt(k)` emits (f32,
   /// one per q).
+  /// With `factorsAt`, step k's vector j is weightsAt(k)[j] times
+  /// factorsAt(k)[j], multiplied into the broadcast activation rather than
+  /// the weights (fewer products where one row shares a factor across
+  /// vectors: the row combination's scales at one activation row).
   void outerProductTile(Value a, Value c, Value depth, ArrayRef<Value> r, ArrayRef<Value> q,
-                        int64_t vw, llvm::function_ref<SmallVector<Value>(Value)> weightsAt) {
+                        int64_t vw, llvm::function_ref<SmallVector<Value>(Value)> weightsAt,
+                        llvm::function_ref<SmallVector<Value>(Value)> factorsAt = nullptr) {
     auto vecType = VectorType::get({vw}, b.getF32Type());
     Value zeros = arith::ConstantOp::create(b, loc, vecType, DenseElementsAttr::get(vecType, 0.0f));
     int64_t tm = r.size(), nv = q.size();
@@ -356,11 +361,17 @@ protected:
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
           SmallVector<Value> ws = weightsAt(k), next;
+          SmallVector<Value> factors = factorsAt ? factorsAt(k) : SmallVector<Value>();
           for (int64_t i = 0; i < tm; ++i) {
             Value x = memref::LoadOp::create(b, loc, a, ValueRange{r[i], k});
             Value xs = vector::BroadcastOp::create(b, loc, vecType, x);
-            for (int64_t j = 0; j < nv; ++j)
-              next.push_back(vector::FMAOp::create(b, loc, xs, ws[j], accs[i * nv + j]).getResult());
+            // (Vectors of one group load the same factor: LLVM keeps one
+            // load and one product.)
+            for (int64_t j = 0; j < nv; ++j) {
+              Value xj = factors.empty() ? xs
+                                         : arith::MulFOp::create(b, loc, xs, factors[j]).getResult();
+              next.push_back(vector::FMAOp::create(b, loc, xj, ws[j], accs[i * nv + j]).getResult());
+            }
           }
           scf::YieldOp::create(b, loc, next);
         });
@@ -1730,32 +1741,59 @@ private:
     SmallVector<Value> q = indices(n0, nv, vw), g;
     for (Value col : q)
       g.push_back(arith::DivUIOp::create(b, loc, col, cst(group)));
+    // One activation row and no offsets: each group's scale multiplies the
+    // row's broadcast activation (one product per group of the step) rather
+    // than each weight vector (one per vector): 2 products a step instead
+    // of 4 for Q8_0 at 16 lanes; the absorbed k_b products above, 97 -> 94
+    // us a layer.
+    bool foldScales = tm == 1 && !offsets;
+    auto factorsAt = [&](Value k) {
+      SmallVector<Value> factors;
+      for (int64_t j = 0; j < nv; ++j)
+        factors.push_back(broadcastParam(k, g[j], 0, vecType));
+      return factors;
+    };
     outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
-      // The tile's codes and scales kOuterAhead rows on (clamped to the
-      // last row): each step reads one new row, rows apart by the whole
-      // row's bytes, which the hardware prefetchers did not follow
-      // (measured: the row combination's code loads took 9.6% of a
-      // DeepSeek-shaped Q8_0 decode, in 12% for the kernel).
+      // Prefetched each step: the next block of columns' line of row k (a
+      // whole pass over the rows ahead), or in the last block, the tile's
+      // own line kOuterAhead rows on (clamped to the last row). Each step
+      // reads a new row, rows apart by the whole row's bytes, which the
+      // hardware prefetchers did not follow (the row combination's code
+      // loads took 9.6% of a DeepSeek-shaped Q8_0 decode, in 12% for the
+      // kernel); 16 rows on was less time than a miss takes: the next
+      // block's lines took the absorbed k_b products (16 heads of 128 x
+      // 512 Q8_0) from 97 to 68 us a layer there (MOIR_PROFILE_REGIONS).
       Value ahead = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(kOuterAhead)),
                                            arith::SubIOp::create(b, loc, depth, cst(1)));
+      Value nextCol = arith::AddIOp::create(b, loc, q.front(), cst(nv * vw));
+      Value hasNext =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, nextCol, cols);
+      Value pRow = arith::SelectOp::create(b, loc, hasNext, k, ahead);
+      Value pCol = arith::SelectOp::create(b, loc, hasNext, nextCol, q.front());
       Value firstByte =
-          nibbles ? arith::DivUIOp::create(b, loc, q.front(), cst(2)).getResult() : q.front();
+          nibbles ? arith::DivUIOp::create(b, loc, pCol, cst(2)).getResult() : pCol;
       int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
       for (int64_t line = 0; line * 64 < tileBytes; ++line)
         memref::PrefetchOp::create(
             b, loc, data,
-            ValueRange{ahead, line ? arith::AddIOp::create(b, loc, firstByte, cst(64 * line))
-                                         .getResult()
-                                   : firstByte},
+            ValueRange{pRow, line ? arith::AddIOp::create(b, loc, firstByte, cst(64 * line))
+                                        .getResult()
+                                  : firstByte},
             /*isWrite=*/false, /*localityHint=*/weightPrefetchLocality(shape),
             /*isDataCache=*/true);
-      memref::PrefetchOp::create(b, loc, scales, ValueRange{ahead, g.front(), cst(0)},
+      memref::PrefetchOp::create(b, loc, scales,
+                                 ValueRange{pRow, arith::DivUIOp::create(b, loc, pCol, cst(group)),
+                                            cst(0)},
                                  /*isWrite=*/false,
                                  /*localityHint=*/weightPrefetchLocality(shape),
                                  /*isDataCache=*/true);
       SmallVector<Value> ws;
       for (auto [j, col] : llvm::enumerate(q)) {
         Value w = weights(k, col);
+        if (foldScales) {
+          ws.push_back(w);
+          continue;
+        }
         Value scale = broadcastParam(k, g[j], 0, vecType);
         ws.push_back(offsets ? vector::FMAOp::create(b, loc, scale, w,
                                                      broadcastParam(k, g[j], 1, vecType))
@@ -1763,7 +1801,7 @@ private:
                              : arith::MulFOp::create(b, loc, scale, w).getResult());
       }
       return ws;
-    });
+    }, foldScales ? llvm::function_ref<SmallVector<Value>(Value)>(factorsAt) : nullptr);
   }
 
   /// The decode kernel's geometry. A dot product covers 4 * vw codes

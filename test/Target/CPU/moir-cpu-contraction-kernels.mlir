@@ -553,14 +553,18 @@ func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: mem
 // A[m, k] * W[k, n], absorbed MLA's query absorption over a Q8_0 kv_b_proj):
 // tiles of tile-m rows x 4 vectors of columns, each k step dequantizing
 // weight row k's 4 vectors in registers (scale broadcast, times the codes)
-// for tile-m x 4 FMAs, and prefetching the tile's codes and scales 16 rows
-// on; one-row tiles after. It takes no int8 path.
+// for tile-m x 4 FMAs, and prefetching row k's line of the next block of
+// columns (in the last block, the tile's own 16 rows on); one-row tiles
+// after, where each group's scale multiplies the broadcast activation
+// instead of the codes. It takes no int8 path.
 // CHECK-LABEL: func.func @packed_rows_i8
 // CHECK-NOT: linalg.generic
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
 // CHECK: %[[AHEAD:.*]] = arith.minui
-// CHECK: memref.prefetch %arg1[%[[AHEAD]], %{{.*}}], read, locality<2>, data : memref<24x64xi8>
-// CHECK: memref.prefetch %arg2[%[[AHEAD]], %{{.*}}, %{{.*}}], read, locality<2>, data : memref<24x2x1xf16>
+// CHECK: %[[HASNEXT:.*]] = arith.cmpi ult
+// CHECK: %[[ROW:.*]] = arith.select %[[HASNEXT]], %{{.*}}, %[[AHEAD]] : index
+// CHECK: memref.prefetch %arg1[%[[ROW]], %{{.*}}], read, locality<2>, data : memref<24x64xi8>
+// CHECK: memref.prefetch %arg2[%[[ROW]], %{{.*}}, %{{.*}}], read, locality<2>, data : memref<24x2x1xf16>
 // CHECK-COUNT-4: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
 // CHECK: memref.load %arg0
 // CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
@@ -568,6 +572,9 @@ func.func @packed_i8_sym_f16(%x: memref<?x64xf32>, %d: memref<30x64xi8>, %s: mem
 // CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
 // CHECK-NEXT: scf.yield
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK-COUNT-4: arith.sitofp {{.*}} : vector<8xi8> to vector<8xf32>
+// CHECK: %[[XS:.*]] = arith.mulf %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK-NEXT: vector.fma %[[XS]], %{{.*}}, %{{.*}} : vector<8xf32>
 // CHECK: return
 // INT8-LABEL: func.func @packed_rows_i8
 // INT8-NOT: vpdpbusd
