@@ -1314,8 +1314,9 @@ public:
       : LoopBuilder(b, loc), vw(vw), unit(unit) {}
 
   /// Quantizes x [rows, depth] (depth a multiple of the unit, unit stride)
-  /// into new buffers; rows in parallel when `parallel`.
-  QuantizedRows build(Value x, bool parallel) {
+  /// into new buffers; rows in parallel when `parallel`. With `minRows`,
+  /// only where x has that many rows (the buffers are made either way).
+  QuantizedRows build(Value x, bool parallel, int64_t minRows = 0) {
     Value rows = memref::DimOp::create(b, loc, x, 0);
     Value depth = memref::DimOp::create(b, loc, x, 1);
     units = arith::DivUIOp::create(b, loc, depth, cst(unit));
@@ -1332,6 +1333,13 @@ public:
     q.codes = alloc(b.getI32Type(), words);
     q.stats = alloc(b.getF32Type(), arith::MulIOp::create(b, loc, units, cst(2)));
     q.corrections = alloc(b.getI32Type(), units);
+    OpBuilder::InsertionGuard guard(b);
+    if (minRows) {
+      Value enough =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, rows, cst(minRows));
+      b.setInsertionPointToStart(
+          scf::IfOp::create(b, loc, enough, /*withElseRegion=*/false).thenBlock());
+    }
     forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
       Value m = ivs[0];
       forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
@@ -3069,8 +3077,13 @@ struct CPUContractionKernelsPass
         b, op, cache,
         [&](Value x, Operation *loop) { return std::make_tuple(x, unit, loop); },
         [&](Value x, scf::ForallOp loop) {
-          QuantizedRows q = ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
-                                .build(x, parallelBefore(loop));
+          // Only a buffer of kInt8MinRows rows or more has a slice that
+          // takes these codes: fewer (a decode step's tokens times their
+          // experts) would be quantized for nothing (12 us a layer of the
+          // DeepSeek-shaped Q8_0 decode, 6 rows padded to 16).
+          QuantizedRows q =
+              ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
+                  .build(x, parallelBefore(loop), PackedKernelBuilder::kInt8MinRows);
           freeAfter(b, loop, {q.codes, q.stats, q.corrections});
           return q;
         });

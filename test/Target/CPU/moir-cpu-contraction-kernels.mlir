@@ -646,6 +646,50 @@ func.func @shared_rows(%n: index, %m: index, %w: memref<32x64xbf16>, %y: memref<
 
 // -----
 
+// The same with packed int8 codes and int8 dot products: the buffer's rows
+// are quantized once before the loop for the prefill kernel only where the
+// buffer has 8 rows or more (fewer, a decode step's tokens times their
+// experts, never reach it: each item takes the row kernel), and in the row
+// layout for the decode kernel only where it has at most 64.
+// INT8-LABEL: func.func @hoisted_rows_i8
+// INT8: %[[X:.*]] = memref.alloc(%{{.*}}) : memref<?x64xf32>
+// INT8: %[[ROWS:.*]] = memref.dim %[[X]], %{{.*}} : memref<?x64xf32>
+// INT8: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xi32>
+// INT8: %[[ENOUGH:.*]] = arith.cmpi uge, %[[ROWS]], %{{.*}} : index
+// INT8-NEXT: scf.if %[[ENOUGH]] {
+// INT8: scf.parallel
+// INT8: %[[FEW:.*]] = arith.cmpi ule, %{{.*}}, %c64{{.*}} : index
+// INT8: scf.if %[[FEW]]
+// INT8: scf.forall
+#a3 = affine_map<(m, n, k) -> (m, k)>
+#code3 = affine_map<(m, n, k) -> (n, k)>
+#scale3 = affine_map<(m, n, k) -> (n, k floordiv 32, 0)>
+#c3 = affine_map<(m, n, k) -> (m, n)>
+func.func @hoisted_rows_i8(%n: index, %m: index, %d: memref<30x64xi8>, %s: memref<30x2x1xf16>, %y: memref<?x30xf32>) {
+  %x = memref.alloc(%n) : memref<?x64xf32>
+  scf.forall (%i) in (2) {
+    %off = arith.muli %i, %m : index
+    %xs = memref.subview %x[%off, 0] [%m, 64] [1, 1] : memref<?x64xf32> to memref<?x64xf32, strided<[64, 1], offset: ?>>
+    %ys = memref.subview %y[%off, 0] [%m, 30] [1, 1] : memref<?x30xf32> to memref<?x30xf32, strided<[30, 1], offset: ?>>
+    linalg.generic {indexing_maps = [#a3, #code3, #scale3, #c3],
+                    iterator_types = ["parallel", "parallel", "reduction"]}
+        ins(%xs, %d, %s : memref<?x64xf32, strided<[64, 1], offset: ?>>, memref<30x64xi8>, memref<30x2x1xf16>)
+        outs(%ys : memref<?x30xf32, strided<[30, 1], offset: ?>>) attrs = {moir.packed = "i8:32", moir.kernel} {
+    ^bb0(%in: f32, %code: i8, %sc: f16, %acc: f32):
+      %v = arith.sitofp %code : i8 to f32
+      %s32 = arith.extf %sc : f16 to f32
+      %w = arith.mulf %s32, %v : f32
+      %p = arith.mulf %in, %w : f32
+      %sum = arith.addf %acc, %p : f32
+      linalg.yield %sum : f32
+    }
+  }
+  memref.dealloc %x : memref<?x64xf32>
+  return
+}
+
+// -----
+
 // With amx as well (AMX-BF16), the broadcast kernel's products over a depth
 // of whole 32s run on AMX tiles, C transposed: each tdpbf16ps multiplies 16
 // weight rows as stored (16 x 32 bf16, the weights' own row stride) by one
