@@ -1109,6 +1109,18 @@ private:
 /// loads 4 weight vectors for 4 * tile-m FMAs. No lane sums are needed.
 /// Work items: blocks of 4 * tile-m rows x 4 vectors of columns; columns
 /// past the last full tile are summed one at a time.
+/// The cache level the weight kernels' software prefetches fill at 8 and
+/// 16 lanes (x86's AVX and AVX-512): 2 (prefetcht1, into L2), not 3
+/// (prefetcht0, into L1 as well). The weights stream once through each
+/// core; the L1's fill buffers bound a core's misses in flight, and lines
+/// bound for L1 hold them longer. A microbenchmark of the Q8_0 decode loop
+/// on this machine (2 cores, 31 GB/s read): 11-12 -> 12-13 GB/s on one
+/// core, 22-23 -> 25-26 on two. 4 lanes (NEON, SSE) keep 3: unmeasured.
+int32_t weightPrefetchLocality(int64_t vectorWidth) { return vectorWidth >= 8 ? 2 : 3; }
+int32_t weightPrefetchLocality(const KernelShape &shape) {
+  return weightPrefetchLocality(shape.vectorWidth);
+}
+
 class OuterKernelBuilder : public LoopBuilder {
 public:
   OuterKernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c,
@@ -1151,13 +1163,38 @@ public:
   }
 
 private:
-  static constexpr int64_t kVectors = 4;
+  static constexpr int64_t kVectors = 4, kAhead = 16;
 
-  /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors].
+  /// C[m0 .. m0+tm, n0 .. n0 + 4 vectors]. Each step prefetches row k's
+  /// lines of the next block of columns (in the last block, the tile's own
+  /// lines kAhead rows on), as the packed row combination does: absorbed
+  /// MLA's bf16 k_b products (16 heads of 128 x 512) took 112 us a layer of
+  /// the DeepSeek-shaped bf16 decode without (19 GB/s, against 26-28 for
+  /// the other products).
   void tile(int64_t tm, Value m0, Value n0) {
-    auto wType = VectorType::get({vw}, getElementTypeOrSelf(w.getType()));
+    Type elem = getElementTypeOrSelf(w.getType());
+    auto wType = VectorType::get({vw}, elem);
     SmallVector<Value> q = indices(n0, kVectors, vw);
+    int64_t elemBytes = std::max<int64_t>(1, elem.getIntOrFloatBitWidth() / 8);
     outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
+      Value ahead = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(kAhead)),
+                                           arith::SubIOp::create(b, loc, depth, cst(1)));
+      Value nextCol = arith::AddIOp::create(b, loc, q.front(), cst(kVectors * vw));
+      Value hasNext = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, nextCol, cols);
+      Value pRow = arith::SelectOp::create(b, loc, hasNext, k, ahead);
+      Value pCol = arith::SelectOp::create(b, loc, hasNext, nextCol, q.front());
+      // (Columns clamped to the row: a partial next block ends early.)
+      Value lastCol = arith::SubIOp::create(b, loc, cols, cst(1));
+      for (int64_t at = 0; at < kVectors * vw * elemBytes; at += 64) {
+        Value col = at ? arith::MinUIOp::create(
+                             b, loc, arith::AddIOp::create(b, loc, pCol, cst(at / elemBytes)),
+                             lastCol)
+                             .getResult()
+                       : pCol;
+        memref::PrefetchOp::create(b, loc, w, ValueRange{pRow, col}, /*isWrite=*/false,
+                                   /*localityHint=*/weightPrefetchLocality(vw),
+                                   /*isDataCache=*/true);
+      }
       SmallVector<Value> ws;
       for (Value col : q)
         ws.push_back(toF32(vector::LoadOp::create(b, loc, wType, w, ValueRange{k, col})));
@@ -1615,16 +1652,6 @@ private:
   Value depth, lanes, units;
 };
 
-/// The cache level the weight kernels' software prefetches fill at 8 and
-/// 16 lanes (x86's AVX and AVX-512): 2 (prefetcht1, into L2), not 3
-/// (prefetcht0, into L1 as well). The weights stream once through each
-/// core; the L1's fill buffers bound a core's misses in flight, and lines
-/// bound for L1 hold them longer. A microbenchmark of the Q8_0 decode loop
-/// on this machine (2 cores, 31 GB/s read): 11-12 -> 12-13 GB/s on one
-/// core, 22-23 -> 25-26 on two. 4 lanes (NEON, SSE) keep 3: unmeasured.
-int32_t weightPrefetchLocality(const KernelShape &shape) {
-  return shape.vectorWidth >= 8 ? 2 : 3;
-}
 
 /// C[m, n] += A[m, k] * W[n, k] with W packed (include/moir/Frontend/
 /// Quantization.h): the codes are decoded in registers (nibbles masked and
@@ -1781,14 +1808,20 @@ private:
       Value firstByte =
           nibbles ? arith::DivUIOp::create(b, loc, pCol, cst(2)).getResult() : pCol;
       int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
-      for (int64_t line = 0; line * 64 < tileBytes; ++line)
-        memref::PrefetchOp::create(
-            b, loc, data,
-            ValueRange{pRow, line ? arith::AddIOp::create(b, loc, firstByte, cst(64 * line))
-                                        .getResult()
-                                  : firstByte},
-            /*isWrite=*/false, /*localityHint=*/weightPrefetchLocality(shape),
-            /*isDataCache=*/true);
+      // (Bytes clamped to the row: a partial next block ends early.)
+      Value lastByte = arith::SubIOp::create(
+          b, loc, nibbles ? arith::DivUIOp::create(b, loc, cols, cst(2)).getResult() : cols,
+          cst(1));
+      for (int64_t line = 0; line * 64 < tileBytes; ++line) {
+        Value byte = line ? arith::MinUIOp::create(
+                                b, loc, arith::AddIOp::create(b, loc, firstByte, cst(64 * line)),
+                                lastByte)
+                                .getResult()
+                          : firstByte;
+        memref::PrefetchOp::create(b, loc, data, ValueRange{pRow, byte}, /*isWrite=*/false,
+                                   /*localityHint=*/weightPrefetchLocality(shape),
+                                   /*isDataCache=*/true);
+      }
       memref::PrefetchOp::create(b, loc, scales,
                                  ValueRange{pRow, arith::DivUIOp::create(b, loc, pCol, cst(group)),
                                             cst(0)},

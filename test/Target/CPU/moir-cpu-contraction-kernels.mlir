@@ -118,12 +118,17 @@ func.func @bf16_weights(%x: memref<?x100xf32>, %w: memref<30x100xbf16>, %y: memr
 
 // Left alone: an unmarked contraction and one whose body is not a
 // multiply-accumulate. The one with weights stored input-major (W[k, n]) gets
-// the outer-product kernel (no batch: blocks of rows x columns in parallel).
+// the outer-product kernel (no batch: blocks of rows x columns in parallel),
+// each step prefetching row k's lines of the next block of columns (two
+// lines of 4 vectors of 8 f32), or in the last block its own 16 rows on.
 // CHECK-LABEL: func.func @not_matched
 // CHECK-NOT: vector.
 // CHECK: linalg.generic
 // CHECK-NOT: linalg.generic
 // CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%c0{{.*}}, %c0{{.*}}) to
+// CHECK: %[[HASNEXT:.*]] = arith.cmpi ult
+// CHECK-NEXT: %[[ROW:.*]] = arith.select %[[HASNEXT]], %{{.*}}, %{{.*}} : index
+// CHECK-COUNT-2: memref.prefetch %arg2[%[[ROW]], %{{.*}}], read, locality<2>, data : memref<64x32xf32>
 // CHECK: vector.broadcast
 // CHECK-COUNT-4: vector.fma
 // CHECK: linalg.generic
