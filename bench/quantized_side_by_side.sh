@@ -27,6 +27,13 @@
 # to ARTIFACTS (default build/models), compiled again when the GGUF or moirc is
 # newer; SKIP_BUILD=1 skips scripts/build.sh.
 #
+# Placement: on this 2-core VM a byte-identical copy of a file decodes up to
+# 2x apart from the original (where the page cache puts its pages; measured
+# 37 against 64 tok/s, bench/RESULTS.md). So each file runs from COPIES copies
+# (default 2: the files themselves and one copy of the GGUF and the artifact
+# each, made beside them and removed after), round r on copy (r-1) % COPIES
+# for every engine, and the medians take all of them.
+#
 # Both decodes start from an (almost) empty context. (Until 2026-12-05 MoIR's
 # decoded after the 512-token prefill: on the DeepSeek-shaped model, whose f32
 # latent cache rows are 576 wide, that read 26% slower than from a one-token
@@ -47,13 +54,16 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   bash "$root/scripts/build.sh" > "$build/build.log" 2>&1 || { cat "$build/build.log" >&2; exit 1; }
 fi
 threads="${THREADS:-2}"
+copies="${COPIES:-2}"
+[ "$copies" -ge 1 ] 2>/dev/null || { echo "COPIES must be 1 or more, not $copies" >&2; exit 2; }
 artifacts="${ARTIFACTS:-$build/models}"
 mkdir -p "$artifacts"
 # The prompt of bench/cpu_generate.sh: 512 ids below 31001.
 prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
 runs=$(mktemp)
 log=$(mktemp)
-trap 'rm -f "$runs" "$log"' EXIT
+ggufs=() moirs=()
+trap 'rm -f "$runs" "$log" "${ggufs[@]:1}" "${moirs[@]:1}"' EXIT
 
 bandwidth() { "$build/bin/moir-bandwidth" | awk '{print $1}'; }
 
@@ -61,11 +71,11 @@ bandwidth() { "$build/bin/moir-bandwidth" | awk '{print $1}'; }
 # moir-run's terms.
 peer_line='
 import json, sys
-model, engine, rnd, before, after = sys.argv[1:6]
+model, engine, rnd, copy, before, after = sys.argv[1:7]
 tests = json.load(sys.stdin)
 pp = [t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0]
 tg = [t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0]
-print(json.dumps({"model": model, "engine": engine, "round": int(rnd),
+print(json.dumps({"model": model, "engine": engine, "round": int(rnd), "copy": int(copy),
                   "prefill_tokens": pp[0]["n_prompt"], "prefill_tokens_per_s": round(pp[0]["avg_ts"], 3),
                   "decode_tokens": tg[0]["n_gen"], "decode_tokens_per_s": round(tg[0]["avg_ts"], 3),
                   "bandwidth_gb_per_s_before": float(before), "bandwidth_gb_per_s_after": float(after),
@@ -73,10 +83,10 @@ print(json.dumps({"model": model, "engine": engine, "round": int(rnd),
                   "type_k": tests[0].get("type_k"), "model_type": tests[0].get("model_type")}))
 '
 
-# run_engine ENGINE MODEL GGUF ARTIFACT ROUND: one run, one JSON line (an
-# "error" line, with the log on stderr, when it fails).
+# run_engine ENGINE MODEL GGUF ARTIFACT ROUND COPY: one run, one JSON line
+# (an "error" line, with the log on stderr, when it fails).
 run_engine() {
-  local engine="$1" model="$2" gguf="$3" artifact="$4" round="$5" out before after
+  local engine="$1" model="$2" gguf="$3" artifact="$4" round="$5" copy="$6" out before after
   case "$engine" in
     moir)
       local pp
@@ -91,7 +101,7 @@ pp, tg = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 tg.pop("tokens", None)
 tg["prefill_tokens"], tg["prefill_tokens_per_s"] = pp["prefill_tokens"], pp["prefill_tokens_per_s"]
 print(json.dumps(tg))' "$pp" "$out")
-        echo "{\"model\": \"$model\", \"engine\": \"moir\", \"round\": $round, \"threads\": $threads, ${out#\{}"
+        echo "{\"model\": \"$model\", \"engine\": \"moir\", \"round\": $round, \"copy\": $copy, \"threads\": $threads, ${out#\{}"
         return
       fi ;;
     llama.cpp|ik_llama.cpp)
@@ -101,7 +111,7 @@ print(json.dumps(tg))' "$pp" "$out")
       # shellcheck disable=SC2086
       if out=$("$bin" -m "$gguf" -p 512 -n 128 -t "$threads" -r 1 $extra -o json 2> "$log"); then
         after=$(bandwidth)
-        echo "$out" | python3 -c "$peer_line" "$model" "$engine" "$round" "$before" "$after"
+        echo "$out" | python3 -c "$peer_line" "$model" "$engine" "$round" "$copy" "$before" "$after"
         return
       fi ;;
   esac
@@ -117,13 +127,20 @@ for gguf in "$@"; do
     "$build/bin/moirc" "$gguf" --target=cpu --cpu=native --cache-capacity=1024 -o "$artifact"
     echo "{\"model\": \"$model\", \"gguf\": \"$gguf\", \"gguf_bytes\": $(stat -c %s "$gguf"), \"moirc_s\": $SECONDS}"
   fi
+  ggufs=("$gguf") moirs=("$artifact")
+  for c in $(seq 2 "$copies"); do
+    ggufs+=("$artifacts/$model.copy$c.gguf") moirs+=("$artifacts/$model.copy$c.moir")
+    cp "$gguf" "${ggufs[-1]}" && cp "$artifact" "${moirs[-1]}"
+  done
   for round in $(seq "${REPEAT:-3}"); do
     order="$engines"
     [ $((round % 2)) -eq 0 ] && order="$(echo "$engines" | tr ' ' '\n' | tac | tr '\n' ' ')"
+    c=$(((round - 1) % copies))
     for engine in $order; do
-      run_engine "$engine" "$model" "$gguf" "$artifact" "$round" | tee -a "$runs"
+      run_engine "$engine" "$model" "${ggufs[$c]}" "${moirs[$c]}" "$round" "$((c + 1))" | tee -a "$runs"
     done
   done
+  rm -f "${ggufs[@]:1}" "${moirs[@]:1}"
 done
 
 python3 - "$runs" <<'PY'
