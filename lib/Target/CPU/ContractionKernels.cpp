@@ -315,6 +315,18 @@ struct KernelShape {
   bool residualDecode = false;
 };
 
+/// The cache level the weight kernels' software prefetches fill at 8 and
+/// 16 lanes (x86's AVX and AVX-512): 2 (prefetcht1, into L2), not 3
+/// (prefetcht0, into L1 as well). The weights stream once through each
+/// core; the L1's fill buffers bound a core's misses in flight, and lines
+/// bound for L1 hold them longer. A microbenchmark of the Q8_0 decode loop
+/// on this machine (2 cores, 31 GB/s read): 11-12 -> 12-13 GB/s on one
+/// core, 22-23 -> 25-26 on two. 4 lanes (NEON, SSE) keep 3: unmeasured.
+int32_t weightPrefetchLocality(int64_t vectorWidth) { return vectorWidth >= 8 ? 2 : 3; }
+int32_t weightPrefetchLocality(const KernelShape &shape) {
+  return weightPrefetchLocality(shape.vectorWidth);
+}
+
 /// What both kernel builders emit with: index constants, loops, f32 of a
 /// scalar or vector.
 class LoopBuilder {
@@ -1048,6 +1060,8 @@ private:
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
           SmallVector<Value> xs, ys, next;
+          if (tm == 1)
+            prefetchNextTile(q.front(), tn, k);
           for (Value row : r)
             xs.push_back(vector::LoadOp::create(b, loc, lhsType, lhs, ValueRange{row, k}));
           for (Value col : q) {
@@ -1092,6 +1106,38 @@ private:
     addRowSums(c, r, n0, rowSums, SmallVector<Value>(tail.getResults()));
   }
 
+  /// For a tile of one activation row (decode), where a row's bytes are
+  /// static: the
+  /// next tile's rows (tn of them, one contiguous span) prefetched in
+  /// address order, each step its share of the span, as the packed
+  /// kernel's prefetchNextTile does (clamped to the buffer's last byte).
+  /// Reading a tile's rows a step at a time jumps back and forth inside
+  /// its span, which the hardware prefetchers follow poorly.
+  void prefetchNextTile(Value n0, int64_t tn, Value k) {
+    auto wType = cast<MemRefType>(w.getType());
+    int64_t rowElems = wType.getDimSize(1);
+    int64_t elemBytes = std::max<int64_t>(1, wElem.getIntOrFloatBitWidth() / 8);
+    if (ShapedType::isDynamic(rowElems))
+      return;
+    int64_t rowBytes = rowElems * elemBytes, stepBytes = tn * kStep * elemBytes;
+    Value from = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, arith::AddIOp::create(b, loc, n0, cst(tn)), cst(rowBytes)),
+        arith::MulIOp::create(b, loc, k, cst(tn * elemBytes)));
+    Value lastByte = arith::SubIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, cols, cst(rowBytes)), cst(1));
+    for (int64_t at = 0; at < stepBytes; at += 64) {
+      Value byte = arith::MinUIOp::create(
+          b, loc, arith::AddIOp::create(b, loc, from, cst(at)), lastByte);
+      Value row = arith::DivUIOp::create(b, loc, byte, cst(rowBytes));
+      Value elem = arith::DivUIOp::create(
+          b, loc, arith::RemUIOp::create(b, loc, byte, cst(rowBytes)), cst(elemBytes));
+      memref::PrefetchOp::create(b, loc, w, ValueRange{row, elem}, /*isWrite=*/false,
+                                 /*localityHint=*/weightPrefetchLocality(shape),
+                                 /*isDataCache=*/true);
+    }
+  }
+
   KernelShape shape;
   Value a, w, c, lhs;
   Type wElem;
@@ -1109,17 +1155,6 @@ private:
 /// loads 4 weight vectors for 4 * tile-m FMAs. No lane sums are needed.
 /// Work items: blocks of 4 * tile-m rows x 4 vectors of columns; columns
 /// past the last full tile are summed one at a time.
-/// The cache level the weight kernels' software prefetches fill at 8 and
-/// 16 lanes (x86's AVX and AVX-512): 2 (prefetcht1, into L2), not 3
-/// (prefetcht0, into L1 as well). The weights stream once through each
-/// core; the L1's fill buffers bound a core's misses in flight, and lines
-/// bound for L1 hold them longer. A microbenchmark of the Q8_0 decode loop
-/// on this machine (2 cores, 31 GB/s read): 11-12 -> 12-13 GB/s on one
-/// core, 22-23 -> 25-26 on two. 4 lanes (NEON, SSE) keep 3: unmeasured.
-int32_t weightPrefetchLocality(int64_t vectorWidth) { return vectorWidth >= 8 ? 2 : 3; }
-int32_t weightPrefetchLocality(const KernelShape &shape) {
-  return weightPrefetchLocality(shape.vectorWidth);
-}
 
 class OuterKernelBuilder : public LoopBuilder {
 public:

@@ -32,6 +32,7 @@
 // CHECK: scf.for
 // CHECK: scf.for
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-NOT: memref.prefetch
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x100xf32>, vector<8xf32>
 // CHECK-COUNT-3: vector.load %arg1{{.*}} : memref<30x100xbf16>, vector<8xbf16>
 // CHECK-COUNT-6: vector.fma {{.*}} : vector<8xf32>
@@ -46,8 +47,15 @@
 // Edge: 2 rows x 1 column.
 // CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>)
 // CHECK: scf.for
-// Edge: 1 row x 3 columns, then 1 x 1.
+// Edge: 1 row x 3 columns, then 1 x 1. A tile of one activation row
+// (decode) prefetches each step its share of the next tile's rows in
+// address order: 3 rows x 8 bf16 = 48 bytes, one line, clamped to the
+// buffer's last byte and split into (row, element).
 // CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[AT:.*]] = arith.minui %{{.*}}, %{{.*}} : index
+// CHECK: %[[ROW:.*]] = arith.divui %[[AT]], %c200{{.*}} : index
+// CHECK: memref.prefetch %arg1[%[[ROW]], %{{.*}}], read, locality<2>, data : memref<30x100xbf16>
+// CHECK-NOT: memref.prefetch
 // CHECK: iter_args({{[^)]*}}) -> (vector<8xf32>)
 // CHECK: scf.reduce
 
