@@ -1107,12 +1107,11 @@ private:
   }
 
   /// For a tile of one activation row (decode), where a row's bytes are
-  /// static: the
-  /// next tile's rows (tn of them, one contiguous span) prefetched in
-  /// address order, each step its share of the span, as the packed
-  /// kernel's prefetchNextTile does (clamped to the buffer's last byte).
-  /// Reading a tile's rows a step at a time jumps back and forth inside
-  /// its span, which the hardware prefetchers follow poorly.
+  /// static: the next tile's rows (tn of them, one contiguous span)
+  /// prefetched in address order, each step its share of the span, as the
+  /// packed kernel's prefetchNextTile does (clamped to the buffer's last
+  /// byte). Reading a tile's rows a step at a time jumps back and forth
+  /// inside its span, which the hardware prefetchers follow poorly.
   void prefetchNextTile(Value n0, int64_t tn, Value k) {
     auto wType = cast<MemRefType>(w.getType());
     int64_t rowElems = wType.getDimSize(1);
