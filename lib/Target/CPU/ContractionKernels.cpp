@@ -303,7 +303,6 @@ constexpr int64_t kTileRows = 16, kTileArea = kTileRows * kTileRows;
 /// or 4 threads share a small product evenly.
 constexpr int64_t kMinItems = 4;
 
-
 struct KernelShape {
   int64_t vectorWidth, tileM, tileN, blockN;
   bool bf16Dot;
@@ -349,6 +348,45 @@ protected:
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
     body(loop.getInductionVar());
+  }
+
+  /// Prefetches `bytes` of `buffer` (2-D, `rows` rows of `rowBytes` bytes,
+  /// elements of `elemBytes`) from byte `from` on, a line at a time into
+  /// `locality`. Each line is clamped to the buffer's last byte before it
+  /// is split into (row, element): LLVM then folds the index back into the
+  /// one clamped offset (clamping the row instead kept a shift, a mask and
+  /// a multiply per step in Q8_0's decode loop).
+  void prefetchSpan(Value buffer, Value rows, int64_t rowBytes, int64_t elemBytes, Value from,
+                    int64_t bytes, int32_t locality) {
+    Value lastByte =
+        arith::SubIOp::create(b, loc, arith::MulIOp::create(b, loc, rows, cst(rowBytes)), cst(1));
+    for (int64_t at = 0; at < bytes; at += 64) {
+      Value byte =
+          arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, from, cst(at)), lastByte);
+      Value row = arith::DivUIOp::create(b, loc, byte, cst(rowBytes));
+      Value elem = arith::RemUIOp::create(b, loc, byte, cst(rowBytes));
+      if (elemBytes > 1)
+        elem = arith::DivUIOp::create(b, loc, elem, cst(elemBytes));
+      memref::PrefetchOp::create(b, loc, buffer, ValueRange{row, elem}, /*isWrite=*/false,
+                                 /*localityHint=*/locality, /*isDataCache=*/true);
+    }
+  }
+
+  /// Where step k of an outer-product tile prefetches: tiles walk every
+  /// row k < depth for one block of `blockCols` columns from `firstCol`,
+  /// a row's whole bytes apart, which the hardware prefetchers do not
+  /// follow. So: row k of the next block of columns (a whole pass over
+  /// the rows ahead) while there is one, in the last block its own
+  /// columns `ahead` rows on (clamped to the last row). The result is
+  /// (row, first column).
+  std::pair<Value, Value> nextBlockPrefetch(Value k, Value firstCol, int64_t blockCols,
+                                            Value cols, Value depth, int64_t ahead) {
+    Value later = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(ahead)),
+                                         arith::SubIOp::create(b, loc, depth, cst(1)));
+    Value nextCol = arith::AddIOp::create(b, loc, firstCol, cst(blockCols));
+    Value hasNext = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, nextCol, cols);
+    return {arith::SelectOp::create(b, loc, hasNext, k, later),
+            arith::SelectOp::create(b, loc, hasNext, nextCol, firstCol)};
   }
 
   /// The outer-product tile: C[r[i], q[j] .. q[j] + vw) += sum_{k < depth}
@@ -1118,23 +1156,13 @@ private:
     int64_t elemBytes = std::max<int64_t>(1, wElem.getIntOrFloatBitWidth() / 8);
     if (ShapedType::isDynamic(rowElems))
       return;
-    int64_t rowBytes = rowElems * elemBytes, stepBytes = tn * kStep * elemBytes;
+    int64_t rowBytes = rowElems * elemBytes;
     Value from = arith::AddIOp::create(
         b, loc,
         arith::MulIOp::create(b, loc, arith::AddIOp::create(b, loc, n0, cst(tn)), cst(rowBytes)),
         arith::MulIOp::create(b, loc, k, cst(tn * elemBytes)));
-    Value lastByte = arith::SubIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, cols, cst(rowBytes)), cst(1));
-    for (int64_t at = 0; at < stepBytes; at += 64) {
-      Value byte = arith::MinUIOp::create(
-          b, loc, arith::AddIOp::create(b, loc, from, cst(at)), lastByte);
-      Value row = arith::DivUIOp::create(b, loc, byte, cst(rowBytes));
-      Value elem = arith::DivUIOp::create(
-          b, loc, arith::RemUIOp::create(b, loc, byte, cst(rowBytes)), cst(elemBytes));
-      memref::PrefetchOp::create(b, loc, w, ValueRange{row, elem}, /*isWrite=*/false,
-                                 /*localityHint=*/weightPrefetchLocality(shape),
-                                 /*isDataCache=*/true);
-    }
+    prefetchSpan(w, cols, rowBytes, elemBytes, from, tn * kStep * elemBytes,
+                 weightPrefetchLocality(shape));
   }
 
   KernelShape shape;
@@ -1154,7 +1182,6 @@ private:
 /// loads 4 weight vectors for 4 * tile-m FMAs. No lane sums are needed.
 /// Work items: blocks of 4 * tile-m rows x 4 vectors of columns; columns
 /// past the last full tile are summed one at a time.
-
 class OuterKernelBuilder : public LoopBuilder {
 public:
   OuterKernelBuilder(OpBuilder &b, Location loc, Value a, Value w, Value c,
@@ -1211,12 +1238,7 @@ private:
     SmallVector<Value> q = indices(n0, kVectors, vw);
     int64_t elemBytes = std::max<int64_t>(1, elem.getIntOrFloatBitWidth() / 8);
     outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
-      Value ahead = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(kAhead)),
-                                           arith::SubIOp::create(b, loc, depth, cst(1)));
-      Value nextCol = arith::AddIOp::create(b, loc, q.front(), cst(kVectors * vw));
-      Value hasNext = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, nextCol, cols);
-      Value pRow = arith::SelectOp::create(b, loc, hasNext, k, ahead);
-      Value pCol = arith::SelectOp::create(b, loc, hasNext, nextCol, q.front());
+      auto [pRow, pCol] = nextBlockPrefetch(k, q.front(), kVectors * vw, cols, depth, kAhead);
       // (Columns clamped to the row: a partial next block ends early.)
       Value lastCol = arith::SubIOp::create(b, loc, cols, cst(1));
       for (int64_t at = 0; at < kVectors * vw * elemBytes; at += 64) {
@@ -1686,7 +1708,6 @@ private:
   Value depth, lanes, units;
 };
 
-
 /// C[m, n] += A[m, k] * W[n, k] with W packed (include/moir/Frontend/
 /// Quantization.h): the codes are decoded in registers (nibbles masked and
 /// shifted, int8 sign-extended, FP8 widened) and multiplied into per-group
@@ -1832,13 +1853,7 @@ private:
       // kernel); 16 rows on was less time than a miss takes: the next
       // block's lines took the absorbed k_b products (16 heads of 128 x
       // 512 Q8_0) from 97 to 68 us a layer there (MOIR_PROFILE_REGIONS).
-      Value ahead = arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, k, cst(kOuterAhead)),
-                                           arith::SubIOp::create(b, loc, depth, cst(1)));
-      Value nextCol = arith::AddIOp::create(b, loc, q.front(), cst(nv * vw));
-      Value hasNext =
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, nextCol, cols);
-      Value pRow = arith::SelectOp::create(b, loc, hasNext, k, ahead);
-      Value pCol = arith::SelectOp::create(b, loc, hasNext, nextCol, q.front());
+      auto [pRow, pCol] = nextBlockPrefetch(k, q.front(), nv * vw, cols, depth, kOuterAhead);
       Value firstByte =
           nibbles ? arith::DivUIOp::create(b, loc, pCol, cst(2)).getResult() : pCol;
       int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
@@ -2593,7 +2608,6 @@ private:
     if (!ShapedType::isDynamic(rowBytes)) {
       int64_t perByte = nibbles ? 2 : 1; // elements per stored byte
       int64_t stepBytes = tn * stepElems / perByte;
-      int64_t lines = (stepBytes + 63) / 64;
       int64_t tileBytes = tn * rowBytes;
       // Two tiles on for tiles under 4 KB (a Q4_K tile of 4 rows of 1024 is
       // 2 KB), else the next: measured no faster further on, slower at 4
@@ -2606,21 +2620,7 @@ private:
                                 cst(rowBytes)),
           arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, start, cst(perByte)),
                                 cst(tn)));
-      // Clamped to the buffer's last byte before it is split into (row,
-      // byte): LLVM then folds row * rowBytes + byte back into the one
-      // clamped offset (clamping the row instead kept a shift, a mask and a
-      // multiply per step in Q8_0's decode loop).
-      Value lastByte = arith::SubIOp::create(
-          b, loc, arith::MulIOp::create(b, loc, cols, cst(rowBytes)), cst(1));
-      for (int64_t l = 0; l < lines; ++l) {
-        Value at = arith::MinUIOp::create(
-            b, loc, arith::AddIOp::create(b, loc, from, cst(64 * l)), lastByte);
-        Value row = arith::DivUIOp::create(b, loc, at, cst(rowBytes));
-        Value byte = arith::RemUIOp::create(b, loc, at, cst(rowBytes));
-        memref::PrefetchOp::create(b, loc, data, ValueRange{row, byte}, /*isWrite=*/false,
-                                   /*localityHint=*/weightPrefetchLocality(shape),
-                                   /*isDataCache=*/true);
-      }
+      prefetchSpan(data, cols, rowBytes, 1, from, stepBytes, weightPrefetchLocality(shape));
     } else {
       Value byte = nibbles ? arith::DivUIOp::create(b, loc, start, cst(2)).getResult() : start;
       for (Value col : q)
