@@ -346,8 +346,8 @@ int int8Lanes(int64_t bytes, int lanes) {
 /// residuals' product, the lane_rest_bias and further update stages over
 /// the same weight bytes (lane_scale is d / 128).
 Func int8Dot(const std::string &name, const Weight &w, const Int8Activations &a, int lanes,
-                const std::vector<Var> &vars, const std::vector<Expr> &row,
-                const std::vector<Expr> &act, BuiltKernel &k) {
+             const std::vector<Var> &vars, const std::vector<Expr> &row,
+             const std::vector<Expr> &act, BuiltKernel &k) {
   Var l = k.vars.at("l"), o("o");
   k.vars["o"] = o;
   std::vector<Expr> args = {l, o};
