@@ -2609,10 +2609,10 @@ private:
       int64_t perByte = nibbles ? 2 : 1; // elements per stored byte
       int64_t stepBytes = tn * stepElems / perByte;
       int64_t tileBytes = tn * rowBytes;
-      // Two tiles on for tiles under 4 KB (a Q4_K tile of 4 rows of 1024 is
-      // 2 KB), else the next: measured no faster further on, slower at 4
-      // and 8 (the lines are evicted before their turn).
-      int64_t ahead = tileBytes < 4096 ? 2 : 1;
+      // About 4 KB on: two tiles for a Q4_K tile of 4 rows of 1024 (2 KB),
+      // measured no faster further on, slower at 4 and 8 (the lines are
+      // evicted before their turn); the next for tiles of 4 KB or more.
+      int64_t ahead = std::clamp<int64_t>(llvm::divideCeil(4096, tileBytes), 1, 8);
       // The byte of the later span where this step's share begins.
       Value from = arith::AddIOp::create(
           b, loc,

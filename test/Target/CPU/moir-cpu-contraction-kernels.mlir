@@ -395,12 +395,13 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK: scf.parallel
 // The next tile's rows' scales (16 bytes a row, one line each) are
 // prefetched once, before the group loop; each group step prefetches its
-// share of the codes two tiles on, in address order (the tile's 3 rows of
-// 32 bytes: 48 bytes a step, one line), the offset clamped to the buffer's
-// last byte before it is split into (row, byte).
+// share of the codes about 4 KB on, at most 8 tiles (the tile's 3 rows of
+// 32 bytes: 8 tiles, 24 rows, on; 48 bytes a step, one line), in address
+// order, the offset clamped to the buffer's last byte before it is split
+// into (row, byte).
 // CHECK-COUNT-3: memref.prefetch %arg2[{{.*}}], read, locality<2>, data : memref<30x2x2xf32>
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// CHECK: %[[FIRST:.*]] = arith.addi %{{.*}}, %c6{{.*}} : index
+// CHECK: %[[FIRST:.*]] = arith.addi %{{.*}}, %c24{{.*}} : index
 // CHECK-NEXT: %{{.*}} = arith.constant 32 : index
 // CHECK-NEXT: %[[SPAN:.*]] = arith.muli %[[FIRST]], %{{.*}} : index
 // CHECK: %[[AT:.*]] = arith.minui
