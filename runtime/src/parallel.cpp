@@ -305,6 +305,41 @@ void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
   Pool::get().run(invoke, reinterpret_cast<const void *>(task));
 }
 
+// A region with an if clause (the compiler's moir-cpu-parallel-if:
+// more than one work item): forked when `cond` holds, else run by the
+// caller alone, as a region nested in a team's is. LLVM passes the
+// captured values as one aggregate here, not as variadic arguments.
+void __kmpc_fork_call_if(void *loc, int32_t argc, Microtask task, int32_t cond, void *args) {
+  if (cond) {
+    if (argc == 0)
+      __kmpc_fork_call(loc, 0, task);
+    else
+      __kmpc_fork_call(loc, 1, task, args);
+    return;
+  }
+  auto invoke = [&](int32_t) {
+    int32_t gtid = 0, btid = 0;
+    if (argc == 0)
+      task(&gtid, &btid);
+    else
+      task(&gtid, &btid, args);
+  };
+  bool wasInTeam = inTeam;
+  int32_t wasId = threadId;
+  inTeam = false;
+  ++nestedDepth;
+  // Timed as a region of one thread when profiling, unless nested.
+  if (!moir::rt::regionProfiling() || wasInTeam || nestedDepth > 1) {
+    invoke(0);
+  } else {
+    int64_t busy = timedShare(invoke, 0);
+    moir::rt::recordRegion(reinterpret_cast<const void *>(task), busy, &busy, 1);
+  }
+  --nestedDepth;
+  inTeam = wasInTeam;
+  threadId = wasId;
+}
+
 void __kmpc_for_static_init_4(void *, int32_t gtid, int32_t, int32_t *last, int32_t *lo,
                               int32_t *hi, int32_t *stride, int32_t incr, int32_t) {
   staticInit<int32_t>(gtid, last, lo, hi, stride, incr);

@@ -20,8 +20,9 @@ namespace {
 
 struct RegionStats {
   std::string name;
-  int64_t forks = 0, wallNs = 0, busyNs = 0;
-  int32_t threads = 0;
+  /// capacityNs: the sum of each run's wall time x its threads (a region
+  /// with an if clause runs on one thread when it has one work item).
+  int64_t forks = 0, wallNs = 0, busyNs = 0, capacityNs = 0;
 };
 
 struct Symbol {
@@ -86,12 +87,11 @@ public:
     if (firstNs == 0)
       firstNs = moir::rt::profileNow() - wallNs;
     RegionStats &stats = regions[region];
-    if (stats.forks == 0) {
+    if (stats.forks == 0)
       stats.name = nameOf(region);
-      stats.threads = threads;
-    }
     ++stats.forks;
     stats.wallNs += wallNs;
+    stats.capacityNs += wallNs * threads;
     for (int32_t t = 0; t < threads; ++t)
       stats.busyNs += busyNs[t];
   }
@@ -128,7 +128,7 @@ private:
       rows.push_back(&stats);
       wallNs += stats.wallNs;
       busyNs += stats.busyNs;
-      capacityNs += stats.wallNs * stats.threads;
+      capacityNs += stats.capacityNs;
       forks += stats.forks;
     }
     std::sort(rows.begin(), rows.end(),
@@ -147,7 +147,7 @@ private:
       std::fprintf(stderr, "moir: %10.3f %5.1f%% %8" PRId64 " %9.2f %5.1f%%  %s\n",
                    stats->wallNs * 1e-6, spanNs > 0 ? 100.0 * stats->wallNs / spanNs : 0.0,
                    stats->forks, stats->wallNs * 1e-3 / stats->forks,
-                   idle(stats->busyNs, stats->wallNs * stats->threads), stats->name.c_str());
+                   idle(stats->busyNs, stats->capacityNs), stats->name.c_str());
   }
 
   std::mutex mutex;

@@ -3,7 +3,9 @@
 // parallel regions nested at any depth run on the thread that meets them.
 // Three levels deep is what Halide emits for a schedule with three nested
 // parallel loops (the Mullapudi2016 autoscheduler's experts kernel); the
-// third level used to wait for the pool its own team held.
+// third level used to wait for the pool its own team held. A region with an
+// if clause (__kmpc_fork_call_if) forks when its condition holds, else runs
+// on the caller alone.
 //
 //   moir_parallel_test
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <thread>
 
 extern "C" {
@@ -20,6 +23,7 @@ void __kmpc_fork_call(void *, int32_t, Microtask, ...);
 void __kmpc_for_static_init_4(void *, int32_t, int32_t, int32_t *, int32_t *, int32_t *,
                               int32_t *, int32_t, int32_t);
 void __kmpc_barrier(void *, int32_t);
+void __kmpc_fork_call_if(void *, int32_t, Microtask, int32_t, void *);
 }
 
 namespace {
@@ -61,6 +65,28 @@ void loop(int depth) {
                    reinterpret_cast<void *>(static_cast<intptr_t>(depth)));
 }
 
+/// Records which threads ran a share of a region and how many iterations
+/// each got (the aggregate LLVM passes __kmpc_fork_call_if).
+struct Shares {
+  std::atomic<int32_t> threadsSeen{0}, iterations{0};
+  std::atomic<bool> callerOnly{true};
+  std::thread::id caller;
+};
+
+void shareBody(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  auto *shares = static_cast<Shares *>(va_arg(ap, void *));
+  va_end(ap);
+  int32_t last = 0, lo = 0, hi = kTrips - 1, stride = 1;
+  __kmpc_for_static_init_4(nullptr, *gtid, 34, &last, &lo, &hi, &stride, 1, 1);
+  shares->threadsSeen.fetch_add(1);
+  if (std::this_thread::get_id() != shares->caller)
+    shares->callerOnly = false;
+  for (int32_t i = lo; i <= hi; ++i)
+    shares->iterations.fetch_add(1);
+}
+
 } // namespace
 
 int main() {
@@ -80,6 +106,17 @@ int main() {
   leaves = 0;
   loop(3);
   check(leaves.load() == kTrips, "a flat loop's iterations ran once");
+  // An if clause: true forks the team, false keeps the region on the caller.
+  for (int32_t cond : {1, 0}) {
+    Shares shares;
+    shares.caller = std::this_thread::get_id();
+    __kmpc_fork_call_if(nullptr, 1, shareBody, cond, &shares);
+    check(shares.iterations.load() == kTrips, "an if region's iterations ran once");
+    check(shares.threadsSeen.load() == (cond ? 2 : 1),
+          cond ? "if(true) forked the team of 2" : "if(false) ran one share");
+    check(shares.callerOnly.load() == !cond,
+          cond ? "if(true) gave the worker a share" : "if(false) stayed on the caller");
+  }
   std::printf("parallel: %s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }

@@ -41,6 +41,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
   // Inlines the allocation scopes the OpenMP conversion wraps loop bodies in
   // (they hold no allocations), so the bodies can become plain blocks.
   pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCPUParallelIfPass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
