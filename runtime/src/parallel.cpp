@@ -223,6 +223,27 @@ private:
   std::atomic<bool> barrierSense{false};
 };
 
+/// Runs region `task`'s invoke(0) on the calling thread alone: nested in a
+/// team's region (at any depth: a fork from inside would wait for the pool
+/// its own team holds), without a team, or kept off it by an if clause.
+/// Regions nested in it stay on this thread too. Timed as a fork of one
+/// thread when profiling, unless nested.
+template <typename Fn> void runAlone(Fn &&invoke, Microtask task) {
+  bool wasInTeam = inTeam;
+  int32_t wasId = threadId;
+  inTeam = false;
+  ++nestedDepth;
+  if (!moir::rt::regionProfiling() || wasInTeam || nestedDepth > 1) {
+    invoke(0);
+  } else {
+    int64_t busy = timedShare(invoke, 0);
+    moir::rt::recordRegion(reinterpret_cast<const void *>(task), busy, &busy, 1);
+  }
+  --nestedDepth;
+  inTeam = wasInTeam;
+  threadId = wasId;
+}
+
 /// Threads in the current team: the pool inside a fork, 1 outside or nested.
 int32_t teamSize() { return inTeam && Pool::get().size() > 1 ? Pool::get().size() : 1; }
 
@@ -277,31 +298,10 @@ void __kmpc_fork_call(void *, int32_t argc, Microtask task, ...) {
     default: task(&gtid, &btid, args[0], args[1], args[2], args[3]); break;
     }
   };
-  if (inTeam || nestedDepth > 0) {
-    // Nested regions, at any depth, run on the calling thread alone.
-    bool wasInTeam = inTeam;
-    int32_t wasId = threadId;
-    inTeam = false;
-    ++nestedDepth;
-    invoke(0);
-    --nestedDepth;
-    inTeam = wasInTeam;
-    threadId = wasId;
-    return;
-  }
-  if (Pool::get().size() == 1) {
-    // No team: the caller runs the region, and regions nested in it, alone
-    // (timed when profiling).
-    ++nestedDepth;
-    if (!moir::rt::regionProfiling()) {
-      invoke(0);
-    } else {
-      int64_t busy = timedShare(invoke, 0);
-      moir::rt::recordRegion(reinterpret_cast<const void *>(task), busy, &busy, 1);
-    }
-    --nestedDepth;
-    return;
-  }
+  // Nested regions, at any depth, and every region without a team run on
+  // the calling thread alone.
+  if (inTeam || nestedDepth > 0 || Pool::get().size() == 1)
+    return runAlone(invoke, task);
   Pool::get().run(invoke, reinterpret_cast<const void *>(task));
 }
 
@@ -317,27 +317,15 @@ void __kmpc_fork_call_if(void *loc, int32_t argc, Microtask task, int32_t cond, 
       __kmpc_fork_call(loc, 1, task, args);
     return;
   }
-  auto invoke = [&](int32_t) {
-    int32_t gtid = 0, btid = 0;
-    if (argc == 0)
-      task(&gtid, &btid);
-    else
-      task(&gtid, &btid, args);
-  };
-  bool wasInTeam = inTeam;
-  int32_t wasId = threadId;
-  inTeam = false;
-  ++nestedDepth;
-  // Timed as a region of one thread when profiling, unless nested.
-  if (!moir::rt::regionProfiling() || wasInTeam || nestedDepth > 1) {
-    invoke(0);
-  } else {
-    int64_t busy = timedShare(invoke, 0);
-    moir::rt::recordRegion(reinterpret_cast<const void *>(task), busy, &busy, 1);
-  }
-  --nestedDepth;
-  inTeam = wasInTeam;
-  threadId = wasId;
+  runAlone(
+      [&](int32_t) {
+        int32_t gtid = 0, btid = 0;
+        if (argc == 0)
+          task(&gtid, &btid);
+        else
+          task(&gtid, &btid, args);
+      },
+      task);
 }
 
 void __kmpc_for_static_init_4(void *, int32_t gtid, int32_t, int32_t *last, int32_t *lo,
