@@ -389,6 +389,21 @@ protected:
             arith::SelectOp::create(b, loc, hasNext, nextCol, firstCol)};
   }
 
+  /// Prefetches `span` elements of row `row` of `buffer` from element
+  /// `first` on, a line (`lineElems` elements) at a time, each line's
+  /// element clamped to `last` (a partial block ends early).
+  void prefetchAlongRow(Value buffer, Value row, Value first, Value last, int64_t span,
+                        int64_t lineElems, int32_t locality) {
+    for (int64_t at = 0; at < span; at += lineElems) {
+      Value elem =
+          at ? arith::MinUIOp::create(b, loc, arith::AddIOp::create(b, loc, first, cst(at)), last)
+                   .getResult()
+             : first;
+      memref::PrefetchOp::create(b, loc, buffer, ValueRange{row, elem}, /*isWrite=*/false,
+                                 /*localityHint=*/locality, /*isDataCache=*/true);
+    }
+  }
+
   /// The outer-product tile: C[r[i], q[j] .. q[j] + vw) += sum_{k < depth}
   /// A[r[i], k] * (step k's weight vector j), the r.size() x q.size()
   /// accumulators in registers through the k loop; each step broadcasts
@@ -1239,18 +1254,8 @@ private:
     int64_t elemBytes = std::max<int64_t>(1, elem.getIntOrFloatBitWidth() / 8);
     outerProductTile(a, c, depth, indices(m0, tm), q, vw, [&](Value k) {
       auto [pRow, pCol] = nextBlockPrefetch(k, q.front(), kVectors * vw, cols, depth, kAhead);
-      // (Columns clamped to the row: a partial next block ends early.)
-      Value lastCol = arith::SubIOp::create(b, loc, cols, cst(1));
-      for (int64_t at = 0; at < kVectors * vw * elemBytes; at += 64) {
-        Value col = at ? arith::MinUIOp::create(
-                             b, loc, arith::AddIOp::create(b, loc, pCol, cst(at / elemBytes)),
-                             lastCol)
-                             .getResult()
-                       : pCol;
-        memref::PrefetchOp::create(b, loc, w, ValueRange{pRow, col}, /*isWrite=*/false,
-                                   /*localityHint=*/weightPrefetchLocality(vw),
-                                   /*isDataCache=*/true);
-      }
+      prefetchAlongRow(w, pRow, pCol, arith::SubIOp::create(b, loc, cols, cst(1)), kVectors * vw,
+                       64 / elemBytes, weightPrefetchLocality(vw));
       SmallVector<Value> ws;
       for (Value col : q)
         ws.push_back(toF32(vector::LoadOp::create(b, loc, wType, w, ValueRange{k, col})));
@@ -1857,20 +1862,11 @@ private:
       Value firstByte =
           nibbles ? arith::DivUIOp::create(b, loc, pCol, cst(2)).getResult() : pCol;
       int64_t tileBytes = nv * vw / (nibbles ? 2 : 1);
-      // (Bytes clamped to the row: a partial next block ends early.)
       Value lastByte = arith::SubIOp::create(
           b, loc, nibbles ? arith::DivUIOp::create(b, loc, cols, cst(2)).getResult() : cols,
           cst(1));
-      for (int64_t line = 0; line * 64 < tileBytes; ++line) {
-        Value byte = line ? arith::MinUIOp::create(
-                                b, loc, arith::AddIOp::create(b, loc, firstByte, cst(64 * line)),
-                                lastByte)
-                                .getResult()
-                          : firstByte;
-        memref::PrefetchOp::create(b, loc, data, ValueRange{pRow, byte}, /*isWrite=*/false,
-                                   /*localityHint=*/weightPrefetchLocality(shape),
-                                   /*isDataCache=*/true);
-      }
+      prefetchAlongRow(data, pRow, firstByte, lastByte, tileBytes, 64,
+                       weightPrefetchLocality(shape));
       memref::PrefetchOp::create(b, loc, scales,
                                  ValueRange{pRow, arith::DivUIOp::create(b, loc, pCol, cst(group)),
                                             cst(0)},
