@@ -69,9 +69,14 @@ cl::opt<std::string> compileTo("compile-to",
                                cl::init("graph"), cl::cat(ioCategory));
 cl::opt<std::string, true> deviceCode(
     "dump-device-code",
-    cl::desc("GPU targets: also write the device binary (fatbin, HSACO) to this file and its "
-             "assembly (PTX, AMDGCN) to FILE.s, for checks"),
-    cl::location(options.deviceCodePath), cl::cat(gpuCategory));
+    cl::desc("GPU targets: also write the device binary (fatbin, HSACO) to this file, for "
+             "checks"),
+    cl::value_desc("file"), cl::location(options.deviceCodePath), cl::cat(gpuCategory));
+cl::opt<std::string, true> deviceAssembly(
+    "dump-device-assembly",
+    cl::desc("GPU targets: also write the kernels' assembly text (PTX, AMDGCN) to this file, "
+             "for checks (the device code is generated a second time for it)"),
+    cl::value_desc("file"), cl::location(options.deviceAssemblyPath), cl::cat(gpuCategory));
 
 cl::opt<std::string, true> dequantizedWeights(
     "dump-dequantized-weights",
@@ -146,10 +151,11 @@ bool refuseForeignOptions(llvm::StringRef targetName) {
             "' (it applies to: " + option.targets + ")");
       return true;
     }
-  if (given("dump-device-code") && targetName == "cpu") {
-    error("--dump-device-code applies to GPU targets only");
-    return true;
-  }
+  for (const char *flag : {"dump-device-code", "dump-device-assembly"})
+    if (given(flag) && targetName == "cpu") {
+      error("--" + std::string(flag) + " applies to GPU targets only");
+      return true;
+    }
   if ((given("report-context") || given("report-prompt")) && !report) {
     error("--report-context and --report-prompt go with --report");
     return true;

@@ -92,9 +92,12 @@ struct CompileOptions {
   GraphSection graph;
   CPUSection cpu;
   GPUSection gpu;
-  /// GPUs: also write the device binary to this file and its assembly to
-  /// FILE.s (for ptxas / readelf checks); empty: no.
+  /// GPUs: also write the device binary (fatbin, HSACO) to this file, for
+  /// checks; empty: no.
   std::string deviceCodePath;
+  /// GPUs: also write the kernels' assembly text (PTX, AMDGCN) to this file;
+  /// empty: no. It costs the device code generation a second time.
+  std::string deviceAssemblyPath;
   /// Also write every quantized weight's values as the compiled code sees
   /// them (f32, safetensors) to this file, for references; empty: no.
   std::string dequantizedWeightsPath;

@@ -103,20 +103,17 @@ public:
                    ArtifactInfo &artifact) const override {
     if (phase == CompilePhase::Kernels)
       artifact.kernels = kernelNames(module);
-    StringRef path = options.deviceCodePath;
-    if (path.empty())
-      return Error::success();
-    if (phase == CompilePhase::Device) {
+    if (phase == CompilePhase::Device && !options.deviceAssemblyPath.empty()) {
       // The assembly text of the same kernels, for the vendor's assembler.
       OwningOpRef<ModuleOp> copy = module.clone();
       PassManager toAssembly(module.getContext());
       info->buildSerialization(toAssembly, gpuOptions(options), /*assembly=*/true);
       if (failed(toAssembly.run(*copy)))
         return llvm::createStringError("emitting the kernels' assembly failed");
-      return dump(*copy, (path + ".s").str());
+      return dump(*copy, options.deviceAssemblyPath);
     }
-    if (phase == CompilePhase::Binary)
-      return dump(module, path);
+    if (phase == CompilePhase::Binary && !options.deviceCodePath.empty())
+      return dump(module, options.deviceCodePath);
     return Error::success();
   }
 
