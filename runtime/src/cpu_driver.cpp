@@ -22,6 +22,29 @@ using moir::rt::fail;
 
 namespace {
 
+/// Huge pages for the weights (copyToHugePages):
+/// MOIR_HUGE_PAGES=0 never, =1 whatever the size and the memory say, unset
+/// where Linux's transparent huge pages are not switched off (`never`).
+enum class HugePages { Off, Auto, Forced };
+
+HugePages hugePagesSetting() {
+  const char *env = std::getenv("MOIR_HUGE_PAGES");
+  if (env && std::strcmp(env, "0") == 0)
+    return HugePages::Off;
+  if (env && std::strcmp(env, "1") == 0)
+    return HugePages::Forced;
+  static const bool transparent = [] {
+    char mode[128] = {};
+    if (FILE *f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r")) {
+      if (!std::fgets(mode, sizeof mode, f))
+        mode[0] = 0;
+      std::fclose(f);
+    }
+    return mode[0] && !std::strstr(mode, "[never]");
+  }();
+  return transparent ? HugePages::Auto : HugePages::Off;
+}
+
 std::map<void *, int> &stagedFiles() {
   static std::map<void *, int> files;
   return files;
@@ -269,29 +292,19 @@ static uint64_t meminfoBytes(const char *key) {
 ///     unmapped from this process once copied, so it is not held twice.
 /// Anything failing leaves the weights where they are.
 static HugePageCopy copyToHugePages(const uint8_t *weights, size_t bytes,
-                                              const std::vector<moir::rt::Residency> &residency) {
+                                    const std::vector<moir::rt::Residency> &residency) {
   HugePageCopy none;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr size_t kHuge = size_t(2) << 20, kChunk = size_t(64) << 20;
-  const char *env = std::getenv("MOIR_HUGE_PAGES");
-  bool forced = env && std::strcmp(env, "1") == 0;
-  if ((env && std::strcmp(env, "0") == 0) || !bytes || (!forced && bytes < kHuge) ||
-      !residency.empty())
+  HugePages setting = hugePagesSetting();
+  bool forced = setting == HugePages::Forced;
+  if (setting == HugePages::Off || !bytes || (!forced && bytes < kHuge) || !residency.empty())
     return none;
-  if (const char *prefault = std::getenv("MOIR_PREFAULT"); prefault && std::strcmp(prefault, "0") == 0)
+  if (const char *prefault = std::getenv("MOIR_PREFAULT");
+      prefault && std::strcmp(prefault, "0") == 0)
     return none;
-  if (!forced) {
-    char mode[128] = {};
-    if (FILE *f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r")) {
-      if (!std::fgets(mode, sizeof mode, f))
-        mode[0] = 0;
-      std::fclose(f);
-    }
-    if (!mode[0] || std::strstr(mode, "[never]"))
-      return none;
-    if (bytes + (size_t(512) << 20) > meminfoBytes("MemAvailable"))
-      return none;
-  }
+  if (!forced && bytes + (size_t(512) << 20) > meminfoBytes("MemAvailable"))
+    return none;
   size_t size = (bytes + kHuge - 1) & ~(kHuge - 1);
   void *area = mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
