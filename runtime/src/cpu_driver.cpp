@@ -3,6 +3,8 @@
 #include "status.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdarg>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +21,10 @@
 #include <unistd.h>
 
 using moir::rt::fail;
+
+// The runtime's thread pool (parallel.cpp), as the compiled code calls it.
+using CopyMicrotask = void (*)(int32_t *, int32_t *, ...);
+extern "C" void __kmpc_fork_call(void *, int32_t, CopyMicrotask, ...);
 
 namespace {
 
@@ -255,6 +261,33 @@ static moir_status grantTiles(const std::string &path, void *handle) {
 #endif
 }
 
+/// The weights' copy onto huge pages, taken a piece at a time by the pool's
+/// threads (copyPieces), each piece of the mapping dropped from the process
+/// once copied.
+struct CopyJob {
+  const uint8_t *from;
+  uint8_t *to;
+  size_t bytes, piece;
+  std::atomic<size_t> next;
+};
+
+// Variadic, as the pool's microtasks are typed (a call through another
+// function type is undefined: UBSan's -fsanitize=function catches it).
+static void copyPieces(int32_t *, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  auto *job = static_cast<CopyJob *>(va_arg(ap, void *));
+  va_end(ap);
+  for (size_t i = job->next.fetch_add(1); i * job->piece < job->bytes;
+       i = job->next.fetch_add(1)) {
+    size_t at = i * job->piece, n = std::min(job->piece, job->bytes - at);
+    std::memcpy(job->to + at, job->from + at, n);
+    auto [start, end] = pageSpan(job->from + at, n, /*inner=*/true);
+    if (end > start)
+      (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_DONTNEED);
+  }
+}
+
 /// The first number in a line of /proc/meminfo, in bytes; 0 where absent.
 static uint64_t meminfoBytes(const char *key) {
   FILE *f = std::fopen("/proc/meminfo", "r");
@@ -278,8 +311,9 @@ static uint64_t meminfoBytes(const char *key) {
 /// every 4 KB is a TLB miss and a page walk, and the hardware prefetchers stop
 /// at each page's end. A copy on 2 MB transparent huge pages, made once at
 /// load, took the DeepSeek-V2-Lite-shaped Q8_0 decode from 39.9 to 43.1
-/// tok/s (+8%, 2 threads, bench/RESULTS.md). It costs the load 0.4-3 s for
-/// those 1.7 GB, most of it the kernel compacting memory into 2 MB runs.
+/// tok/s (+8%, 2 threads, bench/RESULTS.md). It costs the load 0.2-2.5 s for
+/// those 1.7 GB on 2 threads (0.4-5 s on one), most of it the kernel clearing
+/// 2 MB pages and compacting memory into 2 MB runs.
 /// Made when (MOIR_HUGE_PAGES=0: never; =1: whatever the size and the memory
 /// say, with a line on stderr once made):
 ///   - Linux, with transparent huge pages not switched off (`never`);
@@ -288,8 +322,9 @@ static uint64_t meminfoBytes(const char *key) {
 ///     weights need not all be in memory);
 ///   - the weights fit in MemAvailable with 512 MB to spare (the page cache
 ///     that holds the file counts as available: it is dropped as the copy
-///     grows). The copy goes 64 MB at a time, each piece of the mapping
-///     unmapped from this process once copied, so it is not held twice.
+///     grows). The pool's threads copy 64 MB pieces side by side, each piece
+///     of the mapping unmapped from this process once copied, so it is not
+///     held twice.
 /// Anything failing leaves the weights where they are.
 static HugePageCopy copyToHugePages(const uint8_t *weights, size_t bytes,
                                     const std::vector<moir::rt::Residency> &residency) {
@@ -322,13 +357,11 @@ static HugePageCopy copyToHugePages(const uint8_t *weights, size_t bytes,
     munmap(copy, size);
     return none;
   }
-  for (size_t at = 0; at < bytes; at += kChunk) {
-    size_t n = std::min(kChunk, bytes - at);
-    std::memcpy(copy + at, weights + at, n);
-    auto [start, end] = pageSpan(weights + at, n, /*inner=*/true);
-    if (end > start)
-      (void)madvise(reinterpret_cast<void *>(start), end - start, MADV_DONTNEED);
-  }
+  // Every thread of the pool takes the next piece until none is left: the
+  // page faults (each a 2 MB page cleared, often after compaction) run side
+  // by side.
+  CopyJob job{weights, copy, bytes, kChunk, {0}};
+  __kmpc_fork_call(nullptr, 1, copyPieces, static_cast<void *>(&job));
   // Read-only, as the mapping was: a stray write faults rather than
   // corrupting a weight.
   (void)mprotect(copy, size, PROT_READ);
