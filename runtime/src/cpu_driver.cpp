@@ -194,10 +194,17 @@ static std::pair<uintptr_t, uintptr_t> pageSpan(const uint8_t *p, size_t bytes, 
 /// long as memory allows, like every mapped page). Each locked run splits
 /// the mapping, so past kMaxLockedRuns runs (a kernel's map count is
 /// limited, 65530 by default) nothing is locked.
+/// MOIR_PREFAULT=0: the weights need not all be in memory (a model larger
+/// than it); they are neither mapped in at load nor copied onto huge pages.
+static bool prefaultOff() {
+  const char *env = std::getenv("MOIR_PREFAULT");
+  return env && std::strcmp(env, "0") == 0;
+}
+
 static void prefaultWeights(const uint8_t *weights, size_t bytes,
                             const std::vector<moir::rt::Residency> &residency) {
   constexpr size_t kMaxLockedRuns = 4096;
-  if (const char *env = std::getenv("MOIR_PREFAULT"); env && std::strcmp(env, "0") == 0)
+  if (prefaultOff())
     return;
   if (!bytes)
     return;
@@ -310,10 +317,11 @@ static uint64_t meminfoBytes(const char *key) {
 /// does not map a file's pages 2 MB at a time here: FilePmdMapped stays 0):
 /// every 4 KB is a TLB miss and a page walk, and the hardware prefetchers stop
 /// at each page's end. A copy on 2 MB transparent huge pages, made once at
-/// load, took the DeepSeek-V2-Lite-shaped Q8_0 decode from 39.9 to 43.1
-/// tok/s (+8%, 2 threads, bench/RESULTS.md). It costs the load 0.2-2.5 s for
-/// those 1.7 GB on 2 threads (0.4-5 s on one), most of it the kernel clearing
-/// 2 MB pages and compacting memory into 2 MB runs.
+/// load, took decode up 10-16% on the Mixtral- and DeepSeek-V2-Lite-shaped
+/// Q8_0/Q4_K_M/bf16 files (DeepSeek Q8_0 38.5 -> 44.5 tok/s, 2 threads,
+/// bench/RESULTS.md). It costs the load 0.3-2.6 s for those 1.7 GB on 2
+/// threads (0.6-5.3 s on one), most of it the kernel clearing 2 MB pages and
+/// compacting memory into 2 MB runs.
 /// Made when (MOIR_HUGE_PAGES=0: never; =1: whatever the size and the memory
 /// say, with a line on stderr once made):
 ///   - Linux, with transparent huge pages not switched off (`never`);
@@ -333,10 +341,8 @@ static HugePageCopy copyToHugePages(const uint8_t *weights, size_t bytes,
   constexpr size_t kHuge = size_t(2) << 20, kChunk = size_t(64) << 20;
   HugePages setting = hugePagesSetting();
   bool forced = setting == HugePages::Forced;
-  if (setting == HugePages::Off || !bytes || (!forced && bytes < kHuge) || !residency.empty())
-    return none;
-  if (const char *prefault = std::getenv("MOIR_PREFAULT");
-      prefault && std::strcmp(prefault, "0") == 0)
+  if (setting == HugePages::Off || !bytes || (!forced && bytes < kHuge) || !residency.empty() ||
+      prefaultOff())
     return none;
   if (!forced && bytes + (size_t(512) << 20) > meminfoBytes("MemAvailable"))
     return none;
@@ -350,8 +356,7 @@ static HugePageCopy copyToHugePages(const uint8_t *weights, size_t bytes,
   uintptr_t aligned = (base + kHuge - 1) & ~(kHuge - 1);
   if (aligned > base)
     munmap(area, aligned - base);
-  if (base + kHuge > aligned)
-    munmap(reinterpret_cast<void *>(aligned + size), base + kHuge - aligned);
+  munmap(reinterpret_cast<void *>(aligned + size), base + kHuge - aligned);
   auto *copy = reinterpret_cast<uint8_t *>(aligned);
   if (madvise(copy, size, MADV_HUGEPAGE) != 0) {
     munmap(copy, size);
