@@ -17,7 +17,19 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/IR/InstIterator.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
 #include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 
 #include <map>
@@ -49,6 +61,11 @@ namespace hl = moir::halide;
 /// lowers to the runtime's fork/join like every other parallel loop, so the
 /// kernels use MOIR_NUM_THREADS' threads and no second pool competes for
 /// the cores. A failed task's code is or-ed into the result.
+///
+/// A loop of one task (a decode kernel's loops over its one token: the int8
+/// path's activations, compute_root and parallel over tokens) runs on the
+/// calling thread, without a fork: a Mixtral-shaped Q8_0 decode step made
+/// about 440 such forks.
 void defineParFor(ModuleOp module) {
   constexpr llvm::StringLiteral kName = "halide_do_par_for";
   if (module.lookupSymbol(kName))
@@ -62,27 +79,118 @@ void defineParFor(ModuleOp module) {
   Block *body = func.addEntryBlock();
   b.setInsertionPointToStart(body);
   Value uc = body->getArgument(0), task = body->getArgument(1), closure = body->getArgument(4);
-  auto resultType = MemRefType::get({1}, i32);
-  Value result = memref::AllocaOp::create(b, loc, resultType);
-  Value first = arith::ConstantIndexOp::create(b, loc, 0);
-  memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 0, 32), result,
-                          ValueRange{first});
-  Value lo = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(2));
-  Value size = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(3));
-  Value hi = arith::AddIOp::create(b, loc, lo, size);
-  Value step = arith::ConstantIndexOp::create(b, loc, 1);
-  scf::ParallelOp::create(
-      b, loc, ValueRange{lo}, ValueRange{hi}, ValueRange{step},
-      [&](OpBuilder &nb, Location l, ValueRange iv) {
-        Value index = arith::IndexCastOp::create(nb, l, i32, iv[0]);
-        auto type = LLVM::LLVMFunctionType::get(i32, {ptr, i32, ptr});
-        Value rc = LLVM::CallOp::create(nb, l, type, ValueRange{task, uc, index, closure})
-                       .getResult();
-        memref::AtomicRMWOp::create(nb, l, arith::AtomicRMWKind::ori, rc, result,
-                                    ValueRange{first});
-      });
-  func::ReturnOp::create(b, loc,
+  auto taskType = LLVM::LLVMFunctionType::get(i32, {ptr, i32, ptr});
+  Value one = arith::ConstantIntOp::create(b, loc, 1, 32);
+  Value single = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, body->getArgument(3), one);
+  auto alone = scf::IfOp::create(b, loc, TypeRange{i32}, single, /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&alone.getThenRegion().front());
+    Value rc = LLVM::CallOp::create(b, loc, taskType,
+                                    ValueRange{task, uc, body->getArgument(2), closure})
+                   .getResult();
+    scf::YieldOp::create(b, loc, rc);
+    b.setInsertionPointToStart(&alone.getElseRegion().front());
+    auto resultType = MemRefType::get({1}, i32);
+    Value result = memref::AllocaOp::create(b, loc, resultType);
+    Value first = arith::ConstantIndexOp::create(b, loc, 0);
+    memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 0, 32), result,
+                            ValueRange{first});
+    Value lo = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(2));
+    Value size = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(3));
+    Value hi = arith::AddIOp::create(b, loc, lo, size);
+    Value step = arith::ConstantIndexOp::create(b, loc, 1);
+    scf::ParallelOp::create(
+        b, loc, ValueRange{lo}, ValueRange{hi}, ValueRange{step},
+        [&](OpBuilder &nb, Location l, ValueRange iv) {
+          Value index = arith::IndexCastOp::create(nb, l, i32, iv[0]);
+          Value rc = LLVM::CallOp::create(nb, l, taskType, ValueRange{task, uc, index, closure})
+                         .getResult();
+          memref::AtomicRMWOp::create(nb, l, arith::AtomicRMWKind::ori, rc, result,
+                                      ValueRange{first});
+        });
+    scf::YieldOp::create(b, loc,
                          ValueRange{memref::LoadOp::create(b, loc, result, ValueRange{first})});
+  }
+  func::ReturnOp::create(b, loc, alone.getResults());
+}
+
+/// The cache level a Halide kernel's prefetches fill on `triple`: 2 (L2,
+/// prefetcht1) on x86, as MLIR's weight kernels' (weightPrefetchLocality
+/// in ContractionKernels.cpp: measured there at 8 and 16 lanes), 3
+/// elsewhere (unmeasured, as theirs at 4 lanes).
+int prefetchLocality(const llvm::Triple &triple) { return triple.isX86() ? 2 : 3; }
+
+/// A Halide host kernel's object, made by MoIR's LLVM from the bitcode
+/// Halide wrote (its optimized IR) with the target, CPU, features and
+/// floating-point options Halide's own code generator takes from the same
+/// module flags. One thing differs: Halide's runtime writes every prefetch
+/// a schedule asks for as a non-temporal one (prefetchnta on x86), which
+/// made a Mixtral-shaped Q8_0 decode 30% slower where a read into L2 made
+/// it 35% faster; here each is a read prefetch into prefetchLocality's
+/// level. Writes `object`; returns an error message or "".
+std::string objectFromHalideBitcode(const std::string &bitcode, const std::string &object) {
+  llvm::LLVMContext context;
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer = llvm::MemoryBuffer::getFile(bitcode);
+  if (!buffer)
+    return bitcode + ": " + buffer.getError().message();
+  llvm::Expected<std::unique_ptr<llvm::Module>> parsed =
+      llvm::parseBitcodeFile((*buffer)->getMemBufferRef(), context);
+  if (!parsed)
+    return bitcode + ": " + llvm::toString(parsed.takeError());
+  llvm::Module &m = **parsed;
+  auto flagString = [&](llvm::StringRef key) -> std::string {
+    if (auto *s = llvm::dyn_cast_or_null<llvm::MDString>(m.getModuleFlag(key)))
+      return s->getString().str();
+    return "";
+  };
+  auto flagSet = [&](llvm::StringRef key) {
+    auto *c = llvm::mdconst::extract_or_null<llvm::ConstantInt>(m.getModuleFlag(key));
+    return c && !c->isZero();
+  };
+  const llvm::Triple &triple = m.getTargetTriple();
+  std::string lookupError;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, lookupError);
+  if (!target)
+    return bitcode + ": no LLVM target for '" + triple.str() + "': " + lookupError;
+  llvm::TargetOptions options;
+  options.AllowFPOpFusion = flagSet("halide_per_instruction_fast_math_flags")
+                                ? llvm::FPOpFusion::Strict
+                                : llvm::FPOpFusion::Fast;
+  options.FloatABIType =
+      flagSet("halide_use_soft_float_abi") ? llvm::FloatABI::Soft : llvm::FloatABI::Hard;
+  options.MCOptions.ABIName = flagString("halide_mabi");
+  options.FunctionSections = true;
+  options.UseInitArray = true;
+  std::optional<llvm::CodeModel::Model> codeModel;
+  if (flagSet("halide_use_large_code_model"))
+    codeModel = llvm::CodeModel::Large;
+  std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
+      triple, flagString("halide_mcpu_target"), flagString("halide_mattrs"), options,
+      flagSet("halide_use_pic") ? llvm::Reloc::PIC_ : llvm::Reloc::Static, codeModel,
+      llvm::CodeGenOptLevel::Aggressive));
+  if (!machine)
+    return bitcode + ": cannot create a target machine for " + triple.str();
+  llvm::Type *i32 = llvm::Type::getInt32Ty(context);
+  for (llvm::Function &f : m)
+    for (llvm::Instruction &i : llvm::instructions(f))
+      if (auto *call = llvm::dyn_cast<llvm::IntrinsicInst>(&i);
+          call && call->getIntrinsicID() == llvm::Intrinsic::prefetch) {
+        call->setArgOperand(1, llvm::ConstantInt::get(i32, 0)); // read
+        call->setArgOperand(2, llvm::ConstantInt::get(i32, prefetchLocality(triple)));
+      }
+  std::error_code ec;
+  llvm::raw_fd_ostream os(object, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return object + ": " + ec.message();
+  llvm::legacy::PassManager pm;
+  if (machine->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile))
+    return bitcode + ": the target cannot emit object files";
+  pm.run(m);
+  os.close();
+  if (os.has_error())
+    return object + ": " + os.error().message();
+  return "";
 }
 
 FailureOr<hl::TensorSpec> tensorSpec(Operation *op, Type type) {
@@ -236,8 +344,25 @@ struct HalideCompileKernelsPass
     for (auto &[name, spec] : specs)
       list.push_back(spec);
     std::vector<std::string> objects;
+    options.hostBitcode = true;
     std::string error = hl::generateKernels(list, options, objects);
+    // The host kernels' bitcode made objects (objectFromHalideBitcode).
+    for (std::string &o : objects) {
+      if (!error.empty() || !llvm::StringRef(o).ends_with(".bc"))
+        continue;
+      std::string object = o.substr(0, o.size() - 3) + ".o";
+      error = "Halide: " + objectFromHalideBitcode(o, object);
+      if (error == "Halide: ")
+        error.clear();
+      llvm::sys::fs::remove(o);
+      o = object;
+    }
     if (!error.empty()) {
+      // Nothing left behind: the objects and their temporary folder.
+      for (const std::string &o : objects)
+        llvm::sys::fs::remove(o);
+      if (!objects.empty())
+        llvm::sys::fs::remove(llvm::sys::path::parent_path(objects.front()));
       // Not on the module: its diagnostic would print the whole module.
       mlir::emitError(module.getLoc()) << error;
       return signalPassFailure();

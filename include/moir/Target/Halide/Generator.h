@@ -88,14 +88,20 @@ struct GeneratorOptions {
   /// `parallelism` cores, instead of the default schedules.
   std::string autoscheduler;
   int parallelism = 16;
+  /// The host kernels (not the device ones, nor the runtime) as LLVM
+  /// bitcode (`<symbol>.bc`), Halide's optimized IR, instead of objects:
+  /// moir-halide-compile-kernels makes the objects with MoIR's LLVM
+  /// (objectFromHalideBitcode), which sets the prefetches' cache level.
+  bool hostBitcode = false;
 };
 
 /// The Halide target string for `options` ("x86-64-linux-avx2-fma-...").
 /// Empty, with `error` set, for a triple Halide cannot compile for.
 std::string halideTarget(const GeneratorOptions &options, std::string &error);
 
-/// Compiles every kernel and Halide's runtime to object files in a new
-/// temporary folder, their paths appended to `objects`. Returns an error
+/// Compiles every kernel and Halide's runtime to object files (host
+/// kernels to bitcode with `hostBitcode`) in a new temporary folder, their
+/// paths appended to `objects`. Returns an error
 /// message (naming the kernel and, for a schedule file, the file and line),
 /// or "" on success; on an error no object and no folder is left.
 std::string generateKernels(const std::vector<KernelSpec> &specs, const GeneratorOptions &options,

@@ -176,9 +176,14 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     applySchedule(kernel, schedule, origin);
     checkDeviceStorage(kernel, spec, origin);
     std::vector<Argument> args(kernel.inputs.begin(), kernel.inputs.end());
-    fs::path object = dir / (spec.symbol + ".o");
-    kernel.output.compile_to_object(object.string(), args, spec.symbol,
-                                    kernelTarget.with_feature(Target::NoRuntime));
+    bool bitcode = options.hostBitcode && !spec.strings.count("device");
+    fs::path object = dir / (spec.symbol + (bitcode ? ".bc" : ".o"));
+    if (bitcode)
+      kernel.output.compile_to_bitcode(object.string(), args, spec.symbol,
+                                       kernelTarget.with_feature(Target::NoRuntime));
+    else
+      kernel.output.compile_to_object(object.string(), args, spec.symbol,
+                                      kernelTarget.with_feature(Target::NoRuntime));
     checkCompiled();
     objects.push_back(object.string());
   } catch (const Halide::Error &e) { // not a std::exception

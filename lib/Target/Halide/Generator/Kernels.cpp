@@ -536,6 +536,39 @@ bool rowByRow(const KernelSpec &spec, size_t index) {
   return isDecode(spec) && (w.packed.empty() || w.int8);
 }
 
+/// The bytes a decode kernel's host schedule prefetches ahead of the row it
+/// reads (rowByRow): 4 KB. The hardware prefetchers stop at every 4 KB
+/// page; MLIR's kernels prefetch their weights by hand as well. A
+/// Mixtral-shaped Q8_0 decode on this machine: 84 -> 116 tok/s.
+constexpr int64_t kPrefetchBytes = 4096;
+
+/// `.prefetch(weight, step, step, ahead, NonFaulting)` for a decode
+/// kernel's loop `step` over input `index`'s row, `stepBytes` a step: the
+/// lines kPrefetchBytes on, which run on into the next rows (prefetches do
+/// not fault past a buffer's end). Moir-halide-compile-kernels makes them
+/// reads into L2 (objectFromHalideBitcode).
+std::string prefetchAhead(const KernelSpec &spec, size_t index, const std::string &weight,
+                          const std::string &step, int64_t stepBytes) {
+  if (!rowByRow(spec, index) || !onHost(spec) || stepBytes <= 0)
+    return "";
+  int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / stepBytes);
+  return ".prefetch(" + weight + ", " + step + ", " + step + ", " + std::to_string(ahead) +
+         ", NonFaulting)";
+}
+
+/// The bytes of one step of a dot product over input `index` in `lanes`
+/// (dotLanes): 4 a lane on the int8 path, an element a lane otherwise.
+int64_t stepBytes(const KernelSpec &spec, size_t index, int lanes) {
+  const TensorSpec &w = spec.inputs.at(index);
+  if (w.int8)
+    return 4 * lanes;
+  int bytes = w.type == ElementType::I64                               ? 8
+              : w.type == ElementType::F32 || w.type == ElementType::I32 ? 4
+              : w.type == ElementType::I8                                ? 1
+                                                                         : 2;
+  return static_cast<int64_t>(bytes) * lanes;
+}
+
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
 /// added in order.
 Expr sumOfLanes(Func f, int lanes, const std::vector<Expr> &at) {
@@ -1431,7 +1464,8 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
         s << "partial.update().reorder(l, n, ko, t)" << (l > 1 ? ".vectorize(l)" : "")
           << ".unroll(n)\n";
       else
-        s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "") << "\n";
+        s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "")
+          << prefetchAhead(spec, weight, "weight", "ko", stepBytes(spec, weight, l)) << "\n";
     } else {
       // Prefill: tiles of 4 rows x 4 tokens keep 16 partial vectors in
       // registers; a parallel task holds `block` weight rows in cache while
@@ -1488,6 +1522,9 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // A dot product's update stage: the reduction `k` inside the rows `v`
     // (decode), or the rows unrolled inside it (prefill); `last`, a loop
     // outermost in both.
+    // The weights' input names (buildExperts).
+    const char *weightNames[] = {"x",    "ids",  "weights",     "gate",      "up",
+                                 "down", "shared_gate", "shared_up", "shared_down"};
     auto dot = [&](const std::string &func, size_t weight, const std::string &k,
                    const std::string &v, const std::string &outer, int lanes,
                    const std::string &last = "") {
@@ -1496,9 +1533,15 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       // (Over packed weights decoded to f32, one vector of partial sums per
       // row: decode unrolls the rows inside the reduction too, for
       // independent sums.)
-      if (rowByRow(spec, weight))
+      if (rowByRow(spec, weight)) {
         s << func << ".update().reorder(l, " << k << ", " << v << ", " << outer << tail << ")"
-          << vec << "\n";
+          << vec;
+        // Its weights (gate and up together) prefetched ahead.
+        for (size_t w = weight; w < weight + (func.find("gate_up") != std::string::npos ? 2 : 1);
+             ++w)
+          s << prefetchAhead(spec, w, weightNames[w], k, stepBytes(spec, w, lanes));
+        s << "\n";
+      }
       else
         s << func << ".update().reorder(l, " << v << ", " << outer << ", " << k << tail << ")"
           << vec << ".unroll(" << v << ")\n";
