@@ -537,36 +537,31 @@ bool rowByRow(const KernelSpec &spec, size_t index) {
 }
 
 /// The bytes a decode kernel's host schedule prefetches ahead of the row it
-/// reads (rowByRow): 4 KB. The hardware prefetchers stop at every 4 KB
-/// page; MLIR's kernels prefetch their weights by hand as well. A
-/// Mixtral-shaped Q8_0 decode on this machine: 84 -> 116 tok/s.
+/// reads (rowByRow) on the int8 path: 4 KB. The hardware prefetchers stop
+/// at every 4 KB page; MLIR's kernels prefetch their weights by hand as
+/// well. A Mixtral-shaped Q8_0 decode on this machine: 84 -> 116 tok/s.
 constexpr int64_t kPrefetchBytes = 4096;
 
 /// `.prefetch(weight, step, step, ahead, NonFaulting)` for a decode
 /// kernel's loop `step` over input `index`'s row, `stepBytes` a step: the
 /// lines kPrefetchBytes on, which run on into the next rows (prefetches do
 /// not fault past a buffer's end). Moir-halide-compile-kernels makes them
-/// reads into L2 (objectFromHalideBitcode).
+/// reads into L2 (objectFromHalideBitcode). Only for weights on the int8
+/// path: bf16 rows prefetched so made the Mixtral-shaped bf16 decode
+/// slower (59.8 -> 56.5 tok/s).
 std::string prefetchAhead(const KernelSpec &spec, size_t index, const std::string &weight,
                           const std::string &step, int64_t stepBytes) {
-  if (!rowByRow(spec, index) || !onHost(spec) || stepBytes <= 0)
+  if (!spec.inputs.at(index).int8 || !rowByRow(spec, index) || !onHost(spec) || stepBytes <= 0)
     return "";
   int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / stepBytes);
   return ".prefetch(" + weight + ", " + step + ", " + step + ", " + std::to_string(ahead) +
          ", NonFaulting)";
 }
 
-/// The bytes of one step of a dot product over input `index` in `lanes`
-/// (dotLanes): 4 a lane on the int8 path, an element a lane otherwise.
+/// The bytes of one step of a dot product over input `index` on the int8
+/// path in `lanes` (dotLanes): 4 a lane.
 int64_t stepBytes(const KernelSpec &spec, size_t index, int lanes) {
-  const TensorSpec &w = spec.inputs.at(index);
-  if (w.int8)
-    return 4 * lanes;
-  int bytes = w.type == ElementType::I64                               ? 8
-              : w.type == ElementType::F32 || w.type == ElementType::I32 ? 4
-              : w.type == ElementType::I8                                ? 1
-                                                                         : 2;
-  return static_cast<int64_t>(bytes) * lanes;
+  return spec.inputs.at(index).int8 ? 4 * lanes : 0;
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
