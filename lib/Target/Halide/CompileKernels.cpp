@@ -351,9 +351,8 @@ struct HalideCompileKernelsPass
       if (!error.empty() || !llvm::StringRef(o).ends_with(".bc"))
         continue;
       std::string object = o.substr(0, o.size() - 3) + ".o";
-      error = "Halide: " + objectFromHalideBitcode(o, object);
-      if (error == "Halide: ")
-        error.clear();
+      if (std::string e = objectFromHalideBitcode(o, object); !e.empty())
+        error = "Halide: " + e;
       llvm::sys::fs::remove(o);
       o = object;
     }

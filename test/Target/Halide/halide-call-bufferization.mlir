@@ -1,0 +1,26 @@
+// moir.halide_call's results bufferize to new allocations with the identity
+// layout, and say so before they are bufferized (getBufferType): an scf.if
+// that picks the decode or the prefill kernel yields them with that layout,
+// not with unknown strides (which made the MLIR kernels downstream fall back
+// to plain loops: DeepSeek's MLA absorption on packed kv_b, 527 us a layer
+// against 64).
+// RUN: moir-opt %s --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" | FileCheck %s
+
+// CHECK-LABEL: func.func @pick
+// CHECK: scf.if
+// CHECK: func.call @moir_hl_linear_decode
+// CHECK: scf.yield %{{.*}} : memref<?x32xf32>
+// CHECK: func.call @moir_hl_linear_prefill
+// CHECK: scf.yield %{{.*}} : memref<?x32xf32>
+// CHECK-NOT: strided<[?, ?]
+// CHECK: return
+func.func @pick(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %decode: i1) -> tensor<?x32xf32> {
+  %r = scf.if %decode -> tensor<?x32xf32> {
+    %a = moir.halide_call "moir_hl_linear_decode" "linear"(%x, %w) {variant = "decode"} : (tensor<?x64xf32>, tensor<32x64xf32>) -> tensor<?x32xf32>
+    scf.yield %a : tensor<?x32xf32>
+  } else {
+    %b = moir.halide_call "moir_hl_linear_prefill" "linear"(%x, %w) {variant = "prefill"} : (tensor<?x64xf32>, tensor<32x64xf32>) -> tensor<?x32xf32>
+    scf.yield %b : tensor<?x32xf32>
+  }
+  return %r : tensor<?x32xf32>
+}
