@@ -19,10 +19,13 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/Analysis/TargetLibraryInfo.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/IR/InstIterator.h"
 #include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
@@ -116,18 +119,27 @@ void defineParFor(ModuleOp module) {
 }
 
 /// The cache level a Halide kernel's prefetches fill on `triple`: 2 (L2,
-/// prefetcht1) on x86, as MLIR's weight kernels' (weightPrefetchLocality
-/// in ContractionKernels.cpp: measured there at 8 and 16 lanes), 3
-/// elsewhere (unmeasured, as theirs at 4 lanes).
+/// prefetcht1) on x86, where MLIR's weight kernels use it at 8 and 16
+/// lanes (weightPrefetchLocality in ContractionKernels.cpp: AVX and
+/// AVX-512, the widths MoIR's x86 targets have), 3 elsewhere (MLIR's at
+/// 4 lanes, NEON; unmeasured).
 int prefetchLocality(const llvm::Triple &triple) { return triple.isX86() ? 2 : 3; }
 
 /// A Halide host kernel's object, made by MoIR's LLVM from the bitcode
-/// Halide wrote (its optimized IR) with the target, CPU, features and
-/// floating-point options Halide's own code generator takes from the same
-/// module flags. One thing differs: Halide's runtime writes every prefetch
-/// a schedule asks for as a non-temporal one (prefetchnta on x86), which
+/// Halide wrote (its optimized IR) with the settings Halide's own object
+/// emission takes (get_target_options and make_target_machine in Halide
+/// 21's CodeGen_Internal.cpp): target, CPU and features from the module
+/// flags (each function also carries its target-cpu/target-features),
+/// FP-op fusion, float ABI, ABI name, PIC, code model, function sections,
+/// no relaxed x86 relocations, the target's library info. Halide's
+/// NoInfs/NoNaNs/UnsafeFPMath options are not set: instruction selection
+/// resets them from function attributes, which Halide does not write (and
+/// LLVM 22 has no UnsafeFPMath).
+///
+/// One thing differs on purpose: Halide's runtime writes every prefetch a
+/// schedule asks for as a non-temporal one (prefetchnta on x86), which
 /// made a Mixtral-shaped Q8_0 decode 30% slower where a read into L2 made
-/// it 35% faster; here each is a read prefetch into prefetchLocality's
+/// it 38% faster; here each is a read prefetch into prefetchLocality's
 /// level. Writes `object`; returns an error message or "".
 std::string objectFromHalideBitcode(const std::string &bitcode, const std::string &object) {
   llvm::LLVMContext context;
@@ -137,18 +149,25 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
   llvm::Expected<std::unique_ptr<llvm::Module>> parsed =
       llvm::parseBitcodeFile((*buffer)->getMemBufferRef(), context);
   if (!parsed)
-    return bitcode + ": " + llvm::toString(parsed.takeError());
+    return bitcode + ": MoIR's LLVM " LLVM_VERSION_STRING " cannot read Halide's bitcode (" +
+           llvm::toString(parsed.takeError()) + "); is this Halide built on a newer LLVM?";
   llvm::Module &m = **parsed;
+  if (llvm::verifyModule(m, &llvm::errs()))
+    return bitcode + ": Halide's LLVM IR does not verify with MoIR's LLVM " LLVM_VERSION_STRING;
   auto flagString = [&](llvm::StringRef key) -> std::string {
     if (auto *s = llvm::dyn_cast_or_null<llvm::MDString>(m.getModuleFlag(key)))
       return s->getString().str();
     return "";
   };
-  auto flagSet = [&](llvm::StringRef key) {
+  // A flag's value, `absent` where the module has none (Halide's own
+  // defaults: PIC unless told otherwise).
+  auto flagSet = [&](llvm::StringRef key, bool absent = false) {
     auto *c = llvm::mdconst::extract_or_null<llvm::ConstantInt>(m.getModuleFlag(key));
-    return c && !c->isZero();
+    return c ? !c->isZero() : absent;
   };
   const llvm::Triple &triple = m.getTargetTriple();
+  // (LLVM's targets are initialized: moir::host::subtargetInfo, which the
+  // pass calls before the generator, initializes them all.)
   std::string lookupError;
   const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, lookupError);
   if (!target)
@@ -160,6 +179,7 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
   options.FloatABIType =
       flagSet("halide_use_soft_float_abi") ? llvm::FloatABI::Soft : llvm::FloatABI::Hard;
   options.MCOptions.ABIName = flagString("halide_mabi");
+  options.MCOptions.X86RelaxRelocations = false;
   options.FunctionSections = true;
   options.UseInitArray = true;
   std::optional<llvm::CodeModel::Model> codeModel;
@@ -167,10 +187,14 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
     codeModel = llvm::CodeModel::Large;
   std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
       triple, flagString("halide_mcpu_target"), flagString("halide_mattrs"), options,
-      flagSet("halide_use_pic") ? llvm::Reloc::PIC_ : llvm::Reloc::Static, codeModel,
+      flagSet("halide_use_pic", /*absent=*/true) ? llvm::Reloc::PIC_ : llvm::Reloc::Static,
+      codeModel,
       llvm::CodeGenOptLevel::Aggressive));
   if (!machine)
     return bitcode + ": cannot create a target machine for " + triple.str();
+  if (m.getDataLayout() != machine->createDataLayout())
+    return bitcode + ": Halide's data layout '" + m.getDataLayoutStr() +
+           "' is not LLVM's for " + triple.str();
   llvm::Type *i32 = llvm::Type::getInt32Ty(context);
   for (llvm::Function &f : m)
     for (llvm::Instruction &i : llvm::instructions(f))
@@ -184,6 +208,7 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
   if (ec)
     return object + ": " + ec.message();
   llvm::legacy::PassManager pm;
+  pm.add(new llvm::TargetLibraryInfoWrapperPass(triple));
   if (machine->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile))
     return bitcode + ": the target cannot emit object files";
   pm.run(m);

@@ -294,8 +294,8 @@ struct HalideCallBufferization
   /// bufferized: the scf.if that picks a decode or prefill kernel yielded
   /// memref<?x3072xf32, strided<[?, ?], offset: ?>>, so the MLIR kernels
   /// downstream saw unknown strides and fell back to plain loops (DeepSeek's
-  /// MLA absorption on packed kv_b: 527 us a layer, against 143 with
-  /// MLIR's kernels only).
+  /// MLA absorption on packed kv_b in a Halide build: 527 us a layer; 64
+  /// with this; 143 in a build with MLIR's kernels only).
   FailureOr<BufferLikeType> getBufferType(Operation *, Value value, const BufferizationOptions &,
                                           const BufferizationState &,
                                           SmallVector<Value> &) const {

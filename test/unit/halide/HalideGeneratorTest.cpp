@@ -144,4 +144,27 @@ TEST(HalideTarget, CompilesForHexagon) {
   compileFor("hexagon-32-qurt-hvx-hvx_v68", std::string("\x7f" "ELF", 4));
 }
 
+// hostBitcode: host kernels come out as LLVM bitcode (for MoIR's LLVM to
+// compile, moir-halide-compile-kernels), device kernels and the runtime as
+// objects.
+TEST(HalideTarget, WritesHostKernelsAsBitcode) {
+  GeneratorOptions options;
+  options.triple = "x86_64-unknown-linux-gnu";
+  options.features = {"sse4.1", "avx", "avx2", "fma"};
+  options.hostBitcode = true;
+  std::vector<KernelSpec> specs = kernels();
+  specs.back().strings["device"] = "opencl";
+  std::vector<std::string> objects;
+  ASSERT_EQ(generateKernels(specs, options, objects), "");
+  ASSERT_EQ(objects.size(), 4u);
+  size_t bitcode = 0;
+  for (const std::string &o : objects) {
+    bool bc = o.size() > 3 && o.compare(o.size() - 3, 3, ".bc") == 0;
+    EXPECT_EQ(head(o, 4), bc ? std::string("BC\xc0\xde", 4) : std::string("\x7f" "ELF", 4)) << o;
+    bitcode += bc;
+  }
+  EXPECT_EQ(bitcode, 2u) << "the two host kernels; the OpenCL one and the runtime are objects";
+  removeObjects(objects);
+}
+
 } // namespace

@@ -176,7 +176,7 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     applySchedule(kernel, schedule, origin);
     checkDeviceStorage(kernel, spec, origin);
     std::vector<Argument> args(kernel.inputs.begin(), kernel.inputs.end());
-    bool bitcode = options.hostBitcode && !spec.strings.count("device");
+    bool bitcode = options.hostBitcode && onHost(spec);
     fs::path object = dir / (spec.symbol + (bitcode ? ".bc" : ".o"));
     if (bitcode)
       kernel.output.compile_to_bitcode(object.string(), args, spec.symbol,
