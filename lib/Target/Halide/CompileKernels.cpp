@@ -17,9 +17,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
-#include "llvm/Bitcode/BitcodeReader.h"
 #include "llvm/Analysis/TargetLibraryInfo.h"
+#include "llvm/Bitcode/BitcodeReader.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/IR/InstIterator.h"
 #include "llvm/IR/IntrinsicInst.h"
@@ -65,10 +64,9 @@ namespace hl = moir::halide;
 /// kernels use MOIR_NUM_THREADS' threads and no second pool competes for
 /// the cores. A failed task's code is or-ed into the result.
 ///
-/// A loop of one task (a decode kernel's loops over its one token: the int8
-/// path's activations, compute_root and parallel over tokens) runs on the
-/// calling thread, without a fork: a Mixtral-shaped Q8_0 decode step made
-/// about 440 such forks.
+/// A loop of one task (a decode kernel's loops over its one token) runs on
+/// the calling thread without a fork: moir-cpu-parallel-if gives the region
+/// an if clause, as every other parallel loop's.
 void defineParFor(ModuleOp module) {
   constexpr llvm::StringLiteral kName = "halide_do_par_for";
   if (module.lookupSymbol(kName))
@@ -82,40 +80,27 @@ void defineParFor(ModuleOp module) {
   Block *body = func.addEntryBlock();
   b.setInsertionPointToStart(body);
   Value uc = body->getArgument(0), task = body->getArgument(1), closure = body->getArgument(4);
-  auto taskType = LLVM::LLVMFunctionType::get(i32, {ptr, i32, ptr});
-  Value one = arith::ConstantIntOp::create(b, loc, 1, 32);
-  Value single = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, body->getArgument(3), one);
-  auto alone = scf::IfOp::create(b, loc, TypeRange{i32}, single, /*withElseRegion=*/true);
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(&alone.getThenRegion().front());
-    Value rc = LLVM::CallOp::create(b, loc, taskType,
-                                    ValueRange{task, uc, body->getArgument(2), closure})
-                   .getResult();
-    scf::YieldOp::create(b, loc, rc);
-    b.setInsertionPointToStart(&alone.getElseRegion().front());
-    auto resultType = MemRefType::get({1}, i32);
-    Value result = memref::AllocaOp::create(b, loc, resultType);
-    Value first = arith::ConstantIndexOp::create(b, loc, 0);
-    memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 0, 32), result,
-                            ValueRange{first});
-    Value lo = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(2));
-    Value size = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(3));
-    Value hi = arith::AddIOp::create(b, loc, lo, size);
-    Value step = arith::ConstantIndexOp::create(b, loc, 1);
-    scf::ParallelOp::create(
-        b, loc, ValueRange{lo}, ValueRange{hi}, ValueRange{step},
-        [&](OpBuilder &nb, Location l, ValueRange iv) {
-          Value index = arith::IndexCastOp::create(nb, l, i32, iv[0]);
-          Value rc = LLVM::CallOp::create(nb, l, taskType, ValueRange{task, uc, index, closure})
-                         .getResult();
-          memref::AtomicRMWOp::create(nb, l, arith::AtomicRMWKind::ori, rc, result,
-                                      ValueRange{first});
-        });
-    scf::YieldOp::create(b, loc,
+  auto resultType = MemRefType::get({1}, i32);
+  Value result = memref::AllocaOp::create(b, loc, resultType);
+  Value first = arith::ConstantIndexOp::create(b, loc, 0);
+  memref::StoreOp::create(b, loc, arith::ConstantIntOp::create(b, loc, 0, 32), result,
+                          ValueRange{first});
+  Value lo = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(2));
+  Value size = arith::IndexCastOp::create(b, loc, b.getIndexType(), body->getArgument(3));
+  Value hi = arith::AddIOp::create(b, loc, lo, size);
+  Value step = arith::ConstantIndexOp::create(b, loc, 1);
+  scf::ParallelOp::create(
+      b, loc, ValueRange{lo}, ValueRange{hi}, ValueRange{step},
+      [&](OpBuilder &nb, Location l, ValueRange iv) {
+        Value index = arith::IndexCastOp::create(nb, l, i32, iv[0]);
+        auto type = LLVM::LLVMFunctionType::get(i32, {ptr, i32, ptr});
+        Value rc = LLVM::CallOp::create(nb, l, type, ValueRange{task, uc, index, closure})
+                       .getResult();
+        memref::AtomicRMWOp::create(nb, l, arith::AtomicRMWKind::ori, rc, result,
+                                    ValueRange{first});
+      });
+  func::ReturnOp::create(b, loc,
                          ValueRange{memref::LoadOp::create(b, loc, result, ValueRange{first})});
-  }
-  func::ReturnOp::create(b, loc, alone.getResults());
 }
 
 /// The cache level a Halide kernel's prefetches fill on `triple`: 2 (L2,

@@ -543,25 +543,20 @@ bool rowByRow(const KernelSpec &spec, size_t index) {
 constexpr int64_t kPrefetchBytes = 4096;
 
 /// `.prefetch(weight, step, step, ahead, NonFaulting)` for a decode
-/// kernel's loop `step` over input `index`'s row, `stepBytes` a step: the
-/// lines kPrefetchBytes on, which run on into the next rows (prefetches do
-/// not fault past a buffer's end). Moir-halide-compile-kernels makes them
-/// reads into L2 (objectFromHalideBitcode). Only for weights on the int8
-/// path: bf16 rows prefetched so made the Mixtral-shaped bf16 decode
-/// slower (59.8 -> 56.5 tok/s).
+/// kernel's loop `step` over input `index`'s row in `lanes` (dotLanes; on
+/// the int8 path 4 bytes a lane): the lines kPrefetchBytes on, which run on
+/// into the next rows (prefetches do not fault past a buffer's end).
+/// Moir-halide-compile-kernels makes them reads into L2
+/// (objectFromHalideBitcode). Only for weights on the int8 path: bf16 rows
+/// prefetched so made the Mixtral-shaped bf16 decode slower (59.8 -> 56.5
+/// tok/s).
 std::string prefetchAhead(const KernelSpec &spec, size_t index, const std::string &weight,
-                          const std::string &step, int64_t stepBytes) {
-  if (!spec.inputs.at(index).int8 || !rowByRow(spec, index) || !onHost(spec) || stepBytes <= 0)
+                          const std::string &step, int lanes) {
+  if (!spec.inputs.at(index).int8 || !rowByRow(spec, index) || !onHost(spec) || lanes <= 0)
     return "";
-  int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / stepBytes);
+  int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / (4 * lanes));
   return ".prefetch(" + weight + ", " + step + ", " + step + ", " + std::to_string(ahead) +
          ", NonFaulting)";
-}
-
-/// The bytes of one step of a dot product over input `index` on the int8
-/// path in `lanes` (dotLanes): 4 a lane.
-int64_t stepBytes(const KernelSpec &spec, size_t index, int lanes) {
-  return spec.inputs.at(index).int8 ? 4 * lanes : 0;
 }
 
 /// f(0, at...) + ... + f(lanes - 1, at...): a vector partial sum's lanes,
@@ -859,6 +854,11 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
 /// FFN), e = ids(j, t), each token reading its own experts' weights (a
 /// data-dependent index into the stacked weights). The routing weight
 /// scales the FFN's hidden row before the down projection.
+/// The experts kernel's inputs by index, as buildExperts names them (and
+/// its schedule refers to them).
+const char *const kExpertsInputs[] = {"x",    "ids",         "weights",   "gate",       "up",
+                                      "down", "shared_gate", "shared_up", "shared_down"};
+
 void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   if (spec.outputs[0].shape.size() != 2)
     fail(spec, "needs a rank-2 output");
@@ -867,10 +867,11 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     fail(spec, "needs 6 inputs, or 9 with a shared expert");
   bool residual = int8Residual(spec);
   std::map<size_t, ImageParam> scales;
-  ImageParam x = input(spec, 0, "x"), ids = input(spec, 1, "ids"),
-             routed = input(spec, 2, "weights");
-  Weight gate = weight(spec, 3, "gate", scales), up = weight(spec, 4, "up", scales),
-         down = weight(spec, 5, "down", scales);
+  const char *const *name = kExpertsInputs;
+  ImageParam x = input(spec, 0, name[0]), ids = input(spec, 1, name[1]),
+             routed = input(spec, 2, name[2]);
+  Weight gate = weight(spec, 3, name[3], scales), up = weight(spec, 4, name[4], scales),
+         down = weight(spec, 5, name[5], scales);
   int hidden = staticDim(spec, 0, 1), topK = staticDim(spec, 1, 1);
   int experts = staticDim(spec, 3, 0), ffn = staticDim(spec, 3, 1);
   if (staticDim(spec, 3, 2) != hidden || staticDim(spec, 4, 0) != experts ||
@@ -956,9 +957,8 @@ void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                   {"down_partial", downPartial}});
 
   if (shared) {
-    Weight sgate = weight(spec, 6, "shared_gate", scales),
-           sup = weight(spec, 7, "shared_up", scales),
-           sdown = weight(spec, 8, "shared_down", scales);
+    Weight sgate = weight(spec, 6, name[6], scales), sup = weight(spec, 7, name[7], scales),
+           sdown = weight(spec, 8, name[8], scales);
     int sffn = staticDim(spec, 6, 0);
     if (staticDim(spec, 6, 1) != hidden || staticDim(spec, 7, 0) != sffn ||
         staticDim(spec, 7, 1) != hidden || staticDim(spec, 8, 0) != hidden ||
@@ -1460,7 +1460,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
           << ".unroll(n)\n";
       else
         s << "partial.update().reorder(l, ko, n, t)" << (l > 1 ? ".vectorize(l)" : "")
-          << prefetchAhead(spec, weight, "weight", "ko", stepBytes(spec, weight, l)) << "\n";
+          << prefetchAhead(spec, weight, "weight", "ko", l) << "\n";
     } else {
       // Prefill: tiles of 4 rows x 4 tokens keep 16 partial vectors in
       // registers; a parallel task holds `block` weight rows in cache while
@@ -1517,9 +1517,6 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     // A dot product's update stage: the reduction `k` inside the rows `v`
     // (decode), or the rows unrolled inside it (prefill); `last`, a loop
     // outermost in both.
-    // The weights' input names (buildExperts).
-    const char *weightNames[] = {"x",    "ids",  "weights",     "gate",      "up",
-                                 "down", "shared_gate", "shared_up", "shared_down"};
     auto dot = [&](const std::string &func, size_t weight, const std::string &k,
                    const std::string &v, const std::string &outer, int lanes,
                    const std::string &last = "") {
@@ -1534,7 +1531,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
         // Its weights (gate and up together) prefetched ahead.
         for (size_t w = weight; w < weight + (func.find("gate_up") != std::string::npos ? 2 : 1);
              ++w)
-          s << prefetchAhead(spec, w, weightNames[w], k, stepBytes(spec, w, lanes));
+          s << prefetchAhead(spec, w, kExpertsInputs[w], k, lanes);
         s << "\n";
       }
       else
