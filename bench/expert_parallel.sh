@@ -23,8 +23,10 @@ shapes=("$@")
 ranks_list=(${RANKS:-1 2 4})
 cores=$(nproc)
 prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
+# No shared-memory topology, no hwloc OpenCL/OpenGL plugins: scripts/netns-mpi.sh says why.
 mpirun=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-        OMPI_MCA_rmaps_base_oversubscribe=1 mpirun)
+        OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_rtc_hwloc_vmhole=none
+        HWLOC_PLUGINS_BLACKLIST=hwloc_opencl,hwloc_gl mpirun)
 runs_file=$(mktemp)
 trap 'rm -f "$runs_file"' EXIT
 echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $cores cores, $("${mpirun[@]}" --version | head -1)" >&2

@@ -136,7 +136,15 @@ case "\$1" in
   *) echo "netns-mpi agent: unknown host '\$1'" >&2; exit 255 ;;
 esac
 shift
-exec ip netns exec "\$ns" /bin/sh -c "\$*"
+# Each "host" its own session directory: on separate hosts /tmp is not
+# shared, here it is, and daemons creating their directories in one shared
+# tree at the same moment now and then failed ("A call to mkdir was unable
+# to create the desired directory ... File exists"). mpirun passes its own
+# (orte_tmpdir_base, set below) to every daemon; this gives each its own.
+from="$tmp/session/launcher" to="$tmp/session/\$ns"
+mkdir -p "\$to" || exit 255
+command="\${*//"\$from"/"\$to"}"
+exec ip netns exec "\$ns" /bin/sh -c "\$command"
 EOF
 chmod +x "$tmp/agent"
 
@@ -155,6 +163,18 @@ baseline() {
 }
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Each daemon (orted) copies the host's hwloc topology into shared memory
+# at a virtual address it picks in the "biggest" hole of its address space,
+# for its ranks to map at the same address. Now and then (1 launch in 20
+# at 4 ranks here) that write crashed the daemon before it called back
+# (SIGSEGV in hwloc_alloc_setup_object under hwloc_shmem_topology_write,
+# an address just below the stack): `rtc_hwloc_vmhole none` turns that
+# sharing off, and each rank reads the topology itself (a few ms).
+# hwloc's OpenCL and OpenGL plugins are not loaded either: MPI needs CPUs
+# and memory from hwloc, and the OpenCL plugin would start every installed
+# OpenCL driver (PoCL here, for the Halide tests, with its own LLVM) inside
+# mpirun, each daemon and each rank.
+export HWLOC_PLUGINS_BLACKLIST="${HWLOC_PLUGINS_BLACKLIST:-hwloc_opencl,hwloc_gl}"
 # orte_leave_session_attached: the daemons stay children of their agent
 # instead of daemonizing. Daemonized, one of four daemons now and then
 # (about 1 launch in 7 at 4 ranks, Open MPI 4.1.4) vanished before it called
@@ -162,9 +182,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # message. Attached, a daemon that dies ends its agent, which mpirun reports,
 # and the daemons' own errors reach this stderr (0 hangs in 125 launches).
 launch() {
+  mkdir -p "$tmp/session/launcher" || fail "cannot create $tmp/session/launcher"
+  OMPI_MCA_orte_tmpdir_base="$tmp/session/launcher" \
   timeout "$timeout_s" ip netns exec "$prefix-0" mpirun -np "$ranks" --hostfile "$tmp/hosts" \
     --mca plm rsh --mca plm_rsh_agent "$tmp/agent" --mca plm_rsh_no_tree_spawn 1 \
     --mca orte_keep_fqdn_hostnames 1 --mca orte_leave_session_attached 1 \
+    --mca rtc_hwloc_vmhole none \
     --mca oob tcp --mca oob_tcp_if_include "$subnet" \
     --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include "$subnet" \
     --mca btl_tcp_port_min_v4 "$btl_port" --mca btl_tcp_port_range_v4 64 \
@@ -173,16 +196,19 @@ launch() {
 }
 # On a loaded machine (the test suite's other jobs beside it) a launch now
 # and then fails before any rank computes: Open MPI reports that a process
-# "was unable to complete a TCP connection" between two namespaces. That
-# launch, and only that kind of failure, is run once more; its output is
-# dropped and the note below says so. A job whose ranks fail otherwise, or
-# twice, fails.
+# "was unable to complete a TCP connection" between two namespaces, or that
+# a daemon "failed after launch and before communicating back to mpirun"
+# (no rank runs before every daemon has called back). That launch, and only
+# those kinds of failure, is run once more; its output is dropped and the
+# note below says so. A job whose ranks fail otherwise, or twice, fails.
 baseline
 launch "$@"
 status=$?
 if [ "$status" != 0 ] && [ "$status" != 124 ] &&
-   grep -q "unable to complete a TCP connection" "$tmp/out" "$tmp/err"; then
-  echo "netns-mpi: Open MPI could not connect two namespaces (exit $status); launching once more:" >&2
+   grep -q -e "unable to complete a TCP connection" \
+     -e "daemon has unexpectedly failed after launch and before" \
+     "$tmp/out" "$tmp/err"; then
+  echo "netns-mpi: Open MPI could not start or connect the namespaces' daemons (exit $status); launching once more:" >&2
   cat "$tmp/out" "$tmp/err" | sed 's/^/netns-mpi: first launch: /' | head -n 20 >&2
   baseline
   launch "$@"
