@@ -197,8 +197,9 @@ launch() {
 # On a loaded machine (the test suite's other jobs beside it) a launch now
 # and then fails before any rank computes: Open MPI reports that a process
 # "was unable to complete a TCP connection" between two namespaces, or that
-# a daemon "failed after launch and before communicating back to mpirun"
-# (no rank runs before every daemon has called back). That launch, and only
+# a daemon "failed after launch and before communicating back to mpirun" or
+# that it was "unable to reliably start one or more daemons" (no rank runs
+# before every daemon has called back). That launch, and only
 # those kinds of failure, is run once more; its output is dropped and the
 # note below says so. A job whose ranks fail otherwise, or twice, fails.
 baseline
@@ -207,6 +208,7 @@ status=$?
 if [ "$status" != 0 ] && [ "$status" != 124 ] &&
    grep -q -e "unable to complete a TCP connection" \
      -e "daemon has unexpectedly failed after launch and before" \
+     -e "ORTE was unable to reliably start one or more daemons" \
      "$tmp/out" "$tmp/err"; then
   echo "netns-mpi: Open MPI could not start or connect the namespaces' daemons (exit $status); launching once more:" >&2
   cat "$tmp/out" "$tmp/err" | sed 's/^/netns-mpi: first launch: /' | head -n 20 >&2
