@@ -1,4 +1,4 @@
-//===- ExpandFP8.cpp - FP8 E4M3 conversions as integer arithmetic ----------===//
+//===- ExpandFP8.cpp - FP8 E4M3 (and bf16 -> f32) conversions as integers -===//
 
 #include "moir/Conversion/Passes.h"
 
@@ -72,6 +72,27 @@ struct ExpandExtF : OpRewritePattern<arith::ExtFOp> {
   }
 };
 
+/// bf16 -> f32: the bf16 bits are an f32's upper half (exact, NaNs and
+/// subnormals included). Written as integer operations so that LLVM never
+/// sees a bfloat conversion: on x86 CPUs without AVX512-BF16 its type
+/// legalization of bf16 vectors promoted them to f32 and back, with calls to
+/// compiler-rt's __truncsfbf2 that the compiled code cannot resolve (and a
+/// call per element in the weight loops).
+struct ExpandBF16ExtF : OpRewritePattern<arith::ExtFOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(arith::ExtFOp op, PatternRewriter &b) const override {
+    if (!getElementTypeOrSelf(op.getIn().getType()).isBF16() ||
+        !getElementTypeOrSelf(op.getType()).isF32())
+      return failure();
+    Location loc = op.getLoc();
+    Bits k{b, loc, op.getType()};
+    Value raw = arith::BitcastOp::create(b, loc, shaped(k.like, b.getI16Type()), op.getIn());
+    Value wide = arith::ExtUIOp::create(b, loc, shaped(k.like, b.getI32Type()), raw);
+    b.replaceOp(op, k.asF32(k.shl(wide, 16)));
+    return success();
+  }
+};
+
 struct ExpandTruncF : OpRewritePattern<arith::TruncFOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(arith::TruncFOp op, PatternRewriter &b) const override {
@@ -106,7 +127,7 @@ struct ExpandTruncF : OpRewritePattern<arith::TruncFOp> {
 struct ExpandFP8Pass : moir::impl::ExpandFP8PassBase<ExpandFP8Pass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<ExpandExtF, ExpandTruncF>(&getContext());
+    patterns.add<ExpandExtF, ExpandTruncF, ExpandBF16ExtF>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

@@ -1,4 +1,4 @@
-// RUN: moir-opt %s -moir-expand-fp8 -split-input-file | FileCheck %s --implicit-check-not=arith.truncf --implicit-check-not=f8E4M3FN\ to\ f32
+// RUN: moir-opt %s -moir-expand-fp8 -split-input-file | FileCheck %s --implicit-check-not=arith.truncf\ %{{.*}}\ :\ {{.*}}f8E4M3FN --implicit-check-not=f8E4M3FN\ to\ f32
 
 // FP8 E4M3 writes and reads as integer operations on the bits, for vectors
 // (the attention kernels' loads) and scalars (the cache update's loops).
@@ -39,10 +39,36 @@ func.func @codec(%x: vector<16xf32>, %s: f32, %b: f8E4M3FN) -> (vector<16xf32>, 
 
 // -----
 
+// bf16 -> f32 as a 16-bit shift into the f32's upper half (exact), vectors
+// and scalars: LLVM never sees a bfloat conversion (on x86 without
+// AVX512-BF16 it called compiler-rt's __truncsfbf2 for them).
+// CHECK-LABEL: func.func @bf16
+// CHECK-SAME: (%[[V:.*]]: vector<16xbf16>, %[[X:.*]]: bf16)
+// CHECK-DAG: %[[C16:.*]] = arith.constant 16 : i32
+// CHECK-DAG: %[[V16:.*]] = arith.constant dense<16> : vector<16xi32>
+// CHECK: %[[VI:.*]] = arith.bitcast %[[V]] : vector<16xbf16> to vector<16xi16>
+// CHECK: %[[VW:.*]] = arith.extui %[[VI]] : vector<16xi16> to vector<16xi32>
+// CHECK: %[[VS:.*]] = arith.shli %[[VW]], %[[V16]] : vector<16xi32>
+// CHECK: %[[VF:.*]] = arith.bitcast %[[VS]] : vector<16xi32> to vector<16xf32>
+// CHECK: %[[XI:.*]] = arith.bitcast %[[X]] : bf16 to i16
+// CHECK: %[[XW:.*]] = arith.extui %[[XI]] : i16 to i32
+// CHECK: %[[XS:.*]] = arith.shli %[[XW]], %[[C16]] : i32
+// CHECK: %[[XF:.*]] = arith.bitcast %[[XS]] : i32 to f32
+// CHECK: return %[[VF]], %[[XF]]
+func.func @bf16(%v: vector<16xbf16>, %x: bf16) -> (vector<16xf32>, f32) {
+  %fv = arith.extf %v : vector<16xbf16> to vector<16xf32>
+  %fx = arith.extf %x : bf16 to f32
+  return %fv, %fx : vector<16xf32>, f32
+}
+
+// -----
+
 // Other conversions are left alone.
 // CHECK-LABEL: func.func @others
-// CHECK: arith.extf %{{.*}} : bf16 to f32
-func.func @others(%x: bf16) -> f32 {
-  %f = arith.extf %x : bf16 to f32
-  return %f : f32
+// CHECK: arith.extf %{{.*}} : f16 to f32
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+func.func @others(%x: f16, %y: f32) -> (f32, bf16) {
+  %f = arith.extf %x : f16 to f32
+  %t = arith.truncf %y : f32 to bf16
+  return %f, %t : f32, bf16
 }

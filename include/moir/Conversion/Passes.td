@@ -55,7 +55,11 @@ def ExpandFP8Pass : Pass<"moir-expand-fp8"> {
       hardware f16 -> f32 conversion and a multiply by 256;
     - truncf: round to nearest even on the f32 bits (mantissa cut to 3
       bits), subnormals (`|x| < 2^-6`) rounded to multiples of `2^-9`,
-      magnitudes saturated at 448 (E4M3FN has no infinity).
+      magnitudes saturated at 448 (E4M3FN has no infinity);
+    - extf bf16 -> f32 (bf16 weights and caches): the 16 bits shifted into
+      an f32's upper half. LLVM's x86 backend, on CPUs without AVX512-BF16,
+      otherwise promoted bf16 vectors through f32 with calls to compiler-rt's
+      `__truncsfbf2`, which the compiled code cannot resolve.
 
     ```mlir
     // before
