@@ -126,7 +126,9 @@ int prefetchLocality(const llvm::Triple &triple) { return triple.isX86() ? 2 : 3
 /// made a Mixtral-shaped Q8_0 decode 30% slower where a read into L2 made
 /// it 38% faster; here each is a read prefetch into prefetchLocality's
 /// level. Writes `object`; returns an error message or "".
-std::string objectFromHalideBitcode(const std::string &bitcode, const std::string &object) {
+std::string objectFromHalideBitcode(const std::string &bitcode, const std::string &object,
+                                    llvm::ArrayRef<std::string> cpuFeatures,
+                                    llvm::StringRef cpu) {
   llvm::LLVMContext context;
   llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer = llvm::MemoryBuffer::getFile(bitcode);
   if (!buffer)
@@ -170,8 +172,48 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
   std::optional<llvm::CodeModel::Model> codeModel;
   if (flagSet("halide_use_large_code_model"))
     codeModel = llvm::CodeModel::Large;
+  // A kernel Halide compiled at its Zen 4 level for VNNI on a CPU without
+  // AVX512-BF16 (halide::int8Target): compiled without it, and refused if
+  // it converts bf16 after all (instruction selection would fail on it).
+  std::string cpuName = flagString("halide_mcpu_target"), attrs = flagString("halide_mattrs");
+  bool dropBF16 = triple.isX86() && !llvm::is_contained(cpuFeatures, "avx512bf16") &&
+                  llvm::StringRef(attrs).contains("+avx512bf16");
+  if (dropBF16) {
+    for (llvm::Function &f : m) {
+      for (llvm::Instruction &i : llvm::instructions(f)) {
+        bool usesBF16 = i.getType()->getScalarType()->isBFloatTy() ||
+                        llvm::any_of(i.operands(), [](const llvm::Use &u) {
+                          return u->getType()->getScalarType()->isBFloatTy();
+                        });
+        if (auto *call = llvm::dyn_cast<llvm::CallBase>(&i))
+          if (llvm::Function *callee = call->getCalledFunction())
+            usesBF16 |= callee->getName().contains("bf16");
+        if (usesBF16)
+          return bitcode + ": Halide kernel function '" + f.getName().str() +
+                 "' converts bf16, which this CPU has no instructions for (no avx512bf16)";
+      }
+    }
+    auto withoutBF16 = [](llvm::StringRef features) {
+      std::string out;
+      llvm::SmallVector<llvm::StringRef> parts;
+      features.split(parts, ',', -1, false);
+      for (llvm::StringRef f : parts)
+        out += (out.empty() ? "" : ",") + (f == "+avx512bf16" ? std::string("-avx512bf16") : f.str());
+      return out;
+    };
+    // The CPU's own name, not Zen 4's: its name implies AMD's features too.
+    attrs = withoutBF16(attrs);
+    cpuName = cpu.str();
+    for (llvm::Function &f : m) {
+      if (f.hasFnAttribute("target-features"))
+        f.addFnAttr("target-features",
+                    withoutBF16(f.getFnAttribute("target-features").getValueAsString()));
+      if (f.hasFnAttribute("target-cpu"))
+        f.addFnAttr("target-cpu", cpuName);
+    }
+  }
   std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
-      triple, flagString("halide_mcpu_target"), flagString("halide_mattrs"), options,
+      triple, cpuName, attrs, options,
       flagSet("halide_use_pic", /*absent=*/true) ? llvm::Reloc::PIC_ : llvm::Reloc::Static,
       codeModel,
       llvm::CodeGenOptLevel::Aggressive));
@@ -361,7 +403,8 @@ struct HalideCompileKernelsPass
       if (!error.empty() || !llvm::StringRef(o).ends_with(".bc"))
         continue;
       std::string object = o.substr(0, o.size() - 3) + ".o";
-      if (std::string e = objectFromHalideBitcode(o, object); !e.empty())
+      if (std::string e = objectFromHalideBitcode(o, object, options.features, (*info)->getCPU());
+          !e.empty())
         error = "Halide: " + e;
       llvm::sys::fs::remove(o);
       o = object;

@@ -139,6 +139,38 @@ void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::
   }
 }
 
+/// The target of a kernel with int8 dot products and no bf16 buffer on a
+/// CPU with AVX512-VNNI but not AVX512-BF16 (Ice Lake, Cascade Lake):
+/// Halide's Zen 4 level, its only x86 level with VNNI (vpdpbusd), which
+/// also implies AVX512-BF16. Such a kernel has no bf16 to convert, and
+/// moir-halide-compile-kernels compiles its bitcode for the CPU without
+/// AVX512-BF16 (and refuses one that uses bf16 after all). Without it
+/// Halide multiplies with vpmaddwd and sums lane pairs by shuffles: the
+/// Mixtral-shaped Q8_0 decode ran at 0.66x MLIR's on such a CPU. Every
+/// other kernel keeps `target`.
+Target int8Target(const Target &target, const KernelSpec &spec, const GeneratorOptions &options) {
+  auto has = [&](const char *f) {
+    return std::find(options.features.begin(), options.features.end(), f) !=
+           options.features.end();
+  };
+  if (target.arch != Target::X86 || !target.has_feature(Target::AVX512_Cannonlake) ||
+      target.has_feature(Target::AVX512_Zen4) || !has("avx512vnni") || has("avx512bf16"))
+    return target;
+  for (const char *f : {"avx512vbmi2", "avx512bitalg", "avx512vpopcntdq", "gfni", "vaes",
+                        "vpclmulqdq"})
+    if (!has(f))
+      return target;
+  bool int8 = false, bf16 = false;
+  for (const auto *list : {&spec.inputs, &spec.scales, &spec.outputs})
+    for (const TensorSpec &t : *list) {
+      int8 |= t.int8;
+      bf16 |= t.type == ElementType::BF16;
+    }
+  if (!int8 || bf16 || !options.hostBitcode || !onHost(spec))
+    return target;
+  return target.with_feature(Target::AVX512_Zen4);
+}
+
 /// Builds, schedules and compiles one kernel into `dir`, its object
 /// appended to `objects`. Returns an error message, or "" on success.
 std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
@@ -291,7 +323,8 @@ std::string generateKernels(const std::vector<KernelSpec> &specs, const Generato
     for (const KernelSpec &spec : specs) {
       if (!seen.insert(spec.symbol).second)
         continue;
-      if (std::string error = compileKernel(spec, target, lanes, options, dir, objects);
+      if (std::string error =
+              compileKernel(spec, int8Target(target, spec, options), lanes, options, dir, objects);
           !error.empty())
         return fail(error);
       runtimeTarget = withDevice(runtimeTarget, spec);
