@@ -140,7 +140,8 @@ void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::
 }
 
 /// The target of a kernel with int8 dot products and no bf16 buffer on a
-/// CPU with AVX512-VNNI but not AVX512-BF16 (Ice Lake, Cascade Lake):
+/// CPU with every feature of Halide's Zen 4 level but AVX512-BF16 (Ice
+/// Lake; Cascade Lake, without VBMI, is not at the Cannon Lake level):
 /// Halide's Zen 4 level, its only x86 level with VNNI (vpdpbusd), which
 /// also implies AVX512-BF16. Such a kernel has no bf16 to convert, and
 /// moir-halide-compile-kernels compiles its bitcode for the CPU without
