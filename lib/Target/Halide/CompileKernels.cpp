@@ -121,11 +121,14 @@ int prefetchLocality(const llvm::Triple &triple) { return triple.isX86() ? 2 : 3
 /// resets them from function attributes, which Halide does not write (and
 /// LLVM 22 has no UnsafeFPMath).
 ///
-/// One thing differs on purpose: Halide's runtime writes every prefetch a
+/// Two things differ on purpose: Halide's runtime writes every prefetch a
 /// schedule asks for as a non-temporal one (prefetchnta on x86), which
 /// made a Mixtral-shaped Q8_0 decode 30% slower where a read into L2 made
 /// it 38% faster; here each is a read prefetch into prefetchLocality's
-/// level. Writes `object`; returns an error message or "".
+/// level. And a kernel generated at Halide's Zen 4 level for a CPU without
+/// AVX512-BF16 (halide::int8Target; `cpuFeatures` and `cpu` are the
+/// artifact's CPU) is compiled for that CPU. Writes `object`; returns an
+/// error message or "".
 std::string objectFromHalideBitcode(const std::string &bitcode, const std::string &object,
                                     llvm::ArrayRef<std::string> cpuFeatures,
                                     llvm::StringRef cpu) {
@@ -187,7 +190,7 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
                         });
         if (auto *call = llvm::dyn_cast<llvm::CallBase>(&i))
           if (llvm::Function *callee = call->getCalledFunction())
-            usesBF16 |= callee->getName().contains("bf16");
+            usesBF16 |= callee->isIntrinsic() && callee->getName().contains("bf16");
         if (usesBF16)
           return bitcode + ": Halide kernel function '" + f.getName().str() +
                  "' converts bf16, which this CPU has no instructions for (no avx512bf16)";
@@ -198,7 +201,8 @@ std::string objectFromHalideBitcode(const std::string &bitcode, const std::strin
       llvm::SmallVector<llvm::StringRef> parts;
       features.split(parts, ',', -1, false);
       for (llvm::StringRef f : parts)
-        out += (out.empty() ? "" : ",") + (f == "+avx512bf16" ? std::string("-avx512bf16") : f.str());
+        out += (out.empty() ? "" : ",") +
+               (f == "+avx512bf16" ? std::string("-avx512bf16") : f.str());
       return out;
     };
     // The CPU's own name, not Zen 4's: its name implies AMD's features too.
