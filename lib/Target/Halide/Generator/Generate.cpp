@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -22,6 +23,12 @@ bool has(const GeneratorOptions &options, const std::string &feature) {
       return true;
   return false;
 }
+
+/// LLVM's features that Halide's avx512_zen4 level implies beyond
+/// avx512_cannonlake (its -mcpu znver4), AVX512-BF16 among them.
+constexpr const char *kZen4Features[] = {"avx512vnni",      "avx512bf16", "avx512vbmi2",
+                                         "avx512bitalg",    "gfni",       "vaes",
+                                         "avx512vpopcntdq", "vpclmulqdq"};
 
 std::string header(const KernelSpec &spec, const Target &target) {
   std::ostringstream s;
@@ -150,16 +157,11 @@ void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::
 /// Mixtral-shaped Q8_0 decode ran at 0.66x MLIR's on such a CPU. Every
 /// other kernel keeps `target`.
 Target int8Target(const Target &target, const KernelSpec &spec, const GeneratorOptions &options) {
-  auto has = [&](const char *f) {
-    return std::find(options.features.begin(), options.features.end(), f) !=
-           options.features.end();
-  };
   if (target.arch != Target::X86 || !target.has_feature(Target::AVX512_Cannonlake) ||
-      target.has_feature(Target::AVX512_Zen4) || !has("avx512vnni") || has("avx512bf16"))
+      target.has_feature(Target::AVX512_Zen4) || has(options, "avx512bf16"))
     return target;
-  for (const char *f : {"avx512vbmi2", "avx512bitalg", "avx512vpopcntdq", "gfni", "vaes",
-                        "vpclmulqdq"})
-    if (!has(f))
+  for (const char *f : kZen4Features)
+    if (std::string(f) != "avx512bf16" && !has(options, f))
       return target;
   bool int8 = false, bf16 = false;
   for (const auto *list : {&spec.inputs, &spec.scales, &spec.outputs})
@@ -270,8 +272,8 @@ std::string halideTarget(const GeneratorOptions &options, std::string &error) {
         bool cannonlake = all({"avx512ifma", "avx512vbmi"});
         if (cannonlake)
           name += "-avx512_cannonlake";
-        bool zen4 = cannonlake && all({"avx512vnni", "avx512bf16", "avx512vbmi2", "avx512bitalg",
-                                       "avx512vpopcntdq", "gfni", "vaes", "vpclmulqdq"});
+        bool zen4 = cannonlake && std::all_of(std::begin(kZen4Features), std::end(kZen4Features),
+                                              [&](const char *f) { return has(options, f); });
         if (zen4)
           name += "-avx512_zen4";
         if (zen4 && all({"avx512fp16", "amx-tile", "amx-int8", "amx-bf16"}))

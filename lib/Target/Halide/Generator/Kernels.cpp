@@ -849,16 +849,16 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
                   {"out_partial", outPartial}});
 }
 
-/// moe.fused_experts on the float weight forms: out(n, t) = sum_j
-/// weights(j, t) * down_e (act(gate_e x) * up_e x) (+ the shared expert's
-/// FFN), e = ids(j, t), each token reading its own experts' weights (a
-/// data-dependent index into the stacked weights). The routing weight
-/// scales the FFN's hidden row before the down projection.
 /// The experts kernel's inputs by index, as buildExperts names them (and
 /// its schedule refers to them).
 const char *const kExpertsInputs[] = {"x",    "ids",         "weights",   "gate",       "up",
                                       "down", "shared_gate", "shared_up", "shared_down"};
 
+/// moe.fused_experts on the float weight forms: out(n, t) = sum_j
+/// weights(j, t) * down_e (act(gate_e x) * up_e x) (+ the shared expert's
+/// FFN), e = ids(j, t), each token reading its own experts' weights (a
+/// data-dependent index into the stacked weights). The routing weight
+/// scales the FFN's hidden row before the down projection.
 void buildExperts(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   if (spec.outputs[0].shape.size() != 2)
     fail(spec, "needs a rank-2 output");
