@@ -811,7 +811,7 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
         &ctx, m.topK, scoring, method, m.nGroup, m.topkGroup, m.normTopkProb,
         m.scaling == 1.0 ? FloatAttr() : b.getF64FloatAttr(m.scaling));
     return moe::LayerOp::create(b, loc, n.getType(), n, router, bias, g, u, d, sg, su,
-                                sd, sgate, routing, silu)
+                                sd, sgate, /*input_order=*/Value(), routing, silu)
         .getResult();
   }
   int64_t F = c.ffn;

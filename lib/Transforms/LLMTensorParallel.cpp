@@ -425,6 +425,16 @@ struct Splitter {
   }
 
   bool run(func::FuncOp func) {
+    // Act-order GPTQ weights read their inputs gathered (llm.permute):
+    // a rank's slice of such an input is not a contiguous block.
+    llm::PermuteOp permute;
+    func.walk([&](llm::PermuteOp op) {
+      permute = op;
+      return WalkResult::interrupt();
+    });
+    if (permute)
+      return fail(permute, "act-order (GPTQ desc_act) weights, whose inputs are gathered, are "
+                           "not split yet");
     SmallVector<llm::AttentionOp> attentions;
     func.walk([&](llm::AttentionOp attention) { attentions.push_back(attention); });
     int64_t split = 0;

@@ -550,3 +550,27 @@ func.func @halide_superblocks(%x: tensor<?x512xf32>, %d: tensor<8x256xi8>, %s: t
   %y = moir.halide_call "moir_hl_linear_1" "linear"(%x, %w) {} : (tensor<?x512xf32>, !llm.qtensor<8x512xi4, #llm.quant<kind = gguf, format = q4_k>>) -> tensor<?x8xf32>
   return %y : tensor<?x8xf32>
 }
+
+// -----
+
+// Act-order inputs: llm.permute is a gather of the innermost dimension; the
+// unfused experts gather each expert's rows by its order before gate/up.
+// CHECK-LABEL: func.func @permute
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x16xf32>)
+// CHECK: %[[K:.*]] = linalg.index 1 : index
+// CHECK: %[[FROM:.*]] = tensor.extract %{{.*}}[%[[K]]] : tensor<16xi32>
+// CHECK: %[[COL:.*]] = arith.index_cast %[[FROM]] : i32 to index
+// CHECK: tensor.extract %{{.*}}[%{{.*}}, %[[COL]]] : tensor<?x16xf32>
+func.func @permute(%x: tensor<?x16xf32>, %order: tensor<16xi32>) -> tensor<?x16xf32> {
+  %y = llm.permute %x, %order : (tensor<?x16xf32>, tensor<16xi32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// CHECK-LABEL: func.func @expert_ffn_input_order
+// CHECK: scf.for %[[E:[^ ]+]] = {{.*}} -> (tensor<?x16xf32>)
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<?x16xf32>)
+// CHECK: tensor.extract %{{.*}}[%[[E]], %{{.*}}] : tensor<4x16xi32>
+func.func @expert_ffn_input_order(%rows: tensor<?x16xf32>, %offsets: tensor<5xi32>, %g: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>, %order: tensor<4x16xi32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn silu %rows, %offsets, %g, %g, %d input_order %order : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>, tensor<4x16xi32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -256,6 +256,17 @@ bool LinearOp::acceptsQuantizedOperand(unsigned index) {
   return index == getWeightMutable().getOperandNumber();
 }
 
+LogicalResult PermuteOp::verify() {
+  auto input = getInput().getType();
+  auto order = getOrder().getType();
+  if (input.getRank() < 1)
+    return emitOpError("input must have rank >= 1");
+  if (failed(verifyRank(*this, "order", order, 1)) ||
+      failed(verifyDim(*this, "order size", order.getDimSize(0), input.getShape().back())))
+    return failure();
+  return success();
+}
+
 LogicalResult RopeOp::verify() {
   auto input = getInput().getType();
   auto positions = getPositions().getType();

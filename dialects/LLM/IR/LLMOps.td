@@ -198,6 +198,29 @@ def LLM_LinearOp : LLM_Op<"linear", [Pure,
   let hasVerifier = 1;
 }
 
+def LLM_PermuteOp : LLM_Op<"permute", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "reorders the innermost dimension by an index tensor";
+  let description = [{
+    `result[..., k] = input[..., order[k]]`, `order` a permutation of the
+    innermost dimension. GPTQ checkpoints quantized in activation order
+    (`desc_act`) store each weight's input columns in groups that are not
+    contiguous; the importer sorts the columns so that each group is, and
+    gathers the activations by the same `order` in front of the linear.
+    Bad indices are the importer's to refuse: the op reads `order` as given.
+
+    ```mlir
+    %order = llm.weight "model.layers.0.self_attn.q_proj.act_order.order" : tensor<4096xi32>
+    %xs = llm.permute %x, %order : (tensor<?x4096xf32>, tensor<4096xi32>) -> tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins LLM_FloatTensor:$input, RankedTensorOf<[I32]>:$order);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $order attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def LLM_RopeOp : LLM_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "rotary position embedding";
   let description = [{

@@ -37,6 +37,19 @@ static FailureOr<int64_t> verifyExpertWeights(Operation *op, Type gate, Type up,
   return g[0];
 }
 
+/// Checks an act-order input order: `[experts, hidden]` i32 (or none).
+static LogicalResult verifyInputOrder(Operation *op, Value order, int64_t experts,
+                                      int64_t hidden) {
+  if (!order)
+    return success();
+  auto type = cast<RankedTensorType>(order.getType());
+  if (failed(verifyRank(op, "input_order", type, 2)) ||
+      failed(verifyDim(op, "input_order experts", type.getDimSize(0), experts)) ||
+      failed(verifyDim(op, "input_order hidden dimension", type.getDimSize(1), hidden)))
+    return failure();
+  return success();
+}
+
 /// Checks the routing against `experts` experts and the correction bias
 /// operand (present exactly for noaux_tc, one value per expert).
 /// A dense shared expert's weights (`[ffn, hidden]` gate and up, `[hidden,
@@ -199,7 +212,8 @@ LogicalResult ExpertFFNOp::verify() {
                           getDown().getType(), rows.getDimSize(1));
   if (failed(experts))
     return failure();
-  if (failed(verifyDim(*this, "offsets size", offsets.getDimSize(0), *experts + 1)) ||
+  if (failed(verifyInputOrder(*this, getInputOrder(), *experts, rows.getDimSize(1))) ||
+      failed(verifyDim(*this, "offsets size", offsets.getDimSize(0), *experts + 1)) ||
       failed(verifyDim(*this, "result rows", result.getDimSize(0), rows.getDimSize(0))) ||
       failed(verifyDim(*this, "result hidden dimension", result.getDimSize(1),
                        rows.getDimSize(1))))
@@ -267,6 +281,9 @@ template <typename OpTy> static FailureOr<int64_t> verifyExpertOperands(OpTy op)
       failed(verifyDim(op, "ids tokens", ids.getDimSize(0), input.getDimSize(0))) ||
       failed(verifyDim(op, "result hidden dimension", op.getType().getDimSize(1), hidden)))
     return failure();
+  if constexpr (std::is_same_v<OpTy, FusedExpertsOp>)
+    if (failed(verifyInputOrder(op, op.getInputOrder(), *experts, hidden)))
+      return failure();
   if (!op.hasSharedExpert())
     return experts;
   FailureOr<int64_t> width =
@@ -283,6 +300,9 @@ template <typename OpTy> static FailureOr<int64_t> verifyExpertOperands(OpTy op)
 
 /// Only the weights may be quantized.
 template <typename OpTy> static bool acceptsQuantizedWeight(OpTy op, unsigned index) {
+  if constexpr (std::is_same_v<OpTy, FusedExpertsOp>)
+    if (Value order = op.getInputOrder(); order && op->getOperand(index) == order)
+      return false;
   return index != op.getInputMutable().getOperandNumber() &&
          index != op.getIdsMutable().getOperandNumber() &&
          index != op.getWeightsMutable().getOperandNumber();
@@ -379,7 +399,8 @@ LogicalResult LayerOp::verify() {
   if (failed(experts) ||
       failed(verifyDim(*this, "router experts", router[0], *experts)))
     return failure();
-  if (failed(verifyRoutingFor(*this, getRouting(), getCorrectionBias(), *experts)))
+  if (failed(verifyRoutingFor(*this, getRouting(), getCorrectionBias(), *experts)) ||
+      failed(verifyInputOrder(*this, getInputOrder(), *experts, hidden)))
     return failure();
 
   if (!hasSharedExpert()) {
@@ -404,8 +425,9 @@ LogicalResult LayerOp::verify() {
 
 bool LayerOp::acceptsQuantizedOperand(unsigned index) {
   // Every weight operand has a quantized kernel; the activations and the
-  // correction bias (ODS operand group 2) do not.
-  if (index == getInputMutable().getOperandNumber())
+  // correction bias (ODS operand group 2) and the input order do not.
+  if (index == getInputMutable().getOperandNumber() ||
+      (getInputOrder() && getOperand(index) == getInputOrder()))
     return false;
   auto [biasStart, biasLength] = getODSOperandIndexAndLength(2);
   return index < biasStart || index >= biasStart + biasLength;

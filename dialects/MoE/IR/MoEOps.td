@@ -172,7 +172,10 @@ def MoE_ExpertFFNOp : MoE_Op<"expert_ffn", [Pure,
     For rows `offsets[e] <= r < offsets[e + 1]`:
     `down[e] * (act(gate[e] * row) .* (up[e] * row))`. The stacked weights
     keep the checkpoint layout: `gate`, `up` are `[experts, ffn, hidden]`,
-    `down` is `[experts, hidden, ffn]`.
+    `down` is `[experts, hidden, ffn]`. With `input_order` (`[experts,
+    hidden]` i32; act-order GPTQ experts, whose gate/up columns the importer
+    sorted by quantization group), expert `e`'s gate and up read
+    `row[input_order[e, k]]` as their input `k`.
 
     ```mlir
     %y = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd
@@ -184,11 +187,12 @@ def MoE_ExpertFFNOp : MoE_Op<"expert_ffn", [Pure,
                        RankedTensorOf<[AnyFloat]>:$rows,
                        RankedTensorOf<[I32]>:$offsets,
                        LLM_WeightType:$gate, LLM_WeightType:$up,
-                       LLM_WeightType:$down);
+                       LLM_WeightType:$down,
+                       Optional<RankedTensorOf<[I32]>>:$input_order);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
-    $activation $rows `,` $offsets `,` $gate `,` $up `,` $down attr-dict `:`
-    functional-type(operands, results)
+    $activation $rows `,` $offsets `,` $gate `,` $up `,` $down
+    (`input_order` $input_order^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -230,6 +234,8 @@ def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments
     dimension) runs as `S` more experts that every token selects with
     weight 1, so its weights are read in the same kernels as the routed
     ones; its FFN width must be a multiple of the routed experts'.
+    `input_order` is `moe.expert_ffn`'s: the routed experts' input orders
+    (act-order GPTQ).
 
     ```mlir
     %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd)
@@ -246,11 +252,13 @@ def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments
                        LLM_WeightType:$down,
                        Optional<LLM_WeightType>:$shared_gate_proj,
                        Optional<LLM_WeightType>:$shared_up_proj,
-                       Optional<LLM_WeightType>:$shared_down_proj);
+                       Optional<LLM_WeightType>:$shared_down_proj,
+                       Optional<RankedTensorOf<[I32]>>:$input_order);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $activation $input `,` $ids `,` $weights `experts` `(` $gate `,` $up `,` $down `)`
     (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
+    (`input_order` $input_order^)?
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
@@ -365,7 +373,9 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     The shared expert is a dense gated FFN (DeepSeek's `n_shared_experts`
     experts concatenated along the FFN dimension, Qwen2-MoE's one shared
     expert). `shared_gate` (`[1, hidden]`) is Qwen2-MoE's sigmoid gate on
-    it. `--moe-decompose` expands the op into the dialect's step ops.
+    it. `input_order` (`[experts, hidden]` i32) is the routed experts'
+    gate/up input order (`moe.expert_ffn`'s). `--moe-decompose` expands the
+    op into the dialect's step ops.
 
     ```mlir
     %y = moe.layer %x router %wr experts(%wg, %wu, %wd)
@@ -385,6 +395,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
                        Optional<LLM_WeightType>:$shared_up_proj,
                        Optional<LLM_WeightType>:$shared_down_proj,
                        Optional<LLM_WeightType>:$shared_expert_gate,
+                       Optional<RankedTensorOf<[I32]>>:$input_order,
                        MoE_RoutingAttr:$routing,
                        LLM_ActivationKindAttr:$activation);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
@@ -393,6 +404,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     `experts` `(` $gate `,` $up `,` $down `)`
     (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
     (`shared_gate` $shared_expert_gate^)?
+    (`input_order` $input_order^)?
     `routing` $routing `activation` $activation attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

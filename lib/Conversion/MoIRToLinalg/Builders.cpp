@@ -23,6 +23,28 @@ Value generic(OpBuilder &b, Location loc, ValueRange inputs, Value init,
   return op.getResult(0);
 }
 
+Value gatherInner(OpBuilder &b, Location loc, Value x, Value order, ValueRange orderPrefix) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  SmallVector<AffineExpr> ids;
+  for (int64_t i = 0; i < rank; ++i)
+    ids.push_back(b.getAffineDimExpr(i));
+  Value init = tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, x),
+                                       type.getElementType());
+  return generic(b, loc, ValueRange{}, init, {ids},
+                 SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+                 [&](OpBuilder &b, Location loc, ValueRange) {
+                   SmallVector<Value> at(orderPrefix), from;
+                   at.push_back(linalg::IndexOp::create(b, loc, rank - 1));
+                   for (int64_t i = 0; i + 1 < rank; ++i)
+                     from.push_back(linalg::IndexOp::create(b, loc, i));
+                   Value k = tensor::ExtractOp::create(b, loc, order, at);
+                   from.push_back(arith::IndexCastOp::create(b, loc, b.getIndexType(), k));
+                   linalg::YieldOp::create(b, loc,
+                                           tensor::ExtractOp::create(b, loc, x, from).getResult());
+                 });
+}
+
 Value filled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type type,
              double value) {
   Value empty = tensor::EmptyOp::create(b, loc, sizes, type);

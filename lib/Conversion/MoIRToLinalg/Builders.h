@@ -29,6 +29,13 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
                     llvm::ArrayRef<mlir::utils::IteratorType> iterators,
                     BodyFn body);
 
+/// `x` ([..., K]) with its innermost dimension gathered by an i32 order:
+/// `result[..., k] = x[..., order[orderPrefix..., k]]` (`order` indexed by
+/// `orderPrefix` then k: one row of a stacked [E, K] order, say). The
+/// act-order GPTQ gather (llm.permute, moe input_order).
+mlir::Value gatherInner(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                        mlir::Value order, mlir::ValueRange orderPrefix = {});
+
 /// Marks a linalg op worth splitting across cores (its parallel loops run on
 /// the runtime's thread pool; small element-wise ops stay serial).
 mlir::Value markParallel(mlir::Value linalgResult);

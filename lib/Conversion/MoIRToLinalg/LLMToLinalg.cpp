@@ -124,6 +124,14 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
   }
 };
 
+struct LowerPermute : OpRewritePattern<llm::PermuteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::PermuteOp op, PatternRewriter &b) const override {
+    b.replaceOp(op, gatherInner(b, op.getLoc(), op.getInput(), op.getOrder()));
+    return success();
+  }
+};
+
 struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::EmbeddingOp op, PatternRewriter &b) const override {
@@ -517,7 +525,7 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
 }
 
 void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerEmbedding, LowerActivation, LowerGLU,
+  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerPermute, LowerEmbedding, LowerActivation, LowerGLU,
                LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention,
                LowerQuantizedCacheUpdate, LowerDequantizeCache>(
       patterns.getContext());

@@ -224,12 +224,15 @@ struct LowerRoute : OpRewritePattern<moe::RouteOp> {
 /// `gatheredSlots` < k, only the copies of the first `gatheredSlots` slots of
 /// each token are gathered into rows (the rows of the other slots' experts,
 /// which must sort last, are left out: every token selects them, so their
-/// rows are the input itself).
+/// rows are the input itself). With `order` ([experts, hidden] i32, the
+/// act-order input order of moe.fused_experts), a copy for expert `e` is
+/// gathered as `x[t, order[e, h]]`: the dispatch's copy does the gather.
 struct Dispatched {
   Value rows, offsets, sources;
 };
 Dispatched buildDispatch(OpBuilder &b, Location loc, Value x, Value ids, int64_t experts,
-                         std::optional<int64_t> gatheredSlots = std::nullopt) {
+                         std::optional<int64_t> gatheredSlots = std::nullopt,
+                         Value order = nullptr) {
   int64_t k = cast<RankedTensorType>(ids.getType()).getDimSize(1);
   Value c0 = indexConst(b, loc, 0), cK = indexConst(b, loc, k);
   Value tokens = tensor::DimOp::create(b, loc, ids, 0);
@@ -290,8 +293,14 @@ Dispatched buildDispatch(OpBuilder &b, Location loc, Value x, Value ids, int64_t
                                                      b.getIndexAttr(hidden)},
                               xType.getElementType()),
       {{rr}, {rr, h}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-        Value t = arith::DivUIOp::create(b, loc, toIndex(b, loc, a[0]), cK);
-        linalg::YieldOp::create(b, loc, extract(b, loc, x, ValueRange{t, linalg::IndexOp::create(b, loc, 1)}));
+        Value src = toIndex(b, loc, a[0]);
+        Value t = arith::DivUIOp::create(b, loc, src, cK);
+        Value col = linalg::IndexOp::create(b, loc, 1);
+        if (order) {
+          Value e = toIndex(b, loc, extract(b, loc, ids, ValueRange{t, arith::RemUIOp::create(b, loc, src, cK)}));
+          col = toIndex(b, loc, extract(b, loc, order, ValueRange{e, col}));
+        }
+        linalg::YieldOp::create(b, loc, extract(b, loc, x, ValueRange{t, col}));
       }));
   return {rows, offsets, sources};
 }
@@ -352,6 +361,9 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
                 b, loc, dynRows, rows, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
                 ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
                 ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+            // Act-order experts: gate and up read the rows in their order.
+            if (Value order = op.getInputOrder())
+              xs = gatherInner(b, loc, xs, order, ValueRange{e});
             Value g = expertMatmul(b, loc, xs, *gate, e);
             Value u = expertMatmul(b, loc, xs, *up, e);
             unsigned rank = 2;
@@ -534,8 +546,11 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     }
     // The shared experts sort last and their rows are x itself: only the
     // routed copies are gathered.
+    Value order;
+    if constexpr (std::is_same_v<OpTy, moe::FusedExpertsOp>)
+      order = op.getInputOrder();
     Dispatched d = buildDispatch(b, loc, x, ids, allExperts,
-                                 shared > 0 ? std::optional<int64_t>(topK) : std::nullopt);
+                                 shared > 0 ? std::optional<int64_t>(topK) : std::nullopt, order);
     Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
     Value flatWeights = tensor::CollapseShapeOp::create(b, loc, weights,
                                                        ArrayRef<ReassociationIndices>{{0, 1}});

@@ -289,7 +289,8 @@ struct HalideSelectKernelsPass
     } else if (auto experts = dyn_cast<moe::FusedExpertsOp>(op)) {
       // Float weights, or packed quantized ones (i8, u4 or FP8 codes).
       std::optional<StringRef> act = activationName(experts.getActivation());
-      if (!want("experts") || !act || !isF32(experts.getInput()) ||
+      // Act-order experts (input_order) stay on the MLIR path, which gathers.
+      if (!want("experts") || !act || experts.getInputOrder() || !isF32(experts.getInput()) ||
           cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||
           !staticInner(experts.getInput()) || !isI32(experts.getIds()) ||
           !isF32(experts.getWeights()) || !staticInner(experts.getIds()) ||

@@ -531,3 +531,12 @@ func.func @f(%x: tensor<?x8xf32>, %c: tensor<64x8xi8>, %s: tensor<64xf16>, %off:
   %c1, %s1 = llm.quantized_cache_update int8 %x into %c, %s[%off] : tensor<?x8xf32> into tensor<64x8xi8>, tensor<64xf16>
   return
 }
+
+// -----
+
+// An input order of another width than the features it reorders.
+func.func @f(%x: tensor<?x64xf32>, %order: tensor<32xi32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{order size}}
+  %y = llm.permute %x, %order : (tensor<?x64xf32>, tensor<32xi32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

@@ -124,3 +124,10 @@ func.func @quantized_cache(%x: tensor<?x512xf32>, %c: tensor<4096x512xi8>, %s: t
   %fd = llm.dequantize_cache fp8_e4m3 %f1, %fs1 : tensor<64x2x8xf8E4M3FN>, tensor<64x2xf32> -> tensor<64x2x8xf32>
   return %d, %fd : tensor<4096x512xf32>, tensor<64x2x8xf32>
 }
+
+// CHECK-LABEL: func.func @permute
+func.func @permute(%x: tensor<?x64xf32>, %order: tensor<64xi32>) -> tensor<?x64xf32> {
+  // CHECK: llm.permute %{{.*}}, %{{.*}} : (tensor<?x64xf32>, tensor<64xi32>) -> tensor<?x64xf32>
+  %y = llm.permute %x, %order : (tensor<?x64xf32>, tensor<64xi32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

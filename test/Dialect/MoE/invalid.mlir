@@ -382,3 +382,12 @@ func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x32xf32>) {
   %w, %ids = moe.fused_route %x, %wr routing <top_k = 2, scoring = softmax> : tensor<?x16xf32>, tensor<4x32xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
+
+// -----
+
+// An input order for another number of experts.
+func.func @f(%r: tensor<?x16xf32>, %o: tensor<5xi32>, %g: tensor<4x24x16xf32>, %d: tensor<4x16x24xf32>, %order: tensor<3x16xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{input_order experts}}
+  %y = moe.expert_ffn silu %r, %o, %g, %g, %d input_order %order : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x24x16xf32>, tensor<4x24x16xf32>, tensor<4x16x24xf32>, tensor<3x16xi32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

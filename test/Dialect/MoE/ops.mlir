@@ -89,3 +89,10 @@ func.func @fused_route(%x: tensor<?x64xf32>) -> (tensor<?x2xf32>, tensor<?x3xi32
   %w3, %ids3 = moe.fused_route %x, %wr bias %b routing <top_k = 3, scoring = sigmoid, method = noaux_tc, n_group = 4, topk_group = 2> : tensor<?x64xf32>, tensor<8x64xf32>, tensor<8xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
   return %w, %ids3 : tensor<?x2xf32>, tensor<?x3xi32>
 }
+
+// CHECK-LABEL: func.func @input_order
+func.func @input_order(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>, %wg: tensor<8x96x64xf32>, %wd: tensor<8x64x96xf32>, %order: tensor<8x64xi32>) -> tensor<?x64xf32> {
+  // CHECK: moe.expert_ffn silu %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} input_order %{{.*}} : (tensor<?x64xf32>, tensor<9xi32>, tensor<8x96x64xf32>, tensor<8x96x64xf32>, tensor<8x64x96xf32>, tensor<8x64xi32>) -> tensor<?x64xf32>
+  %y = moe.expert_ffn silu %rows, %offsets, %wg, %wg, %wd input_order %order : (tensor<?x64xf32>, tensor<9xi32>, tensor<8x96x64xf32>, tensor<8x96x64xf32>, tensor<8x64x96xf32>, tensor<8x64xi32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
