@@ -19,6 +19,7 @@
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/Endian.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -836,7 +837,8 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
         if (index != k / groupSize)
           return error("has an act-order g_idx (g_idx[" + Twine(k) + "] = " +
                        Twine(index) + ", not " + Twine(k / groupSize) +
-                       "): GPTQ desc_act checkpoints are not supported yet");
+                       "): pack its inputs sorted by group (addSortedGPTQ), as the importer "
+                       "does");
       }
     }
     return std::make_unique<Int4Source>(awq, *data, store.getData(**zeros).data(),
@@ -1091,6 +1093,182 @@ Error packWeights(const WeightStore &store, ArrayRef<std::string> names, int64_t
       return err;
   packer.flush();
   return Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// GPTQ act-order
+//===----------------------------------------------------------------------===//
+
+static int32_t readI32(const uint8_t *p) { return static_cast<int32_t>(readU32(p)); }
+
+Expected<GPTQGroupOrder> readGPTQGroupOrder(const WeightStore &store, const TensorInfo &qweight,
+                                            int64_t rows, int64_t cols) {
+  StringRef file = store.getFilePath(qweight.file);
+  if (!StringRef(qweight.name).ends_with(".qweight"))
+    return fileError(file, "tensor '" + qweight.name + "' is not a GPTQ '<module>.qweight'");
+  StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
+  std::string gName = (base + ".g_idx").str(), sName = (base + ".scales").str();
+  const TensorInfo *g = store.lookup(gName), *scales = store.lookup(sName);
+  if (qweight.dtype != DType::I32 || rows <= 0 || rows % 8 != 0 || cols <= 0 || cols % 32 != 0 ||
+      ArrayRef<int64_t>(qweight.shape) != ArrayRef<int64_t>{cols / 8, rows})
+    return fileError(file, "tensor '" + qweight.name + "' (" + stringifyDType(qweight.dtype) +
+                     " " + shapeString(qweight.shape) + ") must be I32 [" +
+                     Twine(cols / 8) + ", " + Twine(rows) + "], GPTQ's " +
+                     Twine(rows) + " outputs (a multiple of 8) by " + Twine(cols) +
+                     " inputs (a multiple of 32) / 8");
+  if (!scales || scales->shape.size() != 2 || scales->shape[0] <= 0 ||
+      scales->shape[1] != rows ||
+      !is_contained({DType::F32, DType::F16, DType::BF16}, scales->dtype))
+    return fileError(file, "tensor '" + qweight.name + "' needs a companion '" + sName +
+                     "' (F16, BF16 or F32) of shape [groups, " + Twine(rows) + "]");
+  if (!g)
+    return fileError(file, "tensor '" + qweight.name + "' has no '" + gName + "'");
+  if (g->dtype != DType::I32 || ArrayRef<int64_t>(g->shape) != ArrayRef<int64_t>{cols})
+    return fileError(store.getFilePath(g->file),
+                     "tensor '" + gName + "' (" + stringifyDType(g->dtype) + " " +
+                     shapeString(g->shape) + ") must be I32 [" + Twine(cols) +
+                     "], the group of each input");
+  int64_t groups = scales->shape[0];
+  if (cols % groups != 0)
+    return fileError(file, "tensor '" + sName + "' has " + Twine(groups) +
+                     " groups, which do not divide the " + Twine(cols) +
+                     " inputs");
+  int64_t groupSize = cols / groups;
+  const uint8_t *data = store.getData(*g).data();
+  GPTQGroupOrder result;
+  std::vector<int64_t> counts(groups, 0);
+  std::vector<int32_t> groupOf(cols);
+  for (int64_t k = 0; k < cols; ++k) {
+    int32_t index = readI32(data + 4 * k);
+    if (index < 0 || index >= groups)
+      return fileError(store.getFilePath(g->file),
+                       "tensor '" + gName + "' has g_idx[" + Twine(k) + "] = " +
+                       Twine(index) + ", outside the " + Twine(groups) +
+                       " groups of '" + sName + "'");
+    groupOf[k] = index;
+    ++counts[index];
+    result.trivial &= index == k / groupSize;
+  }
+  if (result.trivial)
+    return result;
+  // The kernels decode blocks of 32 inputs with one scale: every group must
+  // fill whole blocks once sorted.
+  for (int64_t i = 0; i < groups; ++i)
+    if (counts[i] % 32 != 0)
+      return fileError(store.getFilePath(g->file),
+                       "tensor '" + gName + "' (act-order) puts " + Twine(counts[i]) +
+                       " inputs in group " + Twine(i) +
+                       ", not a multiple of 32: MoIR sorts the inputs by group and "
+                       "decodes them in blocks of 32 sharing one scale");
+  result.order.resize(cols);
+  std::iota(result.order.begin(), result.order.end(), 0);
+  std::stable_sort(result.order.begin(), result.order.end(),
+                   [&](int32_t a, int32_t b) { return groupOf[a] < groupOf[b]; });
+  for (int64_t j = 0; j < cols; j += 32)
+    result.blockGroup.push_back(groupOf[result.order[j]]);
+  return result;
+}
+
+Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweight, int64_t rows,
+                                    int64_t cols, const GPTQGroupOrder &in,
+                                    ArrayRef<int32_t> rowOrder) {
+  StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
+  std::string derived = (base + ".act_order").str();
+  if (store.lookup(derived + ".qweight"))
+    return derived + ".qweight";
+  StringRef file = store.getFilePath(qweight.file);
+  // readGPTQGroupOrder checked the qweight, its scales and g_idx.
+  const TensorInfo *scales = store.lookup((base + ".scales").str());
+  const TensorInfo *zeros = store.lookup((base + ".qzeros").str());
+  if (!scales || scales->shape.size() != 2 || scales->shape[0] <= 0)
+    return fileError(file, "tensor '" + qweight.name + "' has no '" + base + ".scales'");
+  int64_t groups = scales->shape[0];
+  if (!zeros || zeros->dtype != DType::I32 ||
+      ArrayRef<int64_t>(zeros->shape) != ArrayRef<int64_t>{groups, rows / 8})
+    return fileError(file, "tensor '" + qweight.name + "' needs a companion '" + base +
+                               ".qzeros' of I32 [" + Twine(groups) + ", " + Twine(rows / 8) +
+                               "]");
+  // Sorted inputs; a trivial order (only the rows move) keeps them.
+  std::vector<int32_t> order = in.order, blockGroup = in.blockGroup;
+  if (in.trivial) {
+    int64_t groupSize = cols / groups;
+    if (groupSize % 32 != 0)
+      return fileError(file, "tensor '" + qweight.name + "' has groups of " +
+                                 Twine(groupSize) + " inputs, not a multiple of 32");
+    order.resize(cols);
+    std::iota(order.begin(), order.end(), 0);
+    for (int64_t j = 0; j < cols; j += 32)
+      blockGroup.push_back(static_cast<int32_t>(j / groupSize));
+  }
+  if (!rowOrder.empty() &&
+      (static_cast<int64_t>(rowOrder.size()) != rows ||
+       llvm::any_of(rowOrder, [&](int32_t r) { return r < 0 || r >= rows; })))
+    return fileError(file, "tensor '" + qweight.name + "': a row order of " +
+                               Twine(rowOrder.size()) + " entries for its " + Twine(rows) +
+                               " outputs");
+  std::vector<int32_t> rowsFrom(rowOrder.begin(), rowOrder.end());
+  if (rowsFrom.empty()) {
+    rowsFrom.resize(rows);
+    std::iota(rowsFrom.begin(), rowsFrom.end(), 0);
+  }
+  int64_t blocks = cols / 32, width = getBlockBytes(scales->dtype);
+  auto add = [&](StringRef suffix, DType dtype, SmallVector<int64_t> shape,
+                 WeightStore::TensorProducer produce) -> Error {
+    TensorInfo info;
+    info.name = (derived + suffix).str();
+    info.dtype = dtype;
+    info.shape = std::move(shape);
+    info.file = qweight.file;
+    info.bytes = static_cast<uint64_t>(info.getNumElements() * getBlockBytes(dtype));
+    return store.addDerivedTensor(std::move(info), std::move(produce));
+  };
+  WeightStore &s = store;
+  TensorInfo q = qweight, sc = *scales, z = *zeros;
+  Error err = add(".qweight", DType::I32, {cols / 8, rows},
+                  [&s, q, order, rowsFrom, rows, cols](MutableArrayRef<uint8_t> out) {
+    // qweight[i, n] bits 4j..4j+3: input 8i + j of output n.
+    const uint8_t *from = s.getData(q).data();
+    std::vector<uint32_t> words(static_cast<size_t>(cols / 8 * rows), 0);
+    for (int64_t j = 0; j < cols; ++j) {
+      int64_t k = order[j];
+      for (int64_t n = 0; n < rows; ++n) {
+        uint32_t word = static_cast<uint32_t>(readI32(from + 4 * ((k / 8) * rows + rowsFrom[n])));
+        uint32_t nibble = (word >> (4 * (k % 8))) & 15;
+        words[(j / 8) * rows + n] |= nibble << (4 * (j % 8));
+      }
+    }
+    s.releaseData(q);
+    std::memcpy(out.data(), words.data(), out.size());
+  });
+  if (!err)
+    err = add(".scales", sc.dtype, {blocks, rows},
+              [&s, sc, blockGroup, rowsFrom, rows, width](MutableArrayRef<uint8_t> out) {
+      const uint8_t *from = s.getData(sc).data();
+      for (size_t bl = 0; bl < blockGroup.size(); ++bl)
+        for (int64_t n = 0; n < rows; ++n)
+          std::memcpy(&out[(bl * rows + n) * width],
+                      from + (blockGroup[bl] * rows + rowsFrom[n]) * width, width);
+      s.releaseData(sc);
+    });
+  if (!err)
+    err = add(".qzeros", DType::I32, {blocks, rows / 8},
+              [&s, z, blockGroup, rowsFrom, rows](MutableArrayRef<uint8_t> out) {
+      // qzeros[g, m] bits 4j..4j+3: output 8m + j.
+      const uint8_t *from = s.getData(z).data();
+      std::vector<uint32_t> words(blockGroup.size() * (rows / 8), 0);
+      for (size_t bl = 0; bl < blockGroup.size(); ++bl)
+        for (int64_t n = 0; n < rows; ++n) {
+          int64_t src = rowsFrom[n];
+          uint32_t word = static_cast<uint32_t>(
+              readI32(from + 4 * (blockGroup[bl] * (rows / 8) + src / 8)));
+          words[bl * (rows / 8) + n / 8] |= ((word >> (4 * (src % 8))) & 15) << (4 * (n % 8));
+        }
+      s.releaseData(z);
+      std::memcpy(out.data(), words.data(), out.size());
+    });
+  if (err)
+    return std::move(err);
+  return derived + ".qweight";
 }
 
 } // namespace moir::frontend

@@ -54,6 +54,8 @@ static std::optional<frontend::DType> storedDType(StringRef dtype) {
   if (dtype == "f32") return frontend::DType::F32;
   if (dtype == "f16") return frontend::DType::F16;
   if (dtype == "bf16") return frontend::DType::BF16;
+  // Index tensors (act-order GPTQ's input orders), copied as stored.
+  if (dtype == "i32") return frontend::DType::I32;
   return std::nullopt;
 }
 

@@ -5,7 +5,9 @@
 // defects (a missing companion, a wrong companion shape or dtype, a 3-D
 // stack); the rest of the bytes fill the tensors: blocks, scales, zero points
 // and g_idx. packWeights must either fail with an error or write exactly
-// getPackedBytes bytes; it must never crash.
+// getPackedBytes bytes; it must never crash. A GPTQ g_idx is first read as
+// the importer reads it (readGPTQGroupOrder); an act-order one is packed from
+// its sorted form (addSortedGPTQ), output rows reversed or as stored.
 //
 //===----------------------------------------------------------------------===//
 
@@ -121,6 +123,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   format.offsets = !(data[0] & 32);
   format.superblocks = data[0] & 64;
   int64_t totalRows = kind < 8 || kind == 11 ? stack * rows : rows;
+
+  if (kind == 15 && store.lookup("m.g_idx")) {
+    llvm::Expected<GPTQGroupOrder> order =
+        readGPTQGroupOrder(store, *store.lookup(name), rows, cols);
+    if (!order) {
+      llvm::consumeError(order.takeError());
+      return 0;
+    }
+    if (!order->trivial || flags & 32) {
+      std::vector<int32_t> rowOrder;
+      if (flags & 32)
+        for (int64_t n = rows - 1; n >= 0; --n)
+          rowOrder.push_back(static_cast<int32_t>(n));
+      llvm::Expected<std::string> sorted =
+          addSortedGPTQ(store, *store.lookup(name), rows, cols, *order, rowOrder);
+      if (!sorted) {
+        llvm::consumeError(sorted.takeError());
+        return 0;
+      }
+      name = *sorted;
+    }
+  }
 
   for (PackedPart part : {PackedPart::Data, PackedPart::Scales}) {
     uint64_t written = 0;

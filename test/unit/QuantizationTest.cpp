@@ -16,6 +16,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
+#include <numeric>
 #include <random>
 
 using namespace llvm;
@@ -525,13 +527,88 @@ TEST(Quantization, GPTQ) {
   expectClose(dequantize(*packed, "u4:32", t.cols), t.w);
   EXPECT_EQ(errorText(pack(store, {"act.qweight"}, t.cols, "u4:32")),
             "test.bin: tensor 'act.qweight' (I32) has an act-order g_idx (g_idx[1] = 1, not 0): "
-            "GPTQ desc_act checkpoints are not supported yet");
+            "pack its inputs sorted by group (addSortedGPTQ), as the importer does");
   EXPECT_EQ(errorText(pack(store, {"range.qweight"}, t.cols, "u4:32")),
             "test.bin: tensor 'range.qweight' (I32) has g_idx[7] = 2, outside the 2 groups of "
             "'range.scales'");
   EXPECT_EQ(errorText(pack(store, {"nozeros.qweight"}, t.cols, "u4:32")),
             "test.bin: tensor 'nozeros.qweight' (I32) needs a companion tensor "
             "'nozeros.qzeros' (I32 [2, 2]), which the checkpoint does not have");
+}
+
+// Act-order GPTQ: the sorted form (addSortedGPTQ) packs to the original
+// weight with its inputs in the sorted order and, given a row order, its
+// rows in that order; g_idx defects are refused naming the tensor.
+TEST(Quantization, GPTQActOrder) {
+  Int4Tensor t(16, 128, 64, 7);
+  std::mt19937 gen(11);
+  // Groups of 64 inputs in a random order, as GPTQ's desc_act writes them.
+  std::vector<int32_t> perm(t.cols), gIdx(t.cols), uneven(t.cols), rowOrder(t.rows);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), gen);
+  for (int64_t i = 0; i < t.cols; ++i) {
+    gIdx[perm[i]] = static_cast<int32_t>(i / t.group);
+    uneven[perm[i]] = i < 48 ? 0 : 1;
+  }
+  std::iota(rowOrder.begin(), rowOrder.end(), 0);
+  std::shuffle(rowOrder.begin(), rowOrder.end(), gen);
+  std::vector<uint32_t> qweight(t.cols / 8 * t.rows, 0), qzeros(t.cols / t.group * t.rows / 8, 0);
+  for (int64_t k = 0; k < t.cols; ++k)
+    for (int64_t r = 0; r < t.rows; ++r)
+      qweight[k / 8 * t.rows + r] |= t.q[r * t.cols + k] << (4 * (k % 8));
+  for (int64_t g = 0; g < t.cols / t.group; ++g)
+    for (int64_t r = 0; r < t.rows; ++r)
+      qzeros[g * t.rows / 8 + r / 8] |= t.z[g * t.rows + r] << (4 * (r % 8));
+  StoreBuilder builder;
+  SmallVector<int64_t> qwShape{t.cols / 8, t.rows}, zShape{t.cols / t.group, t.rows / 8},
+      sShape{t.cols / t.group, t.rows};
+  for (StringRef base : {"act", "uneven"}) {
+    builder.addValues<uint32_t>((base + ".qweight").str(), DType::I32, qwShape, qweight);
+    builder.addValues<uint32_t>((base + ".qzeros").str(), DType::I32, zShape, qzeros);
+    builder.addValues<uint16_t>((base + ".scales").str(), DType::F16, sShape, t.s);
+  }
+  builder.addValues<int32_t>("act.g_idx", DType::I32, {t.cols}, gIdx);
+  builder.addValues<int32_t>("uneven.g_idx", DType::I32, {t.cols}, uneven);
+  WeightStore store;
+  builder.build(store);
+
+  Expected<GPTQGroupOrder> order =
+      readGPTQGroupOrder(store, *store.lookup("act.qweight"), t.rows, t.cols);
+  ASSERT_TRUE(bool(order)) << toString(order.takeError());
+  ASSERT_FALSE(order->trivial);
+  ASSERT_EQ(order->order.size(), static_cast<size_t>(t.cols));
+  for (int64_t j = 0; j + 1 < t.cols; ++j)
+    EXPECT_LE(gIdx[order->order[j]], gIdx[order->order[j + 1]]);
+  for (bool rows : {false, true}) {
+    WeightStore sorted;
+    builder.build(sorted);
+    Expected<std::string> name =
+        addSortedGPTQ(sorted, *sorted.lookup("act.qweight"), t.rows, t.cols, *order,
+                      rows ? ArrayRef<int32_t>(rowOrder) : ArrayRef<int32_t>());
+    ASSERT_TRUE(bool(name)) << toString(name.takeError());
+    EXPECT_EQ(*name, "act.act_order.qweight");
+    Expected<Packed> packed = pack(sorted, {*name}, t.cols, "u4:32");
+    ASSERT_TRUE(bool(packed)) << toString(packed.takeError());
+    // W[n, k] = scales[g_idx[k], n] * (q[k, n] - (qzeros[g_idx[k], n] + 1)).
+    std::vector<float> expected(t.rows * t.cols);
+    for (int64_t n = 0; n < t.rows; ++n)
+      for (int64_t j = 0; j < t.cols; ++j) {
+        int64_t r = rows ? rowOrder[n] : n, k = order->order[j], g = gIdx[k];
+        expected[n * t.cols + j] =
+            (t.q[r * t.cols + k] - (t.z[g * t.rows + r] + 1)) * fromF16(t.s[g * t.rows + r]);
+      }
+    expectClose(dequantize(*packed, "u4:32", t.cols), expected);
+  }
+  EXPECT_EQ(toString(readGPTQGroupOrder(store, *store.lookup("uneven.qweight"), t.rows,
+                                         t.cols)
+                          .takeError()),
+            "test.bin: tensor 'uneven.g_idx' (act-order) puts 48 inputs in group 0, not a "
+            "multiple of 32: MoIR sorts the inputs by group and decodes them in blocks of 32 "
+            "sharing one scale");
+  EXPECT_EQ(toString(readGPTQGroupOrder(store, *store.lookup("act.qweight"), t.rows, 96)
+                          .takeError()),
+            "test.bin: tensor 'act.qweight' (I32 [16, 16]) must be I32 [12, 16], GPTQ's 16 "
+            "outputs (a multiple of 8) by 96 inputs (a multiple of 32) / 8");
 }
 
 std::vector<uint8_t> randomFP8(size_t n, unsigned seed) {

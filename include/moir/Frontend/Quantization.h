@@ -59,6 +59,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace moir::frontend {
 
@@ -143,7 +144,8 @@ bool isValidPackedShape(PackedFormat format, int64_t cols);
 ///   I8 `<name>`: `<name>_scale` as above (group cols);
 ///   I32 `<base>.qweight`: AWQ (GEMM) or GPTQ (v1) 4-bit with `<base>.qzeros`,
 ///     `<base>.scales` and, for GPTQ, an optional `<base>.g_idx` (which must
-///     be the trivial k / group map: act-order is refused). GPTQ is told from
+///     be the trivial k / group map: act-order weights are packed from their
+///     sorted form, addSortedGPTQ's). GPTQ is told from
 ///     AWQ by g_idx or by the qweight's shape ([cols / 8, rows] vs AWQ's
 ///     [cols, rows / 8]).
 /// The natural group of a GGUF type is 32 (16 for Q6_K). `format.group` must
@@ -156,6 +158,39 @@ bool isValidPackedShape(PackedFormat format, int64_t cols);
 llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> names,
                         int64_t cols, PackedFormat format, PackedPart part,
                         llvm::function_ref<void(llvm::StringRef)> sink);
+
+/// GPTQ's activation order (desc_act): `<base>.g_idx` puts input k of a
+/// GPTQ weight in group g_idx[k], and a group's inputs need not be
+/// contiguous.
+struct GPTQGroupOrder {
+  /// order[j]: the input at sorted position j (stable by group). Empty when
+  /// `trivial`.
+  std::vector<int32_t> order;
+  /// blockGroup[b]: the group of sorted inputs [32 b, 32 b + 32).
+  std::vector<int32_t> blockGroup;
+  /// Whether g_idx is already k / group_size (no act-order).
+  bool trivial = true;
+};
+
+/// Reads `<base>.g_idx` of the GPTQ weight `qweight` (`<base>.qweight`,
+/// [cols / 8, rows]) against `<base>.scales` ([groups, rows]). Errors name
+/// the file and tensor: a missing or malformed g_idx, a group out of range,
+/// and (act-order only) a group whose input count is not a multiple of 32,
+/// which sorted blocks of 32 sharing one scale cannot hold.
+llvm::Expected<GPTQGroupOrder> readGPTQGroupOrder(const WeightStore &store,
+                                                  const TensorInfo &qweight, int64_t rows,
+                                                  int64_t cols);
+
+/// Adds `<base>.act_order.{qweight,scales,qzeros}` to `store` as derived
+/// tensors (made when packed, one at a time): the GPTQ weight with its
+/// inputs in `in.order` (as stored when `in.trivial`), groups of 32, and
+/// its output rows taken in `rowOrder` (empty: as stored). packWeights
+/// reads them as a GPTQ weight with the trivial g_idx; the consumer gathers
+/// its input by `in.order`. Returns the derived qweight's name.
+llvm::Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweight,
+                                          int64_t rows, int64_t cols,
+                                          const GPTQGroupOrder &in,
+                                          llvm::ArrayRef<int32_t> rowOrder);
 
 /// Whether dequantizeTensor reads `dtype`: F32, F16, BF16 and the GGUF block
 /// types.
