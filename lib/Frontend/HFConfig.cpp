@@ -450,9 +450,10 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
       return err;
     if (Error err = groupSize(true))
       return err;
+    // Act-order (desc_act) shows in each weight's g_idx, which the importer
+    // reads: it sorts the inputs by group and gathers the activations.
     TRY(descAct, qr.boolean("desc_act", false));
-    if (descAct)
-      return qr.error("desc_act", "is true; act-order GPTQ checkpoints are not supported yet");
+    (void)descAct;
     TRY(sym, qr.boolean("sym", true));
     (void)sym; // the zero points are stored either way
     if (Error err = qr.expectString("checkpoint_format", "gptq",

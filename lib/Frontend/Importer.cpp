@@ -34,7 +34,9 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Regex.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 
 using namespace mlir;
 using namespace llvm;
@@ -229,10 +231,56 @@ private:
   struct Resolved {
     std::string name, scaleName;
     Type type;
+    /// Act-order GPTQ: the input order tensor its input is gathered by
+    /// (empty: none).
+    std::string order;
   };
   std::optional<Resolved> resolve(StringRef name, ArrayRef<int64_t> shape);
   Type weightType(const TensorInfo &info, StringRef &scaleName, std::string &scaleStorage);
-  Type int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape, std::string &scaleName);
+  /// `group` 0: quantization_config's group_size.
+  Type int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape, std::string &scaleName,
+                int64_t group = 0);
+
+  // Act-order GPTQ (desc_act): `<base>.g_idx` puts input k in group
+  // g_idx[k], and a group's inputs are not contiguous. MoIR sorts each
+  // weight's inputs by group (addSortedGPTQ: derived tensors
+  // `<base>.act_order.*`, made while the artifact is written) and gathers
+  // the activations by the same order in front of it (llm.permute; moe
+  // input_order for experts, whose gate/up rows take their down
+  // projection's input order, so the FFN's hidden units come out in the
+  // order down reads them).
+  FailureOr<GPTQGroupOrder> groupOrder(const TensorInfo &qweight, int64_t rows, int64_t cols) {
+    Expected<GPTQGroupOrder> order = readGPTQGroupOrder(store, qweight, rows, cols);
+    if (!order)
+      return fail(order.takeError()), failure();
+    return std::move(*order);
+  }
+  FailureOr<std::string> sortByGroup(const TensorInfo &qweight, int64_t rows, int64_t cols,
+                                     const GPTQGroupOrder &in, ArrayRef<int32_t> rowOrder) {
+    Expected<std::string> name = addSortedGPTQ(store, qweight, rows, cols, in, rowOrder);
+    if (!name)
+      return fail(name.takeError()), failure();
+    StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
+    for (StringRef part : {".qweight", ".scales", ".qzeros", ".g_idx"})
+      used.insert((base + part).str());
+    return std::move(*name);
+  }
+  /// An I32 [n] tensor holding `order` (`name`, or, with `name` empty, one
+  /// shared by every weight of the same order: q/k/v of one layer).
+  std::string orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name = "");
+  /// Layer l's experts under act-order GPTQ: prepares their sorted tensors
+  /// (resolve() then reads them) and returns their stacked gate/up input
+  /// order ([E, hidden] i32), or a null Value when no expert reads its
+  /// inputs out of order; failure after an error.
+  FailureOr<Value> actOrderExperts(int64_t l, int64_t E, int64_t I, int64_t hidden);
+  /// `<module>.weight` -> its act-order sorted form (resolve() reads it).
+  llvm::StringMap<Resolved> actOrdered;
+  std::map<std::vector<int32_t>, std::string> sharedOrders;
+  /// Weights whose linear gathers its input: the weight -> the order.
+  llvm::DenseMap<Value, Value> inputOrders;
+  /// Checks that each act-order weight is read by a linear whose input is
+  /// gathered by its order.
+  Error checkActOrderUses();
   /// The type a float matrix gets under --weight-type and its overrides.
   Type floatWeightType(const TensorInfo &info, Type stored);
   Value fail(Error err) {
@@ -248,6 +296,8 @@ private:
     return RankedTensorType::get(shape, b.getF32Type());
   }
   Value linear(Value x, Value w, Value bias = nullptr) {
+    if (Value order = inputOrders.lookup(w))
+      x = llm::PermuteOp::create(b, loc, x.getType(), x, order);
     return llm::LinearOp::create(b, loc, x, w, bias);
   }
   Value rmsNorm(Value x, Value w) {
@@ -345,7 +395,7 @@ Type ModelBuilder::floatWeightType(const TensorInfo &info, Type stored) {
 }
 
 Type ModelBuilder::int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape,
-                            std::string &scaleName) {
+                            std::string &scaleName, int64_t groupSize) {
   // AWQ stores [inputs, outputs / 8], GPTQ [inputs / 8, outputs], 8 nibbles
   // per int32; the packer reads both (Quantization.cpp).
   const QuantizationConfig &q = c.quantization;
@@ -362,7 +412,7 @@ Type ModelBuilder::int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape,
                                     shapeString(expected) + " for the " + q.method +
                                     " weight " + shapeString(shape))),
            Type();
-  int64_t group = q.groupSize == -1 ? cols : q.groupSize;
+  int64_t group = groupSize ? groupSize : q.groupSize == -1 ? cols : q.groupSize;
   if (group <= 0 || cols % group != 0 || group % 32 != 0)
     return fail(fileError(file, "tensor '" + qweight.name + "': " + Twine(cols) +
                                     " inputs do not split into groups of " + Twine(group) +
@@ -377,6 +427,125 @@ Type ModelBuilder::int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape,
   auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::group, {}, -1, group, true,
                                           llm::GGUFBlockType::none, b.getF16Type());
   return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, 4), scheme);
+}
+
+std::string ModelBuilder::orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name) {
+  std::vector<int32_t> key(order.begin(), order.end());
+  if (name.empty()) {
+    auto it = sharedOrders.find(key);
+    if (it != sharedOrders.end())
+      return it->second;
+    name = "act_order.input_order." + std::to_string(sharedOrders.size());
+    sharedOrders[key] = name;
+  }
+  if (store.lookup(name))
+    return name;
+  TensorInfo info;
+  info.name = name;
+  info.dtype = DType::I32;
+  info.shape = {static_cast<int64_t>(order.size())};
+  info.file = file;
+  info.bytes = 4 * order.size();
+  cantFail(store.addDerivedTensor(std::move(info), [key](MutableArrayRef<uint8_t> out) {
+    std::memcpy(out.data(), key.data(), out.size());
+  }));
+  return name;
+}
+
+FailureOr<Value> ModelBuilder::actOrderExperts(int64_t l, int64_t E, int64_t I, int64_t hidden) {
+  if (format != Format::HF || c.quantization.method != "gptq")
+    return Value();
+  struct Expert {
+    std::string names[3];
+    const TensorInfo *qweights[3];
+    GPTQGroupOrder orders[3];
+  };
+  std::vector<Expert> all(E);
+  const Role roles[3] = {Role::ExpertGate, Role::ExpertUp, Role::ExpertDown};
+  const int64_t rowsOf[3] = {I, I, hidden}, colsOf[3] = {hidden, hidden, I};
+  bool any = false, gathered = false;
+  for (int64_t e = 0; e < E; ++e)
+    for (int r = 0; r < 3; ++r) {
+      Expert &x = all[e];
+      x.names[r] = weightName(format, c.family, roles[r], l, e);
+      std::string qname = StringRef(x.names[r]).drop_back(strlen("weight")).str() + "qweight";
+      x.qweights[r] = store.lookup(qname);
+      // resolve() reports what is missing or malformed.
+      if (!x.qweights[r] || store.lookup(x.names[r]) ||
+          !store.lookup(StringRef(qname).drop_back(strlen("qweight")).str() + "g_idx") ||
+          ArrayRef<int64_t>(x.qweights[r]->shape) != ArrayRef<int64_t>{colsOf[r] / 8, rowsOf[r]})
+        return Value();
+      FailureOr<GPTQGroupOrder> order = groupOrder(*x.qweights[r], rowsOf[r], colsOf[r]);
+      if (failed(order))
+        return failure();
+      x.orders[r] = std::move(*order);
+      any |= !x.orders[r].trivial;
+      gathered |= r < 2 && !x.orders[r].trivial;
+    }
+  if (!any)
+    return Value();
+  SmallVector<Attribute> orderNames;
+  for (int64_t e = 0; e < E; ++e) {
+    Expert &x = all[e];
+    if (x.orders[0].trivial != x.orders[1].trivial || x.orders[0].order != x.orders[1].order)
+      return fail(fileError(store.getFilePath(x.qweights[1]->file),
+                            "act-order experts: '" + x.qweights[0]->name + "' and '" +
+                                x.qweights[1]->name +
+                                "' have different g_idx; MoIR gathers one input order per "
+                                "expert (GPTQ quantizes both from the same inputs, so their "
+                                "orders agree)")),
+             failure();
+    std::vector<int32_t> downOrder = x.orders[2].order;
+    if (x.orders[2].trivial) {
+      downOrder.resize(I);
+      std::iota(downOrder.begin(), downOrder.end(), 0);
+    }
+    for (int r = 0; r < 3; ++r) {
+      FailureOr<std::string> sorted =
+          sortByGroup(*x.qweights[r], rowsOf[r], colsOf[r], x.orders[r],
+                      r < 2 ? ArrayRef<int32_t>(downOrder) : ArrayRef<int32_t>());
+      if (failed(sorted))
+        return failure();
+      Resolved resolved;
+      resolved.name = *sorted;
+      resolved.type = int4Type(*store.lookup(*sorted), {rowsOf[r], colsOf[r]}, resolved.scaleName, 32);
+      if (!resolved.type)
+        return failure();
+      actOrdered[x.names[r]] = resolved;
+    }
+    if (gathered) {
+      std::vector<int32_t> order = x.orders[0].order;
+      if (x.orders[0].trivial) {
+        order.resize(hidden);
+        std::iota(order.begin(), order.end(), 0);
+      }
+      std::string base = StringRef(x.qweights[0]->name).drop_back(strlen(".qweight")).str();
+      orderNames.push_back(
+          b.getStringAttr(orderTensor(order, x.qweights[0]->file, base + ".act_order.order")));
+    }
+  }
+  if (!gathered)
+    return Value();
+  return llm::StackedWeightOp::create(b, loc, RankedTensorType::get({E, hidden}, b.getI32Type()),
+                                      b.getArrayAttr(orderNames), ArrayAttr())
+      .getResult();
+}
+
+Error ModelBuilder::checkActOrderUses() {
+  for (auto [weight, order] : inputOrders)
+    for (Operation *user : weight.getUsers()) {
+      auto linear = dyn_cast<llm::LinearOp>(user);
+      auto permute = linear ? linear.getInput().getDefiningOp<llm::PermuteOp>() : nullptr;
+      if (permute && permute.getOrder() == order && linear.getWeight() == weight)
+        continue;
+      return fileError(source, "tensor '" +
+                                   weight.getDefiningOp<llm::WeightOp>().getName() +
+                                   "' is an act-order GPTQ weight (its g_idx is not k / "
+                                   "group_size), which MoIR reads in linear projections and "
+                                   "routed experts only, not in '" +
+                                   user->getName().getStringRef() + "'");
+    }
+  return Error::success();
 }
 
 Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
@@ -473,8 +642,28 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
   StringRef method = c.quantization.method;
   if (!info && (method == "awq" || method == "gptq") && shape.size() == 2 &&
       name.ends_with(".weight")) {
+    if (auto it = actOrdered.find(name); it != actOrdered.end())
+      return it->second;
     result.name = (name.drop_back(strlen("weight")) + "qweight").str();
     if (const TensorInfo *qweight = store.lookup(result.name)) {
+      if (method == "gptq" && store.lookup(StringRef(result.name).drop_back(strlen("qweight")).str() + "g_idx")) {
+        // Act-order: read the sorted form and gather the input.
+        FailureOr<GPTQGroupOrder> in = groupOrder(*qweight, shape[0], shape[1]);
+        if (failed(in))
+          return std::nullopt;
+        if (!in->trivial) {
+          FailureOr<std::string> sorted = sortByGroup(*qweight, shape[0], shape[1], *in, {});
+          if (failed(sorted))
+            return std::nullopt;
+          result.name = *sorted;
+          result.order = orderTensor(in->order, qweight->file);
+          result.type = int4Type(*store.lookup(*sorted), shape, result.scaleName, 32);
+          if (!result.type)
+            return std::nullopt;
+          actOrdered[name] = result;
+          return result;
+        }
+      }
       result.type = int4Type(*qweight, shape, result.scaleName);
       if (!result.type)
         return std::nullopt;
@@ -515,6 +704,15 @@ Value ModelBuilder::weight(StringRef name, ArrayRef<int64_t> shape) {
       b, loc, resolved->type, b.getStringAttr(resolved->name),
       resolved->scaleName.empty() ? StringAttr() : b.getStringAttr(resolved->scaleName));
   weights[name] = result;
+  if (!resolved->order.empty()) {
+    Value order = weights.lookup(resolved->order);
+    if (!order) {
+      order = llm::WeightOp::create(b, loc, RankedTensorType::get({shape.back()}, b.getI32Type()),
+                                    b.getStringAttr(resolved->order), StringAttr());
+      weights[resolved->order] = order;
+    }
+    inputOrders[result] = order;
+  }
   used.insert(resolved->name);
   if (!resolved->scaleName.empty())
     used.insert(resolved->scaleName);
@@ -776,6 +974,9 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
     Value bias;
     if (m.method == "noaux_tc" && !(bias = layerWeight(Role::RouterBias, l, {E})))
       return failure();
+    FailureOr<Value> inputOrder = actOrderExperts(l, E, I, hidden);
+    if (failed(inputOrder))
+      return failure();
     W(g, experts(Role::ExpertGate, l, {E, I, hidden}));
     W(u, experts(Role::ExpertUp, l, {E, I, hidden}));
     W(d, experts(Role::ExpertDown, l, {E, hidden, I}));
@@ -811,7 +1012,7 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
         &ctx, m.topK, scoring, method, m.nGroup, m.topkGroup, m.normTopkProb,
         m.scaling == 1.0 ? FloatAttr() : b.getF64FloatAttr(m.scaling));
     return moe::LayerOp::create(b, loc, n.getType(), n, router, bias, g, u, d, sg, su,
-                                sd, sgate, /*input_order=*/Value(), routing, silu)
+                                sd, sgate, *inputOrder, routing, silu)
         .getResult();
   }
   int64_t F = c.ffn;
@@ -1012,6 +1213,8 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
                            "ignoring it)");
     }
   }
+  if (Error err = checkActOrderUses())
+    return std::move(err);
   if (failed(verify(*module)))
     return createStringError(inconvertibleErrorCode(),
                              source + ": the imported IR does not verify (an importer bug)");

@@ -49,8 +49,10 @@ def numel(shape):
 WIDTH = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "I8": 1, "I32": 4}
 
 
-def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0, dtypes=None):
-    """dtypes maps a tensor name to its dtype (default `dtype`)."""
+def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0, dtypes=None,
+                      contents=None):
+    """dtypes maps a tensor name to its dtype (default `dtype`); contents to
+    its bytes (default a fixed pattern)."""
     header, offset = {}, 0
     for name, shape in shapes.items():
         t = (dtypes or {}).get(name, dtype)
@@ -61,8 +63,12 @@ def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0
         header_edit(header)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
-    data = bytes((i * 37) % 251 for i in range(offset))
-    blob = struct.pack("<Q", len(text)) + text + data
+    data = bytearray((i * 37) % 251 for i in range(offset))
+    for name, value in (contents or {}).items():
+        start, end = header[name]["data_offsets"]
+        assert len(value) == end - start, name
+        data[start:end] = value
+    blob = struct.pack("<Q", len(text)) + text + bytes(data)
     return blob[:len(blob) - data_cut] if data_cut else blob
 
 
@@ -194,10 +200,12 @@ def main():
     wide_shapes = {n: [64 if d in (8, 12) else 32 if d == 4 else d for d in sh]
                    for n, sh in SHAPES.items()}
     checkpoint("valid-llama-64", wide, safetensors_bytes(wide_shapes))
-    linears = [n for n in wide_shapes if len(wide_shapes[n]) == 2 and "embed" not in n]
-    def int4(awq):
-        shapes, dtypes = {}, {}
-        for n, sh in wide_shapes.items():
+    def int4(awq, g_idx=None, base_shapes=wide_shapes):
+        """g_idx(name, cols) -> the group of each input (default k // 32)."""
+        shapes, dtypes, contents = {}, {}, {}
+        linears = [n for n in base_shapes if len(base_shapes[n]) == 2 and "embed" not in n
+                   and not n.endswith("block_sparse_moe.gate.weight")]
+        for n, sh in base_shapes.items():
             if n not in linears:
                 shapes[n] = sh
                 continue
@@ -209,7 +217,9 @@ def main():
             if not awq:
                 shapes[base + ".g_idx"] = [cols]
                 dtypes[base + ".g_idx"] = "I32"
-        return safetensors_bytes(shapes, dtypes=dtypes)
+                groups = g_idx(n, cols) if g_idx else [k // 32 for k in range(cols)]
+                contents[base + ".g_idx"] = struct.pack(f"<{cols}i", *groups)
+        return safetensors_bytes(shapes, dtypes=dtypes, contents=contents)
     awq = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True,
            "version": "gemm", "modules_to_not_convert": None}
     gptq = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True,
@@ -219,8 +229,28 @@ def main():
     checkpoint("valid-llama-gptq", dict(wide, quantization_config=gptq), int4(False))
     checkpoint("ckpt-awq-gemv", dict(wide, quantization_config=dict(awq, version="gemv")), int4(True))
     checkpoint("ckpt-gptq-8bit", dict(wide, quantization_config=dict(gptq, bits=8)), int4(False))
-    checkpoint("ckpt-gptq-act-order", dict(wide, quantization_config=dict(gptq, desc_act=True)),
-               int4(False))
+    # Act-order GPTQ (desc_act): groups of 32 inputs that are not contiguous
+    # (here: even inputs group 0, odd ones group 1) import, sorted; g_idx out
+    # of range, groups that do not fill blocks of 32, and an expert whose
+    # gate and up orders differ are refused naming the tensor.
+    act_order = dict(gptq, desc_act=True)
+    checkpoint("valid-llama-gptq-act-order", dict(wide, quantization_config=act_order),
+               int4(False, lambda n, cols: [k % 2 for k in range(cols)]))
+    checkpoint("ckpt-gptq-act-order-range", dict(wide, quantization_config=act_order),
+               int4(False, lambda n, cols: [k % 2 if k != 5 else 2 for k in range(cols)]))
+    checkpoint("ckpt-gptq-act-order-uneven", dict(wide, quantization_config=act_order),
+               int4(False, lambda n, cols: [0 if k < 40 else 1 for k in range(cols)]
+                    if "v_proj" in n else [k // 32 for k in range(cols)]))
+    mixtral = dict(wide, architectures=["MixtralForCausalLM"], model_type="mixtral",
+                   num_local_experts=2, num_experts_per_tok=1)
+    mixtral_shapes = {n: sh for n, sh in wide_shapes.items() if ".mlp." not in n}
+    mixtral_shapes["model.layers.0.block_sparse_moe.gate.weight"] = [2, 64]
+    for e in range(2):
+        for w in ("w1", "w2", "w3"):
+            mixtral_shapes[f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight"] = [64, 64]
+    checkpoint("ckpt-gptq-act-order-experts", dict(mixtral, quantization_config=act_order),
+               int4(False, lambda n, cols: [(k + (".w3." in n)) % 2 for k in range(cols)],
+                    mixtral_shapes))
     checkpoint("ckpt-quant-method", dict(wide, quantization_config={"quant_method": "bitsandbytes"}),
                int4(False))
     checkpoint("ckpt-awq-wrong-layout", dict(wide, quantization_config=awq), int4(False))
