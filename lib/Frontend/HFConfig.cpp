@@ -364,7 +364,8 @@ Expected<ModelConfig> parseHFConfig(StringRef path) {
 }
 
 /// quantization_config: DeepSeek-V3's block FP8, fbgemm's per-channel FP8,
-/// AWQ (GEMM) and GPTQ (v1) 4-bit, compressed-tensors' INT8 per channel. Keys that change how weights decode are
+/// AWQ (GEMM) and GPTQ (v1) 4-bit, compressed-tensors' INT8 per channel and
+/// 4-bit pack-quantized. Keys that change how weights decode are
 /// checked; a few bookkeeping keys of each quantizer are inert.
 static Error parseQuantization(StringRef path, const json::Object &object, QuantizationConfig &q) {
   ConfigReader qr(path, object, "quantization_config.");
@@ -476,13 +477,21 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
   if (*method == "compressed-tensors") {
     // W8A16: llm-compressor's int-quantized format with one symmetric scale
     // per output channel (`weight` I8, `weight_scale` [rows, 1]), the layout
-    // fbgemm's FP8 has with int8 storage. Everything that changes the math
-    // (activation or KV-cache quantization, groups, zero points, sparsity,
-    // packed int4) is refused naming its key.
-    if (Error err = qr.expectString("format", "int-quantized",
-                                    "only the int-quantized format (INT8 per channel) is "
-                                    "supported"))
-      return err;
+    // fbgemm's FP8 has with int8 storage. W4A16: its pack-quantized format,
+    // 4-bit codes 8 to an int32 along the inputs (`weight_packed` I32 [rows,
+    // cols / 8]) with a scale per group or output channel (`weight_scale`
+    // [rows, groups]) and, asymmetric, packed zero points. Everything else
+    // that changes the math (activation or KV-cache quantization, other
+    // widths, act-order groups, sparsity) is refused naming its key.
+    TRY(formatKey, qr.string("format"));
+    if (!formatKey)
+      return qr.error("format", "is required");
+    std::string format = *formatKey;
+    if (format != "int-quantized" && format != "pack-quantized")
+      return qr.error("format", "is '" + format +
+                                    "'; only int-quantized (INT8 per channel) and "
+                                    "pack-quantized (4-bit, W4A16) are supported");
+    q.format = format;
     if (Error err = qr.expectString("quantization_status", "compressed",
                                     "only compressed checkpoints are supported"))
       return err;
@@ -508,8 +517,8 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
       for (StringRef key : {"input_activations", "output_activations"})
         if (gr.get(key))
           return gr.error(key, "is set; only weight-only quantization (W8A16) is supported");
-      if (Error err = gr.expectString("format", "int-quantized",
-                                      "only the int-quantized format is supported"))
+      if (Error err = gr.expectString("format", format,
+                                      "the groups must share the checkpoint's format"))
         return std::move(err);
       gr.consume("targets"); // which modules: the checkpoint's dtypes say which are int8
       const json::Value *weights = gr.get("weights");
@@ -518,23 +527,54 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
         return gr.error("weights", "must be an object");
       ConfigReader wr(path, *w, scope + "weights.");
       TRY(bits, wr.integer("num_bits", std::nullopt));
-      if (bits != 8)
-        return wr.error("num_bits", "is " + Twine(bits) + "; only 8-bit weights are supported");
+      bool packed = format == "pack-quantized";
+      if (bits != (packed ? 4 : 8))
+        return wr.error("num_bits", "is " + Twine(bits) + "; only " + (packed ? "4" : "8") +
+                                        "-bit " + format + " weights are supported");
       if (Error err = wr.expectString("type", "int", "only integer weights are supported"))
         return std::move(err);
-      if (Error err = wr.expectString("strategy", "channel",
-                                      "only one scale per output channel is supported"))
-        return std::move(err);
       TRY(symmetric, wr.boolean("symmetric", false));
-      if (!symmetric)
+      if (!symmetric && !packed)
         return wr.error("symmetric", "is false; only symmetric weights (no zero points) are "
                                      "supported");
       TRY(dynamic, wr.boolean("dynamic", false));
       if (dynamic)
         return wr.error("dynamic", "is true; only static weight scales are supported");
-      for (StringRef key : {"group_size", "block_structure", "actorder"})
-        if (wr.get(key))
-          return wr.error(key, "is set; only per-channel scales are supported");
+      TRY(strategyKey, wr.string("strategy"));
+      if (!strategyKey)
+        return wr.error("strategy", "is required");
+      std::string strategy = *strategyKey;
+      int64_t groupSize = -1;
+      if (packed && strategy == "group") {
+        TRY(size, wr.integer("group_size", std::nullopt, 1));
+        if (size % 32 != 0)
+          return wr.error("group_size", "is " + Twine(size) + "; it must be a multiple of 32");
+        groupSize = size;
+      } else if (strategy != "channel") {
+        return wr.error("strategy", "is '" + strategy + "'; only " +
+                                        (packed ? "group and channel scales are"
+                                                : "one scale per output channel is") +
+                                        " supported");
+      } else if (wr.get("group_size")) {
+        return wr.error("group_size", "is set; only per-channel scales are supported");
+      }
+      if (wr.get("block_structure"))
+        return wr.error("block_structure", "is set; only group and channel scales are supported");
+      // Activation order: "weight" quantizes in activation order but keeps
+      // the groups contiguous (nothing to read); "group" stores
+      // weight_g_idx, not read yet.
+      if (const json::Value *order = wr.get("actorder")) {
+        std::optional<StringRef> text = order->getAsString();
+        if (!text || *text != "weight")
+          return wr.error("actorder", "is set; only contiguous groups (actorder null or "
+                                      "'weight') are supported");
+      }
+      if (q.bits && (q.bits != bits || q.groupSize != groupSize || q.symmetric != symmetric))
+        return gr.error("weights", "differs from another group's; one weight scheme per "
+                                   "checkpoint is supported");
+      q.bits = bits;
+      q.groupSize = groupSize;
+      q.symmetric = symmetric;
       // The calibration's observer: how the scales were found, not the math.
       if (Error err = wr.checkAllUsed({"observer", "observer_kwargs"}))
         return std::move(err);
@@ -545,7 +585,7 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
   }
   return qr.error("quant_method", "is '" + *method +
                                       "'; only fp8, fbgemm_fp8, awq, gptq and "
-                                      "compressed-tensors (INT8 per channel) are supported");
+                                      "compressed-tensors (INT8 per channel, 4-bit packed) are supported");
 }
 
 Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {

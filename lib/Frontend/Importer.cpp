@@ -240,6 +240,8 @@ private:
   /// `group` 0: quantization_config's group_size.
   Type int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape, std::string &scaleName,
                 int64_t group = 0);
+  /// compressed-tensors' pack-quantized `<module>.weight_packed`.
+  Type packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> shape, std::string &scaleName);
 
   // Act-order GPTQ (desc_act): `<base>.g_idx` puts input k in group
   // g_idx[k], and a group's inputs are not contiguous. MoIR sorts each
@@ -548,6 +550,61 @@ Error ModelBuilder::checkActOrderUses() {
   return Error::success();
 }
 
+Type ModelBuilder::packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> shape,
+                                  std::string &scaleName) {
+  const QuantizationConfig &q = c.quantization;
+  int64_t rows = shape[0], cols = shape[1];
+  StringRef file = store.getFilePath(packed.file);
+  std::string base = StringRef(packed.name).drop_back(strlen("_packed")).str();
+  auto error = [&](const Twine &message) {
+    return fail(fileError(file, message)), Type();
+  };
+  if (packed.dtype != DType::I32 || cols % 32 != 0 ||
+      ArrayRef<int64_t>(packed.shape) != ArrayRef<int64_t>{rows, cols / 8})
+    return error("tensor '" + packed.name + "' (" + stringifyDType(packed.dtype) + " " +
+                 shapeString(packed.shape) + ") must be I32 [" + Twine(rows) + ", " +
+                 Twine(cols / 8) + "] (4-bit codes, 8 a word) for the weight " +
+                 shapeString(shape) + ", whose " + Twine(cols) +
+                 " inputs must be a multiple of 32");
+  int64_t group = q.groupSize == -1 ? cols : q.groupSize;
+  int64_t groups = cols % group == 0 ? cols / group : 0;
+  const TensorInfo *scale = store.lookup(base + "_scale");
+  if (!groups || group % 32 != 0)
+    return error("tensor '" + packed.name + "': " + Twine(cols) +
+                 " inputs do not split into groups of " + Twine(group) + ", a multiple of 32");
+  if (!scale || ArrayRef<int64_t>(scale->shape) != ArrayRef<int64_t>{rows, groups} ||
+      !is_contained({DType::F32, DType::F16, DType::BF16}, scale->dtype))
+    return error("tensor '" + packed.name + "' needs a scale tensor '" + base +
+                 "_scale' (F32, F16 or BF16 [" + Twine(rows) + ", " + Twine(groups) + "])");
+  const TensorInfo *zero = store.lookup(base + "_zero_point");
+  if (q.symmetric && zero)
+    return error("tensor '" + base + "_zero_point' is stored, but the weights are symmetric "
+                 "(quantization_config ... weights.symmetric)");
+  if (!q.symmetric && !zero)
+    return error("tensor '" + packed.name + "' has no '" + base +
+                 "_zero_point', which asymmetric weights need");
+  // weight_shape, when stored, must be the logical shape.
+  if (const TensorInfo *stored = store.lookup(base + "_shape")) {
+    ArrayRef<uint8_t> bytes = store.getData(*stored);
+    bool ok = stored->dtype == DType::I64 && stored->getNumElements() == 2 && bytes.size() == 16;
+    int64_t dims[2] = {0, 0};
+    if (ok)
+      std::memcpy(dims, bytes.data(), 16);
+    if (!ok || dims[0] != rows || dims[1] != cols)
+      return error("tensor '" + base + "_shape' must be I64 [2] holding " + shapeString(shape));
+    used.insert(stored->name);
+  }
+  scaleName = base + "_scale";
+  if (zero)
+    used.insert(zero->name);
+  Type scaleType = scale->dtype == DType::F16    ? Type(b.getF16Type())
+                   : scale->dtype == DType::BF16 ? Type(b.getBF16Type())
+                                                 : Type(b.getF32Type());
+  auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::group, {}, -1, group, true,
+                                          llm::GGUFBlockType::none, scaleType);
+  return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, 4), scheme);
+}
+
 Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
                               std::string &scaleStorage) {
   MLIRContext *context = &ctx;
@@ -665,6 +722,19 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
         }
       }
       result.type = int4Type(*qweight, shape, result.scaleName);
+      if (!result.type)
+        return std::nullopt;
+      return result;
+    }
+    return fail(fileError(source, "missing tensor '" + name + "' (nor '" + result.name +
+                                      "')")),
+           std::nullopt;
+  }
+  if (!info && method == "compressed-tensors" && c.quantization.format == "pack-quantized" &&
+      shape.size() == 2 && name.ends_with(".weight")) {
+    result.name = (name + "_packed").str();
+    if (const TensorInfo *packed = store.lookup(result.name)) {
+      result.type = packedInt4Type(*packed, shape, result.scaleName);
       if (!result.type)
         return std::nullopt;
       return result;

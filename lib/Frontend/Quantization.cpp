@@ -650,10 +650,12 @@ private:
 /// packed zero points per group of `group` inputs.
 class Int4Source : public RowSource {
 public:
-  Int4Source(bool awq, const uint8_t *qweight, const uint8_t *qzeros, const uint8_t *scales,
+  /// AWQ (GEMM), GPTQ (v1) and compressed-tensors' pack-quantized layouts.
+  enum class Layout { AWQ, GPTQ, Packed };
+  Int4Source(Layout layout, const uint8_t *qweight, const uint8_t *qzeros, const uint8_t *scales,
              DType scaleType, int64_t rows_, int64_t cols, int64_t groupSize)
-      : awq(awq), qweight(qweight), qzeros(qzeros), scales(scales), scaleType(scaleType),
-        cols(cols) {
+      : layout(layout), awq(layout == Layout::AWQ), qweight(qweight), qzeros(qzeros),
+        scales(scales), scaleType(scaleType), cols(cols) {
     rows = rows_;
     group = groupSize;
     codeMin = 0;
@@ -661,6 +663,24 @@ public:
   }
 
   Error row(int64_t r, int16_t *codes, float *params) override {
+    if (layout == Layout::Packed) {
+      // weight_packed [rows, cols / 8]: input c of row r in nibble c % 8 of
+      // word c / 8, stored as its signed value + 8; weight_scale [rows,
+      // groups]; weight_zero_point (asymmetric) [ceil(rows / 8), groups],
+      // row r in nibble r % 8, also + 8. w = scale * (code - zero).
+      int64_t groups = cols / group;
+      if (wantCodes)
+        for (int64_t c = 0; c < cols; ++c)
+          codes[c] = (readU32(qweight + 4 * (r * (cols / 8) + c / 8)) >> (4 * (c % 8))) & 0xF;
+      for (int64_t g = 0; g < groups; ++g) {
+        float scale = readFloat(scaleType, scales, r * groups + g);
+        int zero =
+            qzeros ? (readU32(qzeros + 4 * ((r / 8) * groups + g)) >> (4 * (r % 8))) & 0xF : 8;
+        params[2 * g] = scale;
+        params[2 * g + 1] = -zero * scale;
+      }
+      return Error::success();
+    }
     // AWQ packs outputs 8 to a word in the order 0 2 4 6 1 3 5 7, so output
     // k sits in nibble kAWQNibble[k]; GPTQ packs in order.
     static constexpr int kAWQNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -683,6 +703,7 @@ public:
   }
 
 private:
+  Layout layout;
   bool awq;
   const uint8_t *qweight, *qzeros, *scales;
   DType scaleType;
@@ -787,12 +808,44 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
     return data.takeError();
   const DType floatScales[] = {DType::F32, DType::F16, DType::BF16};
 
+  // compressed-tensors' pack-quantized 4-bit: <module>.weight_packed.
+  if (info.dtype == DType::I32 && StringRef(info.name).ends_with(".weight_packed")) {
+    std::string base = StringRef(info.name).drop_back(strlen("_packed")).str();
+    if (shape.size() != 2 || shape[1] * 8 != cols || shape[0] <= 0 || cols % 32 != 0)
+      return error("has shape " + shapeText(shape) + "; pack-quantized 4-bit codes of " +
+                   Twine(cols) + " inputs (a multiple of 32) are [outputs, " + Twine(cols) +
+                   " / 8]");
+    int64_t rows = shape[0];
+    const TensorInfo *scales = store.lookup(base + "_scale");
+    if (!scales || scales->shape.size() != 2 || scales->shape[0] != rows ||
+        scales->shape[1] <= 0 || cols % scales->shape[1] != 0 ||
+        (cols / scales->shape[1]) % 32 != 0)
+      return error("needs a companion '" + base + "_scale' of shape [" + Twine(rows) +
+                   ", groups] with " + Twine(cols) + " / groups a multiple of 32");
+    int64_t groups = scales->shape[1];
+    if (Expected<const TensorInfo *> s = companion(info, base + "_scale", floatScales,
+                                                   {rows, groups});
+        !s)
+      return s.takeError();
+    const uint8_t *zeros = nullptr;
+    if (store.lookup(base + "_zero_point")) {
+      Expected<const TensorInfo *> z = companion(info, base + "_zero_point", {DType::I32},
+                                                 {static_cast<int64_t>(divideCeil(rows, 8)), groups});
+      if (!z)
+        return z.takeError();
+      zeros = store.getData(**z).data();
+    }
+    return std::make_unique<Int4Source>(Int4Source::Layout::Packed, *data, zeros,
+                                        store.getData(*scales).data(), scales->dtype, rows,
+                                        cols, cols / groups);
+  }
+
   // AWQ / GPTQ: <base>.qweight with its companions.
   if (info.dtype == DType::I32) {
     StringRef name = info.name;
     if (!name.consume_back(".qweight") || shape.size() != 2)
       return error("is not a weight: an I32 weight must be a 2-D AWQ or GPTQ "
-                   "'<module>.qweight'");
+                   "'<module>.qweight' or a compressed-tensors '<module>.weight_packed'");
     std::string base = name.str();
     const TensorInfo *gIdx = store.lookup(base + ".g_idx");
     // AWQ stores [inputs, outputs / 8], GPTQ [inputs / 8, outputs]; GPTQ
@@ -841,7 +894,8 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
                        "does");
       }
     }
-    return std::make_unique<Int4Source>(awq, *data, store.getData(**zeros).data(),
+    return std::make_unique<Int4Source>(awq ? Int4Source::Layout::AWQ : Int4Source::Layout::GPTQ,
+                                        *data, store.getData(**zeros).data(),
                                         store.getData(*scales).data(), scales->dtype, rows,
                                         cols, groupSize);
   }

@@ -536,6 +536,53 @@ TEST(Quantization, GPTQ) {
             "'nozeros.qzeros' (I32 [2, 2]), which the checkpoint does not have");
 }
 
+// compressed-tensors' pack-quantized 4-bit: codes 8 to a word along the
+// inputs (signed value + 8), [rows, groups] scales, zero points (asymmetric)
+// packed along the rows; symmetric weights have zero 8.
+TEST(Quantization, CompressedTensorsPacked) {
+  Int4Tensor t(24, 128, 32, 9);
+  int64_t groups = t.cols / t.group;
+  std::vector<uint32_t> packed(t.rows * t.cols / 8, 0), zeros((t.rows + 7) / 8 * groups, 0);
+  std::vector<uint16_t> scales(t.rows * groups);
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t c = 0; c < t.cols; ++c)
+      packed[r * t.cols / 8 + c / 8] |= t.q[r * t.cols + c] << (4 * (c % 8));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t r = 0; r < t.rows; ++r) {
+      scales[r * groups + g] = toBF16(fromF16(t.s[g * t.rows + r]));
+      zeros[(r / 8) * groups + g] |= t.z[g * t.rows + r] << (4 * (r % 8));
+    }
+  StoreBuilder builder;
+  for (StringRef base : {"asym.weight", "sym.weight"}) {
+    builder.addValues<uint32_t>((base + "_packed").str(), DType::I32, {t.rows, t.cols / 8},
+                                packed);
+    builder.addValues<uint16_t>((base + "_scale").str(), DType::BF16, {t.rows, groups}, scales);
+  }
+  builder.addValues<uint32_t>("asym.weight_zero_point", DType::I32, {(t.rows + 7) / 8, groups},
+                              zeros);
+  builder.addValues<uint32_t>("bad.weight_packed", DType::I32, {t.rows, t.cols / 8}, packed);
+  builder.addValues<uint16_t>("bad.weight_scale", DType::BF16, {t.rows, 3}, scales);
+  WeightStore store;
+  builder.build(store);
+  std::vector<float> asym(t.rows * t.cols), sym(t.rows * t.cols);
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t c = 0; c < t.cols; ++c) {
+      int64_t g = c / t.group;
+      float scale = fromBF16(scales[r * groups + g]);
+      asym[r * t.cols + c] = (t.q[r * t.cols + c] - t.z[g * t.rows + r]) * scale;
+      sym[r * t.cols + c] = (t.q[r * t.cols + c] - 8) * scale;
+    }
+  Expected<Packed> a = pack(store, {"asym.weight_packed"}, t.cols, "u4:32");
+  ASSERT_TRUE(bool(a)) << toString(a.takeError());
+  expectClose(dequantize(*a, "u4:32", t.cols), asym);
+  Expected<Packed> s = pack(store, {"sym.weight_packed"}, t.cols, "u4:32");
+  ASSERT_TRUE(bool(s)) << toString(s.takeError());
+  expectClose(dequantize(*s, "u4:32", t.cols), sym);
+  EXPECT_EQ(errorText(pack(store, {"bad.weight_packed"}, t.cols, "u4:32")),
+            "test.bin: tensor 'bad.weight_packed' (I32) needs a companion 'bad.weight_scale' of "
+            "shape [24, groups] with 128 / groups a multiple of 32");
+}
+
 // Act-order GPTQ: the sorted form (addSortedGPTQ) packs to the original
 // weight with its inputs in the sorted order and, given a row order, its
 // rows in that order; g_idx defects are refused naming the tensor.

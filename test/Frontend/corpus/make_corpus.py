@@ -46,7 +46,7 @@ def numel(shape):
     return n
 
 
-WIDTH = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "I8": 1, "I32": 4}
+WIDTH = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "I8": 1, "I32": 4, "I64": 8}
 
 
 def safetensors_bytes(shapes, dtype="F32", width=4, header_edit=None, data_cut=0, dtypes=None,
@@ -271,6 +271,39 @@ def main():
                 "symmetric": True})), int4(False))
     checkpoint("ckpt-ct-group", dict(wide, quantization_config=ct(
         dict(ct_weights, strategy="group", group_size=128))), int4(False))
+
+    # compressed-tensors pack-quantized (W4A16): 4-bit codes in int32 along
+    # the inputs, groups of 32; refused: 8-bit packing, act-order groups,
+    # asymmetric weights without their zero points.
+    def packed4(zero_points):
+        shapes, dtypes, contents = {}, {}, {}
+        for n, sh in wide_shapes.items():
+            if len(sh) != 2 or "embed" in n:
+                shapes[n] = sh
+                continue
+            base, (rows, cols) = n[:-len("weight")], sh
+            shapes[base + "weight_packed"] = [rows, cols // 8]
+            shapes[base + "weight_scale"] = [rows, cols // 32]
+            shapes[base + "weight_shape"] = [2]
+            dtypes.update({base + "weight_packed": "I32", base + "weight_scale": "F16",
+                           base + "weight_shape": "I64"})
+            contents[base + "weight_shape"] = struct.pack("<2q", rows, cols)
+            if zero_points:
+                shapes[base + "weight_zero_point"] = [(rows + 7) // 8, cols // 32]
+                dtypes[base + "weight_zero_point"] = "I32"
+        return safetensors_bytes(shapes, dtypes=dtypes, contents=contents)
+    w4 = dict(ct_weights, num_bits=4, strategy="group", group_size=32)
+    def ct4(weights=w4):
+        q = ct(weights)
+        q["format"] = q["config_groups"]["group_0"]["format"] = "pack-quantized"
+        return q
+    checkpoint("valid-llama-ct-w4a16", dict(wide, quantization_config=ct4()), packed4(False))
+    checkpoint("ckpt-ct-pack-8bit", dict(wide, quantization_config=ct4(dict(w4, num_bits=8))),
+               packed4(False))
+    checkpoint("ckpt-ct-pack-actorder", dict(wide, quantization_config=ct4(
+        dict(w4, actorder="group"))), packed4(False))
+    checkpoint("ckpt-ct-pack-no-zero-point", dict(wide, quantization_config=ct4(
+        dict(w4, symmetric=False))), packed4(False))
 
     checkpoint("ckpt-fp8-no-scale", weights=safetensors_bytes(
         SHAPES, dtypes={"model.layers.0.self_attn.q_proj.weight": "F8_E4M3"}))
