@@ -477,10 +477,11 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
   if (*method == "compressed-tensors") {
     // W8A16: llm-compressor's int-quantized format with one symmetric scale
     // per output channel (`weight` I8, `weight_scale` [rows, 1]), the layout
-    // fbgemm's FP8 has with int8 storage. W4A16: its pack-quantized format,
-    // 4-bit codes 8 to an int32 along the inputs (`weight_packed` I32 [rows,
-    // cols / 8]) with a scale per group or output channel (`weight_scale`
-    // [rows, groups]) and, asymmetric, packed zero points. Everything else
+    // fbgemm's FP8 has with int8 storage. W4A16 and W8A16: its
+    // pack-quantized format, 4- or 8-bit codes packed in int32 along the
+    // inputs (`weight_packed` I32 [rows, cols * bits / 32]) with a scale per
+    // group or output channel (`weight_scale` [rows, groups]) and,
+    // asymmetric, packed zero points. Everything else
     // that changes the math (activation or KV-cache quantization, other
     // widths, act-order groups, sparsity) is refused naming its key.
     TRY(formatKey, qr.string("format"));
@@ -528,9 +529,10 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
       ConfigReader wr(path, *w, scope + "weights.");
       TRY(bits, wr.integer("num_bits", std::nullopt));
       bool packed = format == "pack-quantized";
-      if (bits != (packed ? 4 : 8))
-        return wr.error("num_bits", "is " + Twine(bits) + "; only " + (packed ? "4" : "8") +
-                                        "-bit " + format + " weights are supported");
+      if (bits != 8 && !(packed && bits == 4))
+        return wr.error("num_bits", "is " + Twine(bits) + "; only " +
+                                        (packed ? "4- and 8-bit" : "8-bit") + " " + format +
+                                        " weights are supported");
       if (Error err = wr.expectString("type", "int", "only integer weights are supported"))
         return std::move(err);
       TRY(symmetric, wr.boolean("symmetric", false));

@@ -240,8 +240,9 @@ private:
   /// `group` 0: quantization_config's group_size.
   Type int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape, std::string &scaleName,
                 int64_t group = 0);
-  /// compressed-tensors' pack-quantized `<module>.weight_packed`.
-  Type packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> shape, std::string &scaleName);
+  /// compressed-tensors' pack-quantized `<module>.weight_packed` (4- or
+  /// 8-bit codes, quantization_config's num_bits).
+  Type packedIntType(const TensorInfo &packed, ArrayRef<int64_t> shape, std::string &scaleName);
 
   // Act-order GPTQ (desc_act): `<base>.g_idx` puts input k in group
   // g_idx[k], and a group's inputs are not contiguous. MoIR sorts each
@@ -550,8 +551,8 @@ Error ModelBuilder::checkActOrderUses() {
   return Error::success();
 }
 
-Type ModelBuilder::packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> shape,
-                                  std::string &scaleName) {
+Type ModelBuilder::packedIntType(const TensorInfo &packed, ArrayRef<int64_t> shape,
+                                 std::string &scaleName) {
   const QuantizationConfig &q = c.quantization;
   int64_t rows = shape[0], cols = shape[1];
   StringRef file = store.getFilePath(packed.file);
@@ -559,13 +560,14 @@ Type ModelBuilder::packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> sh
   auto error = [&](const Twine &message) {
     return fail(fileError(file, message)), Type();
   };
+  int64_t perWord = 32 / q.bits;
   if (packed.dtype != DType::I32 || cols % 32 != 0 ||
-      ArrayRef<int64_t>(packed.shape) != ArrayRef<int64_t>{rows, cols / 8})
+      ArrayRef<int64_t>(packed.shape) != ArrayRef<int64_t>{rows, cols / perWord})
     return error("tensor '" + packed.name + "' (" + stringifyDType(packed.dtype) + " " +
                  shapeString(packed.shape) + ") must be I32 [" + Twine(rows) + ", " +
-                 Twine(cols / 8) + "] (4-bit codes, 8 a word) for the weight " +
-                 shapeString(shape) + ", whose " + Twine(cols) +
-                 " inputs must be a multiple of 32");
+                 Twine(cols / perWord) + "] (" + Twine(q.bits) + "-bit codes, " +
+                 Twine(perWord) + " a word) for the weight " + shapeString(shape) +
+                 ", whose " + Twine(cols) + " inputs must be a multiple of 32");
   int64_t group = q.groupSize == -1 ? cols : q.groupSize;
   int64_t groups = cols % group == 0 ? cols / group : 0;
   const TensorInfo *scale = store.lookup(base + "_scale");
@@ -600,9 +602,16 @@ Type ModelBuilder::packedInt4Type(const TensorInfo &packed, ArrayRef<int64_t> sh
   Type scaleType = scale->dtype == DType::F16    ? Type(b.getF16Type())
                    : scale->dtype == DType::BF16 ? Type(b.getBF16Type())
                                                  : Type(b.getF32Type());
+  // Symmetric 8-bit with one scale per row is INT8 per channel (the
+  // int-quantized form's); the rest keeps groups with offsets.
+  if (q.bits == 8 && groups == 1 && !zero) {
+    auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::per_channel, {}, 0, 0, false,
+                                            llm::GGUFBlockType::none, Type());
+    return llm::QTensorType::get(&ctx, shape, b.getI8Type(), scheme);
+  }
   auto scheme = llm::QuantSchemeAttr::get(&ctx, llm::QuantKind::group, {}, -1, group, true,
                                           llm::GGUFBlockType::none, scaleType);
-  return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, 4), scheme);
+  return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, q.bits), scheme);
 }
 
 Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
@@ -734,7 +743,7 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
       shape.size() == 2 && name.ends_with(".weight")) {
     result.name = (name + "_packed").str();
     if (const TensorInfo *packed = store.lookup(result.name)) {
-      result.type = packedInt4Type(*packed, shape, result.scaleName);
+      result.type = packedIntType(*packed, shape, result.scaleName);
       if (!result.type)
         return std::nullopt;
       return result;

@@ -650,12 +650,10 @@ private:
 /// packed zero points per group of `group` inputs.
 class Int4Source : public RowSource {
 public:
-  /// AWQ (GEMM), GPTQ (v1) and compressed-tensors' pack-quantized layouts.
-  enum class Layout { AWQ, GPTQ, Packed };
-  Int4Source(Layout layout, const uint8_t *qweight, const uint8_t *qzeros, const uint8_t *scales,
+  Int4Source(bool awq, const uint8_t *qweight, const uint8_t *qzeros, const uint8_t *scales,
              DType scaleType, int64_t rows_, int64_t cols, int64_t groupSize)
-      : layout(layout), awq(layout == Layout::AWQ), qweight(qweight), qzeros(qzeros),
-        scales(scales), scaleType(scaleType), cols(cols) {
+      : awq(awq), qweight(qweight), qzeros(qzeros), scales(scales), scaleType(scaleType),
+        cols(cols) {
     rows = rows_;
     group = groupSize;
     codeMin = 0;
@@ -663,24 +661,6 @@ public:
   }
 
   Error row(int64_t r, int16_t *codes, float *params) override {
-    if (layout == Layout::Packed) {
-      // weight_packed [rows, cols / 8]: input c of row r in nibble c % 8 of
-      // word c / 8, stored as its signed value + 8; weight_scale [rows,
-      // groups]; weight_zero_point (asymmetric) [ceil(rows / 8), groups],
-      // row r in nibble r % 8, also + 8. w = scale * (code - zero).
-      int64_t groups = cols / group;
-      if (wantCodes)
-        for (int64_t c = 0; c < cols; ++c)
-          codes[c] = (readU32(qweight + 4 * (r * (cols / 8) + c / 8)) >> (4 * (c % 8))) & 0xF;
-      for (int64_t g = 0; g < groups; ++g) {
-        float scale = readFloat(scaleType, scales, r * groups + g);
-        int zero =
-            qzeros ? (readU32(qzeros + 4 * ((r / 8) * groups + g)) >> (4 * (r % 8))) & 0xF : 8;
-        params[2 * g] = scale;
-        params[2 * g + 1] = -zero * scale;
-      }
-      return Error::success();
-    }
     // AWQ packs outputs 8 to a word in the order 0 2 4 6 1 3 5 7, so output
     // k sits in nibble kAWQNibble[k]; GPTQ packs in order.
     static constexpr int kAWQNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -703,9 +683,57 @@ public:
   }
 
 private:
-  Layout layout;
   bool awq;
   const uint8_t *qweight, *qzeros, *scales;
+  DType scaleType;
+  int64_t cols;
+};
+
+/// compressed-tensors' pack-quantized 4- or 8-bit codes: `weight_packed`
+/// [rows, cols * bits / 32], input c of row r at bit bits * (c % (32 /
+/// bits)) of word c / (32 / bits), stored as its signed value + 2^(bits -
+/// 1); `weight_scale` [rows, groups]; `weight_zero_point` (asymmetric)
+/// [ceil(rows * bits / 32), groups], packed the same way along the rows.
+/// w = scale * (q - zero), q and zero signed. 4-bit codes go out unsigned
+/// (q + 8, offset -(zero + 8) * scale, the u4 form), 8-bit ones signed.
+class PackedIntSource : public RowSource {
+public:
+  PackedIntSource(int bits, const uint8_t *packed, const uint8_t *zeros, const uint8_t *scales,
+                  DType scaleType, int64_t rows_, int64_t cols, int64_t groupSize)
+      : bits(bits), packed(packed), zeros(zeros), scales(scales), scaleType(scaleType),
+        cols(cols) {
+    rows = rows_;
+    group = groupSize;
+    codeMin = bits == 4 ? 0 : -128;
+    codeMax = bits == 4 ? 15 : 127;
+  }
+
+  Error row(int64_t r, int16_t *codes, float *params) override {
+    int perWord = 32 / bits, bias = 1 << (bits - 1);
+    uint32_t mask = (1u << bits) - 1;
+    // The codes' own offset: 4-bit codes stay unsigned.
+    int shift = bits == 4 ? 0 : bias;
+    int64_t groups = cols / group, words = cols / perWord;
+    if (wantCodes)
+      for (int64_t c = 0; c < cols; ++c)
+        codes[c] = static_cast<int16_t>(
+            ((readU32(packed + 4 * (r * words + c / perWord)) >> (bits * (c % perWord))) & mask) -
+            shift);
+    for (int64_t g = 0; g < groups; ++g) {
+      float scale = readFloat(scaleType, scales, r * groups + g);
+      int zero = bias;
+      if (zeros)
+        zero = (readU32(zeros + 4 * ((r / perWord) * groups + g)) >> (bits * (r % perWord))) &
+               mask;
+      params[2 * g] = scale;
+      params[2 * g + 1] = -(zero - shift) * scale;
+    }
+    return Error::success();
+  }
+
+private:
+  int bits;
+  const uint8_t *packed, *zeros, *scales;
   DType scaleType;
   int64_t cols;
 };
@@ -808,13 +836,17 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
     return data.takeError();
   const DType floatScales[] = {DType::F32, DType::F16, DType::BF16};
 
-  // compressed-tensors' pack-quantized 4-bit: <module>.weight_packed.
+  // compressed-tensors' pack-quantized: <module>.weight_packed, 4- or 8-bit
+  // (told by its width against the logical columns).
   if (info.dtype == DType::I32 && StringRef(info.name).ends_with(".weight_packed")) {
     std::string base = StringRef(info.name).drop_back(strlen("_packed")).str();
-    if (shape.size() != 2 || shape[1] * 8 != cols || shape[0] <= 0 || cols % 32 != 0)
-      return error("has shape " + shapeText(shape) + "; pack-quantized 4-bit codes of " +
+    int bits = shape.size() == 2 && shape[1] * 8 == cols ? 4
+               : shape.size() == 2 && shape[1] * 4 == cols ? 8
+                                                           : 0;
+    if (!bits || shape[0] <= 0 || cols % 32 != 0)
+      return error("has shape " + shapeText(shape) + "; pack-quantized codes of " +
                    Twine(cols) + " inputs (a multiple of 32) are [outputs, " + Twine(cols) +
-                   " / 8]");
+                   " / 8] (4-bit) or [outputs, " + Twine(cols) + " / 4] (8-bit)");
     int64_t rows = shape[0];
     const TensorInfo *scales = store.lookup(base + "_scale");
     if (!scales || scales->shape.size() != 2 || scales->shape[0] != rows ||
@@ -829,15 +861,15 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
       return s.takeError();
     const uint8_t *zeros = nullptr;
     if (store.lookup(base + "_zero_point")) {
-      Expected<const TensorInfo *> z = companion(info, base + "_zero_point", {DType::I32},
-                                                 {static_cast<int64_t>(divideCeil(rows, 8)), groups});
+      Expected<const TensorInfo *> z =
+          companion(info, base + "_zero_point", {DType::I32},
+                    {static_cast<int64_t>(divideCeil(rows, 32 / bits)), groups});
       if (!z)
         return z.takeError();
       zeros = store.getData(**z).data();
     }
-    return std::make_unique<Int4Source>(Int4Source::Layout::Packed, *data, zeros,
-                                        store.getData(*scales).data(), scales->dtype, rows,
-                                        cols, cols / groups);
+    return std::make_unique<PackedIntSource>(bits, *data, zeros, store.getData(*scales).data(),
+                                             scales->dtype, rows, cols, cols / groups);
   }
 
   // AWQ / GPTQ: <base>.qweight with its companions.
@@ -894,8 +926,7 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
                        "does");
       }
     }
-    return std::make_unique<Int4Source>(awq ? Int4Source::Layout::AWQ : Int4Source::Layout::GPTQ,
-                                        *data, store.getData(**zeros).data(),
+    return std::make_unique<Int4Source>(awq, *data, store.getData(**zeros).data(),
                                         store.getData(*scales).data(), scales->dtype, rows,
                                         cols, groupSize);
   }

@@ -7,7 +7,8 @@
 // and g_idx. packWeights must either fail with an error or write exactly
 // getPackedBytes bytes; it must never crash. A GPTQ g_idx is first read as
 // the importer reads it (readGPTQGroupOrder); an act-order one is packed from
-// its sorted form (addSortedGPTQ), output rows reversed or as stored.
+// its sorted form (addSortedGPTQ), output rows reversed or as stored. Kind 14
+// with flag 32 is compressed-tensors' pack-quantized (flag 64: 8-bit).
 //
 //===----------------------------------------------------------------------===//
 
@@ -82,6 +83,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     b.add(name, kind == 12 ? DType::F8E4M3 : DType::I8, {rows, cols});
     if (!drop)
       b.add(name + "_scale", retype ? DType::I32 : DType::BF16, {dim(rows), 1});
+  } else if (kind == 14 && flags & 32) {
+    // compressed-tensors pack-quantized: 4- or 8-bit codes along the inputs,
+    // [rows, groups] scales, zero points packed along the rows.
+    int bits = flags & 64 ? 8 : 4;
+    rows = 1 + dims % 12;
+    int64_t groups = blocks == 3 ? 1 : blocks;
+    name = "m.weight_packed";
+    b.add(name, DType::I32, {rows, cols * bits / 32});
+    b.add("m.weight_scale", retype ? DType::I8 : DType::BF16, {dim(rows), groups});
+    if (!drop)
+      b.add("m.weight_zero_point", DType::I32, {(rows * bits + 31) / 32, groups});
   } else {
     // AWQ (14) and GPTQ (15): 8 outputs or inputs per int32.
     bool awq = kind == 14;

@@ -583,6 +583,50 @@ TEST(Quantization, CompressedTensorsPacked) {
             "shape [24, groups] with 128 / groups a multiple of 32");
 }
 
+// The 8-bit form: 4 codes a word (signed value + 128), zero points packed 4
+// to a word along the rows; symmetric weights have zero 0.
+TEST(Quantization, CompressedTensorsPacked8) {
+  const int64_t rows = 12, cols = 64, group = 32, groups = cols / group;
+  std::mt19937 gen(13);
+  std::vector<int> q(rows * cols), z(rows * groups);
+  std::vector<uint16_t> scales(rows * groups);
+  for (int &v : q)
+    v = static_cast<int>(gen() % 256) - 128;
+  for (int &v : z)
+    v = static_cast<int>(gen() % 256) - 128;
+  for (uint16_t &s : scales)
+    s = toBF16(std::uniform_real_distribution<float>(0.001f, 0.05f)(gen));
+  std::vector<uint32_t> packed(rows * cols / 4, 0), zeros((rows + 3) / 4 * groups, 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      packed[r * cols / 4 + c / 4] |= static_cast<uint32_t>(q[r * cols + c] + 128) << (8 * (c % 4));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g)
+      zeros[(r / 4) * groups + g] |= static_cast<uint32_t>(z[r * groups + g] + 128) << (8 * (r % 4));
+  StoreBuilder builder;
+  for (StringRef base : {"asym.weight", "sym.weight"}) {
+    builder.addValues<uint32_t>((base + "_packed").str(), DType::I32, {rows, cols / 4}, packed);
+    builder.addValues<uint16_t>((base + "_scale").str(), DType::BF16, {rows, groups}, scales);
+  }
+  builder.addValues<uint32_t>("asym.weight_zero_point", DType::I32, {(rows + 3) / 4, groups},
+                              zeros);
+  WeightStore store;
+  builder.build(store);
+  std::vector<float> asym(rows * cols), sym(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      float scale = fromBF16(scales[r * groups + c / group]);
+      asym[r * cols + c] = (q[r * cols + c] - z[r * groups + c / group]) * scale;
+      sym[r * cols + c] = q[r * cols + c] * scale;
+    }
+  Expected<Packed> a = pack(store, {"asym.weight_packed"}, cols, "i8:32");
+  ASSERT_TRUE(bool(a)) << toString(a.takeError());
+  expectClose(dequantize(*a, "i8:32", cols), asym);
+  Expected<Packed> s = pack(store, {"sym.weight_packed"}, cols, "i8:32:sym");
+  ASSERT_TRUE(bool(s)) << toString(s.takeError());
+  expectClose(dequantize(*s, "i8:32:sym", cols), sym);
+}
+
 // Act-order GPTQ: the sorted form (addSortedGPTQ) packs to the original
 // weight with its inputs in the sorted order and, given a row order, its
 // rows in that order; g_idx defects are refused naming the tensor.

@@ -83,8 +83,8 @@ struct QuantizationConfig {
   /// AWQ/GPTQ: 4; group_size along the inputs (-1: GPTQ's one group per row).
   int64_t bits = 0, groupSize = 0;
   /// compressed-tensors: "int-quantized" (INT8 per channel) or
-  /// "pack-quantized" (4-bit codes packed in int32, `weight_packed`), and
-  /// whether the weights have zero points (`weight_zero_point`).
+  /// "pack-quantized" (4- or 8-bit codes packed in int32, `weight_packed`),
+  /// and whether the weights have zero points (`weight_zero_point`).
   std::string format;
   bool symmetric = true;
   /// Modules the quantizer left in float (their weights are plain tensors).

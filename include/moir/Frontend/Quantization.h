@@ -148,12 +148,12 @@ bool isValidPackedShape(PackedFormat format, int64_t cols);
 ///     sorted form, addSortedGPTQ's). GPTQ is told from
 ///     AWQ by g_idx or by the qweight's shape ([cols / 8, rows] vs AWQ's
 ///     [cols, rows / 8]);
-///   I32 `<module>.weight_packed`: compressed-tensors' pack-quantized 4-bit
-///     ([rows, cols / 8], 8 codes a word from the lowest nibble, each its
-///     signed value + 8) with `<module>.weight_scale` [rows, groups] and,
-///     asymmetric, `<module>.weight_zero_point` I32 [ceil(rows / 8), groups]
-///     (packed along the rows, + 8 too); w = scale * (code - zero), zero 8
-///     when there is no zero-point tensor.
+///   I32 `<module>.weight_packed`: compressed-tensors' pack-quantized 4- or
+///     8-bit codes ([rows, cols / 8] or [rows, cols / 4], from the lowest
+///     bits, each its signed value + 8 or + 128) with `<module>.weight_scale`
+///     [rows, groups] and, asymmetric, `<module>.weight_zero_point` I32
+///     [ceil(rows / 8 or 4), groups] (packed along the rows, offset too);
+///     w = scale * (q - zero), zero 0 when there is no zero-point tensor.
 /// The natural group of a GGUF type is 32 (16 for Q6_K). `format.group` must
 /// divide the source's natural group (each (scale, offset) is then repeated)
 /// and the codes must fit the storage (Q5_*, Q6_K, Q8_0 need I8); superblock

@@ -273,7 +273,7 @@ def main():
         dict(ct_weights, strategy="group", group_size=128))), int4(False))
 
     # compressed-tensors pack-quantized (W4A16): 4-bit codes in int32 along
-    # the inputs, groups of 32; refused: 8-bit packing, act-order groups,
+    # the inputs, groups of 32; refused: 2-bit codes, act-order groups,
     # asymmetric weights without their zero points.
     def packed4(zero_points):
         shapes, dtypes, contents = {}, {}, {}
@@ -298,7 +298,7 @@ def main():
         q["format"] = q["config_groups"]["group_0"]["format"] = "pack-quantized"
         return q
     checkpoint("valid-llama-ct-w4a16", dict(wide, quantization_config=ct4()), packed4(False))
-    checkpoint("ckpt-ct-pack-8bit", dict(wide, quantization_config=ct4(dict(w4, num_bits=8))),
+    checkpoint("ckpt-ct-pack-2bit", dict(wide, quantization_config=ct4(dict(w4, num_bits=2))),
                packed4(False))
     checkpoint("ckpt-ct-pack-actorder", dict(wide, quantization_config=ct4(
         dict(w4, actorder="group"))), packed4(False))
