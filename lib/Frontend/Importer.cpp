@@ -268,9 +268,12 @@ private:
       used.insert((base + part).str());
     return std::move(*name);
   }
-  /// An I32 [n] tensor holding `order` (`name`, or, with `name` empty, one
-  /// shared by every weight of the same order: q/k/v of one layer).
-  std::string orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name = "");
+  /// The name of a derived I32 [n] tensor holding `order`, `name`; with
+  /// `shared`, the first such tensor of the same order when there is one
+  /// (q/k/v of a layer read one). Empty after an error (a checkpoint tensor
+  /// of that name).
+  std::string orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name,
+                          bool shared);
   /// Layer l's experts under act-order GPTQ: prepares their sorted tensors
   /// (resolve() then reads them) and returns their stacked gate/up input
   /// order ([E, hidden] i32), or a null Value when no expert reads its
@@ -432,17 +435,22 @@ Type ModelBuilder::int4Type(const TensorInfo &qweight, ArrayRef<int64_t> shape,
   return llm::QTensorType::get(&ctx, shape, IntegerType::get(&ctx, 4), scheme);
 }
 
-std::string ModelBuilder::orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name) {
+std::string ModelBuilder::orderTensor(ArrayRef<int32_t> order, unsigned file, std::string name,
+                                      bool shared) {
   std::vector<int32_t> key(order.begin(), order.end());
-  if (name.empty()) {
-    auto it = sharedOrders.find(key);
-    if (it != sharedOrders.end())
+  if (shared) {
+    auto [it, added] = sharedOrders.try_emplace(key, name);
+    if (!added)
       return it->second;
-    name = "act_order.input_order." + std::to_string(sharedOrders.size());
-    sharedOrders[key] = name;
   }
-  if (store.lookup(name))
-    return name;
+  if (const TensorInfo *known = store.lookup(name)) {
+    if (known->derived >= 0)
+      return name;
+    fail(fileError(store.getFilePath(known->file),
+                   "the checkpoint has a tensor '" + name + "', the name of an act-order "
+                   "input order MoIR derives"));
+    return "";
+  }
   TensorInfo info;
   info.name = name;
   info.dtype = DType::I32;
@@ -511,7 +519,8 @@ FailureOr<Value> ModelBuilder::actOrderExperts(int64_t l, int64_t E, int64_t I, 
         return failure();
       Resolved resolved;
       resolved.name = *sorted;
-      resolved.type = int4Type(*store.lookup(*sorted), {rowsOf[r], colsOf[r]}, resolved.scaleName, 32);
+      resolved.type =
+          int4Type(*store.lookup(*sorted), {rowsOf[r], colsOf[r]}, resolved.scaleName, 32);
       if (!resolved.type)
         return failure();
       actOrdered[x.names[r]] = resolved;
@@ -523,8 +532,11 @@ FailureOr<Value> ModelBuilder::actOrderExperts(int64_t l, int64_t E, int64_t I, 
         std::iota(order.begin(), order.end(), 0);
       }
       std::string base = StringRef(x.qweights[0]->name).drop_back(strlen(".qweight")).str();
-      orderNames.push_back(
-          b.getStringAttr(orderTensor(order, x.qweights[0]->file, base + ".act_order.order")));
+      std::string name =
+          orderTensor(order, x.qweights[0]->file, base + ".act_order.order", /*shared=*/false);
+      if (name.empty())
+        return failure();
+      orderNames.push_back(b.getStringAttr(name));
     }
   }
   if (!gathered)
@@ -580,8 +592,8 @@ Type ModelBuilder::packedIntType(const TensorInfo &packed, ArrayRef<int64_t> sha
                  "_scale' (F32, F16 or BF16 [" + Twine(rows) + ", " + Twine(groups) + "])");
   const TensorInfo *zero = store.lookup(base + "_zero_point");
   if (q.symmetric && zero)
-    return error("tensor '" + base + "_zero_point' is stored, but the weights are symmetric "
-                 "(quantization_config ... weights.symmetric)");
+    return error("tensor '" + base + "_zero_point' is stored, but quantization_config says the "
+                 "weights are symmetric");
   if (!q.symmetric && !zero)
     return error("tensor '" + packed.name + "' has no '" + base +
                  "_zero_point', which asymmetric weights need");
@@ -712,7 +724,8 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
       return it->second;
     result.name = (name.drop_back(strlen("weight")) + "qweight").str();
     if (const TensorInfo *qweight = store.lookup(result.name)) {
-      if (method == "gptq" && store.lookup(StringRef(result.name).drop_back(strlen("qweight")).str() + "g_idx")) {
+      std::string gIdx = StringRef(result.name).drop_back(strlen("qweight")).str() + "g_idx";
+      if (method == "gptq" && store.lookup(gIdx)) {
         // Act-order: read the sorted form and gather the input.
         FailureOr<GPTQGroupOrder> in = groupOrder(*qweight, shape[0], shape[1]);
         if (failed(in))
@@ -722,7 +735,12 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
           if (failed(sorted))
             return std::nullopt;
           result.name = *sorted;
-          result.order = orderTensor(in->order, qweight->file);
+          result.order = orderTensor(in->order, qweight->file,
+                                     StringRef(*sorted).drop_back(strlen("qweight")).str() +
+                                         "order",
+                                     /*shared=*/true);
+          if (result.order.empty())
+            return std::nullopt;
           result.type = int4Type(*store.lookup(*sorted), shape, result.scaleName, 32);
           if (!result.type)
             return std::nullopt;

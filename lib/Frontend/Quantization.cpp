@@ -1259,9 +1259,14 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
                                     ArrayRef<int32_t> rowOrder) {
   StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
   std::string derived = (base + ".act_order").str();
-  if (store.lookup(derived + ".qweight"))
-    return derived + ".qweight";
   StringRef file = store.getFilePath(qweight.file);
+  if (const TensorInfo *known = store.lookup(derived + ".qweight")) {
+    if (known->derived >= 0)
+      return derived + ".qweight";
+    return fileError(store.getFilePath(known->file),
+                     "the checkpoint has a tensor '" + derived +
+                         ".qweight', the name of the sorted form MoIR derives");
+  }
   // readGPTQGroupOrder checked the qweight, its scales and g_idx.
   const TensorInfo *scales = store.lookup((base + ".scales").str());
   const TensorInfo *zeros = store.lookup((base + ".qzeros").str());

@@ -192,7 +192,9 @@ llvm::Expected<GPTQGroupOrder> readGPTQGroupOrder(const WeightStore &store,
 /// inputs in `in.order` (as stored when `in.trivial`), groups of 32, and
 /// its output rows taken in `rowOrder` (empty: as stored). packWeights
 /// reads them as a GPTQ weight with the trivial g_idx; the consumer gathers
-/// its input by `in.order`. Returns the derived qweight's name.
+/// its input by `in.order`. Returns the derived qweight's name (the first
+/// call's for the same weight again; an error when the checkpoint itself
+/// has a tensor of that name).
 llvm::Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweight,
                                           int64_t rows, int64_t cols,
                                           const GPTQGroupOrder &in,
