@@ -1301,7 +1301,7 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
     rowsFrom.resize(rows);
     std::iota(rowsFrom.begin(), rowsFrom.end(), 0);
   }
-  int64_t blocks = cols / 32, width = getBlockBytes(scales->dtype);
+  int64_t blocks = static_cast<int64_t>(blockGroup.size()), width = getBlockBytes(scales->dtype);
   auto add = [&](StringRef suffix, DType dtype, SmallVector<int64_t> shape,
                  WeightStore::TensorProducer produce) -> Error {
     TensorInfo info;
@@ -1314,13 +1314,21 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
   };
   WeightStore &s = store;
   TensorInfo q = qweight, sc = *scales, z = *zeros;
+  // One copy of the orders for the three producers (they live as long as
+  // the store: a model has thousands of such weights).
+  struct Orders {
+    std::vector<int32_t> inputs, rows, blockGroups;
+  };
+  auto o = std::make_shared<const Orders>(
+      Orders{std::move(order), std::move(rowsFrom), std::move(blockGroup)});
   Error err = add(".qweight", DType::I32, {cols / 8, rows},
-                  [&s, q, order, rowsFrom, rows, cols](MutableArrayRef<uint8_t> out) {
+                  [&s, q, o, rows, cols](MutableArrayRef<uint8_t> out) {
     // qweight[i, n] bits 4j..4j+3: input 8i + j of output n.
+    const std::vector<int32_t> &rowsFrom = o->rows;
     const uint8_t *from = s.getData(q).data();
     std::vector<uint32_t> words(static_cast<size_t>(cols / 8 * rows), 0);
     for (int64_t j = 0; j < cols; ++j) {
-      int64_t k = order[j];
+      int64_t k = o->inputs[j];
       for (int64_t n = 0; n < rows; ++n) {
         uint32_t word = static_cast<uint32_t>(readI32(from + 4 * ((k / 8) * rows + rowsFrom[n])));
         uint32_t nibble = (word >> (4 * (k % 8))) & 15;
@@ -1332,7 +1340,8 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
   });
   if (!err)
     err = add(".scales", sc.dtype, {blocks, rows},
-              [&s, sc, blockGroup, rowsFrom, rows, width](MutableArrayRef<uint8_t> out) {
+              [&s, sc, o, rows, width](MutableArrayRef<uint8_t> out) {
+      const std::vector<int32_t> &blockGroup = o->blockGroups, &rowsFrom = o->rows;
       const uint8_t *from = s.getData(sc).data();
       for (size_t bl = 0; bl < blockGroup.size(); ++bl)
         for (int64_t n = 0; n < rows; ++n)
@@ -1342,8 +1351,9 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
     });
   if (!err)
     err = add(".qzeros", DType::I32, {blocks, rows / 8},
-              [&s, z, blockGroup, rowsFrom, rows](MutableArrayRef<uint8_t> out) {
+              [&s, z, o, rows](MutableArrayRef<uint8_t> out) {
       // qzeros[g, m] bits 4j..4j+3: output 8m + j.
+      const std::vector<int32_t> &blockGroup = o->blockGroups, &rowsFrom = o->rows;
       const uint8_t *from = s.getData(z).data();
       std::vector<uint32_t> words(blockGroup.size() * (rows / 8), 0);
       for (size_t bl = 0; bl < blockGroup.size(); ++bl)
