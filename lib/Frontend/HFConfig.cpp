@@ -365,7 +365,7 @@ Expected<ModelConfig> parseHFConfig(StringRef path) {
 
 /// quantization_config: DeepSeek-V3's block FP8, fbgemm's per-channel FP8,
 /// AWQ (GEMM) and GPTQ (v1) 4-bit, compressed-tensors' INT8 per channel and
-/// 4-bit pack-quantized. Keys that change how weights decode are
+/// 4- and 8-bit pack-quantized. Keys that change how weights decode are
 /// checked; a few bookkeeping keys of each quantizer are inert.
 static Error parseQuantization(StringRef path, const json::Object &object, QuantizationConfig &q) {
   ConfigReader qr(path, object, "quantization_config.");
@@ -491,7 +491,7 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
     if (format != "int-quantized" && format != "pack-quantized")
       return qr.error("format", "is '" + format +
                                     "'; only int-quantized (INT8 per channel) and "
-                                    "pack-quantized (4-bit, W4A16) are supported");
+                                    "pack-quantized (4- or 8-bit, W4A16/W8A16) are supported");
     q.format = format;
     if (Error err = qr.expectString("quantization_status", "compressed",
                                     "only compressed checkpoints are supported"))
@@ -517,7 +517,8 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
       ConfigReader gr(path, *group, scope);
       for (StringRef key : {"input_activations", "output_activations"})
         if (gr.get(key))
-          return gr.error(key, "is set; only weight-only quantization (W8A16) is supported");
+          return gr.error(key, "is set; only weight-only quantization (W4A16, W8A16) is "
+                               "supported");
       if (Error err = gr.expectString("format", format,
                                       "the groups must share the checkpoint's format"))
         return std::move(err);
@@ -563,8 +564,8 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
       if (wr.get("block_structure"))
         return wr.error("block_structure", "is set; only group and channel scales are supported");
       // Activation order: "weight" quantizes in activation order but keeps
-      // the groups contiguous (nothing to read); "group" stores
-      // weight_g_idx, not read yet.
+      // the groups contiguous (nothing to read); "group" (weight_g_idx) is
+      // refused by compressed-tensors itself since 0.20 ("removed").
       if (const json::Value *order = wr.get("actorder")) {
         std::optional<StringRef> text = order->getAsString();
         if (!text || *text != "weight")
@@ -587,7 +588,8 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
   }
   return qr.error("quant_method", "is '" + *method +
                                       "'; only fp8, fbgemm_fp8, awq, gptq and "
-                                      "compressed-tensors (INT8 per channel, 4-bit packed) are supported");
+                                      "compressed-tensors (INT8 per channel, 4- and 8-bit "
+                                      "packed) are supported");
 }
 
 Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {
