@@ -127,7 +127,8 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
 struct LowerPermute : OpRewritePattern<llm::PermuteOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::PermuteOp op, PatternRewriter &b) const override {
-    b.replaceOp(op, gatherInner(b, op.getLoc(), op.getInput(), op.getOrder()));
+    // A copy of hidden-size rows, split across cores like the dispatch's.
+    b.replaceOp(op, markParallel(gatherInner(b, op.getLoc(), op.getInput(), op.getOrder())));
     return success();
   }
 };
