@@ -34,7 +34,6 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Regex.h"
 
-#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -258,15 +257,22 @@ private:
       return fail(order.takeError()), failure();
     return std::move(*order);
   }
-  FailureOr<std::string> sortByGroup(const TensorInfo &qweight, int64_t rows, int64_t cols,
-                                     const GPTQGroupOrder &in, ArrayRef<int32_t> rowOrder) {
-    Expected<std::string> name = addSortedGPTQ(store, qweight, rows, cols, in, rowOrder);
+  /// The GPTQ weight `qweight` of logical `shape` read from its sorted form
+  /// (addSortedGPTQ), output rows in `rowOrder` (empty: as stored).
+  FailureOr<Resolved> sortedInt4(const TensorInfo &qweight, ArrayRef<int64_t> shape,
+                                 const GPTQGroupOrder &in, ArrayRef<int32_t> rowOrder) {
+    Expected<std::string> name = addSortedGPTQ(store, qweight, shape[0], shape[1], in, rowOrder);
     if (!name)
       return fail(name.takeError()), failure();
     StringRef base = StringRef(qweight.name).drop_back(strlen(".qweight"));
     for (StringRef part : {".qweight", ".scales", ".qzeros", ".g_idx"})
       used.insert((base + part).str());
-    return std::move(*name);
+    Resolved resolved;
+    resolved.name = *name;
+    resolved.type = int4Type(*store.lookup(*name), shape, resolved.scaleName, 32);
+    if (!resolved.type)
+      return failure();
+    return resolved;
   }
   /// The name of a derived I32 [n] tensor holding `order`, `name`; with
   /// `shared`, the first such tensor of the same order when there is one
@@ -506,34 +512,18 @@ FailureOr<Value> ModelBuilder::actOrderExperts(int64_t l, int64_t E, int64_t I, 
                                 "expert (GPTQ quantizes both from the same inputs, so their "
                                 "orders agree)")),
              failure();
-    std::vector<int32_t> downOrder = x.orders[2].order;
-    if (x.orders[2].trivial) {
-      downOrder.resize(I);
-      std::iota(downOrder.begin(), downOrder.end(), 0);
-    }
     for (int r = 0; r < 3; ++r) {
-      FailureOr<std::string> sorted =
-          sortByGroup(*x.qweights[r], rowsOf[r], colsOf[r], x.orders[r],
-                      r < 2 ? ArrayRef<int32_t>(downOrder) : ArrayRef<int32_t>());
-      if (failed(sorted))
+      FailureOr<Resolved> resolved =
+          sortedInt4(*x.qweights[r], {rowsOf[r], colsOf[r]}, x.orders[r],
+                     r < 2 ? ArrayRef<int32_t>(x.orders[2].order) : ArrayRef<int32_t>());
+      if (failed(resolved))
         return failure();
-      Resolved resolved;
-      resolved.name = *sorted;
-      resolved.type =
-          int4Type(*store.lookup(*sorted), {rowsOf[r], colsOf[r]}, resolved.scaleName, 32);
-      if (!resolved.type)
-        return failure();
-      actOrdered[x.names[r]] = resolved;
+      actOrdered[x.names[r]] = *resolved;
     }
     if (gathered) {
-      std::vector<int32_t> order = x.orders[0].order;
-      if (x.orders[0].trivial) {
-        order.resize(hidden);
-        std::iota(order.begin(), order.end(), 0);
-      }
       std::string base = StringRef(x.qweights[0]->name).drop_back(strlen(".qweight")).str();
-      std::string name =
-          orderTensor(order, x.qweights[0]->file, base + ".act_order.order", /*shared=*/false);
+      std::string name = orderTensor(x.orders[0].order, x.qweights[0]->file,
+                                     base + ".act_order.order", /*shared=*/false);
       if (name.empty())
         return failure();
       orderNames.push_back(b.getStringAttr(name));
@@ -718,57 +708,44 @@ std::optional<ModelBuilder::Resolved> ModelBuilder::resolve(StringRef name,
   result.name = name.str();
   const TensorInfo *info = store.lookup(name);
   StringRef method = c.quantization.method;
-  if (!info && (method == "awq" || method == "gptq") && shape.size() == 2 &&
-      name.ends_with(".weight")) {
+  // AWQ/GPTQ store `<module>.qweight` and compressed-tensors' packed format
+  // `<module>.weight_packed` where a float checkpoint has `<module>.weight`.
+  bool int4 = method == "awq" || method == "gptq";
+  bool packed = method == "compressed-tensors" && c.quantization.format == "pack-quantized";
+  if (!info && (int4 || packed) && shape.size() == 2 && name.ends_with(".weight")) {
     if (auto it = actOrdered.find(name); it != actOrdered.end())
       return it->second;
-    result.name = (name.drop_back(strlen("weight")) + "qweight").str();
-    if (const TensorInfo *qweight = store.lookup(result.name)) {
-      std::string gIdx = StringRef(result.name).drop_back(strlen("qweight")).str() + "g_idx";
-      if (method == "gptq" && store.lookup(gIdx)) {
-        // Act-order: read the sorted form and gather the input.
-        FailureOr<GPTQGroupOrder> in = groupOrder(*qweight, shape[0], shape[1]);
-        if (failed(in))
+    result.name = int4 ? (name.drop_back(strlen("weight")) + "qweight").str()
+                       : (name + "_packed").str();
+    const TensorInfo *stored = store.lookup(result.name);
+    if (!stored)
+      return fail(fileError(source, "missing tensor '" + name + "' (nor '" + result.name +
+                                        "')")),
+             std::nullopt;
+    if (method == "gptq" && store.lookup((name.drop_back(strlen("weight")) + "g_idx").str())) {
+      // Act-order: read the sorted form and gather the input.
+      FailureOr<GPTQGroupOrder> in = groupOrder(*stored, shape[0], shape[1]);
+      if (failed(in))
+        return std::nullopt;
+      if (!in->trivial) {
+        FailureOr<Resolved> sorted = sortedInt4(*stored, shape, *in, {});
+        if (failed(sorted))
           return std::nullopt;
-        if (!in->trivial) {
-          FailureOr<std::string> sorted = sortByGroup(*qweight, shape[0], shape[1], *in, {});
-          if (failed(sorted))
-            return std::nullopt;
-          result.name = *sorted;
-          result.order = orderTensor(in->order, qweight->file,
-                                     StringRef(*sorted).drop_back(strlen("qweight")).str() +
-                                         "order",
-                                     /*shared=*/true);
-          if (result.order.empty())
-            return std::nullopt;
-          result.type = int4Type(*store.lookup(*sorted), shape, result.scaleName, 32);
-          if (!result.type)
-            return std::nullopt;
-          actOrdered[name] = result;
-          return result;
-        }
+        sorted->order =
+            orderTensor(in->order, stored->file,
+                        StringRef(sorted->name).drop_back(strlen("qweight")).str() + "order",
+                        /*shared=*/true);
+        if (sorted->order.empty())
+          return std::nullopt;
+        actOrdered[name] = *sorted;
+        return *sorted;
       }
-      result.type = int4Type(*qweight, shape, result.scaleName);
-      if (!result.type)
-        return std::nullopt;
-      return result;
     }
-    return fail(fileError(source, "missing tensor '" + name + "' (nor '" + result.name +
-                                      "')")),
-           std::nullopt;
-  }
-  if (!info && method == "compressed-tensors" && c.quantization.format == "pack-quantized" &&
-      shape.size() == 2 && name.ends_with(".weight")) {
-    result.name = (name + "_packed").str();
-    if (const TensorInfo *packed = store.lookup(result.name)) {
-      result.type = packedIntType(*packed, shape, result.scaleName);
-      if (!result.type)
-        return std::nullopt;
-      return result;
-    }
-    return fail(fileError(source, "missing tensor '" + name + "' (nor '" + result.name +
-                                      "')")),
-           std::nullopt;
+    result.type = packed ? packedIntType(*stored, shape, result.scaleName)
+                         : int4Type(*stored, shape, result.scaleName);
+    if (!result.type)
+      return std::nullopt;
+    return result;
   }
   if (!info)
     return fail(fileError(source, "missing tensor '" + name + "'")), std::nullopt;

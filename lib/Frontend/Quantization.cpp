@@ -1234,11 +1234,9 @@ Expected<GPTQGroupOrder> readGPTQGroupOrder(const WeightStore &store, const Tens
     ++counts[index];
     result.trivial &= index == k / groupSize;
   }
-  if (result.trivial)
-    return result;
   // The kernels decode blocks of 32 inputs with one scale: every group must
-  // fill whole blocks once sorted.
-  for (int64_t i = 0; i < groups; ++i)
+  // fill whole blocks once sorted (addSortedGPTQ checks a trivial order's).
+  for (int64_t i = 0; i < groups && !result.trivial; ++i)
     if (counts[i] % 32 != 0)
       return fileError(store.getFilePath(g->file),
                        "tensor '" + gName + "' (act-order) puts " + Twine(counts[i]) +
@@ -1278,18 +1276,11 @@ Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &qweigh
     return fileError(file, "tensor '" + qweight.name + "' needs a companion '" + base +
                                ".qzeros' of I32 [" + Twine(groups) + ", " + Twine(rows / 8) +
                                "]");
-  // Sorted inputs; a trivial order (only the rows move) keeps them.
+  // A trivial order (only the rows move) still needs groups of whole blocks.
+  if (in.trivial && (cols / groups) % 32 != 0)
+    return fileError(file, "tensor '" + qweight.name + "' has groups of " +
+                               Twine(cols / groups) + " inputs, not a multiple of 32");
   std::vector<int32_t> order = in.order, blockGroup = in.blockGroup;
-  if (in.trivial) {
-    int64_t groupSize = cols / groups;
-    if (groupSize % 32 != 0)
-      return fileError(file, "tensor '" + qweight.name + "' has groups of " +
-                                 Twine(groupSize) + " inputs, not a multiple of 32");
-    order.resize(cols);
-    std::iota(order.begin(), order.end(), 0);
-    for (int64_t j = 0; j < cols; j += 32)
-      blockGroup.push_back(static_cast<int32_t>(j / groupSize));
-  }
   if (!rowOrder.empty() &&
       (static_cast<int64_t>(rowOrder.size()) != rows ||
        llvm::any_of(rowOrder, [&](int32_t r) { return r < 0 || r >= rows; })))

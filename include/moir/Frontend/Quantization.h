@@ -169,8 +169,8 @@ llvm::Error packWeights(const WeightStore &store, llvm::ArrayRef<std::string> na
 /// GPTQ weight in group g_idx[k], and a group's inputs need not be
 /// contiguous.
 struct GPTQGroupOrder {
-  /// order[j]: the input at sorted position j (stable by group). Empty when
-  /// `trivial`.
+  /// order[j]: the input at sorted position j (stable by group; the
+  /// identity when `trivial`).
   std::vector<int32_t> order;
   /// blockGroup[b]: the group of sorted inputs [32 b, 32 b + 32).
   std::vector<int32_t> blockGroup;
