@@ -481,17 +481,22 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
     // pack-quantized format, 4- or 8-bit codes packed in int32 along the
     // inputs (`weight_packed` I32 [rows, cols * bits / 32]) with a scale per
     // group or output channel (`weight_scale` [rows, groups]) and,
-    // asymmetric, packed zero points. Everything else
-    // that changes the math (activation or KV-cache quantization, other
-    // widths, act-order groups, sparsity) is refused naming its key.
+    // asymmetric, packed zero points. float-quantized: FP8 E4M3 `weight`
+    // with one scale per output channel (`weight_scale` [rows, 1]). W8A8:
+    // `input_activations` quantized per token at run time (int8 or FP8,
+    // dynamic, symmetric), which the importer puts in front of each
+    // quantized linear. Everything else that changes the math (static or
+    // grouped activation scales, KV-cache quantization, other widths,
+    // act-order groups, sparsity) is refused naming its key.
     TRY(formatKey, qr.string("format"));
     if (!formatKey)
       return qr.error("format", "is required");
     std::string format = *formatKey;
-    if (format != "int-quantized" && format != "pack-quantized")
+    if (format != "int-quantized" && format != "pack-quantized" && format != "float-quantized")
       return qr.error("format", "is '" + format +
-                                    "'; only int-quantized (INT8 per channel) and "
-                                    "pack-quantized (4- or 8-bit, W4A16/W8A16) are supported");
+                                    "'; only int-quantized (INT8 per channel), pack-quantized "
+                                    "(4- or 8-bit, W4A16/W8A16) and float-quantized (FP8 per "
+                                    "channel) are supported");
     q.format = format;
     if (Error err = qr.expectString("quantization_status", "compressed",
                                     "only compressed checkpoints are supported"))
@@ -515,10 +520,47 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
         return fileError(path, "config key '" + scope.substr(0, scope.size() - 1) +
                                    "' must be an object");
       ConfigReader gr(path, *group, scope);
-      for (StringRef key : {"input_activations", "output_activations"})
-        if (gr.get(key))
-          return gr.error(key, "is set; only weight-only quantization (W4A16, W8A16) is "
-                               "supported");
+      if (gr.get("output_activations"))
+        return gr.error("output_activations", "is set; only weights and the linears' inputs "
+                                              "(W8A8) are quantized by MoIR");
+      std::string activations;
+      if (const json::Value *inputs = gr.get("input_activations")) {
+        const json::Object *a = inputs->getAsObject();
+        if (!a)
+          return gr.error("input_activations", "must be an object");
+        ConfigReader ar(path, *a, scope + "input_activations.");
+        TRY(abits, ar.integer("num_bits", std::nullopt));
+        TRY(atype, ar.string("type"));
+        if (abits != 8 || !atype || (*atype != "int" && *atype != "float"))
+          return ar.error(abits != 8 ? "num_bits" : "type",
+                          "is " + (abits != 8 ? Twine(abits) : Twine("'") + atype.value_or("") + "'") +
+                              "; only 8-bit int or float activations (W8A8) are supported");
+        TRY(astrategy, ar.string("strategy"));
+        if (astrategy != "token")
+          return ar.error("strategy", "is '" + astrategy.value_or("") +
+                                          "'; only per-token activation scales are supported");
+        TRY(adynamic, ar.boolean("dynamic", false));
+        if (!adynamic)
+          return ar.error("dynamic", "is false; only dynamic activation scales (computed per "
+                                     "token at run time, no input_scale) are supported");
+        TRY(asymmetric, ar.boolean("symmetric", false));
+        if (!asymmetric)
+          return ar.error("symmetric", "is false; only symmetric activation scales are "
+                                       "supported");
+        for (StringRef key : {"group_size", "block_structure", "actorder", "scale_dtype",
+                              "zp_dtype"})
+          if (ar.get(key))
+            return ar.error(key, "is set; only plain per-token activation scales are "
+                                 "supported");
+        // How the calibration would observe them: dynamic scales have none.
+        if (Error err = ar.checkAllUsed({"observer", "observer_kwargs"}))
+          return std::move(err);
+        activations = *atype == "int" ? "int8" : "fp8_e4m3";
+      }
+      if (q.bits && activations != q.activations)
+        return gr.error("input_activations", "differs from another group's; one activation "
+                                             "scheme per checkpoint is supported");
+      q.activations = activations;
       if (Error err = gr.expectString("format", format,
                                       "the groups must share the checkpoint's format"))
         return std::move(err);
@@ -529,13 +571,19 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
         return gr.error("weights", "must be an object");
       ConfigReader wr(path, *w, scope + "weights.");
       TRY(bits, wr.integer("num_bits", std::nullopt));
-      bool packed = format == "pack-quantized";
+      bool packed = format == "pack-quantized", floats = format == "float-quantized";
       if (bits != 8 && !(packed && bits == 4))
         return wr.error("num_bits", "is " + Twine(bits) + "; only " +
                                         (packed ? "4- and 8-bit" : "8-bit") + " " + format +
                                         " weights are supported");
-      if (Error err = wr.expectString("type", "int", "only integer weights are supported"))
+      if (Error err = wr.expectString("type", floats ? "float" : "int",
+                                      floats ? "float-quantized weights are FP8 E4M3"
+                                             : "only integer weights are supported in " + format))
         return std::move(err);
+      for (StringRef key : {"scale_dtype", "zp_dtype"})
+        if (wr.get(key))
+          return wr.error(key, "is set; only scales in the checkpoint's own dtype are "
+                               "supported");
       TRY(symmetric, wr.boolean("symmetric", false));
       if (!symmetric && !packed)
         return wr.error("symmetric", "is false; only symmetric weights (no zero points) are "

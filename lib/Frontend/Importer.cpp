@@ -293,6 +293,23 @@ private:
   /// Checks that each act-order weight is read by a linear whose input is
   /// gathered by its order.
   Error checkActOrderUses();
+  /// W8A8 (compressed-tensors input_activations): the quantization in front
+  /// of the weights the checkpoint stores quantized.
+  std::optional<llm::DynamicQuant> activationQuant() const {
+    return llm::symbolizeDynamicQuant(c.quantization.activations);
+  }
+  /// Whether `w` is stored quantized in the checkpoint (it names a scale
+  /// tensor), as opposed to a float weight or one --weight-type quantizes.
+  static bool checkpointQuantized(Value w) {
+    if (auto op = w.getDefiningOp<llm::WeightOp>())
+      return op.getScaleName().has_value();
+    if (auto op = w.getDefiningOp<llm::StackedWeightOp>())
+      return op.getScaleNames().has_value();
+    return false;
+  }
+  /// Checks that each W8A8 weight is read by a linear or the routed experts,
+  /// which quantize its input.
+  Error checkActivationQuantUses(ModuleOp module);
   /// The type a float matrix gets under --weight-type and its overrides.
   Type floatWeightType(const TensorInfo &info, Type stored);
   Value fail(Error err) {
@@ -310,6 +327,9 @@ private:
   Value linear(Value x, Value w, Value bias = nullptr) {
     if (Value order = inputOrders.lookup(w))
       x = llm::PermuteOp::create(b, loc, x.getType(), x, order);
+    if (std::optional<llm::DynamicQuant> quant = activationQuant();
+        quant && checkpointQuantized(w))
+      x = llm::DynamicQuantOp::create(b, loc, x.getType(), *quant, x);
     return llm::LinearOp::create(b, loc, x, w, bias);
   }
   Value rmsNorm(Value x, Value w) {
@@ -551,6 +571,40 @@ Error ModelBuilder::checkActOrderUses() {
                                    user->getName().getStringRef() + "'");
     }
   return Error::success();
+}
+
+Error ModelBuilder::checkActivationQuantUses(ModuleOp module) {
+  if (!activationQuant())
+    return Error::success();
+  Error err = Error::success();
+  module.walk([&](Operation *op) {
+    if (!isa<llm::WeightOp, llm::StackedWeightOp>(op) || !checkpointQuantized(op->getResult(0)))
+      return WalkResult::advance();
+    Value w = op->getResult(0);
+    for (Operation *user : w.getUsers()) {
+      auto linear = dyn_cast<llm::LinearOp>(user);
+      if (linear && linear.getWeight() == w &&
+          linear.getInput().getDefiningOp<llm::DynamicQuantOp>())
+        continue;
+      auto layer = dyn_cast<moe::LayerOp>(user);
+      if (layer && layer.getActivationQuant() &&
+          (layer.getGate() == w || layer.getUp() == w || layer.getDown() == w))
+        continue;
+      StringRef name = isa<llm::WeightOp>(op)
+                           ? cast<llm::WeightOp>(op).getName()
+                           : cast<StringAttr>(cast<llm::StackedWeightOp>(op).getNames()[0])
+                                 .getValue();
+      err = fileError(configSource,
+                      "tensor '" + name + "' is quantized with W8A8 activation "
+                      "quantization (quantization_config input_activations), which MoIR "
+                      "applies to the inputs of linear projections and routed experts only, "
+                      "not of '" + user->getName().getStringRef() + "'" +
+                      (layer ? " (shared experts or the router)" : ""));
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return err;
 }
 
 Type ModelBuilder::packedIntType(const TensorInfo &packed, ArrayRef<int64_t> shape,
@@ -1085,8 +1139,14 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
     auto routing = moe::RoutingAttr::get(
         &ctx, m.topK, scoring, method, m.nGroup, m.topkGroup, m.normTopkProb,
         m.scaling == 1.0 ? FloatAttr() : b.getF64FloatAttr(m.scaling));
+    // W8A8: the routed experts quantize their inputs (the router and shared
+    // experts do not: checkActivationQuantUses refuses quantized ones).
+    std::optional<llm::DynamicQuant> quant = activationQuant();
+    auto expertQuant = quant && checkpointQuantized(g)
+                           ? llm::DynamicQuantAttr::get(&ctx, *quant)
+                           : llm::DynamicQuantAttr();
     return moe::LayerOp::create(b, loc, n.getType(), n, router, bias, g, u, d, sg, su,
-                                sd, sgate, *inputOrder, routing, silu)
+                                sd, sgate, *inputOrder, routing, silu, expertQuant)
         .getResult();
   }
   int64_t F = c.ffn;
@@ -1288,6 +1348,8 @@ Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     }
   }
   if (Error err = checkActOrderUses())
+    return std::move(err);
+  if (Error err = checkActivationQuantUses(*module))
     return std::move(err);
   if (failed(verify(*module)))
     return createStringError(inconvertibleErrorCode(),

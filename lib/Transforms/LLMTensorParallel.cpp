@@ -435,6 +435,19 @@ struct Splitter {
     if (permute)
       return fail(permute, "act-order (GPTQ desc_act) weights, whose inputs are gathered, are "
                            "not split yet");
+    // W8A8: a row's scale is its maximum over all of its columns, which a
+    // rank holding a slice of the row does not see.
+    Operation *quantized = nullptr;
+    func.walk([&](Operation *op) {
+      if (isa<llm::DynamicQuantOp>(op) || op->hasAttr("activation_quant")) {
+        quantized = op;
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (quantized)
+      return fail(quantized, "W8A8 activation quantization (each row scaled by its maximum "
+                             "over all its columns) is not split yet");
     SmallVector<llm::AttentionOp> attentions;
     func.walk([&](llm::AttentionOp attention) { attentions.push_back(attention); });
     int64_t split = 0;

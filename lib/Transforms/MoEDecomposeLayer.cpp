@@ -82,7 +82,8 @@ struct DecomposeLayer : OpRewritePattern<moe::LayerOp> {
 
     Value expertOut = moe::ExpertFFNOp::create(
         rewriter, loc, rowsType, op.getActivationAttr(), dispatch.getRows(),
-        dispatch.getOffsets(), op.getGate(), op.getUp(), op.getDown(), op.getInputOrder());
+        dispatch.getOffsets(), op.getGate(), op.getUp(), op.getDown(), op.getInputOrder(),
+        op.getActivationQuantAttr());
     Value result = moe::CombineOp::create(rewriter, loc, xType, expertOut,
                                           dispatch.getSources(), route.getWeights());
     if (op.hasSharedExpert())

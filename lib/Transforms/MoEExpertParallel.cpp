@@ -207,6 +207,10 @@ struct MoEExpertParallelPass
       return op.emitError() << "moe-expert-parallel: " << layerLabel(op)
                             << " has act-order (GPTQ desc_act) experts, whose input orders "
                                "expert parallelism does not split yet";
+    if (op.getActivationQuant())
+      return op.emitError() << "moe-expert-parallel: " << layerLabel(op)
+                            << " has W8A8 experts (activation_quant), which expert "
+                               "parallelism does not split yet";
     SmallVector<int32_t> owners, blocks;
     for (int64_t e = 0; e < experts; ++e)
       blocks.push_back(static_cast<int32_t>(e * ranks / experts));

@@ -77,7 +77,7 @@ struct FuseExperts : OpRewritePattern<moe::CombineOp> {
         rewriter, combine.getLoc(), combine.getType(), ffn.getActivationAttr(), x,
         dispatch.getIds(), combine.getWeights(), ffn.getGate(), ffn.getUp(), ffn.getDown(),
         shared ? shared->gate : Value(), shared ? shared->up : Value(),
-        shared ? shared->down : Value(), ffn.getInputOrder());
+        shared ? shared->down : Value(), ffn.getInputOrder(), ffn.getActivationQuantAttr());
     rewriter.replaceOp(replaced, fused.getResult());
     // The unfused producers are now dead; the greedy driver erases them.
     return success();

@@ -574,3 +574,41 @@ func.func @expert_ffn_input_order(%rows: tensor<?x16xf32>, %offsets: tensor<5xi3
   %y = moe.expert_ffn silu %rows, %offsets, %g, %g, %d input_order %order : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>, tensor<4x16xi32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// W8A8 activations: each row's largest magnitude (a reduction), then the
+// division by its scale (max / 127.5, f32 epsilon for a row of zeros),
+// clamped to [-128, 127], rounded to nearest even and scaled back; FP8
+// rounds through an E4M3 truncation instead. Both run on the thread pool.
+// CHECK-LABEL: func.func @dynamic_quant
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%{{.*}} : tensor<?x16xf32>) outs(%{{.*}} : tensor<?xf32>) attrs = {moir.parallel}
+// CHECK: math.absf
+// CHECK: arith.maximumf
+// CHECK: linalg.generic {{.*}} attrs = {moir.parallel}
+// CHECK: arith.divf %{{.*}}, %cst{{.*}} : f32
+// CHECK: arith.select
+// CHECK: %[[V:.*]] = arith.divf
+// CHECK: math.roundeven
+// CHECK: arith.mulf
+// CHECK: linalg.generic
+// CHECK: arith.truncf %{{.*}} : f32 to f8E4M3FN
+// CHECK: arith.extf
+func.func @dynamic_quant(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = llm.dynamic_quant int8 %x : tensor<?x16xf32>
+  %z = llm.dynamic_quant fp8_e4m3 %y : tensor<?x16xf32>
+  return %z : tensor<?x16xf32>
+}
+
+// -----
+
+// W8A8 experts: the rows are quantized before the loop over the experts,
+// each expert's activated FFN rows before its down product.
+// CHECK-LABEL: func.func @expert_ffn_activation_quant
+// CHECK: math.roundeven
+// CHECK: scf.for
+// CHECK: math.roundeven
+func.func @expert_ffn_activation_quant(%rows: tensor<?x16xf32>, %offsets: tensor<5xi32>, %g: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn silu %rows, %offsets, %g, %g, %d activation_quant int8 : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

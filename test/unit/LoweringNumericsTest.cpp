@@ -30,6 +30,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <sys/syscall.h>
@@ -884,3 +885,86 @@ TEST_F(LoweringNumericsTest, BF16WeightLinearAMXTiles) {
 }
 
 } // namespace
+
+namespace {
+
+/// The E4M3 (FN) value nearest to v (|v| <= 448), ties to the even code:
+/// a search over all of the format's finite values, independent of the
+/// lowering's exponent arithmetic.
+float nearestE4M3(float v) {
+  float best = 0.0f;
+  int bestCode = 0;
+  double bestDistance = std::fabs(double(v));
+  for (int code = 1; code < 0x7F; ++code) {
+    int exponent = code >> 3, mantissa = code & 7;
+    double magnitude = exponent == 0 ? std::ldexp(mantissa, -9)
+                                     : std::ldexp(1.0 + mantissa / 8.0, exponent - 7);
+    double distance = std::fabs(std::fabs(double(v)) - magnitude);
+    if (distance < bestDistance || (distance == bestDistance && (code & 1) == 0)) {
+      best = static_cast<float>(magnitude);
+      bestCode = code;
+      bestDistance = distance;
+    }
+  }
+  (void)bestCode;
+  return v < 0 ? -best : best;
+}
+
+} // namespace
+
+// W8A8 activations (llm.dynamic_quant) against compressed-tensors' formula
+// written out: scale = max|row| / 127.5 (int8) or / 448 (FP8), f32
+// epsilon for a row of zeros, x / scale clamped and rounded (nearest even;
+// FP8 by a search over the format's values), times the scale. Bit for bit:
+// the kernels must multiply exactly what the reference multiplies. Rows:
+// random ones, a row of zeros, one of exact halves (ties), one with a huge
+// magnitude and tiny values (FP8 subnormals).
+TEST_F(LoweringNumericsTest, DynamicQuantRowsBitForBit) {
+  SEED_TRACE();
+  const int T = 7, K = 72;
+  Kernel kernel(R"(
+    func.func @forward(%x: tensor<?x72xf32>) -> (tensor<?x72xf32>, tensor<?x72xf32>) {
+      %a = llm.dynamic_quant int8 %x : tensor<?x72xf32>
+      %b = llm.dynamic_quant fp8_e4m3 %x : tensor<?x72xf32>
+      return %a, %b : tensor<?x72xf32>, tensor<?x72xf32>
+    })");
+  ASSERT_TRUE(kernel.ok()) << kernel.error;
+  std::vector<float> x = random(T * K, 3.0f);
+  for (int k = 0; k < K; ++k) {
+    x[4 * K + k] = 0.0f;
+    // Row 5: max 127.5 (scale 1), the rest exact halves: ties.
+    x[5 * K + k] = k == 0 ? 127.5f : static_cast<float>((k % 21) - 10) + 0.5f;
+    // Row 6: one large value, the rest far below it.
+    x[6 * K + k] = k == 3 ? 1000.0f : x[6 * K + k] * 1e-3f;
+  }
+  std::vector<float> a(T * K), b(T * K);
+  kernel.run({{x.data(), {T, K}}, {a.data(), {T, K}}, {b.data(), {T, K}}});
+  int mismatches = 0;
+  for (int t = 0; t < T; ++t) {
+    float m = 0.0f;
+    for (int k = 0; k < K; ++k)
+      m = std::max(m, std::fabs(x[t * K + k]));
+    float si = m / 127.5f, sf = m / 448.0f;
+    if (si == 0.0f)
+      si = std::numeric_limits<float>::epsilon();
+    if (sf == 0.0f)
+      sf = std::numeric_limits<float>::epsilon();
+    for (int k = 0; k < K; ++k) {
+      float v = x[t * K + k];
+      float qi = std::nearbyint(std::min(std::max(v / si, -128.0f), 127.0f));
+      float qf = nearestE4M3(std::min(std::max(v / sf, -448.0f), 448.0f));
+      float wantA = qi * si, wantB = qf * sf;
+      ASSERT_TRUE(std::isfinite(a[t * K + k]) && std::isfinite(b[t * K + k]));
+      if (a[t * K + k] != wantA || b[t * K + k] != wantB) {
+        if (++mismatches <= 5)
+          ADD_FAILURE() << "row " << t << " column " << k << ": x " << v << " int8 " << a[t * K + k]
+                        << " (want " << wantA << "), fp8 " << b[t * K + k] << " (want " << wantB
+                        << ")";
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  // The rounding is real: row 5's halves went to even codes (0.5 -> 0, 1.5 -> 2).
+  EXPECT_EQ(a[5 * K + 10], 0.0f);
+  EXPECT_EQ(a[5 * K + 11], 2.0f);
+}

@@ -33,6 +33,19 @@ def LLM_CacheFormatAttr : I32EnumAttr<"CacheFormat", "storage of a quantized KV 
   let cppNamespace = "::moir::llm";
 }
 
+// Dynamic activation quantization of W8A8 checkpoints (compressed-tensors'
+// per-token schemes): each row rounded onto a symmetric grid scaled by its
+// largest magnitude, int8 (scale = max|row| / 127.5, codes clamped to
+// [-128, 127]) or FP8 E4M3 (scale = max|row| / 448). Printed as a bare
+// keyword.
+def LLM_DynamicQuantAttr : I32EnumAttr<"DynamicQuant",
+    "per-row dynamic activation quantization", [
+      I32EnumAttrCase<"int8", 0>,
+      I32EnumAttrCase<"fp8_e4m3", 1>
+    ]> {
+  let cppNamespace = "::moir::llm";
+}
+
 def LLM_RopeScaling : I32EnumAttr<"RopeScaling",
     "RoPE frequency scaling variant (config.json rope_scaling.rope_type)", [
       I32EnumAttrCase<"none", 0>,

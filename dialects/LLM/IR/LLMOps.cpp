@@ -267,6 +267,15 @@ LogicalResult PermuteOp::verify() {
   return success();
 }
 
+LogicalResult DynamicQuantOp::verify() {
+  auto input = cast<RankedTensorType>(getInput().getType());
+  if (input.getRank() < 1)
+    return emitOpError("input must have rank >= 1");
+  if (ShapedType::isDynamic(input.getShape().back()))
+    return emitOpError("the rows (innermost dimension) must have a static size");
+  return success();
+}
+
 LogicalResult RopeOp::verify() {
   auto input = getInput().getType();
   auto positions = getPositions().getType();

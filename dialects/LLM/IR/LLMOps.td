@@ -221,6 +221,34 @@ def LLM_PermuteOp : LLM_Op<"permute", [Pure, AllTypesMatch<["input", "result"]>]
   let hasVerifier = 1;
 }
 
+def LLM_DynamicQuantOp : LLM_Op<"dynamic_quant", [Pure,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "per-row quantize-dequantize: W8A8 activation quantization";
+  let description = [{
+    The values each row (innermost dimension) takes when it is quantized with
+    its own symmetric scale and dequantized again, as compressed-tensors
+    quantizes the inputs of W8A8 linears at run time (dynamic, per token):
+    with `m = max|row|`,
+
+    - `int8`: `s = m / 127.5`, `q = roundeven(clamp(x / s, -128, 127))`;
+    - `fp8_e4m3`: `s = m / 448`, `q = clamp(x / s, -448, 448)` rounded to
+      E4M3 (nearest, ties to even);
+
+    `s` is f32's machine epsilon (2^-23) where `m` is 0; the
+    result is `q * s`. The importer puts it in front of each linear whose
+    checkpoint asks for it, so that the kernels multiply exactly what the
+    reference multiplies.
+
+    ```mlir
+    %xq = llm.dynamic_quant int8 %x : tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins LLM_DynamicQuantAttr:$format, LLM_FloatTensor:$input);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$format $input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def LLM_RopeOp : LLM_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "rotary position embedding";
   let description = [{

@@ -313,6 +313,9 @@ int64_t FusedExpertsOp::getNumSharedExperts() { return numSharedExperts(*this); 
 LogicalResult FusedExpertsOp::verify() {
   if (failed(verifyExpertOperands(*this)))
     return failure();
+  if (getActivationQuant() && getSharedGateProj())
+    return emitOpError("activation_quant applies to routed experts only; this op has shared "
+                       "experts");
   return verifyDim(*this, "result tokens", getType().getDimSize(0),
                    getInput().getType().getDimSize(0));
 }
@@ -390,6 +393,9 @@ LogicalResult LayerOp::verify() {
     return failure();
   if (result != input)
     return emitOpError("result type must equal the input type");
+  if (getActivationQuant() && getSharedGateProj())
+    return emitOpError("activation_quant applies to routed experts only; this op has shared "
+                       "experts");
   int64_t hidden = input.getDimSize(1);
   ArrayRef<int64_t> router = getWeightShape(getRouter().getType());
   if (failed(verifyDim(*this, "router hidden dimension", router[1], hidden)))

@@ -175,7 +175,10 @@ def MoE_ExpertFFNOp : MoE_Op<"expert_ffn", [Pure,
     `down` is `[experts, hidden, ffn]`. With `input_order` (`[experts,
     hidden]` i32; act-order GPTQ experts, whose gate/up columns the importer
     sorted by quantization group), expert `e`'s gate and up read
-    `row[input_order[e, k]]` as their input `k`.
+    `row[input_order[e, k]]` as their input `k`. With `activation_quant`
+    (W8A8 checkpoints), gate and up read `llm.dynamic_quant(row)` and down
+    reads `llm.dynamic_quant(act(gate * row) .* (up * row))`, each row
+    quantized on its own.
 
     ```mlir
     %y = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd
@@ -188,11 +191,13 @@ def MoE_ExpertFFNOp : MoE_Op<"expert_ffn", [Pure,
                        RankedTensorOf<[I32]>:$offsets,
                        LLM_WeightType:$gate, LLM_WeightType:$up,
                        LLM_WeightType:$down,
-                       Optional<RankedTensorOf<[I32]>>:$input_order);
+                       Optional<RankedTensorOf<[I32]>>:$input_order,
+                       OptionalAttr<LLM_DynamicQuantAttr>:$activation_quant);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $activation $rows `,` $offsets `,` $gate `,` $up `,` $down
-    (`input_order` $input_order^)? attr-dict `:` functional-type(operands, results)
+    (`input_order` $input_order^)? (`activation_quant` $activation_quant^)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -235,7 +240,8 @@ def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments
     weight 1, so its weights are read in the same kernels as the routed
     ones; its FFN width must be a multiple of the routed experts'.
     `input_order` is `moe.expert_ffn`'s: the routed experts' input orders
-    (act-order GPTQ).
+    (act-order GPTQ); so is `activation_quant` (W8A8: the routed experts'
+    inputs quantized per row; the shared experts take none).
 
     ```mlir
     %y = moe.fused_experts silu %x, %ids, %w experts(%wg, %wu, %wd) shared(%sg, %su, %sd)
@@ -253,12 +259,13 @@ def MoE_FusedExpertsOp : MoE_Op<"fused_experts", [Pure, AttrSizedOperandSegments
                        Optional<LLM_WeightType>:$shared_gate_proj,
                        Optional<LLM_WeightType>:$shared_up_proj,
                        Optional<LLM_WeightType>:$shared_down_proj,
-                       Optional<RankedTensorOf<[I32]>>:$input_order);
+                       Optional<RankedTensorOf<[I32]>>:$input_order,
+                       OptionalAttr<LLM_DynamicQuantAttr>:$activation_quant);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $activation $input `,` $ids `,` $weights `experts` `(` $gate `,` $up `,` $down `)`
     (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
-    (`input_order` $input_order^)?
+    (`input_order` $input_order^)? (`activation_quant` $activation_quant^)?
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
@@ -374,7 +381,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     experts concatenated along the FFN dimension, Qwen2-MoE's one shared
     expert). `shared_gate` (`[1, hidden]`) is Qwen2-MoE's sigmoid gate on
     it. `input_order` (`[experts, hidden]` i32) is the routed experts'
-    gate/up input order (`moe.expert_ffn`'s). `--moe-decompose` expands the
+    gate/up input order (`moe.expert_ffn`'s), `activation_quant` their
+    inputs' W8A8 quantization (`moe.expert_ffn`'s). `--moe-decompose` expands the
     op into the dialect's step ops.
 
     ```mlir
@@ -397,7 +405,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
                        Optional<LLM_WeightType>:$shared_expert_gate,
                        Optional<RankedTensorOf<[I32]>>:$input_order,
                        MoE_RoutingAttr:$routing,
-                       LLM_ActivationKindAttr:$activation);
+                       LLM_ActivationKindAttr:$activation,
+                       OptionalAttr<LLM_DynamicQuantAttr>:$activation_quant);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $input `router` $router (`bias` $correction_bias^)?
@@ -405,7 +414,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
     (`shared_gate` $shared_expert_gate^)?
     (`input_order` $input_order^)?
-    `routing` $routing `activation` $activation attr-dict `:` functional-type(operands, results)
+    `routing` $routing `activation` $activation (`activation_quant` $activation_quant^)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{

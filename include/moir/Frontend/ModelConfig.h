@@ -87,6 +87,10 @@ struct QuantizationConfig {
   /// and whether the weights have zero points (`weight_zero_point`).
   std::string format;
   bool symmetric = true;
+  /// compressed-tensors W8A8: the inputs of the quantized linears are
+  /// quantized per token at run time, "int8" or "fp8_e4m3" ("" for
+  /// weight-only schemes).
+  std::string activations;
   /// Modules the quantizer left in float (their weights are plain tensors).
   llvm::SmallVector<std::string> modulesToNotConvert;
 };

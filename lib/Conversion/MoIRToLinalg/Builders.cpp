@@ -45,6 +45,54 @@ Value gatherInner(OpBuilder &b, Location loc, Value x, Value order, ValueRange o
                  });
 }
 
+Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant format,
+                       bool parallel) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  SmallVector<AffineExpr> all, rows;
+  for (int64_t i = 0; i < rank; ++i) {
+    all.push_back(b.getAffineDimExpr(i));
+    if (i + 1 < rank)
+      rows.push_back(b.getAffineDimExpr(i));
+  }
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.end() - 1);
+  SmallVector<utils::IteratorType> iters(rank, par);
+  iters.back() = red;
+  Value absMax = generic(b, loc, x, filled(b, loc, rowSizes, b.getF32Type(), 0.0), {all, rows},
+                         iters, [](OpBuilder &b, Location loc, ValueRange a) {
+    Value v = math::AbsFOp::create(b, loc, a[0]);
+    linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, a[1]).getResult());
+  });
+  if (parallel && rank > 1)
+    markParallel(absMax);
+  bool int8 = format == llm::DynamicQuant::int8;
+  // compressed-tensors' symmetric ranges: (qmax - qmin) / 2 = 127.5 for
+  // int8 ([-128, 127]) and 448 for E4M3 ([-448, 448]).
+  double divisor = int8 ? 127.5 : 448.0, lo = int8 ? -128.0 : -448.0, hi = int8 ? 127.0 : 448.0;
+  Value out = generic(b, loc, ValueRange{x, absMax},
+                 tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()), {all, rows, all},
+                 SmallVector<utils::IteratorType>(rank, par),
+                 [&](OpBuilder &b, Location loc, ValueRange a) {
+    Value s = arith::DivFOp::create(b, loc, a[1], f32Const(b, loc, divisor));
+    Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, s, f32Const(b, loc, 0.0));
+    s = arith::SelectOp::create(b, loc, isZero,
+                                f32Const(b, loc, std::numeric_limits<float>::epsilon()), s);
+    // True division, as compressed-tensors divides (not a reciprocal's
+    // product): the codes must match its bit for bit.
+    Value v = arith::DivFOp::create(b, loc, a[0], s);
+    v = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, f32Const(b, loc, lo)),
+                                  f32Const(b, loc, hi));
+    Value q = int8 ? math::RoundEvenOp::create(b, loc, v).getResult()
+                   : arith::ExtFOp::create(b, loc, b.getF32Type(),
+                                           arith::TruncFOp::create(b, loc, b.getType<Float8E4M3FNType>(), v)
+                                               .getResult())
+                         .getResult();
+    linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, q, s).getResult());
+  });
+  return parallel && rank > 1 ? markParallel(out) : out;
+}
+
 Value filled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type type,
              double value) {
   Value empty = tensor::EmptyOp::create(b, loc, sizes, type);

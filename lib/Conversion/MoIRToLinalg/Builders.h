@@ -36,6 +36,14 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
 mlir::Value gatherInner(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
                         mlir::Value order, mlir::ValueRange orderPrefix = {});
 
+/// `x` ([..., K], f32) quantized and dequantized row by row with a
+/// symmetric scale from each row's largest magnitude: llm.dynamic_quant's
+/// numbers (W8A8 activation quantization).
+/// `parallel`: both of its generics (the rows' maxima, the rounding) are
+/// split across cores (markParallel).
+mlir::Value dynamicQuantRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                             llm::DynamicQuant format, bool parallel);
+
 /// Marks a linalg op worth splitting across cores (its parallel loops run on
 /// the runtime's thread pool; small element-wise ops stay serial).
 mlir::Value markParallel(mlir::Value linalgResult);

@@ -133,6 +133,17 @@ struct LowerPermute : OpRewritePattern<llm::PermuteOp> {
   }
 };
 
+struct LowerDynamicQuant : OpRewritePattern<llm::DynamicQuantOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::DynamicQuantOp op, PatternRewriter &b) const override {
+    if (!cast<RankedTensorType>(op.getType()).getElementType().isF32())
+      return b.notifyMatchFailure(op, "needs f32 rows");
+    b.replaceOp(op, dynamicQuantRows(b, op.getLoc(), op.getInput(), op.getFormat(),
+                                     /*parallel=*/true));
+    return success();
+  }
+};
+
 struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::EmbeddingOp op, PatternRewriter &b) const override {
@@ -526,7 +537,7 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
 }
 
 void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerPermute, LowerEmbedding, LowerActivation, LowerGLU,
+  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerPermute, LowerDynamicQuant, LowerEmbedding, LowerActivation, LowerGLU,
                LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention,
                LowerQuantizedCacheUpdate, LowerDequantizeCache>(
       patterns.getContext());

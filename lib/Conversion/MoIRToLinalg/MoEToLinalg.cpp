@@ -340,6 +340,10 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
       return b.notifyMatchFailure(op, "only SiLU experts are lowered");
     Location loc = op.getLoc();
     Value rows = op.getRows(), offsets = op.getOffsets();
+    std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
+    // W8A8: gate and up read the rows quantized (each row on its own).
+    if (quant)
+      rows = dynamicQuantRows(b, loc, rows, *quant, /*parallel=*/true);
     auto rowsType = cast<RankedTensorType>(rows.getType());
     int64_t hidden = rowsType.getDimSize(1);
     int64_t experts = cast<RankedTensorType>(offsets.getType()).getDimSize(0) - 1;
@@ -375,6 +379,8 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
                                    Value act = activation(b, loc, op.getActivation(), a[0]);
                                    linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, act, a[1]).getResult());
                                  });
+            if (quant)
+              hAct = dynamicQuantRows(b, loc, hAct, *quant, /*parallel=*/true);
             Value y = expertMatmul(b, loc, hAct, *down, e);
             Value updated = tensor::InsertSliceOp::create(
                 b, loc, y, a[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
@@ -547,9 +553,15 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // The shared experts sort last and their rows are x itself: only the
     // routed copies are gathered.
     Value order;
-    if constexpr (std::is_same_v<OpTy, moe::FusedExpertsOp>)
+    std::optional<llm::DynamicQuant> quant;
+    if constexpr (std::is_same_v<OpTy, moe::FusedExpertsOp>) {
       order = op.getInputOrder();
-    Dispatched d = buildDispatch(b, loc, x, ids, allExperts,
+      quant = op.getActivationQuant();
+    }
+    // W8A8: the routed copies are of the quantized rows (the verifier
+    // refuses shared experts with it).
+    Value routedX = quant ? dynamicQuantRows(b, loc, x, *quant, /*parallel=*/true) : x;
+    Dispatched d = buildDispatch(b, loc, routedX, ids, allExperts,
                                  shared > 0 ? std::optional<int64_t>(topK) : std::nullopt, order);
     Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
     Value flatWeights = tensor::CollapseShapeOp::create(b, loc, weights,
@@ -671,13 +683,16 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
                                         toIndex(b, loc, extract(b, loc, d.sources, r))));
         linalg::YieldOp::create(b, loc, w);
       });
+      // W8A8: the weight waits until the rows are quantized (below).
       Value hBlock = generic(b, loc, ValueRange{g, u, rowWeights},
                              tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n, width}, b.getF32Type()),
                              {{d0, d1}, {d0, d1}, {d0}, {d0, d1}}, {par, par},
                              [&](OpBuilder &b, Location loc, ValueRange v) {
         Value act = activation(b, loc, op.getActivation(), v[0]);
         Value prod = arith::MulFOp::create(b, loc, act, v[1]);
-        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, prod, v[2]).getResult());
+        if (!quant)
+          prod = arith::MulFOp::create(b, loc, prod, v[2]);
+        linalg::YieldOp::create(b, loc, prod);
       });
       b.setInsertionPointToStart(gateUp.getTerminator().getBody());
       tensor::ParallelInsertSliceOp::create(
@@ -685,6 +700,19 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
           ArrayRef<OpFoldResult>{n, width}, ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
     }
     Value h = gateUp.getResult(0);
+    if (quant) {
+      // Down reads each row quantized over all of its FFN columns, then
+      // times its routing weight (the product is linear in it).
+      Value hq = dynamicQuantRows(b, loc, h, *quant, /*parallel=*/true);
+      h = markParallel(generic(
+          b, loc, hq, tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, hq), b.getF32Type()),
+          {{d0, d1}, {d0, d1}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
+            Value r = linalg::IndexOp::create(b, loc, 0);
+            Value w = toF32(b, loc, extract(b, loc, flatWeights,
+                                            toIndex(b, loc, extract(b, loc, d.sources, r))));
+            linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], w).getResult());
+          }));
+    }
 
     // Phase 2: the down products of every selected expert's rows, one work
     // item per block of hidden columns. moe.fused_experts adds each row into

@@ -540,3 +540,11 @@ func.func @f(%x: tensor<?x64xf32>, %order: tensor<32xi32>) -> tensor<?x64xf32> {
   %y = llm.permute %x, %order : (tensor<?x64xf32>, tensor<32xi32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+func.func @f(%x: tensor<4x?xf32>) -> tensor<4x?xf32> {
+  // expected-error @+1 {{the rows (innermost dimension) must have a static size}}
+  %y = llm.dynamic_quant int8 %x : tensor<4x?xf32>
+  return %y : tensor<4x?xf32>
+}

@@ -131,3 +131,12 @@ func.func @permute(%x: tensor<?x64xf32>, %order: tensor<64xi32>) -> tensor<?x64x
   %y = llm.permute %x, %order : (tensor<?x64xf32>, tensor<64xi32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// CHECK-LABEL: func.func @dynamic_quant
+func.func @dynamic_quant(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  // CHECK: llm.dynamic_quant int8 %{{.*}} : tensor<?x64xf32>
+  // CHECK: llm.dynamic_quant fp8_e4m3 %{{.*}} : tensor<?x64xf32>
+  %y = llm.dynamic_quant int8 %x : tensor<?x64xf32>
+  %z = llm.dynamic_quant fp8_e4m3 %y : tensor<?x64xf32>
+  return %z : tensor<?x64xf32>
+}

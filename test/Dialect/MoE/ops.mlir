@@ -96,3 +96,13 @@ func.func @input_order(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>, %wg: te
   %y = moe.expert_ffn silu %rows, %offsets, %wg, %wg, %wd input_order %order : (tensor<?x64xf32>, tensor<9xi32>, tensor<8x96x64xf32>, tensor<8x96x64xf32>, tensor<8x64x96xf32>, tensor<8x64xi32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// W8A8 experts: activation_quant round-trips on the expert ops.
+// CHECK-LABEL: func.func @activation_quant
+func.func @activation_quant(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %rows: tensor<?x64xf32>, %offsets: tensor<9xi32>, %wg: tensor<8x96x64xf32>, %wd: tensor<8x64x96xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  // CHECK: moe.expert_ffn silu %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} activation_quant int8 :
+  %y = moe.expert_ffn silu %rows, %offsets, %wg, %wg, %wd activation_quant int8 : (tensor<?x64xf32>, tensor<9xi32>, tensor<8x96x64xf32>, tensor<8x96x64xf32>, tensor<8x64x96xf32>) -> tensor<?x64xf32>
+  // CHECK: moe.fused_experts silu %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) activation_quant fp8_e4m3 :
+  %z = moe.fused_experts silu %x, %ids, %w experts(%wg, %wg, %wd) activation_quant fp8_e4m3 : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<8x96x64xf32>, tensor<8x96x64xf32>, tensor<8x64x96xf32>) -> tensor<?x64xf32>
+  return %y, %z : tensor<?x64xf32>, tensor<?x64xf32>
+}
