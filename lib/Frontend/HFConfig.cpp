@@ -535,14 +535,14 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
           return ar.error(abits != 8 ? "num_bits" : "type",
                           "is " + (abits != 8 ? Twine(abits) : Twine("'") + atype.value_or("") + "'") +
                               "; only 8-bit int or float activations (W8A8) are supported");
-        TRY(astrategy, ar.string("strategy"));
-        if (astrategy != "token")
-          return ar.error("strategy", "is '" + astrategy.value_or("") +
-                                          "'; only per-token activation scales are supported");
         TRY(adynamic, ar.boolean("dynamic", false));
         if (!adynamic)
           return ar.error("dynamic", "is false; only dynamic activation scales (computed per "
                                      "token at run time, no input_scale) are supported");
+        TRY(astrategy, ar.string("strategy"));
+        if (astrategy != "token")
+          return ar.error("strategy", "is '" + astrategy.value_or("") +
+                                          "'; only per-token activation scales are supported");
         TRY(asymmetric, ar.boolean("symmetric", false));
         if (!asymmetric)
           return ar.error("symmetric", "is false; only symmetric activation scales are "
@@ -637,7 +637,7 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
   return qr.error("quant_method", "is '" + *method +
                                       "'; only fp8, fbgemm_fp8, awq, gptq and "
                                       "compressed-tensors (INT8 per channel, 4- and 8-bit "
-                                      "packed) are supported");
+                                      "packed, FP8 per channel; W8A8) are supported");
 }
 
 Expected<ModelConfig> parseHFConfigText(StringRef path, StringRef text) {

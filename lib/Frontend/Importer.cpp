@@ -327,10 +327,18 @@ private:
   Value linear(Value x, Value w, Value bias = nullptr) {
     if (Value order = inputOrders.lookup(w))
       x = llm::PermuteOp::create(b, loc, x.getType(), x, order);
+    // W8A8: int8 codes times a scale per token, which the product must not
+    // round again (precise: the CPU's int8 dot products would requantize
+    // them in blocks of 32).
+    bool precise = false;
     if (std::optional<llm::DynamicQuant> quant = activationQuant();
-        quant && checkpointQuantized(w))
+        quant && checkpointQuantized(w)) {
       x = llm::DynamicQuantOp::create(b, loc, x.getType(), *quant, x);
-    return llm::LinearOp::create(b, loc, x, w, bias);
+      precise = *quant == llm::DynamicQuant::int8;
+    }
+    auto op = llm::LinearOp::create(b, loc, x, w, bias);
+    op.setPrecise(precise);
+    return op;
   }
   Value rmsNorm(Value x, Value w) {
     return llm::RMSNormOp::create(

@@ -39,6 +39,13 @@ mlir::Value gatherInner(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
 /// `x` ([..., K], f32) quantized and dequantized row by row with a
 /// symmetric scale from each row's largest magnitude: llm.dynamic_quant's
 /// numbers (W8A8 activation quantization).
+/// Whether products reading rows quantized this way keep them in f32
+/// (moir.precise): int8 codes times a per-row scale would be rounded again
+/// by the CPU's int8 dot products (blocks of 32, each with its own scale).
+inline bool keepsActivations(std::optional<llm::DynamicQuant> format) {
+  return format == llm::DynamicQuant::int8;
+}
+
 /// `parallel`: both of its generics (the rows' maxima, the rounding) are
 /// split across cores (markParallel).
 mlir::Value dynamicQuantRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,

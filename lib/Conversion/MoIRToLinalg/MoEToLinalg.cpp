@@ -318,14 +318,19 @@ struct LowerDispatch : OpRewritePattern<moe::DispatchOp> {
 };
 
 /// rows [n, in] x w[e] ([out, in] slice of a stacked [E, out, in] weight).
-Value expertMatmul(OpBuilder &b, Location loc, Value rows, const WeightOperand &stacked, Value e) {
+Value expertMatmul(OpBuilder &b, Location loc, Value rows, const WeightOperand &stacked, Value e,
+                   bool precise = false) {
   SmallVector<int64_t> shape = stacked.getShape();
   int64_t out = shape[1], in = shape[2];
   WeightOperand w = stacked.slice(
       b, loc, {e, b.getIndexAttr(0), b.getIndexAttr(0)},
       {b.getIndexAttr(1), b.getIndexAttr(out), b.getIndexAttr(in)}, /*dropped=*/{0});
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, rows, 0), b.getIndexAttr(out)};
-  return markParallel(weightContraction(b, loc, rows, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+  Value product =
+      markParallel(weightContraction(b, loc, rows, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+  if (precise)
+    attrs::mark(product.getDefiningOp(), attrs::preciseName());
+  return product;
 }
 
 struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
@@ -344,6 +349,7 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
     // W8A8: gate and up read the rows quantized (each row on its own).
     if (quant)
       rows = dynamicQuantRows(b, loc, rows, *quant, /*parallel=*/true);
+    bool exactRows = keepsActivations(quant);
     auto rowsType = cast<RankedTensorType>(rows.getType());
     int64_t hidden = rowsType.getDimSize(1);
     int64_t experts = cast<RankedTensorType>(offsets.getType()).getDimSize(0) - 1;
@@ -368,8 +374,8 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
             // Act-order experts: gate and up read the rows in their order.
             if (Value order = op.getInputOrder())
               xs = gatherInner(b, loc, xs, order, ValueRange{e});
-            Value g = expertMatmul(b, loc, xs, *gate, e);
-            Value u = expertMatmul(b, loc, xs, *up, e);
+            Value g = expertMatmul(b, loc, xs, *gate, e, exactRows);
+            Value u = expertMatmul(b, loc, xs, *up, e, exactRows);
             unsigned rank = 2;
             AffineExpr i = b.getAffineDimExpr(0), j = b.getAffineDimExpr(1);
             Value hAct = generic(b, loc, ValueRange{g, u},
@@ -381,7 +387,7 @@ struct LowerExpertFFN : OpRewritePattern<moe::ExpertFFNOp> {
                                  });
             if (quant)
               hAct = dynamicQuantRows(b, loc, hAct, *quant, /*parallel=*/true);
-            Value y = expertMatmul(b, loc, hAct, *down, e);
+            Value y = expertMatmul(b, loc, hAct, *down, e, exactRows);
             Value updated = tensor::InsertSliceOp::create(
                 b, loc, y, a[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
                 ArrayRef<OpFoldResult>{n, b.getIndexAttr(hidden)},
@@ -467,11 +473,16 @@ Value addRowInto(OpBuilder &b, Location loc, Value acc, Value t, Value from, Val
 }
 
 /// a [m, k] x w [n, k] -> [m, n], marked as one work item's kernel.
-Value itemContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w) {
+Value itemContraction(OpBuilder &b, Location loc, Value a, const WeightOperand &w,
+                      bool precise = false) {
   Value rowsOf = w.isPacked() ? w.data : w.tensor;
   SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, a, 0),
                                      tensor::getMixedSize(b, loc, rowsOf, 0)};
-  return markKernel(weightContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+  Value out =
+      markKernel(weightContraction(b, loc, a, w, filled(b, loc, sizes, b.getF32Type(), 0.0)));
+  if (precise)
+    attrs::mark(out.getDefiningOp(), attrs::preciseName());
+  return out;
 }
 
 /// The lowering configuration of a fused op built from parallel work items,
@@ -561,6 +572,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // W8A8: the routed copies are of the quantized rows (the verifier
     // refuses shared experts with it).
     Value routedX = quant ? dynamicQuantRows(b, loc, x, *quant, /*parallel=*/true) : x;
+    bool exactRows = keepsActivations(quant);
     Dispatched d = buildDispatch(b, loc, routedX, ids, allExperts,
                                  shared > 0 ? std::optional<int64_t>(topK) : std::nullopt, order);
     Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
@@ -668,8 +680,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
           return routed ? routedBlock(b, loc, e, stacked, false, f0, width)
                         : sharedBlock(b, loc, e, dense, false, f0, width);
         };
-        return SmallVector<Value>{itemContraction(b, loc, xs, block(*gateW, *sharedGateW)),
-                                  itemContraction(b, loc, xs, block(*upW, *sharedUpW))};
+        return SmallVector<Value>{itemContraction(b, loc, xs, block(*gateW, *sharedGateW), exactRows),
+                                  itemContraction(b, loc, xs, block(*upW, *sharedUpW), exactRows)};
       });
       Value g = gu[0], u = gu[1];
       // The routing weight of each row's copy, applied before the (linear)
@@ -735,7 +747,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
         Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
           WeightOperand w = routed ? routedBlock(b, loc, e, *downW, true, c0h, width)
                                    : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
-          return SmallVector<Value>{itemContraction(b, loc, hs, w)};
+          return SmallVector<Value>{itemContraction(b, loc, hs, w, exactRows)};
         })[0];
         if (own)
           return SmallVector<Value>{tensor::InsertSliceOp::create(

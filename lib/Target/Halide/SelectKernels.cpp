@@ -126,10 +126,11 @@ std::string calleeName(StringRef kind, ValueRange operands, TypeRange results,
 
 /// A linear Halide compiles: rank-2 f32 input with a static inner
 /// dimension, a plain float or packed quantized weight, a float bias, f32
-/// result.
+/// result. Precise ones (W8A8's int8 rows, which Halide's int8 path would
+/// round again) stay on MLIR.
 bool halideLinear(llm::LinearOp linear, StringRef device) {
   auto input = cast<RankedTensorType>(linear.getInput().getType());
-  return isF32(linear.getInput()) && input.getRank() == 2 && staticInner(linear.getInput()) &&
+  return !linear.getPrecise() && isF32(linear.getInput()) && input.getRank() == 2 && staticInner(linear.getInput()) &&
          (isPlainFloat(linear.getWeight()) || packedForHalide(linear.getWeight(), 2, device)) &&
          isF32(linear.getResult()) &&
          (!linear.getBias() || isPlainFloat(linear.getBias()));
@@ -289,8 +290,10 @@ struct HalideSelectKernelsPass
     } else if (auto experts = dyn_cast<moe::FusedExpertsOp>(op)) {
       // Float weights, or packed quantized ones (i8, u4 or FP8 codes).
       std::optional<StringRef> act = activationName(experts.getActivation());
-      // Act-order experts (input_order) stay on the MLIR path, which gathers.
-      if (!want("experts") || !act || experts.getInputOrder() || !isF32(experts.getInput()) ||
+      // Act-order experts (input_order) stay on the MLIR path, which
+      // gathers, and so do W8A8 ones (activation_quant), which quantizes.
+      if (!want("experts") || !act || experts.getInputOrder() || experts.getActivationQuant() ||
+          !isF32(experts.getInput()) ||
           cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||
           !staticInner(experts.getInput()) || !isI32(experts.getIds()) ||
           !isF32(experts.getWeights()) || !staticInner(experts.getIds()) ||

@@ -254,8 +254,9 @@ def main():
     checkpoint("ckpt-quant-method", dict(wide, quantization_config={"quant_method": "bitsandbytes"}),
                int4(False))
     checkpoint("ckpt-awq-wrong-layout", dict(wide, quantization_config=awq), int4(False))
-    # compressed-tensors: INT8 per channel runs; activation quantization (W8A8)
-    # and group scales are refused naming the key.
+    # compressed-tensors: INT8 per channel runs, and W8A8 with dynamic
+    # per-token activations (test/e2e/w8a8.test); static or grouped
+    # activation scales and group weight scales are refused naming the key.
     ct_weights = {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True,
                   "dynamic": False, "group_size": None, "block_structure": None,
                   "actorder": None, "observer": "minmax", "observer_kwargs": {}}
@@ -266,9 +267,18 @@ def main():
                 "config_groups": {"group_0": {"format": "int-quantized", "targets": ["Linear"],
                                               "weights": weights, "input_activations": inputs,
                                               "output_activations": None}}}
-    checkpoint("ckpt-ct-w8a8", dict(wide, quantization_config=ct(
-        inputs={"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True,
-                "symmetric": True})), int4(False))
+    w8a8_inputs = {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True,
+                   "symmetric": True}
+    checkpoint("ckpt-ct-w8a8-static", dict(wide, quantization_config=ct(
+        inputs=dict(w8a8_inputs, strategy="tensor", dynamic=False))), int4(False))
+    checkpoint("ckpt-ct-w8a8-group", dict(wide, quantization_config=ct(
+        inputs=dict(w8a8_inputs, strategy="group", group_size=128))), int4(False))
+    checkpoint("ckpt-ct-w8a8-asymmetric", dict(wide, quantization_config=ct(
+        inputs=dict(w8a8_inputs, symmetric=False))), int4(False))
+    checkpoint("ckpt-ct-fp8-int-weights", dict(wide, quantization_config=dict(
+        ct(inputs=dict(w8a8_inputs, type="float")), format="float-quantized",
+        config_groups={"group_0": dict(ct()["config_groups"]["group_0"],
+                                       format="float-quantized")})), int4(False))
     checkpoint("ckpt-ct-group", dict(wide, quantization_config=ct(
         dict(ct_weights, strategy="group", group_size=128))), int4(False))
 
