@@ -75,7 +75,7 @@ cl::opt<std::string, true> deviceCode(
 cl::opt<std::string, true> deviceAssembly(
     "dump-device-assembly",
     cl::desc("GPU targets: also write the kernels' assembly text (PTX, AMDGCN) to this file, "
-             "for checks (the device code is generated a second time for it)"),
+             "for checks (NVIDIA: the PTX the fatbin is made from; AMD: generated a second time)"),
     cl::value_desc("file"), cl::location(options.deviceAssemblyPath), cl::cat(gpuCategory));
 
 cl::opt<std::string, true> dequantizedWeights(

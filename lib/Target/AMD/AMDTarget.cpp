@@ -99,15 +99,14 @@ public:
     return createConvertGpuOpsToROCDLOps(rocdl);
   }
 
-  void buildSerialization(OpPassManager &pm, const moir::gpu::GPUOptions &options,
-                          bool assembly) const override {
-    GpuModuleToBinaryPassOptions binary;
+  std::string serializationToolkit(const moir::gpu::GPUOptions &options) const override {
     llvm::Expected<std::string> r = root(options);
-    binary.toolkitPath = r ? *r : std::string();
     if (!r)
       llvm::consumeError(r.takeError()); // validate() reported it
-    binary.compilationTarget = assembly ? "isa" : "bin";
-    pm.addPass(createGpuModuleToBinaryPass(binary));
+    return r ? *r : std::string();
+  }
+  mlir::gpu::CompilationTarget binaryFormat() const override {
+    return mlir::gpu::CompilationTarget::Binary;
   }
 
   std::string describe(const moir::gpu::GPUOptions &options) const override {

@@ -2,6 +2,7 @@
 
 #include "moir/Target/GPU/GPUTarget.h"
 
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 
@@ -22,6 +23,30 @@ llvm::Error unknownChip(llvm::StringRef vendor, llvm::StringRef chip,
                         llvm::ArrayRef<llvm::StringRef> known) {
   return llvm::createStringError("unknown " + vendor + " chip '" + chip +
                                  "' (known: " + llvm::join(known, ", ") + ")");
+}
+
+void GPUTargetInfo::buildSerialization(OpPassManager &pm, const GPUOptions &options,
+                                       bool assembly) const {
+  GpuModuleToBinaryPassOptions binary;
+  binary.toolkitPath = serializationToolkit(options);
+  binary.compilationTarget = assembly ? "isa"
+                             : binaryFormat() == mlir::gpu::CompilationTarget::Fatbin ? "fatbin"
+                                                                                     : "bin";
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+}
+
+LogicalResult GPUTargetInfo::serialize(ModuleOp module, const GPUOptions &options,
+                                       llvm::function_ref<void(llvm::StringRef)> assembly) const {
+  std::unique_ptr<SymbolTable> table;
+  auto symbols = [&]() -> SymbolTable * {
+    if (!table)
+      table = std::make_unique<SymbolTable>(module);
+    return table.get();
+  };
+  std::string toolkit = serializationToolkit(options);
+  mlir::gpu::TargetOptions targetOptions(toolkit, {}, {}, {}, binaryFormat(), symbols, {}, {},
+                                         {}, assembly);
+  return mlir::gpu::transformGpuModulesToBinaries(module, nullptr, targetOptions);
 }
 
 std::vector<std::pair<std::string, std::string>> deviceBinaries(ModuleOp module) {

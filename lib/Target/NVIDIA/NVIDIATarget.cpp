@@ -94,15 +94,15 @@ public:
     return createConvertGpuOpsToNVVMOps();
   }
 
-  void buildSerialization(OpPassManager &pm, const moir::gpu::GPUOptions &options,
-                          bool assembly) const override {
-    GpuModuleToBinaryPassOptions binary;
-    binary.toolkitPath = toolkit(options);
-    // A fatbin holds the chip's cubin and the PTX, which newer chips' drivers
-    // compile when they load it.
-    binary.compilationTarget = assembly ? "isa" : "fatbin";
-    pm.addPass(createGpuModuleToBinaryPass(binary));
+  std::string serializationToolkit(const moir::gpu::GPUOptions &options) const override {
+    return toolkit(options);
   }
+  // A fatbin holds the chip's cubin and the PTX, which newer chips' drivers
+  // compile when they load it.
+  mlir::gpu::CompilationTarget binaryFormat() const override {
+    return mlir::gpu::CompilationTarget::Fatbin;
+  }
+  bool reportsAssembly() const override { return true; }
 
   std::string describe(const moir::gpu::GPUOptions &options) const override {
     return "nvidia " + options.chip;

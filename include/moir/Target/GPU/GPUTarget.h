@@ -77,11 +77,22 @@ public:
   /// conversion.
   virtual void buildMatrixConversion(mlir::OpPassManager &kernels,
                                      const GPUOptions &options) const {}
-  /// Serializes every gpu.module into a gpu.binary: the loadable binary
-  /// (fatbin, HSACO) or, with `assembly`, the text the vendor's assembler
-  /// reads (PTX, AMDGCN) for checks.
-  virtual void buildSerialization(mlir::OpPassManager &pm, const GPUOptions &options,
-                                  bool assembly) const = 0;
+  /// The toolkit serialization uses (CUDA, ROCm) and the loadable binary's
+  /// format (fatbin, HSACO).
+  virtual std::string serializationToolkit(const GPUOptions &options) const = 0;
+  virtual mlir::gpu::CompilationTarget binaryFormat() const = 0;
+  /// Serializes every gpu.module into a gpu.binary: the loadable binary or,
+  /// with `assembly`, the text the vendor's assembler reads (PTX, AMDGCN).
+  void buildSerialization(mlir::OpPassManager &pm, const GPUOptions &options,
+                          bool assembly = false) const;
+  /// Whether serialize() hands the assembly text over (MLIR's NVVM
+  /// serializer does; its ROCDL one, making HSACO, does not).
+  virtual bool reportsAssembly() const { return false; }
+  /// The same, now, on `module`; `assembly` receives each module's text for
+  /// the vendor's assembler (PTX) as the binary is made from it, for checks
+  /// (the code is generated once), where reportsAssembly().
+  mlir::LogicalResult serialize(mlir::ModuleOp module, const GPUOptions &options,
+                                llvm::function_ref<void(llvm::StringRef)> assembly) const;
   /// What the runtime needs to pick its driver, e.g. "nvidia sm_90".
   virtual std::string describe(const GPUOptions &options) const = 0;
 };

@@ -89,7 +89,7 @@ public:
       buildGPUDevicePipeline(pm, *info, gpu);
       return Error::success();
     case CompilePhase::Binary:
-      info->buildSerialization(pm, gpu, /*assembly=*/false);
+      info->buildSerialization(pm, gpu);
       return Error::success();
     case CompilePhase::LLVM:
       buildGPUHostLoweringPipeline(pm);
@@ -103,14 +103,32 @@ public:
                    ArtifactInfo &artifact) const override {
     if (phase == CompilePhase::Kernels)
       artifact.kernels = kernelNames(module);
-    if (phase == CompilePhase::Device && !options.deviceAssemblyPath.empty()) {
-      // The assembly text of the same kernels, for the vendor's assembler.
+    if (phase == CompilePhase::Device && !options.deviceAssemblyPath.empty() &&
+        !info->reportsAssembly()) {
+      // The assembly text of the same kernels, generated a second time.
       OwningOpRef<ModuleOp> copy = module.clone();
       PassManager toAssembly(module.getContext());
       info->buildSerialization(toAssembly, gpuOptions(options), /*assembly=*/true);
       if (failed(toAssembly.run(*copy)))
         return llvm::createStringError("emitting the kernels' assembly failed");
       return dump(*copy, options.deviceAssemblyPath);
+    }
+    if (phase == CompilePhase::Device && !options.deviceAssemblyPath.empty()) {
+      // Serialized here rather than in the binary phase (whose pass then
+      // finds no gpu.module), keeping the assembly text the binary is made
+      // from.
+      std::string text;
+      if (failed(info->serialize(module, gpuOptions(options),
+                                 [&](StringRef isa) { text += isa.str(); })))
+        return llvm::createStringError("serializing the kernels failed");
+      if (text.empty())
+        return llvm::createStringError("the serializer handed over no assembly text");
+      std::error_code ec;
+      llvm::raw_fd_ostream os(options.deviceAssemblyPath, ec);
+      if (ec)
+        return llvm::createStringError(options.deviceAssemblyPath + ": " + ec.message());
+      os << text;
+      return Error::success();
     }
     if (phase == CompilePhase::Binary && !options.deviceCodePath.empty())
       return dump(module, options.deviceCodePath);
