@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Quantized forms of one model side by side (not a test): a float model of a
+# named shape (moir-make-model) written once per variant by
+# bench/quantize_from_float.py, each compiled by moirc for this CPU, then
+# moir-run on each, the variants' order rotating every round, REPEAT rounds
+# (default 3): a 512-token prefill and 64 decode steps. Prints one JSON line
+# per run and each variant's medians.
+#
+#   bench/quantized_variants.sh SHAPE LAYERS NAME='QUANTIZE ARGS[|MOIRC ARGS]'...
+#
+# e.g. NAME=--format gptq --act-order, or w8a16-f32='--format ct-int8|--cpu-int8-dot=false'.
+# PYTHON must have numpy (default: the Halide venv's, which has it).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD:-$root/build}"
+python="${PYTHON:-$root/.venv-halide/bin/python}"
+shape="$1" layers="$2"
+shift 2
+models="${MODELS:-$build/models}"
+dir="$models/$shape-bf16-l$layers"
+mkdir -p "$models"
+[ -f "$dir/model.safetensors" ] ||
+  "$build/bin/moir-make-model" "$dir" --shape "$shape" --dtype bf16 --layers "$layers" >&2
+prompt=$(python3 -c "print(','.join(str(i * 7919 % 31000 + 1) for i in range(512)))")
+names=()
+for variant in "$@"; do
+  name="${variant%%=*}" spec="${variant#*=}"
+  quantize="${spec%%|*}" flags=""
+  [ "$spec" != "$quantize" ] && flags="${spec#*|}"
+  names+=("$name")
+  # One checkpoint per quantization (variants may share it).
+  qdir="$dir-$(echo "$quantize" | tr -c 'a-z0-9' '_')"
+  [ -f "$qdir/model.safetensors" ] || "$python" "$root/bench/quantize_from_float.py" "$dir" "$qdir" $quantize
+  "$build/bin/moirc" "$qdir" --target=cpu --cpu=native --cache-capacity=1024 $flags -o "$dir-$name.moir"
+done
+out=$(mktemp)
+for round in $(seq "${REPEAT:-3}"); do
+  n=${#names[@]}
+  for i in $(seq 0 $((n - 1))); do
+    name="${names[$(((i + round) % n))]}"
+    result=$("$build/bin/moir-run" "$dir-$name.moir" --tokens "$prompt" -n 64 --json |
+               sed 's/"tokens": \[[^]]*\], //')
+    echo "{\"model\": \"$shape\", \"layers\": $layers, \"variant\": \"$name\", ${result#\{}" | tee -a "$out"
+  done
+done
+python3 - "$out" "${names[@]}" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for name in sys.argv[2:]:
+    mine = [r for r in runs if r["variant"] == name]
+    print(json.dumps({"variant": name, "runs": len(mine),
+                      "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine),
+                      "decode_tokens_per_s_median": statistics.median(r["decode_tokens_per_s"] for r in mine),
+                      "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine]}))
+PY
+rm -f "$out"
