@@ -612,3 +612,20 @@ func.func @expert_ffn_activation_quant(%rows: tensor<?x16xf32>, %offsets: tensor
   %y = moe.expert_ffn silu %rows, %offsets, %g, %g, %d activation_quant int8 : (tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// W8A8 int8 rows into a linear on a packed integer weight, on a target whose
+// kernels quantize such rows themselves (the CPU's lowering config says
+// row_quant): the product reads the raw rows, marked moir.row_quant (not
+// precise), and the rows are not rounded here.
+// CHECK-LABEL: func.func @row_quant
+// CHECK-NOT: math.roundeven
+// CHECK: linalg.generic {{.*}} ins(%arg0, {{.*}} attrs = {{{.*}}moir.row_quant
+// CHECK-NOT: moir.precise
+func.func @row_quant(%x: tensor<?x32xf32>, %d: tensor<16x32xi8>, %s: tensor<16x1x1xf16>) -> tensor<?x16xf32> {
+  %w = llm.packed_weight %d, %s group 32 : tensor<16x32xi8>, tensor<16x1x1xf16> -> !llm.qtensor<16x32xi8, #llm.quant<kind = gguf, format = q8_0>>
+  %q = llm.dynamic_quant int8 %x : tensor<?x32xf32>
+  %y = llm.linear %q, %w precise : (tensor<?x32xf32>, !llm.qtensor<16x32xi8, #llm.quant<kind = gguf, format = q8_0>>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -968,3 +968,83 @@ TEST_F(LoweringNumericsTest, DynamicQuantRowsBitForBit) {
   EXPECT_EQ(a[5 * K + 10], 0.0f);
   EXPECT_EQ(a[5 * K + 11], 2.0f);
 }
+
+// W8A8 rows (llm.dynamic_quant int8 in front of a linear on a packed integer
+// weight): the CPU lowering hands the linear the raw rows marked
+// moir.row_quant, and the kernel quantizes them as compressed-tensors does
+// (scale max|row| / 127.5, codes roundeven(clamp(x / scale, -128, 127))):
+// with the int8 dot products (prefill's tiles from 8 rows, the decode row
+// kernel, or the f32 kernel where the depth is not whole steps) and without
+// (the f32 kernel on the rows' quantized values). The reference multiplies
+// exactly those codes times the scale by the weights in double, within 1e-5
+// of the largest output: the codes must be the reference's. One row is all
+// zeros (scale f32's epsilon).
+TEST_F(LoweringNumericsTest, W8A8RowsQuantizedByTheKernel) {
+  SEED_TRACE();
+  for (bool int8Dot : {true, false}) {
+    SCOPED_TRACE(int8Dot ? "int8 dot products" : "f32 kernels");
+    const int N = 37;
+    struct Case {
+      int group, K;
+    };
+    for (Case c : {Case{32, 96}, Case{128, 256}, Case{16, 80}}) {
+      const int K = c.K, groups = K / c.group;
+      SCOPED_TRACE("group " + std::to_string(c.group) + " K " + std::to_string(K));
+      std::string ks = std::to_string(K);
+      std::string scheme = c.group == 32 ? "kind = gguf, format = q8_0"
+                                         : "kind = group, group = " + std::to_string(c.group);
+      std::string qtype = "!llm.qtensor<37x" + ks + "xi8, #llm.quant<" + scheme + ">>";
+      std::string data = "tensor<37x" + ks + "xi8>";
+      std::string scales = "tensor<37x" + std::to_string(groups) + "x2xf32>";
+      std::string act = "tensor<?x" + ks + "xf32>";
+      Kernel kernel("func.func @forward(%x: " + act + ", %d: " + data + ", %s: " + scales +
+                        ") -> tensor<?x37xf32> {\n"
+                        "  %w = llm.packed_weight %d, %s group " + std::to_string(c.group) +
+                        " : " + data + ", " + scales + " -> " + qtype + "\n"
+                        "  %q = llm.dynamic_quant int8 %x : " + act + "\n"
+                        "  %y = llm.linear %q, %w precise : (" + act + ", " + qtype +
+                        ") -> tensor<?x37xf32>\n"
+                        "  return %y : tensor<?x37xf32>\n}",
+                    int8Dot);
+      ASSERT_TRUE(kernel.ok()) << kernel.error;
+      std::uniform_int_distribution<int> byte(0, 255);
+      std::vector<uint8_t> d(N * K);
+      for (uint8_t &v : d)
+        v = static_cast<uint8_t>(byte(rng));
+      std::vector<float> s = random(N * groups * 2, 0.05f);
+      auto weight = [&](int n, int k) {
+        int g = k / c.group;
+        return double(s[(n * groups + g) * 2]) * double(static_cast<int8_t>(d[n * K + k])) +
+               double(s[(n * groups + g) * 2 + 1]);
+      };
+      for (int T : {37, 5, 1}) {
+        SCOPED_TRACE(std::to_string(T) + " rows");
+        std::vector<float> x = random(T * K, 2.0f);
+        if (T > 2)
+          std::fill(x.begin() + 2 * K, x.begin() + 3 * K, 0.0f);
+        std::vector<double> xq(T * K);
+        for (int t = 0; t < T; ++t) {
+          float amax = 0;
+          for (int k = 0; k < K; ++k)
+            amax = std::max(amax, std::fabs(x[t * K + k]));
+          float scale = amax / 127.5f;
+          if (scale == 0.0f)
+            scale = std::numeric_limits<float>::epsilon();
+          for (int k = 0; k < K; ++k)
+            xq[t * K + k] =
+                double(std::nearbyint(std::min(std::max(x[t * K + k] / scale, -128.0f), 127.0f))) *
+                double(scale);
+        }
+        std::vector<float> y(T * N);
+        kernel.run({{x.data(), {T, K}}, {d.data(), {N, K}}, {s.data(), {N, groups, 2}},
+                    {y.data(), {T, N}}});
+        std::vector<double> ref(T * N, 0.0);
+        for (int t = 0; t < T; ++t)
+          for (int n = 0; n < N; ++n)
+            for (int k = 0; k < K; ++k)
+              ref[t * N + n] += xq[t * K + k] * weight(n, k);
+        expectClose(y, ref, 1e-5);
+      }
+    }
+  }
+}

@@ -38,6 +38,7 @@ inline llvm::StringLiteral loweringConfigName() {
 inline llvm::StringLiteral parallelName() { return Dialect::ParallelAttrHelper::getNameStr(); }
 inline llvm::StringLiteral kernelName() { return Dialect::KernelAttrHelper::getNameStr(); }
 inline llvm::StringLiteral preciseName() { return Dialect::PreciseAttrHelper::getNameStr(); }
+inline llvm::StringLiteral rowQuantName() { return Dialect::RowQuantAttrHelper::getNameStr(); }
 inline llvm::StringLiteral serialName() { return Dialect::SerialAttrHelper::getNameStr(); }
 inline llvm::StringLiteral warpReduceName() { return Dialect::WarpReduceAttrHelper::getNameStr(); }
 inline llvm::StringLiteral hostCopyName() { return Dialect::HostCopyAttrHelper::getNameStr(); }

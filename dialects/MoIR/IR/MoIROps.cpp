@@ -25,7 +25,7 @@ LogicalResult EntryArgAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult LoweringConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                          bool parallel, int64_t workItems, int64_t minSplitKeys,
                                          int64_t keyBlock, int64_t queryRows, int64_t ffnBlock,
-                                         int64_t tokenBlock, int64_t vectorWidth) {
+                                         int64_t tokenBlock, int64_t vectorWidth, bool rowQuant) {
   for (auto [name, value] : {std::pair<StringRef, int64_t>{"work_items", workItems},
                              {"min_split_keys", minSplitKeys},
                              {"key_block", keyBlock},
@@ -75,7 +75,8 @@ LogicalResult MoIRDialect::verifyOperationAttribute(Operation *op, NamedAttribut
   if (name == attrs::abiName())
     return isa<DenseI64ArrayAttr>(value) ? success() : wrongType("an array<i64>");
   if (name == attrs::parallelName() || name == attrs::kernelName() ||
-      name == attrs::preciseName() || name == attrs::serialName() ||
+      name == attrs::preciseName() || name == attrs::rowQuantName() ||
+      name == attrs::serialName() ||
       name == attrs::warpReduceName() || name == attrs::hostCopyName())
     return isa<UnitAttr>(value) ? success() : wrongType("a unit attribute");
   if (name == attrs::argName())

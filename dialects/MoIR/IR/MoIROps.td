@@ -36,7 +36,10 @@ def MoIR_Dialect : Dialect {
       configuration pass;
     - markers on lowered ops: `moir.parallel` (split across the thread pool),
       `moir.kernel` (a contraction run inside a work item), `moir.precise`
-      (kept in f32), `moir.serial`, `moir.warp_reduce`, `moir.host_copy` (GPU
+      (kept in f32), `moir.row_quant` (a contraction whose activation rows
+      are W8A8's: quantized to int8 per row as compressed-tensors does,
+      scale max|row| / 127.5, by the kernel that multiplies them, which
+      must), `moir.serial`, `moir.warp_reduce`, `moir.host_copy` (GPU
       offload), `moir.abi` (@forward's buffer ranks for the exported entry);
     - `moir.packed` (a contraction whose weight is a packed quantized weight,
       include/moir/Frontend/Quantization.h): the packed form, e.g. "u4:32",
@@ -55,6 +58,7 @@ def MoIR_Dialect : Dialect {
     "::mlir::UnitAttr":$parallel,
     "::mlir::UnitAttr":$kernel,
     "::mlir::UnitAttr":$precise,
+    "::mlir::UnitAttr":$row_quant,
     "::mlir::UnitAttr":$serial,
     "::mlir::UnitAttr":$warp_reduce,
     "::mlir::UnitAttr":$host_copy,
@@ -121,7 +125,12 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
       (queries x the heads sharing a KV head) per work item;
     - `ffn_block`: columns per work item of the fused expert FFNs;
     - `token_block`: tokens per work item of the fused router;
-    - `vector_width`: f32 lanes of the target's vectors.
+    - `vector_width`: f32 lanes of the target's vectors;
+    - `row_quant` (default false): the target's contractions quantize W8A8
+      int8 rows themselves (`moir.row_quant`): a linear or the fused experts
+      reading `llm.dynamic_quant int8` rows get the raw rows and that
+      marker instead of the rounded rows in f32 (CPU: the int8 dot products
+      with compressed-tensors' codes, exact).
 
     ```mlir
     module attributes {moir.lowering_config = #moir.lowering_config<parallel = true,
@@ -137,7 +146,8 @@ def MoIR_LoweringConfigAttr : AttrDef<MoIR_Dialect, "LoweringConfig"> {
     "int64_t":$query_rows,
     "int64_t":$ffn_block,
     "int64_t":$token_block,
-    "int64_t":$vector_width
+    "int64_t":$vector_width,
+    DefaultValuedParameter<"bool", "false">:$row_quant
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

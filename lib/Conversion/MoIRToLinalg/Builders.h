@@ -39,6 +39,17 @@ mlir::Value gatherInner(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
 /// `x` ([..., K], f32) quantized and dequantized row by row with a
 /// symmetric scale from each row's largest magnitude: llm.dynamic_quant's
 /// numbers (W8A8 activation quantization).
+/// Whether the target's contractions take `x`, rows llm.dynamic_quant
+/// quantizes to int8, raw and quantize them themselves (the lowering
+/// config's row_quant, moir.row_quant): then its product `user` reads the
+/// raw rows. Only for quantized weights (the CPU's packed kernels).
+inline bool foldsRowQuant(mlir::Operation *user, mlir::Value weight,
+                          std::optional<llm::DynamicQuant> format) {
+  moir::LoweringConfigAttr config = moir::attrs::getLoweringConfig(user);
+  return format == llm::DynamicQuant::int8 && config && config.getRowQuant() &&
+         llvm::isa<llm::QTensorType>(weight.getType());
+}
+
 /// Whether products reading rows quantized this way keep them in f32
 /// (moir.precise): int8 codes times a per-row scale would be rounded again
 /// by the CPU's int8 dot products (blocks of 32, each with its own scale).

@@ -90,6 +90,11 @@ struct ConvertMoIRToLinalgPass
       if (op->use_empty())
         op->erase();
     });
+    // So are W8A8 rows whose linears' kernels quantize them (row_quant).
+    getOperation()->walk([](moir::llm::DynamicQuantOp op) {
+      if (op->use_empty())
+        op->erase();
+    });
     // So are packed weights: their consumers read the data and scales.
     getOperation()->walk([](moir::llm::PackedWeightOp op) {
       if (op->use_empty())

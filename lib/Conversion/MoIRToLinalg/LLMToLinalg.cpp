@@ -102,6 +102,13 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
     Value x = op.getInput();
     if (cast<RankedTensorType>(x.getType()).getRank() != 2)
       return b.notifyMatchFailure(op, "needs a rank-2 input");
+    // W8A8 int8 rows the target's kernel quantizes itself: the raw rows.
+    bool rowQuant = false;
+    if (auto quant = x.getDefiningOp<llm::DynamicQuantOp>();
+        quant && foldsRowQuant(op, op.getWeight(), quant.getFormat())) {
+      x = quant.getInput();
+      rowQuant = true;
+    }
     auto outType = cast<RankedTensorType>(op.getType());
     SmallVector<OpFoldResult> sizes = {tensor::getMixedSize(b, loc, x, 0),
                                        b.getIndexAttr(outType.getDimSize(1))};
@@ -117,7 +124,9 @@ struct LowerLinear : OpRewritePattern<llm::LinearOp> {
       init = filled(b, loc, sizes, b.getF32Type(), 0.0);
     }
     Value out = markParallel(weightContraction(b, loc, x, *weight, init));
-    if (op.getPrecise())
+    if (rowQuant)
+      attrs::mark(out.getDefiningOp(), attrs::rowQuantName());
+    else if (op.getPrecise())
       attrs::mark(out.getDefiningOp(), attrs::preciseName());
     b.replaceOp(op, out);
     return success();
@@ -138,6 +147,14 @@ struct LowerDynamicQuant : OpRewritePattern<llm::DynamicQuantOp> {
   LogicalResult matchAndRewrite(llm::DynamicQuantOp op, PatternRewriter &b) const override {
     if (!cast<RankedTensorType>(op.getType()).getElementType().isF32())
       return b.notifyMatchFailure(op, "needs f32 rows");
+    // Rows only linears read whose kernels quantize them: LowerLinear
+    // hands them the raw rows, and this op is left without users.
+    if (!op->use_empty() && llvm::all_of(op->getUsers(), [&](Operation *user) {
+          auto linear = dyn_cast<llm::LinearOp>(user);
+          return linear && linear.getInput() == op.getResult() &&
+                 foldsRowQuant(linear, linear.getWeight(), op.getFormat());
+        }))
+      return b.notifyMatchFailure(op, "its linears quantize the rows themselves");
     b.replaceOp(op, dynamicQuantRows(b, op.getLoc(), op.getInput(), op.getFormat(),
                                      /*parallel=*/true));
     return success();

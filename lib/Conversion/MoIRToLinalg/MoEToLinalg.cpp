@@ -458,14 +458,15 @@ Value overHiddenBlocks(OpBuilder &b, Location loc, OpFoldResult rows, int64_t hi
 /// width) of row `r` of `from` added into its row `t`: one step of a
 /// combine, the order of the steps being the order of the additions.
 Value addRowInto(OpBuilder &b, Location loc, Value acc, Value t, Value from, Value r,
-                 OpFoldResult col, Value width) {
+                 OpFoldResult col, Value width, Value scale = {}) {
   auto rowType = RankedTensorType::get({1, ShapedType::kDynamic}, b.getF32Type());
   AffineExpr d0 = b.getAffineDimExpr(0), d1 = b.getAffineDimExpr(1);
   Value row = slice(b, loc, rowType, acc, {t, b.getIndexAttr(0)}, {b.getIndexAttr(1), width});
   Value add = slice(b, loc, rowType, from, {r, col}, {b.getIndexAttr(1), width});
   Value sum = generic(b, loc, add, row, {{d0, d1}, {d0, d1}}, {par, par},
-                      [](OpBuilder &b, Location loc, ValueRange v) {
-    linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], v[0]).getResult());
+                      [&](OpBuilder &b, Location loc, ValueRange v) {
+    Value x = scale ? arith::MulFOp::create(b, loc, v[0], scale).getResult() : v[0];
+    linalg::YieldOp::create(b, loc, arith::AddFOp::create(b, loc, v[1], x).getResult());
   });
   return tensor::InsertSliceOp::create(b, loc, sum, acc, ArrayRef<OpFoldResult>{t, b.getIndexAttr(0)},
                                        ArrayRef<OpFoldResult>{b.getIndexAttr(1), width},
@@ -570,9 +571,21 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
       quant = op.getActivationQuant();
     }
     // W8A8: the routed copies are of the quantized rows (the verifier
-    // refuses shared experts with it).
+    // refuses shared experts with it); or, where the target's kernels
+    // quantize int8 rows themselves (row_quant), of the raw rows, with the
+    // products marked moir.row_quant (and the routing weight applied to the
+    // down product's rows, after their quantization, as with `quant`).
+    bool rowQuant = foldsRowQuant(op, op.getGate(), quant);
+    if (rowQuant)
+      quant = std::nullopt;
     Value routedX = quant ? dynamicQuantRows(b, loc, x, *quant, /*parallel=*/true) : x;
     bool exactRows = keepsActivations(quant);
+    auto contract = [&](OpBuilder &b, Location loc, Value a, const WeightOperand &w) {
+      Value product = itemContraction(b, loc, a, w, exactRows);
+      if (rowQuant)
+        attrs::mark(product.getDefiningOp(), attrs::rowQuantName());
+      return product;
+    };
     Dispatched d = buildDispatch(b, loc, routedX, ids, allExperts,
                                  shared > 0 ? std::optional<int64_t>(topK) : std::nullopt, order);
     Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
@@ -680,8 +693,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
           return routed ? routedBlock(b, loc, e, stacked, false, f0, width)
                         : sharedBlock(b, loc, e, dense, false, f0, width);
         };
-        return SmallVector<Value>{itemContraction(b, loc, xs, block(*gateW, *sharedGateW), exactRows),
-                                  itemContraction(b, loc, xs, block(*upW, *sharedUpW), exactRows)};
+        return SmallVector<Value>{contract(b, loc, xs, block(*gateW, *sharedGateW)),
+                                  contract(b, loc, xs, block(*upW, *sharedUpW))};
       });
       Value g = gu[0], u = gu[1];
       // The routing weight of each row's copy, applied before the (linear)
@@ -702,7 +715,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
                              [&](OpBuilder &b, Location loc, ValueRange v) {
         Value act = activation(b, loc, op.getActivation(), v[0]);
         Value prod = arith::MulFOp::create(b, loc, act, v[1]);
-        if (!quant)
+        if (!quant && !rowQuant)
           prod = arith::MulFOp::create(b, loc, prod, v[2]);
         linalg::YieldOp::create(b, loc, prod);
       });
@@ -747,7 +760,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
         Value out = perExpert(b, loc, e, [&](OpBuilder &b, Location loc, bool routed) {
           WeightOperand w = routed ? routedBlock(b, loc, e, *downW, true, c0h, width)
                                    : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
-          return SmallVector<Value>{itemContraction(b, loc, hs, w, exactRows)};
+          return SmallVector<Value>{contract(b, loc, hs, w)};
         })[0];
         if (own)
           return SmallVector<Value>{tensor::InsertSliceOp::create(
@@ -757,7 +770,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
         return loop(b, loc, c0, n, acc[0], [&](OpBuilder &b, Location loc, Value r, ValueRange acc) {
           Value src = toIndex(b, loc, extract(b, loc, d.sources, arith::AddIOp::create(b, loc, lo, r).getResult()));
           Value t = arith::DivUIOp::create(b, loc, src, indexConst(b, loc, slots));
-          return SmallVector<Value>{addRowInto(b, loc, acc[0], t, out, r, b.getIndexAttr(0), width)};
+          Value weight = rowQuant ? toF32(b, loc, extract(b, loc, flatWeights, src)) : Value();
+          return SmallVector<Value>{addRowInto(b, loc, acc[0], t, out, r, b.getIndexAttr(0), width, weight)};
         });
       })[0];
     });

@@ -26,7 +26,8 @@ struct CPUConfigureLoweringPass
     // key split below 256 keys costs more in its combine than it gains.
     auto config = moir::LoweringConfigAttr::get(
         &getContext(), /*parallel=*/true, /*work_items=*/2 * threads, /*min_split_keys=*/256,
-        /*key_block=*/64, /*query_rows=*/64, /*ffn_block=*/64, /*token_block=*/16, vectorWidth);
+        /*key_block=*/64, /*query_rows=*/64, /*ffn_block=*/64, /*token_block=*/16, vectorWidth,
+        /*row_quant=*/true);
     getOperation()->setAttr(moir::attrs::loweringConfigName(), config);
   }
 };

@@ -1327,11 +1327,40 @@ struct QuantizedBlock {
   SmallVector<Value> codes, residuals;
 };
 
+/// W8A8 rows (moir.row_quant): compressed-tensors' per-token int8 scale of
+/// row m of x [rows, depth] (depth a multiple of vw), max|row| / 127.5,
+/// f32's epsilon for a row of zeros: the scale the checkpoint's reference
+/// quantizes the row with.
+Value rowQuantScale(OpBuilder &b, Location loc, Value x, Value m, Value depth, int64_t vw) {
+  auto fVec = VectorType::get({vw}, b.getF32Type());
+  Value zeros = arith::ConstantOp::create(b, loc, fVec, DenseElementsAttr::get(fVec, 0.0f));
+  auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+  auto loop = scf::ForOp::create(b, loc, c(0), depth, c(vw), ValueRange{zeros});
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value v = vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, loop.getInductionVar()});
+    Value peak = arith::MaxNumFOp::create(b, loc, loop.getRegionIterArgs()[0],
+                                          math::AbsFOp::create(b, loc, v));
+    scf::YieldOp::create(b, loc, peak);
+  }
+  Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF,
+                                           loop.getResult(0));
+  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+  Value scale = arith::DivFOp::create(b, loc, amax, f32c(127.5f));
+  Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scale, f32c(0.0f));
+  return arith::SelectOp::create(b, loc, isZero, f32c(std::numeric_limits<float>::epsilon()),
+                                 scale);
+}
+
 /// Block u (elements [u * unit, u * unit + unit)) of row m of x [rows,
 /// depth], read as unit / vw vectors and quantized; with `residual`, the
-/// residual codes too.
+/// residual codes too. With `rowScale` (moir.row_quant, rowQuantScale), the
+/// block's scale is the row's and its codes are compressed-tensors' own,
+/// roundeven(clamp(x / scale, -128, 127)): int8 codes of a W8A8 row come
+/// out as the reference's, so the products are exact.
 QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value u, int64_t unit,
-                             int64_t vw, bool residual = false) {
+                             int64_t vw, bool residual = false, Value rowScale = {}) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   auto fVec = VectorType::get({vw}, f32);
   auto iVec = VectorType::get({vw}, i32);
@@ -1349,6 +1378,26 @@ QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value
   Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
   auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
   QuantizedBlock q;
+  if (rowScale) {
+    q.scale = rowScale;
+    Value scales = vector::BroadcastOp::create(b, loc, fVec, rowScale);
+    auto bound = [&](float v) {
+      return arith::ConstantOp::create(b, loc, fVec, DenseElementsAttr::get(fVec, v)).getResult();
+    };
+    Value codeSum;
+    for (auto [j, v] : llvm::enumerate(xs)) {
+      Value y = arith::DivFOp::create(b, loc, v, scales);
+      y = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, y, bound(-128.0f)),
+                                    bound(127.0f));
+      Value codes = arith::FPToSIOp::create(b, loc, iVec, math::RoundEvenOp::create(b, loc, y));
+      codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
+      q.codes.push_back(codes);
+    }
+    q.codeTotal = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, codeSum);
+    q.total = arith::MulFOp::create(b, loc, q.scale,
+                                    arith::SIToFPOp::create(b, loc, f32, q.codeTotal));
+    return q;
+  }
   q.scale = arith::DivFOp::create(b, loc, amax, f32c(127));
   Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, amax, f32c(0));
   Value inverse = arith::SelectOp::create(
@@ -1408,8 +1457,9 @@ Value dotProduct(OpBuilder &b, Location loc, int64_t vw, Value acc, Value weight
 
 class ActivationQuantizer : public LoopBuilder {
 public:
-  ActivationQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit)
-      : LoopBuilder(b, loc), vw(vw), unit(unit) {}
+  /// `rowScaled`: moir.row_quant rows (quantizeBlock's rowScale).
+  ActivationQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit, bool rowScaled = false)
+      : LoopBuilder(b, loc), vw(vw), unit(unit), rowScaled(rowScaled) {}
 
   /// Quantizes x [rows, depth] (depth a multiple of the unit, unit stride)
   /// into new buffers; rows in parallel when `parallel`. With `minRows`,
@@ -1440,7 +1490,8 @@ public:
     }
     forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
       Value m = ivs[0];
-      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
+      Value scale = rowScaled ? rowQuantScale(b, loc, x, m, depth, vw) : Value();
+      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u, scale); });
     });
     // The padding rows: zero codes and statistics.
     forLoop(rows, padded, cst(1), [&](Value m) {
@@ -1478,10 +1529,10 @@ private:
     memref::StoreOp::create(b, loc, correction, q.corrections, ValueRange{at(m, units, u)});
   }
 
-  void block(Value x, const QuantizedRows &q, Value m, Value u) {
+  void block(Value x, const QuantizedRows &q, Value m, Value u, Value rowScale) {
     Type i32 = b.getI32Type();
     Value base = arith::MulIOp::create(b, loc, u, cst(unit));
-    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw);
+    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw, false, rowScale);
     auto wordVec = VectorType::get({vw / 4}, i32);
     for (auto [j, codes] : llvm::enumerate(block.codes)) {
       Value bytes =
@@ -1503,6 +1554,7 @@ private:
   }
 
   int64_t vw, unit;
+  bool rowScaled;
   Value units, words;
 };
 
@@ -1563,10 +1615,12 @@ struct HoistedRowCodes {
 
 class RowQuantizer : public LoopBuilder {
 public:
+  /// `rowScaled`: moir.row_quant rows (quantizeBlock's rowScale; no
+  /// residual codes: the int8 codes are exact).
   RowQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit, int64_t nibbleGroups,
-               bool sums, bool corrections, bool residual)
+               bool sums, bool corrections, bool residual, bool rowScaled = false)
       : LoopBuilder(b, loc), vw(vw), unit(unit), nibbleGroups(nibbleGroups), withSums(sums),
-        withCorrections(corrections), residual(residual) {}
+        withCorrections(corrections), residual(residual && !rowScaled), rowScaled(rowScaled) {}
 
   /// Quantizes x [rows, depth] (depth a multiple of 32 and of the unit,
   /// unit stride) into new buffers; rows in parallel when `parallel`.
@@ -1592,7 +1646,8 @@ public:
       q.residuals = alloc(b.getI8Type(), depth);
     forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
       Value m = ivs[0];
-      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u); });
+      Value scale = rowScaled ? rowQuantScale(b, loc, x, m, depth, vw) : Value();
+      forLoop(cst(0), units, cst(1), [&](Value u) { block(x, q, m, u, scale); });
       if (!withCorrections)
         return;
       correct(q, m);
@@ -1648,9 +1703,9 @@ private:
     return arith::SelectOp::create(b, loc, inWhole, permuted, natural);
   }
 
-  void block(Value x, const RowCodes &q, Value m, Value u) {
+  void block(Value x, const RowCodes &q, Value m, Value u, Value rowScale) {
     auto laneVec = VectorType::get({vw / 4}, b.getF32Type());
-    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw, residual);
+    QuantizedBlock block = quantizeBlock(b, loc, x, m, u, unit, vw, residual, rowScale);
     Value scale =
         residual ? arith::MulFOp::create(
                        b, loc, block.scale,
@@ -1685,7 +1740,9 @@ private:
 public:
   /// What tells this layout from another one of the same rows.
   int64_t layoutKey() const {
-    return (((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections) * 2 + residual;
+    return ((((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections) * 2 + residual) *
+               2 +
+           rowScaled;
   }
 
   /// Empty buffers of this layout (the branch that quantizes nothing).
@@ -1709,7 +1766,7 @@ public:
 
 private:
   int64_t vw, unit, nibbleGroups;
-  bool withSums, withCorrections, residual;
+  bool withSums, withCorrections, residual, rowScaled;
   Value depth, lanes, units;
 };
 
@@ -1733,6 +1790,7 @@ public:
     nibbles = form.storage == "u4";
     offsets = op.getNumDpsInputs() - 2 == (superblocks ? 6 : 2);
     dotLanes = shape.vectorWidth;
+    rowScaled = op->hasAttr(moir::attrs::rowQuantName());
   }
 
   /// `unit` > 0: from kInt8MinRows rows on, the int8 dot products over
@@ -1748,8 +1806,17 @@ public:
     depth = memref::DimOp::create(b, loc, a, 1);
     groups = arith::DivUIOp::create(b, loc, depth, cst(group));
     auto floatSweep = [&] {
+      // moir.row_quant rows the int8 paths do not take: their quantized
+      // values (x / scale rounded, times the scale) in f32.
+      Value raw = a;
+      if (rowScaled)
+        a = quantizedRowValues(raw, parallel);
       sweepRowBlocks(rows, cols, shape, parallel,
                      [&](int64_t tm, int64_t tn, Value m0, Value n0) { tile(tm, tn, m0, n0); });
+      if (rowScaled) {
+        memref::DeallocOp::create(b, loc, a);
+        a = raw;
+      }
     };
     if (!unit)
       return floatSweep();
@@ -1765,7 +1832,7 @@ public:
       q = hoisted->first;
       first = hoisted->second;
     } else {
-      q = ActivationQuantizer(b, loc, shape.vectorWidth, unit).build(a, parallel);
+      q = ActivationQuantizer(b, loc, shape.vectorWidth, unit, rowScaled).build(a, parallel);
     }
     int8Sweep(q, first, parallel);
     if (!hoisted)
@@ -1990,8 +2057,11 @@ public:
   /// The row layout the decode kernel reads its activations in.
   RowQuantizer rowQuantizer() {
     return RowQuantizer(b, loc, shape.vectorWidth, unit, nibbles ? nibbleGroups() : 0, offsets,
-                        /*corrections=*/!nibbles && !sdot(), shape.residualDecode);
+                        /*corrections=*/!nibbles && !sdot(), shape.residualDecode, rowScaled);
   }
+
+  /// Whether the activations are moir.row_quant rows.
+  bool rowQuantized() const { return rowScaled; }
 
   /// A fused op's row quantization for the decode kernel, and this
   /// kernel's first row in it.
@@ -2907,8 +2977,47 @@ private:
     addRowSums(c, r, n0, sumLanesByRow(SmallVector<Value>(loop.getResults()), tm, tn));
   }
 
+  /// moir.row_quant: x's rows as compressed-tensors quantizes them, in f32,
+  /// in a new buffer [rows, depth] (the f32 kernels' fallback).
+  Value quantizedRowValues(Value x, bool parallel) {
+    Type f32 = b.getF32Type();
+    auto type = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
+    Value out = memref::AllocOp::create(b, loc, type, ValueRange{rows, depth},
+                                        b.getI64IntegerAttr(64));
+    auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+    forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
+      Value m = ivs[0];
+      // One element at a time: the depth need not be whole vectors here.
+      auto peak = scf::ForOp::create(b, loc, cst(0), depth, cst(1), ValueRange{f32c(0.0f)});
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(peak.getBody());
+        Value v = memref::LoadOp::create(b, loc, x, ValueRange{m, peak.getInductionVar()});
+        scf::YieldOp::create(b, loc,
+                             arith::MaxNumFOp::create(b, loc, peak.getRegionIterArgs()[0],
+                                                      math::AbsFOp::create(b, loc, v))
+                                 .getResult());
+      }
+      Value scale = arith::DivFOp::create(b, loc, peak.getResult(0), f32c(127.5f));
+      Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scale, f32c(0.0f));
+      scale = arith::SelectOp::create(b, loc, isZero,
+                                      f32c(std::numeric_limits<float>::epsilon()), scale);
+      forLoop(cst(0), depth, cst(1), [&](Value k) {
+        Value v = memref::LoadOp::create(b, loc, x, ValueRange{m, k});
+        Value y = arith::DivFOp::create(b, loc, v, scale);
+        y = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, y, f32c(-128.0f)),
+                                      f32c(127.0f));
+        Value q = math::RoundEvenOp::create(b, loc, y);
+        memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, q, scale), out,
+                                ValueRange{m, k});
+      });
+    });
+    return out;
+  }
+
   KernelShape shape;
   Value a, data, scales, c;
+  bool rowScaled = false;
   bool nibbles = false, offsets = true, superblocks = false;
   int64_t group = 0, unit = 0;
   Value rows, cols, depth, groups;
@@ -3001,25 +3110,40 @@ struct CPUContractionKernelsPass
       // moir.kernel: one work item of an enclosing parallel loop already.
       bool parallel = op->hasAttr(moir::attrs::parallelName());
       Value a = op.getDpsInputs()[0], w = op.getDpsInputs()[1], c = op.getDpsInits()[0];
+      // moir.row_quant: W8A8 rows, quantized here as compressed-tensors
+      // does (the int8 paths in decode too: exact codes).
+      bool rowQuant = op->hasAttr(moir::attrs::rowQuantName());
+      if (rowQuant && form != Form::Packed) {
+        op.emitError("moir-cpu-contraction-kernels: moir.row_quant rows need a packed "
+                     "quantized weight");
+        return signalPassFailure();
+      }
       if (form == Form::Packed && combinesRows(op)) {
+        if (rowQuant) {
+          op.emitError("moir-cpu-contraction-kernels: a row combination cannot take "
+                       "moir.row_quant rows");
+          return signalPassFailure();
+        }
         PackedKernelBuilder(b, op.getLoc(), op, shape).buildOuter(parallel);
       } else if (form == Form::Packed) {
         PackedForm packed = packedForm(op);
-        int64_t unit =
-            int8Dot && !precise ? int8Unit(packed.storage, packed.group, vectorWidth) : 0;
+        int64_t unit = int8Dot && (!precise || rowQuant)
+                           ? int8Unit(packed.storage, packed.group, vectorWidth)
+                           : 0;
+        bool decodeCodes = decodeInt8(packed) || rowQuant;
         std::optional<std::pair<QuantizedRows, Value>> rowsOf;
         PackedKernelBuilder kernel(b, op.getLoc(), op, shape);
         if (unit && !parallel) {
-          rowsOf = hoistQuantization(b, op, unit, hoisted);
+          rowsOf = hoistQuantization(b, op, unit, rowQuant, hoisted);
           std::optional<RowQuantizer> decode =
-              decodeInt8(packed) ? kernel.decodeQuantizer(unit) : std::nullopt;
+              decodeCodes ? kernel.decodeQuantizer(unit) : std::nullopt;
           if (decode)
             if (auto rowsFor =
                     hoistRowQuantization(b, op, *decode, kernel.rowDepthUnit(), hoistedRows))
               kernel.useHoistedRows(rowsFor->first, rowsFor->second);
         }
         b.setInsertionPoint(op);
-        kernel.build(parallel, unit, rowsOf, decodeInt8(packed));
+        kernel.build(parallel, unit, rowsOf, decodeCodes);
       } else if (form == Form::Plain) {
         KernelBuilder kernel(b, op.getLoc(), a, w, c, shape, precise);
         std::optional<std::pair<Value, Value>> paired;
@@ -3134,18 +3258,20 @@ struct CPUContractionKernelsPass
   /// result is those rows and the slice's first row, or none (the kernel
   /// quantizes its own rows).
   std::optional<std::pair<QuantizedRows, Value>>
-  hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit,
+  hoistQuantization(OpBuilder &b, linalg::GenericOp op, int64_t unit, bool rowScaled,
                     llvm::DenseMap<std::tuple<Value, int64_t, Operation *>, QuantizedRows> &cache) {
     return hoistShared(
         b, op, cache,
-        [&](Value x, Operation *loop) { return std::make_tuple(x, unit, loop); },
+        [&](Value x, Operation *loop) {
+          return std::make_tuple(x, unit * 2 + rowScaled, loop);
+        },
         [&](Value x, scf::ForallOp loop) {
           // Only a buffer of kInt8MinRows rows or more has a slice that
           // takes these codes: fewer (a decode step's tokens times their
           // experts) would be quantized for nothing (12 us a layer of the
           // DeepSeek-shaped Q8_0 decode, 6 rows padded to 16).
           QuantizedRows q =
-              ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit)
+              ActivationQuantizer(b, loop.getLoc(), vectorWidth, unit, rowScaled)
                   .build(x, parallelBefore(loop), PackedKernelBuilder::kInt8MinRows);
           freeAfter(b, loop, {q.codes, q.stats, q.corrections});
           return q;

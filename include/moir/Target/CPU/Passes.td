@@ -17,7 +17,9 @@ def CPUConfigureLoweringPass : Pass<"moir-cpu-configure-lowering", "mlir::Module
     blocks of 64 keys and about 64 rows of queries
     per flash work item (a block's scores stay in registers and L1), 64
     columns per expert-FFN work item (a block's weights stay in L2), 16
-    tokens per router work item, and the f32 lanes of the CPU's vectors.
+    tokens per router work item, the f32 lanes of the CPU's vectors, and
+    `row_quant = true` (the contraction kernels quantize W8A8 int8 rows
+    themselves, `moir.row_quant`).
 
     ```mlir
     // before
@@ -25,7 +27,7 @@ def CPUConfigureLoweringPass : Pass<"moir-cpu-configure-lowering", "mlir::Module
     // after (threads = 16, vector-width = 16)
     module attributes {moir.lowering_config = #moir.lowering_config<parallel = true,
         work_items = 32, min_split_keys = 256, key_block = 64, query_rows = 64,
-        ffn_block = 64, token_block = 16, vector_width = 16>} {
+        ffn_block = 64, token_block = 16, vector_width = 16, row_quant = true>} {
     ```
   }];
   let options = [
@@ -138,6 +140,15 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
     one such quantization made before its loop when the shared buffer has
     at most 64 rows. Other depths, FP8 codes and `moir.precise` ops keep
     the f32 kernel.
+
+    `moir.row_quant` ops (W8A8 checkpoints' int8 rows, which the lowering
+    hands over raw) quantize their rows as compressed-tensors does: one
+    scale per row, max|row| / 127.5, codes roundeven(clamp(x / scale, -128,
+    127)), every block of the row with that scale, in prefill and (whatever
+    int8-decode says) in decode, without residual codes: the codes are the
+    reference's, so the products are exact. Where the int8 paths do not
+    apply (int8-dot off, FP8 codes, odd depths), the f32 kernel multiplies
+    the rows' quantized values, made into a scratch copy first.
 
     Other linalg ops are left alone.
   }];
