@@ -46,8 +46,8 @@ size = struct.unpack("<Q", blob[:8])[0]
 header = json.loads(blob[8:8 + size])
 data = memoryview(blob)[8 + size:]
 
-LINEAR = re.compile(r"\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj|"
-                    r"block_sparse_moe\.experts\.\d+\.w[123])\.weight$")
+LINEAR = re.compile(r"\.(self_attn\.[qkvo]_proj|mlp\.(shared_experts?\.|experts\.\d+\.)?"
+                    r"(gate|up|down)_proj|block_sparse_moe\.experts\.\d+\.w[123])\.weight$")
 
 
 def tie(name):

@@ -602,7 +602,8 @@ Error ModelBuilder::checkActivationQuantUses(ModuleOp module) {
                            ? cast<llm::WeightOp>(op).getName()
                            : cast<StringAttr>(cast<llm::StackedWeightOp>(op).getNames()[0])
                                  .getValue();
-      err = fileError(configSource,
+      const TensorInfo *info = store.lookup(name);
+      err = fileError(info ? store.getFilePath(info->file) : source,
                       "tensor '" + name + "' is quantized with W8A8 activation "
                       "quantization (quantization_config input_activations), which MoIR "
                       "applies to the inputs of linear projections and routed experts only, "

@@ -275,6 +275,41 @@ def main():
         inputs=dict(w8a8_inputs, strategy="group", group_size=128))), int4(False))
     checkpoint("ckpt-ct-w8a8-asymmetric", dict(wide, quantization_config=ct(
         inputs=dict(w8a8_inputs, symmetric=False))), int4(False))
+    # W8A8 with a shared expert (Qwen2-MoE): its inputs would need the
+    # quantization the routed experts get; refused naming the tensor.
+    qwen2 = dict(CONFIG, architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe",
+                 hidden_size=32, intermediate_size=32, num_attention_heads=2,
+                 num_key_value_heads=1, num_experts=2, num_experts_per_tok=1,
+                 moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                 decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False,
+                 qkv_bias=True, tie_word_embeddings=True,
+                 quantization_config=dict(ct(inputs=w8a8_inputs),
+                                          ignore=["lm_head", "re:.*mlp.gate$",
+                                                  "re:.*shared_expert_gate$"]))
+    qwen2_shapes, qwen2_dtypes = {}, {}
+    qwen2_linears = {"self_attn.q_proj": [32, 32], "self_attn.k_proj": [16, 32],
+                     "self_attn.v_proj": [16, 32], "self_attn.o_proj": [32, 32]}
+    for e in range(2):
+        qwen2_linears.update({f"mlp.experts.{e}.gate_proj": [32, 32],
+                              f"mlp.experts.{e}.up_proj": [32, 32],
+                              f"mlp.experts.{e}.down_proj": [32, 32]})
+    qwen2_linears.update({"mlp.shared_expert.gate_proj": [32, 32],
+                          "mlp.shared_expert.up_proj": [32, 32],
+                          "mlp.shared_expert.down_proj": [32, 32]})
+    for n, sh in qwen2_linears.items():
+        base = "model.layers.0." + n
+        qwen2_shapes[base + ".weight"] = sh
+        qwen2_dtypes[base + ".weight"] = "I8"
+        qwen2_shapes[base + ".weight_scale"] = [sh[0], 1]
+    qwen2_shapes.update({
+        "model.embed_tokens.weight": [16, 32], "model.norm.weight": [32],
+        "model.layers.0.input_layernorm.weight": [32],
+        "model.layers.0.post_attention_layernorm.weight": [32],
+        "model.layers.0.self_attn.q_proj.bias": [32], "model.layers.0.self_attn.k_proj.bias": [16],
+        "model.layers.0.self_attn.v_proj.bias": [16], "model.layers.0.mlp.gate.weight": [2, 32],
+        "model.layers.0.mlp.shared_expert_gate.weight": [1, 32]})
+    checkpoint("ckpt-ct-w8a8-shared-expert", qwen2,
+               safetensors_bytes(qwen2_shapes, dtypes=qwen2_dtypes))
     checkpoint("ckpt-ct-fp8-int-weights", dict(wide, quantization_config=dict(
         ct(inputs=dict(w8a8_inputs, type="float")), format="float-quantized",
         config_groups={"group_0": dict(ct()["config_groups"]["group_0"],
