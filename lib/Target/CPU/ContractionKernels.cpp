@@ -1370,15 +1370,8 @@ QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value
     Value k = arith::AddIOp::create(b, loc, base, arith::ConstantIndexOp::create(b, loc, j * vw));
     xs.push_back(vector::LoadOp::create(b, loc, fVec, x, ValueRange{m, k}));
   }
-  Value peak;
-  for (auto [j, v] : llvm::enumerate(xs)) {
-    Value mag = math::AbsFOp::create(b, loc, v);
-    peak = j ? arith::MaxNumFOp::create(b, loc, peak, mag).getResult() : mag;
-  }
-  Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
-  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
-  QuantizedBlock q;
   if (rowScale) {
+    QuantizedBlock q;
     q.scale = rowScale;
     Value scales = vector::BroadcastOp::create(b, loc, fVec, rowScale);
     auto bound = [&](float v) {
@@ -1398,6 +1391,14 @@ QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value
                                     arith::SIToFPOp::create(b, loc, f32, q.codeTotal));
     return q;
   }
+  Value peak;
+  for (auto [j, v] : llvm::enumerate(xs)) {
+    Value mag = math::AbsFOp::create(b, loc, v);
+    peak = j ? arith::MaxNumFOp::create(b, loc, peak, mag).getResult() : mag;
+  }
+  Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF, peak);
+  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+  QuantizedBlock q;
   q.scale = arith::DivFOp::create(b, loc, amax, f32c(127));
   Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, amax, f32c(0));
   Value inverse = arith::SelectOp::create(
