@@ -984,17 +984,24 @@ TEST_F(LoweringNumericsTest, W8A8RowsQuantizedByTheKernel) {
   for (bool int8Dot : {true, false}) {
     SCOPED_TRACE(int8Dot ? "int8 dot products" : "f32 kernels");
     const int N = 37;
+    // 8-bit codes, and 4-bit ones (W4A8: nibbles, whose decode row kernel
+    // reads the codes in its own order).
     struct Case {
       int group, K;
+      bool nibbles;
     };
-    for (Case c : {Case{32, 96}, Case{128, 256}, Case{16, 80}}) {
-      const int K = c.K, groups = K / c.group;
-      SCOPED_TRACE("group " + std::to_string(c.group) + " K " + std::to_string(K));
+    for (Case c : {Case{32, 96, false}, Case{128, 256, false}, Case{16, 80, false},
+                   Case{32, 96, true}, Case{32, 256, true}}) {
+      const int K = c.K, groups = K / c.group, bytes = c.nibbles ? K / 2 : K;
+      SCOPED_TRACE(std::string(c.nibbles ? "u4" : "i8") + " group " + std::to_string(c.group) +
+                   " K " + std::to_string(K));
       std::string ks = std::to_string(K);
-      std::string scheme = c.group == 32 ? "kind = gguf, format = q8_0"
-                                         : "kind = group, group = " + std::to_string(c.group);
-      std::string qtype = "!llm.qtensor<37x" + ks + "xi8, #llm.quant<" + scheme + ">>";
-      std::string data = "tensor<37x" + ks + "xi8>";
+      std::string scheme = c.nibbles        ? "kind = gguf, format = q4_1"
+                           : c.group == 32 ? "kind = gguf, format = q8_0"
+                                           : "kind = group, group = " + std::to_string(c.group);
+      std::string qtype =
+          "!llm.qtensor<37x" + ks + (c.nibbles ? "xi4" : "xi8") + ", #llm.quant<" + scheme + ">>";
+      std::string data = "tensor<37x" + std::to_string(bytes) + "xi8>";
       std::string scales = "tensor<37x" + std::to_string(groups) + "x2xf32>";
       std::string act = "tensor<?x" + ks + "xf32>";
       Kernel kernel("func.func @forward(%x: " + act + ", %d: " + data + ", %s: " + scales +
@@ -1008,13 +1015,13 @@ TEST_F(LoweringNumericsTest, W8A8RowsQuantizedByTheKernel) {
                     int8Dot);
       ASSERT_TRUE(kernel.ok()) << kernel.error;
       std::uniform_int_distribution<int> byte(0, 255);
-      std::vector<uint8_t> d(N * K);
+      std::vector<uint8_t> d(N * bytes);
       for (uint8_t &v : d)
         v = static_cast<uint8_t>(byte(rng));
       std::vector<float> s = random(N * groups * 2, 0.05f);
       auto weight = [&](int n, int k) {
         int g = k / c.group;
-        return double(s[(n * groups + g) * 2]) * double(static_cast<int8_t>(d[n * K + k])) +
+        return double(s[(n * groups + g) * 2]) * packedCode(d, bytes, c.nibbles, n, k) +
                double(s[(n * groups + g) * 2 + 1]);
       };
       for (int T : {37, 5, 1}) {
@@ -1036,7 +1043,7 @@ TEST_F(LoweringNumericsTest, W8A8RowsQuantizedByTheKernel) {
                 double(scale);
         }
         std::vector<float> y(T * N);
-        kernel.run({{x.data(), {T, K}}, {d.data(), {N, K}}, {s.data(), {N, groups, 2}},
+        kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
                     {y.data(), {T, N}}});
         std::vector<double> ref(T * N, 0.0);
         for (int t = 0; t < T; ++t)
