@@ -501,9 +501,25 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
     if (Error err = qr.expectString("quantization_status", "compressed",
                                     "only compressed checkpoints are supported"))
       return err;
-    for (StringRef key : {"kv_cache_scheme", "sparsity_config", "transform_config"})
-      if (qr.get(key))
-        return qr.error(key, "is set; only weight quantization is supported");
+    // compressed-tensors writes `sparsity_config` and `transform_config` as
+    // {} when there are none (ModelCompressor.update_config), and
+    // `moe_sparsity_config` as null. A dense sparsity config stores the
+    // weights as they are (its other keys describe measured sparsity).
+    auto setObject = [&](StringRef key) {
+      const json::Value *v = qr.get(key);
+      const json::Object *object = v ? v->getAsObject() : nullptr;
+      return v && !(object && object->empty());
+    };
+    if (const json::Value *sparsity = qr.get("sparsity_config"); setObject("sparsity_config")) {
+      const json::Object *object = sparsity->getAsObject();
+      const json::Value *storage = object ? object->get("format") : nullptr;
+      if (!storage || storage->getAsString() != StringRef("dense"))
+        return qr.error("sparsity_config", "is set with a sparse format; only dense weights "
+                                           "are supported");
+    }
+    for (StringRef key : {"kv_cache_scheme", "transform_config", "moe_sparsity_config"})
+      if (setObject(key))
+        return qr.error(key, "is set; only weight and activation quantization are supported");
     if (const json::Value *ignore = qr.get("ignore")) {
       const json::Array *names = ignore->getAsArray();
       if (!names || llvm::any_of(*names, [](const json::Value &v) { return !v.getAsString(); }))

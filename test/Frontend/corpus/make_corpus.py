@@ -275,6 +275,38 @@ def main():
         inputs=dict(w8a8_inputs, strategy="group", group_size=128))), int4(False))
     checkpoint("ckpt-ct-w8a8-asymmetric", dict(wide, quantization_config=ct(
         inputs=dict(w8a8_inputs, symmetric=False))), int4(False))
+    # W8A8 as compressed-tensors 0.20.1 itself serializes it
+    # (ModelCompressor.update_config: QuantizationConfig.model_dump, null
+    # and default arguments left out, `sparsity_config` and
+    # `transform_config` {}, `moe_sparsity_config` null, its version): it
+    # imports. A sparse format or a transform is refused naming the key.
+    def ct_serialized(**top):
+        int8 = {"num_bits": 8, "type": "int", "symmetric": True, "group_size": None}
+        return dict({
+            "config_groups": {"group_0": {
+                "format": None, "targets": ["Linear"], "output_activations": None,
+                "input_activations": dict(int8, strategy="token", dynamic=True),
+                "weights": dict(int8, strategy="channel", dynamic=False)}},
+            "format": "int-quantized", "global_compression_ratio": None, "ignore": ["lm_head"],
+            "kv_cache_scheme": None, "moe_sparsity_config": None,
+            "quant_method": "compressed-tensors", "quantization_status": "compressed",
+            "sparsity_config": {}, "transform_config": {}, "version": "0.20.1"}, **top)
+    int8_shapes, int8_dtypes = {}, {}
+    for n, sh in wide_shapes.items():
+        int8_shapes[n] = sh
+        if len(sh) == 2 and "embed" not in n:
+            int8_dtypes[n] = "I8"
+            int8_shapes[n[:-len("weight")] + "weight_scale"] = [sh[0], 1]
+    int8_weights = safetensors_bytes(int8_shapes, dtypes=int8_dtypes)
+    checkpoint("valid-llama-ct-w8a8-serialized", dict(wide, quantization_config=ct_serialized()),
+               int8_weights)
+    checkpoint("ckpt-ct-sparse-24", dict(wide, quantization_config=ct_serialized(
+        sparsity_config={"format": "sparse-24-bitmask", "global_sparsity": 0.5,
+                         "sparsity_structure": "2:4", "targets": ["Linear"], "ignore": []})),
+               int8_weights)
+    checkpoint("ckpt-ct-transform", dict(wide, quantization_config=ct_serialized(
+        transform_config={"config_groups": {"u": {"type": "hadamard"}}})), int8_weights)
+
     # W8A8 with a shared expert (Qwen2-MoE): its inputs would need the
     # quantization the routed experts get; refused naming the tensor.
     qwen2 = dict(CONFIG, architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe",
