@@ -45,25 +45,33 @@ Value gatherInner(OpBuilder &b, Location loc, Value x, Value order, ValueRange o
                  });
 }
 
-Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant format,
-                       bool parallel) {
-  auto type = cast<RankedTensorType>(x.getType());
-  int64_t rank = type.getRank();
-  SmallVector<AffineExpr> all, rows;
-  for (int64_t i = 0; i < rank; ++i) {
-    all.push_back(b.getAffineDimExpr(i));
-    if (i + 1 < rank)
-      rows.push_back(b.getAffineDimExpr(i));
-  }
+SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from) {
+  SmallVector<AffineExpr> e;
+  for (unsigned i = from; i < n; ++i)
+    e.push_back(b.getAffineDimExpr(i));
+  return e;
+}
+
+Value rowAbsMax(OpBuilder &b, Location loc, Value x) {
+  unsigned rank = cast<RankedTensorType>(x.getType()).getRank();
   SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
-  SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.end() - 1);
+  sizes.pop_back();
   SmallVector<utils::IteratorType> iters(rank, par);
   iters.back() = red;
-  Value absMax = generic(b, loc, x, filled(b, loc, rowSizes, b.getF32Type(), 0.0), {all, rows},
-                         iters, [](OpBuilder &b, Location loc, ValueRange a) {
-    Value v = math::AbsFOp::create(b, loc, a[0]);
+  return generic(b, loc, x, filled(b, loc, sizes, b.getF32Type(), 0.0),
+                 {dims(b, rank), dims(b, rank - 1)}, iters,
+                 [](OpBuilder &b, Location loc, ValueRange a) {
+    Value v = math::AbsFOp::create(b, loc, toF32(b, loc, a[0]));
     linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, a[1]).getResult());
   });
+}
+
+Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant format,
+                       bool parallel) {
+  int64_t rank = cast<RankedTensorType>(x.getType()).getRank();
+  SmallVector<AffineExpr> all = dims(b, rank), rows = dims(b, rank - 1);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  Value absMax = rowAbsMax(b, loc, x);
   if (parallel && rank > 1)
     markParallel(absMax);
   bool int8 = format == llm::DynamicQuant::int8;
@@ -120,12 +128,7 @@ Value dequantized(OpBuilder &b, Location loc, const CacheRows &rows) {
     return rows.values;
   auto type = cast<RankedTensorType>(rows.values.getType());
   unsigned rank = type.getRank();
-  SmallVector<AffineExpr> all, row;
-  for (unsigned i = 0; i < rank; ++i) {
-    all.push_back(b.getAffineDimExpr(i));
-    if (i + 1 < rank)
-      row.push_back(b.getAffineDimExpr(i));
-  }
+  SmallVector<AffineExpr> all = dims(b, rank), row = dims(b, rank - 1);
   return markParallel(generic(
       b, loc, ValueRange{rows.values, rows.scales},
       tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, rows.values), b.getF32Type()),

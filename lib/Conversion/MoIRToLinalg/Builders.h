@@ -36,6 +36,13 @@ mlir::Value generic(mlir::OpBuilder &b, mlir::Location loc,
 mlir::Value gatherInner(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
                         mlir::Value order, mlir::ValueRange orderPrefix = {});
 
+/// The loop dimensions d(from), ..., d(n - 1).
+llvm::SmallVector<mlir::AffineExpr> dims(mlir::OpBuilder &b, unsigned n, unsigned from = 0);
+
+/// max|x| over the innermost dimension of `x` ([..., K], any float): the
+/// rows' largest magnitudes, [...] f32.
+mlir::Value rowAbsMax(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+
 /// `x` ([..., K], f32) quantized and dequantized row by row with a
 /// symmetric scale from each row's largest magnitude: llm.dynamic_quant's
 /// numbers (W8A8 activation quantization).

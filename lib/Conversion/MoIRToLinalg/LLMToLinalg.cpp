@@ -17,13 +17,6 @@ using namespace moir::lowering;
 namespace {
 
 
-SmallVector<AffineExpr> dims(OpBuilder &b, unsigned n, unsigned from = 0) {
-  SmallVector<AffineExpr> e;
-  for (unsigned i = from; i < n; ++i)
-    e.push_back(b.getAffineDimExpr(i));
-  return e;
-}
-
 /// A quantized weight's dequantized f32 values (consumers with no packed
 /// kernel).
 struct LowerDequantize : OpRewritePattern<llm::DequantizeOp> {
@@ -363,26 +356,13 @@ struct LowerQuantizedCacheUpdate : OpRewritePattern<llm::QuantizedCacheUpdateOp>
     auto cacheType = cast<RankedTensorType>(op.getCache().getType());
     Type storage = cacheType.getElementType();
     unsigned rank = cacheType.getRank();
-    SmallVector<AffineExpr> all, row;
-    SmallVector<utils::IteratorType> rowIters;
-    for (unsigned i = 0; i < rank; ++i) {
-      all.push_back(b.getAffineDimExpr(i));
-      if (i + 1 < rank) {
-        row.push_back(b.getAffineDimExpr(i));
-        rowIters.push_back(par);
-      }
-    }
+    SmallVector<AffineExpr> all = dims(b, rank), row = dims(b, rank - 1);
+    SmallVector<utils::IteratorType> rowIters(rank - 1, par);
     SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
     SmallVector<OpFoldResult> rowSizes(sizes.begin(), sizes.end() - 1);
     double qmax = formatMax(op.getFormat());
     // scale = max|row| / qmax (1 for a row of zeros: it stores zeros).
-    SmallVector<utils::IteratorType> reduceIters = rowIters;
-    reduceIters.push_back(red);
-    Value absMax = generic(b, loc, x, filled(b, loc, rowSizes, b.getF32Type(), 0.0), {all, row},
-                           reduceIters, [](OpBuilder &b, Location loc, ValueRange a) {
-      Value v = math::AbsFOp::create(b, loc, toF32(b, loc, a[0]));
-      linalg::YieldOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, a[1]).getResult());
-    });
+    Value absMax = rowAbsMax(b, loc, x);
     Value scales = generic(b, loc, absMax,
                            tensor::EmptyOp::create(b, loc, rowSizes, b.getF32Type()), {row, row},
                            rowIters, [&](OpBuilder &b, Location loc, ValueRange a) {
