@@ -2,9 +2,9 @@
 # Quantized forms of one model side by side (not a test): a float model of a
 # named shape (moir-make-model) written once per variant by
 # bench/quantize_from_float.py, each compiled by moirc for this CPU, then
-# moir-run on each, the variants' order rotating every round, REPEAT rounds
-# (default 3): a 512-token prefill and 64 decode steps. Prints one JSON line
-# per run and each variant's medians.
+# moir-run on each, every variant once a round, REPEAT rounds (default 3): a
+# 512-token prefill and 64 decode steps (bench/lib.sh's run_alternately and
+# print_medians). Prints one JSON line per run and each variant's medians.
 #
 #   bench/quantized_variants.sh SHAPE LAYERS NAME='QUANTIZE ARGS[|MOIRC ARGS]'...
 #
@@ -31,26 +31,11 @@ for variant in "$@"; do
   # One checkpoint per quantization (variants may share it).
   qdir="$dir-$(echo "$quantize" | tr -c 'a-z0-9' '_')"
   [ -f "$qdir/model.safetensors" ] || "$python" "$root/bench/quantize_from_float.py" "$dir" "$qdir" $quantize
-  "$build/bin/moirc" "$qdir" --target=cpu --cpu=native --cache-capacity=1024 $flags -o "$dir-$name.moir"
+  "$build/bin/moirc" "$qdir" --target=cpu --cpu=native --cache-capacity=1024 $flags -o "$dir.$name.moir"
 done
-out=$(mktemp)
-for round in $(seq "${REPEAT:-3}"); do
-  n=${#names[@]}
-  for i in $(seq 0 $((n - 1))); do
-    name="${names[$(((i + round) % n))]}"
-    result=$("$build/bin/moir-run" "$dir-$name.moir" --tokens "$prompt" -n 64 --json |
-               sed 's/"tokens": \[[^]]*\], //')
-    echo "{\"model\": \"$shape\", \"layers\": $layers, \"variant\": \"$name\", ${result#\{}" | tee -a "$out"
-  done
-done
-python3 - "$out" "${names[@]}" <<'PY'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for name in sys.argv[2:]:
-    mine = [r for r in runs if r["variant"] == name]
-    print(json.dumps({"variant": name, "runs": len(mine),
-                      "prefill_tokens_per_s_median": statistics.median(r["prefill_tokens_per_s"] for r in mine),
-                      "decode_tokens_per_s_median": statistics.median(r["decode_tokens_per_s"] for r in mine),
-                      "decode_tokens_per_s": [r["decode_tokens_per_s"] for r in mine]}))
-PY
-rm -f "$out"
+RUNS=$(mktemp)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
+MODEL="$shape" run_alternately variant 0 64 "$prompt" "$dir" "${names[@]}"
+print_medians variant 0 "${names[@]}"
+rm -f "$RUNS"
