@@ -211,6 +211,18 @@ protected:
     uint8_t v = d[n * bytes + (k / 32) * 16 + k % 16];
     return k % 32 >= 16 ? v >> 4 : v & 15;
   }
+  /// xq [T, K] (the activations as the kernel multiplies them) times the
+  /// weights weight(n, k), [T, N], in double.
+  static std::vector<double> linearReference(const std::vector<double> &xq,
+                                             const std::function<double(int, int)> &weight,
+                                             int T, int N, int K) {
+    std::vector<double> ref(T * N, 0.0);
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k)
+          ref[t * N + n] += xq[t * K + k] * weight(n, k);
+    return ref;
+  }
   static void expectClose(const std::vector<float> &got, const std::vector<double> &want,
                           double tolerance) {
     ASSERT_EQ(got.size(), want.size());
@@ -806,12 +818,7 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
         else
           kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
                       {y.data(), {T, N}}});
-        std::vector<double> ref(T * N, 0.0);
-        for (int t = 0; t < T; ++t)
-          for (int n = 0; n < N; ++n)
-            for (int k = 0; k < K; ++k)
-              ref[t * N + n] += xq[t * K + k] * weight(n, k);
-        expectClose(y, ref, 1e-5);
+        expectClose(y, linearReference(xq, weight, T, N, K), 1e-5);
       }
     }
   }
@@ -1045,12 +1052,7 @@ TEST_F(LoweringNumericsTest, W8A8RowsQuantizedByTheKernel) {
         std::vector<float> y(T * N);
         kernel.run({{x.data(), {T, K}}, {d.data(), {N, bytes}}, {s.data(), {N, groups, 2}},
                     {y.data(), {T, N}}});
-        std::vector<double> ref(T * N, 0.0);
-        for (int t = 0; t < T; ++t)
-          for (int n = 0; n < N; ++n)
-            for (int k = 0; k < K; ++k)
-              ref[t * N + n] += xq[t * K + k] * weight(n, k);
-        expectClose(y, ref, 1e-5);
+        expectClose(y, linearReference(xq, weight, T, N, K), 1e-5);
       }
     }
   }
