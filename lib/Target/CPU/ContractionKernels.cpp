@@ -1328,9 +1328,32 @@ struct QuantizedBlock {
 };
 
 /// W8A8 rows (moir.row_quant): compressed-tensors' per-token int8 scale of
-/// row m of x [rows, depth] (depth a multiple of vw), max|row| / 127.5,
-/// f32's epsilon for a row of zeros: the scale the checkpoint's reference
-/// quantizes the row with.
+/// a row whose largest magnitude is `amax`: amax / 127.5, f32's epsilon for
+/// a row of zeros.
+Value rowQuantScaleOf(OpBuilder &b, Location loc, Value amax) {
+  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
+  Value scale = arith::DivFOp::create(b, loc, amax, f32c(127.5f));
+  Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scale, f32c(0.0f));
+  return arith::SelectOp::create(b, loc, isZero, f32c(std::numeric_limits<float>::epsilon()),
+                                 scale);
+}
+
+/// compressed-tensors' int8 codes of `x` (a vector, or a scalar) in steps of
+/// `scale` (shaped like x): roundeven(clamp(x / scale, -128, 127)), as f32.
+Value rowQuantCodes(OpBuilder &b, Location loc, Value x, Value scale) {
+  auto bound = [&](float v) {
+    auto attr = b.getF32FloatAttr(v);
+    auto vec = dyn_cast<VectorType>(x.getType());
+    return vec ? arith::ConstantOp::create(b, loc, vec, DenseElementsAttr::get(vec, v)).getResult()
+               : arith::ConstantOp::create(b, loc, attr).getResult();
+  };
+  Value y = arith::DivFOp::create(b, loc, x, scale);
+  y = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, y, bound(-128.0f)),
+                                bound(127.0f));
+  return math::RoundEvenOp::create(b, loc, y);
+}
+
+/// rowQuantScaleOf row m of x [rows, depth] (depth a multiple of vw).
 Value rowQuantScale(OpBuilder &b, Location loc, Value x, Value m, Value depth, int64_t vw) {
   auto fVec = VectorType::get({vw}, b.getF32Type());
   Value zeros = arith::ConstantOp::create(b, loc, fVec, DenseElementsAttr::get(fVec, 0.0f));
@@ -1344,13 +1367,9 @@ Value rowQuantScale(OpBuilder &b, Location loc, Value x, Value m, Value depth, i
                                           math::AbsFOp::create(b, loc, v));
     scf::YieldOp::create(b, loc, peak);
   }
-  Value amax = vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF,
-                                           loop.getResult(0));
-  auto f32c = [&](float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); };
-  Value scale = arith::DivFOp::create(b, loc, amax, f32c(127.5f));
-  Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scale, f32c(0.0f));
-  return arith::SelectOp::create(b, loc, isZero, f32c(std::numeric_limits<float>::epsilon()),
-                                 scale);
+  return rowQuantScaleOf(b, loc,
+                         vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXNUMF,
+                                                     loop.getResult(0)));
 }
 
 /// Block u (elements [u * unit, u * unit + unit)) of row m of x [rows,
@@ -1374,15 +1393,9 @@ QuantizedBlock quantizeBlock(OpBuilder &b, Location loc, Value x, Value m, Value
     QuantizedBlock q;
     q.scale = rowScale;
     Value scales = vector::BroadcastOp::create(b, loc, fVec, rowScale);
-    auto bound = [&](float v) {
-      return arith::ConstantOp::create(b, loc, fVec, DenseElementsAttr::get(fVec, v)).getResult();
-    };
     Value codeSum;
     for (auto [j, v] : llvm::enumerate(xs)) {
-      Value y = arith::DivFOp::create(b, loc, v, scales);
-      y = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, y, bound(-128.0f)),
-                                    bound(127.0f));
-      Value codes = arith::FPToSIOp::create(b, loc, iVec, math::RoundEvenOp::create(b, loc, y));
+      Value codes = arith::FPToSIOp::create(b, loc, iVec, rowQuantCodes(b, loc, v, scales));
       codeSum = j ? arith::AddIOp::create(b, loc, codeSum, codes).getResult() : codes;
       q.codes.push_back(codes);
     }
@@ -2060,9 +2073,6 @@ public:
     return RowQuantizer(b, loc, shape.vectorWidth, unit, nibbles ? nibbleGroups() : 0, offsets,
                         /*corrections=*/!nibbles && !sdot(), shape.residualDecode, rowScaled);
   }
-
-  /// Whether the activations are moir.row_quant rows.
-  bool rowQuantized() const { return rowScaled; }
 
   /// A fused op's row quantization for the decode kernel, and this
   /// kernel's first row in it.
@@ -2999,16 +3009,10 @@ private:
                                                       math::AbsFOp::create(b, loc, v))
                                  .getResult());
       }
-      Value scale = arith::DivFOp::create(b, loc, peak.getResult(0), f32c(127.5f));
-      Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scale, f32c(0.0f));
-      scale = arith::SelectOp::create(b, loc, isZero,
-                                      f32c(std::numeric_limits<float>::epsilon()), scale);
+      Value scale = rowQuantScaleOf(b, loc, peak.getResult(0));
       forLoop(cst(0), depth, cst(1), [&](Value k) {
         Value v = memref::LoadOp::create(b, loc, x, ValueRange{m, k});
-        Value y = arith::DivFOp::create(b, loc, v, scale);
-        y = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, y, f32c(-128.0f)),
-                                      f32c(127.0f));
-        Value q = math::RoundEvenOp::create(b, loc, y);
+        Value q = rowQuantCodes(b, loc, v, scale);
         memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, q, scale), out,
                                 ValueRange{m, k});
       });
