@@ -4,7 +4,7 @@
 //                                  mixtral-tiny|mistral-tiny|deepseek-tiny|
 //                                  mixtral-quant-tiny|mistral-quant-tiny|
 //                                  mistral-tp-tiny|mistral-bench]
-//                         [--dtype bf16|f32] [--seed N] [--sliding-window N] [--layers N]
+//                         [--dtype bf16|f16|f32] [--seed N] [--sliding-window N] [--layers N]
 //
 // Writes a Hugging Face checkpoint (config.json + model.safetensors) of the
 // given shape with deterministic random weights: the main job's default model
@@ -90,11 +90,36 @@ uint32_t next() {
   return static_cast<uint32_t>(state >> 16);
 }
 
+/// `v` rounded to the nearest f16 (ties to even), subnormals included.
+uint16_t toHalf(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  uint16_t sign = static_cast<uint16_t>((b >> 16) & 0x8000);
+  int32_t biased = static_cast<int32_t>((b >> 23) & 0xff);
+  uint32_t m = b & 0x7fffff;
+  if (biased == 0xff)
+    return sign | 0x7c00 | (m ? 0x200 : 0);
+  int32_t e = biased - 127 + 15;
+  if (e >= 31)
+    return sign | 0x7c00;
+  // The f16 code before rounding and the bits below it: normal, or a
+  // subnormal in units of 2^-24 (the implicit bit shifted in).
+  int shift = e > 0 ? 13 : 14 - e;
+  if (shift > 25)
+    return sign;
+  uint32_t mantissa = e > 0 ? m : (m | 0x800000);
+  uint32_t q = (e > 0 ? static_cast<uint32_t>(e) << 10 : 0) | (mantissa >> shift);
+  uint32_t rest = mantissa & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (q & 1)))
+    ++q; // may carry into the exponent: the next code up, as it should
+  return static_cast<uint16_t>(sign | q);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   if (argc < 2 || argv[1][0] == '-') {
-    std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f32] [--seed N] "
+    std::fprintf(stderr, "usage: moir-make-model OUT_DIR [--shape NAME] [--dtype bf16|f16|f32] [--seed N] "
                          "[--sliding-window N] [--layers N]\n");
     return 2;
   }
@@ -128,7 +153,7 @@ int main(int argc, char **argv) {
   for (const Shape &c : kShapes)
     if (c.name == shapeName)
       s = &c;
-  if (!s || (dtype != "bf16" && dtype != "f32")) {
+  if (!s || (dtype != "bf16" && dtype != "f16" && dtype != "f32")) {
     std::fprintf(stderr, "moir-make-model: unknown --shape or --dtype\n");
     return 2;
   }
@@ -189,7 +214,8 @@ int main(int argc, char **argv) {
   add("model.norm.weight", {s->hidden}, true);
   add("lm_head.weight", {s->vocab, s->hidden});
 
-  int width = dtype == "bf16" ? 2 : 4;
+  int width = dtype == "f32" ? 4 : 2;
+  const char *dtypeName = dtype == "f32" ? "F32" : dtype == "f16" ? "F16" : "BF16";
   std::string header = "{";
   uint64_t offset = 0;
   for (const Tensor &t : tensors) {
@@ -200,7 +226,7 @@ int main(int argc, char **argv) {
       dims += (dims.empty() ? "" : ",") + std::to_string(d);
     }
     header += (header.size() > 1 ? "," : "") + std::string("\"") + t.name + "\":{\"dtype\":\"" +
-              (width == 2 ? "BF16" : "F32") + "\",\"shape\":[" + dims + "],\"data_offsets\":[" +
+              dtypeName + "\",\"shape\":[" + dims + "],\"data_offsets\":[" +
               std::to_string(offset) + "," + std::to_string(offset + n * width) + "]}";
     offset += n * width;
   }
@@ -235,6 +261,9 @@ int main(int argc, char **argv) {
       float v = t.isNorm ? 1.0f + 0.1f * u : scale * u;
       if (width == 4) {
         std::memcpy(&buffer[i * 4], &v, 4);
+      } else if (dtype == "f16") {
+        uint16_t h = toHalf(v);
+        std::memcpy(&buffer[i * 2], &h, 2);
       } else {
         uint32_t bits;
         std::memcpy(&bits, &v, 4);

@@ -43,10 +43,15 @@ namespace {
 // halide_buffer_flags
 constexpr int64_t kHostDirty = 1, kDeviceDirty = 2;
 
-/// halide_type_code_t and bits of an element type.
-std::pair<int, int> halideType(Type e) {
+/// halide_type_code_t and bits of an element type for a kernel on `device`
+/// (empty: the host). A device kernel reads 16-bit floats as their bits
+/// and widens them itself (Generator/Kernels.cpp, input): bf16 as uint16,
+/// and on OpenCL f16 as int16.
+std::pair<int, int> halideType(Type e, StringRef device) {
   if (e.isBF16())
-    return {4, 16};
+    return {device.empty() ? 4 : 1, 16};
+  if (e.isF16() && device == "opencl")
+    return {0, 16};
   // FP8 codes are bytes to Halide (int8 buffers its kernels decode).
   if (isa<FloatType>(e) && e.getIntOrFloatBitWidth() == 8)
     return {0, 8};
@@ -110,6 +115,7 @@ struct Emitter {
   func::FuncOp func;
   StringRef callee;
   Descriptors d;
+  StringRef device; // the device the kernel runs on (its `device` param); empty: the host
 
   Value constant(Type t, int64_t v) {
     return LLVM::ConstantOp::create(rewriter, loc, t, rewriter.getIntegerAttr(t, v));
@@ -199,7 +205,7 @@ struct Emitter {
       store(dims, d.dim, {h, 2}, toI32(meta.getStrides()[m]));
       store(dims, d.dim, {h, 3}, constant(d.i32, 0));
     }
-    auto [code, bits] = halideType(type.getElementType());
+    auto [code, bits] = halideType(type.getElementType(), device);
     // An input's host data is current (halide_buffer_flag_host_dirty), so a
     // device kernel copies it over; a result starts clean.
     fill(buffer, dims, host, input ? kHostDirty : 0, code, bits, rank);
@@ -310,7 +316,9 @@ struct HalideCallBufferization
     if (!func)
       return op->emitOpError("must be inside a function");
     Location loc = op->getLoc();
-    Emitter e{rewriter, loc, op, func, call.getCallee(), Descriptors(op->getContext())};
+    auto device = call.getParams().getAs<StringAttr>("device");
+    Emitter e{rewriter, loc, op, func, call.getCallee(), Descriptors(op->getContext()),
+              device && device.getValue() != "host" ? device.getValue() : StringRef()};
     SmallVector<Value> buffers, args;
     for (Value input : call.getInputs()) {
       FailureOr<Value> buffer = getBuffer(rewriter, input, options, state);
@@ -333,7 +341,6 @@ struct HalideCallBufferization
           rewriter, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()),
           sizes, rewriter.getI64IntegerAttr(64)));
     }
-    auto device = call.getParams().getAs<StringAttr>("device");
     // Vulkan's buffers are staged (see the top of this file), so the
     // kernel's own descriptors never carry host data to copy.
     const bool staged = device && device.getValue() == "vulkan";

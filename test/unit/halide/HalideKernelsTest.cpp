@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -431,6 +432,45 @@ TEST(HalideKernels, LinearDecodesEveryFP8Code) {
             << variant << ": code 0x" << std::hex << int(code) << std::dec << " row " << n
             << " seed " << rnd.seed;
       }
+  }
+}
+
+// On a device 16-bit floats are read as their bits and widened in the
+// kernel (widen): every bf16 and every f16 code, against their definitions
+// (f16: subnormals m * 2^-24, infinities, NaNs kept NaN with their sign).
+TEST(HalideKernels, WidenDecodesEvery16BitFloat) {
+  Halide::Target target = Halide::get_host_target();
+  Buffer<uint16_t> bf16(65536);
+  Buffer<int16_t> f16(65536);
+  for (int i = 0; i < 65536; ++i) {
+    bf16(i) = static_cast<uint16_t>(i);
+    f16(i) = static_cast<int16_t>(static_cast<uint16_t>(i));
+  }
+  Halide::Var i;
+  Halide::Func fromBF16, fromF16;
+  fromBF16(i) = widen(bf16(i));
+  fromF16(i) = widen(f16(i));
+  Buffer<float> b = fromBF16.realize({65536}, target), h = fromF16.realize({65536}, target);
+  auto half = [](uint32_t u) {
+    int e = (u >> 10) & 31, m = u & 1023;
+    double v = e == 31 ? (m ? std::numeric_limits<double>::quiet_NaN()
+                            : std::numeric_limits<double>::infinity())
+               : e ? std::ldexp(1.0 + m / 1024.0, e - 15)
+                   : std::ldexp(m, -24);
+    return u & 0x8000 ? -v : v;
+  };
+  for (uint32_t u = 0; u < 65536; ++u) {
+    uint32_t bits = u << 16, got;
+    std::memcpy(&got, &b(u), 4);
+    ASSERT_EQ(got, bits) << "bf16 0x" << std::hex << u;
+    double wantHalf = half(u);
+    if (std::isnan(wantHalf)) {
+      ASSERT_TRUE(std::isnan(h(u))) << "f16 0x" << std::hex << u;
+      ASSERT_EQ(std::signbit(h(u)), (u & 0x8000) != 0) << "f16 0x" << std::hex << u;
+    } else {
+      ASSERT_EQ(static_cast<double>(h(u)), wantHalf) << "f16 0x" << std::hex << u;
+      ASSERT_EQ(std::signbit(h(u)), (u & 0x8000) != 0) << "f16 0x" << std::hex << u;
+    }
   }
 }
 

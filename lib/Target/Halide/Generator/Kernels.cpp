@@ -28,6 +28,25 @@
 using namespace Halide;
 
 namespace moir::halide {
+
+/// A float input's element in f32, exactly: bf16 bits (uint16, see input)
+/// shifted into an f32's, f16 bits (int16) decoded field by field
+/// (subnormals, infinities and NaNs included), anything else converted.
+Expr widen(Expr e) {
+  if (e.type() == UInt(16))
+    return reinterpret(Float(32), cast<uint32_t>(e) << 16);
+  if (e.type() == Int(16)) {
+    Expr u = cast<uint32_t>(reinterpret(UInt(16), e));
+    Expr sign = (u & 0x8000) << 16, exponent = (u >> 10) & 0x1f, mantissa = u & 0x3ff;
+    Expr normal = reinterpret(Float(32), sign | ((exponent + 112) << 23) | (mantissa << 13));
+    Expr special = reinterpret(Float(32), sign | 0x7f800000u | (mantissa << 13));
+    Expr tiny = cast<float>(mantissa) * (1.0f / 16777216.0f); // mantissa * 2^-24
+    tiny = select(sign != 0, -tiny, tiny);
+    return select(exponent == 0, tiny, select(exponent == 31, special, normal));
+  }
+  return cast<float>(e);
+}
+
 namespace {
 
 Type halideType(ElementType type) {
@@ -73,14 +92,30 @@ ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::
 }
 
 /// An input buffer with the spec's static extents as constraints.
+///
+/// On a device 16-bit floats are read as their bits and widened by widen:
+/// Halide 21's OpenCL and Vulkan back ends print bfloat16 as `half`, which
+/// OpenCL refuses without cl_khr_fp16 (PoCL's CPU device has none) and
+/// Vulkan reads as IEEE halves (a bf16 model's logits were off by 30x on
+/// lavapipe). So a bf16 buffer is uint16 on any device, and an f16 one
+/// int16 on OpenCL (Vulkan has halves). MoIR has no 16-bit integer tensors,
+/// so the two types say which float the bits are. The call's descriptor
+/// says the same (HalideCallBufferization.cpp, halideType).
 ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) {
   if (index >= spec.inputs.size())
     fail(spec, "missing input " + std::to_string(index));
   const TensorSpec &t = spec.inputs[index];
   if (!t.packed.empty())
     fail(spec, "input " + name + " is a packed quantized weight, which this kernel reads as floats");
-  return constrained(halideType(t.type), t.shape, name);
+  Type type = halideType(t.type);
+  auto device = spec.strings.find("device");
+  if (!onHost(spec) && t.type == ElementType::BF16)
+    type = UInt(16);
+  if (!onHost(spec) && t.type == ElementType::F16 && device->second == "opencl")
+    type = Int(16);
+  return constrained(type, t.shape, name);
 }
+
 
 /// A weight as the kernels read it, in f32: a float buffer widened, or a
 /// packed quantized weight (Quantization.h) decoded in place:
@@ -101,7 +136,7 @@ struct Weight {
     std::vector<Expr> at = {c};
     at.insert(at.end(), rest.begin(), rest.end());
     if (!scales)
-      return cast<float>(data(at));
+      return widen(data(at));
     Expr code;
     if (nibbles) {
       at[0] = (c / 32) * 16 + c % 16;
@@ -639,7 +674,7 @@ void buildRouter(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func partial("partial"), logits("logits");
   partial(l, e, t) = 0.0f;
   Expr kk = ko.x * lanes + l;
-  partial(l, e, t) += x(kk, t) * cast<float>(w(kk, e));
+  partial(l, e, t) += x(kk, t) * widen(w(kk, e));
   RDom lr(0, lanes, "lr");
   k.rvars["lr"] = lr.x;
   logits(e, t) = sum(partial(lr.x, e, t), "lane_sum");
@@ -660,7 +695,7 @@ void buildRouter(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Func choice("choice");
   if (spec.inputs.size() > 2) {
     ImageParam bias = input(spec, 2, "correction_bias");
-    choice(e, t) = score(e, t) + cast<float>(bias(e));
+    choice(e, t) = score(e, t) + widen(bias(e));
     params.push_back(bias);
   } else {
     choice(e, t) = score(e, t);
@@ -764,12 +799,12 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   partial(l, c, h, t) = undef<float>();
   partial(l, rc.x, h, t) = 0.0f;
   Expr d = dot.x * ld + l;
-  partial(l, dot.y, h, t) += cast<float>(q(d, h, t)) * cast<float>(key(d, g, dot.y));
+  partial(l, dot.y, h, t) += widen(q(d, h, t)) * widen(key(d, g, dot.y));
   score(c, h, t) = undef<float>();
   score(rc.x, h, t) = sumOfLanes(partial, ld, {rc.x, h, t});
   softmaxOverRows(score, scale, top, prob, total, rc, c, h, t);
   acc(e, h, t) = 0.0f;
-  acc(e, h, t) += prob(rc.x, h, t) * cast<float>(value(e, g, rc.x));
+  acc(e, h, t) += prob(rc.x, h, t) * widen(value(e, g, rc.x));
   out(e, h, t) = acc(e, h, t) / total(h, t);
   k.inputs = {q, key, value, pos};
   k.funcs.insert({{"partial", partial}, {"score", score}, {"top", top}, {"prob", prob},
@@ -809,7 +844,7 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   RDom rn(0, nope, "rn");
   k.rvars["rn"] = rn.x;
   qa(c, h, t) = 0.0f;
-  qa(c, h, t) += cast<float>(qn(rn.x, h, t)) * cast<float>(kvb(c, h * per + rn.x));
+  qa(c, h, t) += widen(qn(rn.x, h, t)) * widen(kvb(c, h * per + rn.x));
 
   // Scores over the visible rows, in vector partial sums: the latent part
   // and the RoPE part (lanes that divide both widths).
@@ -825,15 +860,15 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   partial(l, j, h, t) = undef<float>();
   partial(l, rc.x, h, t) = 0.0f;
   Expr d = dot.x * ld + l;
-  partial(l, dot.y, h, t) += qa(d, h, t) * cast<float>(latent(d, dot.y));
+  partial(l, dot.y, h, t) += qa(d, h, t) * widen(latent(d, dot.y));
   Expr r = rdot.x * ld + l;
-  partial(l, rdot.y, h, t) += cast<float>(qp(r, h, t)) * cast<float>(rope(r, rdot.y));
+  partial(l, rdot.y, h, t) += widen(qp(r, h, t)) * widen(rope(r, rdot.y));
   score(j, h, t) = undef<float>();
   score(rc.x, h, t) = sumOfLanes(partial, ld, {rc.x, h, t}) * scale;
   softmaxOverRows(score, std::nullopt, top, prob, total, rc, j, h, t);
   // The attended latent row, then W_UV in vector partial sums over it.
   acc(c, h, t) = 0.0f;
-  acc(c, h, t) += prob(rc.x, h, t) * cast<float>(latent(c, rc.x));
+  acc(c, h, t) += prob(rc.x, h, t) * widen(latent(c, rc.x));
   Func attended("attended"), outPartial("out_partial");
   attended(c, h, t) = acc(c, h, t) / total(h, t);
   int lo = partialLanes(rank, lanes);
@@ -841,7 +876,7 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   k.rvars["ro"] = ro.x;
   Expr cc = ro.x * lo + l;
   outPartial(l, e, h, t) = 0.0f;
-  outPartial(l, e, h, t) += cast<float>(kvb(cc, h * per + nope + e)) * attended(cc, h, t);
+  outPartial(l, e, h, t) += widen(kvb(cc, h * per + nope + e)) * attended(cc, h, t);
   out(e, h, t) = sumOfLanes(outPartial, lo, {e, h, t});
   k.inputs = {qn, qp, latent, rope, pos, kvb};
   k.funcs.insert({{"qa", qa}, {"partial", partial}, {"score", score}, {"top", top},
@@ -1064,7 +1099,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     k.funcs["sumsq"] = sumsq;
     Expr inv = 1.0f / sqrt(sumsq(rowArgs) / static_cast<float>(d) +
                            static_cast<float>(spec.numbers.at("epsilon")));
-    Expr weight = cast<float>(w(v[0]));
+    Expr weight = widen(w(v[0]));
     auto offset = spec.numbers.find("offset");
     if (offset != spec.numbers.end())
       weight = static_cast<float>(offset->second) + weight;
@@ -1145,7 +1180,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     Expr total = sum(partial(lr.x, n, t), "lane_sum");
     if (spec.inputs.size() > first + 1) {
       ImageParam b = input(spec, first + 1, "bias");
-      total = cast<float>(b(n)) + total;
+      total = widen(b(n)) + total;
       params.push_back(b);
     }
     k.inputs = withScales(params, scales);

@@ -67,6 +67,11 @@ bool isDecode(const KernelSpec &spec);
 /// (spec.strings["device"]).
 bool onHost(const KernelSpec &spec);
 
+/// A float input's element in f32, exactly: on a device 16-bit floats are
+/// read as their bits (Kernels.cpp, input), bf16 as uint16 (shifted into
+/// an f32's bits), f16 on OpenCL as int16 (decoded field by field,
+/// subnormals, infinities and NaNs included); anything else converted.
+Halide::Expr widen(Halide::Expr e);
 /// f32 lanes of the target's vectors (the default schedules' vector width).
 int vectorLanes(const Halide::Target &target);
 
