@@ -160,5 +160,10 @@ LogicalResult HalideCallOp::verify() {
     if (!isa<RankedTensorType>(type) && type.getDialect().getNamespace() != "llm")
       return emitOpError() << "operand of type " << type
                            << " is neither a ranked tensor nor a quantized weight";
+  if (std::optional<ArrayRef<int64_t>> resident = getResident())
+    for (int64_t index : *resident)
+      if (index < 0 || index >= static_cast<int64_t>(getInputs().size()))
+        return emitOpError() << "resident input " << index << " is not an operand (it has "
+                             << getInputs().size() << ")";
   return success();
 }

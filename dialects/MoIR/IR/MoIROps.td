@@ -184,13 +184,19 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
     in its place, and its scales, after the other operands; `params`
     then says which (`packed = "3=u4:32,5=i8:32"`: operand index = form).
 
+    `resident` lists the inputs that hold the same data for the model's
+    lifetime (its weights), by operand index. A device kernel's call
+    (`params.device`) copies those to the device on its first call and keeps
+    them there, shared by every call that reads the same buffer; the other
+    inputs are copied on each call.
+
     ```mlir
     %n = moir.halide_call "moir_hl_rms_norm_0" "rms_norm"(%x, %w)
         {epsilon = 1.0e-05 : f64} : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
     ```
   }];
   let arguments = (ins Variadic<AnyType>:$inputs, StrAttr:$callee, StrAttr:$kernel,
-                   DictionaryAttr:$params);
+                   DictionaryAttr:$params, OptionalAttr<DenseI64ArrayAttr>:$resident);
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let assemblyFormat = [{
     $callee $kernel `(` $inputs `)` $params attr-dict `:` functional-type($inputs, $results)

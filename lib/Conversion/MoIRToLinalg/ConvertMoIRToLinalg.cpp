@@ -30,6 +30,9 @@ LogicalResult expandPackedOperands(moir::HalideCallOp call) {
     return success();
   SmallVector<Value> inputs, scales;
   SmallVector<std::string> packed;
+  // A resident weight's codes keep its index; its scales are resident too.
+  ArrayRef<int64_t> resident = call.getResident().value_or(ArrayRef<int64_t>());
+  SmallVector<int64_t> residentScales;
   for (auto [i, v] : llvm::enumerate(call.getInputs())) {
     if (!isa<moir::llm::QTensorType>(v.getType())) {
       inputs.push_back(v);
@@ -45,16 +48,23 @@ LogicalResult expandPackedOperands(moir::HalideCallOp call) {
                                 << "': no decoder for the packed form " << w->form << " of "
                                 << v.getType();
     inputs.push_back(w->data);
+    if (llvm::is_contained(resident, static_cast<int64_t>(i)))
+      residentScales.push_back(static_cast<int64_t>(scales.size()));
     scales.push_back(w->scales);
     packed.push_back((Twine(i) + "=" + w->form).str());
   }
+  SmallVector<int64_t> residentAfter(resident);
+  for (int64_t s : residentScales)
+    residentAfter.push_back(static_cast<int64_t>(inputs.size()) + s);
   inputs.append(scales);
   OpBuilder b(call);
   NamedAttrList params(call.getParams());
   params.set("packed", b.getStringAttr(llvm::join(packed, ",")));
   auto expanded = moir::HalideCallOp::create(b, call.getLoc(), call.getResultTypes(), inputs,
                                              call.getCalleeAttr(), call.getKernelAttr(),
-                                             params.getDictionary(b.getContext()));
+                                             params.getDictionary(b.getContext()),
+                                             call.getResident() ? b.getDenseI64ArrayAttr(residentAfter)
+                                                                : DenseI64ArrayAttr());
   expanded->setDiscardableAttrs(call->getDiscardableAttrDictionary());
   call->replaceAllUsesWith(expanded);
   call->erase();

@@ -17,6 +17,12 @@
 // lavapipe (docs/halide.md); staged like this, every allocation it makes,
 // device and staging alike, is such a multiple.
 //
+// A resident input (a weight: the op's `resident`) of a device kernel is
+// not copied per call: `moir_hl_resident` (ResidentWeights.cpp, defined
+// once the module is in the LLVM dialect) copies it to the device the first
+// time any call reads that buffer, staged as above on Vulkan, and returns
+// the descriptor it keeps for it, which every later call passes as is.
+//
 // The descriptors follow HalideRuntime.h (Halide 21): halide_buffer_t is
 // {u64 device, ptr device_interface, ptr host, u64 flags, {u8 code, u8
 // bits, u16 lanes} type, i32 dimensions, ptr dim, ptr padding};
@@ -33,6 +39,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/Support/xxhash.h"
 
 
 using namespace mlir;
@@ -249,6 +256,33 @@ struct Emitter {
     return s;
   }
 
+  /// The descriptor `moir_hl_resident` keeps on `device` for input
+  /// `memref`, whose fresh descriptor is `exact` (made with host data to
+  /// copy, unless staged): the buffer copied there on the first call that
+  /// reads it, found by its address and `signature` (its type's).
+  Value resident(Value memref, Value exact, StringRef device, bool staged) {
+    Value bytes = constant(d.i64, 0), padded = constant(d.i64, 0);
+    if (staged) {
+      bytes = spanBytes(rewriter, loc, memref);
+      padded = LLVM::AndOp::create(
+          rewriter, loc, LLVM::AddOp::create(rewriter, loc, bytes, constant(d.i64, 63)),
+          constant(d.i64, ~int64_t(63)));
+      padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+    }
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << memref.getType();
+    int64_t signature = static_cast<int64_t>(llvm::xxh3_64bits(text));
+    Value iface = call(("halide_" + device + "_device_interface").str(), {}, d.ptr);
+    Value kept = call(moir::halide::residentFunctionName(),
+                      ValueRange{exact, iface, constant(d.i64, signature), bytes, padded}, d.ptr);
+    Value ok = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, kept, null());
+    cf::AssertOp::create(rewriter, loc, ok,
+                         ("Halide kernel " + callee + ": keeping a weight on the device failed")
+                             .str());
+    return kept;
+  }
+
   /// After a Vulkan call: the results' bytes copied back through their
   /// scratch memory, the crops released, the device buffers and scratch
   /// memory freed.
@@ -269,6 +303,12 @@ struct Emitter {
     }
   }
 };
+
+/// Whether a device call may keep `type` on the device (ResidentWeights.cpp:
+/// up to 4 dimensions, static).
+bool mayKeep(MemRefType type) {
+  return type.getRank() <= moir::halide::kResidentMaxRank && type.hasStaticShape();
+}
 
 /// Whether Halide can read `type` in place: innermost stride 1 (statically).
 bool unitInnerStride(MemRefType type) {
@@ -344,8 +384,17 @@ struct HalideCallBufferization
     // Vulkan's buffers are staged (see the top of this file), so the
     // kernel's own descriptors never carry host data to copy.
     const bool staged = device && device.getValue() == "vulkan";
-    for (Value b : buffers)
-      args.push_back(e.describe(b, /*input=*/!staged));
+    // The weights a device call keeps there (resident): copied once.
+    llvm::SmallDenseSet<unsigned> kept;
+    if (device && (device.getValue() == "vulkan" || device.getValue() == "opencl"))
+      if (std::optional<ArrayRef<int64_t>> resident = call.getResident())
+        for (int64_t i : *resident)
+          if (mayKeep(cast<MemRefType>(buffers[i].getType())))
+            kept.insert(static_cast<unsigned>(i));
+    for (auto [i, b] : llvm::enumerate(buffers)) {
+      Value desc = e.describe(b, /*input=*/!staged);
+      args.push_back(kept.contains(i) ? e.resident(b, desc, device.getValue(), staged) : desc);
+    }
     for (Value out : outs)
       args.push_back(e.describe(out, /*input=*/false));
 
@@ -354,20 +403,22 @@ struct HalideCallBufferization
       SmallVector<Value> memrefs(buffers);
       llvm::append_range(memrefs, outs);
       for (auto [i, m] : llvm::enumerate(memrefs))
-        stagedBuffers.push_back(e.stage(m, args[i], i < buffers.size()));
+        if (!kept.contains(i))
+          stagedBuffers.push_back(e.stage(m, args[i], i < buffers.size()));
     }
     e.check(e.call(call.getCallee(), args, e.d.i32),
             "Halide kernel " + call.getCallee() + " failed");
     if (staged) {
-      e.unstage(stagedBuffers, buffers.size());
+      e.unstage(stagedBuffers, buffers.size() - kept.size());
     } else if (device) {
       // A device kernel leaves its results on the device and every buffer
       // with a device allocation: copy the results back, free them all
       // (the descriptors die with this call).
       for (Value desc : llvm::drop_begin(args, buffers.size()))
         e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
-      for (Value desc : args)
-        e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
+      for (auto [i, desc] : llvm::enumerate(args))
+        if (!kept.contains(i))
+          e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
     }
     replaceOpWithBufferizedValues(rewriter, op, outs);
     return success();

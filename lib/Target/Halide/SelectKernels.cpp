@@ -419,9 +419,16 @@ struct HalideSelectKernelsPass
         all.push_back(b.getNamedAttr("int8_bits", b.getI64IntegerAttr(16)));
       DictionaryAttr dict = b.getDictionaryAttr(all);
       std::string callee = calleeName(kind, operands, resultTypes, dict);
-      auto created = moir::HalideCallOp::create(builder, loc, resultTypes, operands,
-                                                builder.getStringAttr(callee),
-                                                builder.getStringAttr(kind), dict);
+      // On a device the weights stay there between calls (MoIROps.td).
+      SmallVector<int64_t> resident;
+      if (device != "host")
+        for (auto [i, v] : llvm::enumerate(operands))
+          if (isa_and_nonnull<llm::WeightRefOpInterface>(v.getDefiningOp()))
+            resident.push_back(static_cast<int64_t>(i));
+      auto created = moir::HalideCallOp::create(
+          builder, loc, resultTypes, operands, builder.getStringAttr(callee),
+          builder.getStringAttr(kind), dict,
+          resident.empty() ? DenseI64ArrayAttr() : builder.getDenseI64ArrayAttr(resident));
       if (std::optional<int64_t> layer = moir::attrs::getLayer(op))
         moir::attrs::setLayer(created, *layer);
       return created.getResults();

@@ -145,9 +145,14 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions 
     lld = sys::findProgramByName("ld.lld", {"/usr/lib/llvm-22/bin"});
   if (!lld)
     return error("ld.lld not found (install lld-22)");
-  SmallVector<StringRef> args = {*lld, "-shared", "--no-undefined-version", "-o", soPath, objectPath};
+  // The host object last: .fini_array runs back to front, so its
+  // destructors (the Halide device weights' release, ResidentWeights.cpp)
+  // run before those of the objects linked with it (Halide's runtime, whose
+  // own destructor releases the device they were allocated on).
+  SmallVector<StringRef> args = {*lld, "-shared", "--no-undefined-version", "-o", soPath};
   for (const std::string &f : linkObjects)
     args.push_back(f);
+  args.push_back(objectPath);
   std::string message;
   int rc = sys::ExecuteAndWait(*lld, args, std::nullopt, {}, 0, 0, &message);
   sys::fs::remove(objectPath);

@@ -24,3 +24,24 @@ func.func @pick(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %decode: i1) -> ten
   }
   return %r : tensor<?x32xf32>
 }
+
+
+// A device call's resident weight (%w) is handed to moir_hl_resident, which
+// keeps it on the device (moir-halide-resident-weights defines it): its
+// descriptor is the one the kernel gets, and the call frees only the other
+// buffers' device copies (the input's and the result's).
+// CHECK-LABEL: func.func @resident
+// CHECK: %[[IFACE:.*]] = call @halide_opencl_device_interface()
+// CHECK: %[[KEPT:.*]] = call @moir_hl_resident(%{{.*}}, %[[IFACE]], %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+// CHECK: cf.assert %{{.*}}, "Halide kernel moir_hl_linear_dev: keeping a weight on the device failed"
+// CHECK: call @moir_hl_linear_dev(%[[X:.*]], %[[KEPT]], %[[OUT:.*]]) :
+// CHECK: call @halide_copy_to_host(%{{.*}}, %[[OUT]])
+// CHECK: call @halide_device_free(%{{.*}}, %[[X]])
+// CHECK-NOT: call @halide_device_free(%{{.*}}, %[[KEPT]])
+// CHECK: call @halide_device_free(%{{.*}}, %[[OUT]])
+// CHECK-NOT: halide_device_free
+// CHECK: return
+func.func @resident(%x: tensor<1x64xf32>, %w: tensor<32x64xf32>) -> tensor<1x32xf32> {
+  %y = moir.halide_call "moir_hl_linear_dev" "linear"(%x, %w) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<1x64xf32>, tensor<32x64xf32>) -> tensor<1x32xf32>
+  return %y : tensor<1x32xf32>
+}

@@ -28,6 +28,24 @@ func.func @norm(%x: tensor<?x64xf32>, %w: tensor<64xbf16>) -> tensor<?x64xf32> {
 
 // -----
 
+// On a device, the operands that are weights (llm.weight) are `resident`:
+// copied there on the first call and kept (the norm's input is not).
+// DEVICE-LABEL: func.func @resident
+// DEVICE: moir.halide_call {{.*}} "rms_norm"(%arg0, %[[NW:.*]]) {device = "opencl", {{.*}}} {resident = array<i64: 1>}
+// DEVICE: moir.halide_call {{.*}} "linear"(%{{.*}}, %[[W:.*]]) {device = "opencl", variant = "decode"} {resident = array<i64: 1>}
+// CHECK-LABEL: func.func @resident
+// CHECK-NOT: resident
+// CHECK: return
+func.func @resident(%x: tensor<1x64xf32>) -> tensor<1x32xf32> {
+  %nw = llm.weight "norm" : tensor<64xf32>
+  %w = llm.weight "w" : tensor<32x64xf32>
+  %n = llm.rms_norm %x, %nw epsilon = 1.0e-05 : tensor<1x64xf32>, tensor<64xf32>
+  %y = llm.linear %n, %w : (tensor<1x64xf32>, tensor<32x64xf32>) -> tensor<1x32xf32>
+  return %y : tensor<1x32xf32>
+}
+
+// -----
+
 // A linear over a dynamic token count: a decode kernel below 4 tokens, a
 // prefill kernel from 4, two callees; identical linears share them.
 // CHECK-LABEL: func.func @linear

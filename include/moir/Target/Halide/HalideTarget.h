@@ -32,6 +32,14 @@ namespace halide {
 bool isAvailable();
 /// moir.halide_call's bufferization (into a call on halide_buffer_t's).
 void registerHalideCallBufferization(mlir::DialectRegistry &registry);
+
+/// The function a device call gets a weight's resident descriptor from:
+/// `ptr moir_hl_resident(ptr descriptor, ptr device_interface, i64
+/// signature, i64 bytes, i64 padded_bytes)`, declared by the bufferization
+/// and defined by moir-halide-resident-weights (ResidentWeights.cpp).
+inline llvm::StringLiteral residentFunctionName() { return "moir_hl_resident"; }
+/// The most dimensions a resident descriptor keeps.
+constexpr int64_t kResidentMaxRank = 4;
 } // namespace halide
 
 } // namespace moir

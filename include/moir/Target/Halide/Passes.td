@@ -30,7 +30,9 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     MLIR from 4 tokens. Everything else stays on the MLIR path. With `device`
     other than host each call carries `device = "opencl"` (or vulkan): the
     kernel is compiled and scheduled for that device, and the call copies
-    its result back to the host. A linear whose token count is dynamic becomes two kernels, one
+    its result back to the host; its operands that are weights
+    (`llm.weight`, `llm.stacked_weight`) are listed in `resident`, which
+    keeps them on the device between calls (moir-halide-resident-weights). A linear whose token count is dynamic becomes two kernels, one
     scheduled for decode (fewer than 4 tokens) and one for prefill, picked
     at run time by an `scf.if`. With `int8-dot`, a linear's or the experts'
     integer-coded weights multiply int8 activations (MLIR's --cpu-int8-dot
@@ -100,6 +102,29 @@ def HalideCompileKernelsPass : Pass<"moir-halide-compile-kernels", "mlir::Module
     Option<"parallelism", "parallelism", "int64_t", "16",
            "cores the autoscheduler plans for">
   ];
+}
+
+def HalideResidentWeightsPass : Pass<"moir-halide-resident-weights", "mlir::ModuleOp"> {
+  let summary = "defines the table that keeps device kernels' weights on the device";
+  let description = [{
+    Runs once the module is in the LLVM dialect. Where a device kernel's call
+    reads a weight (`moir.halide_call`'s `resident`), its bufferization calls
+    `moir_hl_resident` with the weight's descriptor. This pass defines that
+    function: a table of the weights on the device, one entry per buffer
+    (its host address and type's signature), filled on a buffer's first
+    call under a lock: the descriptor copied into the table with its
+    dimensions, the bytes copied to the device (`halide_copy_to_device`; on
+    Vulkan staged through host memory padded to 64 bytes, then cropped, as
+    the per-call buffers are), the entry's descriptor returned to every
+    later call. Its capacity is `@forward`'s argument count (every weight
+    is one of its buffers); it returns null when full or when a copy
+    fails, and the call asserts. A destructor frees the device buffers when
+    the artifact is unloaded (the host object is linked after Halide's
+    runtime, so this destructor runs before the runtime's own releases the
+    device). A module that does not declare `moir_hl_resident` is left as
+    it is.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
 #endif // MOIR_TARGET_HALIDE_PASSES

@@ -113,6 +113,10 @@ public:
       pm.addPass(createHalideCompileKernelsPass(compile));
     }
     buildCPULoweringToLLVMPipeline(pm, *kernels);
+    // The table that keeps device kernels' weights on the device, where a
+    // call reads one (--halide-target=opencl|vulkan).
+    if (options.cpu.kernels == "halide")
+      pm.addPass(createHalideResidentWeightsPass());
     return Error::success();
   }
 

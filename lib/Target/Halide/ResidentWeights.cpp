@@ -1,0 +1,301 @@
+//===- ResidentWeights.cpp - the moir-halide-resident-weights pass --------===//
+//
+// A device kernel's weights stay on the device between calls. The
+// bufferization of a device moir.halide_call (HalideCallBufferization.cpp)
+// hands each weight's descriptor to `moir_hl_resident`; this pass, run once
+// the module is in the LLVM dialect, defines it:
+//
+//   - a table of slots, one per weight buffer on the device: its host
+//     address and type signature (the key), the descriptor the kernels get,
+//     and on Vulkan the padded buffer that descriptor is a crop of, each
+//     with its dimensions;
+//   - `moir_hl_resident(desc, interface, signature, bytes, padded)`: under a
+//     spin lock, finds the slot of (desc->host, signature), or fills the
+//     next one: `desc` and its dimensions copied in, the bytes copied to
+//     the device (padded > 0: staged through `padded` bytes of host memory
+//     and cropped, as Vulkan's per-call buffers are); returns the slot's
+//     descriptor, or null when the table is full or a copy failed;
+//   - `moir_hl_resident_release`, a destructor that frees the device
+//     buffers when the artifact is unloaded.
+//
+// The table is written here as MLIR's LLVM dialect in text, which reads as
+// the C it stands for; its capacity is @forward's argument count, which
+// bounds the number of weight buffers.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moir/Target/Halide/HalideTarget.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Parser/Parser.h"
+
+namespace moir {
+#define GEN_PASS_DEF_HALIDERESIDENTWEIGHTSPASS
+#include "moir/Target/Halide/Passes.h.inc"
+} // namespace moir
+
+using namespace mlir;
+
+namespace {
+
+// halide_buffer_t (Halide 21's HalideRuntime.h): {device, device_interface,
+// host, flags, {code, bits, lanes}, dimensions, dim, padding}. A slot:
+// {key host, key signature, descriptor, padded descriptor, their dims}.
+constexpr llvm::StringLiteral kTable = R"mlir(
+!buf = !llvm.struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>
+!dims = !llvm.array<4 x struct<(i32, i32, i32, i32)>>
+!slot = !llvm.struct<(ptr, i64, !buf, !buf, !dims, !dims)>
+!table = !llvm.array<@CAPACITY@ x !slot>
+
+llvm.func @halide_copy_to_device(!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_device_crop(!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_device_release_crop(!llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_device_free(!llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_malloc(!llvm.ptr, i64) -> !llvm.ptr
+llvm.func @halide_free(!llvm.ptr, !llvm.ptr)
+
+llvm.mlir.global internal @moir_hl_resident_slots() {addr_space = 0 : i32} : !table {
+  %0 = llvm.mlir.zero : !table
+  llvm.return %0 : !table
+}
+llvm.mlir.global internal @moir_hl_resident_count(0 : i64) {addr_space = 0 : i32} : i64
+llvm.mlir.global internal @moir_hl_resident_lock(0 : i32) {addr_space = 0 : i32} : i32
+
+llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: i64,
+                                     %bytes: i64, %padded: i64) -> !llvm.ptr {
+  %i0 = llvm.mlir.constant(0 : i32) : i32
+  %i1 = llvm.mlir.constant(1 : i32) : i32
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %one = llvm.mlir.constant(1 : i64) : i64
+  %capacity = llvm.mlir.constant(@CAPACITY@ : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %lock = llvm.mlir.addressof @moir_hl_resident_lock : !llvm.ptr
+  %slots = llvm.mlir.addressof @moir_hl_resident_slots : !llvm.ptr
+  %countp = llvm.mlir.addressof @moir_hl_resident_count : !llvm.ptr
+  %hostp = llvm.getelementptr %desc[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %host = llvm.load %hostp : !llvm.ptr -> !llvm.ptr
+  llvm.br ^acquire
+^acquire:
+  %x = llvm.cmpxchg %lock, %i0, %i1 acquire monotonic : !llvm.ptr, i32
+  %got = llvm.extractvalue %x[1] : !llvm.struct<(i32, i1)>
+  llvm.cond_br %got, ^locked, ^acquire
+^locked:
+  %count = llvm.load %countp : !llvm.ptr -> i64
+  llvm.br ^search(%z : i64)
+^search(%i: i64):
+  %more = llvm.icmp "ult" %i, %count : i64
+  llvm.cond_br %more, ^probe, ^insert
+^probe:
+  %slot = llvm.getelementptr %slots[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !table
+  %key = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+  %keysigp = llvm.getelementptr %slot[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %keysig = llvm.load %keysigp : !llvm.ptr -> i64
+  %samehost = llvm.icmp "eq" %key, %host : !llvm.ptr
+  %samesig = llvm.icmp "eq" %keysig, %sig : i64
+  %hit = llvm.and %samehost, %samesig : i1
+  %next = llvm.add %i, %one : i64
+  llvm.cond_br %hit, ^found(%slot : !llvm.ptr), ^search(%next : i64)
+^found(%s: !llvm.ptr):
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  %kept = llvm.getelementptr %s[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
+  llvm.return %kept : !llvm.ptr
+^insert:
+  %full = llvm.icmp "uge" %count, %capacity : i64
+  llvm.cond_br %full, ^fail, ^fill
+^fill:
+  %new = llvm.getelementptr %slots[0, %count] : (!llvm.ptr, i64) -> !llvm.ptr, !table
+  %exact = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %bufend = llvm.getelementptr %null[1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %bufbytes = llvm.ptrtoint %bufend : !llvm.ptr to i64
+  "llvm.intr.memcpy"(%exact, %desc, %bufbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  %rankp = llvm.getelementptr %desc[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %rank = llvm.load %rankp : !llvm.ptr -> i32
+  %rank64 = llvm.zext %rank : i32 to i64
+  %dimsize = llvm.mlir.constant(16 : i64) : i64
+  %dimbytes = llvm.mul %rank64, %dimsize : i64
+  %dimsp = llvm.getelementptr %desc[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %dims = llvm.load %dimsp : !llvm.ptr -> !llvm.ptr
+  %keptdims = llvm.getelementptr %new[0, 4] : (!llvm.ptr) -> !llvm.ptr, !slot
+  "llvm.intr.memcpy"(%keptdims, %dims, %dimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  %exactdimsp = llvm.getelementptr %exact[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %keptdims, %exactdimsp : !llvm.ptr, !llvm.ptr
+  %staged = llvm.icmp "ne" %padded, %z : i64
+  llvm.cond_br %staged, ^stage, ^copy
+^copy:
+  %rc = llvm.call @halide_copy_to_device(%null, %exact, %iface) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^done(%rc : i32)
+^stage:
+  %scratch = llvm.call @halide_malloc(%null, %padded) : (!llvm.ptr, i64) -> !llvm.ptr
+  %nomem = llvm.icmp "eq" %scratch, %null : !llvm.ptr
+  %minus1 = llvm.mlir.constant(-1 : i32) : i32
+  llvm.cond_br %nomem, ^done(%minus1 : i32), ^staging
+^staging:
+  "llvm.intr.memcpy"(%scratch, %host, %bytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  // The padded buffer: uint8, as many dimensions as the weight's (a crop
+  // keeps the dimensionality), the first spanning the bytes.
+  %pad = llvm.getelementptr %new[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %paddims = llvm.getelementptr %new[0, 5] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %p0 = llvm.getelementptr %pad[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %p0 : i64, !llvm.ptr
+  %p1 = llvm.getelementptr %pad[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %p1 : !llvm.ptr, !llvm.ptr
+  %p2 = llvm.getelementptr %pad[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %scratch, %p2 : !llvm.ptr, !llvm.ptr
+  %p3 = llvm.getelementptr %pad[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %one, %p3 : i64, !llvm.ptr
+  %u8code = llvm.mlir.constant(1 : i8) : i8
+  %u8bits = llvm.mlir.constant(8 : i8) : i8
+  %lanes = llvm.mlir.constant(1 : i16) : i16
+  %p4 = llvm.getelementptr %pad[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8code, %p4 : i8, !llvm.ptr
+  %p5 = llvm.getelementptr %pad[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8bits, %p5 : i8, !llvm.ptr
+  %p6 = llvm.getelementptr %pad[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %lanes, %p6 : i16, !llvm.ptr
+  %p7 = llvm.getelementptr %pad[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %rank, %p7 : i32, !llvm.ptr
+  %p8 = llvm.getelementptr %pad[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %paddims, %p8 : !llvm.ptr, !llvm.ptr
+  %p9 = llvm.getelementptr %pad[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %p9 : !llvm.ptr, !llvm.ptr
+  // dim 0 = {0, padded, 1, 0}; dims 1-3 = {0, 1, padded, 0}
+  %p32 = llvm.trunc %padded : i64 to i32
+  @DIMS@
+  %rc1 = llvm.call @halide_copy_to_device(%null, %pad, %iface) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  %rc2 = llvm.call @halide_device_crop(%null, %pad, %exact) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  llvm.call @halide_free(%null, %scratch) : (!llvm.ptr, !llvm.ptr) -> ()
+  // The host copy is gone: the padded buffer lives on the device only.
+  llvm.store %null, %p2 : !llvm.ptr, !llvm.ptr
+  llvm.store %z, %p3 : i64, !llvm.ptr
+  %exactflags = llvm.getelementptr %exact[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %exactflags : i64, !llvm.ptr
+  %rcs = llvm.or %rc1, %rc2 : i32
+  llvm.br ^done(%rcs : i32)
+^done(%r: i32):
+  %ok = llvm.icmp "eq" %r, %i0 : i32
+  llvm.cond_br %ok, ^commit, ^fail
+^commit:
+  llvm.store %host, %new : !llvm.ptr, !llvm.ptr
+  %newsig = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
+  llvm.store %sig, %newsig : i64, !llvm.ptr
+  %count1 = llvm.add %count, %one : i64
+  llvm.store %count1, %countp : i64, !llvm.ptr
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return %exact : !llvm.ptr
+^fail:
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return %null : !llvm.ptr
+}
+
+llvm.func internal @moir_hl_resident_release() {
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %one = llvm.mlir.constant(1 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %slots = llvm.mlir.addressof @moir_hl_resident_slots : !llvm.ptr
+  %countp = llvm.mlir.addressof @moir_hl_resident_count : !llvm.ptr
+  %count = llvm.load %countp : !llvm.ptr -> i64
+  llvm.br ^loop(%z : i64)
+^loop(%i: i64):
+  %more = llvm.icmp "ult" %i, %count : i64
+  llvm.cond_br %more, ^body, ^end
+^body:
+  %slot = llvm.getelementptr %slots[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !table
+  %exact = llvm.getelementptr %slot[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %pad = llvm.getelementptr %slot[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %paddevp = llvm.getelementptr %pad[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %paddev = llvm.load %paddevp : !llvm.ptr -> i64
+  %staged = llvm.icmp "ne" %paddev, %z : i64
+  llvm.cond_br %staged, ^crop, ^plain
+^crop:
+  %rc1 = llvm.call @halide_device_release_crop(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
+  %rc2 = llvm.call @halide_device_free(%null, %pad) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^next
+^plain:
+  %rc3 = llvm.call @halide_device_free(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^next
+^next:
+  %n = llvm.add %i, %one : i64
+  llvm.br ^loop(%n : i64)
+^end:
+  llvm.store %z, %countp : i64, !llvm.ptr
+  llvm.return
+}
+
+llvm.mlir.global_dtors dtors = [@moir_hl_resident_release], priorities = [65535 : i32], data = [#llvm.zero]
+)mlir";
+
+/// The stores of the padded buffer's four dimensions (kTable's @DIMS@).
+std::string paddedDimStores() {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "%d0 = llvm.mlir.constant(0 : i32) : i32\n  %d1 = llvm.mlir.constant(1 : i32) : i32\n";
+  for (int h = 0; h < moir::halide::kResidentMaxRank; ++h) {
+    const char *fields[] = {"%d0", h == 0 ? "%p32" : "%d1", h == 0 ? "%d1" : "%p32", "%d0"};
+    for (int f = 0; f < 4; ++f)
+      os << "  %pd" << h << f << " = llvm.getelementptr %paddims[0, " << h << ", " << f
+         << "] : (!llvm.ptr) -> !llvm.ptr, !dims\n  llvm.store " << fields[f] << ", %pd" << h
+         << f << " : i32, !llvm.ptr\n";
+  }
+  return text;
+}
+
+struct HalideResidentWeightsPass
+    : moir::impl::HalideResidentWeightsPassBase<HalideResidentWeightsPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto declared = module.lookupSymbol<LLVM::LLVMFuncOp>(moir::halide::residentFunctionName());
+    if (!declared || !declared.isExternal())
+      return;
+    auto forward = module.lookupSymbol<LLVM::LLVMFuncOp>("forward");
+    if (!forward) {
+      module.emitError() << "moir-halide-resident-weights: no @forward to size the table of "
+                            "weights on the device by";
+      return signalPassFailure();
+    }
+    if (module.lookupSymbol("moir_hl_resident_slots") ||
+        llvm::any_of(module.getOps<LLVM::GlobalDtorsOp>(), [](auto) { return true; })) {
+      module.emitError() << "moir-halide-resident-weights: the module already has the table "
+                            "or destructors of its own";
+      return signalPassFailure();
+    }
+    std::string text = kTable.str();
+    auto replace = [&](llvm::StringRef from, const std::string &to) {
+      for (size_t at; (at = text.find(from.str())) != std::string::npos;)
+        text.replace(at, from.size(), to);
+    };
+    replace("@CAPACITY@", std::to_string(std::max<unsigned>(forward.getNumArguments(), 1)));
+    replace("@DIMS@", paddedDimStores());
+    OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
+    if (!table) {
+      module.emitError() << "moir-halide-resident-weights: the table's IR does not parse";
+      return signalPassFailure();
+    }
+    // Declarations the module has already (the bufferization's) are kept;
+    // moir_hl_resident's is replaced by the definition.
+    SymbolTable symbols(module);
+    for (Operation &op : llvm::make_early_inc_range(table->getBody()->getOperations())) {
+      if (auto symbol = dyn_cast<SymbolOpInterface>(op)) {
+        Operation *existing = symbols.lookup(symbol.getName());
+        auto func = dyn_cast<LLVM::LLVMFuncOp>(op);
+        if (existing && func && func.isExternal())
+          continue;
+        if (existing) {
+          if (!isa<LLVM::LLVMFuncOp>(existing) || !cast<LLVM::LLVMFuncOp>(existing).isExternal()) {
+            existing->emitError() << "moir-halide-resident-weights: '" << symbol.getName()
+                                  << "' is already defined";
+            return signalPassFailure();
+          }
+          symbols.erase(existing);
+        }
+      }
+      op.remove();
+      if (isa<SymbolOpInterface>(op))
+        symbols.insert(&op);
+      else
+        module.getBody()->push_back(&op);
+    }
+  }
+};
+
+} // namespace

@@ -1,0 +1,67 @@
+// RUN: moir-opt %s --split-input-file --moir-halide-resident-weights --verify-diagnostics | FileCheck %s
+
+// The bufferization declared moir_hl_resident (a device call reads a
+// weight): the pass defines it, the table sized by @forward's arguments
+// (3), its count and lock, and a destructor that frees the device buffers.
+// The module's own declarations stay, once each.
+// CHECK-LABEL: module
+// CHECK-COUNT-1: llvm.func @halide_malloc(!llvm.ptr, i64) -> !llvm.ptr
+// CHECK-NOT: llvm.func @halide_malloc
+// CHECK: llvm.mlir.global internal @moir_hl_resident_slots() {{.*}} : !llvm.array<3 x struct<(ptr, i64, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, array<4 x struct<(i32, i32, i32, i32)>>)>>
+// CHECK: llvm.mlir.global internal @moir_hl_resident_count(0 : i64)
+// CHECK: llvm.mlir.global internal @moir_hl_resident_lock(0 : i32)
+// CHECK: llvm.func internal @moir_hl_resident(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64) -> !llvm.ptr
+// Found under the lock by host address and signature:
+// CHECK: llvm.cmpxchg {{.*}} acquire monotonic
+// CHECK: llvm.icmp "eq" {{.*}} : !llvm.ptr
+// CHECK: llvm.icmp "eq" {{.*}} : i64
+// else copied to the device, directly or staged and cropped:
+// CHECK: llvm.call @halide_copy_to_device
+// CHECK: llvm.call @halide_malloc
+// CHECK: llvm.call @halide_copy_to_device
+// CHECK: llvm.call @halide_device_crop
+// CHECK: llvm.call @halide_free
+// CHECK: llvm.store {{.*}} atomic release
+// CHECK: llvm.func internal @moir_hl_resident_release()
+// CHECK: llvm.call @halide_device_release_crop
+// CHECK: llvm.call @halide_device_free
+// CHECK: llvm.call @halide_device_free
+// CHECK: llvm.mlir.global_dtors dtors = [@moir_hl_resident_release], priorities = [65535 : i32]
+// CHECK-NOT: llvm.func @moir_hl_resident(
+llvm.func @moir_hl_resident(!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+llvm.func @halide_malloc(!llvm.ptr, i64) -> !llvm.ptr
+llvm.func @forward(%a: !llvm.ptr, %b: !llvm.ptr, %c: i64) {
+  llvm.return
+}
+
+// -----
+
+// No device call keeps a weight: nothing is added.
+// CHECK-LABEL: module
+// CHECK-NOT: moir_hl_resident
+// CHECK-NOT: global_dtors
+// CHECK: llvm.func @forward
+llvm.func @forward(%a: !llvm.ptr) {
+  llvm.return
+}
+
+// -----
+
+// expected-error @below {{moir-halide-resident-weights: no @forward to size the table of weights on the device by}}
+module {
+  llvm.func @moir_hl_resident(!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+}
+
+// -----
+
+// expected-error @below {{moir-halide-resident-weights: the module already has the table or destructors of its own}}
+module {
+  llvm.func @moir_hl_resident(!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+  llvm.func @forward() {
+    llvm.return
+  }
+  llvm.func @other() {
+    llvm.return
+  }
+  llvm.mlir.global_dtors dtors = [@other], priorities = [65535 : i32], data = [#llvm.zero]
+}

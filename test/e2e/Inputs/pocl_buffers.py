@@ -1,0 +1,33 @@
+"""Counts the OpenCL buffers of one size that PoCL created and freed.
+
+Reads PoCL's log (POCL_DEBUG=memory,refcounts on stderr) and prints
+"<created> buffer(s) of <size> bytes created, <freed> freed". A device
+kernel's weight that stays on the device is created once, whatever the
+number of calls that read it, and freed when the artifact is unloaded.
+Exits 1 when the log has no buffer of that size (nothing to check).
+
+    python3 pocl_buffers.py LOG SIZE
+"""
+import re
+import sys
+
+
+def main():
+    log, size = sys.argv[1], int(sys.argv[2])
+    created, freed = set(), set()
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = re.search(r"Created Buffer (\d+) \(.*SIZE (\d+)", line)
+            if m and int(m.group(2)) == size:
+                created.add(m.group(1))
+            m = re.search(r"Free Memory Object (\d+) ", line)
+            if m:
+                freed.add(m.group(1))
+    if not created:
+        sys.exit(f"{log}: no buffer of {size} bytes was created (is POCL_DEBUG=memory,refcounts "
+                 "set, and does a device kernel read such a buffer?)")
+    print(f"{len(created)} buffer(s) of {size} bytes created, {len(created & freed)} freed")
+
+
+if __name__ == "__main__":
+    main()
