@@ -40,15 +40,15 @@ bool isPlainFloat(Value v) {
 
 /// A quantized weight whose packed form (i8, u4 or FP8 E4M3 codes with
 /// per-group scales, include/moir/Frontend/Quantization.h) the Halide
-/// kernels decode on the host: rank `rank`, static. Quantized weights on a
-/// device stay on MLIR (their kernels' scalar arguments outgrow
-/// the 64 bytes that Halide 21's Vulkan runtime binds right on lavapipe,
-/// docs/halide.md; OpenCL would need its half-float extension for the f16
-/// scales). moir-bind-weights gives a weight a Halide kernel reads
-/// per-group scales (no K-quant superblocks).
+/// kernels decode on the host or on OpenCL: rank `rank`, static. On
+/// Vulkan they stay on MLIR (their kernels' scalar arguments outgrow the 64
+/// bytes that Halide 21's Vulkan runtime binds right on lavapipe,
+/// docs/halide.md); OpenCL kernels read f16 scales and FP8 codes as bits
+/// (Generator/Kernels.cpp, widen). moir-bind-weights gives a weight a
+/// Halide kernel reads per-group scales (no K-quant superblocks).
 bool packedForHalide(Value v, int64_t rank, StringRef device) {
   auto type = dyn_cast<llm::QTensorType>(v.getType());
-  if (device != "host" || !type || type.getRank() != rank ||
+  if ((device != "host" && device != "opencl") || !type || type.getRank() != rank ||
       llvm::any_of(type.getShape(), [](int64_t d) { return ShapedType::isDynamic(d); }))
     return false;
   std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();

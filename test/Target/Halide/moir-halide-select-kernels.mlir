@@ -2,6 +2,7 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=rms_norm" | FileCheck %s --check-prefix=ONLY
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=glu,linear" | FileCheck %s --check-prefix=UNFUSED
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=opencl" | FileCheck %s --check-prefix=DEVICE
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=vulkan" | FileCheck %s --check-prefix=VULKAN
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=attention,mla" | FileCheck %s --check-prefix=MLA
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true" | FileCheck %s --check-prefix=INT8
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=all" | FileCheck %s --check-prefix=ALL
@@ -107,15 +108,21 @@ func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
 
 // A quantized weight in a packed form the kernels decode (i8, u4 or FP8 E4M3
 // codes, group scales) goes to Halide as it is (moir-lower-to-linalg expands
-// it into codes and scales); every quantized weight on a device stays on MLIR.
+// it into codes and scales), on the host and on OpenCL (whose kernels read
+// f16 scales and FP8 codes as bits); on Vulkan it stays on MLIR (the
+// kernels' scalar arguments outgrow what Halide's Vulkan runtime binds).
 // CHECK-LABEL: func.func @quantized
 // CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
 // CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
 // CHECK-NOT: llm.linear
 // DEVICE-LABEL: func.func @quantized
-// DEVICE-NOT: moir.halide_call
-// DEVICE: llm.linear
-// DEVICE: llm.linear
+// DEVICE: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
+// DEVICE: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
+// DEVICE-NOT: llm.linear
+// VULKAN-LABEL: func.func @quantized
+// VULKAN-NOT: moir.halide_call
+// VULKAN: llm.linear
+// VULKAN: llm.linear
 func.func @quantized(%x: tensor<?x64xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %q = llm.weight "w" scales "w_scale" : !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>
   %y = llm.linear %x, %q : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
@@ -182,12 +189,17 @@ func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf
 
 // -----
 
-// Quantized experts: the packed forms go to Halide too (on the host).
+// Quantized experts: the packed forms go to Halide too (on the host and on
+// OpenCL, where the stacked weight is resident; the function's arguments
+// are not weights).
 // CHECK-LABEL: func.func @quantized_experts
 // CHECK: moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", variant = "decode"}
 // CHECK-NOT: moe.fused_experts
 // DEVICE-LABEL: func.func @quantized_experts
-// DEVICE: moe.fused_experts
+// DEVICE: moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", device = "opencl", variant = "decode"} {resident = array<i64: 3>}
+// DEVICE-NOT: moe.fused_experts
+// VULKAN-LABEL: func.func @quantized_experts
+// VULKAN: moe.fused_experts
 func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
                              %wu: tensor<2x32x64xf32>, %wd: tensor<2x64x32xf32>) -> tensor<?x64xf32> {
   %wg = llm.stacked_weight ["g0", "g1"] scales ["g0_s", "g1_s"] : !llm.qtensor<2x32x64xi8, #llm.quant<kind = per_channel, axis = 1>>

@@ -11,7 +11,7 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     Replaces each op of the kinds in `ops` that the Halide generator has an
     algorithm for with a `moir.halide_call` of the same operands and result:
     `llm.rms_norm` (f32 input, static normalized dimension), `llm.linear`
-    (rank-2 f32 input, an f32/bf16/f16 weight, or on the host a packed
+    (rank-2 f32 input, an f32/bf16/f16 weight, or on the host or OpenCL a packed
     quantized one with i8, u4 or FP8 E4M3 codes), `llm.glu` and
     `llm.activation` (silu, sigmoid, relu, gelu_tanh; erf's gelu stays on
     MLIR), `llm.rope` (any scaling: the frequencies are
@@ -21,7 +21,7 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     or recomputed); `router`: `moe.fused_route` (an f32 input, a float
     router; any scoring and top-k method), with two results, the weights
     and the ids; `experts`: `moe.fused_experts` with float weights
-    (or, on the host, packed i8/u4/FP8 ones), the gate/up products, activation,
+    (or, on the host or OpenCL, packed i8/u4/FP8 ones), the gate/up products, activation,
     down products, routing weights and shared expert in one kernel;
     `attention`: `llm.attention` with f32 queries over a float cache, on the
     host only (no device schedule yet); `mla`: `mla.attend` in the absorbed

@@ -128,6 +128,8 @@ struct Weight {
   ImageParam data;
   std::optional<ImageParam> scales;
   bool nibbles = false, offsets = false, fp8 = false;
+  /// Decoded on a device: no half-float type (OpenCL without cl_khr_fp16).
+  bool device = false;
   int group = 0;
 
   /// The element at `c` of the last dimension (Halide's dimension 0) and
@@ -143,16 +145,16 @@ struct Weight {
       Expr byte = cast<uint8_t>(data(at));
       code = cast<float>(select(c % 32 < 16, byte & 15, byte >> 4));
     } else if (fp8) {
-      code = fp8Value(cast<uint8_t>(data(at)));
+      code = fp8Value(cast<uint8_t>(data(at)), device);
     } else {
       code = cast<float>(data(at));
     }
     std::vector<Expr> part = {0, c / group};
     part.insert(part.end(), rest.begin(), rest.end());
-    Expr value = cast<float>((*scales)(part)) * code;
+    Expr value = widen((*scales)(part)) * code;
     if (offsets) {
       part[0] = 1;
-      value = value + cast<float>((*scales)(part));
+      value = value + widen((*scales)(part));
     }
     return value;
   }
@@ -164,11 +166,13 @@ struct Weight {
   /// (bias 7), 3 mantissa bits, exponent 0 subnormal; S.1111.111 is NaN
   /// (the format has no infinities). Its bits shifted into an f16's are that
   /// f16 times 2^8, subnormals included (f16's exponent bias is 15), so the
-  /// decode is a shift and a half-float conversion (F16C).
-  static Expr fp8Value(Expr b) {
+  /// decode is a shift and a half-float conversion (F16C); on a device,
+  /// the f16's bits widened by widen.
+  static Expr fp8Value(Expr b, bool device = false) {
     Expr wide = cast<uint16_t>(b);
-    Expr half = reinterpret(Float(16), ((wide & 127) << 7) | ((wide & 128) << 8));
-    Expr value = cast<float>(half) * 256.0f;
+    Expr bits = ((wide & 127) << 7) | ((wide & 128) << 8);
+    Expr value = (device ? widen(reinterpret(Int(16), bits)) : cast<float>(reinterpret(Float(16), bits))) *
+                 256.0f;
     return select((b & 127) == 127, std::numeric_limits<float>::quiet_NaN(), value);
   }
 };
@@ -202,8 +206,14 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
       (s.type != ElementType::F32 && s.type != ElementType::F16))
     fail(spec, "packed weight " + name + " (" + t.packed + ") does not fit its scales");
   w.offsets = s.shape.back() == 2;
+  w.device = !onHost(spec);
   w.data = constrained(Int(8), bufferShape(t), name);
-  w.scales = constrained(halideType(s.type), s.shape, name + "_scales");
+  // f16 scales on OpenCL as their bits (see input).
+  w.scales = constrained(
+      s.type == ElementType::F16 && spec.strings.count("device") && spec.strings.at("device") == "opencl"
+          ? Int(16)
+          : halideType(s.type),
+      s.shape, name + "_scales");
   // Dense, as bound: with its strides known, Halide loads the scales of
   // neighbouring groups as one vector (the int8 path's lanes span groups).
   int stride = 1;
