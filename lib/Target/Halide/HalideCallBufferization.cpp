@@ -360,13 +360,17 @@ struct HalideCallBufferization
     Emitter e{rewriter, loc, op, func, call.getCallee(), Descriptors(op->getContext()),
               device && device.getValue() != "host" ? device.getValue() : StringRef()};
     SmallVector<Value> buffers, args;
+    llvm::SmallDenseSet<unsigned> copied; // inputs read through a fresh copy
     for (Value input : call.getInputs()) {
       FailureOr<Value> buffer = getBuffer(rewriter, input, options, state);
       if (failed(buffer))
         return failure();
-      buffers.push_back(unitInnerStride(cast<MemRefType>(buffer->getType()))
-                            ? *buffer
-                            : moir::host::copyToIdentityLayout(rewriter, loc, *buffer));
+      if (unitInnerStride(cast<MemRefType>(buffer->getType()))) {
+        buffers.push_back(*buffer);
+      } else {
+        copied.insert(buffers.size());
+        buffers.push_back(moir::host::copyToIdentityLayout(rewriter, loc, *buffer));
+      }
     }
     // The results' dynamic dimensions are the first input's (every kernel's
     // results keep its leading dimensions: tokens).
@@ -384,12 +388,14 @@ struct HalideCallBufferization
     // Vulkan's buffers are staged (see the top of this file), so the
     // kernel's own descriptors never carry host data to copy.
     const bool staged = device && device.getValue() == "vulkan";
-    // The weights a device call keeps there (resident): copied once.
+    // The weights a device call keeps there (resident): copied once. Not
+    // one read through a fresh copy (a new address each call, which would
+    // fill the table).
     llvm::SmallDenseSet<unsigned> kept;
     if (device && (device.getValue() == "vulkan" || device.getValue() == "opencl"))
       if (std::optional<ArrayRef<int64_t>> resident = call.getResident())
         for (int64_t i : *resident)
-          if (mayKeep(cast<MemRefType>(buffers[i].getType())))
+          if (!copied.contains(i) && mayKeep(cast<MemRefType>(buffers[i].getType())))
             kept.insert(static_cast<unsigned>(i));
     for (auto [i, b] : llvm::enumerate(buffers)) {
       Value desc = e.describe(b, /*input=*/!staged);

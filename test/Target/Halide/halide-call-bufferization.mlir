@@ -45,3 +45,15 @@ func.func @resident(%x: tensor<1x64xf32>, %w: tensor<32x64xf32>) -> tensor<1x32x
   %y = moir.halide_call "moir_hl_linear_dev" "linear"(%x, %w) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<1x64xf32>, tensor<32x64xf32>) -> tensor<1x32xf32>
   return %y : tensor<1x32xf32>
 }
+
+// A resident operand read through a copy (its inner stride is not 1: a new
+// buffer each call) is not kept: copied per call like any input.
+// CHECK-LABEL: func.func @resident_copied
+// CHECK-NOT: moir_hl_resident
+// CHECK: call @moir_hl_linear_dev2
+// CHECK: return
+func.func @resident_copied(%x: tensor<1x32xf32>, %w: tensor<32x64xf32>) -> tensor<1x32xf32> {
+  %s = tensor.extract_slice %w[0, 0] [32, 32] [1, 2] : tensor<32x64xf32> to tensor<32x32xf32>
+  %y = moir.halide_call "moir_hl_linear_dev2" "linear"(%x, %s) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<1x32xf32>, tensor<32x32xf32>) -> tensor<1x32xf32>
+  return %y : tensor<1x32xf32>
+}
