@@ -236,9 +236,10 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
       params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
     } else if (auto attention = dyn_cast<llm::AttentionOp>(op)) {
-      // f32 queries over a float cache on the host (no device schedule yet).
+      // f32 queries over a float cache (on a device the caches are copied
+      // per call: they are not weights).
       auto query = cast<RankedTensorType>(attention.getQuery().getType());
-      if (!want("attention") || device != "host" || !isF32(attention.getQuery()) ||
+      if (!want("attention") || !isF32(attention.getQuery()) ||
           query.getRank() != 3 || ShapedType::isDynamic(query.getDimSize(1)) ||
           !staticInner(attention.getQuery()) || !staticFloat(attention.getKey(), 3) ||
           !staticFloat(attention.getValue(), 3) || !isF32(attention.getResult()))

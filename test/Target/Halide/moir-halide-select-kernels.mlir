@@ -212,12 +212,15 @@ func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: te
 // -----
 
 // Attention over a float cache: its scale and window as params; on a device
-// it stays on MLIR (no device schedule yet).
+// too (the caches are not weights: copied per call).
 // CHECK-LABEL: func.func @attention
 // CHECK: moir.halide_call "moir_hl_attention_{{[0-9a-f]+}}" "attention"(%arg0, %arg1, %arg2, %arg3) {scale = 1.250000e-01 : f64, window = 16 : i64}
 // CHECK-NOT: llm.attention
 // DEVICE-LABEL: func.func @attention
-// DEVICE: llm.attention
+// DEVICE: moir.halide_call "moir_hl_attention_{{[0-9a-f]+}}" "attention"(%arg0, %arg1, %arg2, %arg3) {device = "opencl", scale = 1.250000e-01 : f64, window = 16 : i64} :
+// DEVICE-NOT: llm.attention
+// VULKAN-LABEL: func.func @attention
+// VULKAN: moir.halide_call {{.*}} "attention"(%arg0, %arg1, %arg2, %arg3) {device = "vulkan", scale = 1.250000e-01 : f64, window = 16 : i64} :
 // ONLY-LABEL: func.func @attention
 // ONLY: llm.attention
 func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tensor<128x2x64xbf16>, %p: tensor<?xi64>) -> tensor<?x8x64xf32> {

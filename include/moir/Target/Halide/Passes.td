@@ -23,8 +23,8 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     and the ids; `experts`: `moe.fused_experts` with float weights
     (or, on the host or OpenCL, packed i8/u4/FP8 ones), the gate/up products, activation,
     down products, routing weights and shared expert in one kernel;
-    `attention`: `llm.attention` with f32 queries over a float cache, on the
-    host only (no device schedule yet); `mla`: `mla.attend` in the absorbed
+    `attention`: `llm.attention` with f32 queries over a float cache (on a
+    device too, a thread per head and token); `mla`: `mla.attend` in the absorbed
     form over float caches and a float `kv_b_proj`, on the host; where the
     op asks for the materialized form in prefill, an `scf.if` keeps it on
     MLIR from 4 tokens. Everything else stays on the MLIR path. With `device`

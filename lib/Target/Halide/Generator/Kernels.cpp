@@ -1078,8 +1078,8 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     if (o.shape != spec.outputs.front().shape)
       fail(spec, "the outputs must have one shape");
   size_t outputs = spec.kind == "router" ? 2 : 1;
-  if ((spec.kind == "attention" || spec.kind == "mla") && !onHost(spec))
-    fail(spec, "attention has no device schedule yet");
+  if (spec.kind == "mla" && !onHost(spec))
+    fail(spec, "absorbed MLA has no device schedule yet");
   if (spec.outputs.size() != outputs)
     fail(spec, "needs " + std::to_string(outputs) + " output(s)");
   int rank = static_cast<int>(spec.outputs.front().shape.size());
@@ -1374,6 +1374,15 @@ std::string deviceSchedule(const KernelSpec &spec) {
     s << "down_partial.compute_at(out, n_t)\n";
     if (spec.inputs.size() == 9)
       s << "shared_partial.compute_at(out, n_t)\n";
+  } else if (spec.kind == "attention") {
+    // A thread per (head, token) does the whole softmax over the rows it
+    // sees, serially: the dot products, the maximum, the probabilities and
+    // their sum, then the head dimension's weighted sums. Everything is
+    // computed inside that thread, so nothing is stored at the root (Vulkan
+    // too); the threads are the heads times the tokens.
+    s << "out.fuse(h, t, ht).gpu_tile(ht, ht_b, ht_t, " << threads(-1, 16) << ", GuardWithIf)\n";
+    for (const char *f : {"partial", "score", "top", "prob", "total", "acc"})
+      s << f << ".compute_at(out, ht_t)\n";
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
     // On Vulkan the GLU is inline in the dot products.
     if (spec.kind == "glu_linear" && !perThread)
