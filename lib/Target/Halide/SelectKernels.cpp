@@ -249,11 +249,11 @@ struct HalideSelectKernelsPass
       if (std::optional<int64_t> window = attention.getSlidingWindow())
         params.push_back(b.getNamedAttr("window", b.getI64IntegerAttr(*window)));
     } else if (auto attend = dyn_cast<mla::AttendOp>(op)) {
-      // The absorbed form over float caches and a float kv_b_proj, on the
-      // host. Where the op asks for the materialized form in prefill (a
-      // cost decision), only decode goes to Halide.
+      // The absorbed form over float caches and a float kv_b_proj. Where
+      // the op asks for the materialized form in prefill (a cost
+      // decision), only decode goes to Halide.
       auto qn = cast<RankedTensorType>(attend.getQNope().getType());
-      if (!want("mla") || device != "host" || attend.getForm() != mla::Form::absorbed ||
+      if (!want("mla") || attend.getForm() != mla::Form::absorbed ||
           !isF32(attend.getQNope()) || !isF32(attend.getQPe()) || qn.getRank() != 3 ||
           ShapedType::isDynamic(qn.getDimSize(1)) || !staticInner(attend.getQNope()) ||
           !staticInner(attend.getQPe()) || !staticFloat(attend.getLatentCache(), 2) ||

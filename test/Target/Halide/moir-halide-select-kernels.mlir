@@ -4,6 +4,7 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=opencl" | FileCheck %s --check-prefix=DEVICE
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="device=vulkan" | FileCheck %s --check-prefix=VULKAN
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=attention,mla" | FileCheck %s --check-prefix=MLA
+// RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="ops=mla device=vulkan" | FileCheck %s --check-prefix=MLADEV
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true" | FileCheck %s --check-prefix=INT8
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=all" | FileCheck %s --check-prefix=ALL
 // RUN: moir-opt %s --split-input-file --moir-halide-select-kernels="int8-dot=true int8-decode=none" | FileCheck %s --check-prefix=NONE
@@ -246,6 +247,9 @@ func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tens
 // MLA: mla.attend {{.*}} form = absorbed prefill = materialized
 // ONLY-LABEL: func.func @mla
 // ONLY-NOT: moir.halide_call
+// On a device too.
+// MLADEV-LABEL: func.func @mla
+// MLADEV: moir.halide_call "{{moir_hl_mla_[0-9a-f]+}}" "mla"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5) {device = "vulkan", scale = 2.000000e-01 : f64}
 func.func @mla(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x32xf32>, %r: tensor<128x8xf32>,
                %pos: tensor<?xi64>, %w: tensor<128x32xf32>) -> (tensor<?x4x16xf32>, tensor<?x4x16xf32>) {
   %a = mla.attend %qn, %qp, %c, %r, %pos, %w

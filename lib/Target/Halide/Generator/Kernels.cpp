@@ -1078,8 +1078,6 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     if (o.shape != spec.outputs.front().shape)
       fail(spec, "the outputs must have one shape");
   size_t outputs = spec.kind == "router" ? 2 : 1;
-  if (spec.kind == "mla" && !onHost(spec))
-    fail(spec, "absorbed MLA has no device schedule yet");
   if (spec.outputs.size() != outputs)
     fail(spec, "needs " + std::to_string(outputs) + " output(s)");
   int rank = static_cast<int>(spec.outputs.front().shape.size());
@@ -1382,6 +1380,13 @@ std::string deviceSchedule(const KernelSpec &spec) {
     // too); the threads are the heads times the tokens.
     s << "out.fuse(h, t, ht).gpu_tile(ht, ht_b, ht_t, " << threads(-1, 16) << ", GuardWithIf)\n";
     for (const char *f : {"partial", "score", "top", "prob", "total", "acc"})
+      s << f << ".compute_at(out, ht_t)\n";
+  } else if (spec.kind == "mla") {
+    // As attention: a thread per (head, token) folds W_UK into its query,
+    // does the softmax over the latent rows it sees, and applies W_UV.
+    s << "out.fuse(h, t, ht).gpu_tile(ht, ht_b, ht_t, " << threads(-1, 16) << ", GuardWithIf)\n";
+    for (const char *f : {"qa", "partial", "score", "top", "prob", "total", "acc", "attended",
+                          "out_partial"})
       s << f << ".compute_at(out, ht_t)\n";
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
     // On Vulkan the GLU is inline in the dot products.
