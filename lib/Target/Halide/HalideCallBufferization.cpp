@@ -305,9 +305,14 @@ struct Emitter {
 };
 
 /// Whether a device call may keep `type` on the device (ResidentWeights.cpp:
-/// up to 4 dimensions, static).
+/// 1 to 4 dimensions, static, and under 2 GB: the staged copy's padded
+/// extent is an int32).
 bool mayKeep(MemRefType type) {
-  return type.getRank() <= moir::halide::kResidentMaxRank && type.hasStaticShape();
+  if (type.getRank() < 1 || type.getRank() > moir::halide::kResidentMaxRank ||
+      !type.hasStaticShape())
+    return false;
+  int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+  return bytes < (int64_t(1) << 31) - 64;
 }
 
 /// Whether Halide can read `type` in place: innermost stride 1 (statically).

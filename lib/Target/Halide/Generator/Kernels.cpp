@@ -793,7 +793,10 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   };
   // The visible rows; and (rd, rr): the head dimension (in vectors of `ld`
   // lanes) by the visible rows, the dot products' domain.
-  int ld = partialLanes(dqk, static_cast<int>(number(spec, "lanes")));
+  // On a device one lane: the partial sums of a (head, token) thread span
+  // the whole cache (the visible rows are a predicate, which does not
+  // bound them), lanes x capacity floats of its private memory.
+  int ld = partialLanes(dqk, onHost(spec) ? static_cast<int>(number(spec, "lanes")) : 1);
   RDom rc(0, capacity, "rc");
   rc.where(visible(rc.x));
   RDom dot(0, dqk / ld, 0, capacity, "dot");
@@ -847,7 +850,8 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   Var c("c"), e("e"), h("h"), t("t"), j("j"), l("l");
   k.vars = {{"c", c}, {"e", e}, {"h", h}, {"t", t}, {"j", j}, {"l", l}};
   Expr p = cast<int>(pos(t));
-  int lanes = static_cast<int>(number(spec, "lanes"));
+  // One lane on a device, as attention's (buildAttention).
+  int lanes = onHost(spec) ? static_cast<int>(number(spec, "lanes")) : 1;
 
   // The query in the latent space.
   Func qa("qa");
