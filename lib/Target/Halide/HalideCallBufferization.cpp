@@ -219,17 +219,22 @@ struct Emitter {
     return buffer;
   }
 
+  /// The bytes a staged buffer of `bytes` (i64) takes: max(round_up(bytes,
+  /// 64), 64).
+  Value paddedBytes(Value bytes) {
+    Value padded = LLVM::AndOp::create(
+        rewriter, loc, LLVM::AddOp::create(rewriter, loc, bytes, constant(d.i64, 63)),
+        constant(d.i64, ~int64_t(63)));
+    return arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+  }
+
   /// Stages `memref` (described by `exact`) for a Vulkan call: scratch host
   /// memory of its span rounded up to 64 bytes (at least 64), the bytes
   /// copied there if it is an input, the padded buffer copied to (or
   /// allocated on) the device, and `exact` made a crop of it.
   Staged stage(Value memref, Value exact, bool input) {
     Staged s{memref, exact, {}, {}, spanBytes(rewriter, loc, memref)};
-    // max(round_up(bytes, 64), 64)
-    Value padded = LLVM::AndOp::create(
-        rewriter, loc, LLVM::AddOp::create(rewriter, loc, s.bytes, constant(d.i64, 63)),
-        constant(d.i64, ~int64_t(63)));
-    padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+    Value padded = paddedBytes(s.bytes);
     s.scratch = call("halide_malloc", ValueRange{null(), padded}, d.ptr);
     Value allocated = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, s.scratch, null());
     cf::AssertOp::create(rewriter, loc, allocated, "Halide kernel staging: out of host memory");
@@ -256,18 +261,15 @@ struct Emitter {
     return s;
   }
 
-  /// The descriptor `moir_hl_resident` keeps on `device` for input
+  /// The descriptor `moir_hl_resident` keeps on the device for input
   /// `memref`, whose fresh descriptor is `exact` (made with host data to
-  /// copy, unless staged): the buffer copied there on the first call that
-  /// reads it, found by its address and `signature` (its type's).
-  Value resident(Value memref, Value exact, StringRef device, bool staged) {
+  /// copy, unless staged, on Vulkan): the buffer copied there on the first
+  /// call that reads it, found by its address and `signature` (its type's).
+  Value resident(Value memref, Value exact) {
     Value bytes = constant(d.i64, 0), padded = constant(d.i64, 0);
-    if (staged) {
+    if (device == "vulkan") {
       bytes = spanBytes(rewriter, loc, memref);
-      padded = LLVM::AndOp::create(
-          rewriter, loc, LLVM::AddOp::create(rewriter, loc, bytes, constant(d.i64, 63)),
-          constant(d.i64, ~int64_t(63)));
-      padded = arith::MaxUIOp::create(rewriter, loc, padded, constant(d.i64, 64));
+      padded = paddedBytes(bytes);
     }
     std::string text;
     llvm::raw_string_ostream os(text);
@@ -404,7 +406,7 @@ struct HalideCallBufferization
             kept.insert(static_cast<unsigned>(i));
     for (auto [i, b] : llvm::enumerate(buffers)) {
       Value desc = e.describe(b, /*input=*/!staged);
-      args.push_back(kept.contains(i) ? e.resident(b, desc, device.getValue(), staged) : desc);
+      args.push_back(kept.contains(i) ? e.resident(b, desc) : desc);
     }
     for (Value out : outs)
       args.push_back(e.describe(out, /*input=*/false));

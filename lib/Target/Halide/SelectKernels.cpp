@@ -407,6 +407,12 @@ struct HalideSelectKernelsPass
     OpBuilder builder(op);
     Location loc = op->getLoc();
     TypeRange resultTypes = op->getResultTypes();
+    // On a device the weights stay there between calls (MoIROps.td).
+    SmallVector<int64_t> resident;
+    if (device != "host")
+      for (auto [i, v] : llvm::enumerate(operands))
+        if (isa_and_nonnull<llm::WeightRefOpInterface>(v.getDefiningOp()))
+          resident.push_back(static_cast<int64_t>(i));
     auto call = [&](StringRef variant) -> ValueRange {
       SmallVector<NamedAttribute> all(params.begin(), params.end());
       if (device != "host")
@@ -420,12 +426,6 @@ struct HalideSelectKernelsPass
         all.push_back(b.getNamedAttr("int8_bits", b.getI64IntegerAttr(16)));
       DictionaryAttr dict = b.getDictionaryAttr(all);
       std::string callee = calleeName(kind, operands, resultTypes, dict);
-      // On a device the weights stay there between calls (MoIROps.td).
-      SmallVector<int64_t> resident;
-      if (device != "host")
-        for (auto [i, v] : llvm::enumerate(operands))
-          if (isa_and_nonnull<llm::WeightRefOpInterface>(v.getDefiningOp()))
-            resident.push_back(static_cast<int64_t>(i));
       auto created = moir::HalideCallOp::create(
           builder, loc, resultTypes, operands, builder.getStringAttr(callee),
           builder.getStringAttr(kind), dict,

@@ -91,9 +91,8 @@ ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::
   return p;
 }
 
-/// An input buffer with the spec's static extents as constraints.
-///
-/// On a device 16-bit floats are read as their bits and widened by widen:
+/// The type a kernel reads a float buffer of `type` as. On a device 16-bit
+/// floats are read as their bits and widened by widen:
 /// Halide 21's OpenCL and Vulkan back ends print bfloat16 as `half`, which
 /// OpenCL refuses without cl_khr_fp16 (PoCL's CPU device has none) and
 /// Vulkan reads as IEEE halves (a bf16 model's logits were off by 30x on
@@ -101,21 +100,25 @@ ImageParam constrained(Type type, const std::vector<int64_t> &shape, const std::
 /// int16 on OpenCL (Vulkan has halves). MoIR has no 16-bit integer tensors,
 /// so the two types say which float the bits are. The call's descriptor
 /// says the same (HalideCallBufferization.cpp, halideType).
+Type bufferType(const KernelSpec &spec, ElementType type) {
+  if (onHost(spec))
+    return halideType(type);
+  if (type == ElementType::BF16)
+    return UInt(16);
+  if (type == ElementType::F16 && spec.strings.at("device") == "opencl")
+    return Int(16);
+  return halideType(type);
+}
+
+/// An input buffer with the spec's static extents as constraints.
 ImageParam input(const KernelSpec &spec, size_t index, const std::string &name) {
   if (index >= spec.inputs.size())
     fail(spec, "missing input " + std::to_string(index));
   const TensorSpec &t = spec.inputs[index];
   if (!t.packed.empty())
     fail(spec, "input " + name + " is a packed quantized weight, which this kernel reads as floats");
-  Type type = halideType(t.type);
-  auto device = spec.strings.find("device");
-  if (!onHost(spec) && t.type == ElementType::BF16)
-    type = UInt(16);
-  if (!onHost(spec) && t.type == ElementType::F16 && device->second == "opencl")
-    type = Int(16);
-  return constrained(type, t.shape, name);
+  return constrained(bufferType(spec, t.type), t.shape, name);
 }
-
 
 /// A weight as the kernels read it, in f32: a float buffer widened, or a
 /// packed quantized weight (Quantization.h) decoded in place:
@@ -171,8 +174,8 @@ struct Weight {
   static Expr fp8Value(Expr b, bool device = false) {
     Expr wide = cast<uint16_t>(b);
     Expr bits = ((wide & 127) << 7) | ((wide & 128) << 8);
-    Expr value = (device ? widen(reinterpret(Int(16), bits)) : cast<float>(reinterpret(Float(16), bits))) *
-                 256.0f;
+    Expr half = device ? widen(reinterpret(Int(16), bits)) : cast<float>(reinterpret(Float(16), bits));
+    Expr value = half * 256.0f;
     return select((b & 127) == 127, std::numeric_limits<float>::quiet_NaN(), value);
   }
 };
@@ -208,12 +211,7 @@ Weight weight(const KernelSpec &spec, size_t index, const std::string &name,
   w.offsets = s.shape.back() == 2;
   w.device = !onHost(spec);
   w.data = constrained(Int(8), bufferShape(t), name);
-  // f16 scales on OpenCL as their bits (see input).
-  w.scales = constrained(
-      s.type == ElementType::F16 && spec.strings.count("device") && spec.strings.at("device") == "opencl"
-          ? Int(16)
-          : halideType(s.type),
-      s.shape, name + "_scales");
+  w.scales = constrained(bufferType(spec, s.type), s.shape, name + "_scales");
   // Dense, as bound: with its strides known, Halide loads the scales of
   // neighbouring groups as one vector (the int8 path's lanes span groups).
   int stride = 1;
@@ -1376,21 +1374,18 @@ std::string deviceSchedule(const KernelSpec &spec) {
     s << "down_partial.compute_at(out, n_t)\n";
     if (spec.inputs.size() == 9)
       s << "shared_partial.compute_at(out, n_t)\n";
-  } else if (spec.kind == "attention") {
+  } else if (spec.kind == "attention" || spec.kind == "mla") {
     // A thread per (head, token) does the whole softmax over the rows it
     // sees, serially: the dot products, the maximum, the probabilities and
-    // their sum, then the head dimension's weighted sums. Everything is
-    // computed inside that thread, so nothing is stored at the root (Vulkan
-    // too); the threads are the heads times the tokens.
+    // their sum, then the head dimension's weighted sums (MLA: W_UK folded
+    // into the query first, W_UV applied last). Everything is computed
+    // inside that thread, so nothing is stored at the root (Vulkan too);
+    // the threads are the heads times the tokens.
     s << "out.fuse(h, t, ht).gpu_tile(ht, ht_b, ht_t, " << threads(-1, 16) << ", GuardWithIf)\n";
-    for (const char *f : {"partial", "score", "top", "prob", "total", "acc"})
-      s << f << ".compute_at(out, ht_t)\n";
-  } else if (spec.kind == "mla") {
-    // As attention: a thread per (head, token) folds W_UK into its query,
-    // does the softmax over the latent rows it sees, and applies W_UV.
-    s << "out.fuse(h, t, ht).gpu_tile(ht, ht_b, ht_t, " << threads(-1, 16) << ", GuardWithIf)\n";
-    for (const char *f : {"qa", "partial", "score", "top", "prob", "total", "acc", "attended",
-                          "out_partial"})
+    std::vector<std::string> funcs = {"partial", "score", "top", "prob", "total", "acc"};
+    if (spec.kind == "mla")
+      funcs.insert(funcs.end(), {"qa", "attended", "out_partial"});
+    for (const std::string &f : funcs)
       s << f << ".compute_at(out, ht_t)\n";
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
     // On Vulkan the GLU is inline in the dot products.
