@@ -67,7 +67,10 @@ class CPUDriver : public moir::rt::Driver {
 public:
   CPUDriver(void *handle, void (*entry)(void **), const uint8_t *weights,
             HugePageCopy copy)
-      : handle(handle), entry(entry), weightsBase(copy.data ? copy.data : weights), copy(copy) {}
+      : handle(handle), entry(entry), weightsBase(copy.data ? copy.data : weights), copy(copy),
+        // Code whose Halide kernels keep KV caches on an OpenCL device
+        // exports it: the device's copies of a buffer are freed with it.
+        forget(reinterpret_cast<void (*)(void *)>(dlsym(handle, "moir_hl_forget"))) {}
   ~CPUDriver() override {
     moir::rt::unloadSharedObject(handle);
     if (copy.data)
@@ -86,7 +89,11 @@ public:
       std::memset(p, 0, rounded);
     return p;
   }
-  void release(void *buffer) override { std::free(buffer); }
+  void release(void *buffer) override {
+    if (forget && buffer)
+      forget(buffer);
+    std::free(buffer);
+  }
   bool hostVisible() const override { return true; }
   moir_status upload(void *dst, const void *src, size_t bytes) override {
     std::memcpy(dst, src, bytes);
@@ -103,6 +110,7 @@ private:
   void (*entry)(void **);
   const uint8_t *weightsBase;
   HugePageCopy copy;
+  void (*forget)(void *);
 };
 
 } // namespace

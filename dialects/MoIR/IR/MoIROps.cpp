@@ -167,3 +167,12 @@ LogicalResult HalideCallOp::verify() {
                              << getInputs().size() << ")";
   return success();
 }
+
+LogicalResult HalideSyncRowsOp::verify() {
+  auto type = cast<RankedTensorType>(getCache().getType());
+  if (getDevice() != "opencl")
+    return emitOpError() << "device '" << getDevice() << "': only OpenCL keeps KV caches on the device";
+  if (type.getRank() < 1 || type.getRank() > 4 || !type.hasStaticShape())
+    return emitOpError() << "cache " << type << " must be static, of rank 1 to 4";
+  return success();
+}

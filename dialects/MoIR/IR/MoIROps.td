@@ -2,8 +2,9 @@
 //
 // The `moir` dialect declares every `moir.*` attribute that the importer, the
 // passes and the backends hand to each other, so that each one has one
-// spelling, one C++ accessor and a verifier; and the one op that hands a
-// computation to another code generator (moir.halide_call).
+// spelling, one C++ accessor and a verifier; and the ops that hand a
+// computation to another code generator (moir.halide_call) and keep a
+// device's copy of a KV cache current (moir.halide_sync_rows).
 //
 //===----------------------------------------------------------------------===//
 
@@ -184,11 +185,13 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
     in its place, and its scales, after the other operands; `params`
     then says which (`packed = "3=u4:32,5=i8:32"`: operand index = form).
 
-    `resident` lists the inputs that hold the same data for the model's
-    lifetime (its weights), by operand index. A device kernel's call
-    (`params.device`) copies those to the device on its first call and keeps
-    them there, shared by every call that reads the same buffer; the other
-    inputs are copied on each call.
+    `resident` lists the inputs a device kernel's call (`params.device`)
+    keeps on the device, by operand index: the weights, which hold the
+    same data for the model's lifetime, and on OpenCL the KV caches that a
+    `moir.halide_sync_rows` keeps current. The first call that reads such
+    a buffer copies it to the device, and every later call (of any kernel)
+    that reads the same buffer uses that copy; the other inputs are copied
+    on each call.
 
     ```mlir
     %n = moir.halide_call "moir_hl_rms_norm_0" "rms_norm"(%x, %w)
@@ -200,6 +203,32 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let assemblyFormat = [{
     $callee $kernel `(` $inputs `)` $params attr-dict `:` functional-type($inputs, $results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoIR_HalideSyncRowsOp : Op<MoIR_Dialect, "halide_sync_rows",
+                               [AllTypesMatch<["cache", "result"]>]> {
+  let summary = "makes a device's copy of a KV cache current in the rows a forward wrote";
+  let description = [{
+    Set by `moir-halide-select-kernels` between an `llm.kv_cache_update` and
+    the device attention kernel that reads the cache (OpenCL). The host's
+    cache stays the one the runtime owns and the graph writes (the update
+    is a host copy of `rows` rows at `offset`); the device keeps a copy of
+    it from the first forward that reads it (`resident` on the kernel's
+    call) and this op copies the rows [offset, offset + rows) to that copy,
+    rounded out to 4 KB (every host row is current, so the extra rows are
+    too). Its result is `cache`, which the kernel reads: a cache of 4096
+    rows is not copied to the device whole on every call.
+
+    ```mlir
+    %k2 = moir.halide_sync_rows %k[%offset, %n] on "opencl" : tensor<4096x8x128xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$cache, Index:$offset, Index:$rows, StrAttr:$device);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $cache `[` $offset `,` $rows `]` `on` $device attr-dict `:` type($cache)
   }];
   let hasVerifier = 1;
 }

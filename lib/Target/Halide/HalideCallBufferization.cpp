@@ -261,24 +261,37 @@ struct Emitter {
     return s;
   }
 
-  /// The descriptor `moir_hl_resident` keeps on the device for input
-  /// `memref`, whose fresh descriptor is `exact` (made with host data to
-  /// copy, unless staged, on Vulkan): the buffer copied there on the first
-  /// call that reads it, found by its address and `signature` (its type's).
+  /// The key a resident buffer's slot has besides its address: a hash of
+  /// its memref type.
+  Value signature(Value memref) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << memref.getType();
+    return constant(d.i64, static_cast<int64_t>(llvm::xxh3_64bits(text)));
+  }
+  Value deviceInterface() {
+    return call(("halide_" + device + "_device_interface").str(), {}, d.ptr);
+  }
+
+  /// The descriptor the kernel gets for resident input `memref`, whose
+  /// fresh descriptor is `exact` (made with host data to copy, unless
+  /// staged, on Vulkan): the one `moir_hl_resident` keeps on the device,
+  /// copied there on the first call that reads the buffer, found by its
+  /// address and signature. Where the table has no room (a process with
+  /// many sessions' caches), `exact` itself: the call copies it as any
+  /// input. Vulkan's staged calls have no such fallback, and assert.
   Value resident(Value memref, Value exact) {
     Value bytes = constant(d.i64, 0), padded = constant(d.i64, 0);
     if (device == "vulkan") {
       bytes = spanBytes(rewriter, loc, memref);
       padded = paddedBytes(bytes);
     }
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    os << memref.getType();
-    int64_t signature = static_cast<int64_t>(llvm::xxh3_64bits(text));
-    Value iface = call(("halide_" + device + "_device_interface").str(), {}, d.ptr);
     Value kept = call(moir::halide::residentFunctionName(),
-                      ValueRange{exact, iface, constant(d.i64, signature), bytes, padded}, d.ptr);
+                      ValueRange{exact, deviceInterface(), signature(memref), bytes, padded},
+                      d.ptr);
     Value ok = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, kept, null());
+    if (device != "vulkan")
+      return LLVM::SelectOp::create(rewriter, loc, ok, kept, exact);
     cf::AssertOp::create(rewriter, loc, ok,
                          ("Halide kernel " + callee + ": keeping a weight on the device failed")
                              .str());
@@ -404,12 +417,15 @@ struct HalideCallBufferization
         for (int64_t i : *resident)
           if (!copied.contains(i) && mayKeep(cast<MemRefType>(buffers[i].getType())))
             kept.insert(static_cast<unsigned>(i));
+    SmallVector<Value> fresh; // the descriptors made for this call
     for (auto [i, b] : llvm::enumerate(buffers)) {
-      Value desc = e.describe(b, /*input=*/!staged);
-      args.push_back(kept.contains(i) ? e.resident(b, desc) : desc);
+      fresh.push_back(e.describe(b, /*input=*/!staged));
+      args.push_back(kept.contains(i) ? e.resident(b, fresh.back()) : fresh.back());
     }
-    for (Value out : outs)
-      args.push_back(e.describe(out, /*input=*/false));
+    for (Value out : outs) {
+      fresh.push_back(e.describe(out, /*input=*/false));
+      args.push_back(fresh.back());
+    }
 
     SmallVector<Staged> stagedBuffers;
     if (staged) {
@@ -426,14 +442,68 @@ struct HalideCallBufferization
     } else if (device) {
       // A device kernel leaves its results on the device and every buffer
       // with a device allocation: copy the results back, free them all
-      // (the descriptors die with this call).
+      // (the descriptors die with this call). A resident input's fresh
+      // descriptor has one only where the table had no room for it.
       for (Value desc : llvm::drop_begin(args, buffers.size()))
         e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
-      for (auto [i, desc] : llvm::enumerate(args))
-        if (!kept.contains(i))
-          e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
+      for (Value desc : fresh)
+        e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
     }
     replaceOpWithBufferizedValues(rewriter, op, outs);
+    return success();
+  }
+};
+
+/// moir.halide_sync_rows: the cache's buffer, unchanged on the host (its
+/// result is that buffer), and a call of `moir_hl_sync_rows` on its
+/// descriptor and the bytes of rows [offset, offset + rows), which asserts
+/// that the copy succeeded (Halide has printed what failed).
+struct HalideSyncRowsBufferization
+    : BufferizableOpInterface::ExternalModel<HalideSyncRowsBufferization,
+                                             moir::HalideSyncRowsOp> {
+  bool bufferizesToMemoryRead(Operation *, OpOperand &, const AnalysisState &) const {
+    return true;
+  }
+  bool bufferizesToMemoryWrite(Operation *, OpOperand &, const AnalysisState &) const {
+    return false;
+  }
+  AliasingValueList getAliasingValues(Operation *op, OpOperand &, const AnalysisState &) const {
+    return {{op->getResult(0), BufferRelation::Equivalent}};
+  }
+
+  LogicalResult bufferize(Operation *op, RewriterBase &rewriter, const BufferizationOptions &options,
+                          BufferizationState &state) const {
+    auto sync = cast<moir::HalideSyncRowsOp>(op);
+    auto func = op->getParentOfType<func::FuncOp>();
+    if (!func)
+      return op->emitOpError("must be inside a function");
+    FailureOr<Value> buffer = getBuffer(rewriter, sync.getCache(), options, state);
+    if (failed(buffer))
+      return failure();
+    auto type = cast<MemRefType>(buffer->getType());
+    if (!type.getLayout().isIdentity() || !mayKeep(type))
+      return op->emitOpError() << "the device keeps only static caches of 1 to "
+                               << moir::halide::kResidentMaxRank
+                               << " dimensions, with the identity layout, not " << type;
+    Location loc = op->getLoc();
+    Emitter e{rewriter, loc, op, func, "moir.halide_sync_rows", Descriptors(op->getContext()),
+              sync.getDevice()};
+    Value desc = e.describe(*buffer, /*input=*/true);
+    int64_t rowBytes = type.getNumElements() / type.getDimSize(0) *
+                       type.getElementTypeBitWidth() / 8;
+    auto bytes = [&](Value rows) -> Value {
+      Value i64 = arith::IndexCastOp::create(rewriter, loc, e.d.i64, rows);
+      return arith::MulIOp::create(rewriter, loc, i64,
+                                   arith::ConstantIntOp::create(rewriter, loc, rowBytes, 64));
+    };
+    Value end = arith::AddIOp::create(rewriter, loc, sync.getOffset(), sync.getRows());
+    int64_t total = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    Value rc = e.call(moir::halide::syncRowsFunctionName(),
+                      ValueRange{desc, e.deviceInterface(), e.signature(*buffer),
+                                 bytes(sync.getOffset()), bytes(end), e.constant(e.d.i64, total)},
+                      e.d.i32);
+    e.check(rc, "moir.halide_sync_rows: copying a KV cache's rows to the device failed");
+    replaceOpWithBufferizedValues(rewriter, op, *buffer);
     return success();
   }
 };
@@ -443,6 +513,7 @@ struct HalideCallBufferization
 void moir::halide::registerHalideCallBufferization(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, moir::MoIRDialect *) {
     moir::HalideCallOp::attachInterface<HalideCallBufferization>(*ctx);
+    moir::HalideSyncRowsOp::attachInterface<HalideSyncRowsBufferization>(*ctx);
     // The dialects whose ops bufferize creates (the descriptors and the
     // call), loaded with the interface as upstream's external models do:
     // a pass that bufferizes a module without them (moir-opt

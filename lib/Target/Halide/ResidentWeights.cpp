@@ -15,12 +15,20 @@
 //     the device (padded > 0: staged through `padded` bytes of host memory
 //     and cropped, as Vulkan's per-call buffers are); returns the slot's
 //     descriptor, or null when the table is full or a copy failed;
+//   - `moir_hl_sync_rows(desc, interface, signature, begin, end, total)`
+//     (moir.halide_sync_rows, OpenCL): the same slot for a KV cache, then
+//     its bytes [begin, end), rounded out to 4 KB, copied from the host
+//     through a crop of the device buffer: the rows the forward wrote;
+//   - `moir_hl_forget(host)`, exported: the runtime calls it before it
+//     frees a session's cache; the slots of that address are freed on the
+//     device and emptied, for later buffers to fill;
 //   - `moir_hl_resident_release`, a destructor that frees the device
 //     buffers when the artifact is unloaded.
 //
 // The table is written here as MLIR's LLVM dialect in text, which reads as
-// the C it stands for; its capacity is @forward's argument count, which
-// bounds the number of weight buffers.
+// the C it stands for; its capacity is four times @forward's argument count
+// (the weights and each live session's caches). When it is full the calls
+// copy their inputs as any other (HalideCallBufferization.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -69,6 +77,7 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
   %capacity = llvm.mlir.constant(@CAPACITY@ : i64) : i64
+  %true = llvm.mlir.constant(true) : i1
   %null = llvm.mlir.zero : !llvm.ptr
   %lock = llvm.mlir.addressof @moir_hl_resident_lock : !llvm.ptr
   %slots = llvm.mlir.addressof @moir_hl_resident_slots : !llvm.ptr
@@ -82,8 +91,9 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   llvm.cond_br %got, ^locked, ^acquire
 ^locked:
   %count = llvm.load %countp : !llvm.ptr -> i64
-  llvm.br ^search(%z : i64)
-^search(%i: i64):
+  %none = llvm.mlir.constant(-1 : i64) : i64
+  llvm.br ^search(%z, %none : i64, i64)
+^search(%i: i64, %free: i64):
   %more = llvm.icmp "ult" %i, %count : i64
   llvm.cond_br %more, ^probe, ^insert
 ^probe:
@@ -95,16 +105,28 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   %samesig = llvm.icmp "eq" %keysig, %sig : i64
   %hit = llvm.and %samehost, %samesig : i1
   %next = llvm.add %i, %one : i64
-  llvm.cond_br %hit, ^found(%slot : !llvm.ptr), ^search(%next : i64)
+  // The first slot moir_hl_forget emptied (key null), to fill before
+  // growing the table.
+  %empty = llvm.icmp "eq" %key, %null : !llvm.ptr
+  %nofree = llvm.icmp "eq" %free, %none : i64
+  %take = llvm.and %empty, %nofree : i1
+  %free1 = llvm.select %take, %i, %free : i1, i64
+  llvm.cond_br %hit, ^found(%slot : !llvm.ptr), ^search(%next, %free1 : i64, i64)
 ^found(%s: !llvm.ptr):
   llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
   %kept = llvm.getelementptr %s[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
   llvm.return %kept : !llvm.ptr
 ^insert:
+  %reuse = llvm.icmp "ne" %free, %none : i64
   %full = llvm.icmp "uge" %count, %capacity : i64
-  llvm.cond_br %full, ^fail, ^fill
+  %grow = llvm.xor %reuse, %true : i1
+  %nowhere = llvm.and %full, %grow : i1
+  %at = llvm.select %reuse, %free, %count : i1, i64
+  %count2 = llvm.add %count, %one : i64
+  %newcount = llvm.select %reuse, %count, %count2 : i1, i64
+  llvm.cond_br %nowhere, ^fail, ^fill
 ^fill:
-  %new = llvm.getelementptr %slots[0, %count] : (!llvm.ptr, i64) -> !llvm.ptr, !table
+  %new = llvm.getelementptr %slots[0, %at] : (!llvm.ptr, i64) -> !llvm.ptr, !table
   %exact = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
   %bufend = llvm.getelementptr %null[1] : (!llvm.ptr) -> !llvm.ptr, !buf
   %bufbytes = llvm.ptrtoint %bufend : !llvm.ptr to i64
@@ -179,13 +201,183 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   llvm.store %host, %new : !llvm.ptr, !llvm.ptr
   %newsig = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
   llvm.store %sig, %newsig : i64, !llvm.ptr
-  %count1 = llvm.add %count, %one : i64
-  llvm.store %count1, %countp : i64, !llvm.ptr
+  llvm.store %newcount, %countp : i64, !llvm.ptr
   llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
   llvm.return %exact : !llvm.ptr
 ^fail:
   llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
   llvm.return %null : !llvm.ptr
+}
+
+// Frees the device buffers of `slot` and empties it (key null).
+llvm.func internal @moir_hl_resident_free(%slot: !llvm.ptr) {
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %exact = llvm.getelementptr %slot[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %pad = llvm.getelementptr %slot[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %paddevp = llvm.getelementptr %pad[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %paddev = llvm.load %paddevp : !llvm.ptr -> i64
+  %staged = llvm.icmp "ne" %paddev, %z : i64
+  llvm.cond_br %staged, ^crop, ^plain
+^crop:
+  %rc1 = llvm.call @halide_device_release_crop(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
+  %rc2 = llvm.call @halide_device_free(%null, %pad) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^empty
+^plain:
+  %rc3 = llvm.call @halide_device_free(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^empty
+^empty:
+  llvm.store %null, %slot : !llvm.ptr, !llvm.ptr
+  %sigp = llvm.getelementptr %slot[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
+  llvm.store %z, %sigp : i64, !llvm.ptr
+  llvm.return
+}
+
+// The runtime calls it before it frees a buffer it handed to @forward (a
+// session's KV cache): the device copies of that buffer are freed and their
+// slots emptied, so a later buffer at the same address is not taken for it
+// and a process that makes many sessions does not fill the table.
+llvm.func @moir_hl_forget(%host: !llvm.ptr) {
+  %i0 = llvm.mlir.constant(0 : i32) : i32
+  %i1 = llvm.mlir.constant(1 : i32) : i32
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %one = llvm.mlir.constant(1 : i64) : i64
+  %lock = llvm.mlir.addressof @moir_hl_resident_lock : !llvm.ptr
+  %slots = llvm.mlir.addressof @moir_hl_resident_slots : !llvm.ptr
+  %countp = llvm.mlir.addressof @moir_hl_resident_count : !llvm.ptr
+  llvm.br ^acquire
+^acquire:
+  %x = llvm.cmpxchg %lock, %i0, %i1 acquire monotonic : !llvm.ptr, i32
+  %got = llvm.extractvalue %x[1] : !llvm.struct<(i32, i1)>
+  llvm.cond_br %got, ^locked, ^acquire
+^locked:
+  %count = llvm.load %countp : !llvm.ptr -> i64
+  llvm.br ^loop(%z : i64)
+^loop(%i: i64):
+  %more = llvm.icmp "ult" %i, %count : i64
+  llvm.cond_br %more, ^body, ^end
+^body:
+  %slot = llvm.getelementptr %slots[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !table
+  %key = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+  %mine = llvm.icmp "eq" %key, %host : !llvm.ptr
+  %n = llvm.add %i, %one : i64
+  llvm.cond_br %mine, ^free, ^loop(%n : i64)
+^free:
+  llvm.call @moir_hl_resident_free(%slot) : (!llvm.ptr) -> ()
+  llvm.br ^loop(%n : i64)
+^end:
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return
+}
+
+// Makes the device's copy of a KV cache current in bytes [begin, end) of
+// its `total`: the buffer kept (copied whole the first time), then a crop
+// of it as bytes, rounded out to 4 KB (OpenCL sub-buffers start at the
+// device's base alignment), copied from the host. 0 also when the table has
+// no room: the calls that read the cache then copy it whole, as any input.
+llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: i64,
+                                      %begin: i64, %end: i64, %total: i64) -> i32 {
+  %i0 = llvm.mlir.constant(0 : i32) : i32
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %one = llvm.mlir.constant(1 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %view = llvm.alloca %one x !buf : (i64) -> !llvm.ptr
+  %crop = llvm.alloca %one x !buf : (i64) -> !llvm.ptr
+  %viewdim = llvm.alloca %one x !llvm.struct<(i32, i32, i32, i32)> : (i64) -> !llvm.ptr
+  %cropdim = llvm.alloca %one x !llvm.struct<(i32, i32, i32, i32)> : (i64) -> !llvm.ptr
+  %kept = llvm.call @moir_hl_resident(%desc, %iface, %sig, %z, %z) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+  %nokept = llvm.icmp "eq" %kept, %null : !llvm.ptr
+  %page = llvm.mlir.constant(4096 : i64) : i64
+  %mask = llvm.mlir.constant(-4096 : i64) : i64
+  %first = llvm.and %begin, %mask : i64
+  %endup = llvm.add %end, %page : i64
+  %endup1 = llvm.sub %endup, %one : i64
+  %last0 = llvm.and %endup1, %mask : i64
+  %over = llvm.icmp "ugt" %last0, %total : i64
+  %last = llvm.select %over, %total, %last0 : i1, i64
+  %nothing = llvm.icmp "uge" %first, %last : i64
+  %skip = llvm.or %nokept, %nothing : i1
+  llvm.cond_br %skip, ^done(%i0 : i32), ^copy
+^copy:
+  %u8code = llvm.mlir.constant(1 : i8) : i8
+  %u8bits = llvm.mlir.constant(8 : i8) : i8
+  %lanes = llvm.mlir.constant(1 : i16) : i16
+  %d0 = llvm.mlir.constant(0 : i32) : i32
+  %d1 = llvm.mlir.constant(1 : i32) : i32
+  %devp = llvm.getelementptr %kept[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %dev = llvm.load %devp : !llvm.ptr -> i64
+  %kifacep = llvm.getelementptr %kept[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %kiface = llvm.load %kifacep : !llvm.ptr -> !llvm.ptr
+  %khostp = llvm.getelementptr %kept[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %khost = llvm.load %khostp : !llvm.ptr -> !llvm.ptr
+  // The kept buffer as bytes: the same device allocation, one dimension.
+  %total32 = llvm.trunc %total : i64 to i32
+  %vd0 = llvm.getelementptr %viewdim[0, 0] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %d0, %vd0 : i32, !llvm.ptr
+  %vd1 = llvm.getelementptr %viewdim[0, 1] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %total32, %vd1 : i32, !llvm.ptr
+  %vd2 = llvm.getelementptr %viewdim[0, 2] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %d1, %vd2 : i32, !llvm.ptr
+  %vd3 = llvm.getelementptr %viewdim[0, 3] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %d0, %vd3 : i32, !llvm.ptr
+  %v0 = llvm.getelementptr %view[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %dev, %v0 : i64, !llvm.ptr
+  %v1 = llvm.getelementptr %view[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %kiface, %v1 : !llvm.ptr, !llvm.ptr
+  %v2 = llvm.getelementptr %view[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %khost, %v2 : !llvm.ptr, !llvm.ptr
+  %v3 = llvm.getelementptr %view[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %v3 : i64, !llvm.ptr
+  %v4 = llvm.getelementptr %view[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8code, %v4 : i8, !llvm.ptr
+  %v5 = llvm.getelementptr %view[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8bits, %v5 : i8, !llvm.ptr
+  %v6 = llvm.getelementptr %view[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %lanes, %v6 : i16, !llvm.ptr
+  %v7 = llvm.getelementptr %view[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %d1, %v7 : i32, !llvm.ptr
+  %v8 = llvm.getelementptr %view[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %viewdim, %v8 : !llvm.ptr, !llvm.ptr
+  %v9 = llvm.getelementptr %view[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %v9 : !llvm.ptr, !llvm.ptr
+  // Its crop [first, last): the host's bytes there are current.
+  %first32 = llvm.trunc %first : i64 to i32
+  %span = llvm.sub %last, %first : i64
+  %span32 = llvm.trunc %span : i64 to i32
+  %cd0 = llvm.getelementptr %cropdim[0, 0] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %first32, %cd0 : i32, !llvm.ptr
+  %cd1 = llvm.getelementptr %cropdim[0, 1] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %span32, %cd1 : i32, !llvm.ptr
+  %cd2 = llvm.getelementptr %cropdim[0, 2] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %d1, %cd2 : i32, !llvm.ptr
+  %cd3 = llvm.getelementptr %cropdim[0, 3] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  llvm.store %d0, %cd3 : i32, !llvm.ptr
+  %bufend = llvm.getelementptr %null[1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %bufbytes = llvm.ptrtoint %bufend : !llvm.ptr to i64
+  "llvm.intr.memcpy"(%crop, %view, %bufbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  %c0 = llvm.getelementptr %crop[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %c0 : i64, !llvm.ptr
+  %c1 = llvm.getelementptr %crop[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %c1 : !llvm.ptr, !llvm.ptr
+  %chost = llvm.getelementptr %khost[%first] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+  %c2 = llvm.getelementptr %crop[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %chost, %c2 : !llvm.ptr, !llvm.ptr
+  %c8 = llvm.getelementptr %crop[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %cropdim, %c8 : !llvm.ptr, !llvm.ptr
+  %rc1 = llvm.call @halide_device_crop(%null, %view, %crop) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  %cropped = llvm.icmp "eq" %rc1, %i0 : i32
+  llvm.cond_br %cropped, ^write, ^done(%rc1 : i32)
+^write:
+  %dirty = llvm.mlir.constant(1 : i64) : i64
+  %c3 = llvm.getelementptr %crop[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %dirty, %c3 : i64, !llvm.ptr
+  %rc2 = llvm.call @halide_copy_to_device(%null, %crop, %kiface) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  llvm.store %z, %c3 : i64, !llvm.ptr
+  %rc3 = llvm.call @halide_device_release_crop(%null, %crop) : (!llvm.ptr, !llvm.ptr) -> i32
+  %rc = llvm.or %rc2, %rc3 : i32
+  llvm.br ^done(%rc : i32)
+^done(%r: i32):
+  llvm.return %r : i32
 }
 
 llvm.func internal @moir_hl_resident_release() {
@@ -201,18 +393,11 @@ llvm.func internal @moir_hl_resident_release() {
   llvm.cond_br %more, ^body, ^end
 ^body:
   %slot = llvm.getelementptr %slots[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !table
-  %exact = llvm.getelementptr %slot[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
-  %pad = llvm.getelementptr %slot[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
-  %paddevp = llvm.getelementptr %pad[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  %paddev = llvm.load %paddevp : !llvm.ptr -> i64
-  %staged = llvm.icmp "ne" %paddev, %z : i64
-  llvm.cond_br %staged, ^crop, ^plain
-^crop:
-  %rc1 = llvm.call @halide_device_release_crop(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
-  %rc2 = llvm.call @halide_device_free(%null, %pad) : (!llvm.ptr, !llvm.ptr) -> i32
-  llvm.br ^next
-^plain:
-  %rc3 = llvm.call @halide_device_free(%null, %exact) : (!llvm.ptr, !llvm.ptr) -> i32
+  %key = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+  %empty = llvm.icmp "eq" %key, %null : !llvm.ptr
+  llvm.cond_br %empty, ^next, ^free
+^free:
+  llvm.call @moir_hl_resident_free(%slot) : (!llvm.ptr) -> ()
   llvm.br ^next
 ^next:
   %n = llvm.add %i, %one : i64
@@ -244,8 +429,12 @@ struct HalideResidentWeightsPass
     : moir::impl::HalideResidentWeightsPassBase<HalideResidentWeightsPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto declared = module.lookupSymbol<LLVM::LLVMFuncOp>(moir::halide::residentFunctionName());
-    if (!declared || !declared.isExternal())
+    auto declared = [&](StringRef name) {
+      auto f = module.lookupSymbol<LLVM::LLVMFuncOp>(name);
+      return f && f.isExternal();
+    };
+    if (!declared(moir::halide::residentFunctionName()) &&
+        !declared(moir::halide::syncRowsFunctionName()))
       return;
     auto forward = module.lookupSymbol<LLVM::LLVMFuncOp>("forward");
     if (!forward) {
@@ -264,7 +453,9 @@ struct HalideResidentWeightsPass
       for (size_t at; (at = text.find(from.str())) != std::string::npos;)
         text.replace(at, from.size(), to);
     };
-    replace("@CAPACITY@", std::to_string(std::max<unsigned>(forward.getNumArguments(), 1)));
+    // Four slots per argument: a weight takes one, a KV cache one per live
+    // session (moir_hl_forget empties it when the session ends).
+    replace("@CAPACITY@", std::to_string(4 * std::max<unsigned>(forward.getNumArguments(), 1)));
     replace("@DIMS@", paddedDimStores());
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {

@@ -236,8 +236,8 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
       params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
     } else if (auto attention = dyn_cast<llm::AttentionOp>(op)) {
-      // f32 queries over a float cache (on a device the caches are copied
-      // per call: they are not weights).
+      // f32 queries over a float cache (on OpenCL the caches stay on the
+      // device, syncCaches; on Vulkan they are copied per call).
       auto query = cast<RankedTensorType>(attention.getQuery().getType());
       if (!want("attention") || !isF32(attention.getQuery()) ||
           query.getRank() != 3 || ShapedType::isDynamic(query.getDimSize(1)) ||
@@ -245,6 +245,7 @@ struct HalideSelectKernelsPass
           !staticFloat(attention.getValue(), 3) || !isF32(attention.getResult()))
         return;
       kind = "attention";
+      syncCaches(op);
       params.push_back(b.getNamedAttr("scale", b.getF64FloatAttr(attention.getScale().convertToDouble())));
       if (std::optional<int64_t> window = attention.getSlidingWindow())
         params.push_back(b.getNamedAttr("window", b.getI64IntegerAttr(*window)));
@@ -261,6 +262,7 @@ struct HalideSelectKernelsPass
           !isF32(attend.getResult()))
         return;
       kind = "mla";
+      syncCaches(op);
       params.push_back(
           b.getNamedAttr("scale", b.getF64FloatAttr(attend.getScale().convertToDouble())));
       if (attend.getPrefillForm() == mla::Form::materialized) {
@@ -311,6 +313,41 @@ struct HalideSelectKernelsPass
     }
 
     emit(op, op->getOperands(), kind, params);
+  }
+
+  /// On OpenCL, the KV caches `op` reads stay on the device: each operand
+  /// an `llm.kv_cache_update` writes (static, at most 4 dimensions, as
+  /// every resident buffer) is read through a `moir.halide_sync_rows` of
+  /// the rows it wrote, which the call then keeps resident (emit). Also in
+  /// front of MLIR's prefill of a decode-only kernel (emitDecodeOnly): the
+  /// device's copy must see every forward's rows.
+  void syncCaches(Operation *op) {
+    if (device != "opencl")
+      return;
+    OpBuilder builder(op);
+    Location loc = op->getLoc();
+    Value zero; // at the function's start, as fewTokensBranch's constants
+    for (OpOperand &operand : op->getOpOperands()) {
+      auto update = operand.get().getDefiningOp<llm::KVCacheUpdateOp>();
+      auto type = update ? cast<RankedTensorType>(update.getType()) : RankedTensorType();
+      if (!update || !type.hasStaticShape() || type.getRank() > 4)
+        continue;
+      if (!zero) {
+        OpBuilder entry(op->getContext());
+        entry.setInsertionPointToStart(
+            &op->getParentOfType<FunctionOpInterface>().getFunctionBody().front());
+        zero = arith::ConstantIndexOp::create(entry, loc, 0);
+      }
+      Value rows = tensor::DimOp::create(builder, loc, update.getUpdate(), zero);
+      auto sync = moir::HalideSyncRowsOp::create(builder, loc, type, update.getResult(),
+                                                 update.getOffset(), rows,
+                                                 builder.getStringAttr(device));
+      if (std::optional<int64_t> layer = moir::attrs::getLayer(op)) {
+        moir::attrs::setLayer(sync, *layer);
+        moir::attrs::setLayer(rows.getDefiningOp(), *layer);
+      }
+      operand.set(sync.getResult());
+    }
   }
 
   /// At `builder`: `scf.if (dim(tokens, 0) < 4)` with both regions and
@@ -407,11 +444,12 @@ struct HalideSelectKernelsPass
     OpBuilder builder(op);
     Location loc = op->getLoc();
     TypeRange resultTypes = op->getResultTypes();
-    // On a device the weights stay there between calls (MoIROps.td).
+    // On a device the weights stay there between calls, and so do the KV
+    // caches a moir.halide_sync_rows keeps current (MoIROps.td).
     SmallVector<int64_t> resident;
     if (device != "host")
       for (auto [i, v] : llvm::enumerate(operands))
-        if (isa_and_nonnull<llm::WeightRefOpInterface>(v.getDefiningOp()))
+        if (isa_and_nonnull<llm::WeightRefOpInterface, moir::HalideSyncRowsOp>(v.getDefiningOp()))
           resident.push_back(static_cast<int64_t>(i));
     auto call = [&](StringRef variant) -> ValueRange {
       SmallVector<NamedAttribute> all(params.begin(), params.end());

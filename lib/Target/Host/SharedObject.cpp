@@ -117,10 +117,13 @@ Expected<std::string> emitSharedObject(mlir::ModuleOp module, const HostOptions 
     return error("translation to LLVM IR failed");
   llvmModule->setTargetTriple(triple);
   llvmModule->setDataLayout(machine->createDataLayout());
-  // Only the entry is exported, and the hooks that linked objects call
-  // (halide_*: the Halide kernels' parallel loops on the runtime's pool).
+  // Only the entry is exported, the hooks that linked objects call
+  // (halide_*: the Halide kernels' parallel loops on the runtime's pool),
+  // and the one the runtime calls before it frees a session's cache
+  // (moir_hl_forget: device copies of KV caches, ResidentWeights.cpp).
   for (Function &f : *llvmModule)
-    if (!f.isDeclaration() && f.getName() != "moir_forward" && !f.getName().starts_with("halide_"))
+    if (!f.isDeclaration() && f.getName() != "moir_forward" && f.getName() != "moir_hl_forget" &&
+        !f.getName().starts_with("halide_"))
       f.setLinkage(GlobalValue::InternalLinkage);
 
   auto optimize = mlir::makeOptimizingTransformer(options.optLevel, 0, machine.get());

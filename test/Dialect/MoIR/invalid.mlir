@@ -54,3 +54,20 @@ func.func private @f(%x: index {moir.arg = #moir.arg<cache, ["w"]>})
 
 // expected-error @+1 {{unknown MoIR argument attribute 'moir.weight'}}
 func.func private @f(%x: index {moir.weight})
+
+// -----
+
+// Only OpenCL keeps KV caches on the device this way.
+func.func @sync_vulkan(%c: tensor<16x2x8xf32>, %o: index, %n: index) -> tensor<16x2x8xf32> {
+  // expected-error @+1 {{device 'vulkan': only OpenCL keeps KV caches on the device}}
+  %r = moir.halide_sync_rows %c[%o, %n] on "vulkan" : tensor<16x2x8xf32>
+  return %r : tensor<16x2x8xf32>
+}
+
+// -----
+
+func.func @sync_dynamic(%c: tensor<?x2x8xf32>, %o: index, %n: index) -> tensor<?x2x8xf32> {
+  // expected-error @+1 {{cache 'tensor<?x2x8xf32>' must be static, of rank 1 to 4}}
+  %r = moir.halide_sync_rows %c[%o, %n] on "opencl" : tensor<?x2x8xf32>
+  return %r : tensor<?x2x8xf32>
+}

@@ -23,3 +23,11 @@ module attributes {moir.family = "LlamaForCausalLM", moir.source = "model",
   }
   func.func private @g() attributes {moir.abi = array<i64: 1, -1>, moir.serial, moir.warp_reduce, moir.host_copy}
 }
+
+// moir.halide_sync_rows round-trips.
+// CHECK-LABEL: func.func @sync_rows
+// CHECK: moir.halide_sync_rows %arg0[%arg1, %arg2] on "opencl" : tensor<16x2x8xf32>
+func.func @sync_rows(%c: tensor<16x2x8xf32>, %o: index, %n: index) -> tensor<16x2x8xf32> {
+  %r = moir.halide_sync_rows %c[%o, %n] on "opencl" : tensor<16x2x8xf32>
+  return %r : tensor<16x2x8xf32>
+}

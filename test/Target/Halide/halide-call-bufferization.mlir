@@ -28,16 +28,21 @@ func.func @pick(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %decode: i1) -> ten
 
 // A device call's resident weight (%w) is handed to moir_hl_resident, which
 // keeps it on the device (moir-halide-resident-weights defines it): its
-// descriptor is the one the kernel gets, and the call frees only the other
-// buffers' device copies (the input's and the result's).
+// descriptor is the one the kernel gets. Where the table has no room (null),
+// the call passes the weight's own descriptor, which Halide copies as any
+// input. The call frees the device copies of the descriptors it made (the
+// input's, the weight's own, which has one only in that case, and the
+// result's), never the kept one.
 // CHECK-LABEL: func.func @resident
 // CHECK: %[[IFACE:.*]] = call @halide_opencl_device_interface()
-// CHECK: %[[KEPT:.*]] = call @moir_hl_resident(%{{.*}}, %[[IFACE]], %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
-// CHECK: cf.assert %{{.*}}, "Halide kernel moir_hl_linear_dev: keeping a weight on the device failed"
-// CHECK: call @moir_hl_linear_dev(%[[X:.*]], %[[KEPT]], %[[OUT:.*]]) :
+// CHECK: %[[KEPT:.*]] = call @moir_hl_resident(%[[W:.*]], %[[IFACE]], %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+// CHECK: %[[OK:.*]] = llvm.icmp "ne" %[[KEPT]], %{{.*}} : !llvm.ptr
+// CHECK: %[[ARG:.*]] = llvm.select %[[OK]], %[[KEPT]], %[[W]] : i1, !llvm.ptr
+// CHECK-NOT: cf.assert {{.*}}keeping
+// CHECK: call @moir_hl_linear_dev(%[[X:.*]], %[[ARG]], %[[OUT:.*]]) :
 // CHECK: call @halide_copy_to_host(%{{.*}}, %[[OUT]])
 // CHECK: call @halide_device_free(%{{.*}}, %[[X]])
-// CHECK-NOT: call @halide_device_free(%{{.*}}, %[[KEPT]])
+// CHECK: call @halide_device_free(%{{.*}}, %[[W]])
 // CHECK: call @halide_device_free(%{{.*}}, %[[OUT]])
 // CHECK-NOT: halide_device_free
 // CHECK: return
@@ -56,4 +61,28 @@ func.func @resident_copied(%x: tensor<1x32xf32>, %w: tensor<32x64xf32>) -> tenso
   %s = tensor.extract_slice %w[0, 0] [32, 32] [1, 2] : tensor<32x64xf32> to tensor<32x32xf32>
   %y = moir.halide_call "moir_hl_linear_dev2" "linear"(%x, %s) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<1x32xf32>, tensor<32x32xf32>) -> tensor<1x32xf32>
   return %y : tensor<1x32xf32>
+}
+
+// moir.halide_sync_rows: the cache's own buffer (no copy on the host), and
+// moir_hl_sync_rows on its descriptor with the bytes of rows [offset, offset
+// + rows) (a row of 2 x 64 f32 is 512 bytes) and the buffer's 65536; the
+// attention kernel then reads the kept copy.
+// CHECK-LABEL: func.func @sync_rows
+// CHECK-SAME: (%[[Q:.*]]: memref<1x8x64xf32>, %[[K:.*]]: memref<128x2x64xf32>, %[[OFF:.*]]: index, %[[N:.*]]: index
+// CHECK: %[[IFACE:.*]] = call @halide_opencl_device_interface()
+// CHECK: %[[FIRST:.*]] = arith.index_cast %[[OFF]] : index to i64
+// CHECK: %[[BEGIN:.*]] = arith.muli %[[FIRST]], %c512_i64 : i64
+// CHECK: %[[END:.*]] = arith.muli %{{.*}}, %c512_i64{{.*}} : i64
+// CHECK: %[[TOTAL:.*]] = llvm.mlir.constant(65536 : i64) : i64
+// CHECK: %[[RC:.*]] = call @moir_hl_sync_rows(%{{.*}}, %[[IFACE]], %{{.*}}, %[[BEGIN]], %[[END]], %[[TOTAL]]) : (!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> i32
+// CHECK: cf.assert %{{.*}}, "moir.halide_sync_rows: copying a KV cache's rows to the device failed"
+// CHECK: call @moir_hl_resident(
+// CHECK: call @moir_hl_attention_dev(
+// CHECK-NOT: memref.copy
+// CHECK: return
+func.func @sync_rows(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %off: index, %n: index,
+                     %p: tensor<1xi64>) -> tensor<1x8x64xf32> {
+  %ks = moir.halide_sync_rows %k[%off, %n] on "opencl" : tensor<128x2x64xf32>
+  %o = moir.halide_call "moir_hl_attention_dev" "attention"(%q, %ks, %ks, %p) {device = "opencl", scale = 0.125 : f64} {resident = array<i64: 1, 2>} : (tensor<1x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<1xi64>) -> tensor<1x8x64xf32>
+  return %o : tensor<1x8x64xf32>
 }

@@ -2,12 +2,13 @@
 
 // The bufferization declared moir_hl_resident (a device call reads a
 // weight): the pass defines it, the table sized by @forward's arguments
-// (3), its count and lock, and a destructor that frees the device buffers.
-// The module's own declarations stay, once each.
+// (four slots each: 12), its count and lock, moir_hl_forget (exported, for
+// the runtime), moir_hl_sync_rows, and a destructor that frees the device
+// buffers. The module's own declarations stay, once each.
 // CHECK-LABEL: module
 // CHECK-COUNT-1: llvm.func @halide_malloc(!llvm.ptr, i64) -> !llvm.ptr
 // CHECK-NOT: llvm.func @halide_malloc
-// CHECK: llvm.mlir.global internal @moir_hl_resident_slots() {{.*}} : !llvm.array<3 x struct<(ptr, i64, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, array<4 x struct<(i32, i32, i32, i32)>>)>>
+// CHECK: llvm.mlir.global internal @moir_hl_resident_slots() {{.*}} : !llvm.array<12 x struct<(ptr, i64, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, array<4 x struct<(i32, i32, i32, i32)>>)>>
 // CHECK: llvm.mlir.global internal @moir_hl_resident_count(0 : i64)
 // CHECK: llvm.mlir.global internal @moir_hl_resident_lock(0 : i32)
 // CHECK: llvm.func internal @moir_hl_resident(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64) -> !llvm.ptr
@@ -15,22 +16,55 @@
 // CHECK: llvm.cmpxchg {{.*}} acquire monotonic
 // CHECK: llvm.icmp "eq" {{.*}} : !llvm.ptr
 // CHECK: llvm.icmp "eq" {{.*}} : i64
-// else copied to the device, directly or staged and cropped:
+// else a slot moir_hl_forget emptied (key null) is filled, or the next one:
+// CHECK: llvm.select %{{.*}}, %{{.*}}, %{{.*}} : i1, i64
+// CHECK: llvm.select %{{.*}}, %{{.*}}, %{{.*}} : i1, i64
+// the buffer copied to the device, directly or staged and cropped:
 // CHECK: llvm.call @halide_copy_to_device
 // CHECK: llvm.call @halide_malloc
 // CHECK: llvm.call @halide_copy_to_device
 // CHECK: llvm.call @halide_device_crop
 // CHECK: llvm.call @halide_free
 // CHECK: llvm.store {{.*}} atomic release
-// CHECK: llvm.func internal @moir_hl_resident_release()
+// A slot's device buffers freed, its key emptied:
+// CHECK: llvm.func internal @moir_hl_resident_free(%{{.*}}: !llvm.ptr)
 // CHECK: llvm.call @halide_device_release_crop
 // CHECK: llvm.call @halide_device_free
 // CHECK: llvm.call @halide_device_free
+// The runtime's hook, under the lock, for every slot of that address:
+// CHECK: llvm.func @moir_hl_forget(%{{.*}}: !llvm.ptr)
+// CHECK: llvm.cmpxchg
+// CHECK: llvm.call @moir_hl_resident_free
+// CHECK: llvm.store {{.*}} atomic release
+// A KV cache's rows: the kept buffer, then a crop of its bytes rounded out
+// to 4 KB, copied from the host:
+// CHECK: llvm.func internal @moir_hl_sync_rows(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64) -> i32
+// CHECK: llvm.call @moir_hl_resident(
+// CHECK: llvm.mlir.constant(-4096 : i64)
+// CHECK: llvm.call @halide_device_crop
+// CHECK: llvm.call @halide_copy_to_device
+// CHECK: llvm.call @halide_device_release_crop
+// CHECK: llvm.func internal @moir_hl_resident_release()
+// CHECK: llvm.call @moir_hl_resident_free
 // CHECK: llvm.mlir.global_dtors dtors = [@moir_hl_resident_release], priorities = [65535 : i32]
 // CHECK-NOT: llvm.func @moir_hl_resident(
 llvm.func @moir_hl_resident(!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
 llvm.func @halide_malloc(!llvm.ptr, i64) -> !llvm.ptr
 llvm.func @forward(%a: !llvm.ptr, %b: !llvm.ptr, %c: i64) {
+  llvm.return
+}
+
+// -----
+
+// Only moir.halide_sync_rows' function declared (a cache read on the device
+// through it): the same definitions, the declaration replaced.
+// CHECK-LABEL: module
+// CHECK: llvm.func internal @moir_hl_resident(
+// CHECK: llvm.func @moir_hl_forget(
+// CHECK: llvm.func internal @moir_hl_sync_rows(
+// CHECK-NOT: llvm.func @moir_hl_sync_rows(
+llvm.func @moir_hl_sync_rows(!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> i32
+llvm.func @forward(%a: !llvm.ptr) {
   llvm.return
 }
 

@@ -213,7 +213,7 @@ func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: te
 // -----
 
 // Attention over a float cache: its scale and window as params; on a device
-// too (the caches are not weights: copied per call).
+// too (caches that no llm.kv_cache_update writes are copied per call).
 // CHECK-LABEL: func.func @attention
 // CHECK: moir.halide_call "moir_hl_attention_{{[0-9a-f]+}}" "attention"(%arg0, %arg1, %arg2, %arg3) {scale = 1.250000e-01 : f64, window = 16 : i64}
 // CHECK-NOT: llm.attention
@@ -227,6 +227,37 @@ func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: te
 func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tensor<128x2x64xbf16>, %p: tensor<?xi64>) -> tensor<?x8x64xf32> {
   %o = llm.attention %q, %k, %v, %p scale = 0.125 window = 16 flash : (tensor<?x8x64xf32>, tensor<128x2x64xbf16>, tensor<128x2x64xbf16>, tensor<?xi64>) -> tensor<?x8x64xf32>
   return %o : tensor<?x8x64xf32>
+}
+
+// -----
+
+// On OpenCL the caches a forward writes stay on the device: attention (and
+// MLA, and MLIR's prefill beside a decode-only kernel) reads each through a
+// moir.halide_sync_rows of the rows the update wrote, resident. On Vulkan
+// and the host, the caches are read as the update leaves them.
+// DEVICE-LABEL: func.func @cache_rows
+// DEVICE: %[[C0:.*]] = arith.constant 0 : index
+// DEVICE: %[[K:.*]] = llm.kv_cache_update %arg1 into %arg3[%arg5]
+// DEVICE: %[[V:.*]] = llm.kv_cache_update %arg2 into %arg4[%arg5]
+// DEVICE: %[[KN:.*]] = tensor.dim {moir.layer = 3 : i64} %arg1, %[[C0]] : tensor<?x2x64xf32>
+// DEVICE: %[[KS:.*]] = moir.halide_sync_rows %[[K]][%arg5, %[[KN]]] on "opencl" {moir.layer = 3 : i64} : tensor<128x2x64xf32>
+// DEVICE: %[[VN:.*]] = tensor.dim {moir.layer = 3 : i64} %arg2, %[[C0]] : tensor<?x2x64xf32>
+// DEVICE: %[[VS:.*]] = moir.halide_sync_rows %[[V]][%arg5, %[[VN]]] on "opencl" {moir.layer = 3 : i64} : tensor<128x2x64xf32>
+// DEVICE: moir.halide_call {{.*}} "attention"(%arg0, %[[KS]], %[[VS]], %arg6) {device = "opencl", scale = 1.250000e-01 : f64} {moir.layer = 3 : i64, resident = array<i64: 1, 2>}
+// DEVICE: return {{.*}}, %[[K]], %[[V]]
+// VULKAN-LABEL: func.func @cache_rows
+// VULKAN-NOT: halide_sync_rows
+// VULKAN: moir.halide_call {{.*}} "attention"(%arg0, %{{.*}}, %{{.*}}, %arg6) {device = "vulkan", scale = 1.250000e-01 : f64} {moir.layer = 3 : i64} :
+// CHECK-LABEL: func.func @cache_rows
+// CHECK-NOT: halide_sync_rows
+// CHECK-NOT: resident
+func.func @cache_rows(%q: tensor<?x8x64xf32>, %kn: tensor<?x2x64xf32>, %vn: tensor<?x2x64xf32>,
+                      %k: tensor<128x2x64xf32>, %v: tensor<128x2x64xf32>, %off: index, %p: tensor<?xi64>)
+    -> (tensor<?x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>) {
+  %k2 = llm.kv_cache_update %kn into %k[%off] {moir.layer = 3 : i64} : tensor<?x2x64xf32> into tensor<128x2x64xf32>
+  %v2 = llm.kv_cache_update %vn into %v[%off] {moir.layer = 3 : i64} : tensor<?x2x64xf32> into tensor<128x2x64xf32>
+  %o = llm.attention %q, %k2, %v2, %p scale = 0.125 flash {moir.layer = 3 : i64} : (tensor<?x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<?xi64>) -> tensor<?x8x64xf32>
+  return %o, %k2, %v2 : tensor<?x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>
 }
 
 // -----

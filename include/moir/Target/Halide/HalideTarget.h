@@ -38,6 +38,13 @@ void registerHalideCallBufferization(mlir::DialectRegistry &registry);
 /// signature, i64 bytes, i64 padded_bytes)`, declared by the bufferization
 /// and defined by moir-halide-resident-weights (ResidentWeights.cpp).
 inline llvm::StringLiteral residentFunctionName() { return "moir_hl_resident"; }
+/// The function moir.halide_sync_rows calls: `i32 moir_hl_sync_rows(ptr
+/// descriptor, ptr device_interface, i64 signature, i64 begin, i64 end, i64
+/// total)` (bytes), also defined by moir-halide-resident-weights.
+inline llvm::StringLiteral syncRowsFunctionName() { return "moir_hl_sync_rows"; }
+/// What the artifact exports for the runtime to call before it frees a
+/// buffer it handed to @forward: `void moir_hl_forget(void *host)`.
+inline llvm::StringLiteral forgetFunctionName() { return "moir_hl_forget"; }
 /// The most dimensions a resident descriptor keeps.
 constexpr int64_t kResidentMaxRank = 4;
 } // namespace halide
