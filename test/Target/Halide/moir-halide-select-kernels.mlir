@@ -178,6 +178,13 @@ func.func @router(%x: tensor<?x64xf32>, %w: tensor<16x64xbf16>, %b: tensor<16xf3
 // CHECK: return %[[Y]]
 // UNFUSED-LABEL: func.func @experts
 // UNFUSED: moe.fused_experts
+// On OpenCL too; on Vulkan they stay on MLIR (wrong on lavapipe at most
+// shapes, docs/halide.md).
+// DEVICE-LABEL: func.func @experts
+// DEVICE: moir.halide_call {{.*}} "experts"({{.*}}) {activation = "silu", device = "opencl", variant = "decode"}
+// VULKAN-LABEL: func.func @experts
+// VULKAN-NOT: "experts"
+// VULKAN: moe.fused_experts
 func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
                    %wg: tensor<8x32x64xbf16>, %wu: tensor<8x32x64xbf16>, %wd: tensor<8x64x32xbf16>,
                    %sg: tensor<64x64xf32>, %su: tensor<64x64xf32>, %sd: tensor<64x64xf32>) -> tensor<?x64xf32> {
