@@ -110,6 +110,23 @@ bool isI32(Value v) {
   return type && type.getElementType().isInteger(32);
 }
 
+/// Whether Vulkan's experts kernel takes `experts`: its hidden rows (FFN x
+/// top-k floats a token) and the shared expert's (its FFN) are multiples of
+/// 16 floats (Generator/Kernels.cpp, vulkanRootFuncs).
+bool vulkanExperts(moe::FusedExpertsOp experts) {
+  auto gate = dyn_cast<RankedTensorType>(experts.getGate().getType());
+  auto ids = dyn_cast<RankedTensorType>(experts.getIds().getType());
+  if (!gate || !ids || gate.getRank() != 3 || ids.getRank() != 2 ||
+      ShapedType::isDynamic(gate.getDimSize(1)) || ShapedType::isDynamic(ids.getDimSize(1)) ||
+      gate.getDimSize(1) * ids.getDimSize(1) % 16 != 0)
+    return false;
+  if (!experts.hasSharedExpert())
+    return true;
+  auto shared = dyn_cast<RankedTensorType>(experts.getSharedGateProj().getType());
+  return shared && shared.getRank() == 2 && !ShapedType::isDynamic(shared.getDimSize(0)) &&
+         shared.getDimSize(0) % 16 == 0;
+}
+
 /// `moir_hl_<kind>_<hash of kind, types and params>`.
 std::string calleeName(StringRef kind, ValueRange operands, TypeRange results,
                        DictionaryAttr params) {
@@ -295,12 +312,13 @@ struct HalideSelectKernelsPass
       std::optional<StringRef> act = activationName(experts.getActivation());
       // Act-order experts (input_order) stay on the MLIR path, which
       // gathers, and so do W8A8 ones (activation_quant), which quantizes.
-      // So do all experts on Vulkan: on lavapipe the experts kernel gave
-      // wrong results on random Mixtral-shaped models (hidden 96, 256 and
-      // 1024; right at hidden 100, FFN 170, top-2 of 4, the only shape
-      // tested before), not from its weights kept on the device, its
-      // threads per block or its scalar arguments (docs/halide.md).
-      if (!want("experts") || !act || device == "vulkan" || experts.getInputOrder() || experts.getActivationQuant() ||
+      // On Vulkan, only experts whose hidden rows (FFN x top-k floats a
+      // token, and the shared expert's FFN) are a multiple of 16 floats:
+      // the kernel stores them at the root, where Halide 21's Vulkan
+      // allocator binds only multiples of 64 bytes right on lavapipe.
+      // Computed inside each output thread instead, the logits were wrong
+      // there at hidden 256 and 1024 (docs/halide.md).
+      if (!want("experts") || !act || (device == "vulkan" && !vulkanExperts(experts)) || experts.getInputOrder() || experts.getActivationQuant() ||
           !isF32(experts.getInput()) ||
           cast<RankedTensorType>(experts.getInput().getType()).getRank() != 2 ||
           !staticInner(experts.getInput()) || !isI32(experts.getIds()) ||

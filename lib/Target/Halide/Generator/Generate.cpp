@@ -120,13 +120,15 @@ Target withDevice(Target target, const KernelSpec &spec) {
 /// misbinds and overruns allocations whose size is not a multiple of 64
 /// bytes on lavapipe (docs/halide.md). The default schedules compute such
 /// Funcs inside out's GPU threads; an edited schedule that stores one at the
-/// root is refused, naming it.
+/// root is refused, naming it. Funcs whose buffer is such a multiple for
+/// every token count (vulkanRootFuncs) may be stored there.
 void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::string &origin) {
   auto device = spec.strings.find("device");
   if (device == spec.strings.end() || device->second != "vulkan")
     return;
+  std::set<std::string> allowed = vulkanRootFuncs(spec);
   for (auto &[name, func] : kernel.funcs) {
-    if (name == "out" || !func.defined())
+    if (name == "out" || !func.defined() || allowed.count(name))
       continue;
     // A schedule's loop levels can be inspected only once locked (as
     // lowering does): a copy of each is.

@@ -539,6 +539,10 @@ int sumLanes(const KernelSpec &spec, int64_t k) {
   bool streams = (spec.kind == "experts" || spec.kind == "linear" || spec.kind == "glu_linear") &&
                  isDecode(spec);
   int want = onHost(spec) && streams ? 4 * lanes : lanes;
+  // One lane of partial sums in Vulkan's experts kernel: with 16 (hidden 96,
+  // FFN 160) its logits were wrong on lavapipe, with one right.
+  if (!onHost(spec) && spec.kind == "experts" && spec.strings.at("device") == "vulkan")
+    want = 1;
   for (const TensorSpec &t : spec.inputs)
     if (!t.packed.empty())
       want = std::min(want, t.packed[0] == 'u' ? 16 : packedGroup(t.packed));
@@ -1251,6 +1255,20 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
   return k;
 }
 
+std::set<std::string> vulkanRootFuncs(const KernelSpec &spec) {
+  std::set<std::string> funcs;
+  if (spec.kind != "experts" || spec.inputs.size() < 6)
+    return funcs;
+  int64_t ffn = spec.inputs[3].shape.size() == 3 ? spec.inputs[3].shape[1] : -1;
+  int64_t topK = spec.inputs[1].shape.empty() ? -1 : spec.inputs[1].shape.back();
+  if (ffn > 0 && topK > 0 && ffn * topK % 16 == 0)
+    funcs.insert("hidden");
+  if (spec.inputs.size() == 9 && !spec.inputs[6].shape.empty() && spec.inputs[6].shape[0] > 0 &&
+      spec.inputs[6].shape[0] % 16 == 0)
+    funcs.insert("shared_hidden");
+  return funcs;
+}
+
 namespace {
 
 /// Threads per block along a dimension of static extent `n` (-1: dynamic).
@@ -1356,19 +1374,32 @@ std::string deviceSchedule(const KernelSpec &spec) {
     grid("out", "j", threads(spec.outputs[0].shape.back(), 64));
   } else if (spec.kind == "experts") {
     // A thread per hidden row of each (choice, token), then a thread per
-    // output; the reductions serial within a thread.
+    // output; the reductions serial within a thread. On Vulkan too, where
+    // the hidden rows' buffer is a multiple of 64 bytes (vulkanRootFuncs:
+    // moir-halide-select-kernels takes no other experts there): computed
+    // inside each output thread instead, the logits were wrong on lavapipe
+    // at hidden 256 and 1024.
     int64_t ffn = spec.inputs[3].shape[1];
+    std::set<std::string> root = vulkanRootFuncs(spec);
+    auto hidden = [&](const std::string &func, const std::string &grid,
+                      const std::string &gateUp, const std::string &var) {
+      if (perThread && !root.count(func)) {
+        stored(func, grid, "n");
+        within(gateUp, func, var + "_t", var);
+      } else {
+        s << func << ".compute_root()" << grid << "\n";
+        s << gateUp << ".compute_at(" << func << ", " << var << "_t)\n";
+      }
+    };
     std::ostringstream g;
     g << ".fuse(j, t, jt).gpu_tile(f, jt, f_b, jt_b, f_t, jt_t, " << threads(ffn, 64)
       << ", 1, GuardWithIf)";
-    stored("hidden", g.str(), "n");
-    within("gate_up", "hidden", "f_t", "f");
+    hidden("hidden", g.str(), "gate_up", "f");
     if (spec.inputs.size() == 9) {
       std::ostringstream sg;
       sg << ".gpu_tile(s, t, s_b, t_b, s_t, t_t, " << threads(spec.inputs[6].shape[0], 64)
          << ", 1, GuardWithIf)";
-      stored("shared_hidden", sg.str(), "n");
-      within("shared_gate_up", "shared_hidden", "s_t", "s");
+      hidden("shared_hidden", sg.str(), "shared_gate_up", "s");
     }
     s << "out.gpu_tile(n, t, n_b, t_b, n_t, t_t, " << ti << ", 1, GuardWithIf)\n";
     s << "down_partial.compute_at(out, n_t)\n";

@@ -14,6 +14,7 @@
 #include "Halide.h"
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,13 @@ struct BuiltKernel {
   std::map<std::string, Halide::Var> vars;
   std::map<std::string, Halide::RVar> rvars;
 };
+
+/// The Funcs of a Vulkan kernel that may be stored at the root: those
+/// whose device buffer is a multiple of 64 bytes whatever the token count,
+/// which Halide 21's Vulkan allocator binds right on lavapipe
+/// (docs/halide.md): the experts' hidden rows when FFN x top-k is a
+/// multiple of 16 floats (and the shared expert's when its FFN is).
+std::set<std::string> vulkanRootFuncs(const KernelSpec &spec);
 
 /// Builds the algorithm of `spec` (no schedule). Throws std::runtime_error
 /// for a spec it does not know.
