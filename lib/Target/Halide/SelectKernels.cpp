@@ -40,15 +40,17 @@ bool isPlainFloat(Value v) {
 
 /// A quantized weight whose packed form (i8, u4 or FP8 E4M3 codes with
 /// per-group scales, include/moir/Frontend/Quantization.h) the Halide
-/// kernels decode on the host or on OpenCL: rank `rank`, static. On
-/// Vulkan they stay on MLIR (their kernels' scalar arguments outgrow the 64
-/// bytes that Halide 21's Vulkan runtime binds right on lavapipe,
-/// docs/halide.md); OpenCL kernels read f16 scales and FP8 codes as bits
-/// (Generator/Kernels.cpp, widen). moir-bind-weights gives a weight a
-/// Halide kernel reads per-group scales (no K-quant superblocks).
+/// kernels decode, on the host and on a device: rank `rank`, static. Device
+/// kernels read f16 scales (OpenCL) and FP8 codes as bits
+/// (Generator/Kernels.cpp, widen). On Vulkan the experts' scalar arguments
+/// were 76 bytes with their hidden rows inside each output thread, past the
+/// 64 that Halide 21's Vulkan runtime binds right on lavapipe; with the rows
+/// at the root (vulkanExperts) the kernels pass at most 40 (docs/halide.md).
+/// moir-bind-weights gives a weight a Halide kernel reads per-group scales
+/// (no K-quant superblocks).
 bool packedForHalide(Value v, int64_t rank, StringRef device) {
   auto type = dyn_cast<llm::QTensorType>(v.getType());
-  if ((device != "host" && device != "opencl") || !type || type.getRank() != rank ||
+  if (!type || type.getRank() != rank ||
       llvm::any_of(type.getShape(), [](int64_t d) { return ShapedType::isDynamic(d); }))
     return false;
   std::optional<llm::QTensorType::PackedLayout> layout = type.getPackedLayout();
@@ -113,18 +115,25 @@ bool isI32(Value v) {
 /// Whether Vulkan's experts kernel takes `experts`: its hidden rows (FFN x
 /// top-k floats a token) and the shared expert's (its FFN) are multiples of
 /// 16 floats (Generator/Kernels.cpp, vulkanRootFuncs).
+/// The static shape of a weight, float or packed quantized (empty if not).
+ArrayRef<int64_t> weightShape(Value v) {
+  if (auto t = dyn_cast<RankedTensorType>(v.getType()); t && t.hasStaticShape())
+    return t.getShape();
+  if (auto q = dyn_cast<llm::QTensorType>(v.getType()))
+    return q.getShape();
+  return {};
+}
+
 bool vulkanExperts(moe::FusedExpertsOp experts) {
-  auto gate = dyn_cast<RankedTensorType>(experts.getGate().getType());
+  ArrayRef<int64_t> gate = weightShape(experts.getGate());
   auto ids = dyn_cast<RankedTensorType>(experts.getIds().getType());
-  if (!gate || !ids || gate.getRank() != 3 || ids.getRank() != 2 ||
-      ShapedType::isDynamic(gate.getDimSize(1)) || ShapedType::isDynamic(ids.getDimSize(1)) ||
-      gate.getDimSize(1) * ids.getDimSize(1) % 16 != 0)
+  if (gate.size() != 3 || !ids || ids.getRank() != 2 || ShapedType::isDynamic(gate[1]) ||
+      ShapedType::isDynamic(ids.getDimSize(1)) || gate[1] * ids.getDimSize(1) % 16 != 0)
     return false;
   if (!experts.hasSharedExpert())
     return true;
-  auto shared = dyn_cast<RankedTensorType>(experts.getSharedGateProj().getType());
-  return shared && shared.getRank() == 2 && !ShapedType::isDynamic(shared.getDimSize(0)) &&
-         shared.getDimSize(0) % 16 == 0;
+  ArrayRef<int64_t> shared = weightShape(experts.getSharedGateProj());
+  return shared.size() == 2 && !ShapedType::isDynamic(shared[0]) && shared[0] % 16 == 0;
 }
 
 /// `moir_hl_<kind>_<hash of kind, types and params>`.

@@ -109,9 +109,8 @@ func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
 
 // A quantized weight in a packed form the kernels decode (i8, u4 or FP8 E4M3
 // codes, group scales) goes to Halide as it is (moir-lower-to-linalg expands
-// it into codes and scales), on the host and on OpenCL (whose kernels read
-// f16 scales and FP8 codes as bits); on Vulkan it stays on MLIR (the
-// kernels' scalar arguments outgrow what Halide's Vulkan runtime binds).
+// it into codes and scales), on the host and on a device (whose kernels read
+// f16 scales and FP8 codes as bits).
 // CHECK-LABEL: func.func @quantized
 // CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
 // CHECK: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {variant = "decode"} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
@@ -121,9 +120,9 @@ func.func @rope(%q: tensor<?x2x8xf32>, %p: tensor<?xi64>) -> tensor<?x2x8xf32> {
 // DEVICE: moir.halide_call "moir_hl_linear_{{[0-9a-f]+}}" "linear"(%arg0, %{{.*}}) {device = "opencl", variant = "decode"} {resident = array<i64: 1>} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
 // DEVICE-NOT: llm.linear
 // VULKAN-LABEL: func.func @quantized
-// VULKAN-NOT: moir.halide_call
-// VULKAN: llm.linear
-// VULKAN: llm.linear
+// VULKAN: moir.halide_call {{.*}} "linear"(%arg0, %{{.*}}) {device = "vulkan", variant = "decode"} {resident = array<i64: 1>} : (tensor<?x64xf32>, !llm.qtensor<32x64xi8
+// VULKAN: moir.halide_call {{.*}} "linear"(%arg0, %{{.*}}) {device = "vulkan", variant = "decode"} {resident = array<i64: 1>} : (tensor<?x64xf32>, !llm.qtensor<32x64xf8E4M3FN
+// VULKAN-NOT: llm.linear
 func.func @quantized(%x: tensor<?x64xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %q = llm.weight "w" scales "w_scale" : !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>
   %y = llm.linear %x, %q : (tensor<?x64xf32>, !llm.qtensor<32x64xi8, #llm.quant<kind = per_channel, axis = 0>>) -> tensor<?x32xf32>
@@ -198,8 +197,8 @@ func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf
 // -----
 
 // Quantized experts: the packed forms go to Halide too (on the host and on
-// OpenCL, where the stacked weight is resident; the function's arguments
-// are not weights).
+// a device, where the stacked weight is resident; the function's arguments
+// are not weights; on Vulkan FFN 32 x top-2 is a multiple of 16).
 // CHECK-LABEL: func.func @quantized_experts
 // CHECK: moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", variant = "decode"}
 // CHECK-NOT: moe.fused_experts
@@ -207,7 +206,7 @@ func.func @experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf
 // DEVICE: moir.halide_call "moir_hl_experts_{{[0-9a-f]+}}" "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", device = "opencl", variant = "decode"} {resident = array<i64: 3>}
 // DEVICE-NOT: moe.fused_experts
 // VULKAN-LABEL: func.func @quantized_experts
-// VULKAN: moe.fused_experts
+// VULKAN: moir.halide_call {{.*}} "experts"(%arg0, %arg1, %arg2, %{{.*}}, %arg3, %arg4) {activation = "silu", device = "vulkan", variant = "decode"} {resident = array<i64: 3>}
 func.func @quantized_experts(%x: tensor<?x64xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>,
                              %wu: tensor<2x32x64xf32>, %wd: tensor<2x64x32xf32>) -> tensor<?x64xf32> {
   %wg = llm.stacked_weight ["g0", "g1"] scales ["g0_s", "g1_s"] : !llm.qtensor<2x32x64xi8, #llm.quant<kind = per_channel, axis = 1>>
