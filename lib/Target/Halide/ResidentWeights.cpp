@@ -26,7 +26,7 @@
 //     buffers when the artifact is unloaded.
 //
 // The table is written here as MLIR's LLVM dialect in text, which reads as
-// the C it stands for; its capacity is four times @forward's argument count
+// the C it stands for; its capacity is four slots per buffer @forward takes
 // (the weights and each live session's caches). When it is full the calls
 // copy their inputs as any other (HalideCallBufferization.cpp).
 //
@@ -196,7 +196,11 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   llvm.br ^done(%rcs : i32)
 ^done(%r: i32):
   %ok = llvm.icmp "eq" %r, %i0 : i32
-  llvm.cond_br %ok, ^commit, ^fail
+  llvm.cond_br %ok, ^commit, ^unfill
+^unfill:
+  // What the failed copy allocated is freed; the slot stays empty.
+  llvm.call @moir_hl_resident_free(%new) : (!llvm.ptr) -> ()
+  llvm.br ^fail
 ^commit:
   llvm.store %host, %new : !llvm.ptr, !llvm.ptr
   %newsig = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
@@ -272,8 +276,9 @@ llvm.func @moir_hl_forget(%host: !llvm.ptr) {
 
 // Makes the device's copy of a KV cache current in bytes [begin, end) of
 // its `total`: the buffer kept (copied whole the first time), then a crop
-// of it as bytes, rounded out to 4 KB (OpenCL sub-buffers start at the
-// device's base alignment), copied from the host. 0 also when the table has
+// of it as bytes, rounded out to whole 4 KB pages (every host byte is
+// current, so the extra ones are too; Halide's OpenCL crop is an offset
+// into the kept buffer), copied from the host. 0 also when the table has
 // no room: the calls that read the cache then copy it whole, as any input.
 llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: i64,
                                       %begin: i64, %end: i64, %total: i64) -> i32 {
@@ -453,9 +458,16 @@ struct HalideResidentWeightsPass
       for (size_t at; (at = text.find(from.str())) != std::string::npos;)
         text.replace(at, from.size(), to);
     };
-    // Four slots per argument: a weight takes one, a KV cache one per live
+    // Four slots per buffer @forward takes (moir.abi: one rank per
+    // argument, -1 for a scalar; the lowered arguments are the buffers'
+    // expanded descriptors): a weight takes one, a KV cache one per live
     // session (moir_hl_forget empties it when the session ends).
-    replace("@CAPACITY@", std::to_string(4 * std::max<unsigned>(forward.getNumArguments(), 1)));
+    int64_t buffers = 0;
+    if (auto abi = forward->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::abiName()))
+      buffers = llvm::count_if(abi.asArrayRef(), [](int64_t rank) { return rank >= 0; });
+    else
+      buffers = forward.getNumArguments();
+    replace("@CAPACITY@", std::to_string(4 * std::max<int64_t>(buffers, 1)));
     replace("@DIMS@", paddedDimStores());
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {

@@ -112,9 +112,6 @@ bool isI32(Value v) {
   return type && type.getElementType().isInteger(32);
 }
 
-/// Whether Vulkan's experts kernel takes `experts`: its hidden rows (FFN x
-/// top-k floats a token) and the shared expert's (its FFN) are multiples of
-/// 16 floats (Generator/Kernels.cpp, vulkanRootFuncs).
 /// The static shape of a weight, float or packed quantized (empty if not).
 ArrayRef<int64_t> weightShape(Value v) {
   if (auto t = dyn_cast<RankedTensorType>(v.getType()); t && t.hasStaticShape())
@@ -124,6 +121,9 @@ ArrayRef<int64_t> weightShape(Value v) {
   return {};
 }
 
+/// Whether Vulkan's experts kernel takes `experts`: its hidden rows (FFN x
+/// top-k floats a token) and the shared expert's (its FFN) are multiples of
+/// 16 floats (Generator/Kernels.cpp, vulkanRootFuncs).
 bool vulkanExperts(moe::FusedExpertsOp experts) {
   ArrayRef<int64_t> gate = weightShape(experts.getGate());
   auto ids = dyn_cast<RankedTensorType>(experts.getIds().getType());
@@ -288,13 +288,18 @@ struct HalideSelectKernelsPass
           !isF32(attend.getResult()))
         return;
       kind = "mla";
-      syncCaches(op);
       params.push_back(
           b.getNamedAttr("scale", b.getF64FloatAttr(attend.getScale().convertToDouble())));
       if (attend.getPrefillForm() == mla::Form::materialized) {
+        // No kernel for a static prefill of 4 tokens or more: no copy on
+        // the device to keep current either.
+        int64_t tokens = qn.getDimSize(0);
+        if (ShapedType::isDynamic(tokens) || tokens < 4)
+          syncCaches(op);
         emitDecodeOnly(op, kind, params);
         return;
       }
+      syncCaches(op);
     } else if (auto route = dyn_cast<moe::FusedRouteOp>(op)) {
       moe::RoutingAttr routing = route.getRouting();
       Value bias = route.getCorrectionBias();
@@ -362,7 +367,10 @@ struct HalideSelectKernelsPass
     for (OpOperand &operand : op->getOpOperands()) {
       auto update = operand.get().getDefiningOp<llm::KVCacheUpdateOp>();
       auto type = update ? cast<RankedTensorType>(update.getType()) : RankedTensorType();
-      if (!update || !type.hasStaticShape() || type.getRank() > 4)
+      // The device keeps buffers under 2 GB (HalideCallBufferization.cpp,
+      // mayKeep); a larger cache is copied per call.
+      if (!update || !type.hasStaticShape() || type.getRank() > 4 ||
+          type.getNumElements() * type.getElementTypeBitWidth() / 8 >= (int64_t(1) << 31) - 64)
         continue;
       if (!zero) {
         OpBuilder entry(op->getContext());

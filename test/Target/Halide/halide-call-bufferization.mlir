@@ -41,8 +41,14 @@ func.func @pick(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %decode: i1) -> ten
 // CHECK-NOT: cf.assert {{.*}}keeping
 // CHECK: call @moir_hl_linear_dev(%[[X:.*]], %[[ARG]], %[[OUT:.*]]) :
 // CHECK: call @halide_copy_to_host(%{{.*}}, %[[OUT]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[KEPT]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[ARG]])
 // CHECK: call @halide_device_free(%{{.*}}, %[[X]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[KEPT]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[ARG]])
 // CHECK: call @halide_device_free(%{{.*}}, %[[W]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[KEPT]])
+// CHECK-NOT: halide_device_free(%{{.*}}, %[[ARG]])
 // CHECK: call @halide_device_free(%{{.*}}, %[[OUT]])
 // CHECK-NOT: halide_device_free
 // CHECK: return
@@ -76,8 +82,11 @@ func.func @resident_copied(%x: tensor<1x32xf32>, %w: tensor<32x64xf32>) -> tenso
 // CHECK: %[[TOTAL:.*]] = llvm.mlir.constant(65536 : i64) : i64
 // CHECK: %[[RC:.*]] = call @moir_hl_sync_rows(%{{.*}}, %[[IFACE]], %{{.*}}, %[[BEGIN]], %[[END]], %[[TOTAL]]) : (!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> i32
 // CHECK: cf.assert %{{.*}}, "moir.halide_sync_rows: copying a KV cache's rows to the device failed"
-// CHECK: call @moir_hl_resident(
-// CHECK: call @moir_hl_attention_dev(
+// CHECK: %[[KK:.*]] = call @moir_hl_resident(
+// CHECK: %[[KA:.*]] = llvm.select %{{.*}}, %[[KK]], %{{.*}} : i1, !llvm.ptr
+// CHECK: %[[VK:.*]] = call @moir_hl_resident(
+// CHECK: %[[VA:.*]] = llvm.select %{{.*}}, %[[VK]], %{{.*}} : i1, !llvm.ptr
+// CHECK: call @moir_hl_attention_dev(%{{.*}}, %[[KA]], %[[VA]],
 // CHECK-NOT: memref.copy
 // CHECK: return
 func.func @sync_rows(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %off: index, %n: index,

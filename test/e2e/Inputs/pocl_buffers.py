@@ -8,7 +8,10 @@ artifact is unloaded; a session's KV cache kept there is created once and
 freed when the session ends. Exits 1 when the log has no buffer of that
 size (nothing to check).
 
-    python3 pocl_buffers.py LOG SIZE
+    python3 pocl_buffers.py LOG SIZE [--more-than N]
+
+With --more-than, exits 1 unless more than N such buffers were created
+(a check that the calls copied buffers the device could not keep).
 """
 import re
 import sys
@@ -16,6 +19,7 @@ import sys
 
 def main():
     log, size = sys.argv[1], int(sys.argv[2])
+    more_than = int(sys.argv[4]) if len(sys.argv) == 5 and sys.argv[3] == "--more-than" else None
     created, freed = set(), set()
     live = most = 0
     with open(log, errors="replace") as f:
@@ -34,6 +38,8 @@ def main():
                  "set, and does a device kernel read such a buffer?)")
     print(f"{len(created)} buffer(s) of {size} bytes created, {len(created & freed)} freed, "
           f"at most {most} at once")
+    if more_than is not None and len(created) <= more_than:
+        sys.exit(f"{log}: {len(created)} buffer(s) of {size} bytes created, not more than {more_than}")
 
 
 if __name__ == "__main__":
