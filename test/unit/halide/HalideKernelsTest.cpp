@@ -475,3 +475,43 @@ TEST(HalideKernels, WidenDecodesEvery16BitFloat) {
 }
 
 } // namespace
+
+// The scalar arguments of a Vulkan launch, counted from the lowered module
+// (moir-halide-compile-kernels refuses a kernel past kVulkanScalarBytes):
+// a kernel reading 20 float parameters passes at least their 80 bytes, and
+// one reading a single parameter passes fewer than the limit. The host
+// pipeline has no launch at all.
+TEST(HalideKernels, CountsVulkanScalarArguments) {
+  auto build = [](int params, bool device) {
+    Halide::Var x("x"), xo("xo"), xi("xi");
+    Halide::ImageParam in(Halide::Float(32), 1, "in");
+    std::vector<Halide::Param<float>> ps;
+    Halide::Expr sum = in(x);
+    for (int i = 0; i < params; ++i) {
+      ps.emplace_back("p" + std::to_string(i));
+      sum = sum * ps.back() + Halide::cast<float>(i);
+    }
+    Halide::Func f("f");
+    f(x) = sum;
+    Halide::Target target("x86-64-linux");
+    if (device) {
+      f.gpu_tile(x, xo, xi, 16, Halide::TailStrategy::GuardWithIf);
+      target = target.with_feature(Halide::Target::Vulkan).with_feature(Halide::Target::VulkanV13);
+    }
+    std::vector<Halide::Argument> args{in};
+    for (auto &p : ps)
+      args.push_back(p);
+    std::string kernel;
+    int64_t bytes = vulkanScalarArgumentBytes(
+        f.compile_to_module(args, "f", target.with_feature(Halide::Target::NoRuntime)), &kernel);
+    return std::make_pair(bytes, kernel);
+  };
+  auto [many, manyKernel] = build(20, true);
+  EXPECT_GE(many, 80);
+  EXPECT_GT(many, kVulkanScalarBytes);
+  EXPECT_FALSE(manyKernel.empty());
+  auto [one, oneKernel] = build(1, true);
+  EXPECT_GE(one, 4);
+  EXPECT_LE(one, kVulkanScalarBytes);
+  EXPECT_EQ(build(20, false).first, 0);
+}

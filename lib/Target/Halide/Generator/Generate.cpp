@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -148,6 +149,67 @@ void checkDeviceStorage(BuiltKernel &kernel, const KernelSpec &spec, const std::
   }
 }
 
+/// The most bytes of scalar arguments one Vulkan launch of `module` passes
+/// (the non-buffer entries of each `halide_vulkan_run`'s argument sizes),
+/// and that launch's kernel name.
+class VulkanScalarBytes : public Halide::Internal::IRVisitor {
+public:
+  int64_t most = 0;
+  std::string kernel;
+
+private:
+  using IRVisitor::visit;
+  static std::optional<int64_t> constant(const Expr &e) {
+    if (std::optional<int64_t> v = Halide::Internal::as_const_int(e))
+      return v;
+    if (std::optional<uint64_t> v = Halide::Internal::as_const_uint(e))
+      return static_cast<int64_t>(*v);
+    if (const auto *c = e.as<Halide::Internal::Cast>())
+      return constant(c->value);
+    return std::nullopt;
+  }
+  void visit(const Halide::Internal::Call *op) override {
+    IRVisitor::visit(op);
+    // halide_vulkan_run(state, entry, blocks x3, threads x3, shared bytes,
+    // sizes[], args[], is_buffer[]), each list a make_struct.
+    if (op->name != "halide_vulkan_run" || op->args.size() != 12)
+      return;
+    const auto *sizes = op->args[9].as<Halide::Internal::Call>();
+    const auto *isBuffer = op->args[11].as<Halide::Internal::Call>();
+    if (!sizes || !isBuffer || !sizes->is_intrinsic(Halide::Internal::Call::make_struct) ||
+        !isBuffer->is_intrinsic(Halide::Internal::Call::make_struct) ||
+        sizes->args.size() != isBuffer->args.size())
+      throw std::runtime_error("Halide's Vulkan launch has an argument list MoIR cannot read");
+    int64_t bytes = 0;
+    for (size_t i = 0; i < sizes->args.size(); ++i) {
+      std::optional<int64_t> size = constant(sizes->args[i]), buffer = constant(isBuffer->args[i]);
+      if (!size || !buffer)
+        throw std::runtime_error("Halide's Vulkan launch has an argument size MoIR cannot read");
+      if (!*buffer)
+        bytes += *size;
+    }
+    if (bytes > most) {
+      most = bytes;
+      const auto *name = op->args[1].as<Halide::Internal::StringImm>();
+      kernel = name ? name->value : std::string("?");
+    }
+  }
+};
+
+} // namespace
+
+int64_t vulkanScalarArgumentBytes(const Halide::Module &module, std::string *kernel) {
+  VulkanScalarBytes visitor;
+  for (const Halide::Internal::LoweredFunc &f : module.functions())
+    if (f.body.defined())
+      f.body.accept(&visitor);
+  if (kernel)
+    *kernel = visitor.kernel;
+  return visitor.most;
+}
+
+namespace {
+
 /// The target of a kernel with int8 dot products and no bf16 buffer on a
 /// CPU with every feature of Halide's Zen 4 level but AVX512-BF16 (Ice
 /// Lake; Cascade Lake, without VBMI, is not at the Cannon Lake level):
@@ -215,12 +277,19 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     std::vector<Argument> args(kernel.inputs.begin(), kernel.inputs.end());
     bool bitcode = options.hostBitcode && onHost(spec);
     fs::path object = dir / (spec.symbol + (bitcode ? ".bc" : ".o"));
-    if (bitcode)
-      kernel.output.compile_to_bitcode(object.string(), args, spec.symbol,
-                                       kernelTarget.with_feature(Target::NoRuntime));
-    else
-      kernel.output.compile_to_object(object.string(), args, spec.symbol,
-                                      kernelTarget.with_feature(Target::NoRuntime));
+    Module module = kernel.output.compile_to_module(args, spec.symbol,
+                                                    kernelTarget.with_feature(Target::NoRuntime));
+    if (kernelTarget.has_feature(Target::Vulkan)) {
+      std::string launch;
+      if (int64_t bytes = vulkanScalarArgumentBytes(module, &launch); bytes > kVulkanScalarBytes)
+        throw std::runtime_error(
+            origin + ": on Vulkan, its launch " + launch + " passes " + std::to_string(bytes) +
+            " bytes of scalar arguments, more than the " + std::to_string(kVulkanScalarBytes) +
+            " that Halide 21's Vulkan runtime binds right (on lavapipe the kernel reads garbage "
+            "past them; docs/halide.md); keep this op off the device (--halide-ops) or edit the "
+            "schedule so that fewer values reach the kernel");
+    }
+    module.compile({{bitcode ? OutputFileType::bitcode : OutputFileType::object, object.string()}});
     checkCompiled();
     objects.push_back(object.string());
   } catch (const Halide::Error &e) { // not a std::exception

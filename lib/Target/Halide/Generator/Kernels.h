@@ -54,7 +54,7 @@ std::string identifierOf(const std::string &name);
 void exposeAll(BuiltKernel &kernel);
 
 /// The schedule text (Schedule.cpp's syntax) Halide's autoscheduler `name`
-/// (Mullapudi2016, the one offered) finds for `spec` on `target`, with
+/// (Mullapudi2016 or Li2018, those offered) finds for `spec` on `target`, with
 /// `parallelism` cores, to be applied to `unscheduled` (a build of `spec`
 /// with no schedule yet); dynamic dimensions (tokens) are estimated as 1
 /// (decode kernels) or 512. Throws std::runtime_error, or Halide::Error
@@ -99,6 +99,14 @@ void installReporter();
 /// Throws std::runtime_error if the last compile was warned to fail at run
 /// time, and forgets the warning.
 void checkCompiled();
+
+/// The scalar arguments' bytes past which Halide 21's Vulkan runtime binds a
+/// launch's uniform buffer wrong on lavapipe (docs/halide.md): a kernel
+/// passing more is refused.
+constexpr int64_t kVulkanScalarBytes = 64;
+/// The most bytes of scalar arguments one Vulkan kernel launch of `module`
+/// passes (0 without one); `kernel`, if given, gets that launch's name.
+int64_t vulkanScalarArgumentBytes(const Halide::Module &module, std::string *kernel = nullptr);
 
 } // namespace moir::halide
 
