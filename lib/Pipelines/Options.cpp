@@ -123,19 +123,16 @@ Error validateOptions(const CompileOptions &options) {
   StringRef autoscheduler = options.cpu.halideAutoscheduler;
   if (!autoscheduler.empty() && kernels != "halide")
     return bad("--halide-autoscheduler schedules the Halide kernels: it needs --kernels=halide");
-  if (autoscheduler == "Li2018")
-    return bad("--halide-autoscheduler=Li2018 is not offered: its schedules rfactor reductions "
-               "into new Funcs and make updates atomic, which MoIR's schedule syntax cannot "
-               "say yet (docs/halide.md); use Mullapudi2016");
   if (autoscheduler == "Adams2019")
     return bad("--halide-autoscheduler=Adams2019 is not offered: its producers computed inside "
                "guarded tiles read past the inputs when a call has fewer tokens than a tile (a "
-               "decode step) (docs/halide.md); use Mullapudi2016");
+               "decode step) (docs/halide.md); use Mullapudi2016 or Li2018");
   if (autoscheduler == "Anderson2021")
     return bad("--halide-autoscheduler=Anderson2021 is not offered: it schedules GPUs only "
-               "(docs/halide.md); use Mullapudi2016");
-  if (!autoscheduler.empty() && autoscheduler != "Mullapudi2016")
-    return bad("unknown --halide-autoscheduler '" + autoscheduler + "' (known: Mullapudi2016)");
+               "(docs/halide.md); use Mullapudi2016 or Li2018");
+  if (!autoscheduler.empty() && autoscheduler != "Mullapudi2016" && autoscheduler != "Li2018")
+    return bad("unknown --halide-autoscheduler '" + autoscheduler +
+               "' (known: Mullapudi2016, Li2018)");
   if (!autoscheduler.empty() && options.cpu.halideTarget != "host")
     return bad("--halide-autoscheduler plans CPU schedules: with --halide-target=" +
                options.cpu.halideTarget + " the kernels keep their device schedules");

@@ -83,7 +83,7 @@ struct GeneratorOptions {
   /// When set: the folder the schedules are written to / read from, one
   /// file `<symbol>.schedule` per kernel.
   std::string schedulesOut, schedulesIn;
-  /// When set: Halide's autoscheduler (Mullapudi2016)
+  /// When set: Halide's autoscheduler (Mullapudi2016 or Li2018)
   /// schedules each kernel that has no schedules-in file, for
   /// `parallelism` cores, instead of the default schedules.
   std::string autoscheduler;

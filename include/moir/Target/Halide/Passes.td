@@ -98,7 +98,7 @@ def HalideCompileKernelsPass : Pass<"moir-halide-compile-kernels", "mlir::Module
            "folder to write each kernel's schedule to">,
     Option<"autoscheduler", "autoscheduler", "std::string", "\"\"",
            "Halide autoscheduler for the kernels without a schedules-in file: "
-           "Mullapudi2016 (default: MoIR's schedules)">,
+           "Mullapudi2016 or Li2018 (default: MoIR's schedules)">,
     Option<"parallelism", "parallelism", "int64_t", "16",
            "cores the autoscheduler plans for">
   ];

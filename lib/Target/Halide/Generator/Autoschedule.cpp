@@ -66,7 +66,9 @@ void replaceAll(std::string &s, const std::string &from, const std::string &to) 
 
 /// The statements of the C++ source: comments and preprocessor lines gone,
 /// split at the `;` outside parentheses, each without what precedes its
-/// last `{` or `}` outside parentheses (a function head, a block).
+/// last `{` or `}` outside parentheses (a function head, a block). A line
+/// that starts with a name in the first column, outside parentheses, starts
+/// a statement too: Li2018 prints its rfactor's update chain without a `;`.
 std::vector<std::string> statements(const std::string &source) {
   std::string code;
   std::istringstream in(source);
@@ -80,7 +82,14 @@ std::vector<std::string> statements(const std::string &source) {
   std::vector<std::string> result;
   std::string current;
   int depth = 0;
-  for (char c : code) {
+  for (size_t i = 0; i < code.size(); ++i) {
+    char c = code[i];
+    bool lineStart = i == 0 || code[i - 1] == '\n';
+    if (depth == 0 && lineStart && (std::isalpha(static_cast<unsigned char>(c)) || c == '_') &&
+        !trim(current).empty()) {
+      result.push_back(trim(current));
+      current.clear();
+    }
     if (c == '(')
       ++depth;
     else if (c == ')')
@@ -100,6 +109,24 @@ std::vector<std::string> statements(const std::string &source) {
   if (!trim(current).empty())
     result.push_back(trim(current));
   return result;
+}
+
+/// `word` without the "$N" Halide appends to make a name unique in the
+/// process (an rfactor's "down_sum$1_intm" -> "down_sum_intm"), so that a
+/// schedule's new names do not depend on what the process built before.
+std::string withoutUniqueSuffixes(const std::string &word) {
+  std::string out;
+  for (size_t i = 0; i < word.size(); ++i) {
+    size_t j = i + 1;
+    while (word[i] == '$' && j < word.size() && std::isdigit(static_cast<unsigned char>(word[j])))
+      ++j;
+    if (j > i + 1) {
+      i = j - 1;
+      continue;
+    }
+    out += word[i];
+  }
+  return out;
 }
 
 /// `statement` with each identifier that is a kernel name as Halide prints
@@ -122,7 +149,7 @@ std::string rename(const std::string &statement,
       size_t before = out.find_last_not_of(' ');
       bool call = before != std::string::npos && out[before] == '.';
       auto it = names.find(word);
-      out += !call && it != names.end() ? it->second : identifierOf(word);
+      out += !call && it != names.end() ? it->second : identifierOf(withoutUniqueSuffixes(word));
       i = j;
     } else {
       out += static_cast<char>(c);
@@ -182,12 +209,10 @@ std::string guardTails(const std::string &line) {
 
 std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
                          const Target &target, const std::string &name, int parallelism) {
-  // Li2018 is not offered: its schedules rfactor reductions into new Funcs
-  // and make updates atomic, which the schedule syntax cannot say yet.
-  // Adams2019 neither: its producers computed inside guarded tiles read
-  // past the inputs at a decode step's one token (RoPE's positions, on the
-  // Mixtral fixture).
-  if (name != "Mullapudi2016")
+  // Adams2019 is not offered: its producers computed inside guarded tiles
+  // read past the inputs at a decode step's one token (RoPE's positions, on
+  // the Mixtral fixture).
+  if (name != "Mullapudi2016" && name != "Li2018")
     throw std::runtime_error("unknown autoscheduler '" + name + "'");
   loadPlugin(name);
   // The autoscheduler schedules (and inlines into) a build of its own; the
@@ -294,7 +319,10 @@ std::string autoschedule(const KernelSpec &spec, const BuiltKernel &unscheduled,
     // compute_at and store_at name loops that a later line may create
     // (Mullapudi2016 prints `lane_sum.compute_at(out, n_o)` before out's
     // split makes n_o): they go last, each on a line of its own.
+    // An rfactor's line schedules the Func it assigns.
     std::string head = line.substr(0, line.find('.'));
+    if (size_t eq = head.find('='); eq != std::string::npos)
+      head = trim(head.substr(0, eq));
     for (const char *call : {".compute_at(", ".store_at("}) {
       for (size_t at = line.find(call); at != std::string::npos; at = line.find(call)) {
         size_t close = line.find(')', at);

@@ -17,7 +17,10 @@
 // compute_inline(), compute_at(func, v), store_root(), store_at(func, v),
 // reorder_storage(v...), store_in(Auto|Heap|Stack|Register), and on a device gpu_tile(x[, y], blocks...,
 // threads..., factors...[, tail]), gpu_blocks(v...), gpu_threads(v...),
-// gpu_single_thread(). tail is one of RoundUp, GuardWithIf,
+// gpu_single_thread(), and, at the start of a line, `NEW = f.update(k).rfactor(r,
+// v[, r, v]...)` (Halide's rfactor: the new Func NEW computes partial
+// results of the update over the new variables v; the rest of the chain
+// schedules NEW's pure stage, and later lines name it). tail is one of RoundUp, GuardWithIf,
 // ShiftInwards, Predicate. Names new in a split, tile or fuse become loop
 // variables of the kernel (reduction variables where they split one).
 //
@@ -46,11 +49,20 @@ class LineParser {
 public:
   explicit LineParser(const std::string &text) : text(text) {}
 
-  /// `<ident> ( . <ident> ( args ) )*`: the head and its calls.
-  std::string parse(std::vector<Call> &calls) {
+  /// `[<ident> =] <ident> ( . <ident> ( args ) )*`: the head and its calls;
+  /// `assigned` gets the name before `=` (empty without one).
+  std::string parse(std::vector<Call> &calls, std::string &assigned) {
     std::string head = identifier();
     if (head.empty())
       throw std::runtime_error("expected a function name");
+    skipSpace();
+    if (pos < text.size() && text[pos] == '=') {
+      ++pos;
+      assigned = head;
+      head = identifier();
+      if (head.empty())
+        throw std::runtime_error("expected a function name after '" + assigned + " ='");
+    }
     while (skipSpace(), pos < text.size()) {
       if (text[pos] != '.')
         throw std::runtime_error("expected '.' before column " + std::to_string(pos + 1));
@@ -166,22 +178,45 @@ public:
 
   void line(const std::string &text) {
     std::vector<Call> calls;
-    std::string head = LineParser(text).parse(calls);
+    std::string assigned;
+    std::string head = LineParser(text).parse(calls, assigned);
     Func f = func(head);
     size_t first = 0;
     Stage stage = f;
     bool pure = true;
+    if (!assigned.empty()) {
+      // `new = f.update(k).rfactor(r, v[, r, v]...)...`: the rest of the
+      // chain schedules the new Func.
+      if (calls.size() < 2 || calls[0].name != "update" || calls[1].name != "rfactor")
+        throw std::runtime_error("'" + assigned + " = ...' names the Func that " + head +
+                                 ".update(k).rfactor(...) makes; nothing else can be assigned");
+      if (kernel.funcs.count(assigned))
+        throw std::runtime_error("'" + assigned + "' is already a function of this kernel");
+      Stage update = updateStage(f, head, calls[0]);
+      const auto &a = calls[1].args;
+      if (a.empty() || a.size() % 2)
+        throw std::runtime_error("'rfactor' takes pairs of a reduction variable and a new "
+                                 "variable");
+      std::vector<std::pair<RVar, Var>> pairs;
+      for (size_t i = 0; i < a.size(); i += 2) {
+        VarOrRVar r = var(a[i]);
+        if (!r.is_rvar)
+          throw std::runtime_error("'rfactor' factors reduction variables; '" + a[i] +
+                                   "' is not one");
+        if (kernel.vars.count(a[i + 1]) || kernel.rvars.count(a[i + 1]))
+          throw std::runtime_error("'rfactor' needs a new variable name; '" + a[i + 1] +
+                                   "' is already one");
+        pairs.emplace_back(r.rvar, fresh(a[i + 1], false).var);
+      }
+      Func intermediate = update.rfactor(pairs);
+      kernel.funcs.emplace(assigned, intermediate);
+      Stage pureStage = intermediate;
+      for (size_t c = 2; c < calls.size(); ++c)
+        apply(intermediate, pureStage, true, calls[c]);
+      return;
+    }
     if (!calls.empty() && calls[0].name == "update") {
-      int index = 0;
-      if (calls[0].args.size() > 1)
-        throw std::runtime_error("update takes at most one stage number");
-      if (calls[0].args.size() == 1 && calls[0].args[0] != "0")
-        index = integer(calls[0].args[0], "update's stage number");
-      if (index >= f.num_update_definitions())
-        throw std::runtime_error("'" + head + "' has " + std::to_string(f.num_update_definitions()) +
-                                 " update stage(s); update(" + std::to_string(index) +
-                                 ") does not exist");
-      stage = f.update(index);
+      stage = updateStage(f, head, calls[0]);
       pure = false;
       first = 1;
     }
@@ -190,6 +225,20 @@ public:
   }
 
 private:
+  /// `f.update([k])`.
+  Stage updateStage(Func &f, const std::string &head, const Call &update) {
+    int index = 0;
+    if (update.args.size() > 1)
+      throw std::runtime_error("update takes at most one stage number");
+    if (update.args.size() == 1 && update.args[0] != "0")
+      index = integer(update.args[0], "update's stage number");
+    if (index >= f.num_update_definitions())
+      throw std::runtime_error("'" + head + "' has " + std::to_string(f.num_update_definitions()) +
+                               " update stage(s); update(" + std::to_string(index) +
+                               ") does not exist");
+    return f.update(index);
+  }
+
   Func func(const std::string &name) {
     auto it = kernel.funcs.find(name);
     if (it == kernel.funcs.end()) {
@@ -375,6 +424,9 @@ private:
         throw std::runtime_error("'prefetch' names neither an input (" + known +
                                  ") nor a function of this kernel: '" + a[0] + "'");
       }
+    } else if (c.name == "rfactor") {
+      throw std::runtime_error("'rfactor' makes a new Func: write 'NAME = FUNC.update(k).rfactor(r, v)' "
+                               "at the start of a line");
     } else {
       throw std::runtime_error("unknown scheduling call '" + c.name + "'");
     }
