@@ -82,6 +82,21 @@ std::string readFile(const fs::path &path) {
   return s.str();
 }
 
+/// A schedule text's calls: each line without its comment and surrounding
+/// blanks, blank lines dropped.
+std::string scheduleCalls(const std::string &text) {
+  std::istringstream in(text);
+  std::string calls;
+  for (std::string line; std::getline(in, line);) {
+    if (size_t hash = line.find('#'); hash != std::string::npos)
+      line.resize(hash);
+    size_t a = line.find_first_not_of(" \t\r"), b = line.find_last_not_of(" \t\r");
+    if (a != std::string::npos)
+      calls += line.substr(a, b - a + 1) + "\n";
+  }
+  return calls;
+}
+
 Target parseTarget(const GeneratorOptions &options) {
   if (!options.target.empty()) {
     if (!Target::validate_target_string(options.target))
@@ -248,7 +263,6 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     // Sums across a vector's lanes as shuffle trees (Halide's vector
     // reductions) on x86 and ARM; Hexagon's code generator has none for f32.
     spec.numbers["vector_sums"] = target.arch == Target::X86 || target.arch == Target::ARM;
-    BuiltKernel kernel = buildKernel(spec);
     std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
     Target kernelTarget = withDevice(target, spec);
     bool edited = false;
@@ -260,6 +274,15 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
         edited = true;
       }
     }
+    // A schedule not MoIR's default may split the tokens past a call's
+    // (Kernels.cpp, inBounds): the positions are read clamped. A file that
+    // holds the default's calls (an unedited --halide-schedules-out)
+    // compiles to the default's code.
+    std::string defaultCalls = scheduleCalls(defaultScheduleFor(spec, lanes));
+    if ((edited && scheduleCalls(schedule) != defaultCalls) ||
+        (!edited && !options.autoscheduler.empty()))
+      spec.numbers["clamp_positions"] = 1;
+    BuiltKernel kernel = buildKernel(spec);
     if (!edited && !options.autoscheduler.empty()) {
       schedule = autoschedule(spec, kernel, kernelTarget, options.autoscheduler,
                               options.parallelism);

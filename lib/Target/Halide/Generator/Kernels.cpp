@@ -110,15 +110,25 @@ Type bufferType(const KernelSpec &spec, ElementType type) {
   return halideType(type);
 }
 
-/// Token `t`'s index into a kernel's positions, clamped to the buffer.
-/// Where a stage is split along the tokens with a guarded tail, Halide may
-/// evaluate an RDom's predicate (attention's visible rows) before the guard,
-/// so the positions would be read, and bounds-checked, up to the split's
-/// rounded-up extent; a decode step's one token then fails the input's
-/// bounds check (the autoschedulers' schedules did, with factors of 8). The
-/// clamped read is right at every extent; the values it reads past the
-/// tokens feed only guarded-off lanes.
-Expr inBounds(const ImageParam &positions, Expr t) {
+/// Token `t`'s index into a kernel's positions: clamped to the buffer
+/// where the kernel is not compiled with its default schedule
+/// (spec.numbers["clamp_positions"], set by the generator for an
+/// autoscheduled or edited one). Where a stage is split along the tokens
+/// with a guarded tail, Halide may evaluate an RDom's predicate (attention's
+/// visible rows) before the guard, so the positions are read, and
+/// bounds-checked, up to the split's rounded-up extent; a decode step's one
+/// token then failed the input's bounds check (the autoschedulers'
+/// schedules did, with factors of 8). The clamped read is right at every
+/// extent; the values it reads past the tokens feed only guarded-off lanes.
+/// The default schedules never read past the tokens, and keep the plain
+/// read (the clamp cost their Mixtral-shaped decode 2-4%).
+bool clampsPositions(const KernelSpec &spec) {
+  auto clamped = spec.numbers.find("clamp_positions");
+  return clamped != spec.numbers.end() && clamped->second != 0;
+}
+Expr inBounds(const KernelSpec &spec, const ImageParam &positions, Expr t) {
+  if (!clampsPositions(spec))
+    return t;
   return clamp(t, positions.dim(0).min(), positions.dim(0).max());
 }
 
@@ -797,16 +807,18 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   float scale = static_cast<float>(spec.numbers.at("scale"));
   Var e("e"), h("h"), t("t"), c("c");
   k.vars = {{"e", e}, {"h", h}, {"t", t}, {"c", c}};
-  Expr p = cast<int>(pos(inBounds(pos, t)));
+  Expr p = cast<int>(pos(inBounds(spec, pos, t)));
   auto window = spec.numbers.find("window");
   int predicates = 0;
   auto visible = [&](Expr row) {
     if (window == spec.numbers.end())
       return row <= p;
-    // The position read once, in a Let: two clamped reads of it in one
-    // predicate make Halide 21 repeat a name where a schedule vectorizes
-    // the tokens with a guarded tail ("Simplify only works on code where
-    // every name is unique").
+    if (!clampsPositions(spec))
+      return row <= p && p - row < static_cast<int>(window->second);
+    // Clamped, the position is read once, in a Let: two clamped reads of it
+    // in one predicate make Halide 21 repeat a name where a schedule
+    // vectorizes the tokens with a guarded tail ("Simplify only works on
+    // code where every name is unique").
     std::string name = "visible_position" + std::to_string(predicates++);
     Expr v = Internal::Variable::make(Int(32), name);
     return Internal::Let::make(name, p, row <= v && v - row < static_cast<int>(window->second));
@@ -869,7 +881,7 @@ void buildMLA(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   int per = nope + vDim;
   Var c("c"), e("e"), h("h"), t("t"), j("j"), l("l");
   k.vars = {{"c", c}, {"e", e}, {"h", h}, {"t", t}, {"j", j}, {"l", l}};
-  Expr p = cast<int>(pos(inBounds(pos, t)));
+  Expr p = cast<int>(pos(inBounds(spec, pos, t)));
   // One lane on a device, as attention's (buildAttention).
   int lanes = onHost(spec) ? static_cast<int>(number(spec, "lanes")) : 1;
 
@@ -1233,7 +1245,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     Var i("i"), h("h"), t("t"), j("j");
     k.vars = {{"i", i}, {"h", h}, {"t", t}, {"j", j}};
     Func angle("angle"), cosine("cosine"), sine("sine");
-    angle(j, t) = cast<float>(pos(inBounds(pos, t))) * freq(clamp(j, 0, static_cast<int>(half) - 1));
+    angle(j, t) = cast<float>(pos(inBounds(spec, pos, t))) * freq(clamp(j, 0, static_cast<int>(half) - 1));
     cosine(j, t) = cos(angle(j, t)) * factor;
     sine(j, t) = sin(angle(j, t)) * factor;
     k.funcs["angle"] = angle;

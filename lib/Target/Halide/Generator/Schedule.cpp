@@ -316,7 +316,7 @@ private:
         a.size() >= 2 ? stage.unroll(v, integer(a[1], "unroll's factor", 256), t)
                       : stage.unroll(v);
       else
-        a.size() >= 2 ? stage.parallel(v, integer(a[1], "parallel's task size"), t)
+        a.size() >= 2 ? stage.parallel(v, integer(a[1], "parallel's task size", 1 << 30), t)
                       : stage.parallel(v);
     } else if (c.name == "atomic") {
       arity(c, 0, 0);
