@@ -170,8 +170,16 @@ LogicalResult HalideCallOp::verify() {
 
 LogicalResult HalideSyncRowsOp::verify() {
   auto type = cast<RankedTensorType>(getCache().getType());
-  if (getDevice() != "opencl")
-    return emitOpError() << "device '" << getDevice() << "': only OpenCL keeps KV caches on the device";
+  if (getDevice() != "opencl" && getDevice() != "vulkan")
+    return emitOpError() << "device '" << getDevice()
+                         << "': only OpenCL and Vulkan keep KV caches on the device";
+  int64_t bytes = type.hasStaticShape()
+                      ? type.getNumElements() * type.getElementTypeBitWidth() / 8
+                      : 0;
+  if (getDevice() == "vulkan" && bytes % 64)
+    return emitOpError() << "cache " << type << " of " << bytes
+                         << " bytes: Vulkan keeps only caches whose size is a multiple of 64 "
+                            "bytes (Halide 21's Vulkan allocator)";
   if (type.getRank() < 1 || type.getRank() > 4 || !type.hasStaticShape())
     return emitOpError() << "cache " << type << " must be static, of rank 1 to 4";
   return success();

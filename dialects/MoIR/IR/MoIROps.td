@@ -187,7 +187,7 @@ def MoIR_HalideCallOp : Op<MoIR_Dialect, "halide_call", [Pure]> {
 
     `resident` lists the inputs a device kernel's call (`params.device`)
     keeps on the device, by operand index: the weights, which hold the
-    same data for the model's lifetime, and on OpenCL the KV caches that a
+    same data for the model's lifetime, and on OpenCL and Vulkan the KV caches that a
     `moir.halide_sync_rows` keeps current. The first call that reads such
     a buffer copies it to the device, and every later call (of any kernel)
     that reads the same buffer uses that copy; the other inputs are copied
@@ -212,7 +212,8 @@ def MoIR_HalideSyncRowsOp : Op<MoIR_Dialect, "halide_sync_rows",
   let summary = "makes a device's copy of a KV cache current in the rows a forward wrote";
   let description = [{
     Set by `moir-halide-select-kernels` between an `llm.kv_cache_update` and
-    the device attention kernel that reads the cache (OpenCL). The host's
+    the device attention kernel that reads the cache (OpenCL, and Vulkan
+    where the cache's size is a multiple of 64 bytes). The host's
     cache stays the one the runtime owns and the graph writes (the update
     is a host copy of `rows` rows at `offset`); the device keeps a copy of
     it from the first forward that reads it (`resident` on the kernel's

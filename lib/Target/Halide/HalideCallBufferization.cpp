@@ -279,23 +279,47 @@ struct Emitter {
   /// copied there on the first call that reads the buffer, found by its
   /// address and signature. Where the table has no room (a process with
   /// many sessions' caches), `exact` itself: the call copies it as any
-  /// input. Vulkan's staged calls have no such fallback, and assert.
-  Value resident(Value memref, Value exact) {
+  /// input. On Vulkan, where the call stages its buffers, the table's
+  /// `moir_hl_resident_or_staged` stages it instead into a slot on this
+  /// function's stack (`temporaries`, freed after the call: freeTemporaries).
+  Value resident(Value memref, Value exact, SmallVectorImpl<Value> &temporaries) {
     Value bytes = constant(d.i64, 0), padded = constant(d.i64, 0);
-    if (device == "vulkan") {
-      bytes = spanBytes(rewriter, loc, memref);
-      padded = paddedBytes(bytes);
+    if (device != "vulkan") {
+      Value kept = call(moir::halide::residentFunctionName(),
+                        ValueRange{exact, deviceInterface(), signature(memref), bytes, padded},
+                        d.ptr);
+      Value ok = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, kept, null());
+      return LLVM::SelectOp::create(rewriter, loc, ok, kept, exact);
     }
-    Value kept = call(moir::halide::residentFunctionName(),
-                      ValueRange{exact, deviceInterface(), signature(memref), bytes, padded},
+    bytes = spanBytes(rewriter, loc, memref);
+    padded = paddedBytes(bytes);
+    // A slot as the table's (ResidentWeights.cpp): {key, signature, the
+    // descriptor, the padded descriptor, their dimensions}, zeroed.
+    auto dims = LLVM::LLVMArrayType::get(d.dim, moir::halide::kResidentMaxRank);
+    auto slotType = LLVM::LLVMStructType::getLiteral(rewriter.getContext(),
+                                                     {d.ptr, d.i64, d.buffer, d.buffer, dims, dims});
+    Value slot;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(&func.getBody().front());
+      slot = LLVM::AllocaOp::create(rewriter, loc, d.ptr, slotType, constant(d.i64, 1), 8);
+    }
+    LLVM::StoreOp::create(rewriter, loc, LLVM::ZeroOp::create(rewriter, loc, slotType), slot);
+    temporaries.push_back(slot);
+    Value kept = call(moir::halide::residentOrStagedFunctionName(),
+                      ValueRange{exact, deviceInterface(), signature(memref), bytes, padded, slot},
                       d.ptr);
     Value ok = LLVM::ICmpOp::create(rewriter, loc, LLVM::ICmpPredicate::ne, kept, null());
-    if (device != "vulkan")
-      return LLVM::SelectOp::create(rewriter, loc, ok, kept, exact);
     cf::AssertOp::create(rewriter, loc, ok,
-                         ("Halide kernel " + callee + ": keeping a weight on the device failed")
+                         ("Halide kernel " + callee + ": copying a kept buffer to the device failed")
                              .str());
     return kept;
+  }
+  /// After a Vulkan call: the buffers `resident` staged for it alone freed
+  /// (a slot the table kept instead is still zero: nothing to free).
+  void freeTemporaries(ArrayRef<Value> temporaries) {
+    for (Value slot : temporaries)
+      call(moir::halide::residentFreeFunctionName(), ValueRange{slot});
   }
 
   /// After a Vulkan call: the results' bytes copied back through their
@@ -418,9 +442,10 @@ struct HalideCallBufferization
           if (!copied.contains(i) && mayKeep(cast<MemRefType>(buffers[i].getType())))
             kept.insert(static_cast<unsigned>(i));
     SmallVector<Value> fresh; // the descriptors made for this call
+    SmallVector<Value> temporaries; // Vulkan: kept buffers staged for this call
     for (auto [i, b] : llvm::enumerate(buffers)) {
       fresh.push_back(e.describe(b, /*input=*/!staged));
-      args.push_back(kept.contains(i) ? e.resident(b, fresh.back()) : fresh.back());
+      args.push_back(kept.contains(i) ? e.resident(b, fresh.back(), temporaries) : fresh.back());
     }
     for (Value out : outs) {
       fresh.push_back(e.describe(out, /*input=*/false));
@@ -439,6 +464,7 @@ struct HalideCallBufferization
             "Halide kernel " + call.getCallee() + " failed");
     if (staged) {
       e.unstage(stagedBuffers, buffers.size() - kept.size());
+      e.freeTemporaries(temporaries);
     } else if (device) {
       // A device kernel leaves its results on the device and every buffer
       // with a device allocation: copy the results back, free them all
@@ -498,9 +524,13 @@ struct HalideSyncRowsBufferization
     };
     Value end = arith::AddIOp::create(rewriter, loc, sync.getOffset(), sync.getRows());
     int64_t total = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    // On Vulkan the kept copy is staged padded (a multiple of 64 bytes:
+    // moir-halide-select-kernels keeps only caches whose size is one).
+    int64_t padded = sync.getDevice() == "vulkan" ? std::max<int64_t>((total + 63) / 64 * 64, 64) : 0;
     Value rc = e.call(moir::halide::syncRowsFunctionName(),
                       ValueRange{desc, e.deviceInterface(), e.signature(*buffer),
-                                 bytes(sync.getOffset()), bytes(end), e.constant(e.d.i64, total)},
+                                 bytes(sync.getOffset()), bytes(end), e.constant(e.d.i64, total),
+                                 e.constant(e.d.i64, padded)},
                       e.d.i32);
     e.check(rc, "moir.halide_sync_rows: copying a KV cache's rows to the device failed");
     replaceOpWithBufferizedValues(rewriter, op, *buffer);

@@ -15,8 +15,11 @@
 //     the device (padded > 0: staged through `padded` bytes of host memory
 //     and cropped, as Vulkan's per-call buffers are); returns the slot's
 //     descriptor, or null when the table is full or a copy failed;
-//   - `moir_hl_sync_rows(desc, interface, signature, begin, end, total)`
-//     (moir.halide_sync_rows, OpenCL): the same slot for a KV cache, then
+//   - `moir_hl_resident_or_staged(..., slot)` (Vulkan's calls): the same,
+//     or where the table has no room, the caller's `slot` staged for one
+//     call (freed after it with `moir_hl_resident_free`);
+//   - `moir_hl_sync_rows(desc, interface, signature, begin, end, total,
+//     padded)` (moir.halide_sync_rows): the same slot for a KV cache, then
 //     its bytes [begin, end), rounded out to 4 KB, copied from the host
 //     through a crop of the device buffer: the rows the forward wrote;
 //   - `moir_hl_forget(host)`, exported: the runtime calls it before it
@@ -128,6 +131,40 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
 ^fill:
   %new = llvm.getelementptr %slots[0, %at] : (!llvm.ptr, i64) -> !llvm.ptr, !table
   %exact = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %filled = llvm.call @moir_hl_fill(%new, %desc, %iface, %bytes, %padded) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64) -> i32
+  llvm.br ^done(%filled : i32)
+^done(%r: i32):
+  %ok = llvm.icmp "eq" %r, %i0 : i32
+  llvm.cond_br %ok, ^commit, ^unfill
+^unfill:
+  // What the failed copy allocated is freed; the slot stays empty.
+  llvm.call @moir_hl_resident_free(%new) : (!llvm.ptr) -> ()
+  llvm.br ^fail
+^commit:
+  llvm.store %host, %new : !llvm.ptr, !llvm.ptr
+  %newsig = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
+  llvm.store %sig, %newsig : i64, !llvm.ptr
+  llvm.store %newcount, %countp : i64, !llvm.ptr
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return %exact : !llvm.ptr
+^fail:
+  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return %null : !llvm.ptr
+}
+
+// Fills `new` (a slot, zeroed or emptied) for the buffer of `desc`: its
+// descriptor and dimensions copied in and its bytes copied to the device
+// (padded > 0: staged through `padded` bytes of host memory and cropped).
+// Returns Halide's error code (-1: no host memory to stage); on failure
+// moir_hl_resident_free(new) frees what was allocated.
+llvm.func internal @moir_hl_fill(%new: !llvm.ptr, %desc: !llvm.ptr, %iface: !llvm.ptr,
+                                 %bytes: i64, %padded: i64) -> i32 {
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %one = llvm.mlir.constant(1 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %hostp = llvm.getelementptr %desc[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %host = llvm.load %hostp : !llvm.ptr -> !llvm.ptr
+  %exact = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
   %bufend = llvm.getelementptr %null[1] : (!llvm.ptr) -> !llvm.ptr, !buf
   %bufbytes = llvm.ptrtoint %bufend : !llvm.ptr to i64
   "llvm.intr.memcpy"(%exact, %desc, %bufbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
@@ -146,12 +183,14 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   llvm.cond_br %staged, ^stage, ^copy
 ^copy:
   %rc = llvm.call @halide_copy_to_device(%null, %exact, %iface) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
-  llvm.br ^done(%rc : i32)
+  llvm.return %rc : i32
 ^stage:
   %scratch = llvm.call @halide_malloc(%null, %padded) : (!llvm.ptr, i64) -> !llvm.ptr
   %nomem = llvm.icmp "eq" %scratch, %null : !llvm.ptr
   %minus1 = llvm.mlir.constant(-1 : i32) : i32
-  llvm.cond_br %nomem, ^done(%minus1 : i32), ^staging
+  llvm.cond_br %nomem, ^nomem, ^staging
+^nomem:
+  llvm.return %minus1 : i32
 ^staging:
   "llvm.intr.memcpy"(%scratch, %host, %bytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
   // The padded buffer: uint8, as many dimensions as the weight's (a crop
@@ -193,23 +232,33 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   %exactflags = llvm.getelementptr %exact[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
   llvm.store %z, %exactflags : i64, !llvm.ptr
   %rcs = llvm.or %rc1, %rc2 : i32
-  llvm.br ^done(%rcs : i32)
-^done(%r: i32):
-  %ok = llvm.icmp "eq" %r, %i0 : i32
-  llvm.cond_br %ok, ^commit, ^unfill
-^unfill:
-  // What the failed copy allocated is freed; the slot stays empty.
-  llvm.call @moir_hl_resident_free(%new) : (!llvm.ptr) -> ()
-  llvm.br ^fail
-^commit:
-  llvm.store %host, %new : !llvm.ptr, !llvm.ptr
-  %newsig = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
-  llvm.store %sig, %newsig : i64, !llvm.ptr
-  llvm.store %newcount, %countp : i64, !llvm.ptr
-  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+  llvm.return %rcs : i32
+}
+
+// moir_hl_resident, or where the table has no room, `tmp` (a zeroed slot
+// of the caller's) filled for this call alone: Vulkan's calls stage a kept
+// buffer this way, and the caller frees `tmp` with moir_hl_resident_free
+// after the kernel ran (nothing to free when the table kept it). Null only
+// when a copy failed.
+llvm.func internal @moir_hl_resident_or_staged(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: i64,
+                                               %bytes: i64, %padded: i64,
+                                               %tmp: !llvm.ptr) -> !llvm.ptr {
+  %i0 = llvm.mlir.constant(0 : i32) : i32
+  %null = llvm.mlir.zero : !llvm.ptr
+  %kept = llvm.call @moir_hl_resident(%desc, %iface, %sig, %bytes, %padded) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+  %found = llvm.icmp "ne" %kept, %null : !llvm.ptr
+  llvm.cond_br %found, ^kept, ^stage
+^kept:
+  llvm.return %kept : !llvm.ptr
+^stage:
+  %rc = llvm.call @moir_hl_fill(%tmp, %desc, %iface, %bytes, %padded) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64) -> i32
+  %ok = llvm.icmp "eq" %rc, %i0 : i32
+  llvm.cond_br %ok, ^staged, ^failed
+^staged:
+  %exact = llvm.getelementptr %tmp[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
   llvm.return %exact : !llvm.ptr
-^fail:
-  llvm.store %i0, %lock atomic release {alignment = 4 : i64} : i32, !llvm.ptr
+^failed:
+  llvm.call @moir_hl_resident_free(%tmp) : (!llvm.ptr) -> ()
   llvm.return %null : !llvm.ptr
 }
 
@@ -277,11 +326,15 @@ llvm.func @moir_hl_forget(%host: !llvm.ptr) {
 // Makes the device's copy of a KV cache current in bytes [begin, end) of
 // its `total`: the buffer kept (copied whole the first time), then a crop
 // of it as bytes, rounded out to whole 4 KB pages (every host byte is
-// current, so the extra ones are too; Halide's OpenCL crop is an offset
-// into the kept buffer), copied from the host. 0 also when the table has
+// current, so the extra ones are too; Halide's OpenCL and Vulkan crops are
+// offsets into the kept buffer), copied from the host. On Vulkan (padded >
+// 0) the crop is of the staged padded buffer the kept descriptor crops;
+// `total` is then a multiple of 64 (moir-halide-select-kernels), so every
+// copy is too, as Halide's Vulkan allocator needs. 0 also when the table has
 // no room: the calls that read the cache then copy it whole, as any input.
 llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: i64,
-                                      %begin: i64, %end: i64, %total: i64) -> i32 {
+                                      %begin: i64, %end: i64, %total: i64,
+                                      %padded: i64) -> i32 {
   %i0 = llvm.mlir.constant(0 : i32) : i32
   %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
@@ -290,7 +343,10 @@ llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig:
   %crop = llvm.alloca %one x !buf : (i64) -> !llvm.ptr
   %viewdim = llvm.alloca %one x !llvm.struct<(i32, i32, i32, i32)> : (i64) -> !llvm.ptr
   %cropdim = llvm.alloca %one x !llvm.struct<(i32, i32, i32, i32)> : (i64) -> !llvm.ptr
-  %kept = llvm.call @moir_hl_resident(%desc, %iface, %sig, %z, %z) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
+  // Staged (Vulkan, padded > 0): the first copy stages all `total` bytes.
+  %isstaged = llvm.icmp "ne" %padded, %z : i64
+  %kbytes = llvm.select %isstaged, %total, %z : i1, i64
+  %kept = llvm.call @moir_hl_resident(%desc, %iface, %sig, %kbytes, %padded) : (!llvm.ptr, !llvm.ptr, i64, i64, i64) -> !llvm.ptr
   %nokept = llvm.icmp "eq" %kept, %null : !llvm.ptr
   %page = llvm.mlir.constant(4096 : i64) : i64
   %mask = llvm.mlir.constant(-4096 : i64) : i64
@@ -309,9 +365,13 @@ llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig:
   %lanes = llvm.mlir.constant(1 : i16) : i16
   %d0 = llvm.mlir.constant(0 : i32) : i32
   %d1 = llvm.mlir.constant(1 : i32) : i32
-  %devp = llvm.getelementptr %kept[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  // The device allocation: the kept descriptor's, or where it is a crop
+  // of a staged buffer (the slot's next descriptor), that buffer's.
+  %padbuf = llvm.getelementptr %kept[1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %owner = llvm.select %isstaged, %padbuf, %kept : i1, !llvm.ptr
+  %devp = llvm.getelementptr %owner[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
   %dev = llvm.load %devp : !llvm.ptr -> i64
-  %kifacep = llvm.getelementptr %kept[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %kifacep = llvm.getelementptr %owner[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
   %kiface = llvm.load %kifacep : !llvm.ptr -> !llvm.ptr
   %khostp = llvm.getelementptr %kept[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
   %khost = llvm.load %khostp : !llvm.ptr -> !llvm.ptr
@@ -439,6 +499,7 @@ struct HalideResidentWeightsPass
       return f && f.isExternal();
     };
     if (!declared(moir::halide::residentFunctionName()) &&
+        !declared(moir::halide::residentOrStagedFunctionName()) &&
         !declared(moir::halide::syncRowsFunctionName()))
       return;
     auto forward = module.lookupSymbol<LLVM::LLVMFuncOp>("forward");

@@ -262,8 +262,8 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("factor", b.getF64FloatAttr(tables.attentionFactor)));
       params.push_back(b.getNamedAttr("inv_freq", b.getDenseF64ArrayAttr(freq)));
     } else if (auto attention = dyn_cast<llm::AttentionOp>(op)) {
-      // f32 queries over a float cache (on OpenCL the caches stay on the
-      // device, syncCaches; on Vulkan they are copied per call).
+      // f32 queries over a float cache (the caches stay on the device,
+      // syncCaches).
       auto query = cast<RankedTensorType>(attention.getQuery().getType());
       if (!want("attention") || !isF32(attention.getQuery()) ||
           query.getRank() != 3 || ShapedType::isDynamic(query.getDimSize(1)) ||
@@ -352,14 +352,14 @@ struct HalideSelectKernelsPass
     emit(op, op->getOperands(), kind, params);
   }
 
-  /// On OpenCL, the KV caches `op` reads stay on the device: each operand
+  /// On OpenCL and Vulkan, the KV caches `op` reads stay on the device: each operand
   /// an `llm.kv_cache_update` writes (static, at most 4 dimensions, as
   /// every resident buffer) is read through a `moir.halide_sync_rows` of
   /// the rows it wrote, which the call then keeps resident (emit). Also in
   /// front of MLIR's prefill of a decode-only kernel (emitDecodeOnly): the
   /// device's copy must see every forward's rows.
   void syncCaches(Operation *op) {
-    if (device != "opencl")
+    if (device != "opencl" && device != "vulkan")
       return;
     OpBuilder builder(op);
     Location loc = op->getLoc();
@@ -369,8 +369,13 @@ struct HalideSelectKernelsPass
       auto type = update ? cast<RankedTensorType>(update.getType()) : RankedTensorType();
       // The device keeps buffers under 2 GB (HalideCallBufferization.cpp,
       // mayKeep); a larger cache is copied per call.
+      int64_t bytes = update && type.hasStaticShape()
+                          ? type.getNumElements() * type.getElementTypeBitWidth() / 8
+                          : 0;
+      // On Vulkan only a multiple of 64 bytes: every copy into the kept
+      // buffer is then one too, as Halide 21's Vulkan allocator needs.
       if (!update || !type.hasStaticShape() || type.getRank() > 4 ||
-          type.getNumElements() * type.getElementTypeBitWidth() / 8 >= (int64_t(1) << 31) - 64)
+          bytes >= (int64_t(1) << 31) - 64 || (device == "vulkan" && bytes % 64))
         continue;
       if (!zero) {
         OpBuilder entry(op->getContext());

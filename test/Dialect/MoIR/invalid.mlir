@@ -57,11 +57,21 @@ func.func private @f(%x: index {moir.weight})
 
 // -----
 
-// Only OpenCL keeps KV caches on the device this way.
-func.func @sync_vulkan(%c: tensor<16x2x8xf32>, %o: index, %n: index) -> tensor<16x2x8xf32> {
-  // expected-error @+1 {{device 'vulkan': only OpenCL keeps KV caches on the device}}
-  %r = moir.halide_sync_rows %c[%o, %n] on "vulkan" : tensor<16x2x8xf32>
+// Only OpenCL and Vulkan keep KV caches on the device this way.
+func.func @sync_metal(%c: tensor<16x2x8xf32>, %o: index, %n: index) -> tensor<16x2x8xf32> {
+  // expected-error @+1 {{device 'metal': only OpenCL and Vulkan keep KV caches on the device}}
+  %r = moir.halide_sync_rows %c[%o, %n] on "metal" : tensor<16x2x8xf32>
   return %r : tensor<16x2x8xf32>
+}
+
+// -----
+
+// Vulkan only where the cache's bytes are a multiple of 64 (16x2x3 f32: 384
+// bytes are; 5x3 f32: 60 are not).
+func.func @sync_vulkan_odd(%c: tensor<5x3xf32>, %o: index, %n: index) -> tensor<5x3xf32> {
+  // expected-error @+1 {{cache 'tensor<5x3xf32>' of 60 bytes: Vulkan keeps only caches whose size is a multiple of 64 bytes}}
+  %r = moir.halide_sync_rows %c[%o, %n] on "vulkan" : tensor<5x3xf32>
+  return %r : tensor<5x3xf32>
 }
 
 // -----

@@ -29,5 +29,7 @@ module attributes {moir.family = "LlamaForCausalLM", moir.source = "model",
 // CHECK: moir.halide_sync_rows %arg0[%arg1, %arg2] on "opencl" : tensor<16x2x8xf32>
 func.func @sync_rows(%c: tensor<16x2x8xf32>, %o: index, %n: index) -> tensor<16x2x8xf32> {
   %r = moir.halide_sync_rows %c[%o, %n] on "opencl" : tensor<16x2x8xf32>
-  return %r : tensor<16x2x8xf32>
+  // CHECK: moir.halide_sync_rows %{{.*}} on "vulkan" : tensor<16x2x8xf32>
+  %v = moir.halide_sync_rows %r[%o, %n] on "vulkan" : tensor<16x2x8xf32>
+  return %v : tensor<16x2x8xf32>
 }

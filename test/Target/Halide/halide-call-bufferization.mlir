@@ -80,7 +80,8 @@ func.func @resident_copied(%x: tensor<1x32xf32>, %w: tensor<32x64xf32>) -> tenso
 // CHECK: %[[BEGIN:.*]] = arith.muli %[[FIRST]], %c512_i64 : i64
 // CHECK: %[[END:.*]] = arith.muli %{{.*}}, %c512_i64{{.*}} : i64
 // CHECK: %[[TOTAL:.*]] = llvm.mlir.constant(65536 : i64) : i64
-// CHECK: %[[RC:.*]] = call @moir_hl_sync_rows(%{{.*}}, %[[IFACE]], %{{.*}}, %[[BEGIN]], %[[END]], %[[TOTAL]]) : (!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> i32
+// CHECK: %[[UNPADDED:.*]] = llvm.mlir.constant(0 : i64) : i64
+// CHECK: %[[RC:.*]] = call @moir_hl_sync_rows(%{{.*}}, %[[IFACE]], %{{.*}}, %[[BEGIN]], %[[END]], %[[TOTAL]], %[[UNPADDED]]) : (!llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64) -> i32
 // CHECK: cf.assert %{{.*}}, "moir.halide_sync_rows: copying a KV cache's rows to the device failed"
 // CHECK: %[[KK:.*]] = call @moir_hl_resident(
 // CHECK: %[[KA:.*]] = llvm.select %{{.*}}, %[[KK]], %{{.*}} : i1, !llvm.ptr
@@ -93,5 +94,28 @@ func.func @sync_rows(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %off: ind
                      %p: tensor<1xi64>) -> tensor<1x8x64xf32> {
   %ks = moir.halide_sync_rows %k[%off, %n] on "opencl" : tensor<128x2x64xf32>
   %o = moir.halide_call "moir_hl_attention_dev" "attention"(%q, %ks, %ks, %p) {device = "opencl", scale = 0.125 : f64} {resident = array<i64: 1, 2>} : (tensor<1x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<1xi64>) -> tensor<1x8x64xf32>
+  return %o : tensor<1x8x64xf32>
+}
+
+// On Vulkan: moir_hl_sync_rows with the padded size the kept copy was staged
+// at (65536, a multiple of 64 already); the kernel's kept inputs come from
+// moir_hl_resident_or_staged with a zeroed slot on the stack, which the call
+// frees after the kernel (what the table had no room for was staged there).
+// CHECK-LABEL: func.func @sync_rows_vulkan
+// CHECK: %[[SLOT:.*]] = llvm.alloca %{{.*}} x !llvm.struct<(ptr, i64, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, array<4 x struct<(i32, i32, i32, i32)>>)>
+// CHECK: %[[IFACE:.*]] = call @halide_vulkan_device_interface()
+// CHECK: %[[TOTAL:.*]] = llvm.mlir.constant(65536 : i64) : i64
+// CHECK: %[[PADDED:.*]] = llvm.mlir.constant(65536 : i64) : i64
+// CHECK: call @moir_hl_sync_rows(%{{.*}}, %[[IFACE]], %{{.*}}, %{{.*}}, %{{.*}}, %[[TOTAL]], %[[PADDED]])
+// CHECK: llvm.store %{{.*}}, %[[SLOT]]
+// CHECK: %[[KEPT:.*]] = call @moir_hl_resident_or_staged(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[SLOT]])
+// CHECK: cf.assert %{{.*}}, "Halide kernel moir_hl_attention_vk: copying a kept buffer to the device failed"
+// CHECK: call @moir_hl_attention_vk(%{{.*}}, %[[KEPT]],
+// CHECK: call @moir_hl_resident_free(%[[SLOT]])
+// CHECK: return
+func.func @sync_rows_vulkan(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %off: index, %n: index,
+                            %p: tensor<1xi64>) -> tensor<1x8x64xf32> {
+  %ks = moir.halide_sync_rows %k[%off, %n] on "vulkan" : tensor<128x2x64xf32>
+  %o = moir.halide_call "moir_hl_attention_vk" "attention"(%q, %ks, %ks, %p) {device = "vulkan", scale = 0.125 : f64} {resident = array<i64: 1, 2>} : (tensor<1x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<1xi64>) -> tensor<1x8x64xf32>
   return %o : tensor<1x8x64xf32>
 }

@@ -19,13 +19,24 @@
 // else a slot moir_hl_forget emptied (key null) is filled, or the next one:
 // CHECK: llvm.select %{{.*}}, %{{.*}}, %{{.*}} : i1, i64
 // CHECK: llvm.select %{{.*}}, %{{.*}}, %{{.*}} : i1, i64
-// the buffer copied to the device, directly or staged and cropped:
+// and filled (moir_hl_fill), emptied again if the copy failed:
+// CHECK: llvm.call @moir_hl_fill(
+// CHECK: llvm.call @moir_hl_resident_free(
+// CHECK: llvm.store {{.*}} atomic release
+// A slot filled: the buffer copied to the device, directly or staged and
+// cropped:
+// CHECK: llvm.func internal @moir_hl_fill(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64) -> i32
 // CHECK: llvm.call @halide_copy_to_device
 // CHECK: llvm.call @halide_malloc
 // CHECK: llvm.call @halide_copy_to_device
 // CHECK: llvm.call @halide_device_crop
 // CHECK: llvm.call @halide_free
-// CHECK: llvm.store {{.*}} atomic release
+// Vulkan's calls: the kept copy, or the caller's slot filled for one call
+// (freed if that failed):
+// CHECK: llvm.func internal @moir_hl_resident_or_staged(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr) -> !llvm.ptr
+// CHECK: llvm.call @moir_hl_resident(
+// CHECK: llvm.call @moir_hl_fill(
+// CHECK: llvm.call @moir_hl_resident_free(
 // A slot's device buffers freed, its key emptied:
 // CHECK: llvm.func internal @moir_hl_resident_free(%{{.*}}: !llvm.ptr)
 // CHECK: llvm.call @halide_device_release_crop
@@ -36,11 +47,13 @@
 // CHECK: llvm.cmpxchg
 // CHECK: llvm.call @moir_hl_resident_free
 // CHECK: llvm.store {{.*}} atomic release
-// A KV cache's rows: the kept buffer, then a crop of its bytes rounded out
-// to 4 KB, copied from the host:
-// CHECK: llvm.func internal @moir_hl_sync_rows(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64) -> i32
+// A KV cache's rows: the kept buffer (staged whole where padded > 0), then
+// a crop of its bytes (of the staged buffer's, on Vulkan) rounded out to
+// 4 KB, copied from the host:
+// CHECK: llvm.func internal @moir_hl_sync_rows(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64) -> i32
 // CHECK: llvm.call @moir_hl_resident(
 // CHECK: llvm.mlir.constant(-4096 : i64)
+// CHECK: llvm.getelementptr %{{.*}}[1] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>
 // CHECK: llvm.call @halide_device_crop
 // CHECK: llvm.call @halide_copy_to_device
 // CHECK: llvm.call @halide_device_release_crop
@@ -63,7 +76,23 @@ llvm.func @forward(%a: !llvm.ptr, %b: !llvm.ptr, %c: i64) {
 // CHECK: llvm.func @moir_hl_forget(
 // CHECK: llvm.func internal @moir_hl_sync_rows(
 // CHECK-NOT: llvm.func @moir_hl_sync_rows(
-llvm.func @moir_hl_sync_rows(!llvm.ptr, !llvm.ptr, i64, i64, i64, i64) -> i32
+llvm.func @moir_hl_sync_rows(!llvm.ptr, !llvm.ptr, i64, i64, i64, i64, i64) -> i32
+llvm.func @forward(%a: !llvm.ptr) {
+  llvm.return
+}
+
+// -----
+
+// Only a Vulkan call's functions declared: the same definitions, both
+// declarations replaced.
+// CHECK-LABEL: module
+// CHECK: llvm.func internal @moir_hl_resident(
+// CHECK: llvm.func internal @moir_hl_resident_or_staged(
+// CHECK: llvm.func internal @moir_hl_resident_free(
+// CHECK-NOT: llvm.func @moir_hl_resident_or_staged(
+// CHECK-NOT: llvm.func @moir_hl_resident_free(
+llvm.func @moir_hl_resident_or_staged(!llvm.ptr, !llvm.ptr, i64, i64, i64, !llvm.ptr) -> !llvm.ptr
+llvm.func @moir_hl_resident_free(!llvm.ptr)
 llvm.func @forward(%a: !llvm.ptr) {
   llvm.return
 }

@@ -254,10 +254,10 @@ func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tens
 
 // -----
 
-// On OpenCL the caches a forward writes stay on the device: attention (and
-// MLA, and MLIR's prefill beside a decode-only kernel) reads each through a
-// moir.halide_sync_rows of the rows the update wrote, resident. On Vulkan
-// and the host, the caches are read as the update leaves them.
+// On OpenCL and Vulkan the caches a forward writes stay on the device:
+// attention (and MLA, and MLIR's prefill beside a decode-only kernel) reads
+// each through a moir.halide_sync_rows of the rows the update wrote,
+// resident. On the host, the caches are read as the update leaves them.
 // DEVICE-LABEL: func.func @cache_rows
 // DEVICE: %[[C0:.*]] = arith.constant 0 : index
 // DEVICE: %[[K:.*]] = llm.kv_cache_update %arg1 into %arg3[%arg5]
@@ -269,8 +269,9 @@ func.func @attention(%q: tensor<?x8x64xf32>, %k: tensor<128x2x64xbf16>, %v: tens
 // DEVICE: moir.halide_call {{.*}} "attention"(%arg0, %[[KS]], %[[VS]], %arg6) {device = "opencl", scale = 1.250000e-01 : f64} {moir.layer = 3 : i64, resident = array<i64: 1, 2>}
 // DEVICE: return {{.*}}, %[[K]], %[[V]]
 // VULKAN-LABEL: func.func @cache_rows
-// VULKAN-NOT: halide_sync_rows
-// VULKAN: moir.halide_call {{.*}} "attention"(%arg0, %{{.*}}, %{{.*}}, %arg6) {device = "vulkan", scale = 1.250000e-01 : f64} {moir.layer = 3 : i64} :
+// VULKAN: %[[KS:.*]] = moir.halide_sync_rows {{.*}} on "vulkan" {moir.layer = 3 : i64} : tensor<128x2x64xf32>
+// VULKAN: %[[VS:.*]] = moir.halide_sync_rows {{.*}} on "vulkan" {moir.layer = 3 : i64} : tensor<128x2x64xf32>
+// VULKAN: moir.halide_call {{.*}} "attention"(%arg0, %[[KS]], %[[VS]], %arg6) {device = "vulkan", scale = 1.250000e-01 : f64} {moir.layer = 3 : i64, resident = array<i64: 1, 2>} :
 // CHECK-LABEL: func.func @cache_rows
 // CHECK-NOT: halide_sync_rows
 // CHECK-NOT: resident
@@ -281,6 +282,24 @@ func.func @cache_rows(%q: tensor<?x8x64xf32>, %kn: tensor<?x2x64xf32>, %vn: tens
   %v2 = llm.kv_cache_update %vn into %v[%off] {moir.layer = 3 : i64} : tensor<?x2x64xf32> into tensor<128x2x64xf32>
   %o = llm.attention %q, %k2, %v2, %p scale = 0.125 flash {moir.layer = 3 : i64} : (tensor<?x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<?xi64>) -> tensor<?x8x64xf32>
   return %o, %k2, %v2 : tensor<?x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>
+}
+
+// -----
+
+// A cache whose bytes are not a multiple of 64 (5x2x3 f32: 120) stays per
+// call on Vulkan (Halide 21's Vulkan allocator), and is kept on OpenCL.
+// DEVICE-LABEL: func.func @cache_rows_odd
+// DEVICE: moir.halide_sync_rows {{.*}} on "opencl"
+// VULKAN-LABEL: func.func @cache_rows_odd
+// VULKAN-NOT: halide_sync_rows
+// VULKAN: moir.halide_call {{.*}} "attention"(%arg0, %{{.*}}, %{{.*}}, %arg6) {device = "vulkan", scale = 5.000000e-01 : f64} :
+func.func @cache_rows_odd(%q: tensor<?x6x3xf32>, %kn: tensor<?x2x3xf32>, %vn: tensor<?x2x3xf32>,
+                          %k: tensor<5x2x3xf32>, %v: tensor<5x2x3xf32>, %off: index, %p: tensor<?xi64>)
+    -> (tensor<?x6x3xf32>, tensor<5x2x3xf32>, tensor<5x2x3xf32>) {
+  %k2 = llm.kv_cache_update %kn into %k[%off] : tensor<?x2x3xf32> into tensor<5x2x3xf32>
+  %v2 = llm.kv_cache_update %vn into %v[%off] : tensor<?x2x3xf32> into tensor<5x2x3xf32>
+  %o = llm.attention %q, %k2, %v2, %p scale = 0.5 flash : (tensor<?x6x3xf32>, tensor<5x2x3xf32>, tensor<5x2x3xf32>, tensor<?xi64>) -> tensor<?x6x3xf32>
+  return %o, %k2, %v2 : tensor<?x6x3xf32>, tensor<5x2x3xf32>, tensor<5x2x3xf32>
 }
 
 // -----

@@ -38,9 +38,17 @@ void registerHalideCallBufferization(mlir::DialectRegistry &registry);
 /// signature, i64 bytes, i64 padded_bytes)`, declared by the bufferization
 /// and defined by moir-halide-resident-weights (ResidentWeights.cpp).
 inline llvm::StringLiteral residentFunctionName() { return "moir_hl_resident"; }
+/// A Vulkan call's: `ptr moir_hl_resident_or_staged(ptr descriptor, ptr
+/// device_interface, i64 signature, i64 bytes, i64 padded_bytes, ptr
+/// slot)`, moir_hl_resident or, where the table has no room, `slot` (a
+/// zeroed slot of the caller's) staged for this call; the caller frees it
+/// after the call with `void moir_hl_resident_free(ptr slot)`.
+inline llvm::StringLiteral residentOrStagedFunctionName() { return "moir_hl_resident_or_staged"; }
+inline llvm::StringLiteral residentFreeFunctionName() { return "moir_hl_resident_free"; }
 /// The function moir.halide_sync_rows calls: `i32 moir_hl_sync_rows(ptr
 /// descriptor, ptr device_interface, i64 signature, i64 begin, i64 end, i64
-/// total)` (bytes), also defined by moir-halide-resident-weights.
+/// total, i64 padded)` (bytes; padded > 0: kept staged, Vulkan), also
+/// defined by moir-halide-resident-weights.
 inline llvm::StringLiteral syncRowsFunctionName() { return "moir_hl_sync_rows"; }
 /// What the artifact exports for the runtime to call before it frees a
 /// buffer it handed to @forward: `void moir_hl_forget(void *host)`.
