@@ -187,8 +187,11 @@ private:
     IRVisitor::visit(op);
     // halide_vulkan_run(state, entry, blocks x3, threads x3, shared bytes,
     // sizes[], args[], is_buffer[]), each list a make_struct.
-    if (op->name != "halide_vulkan_run" || op->args.size() != 12)
+    if (op->name != "halide_vulkan_run")
       return;
+    if (op->args.size() != 12)
+      throw std::runtime_error("Halide's Vulkan launch has " + std::to_string(op->args.size()) +
+                               " arguments, not the 12 MoIR reads its scalar sizes from");
     const auto *sizes = op->args[9].as<Halide::Internal::Call>();
     const auto *isBuffer = op->args[11].as<Halide::Internal::Call>();
     if (!sizes || !isBuffer || !sizes->is_intrinsic(Halide::Internal::Call::make_struct) ||

@@ -809,7 +809,6 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
   k.vars = {{"e", e}, {"h", h}, {"t", t}, {"c", c}};
   Expr p = cast<int>(pos(inBounds(spec, pos, t)));
   auto window = spec.numbers.find("window");
-  int predicates = 0;
   auto visible = [&](Expr row) {
     if (window == spec.numbers.end())
       return row <= p;
@@ -819,7 +818,7 @@ void buildAttention(const KernelSpec &spec, BuiltKernel &k, Func &out) {
     // in one predicate make Halide 21 repeat a name where a schedule
     // vectorizes the tokens with a guarded tail ("Simplify only works on
     // code where every name is unique").
-    std::string name = "visible_position" + std::to_string(predicates++);
+    std::string name = Internal::unique_name("visible_position");
     Expr v = Internal::Variable::make(Int(32), name);
     return Internal::Let::make(name, p, row <= v && v - row < static_cast<int>(window->second));
   };
