@@ -524,9 +524,10 @@ struct HalideSyncRowsBufferization
     };
     Value end = arith::AddIOp::create(rewriter, loc, sync.getOffset(), sync.getRows());
     int64_t total = type.getNumElements() * type.getElementTypeBitWidth() / 8;
-    // On Vulkan the kept copy is staged padded (a multiple of 64 bytes:
-    // moir-halide-select-kernels keeps only caches whose size is one).
-    int64_t padded = sync.getDevice() == "vulkan" ? std::max<int64_t>((total + 63) / 64 * 64, 64) : 0;
+    // On Vulkan the kept copy is staged padded to 64 bytes, which is the
+    // cache's own size: the op's verifier keeps Vulkan's caches at a
+    // multiple of 64.
+    int64_t padded = sync.getDevice() == "vulkan" ? total : 0;
     Value rc = e.call(moir::halide::syncRowsFunctionName(),
                       ValueRange{desc, e.deviceInterface(), e.signature(*buffer),
                                  bytes(sync.getOffset()), bytes(end), e.constant(e.d.i64, total),

@@ -132,9 +132,7 @@ llvm.func internal @moir_hl_resident(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig: 
   %new = llvm.getelementptr %slots[0, %at] : (!llvm.ptr, i64) -> !llvm.ptr, !table
   %exact = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
   %filled = llvm.call @moir_hl_fill(%new, %desc, %iface, %bytes, %padded) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64) -> i32
-  llvm.br ^done(%filled : i32)
-^done(%r: i32):
-  %ok = llvm.icmp "eq" %r, %i0 : i32
+  %ok = llvm.icmp "eq" %filled, %i0 : i32
   llvm.cond_br %ok, ^commit, ^unfill
 ^unfill:
   // What the failed copy allocated is freed; the slot stays empty.

@@ -266,7 +266,8 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     // Sums across a vector's lanes as shuffle trees (Halide's vector
     // reductions) on x86 and ARM; Hexagon's code generator has none for f32.
     spec.numbers["vector_sums"] = target.arch == Target::X86 || target.arch == Target::ARM;
-    std::string schedule = defaultScheduleFor(spec, lanes), origin = "default schedule";
+    const std::string defaultSchedule = defaultScheduleFor(spec, lanes);
+    std::string schedule = defaultSchedule, origin = "default schedule";
     Target kernelTarget = withDevice(target, spec);
     bool edited = false;
     if (!options.schedulesIn.empty()) {
@@ -281,9 +282,8 @@ std::string compileKernel(KernelSpec spec, const Target &target, int lanes,
     // (Kernels.cpp, inBounds): the positions are read clamped. A file that
     // holds the default's calls (an unedited --halide-schedules-out)
     // compiles to the default's code.
-    std::string defaultCalls = scheduleCalls(defaultScheduleFor(spec, lanes));
-    if ((edited && scheduleCalls(schedule) != defaultCalls) ||
-        (!edited && !options.autoscheduler.empty()))
+    if (edited ? scheduleCalls(schedule) != scheduleCalls(defaultSchedule)
+               : !options.autoscheduler.empty())
       spec.numbers["clamp_positions"] = 1;
     BuiltKernel kernel = buildKernel(spec);
     if (!edited && !options.autoscheduler.empty()) {
