@@ -55,6 +55,10 @@ ArrayRef<OptionSpelling> optionSpellings() { return kSpellings; }
 bool optionAppliesTo(StringRef targets, StringRef target) {
   if (targets.empty())
     return true;
+  // --target=halide is the CPU's host code with whole layers on Halide: it
+  // takes the CPU's options.
+  if (target == "halide")
+    target = "cpu";
   SmallVector<StringRef> list;
   targets.split(list, ',');
   return llvm::is_contained(list, target);
@@ -113,7 +117,8 @@ Error validateOptions(const CompileOptions &options) {
     return bad("--dump-dequantized-weights describes the whole model: take it from the 1-rank "
                "compile (the ranks' artifacts run the same values), not with --expert-parallel "
                "or --tensor-parallel");
-  StringRef kernels = options.cpu.kernels;
+  // --target=halide: the Halide kernels, whole layers of them.
+  StringRef kernels = options.target == "halide" ? StringRef("halide") : options.cpu.kernels;
   if (kernels != "mlir" && kernels != "halide")
     return bad("unknown --kernels '" + kernels + "' (known: mlir, halide)");
   if (kernels != "halide" && (!options.cpu.halideSchedulesIn.empty() ||
@@ -143,12 +148,13 @@ Error validateOptions(const CompileOptions &options) {
     return bad("--halide-target=" + device + " says where the Halide kernels run: it needs "
                "--kernels=halide");
   for (StringRef op : llvm::split(StringRef(options.cpu.halideOps), ',')) {
-    static const char *kOps[] = {"rms_norm", "linear", "glu", "activation", "rope",
-                                 "glu_linear", "router", "experts", "attention", "mla"};
+    static const char *kOps[] = {"rms_norm", "linear",    "glu", "activation",
+                                 "rope",     "glu_linear", "router", "experts",
+                                 "attention", "mla",       "add",    "embed"};
     if (!op.trim().empty() && !llvm::is_contained(kOps, op.trim()))
       return bad("unknown op '" + op.trim() +
                  "' in --halide-ops (known: rms_norm, linear, glu, activation, rope, "
-                 "glu_linear, router, experts, attention, mla)");
+                 "glu_linear, router, experts, attention, mla, add, embed)");
   }
   if (experts > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");

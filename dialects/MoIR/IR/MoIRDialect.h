@@ -47,6 +47,15 @@ inline llvm::StringLiteral packedName() { return Dialect::PackedAttrHelper::getN
 inline llvm::StringLiteral linkObjectsName() {
   return Dialect::LinkObjectsAttrHelper::getNameStr();
 }
+inline llvm::StringLiteral keepResultsName() {
+  return Dialect::KeepResultsAttrHelper::getNameStr();
+}
+inline llvm::StringLiteral deviceInputsName() {
+  return Dialect::DeviceInputsAttrHelper::getNameStr();
+}
+inline llvm::StringLiteral hostResultsName() {
+  return Dialect::HostResultsAttrHelper::getNameStr();
+}
 
 /// A unit marker (moir.parallel, moir.kernel, ...) on `op`.
 inline void mark(mlir::Operation *op, llvm::StringLiteral name) {

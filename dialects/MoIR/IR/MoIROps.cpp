@@ -79,6 +79,25 @@ LogicalResult MoIRDialect::verifyOperationAttribute(Operation *op, NamedAttribut
       name == attrs::serialName() ||
       name == attrs::warpReduceName() || name == attrs::hostCopyName())
     return isa<UnitAttr>(value) ? success() : wrongType("a unit attribute");
+  if (name == attrs::keepResultsName() || name == attrs::deviceInputsName() ||
+      name == attrs::hostResultsName()) {
+    auto call = dyn_cast<HalideCallOp>(op);
+    if (!call)
+      return op->emitOpError() << "'" << name << "' belongs on a moir.halide_call";
+    if (name == attrs::keepResultsName())
+      return isa<UnitAttr>(value) ? success() : wrongType("a unit attribute");
+    auto indices = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!indices)
+      return wrongType("an array<i64>");
+    int64_t bound = name == attrs::deviceInputsName()
+                        ? static_cast<int64_t>(call.getInputs().size())
+                        : static_cast<int64_t>(call.getNumResults());
+    for (int64_t i : indices.asArrayRef())
+      if (i < 0 || i >= bound)
+        return op->emitOpError() << "'" << name << "' names " << i << ", which is not one of its "
+                                 << bound << (name == attrs::deviceInputsName() ? " inputs" : " results");
+    return success();
+  }
   if (name == attrs::argName())
     return op->emitOpError() << "'" << name << "' belongs on arguments of @forward";
   return op->emitOpError() << "unknown MoIR attribute '" << name << "'";
@@ -143,12 +162,13 @@ LogicalResult moir::applyPatternsKeepingLayers(Operation *root, RewritePatternSe
 }
 
 LogicalResult HalideCallOp::verify() {
-  static const char *kKernels[] = {"rms_norm", "linear", "glu", "activation", "rope",
-                                   "glu_linear", "router", "experts", "attention", "mla"};
+  static const char *kKernels[] = {"rms_norm", "linear",  "glu",       "activation",
+                                   "rope",     "glu_linear", "router", "experts",
+                                   "attention", "mla",     "add",       "embed"};
   if (!llvm::is_contained(kKernels, getKernel()))
     return emitOpError() << "unknown Halide kernel '" << getKernel()
                          << "' (rms_norm, linear, glu, activation, rope, glu_linear, router, "
-                            "experts, attention, mla)";
+                            "experts, attention, mla, add, embed)";
   size_t results = getKernel() == "router" ? 2 : 1;
   if (getNumResults() != results)
     return emitOpError() << "Halide kernel '" << getKernel() << "' has " << results

@@ -48,7 +48,12 @@ def MoIR_Dialect : Dialect {
       dequantizing body;
     - `moir.link_objects` (module): object files another code generator
       compiled (the Halide kernels) that the host linker adds to the
-      artifact's shared object.
+      artifact's shared object;
+    - on a device `moir.halide_call` (moir-halide-keep-activations, moirc
+      --target=halide): `moir.keep_results` (its results stay on the
+      device), `moir.device_inputs` (the operands another device call left
+      there) and `moir.host_results` (the results a host op reads, copied
+      back too).
   }];
   let discardableAttrs = (ins
     "::mlir::StringAttr":$family,
@@ -65,7 +70,10 @@ def MoIR_Dialect : Dialect {
     "::mlir::UnitAttr":$host_copy,
     "::mlir::DenseI64ArrayAttr":$abi,
     "::mlir::StringAttr":$packed,
-    "::mlir::ArrayAttr":$link_objects
+    "::mlir::ArrayAttr":$link_objects,
+    "::mlir::UnitAttr":$keep_results,
+    "::mlir::DenseI64ArrayAttr":$device_inputs,
+    "::mlir::DenseI64ArrayAttr":$host_results
   );
   let useDefaultAttributePrinterParser = 1;
   let hasOperationAttrVerify = 1;

@@ -441,10 +441,34 @@ struct HalideCallBufferization
         for (int64_t i : *resident)
           if (!copied.contains(i) && mayKeep(cast<MemRefType>(buffers[i].getType())))
             kept.insert(static_cast<unsigned>(i));
+    // moirc --target=halide (moir-halide-keep-activations): the results stay
+    // on the device in the activation table, and the inputs another device
+    // call left there are read there (KeepActivations.cpp).
+    auto deviceInputs = op->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::deviceInputsName());
+    auto hostResults = op->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::hostResultsName());
+    const bool keepResults = op->hasAttr(moir::attrs::keepResultsName());
+    if ((keepResults || deviceInputs) && (!device || device.getValue() != "opencl"))
+      return op->emitOpError(
+          "keeps its activations on the device, which only OpenCL calls do (moirc "
+          "--target=halide --halide-target=opencl)");
+    llvm::SmallDenseSet<unsigned> onDevice;
+    if (deviceInputs)
+      for (int64_t i : deviceInputs.asArrayRef()) {
+        if (i < 0 || i >= static_cast<int64_t>(buffers.size()) || copied.contains(i) ||
+            kept.contains(i))
+          return op->emitOpError() << "input " << i
+                                   << " is marked on the device, but is not an input read "
+                                      "in place (an operand with a unit inner stride)";
+        onDevice.insert(static_cast<unsigned>(i));
+      }
     SmallVector<Value> fresh; // the descriptors made for this call
     SmallVector<Value> temporaries; // Vulkan: kept buffers staged for this call
     for (auto [i, b] : llvm::enumerate(buffers)) {
       fresh.push_back(e.describe(b, /*input=*/!staged));
+      // Bound to the kept device buffer where the table has it; else the
+      // call copies the host's bytes, current where the result was not kept.
+      if (onDevice.contains(i))
+        e.call(moir::halide::bindFunctionName(), ValueRange{fresh.back()}, e.d.i32);
       args.push_back(kept.contains(i) ? e.resident(b, fresh.back(), temporaries) : fresh.back());
     }
     for (Value out : outs) {
@@ -470,8 +494,21 @@ struct HalideCallBufferization
       // with a device allocation: copy the results back, free them all
       // (the descriptors die with this call). A resident input's fresh
       // descriptor has one only where the table had no room for it.
-      for (Value desc : llvm::drop_begin(args, buffers.size()))
-        e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
+      // Results kept on the device are copied back only where a host op
+      // reads them (or where the table is full: moir_hl_keep copies them).
+      for (auto [r, desc] : llvm::enumerate(llvm::drop_begin(args, buffers.size()))) {
+        bool toHost = !keepResults ||
+                      (hostResults && llvm::is_contained(hostResults.asArrayRef(), int64_t(r)));
+        if (toHost)
+          e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
+        if (keepResults)
+          e.check(e.call(moir::halide::keepFunctionName(),
+                         ValueRange{desc, e.constant(e.d.i32, toHost ? 1 : 0)}, e.d.i32),
+                  "Halide kernel " + call.getCallee() +
+                      ": keeping a result on the device (or copying it back) failed");
+      }
+      for (unsigned i : onDevice)
+        e.call(moir::halide::unbindFunctionName(), ValueRange{fresh[i]});
       for (Value desc : fresh)
         e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
     }

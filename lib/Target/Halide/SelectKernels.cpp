@@ -7,6 +7,7 @@
 #include "MoE/IR/MoEOps.h"
 #include "moir/Conversion/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/StringExtras.h"
@@ -174,13 +175,15 @@ struct HalideSelectKernelsPass
     }
     llvm::SmallVector<StringRef> wanted;
     StringRef(ops).split(wanted, ',', -1, false);
+    // Whole layers (moirc --target=halide): every kind.
     auto want = [&](StringRef kind) {
-      return llvm::any_of(wanted, [&](StringRef w) { return w.trim() == kind; });
+      return wholeLayers || llvm::any_of(wanted, [&](StringRef w) { return w.trim() == kind; });
     };
     SmallVector<Operation *> candidates;
     getOperation()->walk([&](Operation *op) {
       if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp,
-              llm::AttentionOp, mla::AttendOp, moe::FusedRouteOp, moe::FusedExpertsOp>(op))
+              llm::AttentionOp, mla::AttendOp, moe::FusedRouteOp, moe::FusedExpertsOp,
+              arith::AddFOp, llm::EmbeddingOp>(op))
         candidates.push_back(op);
     });
     // glu_linear first: a GLU whose only use is a linear's input becomes one
@@ -198,6 +201,37 @@ struct HalideSelectKernelsPass
     for (Operation *op : candidates)
       if (!fused.contains(op))
         select(op, want);
+    if (wholeLayers && failed(checkWholeLayers()))
+      return signalPassFailure();
+  }
+
+  /// moirc --target=halide: every op of a layer that computes on tensors is
+  /// a Halide call now. What may stay: the calls, the weights, views and
+  /// shapes, the KV cache's row writes (and their device copies), the
+  /// routing record, control flow and scalar arithmetic.
+  LogicalResult checkWholeLayers() {
+    WalkResult result = getOperation()->walk([&](Operation *op) {
+      std::optional<int64_t> layer = moir::attrs::getLayer(op);
+      if (!layer || op->getNumRegions() != 0 ||
+          isa<moir::HalideCallOp, moir::HalideSyncRowsOp, llm::WeightRefOpInterface,
+              llm::KVCacheUpdateOp, moe::RecordRoutingOp, tensor::ExpandShapeOp,
+              tensor::CollapseShapeOp, tensor::ExtractSliceOp, tensor::DimOp>(op))
+        return WalkResult::advance();
+      auto tensorTyped = [](Type t) { return isa<ShapedType>(t) || t.getDialect().getNamespace() == "llm"; };
+      if (llvm::none_of(op->getOperandTypes(), tensorTyped) &&
+          llvm::none_of(op->getResultTypes(), tensorTyped))
+        return WalkResult::advance();
+      op->emitError() << "--target=halide runs every op of a layer on the Halide target, and "
+                         "this op of layer "
+                      << *layer << " has no Halide kernel (moir-halide-select-kernels takes: "
+                      << "rms_norm, linear, glu, activation (not erf's gelu), rope, router, "
+                         "experts (not act-order or W8A8 ones), attention and mla over float "
+                         "caches, f32 additions, the embedding of a float table; "
+                         "docs/halide.md); compile with --target=cpu --kernels=halide to run "
+                         "it on MLIR";
+      return WalkResult::interrupt();
+    });
+    return failure(result.wasInterrupted());
   }
 
   bool fuseGLU(llm::GLUOp glu) {
@@ -229,6 +263,22 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("epsilon", b.getF64FloatAttr(norm.getEpsilon().convertToDouble())));
       if (std::optional<APFloat> offset = norm.getOffset())
         params.push_back(b.getNamedAttr("offset", b.getF64FloatAttr(offset->convertToDouble())));
+    } else if (auto add = dyn_cast<arith::AddFOp>(op)) {
+      // The residual stream's additions (whole layers, or --halide-ops=add).
+      auto type = dyn_cast<RankedTensorType>(add.getType());
+      if (!want("add") || !type || !type.getElementType().isF32() || type.getRank() < 1 ||
+          type.getRank() > 3 || !staticInner(add.getResult()) ||
+          add.getLhs().getType() != type || add.getRhs().getType() != type)
+        return;
+      kind = "add";
+    } else if (auto embedding = dyn_cast<llm::EmbeddingOp>(op)) {
+      auto ids = dyn_cast<RankedTensorType>(embedding.getIds().getType());
+      if (!want("embed") || !ids || ids.getRank() != 1 || !ids.getElementType().isInteger(32) ||
+          !staticFloat(embedding.getTable(), 2) || !isF32(embedding.getResult()))
+        return;
+      kind = "embed";
+      if (FloatAttr scale = embedding.getScaleAttr())
+        params.push_back(b.getNamedAttr("scale", scale));
     } else if (auto linear = dyn_cast<llm::LinearOp>(op)) {
       if (!want("linear") || !halideLinear(linear, device))
         return;
@@ -290,7 +340,8 @@ struct HalideSelectKernelsPass
       kind = "mla";
       params.push_back(
           b.getNamedAttr("scale", b.getF64FloatAttr(attend.getScale().convertToDouble())));
-      if (attend.getPrefillForm() == mla::Form::materialized) {
+      // Whole layers: the absorbed kernel for every token count.
+      if (attend.getPrefillForm() == mla::Form::materialized && !wholeLayers) {
         // No kernel for a static prefill of 4 tokens or more: no copy on
         // the device to keep current either.
         int64_t tokens = qn.getDimSize(0);

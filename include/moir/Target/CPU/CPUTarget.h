@@ -65,7 +65,9 @@ llvm::Expected<KernelOptions> kernelOptionsFor(const host::HostOptions &host,
                                                bool contractionKernels, bool bf16Dot,
                                                bool int8Dot, bool amx);
 
-/// Registers the CPU backend ("cpu") with the target backend registry.
+/// Registers the CPU backend ("cpu") and its whole-layers-on-Halide form
+/// ("halide", whose artifacts are CPU host code too) with the target
+/// backend registry.
 void registerCPUBackend();
 
 } // namespace cpu

@@ -65,7 +65,13 @@ def HalideSelectKernelsPass : Pass<"moir-halide-select-kernels", "mlir::ModuleOp
     Option<"int8DecodeBits", "int8-decode-bits", "int64_t", "8",
            "precision of those decode activations: 8, or 16 (a second int8 code per "
            "element, its first's rounding error in 128ths of a step, as MLIR's "
-           "int8-decode-bits: an `int8_bits = 16` param on the decode kernels)">
+           "int8-decode-bits: an `int8_bits = 16` param on the decode kernels)">,
+    Option<"wholeLayers", "whole-layers", "bool", "false",
+           "moirc --target=halide: every op kind (whatever `ops` says), the residual "
+           "additions (`arith.addf` on f32 tensors: `add`) and the token embedding "
+           "(`llm.embedding` of a float table: `embed`) too, MLA's absorbed kernel for "
+           "every token count; then every op of a layer (`moir.layer`) that computes on "
+           "tensors must have become a call, or the pass fails naming it">
   ];
   let dependentDialects = ["::moir::MoIRDialect", "::mlir::scf::SCFDialect",
                            "::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
@@ -123,6 +129,50 @@ def HalideResidentWeightsPass : Pass<"moir-halide-resident-weights", "mlir::Modu
     runtime, so this destructor runs before the runtime's own releases the
     device). A module that does not declare `moir_hl_resident` is left as
     it is.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
+def HalideKeepActivationsPass : Pass<"moir-halide-keep-activations", "mlir::ModuleOp"> {
+  let summary = "keeps device kernels' results on the device for the device kernels that read them";
+  let description = [{
+    Runs on tensors, before bufferization (moirc --target=halide with
+    --halide-target=opencl). A value is on the device when it is a device
+    `moir.halide_call`'s result, a `tensor.expand_shape`/`collapse_shape` of
+    one, an `scf.if` result every branch yields on the device, or a private
+    function's argument (result) that every call passes (every return
+    yields) on the device. Each device call gets:
+      - `moir.keep_results`: its results stay on the device after the call
+        (the activation table, moir-halide-activation-table), until their
+        buffer is freed;
+      - `moir.device_inputs`: its operands on the device (not weights or
+        caches, which `resident` keeps), read there without a copy;
+      - `moir.host_results`: its results some host op reads (directly,
+        through a view, or through an `scf.if`/call/return whose value is
+        not on the device everywhere): copied back as well.
+    `@forward` calls `moir_hl_release_activations` before it returns, which
+    frees what the table still holds. A module without device calls is left
+    as it is.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
+def HalideActivationTablePass : Pass<"moir-halide-activation-table", "mlir::ModuleOp"> {
+  let summary = "defines the per-thread table of activations kept on the device";
+  let description = [{
+    Runs once the module is in the LLVM dialect, where a call bufferized
+    with `moir.keep_results` declared `moir_hl_keep`. Defines, over a
+    thread-local table of 64 slots (a thread runs one forward at a time):
+    `moir_hl_keep(desc)` (the result's device buffer moves into a slot keyed
+    by its host address; 0 when the table is full: the call then copies the
+    result back as any), `moir_hl_bind(desc)` (an input's descriptor given
+    the slot's device buffer; 0 when it has none: the call copies the host's
+    bytes, current because that result was copied back),
+    `moir_hl_unbind(desc)`, `moir_hl_release_activation(host)` and
+    `moir_hl_release_activations()`. Every `free` in the module is preceded
+    by `moir_hl_release_activation` of the same pointer, so a slot lives
+    exactly as long as its host buffer and a later buffer at that address
+    is never taken for it.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }

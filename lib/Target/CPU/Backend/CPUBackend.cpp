@@ -45,10 +45,19 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   return kernels;
 }
 
+/// The CPU, and `halide`: the CPU's host code with every op of every layer
+/// a Halide kernel on --halide-target (host or OpenCL), the activations
+/// kept on the device between them (moir-halide-keep-activations). Its
+/// artifacts are CPU host code ("cpu <triple> <cpu>"): Halide's device
+/// runtime is linked into them.
 class CPUBackend final : public TargetBackend {
 public:
-  StringRef name() const override { return "cpu"; }
+  explicit CPUBackend(bool wholeLayers) : wholeLayers(wholeLayers) {}
+  StringRef name() const override { return wholeLayers ? "halide" : "cpu"; }
   StringRef description() const override {
+    if (wholeLayers)
+      return "whole layers on Halide (--halide-target=host|opencl): every layer op a Halide "
+             "kernel, activations kept on the device; CPU host code";
     return "CPUs (x86-64, AArch64): a shared object run by the runtime's thread pool";
   }
 
@@ -63,9 +72,19 @@ public:
     Expected<KernelOptions> kernels = kernelOptions(options);
     if (!kernels)
       return kernels.takeError();
+    if (wholeLayers) {
+      if (options.cpu.halideTarget == "vulkan")
+        return llvm::createStringError(
+            "--target=halide --halide-target=vulkan is not built yet: Vulkan's calls stage "
+            "every buffer through padded host memory (docs/halide.md), and keeping activations "
+            "on the device between them is done for OpenCL only; use --halide-target=opencl, "
+            "or --target=cpu --kernels=halide --halide-target=vulkan");
+      options.cpu.kernels = "halide";
+    }
     if (options.cpu.kernels == "halide" && !halide::isAvailable())
       return llvm::createStringError(
-          "--kernels=halide: this moirc was built without Halide (scripts/setup.sh installs "
+          Twine(wholeLayers ? "--target=halide" : "--kernels=halide") +
+          ": this moirc was built without Halide (scripts/setup.sh installs "
           "Halide 21 from PyPI into .venv-halide; then rebuild)");
     return Error::success();
   }
@@ -90,6 +109,7 @@ public:
       select.int8Decode =
           options.cpu.int8Decode == "auto" ? std::string("all") : kernels->int8Decode;
       select.int8DecodeBits = kernels->int8DecodeBits;
+      select.wholeLayers = wholeLayers;
       pm.addPass(createHalideSelectKernelsPass(select));
     }
     return Error::success();
@@ -111,12 +131,18 @@ public:
       compile.autoscheduler = options.cpu.halideAutoscheduler;
       compile.parallelism = options.cpu.threads;
       pm.addPass(createHalideCompileKernelsPass(compile));
+      // Whole layers on OpenCL: the activations stay on the device.
+      if (wholeLayers && options.cpu.halideTarget == "opencl")
+        pm.addPass(createHalideKeepActivationsPass());
     }
     buildCPULoweringToLLVMPipeline(pm, *kernels);
     // The table that keeps device kernels' weights on the device, where a
-    // call reads one (--halide-target=opencl|vulkan).
-    if (options.cpu.kernels == "halide")
+    // call reads one (--halide-target=opencl|vulkan), and the one of the
+    // activations kept there.
+    if (options.cpu.kernels == "halide") {
       pm.addPass(createHalideResidentWeightsPass());
+      pm.addPass(createHalideActivationTablePass());
+    }
     return Error::success();
   }
 
@@ -126,13 +152,17 @@ public:
     artifact.target = "cpu " + host::resolveTriple(host) + " " + host::resolveCPU(host);
     return host::emitSharedObject(module, host);
   }
+
+private:
+  bool wholeLayers;
 };
 
 } // namespace
 
 void registerCPUBackend() {
-  static CPUBackend backend;
+  static CPUBackend backend(/*wholeLayers=*/false), halideLayers(/*wholeLayers=*/true);
   registerTargetBackend(&backend);
+  registerTargetBackend(&halideLayers);
 }
 
 } // namespace moir::cpu

@@ -1168,6 +1168,37 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
       k.inputs = {a};
     }
     out(all) = value;
+  } else if (spec.kind == "add") {
+    // The residual stream's sum, out = a + b: with --target=halide the
+    // whole layer runs on the Halide target, its additions too.
+    ImageParam a = input(spec, 0, "a"), b = input(spec, 1, "b");
+    if (spec.inputs[0].shape != spec.outputs[0].shape || spec.inputs[1].shape != spec.outputs[0].shape)
+      fail(spec, "the operands and the result must have one shape");
+    std::vector<Expr> all;
+    for (const std::string &n : elementNames(rank)) {
+      Var var(n);
+      k.vars[n] = var;
+      all.push_back(var);
+    }
+    out(all) = widen(a(all)) + widen(b(all));
+    k.inputs = {a, b};
+  } else if (spec.kind == "embed") {
+    // out(i, t) = table(i, ids(t)) (times `scale` in f32, Gemma's), an id
+    // outside the table clamped into it, so a bad id cannot read out of
+    // bounds (the runtime refuses such tokens before a forward).
+    if (rank != 2 || spec.inputs.size() != 2 || spec.inputs[0].shape.size() != 1 ||
+        spec.inputs[1].shape.size() != 2 || spec.inputs[1].shape[0] < 1)
+      fail(spec, "needs ids [tokens] and a static table [vocab, hidden]");
+    ImageParam ids = input(spec, 0, "ids"), table = input(spec, 1, "table");
+    Var i("i"), t("t");
+    k.vars = {{"i", i}, {"t", t}};
+    Expr row = clamp(cast<int>(ids(t)), 0, static_cast<int>(spec.inputs[1].shape[0]) - 1);
+    Expr value = widen(table(i, row));
+    auto scale = spec.numbers.find("scale");
+    if (scale != spec.numbers.end())
+      value = value * static_cast<float>(scale->second);
+    out(i, t) = value;
+    k.inputs = {ids, table};
   } else if (spec.kind == "linear" || spec.kind == "glu_linear") {
     // out(n, t) = bias(n) + sum_k x(k, t) * w(k, n), the sum over k as
     // `lanes` partial sums (partial(l, n, t), k = ko * lanes + l) that a
@@ -1358,7 +1389,8 @@ std::string deviceSchedule(const KernelSpec &spec) {
         << rows << "_t, 64, GuardWithIf)\n";
     }
     grid("out", "i", ti);
-  } else if (spec.kind == "glu" || spec.kind == "activation") {
+  } else if (spec.kind == "glu" || spec.kind == "activation" || spec.kind == "add" ||
+             spec.kind == "embed") {
     grid("out", "i", ti);
   } else if (spec.kind == "rope") {
     // On Vulkan the angles are inline.
@@ -1532,7 +1564,8 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
       s << "out.vectorize(i, " << v << ")\n";
     if (rank >= 2)
       s << "out.parallel(t)\n";
-  } else if (spec.kind == "glu" || spec.kind == "activation") {
+  } else if (spec.kind == "glu" || spec.kind == "activation" || spec.kind == "add" ||
+             spec.kind == "embed") {
     if (v > 1)
       s << "out.vectorize(i, " << v << ")\n";
     if (rank >= 2)
