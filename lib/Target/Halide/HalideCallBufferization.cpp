@@ -23,6 +23,13 @@
 // time any call reads that buffer, staged as above on Vulkan, and returns
 // the descriptor it keeps for it, which every later call passes as is.
 //
+// moirc --target=halide (moir-halide-keep-activations, OpenCL): a call
+// marked `moir.keep_results` hands each result's device buffer to the
+// activation table (`moir_hl_keep`, KeepActivations.cpp) instead of freeing
+// it, copying it back only where `moir.host_results` says; its
+// `moir.device_inputs` are bound to the buffers kept for them
+// (`moir_hl_bind`), so Halide copies nothing, and let go after the call.
+//
 // The descriptors follow HalideRuntime.h (Halide 21): halide_buffer_t is
 // {u64 device, ptr device_interface, ptr host, u64 flags, {u8 code, u8
 // bits, u16 lanes} type, i32 dimensions, ptr dim, ptr padding};
