@@ -330,15 +330,29 @@ struct Emitter {
   }
 
   /// After a Vulkan call: the results' bytes copied back through their
-  /// scratch memory, the crops released, the device buffers and scratch
-  /// memory freed.
-  void unstage(ArrayRef<Staged> staged, size_t inputs) {
-    for (const Staged &s : llvm::drop_begin(staged, inputs)) {
+  /// scratch memory (those `toHost` says; all without it), with `keep` their
+  /// padded device buffers handed to the activation table (which fails the
+  /// call where it is full), the crops released, the device buffers left
+  /// and scratch memory freed.
+  void unstage(ArrayRef<Staged> staged, size_t inputs, ArrayRef<bool> toHost = {},
+               bool keep = false) {
+    for (auto [r, s] : llvm::enumerate(llvm::drop_begin(staged, inputs))) {
       // The kernel wrote the crop: its bytes are the padded buffer's.
       setFlags(s.padded, kDeviceDirty);
-      runtime("halide_copy_to_host", {s.padded}, "copying a result to the host failed");
-      LLVM::MemcpyOp::create(rewriter, loc, hostPointer(s.memref), s.scratch, s.bytes,
-                             /*isVolatile=*/false);
+      bool copy = toHost.empty() || toHost[r];
+      if (copy) {
+        runtime("halide_copy_to_host", {s.padded}, "copying a result to the host failed");
+        LLVM::MemcpyOp::create(rewriter, loc, hostPointer(s.memref), s.scratch, s.bytes,
+                               /*isVolatile=*/false);
+      }
+      if (keep)
+        check(call(moir::halide::keepFunctionName(),
+                   ValueRange{s.padded, s.exact, hostPointer(s.memref),
+                              constant(d.i32, copy ? 1 : 0), constant(d.i32, 1)},
+                   d.i32),
+              "Halide kernel " + callee + ": keeping a result on the device failed: the table "
+              "of activations kept there is full (" +
+                  Twine(moir::halide::kActivationSlots) + " buffers on one thread)");
     }
     for (const Staged &s : staged) {
       setFlags(s.exact, 0);
@@ -454,10 +468,11 @@ struct HalideCallBufferization
     auto deviceInputs = op->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::deviceInputsName());
     auto hostResults = op->getAttrOfType<DenseI64ArrayAttr>(moir::attrs::hostResultsName());
     const bool keepResults = op->hasAttr(moir::attrs::keepResultsName());
-    if ((keepResults || deviceInputs) && (!device || device.getValue() != "opencl"))
+    if ((keepResults || deviceInputs) &&
+        (!device || (device.getValue() != "opencl" && device.getValue() != "vulkan")))
       return op->emitOpError(
-          "keeps its activations on the device, which only OpenCL calls do (moirc "
-          "--target=halide --halide-target=opencl)");
+          "keeps its activations on the device, which only OpenCL and Vulkan calls do (moirc "
+          "--target=halide --halide-target=opencl|vulkan)");
     llvm::SmallDenseSet<unsigned> onDevice;
     if (deviceInputs)
       for (int64_t i : deviceInputs.asArrayRef()) {
@@ -472,10 +487,22 @@ struct HalideCallBufferization
     SmallVector<Value> temporaries; // Vulkan: kept buffers staged for this call
     for (auto [i, b] : llvm::enumerate(buffers)) {
       fresh.push_back(e.describe(b, /*input=*/!staged));
-      // Bound to the kept device buffer where the table has it; else the
-      // call copies the host's bytes, current where the result was not kept.
-      if (onDevice.contains(i))
-        e.call(moir::halide::bindFunctionName(), ValueRange{fresh.back()}, e.d.i32);
+      // Bound to the kept device buffer where the table has it; else, on
+      // OpenCL, the call copies the host's bytes, current where the result
+      // was not kept. On Vulkan a result is always kept (moir_hl_keep
+      // fails the call where the table is full): bound to a crop of it.
+      if (onDevice.contains(i)) {
+        Value bound = e.call(moir::halide::bindFunctionName(),
+                             ValueRange{fresh.back(), e.constant(e.d.i32, staged)}, e.d.i32);
+        if (staged)
+          cf::AssertOp::create(
+              rewriter, loc,
+              arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, bound,
+                                    e.constant(e.d.i32, 1)),
+              ("Halide kernel " + call.getCallee() + ": input " + Twine(i) +
+               " is not on the device (or cropping it failed)")
+                  .str());
+      }
       args.push_back(kept.contains(i) ? e.resident(b, fresh.back(), temporaries) : fresh.back());
     }
     for (Value out : outs) {
@@ -488,13 +515,21 @@ struct HalideCallBufferization
       SmallVector<Value> memrefs(buffers);
       llvm::append_range(memrefs, outs);
       for (auto [i, m] : llvm::enumerate(memrefs))
-        if (!kept.contains(i))
+        if (!kept.contains(i) && !onDevice.contains(i))
           stagedBuffers.push_back(e.stage(m, args[i], i < buffers.size()));
     }
     e.check(e.call(call.getCallee(), args, e.d.i32),
             "Halide kernel " + call.getCallee() + " failed");
+    // Which results are copied back: all, or those a host op reads.
+    SmallVector<bool> toHost;
+    for (int64_t r = 0; r < static_cast<int64_t>(outs.size()); ++r)
+      toHost.push_back(!keepResults ||
+                       (hostResults && llvm::is_contained(hostResults.asArrayRef(), r)));
     if (staged) {
-      e.unstage(stagedBuffers, buffers.size() - kept.size());
+      e.unstage(stagedBuffers, buffers.size() - kept.size() - onDevice.size(), toHost,
+                keepResults);
+      for (unsigned i : onDevice)
+        e.call(moir::halide::unbindFunctionName(), ValueRange{fresh[i], e.constant(e.d.i32, 1)});
       e.freeTemporaries(temporaries);
     } else if (device) {
       // A device kernel leaves its results on the device and every buffer
@@ -504,18 +539,18 @@ struct HalideCallBufferization
       // Results kept on the device are copied back only where a host op
       // reads them (or where the table is full: moir_hl_keep copies them).
       for (auto [r, desc] : llvm::enumerate(llvm::drop_begin(args, buffers.size()))) {
-        bool toHost = !keepResults ||
-                      (hostResults && llvm::is_contained(hostResults.asArrayRef(), int64_t(r)));
-        if (toHost)
+        if (toHost[r])
           e.runtime("halide_copy_to_host", {desc}, "copying a result to the host failed");
         if (keepResults)
           e.check(e.call(moir::halide::keepFunctionName(),
-                         ValueRange{desc, e.constant(e.d.i32, toHost ? 1 : 0)}, e.d.i32),
+                         ValueRange{desc, e.null(), e.hostPointer(outs[r]),
+                                    e.constant(e.d.i32, toHost[r] ? 1 : 0), e.constant(e.d.i32, 0)},
+                         e.d.i32),
                   "Halide kernel " + call.getCallee() +
                       ": keeping a result on the device (or copying it back) failed");
       }
       for (unsigned i : onDevice)
-        e.call(moir::halide::unbindFunctionName(), ValueRange{fresh[i]});
+        e.call(moir::halide::unbindFunctionName(), ValueRange{fresh[i], e.constant(e.d.i32, 0)});
       for (Value desc : fresh)
         e.call("halide_device_free", ValueRange{e.null(), desc}, e.d.i32);
     }

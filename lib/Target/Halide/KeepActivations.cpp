@@ -14,15 +14,17 @@
 // marks into calls of the table below.
 //
 // moir-halide-activation-table (LLVM dialect) defines the table: per
-// thread (a thread runs one forward at a time), 64 slots, each a kept
+// thread (a thread runs one forward at a time), 256 slots, each a kept
 // result's host address and its descriptor (device buffer) with its
-// dimensions. A slot is emptied, its device buffer freed, right before the
+// dimensions; on Vulkan also the crop the kernel wrote the result through
+// (moir_hl_keep says why). A slot is emptied, its device buffer freed, right before the
 // host buffer is: every `free` in the module first calls
 // `moir_hl_release_activation` with its pointer (a buffer's aligned start
 // lies within 64 bytes of the allocation the bufferization made for it), so
 // a later buffer at the same address is never taken for a freed one.
-// Where the table is full a result is copied back as before, and the call
-// that reads it finds no slot and copies the host's bytes.
+// Where the table is full a result is copied back as before (OpenCL; a
+// Vulkan call fails), and the call that reads it finds no slot and copies
+// the host's bytes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -224,11 +226,13 @@ struct HalideKeepActivationsPass
 constexpr llvm::StringLiteral kTable = R"mlir(
 !buf = !llvm.struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>
 !dims = !llvm.array<4 x struct<(i32, i32, i32, i32)>>
-!slot = !llvm.struct<(ptr, !buf, !dims)>
+!slot = !llvm.struct<(ptr, !buf, !dims, !buf, !dims)>
 !table = !llvm.array<@SLOTS@ x !slot>
 
 llvm.func @halide_device_free(!llvm.ptr, !llvm.ptr) -> i32
 llvm.func @halide_copy_to_host(!llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_device_crop(!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+llvm.func @halide_device_release_crop(!llvm.ptr, !llvm.ptr) -> i32
 
 llvm.mlir.global internal thread_local @moir_hl_activation_slots() {addr_space = 0 : i32} : !table {
   %0 = llvm.mlir.zero : !table
@@ -236,11 +240,22 @@ llvm.mlir.global internal thread_local @moir_hl_activation_slots() {addr_space =
 }
 llvm.mlir.global internal thread_local @moir_hl_activation_used(0 : i64) {addr_space = 0 : i32} : i64
 
-// Frees slot `s`'s device buffer and empties it.
+// Frees slot `s`'s device buffer (on Vulkan its crop released first) and
+// empties it.
 llvm.func internal @moir_hl_activation_empty(%s: !llvm.ptr) {
   %null = llvm.mlir.zero : !llvm.ptr
+  %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
   %usedp = llvm.mlir.addressof @moir_hl_activation_used : !llvm.ptr
+  %crop = llvm.getelementptr %s[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %cropdevp = llvm.getelementptr %crop[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %cropdev = llvm.load %cropdevp : !llvm.ptr -> i64
+  %cropped = llvm.icmp "ne" %cropdev, %z : i64
+  llvm.cond_br %cropped, ^release, ^free
+^release:
+  %rc0 = llvm.call @halide_device_release_crop(%null, %crop) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^free
+^free:
   %desc = llvm.getelementptr %s[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
   %rc = llvm.call @halide_device_free(%null, %desc) : (!llvm.ptr, !llvm.ptr) -> i32
   llvm.store %null, %s : !llvm.ptr, !llvm.ptr
@@ -250,13 +265,21 @@ llvm.func internal @moir_hl_activation_empty(%s: !llvm.ptr) {
   llvm.return
 }
 
-// A call's result `desc` (on the device, written by the kernel) kept: its
-// descriptor and dimensions copied into a slot keyed by its host address,
-// its own device fields cleared (the slot owns the buffer). Where no slot
-// is free, the result is copied back unless `copied` says it was. Returns
-// Halide's error code.
-llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
+// A call's result kept on the device: `desc`, the descriptor that owns its
+// device buffer, copied with its dimensions into a slot keyed by `key`, the
+// host address of the result's buffer; `desc`'s own device fields cleared
+// (the slot owns the buffer). On Vulkan (`staged`) `desc` is the padded
+// byte buffer and `crop` the result's descriptor, a crop of it, which the
+// slot keeps too: Halide 21's Vulkan allocator makes a region available
+// again when its last crop is released (its usage count back at 0), even
+// while the buffer is held, so one crop stays until the slot is emptied. A
+// staged buffer's host scratch is not kept. Where no slot is free: on
+// Vulkan -1, which the call asserts on; else the result copied back unless
+// `copied` says it was, and Halide's code.
+llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %crop: !llvm.ptr, %key: !llvm.ptr,
+                                 %copied: i32, %staged: i32) -> i32 {
   %i0 = llvm.mlir.constant(0 : i32) : i32
+  %m1 = llvm.mlir.constant(-1 : i32) : i32
   %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
   %none = llvm.mlir.constant(-1 : i64) : i64
@@ -264,8 +287,6 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   %null = llvm.mlir.zero : !llvm.ptr
   %slots = llvm.mlir.addressof @moir_hl_activation_slots : !llvm.ptr
   %usedp = llvm.mlir.addressof @moir_hl_activation_used : !llvm.ptr
-  %hostp = llvm.getelementptr %desc[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  %host = llvm.load %hostp : !llvm.ptr -> !llvm.ptr
   %rankp = llvm.getelementptr %desc[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
   %rank = llvm.load %rankp : !llvm.ptr -> i32
   %i4 = llvm.mlir.constant(4 : i32) : i32
@@ -276,9 +297,9 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   llvm.cond_br %more, ^probe, ^chosen
 ^probe:
   %slot = llvm.getelementptr %slots[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !table
-  %key = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+  %k = llvm.load %slot : !llvm.ptr -> !llvm.ptr
   %next = llvm.add %i, %one : i64
-  %same = llvm.icmp "eq" %key, %host : !llvm.ptr
+  %same = llvm.icmp "eq" %k, %key : !llvm.ptr
   llvm.cond_br %same, ^stale(%slot : !llvm.ptr), ^unused
 ^stale(%old: !llvm.ptr):
   // A slot of this address (its buffer freed without the release: none
@@ -286,8 +307,8 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   llvm.call @moir_hl_activation_empty(%old) : (!llvm.ptr) -> ()
   llvm.br ^unused
 ^unused:
-  %key2 = llvm.load %slot : !llvm.ptr -> !llvm.ptr
-  %empty = llvm.icmp "eq" %key2, %null : !llvm.ptr
+  %k2 = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+  %empty = llvm.icmp "eq" %k2, %null : !llvm.ptr
   %nofree = llvm.icmp "eq" %free, %none : i64
   %take = llvm.and %empty, %nofree : i1
   %free2 = llvm.select %take, %i, %free : i1, i64
@@ -309,7 +330,44 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   "llvm.intr.memcpy"(%dims, %srcdims, %dimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
   %keptdimsp = llvm.getelementptr %kept[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
   llvm.store %dims, %keptdimsp : !llvm.ptr, !llvm.ptr
-  llvm.store %host, %new : !llvm.ptr, !llvm.ptr
+  // The slot's descriptor has no host data: the device holds the bytes.
+  %kepthostp = llvm.getelementptr %kept[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %kepthostp : !llvm.ptr, !llvm.ptr
+  %keptflagsp = llvm.getelementptr %kept[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %keptflagsp : i64, !llvm.ptr
+  %keptcrop = llvm.getelementptr %new[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %hascrop = llvm.icmp "ne" %crop, %null : !llvm.ptr
+  llvm.cond_br %hascrop, ^keepcrop, ^nocrop
+^keepcrop:
+  %cropvalue = llvm.load %crop : !llvm.ptr -> !buf
+  llvm.store %cropvalue, %keptcrop : !buf, !llvm.ptr
+  %cropdims = llvm.getelementptr %new[0, 4] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %cropsrcdimsp = llvm.getelementptr %crop[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %cropsrcdims = llvm.load %cropsrcdimsp : !llvm.ptr -> !llvm.ptr
+  %croprankp = llvm.getelementptr %crop[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %croprank = llvm.load %croprankp : !llvm.ptr -> i32
+  %croprank64 = llvm.zext %croprank : i32 to i64
+  %cropdimbytes = llvm.mul %croprank64, %sixteen : i64
+  "llvm.intr.memcpy"(%cropdims, %cropsrcdims, %cropdimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  %keptcropdimsp = llvm.getelementptr %keptcrop[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %cropdims, %keptcropdimsp : !llvm.ptr, !llvm.ptr
+  %keptcrophostp = llvm.getelementptr %keptcrop[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %keptcrophostp : !llvm.ptr, !llvm.ptr
+  %keptcropflagsp = llvm.getelementptr %keptcrop[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %keptcropflagsp : i64, !llvm.ptr
+  %cropdevp = llvm.getelementptr %crop[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %cropdevp : i64, !llvm.ptr
+  %cropifacep = llvm.getelementptr %crop[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %cropifacep : !llvm.ptr, !llvm.ptr
+  %cropflagsp = llvm.getelementptr %crop[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %cropflagsp : i64, !llvm.ptr
+  llvm.br ^keyed
+^nocrop:
+  %zerobuf = llvm.mlir.zero : !buf
+  llvm.store %zerobuf, %keptcrop : !buf, !llvm.ptr
+  llvm.br ^keyed
+^keyed:
+  llvm.store %key, %new : !llvm.ptr, !llvm.ptr
   %used = llvm.load %usedp : !llvm.ptr -> i64
   %used2 = llvm.add %used, %one : i64
   llvm.store %used2, %usedp : i64, !llvm.ptr
@@ -321,6 +379,11 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   llvm.store %z, %flagsp : i64, !llvm.ptr
   llvm.return %i0 : i32
 ^full:
+  %isstaged = llvm.icmp "ne" %staged, %i0 : i32
+  llvm.cond_br %isstaged, ^refuse, ^fallback
+^refuse:
+  llvm.return %m1 : i32
+^fallback:
   %already = llvm.icmp "ne" %copied, %i0 : i32
   llvm.cond_br %already, ^done, ^copy
 ^copy:
@@ -330,23 +393,31 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %copied: i32) -> i32 {
   llvm.return %i0 : i32
 }
 
-// An input on the device: `desc` (made for its host bytes) given the device
-// buffer kept for its host address, which is current (host bytes not).
-// Returns 1 if bound, 0 if no slot holds it (the result it is was copied
-// back: the call copies the host's bytes).
-llvm.func internal @moir_hl_bind(%desc: !llvm.ptr) -> i32 {
+// An input on the device: `desc` (made for its host buffer, with no device
+// buffer) given the device buffer kept for its host address, which is
+// current (the host bytes are not). On OpenCL the kept buffer itself; on
+// Vulkan (`staged`) a crop of the kept padded byte buffer at offset 0, seen
+// with `desc`'s dimensionality. Returns 1 if bound, 0 if no slot holds it
+// (OpenCL: the result was copied back, the call copies the host's bytes),
+// or Halide's error code from the crop.
+llvm.func internal @moir_hl_bind(%desc: !llvm.ptr, %staged: i32) -> i32 {
   %i0 = llvm.mlir.constant(0 : i32) : i32
   %i1 = llvm.mlir.constant(1 : i32) : i32
   %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
   %dirty = llvm.mlir.constant(2 : i64) : i64
   %slots_n = llvm.mlir.constant(@SLOTS@ : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
   %slots = llvm.mlir.addressof @moir_hl_activation_slots : !llvm.ptr
   %usedp = llvm.mlir.addressof @moir_hl_activation_used : !llvm.ptr
   %used = llvm.load %usedp : !llvm.ptr -> i64
   %any = llvm.icmp "ne" %used, %z : i64
   %hostp = llvm.getelementptr %desc[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
   %host = llvm.load %hostp : !llvm.ptr -> !llvm.ptr
+  // A padded view of the kept buffer for the crop, on this stack.
+  %c1 = llvm.mlir.constant(1 : i64) : i64
+  %view = llvm.alloca %c1 x !buf {alignment = 8 : i64} : (i64) -> !llvm.ptr
+  %viewdims = llvm.alloca %c1 x !dims {alignment = 8 : i64} : (i64) -> !llvm.ptr
   llvm.cond_br %any, ^search(%z : i64), ^miss
 ^search(%i: i64):
   %more = llvm.icmp "ult" %i, %slots_n : i64
@@ -356,12 +427,15 @@ llvm.func internal @moir_hl_bind(%desc: !llvm.ptr) -> i32 {
   %key = llvm.load %slot : !llvm.ptr -> !llvm.ptr
   %same = llvm.icmp "eq" %key, %host : !llvm.ptr
   %next = llvm.add %i, %one : i64
-  llvm.cond_br %same, ^bind, ^search(%next : i64)
-^bind:
+  llvm.cond_br %same, ^found, ^search(%next : i64)
+^found:
   %kdevp = llvm.getelementptr %slot[0, 1, 0] : (!llvm.ptr) -> !llvm.ptr, !slot
   %kdev = llvm.load %kdevp : !llvm.ptr -> i64
   %kifacep = llvm.getelementptr %slot[0, 1, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
   %kiface = llvm.load %kifacep : !llvm.ptr -> !llvm.ptr
+  %isstaged = llvm.icmp "ne" %staged, %i0 : i32
+  llvm.cond_br %isstaged, ^crop, ^bind
+^bind:
   %devp = llvm.getelementptr %desc[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
   llvm.store %kdev, %devp : i64, !llvm.ptr
   %ifacep = llvm.getelementptr %desc[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
@@ -369,14 +443,54 @@ llvm.func internal @moir_hl_bind(%desc: !llvm.ptr) -> i32 {
   %flagsp = llvm.getelementptr %desc[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
   llvm.store %dirty, %flagsp : i64, !llvm.ptr
   llvm.return %i1 : i32
+^crop:
+  // The view: the kept buffer's device fields, uint8, desc's rank, the
+  // first dimension spanning the padded bytes (the kept descriptor's).
+  %kdimsp = llvm.getelementptr %slot[0, 1, 8] : (!llvm.ptr) -> !llvm.ptr, !slot
+  %kdims = llvm.load %kdimsp : !llvm.ptr -> !llvm.ptr
+  %kextp = llvm.getelementptr %kdims[0, 1] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
+  %padded = llvm.load %kextp : !llvm.ptr -> i32
+  %rankp = llvm.getelementptr %desc[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %rank = llvm.load %rankp : !llvm.ptr -> i32
+  %u8code = llvm.mlir.constant(1 : i8) : i8
+  %u8bits = llvm.mlir.constant(8 : i8) : i8
+  %lanes = llvm.mlir.constant(1 : i16) : i16
+  %v0 = llvm.getelementptr %view[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %kdev, %v0 : i64, !llvm.ptr
+  %v1 = llvm.getelementptr %view[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %kiface, %v1 : !llvm.ptr, !llvm.ptr
+  %v2 = llvm.getelementptr %view[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %v2 : !llvm.ptr, !llvm.ptr
+  %v3 = llvm.getelementptr %view[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %v3 : i64, !llvm.ptr
+  %v4 = llvm.getelementptr %view[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8code, %v4 : i8, !llvm.ptr
+  %v5 = llvm.getelementptr %view[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %u8bits, %v5 : i8, !llvm.ptr
+  %v6 = llvm.getelementptr %view[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %lanes, %v6 : i16, !llvm.ptr
+  %v7 = llvm.getelementptr %view[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %rank, %v7 : i32, !llvm.ptr
+  %v8 = llvm.getelementptr %view[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %viewdims, %v8 : !llvm.ptr, !llvm.ptr
+  %v9 = llvm.getelementptr %view[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %v9 : !llvm.ptr, !llvm.ptr
+  %d0 = llvm.mlir.constant(0 : i32) : i32
+  %d1 = llvm.mlir.constant(1 : i32) : i32
+  @VIEWDIMS@
+  %rc = llvm.call @halide_device_crop(%null, %view, %desc) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  %ok = llvm.icmp "eq" %rc, %i0 : i32
+  %bound = llvm.select %ok, %i1, %rc : i1, i32
+  llvm.return %bound : i32
 ^miss:
   llvm.return %i0 : i32
 }
 
 // After the call: `desc` let go of a kept device buffer it was bound to
-// (one of its own, the host's bytes copied for this call, stays to be
-// freed).
-llvm.func internal @moir_hl_unbind(%desc: !llvm.ptr) {
+// (on Vulkan, `staged`, its crop released; on OpenCL a device buffer of its
+// own, the host's bytes copied for this call, stays to be freed).
+llvm.func internal @moir_hl_unbind(%desc: !llvm.ptr, %staged: i32) {
+  %i0 = llvm.mlir.constant(0 : i32) : i32
   %z = llvm.mlir.constant(0 : i64) : i64
   %one = llvm.mlir.constant(1 : i64) : i64
   %slots_n = llvm.mlir.constant(@SLOTS@ : i64) : i64
@@ -385,7 +499,13 @@ llvm.func internal @moir_hl_unbind(%desc: !llvm.ptr) {
   %devp = llvm.getelementptr %desc[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
   %dev = llvm.load %devp : !llvm.ptr -> i64
   %has = llvm.icmp "ne" %dev, %z : i64
-  llvm.cond_br %has, ^search(%z : i64), ^end
+  %isstaged = llvm.icmp "ne" %staged, %i0 : i32
+  llvm.cond_br %has, ^which, ^end
+^which:
+  llvm.cond_br %isstaged, ^release, ^search(%z : i64)
+^release:
+  %rc = llvm.call @halide_device_release_crop(%null, %desc) : (!llvm.ptr, !llvm.ptr) -> i32
+  llvm.br ^end
 ^search(%i: i64):
   %more = llvm.icmp "ult" %i, %slots_n : i64
   llvm.cond_br %more, ^probe, ^end
@@ -469,6 +589,21 @@ llvm.func internal @moir_hl_release_activations() {
 }
 )mlir";
 
+/// The stores of the padded view's four dimensions in moir_hl_bind
+/// (@VIEWDIMS@): {0, padded, 1, 0}, then {0, 1, padded, 0}.
+std::string viewDimStores() {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  for (int h = 0; h < moir::halide::kResidentMaxRank; ++h) {
+    const char *fields[] = {"%d0", h == 0 ? "%padded" : "%d1", h == 0 ? "%d1" : "%padded", "%d0"};
+    for (int f = 0; f < 4; ++f)
+      os << "  %vd" << h << f << " = llvm.getelementptr %viewdims[0, " << h << ", " << f
+         << "] : (!llvm.ptr) -> !llvm.ptr, !dims\n  llvm.store " << fields[f] << ", %vd" << h
+         << f << " : i32, !llvm.ptr\n";
+  }
+  return text;
+}
+
 struct HalideActivationTablePass
     : moir::impl::HalideActivationTablePassBase<HalideActivationTablePass> {
   void runOnOperation() override {
@@ -483,6 +618,7 @@ struct HalideActivationTablePass
     std::string text = kTable.str();
     for (size_t at; (at = text.find("@SLOTS@")) != std::string::npos;)
       text.replace(at, 7, std::to_string(moir::halide::kActivationSlots));
+    text.replace(text.find("@VIEWDIMS@"), 10, viewDimStores());
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {
       module.emitError() << "moir-halide-activation-table: the table's IR does not parse";

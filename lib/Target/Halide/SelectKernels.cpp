@@ -225,8 +225,9 @@ struct HalideSelectKernelsPass
                          "this op of layer "
                       << *layer << " has no Halide kernel (moir-halide-select-kernels takes: "
                       << "rms_norm, linear, glu, activation (not erf's gelu), rope, router, "
-                         "experts (not act-order or W8A8 ones), attention and mla over float "
-                         "caches, f32 additions, the embedding of a float table; "
+                         "experts (not act-order or W8A8 ones; on Vulkan those whose FFN x "
+                         "top-k is a multiple of 16), attention and mla over float caches, f32 "
+                         "additions, the embedding of a float table; "
                          "docs/halide.md); compile with --target=cpu --kernels=halide to run "
                          "it on MLIR";
       return WalkResult::interrupt();

@@ -119,3 +119,46 @@ func.func @sync_rows_vulkan(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %o
   %o = moir.halide_call "moir_hl_attention_vk" "attention"(%q, %ks, %ks, %p) {device = "vulkan", scale = 0.125 : f64} {resident = array<i64: 1, 2>} : (tensor<1x8x64xf32>, tensor<128x2x64xf32>, tensor<128x2x64xf32>, tensor<1xi64>) -> tensor<1x8x64xf32>
   return %o : tensor<1x8x64xf32>
 }
+
+// moirc --target=halide (moir-halide-keep-activations): an input on the
+// device is bound to the kept buffer before the call and let go after it
+// (OpenCL: moir_hl_bind may miss, and the call then copies the host's
+// bytes); each result is handed to the table, copied back first only where
+// a host op reads it (the second result: copied = 1).
+// CHECK-LABEL: func.func @kept
+// CHECK: %[[B:.*]] = call @moir_hl_bind(%[[X:.*]], %{{.*}}) : (!llvm.ptr, i32) -> i32
+// CHECK-NOT: cf.assert
+// CHECK: call @moir_hl_router_dev(%[[X]], %{{.*}}, %[[O0:.*]], %[[O1:.*]]) :
+// CHECK-NOT: halide_copy_to_host(%{{.*}}, %[[O0]])
+// CHECK: llvm.mlir.constant(0 : i32)
+// CHECK-NEXT: llvm.mlir.constant(0 : i32)
+// CHECK-NEXT: call @moir_hl_keep(%[[O0]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, i32, i32) -> i32
+// CHECK: call @halide_copy_to_host(%{{.*}}, %[[O1]])
+// CHECK: llvm.mlir.constant(1 : i32)
+// CHECK-NEXT: llvm.mlir.constant(0 : i32)
+// CHECK-NEXT: call @moir_hl_keep(%[[O1]],
+// CHECK: call @moir_hl_unbind(%[[X]], %{{.*}})
+// CHECK: call @halide_device_free(%{{.*}}, %[[X]])
+func.func @kept(%x: tensor<?x64xf32>, %w: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %y:2 = moir.halide_call "moir_hl_router_dev" "router"(%x, %w) {device = "opencl", top_k = 2 : i64} {moir.device_inputs = array<i64: 0>, moir.host_results = array<i64: 1>, moir.keep_results} : (tensor<?x64xf32>, tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+  return %y#0, %y#1 : tensor<?x2xf32>, tensor<?x2xi32>
+}
+
+// On Vulkan an input on the device must be bound (a crop of the kept
+// buffer: asserted), is not staged, and its crop is released after the
+// call; a result's padded buffer and its crop go to the table (staged = 1),
+// which fails the call where it is full.
+// CHECK-LABEL: func.func @kept_vulkan
+// CHECK: %[[B:.*]] = call @moir_hl_bind(%[[X:.*]], %[[S:.*]]) : (!llvm.ptr, i32) -> i32
+// CHECK: cf.assert %{{.*}}, "Halide kernel moir_hl_norm_vk: input 0 is not on the device (or cropping it failed)"
+// CHECK: call @halide_malloc
+// CHECK-NOT: call @halide_malloc
+// CHECK: call @moir_hl_norm_vk(%[[X]],
+// CHECK-NOT: halide_copy_to_host
+// CHECK: call @moir_hl_keep(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, i32, i32) -> i32
+// CHECK: cf.assert {{.*}}the table of activations kept there is full (256 buffers on one thread)
+// CHECK: call @moir_hl_unbind(%[[X]], %{{.*}})
+func.func @kept_vulkan(%x: tensor<?x64xf32>, %w: tensor<64xf32>) -> tensor<?x64xf32> {
+  %y = moir.halide_call "moir_hl_norm_vk" "rms_norm"(%x, %w) {device = "vulkan", epsilon = 1.0e-05 : f64} {moir.device_inputs = array<i64: 0>, moir.host_results = array<i64>, moir.keep_results, resident = array<i64: 1>} : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

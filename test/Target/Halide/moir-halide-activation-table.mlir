@@ -1,34 +1,44 @@
 // RUN: moir-opt %s --split-input-file --moir-halide-activation-table | FileCheck %s
 
 // The bufferization declared moir_hl_keep (a call keeps its results on the
-// device): the pass defines the table, per thread, 64 slots of {host
+// device): the pass defines the table, per thread, 256 slots of {host
 // address, descriptor, dimensions}, and its functions; every free of the
 // module first releases the slots of that buffer.
 // CHECK-LABEL: module
 // CHECK: llvm.func @use(%[[P:.*]]: !llvm.ptr)
 // CHECK-NEXT: llvm.call @moir_hl_release_activation(%[[P]]) : (!llvm.ptr) -> ()
 // CHECK-NEXT: llvm.call @free(%[[P]]) : (!llvm.ptr) -> ()
-// CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_slots() {{.*}} : !llvm.array<64 x struct<(ptr, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>)>>
+// CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_slots() {{.*}} : !llvm.array<256 x struct<(ptr, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>)>>
 // CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_used(0 : i64)
-// A slot emptied: its device buffer freed.
+// A slot emptied: its crop released (Vulkan), its device buffer freed.
 // CHECK: llvm.func internal @moir_hl_activation_empty
+// CHECK: llvm.call @halide_device_release_crop
 // CHECK: llvm.call @halide_device_free
-// Kept: the descriptor and its dimensions copied into a free slot, the
-// caller's device fields cleared; no slot free: copied back, unless it was.
-// CHECK: llvm.func internal @moir_hl_keep(%{{.*}}: !llvm.ptr, %{{.*}}: i32) -> i32
+// Kept: the descriptor and its dimensions copied into a free slot keyed by
+// the result's host address (on Vulkan its crop too, which keeps Halide's
+// allocator from reusing the region), the caller's device fields cleared;
+// no slot free: on Vulkan (staged) -1, else copied back, unless it was.
+// CHECK: llvm.func internal @moir_hl_keep(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i32, %{{.*}}: i32) -> i32
+// CHECK: "llvm.intr.memcpy"
+// and on Vulkan the result's crop with it:
 // CHECK: "llvm.intr.memcpy"
 // CHECK: llvm.call @halide_copy_to_host
-// CHECK: llvm.func internal @moir_hl_bind(%{{.*}}: !llvm.ptr) -> i32
-// CHECK: llvm.func internal @moir_hl_unbind(%{{.*}}: !llvm.ptr)
+// Bound: the kept buffer itself (OpenCL), or on Vulkan a crop of it through
+// a padded byte view of the input's rank.
+// CHECK: llvm.func internal @moir_hl_bind(%{{.*}}: !llvm.ptr, %{{.*}}: i32) -> i32
+// CHECK: llvm.alloca
+// CHECK: llvm.call @halide_device_crop
+// CHECK: llvm.func internal @moir_hl_unbind(%{{.*}}: !llvm.ptr, %{{.*}}: i32)
+// CHECK: llvm.call @halide_device_release_crop
 // A freed pointer releases the slots whose host address lies within 64
 // bytes of it (the aligned start of that allocation).
 // CHECK: llvm.func internal @moir_hl_release_activation(%{{.*}}: !llvm.ptr)
 // CHECK: llvm.icmp "ult" %{{.*}}, %{{.*}} : i64
 // CHECK: llvm.func internal @moir_hl_release_activations()
 module {
-  llvm.func @moir_hl_keep(!llvm.ptr, i32) -> i32
-  llvm.func @moir_hl_bind(!llvm.ptr) -> i32
-  llvm.func @moir_hl_unbind(!llvm.ptr)
+  llvm.func @moir_hl_keep(!llvm.ptr, !llvm.ptr, !llvm.ptr, i32, i32) -> i32
+  llvm.func @moir_hl_bind(!llvm.ptr, i32) -> i32
+  llvm.func @moir_hl_unbind(!llvm.ptr, i32)
   llvm.func @moir_hl_release_activations()
   llvm.func @free(!llvm.ptr)
   llvm.func @use(%p: !llvm.ptr) {

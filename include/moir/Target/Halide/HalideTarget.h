@@ -54,19 +54,21 @@ inline llvm::StringLiteral syncRowsFunctionName() { return "moir_hl_sync_rows"; 
 /// buffer it handed to @forward: `void moir_hl_forget(void *host)`.
 inline llvm::StringLiteral forgetFunctionName() { return "moir_hl_forget"; }
 /// The activation table (moirc --target=halide, KeepActivations.cpp): a
-/// call's kept result `i32 moir_hl_keep(ptr descriptor)` (1: kept, its
-/// descriptor's device fields cleared; 0: the table is full), an input on
-/// the device `i32 moir_hl_bind(ptr descriptor)` (1: bound to the kept
-/// device buffer), `void moir_hl_unbind(ptr descriptor)` after the call,
-/// `void moir_hl_release_activation(ptr host)` before each free and
-/// `void moir_hl_release_activations()` at the end of @forward.
+/// call's kept result `i32 moir_hl_keep(ptr descriptor, ptr host, i32
+/// copied, i32 staged)` (0: kept, the descriptor's device fields cleared;
+/// where the table is full, Vulkan's -1, else the result copied back), an
+/// input on the device `i32 moir_hl_bind(ptr descriptor, i32 staged)` (1:
+/// bound to the kept buffer, on Vulkan a crop of it), `void
+/// moir_hl_unbind(ptr descriptor, i32 staged)` after the call, `void
+/// moir_hl_release_activation(ptr host)` before each free and `void
+/// moir_hl_release_activations()` at the end of @forward.
 inline llvm::StringLiteral keepFunctionName() { return "moir_hl_keep"; }
 inline llvm::StringLiteral bindFunctionName() { return "moir_hl_bind"; }
 inline llvm::StringLiteral unbindFunctionName() { return "moir_hl_unbind"; }
 inline llvm::StringLiteral releaseActivationFunctionName() { return "moir_hl_release_activation"; }
 inline llvm::StringLiteral releaseActivationsFunctionName() { return "moir_hl_release_activations"; }
 /// The slots of the activation table (per thread).
-constexpr int64_t kActivationSlots = 64;
+constexpr int64_t kActivationSlots = 256;
 /// The most dimensions a resident descriptor keeps.
 constexpr int64_t kResidentMaxRank = 4;
 } // namespace halide

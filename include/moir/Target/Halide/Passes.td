@@ -137,7 +137,7 @@ def HalideKeepActivationsPass : Pass<"moir-halide-keep-activations", "mlir::Modu
   let summary = "keeps device kernels' results on the device for the device kernels that read them";
   let description = [{
     Runs on tensors, before bufferization (moirc --target=halide with
-    --halide-target=opencl). A value is on the device when it is a device
+    --halide-target=opencl or vulkan). A value is on the device when it is a device
     `moir.halide_call`'s result, a `tensor.expand_shape`/`collapse_shape` of
     one, an `scf.if` result every branch yields on the device, or a private
     function's argument (result) that every call passes (every return
@@ -162,14 +162,15 @@ def HalideActivationTablePass : Pass<"moir-halide-activation-table", "mlir::Modu
   let description = [{
     Runs once the module is in the LLVM dialect, where a call bufferized
     with `moir.keep_results` declared `moir_hl_keep`. Defines, over a
-    thread-local table of 64 slots (a thread runs one forward at a time):
-    `moir_hl_keep(desc)` (the result's device buffer moves into a slot keyed
-    by its host address; 0 when the table is full: the call then copies the
-    result back as any), `moir_hl_bind(desc)` (an input's descriptor given
-    the slot's device buffer; 0 when it has none: the call copies the host's
-    bytes, current because that result was copied back),
-    `moir_hl_unbind(desc)`, `moir_hl_release_activation(host)` and
-    `moir_hl_release_activations()`. Every `free` in the module is preceded
+    thread-local table of 256 slots (a thread runs one forward at a time):
+    `moir_hl_keep(desc, host, copied, staged)` (the result's device buffer,
+    on Vulkan the padded one, moves into a slot keyed by its host address;
+    where the table is full, on OpenCL the result is copied back as any, on
+    Vulkan the call fails), `moir_hl_bind(desc, staged)` (an input's
+    descriptor given the slot's device buffer, on Vulkan a crop of it; on
+    OpenCL, 0 when no slot holds it: the call copies the host's bytes,
+    current because that result was copied back), `moir_hl_unbind`,
+    `moir_hl_release_activation(host)` and `moir_hl_release_activations()`. Every `free` in the module is preceded
     by `moir_hl_release_activation` of the same pointer, so a slot lives
     exactly as long as its host buffer and a later buffer at that address
     is never taken for it.

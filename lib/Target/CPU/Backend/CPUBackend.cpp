@@ -46,7 +46,7 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
 }
 
 /// The CPU, and `halide`: the CPU's host code with every op of every layer
-/// a Halide kernel on --halide-target (host or OpenCL), the activations
+/// a Halide kernel on --halide-target (host, OpenCL or Vulkan), the activations
 /// kept on the device between them (moir-halide-keep-activations). Its
 /// artifacts are CPU host code ("cpu <triple> <cpu>"): Halide's device
 /// runtime is linked into them.
@@ -56,7 +56,7 @@ public:
   StringRef name() const override { return wholeLayers ? "halide" : "cpu"; }
   StringRef description() const override {
     if (wholeLayers)
-      return "whole layers on Halide (--halide-target=host|opencl): every layer op a Halide "
+      return "whole layers on Halide (--halide-target=host|opencl|vulkan): every layer op a Halide "
              "kernel, activations kept on the device; CPU host code";
     return "CPUs (x86-64, AArch64): a shared object run by the runtime's thread pool";
   }
@@ -73,12 +73,6 @@ public:
     if (!kernels)
       return kernels.takeError();
     if (wholeLayers) {
-      if (options.cpu.halideTarget == "vulkan")
-        return llvm::createStringError(
-            "--target=halide --halide-target=vulkan is not built yet: Vulkan's calls stage "
-            "every buffer through padded host memory (docs/halide.md), and keeping activations "
-            "on the device between them is done for OpenCL only; use --halide-target=opencl, "
-            "or --target=cpu --kernels=halide --halide-target=vulkan");
       options.cpu.kernels = "halide";
     }
     if (options.cpu.kernels == "halide" && !halide::isAvailable())
@@ -131,8 +125,8 @@ public:
       compile.autoscheduler = options.cpu.halideAutoscheduler;
       compile.parallelism = options.cpu.threads;
       pm.addPass(createHalideCompileKernelsPass(compile));
-      // Whole layers on OpenCL: the activations stay on the device.
-      if (wholeLayers && options.cpu.halideTarget == "opencl")
+      // Whole layers on a device: the activations stay there.
+      if (wholeLayers && options.cpu.halideTarget != "host")
         pm.addPass(createHalideKeepActivationsPass());
     }
     buildCPULoweringToLLVMPipeline(pm, *kernels);
