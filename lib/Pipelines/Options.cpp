@@ -150,11 +150,12 @@ Error validateOptions(const CompileOptions &options) {
   for (StringRef op : llvm::split(StringRef(options.cpu.halideOps), ',')) {
     static const char *kOps[] = {"rms_norm", "linear",    "glu", "activation",
                                  "rope",     "glu_linear", "router", "experts",
-                                 "attention", "mla",       "add",    "embed"};
+                                 "attention", "mla",       "add",    "embed",
+                                 "xielu"};
     if (!op.trim().empty() && !llvm::is_contained(kOps, op.trim()))
       return bad("unknown op '" + op.trim() +
                  "' in --halide-ops (known: rms_norm, linear, glu, activation, rope, "
-                 "glu_linear, router, experts, attention, mla, add, embed)");
+                 "glu_linear, router, experts, attention, mla, add, embed, xielu)");
   }
   if (experts > 1 && !options.graph.fuseExperts)
     return bad("--expert-parallel splits the fused experts: it needs --moe-fuse-experts");

@@ -164,11 +164,12 @@ LogicalResult moir::applyPatternsKeepingLayers(Operation *root, RewritePatternSe
 LogicalResult HalideCallOp::verify() {
   static const char *kKernels[] = {"rms_norm", "linear",  "glu",       "activation",
                                    "rope",     "glu_linear", "router", "experts",
-                                   "attention", "mla",     "add",       "embed"};
+                                   "attention", "mla",     "add",       "embed",
+                                   "xielu"};
   if (!llvm::is_contained(kKernels, getKernel()))
     return emitOpError() << "unknown Halide kernel '" << getKernel()
                          << "' (rms_norm, linear, glu, activation, rope, glu_linear, router, "
-                            "experts, attention, mla, add, embed)";
+                            "experts, attention, mla, add, embed, xielu)";
   size_t results = getKernel() == "router" ? 2 : 1;
   if (getNumResults() != results)
     return emitOpError() << "Halide kernel '" << getKernel() << "' has " << results

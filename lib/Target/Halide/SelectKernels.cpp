@@ -183,7 +183,7 @@ struct HalideSelectKernelsPass
     getOperation()->walk([&](Operation *op) {
       if (isa<llm::RMSNormOp, llm::LinearOp, llm::GLUOp, llm::ActivationOp, llm::RopeOp,
               llm::AttentionOp, mla::AttendOp, moe::FusedRouteOp, moe::FusedExpertsOp,
-              arith::AddFOp, llm::EmbeddingOp>(op))
+              arith::AddFOp, llm::EmbeddingOp, llm::XIELUOp>(op))
         candidates.push_back(op);
     });
     // glu_linear first: a GLU whose only use is a linear's input becomes one
@@ -226,8 +226,8 @@ struct HalideSelectKernelsPass
                       << *layer << " has no Halide kernel (moir-halide-select-kernels takes: "
                       << "rms_norm, linear, glu, activation (not erf's gelu), rope, router, "
                          "experts (not act-order or W8A8 ones; on Vulkan those whose FFN x "
-                         "top-k is a multiple of 16), attention and mla over float caches, f32 "
-                         "additions, the embedding of a float table; "
+                         "top-k is a multiple of 16), attention and mla over float caches, "
+                         "xielu, f32 additions, the embedding of a float table; "
                          "docs/halide.md); compile with --target=cpu --kernels=halide to run "
                          "it on MLIR";
       return WalkResult::interrupt();
@@ -264,6 +264,15 @@ struct HalideSelectKernelsPass
       params.push_back(b.getNamedAttr("epsilon", b.getF64FloatAttr(norm.getEpsilon().convertToDouble())));
       if (std::optional<APFloat> offset = norm.getOffset())
         params.push_back(b.getNamedAttr("offset", b.getF64FloatAttr(offset->convertToDouble())));
+    } else if (auto xielu = dyn_cast<llm::XIELUOp>(op)) {
+      // Apertus's activation (whole layers, or --halide-ops=xielu).
+      auto type = cast<RankedTensorType>(xielu.getType());
+      if (!want("xielu") || !isF32(xielu.getInput()) || type.getRank() < 1 || type.getRank() > 3 ||
+          !staticFloat(xielu.getAlphaP(), 1) || !staticFloat(xielu.getAlphaN(), 1))
+        return;
+      kind = "xielu";
+      params.push_back(b.getNamedAttr("beta", b.getF64FloatAttr(xielu.getBeta().convertToDouble())));
+      params.push_back(b.getNamedAttr("eps", b.getF64FloatAttr(xielu.getEps().convertToDouble())));
     } else if (auto add = dyn_cast<arith::AddFOp>(op)) {
       // The residual stream's additions (whole layers, or --halide-ops=add).
       auto type = dyn_cast<RankedTensorType>(add.getType());

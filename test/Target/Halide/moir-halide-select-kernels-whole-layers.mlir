@@ -43,6 +43,21 @@ func.func @mla(%qn: tensor<?x4x16xf32>, %qp: tensor<?x4x8xf32>, %c: tensor<128x3
 
 // -----
 
+// Apertus's xIELU becomes a kernel with its beta and eps; its one-element
+// weights are resident.
+// CHECK-LABEL: func.func @xielu
+// CHECK: moir.halide_call "moir_hl_xielu_{{[0-9a-f]+}}" "xielu"(%arg0, %{{.*}}, %{{.*}}) {beta = 5.000000e-01 : f64, device = "opencl", eps = -9.9999999999999995E-7 : f64} {moir.layer = 1 : i64, resident = array<i64: 1, 2>}
+// PARTS-LABEL: func.func @xielu
+// PARTS: llm.xielu
+func.func @xielu(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %p = llm.weight "ap" {moir.layer = 1 : i64} : tensor<1xf32>
+  %n = llm.weight "an" {moir.layer = 1 : i64} : tensor<1xf32>
+  %y = llm.xielu %x, %p, %n beta = 5.0e-01 eps = -1.0e-06 {moir.layer = 1 : i64} : tensor<?x64xf32>, tensor<1xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
 // A layer op Halide has no kernel for (erf's GELU) is refused, named.
 func.func @erf(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
   // expected-error @+1 {{--target=halide runs every op of a layer on the Halide target, and this op of layer 2 has no Halide kernel}}

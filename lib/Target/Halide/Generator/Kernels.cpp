@@ -1168,6 +1168,31 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
       k.inputs = {a};
     }
     out(all) = value;
+  } else if (spec.kind == "xielu") {
+    // Apertus's xIELU, as moir-to-linalg lowers llm.xielu: with
+    // ap = softplus(alpha_p) and an = beta + softplus(alpha_n) (torch's
+    // softplus: log(1 + exp(v)), v itself above 20), ap * x^2 + beta * x for
+    // x > 0, else an * (expm1(min(x, eps)) - x) + beta * x. Halide has no
+    // expm1: below 1e-3 in magnitude it is its Taylor series to x^4 (within
+    // 1e-13 there), else exp(m) - 1.
+    ImageParam x = input(spec, 0, "x"), p = input(spec, 1, "alpha_p"),
+               n = input(spec, 2, "alpha_n");
+    std::vector<Expr> all;
+    for (const std::string &name : elementNames(rank)) {
+      Var var(name);
+      k.vars[name] = var;
+      all.push_back(var);
+    }
+    auto softplus = [](Expr v) { return select(v > 20.0f, v, log(1.0f + exp(v))); };
+    float beta = static_cast<float>(spec.numbers.at("beta"));
+    float eps = static_cast<float>(spec.numbers.at("eps"));
+    Expr ap = softplus(widen(p(0))), an = beta + softplus(widen(n(0)));
+    Expr v = x(all);
+    Expr m = min(v, eps);
+    Expr small = m * (1.0f + m * (0.5f + m * (1.0f / 6.0f + m * (1.0f / 24.0f))));
+    Expr expm1 = select(abs(m) < 1e-3f, small, exp(m) - 1.0f);
+    out(all) = select(v > 0.0f, ap * (v * v) + beta * v, (expm1 - v) * an + beta * v);
+    k.inputs = {x, p, n};
   } else if (spec.kind == "add") {
     // The residual stream's sum, out = a + b: with --target=halide the
     // whole layer runs on the Halide target, its additions too.
@@ -1390,7 +1415,7 @@ std::string deviceSchedule(const KernelSpec &spec) {
     }
     grid("out", "i", ti);
   } else if (spec.kind == "glu" || spec.kind == "activation" || spec.kind == "add" ||
-             spec.kind == "embed") {
+             spec.kind == "embed" || spec.kind == "xielu") {
     grid("out", "i", ti);
   } else if (spec.kind == "rope") {
     // On Vulkan the angles are inline.
@@ -1565,7 +1590,7 @@ std::string defaultScheduleFor(const KernelSpec &spec, int lanes) {
     if (rank >= 2)
       s << "out.parallel(t)\n";
   } else if (spec.kind == "glu" || spec.kind == "activation" || spec.kind == "add" ||
-             spec.kind == "embed") {
+             spec.kind == "embed" || spec.kind == "xielu") {
     if (v > 1)
       s << "out.vectorize(i, " << v << ")\n";
     if (rank >= 2)
