@@ -487,21 +487,23 @@ struct HalideCallBufferization
     SmallVector<Value> temporaries; // Vulkan: kept buffers staged for this call
     for (auto [i, b] : llvm::enumerate(buffers)) {
       fresh.push_back(e.describe(b, /*input=*/!staged));
-      // Bound to the kept device buffer where the table has it; else, on
-      // OpenCL, the call copies the host's bytes, current where the result
-      // was not kept. On Vulkan a result is always kept (moir_hl_keep
-      // fails the call where the table is full): bound to a crop of it.
+      // Bound to the kept device buffer where the table has it. On OpenCL
+      // it may have none only after a result could not be kept (the table
+      // full), which was then copied back: the call copies the host's
+      // bytes (moir_hl_bind returns 0). On Vulkan a result is always kept
+      // (moir_hl_keep fails the call where the table is full): bound to a
+      // crop of it. Anything else fails the call, never reads stale bytes.
       if (onDevice.contains(i)) {
         Value bound = e.call(moir::halide::bindFunctionName(),
                              ValueRange{fresh.back(), e.constant(e.d.i32, staged)}, e.d.i32);
-        if (staged)
-          cf::AssertOp::create(
-              rewriter, loc,
-              arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, bound,
-                                    e.constant(e.d.i32, 1)),
-              ("Halide kernel " + call.getCallee() + ": input " + Twine(i) +
-               " is not on the device (or cropping it failed)")
-                  .str());
+        cf::AssertOp::create(
+            rewriter, loc,
+            arith::CmpIOp::create(rewriter, loc,
+                                  staged ? arith::CmpIPredicate::eq : arith::CmpIPredicate::sge,
+                                  bound, e.constant(e.d.i32, staged ? 1 : 0)),
+            ("Halide kernel " + call.getCallee() + ": input " + Twine(i) +
+             " is not on the device (or cropping it failed)")
+                .str());
       }
       args.push_back(kept.contains(i) ? e.resident(b, fresh.back(), temporaries) : fresh.back());
     }

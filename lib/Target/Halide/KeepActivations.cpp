@@ -239,6 +239,10 @@ llvm.mlir.global internal thread_local @moir_hl_activation_slots() {addr_space =
   llvm.return %0 : !table
 }
 llvm.mlir.global internal thread_local @moir_hl_activation_used(0 : i64) {addr_space = 0 : i32} : i64
+// Set when a result could not be kept (the table full on OpenCL: it was
+// copied back instead), until the forward ends: only then may a call find
+// no slot for an input on the device.
+llvm.mlir.global internal thread_local @moir_hl_activation_overflow(0 : i32) {addr_space = 0 : i32} : i32
 
 // Frees slot `s`'s device buffer (on Vulkan its crop released first) and
 // empties it.
@@ -384,6 +388,9 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %crop: !llvm.ptr, %key: !llvm
 ^refuse:
   llvm.return %m1 : i32
 ^fallback:
+  %overflowp = llvm.mlir.addressof @moir_hl_activation_overflow : !llvm.ptr
+  %i1 = llvm.mlir.constant(1 : i32) : i32
+  llvm.store %i1, %overflowp : i32, !llvm.ptr
   %already = llvm.icmp "ne" %copied, %i0 : i32
   llvm.cond_br %already, ^done, ^copy
 ^copy:
@@ -397,9 +404,11 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %crop: !llvm.ptr, %key: !llvm
 // buffer) given the device buffer kept for its host address, which is
 // current (the host bytes are not). On OpenCL the kept buffer itself; on
 // Vulkan (`staged`) a crop of the kept padded byte buffer at offset 0, seen
-// with `desc`'s dimensionality. Returns 1 if bound, 0 if no slot holds it
-// (OpenCL: the result was copied back, the call copies the host's bytes),
-// or Halide's error code from the crop.
+// with `desc`'s dimensionality. Returns 1 if bound; 0 if no slot holds it
+// because a result could not be kept this forward (OpenCL: it was copied
+// back, and the call copies the host's bytes); -1 if no slot holds it
+// otherwise (its host bytes are not current: the call fails); or Halide's
+// error code from the crop.
 llvm.func internal @moir_hl_bind(%desc: !llvm.ptr, %staged: i32) -> i32 {
   %i0 = llvm.mlir.constant(0 : i32) : i32
   %i1 = llvm.mlir.constant(1 : i32) : i32
@@ -483,7 +492,12 @@ llvm.func internal @moir_hl_bind(%desc: !llvm.ptr, %staged: i32) -> i32 {
   %bound = llvm.select %ok, %i1, %rc : i1, i32
   llvm.return %bound : i32
 ^miss:
-  llvm.return %i0 : i32
+  %overflowp = llvm.mlir.addressof @moir_hl_activation_overflow : !llvm.ptr
+  %overflow = llvm.load %overflowp : !llvm.ptr -> i32
+  %overflowed = llvm.icmp "ne" %overflow, %i0 : i32
+  %m1 = llvm.mlir.constant(-1 : i32) : i32
+  %missed = llvm.select %overflowed, %i0, %m1 : i1, i32
+  llvm.return %missed : i32
 }
 
 // After the call: `desc` let go of a kept device buffer it was bound to
@@ -564,9 +578,12 @@ llvm.func internal @moir_hl_release_activation(%p: !llvm.ptr) {
   llvm.return
 }
 
-// At the end of a forward: every slot left emptied.
+// At the end of a forward: every slot left emptied, the overflow forgotten.
 llvm.func internal @moir_hl_release_activations() {
   %z = llvm.mlir.constant(0 : i64) : i64
+  %zero32 = llvm.mlir.constant(0 : i32) : i32
+  %overflowp = llvm.mlir.addressof @moir_hl_activation_overflow : !llvm.ptr
+  llvm.store %zero32, %overflowp : i32, !llvm.ptr
   %one = llvm.mlir.constant(1 : i64) : i64
   %slots_n = llvm.mlir.constant(@SLOTS@ : i64) : i64
   %null = llvm.mlir.zero : !llvm.ptr

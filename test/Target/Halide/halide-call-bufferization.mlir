@@ -122,12 +122,14 @@ func.func @sync_rows_vulkan(%q: tensor<1x8x64xf32>, %k: tensor<128x2x64xf32>, %o
 
 // moirc --target=halide (moir-halide-keep-activations): an input on the
 // device is bound to the kept buffer before the call and let go after it
-// (OpenCL: moir_hl_bind may miss, and the call then copies the host's
-// bytes); each result is handed to the table, copied back first only where
-// a host op reads it (the second result: copied = 1).
+// (OpenCL: moir_hl_bind may miss after the table overflowed, 0, and the call
+// then copies the host's bytes; any other miss, -1, fails the call); each
+// result is handed to the table, copied back first only where a host op
+// reads it (the second result: copied = 1).
 // CHECK-LABEL: func.func @kept
 // CHECK: %[[B:.*]] = call @moir_hl_bind(%[[X:.*]], %{{.*}}) : (!llvm.ptr, i32) -> i32
-// CHECK-NOT: cf.assert
+// CHECK: %[[OK:.*]] = arith.cmpi sge, %[[B]], %{{.*}} : i32
+// CHECK: cf.assert %[[OK]], "Halide kernel moir_hl_router_dev: input 0 is not on the device (or cropping it failed)"
 // CHECK: call @moir_hl_router_dev(%[[X]], %{{.*}}, %[[O0:.*]], %[[O1:.*]]) :
 // CHECK-NOT: halide_copy_to_host(%{{.*}}, %[[O0]])
 // CHECK: llvm.mlir.constant(0 : i32)

@@ -10,6 +10,7 @@
 // CHECK-NEXT: llvm.call @free(%[[P]]) : (!llvm.ptr) -> ()
 // CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_slots() {{.*}} : !llvm.array<256 x struct<(ptr, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>, struct<(i64, ptr, ptr, i64, i8, i8, i16, i32, ptr, ptr)>, array<4 x struct<(i32, i32, i32, i32)>>)>>
 // CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_used(0 : i64)
+// CHECK: llvm.mlir.global internal thread_local @moir_hl_activation_overflow(0 : i32)
 // A slot emptied: its crop released (Vulkan), its device buffer freed.
 // CHECK: llvm.func internal @moir_hl_activation_empty
 // CHECK: llvm.call @halide_device_release_crop
@@ -25,9 +26,12 @@
 // CHECK: llvm.call @halide_copy_to_host
 // Bound: the kept buffer itself (OpenCL), or on Vulkan a crop of it through
 // a padded byte view of the input's rank.
+// A miss is 0 only after an overflow this forward, else -1.
 // CHECK: llvm.func internal @moir_hl_bind(%{{.*}}: !llvm.ptr, %{{.*}}: i32) -> i32
 // CHECK: llvm.alloca
 // CHECK: llvm.call @halide_device_crop
+// CHECK: llvm.mlir.addressof @moir_hl_activation_overflow
+// CHECK: llvm.mlir.constant(-1 : i32)
 // CHECK: llvm.func internal @moir_hl_unbind(%{{.*}}: !llvm.ptr, %{{.*}}: i32)
 // CHECK: llvm.call @halide_device_release_crop
 // A freed pointer releases the slots whose host address lies within 64

@@ -58,7 +58,8 @@ inline llvm::StringLiteral forgetFunctionName() { return "moir_hl_forget"; }
 /// copied, i32 staged)` (0: kept, the descriptor's device fields cleared;
 /// where the table is full, Vulkan's -1, else the result copied back), an
 /// input on the device `i32 moir_hl_bind(ptr descriptor, i32 staged)` (1:
-/// bound to the kept buffer, on Vulkan a crop of it), `void
+/// bound to the kept buffer, on Vulkan a crop of it; 0: not kept after the
+/// table overflowed, the host's bytes current; -1: not kept otherwise), `void
 /// moir_hl_unbind(ptr descriptor, i32 staged)` after the call, `void
 /// moir_hl_release_activation(ptr host)` before each free and `void
 /// moir_hl_release_activations()` at the end of @forward.

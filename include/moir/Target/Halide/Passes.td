@@ -168,8 +168,9 @@ def HalideActivationTablePass : Pass<"moir-halide-activation-table", "mlir::Modu
     where the table is full, on OpenCL the result is copied back as any, on
     Vulkan the call fails), `moir_hl_bind(desc, staged)` (an input's
     descriptor given the slot's device buffer, on Vulkan a crop of it; on
-    OpenCL, 0 when no slot holds it: the call copies the host's bytes,
-    current because that result was copied back), `moir_hl_unbind`,
+    OpenCL, 0 when no slot holds it after the table overflowed this
+    forward: the call copies the host's bytes, current because that result
+    was copied back; any other miss fails the call), `moir_hl_unbind`,
     `moir_hl_release_activation(host)` and `moir_hl_release_activations()`. Every `free` in the module is preceded
     by `moir_hl_release_activation` of the same pointer, so a slot lives
     exactly as long as its host buffer and a later buffer at that address
