@@ -516,6 +516,18 @@ std::vector<std::string> elementNames(int rank) {
   return names;
 }
 
+/// The loop variables of an element-wise kernel of `rank`, innermost first,
+/// named in `k` for schedules.
+std::vector<Expr> elementVars(int rank, BuiltKernel &k) {
+  std::vector<Expr> all;
+  for (const std::string &n : elementNames(rank)) {
+    Var var(n);
+    k.vars[n] = var;
+    all.push_back(var);
+  }
+  return all;
+}
+
 Expr activation(const std::string &kind, Expr x) {
   if (kind == "silu")
     return x / (1.0f + exp(-x));
@@ -1152,13 +1164,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
   } else if (spec.kind == "glu" || spec.kind == "activation") {
     bool glu = spec.kind == "glu";
     ImageParam a = input(spec, 0, glu ? "gate" : "x");
-    std::vector<std::string> names = elementNames(rank);
-    std::vector<Expr> all;
-    for (const std::string &n : names) {
-      Var var(n);
-      k.vars[n] = var;
-      all.push_back(var);
-    }
+    std::vector<Expr> all = elementVars(rank, k);
     Expr value = activation(spec.strings.at("activation"), a(all));
     if (glu) {
       ImageParam up = input(spec, 1, "up");
@@ -1177,12 +1183,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     // 1e-13 there), else exp(m) - 1.
     ImageParam x = input(spec, 0, "x"), p = input(spec, 1, "alpha_p"),
                n = input(spec, 2, "alpha_n");
-    std::vector<Expr> all;
-    for (const std::string &name : elementNames(rank)) {
-      Var var(name);
-      k.vars[name] = var;
-      all.push_back(var);
-    }
+    std::vector<Expr> all = elementVars(rank, k);
     auto softplus = [](Expr v) { return select(v > 20.0f, v, log(1.0f + exp(v))); };
     float beta = static_cast<float>(spec.numbers.at("beta"));
     float eps = static_cast<float>(spec.numbers.at("eps"));
@@ -1199,12 +1200,7 @@ BuiltKernel buildKernel(const KernelSpec &spec) {
     ImageParam a = input(spec, 0, "a"), b = input(spec, 1, "b");
     if (spec.inputs[0].shape != spec.outputs[0].shape || spec.inputs[1].shape != spec.outputs[0].shape)
       fail(spec, "the operands and the result must have one shape");
-    std::vector<Expr> all;
-    for (const std::string &n : elementNames(rank)) {
-      Var var(n);
-      k.vars[n] = var;
-      all.push_back(var);
-    }
+    std::vector<Expr> all = elementVars(rank, k);
     out(all) = widen(a(all)) + widen(b(all));
     k.inputs = {a, b};
   } else if (spec.kind == "embed") {
