@@ -220,6 +220,8 @@ llvm.func internal @moir_hl_fill(%new: !llvm.ptr, %desc: !llvm.ptr, %iface: !llv
   llvm.store %null, %p9 : !llvm.ptr, !llvm.ptr
   // dim 0 = {0, padded, 1, 0}; dims 1-3 = {0, 1, padded, 0}
   %p32 = llvm.trunc %padded : i64 to i32
+  %d0 = llvm.mlir.constant(0 : i32) : i32
+  %d1 = llvm.mlir.constant(1 : i32) : i32
   @DIMS@
   %rc1 = llvm.call @halide_copy_to_device(%null, %pad, %iface) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
   %rc2 = llvm.call @halide_device_crop(%null, %pad, %exact) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
@@ -473,20 +475,23 @@ llvm.func internal @moir_hl_resident_release() {
 llvm.mlir.global_dtors dtors = [@moir_hl_resident_release], priorities = [65535 : i32], data = [#llvm.zero]
 )mlir";
 
-/// The stores of the padded buffer's four dimensions (kTable's @DIMS@).
-std::string paddedDimStores() {
+} // namespace
+
+std::string moir::halide::paddedDimStores(llvm::StringRef dims, llvm::StringRef padded,
+                                          llvm::StringRef prefix) {
   std::string text;
   llvm::raw_string_ostream os(text);
-  os << "%d0 = llvm.mlir.constant(0 : i32) : i32\n  %d1 = llvm.mlir.constant(1 : i32) : i32\n";
-  for (int h = 0; h < moir::halide::kResidentMaxRank; ++h) {
-    const char *fields[] = {"%d0", h == 0 ? "%p32" : "%d1", h == 0 ? "%d1" : "%p32", "%d0"};
+  for (int h = 0; h < kResidentMaxRank; ++h) {
+    llvm::StringRef fields[] = {"%d0", h == 0 ? padded : "%d1", h == 0 ? "%d1" : padded, "%d0"};
     for (int f = 0; f < 4; ++f)
-      os << "  %pd" << h << f << " = llvm.getelementptr %paddims[0, " << h << ", " << f
-         << "] : (!llvm.ptr) -> !llvm.ptr, !dims\n  llvm.store " << fields[f] << ", %pd" << h
-         << f << " : i32, !llvm.ptr\n";
+      os << "  %" << prefix << h << f << " = llvm.getelementptr " << dims << "[0, " << h << ", "
+         << f << "] : (!llvm.ptr) -> !llvm.ptr, !dims\n  llvm.store " << fields[f] << ", %"
+         << prefix << h << f << " : i32, !llvm.ptr\n";
   }
   return text;
 }
+
+namespace {
 
 struct HalideResidentWeightsPass
     : moir::impl::HalideResidentWeightsPassBase<HalideResidentWeightsPass> {
@@ -527,7 +532,7 @@ struct HalideResidentWeightsPass
     else
       buffers = forward.getNumArguments();
     replace("@CAPACITY@", std::to_string(4 * std::max<int64_t>(buffers, 1)));
-    replace("@DIMS@", paddedDimStores());
+    replace("@DIMS@", moir::halide::paddedDimStores("%paddims", "%p32", "pd"));
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {
       module.emitError() << "moir-halide-resident-weights: the table's IR does not parse";

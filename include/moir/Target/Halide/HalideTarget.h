@@ -19,6 +19,8 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/Pass.h"
 
+#include <string>
+
 namespace moir {
 
 #define GEN_PASS_DECL
@@ -68,6 +70,13 @@ inline llvm::StringLiteral bindFunctionName() { return "moir_hl_bind"; }
 inline llvm::StringLiteral unbindFunctionName() { return "moir_hl_unbind"; }
 inline llvm::StringLiteral releaseActivationFunctionName() { return "moir_hl_release_activation"; }
 inline llvm::StringLiteral releaseActivationsFunctionName() { return "moir_hl_release_activations"; }
+/// The text (MLIR's LLVM dialect) of the stores that make `dims`, a
+/// pointer to kResidentMaxRank halide_dimension_t (`!dims`), a padded byte
+/// buffer's: dimension 0 {0, padded, 1, 0}, the others {0, 1, padded, 0}
+/// (a crop of it keeps the dimensionality). `padded` names an i32, and
+/// `%d0`/`%d1` the i32 constants 0 and 1, defined before it; `prefix`
+/// names the GEPs. The resident and activation tables' IR use it.
+std::string paddedDimStores(llvm::StringRef dims, llvm::StringRef padded, llvm::StringRef prefix);
 /// The slots of the activation table (per thread).
 constexpr int64_t kActivationSlots = 256;
 /// The most dimensions a resident descriptor keeps.
