@@ -269,6 +269,44 @@ llvm.func internal @moir_hl_activation_empty(%s: !llvm.ptr) {
   llvm.return
 }
 
+// Sets a descriptor's device buffer, interface and flags.
+llvm.func internal @moir_hl_activation_set_device(%desc: !llvm.ptr, %dev: i64, %iface: !llvm.ptr,
+                                                  %flags: i64) {
+  %devp = llvm.getelementptr %desc[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %dev, %devp : i64, !llvm.ptr
+  %ifacep = llvm.getelementptr %desc[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %iface, %ifacep : !llvm.ptr, !llvm.ptr
+  %flagsp = llvm.getelementptr %desc[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %flags, %flagsp : i64, !llvm.ptr
+  llvm.return
+}
+
+// Moves the device buffer of `src` (at most 4 dimensions) into the slot's
+// descriptor `dst`, its dimensions copied to `dims`: `dst` has no host data
+// (the device holds the bytes), `src` no device buffer left.
+llvm.func internal @moir_hl_activation_take(%dst: !llvm.ptr, %dims: !llvm.ptr, %src: !llvm.ptr) {
+  %z = llvm.mlir.constant(0 : i64) : i64
+  %sixteen = llvm.mlir.constant(16 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %value = llvm.load %src : !llvm.ptr -> !buf
+  llvm.store %value, %dst : !buf, !llvm.ptr
+  %srcdimsp = llvm.getelementptr %src[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %srcdims = llvm.load %srcdimsp : !llvm.ptr -> !llvm.ptr
+  %rankp = llvm.getelementptr %src[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
+  %rank = llvm.load %rankp : !llvm.ptr -> i32
+  %rank64 = llvm.zext %rank : i32 to i64
+  %dimbytes = llvm.mul %rank64, %sixteen : i64
+  "llvm.intr.memcpy"(%dims, %srcdims, %dimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
+  %dstdimsp = llvm.getelementptr %dst[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %dims, %dstdimsp : !llvm.ptr, !llvm.ptr
+  %dsthostp = llvm.getelementptr %dst[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %null, %dsthostp : !llvm.ptr, !llvm.ptr
+  %dstflagsp = llvm.getelementptr %dst[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
+  llvm.store %z, %dstflagsp : i64, !llvm.ptr
+  llvm.call @moir_hl_activation_set_device(%src, %z, %null, %z) : (!llvm.ptr, i64, !llvm.ptr, i64) -> ()
+  llvm.return
+}
+
 // A call's result kept on the device: `desc`, the descriptor that owns its
 // device buffer, copied with its dimensions into a slot keyed by `key`, the
 // host address of the result's buffer; `desc`'s own device fields cleared
@@ -324,47 +362,13 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %crop: !llvm.ptr, %key: !llvm
   %new = llvm.getelementptr %slots[0, %free] : (!llvm.ptr, i64) -> !llvm.ptr, !table
   %kept = llvm.getelementptr %new[0, 1] : (!llvm.ptr) -> !llvm.ptr, !slot
   %dims = llvm.getelementptr %new[0, 2] : (!llvm.ptr) -> !llvm.ptr, !slot
-  %value = llvm.load %desc : !llvm.ptr -> !buf
-  llvm.store %value, %kept : !buf, !llvm.ptr
-  %srcdimsp = llvm.getelementptr %desc[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  %srcdims = llvm.load %srcdimsp : !llvm.ptr -> !llvm.ptr
-  %rank64 = llvm.zext %rank : i32 to i64
-  %sixteen = llvm.mlir.constant(16 : i64) : i64
-  %dimbytes = llvm.mul %rank64, %sixteen : i64
-  "llvm.intr.memcpy"(%dims, %srcdims, %dimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
-  %keptdimsp = llvm.getelementptr %kept[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %dims, %keptdimsp : !llvm.ptr, !llvm.ptr
-  // The slot's descriptor has no host data: the device holds the bytes.
-  %kepthostp = llvm.getelementptr %kept[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %kepthostp : !llvm.ptr, !llvm.ptr
-  %keptflagsp = llvm.getelementptr %kept[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %keptflagsp : i64, !llvm.ptr
+  llvm.call @moir_hl_activation_take(%kept, %dims, %desc) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> ()
   %keptcrop = llvm.getelementptr %new[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
   %hascrop = llvm.icmp "ne" %crop, %null : !llvm.ptr
   llvm.cond_br %hascrop, ^keepcrop, ^nocrop
 ^keepcrop:
-  %cropvalue = llvm.load %crop : !llvm.ptr -> !buf
-  llvm.store %cropvalue, %keptcrop : !buf, !llvm.ptr
   %cropdims = llvm.getelementptr %new[0, 4] : (!llvm.ptr) -> !llvm.ptr, !slot
-  %cropsrcdimsp = llvm.getelementptr %crop[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  %cropsrcdims = llvm.load %cropsrcdimsp : !llvm.ptr -> !llvm.ptr
-  %croprankp = llvm.getelementptr %crop[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
-  %croprank = llvm.load %croprankp : !llvm.ptr -> i32
-  %croprank64 = llvm.zext %croprank : i32 to i64
-  %cropdimbytes = llvm.mul %croprank64, %sixteen : i64
-  "llvm.intr.memcpy"(%cropdims, %cropsrcdims, %cropdimbytes) <{isVolatile = false}> : (!llvm.ptr, !llvm.ptr, i64) -> ()
-  %keptcropdimsp = llvm.getelementptr %keptcrop[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %cropdims, %keptcropdimsp : !llvm.ptr, !llvm.ptr
-  %keptcrophostp = llvm.getelementptr %keptcrop[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %keptcrophostp : !llvm.ptr, !llvm.ptr
-  %keptcropflagsp = llvm.getelementptr %keptcrop[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %keptcropflagsp : i64, !llvm.ptr
-  %cropdevp = llvm.getelementptr %crop[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %cropdevp : i64, !llvm.ptr
-  %cropifacep = llvm.getelementptr %crop[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %cropifacep : !llvm.ptr, !llvm.ptr
-  %cropflagsp = llvm.getelementptr %crop[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %cropflagsp : i64, !llvm.ptr
+  llvm.call @moir_hl_activation_take(%keptcrop, %cropdims, %crop) : (!llvm.ptr, !llvm.ptr, !llvm.ptr) -> ()
   llvm.br ^keyed
 ^nocrop:
   %zerobuf = llvm.mlir.zero : !buf
@@ -375,12 +379,6 @@ llvm.func internal @moir_hl_keep(%desc: !llvm.ptr, %crop: !llvm.ptr, %key: !llvm
   %used = llvm.load %usedp : !llvm.ptr -> i64
   %used2 = llvm.add %used, %one : i64
   llvm.store %used2, %usedp : i64, !llvm.ptr
-  %devp = llvm.getelementptr %desc[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %devp : i64, !llvm.ptr
-  %ifacep = llvm.getelementptr %desc[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %ifacep : !llvm.ptr, !llvm.ptr
-  %flagsp = llvm.getelementptr %desc[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %flagsp : i64, !llvm.ptr
   llvm.return %i0 : i32
 ^full:
   %isstaged = llvm.icmp "ne" %staged, %i0 : i32
@@ -445,12 +443,7 @@ llvm.func internal @moir_hl_bind(%desc: !llvm.ptr, %staged: i32) -> i32 {
   %isstaged = llvm.icmp "ne" %staged, %i0 : i32
   llvm.cond_br %isstaged, ^crop, ^bind
 ^bind:
-  %devp = llvm.getelementptr %desc[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %kdev, %devp : i64, !llvm.ptr
-  %ifacep = llvm.getelementptr %desc[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %kiface, %ifacep : !llvm.ptr, !llvm.ptr
-  %flagsp = llvm.getelementptr %desc[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %dirty, %flagsp : i64, !llvm.ptr
+  llvm.call @moir_hl_activation_set_device(%desc, %kdev, %kiface, %dirty) : (!llvm.ptr, i64, !llvm.ptr, i64) -> ()
   llvm.return %i1 : i32
 ^crop:
   // The view: the kept buffer's device fields, uint8, desc's rank, the
@@ -534,11 +527,7 @@ llvm.func internal @moir_hl_unbind(%desc: !llvm.ptr, %staged: i32) {
   %next = llvm.add %i, %one : i64
   llvm.cond_br %mine, ^let, ^search(%next : i64)
 ^let:
-  llvm.store %z, %devp : i64, !llvm.ptr
-  %ifacep = llvm.getelementptr %desc[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %ifacep : !llvm.ptr, !llvm.ptr
-  %flagsp = llvm.getelementptr %desc[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %flagsp : i64, !llvm.ptr
+  llvm.call @moir_hl_activation_set_device(%desc, %z, %null, %z) : (!llvm.ptr, i64, !llvm.ptr, i64) -> ()
   llvm.br ^end
 ^end:
   llvm.return
@@ -606,21 +595,6 @@ llvm.func internal @moir_hl_release_activations() {
 }
 )mlir";
 
-/// The stores of the padded view's four dimensions in moir_hl_bind
-/// (@VIEWDIMS@): {0, padded, 1, 0}, then {0, 1, padded, 0}.
-std::string viewDimStores() {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  for (int h = 0; h < moir::halide::kResidentMaxRank; ++h) {
-    const char *fields[] = {"%d0", h == 0 ? "%padded" : "%d1", h == 0 ? "%d1" : "%padded", "%d0"};
-    for (int f = 0; f < 4; ++f)
-      os << "  %vd" << h << f << " = llvm.getelementptr %viewdims[0, " << h << ", " << f
-         << "] : (!llvm.ptr) -> !llvm.ptr, !dims\n  llvm.store " << fields[f] << ", %vd" << h
-         << f << " : i32, !llvm.ptr\n";
-  }
-  return text;
-}
-
 struct HalideActivationTablePass
     : moir::impl::HalideActivationTablePassBase<HalideActivationTablePass> {
   void runOnOperation() override {
@@ -635,7 +609,9 @@ struct HalideActivationTablePass
     std::string text = kTable.str();
     for (size_t at; (at = text.find("@SLOTS@")) != std::string::npos;)
       text.replace(at, 7, std::to_string(moir::halide::kActivationSlots));
-    text.replace(text.find("@VIEWDIMS@"), 10, viewDimStores());
+    // The padded view's four dimensions in moir_hl_bind.
+    text.replace(text.find("@VIEWDIMS@"), 10,
+                 moir::halide::paddedDimStores("%viewdims", "%padded", "vd"));
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {
       module.emitError() << "moir-halide-activation-table: the table's IR does not parse";

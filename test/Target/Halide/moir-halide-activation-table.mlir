@@ -19,10 +19,15 @@
 // the result's host address (on Vulkan its crop too, which keeps Halide's
 // allocator from reusing the region), the caller's device fields cleared;
 // no slot free: on Vulkan (staged) -1, else copied back, unless it was.
+// A descriptor moved into a slot: copied with its dimensions, its own
+// device fields cleared.
+// CHECK: llvm.func internal @moir_hl_activation_take(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
+// CHECK: "llvm.intr.memcpy"
+// CHECK: llvm.call @moir_hl_activation_set_device(
 // CHECK: llvm.func internal @moir_hl_keep(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i32, %{{.*}}: i32) -> i32
-// CHECK: "llvm.intr.memcpy"
+// CHECK: llvm.call @moir_hl_activation_take(
 // and on Vulkan the result's crop with it:
-// CHECK: "llvm.intr.memcpy"
+// CHECK: llvm.call @moir_hl_activation_take(
 // CHECK: llvm.call @halide_copy_to_host
 // Bound: the kept buffer itself (OpenCL), or on Vulkan a crop of it through
 // a padded byte view of the input's rank.
