@@ -540,6 +540,7 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
         return gr.error("output_activations", "is set; only weights and the linears' inputs "
                                               "(W8A8) are quantized by MoIR");
       std::string activations;
+      bool staticActivations = false;
       if (const json::Value *inputs = gr.get("input_activations")) {
         const json::Object *a = inputs->getAsObject();
         if (!a)
@@ -551,14 +552,18 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
           return ar.error(abits != 8 ? "num_bits" : "type",
                           "is " + (abits != 8 ? Twine(abits) : Twine("'") + atype.value_or("") + "'") +
                               "; only 8-bit int or float activations (W8A8) are supported");
+        // Dynamic: a scale per token computed at run time. Static: one
+        // scale per linear, its calibrated `input_scale`.
         TRY(adynamic, ar.boolean("dynamic", false));
-        if (!adynamic)
-          return ar.error("dynamic", "is false; only dynamic activation scales (computed per "
-                                     "token at run time, no input_scale) are supported");
         TRY(astrategy, ar.string("strategy"));
-        if (astrategy != "token")
+        if (adynamic && astrategy != "token")
           return ar.error("strategy", "is '" + astrategy.value_or("") +
-                                          "'; only per-token activation scales are supported");
+                                          "'; only per-token dynamic activation scales are "
+                                          "supported");
+        if (!adynamic && astrategy != "tensor")
+          return ar.error("strategy", "is '" + astrategy.value_or("") +
+                                          "'; only one static activation scale per linear "
+                                          "(strategy 'tensor', input_scale) is supported");
         TRY(asymmetric, ar.boolean("symmetric", false));
         if (!asymmetric)
           return ar.error("symmetric", "is false; only symmetric activation scales are "
@@ -568,15 +573,18 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
           if (ar.get(key))
             return ar.error(key, "is set; only plain per-token activation scales are "
                                  "supported");
-        // How the calibration would observe them: dynamic scales have none.
+        // How the calibration observed them (static) or would (dynamic:
+        // none): not the math.
         if (Error err = ar.checkAllUsed({"observer", "observer_kwargs"}))
           return std::move(err);
         activations = *atype == "int" ? "int8" : "fp8_e4m3";
+        staticActivations = !adynamic;
       }
-      if (q.bits && activations != q.activations)
+      if (q.bits && (activations != q.activations || staticActivations != q.staticActivations))
         return gr.error("input_activations", "differs from another group's; one activation "
                                              "scheme per checkpoint is supported");
       q.activations = activations;
+      q.staticActivations = staticActivations;
       if (Error err = gr.expectString("format", format,
                                       "the groups must share the checkpoint's format"))
         return std::move(err);
@@ -617,10 +625,11 @@ static Error parseQuantization(StringRef path, const json::Object &object, Quant
         if (size % 32 != 0)
           return wr.error("group_size", "is " + Twine(size) + "; it must be a multiple of 32");
         groupSize = size;
-      } else if (strategy != "channel") {
+      } else if (strategy != "channel" && !(strategy == "tensor" && !packed)) {
         return wr.error("strategy", "is '" + strategy + "'; only " +
                                         (packed ? "group and channel scales are"
-                                                : "one scale per output channel is") +
+                                                : "one scale per output channel or per "
+                                                  "tensor is") +
                                         " supported");
       } else if (wr.get("group_size")) {
         return wr.error("group_size", "is set; only per-channel scales are supported");

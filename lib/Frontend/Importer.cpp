@@ -333,7 +333,20 @@ private:
     bool precise = false;
     if (std::optional<llm::DynamicQuant> quant = activationQuant();
         quant && checkpointQuantized(w)) {
-      x = llm::DynamicQuantOp::create(b, loc, x.getType(), *quant, x);
+      if (c.quantization.staticActivations) {
+        // The calibrated scale beside the weight: `<module>.input_scale`.
+        StringRef name = w.getDefiningOp<llm::WeightOp>().getName();
+        if (!name.consume_back(".weight"))
+          return fail(fileError(source, "tensor '" + name + "' has static activation scales "
+                                        "(quantization_config input_activations) but is not "
+                                        "a '<module>.weight'"));
+        Value scale = weight((name + ".input_scale").str(), {1});
+        if (!scale)
+          return nullptr;
+        x = llm::StaticQuantOp::create(b, loc, x.getType(), *quant, x, scale);
+      } else {
+        x = llm::DynamicQuantOp::create(b, loc, x.getType(), *quant, x);
+      }
       precise = *quant == llm::DynamicQuant::int8;
     }
     auto op = llm::LinearOp::create(b, loc, x, w, bias);
@@ -584,31 +597,68 @@ Error ModelBuilder::checkActOrderUses() {
 Error ModelBuilder::checkActivationQuantUses(ModuleOp module) {
   if (!activationQuant())
     return Error::success();
+  auto nameOf = [](Operation *op) -> StringRef {
+    if (auto weight = dyn_cast<llm::WeightOp>(op))
+      return weight.getName();
+    return cast<StringAttr>(cast<llm::StackedWeightOp>(op).getNames()[0]).getValue();
+  };
+  auto fail = [&](Operation *weightOp, const Twine &message) {
+    StringRef name = nameOf(weightOp);
+    const TensorInfo *info = store.lookup(name);
+    return fileError(info ? store.getFilePath(info->file) : source,
+                     "tensor '" + name + "' " + message);
+  };
+  // The ops that quantize the inputs of all their projections (the routed
+  // and shared experts, MLA's five projections) need all of them stored
+  // quantized: a float one would multiply quantized inputs the reference
+  // does not quantize.
+  auto allQuantized = [&](Operation *user, ValueRange weights) -> Error {
+    for (Value w : weights)
+      if (w && !checkpointQuantized(w) && w.getDefiningOp())
+        return fail(w.getDefiningOp(),
+                    "is not quantized, while the other projections of its '" +
+                        user->getName().getStringRef() +
+                        "' are W8A8 (quantization_config input_activations): MoIR "
+                        "quantizes the inputs of all of them or of none");
+    return Error::success();
+  };
   Error err = Error::success();
   module.walk([&](Operation *op) {
+    if (auto layer = dyn_cast<moe::LayerOp>(op); layer && layer.getActivationQuant()) {
+      err = allQuantized(op, {layer.getGate(), layer.getUp(), layer.getDown(),
+                              layer.getSharedGateProj(), layer.getSharedUpProj(),
+                              layer.getSharedDownProj()});
+      return err ? WalkResult::interrupt() : WalkResult::advance();
+    }
+    if (auto mla = dyn_cast<mla::AttentionOp>(op); mla && mla.getActivationQuant()) {
+      err = allQuantized(op, {mla.getQProj(), mla.getQAProj(), mla.getQBProj(), mla.getKvAProj(),
+                              mla.getKvBProj(), mla.getOProj()});
+      return err ? WalkResult::interrupt() : WalkResult::advance();
+    }
     if (!isa<llm::WeightOp, llm::StackedWeightOp>(op) || !checkpointQuantized(op->getResult(0)))
       return WalkResult::advance();
     Value w = op->getResult(0);
     for (Operation *user : w.getUsers()) {
       auto linear = dyn_cast<llm::LinearOp>(user);
       if (linear && linear.getWeight() == w &&
-          linear.getInput().getDefiningOp<llm::DynamicQuantOp>())
+          (linear.getInput().getDefiningOp<llm::DynamicQuantOp>() ||
+           linear.getInput().getDefiningOp<llm::StaticQuantOp>()))
         continue;
       auto layer = dyn_cast<moe::LayerOp>(user);
       if (layer && layer.getActivationQuant() &&
-          (layer.getGate() == w || layer.getUp() == w || layer.getDown() == w))
+          llvm::is_contained(ValueRange{layer.getGate(), layer.getUp(), layer.getDown(),
+                                        layer.getSharedGateProj(), layer.getSharedUpProj(),
+                                        layer.getSharedDownProj()},
+                             w))
         continue;
-      StringRef name = isa<llm::WeightOp>(op)
-                           ? cast<llm::WeightOp>(op).getName()
-                           : cast<StringAttr>(cast<llm::StackedWeightOp>(op).getNames()[0])
-                                 .getValue();
-      const TensorInfo *info = store.lookup(name);
-      err = fileError(info ? store.getFilePath(info->file) : source,
-                      "tensor '" + name + "' is quantized with W8A8 activation "
-                      "quantization (quantization_config input_activations), which MoIR "
-                      "applies to the inputs of linear projections and routed experts only, "
-                      "not of '" + user->getName().getStringRef() + "'" +
-                      (layer ? " (shared experts or the router)" : ""));
+      auto mla = dyn_cast<mla::AttentionOp>(user);
+      if (mla && mla.getActivationQuant() && w != mla.getQANorm() && w != mla.getKvANorm())
+        continue;
+      err = fail(op, "is quantized with W8A8 activation quantization (quantization_config "
+                     "input_activations), which MoIR applies to the inputs of linear "
+                     "projections, MLA's projections and the routed and shared experts, not "
+                     "of '" + user->getName().getStringRef() + "'" +
+                     (layer ? " (the router or the shared expert's gate)" : ""));
       return WalkResult::interrupt();
     }
     return WalkResult::advance();
@@ -694,6 +744,32 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
     scaleStorage = info.name + "_scale";
     const TensorInfo *scale = store.lookup(scaleStorage);
     int64_t rows = info.getNumElements() / info.shape.back();
+    // compressed-tensors' per-tensor scale (strategy "tensor", the FP8
+    // preset): one value for every row, repeated into a derived per-row
+    // scale tensor of the same dtype (exact).
+    if (scale && scale->getNumElements() == 1 && rows > 1 &&
+        is_contained({DType::F32, DType::BF16, DType::F16}, scale->dtype)) {
+      std::string perRow = scaleStorage + ".rows";
+      if (!store.lookup(perRow)) {
+        TensorInfo derived;
+        derived.name = perRow;
+        derived.dtype = scale->dtype;
+        derived.shape = {rows, 1};
+        derived.file = scale->file;
+        int64_t width = getBlockBytes(scale->dtype);
+        derived.bytes = static_cast<uint64_t>(rows * width);
+        auto produce = [&store = store, one = *scale, width](MutableArrayRef<uint8_t> out) {
+          ArrayRef<uint8_t> value = store.getData(one).take_front(width);
+          for (size_t i = 0; i < out.size(); i += width)
+            std::memcpy(&out[i], value.data(), width);
+        };
+        if (Error err = store.addDerivedTensor(std::move(derived), produce))
+          return fail(std::move(err)), Type();
+      }
+      used.insert(scaleStorage);
+      scaleStorage = perRow;
+      scale = store.lookup(perRow);
+    }
     if (!scale ||
         !is_contained({DType::F32, DType::BF16, DType::F16}, scale->dtype) ||
         scale->getNumElements() != rows)
@@ -1053,7 +1129,20 @@ ModelBuilder::attention(int64_t l, Value n, ArrayRef<Value> caches) {
         b, loc, TypeRange{n.getType(), caches[0].getType(), caches[1].getType()}, n,
         pos, caches[0], caches[1], offset, q, qa, qan, qb, kva, kvan, kvb, o, config,
         ropeAttr(m.ropeDim), b.getF64FloatAttr(c.attentionScale),
-        b.getF64FloatAttr(c.rmsNormEps));
+        b.getF64FloatAttr(c.rmsNormEps), llm::DynamicQuantAttr());
+    // W8A8: the projections' inputs quantized per token
+    // (checkActivationQuantUses: all of them stored quantized, or none).
+    if (std::optional<llm::DynamicQuant> quant = activationQuant();
+        quant && llvm::any_of(ValueRange{q, qa, qb, kva, kvb, o},
+                              [](Value w) { return w && checkpointQuantized(w); })) {
+      if (c.quantization.staticActivations)
+        return fail(fileError(source, "layer " + Twine(l) + "'s MLA projections are quantized "
+                                      "with static activation scales (quantization_config "
+                                      "input_activations dynamic false, input_scale), which "
+                                      "MoIR supports for linear projections only")),
+               failure();
+      op.setActivationQuant(*quant);
+    }
     return std::make_pair(Value(op.getResult()),
                           SmallVector<Value>{op.getNewLatentCache(), op.getNewRopeCache()});
   }
@@ -1148,10 +1237,17 @@ FailureOr<Value> ModelBuilder::ffn(int64_t l, Value n) {
     auto routing = moe::RoutingAttr::get(
         &ctx, m.topK, scoring, method, m.nGroup, m.topkGroup, m.normTopkProb,
         m.scaling == 1.0 ? FloatAttr() : b.getF64FloatAttr(m.scaling));
-    // W8A8: the routed experts quantize their inputs (the router and shared
-    // experts do not: checkActivationQuantUses refuses quantized ones).
+    // W8A8: the routed and shared experts quantize their inputs (the router
+    // and the shared expert's gate do not: checkActivationQuantUses refuses
+    // quantized ones, and float experts beside quantized ones).
     std::optional<llm::DynamicQuant> quant = activationQuant();
-    auto expertQuant = quant && checkpointQuantized(g)
+    if (quant && c.quantization.staticActivations && checkpointQuantized(g))
+      return fail(fileError(source, "layer " + Twine(l) + "'s experts are quantized with static "
+                                    "activation scales (quantization_config input_activations "
+                                    "dynamic false, each expert's input_scale), which MoIR "
+                                    "supports for linear projections only")),
+             failure();
+    auto expertQuant = quant && (checkpointQuantized(g) || (sg && checkpointQuantized(sg)))
                            ? llm::DynamicQuantAttr::get(&ctx, *quant)
                            : llm::DynamicQuantAttr();
     return moe::LayerOp::create(b, loc, n.getType(), n, router, bias, g, u, d, sg, su,

@@ -999,10 +999,17 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
     // One scale per row: <name>_scale (fbgemm_fp8's weight_scale [rows, 1],
     // INT8's [rows]); of a row view "<name>[rows=a:b]" (tensor parallelism),
     // the same rows of the scales, "<name>_scale[rows=a:b]".
+    // compressed-tensors' one scale per tensor (the FP8 preset): the
+    // importer's derived per-row copy, "<name>_scale.rows".
     std::string scaleName = info.name + "_scale";
+    if (store.lookup(scaleName + ".rows"))
+      scaleName += ".rows";
     if (StringRef name = info.name; name.ends_with("]") && name.contains("[rows=")) {
       size_t open = name.rfind("[rows=");
-      scaleName = (name.take_front(open) + "_scale" + name.drop_front(open)).str();
+      std::string whole = (name.take_front(open) + "_scale").str();
+      if (store.lookup(whole + ".rows"))
+        whole += ".rows";
+      scaleName = whole + name.drop_front(open).str();
     }
     Expected<const TensorInfo *> scale = companion(info, scaleName, floatScales, {}, rows);
     if (!scale)

@@ -439,12 +439,15 @@ struct Splitter {
     // rank holding a slice of the row does not see.
     Operation *quantized = nullptr;
     func.walk([&](Operation *op) {
-      if (isa<llm::DynamicQuantOp>(op) || op->hasAttr("activation_quant")) {
+      if (isa<llm::DynamicQuantOp, llm::StaticQuantOp>(op) || op->hasAttr("activation_quant")) {
         quantized = op;
         return WalkResult::interrupt();
       }
       return WalkResult::advance();
     });
+    if (quantized && isa<llm::StaticQuantOp>(quantized))
+      return fail(quantized, "W8A8 static activation quantization (llm.static_quant between "
+                             "the projections) is not split yet");
     if (quantized)
       return fail(quantized, "W8A8 activation quantization (each row scaled by its maximum "
                              "over all its columns) is not split yet");

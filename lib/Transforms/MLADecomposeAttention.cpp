@@ -70,14 +70,28 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
     Value positions = op.getPositions();
     FloatAttr eps = op.getEpsilonAttr();
 
+    // W8A8: each projection's input quantized per token, as the importer
+    // quantizes a linear's (int8 codes times a scale: not rounded again).
+    std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
+    auto quantize = [&](Value input) -> Value {
+      return quant ? llm::DynamicQuantOp::create(rewriter, loc, input.getType(), *quant, input)
+                   : input;
+    };
+    auto project = [&](Value input, Value weight) -> Value {
+      auto linear = llm::LinearOp::create(rewriter, loc, input, weight);
+      linear.setPrecise(quant == llm::DynamicQuant::int8);
+      return linear;
+    };
+    Value xq = quantize(x);
+
     // Queries, per head split into the position-free and the RoPE part.
     Value q;
     if (Value qProj = op.getQProj()) {
-      q = llm::LinearOp::create(rewriter, loc, x, qProj);
+      q = project(xq, qProj);
     } else {
-      Value qa = llm::LinearOp::create(rewriter, loc, x, op.getQAProj());
+      Value qa = project(xq, op.getQAProj());
       qa = createRMSNorm(rewriter, loc, qa, op.getQANorm(), eps);
-      q = llm::LinearOp::create(rewriter, loc, qa, op.getQBProj());
+      q = project(quantize(qa), op.getQBProj());
     }
     Value q3 = splitLast(rewriter, loc, q, heads, config.getQHeadDim());
     Value qNope = sliceLast(rewriter, loc, q3, 0, nope);
@@ -86,9 +100,11 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
                               op.getRopeAttr());
 
     // The compressed latent and the one RoPE key shared by all heads.
-    Value kv = llm::LinearOp::create(rewriter, loc, x, op.getKvAProj());
+    // The cache keeps the latent as kv_b_proj multiplies it: quantized,
+    // each token's row on its own.
+    Value kv = project(xq, op.getKvAProj());
     Value latent = sliceLast(rewriter, loc, kv, 0, kvLora);
-    latent = createRMSNorm(rewriter, loc, latent, op.getKvANorm(), eps);
+    latent = quantize(createRMSNorm(rewriter, loc, latent, op.getKvANorm(), eps));
     Value kPe = splitLast(rewriter, loc, sliceLast(rewriter, loc, kv, kvLora, ropeDim),
                           1, ropeDim);
     kPe = llm::RopeOp::create(rewriter, loc, kPe.getType(), kPe, positions,
@@ -110,8 +126,7 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
         op.getKvBProj(), config, op.getScaleAttr(),
         mla::FormAttr::get(rewriter.getContext(), mla::Form::materialized),
         /*prefill_form=*/nullptr, /*flash=*/nullptr);
-    Value out = llm::LinearOp::create(rewriter, loc, mergeLast(rewriter, loc, attended),
-                             op.getOProj());
+    Value out = project(quantize(mergeLast(rewriter, loc, attended)), op.getOProj());
     rewriter.replaceOp(op, {out, latentCache, ropeCache});
     return success();
   }

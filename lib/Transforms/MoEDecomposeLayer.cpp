@@ -18,15 +18,30 @@ using namespace moir;
 namespace {
 
 /// The dense shared expert: down(act(gate x) * (up x)), optionally scaled per
-/// token by sigmoid(shared_gate x).
+/// token by sigmoid(shared_gate x). With the layer's activation_quant (W8A8)
+/// the inputs of its three projections are quantized per token, as the
+/// importer quantizes a linear's (the down input over the shared FFN's whole
+/// width; moe-fuse-experts then leaves these linears unfused).
 Value createSharedExpert(OpBuilder &b, Location loc, moe::LayerOp op) {
   Value x = op.getInput();
   auto xType = cast<RankedTensorType>(x.getType());
-  Value gate = llm::LinearOp::create(b, loc, x, op.getSharedGateProj());
-  Value up = llm::LinearOp::create(b, loc, x, op.getSharedUpProj());
+  std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
+  auto quantize = [&](Value input) -> Value {
+    return quant ? llm::DynamicQuantOp::create(b, loc, input.getType(), *quant, input) : input;
+  };
+  auto project = [&](Value input, Value weight) -> Value {
+    auto linear = llm::LinearOp::create(b, loc, input, weight);
+    // int8 codes times a scale per token: not rounded again (as the
+    // importer's W8A8 linears).
+    linear.setPrecise(quant == llm::DynamicQuant::int8);
+    return linear;
+  };
+  Value xq = quantize(x);
+  Value gate = project(xq, op.getSharedGateProj());
+  Value up = project(xq, op.getSharedUpProj());
   Value hidden = llm::GLUOp::create(b, loc, gate.getType(),
                                     op.getActivationAttr(), gate, up);
-  Value out = llm::LinearOp::create(b, loc, hidden, op.getSharedDownProj());
+  Value out = project(quantize(hidden), op.getSharedDownProj());
   if (!op.getSharedExpertGate())
     return out;
 

@@ -207,10 +207,6 @@ struct MoEExpertParallelPass
       return op.emitError() << "moe-expert-parallel: " << layerLabel(op)
                             << " has act-order (GPTQ desc_act) experts, whose input orders "
                                "expert parallelism does not split yet";
-    if (op.getActivationQuant())
-      return op.emitError() << "moe-expert-parallel: " << layerLabel(op)
-                            << " has W8A8 experts (activation_quant), which expert "
-                               "parallelism does not split yet";
     SmallVector<int32_t> owners, blocks;
     for (int64_t e = 0; e < experts; ++e)
       blocks.push_back(static_cast<int32_t>(e * ranks / experts));
@@ -250,7 +246,8 @@ struct MoEExpertParallelPass
     auto rows = moe::ExpertRowsOp::create(
         b, loc, rowsType, op.getActivationAttr(), op.getInput(), op.getIds(), op.getWeights(),
         *gate, *up, *down, op.getSharedGateProj(), op.getSharedUpProj(), op.getSharedDownProj(),
-        b.getDenseI32ArrayAttr(owners), b.getI32IntegerAttr(static_cast<int32_t>(rank)));
+        b.getDenseI32ArrayAttr(owners), b.getI32IntegerAttr(static_cast<int32_t>(rank)),
+        op.getActivationQuantAttr());
     auto all = llm::AllReduceOp::create(b, loc, rowsType, rows.getResult(),
                                         b.getI64IntegerAttr(ranks));
     auto combined = moe::CombineRowsOp::create(b, loc, op.getType(), all.getResult(), op.getIds(),

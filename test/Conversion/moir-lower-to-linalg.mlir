@@ -602,6 +602,27 @@ func.func @dynamic_quant(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
 
 // -----
 
+// Static activations: the stored scale read once, every value divided by it,
+// clamped to [-448, 448], rounded through E4M3 and scaled back; no row
+// maximum. On the thread pool.
+// CHECK-LABEL: func.func @static_quant
+// CHECK-NOT: math.absf
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[ONE:.*]], #{{.*}}], iterator_types = ["parallel", "parallel"]} ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<1xbf16>) {{.*}} attrs = {moir.parallel}
+// CHECK: ^bb0(%{{.*}}: f32, %[[S:.*]]: bf16
+// CHECK: %[[SF:.*]] = arith.extf %[[S]] : bf16 to f32
+// CHECK: arith.divf %{{.*}}, %[[SF]] : f32
+// CHECK: arith.maximumf
+// CHECK: arith.minimumf
+// CHECK: arith.truncf %{{.*}} : f32 to f8E4M3FN
+// CHECK: arith.extf
+// CHECK: arith.mulf %{{.*}}, %[[SF]] : f32
+func.func @static_quant(%x: tensor<?x16xf32>, %s: tensor<1xbf16>) -> tensor<?x16xf32> {
+  %y = llm.static_quant fp8_e4m3 %x, %s : tensor<?x16xf32>, tensor<1xbf16>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
 // W8A8 experts: the rows are quantized before the loop over the experts,
 // each expert's activated FFN rows before its down product.
 // CHECK-LABEL: func.func @expert_ffn_activation_quant

@@ -67,3 +67,43 @@ func.func @v3_query_lora(%x: tensor<3x64xf32>, %pos: tensor<3xi64>, %c0: tensor<
       -> (tensor<3x64xf32>, tensor<128x32xf32>, tensor<128x8xf32>)
   return %o, %c1, %r1 : tensor<3x64xf32>, tensor<128x32xf32>, tensor<128x8xf32>
 }
+
+// -----
+
+// W8A8 (activation_quant): the input of each projection quantized per token:
+// x once for q_a and kv_a, the normed q_a, the normed latent before the cache
+// (kv_b_proj multiplies what the cache holds), the attention output; int8
+// products precise.
+// CHECK-LABEL: func.func @w8a8
+// CHECK-SAME: (%[[X:.*]]: tensor<3x64xf32>
+// CHECK: %[[XQ:.*]] = llm.dynamic_quant int8 %[[X]] : tensor<3x64xf32>
+// CHECK: %[[QA:.*]] = llm.linear %[[XQ]], %{{.*}} precise : (tensor<3x64xf32>, tensor<24x64xf32>) -> tensor<3x24xf32>
+// CHECK: %[[QAN:.*]] = llm.rms_norm %[[QA]]
+// CHECK: %[[QAQ:.*]] = llm.dynamic_quant int8 %[[QAN]] : tensor<3x24xf32>
+// CHECK: llm.linear %[[QAQ]], %{{.*}} precise : (tensor<3x24xf32>, tensor<96x24xf32>) -> tensor<3x96xf32>
+// CHECK: %[[KV:.*]] = llm.linear %[[XQ]], %{{.*}} precise : (tensor<3x64xf32>, tensor<40x64xf32>) -> tensor<3x40xf32>
+// CHECK: %[[LATN:.*]] = llm.rms_norm
+// CHECK: %[[LATQ:.*]] = llm.dynamic_quant int8 %[[LATN]] : tensor<3x32xf32>
+// CHECK: llm.kv_cache_update %[[LATQ]] into
+// CHECK: %[[A:.*]] = mla.attend
+// CHECK: %[[A2:.*]] = tensor.collapse_shape %[[A]]
+// CHECK: %[[AQ:.*]] = llm.dynamic_quant int8 %[[A2]] : tensor<3x64xf32>
+// CHECK: llm.linear %[[AQ]], %{{.*}} precise : (tensor<3x64xf32>, tensor<64x64xf32>) -> tensor<3x64xf32>
+func.func @w8a8(%x: tensor<3x64xf32>, %pos: tensor<3xi64>, %c0: tensor<128x32xf32>, %r0: tensor<128x8xf32>, %off: index)
+    -> (tensor<3x64xf32>, tensor<128x32xf32>, tensor<128x8xf32>) {
+  %wqa = llm.weight "q_a_proj" : tensor<24x64xf32>
+  %wqn = llm.weight "q_a_layernorm" : tensor<24xf32>
+  %wqb = llm.weight "q_b_proj" : tensor<96x24xf32>
+  %wkva = llm.weight "kv_a_proj_with_mqa" : tensor<40x64xf32>
+  %wkvn = llm.weight "kv_a_layernorm" : tensor<32xf32>
+  %wkvb = llm.weight "kv_b_proj" : tensor<128x32xf32>
+  %wo = llm.weight "o_proj" : tensor<64x64xf32>
+  %o, %c1, %r1 = mla.attention %x, %pos, %c0, %r0[%off] q_lora(%wqa, %wqn, %wqb) kv(%wkva, %wkvn, %wkvb) out(%wo)
+      #mla.config<num_heads = 4, q_lora_rank = 24, kv_lora_rank = 32, qk_nope_head_dim = 16, qk_rope_head_dim = 8, v_head_dim = 16>
+      #llm.rope<theta = 1.0e+04, dim = 8, interleaved = true>
+      scale = 0.2 epsilon = 1.0e-06 activation_quant int8
+      : (tensor<3x64xf32>, tensor<3xi64>, tensor<128x32xf32>, tensor<128x8xf32>, index,
+         tensor<24x64xf32>, tensor<24xf32>, tensor<96x24xf32>, tensor<40x64xf32>, tensor<32xf32>, tensor<128x32xf32>, tensor<64x64xf32>)
+      -> (tensor<3x64xf32>, tensor<128x32xf32>, tensor<128x8xf32>)
+  return %o, %c1, %r1 : tensor<3x64xf32>, tensor<128x32xf32>, tensor<128x8xf32>
+}

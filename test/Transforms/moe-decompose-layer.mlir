@@ -77,3 +77,35 @@ func.func @qwen2_moe(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
   %y = moe.layer %x router %wr experts(%wg, %wu, %wd) shared(%sg, %su, %sd) shared_gate %gate routing <top_k = 4, scoring = softmax> activation silu : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>, tensor<48x64xf32>, tensor<48x64xf32>, tensor<64x48xf32>, tensor<1x64xf32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// W8A8 with a shared expert (activation_quant): the routed experts quantize
+// their rows (moe.expert_ffn), the shared expert its inputs as three
+// linears would: x once for gate and up, the activated rows over its whole
+// width for down; fp8 products are not marked precise. The router and the
+// shared gate read x as it is.
+// CHECK-LABEL: func.func @w8a8_shared
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>)
+// CHECK: llm.linear %[[X]], %{{.*}} precise : (tensor<?x64xf32>, tensor<8x64xf32>)
+// CHECK: moe.expert_ffn {{.*}} activation_quant fp8_e4m3
+// CHECK: %[[ROUTED:.*]] = moe.combine
+// CHECK: %[[XQ:.*]] = llm.dynamic_quant fp8_e4m3 %[[X]] : tensor<?x64xf32>
+// CHECK: %[[G:.*]] = llm.linear %[[XQ]], %{{.*}} : (tensor<?x64xf32>, tensor<48x64xf32>) -> tensor<?x48xf32>
+// CHECK: %[[U:.*]] = llm.linear %[[XQ]], %{{.*}} : (tensor<?x64xf32>, tensor<48x64xf32>) -> tensor<?x48xf32>
+// CHECK: %[[H:.*]] = llm.glu silu %[[G]], %[[U]]
+// CHECK: %[[HQ:.*]] = llm.dynamic_quant fp8_e4m3 %[[H]] : tensor<?x48xf32>
+// CHECK: %[[S:.*]] = llm.linear %[[HQ]], %{{.*}} : (tensor<?x48xf32>, tensor<64x48xf32>) -> tensor<?x64xf32>
+// CHECK: llm.linear %[[X]], %{{.*}} : (tensor<?x64xf32>, tensor<1x64xf32>) -> tensor<?x1xf32>
+func.func @w8a8_shared(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wr = llm.weight "router" : tensor<8x64xf32>
+  %wg = llm.weight "gate" : tensor<8x32x64xf32>
+  %wu = llm.weight "up" : tensor<8x32x64xf32>
+  %wd = llm.weight "down" : tensor<8x64x32xf32>
+  %sg = llm.weight "sg" : tensor<48x64xf32>
+  %su = llm.weight "su" : tensor<48x64xf32>
+  %sd = llm.weight "sd" : tensor<64x48xf32>
+  %gate = llm.weight "shared_expert_gate" : tensor<1x64xf32>
+  %y = moe.layer %x router %wr experts(%wg, %wu, %wd) shared(%sg, %su, %sd) shared_gate %gate routing <top_k = 4, scoring = softmax> activation silu activation_quant fp8_e4m3 : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>, tensor<48x64xf32>, tensor<48x64xf32>, tensor<64x48xf32>, tensor<1x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

@@ -119,3 +119,35 @@ func.func @rows_escape(%x: tensor<?x64xf32>, %w: tensor<?x2xf32>, %ids: tensor<?
   %y = moe.combine %out, %src, %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x64xf32>
   return %y, %rows : tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// -----
+
+// W8A8: a shared expert whose inputs are quantized (its down input over its
+// whole 64 columns, not per 32-wide slot) stays three linears beside the
+// fused routed experts.
+// CHECK-LABEL: func.func @w8a8_shared_stays
+// CHECK: %[[R:.*]] = moe.fused_experts silu %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) activation_quant int8 :
+// CHECK: llm.dynamic_quant int8
+// CHECK: llm.glu
+// CHECK: %[[HQ:.*]] = llm.dynamic_quant int8
+// CHECK: %[[S:.*]] = llm.linear %[[HQ]]
+// CHECK: arith.addf %[[S]], %[[R]]
+func.func @w8a8_shared_stays(%x: tensor<5x64xf32>, %w: tensor<5x3xf32>, %ids: tensor<5x3xi32>) -> tensor<5x64xf32> {
+  %wg = llm.weight "gate" : tensor<8x32x64xf32>
+  %wu = llm.weight "up" : tensor<8x32x64xf32>
+  %wd = llm.weight "down" : tensor<8x64x32xf32>
+  %sg = llm.weight "sg" : tensor<64x64xf32>
+  %su = llm.weight "su" : tensor<64x64xf32>
+  %sd = llm.weight "sd" : tensor<64x64xf32>
+  %rows, %offsets, %src = moe.dispatch %x, %ids experts = 8 : tensor<5x64xf32>, tensor<5x3xi32> -> tensor<15x64xf32>, tensor<9xi32>, tensor<15xi32>
+  %out = moe.expert_ffn silu %rows, %offsets, %wg, %wu, %wd activation_quant int8 : (tensor<15x64xf32>, tensor<9xi32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<15x64xf32>
+  %r = moe.combine %out, %src, %w : tensor<15x64xf32>, tensor<15xi32>, tensor<5x3xf32> -> tensor<5x64xf32>
+  %xq = llm.dynamic_quant int8 %x : tensor<5x64xf32>
+  %g = llm.linear %xq, %sg precise : (tensor<5x64xf32>, tensor<64x64xf32>) -> tensor<5x64xf32>
+  %u = llm.linear %xq, %su precise : (tensor<5x64xf32>, tensor<64x64xf32>) -> tensor<5x64xf32>
+  %h = llm.glu silu %g, %u : tensor<5x64xf32>
+  %hq = llm.dynamic_quant int8 %h : tensor<5x64xf32>
+  %s = llm.linear %hq, %sd precise : (tensor<5x64xf32>, tensor<64x64xf32>) -> tensor<5x64xf32>
+  %y = arith.addf %s, %r : tensor<5x64xf32>
+  return %y : tensor<5x64xf32>
+}

@@ -976,6 +976,46 @@ TEST_F(LoweringNumericsTest, DynamicQuantRowsBitForBit) {
   EXPECT_EQ(a[5 * K + 11], 2.0f);
 }
 
+// Static W8A8 activations (llm.static_quant, compressed-tensors' FP8 preset):
+// every value with the one stored scale, x / s clamped and rounded, times s.
+// Bit for bit against the formula written out, on fresh random values of
+// which some lie beyond the scale's range (clamped) and some on exact ties.
+TEST_F(LoweringNumericsTest, StaticQuantBitForBit) {
+  SEED_TRACE();
+  const int T = 5, K = 40;
+  Kernel kernel(R"(
+    func.func @forward(%x: tensor<?x40xf32>, %s: tensor<1xf32>) -> (tensor<?x40xf32>, tensor<?x40xf32>) {
+      %a = llm.static_quant int8 %x, %s : tensor<?x40xf32>, tensor<1xf32>
+      %b = llm.static_quant fp8_e4m3 %x, %s : tensor<?x40xf32>, tensor<1xf32>
+      return %a, %b : tensor<?x40xf32>, tensor<?x40xf32>
+    })");
+  ASSERT_TRUE(kernel.ok()) << kernel.error;
+  // s = 2^-3: x / s is exact, so row 4's half-steps are ties; random values
+  // (sigma 30: |x / s| around 240) reach beyond both formats' ranges.
+  float scale = 0.125f;
+  std::vector<float> x = random(T * K, 30.0f);
+  for (int k = 0; k < K; ++k)
+    x[4 * K + k] = (static_cast<float>(k % 9) - 4.0f + 0.5f) * scale;
+  std::vector<float> a(T * K), b(T * K);
+  kernel.run({{x.data(), {T, K}}, {&scale, {1}}, {a.data(), {T, K}}, {b.data(), {T, K}}});
+  int mismatches = 0, clamped = 0;
+  for (int i = 0; i < T * K; ++i) {
+    float v = x[i] / scale;
+    clamped += std::fabs(v) > 448.0f;
+    float wantA = std::nearbyint(std::min(std::max(v, -128.0f), 127.0f)) * scale;
+    float wantB = nearestE4M3(std::min(std::max(v, -448.0f), 448.0f)) * scale;
+    ASSERT_TRUE(std::isfinite(a[i]) && std::isfinite(b[i]));
+    if ((a[i] != wantA || b[i] != wantB) && ++mismatches <= 5)
+      ADD_FAILURE() << "value " << i << ": x " << x[i] << " int8 " << a[i] << " (want " << wantA
+                    << "), fp8 " << b[i] << " (want " << wantB << ")";
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_GT(clamped, 0) << "no value beyond the scale's range: the clamp went unchecked";
+  // Ties to even: -3.5 -> -4, 0.5 -> 0.
+  EXPECT_EQ(a[4 * K + 0], -4.0f * scale);
+  EXPECT_EQ(a[4 * K + 4], 0.0f);
+}
+
 // W8A8 rows (llm.dynamic_quant int8 in front of a linear on a packed integer
 // weight): the CPU lowering hands the linear the raw rows marked
 // moir.row_quant, and the kernel quantizes them as compressed-tensors does

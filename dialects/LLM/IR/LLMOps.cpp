@@ -276,6 +276,13 @@ LogicalResult DynamicQuantOp::verify() {
   return success();
 }
 
+LogicalResult StaticQuantOp::verify() {
+  auto scale = cast<RankedTensorType>(getScale().getType());
+  if (!scale.hasStaticShape() || scale.getNumElements() != 1)
+    return emitOpError("scale must hold one value, got ") << scale;
+  return success();
+}
+
 LogicalResult RopeOp::verify() {
   auto input = getInput().getType();
   auto positions = getPositions().getType();

@@ -249,6 +249,34 @@ def LLM_DynamicQuantOp : LLM_Op<"dynamic_quant", [Pure,
   let hasVerifier = 1;
 }
 
+def LLM_StaticQuantOp : LLM_Op<"static_quant", [Pure,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "quantize-dequantize with a stored scale: W8A8 static activations";
+  let description = [{
+    The values `input` takes when it is quantized with the checkpoint's
+    one symmetric scale `s` (`scale`, one element: compressed-tensors'
+    `input_scale` of a static per-tensor scheme, llm-compressor's FP8
+    preset) and dequantized again:
+
+    - `int8`: `q = roundeven(clamp(x / s, -128, 127))`;
+    - `fp8_e4m3`: `q = clamp(x / s, -448, 448)` rounded to E4M3 (nearest,
+      ties to even);
+
+    the result is `q * s`. Elementwise: no row's values affect another's.
+    The importer puts it in front of each linear whose checkpoint asks for
+    it, so that the kernels multiply exactly what the reference multiplies.
+
+    ```mlir
+    %xq = llm.static_quant fp8_e4m3 %x, %s : tensor<?x4096xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins LLM_DynamicQuantAttr:$format, LLM_FloatTensor:$input,
+                       LLM_FloatTensor:$scale);
+  let results = (outs LLM_FloatTensor:$result);
+  let assemblyFormat = "$format $input `,` $scale attr-dict `:` type($result) `,` type($scale)";
+  let hasVerifier = 1;
+}
+
 def LLM_RopeOp : LLM_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "rotary position embedding";
   let description = [{

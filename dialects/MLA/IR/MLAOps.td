@@ -78,6 +78,12 @@ def MLA_AttentionOp : MLA_Op<"attention", [Pure, AttrSizedOperandSegments,
     `offset`; `rope(q_pe)`; then `mla.attend` over the caches and `o_proj`.
     Returns the output and the updated latent and RoPE caches.
 
+    With `activation_quant` (W8A8), the input of each projection is
+    quantized per token (`llm.dynamic_quant`), as its linear would be: `x`
+    (once, for `q_proj` / `q_a_proj` and `kv_a_proj`), the normalized
+    `q_a`, the normalized latent `c` (so the cache holds what `kv_b_proj`
+    multiplies) and the attention output before `o_proj`.
+
     ```mlir
     %o, %c1, %r1 = mla.attention %x, %pos, %c0, %r0[%off]
         q(%wq) kv(%wkva, %wkvn, %wkvb) out(%wo)
@@ -104,7 +110,8 @@ def MLA_AttentionOp : MLA_Op<"attention", [Pure, AttrSizedOperandSegments,
                        LLM_WeightType:$kv_b_proj,
                        LLM_WeightType:$o_proj,
                        MLA_ConfigAttr:$config, LLM_RopeAttr:$rope,
-                       F64Attr:$scale, F64Attr:$epsilon);
+                       F64Attr:$scale, F64Attr:$epsilon,
+                       OptionalAttr<LLM_DynamicQuantAttr>:$activation_quant);
   let results = (outs RankedTensorOf<[AnyFloat]>:$result,
                       RankedTensorOf<[AnyFloat]>:$new_latent_cache,
                       RankedTensorOf<[AnyFloat]>:$new_rope_cache);
@@ -113,7 +120,8 @@ def MLA_AttentionOp : MLA_Op<"attention", [Pure, AttrSizedOperandSegments,
     (`q` `(` $q_proj^ `)`)?
     (`q_lora` `(` $q_a_proj^ `,` $q_a_norm `,` $q_b_proj `)`)?
     `kv` `(` $kv_a_proj `,` $kv_a_norm `,` $kv_b_proj `)` `out` `(` $o_proj `)`
-    $config $rope `scale` `=` $scale `epsilon` `=` $epsilon attr-dict
+    $config $rope `scale` `=` $scale `epsilon` `=` $epsilon
+    (`activation_quant` $activation_quant^)? attr-dict
     `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

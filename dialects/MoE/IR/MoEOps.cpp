@@ -313,6 +313,9 @@ int64_t FusedExpertsOp::getNumSharedExperts() { return numSharedExperts(*this); 
 LogicalResult FusedExpertsOp::verify() {
   if (failed(verifyExpertOperands(*this)))
     return failure();
+  // moe-fuse-experts leaves a W8A8 shared expert as its own linears: its
+  // down input is quantized over the shared FFN's whole width, not per
+  // routed-width slot.
   if (getActivationQuant() && getSharedGateProj())
     return emitOpError("activation_quant applies to routed experts only; this op has shared "
                        "experts");
@@ -340,6 +343,9 @@ LogicalResult ExpertRowsOp::verify() {
     return failure();
   if (getRank() < 0)
     return emitOpError("rank must not be negative, got ") << getRank();
+  if (getActivationQuant() && getSharedGateProj())
+    return emitOpError("activation_quant applies to routed experts only; this op has shared "
+                       "experts");
   int64_t routed = getNumRoutedExperts();
   if (routed <= 0)
     return emitOpError("owners must name an owner for every routed expert");
@@ -393,9 +399,6 @@ LogicalResult LayerOp::verify() {
     return failure();
   if (result != input)
     return emitOpError("result type must equal the input type");
-  if (getActivationQuant() && getSharedGateProj())
-    return emitOpError("activation_quant applies to routed experts only; this op has shared "
-                       "experts");
   int64_t hidden = input.getDimSize(1);
   ArrayRef<int64_t> router = getWeightShape(getRouter().getType());
   if (failed(verifyDim(*this, "router hidden dimension", router[1], hidden)))

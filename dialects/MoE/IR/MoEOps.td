@@ -290,7 +290,9 @@ def MoE_ExpertRowsOp : MoE_Op<"expert_rows", [Pure, AttrSizedOperandSegments,
     experts, in expert order; the shared weights are whole.
     `moe-expert-parallel` forms it; `llm.all_reduce` then gives every rank
     every row and `moe.combine_rows` adds them in `moe.fused_experts`'s
-    order.
+    order. `activation_quant` is `moe.fused_experts`' (W8A8: each routed
+    row, and each activated FFN row before down, quantized on its own; a
+    row is whole on the rank that owns its expert).
 
     ```mlir
     %rows = moe.expert_rows silu %x, %ids, %w experts(%wg, %wu, %wd)
@@ -308,12 +310,14 @@ def MoE_ExpertRowsOp : MoE_Op<"expert_rows", [Pure, AttrSizedOperandSegments,
                        Optional<LLM_WeightType>:$shared_gate_proj,
                        Optional<LLM_WeightType>:$shared_up_proj,
                        Optional<LLM_WeightType>:$shared_down_proj,
-                       DenseI32ArrayAttr:$owners, I32Attr:$rank);
+                       DenseI32ArrayAttr:$owners, I32Attr:$rank,
+                       OptionalAttr<LLM_DynamicQuantAttr>:$activation_quant);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
     $activation $input `,` $ids `,` $weights `experts` `(` $gate `,` $up `,` $down `)`
     (`shared` `(` $shared_gate_proj^ `,` $shared_up_proj `,` $shared_down_proj `)`)?
-    `owners` `=` $owners `rank` `=` $rank attr-dict `:` functional-type(operands, results)
+    `owners` `=` $owners `rank` `=` $rank (`activation_quant` $activation_quant^)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -381,9 +385,12 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments,
     experts concatenated along the FFN dimension, Qwen2-MoE's one shared
     expert). `shared_gate` (`[1, hidden]`) is Qwen2-MoE's sigmoid gate on
     it. `input_order` (`[experts, hidden]` i32) is the routed experts'
-    gate/up input order (`moe.expert_ffn`'s), `activation_quant` their
-    inputs' W8A8 quantization (`moe.expert_ffn`'s). `--moe-decompose` expands the
-    op into the dialect's step ops.
+    gate/up input order (`moe.expert_ffn`'s). `activation_quant` is the
+    W8A8 quantization of every expert's inputs (`moe.expert_ffn`'s for the
+    routed ones; the shared expert's gate/up input `x` and its down input,
+    each row over the shared FFN's whole width, as its three linears would
+    quantize them); not the router's or `shared_gate`'s. `--moe-decompose`
+    expands the op into the dialect's step ops.
 
     ```mlir
     %y = moe.layer %x router %wr experts(%wg, %wu, %wd)

@@ -89,8 +89,10 @@ struct QuantizationConfig {
   bool symmetric = true;
   /// compressed-tensors W8A8: the inputs of the quantized linears are
   /// quantized per token at run time, "int8" or "fp8_e4m3" ("" for
-  /// weight-only schemes).
+  /// weight-only schemes); with staticActivations, with the one scale per
+  /// linear its `input_scale` stores (llm-compressor's FP8 preset).
   std::string activations;
+  bool staticActivations = false;
   /// Modules the quantizer left in float (their weights are plain tensors).
   llvm::SmallVector<std::string> modulesToNotConvert;
 };

@@ -66,6 +66,25 @@ Value rowAbsMax(OpBuilder &b, Location loc, Value x) {
   });
 }
 
+/// One value quantized with scale `s` and dequantized: compressed-tensors'
+/// fake_quantize of a symmetric scheme.
+static Value quantizeDequantize(OpBuilder &b, Location loc, Value x, Value s,
+                                llm::DynamicQuant format) {
+  bool int8 = format == llm::DynamicQuant::int8;
+  double lo = int8 ? -128.0 : -448.0, hi = int8 ? 127.0 : 448.0;
+  // True division, as compressed-tensors divides (not a reciprocal's
+  // product): the codes must match its bit for bit.
+  Value v = arith::DivFOp::create(b, loc, x, s);
+  v = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, f32Const(b, loc, lo)),
+                                f32Const(b, loc, hi));
+  Value q = int8 ? math::RoundEvenOp::create(b, loc, v).getResult()
+                 : arith::ExtFOp::create(b, loc, b.getF32Type(),
+                                         arith::TruncFOp::create(b, loc, b.getType<Float8E4M3FNType>(), v)
+                                             .getResult())
+                       .getResult();
+  return arith::MulFOp::create(b, loc, q, s);
+}
+
 Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant format,
                        bool parallel) {
   int64_t rank = cast<RankedTensorType>(x.getType()).getRank();
@@ -74,10 +93,9 @@ Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant fo
   Value absMax = rowAbsMax(b, loc, x);
   if (parallel && rank > 1)
     markParallel(absMax);
-  bool int8 = format == llm::DynamicQuant::int8;
   // compressed-tensors' symmetric ranges: (qmax - qmin) / 2 = 127.5 for
   // int8 ([-128, 127]) and 448 for E4M3 ([-448, 448]).
-  double divisor = int8 ? 127.5 : 448.0, lo = int8 ? -128.0 : -448.0, hi = int8 ? 127.0 : 448.0;
+  double divisor = format == llm::DynamicQuant::int8 ? 127.5 : 448.0;
   Value out = generic(b, loc, ValueRange{x, absMax},
                  tensor::EmptyOp::create(b, loc, sizes, b.getF32Type()), {all, rows, all},
                  SmallVector<utils::IteratorType>(rank, par),
@@ -86,19 +104,25 @@ Value dynamicQuantRows(OpBuilder &b, Location loc, Value x, llm::DynamicQuant fo
     Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, s, f32Const(b, loc, 0.0));
     s = arith::SelectOp::create(b, loc, isZero,
                                 f32Const(b, loc, std::numeric_limits<float>::epsilon()), s);
-    // True division, as compressed-tensors divides (not a reciprocal's
-    // product): the codes must match its bit for bit.
-    Value v = arith::DivFOp::create(b, loc, a[0], s);
-    v = arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, v, f32Const(b, loc, lo)),
-                                  f32Const(b, loc, hi));
-    Value q = int8 ? math::RoundEvenOp::create(b, loc, v).getResult()
-                   : arith::ExtFOp::create(b, loc, b.getF32Type(),
-                                           arith::TruncFOp::create(b, loc, b.getType<Float8E4M3FNType>(), v)
-                                               .getResult())
-                         .getResult();
-    linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, q, s).getResult());
+    linalg::YieldOp::create(b, loc, quantizeDequantize(b, loc, a[0], s, format));
   });
   return parallel && rank > 1 ? markParallel(out) : out;
+}
+
+Value staticQuant(OpBuilder &b, Location loc, Value x, Value scale, llm::DynamicQuant format) {
+  int64_t rank = cast<RankedTensorType>(x.getType()).getRank();
+  // The one scale read by every element (an input of the generic, so that
+  // a device kernel reads it too, not the host).
+  SmallVector<AffineExpr> one(cast<RankedTensorType>(scale.getType()).getRank(),
+                              b.getAffineConstantExpr(0));
+  Value out = generic(b, loc, ValueRange{x, scale},
+                      tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, x), b.getF32Type()),
+                      {dims(b, rank), one, dims(b, rank)}, SmallVector<utils::IteratorType>(rank, par),
+                      [&](OpBuilder &b, Location loc, ValueRange a) {
+    linalg::YieldOp::create(b, loc, quantizeDequantize(b, loc, toF32(b, loc, a[0]),
+                                                       toF32(b, loc, a[1]), format));
+  });
+  return rank > 1 ? markParallel(out) : out;
 }
 
 Value filled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type type,

@@ -69,6 +69,11 @@ inline bool keepsActivations(std::optional<llm::DynamicQuant> format) {
 mlir::Value dynamicQuantRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
                              llm::DynamicQuant format, bool parallel);
 
+/// llm.static_quant: every value of `x` quantized with the one stored
+/// `scale` and dequantized.
+mlir::Value staticQuant(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x, mlir::Value scale,
+                        llm::DynamicQuant format);
+
 /// Marks a linalg op worth splitting across cores (its parallel loops run on
 /// the runtime's thread pool; small element-wise ops stay serial).
 mlir::Value markParallel(mlir::Value linalgResult);

@@ -154,6 +154,16 @@ struct LowerDynamicQuant : OpRewritePattern<llm::DynamicQuantOp> {
   }
 };
 
+struct LowerStaticQuant : OpRewritePattern<llm::StaticQuantOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(llm::StaticQuantOp op, PatternRewriter &b) const override {
+    if (!cast<RankedTensorType>(op.getType()).getElementType().isF32())
+      return b.notifyMatchFailure(op, "needs f32 values");
+    b.replaceOp(op, staticQuant(b, op.getLoc(), op.getInput(), op.getScale(), op.getFormat()));
+    return success();
+  }
+};
+
 struct LowerEmbedding : OpRewritePattern<llm::EmbeddingOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(llm::EmbeddingOp op, PatternRewriter &b) const override {
@@ -534,7 +544,7 @@ RopeTables moir::computeRopeTables(llm::RopeAttr rope) {
 }
 
 void moir::lowering::populateLLMToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerPermute, LowerDynamicQuant, LowerEmbedding, LowerActivation, LowerGLU,
+  patterns.add<LowerDequantize, LowerRMSNorm, LowerLinear, LowerPermute, LowerDynamicQuant, LowerStaticQuant, LowerEmbedding, LowerActivation, LowerGLU,
                LowerXIELU, LowerRope, LowerKVCacheUpdate, LowerAttention,
                LowerQuantizedCacheUpdate, LowerDequantizeCache>(
       patterns.getContext());

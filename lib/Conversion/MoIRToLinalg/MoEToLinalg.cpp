@@ -565,11 +565,9 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // The shared experts sort last and their rows are x itself: only the
     // routed copies are gathered.
     Value order;
-    std::optional<llm::DynamicQuant> quant;
-    if constexpr (std::is_same_v<OpTy, moe::FusedExpertsOp>) {
+    std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
+    if constexpr (std::is_same_v<OpTy, moe::FusedExpertsOp>)
       order = op.getInputOrder();
-      quant = op.getActivationQuant();
-    }
     // W8A8: the routed copies are of the quantized rows (the verifier
     // refuses shared experts with it); or, where the target's kernels
     // quantize int8 rows themselves (row_quant), of the raw rows, with the
@@ -762,6 +760,17 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
                                    : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
           return SmallVector<Value>{contract(b, loc, hs, w)};
         })[0];
+        if (own && rowQuant) {
+          // The routing weight the rows' int8 quantization left out (as
+          // addRowInto applies it below).
+          out = generic(b, loc, out, tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, out), b.getF32Type()),
+                        {{d0, d1}, {d0, d1}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
+            Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
+            Value w = toF32(b, loc, extract(b, loc, flatWeights,
+                                            toIndex(b, loc, extract(b, loc, d.sources, r))));
+            linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], w).getResult());
+          });
+        }
         if (own)
           return SmallVector<Value>{tensor::InsertSliceOp::create(
               b, loc, out, acc[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},

@@ -548,3 +548,11 @@ func.func @f(%x: tensor<4x?xf32>) -> tensor<4x?xf32> {
   %y = llm.dynamic_quant int8 %x : tensor<4x?xf32>
   return %y : tensor<4x?xf32>
 }
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %s: tensor<2xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{scale must hold one value}}
+  %y = llm.static_quant int8 %x, %s : tensor<4x8xf32>, tensor<2xf32>
+  return %y : tensor<4x8xf32>
+}

@@ -132,6 +132,13 @@ func.func @permute(%x: tensor<?x64xf32>, %order: tensor<64xi32>) -> tensor<?x64x
   return %y : tensor<?x64xf32>
 }
 
+// CHECK-LABEL: func.func @static_quant
+func.func @static_quant(%x: tensor<?x64xf32>, %s: tensor<1xbf16>) -> tensor<?x64xf32> {
+  // CHECK: llm.static_quant fp8_e4m3 %{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<1xbf16>
+  %y = llm.static_quant fp8_e4m3 %x, %s : tensor<?x64xf32>, tensor<1xbf16>
+  return %y : tensor<?x64xf32>
+}
+
 // CHECK-LABEL: func.func @dynamic_quant
 func.func @dynamic_quant(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
   // CHECK: llm.dynamic_quant int8 %{{.*}} : tensor<?x64xf32>

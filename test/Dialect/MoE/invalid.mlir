@@ -394,7 +394,8 @@ func.func @f(%r: tensor<?x16xf32>, %o: tensor<5xi32>, %g: tensor<4x24x16xf32>, %
 
 // -----
 
-// W8A8 quantizes the routed experts' inputs; shared experts take none.
+// The fused op quantizes the routed experts' inputs only (a W8A8 shared
+// expert stays three linears: its down input is quantized over its whole width).
 func.func @f(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x24x16xf32>, %d: tensor<4x16x24xf32>, %a: tensor<48x16xf32>, %c: tensor<16x48xf32>) -> tensor<?x16xf32> {
   // expected-error @+1 {{activation_quant applies to routed experts only}}
   %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) shared(%a, %a, %c) activation_quant int8 : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x24x16xf32>, tensor<4x24x16xf32>, tensor<4x16x24xf32>, tensor<48x16xf32>, tensor<48x16xf32>, tensor<16x48xf32>) -> tensor<?x16xf32>

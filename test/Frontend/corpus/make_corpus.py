@@ -255,8 +255,10 @@ def main():
                int4(False))
     checkpoint("ckpt-awq-wrong-layout", dict(wide, quantization_config=awq), int4(False))
     # compressed-tensors: INT8 per channel runs, and W8A8 with dynamic
-    # per-token activations (test/e2e/w8a8.test); static or grouped
-    # activation scales and group weight scales are refused naming the key.
+    # per-token or static per-tensor activations (test/e2e/w8a8.test);
+    # static per-token or grouped activation scales and group weight scales
+    # are refused naming the key, and a static scheme without its
+    # input_scale tensors naming the tensor.
     ct_weights = {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True,
                   "dynamic": False, "group_size": None, "block_structure": None,
                   "actorder": None, "observer": "minmax", "observer_kwargs": {}}
@@ -269,8 +271,8 @@ def main():
                                               "output_activations": None}}}
     w8a8_inputs = {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True,
                    "symmetric": True}
-    checkpoint("ckpt-ct-w8a8-static", dict(wide, quantization_config=ct(
-        inputs=dict(w8a8_inputs, strategy="tensor", dynamic=False))), int4(False))
+    checkpoint("ckpt-ct-w8a8-static-token", dict(wide, quantization_config=ct(
+        inputs=dict(w8a8_inputs, dynamic=False))), int4(False))
     checkpoint("ckpt-ct-w8a8-group", dict(wide, quantization_config=ct(
         inputs=dict(w8a8_inputs, strategy="group", group_size=128))), int4(False))
     checkpoint("ckpt-ct-w8a8-asymmetric", dict(wide, quantization_config=ct(
@@ -300,6 +302,8 @@ def main():
     int8_weights = safetensors_bytes(int8_shapes, dtypes=int8_dtypes)
     checkpoint("valid-llama-ct-w8a8-serialized", dict(wide, quantization_config=ct_serialized()),
                int8_weights)
+    checkpoint("ckpt-ct-w8a8-static", dict(wide, quantization_config=ct(
+        inputs=dict(w8a8_inputs, strategy="tensor", dynamic=False))), int8_weights)
     checkpoint("ckpt-ct-sparse-24", dict(wide, quantization_config=ct_serialized(
         sparsity_config={"format": "sparse-24-bitmask", "global_sparsity": 0.5,
                          "sparsity_structure": "2:4", "targets": ["Linear"], "ignore": []})),
@@ -307,8 +311,10 @@ def main():
     checkpoint("ckpt-ct-transform", dict(wide, quantization_config=ct_serialized(
         transform_config={"config_groups": {"u": {"type": "hadamard"}}})), int8_weights)
 
-    # W8A8 with a shared expert (Qwen2-MoE): its inputs would need the
-    # quantization the routed experts get; refused naming the tensor.
+    # W8A8 with a shared expert (Qwen2-MoE): its inputs are quantized as the
+    # routed experts' are (imports). Refused, naming the tensor: a float
+    # shared expert beside quantized routed ones, and a quantized
+    # shared_expert_gate (the gate reads x unquantized).
     qwen2 = dict(CONFIG, architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe",
                  hidden_size=32, intermediate_size=32, num_attention_heads=2,
                  num_key_value_heads=1, num_experts=2, num_experts_per_tok=1,
@@ -340,8 +346,35 @@ def main():
         "model.layers.0.self_attn.q_proj.bias": [32], "model.layers.0.self_attn.k_proj.bias": [16],
         "model.layers.0.self_attn.v_proj.bias": [16], "model.layers.0.mlp.gate.weight": [2, 32],
         "model.layers.0.mlp.shared_expert_gate.weight": [1, 32]})
-    checkpoint("ckpt-ct-w8a8-shared-expert", qwen2,
+    checkpoint("valid-qwen2moe-ct-w8a8-shared-expert", qwen2,
                safetensors_bytes(qwen2_shapes, dtypes=qwen2_dtypes))
+    float_shared_shapes, float_shared_dtypes = dict(qwen2_shapes), dict(qwen2_dtypes)
+    for n in ("gate_proj", "up_proj", "down_proj"):
+        base = "model.layers.0.mlp.shared_expert." + n
+        del float_shared_shapes[base + ".weight_scale"], float_shared_dtypes[base + ".weight"]
+    checkpoint("ckpt-ct-w8a8-float-shared-expert", qwen2,
+               safetensors_bytes(float_shared_shapes, dtypes=float_shared_dtypes))
+    gate_shapes, gate_dtypes = dict(qwen2_shapes), dict(qwen2_dtypes)
+    gate_dtypes["model.layers.0.mlp.shared_expert_gate.weight"] = "I8"
+    gate_shapes["model.layers.0.mlp.shared_expert_gate.weight_scale"] = [1, 1]
+    checkpoint("ckpt-ct-w8a8-quantized-shared-gate", qwen2,
+               safetensors_bytes(gate_shapes, dtypes=gate_dtypes))
+
+    # W8A8 on DeepSeek (the ct_fp8_dynamic_deepseek fixture's config and
+    # tensors) with one MLA projection left float: MLA quantizes the inputs
+    # of all its projections or of none; refused naming the tensor.
+    fixture = os.path.join(HERE, "..", "..", "fixtures", "quant", "ct_fp8_dynamic_deepseek")
+    with open(os.path.join(fixture, "config.json")) as f:
+        ds_config = json.load(f)
+    with open(os.path.join(fixture, "model.safetensors"), "rb") as f:
+        ds_header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    ds_header.pop("__metadata__", None)
+    kvb = "model.layers.1.self_attn.kv_b_proj.weight"
+    ds_shapes = {n: t["shape"] for n, t in ds_header.items() if n != kvb + "_scale"}
+    ds_dtypes = {n: t["dtype"] for n, t in ds_header.items()}
+    ds_dtypes[kvb] = "BF16"
+    checkpoint("ckpt-ct-w8a8-mla-float-projection", ds_config,
+               safetensors_bytes(ds_shapes, dtypes=ds_dtypes))
     checkpoint("ckpt-ct-fp8-int-weights", dict(wide, quantization_config=dict(
         ct(inputs=dict(w8a8_inputs, type="float")), format="float-quantized",
         config_groups={"group_0": dict(ct()["config_groups"]["group_0"],
