@@ -327,31 +327,27 @@ private:
   Value linear(Value x, Value w, Value bias = nullptr) {
     if (Value order = inputOrders.lookup(w))
       x = llm::PermuteOp::create(b, loc, x.getType(), x, order);
-    // W8A8: int8 codes times a scale per token, which the product must not
-    // round again (precise: the CPU's int8 dot products would requantize
-    // them in blocks of 32).
-    bool precise = false;
-    if (std::optional<llm::DynamicQuant> quant = activationQuant();
-        quant && checkpointQuantized(w)) {
-      if (c.quantization.staticActivations) {
-        // The calibrated scale beside the weight: `<module>.input_scale`.
-        StringRef name = w.getDefiningOp<llm::WeightOp>().getName();
-        if (!name.consume_back(".weight"))
-          return fail(fileError(source, "tensor '" + name + "' has static activation scales "
-                                        "(quantization_config input_activations) but is not "
-                                        "a '<module>.weight'"));
-        Value scale = weight((name + ".input_scale").str(), {1});
-        if (!scale)
-          return nullptr;
-        x = llm::StaticQuantOp::create(b, loc, x.getType(), *quant, x, scale);
-      } else {
-        x = llm::DynamicQuantOp::create(b, loc, x.getType(), *quant, x);
-      }
-      precise = *quant == llm::DynamicQuant::int8;
+    // W8A8: the input quantized as the checkpoint says; int8 codes times a
+    // scale are products the kernels must not round again (precise: the
+    // CPU's int8 dot products would requantize them in blocks of 32).
+    std::optional<llm::DynamicQuant> quant = activationQuant();
+    if (!checkpointQuantized(w))
+      quant = std::nullopt;
+    if (quant && c.quantization.staticActivations) {
+      // The calibrated scale beside the weight: `<module>.input_scale`.
+      StringRef name = w.getDefiningOp<llm::WeightOp>().getName();
+      if (!name.consume_back(".weight"))
+        return fail(fileError(source, "tensor '" + name + "' has static activation scales "
+                                      "(quantization_config input_activations) but is not "
+                                      "a '<module>.weight'"));
+      Value scale = weight((name + ".input_scale").str(), {1});
+      if (!scale)
+        return nullptr;
+      x = llm::StaticQuantOp::create(b, loc, x.getType(), *quant, x, scale);
+    } else {
+      x = llm::quantizeRows(b, loc, x, quant);
     }
-    auto op = llm::LinearOp::create(b, loc, x, w, bias);
-    op.setPrecise(precise);
-    return op;
+    return llm::createLinearOnQuantized(b, loc, x, w, quant, bias);
   }
   Value rmsNorm(Value x, Value w) {
     return llm::RMSNormOp::create(
@@ -749,7 +745,7 @@ Type ModelBuilder::weightType(const TensorInfo &info, StringRef &scaleName,
     // scale tensor of the same dtype (exact).
     if (scale && scale->getNumElements() == 1 && rows > 1 &&
         is_contained({DType::F32, DType::BF16, DType::F16}, scale->dtype)) {
-      std::string perRow = scaleStorage + ".rows";
+      std::string perRow = perRowScaleName(scaleStorage);
       if (!store.lookup(perRow)) {
         TensorInfo derived;
         derived.name = perRow;

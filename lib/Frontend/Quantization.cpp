@@ -1001,15 +1001,14 @@ Expected<std::unique_ptr<RowSource>> Packer::open(const TensorInfo &info) {
     // the same rows of the scales, "<name>_scale[rows=a:b]".
     // compressed-tensors' one scale per tensor (the FP8 preset): the
     // importer's derived per-row copy, "<name>_scale.rows".
-    std::string scaleName = info.name + "_scale";
-    if (store.lookup(scaleName + ".rows"))
-      scaleName += ".rows";
+    auto rowScales = [&](std::string scale) {
+      std::string perRow = perRowScaleName(scale);
+      return store.lookup(perRow) ? perRow : scale;
+    };
+    std::string scaleName = rowScales(info.name + "_scale");
     if (StringRef name = info.name; name.ends_with("]") && name.contains("[rows=")) {
       size_t open = name.rfind("[rows=");
-      std::string whole = (name.take_front(open) + "_scale").str();
-      if (store.lookup(whole + ".rows"))
-        whole += ".rows";
-      scaleName = whole + name.drop_front(open).str();
+      scaleName = rowScales((name.take_front(open) + "_scale").str()) + name.drop_front(open).str();
     }
     Expected<const TensorInfo *> scale = companion(info, scaleName, floatScales, {}, rows);
     if (!scale)

@@ -73,14 +73,9 @@ struct DecomposeAttention : OpRewritePattern<mla::AttentionOp> {
     // W8A8: each projection's input quantized per token, as the importer
     // quantizes a linear's (int8 codes times a scale: not rounded again).
     std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
-    auto quantize = [&](Value input) -> Value {
-      return quant ? llm::DynamicQuantOp::create(rewriter, loc, input.getType(), *quant, input)
-                   : input;
-    };
+    auto quantize = [&](Value input) { return llm::quantizeRows(rewriter, loc, input, quant); };
     auto project = [&](Value input, Value weight) -> Value {
-      auto linear = llm::LinearOp::create(rewriter, loc, input, weight);
-      linear.setPrecise(quant == llm::DynamicQuant::int8);
-      return linear;
+      return llm::createLinearOnQuantized(rewriter, loc, input, weight, quant);
     };
     Value xq = quantize(x);
 

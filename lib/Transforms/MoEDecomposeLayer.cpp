@@ -26,22 +26,13 @@ Value createSharedExpert(OpBuilder &b, Location loc, moe::LayerOp op) {
   Value x = op.getInput();
   auto xType = cast<RankedTensorType>(x.getType());
   std::optional<llm::DynamicQuant> quant = op.getActivationQuant();
-  auto quantize = [&](Value input) -> Value {
-    return quant ? llm::DynamicQuantOp::create(b, loc, input.getType(), *quant, input) : input;
-  };
-  auto project = [&](Value input, Value weight) -> Value {
-    auto linear = llm::LinearOp::create(b, loc, input, weight);
-    // int8 codes times a scale per token: not rounded again (as the
-    // importer's W8A8 linears).
-    linear.setPrecise(quant == llm::DynamicQuant::int8);
-    return linear;
-  };
-  Value xq = quantize(x);
-  Value gate = project(xq, op.getSharedGateProj());
-  Value up = project(xq, op.getSharedUpProj());
+  Value xq = llm::quantizeRows(b, loc, x, quant);
+  Value gate = llm::createLinearOnQuantized(b, loc, xq, op.getSharedGateProj(), quant);
+  Value up = llm::createLinearOnQuantized(b, loc, xq, op.getSharedUpProj(), quant);
   Value hidden = llm::GLUOp::create(b, loc, gate.getType(),
                                     op.getActivationAttr(), gate, up);
-  Value out = project(quantize(hidden), op.getSharedDownProj());
+  Value out = llm::createLinearOnQuantized(b, loc, llm::quantizeRows(b, loc, hidden, quant),
+                                          op.getSharedDownProj(), quant);
   if (!op.getSharedExpertGate())
     return out;
 

@@ -24,6 +24,19 @@ ArrayRef<int64_t> moir::llm::getWeightShape(Type type) {
   return cast<RankedTensorType>(type).getShape();
 }
 
+Value moir::llm::quantizeRows(OpBuilder &b, Location loc, Value x,
+                              std::optional<DynamicQuant> quant) {
+  return quant ? DynamicQuantOp::create(b, loc, x.getType(), *quant, x).getResult() : x;
+}
+
+LinearOp moir::llm::createLinearOnQuantized(OpBuilder &b, Location loc, Value input,
+                                            Value weight, std::optional<DynamicQuant> quant,
+                                            Value bias) {
+  auto linear = LinearOp::create(b, loc, input, weight, bias);
+  linear.setPrecise(quant == DynamicQuant::int8);
+  return linear;
+}
+
 LogicalResult moir::llm::verifyRank(Operation *op, StringRef what, Type type,
                                     int64_t rank) {
   int64_t actual = isa<QTensorType>(type) ? cast<QTensorType>(type).getRank()

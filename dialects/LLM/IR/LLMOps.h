@@ -34,6 +34,16 @@ int64_t multiplyDims(int64_t a, int64_t b);
 /// Static shape of a weight operand (tensor or qtensor).
 llvm::ArrayRef<int64_t> getWeightShape(mlir::Type type);
 
+/// W8A8: `x` quantized per row as `quant` says (`llm.dynamic_quant`), or `x`
+/// itself without a quantization.
+mlir::Value quantizeRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                         std::optional<DynamicQuant> quant);
+/// A linear reading inputs quantized as `quant` says: int8 codes times a
+/// scale per token are products the kernels must not round again (precise).
+LinearOp createLinearOnQuantized(mlir::OpBuilder &b, mlir::Location loc, mlir::Value input,
+                                 mlir::Value weight, std::optional<DynamicQuant> quant,
+                                 mlir::Value bias = nullptr);
+
 } // namespace moir::llm
 
 #endif // MOIR_DIALECT_LLM_IR_LLMOPS_H

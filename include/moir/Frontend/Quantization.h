@@ -200,6 +200,11 @@ llvm::Expected<std::string> addSortedGPTQ(WeightStore &store, const TensorInfo &
                                           const GPTQGroupOrder &in,
                                           llvm::ArrayRef<int32_t> rowOrder);
 
+/// compressed-tensors' one scale for a whole tensor (the FP8 preset's
+/// `<name>_scale` [1]) repeated once per row: the derived tensor the importer
+/// adds and the packer reads in its place.
+inline std::string perRowScaleName(llvm::StringRef scale) { return (scale + ".rows").str(); }
+
 /// Whether dequantizeTensor reads `dtype`: F32, F16, BF16 and the GGUF block
 /// types.
 bool canDequantize(DType dtype);

@@ -589,6 +589,24 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     Value copies = tensor::DimOp::create(b, loc, d.sources, 0);
     Value flatWeights = tensor::CollapseShapeOp::create(b, loc, weights,
                                                        ArrayRef<ReassociationIndices>{{0, 1}});
+    // The routing weight of dispatch row `first` + i, for row i of a
+    // generic (first null: 0).
+    auto rowWeight = [&](OpBuilder &b, Location loc, Value first) -> Value {
+      Value r = linalg::IndexOp::create(b, loc, 0);
+      if (first)
+        r = arith::AddIOp::create(b, loc, first, r);
+      return toF32(b, loc, extract(b, loc, flatWeights,
+                                   toIndex(b, loc, extract(b, loc, d.sources, r))));
+    };
+    // `rows` times their routing weights (dispatch rows `first`...).
+    auto weighted = [&](OpBuilder &b, Location loc, Value rows, Value first) -> Value {
+      return generic(b, loc, rows,
+                     tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, rows), b.getF32Type()),
+                     {{d0, d1}, {d0, d1}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
+        linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], rowWeight(b, loc, first))
+                                            .getResult());
+      });
+    };
 
     // The experts some token selected, compacted: the work items cover
     // only them (at decode, top-k of the experts).
@@ -701,10 +719,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
       Value rowWeights = generic(b, loc, ValueRange{},
                                  tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{n}, b.getF32Type()),
                                  {{d0}}, {par}, [&](OpBuilder &b, Location loc, ValueRange) {
-        Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
-        Value w = toF32(b, loc, extract(b, loc, flatWeights,
-                                        toIndex(b, loc, extract(b, loc, d.sources, r))));
-        linalg::YieldOp::create(b, loc, w);
+        linalg::YieldOp::create(b, loc, rowWeight(b, loc, lo));
       });
       // W8A8: the weight waits until the rows are quantized (below).
       Value hBlock = generic(b, loc, ValueRange{g, u, rowWeights},
@@ -726,15 +741,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     if (quant) {
       // Down reads each row quantized over all of its FFN columns, then
       // times its routing weight (the product is linear in it).
-      Value hq = dynamicQuantRows(b, loc, h, *quant, /*parallel=*/true);
-      h = markParallel(generic(
-          b, loc, hq, tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, hq), b.getF32Type()),
-          {{d0, d1}, {d0, d1}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
-            Value r = linalg::IndexOp::create(b, loc, 0);
-            Value w = toF32(b, loc, extract(b, loc, flatWeights,
-                                            toIndex(b, loc, extract(b, loc, d.sources, r))));
-            linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], w).getResult());
-          }));
+      h = markParallel(weighted(b, loc, dynamicQuantRows(b, loc, h, *quant, /*parallel=*/true),
+                                Value()));
     }
 
     // Phase 2: the down products of every selected expert's rows, one work
@@ -760,17 +768,10 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
                                    : sharedBlock(b, loc, e, *sharedDownW, true, c0h, width);
           return SmallVector<Value>{contract(b, loc, hs, w)};
         })[0];
-        if (own && rowQuant) {
-          // The routing weight the rows' int8 quantization left out (as
-          // addRowInto applies it below).
-          out = generic(b, loc, out, tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, out), b.getF32Type()),
-                        {{d0, d1}, {d0, d1}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange v) {
-            Value r = arith::AddIOp::create(b, loc, lo, linalg::IndexOp::create(b, loc, 0));
-            Value w = toF32(b, loc, extract(b, loc, flatWeights,
-                                            toIndex(b, loc, extract(b, loc, d.sources, r))));
-            linalg::YieldOp::create(b, loc, arith::MulFOp::create(b, loc, v[0], w).getResult());
-          });
-        }
+        // The routing weight the rows' int8 quantization left out (as
+        // addRowInto applies it below).
+        if (own && rowQuant)
+          out = weighted(b, loc, out, lo);
         if (own)
           return SmallVector<Value>{tensor::InsertSliceOp::create(
               b, loc, out, acc[0], ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
