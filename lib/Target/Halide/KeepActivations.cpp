@@ -454,29 +454,7 @@ llvm.func internal @moir_hl_bind(%desc: !llvm.ptr, %staged: i32) -> i32 {
   %padded = llvm.load %kextp : !llvm.ptr -> i32
   %rankp = llvm.getelementptr %desc[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
   %rank = llvm.load %rankp : !llvm.ptr -> i32
-  %u8code = llvm.mlir.constant(1 : i8) : i8
-  %u8bits = llvm.mlir.constant(8 : i8) : i8
-  %lanes = llvm.mlir.constant(1 : i16) : i16
-  %v0 = llvm.getelementptr %view[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %kdev, %v0 : i64, !llvm.ptr
-  %v1 = llvm.getelementptr %view[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %kiface, %v1 : !llvm.ptr, !llvm.ptr
-  %v2 = llvm.getelementptr %view[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %v2 : !llvm.ptr, !llvm.ptr
-  %v3 = llvm.getelementptr %view[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %v3 : i64, !llvm.ptr
-  %v4 = llvm.getelementptr %view[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8code, %v4 : i8, !llvm.ptr
-  %v5 = llvm.getelementptr %view[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8bits, %v5 : i8, !llvm.ptr
-  %v6 = llvm.getelementptr %view[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %lanes, %v6 : i16, !llvm.ptr
-  %v7 = llvm.getelementptr %view[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %rank, %v7 : i32, !llvm.ptr
-  %v8 = llvm.getelementptr %view[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %viewdims, %v8 : !llvm.ptr, !llvm.ptr
-  %v9 = llvm.getelementptr %view[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %v9 : !llvm.ptr, !llvm.ptr
+  @VIEWBUF@
   %d0 = llvm.mlir.constant(0 : i32) : i32
   %d1 = llvm.mlir.constant(1 : i32) : i32
   @VIEWDIMS@
@@ -612,6 +590,9 @@ struct HalideActivationTablePass
     // The padded view's four dimensions in moir_hl_bind.
     text.replace(text.find("@VIEWDIMS@"), 10,
                  moir::halide::paddedDimStores("%viewdims", "%padded", "vd"));
+    text.replace(text.find("@VIEWBUF@"), 9,
+                 moir::halide::byteBufferStores(
+                     "%view", "v", {"%kdev", "%kiface", "%null", "%z", "%rank", "%viewdims"}));
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {
       module.emitError() << "moir-halide-activation-table: the table's IR does not parse";

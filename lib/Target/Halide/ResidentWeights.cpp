@@ -195,29 +195,7 @@ llvm.func internal @moir_hl_fill(%new: !llvm.ptr, %desc: !llvm.ptr, %iface: !llv
   // keeps the dimensionality), the first spanning the bytes.
   %pad = llvm.getelementptr %new[0, 3] : (!llvm.ptr) -> !llvm.ptr, !slot
   %paddims = llvm.getelementptr %new[0, 5] : (!llvm.ptr) -> !llvm.ptr, !slot
-  %p0 = llvm.getelementptr %pad[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %p0 : i64, !llvm.ptr
-  %p1 = llvm.getelementptr %pad[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %p1 : !llvm.ptr, !llvm.ptr
-  %p2 = llvm.getelementptr %pad[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %scratch, %p2 : !llvm.ptr, !llvm.ptr
-  %p3 = llvm.getelementptr %pad[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %one, %p3 : i64, !llvm.ptr
-  %u8code = llvm.mlir.constant(1 : i8) : i8
-  %u8bits = llvm.mlir.constant(8 : i8) : i8
-  %lanes = llvm.mlir.constant(1 : i16) : i16
-  %p4 = llvm.getelementptr %pad[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8code, %p4 : i8, !llvm.ptr
-  %p5 = llvm.getelementptr %pad[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8bits, %p5 : i8, !llvm.ptr
-  %p6 = llvm.getelementptr %pad[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %lanes, %p6 : i16, !llvm.ptr
-  %p7 = llvm.getelementptr %pad[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %rank, %p7 : i32, !llvm.ptr
-  %p8 = llvm.getelementptr %pad[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %paddims, %p8 : !llvm.ptr, !llvm.ptr
-  %p9 = llvm.getelementptr %pad[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %p9 : !llvm.ptr, !llvm.ptr
+  @PADBUF@
   // dim 0 = {0, padded, 1, 0}; dims 1-3 = {0, 1, padded, 0}
   %p32 = llvm.trunc %padded : i64 to i32
   %d0 = llvm.mlir.constant(0 : i32) : i32
@@ -360,9 +338,6 @@ llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig:
   %skip = llvm.or %nokept, %nothing : i1
   llvm.cond_br %skip, ^done(%i0 : i32), ^copy
 ^copy:
-  %u8code = llvm.mlir.constant(1 : i8) : i8
-  %u8bits = llvm.mlir.constant(8 : i8) : i8
-  %lanes = llvm.mlir.constant(1 : i16) : i16
   %d0 = llvm.mlir.constant(0 : i32) : i32
   %d1 = llvm.mlir.constant(1 : i32) : i32
   // The device allocation: the kept descriptor's, or where it is a crop
@@ -385,26 +360,7 @@ llvm.func internal @moir_hl_sync_rows(%desc: !llvm.ptr, %iface: !llvm.ptr, %sig:
   llvm.store %d1, %vd2 : i32, !llvm.ptr
   %vd3 = llvm.getelementptr %viewdim[0, 3] : (!llvm.ptr) -> !llvm.ptr, !llvm.struct<(i32, i32, i32, i32)>
   llvm.store %d0, %vd3 : i32, !llvm.ptr
-  %v0 = llvm.getelementptr %view[0, 0] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %dev, %v0 : i64, !llvm.ptr
-  %v1 = llvm.getelementptr %view[0, 1] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %kiface, %v1 : !llvm.ptr, !llvm.ptr
-  %v2 = llvm.getelementptr %view[0, 2] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %khost, %v2 : !llvm.ptr, !llvm.ptr
-  %v3 = llvm.getelementptr %view[0, 3] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %z, %v3 : i64, !llvm.ptr
-  %v4 = llvm.getelementptr %view[0, 4] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8code, %v4 : i8, !llvm.ptr
-  %v5 = llvm.getelementptr %view[0, 5] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %u8bits, %v5 : i8, !llvm.ptr
-  %v6 = llvm.getelementptr %view[0, 6] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %lanes, %v6 : i16, !llvm.ptr
-  %v7 = llvm.getelementptr %view[0, 7] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %d1, %v7 : i32, !llvm.ptr
-  %v8 = llvm.getelementptr %view[0, 8] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %viewdim, %v8 : !llvm.ptr, !llvm.ptr
-  %v9 = llvm.getelementptr %view[0, 9] : (!llvm.ptr) -> !llvm.ptr, !buf
-  llvm.store %null, %v9 : !llvm.ptr, !llvm.ptr
+  @VIEWBUF@
   // Its crop [first, last): the host's bytes there are current.
   %first32 = llvm.trunc %first : i64 to i32
   %span = llvm.sub %last, %first : i64
@@ -491,6 +447,27 @@ std::string moir::halide::paddedDimStores(llvm::StringRef dims, llvm::StringRef 
   return text;
 }
 
+std::string moir::halide::byteBufferStores(llvm::StringRef buf, llvm::StringRef prefix,
+                                           const ByteBufferFields &f) {
+  std::string p = ("%" + prefix).str();
+  std::string code = p + "u8code", bits = p + "u8bits", lanes = p + "lanes";
+  std::pair<std::string, llvm::StringRef> fields[] = {
+      {f.device.str(), "i64"}, {f.interface.str(), "!llvm.ptr"}, {f.host.str(), "!llvm.ptr"},
+      {f.flags.str(), "i64"},  {code, "i8"},                      {bits, "i8"},
+      {lanes, "i16"},          {f.rank.str(), "i32"},             {f.dims.str(), "!llvm.ptr"},
+      {"%null", "!llvm.ptr"}};
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "  " << code << " = llvm.mlir.constant(1 : i8) : i8\n  " << bits
+     << " = llvm.mlir.constant(8 : i8) : i8\n  " << lanes
+     << " = llvm.mlir.constant(1 : i16) : i16\n";
+  for (auto [i, field] : llvm::enumerate(fields))
+    os << "  " << p << i << " = llvm.getelementptr " << buf << "[0, " << i
+       << "] : (!llvm.ptr) -> !llvm.ptr, !buf\n  llvm.store " << field.first << ", " << p << i
+       << " : " << field.second << ", !llvm.ptr\n";
+  return text;
+}
+
 namespace {
 
 struct HalideResidentWeightsPass
@@ -533,6 +510,10 @@ struct HalideResidentWeightsPass
       buffers = forward.getNumArguments();
     replace("@CAPACITY@", std::to_string(4 * std::max<int64_t>(buffers, 1)));
     replace("@DIMS@", moir::halide::paddedDimStores("%paddims", "%p32", "pd"));
+    replace("@PADBUF@", moir::halide::byteBufferStores(
+                            "%pad", "p", {"%z", "%null", "%scratch", "%one", "%rank", "%paddims"}));
+    replace("@VIEWBUF@", moir::halide::byteBufferStores(
+                             "%view", "v", {"%dev", "%kiface", "%khost", "%z", "%d1", "%viewdim"}));
     OwningOpRef<ModuleOp> table = parseSourceString<ModuleOp>(text, ParserConfig(&getContext()));
     if (!table) {
       module.emitError() << "moir-halide-resident-weights: the table's IR does not parse";

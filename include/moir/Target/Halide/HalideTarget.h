@@ -77,6 +77,18 @@ inline llvm::StringLiteral releaseActivationsFunctionName() { return "moir_hl_re
 /// `%d0`/`%d1` the i32 constants 0 and 1, defined before it; `prefix`
 /// names the GEPs. The resident and activation tables' IR use it.
 std::string paddedDimStores(llvm::StringRef dims, llvm::StringRef padded, llvm::StringRef prefix);
+/// The text of the stores that fill `buf`, a halide_buffer_t (`!buf`), as a
+/// buffer of uint8 (code 1, 8 bits, 1 lane): device, device interface, host
+/// and flags, its dimensionality and its halide_dimension_t array, no
+/// padding. Each operand names an SSA value of the field's type defined
+/// before it (`%null` for a null pointer); `prefix` names the GEPs
+/// (`%<prefix>0` to `%<prefix>9`, the field's index) and the type's
+/// constants. The resident and activation tables' IR use it.
+struct ByteBufferFields {
+  llvm::StringRef device, interface, host, flags, rank, dims;
+};
+std::string byteBufferStores(llvm::StringRef buf, llvm::StringRef prefix,
+                             const ByteBufferFields &fields);
 /// The slots of the activation table (per thread).
 constexpr int64_t kActivationSlots = 256;
 /// The most dimensions a resident descriptor keeps.
