@@ -7,6 +7,7 @@
 #include "llvm/Support/Process.h"
 
 #ifdef LLVM_ON_UNIX
+#include <cstring>
 #include <sys/mman.h>
 #endif
 
@@ -144,7 +145,7 @@ const TensorInfo *WeightStore::lookup(StringRef name) const {
     return nullptr;
   StringRef view = name.slice(open + 1, name.size() - 1);
   const TensorInfo *whole = lookup(name.take_front(open));
-  if (!whole || whole->derived >= 0 || whole->shape.empty() || whole->shape[0] <= 0 ||
+  if (!whole || whole->shape.empty() || whole->shape[0] <= 0 ||
       whole->bytes % static_cast<uint64_t>(whole->shape[0]) != 0)
     return nullptr;
   uint64_t rows = static_cast<uint64_t>(whole->shape[0]);
@@ -168,6 +169,18 @@ const TensorInfo *WeightStore::lookup(StringRef name) const {
     part.offset = whole->offset + a * rowBytes;
   } else {
     return nullptr;
+  }
+  // A view of a derived tensor (tensor parallelism's rows of an importer's
+  // per-row scale copy): derived in turn, its bytes copied from the whole's.
+  if (whole->derived >= 0) {
+    uint64_t from = part.offset - whole->offset;
+    part.offset = 0;
+    part.derived = static_cast<int>(producers.size());
+    producers.push_back([this, source = whole->name, from](MutableArrayRef<uint8_t> out) {
+      ArrayRef<uint8_t> bytes = getData(*lookup(source));
+      std::memcpy(out.data(), bytes.data() + from, out.size());
+    });
+    produced.emplace_back();
   }
   return &tensors.insert({name, std::move(part)}).first->second;
 }

@@ -19,6 +19,12 @@
 // same sizes: the price of exactness. Weights, KV caches and the FLOPs of
 // every split matrix divide by the rank count.
 //
+// W8A8 (llm.dynamic_quant, llm.static_quant in front of a linear) follows:
+// every linear's input is whole on every rank, so each rank quantizes the
+// same rows the 1-rank artifact does (a dynamic row scale is the row's
+// maximum over all of its columns); the gathers go in front of o_proj's and
+// down's quantizations.
+//
 //===----------------------------------------------------------------------===//
 
 #include "LLM/IR/LLMOps.h"
@@ -42,6 +48,22 @@ namespace {
 
 /// The first of `units` units rank `r` of `ranks` holds.
 int64_t firstUnit(int64_t r, int64_t units, int64_t ranks) { return r * units / ranks; }
+
+/// W8A8's activation quantization in front of a linear (llm.dynamic_quant,
+/// llm.static_quant): its input operand, or null for any other op.
+OpOperand *quantInput(Operation *op) {
+  if (auto dq = dyn_cast_or_null<llm::DynamicQuantOp>(op))
+    return &dq.getInputMutable();
+  if (auto sq = dyn_cast_or_null<llm::StaticQuantOp>(op))
+    return &sq.getInputMutable();
+  return nullptr;
+}
+
+/// `v`, or the input of the W8A8 quantization that makes it.
+Value throughQuant(Value v) {
+  OpOperand *in = quantInput(v.getDefiningOp());
+  return in ? in->get() : v;
+}
 
 std::string layerLabel(Operation *op) {
   if (std::optional<int64_t> layer = attrs::getLayer(op))
@@ -336,8 +358,13 @@ struct Splitter {
     if (!collapse || collapse.getResultType().getRank() != 2 || !collapse->hasOneUse() ||
         !splitsHeads(collapse))
       return fail(attention, "the attention's output is not flattened for one projection");
-    auto out = dyn_cast<llm::LinearOp>(*collapse->getUsers().begin());
-    if (!out || out.getInput() != collapse.getResult())
+    // (W8A8: through the quantization of o_proj's input, which then reads
+    // the gathered heads: the whole row, as on 1 rank.)
+    Operation *next = *collapse->getUsers().begin();
+    if (quantInput(next) && next->hasOneUse())
+      next = *next->getUsers().begin();
+    auto out = dyn_cast<llm::LinearOp>(next);
+    if (!out || throughQuant(out.getInput()) != collapse.getResult())
       return fail(attention, "the attention's output does not feed a projection");
 
     if (!sliceable(query->linear) || !sliceable(caches[0].second.linear) ||
@@ -375,7 +402,14 @@ struct Splitter {
   /// activation runs on the rank's columns, and the columns are gathered for
   /// down, whose rows split in turn.
   bool splitFFN(llm::LinearOp down) {
-    Operation *act = down.getInput().getDefiningOp();
+    // W8A8: down's input quantized; the gather goes in front of the
+    // quantization, which then sees the whole row, as on 1 rank.
+    OpOperand *downInput = quantInput(down.getInput().getDefiningOp());
+    if (downInput && !down.getInput().hasOneUse())
+      return false;
+    if (!downInput)
+      downInput = &down.getInputMutable();
+    Operation *act = downInput->get().getDefiningOp();
     if (!act || !isa<llm::GLUOp, llm::ActivationOp, llm::XIELUOp>(act) || !act->hasOneUse())
       return false;
     auto type = cast<RankedTensorType>(act->getResult(0).getType());
@@ -387,7 +421,8 @@ struct Splitter {
       auto linear = operand.get().getDefiningOp<llm::LinearOp>();
       if (!linear || !linear->hasOneUse())
         return false;
-      if (!projections.empty() && linear.getInput() != projections.front().getInput())
+      if (!projections.empty() &&
+          throughQuant(linear.getInput()) != throughQuant(projections.front().getInput()))
         return false;
       projections.push_back(linear);
       slots.push_back(operand.getOperandNumber());
@@ -410,9 +445,9 @@ struct Splitter {
       linear.erase();
     }
     act->getResult(0).setType(withDim(type, type.getRank() - 1, e - a));
-    OpBuilder b(down);
+    OpBuilder b(downInput->getOwner());
     Value all = gather(b, act, act->getResult(0), type, unit);
-    down.getInputMutable().assign(all);
+    downInput->assign(all);
     return splitOutputs(down);
   }
 
@@ -435,22 +470,6 @@ struct Splitter {
     if (permute)
       return fail(permute, "act-order (GPTQ desc_act) weights, whose inputs are gathered, are "
                            "not split yet");
-    // W8A8: a row's scale is its maximum over all of its columns, which a
-    // rank holding a slice of the row does not see.
-    Operation *quantized = nullptr;
-    func.walk([&](Operation *op) {
-      if (isa<llm::DynamicQuantOp, llm::StaticQuantOp>(op) || op->hasAttr("activation_quant")) {
-        quantized = op;
-        return WalkResult::interrupt();
-      }
-      return WalkResult::advance();
-    });
-    if (quantized && isa<llm::StaticQuantOp>(quantized))
-      return fail(quantized, "W8A8 static activation quantization (llm.static_quant between "
-                             "the projections) is not split yet");
-    if (quantized)
-      return fail(quantized, "W8A8 activation quantization (each row scaled by its maximum "
-                             "over all its columns) is not split yet");
     SmallVector<llm::AttentionOp> attentions;
     func.walk([&](llm::AttentionOp attention) { attentions.push_back(attention); });
     int64_t split = 0;
@@ -469,8 +488,8 @@ struct Splitter {
     for (llm::LinearOp linear : linears) {
       // splitFFN erases the projections it slices, all before `linear`
       // (the down projection) in this list: only visited ones go.
-      if (!linear.getInput().getDefiningOp() ||
-          !isa<llm::GLUOp, llm::ActivationOp, llm::XIELUOp>(linear.getInput().getDefiningOp()))
+      Operation *input = throughQuant(linear.getInput()).getDefiningOp();
+      if (!input || !isa<llm::GLUOp, llm::ActivationOp, llm::XIELUOp>(input))
         continue;
       if (!splitFFN(linear)) {
         if (!error.empty())

@@ -77,6 +77,61 @@ func.func @layer(%x: tensor<?x32xf32>, %pos: tensor<?xi64>, %off: index, %kc: te
 
 // -----
 
+// W8A8: every linear's input is whole on every rank, so its quantization
+// (dynamic per row, or static with a stored scale) is the 1-rank one. The
+// heads and the FFN's columns are gathered in front of o_proj's and down's
+// quantizations; the shared dynamic quantization of x stays in front of the
+// split q/k/v and gate/up.
+// CHECK-LABEL: func.func @w8a8
+// CHECK: %[[XQ:.*]] = llm.dynamic_quant int8 %{{.*}} : tensor<?x32xf32>
+// CHECK: llm.linear %[[XQ]], %{{.*}} -> tensor<?x16xf32>
+// CHECK: %[[A:.*]] = llm.attention {{.*}} -> tensor<?x2x8xf32>
+// CHECK: %[[F:.*]] = tensor.collapse_shape %[[A]] {{.*}} into tensor<?x16xf32>
+// CHECK: %[[H:.*]] = llm.all_gather %[[F]] unit = 16 rank = 1 ranks = 2 : tensor<?x16xf32> -> tensor<?x32xf32>
+// CHECK: %[[HQ:.*]] = llm.static_quant fp8_e4m3 %[[H]], %{{.*}} : tensor<?x32xf32>, tensor<1xf32>
+// CHECK: llm.linear %[[HQ]], %{{.*}} -> tensor<?x16xf32>
+// CHECK: %[[G:.*]] = llm.glu silu {{.*}} : tensor<?x48xf32>
+// CHECK: %[[GA:.*]] = llm.all_gather %[[G]] unit = 8 rank = 1 ranks = 2 : tensor<?x48xf32> -> tensor<?x96xf32>
+// CHECK: %[[GQ:.*]] = llm.dynamic_quant int8 %[[GA]] : tensor<?x96xf32>
+// CHECK: %[[DW:.*]] = llm.weight "down[rows=16:32]" : tensor<16x96xf32>
+// CHECK: llm.linear %[[GQ]], %[[DW]]
+func.func @w8a8(%x: tensor<?x32xf32>, %pos: tensor<?xi64>, %off: index, %kc: tensor<64x2x8xf32>, %vc: tensor<64x2x8xf32>) -> (tensor<?x32xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>) {
+  %c0 = arith.constant 0 : index
+  %t = tensor.dim %x, %c0 : tensor<?x32xf32>
+  %wq = llm.weight "q" : tensor<32x32xf32>
+  %wk = llm.weight "k" : tensor<16x32xf32>
+  %wv = llm.weight "v" : tensor<16x32xf32>
+  %xq = llm.dynamic_quant int8 %x : tensor<?x32xf32>
+  %q = llm.linear %xq, %wq : (tensor<?x32xf32>, tensor<32x32xf32>) -> tensor<?x32xf32>
+  %k = llm.linear %xq, %wk : (tensor<?x32xf32>, tensor<16x32xf32>) -> tensor<?x16xf32>
+  %v = llm.linear %xq, %wv : (tensor<?x32xf32>, tensor<16x32xf32>) -> tensor<?x16xf32>
+  %q3 = tensor.expand_shape %q [[0], [1, 2]] output_shape [%t, 4, 8] : tensor<?x32xf32> into tensor<?x4x8xf32>
+  %k3 = tensor.expand_shape %k [[0], [1, 2]] output_shape [%t, 2, 8] : tensor<?x16xf32> into tensor<?x2x8xf32>
+  %v3 = tensor.expand_shape %v [[0], [1, 2]] output_shape [%t, 2, 8] : tensor<?x16xf32> into tensor<?x2x8xf32>
+  %kc2 = llm.kv_cache_update %k3 into %kc[%off] : tensor<?x2x8xf32> into tensor<64x2x8xf32>
+  %vc2 = llm.kv_cache_update %v3 into %vc[%off] : tensor<?x2x8xf32> into tensor<64x2x8xf32>
+  %a = llm.attention %q3, %kc2, %vc2, %pos scale = 0.35 : (tensor<?x4x8xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32>
+  %flat = tensor.collapse_shape %a [[0], [1, 2]] : tensor<?x4x8xf32> into tensor<?x32xf32>
+  %so = llm.weight "o.input_scale" : tensor<1xf32>
+  %flatq = llm.static_quant fp8_e4m3 %flat, %so : tensor<?x32xf32>, tensor<1xf32>
+  %wo = llm.weight "o" : tensor<32x32xf32>
+  %o = llm.linear %flatq, %wo : (tensor<?x32xf32>, tensor<32x32xf32>) -> tensor<?x32xf32>
+  %h = arith.addf %x, %o : tensor<?x32xf32>
+  %hq = llm.dynamic_quant int8 %h : tensor<?x32xf32>
+  %wg = llm.weight "gate" : tensor<96x32xf32>
+  %wu = llm.weight "up" : tensor<96x32xf32>
+  %wd = llm.weight "down" : tensor<32x96xf32>
+  %g = llm.linear %hq, %wg : (tensor<?x32xf32>, tensor<96x32xf32>) -> tensor<?x96xf32>
+  %u = llm.linear %hq, %wu : (tensor<?x32xf32>, tensor<96x32xf32>) -> tensor<?x96xf32>
+  %gu = llm.glu silu %g, %u : tensor<?x96xf32>
+  %guq = llm.dynamic_quant int8 %gu : tensor<?x96xf32>
+  %d = llm.linear %guq, %wd : (tensor<?x96xf32>, tensor<32x96xf32>) -> tensor<?x32xf32>
+  %y = arith.addf %h, %d : tensor<?x32xf32>
+  return %y, %kc2, %vc2 : tensor<?x32xf32>, tensor<64x2x8xf32>, tensor<64x2x8xf32>
+}
+
+// -----
+
 // A weight with a separate scale tensor cannot be cut into row views yet.
 func.func @scaled(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
   %w = llm.weight "w" scales "w_scale" : !llm.qtensor<64x32xf8E4M3FN, #llm.quant<kind = block, block = [128, 128]>>

@@ -221,6 +221,16 @@ TEST(Quantization, DerivedTensors) {
   dequantizeTensor(store, t, got);
   EXPECT_EQ(produced, 2);
   EXPECT_EQ(got, (std::vector<float>{1, 3, 2, 4}));
+  // A view of its rows (tensor parallelism's "<name>[rows=a:b]") is derived
+  // too: the whole's bytes, those rows; out of range, no view.
+  const TensorInfo *row1 = store.lookup("t[rows=1:2]");
+  ASSERT_NE(row1, nullptr);
+  EXPECT_GE(row1->derived, 0);
+  EXPECT_EQ(row1->shape, (SmallVector<int64_t>{1, 2}));
+  std::vector<float> part(2);
+  dequantizeTensor(store, *row1, part);
+  EXPECT_EQ(part, (std::vector<float>{2, 4}));
+  EXPECT_EQ(store.lookup("t[rows=1:3]"), nullptr);
   // A name the store holds already is refused, derived or not.
   EXPECT_TRUE(bool(store.addDerivedTensor(info, [](MutableArrayRef<uint8_t>) {})));
 }

@@ -122,7 +122,8 @@ public:
 private:
   std::vector<std::unique_ptr<llvm::MemoryBuffer>> files;
   std::vector<std::string> paths;
-  std::vector<TensorProducer> producers;
+  /// (Mutable: a view of a derived tensor, made on lookup, is derived too.)
+  mutable std::vector<TensorProducer> producers;
   mutable std::vector<std::vector<uint8_t>> produced;
   /// Mutable: lookup adds expert views.
   mutable llvm::StringMap<TensorInfo> tensors;
