@@ -7,6 +7,7 @@
 #include "region_profile.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdint>
@@ -51,19 +52,31 @@ inline void cpuRelax() {
 #endif
 }
 
-/// Waits until `ready()`: first `pauses` pause steps (a fork's hand-off and
-/// the serial code between two regions take a few microseconds, and a pause
-/// reacts within tens of nanoseconds, where a sched_yield takes a system
-/// call), then `kYields` yields; false if still not ready, for the caller to
-/// block. With more threads than CPUs, `pauses` is 0: a thread that pauses
-/// keeps its CPU from the one it waits for (4 threads on 2 CPUs: 1.7 us a
-/// fork with yields, 35-55 us with pauses).
-template <typename Ready> bool spinUntil(int pauses, Ready ready) {
+/// Waits until `ready()`: first pause steps for up to `spinNs` nanoseconds
+/// (a fork's hand-off and the serial code between two regions, a decode
+/// step's sampling and embedding included, take microseconds to about a
+/// millisecond, and a pause reacts within tens of nanoseconds), then
+/// `kYields` yields; false if still not ready, for the caller to block.
+/// Spinning by time, not by a count: a count of 2048 pauses was 54 us on
+/// an AMD Zen 4 (26 ns a pause), after which the yields handed the CPU to
+/// any other runnable process for a scheduler slice, so with a background
+/// job on the other core each decode step's first region waited 1.9-2.3 ms
+/// (bench/RESULTS.md, stop 57). With more threads than CPUs, `spinNs` is
+/// 0: a thread that pauses keeps its CPU from the one it waits for (4
+/// threads on 2 CPUs: 1.7 us a fork with yields, 35-55 us with pauses).
+template <typename Ready> bool spinUntil(int64_t spinNs, Ready ready) {
   static constexpr int kYields = 2000;
-  for (int i = 0; i < pauses; ++i) {
-    if (ready())
-      return true;
-    cpuRelax();
+  if (spinNs > 0) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spinNs);
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (ready())
+          return true;
+        cpuRelax();
+      }
+      if (std::chrono::steady_clock::now() >= until)
+        break;
+    }
   }
   for (int i = 0; i < kYields; ++i) {
     if (ready())
@@ -121,7 +134,7 @@ public:
       fn(0);
     inTeam = false;
     auto finished = [&] { return pending.load(std::memory_order_acquire) == 0; };
-    if (!spinUntil(pauses, finished)) {
+    if (!spinUntil(spinNs, finished)) {
       std::unique_lock<std::mutex> lock(mutex);
       forkerSleeps.store(true, std::memory_order_seq_cst);
       done.wait(lock, [&] { return pending.load(std::memory_order_seq_cst) == 0; });
@@ -144,7 +157,7 @@ public:
     }
     int64_t start = profiling ? moir::rt::profileNow() : 0;
     auto released = [&] { return barrierSense.load(std::memory_order_acquire) == sense; };
-    while (!spinUntil(pauses, released)) {
+    while (!spinUntil(spinNs, released)) {
     }
     if (profiling)
       barrierWaitNs += moir::rt::profileNow() - start;
@@ -157,7 +170,7 @@ private:
       n = static_cast<unsigned>(std::atoi(env));
     n = n ? n : 1;
     busyNs.assign(n, 0);
-    pauses = n <= availableCpus() ? 2048 : 0;
+    spinNs = n <= availableCpus() ? kSpinNs : 0;
     for (unsigned t = 1; t < n; ++t)
       workers.emplace_back([this, t] { work(static_cast<int32_t>(t)); });
   }
@@ -176,7 +189,7 @@ private:
     uint64_t seen = 0;
     for (;;) {
       auto published = [&] { return generation.load(std::memory_order_acquire) != seen; };
-      if (!spinUntil(pauses, published)) {
+      if (!spinUntil(spinNs, published)) {
         std::unique_lock<std::mutex> lock(mutex);
         sleepers.fetch_add(1, std::memory_order_seq_cst);
         wake.wait(lock, [&] { return generation.load(std::memory_order_seq_cst) != seen; });
@@ -202,8 +215,9 @@ private:
   }
 
   std::vector<std::thread> workers;
-  /// Pause steps before a waiting thread yields (spinUntil).
-  int pauses = 0;
+  /// How long a waiting thread pauses before it yields (spinUntil).
+  static constexpr int64_t kSpinNs = 1000000;
+  int64_t spinNs = 0;
   const bool profiling = moir::rt::regionProfiling();
   /// Each thread's share of the current fork (profiling).
   std::vector<int64_t> busyNs;
