@@ -6,8 +6,9 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Process.h"
 
-#ifdef LLVM_ON_UNIX
 #include <cstring>
+
+#ifdef LLVM_ON_UNIX
 #include <sys/mman.h>
 #endif
 
