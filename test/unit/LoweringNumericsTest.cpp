@@ -787,14 +787,15 @@ TEST_F(LoweringNumericsTest, PackedLinearInt8DotProducts) {
         int g = k / c.group;
         return param(n, g, 0) * code + (parts == 2 ? param(n, g, 1) : 0.0);
       };
-      const int unit = c.group == 16 ? 16 : 32;
       const int step = vw == 16 && !c.superblocks ? 32 : c.nibbles ? std::max(32, 4 * vw) : 4 * vw;
       for (int T : {37, 5, 1}) {
         SCOPED_TRACE(std::to_string(T) + " rows");
         std::vector<float> x = random(T * K);
         // The activations as the kernel sees them: int8 per block of `unit`
-        // from 8 rows on, and in decode where K is whole steps.
+        // from 8 rows on, and in decode where K is whole steps; the decode
+        // kernel over superblocks takes one scale per 256.
         std::vector<double> xq(x.begin(), x.end());
+        const int unit = c.superblocks && T < 8 ? 256 : c.group == 16 ? 16 : 32;
         if (T >= 8 || K % step == 0)
           for (int t = 0; t < T; ++t)
             for (int u = 0; u < K / unit; ++u) {

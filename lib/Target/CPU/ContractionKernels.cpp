@@ -1597,13 +1597,18 @@ private:
 /// biased dot product to them before it multiplies by 128 and adds the
 /// residuals' (128 times that, plus -128 times the residuals' sum, is the
 /// residuals' bias).
+/// With group sums (the superblock kernels: one activation scale per
+/// block of 256, which they multiply into the weights' superblock scales
+/// once, not into every dot product's lanes), `groupSums` holds each
+/// weight group's sum of the quantized activations instead of the lane
+/// sums: memref<?xf32>, group t of row m at m * depth / group + t.
 struct RowCodes {
-  Value codes, scales, sums, corrections, residuals;
+  Value codes, scales, sums, corrections, residuals, groupSums;
 
   /// The buffers there are, in order.
   SmallVector<Value> values() const {
     SmallVector<Value> all;
-    for (Value v : {codes, scales, sums, corrections, residuals})
+    for (Value v : {codes, scales, sums, corrections, residuals, groupSums})
       if (v)
         all.push_back(v);
     return all;
@@ -1612,7 +1617,7 @@ struct RowCodes {
   RowCodes with(ValueRange values) const {
     RowCodes q = *this;
     unsigned i = 0;
-    for (Value *v : {&q.codes, &q.scales, &q.sums, &q.corrections, &q.residuals})
+    for (Value *v : {&q.codes, &q.scales, &q.sums, &q.corrections, &q.residuals, &q.groupSums})
       if (*v)
         *v = values[i++];
     return q;
@@ -1630,11 +1635,15 @@ struct HoistedRowCodes {
 class RowQuantizer : public LoopBuilder {
 public:
   /// `rowScaled`: moir.row_quant rows (quantizeBlock's rowScale; no
-  /// residual codes: the int8 codes are exact).
+  /// residual codes: the int8 codes are exact). `sumGroup` > 0: group sums
+  /// of that many elements (a multiple of vw dividing the unit), no lane
+  /// sums.
   RowQuantizer(OpBuilder &b, Location loc, int64_t vw, int64_t unit, int64_t nibbleGroups,
-               bool sums, bool corrections, bool residual, bool rowScaled = false)
-      : LoopBuilder(b, loc), vw(vw), unit(unit), nibbleGroups(nibbleGroups), withSums(sums),
-        withCorrections(corrections), residual(residual && !rowScaled), rowScaled(rowScaled) {}
+               bool sums, bool corrections, bool residual, bool rowScaled = false,
+               int64_t sumGroup = 0)
+      : LoopBuilder(b, loc), vw(vw), unit(unit), nibbleGroups(nibbleGroups),
+        withSums(sums && !sumGroup), withCorrections(corrections),
+        residual(residual && !rowScaled), rowScaled(rowScaled), sumGroup(sumGroup) {}
 
   /// Quantizes x [rows, depth] (depth a multiple of 32 and of the unit,
   /// unit stride) into new buffers; rows in parallel when `parallel`.
@@ -1658,6 +1667,8 @@ public:
       q.corrections = alloc(b.getI32Type(), lanes);
     if (residual)
       q.residuals = alloc(b.getI8Type(), depth);
+    if (sumGroup)
+      q.groupSums = alloc(b.getF32Type(), arith::DivUIOp::create(b, loc, depth, cst(sumGroup)));
     forEachItem(b, loc, ValueRange{rows}, parallel, [&](ValueRange ivs) {
       Value m = ivs[0];
       Value scale = rowScaled ? rowQuantScale(b, loc, x, m, depth, vw) : Value();
@@ -1703,17 +1714,21 @@ private:
                                           cst(j * vw));
     if (nibbleGroups <= 1)
       return natural;
-    int64_t g = nibbleGroups, element = j * vw, h = element / 16, e = element % 16;
-    Value step = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, u, cst(g)),
+    // Nibble groups are 32 elements; a unit holds unit / 32 of them.
+    int64_t g = nibbleGroups, element = j * vw, h = (element % 32) / 16, e = element % 16;
+    Value group = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, u, cst(unit / 32)),
+                                        cst(element / 32));
+    Value step = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, group, cst(g)),
                                        cst(32 * g));
-    Value inStep = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, u, cst(g)),
+    Value inStep = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, group, cst(g)),
                                          cst(16));
     Value permuted = arith::AddIOp::create(b, loc, arith::AddIOp::create(b, loc, step, inStep),
                                            cst(h * 16 * g + e));
     // Groups past the last whole step keep their order.
-    Value whole = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, units, cst(g)),
+    Value groups = arith::DivUIOp::create(b, loc, depth, cst(32));
+    Value whole = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, groups, cst(g)),
                                         cst(g));
-    Value inWhole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, u, whole);
+    Value inWhole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, group, whole);
     return arith::SelectOp::create(b, loc, inWhole, permuted, natural);
   }
 
@@ -1749,14 +1764,49 @@ private:
       if (withSums)
         vector::StoreOp::create(b, loc, shares, q.sums, ValueRange{lane});
     }
+    if (sumGroup)
+      storeGroupSums(q, block, m, u, scale);
+  }
+
+  /// Row m's sums of block u's quantized activations per group of
+  /// sumGroup: scale * (the codes' sum + the residuals' / 128), as the lane
+  /// sums are (quantizeBlock's `total`). `scale` is the lane scale (the
+  /// block's, / 128 with residuals).
+  void storeGroupSums(const RowCodes &q, const QuantizedBlock &block, Value m, Value u,
+                      Value scale) {
+    Type f32 = b.getF32Type();
+    int64_t perGroup = sumGroup / vw;
+    Value first = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, m, arith::DivUIOp::create(b, loc, depth, cst(sumGroup))),
+        arith::MulIOp::create(b, loc, u, cst(unit / sumGroup)));
+    auto iVec = VectorType::get({vw}, b.getI32Type());
+    Value shift = arith::ConstantOp::create(
+        b, loc, iVec, DenseElementsAttr::get(iVec, int32_t(llvm::Log2_64(kResidualSteps))));
+    for (int64_t t = 0; t < unit / sumGroup; ++t) {
+      // In units of the lane scale: the codes count 128 each with residuals.
+      Value total;
+      for (int64_t j = t * perGroup; j < (t + 1) * perGroup; ++j) {
+        Value v = block.codes[j];
+        if (residual)
+          v = arith::AddIOp::create(b, loc, arith::ShLIOp::create(b, loc, v, shift),
+                                    block.residuals[j]);
+        total = total ? arith::AddIOp::create(b, loc, total, v).getResult() : v;
+      }
+      Value sum = arith::SIToFPOp::create(
+          b, loc, f32, vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, total));
+      memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, scale, sum), q.groupSums,
+                              ValueRange{arith::AddIOp::create(b, loc, first, cst(t))});
+    }
   }
 
 public:
   /// What tells this layout from another one of the same rows.
   int64_t layoutKey() const {
-    return ((((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections) * 2 + residual) *
-               2 +
-           rowScaled;
+    return (((((unit * 16 + nibbleGroups) * 2 + withSums) * 2 + withCorrections) * 2 + residual) *
+                 2 +
+             rowScaled) *
+               512 +
+           sumGroup;
   }
 
   /// Empty buffers of this layout (the branch that quantizes nothing).
@@ -1775,12 +1825,15 @@ public:
       q.corrections = alloc(b.getI32Type());
     if (residual)
       q.residuals = alloc(b.getI8Type());
+    if (sumGroup)
+      q.groupSums = alloc(b.getF32Type());
     return q;
   }
 
 private:
   int64_t vw, unit, nibbleGroups;
   bool withSums, withCorrections, residual, rowScaled;
+  int64_t sumGroup;
   Value depth, lanes, units;
 };
 
@@ -2068,10 +2121,26 @@ public:
   /// The depths the decode kernel takes are multiples of this.
   int64_t rowDepthUnit() const { return depthUnit(); }
 
-  /// The row layout the decode kernel reads its activations in.
+  /// The row layout the decode kernel reads its activations in: with
+  /// superblockScaled(), one scale per 256 elements and group sums.
   RowQuantizer rowQuantizer() {
-    return RowQuantizer(b, loc, shape.vectorWidth, unit, nibbles ? nibbleGroups() : 0, offsets,
-                        /*corrections=*/!nibbles && !sdot(), shape.residualDecode, rowScaled);
+    bool whole = superblockScaled();
+    return RowQuantizer(b, loc, shape.vectorWidth, whole ? 256 : unit,
+                        nibbles ? nibbleGroups() : 0, offsets,
+                        /*corrections=*/!nibbles && !sdot(), shape.residualDecode, rowScaled,
+                        whole && offsets ? group : 0);
+  }
+
+  /// Whether the decode kernel's activations take one scale per superblock
+  /// (256 elements, llama.cpp's Q8_K block), so that each superblock's
+  /// weight scales are multiplied by it once and the offsets are applied
+  /// once per superblock from the group sums: per dot product, one
+  /// multiply and (Q4_K, Q5_K) a shuffle and an FMA fewer. The weights'
+  /// scale and offset vector (superblockParams) is then whole vectors.
+  bool superblockScaled() const {
+    int64_t vw = shape.vectorWidth, parts = offsets ? 2 : 1;
+    return superblocks && !rowScaled && (parts * 256 / group) % vw == 0 &&
+           (!offsets || group % vw == 0);
   }
 
   /// A fused op's row quantization for the decode kernel, and this
@@ -2122,8 +2191,12 @@ private:
   /// lanes' scales) + the lanes' activation sums * weight lanes' offsets.
   /// lanesOf(j, d, part) gives column j's scales (part 0) or offsets (1)
   /// for the lanes of dot d.
+  /// With `rowLanes` (superblockScaled), rowLanes(i, j, d) is row i's and
+  /// column j's whole multiplier of dot d's lanes (the activation scale
+  /// included) and there are no offsets here.
   SmallVector<Value> rowStep(ArrayRef<Value> r, ArrayRef<Value> q, Value k0, ValueRange accs,
-                             function_ref<Value(int64_t, int64_t, int64_t)> lanesOf) {
+                             function_ref<Value(int64_t, int64_t, int64_t)> lanesOf,
+                             function_ref<Value(int64_t, int64_t, int64_t)> rowLanes = {}) {
     int64_t vw = dotLanes, tm = r.size(), tn = q.size(), dots = dotsPerStep();
     auto iVec = VectorType::get({vw}, b.getI32Type()), fVec = VectorType::get({vw}, b.getF32Type());
     prefetchNextTile(q, tn, arith::DivUIOp::create(b, loc, k0, cst(group)), k0, rowStepElems());
@@ -2139,8 +2212,9 @@ private:
         Value pos = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, row, depth), at);
         acts.push_back(vector::LoadOp::create(b, loc, byteVec, rowCodes.codes, ValueRange{pos}));
         Value lane = arith::DivUIOp::create(b, loc, pos, cst(4));
-        ss.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.scales, ValueRange{lane}));
-        if (offsets)
+        if (!rowLanes)
+          ss.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.scales, ValueRange{lane}));
+        if (offsets && !rowLanes)
           ms.push_back(vector::LoadOp::create(b, loc, fVec, rowCodes.sums, ValueRange{lane}));
         cs.push_back(rowCodes.corrections
                          ? vector::LoadOp::create(b, loc, iVec, rowCodes.corrections,
@@ -2157,8 +2231,8 @@ private:
     for (auto [j, col] : llvm::enumerate(q)) {
       SmallVector<Value> ws = weightDots(col, k0);
       for (int64_t d = 0; d < dots; ++d) {
-        Value scale = lanesOf(j, d, 0);
-        Value offset = offsets ? lanesOf(j, d, 1) : Value();
+        Value scale = rowLanes ? Value() : lanesOf(j, d, 0);
+        Value offset = offsets && !rowLanes ? lanesOf(j, d, 1) : Value();
         for (int64_t i = 0; i < tm; ++i) {
           int64_t id = i * dots + d;
           Value sum = dot(cs[id], ws[d], acts[id]);
@@ -2168,6 +2242,10 @@ private:
             sum = dot(arith::ShLIOp::create(b, loc, sum, shift), ws[d], rests[id]);
           Value p = arith::SIToFPOp::create(b, loc, fVec, sum);
           Value &acc = next[i * tn + j];
+          if (rowLanes) {
+            acc = vector::FMAOp::create(b, loc, p, rowLanes(i, j, d), acc);
+            continue;
+          }
           acc = vector::FMAOp::create(b, loc, p, arith::MulFOp::create(b, loc, ss[id], scale), acc);
           if (offsets)
             acc = vector::FMAOp::create(b, loc, offset, ms[id], acc);
@@ -2201,15 +2279,31 @@ private:
             for (Value col : q)
               params.push_back(superblockParams(col, sb));
             SmallVector<Value> current(accs.begin(), accs.end());
+            // superblockScaled: per row and column, the weights' scales
+            // times the row's activation scale, and the offsets applied.
+            SmallVector<Value> scaled;
+            if (superblockScaled())
+              scaled = scaleSuperblock(r, params, sb, current);
+            auto lanes = [&](Value v, int64_t s, int64_t d) {
+              SmallVector<int64_t> mask;
+              for (int64_t l = 0; l < vw; ++l)
+                mask.push_back(s * perStep + groupOfLane(d, l));
+              return vector::ShuffleOp::create(b, loc, v, v, mask).getResult();
+            };
             for (int64_t s = 0; s < 256 / step; ++s) {
               Value k0 = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, sb, cst(256)),
                                                cst(s * step));
-              current = rowStep(r, q, k0, current, [&](int64_t j, int64_t d, int64_t part) {
+              auto lanesOf = [&](int64_t j, int64_t d, int64_t part) {
                 SmallVector<int64_t> mask;
                 for (int64_t l = 0; l < vw; ++l)
                   mask.push_back(s * perStep + groupOfLane(d, l) + part * perBlock);
                 return vector::ShuffleOp::create(b, loc, params[j], params[j], mask).getResult();
-              });
+              };
+              auto rowLanes = [&](int64_t i, int64_t j, int64_t d) {
+                return lanes(scaled[i * q.size() + j], s, d);
+              };
+              current = scaled.empty() ? rowStep(r, q, k0, current, lanesOf)
+                                       : rowStep(r, q, k0, current, lanesOf, rowLanes);
             }
             scf::YieldOp::create(b, loc, current);
           });
@@ -2254,6 +2348,61 @@ private:
       extra.assign(tail.getResults().begin(), tail.getResults().end());
     }
     addRowSums(c, r, n0, rowSums, extra);
+  }
+
+  /// superblockScaled's work once per superblock `sb`: per row i and column
+  /// j, params[j] (superblockParams) times row i's activation scale of the
+  /// superblock (returned, [i * tn + j]); and with offsets, the offsets
+  /// times the row's group sums added to accs[i * tn + j] (the lanes of
+  /// the scales' half multiply zeros): one FMA per vector of params.
+  SmallVector<Value> scaleSuperblock(ArrayRef<Value> r, ArrayRef<Value> params, Value sb,
+                                     SmallVector<Value> &accs) {
+    int64_t vw = shape.vectorWidth, perBlock = 256 / group;
+    auto paramType = cast<VectorType>(params.front().getType());
+    int64_t lanes = paramType.getNumElements();
+    auto f32 = b.getF32Type();
+    SmallVector<Value> scaled;
+    for (Value local : r) {
+      Value row = arith::AddIOp::create(b, loc, local, rowBase);
+      // Lane sb * 64 of the row: its superblock's scale.
+      Value at = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, row, arith::DivUIOp::create(b, loc, depth, cst(4))),
+          arith::MulIOp::create(b, loc, sb, cst(64)));
+      Value scale = vector::BroadcastOp::create(
+          b, loc, paramType, memref::LoadOp::create(b, loc, rowCodes.scales, ValueRange{at}));
+      Value sums;
+      if (offsets) {
+        Value first = arith::AddIOp::create(
+            b, loc,
+            arith::MulIOp::create(b, loc, row, arith::DivUIOp::create(b, loc, depth, cst(group))),
+            arith::MulIOp::create(b, loc, sb, cst(perBlock)));
+        auto sumType = VectorType::get({perBlock}, f32);
+        Value groupSums = vector::LoadOp::create(b, loc, sumType, rowCodes.groupSums,
+                                                 ValueRange{first});
+        // [zeros for the scales' lanes, the group sums for the offsets'].
+        SmallVector<int64_t> mask;
+        for (int64_t l = 0; l < lanes; ++l)
+          mask.push_back(l);
+        Value zeros = arith::ConstantOp::create(b, loc, sumType, b.getZeroAttr(sumType));
+        sums = vector::ShuffleOp::create(b, loc, zeros, groupSums, mask);
+      }
+      for (auto [j, p] : llvm::enumerate(params)) {
+        scaled.push_back(arith::MulFOp::create(b, loc, p, scale));
+        if (!offsets)
+          continue;
+        Value &acc = accs[scaled.size() - 1];
+        for (int64_t c = 0; c < lanes / vw; ++c) {
+          SmallVector<int64_t> part;
+          for (int64_t l = 0; l < vw; ++l)
+            part.push_back(c * vw + l);
+          auto slice = [&](Value v) {
+            return lanes == vw ? v : vector::ShuffleOp::create(b, loc, v, v, part).getResult();
+          };
+          acc = vector::FMAOp::create(b, loc, slice(p), slice(sums), acc);
+        }
+      }
+    }
+    return scaled;
   }
 
   /// rowStep at element k0 for per-group scales: each dot's lanes take
