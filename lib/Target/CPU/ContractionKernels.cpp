@@ -2032,8 +2032,17 @@ private:
   /// (dotLanes: the vector width, or 8 for the tail step of a depth of odd
   /// 32s at 16 lanes.)
   int64_t dotCodes() const { return 4 * dotLanes; }
+  /// Nibble groups of 32 one step loads: one dot's codes (64 at 16 lanes
+  /// from 32 bytes, low nibbles then high), and at 16 lanes over
+  /// superblocks (depths of whole 256s, no tail step) 4: one 64-byte load
+  /// whose low and high nibbles are two dots whose lanes lie in the same
+  /// groups, so they share their lane scales.
   int64_t nibbleGroups() const {
-    return nibbles ? std::max<int64_t>(1, dotCodes() / 32) : 0;
+    if (!nibbles)
+      return 0;
+    if (superblocks && dotLanes == 16)
+      return 4;
+    return std::max<int64_t>(1, dotCodes() / 32);
   }
   int64_t rowStepElems() const { return nibbles ? 32 * nibbleGroups() : dotCodes(); }
   int64_t dotsPerStep() const { return rowStepElems() / dotCodes(); }
@@ -2199,7 +2208,8 @@ private:
                              function_ref<Value(int64_t, int64_t, int64_t)> rowLanes = {}) {
     int64_t vw = dotLanes, tm = r.size(), tn = q.size(), dots = dotsPerStep();
     auto iVec = VectorType::get({vw}, b.getI32Type()), fVec = VectorType::get({vw}, b.getF32Type());
-    prefetchNextTile(q, tn, arith::DivUIOp::create(b, loc, k0, cst(group)), k0, rowStepElems());
+    prefetchNextTile(q, tn, arith::DivUIOp::create(b, loc, k0, cst(group)), k0, rowStepElems(),
+                     /*scalesToo=*/stepScales);
     Value zeroI = arith::ConstantOp::create(b, loc, iVec, b.getZeroAttr(iVec));
     // Per row and dot: codes, lane scales, lane sums, corrections, and
     // residual codes where there are.
@@ -2302,8 +2312,12 @@ private:
               auto rowLanes = [&](int64_t i, int64_t j, int64_t d) {
                 return lanes(scaled[i * q.size() + j], s, d);
               };
+              // A superblock's scales are one line per row: prefetched by
+              // its first step only.
+              stepScales = s == 0;
               current = scaled.empty() ? rowStep(r, q, k0, current, lanesOf)
                                        : rowStep(r, q, k0, current, lanesOf, rowLanes);
+              stepScales = true;
             }
             scf::YieldOp::create(b, loc, current);
           });
@@ -3182,6 +3196,8 @@ private:
   // The decode kernel's quantized rows, and the lanes of its dot products
   // (the vector width but in a tail step).
   RowCodes rowCodes;
+  /// Whether the row kernel's step prefetches the next tile's scales too.
+  bool stepScales = true;
   int64_t dotLanes = 0;
   // The first of this kernel's rows in rowCodes, and a fused op's
   // quantization with this kernel's first row in it.
