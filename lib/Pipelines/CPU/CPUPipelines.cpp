@@ -27,6 +27,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
     shape.amx = kernels.amx;
     shape.int8Decode = kernels.int8Decode;
     shape.int8DecodeBits = kernels.int8DecodeBits;
+    shape.prefetchBytes = kernels.prefetchBytes;
     pm.addPass(createCPUContractionKernelsPass(shape));
     if (kernels.amx)
       pm.addPass(createCPULowerAMXPass());

@@ -312,6 +312,8 @@ struct KernelShape {
   /// The decode kernel's int8 activations carry residual codes (16-bit
   /// activations: RowCodes).
   bool residualDecode = false;
+  /// Bytes of weights ahead the packed decode tiles prefetch (whole tiles).
+  int64_t prefetchBytes = 4096;
 };
 
 /// The cache level the weight kernels' software prefetches fill at 8 and
@@ -2237,28 +2239,46 @@ private:
       }
     Value shift = arith::ConstantOp::create(
         b, loc, iVec, DenseElementsAttr::get(iVec, int32_t(llvm::Log2_64(kResidualSteps))));
+    // Where every lane of the step's dots lies in the same group in each
+    // dot (nibbles: a step's low and high halves of the same groups), the
+    // dots' i32 sums add before one conversion and one scaling: lanes are
+    // sums of up to 2 * 4 * 15 * (127 * 128 + 64) in i32.
+    bool merged = nibbles && dots > 1;
+    for (int64_t d = 1; d < dots && merged; ++d)
+      for (int64_t l = 0; l < vw; ++l)
+        merged &= groupOfLane(d, l) == groupOfLane(0, l);
+    int64_t sets = merged ? 1 : dots, perSet = merged ? dots : 1;
     SmallVector<Value> next(accs.begin(), accs.end());
     for (auto [j, col] : llvm::enumerate(q)) {
       SmallVector<Value> ws = weightDots(col, k0);
-      for (int64_t d = 0; d < dots; ++d) {
-        Value scale = rowLanes ? Value() : lanesOf(j, d, 0);
-        Value offset = offsets && !rowLanes ? lanesOf(j, d, 1) : Value();
+      for (int64_t set = 0; set < sets; ++set) {
+        int64_t d0 = set * perSet;
+        Value scale = rowLanes ? Value() : lanesOf(j, d0, 0);
+        Value offset = offsets && !rowLanes ? lanesOf(j, d0, 1) : Value();
         for (int64_t i = 0; i < tm; ++i) {
-          int64_t id = i * dots + d;
-          Value sum = dot(cs[id], ws[d], acts[id]);
+          Value sum = cs[i * dots + d0];
+          for (int64_t d = d0; d < d0 + perSet; ++d)
+            sum = dot(sum, ws[d], acts[i * dots + d]);
           // 128 * the codes' product + the residuals' (exact in i32:
-          // |dot| <= 4 * 128 * 127 per lane).
-          if (!rests.empty())
-            sum = dot(arith::ShLIOp::create(b, loc, sum, shift), ws[d], rests[id]);
+          // |dot| <= 4 * 128 * 127 per lane and dot).
+          if (!rests.empty()) {
+            sum = arith::ShLIOp::create(b, loc, sum, shift);
+            for (int64_t d = d0; d < d0 + perSet; ++d)
+              sum = dot(sum, ws[d], rests[i * dots + d]);
+          }
           Value p = arith::SIToFPOp::create(b, loc, fVec, sum);
           Value &acc = next[i * tn + j];
           if (rowLanes) {
-            acc = vector::FMAOp::create(b, loc, p, rowLanes(i, j, d), acc);
+            acc = vector::FMAOp::create(b, loc, p, rowLanes(i, j, d0), acc);
             continue;
           }
-          acc = vector::FMAOp::create(b, loc, p, arith::MulFOp::create(b, loc, ss[id], scale), acc);
+          // Merged dots' lanes have the same activation blocks: equal
+          // lane scales.
+          acc = vector::FMAOp::create(
+              b, loc, p, arith::MulFOp::create(b, loc, ss[i * dots + d0], scale), acc);
           if (offsets)
-            acc = vector::FMAOp::create(b, loc, offset, ms[id], acc);
+            for (int64_t d = d0; d < d0 + perSet; ++d)
+              acc = vector::FMAOp::create(b, loc, offset, ms[i * dots + d], acc);
         }
       }
     }
@@ -2849,10 +2869,13 @@ private:
       int64_t perByte = nibbles ? 2 : 1; // elements per stored byte
       int64_t stepBytes = tn * stepElems / perByte;
       int64_t tileBytes = tn * rowBytes;
-      // About 4 KB on: two tiles for a Q4_K tile of 4 rows of 1024 (2 KB),
-      // measured no faster further on, slower at 4 and 8 (the lines are
-      // evicted before their turn); the next for tiles of 4 KB or more.
-      int64_t ahead = std::clamp<int64_t>(llvm::divideCeil(4096, tileBytes), 1, 8);
+      // prefetchBytes on, in whole tiles (at least the next). 4 KB: two
+      // tiles for a Q4_K tile of 4 rows of 1024 (2 KB); on the Intel VMs
+      // measured no faster further on, slower at 4 and 8 tiles (the lines
+      // evicted before their turn). On a Zen 4 VM 8 KB was best: Q4_K_M
+      // decode +4%, Q8_0 +10-11%, 12 and 16 KB slower again.
+      int64_t ahead =
+          std::clamp<int64_t>(llvm::divideCeil(shape.prefetchBytes, tileBytes), 1, 8);
       // The byte of the later span where this step's share begins.
       Value from = arith::AddIOp::create(
           b, loc,
@@ -3257,7 +3280,8 @@ struct CPUContractionKernelsPass
                                 "and a vector width of 16 f32 lanes (AVX-512)");
       return signalPassFailure();
     }
-    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, amx, int8DecodeBits == 16};
+    KernelShape shape{vectorWidth, tileM, tileN, blockN, bf16Dot, amx, int8DecodeBits == 16,
+                      prefetchBytes};
     SmallVector<std::pair<linalg::GenericOp, Form>> matched;
     getOperation()->walk([&](linalg::GenericOp op) {
       if (!op->hasAttr(moir::attrs::parallelName()) && !op->hasAttr(moir::attrs::kernelName()))

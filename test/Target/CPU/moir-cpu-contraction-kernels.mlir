@@ -10,6 +10,7 @@
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all int8-decode-bits=16" -split-input-file | FileCheck %s --check-prefix=BITS16
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="int8-dot=true int8-decode=all int8-decode-bits=12" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADBITS
 // BADBITS: int8-decode-bits must be 8 or 16, not 12
+// RUN: moir-opt %s -moir-cpu-contraction-kernels="vector-width=8 tile-m=2 tile-n=3 block-n=6 prefetch-bytes=192" -split-input-file | FileCheck %s --check-prefix=PF
 // RUN: moir-opt %s -moir-cpu-contraction-kernels="bf16-dot=true amx=true" -split-input-file | FileCheck %s --check-prefix=AMX
 // RUN: not moir-opt %s -moir-cpu-contraction-kernels="amx=true" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADAMX
 // BADAMX: amx needs bf16-dot or int8-dot and a vector width of 16 f32 lanes
@@ -410,6 +411,13 @@ func.func @int8_rows(%x: memref<?x64xf32>, %w: memref<32x64xi8>, %y: memref<?x32
 // CHECK: memref.prefetch %arg1[%{{.*}}, %{{.*}}], read, locality<2>, data : memref<30x32xi8>
 // CHECK-NOT: memref.prefetch
 // CHECK-COUNT-6: memref.load %arg2[{{.*}}] : memref<30x2x2xf32>
+// With prefetch-bytes=192 (--cpu-prefetch-distance) the codes are prefetched
+// 2 tiles (6 rows) on instead.
+// PF-LABEL: func.func @packed_u4
+// PF: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// PF: %[[FIRST:.*]] = arith.addi %{{.*}}, %c6{{.*}} : index
+// PF-NEXT: %{{.*}} = arith.constant 32 : index
+// PF-NEXT: %{{.*}} = arith.muli %[[FIRST]], %{{.*}} : index
 // CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-2: vector.load %arg0{{.*}} : memref<?x64xf32>, vector<8xf32>
 // CHECK: vector.load %arg1{{.*}} : memref<30x32xi8>, vector<8xi8>

@@ -50,6 +50,9 @@ struct KernelOptions {
   /// Those decode activations as one int8 code per element (8) or with a
   /// second one holding its rounding error (16).
   int64_t int8DecodeBits = 8;
+  /// Bytes of weights ahead that the packed weights' decode kernels
+  /// prefetch (in whole tiles; --cpu-prefetch-distance).
+  int64_t prefetchBytes = 4096;
   /// false: contractions keep plain loops (LLVM vectorizes their k
   /// reductions); the reference the kernels are checked against.
   bool enabled = true;

@@ -181,6 +181,9 @@ def CPUContractionKernelsPass : Pass<"moir-cpu-contraction-kernels"> {
            "llama.cpp's Q8 activations) or 16 (a second int8 code per element holding the "
            "first's rounding error in 128ths of a step: a second dot product per weight "
            "vector)">,
+    Option<"prefetchBytes", "prefetch-bytes", "int64_t", /*default=*/"4096",
+           "bytes of weights ahead that the packed weights' decode tiles prefetch, in "
+           "whole tiles (1 to 8 of them)">,
   ];
   let dependentDialects = [
     "::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",

@@ -31,6 +31,11 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
   if (options.cpu.int8DecodeBits != 8 && options.cpu.int8DecodeBits != 16)
     return llvm::createStringError("--cpu-int8-decode-bits must be 8 or 16, not " +
                                    std::to_string(options.cpu.int8DecodeBits));
+  int64_t distance = options.cpu.prefetchDistance;
+  if (distance != 0 && (distance < 1024 || distance > 65536))
+    return llvm::createStringError("--cpu-prefetch-distance must be 0 (by CPU) or 1024 to 65536 "
+                                   "bytes, not " +
+                                   std::to_string(distance));
   Expected<KernelOptions> kernels =
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
@@ -41,6 +46,12 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
     kernels->int8Decode =
         decode != "auto" ? decode.str() : kernels->amxInt8Cores ? "all" : "nibbles";
     kernels->int8DecodeBits = options.cpu.int8DecodeBits;
+    // 0: measured best per CPU. On a 2-core Zen 4 VM, 8 KB ahead against 4
+    // KB: Q8_0 decode +10-11%, Q4_K_M +4%; 12 and 16 KB slower than 8
+    // (bench/RESULTS.md, stop 58). Elsewhere 4 KB, as measured on the Intel
+    // VMs, where 8 KB was slower.
+    kernels->prefetchBytes =
+        distance ? distance : host::resolveCPU(hostOptions(options)) == "znver4" ? 8192 : 4096;
   }
   return kernels;
 }
