@@ -39,9 +39,9 @@ struct KernelOptions {
   /// tiles (AMX-BF16 and AMX-INT8).
   bool amx = false;
   /// The CPU has int8 dot products at 16 lanes and AMX-INT8 (Intel's
-  /// Sapphire Rapids and later), whether or not `amx` uses the tiles: the
-  /// CPUs whose decode measured faster with int8 activations for every
-  /// integer code (--cpu-int8-decode=auto).
+  /// Sapphire Rapids and later), whether or not `amx` uses the tiles: with
+  /// AMD Zen 4, the CPUs whose decode measured faster with int8 activations
+  /// for every integer code (--cpu-int8-decode=auto).
   bool amxInt8Cores = false;
   /// With int8Dot, which packed weights take int8 activations with fewer
   /// than 8 activation rows (decode) too: "none", "nibbles" (4-bit codes)

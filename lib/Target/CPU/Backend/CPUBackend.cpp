@@ -40,18 +40,21 @@ Expected<KernelOptions> kernelOptions(const CompileOptions &options) {
       kernelOptionsFor(hostOptions(options), options.cpu.contractionKernels,
                        options.cpu.bf16Dot, options.cpu.int8Dot, options.cpu.amx);
   // auto: MLIR's kernels' measured best: every integer code on CPUs with
-  // AMX-INT8, 4-bit codes only elsewhere (the Halide kernels' is every
-  // integer code: buildLoweringConfig).
+  // AMX-INT8 and on AMD Zen 4 (whose 512-bit floating-point operations
+  // take two passes: the f32 decode of 8-bit codes is bound by them), 4-bit
+  // codes only elsewhere (the Halide kernels' is every integer code:
+  // buildLoweringConfig).
   if (kernels) {
-    kernels->int8Decode =
-        decode != "auto" ? decode.str() : kernels->amxInt8Cores ? "all" : "nibbles";
+    bool zen4 = host::resolveCPU(hostOptions(options)) == "znver4";
+    kernels->int8Decode = decode != "auto"                        ? decode.str()
+                          : kernels->amxInt8Cores || (zen4 && kernels->int8Dot) ? "all"
+                                                                                : "nibbles";
     kernels->int8DecodeBits = options.cpu.int8DecodeBits;
     // 0: measured best per CPU. On a 2-core Zen 4 VM, 8 KB ahead against 4
     // KB: Q8_0 decode +10-11%, Q4_K_M +4%; 12 and 16 KB slower than 8
     // (bench/RESULTS.md, stop 58). Elsewhere 4 KB, as measured on the Intel
     // VMs, where 8 KB was slower.
-    kernels->prefetchBytes =
-        distance ? distance : host::resolveCPU(hostOptions(options)) == "znver4" ? 8192 : 4096;
+    kernels->prefetchBytes = distance ? distance : zen4 ? 8192 : 4096;
   }
   return kernels;
 }
