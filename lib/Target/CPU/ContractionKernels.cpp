@@ -2069,6 +2069,14 @@ private:
     int64_t p = d * dotCodes() + 4 * l;
     return nibbles ? (p % (16 * nibbleGroups())) / 16 : p / group;
   }
+  /// The group (among a superblock's) of lane l of dot d of the
+  /// superblock's step s. A step of int8 codes may be shorter than a group
+  /// (16 codes at 4 lanes against Q5_K's 32): then several steps share it.
+  int64_t superblockGroupOfLane(int64_t s, int64_t d, int64_t l) const {
+    if (nibbles)
+      return s * groupsPerStep() + groupOfLane(d, l);
+    return (s * rowStepElems() + d * dotCodes() + 4 * l) / group;
+  }
 
   /// Activation rows per decode tile: each row keeps its codes, lane
   /// scales and sums of a step live beside the tile's accumulators.
@@ -2292,7 +2300,7 @@ private:
   /// unrolled); otherwise the step's groups' scales broadcast to their
   /// lanes.
   void rowTile(int64_t tm, int64_t tn, Value m0, Value n0) {
-    int64_t vw = shape.vectorWidth, step = rowStepElems(), perStep = groupsPerStep();
+    int64_t vw = shape.vectorWidth, step = rowStepElems();
     auto fVec = VectorType::get({vw}, b.getF32Type());
     SmallVector<Value> r = indices(m0, tm), q = indices(n0, tn);
     Value zeros = arith::ConstantOp::create(b, loc, fVec, b.getZeroAttr(fVec));
@@ -2317,7 +2325,7 @@ private:
             auto lanes = [&](Value v, int64_t s, int64_t d) {
               SmallVector<int64_t> mask;
               for (int64_t l = 0; l < vw; ++l)
-                mask.push_back(s * perStep + groupOfLane(d, l));
+                mask.push_back(superblockGroupOfLane(s, d, l));
               return vector::ShuffleOp::create(b, loc, v, v, mask).getResult();
             };
             for (int64_t s = 0; s < 256 / step; ++s) {
@@ -2326,7 +2334,7 @@ private:
               auto lanesOf = [&](int64_t j, int64_t d, int64_t part) {
                 SmallVector<int64_t> mask;
                 for (int64_t l = 0; l < vw; ++l)
-                  mask.push_back(s * perStep + groupOfLane(d, l) + part * perBlock);
+                  mask.push_back(superblockGroupOfLane(s, d, l) + part * perBlock);
                 return vector::ShuffleOp::create(b, loc, params[j], params[j], mask).getResult();
               };
               auto rowLanes = [&](int64_t i, int64_t j, int64_t d) {
