@@ -2322,20 +2322,19 @@ private:
             SmallVector<Value> scaled;
             if (superblockScaled())
               scaled = scaleSuperblock(r, params, sb, current);
-            auto lanes = [&](Value v, int64_t s, int64_t d) {
+            // Step s's dot d's lanes of a superblock vector (its groups,
+            // from lane `first` on).
+            auto lanes = [&](Value v, int64_t s, int64_t d, int64_t first = 0) {
               SmallVector<int64_t> mask;
               for (int64_t l = 0; l < vw; ++l)
-                mask.push_back(superblockGroupOfLane(s, d, l));
+                mask.push_back(first + superblockGroupOfLane(s, d, l));
               return vector::ShuffleOp::create(b, loc, v, v, mask).getResult();
             };
             for (int64_t s = 0; s < 256 / step; ++s) {
               Value k0 = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, sb, cst(256)),
                                                cst(s * step));
               auto lanesOf = [&](int64_t j, int64_t d, int64_t part) {
-                SmallVector<int64_t> mask;
-                for (int64_t l = 0; l < vw; ++l)
-                  mask.push_back(superblockGroupOfLane(s, d, l) + part * perBlock);
-                return vector::ShuffleOp::create(b, loc, params[j], params[j], mask).getResult();
+                return lanes(params[j], s, d, part * perBlock);
               };
               auto rowLanes = [&](int64_t i, int64_t j, int64_t d) {
                 return lanes(scaled[i * q.size() + j], s, d);
@@ -2395,8 +2394,9 @@ private:
   /// superblockScaled's work once per superblock `sb`: per row i and column
   /// j, params[j] (superblockParams) times row i's activation scale of the
   /// superblock (returned, [i * tn + j]); and with offsets, the offsets
-  /// times the row's group sums added to accs[i * tn + j] (the lanes of
-  /// the scales' half multiply zeros): one FMA per vector of params.
+  /// times the row's group sums added to accs[i * tn + j]: one FMA per
+  /// vector of params that holds offsets (the lanes of the scales' half
+  /// multiply zeros).
   SmallVector<Value> scaleSuperblock(ArrayRef<Value> r, ArrayRef<Value> params, Value sb,
                                      SmallVector<Value> &accs) {
     int64_t vw = shape.vectorWidth, perBlock = 256 / group;
@@ -2433,7 +2433,7 @@ private:
         if (!offsets)
           continue;
         Value &acc = accs[scaled.size() - 1];
-        for (int64_t c = 0; c < lanes / vw; ++c) {
+        for (int64_t c = perBlock / vw; c < lanes / vw; ++c) {
           SmallVector<int64_t> part;
           for (int64_t l = 0; l < vw; ++l)
             part.push_back(c * vw + l);
