@@ -75,6 +75,17 @@
 // DOT: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
 // DOT: vector.bitcast {{.*}} : vector<16xbf16> to vector<8xi32>
 // DOT: memref.store %c0_i32, %[[PAIRS]]
+// A first or last group holding fewer than half a group (8) of the product's
+// rows: those rows take the lane-sum kernel on their own rows and outputs
+// (here the first group is whole; 37 rows would end with 5 of a group).
+// DOT: %[[SHORT:.*]] = arith.cmpi ult, %{{.*}}, %c8
+// DOT: scf.if
+// DOT: memref.subview %arg0[{{.*}}] : memref<?x100xf32> to memref<?x100xf32, strided<[100, 1], offset: ?>>
+// DOT: memref.subview %arg2[{{.*}}] : memref<?x30xf32> to memref<?x30xf32, strided<[30, 1], offset: ?>>
+// DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// DOT: scf.if
+// DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
+// The other rows, whole groups between them, take the broadcast kernel.
 // DOT: scf.parallel
 // DOT: iter_args({{[^)]*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
 // DOT-COUNT-2: vector.load %[[PAIRS]]{{.*}} : memref<?xi32>, vector<16xi32>
@@ -85,7 +96,7 @@
 // DOT-COUNT-24: vector.shuffle {{.*}} : vector<16xf32>, vector<16xf32>
 // DOT: vector.shuffle {{.*}} [0, 1, 2, 3, 4, 5, 6, 7] : vector<16xf32>, vector<16xf32>
 // DOT: scf.if
-// DOT: vector.store {{.*}}, %arg2{{.*}} : memref<?x30xf32>, vector<8xf32>
+// DOT: vector.store {{.*}}, %subview{{.*}} : memref<?x30xf32, strided<[30, 1], offset: ?>>, vector<8xf32>
 // DOT: memref.dealloc %[[PAIRS]]
 // DOT: } else {
 // Fewer rows (decode): the lane-sum kernel. The activations are rounded to
@@ -739,7 +750,7 @@ func.func @hoisted_rows_i8(%n: index, %m: index, %d: memref<30x64xi8>, %s: memre
 // AMX: scf.yield
 // AMX-COUNT-4: amx.tile_store %[[SUMS]][{{.*}}], {{.*}}, %c16{{.*}} : memref<1024xf32>, !amx.tile<16x16xf32>
 // AMX-COUNT-16: vector.load %[[SUMS]][{{.*}}] : memref<1024xf32>, vector<16xf32>
-// AMX: vector.store {{.*}}, %arg2{{.*}} : memref<?x48xf32>, vector<16xf32>
+// AMX: vector.store {{.*}}, %subview{{.*}} : memref<?x48xf32, strided<[48, 1], offset: ?>>, vector<16xf32>
 // AMX: memref.dealloc %[[SUMS]]
 // Fewer rows (decode): the lane-sum kernel, as without amx.
 // AMX: } else {
