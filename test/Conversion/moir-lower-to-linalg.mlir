@@ -17,12 +17,22 @@ func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xbf16>, %b: tensor<32xf3
 // -----
 
 // llm.rope: inverse frequencies computed at compile time (theta 10000, dim
-// 4: 1 and 0.01), cos/sin of position * frequency, rotate_half pairing.
+// 4: 1 and 0.01); cos and sin of position * frequency once per token and
+// frequency ([tokens, 2] tables, parallel over tokens); then the rotation
+// (rotate_half pairing) over each token's heads' elements as one dimension,
+// parallel over tokens, reading the tables.
 // CHECK-LABEL: func.func @rope
 // CHECK: arith.constant dense<[1.000000e+00, 0.00999999977]> : tensor<2xf32>
-// CHECK: linalg.generic
+// CHECK: %[[COS:.*]] = linalg.generic {{.*}} ins(%arg1 : tensor<?xi64>) outs({{.*}} : tensor<?x2xf32>) attrs = {moir.parallel}
 // CHECK: math.cos
+// CHECK: %[[SIN:.*]] = linalg.generic {{.*}} ins(%arg1 : tensor<?xi64>) outs({{.*}} : tensor<?x2xf32>) attrs = {moir.parallel}
 // CHECK: math.sin
+// CHECK: %[[ROWS:.*]] = tensor.collapse_shape %arg0 {{\[}}[0], [1, 2]] : tensor<?x2x4xf32> into tensor<?x8xf32>
+// CHECK: linalg.generic {{.*}} ins(%[[ROWS]] : tensor<?x8xf32>) {{.*}} attrs = {moir.parallel}
+// CHECK-NOT: math.cos
+// CHECK: tensor.extract %[[COS]]
+// CHECK: tensor.extract %[[SIN]]
+// CHECK: tensor.expand_shape {{.*}} : tensor<?x8xf32> into tensor<?x2x4xf32>
 func.func @rope(%x: tensor<?x2x4xf32>, %p: tensor<?xi64>) -> tensor<?x2x4xf32> {
   %r = llm.rope %x, %p with <theta = 1.0e4, dim = 4> : tensor<?x2x4xf32>, tensor<?xi64>
   return %r : tensor<?x2x4xf32>

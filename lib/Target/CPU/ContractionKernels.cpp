@@ -334,6 +334,64 @@ class LoopBuilder {
 protected:
   LoopBuilder(OpBuilder &b, Location loc) : b(b), loc(loc) {}
 
+  /// Rows [r0, r0 + count) of the 2-D buffer `v`.
+  Value rowSlice(Value v, Value r0, Value count) {
+    OpFoldResult width = memref::getMixedSize(b, loc, v, 1);
+    return memref::SubViewOp::create(b, loc, v, ArrayRef<OpFoldResult>{r0, b.getIndexAttr(0)},
+                                     ArrayRef<OpFoldResult>{count, width},
+                                     ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+  }
+
+  /// For a product over rows [first, first + rows) of activations laid out
+  /// in groups of `vw` rows (one per lane; at least a group of rows): its
+  /// rows [0, start) where its first group holds fewer than half a group of
+  /// them (else start = 0), and [end, rows) where its last group does (else
+  /// end = rows). Rows [start, end) are whole groups or at least half of
+  /// one at either end.
+  struct ShortGroups {
+    Value start, end;
+  };
+  ShortGroups shortGroups(Value first, Value rows, int64_t vw) {
+    Value zero = cst(0), half = cst(vw / 2);
+    auto ult = [&](Value x, Value y) {
+      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y).getResult();
+    };
+    auto shortOf = [&](Value count) {
+      return arith::AndIOp::create(b, loc, ult(zero, count), ult(count, half)).getResult();
+    };
+    Value headRows = arith::MinUIOp::create(
+        b, loc,
+        arith::RemUIOp::create(
+            b, loc, arith::SubIOp::create(b, loc, cst(vw), arith::RemUIOp::create(b, loc, first, cst(vw))),
+            cst(vw)),
+        rows);
+    Value tailRows = arith::RemUIOp::create(b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
+    ShortGroups s;
+    s.start = arith::SelectOp::create(b, loc, shortOf(headRows), headRows, zero);
+    s.end = arith::SelectOp::create(b, loc, shortOf(tailRows),
+                                    arith::SubIOp::create(b, loc, rows, tailRows), rows);
+    return s;
+  }
+
+  /// body(r0, count) for the short first group's rows [0, start) and the
+  /// short last group's [end, rows), where there are any: one loop of two
+  /// steps, so the body's kernel is built once.
+  void forShortGroups(const ShortGroups &s, Value rows,
+                      llvm::function_ref<void(Value, Value)> body) {
+    forLoop(cst(0), cst(2), cst(1), [&](Value step) {
+      Value last = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, step, cst(1));
+      Value r0 = arith::SelectOp::create(b, loc, last, s.end, cst(0));
+      Value count = arith::SelectOp::create(b, loc, last, arith::SubIOp::create(b, loc, rows, s.end),
+                                            s.start);
+      auto any = scf::IfOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, count, cst(0)),
+          /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(any.thenBlock());
+      body(r0, count);
+    });
+  }
+
   Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
   /// start, start + step, ..., start + (count - 1) * step: a tile's rows or
@@ -891,14 +949,6 @@ public:
   }
 
 private:
-  /// Rows [r0, r0 + count) of the 2-D buffer `v`.
-  Value rowSlice(Value v, Value r0, Value count) {
-    OpFoldResult width = memref::getMixedSize(b, loc, v, 1);
-    return memref::SubViewOp::create(b, loc, v, ArrayRef<OpFoldResult>{r0, b.getIndexAttr(0)},
-                                     ArrayRef<OpFoldResult>{count, width},
-                                     ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
-  }
-
   /// The broadcast kernel over this product's rows, which are rows
   /// [first, first + rows) of `paired` (at least a group of them). A group
   /// computes all its lanes, so where the product's first or last group
@@ -907,40 +957,18 @@ private:
   /// in the rows they share (at 512 prompt tokens over 8 experts, 10% of
   /// the lanes the broadcast kernel computed were other experts' rows).
   void sweepPaired(Value paired, Value first, bool parallel) {
-    int64_t vw = shape.vectorWidth;
-    Value zero = cst(0), half = cst(vw / 2);
-    auto ult = [&](Value x, Value y) {
-      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, x, y).getResult();
-    };
-    auto partial = [&](Value count) {
-      return arith::AndIOp::create(b, loc, ult(zero, count), ult(count, half)).getResult();
-    };
-    // The first group's rows of this product, and the last group's.
-    Value head = arith::MinUIOp::create(
-        b, loc,
-        arith::RemUIOp::create(
-            b, loc, arith::SubIOp::create(b, loc, cst(vw), arith::RemUIOp::create(b, loc, first, cst(vw))),
-            cst(vw)),
-        rows);
-    Value tail = arith::RemUIOp::create(b, loc, arith::AddIOp::create(b, loc, first, rows), cst(vw));
-    Value laneHead = partial(head), laneTail = partial(tail);
-    Value start = arith::SelectOp::create(b, loc, laneHead, head, zero);
-    Value end = arith::SelectOp::create(b, loc, laneTail, arith::SubIOp::create(b, loc, rows, tail), rows);
-    laneSumsOver(laneHead, zero, start, parallel);
-    laneSumsOver(laneTail, end, arith::SubIOp::create(b, loc, rows, end), parallel);
+    ShortGroups s = shortGroups(first, rows, shape.vectorWidth);
+    forShortGroups(s, rows, [&](Value r0, Value count) { laneSumsOn(r0, count, parallel); });
     Value allRows = rows, allC = c;
-    rows = arith::SubIOp::create(b, loc, end, start);
-    c = rowSlice(allC, start, rows);
-    pairSweep(paired, arith::AddIOp::create(b, loc, first, start), parallel);
+    rows = arith::SubIOp::create(b, loc, s.end, s.start);
+    c = rowSlice(allC, s.start, rows);
+    pairSweep(paired, arith::AddIOp::create(b, loc, first, s.start), parallel);
     rows = allRows;
     c = allC;
   }
 
-  /// Where `cond` holds, the lane-sum kernel over rows [r0, r0 + count).
-  void laneSumsOver(Value cond, Value r0, Value count, bool parallel) {
-    auto branch = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(branch.thenBlock());
+  /// The lane-sum kernel over rows [r0, r0 + count).
+  void laneSumsOn(Value r0, Value count, bool parallel) {
     KernelBuilder part(b, loc, rowSlice(a, r0, count), w, rowSlice(c, r0, count), shape,
                        /*precise=*/!dot);
     part.rows = count;

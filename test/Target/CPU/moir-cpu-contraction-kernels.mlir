@@ -76,16 +76,16 @@
 // DOT: vector.bitcast {{.*}} : vector<16xbf16> to vector<8xi32>
 // DOT: memref.store %c0_i32, %[[PAIRS]]
 // A first or last group holding fewer than half a group (8) of the product's
-// rows: those rows take the lane-sum kernel on their own rows and outputs
-// (here the first group is whole; 37 rows would end with 5 of a group).
-// DOT: %[[SHORT:.*]] = arith.cmpi ult, %{{.*}}, %c8
-// DOT: scf.if
+// rows: those rows take the lane-sum kernel on their own rows and outputs, in
+// a loop over the two ends (here the first group is whole; 37 rows would end
+// with 5 of a group).
+// DOT: arith.cmpi ult, %{{.*}}, %c8
+// DOT: scf.for %{{.*}} = %c0{{.*}} to %c2
 // DOT: memref.subview %arg0[{{.*}}] : memref<?x100xf32> to memref<?x100xf32, strided<[100, 1], offset: ?>>
 // DOT: memref.subview %arg2[{{.*}}] : memref<?x30xf32> to memref<?x30xf32, strided<[30, 1], offset: ?>>
 // DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
-// DOT: scf.if
-// DOT: x86vector.avx512.dot {{.*}} : vector<32xbf16> -> vector<16xf32>
 // The other rows, whole groups between them, take the broadcast kernel.
+// DOT: memref.subview %arg2[{{.*}}] : memref<?x30xf32> to memref<?x30xf32, strided<[30, 1], offset: ?>>
 // DOT: scf.parallel
 // DOT: iter_args({{[^)]*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
 // DOT-COUNT-2: vector.load %[[PAIRS]]{{.*}} : memref<?xi32>, vector<16xi32>
