@@ -16,6 +16,24 @@ func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xbf16>, %b: tensor<32xf3
 
 // -----
 
+// llm.rms_norm over [tokens, hidden]: the sum of squares and the scaling,
+// both marked for the thread pool (parallel over tokens); over [tokens,
+// heads, dim] (per-head norms) neither is.
+// CHECK-LABEL: func.func @rms_norm
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%arg0 : tensor<?x64xf32>) {{.*}} attrs = {moir.parallel}
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]} {{.*}} attrs = {moir.parallel}
+// CHECK: math.rsqrt
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%arg2 : tensor<?x4x16xf32>)
+// CHECK-NOT: moir.parallel
+// CHECK: return
+func.func @rms_norm(%x: tensor<?x64xf32>, %w: tensor<64xf32>, %h: tensor<?x4x16xf32>, %hw: tensor<16xf32>) -> (tensor<?x64xf32>, tensor<?x4x16xf32>) {
+  %y = llm.rms_norm %x, %w epsilon = 1.0e-6 : tensor<?x64xf32>, tensor<64xf32>
+  %z = llm.rms_norm %h, %hw epsilon = 1.0e-6 : tensor<?x4x16xf32>, tensor<16xf32>
+  return %y, %z : tensor<?x64xf32>, tensor<?x4x16xf32>
+}
+
+// -----
+
 // llm.rope: inverse frequencies computed at compile time (theta 10000, dim
 // 4: 1 and 0.01); cos and sin of position * frequency once per token and
 // frequency ([tokens, 2] tables, parallel over tokens); then the rotation
