@@ -318,74 +318,49 @@ struct LowerRope : OpRewritePattern<llm::RopeOp> {
     Value cosT = table(true), sinT = table(false);
     // The heads' elements as one dimension, so that the work items are
     // tokens (a decode step's one token is no fork).
-    int64_t heads = xType.getDimSize(1), headDim = xType.getDimSize(2);
-    bool flat = !ShapedType::isDynamic(heads) && !ShapedType::isDynamic(headDim);
-    Value rows = x;
-    if (flat)
-      rows = tensor::CollapseShapeOp::create(b, loc, x, ArrayRef<ReassociationIndices>{{0}, {1, 2}});
-    auto element = [&](OpBuilder &b, Location loc, Value v, Value ti, Value hi, Value di) -> Value {
-      Value cHalf = indexConst(b, loc, half), cDim = indexConst(b, loc, dim);
-      Value inRot = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cDim);
-      // Frequency index, partner element and the sign of its term.
-      Value freqIdx, partner, firstOfPair;
-      if (interleaved) {
-        freqIdx = arith::DivUIOp::create(b, loc, di, indexConst(b, loc, 2));
-        partner = arith::XOrIOp::create(b, loc, di, indexConst(b, loc, 1));
-        Value odd = arith::AndIOp::create(b, loc, di, indexConst(b, loc, 1));
-        firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, odd, indexConst(b, loc, 0));
-      } else {
-        firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cHalf);
-        Value lower = arith::SubIOp::create(b, loc, di, cHalf);
-        freqIdx = arith::SelectOp::create(b, loc, firstOfPair, di, lower);
-        partner = arith::SelectOp::create(b, loc, firstOfPair,
-                                          arith::AddIOp::create(b, loc, di, cHalf), lower);
-      }
-      // Outside the rotated dimensions these indices are unused; keep
-      // them in range.
-      freqIdx = arith::SelectOp::create(b, loc, inRot, freqIdx, indexConst(b, loc, 0));
-      partner = arith::SelectOp::create(b, loc, inRot, partner, di);
-      Value cs = tensor::ExtractOp::create(b, loc, cosT, ValueRange{ti, freqIdx});
-      Value sn = tensor::ExtractOp::create(b, loc, sinT, ValueRange{ti, freqIdx});
-      Value other = flat ? tensor::ExtractOp::create(
-                               b, loc, rows,
-                               ValueRange{ti, arith::AddIOp::create(
-                                                  b, loc, arith::MulIOp::create(b, loc, hi, indexConst(b, loc, headDim)),
-                                                  partner)})
-                               .getResult()
-                         : tensor::ExtractOp::create(b, loc, x, ValueRange{ti, hi, partner}).getResult();
-      Value signedOther = arith::SelectOp::create(b, loc, firstOfPair,
-                                                  arith::NegFOp::create(b, loc, other), other);
-      Value rotated = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, v, cs),
-                                            arith::MulFOp::create(b, loc, signedOther, sn));
-      return arith::SelectOp::create(b, loc, inRot, rotated, v);
-    };
-    Value out;
-    if (flat) {
-      Value flatOut = markParallel(generic(
-          b, loc, ValueRange{rows},
-          tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, rows), b.getF32Type()),
-          {{t, i}, {t, i}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-            Value ti = linalg::IndexOp::create(b, loc, 0), j = linalg::IndexOp::create(b, loc, 1);
-            Value hi = arith::DivUIOp::create(b, loc, j, indexConst(b, loc, headDim));
-            Value di = arith::RemUIOp::create(b, loc, j, indexConst(b, loc, headDim));
-            linalg::YieldOp::create(b, loc, element(b, loc, a[0], ti, hi, di));
-          }));
-      out = tensor::ExpandShapeOp::create(
-          b, loc, RankedTensorType::get(xType.getShape(), b.getF32Type()), flatOut,
-          ArrayRef<ReassociationIndices>{{0}, {1, 2}},
-          ArrayRef<OpFoldResult>{tokens, b.getIndexAttr(heads), b.getIndexAttr(headDim)});
-    } else {
-      AffineExpr h = b.getAffineDimExpr(1), d = b.getAffineDimExpr(2);
-      out = generic(
-          b, loc, ValueRange{x},
-          tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, x), b.getF32Type()),
-          {{t, h, d}, {t, h, d}}, {par, par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
-            linalg::YieldOp::create(
-                b, loc,
-                element(b, loc, a[0], linalg::IndexOp::create(b, loc, 0),
-                        linalg::IndexOp::create(b, loc, 1), linalg::IndexOp::create(b, loc, 2)));
-          });
-    }
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+    Value headDim = getValueOrCreateConstantIndexOp(b, loc, sizes[2]);
+    Value rows = tensor::CollapseShapeOp::create(b, loc, x, ArrayRef<ReassociationIndices>{{0}, {1, 2}});
+    Value flatOut = markParallel(generic(
+        b, loc, ValueRange{rows},
+        tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, rows), b.getF32Type()),
+        {{t, i}, {t, i}}, {par, par}, [&](OpBuilder &b, Location loc, ValueRange a) {
+          Value ti = linalg::IndexOp::create(b, loc, 0), j = linalg::IndexOp::create(b, loc, 1);
+          Value hi = arith::DivUIOp::create(b, loc, j, headDim);
+          Value di = arith::RemUIOp::create(b, loc, j, headDim);
+          Value cHalf = indexConst(b, loc, half), cDim = indexConst(b, loc, dim);
+          Value inRot = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cDim);
+          // Frequency index, partner element and the sign of its term.
+          Value freqIdx, partner, firstOfPair;
+          if (interleaved) {
+            freqIdx = arith::DivUIOp::create(b, loc, di, indexConst(b, loc, 2));
+            partner = arith::XOrIOp::create(b, loc, di, indexConst(b, loc, 1));
+            Value odd = arith::AndIOp::create(b, loc, di, indexConst(b, loc, 1));
+            firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, odd, indexConst(b, loc, 0));
+          } else {
+            firstOfPair = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, di, cHalf);
+            Value lower = arith::SubIOp::create(b, loc, di, cHalf);
+            freqIdx = arith::SelectOp::create(b, loc, firstOfPair, di, lower);
+            partner = arith::SelectOp::create(b, loc, firstOfPair,
+                                              arith::AddIOp::create(b, loc, di, cHalf), lower);
+          }
+          // Outside the rotated dimensions these indices are unused; keep
+          // them in range.
+          freqIdx = arith::SelectOp::create(b, loc, inRot, freqIdx, indexConst(b, loc, 0));
+          partner = arith::SelectOp::create(b, loc, inRot, partner, di);
+          Value cs = tensor::ExtractOp::create(b, loc, cosT, ValueRange{ti, freqIdx});
+          Value sn = tensor::ExtractOp::create(b, loc, sinT, ValueRange{ti, freqIdx});
+          Value partnerAt = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, hi, headDim), partner);
+          Value other = tensor::ExtractOp::create(b, loc, rows, ValueRange{ti, partnerAt});
+          Value signedOther = arith::SelectOp::create(b, loc, firstOfPair,
+                                                      arith::NegFOp::create(b, loc, other), other);
+          Value rotated = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, a[0], cs),
+                                                arith::MulFOp::create(b, loc, signedOther, sn));
+          linalg::YieldOp::create(b, loc, arith::SelectOp::create(b, loc, inRot, rotated, a[0]).getResult());
+        }));
+    Value out = tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get(xType.getShape(), b.getF32Type()), flatOut,
+        ArrayRef<ReassociationIndices>{{0}, {1, 2}}, sizes);
     b.replaceOp(op, tensor::CastOp::create(b, loc, op.getType(), out).getResult());
     return success();
   }
