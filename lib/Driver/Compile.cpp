@@ -11,6 +11,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -266,6 +267,7 @@ Error runPhases(ModuleOp module, const TargetBackend &backend, const CompileOpti
     // -mlir-print-ir-after=... and friends, for looking at any phase.
     if (failed(applyPassManagerCLOptions(pm)))
       return fail("bad pass manager options");
+    applyDefaultTimingPassManagerCLOptions(pm);
     if (Error err = buildPhasePipeline(pm, backend, phase, options))
       return err;
     if (failed(pm.run(module)))

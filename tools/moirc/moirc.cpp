@@ -27,6 +27,7 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
@@ -181,6 +182,8 @@ int main(int argc, char **argv) {
   target.setDescription(targets);
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
+  // --mlir-timing: each phase's passes timed (compile-time work).
+  registerDefaultTimingManagerCLOptions();
   // MoIR's options in --help; LLVM's and MLIR's own under --help-hidden.
   const cl::OptionCategory *ours[] = {&ioCategory, &graphCategory, &cpuCategory, &gpuCategory,
                                       &reportCategory, &cl::getGeneralCategory()};
