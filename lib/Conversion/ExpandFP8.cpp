@@ -128,7 +128,20 @@ struct ExpandFP8Pass : moir::impl::ExpandFP8PassBase<ExpandFP8Pass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ExpandExtF, ExpandTruncF, ExpandBF16ExtF>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    // Only the conversions (and what their expansions create) are visited:
+    // a whole-module greedy rewrite also visits and folds every other op:
+    // 0.39 of 6.3 G instructions of moirc's MLIR phases on a Q4_K int8
+    // compile (callgrind, bench/RESULTS.md), for no change to the code.
+    SmallVector<Operation *> ops;
+    getOperation()->walk([&](Operation *op) {
+      if (isa<arith::ExtFOp, arith::TruncFOp>(op))
+        ops.push_back(op);
+    });
+    if (ops.empty())
+      return;
+    GreedyRewriteConfig config;
+    config.setStrictness(GreedyRewriteStrictness::ExistingAndNewOps);
+    if (failed(applyOpPatternsGreedily(ops, std::move(patterns), config)))
       return signalPassFailure();
   }
 };

@@ -44,14 +44,14 @@ func.func @codec(%x: vector<16xf32>, %s: f32, %b: f8E4M3FN) -> (vector<16xf32>, 
 // AVX512-BF16 it called compiler-rt's __truncsfbf2 for them).
 // CHECK-LABEL: func.func @bf16
 // CHECK-SAME: (%[[V:.*]]: vector<16xbf16>, %[[X:.*]]: bf16)
-// CHECK-DAG: %[[C16:.*]] = arith.constant 16 : i32
-// CHECK-DAG: %[[V16:.*]] = arith.constant dense<16> : vector<16xi32>
 // CHECK: %[[VI:.*]] = arith.bitcast %[[V]] : vector<16xbf16> to vector<16xi16>
 // CHECK: %[[VW:.*]] = arith.extui %[[VI]] : vector<16xi16> to vector<16xi32>
+// CHECK: %[[V16:.*]] = arith.constant dense<16> : vector<16xi32>
 // CHECK: %[[VS:.*]] = arith.shli %[[VW]], %[[V16]] : vector<16xi32>
 // CHECK: %[[VF:.*]] = arith.bitcast %[[VS]] : vector<16xi32> to vector<16xf32>
 // CHECK: %[[XI:.*]] = arith.bitcast %[[X]] : bf16 to i16
 // CHECK: %[[XW:.*]] = arith.extui %[[XI]] : i16 to i32
+// CHECK: %[[C16:.*]] = arith.constant 16 : i32
 // CHECK: %[[XS:.*]] = arith.shli %[[XW]], %[[C16]] : i32
 // CHECK: %[[XF:.*]] = arith.bitcast %[[XS]] : i32 to f32
 // CHECK: return %[[VF]], %[[XF]]
