@@ -28,13 +28,7 @@ BAD = {"FAIL", "XPASS", "UNRESOLVED", "TIMEOUT"}
 
 def main():
     if len(sys.argv) < 3:
-        sys.exit("lit starts the longest tests first when it knows their times: a fresh clone
-has none of its own, so lit reads test/.lit_test_times.txt (the times of a
-CI run; refresh it from build/test/.lit_test_times.txt after a full run).
-With the suite's lexical order the last long test ran alone for about a
-minute on CI's two workers; the times only order the tests.
-
-usage: run_lit.py LIT TEST_DIR [lit options...]")
+        sys.exit("usage: run_lit.py LIT TEST_DIR [lit options...]")
     lit, test_dir, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
     results = os.path.join(test_dir, "lit-results.json")
     if os.path.exists(results):
