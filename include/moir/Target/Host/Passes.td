@@ -79,9 +79,10 @@ def HostToLLVMPass : Pass<"moir-host-to-llvm", "mlir::ModuleOp"> {
       %y = math.sqrt %x : f32
       return %y : f32
     }
-    // after
-    llvm.func internal @f(%a: !llvm.ptr, %b: !llvm.ptr, %o: i64, %s: i64, %st: i64, %i: i64) -> f32 {
-      %p = llvm.getelementptr %b[%i] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+    // after (with reconcile-unrealized-casts and canonicalize)
+    llvm.func @f(%a: !llvm.ptr, %b: !llvm.ptr, %o: i64, %s: i64, %st: i64, %i: i64) -> f32
+        attributes {sym_visibility = "private"} {
+      %p = llvm.getelementptr inbounds|nuw %b[%i] : (!llvm.ptr, i64) -> !llvm.ptr, f32
       %x = llvm.load %p : !llvm.ptr -> f32
       %y = llvm.intr.sqrt(%x) : (f32) -> f32
       llvm.return %y : f32
