@@ -171,13 +171,22 @@ func.func @fused_experts_static(%x: tensor<5x16xf32>, %ids: tensor<5x2xi32>, %w:
 
 // Phase 2's items cover at least 32K weights of each expert's down projection:
 // an FFN of 256 takes blocks of 128 hidden columns (2 items for 256), an FFN
-// of 512 the configured 64 (4 items).
+// of 512 the configured 64 (4 items). In decode (fewer than 8 copies per
+// expert: tokens x 2 < 32) both phases take the CPU's decode_ffn_block, 256.
 // CHECK-LABEL: func.func @fused_experts_narrow
-// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
-// CHECK: scf.forall (%{{.*}}) in (2) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+// CHECK: %[[DECODE:.*]] = arith.cmpi ult, %{{.*}}, %c32{{[_0-9]*}} : index
+// CHECK: %[[BLOCK:.*]] = arith.select %[[DECODE]], %c256{{[_0-9]*}}, %c64{{[_0-9]*}} : index
+// CHECK: %[[BLOCKS:.*]] = arith.ceildivui %c256{{[_0-9]*}}, %[[BLOCK]] : index
+// CHECK: %[[ITEMS:.*]] = arith.muli %{{.*}}, %[[BLOCKS]] : index
+// CHECK: scf.forall (%{{.*}}) in (%[[ITEMS]]) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+// CHECK: %[[DOWN:.*]] = arith.select %[[DECODE]], %c256{{[_0-9]*}}, %c128{{[_0-9]*}} : index
+// CHECK: %[[DOWNITEMS:.*]] = arith.ceildivui %c256{{[_0-9]*}}, %[[DOWN]] : index
+// CHECK: scf.forall (%{{.*}}) in (%[[DOWNITEMS]]) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
 // CHECK-LABEL: func.func @fused_experts_wider
 // CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%{{.*}}) -> (tensor<?x512xf32>)
-// CHECK: scf.forall (%{{.*}}) in (4) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
+// CHECK: %[[DOWN:.*]] = arith.select %{{.*}}, %c256{{[_0-9]*}}, %c64{{[_0-9]*}} : index
+// CHECK: %[[DOWNITEMS:.*]] = arith.ceildivui %c256{{[_0-9]*}}, %[[DOWN]] : index
+// CHECK: scf.forall (%{{.*}}) in (%[[DOWNITEMS]]) shared_outs(%{{.*}}) -> (tensor<?x256xf32>)
 func.func @fused_experts_narrow(%x: tensor<?x256xf32>, %ids: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x256x256xf32>, %d: tensor<4x256x256xf32>) -> tensor<?x256xf32> {
   %y = moe.fused_experts silu %x, %ids, %w experts(%g, %g, %d) : (tensor<?x256xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x256x256xf32>, tensor<4x256x256xf32>, tensor<4x256x256xf32>) -> tensor<?x256xf32>
   return %y : tensor<?x256xf32>

@@ -25,7 +25,8 @@ LogicalResult EntryArgAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult LoweringConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                          bool parallel, int64_t workItems, int64_t minSplitKeys,
                                          int64_t keyBlock, int64_t queryRows, int64_t ffnBlock,
-                                         int64_t tokenBlock, int64_t vectorWidth, bool rowQuant) {
+                                         int64_t tokenBlock, int64_t vectorWidth, bool rowQuant,
+                                         int64_t decodeFfnBlock) {
   for (auto [name, value] : {std::pair<StringRef, int64_t>{"work_items", workItems},
                              {"min_split_keys", minSplitKeys},
                              {"key_block", keyBlock},
@@ -36,6 +37,10 @@ LogicalResult LoweringConfigAttr::verify(function_ref<InFlightDiagnostic()> emit
     if (value < 1)
       return emitError() << "#moir.lowering_config: " << name << " must be positive, got "
                          << value;
+  if (decodeFfnBlock < 0)
+    return emitError() << "#moir.lowering_config: decode_ffn_block must not be negative (0: "
+                          "ffn_block), got "
+                       << decodeFfnBlock;
   return success();
 }
 

@@ -434,14 +434,22 @@ Value widenSlots(OpBuilder &b, Location loc, Value v, int64_t experts, int64_t s
 /// block at column c0h, updated from `acc`.
 using BlockFill = function_ref<Value(OpBuilder &, Location, Value, Value, Value)>;
 Value overHiddenBlocks(OpBuilder &b, Location loc, OpFoldResult rows, int64_t hidden,
-                       int64_t block, BlockFill fill) {
+                       OpFoldResult block, BlockFill fill) {
   Value zeros = filled(b, loc, {rows, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
-  auto items = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(llvm::divideCeil(hidden, block))},
-                                     ValueRange{zeros}, std::nullopt);
+  std::optional<int64_t> fixed = getConstantIntValue(block);
+  Value blockValue = fixed ? indexConst(b, loc, *fixed) : cast<Value>(block);
+  OpFoldResult count =
+      fixed ? OpFoldResult(b.getIndexAttr(llvm::divideCeil(hidden, *fixed)))
+            : OpFoldResult(arith::CeilDivUIOp::create(b, loc, indexConst(b, loc, hidden), blockValue)
+                               .getResult());
+  auto items = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{count}, ValueRange{zeros},
+                                     std::nullopt);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(items.getBody());
-  Value c0h = arith::MulIOp::create(b, loc, items.getInductionVars()[0], indexConst(b, loc, block));
-  Value width = arith::MinUIOp::create(b, loc, indexConst(b, loc, block),
+  if (fixed)
+    blockValue = indexConst(b, loc, *fixed);
+  Value c0h = arith::MulIOp::create(b, loc, items.getInductionVars()[0], blockValue);
+  Value width = arith::MinUIOp::create(b, loc, blockValue,
                                        arith::SubIOp::create(b, loc, indexConst(b, loc, hidden), c0h));
   auto blockType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getF32Type());
   Value acc = slice(b, loc, blockType, items.getRegionIterArgs()[0], {b.getIndexAttr(0), c0h},
@@ -677,8 +685,27 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
           [&](OpBuilder &b, Location loc) { scf::YieldOp::create(b, loc, body(b, loc, false)); });
       return SmallVector<Value>(branch.getResults());
     };
+    // The work items' FFN columns: in decode (fewer than 8 copies per
+    // expert on average: the products take the row kernels, which stream
+    // each weight once) the configuration's decode block, whose longer runs
+    // of rows stream faster; else ffn_block, a block of weights that stays
+    // in the core's L2 while the expert's rows pass.
+    int64_t decodeBlock = config.getDecodeFfnBlockOrDefault();
+    Value streaming;
+    auto blockConst = [&](int64_t prefill, int64_t decode) -> Value {
+      if (prefill == decode)
+        return indexConst(b, loc, prefill);
+      if (!streaming)
+        streaming = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::ult,
+            arith::MulIOp::create(b, loc, tokens, indexConst(b, loc, slots)),
+            indexConst(b, loc, 8 * allExperts));
+      return arith::SelectOp::create(b, loc, streaming, indexConst(b, loc, decode),
+                                     indexConst(b, loc, prefill));
+    };
+    Value block = blockConst(ffnBlock, decodeBlock);
     auto blockWidth = [&](OpBuilder &b, Location loc, Value start, int64_t total) {
-      return arith::MinUIOp::create(b, loc, indexConst(b, loc, ffnBlock),
+      return arith::MinUIOp::create(b, loc, block,
                                     arith::SubIOp::create(b, loc, indexConst(b, loc, total), start)).getResult();
     };
 
@@ -689,8 +716,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // experts' rows follow the routing (16 to 497 of a 512-token prompt's
     // 1024 copies on the Mixtral-shaped benchmark), and an expert-major order
     // left one of two threads idle for 18% of the phase (bench/RESULTS.md).
-    int64_t ffnBlocks = llvm::divideCeil(ffn, ffnBlock);
-    Value items = arith::MulIOp::create(b, loc, numActive, indexConst(b, loc, ffnBlocks));
+    Value ffnBlocks = arith::CeilDivUIOp::create(b, loc, cF, block);
+    Value items = arith::MulIOp::create(b, loc, numActive, ffnBlocks);
     Value h0 = tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{copies, b.getIndexAttr(ffn)}, b.getF32Type());
     auto gateUp = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{items}, ValueRange{h0}, std::nullopt);
     {
@@ -699,7 +726,7 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
       Value item = gateUp.getInductionVars()[0];
       Value a = arith::RemUIOp::create(b, loc, item, numActive);
       Value f0 = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, item, numActive),
-                                       indexConst(b, loc, ffnBlock));
+                                       block);
       auto [e, lo, n] = expertRows(b, loc, a);
       Value width = blockWidth(b, loc, f0, ffn);
       auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden}, b.getF32Type());
@@ -760,9 +787,14 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
     // the DeepSeek-V2-Lite-shaped Q8_0 decode: blocks of 128 hidden columns
     // instead of 64, +4%; bench/RESULTS.md).
     constexpr int64_t kDownItemWeights = 32768;
-    int64_t downBlock = ffnBlock * llvm::divideCeil(kDownItemWeights, ffnBlock * ffn);
+    auto downBlockOf = [&](int64_t block) {
+      return block * llvm::divideCeil(kDownItemWeights, block * ffn);
+    };
+    Value downBlock = blockConst(downBlockOf(ffnBlock), downBlockOf(decodeBlock));
+    std::optional<int64_t> fixedDown = getConstantIntValue(downBlock);
     Value down = overHiddenBlocks(
-        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden, downBlock,
+        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden,
+        fixedDown ? OpFoldResult(b.getIndexAttr(*fixedDown)) : OpFoldResult(downBlock),
         [&](OpBuilder &b, Location loc, Value c0h, Value width, Value block) {
       return loop(b, loc, c0, numActive, block, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
         auto [e, lo, n] = expertRows(b, loc, a);
@@ -838,7 +870,7 @@ struct LowerCombineRows : OpRewritePattern<moe::CombineRowsOp> {
     Dispatched d = buildDispatch(b, loc, Value(), ids, experts + shared);
     Value tokens = tensor::DimOp::create(b, loc, ids, 0);
     Value c1 = indexConst(b, loc, 1);
-    Value y = overHiddenBlocks(b, loc, tokens, hidden, block,
+    Value y = overHiddenBlocks(b, loc, tokens, hidden, b.getIndexAttr(block),
                                [&](OpBuilder &b, Location loc, Value c0h, Value width, Value yBlock) {
       return loop(b, loc, indexConst(b, loc, 0), indexConst(b, loc, experts + shared), yBlock,
                   [&](OpBuilder &b, Location loc, Value e, ValueRange acc) {

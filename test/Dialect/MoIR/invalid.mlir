@@ -32,6 +32,11 @@ module attributes {moir.lowering_config = #moir.lowering_config<parallel = true,
 
 // -----
 
+// expected-error @+1 {{#moir.lowering_config: decode_ffn_block must not be negative (0: ffn_block), got -64}}
+module attributes {moir.lowering_config = #moir.lowering_config<parallel = true, work_items = 32, min_split_keys = 256, key_block = 64, query_rows = 64, ffn_block = 64, token_block = 16, vector_width = 16, decode_ffn_block = -64>} {}
+
+// -----
+
 // expected-error @+1 {{'moir.arg' belongs on arguments of @forward}}
 func.func private @f() attributes {moir.arg = #moir.arg<tokens>}
 
