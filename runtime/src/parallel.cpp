@@ -1,6 +1,7 @@
 // The runtime's thread pool, behind the small part of the OpenMP runtime ABI
 // (libomp's __kmpc_* entry points) that MLIR's OpenMP lowering emits for a
-// parallel loop: fork a team, split the iterations statically, barrier.
+// parallel loop: fork a team, split the iterations (statically, or each
+// thread's share with stealing for dynamic loops), barrier.
 // Compiled code calls these; they are resolved from this library when the
 // runtime loads the code, so artifacts need no libomp.
 #include "moir/runtime.h"
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <type_traits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -96,6 +98,9 @@ unsigned availableCpus() {
   return std::thread::hardware_concurrency();
 }
 
+/// Forks published so far: keys the team's dynamic loops (Dispatch).
+std::atomic<uint64_t> forkCount{0};
+
 class Pool {
 public:
   static Pool &get() {
@@ -121,6 +126,7 @@ public:
     taskFn = &fn;
     taskCall = [](void *f, int32_t t) { (*static_cast<std::remove_reference_t<Fn> *>(f))(t); };
     pending.store(static_cast<int32_t>(workers.size()), std::memory_order_relaxed);
+    forkCount.fetch_add(1, std::memory_order_relaxed);
     generation.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers.load(std::memory_order_seq_cst) != 0) {
       std::lock_guard<std::mutex> lock(mutex);
@@ -288,6 +294,154 @@ void staticInit(int32_t gtid, int32_t *lastIter, T *lower, T *upper, T *stride, 
   *stride = trips * incr;
 }
 
+/// A worksharing loop whose iterations the threads take as they come
+/// (schedule dynamic or guided: __kmpc_dispatch_*), static with stealing:
+/// each thread starts on its share of a static split, taking an iteration
+/// at a time from its front, and a thread whose share is done takes the
+/// back half of what is left of the fullest other share. A thread that
+/// starts late or meets slower iterations thus takes fewer, where a static
+/// split made the others wait for it at the loop's barrier, and each
+/// thread still works on its own contiguous share first (the rows the
+/// previous loop left in its core's caches). A share is [begin, end) of
+/// the iterations counted from 0, packed in one 64-bit word.
+struct Dispatch {
+  std::unique_ptr<std::atomic<uint64_t>[]> share;
+  int32_t capacity = 0, threads = 1;
+  /// Iterations per unit of the shares (1 below 2^32 iterations) and
+  /// units taken at a time.
+  uint64_t unit = 1, chunk = 1;
+  /// (fork, loop of the fork) the state serves: its first thread to start
+  /// the loop resets it.
+  std::atomic<uint64_t> key{~uint64_t(0)};
+};
+
+uint64_t pack(uint64_t begin, uint64_t end) { return begin << 32 | end; }
+uint64_t shareBegin(uint64_t s) { return s >> 32; }
+uint64_t shareEnd(uint64_t s) { return s & 0xffffffffu; }
+
+/// The team's loops, one slot per loop of a fork (the fork's loops are
+/// separated by their barriers, so two slots suffice), and each thread's
+/// own for regions it runs alone.
+Dispatch teamLoops[2];
+std::mutex teamLoopsMutex;
+thread_local Dispatch aloneLoop;
+thread_local uint64_t loopFork = ~uint64_t(0);
+thread_local uint64_t loopIndex = 0;
+thread_local Dispatch *currentLoop = nullptr;
+/// Each thread's loop bounds from its dispatch init (the ABI's next()
+/// passes none), and its trip count.
+thread_local int64_t loopLower = 0, loopStep = 1;
+thread_local uint64_t loopTrips = 0;
+
+template <typename T> void dispatchInit(T lb, T ub, T st, T chunk) {
+  using S = std::make_signed_t<T>;
+  // Inclusive bounds with a step of either sign; empty when past ub.
+  uint64_t trips = 0;
+  if (static_cast<S>(st) > 0 && !(lb > ub))
+    trips = static_cast<uint64_t>((ub - lb) / st) + 1;
+  else if (std::is_signed_v<T> && static_cast<S>(st) < 0 && !(lb < ub))
+    trips = static_cast<uint64_t>((lb - ub) / static_cast<T>(-static_cast<S>(st))) + 1;
+  loopTrips = trips;
+  int32_t n = teamSize();
+  auto fill = [&](Dispatch &d) {
+    if (d.capacity < n) {
+      d.share.reset(new std::atomic<uint64_t>[n]);
+      d.capacity = n;
+    }
+    // Shares hold 32-bit bounds: a longer loop is split in units of
+    // several iterations.
+    d.unit = trips < (uint64_t(1) << 32) ? 1 : (trips + (uint64_t(1) << 31) - 1) >> 31;
+    uint64_t units = (trips + d.unit - 1) / d.unit;
+    d.chunk = chunk > 0 ? (static_cast<uint64_t>(chunk) + d.unit - 1) / d.unit : 1;
+    d.threads = n;
+    for (int32_t t = 0; t < n; ++t)
+      d.share[t].store(pack(units * t / n, units * (t + 1) / n), std::memory_order_relaxed);
+  };
+  Dispatch *d = &aloneLoop;
+  if (n > 1) {
+    uint64_t fork = forkCount.load(std::memory_order_acquire);
+    if (loopFork != fork) {
+      loopFork = fork;
+      loopIndex = 0;
+    }
+    uint64_t key = fork * 1024 + loopIndex++;
+    d = &teamLoops[key % 2];
+    if (d->key.load(std::memory_order_acquire) != key) {
+      std::lock_guard<std::mutex> lock(teamLoopsMutex);
+      if (d->key.load(std::memory_order_relaxed) != key) {
+        fill(*d);
+        d->key.store(key, std::memory_order_release);
+      }
+    }
+  } else {
+    fill(*d);
+    d->chunk = ~uint64_t(0); // one thread: one chunk
+  }
+  currentLoop = d;
+}
+
+/// The next iterations [first, first + count) for thread `t`: from the
+/// front of its share, else stolen from the back of the fullest other.
+bool takeIterations(Dispatch &d, int32_t t, uint64_t &first, uint64_t &count) {
+  for (;;) {
+    std::atomic<uint64_t> &own = d.share[t];
+    uint64_t s = own.load(std::memory_order_relaxed);
+    while (shareBegin(s) < shareEnd(s)) {
+      // A quarter of what is left of the share, at least the chunk: few
+      // atomic steps on a long loop, single iterations at its end.
+      uint64_t left = shareEnd(s) - shareBegin(s);
+      uint64_t take = std::min(std::max(d.chunk, left / 4), left);
+      if (own.compare_exchange_weak(s, pack(shareBegin(s) + take, shareEnd(s)),
+                                    std::memory_order_relaxed)) {
+        first = shareBegin(s);
+        count = take;
+        return true;
+      }
+    }
+    // Steal the back half of the fullest other share.
+    int32_t victim = -1;
+    uint64_t most = 0;
+    for (int32_t v = 0; v < d.threads; ++v) {
+      uint64_t o = d.share[v].load(std::memory_order_relaxed);
+      uint64_t left = shareEnd(o) - std::min(shareBegin(o), shareEnd(o));
+      if (v != t && left > most) {
+        most = left;
+        victim = v;
+      }
+    }
+    if (victim < 0)
+      return false;
+    uint64_t o = d.share[victim].load(std::memory_order_relaxed);
+    if (shareBegin(o) >= shareEnd(o))
+      continue;
+    uint64_t left = shareEnd(o) - shareBegin(o);
+    uint64_t split = shareEnd(o) - (left + 1) / 2;
+    if (!d.share[victim].compare_exchange_strong(o, pack(shareBegin(o), split),
+                                                 std::memory_order_relaxed))
+      continue;
+    // Only this thread writes its own (empty) share's bounds now.
+    own.store(pack(split, shareEnd(o)), std::memory_order_relaxed);
+  }
+}
+
+/// The next chunk [*lb, *ub] of the current loop, or 0 when none is left.
+template <typename T> int32_t dispatchNext(int32_t *last, T *lb, T *ub, T *st, T lb0, T st0) {
+  Dispatch *d = currentLoop;
+  uint64_t first = 0, count = 0;
+  int32_t t = d->threads > 1 ? threadId : 0;
+  if (!takeIterations(*d, t, first, count))
+    return 0;
+  first *= d->unit;
+  count = std::min(count * d->unit, loopTrips - first);
+  *lb = lb0 + static_cast<T>(first) * st0;
+  *ub = lb0 + static_cast<T>(first + count - 1) * st0;
+  if (st)
+    *st = st0;
+  if (last)
+    *last = first + count == loopTrips;
+  return 1;
+}
+
 } // namespace
 
 extern "C" {
@@ -363,6 +517,64 @@ void __kmpc_for_static_init_8u(void *, int32_t gtid, int32_t, int32_t *last, uin
   *stride = static_cast<int64_t>(s);
 }
 void __kmpc_for_static_fini(void *, int32_t) {}
+
+// Dynamic and guided worksharing loops (moir-cpu-guided-schedule).
+void __kmpc_dispatch_init_4(void *, int32_t, int32_t sched, int32_t lb, int32_t ub, int32_t st,
+                            int32_t chunk) {
+  dispatchInit<int32_t>(lb, ub, st, chunk);
+  loopLower = lb;
+  loopStep = st;
+}
+void __kmpc_dispatch_init_4u(void *, int32_t, int32_t sched, uint32_t lb, uint32_t ub,
+                             int32_t st, int32_t chunk) {
+  dispatchInit<uint32_t>(lb, ub, static_cast<uint32_t>(st), static_cast<uint32_t>(chunk));
+  loopLower = lb;
+  loopStep = st;
+}
+void __kmpc_dispatch_init_8(void *, int32_t, int32_t sched, int64_t lb, int64_t ub, int64_t st,
+                            int64_t chunk) {
+  dispatchInit<int64_t>(lb, ub, st, chunk);
+  loopLower = lb;
+  loopStep = st;
+}
+void __kmpc_dispatch_init_8u(void *, int32_t, int32_t sched, uint64_t lb, uint64_t ub,
+                             int64_t st, int64_t chunk) {
+  dispatchInit<uint64_t>(lb, ub, static_cast<uint64_t>(st), static_cast<uint64_t>(chunk));
+  loopLower = static_cast<int64_t>(lb);
+  loopStep = st;
+}
+int32_t __kmpc_dispatch_next_4(void *, int32_t, int32_t *last, int32_t *lb, int32_t *ub,
+                               int32_t *st) {
+  return dispatchNext<int32_t>(last, lb, ub, st, static_cast<int32_t>(loopLower),
+                               static_cast<int32_t>(loopStep));
+}
+int32_t __kmpc_dispatch_next_4u(void *, int32_t, int32_t *last, uint32_t *lb, uint32_t *ub,
+                                int32_t *st) {
+  uint32_t s = 0;
+  int32_t more = dispatchNext<uint32_t>(last, lb, ub, &s, static_cast<uint32_t>(loopLower),
+                                        static_cast<uint32_t>(loopStep));
+  if (st)
+    *st = static_cast<int32_t>(s);
+  return more;
+}
+int32_t __kmpc_dispatch_next_8(void *, int32_t, int32_t *last, int64_t *lb, int64_t *ub,
+                               int64_t *st) {
+  return dispatchNext<int64_t>(last, lb, ub, st, loopLower, loopStep);
+}
+int32_t __kmpc_dispatch_next_8u(void *, int32_t, int32_t *last, uint64_t *lb, uint64_t *ub,
+                                int64_t *st) {
+  uint64_t s = 0;
+  int32_t more = dispatchNext<uint64_t>(last, lb, ub, &s, static_cast<uint64_t>(loopLower),
+                                        static_cast<uint64_t>(loopStep));
+  if (st)
+    *st = static_cast<int64_t>(s);
+  return more;
+}
+void __kmpc_dispatch_fini_4(void *, int32_t) {}
+void __kmpc_dispatch_fini_4u(void *, int32_t) {}
+void __kmpc_dispatch_fini_8(void *, int32_t) {}
+void __kmpc_dispatch_fini_8u(void *, int32_t) {}
+void __kmpc_dispatch_deinit(void *, int32_t) {}
 void __kmpc_barrier(void *, int32_t) {
   if (teamSize() > 1)
     Pool::get().barrier();

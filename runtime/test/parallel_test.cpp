@@ -5,7 +5,9 @@
 // parallel loops (the Mullapudi2016 autoscheduler's experts kernel); the
 // third level used to wait for the pool its own team held. A region with an
 // if clause (__kmpc_fork_call_if) forks when its condition holds, else runs
-// on the caller alone.
+// on the caller alone. Dynamic loops (__kmpc_dispatch_*) give every
+// iteration to exactly one thread, whatever the bounds and step, two in one
+// region included, and a thread that starts late takes fewer of them.
 //
 //   moir_parallel_test
 #include <atomic>
@@ -24,6 +26,10 @@ void __kmpc_for_static_init_4(void *, int32_t, int32_t, int32_t *, int32_t *, in
                               int32_t *, int32_t, int32_t);
 void __kmpc_barrier(void *, int32_t);
 void __kmpc_fork_call_if(void *, int32_t, Microtask, int32_t, void *);
+void __kmpc_dispatch_init_4(void *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t);
+int32_t __kmpc_dispatch_next_4(void *, int32_t, int32_t *, int32_t *, int32_t *, int32_t *);
+void __kmpc_dispatch_init_8u(void *, int32_t, int32_t, uint64_t, uint64_t, int64_t, int64_t);
+int32_t __kmpc_dispatch_next_8u(void *, int32_t, int32_t *, uint64_t *, uint64_t *, int64_t *);
 }
 
 namespace {
@@ -87,6 +93,70 @@ void shareBody(int32_t *gtid, int32_t *btid, ...) {
     shares->iterations.fetch_add(1);
 }
 
+/// A dynamic loop's record: how often each iteration ran, how many each
+/// thread ran, whether the last chunk was flagged once.
+struct Coverage {
+  static constexpr int32_t kIterations = 1000;
+  std::atomic<int32_t> ran[kIterations];
+  std::atomic<int32_t> byThread[2];
+  std::atomic<int32_t> lastFlags{0};
+  /// Thread 0 starts this late (microseconds); each iteration spins this
+  /// long.
+  int32_t lateUs = 0, iterationUs = 0;
+  Coverage() {
+    for (auto &r : ran)
+      r = 0;
+    byThread[0] = byThread[1] = 0;
+  }
+};
+
+void spinFor(int32_t us) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+/// Iterations [0, kIterations) as an unsigned 64-bit loop of step 1, then
+/// (in the same region, after the first loop's barrier) 20 down to 1 as a
+/// signed 32-bit loop of step -1 into ran[kIterations - 20 ...].
+void dynamicBody(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  auto *c = static_cast<Coverage *>(va_arg(ap, void *));
+  va_end(ap);
+  if (*gtid == 0 && c->lateUs)
+    spinFor(c->lateUs);
+  int32_t last = 0;
+  uint64_t lo = 0, hi = 0;
+  int64_t stride = 0;
+  __kmpc_dispatch_init_8u(nullptr, *gtid, 35, 0, Coverage::kIterations - 1, 1, 1);
+  while (__kmpc_dispatch_next_8u(nullptr, *gtid, &last, &lo, &hi, &stride)) {
+    for (uint64_t i = lo; i <= hi; i += static_cast<uint64_t>(stride)) {
+      c->ran[i].fetch_add(1);
+      c->byThread[*gtid & 1].fetch_add(1);
+      spinFor(c->iterationUs);
+    }
+    if (last)
+      c->lastFlags.fetch_add(1);
+  }
+  __kmpc_barrier(nullptr, *gtid);
+  int32_t lo4 = 0, hi4 = 0, stride4 = 0;
+  __kmpc_dispatch_init_4(nullptr, *gtid, 36, 20, 1, -1, 1);
+  while (__kmpc_dispatch_next_4(nullptr, *gtid, &last, &lo4, &hi4, &stride4))
+    for (int32_t i = lo4; i >= hi4; i += stride4)
+      c->ran[Coverage::kIterations - i].fetch_add(1);
+  __kmpc_barrier(nullptr, *gtid);
+}
+
+/// Every iteration of both loops ran once (the second loop's 20 on top of
+/// the first's last 20), the last chunk flagged once.
+bool coveredOnce(const Coverage &c) {
+  for (int32_t i = 0; i < Coverage::kIterations; ++i)
+    if (c.ran[i].load() != (i >= Coverage::kIterations - 20 ? 2 : 1))
+      return false;
+  return c.lastFlags.load() == 1;
+}
+
 } // namespace
 
 int main() {
@@ -116,6 +186,25 @@ int main() {
           cond ? "if(true) forked the team of 2" : "if(false) ran one share");
     check(shares.callerOnly.load() == !cond,
           cond ? "if(true) gave the worker a share" : "if(false) stayed on the caller");
+  }
+  // Dynamic loops, forked and alone, many times over (races).
+  for (int round = 0; round < 50; ++round)
+    for (int32_t cond : {1, 0}) {
+      Coverage c;
+      __kmpc_fork_call_if(nullptr, 1, dynamicBody, cond, &c);
+      check(coveredOnce(c), cond ? "a team's dynamic loops ran every iteration once"
+                                 : "a dynamic loop run alone ran every iteration once");
+    }
+  // Thread 0 starts 20 ms late on 1000 iterations of 20 us (10 ms a half):
+  // the worker takes its share and steals from thread 0's.
+  {
+    Coverage c;
+    c.lateUs = 20000;
+    c.iterationUs = 20;
+    __kmpc_fork_call_if(nullptr, 1, dynamicBody, 1, &c);
+    check(coveredOnce(c), "a late thread's dynamic loop ran every iteration once");
+    check(c.byThread[1].load() > Coverage::kIterations * 3 / 4,
+          "the worker took most of a late thread's share");
   }
   std::printf("parallel: %s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;

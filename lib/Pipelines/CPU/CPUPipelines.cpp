@@ -43,6 +43,7 @@ void buildCPULoweringToLLVMPipeline(OpPassManager &pm, const cpu::KernelOptions 
   // (they hold no allocations), so the bodies can become plain blocks.
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCPUParallelIfPass());
+  pm.addPass(createCPUDynamicSchedulePass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

@@ -315,4 +315,33 @@ def CPUParallelIfPass : Pass<"moir-cpu-parallel-if"> {
   let dependentDialects = ["::mlir::omp::OpenMPDialect", "::mlir::arith::ArithDialect"];
 }
 
+def CPUDynamicSchedulePass : Pass<"moir-cpu-dynamic-schedule"> {
+  let summary = "worksharing loops whose iterations the threads take as they come";
+  let description = [{
+    `convert-scf-to-openmp` makes each parallel loop an `omp.wsloop` with
+    no schedule: a static split of its iterations, one contiguous share per
+    thread, so every thread waits at the loop's barrier for the last one to
+    finish its share, however late it started (a worker waking for a fork;
+    another process on its core) or however slow its items. This pass gives
+    each worksharing loop in a parallel region without a schedule
+    `schedule(dynamic)`: the runtime (`__kmpc_dispatch_*`, runtime/src/
+    parallel.cpp) starts each thread on its share of the static split, in
+    runs of a quarter of what is left of it, and a thread whose share is
+    done takes the back half of the fullest other share, so each still
+    works on its own rows first (those the previous loop left in its
+    caches) and none waits long at the barrier. Which thread computes an
+    item never changes its result.
+
+    ```mlir
+    omp.parallel {
+      omp.wsloop schedule(dynamic) {
+        omp.loop_nest (%i) : index = (%c0) to (%n) step (%c1) { ... }
+      }
+      omp.terminator
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::omp::OpenMPDialect"];
+}
+
 #endif // MOIR_TARGET_CPU_PASSES
