@@ -320,18 +320,29 @@ uint64_t shareBegin(uint64_t s) { return s >> 32; }
 uint64_t shareEnd(uint64_t s) { return s & 0xffffffffu; }
 
 /// The team's loops, one slot per loop of a fork (the fork's loops are
-/// separated by their barriers, so two slots suffice), and each thread's
-/// own for regions it runs alone.
+/// separated by their barriers, so two slots suffice).
 Dispatch teamLoops[2];
 std::mutex teamLoopsMutex;
-thread_local Dispatch aloneLoop;
 thread_local uint64_t loopFork = ~uint64_t(0);
 thread_local uint64_t loopIndex = 0;
-thread_local Dispatch *currentLoop = nullptr;
-/// Each thread's loop bounds from its dispatch init (the ABI's next()
-/// passes none), and its trip count.
-thread_local int64_t loopLower = 0, loopStep = 1;
-thread_local uint64_t loopTrips = 0;
+
+/// A thread's current dynamic loop at one depth of nested regions (the
+/// ABI's next() names no loop, and a region nested in a loop's body, run
+/// by this thread alone, has loops of its own): the loop's state (the
+/// team's, or `alone`), its bounds and trip count.
+struct LoopState {
+  Dispatch *loop = nullptr;
+  Dispatch alone;
+  int64_t lower = 0, step = 1;
+  uint64_t trips = 0;
+};
+thread_local std::vector<std::unique_ptr<LoopState>> loopStates;
+LoopState &loopState() {
+  size_t depth = static_cast<size_t>(nestedDepth);
+  while (loopStates.size() <= depth)
+    loopStates.push_back(std::make_unique<LoopState>());
+  return *loopStates[depth];
+}
 
 template <typename T> void dispatchInit(T lb, T ub, T st, T chunk) {
   using S = std::make_signed_t<T>;
@@ -341,7 +352,10 @@ template <typename T> void dispatchInit(T lb, T ub, T st, T chunk) {
     trips = static_cast<uint64_t>((ub - lb) / st) + 1;
   else if (std::is_signed_v<T> && static_cast<S>(st) < 0 && !(lb < ub))
     trips = static_cast<uint64_t>((lb - ub) / static_cast<T>(-static_cast<S>(st))) + 1;
-  loopTrips = trips;
+  LoopState &state = loopState();
+  state.trips = trips;
+  state.lower = static_cast<int64_t>(lb);
+  state.step = static_cast<int64_t>(st);
   int32_t n = teamSize();
   auto fill = [&](Dispatch &d) {
     if (d.capacity < n) {
@@ -357,7 +371,7 @@ template <typename T> void dispatchInit(T lb, T ub, T st, T chunk) {
     for (int32_t t = 0; t < n; ++t)
       d.share[t].store(pack(units * t / n, units * (t + 1) / n), std::memory_order_relaxed);
   };
-  Dispatch *d = &aloneLoop;
+  Dispatch *d = &state.alone;
   if (n > 1) {
     uint64_t fork = forkCount.load(std::memory_order_acquire);
     if (loopFork != fork) {
@@ -377,7 +391,7 @@ template <typename T> void dispatchInit(T lb, T ub, T st, T chunk) {
     fill(*d);
     d->chunk = ~uint64_t(0); // one thread: one chunk
   }
-  currentLoop = d;
+  state.loop = d;
 }
 
 /// The next iterations [first, first + count) for thread `t`: from the
@@ -425,8 +439,11 @@ bool takeIterations(Dispatch &d, int32_t t, uint64_t &first, uint64_t &count) {
 }
 
 /// The next chunk [*lb, *ub] of the current loop, or 0 when none is left.
-template <typename T> int32_t dispatchNext(int32_t *last, T *lb, T *ub, T *st, T lb0, T st0) {
-  Dispatch *d = currentLoop;
+template <typename T> int32_t dispatchNext(int32_t *last, T *lb, T *ub, T *st) {
+  LoopState &state = loopState();
+  Dispatch *d = state.loop;
+  T lb0 = static_cast<T>(state.lower), st0 = static_cast<T>(state.step);
+  uint64_t loopTrips = state.trips;
   uint64_t first = 0, count = 0;
   int32_t t = d->threads > 1 ? threadId : 0;
   if (!takeIterations(*d, t, first, count))
@@ -522,50 +539,39 @@ void __kmpc_for_static_fini(void *, int32_t) {}
 void __kmpc_dispatch_init_4(void *, int32_t, int32_t sched, int32_t lb, int32_t ub, int32_t st,
                             int32_t chunk) {
   dispatchInit<int32_t>(lb, ub, st, chunk);
-  loopLower = lb;
-  loopStep = st;
 }
 void __kmpc_dispatch_init_4u(void *, int32_t, int32_t sched, uint32_t lb, uint32_t ub,
                              int32_t st, int32_t chunk) {
   dispatchInit<uint32_t>(lb, ub, static_cast<uint32_t>(st), static_cast<uint32_t>(chunk));
-  loopLower = lb;
-  loopStep = st;
 }
 void __kmpc_dispatch_init_8(void *, int32_t, int32_t sched, int64_t lb, int64_t ub, int64_t st,
                             int64_t chunk) {
   dispatchInit<int64_t>(lb, ub, st, chunk);
-  loopLower = lb;
-  loopStep = st;
 }
 void __kmpc_dispatch_init_8u(void *, int32_t, int32_t sched, uint64_t lb, uint64_t ub,
                              int64_t st, int64_t chunk) {
   dispatchInit<uint64_t>(lb, ub, static_cast<uint64_t>(st), static_cast<uint64_t>(chunk));
-  loopLower = static_cast<int64_t>(lb);
-  loopStep = st;
 }
 int32_t __kmpc_dispatch_next_4(void *, int32_t, int32_t *last, int32_t *lb, int32_t *ub,
                                int32_t *st) {
-  return dispatchNext<int32_t>(last, lb, ub, st, static_cast<int32_t>(loopLower),
-                               static_cast<int32_t>(loopStep));
+  return dispatchNext<int32_t>(last, lb, ub, st);
 }
 int32_t __kmpc_dispatch_next_4u(void *, int32_t, int32_t *last, uint32_t *lb, uint32_t *ub,
                                 int32_t *st) {
   uint32_t s = 0;
-  int32_t more = dispatchNext<uint32_t>(last, lb, ub, &s, static_cast<uint32_t>(loopLower),
-                                        static_cast<uint32_t>(loopStep));
+  int32_t more = dispatchNext<uint32_t>(last, lb, ub, &s);
   if (st)
     *st = static_cast<int32_t>(s);
   return more;
 }
 int32_t __kmpc_dispatch_next_8(void *, int32_t, int32_t *last, int64_t *lb, int64_t *ub,
                                int64_t *st) {
-  return dispatchNext<int64_t>(last, lb, ub, st, loopLower, loopStep);
+  return dispatchNext<int64_t>(last, lb, ub, st);
 }
 int32_t __kmpc_dispatch_next_8u(void *, int32_t, int32_t *last, uint64_t *lb, uint64_t *ub,
                                 int64_t *st) {
   uint64_t s = 0;
-  int32_t more = dispatchNext<uint64_t>(last, lb, ub, &s, static_cast<uint64_t>(loopLower),
-                                        static_cast<uint64_t>(loopStep));
+  int32_t more = dispatchNext<uint64_t>(last, lb, ub, &s);
   if (st)
     *st = static_cast<int64_t>(s);
   return more;

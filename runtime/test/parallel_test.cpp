@@ -7,7 +7,8 @@
 // if clause (__kmpc_fork_call_if) forks when its condition holds, else runs
 // on the caller alone. Dynamic loops (__kmpc_dispatch_*) give every
 // iteration to exactly one thread, whatever the bounds and step, two in one
-// region included, and a thread that starts late takes fewer of them.
+// region and loops in nested regions included, and a thread that starts
+// late has iterations of its share taken by the others.
 //
 //   moir_parallel_test
 #include <atomic>
@@ -100,9 +101,9 @@ struct Coverage {
   std::atomic<int32_t> ran[kIterations];
   std::atomic<int32_t> byThread[2];
   std::atomic<int32_t> lastFlags{0};
-  /// Thread 0 starts this late (microseconds); each iteration spins this
-  /// long.
-  int32_t lateUs = 0, iterationUs = 0;
+  /// Thread 0 starts only once the worker has taken an iteration of
+  /// thread 0's share (stolen it).
+  bool holdThread0 = false;
   Coverage() {
     for (auto &r : ran)
       r = 0;
@@ -110,11 +111,6 @@ struct Coverage {
   }
 };
 
-void spinFor(int32_t us) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
-  while (std::chrono::steady_clock::now() < until) {
-  }
-}
 
 /// Iterations [0, kIterations) as an unsigned 64-bit loop of step 1, then
 /// (in the same region, after the first loop's barrier) 20 down to 1 as a
@@ -124,8 +120,12 @@ void dynamicBody(int32_t *gtid, int32_t *btid, ...) {
   va_start(ap, btid);
   auto *c = static_cast<Coverage *>(va_arg(ap, void *));
   va_end(ap);
-  if (*gtid == 0 && c->lateUs)
-    spinFor(c->lateUs);
+  if (*gtid == 0 && c->holdThread0) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (c->byThread[1].load() <= Coverage::kIterations / 2 &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
+  }
   int32_t last = 0;
   uint64_t lo = 0, hi = 0;
   int64_t stride = 0;
@@ -134,7 +134,6 @@ void dynamicBody(int32_t *gtid, int32_t *btid, ...) {
     for (uint64_t i = lo; i <= hi; i += static_cast<uint64_t>(stride)) {
       c->ran[i].fetch_add(1);
       c->byThread[*gtid & 1].fetch_add(1);
-      spinFor(c->iterationUs);
     }
     if (last)
       c->lastFlags.fetch_add(1);
@@ -145,6 +144,50 @@ void dynamicBody(int32_t *gtid, int32_t *btid, ...) {
   while (__kmpc_dispatch_next_4(nullptr, *gtid, &last, &lo4, &hi4, &stride4))
     for (int32_t i = lo4; i >= hi4; i += stride4)
       c->ran[Coverage::kIterations - i].fetch_add(1);
+  __kmpc_barrier(nullptr, *gtid);
+}
+
+/// A dynamic loop of 8 iterations whose body runs a nested region (on
+/// the thread alone) with a dynamic loop of its own over 10: the nested
+/// loop must not disturb the outer one's state.
+struct Nested {
+  std::atomic<int32_t> outer[8];
+  std::atomic<int32_t> inner{0};
+  Nested() {
+    for (auto &o : outer)
+      o = 0;
+  }
+};
+
+void innerBody(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  auto *n = static_cast<Nested *>(va_arg(ap, void *));
+  va_end(ap);
+  int32_t last = 0;
+  uint64_t lo = 0, hi = 0;
+  int64_t stride = 0;
+  __kmpc_dispatch_init_8u(nullptr, *gtid, 35, 0, 9, 1, 1);
+  while (__kmpc_dispatch_next_8u(nullptr, *gtid, &last, &lo, &hi, &stride))
+    for (uint64_t i = lo; i <= hi; ++i)
+      n->inner.fetch_add(1);
+  __kmpc_barrier(nullptr, *gtid);
+}
+
+void outerBody(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  auto *n = static_cast<Nested *>(va_arg(ap, void *));
+  va_end(ap);
+  int32_t last = 0;
+  uint64_t lo = 0, hi = 0;
+  int64_t stride = 0;
+  __kmpc_dispatch_init_8u(nullptr, *gtid, 35, 0, 7, 1, 1);
+  while (__kmpc_dispatch_next_8u(nullptr, *gtid, &last, &lo, &hi, &stride))
+    for (uint64_t i = lo; i <= hi; ++i) {
+      n->outer[i].fetch_add(1);
+      __kmpc_fork_call(nullptr, 1, innerBody, n);
+    }
   __kmpc_barrier(nullptr, *gtid);
 }
 
@@ -195,16 +238,24 @@ int main() {
       check(coveredOnce(c), cond ? "a team's dynamic loops ran every iteration once"
                                  : "a dynamic loop run alone ran every iteration once");
     }
-  // Thread 0 starts 20 ms late on 1000 iterations of 20 us (10 ms a half):
-  // the worker takes its share and steals from thread 0's.
+  // Thread 0 starts only after the worker has stolen from its share
+  // (else after 10 s, and the check below fails).
   {
     Coverage c;
-    c.lateUs = 20000;
-    c.iterationUs = 20;
+    c.holdThread0 = true;
     __kmpc_fork_call_if(nullptr, 1, dynamicBody, 1, &c);
     check(coveredOnce(c), "a late thread's dynamic loop ran every iteration once");
-    check(c.byThread[1].load() > Coverage::kIterations * 3 / 4,
-          "the worker took most of a late thread's share");
+    check(c.byThread[1].load() > Coverage::kIterations / 2,
+          "the worker took iterations of a late thread's share");
+  }
+  // Nested dynamic loops, on every thread of the team.
+  for (int round = 0; round < 20; ++round) {
+    Nested n;
+    __kmpc_fork_call(nullptr, 1, outerBody, &n);
+    bool once = n.inner.load() == 80;
+    for (auto &o : n.outer)
+      once = once && o.load() == 1;
+    check(once, "a dynamic loop with nested dynamic loops ran every iteration once");
   }
   std::printf("parallel: %s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
