@@ -459,6 +459,15 @@ template <typename T> int32_t dispatchNext(int32_t *last, T *lb, T *ub, T *st) {
   return 1;
 }
 
+/// dispatchNext for the unsigned loops, whose stride the ABI passes signed.
+template <typename U, typename S> int32_t dispatchNextUnsigned(int32_t *last, U *lb, U *ub, S *st) {
+  U stride = 0;
+  int32_t more = dispatchNext<U>(last, lb, ub, &stride);
+  if (st)
+    *st = static_cast<S>(stride);
+  return more;
+}
+
 } // namespace
 
 extern "C" {
@@ -558,11 +567,7 @@ int32_t __kmpc_dispatch_next_4(void *, int32_t, int32_t *last, int32_t *lb, int3
 }
 int32_t __kmpc_dispatch_next_4u(void *, int32_t, int32_t *last, uint32_t *lb, uint32_t *ub,
                                 int32_t *st) {
-  uint32_t s = 0;
-  int32_t more = dispatchNext<uint32_t>(last, lb, ub, &s);
-  if (st)
-    *st = static_cast<int32_t>(s);
-  return more;
+  return dispatchNextUnsigned(last, lb, ub, st);
 }
 int32_t __kmpc_dispatch_next_8(void *, int32_t, int32_t *last, int64_t *lb, int64_t *ub,
                                int64_t *st) {
@@ -570,11 +575,7 @@ int32_t __kmpc_dispatch_next_8(void *, int32_t, int32_t *last, int64_t *lb, int6
 }
 int32_t __kmpc_dispatch_next_8u(void *, int32_t, int32_t *last, uint64_t *lb, uint64_t *ub,
                                 int64_t *st) {
-  uint64_t s = 0;
-  int32_t more = dispatchNext<uint64_t>(last, lb, ub, &s);
-  if (st)
-    *st = static_cast<int64_t>(s);
-  return more;
+  return dispatchNextUnsigned(last, lb, ub, st);
 }
 void __kmpc_dispatch_fini_4(void *, int32_t) {}
 void __kmpc_dispatch_fini_4u(void *, int32_t) {}

@@ -159,36 +159,37 @@ struct Nested {
   }
 };
 
-void innerBody(int32_t *gtid, int32_t *btid, ...) {
-  va_list ap;
-  va_start(ap, btid);
-  auto *n = static_cast<Nested *>(va_arg(ap, void *));
-  va_end(ap);
+/// fn(i) for i in [0, count) of a dynamic loop (step 1), then the barrier.
+template <typename Fn> void dynamicLoop(int32_t gtid, uint64_t count, Fn fn) {
   int32_t last = 0;
   uint64_t lo = 0, hi = 0;
   int64_t stride = 0;
-  __kmpc_dispatch_init_8u(nullptr, *gtid, 35, 0, 9, 1, 1);
-  while (__kmpc_dispatch_next_8u(nullptr, *gtid, &last, &lo, &hi, &stride))
+  __kmpc_dispatch_init_8u(nullptr, gtid, 35, 0, count - 1, 1, 1);
+  while (__kmpc_dispatch_next_8u(nullptr, gtid, &last, &lo, &hi, &stride))
     for (uint64_t i = lo; i <= hi; ++i)
-      n->inner.fetch_add(1);
-  __kmpc_barrier(nullptr, *gtid);
+      fn(i);
+  __kmpc_barrier(nullptr, gtid);
+}
+
+Nested *nestedArg(va_list ap) { return static_cast<Nested *>(va_arg(ap, void *)); }
+
+void innerBody(int32_t *gtid, int32_t *btid, ...) {
+  va_list ap;
+  va_start(ap, btid);
+  Nested *n = nestedArg(ap);
+  va_end(ap);
+  dynamicLoop(*gtid, 10, [&](uint64_t) { n->inner.fetch_add(1); });
 }
 
 void outerBody(int32_t *gtid, int32_t *btid, ...) {
   va_list ap;
   va_start(ap, btid);
-  auto *n = static_cast<Nested *>(va_arg(ap, void *));
+  Nested *n = nestedArg(ap);
   va_end(ap);
-  int32_t last = 0;
-  uint64_t lo = 0, hi = 0;
-  int64_t stride = 0;
-  __kmpc_dispatch_init_8u(nullptr, *gtid, 35, 0, 7, 1, 1);
-  while (__kmpc_dispatch_next_8u(nullptr, *gtid, &last, &lo, &hi, &stride))
-    for (uint64_t i = lo; i <= hi; ++i) {
-      n->outer[i].fetch_add(1);
-      __kmpc_fork_call(nullptr, 1, innerBody, n);
-    }
-  __kmpc_barrier(nullptr, *gtid);
+  dynamicLoop(*gtid, 8, [&](uint64_t i) {
+    n->outer[i].fetch_add(1);
+    __kmpc_fork_call(nullptr, 1, innerBody, n);
+  });
 }
 
 /// Every iteration of both loops ran once (the second loop's 20 on top of
