@@ -296,9 +296,10 @@ void staticInit(int32_t gtid, int32_t *lastIter, T *lower, T *upper, T *stride, 
 
 /// A worksharing loop whose iterations the threads take as they come
 /// (schedule dynamic or guided: __kmpc_dispatch_*), static with stealing:
-/// each thread starts on its share of a static split, taking an iteration
-/// at a time from its front, and a thread whose share is done takes the
-/// back half of what is left of the fullest other share. A thread that
+/// each thread starts on its share of a static split, taking a quarter of
+/// what is left of it at a time from its front (at least the chunk), and a
+/// thread whose share is done takes the back half of what is left of the
+/// fullest other share. A thread that
 /// starts late or meets slower iterations thus takes fewer, where a static
 /// split made the others wait for it at the loop's barrier, and each
 /// thread still works on its own contiguous share first (the rows the
@@ -544,7 +545,8 @@ void __kmpc_for_static_init_8u(void *, int32_t gtid, int32_t, int32_t *last, uin
 }
 void __kmpc_for_static_fini(void *, int32_t) {}
 
-// Dynamic and guided worksharing loops (moir-cpu-guided-schedule).
+// Dynamic and guided worksharing loops (moir-cpu-dynamic-schedule): both
+// take the shares with stealing above.
 void __kmpc_dispatch_init_4(void *, int32_t, int32_t sched, int32_t lb, int32_t ub, int32_t st,
                             int32_t chunk) {
   dispatchInit<int32_t>(lb, ub, st, chunk);

@@ -436,18 +436,18 @@ using BlockFill = function_ref<Value(OpBuilder &, Location, Value, Value, Value)
 Value overHiddenBlocks(OpBuilder &b, Location loc, OpFoldResult rows, int64_t hidden,
                        OpFoldResult block, BlockFill fill) {
   Value zeros = filled(b, loc, {rows, b.getIndexAttr(hidden)}, b.getF32Type(), 0.0);
+  // A constant block: a static item count, the block a constant inside.
   std::optional<int64_t> fixed = getConstantIntValue(block);
-  Value blockValue = fixed ? indexConst(b, loc, *fixed) : cast<Value>(block);
   OpFoldResult count =
       fixed ? OpFoldResult(b.getIndexAttr(llvm::divideCeil(hidden, *fixed)))
-            : OpFoldResult(arith::CeilDivUIOp::create(b, loc, indexConst(b, loc, hidden), blockValue)
+            : OpFoldResult(arith::CeilDivUIOp::create(b, loc, indexConst(b, loc, hidden),
+                                                      cast<Value>(block))
                                .getResult());
   auto items = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{count}, ValueRange{zeros},
                                      std::nullopt);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(items.getBody());
-  if (fixed)
-    blockValue = indexConst(b, loc, *fixed);
+  Value blockValue = fixed ? indexConst(b, loc, *fixed) : cast<Value>(block);
   Value c0h = arith::MulIOp::create(b, loc, items.getInductionVars()[0], blockValue);
   Value width = arith::MinUIOp::create(b, loc, blockValue,
                                        arith::SubIOp::create(b, loc, indexConst(b, loc, hidden), c0h));
@@ -791,10 +791,8 @@ LogicalResult lowerExperts(OpTy op, PatternRewriter &b, const Ownership *own) {
       return block * llvm::divideCeil(kDownItemWeights, block * ffn);
     };
     Value downBlock = blockConst(downBlockOf(ffnBlock), downBlockOf(decodeBlock));
-    std::optional<int64_t> fixedDown = getConstantIntValue(downBlock);
     Value down = overHiddenBlocks(
-        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden,
-        fixedDown ? OpFoldResult(b.getIndexAttr(*fixedDown)) : OpFoldResult(downBlock),
+        b, loc, own ? OpFoldResult(copies) : OpFoldResult(tokens), hidden, downBlock,
         [&](OpBuilder &b, Location loc, Value c0h, Value width, Value block) {
       return loop(b, loc, c0, numActive, block, [&](OpBuilder &b, Location loc, Value a, ValueRange acc) {
         auto [e, lo, n] = expertRows(b, loc, a);
